@@ -1,0 +1,94 @@
+//! The command line: one struct per command in its own file; this enum only dispatches.
+
+use crate::env::Env;
+use crate::error::{chain, Result};
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::io::Write;
+
+pub mod init;
+pub mod key;
+pub mod keygen;
+pub mod torrent;
+
+/// p2pu: peer-to-peer updates for a fleet of small Linux machines.
+///
+/// Renders and runs Serf, Transmission and Puppet on each node, signs and broadcasts updates,
+/// and applies them everywhere exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "p2pu", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::Init),
+    #[command(subcommand)]
+    Torrent(torrent::Torrent),
+    Keygen(keygen::Keygen),
+    #[command(subcommand)]
+    Key(key::Key),
+}
+
+/// What a command reports back for the exit status (beyond plain failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Exit with this status without printing an error (e.g. `init --detailed-exitcodes`).
+    Status(i32),
+}
+
+impl Command {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        match self {
+            Command::Init(c) => c.run(env),
+            Command::Torrent(c) => c.run(env),
+            Command::Keygen(c) => c.run(env),
+            Command::Key(c) => c.run(env),
+        }
+    }
+}
+
+/// Parses `args` and runs the command; prints errors as one line on stderr.
+pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            let text = if env.interactive {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
+            let stream = if e.use_stderr() {
+                &mut env.stderr
+            } else {
+                &mut env.stdout
+            };
+            let _ = stream.write_all(text.as_bytes());
+            return code;
+        }
+    };
+    match cli.command.run(env) {
+        Ok(Outcome::Success) => 0,
+        Ok(Outcome::Status(code)) => code,
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            let _ = writeln!(env.stderr, "error: {}", chain(&e));
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

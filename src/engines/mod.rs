@@ -1,0 +1,1 @@
+//! The engines p2pu drives: Serf, Transmission, Puppet, systemd.

@@ -1,0 +1,79 @@
+//! The outside world a command sees: working directory, standard streams and the clock.
+//! Tests build an [`Env`] with captured streams and run commands in-process.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+pub struct Env {
+    pub cwd: PathBuf,
+    pub stdin: Box<dyn Read + Send>,
+    pub stdout: Box<dyn Write + Send>,
+    pub stderr: Box<dyn Write + Send>,
+    /// True when stderr is a terminal and colour/progress bars are welcome.
+    pub interactive: bool,
+    pub clock: fn() -> SystemTime,
+}
+
+/// A shared byte buffer that a test keeps a handle on while the command writes into it.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Env {
+    /// The real process: its cwd, streams and wall clock.
+    pub fn process() -> Env {
+        use std::io::IsTerminal;
+        Env {
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            stdin: Box::new(io::stdin()),
+            stdout: Box::new(io::stdout()),
+            stderr: Box::new(io::stderr()),
+            interactive: io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            clock: SystemTime::now,
+        }
+    }
+
+    /// An environment for tests: given stdin, captured stdout and stderr.
+    pub fn capture(cwd: &Path, stdin: &[u8]) -> (Env, Captured, Captured) {
+        let out = Captured::default();
+        let err = Captured::default();
+        let env = Env {
+            cwd: cwd.to_path_buf(),
+            stdin: Box::new(io::Cursor::new(stdin.to_vec())),
+            stdout: Box::new(out.clone()),
+            stderr: Box::new(err.clone()),
+            interactive: false,
+            clock: SystemTime::now,
+        };
+        (env, out, err)
+    }
+
+    /// Resolves a path given on the command line against the command's working directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.cwd.join(path)
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The data formats: bencode, BitTorrent v1 metainfo, the signed announcement, and the
+//! prototype's legacy payload.
+
+pub mod announcement;
+pub mod bencode;
+pub mod legacy;
+pub mod torrent;

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(p2pu::run(std::env::args_os()));
+}
