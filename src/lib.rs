@@ -11,6 +11,7 @@ pub mod error;
 pub mod formats;
 pub mod fsutil;
 pub mod keys;
+pub mod provision;
 pub mod render;
 
 pub use env::Env;

@@ -1,1 +1,2 @@
 //! The engines p2pu drives: Serf, Transmission, Puppet, systemd.
+pub mod systemd;

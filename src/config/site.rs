@@ -1,0 +1,208 @@
+//! The shape of `site.toml` as an operator writes it: every section, key and default.
+//! Unknown keys are errors (`deny_unknown_fields`) so a typo never silently means "default".
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteToml {
+    pub node: NodeSection,
+    pub serf: SerfSection,
+    pub transmission: TransmissionSection,
+    pub puppet: PuppetSection,
+    pub agent: AgentSection,
+    pub nat: NatSection,
+    pub time: TimeSection,
+    pub paths: PathsSection,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// An ordinary fleet member: serf, transmission, the agent.
+    #[default]
+    Node,
+    /// A fleet member that also runs the NAT rendezvous (`p2pu proxy`).
+    Proxy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Node name; default: the machine's hostname.
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerfSection {
+    pub bind: String,
+    /// Address other members reach this node on; default: the address of the default route.
+    pub advertise: Option<String>,
+    pub join: Vec<String>,
+    pub encrypt: bool,
+    pub keyring_file: PathBuf,
+    pub rpc_addr: String,
+    pub rpc_auth_file: PathBuf,
+    pub tags: BTreeMap<String, String>,
+    pub event_handler: PathBuf,
+    pub config_file: PathBuf,
+    pub user_event_size_limit: u32,
+}
+
+impl Default for SerfSection {
+    fn default() -> Self {
+        SerfSection {
+            bind: "0.0.0.0:7946".into(),
+            advertise: None,
+            join: Vec::new(),
+            encrypt: true,
+            keyring_file: "/etc/p2pu/serf.keyring".into(),
+            rpc_addr: "127.0.0.1:7373".into(),
+            rpc_auth_file: "/etc/p2pu/serf-rpc.secret".into(),
+            tags: BTreeMap::new(),
+            event_handler: "/etc/p2pu/serf-handler".into(),
+            config_file: "/etc/serf/p2pu.json".into(),
+            user_event_size_limit: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransmissionSection {
+    pub rpc_port: u16,
+    pub rpc_user: String,
+    /// A fixed password; when absent a secret is generated into `rpc_password_file` (0600).
+    pub rpc_password: Option<String>,
+    pub rpc_password_file: PathBuf,
+    pub peer_port: u16,
+    pub download_dir: PathBuf,
+    pub dht: bool,
+    pub lpd: bool,
+    pub pex: bool,
+    pub utp: bool,
+    pub settings_file: PathBuf,
+    /// The system user the Debian daemon runs as; it owns settings.json and the download dir.
+    pub user: String,
+    /// Extra settings.json keys passed through as they are.
+    pub extra: BTreeMap<String, toml::Value>,
+}
+
+impl Default for TransmissionSection {
+    fn default() -> Self {
+        TransmissionSection {
+            rpc_port: 9091,
+            rpc_user: "p2pu".into(),
+            rpc_password: None,
+            rpc_password_file: "/etc/p2pu/transmission-rpc.secret".into(),
+            peer_port: 51413,
+            download_dir: "/var/lib/p2pu/downloads".into(),
+            dht: false,
+            lpd: false,
+            pex: true,
+            utp: true,
+            settings_file: "/etc/transmission-daemon/settings.json".into(),
+            user: "debian-transmission".into(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PuppetSection {
+    pub modulepath: Vec<PathBuf>,
+    pub apply_flags: Vec<String>,
+}
+
+impl Default for PuppetSection {
+    fn default() -> Self {
+        PuppetSection {
+            modulepath: vec!["/etc/puppet/code/modules".into()],
+            apply_flags: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    pub spool_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub trusted_keys_dir: PathBuf,
+    pub signing_key: PathBuf,
+    pub archive_dir: PathBuf,
+    pub accept_legacy: bool,
+    /// Port of the agent's BitTorrent tracker on 127.0.0.1.
+    pub tracker_port: u16,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            spool_dir: "/var/spool/p2pu".into(),
+            state_dir: "/var/lib/p2pu".into(),
+            trusted_keys_dir: "/etc/p2pu/trusted-keys".into(),
+            signing_key: "/etc/p2pu/keys/signing.key".into(),
+            archive_dir: "/var/lib/p2pu/archives".into(),
+            accept_legacy: false,
+            tracker_port: 6969,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSection {
+    /// Run `p2pu nat-client` on this node.
+    pub enabled: bool,
+    /// The rendezvous proxy, `host:port`.
+    pub proxy: Option<String>,
+    /// UDP port `p2pu proxy` listens on, and `nat-client` binds.
+    pub port: u16,
+    pub keepalive_secs: u32,
+    pub fleet_secret_file: PathBuf,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        NatSection {
+            enabled: false,
+            proxy: None,
+            port: 3478,
+            keepalive_secs: 20,
+            fleet_secret_file: "/etc/p2pu/fleet.secret".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSection {
+    /// NTP servers for systemd-timesyncd; empty leaves the system's choice alone.
+    pub ntp: Vec<String>,
+    pub fallback_ntp: Vec<String>,
+}
+
+/// Where p2pu's own and systemd's files go; change only for an unusual system layout.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsSection {
+    pub config_dir: PathBuf,
+    pub systemd_dir: PathBuf,
+    pub timesyncd_dir: PathBuf,
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        PathsSection {
+            config_dir: "/etc/p2pu".into(),
+            systemd_dir: "/etc/systemd/system".into(),
+            timesyncd_dir: "/etc/systemd/timesyncd.conf.d".into(),
+        }
+    }
+}

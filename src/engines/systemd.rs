@@ -1,0 +1,114 @@
+//! systemd, as `init` uses it: enable units, reload or restart services, and nothing at all
+//! where systemd is not running (containers, CI) or when rendering into an image (`--root`).
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+pub struct Systemd {
+    /// `Some(dir)`: operate on the unit files of the root file system at `dir`, start nothing.
+    pub root: Option<PathBuf>,
+}
+
+impl Systemd {
+    /// Whether this machine was booted with systemd as init (sd_booted(3)).
+    pub fn is_running() -> bool {
+        Path::new("/run/systemd/system").is_dir()
+    }
+
+    /// Whether a unit file exists in the (target) system's unit search path.
+    pub fn unit_exists(&self, unit: &str) -> bool {
+        let root = self.root.as_deref().unwrap_or(Path::new("/"));
+        [
+            "etc/systemd/system",
+            "lib/systemd/system",
+            "usr/lib/systemd/system",
+        ]
+        .iter()
+        .any(|dir| root.join(dir).join(unit).exists())
+    }
+
+    pub fn is_enabled(&self, unit: &str) -> bool {
+        let mut args = self.base_args();
+        args.extend(["is-enabled".to_string(), "--quiet".into(), unit.into()]);
+        duct::cmd("systemctl", &args)
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    pub fn is_active(&self, unit: &str) -> bool {
+        self.root.is_none()
+            && duct::cmd!("systemctl", "is-active", "--quiet", unit)
+                .stdout_null()
+                .stderr_null()
+                .unchecked()
+                .run()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+    }
+
+    pub fn enable(&self, unit: &str) -> Result<()> {
+        self.systemctl(&["enable", unit])
+    }
+
+    pub fn disable(&self, unit: &str) -> Result<()> {
+        self.systemctl(&["disable", unit])
+    }
+
+    pub fn daemon_reload(&self) -> Result<()> {
+        self.systemctl(&["daemon-reload"])
+    }
+
+    pub fn stop(&self, unit: &str) -> Result<()> {
+        self.systemctl(&["stop", unit])
+    }
+
+    pub fn restart(&self, unit: &str) -> Result<()> {
+        self.systemctl(&["restart", unit])
+    }
+
+    pub fn start(&self, unit: &str) -> Result<()> {
+        self.systemctl(&["start", unit])
+    }
+
+    fn base_args(&self) -> Vec<String> {
+        match &self.root {
+            Some(root) => vec![format!("--root={}", root.display())],
+            None => Vec::new(),
+        }
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Result<()> {
+        let mut all = self.base_args();
+        all.extend(args.iter().map(|s| s.to_string()));
+        run_checked("systemctl", &all)
+    }
+}
+
+/// Runs a command with an argument vector; a failure carries the command, status and stderr.
+pub fn run_checked(program: &str, args: &[String]) -> Result<()> {
+    let command = std::iter::once(program.to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = duct::cmd(program, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command,
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
