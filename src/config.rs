@@ -167,3 +167,6 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
         .map_or(0, |i| i + 1);
     (line, before.len() - line_start + 1)
 }
+
+#[cfg(test)]
+mod tests;

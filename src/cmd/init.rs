@@ -312,6 +312,11 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
     if let Some(key_dir) = site.agent.signing_key.parent() {
         dirs.push(dir(key_dir, 0o700, None));
     }
+    // The daemon keeps resume files and rewrites settings.json beside it (Debian's own
+    // /etc/transmission-daemon already exists and is left as the package made it).
+    if let Some(settings_dir) = site.transmission.settings_file.parent() {
+        dirs.insert(0, dir(settings_dir, 0o755, Some(&site.transmission.user)));
+    }
     dirs
 }
 

@@ -28,19 +28,39 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// The line of `section.key` in the source, when the operator wrote it there.
-    fn line_of(&self, section: &str, key: &str) -> Option<usize> {
-        let table = self.doc.as_ref()?.get(section)?.as_table_like()?;
-        let (key, _) = table.get_key_value(key)?;
-        let span = key.span()?;
-        Some(line_column(self.text, span.start).0)
+    /// The line of a dotted key in the source, when the operator wrote it there.
+    fn line_of(&self, path: &[&str]) -> Option<usize> {
+        let (last, tables) = path.split_last()?;
+        let mut table = self.doc.as_ref()?.as_table() as &dyn toml_edit::TableLike;
+        for name in tables {
+            table = table.get(name)?.as_table_like()?;
+        }
+        let (key, _) = table.get_key_value(last)?;
+        Some(line_column(self.text, key.span()?.start).0)
     }
 
     fn invalid(&self, key: &str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
-        let (section, field) = key.split_once('.').unwrap_or(("", key));
+        let path: Vec<&str> = key.split('.').collect();
+        self.invalid_at(&path, key, value, reason)
+    }
+
+    /// Like `invalid` for an entry of a table whose keys are the operator's (tags, extra).
+    fn invalid_entry(&self, table: &str, entry: &str, reason: impl Into<String>) -> ConfigError {
+        let mut path: Vec<&str> = table.split('.').collect();
+        path.push(entry);
+        self.invalid_at(&path, table, quoted(entry), reason)
+    }
+
+    fn invalid_at(
+        &self,
+        path: &[&str],
+        key: &str,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
-            line: self.line_of(section, field),
+            line: self.line_of(path),
             key: key.to_string(),
             value: value.to_string(),
             reason: reason.into(),
@@ -85,9 +105,9 @@ impl<'a> Validator<'a> {
         }
         for tag in serf.tags.keys() {
             if tag.starts_with(RESERVED_TAG_PREFIX) {
-                return Err(self.invalid(
+                return Err(self.invalid_entry(
                     "serf.tags",
-                    quoted(tag),
+                    tag,
                     format!("tags starting with `{RESERVED_TAG_PREFIX}` are set by p2pu itself"),
                 ));
             }
@@ -134,9 +154,9 @@ impl<'a> Validator<'a> {
         }
         for key in tr.extra.keys() {
             if let Some(owner) = managed_setting(key) {
-                return Err(self.invalid(
+                return Err(self.invalid_entry(
                     "transmission.extra",
-                    quoted(key),
+                    key,
                     format!("settings.json key `{key}` is managed by p2pu; set {owner} instead"),
                 ));
             }

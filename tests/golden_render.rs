@@ -1,0 +1,114 @@
+//! Golden tests of every file `init` renders, for the example config and for a fleet config
+//! with overrides. Regenerate with `P2PU_UPDATE_GOLDEN=1 cargo test --test golden_render`
+//! and review the diff like code.
+
+use p2pu::config::{Config, MachineFacts};
+use p2pu::render::{render_node, RenderOptions, Secrets, Templates};
+use std::path::{Path, PathBuf};
+
+const FLEET: &str = r#"
+[node]
+name = "gw-01"
+role = "proxy"
+
+[serf]
+bind = "0.0.0.0:17946"
+advertise = "10.20.0.1"
+join = ["10.20.0.2", "10.20.0.3:17946"]
+rpc_addr = "127.0.0.1:17373"
+
+[serf.tags]
+site = "warehouse"
+
+[transmission]
+rpc_port = 19091
+rpc_user = "fleet"
+peer_port = 61413
+download_dir = "/srv/p2pu/downloads"
+dht = true
+utp = false
+
+[transmission.extra]
+"cache-size-mb" = 16
+"speed-limit-up" = 5000
+"speed-limit-up-enabled" = true
+
+[agent]
+spool_dir = "/srv/p2pu/spool"
+tracker_port = 16969
+
+[nat]
+enabled = true
+proxy = "rendezvous.example.net:3478"
+keepalive_secs = 15
+
+[time]
+ntp = ["10.20.0.1", "ntp.example.net"]
+fallback_ntp = ["0.debian.pool.ntp.org"]
+"#;
+
+fn check(case: &str, config_text: &str, first_boot: bool) {
+    let facts = MachineFacts {
+        hostname: Some("pi-01".into()),
+        default_route_addr: Some("192.168.1.20".parse().unwrap()),
+    };
+    let config =
+        Config::from_str(Path::new("/etc/p2pu/site.toml"), config_text, Some(&facts)).unwrap();
+    let secrets = Secrets {
+        transmission_rpc_password: "TRANSMISSION-SECRET".into(),
+        serf_rpc_auth: "SERF-RPC-SECRET".into(),
+    };
+    let options = RenderOptions {
+        binary: "/usr/bin/p2pu".into(),
+        installed_config: "/etc/p2pu/site.toml".into(),
+    };
+    let templates = Templates::load(None).unwrap();
+    let files = render_node(&config, &secrets, &options, &templates, first_boot).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case);
+    let update = std::env::var_os("P2PU_UPDATE_GOLDEN").is_some();
+    for file in files {
+        let golden = dir.join(file.path.strip_prefix("/").unwrap());
+        match (&file.contents, update) {
+            (Some(contents), true) => {
+                std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+                std::fs::write(&golden, contents).unwrap();
+            }
+            (None, true) => {
+                let _ = std::fs::remove_file(&golden);
+            }
+            (Some(contents), false) => {
+                let want = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+                    panic!("{}: {e} (set P2PU_UPDATE_GOLDEN=1)", golden.display())
+                });
+                pretty_assertions::assert_eq!(
+                    want,
+                    String::from_utf8_lossy(contents),
+                    "{} differs from {}",
+                    file.path.display(),
+                    golden.display()
+                );
+            }
+            (None, false) => assert!(
+                !golden.exists(),
+                "{} should not be rendered",
+                file.path.display()
+            ),
+        }
+    }
+}
+
+#[test]
+fn example_config_renders_golden_files() {
+    check(
+        "example",
+        include_str!("../install/site.example.toml"),
+        false,
+    );
+}
+
+#[test]
+fn fleet_config_with_overrides_renders_golden_files() {
+    check("fleet", FLEET, true);
+}

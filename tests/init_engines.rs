@@ -1,0 +1,267 @@
+//! `p2pu init` against the real engines: render into a temp dir, start real `serf agent` and
+//! `transmission-daemon` (foreground, not systemd) on the rendered files, and check that they
+//! run as configured.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the daemon when the test ends, passed or failed.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn p2pu(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_p2pu"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+    config: String,
+    serf_rpc: String,
+    rpc_port: u16,
+}
+
+/// A site.toml whose every path lives in a temp dir, on free loopback ports.
+fn node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (serf_port, serf_rpc, rpc_port, peer_port, tracker) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let text = format!(
+        r#"
+[node]
+name = "lab-1"
+[serf]
+bind = "127.0.0.1:{serf_port}"
+advertise = "127.0.0.1"
+rpc_addr = "127.0.0.1:{serf_rpc}"
+keyring_file = "{d}/p2pu/serf.keyring"
+rpc_auth_file = "{d}/p2pu/serf-rpc.secret"
+event_handler = "{d}/p2pu/serf-handler"
+config_file = "{d}/serf/p2pu.json"
+[serf.tags]
+site = "lab"
+[transmission]
+rpc_port = {rpc_port}
+peer_port = {peer_port}
+rpc_password_file = "{d}/p2pu/transmission-rpc.secret"
+download_dir = "{d}/downloads"
+settings_file = "{d}/transmission/settings.json"
+[agent]
+spool_dir = "{d}/spool"
+state_dir = "{d}/state"
+trusted_keys_dir = "{d}/p2pu/trusted-keys"
+signing_key = "{d}/p2pu/keys/signing.key"
+archive_dir = "{d}/archives"
+tracker_port = {tracker}
+[paths]
+config_dir = "{d}/p2pu"
+systemd_dir = "{d}/systemd"
+timesyncd_dir = "{d}/timesyncd"
+"#
+    );
+    let config = format!("{d}/site.toml");
+    std::fs::write(&config, text).unwrap();
+    Node {
+        dir,
+        config,
+        serf_rpc: format!("127.0.0.1:{serf_rpc}"),
+        rpc_port,
+    }
+}
+
+fn read_secret(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+fn serf(node: &Node, args: &[&str]) -> std::process::Output {
+    let auth = read_secret(&node.dir.path().join("p2pu/serf-rpc.secret"));
+    Command::new("serf")
+        .args(args)
+        .arg(format!("-rpc-addr={}", node.serf_rpc))
+        .env("SERF_RPC_AUTH", auth)
+        .output()
+        .unwrap()
+}
+
+/// One Transmission RPC call with the session-id handshake; returns the HTTP status.
+fn transmission_status(port: u16, user: &str, password: &str) -> u16 {
+    use base64::Engine;
+    let url = format!("http://127.0.0.1:{port}/transmission/rpc");
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let body = r#"{"method":"session-get"}"#;
+    let first = ureq::post(&url)
+        .set("Authorization", &auth)
+        .send_string(body);
+    let session = match first {
+        Ok(response) => return response.status(),
+        Err(ureq::Error::Status(409, response)) => response
+            .header("X-Transmission-Session-Id")
+            .unwrap()
+            .to_string(),
+        Err(ureq::Error::Status(code, _)) => return code,
+        Err(e) => panic!("transmission unreachable: {e}"),
+    };
+    match ureq::post(&url)
+        .set("Authorization", &auth)
+        .set("X-Transmission-Session-Id", &session)
+        .send_string(body)
+    {
+        Ok(response) => {
+            let text = response.into_string().unwrap();
+            assert!(text.contains(r#""result":"success""#), "{text}");
+            200
+        }
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("transmission unreachable: {e}"),
+    }
+}
+
+#[test]
+fn rendered_configs_run_real_serf_and_transmission() {
+    let node = node();
+    let d = node.dir.path();
+    let out = p2pu(&[
+        "init",
+        "--config",
+        &node.config,
+        "--no-systemd",
+        "--binary",
+        env!("CARGO_BIN_EXE_p2pu"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let _serf = Daemon(
+        Command::new("serf")
+            .arg("agent")
+            .arg(format!(
+                "-config-file={}",
+                d.join("serf/p2pu.json").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let members = wait_until("serf members", || {
+        let out = serf(&node, &["members", "-format=json"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap())
+    });
+    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
+    let me = &members["members"][0];
+    assert_eq!(me["name"], "lab-1");
+    assert_eq!(me["status"], "alive");
+    assert_eq!(me["tags"]["site"], "lab");
+    assert_eq!(me["tags"]["p2pu-role"], "node");
+    // Gossip encryption is on, with the generated keyring.
+    let info = serf(&node, &["info", "-format=json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["serf"]["encrypted"], "true", "{info}");
+    // The RPC refuses a wrong auth key.
+    let wrong = Command::new("serf")
+        .args(["members", &format!("-rpc-addr={}", node.serf_rpc)])
+        .env("SERF_RPC_AUTH", "wrong")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+
+    let password = read_secret(&d.join("p2pu/transmission-rpc.secret"));
+    // As Debian runs it: as its own user, which must reach the temp dir.
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let user = nix::unistd::User::from_name("debian-transmission")
+        .unwrap()
+        .expect("transmission-daemon is installed");
+    let mut transmission = Daemon(
+        Command::new("transmission-daemon")
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .args(["-f", "-g"])
+            .arg(d.join("transmission"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("transmission RPC", || {
+        ureq::get(&format!(
+            "http://127.0.0.1:{}/transmission/rpc",
+            node.rpc_port
+        ))
+        .call()
+        .err()
+        .filter(|e| matches!(e, ureq::Error::Status(..)))
+    });
+    assert_eq!(transmission_status(node.rpc_port, "p2pu", &password), 200);
+    assert_eq!(transmission_status(node.rpc_port, "p2pu", "wrong"), 401);
+    assert_eq!(
+        transmission_status(node.rpc_port, "transmission", "transmission"),
+        401
+    );
+
+    // Transmission rewrites settings.json on exit (password salted and hashed); the same
+    // config must still count as unchanged.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(transmission.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    transmission.0.wait().unwrap();
+    let rewritten = std::fs::read_to_string(d.join("transmission/settings.json")).unwrap();
+    assert!(rewritten.contains("\"rpc-password\": \"{"), "{rewritten}");
+    let again = p2pu(&[
+        "init",
+        "--config",
+        &node.config,
+        "--no-systemd",
+        "--detailed-exitcodes",
+        "--binary",
+        env!("CARGO_BIN_EXE_p2pu"),
+    ]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+}
