@@ -5,6 +5,7 @@
 mod compare;
 mod owner;
 mod secrets;
+pub mod services;
 
 pub use owner::Owners;
 pub use secrets::{ensure_secrets, SecretStatus};

@@ -5,7 +5,8 @@ use crate::cmd::Outcome;
 use crate::config::{Config, MachineFacts};
 use crate::engines::systemd::Systemd;
 use crate::error::{Error, Result};
-use crate::provision::{self, Change, ManagedDir, Owners, PlannedChange, SecretStatus, Target};
+use crate::provision::services::{self, Action, Mode};
+use crate::provision::{self, ManagedDir, Owners, SecretStatus, Target};
 use crate::render::{self, Compare, ManagedFile, RenderOptions, Templates};
 use crate::Env;
 use std::collections::BTreeSet;
@@ -120,33 +121,26 @@ impl Init {
         }
 
         let systemd = Systemd { root: root.clone() };
-        let live = !image && !self.no_systemd && Systemd::is_running();
-        let mut to_start = BTreeSet::new();
-        if live {
-            for change in changes.iter().filter(|c| c.file.stop_before_write) {
-                for unit in &change.file.restarts {
-                    if systemd.is_active(unit) {
-                        systemd.stop(unit)?;
-                        to_start.insert(unit.clone());
-                    }
-                }
-            }
-        }
-        let units = self.units(&config, image);
-        for (unit, _) in units.iter().filter(|(_, wanted)| !wanted) {
-            if (live || image) && systemd.unit_exists(unit) && systemd.is_enabled(unit) {
-                systemd.disable(unit)?;
-            }
-        }
+        let mode = if image {
+            Some(Mode::Image)
+        } else if !self.no_systemd && Systemd::is_running() {
+            Some(Mode::Live {
+                restart: !self.no_restart,
+            })
+        } else {
+            None
+        };
+        let units = units(&config, image);
+        let systemd_dir = &config.site.paths.systemd_dir;
+        let (before, after) = match mode {
+            Some(mode) => services::plan(&changes, &units, systemd_dir, &systemd, mode),
+            None => (Vec::new(), Vec::new()),
+        };
+        run_actions(env, &systemd, &before)?;
         for change in &changes {
             provision::apply(change, &target, &owners)?;
-            writeln!(
-                env.stdout,
-                "{} {}",
-                change.change.verb(),
-                change.file.path.display()
-            )
-            .map_err(stdout_error)?;
+            let path = change.file.path.display();
+            writeln!(env.stdout, "{} {path}", change.change.verb()).map_err(stdout_error)?;
         }
         if self.first_boot {
             let marker = target.host(&render::first_boot_marker(&config));
@@ -154,22 +148,25 @@ impl Init {
                 std::fs::remove_file(&marker).map_err(Error::io("removing", &marker))?;
             }
         }
-        self.services(
-            env,
-            &config,
-            &systemd,
-            (live, image),
-            &units,
-            &changes,
-            to_start,
-        )?;
+        run_actions(env, &systemd, &after)?;
+        if mode.is_none() && !self.no_systemd {
+            let restarts: BTreeSet<&str> = changes
+                .iter()
+                .flat_map(|c| c.file.restarts.iter().map(String::as_str))
+                .collect();
+            if !restarts.is_empty() {
+                let list = restarts.into_iter().collect::<Vec<_>>().join(" ");
+                writeln!(
+                    env.stdout,
+                    "systemd is not running here: start or restart these yourself: {list}"
+                )
+                .map_err(stdout_error)?;
+            }
+        }
         if !changed {
-            writeln!(
-                env.stdout,
-                "nothing to change: {} is already in place",
-                config_path.display()
-            )
-            .map_err(stdout_error)?;
+            let path = config_path.display();
+            writeln!(env.stdout, "nothing to change: {path} is already in place")
+                .map_err(stdout_error)?;
         }
         Ok(self.outcome(changed))
     }
@@ -180,56 +177,28 @@ impl Init {
             _ => Outcome::Success,
         }
     }
+}
 
-    /// Every unit `init` manages, and whether this node wants it enabled.
-    fn units(&self, config: &Config, image: bool) -> Vec<(String, bool)> {
-        let mut units = vec![
-            ("serf.service".to_string(), true),
-            ("transmission-daemon.service".to_string(), true),
-        ];
-        units.extend(
-            render::own_units(config, image)
-                .into_iter()
-                .map(|(unit, wanted)| (unit.to_string(), wanted)),
-        );
-        units
-    }
+/// Every unit `init` manages, and whether this node wants it enabled.
+fn units(config: &Config, image: bool) -> Vec<(String, bool)> {
+    let engines = ["serf.service", "transmission-daemon.service"].map(|u| (u, true));
+    engines
+        .into_iter()
+        .chain(render::own_units(config, image))
+        .map(|(unit, wanted)| (unit.to_string(), wanted))
+        .collect()
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn services(
-        &self,
-        env: &mut Env,
-        config: &Config,
-        systemd: &Systemd,
-        (live, image): (bool, bool),
-        units: &[(String, bool)],
-        changes: &[PlannedChange],
-        mut to_start: BTreeSet<String>,
-    ) -> Result<()> {
-        let restarts: BTreeSet<String> = changes
-            .iter()
-            .filter(|c| c.change != Change::Remove)
-            .flat_map(|c| c.file.restarts.iter().cloned())
-            .collect();
-        if !live && !image {
-            if !restarts.is_empty() && !self.no_systemd {
-                writeln!(
-                    env.stdout,
-                    "systemd is not running here: start or restart these yourself: {}",
-                    restarts.iter().cloned().collect::<Vec<_>>().join(" ")
-                )
-                .map_err(stdout_error)?;
-            }
-            return Ok(());
-        }
-        let unit_files_changed = changes
-            .iter()
-            .any(|c| c.file.path.starts_with(&config.site.paths.systemd_dir));
-        if live && unit_files_changed {
-            systemd.daemon_reload()?;
-        }
-        for (unit, _) in units.iter().filter(|(_, wanted)| *wanted) {
-            if !systemd.unit_exists(unit) {
+fn run_actions(env: &mut Env, systemd: &Systemd, actions: &[Action]) -> Result<()> {
+    for action in actions {
+        let done = match action {
+            Action::Stop(unit) => systemd.stop(unit).map(|()| format!("stopped {unit}")),
+            Action::Disable(unit) => systemd.disable(unit).map(|()| format!("disabled {unit}")),
+            Action::DaemonReload => systemd.daemon_reload().map(|()| "reloaded systemd".into()),
+            Action::Enable(unit) => systemd.enable(unit).map(|()| format!("enabled {unit}")),
+            Action::Restart(unit) => systemd.restart(unit).map(|()| format!("restarted {unit}")),
+            Action::Start(unit) => systemd.start(unit).map(|()| format!("started {unit}")),
+            Action::Missing(unit) => {
                 writeln!(
                     env.stderr,
                     "warning: {unit} is not installed; is its package missing?"
@@ -237,32 +206,10 @@ impl Init {
                 .map_err(stdout_error)?;
                 continue;
             }
-            if !systemd.is_enabled(unit) {
-                systemd.enable(unit)?;
-                writeln!(env.stdout, "enabled {unit}").map_err(stdout_error)?;
-            }
-            if live && !systemd.is_active(unit) && unit != "p2pu-firstboot.service" {
-                to_start.insert(unit.clone());
-            }
-        }
-        if !live || self.no_restart {
-            return Ok(());
-        }
-        for unit in &restarts {
-            if to_start.remove(unit) {
-                systemd.start(unit)?;
-                writeln!(env.stdout, "started {unit}").map_err(stdout_error)?;
-            } else if systemd.is_active(unit) {
-                systemd.restart(unit)?;
-                writeln!(env.stdout, "restarted {unit}").map_err(stdout_error)?;
-            }
-        }
-        for unit in &to_start {
-            systemd.start(unit)?;
-            writeln!(env.stdout, "started {unit}").map_err(stdout_error)?;
-        }
-        Ok(())
+        }?;
+        writeln!(env.stdout, "{done}").map_err(stdout_error)?;
     }
+    Ok(())
 }
 
 /// In an image: the config itself and the marker that arms the first-boot unit.

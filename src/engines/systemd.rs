@@ -16,7 +16,7 @@ impl Systemd {
     }
 
     /// Whether a unit file exists in the (target) system's unit search path.
-    pub fn unit_exists(&self, unit: &str) -> bool {
+    fn unit_exists(&self, unit: &str) -> bool {
         let root = self.root.as_deref().unwrap_or(Path::new("/"));
         [
             "etc/systemd/system",
@@ -27,7 +27,7 @@ impl Systemd {
         .any(|dir| root.join(dir).join(unit).exists())
     }
 
-    pub fn is_enabled(&self, unit: &str) -> bool {
+    fn is_enabled(&self, unit: &str) -> bool {
         let mut args = self.base_args();
         args.extend(["is-enabled".to_string(), "--quiet".into(), unit.into()]);
         duct::cmd("systemctl", &args)
@@ -39,7 +39,7 @@ impl Systemd {
             .unwrap_or(false)
     }
 
-    pub fn is_active(&self, unit: &str) -> bool {
+    fn is_active(&self, unit: &str) -> bool {
         self.root.is_none()
             && duct::cmd!("systemctl", "is-active", "--quiet", unit)
                 .stdout_null()
@@ -111,4 +111,16 @@ pub fn run_checked(program: &str, args: &[String]) -> Result<()> {
         status: output.status.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
+}
+
+impl crate::provision::services::UnitState for Systemd {
+    fn exists(&self, unit: &str) -> bool {
+        self.unit_exists(unit)
+    }
+    fn enabled(&self, unit: &str) -> bool {
+        self.is_enabled(unit)
+    }
+    fn active(&self, unit: &str) -> bool {
+        self.is_active(unit)
+    }
 }
