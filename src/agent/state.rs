@@ -1,0 +1,330 @@
+//! The agent's durable memory, in the state dir: per update name, the announcements accepted
+//! and what became of them; and a bounded log of rejected ones. Everything is keyed by name,
+//! seq and info-hash, never by Transmission's torrent ids (they change across restarts).
+//! Files are JSON written atomically, so a crash leaves the last complete state.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How many records of one name, and how many rejections, are kept.
+const HISTORY: usize = 20;
+const REJECTIONS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Accepted; being downloaded.
+    Pending,
+    /// Downloaded and verified; being applied.
+    Applying,
+    Applied,
+    Failed,
+    /// Signed and valid but its seq lies too far in the future: kept aside, not applied.
+    Held,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Applying => "applying",
+            Status::Applied => "applied",
+            Status::Failed => "failed",
+            Status::Held => "held",
+        }
+    }
+
+    /// Whether the agent still has work to do on it.
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Pending | Status::Applying)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub name: String,
+    pub seq: u64,
+    pub kind: String,
+    pub info_hash: String,
+    pub len: u64,
+    pub sha256: String,
+    /// The announcement as received, to re-serve it to nodes catching up.
+    pub wire: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Puppet's (or the applier's) output, trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    pub received_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    pub at: u64,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+/// Why an announcement of a known name is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqVerdict {
+    New,
+    /// The same (name, seq) was accepted before.
+    Replay,
+    /// An older seq than one accepted before: a downgrade.
+    Older {
+        newest: u64,
+    },
+}
+
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn open(dir: &Path) -> Result<StateStore> {
+        let names = dir.join("names");
+        std::fs::create_dir_all(&names).map_err(Error::io("creating state directory", &names))?;
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn name_file(&self, name: &str) -> PathBuf {
+        self.dir.join("names").join(format!("{name}.json"))
+    }
+
+    /// Every record of `name`, oldest first.
+    pub fn records(&self, name: &str) -> Result<Vec<Record>> {
+        read_json(&self.name_file(name)).map(Option::unwrap_or_default)
+    }
+
+    /// Decides whether `seq` is new for `name`: held announcements do not count.
+    pub fn check_seq(&self, name: &str, seq: u64) -> Result<SeqVerdict> {
+        let records = self.records(name)?;
+        let accepted = records.iter().filter(|r| r.status != Status::Held);
+        if records
+            .iter()
+            .any(|r| r.seq == seq && r.status != Status::Held)
+        {
+            return Ok(SeqVerdict::Replay);
+        }
+        match accepted.map(|r| r.seq).max() {
+            Some(newest) if newest > seq => Ok(SeqVerdict::Older { newest }),
+            _ => Ok(SeqVerdict::New),
+        }
+    }
+
+    /// Adds or replaces the record of (name, seq).
+    pub fn put(&self, record: Record) -> Result<()> {
+        let mut records = self.records(&record.name)?;
+        records.retain(|r| r.seq != record.seq);
+        records.push(record.clone());
+        records.sort_by_key(|r| r.seq);
+        let excess = records.len().saturating_sub(HISTORY);
+        records.drain(..excess);
+        write_json(&self.name_file(&record.name), &records)
+    }
+
+    /// Sets the status (and reason/output) of an existing record.
+    pub fn set_status(
+        &self,
+        name: &str,
+        seq: u64,
+        status: Status,
+        reason: Option<String>,
+        output: Option<String>,
+        now: u64,
+    ) -> Result<Record> {
+        let mut record = self
+            .records(name)?
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .ok_or_else(|| Error::Internal(format!("no record of {name} seq {seq}")))?;
+        record.status = status;
+        record.reason = reason;
+        record.output = output;
+        record.updated_at = now;
+        self.put(record.clone())?;
+        Ok(record)
+    }
+
+    /// Every name with a record, sorted.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let dir = self.dir.join("names");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(Error::io("listing", &dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The newest record of each name.
+    pub fn latest(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for name in self.names()? {
+            if let Some(record) = self
+                .records(&name)?
+                .into_iter()
+                .filter(|r| r.status != Status::Held)
+                .max_by_key(|r| r.seq)
+            {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the agent must still finish (after a crash or restart).
+    pub fn open_records(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for name in self.names()? {
+            out.extend(
+                self.records(&name)?
+                    .into_iter()
+                    .filter(|r| r.status.is_open()),
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn reject(&self, rejection: Rejection) -> Result<()> {
+        let path = self.dir.join("rejections.json");
+        let mut all: Vec<Rejection> = read_json(&path)?.unwrap_or_default();
+        all.push(rejection);
+        let excess = all.len().saturating_sub(REJECTIONS);
+        all.drain(..excess);
+        write_json(&path, &all)
+    }
+
+    pub fn rejections(&self) -> Result<Vec<Rejection>> {
+        read_json(&self.dir.join("rejections.json")).map(Option::unwrap_or_default)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading state", path)(e)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::io("parsing state", path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, seq: u64, status: Status) -> Record {
+        Record {
+            name: name.into(),
+            seq,
+            kind: "manifest".into(),
+            info_hash: "00".repeat(20),
+            len: 1,
+            sha256: "00".repeat(32),
+            wire: "p2pu1:x".into(),
+            status,
+            reason: None,
+            output: None,
+            received_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn seq_must_grow_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.check_seq("site.pp", 5).unwrap(), SeqVerdict::New);
+        store.put(record("site.pp", 5, Status::Applied)).unwrap();
+        assert_eq!(store.check_seq("site.pp", 5).unwrap(), SeqVerdict::Replay);
+        assert_eq!(
+            store.check_seq("site.pp", 4).unwrap(),
+            SeqVerdict::Older { newest: 5 }
+        );
+        assert_eq!(store.check_seq("site.pp", 6).unwrap(), SeqVerdict::New);
+        assert_eq!(store.check_seq("other.pp", 1).unwrap(), SeqVerdict::New);
+        // A held (future) announcement blocks nothing.
+        store.put(record("site.pp", 99, Status::Held)).unwrap();
+        assert_eq!(store.check_seq("site.pp", 6).unwrap(), SeqVerdict::New);
+    }
+
+    #[test]
+    fn status_changes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record("a.pp", 1, Status::Pending)).unwrap();
+        store.put(record("b.pp", 2, Status::Applied)).unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.open_records().unwrap().len(), 1);
+        store
+            .set_status(
+                "a.pp",
+                1,
+                Status::Failed,
+                Some("puppet failed".into()),
+                None,
+                9,
+            )
+            .unwrap();
+        assert!(store.open_records().unwrap().is_empty());
+        let latest = store.latest().unwrap();
+        assert_eq!(
+            latest
+                .iter()
+                .map(|r| (r.name.as_str(), r.status))
+                .collect::<Vec<_>>(),
+            vec![("a.pp", Status::Failed), ("b.pp", Status::Applied)]
+        );
+    }
+
+    #[test]
+    fn history_and_rejections_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for seq in 0..30 {
+            store.put(record("a.pp", seq, Status::Applied)).unwrap();
+        }
+        assert_eq!(store.records("a.pp").unwrap().len(), HISTORY);
+        for at in 0..(REJECTIONS as u64 + 5) {
+            store
+                .reject(Rejection {
+                    at,
+                    source: "serf".into(),
+                    name: None,
+                    seq: None,
+                    reason: "bad".into(),
+                })
+                .unwrap();
+        }
+        let rejections = store.rejections().unwrap();
+        assert_eq!(rejections.len(), REJECTIONS);
+        assert_eq!(rejections[0].at, 5);
+    }
+}
