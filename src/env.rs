@@ -14,6 +14,8 @@ pub struct Env {
     /// True when stderr is a terminal and colour/progress bars are welcome.
     pub interactive: bool,
     pub clock: fn() -> SystemTime,
+    /// Environment variables (Serf passes event details this way).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// A shared byte buffer that a test keeps a handle on while the command writes into it.
@@ -50,6 +52,7 @@ impl Env {
             stderr: Box::new(io::stderr()),
             interactive: io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             clock: SystemTime::now,
+            vars: std::env::vars().collect(),
         }
     }
 
@@ -64,8 +67,20 @@ impl Env {
             stderr: Box::new(err.clone()),
             interactive: false,
             clock: SystemTime::now,
+            vars: Default::default(),
         };
         (env, out, err)
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Seconds since the Unix epoch by this environment's clock.
+    pub fn unix_now(&self) -> u64 {
+        (self.clock)()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// Resolves a path given on the command line against the command's working directory.

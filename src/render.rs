@@ -272,7 +272,9 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
         TAG_PEER_PORT.into(),
         json!(site.transmission.peer_port.to_string()),
     );
-    let handler_spec = std::iter::once(format!("user:{UPDATE_EVENT}"))
+    // Every user event: the handler spools p2pu's own and the prototype's (for migration)
+    // and ignores the rest.
+    let handler_spec = std::iter::once("user".to_string())
         .chain(QUERIES.iter().map(|q| format!("query:{q}")))
         .collect::<Vec<_>>()
         .join(",")

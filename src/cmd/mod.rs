@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 
+pub mod handle_event;
 pub mod init;
 pub mod key;
 pub mod keygen;
@@ -25,6 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Init),
+    HandleEvent(handle_event::HandleEvent),
     #[command(subcommand)]
     Torrent(torrent::Torrent),
     Keygen(keygen::Keygen),
@@ -44,6 +46,7 @@ impl Command {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         match self {
             Command::Init(c) => c.run(env),
+            Command::HandleEvent(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),

@@ -1,0 +1,150 @@
+//! `p2pu handle-event`: what Serf's event handler runs. A user event is written to the agent's
+//! spool and the handler returns at once (Serf runs handlers one at a time); a query is
+//! answered from the agent's state dir.
+
+use crate::agent::spool::{self, Source};
+use crate::agent::state::{Record, StateStore, Status};
+use crate::cmd::Outcome;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::render::{QUERIES, UPDATE_EVENT};
+use crate::Env;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// Hand a Serf event to the agent (run by Serf's event handler, not by people).
+///
+/// Reads the event from the environment Serf sets (SERF_EVENT, SERF_USER_EVENT,
+/// SERF_QUERY_NAME) and the payload from stdin.
+#[derive(Debug, clap::Args)]
+pub struct HandleEvent {
+    /// The site config.
+    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
+    config: PathBuf,
+}
+
+/// A node's answer to the `p2pu-status` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatus {
+    pub node: String,
+    pub updates: Vec<UpdateStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStatus {
+    pub name: String,
+    pub seq: u64,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: u64,
+}
+
+/// Query answers travel over UDP; keep them well under the rendered response limit.
+const MAX_ANSWER: usize = 7 * 1024;
+
+impl HandleEvent {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        let config = Config::load(&env.resolve(&self.config), None)?;
+        let event = env.var("SERF_EVENT").unwrap_or_default().to_string();
+        match event.as_str() {
+            "user" => self.user_event(env, &config),
+            "query" => self.query(env, &config),
+            _ => Ok(Outcome::Success),
+        }
+    }
+
+    fn user_event(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
+        let name = env.var("SERF_USER_EVENT").unwrap_or_default().to_string();
+        let payload = read_payload(env)?;
+        if name == UPDATE_EVENT || looks_legacy(&payload) {
+            let path = spool::put(&config.site.agent.spool_dir, Source::Serf, &payload)?;
+            writeln!(env.stderr, "p2pu: spooled {name} event as {}", path.display())
+                .map_err(Error::io("writing to", "standard error"))?;
+        }
+        Ok(Outcome::Success)
+    }
+
+    fn query(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
+        let name = env.var("SERF_QUERY_NAME").unwrap_or_default().to_string();
+        let payload = read_payload(env)?;
+        let store = StateStore::open(&config.site.agent.state_dir)?;
+        let answer = match name.as_str() {
+            "p2pu-status" => {
+                let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
+                let status = node_status(&store, node)?;
+                serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
+            }
+            "p2pu-latest" => {
+                let wanted = String::from_utf8_lossy(&payload).trim().to_string();
+                latest_wire(&store, &wanted)?.unwrap_or_default()
+            }
+            _ => return Ok(Outcome::Success),
+        };
+        debug_assert!(QUERIES.contains(&name.as_str()));
+        env.stdout
+            .write_all(answer.as_bytes())
+            .map_err(Error::io("writing to", "standard output"))?;
+        Ok(Outcome::Success)
+    }
+}
+
+/// This node's newest update of each name, newest first, within the answer limit.
+pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
+    let mut latest: Vec<Record> = store.latest()?;
+    latest.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+    let mut status = NodeStatus {
+        node,
+        updates: Vec::new(),
+    };
+    let mut size = 64;
+    for record in latest {
+        let update = UpdateStatus {
+            name: record.name,
+            seq: record.seq,
+            status: record.status,
+            reason: record.reason.map(|r| r.chars().take(200).collect()),
+            at: record.updated_at,
+        };
+        size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
+        if size > MAX_ANSWER {
+            break;
+        }
+        status.updates.push(update);
+    }
+    Ok(status)
+}
+
+/// The newest accepted announcement of `name`, as received, for a node catching up.
+pub fn latest_wire(store: &StateStore, name: &str) -> Result<Option<String>> {
+    if crate::formats::announcement::validate_name(name).is_err() {
+        return Ok(None);
+    }
+    Ok(store
+        .records(name)?
+        .into_iter()
+        .filter(|r| r.status != Status::Held)
+        .max_by_key(|r| r.seq)
+        .map(|r| r.wire))
+}
+
+fn read_payload(env: &mut Env) -> Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    (&mut env.stdin)
+        .take(spool::MAX_EVENT_BYTES as u64 + 1)
+        .read_to_end(&mut payload)
+        .map_err(Error::io("reading the event payload from", "standard input"))?;
+    // Serf appends a newline to every payload.
+    if payload.last() == Some(&b'\n') {
+        payload.pop();
+    }
+    Ok(payload)
+}
+
+/// The prototype's payload: 32 hex digits of MD5, then a bencoded torrent.
+fn looks_legacy(payload: &[u8]) -> bool {
+    payload.len() > 33 && payload[..32].iter().all(u8::is_ascii_hexdigit) && payload[32] == b'd'
+}
