@@ -44,6 +44,12 @@ pub enum Error {
     Legacy(#[from] crate::formats::legacy::LegacyError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    EngineTransmission(#[from] crate::engines::transmission::TransmissionError),
+    #[error(transparent)]
+    EngineSerf(#[from] crate::engines::serf::SerfError),
+    #[error(transparent)]
+    EnginePuppet(#[from] crate::engines::puppet::PuppetError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]
@@ -61,7 +67,10 @@ fn stderr_suffix(stderr: &str) -> String {
 
 impl Error {
     /// Wraps an I/O error with what was being done and to which path.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io {
             action,
