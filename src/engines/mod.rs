@@ -71,14 +71,16 @@ impl Invocation {
 
     /// Runs to completion, or kills the process after `deadline`.
     pub fn run(&self, deadline: Option<Duration>) -> Result<Finished, RunFailure> {
-        let mut expr = duct::cmd(&self.program, &self.args)
+        // In duct the innermost redirection wins, so the merge goes on before the captures.
+        let mut expr = duct::cmd(&self.program, &self.args);
+        if self.merge_stderr {
+            expr = expr.stderr_to_stdout();
+        }
+        expr = expr
             .stdin_null()
             .stdout_capture()
             .stderr_capture()
             .unchecked();
-        if self.merge_stderr {
-            expr = expr.stderr_to_stdout();
-        }
         for (key, value) in &self.env {
             expr = expr.env(key, value);
         }
@@ -181,6 +183,19 @@ mod tests {
         assert_eq!(finished.status.code(), Some(3));
         assert_eq!(finished.stdout, b"out\n");
         assert_eq!(finished.stderr, b"err\n");
+    }
+
+    #[test]
+    fn merged_stderr_lands_in_stdout_in_order() {
+        let mut invocation = Invocation::new("sh")
+            .arg("-c")
+            .arg("echo one; echo two >&2; echo three");
+        invocation.merge_stderr = true;
+        let Ok(finished) = invocation.run(None) else {
+            panic!("sh did not run")
+        };
+        assert_eq!(finished.stdout, b"one\ntwo\nthree\n");
+        assert!(finished.stderr.is_empty());
     }
 
     #[test]
