@@ -264,6 +264,23 @@ fn unreachable_port_is_a_typed_error_after_bounded_retries() -> Result<()> {
 }
 
 #[test]
+fn client_survives_a_daemon_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (rpc_port, peer_port) = (free_port(), free_port());
+    let mut node = start_transmission(dir.path(), rpc_port, peer_port, "p2pu", "pw")?;
+    let client = node.client();
+    client.session_get()?;
+    node.daemon.stop();
+    drop(node);
+    let node = start_transmission(dir.path(), rpc_port, peer_port, "p2pu", "pw")?;
+    // Same client: its pooled keep-alive connection is dead and its session id stale; the next
+    // call must still succeed (ureq drops pooled connections the server closed).
+    let session = client.session_get()?;
+    assert_eq!(session.download_dir, node.download_dir);
+    Ok(())
+}
+
+#[test]
 fn client_waits_for_a_daemon_that_is_still_starting() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let rpc_port = free_port();
