@@ -97,8 +97,9 @@ impl fmt::Debug for Credentials {
 }
 
 /// How long to keep trying while the daemon refuses connections (it is starting or
-/// restarting); other failures are never retried, 401 least of all (Transmission 3.00 locks the
-/// RPC after 100 failed logins until it restarts).
+/// restarting); other failures are never retried, 401 least of all: after 100 failed logins
+/// Transmission 3.00 answers every request, right password included, with 403 "Too many
+/// unsuccessful login attempts" until it is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     /// Total attempts, at least 1.
