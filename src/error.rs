@@ -44,6 +44,12 @@ pub enum Error {
     Legacy(#[from] crate::formats::legacy::LegacyError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    EngineTransmission(#[from] crate::engines::transmission::TransmissionError),
+    #[error(transparent)]
+    EngineSerf(#[from] crate::engines::serf::SerfError),
+    #[error(transparent)]
+    EnginePuppet(#[from] crate::engines::puppet::PuppetError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

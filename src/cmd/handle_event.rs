@@ -62,8 +62,12 @@ impl HandleEvent {
         let payload = read_payload(env)?;
         if name == UPDATE_EVENT || looks_legacy(&payload) {
             let path = spool::put(&config.site.agent.spool_dir, Source::Serf, &payload)?;
-            writeln!(env.stderr, "p2pu: spooled {name} event as {}", path.display())
-                .map_err(Error::io("writing to", "standard error"))?;
+            writeln!(
+                env.stderr,
+                "p2pu: spooled {name} event as {}",
+                path.display()
+            )
+            .map_err(Error::io("writing to", "standard error"))?;
         }
         Ok(Outcome::Success)
     }
@@ -120,7 +124,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
 
 /// The newest accepted announcement of `name`, as received, for a node catching up.
 pub fn latest_wire(store: &StateStore, name: &str) -> Result<Option<String>> {
-    if crate::formats::announcement::validate_name(name).is_err() {
+    if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
         return Ok(None);
     }
     Ok(store
@@ -136,7 +140,10 @@ fn read_payload(env: &mut Env) -> Result<Vec<u8>> {
     (&mut env.stdin)
         .take(spool::MAX_EVENT_BYTES as u64 + 1)
         .read_to_end(&mut payload)
-        .map_err(Error::io("reading the event payload from", "standard input"))?;
+        .map_err(Error::io(
+            "reading the event payload from",
+            "standard input",
+        ))?;
     // Serf appends a newline to every payload.
     if payload.last() == Some(&b'\n') {
         payload.pop();

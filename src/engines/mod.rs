@@ -1,2 +1,211 @@
-//! The engines p2pu drives: Serf, Transmission, Puppet, systemd.
+//! The engines p2pu drives, each behind a small trait so commands and the agent can be tested
+//! with an in-process fake: Transmission over its HTTP RPC ([`TorrentEngine`]), the Serf CLI
+//! ([`Gossip`]) and `puppet apply` ([`Applier`]); systemd for `init`. Also owns the one subprocess runner the CLI
+//! wrappers share (argument vectors, never a shell; captured output; an optional deadline).
+
+pub mod puppet;
+pub mod serf;
 pub mod systemd;
+pub mod transmission;
+
+pub use puppet::{Applier, ApplyReport, ApplyStatus, Puppet, PuppetError};
+pub use serf::{Gossip, Member, MemberStatus, Serf, SerfError};
+pub use transmission::{
+    Added, Credentials, Retry, Session, TorrentEngine, TorrentState, TorrentStatus, Transmission,
+    TransmissionError,
+};
+
+use std::ffi::{OsStr, OsString};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// A subprocess to run: program, arguments and environment changes. `shown` is what error
+/// messages print; it never contains secrets (those travel in `env`, which is never printed).
+#[derive(Clone)]
+pub(crate) struct Invocation {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub env_remove: Vec<OsString>,
+    /// Send stderr into the same pipe as stdout so the output keeps its order (puppet).
+    pub merge_stderr: bool,
+}
+
+/// What a finished subprocess left behind.
+pub(crate) struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+/// Why a subprocess did not finish.
+pub(crate) enum RunFailure {
+    Spawn(std::io::Error),
+    TimedOut(Duration),
+}
+
+impl Invocation {
+    pub fn new(program: impl Into<OsString>) -> Invocation {
+        Invocation {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            merge_stderr: false,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Invocation {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// The command line as an operator would type it, for error messages.
+    pub fn shown(&self) -> String {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(shell_quote)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs to completion, or kills the process after `deadline`.
+    pub fn run(&self, deadline: Option<Duration>) -> Result<Finished, RunFailure> {
+        // In duct the innermost redirection wins, so the merge goes on before the captures.
+        let mut expr = duct::cmd(&self.program, &self.args);
+        if self.merge_stderr {
+            expr = expr.stderr_to_stdout();
+        }
+        expr = expr
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        for (key, value) in &self.env {
+            expr = expr.env(key, value);
+        }
+        for key in &self.env_remove {
+            expr = expr.env_remove(key);
+        }
+        let started = Instant::now();
+        let handle = expr.start().map_err(RunFailure::Spawn)?;
+        // Polling with a growing pause keeps short commands (serf: ~10 ms) quick without a
+        // waiter thread per call.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(output) = handle.try_wait().map_err(RunFailure::Spawn)? {
+                return Ok(Finished {
+                    status: output.status,
+                    stdout: output.stdout.clone(),
+                    stderr: output.stderr.clone(),
+                    elapsed: started.elapsed(),
+                });
+            }
+            if let Some(limit) = deadline {
+                if started.elapsed() >= limit {
+                    // Best effort: the process may have exited between the two calls.
+                    let _ = handle.kill();
+                    return Err(RunFailure::TimedOut(limit));
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+}
+
+/// Quotes one word for display when it holds anything a shell would split or expand.
+fn shell_quote(word: &OsStr) -> String {
+    let text = word.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Output of a subprocess as one line for an error message: trimmed, lines joined with ` | `,
+/// and cut to `max_lines` (keeping the last ones, where tools put the final error).
+pub(crate) fn one_line(text: &str, max_lines: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let skip = lines.len().saturating_sub(max_lines);
+    let mut joined = lines[skip..].join(" | ");
+    if skip > 0 {
+        joined.insert_str(0, "... | ");
+    }
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_command_quotes_words_a_shell_would_split() {
+        let inv = Invocation::new("serf")
+            .arg("event")
+            .arg("-coalesce=false")
+            .arg("--")
+            .arg("p2pu-update")
+            .arg("two words")
+            .arg("it's");
+        assert_eq!(
+            inv.shown(),
+            r"serf event -coalesce=false -- p2pu-update 'two words' 'it'\''s'"
+        );
+    }
+
+    #[test]
+    fn one_line_keeps_the_last_lines() {
+        assert_eq!(one_line("a\n\n  b  \nc\n", 5), "a |   b | c");
+        assert_eq!(one_line("a\nb\nc\n", 2), "... | b | c");
+        assert_eq!(one_line(" \n", 2), "");
+    }
+
+    #[test]
+    fn run_captures_output_and_status() {
+        let finished = match Invocation::new("sh")
+            .arg("-c")
+            .arg("echo out; echo err >&2; exit 3")
+            .run(Some(Duration::from_secs(10)))
+        {
+            Ok(finished) => finished,
+            Err(_) => panic!("sh did not run"),
+        };
+        assert_eq!(finished.status.code(), Some(3));
+        assert_eq!(finished.stdout, b"out\n");
+        assert_eq!(finished.stderr, b"err\n");
+    }
+
+    #[test]
+    fn merged_stderr_lands_in_stdout_in_order() {
+        let mut invocation = Invocation::new("sh")
+            .arg("-c")
+            .arg("echo one; echo two >&2; echo three");
+        invocation.merge_stderr = true;
+        let Ok(finished) = invocation.run(None) else {
+            panic!("sh did not run")
+        };
+        assert_eq!(finished.stdout, b"one\ntwo\nthree\n");
+        assert!(finished.stderr.is_empty());
+    }
+
+    #[test]
+    fn run_kills_a_process_past_its_deadline() {
+        let started = Instant::now();
+        let result = Invocation::new("sleep")
+            .arg("5")
+            .run(Some(Duration::from_millis(100)));
+        assert!(matches!(result, Err(RunFailure::TimedOut(_))));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,383 @@
+//! Runs `puppet apply` and `puppet module install` (Puppet 7) and turns their exit codes into
+//! typed results. With `vardir_root` set, every directory Puppet would write outside the
+//! manifest's own resources is redirected under that root, so tests and side-by-side runs never
+//! touch /var, /run or /etc.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{one_line, Invocation, RunFailure};
+
+/// What p2pu asks of a configuration applier.
+pub trait Applier: Send + Sync {
+    /// Applies a manifest. Resource failures and compile errors are errors.
+    fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError>;
+    /// Installs a module from a local `.tar.gz` into `target_dir`, replacing any installed
+    /// version, without looking at dependencies (there is no Forge offline).
+    fn module_install(
+        &self,
+        tarball: &Path,
+        target_dir: &Path,
+    ) -> Result<ModuleInstalled, PuppetError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyStatus {
+    /// Exit 2: some resources changed.
+    Changed,
+    /// Exit 0: everything was already in the wanted state.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub status: ApplyStatus,
+    pub exit_code: i32,
+    /// stdout and stderr, interleaved as Puppet wrote them.
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInstalled {
+    pub output: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PuppetError {
+    #[error("running `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Exit 1: nothing was applied (syntax error, missing file, unknown class...).
+    #[error("puppet could not compile {}: `{command}` exit status: 1: {}", manifest.display(), digest(output))]
+    Compile {
+        command: String,
+        manifest: PathBuf,
+        output: String,
+    },
+    /// Exit 4 (failures only) or 6 (failures and changes).
+    #[error("puppet apply of {} had failing resources{}: `{command}` exit status: {exit_code}: {}",
+        manifest.display(), if *changed { " (other resources changed)" } else { "" }, digest(output))]
+    ResourceFailures {
+        command: String,
+        manifest: PathBuf,
+        exit_code: i32,
+        changed: bool,
+        output: String,
+    },
+    /// Any other exit status, or death by a signal.
+    #[error("`{command}` {status}: {}", digest(output))]
+    Failed {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("`{command}` did not finish within {after:?} and was killed")]
+    TimedOut { command: String, after: Duration },
+    // Checked first: given a path that does not exist, `puppet module install` takes it for a
+    // Forge module name and goes to the network.
+    #[error("module archive {} is not a file", path.display())]
+    TarballMissing { path: PathBuf },
+    #[error("resolving {}", path.display())]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PuppetError {
+    /// The full output of the failed run, when there is one.
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            PuppetError::Compile { output, .. }
+            | PuppetError::ResourceFailures { output, .. }
+            | PuppetError::Failed { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+}
+
+/// The lines of Puppet's output that explain a failure, on one line: its `Error:` lines
+/// (deduplicated), or its last lines when there are none. Facter's own errors are left out when
+/// others exist: in containers it reports one per fact it cannot read (`/proc/1/environ`), which
+/// says nothing about the manifest.
+fn digest(output: &str) -> String {
+    let mut errors: Vec<&str> = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if line.starts_with("Error:")
+            && !line.starts_with("Error: Facter:")
+            && !errors.contains(&line)
+        {
+            errors.push(line);
+        }
+    }
+    if errors.is_empty() {
+        one_line(output, 5)
+    } else {
+        one_line(&errors.join("\n"), 8)
+    }
+}
+
+/// A `puppet` command line.
+#[derive(Debug, Clone)]
+pub struct Puppet {
+    pub binary: PathBuf,
+    /// When set, Puppet's var, log, run, ssl, public and device-config dirs go under it.
+    pub vardir_root: Option<PathBuf>,
+    /// Directories for `--modulepath`; empty means Puppet's default.
+    pub modulepath: Vec<PathBuf>,
+    /// Further flags for `puppet apply` (e.g. `--noop`, `--tags`).
+    pub extra_flags: Vec<String>,
+    /// Kill a run that takes longer; `None` waits as long as it takes.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Puppet {
+    fn default() -> Puppet {
+        Puppet {
+            binary: PathBuf::from("puppet"),
+            vardir_root: None,
+            modulepath: Vec::new(),
+            extra_flags: Vec::new(),
+            timeout: None,
+        }
+    }
+}
+
+impl Puppet {
+    /// `puppet <subcommand> <action...>` with the flags every run shares.
+    fn invocation(&self, words: &[&str]) -> Invocation {
+        let mut invocation = Invocation::new(&self.binary);
+        for word in words {
+            invocation = invocation.arg(*word);
+        }
+        // Escape codes would end up in error messages and logs.
+        invocation = invocation.arg("--color=false");
+        if let Some(root) = &self.vardir_root {
+            // Measured on Debian's Puppet 7.23: `--vardir` alone still writes
+            // /var/cache/puppet/public/last_run_summary.yaml and creates /etc/puppet/devices.
+            for (flag, sub) in [
+                ("--vardir", "var"),
+                ("--logdir", "log"),
+                ("--rundir", "run"),
+                ("--ssldir", "ssl"),
+                ("--publicdir", "public"),
+                ("--deviceconfdir", "devices"),
+            ] {
+                invocation = invocation.arg(flag).arg(root.join(sub));
+            }
+        }
+        invocation.merge_stderr = true;
+        invocation
+    }
+
+    fn apply_invocation(&self, manifest: &Path) -> Invocation {
+        let mut invocation = self.invocation(&["apply", "--detailed-exitcodes"]);
+        if !self.modulepath.is_empty() {
+            let joined = std::env::join_paths(&self.modulepath)
+                .unwrap_or_else(|_| lossy_join(&self.modulepath));
+            invocation = invocation.arg("--modulepath").arg(joined);
+        }
+        invocation
+            .args
+            .extend(self.extra_flags.iter().map(OsString::from));
+        invocation.arg(not_a_flag(manifest))
+    }
+
+    fn run(&self, invocation: &Invocation) -> Result<super::Finished, PuppetError> {
+        invocation
+            .run(self.timeout)
+            .map_err(|failure| match failure {
+                RunFailure::Spawn(source) => PuppetError::Spawn {
+                    command: invocation.shown(),
+                    source,
+                },
+                RunFailure::TimedOut(after) => PuppetError::TimedOut {
+                    command: invocation.shown(),
+                    after,
+                },
+            })
+    }
+}
+
+/// A path that cannot be mistaken for an option.
+fn not_a_flag(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        Path::new(".").join(path)
+    }
+}
+
+/// `join_paths` refuses a path containing `:`; Puppet would split it anyway, so say what was
+/// asked and let Puppet report the directory it cannot find.
+fn lossy_join(paths: &[PathBuf]) -> OsString {
+    let mut joined = OsString::new();
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            joined.push(":");
+        }
+        joined.push(path);
+    }
+    joined
+}
+
+impl Applier for Puppet {
+    fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+        let invocation = self.apply_invocation(manifest);
+        let finished = self.run(&invocation)?;
+        let output = String::from_utf8_lossy(&finished.stdout).into_owned();
+        let command = invocation.shown();
+        let manifest = manifest.to_path_buf();
+        match finished.status.code() {
+            Some(0) => Ok(ApplyReport {
+                status: ApplyStatus::Unchanged,
+                exit_code: 0,
+                output,
+                elapsed: finished.elapsed,
+            }),
+            Some(2) => Ok(ApplyReport {
+                status: ApplyStatus::Changed,
+                exit_code: 2,
+                output,
+                elapsed: finished.elapsed,
+            }),
+            Some(1) => Err(PuppetError::Compile {
+                command,
+                manifest,
+                output,
+            }),
+            Some(code @ (4 | 6)) => Err(PuppetError::ResourceFailures {
+                command,
+                manifest,
+                exit_code: code,
+                changed: code == 6,
+                output,
+            }),
+            _ => Err(PuppetError::Failed {
+                command,
+                status: finished.status.to_string(),
+                output,
+            }),
+        }
+    }
+
+    fn module_install(
+        &self,
+        tarball: &Path,
+        target_dir: &Path,
+    ) -> Result<ModuleInstalled, PuppetError> {
+        if !tarball.is_file() {
+            return Err(PuppetError::TarballMissing {
+                path: tarball.to_path_buf(),
+            });
+        }
+        let tarball = std::path::absolute(tarball).map_err(|source| PuppetError::Path {
+            path: tarball.to_path_buf(),
+            source,
+        })?;
+        let invocation = self
+            .invocation(&["module", "install"])
+            .arg("--target-dir")
+            .arg(not_a_flag(target_dir))
+            // Dependencies would be looked up on the Forge; replacing an installed version
+            // needs --force (without it Puppet refuses: "already installed").
+            .arg("--ignore-dependencies")
+            .arg("--force")
+            .arg(tarball);
+        let finished = self.run(&invocation)?;
+        let output = String::from_utf8_lossy(&finished.stdout).into_owned();
+        if finished.status.success() {
+            Ok(ModuleInstalled { output })
+        } else {
+            Err(PuppetError::Failed {
+                command: invocation.shown(),
+                status: finished.status.to_string(),
+                output,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from `puppet apply` of a manifest with one failing file resource, in a
+    /// container where Facter cannot read /proc/1/environ.
+    const FAILED_OUTPUT: &str = "\
+Error: Facter: Permission denied @ rb_sysopen - /proc/1/environ
+Error: Facter: Permission denied @ rb_sysopen - /proc/1/environ
+Notice: Compiled catalog for vm in environment production in 0.01 seconds
+Error: Could not set 'file' on ensure: No such file or directory - A directory component in /tmp/x/nonexistent/x.lock does not exist (file: /tmp/x/fail.pp, line: 1)
+Error: Could not set 'file' on ensure: No such file or directory - A directory component in /tmp/x/nonexistent/x.lock does not exist (file: /tmp/x/fail.pp, line: 1)
+Wrapped exception:
+No such file or directory
+Error: /Stage[main]/Main/File[/tmp/x/nonexistent/x]/ensure: change from 'absent' to 'file' failed: Could not set 'file' on ensure
+Notice: Applied catalog in 0.01 seconds
+";
+
+    #[test]
+    fn digest_keeps_manifest_errors_once_and_drops_facter_noise() {
+        let text = digest(FAILED_OUTPUT);
+        assert!(!text.contains("Facter"), "{text}");
+        assert_eq!(text.matches("Could not set 'file'").count(), 2, "{text}");
+        assert!(text.contains("File[/tmp/x/nonexistent/x]/ensure"), "{text}");
+    }
+
+    #[test]
+    fn digest_falls_back_to_the_last_lines() {
+        assert_eq!(digest("a\nb\nc\nd\ne\nf\n"), "... | b | c | d | e | f");
+        assert_eq!(
+            digest("Error: Facter: only this\n"),
+            "Error: Facter: only this"
+        );
+    }
+
+    #[test]
+    fn vardir_root_redirects_every_system_dir() {
+        let puppet = Puppet {
+            vardir_root: Some(PathBuf::from("/tmp/pr")),
+            modulepath: vec![PathBuf::from("/m1"), PathBuf::from("/m2")],
+            extra_flags: vec!["--noop".into()],
+            ..Puppet::default()
+        };
+        let shown = puppet.apply_invocation(Path::new("site.pp")).shown();
+        assert_eq!(
+            shown,
+            "puppet apply --detailed-exitcodes --color=false --vardir /tmp/pr/var \
+             --logdir /tmp/pr/log --rundir /tmp/pr/run --ssldir /tmp/pr/ssl \
+             --publicdir /tmp/pr/public --deviceconfdir /tmp/pr/devices \
+             --modulepath /m1:/m2 --noop ./site.pp"
+        );
+    }
+
+    #[test]
+    fn without_vardir_root_puppet_keeps_its_defaults() {
+        let shown = Puppet::default()
+            .apply_invocation(Path::new("/srv/site.pp"))
+            .shown();
+        assert_eq!(
+            shown,
+            "puppet apply --detailed-exitcodes --color=false /srv/site.pp"
+        );
+    }
+
+    #[test]
+    fn missing_tarball_is_refused_before_puppet_runs() {
+        // A binary that does not exist proves puppet was never started.
+        let puppet = Puppet {
+            binary: PathBuf::from("/nonexistent/puppet"),
+            ..Puppet::default()
+        };
+        assert!(matches!(
+            puppet.module_install(Path::new("/nonexistent/mod.tar.gz"), Path::new("/tmp")),
+            Err(PuppetError::TarballMissing { .. })
+        ));
+    }
+}

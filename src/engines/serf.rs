@@ -1,0 +1,459 @@
+//! Wrapper over the `serf` CLI (0.8.2) talking to the local agent's RPC: members, user events
+//! and queries. The RPC auth key travels in the child's environment (`SERF_RPC_AUTH`, which the
+//! CLI reads as its `-rpc-auth` default), never in argv, where `ps` would show it.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{one_line, Invocation, RunFailure};
+
+/// What p2pu asks of the gossip layer.
+pub trait Gossip: Send + Sync {
+    /// Every member the local agent knows, in any state.
+    fn members(&self) -> Result<Vec<Member>, SerfError>;
+    /// Broadcasts a user event. `coalesce = false` delivers every event (p2pu always sends
+    /// that); with coalescing Serf keeps only the last of a burst of same-named events.
+    fn user_event(&self, name: &str, payload: &[u8], coalesce: bool) -> Result<(), SerfError>;
+    /// Sends a query and collects answers until `timeout` (the call always takes that long).
+    /// Returns `(node, response)` sorted by node; a handler's output arrives as text, with any
+    /// invalid UTF-8 replaced by U+FFFD (Serf's JSON output does that).
+    fn query(
+        &self,
+        name: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<(String, String)>, SerfError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SerfError {
+    #[error("running `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` {status}: {output}")]
+    Failed {
+        command: String,
+        status: String,
+        /// Trimmed stderr (stdout when stderr is empty).
+        output: String,
+    },
+    #[error("`{command}` did not finish within {after:?} and was killed")]
+    TimedOut { command: String, after: Duration },
+    #[error("`{command}` printed something other than the expected JSON: {reason}")]
+    Malformed { command: String, reason: String },
+    #[error("serf {what} contains a NUL byte, which a command-line argument cannot carry")]
+    NulByte { what: &'static str },
+}
+
+/// A member's state as Serf reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberStatus {
+    Alive,
+    Leaving,
+    Left,
+    Failed,
+    Other(String),
+}
+
+impl From<&str> for MemberStatus {
+    fn from(text: &str) -> MemberStatus {
+        match text {
+            "alive" => MemberStatus::Alive,
+            "leaving" => MemberStatus::Leaving,
+            "left" => MemberStatus::Left,
+            "failed" => MemberStatus::Failed,
+            other => MemberStatus::Other(other.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    /// The member's gossip address.
+    pub addr: IpAddr,
+    pub port: u16,
+    pub status: MemberStatus,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `serf members -format=json` output.
+#[derive(Deserialize)]
+struct RawMembers {
+    members: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+struct RawMember {
+    name: String,
+    /// `ip:port`; IPv6 without brackets.
+    addr: String,
+    port: u16,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    status: String,
+}
+
+/// `serf query -format=json` output: `Acks` is `null` with `-no-ack`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawQuery {
+    #[serde(default, rename = "Acks")]
+    _acks: Option<Vec<String>>,
+    #[serde(default)]
+    responses: BTreeMap<String, String>,
+}
+
+/// The `serf` CLI pointed at one agent's RPC address.
+#[derive(Clone)]
+pub struct Serf {
+    binary: PathBuf,
+    rpc_addr: String,
+    rpc_auth: Option<String>,
+    /// Limit for one CLI call other than a query (which gets its own timeout plus this).
+    timeout: Duration,
+}
+
+impl fmt::Debug for Serf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serf")
+            .field("binary", &self.binary)
+            .field("rpc_addr", &self.rpc_addr)
+            .field("rpc_auth", &self.rpc_auth.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Serf {
+    /// The `serf` on `PATH`, talking to the agent at `rpc_addr` (e.g. `127.0.0.1:7373`).
+    pub fn new(rpc_addr: impl Into<String>) -> Serf {
+        Serf {
+            binary: PathBuf::from("serf"),
+            rpc_addr: rpc_addr.into(),
+            rpc_auth: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The agent's `rpc_auth` key.
+    pub fn with_auth(mut self, key: Option<String>) -> Serf {
+        self.rpc_auth = key;
+        self
+    }
+
+    pub fn with_binary(mut self, binary: impl Into<PathBuf>) -> Serf {
+        self.binary = binary.into();
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Serf {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn rpc_addr(&self) -> &str {
+        &self.rpc_addr
+    }
+
+    /// Asks the agent to join the cluster through `addrs` (`host:port` of other agents).
+    pub fn join(&self, addrs: &[String]) -> Result<(), SerfError> {
+        let mut invocation = self.invocation("join");
+        invocation.args.extend(addrs.iter().map(OsString::from));
+        self.run(&invocation, self.timeout).map(drop)
+    }
+
+    /// `serf <subcommand> -rpc-addr=<addr>` with the auth key, if any, in the environment.
+    fn invocation(&self, subcommand: &str) -> Invocation {
+        let mut invocation = Invocation::new(&self.binary)
+            .arg(subcommand)
+            .arg(format!("-rpc-addr={}", self.rpc_addr));
+        match &self.rpc_auth {
+            Some(key) => invocation.env.push(("SERF_RPC_AUTH".into(), key.into())),
+            // An inherited key meant for another agent would only confuse the error.
+            None => invocation.env_remove.push("SERF_RPC_AUTH".into()),
+        }
+        invocation
+    }
+
+    /// Runs the CLI and returns its stdout when it exits 0.
+    fn run(&self, invocation: &Invocation, deadline: Duration) -> Result<Vec<u8>, SerfError> {
+        let command = invocation.shown();
+        let finished = invocation
+            .run(Some(deadline))
+            .map_err(|failure| match failure {
+                RunFailure::Spawn(source) => SerfError::Spawn {
+                    command: command.clone(),
+                    source,
+                },
+                RunFailure::TimedOut(after) => SerfError::TimedOut {
+                    command: command.clone(),
+                    after,
+                },
+            })?;
+        if !finished.status.success() {
+            let stderr = String::from_utf8_lossy(&finished.stderr);
+            let text = if stderr.trim().is_empty() {
+                String::from_utf8_lossy(&finished.stdout)
+            } else {
+                stderr
+            };
+            return Err(SerfError::Failed {
+                command,
+                status: finished.status.to_string(),
+                output: one_line(&text, 10),
+            });
+        }
+        Ok(finished.stdout)
+    }
+
+    /// Appends `-- name payload`: the `--` keeps a name or payload starting with `-` from being
+    /// read as a flag (Go's flag package honours it).
+    fn name_and_payload(
+        mut invocation: Invocation,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<Invocation, SerfError> {
+        if name.contains('\0') {
+            return Err(SerfError::NulByte { what: "event name" });
+        }
+        if payload.contains(&0) {
+            return Err(SerfError::NulByte { what: "payload" });
+        }
+        invocation = invocation
+            .arg("--")
+            .arg(name)
+            .arg(OsString::from_vec(payload.to_vec()));
+        Ok(invocation)
+    }
+
+    fn user_event_invocation(
+        &self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<Invocation, SerfError> {
+        let invocation = self
+            .invocation("event")
+            .arg(format!("-coalesce={coalesce}"));
+        Self::name_and_payload(invocation, name, payload)
+    }
+
+    fn query_invocation(
+        &self,
+        name: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Invocation, SerfError> {
+        // Go durations accept `ms`; Serf treats 0 as "use the default", so send at least 1 ms.
+        let millis = timeout.as_millis().max(1);
+        let invocation = self
+            .invocation("query")
+            .arg("-format=json")
+            .arg(format!("-timeout={millis}ms"));
+        Self::name_and_payload(invocation, name, payload)
+    }
+}
+
+impl Gossip for Serf {
+    fn members(&self) -> Result<Vec<Member>, SerfError> {
+        let invocation = self.invocation("members").arg("-format=json");
+        let stdout = self.run(&invocation, self.timeout)?;
+        parse_members(&stdout).map_err(|reason| SerfError::Malformed {
+            command: invocation.shown(),
+            reason,
+        })
+    }
+
+    fn user_event(&self, name: &str, payload: &[u8], coalesce: bool) -> Result<(), SerfError> {
+        let invocation = self.user_event_invocation(name, payload, coalesce)?;
+        self.run(&invocation, self.timeout).map(drop)
+    }
+
+    fn query(
+        &self,
+        name: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<(String, String)>, SerfError> {
+        let invocation = self.query_invocation(name, payload, timeout)?;
+        let stdout = self.run(&invocation, timeout + self.timeout)?;
+        parse_query(&stdout).map_err(|reason| SerfError::Malformed {
+            command: invocation.shown(),
+            reason,
+        })
+    }
+}
+
+fn parse_members(stdout: &[u8]) -> Result<Vec<Member>, String> {
+    let raw: RawMembers = serde_json::from_slice(stdout).map_err(|e| e.to_string())?;
+    raw.members
+        .into_iter()
+        .map(|m| {
+            let host = m
+                .addr
+                .rsplit_once(':')
+                .map_or(m.addr.as_str(), |(host, _port)| host);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let addr = host
+                .parse()
+                .map_err(|_| format!("member {:?} has address {:?}", m.name, m.addr))?;
+            Ok(Member {
+                name: m.name,
+                addr,
+                port: m.port,
+                status: MemberStatus::from(m.status.as_str()),
+                tags: m.tags,
+            })
+        })
+        .collect()
+}
+
+fn parse_query(stdout: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let raw: RawQuery = serde_json::from_slice(stdout).map_err(|e| e.to_string())?;
+    Ok(raw.responses.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// Captured from `serf members -format=json` (0.8.2-dev) with two agents on loopback.
+    const MEMBERS_JSON: &str = r#"{
+  "members": [
+    {"name": "n2", "addr": "127.0.0.1:17947", "port": 17947, "tags": {"role": "b"},
+     "status": "alive", "protocol": {"max": 5, "min": 2, "version": 5}},
+    {"name": "n1", "addr": "127.0.0.1:17946", "port": 17946,
+     "tags": {"peer": "10.0.0.1:51413", "role": "a"},
+     "status": "failed", "protocol": {"max": 5, "min": 2, "version": 5}}
+  ]
+}"#;
+
+    #[test]
+    fn members_json_parses() {
+        let members = match parse_members(MEMBERS_JSON.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].name, "n2");
+        assert_eq!(members[0].addr, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(members[0].port, 17947);
+        assert_eq!(members[0].status, MemberStatus::Alive);
+        assert_eq!(members[1].status, MemberStatus::Failed);
+        assert_eq!(members[1].tags["peer"], "10.0.0.1:51413");
+    }
+
+    #[test]
+    fn ipv6_member_address_parses_without_brackets() {
+        let json = r#"{"members":[{"name":"a","addr":"fd00::1:7946","port":7946,"tags":{},"status":"alive"}]}"#;
+        let members = match parse_members(json.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(Some(members[0].addr), "fd00::1".parse::<IpAddr>().ok());
+    }
+
+    #[test]
+    fn query_json_parses_with_and_without_acks() {
+        // Captured from `serf query -format=json` (0.8.2-dev).
+        let with_acks = br#"{"Acks":["n1","n2"],"Responses":{"n2":"pong n2\n","n1":"pong n1\n"}}"#;
+        let without = br#"{"Acks":null,"Responses":{}}"#;
+        assert_eq!(
+            parse_query(with_acks),
+            Ok(vec![
+                ("n1".to_owned(), "pong n1\n".to_owned()),
+                ("n2".to_owned(), "pong n2\n".to_owned())
+            ])
+        );
+        assert_eq!(parse_query(without), Ok(vec![]));
+        assert!(parse_query(b"Error connecting").is_err());
+    }
+
+    #[test]
+    fn auth_key_goes_in_the_environment_not_argv() {
+        let serf = Serf::new("127.0.0.1:7373").with_auth(Some("s3cret-key".into()));
+        let invocation = match serf.user_event_invocation("p2pu-update", b"p2pu1:abc", false) {
+            Ok(i) => i,
+            Err(e) => panic!("{e}"),
+        };
+        let argv: Vec<&[u8]> = invocation.args.iter().map(|a| a.as_bytes()).collect();
+        assert_eq!(
+            argv,
+            [
+                &b"event"[..],
+                b"-rpc-addr=127.0.0.1:7373",
+                b"-coalesce=false",
+                b"--",
+                b"p2pu-update",
+                b"p2pu1:abc"
+            ]
+        );
+        assert!(!invocation.shown().contains("s3cret"));
+        assert!(!format!("{serf:?}").contains("s3cret"));
+        assert_eq!(
+            invocation.env,
+            [(
+                OsString::from("SERF_RPC_AUTH"),
+                OsString::from("s3cret-key")
+            )]
+        );
+    }
+
+    #[test]
+    fn without_a_key_an_inherited_one_is_removed() {
+        let invocation = Serf::new("127.0.0.1:7373").invocation("members");
+        assert!(invocation.env.is_empty());
+        assert_eq!(invocation.env_remove, [OsString::from("SERF_RPC_AUTH")]);
+    }
+
+    #[test]
+    fn query_timeout_is_passed_in_milliseconds() {
+        let serf = Serf::new("127.0.0.1:7373");
+        let invocation = match serf.query_invocation("ping", b"", Duration::from_millis(1500)) {
+            Ok(i) => i,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(
+            invocation.shown().contains(" -timeout=1500ms "),
+            "{}",
+            invocation.shown()
+        );
+    }
+
+    #[test]
+    fn nul_bytes_are_refused() {
+        let serf = Serf::new("127.0.0.1:7373");
+        assert!(matches!(
+            serf.user_event("x", b"a\0b", false),
+            Err(SerfError::NulByte { what: "payload" })
+        ));
+    }
+
+    #[test]
+    fn failure_shows_command_status_and_stderr() {
+        // A stand-in binary that fails the way serf does when no agent listens.
+        let serf = Serf::new("127.0.0.1:1");
+        let invocation = Invocation::new("sh")
+            .arg("-c")
+            .arg("echo 'Error connecting to Serf agent: connection refused' >&2; exit 1");
+        match serf.run(&invocation, Duration::from_secs(10)) {
+            Err(err @ SerfError::Failed { .. }) => {
+                let text = err.to_string();
+                assert!(text.starts_with("`sh -c "), "{text}");
+                assert!(text.contains("exit status: 1: Error connecting"), "{text}");
+            }
+            other => panic!("want Failed, got {other:?}"),
+        }
+    }
+}

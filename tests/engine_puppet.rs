@@ -1,0 +1,249 @@
+//! The Puppet runner against the real `puppet` (7.23), every run with its var/log/run/ssl dirs
+//! in a temp dir; each test also checks that Puppet's system directories were left alone.
+
+mod support;
+
+use anyhow::{bail, Result};
+use p2pu::engines::puppet::ModuleInstalled;
+use p2pu::engines::{Applier, ApplyStatus, Puppet, PuppetError};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+/// Where Debian's Puppet writes when not told otherwise.
+const SYSTEM_DIRS: [&str; 5] = [
+    "/var/lib/puppet",
+    "/var/cache/puppet",
+    "/var/log/puppet",
+    "/run/puppet",
+    "/etc/puppet",
+];
+
+/// Every path under the system dirs with its modification time and size.
+fn snapshot() -> BTreeMap<PathBuf, (Option<SystemTime>, u64)> {
+    fn walk(path: &Path, into: &mut BTreeMap<PathBuf, (Option<SystemTime>, u64)>) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        into.insert(path.to_path_buf(), (meta.modified().ok(), meta.len()));
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for entry in entries.flatten() {
+                    walk(&entry.path(), into);
+                }
+            }
+        }
+    }
+    let mut all = BTreeMap::new();
+    for dir in SYSTEM_DIRS {
+        walk(Path::new(dir), &mut all);
+    }
+    all
+}
+
+fn assert_untouched(before: &BTreeMap<PathBuf, (Option<SystemTime>, u64)>) {
+    let after = snapshot();
+    let changed: Vec<&PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|path| before.get(*path) != after.get(*path))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "puppet touched system paths: {changed:?}"
+    );
+}
+
+fn puppet(dir: &Path) -> Puppet {
+    Puppet {
+        vardir_root: Some(dir.join("puppet-root")),
+        ..Puppet::default()
+    }
+}
+
+fn manifest(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+#[test]
+fn apply_creates_a_file_then_finds_nothing_to_change() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    let target = dir.path().join("motd");
+    let site = manifest(
+        dir.path(),
+        "site.pp",
+        &format!(
+            "file {{ '{}': ensure => file, content => \"hello\\n\" }}\n",
+            target.display()
+        ),
+    )?;
+    let runner = puppet(dir.path());
+
+    let first = runner.apply(&site)?;
+    assert_eq!(first.status, ApplyStatus::Changed, "{}", first.output);
+    assert_eq!(first.exit_code, 2);
+    assert_eq!(std::fs::read_to_string(&target)?, "hello\n");
+    assert!(
+        first.output.contains("defined content as"),
+        "{}",
+        first.output
+    );
+
+    let second = runner.apply(&site)?;
+    assert_eq!(second.status, ApplyStatus::Unchanged, "{}", second.output);
+    assert_eq!(second.exit_code, 0);
+    eprintln!(
+        "puppet apply: first (changed) {:?}, second (unchanged) {:?}",
+        first.elapsed, second.elapsed
+    );
+    assert!(dir.path().join("puppet-root/var/state").is_dir());
+    assert_untouched(&before);
+    Ok(())
+}
+
+#[test]
+fn failing_resource_is_a_typed_error_with_puppets_reason() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    let good = dir.path().join("good.txt");
+    let site = manifest(
+        dir.path(),
+        "fail.pp",
+        &format!(
+            "file {{ '{}/missing/dir/x': ensure => file, content => 'x' }}\n\
+             file {{ '{}': ensure => file, content => 'ok' }}\n",
+            dir.path().display(),
+            good.display()
+        ),
+    )?;
+    match puppet(dir.path()).apply(&site) {
+        Err(err @ PuppetError::ResourceFailures { .. }) => {
+            let PuppetError::ResourceFailures {
+                exit_code,
+                changed,
+                ref output,
+                ..
+            } = err
+            else {
+                unreachable!()
+            };
+            // The other resource still applied: failures and changes, exit 6.
+            assert_eq!((exit_code, changed), (6, true));
+            assert!(
+                output.contains("Notice:"),
+                "the full output is kept: {output}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("fail.pp had failing resources"), "{text}");
+            assert!(text.contains("missing/dir/x"), "{text}");
+            assert!(text.contains("exit status: 6"), "{text}");
+            assert!(!text.contains("Facter"), "{text}");
+        }
+        other => bail!("want ResourceFailures, got {other:?}"),
+    }
+    assert!(good.is_file());
+    assert_untouched(&before);
+    Ok(())
+}
+
+#[test]
+fn syntax_error_is_a_compile_error() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    let site = manifest(dir.path(), "broken.pp", "file { '/tmp/never': ensure =>\n")?;
+    match puppet(dir.path()).apply(&site) {
+        Err(err @ PuppetError::Compile { .. }) => {
+            let text = err.to_string();
+            assert!(text.starts_with("puppet could not compile"), "{text}");
+            assert!(text.contains("Syntax error"), "{text}");
+            assert!(text.contains("broken.pp"), "{text}");
+        }
+        other => bail!("want Compile, got {other:?}"),
+    }
+    assert!(!Path::new("/tmp/never").exists());
+    assert_untouched(&before);
+    Ok(())
+}
+
+/// A module tarball `p2pu-hello-<version>.tar.gz` whose class `hello` notifies `message`.
+fn module_tarball(dir: &Path, version: &str, message: &str) -> Result<PathBuf> {
+    let top = format!("p2pu-hello-{version}");
+    let root = dir.join("src").join(&top);
+    std::fs::create_dir_all(root.join("manifests"))?;
+    std::fs::write(
+        root.join("metadata.json"),
+        format!(
+            r#"{{"name":"p2pu-hello","version":"{version}","author":"p2pu","summary":"test",
+"license":"MIT","source":"none","dependencies":[]}}"#
+        ),
+    )?;
+    std::fs::write(
+        root.join("manifests/init.pp"),
+        format!("class hello {{ notify {{ '{message}': }} }}\n"),
+    )?;
+    let tarball = dir.join(format!("{top}.tar.gz"));
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(dir.join("src"))
+        .arg(&top)
+        .status()?;
+    if !status.success() {
+        bail!("tar failed: {status}");
+    }
+    Ok(tarball)
+}
+
+#[test]
+fn module_installs_offline_from_a_local_tarball_and_upgrades_in_place() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    // Puppet with no network at all: proves the install never asks the Forge.
+    let offline = dir.path().join("puppet-offline");
+    std::fs::write(&offline, "#!/bin/sh\nexec unshare -n puppet \"$@\"\n")?;
+    std::fs::set_permissions(&offline, std::fs::Permissions::from_mode(0o755))?;
+    let modules = dir.path().join("modules");
+    let runner = Puppet {
+        binary: offline,
+        modulepath: vec![modules.clone()],
+        ..puppet(dir.path())
+    };
+
+    let v1 = module_tarball(dir.path(), "0.1.0", "hello v1")?;
+    let started = std::time::Instant::now();
+    let ModuleInstalled { output } = runner.module_install(&v1, &modules)?;
+    eprintln!("puppet module install took {:?}", started.elapsed());
+    assert!(output.contains("p2pu-hello (v0.1.0)"), "{output}");
+    assert!(modules.join("hello/manifests/init.pp").is_file());
+
+    let site = manifest(dir.path(), "site.pp", "include hello\n")?;
+    let report = runner.apply(&site)?;
+    assert_eq!(report.status, ApplyStatus::Changed);
+    assert!(report.output.contains("hello v1"), "{}", report.output);
+
+    // A new version replaces the installed one (Puppet refuses this without --force).
+    let v2 = module_tarball(dir.path(), "0.2.0", "hello v2")?;
+    runner.module_install(&v2, &modules)?;
+    let metadata = std::fs::read_to_string(modules.join("hello/metadata.json"))?;
+    assert!(metadata.contains("0.2.0"), "{metadata}");
+    assert!(runner.apply(&site)?.output.contains("hello v2"));
+
+    let corrupt = dir.path().join("corrupt.tar.gz");
+    std::fs::write(&corrupt, b"not gzip")?;
+    match runner.module_install(&corrupt, &modules) {
+        Err(err @ PuppetError::Failed { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("module install"), "{text}");
+            assert!(text.contains("Could not extract"), "{text}");
+        }
+        other => bail!("want Failed for a corrupt archive, got {other:?}"),
+    }
+    assert_untouched(&before);
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! The Serf CLI wrapper against two real `serf agent`s (0.8.2) joined on loopback.
+
+mod support;
+
+use anyhow::{bail, Result};
+use p2pu::engines::{Gossip, MemberStatus, Serf, SerfError};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::{free_port, start_serf_with, wait_for_members, wait_until, SerfAgent, SerfOpts};
+
+const AUTH_KEY: &str = "rpc-key-for-tests";
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// A handler that records user events as `name|payload` lines in `events-<node>.log` and
+/// answers queries with `pong from <node>: <payload>`.
+fn write_handler(dir: &Path) -> Result<PathBuf> {
+    let script = dir.join("handler.sh");
+    let log_dir = dir.display();
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+case "$SERF_EVENT" in
+user) printf '%s|%s\n' "$SERF_USER_EVENT" "$(cat)" >> "{log_dir}/events-$SERF_SELF_NAME.log" ;;
+query) printf 'pong from %s: %s' "$SERF_SELF_NAME" "$(cat)" ;;
+esac
+"#
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(script)
+}
+
+fn events(dir: &Path, node: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(format!("events-{node}.log")))
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Two agents, `alpha` and `beta`, with the recording handler, RPC auth and tags; `beta`
+/// joins `alpha` at start.
+fn pair(dir: &Path) -> Result<(SerfAgent, SerfAgent)> {
+    let handler = write_handler(dir)?;
+    let mut first = SerfOpts::new("alpha", loopback(free_port()), loopback(free_port()));
+    first.rpc_auth = Some(AUTH_KEY.into());
+    first.event_handlers = vec![handler.display().to_string()];
+    first.tags.insert("role".into(), "seed".into());
+    first.tags.insert("bt".into(), "10.99.1.1:51413".into());
+    let alpha = start_serf_with(dir, first)?;
+
+    let mut second = SerfOpts::new("beta", loopback(free_port()), loopback(free_port()));
+    second.rpc_auth = Some(AUTH_KEY.into());
+    second.event_handlers = vec![handler.display().to_string()];
+    second.tags.insert("role".into(), "leech".into());
+    second.join = vec![alpha.bind];
+    let beta = start_serf_with(dir, second)?;
+
+    for agent in [&alpha, &beta] {
+        wait_for_members(agent, &["alpha", "beta"], Duration::from_secs(10))?;
+    }
+    Ok((alpha, beta))
+}
+
+#[test]
+fn joined_agents_list_each_other_with_tags() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, beta) = pair(dir.path())?;
+    let members = beta.client().members()?;
+    assert_eq!(members.len(), 2, "{members:?}");
+    let Some(seen_alpha) = members.iter().find(|m| m.name == "alpha") else {
+        bail!("alpha missing from {members:?}");
+    };
+    assert_eq!(seen_alpha.status, MemberStatus::Alive);
+    assert_eq!(seen_alpha.addr, alpha.bind.ip());
+    assert_eq!(seen_alpha.port, alpha.bind.port());
+    assert_eq!(seen_alpha.tags["role"], "seed");
+    assert_eq!(seen_alpha.tags["bt"], "10.99.1.1:51413");
+    let Some(seen_beta) = alpha
+        .client()
+        .members()?
+        .into_iter()
+        .find(|m| m.name == "beta")
+    else {
+        bail!("alpha does not list beta");
+    };
+    assert_eq!(
+        seen_beta.tags.get("role").map(String::as_str),
+        Some("leech")
+    );
+    Ok(())
+}
+
+#[test]
+fn uncoalesced_user_events_each_reach_every_node() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, _beta) = pair(dir.path())?;
+    let client = alpha.client();
+    let started = Instant::now();
+    for n in 1..=3 {
+        client.user_event(
+            "p2pu-update",
+            format!("p2pu1:payload-{n}").as_bytes(),
+            false,
+        )?;
+    }
+    eprintln!("three `serf event` calls took {:?}", started.elapsed());
+    let want: Vec<String> = (1..=3)
+        .map(|n| format!("p2pu-update|p2pu1:payload-{n}"))
+        .collect();
+    for node in ["alpha", "beta"] {
+        let mut seen = Vec::new();
+        let delivered = wait_until(Duration::from_secs(10), || {
+            seen = events(dir.path(), node);
+            seen.len() >= 3
+        });
+        assert!(delivered, "{node} got {seen:?}");
+        eprintln!("{node}: three deliveries after {:?}", started.elapsed());
+    }
+    // Late duplicates would show up here.
+    std::thread::sleep(Duration::from_millis(500));
+    for node in ["alpha", "beta"] {
+        let mut seen = events(dir.path(), node);
+        seen.sort();
+        assert_eq!(seen, want, "{node}");
+    }
+    Ok(())
+}
+
+#[test]
+fn query_returns_every_nodes_answer() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_alpha, beta) = pair(dir.path())?;
+    let started = Instant::now();
+    let answers = beta
+        .client()
+        .query("p2pu-ping", b"-hello", Duration::from_millis(1500))?;
+    let elapsed = started.elapsed();
+    eprintln!("query with a 1.5 s timeout returned after {elapsed:?}: {answers:?}");
+    assert_eq!(
+        answers,
+        vec![
+            ("alpha".to_owned(), "pong from alpha: -hello".to_owned()),
+            ("beta".to_owned(), "pong from beta: -hello".to_owned()),
+        ]
+    );
+    // The CLI waits out the whole timeout.
+    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+    Ok(())
+}
+
+#[test]
+fn rpc_auth_is_required_and_a_wrong_key_is_not_echoed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, _beta) = pair(dir.path())?;
+    let rpc = alpha.rpc.to_string();
+    match Serf::new(rpc.clone()).members() {
+        Err(err @ SerfError::Failed { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("Authentication required"), "{text}");
+        }
+        other => bail!("want Failed without a key, got {other:?}"),
+    }
+    let wrong = Serf::new(rpc).with_auth(Some("guessed-key".into()));
+    match wrong.user_event("p2pu-update", b"x", false) {
+        Err(err @ SerfError::Failed { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("Invalid authentication token"), "{text}");
+            assert!(text.contains("serf event"), "{text}");
+            assert!(!text.contains("guessed-key"), "{text}");
+        }
+        other => bail!("want Failed with a wrong key, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn no_agent_is_a_failed_command_showing_serf_stderr() -> Result<()> {
+    let rpc = loopback(free_port()).to_string();
+    let started = Instant::now();
+    match Serf::new(rpc.clone()).members() {
+        Err(err @ SerfError::Failed { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "`serf members -rpc-addr={rpc} -format=json` exit status: 1: "
+                )),
+                "{text}"
+            );
+            assert!(text.contains("connection refused"), "{text}");
+        }
+        other => bail!("want Failed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    Ok(())
+}
