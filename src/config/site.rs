@@ -117,6 +117,11 @@ impl Default for TransmissionSection {
 pub struct PuppetSection {
     pub modulepath: Vec<PathBuf>,
     pub apply_flags: Vec<String>,
+    /// Keep Puppet's vardir, logdir, rundir, ssldir (and cache) under this directory instead
+    /// of /var; for test fleets and read-only roots.
+    pub state_root: Option<PathBuf>,
+    /// A `puppet apply` running longer than this is killed and the update marked failed.
+    pub timeout_secs: u32,
 }
 
 impl Default for PuppetSection {
@@ -124,6 +129,8 @@ impl Default for PuppetSection {
         PuppetSection {
             modulepath: vec!["/etc/puppet/code/modules".into()],
             apply_flags: Vec::new(),
+            state_root: None,
+            timeout_secs: 1800,
         }
     }
 }

@@ -232,7 +232,8 @@ impl<'a> Validator<'a> {
             .puppet
             .modulepath
             .iter()
-            .map(|p| ("puppet.modulepath", p));
+            .map(|p| ("puppet.modulepath", p))
+            .chain(site.puppet.state_root.iter().map(|p| ("puppet.state_root", p)));
         for (key, path) in paths.into_iter().chain(modulepath) {
             if !path.is_absolute() {
                 return Err(self.invalid(
