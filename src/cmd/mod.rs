@@ -6,10 +6,12 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 
+pub mod fleet;
 pub mod handle_event;
 pub mod init;
 pub mod key;
 pub mod keygen;
+pub mod status;
 pub mod torrent;
 
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
@@ -27,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     Init(init::Init),
     HandleEvent(handle_event::HandleEvent),
+    Status(status::Status),
+    #[command(subcommand)]
+    Fleet(fleet::Fleet),
     #[command(subcommand)]
     Torrent(torrent::Torrent),
     Keygen(keygen::Keygen),
@@ -47,6 +52,8 @@ impl Command {
         match self {
             Command::Init(c) => c.run(env),
             Command::HandleEvent(c) => c.run(env),
+            Command::Status(c) => c.run(env),
+            Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
