@@ -1,0 +1,190 @@
+//! Downloads one accepted update through the local Transmission and checks it: the info
+//! dictionary's length against the signed length as soon as the metadata is known, then
+//! length and SHA-256 of the finished payload. Survives Transmission restarts (it re-adds by
+//! info-hash) and a daemon that is down (it retries until the agent stops).
+
+use super::state::Record;
+use crate::engines::{TorrentEngine, TransmissionError};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the torrent's info dictionary says {got} bytes but the announcement signed {want}")]
+    LengthMismatch { want: u64, got: u64 },
+    #[error("payload {path} is {got} bytes, the announcement signed {want}")]
+    PayloadLength { path: PathBuf, want: u64, got: u64 },
+    #[error("payload {path} has SHA-256 {got}, the announcement signed {want}")]
+    Sha256Mismatch { path: PathBuf, want: String, got: String },
+    #[error("reading payload {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Transmission reports a local error for {hash}: {message}")]
+    Local { hash: String, message: String },
+    #[error("Transmission")]
+    Engine(#[from] TransmissionError),
+    #[error("the agent is stopping")]
+    Stopping,
+}
+
+/// Where to download and how to reach peers.
+pub struct Fetcher<'a> {
+    pub engine: &'a dyn TorrentEngine,
+    pub download_root: &'a Path,
+    pub tracker_url: &'a str,
+    pub poll: Duration,
+    pub stop: &'a AtomicBool,
+}
+
+impl Fetcher<'_> {
+    /// Each update gets its own directory, so two updates of one name never collide.
+    pub fn dir_of(&self, record: &Record) -> PathBuf {
+        self.download_root.join(&record.info_hash)
+    }
+
+    pub fn magnet(&self, record: &Record) -> String {
+        format!(
+            "magnet:?xt=urn:btih:{}&dn={}&tr={}",
+            record.info_hash,
+            percent_encode(&record.name),
+            percent_encode(self.tracker_url)
+        )
+    }
+
+    /// Adds (or re-adds) the torrent; retries while Transmission is unreachable.
+    fn add(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<(), FetchError> {
+        let dir = self.dir_of(record);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let added = match metainfo {
+                Some(bytes) => self.engine.add_metainfo(bytes, Some(&dir), false),
+                None => self.engine.add_magnet(&self.magnet(record), Some(&dir), false),
+            };
+            match added {
+                Ok(_) => return Ok(()),
+                Err(e @ TransmissionError::Unreachable { .. }) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "Transmission unreachable, retrying: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.sleep(delay)?;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn sleep(&self, duration: Duration) -> Result<(), FetchError> {
+        let step = Duration::from_millis(50);
+        let mut slept = Duration::ZERO;
+        while slept < duration {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(FetchError::Stopping);
+            }
+            std::thread::sleep(step);
+            slept += step;
+        }
+        Ok(())
+    }
+
+    /// Downloads `record`'s payload and returns its verified path.
+    pub fn fetch(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<PathBuf, FetchError> {
+        self.add(record, metainfo)?;
+        let hashes = [record.info_hash.clone()];
+        let mut length_checked = false;
+        loop {
+            let status = match self.engine.get(&hashes) {
+                Ok(list) => list.into_iter().next(),
+                Err(e @ TransmissionError::Unreachable { .. }) => {
+                    tracing::warn!(name = %record.name, "Transmission unreachable while downloading: {e}");
+                    self.sleep(Duration::from_secs(1))?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(status) = status else {
+                // A restarted daemon may have lost it; add it again, by info-hash.
+                self.add(record, metainfo)?;
+                self.sleep(self.poll)?;
+                continue;
+            };
+            if status.metadata_percent_complete >= 1.0 && !length_checked {
+                if status.total_size != record.len {
+                    let _ = self.engine.remove(&record.info_hash, true);
+                    return Err(FetchError::LengthMismatch {
+                        want: record.len,
+                        got: status.total_size,
+                    });
+                }
+                length_checked = true;
+            }
+            if status.error == 3 {
+                return Err(FetchError::Local {
+                    hash: record.info_hash.clone(),
+                    message: status.error_string,
+                });
+            }
+            if length_checked && status.is_complete() {
+                break;
+            }
+            self.sleep(self.poll)?;
+        }
+        let path = self.dir_of(record).join(&record.name);
+        if !record.sha256.is_empty() {
+            verify(&path, record.len, &record.sha256)?;
+        }
+        Ok(path)
+    }
+}
+
+/// Checks the payload's length and SHA-256, reading it once in large blocks.
+pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError> {
+    let read_error = |source| FetchError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let got_len = file.metadata().map_err(read_error)?.len();
+    if got_len != len {
+        return Err(FetchError::PayloadLength {
+            path: path.to_path_buf(),
+            want: len,
+            got: got_len,
+        });
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != sha256_hex {
+        return Err(FetchError::Sha256Mismatch {
+            path: path.to_path_buf(),
+            want: sha256_hex.to_string(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
