@@ -409,4 +409,255 @@ pub fn apply_key_update(
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use crate::formats::announcement::Draft;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn public(n: u8, comment: &str) -> PublicKey {
+        PublicKey {
+            key: key(n).verifying_key(),
+            comment: comment.to_string(),
+        }
+    }
+
+    fn key_error(result: Result<impl fmt::Debug>) -> KeyError {
+        match result {
+            Err(Error::Key(e)) => e,
+            other => panic!("want a KeyError, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kid_is_sha256_prefix_in_hex() {
+        let k = key(1).verifying_key();
+        let digest = Sha256::digest(k.as_bytes());
+        let kid = KeyId::of(&k);
+        assert_eq!(kid.to_string(), hex::encode(&digest[..8]));
+        assert_eq!(kid.to_string().parse::<KeyId>().unwrap(), kid);
+        for bad in ["", "abc", "0123456789abcdeg", "0123456789abcdef00"] {
+            assert!(matches!(
+                bad.parse::<KeyId>(),
+                Err(KeyError::BadKeyId { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn public_key_text_round_trips() {
+        for comment in ["", "ops@example laptop"] {
+            let p = public(3, comment);
+            let text = p.to_text();
+            assert!(text.starts_with("p2pu-ed25519:") && text.ends_with('\n'));
+            assert_eq!(PublicKey::parse(text.as_bytes(), "t").unwrap(), p);
+            let no_newline = text.trim_end().as_bytes();
+            assert_eq!(PublicKey::parse(no_newline, "t").unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn secret_key_text_round_trips() {
+        let k = key(4);
+        let text = secret_to_text(&k);
+        assert!(text.starts_with("p2pu-ed25519-secret:"));
+        assert_eq!(
+            parse_secret(text.as_bytes(), "t").unwrap().to_bytes(),
+            k.to_bytes()
+        );
+    }
+
+    #[test]
+    fn malformed_key_files_name_the_problem() {
+        let good = public(3, "").to_text();
+        let short = format!("p2pu-ed25519:{}", STANDARD.encode([1u8; 31]));
+        // The identity point is a small-order (weak) key.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = format!("p2pu-ed25519:{}", STANDARD.encode(identity));
+        let cases = [
+            ("ssh-ed25519 AAAA".to_string(), "does not start with"),
+            ("p2pu-ed25519:!!!".to_string(), "bad base64"),
+            (short, "31 bytes, want 32"),
+            (weak, "weak"),
+            (format!("{good}{good}"), "more than one line"),
+        ];
+        for (text, want) in cases {
+            let err = PublicKey::parse(text.as_bytes(), "/k/x.pub").unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with("/k/x.pub: ") && shown.contains(want),
+                "{shown}"
+            );
+        }
+        assert!(PublicKey::parse(b"\xff", "t").is_err());
+        assert!(parse_secret(good.as_bytes(), "t").is_err());
+    }
+
+    #[test]
+    fn read_secret_refuses_group_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        write_atomic(&path, secret_to_text(&key(5)).as_bytes(), 0o640).unwrap();
+        let err = key_error(read_secret(&path));
+        assert!(
+            matches!(err, KeyError::SecretKeyExposed { mode: 0o640, .. }),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret(&path).unwrap().to_bytes(), key(5).to_bytes());
+        assert_eq!(read_any_public(&path).unwrap(), key(5).verifying_key());
+    }
+
+    #[test]
+    fn missing_dir_is_empty_and_a_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(TrustedKeys::load(&dir.path().join("nope"))
+            .unwrap()
+            .is_empty());
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = key_error(TrustedKeys::load(&file));
+        assert!(matches!(err, KeyError::NotADirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn load_reads_pub_files_and_names_a_malformed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alice.pub"), public(1, "alice").to_text()).unwrap();
+        std::fs::write(dir.path().join("README"), "not a key").unwrap();
+        let set = TrustedKeys::load(dir.path()).unwrap();
+        assert_eq!(set.len(), 1);
+        let kid = KeyId::of(&key(1).verifying_key());
+        assert_eq!(set.get(&kid).unwrap().key.comment, "alice");
+
+        std::fs::write(dir.path().join("bad.pub"), "garbage").unwrap();
+        let err = key_error(TrustedKeys::load(dir.path()));
+        assert!(err.to_string().contains("bad.pub"), "{err}");
+    }
+
+    #[test]
+    fn add_and_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (public(1, "a"), public(2, "b"));
+        assert_eq!(
+            TrustedKeys::add(dir.path(), &a).unwrap(),
+            KeyChange::Trusted(a.kid())
+        );
+        assert_eq!(
+            TrustedKeys::add(dir.path(), &a).unwrap(),
+            KeyChange::AlreadyTrusted(a.kid())
+        );
+        assert!(dir.path().join(format!("{}.pub", a.kid())).is_file());
+
+        // The last trusted key stays.
+        let err = key_error(TrustedKeys::revoke(dir.path(), a.kid(), ""));
+        assert!(matches!(err, KeyError::LastKey { .. }), "{err}");
+
+        TrustedKeys::add(dir.path(), &b).unwrap();
+        assert_eq!(
+            TrustedKeys::revoke(dir.path(), a.kid(), "lost").unwrap(),
+            KeyChange::Revoked(a.kid())
+        );
+        assert_eq!(
+            TrustedKeys::revoke(dir.path(), a.kid(), "").unwrap(),
+            KeyChange::AlreadyRevoked(a.kid())
+        );
+        let set = TrustedKeys::load(dir.path()).unwrap();
+        assert!(set.get(&a.kid()).is_none() && set.is_revoked(&a.kid()));
+        assert_eq!(set.len(), 1);
+
+        // A revoked key cannot come back by being added again.
+        let err = key_error(TrustedKeys::add(dir.path(), &a));
+        assert!(matches!(err, KeyError::Revoked { .. }), "{err}");
+
+        // Revoking a kid never seen blocks it in advance.
+        let c = public(3, "");
+        TrustedKeys::revoke(dir.path(), c.kid(), "").unwrap();
+        assert!(key_error(TrustedKeys::add(dir.path(), &c))
+            .to_string()
+            .contains("revoked"));
+    }
+
+    #[test]
+    fn revoked_file_with_bad_name_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("oops.revoked"), "").unwrap();
+        let err = key_error(TrustedKeys::load(dir.path()));
+        assert!(err.to_string().contains("oops.revoked"), "{err}");
+    }
+
+    fn key_announcement(signer: &SigningKey, payload: &[u8], kind: Kind) -> Announcement {
+        let draft = Draft {
+            seq: 1,
+            name: "key.pub".to_string(),
+            kind,
+            info_hash: [0; 20],
+            len: payload.len() as u64,
+            sha256: Sha256::digest(payload).into(),
+        };
+        Announcement::sign(draft, signer).unwrap()
+    }
+
+    #[test]
+    fn rotation_needs_a_trusted_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        TrustedKeys::add(dir.path(), &public(1, "old")).unwrap();
+        let new = public(2, "new");
+        let payload = new.to_text();
+
+        // Signed by an untrusted key: nothing changes.
+        let rogue = key_announcement(&key(9), payload.as_bytes(), Kind::Key);
+        assert!(matches!(
+            apply_key_update(dir.path(), &rogue, payload.as_bytes()),
+            Err(Error::Announcement(_))
+        ));
+        assert_eq!(TrustedKeys::load(dir.path()).unwrap().len(), 1);
+
+        // Wrong kind, wrong payload.
+        let manifest = key_announcement(&key(1), payload.as_bytes(), Kind::Manifest);
+        let err = key_error(apply_key_update(dir.path(), &manifest, payload.as_bytes()));
+        assert!(matches!(err, KeyError::NotKeyKind { .. }), "{err}");
+        let good = key_announcement(&key(1), payload.as_bytes(), Kind::Key);
+        let err = key_error(apply_key_update(dir.path(), &good, b"other"));
+        assert!(matches!(err, KeyError::PayloadMismatch { .. }), "{err}");
+
+        // Signed by the trusted key: the new key is trusted.
+        let change = apply_key_update(dir.path(), &good, payload.as_bytes()).unwrap();
+        assert_eq!(change, KeyChange::Trusted(new.kid()));
+
+        // The new key revokes the old one.
+        let old_kid = KeyId::of(&key(1).verifying_key());
+        let revocation = revocation_text(old_kid, "rotated");
+        let revoke = key_announcement(&key(2), revocation.as_bytes(), Kind::Key);
+        let change = apply_key_update(dir.path(), &revoke, revocation.as_bytes()).unwrap();
+        assert_eq!(change, KeyChange::Revoked(old_kid));
+
+        // The old key can no longer sign anything, and the last key cannot be revoked.
+        let set = TrustedKeys::load(dir.path()).unwrap();
+        assert!(good.verify(&set).is_err());
+        let last = revocation_text(new.kid(), "");
+        let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
+        let err = key_error(apply_key_update(dir.path(), &suicide, last.as_bytes()));
+        assert!(matches!(err, KeyError::LastKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn key_payload_parses_both_forms() {
+        let kid = public(1, "").kid();
+        assert_eq!(
+            KeyPayload::parse(revocation_text(kid, "why not").as_bytes(), "t").unwrap(),
+            KeyPayload::Revoke {
+                kid,
+                reason: "why not".to_string()
+            }
+        );
+        assert!(KeyPayload::parse(b"p2pu-revoke:xyz", "t").is_err());
+        assert!(matches!(
+            KeyPayload::parse(public(1, "").to_text().as_bytes(), "t").unwrap(),
+            KeyPayload::Trust(_)
+        ));
+    }
+}
