@@ -31,6 +31,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// File names `p2pu keygen` writes in its output directory.
+pub const SECRET_FILE: &str = "signing.key";
+pub const PUBLIC_FILE: &str = "signing.pub";
+
 const SECRET_PREFIX: &str = "p2pu-ed25519-secret:";
 const PUBLIC_PREFIX: &str = "p2pu-ed25519:";
 const REVOKE_PREFIX: &str = "p2pu-revoke:";
@@ -343,6 +347,10 @@ impl TrustedKeys {
 
     pub fn iter(&self) -> impl Iterator<Item = (&KeyId, &TrustedKey)> {
         self.keys.iter()
+    }
+
+    pub fn revoked(&self) -> impl Iterator<Item = &KeyId> {
+        self.revoked.iter()
     }
 
     /// Trusts `key` by writing `<dir>/<kid>.pub` atomically; a revoked kid is refused.
