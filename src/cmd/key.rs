@@ -79,7 +79,7 @@ impl Key {
                 vec![describe(TrustedKeys::revoke(
                     &dir,
                     revoke.kid,
-                    &revoke.reason,
+                    revoke.reason.as_deref().unwrap_or_default(),
                 )?)]
             }
             Key::List(list) => {
