@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use md5::{Digest, Md5};
 use serde::Deserialize;
+use serde_bencode::value::Value;
 use sha1::Sha1;
 use std::net::IpAddr;
 
@@ -46,6 +47,8 @@ pub enum LegacyError {
     BadOverlay { reason: String },
     #[error("cannot encode as a legacy payload: {reason}")]
     Unencodable { reason: String },
+    #[error("internal error (a bug in p2pu): {0}")]
+    Internal(String),
 }
 
 use LegacyError as E;
@@ -100,18 +103,13 @@ struct FileEntry {
     length: u64,
 }
 
-#[derive(Deserialize)]
-struct InfoOnly {
-    info: serde_bencode::value::Value,
-}
-
 impl LegacyTorrent {
     /// Checks a .torrent file and extracts its info-hash, name, length and creation date.
     pub fn parse(torrent: Vec<u8>) -> Result<LegacyTorrent, LegacyError> {
         if !nesting_within(&torrent, MAX_NESTING) {
             return Err(bad_torrent(format!("nested deeper than {MAX_NESTING}")));
         }
-        let whole: serde_bencode::value::Value =
+        let whole: Value =
             serde_bencode::from_bytes(&torrent).map_err(|e| bad_torrent(e.to_string()))?;
         // The info-hash is taken over a re-encoding, so it is right only for canonical input.
         let canonical = serde_bencode::to_bytes(&whole).map_err(|e| bad_torrent(e.to_string()))?;
@@ -120,10 +118,12 @@ impl LegacyTorrent {
         }
         let meta: Meta =
             serde_bencode::from_bytes(&torrent).map_err(|e| bad_torrent(e.to_string()))?;
-        let info: InfoOnly =
-            serde_bencode::from_bytes(&torrent).map_err(|e| bad_torrent(e.to_string()))?;
-        let info_bytes =
-            serde_bencode::to_bytes(&info.info).map_err(|e| bad_torrent(e.to_string()))?;
+        let info = match &whole {
+            Value::Dict(dict) => dict.get(&b"info"[..]),
+            _ => None,
+        }
+        .ok_or_else(|| E::Internal("torrent parsed without an info dict".to_string()))?;
+        let info_bytes = serde_bencode::to_bytes(info).map_err(|e| bad_torrent(e.to_string()))?;
         let Info {
             name,
             length,
