@@ -181,7 +181,7 @@ pub struct Announcement {
 
 impl Announcement {
     /// Signs `draft` with `key`; refuses what [`Announcement::decode`] would reject.
-    pub fn sign(draft: Draft, key: &SigningKey) -> Result<Announcement, AnnouncementError> {
+    pub fn sign(draft: Draft, signer: &SigningKey) -> Result<Announcement, AnnouncementError> {
         validate_name(&draft.name)?;
         for (key, value) in [("seq", draft.seq), ("len", draft.len)] {
             if i64::try_from(value).is_err() {
@@ -196,10 +196,10 @@ impl Announcement {
             info_hash: draft.info_hash,
             len: draft.len,
             sha256: draft.sha256,
-            kid: KeyId::of(&key.verifying_key()),
+            kid: KeyId::of(&signer.verifying_key()),
             sig: [0; 64],
         };
-        announcement.sig = key.sign(&announcement.signed_bytes()).to_bytes();
+        announcement.sig = signer.sign(&announcement.signed_bytes()).to_bytes();
         Ok(announcement)
     }
 
@@ -273,7 +273,7 @@ impl Announcement {
             return Err(E::TooLong { len, max });
         }
         let encoded = wire.strip_prefix(WIRE_PREFIX.as_bytes()).ok_or_else(|| {
-            let start = &wire[..wire.len().min(WIRE_PREFIX.len())];
+            let start = wire.get(..WIRE_PREFIX.len()).unwrap_or(wire);
             E::BadPrefix {
                 start: String::from_utf8_lossy(start).into_owned(),
             }
