@@ -18,7 +18,11 @@ pub enum FetchError {
     #[error("payload {path} is {got} bytes, the announcement signed {want}")]
     PayloadLength { path: PathBuf, want: u64, got: u64 },
     #[error("payload {path} has SHA-256 {got}, the announcement signed {want}")]
-    Sha256Mismatch { path: PathBuf, want: String, got: String },
+    Sha256Mismatch {
+        path: PathBuf,
+        want: String,
+        got: String,
+    },
     #[error("reading payload {path}")]
     Read {
         path: PathBuf,
@@ -64,7 +68,9 @@ impl Fetcher<'_> {
         loop {
             let added = match metainfo {
                 Some(bytes) => self.engine.add_metainfo(bytes, Some(&dir), false),
-                None => self.engine.add_magnet(&self.magnet(record), Some(&dir), false),
+                None => self
+                    .engine
+                    .add_magnet(&self.magnet(record), Some(&dir), false),
             };
             match added {
                 Ok(_) => return Ok(()),

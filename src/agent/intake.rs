@@ -27,7 +27,12 @@ pub struct Policy<'a> {
     pub max_future_ms: u64,
 }
 
-pub fn decide(event: &Spooled, store: &StateStore, policy: &Policy, now_ms: u64) -> crate::Result<Decision> {
+pub fn decide(
+    event: &Spooled,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+) -> crate::Result<Decision> {
     let now = now_ms / 1000;
     let source = event.source.as_str().to_string();
     let reject = |name: Option<String>, seq: Option<u64>, reason: String| {
@@ -51,9 +56,19 @@ pub fn decide(event: &Spooled, store: &StateStore, policy: &Policy, now_ms: u64)
         }
         match store.check_seq(&name, seq)? {
             SeqVerdict::New => {}
-            SeqVerdict::Replay => return Ok(reject(Some(name), Some(seq), "replay: this seq was already accepted".into())),
+            SeqVerdict::Replay => {
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    "replay: this seq was already accepted".into(),
+                ))
+            }
             SeqVerdict::Older { newest } => {
-                return Ok(reject(Some(name), Some(seq), format!("downgrade: seq {seq} is older than the accepted {newest}")))
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!("downgrade: seq {seq} is older than the accepted {newest}"),
+                ))
             }
         }
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
@@ -69,16 +84,37 @@ pub fn decide(event: &Spooled, store: &StateStore, policy: &Policy, now_ms: u64)
         return Ok(Decision::Accepted(record));
     }
     match legacy::decode_payload(&event.payload) {
-        Err(e) => Ok(reject(None, None, format!("neither a p2pu announcement nor a legacy payload: {e}"))),
-        Ok(_) if !policy.accept_legacy => Ok(reject(None, None, "legacy payload refused: accept_legacy = false".into())),
+        Err(e) => Ok(reject(
+            None,
+            None,
+            format!("neither a p2pu announcement nor a legacy payload: {e}"),
+        )),
+        Ok(_) if !policy.accept_legacy => Ok(reject(
+            None,
+            None,
+            "legacy payload refused: accept_legacy = false".into(),
+        )),
         Ok(torrent) => {
             let name = torrent.name.clone();
+            if let Err(e) = crate::formats::announcement::validate_name(&name) {
+                return Ok(reject(None, None, format!("legacy payload: {e}")));
+            }
             let Some(date) = torrent.creation_date.and_then(|d| u64::try_from(d).ok()) else {
-                return Ok(reject(Some(name), None, "legacy payload without a creation date".into()));
+                return Ok(reject(
+                    Some(name),
+                    None,
+                    "legacy payload without a creation date".into(),
+                ));
             };
             match store.check_seq(&name, date)? {
                 SeqVerdict::New => {}
-                _ => return Ok(reject(Some(name), Some(date), "legacy payload is not newer than the last one of its name".into())),
+                _ => {
+                    return Ok(reject(
+                        Some(name),
+                        Some(date),
+                        "legacy payload is not newer than the last one of its name".into(),
+                    ))
+                }
             }
             Ok(Decision::Accepted(Record {
                 name,

@@ -124,7 +124,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
 
 /// The newest accepted announcement of `name`, as received, for a node catching up.
 pub fn latest_wire(store: &StateStore, name: &str) -> Result<Option<String>> {
-    if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
+    if crate::formats::announcement::validate_name(name).is_err() {
         return Ok(None);
     }
     Ok(store
