@@ -5,3 +5,7 @@ pub mod fetch;
 pub mod intake;
 pub mod spool;
 pub mod state;
+pub mod apply;
+pub mod catchup;
+pub mod peers;
+pub mod run;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 
+pub mod agent;
 pub mod fleet;
 pub mod handle_event;
 pub mod init;
@@ -29,6 +30,7 @@ pub struct Cli {
 pub enum Command {
     Init(init::Init),
     HandleEvent(handle_event::HandleEvent),
+    Agent(agent::AgentCommand),
     Status(status::Status),
     #[command(subcommand)]
     Fleet(fleet::Fleet),
@@ -52,6 +54,7 @@ impl Command {
         match self {
             Command::Init(c) => c.run(env),
             Command::HandleEvent(c) => c.run(env),
+            Command::Agent(c) => c.run(env),
             Command::Status(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),

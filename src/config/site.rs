@@ -146,6 +146,14 @@ pub struct AgentSection {
     pub accept_legacy: bool,
     /// Port of the agent's BitTorrent tracker on 127.0.0.1.
     pub tracker_port: u16,
+    /// Announcements of larger payloads are rejected before any download.
+    pub max_payload_bytes: u64,
+    /// Announcements whose seq lies further ahead of the local clock are held, not applied.
+    pub max_future_secs: u64,
+    /// How often the agent asks the fleet for announcements it missed.
+    pub catch_up_secs: u64,
+    /// The agent warns when it has heard of no update for this long (0: never).
+    pub silence_warning_secs: u64,
 }
 
 impl Default for AgentSection {
@@ -158,6 +166,10 @@ impl Default for AgentSection {
             archive_dir: "/var/lib/p2pu/archives".into(),
             accept_legacy: false,
             tracker_port: 6969,
+            max_payload_bytes: 8 << 30,
+            max_future_secs: 86_400,
+            catch_up_secs: 300,
+            silence_warning_secs: 7 * 86_400,
         }
     }
 }

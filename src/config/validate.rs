@@ -194,6 +194,9 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
+        if site.agent.catch_up_secs == 0 {
+            return Err(self.invalid("agent.catch_up_secs", 0, "must be at least 1"));
+        }
         self.check_paths(site)?;
         self.check_ports(site, serf_bind, serf_rpc)?;
         Ok(Checked {
