@@ -44,6 +44,13 @@ pub enum Error {
     Legacy(#[from] crate::formats::legacy::LegacyError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error("binding the {service} on {addr}")]
+    Bind {
+        service: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]
