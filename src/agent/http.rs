@@ -216,7 +216,9 @@ impl Server {
             other => other,
         };
         if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(2)) {
+            // Joining now would hang; the threads end at the next connection instead.
             tracing::warn!(addr = %wake, error = %e, "waking the HTTP acceptor failed");
+            return;
         }
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
@@ -279,9 +281,17 @@ fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler) -> io::Resul
         Err(status) => Response::status(status),
     };
     response.write_to(&mut stream)?;
-    // Half-close so the client reads the whole response before seeing the connection end.
-    stream.shutdown(Shutdown::Write)
+    // Half-close, then drain what the client still sends (a refused oversized head): closing
+    // with unread input makes the kernel send a reset, which can destroy the response in flight.
+    stream.shutdown(Shutdown::Write)?;
+    stream.set_read_timeout(Some(LINGER.min(limits.read_timeout)))?;
+    io::copy(&mut (&stream).take(MAX_DRAIN), &mut io::sink())?;
+    Ok(())
 }
+
+/// How long and how much a finished connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+const MAX_DRAIN: u64 = 64 * 1024;
 
 /// Reads and parses one request head; `Err(status)` when it is malformed or too large.
 fn read_head(
@@ -385,6 +395,26 @@ mod tests {
         let server = echo_server(Limits::default());
         let out = raw(server.addr(), b"\x00\x01 nonsense\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    }
+
+    #[test]
+    fn busy_workers_get_503_instead_of_an_unbounded_queue() {
+        let server = echo_server(Limits {
+            workers: 1,
+            ..Limits::default()
+        });
+        // One idle connection occupies the worker, one waits in the queue, the rest overflow.
+        let idle: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let stream = TcpStream::connect(server.addr()).unwrap();
+                // Let the worker take the first before the next arrives.
+                std::thread::sleep(Duration::from_millis(100));
+                stream
+            })
+            .collect();
+        let out = raw(server.addr(), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+        drop(idle);
     }
 
     #[test]

@@ -129,11 +129,13 @@ fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     resolved.starts_with(root).then_some(resolved)
 }
 
-/// Opens a regular file, refusing a symlink swapped in since it was resolved.
+/// Opens a regular file, refusing a symlink swapped in since it was resolved (`O_NOFOLLOW`)
+/// and not blocking on a FIFO (`O_NONBLOCK`, which regular files ignore).
 fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .custom_flags(flags.bits())
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {

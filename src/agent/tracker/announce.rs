@@ -275,18 +275,23 @@ mod tests {
         );
     }
 
-    /// Captured from transmission-daemon 3.00 announcing a magnet to this tracker.
+    /// Captured from transmission-daemon 3.00 announcing a magnet (no metadata yet, so `left`
+    /// is i64::MAX) to a tracker on 127.0.0.1.
     #[test]
     fn parses_a_captured_transmission_query() {
-        let q = b"info_hash=%9A%D3%E5%0C%AA%E1%B3%8C%15%87%AC%7D%A1%0E%8Ah%EB%C0%BAn\
-&peer_id=-TR3000-9a1xh2lrpuzk&port=46327&uploaded=0&downloaded=0&left=0&numwant=80\
-&key=2d5c6e1b&compact=1&supportcrypto=1&event=started";
+        let q = b"info_hash=%9a%d3%e5%0c%aa%e1%b3%8c%15%87%ac%7d%a1%0e%8ah%eb%c0%ban\
+&peer_id=-TR3000-o4hzjre21k6b&port=42149&uploaded=0&downloaded=0&left=9223372036854775807\
+&numwant=80&key=1c839f1b&compact=1&supportcrypto=1&event=started";
         let a = parse_announce(q).unwrap();
         assert_eq!(
             hex::encode(a.info_hash),
             "9ad3e50caae1b38c1587ac7da10e8a68ebc0ba6e"
         );
-        assert_eq!(a.port, 46327);
+        assert_eq!(&a.peer_id, b"-TR3000-o4hzjre21k6b");
+        assert_eq!(
+            (a.port, a.left, a.numwant),
+            (42149, i64::MAX as u64, Some(80))
+        );
         assert_eq!(a.event, Event::Started);
     }
 
@@ -425,6 +430,42 @@ mod tests {
     fn empty_and_junk_queries_are_errors_not_panics() {
         for q in [&b""[..], b"&&&", b"=", b"%", b"info_hash", b"\xff\xfe=\x00"] {
             assert!(parse_announce(q).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(query in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse_announce(&query);
+        }
+
+        #[test]
+        fn encoded_announces_parse_back(
+            info_hash in proptest::array::uniform20(proptest::num::u8::ANY),
+            peer_id in proptest::array::uniform20(proptest::num::u8::ANY),
+            port in 1u16..,
+            left in proptest::num::u64::ANY,
+            numwant in proptest::option::of(proptest::num::u32::ANY),
+        ) {
+            let mut q = format!(
+                "info_hash={}&peer_id={}&port={port}&uploaded=1&downloaded=2&left={left}",
+                escaped(&info_hash),
+                escaped(&peer_id)
+            );
+            if let Some(n) = numwant {
+                q.push_str(&format!("&numwant={n}"));
+            }
+            let want = Announce {
+                info_hash,
+                peer_id,
+                port,
+                uploaded: 1,
+                downloaded: 2,
+                left,
+                event: Event::None,
+                numwant,
+            };
+            proptest::prop_assert_eq!(parse(&q), Ok(want));
         }
     }
 }

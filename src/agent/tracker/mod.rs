@@ -125,8 +125,12 @@ impl Tracker {
             (_, Some(n)) => (n as usize).min(self.config.max_peers),
             (_, None) => self.config.max_peers,
         };
-        let priority = self.source.priority_peers(&announce.info_hash);
-        let mut others = self.source.peers(&announce.info_hash);
+        let (priority, mut others) = if want == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            let priority = self.source.priority_peers(&announce.info_hash);
+            (priority, self.source.peers(&announce.info_hash))
+        };
         others.extend(counts.peers);
         let peers = swarm::select(
             priority.clone(),
