@@ -6,7 +6,7 @@
 //! heads are parsed by `httparse`; this module only bounds, dispatches and writes responses.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -206,15 +206,7 @@ impl Server {
             return;
         }
         // A blocked accept() only returns on a connection: make one, so the acceptor sees `stop`.
-        let wake = match self.addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
-            }
-            SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-            }
-            other => other,
-        };
+        let wake = connectable(self.addr);
         if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(2)) {
             // Joining now would hang; the threads end at the next connection instead.
             tracing::warn!(addr = %wake, error = %e, "waking the HTTP acceptor failed");
@@ -225,6 +217,15 @@ impl Server {
                 tracing::error!("an HTTP server thread panicked");
             }
         }
+    }
+}
+
+/// `addr` with a wildcard IP replaced by loopback, so a local client can connect to it.
+pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
     }
 }
 
@@ -415,6 +416,19 @@ mod tests {
         let out = raw(server.addr(), b"GET / HTTP/1.1\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
         drop(idle);
+    }
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        let v4: SocketAddr = "0.0.0.0:7".parse().unwrap();
+        assert_eq!(
+            connectable(v4),
+            "127.0.0.1:7".parse::<SocketAddr>().unwrap()
+        );
+        let v6: SocketAddr = "[::]:7".parse().unwrap();
+        assert_eq!(connectable(v6), "[::1]:7".parse::<SocketAddr>().unwrap());
+        let given: SocketAddr = "10.0.0.1:7".parse().unwrap();
+        assert_eq!(connectable(given), given);
     }
 
     #[test]

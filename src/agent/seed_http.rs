@@ -49,7 +49,7 @@ impl SeedHandle {
 
     /// The base URL for `ws=`/`url-list`, ending in `/` so clients append the file name.
     pub fn base_url(&self) -> String {
-        format!("http://{}/", super::tracker::connectable(self.addr()))
+        format!("http://{}/", super::http::connectable(self.addr()))
     }
 
     pub fn shutdown(mut self) {

@@ -11,11 +11,11 @@ mod swarm;
 pub use announce::{parse_announce, Announce, Event, TrackerError, MAX_QUERY};
 pub use response::{compact, encode_failure, AnnounceResponse};
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::http::{Handler, Limits, Request, Response, Server};
+use super::http::{connectable, Handler, Limits, Request, Response, Server};
 use crate::Result;
 use swarm::Swarms;
 
@@ -172,19 +172,6 @@ impl TrackerHandle {
     }
 }
 
-/// `addr` with a wildcard IP replaced by loopback, so a local client can connect to it.
-pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,13 +234,5 @@ mod tests {
         let t = tracker(Fleet(vec![], vec![]));
         let body = t.announce(b"info_hash=abc", local());
         assert!(body.starts_with(b"d14:failure reason"), "{body:?}");
-    }
-
-    #[test]
-    fn announce_url_of_a_wildcard_bind_is_loopback() {
-        assert_eq!(
-            connectable("0.0.0.0:7".parse().unwrap()),
-            "127.0.0.1:7".parse::<SocketAddr>().unwrap()
-        );
     }
 }
