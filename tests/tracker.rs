@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -479,4 +479,73 @@ fn transmission_announces_a_magnet_to_the_tracker_and_takes_its_peers() {
         );
     };
     assert_eq!(stats["lastAnnouncePeerCount"], 2, "{stats}");
+}
+
+#[test]
+fn transmission_downloads_a_torrent_from_the_web_seed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    // Not a whole number of pieces, so the last range request is a short one.
+    let payload: Vec<u8> = (0..300_001u32)
+        .map(|n| (n.wrapping_mul(7) % 253) as u8)
+        .collect();
+    std::fs::write(root.join("payload.bin"), &payload).unwrap();
+    let seed = SeedServer::start("127.0.0.1:0".parse().unwrap(), &root).unwrap();
+    // No fleet: every byte has to come from the web seed.
+    let tracker = Tracker::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(FakeFleet::default()),
+    )
+    .unwrap();
+    let torrent = dir.path().join("payload.torrent");
+    let made = Command::new("mktorrent")
+        .args([
+            "-l",
+            "15",
+            "-a",
+            &tracker.announce_url(),
+            "-w",
+            &seed.base_url(),
+            "-o",
+        ])
+        .arg(&torrent)
+        .arg(root.join("payload.bin"))
+        .output()
+        .expect("mktorrent is installed");
+    assert!(
+        made.status.success(),
+        "mktorrent: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    let mut daemon = Transmission::start();
+    let metainfo = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        std::fs::read(&torrent).unwrap(),
+    );
+    let added = daemon.rpc(
+        "torrent-add",
+        serde_json::json!({ "metainfo": metainfo, "paused": false }),
+    );
+    assert!(added.get("torrent-added").is_some(), "{added}");
+    let started = Instant::now();
+    let done = wait_for(Duration::from_secs(20), || {
+        let got = daemon.rpc(
+            "torrent-get",
+            serde_json::json!({ "fields": ["percentDone", "downloadDir", "name"] }),
+        );
+        let torrent = got["torrents"][0].clone();
+        (torrent["percentDone"] == 1).then_some(torrent)
+    });
+    let Some(torrent) = done else {
+        panic!(
+            "not downloaded from the web seed in 20 s: {}",
+            daemon.log_text()
+        );
+    };
+    eprintln!("web seed download took {:?}", started.elapsed());
+    let dir = torrent["downloadDir"].as_str().unwrap();
+    let name = torrent["name"].as_str().unwrap();
+    assert_eq!(std::fs::read(Path::new(dir).join(name)).unwrap(), payload);
 }
