@@ -19,7 +19,8 @@ use super::http::{connectable, Handler, Limits, Request, Response, Server};
 use crate::Result;
 use swarm::Swarms;
 
-/// Where the tracker's peers come from. Implementations should leave out the node itself.
+/// Where the tracker's peers come from. Implementations should leave out the node itself, and
+/// answer from a snapshot: they are asked on every announce, on the tracker's request threads.
 pub trait PeerSource: Send + Sync {
     /// BitTorrent endpoints that may be in the swarm of `info_hash`.
     fn peers(&self, info_hash: &[u8; 20]) -> Vec<SocketAddr>;
