@@ -50,6 +50,13 @@ pub enum Error {
     EngineSerf(#[from] crate::engines::serf::SerfError),
     #[error(transparent)]
     EnginePuppet(#[from] crate::engines::puppet::PuppetError),
+    #[error("binding the {service} on {addr}")]
+    Bind {
+        service: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

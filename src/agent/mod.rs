@@ -1,11 +1,17 @@
 //! `p2pu agent`: takes announcements from the spool, verifies them, downloads the payload
-//! through Transmission, checks it, applies it by kind, and records the result.
+//! through Transmission, checks it, applies it by kind, and records the result; serves the
+//! node's tracker and web seeds beside its engines.
 
-pub mod fetch;
-pub mod intake;
-pub mod spool;
-pub mod state;
 pub mod apply;
 pub mod catchup;
+pub mod extract;
+pub mod fetch;
+mod http;
+pub mod intake;
+pub mod kind;
 pub mod peers;
 pub mod run;
+pub mod seed_http;
+pub mod spool;
+pub mod state;
+pub mod tracker;

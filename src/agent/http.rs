@@ -1,0 +1,444 @@
+//! The agent's minimal HTTP/1.1 server: one request per connection, a bounded request head, a
+//! fixed pool of worker threads, and clean shutdown. The tracker and the web seed server sit on it.
+//!
+//! Why not tiny_http: it reads request lines and headers without any size limit (its issue #56)
+//! and spawns a thread per connection, and the web seed server faces the fleet's network. Request
+//! heads are parsed by `httparse`; this module only bounds, dispatches and writes responses.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// Bounds that keep a misbehaving client from costing more than a little memory and one worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Request line plus headers; larger heads get 431.
+    pub max_head: usize,
+    /// Requests served at once; connections beyond `workers` queued ones get 503.
+    pub workers: usize,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 8 * 1024,
+            workers: 2,
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A parsed request head. Only what the handlers need; no body is ever read.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub method: String,
+    /// The raw request target, still percent-encoded (`/announce?info_hash=%12...`).
+    pub target: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The target split at the first `?` into path and raw query.
+    pub fn path_and_query(&self) -> (&str, &str) {
+        match self.target.split_once('?') {
+            Some((path, query)) => (path, query),
+            None => (self.target.as_str(), ""),
+        }
+    }
+}
+
+pub(crate) enum Body {
+    Bytes(Vec<u8>),
+    /// `len` bytes of an open file from its current position.
+    File {
+        file: std::fs::File,
+        len: u64,
+    },
+    /// Headers only (HEAD): `Content-Length` still says `len`.
+    Empty {
+        len: u64,
+    },
+}
+
+pub(crate) struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: Body::Bytes(body),
+        }
+    }
+
+    pub fn status(status: u16) -> Response {
+        Response::bytes(status, "text/plain", reason(status).as_bytes().to_vec())
+    }
+
+    fn write_to(self, stream: &mut impl Write) -> io::Result<()> {
+        let len = match &self.body {
+            Body::Bytes(bytes) => bytes.len() as u64,
+            Body::File { len, .. } | Body::Empty { len } => *len,
+        };
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {len}\r\nConnection: close\r\n\r\n"
+        ));
+        stream.write_all(head.as_bytes())?;
+        match self.body {
+            Body::Bytes(bytes) => stream.write_all(&bytes)?,
+            Body::File { file, len } => {
+                let copied = io::copy(&mut file.take(len), stream)?;
+                if copied != len {
+                    // The file shrank under us; the client must not take a short body as whole.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file ended after {copied} of {len} bytes"),
+                    ));
+                }
+            }
+            Body::Empty { .. } => {}
+        }
+        stream.flush()
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+pub(crate) type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// A running server; dropping it stops it and joins its threads.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(
+        service: &'static str,
+        bind: SocketAddr,
+        limits: Limits,
+        handler: Arc<Handler>,
+    ) -> Result<Server> {
+        let listener = TcpListener::bind(bind).map_err(|source| Error::Bind {
+            service,
+            addr: bind,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            service,
+            addr: bind,
+            source,
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = limits.workers.max(1);
+        let (queue, jobs) = mpsc::sync_channel::<TcpStream>(workers);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let mut threads = Vec::with_capacity(workers + 1);
+        for n in 0..workers {
+            let jobs = Arc::clone(&jobs);
+            let handler = Arc::clone(&handler);
+            let limits = limits.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("{service}-{n}"))
+                .spawn(move || work(&jobs, &limits, handler.as_ref()))
+                .map_err(|e| Error::Internal(format!("spawning {service} worker: {e}")))?;
+            threads.push(thread);
+        }
+        let accept_stop = Arc::clone(&stop);
+        let acceptor = std::thread::Builder::new()
+            .name(format!("{service}-accept"))
+            .spawn(move || accept(&listener, &queue, &accept_stop))
+            .map_err(|e| Error::Internal(format!("spawning {service} acceptor: {e}")))?;
+        threads.push(acceptor);
+        Ok(Server {
+            addr,
+            stop,
+            threads,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown(&mut self) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // A blocked accept() only returns on a connection: make one, so the acceptor sees `stop`.
+        let wake = connectable(self.addr);
+        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(2)) {
+            // Joining now would hang; the threads end at the next connection instead.
+            tracing::warn!(addr = %wake, error = %e, "waking the HTTP acceptor failed");
+            return;
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an HTTP server thread panicked");
+            }
+        }
+    }
+}
+
+/// `addr` with a wildcard IP replaced by loopback, so a local client can connect to it.
+pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept(listener: &TcpListener, queue: &SyncSender<TcpStream>, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        match queue.try_send(stream) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut stream)) => {
+                // Answer at once rather than let a flood of connections queue without bound.
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = Response::status(503).write_to(&mut stream);
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            Err(TrySendError::Disconnected(_)) => break,
+        }
+    }
+    // Dropping `queue` here lets the workers finish their current request and exit.
+}
+
+fn work(jobs: &Mutex<Receiver<TcpStream>>, limits: &Limits, handler: &Handler) {
+    loop {
+        let next = match jobs.lock() {
+            Ok(jobs) => jobs.recv(),
+            Err(_) => return,
+        };
+        let Ok(stream) = next else { return };
+        if let Err(e) = serve(stream, limits, handler) {
+            tracing::debug!(error = %e, "HTTP connection ended with an error");
+        }
+    }
+}
+
+fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler) -> io::Result<()> {
+    stream.set_write_timeout(Some(limits.write_timeout))?;
+    let peer = stream.peer_addr()?;
+    let response = match read_head(&mut stream, limits, peer)? {
+        Ok(request) => handler(&request),
+        Err(status) => Response::status(status),
+    };
+    response.write_to(&mut stream)?;
+    // Half-close, then drain what the client still sends (a refused oversized head): closing
+    // with unread input makes the kernel send a reset, which can destroy the response in flight.
+    stream.shutdown(Shutdown::Write)?;
+    stream.set_read_timeout(Some(LINGER.min(limits.read_timeout)))?;
+    io::copy(&mut (&stream).take(MAX_DRAIN), &mut io::sink())?;
+    Ok(())
+}
+
+/// How long and how much a finished connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+const MAX_DRAIN: u64 = 64 * 1024;
+
+/// Reads and parses one request head; `Err(status)` when it is malformed or too large.
+fn read_head(
+    stream: &mut TcpStream,
+    limits: &Limits,
+    peer: SocketAddr,
+) -> io::Result<Result<Request, u16>> {
+    // One deadline for the whole head, so a client dripping a byte at a time cannot hold a
+    // worker for longer than `read_timeout`.
+    let deadline = Instant::now() + limits.read_timeout;
+    let mut buf = vec![0u8; limits.max_head];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            return Ok(Err(431));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head too slow",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the end of the request head",
+            ));
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+                    return Ok(Err(400));
+                };
+                return Ok(Ok(Request {
+                    method: method.to_string(),
+                    target: target.to_string(),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), h.value.to_vec()))
+                        .collect(),
+                    peer,
+                }));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Ok(Err(431)),
+            Err(_) => return Ok(Err(400)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo_server(limits: Limits) -> Server {
+        let handler: Arc<Handler> = Arc::new(|req: &Request| {
+            Response::bytes(200, "text/plain", req.target.clone().into_bytes())
+        });
+        Server::start("test-http", "127.0.0.1:0".parse().unwrap(), limits, handler).unwrap()
+    }
+
+    fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request).unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_and_closes() {
+        let server = echo_server(Limits::default());
+        let out = raw(server.addr(), b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\n/x?y"), "{out}");
+    }
+
+    #[test]
+    fn oversized_head_gets_431() {
+        let server = echo_server(Limits {
+            max_head: 256,
+            ..Limits::default()
+        });
+        let mut request = b"GET /".to_vec();
+        request.extend(std::iter::repeat(b'a').take(1000));
+        request.extend(b" HTTP/1.1\r\n\r\n");
+        let out = raw(server.addr(), &request);
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+    }
+
+    #[test]
+    fn garbage_gets_400() {
+        let server = echo_server(Limits::default());
+        let out = raw(server.addr(), b"\x00\x01 nonsense\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    }
+
+    #[test]
+    fn busy_workers_get_503_instead_of_an_unbounded_queue() {
+        let server = echo_server(Limits {
+            workers: 1,
+            ..Limits::default()
+        });
+        // One idle connection occupies the worker, one waits in the queue, the rest overflow.
+        let idle: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let stream = TcpStream::connect(server.addr()).unwrap();
+                // Let the worker take the first before the next arrives.
+                std::thread::sleep(Duration::from_millis(100));
+                stream
+            })
+            .collect();
+        let out = raw(server.addr(), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+        drop(idle);
+    }
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        let v4: SocketAddr = "0.0.0.0:7".parse().unwrap();
+        assert_eq!(
+            connectable(v4),
+            "127.0.0.1:7".parse::<SocketAddr>().unwrap()
+        );
+        let v6: SocketAddr = "[::]:7".parse().unwrap();
+        assert_eq!(connectable(v6), "[::1]:7".parse::<SocketAddr>().unwrap());
+        let given: SocketAddr = "10.0.0.1:7".parse().unwrap();
+        assert_eq!(connectable(given), given);
+    }
+
+    #[test]
+    fn shutdown_joins_and_frees_the_port() {
+        let mut server = echo_server(Limits::default());
+        let addr = server.addr();
+        server.shutdown();
+        assert!(
+            TcpListener::bind(addr).is_ok(),
+            "port still held after shutdown"
+        );
+    }
+}

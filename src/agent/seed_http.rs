@@ -1,0 +1,253 @@
+//! A read-only HTTP file server for BEP 19 web seeds (`ws=` in magnets, `url-list` in
+//! metainfo): web seeds are not choked, so a download can start at once instead of after
+//! Transmission's 10 s rechoke. Serves GET/HEAD of regular files directly under one root, by
+//! name, with single `Range: bytes=` requests; nothing outside the root, even through symlinks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use percent_encoding::percent_decode_str;
+
+use super::http::{Body, Handler, Limits, Request, Response, Server};
+use crate::{Error, Result};
+
+/// Downloads served at once; further connections queue briefly, then get 503.
+pub const SEED_WORKERS: usize = 8;
+
+pub struct SeedServer;
+
+impl SeedServer {
+    /// Serves the files directly under `root_dir` on `bind` (port 0 picks a free one).
+    pub fn start(bind: SocketAddr, root_dir: &Path) -> Result<SeedHandle> {
+        let root = root_dir
+            .canonicalize()
+            .map_err(Error::io("resolving the web seed root", root_dir))?;
+        let handler: Arc<Handler> = Arc::new(move |request: &Request| serve(&root, request));
+        let limits = Limits {
+            workers: SEED_WORKERS,
+            ..Limits::default()
+        };
+        let server = Server::start("web seed server", bind, limits, handler)?;
+        Ok(SeedHandle { server })
+    }
+}
+
+/// A running web seed server; dropping it stops it.
+pub struct SeedHandle {
+    server: Server,
+}
+
+impl SeedHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The base URL for `ws=`/`url-list`, ending in `/` so clients append the file name.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/", super::http::connectable(self.addr()))
+    }
+
+    pub fn shutdown(mut self) {
+        self.server.shutdown();
+    }
+}
+
+fn serve(root: &Path, request: &Request) -> Response {
+    let head = match request.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        _ => {
+            let mut response = Response::status(405);
+            response.headers.push(("Allow", "GET, HEAD".to_string()));
+            return response;
+        }
+    };
+    let (path, _query) = request.path_and_query();
+    let Some(path) = resolve(root, path) else {
+        return Response::status(404);
+    };
+    let (mut file, size) = match open_regular(&path) {
+        Ok(opened) => opened,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "web seed file not served");
+            return Response::status(404);
+        }
+    };
+    let range = request.header("Range").and_then(|r| parse_range(r, size));
+    let (status, start, len) = match range {
+        None => (200, 0, size),
+        Some(Range::Unsatisfiable) => {
+            let mut response = Response::status(416);
+            response
+                .headers
+                .push(("Content-Range", format!("bytes */{size}")));
+            return response;
+        }
+        Some(Range::Bytes { start, end }) => (206, start, end - start + 1),
+    };
+    let mut headers = vec![
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    if status == 206 {
+        headers.push((
+            "Content-Range",
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        ));
+    }
+    let body = if head {
+        Body::Empty { len }
+    } else {
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            tracing::warn!(path = %path.display(), error = %e, "seeking a web seed file");
+            return Response::status(500);
+        }
+        Body::File { file, len }
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Maps a request path to a file directly under `root`: one percent-decoded component, no
+/// `.`/`..`, no NUL, and after resolving symlinks still inside `root`.
+fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+    let name: Vec<u8> = percent_decode_str(path.strip_prefix('/')?).collect();
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return None;
+    }
+    let candidate = root.join(std::ffi::OsStr::from_bytes(&name));
+    let resolved = candidate.canonicalize().ok()?;
+    resolved.starts_with(root).then_some(resolved)
+}
+
+/// Opens a regular file, refusing a symlink swapped in since it was resolved (`O_NOFOLLOW`)
+/// and not blocking on a FIFO (`O_NONBLOCK`, which regular files ignore).
+fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// Inclusive, already clamped to the file.
+    Bytes {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+/// One `bytes=` range against a file of `size` bytes; `None` (serve it all, as RFC 9110 allows)
+/// for a malformed header, another unit or several ranges.
+fn parse_range(header: &[u8], size: u64) -> Option<Range> {
+    let spec = std::str::from_utf8(header)
+        .ok()?
+        .trim()
+        .strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.trim().split_once('-')?;
+    let digits = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
+    let (start, end) = if first.is_empty() {
+        // `bytes=-n`: the last n bytes.
+        let n = digits(last)?;
+        if n == 0 || size == 0 {
+            return Some(Range::Unsatisfiable);
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start = digits(first)?;
+        let end = if last.is_empty() {
+            u64::MAX
+        } else {
+            digits(last)?
+        };
+        if end < start {
+            return None;
+        }
+        if start >= size {
+            return Some(Range::Unsatisfiable);
+        }
+        (start, end.min(size - 1))
+    };
+    Some(Range::Bytes { start, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let r = |h: &str| parse_range(h.as_bytes(), 100);
+        assert_eq!(r("bytes=0-9"), Some(Range::Bytes { start: 0, end: 9 }));
+        assert_eq!(r("bytes=90-"), Some(Range::Bytes { start: 90, end: 99 }));
+        assert_eq!(r("bytes=90-500"), Some(Range::Bytes { start: 90, end: 99 }));
+        assert_eq!(r("bytes=-10"), Some(Range::Bytes { start: 90, end: 99 }));
+        assert_eq!(r("bytes=-500"), Some(Range::Bytes { start: 0, end: 99 }));
+        assert_eq!(r("bytes=100-"), Some(Range::Unsatisfiable));
+        assert_eq!(r("bytes=-0"), Some(Range::Unsatisfiable));
+        assert_eq!(parse_range(b"bytes=0-", 0), Some(Range::Unsatisfiable));
+        for ignored in [
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(r(ignored), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn resolve_refuses_anything_but_one_name_under_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("a b"), b"x").unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/f"), b"x").unwrap();
+        assert_eq!(resolve(&root, "/a%20b"), Some(root.join("a b")));
+        for refused in [
+            "/",
+            "/.",
+            "/..",
+            "/%2e%2e",
+            "/../etc/passwd",
+            "/sub/f",
+            "/sub%2ff",
+            "/a%00",
+            "a b",
+            "/missing",
+        ] {
+            assert_eq!(resolve(&root, refused), None, "{refused}");
+        }
+    }
+}
