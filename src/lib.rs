@@ -3,6 +3,7 @@
 //! The binary is a thin wrapper around [`run`]; every command lives in `cmd/` and takes an
 //! [`Env`] so it can run in-process in unit tests.
 
+pub mod agent;
 pub mod cmd;
 pub mod config;
 pub mod engines;
