@@ -44,6 +44,10 @@ pub enum Error {
     Legacy(#[from] crate::formats::legacy::LegacyError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Extract(#[from] crate::agent::extract::ExtractError),
+    #[error(transparent)]
+    Kind(#[from] crate::agent::kind::KindError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

@@ -26,7 +26,8 @@
 //!   or the whole new one. Where the filesystem lacks RENAME_EXCHANGE, the old tree is renamed
 //!   aside first (a moment with no `target`). The contents are replaced, never merged. On any error
 //!   the temporary directory is removed and `target` is untouched. An existing `target` must be a
-//!   real directory: a symlink or file there is refused, never followed or written through.
+//!   real directory and not a mount point (the swap is a rename within its parent's filesystem):
+//!   a symlink or file there is refused, never followed or written through.
 
 use std::cell::Cell;
 use std::ffi::OsStr;
@@ -160,17 +161,19 @@ pub enum ExtractError {
         #[source]
         source: io::Error,
     },
-    #[error("reading archive {}{}", archive.display(), at_entry(entry))]
+    #[error("reading archive {} {position}", archive.display())]
     ReadArchive {
         archive: PathBuf,
-        entry: Option<String>,
+        /// Where in the archive: `at entry "x"`, `after entry "x"`, `at the start`.
+        position: String,
         #[source]
         source: io::Error,
     },
-    #[error("reading zip archive {}{}", archive.display(), at_entry(entry))]
+    #[error("reading zip archive {} {position}", archive.display())]
     Zip {
         archive: PathBuf,
-        entry: Option<String>,
+        /// Where in the archive: `at entry "x"`, `at entry #3`, `in the central directory`.
+        position: String,
         #[source]
         source: zip::result::ZipError,
     },
@@ -202,7 +205,7 @@ pub enum ExtractError {
     },
     #[error("archive entry {entry:?} takes the total past the limit of {limit} bytes")]
     TotalTooLarge { entry: String, limit: u64 },
-    #[error("archive has over {limit} bytes of tar metadata before the entry after {after}")]
+    #[error("archive has over {limit} bytes of tar headers and padding after {after}")]
     MetadataTooLarge { after: String, limit: u64 },
     #[error("archive entry {entry:?}: writing {}", path.display())]
     Write {
@@ -220,13 +223,6 @@ pub enum ExtractError {
     },
     #[error("extraction target {} is a {found}, not a directory; refusing to replace it", path.display())]
     TargetNotDirectory { path: PathBuf, found: &'static str },
-}
-
-fn at_entry(entry: &Option<String>) -> String {
-    match entry {
-        Some(name) => format!(" at entry {name:?}"),
-        None => String::new(),
-    }
 }
 
 fn target_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExtractError {
@@ -324,11 +320,22 @@ fn swap_into_place(
         Ok(()) => {
             // `staging` now names the old tree; closing it removes that.
             let old = staging.path().to_path_buf();
-            return Ok(staging.close().err().map(|_| old));
+            Ok(staging.close().err().map(|_| old))
         }
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
-        Err(e) => return Err(target_err("swapping the new tree with", target)(e.into())),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+            swap_by_renames(staging, target, parent)
+        }
+        Err(e) => Err(target_err("swapping the new tree with", target)(e.into())),
     }
+}
+
+/// The fallback for filesystems without RENAME_EXCHANGE: a moment with no `target`, never a
+/// mixed tree.
+fn swap_by_renames(
+    staging: tempfile::TempDir,
+    target: &Path,
+    parent: &Path,
+) -> Result<Option<PathBuf>, ExtractError> {
     // No atomic exchange here: move the old tree into an empty placeholder (rename replaces an
     // empty directory), then the new one into place, undoing the first move if the second fails.
     let aside = tempfile::Builder::new()
@@ -583,7 +590,7 @@ impl<'a> Tree<'a> {
                 Err(source) => {
                     return Err(ExtractError::ReadArchive {
                         archive: self.archive.to_path_buf(),
-                        entry: Some(entry.to_string()),
+                        position: format!("at entry {entry:?}"),
                         source,
                     })
                 }
@@ -664,15 +671,15 @@ fn unpack_tar_gz(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
     };
     let mut archive = tar::Archive::new(reader);
     let archive_path = tree.archive;
-    let read_err = |entry: Option<String>| {
+    let read_err = |position: String| {
         let archive = archive_path.to_path_buf();
         move |source| ExtractError::ReadArchive {
             archive,
-            entry,
+            position,
             source,
         }
     };
-    let mut entries = archive.entries().map_err(read_err(None))?;
+    let mut entries = archive.entries().map_err(read_err("at the start".into()))?;
     let mut previous = String::from("the start");
     loop {
         budget.left.set(MAX_TAR_METADATA);
@@ -688,7 +695,7 @@ fn unpack_tar_gz(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
                     limit: MAX_TAR_METADATA,
                 })
             }
-            Err(e) => return Err(read_err(Some(format!("after {previous}")))(e)),
+            Err(e) => return Err(read_err(format!("after {previous}"))(e)),
         };
         tree.count_entry()?;
         let raw_path = entry.path_bytes().into_owned();
@@ -701,7 +708,7 @@ fn unpack_tar_gz(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
         match kind {
             T::XGlobalHeader => {
                 // `git archive` puts its commit id here; it describes nothing to write.
-                previous = format!("{name:?}");
+                previous = format!("entry {name:?}");
                 continue;
             }
             T::Symlink | T::Link => {
@@ -750,22 +757,23 @@ fn unpack_tar_gz(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
                 })
             }
         }
-        previous = format!("{name:?}");
+        previous = format!("entry {name:?}");
     }
     Ok(())
 }
 
 fn unpack_zip(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
     let archive_path = tree.archive;
-    let zip_err = |entry: Option<String>| {
+    let zip_err = |position: String| {
         let archive = archive_path.to_path_buf();
         move |source| ExtractError::Zip {
             archive,
-            entry,
+            position,
             source,
         }
     };
-    let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).map_err(zip_err(None))?;
+    let mut archive = zip::ZipArchive::new(io::BufReader::new(file))
+        .map_err(zip_err("in the central directory".into()))?;
     if archive.len() as u64 > tree.limits.max_entries {
         return Err(ExtractError::TooManyEntries {
             limit: tree.limits.max_entries,
@@ -774,10 +782,10 @@ fn unpack_zip(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
     for index in 0..archive.len() {
         let mut member = archive
             .by_index(index)
-            .map_err(zip_err(Some(format!("#{index}"))))?;
+            .map_err(zip_err(format!("at entry #{index}")))?;
         let name = member
             .name()
-            .map_err(zip_err(Some(format!("#{index}"))))?
+            .map_err(zip_err(format!("at entry #{index}")))?
             .into_owned();
         tree.count_entry()?;
         if member.encrypted() {
@@ -891,6 +899,25 @@ mod tests {
         assert_eq!(r.read(&mut buf).unwrap(), 10);
         assert!(r.read(&mut buf).is_err());
         assert!(budget.exceeded.get());
+    }
+
+    #[test]
+    fn swap_by_renames_replaces_the_tree_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("old"), b"old").unwrap();
+        let staging = tempfile::tempdir_in(dir.path()).unwrap();
+        fs::write(staging.path().join("new"), b"new").unwrap();
+        let left = swap_by_renames(staging, &target, dir.path()).unwrap();
+        assert_eq!(left, None);
+        assert_eq!(fs::read(target.join("new")).unwrap(), b"new");
+        assert!(!target.join("old").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["target"]);
     }
 
     #[test]

@@ -195,7 +195,9 @@ pub struct PackReport {
 /// Packs the tree under `dir` into a deterministic .tar.gz at `out` (written atomically, mode
 /// 0644), under the rules in the module header. `out` must not be inside `dir`.
 pub fn pack_dir(dir: &Path, out: &Path) -> Result<PackReport, KindError> {
-    let meta = fs::symlink_metadata(dir).map_err(io_err("inspecting", dir))?;
+    // The top directory may be reached through a symlink (the operator named it); nothing
+    // below it may.
+    let meta = fs::metadata(dir).map_err(io_err("inspecting", dir))?;
     if !meta.is_dir() {
         return Err(KindError::NotADirectory {
             path: dir.to_path_buf(),
