@@ -92,6 +92,7 @@ impl Sandbox {
         let before = snapshot(self.root());
         let err = extract(archive, format, &self.target(), limits).unwrap_err();
         assert!(want(&err), "unexpected error: {err:?} ({err})");
+        eprintln!("refused: {}", p2pu::error::chain(&err));
         let after = snapshot(self.root());
         assert_eq!(before, after, "the sandbox changed after a refused archive");
         assert!(!Path::new("/abs/evil").exists());
@@ -840,4 +841,96 @@ fn python_zip_with_a_device_entry_is_refused() {
     s.assert_refused(&a, ArchiveFormat::Zip, &Limits::default(), |e| {
         matches!(e, ExtractError::Special { entry, kind: SpecialKind::CharDevice } if entry == "dev/null")
     });
+}
+
+#[test]
+fn existing_symlinks_in_the_target_are_not_followed() {
+    let s = Sandbox::new();
+    // The old tree holds a link out; the new tree writes under the same name.
+    std::os::unix::fs::symlink("../../outside", s.target().join("link")).unwrap();
+    let a = s.archive("through-old-link.tar.gz");
+    tar_gz_raw(&a, &[file("link/secret", b"must not reach outside")]);
+    let report = extract(&a, ArchiveFormat::TarGz, &s.target(), &Limits::default()).unwrap();
+    assert_eq!(
+        fs::read(s.target().join("link/secret")).unwrap(),
+        b"must not reach outside"
+    );
+    assert!(fs::symlink_metadata(s.target().join("link"))
+        .unwrap()
+        .is_dir());
+    // Removing the old tree removed the link, not what it pointed at.
+    assert_replaced_cleanly(&s, &report);
+}
+
+/// Sets the uncompressed-size field of every local and central header in a zip to `size`.
+fn patch_zip_sizes(bytes: &mut [u8], size: u32) {
+    let le = size.to_le_bytes();
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        match &bytes[i..i + 4] {
+            b"PK\x03\x04" => bytes[i + 22..i + 26].copy_from_slice(&le),
+            b"PK\x01\x02" => bytes[i + 24..i + 28].copy_from_slice(&le),
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+#[test]
+fn zip_lying_about_its_size_is_capped_on_real_bytes() {
+    let s = Sandbox::new();
+    let a = s.archive("liar.zip");
+    zip_with(&a, |w| {
+        w.start_file("zeros", zopts(0o644)).unwrap();
+        w.write_all(&vec![0u8; 3 << 20]).unwrap();
+    });
+    let mut bytes = fs::read(&a).unwrap();
+    patch_zip_sizes(&mut bytes, 10);
+    fs::write(&a, &bytes).unwrap();
+    // Whether the zip reader stops at the declared size (then the CRC fails) or hands over
+    // every byte (then our cap trips), nothing is extracted.
+    let err = s.assert_refused(&a, ArchiveFormat::Zip, &small_limits(), |e| {
+        matches!(
+            e,
+            ExtractError::EntryTooLarge { .. }
+                | ExtractError::ReadArchive { .. }
+                | ExtractError::Zip { .. }
+        )
+    });
+    drop(err);
+}
+
+/// Not a check: prints how long pack_dir and extract take on 128 MiB in 64 files, for sizing.
+/// `cargo test --release --test extract -- --ignored --nocapture throughput`
+#[test]
+#[ignore]
+fn throughput_figures() {
+    let s = Sandbox::new();
+    let tree = s.root().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..64 {
+        let data: Vec<u8> = (0..2 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Half-random bytes: compressible roughly like real binaries.
+                (x as u8) & 0x0f
+            })
+            .collect();
+        fs::write(tree.join(format!("f{i:02}")), data).unwrap();
+    }
+    let a = s.archive("big.tar.gz");
+    let t = std::time::Instant::now();
+    pack_dir(&tree, &a).unwrap();
+    let pack = t.elapsed();
+    let t = std::time::Instant::now();
+    let report = extract(&a, ArchiveFormat::TarGz, &s.target(), &Limits::default()).unwrap();
+    let unpack = t.elapsed();
+    eprintln!(
+        "128 MiB in 64 files, archive {} bytes: pack_dir {pack:?}, extract {unpack:?} ({} files)",
+        fs::metadata(&a).unwrap().len(),
+        report.files
+    );
 }
