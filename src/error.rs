@@ -57,6 +57,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Extract(#[from] crate::agent::extract::ExtractError),
+    #[error(transparent)]
+    Kind(#[from] crate::agent::kind::KindError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

@@ -66,7 +66,13 @@ pub struct Applied {
 
 impl ApplyContext<'_> {
     /// Applies `payload` (named `name`) of `kind`; `announcement` is required for keys.
-    pub fn apply(&self, kind: Kind, name: &str, payload: &Path, announcement: Option<&Announcement>) -> Result<Applied, ApplyError> {
+    pub fn apply(
+        &self,
+        kind: Kind,
+        name: &str,
+        payload: &Path,
+        announcement: Option<&Announcement>,
+    ) -> Result<Applied, ApplyError> {
         match kind {
             Kind::Manifest => {
                 let report = self.puppet.apply(payload)?;
@@ -80,9 +86,9 @@ impl ApplyContext<'_> {
                 })
             }
             Kind::Module => {
-                let target = self
-                    .modulepath
-                    .ok_or_else(|| ApplyError::Unsupported("module", "puppet.modulepath is empty".into()))?;
+                let target = self.modulepath.ok_or_else(|| {
+                    ApplyError::Unsupported("module", "puppet.modulepath is empty".into())
+                })?;
                 let installed = self.puppet.module_install(payload, target)?;
                 Ok(Applied {
                     summary: format!("module installed into {}", target.display()),
@@ -98,8 +104,9 @@ impl ApplyContext<'_> {
                 })
             }
             Kind::Key => {
-                let announcement = announcement
-                    .ok_or_else(|| ApplyError::Unsupported("key", "no signed announcement (legacy payload)".into()))?;
+                let announcement = announcement.ok_or_else(|| {
+                    ApplyError::Unsupported("key", "no signed announcement (legacy payload)".into())
+                })?;
                 let bytes = std::fs::read(payload).map_err(|source| ApplyError::Read {
                     path: payload.to_path_buf(),
                     source,
@@ -127,9 +134,11 @@ impl ApplyContext<'_> {
             path: self.archive_dir.to_path_buf(),
             source,
         })?;
-        extract::extract(archive, format, target, &self.limits).map_err(|source| ApplyError::Extract {
-            path: archive.to_path_buf(),
-            source,
+        extract::extract(archive, format, target, &self.limits).map_err(|source| {
+            ApplyError::Extract {
+                path: archive.to_path_buf(),
+                source,
+            }
         })
     }
 
@@ -153,10 +162,16 @@ impl ApplyContext<'_> {
                 path: member.clone(),
                 source,
             })?;
-            let kind: Kind = kind.as_str().parse().map_err(|_| ApplyError::Unsupported("dir", kind.as_str().into()))?;
+            let kind: Kind = kind
+                .as_str()
+                .parse()
+                .map_err(|_| ApplyError::Unsupported("dir", kind.as_str().into()))?;
             if kind == Kind::Key {
                 // A key member carries no signature of its own; keys travel as `key` updates.
-                summary.push(format!("{}: key skipped (send keys as key updates)", file_name(member)));
+                summary.push(format!(
+                    "{}: key skipped (send keys as key updates)",
+                    file_name(member)
+                ));
                 continue;
             }
             let member_name = file_name(member);
@@ -172,7 +187,9 @@ impl ApplyContext<'_> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `site.tar.gz` → `site`: the directory an archive is unpacked into.

@@ -13,14 +13,23 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Asks the fleet and spools every newer announcement; returns how many.
-pub fn catch_up(gossip: &dyn Gossip, store: &StateStore, spool_dir: &Path, timeout: Duration) -> crate::Result<usize> {
+pub fn catch_up(
+    gossip: &dyn Gossip,
+    store: &StateStore,
+    spool_dir: &Path,
+    timeout: Duration,
+) -> crate::Result<usize> {
     let answers = gossip.query("p2pu-status", b"", timeout)?;
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
     for (_, text) in &answers {
         let Ok(status) = serde_json::from_str::<NodeStatus>(text) else {
             continue;
         };
-        for update in status.updates.into_iter().filter(|u| u.status != Status::Held) {
+        for update in status
+            .updates
+            .into_iter()
+            .filter(|u| u.status != Status::Held)
+        {
             let seq = newest.entry(update.name).or_default();
             *seq = (*seq).max(update.seq);
         }
@@ -34,7 +43,11 @@ pub fn catch_up(gossip: &dyn Gossip, store: &StateStore, spool_dir: &Path, timeo
         let answers = gossip.query("p2pu-latest", name.as_bytes(), timeout)?;
         let best = answers
             .iter()
-            .filter_map(|(_, wire)| Announcement::decode(wire.trim()).ok().map(|a| (a, wire.trim())))
+            .filter_map(|(_, wire)| {
+                Announcement::decode(wire.trim())
+                    .ok()
+                    .map(|a| (a, wire.trim()))
+            })
             .filter(|(a, _)| a.name() == name)
             .max_by_key(|(a, _)| a.seq());
         if let Some((announcement, wire)) = best {

@@ -385,7 +385,7 @@ mod tests {
             ..Limits::default()
         });
         let mut request = b"GET /".to_vec();
-        request.extend(std::iter::repeat(b'a').take(1000));
+        request.extend(std::iter::repeat_n(b'a', 1000));
         request.extend(b" HTTP/1.1\r\n\r\n");
         let out = raw(server.addr(), &request);
         assert!(out.starts_with("HTTP/1.1 431 "), "{out}");

@@ -47,7 +47,8 @@ impl Agent {
     pub fn run(self) -> Result<()> {
         let agent = Arc::new(self);
         let site = &agent.config.site;
-        std::fs::create_dir_all(&site.agent.spool_dir).map_err(Error::io("creating", &site.agent.spool_dir))?;
+        std::fs::create_dir_all(&site.agent.spool_dir)
+            .map_err(Error::io("creating", &site.agent.spool_dir))?;
 
         let peers = Arc::new(FleetPeers::new(agent.node_name.clone()));
         let tracker_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, site.agent.tracker_port));
@@ -68,7 +69,9 @@ impl Agent {
         for n in 0..WORKERS {
             let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
             let url = tracker.announce_url();
-            spawn_named(&format!("worker-{n}"), move || worker(&agent, &work_rx, &apply_lock, &url));
+            spawn_named(&format!("worker-{n}"), move || {
+                worker(&agent, &work_rx, &apply_lock, &url)
+            });
         }
         for record in agent.store.open_records()? {
             tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
@@ -83,7 +86,9 @@ impl Agent {
             }
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::Internal("spool watcher stopped".into())),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Internal("spool watcher stopped".into()))
+                }
             }
             agent.warn_if_silent(&mut last_heard);
         }
@@ -108,7 +113,10 @@ impl Agent {
             let decision = intake::decide(&event, &self.store, &policy, now_ms())?;
             match decision {
                 Decision::Accepted(record) if record.len > site.agent.max_payload_bytes => {
-                    let reason = format!("payload of {} bytes exceeds agent.max_payload_bytes = {}", record.len, site.agent.max_payload_bytes);
+                    let reason = format!(
+                        "payload of {} bytes exceeds agent.max_payload_bytes = {}",
+                        record.len, site.agent.max_payload_bytes
+                    );
                     self.reject(Rejection {
                         at: record.received_at,
                         source: event.source.as_str().into(),
@@ -146,16 +154,34 @@ impl Agent {
         }
         let now = now_ms();
         if now.saturating_sub(*last_heard) > limit.saturating_mul(1000) {
-            tracing::warn!(silent_secs = (now - *last_heard) / 1000, "no update heard of for longer than agent.silence_warning_secs");
+            tracing::warn!(
+                silent_secs = (now - *last_heard) / 1000,
+                "no update heard of for longer than agent.silence_warning_secs"
+            );
             *last_heard = now;
         }
     }
 
-    fn set_status(&self, record: &Record, status: Status, reason: Option<String>, output: Option<String>) {
+    fn set_status(
+        &self,
+        record: &Record,
+        status: Status,
+        reason: Option<String>,
+        output: Option<String>,
+    ) {
         let trimmed = output.map(|o| tail(&o, 4000));
-        match self.store.set_status(&record.name, record.seq, status, reason, trimmed, now_ms() / 1000) {
+        match self.store.set_status(
+            &record.name,
+            record.seq,
+            status,
+            reason,
+            trimmed,
+            now_ms() / 1000,
+        ) {
             Ok(_) => {}
-            Err(e) => tracing::error!(name = %record.name, seq = record.seq, "recording the result failed: {}", chain(&e)),
+            Err(e) => {
+                tracing::error!(name = %record.name, seq = record.seq, "recording the result failed: {}", chain(&e))
+            }
         }
     }
 
@@ -166,7 +192,9 @@ impl Agent {
         let metainfo = if legacy {
             match legacy::decode_payload(record.wire.as_bytes()) {
                 Ok(torrent) => Some(torrent.torrent),
-                Err(e) => return self.set_status(record, Status::Failed, Some(e.to_string()), None),
+                Err(e) => {
+                    return self.set_status(record, Status::Failed, Some(e.to_string()), None)
+                }
             }
         } else {
             None
@@ -194,7 +222,9 @@ impl Agent {
         } else {
             match record.kind.parse::<Kind>() {
                 Ok(kind) => kind,
-                Err(e) => return self.set_status(record, Status::Failed, Some(e.to_string()), None),
+                Err(e) => {
+                    return self.set_status(record, Status::Failed, Some(e.to_string()), None)
+                }
             }
         };
         let context = ApplyContext {
@@ -207,7 +237,12 @@ impl Agent {
         match context.apply(kind, &record.name, &path, announcement.as_ref()) {
             Ok(applied) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}", applied.summary);
-                self.set_status(record, Status::Applied, Some(applied.summary), Some(applied.output));
+                self.set_status(
+                    record,
+                    Status::Applied,
+                    Some(applied.summary),
+                    Some(applied.output),
+                );
             }
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
@@ -218,7 +253,12 @@ impl Agent {
     }
 }
 
-fn worker(agent: &Agent, work: &Mutex<Receiver<Record>>, apply_lock: &Mutex<()>, tracker_url: &str) {
+fn worker(
+    agent: &Agent,
+    work: &Mutex<Receiver<Record>>,
+    apply_lock: &Mutex<()>,
+    tracker_url: &str,
+) {
     loop {
         let next = work.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(record) = next else {
@@ -250,7 +290,12 @@ fn catch_up_loop(agent: &Agent) {
             std::thread::sleep(Duration::from_millis(200));
             slept += Duration::from_millis(200);
         }
-        match super::catchup::catch_up(agent.gossip.as_ref(), &agent.store, &site.spool_dir, Duration::from_secs(2)) {
+        match super::catchup::catch_up(
+            agent.gossip.as_ref(),
+            &agent.store,
+            &site.spool_dir,
+            Duration::from_secs(2),
+        ) {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "catch-up spooled missed announcements"),
             Err(e) => tracing::warn!("catch-up: {}", chain(&e)),

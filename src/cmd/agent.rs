@@ -33,7 +33,10 @@ impl AgentCommand {
             // The second signal exits at once; the first asks for a clean stop.
             signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
                 .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
-                .map_err(Error::io("installing a handler for signal", format!("{signal}")))?;
+                .map_err(Error::io(
+                    "installing a handler for signal",
+                    format!("{signal}"),
+                ))?;
         }
         let agent = Agent {
             node_name: config.node_name.clone().unwrap_or_default(),

@@ -1,0 +1,483 @@
+//! What kind of update a submitted path is (`p2pu submit PATH` without `--kind`), and how a
+//! directory becomes the one file that travels for a `dir` update ([`pack_dir`]).
+//!
+//! Detection, first match wins: a directory is `dir`; `*.pp` is `manifest`; a `.tar.gz`/`.tgz`
+//! holding `<top>/metadata.json` (what `puppet module build` makes) is `module`, any other one
+//! `archive`; `*.zip` is `archive`; a `*.pub` file that starts with p2pu's public-key prefix
+//! `p2pu-ed25519:` is `key`; anything else is `file`. Extensions match in any case.
+//!
+//! `pack_dir` output is deterministic, so the same tree always gives the same SHA-256 and
+//! info-hash: entries sorted by name bytes (depth first, a directory before its contents), no
+//! entry for the root, uid/gid 0 with empty owner names, a fixed mtime ([`PACK_MTIME`]), the rwx
+//! bits of each file kept and setuid/setgid/sticky dropped, gzip header without name or time.
+//! Symlinks and special files are refused, never followed: [`crate::agent::extract`] would refuse
+//! them on the other end anyway.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+/// The prefix of a p2pu public key file's text.
+// TODO(lead): use the constant from crate::keys once that lands; it must stay this string.
+pub const KEY_PREFIX: &str = "p2pu-ed25519:";
+
+/// The mtime of every entry `pack_dir` writes: 2000-01-01T00:00:00Z. Not 0, which some tar
+/// versions warn about as implausibly old.
+pub const PACK_MTIME: u64 = 946_684_800;
+
+/// What an update is, which decides how the agent applies it. Names match the wire `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Manifest,
+    Module,
+    Archive,
+    Key,
+    Dir,
+    File,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Manifest,
+        Kind::Module,
+        Kind::Archive,
+        Kind::Key,
+        Kind::Dir,
+        Kind::File,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Manifest => "manifest",
+            Kind::Module => "module",
+            Kind::Archive => "archive",
+            Kind::Key => "key",
+            Kind::Dir => "dir",
+            Kind::File => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = KindError;
+
+    fn from_str(value: &str) -> Result<Kind, KindError> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == value)
+            .ok_or_else(|| KindError::Unknown {
+                value: value.to_string(),
+            })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KindError {
+    #[error("unknown update kind {value:?} (want manifest, module, archive, key, dir or file)")]
+    Unknown { value: String },
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading tar.gz {}", path.display())]
+    ReadArchive {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("{} is a symlink; a dir update may not contain links (copy the target in instead)", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is a {kind}; a dir update holds only files and directories", path.display())]
+    Special { path: PathBuf, kind: &'static str },
+    #[error("{} changed size while it was being packed", path.display())]
+    Changed { path: PathBuf },
+    #[error("output {} is inside the directory being packed {}", out.display(), dir.display())]
+    OutputInsideDir { out: PathBuf, dir: PathBuf },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> KindError {
+    let path = path.to_path_buf();
+    move |source| KindError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Detects the kind of `path` by the rules in the module header. A symlink is judged by what it
+/// points to (the operator named it on purpose).
+pub fn detect(path: &Path) -> Result<Kind, KindError> {
+    let meta = fs::metadata(path).map_err(io_err("inspecting", path))?;
+    if meta.is_dir() {
+        return Ok(Kind::Dir);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".pp") {
+        Ok(Kind::Manifest)
+    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        if is_module_build(path)? {
+            Ok(Kind::Module)
+        } else {
+            Ok(Kind::Archive)
+        }
+    } else if name.ends_with(".zip") {
+        Ok(Kind::Archive)
+    } else if name.ends_with(".pub") && starts_with_key_prefix(path)? {
+        Ok(Kind::Key)
+    } else {
+        Ok(Kind::File)
+    }
+}
+
+fn starts_with_key_prefix(path: &Path) -> Result<bool, KindError> {
+    let mut head = Vec::with_capacity(KEY_PREFIX.len());
+    File::open(path)
+        .and_then(|f| f.take(KEY_PREFIX.len() as u64).read_to_end(&mut head))
+        .map_err(io_err("reading", path))?;
+    Ok(head == KEY_PREFIX.as_bytes())
+}
+
+/// Whether a tar.gz holds a regular file at `<top>/metadata.json`, as a Puppet module build does.
+fn is_module_build(path: &Path) -> Result<bool, KindError> {
+    let read_err = |source| KindError::ReadArchive {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err("opening", path))?;
+    let mut archive =
+        tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)));
+    for entry in archive.entries().map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let raw = entry.path_bytes();
+        let parts: Vec<&[u8]> = raw
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty() && *p != b".")
+            .collect();
+        if let [top, b"metadata.json"] = parts.as_slice() {
+            if *top != b".." {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// What `pack_dir` put in the archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackReport {
+    pub files: u64,
+    pub dirs: u64,
+    /// Bytes of file contents (before compression).
+    pub bytes: u64,
+}
+
+/// Packs the tree under `dir` into a deterministic .tar.gz at `out` (written atomically, mode
+/// 0644), under the rules in the module header. `out` must not be inside `dir`.
+pub fn pack_dir(dir: &Path, out: &Path) -> Result<PackReport, KindError> {
+    // The top directory may be reached through a symlink (the operator named it); nothing
+    // below it may.
+    let meta = fs::metadata(dir).map_err(io_err("inspecting", dir))?;
+    if !meta.is_dir() {
+        return Err(KindError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir_real = fs::canonicalize(dir).map_err(io_err("resolving", dir))?;
+    let out_dir_real = fs::canonicalize(&out_dir).map_err(io_err("resolving", &out_dir))?;
+    if out_dir_real.starts_with(&dir_real) {
+        return Err(KindError::OutputInsideDir {
+            out: out.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
+
+    let mut entries = Vec::new();
+    walk(dir, &PathBuf::new(), &mut entries)?;
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".p2pu-pack-")
+        .tempfile_in(&out_dir)
+        .map_err(io_err("creating a temporary file in", &out_dir))?;
+    let gz = flate2::GzBuilder::new().mtime(0).write(
+        io::BufWriter::new(tmp.as_file()),
+        flate2::Compression::default(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut report = PackReport::default();
+    let write_err = io_err("writing", tmp.path());
+    let mut write_failure: Option<io::Error> = None;
+    for (rel, is_dir) in &entries {
+        let abs = dir.join(rel);
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(PACK_MTIME);
+        if *is_dir {
+            let mode = fs::symlink_metadata(&abs)
+                .map_err(io_err("inspecting", &abs))?
+                .mode();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(mode & 0o777);
+            header.set_size(0);
+            if let Err(e) = builder.append_data(&mut header, rel, io::empty()) {
+                write_failure = Some(e);
+                break;
+            }
+            report.dirs += 1;
+        } else {
+            // O_NOFOLLOW: a file swapped for a symlink since the walk fails instead of
+            // packing what the link points to.
+            let mut file = OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(&abs)
+                .map_err(io_err("opening", &abs))?;
+            let meta = file.metadata().map_err(io_err("inspecting", &abs))?;
+            if !meta.is_file() {
+                return Err(KindError::Changed { path: abs });
+            }
+            let size = meta.len();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(meta.permissions().mode() & 0o777);
+            header.set_size(size);
+            let mut counted = Counted {
+                inner: (&mut file).take(size),
+                n: 0,
+            };
+            let appended = builder.append_data(&mut header, rel, &mut counted);
+            if counted.n != size {
+                return Err(KindError::Changed { path: abs });
+            }
+            if let Err(e) = appended {
+                write_failure = Some(e);
+                break;
+            }
+            let mut probe = [0u8; 1];
+            if file.read(&mut probe).map_err(io_err("reading", &abs))? != 0 {
+                return Err(KindError::Changed { path: abs });
+            }
+            report.files += 1;
+            report.bytes += size;
+        }
+    }
+    if let Some(e) = write_failure {
+        return Err(write_err(e));
+    }
+    let gz = builder
+        .into_inner()
+        .map_err(io_err("writing", tmp.path()))?;
+    let buffered = gz
+        .finish()
+        .map_err(io_err("compressing into", tmp.path()))?;
+    buffered
+        .into_inner()
+        .map_err(|e| io_err("writing", tmp.path())(e.into_error()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err("setting the mode of", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("syncing", tmp.path()))?;
+    tmp.persist(out)
+        .map_err(|e| io_err("renaming into place", out)(e.error))?;
+    Ok(report)
+}
+
+/// Counts the bytes a reader gave, to notice a file that shrank while being packed.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Lists `base/rel` depth first, children sorted by name bytes, as (relative path, is_dir).
+fn walk(base: &Path, rel: &Path, out: &mut Vec<(PathBuf, bool)>) -> Result<(), KindError> {
+    let here = base.join(rel);
+    let mut names: Vec<OsString> = fs::read_dir(&here)
+        .map_err(io_err("listing", &here))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("listing", &here))?;
+    // OsString orders by bytes on Unix, which is what makes the archive reproducible.
+    names.sort();
+    for name in names {
+        let child_rel = rel.join(&name);
+        debug_assert!(child_rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_))));
+        let child = base.join(&child_rel);
+        let ft = fs::symlink_metadata(&child)
+            .map_err(io_err("inspecting", &child))?
+            .file_type();
+        if ft.is_dir() {
+            out.push((child_rel.clone(), true));
+            walk(base, &child_rel, out)?;
+        } else if ft.is_file() {
+            out.push((child_rel, false));
+        } else if ft.is_symlink() {
+            return Err(KindError::Symlink { path: child });
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = if ft.is_fifo() {
+                "fifo"
+            } else if ft.is_socket() {
+                "socket"
+            } else {
+                "device"
+            };
+            return Err(KindError::Special { path: child, kind });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip_and_are_the_wire_names() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["manifest", "module", "archive", "key", "dir", "file"]
+        );
+        for kind in Kind::ALL {
+            assert_eq!(kind.as_str().parse::<Kind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert!(matches!(
+            "Manifest".parse::<Kind>(),
+            Err(KindError::Unknown { .. })
+        ));
+        assert!("".parse::<Kind>().is_err());
+    }
+
+    fn tar_gz(path: &Path, members: &[(&str, &[u8])]) {
+        let gz =
+            flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn detect_by_extension_and_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        fs::write(p("site.pp"), "node default {}").unwrap();
+        fs::write(p("SITE.PP"), "node default {}").unwrap();
+        fs::write(p("a.zip"), b"PK").unwrap();
+        fs::write(p("ops.pub"), format!("{KEY_PREFIX}AAAA ops\n")).unwrap();
+        fs::write(p("ssh.pub"), "ssh-ed25519 AAAA x\n").unwrap();
+        fs::write(p("short.pub"), "p2pu").unwrap();
+        fs::write(p("notes.txt"), "hi").unwrap();
+        fs::create_dir(p("tree")).unwrap();
+        tar_gz(
+            &p("acme-ntp-1.0.0.tar.gz"),
+            &[
+                ("acme-ntp-1.0.0/metadata.json", b"{}"),
+                ("acme-ntp-1.0.0/manifests/init.pp", b"class ntp {}"),
+            ],
+        );
+        tar_gz(&p("dotted.tgz"), &[("./m/metadata.json", b"{}")]);
+        tar_gz(&p("flat.tar.gz"), &[("metadata.json", b"{}")]);
+        tar_gz(&p("deep.tar.gz"), &[("a/b/metadata.json", b"{}")]);
+        let cases = [
+            ("site.pp", Kind::Manifest),
+            ("SITE.PP", Kind::Manifest),
+            ("a.zip", Kind::Archive),
+            ("ops.pub", Kind::Key),
+            ("ssh.pub", Kind::File),
+            ("short.pub", Kind::File),
+            ("notes.txt", Kind::File),
+            ("tree", Kind::Dir),
+            ("acme-ntp-1.0.0.tar.gz", Kind::Module),
+            ("dotted.tgz", Kind::Module),
+            ("flat.tar.gz", Kind::Archive),
+            ("deep.tar.gz", Kind::Archive),
+        ];
+        for (name, want) in cases {
+            assert_eq!(detect(&p(name)).unwrap(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn detect_reports_a_corrupt_tar_gz() {
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join("bad.tar.gz");
+        fs::write(&bad, b"not gzip at all").unwrap();
+        assert!(matches!(detect(&bad), Err(KindError::ReadArchive { .. })));
+        assert!(matches!(
+            detect(&d.path().join("missing")),
+            Err(KindError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn pack_dir_refuses_symlinks_and_output_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("a"), "a").unwrap();
+        let err = pack_dir(&tree, &tree.join("out.tar.gz")).unwrap_err();
+        assert!(matches!(err, KindError::OutputInsideDir { .. }), "{err:?}");
+        std::os::unix::fs::symlink("/etc/passwd", tree.join("link")).unwrap();
+        let out = d.path().join("out.tar.gz");
+        let err = pack_dir(&tree, &out).unwrap_err();
+        assert!(matches!(err, KindError::Symlink { .. }), "{err:?}");
+        assert!(!out.exists());
+        let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temp file left behind: {leftovers:?}");
+    }
+
+    #[test]
+    fn pack_dir_refuses_a_fifo() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        nix::unistd::mkfifo(&tree.join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = pack_dir(&tree, &d.path().join("out.tar.gz")).unwrap_err();
+        assert!(
+            matches!(err, KindError::Special { kind: "fifo", .. }),
+            "{err:?}"
+        );
+    }
+}
