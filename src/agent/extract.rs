@@ -295,10 +295,10 @@ pub fn extract(
         // The path is now `target`; stop the guard from removing whatever takes its old name.
         let _ = staging.keep();
     }
-    crate::fsutil::sync_dir(&parent).map_err(|e| match e {
-        crate::Error::Io { source, .. } => target_err("syncing directory", &parent)(source),
-        other => target_err("syncing directory", &parent)(io::Error::other(other.to_string())),
-    })?;
+    // Makes the rename itself durable.
+    File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .map_err(target_err("syncing directory", &parent))?;
     Ok(report)
 }
 
