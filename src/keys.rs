@@ -36,7 +36,7 @@ pub const SECRET_FILE: &str = "signing.key";
 pub const PUBLIC_FILE: &str = "signing.pub";
 
 const SECRET_PREFIX: &str = "p2pu-ed25519-secret:";
-const PUBLIC_PREFIX: &str = "p2pu-ed25519:";
+pub const PUBLIC_PREFIX: &str = "p2pu-ed25519:";
 const REVOKE_PREFIX: &str = "p2pu-revoke:";
 
 #[derive(Debug, thiserror::Error)]

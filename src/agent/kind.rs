@@ -18,73 +18,18 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 
 /// The prefix of a p2pu public key file's text.
-// TODO(lead): use the constant from crate::keys once that lands; it must stay this string.
-pub const KEY_PREFIX: &str = "p2pu-ed25519:";
+const KEY_PREFIX: &str = crate::keys::PUBLIC_PREFIX;
 
 /// The mtime of every entry `pack_dir` writes: 2000-01-01T00:00:00Z. Not 0, which some tar
 /// versions warn about as implausibly old.
 pub const PACK_MTIME: u64 = 946_684_800;
 
-/// What an update is, which decides how the agent applies it. Names match the wire `kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Manifest,
-    Module,
-    Archive,
-    Key,
-    Dir,
-    File,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Manifest,
-        Kind::Module,
-        Kind::Archive,
-        Kind::Key,
-        Kind::Dir,
-        Kind::File,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Manifest => "manifest",
-            Kind::Module => "module",
-            Kind::Archive => "archive",
-            Kind::Key => "key",
-            Kind::Dir => "dir",
-            Kind::File => "file",
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Kind {
-    type Err = KindError;
-
-    fn from_str(value: &str) -> Result<Kind, KindError> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == value)
-            .ok_or_else(|| KindError::Unknown {
-                value: value.to_string(),
-            })
-    }
-}
+pub use crate::formats::announcement::Kind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KindError {
-    #[error("unknown update kind {value:?} (want manifest, module, archive, key, dir or file)")]
-    Unknown { value: String },
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,
@@ -378,10 +323,7 @@ mod tests {
             assert_eq!(kind.as_str().parse::<Kind>().unwrap(), kind);
             assert_eq!(kind.to_string(), kind.as_str());
         }
-        assert!(matches!(
-            "Manifest".parse::<Kind>(),
-            Err(KindError::Unknown { .. })
-        ));
+        assert!("Manifest".parse::<Kind>().is_err());
         assert!("".parse::<Kind>().is_err());
     }
 
