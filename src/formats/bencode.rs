@@ -137,16 +137,6 @@ impl<'a> Parser<'a> {
             .ok_or_else(|| self.error(Problem::UnexpectedEnd))
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), BencodeError> {
-        match self.peek()? {
-            b if b == byte => {
-                self.pos += 1;
-                Ok(())
-            }
-            b => Err(self.error(Problem::UnexpectedByte(b))),
-        }
-    }
-
     fn value(&mut self, depth: usize) -> Result<Value<'a>, BencodeError> {
         if depth >= MAX_DEPTH {
             return Err(self.error(Problem::TooDeep));
