@@ -74,7 +74,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     match cli.command.run(env) {
         Ok(Outcome::Success) => 0,
         Ok(Outcome::Status(code)) => code,
-        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            0
+        }
         Err(e) => {
             let _ = writeln!(env.stderr, "error: {}", chain(&e));
             1

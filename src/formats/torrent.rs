@@ -57,6 +57,12 @@ pub enum TorrentError {
     Field { field: String, problem: String },
     #[error("encoding the metainfo")]
     Encode(#[source] serde_bencode::Error),
+    #[error("{}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<TorrentError>,
+    },
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),
 }
@@ -158,6 +164,11 @@ pub fn create(path: &Path, opts: &CreateOptions<'_>) -> Result<Metainfo, Torrent
     }
     let bytes = encode(opts, &name, &files, multi_file, piece_length, &pieces)?;
     Metainfo::from_bytes(&bytes)
+}
+
+/// The number of content bytes `create` would hash for `path`, after the same checks.
+pub fn content_length(path: &Path) -> Result<u64, TorrentError> {
+    Ok(scan(path)?.0.iter().map(|f| f.length).sum())
 }
 
 /// The smallest power-of-two piece size (16 KiB..=16 MiB) that keeps the piece count at or
@@ -549,6 +560,20 @@ impl Metainfo {
                 .map(|v| int(v, "creation date"))
                 .transpose()?,
         })
+    }
+
+    /// Reads and validates the .torrent at `path`; errors name the file.
+    pub fn read(path: &Path) -> Result<Metainfo, TorrentError> {
+        fs::read(path)
+            .map_err(|source| read_error(path, source))
+            .and_then(|bytes| Metainfo::from_bytes(&bytes))
+            .map_err(|e| match e {
+                e @ TorrentError::Read { .. } => e,
+                e => TorrentError::InFile {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                },
+            })
     }
 
     pub fn info_hash_hex(&self) -> String {
