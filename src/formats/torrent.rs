@@ -19,9 +19,9 @@ pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
 /// Automatic piece size keeps the piece count at or under this: the metadata a magnet link
 /// fetches stays under 40 KiB while pieces stay small enough to spread early.
 const MAX_AUTO_PIECES: u64 = 2048;
-/// Bytes per read: the buffer stays in L2 cache between the copy out of the page cache and the
-/// hashing, which measured faster than piece-sized reads; it also bounds memory per thread.
-const READ_CHUNK: u64 = 256 * 1024;
+/// Bytes per read, and all the buffer a hashing thread holds. Measured on a 512 MiB file in the
+/// page cache (AMD EPYC, 32 KiB L1d): 16-64 KiB reads cost ~30% less CPU than 128 KiB-1 MiB.
+const READ_CHUNK: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
@@ -412,6 +412,14 @@ impl PieceReader<'_> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .map_err(|source| read_error(path, source))?;
+        // A larger readahead window helps when the content is not in the page cache; a
+        // failure only costs speed.
+        let _ = nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+        );
         self.open = Some((index, file));
         Ok(())
     }
