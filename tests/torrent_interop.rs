@@ -248,3 +248,36 @@ fn binary_creates_a_torrent_transmission_reads() {
         "{ours}"
     );
 }
+
+/// A 4 GiB input is streamed, never loaded: peak RSS of the binary stays far under 64 MiB.
+/// The file is sparse, so this costs hashing time but no disk.
+#[test]
+fn binary_hashes_4_gib_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = fs::File::create(dir.path().join("big.img")).unwrap();
+    file.set_len(4 << 30).unwrap();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M", env!("CARGO_BIN_EXE_p2pu")])
+        .args(["torrent", "create", "big.img", "--reproducible"])
+        .current_dir(dir.path())
+        .output()
+        .expect("running /usr/bin/time (install the `time` package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rss_kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no max RSS in {stderr}"));
+    assert!(rss_kib < 32 << 10, "peak RSS {rss_kib} KiB");
+    let m = Metainfo::read(&dir.path().join("big.img.torrent")).unwrap();
+    assert_eq!(m.total_length, 4 << 30);
+    assert_eq!(m.piece_length, 2 << 20);
+    let zeros = sha1_of_zeros(2 << 20);
+    assert!(m.pieces.iter().all(|p| *p == zeros));
+}
+
+fn sha1_of_zeros(len: usize) -> [u8; 20] {
+    use sha1::Digest;
+    sha1::Sha1::digest(vec![0u8; len]).into()
+}
