@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(value.raw, data);
-    let decoded: serde_bencode::value::Value =
-        serde_bencode::from_bytes(data).expect("serde_bencode reads what the strict parser accepts");
+    let decoded: serde_bencode::value::Value = serde_bencode::from_bytes(data)
+        .expect("serde_bencode reads what the strict parser accepts");
     let encoded = serde_bencode::to_bytes(&decoded).expect("re-encoding");
     assert_eq!(encoded, data, "accepted input is not canonical");
 });

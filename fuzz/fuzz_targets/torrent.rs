@@ -9,10 +9,21 @@ fuzz_target!(|data: &[u8]| {
     let Ok(m) = Metainfo::from_bytes(data) else {
         return;
     };
-    assert_eq!(m.pieces.len() as u64, m.total_length.div_ceil(m.piece_length));
-    assert_eq!(m.files.iter().map(|f| f.length).sum::<u64>(), m.total_length);
+    assert_eq!(
+        m.pieces.len() as u64,
+        m.total_length.div_ceil(m.piece_length)
+    );
+    assert_eq!(
+        m.files.iter().map(|f| f.length).sum::<u64>(),
+        m.total_length
+    );
     for file in &m.files {
-        assert!(file.path.iter().all(|c| !c.is_empty() && c != ".." && !c.contains('/')));
+        assert!(file
+            .path
+            .iter()
+            .all(|c| !c.is_empty() && c != ".." && !c.contains('/')));
     }
-    assert!(m.magnet(&m.trackers, &m.web_seeds).starts_with("magnet:?xt=urn:btih:"));
+    assert!(m
+        .magnet(&m.trackers, &m.web_seeds)
+        .starts_with("magnet:?xt=urn:btih:"));
 });
