@@ -1,7 +1,491 @@
-//! TODO: owned by the formats work.
+//! BitTorrent v1 metainfo (BEP 3): creating a .torrent for a file or a directory, with pieces
+//! hashed on every core in bounded memory, and reading and validating an existing one.
+
+use crate::formats::bencode::BencodeError;
+use serde::Serialize;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+mod hashing;
+mod parse;
+
+pub use parse::info_total_length;
+
+/// Smallest piece size chosen or accepted (BitTorrent's block size).
+pub const MIN_PIECE_LENGTH: u64 = 16 * 1024;
+/// Largest piece size chosen automatically.
+pub const MAX_AUTO_PIECE_LENGTH: u64 = 16 << 20;
+/// Largest piece size accepted when given explicitly.
+pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
+/// Automatic piece size keeps the piece count at or under this: the metadata a magnet link
+/// fetches stays under 40 KiB while pieces stay small enough to spread early.
+const MAX_AUTO_PIECES: u64 = 2048;
+/// At most this many pieces (5 MiB of hashes): bounds memory and keeps the torrent loadable.
+pub const MAX_PIECES: u64 = 1 << 18;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
-    #[error("not implemented")]
-    Todo,
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is a symbolic link; a torrent holds regular files only", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is a {kind}, not a regular file or directory", path.display())]
+    SpecialFile { path: PathBuf, kind: &'static str },
+    #[error("{} is an empty directory, which a BitTorrent v1 torrent cannot represent", path.display())]
+    EmptyDirectory { path: PathBuf },
+    #[error("{}: file name is not valid UTF-8", path.display())]
+    NonUtf8Name { path: PathBuf },
+    #[error("{} holds no data; a torrent of 0 bytes cannot be shared", path.display())]
+    Empty { path: PathBuf },
+    #[error("{} changed while hashing: it had {expected} bytes, now {found}", path.display())]
+    Changed {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("piece size {0} is not a power of two from 16 KiB to 64 MiB")]
+    PieceLength(u64),
+    #[error("{pieces} pieces of {piece_length} bytes is more than {MAX_PIECES}; choose a larger piece size")]
+    TooManyPieces { pieces: u64, piece_length: u64 },
+    #[error("invalid torrent name {name:?}: {reason}")]
+    Name { name: String, reason: &'static str },
+    #[error("invalid torrent")]
+    Bencode(#[from] BencodeError),
+    #[error("invalid torrent: `{field}` {problem}")]
+    Field { field: String, problem: String },
+    #[error("encoding the metainfo")]
+    Encode(#[source] serde_bencode::Error),
+    #[error("{}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<TorrentError>,
+    },
+    #[error("internal error (a bug in p2pu): {0}")]
+    Internal(String),
+}
+
+/// What to put in a new torrent besides the content. `Default` gives a public torrent with an
+/// automatic piece size and no trackers, dates or comments (so the output is reproducible).
+#[derive(Default)]
+pub struct CreateOptions<'a> {
+    /// Piece size in bytes (a power of two, 16 KiB..=64 MiB); automatic when `None`.
+    pub piece_length: Option<u64>,
+    /// `None` omits the `private` key (as mktorrent does); `Some(false)` writes `private: 0`
+    /// (as transmission-create does), `Some(true)` makes a BEP 27 private torrent.
+    pub private: Option<bool>,
+    /// The first is `announce`; with more than one, each also gets its own `announce-list` tier.
+    pub trackers: Vec<String>,
+    /// BEP 19 web seeds (`url-list`).
+    pub web_seeds: Vec<String>,
+    /// Torrent name; defaults to the file or directory name.
+    pub name: Option<String>,
+    pub comment: Option<String>,
+    pub created_by: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub creation_date: Option<i64>,
+    /// Called from the hashing threads with the number of bytes just hashed.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+/// One file of a torrent, its path relative to the torrent's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: Vec<String>,
+    pub length: u64,
+}
+
+/// A parsed, validated torrent and its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metainfo {
+    /// The .torrent file.
+    pub bytes: Vec<u8>,
+    /// SHA-1 of the info dict exactly as it appears in `bytes`.
+    pub info_hash: [u8; 20],
+    pub name: String,
+    pub total_length: u64,
+    pub piece_length: u64,
+    /// Single-file torrents have one entry whose path is `[name]`.
+    pub files: Vec<FileEntry>,
+    pub multi_file: bool,
+    pub pieces: Vec<[u8; 20]>,
+    pub private: Option<bool>,
+    /// `announce` then the `announce-list` tiers, flattened, without duplicates.
+    pub trackers: Vec<String>,
+    pub web_seeds: Vec<String>,
+    pub comment: Option<String>,
+    pub created_by: Option<String>,
+    pub creation_date: Option<i64>,
+}
+
+/// Creates a torrent for the file or directory at `path`.
+pub fn create(path: &Path, opts: &CreateOptions<'_>) -> Result<Metainfo, TorrentError> {
+    let name = match &opts.name {
+        Some(name) => name.clone(),
+        None => default_name(path)?,
+    };
+    parse::check_component(&name, "info.name").map_err(|_| TorrentError::Name {
+        name: name.clone(),
+        reason: "want one non-empty path component without `/`, `.` or `..`",
+    })?;
+    let (files, multi_file) = hashing::scan(path)?;
+    let total: u64 = files.iter().map(|f| f.length).sum();
+    if total == 0 {
+        return Err(TorrentError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let piece_length = match opts.piece_length {
+        Some(p) if p.is_power_of_two() && (MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&p) => p,
+        Some(p) => return Err(TorrentError::PieceLength(p)),
+        None => auto_piece_length(total),
+    };
+    let count = total.div_ceil(piece_length);
+    if count > MAX_PIECES {
+        return Err(TorrentError::TooManyPieces {
+            pieces: count,
+            piece_length,
+        });
+    }
+    let pieces = hashing::hash_pieces(&files, total, piece_length, opts.progress)?;
+    for file in &files {
+        let found = fs::symlink_metadata(&file.path)
+            .map_err(|source| read_error(&file.path, source))?
+            .len();
+        if found != file.length {
+            return Err(TorrentError::Changed {
+                path: file.path.clone(),
+                expected: file.length,
+                found,
+            });
+        }
+    }
+    let bytes = encode(opts, &name, &files, multi_file, piece_length, &pieces)?;
+    Metainfo::from_bytes(&bytes)
+}
+
+/// The number of content bytes `create` would hash for `path`, after the same checks.
+pub fn content_length(path: &Path) -> Result<u64, TorrentError> {
+    Ok(hashing::scan(path)?.0.iter().map(|f| f.length).sum())
+}
+
+/// The smallest power-of-two piece size (16 KiB..=16 MiB) that keeps the piece count at or
+/// under 2048.
+pub fn auto_piece_length(total_length: u64) -> u64 {
+    let mut piece = MIN_PIECE_LENGTH;
+    while piece < MAX_AUTO_PIECE_LENGTH && total_length.div_ceil(piece) > MAX_AUTO_PIECES {
+        piece *= 2;
+    }
+    piece
+}
+
+fn default_name(path: &Path) -> Result<String, TorrentError> {
+    // `.` and `dir/..` have no file name of their own; the resolved path does.
+    let resolved = fs::canonicalize(path).map_err(|source| read_error(path, source))?;
+    let name = resolved.file_name().unwrap_or(resolved.as_os_str());
+    name.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| TorrentError::NonUtf8Name {
+            path: path.to_path_buf(),
+        })
+}
+
+pub(super) fn read_error(path: &Path, source: std::io::Error) -> TorrentError {
+    TorrentError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Serialize)]
+struct TorrentOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    announce: Option<&'a str>,
+    #[serde(rename = "announce-list", skip_serializing_if = "Option::is_none")]
+    announce_list: Option<Vec<[&'a str; 1]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+    #[serde(rename = "created by", skip_serializing_if = "Option::is_none")]
+    created_by: Option<&'a str>,
+    #[serde(rename = "creation date", skip_serializing_if = "Option::is_none")]
+    creation_date: Option<i64>,
+    info: InfoOut<'a>,
+    #[serde(rename = "url-list", skip_serializing_if = "<[_]>::is_empty")]
+    url_list: &'a [String],
+}
+
+#[derive(Serialize)]
+struct InfoOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<Vec<FileOut<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+    name: &'a str,
+    #[serde(rename = "piece length")]
+    piece_length: u64,
+    pieces: serde_bytes::ByteBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    length: u64,
+    path: &'a [String],
+}
+
+fn encode(
+    opts: &CreateOptions<'_>,
+    name: &str,
+    files: &[hashing::Source],
+    multi_file: bool,
+    piece_length: u64,
+    pieces: &[[u8; 20]],
+) -> Result<Vec<u8>, TorrentError> {
+    let info = InfoOut {
+        files: multi_file.then(|| {
+            files
+                .iter()
+                .map(|f| FileOut {
+                    length: f.length,
+                    path: &f.components,
+                })
+                .collect()
+        }),
+        length: (!multi_file).then(|| files.iter().map(|f| f.length).sum()),
+        name,
+        piece_length,
+        pieces: serde_bytes::ByteBuf::from(pieces.concat()),
+        private: opts.private.map(u8::from),
+    };
+    let torrent = TorrentOut {
+        announce: opts.trackers.first().map(String::as_str),
+        announce_list: (opts.trackers.len() > 1)
+            .then(|| opts.trackers.iter().map(|t| [t.as_str()]).collect()),
+        comment: opts.comment.as_deref(),
+        created_by: opts.created_by.as_deref(),
+        creation_date: opts.creation_date,
+        info,
+        url_list: &opts.web_seeds,
+    };
+    serde_bencode::to_bytes(&torrent).map_err(TorrentError::Encode)
+}
+
+impl Metainfo {
+    /// Reads and validates the .torrent at `path`; errors name the file.
+    pub fn read(path: &Path) -> Result<Metainfo, TorrentError> {
+        fs::read(path)
+            .map_err(|source| read_error(path, source))
+            .and_then(|bytes| Metainfo::from_bytes(&bytes))
+            .map_err(|e| match e {
+                e @ TorrentError::Read { .. } => e,
+                e => TorrentError::InFile {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                },
+            })
+    }
+
+    pub fn info_hash_hex(&self) -> String {
+        hex::encode(self.info_hash)
+    }
+
+    pub fn piece_count(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// A magnet link naming this torrent, the given trackers (`tr`) and web seeds (`ws`).
+    pub fn magnet(&self, trackers: &[String], web_seeds: &[String]) -> String {
+        let mut link = format!(
+            "magnet:?xt=urn:btih:{}&dn={}",
+            self.info_hash_hex(),
+            percent_encode(&self.name)
+        );
+        for (key, values) in [("tr", trackers), ("ws", web_seeds)] {
+            for value in values {
+                link.push_str(&format!("&{key}={}", percent_encode(value)));
+            }
+        }
+        link
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::bencode;
+    use sha1::{Digest, Sha1};
+    use std::fs::File;
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn sha1(data: &[u8]) -> [u8; 20] {
+        Sha1::digest(data).into()
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    fn piece_hashes(content: &[u8], piece: usize) -> Vec<[u8; 20]> {
+        content.chunks(piece).map(sha1).collect()
+    }
+
+    fn opts(piece: u64) -> CreateOptions<'static> {
+        CreateOptions {
+            piece_length: Some(piece),
+            ..CreateOptions::default()
+        }
+    }
+
+    #[test]
+    fn auto_piece_length_keeps_count_sane() {
+        assert_eq!(auto_piece_length(1), 16 << 10);
+        assert_eq!(auto_piece_length(32 << 20), 16 << 10);
+        assert_eq!(auto_piece_length((32 << 20) + 1), 32 << 10);
+        assert_eq!(auto_piece_length(1 << 30), 512 << 10);
+        assert_eq!(auto_piece_length(1 << 40), 16 << 20);
+    }
+
+    #[test]
+    fn single_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = data(100_000, 7);
+        let path = dir.path().join("payload.bin");
+        fs::write(&path, &content).unwrap();
+        let progress = AtomicU64::new(0);
+        let count = |n: u64| {
+            progress.fetch_add(n, Ordering::Relaxed);
+        };
+        let m = create(
+            &path,
+            &CreateOptions {
+                piece_length: Some(32 << 10),
+                private: Some(true),
+                trackers: vec!["http://127.0.0.1:1/announce".into(), "udp://b:2".into()],
+                web_seeds: vec!["http://127.0.0.1:2/payload.bin".into()],
+                comment: Some("c".into()),
+                created_by: Some("p2pu test".into()),
+                creation_date: Some(1_700_000_000),
+                progress: Some(&count),
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(progress.load(Ordering::Relaxed), 100_000);
+        assert_eq!(m.name, "payload.bin");
+        assert_eq!(m.total_length, 100_000);
+        assert!(!m.multi_file);
+        assert_eq!(m.pieces, piece_hashes(&content, 32 << 10));
+        assert_eq!(m.private, Some(true));
+        assert_eq!(m.trackers.len(), 2);
+        assert_eq!(m.web_seeds.len(), 1);
+        assert_eq!(m.creation_date, Some(1_700_000_000));
+        let info = bencode::parse(&m.bytes).unwrap().get("info").unwrap().raw;
+        assert_eq!(m.info_hash, sha1(info));
+        assert_eq!(info_total_length(info).unwrap(), 100_000);
+        assert_eq!(Metainfo::from_bytes(&m.bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn directory_pieces_span_files_in_mktorrent_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("a")).unwrap();
+        let files = [
+            ("a.txt", data(20_000, 1)),
+            ("a/b", data(50_000, 2)),
+            ("empty", vec![]),
+            ("Z", data(3, 3)),
+        ];
+        for (name, content) in &files {
+            fs::write(root.join(name), content).unwrap();
+        }
+        let m = create(&root, &opts(16 << 10)).unwrap();
+        let paths: Vec<String> = m.files.iter().map(|f| f.path.join("/")).collect();
+        assert_eq!(paths, ["Z", "a.txt", "a/b", "empty"]);
+        let concat = [&files[3].1[..], &files[0].1, &files[1].1].concat();
+        assert_eq!(m.pieces, piece_hashes(&concat, 16 << 10));
+        assert_eq!(m.name, "tree");
+        assert!(m.multi_file);
+    }
+
+    #[test]
+    fn refuses_what_a_torrent_cannot_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("f"), b"x").unwrap();
+        symlink(root.join("f"), root.join("link")).unwrap();
+        let err = create(&root.join("link"), &opts(16 << 10)).unwrap_err();
+        assert!(matches!(err, TorrentError::Symlink { .. }), "{err}");
+        let err = create(root, &opts(16 << 10)).unwrap_err();
+        assert!(matches!(err, TorrentError::Symlink { .. }), "{err}");
+        fs::remove_file(root.join("link")).unwrap();
+
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = create(root, &opts(16 << 10)).unwrap_err();
+        assert!(err.to_string().contains("named pipe"), "{err}");
+        fs::remove_file(root.join("fifo")).unwrap();
+
+        fs::create_dir(root.join("hollow")).unwrap();
+        let err = create(root, &opts(16 << 10)).unwrap_err();
+        assert!(matches!(err, TorrentError::EmptyDirectory { .. }), "{err}");
+        fs::remove_dir(root.join("hollow")).unwrap();
+
+        fs::write(root.join("f"), b"").unwrap();
+        let err = create(root, &opts(16 << 10)).unwrap_err();
+        assert!(matches!(err, TorrentError::Empty { .. }), "{err}");
+        fs::write(root.join("f"), b"x").unwrap();
+
+        // Sparse: the piece count is checked before anything is read.
+        let huge = File::create(root.join("huge")).unwrap();
+        huge.set_len((MAX_PIECES + 1) * MIN_PIECE_LENGTH).unwrap();
+        let err = create(&root.join("huge"), &opts(MIN_PIECE_LENGTH)).unwrap_err();
+        assert!(matches!(err, TorrentError::TooManyPieces { .. }), "{err}");
+        fs::remove_file(root.join("huge")).unwrap();
+
+        let err = create(root, &opts(3 << 14)).unwrap_err();
+        assert!(matches!(err, TorrentError::PieceLength(_)), "{err}");
+        let bad_name = CreateOptions {
+            name: Some("..".into()),
+            ..CreateOptions::default()
+        };
+        let err = create(root, &bad_name).unwrap_err();
+        assert!(matches!(err, TorrentError::Name { .. }), "{err}");
+    }
+
+    #[test]
+    fn magnet_encodes_name_and_urls() {
+        let mut m = Metainfo::from_bytes(
+            b"d4:infod6:lengthi3e4:name5:a b&c12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee",
+        )
+        .unwrap();
+        m.info_hash = [0xab; 20];
+        assert_eq!(
+            m.magnet(&["http://127.0.0.1:6969/announce".into()], &["http://h/x y".into()]),
+            format!(
+                "magnet:?xt=urn:btih:{}&dn=a%20b%26c&tr=http%3A%2F%2F127.0.0.1%3A6969%2Fannounce&ws=http%3A%2F%2Fh%2Fx%20y",
+                "ab".repeat(20)
+            )
+        );
+    }
 }
