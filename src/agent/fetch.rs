@@ -147,14 +147,30 @@ impl Fetcher<'_> {
     }
 }
 
-/// Checks the payload's length and SHA-256, reading it once in large blocks.
+/// The SHA-256 and length of a file, read once in large blocks.
+pub fn sha256_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize().into(), len))
+}
+
+/// Checks the payload's length and SHA-256 against what the announcement signed.
 pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError> {
     let read_error = |source| FetchError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(read_error)?;
-    let got_len = file.metadata().map_err(read_error)?.len();
+    let got_len = std::fs::metadata(path).map_err(read_error)?.len();
     if got_len != len {
         return Err(FetchError::PayloadLength {
             path: path.to_path_buf(),
@@ -162,16 +178,8 @@ pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError>
             got: got_len,
         });
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(read_error)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let got = hex::encode(hasher.finalize());
+    let (digest, _) = sha256_file(path).map_err(read_error)?;
+    let got = hex::encode(digest);
     if got != sha256_hex {
         return Err(FetchError::Sha256Mismatch {
             path: path.to_path_buf(),

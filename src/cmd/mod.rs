@@ -13,6 +13,7 @@ pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod status;
+pub mod submit;
 pub mod torrent;
 
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
@@ -32,6 +33,7 @@ pub enum Command {
     HandleEvent(handle_event::HandleEvent),
     Agent(agent::AgentCommand),
     Status(status::Status),
+    Submit(submit::Submit),
     #[command(subcommand)]
     Fleet(fleet::Fleet),
     #[command(subcommand)]
@@ -56,6 +58,7 @@ impl Command {
             Command::HandleEvent(c) => c.run(env),
             Command::Agent(c) => c.run(env),
             Command::Status(c) => c.run(env),
+            Command::Submit(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
