@@ -285,10 +285,12 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
         .get_mut("serf")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| Error::Internal("serf section missing from context".into()))?;
-    serf.insert(
-        "advertise_addr".into(),
-        json!(config.advertise.map(|a| a.to_string())),
-    );
+    // With no port Serf advertises 7946 whatever it binds, and answers to queries (sent to
+    // the advertised address) would go astray.
+    let advertise = config
+        .advertise
+        .map(|ip| std::net::SocketAddr::new(ip, config.serf_bind.port()).to_string());
+    serf.insert("advertise_addr".into(), json!(advertise));
     serf.insert("rpc_auth".into(), json!(secrets.serf_rpc_auth));
     serf.insert("all_tags".into(), Value::Object(tags));
     serf.insert("handler_spec".into(), json!(handler_spec));
