@@ -202,3 +202,201 @@ pub fn percent_encode(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::state::Status;
+    use crate::engines::{Added, Session, TorrentState, TorrentStatus};
+    use std::sync::Mutex;
+
+    /// A Transmission that "downloads" by writing `content` on the second poll, and can be
+    /// told to lose its torrents (a restart) or lie about the info length.
+    struct FakeEngine {
+        dir: PathBuf,
+        content: Vec<u8>,
+        info_len: u64,
+        lose_after_first_get: bool,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl FakeEngine {
+        fn calls(&self, what: &str) -> usize {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.as_str() == what)
+                .count()
+        }
+    }
+
+    impl TorrentEngine for FakeEngine {
+        fn session_get(&self) -> Result<Session, TransmissionError> {
+            unimplemented!()
+        }
+        fn add_magnet(
+            &self,
+            magnet: &str,
+            dir: Option<&Path>,
+            _paused: bool,
+        ) -> Result<Added, TransmissionError> {
+            assert!(
+                magnet.starts_with("magnet:?xt=urn:btih:")
+                    && magnet.contains("&tr=http%3A%2F%2F127.0.0.1"),
+                "{magnet}"
+            );
+            assert_eq!(dir, Some(self.dir.as_path()));
+            self.log.lock().unwrap().push("add".into());
+            Ok(Added {
+                id: 1,
+                hash_string: "x".into(),
+                name: "n".into(),
+                duplicate: false,
+            })
+        }
+        fn add_metainfo(
+            &self,
+            _: &[u8],
+            _: Option<&Path>,
+            _: bool,
+        ) -> Result<Added, TransmissionError> {
+            unimplemented!()
+        }
+        fn get(&self, hashes: &[String]) -> Result<Vec<TorrentStatus>, TransmissionError> {
+            let gets = {
+                let mut log = self.log.lock().unwrap();
+                log.push("get".into());
+                log.iter().filter(|c| c.as_str() == "get").count()
+            };
+            if self.lose_after_first_get && gets == 2 {
+                return Ok(Vec::new());
+            }
+            let done = gets >= 3;
+            if done {
+                std::fs::create_dir_all(&self.dir).unwrap();
+                std::fs::write(self.dir.join("site.pp"), &self.content).unwrap();
+            }
+            Ok(vec![TorrentStatus {
+                hash_string: hashes[0].clone(),
+                name: "site.pp".into(),
+                status: if done {
+                    TorrentState::Seeding
+                } else {
+                    TorrentState::Downloading
+                },
+                percent_done: if done { 1.0 } else { 0.5 },
+                left_until_done: if done { 0 } else { 5 },
+                size_when_done: self.info_len,
+                total_size: self.info_len,
+                error: 0,
+                error_string: String::new(),
+                download_dir: self.dir.clone(),
+                is_finished: false,
+                metadata_percent_complete: 1.0,
+                peers_connected: 1,
+                rate_download: 0,
+            }])
+        }
+        fn start(&self, _: &str) -> Result<(), TransmissionError> {
+            Ok(())
+        }
+        fn stop(&self, _: &str) -> Result<(), TransmissionError> {
+            Ok(())
+        }
+        fn verify(&self, _: &str) -> Result<(), TransmissionError> {
+            Ok(())
+        }
+        fn remove(&self, _: &str, _: bool) -> Result<(), TransmissionError> {
+            self.log.lock().unwrap().push("remove".into());
+            Ok(())
+        }
+    }
+
+    fn record(content: &[u8]) -> Record {
+        Record {
+            name: "site.pp".into(),
+            seq: 1,
+            kind: "manifest".into(),
+            info_hash: "ab".repeat(20),
+            len: content.len() as u64,
+            sha256: hex::encode(Sha256::digest(content)),
+            wire: String::new(),
+            status: Status::Pending,
+            reason: None,
+            output: None,
+            received_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn fetch_with(
+        engine: &FakeEngine,
+        root: &Path,
+        record: &Record,
+    ) -> Result<PathBuf, FetchError> {
+        let stop = AtomicBool::new(false);
+        let fetcher = Fetcher {
+            engine,
+            download_root: root,
+            tracker_url: "http://127.0.0.1:6969/announce",
+            poll: Duration::from_millis(1),
+            stop: &stop,
+        };
+        fetcher.fetch(record, None)
+    }
+
+    fn engine(root: &Path, content: &[u8], info_len: u64, lose: bool) -> FakeEngine {
+        FakeEngine {
+            dir: root.join("ab".repeat(20)),
+            content: content.to_vec(),
+            info_len,
+            lose_after_first_get: lose,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn downloads_into_a_dir_per_info_hash_and_verifies() {
+        let root = tempfile::tempdir().unwrap();
+        let content = b"file { '/tmp/x': }\n";
+        let fake = engine(root.path(), content, content.len() as u64, false);
+        let path = fetch_with(&fake, root.path(), &record(content)).unwrap();
+        assert_eq!(path, root.path().join("ab".repeat(20)).join("site.pp"));
+        assert_eq!(fake.calls("add"), 1);
+    }
+
+    #[test]
+    fn a_torrent_lost_by_a_restarted_daemon_is_added_again() {
+        let root = tempfile::tempdir().unwrap();
+        let content = b"x";
+        let fake = engine(root.path(), content, 1, true);
+        fetch_with(&fake, root.path(), &record(content)).unwrap();
+        assert_eq!(fake.calls("add"), 2);
+    }
+
+    #[test]
+    fn info_length_unlike_the_signed_length_stops_the_download() {
+        let root = tempfile::tempdir().unwrap();
+        let fake = engine(root.path(), b"x", 1 << 40, false);
+        let err = fetch_with(&fake, root.path(), &record(b"x")).unwrap_err();
+        assert!(
+            matches!(err, FetchError::LengthMismatch { want: 1, got } if got == 1 << 40),
+            "{err}"
+        );
+        assert_eq!(fake.calls("remove"), 1);
+    }
+
+    #[test]
+    fn payload_with_another_sha256_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let fake = engine(root.path(), b"evil", 4, false);
+        let err = fetch_with(&fake, root.path(), &record(b"good")).unwrap_err();
+        assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
+    }
+}

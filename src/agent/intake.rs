@@ -150,3 +150,174 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
         updated_at: now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::spool::Source;
+    use crate::formats::announcement::{Draft, Kind};
+    use crate::keys::{PublicKey, TrustedKeys};
+    use ed25519_dalek::SigningKey;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+    const LEGACY: &[u8] = include_bytes!("../../../shared/vectors/legacy/lizard.serf-payload");
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: StateStore,
+        keys_dir: std::path::PathBuf,
+        key: SigningKey,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("trusted");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = PublicKey {
+            key: key.verifying_key(),
+            comment: "ops".into(),
+        };
+        TrustedKeys::add(&keys_dir, &public).unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            keys_dir,
+            key,
+        }
+    }
+
+    fn wire(key: &SigningKey, name: &str, seq: u64) -> Vec<u8> {
+        let draft = Draft {
+            seq,
+            name: name.into(),
+            kind: Kind::Manifest,
+            info_hash: [1; 20],
+            len: 10,
+            sha256: [2; 32],
+        };
+        let mut text = Announcement::sign(draft, key)
+            .unwrap()
+            .to_wire()
+            .into_bytes();
+        text.push(b'\n');
+        text
+    }
+
+    fn decide_on(f: &Fixture, payload: &[u8], accept_legacy: bool) -> Decision {
+        let event = Spooled {
+            path: "x.event".into(),
+            source: Source::Serf,
+            payload: payload.to_vec(),
+        };
+        let policy = Policy {
+            trusted_keys_dir: &f.keys_dir,
+            accept_legacy,
+            max_future_ms: 86_400_000,
+        };
+        decide(&event, &f.store, &policy, NOW_MS).unwrap()
+    }
+
+    fn reason(decision: Decision) -> String {
+        match decision {
+            Decision::Rejected(r) => r.reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn signed_new_announcement_is_accepted() {
+        let f = fixture();
+        let Decision::Accepted(record) = decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)
+        else {
+            panic!("not accepted");
+        };
+        assert_eq!(
+            (record.name.as_str(), record.seq, record.status),
+            ("site.pp", NOW_MS, Status::Pending)
+        );
+        assert_eq!(record.info_hash, "01".repeat(20));
+    }
+
+    #[test]
+    fn replay_and_downgrade_are_rejected_with_their_reason() {
+        let f = fixture();
+        let Decision::Accepted(record) = decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)
+        else {
+            panic!("not accepted");
+        };
+        f.store.put(record).unwrap();
+        assert_eq!(
+            reason(decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)),
+            "replay: this seq was already accepted"
+        );
+        let older = reason(decide_on(&f, &wire(&f.key, "site.pp", NOW_MS - 1), false));
+        assert!(older.starts_with("downgrade: seq"), "{older}");
+    }
+
+    #[test]
+    fn tampered_and_unknown_signers_are_rejected() {
+        let f = fixture();
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let unknown = reason(decide_on(&f, &wire(&stranger, "site.pp", NOW_MS), false));
+        assert!(
+            unknown.contains("unknown") || unknown.contains("not trusted"),
+            "{unknown}"
+        );
+        // A signature from another announcement: decodes fine, fails verification.
+        let signed = Announcement::decode(wire(&f.key, "site.pp", NOW_MS)).unwrap();
+        let other = Announcement::decode(wire(&f.key, "other.pp", NOW_MS)).unwrap();
+        let mut bytes = signed.to_bencode();
+        let at = bytes.windows(64).position(|w| w == signed.sig()).unwrap();
+        bytes[at..at + 64].copy_from_slice(other.sig());
+        use base64::Engine;
+        let text = format!(
+            "p2pu1:{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        let bad = reason(decide_on(&f, text.as_bytes(), false));
+        assert!(bad.contains("signature"), "{bad}");
+        let garbage = reason(decide_on(&f, b"p2pu1:!!!", false));
+        assert!(garbage.contains("base64"), "{garbage}");
+    }
+
+    #[test]
+    fn far_future_seq_is_held_and_blocks_nothing() {
+        let f = fixture();
+        let future = NOW_MS + 2 * 86_400_000;
+        let Decision::Held(record) = decide_on(&f, &wire(&f.key, "site.pp", future), false) else {
+            panic!("not held");
+        };
+        assert!(record.reason.unwrap().starts_with("held: seq"));
+        assert!(matches!(
+            decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false),
+            Decision::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn legacy_is_refused_by_default_and_accepted_when_configured() {
+        let f = fixture();
+        assert_eq!(
+            reason(decide_on(&f, LEGACY, false)),
+            "legacy payload refused: accept_legacy = false"
+        );
+        let Decision::Accepted(record) = decide_on(&f, LEGACY, true) else {
+            panic!("not accepted");
+        };
+        assert_eq!(
+            (record.name.as_str(), record.kind.as_str(), record.seq),
+            ("lizard.jpg", "legacy", 1_497_349_863)
+        );
+        f.store.put(record).unwrap();
+        let again = reason(decide_on(&f, LEGACY, true));
+        assert_eq!(
+            again,
+            "legacy payload is not newer than the last one of its name"
+        );
+        let mut wrong_md5 = LEGACY.to_vec();
+        wrong_md5[0] = if wrong_md5[0] == b'0' { b'1' } else { b'0' };
+        let bad = reason(decide_on(&f, &wrong_md5, true));
+        assert!(bad.contains("MD5") || bad.contains("md5"), "{bad}");
+    }
+}
