@@ -155,3 +155,134 @@ fn read_payload(env: &mut Env) -> Result<Vec<u8>> {
 fn looks_legacy(payload: &[u8]) -> bool {
     payload.len() > 33 && payload[..32].iter().all(u8::is_ascii_hexdigit) && payload[32] == b'd'
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Node {
+        dir: tempfile::TempDir,
+        config: PathBuf,
+    }
+
+    fn node() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = dir.path().join("site.toml");
+        std::fs::write(
+            &config,
+            format!("[agent]\nspool_dir = \"{d}/spool\"\nstate_dir = \"{d}/state\"\n"),
+        )
+        .unwrap();
+        Node { dir, config }
+    }
+
+    fn run(node: &Node, vars: &[(&str, &str)], stdin: &[u8]) -> (i32, String) {
+        let (mut env, out, err) = Env::capture(node.dir.path(), stdin);
+        env.vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = [
+            "p2pu",
+            "handle-event",
+            "--config",
+            node.config.to_str().unwrap(),
+        ];
+        let code = crate::cmd::main(args.map(std::ffi::OsString::from), &mut env);
+        assert!(code == 0, "{}", err.text());
+        (code, out.text())
+    }
+
+    fn spooled(node: &Node) -> Vec<Vec<u8>> {
+        let dir = node.dir.path().join("spool");
+        spool::list(&dir).map_or_else(
+            |_| Vec::new(),
+            |paths| paths.iter().map(|p| std::fs::read(p).unwrap()).collect(),
+        )
+    }
+
+    #[test]
+    fn update_events_are_spooled_without_serfs_newline() {
+        let node = node();
+        run(
+            &node,
+            &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "p2pu-update")],
+            b"p2pu1:abc\n",
+        );
+        assert_eq!(spooled(&node), vec![b"p2pu1:abc".to_vec()]);
+    }
+
+    #[test]
+    fn other_user_events_are_ignored_but_legacy_payloads_are_spooled() {
+        let node = node();
+        run(
+            &node,
+            &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "deploy")],
+            b"whatever\n",
+        );
+        run(
+            &node,
+            &[("SERF_EVENT", "member-join")],
+            b"node-2 10.0.0.2\n",
+        );
+        assert!(spooled(&node).is_empty());
+        let legacy = include_bytes!("../../../shared/vectors/legacy/lizard.serf-payload");
+        run(
+            &node,
+            &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
+            legacy,
+        );
+        assert_eq!(spooled(&node).len(), 1);
+    }
+
+    #[test]
+    fn status_query_answers_from_the_state_dir() {
+        let node = node();
+        let store = StateStore::open(&node.dir.path().join("state")).unwrap();
+        store
+            .put(Record {
+                name: "site.pp".into(),
+                seq: 7,
+                kind: "manifest".into(),
+                info_hash: String::new(),
+                len: 1,
+                sha256: String::new(),
+                wire: "p2pu1:WIRE".into(),
+                status: Status::Applied,
+                reason: None,
+                output: None,
+                received_at: 1,
+                updated_at: 2,
+            })
+            .unwrap();
+        let (_, out) = run(
+            &node,
+            &[
+                ("SERF_EVENT", "query"),
+                ("SERF_QUERY_NAME", "p2pu-status"),
+                ("SERF_SELF_NAME", "n1"),
+            ],
+            b"\n",
+        );
+        let status: NodeStatus = serde_json::from_str(&out).unwrap();
+        assert_eq!(status.node, "n1");
+        assert_eq!(
+            (status.updates[0].seq, status.updates[0].status),
+            (7, Status::Applied)
+        );
+        let (_, wire) = run(
+            &node,
+            &[("SERF_EVENT", "query"), ("SERF_QUERY_NAME", "p2pu-latest")],
+            b"site.pp\n",
+        );
+        assert_eq!(wire, "p2pu1:WIRE");
+        // A name that would leave the state dir is never looked up.
+        let (_, none) = run(
+            &node,
+            &[("SERF_EVENT", "query"), ("SERF_QUERY_NAME", "p2pu-latest")],
+            b"../../etc/passwd\n",
+        );
+        assert_eq!(none, "");
+    }
+}
