@@ -173,11 +173,13 @@ else
         binary=$src/target/release/p2pu
     fi
     put 0755 "$binary" "$bin_dst"
-    if [[ -d $src/templates ]]; then
+    # The same shared files the .deb ships: templates and the Puppet module.
+    for d in templates puppet; do
+        [[ -d $src/$d ]] || continue
         while IFS= read -r -d '' t; do
-            put 0644 "$t" "$(target /usr/share/p2pu/templates)/${t#"$src/templates/"}"
-        done < <(find "$src/templates" -type f -print0 | sort -z)
-    fi
+            put 0644 "$t" "$(target /usr/share/p2pu)/${t#"$src/"}"
+        done < <(find "$src/$d" -type f -print0 | sort -z)
+    done
     [[ ! -f $src/install/site.example.toml ]] ||
         put 0644 "$src/install/site.example.toml" "$(target /usr/share/doc/p2pu/site.example.toml)"
 fi

@@ -122,6 +122,7 @@ fn root_install_lands_everything_in_the_tree_and_nothing_on_the_host() {
         "etc/systemd/system/p2pu-agent.service",
         "etc/systemd/system/p2pu-firstboot.service",
         "usr/share/p2pu/templates/transmission/settings.json",
+        "usr/share/p2pu/puppet/p2pu/manifests/init.pp",
         "usr/share/doc/p2pu/site.example.toml",
         "usr/share/bash-completion/completions/p2pu",
     ] {
