@@ -252,3 +252,94 @@ fn bad_options_stop_before_anything_is_written() {
     assert!(text(&out.stderr).contains("unknown option --frobnicate"));
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }
+
+/// Runs `script` in a private mount namespace where /etc, /usr and /var are overlays on a
+/// tmpfs: install.sh's live mode writes "the machine" there, and all of it vanishes on exit.
+fn in_throwaway_system(script: &str) -> Output {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path().display();
+    let setup = format!(
+        "set -euo pipefail
+mount -t tmpfs tmpfs {s}
+for d in /etc /usr /var; do
+    mkdir -p {s}/upper$d {s}/work$d
+    mount -t overlay overlay -o lowerdir=$d,upperdir={s}/upper$d,workdir={s}/work$d $d
+done
+"
+    );
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c"])
+        .arg(format!("{setup}{script}"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn live_install_sets_up_this_machine_and_a_rerun_changes_nothing() {
+    if !is_root() {
+        return;
+    }
+    let before = host_snapshot();
+    let work = tempfile::tempdir().unwrap();
+    let operator = operator_key(&work.path().join("operator"));
+    let config = work.path().join("site.toml");
+    std::fs::write(
+        &config,
+        "[node]\nname = \"live-1\"\n[serf]\nadvertise = \"127.0.0.1\"\n[transmission]\npeer_port = 51777\n",
+    )
+    .unwrap();
+    let install = format!("bash {REPO}/install/install.sh --binary {BIN} --no-systemd");
+    let script = format!(
+        "{install} --config {config} --trust {operator}
+echo '== again' >&2
+{install}
+echo '== evidence'
+getent passwd p2pu
+stat -c '%a %U %n' /usr/bin/p2pu /etc/p2pu/site.toml /etc/p2pu/keys /etc/p2pu/keys/signing.key \
+    /etc/transmission-daemon/settings.json
+ls /etc/p2pu/trusted-keys
+grep -o '\"peer-port\": [0-9]*' /etc/transmission-daemon/settings.json
+",
+        config = config.display(),
+        operator = operator.display()
+    );
+    let out = in_throwaway_system(&script);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (first, again) = stderr.split_once("== again").unwrap();
+    for step in [
+        "created group p2pu",
+        "created user p2pu",
+        "installed /etc/p2pu/site.toml",
+        "generated node key /etc/p2pu/keys/signing.key",
+        "done: this machine is a p2pu node",
+    ] {
+        assert!(first.contains(step), "{step}\n{first}");
+    }
+    for step in [
+        "user p2pu exists",
+        "using /etc/p2pu/site.toml",
+        "node key /etc/p2pu/keys/signing.key exists",
+    ] {
+        assert!(again.contains(step), "{step}\n{again}");
+    }
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+    let evidence = stdout.split_once("== evidence").unwrap().1;
+    assert!(evidence.contains("p2pu:x:"), "{evidence}");
+    for line in [
+        "755 root /usr/bin/p2pu",
+        "600 root /etc/p2pu/site.toml",
+        "700 root /etc/p2pu/keys",
+        "600 root /etc/p2pu/keys/signing.key",
+        "600 debian-transmission /etc/transmission-daemon/settings.json",
+        "\"peer-port\": 51777",
+    ] {
+        assert!(evidence.contains(line), "{line}\n{evidence}");
+    }
+    assert!(evidence.contains(".pub"), "{evidence}");
+    assert_eq!(
+        host_snapshot(),
+        before,
+        "the live install leaked out of its namespace"
+    );
+}
