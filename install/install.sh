@@ -98,6 +98,8 @@ else
     ((with_engines == 0)) || die "--with-engines goes with --root"
     [[ -z $host_binary ]] || die "--host-binary goes with --root"
     [[ -f /etc/debian_version ]] || die "this is not Debian: install serf, transmission-daemon, transmission-cli and puppet yourself, then run p2pu init"
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    [[ $codename == bookworm ]] || say "warning: this is Debian ${codename:-(unknown)}; p2pu is tested on bookworm"
     case $(dpkg --print-architecture) in
     amd64 | arm64) ;;
     *) say "warning: $(dpkg --print-architecture) is untested; amd64 and arm64 are" ;;
