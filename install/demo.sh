@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Installs the engines, builds p2pu and runs `p2pu init` with the example config into a
-# scratch root, then shows what it rendered. Touches nothing outside that scratch root.
+# Installs the engines, builds p2pu, then runs the bootstrap installer (install/install.sh) in
+# image mode into a scratch root: the p2pu user, the config, the rendered engine configs and
+# enabled units land there, with a demo operator key trusted. Shows what it installed and that
+# a second run changes nothing. Touches nothing outside the scratch root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 install/engines.sh
 cargo build --locked --release
-root=$(mktemp -d /tmp/p2pu-demo.XXXXXX)
-echo "== p2pu init --config install/site.example.toml --root $root"
-target/release/p2pu init --config install/site.example.toml --root "$root"
+scratch=$(mktemp -d /tmp/p2pu-demo.XXXXXX)
+mkdir "$scratch/root"
+target/release/p2pu keygen --out "$scratch/operator" --comment demo-operator
+echo "== install/install.sh --root $scratch/root --config install/site.example.toml"
+install/install.sh --root "$scratch/root" --binary target/release/p2pu \
+    --config install/site.example.toml --trust "$scratch/operator/signing.pub"
 echo "== second run: nothing to change"
-target/release/p2pu init --config install/site.example.toml --root "$root"
-echo "== rendered files under $root"
-find "$root" -type f | sort
+install/install.sh --root "$scratch/root" --binary target/release/p2pu \
+    --trust "$scratch/operator/signing.pub"
+echo "== installed under $scratch/root"
+find "$scratch/root" \( -type f -o -type l \) | sort

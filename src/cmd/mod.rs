@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::io::Write;
 
 pub mod agent;
+pub mod completions;
+pub mod config_get;
 pub mod fleet;
 pub mod handle_event;
 pub mod init;
@@ -41,6 +43,12 @@ pub enum Command {
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
+    #[command(hide = true)]
+    ConfigGet(config_get::ConfigGet),
+    #[command(hide = true)]
+    Completions(completions::Completions),
+    #[command(hide = true)]
+    Man(completions::Man),
 }
 
 /// What a command reports back for the exit status (beyond plain failure).
@@ -63,6 +71,9 @@ impl Command {
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
+            Command::ConfigGet(c) => c.run(env),
+            Command::Completions(c) => c.run(env),
+            Command::Man(c) => c.run(env),
         }
     }
 }

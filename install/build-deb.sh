@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds target/debian/p2pu_<version>_<arch>.deb with cargo-deb: the binary, the templates, the
+# Puppet module, the example config, the man page and bash/zsh/fish completions.
+#
+#   install/build-deb.sh                      for this machine's architecture
+#   install/build-deb.sh --target aarch64-unknown-linux-gnu
+#                                             arm64 from amd64: needs `rustup target add
+#                                             aarch64-unknown-linux-gnu` and Debian's
+#                                             gcc-aarch64-linux-gnu (the linker and strip)
+# --no-build packages what is already built (target/<profile>/p2pu). Other arguments
+# (--profile P, --fast, -o DIR, ...) are passed to cargo deb.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "p2pu-build-deb: $*" >&2; }
+target=""
+profile=release
+build=1
+pass=()
+while (($#)); do
+    case $1 in
+    --target) target=$2; pass+=("$1" "$2"); shift ;;
+    --profile) profile=$2; pass+=("$1" "$2"); shift ;;
+    --no-build) build=0 ;;
+    *) pass+=("$1") ;;
+    esac
+    shift
+done
+if ! cargo deb --version >/dev/null 2>&1; then
+    say "cargo-deb is missing: cargo install cargo-deb --locked (a few minutes)"
+    exit 1
+fi
+if [[ $target == aarch64-unknown-linux-gnu ]]; then
+    command -v aarch64-linux-gnu-gcc >/dev/null ||
+        { say "the arm64 linker is missing: apt-get install gcc-aarch64-linux-gnu"; exit 1; }
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}
+fi
+
+if ((build)); then
+    say "building p2pu (${target:-native}, profile $profile)"
+    cargo build --locked --profile "$profile" ${target:+--target "$target"}
+fi
+# The man page and completions come from the binary's own clap definition; a cross-built binary
+# cannot run here, so they come from a host build of the same source then.
+dir=$([[ $profile == dev ]] && echo debug || echo "$profile")
+if [[ -z $target ]]; then
+    p2pu=(target/$dir/p2pu)
+else
+    ((build == 0)) || cargo build --locked
+    p2pu=(target/debug/p2pu)
+fi
+assets=target/deb-assets
+mkdir -p "$assets"
+"${p2pu[@]}" man | gzip -9n >"$assets/p2pu.1.gz"
+"${p2pu[@]}" completions bash >"$assets/p2pu.bash"
+"${p2pu[@]}" completions zsh >"$assets/_p2pu"
+"${p2pu[@]}" completions fish >"$assets/p2pu.fish"
+
+say "packaging"
+cargo deb --no-build --locked ${pass[@]+"${pass[@]}"}

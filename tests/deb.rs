@@ -1,0 +1,154 @@
+//! The Debian package: install/build-deb.sh (cargo-deb) builds it with the binary, templates,
+//! man page and completions, depending on the engines; install.sh --deb unpacks it into an
+//! image root.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn have_cargo_deb() -> bool {
+    let found = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!(
+            "\n*** SKIPPED: cargo-deb is not installed; install/run-tests.sh installs it \
+             (cargo install cargo-deb --locked) ***\n"
+        );
+    }
+    found
+}
+
+/// Packages the test's own (dev) build into `out`, fast compression. `--no-build`: a nested
+/// `cargo build` could replace target/debug/p2pu while other tests run it.
+fn build_deb(out: &Path) -> std::path::PathBuf {
+    let built = Command::new("bash")
+        .arg(format!("{REPO}/install/build-deb.sh"))
+        .args(["--no-build", "--profile", "dev", "--fast", "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let debs: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    debs.into_iter().next().unwrap()
+}
+
+#[test]
+fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() {
+    if !have_cargo_deb() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let deb = build_deb(out.path());
+    let arch = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .unwrap();
+    let arch = String::from_utf8_lossy(&arch.stdout).trim().to_string();
+    assert_eq!(
+        deb.file_name().unwrap().to_string_lossy(),
+        format!("p2pu_{}_{arch}.deb", env!("CARGO_PKG_VERSION"))
+    );
+
+    let listing = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(listing.status.success(), "{}", text(&listing));
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for (path, mode) in [
+        ("./usr/bin/p2pu", "-rwxr-xr-x"),
+        (
+            "./usr/share/p2pu/templates/transmission/settings.json",
+            "-rw-r--r--",
+        ),
+        ("./usr/share/p2pu/templates/serf/handler.sh", "-rw-r--r--"),
+        (
+            "./usr/share/p2pu/templates/systemd/p2pu-agent.service",
+            "-rw-r--r--",
+        ),
+        (
+            "./usr/share/p2pu/templates/systemd/p2pu-firstboot.service",
+            "-rw-r--r--",
+        ),
+        (
+            "./usr/share/p2pu/puppet/p2pu/manifests/init.pp",
+            "-rw-r--r--",
+        ),
+        ("./usr/share/doc/p2pu/site.example.toml", "-rw-r--r--"),
+        ("./usr/share/man/man1/p2pu.1.gz", "-rw-r--r--"),
+        ("./usr/share/bash-completion/completions/p2pu", "-rw-r--r--"),
+        ("./usr/share/zsh/vendor-completions/_p2pu", "-rw-r--r--"),
+        (
+            "./usr/share/fish/vendor_completions.d/p2pu.fish",
+            "-rw-r--r--",
+        ),
+    ] {
+        let line = listing.lines().find(|l| l.ends_with(&format!(" {path}")));
+        let line = line.unwrap_or_else(|| panic!("{path} missing from:\n{listing}"));
+        assert!(line.starts_with(mode), "{line}");
+    }
+    // Nothing is enabled or started by installing: no unit ships ready to run.
+    assert!(!listing.contains("/lib/systemd/system/"), "{listing}");
+
+    let depends = Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(&deb)
+        .arg("Depends")
+        .output()
+        .unwrap();
+    let depends = String::from_utf8_lossy(&depends.stdout).trim().to_string();
+    for engine in ["serf", "transmission-daemon", "transmission-cli", "puppet"] {
+        assert!(
+            depends
+                .split(", ")
+                .any(|d| d == engine || d.starts_with(&format!("{engine} "))),
+            "{engine} not in Depends: {depends}"
+        );
+    }
+
+    // The image path: install.sh --deb unpacks it into a bare root and runs init from it.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED install.sh --deb: needs root (useradd --root)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let installed = Command::new("bash")
+        .arg(format!("{REPO}/install/install.sh"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("--deb")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{}", text(&installed));
+    let version = Command::new(root.path().join("usr/bin/p2pu"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("p2pu {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(root
+        .path()
+        .join("etc/transmission-daemon/settings.json")
+        .is_file());
+    assert!(root.path().join("usr/share/man/man1/p2pu.1.gz").is_file());
+}
