@@ -3,6 +3,9 @@
 # 1 GiB file in the page cache, best of 3 each, and compares p2pu with the machine's SHA-1
 # ceiling (cores x single-core OpenSSL SHA-1). Also reports p2pu's peak RSS.
 # Usage: benches/torrent_create.sh [SIZE_MIB]   (CPU heavy: run it on an idle machine)
+# Note: on a cached file every tool also pays the kernel's page-cache cost (~0.15-0.2 s of CPU
+# per GiB here, for read() and for mmap with MAP_POPULATE alike), so the SHA-1 ceiling below is
+# an upper bound that reading cached data cannot reach.
 set -euo pipefail
 
 size_mib=${1:-1024}
