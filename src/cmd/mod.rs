@@ -10,6 +10,7 @@ pub mod handle_event;
 pub mod init;
 pub mod key;
 pub mod keygen;
+pub mod lab;
 pub mod torrent;
 
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
@@ -32,6 +33,7 @@ pub enum Command {
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
+    Lab(lab::Lab),
 }
 
 /// What a command reports back for the exit status (beyond plain failure).
@@ -50,6 +52,7 @@ impl Command {
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
+            Command::Lab(c) => c.run(env),
         }
     }
 }
