@@ -8,6 +8,7 @@ use p2pu::engines::{Gossip, MemberStatus, TorrentEngine};
 use p2pu::lab::{Lab, LabOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +68,10 @@ fn processes_under(dir: &Path) -> Vec<String> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(&needle) {
-            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
         }
     }
     found
@@ -82,7 +86,10 @@ fn shutdown_leaves_nothing(fixture: &mut Fixture) {
     fixture.lab.shutdown().unwrap();
     assert!(!namespaces().contains(&name), "{}", namespaces());
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived"
+        );
     }
     assert_eq!(processes_under(fixture.dir.path()), Vec::<String>::new());
 }
@@ -105,12 +112,15 @@ fn four_nodes_gossip_and_spool_every_event() {
     }
 
     lab.serf_event(1, "p2pu-update", b"first").unwrap();
-    wait_for("the first event in every spool", Duration::from_secs(10), || {
-        spools_hold(lab, &["first"]).then_some(())
-    });
+    wait_for(
+        "the first event in every spool",
+        Duration::from_secs(10),
+        || spools_hold(lab, &["first"]).then_some(()),
+    );
     // No coalescing: a burst arrives whole and in order.
     for payload in ["a", "b", "c"] {
-        lab.serf_event(1, "p2pu-update", payload.as_bytes()).unwrap();
+        lab.serf_event(1, "p2pu-update", payload.as_bytes())
+            .unwrap();
     }
     wait_for("the burst in every spool", Duration::from_secs(10), || {
         spools_hold(lab, &["first", "a", "b", "c"]).then_some(())
@@ -122,11 +132,15 @@ fn four_nodes_gossip_and_spool_every_event() {
     lab.stop_node(4).unwrap();
     lab.serf_event(1, "p2pu-update", b"while-down").unwrap();
     let three = ["first", "a", "b", "c", "while-down"];
-    wait_for("the event on the running nodes", Duration::from_secs(10), || {
-        (1..=3)
-            .all(|i| spooled(lab.spool_dir(i).unwrap()) == three)
-            .then_some(())
-    });
+    wait_for(
+        "the event on the running nodes",
+        Duration::from_secs(10),
+        || {
+            (1..=3)
+                .all(|i| spooled(lab.spool_dir(i).unwrap()) == three)
+                .then_some(())
+        },
+    );
     lab.start_node(4).unwrap();
     let serf = lab.serf(4).unwrap();
     let alive = lab
@@ -136,16 +150,26 @@ fn four_nodes_gossip_and_spool_every_event() {
         .filter(|m| m.status == MemberStatus::Alive)
         .count();
     assert_eq!(alive, 4);
-    assert_eq!(
-        spooled(lab.spool_dir(4).unwrap()),
-        ["first", "a", "b", "c"]
-    );
+    assert_eq!(spooled(lab.spool_dir(4).unwrap()), ["first", "a", "b", "c"]);
+
+    // Node 1 joins nobody by config; restarted, it is brought back all the same.
+    lab.stop_node(1).unwrap();
+    lab.start_node(1).unwrap();
+    for i in 1..=4 {
+        let alive = lab.members(i).unwrap();
+        assert!(
+            alive.iter().all(|m| m.status == MemberStatus::Alive),
+            "{alive:?}"
+        );
+    }
 
     // The commands a test runs see the node's environment inside the namespace.
     let out = lab.exec(2, &["serf", "members", "-status=alive"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
-    let out = lab.exec(3, &["ip", "-o", "addr", "show", "dev", "lo"]).unwrap();
+    let out = lab
+        .exec(3, &["ip", "-o", "addr", "show", "dev", "lo"])
+        .unwrap();
     let addrs = String::from_utf8_lossy(&out.stdout);
     assert!(addrs.contains("10.99.1.4/32"), "{addrs}");
 
@@ -248,7 +272,10 @@ fn transmission_downloads_between_nodes_from_their_own_addresses() {
     let rpc = format!("127.0.0.1:{}", seeder.site.transmission.rpc_port);
     let peers = wait_for("node-1 to see a peer", Duration::from_secs(30), || {
         let out = lab
-            .exec(1, &["transmission-remote", &rpc, "--authenv", "-t", &hash, "-pi"])
+            .exec(
+                1,
+                &["transmission-remote", &rpc, "--authenv", "-t", &hash, "-pi"],
+            )
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.contains("10.99.1.").then_some(text)
@@ -321,7 +348,10 @@ fn a_lab_dropped_by_a_panic_leaves_nothing_behind() {
     assert_eq!(pids.len(), 4);
     assert!(!namespaces().contains(&name));
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived"
+        );
     }
     assert_eq!(processes_under(dir.path()), Vec::<String>::new());
 }
@@ -335,4 +365,97 @@ fn options_are_checked_before_anything_starts() {
         assert_eq!(err, Some(format!("a lab has 1 to 254 nodes, not {nodes}")));
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+fn p2pu_lab() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_p2pu"));
+    command.arg("lab");
+    command
+}
+
+#[test]
+fn p2pu_lab_shows_an_event_reaching_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = p2pu_lab()
+        .args(["--nodes", "2", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("node-1\t10.99.1.1\t"), "{stdout}");
+    assert!(stdout.contains("NODE     ADDRESS"), "{stdout}");
+    for line in [
+        "node-1   10.99.1.1    2/2      spooled",
+        "node-2   10.99.1.2    2/2      spooled",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    assert!(stderr.contains("every node spooled the event"), "{stderr}");
+    // --dir is kept (with the logs); the processes are not.
+    assert!(dir.path().join("node-2/logs/serf.log").exists());
+    assert_eq!(processes_under(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn p2pu_lab_keep_runs_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = p2pu_lab()
+        .args(["--nodes", "1", "--keep", "--dir"])
+        .arg(dir.path().join("lab"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let waited = wait_for(
+        "the lab to wait for a signal",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return Some(Err(text));
+            }
+            text.contains("press Ctrl-C").then_some(Ok(()))
+        },
+    );
+    if let Err(text) = waited {
+        panic!("p2pu lab exited early: {text}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(child.try_wait(), Ok(None)), "--keep did not keep");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("tearing down"), "{text}");
+    assert!(!namespaces().contains(&format!("p2pu-lab-{}-", child.id())));
+    assert_eq!(processes_under(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn p2pu_lab_says_what_is_missing() {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let out = p2pu_lab()
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("must run as root"), "{stderr}");
+
+    let out = p2pu_lab().env("PATH", "/nonexistent").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(
+            "`ip` is not installed (not found on PATH); install the Debian package iproute2"
+        ),
+        "{stderr}"
+    );
 }

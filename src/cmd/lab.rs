@@ -57,7 +57,10 @@ impl Lab {
             (None, Some(temp)) => temp.path().to_path_buf(),
             (None, None) => return Err(Error::Internal("lab without a directory".into())),
         };
-        log(env, &format!("starting {} nodes in {}", self.nodes, base.display()))?;
+        log(
+            env,
+            &format!("starting {} nodes in {}", self.nodes, base.display()),
+        )?;
         let started = Instant::now();
         let mut fleet = lab::Lab::start(LabOptions::new(self.nodes, &base, &binary))?;
         log(
@@ -74,7 +77,10 @@ impl Lab {
             writeln!(env.stdout, "{line}").map_err(stdout_error)?;
         }
 
-        log(env, &format!("sending {UPDATE_EVENT} \"hello\" from node-1"))?;
+        log(
+            env,
+            &format!("sending {UPDATE_EVENT} \"hello\" from node-1"),
+        )?;
         let sent = Instant::now();
         fleet.serf_event(1, UPDATE_EVENT, HELLO)?;
         let received = wait_for_hello(&fleet)?;
@@ -89,7 +95,10 @@ impl Lab {
             .map(|(node, _)| node.name.clone())
             .collect();
         if missing.is_empty() {
-            log(env, &format!("every node spooled the event within {elapsed:.1} s"))?;
+            log(
+                env,
+                &format!("every node spooled the event within {elapsed:.1} s"),
+            )?;
         }
 
         if self.keep {

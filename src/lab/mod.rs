@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// How long a daemon gets to answer, and the members to see each other.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long members may disagree before a lagging one is told to join the others.
+const JOIN_NUDGE: Duration = Duration::from_secs(2);
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -174,8 +176,14 @@ impl Lab {
         lab.transmission_user = (user.uid, user.gid);
         lab.init_nodes()?;
         lab.install_keys()?;
+        // The others join node 1 at start, and Serf retries a failed join only every 30 s:
+        // node 1 listens first.
+        lab.spawn_serf(1)?;
+        lab.wait_serf(1)?;
         for index in 1..=opts.nodes {
-            lab.spawn_serf(index)?;
+            if index > 1 {
+                lab.spawn_serf(index)?;
+            }
             lab.spawn_transmission(index)?;
         }
         for index in 1..=opts.nodes {
@@ -234,7 +242,10 @@ impl Lab {
             user: node.site.transmission.rpc_user.clone(),
             password: node.transmission_password()?,
         };
-        Ok(Transmission::new(node.transmission_url(), Some(credentials)))
+        Ok(Transmission::new(
+            node.transmission_url(),
+            Some(credentials),
+        ))
     }
 
     /// Node `index`'s Serf members as it sees them.
@@ -457,7 +468,11 @@ impl Lab {
             .env_remove("P2PU_CONFIG")
             .env_remove("P2PU_TEMPLATES")
             .env_remove("P2PU_BINARY");
-        let shown = format!("{} init --config {}", self.binary.display(), node.config.display());
+        let shown = format!(
+            "{} init --config {}",
+            self.binary.display(),
+            node.config.display()
+        );
         let output = command.output().map_err(|source| Error::Spawn {
             command: shown.clone(),
             source,
@@ -477,10 +492,17 @@ impl Lab {
         let mut command = Command::new("serf");
         command
             .arg("agent")
-            .arg(format!("-config-file={}", node.site.serf.config_file.display()))
+            .arg(format!(
+                "-config-file={}",
+                node.site.serf.config_file.display()
+            ))
             .env("HOME", &node.dir);
         confine(&mut command, self.netns.raw_fd(), None);
-        let guard = Guard::spawn(format!("serf agent on {}", node.name), command, &node.log("serf"))?;
+        let guard = Guard::spawn(
+            format!("serf agent on {}", node.name),
+            command,
+            &node.log("serf"),
+        )?;
         self.procs_mut(index)?.serf = Some(guard);
         Ok(())
     }
@@ -495,7 +517,11 @@ impl Lab {
             .arg("-g")
             .arg(settings_dir)
             .env("HOME", settings_dir);
-        confine(&mut command, self.netns.raw_fd(), Some(self.transmission_user));
+        confine(
+            &mut command,
+            self.netns.raw_fd(),
+            Some(self.transmission_user),
+        );
         let name = format!("transmission-daemon on {}", node.name);
         let guard = Guard::spawn(name, command, &node.log("transmission"))?;
         self.procs_mut(index)?.transmission = Some(guard);
@@ -526,16 +552,29 @@ impl Lab {
         })
     }
 
-    /// Waits until every node whose Serf runs sees all of them alive.
+    /// Waits until every node whose Serf runs sees all of them alive. A node that lags is
+    /// asked to join the others now and then: Serf itself retries joins and reconnects to
+    /// failed members only every 30 s, and a restarted node 1 joins nobody by config.
     fn wait_converged(&mut self) -> Result<()> {
         let running: Vec<usize> = (1..=self.nodes.len())
-            .filter(|&i| self.procs[i - 1].serf.as_mut().is_some_and(Guard::is_running))
+            .filter(|&i| {
+                self.procs[i - 1]
+                    .serf
+                    .as_mut()
+                    .is_some_and(Guard::is_running)
+            })
             .collect();
         let want: BTreeSet<String> = running
             .iter()
             .map(|&i| self.nodes[i - 1].name.clone())
             .collect();
+        let gossip: Vec<String> = running
+            .iter()
+            .map(|&i| self.nodes[i - 1].serf_bind.to_string())
+            .collect();
+        let mut next_join = Instant::now() + JOIN_NUDGE;
         self.poll("every member to see every other alive", |lab| {
+            let mut lagging = Vec::new();
             for &index in &running {
                 let alive: BTreeSet<String> = lab
                     .members(index)?
@@ -545,10 +584,22 @@ impl Lab {
                     .collect();
                 if !want.is_subset(&alive) {
                     let name = &lab.nodes[index - 1].name;
-                    return Ok(Err(format!("{name} sees alive {alive:?}, want {want:?}")));
+                    lagging.push((index, format!("{name} sees alive {alive:?}, want {want:?}")));
                 }
             }
-            Ok(Ok(()))
+            let Some((_, why)) = lagging.first() else {
+                return Ok(Ok(()));
+            };
+            let why = why.clone();
+            if Instant::now() >= next_join {
+                next_join = Instant::now() + JOIN_NUDGE;
+                for (index, _) in lagging {
+                    let serf = lab.serf(index)?;
+                    // Best effort: the next poll tells whether it worked.
+                    let _ = lab.netns.run(|| serf.join(&gossip))?;
+                }
+            }
+            Ok(Err(why))
         })
     }
 
@@ -632,9 +683,7 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 /// Creates the base dir and opens it to other users (Transmission runs as its own user).
 fn prepare_base(base: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(base).map_err(Error::io("creating directory", base))?;
-    let base = base
-        .canonicalize()
-        .map_err(Error::io("resolving", base))?;
+    let base = base.canonicalize().map_err(Error::io("resolving", base))?;
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755))
         .map_err(Error::io("making searchable", &base))?;
     Ok(base)

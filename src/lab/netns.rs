@@ -66,7 +66,15 @@ impl Netns {
 
     /// Adds `addr/32` to the namespace's loopback interface.
     pub fn add_addr(&self, addr: Ipv4Addr) -> Result<()> {
-        ip(&["-n", &self.name, "addr", "add", &format!("{addr}/32"), "dev", "lo"])
+        ip(&[
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "lo",
+        ])
     }
 
     /// Runs `f` on a thread that has entered the namespace: sockets it opens and processes it

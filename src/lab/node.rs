@@ -27,6 +27,8 @@ pub struct NodeInfo {
     pub site: SiteToml,
     /// Serf's RPC address (loopback inside the namespace).
     pub serf_rpc: SocketAddr,
+    /// Serf's gossip address.
+    pub serf_bind: SocketAddr,
 }
 
 impl NodeInfo {
@@ -59,6 +61,7 @@ impl NodeInfo {
             dir,
             config,
             serf_rpc: loaded.serf_rpc,
+            serf_bind: loaded.serf_bind,
             site: loaded.site,
         })
     }
@@ -203,7 +206,8 @@ mod tests {
             Ok(dir) => dir,
             Err(e) => panic!("{e}"),
         };
-        let overrides = "[transmission.extra]\n\"cache-size-mb\" = 2\n[puppet]\ntimeout_secs = 60\n";
+        let overrides =
+            "[transmission.extra]\n\"cache-size-mb\" = 2\n[puppet]\ntimeout_secs = 60\n";
         let node = match NodeInfo::create(base.path(), 3, true, Some(overrides)) {
             Ok(node) => node,
             Err(e) => panic!("{}", crate::error::chain(&e)),

@@ -61,7 +61,9 @@ impl Guard {
     /// Spawns `command` (already [`confine`]d) in a new process group, logging to `log`.
     pub fn spawn(name: String, mut command: Command, log: &Path) -> Result<Guard> {
         let out = File::create(log).map_err(Error::io("creating log file", log))?;
-        let err = out.try_clone().map_err(Error::io("duplicating log file", log))?;
+        let err = out
+            .try_clone()
+            .map_err(Error::io("duplicating log file", log))?;
         command
             .stdin(Stdio::null())
             .stdout(out)
