@@ -23,7 +23,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Each node runs its own Serf agent and Transmission daemon inside one private network
 /// namespace (node i is node-i at 10.99.1.i). Needs root, `ip`, `serf` and
-/// `transmission-daemon`. Everything is torn down at the end.
+/// `transmission-daemon`. Everything is torn down at the end; Ctrl-C during start-up takes
+/// effect once the lab is up.
 #[derive(Debug, clap::Args)]
 pub struct Lab {
     /// Number of nodes (1 to 254).
@@ -41,6 +42,12 @@ pub struct Lab {
 impl Lab {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         lab::preflight()?;
+        // Held back until the lab is up, so that any way out tears it down (with --keep, a
+        // Ctrl-C during start-up ends the wait at once).
+        let signals = stop_signals();
+        signals
+            .thread_block()
+            .map_err(|e| Error::Internal(format!("blocking SIGINT and SIGTERM: {e}")))?;
         let binary =
             std::env::current_exe().map_err(Error::io("finding", "the running p2pu binary"))?;
         let temp = match &self.dir {
@@ -81,9 +88,15 @@ impl Lab {
             env,
             &format!("sending {UPDATE_EVENT} \"hello\" from node-1"),
         )?;
+        // A reused --dir may hold earlier events: only new ones count.
+        let before = fleet
+            .nodes()
+            .iter()
+            .map(|node| spool::list(&node.site.agent.spool_dir))
+            .collect::<Result<Vec<_>>>()?;
         let sent = Instant::now();
         fleet.serf_event(1, UPDATE_EVENT, HELLO)?;
-        let received = wait_for_hello(&fleet)?;
+        let received = wait_for_hello(&fleet, &before)?;
         let elapsed = sent.elapsed().as_secs_f64();
         let table = status_table(&fleet, &received)?;
         write!(env.stdout, "{table}").map_err(stdout_error)?;
@@ -112,7 +125,9 @@ impl Lab {
                     fleet.node(1)?.site.serf.rpc_auth_file.display()
                 ),
             )?;
-            wait_for_signal()?;
+            signals
+                .wait()
+                .map_err(|e| Error::Internal(format!("waiting for SIGINT or SIGTERM: {e}")))?;
         }
         log(env, "tearing down")?;
         fleet.shutdown()?;
@@ -127,14 +142,16 @@ impl Lab {
     }
 }
 
-/// Which nodes have the hello event in their spool, once all do or the time is up.
-fn wait_for_hello(fleet: &lab::Lab) -> Result<Vec<bool>> {
+/// Which nodes have a new hello event in their spool (not among `before`), once all do or
+/// the time is up.
+fn wait_for_hello(fleet: &lab::Lab, before: &[Vec<PathBuf>]) -> Result<Vec<bool>> {
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     loop {
         let received = fleet
             .nodes()
             .iter()
-            .map(|node| spooled_hello(&node.site.agent.spool_dir))
+            .zip(before)
+            .map(|(node, old)| spooled_hello(&node.site.agent.spool_dir, old))
             .collect::<Result<Vec<bool>>>()?;
         if received.iter().all(|got| *got) || Instant::now() >= deadline {
             return Ok(received);
@@ -143,8 +160,11 @@ fn wait_for_hello(fleet: &lab::Lab) -> Result<Vec<bool>> {
     }
 }
 
-fn spooled_hello(dir: &std::path::Path) -> Result<bool> {
+fn spooled_hello(dir: &std::path::Path, old: &[PathBuf]) -> Result<bool> {
     for path in spool::list(dir)? {
+        if old.contains(&path) {
+            continue;
+        }
         if spool::read(&path)?.is_some_and(|event| event.payload == HELLO) {
             return Ok(true);
         }
@@ -175,15 +195,12 @@ fn status_table(fleet: &lab::Lab, received: &[bool]) -> Result<String> {
     Ok(text)
 }
 
-/// Blocks SIGINT and SIGTERM on this thread and waits for one of them.
-fn wait_for_signal() -> Result<()> {
+/// SIGINT (Ctrl-C) and SIGTERM.
+fn stop_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    set.thread_block()
-        .and_then(|()| set.wait())
-        .map(drop)
-        .map_err(|e| Error::Internal(format!("waiting for SIGINT or SIGTERM: {e}")))
+    set
 }
 
 fn log(env: &mut Env, line: &str) -> Result<()> {

@@ -148,13 +148,18 @@ impl Lab {
         }
         netns::reap_stale();
         let base = prepare_base(&opts.base_dir)?;
+        // The rendered Serf handler runs it from Serf's working directory.
+        let binary = opts
+            .binary
+            .canonicalize()
+            .map_err(Error::io("finding the p2pu binary", &opts.binary))?;
         let counter = LABS.fetch_add(1, Ordering::Relaxed) + 1;
         let name = format!("{}{}-{counter}", netns::PREFIX, std::process::id());
         let mut lab = Lab {
             netns: Netns::create(&name)?,
             nodes: Vec::new(),
             procs: Vec::new(),
-            binary: opts.binary.clone(),
+            binary,
             start_agent: opts.start_agent,
             transmission_user: (Uid::current(), Gid::current()),
         };
@@ -165,7 +170,11 @@ impl Lab {
             lab.nodes.push(node);
             lab.procs.push(NodeProcs::default());
         }
-        let user_name = lab.nodes[0].site.transmission.user.clone();
+        let user_name = lab
+            .nodes
+            .first()
+            .map(|node| node.site.transmission.user.clone())
+            .ok_or_else(|| Error::Internal("a lab without nodes".into()))?;
         let user = User::from_name(&user_name)
             .ok()
             .flatten()
@@ -285,7 +294,7 @@ impl Lab {
             .env("P2PU_CONFIG", &node.config);
         confine(&mut command, self.netns.raw_fd(), None);
         command.output().map_err(|source| Error::Spawn {
-            command: format!("{command:?}"),
+            command: process::shown(&command),
             source,
         })
     }
@@ -583,7 +592,7 @@ impl Lab {
                     .map(|m| m.name)
                     .collect();
                 if !want.is_subset(&alive) {
-                    let name = &lab.nodes[index - 1].name;
+                    let name = &lab.node(index)?.name;
                     lagging.push((index, format!("{name} sees alive {alive:?}, want {want:?}")));
                 }
             }

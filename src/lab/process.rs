@@ -50,6 +50,16 @@ pub(super) fn confine(command: &mut Command, netns_fd: RawFd, user: Option<(Uid,
     }
 }
 
+/// The command line for messages: program and arguments, never the environment (which
+/// carries RPC secrets).
+pub(super) fn shown(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A running process in its own group, logging to a file.
 pub(super) struct Guard {
     name: String,
@@ -70,7 +80,7 @@ impl Guard {
             .stderr(err)
             .process_group(0);
         let child = command.spawn().map_err(|source| Error::Spawn {
-            command: format!("{command:?}"),
+            command: shown(&command),
             source,
         })?;
         Ok(Guard {
