@@ -280,7 +280,6 @@ fn transmission_downloads_between_nodes_from_their_own_addresses() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.contains("10.99.1.").then_some(text)
     });
-    eprintln!("{peers}");
     assert!(peers.contains("10.99.1.2"), "{peers}");
     assert!(!peers.contains("10.99.1.1 "), "{peers}");
 
@@ -294,6 +293,17 @@ fn transmission_downloads_between_nodes_from_their_own_addresses() {
     eprintln!("4 MiB from node-1 to node-2 in {:?}", started.elapsed());
     let got = std::fs::read(status.download_dir.join("blob.bin")).unwrap();
     assert!(got == data, "node-2's copy differs");
+
+    // A restarted daemon answers again and still has the torrent (its resume files).
+    let old_pid = fixture.lab.pids();
+    fixture.lab.restart_transmission(2).unwrap();
+    assert_ne!(fixture.lab.pids(), old_pid);
+    let lab = &fixture.lab;
+    let two = lab.transmission(2).unwrap();
+    let again = lab
+        .in_netns(|| two.get(std::slice::from_ref(&hash)).unwrap())
+        .unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
 
     drop(tracker);
     shutdown_leaves_nothing(&mut fixture);
