@@ -92,6 +92,26 @@ fn shutdown_leaves_nothing(fixture: &mut Fixture) {
         );
     }
     assert_eq!(processes_under(fixture.dir.path()), Vec::<String>::new());
+    stopped_gracefully(fixture.lab.nodes().iter().map(|n| n.dir.as_path()));
+}
+
+/// Each node's Transmission and Serf exited on their SIGTERM, not on the SIGKILL that follows
+/// when they do not.
+fn stopped_gracefully<'a>(node_dirs: impl Iterator<Item = &'a Path>) {
+    for dir in node_dirs {
+        let transmission = std::fs::read_to_string(dir.join("logs/transmission.log")).unwrap();
+        assert!(
+            transmission.contains("Closing transmission session... done."),
+            "{}: {transmission}",
+            dir.display()
+        );
+        let serf = std::fs::read_to_string(dir.join("logs/serf.log")).unwrap();
+        assert!(
+            serf.contains("agent: shutdown complete"),
+            "{}: {serf}",
+            dir.display()
+        );
+    }
 }
 
 #[test]
@@ -445,6 +465,8 @@ fn p2pu_lab_keep_runs_until_sigterm() {
     assert!(text.contains("tearing down"), "{text}");
     assert!(!namespaces().contains(&format!("p2pu-lab-{}-", child.id())));
     assert_eq!(processes_under(dir.path()), Vec::<String>::new());
+    // p2pu lab blocks SIGTERM to wait for it; the daemons must not inherit that.
+    stopped_gracefully([dir.path().join("lab/node-1")].iter().map(|p| p.as_path()));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::prctl;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{killpg, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{getppid, setgid, setgroups, setuid, Gid, Pid, Uid};
 use std::fs::File;
 use std::io;
@@ -35,6 +35,9 @@ pub(super) fn confine(command: &mut Command, netns_fd: RawFd, user: Option<(Uid,
             setgid(gid)?;
             setuid(uid)?;
         }
+        // std leaves the spawning thread's signal mask in place, and `p2pu lab` blocks SIGINT
+        // and SIGTERM to wait for them: a daemon inheriting that would never see its SIGTERM.
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         // Set last: a credential change clears it.
         prctl::set_pdeathsig(Signal::SIGKILL)?;
         if getppid() != parent {
@@ -43,8 +46,8 @@ pub(super) fn confine(command: &mut Command, netns_fd: RawFd, user: Option<(Uid,
         }
         Ok(())
     };
-    // SAFETY: the closure only makes system calls (setns, set*id, prctl, getppid), which are
-    // async-signal-safe, and allocates nothing.
+    // SAFETY: the closure only makes system calls (setns, set*id, sigprocmask, prctl,
+    // getppid), which are async-signal-safe, and allocates nothing.
     unsafe {
         command.pre_exec(child_setup);
     }
