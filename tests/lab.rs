@@ -491,3 +491,34 @@ fn p2pu_lab_says_what_is_missing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn namespaces_left_by_dead_processes_are_reaped() {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = format!("p2pu-lab-{dead}-1");
+    // Another lab's namespace (a live pid: ours) and one not named like a lab stay.
+    let alive = format!("p2pu-lab-{}-999999", std::process::id());
+    let foreign = format!("p2pu-lab-{dead}-1-other");
+    for name in [&stale, &alive, &foreign] {
+        let out = Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut fixture = start(1);
+    let listed = namespaces();
+    let (has_stale, has_alive, has_foreign) = (
+        listed.contains(&format!("{stale} ")) || listed.lines().any(|l| l == stale),
+        listed.contains(&alive),
+        listed.contains(&foreign),
+    );
+    for name in [&stale, &alive, &foreign] {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+    assert!(!has_stale, "{listed}");
+    assert!(has_alive && has_foreign, "{listed}");
+    shutdown_leaves_nothing(&mut fixture);
+}
