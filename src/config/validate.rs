@@ -233,12 +233,7 @@ impl<'a> Validator<'a> {
             .modulepath
             .iter()
             .map(|p| ("puppet.modulepath", p))
-            .chain(
-                site.puppet
-                    .state_root
-                    .iter()
-                    .map(|p| ("puppet.state_root", p)),
-            );
+            .chain(site.puppet.state_root.iter().map(|p| ("puppet.state_root", p)));
         for (key, path) in paths.into_iter().chain(modulepath) {
             if !path.is_absolute() {
                 return Err(self.invalid(
