@@ -61,6 +61,8 @@ pub enum Error {
     Extract(#[from] crate::agent::extract::ExtractError),
     #[error(transparent)]
     Kind(#[from] crate::agent::kind::KindError),
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

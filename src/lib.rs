@@ -12,6 +12,7 @@ pub mod error;
 pub mod formats;
 pub mod fsutil;
 pub mod keys;
+pub mod lab;
 pub mod logging;
 pub mod node;
 pub mod provision;

@@ -14,6 +14,7 @@ pub mod handle_event;
 pub mod init;
 pub mod key;
 pub mod keygen;
+pub mod lab;
 pub mod status;
 pub mod submit;
 pub mod torrent;
@@ -49,6 +50,7 @@ pub enum Command {
     Completions(completions::Completions),
     #[command(hide = true)]
     Man(completions::Man),
+    Lab(lab::Lab),
 }
 
 /// What a command reports back for the exit status (beyond plain failure).
@@ -74,6 +76,7 @@ impl Command {
             Command::ConfigGet(c) => c.run(env),
             Command::Completions(c) => c.run(env),
             Command::Man(c) => c.run(env),
+            Command::Lab(c) => c.run(env),
         }
     }
 }

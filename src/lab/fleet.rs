@@ -1,0 +1,352 @@
+//! The [`Lab`] handle: what tests and `p2pu lab` do with a running lab (run commands inside
+//! it, send events, stop and start nodes and their processes) and its teardown.
+
+use super::netns::{self, Netns};
+use super::node::NodeInfo;
+use super::process::{self, confine, Guard};
+use super::{check_traversable, preflight, prepare_base, LabError, LabOptions};
+use crate::engines::{Credentials, Gossip, Member, Serf, Transmission};
+use crate::error::{Error, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Uid, User};
+use std::ffi::OsStr;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a stopped process gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Labs started by this process so far (part of the namespace name).
+static LABS: AtomicUsize = AtomicUsize::new(0);
+
+/// The processes of one node; `None` when stopped.
+#[derive(Default)]
+pub(super) struct NodeProcs {
+    pub(super) serf: Option<Guard>,
+    pub(super) transmission: Option<Guard>,
+    pub(super) agent: Option<Guard>,
+}
+
+impl NodeProcs {
+    pub(super) fn all(&mut self) -> impl Iterator<Item = &mut Guard> {
+        [&mut self.agent, &mut self.transmission, &mut self.serf]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// A running lab. Nodes are numbered from 1 (`node-1` is the operator).
+pub struct Lab {
+    pub(super) netns: Netns,
+    pub(super) nodes: Vec<NodeInfo>,
+    pub(super) procs: Vec<NodeProcs>,
+    pub(super) binary: PathBuf,
+    pub(super) start_agent: bool,
+    pub(super) transmission_user: (Uid, Gid),
+}
+
+impl Lab {
+    /// Writes every node's config, runs `p2pu init` for each, starts Serf and Transmission
+    /// (and the agent, if asked) in a new namespace, and returns once every RPC answers and
+    /// every member sees every other alive. On error everything started so far is torn down.
+    pub fn start(opts: LabOptions) -> Result<Lab> {
+        preflight()?;
+        if !(1..=254).contains(&opts.nodes) {
+            return Err(LabError::TooManyNodes { nodes: opts.nodes }.into());
+        }
+        netns::reap_stale();
+        let base = prepare_base(&opts.base_dir)?;
+        // The rendered Serf handler runs it from Serf's working directory.
+        let binary = opts
+            .binary
+            .canonicalize()
+            .map_err(Error::io("finding the p2pu binary", &opts.binary))?;
+        let counter = LABS.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = format!("{}{}-{counter}", netns::PREFIX, std::process::id());
+        let mut lab = Lab {
+            netns: Netns::create(&name)?,
+            nodes: Vec::new(),
+            procs: Vec::new(),
+            binary,
+            start_agent: opts.start_agent,
+            transmission_user: (Uid::current(), Gid::current()),
+        };
+        for index in 1..=opts.nodes {
+            let overrides = opts.site_overrides.as_deref();
+            let node = NodeInfo::create(&base, index, opts.accept_legacy, overrides)?;
+            lab.netns.add_addr(node.addr)?;
+            lab.nodes.push(node);
+            lab.procs.push(NodeProcs::default());
+        }
+        let user_name = lab
+            .nodes
+            .first()
+            .map(|node| node.site.transmission.user.clone())
+            .ok_or_else(|| Error::Internal("a lab without nodes".into()))?;
+        let user = User::from_name(&user_name)
+            .ok()
+            .flatten()
+            .ok_or(LabError::NoUser {
+                user: user_name.clone(),
+            })?;
+        check_traversable(&base, &user_name)?;
+        lab.transmission_user = (user.uid, user.gid);
+        lab.init_nodes()?;
+        lab.install_keys()?;
+        // The others join node 1 at start, and Serf retries a failed join only every 30 s:
+        // node 1 listens first.
+        lab.spawn_serf(1)?;
+        lab.wait_serf(1)?;
+        for index in 1..=opts.nodes {
+            if index > 1 {
+                lab.spawn_serf(index)?;
+            }
+            lab.spawn_transmission(index)?;
+        }
+        for index in 1..=opts.nodes {
+            lab.wait_serf(index)?;
+            lab.wait_transmission(index)?;
+        }
+        lab.wait_converged()?;
+        if opts.start_agent {
+            for index in 1..=opts.nodes {
+                lab.start_agent(index)?;
+            }
+        }
+        Ok(lab)
+    }
+
+    /// Every node, `nodes()[i - 1]` being node `i`.
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    /// Node `index` (1-based).
+    pub fn node(&self, index: usize) -> Result<&NodeInfo> {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get(i))
+            .ok_or_else(|| {
+                LabError::NoSuchNode {
+                    index,
+                    count: self.nodes.len(),
+                }
+                .into()
+            })
+    }
+
+    /// The network namespace's name (for `ip netns exec <name> ...` by hand).
+    pub fn netns_name(&self) -> &str {
+        self.netns.name()
+    }
+
+    /// Runs `f` on a thread inside the lab's namespace: use the [`Lab::serf`] and
+    /// [`Lab::transmission`] clients, or open sockets to the nodes, only in here.
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        self.netns.run(f)
+    }
+
+    /// A client for node `index`'s Serf RPC (call it inside [`Lab::in_netns`]).
+    pub fn serf(&self, index: usize) -> Result<Serf> {
+        let node = self.node(index)?;
+        Ok(Serf::new(node.serf_rpc.to_string()).with_auth(Some(node.serf_rpc_auth()?)))
+    }
+
+    /// A client for node `index`'s Transmission RPC (call it inside [`Lab::in_netns`]).
+    pub fn transmission(&self, index: usize) -> Result<Transmission> {
+        let node = self.node(index)?;
+        let credentials = Credentials {
+            user: node.site.transmission.rpc_user.clone(),
+            password: node.transmission_password()?,
+        };
+        Ok(Transmission::new(
+            node.transmission_url(),
+            Some(credentials),
+        ))
+    }
+
+    /// Node `index`'s Serf members as it sees them.
+    pub fn members(&self, index: usize) -> Result<Vec<Member>> {
+        let serf = self.serf(index)?;
+        Ok(self.netns.run(|| serf.members())??)
+    }
+
+    /// Broadcasts a user event from node `index`, coalescing off (as p2pu always sends).
+    pub fn serf_event(&self, index: usize, name: &str, payload: &[u8]) -> Result<()> {
+        let serf = self.serf(index)?;
+        Ok(self.netns.run(|| serf.user_event(name, payload, false))??)
+    }
+
+    /// Runs `args` (program first) inside the namespace with node `index`'s environment:
+    /// `SERF_RPC_ADDR` and `SERF_RPC_AUTH` (the `serf` CLI reads both), `TR_AUTH` (for
+    /// `transmission-remote --authenv`) and `P2PU_CONFIG`. A non-zero exit is not an error
+    /// here: the caller reads `Output::status`.
+    pub fn exec<S: AsRef<OsStr>>(&self, index: usize, args: &[S]) -> Result<Output> {
+        let node = self.node(index)?;
+        let Some((program, rest)) = args.split_first() else {
+            return Err(Error::Internal("Lab::exec without a program".into()));
+        };
+        let mut command = Command::new(program);
+        command
+            .args(rest)
+            .env("SERF_RPC_ADDR", node.serf_rpc.to_string())
+            .env("SERF_RPC_AUTH", node.serf_rpc_auth()?)
+            .env(
+                "TR_AUTH",
+                format!(
+                    "{}:{}",
+                    node.site.transmission.rpc_user,
+                    node.transmission_password()?
+                ),
+            )
+            .env("P2PU_CONFIG", &node.config);
+        confine(&mut command, self.netns.raw_fd(), None);
+        command.output().map_err(|source| Error::Spawn {
+            command: process::shown(&command),
+            source,
+        })
+    }
+
+    /// Runs `<binary> <args> --config <node's site.toml>` like [`Lab::exec`]. `--config` goes
+    /// after `args`, so `args` must end where the subcommand takes its own flags (e.g.
+    /// `["submit", "site.pp"]`, not a nested subcommand's positional after it).
+    pub fn p2pu<S: AsRef<OsStr>>(&self, index: usize, args: &[S]) -> Result<Output> {
+        let config = self.node(index)?.config.clone();
+        let mut argv: Vec<&OsStr> = vec![self.binary.as_os_str()];
+        argv.extend(args.iter().map(AsRef::as_ref));
+        argv.extend([OsStr::new("--config"), config.as_os_str()]);
+        self.exec(index, &argv)
+    }
+
+    /// Node `index`'s spool dir, where `handle-event` drops announcements.
+    pub fn spool_dir(&self, index: usize) -> Result<&Path> {
+        Ok(&self.node(index)?.site.agent.spool_dir)
+    }
+
+    /// Starts `p2pu agent` on node `index` and waits until its tracker accepts connections.
+    pub fn start_agent(&mut self, index: usize) -> Result<()> {
+        let node = self.node(index)?.clone();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("agent")
+            .arg("--config")
+            .arg(&node.config)
+            .env("HOME", &node.dir);
+        confine(&mut command, self.netns.raw_fd(), None);
+        let guard = Guard::spawn(
+            format!("p2pu agent on {}", node.name),
+            command,
+            &node.log("agent"),
+        )?;
+        self.procs_mut(index)?.agent = Some(guard);
+        let port = node.site.agent.tracker_port;
+        let what = format!("the agent's tracker on {} (127.0.0.1:{port})", node.name);
+        self.poll(&what, |lab| {
+            lab.check_running(index)?;
+            let connected = lab.netns.run(|| TcpStream::connect(("127.0.0.1", port)))?;
+            Ok(connected.map(drop).map_err(|e| e.to_string()))
+        })
+    }
+
+    /// SIGTERM to node `index`'s agent (SIGKILL after a grace period); waits for it to exit.
+    pub fn stop_agent(&mut self, index: usize) -> Result<()> {
+        if let Some(mut agent) = self.procs_mut(index)?.agent.take() {
+            agent.stop(STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// SIGKILL to node `index`'s agent: a crash, as far as it can tell.
+    pub fn kill_agent(&mut self, index: usize) -> Result<()> {
+        if let Some(mut agent) = self.procs_mut(index)?.agent.take() {
+            agent.kill();
+        }
+        Ok(())
+    }
+
+    /// Stops and starts node `index`'s Transmission; returns once its RPC answers again.
+    pub fn restart_transmission(&mut self, index: usize) -> Result<()> {
+        if let Some(mut daemon) = self.procs_mut(index)?.transmission.take() {
+            daemon.stop(STOP_GRACE);
+        }
+        self.spawn_transmission(index)?;
+        self.wait_transmission(index)
+    }
+
+    /// Stops every process of node `index` (agent, Transmission, Serf, without a graceful
+    /// leave: the others see it fail), as for a partition or a power cut.
+    pub fn stop_node(&mut self, index: usize) -> Result<()> {
+        let procs = self.procs_mut(index)?;
+        for guard in procs.all() {
+            guard.signal(Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for guard in procs.all() {
+            guard.reap(deadline);
+        }
+        *procs = NodeProcs::default();
+        Ok(())
+    }
+
+    /// Starts node `index`'s processes again (the agent only if the lab runs agents) and
+    /// returns once its RPCs answer and it sees every running node alive.
+    pub fn start_node(&mut self, index: usize) -> Result<()> {
+        self.stop_node(index)?;
+        self.spawn_serf(index)?;
+        self.spawn_transmission(index)?;
+        self.wait_serf(index)?;
+        self.wait_transmission(index)?;
+        self.wait_converged()?;
+        if self.start_agent {
+            self.start_agent(index)?;
+        }
+        Ok(())
+    }
+
+    /// Process ids of every process the lab runs now (group leaders), for checks.
+    pub fn pids(&mut self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for procs in &mut self.procs {
+            for guard in procs.all() {
+                if guard.is_running() {
+                    pids.push(guard.pid());
+                }
+            }
+        }
+        pids
+    }
+
+    /// Stops every process (SIGTERM to each process group, SIGKILL after a grace period) and
+    /// deletes the namespace. Also done on drop; calling it twice is harmless.
+    pub fn shutdown(&mut self) -> Result<()> {
+        for procs in &mut self.procs {
+            for guard in procs.all() {
+                guard.signal(Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for procs in &mut self.procs {
+            for guard in procs.all() {
+                guard.reap(deadline);
+            }
+            *procs = NodeProcs::default();
+        }
+        self.netns.delete()
+    }
+
+    pub(super) fn procs_mut(&mut self, index: usize) -> Result<&mut NodeProcs> {
+        self.node(index)?;
+        self.procs
+            .get_mut(index - 1)
+            .ok_or_else(|| Error::Internal(format!("no processes for node {index}")))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,239 @@
+//! Bringing a lab up: `p2pu init` for every node, the engines' processes, and the waits for
+//! their RPCs and for the members to see each other.
+
+use super::fleet::Lab;
+use super::node::NodeInfo;
+use super::process::{confine, Guard};
+use super::LabError;
+use crate::engines::{Gossip, MemberStatus, Retry, TorrentEngine};
+use crate::error::{Error, Result};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long a daemon gets to answer, and the members to see each other.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long members may disagree before a lagging one is told to join the others.
+const JOIN_NUDGE: Duration = Duration::from_secs(2);
+
+impl Lab {
+    /// Installs the fleet's signing keys before any agent starts.
+    ///
+    /// LEAD: fill in once `p2pu keygen --out DIR` and src/keys.rs are merged: write node 1's
+    /// signing key to its `agent.signing_key` path and its public key into every node's
+    /// `agent.trusted_keys_dir` (e.g. run `self.binary keygen --out <node-1 dir>/keys` and
+    /// copy the files). Until then the lab installs no keys.
+    pub(super) fn install_keys(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// `p2pu init` for every node; node 1's generated gossip keyring is copied to the others
+    /// first so the whole lab shares it.
+    pub(super) fn init_nodes(&self) -> Result<()> {
+        let Some((first, others)) = self.nodes.split_first() else {
+            return Ok(());
+        };
+        self.init_node(first)?;
+        let keyring = &first.site.serf.keyring_file;
+        let bytes = std::fs::read(keyring).map_err(Error::io("reading", keyring))?;
+        for node in others {
+            let target = &node.site.serf.keyring_file;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(Error::io("creating directory", parent))?;
+            }
+            crate::fsutil::write_atomic(target, &bytes, 0o600)?;
+        }
+        // init only writes files, so the others can run at once.
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = others
+                .iter()
+                .map(|node| scope.spawn(|| self.init_node(node)))
+                .collect();
+            runs.into_iter().try_for_each(|run| {
+                run.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        })
+    }
+
+    pub(super) fn init_node(&self, node: &NodeInfo) -> Result<()> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("init")
+            .arg("--config")
+            .arg(&node.config)
+            .arg("--no-systemd")
+            .arg("--binary")
+            .arg(&self.binary)
+            .env_remove("P2PU_CONFIG")
+            .env_remove("P2PU_TEMPLATES")
+            .env_remove("P2PU_BINARY");
+        let shown = format!(
+            "{} init --config {}",
+            self.binary.display(),
+            node.config.display()
+        );
+        let output = command.output().map_err(|source| Error::Spawn {
+            command: shown.clone(),
+            source,
+        })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(Error::Command {
+            command: shown,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    pub(super) fn spawn_serf(&mut self, index: usize) -> Result<()> {
+        let node = self.node(index)?;
+        let mut command = Command::new("serf");
+        command
+            .arg("agent")
+            .arg(format!(
+                "-config-file={}",
+                node.site.serf.config_file.display()
+            ))
+            .env("HOME", &node.dir);
+        confine(&mut command, self.netns.raw_fd(), None);
+        let guard = Guard::spawn(
+            format!("serf agent on {}", node.name),
+            command,
+            &node.log("serf"),
+        )?;
+        self.procs_mut(index)?.serf = Some(guard);
+        Ok(())
+    }
+
+    pub(super) fn spawn_transmission(&mut self, index: usize) -> Result<()> {
+        let node = self.node(index)?;
+        let settings = &node.site.transmission.settings_file;
+        let settings_dir = settings.parent().unwrap_or(Path::new("/"));
+        let mut command = Command::new("transmission-daemon");
+        command
+            .arg("-f")
+            .arg("-g")
+            .arg(settings_dir)
+            .env("HOME", settings_dir);
+        confine(
+            &mut command,
+            self.netns.raw_fd(),
+            Some(self.transmission_user),
+        );
+        let name = format!("transmission-daemon on {}", node.name);
+        let guard = Guard::spawn(name, command, &node.log("transmission"))?;
+        self.procs_mut(index)?.transmission = Some(guard);
+        Ok(())
+    }
+
+    pub(super) fn wait_serf(&mut self, index: usize) -> Result<()> {
+        let node = self.node(index)?;
+        let serf = self.serf(index)?;
+        let (name, rpc) = (node.name.clone(), node.serf_rpc);
+        self.poll(&format!("Serf RPC of {name} at {rpc}"), |lab| {
+            lab.check_running(index)?;
+            Ok(match lab.netns.run(|| serf.members())? {
+                Ok(members) if members.iter().any(|m| m.name == name) => Ok(()),
+                Ok(_) => Err(format!("{name} does not list itself yet")),
+                Err(e) => Err(crate::error::chain(&e)),
+            })
+        })
+    }
+
+    pub(super) fn wait_transmission(&mut self, index: usize) -> Result<()> {
+        let client = self.transmission(index)?.with_retry(Retry::none());
+        let what = format!("Transmission RPC at {}", client.url());
+        self.poll(&what, |lab| {
+            lab.check_running(index)?;
+            let answer = lab.netns.run(|| client.session_get())?;
+            Ok(answer.map(drop).map_err(|e| crate::error::chain(&e)))
+        })
+    }
+
+    /// Waits until every node whose Serf runs sees all of them alive. A node that lags is
+    /// asked to join the others now and then: Serf itself retries joins and reconnects to
+    /// failed members only every 30 s, and a restarted node 1 joins nobody by config.
+    pub(super) fn wait_converged(&mut self) -> Result<()> {
+        let running: Vec<usize> = (1..=self.nodes.len())
+            .filter(|&i| {
+                self.procs[i - 1]
+                    .serf
+                    .as_mut()
+                    .is_some_and(Guard::is_running)
+            })
+            .collect();
+        let want: BTreeSet<String> = running
+            .iter()
+            .map(|&i| self.nodes[i - 1].name.clone())
+            .collect();
+        let gossip: Vec<String> = running
+            .iter()
+            .map(|&i| self.nodes[i - 1].serf_bind.to_string())
+            .collect();
+        let mut next_join = Instant::now() + JOIN_NUDGE;
+        self.poll("every member to see every other alive", |lab| {
+            let mut lagging = Vec::new();
+            for &index in &running {
+                let alive: BTreeSet<String> = lab
+                    .members(index)?
+                    .into_iter()
+                    .filter(|m| m.status == MemberStatus::Alive)
+                    .map(|m| m.name)
+                    .collect();
+                if !want.is_subset(&alive) {
+                    let name = &lab.node(index)?.name;
+                    lagging.push((index, format!("{name} sees alive {alive:?}, want {want:?}")));
+                }
+            }
+            let Some((_, why)) = lagging.first() else {
+                return Ok(Ok(()));
+            };
+            let why = why.clone();
+            if Instant::now() >= next_join {
+                next_join = Instant::now() + JOIN_NUDGE;
+                for (index, _) in lagging {
+                    let serf = lab.serf(index)?;
+                    // Best effort: the next poll tells whether it worked.
+                    let _ = lab.netns.run(|| serf.join(&gossip))?;
+                }
+            }
+            Ok(Err(why))
+        })
+    }
+
+    /// Fails when one of node `index`'s processes has exited.
+    pub(super) fn check_running(&mut self, index: usize) -> Result<()> {
+        for guard in self.procs_mut(index)?.all() {
+            guard.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Polls `probe` every 100 ms until it returns `Ok(Ok(value))`; `Ok(Err(why))` means "not
+    /// yet" (`why` ends up in the timeout error), `Err` stops at once.
+    pub(super) fn poll<T>(
+        &mut self,
+        what: &str,
+        mut probe: impl FnMut(&mut Lab) -> Result<std::result::Result<T, String>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        loop {
+            let last = match probe(self)? {
+                Ok(value) => return Ok(value),
+                Err(why) => why,
+            };
+            if started.elapsed() >= START_TIMEOUT {
+                return Err(LabError::Timeout {
+                    what: what.to_owned(),
+                    after: START_TIMEOUT,
+                    last,
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
