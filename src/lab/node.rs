@@ -139,6 +139,7 @@ settings_file = "{d}/transmission/settings.json"
 "bind-address-ipv4" = "{addr}"
 [puppet]
 state_root = "{d}/puppet"
+modulepath = ["{d}/puppet/modules"]
 [agent]
 spool_dir = "{d}/spool"
 state_dir = "{d}/state"

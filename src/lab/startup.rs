@@ -18,13 +18,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const JOIN_NUDGE: Duration = Duration::from_secs(2);
 
 impl Lab {
-    /// Installs the fleet's signing keys before any agent starts.
-    ///
-    /// LEAD: fill in once `p2pu keygen --out DIR` and src/keys.rs are merged: write node 1's
-    /// signing key to its `agent.signing_key` path and its public key into every node's
-    /// `agent.trusted_keys_dir` (e.g. run `self.binary keygen --out <node-1 dir>/keys` and
-    /// copy the files). Until then the lab installs no keys.
+    /// Installs the fleet's signing key before any agent starts: node 1 is the operator and
+    /// holds the secret key; every node trusts its public key.
     pub(super) fn install_keys(&self) -> Result<()> {
+        let Some(operator) = self.nodes.first() else {
+            return Ok(());
+        };
+        let key = crate::keys::generate();
+        let secret = crate::keys::secret_to_text(&key);
+        crate::fsutil::write_atomic(&operator.site.agent.signing_key, secret.as_bytes(), 0o600)?;
+        let public = crate::keys::PublicKey {
+            key: key.verifying_key(),
+            comment: "lab operator".into(),
+        };
+        for node in &self.nodes {
+            crate::keys::TrustedKeys::add(&node.site.agent.trusted_keys_dir, &public)?;
+        }
         Ok(())
     }
 
