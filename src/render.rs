@@ -57,6 +57,7 @@ pub const QUERIES: &[&str] = &["p2pu-status", "p2pu-latest"];
 /// Serf tags p2pu sets on every member.
 pub const TAG_ROLE: &str = "p2pu-role";
 pub const TAG_PEER_PORT: &str = "p2pu-bt-port";
+pub const TAG_SEED_PORT: &str = "p2pu-seed-port";
 
 pub struct Templates {
     tera: tera::Tera,
@@ -271,6 +272,10 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
     tags.insert(
         TAG_PEER_PORT.into(),
         json!(site.transmission.peer_port.to_string()),
+    );
+    tags.insert(
+        TAG_SEED_PORT.into(),
+        json!(site.agent.seed_port.to_string()),
     );
     // Every user event: the handler spools p2pu's own and the prototype's (for migration)
     // and ignores the rest.

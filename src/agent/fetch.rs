@@ -1,12 +1,17 @@
-//! Downloads one accepted update through the local Transmission and checks it: the info
-//! dictionary's length against the signed length as soon as the metadata is known, then
-//! length and SHA-256 of the finished payload. Survives Transmission restarts (it re-adds by
-//! info-hash) and a daemon that is down (it retries until the agent stops).
+//! Downloads one accepted update through the local Transmission and checks it. The metainfo
+//! comes from a member's web seed server (its info dict must hash to the signed info-hash and
+//! say the signed length, before any payload byte moves), and is added pointing at this
+//! node's tracker and the members' web seeds (BEP 19: not choked, so bytes flow at once).
+//! When no member serves it, a magnet falls back to BitTorrent's own metadata exchange.
+//! Then length and SHA-256 of the finished payload. Survives Transmission restarts (it
+//! re-adds by info-hash) and a daemon that is down (it retries until the agent stops).
 
 use super::state::Record;
 use crate::engines::{TorrentEngine, TransmissionError};
+use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,6 +40,14 @@ pub enum FetchError {
     Engine(#[from] TransmissionError),
     #[error("the agent is stopping")]
     Stopping,
+    #[error("the metainfo of {hash} holds several files; p2pu sends one")]
+    MultiFile { hash: String },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where to download and how to reach peers.
@@ -44,7 +57,13 @@ pub struct Fetcher<'a> {
     pub tracker_url: &'a str,
     pub poll: Duration,
     pub stop: &'a AtomicBool,
+    /// The other members' web seed servers, asked for the metainfo and named as web seeds.
+    pub seeds: &'a (dyn Fn() -> Vec<SocketAddr> + Sync),
 }
+
+/// How many web seeds one torrent names, and how long to look for a member with the metainfo.
+const MAX_WEB_SEEDS: usize = 8;
+const METAINFO_SEARCH: Duration = Duration::from_secs(10);
 
 impl Fetcher<'_> {
     /// Each update gets its own directory, so two updates of one name never collide.
@@ -59,6 +78,71 @@ impl Fetcher<'_> {
             percent_encode(&record.name),
             percent_encode(self.tracker_url)
         )
+    }
+
+    /// Where a verified metainfo is kept: beside the download dir, which is also the mark the
+    /// web seed server waits for before serving the payload.
+    pub fn metainfo_path(&self, record: &Record) -> PathBuf {
+        self.download_root
+            .join(format!("{}.torrent", record.info_hash))
+    }
+
+    /// Asks the members' web seed servers for the metainfo until one answers with the signed
+    /// one; `None` when none has it (the caller falls back to a magnet).
+    fn find_metainfo(&self, record: &Record) -> Result<Option<Metainfo>, FetchError> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(3))
+            .build();
+        let deadline = std::time::Instant::now() + METAINFO_SEARCH;
+        let started = std::time::Instant::now();
+        while std::time::Instant::now() < deadline {
+            let mut seeds = (self.seeds)();
+            // A fleet of one (or a membership not yet read for a second) has nobody to ask.
+            if seeds.is_empty() && started.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            shuffle(&mut seeds);
+            for seed in seeds {
+                let url = format!("http://{seed}/{}.torrent", record.info_hash);
+                let Ok(response) = agent.get(&url).call() else {
+                    continue;
+                };
+                let mut bytes = Vec::new();
+                let limit = 64 << 20;
+                if response
+                    .into_reader()
+                    .take(limit)
+                    .read_to_end(&mut bytes)
+                    .is_err()
+                {
+                    continue;
+                }
+                match check_metainfo(&bytes, record) {
+                    Ok(metainfo) => return Ok(Some(metainfo)),
+                    Err(e @ FetchError::LengthMismatch { .. }) => return Err(e),
+                    Err(e) => tracing::warn!(%url, "metainfo refused: {e}"),
+                }
+            }
+            self.sleep(Duration::from_millis(500))?;
+        }
+        Ok(None)
+    }
+
+    /// The torrent to add: this node's tracker and the members' web seeds as its sources.
+    fn sourced(&self, record: &Record, metainfo: &Metainfo) -> Result<Vec<u8>, FetchError> {
+        let mut seeds = (self.seeds)();
+        shuffle(&mut seeds);
+        let web_seeds: Vec<String> = seeds
+            .iter()
+            .take(MAX_WEB_SEEDS)
+            .map(|seed| format!("http://{seed}/{}/", record.info_hash))
+            .collect();
+        torrent::with_sources(&metainfo.bytes, self.tracker_url, &web_seeds).map_err(|e| {
+            FetchError::Local {
+                hash: record.info_hash.clone(),
+                message: e.to_string(),
+            }
+        })
     }
 
     /// Adds (or re-adds) the torrent; retries while Transmission is unreachable.
@@ -97,8 +181,21 @@ impl Fetcher<'_> {
         Ok(())
     }
 
-    /// Downloads `record`'s payload and returns its verified path.
+    /// Downloads `record`'s payload and returns its verified path. `metainfo` is given for
+    /// legacy payloads, which carry their torrent.
     pub fn fetch(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<PathBuf, FetchError> {
+        let found = match metainfo {
+            Some(_) => None,
+            None => self.find_metainfo(record)?,
+        };
+        let sourced = match &found {
+            Some(found) => Some(self.sourced(record, found)?),
+            None => metainfo.map(<[u8]>::to_vec),
+        };
+        let metainfo = sourced.as_deref();
+        let name = found
+            .as_ref()
+            .map_or(record.name.as_str(), |m| m.name.as_str());
         self.add(record, metainfo)?;
         let hashes = [record.info_hash.clone()];
         let mut length_checked = false;
@@ -139,12 +236,54 @@ impl Fetcher<'_> {
             }
             self.sleep(self.poll)?;
         }
-        let path = self.dir_of(record).join(&record.name);
+        let path = self.dir_of(record).join(name);
         if !record.sha256.is_empty() {
             verify(&path, record.len, &record.sha256)?;
         }
+        if let Some(found) = &found {
+            let marker = self.metainfo_path(record);
+            crate::fsutil::write_atomic(&marker, &found.bytes, 0o644).map_err(|e| {
+                FetchError::Write {
+                    path: marker,
+                    source: std::io::Error::other(crate::error::chain(&e)),
+                }
+            })?;
+        }
         Ok(path)
     }
+}
+
+/// A metainfo fetched from a member: its info dict must be the signed one (same info-hash)
+/// and say the signed length, so no byte of an unsigned or endless payload is downloaded.
+pub fn check_metainfo(bytes: &[u8], record: &Record) -> Result<Metainfo, FetchError> {
+    let local = |message: String| FetchError::Local {
+        hash: record.info_hash.clone(),
+        message,
+    };
+    let metainfo = Metainfo::from_bytes(bytes).map_err(|e| local(e.to_string()))?;
+    if metainfo.info_hash_hex() != record.info_hash {
+        return Err(local(format!(
+            "metainfo has info-hash {}",
+            metainfo.info_hash_hex()
+        )));
+    }
+    if metainfo.multi_file {
+        return Err(FetchError::MultiFile {
+            hash: record.info_hash.clone(),
+        });
+    }
+    if metainfo.total_length != record.len {
+        return Err(FetchError::LengthMismatch {
+            want: record.len,
+            got: metainfo.total_length,
+        });
+    }
+    Ok(metainfo)
+}
+
+fn shuffle<T>(items: &mut [T]) {
+    use rand::seq::SliceRandom;
+    items.shuffle(&mut rand::thread_rng());
 }
 
 /// The SHA-256 and length of a file, read once in large blocks.
@@ -339,6 +478,7 @@ mod tests {
             tracker_url: "http://127.0.0.1:6969/announce",
             poll: Duration::from_millis(1),
             stop: &stop,
+            seeds: &Vec::new,
         };
         fetcher.fetch(record, None)
     }

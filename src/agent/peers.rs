@@ -4,8 +4,8 @@
 
 use super::tracker::PeerSource;
 use crate::engines::{Gossip, MemberStatus};
-use crate::render::TAG_PEER_PORT;
-use std::net::SocketAddr;
+use crate::render::{TAG_PEER_PORT, TAG_SEED_PORT};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;
 
 #[derive(Default)]
@@ -13,6 +13,10 @@ pub struct FleetPeers {
     /// This node's name, left out of every answer.
     self_name: String,
     members: RwLock<Vec<SocketAddr>>,
+    /// The alive members' web seed servers.
+    seeds: RwLock<Vec<SocketAddr>>,
+    /// Every alive member's address, this node's included: who may use its web seed server.
+    addresses: RwLock<Vec<IpAddr>>,
     tunnels: RwLock<Vec<SocketAddr>>,
 }
 
@@ -27,17 +31,42 @@ impl FleetPeers {
     /// Re-reads the membership; keeps the old snapshot when Serf does not answer.
     pub fn refresh(&self, gossip: &dyn Gossip) -> crate::Result<usize> {
         let members = gossip.members()?;
-        let endpoints: Vec<SocketAddr> = members
+        let alive: Vec<_> = members
             .iter()
-            .filter(|m| m.status == MemberStatus::Alive && m.name != self.self_name)
-            .filter_map(|m| {
-                let port = m.tags.get(TAG_PEER_PORT)?.parse::<u16>().ok()?;
-                Some(SocketAddr::new(m.addr, port))
-            })
+            .filter(|m| m.status == MemberStatus::Alive)
+            .collect();
+        let others = || alive.iter().filter(|m| m.name != self.self_name);
+        let endpoint = |tag: &str, m: &crate::engines::Member| {
+            let port = m.tags.get(tag)?.parse::<u16>().ok()?;
+            Some(SocketAddr::new(m.addr, port))
+        };
+        let endpoints: Vec<SocketAddr> = others()
+            .filter_map(|m| endpoint(TAG_PEER_PORT, m))
+            .collect();
+        let seeds: Vec<SocketAddr> = others()
+            .filter_map(|m| endpoint(TAG_SEED_PORT, m))
             .collect();
         let count = endpoints.len();
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = endpoints;
+        *self.seeds.write().unwrap_or_else(|e| e.into_inner()) = seeds;
+        *self.addresses.write().unwrap_or_else(|e| e.into_inner()) =
+            alive.iter().map(|m| m.addr).collect();
         Ok(count)
+    }
+
+    /// The other alive members' web seed servers.
+    pub fn seed_servers(&self) -> Vec<SocketAddr> {
+        self.seeds.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `ip` belongs to an alive member (or is this machine's loopback).
+    pub fn is_member(&self, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || self
+                .addresses
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&ip)
     }
 
     /// Replaces the tunnel endpoints the NAT client offers.

@@ -7,6 +7,7 @@ use super::extract::Limits;
 use super::fetch::Fetcher;
 use super::intake::{self, Decision, Policy};
 use super::peers::FleetPeers;
+use super::seed_http::SeedServer;
 use super::spool;
 use super::state::{Record, Rejection, StateStore, Status};
 use super::tracker::Tracker;
@@ -53,7 +54,16 @@ impl Agent {
         let peers = Arc::new(FleetPeers::new(agent.node_name.clone()));
         let tracker_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, site.agent.tracker_port));
         let tracker = Tracker::start(tracker_addr, peers.clone())?;
-        tracing::info!(tracker = %tracker.announce_url(), "agent started");
+        let seed_ip = agent
+            .config
+            .advertise
+            .unwrap_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let seed_addr = SocketAddr::new(seed_ip, site.agent.seed_port);
+        let members = peers.clone();
+        let root = &site.transmission.download_dir;
+        let allow = Arc::new(move |ip| members.is_member(ip));
+        let seeder = SeedServer::start_for(seed_addr, root, allow)?;
+        tracing::info!(tracker = %tracker.announce_url(), seeds = %seeder.base_url(), "agent started");
         spawn_named("peers", {
             let (agent, peers) = (agent.clone(), peers.clone());
             move || refresh_peers(&agent, &peers)
@@ -68,9 +78,9 @@ impl Agent {
         let apply_lock = Arc::new(Mutex::new(()));
         for n in 0..WORKERS {
             let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
-            let url = tracker.announce_url();
+            let (url, peers) = (tracker.announce_url(), peers.clone());
             spawn_named(&format!("worker-{n}"), move || {
-                worker(&agent, &work_rx, &apply_lock, &url)
+                worker(&agent, &work_rx, &apply_lock, &url, &peers)
             });
         }
         for record in agent.store.open_records()? {
@@ -94,6 +104,7 @@ impl Agent {
         }
         tracing::info!("agent stopping");
         tracker.shutdown();
+        seeder.shutdown();
         Ok(())
     }
 
@@ -186,7 +197,13 @@ impl Agent {
     }
 
     /// Downloads, verifies and applies one accepted update.
-    fn process(&self, record: &Record, apply_lock: &Mutex<()>, tracker_url: &str) {
+    fn process(
+        &self,
+        record: &Record,
+        apply_lock: &Mutex<()>,
+        tracker_url: &str,
+        peers: &FleetPeers,
+    ) {
         let site = &self.config.site;
         let legacy = record.kind == "legacy";
         let metainfo = if legacy {
@@ -205,6 +222,7 @@ impl Agent {
             tracker_url,
             poll: Duration::from_millis(250),
             stop: &self.stop,
+            seeds: &|| peers.seed_servers(),
         };
         let path = match fetcher.fetch(record, metainfo.as_deref()) {
             Ok(path) => path,
@@ -258,13 +276,14 @@ fn worker(
     work: &Mutex<Receiver<Record>>,
     apply_lock: &Mutex<()>,
     tracker_url: &str,
+    peers: &FleetPeers,
 ) {
     loop {
         let next = work.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(record) = next else {
             return;
         };
-        agent.process(&record, apply_lock, tracker_url);
+        agent.process(&record, apply_lock, tracker_url, peers);
     }
 }
 
@@ -375,7 +394,13 @@ mod tests {
         let tracked = with_tracker(torrent.clone(), "http://127.0.0.1:6969/announce");
         let after = crate::formats::torrent::Metainfo::from_bytes(&tracked).unwrap();
         assert_eq!(after.info_hash, before.info_hash);
-        assert_eq!(after.trackers, vec!["http://127.0.0.1:6969/announce".to_string()]);
-        assert_eq!(with_tracker(tracked.clone(), "http://other/announce"), tracked);
+        assert_eq!(
+            after.trackers,
+            vec!["http://127.0.0.1:6969/announce".to_string()]
+        );
+        assert_eq!(
+            with_tracker(tracked.clone(), "http://other/announce"),
+            tracked
+        );
     }
 }

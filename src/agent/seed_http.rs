@@ -24,10 +24,25 @@ pub struct SeedServer;
 impl SeedServer {
     /// Serves the files directly under `root_dir` on `bind` (port 0 picks a free one).
     pub fn start(bind: SocketAddr, root_dir: &Path) -> Result<SeedHandle> {
+        SeedServer::start_for(bind, root_dir, Arc::new(|_| true))
+    }
+
+    /// Like `start`, answering only clients `allow` admits (the fleet's members); others get
+    /// 403 before any file is looked up.
+    pub fn start_for(
+        bind: SocketAddr,
+        root_dir: &Path,
+        allow: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>,
+    ) -> Result<SeedHandle> {
         let root = root_dir
             .canonicalize()
             .map_err(Error::io("resolving the web seed root", root_dir))?;
-        let handler: Arc<Handler> = Arc::new(move |request: &Request| serve(&root, request));
+        let handler: Arc<Handler> = Arc::new(move |request: &Request| {
+            if !allow(request.peer.ip()) {
+                return Response::status(403);
+            }
+            serve(&root, request)
+        });
         let limits = Limits {
             workers: SEED_WORKERS,
             ..Limits::default()
@@ -116,15 +131,31 @@ fn serve(root: &Path, request: &Request) -> Response {
     }
 }
 
-/// Maps a request path to a file directly under `root`: one percent-decoded component, no
-/// `.`/`..`, no NUL, and after resolving symlinks still inside `root`.
+/// Maps a request path to a file under `root`: one percent-decoded name directly under it, or
+/// `<info-hash hex>/<name>` (a download dir of the agent's layout, once complete). No `.`/`..`, no NUL, and
+/// after resolving symlinks still inside `root`.
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
-    let name: Vec<u8> = percent_decode_str(path.strip_prefix('/')?).collect();
+    let rest = path.strip_prefix('/')?;
+    let (dir, name) = match rest.split_once('/') {
+        Some((dir, name)) if dir.len() == 40 && dir.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (Some(dir), name)
+        }
+        Some(_) => return None,
+        None => (None, rest),
+    };
+    let name: Vec<u8> = percent_decode_str(name).collect();
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
         return None;
     }
-    let candidate = root.join(std::ffi::OsStr::from_bytes(&name));
+    let base = match dir {
+        // The agent writes `<hash>.torrent` only once the payload is complete and verified:
+        // a partial download is never served (its holes would read as zeros).
+        Some(dir) if root.join(format!("{dir}.torrent")).is_file() => root.join(dir),
+        Some(_) => return None,
+        None => root.to_path_buf(),
+    };
+    let candidate = base.join(std::ffi::OsStr::from_bytes(&name));
     let resolved = candidate.canonicalize().ok()?;
     resolved.starts_with(root).then_some(resolved)
 }
@@ -235,6 +266,19 @@ mod tests {
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f"), b"x").unwrap();
         assert_eq!(resolve(&root, "/a%20b"), Some(root.join("a b")));
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::create_dir(root.join(hash)).unwrap();
+        std::fs::write(root.join(hash).join("site.pp"), b"x").unwrap();
+        assert_eq!(
+            resolve(&root, &format!("/{hash}/site.pp")),
+            None,
+            "not complete yet"
+        );
+        std::fs::write(root.join(format!("{hash}.torrent")), b"d").unwrap();
+        assert_eq!(
+            resolve(&root, &format!("/{hash}/site.pp")),
+            Some(root.join(hash).join("site.pp"))
+        );
         for refused in [
             "/",
             "/.",
@@ -242,6 +286,8 @@ mod tests {
             "/%2e%2e",
             "/../etc/passwd",
             "/sub/f",
+            "/0123456789abcdef0123456789abcdef01234567/../../etc/passwd",
+            "/0123456789abcdef0123456789abcdef01234567/%2e%2e",
             "/sub%2ff",
             "/a%00",
             "a b",

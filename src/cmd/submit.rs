@@ -138,6 +138,13 @@ pub fn prepare(
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
     let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
+    // The agent's web seed server hands this to the members, and serves the payload once it
+    // sees it.
+    let metainfo = site
+        .transmission
+        .download_dir
+        .join(format!("{info_hash}.torrent"));
+    crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
     let draft = Draft {
         seq,
         name: name.clone(),

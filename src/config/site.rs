@@ -146,6 +146,9 @@ pub struct AgentSection {
     pub accept_legacy: bool,
     /// Port of the agent's BitTorrent tracker on 127.0.0.1.
     pub tracker_port: u16,
+    /// Port of the agent's web seed server on the node's fleet address (members only): it
+    /// serves the payloads this node holds so downloads start at once (BEP 19).
+    pub seed_port: u16,
     /// Announcements of larger payloads are rejected before any download.
     pub max_payload_bytes: u64,
     /// Announcements whose seq lies further ahead of the local clock are held, not applied.
@@ -166,6 +169,7 @@ impl Default for AgentSection {
             archive_dir: "/var/lib/p2pu/archives".into(),
             accept_legacy: false,
             tracker_port: 6969,
+            seed_port: 6880,
             max_payload_bytes: 8 << 30,
             max_future_secs: 86_400,
             catch_up_secs: 300,

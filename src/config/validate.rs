@@ -276,6 +276,7 @@ impl<'a> Validator<'a> {
             ("transmission.rpc_port", site.transmission.rpc_port),
             ("transmission.peer_port", site.transmission.peer_port),
             ("agent.tracker_port", site.agent.tracker_port),
+            ("agent.seed_port", site.agent.seed_port),
         ];
         if site.nat.enabled || site.node.role == super::Role::Proxy {
             ports.push(("nat.port", site.nat.port));

@@ -25,6 +25,8 @@ pub const MAX_PIECES: u64 = 1 << 18;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
+    #[error("the torrent has no info dictionary")]
+    MissingInfo,
     #[error("reading {}", path.display())]
     Read {
         path: PathBuf,
@@ -488,4 +490,38 @@ mod tests {
             )
         );
     }
+}
+
+/// A metainfo with the same info dict (so the same info-hash) and only the given sources:
+/// `announce` (one tracker) and BEP 19 `url-list`. Used to point a received torrent at this
+/// node's tracker and the fleet's web seeds.
+pub fn with_sources(
+    metainfo: &[u8],
+    tracker: &str,
+    web_seeds: &[String],
+) -> Result<Vec<u8>, TorrentError> {
+    let parsed = Metainfo::from_bytes(metainfo)?;
+    let root = super::bencode::parse(&parsed.bytes)?;
+    let info = root.get("info").ok_or(TorrentError::MissingInfo)?;
+    let mut out = Vec::with_capacity(info.raw.len() + 128);
+    let put_str = |out: &mut Vec<u8>, text: &str| {
+        out.extend_from_slice(format!("{}:", text.len()).as_bytes());
+        out.extend_from_slice(text.as_bytes());
+    };
+    // Keys in sorted order: announce < info < url-list.
+    out.push(b'd');
+    put_str(&mut out, "announce");
+    put_str(&mut out, tracker);
+    put_str(&mut out, "info");
+    out.extend_from_slice(info.raw);
+    if !web_seeds.is_empty() {
+        put_str(&mut out, "url-list");
+        out.push(b'l');
+        for seed in web_seeds {
+            put_str(&mut out, seed);
+        }
+        out.push(b'e');
+    }
+    out.push(b'e');
+    Ok(out)
 }
