@@ -302,6 +302,7 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
     let keyring_dir = site.serf.keyring_file.parent().unwrap_or(Path::new("/"));
     serf.insert("keyring_dir".into(), json!(keyring_dir));
     value["transmission"]["rpc_password"] = json!(secrets.transmission_rpc_password);
+    value["transmission"]["encryption_setting"] = json!(site.transmission.encryption.setting());
     value["node"]["name"] = json!(config.node_name);
     value["source"] = json!(options.installed_config);
     value["binary"] = json!(options.binary);

@@ -215,10 +215,17 @@ fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
     lab.serf_event(3, "p2pu-update", wire.as_bytes()).unwrap();
     let older = manifest(dir.path(), "base.pp", "v1");
     submit(&lab, &older, &["--seq", "1000"]);
-    let mut tampered = wire.clone().into_bytes();
-    let last = tampered.len() - 3;
-    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-    lab.serf_event(1, "p2pu-update", &tampered).unwrap();
+    let signed = Announcement::decode(&wire).unwrap();
+    let mut bytes = signed.to_bencode();
+    let at = bytes.windows(64).position(|w| w == signed.sig()).unwrap();
+    bytes[at] ^= 1;
+    use base64::Engine;
+    let tampered = format!(
+        "p2pu1:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    lab.serf_event(1, "p2pu-update", tampered.as_bytes())
+        .unwrap();
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
     let draft = Draft {
         seq: 3000,

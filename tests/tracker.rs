@@ -113,7 +113,8 @@ fn tracker_answers_fleet_peers_over_http() {
     assert_eq!(status, 200);
     let answer: Answer = serde_bencode::from_bytes(&body).unwrap();
     assert_eq!((answer.interval, answer.min_interval), (30, 10));
-    assert_eq!((answer.complete, answer.incomplete), (1, 1));
+    // The fleet peer not known to hold the payload counts as a leecher.
+    assert_eq!((answer.complete, answer.incomplete), (1, 2));
     // The priority peer (has the payload) comes first.
     assert_eq!(
         answer.peers,

@@ -182,15 +182,18 @@ impl Fetcher<'_> {
     }
 
     /// Downloads `record`'s payload and returns its verified path. `metainfo` is given for
-    /// legacy payloads, which carry their torrent.
+    /// legacy payloads, which carry their torrent (with no tracker: it gets this node's).
     pub fn fetch(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<PathBuf, FetchError> {
         let found = match metainfo {
-            Some(_) => None,
+            Some(bytes) => Some(Metainfo::from_bytes(bytes).map_err(|e| FetchError::Local {
+                hash: record.info_hash.clone(),
+                message: e.to_string(),
+            })?),
             None => self.find_metainfo(record)?,
         };
         let sourced = match &found {
             Some(found) => Some(self.sourced(record, found)?),
-            None => metainfo.map(<[u8]>::to_vec),
+            None => None,
         };
         let metainfo = sourced.as_deref();
         let name = found

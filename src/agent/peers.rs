@@ -40,7 +40,15 @@ impl FleetPeers {
             let port = m.tags.get(tag)?.parse::<u16>().ok()?;
             Some(SocketAddr::new(m.addr, port))
         };
+        // Each pair of nodes connects one way only, from the lower address to the higher:
+        // measured in the lab, two Transmission 3.00 daemons that connect to each other at
+        // once end up each waiting on the other, choked, and nothing moves.
+        let own = alive
+            .iter()
+            .find(|m| m.name == self.self_name)
+            .map(|m| m.addr);
         let endpoints: Vec<SocketAddr> = others()
+            .filter(|m| own.is_none_or(|own| m.addr > own))
             .filter_map(|m| endpoint(TAG_PEER_PORT, m))
             .collect();
         let seeds: Vec<SocketAddr> = others()

@@ -208,7 +208,7 @@ impl Agent {
         let legacy = record.kind == "legacy";
         let metainfo = if legacy {
             match legacy::decode_payload(record.wire.as_bytes()) {
-                Ok(torrent) => Some(with_tracker(torrent.torrent, tracker_url)),
+                Ok(torrent) => Some(torrent.torrent),
                 Err(e) => {
                     return self.set_status(record, Status::Failed, Some(e.to_string()), None)
                 }
@@ -358,21 +358,6 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// The prototype's torrents name no tracker, so Transmission could find no peer for them:
-/// name this node's. `announce` lies outside the info dict, so the info-hash is unchanged.
-fn with_tracker(torrent: Vec<u8>, tracker_url: &str) -> Vec<u8> {
-    let has_announce = crate::formats::bencode::parse(&torrent)
-        .ok()
-        .is_some_and(|v| v.get("announce").is_some());
-    // Keys are sorted and `announce` sorts before every key a torrent has at the top level.
-    if has_announce || torrent.first() != Some(&b'd') {
-        return torrent;
-    }
-    let mut out = format!("d8:announce{}:{tracker_url}", tracker_url.len()).into_bytes();
-    out.extend_from_slice(&torrent[1..]);
-    out
-}
-
 /// The last `max` bytes of `text`, on a character boundary.
 fn tail(text: &str, max: usize) -> String {
     let text = text.trim();
@@ -381,26 +366,4 @@ fn tail(text: &str, max: usize) -> String {
         start += 1;
     }
     text[start..].to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn legacy_torrents_get_this_nodes_tracker_and_keep_their_info_hash() {
-        let torrent = include_bytes!("../../../shared/vectors/legacy/lizard.torrent").to_vec();
-        let before = crate::formats::torrent::Metainfo::from_bytes(&torrent).unwrap();
-        let tracked = with_tracker(torrent.clone(), "http://127.0.0.1:6969/announce");
-        let after = crate::formats::torrent::Metainfo::from_bytes(&tracked).unwrap();
-        assert_eq!(after.info_hash, before.info_hash);
-        assert_eq!(
-            after.trackers,
-            vec!["http://127.0.0.1:6969/announce".to_string()]
-        );
-        assert_eq!(
-            with_tracker(tracked.clone(), "http://other/announce"),
-            tracked
-        );
-    }
 }

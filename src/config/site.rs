@@ -85,6 +85,9 @@ pub struct TransmissionSection {
     pub lpd: bool,
     pub pex: bool,
     pub utp: bool,
+    /// Peer-wire encryption. Measured in the lab: two Transmission 3.00 daemons preferring
+    /// encryption exchanged no metadata or data; integrity comes from the signed hashes anyway.
+    pub encryption: Encryption,
     pub settings_file: PathBuf,
     /// The system user the Debian daemon runs as; it owns settings.json and the download dir.
     pub user: String,
@@ -105,9 +108,31 @@ impl Default for TransmissionSection {
             lpd: false,
             pex: true,
             utp: true,
+            encryption: Encryption::PreferClear,
             settings_file: "/etc/transmission-daemon/settings.json".into(),
             user: "debian-transmission".into(),
             extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Transmission's `encryption` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encryption {
+    #[default]
+    PreferClear,
+    PreferEncrypted,
+    Required,
+}
+
+impl Encryption {
+    /// The number settings.json uses.
+    pub fn setting(self) -> u8 {
+        match self {
+            Encryption::PreferClear => 0,
+            Encryption::PreferEncrypted => 1,
+            Encryption::Required => 2,
         }
     }
 }

@@ -330,6 +330,7 @@ fn managed_setting(key: &str) -> Option<&'static str> {
         "lpd-enabled" => "transmission.lpd",
         "pex-enabled" => "transmission.pex",
         "utp-enabled" => "transmission.utp",
+        "encryption" => "transmission.encryption",
         _ => return None,
     })
 }

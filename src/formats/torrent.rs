@@ -329,6 +329,60 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
+/// A metainfo with the same info dict (so the same info-hash) and only the given sources:
+/// `announce` (one tracker) and BEP 19 `url-list`. Used to point a received torrent at this
+/// node's tracker and the fleet's web seeds.
+pub fn with_sources(
+    metainfo: &[u8],
+    tracker: &str,
+    web_seeds: &[String],
+) -> Result<Vec<u8>, TorrentError> {
+    let parsed = Metainfo::from_bytes(metainfo)?;
+    let root = super::bencode::parse(&parsed.bytes)?;
+    let info = root.get("info").ok_or(TorrentError::MissingInfo)?;
+    let mut out = Vec::with_capacity(info.raw.len() + 128);
+    let put_str = |out: &mut Vec<u8>, text: &str| {
+        out.extend_from_slice(format!("{}:", text.len()).as_bytes());
+        out.extend_from_slice(text.as_bytes());
+    };
+    // Keys in sorted order: announce < info < url-list.
+    out.push(b'd');
+    put_str(&mut out, "announce");
+    put_str(&mut out, tracker);
+    put_str(&mut out, "info");
+    out.extend_from_slice(info.raw);
+    if !web_seeds.is_empty() {
+        put_str(&mut out, "url-list");
+        out.push(b'l');
+        for seed in web_seeds {
+            put_str(&mut out, seed);
+        }
+        out.push(b'e');
+    }
+    out.push(b'e');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod sources_tests {
+    use super::*;
+
+    #[test]
+    fn with_sources_keeps_the_info_hash_and_names_tracker_and_web_seeds() {
+        let torrent = include_bytes!("../../../shared/vectors/legacy/lizard.torrent");
+        let before = Metainfo::from_bytes(torrent).unwrap();
+        let seeds = vec!["http://10.0.0.2:6880/x/".to_string()];
+        let after = with_sources(torrent, "http://127.0.0.1:6969/announce", &seeds).unwrap();
+        let after = Metainfo::from_bytes(&after).unwrap();
+        assert_eq!(after.info_hash, before.info_hash);
+        assert_eq!(
+            after.trackers,
+            vec!["http://127.0.0.1:6969/announce".to_string()]
+        );
+        assert_eq!(after.web_seeds, seeds);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,38 +544,4 @@ mod tests {
             )
         );
     }
-}
-
-/// A metainfo with the same info dict (so the same info-hash) and only the given sources:
-/// `announce` (one tracker) and BEP 19 `url-list`. Used to point a received torrent at this
-/// node's tracker and the fleet's web seeds.
-pub fn with_sources(
-    metainfo: &[u8],
-    tracker: &str,
-    web_seeds: &[String],
-) -> Result<Vec<u8>, TorrentError> {
-    let parsed = Metainfo::from_bytes(metainfo)?;
-    let root = super::bencode::parse(&parsed.bytes)?;
-    let info = root.get("info").ok_or(TorrentError::MissingInfo)?;
-    let mut out = Vec::with_capacity(info.raw.len() + 128);
-    let put_str = |out: &mut Vec<u8>, text: &str| {
-        out.extend_from_slice(format!("{}:", text.len()).as_bytes());
-        out.extend_from_slice(text.as_bytes());
-    };
-    // Keys in sorted order: announce < info < url-list.
-    out.push(b'd');
-    put_str(&mut out, "announce");
-    put_str(&mut out, tracker);
-    put_str(&mut out, "info");
-    out.extend_from_slice(info.raw);
-    if !web_seeds.is_empty() {
-        put_str(&mut out, "url-list");
-        out.push(b'l');
-        for seed in web_seeds {
-            put_str(&mut out, seed);
-        }
-        out.push(b'e');
-    }
-    out.push(b'e');
-    Ok(out)
 }

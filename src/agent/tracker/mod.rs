@@ -140,11 +140,15 @@ impl Tracker {
             want,
             &mut rand::thread_rng(),
         );
+        // Peers not known to hold the payload count as leechers: Transmission 3.00 takes every
+        // peer of an answer with `incomplete == 0` for a seed, and a seeder never connects to
+        // seeds, so a seeding node would wait for leechers that never call it.
+        let unknown = peers.len().saturating_sub(priority.len());
         AnnounceResponse {
             interval: self.config.interval,
             min_interval: self.config.min_interval,
             complete: counts.complete + u32::try_from(priority.len()).unwrap_or(u32::MAX),
-            incomplete: counts.incomplete,
+            incomplete: counts.incomplete + u32::try_from(unknown).unwrap_or(u32::MAX),
             peers,
         }
         .encode()
@@ -206,7 +210,7 @@ mod tests {
             vec!["10.0.0.3:6882".parse().unwrap()],
         ));
         let body = t.announce(QUERY.as_bytes(), local());
-        let want = b"d8:completei1e10:incompletei1e8:intervali30e12:min intervali10e\
+        let want = b"d8:completei1e10:incompletei2e8:intervali30e12:min intervali10e\
 5:peers12:\x0a\x00\x00\x03\x1a\xe2\x0a\x00\x00\x02\x1a\xe1e";
         assert_eq!(body, want.to_vec(), "{}", String::from_utf8_lossy(&body));
     }
