@@ -50,6 +50,8 @@ pub enum Error {
     EngineSerf(#[from] crate::engines::serf::SerfError),
     #[error(transparent)]
     EnginePuppet(#[from] crate::engines::puppet::PuppetError),
+    #[error(transparent)]
+    Control(#[from] crate::nat::control::ControlError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

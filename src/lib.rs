@@ -12,6 +12,7 @@ pub mod error;
 pub mod formats;
 pub mod fsutil;
 pub mod keys;
+pub mod nat;
 pub mod node;
 pub mod provision;
 pub mod render;

@@ -6,11 +6,14 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 
+pub mod event;
 pub mod fleet;
 pub mod handle_event;
 pub mod init;
 pub mod key;
 pub mod keygen;
+pub mod nat_client;
+pub mod proxy;
 pub mod status;
 pub mod torrent;
 
@@ -37,6 +40,9 @@ pub enum Command {
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
+    Proxy(proxy::Proxy),
+    NatClient(nat_client::NatClient),
+    Event(event::Event),
 }
 
 /// What a command reports back for the exit status (beyond plain failure).
@@ -57,6 +63,9 @@ impl Command {
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
+            Command::Proxy(c) => c.run(env),
+            Command::NatClient(c) => c.run(env),
+            Command::Event(c) => c.run(env),
         }
     }
 }
