@@ -579,6 +579,11 @@ impl Client {
             Body::Probe => {
                 if let Some(addr) = from {
                     self.send(addr, Body::ProbeAck { seen_as: addr });
+                    if became_direct {
+                        // Our own probes stop now; one more makes the peer tell us how it
+                        // sees us, which is what the NAT behaviour in `status` rests on.
+                        self.send(addr, Body::Probe);
+                    }
                 }
             }
             Body::ProbeAck { seen_as } => {
