@@ -230,10 +230,11 @@ fn wait_spooled(node: &Node, count: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn cone_nats_punch_a_direct_path_and_carry_an_announcement() {
-    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(1)]);
+    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(1), Lan::cone(1)]);
     let _proxy = fleet.start_proxy();
     let mut a = fleet.start_node(1, 0, "a", NodeOpts::default());
-    let b = fleet.start_node(2, 0, "b", NodeOpts::default());
+    let mut b = fleet.start_node(2, 0, "b", NodeOpts::default());
+    let c = fleet.start_node(3, 0, "c", NodeOpts::default());
 
     // Registration through NAT: both the proxy and STUN see the router's WAN address.
     let status = a.status();
@@ -259,14 +260,38 @@ fn cone_nats_punch_a_direct_path_and_carry_an_announcement() {
     assert_eq!(spooled, vec![wire.into_bytes()]);
     assert!(a.spooled().is_empty());
 
-    // Ending the session ends it on both sides.
-    assert_eq!(a.event(&["endsession"]).0, 0);
-    assert!(wait_for(Duration::from_secs(3), || b
+    // A new session peer is told about the others and joins them (shared peers).
+    assert_eq!(a.talkto("c"), "session with c: direct");
+    let joined = wait_for(Duration::from_secs(8), || {
+        (c.peer_path("b").as_deref() == Some("direct")).then_some(())
+    });
+    assert!(joined.is_some(), "c did not join b: {:?}", c.status());
+
+    // Ending a session ends it on both sides.
+    assert_eq!(a.event(&["endsession", "c"]).0, 0);
+    assert!(wait_for(Duration::from_secs(3), || {
+        c.peer_path("a").is_none().then_some(())
+    })
+    .is_some());
+    // `exit` says goodbye to the peers and stops the client.
+    let (code, out, err) = b.event(&["exit"]);
+    assert_eq!((code, out.trim()), (0, "nat-client exiting"), "{err}");
+    assert!(wait_for(Duration::from_secs(3), || (!b.daemon.is_running())
+        .then_some(()))
+    .is_some());
+    assert!(!b.socket.exists());
+    assert!(wait_for(Duration::from_secs(3), || a
         .status()
         .peers
         .is_empty()
         .then_some(()))
     .is_some());
+    let (code, _, err) = b.event(&["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: no p2pu nat-client is running"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -58,11 +58,11 @@ impl NatClient {
             format!("nat.port {}", site.port),
         ))?;
         let (sink, requests) = std::sync::mpsc::channel();
-        nat::control::serve(&site.control_socket, sink)
-            .map_err(|e| Error::Usage(crate::error::chain(&e)))?;
+        let server = nat::control::serve(&site.control_socket, sink)?;
         let stop = nat::stop_on_signals()?;
         let result = client.run(&requests, stop);
         let _ = std::fs::remove_file(&site.control_socket);
+        server.drain(Duration::from_secs(2));
         result.map_err(Error::io("serving UDP", format!("nat.port {}", site.port)))?;
         Ok(Outcome::Success)
     }

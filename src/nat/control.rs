@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// Longer request lines are refused (an announcement's wire text is under 500 bytes).
@@ -123,9 +124,26 @@ pub enum ControlError {
     BadAnswer { path: PathBuf, reason: String },
 }
 
+/// The running control socket: lets the daemon wait for answers still being written before
+/// it exits (the answer to `exit` itself, above all).
+#[derive(Debug, Clone, Default)]
+pub struct Server {
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Server {
+    /// Waits until no connection is being answered, at most `timeout`.
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// Binds the control socket at `path` (removing a stale one left by a crash) and serves it on
 /// a thread, handing each request to `sink`.
-pub fn serve(path: &Path, sink: mpsc::Sender<Incoming>) -> Result<(), ControlError> {
+pub fn serve(path: &Path, sink: mpsc::Sender<Incoming>) -> Result<Server, ControlError> {
     let io = |action| {
         let path = path.to_path_buf();
         move |source| ControlError::Io {
@@ -154,22 +172,26 @@ pub fn serve(path: &Path, sink: mpsc::Sender<Incoming>) -> Result<(), ControlErr
             tracing::warn!(path = %path.display(), error = %e, "cannot give the control socket to group p2pu");
         }
     }
+    let server = Server::default();
+    let in_flight = server.in_flight.clone();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
+                        in_flight.fetch_add(1, Ordering::SeqCst);
                         if let Err(e) = answer(stream, &sink) {
                             tracing::debug!(error = %e, "control connection failed");
                         }
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                     }
                     Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
                 }
             }
         })
         .map_err(io("starting its thread"))?;
-    Ok(())
+    Ok(server)
 }
 
 fn answer(stream: UnixStream, sink: &mpsc::Sender<Incoming>) -> std::io::Result<()> {
