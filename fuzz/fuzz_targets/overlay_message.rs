@@ -16,12 +16,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode(&secret, 1_000_000, data);
     if let Ok(sealed) = seal_raw(&secret, 1_000_000, 1, data) {
         if let Ok(message) = decode(&secret, 1_000_000, &sealed) {
+            // Re-encoding is canonical JSON, never longer than what it parsed.
             let again = encode(&secret, 1_000_000, 2, &message.payload).expect("re-encode");
             let back = decode(&secret, 1_000_000, &again).expect("decode re-encoded");
             assert_eq!(back.payload, message.payload);
         }
     }
     let mut proxy = ProxyState::new(ProxyConfig::new(secret, 64), Instant::now());
-    let from = "100.64.0.9:4000".parse().expect("address");
+    let from = std::net::SocketAddr::from(([100, 64, 0, 9], 4000));
     let _ = proxy.handle(Instant::now(), 1_000_000, from, data);
 });
