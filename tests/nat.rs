@@ -398,6 +398,7 @@ fn strangers_malformed_and_oversized_datagrams_are_dropped() {
             Body::Register {
                 local: "192.168.1.11:1".parse().unwrap(),
                 keepalive_secs: 5,
+                cert: String::new(),
             },
         ),
         forged(

@@ -152,15 +152,16 @@ fn status_text(s: &ClientStatus) -> String {
         out.push_str("no session peers\n");
     } else {
         out.push_str(&format!(
-            "{:<24} {:<9} {:<22} {}\n",
-            "PEER", "PATH", "ADDRESS", "HEARD"
+            "{:<24} {:<9} {:<22} {:<16} {}\n",
+            "PEER", "PATH", "ADDRESS", "TUNNEL END", "HEARD"
         ));
         for p in &s.peers {
             out.push_str(&format!(
-                "{:<24} {:<9} {:<22} {} s ago\n",
+                "{:<24} {:<9} {:<22} {:<16} {} s ago\n",
                 p.node,
                 p.path,
                 show(p.addr),
+                show(p.tunnel),
                 p.last_heard_secs
             ));
         }
@@ -189,6 +190,7 @@ mod tests {
                 path: "direct".into(),
                 addr: Some("100.64.0.3:3478".parse().unwrap()),
                 last_heard_secs: 1,
+                tunnel: Some("127.0.0.1:40000".parse().unwrap()),
             }],
         };
         let answer = Response {

@@ -53,10 +53,11 @@ impl NatClient {
             spool_dir,
         };
         nat::init_logging();
-        let client = Client::bind(client_config).map_err(Error::io(
-            "binding the client's UDP port",
-            format!("nat.port {}", site.port),
-        ))?;
+        let client = Client::bind(client_config, Some(config.site.transmission.peer_port))
+            .map_err(Error::io(
+                "binding the client's UDP port",
+                format!("nat.port {}", site.port),
+            ))?;
         let (sink, requests) = std::sync::mpsc::channel();
         let server = nat::control::serve(&site.control_socket, sink)?;
         let stop = nat::stop_on_signals()?;

@@ -9,6 +9,7 @@ use super::control::{ClientStatus, Incoming, PeerStatus, Request, Response};
 use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, MAX_DATAGRAM};
 use super::proxy::PROXY_NAME;
 use super::stun;
+use super::tunnel::{self, Fingerprint, Tunnel, TunnelConfig};
 use crate::agent::spool::{self, Source};
 use crate::formats::announcement::WIRE_PREFIX;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -53,6 +54,8 @@ enum PathState {
 #[derive(Debug)]
 struct Session {
     local: SocketAddr,
+    /// The peer's tunnel certificate hash, from its registration.
+    cert: Option<Fingerprint>,
     mapped: SocketAddr,
     path: PathState,
     last_heard: Instant,
@@ -98,9 +101,16 @@ impl NatSeen {
     }
 }
 
+/// The one socket: plain, or shared with the QUIC tunnel (which then hands the client its
+/// non-QUIC datagrams).
+enum Transport {
+    Plain(UdpSocket),
+    Tunnel(Tunnel),
+}
+
 pub struct Client {
     config: ClientConfig,
-    socket: UdpSocket,
+    transport: Transport,
     local: SocketAddr,
     stun_txn: Option<stun_codec::TransactionId>,
     stun_mapped: Option<SocketAddr>,
@@ -119,7 +129,9 @@ pub struct Client {
 
 impl Client {
     /// Binds the one socket and works out the LAN endpoint peers on the same LAN can use.
-    pub fn bind(config: ClientConfig) -> std::io::Result<Client> {
+    /// With `transmission_port`, the socket also carries QUIC tunnels to session peers that end
+    /// at that port on 127.0.0.1.
+    pub fn bind(config: ClientConfig, transmission_port: Option<u16>) -> std::io::Result<Client> {
         let socket = UdpSocket::bind(config.bind)?;
         let bound = socket.local_addr()?;
         let ip = if bound.ip().is_unspecified() {
@@ -128,10 +140,25 @@ impl Client {
             bound.ip()
         };
         let now = Instant::now();
+        let transport = match transmission_port {
+            None => {
+                socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+                Transport::Plain(socket)
+            }
+            Some(port) => Transport::Tunnel(tunnel::start(
+                socket,
+                TunnelConfig {
+                    name: config.name.clone(),
+                    secret: config.secret.clone(),
+                    proxy: config.proxy,
+                    transmission_port: port,
+                },
+            )?),
+        };
         Ok(Client {
             local: SocketAddr::new(ip, bound.port()),
             config,
-            socket,
+            transport,
             stun_txn: None,
             stun_mapped: None,
             proxy_sees: None,
@@ -158,8 +185,6 @@ impl Client {
         control: &mpsc::Receiver<Incoming>,
         stop: &AtomicBool,
     ) -> std::io::Result<()> {
-        self.socket
-            .set_read_timeout(Some(Duration::from_millis(50)))?;
         tracing::info!(node = %self.config.name, local = %self.local, proxy = %self.config.proxy, "nat-client running");
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         while !self.exiting {
@@ -174,22 +199,37 @@ impl Client {
                 }
             }
             self.timers(Instant::now());
-            match self.socket.recv_from(&mut buf) {
-                Ok((len, from)) => {
-                    if let Some(datagram) = buf.get(..len).filter(|_| len <= MAX_DATAGRAM) {
-                        let datagram = datagram.to_vec();
-                        self.datagram(Instant::now(), from, &datagram);
+            let received = match &self.transport {
+                Transport::Plain(socket) => match socket.recv_from(&mut buf) {
+                    Ok((len, from)) => buf
+                        .get(..len)
+                        .filter(|_| len <= MAX_DATAGRAM)
+                        .map(|d| (from, d.to_vec())),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                                | std::io::ErrorKind::ConnectionRefused
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+                Transport::Tunnel(tunnel) => {
+                    match tunnel.inbox.recv_timeout(Duration::from_millis(50)) {
+                        Ok(got) => Some(got).filter(|(_, d)| d.len() <= MAX_DATAGRAM),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(std::io::Error::other("the tunnel thread died"))
+                        }
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                            | std::io::ErrorKind::ConnectionRefused
-                    ) => {}
-                Err(e) => return Err(e),
+            };
+            if let Some((from, datagram)) = received {
+                self.datagram(Instant::now(), from, &datagram);
             }
         }
         tracing::info!("nat-client stopping");
@@ -197,7 +237,11 @@ impl Client {
     }
 
     fn send_raw(&self, to: SocketAddr, bytes: &[u8]) {
-        if let Err(e) = self.socket.send_to(bytes, to) {
+        let socket = match &self.transport {
+            Transport::Plain(socket) => socket,
+            Transport::Tunnel(tunnel) => &tunnel.send_socket,
+        };
+        if let Err(e) = socket.send_to(bytes, to) {
             tracing::debug!(%to, error = %e, "send failed");
         }
     }
@@ -263,6 +307,10 @@ impl Client {
             Body::Register {
                 local: self.local,
                 keepalive_secs: u32::try_from(self.config.keepalive.as_secs()).unwrap_or(30),
+                cert: match &self.transport {
+                    Transport::Tunnel(tunnel) => hex::encode(tunnel.fingerprint),
+                    Transport::Plain(_) => String::new(),
+                },
             },
         );
         let answered_lately = self
@@ -315,7 +363,7 @@ impl Client {
             .collect();
         for name in expired {
             tracing::info!(peer = %name, "session peer expired (nothing heard)");
-            self.sessions.remove(&name);
+            self.end_session(&name);
         }
         let due: Vec<String> = self
             .sessions
@@ -398,8 +446,27 @@ impl Client {
         }
     }
 
-    /// A session reached a usable path (direct or relayed): answer `talkto` and share peers.
+    /// A session reached a usable path (direct or relayed): open its tunnel end, answer
+    /// `talkto` and share peers.
     fn session_up(&mut self, name: &str) {
+        let Some((path, cert)) = self.sessions.get(name).map(|s| (s.path, s.cert)) else {
+            return;
+        };
+        if let (Transport::Tunnel(tunnel), Some(cert)) = (&self.transport, cert) {
+            tunnel.command(tunnel::Command::PeerUp {
+                name: name.to_owned(),
+                direct: match path {
+                    PathState::Direct(addr) => Some(addr),
+                    _ => None,
+                },
+                cert,
+            });
+        }
+        self.answer_talkto(name);
+    }
+
+    /// Answers `talkto` requests for `name` and tells it about our other session peers.
+    fn answer_talkto(&mut self, name: &str) {
         let Some(path) = self.sessions.get(name).map(|s| s.path) else {
             return;
         };
@@ -423,6 +490,17 @@ impl Client {
             .collect();
         if !names.is_empty() {
             self.send_peer(name, Body::Peers { names });
+        }
+    }
+
+    /// Forgets session peer `name`, closing its tunnel end.
+    fn end_session(&mut self, name: &str) {
+        if self.sessions.remove(name).is_some() {
+            if let Transport::Tunnel(tunnel) = &self.transport {
+                tunnel.command(tunnel::Command::PeerDown {
+                    name: name.to_owned(),
+                });
+            }
         }
     }
 
@@ -504,13 +582,18 @@ impl Client {
                 peer,
                 local,
                 mapped,
+                cert,
             } => {
+                let cert = hex::decode(&cert)
+                    .ok()
+                    .and_then(|bytes| Fingerprint::try_from(bytes).ok());
                 if peer == self.config.name {
                     return;
                 }
                 tracing::info!(%peer, %local, %mapped, "punching");
                 let session = Session {
                     local,
+                    cert,
                     mapped,
                     path: PathState::Punching {
                         since: now,
@@ -524,7 +607,7 @@ impl Client {
                     Some(s) if matches!(s.path, PathState::Direct(_)) => {
                         s.local = local;
                         s.mapped = mapped;
-                        self.session_up(&peer);
+                        self.answer_talkto(&peer);
                     }
                     _ => {
                         self.sessions.insert(peer, session);
@@ -621,7 +704,7 @@ impl Client {
             }
             Body::EndSession => {
                 tracing::info!(%peer, "peer ended the session");
-                self.sessions.remove(peer);
+                self.end_session(peer);
             }
             other => tracing::debug!(%peer, kind = other.kind(), "ignored from a peer"),
         }
@@ -718,7 +801,7 @@ impl Client {
                 };
                 for name in &names {
                     self.send_peer(name, Body::EndSession);
-                    self.sessions.remove(name);
+                    self.end_session(name);
                 }
                 Some(Response::ok(format!("ended {} session(s)", names.len())))
             }
@@ -752,6 +835,10 @@ impl Client {
                     _ => None,
                 },
                 last_heard_secs: now.duration_since(s.last_heard).as_secs(),
+                tunnel: match &self.transport {
+                    Transport::Tunnel(tunnel) => tunnel.end(name),
+                    Transport::Plain(_) => None,
+                },
             })
             .collect();
         peers.sort_by(|a, b| a.node.cmp(&b.node));
@@ -834,7 +921,7 @@ mod tests {
             peer_expiry: Duration::from_secs(30),
             spool_dir: spool.to_path_buf(),
         };
-        let client = Client::bind(config).unwrap();
+        let client = Client::bind(config, None).unwrap();
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

@@ -7,6 +7,7 @@ pub mod control;
 pub mod protocol;
 pub mod proxy;
 pub mod stun;
+pub mod tunnel;
 
 use crate::config::Config;
 use crate::error::{Error, Result};

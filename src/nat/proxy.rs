@@ -44,6 +44,7 @@ impl ProxyConfig {
 #[derive(Debug, Clone)]
 struct Member {
     local: SocketAddr,
+    cert: String,
     mapped: SocketAddr,
     last_seen: Instant,
     keepalive: Duration,
@@ -184,6 +185,9 @@ impl ProxyState {
                 }
             };
         }
+        if protocol::looks_like_bulk(bytes) {
+            return self.bulk(now, wall, from, bytes);
+        }
         if !protocol::looks_like_overlay(bytes) {
             self.counters.dropped_other += 1;
             return Vec::new();
@@ -200,6 +204,38 @@ impl ProxyState {
         };
         self.counters.accepted += 1;
         self.dispatch(now, wall, from, message)
+    }
+
+    /// A tunnel packet between members whose NATs defeat punching: forwarded as it is (the
+    /// fleet secret authenticates it end to end) under the relay's rate cap.
+    fn bulk(&mut self, now: Instant, wall: u64, from: SocketAddr, bytes: &[u8]) -> Vec<Outgoing> {
+        let bulk = match protocol::decode_bulk(&self.config.secret, wall, bytes) {
+            Ok(bulk) => bulk,
+            Err(e) => {
+                self.counters.dropped_unauthenticated += 1;
+                tracing::debug!(%from, error = %e, "dropped bulk frame");
+                return Vec::new();
+            }
+        };
+        let Some(sender) = self.members.get_mut(bulk.from).filter(|m| m.mapped == from) else {
+            self.counters.dropped_other += 1;
+            return Vec::new();
+        };
+        sender.last_seen = now;
+        let Some(target) = self.members.get(bulk.to).map(|m| m.mapped) else {
+            self.counters.dropped_other += 1;
+            return Vec::new();
+        };
+        let rate = self.config.relay_rate_bytes as f64;
+        if !self
+            .relay_bucket
+            .take(now, rate, rate, bulk.packet.len() as f64)
+        {
+            self.counters.relay_capped += 1;
+            return Vec::new();
+        }
+        self.counters.relayed += 1;
+        vec![(target, bytes.to_vec())]
     }
 
     fn reply(&self, wall: u64, to: SocketAddr, from: &str, body: Body) -> Vec<Outgoing> {
@@ -228,6 +264,7 @@ impl ProxyState {
             Body::Register {
                 local,
                 keepalive_secs,
+                cert,
             } => {
                 if !self.members.contains_key(&name)
                     && self.members.len() >= self.config.max_members
@@ -244,6 +281,7 @@ impl ProxyState {
                         name.clone(),
                         Member {
                             local,
+                            cert: cert.chars().take(128).collect(),
                             mapped: from,
                             last_seen: now,
                             keepalive: Duration::from_secs(u64::from(keepalive_secs.clamp(1, 60))),
@@ -313,6 +351,7 @@ impl ProxyState {
                         peer: target.clone(),
                         local: b.local,
                         mapped: b.mapped,
+                        cert: b.cert,
                     },
                 );
                 out.extend(self.reply(
@@ -323,6 +362,7 @@ impl ProxyState {
                         peer: name.to_owned(),
                         local: a.local,
                         mapped: a.mapped,
+                        cert: a.cert,
                     },
                 ));
                 out
@@ -447,6 +487,7 @@ mod tests {
                 Body::Register {
                     local: addr(local),
                     keepalive_secs: 5,
+                    cert: format!("cert-of-{name}"),
                 },
             ),
         );
@@ -501,7 +542,8 @@ mod tests {
             Body::Punch {
                 peer: "b".into(),
                 local: addr("192.168.2.10:3478"),
-                mapped: addr("100.64.0.3:3478")
+                mapped: addr("100.64.0.3:3478"),
+                cert: "cert-of-b".into(),
             }
         );
         assert_eq!(out[1].0, addr("100.64.0.3:3478"));
@@ -565,6 +607,7 @@ mod tests {
                 body: Body::Register {
                     local: addr("1.2.3.4:5"),
                     keepalive_secs: 5,
+                    cert: String::new(),
                 },
             },
         )
@@ -586,6 +629,7 @@ mod tests {
             Body::Register {
                 local: addr("192.168.1.10:1"),
                 keepalive_secs: 5,
+                cert: String::new(),
             },
         );
         let from = addr("100.64.0.2:1");
@@ -610,6 +654,30 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn bulk_frames_are_forwarded_between_members_under_the_cap() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 80), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
+        let frame = protocol::encode_bulk(&secret(), 1000, 1, "a", "b", &[0x40; 1200]).unwrap();
+        let out = state.handle(now, 1000, addr("100.64.0.2:3478"), &frame);
+        assert_eq!(out, vec![(addr("100.64.0.3:3478"), frame.clone())]);
+        // Not from a's registered address: dropped.
+        assert!(state
+            .handle(now, 1000, addr("100.64.0.9:1"), &frame)
+            .is_empty());
+        // 80 kbit/s = 10000 bytes/s: eight packets pass, then the cap bites.
+        let passed = (0..20)
+            .filter(|_| {
+                !state
+                    .handle(now, 1000, addr("100.64.0.2:3478"), &frame)
+                    .is_empty()
+            })
+            .count();
+        assert_eq!(passed, 7);
     }
 
     #[test]
