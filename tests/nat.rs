@@ -11,6 +11,7 @@ mod support;
 use natlab::{Lab, Lan, PROXY_IP};
 use p2pu::formats::announcement::{Announcement, Draft, Kind};
 use p2pu::nat::control::ClientStatus;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
@@ -216,6 +217,57 @@ fn announcement(seq: u64) -> String {
     Announcement::sign(draft, &key).expect("sign").to_wire()
 }
 
+/// Stands in for Transmission on `ns`'s 127.0.0.1:51413 (the default peer port): reads a
+/// connection to its end and answers with `tag` and what it read.
+fn fake_transmission(lab: &Lab, ns: &str, tag: &'static str) {
+    let listener = lab.within(ns, || {
+        std::net::TcpListener::bind(("127.0.0.1", 51413)).expect("fake transmission port")
+    });
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut got = Vec::new();
+                if stream.read_to_end(&mut got).is_ok() {
+                    let _ = stream.write_all(tag.as_bytes());
+                    let _ = stream.write_all(&got);
+                }
+            });
+        }
+    });
+}
+
+/// Sends `payload` through `node`'s tunnel end for `peer` (from inside `ns`) and returns the
+/// answer of the peer's (fake) Transmission.
+fn through_tunnel(lab: &Lab, ns: &str, node: &Node, peer: &str, payload: Vec<u8>) -> Vec<u8> {
+    let end = node
+        .status()
+        .peers
+        .into_iter()
+        .find(|p| p.node == peer)
+        .and_then(|p| p.tunnel)
+        .expect("a tunnel end for the peer");
+    lab.within(ns, move || {
+        let mut stream = std::net::TcpStream::connect(end).expect("connecting the tunnel end");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        stream.write_all(&payload).expect("writing into the tunnel");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .expect("reading from the tunnel");
+        answer
+    })
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
 fn wan_ip(lan: usize) -> IpAddr {
     IpAddr::V4(Lab::router_wan_ip(lan))
 }
@@ -259,6 +311,16 @@ fn cone_nats_punch_a_direct_path_and_carry_an_announcement() {
     let spooled = wait_spooled(&b, 1);
     assert_eq!(spooled, vec![wire.into_bytes()]);
     assert!(a.spooled().is_empty());
+
+    // The bytes: a connection to a's tunnel end for b reaches b's Transmission port over QUIC
+    // on the punched path.
+    fake_transmission(&fleet.lab, &fleet.lab.node(2, 0), "b:");
+    let sent = payload(256 * 1024);
+    let answer = through_tunnel(&fleet.lab, &fleet.lab.node(1, 0), &a, "b", sent.clone());
+    assert_eq!(answer.len(), sent.len() + 2);
+    assert!(answer.starts_with(b"b:") && answer[2..] == sent[..]);
+    let via = format!("via={}:{PORT}", wan_ip(2));
+    assert!(a.daemon.log().contains(&via), "{}", a.daemon.log());
 
     // A new session peer is told about the others and joins them (shared peers).
     assert_eq!(a.talkto("c"), "session with c: direct");
@@ -310,6 +372,17 @@ fn symmetric_nats_on_both_sides_fall_back_to_the_relay() {
     assert_eq!(a.announce(&wire), "delivered to b");
     assert_eq!(wait_spooled(&b, 1), vec![wire.into_bytes()]);
     assert_eq!(a.peer_path("b").as_deref(), Some("relayed"));
+
+    // The bytes go through the proxy's relay (512 kbit/s in this lab), both ways.
+    fake_transmission(&fleet.lab, &fleet.lab.node(2, 0), "b:");
+    let sent = payload(48 * 1024);
+    let answer = through_tunnel(&fleet.lab, &fleet.lab.node(1, 0), &a, "b", sent.clone());
+    assert!(answer.starts_with(b"b:") && answer[2..] == sent[..]);
+    assert!(
+        a.daemon.log().contains("via=240.0.0."),
+        "{}",
+        a.daemon.log()
+    );
 }
 
 /// The router forgets idle UDP mappings after 8 s. A client with a 5 s keepalive stays

@@ -35,6 +35,20 @@ pub fn announce_over_overlay(control_socket: &Path, wire: &str) -> Result<String
     }
 }
 
+/// The tunnel ends (on 127.0.0.1) of the NAT client's session peers: the agent's tracker lists
+/// them as BitTorrent peers. Empty when no client runs on this node.
+///
+/// Integration point for the agent's local tracker.
+pub fn tunnel_ends(control_socket: &Path) -> Vec<SocketAddr> {
+    match control::request(control_socket, &control::Request::Status) {
+        Ok(control::Response {
+            status: Some(status),
+            ..
+        }) => status.peers.iter().filter_map(|p| p.tunnel).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Reads and checks the fleet secret named by `nat.fleet_secret_file`.
 pub fn fleet_secret(config: &Config) -> Result<protocol::Secret> {
     let path = &config.site.nat.fleet_secret_file;

@@ -207,19 +207,26 @@ impl Lab {
         run(&mut command)
     }
 
-    /// A UDP socket bound inside `ns` (created on a thread that entered the namespace; the
-    /// socket stays in it).
-    pub fn udp_socket(&self, ns: &str, bind: &str) -> UdpSocket {
+    /// Runs `f` on a thread inside network namespace `ns` and returns its result; sockets it
+    /// creates stay in that namespace wherever they are used later.
+    pub fn within<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/run/netns/{ns}");
-        let bind = bind.to_owned();
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("opening the namespace");
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .expect("entering the namespace");
-            UdpSocket::bind(&bind).expect("binding in the namespace")
+            f()
         })
         .join()
         .expect("namespace thread")
+    }
+
+    /// A UDP socket bound inside `ns`.
+    pub fn udp_socket(&self, ns: &str, bind: &str) -> UdpSocket {
+        let bind = bind.to_owned();
+        self.within(ns, move || {
+            UdpSocket::bind(&bind).expect("binding in the namespace")
+        })
     }
 }
 
