@@ -35,6 +35,8 @@ use std::time::Duration;
 const ALPN: &[u8] = b"p2pu-tunnel/1";
 /// QUIC's minimum; with discovery off no packet is larger, so one fits a bulk frame.
 const QUIC_MTU: u16 = 1200;
+/// Datagrams waiting for the client thread.
+const INBOX_CAPACITY: usize = 4096;
 
 pub type Fingerprint = [u8; 32];
 
@@ -115,7 +117,7 @@ impl RelayMap {
 /// The one UDP socket, as quinn sees it.
 struct Mux {
     io: tokio::net::UdpSocket,
-    overlay: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    overlay: mpsc::SyncSender<(SocketAddr, Vec<u8>)>,
     relay: Mutex<RelayMap>,
     config: TunnelConfig,
 }
@@ -200,8 +202,12 @@ impl AsyncUdpSocket for Mux {
                 }
                 continue;
             }
-            if self.overlay.send((from, data.to_vec())).is_err() {
-                return Poll::Ready(Err(io::Error::other("the client thread is gone")));
+            match self.overlay.try_send((from, data.to_vec())) {
+                // A client thread this far behind is flooded: dropping keeps memory bounded.
+                Ok(()) | Err(mpsc::TrySendError::Full(_)) => {}
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    return Poll::Ready(Err(io::Error::other("the client thread is gone")))
+                }
             }
         }
     }
@@ -233,11 +239,12 @@ impl Mux {
 }
 
 fn recv_meta(addr: SocketAddr, len: usize) -> RecvMeta {
-    let mut meta = RecvMeta::default();
-    meta.addr = addr;
-    meta.len = len;
-    meta.stride = len;
-    meta
+    RecvMeta {
+        addr,
+        len,
+        stride: len,
+        ..RecvMeta::default()
+    }
 }
 
 /// A fresh self-signed certificate for this run of the client.
@@ -457,7 +464,7 @@ pub fn start(socket: std::net::UdpSocket, config: TunnelConfig) -> io::Result<Tu
     socket.set_nonblocking(true)?;
     let id = identity(&config.name)?;
     let fingerprint = id.fingerprint;
-    let (overlay_tx, inbox) = mpsc::channel();
+    let (overlay_tx, inbox) = mpsc::sync_channel(INBOX_CAPACITY);
     let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
     let ends = Arc::new(Mutex::new(HashMap::new()));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -510,8 +517,10 @@ struct State {
     endpoint: Endpoint,
     id: Arc<Identity>,
     allowed: Arc<RwLock<HashSet<Fingerprint>>>,
+    /// Where session peers' packets come from; QUIC handshakes from anywhere else are ignored.
+    peer_addrs: Arc<RwLock<HashSet<SocketAddr>>>,
     ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
-    listeners: HashMap<String, (Fingerprint, tokio::task::JoinHandle<()>)>,
+    listeners: HashMap<String, (Fingerprint, SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl State {
@@ -535,6 +544,7 @@ impl State {
             endpoint,
             id: Arc::new(id),
             allowed,
+            peer_addrs: Arc::new(RwLock::new(HashSet::new())),
             ends,
             listeners: HashMap::new(),
         })
@@ -543,9 +553,18 @@ impl State {
     async fn run(mut self, mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) {
         let endpoint = self.endpoint.clone();
         let port = self.mux.config.transmission_port;
+        let peer_addrs = self.peer_addrs.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
-                tokio::spawn(serve_incoming(incoming, port));
+                let known = peer_addrs
+                    .read()
+                    .is_ok_and(|addrs| addrs.contains(&incoming.remote_address()));
+                if known {
+                    tokio::spawn(serve_incoming(incoming, port));
+                } else {
+                    tracing::debug!(from = %incoming.remote_address(), "QUIC from a non-peer ignored");
+                    incoming.ignore();
+                }
             }
         });
         while let Some(command) = commands.recv().await {
@@ -578,6 +597,9 @@ impl State {
         };
         if let Ok(mut allowed) = self.allowed.write() {
             allowed.insert(cert);
+        }
+        if let Ok(mut addrs) = self.peer_addrs.write() {
+            addrs.insert(addr);
         }
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let end = listener.local_addr()?;
@@ -616,15 +638,18 @@ impl State {
         if let Ok(mut ends) = self.ends.lock() {
             ends.insert(name.to_owned(), end);
         }
-        self.listeners.insert(name.to_owned(), (cert, task));
+        self.listeners.insert(name.to_owned(), (cert, addr, task));
         Ok(())
     }
 
     fn peer_down(&mut self, name: &str) {
-        if let Some((cert, task)) = self.listeners.remove(name) {
+        if let Some((cert, addr, task)) = self.listeners.remove(name) {
             task.abort();
             if let Ok(mut allowed) = self.allowed.write() {
                 allowed.remove(&cert);
+            }
+            if let Ok(mut addrs) = self.peer_addrs.write() {
+                addrs.remove(&addr);
             }
             tracing::info!(peer = %name, "tunnel end closed");
         }
