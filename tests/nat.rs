@@ -37,6 +37,7 @@ struct Node {
 
 struct NodeOpts {
     keepalive: u32,
+    peer_expiry: u32,
     stun_server: Option<SocketAddr>,
 }
 
@@ -44,6 +45,7 @@ impl Default for NodeOpts {
     fn default() -> Self {
         NodeOpts {
             keepalive: 5,
+            peer_expiry: 20,
             stun_server: None,
         }
     }
@@ -107,7 +109,7 @@ impl Fleet {
                  keepalive_secs = {}\npeer_expiry_secs = {}\nfleet_secret_file = \"{}\"\n\
                  control_socket = \"{}\"\n{stun}",
                 opts.keepalive,
-                opts.keepalive * 4,
+                opts.peer_expiry.max(opts.keepalive * 2),
                 self.dir.path().join("fleet.secret").display(),
                 socket.display()
             ),
@@ -295,6 +297,9 @@ fn cone_nats_punch_a_direct_path_and_carry_an_announcement() {
     assert_eq!(status.proxy_sees, status.mapped);
     assert_eq!(b.status().mapped.map(|m| m.ip()), Some(wan_ip(2)));
 
+    let (code, _, err) = a.event(&["talkto", "nobody"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "error: nobody: not registered with the proxy");
     assert_eq!(a.talkto("b"), "session with b: direct");
     let peer = wait_for(Duration::from_secs(3), || {
         b.status().peers.into_iter().find(|p| p.path == "direct")
@@ -595,4 +600,30 @@ fn coturn_interop_both_ways() {
         .daemon
         .log()
         .contains(&format!("server={PROXY_IP}:{COTURN_PORT}")));
+}
+
+/// A peer that vanishes without a goodbye (killed, its router gone) is dropped after
+/// `peer_expiry_secs`, and its tunnel end closes.
+#[test]
+fn silent_session_peers_expire() {
+    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(1)]);
+    let _proxy = fleet.start_proxy();
+    let opts = || NodeOpts {
+        peer_expiry: 10,
+        ..NodeOpts::default()
+    };
+    let mut a = fleet.start_node(1, 0, "a", opts());
+    let b = fleet.start_node(2, 0, "b", opts());
+    assert_eq!(a.talkto("b"), "session with b: direct");
+    assert!(a.status().peers[0].tunnel.is_some());
+    let pid = nix::unistd::Pid::from_raw(b.daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("killing b");
+    // Still there within the expiry...
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(a.peer_path("b").as_deref(), Some("direct"));
+    // ...gone after it.
+    let gone = wait_for(Duration::from_secs(10), || {
+        a.status().peers.is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "{:?}", a.status());
 }
