@@ -377,6 +377,8 @@ fn symmetric_nats_on_both_sides_fall_back_to_the_relay() {
     assert_eq!(a.announce(&wire), "delivered to b");
     assert_eq!(wait_spooled(&b, 1), vec![wire.into_bytes()]);
     assert_eq!(a.peer_path("b").as_deref(), Some("relayed"));
+    // The proxy's two STUN ports saw two different mappings.
+    assert_eq!(a.status().nat, "address-dependent (symmetric)");
 
     // The bytes go through the proxy's relay (512 kbit/s in this lab), both ways.
     fake_transmission(&fleet.lab, &fleet.lab.node(2, 0), "b:");

@@ -36,12 +36,34 @@ impl Proxy {
             format!("nat.port {}", config.site.nat.port),
         ))?;
         let stop = nat::stop_on_signals()?;
-        nat::proxy::run(
-            &socket,
-            ProxyConfig::new(secret, config.site.nat.relay_rate_kbps),
-            stop,
-        )
-        .map_err(Error::io(
+        let mut proxy_config = ProxyConfig::new(secret, config.site.nat.relay_rate_kbps);
+        let main = socket
+            .local_addr()
+            .map_err(Error::io("reading the bound address", "the proxy's socket"))?;
+        // STUN on the next port too, so members can tell how their NAT maps.
+        match main
+            .port()
+            .checked_add(1)
+            .map(|port| UdpSocket::bind((main.ip(), port)))
+        {
+            Some(Ok(alt)) => {
+                proxy_config.alt_port = main.port() + 1;
+                let alt_config = proxy_config.clone();
+                std::thread::Builder::new()
+                    .name("stun-alt".into())
+                    .spawn(move || {
+                        if let Err(e) = nat::proxy::run_stun_only(&alt, alt_config, stop) {
+                            tracing::error!(error = %e, "the alternate STUN port failed");
+                        }
+                    })
+                    .map_err(Error::io("starting a thread", "stun-alt"))?;
+            }
+            _ => tracing::warn!(
+                port = main.port().saturating_add(1),
+                "no alternate STUN port: members will not see their NAT's mapping behaviour"
+            ),
+        }
+        nat::proxy::run(&socket, proxy_config, stop).map_err(Error::io(
             "serving UDP",
             format!("nat.port {}", config.site.nat.port),
         ))?;

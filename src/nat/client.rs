@@ -114,6 +114,10 @@ pub struct Client {
     local: SocketAddr,
     stun_txn: Option<stun_codec::TransactionId>,
     stun_mapped: Option<SocketAddr>,
+    /// The proxy's STUN-only port and what it saw, for the NAT's mapping behaviour.
+    alt_port: u16,
+    alt_txn: Option<stun_codec::TransactionId>,
+    alt_mapped: Option<SocketAddr>,
     proxy_sees: Option<SocketAddr>,
     last_registered: Option<Instant>,
     next_register: Instant,
@@ -161,6 +165,9 @@ impl Client {
             transport,
             stun_txn: None,
             stun_mapped: None,
+            alt_port: 0,
+            alt_txn: None,
+            alt_mapped: None,
             proxy_sees: None,
             last_registered: None,
             next_register: now,
@@ -301,6 +308,15 @@ impl Client {
                 self.send_raw(self.config.stun_server, &bytes);
             }
             Err(e) => tracing::warn!(error = %e, "cannot build a STUN request"),
+        }
+        if self.alt_port != 0 {
+            if let Ok((id, bytes)) = stun::binding_request() {
+                self.alt_txn = Some(id);
+                self.send_raw(
+                    SocketAddr::new(self.config.proxy.ip(), self.alt_port),
+                    &bytes,
+                );
+            }
         }
         self.send(
             self.config.proxy,
@@ -506,6 +522,10 @@ impl Client {
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if stun::looks_like_stun(bytes) {
+            if let Some(mapped) = self.alt_txn.and_then(|id| stun::mapped_address(bytes, id)) {
+                self.alt_mapped = Some(mapped);
+                self.learn_nat();
+            }
             if let Some(id) = self.stun_txn {
                 if let Some(mapped) = stun::mapped_address(bytes, id) {
                     if self.stun_mapped != Some(mapped) {
@@ -546,6 +566,13 @@ impl Client {
         let seen = self.stun_mapped.or(self.proxy_sees);
         if seen == Some(self.local) {
             self.nat = NatSeen::None;
+        } else if let (Some(a), Some(b)) = (self.proxy_sees, self.alt_mapped) {
+            // The same host on two ports: one mapping for both, or one per destination.
+            self.nat = if a == b {
+                NatSeen::EndpointIndependent
+            } else {
+                NatSeen::Symmetric
+            };
         } else if let (Some(a), Some(b)) = (self.stun_mapped, self.proxy_sees) {
             // Two servers on different addresses saw different ports: the mapping depends on
             // the destination.
@@ -557,7 +584,15 @@ impl Client {
 
     fn proxy_message(&mut self, now: Instant, body: Body) {
         match body {
-            Body::Registered { mapped } => {
+            Body::Registered { mapped, alt_port } => {
+                if alt_port != self.alt_port && alt_port != 0 {
+                    self.alt_port = alt_port;
+                    // Ask the alternate port right away rather than a keepalive later.
+                    if let Ok((id, bytes)) = stun::binding_request() {
+                        self.alt_txn = Some(id);
+                        self.send_raw(SocketAddr::new(self.config.proxy.ip(), alt_port), &bytes);
+                    }
+                }
                 if self.last_registered.is_none() || self.proxy_sees != Some(mapped) {
                     tracing::info!(%mapped, "registered with the proxy");
                 }

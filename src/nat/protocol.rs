@@ -45,9 +45,13 @@ pub enum Body {
         #[serde(default)]
         cert: String,
     },
-    /// Proxy -> member: registered; this is the address your datagrams come from.
+    /// Proxy -> member: registered; this is the address your datagrams come from. STUN is
+    /// also answered on `alt_port` (0: not), so a member can compare the mappings towards two
+    /// destinations and tell an endpoint-independent NAT from a symmetric one.
     Registered {
         mapped: SocketAddr,
+        #[serde(default)]
+        alt_port: u16,
     },
     /// Proxy -> member: I do not know you (e.g. I restarted); register again.
     Unknown,

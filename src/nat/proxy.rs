@@ -27,6 +27,8 @@ pub struct ProxyConfig {
     /// Datagrams per second one source address may send (burst: twice that).
     pub per_source_rate: u32,
     pub max_sources: usize,
+    /// The port of the STUN-only socket (0: none), told to members on registration.
+    pub alt_port: u16,
 }
 
 impl ProxyConfig {
@@ -37,6 +39,7 @@ impl ProxyConfig {
             max_members: 4096,
             per_source_rate: 200,
             max_sources: 16384,
+            alt_port: 0,
         }
     }
 }
@@ -291,7 +294,16 @@ impl ProxyState {
                 if fresh {
                     tracing::info!(member = %name, %local, mapped = %from, "registered");
                 }
-                self.reply(wall, from, PROXY_NAME, Body::Registered { mapped: from })
+                let alt_port = self.config.alt_port;
+                self.reply(
+                    wall,
+                    from,
+                    PROXY_NAME,
+                    Body::Registered {
+                        mapped: from,
+                        alt_port,
+                    },
+                )
             }
             Body::Unregister => {
                 if self.members.get(&name).is_some_and(|m| m.mapped == from) {
@@ -453,6 +465,47 @@ pub fn run(socket: &UdpSocket, config: ProxyConfig, stop: &AtomicBool) -> std::i
     Ok(())
 }
 
+/// Answers STUN Binding requests only (the alternate port), until `stop` is set.
+pub fn run_stun_only(
+    socket: &UdpSocket,
+    config: ProxyConfig,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut state = ProxyState::new(config, Instant::now());
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now.duration_since(last_sweep) > Duration::from_secs(1) {
+            state.sweep(now);
+            last_sweep = now;
+        }
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(datagram) = buf.get(..len).filter(|d| stun::looks_like_stun(d)) else {
+            continue;
+        };
+        for (to, bytes) in state.handle(now, protocol::unix_now(), from, datagram) {
+            let _ = socket.send_to(&bytes, to);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,7 +548,8 @@ mod tests {
         assert_eq!(
             open(&out[0].1).body,
             Body::Registered {
-                mapped: addr(mapped)
+                mapped: addr(mapped),
+                alt_port: 0,
             }
         );
     }
