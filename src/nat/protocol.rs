@@ -176,9 +176,9 @@ pub enum ProtocolError {
     WeakSecret { len: usize },
 }
 
-/// The fleet secret, checked for length once.
+/// The fleet secret, checked for length once, as a keyed HMAC ready to clone.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(HmacSha256);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,15 +193,13 @@ impl Secret {
         if text.len() < MIN_SECRET_LEN {
             return Err(ProtocolError::WeakSecret { len: text.len() });
         }
-        Ok(Secret(text.to_vec()))
+        let mac = HmacSha256::new_from_slice(text)
+            .map_err(|_| ProtocolError::WeakSecret { len: text.len() })?;
+        Ok(Secret(mac))
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length; this cannot fail.
-        match HmacSha256::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC accepts keys of every length"),
-        }
+        self.0.clone()
     }
 }
 

@@ -16,7 +16,9 @@ const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 /// Whether `bytes` may be STUN: the two top bits are zero and the magic cookie is in place
 /// (RFC 5389 section 6; RFC 7983 demultiplexing).
 pub fn looks_like_stun(bytes: &[u8]) -> bool {
-    bytes.len() >= 20 && bytes[0] & 0xC0 == 0 && bytes.get(4..8) == Some(&MAGIC_COOKIE[..])
+    bytes.len() >= 20
+        && bytes.first().is_some_and(|b| b & 0xC0 == 0)
+        && bytes.get(4..8) == Some(&MAGIC_COOKIE[..])
 }
 
 /// A new Binding request and its transaction id.
