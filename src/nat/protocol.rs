@@ -95,11 +95,6 @@ pub enum Body {
     AnnounceAck {
         id: u64,
     },
-    /// Bulk bytes of a tunnel stream, base64; relayed only under the proxy's rate cap.
-    Data {
-        stream: u32,
-        data: String,
-    },
     EndSession,
     /// Member -> proxy: forward `inner` to `to` (no direct path).
     Relay {
@@ -130,7 +125,6 @@ impl Body {
             Body::Peers { .. } => "peers",
             Body::Announce { .. } => "announce",
             Body::AnnounceAck { .. } => "announce_ack",
-            Body::Data { .. } => "data",
             Body::EndSession => "end_session",
             Body::Relay { .. } => "relay",
             Body::Relayed { .. } => "relayed",

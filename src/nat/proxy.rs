@@ -318,14 +318,13 @@ impl ProxyState {
                     return self.reply(wall, from, PROXY_NAME, Body::Unknown);
                 };
                 member.last_seen = now;
-                self.member_message(now, wall, &name, from, body)
+                self.member_message(wall, &name, from, body)
             }
         }
     }
 
     fn member_message(
         &mut self,
-        now: Instant,
         wall: u64,
         name: &str,
         from: SocketAddr,
@@ -391,14 +390,9 @@ impl ProxyState {
                         },
                     );
                 };
+                // Session control and announcements are small and always relayed; bulk bytes
+                // come as bulk frames, under the cap.
                 match inner.as_ref() {
-                    Body::Data { data, .. } => {
-                        let rate = self.config.relay_rate_bytes as f64;
-                        if !self.relay_bucket.take(now, rate, rate, data.len() as f64) {
-                            self.counters.relay_capped += 1;
-                            return Vec::new();
-                        }
-                    }
                     Body::Announce { .. }
                     | Body::AnnounceAck { .. }
                     | Body::Ping
@@ -735,7 +729,7 @@ mod tests {
     }
 
     #[test]
-    fn announcements_are_relayed_and_bulk_data_is_capped() {
+    fn announcements_are_relayed_even_when_the_bulk_cap_is_spent() {
         let now = Instant::now();
         // 8 kbit/s: 1000 bytes per second.
         let mut state = ProxyState::new(ProxyConfig::new(secret(), 8), now);
@@ -767,23 +761,26 @@ mod tests {
                 inner: Box::new(announce)
             }
         );
-        let data = || {
-            msg(
-                "a",
-                Body::Relay {
-                    to: "b".into(),
-                    inner: Box::new(Body::Data {
-                        stream: 1,
-                        data: "x".repeat(400),
-                    }),
-                },
-            )
-        };
+        let frame = protocol::encode_bulk(&secret(), 1000, 1, "a", "b", &[0x40; 400]).unwrap();
         let passed = (0..10)
-            .filter(|_| !state.handle(now, 1000, from, &data()).is_empty())
+            .filter(|_| !state.handle(now, 1000, from, &frame).is_empty())
             .count();
         assert_eq!(passed, 2);
         assert_eq!(state.counters.relay_capped, 8);
+        // Other kinds are not relayed at all.
+        let out = state.handle(
+            now,
+            1000,
+            from,
+            &msg(
+                "a",
+                Body::Relay {
+                    to: "b".into(),
+                    inner: Box::new(Body::TalkTo { target: "c".into() }),
+                },
+            ),
+        );
+        assert!(out.is_empty());
         // Announcements are never capped.
         let out = state.handle(
             now,
