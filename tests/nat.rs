@@ -414,6 +414,10 @@ fn keepalive_holds_the_mapping_under_a_short_conntrack_timeout() {
         },
     );
     let mut b = fleet.start_node(2, 0, "b", NodeOpts::default());
+    // Two members behind one NAT are two registrations (keyed by name, not address).
+    let (k, l) = (kept.status(), lapsed.status());
+    assert_eq!(k.mapped.map(|m| m.ip()), l.mapped.map(|m| m.ip()));
+    assert_ne!(k.mapped, l.mapped);
     std::thread::sleep(Duration::from_secs(20));
 
     assert_eq!(b.talkto("kept"), "session with kept: direct");

@@ -1,6 +1,7 @@
 //! Updates across NAT: the overlay message format, STUN, the rendezvous proxy, the NAT
-//! client and its local control socket. Plain threads and blocking sockets, like the rest of
-//! p2pu: one socket per daemon, one thread owning its state.
+//! client, its local control socket and the QUIC tunnel for the BitTorrent bytes. Plain
+//! threads and blocking sockets like the rest of p2pu, one thread owning each daemon's state;
+//! tokio and quinn are confined to `tunnel`, on a thread of their own.
 
 pub mod client;
 pub mod control;
