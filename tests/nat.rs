@@ -219,11 +219,11 @@ fn announcement(seq: u64) -> String {
     Announcement::sign(draft, &key).expect("sign").to_wire()
 }
 
-/// Stands in for Transmission on `ns`'s 127.0.0.1:51413 (the default peer port): reads a
+/// Stands in for Transmission on `ns`'s port 51413 (the default peer port): reads a
 /// connection to its end and answers with `tag` and what it read.
 fn fake_transmission(lab: &Lab, ns: &str, tag: &'static str) {
     let listener = lab.within(ns, || {
-        std::net::TcpListener::bind(("127.0.0.1", 51413)).expect("fake transmission port")
+        std::net::TcpListener::bind(("0.0.0.0", 51413)).expect("fake transmission port")
     });
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {

@@ -155,6 +155,7 @@ impl Client {
                     name: config.name.clone(),
                     secret: config.secret.clone(),
                     proxy: config.proxy,
+                    host: ip,
                     transmission_port: port,
                 },
             )?),

@@ -95,8 +95,8 @@ pub struct PeerStatus {
     /// The peer's address on a direct path.
     pub addr: Option<SocketAddr>,
     pub last_heard_secs: u64,
-    /// This node's tunnel end for the peer on 127.0.0.1: the agent's tracker lists it as a
-    /// BitTorrent peer.
+    /// This node's tunnel end for the peer (on its own LAN address): the agent's tracker lists
+    /// it as a BitTorrent peer.
     pub tunnel: Option<SocketAddr>,
 }
 

@@ -36,7 +36,7 @@ pub fn announce_over_overlay(control_socket: &Path, wire: &str) -> Result<String
     }
 }
 
-/// The tunnel ends (on 127.0.0.1) of the NAT client's session peers: the agent's tracker lists
+/// The tunnel ends (on this node's LAN address) of the NAT client's session peers: the agent's tracker lists
 /// them as BitTorrent peers. Empty when no client runs on this node.
 ///
 /// Integration point for the agent's local tracker.

@@ -8,9 +8,11 @@
 //! a placeholder address (240.0.0.0/4, never routed) standing for that peer; everything else
 //! (STUN, overlay messages) goes to the client's thread.
 //!
-//! Each session peer gets a TCP listener on 127.0.0.1 (its tunnel end, which the agent's
-//! tracker lists as a peer); a connection to it becomes a QUIC stream to the peer, whose
-//! client connects it to its own Transmission peer port. TLS 1.3 with self-signed
+//! Each session peer gets a TCP listener on the node's own LAN address (its tunnel end, which
+//! the agent's tracker lists as a peer; not 127.0.0.1, because Transmission 3.00 drops
+//! tracker peers in 127/8 as martians), taking connections from this host only; a connection
+//! to it becomes a QUIC stream to the peer, whose client connects it to its own Transmission
+//! peer port on the same kind of address. TLS 1.3 with self-signed
 //! certificates pinned by SHA-256: each node announces its certificate's hash in its
 //! (fleet-secret authenticated) registration, and accepts only its session peers' hashes.
 
@@ -59,7 +61,9 @@ pub struct TunnelConfig {
     pub name: String,
     pub secret: Secret,
     pub proxy: SocketAddr,
-    /// Transmission's peer port on 127.0.0.1, where incoming tunnel streams are delivered.
+    /// This node's LAN address: tunnel ends listen on it, streams are delivered to it.
+    pub host: IpAddr,
+    /// Transmission's peer port, where incoming tunnel streams are delivered.
     pub transmission_port: u16,
 }
 
@@ -70,7 +74,7 @@ pub struct Tunnel {
     pub inbox: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
     /// A handle on the same socket for the client thread's sends.
     pub send_socket: std::net::UdpSocket,
-    /// Each session peer's tunnel end on 127.0.0.1.
+    /// Each session peer's tunnel end.
     pub ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
     pub fingerprint: Fingerprint,
 }
@@ -552,7 +556,7 @@ impl State {
 
     async fn run(mut self, mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) {
         let endpoint = self.endpoint.clone();
-        let port = self.mux.config.transmission_port;
+        let deliver = SocketAddr::new(self.mux.config.host, self.mux.config.transmission_port);
         let peer_addrs = self.peer_addrs.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -560,7 +564,7 @@ impl State {
                     .read()
                     .is_ok_and(|addrs| addrs.contains(&incoming.remote_address()));
                 if known {
-                    tokio::spawn(serve_incoming(incoming, port));
+                    tokio::spawn(serve_incoming(incoming, deliver));
                 } else {
                     tracing::debug!(from = %incoming.remote_address(), "QUIC from a non-peer ignored");
                     incoming.ignore();
@@ -601,7 +605,8 @@ impl State {
         if let Ok(mut addrs) = self.peer_addrs.write() {
             addrs.insert(addr);
         }
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let host = self.mux.config.host;
+        let listener = tokio::net::TcpListener::bind((host, 0)).await?;
         let end = listener.local_addr()?;
         let client = client_config(&self.id, cert)?;
         let endpoint = self.endpoint.clone();
@@ -609,9 +614,13 @@ impl State {
         let task = tokio::spawn(async move {
             let mut connection: Option<quinn::Connection> = None;
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, from)) = listener.accept().await else {
                     continue;
                 };
+                if from.ip() != host && !from.ip().is_loopback() {
+                    tracing::warn!(%peer, %from, "tunnel end refuses a connection from another host");
+                    continue;
+                }
                 if connection
                     .as_ref()
                     .is_none_or(|c| c.close_reason().is_some())
@@ -674,7 +683,7 @@ async fn dial(
         .map_err(io::Error::other)
 }
 
-async fn serve_incoming(incoming: quinn::Incoming, port: u16) {
+async fn serve_incoming(incoming: quinn::Incoming, deliver: SocketAddr) {
     let connection = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -684,9 +693,11 @@ async fn serve_incoming(incoming: quinn::Incoming, port: u16) {
     };
     while let Ok((send, recv)) = connection.accept_bi().await {
         tokio::spawn(async move {
-            match tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+            match tokio::net::TcpStream::connect(deliver).await {
                 Ok(tcp) => pipe(tcp, send, recv).await,
-                Err(e) => tracing::warn!(port, error = %e, "cannot reach the local Transmission"),
+                Err(e) => {
+                    tracing::warn!(%deliver, error = %e, "cannot reach the local Transmission")
+                }
             }
         });
     }
