@@ -633,3 +633,124 @@ fn silent_session_peers_expire() {
     });
     assert!(gone.is_some(), "{:?}", a.status());
 }
+
+/// A tracker on `ns`'s 127.0.0.1:6969 that hands every announce the same `peers` (compact),
+/// as the agent's tracker does with the tunnel ends.
+fn mini_tracker(lab: &Lab, ns: &str, peers: Vec<SocketAddr>) {
+    let listener = lab.within(ns, || {
+        std::net::TcpListener::bind(("127.0.0.1", 6969)).expect("tracker port")
+    });
+    let mut compact = Vec::new();
+    for peer in &peers {
+        if let IpAddr::V4(ip) = peer.ip() {
+            compact.extend_from_slice(&ip.octets());
+            compact.extend_from_slice(&peer.port().to_be_bytes());
+        }
+    }
+    let mut body =
+        format!("d8:intervali5e12:min intervali2e5:peers{}:", compact.len()).into_bytes();
+    body.extend_from_slice(&compact);
+    body.push(b'e');
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+}
+
+/// Real Transmission 3.00 daemons in the two LANs: the one on LAN A downloads a torrent from
+/// the one on LAN B, whose only way in is a's tunnel end for b (QUIC on the punched path).
+#[test]
+fn transmission_downloads_through_the_punched_tunnel() {
+    use p2pu::engines::{TorrentEngine, Transmission};
+    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(1)]);
+    let _proxy = fleet.start_proxy();
+    let mut a = fleet.start_node(1, 0, "a", NodeOpts::default());
+    let b = fleet.start_node(2, 0, "b", NodeOpts::default());
+    assert_eq!(a.talkto("b"), "session with b: direct");
+    let end = wait_for(Duration::from_secs(3), || {
+        a.status().peers.into_iter().find_map(|p| p.tunnel)
+    })
+    .expect("a tunnel end for b");
+    assert_eq!(end.ip(), IpAddr::V4(Lab::node_ip(1, 0)));
+    let (ns_a, ns_b) = (fleet.lab.node(1, 0), fleet.lab.node(2, 0));
+    mini_tracker(&fleet.lab, &ns_a, vec![end]);
+    mini_tracker(&fleet.lab, &ns_b, Vec::new());
+
+    let start = |dir: PathBuf| {
+        move || {
+            let mut opts = support::TransmissionOpts::new(9091, 51413, "p2pu", "pw");
+            opts.extra
+                .insert("utp-enabled".into(), serde_json::Value::Bool(false));
+            support::start_transmission_with(&dir, opts).expect("transmission-daemon")
+        }
+    };
+    let seeder = fleet
+        .lab
+        .within(&ns_b, start(fleet.dir.path().join("b").join("bt")));
+    let leecher = fleet
+        .lab
+        .within(&ns_a, start(fleet.dir.path().join("a").join("bt")));
+
+    let content = payload(3 * 1024 * 1024 + 17);
+    let file = seeder.download_dir.join("update.bin");
+    std::fs::write(&file, &content).expect("content");
+    let torrent = fleet.dir.path().join("update.torrent");
+    let created = Command::new("transmission-create")
+        .arg("-o")
+        .arg(&torrent)
+        .args(["-t", "http://127.0.0.1:6969/announce"])
+        .arg(&file)
+        .output()
+        .expect("transmission-create");
+    assert!(created.status.success(), "{created:?}");
+    let metainfo = std::fs::read(&torrent).expect("torrent");
+
+    let rpc = |d: &support::TransmissionDaemon| (d.url.clone(), d.credentials.clone());
+    let (url, credentials) = rpc(&seeder);
+    let (bytes, dir) = (metainfo.clone(), seeder.download_dir.clone());
+    fleet.lab.within(&ns_b, move || {
+        let client = Transmission::new(url, Some(credentials));
+        let added = client
+            .add_metainfo(&bytes, Some(&dir), false)
+            .expect("seed");
+        let seeding = wait_for(Duration::from_secs(20), || {
+            let got = client.get(&[added.hash_string.clone()]).ok()?;
+            got.first().filter(|t| t.is_complete()).cloned()
+        });
+        assert!(seeding.is_some(), "the seeder did not verify its data");
+    });
+    let (url, credentials) = rpc(&leecher);
+    let dir = leecher.download_dir.clone();
+    let done = fleet.lab.within(&ns_a, move || {
+        let client = Transmission::new(url, Some(credentials));
+        let added = client
+            .add_metainfo(&metainfo, Some(&dir), false)
+            .expect("leech");
+        wait_for(Duration::from_secs(60), || {
+            let got = client.get(&[added.hash_string.clone()]).ok()?;
+            got.first().filter(|t| t.is_complete()).cloned()
+        })
+    });
+    assert!(
+        done.is_some(),
+        "no download through the tunnel; a's log:\n{}\nleecher:\n{}",
+        a.daemon.log(),
+        leecher.daemon.log()
+    );
+    let got = std::fs::read(leecher.download_dir.join("update.bin")).expect("downloaded file");
+    assert!(got == content, "the downloaded bytes differ");
+    assert_eq!(a.peer_path("b").as_deref(), Some("direct"));
+    drop(b);
+}
