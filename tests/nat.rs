@@ -673,12 +673,22 @@ fn mini_tracker(lab: &Lab, ns: &str, peers: Vec<SocketAddr>) {
 /// the one on LAN B, whose only way in is a's tunnel end for b (QUIC on the punched path).
 #[test]
 fn transmission_downloads_through_the_punched_tunnel() {
+    transmission_through_the_tunnel(Lan::cone(1), 3 * 1024 * 1024 + 17, "direct");
+}
+
+/// The same where both NATs are symmetric: the QUIC packets go through the proxy's relay.
+#[test]
+fn transmission_downloads_through_the_relayed_tunnel() {
+    transmission_through_the_tunnel(Lan::symmetric(1), 200 * 1024 + 17, "relayed");
+}
+
+fn transmission_through_the_tunnel(lan: Lan, len: usize, path: &str) {
     use p2pu::engines::{TorrentEngine, Transmission};
-    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(1)]);
+    let fleet = Fleet::new(&[lan, lan]);
     let _proxy = fleet.start_proxy();
     let mut a = fleet.start_node(1, 0, "a", NodeOpts::default());
     let b = fleet.start_node(2, 0, "b", NodeOpts::default());
-    assert_eq!(a.talkto("b"), "session with b: direct");
+    assert_eq!(a.talkto("b"), format!("session with b: {path}"));
     let end = wait_for(Duration::from_secs(3), || {
         a.status().peers.into_iter().find_map(|p| p.tunnel)
     })
@@ -703,7 +713,7 @@ fn transmission_downloads_through_the_punched_tunnel() {
         .lab
         .within(&ns_a, start(fleet.dir.path().join("a").join("bt")));
 
-    let content = payload(3 * 1024 * 1024 + 17);
+    let content = payload(len);
     let file = seeder.download_dir.join("update.bin");
     std::fs::write(&file, &content).expect("content");
     let torrent = fleet.dir.path().join("update.torrent");
@@ -751,6 +761,6 @@ fn transmission_downloads_through_the_punched_tunnel() {
     );
     let got = std::fs::read(leecher.download_dir.join("update.bin")).expect("downloaded file");
     assert!(got == content, "the downloaded bytes differ");
-    assert_eq!(a.peer_path("b").as_deref(), Some("direct"));
+    assert_eq!(a.peer_path("b").as_deref(), Some(path));
     drop(b);
 }
