@@ -736,7 +736,7 @@ fn transmission_through_the_tunnel(lan: Lan, len: usize, path: &str) {
             .add_metainfo(&bytes, Some(&dir), false)
             .expect("seed");
         let seeding = wait_for(Duration::from_secs(20), || {
-            let got = client.get(&[added.hash_string.clone()]).ok()?;
+            let got = client.get(std::slice::from_ref(&added.hash_string)).ok()?;
             got.first().filter(|t| t.is_complete()).cloned()
         });
         assert!(seeding.is_some(), "the seeder did not verify its data");
@@ -749,7 +749,7 @@ fn transmission_through_the_tunnel(lan: Lan, len: usize, path: &str) {
             .add_metainfo(&metainfo, Some(&dir), false)
             .expect("leech");
         wait_for(Duration::from_secs(60), || {
-            let got = client.get(&[added.hash_string.clone()]).ok()?;
+            let got = client.get(std::slice::from_ref(&added.hash_string)).ok()?;
             got.first().filter(|t| t.is_complete()).cloned()
         })
     });

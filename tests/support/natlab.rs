@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const PREFIX: &str = "p2pu-lab-";
+const PREFIX: &str = "p2pu-natlab-";
 pub const PROXY_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 
 /// One LAN behind its own router.
