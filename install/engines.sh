@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(serf transmission-daemon transmission-cli puppet)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(iproute2 iptables mktorrent puppet-lint time)
+    packages+=(iproute2 iptables mktorrent puppet-lint time coturn)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -15,6 +15,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # The NAT tests run coturn's binaries inside network namespaces; the packaged service
+    # would only hold port 3478 on the host.
+    if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now coturn 2>/dev/null || true
+    fi
 fi
 if ! command -v cargo >/dev/null; then
     echo "p2pu: cargo is missing: install a Rust toolchain (rustup, or Debian's cargo on trixie)" >&2

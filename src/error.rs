@@ -63,6 +63,8 @@ pub enum Error {
     Kind(#[from] crate::agent::kind::KindError),
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    #[error(transparent)]
+    Control(#[from] crate::nat::control::ControlError),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]

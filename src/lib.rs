@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod keys;
 pub mod lab;
 pub mod logging;
+pub mod nat;
 pub mod node;
 pub mod provision;
 pub mod render;

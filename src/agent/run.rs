@@ -292,6 +292,11 @@ fn refresh_peers(agent: &Agent, peers: &FleetPeers) {
         if let Err(e) = peers.refresh(agent.gossip.as_ref()) {
             tracing::warn!("refreshing fleet peers from Serf: {}", chain(&e));
         }
+        let nat = &agent.config.site.nat;
+        if nat.enabled {
+            // Across NAT, session peers are reached through the nat-client's tunnel ends.
+            peers.set_tunnels(crate::nat::tunnel_ends(&nat.control_socket));
+        }
         std::thread::sleep(Duration::from_secs(2));
     }
 }

@@ -9,12 +9,15 @@ use std::io::Write;
 pub mod agent;
 pub mod completions;
 pub mod config_get;
+pub mod event;
 pub mod fleet;
 pub mod handle_event;
 pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod lab;
+pub mod nat_client;
+pub mod proxy;
 pub mod status;
 pub mod submit;
 pub mod torrent;
@@ -51,6 +54,9 @@ pub enum Command {
     #[command(hide = true)]
     Man(completions::Man),
     Lab(lab::Lab),
+    Proxy(proxy::Proxy),
+    NatClient(nat_client::NatClient),
+    Event(event::Event),
 }
 
 /// What a command reports back for the exit status (beyond plain failure).
@@ -77,6 +83,9 @@ impl Command {
             Command::Completions(c) => c.run(env),
             Command::Man(c) => c.run(env),
             Command::Lab(c) => c.run(env),
+            Command::Proxy(c) => c.run(env),
+            Command::NatClient(c) => c.run(env),
+            Command::Event(c) => c.run(env),
         }
     }
 }

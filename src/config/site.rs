@@ -214,6 +214,14 @@ pub struct NatSection {
     pub port: u16,
     pub keepalive_secs: u32,
     pub fleet_secret_file: PathBuf,
+    /// STUN server the client learns its mapped address from, `host:port`; default: the proxy.
+    pub stun_server: Option<String>,
+    /// The client's control socket for `p2pu event`.
+    pub control_socket: PathBuf,
+    /// A session peer not heard from for this long is dropped.
+    pub peer_expiry_secs: u32,
+    /// Cap on the bulk bytes the proxy relays for members whose NATs defeat hole punching.
+    pub relay_rate_kbps: u32,
 }
 
 impl Default for NatSection {
@@ -224,6 +232,10 @@ impl Default for NatSection {
             port: 3478,
             keepalive_secs: 20,
             fleet_secret_file: "/etc/p2pu/fleet.secret".into(),
+            stun_server: None,
+            control_socket: "/run/p2pu/control.sock".into(),
+            peer_expiry_secs: 90,
+            relay_rate_kbps: 2048,
         }
     }
 }

@@ -109,6 +109,10 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[nat]\nenabled = true\n", "/etc/p2pu/site.toml:2: nat.enabled = true: needs nat.proxy (host:port of the rendezvous)"),
         ("[nat]\nproxy = \"example.org\"\n", "/etc/p2pu/site.toml:2: nat.proxy = \"example.org\": expected host:port"),
         ("[nat]\nkeepalive_secs = 30\n", "/etc/p2pu/site.toml:2: nat.keepalive_secs = 30: use 5 to 29: routers drop idle UDP mappings after 30 s"),
+        ("[nat]\nstun_server = \"stun\"\n", "/etc/p2pu/site.toml:2: nat.stun_server = \"stun\": expected host:port"),
+        ("[nat]\nkeepalive_secs = 20\npeer_expiry_secs = 30\n", "/etc/p2pu/site.toml:3: nat.peer_expiry_secs = 30: use at least twice nat.keepalive_secs: peers ping once per keepalive"),
+        ("[nat]\nrelay_rate_kbps = 0\n", "/etc/p2pu/site.toml:2: nat.relay_rate_kbps = 0: must be positive: relayed sessions would carry no bytes"),
+        ("[nat]\ncontrol_socket = \"run/c.sock\"\n", "/etc/p2pu/site.toml:2: nat.control_socket = \"run/c.sock\": must be an absolute path"),
         ("[time]\nntp = [\"\"]\n", "/etc/p2pu/site.toml:2: time.ntp = \"\": expected a host name or address"),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),
     ];

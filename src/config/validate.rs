@@ -178,6 +178,30 @@ impl<'a> Validator<'a> {
                 return Err(self.invalid("nat.proxy", quoted(proxy), "expected host:port"));
             }
         }
+        if let Some(server) = &site.nat.stun_server {
+            if server
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .is_none()
+            {
+                return Err(self.invalid("nat.stun_server", quoted(server), "expected host:port"));
+            }
+        }
+        if site.nat.peer_expiry_secs < 2 * site.nat.keepalive_secs {
+            return Err(self.invalid(
+                "nat.peer_expiry_secs",
+                site.nat.peer_expiry_secs,
+                "use at least twice nat.keepalive_secs: peers ping once per keepalive",
+            ));
+        }
+        if site.nat.relay_rate_kbps == 0 {
+            return Err(self.invalid(
+                "nat.relay_rate_kbps",
+                0,
+                "must be positive: relayed sessions would carry no bytes",
+            ));
+        }
         if !(5..30).contains(&site.nat.keepalive_secs) {
             return Err(self.invalid(
                 "nat.keepalive_secs",
@@ -207,7 +231,7 @@ impl<'a> Validator<'a> {
     }
 
     fn check_paths(&self, site: &SiteToml) -> Result<(), ConfigError> {
-        let paths: [(&str, &PathBuf); 16] = [
+        let paths: [(&str, &PathBuf); 17] = [
             ("paths.config_dir", &site.paths.config_dir),
             ("paths.systemd_dir", &site.paths.systemd_dir),
             ("paths.timesyncd_dir", &site.paths.timesyncd_dir),
@@ -230,6 +254,7 @@ impl<'a> Validator<'a> {
             ("agent.signing_key", &site.agent.signing_key),
             ("agent.archive_dir", &site.agent.archive_dir),
             ("nat.fleet_secret_file", &site.nat.fleet_secret_file),
+            ("nat.control_socket", &site.nat.control_socket),
         ];
         let modulepath = site
             .puppet

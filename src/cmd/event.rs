@@ -1,0 +1,234 @@
+//! `p2pu event`: drives the running NAT client over its control socket: start and end
+//! sessions, send an update to the session peers, show the client's view of its NAT.
+
+use crate::cmd::submit::prepare;
+use crate::cmd::Outcome;
+use crate::config::{Config, MachineFacts};
+use crate::error::{Error, Result};
+use crate::nat::control::{self, ClientStatus, Request, Response};
+use crate::Env;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Drive the running NAT client (sessions, updates, status).
+#[derive(Debug, clap::Args)]
+pub struct Event {
+    /// The site config (for `nat.control_socket`).
+    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
+    config: PathBuf,
+    /// The client's control socket; default: `nat.control_socket` from the config.
+    #[arg(long, env = "P2PU_CONTROL_SOCKET")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Start a session with NODE: hole punching through the proxy, its relay as a fallback.
+    Talkto {
+        /// The node name of the peer.
+        node: String,
+    },
+    /// Submit PATH as an update over the overlay: torrent, seed, signed announcement to the
+    /// session peers.
+    Sendfile {
+        /// The update: a .pp manifest, a .tar.gz module or a .zip.
+        path: PathBuf,
+    },
+    /// Send a ready signed announcement (`p2pu1:...`, from FILE or `-` for stdin) to the
+    /// session peers.
+    Announce {
+        /// File holding the wire text; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// End the session with NODE, or with every session peer.
+    Endsession {
+        /// The peer; default: all of them.
+        node: Option<String>,
+    },
+    /// Tell session peers and the proxy goodbye and stop the client.
+    Exit,
+    /// Mapped address, NAT behaviour seen, session peers and whether each is direct or
+    /// relayed.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Event {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        let socket = match self.socket {
+            Some(path) => env.resolve(&path),
+            None => {
+                Config::load(&env.resolve(&self.config), None)?
+                    .site
+                    .nat
+                    .control_socket
+            }
+        };
+        let (request, json) = match self.action {
+            Action::Talkto { node } => (Request::TalkTo { node }, false),
+            Action::Sendfile { path } => {
+                let config =
+                    Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+                let engine = crate::node::transmission(&config)?;
+                let seq = (env.clock)()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let submitted = prepare(&config, &env.resolve(&path), None, None, seq, &engine)?;
+                writeln!(
+                    env.stdout,
+                    "submitted {} seq {} info-hash {}",
+                    submitted.name, submitted.seq, submitted.info_hash
+                )
+                .map_err(Error::io("writing to", "standard output"))?;
+                let wire = submitted.wire;
+                (Request::Announce { wire }, false)
+            }
+            Action::Announce { file } => {
+                let text = if file.as_os_str() == "-" {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut env.stdin, &mut text)
+                        .map_err(Error::io("reading", "standard input"))?;
+                    text
+                } else {
+                    let path = env.resolve(&file);
+                    std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?
+                };
+                (
+                    Request::Announce {
+                        wire: text.trim().to_owned(),
+                    },
+                    false,
+                )
+            }
+            Action::Endsession { node } => (Request::EndSession { node }, false),
+            Action::Exit => (Request::Exit, false),
+            Action::Status { json } => (Request::Status, json),
+        };
+        let answer = control::request(&socket, &request)?;
+        let text = render(&answer, json)?;
+        env.stdout
+            .write_all(text.as_bytes())
+            .map_err(Error::io("writing to", "standard output"))?;
+        if answer.ok {
+            Ok(Outcome::Success)
+        } else {
+            Err(Error::Usage(
+                answer.error.unwrap_or_else(|| "the client refused".into()),
+            ))
+        }
+    }
+}
+
+fn render(answer: &Response, json: bool) -> Result<String> {
+    if let (true, Some(status)) = (json, &answer.status) {
+        return serde_json::to_string_pretty(status)
+            .map(|t| t + "\n")
+            .map_err(|e| Error::Internal(e.to_string()));
+    }
+    if let Some(status) = &answer.status {
+        return Ok(status_text(status));
+    }
+    Ok(match (&answer.message, answer.ok) {
+        (Some(message), true) => format!("{message}\n"),
+        _ => String::new(),
+    })
+}
+
+fn status_text(s: &ClientStatus) -> String {
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
+    let mut out = format!(
+        "node        {}\nlocal       {}\nmapped      {} (STUN {})\nproxy       {} ({}, sees {})\nnat         {}\n",
+        s.node,
+        s.local,
+        show(s.mapped),
+        s.stun_server,
+        s.proxy,
+        if s.registered { "registered" } else { "not registered" },
+        show(s.proxy_sees),
+        s.nat
+    );
+    if s.peers.is_empty() {
+        out.push_str("no session peers\n");
+    } else {
+        out.push_str(&format!(
+            "{:<24} {:<9} {:<22} {:<16} {}\n",
+            "PEER", "PATH", "ADDRESS", "TUNNEL END", "HEARD"
+        ));
+        for p in &s.peers {
+            out.push_str(&format!(
+                "{:<24} {:<9} {:<22} {:<16} {} s ago\n",
+                p.node,
+                p.path,
+                show(p.addr),
+                show(p.tunnel),
+                p.last_heard_secs
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::control::PeerStatus;
+
+    #[test]
+    fn status_json_round_trips_with_deny_unknown_fields() {
+        let status = ClientStatus {
+            node: "a".into(),
+            proxy: "100.64.0.1:3478".parse().unwrap(),
+            stun_server: "100.64.0.1:3478".parse().unwrap(),
+            local: "192.168.1.10:3478".parse().unwrap(),
+            mapped: Some("100.64.0.2:3478".parse().unwrap()),
+            proxy_sees: Some("100.64.0.2:3478".parse().unwrap()),
+            registered: true,
+            nat: "endpoint-independent".into(),
+            peers: vec![PeerStatus {
+                node: "b".into(),
+                path: "direct".into(),
+                addr: Some("100.64.0.3:3478".parse().unwrap()),
+                last_heard_secs: 1,
+                tunnel: Some("127.0.0.1:40000".parse().unwrap()),
+            }],
+        };
+        let answer = Response {
+            status: Some(status.clone()),
+            ..Response::ok("status")
+        };
+        let text = render(&answer, true).unwrap();
+        let back: ClientStatus = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, status);
+        let text = render(&answer, false).unwrap();
+        assert!(text.contains("b                        direct"), "{text}");
+    }
+
+    #[test]
+    fn no_client_running_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let (mut env, _out, err) = Env::capture(dir.path(), b"");
+        let code = crate::cmd::main(
+            [
+                "p2pu",
+                "event",
+                "--socket",
+                socket.to_str().unwrap(),
+                "status",
+            ]
+            .map(Into::into),
+            &mut env,
+        );
+        assert_eq!(code, 1);
+        let stderr = err.text();
+        assert!(
+            stderr.starts_with("error: no p2pu nat-client is running: nothing listens on"),
+            "{stderr}"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! `p2pu nat-client`: runs this node's NAT client (keepalive, hole punching, session peers,
+//! announcements into the spool) and its control socket until SIGTERM, SIGINT or
+//! `p2pu event exit`.
+
+use crate::cmd::Outcome;
+use crate::config::{Config, MachineFacts};
+use crate::error::{Error, Result};
+use crate::nat::{self, client::Client, client::ClientConfig};
+use crate::Env;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Run the NAT client (foreground; logs to stderr).
+#[derive(Debug, clap::Args)]
+pub struct NatClient {
+    /// The site config.
+    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
+    config: PathBuf,
+}
+
+impl NatClient {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        let site = &config.site.nat;
+        let proxy_text = site.proxy.as_deref().ok_or_else(|| {
+            Error::Usage("nat.proxy is not set: the client needs the rendezvous".into())
+        })?;
+        let proxy = nat::resolve("nat.proxy", proxy_text)?;
+        let stun_server = match &site.stun_server {
+            Some(text) => nat::resolve("nat.stun_server", text)?,
+            None => proxy,
+        };
+        let name = config
+            .node_name
+            .clone()
+            .ok_or_else(|| Error::Internal("node name unresolved with machine facts".into()))?;
+        let spool_dir = config.site.agent.spool_dir.clone();
+        std::fs::create_dir_all(&spool_dir).map_err(Error::io("creating the spool", &spool_dir))?;
+        let bind: SocketAddr = if proxy.is_ipv4() {
+            ([0, 0, 0, 0], site.port).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, site.port).into()
+        };
+        let client_config = ClientConfig {
+            name,
+            bind,
+            proxy,
+            stun_server,
+            secret: nat::fleet_secret(&config)?,
+            keepalive: Duration::from_secs(u64::from(site.keepalive_secs)),
+            peer_expiry: Duration::from_secs(u64::from(site.peer_expiry_secs)),
+            spool_dir,
+        };
+        nat::init_logging();
+        let client = Client::bind(client_config, Some(config.site.transmission.peer_port))
+            .map_err(Error::io(
+                "binding the client's UDP port",
+                format!("nat.port {}", site.port),
+            ))?;
+        let (sink, requests) = std::sync::mpsc::channel();
+        let server = nat::control::serve(&site.control_socket, sink)?;
+        let stop = nat::stop_on_signals()?;
+        let result = client.run(&requests, stop);
+        let _ = std::fs::remove_file(&site.control_socket);
+        server.drain(Duration::from_secs(2));
+        result.map_err(Error::io("serving UDP", format!("nat.port {}", site.port)))?;
+        Ok(Outcome::Success)
+    }
+}

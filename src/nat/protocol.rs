@@ -1,0 +1,587 @@
+//! The p2pu overlay message: what fleet members, the proxy and session peers say to each other
+//! over UDP. Versioned, bounded in size, authenticated with HMAC-SHA256 keyed by the fleet
+//! secret, and stamped with a time and a nonce so a captured datagram cannot be replayed.
+//!
+//! Layout: `MAGIC(4) | VERSION(1) | unix seconds (u64 BE) | nonce (u64 BE) | JSON | HMAC(32)`.
+//! The tag covers everything before it. The first byte, 0x2F, lies outside the ranges of STUN
+//! (0-3) and QUIC (64-255) in the RFC 7983 / RFC 9443 demultiplexing scheme, so one socket can
+//! carry all three.
+//!
+//! Bulk frames carry the QUIC packets of a tunnel through the proxy's relay:
+//! `BULK_MAGIC(4) | VERSION(1) | time (u64 BE) | nonce (u64 BE) | from_len(1) | from |
+//! to_len(1) | to | packet | HMAC(32)`, binary because a 1200-byte QUIC packet in JSON would
+//! not fit a datagram. They have no replay guard of their own: QUIC rejects replayed packets,
+//! and the relay's rate cap bounds a replayed flood.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+
+pub const MAGIC: [u8; 4] = [0x2F, b'P', b'2', b'P'];
+pub const BULK_MAGIC: [u8; 4] = [0x2E, b'P', b'2', b'P'];
+pub const VERSION: u8 = 1;
+/// Fits one Ethernet frame with IPv4/IPv6 and UDP headers; nothing larger is accepted.
+pub const MAX_DATAGRAM: usize = 1400;
+pub const TAG_LEN: usize = 32;
+const HEADER_LEN: usize = MAGIC.len() + 1 + 8 + 8;
+/// How far a sender's clock may be off; the replay guard remembers nonces this long.
+pub const WINDOW_SECS: u64 = 120;
+/// A secret shorter than this is a configuration mistake, not a key.
+pub const MIN_SECRET_LEN: usize = 16;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a message says. Tagged JSON so a new kind is a new variant, not a new layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Body {
+    /// Member -> proxy, every keepalive: here I am, this is my LAN endpoint.
+    Register {
+        local: SocketAddr,
+        keepalive_secs: u32,
+        /// SHA-256 of the member's tunnel certificate (hex), which its session peers pin.
+        #[serde(default)]
+        cert: String,
+    },
+    /// Proxy -> member: registered; this is the address your datagrams come from. STUN is
+    /// also answered on `alt_port` (0: not), so a member can compare the mappings towards two
+    /// destinations and tell an endpoint-independent NAT from a symmetric one.
+    Registered {
+        mapped: SocketAddr,
+        #[serde(default)]
+        alt_port: u16,
+    },
+    /// Proxy -> member: I do not know you (e.g. I restarted); register again.
+    Unknown,
+    /// Member -> proxy: a member leaving for good.
+    Unregister,
+    /// Member -> proxy: start a session with `target`.
+    TalkTo {
+        target: String,
+    },
+    /// Proxy -> both members of a new session: punch towards each other now.
+    Punch {
+        peer: String,
+        local: SocketAddr,
+        mapped: SocketAddr,
+        #[serde(default)]
+        cert: String,
+    },
+    /// Proxy -> member: a request could not be carried out.
+    Refused {
+        target: String,
+        reason: String,
+    },
+    /// Peer -> peer over a candidate path.
+    Probe,
+    /// Peer -> peer: your probe arrived, from `seen_as`.
+    ProbeAck {
+        seen_as: SocketAddr,
+    },
+    /// Peer -> peer keepalive of the session and of the punched path.
+    Ping,
+    Pong,
+    /// The other session peers of the sender, so the receiver can join them too.
+    Peers {
+        names: Vec<String>,
+    },
+    /// A signed announcement's wire text (`p2pu1:...`), id for acknowledgement and dedup.
+    Announce {
+        id: u64,
+        wire: String,
+    },
+    AnnounceAck {
+        id: u64,
+    },
+    EndSession,
+    /// Member -> proxy: forward `inner` to `to` (no direct path).
+    Relay {
+        to: String,
+        inner: Box<Body>,
+    },
+    /// Proxy -> member: `inner` from the message's sender, forwarded.
+    Relayed {
+        inner: Box<Body>,
+    },
+}
+
+impl Body {
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Register { .. } => "register",
+            Body::Registered { .. } => "registered",
+            Body::Unknown => "unknown",
+            Body::Unregister => "unregister",
+            Body::TalkTo { .. } => "talkto",
+            Body::Punch { .. } => "punch",
+            Body::Refused { .. } => "refused",
+            Body::Probe => "probe",
+            Body::ProbeAck { .. } => "probe_ack",
+            Body::Ping => "ping",
+            Body::Pong => "pong",
+            Body::Peers { .. } => "peers",
+            Body::Announce { .. } => "announce",
+            Body::AnnounceAck { .. } => "announce_ack",
+            Body::EndSession => "end_session",
+            Body::Relay { .. } => "relay",
+            Body::Relayed { .. } => "relayed",
+        }
+    }
+}
+
+/// The authenticated part: who sends (a node name, or `proxy`) and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub from: String,
+    pub body: Body,
+}
+
+/// A decoded, authenticated message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub time: u64,
+    pub nonce: u64,
+    pub payload: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("datagram of {len} bytes: at most {MAX_DATAGRAM}")]
+    TooLong { len: usize },
+    #[error("datagram of {len} bytes is shorter than a header and tag")]
+    TooShort { len: usize },
+    #[error("not a p2pu overlay message (magic)")]
+    Magic,
+    #[error("overlay version {got}, this build speaks {VERSION}")]
+    Version { got: u8 },
+    #[error("authentication tag does not match the fleet secret")]
+    Tag,
+    #[error("timestamp {time} is more than {WINDOW_SECS} s from now ({now})")]
+    Stale { time: u64, now: u64 },
+    #[error("nonce already seen (replay)")]
+    Replay,
+    #[error("body: {0}")]
+    Body(String),
+    #[error("fleet secret of {len} bytes: at least {MIN_SECRET_LEN} wanted")]
+    WeakSecret { len: usize },
+}
+
+/// The fleet secret, checked for length once, as a keyed HMAC ready to clone.
+#[derive(Clone)]
+pub struct Secret(HmacSha256);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// The secret file's text with surrounding whitespace (the trailing newline) removed.
+    pub fn new(bytes: &[u8]) -> Result<Secret, ProtocolError> {
+        let text = bytes.trim_ascii();
+        if text.len() < MIN_SECRET_LEN {
+            return Err(ProtocolError::WeakSecret { len: text.len() });
+        }
+        let mac = HmacSha256::new_from_slice(text)
+            .map_err(|_| ProtocolError::WeakSecret { len: text.len() })?;
+        Ok(Secret(mac))
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        self.0.clone()
+    }
+}
+
+/// Encodes and signs `payload`.
+pub fn encode(
+    secret: &Secret,
+    time: u64,
+    nonce: u64,
+    payload: &Payload,
+) -> Result<Vec<u8>, ProtocolError> {
+    let json = serde_json::to_vec(payload).map_err(|e| ProtocolError::Body(e.to_string()))?;
+    seal_raw(secret, time, nonce, &json)
+}
+
+/// Frames and signs an arbitrary body; exposed so tests and the fuzz target can reach the body
+/// parser behind the tag.
+pub fn seal_raw(
+    secret: &Secret,
+    time: u64,
+    nonce: u64,
+    body: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
+    let len = HEADER_LEN + body.len() + TAG_LEN;
+    if len > MAX_DATAGRAM {
+        return Err(ProtocolError::TooLong { len });
+    }
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&time.to_be_bytes());
+    out.extend_from_slice(&nonce.to_be_bytes());
+    out.extend_from_slice(body);
+    let mut mac = secret.mac();
+    mac.update(&out);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    Ok(out)
+}
+
+/// Whether `bytes` claims to be an overlay message (cheap demultiplexing by the first byte).
+pub fn looks_like_overlay(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&MAGIC[0])
+}
+
+/// Checks size, framing, tag and time window, then parses the body. Pure: the replay check,
+/// which needs memory, is [`ReplayGuard::check`].
+pub fn decode(secret: &Secret, now: u64, bytes: &[u8]) -> Result<Message, ProtocolError> {
+    let len = bytes.len();
+    if len > MAX_DATAGRAM {
+        return Err(ProtocolError::TooLong { len });
+    }
+    let Some(tag_at) = len.checked_sub(TAG_LEN).filter(|at| *at >= HEADER_LEN) else {
+        return Err(ProtocolError::TooShort { len });
+    };
+    let (signed, tag) = bytes.split_at(tag_at);
+    let (magic, rest) = signed.split_at(MAGIC.len());
+    if magic != MAGIC {
+        return Err(ProtocolError::Magic);
+    }
+    let (version, rest) = rest.split_at(1);
+    if version != [VERSION] {
+        return Err(ProtocolError::Version {
+            got: version.first().copied().unwrap_or(0),
+        });
+    }
+    let mut mac = secret.mac();
+    mac.update(signed);
+    mac.verify_slice(tag).map_err(|_| ProtocolError::Tag)?;
+    let (time, rest) = rest.split_at(8);
+    let (nonce, body) = rest.split_at(8);
+    let time = u64::from_be_bytes(
+        time.try_into()
+            .map_err(|_| ProtocolError::TooShort { len })?,
+    );
+    let nonce = u64::from_be_bytes(
+        nonce
+            .try_into()
+            .map_err(|_| ProtocolError::TooShort { len })?,
+    );
+    if time.abs_diff(now) > WINDOW_SECS {
+        return Err(ProtocolError::Stale { time, now });
+    }
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| ProtocolError::Body(e.to_string()))?;
+    Ok(Message {
+        time,
+        nonce,
+        payload,
+    })
+}
+
+/// A decoded bulk frame, borrowing from the datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bulk<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub packet: &'a [u8],
+}
+
+/// Whether `bytes` claims to be a bulk frame.
+pub fn looks_like_bulk(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&BULK_MAGIC[0])
+}
+
+/// Frames and signs one tunnel packet from `from` to `to`.
+pub fn encode_bulk(
+    secret: &Secret,
+    time: u64,
+    nonce: u64,
+    from: &str,
+    to: &str,
+    packet: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
+    let too_long = |len| ProtocolError::TooLong { len };
+    let from_len = u8::try_from(from.len()).map_err(|_| too_long(from.len()))?;
+    let to_len = u8::try_from(to.len()).map_err(|_| too_long(to.len()))?;
+    let len = HEADER_LEN + 2 + from.len() + to.len() + packet.len() + TAG_LEN;
+    if len > MAX_DATAGRAM {
+        return Err(too_long(len));
+    }
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&BULK_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&time.to_be_bytes());
+    out.extend_from_slice(&nonce.to_be_bytes());
+    out.push(from_len);
+    out.extend_from_slice(from.as_bytes());
+    out.push(to_len);
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(packet);
+    let mut mac = secret.mac();
+    mac.update(&out);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    Ok(out)
+}
+
+/// Checks size, framing, tag and time window of a bulk frame.
+pub fn decode_bulk<'a>(
+    secret: &Secret,
+    now: u64,
+    bytes: &'a [u8],
+) -> Result<Bulk<'a>, ProtocolError> {
+    let len = bytes.len();
+    if len > MAX_DATAGRAM {
+        return Err(ProtocolError::TooLong { len });
+    }
+    let short = ProtocolError::TooShort { len };
+    let tag_at = len
+        .checked_sub(TAG_LEN)
+        .filter(|at| *at >= HEADER_LEN + 2)
+        .ok_or(short.clone())?;
+    let (signed, tag) = bytes.split_at(tag_at);
+    let (magic, rest) = signed.split_at(BULK_MAGIC.len());
+    if magic != BULK_MAGIC {
+        return Err(ProtocolError::Magic);
+    }
+    let (version, rest) = rest.split_at(1);
+    if version != [VERSION] {
+        return Err(ProtocolError::Version {
+            got: version.first().copied().unwrap_or(0),
+        });
+    }
+    let mut mac = secret.mac();
+    mac.update(signed);
+    mac.verify_slice(tag).map_err(|_| ProtocolError::Tag)?;
+    let (time, rest) = rest.split_at(8);
+    let time = u64::from_be_bytes(time.try_into().map_err(|_| short.clone())?);
+    if time.abs_diff(now) > WINDOW_SECS {
+        return Err(ProtocolError::Stale { time, now });
+    }
+    let rest = rest.get(8..).ok_or(short.clone())?;
+    let (from, rest) = take_name(rest).ok_or(short.clone())?;
+    let (to, packet) = take_name(rest).ok_or(short)?;
+    Ok(Bulk { from, to, packet })
+}
+
+fn take_name(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = bytes.split_first()?;
+    let name = rest.get(..usize::from(len))?;
+    let rest = rest.get(usize::from(len)..)?;
+    Some((std::str::from_utf8(name).ok()?, rest))
+}
+
+/// Remembers the nonces of the last [`WINDOW_SECS`], at most `capacity` of them (the oldest go
+/// first), so an authenticated datagram is accepted once.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    seen: HashSet<u64>,
+    order: VecDeque<(u64, u64)>,
+    capacity: usize,
+}
+
+impl ReplayGuard {
+    pub fn new(capacity: usize) -> ReplayGuard {
+        ReplayGuard {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `message`'s nonce; `Err(Replay)` when it was seen before.
+    pub fn check(&mut self, now: u64, message: &Message) -> Result<(), ProtocolError> {
+        while let Some(&(time, nonce)) = self.order.front() {
+            if now.saturating_sub(time) <= WINDOW_SECS && self.order.len() < self.capacity {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&nonce);
+        }
+        if !self.seen.insert(message.nonce) {
+            return Err(ProtocolError::Replay);
+        }
+        self.order.push_back((message.time, message.nonce));
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch (0 before it: such a clock fails every window check anyway).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn secret() -> Secret {
+        Secret::new(b"0123456789abcdef0123456789abcdef\n").unwrap()
+    }
+
+    fn payload() -> Payload {
+        Payload {
+            from: "a1".into(),
+            body: Body::Register {
+                local: "192.168.1.10:3478".parse().unwrap(),
+                keepalive_secs: 20,
+                cert: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&secret(), 1000, 7, &payload()).unwrap();
+        assert!(looks_like_overlay(&bytes));
+        let message = decode(&secret(), 1000, &bytes).unwrap();
+        assert_eq!(message.payload, payload());
+        assert_eq!(message.nonce, 7);
+    }
+
+    #[test]
+    fn first_byte_is_neither_stun_nor_quic() {
+        assert!(MAGIC[0] > 3 && MAGIC[0] < 64);
+        assert!(BULK_MAGIC[0] > 3 && BULK_MAGIC[0] < 64);
+    }
+
+    #[test]
+    fn wrong_secret_is_rejected() {
+        let bytes = encode(&secret(), 1000, 7, &payload()).unwrap();
+        let other = Secret::new(b"another secret of enough length").unwrap();
+        assert_eq!(decode(&other, 1000, &bytes), Err(ProtocolError::Tag));
+    }
+
+    #[test]
+    fn any_flipped_bit_is_rejected() {
+        let bytes = encode(&secret(), 1000, 7, &payload()).unwrap();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                decode(&secret(), 1000, &bad).is_err(),
+                "bit flip at byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_and_future_timestamps_are_rejected() {
+        let bytes = encode(&secret(), 1000, 7, &payload()).unwrap();
+        assert!(decode(&secret(), 1000 + WINDOW_SECS, &bytes).is_ok());
+        assert!(matches!(
+            decode(&secret(), 1001 + WINDOW_SECS, &bytes),
+            Err(ProtocolError::Stale { .. })
+        ));
+        assert!(matches!(
+            decode(&secret(), 1000 - WINDOW_SECS - 1, &bytes),
+            Err(ProtocolError::Stale { .. })
+        ));
+    }
+
+    #[test]
+    fn replayed_nonce_is_rejected_once_seen() {
+        let mut guard = ReplayGuard::new(16);
+        let bytes = encode(&secret(), 1000, 7, &payload()).unwrap();
+        let message = decode(&secret(), 1000, &bytes).unwrap();
+        guard.check(1000, &message).unwrap();
+        assert_eq!(guard.check(1001, &message), Err(ProtocolError::Replay));
+    }
+
+    #[test]
+    fn replay_guard_stays_bounded() {
+        let mut guard = ReplayGuard::new(8);
+        for nonce in 0..100 {
+            let message = Message {
+                time: 1000,
+                nonce,
+                payload: payload(),
+            };
+            guard.check(1000, &message).unwrap();
+        }
+        assert!(guard.seen.len() <= 8 && guard.order.len() <= 8);
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_on_both_ends() {
+        let big = vec![b' '; MAX_DATAGRAM];
+        assert!(matches!(
+            seal_raw(&secret(), 1000, 1, &big),
+            Err(ProtocolError::TooLong { .. })
+        ));
+        let mut bytes = MAGIC.to_vec();
+        bytes.resize(MAX_DATAGRAM + 1, 0);
+        assert!(matches!(
+            decode(&secret(), 1000, &bytes),
+            Err(ProtocolError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(matches!(
+            Secret::new(b"short\n"),
+            Err(ProtocolError::WeakSecret { len: 5 })
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_in_an_authentic_body_are_rejected() {
+        let body = br#"{"from":"a","body":{"t":"announce_ack","id":1,"extra":1}}"#;
+        let bytes = seal_raw(&secret(), 1000, 1, body).unwrap();
+        assert!(matches!(
+            decode(&secret(), 1000, &bytes),
+            Err(ProtocolError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn bulk_round_trip_and_rejection() {
+        let packet = vec![0x40u8; 1200];
+        let bytes = encode_bulk(&secret(), 1000, 3, "node-a", "node-b", &packet).unwrap();
+        assert!(
+            bytes.len() <= MAX_DATAGRAM && looks_like_bulk(&bytes) && !looks_like_overlay(&bytes)
+        );
+        let bulk = decode_bulk(&secret(), 1000, &bytes).unwrap();
+        assert_eq!(
+            (bulk.from, bulk.to, bulk.packet),
+            ("node-a", "node-b", &packet[..])
+        );
+        let other = Secret::new(b"another secret of enough length").unwrap();
+        assert_eq!(decode_bulk(&other, 1000, &bytes), Err(ProtocolError::Tag));
+        assert!(decode_bulk(&secret(), 5000, &bytes).is_err());
+        // The longest node names still leave room for a full QUIC packet.
+        let long = "n".repeat(64);
+        assert!(encode_bulk(&secret(), 1000, 3, &long, &long, &packet).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn bulk_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let _ = decode_bulk(&secret(), 1000, &bytes);
+            let mut framed = BULK_MAGIC.to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = decode_bulk(&secret(), 1000, &framed);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let _ = decode(&secret(), 1000, &bytes);
+        }
+
+        #[test]
+        fn sealed_garbage_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(bytes) = seal_raw(&secret(), 1000, 1, &body) {
+                let _ = decode(&secret(), 1000, &bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,802 @@
+//! `p2pu proxy`: the rendezvous on a public address. One UDP socket answers STUN Binding
+//! requests from anyone, keeps a registry of fleet members keyed by node name (local and
+//! mapped endpoints, expiring after missed keepalives), tells both sides of a `talkto` each
+//! other's endpoints at once, and relays what cannot go direct: announcements and session
+//! control always, bulk data under a rate cap. Datagrams that are not authenticated with the
+//! fleet secret are dropped without a reply. Memory is bounded: members, sources and nonces.
+//!
+//! [`ProxyState::handle`] is pure (datagram in, datagrams out) so the logic is unit-tested
+//! without sockets; [`run`] is the socket loop around it.
+
+use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, MAX_DATAGRAM};
+use super::stun;
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The name the proxy signs its own messages with.
+pub const PROXY_NAME: &str = "proxy";
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub secret: Secret,
+    /// Cap on relayed bulk bytes per second, all members together.
+    pub relay_rate_bytes: u64,
+    pub max_members: usize,
+    /// Datagrams per second one source address may send (burst: twice that).
+    pub per_source_rate: u32,
+    pub max_sources: usize,
+    /// The port of the STUN-only socket (0: none), told to members on registration.
+    pub alt_port: u16,
+}
+
+impl ProxyConfig {
+    pub fn new(secret: Secret, relay_rate_kbps: u32) -> ProxyConfig {
+        ProxyConfig {
+            secret,
+            relay_rate_bytes: u64::from(relay_rate_kbps) * 1000 / 8,
+            max_members: 4096,
+            per_source_rate: 200,
+            max_sources: 16384,
+            alt_port: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    local: SocketAddr,
+    cert: String,
+    mapped: SocketAddr,
+    last_seen: Instant,
+    keepalive: Duration,
+}
+
+impl Member {
+    /// Three missed keepalives and a member is gone.
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.last_seen) > self.keepalive * 3 + Duration::from_secs(2)
+    }
+}
+
+/// A token bucket: `rate` per second, holding at most `burst`.
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant, burst: f64) -> Bucket {
+        Bucket {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant, rate: f64, burst: f64, cost: f64) -> bool {
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub stun_answered: u64,
+    pub accepted: u64,
+    pub dropped_unauthenticated: u64,
+    pub dropped_rate: u64,
+    pub dropped_other: u64,
+    pub relayed: u64,
+    pub relay_capped: u64,
+}
+
+/// Everything the proxy knows; bounded.
+#[derive(Debug)]
+pub struct ProxyState {
+    config: ProxyConfig,
+    members: HashMap<String, Member>,
+    sources: HashMap<SocketAddr, Bucket>,
+    replay: ReplayGuard,
+    relay_bucket: Bucket,
+    pub counters: Counters,
+}
+
+/// One datagram to send.
+pub type Outgoing = (SocketAddr, Vec<u8>);
+
+impl ProxyState {
+    pub fn new(config: ProxyConfig, now: Instant) -> ProxyState {
+        let burst = config.relay_rate_bytes as f64;
+        ProxyState {
+            config,
+            members: HashMap::new(),
+            sources: HashMap::new(),
+            replay: ReplayGuard::new(1 << 16),
+            relay_bucket: Bucket::new(now, burst),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The registered mapped endpoint of `name`.
+    pub fn mapped(&self, name: &str) -> Option<SocketAddr> {
+        self.members.get(name).map(|m| m.mapped)
+    }
+
+    /// Drops expired members and idle rate-limit entries.
+    pub fn sweep(&mut self, now: Instant) {
+        self.members.retain(|name, m| {
+            let keep = !m.expired(now);
+            if !keep {
+                tracing::info!(member = %name, "member expired (missed keepalives)");
+            }
+            keep
+        });
+        self.sources
+            .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(10));
+    }
+
+    fn allow_source(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let rate = f64::from(self.config.per_source_rate);
+        if !self.sources.contains_key(&from) && self.sources.len() >= self.config.max_sources {
+            self.sweep(now);
+            if self.sources.len() >= self.config.max_sources {
+                return false;
+            }
+        }
+        self.sources
+            .entry(from)
+            .or_insert_with(|| Bucket::new(now, rate * 2.0))
+            .take(now, rate, rate * 2.0, 1.0)
+    }
+
+    /// Handles one datagram from `from`; returns what to send.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        wall: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Vec<Outgoing> {
+        if bytes.len() > MAX_DATAGRAM || !self.allow_source(now, from) {
+            self.counters.dropped_rate += u64::from(bytes.len() <= MAX_DATAGRAM);
+            self.counters.dropped_other += u64::from(bytes.len() > MAX_DATAGRAM);
+            return Vec::new();
+        }
+        if stun::looks_like_stun(bytes) {
+            return match stun::answer_binding(bytes, from) {
+                Some(answer) => {
+                    self.counters.stun_answered += 1;
+                    vec![(from, answer)]
+                }
+                None => {
+                    self.counters.dropped_other += 1;
+                    Vec::new()
+                }
+            };
+        }
+        if protocol::looks_like_bulk(bytes) {
+            return self.bulk(now, wall, from, bytes);
+        }
+        if !protocol::looks_like_overlay(bytes) {
+            self.counters.dropped_other += 1;
+            return Vec::new();
+        }
+        let message = match protocol::decode(&self.config.secret, wall, bytes)
+            .and_then(|m| self.replay.check(wall, &m).map(|()| m))
+        {
+            Ok(message) => message,
+            Err(e) => {
+                self.counters.dropped_unauthenticated += 1;
+                tracing::debug!(%from, error = %e, "dropped datagram");
+                return Vec::new();
+            }
+        };
+        self.counters.accepted += 1;
+        self.dispatch(now, wall, from, message)
+    }
+
+    /// A tunnel packet between members whose NATs defeat punching: forwarded as it is (the
+    /// fleet secret authenticates it end to end) under the relay's rate cap.
+    fn bulk(&mut self, now: Instant, wall: u64, from: SocketAddr, bytes: &[u8]) -> Vec<Outgoing> {
+        let bulk = match protocol::decode_bulk(&self.config.secret, wall, bytes) {
+            Ok(bulk) => bulk,
+            Err(e) => {
+                self.counters.dropped_unauthenticated += 1;
+                tracing::debug!(%from, error = %e, "dropped bulk frame");
+                return Vec::new();
+            }
+        };
+        let Some(sender) = self.members.get_mut(bulk.from).filter(|m| m.mapped == from) else {
+            self.counters.dropped_other += 1;
+            return Vec::new();
+        };
+        sender.last_seen = now;
+        let Some(target) = self.members.get(bulk.to).map(|m| m.mapped) else {
+            self.counters.dropped_other += 1;
+            return Vec::new();
+        };
+        let rate = self.config.relay_rate_bytes as f64;
+        if !self
+            .relay_bucket
+            .take(now, rate, rate, bulk.packet.len() as f64)
+        {
+            self.counters.relay_capped += 1;
+            return Vec::new();
+        }
+        self.counters.relayed += 1;
+        vec![(target, bytes.to_vec())]
+    }
+
+    fn reply(&self, wall: u64, to: SocketAddr, from: &str, body: Body) -> Vec<Outgoing> {
+        let payload = Payload {
+            from: from.to_owned(),
+            body,
+        };
+        match protocol::encode(&self.config.secret, wall, rand::random(), &payload) {
+            Ok(bytes) => vec![(to, bytes)],
+            Err(e) => {
+                tracing::warn!(%to, error = %e, "cannot encode a reply");
+                Vec::new()
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        wall: u64,
+        from: SocketAddr,
+        message: Message,
+    ) -> Vec<Outgoing> {
+        let name = message.payload.from;
+        match message.payload.body {
+            Body::Register {
+                local,
+                keepalive_secs,
+                cert,
+            } => {
+                if !self.members.contains_key(&name)
+                    && self.members.len() >= self.config.max_members
+                {
+                    self.sweep(now);
+                    if self.members.len() >= self.config.max_members {
+                        tracing::warn!(member = %name, "registry full; registration refused");
+                        return Vec::new();
+                    }
+                }
+                let fresh = self
+                    .members
+                    .insert(
+                        name.clone(),
+                        Member {
+                            local,
+                            cert: cert.chars().take(128).collect(),
+                            mapped: from,
+                            last_seen: now,
+                            keepalive: Duration::from_secs(u64::from(keepalive_secs.clamp(1, 60))),
+                        },
+                    )
+                    .is_none_or(|old| old.mapped != from || old.local != local);
+                if fresh {
+                    tracing::info!(member = %name, %local, mapped = %from, "registered");
+                }
+                let alt_port = self.config.alt_port;
+                self.reply(
+                    wall,
+                    from,
+                    PROXY_NAME,
+                    Body::Registered {
+                        mapped: from,
+                        alt_port,
+                    },
+                )
+            }
+            Body::Unregister => {
+                if self.members.get(&name).is_some_and(|m| m.mapped == from) {
+                    self.members.remove(&name);
+                    tracing::info!(member = %name, "unregistered");
+                }
+                Vec::new()
+            }
+            body => {
+                let Some(member) = self.members.get_mut(&name).filter(|m| m.mapped == from) else {
+                    // Unknown here (a restart, an expiry, or a new mapping): ask to register.
+                    return self.reply(wall, from, PROXY_NAME, Body::Unknown);
+                };
+                member.last_seen = now;
+                self.member_message(wall, &name, from, body)
+            }
+        }
+    }
+
+    fn member_message(
+        &mut self,
+        wall: u64,
+        name: &str,
+        from: SocketAddr,
+        body: Body,
+    ) -> Vec<Outgoing> {
+        match body {
+            Body::TalkTo { target } => {
+                let refuse = |reason: &str| Body::Refused {
+                    target: target.clone(),
+                    reason: reason.to_owned(),
+                };
+                if target == name {
+                    return self.reply(
+                        wall,
+                        from,
+                        PROXY_NAME,
+                        refuse("a node cannot talk to itself"),
+                    );
+                }
+                let (Some(a), Some(b)) = (self.members.get(name), self.members.get(&target)) else {
+                    return self.reply(
+                        wall,
+                        from,
+                        PROXY_NAME,
+                        refuse("not registered with the proxy"),
+                    );
+                };
+                let (a, b) = (a.clone(), b.clone());
+                tracing::info!(from = %name, to = %target, "coordinating hole punching");
+                let mut out = self.reply(
+                    wall,
+                    a.mapped,
+                    PROXY_NAME,
+                    Body::Punch {
+                        peer: target.clone(),
+                        local: b.local,
+                        mapped: b.mapped,
+                        cert: b.cert,
+                    },
+                );
+                out.extend(self.reply(
+                    wall,
+                    b.mapped,
+                    PROXY_NAME,
+                    Body::Punch {
+                        peer: name.to_owned(),
+                        local: a.local,
+                        mapped: a.mapped,
+                        cert: a.cert,
+                    },
+                ));
+                out
+            }
+            Body::Relay { to, inner } => {
+                let Some(target) = self.members.get(&to).map(|m| m.mapped) else {
+                    return self.reply(
+                        wall,
+                        from,
+                        PROXY_NAME,
+                        Body::Refused {
+                            target: to,
+                            reason: "not registered with the proxy".into(),
+                        },
+                    );
+                };
+                // Session control and announcements are small and always relayed; bulk bytes
+                // come as bulk frames, under the cap.
+                match inner.as_ref() {
+                    Body::Announce { .. }
+                    | Body::AnnounceAck { .. }
+                    | Body::Ping
+                    | Body::Pong
+                    | Body::Peers { .. }
+                    | Body::EndSession => {}
+                    other => {
+                        tracing::debug!(from = %name, kind = other.kind(), "not relayed");
+                        self.counters.dropped_other += 1;
+                        return Vec::new();
+                    }
+                }
+                self.counters.relayed += 1;
+                self.reply(wall, target, name, Body::Relayed { inner })
+            }
+            other => {
+                tracing::debug!(from = %name, kind = other.kind(), "ignored");
+                self.counters.dropped_other += 1;
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Serves on `socket` until `stop` is set.
+pub fn run(socket: &UdpSocket, config: ProxyConfig, stop: &AtomicBool) -> std::io::Result<()> {
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut state = ProxyState::new(config, Instant::now());
+    // One byte more than the limit, so an oversized datagram is seen as oversized.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut last_sweep = Instant::now();
+    tracing::info!(addr = %socket.local_addr()?, "proxy listening");
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now.duration_since(last_sweep) > Duration::from_secs(1) {
+            state.sweep(now);
+            last_sweep = now;
+        }
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(datagram) = buf.get(..len) else {
+            continue;
+        };
+        for (to, bytes) in state.handle(now, protocol::unix_now(), from, datagram) {
+            if let Err(e) = socket.send_to(&bytes, to) {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
+        }
+    }
+    tracing::info!(counters = ?state.counters, "proxy stopping");
+    Ok(())
+}
+
+/// Answers STUN Binding requests only (the alternate port), until `stop` is set.
+pub fn run_stun_only(
+    socket: &UdpSocket,
+    config: ProxyConfig,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut state = ProxyState::new(config, Instant::now());
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now.duration_since(last_sweep) > Duration::from_secs(1) {
+            state.sweep(now);
+            last_sweep = now;
+        }
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(datagram) = buf.get(..len).filter(|d| stun::looks_like_stun(d)) else {
+            continue;
+        };
+        for (to, bytes) in state.handle(now, protocol::unix_now(), from, datagram) {
+            let _ = socket.send_to(&bytes, to);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new(b"fleet-secret-for-unit-tests-0123").unwrap()
+    }
+
+    fn msg(from: &str, body: Body) -> Vec<u8> {
+        let payload = Payload {
+            from: from.into(),
+            body,
+        };
+        protocol::encode(&secret(), 1000, rand::random(), &payload).unwrap()
+    }
+
+    fn open(bytes: &[u8]) -> Payload {
+        protocol::decode(&secret(), 1000, bytes).unwrap().payload
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn register(state: &mut ProxyState, now: Instant, name: &str, local: &str, mapped: &str) {
+        let out = state.handle(
+            now,
+            1000,
+            addr(mapped),
+            &msg(
+                name,
+                Body::Register {
+                    local: addr(local),
+                    keepalive_secs: 5,
+                    cert: format!("cert-of-{name}"),
+                },
+            ),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            open(&out[0].1).body,
+            Body::Registered {
+                mapped: addr(mapped),
+                alt_port: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn two_members_behind_one_nat_do_not_collide() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        register(
+            &mut state,
+            now,
+            "a1",
+            "192.168.1.10:3478",
+            "100.64.0.2:3478",
+        );
+        register(
+            &mut state,
+            now,
+            "a2",
+            "192.168.1.11:3478",
+            "100.64.0.2:1024",
+        );
+        assert_eq!(state.member_count(), 2);
+        assert_eq!(state.mapped("a1"), Some(addr("100.64.0.2:3478")));
+        assert_eq!(state.mapped("a2"), Some(addr("100.64.0.2:1024")));
+    }
+
+    #[test]
+    fn talkto_sends_punch_to_both_sides() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
+        let out = state.handle(
+            now,
+            1000,
+            addr("100.64.0.2:3478"),
+            &msg("a", Body::TalkTo { target: "b".into() }),
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, addr("100.64.0.2:3478"));
+        assert_eq!(
+            open(&out[0].1).body,
+            Body::Punch {
+                peer: "b".into(),
+                local: addr("192.168.2.10:3478"),
+                mapped: addr("100.64.0.3:3478"),
+                cert: "cert-of-b".into(),
+            }
+        );
+        assert_eq!(out[1].0, addr("100.64.0.3:3478"));
+        assert_eq!(open(&out[1].1).from, "proxy");
+    }
+
+    #[test]
+    fn talkto_an_unknown_node_is_refused() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        let out = state.handle(
+            now,
+            1000,
+            addr("100.64.0.2:3478"),
+            &msg(
+                "a",
+                Body::TalkTo {
+                    target: "zz".into(),
+                },
+            ),
+        );
+        assert!(matches!(open(&out[0].1).body, Body::Refused { .. }));
+    }
+
+    #[test]
+    fn unregistered_senders_are_told_to_register() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        let out = state.handle(
+            now,
+            1000,
+            addr("100.64.0.2:3478"),
+            &msg("a", Body::TalkTo { target: "b".into() }),
+        );
+        assert_eq!(open(&out[0].1).body, Body::Unknown);
+    }
+
+    #[test]
+    fn members_expire_after_missed_keepalives() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        state.sweep(now + Duration::from_secs(10));
+        assert_eq!(state.member_count(), 1);
+        state.sweep(now + Duration::from_secs(18));
+        assert_eq!(state.member_count(), 0);
+    }
+
+    #[test]
+    fn strangers_get_no_reply() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        let other = Secret::new(b"not-the-fleet-secret-at-all!!").unwrap();
+        let forged = protocol::encode(
+            &other,
+            1000,
+            1,
+            &Payload {
+                from: "a".into(),
+                body: Body::Register {
+                    local: addr("1.2.3.4:5"),
+                    keepalive_secs: 5,
+                    cert: String::new(),
+                },
+            },
+        )
+        .unwrap();
+        let from = addr("100.64.0.9:4000");
+        assert!(state.handle(now, 1000, from, &forged).is_empty());
+        assert!(state.handle(now, 1000, from, b"\x2fP2P garbage").is_empty());
+        assert!(state.handle(now, 1000, from, &[0u8; 3000]).is_empty());
+        assert_eq!(state.member_count(), 0);
+        assert_eq!(state.counters.dropped_unauthenticated, 2);
+    }
+
+    #[test]
+    fn a_replayed_register_is_dropped() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        let bytes = msg(
+            "a",
+            Body::Register {
+                local: addr("192.168.1.10:1"),
+                keepalive_secs: 5,
+                cert: String::new(),
+            },
+        );
+        let from = addr("100.64.0.2:1");
+        assert_eq!(state.handle(now, 1000, from, &bytes).len(), 1);
+        assert!(state.handle(now, 1000, from, &bytes).is_empty());
+    }
+
+    #[test]
+    fn one_source_is_rate_limited() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        let (_, request) = stun::binding_request().unwrap();
+        let from = addr("100.64.0.9:4000");
+        let answered = (0..1000)
+            .filter(|_| !state.handle(now, 1000, from, &request).is_empty())
+            .count();
+        assert_eq!(answered, 400);
+        // Another source is not affected.
+        assert_eq!(
+            state
+                .handle(now, 1000, addr("100.64.0.8:4000"), &request)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn bulk_frames_are_forwarded_between_members_under_the_cap() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 80), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
+        let frame = protocol::encode_bulk(&secret(), 1000, 1, "a", "b", &[0x40; 1200]).unwrap();
+        let out = state.handle(now, 1000, addr("100.64.0.2:3478"), &frame);
+        assert_eq!(out, vec![(addr("100.64.0.3:3478"), frame.clone())]);
+        // Not from a's registered address: dropped.
+        assert!(state
+            .handle(now, 1000, addr("100.64.0.9:1"), &frame)
+            .is_empty());
+        // 80 kbit/s = 10000 bytes/s: eight packets pass, then the cap bites.
+        let passed = (0..20)
+            .filter(|_| {
+                !state
+                    .handle(now, 1000, addr("100.64.0.2:3478"), &frame)
+                    .is_empty()
+            })
+            .count();
+        assert_eq!(passed, 7);
+    }
+
+    #[test]
+    fn announcements_are_relayed_even_when_the_bulk_cap_is_spent() {
+        let now = Instant::now();
+        // 8 kbit/s: 1000 bytes per second.
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 8), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
+        let from = addr("100.64.0.2:3478");
+        let announce = Body::Announce {
+            id: 1,
+            wire: "p2pu1:abc".into(),
+        };
+        let out = state.handle(
+            now,
+            1000,
+            from,
+            &msg(
+                "a",
+                Body::Relay {
+                    to: "b".into(),
+                    inner: Box::new(announce.clone()),
+                },
+            ),
+        );
+        assert_eq!(out[0].0, addr("100.64.0.3:3478"));
+        let relayed = open(&out[0].1);
+        assert_eq!(relayed.from, "a");
+        assert_eq!(
+            relayed.body,
+            Body::Relayed {
+                inner: Box::new(announce)
+            }
+        );
+        let frame = protocol::encode_bulk(&secret(), 1000, 1, "a", "b", &[0x40; 400]).unwrap();
+        let passed = (0..10)
+            .filter(|_| !state.handle(now, 1000, from, &frame).is_empty())
+            .count();
+        assert_eq!(passed, 2);
+        assert_eq!(state.counters.relay_capped, 8);
+        // Other kinds are not relayed at all.
+        let out = state.handle(
+            now,
+            1000,
+            from,
+            &msg(
+                "a",
+                Body::Relay {
+                    to: "b".into(),
+                    inner: Box::new(Body::TalkTo { target: "c".into() }),
+                },
+            ),
+        );
+        assert!(out.is_empty());
+        // Announcements are never capped.
+        let out = state.handle(
+            now,
+            1000,
+            from,
+            &msg(
+                "a",
+                Body::Relay {
+                    to: "b".into(),
+                    inner: Box::new(Body::Announce {
+                        id: 2,
+                        wire: "p2pu1:def".into(),
+                    }),
+                },
+            ),
+        );
+        assert_eq!(out.len(), 1);
+    }
+}
