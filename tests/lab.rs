@@ -404,7 +404,7 @@ fn p2pu_lab() -> Command {
 }
 
 #[test]
-fn p2pu_lab_shows_an_event_reaching_every_node() {
+fn p2pu_lab_shows_the_example_update_applied_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let out = p2pu_lab()
         .args(["--nodes", "2", "--dir"])
@@ -419,12 +419,19 @@ fn p2pu_lab_shows_an_event_reaching_every_node() {
     assert!(stdout.contains("node-1\t10.99.1.1\t"), "{stdout}");
     assert!(stdout.contains("NODE     ADDRESS"), "{stdout}");
     for line in [
-        "node-1   10.99.1.1    2/2      spooled",
-        "node-2   10.99.1.2    2/2      spooled",
+        "node-1   10.99.1.1    2/2      applied",
+        "node-2   10.99.1.2    2/2      applied",
     ] {
         assert!(stdout.contains(line), "{stdout}");
     }
-    assert!(stderr.contains("every node spooled the event"), "{stderr}");
+    assert!(stderr.contains("every node applied example.pp"), "{stderr}");
+    for node in ["node-1", "node-2"] {
+        let applied = dir.path().join(node).join("puppet/var/p2pu-example.txt");
+        assert_eq!(
+            std::fs::read_to_string(applied).unwrap(),
+            "applied by p2pu\n"
+        );
+    }
     // --dir is kept (with the logs); the processes are not.
     assert!(dir.path().join("node-2/logs/serf.log").exists());
     assert_eq!(processes_under(dir.path()), Vec::<String>::new());

@@ -1,30 +1,32 @@
 //! `p2pu lab`: starts a local test fleet (see [`crate::lab`]) for a newcomer to try p2pu:
-//! N nodes in a private network namespace, a test event broadcast from node 1 and seen in
-//! every node's spool, a status table, then teardown.
+//! N nodes in a private network namespace, each with Serf, Transmission and the agent; node 1
+//! submits the example manifest and every node applies it with Puppet, shown as it happens;
+//! then teardown.
 
-use crate::agent::spool;
+use crate::agent::state::{StateStore, Status};
 use crate::cmd::Outcome;
 use crate::engines::MemberStatus;
 use crate::error::{Error, Result};
 use crate::lab::{self, LabOptions};
-use crate::render::UPDATE_EVENT;
 use crate::Env;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The demo event's payload.
-const HELLO: &[u8] = b"hello";
-/// How long the demo event gets to reach every spool.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The update the demo sends.
+const EXAMPLE: &str = include_str!("../../install/example.pp");
+const EXAMPLE_NAME: &str = "example.pp";
+/// How long the example update gets to be applied everywhere.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Start a local test fleet of p2pu nodes on this machine and show an event reach them all.
+/// Start a local fleet of p2pu nodes on this machine and watch an update reach them all.
 ///
-/// Each node runs its own Serf agent and Transmission daemon inside one private network
-/// namespace (node i is node-i at 10.99.1.i). Needs root, `ip`, `serf` and
-/// `transmission-daemon`. Everything is torn down at the end; Ctrl-C during start-up takes
-/// effect once the lab is up.
+/// Each node runs its own Serf agent, Transmission daemon and p2pu agent inside one private
+/// network namespace (node i is node-i at 10.99.1.i); node 1 signs and submits the example
+/// manifest and every node applies it with Puppet (into its own Puppet state dir). Needs
+/// root, `ip`, `serf`, `transmission-daemon` and `puppet`. Everything is torn down at the
+/// end; Ctrl-C during start-up takes effect once the lab is up.
 #[derive(Debug, clap::Args)]
 pub struct Lab {
     /// Number of nodes (1 to 254).
@@ -69,7 +71,9 @@ impl Lab {
             &format!("starting {} nodes in {}", self.nodes, base.display()),
         )?;
         let started = Instant::now();
-        let mut fleet = lab::Lab::start(LabOptions::new(self.nodes, &base, &binary))?;
+        let mut options = LabOptions::new(self.nodes, &base, &binary);
+        options.start_agent = true;
+        let mut fleet = lab::Lab::start(options)?;
         log(
             env,
             &format!(
@@ -84,33 +88,33 @@ impl Lab {
             writeln!(env.stdout, "{line}").map_err(stdout_error)?;
         }
 
-        log(
-            env,
-            &format!("sending {UPDATE_EVENT} \"hello\" from node-1"),
-        )?;
-        // A reused --dir may hold earlier events: only new ones count.
-        let before = fleet
-            .nodes()
-            .iter()
-            .map(|node| spool::list(&node.site.agent.spool_dir))
-            .collect::<Result<Vec<_>>>()?;
+        let example = base.join(EXAMPLE_NAME);
+        std::fs::write(&example, EXAMPLE).map_err(Error::io("writing", &example))?;
         let sent = Instant::now();
-        fleet.serf_event(1, UPDATE_EVENT, HELLO)?;
-        let received = wait_for_hello(&fleet, &before)?;
+        let submitted = fleet.p2pu(1, &[std::ffi::OsStr::new("submit"), example.as_os_str()])?;
+        if !submitted.status.success() {
+            fleet.shutdown()?;
+            return Err(Error::Usage(format!(
+                "p2pu submit on node-1 failed: {}",
+                String::from_utf8_lossy(&submitted.stderr).trim()
+            )));
+        }
+        log(env, String::from_utf8_lossy(&submitted.stdout).trim())?;
+        let statuses = watch_rollout(env, &fleet)?;
         let elapsed = sent.elapsed().as_secs_f64();
-        let table = status_table(&fleet, &received)?;
+        let table = status_table(&fleet, &statuses)?;
         write!(env.stdout, "{table}").map_err(stdout_error)?;
         let missing: Vec<String> = fleet
             .nodes()
             .iter()
-            .zip(&received)
-            .filter(|(_, got)| !**got)
+            .zip(&statuses)
+            .filter(|(_, status)| **status != Some(Status::Applied))
             .map(|(node, _)| node.name.clone())
             .collect();
         if missing.is_empty() {
             log(
                 env,
-                &format!("every node spooled the event within {elapsed:.1} s"),
+                &format!("every node applied {EXAMPLE_NAME} within {elapsed:.1} s of the submit"),
             )?;
         }
 
@@ -133,7 +137,7 @@ impl Lab {
         fleet.shutdown()?;
         if !missing.is_empty() {
             return Err(Error::Usage(format!(
-                "the test event did not reach {} within {DELIVERY_TIMEOUT:?}; see the logs in \
+                "{EXAMPLE_NAME} was not applied on {} within {ROLLOUT_TIMEOUT:?}; see the logs in \
                  each node's logs/ directory",
                 missing.join(", ")
             )));
@@ -142,51 +146,65 @@ impl Lab {
     }
 }
 
-/// Which nodes have a new hello event in their spool (not among `before`), once all do or
-/// the time is up.
-fn wait_for_hello(fleet: &lab::Lab, before: &[Vec<PathBuf>]) -> Result<Vec<bool>> {
-    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+/// Each node's status of the example update, read from its state dir.
+fn statuses(fleet: &lab::Lab) -> Result<Vec<Option<Status>>> {
+    fleet
+        .nodes()
+        .iter()
+        .map(|node| {
+            let store = StateStore::open(&node.site.agent.state_dir)?;
+            let records = store.records(EXAMPLE_NAME)?;
+            Ok(records.iter().max_by_key(|r| r.seq).map(|r| r.status))
+        })
+        .collect()
+}
+
+/// Follows the rollout, logging each change, until every node applied or failed, or time is up.
+fn watch_rollout(env: &mut Env, fleet: &lab::Lab) -> Result<Vec<Option<Status>>> {
+    let deadline = Instant::now() + ROLLOUT_TIMEOUT;
+    let started = Instant::now();
+    let mut last = Vec::new();
     loop {
-        let received = fleet
-            .nodes()
+        let now = statuses(fleet)?;
+        if now != last {
+            let line = fleet
+                .nodes()
+                .iter()
+                .zip(&now)
+                .map(|(node, s)| format!("{} {}", node.name, s.map_or("waiting", Status::as_str)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            log(
+                env,
+                &format!("{:>5.1} s  {line}", started.elapsed().as_secs_f64()),
+            )?;
+            last = now.clone();
+        }
+        let settled = now
             .iter()
-            .zip(before)
-            .map(|(node, old)| spooled_hello(&node.site.agent.spool_dir, old))
-            .collect::<Result<Vec<bool>>>()?;
-        if received.iter().all(|got| *got) || Instant::now() >= deadline {
-            return Ok(received);
+            .all(|s| matches!(s, Some(Status::Applied | Status::Failed)));
+        if settled || Instant::now() >= deadline {
+            return Ok(now);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-fn spooled_hello(dir: &std::path::Path, old: &[PathBuf]) -> Result<bool> {
-    for path in spool::list(dir)? {
-        if old.contains(&path) {
-            continue;
-        }
-        if spool::read(&path)?.is_some_and(|event| event.payload == HELLO) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn status_table(fleet: &lab::Lab, received: &[bool]) -> Result<String> {
+fn status_table(fleet: &lab::Lab, statuses: &[Option<Status>]) -> Result<String> {
     let mut text = format!(
         "{:<8} {:<12} {:<8} {}\n",
-        "NODE", "ADDRESS", "MEMBERS", "TEST EVENT"
+        "NODE", "ADDRESS", "MEMBERS", EXAMPLE_NAME
     );
-    for (node, got) in fleet.nodes().iter().zip(received) {
+    for (node, status) in fleet.nodes().iter().zip(statuses) {
         let alive = fleet
             .members(node.index)?
             .iter()
             .filter(|m| m.status == MemberStatus::Alive)
             .count();
         let members = format!("{alive}/{}", fleet.nodes().len());
-        let event = if *got { "spooled" } else { "missing" };
+        let status = status.map_or("missing", Status::as_str);
         text.push_str(&format!(
-            "{:<8} {:<12} {:<8} {event}\n",
+            "{:<8} {:<12} {:<8} {status}\n",
             node.name,
             node.addr.to_string(),
             members
