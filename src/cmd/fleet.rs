@@ -8,7 +8,6 @@ use crate::engines::{Gossip, MemberStatus};
 use crate::error::{Error, Result};
 use crate::Env;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -64,15 +63,7 @@ impl FleetStatus {
             ))
         })?;
         let reports = fleet_status(&serf, timeout, self.name.as_deref(), env.unix_now())?;
-        let text = if self.json {
-            serde_json::to_string_pretty(&reports).map_err(|e| Error::Internal(e.to_string()))?
-                + "\n"
-        } else {
-            table(&reports)
-        };
-        env.stdout
-            .write_all(text.as_bytes())
-            .map_err(Error::io("writing to", "standard output"))?;
+        crate::cmd::emit(env, self.json, &reports, |r| table(r))?;
         Ok(Outcome::Success)
     }
 }

@@ -90,6 +90,24 @@ impl Command {
     }
 }
 
+/// Writes a report to stdout: pretty JSON of `value` with `--json`, else `table`'s text.
+pub fn emit<T: serde::Serialize>(
+    env: &mut Env,
+    json: bool,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    let text = if json {
+        serde_json::to_string_pretty(value).map_err(|e| crate::Error::Internal(e.to_string()))?
+            + "\n"
+    } else {
+        table(value)
+    };
+    env.stdout
+        .write_all(text.as_bytes())
+        .map_err(crate::Error::io("writing to", "standard output"))
+}
+
 /// Parses `args` and runs the command; prints errors as one line on stderr.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     let cli = match Cli::try_parse_from(args) {

@@ -4,10 +4,9 @@
 use crate::agent::state::{Record, Rejection, StateStore};
 use crate::cmd::Outcome;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::Env;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Show this node's updates and rejected announcements.
@@ -49,15 +48,7 @@ impl Status {
             updates,
             rejected: store.rejections()?,
         };
-        let text = if self.json {
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?
-                + "\n"
-        } else {
-            table(&report)
-        };
-        env.stdout
-            .write_all(text.as_bytes())
-            .map_err(Error::io("writing to", "standard output"))?;
+        crate::cmd::emit(env, self.json, &report, table)?;
         Ok(Outcome::Success)
     }
 }

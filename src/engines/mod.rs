@@ -145,6 +145,31 @@ pub(crate) fn one_line(text: &str, max_lines: usize) -> String {
     joined
 }
 
+/// Runs a command with an argument vector; a failure carries the command, status and stderr.
+pub fn run_checked(program: &str, args: &[String]) -> crate::Result<()> {
+    let command = std::iter::once(program.to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = duct::cmd(program, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|source| crate::Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(crate::Error::Command {
+        command,
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! systemd, as `init` uses it: enable units, reload or restart services, and nothing at all
 //! where systemd is not running (containers, CI) or when rendering into an image (`--root`).
 
-use crate::error::{Error, Result};
+use super::run_checked;
+use crate::error::Result;
 use std::path::{Path, PathBuf};
 
 pub struct Systemd {
@@ -86,31 +87,6 @@ impl Systemd {
         all.extend(args.iter().map(|s| s.to_string()));
         run_checked("systemctl", &all)
     }
-}
-
-/// Runs a command with an argument vector; a failure carries the command, status and stderr.
-pub fn run_checked(program: &str, args: &[String]) -> Result<()> {
-    let command = std::iter::once(program.to_string())
-        .chain(args.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let output = duct::cmd(program, args)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::Command {
-        command,
-        status: output.status.to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
 }
 
 impl crate::provision::services::UnitState for Systemd {

@@ -10,7 +10,6 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 
 /// Where `ip netns` keeps its named namespaces.
@@ -143,22 +142,8 @@ fn owner_pid(name: &str) -> Option<u32> {
 
 /// Runs `ip` with `args`; a failure carries the command line and ip's stderr.
 fn ip(args: &[&str]) -> Result<()> {
-    let command = format!("ip {}", args.join(" "));
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::Command {
-        command,
-        status: output.status.to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    crate::engines::run_checked("ip", &args)
 }
 
 #[cfg(test)]
