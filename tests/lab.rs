@@ -170,7 +170,13 @@ fn four_nodes_gossip_and_spool_every_event() {
         .filter(|m| m.status == MemberStatus::Alive)
         .count();
     assert_eq!(alive, 4);
-    assert_eq!(spooled(lab.spool_dir(4).unwrap()), ["first", "a", "b", "c"]);
+    // Serf may or may not replay a user event a rejoining member missed (it keeps a recent
+    // event buffer): both are fine; p2pu's catch-up covers the case where it does not.
+    let got = spooled(lab.spool_dir(4).unwrap());
+    assert!(
+        got == ["first", "a", "b", "c"] || got == ["first", "a", "b", "c", "while-down"],
+        "{got:?}"
+    );
 
     // Node 1 joins nobody by config; restarted, it is brought back all the same.
     lab.stop_node(1).unwrap();
