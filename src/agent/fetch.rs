@@ -237,6 +237,13 @@ impl Fetcher<'_> {
             if length_checked && status.is_complete() {
                 break;
             }
+            // A daemon stopped while the torrent was being added brings it back paused.
+            if status.status == crate::engines::TorrentState::Stopped {
+                tracing::info!(name = %record.name, "torrent found stopped; starting it");
+                if let Err(e) = self.engine.start(&record.info_hash) {
+                    tracing::warn!(name = %record.name, "starting the torrent: {e}");
+                }
+            }
             self.sleep(self.poll)?;
         }
         let path = self.dir_of(record).join(name);
