@@ -115,6 +115,7 @@ impl Agent {
             trusted_keys_dir: &site.agent.trusted_keys_dir,
             accept_legacy: site.agent.accept_legacy,
             max_future_ms: site.agent.max_future_secs.saturating_mul(1000),
+            max_payload_bytes: site.agent.max_payload_bytes,
         };
         let paths = spool::list(&site.agent.spool_dir)?;
         for path in &paths {
@@ -123,19 +124,6 @@ impl Agent {
             };
             let decision = intake::decide(&event, &self.store, &policy, now_ms())?;
             match decision {
-                Decision::Accepted(record) if record.len > site.agent.max_payload_bytes => {
-                    let reason = format!(
-                        "payload of {} bytes exceeds agent.max_payload_bytes = {}",
-                        record.len, site.agent.max_payload_bytes
-                    );
-                    self.reject(Rejection {
-                        at: record.received_at,
-                        source: event.source.as_str().into(),
-                        name: Some(record.name),
-                        seq: Some(record.seq),
-                        reason,
-                    })?;
-                }
                 Decision::Accepted(record) => {
                     tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), "accepted");
                     self.store.put(record.clone())?;
