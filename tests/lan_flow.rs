@@ -449,3 +449,100 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// TUF's key compromise, recovered with signed `key` updates on the real engines: the operator
+/// trusts a new key (signed by the old one), revokes the old one (signed by the new one); the
+/// fleet then applies the new key's updates and refuses the old key's.
+#[test]
+fn a_compromised_key_is_rotated_out_by_signed_key_updates() {
+    use p2pu::formats::announcement::{Announcement, Draft, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path(), false);
+    let operator = lab.node(1).unwrap().site.agent.clone();
+    let old = p2pu::keys::read_secret(&operator.signing_key).unwrap();
+    let old_kid = p2pu::keys::KeyId::of(&old.verifying_key()).to_string();
+
+    // A new key, made away from the fleet, trusted through an update signed by the old key.
+    let fresh = dir.path().join("fresh");
+    // Operator-side commands, run outside the lab (they need no config).
+    let local = |args: &[&str]| {
+        ok(std::process::Command::new(env!("CARGO_BIN_EXE_p2pu"))
+            .args(args)
+            .output()
+            .unwrap())
+    };
+    local(&["keygen", "--out", fresh.to_str().unwrap()]);
+    let new_pub = dir.path().join("ops-2.pub");
+    std::fs::copy(fresh.join("signing.pub"), &new_pub).unwrap();
+    submit(
+        &lab,
+        &new_pub,
+        &["--kind", "key", "--wait", "--timeout", "60"],
+    );
+
+    // The revocation of the old key, signed by the new one.
+    let scratch = dir.path().join("scratch-trusted");
+    std::fs::create_dir(&scratch).unwrap();
+    for entry in std::fs::read_dir(&operator.trusted_keys_dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, scratch.join(path.file_name().unwrap())).unwrap();
+    }
+    local(&[
+        "key",
+        "revoke",
+        &old_kid,
+        "--dir",
+        scratch.to_str().unwrap(),
+        "--reason",
+        "compromised",
+    ]);
+    let revocation = dir.path().join("ops-1.revoked");
+    std::fs::copy(scratch.join(format!("{old_kid}.revoked")), &revocation).unwrap();
+    std::fs::copy(fresh.join("signing.key"), &operator.signing_key).unwrap();
+    submit(
+        &lab,
+        &revocation,
+        &["--kind", "key", "--wait", "--timeout", "60"],
+    );
+
+    // The new key's update is applied everywhere; the old key's is refused everywhere.
+    let after = manifest(dir.path(), "after.pp", "new key");
+    submit(&lab, &after, &["--wait", "--timeout", "60"]);
+    let draft = Draft {
+        seq: u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+        name: "stolen.pp".into(),
+        kind: Kind::Manifest,
+        info_hash: [1; 20],
+        len: 1,
+        sha256: [2; 32],
+    };
+    let stolen = Announcement::sign(draft, &old).unwrap().to_wire();
+    lab.serf_event(2, "p2pu-update", stolen.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in 1..=NODES {
+        assert_eq!(status_of(&lab, node, "after.pp"), Some(Status::Applied));
+        loop {
+            let report = status(&lab, node);
+            let refused = report
+                .rejected
+                .iter()
+                .any(|r| r.name.as_deref() == Some("stolen.pp") && r.reason.contains("revoked"));
+            if refused {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: {:#?}",
+                report.rejected
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(status_of(&lab, node, "stolen.pp"), None);
+    }
+}

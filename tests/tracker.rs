@@ -550,3 +550,22 @@ fn transmission_downloads_a_torrent_from_the_web_seed_server() {
     let name = torrent["name"].as_str().unwrap();
     assert_eq!(std::fs::read(Path::new(dir).join(name)).unwrap(), payload);
 }
+
+#[test]
+fn seed_server_answers_fleet_members_only() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_dir, root) = seed_root();
+    let payload = std::fs::read(root.join("payload.bin")).unwrap();
+    // Membership as the agent's FleetPeers would answer it, switched by the test.
+    let member = Arc::new(AtomicBool::new(true));
+    let asked = member.clone();
+    let allow =
+        Arc::new(move |ip: std::net::IpAddr| ip.is_loopback() && asked.load(Ordering::SeqCst));
+    let seed = SeedServer::start_for("127.0.0.1:0".parse().unwrap(), &root, allow).unwrap();
+    let url = format!("{}payload.bin", seed.base_url());
+    assert_eq!(get(&url), (200, payload));
+    member.store(false, Ordering::SeqCst);
+    let (status, body) = get(&url);
+    assert_eq!(status, 403);
+    assert!(body.len() < 100, "a stranger got {} bytes", body.len());
+}

@@ -546,4 +546,29 @@ mod tests {
     fn percent_encoding_keeps_only_unreserved_characters() {
         assert_eq!(percent_encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
     }
+
+    /// A metainfo from a member's web seed server is used only when it is the signed one, and
+    /// its length is checked before Transmission is given anything.
+    #[test]
+    fn metainfo_is_checked_against_the_signed_hash_and_length() {
+        use crate::formats::torrent::{create, CreateOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("site.pp");
+        std::fs::write(&file, b"good").unwrap();
+        let torrent = create(&file, &CreateOptions::default()).unwrap();
+        let mut signed = record(b"good");
+        signed.info_hash = torrent.info_hash_hex();
+        assert!(check_metainfo(&torrent.bytes, &signed).is_ok());
+
+        let other = record(b"good");
+        let err = check_metainfo(&torrent.bytes, &other).unwrap_err();
+        assert!(err.to_string().contains("info-hash"), "{err}");
+        let mut longer = signed.clone();
+        longer.len = 5;
+        assert!(matches!(
+            check_metainfo(&torrent.bytes, &longer),
+            Err(FetchError::LengthMismatch { want: 5, got: 4 })
+        ));
+        assert!(check_metainfo(b"d4:infoi1ee", &signed).is_err());
+    }
 }

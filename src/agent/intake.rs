@@ -25,6 +25,9 @@ pub struct Policy<'a> {
     /// Announcements whose seq (ms since the epoch) lies further ahead of the local clock are
     /// held: one bad announcement must not block every later update of its name.
     pub max_future_ms: u64,
+    /// Signed payload lengths above this are refused before anything is downloaded: a trusted
+    /// key must not be able to fill a node's disk by mistake (TUF's endless data).
+    pub max_payload_bytes: u64,
 }
 
 pub fn decide(
@@ -71,6 +74,17 @@ pub fn decide(
                 ))
             }
         }
+        if announcement.payload_len() > policy.max_payload_bytes {
+            return Ok(reject(
+                Some(name),
+                Some(seq),
+                format!(
+                    "payload of {} bytes exceeds agent.max_payload_bytes = {}",
+                    announcement.payload_len(),
+                    policy.max_payload_bytes
+                ),
+            ));
+        }
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
         if seq > now_ms.saturating_add(policy.max_future_ms) {
@@ -106,6 +120,16 @@ pub fn decide(
                     "legacy payload without a creation date".into(),
                 ));
             };
+            if torrent.length > policy.max_payload_bytes {
+                return Ok(reject(
+                    Some(name),
+                    Some(date),
+                    format!(
+                        "payload of {} bytes exceeds agent.max_payload_bytes = {}",
+                        torrent.length, policy.max_payload_bytes
+                    ),
+                ));
+            }
             match store.check_seq(&name, date)? {
                 SeqVerdict::New => {}
                 _ => {
@@ -188,13 +212,24 @@ mod tests {
     }
 
     fn wire(key: &SigningKey, name: &str, seq: u64) -> Vec<u8> {
+        signed(key, name, seq, Kind::Manifest, 10, [2; 32])
+    }
+
+    fn signed(
+        key: &SigningKey,
+        name: &str,
+        seq: u64,
+        kind: Kind,
+        len: u64,
+        sha256: [u8; 32],
+    ) -> Vec<u8> {
         let draft = Draft {
             seq,
             name: name.into(),
-            kind: Kind::Manifest,
+            kind,
             info_hash: [1; 20],
-            len: 10,
-            sha256: [2; 32],
+            len,
+            sha256,
         };
         let mut text = Announcement::sign(draft, key)
             .unwrap()
@@ -205,6 +240,10 @@ mod tests {
     }
 
     fn decide_on(f: &Fixture, payload: &[u8], accept_legacy: bool) -> Decision {
+        decide_capped(f, payload, accept_legacy, u64::MAX)
+    }
+
+    fn decide_capped(f: &Fixture, payload: &[u8], accept_legacy: bool, cap: u64) -> Decision {
         let event = Spooled {
             path: "x.event".into(),
             source: Source::Serf,
@@ -214,6 +253,7 @@ mod tests {
             trusted_keys_dir: &f.keys_dir,
             accept_legacy,
             max_future_ms: 86_400_000,
+            max_payload_bytes: cap,
         };
         decide(&event, &f.store, &policy, NOW_MS).unwrap()
     }
@@ -288,7 +328,9 @@ mod tests {
         let Decision::Held(record) = decide_on(&f, &wire(&f.key, "site.pp", future), false) else {
             panic!("not held");
         };
-        assert!(record.reason.unwrap().starts_with("held: seq"));
+        assert!(record.reason.clone().unwrap().starts_with("held: seq"));
+        // The agent records held announcements; a recorded one must still block nothing.
+        f.store.put(record).unwrap();
         assert!(matches!(
             decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false),
             Decision::Accepted(_)
@@ -319,5 +361,98 @@ mod tests {
         wrong_md5[0] = if wrong_md5[0] == b'0' { b'1' } else { b'0' };
         let bad = reason(decide_on(&f, &wrong_md5, true));
         assert!(bad.contains("MD5") || bad.contains("md5"), "{bad}");
+    }
+
+    #[test]
+    fn payload_over_the_cap_is_refused_before_download() {
+        let f = fixture();
+        let at_cap = signed(&f.key, "big.pp", NOW_MS, Kind::Manifest, 1000, [2; 32]);
+        assert!(matches!(
+            decide_capped(&f, &at_cap, false, 1000),
+            Decision::Accepted(_)
+        ));
+        let over = signed(&f.key, "big.pp", NOW_MS + 1, Kind::Manifest, 1001, [2; 32]);
+        let why = reason(decide_capped(&f, &over, false, 1000));
+        assert!(
+            why.contains("exceeds agent.max_payload_bytes = 1000"),
+            "{why}"
+        );
+        // Legacy payloads carry their length in the torrent: the same cap holds (the vector's
+        // file is larger than the fixture's 1000-byte cap).
+        let legacy = reason(decide_capped(&f, LEGACY, true, 1000));
+        assert!(
+            legacy.contains("exceeds agent.max_payload_bytes"),
+            "{legacy}"
+        );
+    }
+
+    /// TUF's key compromise: the attacker holds the fleet's only signing key. The operator trusts
+    /// a new key with a `key` update signed by the old one, revokes the old one with a `key`
+    /// update signed by the new one; from then on the fleet takes the new key's updates and
+    /// refuses the old key's, and what the attacker published in between changes nothing.
+    #[test]
+    fn compromised_key_is_replaced_by_signed_key_updates() {
+        use crate::keys::{apply_key_update, revocation_text, KeyChange, KeyId};
+        use sha2::{Digest, Sha256};
+        let f = fixture();
+        let old = f.key.clone();
+        let new = SigningKey::from_bytes(&[8; 32]);
+        let take_key_update = |signer: &SigningKey, seq: u64, payload: &[u8]| -> KeyChange {
+            let sha: [u8; 32] = Sha256::digest(payload).into();
+            let text = signed(
+                signer,
+                "fleet.key",
+                seq,
+                Kind::Key,
+                payload.len() as u64,
+                sha,
+            );
+            let Decision::Accepted(record) = decide_on(&f, &text, false) else {
+                panic!("key update not accepted");
+            };
+            f.store.put(record).unwrap();
+            let announcement = Announcement::decode(&text).unwrap();
+            apply_key_update(&f.keys_dir, &announcement, payload).unwrap()
+        };
+
+        // The attacker's far-future update with the stolen key is held, not applied.
+        let attack = wire(&old, "site.pp", NOW_MS + 30 * 86_400_000);
+        let Decision::Held(held) = decide_on(&f, &attack, false) else {
+            panic!("not held");
+        };
+        f.store.put(held).unwrap();
+
+        let new_public = PublicKey {
+            key: new.verifying_key(),
+            comment: "ops-2".into(),
+        };
+        let trusted = take_key_update(&old, NOW_MS + 1, new_public.to_text().as_bytes());
+        assert_eq!(trusted, KeyChange::Trusted(new_public.kid()));
+        let old_kid = KeyId::of(&old.verifying_key());
+        let revocation = revocation_text(old_kid, "compromised");
+        let revoked = take_key_update(&new, NOW_MS + 2, revocation.as_bytes());
+        assert_eq!(revoked, KeyChange::Revoked(old_kid));
+
+        let by_old = reason(decide_on(&f, &wire(&old, "site.pp", NOW_MS + 3), false));
+        assert!(by_old.contains("revoked"), "{by_old}");
+        assert!(matches!(
+            decide_on(&f, &wire(&new, "site.pp", NOW_MS + 3), false),
+            Decision::Accepted(_)
+        ));
+        // A key update from the revoked key cannot bring it back.
+        let sneak = revocation_text(new_public.kid(), "attacker");
+        let sha: [u8; 32] = Sha256::digest(sneak.as_bytes()).into();
+        let text = signed(
+            &old,
+            "fleet.key",
+            NOW_MS + 4,
+            Kind::Key,
+            sneak.len() as u64,
+            sha,
+        );
+        let why = reason(decide_on(&f, &text, false));
+        assert!(why.contains("revoked"), "{why}");
+        let announcement = Announcement::decode(&text).unwrap();
+        assert!(apply_key_update(&f.keys_dir, &announcement, sneak.as_bytes()).is_err());
     }
 }

@@ -90,3 +90,55 @@ impl PeerSource for FleetPeers {
         members.iter().chain(tunnels.iter()).copied().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::{Member, SerfError};
+    use std::time::Duration;
+
+    struct Fake;
+
+    impl Gossip for Fake {
+        fn members(&self) -> Result<Vec<Member>, SerfError> {
+            let member = |name: &str, last: u8, status| Member {
+                name: name.into(),
+                addr: [10, 0, 0, last].into(),
+                port: 7946,
+                status,
+                tags: Default::default(),
+            };
+            Ok(vec![
+                member("me", 1, MemberStatus::Alive),
+                member("peer", 2, MemberStatus::Alive),
+                member("gone", 3, MemberStatus::Failed),
+            ])
+        }
+        fn user_event(&self, _: &str, _: &[u8], _: bool) -> Result<(), SerfError> {
+            Ok(())
+        }
+        fn query(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Duration,
+        ) -> Result<Vec<(String, String)>, SerfError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn only_alive_members_and_loopback_may_use_the_seed_server() {
+        let peers = FleetPeers::new("me");
+        let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
+        assert!(
+            !peers.is_member(ip(2)),
+            "nothing is known before the first refresh"
+        );
+        peers.refresh(&Fake).unwrap();
+        assert!(peers.is_member(ip(1)) && peers.is_member(ip(2)));
+        assert!(peers.is_member(IpAddr::from([127, 0, 0, 1])));
+        assert!(!peers.is_member(ip(3)), "a failed member");
+        assert!(!peers.is_member(ip(9)), "a stranger");
+    }
+}

@@ -115,6 +115,7 @@ impl Agent {
             trusted_keys_dir: &site.agent.trusted_keys_dir,
             accept_legacy: site.agent.accept_legacy,
             max_future_ms: site.agent.max_future_secs.saturating_mul(1000),
+            max_payload_bytes: site.agent.max_payload_bytes,
         };
         let paths = spool::list(&site.agent.spool_dir)?;
         for path in &paths {
@@ -123,19 +124,6 @@ impl Agent {
             };
             let decision = intake::decide(&event, &self.store, &policy, now_ms())?;
             match decision {
-                Decision::Accepted(record) if record.len > site.agent.max_payload_bytes => {
-                    let reason = format!(
-                        "payload of {} bytes exceeds agent.max_payload_bytes = {}",
-                        record.len, site.agent.max_payload_bytes
-                    );
-                    self.reject(Rejection {
-                        at: record.received_at,
-                        source: event.source.as_str().into(),
-                        name: Some(record.name),
-                        seq: Some(record.seq),
-                        reason,
-                    })?;
-                }
                 Decision::Accepted(record) => {
                     tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), "accepted");
                     self.store.put(record.clone())?;
@@ -159,16 +147,17 @@ impl Agent {
     }
 
     fn warn_if_silent(&self, last_heard: &mut u64) {
-        let limit = self.config.site.agent.silence_warning_secs;
-        if limit == 0 {
-            return;
-        }
         let now = now_ms();
-        if now.saturating_sub(*last_heard) > limit.saturating_mul(1000) {
+        if let Some(silent_secs) = silence(
+            now,
+            *last_heard,
+            self.config.site.agent.silence_warning_secs,
+        ) {
             tracing::warn!(
-                silent_secs = (now - *last_heard) / 1000,
+                silent_secs,
                 "no update heard of for longer than agent.silence_warning_secs"
             );
+            // Once per period, not on every loop.
             *last_heard = now;
         }
     }
@@ -371,4 +360,25 @@ fn tail(text: &str, max: usize) -> String {
         start += 1;
     }
     text[start..].to_string()
+}
+
+/// How long (in seconds) nothing was heard, when that exceeds `limit_secs` (0: never warn):
+/// TUF's indefinite freeze, where an attacker keeps a node from hearing of new updates.
+fn silence(now_ms: u64, last_heard_ms: u64, limit_secs: u64) -> Option<u64> {
+    let silent = now_ms.saturating_sub(last_heard_ms);
+    (limit_secs != 0 && silent > limit_secs.saturating_mul(1000)).then_some(silent / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_past_the_limit_is_reported_and_zero_never_warns() {
+        assert_eq!(silence(100_000, 0, 100), None);
+        assert_eq!(silence(100_001, 0, 100), Some(100));
+        assert_eq!(silence(900_000, 0, 0), None);
+        // A clock that went backwards is not silence.
+        assert_eq!(silence(0, 100_000, 1), None);
+    }
 }

@@ -110,23 +110,30 @@ pub fn fleet_status(
 
 fn table(reports: &[MemberReport]) -> String {
     let mut out = format!(
-        "{:<20} {:<6} {:<24} {:>14} {:<8} {}\n",
-        "NODE", "ALIVE", "NAME", "SEQ", "STATUS", "REASON"
+        "{:<20} {:<6} {:>7} {:<24} {:>14} {:<8} {}\n",
+        "NODE", "ALIVE", "NEWEST", "NAME", "SEQ", "STATUS", "REASON"
     );
     for r in reports {
         let alive = if r.alive { "yes" } else { "no" };
+        // How long ago this member's newest update changed: a frozen node shows here.
+        let newest = r.newest_age_secs.map_or_else(|| "-".to_string(), age);
         match &r.updates {
-            None => out.push_str(&format!("{:<20} {:<6} (no answer)\n", r.node, alive)),
-            Some(updates) if updates.is_empty() => {
-                out.push_str(&format!("{:<20} {:<6} (no updates)\n", r.node, alive))
-            }
+            None => out.push_str(&format!(
+                "{:<20} {:<6} {:>7} (no answer)\n",
+                r.node, alive, newest
+            )),
+            Some(updates) if updates.is_empty() => out.push_str(&format!(
+                "{:<20} {:<6} {:>7} (no updates)\n",
+                r.node, alive, newest
+            )),
             Some(updates) => {
                 for u in updates {
                     let reason = u.reason.as_deref().unwrap_or("");
                     out.push_str(&format!(
-                        "{:<20} {:<6} {:<24} {:>14} {:<8} {}\n",
+                        "{:<20} {:<6} {:>7} {:<24} {:>14} {:<8} {}\n",
                         r.node,
                         alive,
+                        newest,
                         u.name,
                         u.seq,
                         u.status.as_str(),
@@ -137,4 +144,107 @@ fn table(reports: &[MemberReport]) -> String {
         }
     }
     out
+}
+
+/// An age in the largest whole unit: `45s`, `12m`, `5h`, `3d`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::state::Status;
+    use crate::engines::{Member, SerfError};
+
+    struct Fake;
+
+    impl Gossip for Fake {
+        fn members(&self) -> std::result::Result<Vec<Member>, SerfError> {
+            let member = |name: &str, status| Member {
+                name: name.into(),
+                addr: [10, 0, 0, 1].into(),
+                port: 7946,
+                status,
+                tags: Default::default(),
+            };
+            Ok(vec![
+                member("b-frozen", MemberStatus::Alive),
+                member("a-fresh", MemberStatus::Alive),
+                member("c-silent", MemberStatus::Failed),
+            ])
+        }
+        fn user_event(&self, _: &str, _: &[u8], _: bool) -> std::result::Result<(), SerfError> {
+            Ok(())
+        }
+        fn query(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Duration,
+        ) -> std::result::Result<Vec<(String, String)>, SerfError> {
+            let answer = |node: &str, ats: &[u64]| {
+                let status = NodeStatus {
+                    node: node.into(),
+                    updates: ats
+                        .iter()
+                        .map(|&at| UpdateStatus {
+                            name: format!("u{at}.pp"),
+                            seq: at * 1000,
+                            status: Status::Applied,
+                            reason: None,
+                            at,
+                        })
+                        .collect(),
+                };
+                (node.to_string(), serde_json::to_string(&status).unwrap())
+            };
+            Ok(vec![
+                answer("a-fresh", &[1_000, 9_990]),
+                answer("b-frozen", &[1_000]),
+            ])
+        }
+    }
+
+    #[test]
+    fn status_shows_how_old_each_members_newest_update_is() {
+        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let ages: Vec<_> = reports
+            .iter()
+            .map(|r| (r.node.as_str(), r.newest_age_secs))
+            .collect();
+        assert_eq!(
+            ages,
+            [
+                ("a-fresh", Some(10)),
+                ("b-frozen", Some(9_000)),
+                ("c-silent", None)
+            ]
+        );
+        let text = table(&reports);
+        assert!(text.lines().next().unwrap().contains("NEWEST"), "{text}");
+        let words = |start: &str| -> Vec<String> {
+            let line = text.lines().find(|l| l.starts_with(start)).unwrap_or("");
+            line.split_whitespace().map(str::to_string).collect()
+        };
+        assert_eq!(
+            words("b-frozen")[..4],
+            ["b-frozen", "yes", "2h", "u1000.pp"]
+        );
+        assert_eq!(words("c-silent"), ["c-silent", "no", "-", "(no", "answer)"]);
+    }
+
+    #[test]
+    fn ages_use_the_largest_whole_unit() {
+        let got: Vec<String> = [0, 119, 120, 7199, 7200, 172_799, 172_800]
+            .into_iter()
+            .map(age)
+            .collect();
+        assert_eq!(got, ["0s", "119s", "2m", "119m", "2h", "47h", "2d"]);
+    }
 }

@@ -236,6 +236,9 @@ fn image_files(config: &Config, config_path: &Path, installed: &Path) -> Result<
     ])
 }
 
+/// The user the network-facing processes (NAT client, proxy) run as; created by the package.
+pub const UNPRIVILEGED_USER: &str = "p2pu";
+
 /// Directories the engines and the agent need, with owner and mode.
 fn node_dirs(config: &Config) -> Vec<ManagedDir> {
     let site = &config.site;
@@ -246,7 +249,8 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
     };
     let mut dirs = vec![
         dir(&site.paths.config_dir, 0o755, None),
-        dir(&site.agent.spool_dir, 0o700, None),
+        // Others may pass through (to the NAT client's overlay part) but not list or write.
+        dir(&site.agent.spool_dir, 0o711, None),
         dir(&site.agent.state_dir, 0o755, None),
         dir(&site.agent.trusted_keys_dir, 0o755, None),
         dir(&site.agent.archive_dir, 0o755, None),
@@ -256,6 +260,10 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
             Some(&site.transmission.user),
         ),
     ];
+    if site.nat.enabled {
+        let overlay = crate::agent::spool::overlay_dir(&site.agent.spool_dir);
+        dirs.push(dir(&overlay, 0o700, Some(UNPRIVILEGED_USER)));
+    }
     if let Some(key_dir) = site.agent.signing_key.parent() {
         dirs.push(dir(key_dir, 0o700, None));
     }

@@ -1,0 +1,182 @@
+//! Checks behind the local-surface rows of docs/SECURITY.md that no engine test covers: the
+//! rendered units' privileges and hardening, the spool's owners and modes, and that no string
+//! reaches a shell (engines run with argument vectors; the Serf handler expands nothing).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn golden(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/fleet/etc")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `[Service]` settings of a unit, as (key, value) lines.
+fn service_settings(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .skip_while(|l| l.trim() != "[Service]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    settings
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn network_facing_units_run_unprivileged_and_hardened() {
+    for unit in ["p2pu-nat-client.service", "p2pu-proxy.service"] {
+        let settings = service_settings(&golden(&format!("systemd/system/{unit}")));
+        for (key, want) in [
+            ("User", "p2pu"),
+            ("Group", "p2pu"),
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("PrivateDevices", "yes"),
+            // Empty: no capability at all, not even the ones root would keep.
+            ("CapabilityBoundingSet", ""),
+        ] {
+            assert_eq!(setting(&settings, key), Some(want), "{unit}: {key}");
+        }
+    }
+    // The NAT client may write its own part of the spool and nothing else.
+    let client = service_settings(&golden("systemd/system/p2pu-nat-client.service"));
+    assert_eq!(
+        setting(&client, "ReadWritePaths"),
+        Some("/srv/p2pu/spool/overlay")
+    );
+    // The proxy writes nothing at all.
+    let proxy = service_settings(&golden("systemd/system/p2pu-proxy.service"));
+    assert_eq!(setting(&proxy, "ReadWritePaths"), None);
+}
+
+#[test]
+fn only_the_agent_that_applies_updates_runs_as_root() {
+    let agent = service_settings(&golden("systemd/system/p2pu-agent.service"));
+    assert_eq!(
+        setting(&agent, "User"),
+        None,
+        "the agent runs Puppet as root"
+    );
+    assert_eq!(setting(&agent, "PrivateTmp"), Some("yes"));
+    // Serf runs the handler as root: the handler must stay an exec of p2pu, nothing more.
+    let handler = golden("p2pu/serf-handler");
+    let code: Vec<&str> = handler
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        code,
+        ["exec /usr/bin/p2pu handle-event --config /etc/p2pu/site.toml"]
+    );
+}
+
+#[test]
+fn engine_rpc_is_loopback_only_and_authenticated() {
+    let serf: serde_json::Value = serde_json::from_str(&golden("serf/p2pu.json")).unwrap();
+    let rpc = serf["rpc_addr"].as_str().unwrap();
+    assert!(rpc.starts_with("127.0.0.1:"), "{rpc}");
+    assert!(!serf["rpc_auth"].as_str().unwrap_or("").is_empty());
+    assert!(serf["keyring_file"].as_str().is_some(), "gossip encryption");
+    let transmission: serde_json::Value =
+        serde_json::from_str(&golden("transmission-daemon/settings.json")).unwrap();
+    for (key, want) in [
+        ("rpc-bind-address", serde_json::json!("127.0.0.1")),
+        ("rpc-authentication-required", serde_json::json!(true)),
+        ("rpc-whitelist-enabled", serde_json::json!(true)),
+        ("rpc-whitelist", serde_json::json!("127.0.0.1")),
+    ] {
+        assert_eq!(transmission[key], want, "{key}");
+    }
+}
+
+/// Every `.rs` file below `dir`.
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_engine_is_run_through_a_shell() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let shells = [
+        "\"sh\"",
+        "\"/bin/sh\"",
+        "\"bash\"",
+        "\"/bin/bash\"",
+        "\"-c\"",
+    ];
+    let mut found = Vec::new();
+    for path in sources(&src) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Unit tests (at the end of a module, by convention) may use a shell as a stand-in.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            if shells.iter().any(|s| line.contains(s)) || line.contains("sh -c") {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a shell in production code:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\n\
+         debian-transmission:x:103:106::/var/lib:/usr/sbin/nologin\n\
+         p2pu:x:998:997::/var/lib/p2pu:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    let config = root.path().join("site.toml");
+    std::fs::write(
+        &config,
+        "[node]\nname = \"n1\"\n[nat]\nenabled = true\nproxy = \"192.0.2.1:3478\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pu"))
+        .arg("init")
+        .arg("--config")
+        .arg(&config)
+        .arg("--root")
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = std::fs::metadata(root.path().join("var/spool/p2pu")).unwrap();
+    assert_eq!(spool.permissions().mode() & 0o777, 0o711);
+    let overlay = std::fs::metadata(root.path().join("var/spool/p2pu/overlay")).unwrap();
+    assert_eq!(overlay.permissions().mode() & 0o777, 0o700);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!((spool.uid(), overlay.uid(), overlay.gid()), (0, 998, 997));
+    }
+}
