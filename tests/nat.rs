@@ -793,7 +793,8 @@ impl Fleet {
                     "[nat]\nenabled = true\nproxy = \"{PROXY_IP}:{PORT}\"\nport = {PORT}\n\
                      keepalive_secs = 5\npeer_expiry_secs = 20\nfleet_secret_file = \"{}\"\n\
                      control_socket = \"{}\"\n\
-                     # The tunnel ends are TCP only.\n[transmission]\nutp = false\npex = false\n",
+                     # The tunnel ends are TCP only, and PEX would hand out LAN addresses\n\
+                     # from across the NAT.\n[transmission]\nutp = false\npex = false\n",
                     self.dir.path().join("fleet.secret").display(),
                     dir.join("control.sock").display()
                 );
@@ -993,14 +994,9 @@ impl FullNode {
 /// b's agent gets the announcement over the overlay, the metainfo by magnet from a's
 /// Transmission through b's tunnel end (its tracker lists it), and applies it with Puppet.
 ///
-/// Ignored: fails in the last step. b's Transmission gets the metainfo (magnet, BEP 9) from a's
-/// through the tunnel, then restarts the torrent, and its peer for a is now its own address:
-/// the tunnel end is on b's own LAN address, Transmission 3.00 keys peers by address and
-/// takes the port from a's extension handshake (`p` = 51413), so b dials itself, marks the
-/// peer unreachable and never downloads. Run with `--ignored` once tunnel ends get their own
-/// addresses (see the natflow report).
+/// Needs the tunnel to strip `p` from the extension handshakes (see `nat::tunnel::pipe`)
+/// and PEX off on NAT nodes.
 #[test]
-#[ignore = "Transmission re-points the tunnel peer at its own address after the magnet metadata"]
 fn sendfile_across_cone_nats_is_applied_over_the_punched_path() {
     let via = [
         format!("via={}:{PORT}", wan_ip(2)),
@@ -1009,10 +1005,8 @@ fn sendfile_across_cone_nats_is_applied_over_the_punched_path() {
     sendfile_across_nats(Lan::cone(1), "direct", via);
 }
 
-/// The same where both NATs are symmetric: the bytes go through the proxy's relay. Ignored
-/// for the same reason.
+/// The same where both NATs are symmetric: the bytes go through the proxy's relay.
 #[test]
-#[ignore = "Transmission re-points the tunnel peer at its own address after the magnet metadata"]
 fn sendfile_across_symmetric_nats_is_applied_over_the_relay() {
     let via = ["via=240.0.0.".to_owned(), "via=240.0.0.".to_owned()];
     sendfile_across_nats(Lan::symmetric(1), "relayed", via);
