@@ -16,6 +16,7 @@ mod startup;
 
 pub use fleet::Lab;
 pub use node::NodeInfo;
+pub use startup::{agent_command, init_node, install_keys, serf_command, transmission_command};
 
 use crate::error::{Error, Result};
 use std::os::unix::fs::PermissionsExt;

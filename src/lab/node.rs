@@ -40,12 +40,49 @@ impl NodeInfo {
         overrides: Option<&str>,
     ) -> Result<NodeInfo> {
         let name = format!("node-{index}");
-        let dir = base.join(&name);
         let addr = node_addr(index)?;
-        for sub in [dir.clone(), dir.join("logs")] {
+        let join = if index == 1 {
+            Vec::new()
+        } else {
+            vec![Ipv4Addr::new(10, 99, 1, 1)]
+        };
+        Self::write(
+            &base.join(&name),
+            index,
+            &name,
+            addr,
+            &join,
+            accept_legacy,
+            overrides,
+        )
+    }
+
+    /// A node outside a [`super::Lab`] (e.g. behind a NAT in another harness's namespace):
+    /// `dir/site.toml` for a one-node Serf fleet named `name` at `addr`, every path under
+    /// `dir`, merged with `overrides`. Its ports are a lab's node 1's.
+    pub fn standalone(
+        dir: &Path,
+        name: &str,
+        addr: Ipv4Addr,
+        overrides: Option<&str>,
+    ) -> Result<NodeInfo> {
+        Self::write(dir, 1, name, addr, &[], false, overrides)
+    }
+
+    fn write(
+        dir: &Path,
+        index: usize,
+        name: &str,
+        addr: Ipv4Addr,
+        join: &[Ipv4Addr],
+        accept_legacy: bool,
+        overrides: Option<&str>,
+    ) -> Result<NodeInfo> {
+        for sub in [dir.to_path_buf(), dir.join("logs")] {
             std::fs::create_dir_all(&sub).map_err(Error::io("creating directory", &sub))?;
         }
-        let mut table = parse(&dir.join("site.toml"), &base_toml(&dir, index, addr)?)?;
+        let text = base_toml(dir, index, name, addr, join)?;
+        let mut table = parse(&dir.join("site.toml"), &text)?;
         table.insert("agent".into(), agent_table(&table, accept_legacy)?);
         if let Some(extra) = overrides {
             merge(&mut table, parse(Path::new("(site_overrides)"), extra)?);
@@ -56,9 +93,9 @@ impl NodeInfo {
         let loaded = Config::load(&config, None)?;
         Ok(NodeInfo {
             index,
-            name,
+            name: name.to_owned(),
             addr,
-            dir,
+            dir: dir.to_path_buf(),
             config,
             serf_rpc: loaded.serf_rpc,
             serf_bind: loaded.serf_bind,
@@ -106,20 +143,26 @@ fn port(base: u16, index: usize) -> Result<u16> {
 }
 
 /// The node's site.toml before overrides: every path under `dir`.
-fn base_toml(dir: &Path, index: usize, addr: Ipv4Addr) -> Result<String> {
+fn base_toml(
+    dir: &Path,
+    index: usize,
+    name: &str,
+    addr: Ipv4Addr,
+    join: &[Ipv4Addr],
+) -> Result<String> {
     let d = dir.display().to_string();
-    let join = if index == 1 {
-        "[]".to_owned()
-    } else {
-        format!("[\"{}\"]", Ipv4Addr::new(10, 99, 1, 1))
-    };
+    let join = toml::Value::Array(
+        join.iter()
+            .map(|ip| toml::Value::String(ip.to_string()))
+            .collect(),
+    );
     let serf_rpc = port(SERF_RPC_BASE, index)?;
     let rpc_port = port(TRANSMISSION_RPC_BASE, index)?;
     let tracker = port(TRACKER_BASE, index)?;
     Ok(format!(
         r#"
 [node]
-name = "node-{index}"
+name = "{name}"
 [serf]
 bind = "{addr}:7946"
 advertise = "{addr}"

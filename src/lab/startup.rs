@@ -21,20 +21,10 @@ impl Lab {
     /// Installs the fleet's signing key before any agent starts: node 1 is the operator and
     /// holds the secret key; every node trusts its public key.
     pub(super) fn install_keys(&self) -> Result<()> {
-        let Some(operator) = self.nodes.first() else {
-            return Ok(());
-        };
-        let key = crate::keys::generate();
-        let secret = crate::keys::secret_to_text(&key);
-        crate::fsutil::write_atomic(&operator.site.agent.signing_key, secret.as_bytes(), 0o600)?;
-        let public = crate::keys::PublicKey {
-            key: key.verifying_key(),
-            comment: "lab operator".into(),
-        };
-        for node in &self.nodes {
-            crate::keys::TrustedKeys::add(&node.site.agent.trusted_keys_dir, &public)?;
+        match self.nodes.first() {
+            Some(operator) => install_keys(operator, &self.nodes),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// `p2pu init` for every node; node 1's generated gossip keyring is copied to the others
@@ -67,46 +57,12 @@ impl Lab {
     }
 
     pub(super) fn init_node(&self, node: &NodeInfo) -> Result<()> {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("init")
-            .arg("--config")
-            .arg(&node.config)
-            .arg("--no-systemd")
-            .arg("--binary")
-            .arg(&self.binary)
-            .env_remove("P2PU_CONFIG")
-            .env_remove("P2PU_TEMPLATES")
-            .env_remove("P2PU_BINARY");
-        let shown = format!(
-            "{} init --config {}",
-            self.binary.display(),
-            node.config.display()
-        );
-        let output = command.output().map_err(|source| Error::Spawn {
-            command: shown.clone(),
-            source,
-        })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(Error::Command {
-            command: shown,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+        init_node(&self.binary, node)
     }
 
     pub(super) fn spawn_serf(&mut self, index: usize) -> Result<()> {
         let node = self.node(index)?;
-        let mut command = Command::new("serf");
-        command
-            .arg("agent")
-            .arg(format!(
-                "-config-file={}",
-                node.site.serf.config_file.display()
-            ))
-            .env("HOME", &node.dir);
+        let mut command = serf_command(node);
         confine(&mut command, self.netns.raw_fd(), None);
         let guard = Guard::spawn(
             format!("serf agent on {}", node.name),
@@ -119,14 +75,7 @@ impl Lab {
 
     pub(super) fn spawn_transmission(&mut self, index: usize) -> Result<()> {
         let node = self.node(index)?;
-        let settings = &node.site.transmission.settings_file;
-        let settings_dir = settings.parent().unwrap_or(Path::new("/"));
-        let mut command = Command::new("transmission-daemon");
-        command
-            .arg("-f")
-            .arg("-g")
-            .arg(settings_dir)
-            .env("HOME", settings_dir);
+        let mut command = transmission_command(node);
         confine(
             &mut command,
             self.netns.raw_fd(),
@@ -245,4 +194,90 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The operator's key pair: its secret key becomes `operator`'s signing key, and every node
+/// in `nodes` trusts its public key.
+pub fn install_keys(operator: &NodeInfo, nodes: &[NodeInfo]) -> Result<()> {
+    let key = crate::keys::generate();
+    let secret = crate::keys::secret_to_text(&key);
+    crate::fsutil::write_atomic(&operator.site.agent.signing_key, secret.as_bytes(), 0o600)?;
+    let public = crate::keys::PublicKey {
+        key: key.verifying_key(),
+        comment: "lab operator".into(),
+    };
+    for node in nodes {
+        crate::keys::TrustedKeys::add(&node.site.agent.trusted_keys_dir, &public)?;
+    }
+    Ok(())
+}
+
+/// `<binary> init --no-systemd` for `node`: renders its engines' configs and secrets.
+pub fn init_node(binary: &Path, node: &NodeInfo) -> Result<()> {
+    let mut command = Command::new(binary);
+    command
+        .arg("init")
+        .arg("--config")
+        .arg(&node.config)
+        .arg("--no-systemd")
+        .arg("--binary")
+        .arg(binary)
+        .env_remove("P2PU_CONFIG")
+        .env_remove("P2PU_TEMPLATES")
+        .env_remove("P2PU_BINARY");
+    let shown = format!(
+        "{} init --config {}",
+        binary.display(),
+        node.config.display()
+    );
+    let output = command.output().map_err(|source| Error::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command: shown,
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// `serf agent` with `node`'s rendered config (the caller picks namespace and process group).
+pub fn serf_command(node: &NodeInfo) -> Command {
+    let mut command = Command::new("serf");
+    command
+        .arg("agent")
+        .arg(format!(
+            "-config-file={}",
+            node.site.serf.config_file.display()
+        ))
+        .env("HOME", &node.dir);
+    command
+}
+
+/// `transmission-daemon -f` with `node`'s settings dir; the caller runs it as
+/// `transmission.user`.
+pub fn transmission_command(node: &NodeInfo) -> Command {
+    let settings = &node.site.transmission.settings_file;
+    let settings_dir = settings.parent().unwrap_or(Path::new("/"));
+    let mut command = Command::new("transmission-daemon");
+    command
+        .arg("-f")
+        .arg("-g")
+        .arg(settings_dir)
+        .env("HOME", settings_dir);
+    command
+}
+
+/// `<binary> agent` for `node`.
+pub fn agent_command(binary: &Path, node: &NodeInfo) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("agent")
+        .arg("--config")
+        .arg(&node.config)
+        .env("HOME", &node.dir);
+    command
 }

@@ -703,16 +703,170 @@ async fn serve_incoming(incoming: quinn::Incoming, deliver: SocketAddr) {
     }
 }
 
-async fn pipe(mut tcp: tokio::net::TcpStream, send: quinn::SendStream, recv: quinn::RecvStream) {
-    let mut stream = tokio::io::join(recv, send);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await {
-        tracing::debug!(error = %e, "tunnel stream ended");
+/// Pipes a tunnel stream and the local Transmission's connection both ways; the peer's
+/// extension handshake (BEP 10) on its way in loses `p`, its listening port. Both ends of
+/// every tunnel meet Transmission on this node's own address, and Transmission 3.00 keys
+/// peers by address and takes their port from `p`: left in, the peer becomes this node's own
+/// peer port, and after the first disconnect (a magnet download restarts the torrent once it
+/// has the metadata) Transmission dials itself and gives the peer up for 30 minutes.
+async fn pipe(
+    tcp: tokio::net::TcpStream,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let outbound = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut tcp_read, &mut send).await;
+        let _ = send.finish();
+    });
+    let inbound = async move {
+        // What the peer sent so far, until its extension handshake; `sent` bytes of it are
+        // with Transmission already (each complete message before the handshake is passed
+        // on at once: the two sides wait on each other's handshakes).
+        let mut head = Vec::new();
+        let mut sent = 0;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match recv.read(&mut chunk).await {
+                Ok(Some(n)) => n,
+                _ => 0,
+            };
+            head.extend_from_slice(&chunk[..n]);
+            let (out, done) = match strip_peer_port(&head) {
+                Rewrite::NeedMore(ready) if n > 0 && head.len() < MAX_REWRITE_HEAD => {
+                    (head.get(sent..ready).unwrap_or_default().to_vec(), false)
+                }
+                Rewrite::Done(out) => (out.get(sent..).unwrap_or_default().to_vec(), true),
+                Rewrite::NeedMore(_) | Rewrite::PassThrough => {
+                    (head.get(sent..).unwrap_or_default().to_vec(), true)
+                }
+            };
+            sent += out.len();
+            if tcp_write.write_all(&out).await.is_err() || n == 0 {
+                let _ = tcp_write.shutdown().await;
+                return;
+            }
+            if done {
+                break;
+            }
+        }
+        let mut recv = recv;
+        if let Err(e) = tokio::io::copy(&mut recv, &mut tcp_write).await {
+            tracing::debug!(error = %e, "tunnel stream ended");
+        }
+        let _ = tcp_write.shutdown().await;
+    };
+    inbound.await;
+    let _ = outbound.await;
+}
+
+/// How much of a stream's start is held back looking for the extension handshake.
+const MAX_REWRITE_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, PartialEq)]
+enum Rewrite {
+    /// The handshake is not complete yet; the first `.0` bytes (whole messages before it) may
+    /// go on unchanged.
+    NeedMore(usize),
+    /// Not a plain BitTorrent stream, or no extension handshake among its first messages.
+    PassThrough,
+    /// The bytes so far without the handshake's `p`.
+    Done(Vec<u8>),
+}
+
+/// Drops `p` from the first extension handshake (BEP 10) of a plain BitTorrent stream that
+/// starts with `head`.
+fn strip_peer_port(head: &[u8]) -> Rewrite {
+    const PROTOCOL: &[u8] = b"\x13BitTorrent protocol";
+    let Some(start) = head.get(..PROTOCOL.len().min(head.len())) else {
+        return Rewrite::NeedMore(0);
+    };
+    if !PROTOCOL.starts_with(start) {
+        return Rewrite::PassThrough;
     }
+    if head.len() < 68 {
+        return Rewrite::NeedMore(0);
+    }
+    let mut pos = 68;
+    for _ in 0..8 {
+        let Some(len) = head.get(pos..pos + 4) else {
+            return Rewrite::NeedMore(pos);
+        };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len > MAX_REWRITE_HEAD {
+            return Rewrite::PassThrough;
+        }
+        let Some(body) = head.get(pos + 4..pos + 4 + len) else {
+            return Rewrite::NeedMore(pos);
+        };
+        if let [20, 0, dict @ ..] = body {
+            let Ok(value) = crate::formats::bencode::parse(dict) else {
+                return Rewrite::PassThrough;
+            };
+            let Some(old) = value.get("p") else {
+                return Rewrite::PassThrough;
+            };
+            // The value follows its key's encoding, `1:p`.
+            let at = old.raw.as_ptr() as usize - dict.as_ptr() as usize;
+            let Some(key_at) = at.checked_sub(3) else {
+                return Rewrite::PassThrough;
+            };
+            let mut new_dict = dict[..key_at].to_vec();
+            new_dict.extend_from_slice(&dict[at + old.raw.len()..]);
+            let Ok(new_len) = u32::try_from(new_dict.len() + 2) else {
+                return Rewrite::PassThrough;
+            };
+            let mut out = head[..pos].to_vec();
+            out.extend_from_slice(&new_len.to_be_bytes());
+            out.extend_from_slice(&[20, 0]);
+            out.extend_from_slice(&new_dict);
+            out.extend_from_slice(&head[pos + 4 + len..]);
+            return Rewrite::Done(out);
+        }
+        pos += 4 + len;
+    }
+    Rewrite::PassThrough
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(ltep: &[u8], tail: &[u8]) -> Vec<u8> {
+        let mut s = b"\x13BitTorrent protocol".to_vec();
+        s.extend_from_slice(&[0u8; 48]);
+        s.extend_from_slice(&0u32.to_be_bytes()); // keep-alive
+        s.extend_from_slice(&((ltep.len() + 2) as u32).to_be_bytes());
+        s.extend_from_slice(&[20, 0]);
+        s.extend_from_slice(ltep);
+        s.extend_from_slice(tail);
+        s
+    }
+
+    #[test]
+    fn the_extension_handshake_loses_its_port() {
+        let from = stream(b"d1:md6:ut_pexi1ee1:pi51413e1:v4:Tr 3e", b"\0\0\0\x01\x0e");
+        let want = stream(b"d1:md6:ut_pexi1ee1:v4:Tr 3e", b"\0\0\0\x01\x0e");
+        assert_eq!(strip_peer_port(&from), Rewrite::Done(want));
+        // Cut before the extension handshake's end, it waits for more, passing on the
+        // BitTorrent handshake and the keep-alive before it at once.
+        for (cut, ready) in [(0, 0), (10, 0), (67, 0), (68, 68), (71, 68), (75, 72)] {
+            assert_eq!(
+                strip_peer_port(&from[..cut]),
+                Rewrite::NeedMore(ready),
+                "{cut}"
+            );
+        }
+        let end = from.len() - 6;
+        assert_eq!(strip_peer_port(&from[..end]), Rewrite::NeedMore(72));
+        // No `p`, an encrypted stream, or bencode it cannot read: left alone.
+        let no_port = stream(b"d1:v4:Tr 3e", b"");
+        assert_eq!(strip_peer_port(&no_port), Rewrite::PassThrough);
+        assert_eq!(strip_peer_port(&[0x8f; 100]), Rewrite::PassThrough);
+        let broken = stream(b"d1:pi5e1:ai1ee", b"");
+        assert_eq!(strip_peer_port(&broken), Rewrite::PassThrough);
+    }
 
     #[test]
     fn placeholder_addresses_are_unroutable_and_stable() {
