@@ -43,8 +43,13 @@ fn curl(lab: &p2pu::lab::Lab, from: usize, url: &str) -> Res<Child> {
 }
 
 fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
-    let dir = tempfile::Builder::new().prefix("p2pu-bench-").tempdir_in("/tmp")?;
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-bench-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     eprintln!("[{nodes} nodes] starting the lab...");
     let lab = start_lab(nodes, dir.path())?;
     shape(&lab, nodes, mbit)?;
@@ -54,7 +59,9 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     let payload = random_archive(&payload_dir, &name, mib)?;
 
     // HTTP baselines, from node 1, on the same shaped links.
-    let port = lab.in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??.port();
+    let port = lab
+        .in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??
+        .port();
     let payload_dir2 = payload_dir.clone();
     let _server = Server(lab.in_netns(move || {
         Command::new("python3")
@@ -67,7 +74,10 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     })??);
     let url = format!("http://10.99.1.1:{port}/{name}");
     let ready = now_s() + 10.0;
-    while lab.in_netns(|| std::net::TcpStream::connect(("10.99.1.1", port)))?.is_err() {
+    while lab
+        .in_netns(|| std::net::TcpStream::connect(("10.99.1.1", port)))?
+        .is_err()
+    {
         if now_s() > ready {
             return Err("http.server did not start".into());
         }
@@ -80,9 +90,14 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     if !status.success() {
         return Err(format!("curl: {status}").into());
     }
-    eprintln!("[{nodes} nodes] one copy {one_copy:.1} s; central server to {} nodes...", nodes - 1);
+    eprintln!(
+        "[{nodes} nodes] one copy {one_copy:.1} s; central server to {} nodes...",
+        nodes - 1
+    );
     let start = now_s();
-    let children: Vec<Child> = (2..=nodes).map(|i| curl(&lab, i, &url)).collect::<Res<_>>()?;
+    let children: Vec<Child> = (2..=nodes)
+        .map(|i| curl(&lab, i, &url))
+        .collect::<Res<_>>()?;
     for mut child in children {
         let status = child.wait()?;
         if !status.success() {
@@ -96,11 +111,7 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     let (start, seq) = submit(&lab, &payload)?;
     let applied = wait_applied(&lab, nodes, &name, seq, Duration::from_secs(600))?;
     let last = applied.iter().cloned().fold(f64::MIN, f64::max);
-    let first = applied
-        .iter()
-        .skip(1)
-        .cloned()
-        .fold(f64::MAX, f64::min);
+    let first = applied.iter().skip(1).cloned().fold(f64::MAX, f64::min);
     let rss = agent_pid(&lab, 2).and_then(rss_kib);
     eprintln!("[{nodes} nodes] p2pu {:.1} s", last - start);
     Ok(Row {

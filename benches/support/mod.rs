@@ -80,14 +80,18 @@ pub fn logged(lab: &Lab, node: usize, what: &str, name: &str, seq: u64) -> Optio
     agent_log(lab, node).into_iter().find(|l| {
         l.text.contains(what)
             && l.text.contains(&want_name)
-            && l.text
-                .split_whitespace()
-                .any(|w| w == want_seq)
+            && l.text.split_whitespace().any(|w| w == want_seq)
     })
 }
 
 /// Waits until every node logged `applied` for name/seq; returns each node's applied time.
-pub fn wait_applied(lab: &Lab, nodes: usize, name: &str, seq: u64, limit: Duration) -> Res<Vec<f64>> {
+pub fn wait_applied(
+    lab: &Lab,
+    nodes: usize,
+    name: &str,
+    seq: u64,
+    limit: Duration,
+) -> Res<Vec<f64>> {
     let deadline = now_s() + limit.as_secs_f64();
     loop {
         let times: Vec<Option<f64>> = (1..=nodes)
@@ -97,7 +101,9 @@ pub fn wait_applied(lab: &Lab, nodes: usize, name: &str, seq: u64, limit: Durati
             return Ok(times.into_iter().flatten().collect());
         }
         if now_s() > deadline {
-            return Err(format!("{name} seq {seq} not applied everywhere in {limit:?}: {times:?}").into());
+            return Err(
+                format!("{name} seq {seq} not applied everywhere in {limit:?}: {times:?}").into(),
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -109,7 +115,11 @@ pub fn submit(lab: &Lab, path: &Path) -> Res<(f64, u64)> {
     let out = lab.p2pu(1, &["submit", path.to_str().ok_or("path")?])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        return Err(format!("submit failed: {text}{}", String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!(
+            "submit failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
     }
     // "submitted NAME seq SEQ info-hash H"
     let seq = text
@@ -124,15 +134,19 @@ pub fn submit(lab: &Lab, path: &Path) -> Res<(f64, u64)> {
 /// The pid of node `node`'s `p2pu agent` (found by its --config in /proc).
 pub fn agent_pid(lab: &Lab, node: usize) -> Option<u32> {
     let config = lab.node(node).ok()?.config.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        (args.get(1).map(String::as_str) == Some("agent") && args.contains(&config)).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args.get(1).map(String::as_str) == Some("agent") && args.contains(&config))
+                .then_some(pid)
+        })
 }
 
 /// (VmRSS, VmHWM) of `pid` in KiB.
@@ -176,7 +190,9 @@ pub fn shape(lab: &Lab, nodes: usize, mbit: u32) -> Res<()> {
             .args(args.split_whitespace()))
     };
     let ip = |args: &str| -> Res<()> {
-        run(Command::new("ip").args(["-n", &ns]).args(args.split_whitespace()))
+        run(Command::new("ip")
+            .args(["-n", &ns])
+            .args(args.split_whitespace()))
     };
     ip("link set dev lo mtu 1500")?;
     ip("link add ifb0 type ifb")?;
@@ -184,8 +200,12 @@ pub fn shape(lab: &Lab, nodes: usize, mbit: u32) -> Res<()> {
     tc("qdisc add dev lo handle ffff: ingress")?;
     tc("filter add dev lo parent ffff: protocol ip prio 1 u32 match u32 0 0 action mirred egress redirect dev ifb0")?;
     for (dev, dir) in [("lo", "src"), ("ifb0", "dst")] {
-        tc(&format!("qdisc add dev {dev} root handle 1: htb default ff"))?;
-        tc(&format!("class add dev {dev} parent 1: classid 1:ff htb rate 10gbit"))?;
+        tc(&format!(
+            "qdisc add dev {dev} root handle 1: htb default ff"
+        ))?;
+        tc(&format!(
+            "class add dev {dev} parent 1: classid 1:ff htb rate 10gbit"
+        ))?;
         for i in 1..=nodes {
             tc(&format!(
                 "class add dev {dev} parent 1: classid 1:{i:x} htb rate {mbit}mbit ceil {mbit}mbit"
@@ -243,6 +263,9 @@ pub fn machine() -> String {
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
