@@ -138,7 +138,10 @@ impl Agent {
                 }
                 Decision::Accepted(record) => {
                     // The spool file's name carries its write time (ns): benches/ measure latency from it.
-                    let spool = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+                    let spool = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default();
                     tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
                     self.store.put(record.clone())?;
                     let _ = work.send(record);
