@@ -125,7 +125,12 @@ impl Agent {
             let decision = intake::decide(&event, &self.store, &policy, now_ms())?;
             match decision {
                 Decision::Accepted(record) => {
-                    tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), "accepted");
+                    // The spool file's name carries its write time (ns): benches/ measure latency from it.
+                    let spool = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default();
+                    tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
                     self.store.put(record.clone())?;
                     let _ = work.send(record);
                 }
@@ -241,6 +246,7 @@ impl Agent {
             trusted_keys_dir: &site.agent.trusted_keys_dir,
             limits: Limits::default(),
         };
+        tracing::debug!(name = %record.name, seq = record.seq, "apply started");
         match context.apply(kind, &record.name, &path, announcement.as_ref()) {
             Ok(applied) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}", applied.summary);

@@ -1,0 +1,171 @@
+//! Issue 8, item 1: rollout time of a large update on a shaped lab, beside the HTTP physical
+//! limit (one copy) and a central-server baseline, measured in the same run.
+//!
+//! `cargo bench --bench rollout [-- NODES... [--mib M] [--mbit R]]` (root; default 4 8 nodes,
+//! 128 MiB, 50 Mbit/s per node each way). Prints a table; asserts nothing about timings.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+struct Row {
+    nodes: usize,
+    one_copy: f64,
+    central: f64,
+    p2pu: f64,
+    first: f64,
+    rss: Option<(u64, u64)>,
+}
+
+/// A python3 http.server on node 1 serving `dir`; killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn curl(lab: &p2pu::lab::Lab, from: usize, url: &str) -> Res<Child> {
+    let url = url.to_owned();
+    Ok(lab.in_netns(move || {
+        Command::new("curl")
+            .args(["-sfS", "-o", "/dev/null", "--interface"])
+            .arg(format!("10.99.1.{from}"))
+            .arg(&url)
+            .spawn()
+    })??)
+}
+
+fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-bench-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    eprintln!("[{nodes} nodes] starting the lab...");
+    let lab = start_lab(nodes, dir.path())?;
+    shape(&lab, nodes, mbit)?;
+    let payload_dir = dir.path().join("payload");
+    std::fs::create_dir_all(&payload_dir)?;
+    let name = format!("big-{nodes}.tar.gz");
+    let payload = random_archive(&payload_dir, &name, mib)?;
+
+    // HTTP baselines, from node 1, on the same shaped links.
+    let port = lab
+        .in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??
+        .port();
+    let payload_dir2 = payload_dir.clone();
+    let _server = Server(lab.in_netns(move || {
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "10.99.1.1"])
+            .arg(port.to_string())
+            .current_dir(&payload_dir2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })??);
+    let url = format!("http://10.99.1.1:{port}/{name}");
+    let ready = now_s() + 10.0;
+    while lab
+        .in_netns(|| std::net::TcpStream::connect(("10.99.1.1", port)))?
+        .is_err()
+    {
+        if now_s() > ready {
+            return Err("http.server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("[{nodes} nodes] one copy over HTTP...");
+    let start = now_s();
+    let status = curl(&lab, 2, &url)?.wait()?;
+    let one_copy = now_s() - start;
+    if !status.success() {
+        return Err(format!("curl: {status}").into());
+    }
+    eprintln!(
+        "[{nodes} nodes] one copy {one_copy:.1} s; central server to {} nodes...",
+        nodes - 1
+    );
+    let start = now_s();
+    let children: Vec<Child> = (2..=nodes)
+        .map(|i| curl(&lab, i, &url))
+        .collect::<Res<_>>()?;
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(format!("curl: {status}").into());
+        }
+    }
+    let central = now_s() - start;
+    drop(_server);
+
+    eprintln!("[{nodes} nodes] central {central:.1} s; p2pu submit...");
+    let (start, seq) = submit(&lab, &payload)?;
+    let applied = wait_applied(&lab, nodes, &name, seq, Duration::from_secs(600))?;
+    let last = applied.iter().cloned().fold(f64::MIN, f64::max);
+    let first = applied.iter().skip(1).cloned().fold(f64::MAX, f64::min);
+    let rss = agent_pid(&lab, 2).and_then(rss_kib);
+    eprintln!("[{nodes} nodes] p2pu {:.1} s", last - start);
+    Ok(Row {
+        nodes,
+        one_copy,
+        central,
+        p2pu: last - start,
+        first: first - start,
+        rss,
+    })
+}
+
+fn main() -> Res<()> {
+    let mut nodes = Vec::new();
+    let mut mib = 128;
+    let mut mbit = 50;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--mib" => mib = args.next().ok_or("--mib N")?.parse()?,
+            "--mbit" => mbit = args.next().ok_or("--mbit N")?.parse()?,
+            a if a.starts_with("--") => {} // cargo bench passes --bench
+            a => nodes.push(a.parse()?),
+        }
+    }
+    if nodes.is_empty() {
+        nodes = vec![4, 8];
+    }
+    let mut rows = Vec::new();
+    for &n in &nodes {
+        rows.push(bench(n, mib, mbit)?);
+    }
+    let limit = (mib as f64) * 8.0 * 1.048576 / f64::from(mbit);
+    println!("rollout of a {mib} MiB archive, links {mbit} Mbit/s per node each way (tc htb on lo + ifb); wire limit for one copy {limit:.1} s");
+    println!("machine: {}", machine());
+    println!(
+        "| nodes | one copy HTTP (s) | central HTTP (s) | p2pu submit→last applied (s) | p2pu first other node (s) | p2pu / one copy | central / p2pu | agent RSS node 2 after (VmRSS / VmHWM MiB) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let rss = r.rss.map_or("-".into(), |(rss, hwm)| {
+            format!("{:.1} / {:.1}", rss as f64 / 1024.0, hwm as f64 / 1024.0)
+        });
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {} |",
+            r.nodes,
+            r.one_copy,
+            r.central,
+            r.p2pu,
+            r.first,
+            r.p2pu / r.one_copy,
+            r.central / r.p2pu,
+            rss
+        );
+    }
+    Ok(())
+}
