@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 4;
-const ROLLOUT: Duration = Duration::from_secs(60);
+const ROLLOUT: Duration = Duration::from_secs(180);
 
 /// A 4-node lab whose logs are printed if the test fails.
 struct TestLab(Lab);
@@ -158,7 +158,7 @@ fn manifest_module_and_archive_are_applied_on_every_node_and_fleet_status_shows_
     let first = submit(&lab, &site, &[]);
     assert!(first.starts_with("submitted site.pp seq "), "{first}");
     submit(&lab, &module, &[]);
-    submit(&lab, &archive, &["--wait", "--timeout", "60"]);
+    submit(&lab, &archive, &["--wait", "--timeout", "180"]);
     wait_everywhere(&lab, "site.pp", Status::Applied);
     wait_everywhere(&lab, "acme-motd-0.1.0.tar.gz", Status::Applied);
     for node in 1..=NODES {
@@ -202,7 +202,11 @@ fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let lab = start(dir.path(), false);
     let site = manifest(dir.path(), "base.pp", "v2");
-    submit(&lab, &site, &["--seq", "2000", "--wait", "--timeout", "60"]);
+    submit(
+        &lab,
+        &site,
+        &["--seq", "2000", "--wait", "--timeout", "180"],
+    );
     let wire = p2pu::agent::state::StateStore::open(&lab.node(2).unwrap().site.agent.state_dir)
         .unwrap()
         .records("base.pp")
@@ -308,7 +312,7 @@ fn a_node_down_during_the_announcement_catches_up() {
     let mut lab = start(dir.path(), false);
     lab.stop_node(4).unwrap();
     let site = manifest(dir.path(), "late.pp", "caught up");
-    submit(&lab, &site, &["--wait", "--timeout", "60"]);
+    submit(&lab, &site, &["--wait", "--timeout", "180"]);
     assert_eq!(status_of(&lab, 4, "late.pp"), None);
     lab.start_node(4).unwrap();
     wait_everywhere(&lab, "late.pp", Status::Applied);
@@ -477,7 +481,7 @@ fn a_compromised_key_is_rotated_out_by_signed_key_updates() {
     submit(
         &lab,
         &new_pub,
-        &["--kind", "key", "--wait", "--timeout", "60"],
+        &["--kind", "key", "--wait", "--timeout", "180"],
     );
 
     // The revocation of the old key, signed by the new one.
@@ -502,12 +506,12 @@ fn a_compromised_key_is_rotated_out_by_signed_key_updates() {
     submit(
         &lab,
         &revocation,
-        &["--kind", "key", "--wait", "--timeout", "60"],
+        &["--kind", "key", "--wait", "--timeout", "180"],
     );
 
     // The new key's update is applied everywhere; the old key's is refused everywhere.
     let after = manifest(dir.path(), "after.pp", "new key");
-    submit(&lab, &after, &["--wait", "--timeout", "60"]);
+    submit(&lab, &after, &["--wait", "--timeout", "180"]);
     let draft = Draft {
         seq: u64::try_from(
             std::time::SystemTime::now()
