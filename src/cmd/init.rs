@@ -83,7 +83,24 @@ impl Init {
         if image {
             files.extend(image_files(&config, &config_path, &installed_config)?);
         }
-        let dirs = node_dirs(&config);
+        let mut dirs = node_dirs(&config);
+        // The NAT client's overlay spool belongs to the unprivileged user the package creates.
+        // Without that user (a bare test machine), leave it to root and say why.
+        for dir in dirs
+            .iter_mut()
+            .filter(|d| d.owner.as_deref() == Some(UNPRIVILEGED_USER))
+        {
+            if !matches!(owners.uid_gid(Some(UNPRIVILEGED_USER)), Ok(Some(_))) {
+                writeln!(
+                    env.stderr,
+                    "warning: system user `{UNPRIVILEGED_USER}` does not exist, so {} stays root's: \
+                     a nat-client running as `{UNPRIVILEGED_USER}` could not write it (install/install.sh creates the user)",
+                    dir.path.display()
+                )
+                .map_err(stdout_error)?;
+                dir.owner = None;
+            }
+        }
         let created_dirs = provision::ensure_dirs(&dirs, &target, &owners, self.dry_run)?;
         let changes = provision::plan(files, &target, &owners)?;
 

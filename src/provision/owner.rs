@@ -28,7 +28,8 @@ impl Owners {
             None => match nix::unistd::User::from_name(name) {
                 Ok(Some(user)) => Ok(Some((user.uid.as_raw(), user.gid.as_raw()))),
                 _ => Err(Error::Usage(format!(
-                    "system user `{name}` does not exist (transmission.user); is transmission-daemon installed?"
+                    "system user `{name}` does not exist; is its package installed \
+                     (transmission-daemon makes transmission.user, p2pu's installer makes p2pu)?"
                 ))),
             },
         }
