@@ -11,4 +11,5 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --version 3.8.0 --locked
 fi
 cargo build --locked --all-targets
-cargo test --locked --all-targets -- --test-threads=2
+# Benches (benches/, `harness = false`) are built above but only run by `cargo bench`.
+cargo test --locked --lib --bins --tests -- --test-threads=2
