@@ -83,6 +83,13 @@ impl Env {
             .map_or(0, |d| d.as_secs())
     }
 
+    /// Milliseconds since the Unix epoch by this environment's clock (the default `seq`).
+    pub fn unix_now_ms(&self) -> u64 {
+        (self.clock)()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     /// Resolves a path given on the command line against the command's working directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {

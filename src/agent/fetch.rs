@@ -72,12 +72,8 @@ impl Fetcher<'_> {
     }
 
     pub fn magnet(&self, record: &Record) -> String {
-        format!(
-            "magnet:?xt=urn:btih:{}&dn={}&tr={}",
-            record.info_hash,
-            percent_encode(&record.name),
-            percent_encode(self.tracker_url)
-        )
+        let trackers = [self.tracker_url.to_string()];
+        torrent::magnet_link(&record.info_hash, &record.name, &trackers, &[])
     }
 
     /// Where a verified metainfo is kept: beside the download dir, which is also the mark the
@@ -339,16 +335,6 @@ pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError>
     Ok(())
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,11 +526,6 @@ mod tests {
         let fake = engine(root.path(), b"evil", 4, false);
         let err = fetch_with(&fake, root.path(), &record(b"good")).unwrap_err();
         assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
-    }
-
-    #[test]
-    fn percent_encoding_keeps_only_unreserved_characters() {
-        assert_eq!(percent_encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
     }
 
     /// A metainfo from a member's web seed server is used only when it is the signed one, and

@@ -75,16 +75,10 @@ impl Event {
                 let config =
                     Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
                 let engine = crate::node::transmission(&config)?;
-                let seq = (env.clock)()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                let seq = env.unix_now_ms();
                 let submitted = prepare(&config, &env.resolve(&path), None, None, seq, &engine)?;
-                writeln!(
-                    env.stdout,
-                    "submitted {} seq {} info-hash {}",
-                    submitted.name, submitted.seq, submitted.info_hash
-                )
-                .map_err(Error::io("writing to", "standard output"))?;
+                writeln!(env.stdout, "{submitted}")
+                    .map_err(Error::io("writing to", "standard output"))?;
                 let wire = submitted.wire;
                 (Request::Announce { wire }, false)
             }

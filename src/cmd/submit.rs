@@ -58,17 +58,12 @@ impl Submit {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
         let source = env.resolve(&self.path);
-        let seq = self.seq.unwrap_or_else(|| now_ms(env));
+        let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
         let engine = crate::node::transmission(&config)?;
         let submitted = prepare(&config, &source, self.kind, self.name.clone(), seq, &engine)?;
         let gossip = crate::node::serf(&config)?;
         gossip.user_event(EVENT_NAME, submitted.wire.as_bytes(), false)?;
-        writeln!(
-            env.stdout,
-            "submitted {} seq {} info-hash {}",
-            submitted.name, submitted.seq, submitted.info_hash
-        )
-        .map_err(Error::io("writing to", "standard output"))?;
+        writeln!(env.stdout, "{submitted}").map_err(Error::io("writing to", "standard output"))?;
         if !self.wait {
             return Ok(Outcome::Success);
         }
@@ -76,10 +71,15 @@ impl Submit {
     }
 }
 
-fn now_ms(env: &Env) -> u64 {
-    (env.clock)()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// What `submit` and `event sendfile` print.
+impl std::fmt::Display for Submitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "submitted {} seq {} info-hash {}",
+            self.name, self.seq, self.info_hash
+        )
+    }
 }
 
 /// Everything before the broadcast: the payload seeded locally and the signed announcement.

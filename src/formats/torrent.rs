@@ -302,31 +302,37 @@ impl Metainfo {
 
     /// A magnet link naming this torrent, the given trackers (`tr`) and web seeds (`ws`).
     pub fn magnet(&self, trackers: &[String], web_seeds: &[String]) -> String {
-        let mut link = format!(
-            "magnet:?xt=urn:btih:{}&dn={}",
-            self.info_hash_hex(),
-            percent_encode(&self.name)
-        );
-        for (key, values) in [("tr", trackers), ("ws", web_seeds)] {
-            for value in values {
-                link.push_str(&format!("&{key}={}", percent_encode(value)));
-            }
-        }
-        link
+        magnet_link(&self.info_hash_hex(), &self.name, trackers, web_seeds)
     }
+}
+
+/// `magnet:?xt=urn:btih:<hex>&dn=<name>&tr=...&ws=...`, every value percent-encoded.
+pub fn magnet_link(
+    info_hash_hex: &str,
+    name: &str,
+    trackers: &[String],
+    web_seeds: &[String],
+) -> String {
+    let mut link = format!(
+        "magnet:?xt=urn:btih:{info_hash_hex}&dn={}",
+        percent_encode(name)
+    );
+    for (key, values) in [("tr", trackers), ("ws", web_seeds)] {
+        for value in values {
+            link.push_str(&format!("&{key}={}", percent_encode(value)));
+        }
+    }
+    link
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 /// A metainfo with the same info dict (so the same info-hash) and only the given sources:
@@ -527,6 +533,11 @@ mod tests {
         };
         let err = create(root, &bad_name).unwrap_err();
         assert!(matches!(err, TorrentError::Name { .. }), "{err}");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
     }
 
     #[test]
