@@ -196,6 +196,56 @@ fn manifest_module_and_archive_are_applied_on_every_node_and_fleet_status_shows_
     }
 }
 
+/// A payload over the direct-fetch size travels down the relay chain (node 1 → 2 → 3 → 4,
+/// the members ordered by address from the submitter), so node 1's uplink carries it once;
+/// then every node seeds it in Transmission for nodes that fetch by BitTorrent.
+#[test]
+fn a_large_archive_travels_down_the_relay_chain_and_every_node_seeds_it() {
+    use p2pu::engines::TorrentEngine;
+    use rand::RngCore;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path(), false);
+    let mut noise = vec![0u8; 6 << 20];
+    rand::thread_rng().fill_bytes(&mut noise);
+    let archive = dir.path().join("big.tar.gz");
+    tar_gz(&archive, &[("big/noise.bin", &noise)]);
+    submit(&lab, &archive, &[]);
+    wait_everywhere(&lab, "big.tar.gz", Status::Applied);
+    let info_hash = status(&lab, 1).updates[0].info_hash.clone();
+    for node in 2..=NODES {
+        let info = lab.node(node).unwrap();
+        let unpacked = std::fs::read(info.site.agent.archive_dir.join("big/big/noise.bin"));
+        assert!(unpacked.unwrap() == noise, "archive on node {node}");
+        let log = std::fs::read_to_string(info.log("agent")).unwrap();
+        let received: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("received over HTTP") && l.contains("big.tar.gz"))
+            .collect();
+        let parent = format!("source=10.99.1.{}:", node - 1);
+        assert!(
+            received.len() == 1 && received[0].contains(&parent),
+            "node {node} should receive it all from node {}: {received:?}",
+            node - 1
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in 1..=NODES {
+        let transmission = lab.transmission(node).unwrap();
+        loop {
+            let hashes = std::slice::from_ref(&info_hash);
+            let torrents = lab.in_netns(|| transmission.get(hashes)).unwrap().unwrap();
+            if torrents.first().is_some_and(|t| t.is_complete()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} does not seed it: {torrents:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 #[test]
 fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
     use p2pu::formats::announcement::{Announcement, Draft, Kind};
@@ -278,10 +328,11 @@ fn agent_and_transmission_restarts_lose_nothing_and_apply_once() {
     lab.stop_agent(3).unwrap();
     let site = manifest(dir.path(), "restart.pp", "ok");
     submit(&lab, &site, &[]);
-    // Node 2's agent is killed mid-download (Transmission needs ~10 s to start sending) and
-    // node 4's Transmission restarts meanwhile.
+    // Node 2's agent is killed as soon as it has accepted the update (a small payload comes
+    // over HTTP in milliseconds, so it may be downloading or already applied) and node 4's
+    // Transmission restarts meanwhile.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while status_of(&lab, 2, "restart.pp") != Some(Status::Pending) {
+    while status_of(&lab, 2, "restart.pp").is_none() {
         assert!(
             Instant::now() < deadline,
             "node 2 never accepted the update"
@@ -376,17 +427,6 @@ fn legacy_payloads_are_refused_by_default_and_processed_with_accept_legacy() {
                     "node {node} (accept_legacy = {accept}): {report:#?}"
                 );
                 std::thread::sleep(Duration::from_millis(250));
-            }
-            if accept {
-                let info = lab.node(node).unwrap();
-                let got = std::fs::read(
-                    info.site
-                        .transmission
-                        .download_dir
-                        .join("216c31a2d1bf8c3b5d0b6ba8f1bb9b8e53c1c3e5")
-                        .join("lizard.jpg"),
-                );
-                let _ = got; // the path depends on the info-hash; checked via the status above
             }
         }
     }

@@ -1,11 +1,16 @@
-//! Downloads one accepted update through the local Transmission and checks it. The metainfo
-//! comes from a member's web seed server (its info dict must hash to the signed info-hash and
-//! say the signed length, before any payload byte moves), and is added pointing at this
-//! node's tracker and the members' web seeds (BEP 19: not choked, so bytes flow at once).
-//! When no member serves it, a magnet falls back to BitTorrent's own metadata exchange.
-//! Then length and SHA-256 of the finished payload. Survives Transmission restarts (it
-//! re-adds by info-hash) and a daemon that is down (it retries until the agent stops).
+//! Downloads one accepted update and checks it. A payload already complete on this node (the
+//! submitter's) is only verified. Otherwise the metainfo comes from a member's web seed server
+//! (its info dict must hash to the signed info-hash and say the signed length, before any
+//! payload byte moves) and the payload over HTTP from the fleet (`relay`: straight for small
+//! payloads, down a chain for large ones); this node then seeds it in Transmission too.
+//! When HTTP fails, Transmission downloads it, pointed at this node's tracker and the
+//! members' web seeds (BEP 19: not choked, so bytes flow at once); when no member serves the
+//! metainfo, a magnet falls back to BitTorrent's own metadata exchange. Then length and
+//! SHA-256 of the finished payload. Survives Transmission restarts (it re-adds by info-hash)
+//! and a daemon that is down (it retries until the agent stops).
 
+use super::http_get::{Client, GetError};
+use super::relay::{self, Relay};
 use super::state::Record;
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
@@ -42,6 +47,14 @@ pub enum FetchError {
     Stopping,
     #[error("the metainfo of {hash} holds several files; p2pu sends one")]
     MultiFile { hash: String },
+    #[error("{name}: {got} of {want} bytes came over HTTP")]
+    Http {
+        name: String,
+        got: u64,
+        want: u64,
+        #[source]
+        source: Option<GetError>,
+    },
     #[error("writing {}", path.display())]
     Write {
         path: PathBuf,
@@ -59,6 +72,16 @@ pub struct Fetcher<'a> {
     pub stop: &'a AtomicBool,
     /// The other members' web seed servers, asked for the metainfo and named as web seeds.
     pub seeds: &'a (dyn Fn() -> Vec<SocketAddr> + Sync),
+    /// This node's own web seed server, its place in a relay chain.
+    pub own_seed: Option<SocketAddr>,
+    /// How to reach the seed servers (bound to the node's advertised address).
+    pub client: Client,
+}
+
+/// A verified payload, and the torrent to seed it with when Transmission did not fetch it.
+pub struct Fetched {
+    pub path: PathBuf,
+    pub to_seed: Option<Vec<u8>>,
 }
 
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
@@ -84,11 +107,9 @@ impl Fetcher<'_> {
     }
 
     /// Asks the members' web seed servers for the metainfo until one answers with the signed
-    /// one; `None` when none has it (the caller falls back to a magnet).
-    fn find_metainfo(&self, record: &Record) -> Result<Option<Metainfo>, FetchError> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(3))
-            .build();
+    /// one; returns it and who has the payload, `None` when none has it (the caller falls
+    /// back to a magnet).
+    fn find_metainfo(&self, record: &Record) -> Result<Option<(Metainfo, SocketAddr)>, FetchError> {
         let deadline = std::time::Instant::now() + METAINFO_SEARCH;
         let started = std::time::Instant::now();
         while std::time::Instant::now() < deadline {
@@ -99,24 +120,19 @@ impl Fetcher<'_> {
             }
             shuffle(&mut seeds);
             for seed in seeds {
-                let url = format!("http://{seed}/{}.torrent", record.info_hash);
-                let Ok(response) = agent.get(&url).call() else {
+                let url = format!("/{}.torrent", record.info_hash);
+                let Ok(response) = self.client.get(seed, &url, 0) else {
                     continue;
                 };
                 let mut bytes = Vec::new();
                 let limit = 64 << 20;
-                if response
-                    .into_reader()
-                    .take(limit)
-                    .read_to_end(&mut bytes)
-                    .is_err()
-                {
+                if response.body.take(limit).read_to_end(&mut bytes).is_err() {
                     continue;
                 }
                 match check_metainfo(&bytes, record) {
-                    Ok(metainfo) => return Ok(Some(metainfo)),
+                    Ok(metainfo) => return Ok(Some((metainfo, seed))),
                     Err(e @ FetchError::LengthMismatch { .. }) => return Err(e),
-                    Err(e) => tracing::warn!(%url, "metainfo refused: {e}"),
+                    Err(e) => tracing::warn!(%seed, %url, "metainfo refused: {e}"),
                 }
             }
             self.sleep(Duration::from_millis(500))?;
@@ -177,15 +193,88 @@ impl Fetcher<'_> {
         Ok(())
     }
 
+    /// A payload this node already holds complete (its completion mark is there), verified.
+    fn local(&self, record: &Record) -> Result<Option<Fetched>, FetchError> {
+        let Ok(bytes) = std::fs::read(self.metainfo_path(record)) else {
+            return Ok(None);
+        };
+        let metainfo = check_metainfo(&bytes, record)?;
+        let path = self.dir_of(record).join(&metainfo.name);
+        verify(&path, record.len, &record.sha256)?;
+        Ok(Some(Fetched {
+            path,
+            to_seed: Some(self.sourced(record, &metainfo)?),
+        }))
+    }
+
+    /// Fetches the payload over HTTP from `origin` (which has it), down the relay chain when
+    /// it is large.
+    fn over_http(
+        &self,
+        record: &Record,
+        metainfo: &Metainfo,
+        origin: SocketAddr,
+    ) -> Result<Fetched, FetchError> {
+        let chain = record.len > relay::DIRECT_MAX;
+        let mut sources = Vec::new();
+        if chain {
+            let parent = relay::chain_parent(origin, self.own_seed, &(self.seeds)());
+            if parent != origin {
+                sources.push(parent);
+            }
+        }
+        sources.push(origin);
+        let relay = Relay {
+            client: self.client,
+            root: self.download_root,
+            record,
+            name: &metainfo.name,
+            stop: self.stop,
+        };
+        let path = relay.fetch(&sources, &metainfo.bytes, chain)?;
+        Ok(Fetched {
+            path,
+            to_seed: Some(self.sourced(record, metainfo)?),
+        })
+    }
+
+    /// Hands a payload fetched over HTTP to Transmission, which checks it and seeds it for
+    /// nodes that fetch by BitTorrent. Best effort: the update is already applied.
+    pub fn seed(&self, record: &Record, torrent: &[u8]) {
+        let dir = self.dir_of(record);
+        if let Err(e) = self.engine.add_metainfo(torrent, Some(&dir), false) {
+            tracing::warn!(name = %record.name, seq = record.seq, "seeding in Transmission: {e}");
+        }
+    }
+
     /// Downloads `record`'s payload and returns its verified path. `metainfo` is given for
     /// legacy payloads, which carry their torrent (with no tracker: it gets this node's).
-    pub fn fetch(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<PathBuf, FetchError> {
+    pub fn fetch(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<Fetched, FetchError> {
+        if metainfo.is_none() && !record.sha256.is_empty() {
+            if let Some(fetched) = self.local(record)? {
+                return Ok(fetched);
+            }
+        }
         let found = match metainfo {
             Some(bytes) => Some(Metainfo::from_bytes(bytes).map_err(|e| FetchError::Local {
                 hash: record.info_hash.clone(),
                 message: e.to_string(),
             })?),
-            None => self.find_metainfo(record)?,
+            None => match self.find_metainfo(record)? {
+                Some((found, origin)) if !record.sha256.is_empty() => {
+                    match self.over_http(record, &found, origin) {
+                        Err(FetchError::Stopping) => return Err(FetchError::Stopping),
+                        Err(e) => {
+                            tracing::warn!(name = %record.name, seq = record.seq, "over HTTP: {}; Transmission takes over", crate::error::chain(&e));
+                            // Whatever arrived is not trusted to be a prefix of the payload.
+                            let _ = std::fs::remove_dir_all(self.dir_of(record));
+                        }
+                        fetched => return fetched,
+                    }
+                    Some(found)
+                }
+                found => found.map(|(found, _)| found),
+            },
         };
         let sourced = match &found {
             Some(found) => Some(self.sourced(record, found)?),
@@ -255,7 +344,10 @@ impl Fetcher<'_> {
                 }
             })?;
         }
-        Ok(path)
+        Ok(Fetched {
+            path,
+            to_seed: None,
+        })
     }
 }
 
@@ -390,10 +482,17 @@ mod tests {
         fn add_metainfo(
             &self,
             _: &[u8],
-            _: Option<&Path>,
+            dir: Option<&Path>,
             _: bool,
         ) -> Result<Added, TransmissionError> {
-            unimplemented!()
+            assert_eq!(dir, Some(self.dir.as_path()));
+            self.log.lock().unwrap().push("add".into());
+            Ok(Added {
+                id: 1,
+                hash_string: "x".into(),
+                name: "n".into(),
+                duplicate: false,
+            })
         }
         fn get(&self, hashes: &[String]) -> Result<Vec<TorrentStatus>, TransmissionError> {
             let gets = {
@@ -475,8 +574,14 @@ mod tests {
             poll: Duration::from_millis(1),
             stop: &stop,
             seeds: &Vec::new,
+            own_seed: None,
+            client: Client {
+                bind: None,
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+            },
         };
-        fetcher.fetch(record, None)
+        fetcher.fetch(record, None).map(|fetched| fetched.path)
     }
 
     fn engine(root: &Path, content: &[u8], info_len: u64, lose: bool) -> FakeEngine {
@@ -526,6 +631,53 @@ mod tests {
         let fake = engine(root.path(), b"evil", 4, false);
         let err = fetch_with(&fake, root.path(), &record(b"good")).unwrap_err();
         assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
+    }
+
+    /// A member that serves other bytes than the signed ones over HTTP costs a retry through
+    /// Transmission (which checks every piece), never a wrong payload.
+    #[test]
+    fn bad_bytes_over_http_hand_the_download_to_transmission() {
+        use crate::agent::seed_http::SeedServer;
+        use crate::formats::torrent::{create, CreateOptions};
+        let member = tempfile::tempdir().unwrap();
+        let file = member.path().join("site.pp");
+        std::fs::write(&file, b"good").unwrap();
+        let torrent = create(&file, &CreateOptions::default()).unwrap();
+        let hash = torrent.info_hash_hex();
+        std::fs::create_dir(member.path().join(&hash)).unwrap();
+        std::fs::write(member.path().join(&hash).join("site.pp"), b"evil").unwrap();
+        std::fs::write(
+            member.path().join(format!("{hash}.torrent")),
+            &torrent.bytes,
+        )
+        .unwrap();
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), member.path()).unwrap();
+
+        let root = tempfile::tempdir().unwrap();
+        let mut signed = record(b"good");
+        signed.info_hash = hash.clone();
+        let mut fake = engine(root.path(), b"good", 4, false);
+        fake.dir = root.path().join(&hash);
+        let stop = AtomicBool::new(false);
+        let seeds = move || vec![server.addr()];
+        let fetcher = Fetcher {
+            engine: &fake,
+            download_root: root.path(),
+            tracker_url: "http://127.0.0.1:6969/announce",
+            poll: Duration::from_millis(1),
+            stop: &stop,
+            seeds: &seeds,
+            own_seed: None,
+            client: Client {
+                bind: None,
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+            },
+        };
+        let fetched = fetcher.fetch(&signed, None).unwrap();
+        assert_eq!(std::fs::read(&fetched.path).unwrap(), b"good");
+        assert_eq!(fake.calls("add"), 1, "Transmission took over");
+        assert!(fetched.to_seed.is_none(), "Transmission has it already");
     }
 
     /// A metainfo from a member's web seed server is used only when it is the signed one, and

@@ -76,6 +76,13 @@ pub(crate) enum Body {
     Empty {
         len: u64,
     },
+    /// `len` bytes of a file another thread is still writing (a relayed download): reads
+    /// that reach its end wait for it to grow while `growing()` holds.
+    Growing {
+        file: std::fs::File,
+        len: u64,
+        growing: Box<dyn Fn() -> bool + Send>,
+    },
 }
 
 pub(crate) struct Response {
@@ -100,7 +107,7 @@ impl Response {
     fn write_to(self, stream: &mut impl Write) -> io::Result<()> {
         let len = match &self.body {
             Body::Bytes(bytes) => bytes.len() as u64,
-            Body::File { len, .. } | Body::Empty { len } => *len,
+            Body::File { len, .. } | Body::Empty { len } | Body::Growing { len, .. } => *len,
         };
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
@@ -123,9 +130,55 @@ impl Response {
                 }
             }
             Body::Empty { .. } => {}
+            Body::Growing { file, len, growing } => follow(file, len, &*growing, stream)?,
         }
         stream.flush()
     }
+}
+
+/// How long a relayed file may stand still before its reader gives up.
+const RELAY_STALL: Duration = Duration::from_secs(20);
+/// How often a reader at the end of a relayed file looks again: each hop of a relay chain adds
+/// about this much delay.
+const RELAY_POLL: Duration = Duration::from_millis(3);
+
+/// Copies `len` bytes of a file still being written, waiting at its end while it grows.
+fn follow(
+    mut file: std::fs::File,
+    len: u64,
+    growing: &dyn Fn() -> bool,
+    stream: &mut impl Write,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    let mut last_growth = Instant::now();
+    while sent < len {
+        let want = buffer
+            .len()
+            .min(usize::try_from(len - sent).unwrap_or(usize::MAX));
+        let n = file.read(&mut buffer[..want])?;
+        if n > 0 {
+            stream.write_all(&buffer[..n])?;
+            sent += n as u64;
+            last_growth = Instant::now();
+            continue;
+        }
+        // At the end: the writer may have finished or given up between the read and now.
+        let still = growing();
+        if file.read(&mut buffer[..1])? == 1 {
+            stream.write_all(&buffer[..1])?;
+            sent += 1;
+            continue;
+        }
+        if !still || last_growth.elapsed() > RELAY_STALL {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the relayed file stopped after {sent} of {len} bytes"),
+            ));
+        }
+        std::thread::sleep(RELAY_POLL);
+    }
+    Ok(())
 }
 
 fn reason(status: u16) -> &'static str {

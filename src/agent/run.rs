@@ -5,6 +5,7 @@
 use super::apply::{self, ApplyContext};
 use super::extract::Limits;
 use super::fetch::Fetcher;
+use super::http_get::Client;
 use super::intake::{self, Decision, Policy};
 use super::peers::FleetPeers;
 use super::seed_http::SeedServer;
@@ -217,9 +218,18 @@ impl Agent {
             poll: Duration::from_millis(250),
             stop: &self.stop,
             seeds: &|| peers.seed_servers(),
+            own_seed: self
+                .config
+                .advertise
+                .map(|ip| SocketAddr::new(ip, site.agent.seed_port)),
+            client: Client {
+                bind: self.config.advertise,
+                connect_timeout: Duration::from_secs(3),
+                read_timeout: Duration::from_secs(20),
+            },
         };
-        let path = match fetcher.fetch(record, metainfo.as_deref()) {
-            Ok(path) => path,
+        let fetched = match fetcher.fetch(record, metainfo.as_deref()) {
+            Ok(fetched) => fetched,
             Err(super::fetch::FetchError::Stopping) => return,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
@@ -247,7 +257,13 @@ impl Agent {
             limits: Limits::default(),
         };
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
-        match context.apply(kind, &record.name, &path, announcement.as_ref()) {
+        let applied = context.apply(kind, &record.name, &fetched.path, announcement.as_ref());
+        // Seeding waits for the apply: Transmission's check of the payload would compete
+        // with it for the CPU.
+        if let Some(torrent) = &fetched.to_seed {
+            fetcher.seed(record, torrent);
+        }
+        match applied {
             Ok(applied) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}", applied.summary);
                 self.set_status(

@@ -2,6 +2,12 @@
 //! metainfo): web seeds are not choked, so a download can start at once instead of after
 //! Transmission's 10 s rechoke. Serves GET/HEAD of regular files directly under one root, by
 //! name, with single `Range: bytes=` requests; nothing outside the root, even through symlinks.
+//!
+//! It also relays: while the agent downloads a large payload over HTTP it marks the download
+//! dir with `<info-hash>.relay` (the signed length), and `GET /<info-hash>/<name>?relay` then
+//! streams the file as it grows, so the fleet forms a chain in which every node uploads what it
+//! receives at once (see `agent::relay`). Relayed bytes are unverified: every reader checks the
+//! signed SHA-256 before use, as with any other source.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -82,8 +88,8 @@ fn serve(root: &Path, request: &Request) -> Response {
             return response;
         }
     };
-    let (path, _query) = request.path_and_query();
-    let Some(path) = resolve(root, path) else {
+    let (path, query) = request.path_and_query();
+    let Some((path, relay)) = resolve(root, path, query == "relay") else {
         return Response::status(404);
     };
     let (mut file, size) = match open_regular(&path) {
@@ -93,6 +99,8 @@ fn serve(root: &Path, request: &Request) -> Response {
             return Response::status(404);
         }
     };
+    // A relayed file is served to its signed length, however much of it is there yet.
+    let size = relay.as_ref().map_or(size, |relay| relay.len);
     let range = request.header("Range").and_then(|r| parse_range(r, size));
     let (status, start, len) = match range {
         None => (200, 0, size),
@@ -122,7 +130,14 @@ fn serve(root: &Path, request: &Request) -> Response {
             tracing::warn!(path = %path.display(), error = %e, "seeking a web seed file");
             return Response::status(500);
         }
-        Body::File { file, len }
+        match relay {
+            Some(relay) => Body::Growing {
+                file,
+                len,
+                growing: Box::new(move || relay.marker.exists() || relay.complete.exists()),
+            },
+            None => Body::File { file, len },
+        }
     };
     Response {
         status,
@@ -131,10 +146,18 @@ fn serve(root: &Path, request: &Request) -> Response {
     }
 }
 
+/// A download still being relayed: its marker and the signed length it will reach.
+struct Relay {
+    marker: PathBuf,
+    complete: PathBuf,
+    len: u64,
+}
+
 /// Maps a request path to a file under `root`: one percent-decoded name directly under it, or
-/// `<info-hash hex>/<name>` (a download dir of the agent's layout, once complete). No `.`/`..`, no NUL, and
-/// after resolving symlinks still inside `root`.
-fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+/// `<info-hash hex>/<name>` (a download dir of the agent's layout, once complete, or while
+/// relayed when `relay` is asked for). No `.`/`..`, no NUL, and after resolving symlinks still
+/// inside `root`.
+fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Relay>)> {
     let rest = path.strip_prefix('/')?;
     let (dir, name) = match rest.split_once('/') {
         Some((dir, name)) if dir.len() == 40 && dir.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -148,16 +171,27 @@ fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     {
         return None;
     }
+    let mut relayed = None;
     let base = match dir {
         // The agent writes `<hash>.torrent` only once the payload is complete and verified:
-        // a partial download is never served (its holes would read as zeros).
+        // a partial download is never served as a file (its holes would read as zeros).
         Some(dir) if root.join(format!("{dir}.torrent")).is_file() => root.join(dir),
+        Some(dir) if relay => {
+            let marker = root.join(format!("{dir}.relay"));
+            let len = std::fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
+            relayed = Some(Relay {
+                marker,
+                complete: root.join(format!("{dir}.torrent")),
+                len,
+            });
+            root.join(dir)
+        }
         Some(_) => return None,
         None => root.to_path_buf(),
     };
     let candidate = base.join(std::ffi::OsStr::from_bytes(&name));
     let resolved = candidate.canonicalize().ok()?;
-    resolved.starts_with(root).then_some(resolved)
+    resolved.starts_with(root).then_some((resolved, relayed))
 }
 
 /// Opens a regular file, refusing a symlink swapped in since it was resolved (`O_NOFOLLOW`)
@@ -265,18 +299,31 @@ mod tests {
         std::fs::write(root.join("a b"), b"x").unwrap();
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f"), b"x").unwrap();
-        assert_eq!(resolve(&root, "/a%20b"), Some(root.join("a b")));
+        let file = |path: &str| resolve(&root, path, false).map(|(file, _)| file);
+        assert_eq!(file("/a%20b"), Some(root.join("a b")));
         let hash = "0123456789abcdef0123456789abcdef01234567";
         std::fs::create_dir(root.join(hash)).unwrap();
         std::fs::write(root.join(hash).join("site.pp"), b"x").unwrap();
-        assert_eq!(
-            resolve(&root, &format!("/{hash}/site.pp")),
-            None,
-            "not complete yet"
+        assert_eq!(file(&format!("/{hash}/site.pp")), None, "not complete yet");
+        assert!(
+            resolve(&root, &format!("/{hash}/site.pp"), true).is_none(),
+            "not relayed either"
         );
+        std::fs::write(root.join(format!("{hash}.relay")), b"1000\n").unwrap();
+        let (relayed, relay) = resolve(&root, &format!("/{hash}/site.pp"), true).unwrap();
+        assert_eq!(
+            (relayed, relay.map(|r| r.len)),
+            (root.join(hash).join("site.pp"), Some(1000))
+        );
+        assert_eq!(
+            file(&format!("/{hash}/site.pp")),
+            None,
+            "only when asked to relay"
+        );
+        std::fs::remove_file(root.join(format!("{hash}.relay"))).unwrap();
         std::fs::write(root.join(format!("{hash}.torrent")), b"d").unwrap();
         assert_eq!(
-            resolve(&root, &format!("/{hash}/site.pp")),
+            file(&format!("/{hash}/site.pp")),
             Some(root.join(hash).join("site.pp"))
         );
         for refused in [
@@ -293,7 +340,8 @@ mod tests {
             "a b",
             "/missing",
         ] {
-            assert_eq!(resolve(&root, refused), None, "{refused}");
+            assert_eq!(file(refused), None, "{refused}");
+            assert!(resolve(&root, refused, true).is_none(), "{refused}");
         }
     }
 }

@@ -1,0 +1,433 @@
+//! Downloads a payload over HTTP from the fleet's seed servers, without BitTorrent's 10 s choke
+//! cycle. A small payload comes straight from a node that has it. A large one comes down a
+//! chain: the members, ordered by seed address and rotated to start at the node that has the
+//! payload, each fetch from the one before them while their own seed server relays what
+//! arrived to the one after (`?relay`), so every link carries the payload once and a rollout
+//! takes about one copy's time whatever the fleet's size. A parent that is not there or
+//! stalls is replaced by the node that has it, from the byte reached. The SHA-256 is computed
+//! as the bytes arrive and must be the signed one before the payload is marked complete.
+
+use super::fetch::FetchError;
+use super::http_get::{Client, GetError};
+use super::state::Record;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Payloads up to this size come straight from a node that has them: a chain only adds hops.
+pub const DIRECT_MAX: u64 = 4 << 20;
+/// How long a chain parent may take to start relaying (its agent may hear of the update a
+/// little later) before the node that has the payload is asked instead.
+const PARENT_WAIT: Duration = Duration::from_secs(3);
+
+/// One payload to fetch into `dir/name`, marked under `root` as the seed server expects.
+pub struct Relay<'a> {
+    pub client: Client,
+    pub root: &'a Path,
+    pub record: &'a Record,
+    /// The file's name in the metainfo.
+    pub name: &'a str,
+    pub stop: &'a AtomicBool,
+}
+
+/// Who this node fetches from in a chain that starts at `origin`: the member before it, the
+/// members ordered by seed address. Every node computes the same chain from the same
+/// membership; one that is not in it (yet) fetches from the origin.
+pub fn chain_parent(
+    origin: SocketAddr,
+    own: Option<SocketAddr>,
+    others: &[SocketAddr],
+) -> SocketAddr {
+    let Some(own) = own else {
+        return origin;
+    };
+    let mut ring: Vec<SocketAddr> = others.iter().copied().chain([own, origin]).collect();
+    ring.sort_by_key(|a| (a.ip(), a.port()));
+    ring.dedup();
+    let Some(start) = ring.iter().position(|a| *a == origin) else {
+        return origin;
+    };
+    ring.rotate_left(start);
+    match ring.iter().position(|a| *a == own) {
+        Some(at) if at > 0 => ring[at - 1],
+        _ => origin,
+    }
+}
+
+impl Relay<'_> {
+    fn dir(&self) -> PathBuf {
+        self.root.join(&self.record.info_hash)
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.root.join(format!("{}.relay", self.record.info_hash))
+    }
+
+    fn write_error(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
+        move |source| FetchError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Fetches the payload from `sources` in order (each resuming where the last stopped),
+    /// checks its length and SHA-256, writes `metainfo` as the completion mark and returns the
+    /// payload's path. `relay` lets the own seed server pass the bytes on as they arrive.
+    pub fn fetch(
+        &self,
+        sources: &[SocketAddr],
+        metainfo: &[u8],
+        relay: bool,
+    ) -> Result<PathBuf, FetchError> {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).map_err(Self::write_error(&dir))?;
+        let path = dir.join(self.name);
+        let mut file = std::fs::File::create(&path).map_err(Self::write_error(&path))?;
+        let marker = self.marker();
+        if relay {
+            crate::fsutil::write_atomic(
+                &marker,
+                format!("{}\n", self.record.len).as_bytes(),
+                0o644,
+            )
+            .map_err(|e| FetchError::Write {
+                path: marker.clone(),
+                source: std::io::Error::other(crate::error::chain(&e)),
+            })?;
+        }
+        let fetched = self.fetch_into(&mut file, &path, sources);
+        let result = fetched.and_then(|()| {
+            let complete = self.root.join(format!("{}.torrent", self.record.info_hash));
+            crate::fsutil::write_atomic(&complete, metainfo, 0o644).map_err(|e| FetchError::Write {
+                path: complete,
+                source: std::io::Error::other(crate::error::chain(&e)),
+            })
+        });
+        // Readers of the relay finish from the completion mark, or stop when both are gone.
+        if relay {
+            let _ = std::fs::remove_file(&marker);
+        }
+        result.map(|()| path)
+    }
+
+    fn fetch_into(
+        &self,
+        file: &mut std::fs::File,
+        path: &Path,
+        sources: &[SocketAddr],
+    ) -> Result<(), FetchError> {
+        let record = self.record;
+        let url_path = format!(
+            "/{}/{}?relay",
+            record.info_hash,
+            crate::formats::torrent::percent_encode(self.name)
+        );
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        let mut last_error = None;
+        for (n, source) in sources.iter().enumerate() {
+            let deadline = Instant::now() + PARENT_WAIT;
+            let response = loop {
+                match self.client.get(*source, &url_path, offset) {
+                    Ok(response) => break Some(response),
+                    // Only a parent other than the last source is waited for.
+                    Err(e) if n + 1 < sources.len() && Instant::now() < deadline => {
+                        tracing::trace!(%source, "waiting for the chain parent: {e}");
+                        self.sleep(Duration::from_millis(50))?;
+                    }
+                    Err(e) => {
+                        tracing::info!(name = %record.name, %source, offset, "HTTP source failed: {e}");
+                        last_error = Some(e);
+                        break None;
+                    }
+                }
+            };
+            let Some(response) = response else {
+                continue;
+            };
+            if offset + response.len != record.len {
+                last_error = Some(GetError::Status {
+                    addr: *source,
+                    path: format!("{url_path} (says {} bytes)", offset + response.len),
+                    status: response.status,
+                });
+                continue;
+            }
+            let from = offset;
+            let copied = self.copy(response.body, file, path, &mut hasher, &mut offset);
+            tracing::info!(name = %record.name, seq = record.seq, %source, bytes = offset - from, "received over HTTP");
+            match copied {
+                Ok(()) => break,
+                Err(FetchError::Stopping) => return Err(FetchError::Stopping),
+                Err(e) => {
+                    tracing::info!(name = %record.name, %source, offset, "HTTP source stopped: {e}");
+                }
+            }
+        }
+        if offset != record.len {
+            return Err(FetchError::Http {
+                name: record.name.clone(),
+                got: offset,
+                want: record.len,
+                source: last_error,
+            });
+        }
+        let got = hex::encode(hasher.finalize());
+        if got != record.sha256 {
+            return Err(FetchError::Sha256Mismatch {
+                path: path.to_path_buf(),
+                want: record.sha256.clone(),
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends the body to the file, unbuffered so the own relay sees each block at once.
+    fn copy(
+        &self,
+        mut body: impl Read,
+        file: &mut std::fs::File,
+        path: &Path,
+        hasher: &mut Sha256,
+        offset: &mut u64,
+    ) -> Result<(), FetchError> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(FetchError::Stopping);
+            }
+            let n = body.read(&mut buffer).map_err(|source| FetchError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            if n == 0 {
+                return if *offset == self.record.len {
+                    Ok(())
+                } else {
+                    Err(FetchError::Read {
+                        path: path.to_path_buf(),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    })
+                };
+            }
+            file.write_all(&buffer[..n])
+                .map_err(Self::write_error(path))?;
+            hasher.update(&buffer[..n]);
+            *offset += n as u64;
+        }
+    }
+
+    fn sleep(&self, duration: Duration) -> Result<(), FetchError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(FetchError::Stopping);
+        }
+        std::thread::sleep(duration);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 7000))
+    }
+
+    #[test]
+    fn the_chain_starts_at_the_origin_and_visits_every_member_once() {
+        let members: Vec<SocketAddr> = (1..=5).map(addr).collect();
+        let parent_of = |own: u8, origin: u8| {
+            let others: Vec<SocketAddr> = members
+                .iter()
+                .copied()
+                .filter(|a| *a != addr(own))
+                .collect();
+            chain_parent(addr(origin), Some(addr(own)), &others)
+        };
+        // Origin 3: 3 → 4 → 5 → 1 → 2.
+        assert_eq!(parent_of(4, 3), addr(3));
+        assert_eq!(parent_of(5, 3), addr(4));
+        assert_eq!(parent_of(1, 3), addr(5));
+        assert_eq!(parent_of(2, 3), addr(1));
+        // Each node is the parent of exactly one other: every uplink carries the payload once.
+        let mut parents: Vec<SocketAddr> = [1, 2, 4, 5].iter().map(|&n| parent_of(n, 3)).collect();
+        parents.sort();
+        parents.dedup();
+        assert_eq!(parents.len(), 4);
+    }
+
+    mod over_seed_servers {
+        use super::super::*;
+        use crate::agent::seed_http::{SeedHandle, SeedServer};
+        use crate::agent::state::Status;
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+
+        const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
+
+        fn record(content: &[u8]) -> Record {
+            Record {
+                name: "big.tar".into(),
+                seq: 1,
+                kind: "archive".into(),
+                info_hash: HASH.into(),
+                len: content.len() as u64,
+                sha256: hex::encode(Sha256::digest(content)),
+                wire: String::new(),
+                status: Status::Pending,
+                reason: None,
+                output: None,
+                received_at: 0,
+                updated_at: 0,
+            }
+        }
+
+        /// A seed server on loopback over `root`, counting the requests it gets.
+        fn server(root: &Path) -> (SeedHandle, Arc<AtomicUsize>) {
+            let count = Arc::new(AtomicUsize::new(0));
+            let counter = count.clone();
+            let allow = Arc::new(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                true
+            });
+            let handle =
+                SeedServer::start_for("127.0.0.1:0".parse().unwrap(), root, allow).unwrap();
+            (handle, count)
+        }
+
+        fn client() -> Client {
+            Client {
+                bind: None,
+                connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(5),
+            }
+        }
+
+        /// Writes `content` into `root` as a relayed download, slowly, then marks it complete
+        /// (or, with `abandon_at`, gives up there).
+        fn trickle(root: &Path, content: &[u8], abandon_at: Option<usize>) {
+            std::fs::create_dir_all(root.join(HASH)).unwrap();
+            let mut file = std::fs::File::create(root.join(HASH).join("big.tar")).unwrap();
+            std::fs::write(
+                root.join(format!("{HASH}.relay")),
+                format!("{}", content.len()),
+            )
+            .unwrap();
+            for (n, chunk) in content.chunks(64 * 1024).enumerate() {
+                if abandon_at == Some(n) {
+                    std::fs::remove_file(root.join(format!("{HASH}.relay"))).unwrap();
+                    return;
+                }
+                file.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::fs::write(root.join(format!("{HASH}.torrent")), b"d").unwrap();
+            std::fs::remove_file(root.join(format!("{HASH}.relay"))).unwrap();
+        }
+
+        fn fetch(root: &Path, content: &[u8], sources: &[SocketAddr]) -> Vec<u8> {
+            let record = record(content);
+            let stop = AtomicBool::new(false);
+            let relay = Relay {
+                client: client(),
+                root,
+                record: &record,
+                name: "big.tar",
+                stop: &stop,
+            };
+            let path = relay.fetch(sources, b"metainfo", true).unwrap();
+            assert_eq!(
+                std::fs::read(root.join(format!("{HASH}.torrent"))).unwrap(),
+                b"metainfo"
+            );
+            assert!(!root.join(format!("{HASH}.relay")).exists());
+            std::fs::read(path).unwrap()
+        }
+
+        fn random(len: usize) -> Vec<u8> {
+            use rand::RngCore;
+            let mut content = vec![0u8; len];
+            rand::thread_rng().fill_bytes(&mut content);
+            content
+        }
+
+        /// A → B → C while A is still receiving: C gets every byte from B, relayed as it
+        /// arrives, and A serves B alone.
+        #[test]
+        fn a_chain_relays_bytes_as_they_arrive() {
+            let content = random(1 << 20);
+            let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+            let (a, a_requests) = server(roots[0].path());
+            let (b, b_requests) = server(roots[1].path());
+            let writer = {
+                let (root, content) = (roots[0].path().to_path_buf(), content.clone());
+                std::thread::spawn(move || trickle(&root, &content, None))
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            let c = {
+                let (root, content) = (roots[2].path().to_path_buf(), content.clone());
+                let sources = [b.addr(), a.addr()];
+                std::thread::spawn(move || fetch(&root, &content, &sources))
+            };
+            assert_eq!(fetch(roots[1].path(), &content, &[a.addr()]), content);
+            assert_eq!(c.join().unwrap(), content);
+            writer.join().unwrap();
+            assert_eq!(a_requests.load(Ordering::SeqCst), 1, "only B asked A");
+            assert!(b_requests.load(Ordering::SeqCst) >= 1);
+        }
+
+        /// A parent that gives up half-way is replaced by the origin, from the byte reached.
+        #[test]
+        fn an_abandoned_relay_is_resumed_from_the_origin() {
+            let content = random(1 << 20);
+            let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+            std::fs::create_dir_all(roots[0].path().join(HASH)).unwrap();
+            std::fs::write(roots[0].path().join(HASH).join("big.tar"), &content).unwrap();
+            std::fs::write(roots[0].path().join(format!("{HASH}.torrent")), b"d").unwrap();
+            let (origin, _) = server(roots[0].path());
+            let (parent, _) = server(roots[1].path());
+            let writer = {
+                let (root, content) = (roots[1].path().to_path_buf(), content.clone());
+                std::thread::spawn(move || trickle(&root, &content, Some(8)))
+            };
+            let got = fetch(roots[2].path(), &content, &[parent.addr(), origin.addr()]);
+            writer.join().unwrap();
+            assert_eq!(got, content);
+        }
+
+        /// Bytes that do not hash to the signed SHA-256 are never marked complete.
+        #[test]
+        fn a_payload_with_another_sha256_is_not_marked_complete() {
+            let roots: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+            std::fs::create_dir_all(roots[0].path().join(HASH)).unwrap();
+            std::fs::write(roots[0].path().join(HASH).join("big.tar"), b"evil").unwrap();
+            std::fs::write(roots[0].path().join(format!("{HASH}.torrent")), b"d").unwrap();
+            let (origin, _) = server(roots[0].path());
+            let record = record(b"good");
+            let stop = AtomicBool::new(false);
+            let relay = Relay {
+                client: client(),
+                root: roots[1].path(),
+                record: &record,
+                name: "big.tar",
+                stop: &stop,
+            };
+            let err = relay.fetch(&[origin.addr()], b"m", true).unwrap_err();
+            assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
+            assert!(!roots[1].path().join(format!("{HASH}.torrent")).exists());
+            assert!(!roots[1].path().join(format!("{HASH}.relay")).exists());
+        }
+    }
+
+    #[test]
+    fn a_node_outside_the_known_membership_fetches_from_the_origin() {
+        assert_eq!(chain_parent(addr(1), None, &[addr(2)]), addr(1));
+        assert_eq!(chain_parent(addr(1), Some(addr(1)), &[addr(2)]), addr(1));
+        assert_eq!(chain_parent(addr(2), Some(addr(9)), &[]), addr(2));
+    }
+}
