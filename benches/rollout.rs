@@ -1,5 +1,6 @@
 //! Issue 8, item 1: rollout time of a large update on a shaped lab, beside the HTTP physical
-//! limit (one copy) and a central-server baseline, measured in the same run.
+//! limit (one copy), a central-server baseline and Transmission alone, measured in the same
+//! run.
 //!
 //! `cargo bench --bench rollout [-- NODES... [--mib M] [--mbit R]]` (root; default 4 8 nodes,
 //! 128 MiB, 50 Mbit/s per node each way). Prints a table; asserts nothing about timings.
@@ -18,6 +19,7 @@ struct Row {
     central: f64,
     p2pu: f64,
     first: f64,
+    swarm: f64,
     rss: Option<(u64, u64)>,
 }
 
@@ -40,6 +42,50 @@ fn curl(lab: &p2pu::lab::Lab, from: usize, url: &str) -> Res<Child> {
             .arg(&url)
             .spawn()
     })??)
+}
+
+/// Transmission alone: the same payload (under another name, so another info-hash) as a
+/// .torrent with no web seeds, seeded by node 1's daemon and added over RPC to every other
+/// node's, peers from each node's tracker; returns seconds until every node has it.
+fn transmission_alone(lab: &p2pu::lab::Lab, nodes: usize, payload: &std::path::Path) -> Res<f64> {
+    use p2pu::engines::TorrentEngine;
+    use p2pu::formats::torrent;
+    let dir = payload.parent().ok_or("payload dir")?;
+    let name = format!("alone-{}", payload.file_name().ok_or("name")?.to_string_lossy());
+    std::fs::hard_link(payload, dir.join(&name))?;
+    let made = torrent::create(&dir.join(&name), &torrent::CreateOptions::default())?;
+    let hash = made.info_hash_hex();
+    let start = now_s();
+    for node in 1..=nodes {
+        let info = lab.node(node)?;
+        let tracker = format!("http://127.0.0.1:{}/announce", info.site.agent.tracker_port);
+        let metainfo = torrent::with_sources(&made.bytes, &tracker, &[])?;
+        let target = if node == 1 {
+            dir.to_path_buf()
+        } else {
+            info.site.transmission.download_dir.join("alone")
+        };
+        let transmission = lab.transmission(node)?;
+        lab.in_netns(|| transmission.add_metainfo(&metainfo, Some(&target), false))??;
+    }
+    let deadline = start + 900.0;
+    let mut done = vec![false; nodes + 1];
+    while done[1..].iter().any(|d| !d) {
+        for node in 1..=nodes {
+            if done[node] {
+                continue;
+            }
+            let transmission = lab.transmission(node)?;
+            let hashes = [hash.clone()];
+            let status = lab.in_netns(|| transmission.get(&hashes))??;
+            done[node] = status.first().is_some_and(|t| t.is_complete());
+        }
+        if now_s() > deadline {
+            return Err("Transmission alone did not finish in 900 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(now_s() - start)
 }
 
 fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
@@ -113,13 +159,16 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     let last = applied.iter().cloned().fold(f64::MIN, f64::max);
     let first = applied.iter().skip(1).cloned().fold(f64::MAX, f64::min);
     let rss = agent_pid(&lab, 2).and_then(rss_kib);
-    eprintln!("[{nodes} nodes] p2pu {:.1} s", last - start);
+    eprintln!("[{nodes} nodes] p2pu {:.1} s; Transmission alone...", last - start);
+    let swarm = transmission_alone(&lab, nodes, &payload)?;
+    eprintln!("[{nodes} nodes] Transmission alone {swarm:.1} s");
     Ok(Row {
         nodes,
         one_copy,
         central,
         p2pu: last - start,
         first: first - start,
+        swarm,
         rss,
     })
 }
@@ -148,22 +197,24 @@ fn main() -> Res<()> {
     println!("rollout of a {mib} MiB archive, links {mbit} Mbit/s per node each way (tc htb on lo + ifb); wire limit for one copy {limit:.1} s");
     println!("machine: {}", machine());
     println!(
-        "| nodes | one copy HTTP (s) | central HTTP (s) | p2pu submit→last applied (s) | p2pu first other node (s) | p2pu / one copy | central / p2pu | agent RSS node 2 after (VmRSS / VmHWM MiB) |"
+        "| nodes | one copy HTTP (s) | central HTTP (s) | Transmission alone (s) | p2pu submit→last applied (s) | p2pu first other node (s) | p2pu / one copy (goal ≤ 1.3x at 16) | Transmission alone / one copy | central / one copy | agent RSS node 2 after (VmRSS / VmHWM MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let rss = r.rss.map_or("-".into(), |(rss, hwm)| {
             format!("{:.1} / {:.1}", rss as f64 / 1024.0, hwm as f64 / 1024.0)
         });
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x | {} |",
             r.nodes,
             r.one_copy,
             r.central,
+            r.swarm,
             r.p2pu,
             r.first,
             r.p2pu / r.one_copy,
-            r.central / r.p2pu,
+            r.swarm / r.one_copy,
+            r.central / r.one_copy,
             rss
         );
     }
