@@ -142,18 +142,18 @@ fn no_engine_is_run_through_a_shell() {
     );
 }
 
-#[test]
-fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+/// `p2pu init --root <root>` for a node with the NAT client, on an image whose passwd has
+/// the `p2pu` user; panics unless it succeeds, returns its stdout.
+fn init_image(root: &Path) -> String {
+    std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
-        root.path().join("etc/passwd"),
+        root.join("etc/passwd"),
         "root:x:0:0::/root:/bin/sh\n\
          debian-transmission:x:103:106::/var/lib:/usr/sbin/nologin\n\
          p2pu:x:998:997::/var/lib/p2pu:/usr/sbin/nologin\n",
     )
     .unwrap();
-    let config = root.path().join("site.toml");
+    let config = root.join("site.toml");
     std::fs::write(
         &config,
         "[node]\nname = \"n1\"\n[nat]\nenabled = true\nproxy = \"192.0.2.1:3478\"\n",
@@ -164,7 +164,7 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
         .arg("--config")
         .arg(&config)
         .arg("--root")
-        .arg(root.path())
+        .arg(root)
         .output()
         .unwrap();
     assert!(
@@ -172,6 +172,17 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
+    let root = tempfile::tempdir().unwrap();
+    init_image(root.path());
     let spool = std::fs::metadata(root.path().join("var/spool/p2pu")).unwrap();
     assert_eq!(spool.permissions().mode() & 0o777, 0o711);
     let overlay = std::fs::metadata(root.path().join("var/spool/p2pu/overlay")).unwrap();
@@ -179,4 +190,25 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
     if nix::unistd::geteuid().is_root() {
         assert_eq!((spool.uid(), overlay.uid(), overlay.gid()), (0, 998, 997));
     }
+}
+
+#[test]
+fn init_brings_an_old_0700_spool_to_the_0711_layout() {
+    // Installs before the NAT client's overlay part made the spool 0700, which keeps that
+    // client (user p2pu) from reaching its own subdirectory.
+    let root = tempfile::tempdir().unwrap();
+    let spool = root.path().join("var/spool/p2pu");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(spool.join("pending-event"), b"p2pu1:x").unwrap();
+    let out = init_image(root.path());
+    assert!(
+        out.contains("changed the mode of directory /var/spool/p2pu from 0700 to 0711"),
+        "{out}"
+    );
+    assert_eq!(mode(&spool), 0o711);
+    assert_eq!(mode(&spool.join("overlay")), 0o700);
+    assert!(spool.join("pending-event").exists(), "spooled events stay");
+    let again = init_image(root.path());
+    assert!(!again.contains("/var/spool/p2pu"), "{again}");
 }
