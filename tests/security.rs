@@ -212,3 +212,105 @@ fn init_brings_an_old_0700_spool_to_the_0711_layout() {
     let again = init_image(root.path());
     assert!(!again.contains("/var/spool/p2pu"), "{again}");
 }
+
+/// `ss -ltnp` inside the lab's namespace: the local address and the pid of whoever listens on
+/// TCP `port`.
+fn listener(lab: &p2pu::lab::Lab, port: u16) -> (String, u32) {
+    let out = lab.exec(1, &["ss", "-ltnpH"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|local| local.ends_with(&format!(":{port}")))
+        })
+        .unwrap_or_else(|| panic!("nothing listens on port {port}:\n{text}"));
+    let local = line.split_whitespace().nth(3).unwrap().to_string();
+    let pid = line
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    (local, pid)
+}
+
+/// A field of /proc/<pid>/status, e.g. `Uid`.
+fn proc_status(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        p2pu::lab::LabOptions::new(1, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    let lab = p2pu::lab::Lab::start(options)
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let node = lab.node(1).unwrap().clone();
+    let agent = &node.site.agent;
+
+    let (tracker, pid) = listener(&lab, agent.tracker_port);
+    assert_eq!(tracker, format!("127.0.0.1:{}", agent.tracker_port), "loopback only");
+    let (seed, seed_pid) = listener(&lab, agent.seed_port);
+    assert_eq!(seed, format!("{}:{}", node.addr, agent.seed_port));
+    assert_eq!(seed_pid, pid, "one serving process");
+
+    // The agent that started it is root (it applies updates); the server is not, and cannot
+    // become root again.
+    let parent: u32 = proc_status(pid, "PPid").parse().unwrap();
+    assert!(proc_status(parent, "Uid").starts_with("0\t"), "the agent runs as root");
+    for field in ["Uid", "Gid"] {
+        let ids = proc_status(pid, field);
+        assert!(
+            ids.split_whitespace().all(|id| id != "0"),
+            "{field}: {ids} (real, effective, saved, fs)"
+        );
+    }
+    assert_eq!(proc_status(pid, "Groups"), "", "root's groups dropped");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    for caps in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(proc_status(pid, caps), "0000000000000000", "{caps}");
+    }
+
+    // It reads what root seeded from a 0600 file: submit leaves it readable for the server.
+    let payload = dir.path().join("private.pp");
+    std::fs::write(&payload, "notice('private')\n").unwrap();
+    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lab.p2pu(1, &["submit", payload.to_str().unwrap()]).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let hash = stdout
+        .split("info-hash ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    let url = format!("http://{seed}/{hash}/private.pp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // Its own address counts as a member once the agent's first snapshot arrived.
+        let got = lab
+            .in_netns(|| match ureq::get(&url).call() {
+                Ok(response) => response.into_string().map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            })
+            .unwrap();
+        match got {
+            Ok(body) => {
+                assert_eq!(body, "notice('private')\n");
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{url}: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
