@@ -249,7 +249,11 @@ mod tests {
         };
         let dirs = [dir("old", 0o700), dir("chosen", 0o750)];
         let mode = |name: &str| {
-            fs::metadata(root.path().join(name)).unwrap().permissions().mode() & 0o7777
+            fs::metadata(root.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
         };
         let planned = ensure_dirs(&dirs, &target, &owners, true).unwrap();
         let moded = DirChange::Moded {
@@ -257,14 +261,19 @@ mod tests {
             from: 0o700,
             to: 0o711,
         };
-        assert_eq!(planned, [moded.clone()]);
+        assert_eq!(planned, std::slice::from_ref(&moded));
         assert_eq!(mode("old"), 0o700, "a dry run changes nothing");
         assert_eq!(
             moded.describe(false),
             "changed the mode of directory /old from 0700 to 0711"
         );
-        assert_eq!(ensure_dirs(&dirs, &target, &owners, false).unwrap(), [moded]);
+        assert_eq!(
+            ensure_dirs(&dirs, &target, &owners, false).unwrap(),
+            [moded]
+        );
         assert_eq!((mode("old"), mode("chosen")), (0o711, 0o750));
-        assert!(ensure_dirs(&dirs, &target, &owners, false).unwrap().is_empty());
+        assert!(ensure_dirs(&dirs, &target, &owners, false)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -214,26 +214,38 @@ fn init_brings_an_old_0700_spool_to_the_0711_layout() {
 }
 
 /// `ss -ltnp` inside the lab's namespace: the local address and the pid of whoever listens on
-/// TCP `port`.
-fn listener(lab: &p2pu::lab::Lab, port: u16) -> (String, u32) {
+/// TCP `port`, if anyone does.
+fn try_listener(lab: &p2pu::lab::Lab, port: u16) -> Option<(String, u32)> {
     let out = lab.exec(1, &["ss", "-ltnpH"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text
-        .lines()
-        .find(|l| {
-            l.split_whitespace()
-                .nth(3)
-                .is_some_and(|local| local.ends_with(&format!(":{port}")))
-        })
-        .unwrap_or_else(|| panic!("nothing listens on port {port}:\n{text}"));
-    let local = line.split_whitespace().nth(3).unwrap().to_string();
+    let line = text.lines().find(|l| {
+        l.split_whitespace()
+            .nth(3)
+            .is_some_and(|local| local.ends_with(&format!(":{port}")))
+    })?;
+    let local = line.split_whitespace().nth(3)?.to_string();
     let pid = line
         .split("pid=")
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {line:?}"));
-    (local, pid)
+    Some((local, pid))
+}
+
+fn listener(lab: &p2pu::lab::Lab, port: u16) -> (String, u32) {
+    try_listener(lab, port).unwrap_or_else(|| panic!("nothing listens on port {port}"))
+}
+
+fn wait_until<T>(what: &str, timeout_secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// A field of /proc/<pid>/status, e.g. `Uid`.
@@ -253,13 +265,17 @@ fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback
     let mut options =
         p2pu::lab::LabOptions::new(1, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
-    let lab = p2pu::lab::Lab::start(options)
-        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let lab =
+        p2pu::lab::Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     let node = lab.node(1).unwrap().clone();
     let agent = &node.site.agent;
 
     let (tracker, pid) = listener(&lab, agent.tracker_port);
-    assert_eq!(tracker, format!("127.0.0.1:{}", agent.tracker_port), "loopback only");
+    assert_eq!(
+        tracker,
+        format!("127.0.0.1:{}", agent.tracker_port),
+        "loopback only"
+    );
     let (seed, seed_pid) = listener(&lab, agent.seed_port);
     assert_eq!(seed, format!("{}:{}", node.addr, agent.seed_port));
     assert_eq!(seed_pid, pid, "one serving process");
@@ -267,7 +283,10 @@ fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback
     // The agent that started it is root (it applies updates); the server is not, and cannot
     // become root again.
     let parent: u32 = proc_status(pid, "PPid").parse().unwrap();
-    assert!(proc_status(parent, "Uid").starts_with("0\t"), "the agent runs as root");
+    assert!(
+        proc_status(parent, "Uid").starts_with("0\t"),
+        "the agent runs as root"
+    );
     for field in ["Uid", "Gid"] {
         let ids = proc_status(pid, field);
         assert!(
@@ -287,7 +306,11 @@ fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback
     std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = lab.p2pu(1, &["submit", payload.to_str().unwrap()]).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let hash = stdout
         .split("info-hash ")
         .nth(1)
@@ -313,4 +336,24 @@ fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+
+    // A server that dies is replaced, on the same ports...
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let restarted = wait_until("a new tracker process", 30, || {
+        try_listener(&lab, agent.tracker_port).filter(|(_, new)| *new != pid)
+    });
+    assert_eq!(restarted.0, tracker);
+    assert_ne!(
+        proc_status(restarted.1, "Uid").split_whitespace().next(),
+        Some("0")
+    );
+    // ...and one whose agent is gone ends with it: its stdin closed.
+    kill(Pid::from_raw(parent as i32), Signal::SIGKILL).unwrap();
+    wait_until("the server to exit with its agent", 10, || {
+        let state = std::fs::read_to_string(format!("/proc/{}/status", restarted.1));
+        let exited = state.map_or(true, |s| s.contains("\nState:\tZ"));
+        exited.then_some(())
+    });
 }

@@ -273,7 +273,11 @@ mod tests {
             "{}",
             applied.summary
         );
-        assert_eq!(*puppet.0.lock().unwrap(), ["a.pp"], "the other members apply");
+        assert_eq!(
+            *puppet.0.lock().unwrap(),
+            ["a.pp"],
+            "the other members apply"
+        );
         assert_eq!(
             std::fs::read_dir(&trusted).unwrap().count(),
             0,

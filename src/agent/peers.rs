@@ -102,9 +102,8 @@ impl FleetPeers {
 
     /// The current membership, for the serving process.
     pub fn snapshot(&self) -> PeersSnapshot {
-        let read = |lock: &RwLock<Vec<SocketAddr>>| {
-            lock.read().unwrap_or_else(|e| e.into_inner()).clone()
-        };
+        let read =
+            |lock: &RwLock<Vec<SocketAddr>>| lock.read().unwrap_or_else(|e| e.into_inner()).clone();
         PeersSnapshot {
             members: read(&self.members),
             seeds: read(&self.seeds),
@@ -208,7 +207,10 @@ mod tests {
         let hash = [0u8; 20];
         assert_eq!(
             served.peers(&hash),
-            ["10.0.0.2:51413".parse().unwrap(), "127.0.0.1:40000".parse().unwrap()]
+            [
+                "10.0.0.2:51413".parse().unwrap(),
+                "127.0.0.1:40000".parse().unwrap()
+            ]
         );
         assert_eq!(served.seed_servers(), ["10.0.0.2:6880".parse().unwrap()]);
         let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
@@ -220,7 +222,10 @@ mod tests {
         assert!(!served.is_member(ip(2)));
         assert!(served.peers(&hash).is_empty());
         assert!(
-            serde_json::from_str::<PeersSnapshot>(r#"{"members":[],"seeds":[],"addresses":[],"tunnels":[],"x":1}"#).is_err(),
+            serde_json::from_str::<PeersSnapshot>(
+                r#"{"members":[],"seeds":[],"addresses":[],"tunnels":[],"x":1}"#
+            )
+            .is_err(),
             "unknown fields are refused"
         );
     }

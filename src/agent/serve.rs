@@ -88,7 +88,11 @@ impl Serving {
             match next_line(&mut input, MAX_LINE) {
                 Ok(None) => break Ok(()),
                 Ok(Some(Line::TooLong(len))) => {
-                    tracing::warn!(len, max = MAX_LINE, "membership snapshot line too long; skipped");
+                    tracing::warn!(
+                        len,
+                        max = MAX_LINE,
+                        "membership snapshot line too long; skipped"
+                    );
                 }
                 Ok(Some(Line::Text(line))) if line.trim_ascii().is_empty() => {}
                 Ok(Some(Line::Text(line))) => {
@@ -229,7 +233,10 @@ mod tests {
             .expect("EOF on stdin stops serving");
         assert!(outcome.is_ok(), "{outcome:?}");
         assert!(TcpStream::connect(ready.tracker).is_err(), "tracker closed");
-        assert!(TcpStream::connect(ready.seed).is_err(), "seed server closed");
+        assert!(
+            TcpStream::connect(ready.seed).is_err(),
+            "seed server closed"
+        );
     }
 
     #[test]

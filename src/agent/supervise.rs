@@ -135,23 +135,26 @@ struct Running {
 impl ServeChild {
     /// Starts the child and waits until it serves; retries for a few seconds, then fails.
     pub fn start(spec: ServeSpec) -> crate::Result<ServeChild> {
-        let run_as = run_as(
-            &spec.user,
-            nix::unistd::geteuid().is_root(),
-            lookup_user,
-        )?;
+        let run_as = run_as(&spec.user, nix::unistd::geteuid().is_root(), lookup_user)?;
         let deadline = Instant::now() + STARTUP;
         let (running, ready) = loop {
             match spawn(&spec, run_as.as_ref()) {
                 Ok(started) => break started,
                 Err(e) if Instant::now() < deadline => {
-                    tracing::warn!("starting the tracker and web seed server: {}; retrying", chain(&e));
+                    tracing::warn!(
+                        "starting the tracker and web seed server: {}; retrying",
+                        chain(&e)
+                    );
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        tracing::info!(pid = running.child.id(), user = run_as.as_ref().map_or("(the agent's)", |u| u.name.as_str()), "tracker and web seed server process started");
+        tracing::info!(
+            pid = running.child.id(),
+            user = run_as.as_ref().map_or("(the agent's)", |u| u.name.as_str()),
+            "tracker and web seed server process started"
+        );
         Ok(ServeChild {
             spec,
             run_as,
@@ -173,11 +176,6 @@ impl ServeChild {
     /// The tracker URL for magnets.
     pub fn tracker_url(&self) -> String {
         self.ready().tracker_url()
-    }
-
-    /// The current child's process id, if one runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.state().running.as_ref().map(|r| r.child.id())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -118,8 +118,7 @@ impl Init {
         for dir in &dir_changes {
             writeln!(env.stdout, "{}", dir.describe(self.dry_run)).map_err(stdout_error)?;
         }
-        let changed =
-            !changes.is_empty() || !dir_changes.is_empty() || !secret_statuses.is_empty();
+        let changed = !changes.is_empty() || !dir_changes.is_empty() || !secret_statuses.is_empty();
 
         if self.dry_run {
             for change in &changes {
