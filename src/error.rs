@@ -64,6 +64,8 @@ pub enum Error {
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
     #[error(transparent)]
+    Serve(#[from] crate::agent::supervise::ServeError),
+    #[error(transparent)]
     Control(#[from] crate::nat::control::ControlError),
     #[error("{0}")]
     Usage(String),

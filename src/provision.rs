@@ -154,22 +154,66 @@ pub struct ManagedDir {
     pub path: PathBuf,
     pub mode: u32,
     pub owner: Option<String>,
+    /// Modes an older p2pu gave this directory: an existing one still in such a mode is
+    /// brought to `mode`. Any other mode is the operator's choice and is left alone.
+    pub upgrade_from: &'static [u32],
 }
 
-/// Creates missing directories; returns the ones it created (or would create).
+/// What `ensure_dirs` did (or would do) to one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirChange {
+    Created(PathBuf),
+    Moded { path: PathBuf, from: u32, to: u32 },
+}
+
+impl DirChange {
+    /// One line for init's report; `dry_run` says "would".
+    pub fn describe(&self, dry_run: bool) -> String {
+        match (self, dry_run) {
+            (DirChange::Created(path), false) => format!("created directory {}", path.display()),
+            (DirChange::Created(path), true) => {
+                format!("would create directory {}", path.display())
+            }
+            (DirChange::Moded { path, from, to }, dry) => format!(
+                "{} the mode of directory {} from {from:04o} to {to:04o}",
+                if dry { "would change" } else { "changed" },
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Creates missing directories and upgrades the modes of old ones; returns what it did (or
+/// would do).
 pub fn ensure_dirs(
     dirs: &[ManagedDir],
     target: &Target,
     owners: &Owners,
     dry_run: bool,
-) -> Result<Vec<PathBuf>> {
-    let mut created = Vec::new();
+) -> Result<Vec<DirChange>> {
+    let mut changes = Vec::new();
     for dir in dirs {
         let host = target.host(&dir.path);
         if host.is_dir() {
+            let from = fs::metadata(&host)
+                .map_err(Error::io("reading", &host))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            if from != dir.mode && dir.upgrade_from.contains(&from) {
+                if !dry_run {
+                    fs::set_permissions(&host, fs::Permissions::from_mode(dir.mode))
+                        .map_err(Error::io("setting the mode of", &host))?;
+                }
+                changes.push(DirChange::Moded {
+                    path: dir.path.clone(),
+                    from,
+                    to: dir.mode,
+                });
+            }
             continue;
         }
-        created.push(dir.path.clone());
+        changes.push(DirChange::Created(dir.path.clone()));
         if dry_run {
             continue;
         }
@@ -178,5 +222,58 @@ pub fn ensure_dirs(
             .map_err(Error::io("setting the mode of", &host))?;
         owners.chown(&host, dir.owner.as_deref())?;
     }
-    Ok(created)
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_mode_an_older_p2pu_gave_is_upgraded() {
+        let root = tempfile::tempdir().unwrap();
+        let target = Target {
+            root: Some(root.path().to_path_buf()),
+        };
+        let owners = Owners::new(Some(root.path().to_path_buf()));
+        let dir = |name: &str, mode: u32| {
+            let host = root.path().join(name);
+            fs::create_dir(&host).unwrap();
+            fs::set_permissions(&host, fs::Permissions::from_mode(mode)).unwrap();
+            ManagedDir {
+                path: Path::new("/").join(name),
+                mode: 0o711,
+                owner: None,
+                upgrade_from: &[0o700],
+            }
+        };
+        let dirs = [dir("old", 0o700), dir("chosen", 0o750)];
+        let mode = |name: &str| {
+            fs::metadata(root.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        let planned = ensure_dirs(&dirs, &target, &owners, true).unwrap();
+        let moded = DirChange::Moded {
+            path: "/old".into(),
+            from: 0o700,
+            to: 0o711,
+        };
+        assert_eq!(planned, std::slice::from_ref(&moded));
+        assert_eq!(mode("old"), 0o700, "a dry run changes nothing");
+        assert_eq!(
+            moded.describe(false),
+            "changed the mode of directory /old from 0700 to 0711"
+        );
+        assert_eq!(
+            ensure_dirs(&dirs, &target, &owners, false).unwrap(),
+            [moded]
+        );
+        assert_eq!((mode("old"), mode("chosen")), (0o711, 0o750));
+        assert!(ensure_dirs(&dirs, &target, &owners, false)
+            .unwrap()
+            .is_empty());
+    }
 }

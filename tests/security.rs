@@ -142,18 +142,18 @@ fn no_engine_is_run_through_a_shell() {
     );
 }
 
-#[test]
-fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+/// `p2pu init --root <root>` for a node with the NAT client, on an image whose passwd has
+/// the `p2pu` user; panics unless it succeeds, returns its stdout.
+fn init_image(root: &Path) -> String {
+    std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
-        root.path().join("etc/passwd"),
+        root.join("etc/passwd"),
         "root:x:0:0::/root:/bin/sh\n\
          debian-transmission:x:103:106::/var/lib:/usr/sbin/nologin\n\
          p2pu:x:998:997::/var/lib/p2pu:/usr/sbin/nologin\n",
     )
     .unwrap();
-    let config = root.path().join("site.toml");
+    let config = root.join("site.toml");
     std::fs::write(
         &config,
         "[node]\nname = \"n1\"\n[nat]\nenabled = true\nproxy = \"192.0.2.1:3478\"\n",
@@ -164,7 +164,7 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
         .arg("--config")
         .arg(&config)
         .arg("--root")
-        .arg(root.path())
+        .arg(root)
         .output()
         .unwrap();
     assert!(
@@ -172,6 +172,17 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
+    let root = tempfile::tempdir().unwrap();
+    init_image(root.path());
     let spool = std::fs::metadata(root.path().join("var/spool/p2pu")).unwrap();
     assert_eq!(spool.permissions().mode() & 0o777, 0o711);
     let overlay = std::fs::metadata(root.path().join("var/spool/p2pu/overlay")).unwrap();
@@ -179,4 +190,170 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
     if nix::unistd::geteuid().is_root() {
         assert_eq!((spool.uid(), overlay.uid(), overlay.gid()), (0, 998, 997));
     }
+}
+
+#[test]
+fn init_brings_an_old_0700_spool_to_the_0711_layout() {
+    // Installs before the NAT client's overlay part made the spool 0700, which keeps that
+    // client (user p2pu) from reaching its own subdirectory.
+    let root = tempfile::tempdir().unwrap();
+    let spool = root.path().join("var/spool/p2pu");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(spool.join("pending-event"), b"p2pu1:x").unwrap();
+    let out = init_image(root.path());
+    assert!(
+        out.contains("changed the mode of directory /var/spool/p2pu from 0700 to 0711"),
+        "{out}"
+    );
+    assert_eq!(mode(&spool), 0o711);
+    assert_eq!(mode(&spool.join("overlay")), 0o700);
+    assert!(spool.join("pending-event").exists(), "spooled events stay");
+    let again = init_image(root.path());
+    assert!(!again.contains("/var/spool/p2pu"), "{again}");
+}
+
+/// `ss -ltnp` inside the lab's namespace: the local address and the pid of whoever listens on
+/// TCP `port`, if anyone does.
+fn try_listener(lab: &p2pu::lab::Lab, port: u16) -> Option<(String, u32)> {
+    let out = lab.exec(1, &["ss", "-ltnpH"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| {
+        l.split_whitespace()
+            .nth(3)
+            .is_some_and(|local| local.ends_with(&format!(":{port}")))
+    })?;
+    let local = line.split_whitespace().nth(3)?.to_string();
+    let pid = line
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    Some((local, pid))
+}
+
+fn listener(lab: &p2pu::lab::Lab, port: u16) -> (String, u32) {
+    try_listener(lab, port).unwrap_or_else(|| panic!("nothing listens on port {port}"))
+}
+
+fn wait_until<T>(what: &str, timeout_secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A field of /proc/<pid>/status, e.g. `Uid`.
+fn proc_status(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        p2pu::lab::LabOptions::new(1, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    let lab =
+        p2pu::lab::Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let node = lab.node(1).unwrap().clone();
+    let agent = &node.site.agent;
+
+    let (tracker, pid) = listener(&lab, agent.tracker_port);
+    assert_eq!(
+        tracker,
+        format!("127.0.0.1:{}", agent.tracker_port),
+        "loopback only"
+    );
+    let (seed, seed_pid) = listener(&lab, agent.seed_port);
+    assert_eq!(seed, format!("{}:{}", node.addr, agent.seed_port));
+    assert_eq!(seed_pid, pid, "one serving process");
+
+    // The agent that started it is root (it applies updates); the server is not, and cannot
+    // become root again.
+    let parent: u32 = proc_status(pid, "PPid").parse().unwrap();
+    assert!(
+        proc_status(parent, "Uid").starts_with("0\t"),
+        "the agent runs as root"
+    );
+    for field in ["Uid", "Gid"] {
+        let ids = proc_status(pid, field);
+        assert!(
+            ids.split_whitespace().all(|id| id != "0"),
+            "{field}: {ids} (real, effective, saved, fs)"
+        );
+    }
+    assert_eq!(proc_status(pid, "Groups"), "", "root's groups dropped");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    for caps in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(proc_status(pid, caps), "0000000000000000", "{caps}");
+    }
+
+    // It reads what root seeded from a 0600 file: submit leaves it readable for the server.
+    let payload = dir.path().join("private.pp");
+    std::fs::write(&payload, "notice('private')\n").unwrap();
+    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lab.p2pu(1, &["submit", payload.to_str().unwrap()]).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = stdout
+        .split("info-hash ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    let url = format!("http://{seed}/{hash}/private.pp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // Its own address counts as a member once the agent's first snapshot arrived.
+        let got = lab
+            .in_netns(|| match ureq::get(&url).call() {
+                Ok(response) => response.into_string().map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            })
+            .unwrap();
+        match got {
+            Ok(body) => {
+                assert_eq!(body, "notice('private')\n");
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{url}: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // A server that dies is replaced, on the same ports...
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let restarted = wait_until("a new tracker process", 30, || {
+        try_listener(&lab, agent.tracker_port).filter(|(_, new)| *new != pid)
+    });
+    assert_eq!(restarted.0, tracker);
+    assert_ne!(
+        proc_status(restarted.1, "Uid").split_whitespace().next(),
+        Some("0")
+    );
+    // ...and one whose agent is gone ends with it: its stdin closed.
+    kill(Pid::from_raw(parent as i32), Signal::SIGKILL).unwrap();
+    wait_until("the server to exit with its agent", 10, || {
+        let state = std::fs::read_to_string(format!("/proc/{}/status", restarted.1));
+        let exited = state.map_or(true, |s| s.contains("\nState:\tZ"));
+        exited.then_some(())
+    });
 }

@@ -209,3 +209,79 @@ pub fn legacy_kind(name: &str) -> Kind {
         Kind::File
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::puppet::ModuleInstalled;
+    use crate::engines::{ApplyReport, PuppetError};
+    use std::sync::Mutex;
+
+    /// Records the manifests it was asked to apply.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Applier for Recorder {
+        fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+            self.0.lock().unwrap().push(file_name(manifest));
+            Ok(ApplyReport {
+                status: ApplyStatus::Unchanged,
+                exit_code: 0,
+                output: String::new(),
+                elapsed: std::time::Duration::ZERO,
+            })
+        }
+        fn module_install(&self, _: &Path, _: &Path) -> Result<ModuleInstalled, PuppetError> {
+            unreachable!("no module in this payload")
+        }
+    }
+
+    #[test]
+    fn a_dir_payload_skips_a_key_member_and_applies_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("bundle");
+        std::fs::create_dir(&source).unwrap();
+        std::fs::write(source.join("a.pp"), "notice('a')\n").unwrap();
+        let smuggled = keys::PublicKey {
+            key: keys::generate().verifying_key(),
+            comment: "smuggled".into(),
+        };
+        std::fs::write(source.join("ops.pub"), smuggled.to_text()).unwrap();
+        let payload = tmp.path().join("bundle.tar.gz");
+        crate::agent::kind::pack_dir(&source, &payload).unwrap();
+        assert_eq!(
+            crate::agent::kind::detect(&source.join("ops.pub")).unwrap(),
+            Kind::Key,
+            "the member looks like a key to the detector"
+        );
+
+        let trusted = tmp.path().join("trusted-keys");
+        std::fs::create_dir(&trusted).unwrap();
+        let puppet = Recorder::default();
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &tmp.path().join("archives"),
+            trusted_keys_dir: &trusted,
+            limits: Limits::default(),
+        };
+        let applied = context
+            .apply(Kind::Dir, "bundle.tar.gz", &payload, None)
+            .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+        assert!(
+            applied.summary.contains("ops.pub: key skipped"),
+            "{}",
+            applied.summary
+        );
+        assert_eq!(
+            *puppet.0.lock().unwrap(),
+            ["a.pp"],
+            "the other members apply"
+        );
+        assert_eq!(
+            std::fs::read_dir(&trusted).unwrap().count(),
+            0,
+            "a key only becomes trusted through a signed `key` update"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! `p2pu agent`: takes announcements from the spool, verifies them, downloads the payload
 //! through Transmission, checks it, applies it by kind, and records the result; serves the
-//! node's tracker and web seeds beside its engines.
+//! node's tracker and web seeds beside its engines, from an unprivileged child process.
 
 pub mod apply;
 pub mod catchup;
@@ -14,6 +14,8 @@ pub mod peers;
 pub mod relay;
 pub mod run;
 pub mod seed_http;
+pub mod serve;
 pub mod spool;
 pub mod state;
+pub mod supervise;
 pub mod tracker;

@@ -1,12 +1,30 @@
 //! The tracker's peers: the alive Serf members' BitTorrent endpoints (member address plus its
 //! `p2pu-bt-port` tag), refreshed in the background so announces are answered from a snapshot.
-//! Across NAT, the overlay adds the local ends of its tunnels.
+//! Across NAT, the overlay adds the local ends of its tunnels. The root agent refreshes it from
+//! Serf and hands a [`PeersSnapshot`] to the unprivileged process that serves the tracker and
+//! the web seeds (`p2pu agent-serve`), which applies it to its own copy.
 
 use super::tracker::PeerSource;
 use crate::engines::{Gossip, MemberStatus};
 use crate::render::{TAG_PEER_PORT, TAG_SEED_PORT};
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;
+
+/// Everything the tracker and the web seed server need from the membership, as one JSON line
+/// on the serving process's stdin. Field names are [`FleetPeers`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersSnapshot {
+    /// The BitTorrent endpoints the tracker answers with.
+    pub members: Vec<SocketAddr>,
+    /// The other alive members' web seed servers.
+    pub seeds: Vec<SocketAddr>,
+    /// Every alive member's address: who may use the web seed server.
+    pub addresses: Vec<IpAddr>,
+    /// The local ends of the NAT overlay's tunnels.
+    pub tunnels: Vec<SocketAddr>,
+}
 
 #[derive(Default)]
 pub struct FleetPeers {
@@ -81,6 +99,36 @@ impl FleetPeers {
     pub fn set_tunnels(&self, tunnels: Vec<SocketAddr>) {
         *self.tunnels.write().unwrap_or_else(|e| e.into_inner()) = tunnels;
     }
+
+    /// The current membership, for the serving process.
+    pub fn snapshot(&self) -> PeersSnapshot {
+        let read =
+            |lock: &RwLock<Vec<SocketAddr>>| lock.read().unwrap_or_else(|e| e.into_inner()).clone();
+        PeersSnapshot {
+            members: read(&self.members),
+            seeds: read(&self.seeds),
+            addresses: self
+                .addresses
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            tunnels: read(&self.tunnels),
+        }
+    }
+
+    /// Replaces everything with `snapshot` (the serving process's side of [`Self::snapshot`]).
+    pub fn apply_snapshot(&self, snapshot: PeersSnapshot) {
+        let PeersSnapshot {
+            members,
+            seeds,
+            addresses,
+            tunnels,
+        } = snapshot;
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
+        *self.seeds.write().unwrap_or_else(|e| e.into_inner()) = seeds;
+        *self.addresses.write().unwrap_or_else(|e| e.into_inner()) = addresses;
+        *self.tunnels.write().unwrap_or_else(|e| e.into_inner()) = tunnels;
+    }
 }
 
 impl PeerSource for FleetPeers {
@@ -106,7 +154,10 @@ mod tests {
                 addr: [10, 0, 0, last].into(),
                 port: 7946,
                 status,
-                tags: Default::default(),
+                tags: [(TAG_PEER_PORT, "51413"), (TAG_SEED_PORT, "6880")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             };
             Ok(vec![
                 member("me", 1, MemberStatus::Alive),
@@ -140,5 +191,42 @@ mod tests {
         assert!(peers.is_member(IpAddr::from([127, 0, 0, 1])));
         assert!(!peers.is_member(ip(3)), "a failed member");
         assert!(!peers.is_member(ip(9)), "a stranger");
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_whole_membership_through_json() {
+        let peers = FleetPeers::new("me");
+        peers.refresh(&Fake).unwrap();
+        peers.set_tunnels(vec!["127.0.0.1:40000".parse().unwrap()]);
+        let line = serde_json::to_string(&peers.snapshot()).unwrap();
+        assert!(!line.contains('\n'), "one line: {line}");
+
+        let served = FleetPeers::new("");
+        served.apply_snapshot(serde_json::from_str(&line).unwrap());
+        assert_eq!(served.snapshot(), peers.snapshot());
+        let hash = [0u8; 20];
+        assert_eq!(
+            served.peers(&hash),
+            [
+                "10.0.0.2:51413".parse().unwrap(),
+                "127.0.0.1:40000".parse().unwrap()
+            ]
+        );
+        assert_eq!(served.seed_servers(), ["10.0.0.2:6880".parse().unwrap()]);
+        let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
+        assert!(served.is_member(ip(1)) && served.is_member(ip(2)));
+        assert!(!served.is_member(ip(3)), "a failed member");
+
+        // A later snapshot replaces, it does not add: a member that left loses access.
+        served.apply_snapshot(PeersSnapshot::default());
+        assert!(!served.is_member(ip(2)));
+        assert!(served.peers(&hash).is_empty());
+        assert!(
+            serde_json::from_str::<PeersSnapshot>(
+                r#"{"members":[],"seeds":[],"addresses":[],"tunnels":[],"x":1}"#
+            )
+            .is_err(),
+            "unknown fields are refused"
+        );
     }
 }

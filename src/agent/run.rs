@@ -1,6 +1,8 @@
 //! The agent's runtime: one thread reacts to the spool (inotify, no polling) and decides;
-//! worker threads download and apply; background threads refresh the tracker's peers and catch
-//! up with the fleet. Every decision is logged as one line with its reason.
+//! worker threads download and apply; background threads refresh the fleet's peers and catch
+//! up with the fleet. The tracker and the web seed server run in an unprivileged child process
+//! (`supervise`) that the peers thread keeps fed. Every decision is logged as one line with its
+//! reason.
 
 use super::apply::{self, ApplyContext};
 use super::extract::Limits;
@@ -8,10 +10,10 @@ use super::fetch::Fetcher;
 use super::http_get::Client;
 use super::intake::{self, Decision, Policy};
 use super::peers::FleetPeers;
-use super::seed_http::SeedServer;
+use super::serve::ServeOptions;
 use super::spool;
 use super::state::{Record, Rejection, StateStore, Status};
-use super::tracker::Tracker;
+use super::supervise::{ServeChild, ServeSpec};
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{chain, Error, Result};
@@ -42,6 +44,8 @@ pub struct Agent {
     pub gossip: Arc<dyn Gossip>,
     pub puppet: Box<dyn crate::engines::Applier>,
     pub stop: Arc<AtomicBool>,
+    /// The log filter, passed on to the tracker and web seed server process.
+    pub log_filter: String,
 }
 
 impl Agent {
@@ -53,21 +57,24 @@ impl Agent {
             .map_err(Error::io("creating", &site.agent.spool_dir))?;
 
         let peers = Arc::new(FleetPeers::new(agent.node_name.clone()));
-        let tracker_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, site.agent.tracker_port));
-        let tracker = Tracker::start(tracker_addr, peers.clone())?;
         let seed_ip = agent
             .config
             .advertise
             .unwrap_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let seed_addr = SocketAddr::new(seed_ip, site.agent.seed_port);
-        let members = peers.clone();
-        let root = &site.transmission.download_dir;
-        let allow = Arc::new(move |ip| members.is_member(ip));
-        let seeder = SeedServer::start_for(seed_addr, root, allow)?;
-        tracing::info!(tracker = %tracker.announce_url(), seeds = %seeder.base_url(), "agent started");
+        let served = Arc::new(ServeChild::start(ServeSpec {
+            options: ServeOptions {
+                tracker: SocketAddr::from((Ipv4Addr::LOCALHOST, site.agent.tracker_port)),
+                seed: SocketAddr::new(seed_ip, site.agent.seed_port),
+                root: site.transmission.download_dir.clone(),
+            },
+            user: site.agent.serve_user.clone(),
+            log_filter: agent.log_filter.clone(),
+        })?);
+        let ready = served.ready();
+        tracing::info!(tracker = %ready.tracker_url(), seeds = %ready.seed_url(), "agent started");
         spawn_named("peers", {
-            let (agent, peers) = (agent.clone(), peers.clone());
-            move || refresh_peers(&agent, &peers)
+            let (agent, peers, served) = (agent.clone(), peers.clone(), served.clone());
+            move || refresh_peers(&agent, &peers, &served)
         });
         spawn_named("catch-up", {
             let agent = agent.clone();
@@ -79,9 +86,9 @@ impl Agent {
         let apply_lock = Arc::new(Mutex::new(()));
         for n in 0..WORKERS {
             let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
-            let (url, peers) = (tracker.announce_url(), peers.clone());
+            let (served, peers) = (served.clone(), peers.clone());
             spawn_named(&format!("worker-{n}"), move || {
-                worker(&agent, &work_rx, &apply_lock, &url, &peers)
+                worker(&agent, &work_rx, &apply_lock, &served, &peers)
             });
         }
         for record in agent.store.open_records()? {
@@ -104,8 +111,7 @@ impl Agent {
             agent.warn_if_silent(&mut last_heard);
         }
         tracing::info!("agent stopping");
-        tracker.shutdown();
-        seeder.shutdown();
+        served.shutdown();
         Ok(())
     }
 
@@ -286,7 +292,7 @@ fn worker(
     agent: &Agent,
     work: &Mutex<Receiver<Record>>,
     apply_lock: &Mutex<()>,
-    tracker_url: &str,
+    served: &ServeChild,
     peers: &FleetPeers,
 ) {
     loop {
@@ -294,11 +300,14 @@ fn worker(
         let Ok(record) = next else {
             return;
         };
-        agent.process(&record, apply_lock, tracker_url, peers);
+        // Asked per update: a restarted tracker may listen elsewhere (port 0 in tests).
+        agent.process(&record, apply_lock, &served.tracker_url(), peers);
     }
 }
 
-fn refresh_peers(agent: &Agent, peers: &FleetPeers) {
+/// Keeps the agent's own membership (the fetcher asks it for seeds) and the serving process's
+/// copy (the tracker and the seed server's admission) current; restarts that process if it died.
+fn refresh_peers(agent: &Agent, peers: &FleetPeers, served: &ServeChild) {
     while !agent.stop.load(Ordering::Relaxed) {
         if let Err(e) = peers.refresh(agent.gossip.as_ref()) {
             tracing::warn!("refreshing fleet peers from Serf: {}", chain(&e));
@@ -308,6 +317,7 @@ fn refresh_peers(agent: &Agent, peers: &FleetPeers) {
             // Across NAT, session peers are reached through the nat-client's tunnel ends.
             peers.set_tunnels(crate::nat::tunnel_ends(&nat.control_socket));
         }
+        served.send(&peers.snapshot());
         std::thread::sleep(Duration::from_secs(2));
     }
 }

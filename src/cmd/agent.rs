@@ -46,6 +46,7 @@ impl AgentCommand {
             puppet: Box::new(crate::node::puppet(&config)),
             config,
             stop,
+            log_filter: self.log,
         };
         agent.run()?;
         Ok(Outcome::Success)

@@ -101,7 +101,7 @@ impl Init {
                 dir.owner = None;
             }
         }
-        let created_dirs = provision::ensure_dirs(&dirs, &target, &owners, self.dry_run)?;
+        let dir_changes = provision::ensure_dirs(&dirs, &target, &owners, self.dry_run)?;
         let changes = provision::plan(files, &target, &owners)?;
 
         for status in &secret_statuses {
@@ -115,16 +115,10 @@ impl Init {
             }
             .map_err(stdout_error)?;
         }
-        for dir in &created_dirs {
-            let verb = if self.dry_run {
-                "would create"
-            } else {
-                "created"
-            };
-            writeln!(env.stdout, "{verb} directory {}", dir.display()).map_err(stdout_error)?;
+        for dir in &dir_changes {
+            writeln!(env.stdout, "{}", dir.describe(self.dry_run)).map_err(stdout_error)?;
         }
-        let changed =
-            !changes.is_empty() || !created_dirs.is_empty() || !secret_statuses.is_empty();
+        let changed = !changes.is_empty() || !dir_changes.is_empty() || !secret_statuses.is_empty();
 
         if self.dry_run {
             for change in &changes {
@@ -263,11 +257,16 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
         path: path.to_path_buf(),
         mode,
         owner: owner.map(str::to_string),
+        upgrade_from: &[],
     };
     let mut dirs = vec![
         dir(&site.paths.config_dir, 0o755, None),
         // Others may pass through (to the NAT client's overlay part) but not list or write.
-        dir(&site.agent.spool_dir, 0o711, None),
+        // Installs before the overlay part made it 0700, which keeps the NAT client out.
+        ManagedDir {
+            upgrade_from: &[0o700],
+            ..dir(&site.agent.spool_dir, 0o711, None)
+        },
         dir(&site.agent.state_dir, 0o755, None),
         dir(&site.agent.trusted_keys_dir, 0o755, None),
         dir(&site.agent.archive_dir, 0o755, None),

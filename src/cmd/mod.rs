@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::io::Write;
 
 pub mod agent;
+pub mod agent_serve;
 pub mod completions;
 pub mod config_get;
 pub mod event;
@@ -38,6 +39,8 @@ pub enum Command {
     Init(init::Init),
     HandleEvent(handle_event::HandleEvent),
     Agent(agent::AgentCommand),
+    #[command(hide = true)]
+    AgentServe(agent_serve::AgentServe),
     Status(status::Status),
     Submit(submit::Submit),
     #[command(subcommand)]
@@ -73,6 +76,7 @@ impl Command {
             Command::Init(c) => c.run(env),
             Command::HandleEvent(c) => c.run(env),
             Command::Agent(c) => c.run(env),
+            Command::AgentServe(c) => c.run(env),
             Command::Status(c) => c.run(env),
             Command::Submit(c) => c.run(env),
             Command::Fleet(c) => c.run(env),

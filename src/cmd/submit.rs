@@ -162,11 +162,20 @@ pub fn prepare(
     })
 }
 
-/// Puts the payload where Transmission seeds it, readable by the daemon's user.
+/// Puts the payload where Transmission seeds it, owned by the daemon's user and readable by
+/// the agent's unprivileged web seed server (`agent.serve_user`): 0755 and 0644 whatever the
+/// submitter's umask or the source's mode, as Transmission (umask 022) writes it on every
+/// other node.
 fn copy_for_seeding(payload: &Path, dir: &Path, dest: &Path, user: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(Error::io("setting the mode of", dir))?;
     let tmp = dir.join(format!(".p2pu-copy-{}", std::process::id()));
+    // `copy` keeps the source's mode, e.g. 0600.
     std::fs::copy(payload, &tmp).map_err(Error::io("copying the payload to", &tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+        .map_err(Error::io("setting the mode of", &tmp))?;
     std::fs::rename(&tmp, dest).map_err(Error::io("renaming into place", dest))?;
     let owners = Owners::new(None);
     owners.chown(dir, Some(user))?;
@@ -252,5 +261,28 @@ impl Tally {
             }
         }
         tally
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn seeded_copies_are_readable_by_the_unprivileged_seed_server_whatever_the_source_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("site.pp");
+        std::fs::write(&source, "notice('x')\n").unwrap();
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // As a root shell with umask 077 would have left it.
+        let seed_dir = dir.path().join("0123456789abcdef0123456789abcdef01234567");
+        std::fs::create_dir(&seed_dir).unwrap();
+        std::fs::set_permissions(&seed_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dest = seed_dir.join("site.pp");
+        copy_for_seeding(&source, &seed_dir, &dest, "root").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&seed_dir), mode(&dest)), (0o755, 0o644));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"notice('x')\n");
     }
 }

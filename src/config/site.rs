@@ -174,6 +174,9 @@ pub struct AgentSection {
     /// Port of the agent's web seed server on the node's fleet address (members only): it
     /// serves the payloads this node holds so downloads start at once (BEP 19).
     pub seed_port: u16,
+    /// The user the tracker and the web seed server run as (a child process of the agent,
+    /// which keeps root only to apply updates); `nobody` when this user does not exist.
+    pub serve_user: String,
     /// Announcements of larger payloads are rejected before any download.
     pub max_payload_bytes: u64,
     /// Announcements whose seq lies further ahead of the local clock are held, not applied.
@@ -195,6 +198,7 @@ impl Default for AgentSection {
             accept_legacy: false,
             tracker_port: 6969,
             seed_port: 6880,
+            serve_user: "p2pu".into(),
             max_payload_bytes: 8 << 30,
             max_future_secs: 86_400,
             catch_up_secs: 300,

@@ -106,6 +106,8 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[transmission]\npeer_port = 7946\n", "/etc/p2pu/site.toml:2: transmission.peer_port = 7946: conflicts with serf.bind, which uses the same port"),
         ("[agent]\nspool_dir = \"spool\"\n", "/etc/p2pu/site.toml:2: agent.spool_dir = \"spool\": must be an absolute path"),
         ("[agent]\nstate_dir = \"/var/../etc\"\n", "/etc/p2pu/site.toml:2: agent.state_dir = \"/var/../etc\": must not contain `..`"),
+        ("[agent]\nserve_user = \"root\"\n", "/etc/p2pu/site.toml:2: agent.serve_user = \"root\": must be an unprivileged user: the tracker and web seed server face the network"),
+        ("[agent]\nserve_user = \"P2PU; rm\"\n", "/etc/p2pu/site.toml:2: agent.serve_user = \"P2PU; rm\": expected a system user name: 1 to 32 of `a-z`, `0-9`, `_`, `-`, not starting with a digit or `-`"),
         ("[nat]\nenabled = true\n", "/etc/p2pu/site.toml:2: nat.enabled = true: needs nat.proxy (host:port of the rendezvous)"),
         ("[nat]\nproxy = \"example.org\"\n", "/etc/p2pu/site.toml:2: nat.proxy = \"example.org\": expected host:port"),
         ("[nat]\nkeepalive_secs = 30\n", "/etc/p2pu/site.toml:2: nat.keepalive_secs = 30: use 5 to 29: routers drop idle UDP mappings after 30 s"),

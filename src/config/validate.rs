@@ -221,6 +221,21 @@ impl<'a> Validator<'a> {
         if site.agent.catch_up_secs == 0 {
             return Err(self.invalid("agent.catch_up_secs", 0, "must be at least 1"));
         }
+        let user = site.agent.serve_user.as_str();
+        if user == "root" {
+            return Err(self.invalid(
+                "agent.serve_user",
+                quoted(user),
+                "must be an unprivileged user: the tracker and web seed server face the network",
+            ));
+        }
+        if !is_user_name(user) {
+            return Err(self.invalid(
+                "agent.serve_user",
+                quoted(user),
+                "expected a system user name: 1 to 32 of `a-z`, `0-9`, `_`, `-`, not starting with a digit or `-`",
+            ));
+        }
         self.check_paths(site)?;
         self.check_ports(site, serf_bind, serf_rpc)?;
         Ok(Checked {
@@ -358,6 +373,15 @@ fn managed_setting(key: &str) -> Option<&'static str> {
         "encryption" => "transmission.encryption",
         _ => return None,
     })
+}
+
+fn is_user_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.len() <= 32
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn quoted(value: &str) -> String {

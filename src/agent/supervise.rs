@@ -1,0 +1,484 @@
+//! The root agent's side of `p2pu agent-serve`: starts it as `agent.serve_user` (or `nobody`)
+//! with no supplementary groups, no capabilities and no way to gain privileges back, waits for
+//! its ready line, feeds it membership snapshots, restarts it with a backoff when it dies, and
+//! stops it with the agent. Only the process that applies updates keeps root.
+
+use super::peers::PeersSnapshot;
+use super::serve::{Ready, ServeOptions};
+use crate::error::chain;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The account every Debian system has, for machines without the `p2pu` user (labs, CI).
+pub const FALLBACK_USER: &str = "nobody";
+
+/// How long a new child may take to bind and print its ready line.
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// How long the agent keeps trying at start, e.g. while a killed agent's old child still holds
+/// the ports for the moment it takes to see its stdin close.
+const STARTUP: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A child that ran this long before dying restarts after the first backoff again.
+const HEALTHY: Duration = Duration::from_secs(60);
+/// How long a stopping child gets after its stdin closed before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("neither agent.serve_user {user:?} nor {FALLBACK_USER:?} exists, so the tracker and web seed server have no unprivileged user to run as")]
+    NoUser { user: String },
+    #[error("agent.serve_user {user:?} is uid 0: the tracker and web seed server face the network and must not run as root")]
+    RootUser { user: String },
+    #[error("running `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` {status} before it was ready (its stderr is in the agent's log)")]
+    Exited { command: String, status: String },
+    #[error("`{command}` printed no ready line within {after:?}")]
+    NotReady { command: String, after: Duration },
+    #[error("`{command}` printed {line:?} instead of its ready line")]
+    BadReady {
+        command: String,
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The user the serving process switches to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Who the serving process runs as: `None` (the agent's own user) unless the agent is root;
+/// then `wanted`, or `nobody` with a warning when `wanted` does not exist.
+pub fn run_as(
+    wanted: &str,
+    agent_is_root: bool,
+    lookup: impl Fn(&str) -> Option<(u32, u32)>,
+) -> Result<Option<RunAs>, ServeError> {
+    if !agent_is_root {
+        return Ok(None);
+    }
+    let (name, (uid, gid)) = match lookup(wanted) {
+        Some(ids) => (wanted, ids),
+        None => {
+            let ids = lookup(FALLBACK_USER).ok_or_else(|| ServeError::NoUser {
+                user: wanted.to_string(),
+            })?;
+            tracing::warn!(
+                "agent.serve_user {wanted:?} does not exist, so the tracker and web seed server run as {FALLBACK_USER:?} (install/install.sh creates {wanted:?})"
+            );
+            (FALLBACK_USER, ids)
+        }
+    };
+    if uid == 0 {
+        return Err(ServeError::RootUser {
+            user: name.to_string(),
+        });
+    }
+    Ok(Some(RunAs {
+        name: name.to_string(),
+        uid,
+        gid,
+    }))
+}
+
+/// The system's user database.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let user = nix::unistd::User::from_name(name).ok()??;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// What to start: where to serve, as whom, with which log filter.
+#[derive(Debug, Clone)]
+pub struct ServeSpec {
+    pub options: ServeOptions,
+    /// `agent.serve_user`.
+    pub user: String,
+    pub log_filter: String,
+}
+
+/// The running `agent-serve` child and how to replace it.
+pub struct ServeChild {
+    spec: ServeSpec,
+    run_as: Option<RunAs>,
+    /// Kept apart from `state` so workers asking for the tracker URL never wait on a restart.
+    ready: Mutex<Ready>,
+    state: Mutex<State>,
+}
+
+struct State {
+    running: Option<Running>,
+    backoff: Duration,
+    next_try: Instant,
+    stopped: bool,
+}
+
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    since: Instant,
+}
+
+impl ServeChild {
+    /// Starts the child and waits until it serves; retries for a few seconds, then fails.
+    pub fn start(spec: ServeSpec) -> crate::Result<ServeChild> {
+        let run_as = run_as(&spec.user, nix::unistd::geteuid().is_root(), lookup_user)?;
+        let deadline = Instant::now() + STARTUP;
+        let (running, ready) = loop {
+            match spawn(&spec, run_as.as_ref()) {
+                Ok(started) => break started,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(
+                        "starting the tracker and web seed server: {}; retrying",
+                        chain(&e)
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        tracing::info!(
+            pid = running.child.id(),
+            user = run_as.as_ref().map_or("(the agent's)", |u| u.name.as_str()),
+            "tracker and web seed server process started"
+        );
+        Ok(ServeChild {
+            spec,
+            run_as,
+            ready: Mutex::new(ready),
+            state: Mutex::new(State {
+                running: Some(running),
+                backoff: FIRST_BACKOFF,
+                next_try: Instant::now(),
+                stopped: false,
+            }),
+        })
+    }
+
+    /// The addresses the current child bound.
+    pub fn ready(&self) -> Ready {
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tracker URL for magnets.
+    pub fn tracker_url(&self) -> String {
+        self.ready().tracker_url()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands `snapshot` to the child. A child that died is logged and, once its backoff has
+    /// passed, replaced (and given this snapshot).
+    pub fn send(&self, snapshot: &PeersSnapshot) {
+        let mut state = self.state();
+        if state.stopped {
+            return;
+        }
+        if let Some(running) = state.running.as_mut() {
+            match running.child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    let running = state.running.take();
+                    state.died(running, &format!("exited ({status})"));
+                }
+                Err(e) => {
+                    let running = state.running.take();
+                    state.died(running, &format!("could not be waited for ({e})"));
+                }
+            }
+        }
+        if state.running.is_none() {
+            if Instant::now() < state.next_try {
+                return;
+            }
+            match spawn(&self.spec, self.run_as.as_ref()) {
+                Ok((running, ready)) => {
+                    tracing::info!(
+                        pid = running.child.id(),
+                        "tracker and web seed server process restarted"
+                    );
+                    *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = ready;
+                    state.running = Some(running);
+                }
+                Err(e) => {
+                    state.died(None, &format!("did not restart: {}", chain(&e)));
+                    return;
+                }
+            }
+        }
+        let Some(running) = state.running.as_mut() else {
+            return;
+        };
+        let mut line = match serde_json::to_vec(snapshot) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!("encoding a membership snapshot (a bug): {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if let Err(e) = running.stdin.write_all(&line) {
+            let mut running = state.running.take();
+            if let Some(r) = running.as_mut() {
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+            }
+            state.died(running, &format!("stopped reading its stdin ({e})"));
+        }
+    }
+
+    /// Closes the child's stdin (which ends it), kills it if it lingers; no restarts after.
+    pub fn shutdown(&self) {
+        let mut state = self.state();
+        state.stopped = true;
+        if let Some(Running {
+            mut child, stdin, ..
+        }) = state.running.take()
+        {
+            drop(stdin);
+            let status = reap(&mut child, STOP_GRACE);
+            tracing::debug!("tracker and web seed server process ended ({status})");
+        }
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl State {
+    /// Logs why the child is gone and schedules the next start: the backoff doubles with each
+    /// failure in a row, and starts over after a child that ran for a while.
+    fn died(&mut self, running: Option<Running>, why: &str) {
+        if running.is_some_and(|r| r.since.elapsed() >= HEALTHY) {
+            self.backoff = FIRST_BACKOFF;
+        }
+        tracing::warn!(
+            retry_in_secs = self.backoff.as_secs(),
+            "the tracker and web seed server process {why}"
+        );
+        self.next_try = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The command line for messages.
+fn shown(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The child's command: this very binary (through `/proc/self/exe`, so that after a package
+/// upgrade replaced the file the child is still the agent's build and speaks its snapshot
+/// format), an empty environment, `/` as its directory, and dropped privileges.
+fn command(spec: &ServeSpec, run_as: Option<&RunAs>) -> Command {
+    let mut command = Command::new("/proc/self/exe");
+    if let Ok(exe) = std::env::current_exe() {
+        command.arg0(exe);
+    }
+    let options = &spec.options;
+    command
+        .arg("agent-serve")
+        .arg("--tracker")
+        .arg(options.tracker.to_string())
+        .arg("--seed")
+        .arg(options.seed.to_string())
+        .arg("--root")
+        .arg(&options.root)
+        .arg("--log")
+        .arg(&spec.log_filter)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(user) = run_as {
+        // std calls setgroups(0, NULL) before setgid and setuid when no groups are given, so
+        // root's supplementary groups go too; the switch away from uid 0 clears every
+        // capability.
+        command.uid(user.uid).gid(user.gid);
+    }
+    // SAFETY: prctl is a plain system call (async-signal-safe) and nothing here allocates.
+    // It runs after std's credential switch, and survives exec: no setuid binary or file
+    // capability can hand privileges back to the child or anything it runs.
+    unsafe {
+        command.pre_exec(|| nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from));
+    }
+    command
+}
+
+/// Starts a child and waits for its ready line.
+fn spawn(spec: &ServeSpec, run_as: Option<&RunAs>) -> Result<(Running, Ready), ServeError> {
+    let mut command = command(spec, run_as);
+    let shown = shown(&command);
+    let mut child = command.spawn().map_err(|source| ServeError::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        reap(&mut child, Duration::ZERO);
+        return Err(ServeError::Spawn {
+            command: shown,
+            source: std::io::Error::other("no pipes to the child (a bug)"),
+        });
+    };
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::Builder::new()
+        .name("serve-ready".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout.take(4096)).read_line(&mut line);
+            let _ = tx.send(read.map(|_| line));
+        });
+    if let Err(source) = reader {
+        reap(&mut child, Duration::ZERO);
+        return Err(ServeError::Spawn {
+            command: shown,
+            source,
+        });
+    }
+    let line = match rx.recv_timeout(READY_WAIT) {
+        Ok(Ok(line)) if !line.is_empty() => line,
+        Ok(_) | Err(RecvTimeoutError::Disconnected) => {
+            let status = reap(&mut child, Duration::from_secs(2));
+            return Err(ServeError::Exited {
+                command: shown,
+                status,
+            });
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            reap(&mut child, Duration::ZERO);
+            return Err(ServeError::NotReady {
+                command: shown,
+                after: READY_WAIT,
+            });
+        }
+    };
+    match serde_json::from_str::<Ready>(line.trim()) {
+        Ok(ready) => Ok((
+            Running {
+                child,
+                stdin,
+                since: Instant::now(),
+            },
+            ready,
+        )),
+        Err(source) => {
+            reap(&mut child, Duration::ZERO);
+            Err(ServeError::BadReady {
+                command: shown,
+                line: line.trim().chars().take(200).collect(),
+                source,
+            })
+        }
+    }
+}
+
+/// Waits up to `grace` for the child to exit, then kills it; returns how it ended.
+fn reap(child: &mut Child, grace: Duration) -> String {
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.to_string(),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                return child.wait().map_or_else(
+                    |e| format!("could not be waited for ({e})"),
+                    |status| status.to_string(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn users(name: &str) -> Option<(u32, u32)> {
+        match name {
+            "p2pu" => Some((998, 997)),
+            "nobody" => Some((65534, 65534)),
+            "toor" => Some((0, 0)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn root_switches_to_the_serve_user_or_nobody_and_never_to_uid_0() {
+        let p2pu = run_as("p2pu", true, users).unwrap().unwrap();
+        assert_eq!((p2pu.name.as_str(), p2pu.uid, p2pu.gid), ("p2pu", 998, 997));
+        let nobody = run_as("missing", true, users).unwrap().unwrap();
+        assert_eq!((nobody.name.as_str(), nobody.uid), ("nobody", 65534));
+        assert!(matches!(
+            run_as("toor", true, users),
+            Err(ServeError::RootUser { .. })
+        ));
+        assert!(matches!(
+            run_as("missing", true, |_| None),
+            Err(ServeError::NoUser { .. })
+        ));
+        // An unprivileged agent cannot switch and does not try.
+        assert_eq!(run_as("p2pu", false, users).unwrap(), None);
+    }
+
+    #[test]
+    fn the_child_command_is_this_binary_with_arguments_agent_serve_accepts() {
+        let spec = ServeSpec {
+            options: ServeOptions {
+                tracker: (Ipv4Addr::LOCALHOST, 6969).into(),
+                seed: (Ipv4Addr::new(10, 0, 0, 1), 6880).into(),
+                root: "/srv/downloads".into(),
+            },
+            user: "p2pu".into(),
+            log_filter: "info".into(),
+        };
+        let command = command(&spec, None);
+        assert_eq!(command.get_program(), "/proc/self/exe");
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(
+            args,
+            [
+                "agent-serve",
+                "--tracker",
+                "127.0.0.1:6969",
+                "--seed",
+                "10.0.0.1:6880",
+                "--root",
+                "/srv/downloads",
+                "--log",
+                "info"
+            ]
+        );
+        assert_eq!(command.get_current_dir(), Some(std::path::Path::new("/")));
+        // The hidden subcommand takes exactly these.
+        let argv = std::iter::once("p2pu".into()).chain(args.iter().map(|a| a.to_string()));
+        if let Err(e) = <crate::cmd::Cli as clap::Parser>::try_parse_from(argv) {
+            panic!("{e}");
+        }
+    }
+}
