@@ -51,7 +51,10 @@ fn transmission_alone(lab: &p2pu::lab::Lab, nodes: usize, payload: &std::path::P
     use p2pu::engines::TorrentEngine;
     use p2pu::formats::torrent;
     let dir = payload.parent().ok_or("payload dir")?;
-    let name = format!("alone-{}", payload.file_name().ok_or("name")?.to_string_lossy());
+    let name = format!(
+        "alone-{}",
+        payload.file_name().ok_or("name")?.to_string_lossy()
+    );
     std::fs::hard_link(payload, dir.join(&name))?;
     let made = torrent::create(&dir.join(&name), &torrent::CreateOptions::default())?;
     let hash = made.info_hash_hex();
@@ -159,7 +162,10 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     let last = applied.iter().cloned().fold(f64::MIN, f64::max);
     let first = applied.iter().skip(1).cloned().fold(f64::MAX, f64::min);
     let rss = agent_pid(&lab, 2).and_then(rss_kib);
-    eprintln!("[{nodes} nodes] p2pu {:.1} s; Transmission alone...", last - start);
+    eprintln!(
+        "[{nodes} nodes] p2pu {:.1} s; Transmission alone...",
+        last - start
+    );
     let swarm = transmission_alone(&lab, nodes, &payload)?;
     eprintln!("[{nodes} nodes] Transmission alone {swarm:.1} s");
     Ok(Row {

@@ -57,6 +57,22 @@ pub fn chain_parent(
     }
 }
 
+/// Removes the relay marks left under `root` by an agent that stopped mid-download: at start
+/// no relay is running.
+pub fn clear_stale_markers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "relay") {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "removing a stale relay mark: {e}");
+            }
+        }
+    }
+}
+
 impl Relay<'_> {
     fn dir(&self) -> PathBuf {
         self.root.join(&self.record.info_hash)
@@ -422,6 +438,21 @@ mod tests {
             assert!(!roots[1].path().join(format!("{HASH}.torrent")).exists());
             assert!(!roots[1].path().join(format!("{HASH}.relay")).exists());
         }
+    }
+
+    #[test]
+    fn stale_relay_marks_are_cleared_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["a.relay", "a.torrent", "relay"] {
+            std::fs::write(root.path().join(name), b"1").unwrap();
+        }
+        clear_stale_markers(root.path());
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.torrent", "relay"]);
     }
 
     #[test]

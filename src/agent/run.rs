@@ -56,6 +56,8 @@ impl Agent {
         std::fs::create_dir_all(&site.agent.spool_dir)
             .map_err(Error::io("creating", &site.agent.spool_dir))?;
 
+        // A relay cut short by a crash would keep its readers waiting for bytes that never come.
+        super::relay::clear_stale_markers(&site.transmission.download_dir);
         let peers = Arc::new(FleetPeers::new(agent.node_name.clone()));
         let seed_ip = agent
             .config
