@@ -74,14 +74,14 @@ fn transmission_alone(lab: &p2pu::lab::Lab, nodes: usize, payload: &std::path::P
     let deadline = start + 900.0;
     let mut done = vec![false; nodes + 1];
     while done[1..].iter().any(|d| !d) {
-        for node in 1..=nodes {
-            if done[node] {
+        for (node, finished) in done.iter_mut().enumerate().skip(1) {
+            if *finished {
                 continue;
             }
             let transmission = lab.transmission(node)?;
             let hashes = [hash.clone()];
             let status = lab.in_netns(|| transmission.get(&hashes))??;
-            done[node] = status.first().is_some_and(|t| t.is_complete());
+            *finished = status.first().is_some_and(|t| t.is_complete());
         }
         if now_s() > deadline {
             return Err("Transmission alone did not finish in 900 s".into());
