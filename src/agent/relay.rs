@@ -356,7 +356,9 @@ mod tests {
                 name: "big.tar",
                 stop: &stop,
             };
-            let path = relay.fetch(sources, b"metainfo", true).unwrap();
+            let path = relay
+                .fetch(sources, b"metainfo", true)
+                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(
                 std::fs::read(root.join(format!("{HASH}.torrent"))).unwrap(),
                 b"metainfo"
@@ -384,7 +386,10 @@ mod tests {
                 let (root, content) = (roots[0].path().to_path_buf(), content.clone());
                 std::thread::spawn(move || trickle(&root, &content, None))
             };
-            std::thread::sleep(Duration::from_millis(50));
+            // A is the origin of the chain: it must be relaying before B asks it.
+            while !roots[0].path().join(format!("{HASH}.relay")).exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let c = {
                 let (root, content) = (roots[2].path().to_path_buf(), content.clone());
                 let sources = [b.addr(), a.addr()];
