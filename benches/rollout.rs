@@ -51,7 +51,10 @@ fn transmission_alone(lab: &p2pu::lab::Lab, nodes: usize, payload: &std::path::P
     use p2pu::engines::TorrentEngine;
     use p2pu::formats::torrent;
     let dir = payload.parent().ok_or("payload dir")?;
-    let name = format!("alone-{}", payload.file_name().ok_or("name")?.to_string_lossy());
+    let name = format!(
+        "alone-{}",
+        payload.file_name().ok_or("name")?.to_string_lossy()
+    );
     std::fs::hard_link(payload, dir.join(&name))?;
     let made = torrent::create(&dir.join(&name), &torrent::CreateOptions::default())?;
     let hash = made.info_hash_hex();
@@ -71,14 +74,14 @@ fn transmission_alone(lab: &p2pu::lab::Lab, nodes: usize, payload: &std::path::P
     let deadline = start + 900.0;
     let mut done = vec![false; nodes + 1];
     while done[1..].iter().any(|d| !d) {
-        for node in 1..=nodes {
-            if done[node] {
+        for (node, finished) in done.iter_mut().enumerate().skip(1) {
+            if *finished {
                 continue;
             }
             let transmission = lab.transmission(node)?;
             let hashes = [hash.clone()];
             let status = lab.in_netns(|| transmission.get(&hashes))??;
-            done[node] = status.first().is_some_and(|t| t.is_complete());
+            *finished = status.first().is_some_and(|t| t.is_complete());
         }
         if now_s() > deadline {
             return Err("Transmission alone did not finish in 900 s".into());
@@ -159,7 +162,10 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     let last = applied.iter().cloned().fold(f64::MIN, f64::max);
     let first = applied.iter().skip(1).cloned().fold(f64::MAX, f64::min);
     let rss = agent_pid(&lab, 2).and_then(rss_kib);
-    eprintln!("[{nodes} nodes] p2pu {:.1} s; Transmission alone...", last - start);
+    eprintln!(
+        "[{nodes} nodes] p2pu {:.1} s; Transmission alone...",
+        last - start
+    );
     let swarm = transmission_alone(&lab, nodes, &payload)?;
     eprintln!("[{nodes} nodes] Transmission alone {swarm:.1} s");
     Ok(Row {
