@@ -4,13 +4,15 @@
 //! short conntrack timeout, a proxy restart, strangers' and malformed datagrams, and interop
 //! with coturn. Needs root, `ip`, `iptables` and coturn (install/engines.sh --test).
 
+#[path = "support/natfleet.rs"]
+mod natfleet;
 #[path = "support/natlab.rs"]
 mod natlab;
 mod support;
 
+use natfleet::{fake_transmission, through_tunnel, Fleet, Node, NodeOpts, BIN, PORT, SECRET};
 use natlab::{Lab, Lan, PROXY_IP};
 use p2pu::formats::announcement::{Announcement, Draft, Kind};
-use p2pu::nat::control::ClientStatus;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,192 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 use support::{wait_for, Daemon};
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2pu");
-const PORT: u16 = 3478;
 const COTURN_PORT: u16 = 3479;
-const SECRET: &str = "lab-fleet-secret-0123456789abcdefghijklmnop";
-
-struct Fleet {
-    lab: Lab,
-    dir: tempfile::TempDir,
-}
-
-struct Node {
-    name: String,
-    socket: PathBuf,
-    spool: PathBuf,
-    daemon: Daemon,
-}
-
-struct NodeOpts {
-    keepalive: u32,
-    peer_expiry: u32,
-    stun_server: Option<SocketAddr>,
-}
-
-impl Default for NodeOpts {
-    fn default() -> Self {
-        NodeOpts {
-            keepalive: 5,
-            peer_expiry: 20,
-            stun_server: None,
-        }
-    }
-}
-
-impl Fleet {
-    fn new(lans: &[Lan]) -> Fleet {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("fleet.secret"), format!("{SECRET}\n")).expect("secret");
-        Fleet {
-            lab: Lab::new(lans),
-            dir,
-        }
-    }
-
-    fn config(&self, name: &str, body: &str) -> PathBuf {
-        let base = self.dir.path().join(name);
-        std::fs::create_dir_all(&base).expect("node dir");
-        let text = format!(
-            "[node]\nname = \"{name}\"\n{body}\n\
-             [agent]\nspool_dir = \"{base}/spool\"\nstate_dir = \"{base}/state\"\n",
-            base = base.display()
-        );
-        let path = base.join("site.toml");
-        std::fs::write(&path, text).expect("config");
-        path
-    }
-
-    fn start_proxy(&self) -> Daemon {
-        let config = self.config(
-            "proxy",
-            &format!(
-                "role = \"proxy\"\n[nat]\nport = {PORT}\nfleet_secret_file = \"{}\"\n\
-                 relay_rate_kbps = 512\n",
-                self.dir.path().join("fleet.secret").display()
-            ),
-        );
-        let mut command = self.lab.command(&self.lab.inet(), BIN);
-        command.args(["proxy", "--config"]).arg(&config);
-        let log = self.dir.path().join("proxy").join("log");
-        let mut daemon = Daemon::spawn("p2pu proxy", command, &log).expect("proxy");
-        let up = wait_for(Duration::from_secs(5), || {
-            daemon.log().contains("proxy listening").then_some(())
-        });
-        if up.is_none() {
-            panic!("{}", daemon.failed("did not listen"));
-        }
-        daemon
-    }
-
-    fn start_node(&self, lan: usize, index: usize, name: &str, opts: NodeOpts) -> Node {
-        let stun = opts
-            .stun_server
-            .map(|s| format!("stun_server = \"{s}\"\n"))
-            .unwrap_or_default();
-        let socket = self.dir.path().join(name).join("control.sock");
-        let config = self.config(
-            name,
-            &format!(
-                "[nat]\nenabled = true\nproxy = \"{PROXY_IP}:{PORT}\"\nport = {PORT}\n\
-                 keepalive_secs = {}\npeer_expiry_secs = {}\nfleet_secret_file = \"{}\"\n\
-                 control_socket = \"{}\"\n{stun}",
-                opts.keepalive,
-                opts.peer_expiry.max(opts.keepalive * 2),
-                self.dir.path().join("fleet.secret").display(),
-                socket.display()
-            ),
-        );
-        let mut command = self.lab.command(&self.lab.node(lan, index), BIN);
-        command.args(["nat-client", "--config"]).arg(&config);
-        let log = self.dir.path().join(name).join("log");
-        let daemon = Daemon::spawn(&format!("nat-client {name}"), command, &log).expect("client");
-        let mut node = Node {
-            name: name.to_owned(),
-            spool: self.dir.path().join(name).join("spool"),
-            socket,
-            daemon,
-        };
-        let registered = wait_for(Duration::from_secs(10), || {
-            node.try_status()
-                .filter(|s| s.registered && s.mapped.is_some())
-        });
-        if registered.is_none() {
-            panic!("{}", node.daemon.failed("did not register"));
-        }
-        node
-    }
-}
-
-impl Node {
-    /// `p2pu event ARGS` against this node's client: (exit code, stdout, stderr).
-    fn event(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
-            .arg("event")
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("running p2pu event");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn try_status(&self) -> Option<ClientStatus> {
-        if !self.socket.exists() {
-            return None;
-        }
-        let (code, out, _) = self.event(&["status", "--json"]);
-        (code == 0)
-            .then(|| serde_json::from_str(&out).ok())
-            .flatten()
-    }
-
-    fn status(&self) -> ClientStatus {
-        let (code, out, err) = self.event(&["status", "--json"]);
-        assert_eq!(code, 0, "status of {}: {err}", self.name);
-        serde_json::from_str(&out).expect("status JSON")
-    }
-
-    fn talkto(&mut self, peer: &str) -> String {
-        let (code, out, err) = self.event(&["talkto", peer]);
-        if code != 0 {
-            panic!("{}", self.daemon.failed(&format!("talkto {peer}: {err}")));
-        }
-        out.trim().to_owned()
-    }
-
-    /// Sends `wire` to the session peers; the answer once they acknowledged it.
-    fn announce(&mut self, wire: &str) -> String {
-        let file = self.spool.with_file_name("announcement");
-        std::fs::write(&file, wire).expect("announcement file");
-        let (code, out, err) = self.event(&["announce", file.to_str().expect("utf-8 path")]);
-        if code != 0 {
-            panic!("{}", self.daemon.failed(&format!("announce: {err}")));
-        }
-        out.trim().to_owned()
-    }
-
-    fn spooled(&self) -> Vec<Vec<u8>> {
-        p2pu::agent::spool::list(&self.spool)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| p2pu::agent::spool::read(p).ok().flatten())
-            .map(|e| e.payload)
-            .collect()
-    }
-
-    fn peer_path(&self, peer: &str) -> Option<String> {
-        self.status()
-            .peers
-            .into_iter()
-            .find(|p| p.node == peer)
-            .map(|p| p.path)
-    }
-}
 
 /// A real signed announcement's wire text, as `p2pu submit` would send it.
 fn announcement(seq: u64) -> String {
@@ -217,53 +34,6 @@ fn announcement(seq: u64) -> String {
         sha256: [9; 32],
     };
     Announcement::sign(draft, &key).expect("sign").to_wire()
-}
-
-/// Stands in for Transmission on `ns`'s port 51413 (the default peer port): reads a
-/// connection to its end and answers with `tag` and what it read.
-fn fake_transmission(lab: &Lab, ns: &str, tag: &'static str) {
-    let listener = lab.within(ns, || {
-        std::net::TcpListener::bind(("0.0.0.0", 51413)).expect("fake transmission port")
-    });
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut got = Vec::new();
-                if stream.read_to_end(&mut got).is_ok() {
-                    let _ = stream.write_all(tag.as_bytes());
-                    let _ = stream.write_all(&got);
-                }
-            });
-        }
-    });
-}
-
-/// Sends `payload` through `node`'s tunnel end for `peer` (from inside `ns`) and returns the
-/// answer of the peer's (fake) Transmission.
-fn through_tunnel(lab: &Lab, ns: &str, node: &Node, peer: &str, payload: Vec<u8>) -> Vec<u8> {
-    let end = node
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.node == peer)
-        .and_then(|p| p.tunnel)
-        .expect("a tunnel end for the peer");
-    lab.within(ns, move || {
-        let mut stream = std::net::TcpStream::connect(end).expect("connecting the tunnel end");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        stream.write_all(&payload).expect("writing into the tunnel");
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("half-close");
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
-            .expect("reading from the tunnel");
-        answer
-    })
 }
 
 fn payload(len: usize) -> Vec<u8> {
