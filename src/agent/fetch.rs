@@ -430,7 +430,6 @@ pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::state::Status;
     use crate::engines::{Added, Session, TorrentState, TorrentStatus};
     use std::sync::Mutex;
 
@@ -445,6 +444,17 @@ mod tests {
     }
 
     impl FakeEngine {
+        fn added(&self, dir: Option<&Path>) -> Result<Added, TransmissionError> {
+            assert_eq!(dir, Some(self.dir.as_path()));
+            self.log.lock().unwrap().push("add".into());
+            Ok(Added {
+                id: 1,
+                hash_string: "x".into(),
+                name: "n".into(),
+                duplicate: false,
+            })
+        }
+
         fn calls(&self, what: &str) -> usize {
             self.log
                 .lock()
@@ -470,14 +480,7 @@ mod tests {
                     && magnet.contains("&tr=http%3A%2F%2F127.0.0.1"),
                 "{magnet}"
             );
-            assert_eq!(dir, Some(self.dir.as_path()));
-            self.log.lock().unwrap().push("add".into());
-            Ok(Added {
-                id: 1,
-                hash_string: "x".into(),
-                name: "n".into(),
-                duplicate: false,
-            })
+            self.added(dir)
         }
         fn add_metainfo(
             &self,
@@ -485,14 +488,7 @@ mod tests {
             dir: Option<&Path>,
             _: bool,
         ) -> Result<Added, TransmissionError> {
-            assert_eq!(dir, Some(self.dir.as_path()));
-            self.log.lock().unwrap().push("add".into());
-            Ok(Added {
-                id: 1,
-                hash_string: "x".into(),
-                name: "n".into(),
-                duplicate: false,
-            })
+            self.added(dir)
         }
         fn get(&self, hashes: &[String]) -> Result<Vec<TorrentStatus>, TransmissionError> {
             let gets = {
@@ -545,20 +541,7 @@ mod tests {
     }
 
     fn record(content: &[u8]) -> Record {
-        Record {
-            name: "site.pp".into(),
-            seq: 1,
-            kind: "manifest".into(),
-            info_hash: "ab".repeat(20),
-            len: content.len() as u64,
-            sha256: hex::encode(Sha256::digest(content)),
-            wire: String::new(),
-            status: Status::Pending,
-            reason: None,
-            output: None,
-            received_at: 0,
-            updated_at: 0,
-        }
+        Record::pending("site.pp", &"ab".repeat(20), content)
     }
 
     fn fetch_with(
@@ -566,6 +549,15 @@ mod tests {
         root: &Path,
         record: &Record,
     ) -> Result<PathBuf, FetchError> {
+        fetch_seeded(engine, root, record, &Vec::new).map(|fetched| fetched.path)
+    }
+
+    fn fetch_seeded(
+        engine: &FakeEngine,
+        root: &Path,
+        record: &Record,
+        seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
+    ) -> Result<Fetched, FetchError> {
         let stop = AtomicBool::new(false);
         let fetcher = Fetcher {
             engine,
@@ -573,7 +565,7 @@ mod tests {
             tracker_url: "http://127.0.0.1:6969/announce",
             poll: Duration::from_millis(1),
             stop: &stop,
-            seeds: &Vec::new,
+            seeds,
             own_seed: None,
             client: Client {
                 bind: None,
@@ -581,7 +573,17 @@ mod tests {
                 read_timeout: Duration::from_secs(1),
             },
         };
-        fetcher.fetch(record, None).map(|fetched| fetched.path)
+        fetcher.fetch(record, None)
+    }
+
+    /// A torrent of a file holding "good", and the record that signs it.
+    fn signed_torrent(dir: &Path) -> (Metainfo, Record) {
+        use crate::formats::torrent::{create, CreateOptions};
+        let file = dir.join("site.pp");
+        std::fs::write(&file, b"good").unwrap();
+        let torrent = create(&file, &CreateOptions::default()).unwrap();
+        let signed = Record::pending("site.pp", &torrent.info_hash_hex(), b"good");
+        (torrent, signed)
     }
 
     fn engine(root: &Path, content: &[u8], info_len: u64, lose: bool) -> FakeEngine {
@@ -638,14 +640,11 @@ mod tests {
     #[test]
     fn bad_bytes_over_http_hand_the_download_to_transmission() {
         use crate::agent::seed_http::SeedServer;
-        use crate::formats::torrent::{create, CreateOptions};
         let member = tempfile::tempdir().unwrap();
-        let file = member.path().join("site.pp");
-        std::fs::write(&file, b"good").unwrap();
-        let torrent = create(&file, &CreateOptions::default()).unwrap();
-        let hash = torrent.info_hash_hex();
-        std::fs::create_dir(member.path().join(&hash)).unwrap();
-        std::fs::write(member.path().join(&hash).join("site.pp"), b"evil").unwrap();
+        let (torrent, signed) = signed_torrent(member.path());
+        let hash = &signed.info_hash;
+        std::fs::create_dir(member.path().join(hash)).unwrap();
+        std::fs::write(member.path().join(hash).join("site.pp"), b"evil").unwrap();
         std::fs::write(
             member.path().join(format!("{hash}.torrent")),
             &torrent.bytes,
@@ -654,27 +653,10 @@ mod tests {
         let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), member.path()).unwrap();
 
         let root = tempfile::tempdir().unwrap();
-        let mut signed = record(b"good");
-        signed.info_hash = hash.clone();
         let mut fake = engine(root.path(), b"good", 4, false);
-        fake.dir = root.path().join(&hash);
-        let stop = AtomicBool::new(false);
+        fake.dir = root.path().join(hash);
         let seeds = move || vec![server.addr()];
-        let fetcher = Fetcher {
-            engine: &fake,
-            download_root: root.path(),
-            tracker_url: "http://127.0.0.1:6969/announce",
-            poll: Duration::from_millis(1),
-            stop: &stop,
-            seeds: &seeds,
-            own_seed: None,
-            client: Client {
-                bind: None,
-                connect_timeout: Duration::from_secs(1),
-                read_timeout: Duration::from_secs(1),
-            },
-        };
-        let fetched = fetcher.fetch(&signed, None).unwrap();
+        let fetched = fetch_seeded(&fake, root.path(), &signed, &seeds).unwrap();
         assert_eq!(std::fs::read(&fetched.path).unwrap(), b"good");
         assert_eq!(fake.calls("add"), 1, "Transmission took over");
         assert!(fetched.to_seed.is_none(), "Transmission has it already");
@@ -684,13 +666,8 @@ mod tests {
     /// its length is checked before Transmission is given anything.
     #[test]
     fn metainfo_is_checked_against_the_signed_hash_and_length() {
-        use crate::formats::torrent::{create, CreateOptions};
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("site.pp");
-        std::fs::write(&file, b"good").unwrap();
-        let torrent = create(&file, &CreateOptions::default()).unwrap();
-        let mut signed = record(b"good");
-        signed.info_hash = torrent.info_hash_hex();
+        let (torrent, signed) = signed_torrent(dir.path());
         assert!(check_metainfo(&torrent.bytes, &signed).is_ok());
 
         let other = record(b"good");

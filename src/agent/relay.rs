@@ -280,27 +280,13 @@ mod tests {
     mod over_seed_servers {
         use super::super::*;
         use crate::agent::seed_http::{SeedHandle, SeedServer};
-        use crate::agent::state::Status;
         use std::sync::atomic::AtomicUsize;
         use std::sync::Arc;
 
         const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
 
         fn record(content: &[u8]) -> Record {
-            Record {
-                name: "big.tar".into(),
-                seq: 1,
-                kind: "archive".into(),
-                info_hash: HASH.into(),
-                len: content.len() as u64,
-                sha256: hex::encode(Sha256::digest(content)),
-                wire: String::new(),
-                status: Status::Pending,
-                reason: None,
-                output: None,
-                received_at: 0,
-                updated_at: 0,
-            }
+            Record::pending("big.tar", HASH, content)
         }
 
         /// A seed server on loopback over `root`, counting the requests it gets.

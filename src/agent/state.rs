@@ -63,6 +63,28 @@ pub struct Record {
     pub updated_at: u64,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A pending record of `content` as the download code sees one: signed length and SHA-256.
+    pub fn pending(name: &str, info_hash: &str, content: &[u8]) -> Record {
+        use sha2::{Digest, Sha256};
+        Record {
+            name: name.into(),
+            seq: 1,
+            kind: "file".into(),
+            info_hash: info_hash.into(),
+            len: content.len() as u64,
+            sha256: hex::encode(Sha256::digest(content)),
+            wire: String::new(),
+            status: Status::Pending,
+            reason: None,
+            output: None,
+            received_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rejection {
