@@ -18,6 +18,8 @@ struct Row {
     one_copy: f64,
     central: f64,
     p2pu: f64,
+    /// Submit → the last node's payload downloaded and verified (its apply started).
+    verified: f64,
     first: f64,
     swarm: f64,
     rss: Option<(u64, u64)>,
@@ -161,6 +163,9 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     let applied = wait_applied(&lab, nodes, &name, seq, Duration::from_secs(600))?;
     let last = applied.iter().cloned().fold(f64::MIN, f64::max);
     let first = applied.iter().skip(1).cloned().fold(f64::MAX, f64::min);
+    let verified = (1..=nodes)
+        .filter_map(|i| logged(&lab, i, "apply started", &name, seq).map(|l| l.at))
+        .fold(f64::MIN, f64::max);
     let rss = agent_pid(&lab, 2).and_then(rss_kib);
     eprintln!(
         "[{nodes} nodes] p2pu {:.1} s; Transmission alone...",
@@ -173,6 +178,7 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
         one_copy,
         central,
         p2pu: last - start,
+        verified: verified - start,
         first: first - start,
         swarm,
         rss,
@@ -203,22 +209,24 @@ fn main() -> Res<()> {
     println!("rollout of a {mib} MiB archive, links {mbit} Mbit/s per node each way (tc htb on lo + ifb); wire limit for one copy {limit:.1} s");
     println!("machine: {}", machine());
     println!(
-        "| nodes | one copy HTTP (s) | central HTTP (s) | Transmission alone (s) | p2pu submit→last applied (s) | p2pu first other node (s) | p2pu / one copy (goal ≤ 1.3x at 16) | Transmission alone / one copy | central / one copy | agent RSS node 2 after (VmRSS / VmHWM MiB) |"
+        "| nodes | one copy HTTP (s) | central HTTP (s) | Transmission alone (s) | p2pu submit→last verified (s) | p2pu submit→last applied (s) | p2pu first other node applied (s) | p2pu applied / one copy (goal ≤ 1.3x at 16) | p2pu verified / one copy | Transmission alone / one copy | central / one copy | agent RSS node 2 after (VmRSS / VmHWM MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let rss = r.rss.map_or("-".into(), |(rss, hwm)| {
             format!("{:.1} / {:.1}", rss as f64 / 1024.0, hwm as f64 / 1024.0)
         });
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} |",
             r.nodes,
             r.one_copy,
             r.central,
             r.swarm,
+            r.verified,
             r.p2pu,
             r.first,
             r.p2pu / r.one_copy,
+            r.verified / r.one_copy,
             r.swarm / r.one_copy,
             r.central / r.one_copy,
             rss
