@@ -2,8 +2,9 @@
 //! limit (one copy), a central-server baseline and Transmission alone, measured in the same
 //! run.
 //!
-//! `cargo bench --bench rollout [-- NODES... [--mib M] [--mbit R]]` (root; default 4 8 nodes,
-//! 128 MiB, 50 Mbit/s per node each way). Prints a table; asserts nothing about timings.
+//! `cargo bench --bench rollout [-- NODES... [--mib M] [--mbit R] [--p2pu-only]]` (root; default
+//! 4 8 nodes, 128 MiB, 50 Mbit/s per node each way). Prints a table, and each node's timeline
+//! on stderr; asserts nothing about timings.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -93,27 +94,19 @@ fn transmission_alone(lab: &p2pu::lab::Lab, nodes: usize, payload: &std::path::P
     Ok(now_s() - start)
 }
 
-fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-bench-")
-        .tempdir_in("/tmp")?;
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    eprintln!("[{nodes} nodes] starting the lab...");
-    let lab = start_lab(nodes, dir.path())?;
-    shape(&lab, nodes, mbit)?;
-    let payload_dir = dir.path().join("payload");
-    std::fs::create_dir_all(&payload_dir)?;
-    let name = format!("big-{nodes}.tar.gz");
-    let payload = random_archive(&payload_dir, &name, mib)?;
-
+/// One HTTP copy from node 1 to node 2, then node 1 serving every other node at once; both
+/// on the same shaped links. Returns their seconds.
+fn http_baselines(
+    lab: &p2pu::lab::Lab,
+    nodes: usize,
+    payload_dir: &std::path::Path,
+    name: &str,
+) -> Res<(f64, f64)> {
     // HTTP baselines, from node 1, on the same shaped links.
     let port = lab
         .in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??
         .port();
-    let payload_dir2 = payload_dir.clone();
+    let payload_dir2 = payload_dir.to_path_buf();
     let _server = Server(lab.in_netns(move || {
         Command::new("python3")
             .args(["-m", "http.server", "--bind", "10.99.1.1"])
@@ -136,7 +129,7 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     }
     eprintln!("[{nodes} nodes] one copy over HTTP...");
     let start = now_s();
-    let status = curl(&lab, 2, &url)?.wait()?;
+    let status = curl(lab, 2, &url)?.wait()?;
     let one_copy = now_s() - start;
     if !status.success() {
         return Err(format!("curl: {status}").into());
@@ -147,7 +140,7 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     );
     let start = now_s();
     let children: Vec<Child> = (2..=nodes)
-        .map(|i| curl(&lab, i, &url))
+        .map(|i| curl(lab, i, &url))
         .collect::<Res<_>>()?;
     for mut child in children {
         let status = child.wait()?;
@@ -157,6 +150,30 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     }
     let central = now_s() - start;
     drop(_server);
+    Ok((one_copy, central))
+}
+
+fn bench(nodes: usize, mib: usize, mbit: u32, p2pu_only: bool) -> Res<Row> {
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-bench-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    eprintln!("[{nodes} nodes] starting the lab...");
+    let lab = start_lab(nodes, dir.path())?;
+    shape(&lab, nodes, mbit)?;
+    let payload_dir = dir.path().join("payload");
+    std::fs::create_dir_all(&payload_dir)?;
+    let name = format!("big-{nodes}.tar.gz");
+    let payload = random_archive(&payload_dir, &name, mib)?;
+
+    let (one_copy, central) = if p2pu_only {
+        (f64::NAN, f64::NAN)
+    } else {
+        http_baselines(&lab, nodes, &payload_dir, &name)?
+    };
 
     eprintln!("[{nodes} nodes] central {central:.1} s; p2pu submit...");
     let (start, seq) = submit(&lab, &payload)?;
@@ -167,11 +184,14 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
         .filter_map(|i| logged(&lab, i, "apply started", &name, seq).map(|l| l.at))
         .fold(f64::MIN, f64::max);
     let rss = agent_pid(&lab, 2).and_then(rss_kib);
-    eprintln!(
-        "[{nodes} nodes] p2pu {:.1} s; Transmission alone...",
-        last - start
-    );
-    let swarm = transmission_alone(&lab, nodes, &payload)?;
+    eprintln!("[{nodes} nodes] p2pu {:.1} s", last - start);
+    timeline(&lab, nodes, &name, seq, start);
+    let swarm = if p2pu_only {
+        f64::NAN
+    } else {
+        eprintln!("[{nodes} nodes] Transmission alone...");
+        transmission_alone(&lab, nodes, &payload)?
+    };
     eprintln!("[{nodes} nodes] Transmission alone {swarm:.1} s");
     Ok(Row {
         nodes,
@@ -185,15 +205,36 @@ fn bench(nodes: usize, mib: usize, mbit: u32) -> Res<Row> {
     })
 }
 
+/// Where each node's time went, from the agents' logs (seconds after submit started).
+fn timeline(lab: &p2pu::lab::Lab, nodes: usize, name: &str, seq: u64, start: f64) {
+    eprintln!("node | accepted | received over HTTP | verified (apply started) | applied");
+    for node in 1..=nodes {
+        let at = |what: &str| {
+            logged(lab, node, what, name, seq)
+                .map_or("-".to_string(), |l| format!("{:.1}", l.at - start))
+        };
+        eprintln!(
+            "{node} | {} | {} | {} | {}",
+            at(" accepted"),
+            at("received over HTTP"),
+            at("apply started"),
+            at(" applied: ")
+        );
+    }
+}
+
 fn main() -> Res<()> {
     let mut nodes = Vec::new();
     let mut mib = 128;
     let mut mbit = 50;
+    let mut p2pu_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--mib" => mib = args.next().ok_or("--mib N")?.parse()?,
             "--mbit" => mbit = args.next().ok_or("--mbit N")?.parse()?,
+            // For profiling p2pu alone: the table then has no baselines.
+            "--p2pu-only" => p2pu_only = true,
             a if a.starts_with("--") => {} // cargo bench passes --bench
             a => nodes.push(a.parse()?),
         }
@@ -203,7 +244,7 @@ fn main() -> Res<()> {
     }
     let mut rows = Vec::new();
     for &n in &nodes {
-        rows.push(bench(n, mib, mbit)?);
+        rows.push(bench(n, mib, mbit, p2pu_only)?);
     }
     let limit = (mib as f64) * 8.0 * 1.048576 / f64::from(mbit);
     println!("rollout of a {mib} MiB archive, links {mbit} Mbit/s per node each way (tc htb on lo + ifb); wire limit for one copy {limit:.1} s");
