@@ -55,6 +55,8 @@ pub enum FetchError {
         #[source]
         source: Option<GetError>,
     },
+    #[error("the source sent {got} bytes in {per:?}, too slow to wait for")]
+    Slow { got: u64, per: Duration },
     #[error("writing {}", path.display())]
     Write {
         path: PathBuf,
@@ -226,6 +228,7 @@ impl Fetcher<'_> {
         sources.push(origin);
         let relay = Relay {
             client: self.client,
+            slow_parent: relay::SLOW_PARENT,
             root: self.download_root,
             record,
             name: &metainfo.name,

@@ -23,9 +23,25 @@ pub const DIRECT_MAX: u64 = 4 << 20;
 /// little later) before the node that has the payload is asked instead.
 const PARENT_WAIT: Duration = Duration::from_secs(3);
 
+/// The least a chain parent must deliver per period; a slower one (an overloaded node, or a
+/// member trickling bytes on purpose) would slow every node after it, so it is replaced by the
+/// node that has the payload. The origin itself is only held to the read timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub per: Duration,
+}
+
+/// 256 KiB per 10 s: far below any LAN, far above a stuck or trickling parent.
+pub const SLOW_PARENT: MinRate = MinRate {
+    bytes: 256 << 10,
+    per: Duration::from_secs(10),
+};
+
 /// One payload to fetch into `dir/name`, marked under `root` as the seed server expects.
 pub struct Relay<'a> {
     pub client: Client,
+    pub slow_parent: MinRate,
     pub root: &'a Path,
     pub record: &'a Record,
     /// The file's name in the metainfo.
@@ -173,7 +189,8 @@ impl Relay<'_> {
                 continue;
             }
             let from = offset;
-            let copied = self.copy(response.body, file, path, &mut hasher, &mut offset);
+            let floor = (n + 1 < sources.len()).then_some(self.slow_parent);
+            let copied = self.copy(response.body, file, path, &mut hasher, &mut offset, floor);
             tracing::info!(name = %record.name, seq = record.seq, %source, bytes = offset - from, "received over HTTP");
             match copied {
                 Ok(()) => break,
@@ -210,11 +227,25 @@ impl Relay<'_> {
         path: &Path,
         hasher: &mut Sha256,
         offset: &mut u64,
+        floor: Option<MinRate>,
     ) -> Result<(), FetchError> {
         let mut buffer = vec![0u8; 64 * 1024];
+        let (mut period_start, mut period_from) = (Instant::now(), *offset);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(FetchError::Stopping);
+            }
+            if let Some(floor) = floor {
+                if period_start.elapsed() >= floor.per {
+                    let got = *offset - period_from;
+                    if got < floor.bytes {
+                        return Err(FetchError::Slow {
+                            got,
+                            per: floor.per,
+                        });
+                    }
+                    (period_start, period_from) = (Instant::now(), *offset);
+                }
             }
             let n = body.read(&mut buffer).map_err(|source| FetchError::Read {
                 path: path.to_path_buf(),
@@ -313,6 +344,10 @@ mod tests {
         /// Writes `content` into `root` as a relayed download, slowly, then marks it complete
         /// (or, with `abandon_at`, gives up there).
         fn trickle(root: &Path, content: &[u8], abandon_at: Option<usize>) {
+            trickle_every(root, content, abandon_at, Duration::from_millis(10))
+        }
+
+        fn trickle_every(root: &Path, content: &[u8], abandon_at: Option<usize>, pause: Duration) {
             std::fs::create_dir_all(root.join(HASH)).unwrap();
             let mut file = std::fs::File::create(root.join(HASH).join("big.tar")).unwrap();
             std::fs::write(
@@ -326,7 +361,7 @@ mod tests {
                     return;
                 }
                 file.write_all(chunk).unwrap();
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(pause);
             }
             std::fs::write(root.join(format!("{HASH}.torrent")), b"d").unwrap();
             std::fs::remove_file(root.join(format!("{HASH}.relay"))).unwrap();
@@ -337,6 +372,7 @@ mod tests {
             let stop = AtomicBool::new(false);
             let relay = Relay {
                 client: client(),
+                slow_parent: SLOW_PARENT,
                 root,
                 record: &record,
                 name: "big.tar",
@@ -407,6 +443,46 @@ mod tests {
             assert_eq!(got, content);
         }
 
+        /// A parent slower than the floor is left for the origin, from the byte reached.
+        #[test]
+        fn a_slow_parent_is_left_for_the_origin() {
+            let content = random(1 << 20);
+            let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+            std::fs::create_dir_all(roots[0].path().join(HASH)).unwrap();
+            std::fs::write(roots[0].path().join(HASH).join("big.tar"), &content).unwrap();
+            std::fs::write(roots[0].path().join(format!("{HASH}.torrent")), b"d").unwrap();
+            let (origin, origin_requests) = server(roots[0].path());
+            let (parent, _) = server(roots[1].path());
+            let writer = {
+                let (root, content) = (roots[1].path().to_path_buf(), content.clone());
+                // 64 KiB per 200 ms: 320 KiB/s, under the 1 MiB/s floor below.
+                std::thread::spawn(move || {
+                    trickle_every(&root, &content, None, Duration::from_millis(200))
+                })
+            };
+            let record = record(&content);
+            let stop = AtomicBool::new(false);
+            let relay = Relay {
+                client: client(),
+                slow_parent: MinRate {
+                    bytes: 100 << 10,
+                    per: Duration::from_millis(100),
+                },
+                root: roots[2].path(),
+                record: &record,
+                name: "big.tar",
+                stop: &stop,
+            };
+            let path = relay
+                .fetch(&[parent.addr(), origin.addr()], b"m", true)
+                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+            assert_eq!(std::fs::read(path).unwrap(), content);
+            // Without the floor the parent would have delivered it all, and the origin never
+            // been asked.
+            assert_eq!(origin_requests.load(Ordering::SeqCst), 1);
+            writer.join().unwrap();
+        }
+
         /// Bytes that do not hash to the signed SHA-256 are never marked complete.
         #[test]
         fn a_payload_with_another_sha256_is_not_marked_complete() {
@@ -419,6 +495,7 @@ mod tests {
             let stop = AtomicBool::new(false);
             let relay = Relay {
                 client: client(),
+                slow_parent: SLOW_PARENT,
                 root: roots[1].path(),
                 record: &record,
                 name: "big.tar",
