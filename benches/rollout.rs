@@ -154,13 +154,7 @@ fn http_baselines(
 }
 
 fn bench(nodes: usize, mib: usize, mbit: u32, p2pu_only: bool) -> Res<Row> {
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-bench-")
-        .tempdir_in("/tmp")?;
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let dir = bench_dir()?;
     eprintln!("[{nodes} nodes] starting the lab...");
     let lab = start_lab(nodes, dir.path())?;
     shape(&lab, nodes, mbit)?;

@@ -52,13 +52,7 @@ fn main() -> Res<()> {
             _ => {} // cargo bench passes --bench
         }
     }
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-bench-")
-        .tempdir_in("/tmp")?;
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let dir = bench_dir()?;
     eprintln!("starting a {nodes}-node lab...");
     let lab = start_lab(nodes, dir.path())?;
     // Let the agents settle (peer refresh, Serf convergence) before measuring idle RSS.

@@ -20,6 +20,18 @@ pub fn start_lab(nodes: usize, base: &Path) -> Res<Lab> {
     Ok(Lab::start(options)?)
 }
 
+/// A fresh directory under /tmp for one bench run, readable by the lab's daemons; removed on drop.
+pub fn bench_dir() -> Res<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-bench-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    Ok(dir)
+}
+
 pub fn now_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

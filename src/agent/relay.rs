@@ -367,6 +367,13 @@ mod tests {
             std::fs::remove_file(root.join(format!("{HASH}.relay"))).unwrap();
         }
 
+        /// `root` holds `content` complete, as the node that has the payload.
+        fn complete(root: &Path, content: &[u8]) {
+            std::fs::create_dir_all(root.join(HASH)).unwrap();
+            std::fs::write(root.join(HASH).join("big.tar"), content).unwrap();
+            std::fs::write(root.join(format!("{HASH}.torrent")), b"d").unwrap();
+        }
+
         fn fetch(root: &Path, content: &[u8], sources: &[SocketAddr]) -> Vec<u8> {
             let record = record(content);
             let stop = AtomicBool::new(false);
@@ -429,9 +436,7 @@ mod tests {
         fn an_abandoned_relay_is_resumed_from_the_origin() {
             let content = random(1 << 20);
             let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-            std::fs::create_dir_all(roots[0].path().join(HASH)).unwrap();
-            std::fs::write(roots[0].path().join(HASH).join("big.tar"), &content).unwrap();
-            std::fs::write(roots[0].path().join(format!("{HASH}.torrent")), b"d").unwrap();
+            complete(roots[0].path(), &content);
             let (origin, _) = server(roots[0].path());
             let (parent, _) = server(roots[1].path());
             let writer = {
@@ -448,9 +453,7 @@ mod tests {
         fn a_slow_parent_is_left_for_the_origin() {
             let content = random(1 << 20);
             let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-            std::fs::create_dir_all(roots[0].path().join(HASH)).unwrap();
-            std::fs::write(roots[0].path().join(HASH).join("big.tar"), &content).unwrap();
-            std::fs::write(roots[0].path().join(format!("{HASH}.torrent")), b"d").unwrap();
+            complete(roots[0].path(), &content);
             let (origin, origin_requests) = server(roots[0].path());
             let (parent, _) = server(roots[1].path());
             let writer = {
@@ -487,9 +490,7 @@ mod tests {
         #[test]
         fn a_payload_with_another_sha256_is_not_marked_complete() {
             let roots: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-            std::fs::create_dir_all(roots[0].path().join(HASH)).unwrap();
-            std::fs::write(roots[0].path().join(HASH).join("big.tar"), b"evil").unwrap();
-            std::fs::write(roots[0].path().join(format!("{HASH}.torrent")), b"d").unwrap();
+            complete(roots[0].path(), b"evil");
             let (origin, _) = server(roots[0].path());
             let record = record(b"good");
             let stop = AtomicBool::new(false);
