@@ -277,6 +277,13 @@ pub fn decode(secret: &Secret, now: u64, bytes: &[u8]) -> Result<Message, Protoc
     }
     let payload: Payload =
         serde_json::from_slice(body).map_err(|e| ProtocolError::Body(e.to_string()))?;
+    // Only the form `encode` writes: serde also takes structs and tagged enums as arrays, and
+    // such a body can be too long to forward once re-encoded (found by the fuzz target).
+    if serde_json::to_vec(&payload).ok().as_deref() != Some(body) {
+        return Err(ProtocolError::Body(
+            "not the canonical JSON `encode` writes".into(),
+        ));
+    }
     Ok(Message {
         time,
         nonce,
@@ -583,5 +590,39 @@ mod tests {
                 let _ = decode(&secret(), 1000, &bytes);
             }
         }
+    }
+
+    /// Found by the `overlay_message` fuzz target: the same payload as a JSON array decodes
+    /// with serde's defaults, but re-encodes longer than a datagram may be. Only the canonical
+    /// form is taken.
+    #[test]
+    fn only_the_canonical_json_body_is_accepted() {
+        let canonical = serde_json::to_vec(&payload()).unwrap();
+        assert!(decode(
+            &secret(),
+            1000,
+            &seal_raw(&secret(), 1000, 1, &canonical).unwrap()
+        )
+        .is_ok());
+        let p = payload();
+        let array = serde_json::to_vec(&serde_json::json!([p.from, p.body])).unwrap();
+        let spaced = format!(" {}", String::from_utf8(canonical).unwrap());
+        for body in [array, spaced.into_bytes()] {
+            let sealed = seal_raw(&secret(), 1000, 1, &body).unwrap();
+            assert!(
+                matches!(
+                    decode(&secret(), 1000, &sealed),
+                    Err(ProtocolError::Body(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let found = include_bytes!("../../fuzz/regressions/overlay_message-crash-b84b02e9");
+        let sealed = seal_raw(&secret(), 1000, 1, found).unwrap();
+        assert!(matches!(
+            decode(&secret(), 1000, &sealed),
+            Err(ProtocolError::Body(_))
+        ));
     }
 }
