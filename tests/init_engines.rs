@@ -51,55 +51,43 @@ struct Node {
     rpc_port: u16,
 }
 
-/// A site.toml whose every path lives in a temp dir, on free loopback ports.
+/// The lab's one-node site.toml (every path in a temp dir), on loopback and free ports: this
+/// test runs in the host's namespace, beside other tests.
 fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
-    let (serf_port, serf_rpc, rpc_port, peer_port, tracker) = (
+    let (serf_port, serf_rpc, rpc_port, peer_port, tracker, seed) = (
+        free_port(),
         free_port(),
         free_port(),
         free_port(),
         free_port(),
         free_port(),
     );
-    let text = format!(
+    let overrides = format!(
         r#"
-[node]
-name = "lab-1"
 [serf]
 bind = "127.0.0.1:{serf_port}"
-advertise = "127.0.0.1"
 rpc_addr = "127.0.0.1:{serf_rpc}"
-keyring_file = "{d}/p2pu/serf.keyring"
-rpc_auth_file = "{d}/p2pu/serf-rpc.secret"
-event_handler = "{d}/p2pu/serf-handler"
-config_file = "{d}/serf/p2pu.json"
 [serf.tags]
 site = "lab"
 [transmission]
 rpc_port = {rpc_port}
 peer_port = {peer_port}
-rpc_password_file = "{d}/p2pu/transmission-rpc.secret"
-download_dir = "{d}/downloads"
-settings_file = "{d}/transmission/settings.json"
 [agent]
-spool_dir = "{d}/spool"
-state_dir = "{d}/state"
-trusted_keys_dir = "{d}/p2pu/trusted-keys"
-signing_key = "{d}/p2pu/keys/signing.key"
-archive_dir = "{d}/archives"
 tracker_port = {tracker}
-[paths]
-config_dir = "{d}/p2pu"
-systemd_dir = "{d}/systemd"
-timesyncd_dir = "{d}/timesyncd"
+seed_port = {seed}
 "#
     );
-    let config = format!("{d}/site.toml");
-    std::fs::write(&config, text).unwrap();
+    let info = p2pu::lab::NodeInfo::standalone(
+        dir.path(),
+        "lab-1",
+        std::net::Ipv4Addr::LOCALHOST,
+        Some(&overrides),
+    )
+    .unwrap();
     Node {
+        config: info.config.display().to_string(),
         dir,
-        config,
         serf_rpc: format!("127.0.0.1:{serf_rpc}"),
         rpc_port,
     }
