@@ -11,6 +11,7 @@
 
 use super::http_get::{Client, GetError};
 use super::relay::{self, Relay};
+use super::seed_http;
 use super::state::Record;
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
@@ -104,8 +105,7 @@ impl Fetcher<'_> {
     /// Where a verified metainfo is kept: beside the download dir, which is also the mark the
     /// web seed server waits for before serving the payload.
     pub fn metainfo_path(&self, record: &Record) -> PathBuf {
-        self.download_root
-            .join(format!("{}.torrent", record.info_hash))
+        seed_http::completion_mark(self.download_root, &record.info_hash)
     }
 
     /// Asks the members' web seed servers for the metainfo until one answers with the signed
@@ -339,19 +339,21 @@ impl Fetcher<'_> {
             verify(&path, record.len, &record.sha256)?;
         }
         if let Some(found) = &found {
-            let marker = self.metainfo_path(record);
-            crate::fsutil::write_atomic(&marker, &found.bytes, 0o644).map_err(|e| {
-                FetchError::Write {
-                    path: marker,
-                    source: std::io::Error::other(crate::error::chain(&e)),
-                }
-            })?;
+            write_mark(&self.metainfo_path(record), &found.bytes)?;
         }
         Ok(Fetched {
             path,
             to_seed: None,
         })
     }
+}
+
+/// Writes one of the marks the seed server reads, world-readable: the server runs unprivileged.
+pub(super) fn write_mark(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
+    crate::fsutil::write_atomic(path, bytes, 0o644).map_err(|e| FetchError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(crate::error::chain(&e)),
+    })
 }
 
 /// A metainfo fetched from a member: its info dict must be the signed one (same info-hash)

@@ -7,8 +7,9 @@
 //! stalls is replaced by the node that has it, from the byte reached. The SHA-256 is computed
 //! as the bytes arrive and must be the signed one before the payload is marked complete.
 
-use super::fetch::FetchError;
+use super::fetch::{write_mark, FetchError};
 use super::http_get::{Client, GetError};
+use super::seed_http;
 use super::state::Record;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -95,7 +96,7 @@ impl Relay<'_> {
     }
 
     fn marker(&self) -> PathBuf {
-        self.root.join(format!("{}.relay", self.record.info_hash))
+        seed_http::relay_mark(self.root, &self.record.info_hash)
     }
 
     fn write_error(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
@@ -120,23 +121,14 @@ impl Relay<'_> {
         let mut file = std::fs::File::create(&path).map_err(Self::write_error(&path))?;
         let marker = self.marker();
         if relay {
-            crate::fsutil::write_atomic(
-                &marker,
-                format!("{}\n", self.record.len).as_bytes(),
-                0o644,
-            )
-            .map_err(|e| FetchError::Write {
-                path: marker.clone(),
-                source: std::io::Error::other(crate::error::chain(&e)),
-            })?;
+            write_mark(&marker, format!("{}\n", self.record.len).as_bytes())?;
         }
         let fetched = self.fetch_into(&mut file, &path, sources);
         let result = fetched.and_then(|()| {
-            let complete = self.root.join(format!("{}.torrent", self.record.info_hash));
-            crate::fsutil::write_atomic(&complete, metainfo, 0o644).map_err(|e| FetchError::Write {
-                path: complete,
-                source: std::io::Error::other(crate::error::chain(&e)),
-            })
+            write_mark(
+                &seed_http::completion_mark(self.root, &self.record.info_hash),
+                metainfo,
+            )
         });
         // Readers of the relay finish from the completion mark, or stop when both are gone.
         if relay {

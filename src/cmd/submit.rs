@@ -140,10 +140,8 @@ pub fn prepare(
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
     // The agent's web seed server hands this to the members, and serves the payload once it
     // sees it.
-    let metainfo = site
-        .transmission
-        .download_dir
-        .join(format!("{info_hash}.torrent"));
+    let metainfo =
+        crate::agent::seed_http::completion_mark(&site.transmission.download_dir, &info_hash);
     crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
     let draft = Draft {
         seq,
