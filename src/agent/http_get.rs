@@ -33,6 +33,13 @@ pub enum GetError {
         path: String,
         status: u16,
     },
+    #[error("{addr} offers {path} as {got} bytes, the announcement signed {want}")]
+    Length {
+        addr: SocketAddr,
+        path: String,
+        got: u64,
+        want: u64,
+    },
 }
 
 /// An answered GET: its status and a reader over exactly `len` body bytes.

@@ -173,10 +173,11 @@ impl Relay<'_> {
                 continue;
             };
             if offset + response.len != record.len {
-                last_error = Some(GetError::Status {
+                last_error = Some(GetError::Length {
                     addr: *source,
-                    path: format!("{url_path} (says {} bytes)", offset + response.len),
-                    status: response.status,
+                    path: url_path.clone(),
+                    got: offset + response.len,
+                    want: record.len,
                 });
                 continue;
             }
