@@ -184,7 +184,7 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     const NOW_MS: u64 = 1_800_000_000_000;
-    const LEGACY: &[u8] = include_bytes!("../../../shared/vectors/legacy/lizard.serf-payload");
+    const LEGACY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
 
     struct Fixture {
         _dir: tempfile::TempDir,

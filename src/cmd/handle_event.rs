@@ -227,7 +227,7 @@ mod tests {
             b"node-2 10.0.0.2\n",
         );
         assert!(spooled(&node).is_empty());
-        let legacy = include_bytes!("../../../shared/vectors/legacy/lizard.serf-payload");
+        let legacy = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],

@@ -361,11 +361,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const TORRENT: &[u8] = include_bytes!("../../../shared/vectors/legacy/lizard.torrent");
-    const CONTENT: &[u8] = include_bytes!("../../../shared/vectors/legacy/lizard.jpg");
+    const TORRENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
+    const CONTENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.jpg");
     const SERF_PAYLOAD: &[u8] =
-        include_bytes!("../../../shared/vectors/legacy/lizard.serf-payload");
-    const OVERLAY: &[u8] = include_bytes!("../../../shared/vectors/legacy/lizard.overlay-message");
+        include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
+    const OVERLAY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
 
     fn check_lizard(t: &LegacyTorrent) {
         assert_eq!(t.torrent, TORRENT);

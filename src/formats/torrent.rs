@@ -375,7 +375,7 @@ mod sources_tests {
 
     #[test]
     fn with_sources_keeps_the_info_hash_and_names_tracker_and_web_seeds() {
-        let torrent = include_bytes!("../../../shared/vectors/legacy/lizard.torrent");
+        let torrent = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
         let before = Metainfo::from_bytes(torrent).unwrap();
         let seeds = vec!["http://10.0.0.2:6880/x/".to_string()];
         let after = with_sources(torrent, "http://127.0.0.1:6969/announce", &seeds).unwrap();
