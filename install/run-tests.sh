@@ -12,4 +12,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 cargo build --locked --all-targets
 # Benches (benches/, `harness = false`) are built above but only run by `cargo bench`.
+# A test whose prerequisite (root, cargo-deb, puppet-lint) is missing fails here instead of
+# passing without testing anything (tests/support/prereq.rs).
+export P2PU_TESTS_STRICT=1
 cargo test --locked --lib --bins --tests -- --test-threads=2

@@ -2,6 +2,9 @@
 //! man page and completions, depending on the engines; install.sh --deb unpacks it into an
 //! image root.
 
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -20,13 +23,11 @@ fn have_cargo_deb() -> bool {
         .args(["deb", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!(
-            "\n*** SKIPPED: cargo-deb is not installed; install/run-tests.sh installs it \
-             (cargo install cargo-deb --locked) ***\n"
-        );
-    }
-    found
+    prereq::have(
+        found,
+        "cargo-deb is not installed; install/run-tests.sh installs it \
+         (cargo install cargo-deb --version 3.8.0 --locked)",
+    )
 }
 
 /// Packages the test's own (dev) build into `out`, fast compression. `--no-build`: a nested
@@ -124,8 +125,7 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
     }
 
     // The image path: install.sh --deb unpacks it into a bare root and runs init from it.
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED install.sh --deb: needs root (useradd --root)");
+    if !prereq::root("install.sh --deb runs useradd --root") {
         return;
     }
     let root = tempfile::tempdir().unwrap();

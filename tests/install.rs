@@ -1,6 +1,9 @@
 //! install/install.sh --root as an image build runs it: into a throwaway tree, checking what
 //! landed there and that nothing on the build host changed.
 
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -37,11 +40,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: install.sh needs root (it runs useradd --root)");
-    false
+    prereq::root("install.sh runs useradd --root")
 }
 
 /// Every path below the host paths with its mtime, size and mode (missing ones as such).

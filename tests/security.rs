@@ -2,6 +2,9 @@
 //! rendered units' privileges and hardening, the spool's owners and modes, and that no string
 //! reaches a shell (engines run with argument vectors; the Serf handler expands nothing).
 
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -187,7 +190,7 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
     assert_eq!(spool.permissions().mode() & 0o777, 0o711);
     let overlay = std::fs::metadata(root.path().join("var/spool/p2pu/overlay")).unwrap();
     assert_eq!(overlay.permissions().mode() & 0o777, 0o700);
-    if nix::unistd::geteuid().is_root() {
+    if prereq::root("init chowns the spool's overlay part to p2pu") {
         assert_eq!((spool.uid(), overlay.uid(), overlay.gid()), (0, 998, 997));
     }
 }
