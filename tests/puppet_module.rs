@@ -57,7 +57,10 @@ fn module_validates_and_lints_clean() {
     let metadata = std::fs::read(module_dir().join("metadata.json")).unwrap();
     let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
     assert_eq!(metadata["name"], "p2pu-p2pu");
-    let lint = Command::new("puppet-lint").arg("--version").output().is_ok();
+    let lint = Command::new("puppet-lint")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !support::prereq::have(
         lint,
         "puppet-lint is not installed (Debian package puppet-lint; install/engines.sh --test installs it)",
