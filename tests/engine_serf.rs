@@ -180,7 +180,6 @@ fn rpc_auth_is_required_and_a_wrong_key_is_not_echoed() -> Result<()> {
 #[test]
 fn no_agent_is_a_failed_command_showing_serf_stderr() -> Result<()> {
     let rpc = loopback(free_port()).to_string();
-    let started = Instant::now();
     match Serf::new(rpc.clone()).members() {
         Err(err @ SerfError::Failed { .. }) => {
             let text = err.to_string();
@@ -194,6 +193,5 @@ fn no_agent_is_a_failed_command_showing_serf_stderr() -> Result<()> {
         }
         other => bail!("want Failed, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
     Ok(())
 }

@@ -249,17 +249,15 @@ fn unreachable_port_is_a_typed_error_after_bounded_retries() -> Result<()> {
         other => bail!("want Unreachable after 3 attempts, got {other:?}"),
     }
     let elapsed = started.elapsed();
-    // Two pauses: 50 ms + 100 ms.
+    // Two pauses: 50 ms + 100 ms. The attempt count above bounds the retries; no upper time
+    // bound, which a loaded machine could miss.
     assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 
-    let started = Instant::now();
     let once = Transmission::new(url, None).with_retry(Retry::none());
     assert!(matches!(
         once.session_get(),
         Err(TransmissionError::Unreachable { attempts: 1, .. })
     ));
-    assert!(started.elapsed() < Duration::from_millis(500));
     Ok(())
 }
 
