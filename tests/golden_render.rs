@@ -4,6 +4,7 @@
 
 use p2pu::config::{Config, MachineFacts};
 use p2pu::render::{render_node, RenderOptions, Secrets, Templates};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const FLEET: &str = r#"
@@ -68,8 +69,12 @@ fn check(case: &str, config_text: &str, first_boot: bool) {
         .join("tests/golden")
         .join(case);
     let update = std::env::var_os("P2PU_UPDATE_GOLDEN").is_some();
+    let mut rendered = BTreeSet::new();
     for file in files {
         let golden = dir.join(file.path.strip_prefix("/").unwrap());
+        if file.contents.is_some() {
+            rendered.insert(golden.clone());
+        }
         match (&file.contents, update) {
             (Some(contents), true) => {
                 std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
@@ -97,6 +102,37 @@ fn check(case: &str, config_text: &str, first_boot: bool) {
             ),
         }
     }
+    // A golden file nothing renders any more would keep "checking" a file no node gets.
+    let stale: Vec<PathBuf> = files_under(&dir)
+        .into_iter()
+        .filter(|path| !rendered.contains(path))
+        .collect();
+    if update {
+        for path in &stale {
+            std::fs::remove_file(path).unwrap();
+        }
+    } else {
+        assert!(
+            stale.is_empty(),
+            "golden files that init no longer renders (set P2PU_UPDATE_GOLDEN=1): {stale:?}"
+        );
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 #[test]
