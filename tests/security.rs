@@ -8,11 +8,24 @@ mod prereq;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-fn golden(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/fleet/etc")
-        .join(file);
+/// A file under `/etc` as `p2pu init --root` renders it now for a proxy node with the NAT
+/// client and a spool outside /var: what `init` writes, not a checked-in golden copy that could
+/// drift from it.
+fn rendered(file: &str) -> String {
+    static IMAGE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let root = IMAGE.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        init_image_with(
+            root.path(),
+            "[node]\nname = \"gw-01\"\nrole = \"proxy\"\n\
+             [agent]\nspool_dir = \"/srv/p2pu/spool\"\n\
+             [nat]\nenabled = true\nproxy = \"192.0.2.1:3478\"\n",
+        );
+        root
+    });
+    let path = root.path().join("etc").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -37,7 +50,7 @@ fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
 #[test]
 fn network_facing_units_run_unprivileged_and_hardened() {
     for unit in ["p2pu-nat-client.service", "p2pu-proxy.service"] {
-        let settings = service_settings(&golden(&format!("systemd/system/{unit}")));
+        let settings = service_settings(&rendered(&format!("systemd/system/{unit}")));
         for (key, want) in [
             ("User", "p2pu"),
             ("Group", "p2pu"),
@@ -53,19 +66,19 @@ fn network_facing_units_run_unprivileged_and_hardened() {
         }
     }
     // The NAT client may write its own part of the spool and nothing else.
-    let client = service_settings(&golden("systemd/system/p2pu-nat-client.service"));
+    let client = service_settings(&rendered("systemd/system/p2pu-nat-client.service"));
     assert_eq!(
         setting(&client, "ReadWritePaths"),
         Some("/srv/p2pu/spool/overlay")
     );
     // The proxy writes nothing at all.
-    let proxy = service_settings(&golden("systemd/system/p2pu-proxy.service"));
+    let proxy = service_settings(&rendered("systemd/system/p2pu-proxy.service"));
     assert_eq!(setting(&proxy, "ReadWritePaths"), None);
 }
 
 #[test]
 fn only_the_agent_that_applies_updates_runs_as_root() {
-    let agent = service_settings(&golden("systemd/system/p2pu-agent.service"));
+    let agent = service_settings(&rendered("systemd/system/p2pu-agent.service"));
     assert_eq!(
         setting(&agent, "User"),
         None,
@@ -73,7 +86,7 @@ fn only_the_agent_that_applies_updates_runs_as_root() {
     );
     assert_eq!(setting(&agent, "PrivateTmp"), Some("yes"));
     // Serf runs the handler as root: the handler must stay an exec of p2pu, nothing more.
-    let handler = golden("p2pu/serf-handler");
+    let handler = rendered("p2pu/serf-handler");
     let code: Vec<&str> = handler
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -86,13 +99,13 @@ fn only_the_agent_that_applies_updates_runs_as_root() {
 
 #[test]
 fn engine_rpc_is_loopback_only_and_authenticated() {
-    let serf: serde_json::Value = serde_json::from_str(&golden("serf/p2pu.json")).unwrap();
+    let serf: serde_json::Value = serde_json::from_str(&rendered("serf/p2pu.json")).unwrap();
     let rpc = serf["rpc_addr"].as_str().unwrap();
     assert!(rpc.starts_with("127.0.0.1:"), "{rpc}");
     assert!(!serf["rpc_auth"].as_str().unwrap_or("").is_empty());
     assert!(serf["keyring_file"].as_str().is_some(), "gossip encryption");
     let transmission: serde_json::Value =
-        serde_json::from_str(&golden("transmission-daemon/settings.json")).unwrap();
+        serde_json::from_str(&rendered("transmission-daemon/settings.json")).unwrap();
     for (key, want) in [
         ("rpc-bind-address", serde_json::json!("127.0.0.1")),
         ("rpc-authentication-required", serde_json::json!(true)),
@@ -148,6 +161,14 @@ fn no_engine_is_run_through_a_shell() {
 /// `p2pu init --root <root>` for a node with the NAT client, on an image whose passwd has
 /// the `p2pu` user; panics unless it succeeds, returns its stdout.
 fn init_image(root: &Path) -> String {
+    init_image_with(
+        root,
+        "[node]\nname = \"n1\"\n[nat]\nenabled = true\nproxy = \"192.0.2.1:3478\"\n",
+    )
+}
+
+/// `p2pu init --root <root>` with `site_toml`, as [`init_image`].
+fn init_image_with(root: &Path, site_toml: &str) -> String {
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
         root.join("etc/passwd"),
@@ -157,11 +178,7 @@ fn init_image(root: &Path) -> String {
     )
     .unwrap();
     let config = root.join("site.toml");
-    std::fs::write(
-        &config,
-        "[node]\nname = \"n1\"\n[nat]\nenabled = true\nproxy = \"192.0.2.1:3478\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, site_toml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_p2pu"))
         .arg("init")
         .arg("--config")
@@ -231,13 +248,16 @@ fn try_listener(lab: &p2pu::lab::Lab, port: u16) -> Option<(String, u32)> {
         .split("pid=")
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        // A socket being handed over (the serving child restarting) is briefly listed
+        // without its process: ask again rather than fail.
+        .and_then(|pid| pid.parse().ok())?;
     Some((local, pid))
 }
 
 fn listener(lab: &p2pu::lab::Lab, port: u16) -> (String, u32) {
-    try_listener(lab, port).unwrap_or_else(|| panic!("nothing listens on port {port}"))
+    wait_until(&format!("a process listening on port {port}"), 20, || {
+        try_listener(lab, port)
+    })
 }
 
 fn wait_until<T>(what: &str, timeout_secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
