@@ -369,15 +369,25 @@ fn two_labs_at_once_do_not_interfere() {
     wait_for("each lab's own event", Duration::from_secs(10), || {
         (spools_hold(&a.lab, &["to-a"]) && spools_hold(&b.lab, &["to-b"])).then_some(())
     });
-    // Settled: nothing crossed over.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(spools_hold(&a.lab, &["to-a"]) && spools_hold(&b.lab, &["to-b"]));
+    // Positive evidence instead of a pause: a second event from the other node of each lab
+    // has gone all the way round it, and still neither spool holds the other lab's event
+    // (spools_hold wants exactly these events, nothing more).
+    a.lab.serf_event(2, "p2pu-update", b"then-a").unwrap();
+    b.lab.serf_event(1, "p2pu-update", b"then-b").unwrap();
+    wait_for(
+        "the second events, and nothing crossed over",
+        Duration::from_secs(10),
+        || {
+            (spools_hold(&a.lab, &["to-a", "then-a"]) && spools_hold(&b.lab, &["to-b", "then-b"]))
+                .then_some(())
+        },
+    );
 
     shutdown_leaves_nothing(&mut a);
     // The other lab is untouched.
     b.lab.serf_event(1, "p2pu-update", b"still-here").unwrap();
     wait_for("lab b to work on alone", Duration::from_secs(10), || {
-        spools_hold(&b.lab, &["to-b", "still-here"]).then_some(())
+        spools_hold(&b.lab, &["to-b", "then-b", "still-here"]).then_some(())
     });
     shutdown_leaves_nothing(&mut b);
 }
