@@ -1,6 +1,7 @@
 //! `p2pu agent`: takes announcements from the spool, verifies them, downloads the payload
-//! (over HTTP from the fleet, Transmission when that fails), checks it, applies it by kind, and records the result; serves the
-//! node's tracker and web seeds beside its engines, from an unprivileged child process.
+//! (over HTTP from the fleet, Transmission when that fails), checks it, applies it by kind,
+//! and records the result; serves the node's tracker and web seeds beside its engines, from an
+//! unprivileged child process.
 
 pub mod apply;
 pub mod catchup;
