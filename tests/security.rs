@@ -1,6 +1,6 @@
 //! Checks behind the local-surface rows of docs/SECURITY.md that no engine test covers: the
-//! rendered units' privileges and hardening, the spool's owners and modes, and that no string
-//! reaches a shell (engines run with argument vectors; the Serf handler expands nothing).
+//! rendered units' privileges and hardening, the spool's owners and modes, and the agent's
+//! serving child. That no outside string reaches a shell is `tests/no_shell.rs`.
 
 #[path = "support/prereq.rs"]
 mod prereq;
@@ -114,48 +114,6 @@ fn engine_rpc_is_loopback_only_and_authenticated() {
     ] {
         assert_eq!(transmission[key], want, "{key}");
     }
-}
-
-/// Every `.rs` file below `dir`.
-fn sources(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(sources(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-    out
-}
-
-#[test]
-fn no_engine_is_run_through_a_shell() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let shells = [
-        "\"sh\"",
-        "\"/bin/sh\"",
-        "\"bash\"",
-        "\"/bin/bash\"",
-        "\"-c\"",
-    ];
-    let mut found = Vec::new();
-    for path in sources(&src) {
-        let text = std::fs::read_to_string(&path).unwrap();
-        // Unit tests (at the end of a module, by convention) may use a shell as a stand-in.
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        for (n, line) in code.lines().enumerate() {
-            if shells.iter().any(|s| line.contains(s)) || line.contains("sh -c") {
-                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-            }
-        }
-    }
-    assert!(
-        found.is_empty(),
-        "a shell in production code:\n{}",
-        found.join("\n")
-    );
 }
 
 /// `p2pu init --root <root>` for a node with the NAT client, on an image whose passwd has
