@@ -924,6 +924,24 @@ mod tests {
             let _ = Announcement::decode(&bytes);
         }
 
+        /// Whatever a changed byte still lets through is canonical: it re-encodes to exactly
+        /// the text that was decoded, so two spellings of one announcement cannot exist.
+        #[test]
+        fn prop_what_decodes_after_a_changed_byte_is_canonical(
+            d in arb_draft(),
+            at in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut text = Announcement::sign(d, &key(1)).unwrap().to_wire().into_bytes();
+            let at = at.index(text.len());
+            text[at] = byte;
+            if let Ok(back) = Announcement::decode(&text) {
+                let text = text.strip_suffix(b"\n").unwrap_or(&text);
+                let again = back.to_wire();
+                prop_assert_eq!(again.as_bytes(), text);
+            }
+        }
+
         #[test]
         fn prop_decode_never_panics_on_base64(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Announcement::decode(wire(&bytes));

@@ -613,10 +613,14 @@ mod tests {
         }
 
         #[test]
-        fn prop_vector_mutations_never_panic(at in any::<proptest::sample::Index>(), byte in any::<u8>()) {
+        fn prop_vector_mutations_decode_to_what_encodes_again(at in any::<proptest::sample::Index>(), byte in any::<u8>()) {
             let mut payload = SERF_PAYLOAD.to_vec();
             payload[at.index(SERF_PAYLOAD.len())] = byte;
-            let _ = decode_payload(&payload);
+            // What still decodes is a torrent the codec can carry again unchanged.
+            if let Ok(decoded) = decode_payload(&payload) {
+                let again = encode_payload(&decoded.torrent).unwrap();
+                prop_assert_eq!(decode_payload(&again).unwrap().torrent, decoded.torrent);
+            }
         }
     }
 }
