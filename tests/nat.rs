@@ -245,7 +245,11 @@ fn an_impostor_with_the_fleet_secret_cannot_take_over_a_name() {
     };
     assert!(refused(&proxy).is_some(), "{}", proxy.log());
     assert!(impostor.is_running(), "{}", impostor.failed("exited"));
-    assert!(impostor.log().contains("the proxy refused"), "{}", impostor.log());
+    assert!(
+        impostor.log().contains("the proxy refused"),
+        "{}",
+        impostor.log()
+    );
     // b still reaches the real a, at a's address, and its tunnel certificate.
     assert_eq!(b.talkto("a"), "session with a: direct");
     let peer = b.status().peers.into_iter().find(|p| p.node == "a");
@@ -260,7 +264,11 @@ fn an_impostor_with_the_fleet_secret_cannot_take_over_a_name() {
     drop(a);
     let proxy = fleet.start_proxy();
     assert!(refused(&proxy).is_some(), "{}", proxy.log());
-    assert!(!proxy.log().contains("registered member=a "), "{}", proxy.log());
+    assert!(
+        !proxy.log().contains("registered member=a "),
+        "{}",
+        proxy.log()
+    );
     let _a = fleet.start_node(1, 0, "a", NodeOpts::default());
     let back = wait_for(Duration::from_secs(12), || {
         proxy.log().contains("registered member=b ").then_some(())

@@ -55,9 +55,13 @@ fn network_facing_units_run_unprivileged_and_hardened() {
         setting(&client, "ReadWritePaths"),
         Some("/srv/p2pu/spool/overlay")
     );
-    // The proxy writes nothing at all.
+    // The proxy writes its name bindings (which key each node name is bound to) and nothing
+    // else.
     let proxy = service_settings(&golden("systemd/system/p2pu-proxy.service"));
-    assert_eq!(setting(&proxy, "ReadWritePaths"), None);
+    assert_eq!(
+        setting(&proxy, "ReadWritePaths"),
+        Some("/var/lib/p2pu-proxy")
+    );
 }
 
 #[test]

@@ -13,9 +13,7 @@
 //! socket loop around it.
 
 use super::names::{self, Bindings, Verdict};
-use super::protocol::{
-    self, Body, Message, Payload, ReplayGuard, Secret, SeqWindow, MAX_DATAGRAM,
-};
+use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, SeqWindow, MAX_DATAGRAM};
 use super::stun;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -925,9 +923,8 @@ mod tests {
         let mut state = ProxyState::new(ProxyConfig::new(secret(), 80), now);
         register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
         register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
-        let frame = |seq| {
-            protocol::encode_bulk(&secret(), 1000, seq, "a", "b", &[0x40; 1200]).unwrap()
-        };
+        let frame =
+            |seq| protocol::encode_bulk(&secret(), 1000, seq, "a", "b", &[0x40; 1200]).unwrap();
         let out = state.handle(now, 1000, addr("100.64.0.2:3478"), &frame(1));
         assert_eq!(out, vec![(addr("100.64.0.3:3478"), frame(1))]);
         // Not from a's registered address: dropped.
