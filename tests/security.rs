@@ -196,6 +196,20 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
     }
 }
 
+/// The key the proxy binds this node's name to: generated once, private, read back by the
+/// NAT client in the format of a `p2pu keygen` secret key.
+#[test]
+fn init_generates_the_nat_identity_key() {
+    let root = tempfile::tempdir().unwrap();
+    let out = init_image(root.path());
+    let key = root.path().join("etc/p2pu/nat-identity.key");
+    assert!(out.contains("generated secret /etc/p2pu/nat-identity.key"), "{out}");
+    assert_eq!(mode(&key), 0o600);
+    let first = p2pu::keys::read_secret(&key).unwrap();
+    init_image(root.path());
+    assert_eq!(p2pu::keys::read_secret(&key).unwrap(), first);
+}
+
 #[test]
 fn init_brings_an_old_0700_spool_to_the_0711_layout() {
     // Installs before the NAT client's overlay part made the spool 0700, which keeps that
