@@ -203,7 +203,10 @@ fn init_generates_the_nat_identity_key() {
     let root = tempfile::tempdir().unwrap();
     let out = init_image(root.path());
     let key = root.path().join("etc/p2pu/nat-identity.key");
-    assert!(out.contains("generated secret /etc/p2pu/nat-identity.key"), "{out}");
+    assert!(
+        out.contains("generated secret /etc/p2pu/nat-identity.key"),
+        "{out}"
+    );
     assert_eq!(mode(&key), 0o600);
     let first = p2pu::keys::read_secret(&key).unwrap();
     init_image(root.path());

@@ -14,7 +14,8 @@
 //! to it becomes a QUIC stream to the peer, whose client connects it to its own Transmission
 //! peer port on the same kind of address. TLS 1.3 with self-signed
 //! certificates pinned by SHA-256: each node announces its certificate's hash in its
-//! (fleet-secret authenticated) registration, and accepts only its session peers' hashes.
+//! registration (fleet-secret authenticated and signed by its identity key, which the proxy
+//! binds its name to), and accepts only its session peers' hashes.
 
 use super::protocol::{self, Secret, SeqWindow};
 use quinn::udp::{RecvMeta, Transmit};
