@@ -224,6 +224,61 @@ fn clients_register_again_after_a_proxy_restart() {
     assert_eq!(wait_spooled(&b, 1), vec![wire.into_bytes()]);
 }
 
+/// Regression (security issue #13, item 8): a second client with the fleet secret but its
+/// own identity key registered as `a` and replaced a's mapped address and certificate hash.
+/// The proxy binds `a` to a's key, also across a restart, and refuses the impostor.
+#[test]
+fn an_impostor_with_the_fleet_secret_cannot_take_over_a_name() {
+    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(2)]);
+    let mut proxy = fleet.start_proxy();
+    let a = fleet.start_node(1, 0, "a", NodeOpts::default());
+    let mut b = fleet.start_node(2, 0, "b", NodeOpts::default());
+    let a_mapped = a.status().mapped;
+    let mut impostor = fleet.start_impostor(2, 1, "a-impostor", "a");
+    let refused = |proxy: &Daemon| {
+        wait_for(Duration::from_secs(8), || {
+            proxy
+                .log()
+                .contains("registration refused member=a ")
+                .then_some(())
+        })
+    };
+    assert!(refused(&proxy).is_some(), "{}", proxy.log());
+    assert!(impostor.is_running(), "{}", impostor.failed("exited"));
+    assert!(
+        impostor.log().contains("the proxy refused"),
+        "{}",
+        impostor.log()
+    );
+    // b still reaches the real a, at a's address, and its tunnel certificate.
+    assert_eq!(b.talkto("a"), "session with a: direct");
+    let peer = b.status().peers.into_iter().find(|p| p.node == "a");
+    assert_eq!(peer.and_then(|p| p.addr), a_mapped);
+    let wire = announcement(5);
+    assert_eq!(b.announce(&wire), "delivered to a");
+    assert_eq!(wait_spooled(&a, 1), vec![wire.into_bytes()]);
+
+    // A restarted proxy remembers the binding: with a away, only the impostor asks for the
+    // name, and is refused; a, back, gets it.
+    proxy.stop();
+    drop(a);
+    let proxy = fleet.start_proxy();
+    assert!(refused(&proxy).is_some(), "{}", proxy.log());
+    assert!(
+        !proxy.log().contains("registered member=a "),
+        "{}",
+        proxy.log()
+    );
+    let _a = fleet.start_node(1, 0, "a", NodeOpts::default());
+    let back = wait_for(Duration::from_secs(12), || {
+        proxy.log().contains("registered member=b ").then_some(())
+    });
+    assert!(back.is_some(), "{}", proxy.log());
+    assert_eq!(b.talkto("a"), "session with a: direct");
+    let peer = b.status().peers.into_iter().find(|p| p.node == "a");
+    assert_eq!(peer.and_then(|p| p.addr).map(|a| a.ip()), Some(wan_ip(1)));
+}
+
 #[test]
 fn strangers_malformed_and_oversized_datagrams_are_dropped() {
     let fleet = Fleet::new(&[Lan::cone(2), Lan::cone(1)]);
@@ -253,6 +308,8 @@ fn strangers_malformed_and_oversized_datagrams_are_dropped() {
                 local: "192.168.1.11:1".parse().unwrap(),
                 keepalive_secs: 5,
                 cert: String::new(),
+                key: String::new(),
+                sig: String::new(),
             },
         ),
         forged(
@@ -562,10 +619,11 @@ impl Fleet {
                 let overrides = format!(
                     "[nat]\nenabled = true\nproxy = \"{PROXY_IP}:{PORT}\"\nport = {PORT}\n\
                      keepalive_secs = 5\npeer_expiry_secs = 20\nfleet_secret_file = \"{}\"\n\
-                     control_socket = \"{}\"\n\
+                     identity_key_file = \"{}\"\ncontrol_socket = \"{}\"\n\
                      # The tunnel ends are TCP only, and PEX would hand out LAN addresses\n\
                      # from across the NAT.\n[transmission]\nutp = false\npex = false\n",
                     self.dir.path().join("fleet.secret").display(),
+                    dir.join("nat-identity.key").display(),
                     dir.join("control.sock").display()
                 );
                 let node = p2pu::lab::NodeInfo::standalone(

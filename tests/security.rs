@@ -71,9 +71,13 @@ fn network_facing_units_run_unprivileged_and_hardened() {
         setting(&client, "ReadWritePaths"),
         Some("/srv/p2pu/spool/overlay")
     );
-    // The proxy writes nothing at all.
+    // The proxy writes its name bindings (which key each node name is bound to) and nothing
+    // else.
     let proxy = service_settings(&rendered("systemd/system/p2pu-proxy.service"));
-    assert_eq!(setting(&proxy, "ReadWritePaths"), None);
+    assert_eq!(
+        setting(&proxy, "ReadWritePaths"),
+        Some("/var/lib/p2pu-proxy")
+    );
 }
 
 #[test]
@@ -168,6 +172,23 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
     if prereq::root("init chowns the spool's overlay part to p2pu") {
         assert_eq!((spool.uid(), overlay.uid(), overlay.gid()), (0, 998, 997));
     }
+}
+
+/// The key the proxy binds this node's name to: generated once, private, read back by the
+/// NAT client in the format of a `p2pu keygen` secret key.
+#[test]
+fn init_generates_the_nat_identity_key() {
+    let root = tempfile::tempdir().unwrap();
+    let out = init_image(root.path());
+    let key = root.path().join("etc/p2pu/nat-identity.key");
+    assert!(
+        out.contains("generated secret /etc/p2pu/nat-identity.key"),
+        "{out}"
+    );
+    assert_eq!(mode(&key), 0o600);
+    let first = p2pu::keys::read_secret(&key).unwrap();
+    init_image(root.path());
+    assert_eq!(p2pu::keys::read_secret(&key).unwrap(), first);
 }
 
 #[test]

@@ -280,6 +280,14 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
         let overlay = crate::agent::spool::overlay_dir(&site.agent.spool_dir);
         dirs.push(dir(&overlay, 0o700, Some(UNPRIVILEGED_USER)));
     }
+    if site.node.role == crate::config::Role::Proxy {
+        // The proxy's name bindings.
+        dirs.push(dir(
+            &site.nat.proxy_state_dir,
+            0o700,
+            Some(UNPRIVILEGED_USER),
+        ));
+    }
     if let Some(key_dir) = site.agent.signing_key.parent() {
         dirs.push(dir(key_dir, 0o700, None));
     }

@@ -49,6 +49,7 @@ impl NatClient {
             proxy,
             stun_server,
             secret: nat::fleet_secret(&config)?,
+            identity: crate::keys::read_secret(&site.identity_key_file)?,
             keepalive: Duration::from_secs(u64::from(site.keepalive_secs)),
             peer_expiry: Duration::from_secs(u64::from(site.peer_expiry_secs)),
             spool_dir,

@@ -4,7 +4,7 @@
 use crate::cmd::Outcome;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::nat::{self, proxy::ProxyConfig};
+use crate::nat::{self, names, proxy::ProxyConfig};
 use crate::Env;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -24,6 +24,7 @@ impl Proxy {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&env.resolve(&self.config), None)?;
         let secret = nat::fleet_secret(&config)?;
+        let names_file = config.site.nat.proxy_state_dir.join(names::BINDINGS_FILE);
         nat::init_logging();
         let socket = match self.listen {
             Some(addr) => UdpSocket::bind(addr),
@@ -37,6 +38,9 @@ impl Proxy {
         ))?;
         let stop = nat::stop_on_signals()?;
         let mut proxy_config = ProxyConfig::new(secret, config.site.nat.relay_rate_kbps);
+        let names = names::Bindings::load(&names_file, proxy_config.max_members)
+            .map_err(|e| Error::Usage(crate::error::chain(&e)))?;
+        tracing::info!(file = %names_file.display(), bound = names.len(), "name bindings");
         let main = socket
             .local_addr()
             .map_err(Error::io("reading the bound address", "the proxy's socket"))?;
@@ -63,7 +67,7 @@ impl Proxy {
                 "no alternate STUN port: members will not see their NAT's mapping behaviour"
             ),
         }
-        nat::proxy::run(&socket, proxy_config, stop).map_err(Error::io(
+        nat::proxy::run(&socket, proxy_config, names, stop).map_err(Error::io(
             "serving UDP",
             format!("nat.port {}", config.site.nat.port),
         ))?;

@@ -246,7 +246,7 @@ impl<'a> Validator<'a> {
     }
 
     fn check_paths(&self, site: &SiteToml) -> Result<(), ConfigError> {
-        let paths: [(&str, &PathBuf); 17] = [
+        let paths: [(&str, &PathBuf); 19] = [
             ("paths.config_dir", &site.paths.config_dir),
             ("paths.systemd_dir", &site.paths.systemd_dir),
             ("paths.timesyncd_dir", &site.paths.timesyncd_dir),
@@ -270,6 +270,8 @@ impl<'a> Validator<'a> {
             ("agent.archive_dir", &site.agent.archive_dir),
             ("nat.fleet_secret_file", &site.nat.fleet_secret_file),
             ("nat.control_socket", &site.nat.control_socket),
+            ("nat.identity_key_file", &site.nat.identity_key_file),
+            ("nat.proxy_state_dir", &site.nat.proxy_state_dir),
         ];
         let modulepath = site
             .puppet

@@ -12,6 +12,7 @@ use super::stun;
 use super::tunnel::{self, Fingerprint, Tunnel, TunnelConfig};
 use crate::agent::spool::{self, Source};
 use crate::formats::announcement::WIRE_PREFIX;
+use ed25519_dalek::SigningKey;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct ClientConfig {
     pub proxy: SocketAddr,
     pub stun_server: SocketAddr,
     pub secret: Secret,
+    /// This node's NAT identity key: it signs every registration, and the proxy binds the
+    /// node's name to it.
+    pub identity: SigningKey,
     pub keepalive: Duration,
     pub peer_expiry: Duration,
     pub spool_dir: PathBuf,
@@ -255,16 +259,16 @@ impl Client {
     }
 
     fn send(&self, to: SocketAddr, body: Body) {
+        self.send_stamped(to, protocol::unix_now(), rand::random(), body);
+    }
+
+    /// Sends `body` with this time and nonce (what a signed registration was signed for).
+    fn send_stamped(&self, to: SocketAddr, time: u64, nonce: u64, body: Body) {
         let payload = Payload {
             from: self.config.name.clone(),
             body,
         };
-        match protocol::encode(
-            &self.config.secret,
-            protocol::unix_now(),
-            rand::random(),
-            &payload,
-        ) {
+        match protocol::encode(&self.config.secret, time, nonce, &payload) {
             Ok(bytes) => self.send_raw(to, &bytes),
             Err(e) => tracing::warn!(%to, kind = payload.body.kind(), error = %e, "cannot encode"),
         }
@@ -319,17 +323,20 @@ impl Client {
                 );
             }
         }
-        self.send(
-            self.config.proxy,
-            Body::Register {
-                local: self.local,
-                keepalive_secs: u32::try_from(self.config.keepalive.as_secs()).unwrap_or(30),
-                cert: match &self.transport {
-                    Transport::Tunnel(tunnel) => hex::encode(tunnel.fingerprint),
-                    Transport::Plain(_) => String::new(),
-                },
+        let (time, nonce) = (protocol::unix_now(), rand::random());
+        let register = protocol::sign_register(
+            &self.config.identity,
+            time,
+            nonce,
+            &self.config.name,
+            self.local,
+            u32::try_from(self.config.keepalive.as_secs()).unwrap_or(30),
+            match &self.transport {
+                Transport::Tunnel(tunnel) => hex::encode(tunnel.fingerprint),
+                Transport::Plain(_) => String::new(),
             },
         );
+        self.send_stamped(self.config.proxy, time, nonce, register);
         let answered_lately = self
             .last_registered
             .is_some_and(|t| now.duration_since(t) <= self.config.keepalive + REGISTER_RETRY);
@@ -953,6 +960,7 @@ mod tests {
             proxy,
             stun_server: proxy,
             secret: secret(),
+            identity: crate::keys::generate(),
             keepalive: Duration::from_secs(5),
             peer_expiry: Duration::from_secs(30),
             spool_dir: spool.to_path_buf(),
@@ -984,7 +992,8 @@ mod tests {
         let proxy_stop = Arc::new(AtomicBool::new(false));
         let flag = proxy_stop.clone();
         let proxy_thread = std::thread::spawn(move || {
-            proxy::run(&socket, ProxyConfig::new(secret(), 64), &flag).unwrap();
+            let names = crate::nat::names::Bindings::in_memory(64);
+            proxy::run(&socket, ProxyConfig::new(secret(), 64), names, &flag).unwrap();
         });
         let dir = tempfile::tempdir().unwrap();
         let (spool_a, spool_b) = (dir.path().join("a"), dir.path().join("b"));

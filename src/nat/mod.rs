@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod control;
+pub mod names;
 pub mod protocol;
 pub mod proxy;
 pub mod stun;

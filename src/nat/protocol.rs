@@ -8,11 +8,17 @@
 //! carry all three.
 //!
 //! Bulk frames carry the QUIC packets of a tunnel through the proxy's relay:
-//! `BULK_MAGIC(4) | VERSION(1) | time (u64 BE) | nonce (u64 BE) | from_len(1) | from |
+//! `BULK_MAGIC(4) | VERSION(1) | time (u64 BE) | seq (u64 BE) | from_len(1) | from |
 //! to_len(1) | to | packet | HMAC(32)`, binary because a 1200-byte QUIC packet in JSON would
-//! not fit a datagram. They have no replay guard of their own: QUIC rejects replayed packets,
-//! and the relay's rate cap bounds a replayed flood.
+//! not fit a datagram. `seq` counts up from the sender's start time in nanoseconds, so the
+//! proxy and the receiver each drop a frame they saw before with a sliding window per sender
+//! ([`SeqWindow`]): a captured frame replayed would otherwise spend the relay's cap.
+//!
+//! A registration is also signed by the node's own Ed25519 identity key ([`sign_register`]),
+//! over the name, the time and nonce and every field, so the proxy can bind a node name to one
+//! key: holding the fleet secret is not enough to take over another member's name.
 
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -44,6 +50,12 @@ pub enum Body {
         /// SHA-256 of the member's tunnel certificate (hex), which its session peers pin.
         #[serde(default)]
         cert: String,
+        /// The member's Ed25519 identity key (hex), which the proxy binds its name to.
+        #[serde(default)]
+        key: String,
+        /// Ed25519 signature (hex) by `key` over [`register_claim`].
+        #[serde(default)]
+        sig: String,
     },
     /// Proxy -> member: registered; this is the address your datagrams come from. STUN is
     /// also answered on `alt_port` (0: not), so a member can compare the mappings towards two
@@ -168,6 +180,10 @@ pub enum ProtocolError {
     Body(String),
     #[error("fleet secret of {len} bytes: at least {MIN_SECRET_LEN} wanted")]
     WeakSecret { len: usize },
+    #[error("registration signature: {0}")]
+    Signature(&'static str),
+    #[error("sequence number {seq} already seen or older than the window (replay)")]
+    BulkReplay { seq: u64 },
 }
 
 /// The fleet secret, checked for length once, as a keyed HMAC ready to clone.
@@ -294,6 +310,8 @@ pub fn decode(secret: &Secret, now: u64, bytes: &[u8]) -> Result<Message, Protoc
 /// A decoded bulk frame, borrowing from the datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bulk<'a> {
+    /// The sender's sequence number, for [`SeqWindow`].
+    pub seq: u64,
     pub from: &'a str,
     pub to: &'a str,
     pub packet: &'a [u8],
@@ -304,11 +322,12 @@ pub fn looks_like_bulk(bytes: &[u8]) -> bool {
     bytes.first() == Some(&BULK_MAGIC[0])
 }
 
-/// Frames and signs one tunnel packet from `from` to `to`.
+/// Frames and signs one tunnel packet from `from` to `to`; `seq` must grow with every frame
+/// the sender sends (see [`SeqWindow`]).
 pub fn encode_bulk(
     secret: &Secret,
     time: u64,
-    nonce: u64,
+    seq: u64,
     from: &str,
     to: &str,
     packet: &[u8],
@@ -324,7 +343,7 @@ pub fn encode_bulk(
     out.extend_from_slice(&BULK_MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&time.to_be_bytes());
-    out.extend_from_slice(&nonce.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
     out.push(from_len);
     out.extend_from_slice(from.as_bytes());
     out.push(to_len);
@@ -370,10 +389,16 @@ pub fn decode_bulk<'a>(
     if time.abs_diff(now) > WINDOW_SECS {
         return Err(ProtocolError::Stale { time, now });
     }
-    let rest = rest.get(8..).ok_or(short.clone())?;
+    let (seq, rest) = rest.split_at_checked(8).ok_or(short.clone())?;
+    let seq = u64::from_be_bytes(seq.try_into().map_err(|_| short.clone())?);
     let (from, rest) = take_name(rest).ok_or(short.clone())?;
     let (to, packet) = take_name(rest).ok_or(short)?;
-    Ok(Bulk { from, to, packet })
+    Ok(Bulk {
+        seq,
+        from,
+        to,
+        packet,
+    })
 }
 
 fn take_name(bytes: &[u8]) -> Option<(&str, &[u8])> {
@@ -418,6 +443,140 @@ impl ReplayGuard {
     }
 }
 
+/// How far back [`SeqWindow`] remembers: frames reordered by more than this are dropped.
+pub const SEQ_WINDOW: u64 = 128;
+
+/// The anti-replay window of one sender's bulk frames (as IPsec's, RFC 4303 section 3.4.3):
+/// the highest sequence number seen and which of the [`SEQ_WINDOW`] below it were seen too.
+/// A sender starts counting at its start time in nanoseconds, so a restarted one is ahead of
+/// everything its previous run sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqWindow {
+    top: Option<u64>,
+    seen: u128,
+}
+
+impl SeqWindow {
+    /// Records `seq`; `Err(BulkReplay)` when it was seen before or is too old to tell.
+    pub fn check(&mut self, seq: u64) -> Result<(), ProtocolError> {
+        let Some(top) = self.top else {
+            self.top = Some(seq);
+            self.seen = 1;
+            return Ok(());
+        };
+        if seq > top {
+            let shift = seq - top;
+            self.seen = if shift >= SEQ_WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.top = Some(seq);
+            return Ok(());
+        }
+        let back = top - seq;
+        let bit = 1u128.checked_shl(u32::try_from(back).unwrap_or(u32::MAX));
+        match bit {
+            Some(bit) if back < SEQ_WINDOW && self.seen & bit == 0 => {
+                self.seen |= bit;
+                Ok(())
+            }
+            _ => Err(ProtocolError::BulkReplay { seq }),
+        }
+    }
+}
+
+/// The first sequence number of a bulk sender starting now: its clock in nanoseconds.
+pub fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What a member's identity key signs in a registration: every field, the sender's name and
+/// the datagram's time and nonce (so the signature cannot be lifted into another datagram),
+/// each length-prefixed after a domain tag.
+pub fn register_claim(
+    time: u64,
+    nonce: u64,
+    from: &str,
+    local: SocketAddr,
+    keepalive_secs: u32,
+    cert: &str,
+    key: &str,
+) -> Vec<u8> {
+    let mut out = b"p2pu-nat-register-v1\0".to_vec();
+    out.extend_from_slice(&time.to_be_bytes());
+    out.extend_from_slice(&nonce.to_be_bytes());
+    out.extend_from_slice(&keepalive_secs.to_be_bytes());
+    for field in [from, &local.to_string(), cert, key] {
+        out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        out.extend_from_slice(field.as_bytes());
+    }
+    out
+}
+
+/// A registration signed by `identity`, to send with exactly this `time` and `nonce`.
+pub fn sign_register(
+    identity: &SigningKey,
+    time: u64,
+    nonce: u64,
+    from: &str,
+    local: SocketAddr,
+    keepalive_secs: u32,
+    cert: String,
+) -> Body {
+    let key = hex::encode(identity.verifying_key().as_bytes());
+    let claim = register_claim(time, nonce, from, local, keepalive_secs, &cert, &key);
+    let sig = hex::encode(identity.sign(&claim).to_bytes());
+    Body::Register {
+        local,
+        keepalive_secs,
+        cert,
+        key,
+        sig,
+    }
+}
+
+/// The identity key that signed `message`, a registration; an error when it is not one, or
+/// the key or signature is missing, malformed or does not verify.
+pub fn verify_register(message: &Message) -> Result<VerifyingKey, ProtocolError> {
+    let Body::Register {
+        local,
+        keepalive_secs,
+        cert,
+        key,
+        sig,
+    } = &message.payload.body
+    else {
+        return Err(ProtocolError::Signature("not a registration"));
+    };
+    let key_bytes: [u8; 32] = hex::decode(key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ProtocolError::Signature("no 32-byte hex key"))?;
+    let verifying = VerifyingKey::from_bytes(&key_bytes)
+        .map_err(|_| ProtocolError::Signature("not an Ed25519 key"))?;
+    let sig_bytes: [u8; 64] = hex::decode(sig)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ProtocolError::Signature("no 64-byte hex signature"))?;
+    let claim = register_claim(
+        message.time,
+        message.nonce,
+        &message.payload.from,
+        *local,
+        *keepalive_secs,
+        cert,
+        key,
+    );
+    verifying
+        .verify_strict(&claim, &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| ProtocolError::Signature("does not verify"))?;
+    Ok(verifying)
+}
+
 /// Seconds since the Unix epoch (0 before it: such a clock fails every window check anyway).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -441,6 +600,8 @@ mod tests {
                 local: "192.168.1.10:3478".parse().unwrap(),
                 keepalive_secs: 20,
                 cert: String::new(),
+                key: String::new(),
+                sig: String::new(),
             },
         }
     }
@@ -568,6 +729,80 @@ mod tests {
         // The longest node names still leave room for a full QUIC packet.
         let long = "n".repeat(64);
         assert!(encode_bulk(&secret(), 1000, 3, &long, &long, &packet).is_ok());
+    }
+
+    #[test]
+    fn a_replayed_bulk_sequence_number_is_rejected() {
+        let mut window = SeqWindow::default();
+        let frame = encode_bulk(&secret(), 1000, 500, "a", "b", b"packet").unwrap();
+        let bulk = decode_bulk(&secret(), 1000, &frame).unwrap();
+        assert_eq!(bulk.seq, 500);
+        window.check(bulk.seq).unwrap();
+        assert_eq!(
+            window.check(bulk.seq),
+            Err(ProtocolError::BulkReplay { seq: 500 })
+        );
+        // Reordered within the window: taken once; older than the window: refused.
+        window.check(510).unwrap();
+        window.check(505).unwrap();
+        assert!(window.check(505).is_err());
+        assert!(window.check(510).is_err());
+        window.check(499).unwrap();
+        window.check(510 + SEQ_WINDOW).unwrap();
+        assert!(window.check(510).is_err());
+        assert!(window.check(511).is_ok());
+        // A jump far ahead (a restarted sender) is taken.
+        window.check(u64::MAX).unwrap();
+        assert!(window.check(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_signed_registration_verifies_and_any_change_breaks_it() {
+        let identity = SigningKey::from_bytes(&[5; 32]);
+        let local: SocketAddr = "192.168.1.10:3478".parse().unwrap();
+        let body = sign_register(&identity, 1000, 7, "a1", local, 20, "ab".repeat(32));
+        let message = |from: &str, time, nonce, body: Body| Message {
+            time,
+            nonce,
+            payload: Payload {
+                from: from.into(),
+                body,
+            },
+        };
+        assert_eq!(
+            verify_register(&message("a1", 1000, 7, body.clone())),
+            Ok(identity.verifying_key())
+        );
+        // Another name, time or nonce: the signature was not made for that datagram.
+        assert!(verify_register(&message("a2", 1000, 7, body.clone())).is_err());
+        assert!(verify_register(&message("a1", 1001, 7, body.clone())).is_err());
+        assert!(verify_register(&message("a1", 1000, 8, body.clone())).is_err());
+        let Body::Register {
+            local,
+            keepalive_secs,
+            key,
+            sig,
+            ..
+        } = body
+        else {
+            unreachable!()
+        };
+        let changed = Body::Register {
+            local,
+            keepalive_secs,
+            cert: "cd".repeat(32),
+            key: key.clone(),
+            sig: sig.clone(),
+        };
+        assert!(verify_register(&message("a1", 1000, 7, changed)).is_err());
+        let unsigned = Body::Register {
+            local,
+            keepalive_secs,
+            cert: String::new(),
+            key: String::new(),
+            sig: String::new(),
+        };
+        assert!(verify_register(&message("a1", 1000, 7, unsigned)).is_err());
     }
 
     proptest! {

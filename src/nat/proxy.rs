@@ -3,15 +3,20 @@
 //! mapped endpoints, expiring after missed keepalives), tells both sides of a `talkto` each
 //! other's endpoints at once, and relays what cannot go direct: announcements and session
 //! control always, bulk data under a rate cap. Datagrams that are not authenticated with the
-//! fleet secret are dropped without a reply. Memory is bounded: members, sources and nonces.
+//! fleet secret are dropped without a reply. A registration must also be signed by the node's
+//! identity key, and a name is bound to the first key that registers it ([`names`]). Every
+//! source IP address (IPv6: /64) shares one rate limit, whatever its ports. Memory is bounded:
+//! members, names, sources and nonces.
 //!
-//! [`ProxyState::handle`] is pure (datagram in, datagrams out) so the logic is unit-tested
-//! without sockets; [`run`] is the socket loop around it.
+//! [`ProxyState::handle`] is pure (datagram in, datagrams out; a new name binding is also
+//! written to the bindings file) so the logic is unit-tested without sockets; [`run`] is the
+//! socket loop around it.
 
-use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, MAX_DATAGRAM};
+use super::names::{self, Bindings, Verdict};
+use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, SeqWindow, MAX_DATAGRAM};
 use super::stun;
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,7 +29,8 @@ pub struct ProxyConfig {
     /// Cap on relayed bulk bytes per second, all members together.
     pub relay_rate_bytes: u64,
     pub max_members: usize,
-    /// Datagrams per second one source address may send (burst: twice that).
+    /// Datagrams per second one source IP address may send from all its ports together
+    /// (burst: twice that).
     pub per_source_rate: u32,
     pub max_sources: usize,
     /// The port of the STUN-only socket (0: none), told to members on registration.
@@ -51,6 +57,9 @@ struct Member {
     mapped: SocketAddr,
     last_seen: Instant,
     keepalive: Duration,
+    /// The member's bulk frames seen, against replays; new with each tunnel certificate (a
+    /// restarted client).
+    bulk: SeqWindow,
 }
 
 impl Member {
@@ -98,6 +107,25 @@ pub struct Counters {
     pub dropped_other: u64,
     pub relayed: u64,
     pub relay_capped: u64,
+    /// Registrations unsigned, or for a name bound to another key, or past the names' cap.
+    pub refused_registration: u64,
+    pub dropped_replay: u64,
+}
+
+/// What one rate-limit bucket counts: an IPv4 address, or an IPv6 /64 (what one host gets),
+/// never the port, which a sender picks freely.
+fn source_key(from: SocketAddr) -> IpAddr {
+    match from.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Everything the proxy knows; bounded.
@@ -105,7 +133,8 @@ pub struct Counters {
 pub struct ProxyState {
     config: ProxyConfig,
     members: HashMap<String, Member>,
-    sources: HashMap<SocketAddr, Bucket>,
+    names: Bindings,
+    sources: HashMap<IpAddr, Bucket>,
     replay: ReplayGuard,
     relay_bucket: Bucket,
     pub counters: Counters,
@@ -118,6 +147,7 @@ impl ProxyState {
     pub fn new(config: ProxyConfig, now: Instant) -> ProxyState {
         let burst = config.relay_rate_bytes as f64;
         ProxyState {
+            names: Bindings::in_memory(config.max_members),
             config,
             members: HashMap::new(),
             sources: HashMap::new(),
@@ -125,6 +155,17 @@ impl ProxyState {
             relay_bucket: Bucket::new(now, burst),
             counters: Counters::default(),
         }
+    }
+
+    /// Takes name bindings read from the state directory.
+    pub fn with_names(mut self, names: Bindings) -> ProxyState {
+        self.names = names;
+        self
+    }
+
+    /// The registered local endpoint and certificate hash of `name`.
+    pub fn endpoint(&self, name: &str) -> Option<(SocketAddr, &str)> {
+        self.members.get(name).map(|m| (m.local, m.cert.as_str()))
     }
 
     pub fn member_count(&self) -> usize {
@@ -151,6 +192,7 @@ impl ProxyState {
 
     fn allow_source(&mut self, now: Instant, from: SocketAddr) -> bool {
         let rate = f64::from(self.config.per_source_rate);
+        let from = source_key(from);
         if !self.sources.contains_key(&from) && self.sources.len() >= self.config.max_sources {
             self.sweep(now);
             if self.sources.len() >= self.config.max_sources {
@@ -224,6 +266,12 @@ impl ProxyState {
             self.counters.dropped_other += 1;
             return Vec::new();
         };
+        // Before the cap: a replayed frame must not spend what the members' own frames need.
+        if let Err(e) = sender.bulk.check(bulk.seq) {
+            self.counters.dropped_replay += 1;
+            tracing::debug!(%from, error = %e, "dropped bulk frame");
+            return Vec::new();
+        }
         sender.last_seen = now;
         let Some(target) = self.members.get(bulk.to).map(|m| m.mapped) else {
             self.counters.dropped_other += 1;
@@ -262,12 +310,29 @@ impl ProxyState {
         from: SocketAddr,
         message: Message,
     ) -> Vec<Outgoing> {
+        if matches!(message.payload.body, Body::Register { .. }) {
+            if let Err(reason) = self.check_identity(&message) {
+                self.counters.refused_registration += 1;
+                let name = message.payload.from;
+                tracing::warn!(member = %name, mapped = %from, %reason, "registration refused");
+                return self.reply(
+                    wall,
+                    from,
+                    PROXY_NAME,
+                    Body::Refused {
+                        target: name,
+                        reason,
+                    },
+                );
+            }
+        }
         let name = message.payload.from;
         match message.payload.body {
             Body::Register {
                 local,
                 keepalive_secs,
                 cert,
+                ..
             } => {
                 if !self.members.contains_key(&name)
                     && self.members.len() >= self.config.max_members
@@ -278,19 +343,25 @@ impl ProxyState {
                         return Vec::new();
                     }
                 }
-                let fresh = self
-                    .members
-                    .insert(
-                        name.clone(),
-                        Member {
-                            local,
-                            cert: cert.chars().take(128).collect(),
-                            mapped: from,
-                            last_seen: now,
-                            keepalive: Duration::from_secs(u64::from(keepalive_secs.clamp(1, 60))),
-                        },
-                    )
-                    .is_none_or(|old| old.mapped != from || old.local != local);
+                let cert: String = cert.chars().take(128).collect();
+                let old = self.members.remove(&name);
+                let bulk = old
+                    .as_ref()
+                    .filter(|old| old.cert == cert)
+                    .map(|old| old.bulk.clone())
+                    .unwrap_or_default();
+                let fresh = old.is_none_or(|old| old.mapped != from || old.local != local);
+                self.members.insert(
+                    name.clone(),
+                    Member {
+                        local,
+                        cert,
+                        mapped: from,
+                        last_seen: now,
+                        keepalive: Duration::from_secs(u64::from(keepalive_secs.clamp(1, 60))),
+                        bulk,
+                    },
+                );
                 if fresh {
                     tracing::info!(member = %name, %local, mapped = %from, "registered");
                 }
@@ -320,6 +391,25 @@ impl ProxyState {
                 member.last_seen = now;
                 self.member_message(wall, &name, from, body)
             }
+        }
+    }
+
+    /// A registration's signature, and its key against the name's binding; the reason for
+    /// the member (and the log) when refused.
+    fn check_identity(&mut self, message: &Message) -> Result<(), String> {
+        let name = &message.payload.from;
+        let key = protocol::verify_register(message).map_err(|e| e.to_string())?;
+        match self.names.check(name, &key) {
+            Verdict::Known => Ok(()),
+            Verdict::Bound => {
+                tracing::info!(member = %name, key = %names::public_text(key.as_bytes()), "name bound to its first key");
+                Ok(())
+            }
+            Verdict::Conflict => Err(format!(
+                "the name {name} is bound to another identity key (key {})",
+                names::public_text(key.as_bytes())
+            )),
+            Verdict::Full => Err("the proxy binds no more names".into()),
         }
     }
 
@@ -418,9 +508,14 @@ impl ProxyState {
 }
 
 /// Serves on `socket` until `stop` is set.
-pub fn run(socket: &UdpSocket, config: ProxyConfig, stop: &AtomicBool) -> std::io::Result<()> {
+pub fn run(
+    socket: &UdpSocket,
+    config: ProxyConfig,
+    names: Bindings,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut state = ProxyState::new(config, Instant::now());
+    let mut state = ProxyState::new(config, Instant::now()).with_names(names);
     // One byte more than the limit, so an oversized datagram is seen as oversized.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut last_sweep = Instant::now();
@@ -503,6 +598,8 @@ pub fn run_stun_only(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
+    use sha2::{Digest, Sha256};
 
     fn secret() -> Secret {
         Secret::new(b"fleet-secret-for-unit-tests-0123").unwrap()
@@ -524,19 +621,28 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Each name's own identity key in these tests.
+    fn identity(name: &str) -> SigningKey {
+        SigningKey::from_bytes(&Sha256::digest(name.as_bytes()).into())
+    }
+
+    /// A registration of `name` signed by `key`.
+    fn signed_register(name: &str, key: &SigningKey, local: &str, cert: &str) -> Vec<u8> {
+        let nonce = rand::random();
+        let body = protocol::sign_register(key, 1000, nonce, name, addr(local), 5, cert.into());
+        let payload = Payload {
+            from: name.into(),
+            body,
+        };
+        protocol::encode(&secret(), 1000, nonce, &payload).unwrap()
+    }
+
     fn register(state: &mut ProxyState, now: Instant, name: &str, local: &str, mapped: &str) {
         let out = state.handle(
             now,
             1000,
             addr(mapped),
-            &msg(
-                name,
-                Body::Register {
-                    local: addr(local),
-                    keepalive_secs: 5,
-                    cert: format!("cert-of-{name}"),
-                },
-            ),
+            &signed_register(name, &identity(name), local, &format!("cert-of-{name}")),
         );
         assert_eq!(out.len(), 1);
         assert_eq!(
@@ -656,6 +762,8 @@ mod tests {
                     local: addr("1.2.3.4:5"),
                     keepalive_secs: 5,
                     cert: String::new(),
+                    key: String::new(),
+                    sig: String::new(),
                 },
             },
         )
@@ -672,14 +780,7 @@ mod tests {
     fn a_replayed_register_is_dropped() {
         let now = Instant::now();
         let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
-        let bytes = msg(
-            "a",
-            Body::Register {
-                local: addr("192.168.1.10:1"),
-                keepalive_secs: 5,
-                cert: String::new(),
-            },
-        );
+        let bytes = signed_register("a", &identity("a"), "192.168.1.10:1", "");
         let from = addr("100.64.0.2:1");
         assert_eq!(state.handle(now, 1000, from, &bytes).len(), 1);
         assert!(state.handle(now, 1000, from, &bytes).is_empty());
@@ -704,24 +805,137 @@ mod tests {
         );
     }
 
+    /// Regression (security issue #13, item 8): the limit was per ip:port, and 20 source
+    /// ports of one host got 4,732 answers in one burst.
+    #[test]
+    fn all_ports_of_one_address_share_one_rate_limit() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        let (_, request) = stun::binding_request().unwrap();
+        let answered = (0..64u16)
+            .flat_map(|port| (0..50).map(move |_| port))
+            .filter(|&port| {
+                let from = SocketAddr::new("100.64.0.9".parse().unwrap(), 4000 + port);
+                !state.handle(now, 1000, from, &request).is_empty()
+            })
+            .count();
+        assert_eq!(answered, 400);
+        // One IPv6 host's /64 counts as one address too.
+        let answered = (0..1000u16)
+            .filter(|&i| {
+                let from: SocketAddr = format!("[2001:db8:0:1:{i:x}::1]:{}", 4000 + i)
+                    .parse()
+                    .unwrap();
+                !state.handle(now, 1000, from, &request).is_empty()
+            })
+            .count();
+        assert_eq!(answered, 400);
+    }
+
+    /// Regression (security issue #13, item 8): any holder of the fleet secret could register
+    /// under a member's name and replace its mapped address and pinned certificate hash.
+    #[test]
+    fn another_key_cannot_take_over_a_registered_name() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 100), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        let intruder = SigningKey::from_bytes(&[0x66; 32]);
+        let taken_over = signed_register("a", &intruder, "10.9.9.9:1", "cert-of-intruder");
+        let out = state.handle(now, 1000, addr("100.64.0.66:4000"), &taken_over);
+        assert!(
+            matches!(&open(&out[0].1).body, Body::Refused { target, .. } if target == "a"),
+            "{out:?}"
+        );
+        assert_eq!(state.mapped("a"), Some(addr("100.64.0.2:3478")));
+        assert_eq!(
+            state.endpoint("a"),
+            Some((addr("192.168.1.10:3478"), "cert-of-a"))
+        );
+        assert_eq!(state.counters.refused_registration, 1);
+        // Still refused after a's entry expired: the name stays bound to a's key.
+        state.sweep(now + Duration::from_secs(60));
+        assert_eq!(state.member_count(), 0);
+        let later = signed_register("a", &intruder, "10.9.9.9:1", "cert-of-intruder");
+        state.handle(now, 1000, addr("100.64.0.66:4000"), &later);
+        assert_eq!(state.member_count(), 0);
+        // Unsigned registrations are refused as well.
+        let unsigned = msg(
+            "b",
+            Body::Register {
+                local: addr("10.9.9.9:1"),
+                keepalive_secs: 5,
+                cert: String::new(),
+                key: String::new(),
+                sig: String::new(),
+            },
+        );
+        state.handle(now, 1000, addr("100.64.0.66:4000"), &unsigned);
+        assert_eq!(state.mapped("b"), None);
+        // The owner moves (a new mapping) and keeps its name.
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:5000");
+        assert_eq!(state.mapped("a"), Some(addr("100.64.0.2:5000")));
+    }
+
+    #[test]
+    fn name_bindings_survive_a_proxy_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(names::BINDINGS_FILE);
+        let now = Instant::now();
+        let fresh = || {
+            ProxyState::new(ProxyConfig::new(secret(), 100), now)
+                .with_names(Bindings::load(&path, 16).unwrap())
+        };
+        let mut state = fresh();
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        drop(state);
+        let mut state = fresh();
+        let intruder = SigningKey::from_bytes(&[0x66; 32]);
+        let taken_over = signed_register("a", &intruder, "10.9.9.9:1", "cert-of-intruder");
+        state.handle(now, 1000, addr("100.64.0.66:4000"), &taken_over);
+        assert_eq!(state.mapped("a"), None);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        assert_eq!(state.mapped("a"), Some(addr("100.64.0.2:3478")));
+    }
+
+    /// Regression (security issue #13, item 8): a captured bulk frame sent again was relayed
+    /// again, spending the relay's cap.
+    #[test]
+    fn a_replayed_bulk_frame_is_dropped() {
+        let now = Instant::now();
+        let mut state = ProxyState::new(ProxyConfig::new(secret(), 800), now);
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
+        let from = addr("100.64.0.2:3478");
+        let frame = protocol::encode_bulk(&secret(), 1000, 7, "a", "b", &[0x40; 100]).unwrap();
+        assert_eq!(state.handle(now, 1000, from, &frame).len(), 1);
+        assert!(state.handle(now, 1000, from, &frame).is_empty());
+        assert_eq!(state.counters.dropped_replay, 1);
+        let next = protocol::encode_bulk(&secret(), 1000, 8, "a", "b", &[0x40; 100]).unwrap();
+        assert_eq!(state.handle(now, 1000, from, &next).len(), 1);
+        // A keepalive (the same certificate) keeps the window.
+        register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
+        assert!(state.handle(now, 1000, from, &next).is_empty());
+    }
+
     #[test]
     fn bulk_frames_are_forwarded_between_members_under_the_cap() {
         let now = Instant::now();
         let mut state = ProxyState::new(ProxyConfig::new(secret(), 80), now);
         register(&mut state, now, "a", "192.168.1.10:3478", "100.64.0.2:3478");
         register(&mut state, now, "b", "192.168.2.10:3478", "100.64.0.3:3478");
-        let frame = protocol::encode_bulk(&secret(), 1000, 1, "a", "b", &[0x40; 1200]).unwrap();
-        let out = state.handle(now, 1000, addr("100.64.0.2:3478"), &frame);
-        assert_eq!(out, vec![(addr("100.64.0.3:3478"), frame.clone())]);
+        let frame =
+            |seq| protocol::encode_bulk(&secret(), 1000, seq, "a", "b", &[0x40; 1200]).unwrap();
+        let out = state.handle(now, 1000, addr("100.64.0.2:3478"), &frame(1));
+        assert_eq!(out, vec![(addr("100.64.0.3:3478"), frame(1))]);
         // Not from a's registered address: dropped.
         assert!(state
-            .handle(now, 1000, addr("100.64.0.9:1"), &frame)
+            .handle(now, 1000, addr("100.64.0.9:1"), &frame(2))
             .is_empty());
         // 80 kbit/s = 10000 bytes/s: eight packets pass, then the cap bites.
-        let passed = (0..20)
-            .filter(|_| {
+        let passed = (2..22)
+            .filter(|&seq| {
                 !state
-                    .handle(now, 1000, addr("100.64.0.2:3478"), &frame)
+                    .handle(now, 1000, addr("100.64.0.2:3478"), &frame(seq))
                     .is_empty()
             })
             .count();
@@ -761,9 +975,12 @@ mod tests {
                 inner: Box::new(announce)
             }
         );
-        let frame = protocol::encode_bulk(&secret(), 1000, 1, "a", "b", &[0x40; 400]).unwrap();
         let passed = (0..10)
-            .filter(|_| !state.handle(now, 1000, from, &frame).is_empty())
+            .filter(|&seq| {
+                let frame =
+                    protocol::encode_bulk(&secret(), 1000, seq, "a", "b", &[0x40; 400]).unwrap();
+                !state.handle(now, 1000, from, &frame).is_empty()
+            })
             .count();
         assert_eq!(passed, 2);
         assert_eq!(state.counters.relay_capped, 8);

@@ -1,6 +1,12 @@
 //! STUN (RFC 5389) Binding requests and responses through the maintained `stun_codec` crate:
-//! the proxy answers any standard client with XOR-MAPPED-ADDRESS and FINGERPRINT, and the NAT
-//! client asks the proxy (or any STUN server) for its mapped address.
+//! the proxy answers any standard client with XOR-MAPPED-ADDRESS alone, and the NAT client asks
+//! the proxy (or any STUN server) for its mapped address.
+//!
+//! The proxy answers anyone, so a spoofed request makes it a reflector; the answer is kept to
+//! what RFC 5389 requires (32 bytes for IPv4, 44 for IPv6), and the client's own requests are
+//! padded (SOFTWARE) to at least that, so fleet traffic is never amplified. A bare 20-byte
+//! request from another client (coturn's sends one) gets 32 bytes: 1.6 times, against 3.4
+//! times with the MAPPED-ADDRESS, SOFTWARE and FINGERPRINT answers carried before.
 
 use bytecodec::{DecodeExt, EncodeExt};
 use stun_codec::rfc5389::attributes::{Fingerprint, MappedAddress, Software, XorMappedAddress};
@@ -9,7 +15,11 @@ use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, Transact
 
 use std::net::SocketAddr;
 
-const SOFTWARE: &str = concat!("p2pu ", env!("CARGO_PKG_VERSION"));
+/// Long enough that a request with it and FINGERPRINT is no smaller than the largest answer
+/// ([`MAX_ANSWER_LEN`]); the test `our_requests_are_never_smaller_than_the_answer` holds it.
+const SOFTWARE: &str = concat!("p2pu ", env!("CARGO_PKG_VERSION"), " nat-client");
+/// Header (20) + XOR-MAPPED-ADDRESS for IPv6 (4 + 20).
+pub const MAX_ANSWER_LEN: usize = 44;
 /// RFC 5389's magic cookie, at bytes 4..8 of every message.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 
@@ -49,12 +59,9 @@ pub fn answer_binding(bytes: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         BINDING,
         request.transaction_id(),
     );
+    // Only what a client needs: MAPPED-ADDRESS is for RFC 3489 clients, which send no magic
+    // cookie and never get here; SOFTWARE and FINGERPRINT are optional (RFC 5389 section 15).
     response.add_attribute(XorMappedAddress::new(from));
-    // Pre-RFC 5389 clients read only MAPPED-ADDRESS.
-    response.add_attribute(MappedAddress::new(from));
-    response.add_attribute(Software::new(SOFTWARE.to_owned()).ok()?);
-    let fingerprint = Fingerprint::new(&response).ok()?;
-    response.add_attribute(fingerprint);
     MessageEncoder::new().encode_into_bytes(response).ok()
 }
 
@@ -128,6 +135,39 @@ mod tests {
             answer_binding(&request, "10.0.0.1:1".parse().unwrap()),
             None
         );
+    }
+
+    /// Regression (security issue #13, item 8): answers were 3.4 times the request, which made
+    /// the proxy a reflector for spoofed requests.
+    #[test]
+    fn our_requests_are_never_smaller_than_the_answer() {
+        let (id, request) = binding_request().unwrap();
+        for from in ["100.64.0.2:40000", "[2001:db8::1]:40000"] {
+            let from: SocketAddr = from.parse().unwrap();
+            let answer = answer_binding(&request, from).unwrap();
+            assert!(answer.len() <= MAX_ANSWER_LEN);
+            assert!(
+                answer.len() <= request.len(),
+                "answer {} bytes, request {} bytes",
+                answer.len(),
+                request.len()
+            );
+            assert_eq!(mapped_address(&answer, id), Some(from));
+        }
+    }
+
+    /// What coturn's `turnutils_stunclient` sends: a bare header. Its answer carries one
+    /// attribute, 32 bytes for IPv4 (1.6 times the request).
+    #[test]
+    fn a_bare_request_gets_the_smallest_answer() {
+        let id = TransactionId::new([3; 12]);
+        let message = Message::<Attribute>::new(MessageClass::Request, BINDING, id);
+        let request = MessageEncoder::new().encode_into_bytes(message).unwrap();
+        assert_eq!(request.len(), 20);
+        let from: SocketAddr = "100.64.0.2:40000".parse().unwrap();
+        let answer = answer_binding(&request, from).unwrap();
+        assert_eq!(answer.len(), 32);
+        assert_eq!(mapped_address(&answer, id), Some(from));
     }
 
     proptest! {

@@ -14,9 +14,10 @@
 //! to it becomes a QUIC stream to the peer, whose client connects it to its own Transmission
 //! peer port on the same kind of address. TLS 1.3 with self-signed
 //! certificates pinned by SHA-256: each node announces its certificate's hash in its
-//! (fleet-secret authenticated) registration, and accepts only its session peers' hashes.
+//! registration (fleet-secret authenticated and signed by its identity key, which the proxy
+//! binds its name to), and accepts only its session peers' hashes.
 
-use super::protocol::{self, Secret};
+use super::protocol::{self, Secret, SeqWindow};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Endpoint, EndpointConfig, TokioRuntime, TransportConfig, UdpPoller};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -30,6 +31,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -91,11 +93,13 @@ impl Tunnel {
     }
 }
 
-/// Which relayed peer each placeholder address stands for.
+/// Which relayed peer each placeholder address stands for, and the bulk frames seen from it
+/// in this session (against replays).
 #[derive(Debug, Default)]
 struct RelayMap {
     by_name: HashMap<String, SocketAddr>,
     by_addr: HashMap<SocketAddr, String>,
+    windows: HashMap<String, SeqWindow>,
     next: u32,
 }
 
@@ -115,6 +119,15 @@ impl RelayMap {
         if let Some(addr) = self.by_name.remove(name) {
             self.by_addr.remove(&addr);
         }
+        self.windows.remove(name);
+    }
+
+    /// The placeholder address of relayed peer `name`, when its frame `seq` is new.
+    fn accept(&mut self, name: &str, seq: u64) -> Option<SocketAddr> {
+        let addr = *self.by_name.get(name)?;
+        let window = self.windows.entry(name.to_owned()).or_default();
+        window.check(seq).ok()?;
+        Some(addr)
     }
 }
 
@@ -124,6 +137,8 @@ struct Mux {
     overlay: mpsc::SyncSender<(SocketAddr, Vec<u8>)>,
     relay: Mutex<RelayMap>,
     config: TunnelConfig,
+    /// The next bulk frame's sequence number.
+    next_seq: AtomicU64,
 }
 
 impl fmt::Debug for Mux {
@@ -161,7 +176,7 @@ impl AsyncUdpSocket for Mux {
                 let frame = protocol::encode_bulk(
                     &self.config.secret,
                     protocol::unix_now(),
-                    rand::random(),
+                    self.next_seq.fetch_add(1, Ordering::Relaxed),
                     &self.config.name,
                     &peer,
                     transmit.contents,
@@ -236,7 +251,7 @@ impl Mux {
         if bulk.to != self.config.name {
             return None;
         }
-        let addr = *self.relay.lock().ok()?.by_name.get(bulk.from)?;
+        let addr = self.relay.lock().ok()?.accept(bulk.from, bulk.seq)?;
         let start = (bulk.packet.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
         Some((addr, start, bulk.packet.len()))
     }
@@ -492,6 +507,7 @@ pub fn start(socket: std::net::UdpSocket, config: TunnelConfig) -> io::Result<Tu
                     overlay: overlay_tx,
                     relay: Mutex::new(RelayMap::default()),
                     config,
+                    next_seq: AtomicU64::new(protocol::first_seq()),
                 });
                 let state = match State::new(mux, id, thread_ends) {
                     Ok(state) => state,
@@ -878,5 +894,21 @@ mod tests {
         assert!(matches!(a.ip(), IpAddr::V4(ip) if ip.octets()[0] >= 240));
         map.remove("a");
         assert!(!map.by_addr.contains_key(&a));
+    }
+
+    /// Regression (security issue #13, item 8): a bulk frame replayed to a member (its source
+    /// spoofed as the proxy's) reached quinn again.
+    #[test]
+    fn a_relayed_peers_frame_is_taken_once() {
+        let mut map = RelayMap::default();
+        assert_eq!(map.accept("a", 1), None, "not a relayed peer");
+        let a = map.assign("a");
+        assert_eq!(map.accept("a", 1), Some(a));
+        assert_eq!(map.accept("a", 1), None);
+        assert_eq!(map.accept("a", 2), Some(a));
+        // A new session with a starts a new window.
+        map.remove("a");
+        let a = map.assign("a");
+        assert_eq!(map.accept("a", 1), Some(a));
     }
 }

@@ -60,6 +60,10 @@ pub fn ensure_secrets(
     if site.nat.enabled || site.node.role == Role::Proxy {
         secret(&site.nat.fleet_secret_file, false, random_token)?;
     }
+    if site.nat.enabled {
+        // Per node: the proxy binds this node's name to it.
+        secret(&site.nat.identity_key_file, true, new_identity_key)?;
+    }
     Ok((
         Secrets {
             transmission_rpc_password,
@@ -74,6 +78,13 @@ pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A NAT identity key, in the format of `p2pu keygen`'s secret key.
+fn new_identity_key() -> String {
+    crate::keys::secret_to_text(&crate::keys::generate())
+        .trim()
+        .to_string()
 }
 
 /// A Serf keyring file: a JSON list of base64 keys; 32 bytes selects AES-256.

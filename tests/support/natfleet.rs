@@ -11,6 +11,7 @@ use crate::support::{wait_for, Daemon};
 use p2pu::nat::control::ClientStatus;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -58,7 +59,12 @@ impl Fleet {
     }
 
     pub fn config(&self, name: &str, body: &str) -> PathBuf {
-        let base = self.dir.path().join(name);
+        self.config_in(name, name, body)
+    }
+
+    /// A config for node `name` kept in `dir` (another node's files, for an impostor).
+    pub fn config_in(&self, dir: &str, name: &str, body: &str) -> PathBuf {
+        let base = self.dir.path().join(dir);
         std::fs::create_dir_all(&base).expect("node dir");
         let text = format!(
             "[node]\nname = \"{name}\"\n{body}\n\
@@ -75,8 +81,9 @@ impl Fleet {
             "proxy",
             &format!(
                 "role = \"proxy\"\n[nat]\nport = {PORT}\nfleet_secret_file = \"{}\"\n\
-                 relay_rate_kbps = 512\n",
-                self.dir.path().join("fleet.secret").display()
+                 relay_rate_kbps = 512\nproxy_state_dir = \"{}\"\n",
+                self.dir.path().join("fleet.secret").display(),
+                self.dir.path().join("proxy").display()
             ),
         );
         let mut command = self.lab.command(&self.lab.inet(), BIN);
@@ -93,27 +100,7 @@ impl Fleet {
     }
 
     pub fn start_node(&self, lan: usize, index: usize, name: &str, opts: NodeOpts) -> Node {
-        let stun = opts
-            .stun_server
-            .map(|s| format!("stun_server = \"{s}\"\n"))
-            .unwrap_or_default();
-        let socket = self.dir.path().join(name).join("control.sock");
-        let config = self.config(
-            name,
-            &format!(
-                "[nat]\nenabled = true\nproxy = \"{PROXY_IP}:{PORT}\"\nport = {PORT}\n\
-                 keepalive_secs = {}\npeer_expiry_secs = {}\nfleet_secret_file = \"{}\"\n\
-                 control_socket = \"{}\"\n{stun}",
-                opts.keepalive,
-                opts.peer_expiry.max(opts.keepalive * 2),
-                self.dir.path().join("fleet.secret").display(),
-                socket.display()
-            ),
-        );
-        let mut command = self.lab.command(&self.lab.node(lan, index), BIN);
-        command.args(["nat-client", "--config"]).arg(&config);
-        let log = self.dir.path().join(name).join("log");
-        let daemon = Daemon::spawn(&format!("nat-client {name}"), command, &log).expect("client");
+        let (socket, daemon) = self.spawn_client(lan, index, name, name, &opts);
         let mut node = Node {
             name: name.to_owned(),
             spool: self.dir.path().join(name).join("spool"),
@@ -128,6 +115,58 @@ impl Fleet {
             panic!("{}", node.daemon.failed("did not register"));
         }
         node
+    }
+
+    /// A nat-client for node `name` with the fleet secret but its own identity key (its
+    /// files in `dir`), not waiting for it to register.
+    pub fn start_impostor(&self, lan: usize, index: usize, dir: &str, name: &str) -> Daemon {
+        self.spawn_client(lan, index, dir, name, &NodeOpts::default())
+            .1
+    }
+
+    /// Spawns `p2pu nat-client` for node `name` with its files (a fresh identity key the first
+    /// time) in `dir`; returns its control socket and the daemon.
+    fn spawn_client(
+        &self,
+        lan: usize,
+        index: usize,
+        dir: &str,
+        name: &str,
+        opts: &NodeOpts,
+    ) -> (PathBuf, Daemon) {
+        let stun = opts
+            .stun_server
+            .map(|s| format!("stun_server = \"{s}\"\n"))
+            .unwrap_or_default();
+        let base = self.dir.path().join(dir);
+        let socket = base.join("control.sock");
+        let key = base.join("nat-identity.key");
+        std::fs::create_dir_all(&base).expect("node dir");
+        if !key.exists() {
+            let text = p2pu::keys::secret_to_text(&p2pu::keys::generate());
+            std::fs::write(&key, text).expect("identity key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+        }
+        let config = self.config_in(
+            dir,
+            name,
+            &format!(
+                "[nat]\nenabled = true\nproxy = \"{PROXY_IP}:{PORT}\"\nport = {PORT}\n\
+                 keepalive_secs = {}\npeer_expiry_secs = {}\nfleet_secret_file = \"{}\"\n\
+                 identity_key_file = \"{}\"\ncontrol_socket = \"{}\"\n{stun}",
+                opts.keepalive,
+                opts.peer_expiry.max(opts.keepalive * 2),
+                self.dir.path().join("fleet.secret").display(),
+                key.display(),
+                socket.display()
+            ),
+        );
+        let mut command = self.lab.command(&self.lab.node(lan, index), BIN);
+        command.args(["nat-client", "--config"]).arg(&config);
+        let log = base.join("log");
+        let daemon = Daemon::spawn(&format!("nat-client {name}"), command, &log).expect("client");
+        (socket, daemon)
     }
 }
 
