@@ -1,8 +1,18 @@
 //! Applies a downloaded, verified payload by its kind: a manifest with `puppet apply`, a module
 //! with `puppet module install`, an archive by safe extraction, a key into the trusted-key
 //! store, a directory member by member, a plain file kept where it is.
+//!
+//! Only a [`Verified`] copy is applied (the root-only copy that was hashed, see
+//! [`super::verified`]), never a path into the download dir, which Transmission's user could
+//! change after the check. The copy is removed after applying; a `file` keeps it and says where.
+//!
+//! Each update name unpacks into its own directory, `archive_dir/<name>` with the whole name
+//! (`site.tar.gz`, `site.zip` and `site.tgz` are three names and three directories), so an
+//! older update of one name never replaces what another name unpacked. An archive member of a
+//! `dir` update unpacks inside that update's own tree, at `<member>.d` beside the member.
 
 use super::extract::{self, ArchiveFormat, Limits};
+use super::verified::Verified;
 use crate::engines::{Applier, ApplyStatus};
 use crate::formats::announcement::{Announcement, Kind};
 use crate::keys;
@@ -36,6 +46,8 @@ pub enum ApplyError {
     },
     #[error("{0} updates cannot be applied here: {1}")]
     Unsupported(&'static str, String),
+    #[error("dir member {member} would unpack into {}, which the same update already holds", target.display())]
+    MemberCollision { member: String, target: PathBuf },
 }
 
 impl ApplyError {
@@ -65,13 +77,30 @@ pub struct Applied {
 }
 
 impl ApplyContext<'_> {
-    /// Applies `payload` (named `name`) of `kind`; `announcement` is required for keys.
-    pub fn apply(
+    /// Applies the verified copy of update `name` of `kind`, then removes the copy (a `file`
+    /// keeps it: that is where it is kept); `announcement` is required for keys.
+    pub fn apply_verified(
         &self,
         kind: Kind,
         name: &str,
+        payload: Verified,
+        announcement: Option<&Announcement>,
+    ) -> Result<Applied, ApplyError> {
+        let target = self.archive_dir.join(name);
+        let applied = self.apply(kind, payload.path(), announcement, &target);
+        if kind != Kind::File || applied.is_err() {
+            payload.remove();
+        }
+        applied
+    }
+
+    /// Applies `payload` of `kind`; an archive or dir unpacks into `target`.
+    fn apply(
+        &self,
+        kind: Kind,
         payload: &Path,
         announcement: Option<&Announcement>,
+        target: &Path,
     ) -> Result<Applied, ApplyError> {
         match kind {
             Kind::Manifest => {
@@ -96,8 +125,7 @@ impl ApplyContext<'_> {
                 })
             }
             Kind::Archive => {
-                let target = self.archive_dir.join(archive_stem(name));
-                let report = self.extract(payload, &target)?;
+                let report = self.extract(payload, target)?;
                 Ok(Applied {
                     summary: format!("extracted into {} ({report:?})", target.display()),
                     output: String::new(),
@@ -118,7 +146,7 @@ impl ApplyContext<'_> {
                     output: String::new(),
                 })
             }
-            Kind::Dir => self.apply_dir(name, payload),
+            Kind::Dir => self.apply_dir(payload, target),
             Kind::File => Ok(Applied {
                 summary: format!("kept at {}", payload.display()),
                 output: String::new(),
@@ -130,8 +158,9 @@ impl ApplyContext<'_> {
         let format = ArchiveFormat::from_path(archive).ok_or_else(|| ApplyError::NotAnArchive {
             path: archive.to_path_buf(),
         })?;
-        std::fs::create_dir_all(self.archive_dir).map_err(|source| ApplyError::Read {
-            path: self.archive_dir.to_path_buf(),
+        let parent = target.parent().unwrap_or(self.archive_dir);
+        std::fs::create_dir_all(parent).map_err(|source| ApplyError::Read {
+            path: parent.to_path_buf(),
             source,
         })?;
         extract::extract(archive, format, target, &self.limits).map_err(|source| {
@@ -144,12 +173,11 @@ impl ApplyContext<'_> {
 
     /// A directory travels as one archive: unpack it, then apply each top-level member by its
     /// own kind, in name order. Members that are directories are kept as they are.
-    fn apply_dir(&self, name: &str, payload: &Path) -> Result<Applied, ApplyError> {
-        let target = self.archive_dir.join(archive_stem(name));
-        self.extract(payload, &target)?;
-        let mut members: Vec<PathBuf> = std::fs::read_dir(&target)
+    fn apply_dir(&self, payload: &Path, target: &Path) -> Result<Applied, ApplyError> {
+        self.extract(payload, target)?;
+        let mut members: Vec<PathBuf> = std::fs::read_dir(target)
             .map_err(|source| ApplyError::Read {
-                path: target.clone(),
+                path: target.to_path_buf(),
                 source,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -175,7 +203,15 @@ impl ApplyContext<'_> {
                 continue;
             }
             let member_name = file_name(member);
-            let applied = self.apply(kind, &member_name, member, None)?;
+            // Inside this update's own tree: no other name's archive can be replaced by it.
+            let member_target = target.join(format!("{member_name}.d"));
+            if kind == Kind::Archive && std::fs::symlink_metadata(&member_target).is_ok() {
+                return Err(ApplyError::MemberCollision {
+                    member: member_name,
+                    target: member_target,
+                });
+            }
+            let applied = self.apply(kind, member, None, &member_target)?;
             summary.push(format!("{member_name}: {}", applied.summary));
             output.push_str(&applied.output);
         }
@@ -190,15 +226,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// `site.tar.gz` → `site`: the directory an archive is unpacked into.
-pub fn archive_stem(name: &str) -> &str {
-    [".tar.gz", ".tgz", ".zip"]
-        .iter()
-        .find_map(|ext| name.strip_suffix(ext))
-        .filter(|stem| !stem.is_empty())
-        .unwrap_or(name)
 }
 
 /// The kind of a legacy payload, which carries none: by its file name.
@@ -266,7 +293,12 @@ mod tests {
             limits: Limits::default(),
         };
         let applied = context
-            .apply(Kind::Dir, "bundle.tar.gz", &payload, None)
+            .apply(
+                Kind::Dir,
+                &payload,
+                None,
+                &tmp.path().join("archives/bundle.tar.gz"),
+            )
             .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
         assert!(
             applied.summary.contains("ops.pub: key skipped"),

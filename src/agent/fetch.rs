@@ -13,6 +13,7 @@ use super::http_get::{Client, GetError};
 use super::relay::{self, Relay};
 use super::seed_http;
 use super::state::Record;
+use super::verified::{self, Expected, Verified};
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
@@ -64,6 +65,12 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the verified-copy directory {} is {problem}; it must be root's own, mode 0700", path.display())]
+    UnsafeStaging { path: PathBuf, problem: String },
+    #[error("payload {} differs from the signed torrent at piece {piece}", path.display())]
+    PieceMismatch { path: PathBuf, piece: usize },
+    #[error("{name}: the announcement signs no SHA-256 and no torrent came with it; nothing to check the payload against")]
+    Unverifiable { name: String },
 }
 
 /// Where to download and how to reach peers.
@@ -79,11 +86,14 @@ pub struct Fetcher<'a> {
     pub own_seed: Option<SocketAddr>,
     /// How to reach the seed servers (bound to the node's advertised address).
     pub client: Client,
+    /// Where verified copies are made ([`verified::root_of`] the state dir): root's only.
+    pub verified_root: &'a Path,
 }
 
 /// A verified payload, and the torrent to seed it with when Transmission did not fetch it.
 pub struct Fetched {
-    pub path: PathBuf,
+    /// The copy that was hashed, out of reach of the download dir's owner: the one to apply.
+    pub payload: Verified,
     pub to_seed: Option<Vec<u8>>,
 }
 
@@ -202,11 +212,29 @@ impl Fetcher<'_> {
         };
         let metainfo = check_metainfo(&bytes, record)?;
         let path = self.dir_of(record).join(&metainfo.name);
-        verify(&path, record.len, &record.sha256)?;
+        let payload = self.copy_verified(record, &path, Some(&metainfo))?;
         Ok(Some(Fetched {
-            path,
+            payload,
             to_seed: Some(self.sourced(record, &metainfo)?),
         }))
+    }
+
+    /// Copies the payload at `path` into the root-only staging dir while checking it; the copy
+    /// is what gets applied, whatever happens to `path` later.
+    fn copy_verified(
+        &self,
+        record: &Record,
+        path: &Path,
+        metainfo: Option<&Metainfo>,
+    ) -> Result<Verified, FetchError> {
+        let expected = expected(record, metainfo)?;
+        verified::copy_verified(
+            self.verified_root,
+            path,
+            &record.info_hash,
+            record.seq,
+            expected,
+        )
     }
 
     /// Fetches the payload over HTTP from `origin` (which has it), down the relay chain when
@@ -233,10 +261,11 @@ impl Fetcher<'_> {
             record,
             name: &metainfo.name,
             stop: self.stop,
+            verified_root: self.verified_root,
         };
-        let path = relay.fetch(&sources, &metainfo.bytes, chain)?;
+        let payload = relay.fetch(&sources, &metainfo.bytes, chain)?;
         Ok(Fetched {
-            path,
+            payload,
             to_seed: Some(self.sourced(record, metainfo)?),
         })
     }
@@ -335,14 +364,12 @@ impl Fetcher<'_> {
             self.sleep(self.poll)?;
         }
         let path = self.dir_of(record).join(name);
-        if !record.sha256.is_empty() {
-            verify(&path, record.len, &record.sha256)?;
-        }
+        let payload = self.copy_verified(record, &path, found.as_ref())?;
         if let Some(found) = &found {
             write_mark(&self.metainfo_path(record), &found.bytes)?;
         }
         Ok(Fetched {
-            path,
+            payload,
             to_seed: None,
         })
     }
@@ -406,30 +433,28 @@ pub fn sha256_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
     Ok((hasher.finalize().into(), len))
 }
 
-/// Checks the payload's length and SHA-256 against what the announcement signed.
-pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError> {
-    let read_error = |source| FetchError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let got_len = std::fs::metadata(path).map_err(read_error)?.len();
-    if got_len != len {
-        return Err(FetchError::PayloadLength {
-            path: path.to_path_buf(),
-            want: len,
-            got: got_len,
+/// What a payload must match: the signed length and SHA-256, or for a legacy payload (which
+/// signs none) its signed torrent's length and pieces.
+pub fn expected<'a>(
+    record: &'a Record,
+    metainfo: Option<&'a Metainfo>,
+) -> Result<Expected<'a>, FetchError> {
+    if !record.sha256.is_empty() {
+        return Ok(Expected::Sha256 {
+            len: record.len,
+            sha256_hex: &record.sha256,
         });
     }
-    let (digest, _) = sha256_file(path).map_err(read_error)?;
-    let got = hex::encode(digest);
-    if got != sha256_hex {
-        return Err(FetchError::Sha256Mismatch {
-            path: path.to_path_buf(),
-            want: sha256_hex.to_string(),
-            got,
-        });
+    match metainfo {
+        Some(metainfo) => Ok(Expected::Pieces {
+            len: metainfo.total_length,
+            piece_length: metainfo.piece_length,
+            pieces: &metainfo.pieces,
+        }),
+        None => Err(FetchError::Unverifiable {
+            name: record.name.clone(),
+        }),
     }
-    Ok(())
 }
 
 #[cfg(test)]
