@@ -461,6 +461,7 @@ pub fn expected<'a>(
 mod tests {
     use super::*;
     use crate::engines::{Added, Session, TorrentState, TorrentStatus};
+    use crate::formats::announcement::Kind;
     use std::sync::Mutex;
 
     /// A Transmission that "downloads" by writing `content` on the second poll, and can be
@@ -579,7 +580,7 @@ mod tests {
         root: &Path,
         record: &Record,
     ) -> Result<PathBuf, FetchError> {
-        fetch_seeded(engine, root, record, &Vec::new).map(|fetched| fetched.path)
+        fetch_seeded(engine, root, record, &Vec::new).map(|fetched| fetched.payload.path().into())
     }
 
     fn fetch_seeded(
@@ -602,6 +603,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
             },
+            verified_root: &verified::root_of(&root.join("state")),
         };
         fetcher.fetch(record, None)
     }
@@ -632,7 +634,14 @@ mod tests {
         let content = b"file { '/tmp/x': }\n";
         let fake = engine(root.path(), content, content.len() as u64, false);
         let path = fetch_with(&fake, root.path(), &record(content)).unwrap();
-        assert_eq!(path, root.path().join("ab".repeat(20)).join("site.pp"));
+        let hash = "ab".repeat(20);
+        assert!(root.path().join(&hash).join("site.pp").exists());
+        assert_eq!(
+            path,
+            root.path().join(format!("state/verified/{hash}-1/site.pp")),
+            "the verified copy is what the agent applies"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), content);
         assert_eq!(fake.calls("add"), 1);
     }
 
@@ -687,7 +696,7 @@ mod tests {
         fake.dir = root.path().join(hash);
         let seeds = move || vec![server.addr()];
         let fetched = fetch_seeded(&fake, root.path(), &signed, &seeds).unwrap();
-        assert_eq!(std::fs::read(&fetched.path).unwrap(), b"good");
+        assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), b"good");
         assert_eq!(fake.calls("add"), 1, "Transmission took over");
         assert!(fetched.to_seed.is_none(), "Transmission has it already");
     }
@@ -710,5 +719,87 @@ mod tests {
             Err(FetchError::LengthMismatch { want: 5, got: 4 })
         ));
         assert!(check_metainfo(b"d4:infoi1ee", &signed).is_err());
+    }
+
+    /// Issue #13: the download dir belongs to Transmission's user, who renames the
+    /// `<info-hash>` directory and plants another manifest after the check and before
+    /// `puppet apply`. Only the signed bytes may be applied: the agent applies the copy it
+    /// hashed, in a directory only root can reach.
+    #[test]
+    fn a_payload_swapped_after_the_check_is_not_what_gets_applied() {
+        use crate::agent::apply::ApplyContext;
+        use crate::engines::puppet::ModuleInstalled;
+        use crate::engines::{Applier, ApplyReport, ApplyStatus, PuppetError};
+        use std::os::unix::fs::PermissionsExt;
+
+        const NOBODY: u32 = 65534;
+        /// Plays Transmission's user between the check and `puppet apply`, then records what
+        /// Puppet would read.
+        struct SwapThenRecord {
+            downloads: PathBuf,
+            hash: String,
+            read: Mutex<Vec<Vec<u8>>>,
+        }
+        impl Applier for SwapThenRecord {
+            fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+                let hash = &self.hash;
+                let swap = format!(
+                    "mv {hash} {hash}.old && mkdir {hash} && printf evil > {hash}/site.pp"
+                );
+                let status = std::process::Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
+                    .arg(&swap)
+                    .current_dir(&self.downloads)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "the download dir's owner swaps the payload");
+                self.read
+                    .lock()
+                    .unwrap()
+                    .push(std::fs::read(manifest).unwrap());
+                Ok(ApplyReport {
+                    status: ApplyStatus::Changed,
+                    exit_code: 2,
+                    output: String::new(),
+                    elapsed: Duration::ZERO,
+                })
+            }
+            fn module_install(&self, _: &Path, _: &Path) -> Result<ModuleInstalled, PuppetError> {
+                unreachable!("a manifest")
+            }
+        }
+
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let downloads = tmp.path().join("downloads");
+        std::fs::create_dir(&downloads).unwrap();
+        nix::unistd::chown(&downloads, Some(nix::unistd::Uid::from_raw(NOBODY)), None).unwrap();
+        let fake = engine(&downloads, b"good", 4, false);
+        let fetched = fetch_seeded(&fake, &downloads, &record(b"good"), &Vec::new).unwrap();
+
+        let hash = "ab".repeat(20);
+        let puppet = SwapThenRecord {
+            downloads: downloads.clone(),
+            hash: hash.clone(),
+            read: Mutex::new(Vec::new()),
+        };
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &tmp.path().join("archives"),
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: crate::agent::extract::Limits::default(),
+        };
+        let copy = fetched.payload.path().to_path_buf();
+        context
+            .apply_verified(Kind::Manifest, "site.pp", fetched.payload, None)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(downloads.join(&hash).join("site.pp")).unwrap(),
+            b"evil",
+            "the swap happened"
+        );
+        assert_eq!(*puppet.read.lock().unwrap(), [b"good".to_vec()]);
+        assert!(!copy.exists(), "the copy goes once applied");
     }
 }
