@@ -559,6 +559,62 @@ mod tests {
             writer.join().unwrap();
         }
 
+        /// Transmission's user owns the download dir and can plant links where the root agent
+        /// is about to write: a symlink or hard link at the payload's name must not be written
+        /// through, and a symlinked `<info-hash>` directory must not be entered.
+        #[test]
+        fn links_planted_where_the_relay_writes_are_not_followed() {
+            let content = random(64 << 10);
+            let origin_root = tempfile::tempdir().unwrap();
+            complete(origin_root.path(), &content);
+            let (origin, _) = server(origin_root.path());
+            let outside = tempfile::tempdir().unwrap();
+            let victim = outside.path().join("shadow");
+            let linked = outside.path().join("linked");
+            std::fs::write(&victim, b"root's").unwrap();
+            std::fs::write(&linked, b"root's too").unwrap();
+            let relay_into = |root: &Path| {
+                let record = record(&content);
+                let stop = AtomicBool::new(false);
+                let relay = Relay {
+                    client: client(),
+                    slow_parent: SLOW_PARENT,
+                    root,
+                    record: &record,
+                    name: "big.tar",
+                    stop: &stop,
+                    verified_root: &verified::root_of(root),
+                };
+                relay
+                    .fetch(&[origin.addr()], b"m", true)
+                    .map(|copy| std::fs::read(copy.path()).unwrap())
+            };
+
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir(root.path().join(HASH)).unwrap();
+            std::os::unix::fs::symlink(&victim, root.path().join(HASH).join("big.tar")).unwrap();
+            assert!(relay_into(root.path()).unwrap() == content);
+            assert_eq!(std::fs::read(&victim).unwrap(), b"root's");
+            assert!(!root.path().join(HASH).join("big.tar").is_symlink());
+
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir(root.path().join(HASH)).unwrap();
+            std::fs::hard_link(&linked, root.path().join(HASH).join("big.tar")).unwrap();
+            assert!(relay_into(root.path()).unwrap() == content);
+            assert_eq!(std::fs::read(&linked).unwrap(), b"root's too");
+
+            let root = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), root.path().join(HASH)).unwrap();
+            let err = relay_into(root.path()).unwrap_err();
+            assert!(matches!(err, FetchError::Write { .. }), "{err}");
+            let mut left: Vec<_> = std::fs::read_dir(outside.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            left.sort();
+            assert_eq!(left, ["linked", "shadow"], "nothing written through the link");
+        }
+
         /// Bytes that do not hash to the signed SHA-256 are never marked complete.
         #[test]
         fn a_payload_with_another_sha256_is_not_marked_complete() {
