@@ -594,14 +594,20 @@ mod tests {
             std::fs::create_dir(root.path().join(HASH)).unwrap();
             std::os::unix::fs::symlink(&victim, root.path().join(HASH).join("big.tar")).unwrap();
             assert!(relay_into(root.path()).unwrap() == content);
-            assert_eq!(std::fs::read(&victim).unwrap(), b"root's");
+            assert!(
+                std::fs::read(&victim).unwrap() == b"root's",
+                "the symlink's target was written through"
+            );
             assert!(!root.path().join(HASH).join("big.tar").is_symlink());
 
             let root = tempfile::tempdir().unwrap();
             std::fs::create_dir(root.path().join(HASH)).unwrap();
             std::fs::hard_link(&linked, root.path().join(HASH).join("big.tar")).unwrap();
             assert!(relay_into(root.path()).unwrap() == content);
-            assert_eq!(std::fs::read(&linked).unwrap(), b"root's too");
+            assert!(
+                std::fs::read(&linked).unwrap() == b"root's too",
+                "the hard link's file was written through"
+            );
 
             let root = tempfile::tempdir().unwrap();
             std::os::unix::fs::symlink(outside.path(), root.path().join(HASH)).unwrap();
