@@ -316,4 +316,111 @@ mod tests {
             "a key only becomes trusted through a signed `key` update"
         );
     }
+
+    /// A verified copy of `payload`, as the fetcher hands it over.
+    fn verified_copy(state: &Path, payload: &Path, seq: u64) -> Verified {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(payload).unwrap();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let expected = crate::agent::verified::Expected::Sha256 {
+            len: bytes.len() as u64,
+            sha256_hex: &sha,
+        };
+        let root = crate::agent::verified::root_of(state);
+        crate::agent::verified::copy_verified(&root, payload, &"ab".repeat(20), seq, expected)
+            .unwrap()
+    }
+
+    fn zip_of(out: &Path, member: &str, text: &str) {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+        zip.finish().unwrap();
+    }
+
+    fn tar_gz_of(scratch: &Path, out: &Path, member: &str, text: &str) {
+        let tree = scratch.join(format!("tree-{}", file_name(out)));
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join(member), text).unwrap();
+        crate::agent::kind::pack_dir(&tree, out).unwrap();
+    }
+
+    /// Issue #13 item 11: `site.zip`, `site.tar.gz` and a dir's member `site.tar.gz` used to
+    /// unpack into the same `archive_dir/site`, so an older update of one name (applied after
+    /// a newer one of another, as a node catching up does) replaced it. Each name has its own
+    /// directory now.
+    #[test]
+    fn an_older_update_of_one_name_never_replaces_another_names_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (scratch, state) = (tmp.path().join("scratch"), tmp.path().join("state"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let archives = tmp.path().join("archives");
+        let puppet = Recorder::default();
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &archives,
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let apply = |kind: Kind, name: &str, payload: &Path, seq: u64| {
+            let copy = verified_copy(&state, payload, seq);
+            context
+                .apply_verified(kind, name, copy, None)
+                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+        };
+
+        // The newest update: site.zip.
+        let zip = scratch.join("site.zip");
+        zip_of(&zip, "index.html", "newest");
+        apply(Kind::Archive, "site.zip", &zip, 3);
+        // Older ones of other names arrive later.
+        let tar = scratch.join("site.tar.gz");
+        tar_gz_of(&scratch, &tar, "index.html", "older");
+        apply(Kind::Archive, "site.tar.gz", &tar, 2);
+        let member = scratch.join("member").join("site.tar.gz");
+        std::fs::create_dir_all(member.parent().unwrap()).unwrap();
+        tar_gz_of(&scratch, &member, "index.html", "oldest");
+        let bundle = scratch.join("bundle.tar.gz");
+        crate::agent::kind::pack_dir(member.parent().unwrap(), &bundle).unwrap();
+        apply(Kind::Dir, "bundle.tar.gz", &bundle, 1);
+
+        let read = |path: &str| std::fs::read_to_string(archives.join(path)).unwrap();
+        assert_eq!(read("site.zip/index.html"), "newest");
+        assert_eq!(read("site.tar.gz/index.html"), "older");
+        assert_eq!(read("bundle.tar.gz/site.tar.gz.d/index.html"), "oldest");
+        assert!(!archives.join("site").exists());
+        assert_eq!(
+            std::fs::read_dir(crate::agent::verified::root_of(&state))
+                .unwrap()
+                .count(),
+            0,
+            "each verified copy is removed once applied"
+        );
+    }
+
+    /// A `file` update is kept: its verified copy stays, and the summary says where.
+    #[test]
+    fn a_file_update_keeps_its_verified_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let payload = tmp.path().join("notes.txt");
+        std::fs::write(&payload, "kept").unwrap();
+        let copy = verified_copy(&tmp.path().join("state"), &payload, 1);
+        let kept = copy.path().to_path_buf();
+        let puppet = Recorder::default();
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &tmp.path().join("archives"),
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let applied = context
+            .apply_verified(Kind::File, "notes.txt", copy, None)
+            .unwrap();
+        assert_eq!(applied.summary, format!("kept at {}", kept.display()));
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept");
+    }
 }
