@@ -387,6 +387,24 @@ mod tests {
         crate::agent::kind::pack_dir(member.parent().unwrap(), &bundle).unwrap();
         apply(Kind::Dir, "bundle.tar.gz", &bundle, 1);
 
+        fn unpacked(dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    unpacked(&path, out);
+                } else if path.ends_with("index.html") {
+                    out.push(std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let mut contents = Vec::new();
+        unpacked(&archives, &mut contents);
+        contents.sort();
+        assert_eq!(
+            contents,
+            ["newest", "older", "oldest"],
+            "no update replaced another name's"
+        );
         let read = |path: &str| std::fs::read_to_string(archives.join(path)).unwrap();
         assert_eq!(read("site.zip/index.html"), "newest");
         assert_eq!(read("site.tar.gz/index.html"), "older");
