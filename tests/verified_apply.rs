@@ -12,9 +12,7 @@ use p2pu::agent::state::{Record, Status};
 use p2pu::agent::verified;
 use p2pu::engines::puppet::ModuleInstalled;
 use p2pu::engines::transmission::{Added, Session, TorrentStatus};
-use p2pu::engines::{
-    Applier, ApplyReport, Puppet, PuppetError, TorrentEngine, TransmissionError,
-};
+use p2pu::engines::{Applier, ApplyReport, Puppet, PuppetError, TorrentEngine, TransmissionError};
 use p2pu::formats::announcement::Kind;
 use p2pu::formats::torrent::{create, CreateOptions};
 use sha2::{Digest, Sha256};
@@ -76,12 +74,21 @@ impl Applier for SwapThenPuppet {
             self.evil.display()
         );
         let status = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
             .arg(&swap)
             .current_dir(&self.downloads)
             .status()
             .expect("setpriv runs");
-        assert!(status.success(), "the download dir's owner swaps the payload");
+        assert!(
+            status.success(),
+            "the download dir's owner swaps the payload"
+        );
         self.puppet.apply(manifest)
     }
     fn module_install(&self, _: &Path, _: &Path) -> Result<ModuleInstalled, PuppetError> {

@@ -743,16 +743,24 @@ mod tests {
         impl Applier for SwapThenRecord {
             fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
                 let hash = &self.hash;
-                let swap = format!(
-                    "mv {hash} {hash}.old && mkdir {hash} && printf evil > {hash}/site.pp"
-                );
+                let swap =
+                    format!("mv {hash} {hash}.old && mkdir {hash} && printf evil > {hash}/site.pp");
                 let status = std::process::Command::new("setpriv")
-                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
+                    .args([
+                        "--reuid=65534",
+                        "--regid=65534",
+                        "--clear-groups",
+                        "sh",
+                        "-c",
+                    ])
                     .arg(&swap)
                     .current_dir(&self.downloads)
                     .status()
                     .unwrap();
-                assert!(status.success(), "the download dir's owner swaps the payload");
+                assert!(
+                    status.success(),
+                    "the download dir's owner swaps the payload"
+                );
                 self.read
                     .lock()
                     .unwrap()

@@ -22,8 +22,8 @@ use super::verified::{self, Staging, Verified};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -118,11 +118,8 @@ fn create_nofollow(dir: &Path, name: &str) -> Result<std::fs::File, FetchError> 
         Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(write_error(&path, e)),
     }
-    let flags = OFlag::O_WRONLY
-        | OFlag::O_CREAT
-        | OFlag::O_EXCL
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC;
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let raw = nix::fcntl::openat(
         Some(dir_fd.as_raw_fd()),
         name,
@@ -464,7 +461,10 @@ mod tests {
             assert!(!root.join(format!("{HASH}.relay")).exists());
             let seeded = std::fs::read(root.join(HASH).join("big.tar")).unwrap();
             let verified = std::fs::read(copy.path()).unwrap();
-            assert!(seeded == verified, "the seeded file is the verified copy's bytes");
+            assert!(
+                seeded == verified,
+                "the seeded file is the verified copy's bytes"
+            );
             verified
         }
 
@@ -618,7 +618,11 @@ mod tests {
                 .map(|e| e.unwrap().file_name())
                 .collect();
             left.sort();
-            assert_eq!(left, ["linked", "shadow"], "nothing written through the link");
+            assert_eq!(
+                left,
+                ["linked", "shadow"],
+                "nothing written through the link"
+            );
         }
 
         /// Bytes that do not hash to the signed SHA-256 are never marked complete.

@@ -270,12 +270,8 @@ impl Agent {
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
-        let applied = context.apply_verified(
-            kind,
-            &record.name,
-            fetched.payload,
-            announcement.as_ref(),
-        );
+        let applied =
+            context.apply_verified(kind, &record.name, fetched.payload, announcement.as_ref());
         // Seeding waits for the apply: Transmission's check of the payload would compete
         // with it for the CPU.
         if let Some(torrent) = &fetched.to_seed {
