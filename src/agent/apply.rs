@@ -46,6 +46,8 @@ pub enum ApplyError {
     },
     #[error("{0} updates cannot be applied here: {1}")]
     Unsupported(&'static str, String),
+    #[error("update name {name:?} is not one plain path component")]
+    BadName { name: String },
     #[error("dir member {member} would unpack into {}, which the same update already holds", target.display())]
     MemberCollision { member: String, target: PathBuf },
 }
@@ -86,8 +88,20 @@ impl ApplyContext<'_> {
         payload: Verified,
         announcement: Option<&Announcement>,
     ) -> Result<Applied, ApplyError> {
-        let target = self.archive_dir.join(name);
-        let applied = self.apply(kind, payload.path(), announcement, &target);
+        // Names are one plain component on the wire; checked again where it makes a path.
+        let mut parts = Path::new(name).components();
+        let one_name = matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        );
+        let applied = if one_name {
+            let target = self.archive_dir.join(name);
+            self.apply(kind, payload.path(), announcement, &target)
+        } else {
+            Err(ApplyError::BadName {
+                name: name.to_string(),
+            })
+        };
         if kind != Kind::File || applied.is_err() {
             payload.remove();
         }
@@ -440,5 +454,35 @@ mod tests {
             .unwrap();
         assert_eq!(applied.summary, format!("kept at {}", kept.display()));
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept");
+    }
+
+    /// The name becomes a path under `archive_dir`: one that is not a single plain component
+    /// (wire validation refuses those; a legacy or future path might not) is refused.
+    #[test]
+    fn an_update_name_that_is_not_one_component_unpacks_nowhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let zip = tmp.path().join("escape.zip");
+        zip_of(&zip, "index.html", "out");
+        let puppet = Recorder::default();
+        let archives = tmp.path().join("a/archives");
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &archives,
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let absolute = tmp.path().join("absolute.zip");
+        let absolute = absolute.to_str().unwrap();
+        for name in ["../escape.zip", absolute, "x/escape.zip", ".."] {
+            let copy = verified_copy(&tmp.path().join("state"), &zip, 1);
+            let err = context
+                .apply_verified(Kind::Archive, name, copy, None)
+                .unwrap_err();
+            assert!(matches!(err, ApplyError::BadName { .. }), "{name}: {err}");
+        }
+        assert!(!tmp.path().join("a/escape.zip").exists());
+        assert!(!tmp.path().join("absolute.zip").exists());
+        assert!(!archives.exists());
     }
 }
