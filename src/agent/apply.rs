@@ -485,4 +485,33 @@ mod tests {
         assert!(!tmp.path().join("absolute.zip").exists());
         assert!(!archives.exists());
     }
+
+    /// A dir member archive unpacks at `<member>.d` in its update's tree; a member of that
+    /// name already there is the update's own content and is refused, not replaced.
+    #[test]
+    fn a_dir_member_archive_never_replaces_a_member_of_the_same_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("bundle");
+        std::fs::create_dir_all(tree.join("web.tar.gz.d")).unwrap();
+        std::fs::write(tree.join("web.tar.gz.d/keep.txt"), "mine").unwrap();
+        tar_gz_of(tmp.path(), &tree.join("web.tar.gz"), "index.html", "web");
+        let bundle = tmp.path().join("bundle.tar.gz");
+        crate::agent::kind::pack_dir(&tree, &bundle).unwrap();
+        let puppet = Recorder::default();
+        let archives = tmp.path().join("archives");
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &archives,
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let copy = verified_copy(&tmp.path().join("state"), &bundle, 1);
+        let err = context
+            .apply_verified(Kind::Dir, "bundle.tar.gz", copy, None)
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::MemberCollision { .. }), "{err}");
+        let kept = archives.join("bundle.tar.gz/web.tar.gz.d/keep.txt");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "mine");
+    }
 }
