@@ -176,11 +176,22 @@ fn manifest_module_and_archive_are_applied_on_every_node_and_fleet_status_shows_
                 .exists(),
             "module on node {node}"
         );
-        let index = info.site.agent.archive_dir.join("web/web/index.html");
+        let index = info
+            .site
+            .agent
+            .archive_dir
+            .join("web.tar.gz/web/index.html");
         assert_eq!(
             std::fs::read_to_string(&index).unwrap(),
             "<h1>p2pu</h1>\n",
             "archive on node {node}"
+        );
+        // Issue #13: each update is applied from a root-only verified copy, removed after.
+        let verified = p2pu::agent::verified::root_of(&info.site.agent.state_dir);
+        assert_eq!(
+            std::fs::read_dir(&verified).map(|d| d.count()).unwrap_or(0),
+            0,
+            "verified copies left on node {node}"
         );
     }
     let reports: Vec<MemberReport> =
@@ -214,7 +225,7 @@ fn a_large_archive_travels_down_the_relay_chain_and_every_node_seeds_it() {
     let info_hash = status(&lab, 1).updates[0].info_hash.clone();
     for node in 2..=NODES {
         let info = lab.node(node).unwrap();
-        let unpacked = std::fs::read(info.site.agent.archive_dir.join("big/big/noise.bin"));
+        let unpacked = std::fs::read(info.site.agent.archive_dir.join("big.tar.gz/big/noise.bin"));
         assert!(unpacked.unwrap() == noise, "archive on node {node}");
         let log = std::fs::read_to_string(info.log("agent")).unwrap();
         let received: Vec<&str> = log
@@ -469,7 +480,7 @@ fn hostile_archives_are_refused_and_nothing_is_written_outside_the_target() {
             reason("abs.tar.gz")
         );
         let archives = &lab.node(node).unwrap().site.agent.archive_dir;
-        assert!(!archives.join("evil").exists() && !archives.join("abs").exists());
+        assert!(!archives.join("evil.tar.gz").exists() && !archives.join("abs.tar.gz").exists());
         assert!(!archives.parent().unwrap().join("escaped.txt").exists());
     }
     assert!(!outside.exists());

@@ -1,8 +1,18 @@
 //! Applies a downloaded, verified payload by its kind: a manifest with `puppet apply`, a module
 //! with `puppet module install`, an archive by safe extraction, a key into the trusted-key
 //! store, a directory member by member, a plain file kept where it is.
+//!
+//! Only a [`Verified`] copy is applied (the root-only copy that was hashed, see
+//! [`super::verified`]), never a path into the download dir, which Transmission's user could
+//! change after the check. The copy is removed after applying; a `file` keeps it and says where.
+//!
+//! Each update name unpacks into its own directory, `archive_dir/<name>` with the whole name
+//! (`site.tar.gz`, `site.zip` and `site.tgz` are three names and three directories), so an
+//! older update of one name never replaces what another name unpacked. An archive member of a
+//! `dir` update unpacks inside that update's own tree, at `<member>.d` beside the member.
 
 use super::extract::{self, ArchiveFormat, Limits};
+use super::verified::Verified;
 use crate::engines::{Applier, ApplyStatus};
 use crate::formats::announcement::{Announcement, Kind};
 use crate::keys;
@@ -36,6 +46,10 @@ pub enum ApplyError {
     },
     #[error("{0} updates cannot be applied here: {1}")]
     Unsupported(&'static str, String),
+    #[error("update name {name:?} is not one plain path component")]
+    BadName { name: String },
+    #[error("dir member {member} would unpack into {}, which the same update already holds", target.display())]
+    MemberCollision { member: String, target: PathBuf },
 }
 
 impl ApplyError {
@@ -65,13 +79,42 @@ pub struct Applied {
 }
 
 impl ApplyContext<'_> {
-    /// Applies `payload` (named `name`) of `kind`; `announcement` is required for keys.
-    pub fn apply(
+    /// Applies the verified copy of update `name` of `kind`, then removes the copy (a `file`
+    /// keeps it: that is where it is kept); `announcement` is required for keys.
+    pub fn apply_verified(
         &self,
         kind: Kind,
         name: &str,
+        payload: Verified,
+        announcement: Option<&Announcement>,
+    ) -> Result<Applied, ApplyError> {
+        // Names are one plain component on the wire; checked again where it makes a path.
+        let mut parts = Path::new(name).components();
+        let one_name = matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        );
+        let applied = if one_name {
+            let target = self.archive_dir.join(name);
+            self.apply(kind, payload.path(), announcement, &target)
+        } else {
+            Err(ApplyError::BadName {
+                name: name.to_string(),
+            })
+        };
+        if kind != Kind::File || applied.is_err() {
+            payload.remove();
+        }
+        applied
+    }
+
+    /// Applies `payload` of `kind`; an archive or dir unpacks into `target`.
+    fn apply(
+        &self,
+        kind: Kind,
         payload: &Path,
         announcement: Option<&Announcement>,
+        target: &Path,
     ) -> Result<Applied, ApplyError> {
         match kind {
             Kind::Manifest => {
@@ -96,8 +139,7 @@ impl ApplyContext<'_> {
                 })
             }
             Kind::Archive => {
-                let target = self.archive_dir.join(archive_stem(name));
-                let report = self.extract(payload, &target)?;
+                let report = self.extract(payload, target)?;
                 Ok(Applied {
                     summary: format!("extracted into {} ({report:?})", target.display()),
                     output: String::new(),
@@ -118,7 +160,7 @@ impl ApplyContext<'_> {
                     output: String::new(),
                 })
             }
-            Kind::Dir => self.apply_dir(name, payload),
+            Kind::Dir => self.apply_dir(payload, target),
             Kind::File => Ok(Applied {
                 summary: format!("kept at {}", payload.display()),
                 output: String::new(),
@@ -130,8 +172,9 @@ impl ApplyContext<'_> {
         let format = ArchiveFormat::from_path(archive).ok_or_else(|| ApplyError::NotAnArchive {
             path: archive.to_path_buf(),
         })?;
-        std::fs::create_dir_all(self.archive_dir).map_err(|source| ApplyError::Read {
-            path: self.archive_dir.to_path_buf(),
+        let parent = target.parent().unwrap_or(self.archive_dir);
+        std::fs::create_dir_all(parent).map_err(|source| ApplyError::Read {
+            path: parent.to_path_buf(),
             source,
         })?;
         extract::extract(archive, format, target, &self.limits).map_err(|source| {
@@ -144,12 +187,11 @@ impl ApplyContext<'_> {
 
     /// A directory travels as one archive: unpack it, then apply each top-level member by its
     /// own kind, in name order. Members that are directories are kept as they are.
-    fn apply_dir(&self, name: &str, payload: &Path) -> Result<Applied, ApplyError> {
-        let target = self.archive_dir.join(archive_stem(name));
-        self.extract(payload, &target)?;
-        let mut members: Vec<PathBuf> = std::fs::read_dir(&target)
+    fn apply_dir(&self, payload: &Path, target: &Path) -> Result<Applied, ApplyError> {
+        self.extract(payload, target)?;
+        let mut members: Vec<PathBuf> = std::fs::read_dir(target)
             .map_err(|source| ApplyError::Read {
-                path: target.clone(),
+                path: target.to_path_buf(),
                 source,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -175,7 +217,15 @@ impl ApplyContext<'_> {
                 continue;
             }
             let member_name = file_name(member);
-            let applied = self.apply(kind, &member_name, member, None)?;
+            // Inside this update's own tree: no other name's archive can be replaced by it.
+            let member_target = target.join(format!("{member_name}.d"));
+            if kind == Kind::Archive && std::fs::symlink_metadata(&member_target).is_ok() {
+                return Err(ApplyError::MemberCollision {
+                    member: member_name,
+                    target: member_target,
+                });
+            }
+            let applied = self.apply(kind, member, None, &member_target)?;
             summary.push(format!("{member_name}: {}", applied.summary));
             output.push_str(&applied.output);
         }
@@ -190,15 +240,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// `site.tar.gz` → `site`: the directory an archive is unpacked into.
-pub fn archive_stem(name: &str) -> &str {
-    [".tar.gz", ".tgz", ".zip"]
-        .iter()
-        .find_map(|ext| name.strip_suffix(ext))
-        .filter(|stem| !stem.is_empty())
-        .unwrap_or(name)
 }
 
 /// The kind of a legacy payload, which carries none: by its file name.
@@ -266,7 +307,12 @@ mod tests {
             limits: Limits::default(),
         };
         let applied = context
-            .apply(Kind::Dir, "bundle.tar.gz", &payload, None)
+            .apply(
+                Kind::Dir,
+                &payload,
+                None,
+                &tmp.path().join("archives/bundle.tar.gz"),
+            )
             .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
         assert!(
             applied.summary.contains("ops.pub: key skipped"),
@@ -283,5 +329,189 @@ mod tests {
             0,
             "a key only becomes trusted through a signed `key` update"
         );
+    }
+
+    /// A verified copy of `payload`, as the fetcher hands it over.
+    fn verified_copy(state: &Path, payload: &Path, seq: u64) -> Verified {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(payload).unwrap();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let expected = crate::agent::verified::Expected::Sha256 {
+            len: bytes.len() as u64,
+            sha256_hex: &sha,
+        };
+        let root = crate::agent::verified::root_of(state);
+        crate::agent::verified::copy_verified(&root, payload, &"ab".repeat(20), seq, expected)
+            .unwrap()
+    }
+
+    fn zip_of(out: &Path, member: &str, text: &str) {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+        zip.finish().unwrap();
+    }
+
+    fn tar_gz_of(scratch: &Path, out: &Path, member: &str, text: &str) {
+        let tree = scratch.join(format!("tree-{}", file_name(out)));
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join(member), text).unwrap();
+        crate::agent::kind::pack_dir(&tree, out).unwrap();
+    }
+
+    /// Issue #13 item 11: `site.zip`, `site.tar.gz` and a dir's member `site.tar.gz` used to
+    /// unpack into the same `archive_dir/site`, so an older update of one name (applied after
+    /// a newer one of another, as a node catching up does) replaced it. Each name has its own
+    /// directory now.
+    #[test]
+    fn an_older_update_of_one_name_never_replaces_another_names_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (scratch, state) = (tmp.path().join("scratch"), tmp.path().join("state"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let archives = tmp.path().join("archives");
+        let puppet = Recorder::default();
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &archives,
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let apply = |kind: Kind, name: &str, payload: &Path, seq: u64| {
+            let copy = verified_copy(&state, payload, seq);
+            context
+                .apply_verified(kind, name, copy, None)
+                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+        };
+
+        // The newest update: site.zip.
+        let zip = scratch.join("site.zip");
+        zip_of(&zip, "index.html", "newest");
+        apply(Kind::Archive, "site.zip", &zip, 3);
+        // Older ones of other names arrive later.
+        let tar = scratch.join("site.tar.gz");
+        tar_gz_of(&scratch, &tar, "index.html", "older");
+        apply(Kind::Archive, "site.tar.gz", &tar, 2);
+        let member = scratch.join("member").join("site.tar.gz");
+        std::fs::create_dir_all(member.parent().unwrap()).unwrap();
+        tar_gz_of(&scratch, &member, "index.html", "oldest");
+        let bundle = scratch.join("bundle.tar.gz");
+        crate::agent::kind::pack_dir(member.parent().unwrap(), &bundle).unwrap();
+        apply(Kind::Dir, "bundle.tar.gz", &bundle, 1);
+
+        fn unpacked(dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    unpacked(&path, out);
+                } else if path.ends_with("index.html") {
+                    out.push(std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let mut contents = Vec::new();
+        unpacked(&archives, &mut contents);
+        contents.sort();
+        assert_eq!(
+            contents,
+            ["newest", "older", "oldest"],
+            "no update replaced another name's"
+        );
+        let read = |path: &str| std::fs::read_to_string(archives.join(path)).unwrap();
+        assert_eq!(read("site.zip/index.html"), "newest");
+        assert_eq!(read("site.tar.gz/index.html"), "older");
+        assert_eq!(read("bundle.tar.gz/site.tar.gz.d/index.html"), "oldest");
+        assert!(!archives.join("site").exists());
+        assert_eq!(
+            std::fs::read_dir(crate::agent::verified::root_of(&state))
+                .unwrap()
+                .count(),
+            0,
+            "each verified copy is removed once applied"
+        );
+    }
+
+    /// A `file` update is kept: its verified copy stays, and the summary says where.
+    #[test]
+    fn a_file_update_keeps_its_verified_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let payload = tmp.path().join("notes.txt");
+        std::fs::write(&payload, "kept").unwrap();
+        let copy = verified_copy(&tmp.path().join("state"), &payload, 1);
+        let kept = copy.path().to_path_buf();
+        let puppet = Recorder::default();
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &tmp.path().join("archives"),
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let applied = context
+            .apply_verified(Kind::File, "notes.txt", copy, None)
+            .unwrap();
+        assert_eq!(applied.summary, format!("kept at {}", kept.display()));
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept");
+    }
+
+    /// The name becomes a path under `archive_dir`: one that is not a single plain component
+    /// (wire validation refuses those; a legacy or future path might not) is refused.
+    #[test]
+    fn an_update_name_that_is_not_one_component_unpacks_nowhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let zip = tmp.path().join("escape.zip");
+        zip_of(&zip, "index.html", "out");
+        let puppet = Recorder::default();
+        let archives = tmp.path().join("a/archives");
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &archives,
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let absolute = tmp.path().join("absolute.zip");
+        let absolute = absolute.to_str().unwrap();
+        for name in ["../escape.zip", absolute, "x/escape.zip", ".."] {
+            let copy = verified_copy(&tmp.path().join("state"), &zip, 1);
+            let err = context
+                .apply_verified(Kind::Archive, name, copy, None)
+                .unwrap_err();
+            assert!(matches!(err, ApplyError::BadName { .. }), "{name}: {err}");
+        }
+        assert!(!tmp.path().join("a/escape.zip").exists());
+        assert!(!tmp.path().join("absolute.zip").exists());
+        assert!(!archives.exists());
+    }
+
+    /// A dir member archive unpacks at `<member>.d` in its update's tree; a member of that
+    /// name already there is the update's own content and is refused, not replaced.
+    #[test]
+    fn a_dir_member_archive_never_replaces_a_member_of_the_same_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("bundle");
+        std::fs::create_dir_all(tree.join("web.tar.gz.d")).unwrap();
+        std::fs::write(tree.join("web.tar.gz.d/keep.txt"), "mine").unwrap();
+        tar_gz_of(tmp.path(), &tree.join("web.tar.gz"), "index.html", "web");
+        let bundle = tmp.path().join("bundle.tar.gz");
+        crate::agent::kind::pack_dir(&tree, &bundle).unwrap();
+        let puppet = Recorder::default();
+        let archives = tmp.path().join("archives");
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &archives,
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: Limits::default(),
+        };
+        let copy = verified_copy(&tmp.path().join("state"), &bundle, 1);
+        let err = context
+            .apply_verified(Kind::Dir, "bundle.tar.gz", copy, None)
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::MemberCollision { .. }), "{err}");
+        let kept = archives.join("bundle.tar.gz/web.tar.gz.d/keep.txt");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "mine");
     }
 }

@@ -13,6 +13,7 @@ use super::http_get::{Client, GetError};
 use super::relay::{self, Relay};
 use super::seed_http;
 use super::state::Record;
+use super::verified::{self, Expected, Verified};
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
@@ -64,6 +65,12 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the verified-copy directory {} is {problem}; it must be root's own, mode 0700", path.display())]
+    UnsafeStaging { path: PathBuf, problem: String },
+    #[error("payload {} differs from the signed torrent at piece {piece}", path.display())]
+    PieceMismatch { path: PathBuf, piece: usize },
+    #[error("{name}: the announcement signs no SHA-256 and no torrent came with it; nothing to check the payload against")]
+    Unverifiable { name: String },
 }
 
 /// Where to download and how to reach peers.
@@ -79,11 +86,14 @@ pub struct Fetcher<'a> {
     pub own_seed: Option<SocketAddr>,
     /// How to reach the seed servers (bound to the node's advertised address).
     pub client: Client,
+    /// Where verified copies are made ([`verified::root_of`] the state dir): root's only.
+    pub verified_root: &'a Path,
 }
 
 /// A verified payload, and the torrent to seed it with when Transmission did not fetch it.
 pub struct Fetched {
-    pub path: PathBuf,
+    /// The copy that was hashed, out of reach of the download dir's owner: the one to apply.
+    pub payload: Verified,
     pub to_seed: Option<Vec<u8>>,
 }
 
@@ -202,11 +212,29 @@ impl Fetcher<'_> {
         };
         let metainfo = check_metainfo(&bytes, record)?;
         let path = self.dir_of(record).join(&metainfo.name);
-        verify(&path, record.len, &record.sha256)?;
+        let payload = self.copy_verified(record, &path, Some(&metainfo))?;
         Ok(Some(Fetched {
-            path,
+            payload,
             to_seed: Some(self.sourced(record, &metainfo)?),
         }))
+    }
+
+    /// Copies the payload at `path` into the root-only staging dir while checking it; the copy
+    /// is what gets applied, whatever happens to `path` later.
+    fn copy_verified(
+        &self,
+        record: &Record,
+        path: &Path,
+        metainfo: Option<&Metainfo>,
+    ) -> Result<Verified, FetchError> {
+        let expected = expected(record, metainfo)?;
+        verified::copy_verified(
+            self.verified_root,
+            path,
+            &record.info_hash,
+            record.seq,
+            expected,
+        )
     }
 
     /// Fetches the payload over HTTP from `origin` (which has it), down the relay chain when
@@ -233,10 +261,11 @@ impl Fetcher<'_> {
             record,
             name: &metainfo.name,
             stop: self.stop,
+            verified_root: self.verified_root,
         };
-        let path = relay.fetch(&sources, &metainfo.bytes, chain)?;
+        let payload = relay.fetch(&sources, &metainfo.bytes, chain)?;
         Ok(Fetched {
-            path,
+            payload,
             to_seed: Some(self.sourced(record, metainfo)?),
         })
     }
@@ -335,14 +364,12 @@ impl Fetcher<'_> {
             self.sleep(self.poll)?;
         }
         let path = self.dir_of(record).join(name);
-        if !record.sha256.is_empty() {
-            verify(&path, record.len, &record.sha256)?;
-        }
+        let payload = self.copy_verified(record, &path, found.as_ref())?;
         if let Some(found) = &found {
             write_mark(&self.metainfo_path(record), &found.bytes)?;
         }
         Ok(Fetched {
-            path,
+            payload,
             to_seed: None,
         })
     }
@@ -406,36 +433,35 @@ pub fn sha256_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
     Ok((hasher.finalize().into(), len))
 }
 
-/// Checks the payload's length and SHA-256 against what the announcement signed.
-pub fn verify(path: &Path, len: u64, sha256_hex: &str) -> Result<(), FetchError> {
-    let read_error = |source| FetchError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let got_len = std::fs::metadata(path).map_err(read_error)?.len();
-    if got_len != len {
-        return Err(FetchError::PayloadLength {
-            path: path.to_path_buf(),
-            want: len,
-            got: got_len,
+/// What a payload must match: the signed length and SHA-256, or for a legacy payload (which
+/// signs none) its signed torrent's length and pieces.
+pub fn expected<'a>(
+    record: &'a Record,
+    metainfo: Option<&'a Metainfo>,
+) -> Result<Expected<'a>, FetchError> {
+    if !record.sha256.is_empty() {
+        return Ok(Expected::Sha256 {
+            len: record.len,
+            sha256_hex: &record.sha256,
         });
     }
-    let (digest, _) = sha256_file(path).map_err(read_error)?;
-    let got = hex::encode(digest);
-    if got != sha256_hex {
-        return Err(FetchError::Sha256Mismatch {
-            path: path.to_path_buf(),
-            want: sha256_hex.to_string(),
-            got,
-        });
+    match metainfo {
+        Some(metainfo) => Ok(Expected::Pieces {
+            len: metainfo.total_length,
+            piece_length: metainfo.piece_length,
+            pieces: &metainfo.pieces,
+        }),
+        None => Err(FetchError::Unverifiable {
+            name: record.name.clone(),
+        }),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engines::{Added, Session, TorrentState, TorrentStatus};
+    use crate::formats::announcement::Kind;
     use std::sync::Mutex;
 
     /// A Transmission that "downloads" by writing `content` on the second poll, and can be
@@ -554,7 +580,7 @@ mod tests {
         root: &Path,
         record: &Record,
     ) -> Result<PathBuf, FetchError> {
-        fetch_seeded(engine, root, record, &Vec::new).map(|fetched| fetched.path)
+        fetch_seeded(engine, root, record, &Vec::new).map(|fetched| fetched.payload.path().into())
     }
 
     fn fetch_seeded(
@@ -577,6 +603,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
             },
+            verified_root: &verified::root_of(&root.join("state")),
         };
         fetcher.fetch(record, None)
     }
@@ -607,7 +634,14 @@ mod tests {
         let content = b"file { '/tmp/x': }\n";
         let fake = engine(root.path(), content, content.len() as u64, false);
         let path = fetch_with(&fake, root.path(), &record(content)).unwrap();
-        assert_eq!(path, root.path().join("ab".repeat(20)).join("site.pp"));
+        let hash = "ab".repeat(20);
+        assert!(root.path().join(&hash).join("site.pp").exists());
+        assert_eq!(
+            path,
+            root.path().join(format!("state/verified/{hash}-1/site.pp")),
+            "the verified copy is what the agent applies"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), content);
         assert_eq!(fake.calls("add"), 1);
     }
 
@@ -662,7 +696,7 @@ mod tests {
         fake.dir = root.path().join(hash);
         let seeds = move || vec![server.addr()];
         let fetched = fetch_seeded(&fake, root.path(), &signed, &seeds).unwrap();
-        assert_eq!(std::fs::read(&fetched.path).unwrap(), b"good");
+        assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), b"good");
         assert_eq!(fake.calls("add"), 1, "Transmission took over");
         assert!(fetched.to_seed.is_none(), "Transmission has it already");
     }
@@ -685,5 +719,95 @@ mod tests {
             Err(FetchError::LengthMismatch { want: 5, got: 4 })
         ));
         assert!(check_metainfo(b"d4:infoi1ee", &signed).is_err());
+    }
+
+    /// Issue #13: the download dir belongs to Transmission's user, who renames the
+    /// `<info-hash>` directory and plants another manifest after the check and before
+    /// `puppet apply`. Only the signed bytes may be applied: the agent applies the copy it
+    /// hashed, in a directory only root can reach.
+    #[test]
+    fn a_payload_swapped_after_the_check_is_not_what_gets_applied() {
+        use crate::agent::apply::ApplyContext;
+        use crate::engines::puppet::ModuleInstalled;
+        use crate::engines::{Applier, ApplyReport, ApplyStatus, PuppetError};
+        use std::os::unix::fs::PermissionsExt;
+
+        const NOBODY: u32 = 65534;
+        /// Plays Transmission's user between the check and `puppet apply`, then records what
+        /// Puppet would read.
+        struct SwapThenRecord {
+            downloads: PathBuf,
+            hash: String,
+            read: Mutex<Vec<Vec<u8>>>,
+        }
+        impl Applier for SwapThenRecord {
+            fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+                let hash = &self.hash;
+                let swap =
+                    format!("mv {hash} {hash}.old && mkdir {hash} && printf evil > {hash}/site.pp");
+                let status = std::process::Command::new("setpriv")
+                    .args([
+                        "--reuid=65534",
+                        "--regid=65534",
+                        "--clear-groups",
+                        "sh",
+                        "-c",
+                    ])
+                    .arg(&swap)
+                    .current_dir(&self.downloads)
+                    .status()
+                    .unwrap();
+                assert!(
+                    status.success(),
+                    "the download dir's owner swaps the payload"
+                );
+                self.read
+                    .lock()
+                    .unwrap()
+                    .push(std::fs::read(manifest).unwrap());
+                Ok(ApplyReport {
+                    status: ApplyStatus::Changed,
+                    exit_code: 2,
+                    output: String::new(),
+                    elapsed: Duration::ZERO,
+                })
+            }
+            fn module_install(&self, _: &Path, _: &Path) -> Result<ModuleInstalled, PuppetError> {
+                unreachable!("a manifest")
+            }
+        }
+
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let downloads = tmp.path().join("downloads");
+        std::fs::create_dir(&downloads).unwrap();
+        nix::unistd::chown(&downloads, Some(nix::unistd::Uid::from_raw(NOBODY)), None).unwrap();
+        let fake = engine(&downloads, b"good", 4, false);
+        let fetched = fetch_seeded(&fake, &downloads, &record(b"good"), &Vec::new).unwrap();
+
+        let hash = "ab".repeat(20);
+        let puppet = SwapThenRecord {
+            downloads: downloads.clone(),
+            hash: hash.clone(),
+            read: Mutex::new(Vec::new()),
+        };
+        let context = ApplyContext {
+            puppet: &puppet,
+            modulepath: None,
+            archive_dir: &tmp.path().join("archives"),
+            trusted_keys_dir: &tmp.path().join("keys"),
+            limits: crate::agent::extract::Limits::default(),
+        };
+        let copy = fetched.payload.path().to_path_buf();
+        context
+            .apply_verified(Kind::Manifest, "site.pp", fetched.payload, None)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(downloads.join(&hash).join("site.pp")).unwrap(),
+            b"evil",
+            "the swap happened"
+        );
+        assert_eq!(*puppet.read.lock().unwrap(), [b"good".to_vec()]);
+        assert!(!copy.exists(), "the copy goes once applied");
     }
 }

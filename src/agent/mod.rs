@@ -20,3 +20,4 @@ pub mod spool;
 pub mod state;
 pub mod supervise;
 pub mod tracker;
+pub mod verified;

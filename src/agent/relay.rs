@@ -6,14 +6,24 @@
 //! takes about one copy's time whatever the fleet's size. A parent that is not there or
 //! stalls is replaced by the node that has it, from the byte reached. The SHA-256 is computed
 //! as the bytes arrive and must be the signed one before the payload is marked complete.
+//!
+//! Each block goes both to the download dir (for the own seed server to relay and serve) and
+//! to the root-only verified copy ([`super::verified`]), which is hashed and is what the agent
+//! applies: the download dir belongs to Transmission's user, who could change the file there
+//! afterwards. The file there is created on a directory descriptor opened without following
+//! links, with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a link that user plants is never written
+//! through.
 
 use super::fetch::{write_mark, FetchError};
 use super::http_get::{Client, GetError};
 use super::seed_http;
 use super::state::Record;
-use sha2::{Digest, Sha256};
+use super::verified::{self, Staging, Verified};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -48,6 +58,8 @@ pub struct Relay<'a> {
     /// The file's name in the metainfo.
     pub name: &'a str,
     pub stop: &'a AtomicBool,
+    /// Where the verified copy is made ([`verified::root_of`] the state dir).
+    pub verified_root: &'a Path,
 }
 
 /// Who this node fetches from in a chain that starts at `origin`: the member before it, the
@@ -72,6 +84,51 @@ pub fn chain_parent(
         Some(at) if at > 0 => ring[at - 1],
         _ => origin,
     }
+}
+
+/// Creates `dir/name` afresh for writing, where `dir` lies in the download dir that
+/// Transmission's user owns: `dir` is opened without following a link, a file already there
+/// is unlinked, and the new one is created `O_EXCL | O_NOFOLLOW` on that descriptor, so a link
+/// (or a hard link to another file) planted by that user is never written through.
+fn create_nofollow(dir: &Path, name: &str) -> Result<std::fs::File, FetchError> {
+    let write_error = |path: &Path, e: nix::Error| FetchError::Write {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    if let Some(root) = dir.parent() {
+        std::fs::create_dir_all(root).map_err(|source| FetchError::Write {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    }
+    match nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(write_error(dir, e)),
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let raw = nix::fcntl::open(dir, flags, Mode::empty()).map_err(|e| write_error(dir, e))?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let dir_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let path = dir.join(name);
+    match nix::unistd::unlinkat(
+        Some(dir_fd.as_raw_fd()),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(write_error(&path, e)),
+    }
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let raw = nix::fcntl::openat(
+        Some(dir_fd.as_raw_fd()),
+        name,
+        flags,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| write_error(&path, e))?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 
 /// Removes the relay marks left under `root` by an agent that stopped mid-download: at start
@@ -108,39 +165,62 @@ impl Relay<'_> {
 
     /// Fetches the payload from `sources` in order (each resuming where the last stopped),
     /// checks its length and SHA-256, writes `metainfo` as the completion mark and returns the
-    /// payload's path. `relay` lets the own seed server pass the bytes on as they arrive.
+    /// verified copy. `relay` lets the own seed server pass the bytes on as they arrive.
     pub fn fetch(
         &self,
         sources: &[SocketAddr],
         metainfo: &[u8],
         relay: bool,
-    ) -> Result<PathBuf, FetchError> {
+    ) -> Result<Verified, FetchError> {
         let dir = self.dir();
-        std::fs::create_dir_all(&dir).map_err(Self::write_error(&dir))?;
         let path = dir.join(self.name);
-        let mut file = std::fs::File::create(&path).map_err(Self::write_error(&path))?;
+        let mut file = create_nofollow(&dir, self.name)?;
+        let expected = super::fetch::expected(self.record, None)?;
+        let mut staging = verified::begin(
+            self.verified_root,
+            &self.record.info_hash,
+            self.record.seq,
+            self.name,
+            expected,
+        )?;
         let marker = self.marker();
         if relay {
-            write_mark(&marker, format!("{}\n", self.record.len).as_bytes())?;
+            if let Err(e) = write_mark(&marker, format!("{}\n", self.record.len).as_bytes()) {
+                staging.discard();
+                return Err(e);
+            }
         }
-        let fetched = self.fetch_into(&mut file, &path, sources);
-        let result = fetched.and_then(|()| {
-            write_mark(
-                &seed_http::completion_mark(self.root, &self.record.info_hash),
-                metainfo,
-            )
-        });
+        let fetched = self.fetch_into(&mut file, &path, &mut staging, sources);
+        let result = match fetched {
+            Ok(()) => staging.finish().and_then(|copy| {
+                match write_mark(
+                    &seed_http::completion_mark(self.root, &self.record.info_hash),
+                    metainfo,
+                ) {
+                    Ok(()) => Ok(copy),
+                    Err(e) => {
+                        copy.remove();
+                        Err(e)
+                    }
+                }
+            }),
+            Err(e) => {
+                staging.discard();
+                Err(e)
+            }
+        };
         // Readers of the relay finish from the completion mark, or stop when both are gone.
         if relay {
             let _ = std::fs::remove_file(&marker);
         }
-        result.map(|()| path)
+        result
     }
 
     fn fetch_into(
         &self,
         file: &mut std::fs::File,
         path: &Path,
+        staging: &mut Staging,
         sources: &[SocketAddr],
     ) -> Result<(), FetchError> {
         let record = self.record;
@@ -149,7 +229,6 @@ impl Relay<'_> {
             record.info_hash,
             crate::formats::torrent::percent_encode(self.name)
         );
-        let mut hasher = Sha256::new();
         let mut offset = 0u64;
         let mut last_error = None;
         for (n, source) in sources.iter().enumerate() {
@@ -183,7 +262,7 @@ impl Relay<'_> {
             }
             let from = offset;
             let floor = (n + 1 < sources.len()).then_some(self.slow_parent);
-            let copied = self.copy(response.body, file, path, &mut hasher, &mut offset, floor);
+            let copied = self.copy(response.body, file, path, staging, &mut offset, floor);
             tracing::info!(name = %record.name, seq = record.seq, %source, bytes = offset - from, "received over HTTP");
             match copied {
                 Ok(()) => break,
@@ -201,14 +280,7 @@ impl Relay<'_> {
                 source: last_error,
             });
         }
-        let got = hex::encode(hasher.finalize());
-        if got != record.sha256 {
-            return Err(FetchError::Sha256Mismatch {
-                path: path.to_path_buf(),
-                want: record.sha256.clone(),
-                got,
-            });
-        }
+        // The length and SHA-256 are checked on the verified copy (`Staging::finish`).
         Ok(())
     }
 
@@ -218,7 +290,7 @@ impl Relay<'_> {
         mut body: impl Read,
         file: &mut std::fs::File,
         path: &Path,
-        hasher: &mut Sha256,
+        staging: &mut Staging,
         offset: &mut u64,
         floor: Option<MinRate>,
     ) -> Result<(), FetchError> {
@@ -256,7 +328,7 @@ impl Relay<'_> {
             }
             file.write_all(&buffer[..n])
                 .map_err(Self::write_error(path))?;
-            hasher.update(&buffer[..n]);
+            staging.write(&buffer[..n])?;
             *offset += n as u64;
         }
     }
@@ -377,8 +449,9 @@ mod tests {
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
+                verified_root: &verified::root_of(root),
             };
-            let path = relay
+            let copy = relay
                 .fetch(sources, b"metainfo", true)
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(
@@ -386,7 +459,13 @@ mod tests {
                 b"metainfo"
             );
             assert!(!root.join(format!("{HASH}.relay")).exists());
-            std::fs::read(path).unwrap()
+            let seeded = std::fs::read(root.join(HASH).join("big.tar")).unwrap();
+            let verified = std::fs::read(copy.path()).unwrap();
+            assert!(
+                seeded == verified,
+                "the seeded file is the verified copy's bytes"
+            );
+            verified
         }
 
         fn random(len: usize) -> Vec<u8> {
@@ -468,15 +547,82 @@ mod tests {
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
+                verified_root: &verified::root_of(roots[2].path()),
             };
-            let path = relay
+            let copy = relay
                 .fetch(&[parent.addr(), origin.addr()], b"m", true)
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
-            assert_eq!(std::fs::read(path).unwrap(), content);
+            assert_eq!(std::fs::read(copy.path()).unwrap(), content);
             // Without the floor the parent would have delivered it all, and the origin never
             // been asked.
             assert_eq!(origin_requests.load(Ordering::SeqCst), 1);
             writer.join().unwrap();
+        }
+
+        /// Transmission's user owns the download dir and can plant links where the root agent
+        /// is about to write: a symlink or hard link at the payload's name must not be written
+        /// through, and a symlinked `<info-hash>` directory must not be entered.
+        #[test]
+        fn links_planted_where_the_relay_writes_are_not_followed() {
+            let content = random(64 << 10);
+            let origin_root = tempfile::tempdir().unwrap();
+            complete(origin_root.path(), &content);
+            let (origin, _) = server(origin_root.path());
+            let outside = tempfile::tempdir().unwrap();
+            let victim = outside.path().join("shadow");
+            let linked = outside.path().join("linked");
+            std::fs::write(&victim, b"root's").unwrap();
+            std::fs::write(&linked, b"root's too").unwrap();
+            let relay_into = |root: &Path| {
+                let record = record(&content);
+                let stop = AtomicBool::new(false);
+                let relay = Relay {
+                    client: client(),
+                    slow_parent: SLOW_PARENT,
+                    root,
+                    record: &record,
+                    name: "big.tar",
+                    stop: &stop,
+                    verified_root: &verified::root_of(root),
+                };
+                relay
+                    .fetch(&[origin.addr()], b"m", true)
+                    .map(|copy| std::fs::read(copy.path()).unwrap())
+            };
+
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir(root.path().join(HASH)).unwrap();
+            std::os::unix::fs::symlink(&victim, root.path().join(HASH).join("big.tar")).unwrap();
+            assert!(relay_into(root.path()).unwrap() == content);
+            assert!(
+                std::fs::read(&victim).unwrap() == b"root's",
+                "the symlink's target was written through"
+            );
+            assert!(!root.path().join(HASH).join("big.tar").is_symlink());
+
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir(root.path().join(HASH)).unwrap();
+            std::fs::hard_link(&linked, root.path().join(HASH).join("big.tar")).unwrap();
+            assert!(relay_into(root.path()).unwrap() == content);
+            assert!(
+                std::fs::read(&linked).unwrap() == b"root's too",
+                "the hard link's file was written through"
+            );
+
+            let root = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), root.path().join(HASH)).unwrap();
+            let err = relay_into(root.path()).unwrap_err();
+            assert!(matches!(err, FetchError::Write { .. }), "{err}");
+            let mut left: Vec<_> = std::fs::read_dir(outside.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            left.sort();
+            assert_eq!(
+                left,
+                ["linked", "shadow"],
+                "nothing written through the link"
+            );
         }
 
         /// Bytes that do not hash to the signed SHA-256 are never marked complete.
@@ -494,11 +640,18 @@ mod tests {
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
+                verified_root: &verified::root_of(roots[1].path()),
             };
             let err = relay.fetch(&[origin.addr()], b"m", true).unwrap_err();
             assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
             assert!(!roots[1].path().join(format!("{HASH}.torrent")).exists());
             assert!(!roots[1].path().join(format!("{HASH}.relay")).exists());
+            let verified_root = verified::root_of(roots[1].path());
+            assert_eq!(
+                std::fs::read_dir(verified_root).unwrap().count(),
+                0,
+                "no verified copy is left of bytes that failed the check"
+            );
         }
     }
 

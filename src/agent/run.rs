@@ -219,6 +219,7 @@ impl Agent {
         } else {
             None
         };
+        let verified_root = super::verified::root_of(&site.agent.state_dir);
         let fetcher = Fetcher {
             engine: self.engine.as_ref(),
             download_root: &site.transmission.download_dir,
@@ -235,6 +236,7 @@ impl Agent {
                 connect_timeout: Duration::from_secs(3),
                 read_timeout: Duration::from_secs(20),
             },
+            verified_root: &verified_root,
         };
         let fetched = match fetcher.fetch(record, metainfo.as_deref()) {
             Ok(fetched) => fetched,
@@ -253,7 +255,8 @@ impl Agent {
             match record.kind.parse::<Kind>() {
                 Ok(kind) => kind,
                 Err(e) => {
-                    return self.set_status(record, Status::Failed, Some(e.to_string()), None)
+                    fetched.payload.remove();
+                    return self.set_status(record, Status::Failed, Some(e.to_string()), None);
                 }
             }
         };
@@ -265,7 +268,10 @@ impl Agent {
             limits: Limits::default(),
         };
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
-        let applied = context.apply(kind, &record.name, &fetched.path, announcement.as_ref());
+        // Only the copy that was hashed: the download dir's owner may have changed the file
+        // there since.
+        let applied =
+            context.apply_verified(kind, &record.name, fetched.payload, announcement.as_ref());
         // Seeding waits for the apply: Transmission's check of the payload would compete
         // with it for the CPU.
         if let Some(torrent) = &fetched.to_seed {
