@@ -9,7 +9,8 @@
 //! SHA-256 of the finished payload. Survives Transmission restarts (it re-adds by info-hash)
 //! and a daemon that is down (it retries until the agent stops).
 
-use super::http_get::{Client, GetError};
+use super::http_get::Client;
+use super::pace::{Deadline, Pace, PaceError, RateGuard};
 use super::relay::{self, Relay};
 use super::seed_http;
 use super::state::Record;
@@ -48,22 +49,48 @@ pub enum FetchError {
     Stopping,
     #[error("the metainfo of {hash} holds several files; p2pu sends one")]
     MultiFile { hash: String },
-    #[error("{name}: {got} of {want} bytes came over HTTP")]
+    #[error("{name}: {got} of {want} bytes came over HTTP ({failures})")]
     Http {
         name: String,
         got: u64,
         want: u64,
-        #[source]
-        source: Option<GetError>,
+        /// Each source tried and why it was left.
+        failures: String,
     },
-    #[error("the source sent {got} bytes in {per:?}, too slow to wait for")]
-    Slow { got: u64, per: Duration },
+    #[error(transparent)]
+    Pace(PaceError),
+    #[error("{addr} offers a metainfo of {got} bytes; at most {max} are read for {pieces} pieces")]
+    MetainfoTooLarge {
+        addr: SocketAddr,
+        got: u64,
+        max: u64,
+        pieces: u64,
+    },
+    #[error("Transmission had not finished {hash} when the fetch's deadline of {budget:?} passed ({left} of {want} bytes missing, {peers} peers connected){}", http.as_deref().map(|h| format!("; over HTTP before: {h}")).unwrap_or_default())]
+    TorrentDeadline {
+        hash: String,
+        budget: Duration,
+        left: u64,
+        want: u64,
+        peers: u64,
+        /// Why the HTTP fetch before it failed, when there was one.
+        http: Option<String>,
+    },
     #[error("writing {}", path.display())]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<PaceError> for FetchError {
+    fn from(e: PaceError) -> FetchError {
+        match e {
+            PaceError::Stopping => FetchError::Stopping,
+            e => FetchError::Pace(e),
+        }
+    }
 }
 
 /// Where to download and how to reach peers.
@@ -79,6 +106,8 @@ pub struct Fetcher<'a> {
     pub own_seed: Option<SocketAddr>,
     /// How to reach the seed servers (bound to the node's advertised address).
     pub client: Client,
+    /// The floor every source is held to and the deadline a fetch gets.
+    pub pace: Pace,
 }
 
 /// A verified payload, and the torrent to seed it with when Transmission did not fetch it.
@@ -90,6 +119,20 @@ pub struct Fetched {
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
 const MAX_WEB_SEEDS: usize = 8;
 const METAINFO_SEARCH: Duration = Duration::from_secs(10);
+/// How many other members are asked for the payload when the one that served the metainfo
+/// fails over HTTP, before Transmission takes over.
+const MAX_FAILOVER: usize = 3;
+
+/// The largest metainfo read for a payload of `len` bytes: the info dict's piece hashes (20
+/// bytes each, pieces at least 16 KiB and at most `MAX_PIECES` of them) plus 1 MiB for
+/// everything else. A member padding a matching info dict with junk keys up to 64 MiB is cut
+/// off here, before the bytes are read into memory.
+pub fn metainfo_cap(len: u64) -> (u64, u64) {
+    let pieces = len
+        .div_ceil(torrent::MIN_PIECE_LENGTH)
+        .clamp(1, torrent::MAX_PIECES);
+    ((1 << 20) + 20 * pieces, pieces)
+}
 
 impl Fetcher<'_> {
     /// Each update gets its own directory, so two updates of one name never collide.
@@ -114,6 +157,7 @@ impl Fetcher<'_> {
     fn find_metainfo(&self, record: &Record) -> Result<Option<(Metainfo, SocketAddr)>, FetchError> {
         let deadline = std::time::Instant::now() + METAINFO_SEARCH;
         let started = std::time::Instant::now();
+        let (cap, pieces) = metainfo_cap(record.len);
         while std::time::Instant::now() < deadline {
             let mut seeds = (self.seeds)();
             // A fleet of one (or a membership not yet read for a second) has nobody to ask.
@@ -123,14 +167,37 @@ impl Fetcher<'_> {
             shuffle(&mut seeds);
             for seed in seeds {
                 let url = format!("/{}.torrent", record.info_hash);
-                let Ok(response) = self.client.get(seed, &url, 0) else {
+                let Ok(mut response) = self.client.get(seed, &url, 0) else {
                     continue;
                 };
-                let mut bytes = Vec::new();
-                let limit = 64 << 20;
-                if response.body.take(limit).read_to_end(&mut bytes).is_err() {
+                if response.len > cap {
+                    let e = FetchError::MetainfoTooLarge {
+                        addr: seed,
+                        got: response.len,
+                        max: cap,
+                        pieces,
+                    };
+                    tracing::warn!(%seed, %url, "metainfo refused: {e}");
                     continue;
                 }
+                // Held to the floor like any payload source, so a trickling member costs one
+                // window, not the whole search.
+                let mut guard = RateGuard::new(
+                    seed,
+                    self.pace.floor,
+                    self.client.read_timeout,
+                    self.pace.deadline(response.len),
+                    0,
+                    response.len,
+                );
+                let bytes = match guard.read_to_end(&mut response.body, cap as usize, self.stop) {
+                    Ok(bytes) => bytes,
+                    Err(PaceError::Stopping) => return Err(FetchError::Stopping),
+                    Err(e) => {
+                        tracing::warn!(%seed, %url, "metainfo not read: {}", crate::error::chain(&e));
+                        continue;
+                    }
+                };
                 match check_metainfo(&bytes, record) {
                     Ok(metainfo) => return Ok(Some((metainfo, seed))),
                     Err(e @ FetchError::LengthMismatch { .. }) => return Err(e),
@@ -210,31 +277,39 @@ impl Fetcher<'_> {
     }
 
     /// Fetches the payload over HTTP from `origin` (which has it), down the relay chain when
-    /// it is large.
+    /// it is large, then from a few other members should the origin fail, all before
+    /// `deadline`.
     fn over_http(
         &self,
         record: &Record,
         metainfo: &Metainfo,
         origin: SocketAddr,
+        deadline: Deadline,
     ) -> Result<Fetched, FetchError> {
         let chain = record.len > relay::DIRECT_MAX;
-        let mut sources = Vec::new();
-        if chain {
-            let parent = relay::chain_parent(origin, self.own_seed, &(self.seeds)());
-            if parent != origin {
-                sources.push(parent);
-            }
-        }
-        sources.push(origin);
+        let members = (self.seeds)();
+        let parent = chain
+            .then(|| relay::chain_parent(origin, self.own_seed, &members))
+            .filter(|parent| *parent != origin);
+        let mut others: Vec<SocketAddr> = members
+            .into_iter()
+            .filter(|m| *m != origin && Some(*m) != parent && Some(*m) != self.own_seed)
+            .collect();
+        shuffle(&mut others);
+        let sources: Vec<SocketAddr> = std::iter::once(origin)
+            .chain(others.into_iter().take(MAX_FAILOVER))
+            .collect();
         let relay = Relay {
             client: self.client,
             slow_parent: relay::SLOW_PARENT,
+            floor: self.pace.floor,
+            deadline,
             root: self.download_root,
             record,
             name: &metainfo.name,
             stop: self.stop,
         };
-        let path = relay.fetch(&sources, &metainfo.bytes, chain)?;
+        let path = relay.fetch(parent, &sources, &metainfo.bytes, chain)?;
         Ok(Fetched {
             path,
             to_seed: Some(self.sourced(record, metainfo)?),
@@ -258,6 +333,10 @@ impl Fetcher<'_> {
                 return Ok(fetched);
             }
         }
+        // The HTTP attempt and the Transmission wait each get the whole deadline: one failing
+        // late must still leave the other a fair chance.
+        let http_deadline = self.pace.deadline(record.len);
+        let mut http_failure = None;
         let found = match metainfo {
             Some(bytes) => Some(Metainfo::from_bytes(bytes).map_err(|e| FetchError::Local {
                 hash: record.info_hash.clone(),
@@ -265,10 +344,11 @@ impl Fetcher<'_> {
             })?),
             None => match self.find_metainfo(record)? {
                 Some((found, origin)) if !record.sha256.is_empty() => {
-                    match self.over_http(record, &found, origin) {
+                    match self.over_http(record, &found, origin, http_deadline) {
                         Err(FetchError::Stopping) => return Err(FetchError::Stopping),
                         Err(e) => {
                             tracing::warn!(name = %record.name, seq = record.seq, "over HTTP: {}; Transmission takes over", crate::error::chain(&e));
+                            http_failure = Some(crate::error::chain(&e));
                             // Whatever arrived is not trusted to be a prefix of the payload.
                             let _ = std::fs::remove_dir_all(self.dir_of(record));
                         }
@@ -290,6 +370,7 @@ impl Fetcher<'_> {
         self.add(record, metainfo)?;
         let hashes = [record.info_hash.clone()];
         let mut length_checked = false;
+        let deadline = self.pace.deadline(record.len);
         loop {
             let status = match self.engine.get(&hashes) {
                 Ok(list) => list.into_iter().next(),
@@ -325,6 +406,25 @@ impl Fetcher<'_> {
             if length_checked && status.is_complete() {
                 break;
             }
+            // Nobody may keep the update pending forever by trickling pieces (or by having
+            // none): past the deadline the torrent goes and the record says why.
+            if deadline.passed() {
+                if let Err(e) = self.engine.remove(&record.info_hash, true) {
+                    tracing::warn!(name = %record.name, "removing the overdue torrent: {e}");
+                }
+                return Err(FetchError::TorrentDeadline {
+                    hash: record.info_hash.clone(),
+                    budget: deadline.budget(),
+                    left: if length_checked {
+                        status.left_until_done
+                    } else {
+                        record.len
+                    },
+                    want: record.len,
+                    peers: status.peers_connected,
+                    http: http_failure,
+                });
+            }
             // A daemon stopped while the torrent was being added brings it back paused.
             if status.status == crate::engines::TorrentState::Stopped {
                 tracing::info!(name = %record.name, "torrent found stopped; starting it");
@@ -358,12 +458,22 @@ pub(super) fn write_mark(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 
 /// A metainfo fetched from a member: its info dict must be the signed one (same info-hash)
 /// and say the signed length, so no byte of an unsigned or endless payload is downloaded.
+/// What is returned holds the info dict alone: that is all that is stored and re-served.
 pub fn check_metainfo(bytes: &[u8], record: &Record) -> Result<Metainfo, FetchError> {
     let local = |message: String| FetchError::Local {
         hash: record.info_hash.clone(),
         message,
     };
-    let metainfo = Metainfo::from_bytes(bytes).map_err(|e| local(e.to_string()))?;
+    let (cap, pieces) = metainfo_cap(record.len);
+    if bytes.len() as u64 > cap {
+        return Err(local(format!(
+            "metainfo of {} bytes; at most {cap} are kept for {pieces} pieces",
+            bytes.len()
+        )));
+    }
+    // Only the signed part is kept (and later stored and re-served).
+    let canonical = torrent::info_only(bytes).map_err(|e| local(e.to_string()))?;
+    let metainfo = Metainfo::from_bytes(&canonical).map_err(|e| local(e.to_string()))?;
     if metainfo.info_hash_hex() != record.info_hash {
         return Err(local(format!(
             "metainfo has info-hash {}",
@@ -576,6 +686,10 @@ mod tests {
                 bind: None,
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
+            },
+            pace: Pace {
+                floor: crate::agent::pace::MinRate::per_second(1, Duration::from_secs(60)),
+                slack: Duration::from_secs(600),
             },
         };
         fetcher.fetch(record, None)

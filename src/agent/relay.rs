@@ -9,10 +9,12 @@
 
 use super::fetch::{write_mark, FetchError};
 use super::http_get::{Client, GetError};
+pub use super::pace::MinRate;
+use super::pace::{Deadline, RateGuard};
 use super::seed_http;
 use super::state::Record;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,16 +26,9 @@ pub const DIRECT_MAX: u64 = 4 << 20;
 /// little later) before the node that has the payload is asked instead.
 const PARENT_WAIT: Duration = Duration::from_secs(3);
 
-/// The least a chain parent must deliver per period; a slower one (an overloaded node, or a
-/// member trickling bytes on purpose) would slow every node after it, so it is replaced by the
-/// node that has the payload. The origin itself is only held to the read timeout.
-#[derive(Debug, Clone, Copy)]
-pub struct MinRate {
-    pub bytes: u64,
-    pub per: Duration,
-}
-
-/// 256 KiB per 10 s: far below any LAN, far above a stuck or trickling parent.
+/// 256 KiB per 10 s, for a chain parent: a slow parent (an overloaded node, or a member
+/// trickling bytes on purpose) would slow every node after it, so it is left sooner than the
+/// site's floor would (its window is a third as long) for the other sources.
 pub const SLOW_PARENT: MinRate = MinRate {
     bytes: 256 << 10,
     per: Duration::from_secs(10),
@@ -42,7 +37,11 @@ pub const SLOW_PARENT: MinRate = MinRate {
 /// One payload to fetch into `dir/name`, marked under `root` as the seed server expects.
 pub struct Relay<'a> {
     pub client: Client,
+    /// What a chain parent must deliver.
     pub slow_parent: MinRate,
+    /// What every other source must deliver, and when the whole fetch must be over.
+    pub floor: MinRate,
+    pub deadline: Deadline,
     pub root: &'a Path,
     pub record: &'a Record,
     /// The file's name in the metainfo.
@@ -106,11 +105,14 @@ impl Relay<'_> {
         }
     }
 
-    /// Fetches the payload from `sources` in order (each resuming where the last stopped),
-    /// checks its length and SHA-256, writes `metainfo` as the completion mark and returns the
-    /// payload's path. `relay` lets the own seed server pass the bytes on as they arrive.
+    /// Fetches the payload from the chain `parent` (waited for a moment: its agent may hear
+    /// of the update a little later) and then `sources` in order, each resuming where the last
+    /// stopped; checks its length and SHA-256, writes `metainfo` as the completion mark and
+    /// returns the payload's path. `relay` lets the own seed server pass the bytes on as they
+    /// arrive. Every source is held to its floor and all of them to the fetch's deadline.
     pub fn fetch(
         &self,
+        parent: Option<SocketAddr>,
         sources: &[SocketAddr],
         metainfo: &[u8],
         relay: bool,
@@ -123,7 +125,7 @@ impl Relay<'_> {
         if relay {
             write_mark(&marker, format!("{}\n", self.record.len).as_bytes())?;
         }
-        let fetched = self.fetch_into(&mut file, &path, sources);
+        let fetched = self.fetch_into(&mut file, &path, parent, sources);
         let result = fetched.and_then(|()| {
             write_mark(
                 &seed_http::completion_mark(self.root, &self.record.info_hash),
@@ -141,6 +143,7 @@ impl Relay<'_> {
         &self,
         file: &mut std::fs::File,
         path: &Path,
+        parent: Option<SocketAddr>,
         sources: &[SocketAddr],
     ) -> Result<(), FetchError> {
         let record = self.record;
@@ -151,20 +154,32 @@ impl Relay<'_> {
         );
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
-        let mut last_error = None;
-        for (n, source) in sources.iter().enumerate() {
-            let deadline = Instant::now() + PARENT_WAIT;
+        // Why each source was left, for the record of a failed fetch.
+        let mut failures: Vec<String> = Vec::new();
+        let all = parent
+            .iter()
+            .map(|addr| (*addr, true))
+            .chain(sources.iter().map(|addr| (*addr, false)));
+        for (source, is_parent) in all {
+            if self.deadline.passed() {
+                failures.push(format!(
+                    "the fetch's deadline of {:?} passed",
+                    self.deadline.budget()
+                ));
+                break;
+            }
+            let wait_until = Instant::now() + PARENT_WAIT.min(self.deadline.left());
             let response = loop {
-                match self.client.get(*source, &url_path, offset) {
+                match self.client.get(source, &url_path, offset) {
                     Ok(response) => break Some(response),
-                    // Only a parent other than the last source is waited for.
-                    Err(e) if n + 1 < sources.len() && Instant::now() < deadline => {
+                    // Only the chain parent is waited for.
+                    Err(e) if is_parent && Instant::now() < wait_until => {
                         tracing::trace!(%source, "waiting for the chain parent: {e}");
                         self.sleep(Duration::from_millis(50))?;
                     }
                     Err(e) => {
                         tracing::info!(name = %record.name, %source, offset, "HTTP source failed: {e}");
-                        last_error = Some(e);
+                        failures.push(crate::error::chain(&e));
                         break None;
                     }
                 }
@@ -173,23 +188,44 @@ impl Relay<'_> {
                 continue;
             };
             if offset + response.len != record.len {
-                last_error = Some(GetError::Length {
-                    addr: *source,
+                let e = GetError::Length {
+                    addr: source,
                     path: url_path.clone(),
                     got: offset + response.len,
                     want: record.len,
-                });
+                };
+                failures.push(e.to_string());
                 continue;
             }
             let from = offset;
-            let floor = (n + 1 < sources.len()).then_some(self.slow_parent);
-            let copied = self.copy(response.body, file, path, &mut hasher, &mut offset, floor);
+            let floor = if is_parent {
+                self.slow_parent
+            } else {
+                self.floor
+            };
+            let mut guard = RateGuard::new(
+                source,
+                floor,
+                self.client.read_timeout,
+                self.deadline,
+                offset,
+                record.len,
+            );
+            let copied = self.copy(
+                response.body,
+                file,
+                path,
+                &mut hasher,
+                &mut offset,
+                &mut guard,
+            );
             tracing::info!(name = %record.name, seq = record.seq, %source, bytes = offset - from, "received over HTTP");
             match copied {
                 Ok(()) => break,
                 Err(FetchError::Stopping) => return Err(FetchError::Stopping),
                 Err(e) => {
-                    tracing::info!(name = %record.name, %source, offset, "HTTP source stopped: {e}");
+                    tracing::info!(name = %record.name, %source, offset, "HTTP source stopped: {}", crate::error::chain(&e));
+                    failures.push(crate::error::chain(&e));
                 }
             }
         }
@@ -198,7 +234,11 @@ impl Relay<'_> {
                 name: record.name.clone(),
                 got: offset,
                 want: record.len,
-                source: last_error,
+                failures: if failures.is_empty() {
+                    "no source".to_string()
+                } else {
+                    failures.join("; ")
+                },
             });
         }
         let got = hex::encode(hasher.finalize());
@@ -215,35 +255,16 @@ impl Relay<'_> {
     /// Appends the body to the file, unbuffered so the own relay sees each block at once.
     fn copy(
         &self,
-        mut body: impl Read,
+        mut body: std::io::Take<std::io::BufReader<std::net::TcpStream>>,
         file: &mut std::fs::File,
         path: &Path,
         hasher: &mut Sha256,
         offset: &mut u64,
-        floor: Option<MinRate>,
+        guard: &mut RateGuard,
     ) -> Result<(), FetchError> {
         let mut buffer = vec![0u8; 64 * 1024];
-        let (mut period_start, mut period_from) = (Instant::now(), *offset);
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(FetchError::Stopping);
-            }
-            if let Some(floor) = floor {
-                if period_start.elapsed() >= floor.per {
-                    let got = *offset - period_from;
-                    if got < floor.bytes {
-                        return Err(FetchError::Slow {
-                            got,
-                            per: floor.per,
-                        });
-                    }
-                    (period_start, period_from) = (Instant::now(), *offset);
-                }
-            }
-            let n = body.read(&mut buffer).map_err(|source| FetchError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let n = guard.read(&mut body, *offset, &mut buffer, self.stop)?;
             if n == 0 {
                 return if *offset == self.record.len {
                     Ok(())
@@ -367,19 +388,34 @@ mod tests {
             std::fs::write(root.join(format!("{HASH}.torrent")), b"d").unwrap();
         }
 
-        fn fetch(root: &Path, content: &[u8], sources: &[SocketAddr]) -> Vec<u8> {
+        /// A floor far below loopback speeds, and a deadline no test reaches.
+        fn generous() -> crate::agent::pace::Pace {
+            crate::agent::pace::Pace {
+                floor: MinRate::per_second(1, Duration::from_secs(60)),
+                slack: Duration::from_secs(600),
+            }
+        }
+
+        fn fetch(
+            root: &Path,
+            content: &[u8],
+            parent: Option<SocketAddr>,
+            sources: &[SocketAddr],
+        ) -> Vec<u8> {
             let record = record(content);
             let stop = AtomicBool::new(false);
             let relay = Relay {
                 client: client(),
                 slow_parent: SLOW_PARENT,
+                floor: generous().floor,
+                deadline: generous().deadline(record.len),
                 root,
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
             };
             let path = relay
-                .fetch(sources, b"metainfo", true)
+                .fetch(parent, sources, b"metainfo", true)
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(
                 std::fs::read(root.join(format!("{HASH}.torrent"))).unwrap(),
@@ -414,10 +450,10 @@ mod tests {
             }
             let c = {
                 let (root, content) = (roots[2].path().to_path_buf(), content.clone());
-                let sources = [b.addr(), a.addr()];
-                std::thread::spawn(move || fetch(&root, &content, &sources))
+                let (b, a) = (b.addr(), a.addr());
+                std::thread::spawn(move || fetch(&root, &content, Some(b), &[a]))
             };
-            assert_eq!(fetch(roots[1].path(), &content, &[a.addr()]), content);
+            assert_eq!(fetch(roots[1].path(), &content, None, &[a.addr()]), content);
             assert_eq!(c.join().unwrap(), content);
             writer.join().unwrap();
             assert_eq!(a_requests.load(Ordering::SeqCst), 1, "only B asked A");
@@ -436,7 +472,12 @@ mod tests {
                 let (root, content) = (roots[1].path().to_path_buf(), content.clone());
                 std::thread::spawn(move || trickle(&root, &content, Some(8)))
             };
-            let got = fetch(roots[2].path(), &content, &[parent.addr(), origin.addr()]);
+            let got = fetch(
+                roots[2].path(),
+                &content,
+                Some(parent.addr()),
+                &[origin.addr()],
+            );
             writer.join().unwrap();
             assert_eq!(got, content);
         }
@@ -464,13 +505,15 @@ mod tests {
                     bytes: 100 << 10,
                     per: Duration::from_millis(100),
                 },
+                floor: generous().floor,
+                deadline: generous().deadline(record.len),
                 root: roots[2].path(),
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
             };
             let path = relay
-                .fetch(&[parent.addr(), origin.addr()], b"m", true)
+                .fetch(Some(parent.addr()), &[origin.addr()], b"m", true)
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(std::fs::read(path).unwrap(), content);
             // Without the floor the parent would have delivered it all, and the origin never
@@ -490,12 +533,14 @@ mod tests {
             let relay = Relay {
                 client: client(),
                 slow_parent: SLOW_PARENT,
+                floor: generous().floor,
+                deadline: generous().deadline(record.len),
                 root: roots[1].path(),
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
             };
-            let err = relay.fetch(&[origin.addr()], b"m", true).unwrap_err();
+            let err = relay.fetch(None, &[origin.addr()], b"m", true).unwrap_err();
             assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
             assert!(!roots[1].path().join(format!("{HASH}.torrent")).exists());
             assert!(!roots[1].path().join(format!("{HASH}.relay")).exists());
