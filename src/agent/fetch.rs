@@ -66,7 +66,7 @@ pub enum FetchError {
         max: u64,
         pieces: u64,
     },
-    #[error("Transmission had not finished {hash} when the fetch's deadline of {budget:?} passed ({left} of {want} bytes missing, {peers} peers connected){}", http.as_deref().map(|h| format!("; over HTTP before: {h}")).unwrap_or_default())]
+    #[error("Transmission had not finished {hash} when the fetch's deadline of {budget:?} passed ({left} of {want} bytes missing, {peers} peer(s) connected){}", http.as_deref().map(|h| format!("; over HTTP before: {h}")).unwrap_or_default())]
     TorrentDeadline {
         hash: String,
         budget: Duration,
@@ -157,7 +157,6 @@ impl Fetcher<'_> {
     fn find_metainfo(&self, record: &Record) -> Result<Option<(Metainfo, SocketAddr)>, FetchError> {
         let deadline = std::time::Instant::now() + METAINFO_SEARCH;
         let started = std::time::Instant::now();
-        let (cap, pieces) = metainfo_cap(record.len);
         while std::time::Instant::now() < deadline {
             let mut seeds = (self.seeds)();
             // A fleet of one (or a membership not yet read for a second) has nobody to ask.
@@ -166,47 +165,54 @@ impl Fetcher<'_> {
             }
             shuffle(&mut seeds);
             for seed in seeds {
-                let url = format!("/{}.torrent", record.info_hash);
-                let Ok(mut response) = self.client.get(seed, &url, 0) else {
-                    continue;
-                };
-                if response.len > cap {
-                    let e = FetchError::MetainfoTooLarge {
-                        addr: seed,
-                        got: response.len,
-                        max: cap,
-                        pieces,
-                    };
-                    tracing::warn!(%seed, %url, "metainfo refused: {e}");
-                    continue;
-                }
-                // Held to the floor like any payload source, so a trickling member costs one
-                // window, not the whole search.
-                let mut guard = RateGuard::new(
-                    seed,
-                    self.pace.floor,
-                    self.client.read_timeout,
-                    self.pace.deadline(response.len),
-                    0,
-                    response.len,
-                );
-                let bytes = match guard.read_to_end(&mut response.body, cap as usize, self.stop) {
-                    Ok(bytes) => bytes,
-                    Err(PaceError::Stopping) => return Err(FetchError::Stopping),
-                    Err(e) => {
-                        tracing::warn!(%seed, %url, "metainfo not read: {}", crate::error::chain(&e));
-                        continue;
-                    }
-                };
-                match check_metainfo(&bytes, record) {
+                match self.metainfo_from(seed, record) {
                     Ok(metainfo) => return Ok(Some((metainfo, seed))),
-                    Err(e @ FetchError::LengthMismatch { .. }) => return Err(e),
-                    Err(e) => tracing::warn!(%seed, %url, "metainfo refused: {e}"),
+                    Err(e @ (FetchError::LengthMismatch { .. } | FetchError::Stopping)) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%seed, hash = %record.info_hash, "metainfo refused: {}", crate::error::chain(&e))
+                    }
                 }
             }
             self.sleep(Duration::from_millis(500))?;
         }
         Ok(None)
+    }
+
+    /// The signed metainfo from one member's seed server, read within its size cap and at
+    /// the floor rate, reduced to its info dict.
+    fn metainfo_from(&self, seed: SocketAddr, record: &Record) -> Result<Metainfo, FetchError> {
+        let url = format!("/{}.torrent", record.info_hash);
+        let mut response = self
+            .client
+            .get(seed, &url, 0)
+            .map_err(|e| FetchError::Local {
+                hash: record.info_hash.clone(),
+                message: crate::error::chain(&e),
+            })?;
+        let (cap, pieces) = metainfo_cap(record.len);
+        // Refused on its announced length, before a byte of it is read.
+        if response.len > cap {
+            return Err(FetchError::MetainfoTooLarge {
+                addr: seed,
+                got: response.len,
+                max: cap,
+                pieces,
+            });
+        }
+        // Held to the floor like any payload source, so a trickling member costs one window,
+        // not the whole search.
+        let mut guard = RateGuard::new(
+            seed,
+            self.pace.floor,
+            self.client.read_timeout,
+            self.pace.deadline(response.len),
+            0,
+            response.len,
+        );
+        let bytes = guard.read_to_end(&mut response.body, cap as usize, self.stop)?;
+        check_metainfo(&bytes, record)
     }
 
     /// The torrent to add: this node's tracker and the members' web seeds as its sources.
@@ -555,6 +561,8 @@ mod tests {
         content: Vec<u8>,
         info_len: u64,
         lose_after_first_get: bool,
+        /// Downloads forever, as a swarm whose only seeders trickle.
+        never_done: bool,
         log: Mutex<Vec<String>>,
     }
 
@@ -614,7 +622,7 @@ mod tests {
             if self.lose_after_first_get && gets == 2 {
                 return Ok(Vec::new());
             }
-            let done = gets >= 3;
+            let done = gets >= 3 && !self.never_done;
             if done {
                 std::fs::create_dir_all(&self.dir).unwrap();
                 std::fs::write(self.dir.join("site.pp"), &self.content).unwrap();
@@ -673,6 +681,20 @@ mod tests {
         record: &Record,
         seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
     ) -> Result<Fetched, FetchError> {
+        let generous = Pace {
+            floor: crate::agent::pace::MinRate::per_second(1, Duration::from_secs(60)),
+            slack: Duration::from_secs(600),
+        };
+        fetch_paced(engine, root, record, seeds, generous)
+    }
+
+    fn fetch_paced(
+        engine: &FakeEngine,
+        root: &Path,
+        record: &Record,
+        seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
+        pace: Pace,
+    ) -> Result<Fetched, FetchError> {
         let stop = AtomicBool::new(false);
         let fetcher = Fetcher {
             engine,
@@ -687,10 +709,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
             },
-            pace: Pace {
-                floor: crate::agent::pace::MinRate::per_second(1, Duration::from_secs(60)),
-                slack: Duration::from_secs(600),
-            },
+            pace,
         };
         fetcher.fetch(record, None)
     }
@@ -711,6 +730,7 @@ mod tests {
             content: content.to_vec(),
             info_len,
             lose_after_first_get: lose,
+            never_done: false,
             log: Mutex::new(Vec::new()),
         }
     }
@@ -799,5 +819,343 @@ mod tests {
             Err(FetchError::LengthMismatch { want: 5, got: 4 })
         ));
         assert!(check_metainfo(b"d4:infoi1ee", &signed).is_err());
+    }
+
+    /// Hostile members: slow retrieval (TUF), where members serve the right metainfo and then
+    /// trickle the payload, or a swarm never finishes, costs a bounded time and a named
+    /// reason; a matching info dict padded with junk costs neither memory nor disk.
+    mod hostile_members {
+        use super::*;
+        use crate::agent::pace::MinRate;
+        use std::io::Write;
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::mpsc;
+
+        /// How a fake member serves the payload.
+        #[derive(Clone, Copy)]
+        enum Payload {
+            Fast,
+            /// One byte per this long, after an honest head.
+            Drip(Duration),
+        }
+
+        /// A member's seed server on loopback: the metainfo (or 404) and the payload as told.
+        fn fake_member(
+            metainfo: Option<Vec<u8>>,
+            content: Vec<u8>,
+            payload: Payload,
+        ) -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    let (metainfo, content) = (metainfo.clone(), content.clone());
+                    std::thread::spawn(move || answer(stream, metainfo, &content, payload));
+                }
+            });
+            addr
+        }
+
+        fn answer(
+            mut stream: TcpStream,
+            metainfo: Option<Vec<u8>>,
+            content: &[u8],
+            payload: Payload,
+        ) {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let request = String::from_utf8_lossy(&request).to_string();
+            let path = request.split(' ').nth(1).unwrap_or("").to_string();
+            let offset: usize = request
+                .split("Range: bytes=")
+                .nth(1)
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+            let (body, drip) = match (path.ends_with(".torrent"), &metainfo, payload) {
+                (true, Some(metainfo), _) => (metainfo.as_slice(), None),
+                (false, _, Payload::Fast) => (&content[offset..], None),
+                (false, _, Payload::Drip(every)) => (&content[offset..], Some(every)),
+                _ => {
+                    let _ = stream.write_all(not_found);
+                    return;
+                }
+            };
+            let status = if offset > 0 {
+                "206 Partial Content"
+            } else {
+                "200 OK"
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            match drip {
+                None => {
+                    let _ = stream.write_all(body);
+                }
+                Some(every) => {
+                    for byte in body {
+                        if stream.write_all(std::slice::from_ref(byte)).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(every);
+                    }
+                }
+            }
+        }
+
+        /// A 256 KiB payload's torrent under `dir` and the record that signs it.
+        fn signed_payload(dir: &Path) -> (Metainfo, Record, Vec<u8>) {
+            use crate::formats::torrent::{create, CreateOptions};
+            let content: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+            let file = dir.join("site.pp");
+            std::fs::write(&file, &content).unwrap();
+            let torrent = create(&file, &CreateOptions::default()).unwrap();
+            let signed = Record::pending("site.pp", &torrent.info_hash_hex(), &content);
+            (torrent, signed, content)
+        }
+
+        /// 64 KiB per 300 ms, and 1 s of slack: the site's defaults, scaled down.
+        fn brisk() -> Pace {
+            Pace {
+                floor: MinRate {
+                    bytes: 64 << 10,
+                    per: Duration::from_millis(300),
+                },
+                slack: Duration::from_secs(1),
+            }
+        }
+
+        /// Runs the fetch on a thread, so that a fetch without the defence fails the test
+        /// instead of hanging it.
+        fn fetch_within(
+            limit: Duration,
+            engine: FakeEngine,
+            signed: &Record,
+            seeds: Vec<SocketAddr>,
+        ) -> (Result<Fetched, FetchError>, FakeEngine) {
+            let (tx, rx) = mpsc::channel();
+            let root = engine.dir.parent().unwrap().to_path_buf();
+            let signed = signed.clone();
+            std::thread::spawn(move || {
+                let seeds = move || seeds.clone();
+                let result = fetch_paced(&engine, &root, &signed, &seeds, brisk());
+                let _ = tx.send((result, engine));
+            });
+            rx.recv_timeout(limit)
+                .unwrap_or_else(|_| panic!("the fetch was still waiting after {limit:?}"))
+        }
+
+        fn never_finishing(root: &Path, hash: &str, content: &[u8]) -> FakeEngine {
+            let mut fake = engine(root, content, content.len() as u64, false);
+            fake.dir = root.join(hash);
+            fake.never_done = true;
+            fake
+        }
+
+        #[test]
+        fn an_origin_trickling_the_payload_fails_over_to_another_member() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            // The only member that answers for the metainfo trickles the payload.
+            let trickler = fake_member(
+                Some(torrent.bytes.clone()),
+                content.clone(),
+                Payload::Drip(Duration::from_millis(50)),
+            );
+            let honest = fake_member(None, content.clone(), Payload::Fast);
+            let root = tempfile::tempdir().unwrap();
+            let fake = never_finishing(root.path(), &signed.info_hash, &content);
+            let (fetched, fake) = fetch_within(
+                Duration::from_secs(20),
+                fake,
+                &signed,
+                vec![trickler, honest],
+            );
+            let fetched = fetched.unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+            assert_eq!(std::fs::read(&fetched.path).unwrap(), content);
+            assert!(fetched.to_seed.is_some(), "it came over HTTP");
+            assert_eq!(fake.calls("add"), 0, "Transmission was not needed");
+        }
+
+        #[test]
+        fn a_trickling_origin_and_a_stuck_swarm_fail_within_the_deadline_saying_why() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            let trickler = fake_member(
+                Some(torrent.bytes.clone()),
+                content.clone(),
+                Payload::Drip(Duration::from_millis(50)),
+            );
+            let root = tempfile::tempdir().unwrap();
+            let fake = never_finishing(root.path(), &signed.info_hash, &content);
+            let started = std::time::Instant::now();
+            let (fetched, fake) =
+                fetch_within(Duration::from_secs(20), fake, &signed, vec![trickler]);
+            let err = fetched.err().expect("nothing completes the download");
+            let reason = crate::error::chain(&err);
+            assert!(
+                matches!(err, FetchError::TorrentDeadline { .. }),
+                "{reason}"
+            );
+            // 256 KiB at 64 KiB per 300 ms is 1.2 s, plus 1 s of slack, for each attempt.
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "{:?}",
+                started.elapsed()
+            );
+            for said in [
+                "Transmission had not finished",
+                "deadline of 2.2s",
+                &format!("{trickler} sent"),
+                "under the floor of 65536 bytes per 300ms",
+                "262144 bytes missing",
+            ] {
+                assert!(reason.contains(said), "{said:?} missing from: {reason}");
+            }
+            assert_eq!(fake.calls("remove"), 1, "the overdue torrent is removed");
+        }
+
+        #[test]
+        fn the_transmission_wait_has_a_deadline() {
+            let root = tempfile::tempdir().unwrap();
+            let content = b"x".repeat(1000);
+            let signed = record(&content);
+            let fake = never_finishing(root.path(), &signed.info_hash, &content);
+            let (fetched, fake) = fetch_within(Duration::from_secs(20), fake, &signed, Vec::new());
+            let err = fetched.err().expect("nothing completes the download");
+            assert!(
+                matches!(
+                    err,
+                    FetchError::TorrentDeadline {
+                        left: 5,
+                        want: 1000,
+                        peers: 1,
+                        http: None,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert_eq!(fake.calls("remove"), 1);
+        }
+
+        /// `metainfo` with a junk key of `junk` bytes after its info dict: the info-hash stays.
+        fn padded(metainfo: &[u8], junk: usize) -> Vec<u8> {
+            let mut out = metainfo[..metainfo.len() - 1].to_vec();
+            out.extend_from_slice(format!("4:zzzz{junk}:").as_bytes());
+            out.resize(out.len() + junk, b'j');
+            out.push(b'e');
+            out
+        }
+
+        fn fetcher<'a>(
+            engine: &'a FakeEngine,
+            root: &'a Path,
+            stop: &'a AtomicBool,
+            seeds: &'a (dyn Fn() -> Vec<SocketAddr> + Sync),
+        ) -> Fetcher<'a> {
+            Fetcher {
+                engine,
+                download_root: root,
+                tracker_url: "http://127.0.0.1:6969/announce",
+                poll: Duration::from_millis(1),
+                stop,
+                seeds,
+                own_seed: None,
+                client: Client {
+                    bind: None,
+                    connect_timeout: Duration::from_secs(1),
+                    read_timeout: Duration::from_secs(2),
+                },
+                pace: brisk(),
+            }
+        }
+
+        #[test]
+        fn a_metainfo_over_the_cap_is_refused_before_it_is_read() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            let huge = padded(&torrent.bytes, 64 << 20);
+            // Counts what the member got into the socket before the agent hung up.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let seed = listener.local_addr().unwrap();
+            let (sent_tx, sent) = mpsc::channel();
+            std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", huge.len());
+                let mut written = 0;
+                if stream.write_all(head.as_bytes()).is_ok() {
+                    for chunk in huge.chunks(64 << 10) {
+                        if stream.write_all(chunk).is_err() {
+                            break;
+                        }
+                        written += chunk.len();
+                    }
+                }
+                let _ = sent_tx.send(written);
+            });
+            let root = tempfile::tempdir().unwrap();
+            let fake = engine(root.path(), &content, content.len() as u64, false);
+            let stop = AtomicBool::new(false);
+            let seeds = Vec::new;
+            let fetcher = fetcher(&fake, root.path(), &stop, &seeds);
+            let err = fetcher.metainfo_from(seed, &signed).unwrap_err();
+            assert!(
+                matches!(err, FetchError::MetainfoTooLarge { max, pieces: 16, .. } if max == (1 << 20) + 320),
+                "{err}"
+            );
+            drop(fetcher);
+            let written = sent.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert!(written < 16 << 20, "the agent took {written} bytes of it");
+            // Padding under the announced-length check still meets the cap on what is kept.
+            let over = padded(&torrent.bytes, 2 << 20);
+            assert!(
+                check_metainfo(&over, &signed).is_err(),
+                "2 MiB for 16 pieces"
+            );
+        }
+
+        #[test]
+        fn a_padded_metainfo_is_kept_and_re_served_as_its_info_dict_alone() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            let canonical = crate::formats::torrent::info_only(&torrent.bytes).unwrap();
+            let seed = fake_member(
+                Some(padded(&torrent.bytes, 512 << 10)),
+                content.clone(),
+                Payload::Fast,
+            );
+            let root = tempfile::tempdir().unwrap();
+            let mut fake = engine(root.path(), &content, content.len() as u64, false);
+            fake.dir = root.path().join(&signed.info_hash);
+            let stop = AtomicBool::new(false);
+            let seeds = move || vec![seed];
+            let fetcher = fetcher(&fake, root.path(), &stop, &seeds);
+            let fetched = fetcher
+                .fetch(&signed, None)
+                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+            assert_eq!(std::fs::read(&fetched.path).unwrap(), content);
+            // The completion mark is what this node's seed server re-serves.
+            let mark = std::fs::read(fetcher.metainfo_path(&signed)).unwrap();
+            assert_eq!(mark, canonical);
+            assert!(mark.len() < 1024, "{} bytes kept", mark.len());
+            let to_seed = Metainfo::from_bytes(&fetched.to_seed.unwrap()).unwrap();
+            assert_eq!(to_seed.info_hash, torrent.info_hash);
+        }
     }
 }

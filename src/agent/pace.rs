@@ -55,6 +55,8 @@ impl Pace {
     /// The deadline for fetching `len` bytes, starting now.
     pub fn deadline(&self, len: u64) -> Deadline {
         let budget = self.floor.time_for(len).saturating_add(self.slack);
+        // Whole milliseconds read better in a failure's reason.
+        let budget = Duration::from_millis(budget.as_millis().min(u64::MAX as u128) as u64);
         Deadline {
             at: Instant::now() + budget,
             budget,
@@ -267,5 +269,83 @@ mod tests {
         assert_eq!(pace.deadline(72).budget().as_secs(), 900);
         // 1 GiB at 64 KiB/s: 16384 s, plus the slack.
         assert_eq!(pace.deadline(1 << 30).budget().as_secs(), 16384 + 900);
+    }
+
+    /// A body whose bytes each arrive well inside any per-read timeout, but far too few of
+    /// them: caught at the end of the first window, not after the whole trickle.
+    #[test]
+    fn a_trickle_is_caught_at_the_window_end_however_its_bytes_are_spaced() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            for _ in 0..100 {
+                if stream.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let stream = TcpStream::connect(addr).unwrap();
+        let mut body = BufReader::new(stream).take(100);
+        let floor = MinRate {
+            bytes: 1024,
+            per: Duration::from_millis(300),
+        };
+        let pace = Pace {
+            floor,
+            slack: Duration::from_secs(60),
+        };
+        let started = Instant::now();
+        let mut guard = RateGuard::new(
+            addr,
+            floor,
+            Duration::from_secs(2),
+            pace.deadline(100),
+            0,
+            100,
+        );
+        let err = guard
+            .read_to_end(&mut body, 100, &AtomicBool::new(false))
+            .unwrap_err();
+        assert!(
+            matches!(err, PaceError::Slow { floor: f, .. } if f == floor),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(body);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_source_is_left_at_the_deadline_even_at_a_good_rate() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let floor = MinRate {
+            bytes: 1,
+            per: Duration::from_secs(60),
+        };
+        let deadline = Pace {
+            floor,
+            slack: Duration::ZERO,
+        }
+        .deadline(0);
+        let mut guard = RateGuard::new(addr, floor, Duration::from_secs(60), deadline, 0, 10);
+        let err = guard.check(5).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PaceError::Deadline {
+                    got: 5,
+                    want: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }
