@@ -8,6 +8,12 @@
 //! metainfo, a magnet falls back to BitTorrent's own metadata exchange. Then length and
 //! SHA-256 of the finished payload. Survives Transmission restarts (it re-adds by info-hash)
 //! and a daemon that is down (it retries until the agent stops).
+//!
+//! Every member asked is held to the site's pace (`agent::pace`): a metainfo over its size
+//! cap is refused on its announced length, a source under the rate floor is left for the next
+//! (the origin, then a few other members, then Transmission), and the HTTP attempt and the
+//! Transmission wait each end at a deadline derived from the signed length. A received
+//! metainfo is kept as its info dict alone, which is all that is stored and re-served.
 
 use super::http_get::Client;
 use super::pace::{Deadline, Pace, PaceError, RateGuard};

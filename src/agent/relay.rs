@@ -4,8 +4,10 @@
 //! payload, each fetch from the one before them while their own seed server relays what
 //! arrived to the one after (`?relay`), so every link carries the payload once and a rollout
 //! takes about one copy's time whatever the fleet's size. A parent that is not there or
-//! stalls is replaced by the node that has it, from the byte reached. The SHA-256 is computed
-//! as the bytes arrive and must be the signed one before the payload is marked complete.
+//! stalls is replaced by the node that has it, from the byte reached, and that node by other
+//! members when it trickles: every source is held to a rate floor and all of them to the
+//! fetch's deadline (`agent::pace`). The SHA-256 is computed as the bytes arrive and must be
+//! the signed one before the payload is marked complete.
 
 use super::fetch::{write_mark, FetchError};
 use super::http_get::{Client, GetError};
