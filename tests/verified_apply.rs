@@ -8,6 +8,7 @@ use p2pu::agent::apply::ApplyContext;
 use p2pu::agent::extract::Limits;
 use p2pu::agent::fetch::Fetcher;
 use p2pu::agent::http_get::Client;
+use p2pu::agent::pace::{MinRate, Pace};
 use p2pu::agent::state::{Record, Status};
 use p2pu::agent::verified;
 use p2pu::engines::puppet::ModuleInstalled;
@@ -161,6 +162,10 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
             read_timeout: Duration::from_secs(1),
         },
         verified_root: &verified_root,
+        pace: Pace {
+            floor: MinRate::per_second(64 << 10, Duration::from_secs(30)),
+            slack: Duration::from_secs(60),
+        },
     };
     let fetched = fetcher
         .fetch(&record, None)

@@ -8,8 +8,15 @@
 //! metainfo, a magnet falls back to BitTorrent's own metadata exchange. Then length and
 //! SHA-256 of the finished payload. Survives Transmission restarts (it re-adds by info-hash)
 //! and a daemon that is down (it retries until the agent stops).
+//!
+//! Every member asked is held to the site's pace (`agent::pace`): a metainfo over its size
+//! cap is refused on its announced length, a source under the rate floor is left for the next
+//! (the origin, then a few other members, then Transmission), and the HTTP attempt and the
+//! Transmission wait each end at a deadline derived from the signed length. A received
+//! metainfo is kept as its info dict alone, which is all that is stored and re-served.
 
-use super::http_get::{Client, GetError};
+use super::http_get::Client;
+use super::pace::{Deadline, Pace, PaceError, RateGuard};
 use super::relay::{self, Relay};
 use super::seed_http;
 use super::state::Record;
@@ -49,16 +56,33 @@ pub enum FetchError {
     Stopping,
     #[error("the metainfo of {hash} holds several files; p2pu sends one")]
     MultiFile { hash: String },
-    #[error("{name}: {got} of {want} bytes came over HTTP")]
+    #[error("{name}: {got} of {want} bytes came over HTTP ({failures})")]
     Http {
         name: String,
         got: u64,
         want: u64,
-        #[source]
-        source: Option<GetError>,
+        /// Each source tried and why it was left.
+        failures: String,
     },
-    #[error("the source sent {got} bytes in {per:?}, too slow to wait for")]
-    Slow { got: u64, per: Duration },
+    #[error(transparent)]
+    Pace(PaceError),
+    #[error("{addr} offers a metainfo of {got} bytes; at most {max} are read for {pieces} pieces")]
+    MetainfoTooLarge {
+        addr: SocketAddr,
+        got: u64,
+        max: u64,
+        pieces: u64,
+    },
+    #[error("Transmission had not finished {hash} when the fetch's deadline of {budget:?} passed ({left} of {want} bytes missing, {peers} peer(s) connected){}", http.as_deref().map(|h| format!("; over HTTP before: {h}")).unwrap_or_default())]
+    TorrentDeadline {
+        hash: String,
+        budget: Duration,
+        left: u64,
+        want: u64,
+        peers: u64,
+        /// Why the HTTP fetch before it failed, when there was one.
+        http: Option<String>,
+    },
     #[error("writing {}", path.display())]
     Write {
         path: PathBuf,
@@ -71,6 +95,15 @@ pub enum FetchError {
     PieceMismatch { path: PathBuf, piece: usize },
     #[error("{name}: the announcement signs no SHA-256 and no torrent came with it; nothing to check the payload against")]
     Unverifiable { name: String },
+}
+
+impl From<PaceError> for FetchError {
+    fn from(e: PaceError) -> FetchError {
+        match e {
+            PaceError::Stopping => FetchError::Stopping,
+            e => FetchError::Pace(e),
+        }
+    }
 }
 
 /// Where to download and how to reach peers.
@@ -88,6 +121,8 @@ pub struct Fetcher<'a> {
     pub client: Client,
     /// Where verified copies are made ([`verified::root_of`] the state dir): root's only.
     pub verified_root: &'a Path,
+    /// The floor every source is held to and the deadline a fetch gets.
+    pub pace: Pace,
 }
 
 /// A verified payload, and the torrent to seed it with when Transmission did not fetch it.
@@ -100,6 +135,20 @@ pub struct Fetched {
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
 const MAX_WEB_SEEDS: usize = 8;
 const METAINFO_SEARCH: Duration = Duration::from_secs(10);
+/// How many other members are asked for the payload when the one that served the metainfo
+/// fails over HTTP, before Transmission takes over.
+const MAX_FAILOVER: usize = 3;
+
+/// The largest metainfo read for a payload of `len` bytes: the info dict's piece hashes (20
+/// bytes each, pieces at least 16 KiB and at most `MAX_PIECES` of them) plus 1 MiB for
+/// everything else. A member padding a matching info dict with junk keys up to 64 MiB is cut
+/// off here, before the bytes are read into memory.
+pub fn metainfo_cap(len: u64) -> (u64, u64) {
+    let pieces = len
+        .div_ceil(torrent::MIN_PIECE_LENGTH)
+        .clamp(1, torrent::MAX_PIECES);
+    ((1 << 20) + 20 * pieces, pieces)
+}
 
 impl Fetcher<'_> {
     /// Each update gets its own directory, so two updates of one name never collide.
@@ -132,24 +181,54 @@ impl Fetcher<'_> {
             }
             shuffle(&mut seeds);
             for seed in seeds {
-                let url = format!("/{}.torrent", record.info_hash);
-                let Ok(response) = self.client.get(seed, &url, 0) else {
-                    continue;
-                };
-                let mut bytes = Vec::new();
-                let limit = 64 << 20;
-                if response.body.take(limit).read_to_end(&mut bytes).is_err() {
-                    continue;
-                }
-                match check_metainfo(&bytes, record) {
+                match self.metainfo_from(seed, record) {
                     Ok(metainfo) => return Ok(Some((metainfo, seed))),
-                    Err(e @ FetchError::LengthMismatch { .. }) => return Err(e),
-                    Err(e) => tracing::warn!(%seed, %url, "metainfo refused: {e}"),
+                    Err(e @ (FetchError::LengthMismatch { .. } | FetchError::Stopping)) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%seed, hash = %record.info_hash, "metainfo refused: {}", crate::error::chain(&e))
+                    }
                 }
             }
             self.sleep(Duration::from_millis(500))?;
         }
         Ok(None)
+    }
+
+    /// The signed metainfo from one member's seed server, read within its size cap and at
+    /// the floor rate, reduced to its info dict.
+    fn metainfo_from(&self, seed: SocketAddr, record: &Record) -> Result<Metainfo, FetchError> {
+        let url = format!("/{}.torrent", record.info_hash);
+        let mut response = self
+            .client
+            .get(seed, &url, 0)
+            .map_err(|e| FetchError::Local {
+                hash: record.info_hash.clone(),
+                message: crate::error::chain(&e),
+            })?;
+        let (cap, pieces) = metainfo_cap(record.len);
+        // Refused on its announced length, before a byte of it is read.
+        if response.len > cap {
+            return Err(FetchError::MetainfoTooLarge {
+                addr: seed,
+                got: response.len,
+                max: cap,
+                pieces,
+            });
+        }
+        // Held to the floor like any payload source, so a trickling member costs one window,
+        // not the whole search.
+        let mut guard = RateGuard::new(
+            seed,
+            self.pace.floor,
+            self.client.read_timeout,
+            self.pace.deadline(response.len),
+            0,
+            response.len,
+        );
+        let bytes = guard.read_to_end(&mut response.body, cap as usize, self.stop)?;
+        check_metainfo(&bytes, record)
     }
 
     /// The torrent to add: this node's tracker and the members' web seeds as its sources.
@@ -238,32 +317,40 @@ impl Fetcher<'_> {
     }
 
     /// Fetches the payload over HTTP from `origin` (which has it), down the relay chain when
-    /// it is large.
+    /// it is large, then from a few other members should the origin fail, all before
+    /// `deadline`.
     fn over_http(
         &self,
         record: &Record,
         metainfo: &Metainfo,
         origin: SocketAddr,
+        deadline: Deadline,
     ) -> Result<Fetched, FetchError> {
         let chain = record.len > relay::DIRECT_MAX;
-        let mut sources = Vec::new();
-        if chain {
-            let parent = relay::chain_parent(origin, self.own_seed, &(self.seeds)());
-            if parent != origin {
-                sources.push(parent);
-            }
-        }
-        sources.push(origin);
+        let members = (self.seeds)();
+        let parent = chain
+            .then(|| relay::chain_parent(origin, self.own_seed, &members))
+            .filter(|parent| *parent != origin);
+        let mut others: Vec<SocketAddr> = members
+            .into_iter()
+            .filter(|m| *m != origin && Some(*m) != parent && Some(*m) != self.own_seed)
+            .collect();
+        shuffle(&mut others);
+        let sources: Vec<SocketAddr> = std::iter::once(origin)
+            .chain(others.into_iter().take(MAX_FAILOVER))
+            .collect();
         let relay = Relay {
             client: self.client,
             slow_parent: relay::SLOW_PARENT,
+            floor: self.pace.floor,
+            deadline,
             root: self.download_root,
             record,
             name: &metainfo.name,
             stop: self.stop,
             verified_root: self.verified_root,
         };
-        let payload = relay.fetch(&sources, &metainfo.bytes, chain)?;
+        let payload = relay.fetch(parent, &sources, &metainfo.bytes, chain)?;
         Ok(Fetched {
             payload,
             to_seed: Some(self.sourced(record, metainfo)?),
@@ -287,6 +374,10 @@ impl Fetcher<'_> {
                 return Ok(fetched);
             }
         }
+        // The HTTP attempt and the Transmission wait each get the whole deadline: one failing
+        // late must still leave the other a fair chance.
+        let http_deadline = self.pace.deadline(record.len);
+        let mut http_failure = None;
         let found = match metainfo {
             Some(bytes) => Some(Metainfo::from_bytes(bytes).map_err(|e| FetchError::Local {
                 hash: record.info_hash.clone(),
@@ -294,10 +385,11 @@ impl Fetcher<'_> {
             })?),
             None => match self.find_metainfo(record)? {
                 Some((found, origin)) if !record.sha256.is_empty() => {
-                    match self.over_http(record, &found, origin) {
+                    match self.over_http(record, &found, origin, http_deadline) {
                         Err(FetchError::Stopping) => return Err(FetchError::Stopping),
                         Err(e) => {
                             tracing::warn!(name = %record.name, seq = record.seq, "over HTTP: {}; Transmission takes over", crate::error::chain(&e));
+                            http_failure = Some(crate::error::chain(&e));
                             // Whatever arrived is not trusted to be a prefix of the payload.
                             let _ = std::fs::remove_dir_all(self.dir_of(record));
                         }
@@ -319,6 +411,7 @@ impl Fetcher<'_> {
         self.add(record, metainfo)?;
         let hashes = [record.info_hash.clone()];
         let mut length_checked = false;
+        let deadline = self.pace.deadline(record.len);
         loop {
             let status = match self.engine.get(&hashes) {
                 Ok(list) => list.into_iter().next(),
@@ -354,6 +447,25 @@ impl Fetcher<'_> {
             if length_checked && status.is_complete() {
                 break;
             }
+            // Nobody may keep the update pending forever by trickling pieces (or by having
+            // none): past the deadline the torrent goes and the record says why.
+            if deadline.passed() {
+                if let Err(e) = self.engine.remove(&record.info_hash, true) {
+                    tracing::warn!(name = %record.name, "removing the overdue torrent: {e}");
+                }
+                return Err(FetchError::TorrentDeadline {
+                    hash: record.info_hash.clone(),
+                    budget: deadline.budget(),
+                    left: if length_checked {
+                        status.left_until_done
+                    } else {
+                        record.len
+                    },
+                    want: record.len,
+                    peers: status.peers_connected,
+                    http: http_failure,
+                });
+            }
             // A daemon stopped while the torrent was being added brings it back paused.
             if status.status == crate::engines::TorrentState::Stopped {
                 tracing::info!(name = %record.name, "torrent found stopped; starting it");
@@ -385,12 +497,22 @@ pub(super) fn write_mark(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 
 /// A metainfo fetched from a member: its info dict must be the signed one (same info-hash)
 /// and say the signed length, so no byte of an unsigned or endless payload is downloaded.
+/// What is returned holds the info dict alone: that is all that is stored and re-served.
 pub fn check_metainfo(bytes: &[u8], record: &Record) -> Result<Metainfo, FetchError> {
     let local = |message: String| FetchError::Local {
         hash: record.info_hash.clone(),
         message,
     };
-    let metainfo = Metainfo::from_bytes(bytes).map_err(|e| local(e.to_string()))?;
+    let (cap, pieces) = metainfo_cap(record.len);
+    if bytes.len() as u64 > cap {
+        return Err(local(format!(
+            "metainfo of {} bytes; at most {cap} are kept for {pieces} pieces",
+            bytes.len()
+        )));
+    }
+    // Only the signed part is kept (and later stored and re-served).
+    let canonical = torrent::info_only(bytes).map_err(|e| local(e.to_string()))?;
+    let metainfo = Metainfo::from_bytes(&canonical).map_err(|e| local(e.to_string()))?;
     if metainfo.info_hash_hex() != record.info_hash {
         return Err(local(format!(
             "metainfo has info-hash {}",
@@ -471,6 +593,8 @@ mod tests {
         content: Vec<u8>,
         info_len: u64,
         lose_after_first_get: bool,
+        /// Downloads forever, as a swarm whose only seeders trickle.
+        never_done: bool,
         log: Mutex<Vec<String>>,
     }
 
@@ -530,7 +654,7 @@ mod tests {
             if self.lose_after_first_get && gets == 2 {
                 return Ok(Vec::new());
             }
-            let done = gets >= 3;
+            let done = gets >= 3 && !self.never_done;
             if done {
                 std::fs::create_dir_all(&self.dir).unwrap();
                 std::fs::write(self.dir.join("site.pp"), &self.content).unwrap();
@@ -589,6 +713,20 @@ mod tests {
         record: &Record,
         seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
     ) -> Result<Fetched, FetchError> {
+        let generous = Pace {
+            floor: crate::agent::pace::MinRate::per_second(1, Duration::from_secs(60)),
+            slack: Duration::from_secs(600),
+        };
+        fetch_paced(engine, root, record, seeds, generous)
+    }
+
+    fn fetch_paced(
+        engine: &FakeEngine,
+        root: &Path,
+        record: &Record,
+        seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
+        pace: Pace,
+    ) -> Result<Fetched, FetchError> {
         let stop = AtomicBool::new(false);
         let fetcher = Fetcher {
             engine,
@@ -604,6 +742,7 @@ mod tests {
                 read_timeout: Duration::from_secs(1),
             },
             verified_root: &verified::root_of(&root.join("state")),
+            pace,
         };
         fetcher.fetch(record, None)
     }
@@ -624,6 +763,7 @@ mod tests {
             content: content.to_vec(),
             info_len,
             lose_after_first_get: lose,
+            never_done: false,
             log: Mutex::new(Vec::new()),
         }
     }
@@ -809,5 +949,348 @@ mod tests {
         );
         assert_eq!(*puppet.read.lock().unwrap(), [b"good".to_vec()]);
         assert!(!copy.exists(), "the copy goes once applied");
+    }
+
+    /// Hostile members: slow retrieval (TUF), where members serve the right metainfo and then
+    /// trickle the payload, or a swarm never finishes, costs a bounded time and a named
+    /// reason; a matching info dict padded with junk costs neither memory nor disk.
+    mod hostile_members {
+        use super::*;
+        use crate::agent::pace::MinRate;
+        use std::io::Write;
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::mpsc;
+
+        /// How a fake member serves the payload.
+        #[derive(Clone, Copy)]
+        enum Payload {
+            Fast,
+            /// One byte per this long, after an honest head.
+            Drip(Duration),
+        }
+
+        /// A member's seed server on loopback: the metainfo (or 404) and the payload as told.
+        fn fake_member(
+            metainfo: Option<Vec<u8>>,
+            content: Vec<u8>,
+            payload: Payload,
+        ) -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    let (metainfo, content) = (metainfo.clone(), content.clone());
+                    std::thread::spawn(move || answer(stream, metainfo, &content, payload));
+                }
+            });
+            addr
+        }
+
+        fn answer(
+            mut stream: TcpStream,
+            metainfo: Option<Vec<u8>>,
+            content: &[u8],
+            payload: Payload,
+        ) {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let request = String::from_utf8_lossy(&request).to_string();
+            let path = request.split(' ').nth(1).unwrap_or("").to_string();
+            let offset: usize = request
+                .split("Range: bytes=")
+                .nth(1)
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+            let (body, drip) = match (path.ends_with(".torrent"), &metainfo, payload) {
+                (true, Some(metainfo), _) => (metainfo.as_slice(), None),
+                (false, _, Payload::Fast) => (&content[offset..], None),
+                (false, _, Payload::Drip(every)) => (&content[offset..], Some(every)),
+                _ => {
+                    let _ = stream.write_all(not_found);
+                    return;
+                }
+            };
+            let status = if offset > 0 {
+                "206 Partial Content"
+            } else {
+                "200 OK"
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            match drip {
+                None => {
+                    let _ = stream.write_all(body);
+                }
+                Some(every) => {
+                    for byte in body {
+                        if stream.write_all(std::slice::from_ref(byte)).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(every);
+                    }
+                }
+            }
+        }
+
+        /// A 256 KiB payload's torrent under `dir` and the record that signs it.
+        fn signed_payload(dir: &Path) -> (Metainfo, Record, Vec<u8>) {
+            use crate::formats::torrent::{create, CreateOptions};
+            let content: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+            let file = dir.join("site.pp");
+            std::fs::write(&file, &content).unwrap();
+            let torrent = create(&file, &CreateOptions::default()).unwrap();
+            let signed = Record::pending("site.pp", &torrent.info_hash_hex(), &content);
+            (torrent, signed, content)
+        }
+
+        /// 64 KiB per 300 ms, and 1 s of slack: the site's defaults, scaled down.
+        fn brisk() -> Pace {
+            Pace {
+                floor: MinRate {
+                    bytes: 64 << 10,
+                    per: Duration::from_millis(300),
+                },
+                slack: Duration::from_secs(1),
+            }
+        }
+
+        /// Runs the fetch on a thread, so that a fetch without the defence fails the test
+        /// instead of hanging it.
+        fn fetch_within(
+            limit: Duration,
+            engine: FakeEngine,
+            signed: &Record,
+            seeds: Vec<SocketAddr>,
+        ) -> (Result<Fetched, FetchError>, FakeEngine) {
+            let (tx, rx) = mpsc::channel();
+            let root = engine.dir.parent().unwrap().to_path_buf();
+            let signed = signed.clone();
+            std::thread::spawn(move || {
+                let seeds = move || seeds.clone();
+                let result = fetch_paced(&engine, &root, &signed, &seeds, brisk());
+                let _ = tx.send((result, engine));
+            });
+            rx.recv_timeout(limit)
+                .unwrap_or_else(|_| panic!("the fetch was still waiting after {limit:?}"))
+        }
+
+        fn never_finishing(root: &Path, hash: &str, content: &[u8]) -> FakeEngine {
+            let mut fake = engine(root, content, content.len() as u64, false);
+            fake.dir = root.join(hash);
+            fake.never_done = true;
+            fake
+        }
+
+        #[test]
+        fn an_origin_trickling_the_payload_fails_over_to_another_member() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            // The only member that answers for the metainfo trickles the payload.
+            let trickler = fake_member(
+                Some(torrent.bytes.clone()),
+                content.clone(),
+                Payload::Drip(Duration::from_millis(50)),
+            );
+            let honest = fake_member(None, content.clone(), Payload::Fast);
+            let root = tempfile::tempdir().unwrap();
+            let fake = never_finishing(root.path(), &signed.info_hash, &content);
+            let (fetched, fake) = fetch_within(
+                Duration::from_secs(20),
+                fake,
+                &signed,
+                vec![trickler, honest],
+            );
+            let fetched = fetched.unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+            assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), content);
+            assert!(fetched.to_seed.is_some(), "it came over HTTP");
+            assert_eq!(fake.calls("add"), 0, "Transmission was not needed");
+        }
+
+        #[test]
+        fn a_trickling_origin_and_a_stuck_swarm_fail_within_the_deadline_saying_why() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            let trickler = fake_member(
+                Some(torrent.bytes.clone()),
+                content.clone(),
+                Payload::Drip(Duration::from_millis(50)),
+            );
+            let root = tempfile::tempdir().unwrap();
+            let fake = never_finishing(root.path(), &signed.info_hash, &content);
+            let started = std::time::Instant::now();
+            let (fetched, fake) =
+                fetch_within(Duration::from_secs(20), fake, &signed, vec![trickler]);
+            let err = fetched.err().expect("nothing completes the download");
+            let reason = crate::error::chain(&err);
+            assert!(
+                matches!(err, FetchError::TorrentDeadline { .. }),
+                "{reason}"
+            );
+            // 256 KiB at 64 KiB per 300 ms is 1.2 s, plus 1 s of slack, for each attempt.
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "{:?}",
+                started.elapsed()
+            );
+            for said in [
+                "Transmission had not finished",
+                "deadline of 2.2s",
+                &format!("{trickler} sent"),
+                "under the floor of 65536 bytes per 300ms",
+                "262144 bytes missing",
+            ] {
+                assert!(reason.contains(said), "{said:?} missing from: {reason}");
+            }
+            assert_eq!(fake.calls("remove"), 1, "the overdue torrent is removed");
+        }
+
+        #[test]
+        fn the_transmission_wait_has_a_deadline() {
+            let root = tempfile::tempdir().unwrap();
+            let content = b"x".repeat(1000);
+            let signed = record(&content);
+            let fake = never_finishing(root.path(), &signed.info_hash, &content);
+            let (fetched, fake) = fetch_within(Duration::from_secs(20), fake, &signed, Vec::new());
+            let err = fetched.err().expect("nothing completes the download");
+            assert!(
+                matches!(
+                    err,
+                    FetchError::TorrentDeadline {
+                        left: 5,
+                        want: 1000,
+                        peers: 1,
+                        http: None,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert_eq!(fake.calls("remove"), 1);
+        }
+
+        /// `metainfo` with a junk key of `junk` bytes after its info dict: the info-hash stays.
+        fn padded(metainfo: &[u8], junk: usize) -> Vec<u8> {
+            let mut out = metainfo[..metainfo.len() - 1].to_vec();
+            out.extend_from_slice(format!("4:zzzz{junk}:").as_bytes());
+            out.resize(out.len() + junk, b'j');
+            out.push(b'e');
+            out
+        }
+
+        fn fetcher<'a>(
+            engine: &'a FakeEngine,
+            root: &'a Path,
+            verified_root: &'a Path,
+            stop: &'a AtomicBool,
+            seeds: &'a (dyn Fn() -> Vec<SocketAddr> + Sync),
+        ) -> Fetcher<'a> {
+            Fetcher {
+                engine,
+                download_root: root,
+                tracker_url: "http://127.0.0.1:6969/announce",
+                poll: Duration::from_millis(1),
+                stop,
+                seeds,
+                own_seed: None,
+                client: Client {
+                    bind: None,
+                    connect_timeout: Duration::from_secs(1),
+                    read_timeout: Duration::from_secs(2),
+                },
+                pace: brisk(),
+                verified_root,
+            }
+        }
+
+        #[test]
+        fn a_metainfo_over_the_cap_is_refused_before_it_is_read() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            let huge = padded(&torrent.bytes, 64 << 20);
+            // Counts what the member got into the socket before the agent hung up.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let seed = listener.local_addr().unwrap();
+            let (sent_tx, sent) = mpsc::channel();
+            std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", huge.len());
+                let mut written = 0;
+                if stream.write_all(head.as_bytes()).is_ok() {
+                    for chunk in huge.chunks(64 << 10) {
+                        if stream.write_all(chunk).is_err() {
+                            break;
+                        }
+                        written += chunk.len();
+                    }
+                }
+                let _ = sent_tx.send(written);
+            });
+            let root = tempfile::tempdir().unwrap();
+            let fake = engine(root.path(), &content, content.len() as u64, false);
+            let stop = AtomicBool::new(false);
+            let seeds = Vec::new;
+            let state = tempfile::tempdir().unwrap();
+            let verified_root = verified::root_of(state.path());
+            let fetcher = fetcher(&fake, root.path(), &verified_root, &stop, &seeds);
+            let err = fetcher.metainfo_from(seed, &signed).unwrap_err();
+            assert!(
+                matches!(err, FetchError::MetainfoTooLarge { max, pieces: 16, .. } if max == (1 << 20) + 320),
+                "{err}"
+            );
+            let written = sent.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert!(written < 16 << 20, "the agent took {written} bytes of it");
+            // Padding under the announced-length check still meets the cap on what is kept.
+            let over = padded(&torrent.bytes, 2 << 20);
+            assert!(
+                check_metainfo(&over, &signed).is_err(),
+                "2 MiB for 16 pieces"
+            );
+        }
+
+        #[test]
+        fn a_padded_metainfo_is_kept_and_re_served_as_its_info_dict_alone() {
+            let member = tempfile::tempdir().unwrap();
+            let (torrent, signed, content) = signed_payload(member.path());
+            let canonical = crate::formats::torrent::info_only(&torrent.bytes).unwrap();
+            let seed = fake_member(
+                Some(padded(&torrent.bytes, 512 << 10)),
+                content.clone(),
+                Payload::Fast,
+            );
+            let root = tempfile::tempdir().unwrap();
+            let mut fake = engine(root.path(), &content, content.len() as u64, false);
+            fake.dir = root.path().join(&signed.info_hash);
+            let stop = AtomicBool::new(false);
+            let seeds = move || vec![seed];
+            let state = tempfile::tempdir().unwrap();
+            let verified_root = verified::root_of(state.path());
+            let fetcher = fetcher(&fake, root.path(), &verified_root, &stop, &seeds);
+            let fetched = fetcher
+                .fetch(&signed, None)
+                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+            assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), content);
+            // The completion mark is what this node's seed server re-serves.
+            let mark = std::fs::read(fetcher.metainfo_path(&signed)).unwrap();
+            assert_eq!(mark, canonical);
+            assert!(mark.len() < 1024, "{} bytes kept", mark.len());
+            let to_seed = Metainfo::from_bytes(&fetched.to_seed.unwrap()).unwrap();
+            assert_eq!(to_seed.info_hash, torrent.info_hash);
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! and spawns a thread per connection, and the web seed server faces the fleet's network. Request
 //! heads are parsed by `httparse`; this module only bounds, dispatches and writes responses.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,12 @@ pub(crate) struct Limits {
     pub max_head: usize,
     /// Requests served at once; connections beyond `workers` queued ones get 503.
     pub workers: usize,
+    /// Connections one source address may hold at once, queued or served; more get 503, so
+    /// one client cannot take every worker.
+    pub per_source: usize,
+    /// How long a worker waits for a whole request head: a client dripping it a byte at a
+    /// time holds the worker no longer.
+    pub head_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
 }
@@ -31,6 +38,8 @@ impl Default for Limits {
         Limits {
             max_head: 8 * 1024,
             workers: 2,
+            per_source: usize::MAX,
+            head_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
         }
@@ -186,6 +195,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         206 => "Partial Content",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
@@ -197,6 +207,45 @@ fn reason(status: u16) -> &'static str {
 }
 
 pub(crate) type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// Who may connect at all, by source address; decided at accept, before a worker is spent.
+pub(crate) type Admit = dyn Fn(IpAddr) -> bool + Send + Sync;
+
+/// The connections each source address holds, counted at accept and released when served.
+type Held = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection's place in its source's count; dropping it frees the place.
+struct Slot {
+    held: Held,
+    ip: IpAddr,
+}
+
+impl Slot {
+    fn take(held: &Held, ip: IpAddr, per_source: usize) -> Option<Slot> {
+        let mut counts = held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= per_source {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            held: Arc::clone(held),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// A running server; dropping it stops it and joins its threads.
 pub(crate) struct Server {
@@ -212,6 +261,18 @@ impl Server {
         limits: Limits,
         handler: Arc<Handler>,
     ) -> Result<Server> {
+        Server::start_admitting(service, bind, limits, Arc::new(|_| true), handler)
+    }
+
+    /// Like `start`, closing connections from addresses `admit` refuses as soon as they are
+    /// accepted (with a 403), so strangers never wait in the queue or hold a worker.
+    pub fn start_admitting(
+        service: &'static str,
+        bind: SocketAddr,
+        limits: Limits,
+        admit: Arc<Admit>,
+        handler: Arc<Handler>,
+    ) -> Result<Server> {
         let listener = TcpListener::bind(bind).map_err(|source| Error::Bind {
             service,
             addr: bind,
@@ -224,7 +285,7 @@ impl Server {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let workers = limits.workers.max(1);
-        let (queue, jobs) = mpsc::sync_channel::<TcpStream>(workers);
+        let (queue, jobs) = mpsc::sync_channel::<(TcpStream, Slot)>(workers);
         let jobs = Arc::new(Mutex::new(jobs));
         let mut threads = Vec::with_capacity(workers + 1);
         for n in 0..workers {
@@ -238,9 +299,10 @@ impl Server {
             threads.push(thread);
         }
         let accept_stop = Arc::clone(&stop);
+        let per_source = limits.per_source.max(1);
         let acceptor = std::thread::Builder::new()
             .name(format!("{service}-accept"))
-            .spawn(move || accept(&listener, &queue, &accept_stop))
+            .spawn(move || accept(&listener, &queue, &accept_stop, &*admit, per_source))
             .map_err(|e| Error::Internal(format!("spawning {service} acceptor: {e}")))?;
         threads.push(acceptor);
         Ok(Server {
@@ -288,7 +350,14 @@ impl Drop for Server {
     }
 }
 
-fn accept(listener: &TcpListener, queue: &SyncSender<TcpStream>, stop: &AtomicBool) {
+fn accept(
+    listener: &TcpListener,
+    queue: &SyncSender<(TcpStream, Slot)>,
+    stop: &AtomicBool,
+    admit: &Admit,
+    per_source: usize,
+) {
+    let held: Held = Arc::default();
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -300,27 +369,44 @@ fn accept(listener: &TcpListener, queue: &SyncSender<TcpStream>, stop: &AtomicBo
                 continue;
             }
         };
-        match queue.try_send(stream) {
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        if !admit(peer.ip()) {
+            refuse(stream, 403);
+            continue;
+        }
+        let Some(slot) = Slot::take(&held, peer.ip(), per_source) else {
+            tracing::debug!(%peer, per_source, "too many connections from one source");
+            refuse(stream, 503);
+            continue;
+        };
+        match queue.try_send((stream, slot)) {
             Ok(()) => {}
-            Err(TrySendError::Full(mut stream)) => {
-                // Answer at once rather than let a flood of connections queue without bound.
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = Response::status(503).write_to(&mut stream);
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+            // Answer at once rather than let a flood of connections queue without bound.
+            Err(TrySendError::Full((stream, _slot))) => refuse(stream, 503),
             Err(TrySendError::Disconnected(_)) => break,
         }
     }
     // Dropping `queue` here lets the workers finish their current request and exit.
 }
 
-fn work(jobs: &Mutex<Receiver<TcpStream>>, limits: &Limits, handler: &Handler) {
+/// Answers `status` without reading the request, from the acceptor: the response fits in the
+/// socket's buffer, and the write timeout bounds the rare case where it does not.
+fn refuse(mut stream: TcpStream, status: u16) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = Response::status(status).write_to(&mut stream);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn work(jobs: &Mutex<Receiver<(TcpStream, Slot)>>, limits: &Limits, handler: &Handler) {
     loop {
         let next = match jobs.lock() {
             Ok(jobs) => jobs.recv(),
             Err(_) => return,
         };
-        let Ok(stream) = next else { return };
+        // The slot is held until the connection is served.
+        let Ok((stream, _slot)) = next else { return };
         if let Err(e) = serve(stream, limits, handler) {
             tracing::debug!(error = %e, "HTTP connection ended with an error");
         }
@@ -354,8 +440,8 @@ fn read_head(
     peer: SocketAddr,
 ) -> io::Result<Result<Request, u16>> {
     // One deadline for the whole head, so a client dripping a byte at a time cannot hold a
-    // worker for longer than `read_timeout`.
-    let deadline = Instant::now() + limits.read_timeout;
+    // worker for longer than `head_timeout`.
+    let deadline = Instant::now() + limits.head_timeout;
     let mut buf = vec![0u8; limits.max_head];
     let mut filled = 0;
     loop {
@@ -493,5 +579,116 @@ mod tests {
             TcpListener::bind(addr).is_ok(),
             "port still held after shutdown"
         );
+    }
+
+    /// A connection from `ip` (any 127/8 address reaches a loopback server) that has sent
+    /// the start of a request head.
+    fn connect_from(ip: [u8; 4], addr: SocketAddr) -> TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        stream
+    }
+
+    /// Writes one more header byte to each stream every 50 ms until `stop`: heads that never
+    /// end, each byte well inside any per-read timeout.
+    fn drip(streams: Vec<TcpStream>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut streams = streams;
+            while !stop.load(Ordering::SeqCst) {
+                for stream in &mut streams {
+                    let _ = stream.write_all(b"X");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
+    fn status_of(mut stream: TcpStream) -> String {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// 24 strangers and one greedy member dripping request heads (the seed server's 8 + 8
+    /// slots, scaled down to 4 + 4) leave a member's request served at once.
+    #[test]
+    fn strangers_and_a_greedy_member_cannot_starve_a_member() {
+        let handler: Arc<Handler> =
+            Arc::new(|_: &Request| Response::bytes(200, "text/plain", b"ok".to_vec()));
+        let stranger = IpAddr::from([127, 0, 0, 2]);
+        let admit: Arc<Admit> = Arc::new(move |ip| ip != stranger);
+        let limits = Limits {
+            workers: 4,
+            per_source: 2,
+            head_timeout: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let server = Server::start_admitting(
+            "test-http",
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            admit,
+            handler,
+        )
+        .unwrap();
+        let addr = server.addr();
+        let strangers: Vec<TcpStream> = (0..24)
+            .map(|_| connect_from([127, 0, 0, 2], addr))
+            .collect();
+        let greedy: Vec<TcpStream> = (0..10)
+            .map(|_| connect_from([127, 0, 0, 3], addr))
+            .collect();
+        let probe_stranger = strangers[0].try_clone().unwrap();
+        let probe_greedy = greedy[9].try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let dripping = drip(strangers.into_iter().chain(greedy).collect(), stop.clone());
+        std::thread::sleep(Duration::from_millis(200));
+
+        let started = Instant::now();
+        let out = raw(addr, b"GET /member HTTP/1.1\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "served only after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(status_of(probe_stranger), "HTTP/1.1 403 Forbidden");
+        assert_eq!(status_of(probe_greedy), "HTTP/1.1 503 Service Unavailable");
+        stop.store(true, Ordering::SeqCst);
+        dripping.join().unwrap();
+    }
+
+    #[test]
+    fn a_dripped_request_head_is_cut_off_at_the_head_timeout() {
+        let server = echo_server(Limits {
+            head_timeout: Duration::from_millis(300),
+            read_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        });
+        let stream = connect_from([127, 0, 0, 1], server.addr());
+        let probe = stream.try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let dripping = drip(vec![stream], stop.clone());
+        let started = Instant::now();
+        // The server gives up on the head and closes: the read ends.
+        let _ = status_of(probe);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the worker was held {:?}",
+            started.elapsed()
+        );
+        stop.store(true, Ordering::SeqCst);
+        dripping.join().unwrap();
     }
 }

@@ -6,7 +6,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Response heads larger than this are refused.
 const MAX_HEAD: usize = 8 * 1024;
@@ -33,6 +33,8 @@ pub enum GetError {
         path: String,
         status: u16,
     },
+    #[error("{addr} did not finish its response head within {limit:?}")]
+    SlowHead { addr: SocketAddr, limit: Duration },
     #[error("{addr} offers {path} as {got} bytes, the announcement signed {want}")]
     Length {
         addr: SocketAddr,
@@ -55,7 +57,8 @@ pub struct Client {
     /// The source address to bind (the node's advertised address); `None` lets the kernel pick.
     pub bind: Option<IpAddr>,
     pub connect_timeout: Duration,
-    /// Per read: a relay that stops growing for this long ends the transfer.
+    /// Per read: a relay that stops growing for this long ends the transfer. Also the most
+    /// a whole response head may take.
     pub read_timeout: Duration,
 }
 
@@ -81,7 +84,11 @@ impl Client {
         );
         (&stream).write_all(head.as_bytes()).map_err(io_error)?;
         let mut reader = BufReader::new(stream);
-        let (status, len) = read_head(&mut reader, addr)?;
+        let (status, len) = read_head(&mut reader, addr, self.read_timeout)?;
+        reader
+            .get_ref()
+            .set_read_timeout(Some(self.read_timeout))
+            .map_err(io_error)?;
         let want = if offset > 0 { 206 } else { 200 };
         if status != want {
             return Err(GetError::Status {
@@ -116,22 +123,52 @@ impl Client {
 
 /// Reads the status line and headers; returns the status and `Content-Length` (required: the
 /// agent's servers always send it, and a body without one could not be told from a cut one).
-fn read_head(reader: &mut BufReader<TcpStream>, addr: SocketAddr) -> Result<(u16, u64), GetError> {
+/// The whole head must arrive within `limit`: a server dripping it a byte at a time would
+/// otherwise reset the per-read timeout with every byte and hold the fetch for hours.
+fn read_head(
+    reader: &mut BufReader<TcpStream>,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<(u16, u64), GetError> {
     let malformed = |reason: &str| GetError::Malformed {
         addr,
         reason: reason.to_string(),
     };
+    let io_error = |source| GetError::Io { addr, source };
+    let deadline = Instant::now() + limit;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        let before = head.len();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(GetError::SlowHead { addr, limit });
+        }
         reader
-            .by_ref()
-            .take((MAX_HEAD - head.len()) as u64)
-            .read_until(b'\n', &mut head)
-            .map_err(|source| GetError::Io { addr, source })?;
-        if head.len() == before {
+            .get_ref()
+            .set_read_timeout(Some(left))
+            .map_err(io_error)?;
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(GetError::SlowHead { addr, limit })
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        if available.is_empty() {
             return Err(malformed("the connection closed inside the head"));
         }
+        // Up to the end of a line, so the blank line ending the head is seen as it arrives.
+        let line_end = available
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(available.len(), |at| at + 1);
+        let take = line_end.min(MAX_HEAD - head.len());
+        head.extend_from_slice(&available[..take]);
+        reader.consume(take);
         if head.len() >= MAX_HEAD {
             return Err(malformed("the head is over 8 KiB"));
         }
@@ -221,5 +258,39 @@ mod tests {
             matches!(err, GetError::Status { status: 200, .. }),
             "a server ignoring the range must not be taken as resuming: {err}"
         );
+    }
+
+    /// A head dripped a byte at a time, each well inside the read timeout, still ends once
+    /// the whole head has taken the read timeout.
+    #[test]
+    fn a_dripped_response_head_is_given_up_within_the_read_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+            head.extend(std::iter::repeat_n(b'a', 100));
+            for byte in head {
+                if stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let client = Client {
+            read_timeout: Duration::from_millis(500),
+            ..client()
+        };
+        let started = Instant::now();
+        let err = client.get(addr, "/f", 0).err().unwrap();
+        assert!(matches!(err, GetError::SlowHead { .. }), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        server.join().unwrap();
     }
 }

@@ -11,6 +11,7 @@ mod http;
 pub mod http_get;
 pub mod intake;
 pub mod kind;
+pub mod pace;
 pub mod peers;
 pub mod relay;
 pub mod run;

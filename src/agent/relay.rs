@@ -4,8 +4,10 @@
 //! payload, each fetch from the one before them while their own seed server relays what
 //! arrived to the one after (`?relay`), so every link carries the payload once and a rollout
 //! takes about one copy's time whatever the fleet's size. A parent that is not there or
-//! stalls is replaced by the node that has it, from the byte reached. The SHA-256 is computed
-//! as the bytes arrive and must be the signed one before the payload is marked complete.
+//! stalls is replaced by the node that has it, from the byte reached, and that node by other
+//! members when it trickles: every source is held to a rate floor and all of them to the
+//! fetch's deadline (`agent::pace`). The SHA-256 is computed as the bytes arrive and must be
+//! the signed one before the payload is marked complete.
 //!
 //! Each block goes both to the download dir (for the own seed server to relay and serve) and
 //! to the root-only verified copy ([`super::verified`]), which is hashed and is what the agent
@@ -16,12 +18,14 @@
 
 use super::fetch::{write_mark, FetchError};
 use super::http_get::{Client, GetError};
+pub use super::pace::MinRate;
+use super::pace::{Deadline, RateGuard};
 use super::seed_http;
 use super::state::Record;
 use super::verified::{self, Staging, Verified};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -34,16 +38,9 @@ pub const DIRECT_MAX: u64 = 4 << 20;
 /// little later) before the node that has the payload is asked instead.
 const PARENT_WAIT: Duration = Duration::from_secs(3);
 
-/// The least a chain parent must deliver per period; a slower one (an overloaded node, or a
-/// member trickling bytes on purpose) would slow every node after it, so it is replaced by the
-/// node that has the payload. The origin itself is only held to the read timeout.
-#[derive(Debug, Clone, Copy)]
-pub struct MinRate {
-    pub bytes: u64,
-    pub per: Duration,
-}
-
-/// 256 KiB per 10 s: far below any LAN, far above a stuck or trickling parent.
+/// 256 KiB per 10 s, for a chain parent: a slow parent (an overloaded node, or a member
+/// trickling bytes on purpose) would slow every node after it, so it is left sooner than the
+/// site's floor would (its window is a third as long) for the other sources.
 pub const SLOW_PARENT: MinRate = MinRate {
     bytes: 256 << 10,
     per: Duration::from_secs(10),
@@ -52,7 +49,11 @@ pub const SLOW_PARENT: MinRate = MinRate {
 /// One payload to fetch into `dir/name`, marked under `root` as the seed server expects.
 pub struct Relay<'a> {
     pub client: Client,
+    /// What a chain parent must deliver.
     pub slow_parent: MinRate,
+    /// What every other source must deliver, and when the whole fetch must be over.
+    pub floor: MinRate,
+    pub deadline: Deadline,
     pub root: &'a Path,
     pub record: &'a Record,
     /// The file's name in the metainfo.
@@ -163,11 +164,14 @@ impl Relay<'_> {
         }
     }
 
-    /// Fetches the payload from `sources` in order (each resuming where the last stopped),
-    /// checks its length and SHA-256, writes `metainfo` as the completion mark and returns the
-    /// verified copy. `relay` lets the own seed server pass the bytes on as they arrive.
+    /// Fetches the payload from the chain `parent` (waited for a moment: its agent may hear
+    /// of the update a little later) and then `sources` in order, each resuming where the last
+    /// stopped; checks its length and SHA-256, writes `metainfo` as the completion mark and
+    /// returns the verified copy. `relay` lets the own seed server pass the bytes on as they
+    /// arrive. Every source is held to its floor and all of them to the fetch's deadline.
     pub fn fetch(
         &self,
+        parent: Option<SocketAddr>,
         sources: &[SocketAddr],
         metainfo: &[u8],
         relay: bool,
@@ -190,7 +194,7 @@ impl Relay<'_> {
                 return Err(e);
             }
         }
-        let fetched = self.fetch_into(&mut file, &path, &mut staging, sources);
+        let fetched = self.fetch_into(&mut file, &path, &mut staging, parent, sources);
         let result = match fetched {
             Ok(()) => staging.finish().and_then(|copy| {
                 match write_mark(
@@ -221,6 +225,7 @@ impl Relay<'_> {
         file: &mut std::fs::File,
         path: &Path,
         staging: &mut Staging,
+        parent: Option<SocketAddr>,
         sources: &[SocketAddr],
     ) -> Result<(), FetchError> {
         let record = self.record;
@@ -230,20 +235,32 @@ impl Relay<'_> {
             crate::formats::torrent::percent_encode(self.name)
         );
         let mut offset = 0u64;
-        let mut last_error = None;
-        for (n, source) in sources.iter().enumerate() {
-            let deadline = Instant::now() + PARENT_WAIT;
+        // Why each source was left, for the record of a failed fetch.
+        let mut failures: Vec<String> = Vec::new();
+        let all = parent
+            .iter()
+            .map(|addr| (*addr, true))
+            .chain(sources.iter().map(|addr| (*addr, false)));
+        for (source, is_parent) in all {
+            if self.deadline.passed() {
+                failures.push(format!(
+                    "the fetch's deadline of {:?} passed",
+                    self.deadline.budget()
+                ));
+                break;
+            }
+            let wait_until = Instant::now() + PARENT_WAIT.min(self.deadline.left());
             let response = loop {
-                match self.client.get(*source, &url_path, offset) {
+                match self.client.get(source, &url_path, offset) {
                     Ok(response) => break Some(response),
-                    // Only a parent other than the last source is waited for.
-                    Err(e) if n + 1 < sources.len() && Instant::now() < deadline => {
+                    // Only the chain parent is waited for.
+                    Err(e) if is_parent && Instant::now() < wait_until => {
                         tracing::trace!(%source, "waiting for the chain parent: {e}");
                         self.sleep(Duration::from_millis(50))?;
                     }
                     Err(e) => {
                         tracing::info!(name = %record.name, %source, offset, "HTTP source failed: {e}");
-                        last_error = Some(e);
+                        failures.push(crate::error::chain(&e));
                         break None;
                     }
                 }
@@ -252,23 +269,37 @@ impl Relay<'_> {
                 continue;
             };
             if offset + response.len != record.len {
-                last_error = Some(GetError::Length {
-                    addr: *source,
+                let e = GetError::Length {
+                    addr: source,
                     path: url_path.clone(),
                     got: offset + response.len,
                     want: record.len,
-                });
+                };
+                failures.push(e.to_string());
                 continue;
             }
             let from = offset;
-            let floor = (n + 1 < sources.len()).then_some(self.slow_parent);
-            let copied = self.copy(response.body, file, path, staging, &mut offset, floor);
+            let floor = if is_parent {
+                self.slow_parent
+            } else {
+                self.floor
+            };
+            let mut guard = RateGuard::new(
+                source,
+                floor,
+                self.client.read_timeout,
+                self.deadline,
+                offset,
+                record.len,
+            );
+            let copied = self.copy(response.body, file, path, staging, &mut offset, &mut guard);
             tracing::info!(name = %record.name, seq = record.seq, %source, bytes = offset - from, "received over HTTP");
             match copied {
                 Ok(()) => break,
                 Err(FetchError::Stopping) => return Err(FetchError::Stopping),
                 Err(e) => {
-                    tracing::info!(name = %record.name, %source, offset, "HTTP source stopped: {e}");
+                    tracing::info!(name = %record.name, %source, offset, "HTTP source stopped: {}", crate::error::chain(&e));
+                    failures.push(crate::error::chain(&e));
                 }
             }
         }
@@ -277,7 +308,11 @@ impl Relay<'_> {
                 name: record.name.clone(),
                 got: offset,
                 want: record.len,
-                source: last_error,
+                failures: if failures.is_empty() {
+                    "no source".to_string()
+                } else {
+                    failures.join("; ")
+                },
             });
         }
         // The length and SHA-256 are checked on the verified copy (`Staging::finish`).
@@ -287,35 +322,16 @@ impl Relay<'_> {
     /// Appends the body to the file, unbuffered so the own relay sees each block at once.
     fn copy(
         &self,
-        mut body: impl Read,
+        mut body: std::io::Take<std::io::BufReader<std::net::TcpStream>>,
         file: &mut std::fs::File,
         path: &Path,
         staging: &mut Staging,
         offset: &mut u64,
-        floor: Option<MinRate>,
+        guard: &mut RateGuard,
     ) -> Result<(), FetchError> {
         let mut buffer = vec![0u8; 64 * 1024];
-        let (mut period_start, mut period_from) = (Instant::now(), *offset);
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(FetchError::Stopping);
-            }
-            if let Some(floor) = floor {
-                if period_start.elapsed() >= floor.per {
-                    let got = *offset - period_from;
-                    if got < floor.bytes {
-                        return Err(FetchError::Slow {
-                            got,
-                            per: floor.per,
-                        });
-                    }
-                    (period_start, period_from) = (Instant::now(), *offset);
-                }
-            }
-            let n = body.read(&mut buffer).map_err(|source| FetchError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let n = guard.read(&mut body, *offset, &mut buffer, self.stop)?;
             if n == 0 {
                 return if *offset == self.record.len {
                     Ok(())
@@ -385,7 +401,8 @@ mod tests {
             Record::pending("big.tar", HASH, content)
         }
 
-        /// A seed server on loopback over `root`, counting the requests it gets.
+        /// A seed server on loopback over `root`, counting the membership checks it makes:
+        /// two per request, at accept and again before serving (see `requests`).
         fn server(root: &Path) -> (SeedHandle, Arc<AtomicUsize>) {
             let count = Arc::new(AtomicUsize::new(0));
             let counter = count.clone();
@@ -396,6 +413,10 @@ mod tests {
             let handle =
                 SeedServer::start_for("127.0.0.1:0".parse().unwrap(), root, allow).unwrap();
             (handle, count)
+        }
+
+        fn requests(checks: &AtomicUsize) -> usize {
+            checks.load(Ordering::SeqCst) / 2
         }
 
         fn client() -> Client {
@@ -439,12 +460,27 @@ mod tests {
             std::fs::write(root.join(format!("{HASH}.torrent")), b"d").unwrap();
         }
 
-        fn fetch(root: &Path, content: &[u8], sources: &[SocketAddr]) -> Vec<u8> {
+        /// A floor far below loopback speeds, and a deadline no test reaches.
+        fn generous() -> crate::agent::pace::Pace {
+            crate::agent::pace::Pace {
+                floor: MinRate::per_second(1, Duration::from_secs(60)),
+                slack: Duration::from_secs(600),
+            }
+        }
+
+        fn fetch(
+            root: &Path,
+            content: &[u8],
+            parent: Option<SocketAddr>,
+            sources: &[SocketAddr],
+        ) -> Vec<u8> {
             let record = record(content);
             let stop = AtomicBool::new(false);
             let relay = Relay {
                 client: client(),
                 slow_parent: SLOW_PARENT,
+                floor: generous().floor,
+                deadline: generous().deadline(record.len),
                 root,
                 record: &record,
                 name: "big.tar",
@@ -452,7 +488,7 @@ mod tests {
                 verified_root: &verified::root_of(root),
             };
             let copy = relay
-                .fetch(sources, b"metainfo", true)
+                .fetch(parent, sources, b"metainfo", true)
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(
                 std::fs::read(root.join(format!("{HASH}.torrent"))).unwrap(),
@@ -493,14 +529,14 @@ mod tests {
             }
             let c = {
                 let (root, content) = (roots[2].path().to_path_buf(), content.clone());
-                let sources = [b.addr(), a.addr()];
-                std::thread::spawn(move || fetch(&root, &content, &sources))
+                let (b, a) = (b.addr(), a.addr());
+                std::thread::spawn(move || fetch(&root, &content, Some(b), &[a]))
             };
-            assert_eq!(fetch(roots[1].path(), &content, &[a.addr()]), content);
+            assert_eq!(fetch(roots[1].path(), &content, None, &[a.addr()]), content);
             assert_eq!(c.join().unwrap(), content);
             writer.join().unwrap();
-            assert_eq!(a_requests.load(Ordering::SeqCst), 1, "only B asked A");
-            assert!(b_requests.load(Ordering::SeqCst) >= 1);
+            assert_eq!(requests(&a_requests), 1, "only B asked A");
+            assert!(requests(&b_requests) >= 1);
         }
 
         /// A parent that gives up half-way is replaced by the origin, from the byte reached.
@@ -515,7 +551,12 @@ mod tests {
                 let (root, content) = (roots[1].path().to_path_buf(), content.clone());
                 std::thread::spawn(move || trickle(&root, &content, Some(8)))
             };
-            let got = fetch(roots[2].path(), &content, &[parent.addr(), origin.addr()]);
+            let got = fetch(
+                roots[2].path(),
+                &content,
+                Some(parent.addr()),
+                &[origin.addr()],
+            );
             writer.join().unwrap();
             assert_eq!(got, content);
         }
@@ -543,6 +584,8 @@ mod tests {
                     bytes: 100 << 10,
                     per: Duration::from_millis(100),
                 },
+                floor: generous().floor,
+                deadline: generous().deadline(record.len),
                 root: roots[2].path(),
                 record: &record,
                 name: "big.tar",
@@ -550,12 +593,12 @@ mod tests {
                 verified_root: &verified::root_of(roots[2].path()),
             };
             let copy = relay
-                .fetch(&[parent.addr(), origin.addr()], b"m", true)
+                .fetch(Some(parent.addr()), &[origin.addr()], b"m", true)
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(std::fs::read(copy.path()).unwrap(), content);
             // Without the floor the parent would have delivered it all, and the origin never
             // been asked.
-            assert_eq!(origin_requests.load(Ordering::SeqCst), 1);
+            assert_eq!(requests(&origin_requests), 1);
             writer.join().unwrap();
         }
 
@@ -584,9 +627,11 @@ mod tests {
                     name: "big.tar",
                     stop: &stop,
                     verified_root: &verified::root_of(root),
+                    floor: generous().floor,
+                    deadline: generous().deadline(record.len),
                 };
                 relay
-                    .fetch(&[origin.addr()], b"m", true)
+                    .fetch(None, &[origin.addr()], b"m", true)
                     .map(|copy| std::fs::read(copy.path()).unwrap())
             };
 
@@ -636,13 +681,15 @@ mod tests {
             let relay = Relay {
                 client: client(),
                 slow_parent: SLOW_PARENT,
+                floor: generous().floor,
+                deadline: generous().deadline(record.len),
                 root: roots[1].path(),
                 record: &record,
                 name: "big.tar",
                 stop: &stop,
                 verified_root: &verified::root_of(roots[1].path()),
             };
-            let err = relay.fetch(&[origin.addr()], b"m", true).unwrap_err();
+            let err = relay.fetch(None, &[origin.addr()], b"m", true).unwrap_err();
             assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
             assert!(!roots[1].path().join(format!("{HASH}.torrent")).exists());
             assert!(!roots[1].path().join(format!("{HASH}.relay")).exists());

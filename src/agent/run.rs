@@ -9,6 +9,7 @@ use super::extract::Limits;
 use super::fetch::Fetcher;
 use super::http_get::Client;
 use super::intake::{self, Decision, Policy};
+use super::pace::{MinRate, Pace};
 use super::peers::FleetPeers;
 use super::serve::ServeOptions;
 use super::spool;
@@ -237,6 +238,13 @@ impl Agent {
                 read_timeout: Duration::from_secs(20),
             },
             verified_root: &verified_root,
+            pace: Pace {
+                floor: MinRate::per_second(
+                    site.agent.fetch_min_rate_bytes_per_sec,
+                    Duration::from_secs(site.agent.fetch_rate_window_secs),
+                ),
+                slack: Duration::from_secs(site.agent.fetch_slack_secs),
+            },
         };
         let fetched = match fetcher.fetch(record, metainfo.as_deref()) {
             Ok(fetched) => fetched,

@@ -16,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
@@ -35,6 +36,11 @@ pub fn relay_mark(root: &Path, info_hash: &str) -> PathBuf {
 
 /// Downloads served at once; further connections queue briefly, then get 503.
 pub const SEED_WORKERS: usize = 8;
+/// Connections one member may hold at once: Transmission opens up to 4 to a web seed, and
+/// one member (compromised, or just busy) must not take all the workers.
+pub const SEED_PER_SOURCE: usize = 4;
+/// A member's request head arrives in one packet; a drip is cut off after this.
+const SEED_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SeedServer;
 
@@ -45,7 +51,7 @@ impl SeedServer {
     }
 
     /// Like `start`, answering only clients `allow` admits (the fleet's members); others get
-    /// 403 before any file is looked up.
+    /// 403 as soon as they connect, before they can hold a worker or a place in the queue.
     pub fn start_for(
         bind: SocketAddr,
         root_dir: &Path,
@@ -54,7 +60,9 @@ impl SeedServer {
         let root = root_dir
             .canonicalize()
             .map_err(Error::io("resolving the web seed root", root_dir))?;
+        let admit = Arc::clone(&allow);
         let handler: Arc<Handler> = Arc::new(move |request: &Request| {
+            // Asked again: the membership may have changed since the connection was accepted.
             if !allow(request.peer.ip()) {
                 return Response::status(403);
             }
@@ -62,9 +70,11 @@ impl SeedServer {
         });
         let limits = Limits {
             workers: SEED_WORKERS,
+            per_source: SEED_PER_SOURCE,
+            head_timeout: SEED_HEAD_TIMEOUT,
             ..Limits::default()
         };
-        let server = Server::start("web seed server", bind, limits, handler)?;
+        let server = Server::start_admitting("web seed server", bind, limits, admit, handler)?;
         Ok(SeedHandle { server })
     }
 }

@@ -185,6 +185,13 @@ pub struct AgentSection {
     pub catch_up_secs: u64,
     /// The agent warns when it has heard of no update for this long (0: never).
     pub silence_warning_secs: u64,
+    /// The least every download source (a member's seed server, a relay parent, the node that
+    /// has the payload) must deliver, averaged over `fetch_rate_window_secs`; a slower one is
+    /// left for the next. Also sets each fetch's deadline: the signed length at this rate,
+    /// plus `fetch_slack_secs`, once over HTTP and once through Transmission.
+    pub fetch_min_rate_bytes_per_sec: u64,
+    pub fetch_rate_window_secs: u64,
+    pub fetch_slack_secs: u64,
 }
 
 impl Default for AgentSection {
@@ -203,6 +210,12 @@ impl Default for AgentSection {
             max_future_secs: 86_400,
             catch_up_secs: 300,
             silence_warning_secs: 7 * 86_400,
+            // 64 KiB/s over 30 s: a Raspberry Pi on a poor Wi-Fi link still passes, a member
+            // trickling a byte every 15 s is left after one window; an 8 GiB payload gets
+            // 36 h, a manifest the 15 min slack.
+            fetch_min_rate_bytes_per_sec: 64 << 10,
+            fetch_rate_window_secs: 30,
+            fetch_slack_secs: 900,
         }
     }
 }

@@ -221,6 +221,27 @@ impl<'a> Validator<'a> {
         if site.agent.catch_up_secs == 0 {
             return Err(self.invalid("agent.catch_up_secs", 0, "must be at least 1"));
         }
+        if site.agent.fetch_min_rate_bytes_per_sec < 1024 {
+            return Err(self.invalid(
+                "agent.fetch_min_rate_bytes_per_sec",
+                site.agent.fetch_min_rate_bytes_per_sec,
+                "use at least 1024: a slower floor lets a trickling member hold an update for days",
+            ));
+        }
+        if !(5..=600).contains(&site.agent.fetch_rate_window_secs) {
+            return Err(self.invalid(
+                "agent.fetch_rate_window_secs",
+                site.agent.fetch_rate_window_secs,
+                "use 5 to 600: shorter windows punish a brief stall, longer ones let a trickle last",
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&site.agent.fetch_slack_secs) {
+            return Err(self.invalid(
+                "agent.fetch_slack_secs",
+                site.agent.fetch_slack_secs,
+                "use 60 to 604800: finding peers takes a minute or more",
+            ));
+        }
         let user = site.agent.serve_user.as_str();
         if user == "root" {
             return Err(self.invalid(

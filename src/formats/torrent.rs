@@ -369,6 +369,19 @@ pub fn with_sources(
     Ok(out)
 }
 
+/// The metainfo reduced to its info dict, `d4:info<info>e`: the same info-hash and nothing
+/// else. A received metainfo is kept and re-served in this form, so keys a sender added beside
+/// the info dict (junk padding it to megabytes) go no further.
+pub fn info_only(metainfo: &[u8]) -> Result<Vec<u8>, TorrentError> {
+    let root = super::bencode::parse(metainfo)?;
+    let info = root.get("info").ok_or(TorrentError::MissingInfo)?;
+    let mut out = Vec::with_capacity(info.raw.len() + 8);
+    out.extend_from_slice(b"d4:info");
+    out.extend_from_slice(info.raw);
+    out.push(b'e');
+    Ok(out)
+}
+
 #[cfg(test)]
 mod sources_tests {
     use super::*;
