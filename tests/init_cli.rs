@@ -175,10 +175,13 @@ fn bad_configs_get_a_clear_error_and_nothing_is_written() {
             "[serf]\nbind = \"nope\"\n",
             ":2: serf.bind = \"nope\": expected an address:port",
         ),
-        ("[transmision]\n", ":1:2: unknown field `transmision`"),
+        (
+            "[transmision]\n",
+            ":1: transmision: unknown field `transmision`",
+        ),
         (
             "[agent]\ntracker_port = 9091\n",
-            ":2: agent.tracker_port = 9091: conflicts with transmission.rpc_port",
+            ":2: agent.tracker_port = 9091: port 9091 is already used by transmission.rpc_port",
         ),
         (
             "[transmission]\ndownload_dir = \"downloads\"\n",
@@ -210,7 +213,9 @@ fn bad_configs_get_a_clear_error_and_nothing_is_written() {
     let out = p2pu(&["init", "--config", "/nonexistent/site.toml", "--dry-run"]);
     assert_eq!(
         text(&out.stderr),
-        "error: reading config /nonexistent/site.toml: No such file or directory (os error 2)\n"
+        "error: config /nonexistent/site.toml does not exist: create it (an empty file is valid: \
+         every key has a default; the commented example is /usr/share/doc/p2pu/site.example.toml, \
+         install/site.example.toml in the source tree) or name another file with --config or P2PU_CONFIG\n"
     );
 }
 
