@@ -220,6 +220,34 @@ fn bad_configs_get_a_clear_error_and_nothing_is_written() {
 }
 
 #[test]
+fn every_config_error_is_printed_on_its_own_line() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[serf]\njoin = [\"10.0.0.300\"]\n[transmission]\npeer_port = 99999\n[agent]\nspool_dir = \"s\"\n",
+    )
+    .unwrap();
+    let path = config.path().to_str().unwrap();
+    let out = p2pu(&["init", "--config", path, "--dry-run"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("error: {path}:2: serf.join = \"10.0.0.300\": ")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{path}:4: transmission.peer_port = 99999: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{path}:6: agent.spool_dir = \"s\": ")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn first_boot_regenerates_node_secrets_and_disarms_itself() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
