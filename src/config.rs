@@ -10,8 +10,15 @@ pub use site::*;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// Where the Debian package installs the commented example config (Cargo.toml's deb assets).
+pub const EXAMPLE_CONFIG: &str = "/usr/share/doc/p2pu/site.example.toml";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("config {} does not exist: create it (an empty file is valid: every key has a default; \
+        the commented example is {EXAMPLE_CONFIG}, install/site.example.toml in the source tree) \
+        or name another file with --config or P2PU_CONFIG", path.display())]
+    Missing { path: PathBuf },
     #[error("reading config {}", path.display())]
     Read {
         path: PathBuf,
@@ -25,14 +32,19 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{}{}: {key} = {value}: {reason}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    #[error("{}{}: {key}{}: {reason}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default(),
+        value.as_ref().map(|v| format!(" = {v}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
         line: Option<usize>,
         key: String,
-        value: String,
+        /// The value as the operator wrote it; `None` where it says nothing (a whole table).
+        value: Option<String>,
         reason: String,
     },
+    /// Every problem found in one file, one per line, so a single edit fixes them all.
+    #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several { errors: Vec<ConfigError> },
     #[error("{}: cannot work out {key}: {reason}; set it in the config", path.display())]
     Unresolved {
         path: PathBuf,
@@ -95,9 +107,17 @@ impl Config {
     /// Reads, parses, validates and resolves `path`. `facts` is `None` in an image build:
     /// node-specific values are then left for the device's first boot.
     pub fn load(path: &Path, facts: Option<&MachineFacts>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         Config::from_str(path, &text, facts)
     }
@@ -107,19 +127,26 @@ impl Config {
         text: &str,
         facts: Option<&MachineFacts>,
     ) -> Result<Config, ConfigError> {
-        let site: SiteToml = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
-        let checked = validate::Validator::new(path, text).check(&site)?;
+        // Syntax first: a broken file leaves nothing to look at key by key.
+        let table: toml::Table = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+        let validator = validate::Validator::new(path, text);
+        let site = validator.site(table);
+        let checked = validator.check(&site);
         let node_name = match (&site.node.name, facts) {
             (Some(name), _) => Some(name.clone()),
             (None, None) => None,
-            (None, Some(facts)) => Some(facts.hostname.clone().ok_or(ConfigError::Unresolved {
+            (None, Some(facts)) => facts.hostname.clone(),
+        };
+        if let Some(name) = &node_name {
+            validator.node_name(name, site.node.name.is_none());
+        }
+        validator.finish()?;
+        if node_name.is_none() && facts.is_some() {
+            return Err(ConfigError::Unresolved {
                 path: path.to_path_buf(),
                 key: "node.name",
                 reason: "the machine has no hostname".into(),
-            })?),
-        };
-        if let Some(name) = &node_name {
-            validate::node_name(path, text, name)?;
+            });
         }
         let advertise = match checked.advertise {
             Some(addr) => Some(addr),

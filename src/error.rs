@@ -50,6 +50,8 @@ pub enum Error {
     EngineSerf(#[from] crate::engines::serf::SerfError),
     #[error(transparent)]
     EnginePuppet(#[from] crate::engines::puppet::PuppetError),
+    #[error(transparent)]
+    NotInstalled(#[from] crate::engines::NotInstalled),
     #[error("binding the {service} on {addr}")]
     Bind {
         service: &'static str,

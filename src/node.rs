@@ -47,6 +47,15 @@ pub fn puppet(config: &Config) -> Puppet {
     }
 }
 
+/// The engines the agent runs as programs, checked before it starts: without them every update
+/// would fail later, one at a time. The agent refuses to start instead, and systemd's
+/// `Restart=on-failure` starts it again until they are installed.
+pub fn check_agent_engines(config: &Config) -> Result<()> {
+    puppet(config).check_installed()?;
+    Serf::new(config.serf_rpc.to_string()).check_installed()?;
+    Ok(())
+}
+
 /// The announce URL of this node's own tracker (served by its agent on loopback).
 pub fn tracker_url(config: &Config) -> String {
     format!(

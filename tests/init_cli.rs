@@ -175,10 +175,13 @@ fn bad_configs_get_a_clear_error_and_nothing_is_written() {
             "[serf]\nbind = \"nope\"\n",
             ":2: serf.bind = \"nope\": expected an address:port",
         ),
-        ("[transmision]\n", ":1:2: unknown field `transmision`"),
+        (
+            "[transmision]\n",
+            ":1: transmision: unknown field `transmision`",
+        ),
         (
             "[agent]\ntracker_port = 9091\n",
-            ":2: agent.tracker_port = 9091: conflicts with transmission.rpc_port",
+            ":2: agent.tracker_port = 9091: port 9091 is already used by transmission.rpc_port",
         ),
         (
             "[transmission]\ndownload_dir = \"downloads\"\n",
@@ -210,7 +213,37 @@ fn bad_configs_get_a_clear_error_and_nothing_is_written() {
     let out = p2pu(&["init", "--config", "/nonexistent/site.toml", "--dry-run"]);
     assert_eq!(
         text(&out.stderr),
-        "error: reading config /nonexistent/site.toml: No such file or directory (os error 2)\n"
+        "error: config /nonexistent/site.toml does not exist: create it (an empty file is valid: \
+         every key has a default; the commented example is /usr/share/doc/p2pu/site.example.toml, \
+         install/site.example.toml in the source tree) or name another file with --config or P2PU_CONFIG\n"
+    );
+}
+
+#[test]
+fn every_config_error_is_printed_on_its_own_line() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[serf]\njoin = [\"10.0.0.300\"]\n[transmission]\npeer_port = 99999\n[agent]\nspool_dir = \"s\"\n",
+    )
+    .unwrap();
+    let path = config.path().to_str().unwrap();
+    let out = p2pu(&["init", "--config", path, "--dry-run"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("error: {path}:2: serf.join = \"10.0.0.300\": ")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{path}:4: transmission.peer_port = 99999: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{path}:6: agent.spool_dir = \"s\": ")),
+        "{stderr}"
     );
 }
 

@@ -1,10 +1,16 @@
 //! The Puppet module puppet/p2pu against the real `puppet apply` (7.23): installed from a module
 //! archive as the agent would install it, it writes site.toml and runs `p2pu init` only when the
-//! file changed. Every path, Puppet's own dirs included, lives in a temp dir.
+//! file changed. Every path, Puppet's own dirs included, lives in a temp dir. Its types are
+//! compared key for key with p2pu's own `SiteToml`, and its Forge layout is checked.
 
 mod support;
 
+use p2pu::config::{
+    AgentSection, NatSection, NodeSection, PathsSection, PuppetSection, SerfSection, SiteToml,
+    TimeSection, TransmissionSection,
+};
 use p2pu::engines::{Applier, ApplyStatus, Puppet, PuppetError};
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,9 +60,11 @@ fn module_validates_and_lints_clean() {
     run(Command::new("puppet")
         .args(["epp", "validate", "--color=false"])
         .args(module_files("epp")));
-    let metadata = std::fs::read(module_dir().join("metadata.json")).unwrap();
-    let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
-    assert_eq!(metadata["name"], "p2pu-p2pu");
+    // The examples are linted and validated with the rest.
+    assert!(
+        manifests.contains(&module_dir().join("examples/init.pp")),
+        "{manifests:?}"
+    );
     let lint = Command::new("puppet-lint")
         .arg("--version")
         .output()
@@ -70,6 +78,215 @@ fn module_validates_and_lints_clean() {
     run(Command::new("puppet-lint")
         .arg("--fail-on-warnings")
         .arg(module_dir()));
+}
+
+#[test]
+fn module_has_the_forge_layout() {
+    let dir = module_dir();
+    for file in [
+        "README.md",
+        "REFERENCE.md",
+        "CHANGELOG.md",
+        "LICENSE",
+        "metadata.json",
+        "examples/init.pp",
+    ] {
+        assert!(dir.join(file).is_file(), "puppet/p2pu/{file} is missing");
+    }
+    let metadata = std::fs::read(dir.join("metadata.json")).unwrap();
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
+    assert_eq!(metadata["name"], "p2pu-p2pu");
+    assert_eq!(metadata["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(metadata["license"], env!("CARGO_PKG_LICENSE"));
+    let license = std::fs::read_to_string(dir.join("LICENSE")).unwrap();
+    assert!(license.starts_with("MIT License\n"), "{license}");
+    for key in ["source", "project_page", "issues_url"] {
+        let url = metadata[key].as_str().unwrap_or_default();
+        assert!(
+            url.starts_with("https://") && !url.contains(char::is_whitespace),
+            "metadata.json {key} must be a URL, not {url:?}"
+        );
+    }
+}
+
+/// The key names serde knows for a struct: its derive hands them to `deserialize_struct`.
+fn serde_keys<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    use serde::de::{Deserializer, Visitor};
+
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    struct Probe;
+    impl<'de> Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Fields(fields)) => fields.iter().map(|f| f.to_string()).collect(),
+        Ok(_) => unreachable!("the probe deserializes nothing"),
+    }
+}
+
+/// `'key' => Type` of a `Struct[{ ... }]` type alias, in declaration order.
+fn puppet_struct_keys(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut keys = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let line = line.strip_prefix("Optional[").unwrap_or(line);
+        let Some(rest) = line.strip_prefix('\'') else {
+            continue;
+        };
+        let (key, rest) = rest.split_once('\'').unwrap();
+        let ty = rest
+            .split_once("=>")
+            .unwrap()
+            .1
+            .trim()
+            .trim_end_matches(',');
+        keys.push((key.to_string(), ty.to_string()));
+    }
+    keys
+}
+
+#[test]
+fn module_types_match_site_toml_key_for_key() {
+    let sections: BTreeMap<&str, Vec<String>> = BTreeMap::from([
+        ("node", serde_keys::<NodeSection>()),
+        ("serf", serde_keys::<SerfSection>()),
+        ("transmission", serde_keys::<TransmissionSection>()),
+        ("puppet", serde_keys::<PuppetSection>()),
+        ("agent", serde_keys::<AgentSection>()),
+        ("nat", serde_keys::<NatSection>()),
+        ("time", serde_keys::<TimeSection>()),
+        ("paths", serde_keys::<PathsSection>()),
+    ]);
+    // A new section needs a line above, and then a type alias and a class parameter.
+    let mut site_sections = serde_keys::<SiteToml>();
+    site_sections.sort();
+    assert_eq!(
+        site_sections,
+        sections.keys().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
+    let defaults = toml::Value::try_from(SiteToml::default()).unwrap();
+    let class = std::fs::read_to_string(module_dir().join("manifests/init.pp")).unwrap();
+    let mut problems = Vec::new();
+    for (section, site_keys) in &sections {
+        let alias = format!("P2pu::{}{}", section[..1].to_uppercase(), &section[1..]);
+        if !class.contains(&format!("  {alias} ${section} = {{}},")) {
+            problems.push(format!("class p2pu has no parameter `{alias} ${section}`"));
+        }
+        let declared = puppet_struct_keys(&module_dir().join(format!("types/{section}.pp")));
+        let names: Vec<&str> = declared.iter().map(|(k, _)| k.as_str()).collect();
+        let missing: Vec<&str> = site_keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !names.contains(k))
+            .collect();
+        let extra: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|k| !site_keys.iter().any(|s| s == k))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!("{alias} lacks [{section}] keys {missing:?}"));
+        }
+        if !extra.is_empty() {
+            problems.push(format!("{alias} has keys site.toml does not: {extra:?}"));
+        }
+        // The Puppet type must accept the kind of value the key's default is.
+        for (key, ty) in &declared {
+            let Some(default) = defaults.get(section).and_then(|s| s.get(key)) else {
+                continue;
+            };
+            let heads: &[&str] = match default {
+                toml::Value::Boolean(_) => &["Boolean"],
+                toml::Value::Integer(_) => &["Integer", "P2pu::Port"],
+                toml::Value::String(_) => {
+                    &["String", "Enum", "Pattern", "P2pu::Path", "Variant[String"]
+                }
+                toml::Value::Array(_) => &["Array"],
+                toml::Value::Table(_) => &["Hash"],
+                other => panic!("no Puppet type for {other:?}"),
+            };
+            if !heads.iter().any(|h| ty.starts_with(h)) {
+                problems.push(format!(
+                    "{alias}['{key}'] is `{ty}`, but site.toml's default is {default}"
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "puppet/p2pu/types drifted from SiteToml (src/config/site.rs):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn reference_documents_every_type_as_declared() {
+    let reference = std::fs::read_to_string(module_dir().join("REFERENCE.md")).unwrap();
+    for path in module_files("pp") {
+        if !path.starts_with(module_dir().join("types")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let body = text.split_once(" = ").unwrap().1.trim_end();
+        assert!(
+            reference.contains(body),
+            "REFERENCE.md is out of date for {} (regenerate it: `puppet strings generate --format markdown` in puppet/p2pu)",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn examples_compile_against_the_module() {
+    let work = tempfile::tempdir().unwrap();
+    let modules = work.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    std::os::unix::fs::symlink(module_dir(), modules.join("p2pu")).unwrap();
+    let puppet = Puppet {
+        vardir_root: Some(work.path().join("puppet")),
+        modulepath: vec![modules],
+        // Compiles against the types and writes nothing.
+        extra_flags: vec!["--noop".into()],
+        ..Puppet::default()
+    };
+    let examples = module_files("pp")
+        .into_iter()
+        .filter(|p| p.starts_with(module_dir().join("examples")))
+        .collect::<Vec<_>>();
+    assert!(!examples.is_empty());
+    for example in examples {
+        if let Err(e) = puppet.apply(&example) {
+            panic!("{}: {e}", example.display());
+        }
+    }
 }
 
 /// A node whose every path is in `dir`: the class declaration for it, given the peer port.

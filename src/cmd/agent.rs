@@ -28,6 +28,7 @@ impl AgentCommand {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         crate::logging::init(&self.log)?;
         let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        crate::node::check_agent_engines(&config)?;
         let stop = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             // The second signal exits at once; the first asks for a clean stop.

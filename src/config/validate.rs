@@ -1,7 +1,9 @@
-//! Checks a parsed `site.toml` and points at the line of the offending key.
+//! Checks a parsed `site.toml` and points at the line of the offending key. Every problem in
+//! the file is collected, not just the first, so an operator fixes them all in one edit.
 
 use super::{line_column, ConfigError, SiteToml};
-use std::net::{IpAddr, SocketAddr};
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Tags p2pu sets itself on every member; an operator's tag must not shadow them.
@@ -17,6 +19,7 @@ pub(super) struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
     doc: Option<toml_edit::ImDocument<&'a str>>,
+    errors: RefCell<Vec<ConfigError>>,
 }
 
 impl<'a> Validator<'a> {
@@ -25,7 +28,97 @@ impl<'a> Validator<'a> {
             path,
             text,
             doc: toml_edit::ImDocument::parse(text).ok(),
+            errors: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Every error found so far: `Ok` when there were none, the one error, or all of them.
+    pub fn finish(&self) -> Result<(), ConfigError> {
+        let mut errors = self.errors.take();
+        // In file order, as an operator reads the file; errors without a line last.
+        errors.sort_by_key(|e| match e {
+            ConfigError::Invalid { line, .. } => line.unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        });
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several { errors }),
+        }
+    }
+
+    fn fail(&self, key: &str, value: impl ToString, reason: impl Into<String>) {
+        let error = self.invalid(key, value, reason);
+        self.errors.borrow_mut().push(error);
+    }
+
+    /// The typed config. Keys of unknown names or of the wrong type are recorded one by one
+    /// (serde would stop at the first) and left out, so the rest can still be validated.
+    pub fn site(&self, table: toml::Table) -> SiteToml {
+        let whole = toml::Value::Table(table.clone());
+        if let Ok(site) = whole.try_into::<SiteToml>() {
+            return site;
+        }
+        let mut good = toml::Table::new();
+        for (section, value) in table {
+            // An unknown section is reported once, not once per key.
+            if self.structure_error(&[&section], None, nest(&section, toml::Table::new().into())) {
+                continue;
+            }
+            let toml::Value::Table(keys) = value else {
+                self.structure_error(&[&section], Some(&value), nest(&section, value.clone()));
+                continue;
+            };
+            let mut kept = toml::Table::new();
+            for (key, value) in keys {
+                let one = nest(&section, nest(&key, value.clone()).into());
+                if !self.structure_error(&[&section, &key], Some(&value), one) {
+                    kept.insert(key, value);
+                }
+            }
+            good.insert(section, kept.into());
+        }
+        match toml::Value::Table(good).try_into() {
+            Ok(site) => site,
+            Err(e) => {
+                // Keys that are fine one by one but not together: not known to happen.
+                self.errors.borrow_mut().push(ConfigError::Invalid {
+                    path: self.path.to_path_buf(),
+                    line: None,
+                    key: "(whole file)".into(),
+                    value: None,
+                    reason: e.message().trim().to_string(),
+                });
+                SiteToml::default()
+            }
+        }
+    }
+
+    /// Records why `table` (holding only `path`) does not deserialize; returns whether it did not.
+    fn structure_error(
+        &self,
+        path: &[&str],
+        value: Option<&toml::Value>,
+        table: toml::Table,
+    ) -> bool {
+        let Err(e) = toml::Value::Table(table).try_into::<SiteToml>() else {
+            return false;
+        };
+        let mut reason = e.message().trim().to_string();
+        if let Some(at) = reason.find("expected u16") {
+            // Every u16 in site.toml is a port.
+            reason.replace_range(at.., "expected a port number from 1 to 65535");
+        }
+        let value = value.filter(|v| !v.is_table()).map(ToString::to_string);
+        let error = ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line_of(path),
+            key: path.join("."),
+            value,
+            reason,
+        };
+        self.errors.borrow_mut().push(error);
+        true
     }
 
     /// The line of a dotted key in the source, when the operator wrote it there.
@@ -44,11 +137,12 @@ impl<'a> Validator<'a> {
         self.invalid_at(&path, key, value, reason)
     }
 
-    /// Like `invalid` for an entry of a table whose keys are the operator's (tags, extra).
-    fn invalid_entry(&self, table: &str, entry: &str, reason: impl Into<String>) -> ConfigError {
+    /// Like `fail` for an entry of a table whose keys are the operator's (tags, extra).
+    fn fail_entry(&self, table: &str, entry: &str, reason: impl Into<String>) {
         let mut path: Vec<&str> = table.split('.').collect();
         path.push(entry);
-        self.invalid_at(&path, table, quoted(entry), reason)
+        let error = self.invalid_at(&path, table, quoted(entry), reason);
+        self.errors.borrow_mut().push(error);
     }
 
     fn invalid_at(
@@ -62,211 +156,237 @@ impl<'a> Validator<'a> {
             path: self.path.to_path_buf(),
             line: self.line_of(path),
             key: key.to_string(),
-            value: value.to_string(),
+            value: Some(value.to_string()),
             reason: reason.into(),
         }
     }
 
-    fn socket_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-        let addr: SocketAddr = value.parse().map_err(|_| {
-            self.invalid(
+    fn socket_addr(&self, key: &str, value: &str) -> Option<SocketAddr> {
+        let Ok(addr) = value.parse::<SocketAddr>() else {
+            self.fail(
                 key,
                 quoted(value),
                 "expected an address:port such as 0.0.0.0:7946",
-            )
-        })?;
+            );
+            return None;
+        };
         if addr.port() == 0 {
-            return Err(self.invalid(key, quoted(value), "port 0 is not a usable port"));
+            self.fail(key, quoted(value), "port 0 is not a usable port");
+            return None;
         }
-        Ok(addr)
+        Some(addr)
     }
 
-    pub fn check(&self, site: &SiteToml) -> Result<Checked, ConfigError> {
+    /// A `host:port` (port required) or `host[:port]` entry: an IP address or a DNS name, and a
+    /// port from 1 to 65535.
+    fn host_port(&self, key: &str, value: &str, port_required: bool) {
+        let example = if port_required {
+            "host:port such as 10.0.0.1:3478 or proxy.example.org:3478"
+        } else {
+            "host or host:port such as 10.0.0.1 or node-1.example.org:7946"
+        };
+        if let Err(why) = host_port(value, port_required) {
+            self.fail(key, quoted(value), format!("{why}; expected a {example}"));
+        }
+    }
+
+    /// Validates every key; what later steps need comes back even when some keys are bad
+    /// (with defaults in their place), since `finish` refuses the config then anyway.
+    pub fn check(&self, site: &SiteToml) -> Checked {
         let serf = &site.serf;
-        let serf_bind = self.socket_addr("serf.bind", &serf.bind)?;
-        let serf_rpc = self.socket_addr("serf.rpc_addr", &serf.rpc_addr)?;
-        if !serf_rpc.ip().is_loopback() {
-            return Err(self.invalid(
+        let defaults = SiteToml::default();
+        let serf_bind = self.socket_addr("serf.bind", &serf.bind);
+        let serf_rpc = self.socket_addr("serf.rpc_addr", &serf.rpc_addr);
+        if serf_rpc.is_some_and(|rpc| !rpc.ip().is_loopback()) {
+            self.fail(
                 "serf.rpc_addr",
                 quoted(&serf.rpc_addr),
-                "must be a loopback address: Serf's RPC is unencrypted",
-            ));
+                "must be a loopback address such as 127.0.0.1:7373: Serf's RPC is unencrypted",
+            );
         }
         let advertise = match &serf.advertise {
             None => None,
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
-                self.invalid("serf.advertise", quoted(text), "expected an IP address")
-            })?),
+            Some(text) => match text.parse::<IpAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.fail("serf.advertise", quoted(text), "expected an IP address");
+                    None
+                }
+            },
         };
         for peer in &serf.join {
-            if peer.is_empty() || peer.contains(char::is_whitespace) {
-                return Err(self.invalid("serf.join", quoted(peer), "expected host or host:port"));
-            }
+            self.host_port("serf.join", peer, false);
         }
         for tag in serf.tags.keys() {
             if tag.starts_with(RESERVED_TAG_PREFIX) {
-                return Err(self.invalid_entry(
+                self.fail_entry(
                     "serf.tags",
                     tag,
                     format!("tags starting with `{RESERVED_TAG_PREFIX}` are set by p2pu itself"),
-                ));
-            }
-            if tag.is_empty()
+                );
+            } else if tag.is_empty()
                 || !tag
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                return Err(self.invalid(
+                self.fail_entry(
                     "serf.tags",
-                    quoted(tag),
+                    tag,
                     "tag names use letters, digits, `-` and `_`",
-                ));
+                );
             }
         }
         if !(512..=9216).contains(&serf.user_event_size_limit) {
-            return Err(self.invalid(
+            self.fail(
                 "serf.user_event_size_limit",
                 serf.user_event_size_limit,
                 "Serf accepts 512 to 9216",
-            ));
+            );
         }
         let tr = &site.transmission;
         if tr.rpc_user.is_empty() || tr.rpc_user.contains(':') {
-            return Err(self.invalid(
+            self.fail(
                 "transmission.rpc_user",
                 quoted(&tr.rpc_user),
                 "must be non-empty and contain no `:`",
-            ));
+            );
         }
         if tr.rpc_password.as_deref() == Some("") {
-            return Err(self.invalid(
+            self.fail(
                 "transmission.rpc_password",
                 "\"\"",
                 "must not be empty; leave it out to generate a secret",
-            ));
+            );
         }
         if tr.user.is_empty() {
-            return Err(self.invalid(
+            self.fail(
                 "transmission.user",
                 "\"\"",
                 "must name the daemon's system user",
-            ));
+            );
         }
         for key in tr.extra.keys() {
             if let Some(owner) = managed_setting(key) {
-                return Err(self.invalid_entry(
+                self.fail_entry(
                     "transmission.extra",
                     key,
                     format!("settings.json key `{key}` is managed by p2pu; set {owner} instead"),
-                ));
+                );
             }
         }
-        if site.nat.enabled && site.nat.proxy.is_none() {
-            return Err(self.invalid(
+        let nat = &site.nat;
+        if nat.enabled && nat.proxy.is_none() {
+            self.fail(
                 "nat.enabled",
                 "true",
                 "needs nat.proxy (host:port of the rendezvous)",
-            ));
+            );
         }
-        if let Some(proxy) = &site.nat.proxy {
-            if proxy
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .filter(|p| *p != 0)
-                .is_none()
-            {
-                return Err(self.invalid("nat.proxy", quoted(proxy), "expected host:port"));
-            }
+        if let Some(proxy) = &nat.proxy {
+            self.host_port("nat.proxy", proxy, true);
         }
-        if let Some(server) = &site.nat.stun_server {
-            if server
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .filter(|p| *p != 0)
-                .is_none()
-            {
-                return Err(self.invalid("nat.stun_server", quoted(server), "expected host:port"));
-            }
+        if let Some(server) = &nat.stun_server {
+            self.host_port("nat.stun_server", server, true);
         }
-        if site.nat.peer_expiry_secs < 2 * site.nat.keepalive_secs {
-            return Err(self.invalid(
+        if nat.peer_expiry_secs < 2 * nat.keepalive_secs {
+            self.fail(
                 "nat.peer_expiry_secs",
-                site.nat.peer_expiry_secs,
+                nat.peer_expiry_secs,
                 "use at least twice nat.keepalive_secs: peers ping once per keepalive",
-            ));
+            );
         }
-        if site.nat.relay_rate_kbps == 0 {
-            return Err(self.invalid(
+        if nat.relay_rate_kbps == 0 {
+            self.fail(
                 "nat.relay_rate_kbps",
                 0,
                 "must be positive: relayed sessions would carry no bytes",
-            ));
+            );
         }
-        if !(5..30).contains(&site.nat.keepalive_secs) {
-            return Err(self.invalid(
+        if !(5..30).contains(&nat.keepalive_secs) {
+            self.fail(
                 "nat.keepalive_secs",
-                site.nat.keepalive_secs,
+                nat.keepalive_secs,
                 "use 5 to 29: routers drop idle UDP mappings after 30 s",
-            ));
+            );
         }
-        for server in site.time.ntp.iter().chain(&site.time.fallback_ntp) {
-            if server.is_empty() || server.contains(char::is_whitespace) {
-                return Err(self.invalid(
-                    "time.ntp",
-                    quoted(server),
-                    "expected a host name or address",
-                ));
+        for (key, servers) in [
+            ("time.ntp", &site.time.ntp),
+            ("time.fallback_ntp", &site.time.fallback_ntp),
+        ] {
+            for server in servers {
+                if host(server).is_err() {
+                    self.fail(
+                        key,
+                        quoted(server),
+                        "expected a host name or IP address such as ntp.example.org or 10.0.0.1",
+                    );
+                }
             }
         }
+        if site.puppet.timeout_secs == 0 {
+            self.fail(
+                "puppet.timeout_secs",
+                0,
+                "must be at least 1: every `puppet apply` would be killed at once",
+            );
+        }
         if site.agent.catch_up_secs == 0 {
-            return Err(self.invalid("agent.catch_up_secs", 0, "must be at least 1"));
+            self.fail("agent.catch_up_secs", 0, "must be at least 1");
+        }
+        if site.agent.max_payload_bytes == 0 {
+            self.fail(
+                "agent.max_payload_bytes",
+                0,
+                "must be positive: every update would be refused",
+            );
         }
         if site.agent.fetch_min_rate_bytes_per_sec < 1024 {
-            return Err(self.invalid(
+            self.fail(
                 "agent.fetch_min_rate_bytes_per_sec",
                 site.agent.fetch_min_rate_bytes_per_sec,
                 "use at least 1024: a slower floor lets a trickling member hold an update for days",
-            ));
+            );
         }
         if !(5..=600).contains(&site.agent.fetch_rate_window_secs) {
-            return Err(self.invalid(
+            self.fail(
                 "agent.fetch_rate_window_secs",
                 site.agent.fetch_rate_window_secs,
                 "use 5 to 600: shorter windows punish a brief stall, longer ones let a trickle last",
-            ));
+            );
         }
         if !(60..=7 * 86_400).contains(&site.agent.fetch_slack_secs) {
-            return Err(self.invalid(
+            self.fail(
                 "agent.fetch_slack_secs",
                 site.agent.fetch_slack_secs,
                 "use 60 to 604800: finding peers takes a minute or more",
-            ));
+            );
         }
         let user = site.agent.serve_user.as_str();
         if user == "root" {
-            return Err(self.invalid(
+            self.fail(
                 "agent.serve_user",
                 quoted(user),
                 "must be an unprivileged user: the tracker and web seed server face the network",
-            ));
-        }
-        if !is_user_name(user) {
-            return Err(self.invalid(
+            );
+        } else if !is_user_name(user) {
+            self.fail(
                 "agent.serve_user",
                 quoted(user),
                 "expected a system user name: 1 to 32 of `a-z`, `0-9`, `_`, `-`, not starting with a digit or `-`",
-            ));
+            );
         }
-        self.check_paths(site)?;
-        self.check_ports(site, serf_bind, serf_rpc)?;
-        Ok(Checked {
-            serf_bind,
-            serf_rpc,
+        self.check_paths(site);
+        let bind_port = serf_bind.map_or(7946, |a| a.port());
+        let rpc_port = serf_rpc.map_or(7373, |a| a.port());
+        self.check_ports(site, bind_port, rpc_port);
+        Checked {
+            serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
+            serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
             advertise,
-        })
+        }
     }
 
-    fn check_paths(&self, site: &SiteToml) -> Result<(), ConfigError> {
+    fn check_paths(&self, site: &SiteToml) {
         let paths: [(&str, &PathBuf); 19] = [
             ("paths.config_dir", &site.paths.config_dir),
             ("paths.systemd_dir", &site.paths.systemd_dir),
@@ -307,74 +427,150 @@ impl<'a> Validator<'a> {
             );
         for (key, path) in paths.into_iter().chain(modulepath) {
             if !path.is_absolute() {
-                return Err(self.invalid(
+                self.fail(
                     key,
                     quoted(&path.display().to_string()),
                     "must be an absolute path",
-                ));
-            }
-            if path
+                );
+            } else if path
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
             {
-                return Err(self.invalid(
+                self.fail(
                     key,
                     quoted(&path.display().to_string()),
                     "must not contain `..`",
-                ));
+                );
             }
         }
-        Ok(())
     }
 
-    fn check_ports(
-        &self,
-        site: &SiteToml,
-        bind: SocketAddr,
-        rpc: SocketAddr,
-    ) -> Result<(), ConfigError> {
-        let mut ports = vec![
-            ("serf.bind", bind.port()),
-            ("serf.rpc_addr", rpc.port()),
-            ("transmission.rpc_port", site.transmission.rpc_port),
-            ("transmission.peer_port", site.transmission.peer_port),
-            ("agent.tracker_port", site.agent.tracker_port),
-            ("agent.seed_port", site.agent.seed_port),
+    /// Two services on one port: the error goes on the key the operator wrote (a default
+    /// they never saw is not theirs to fix), and names the other key and its value.
+    fn check_ports(&self, site: &SiteToml, bind: u16, rpc: u16) {
+        let nat_used = site.nat.enabled || site.node.role == super::Role::Proxy;
+        let ports = [
+            ("serf.bind", bind, true),
+            ("serf.rpc_addr", rpc, true),
+            ("transmission.rpc_port", site.transmission.rpc_port, true),
+            ("transmission.peer_port", site.transmission.peer_port, true),
+            ("agent.tracker_port", site.agent.tracker_port, true),
+            ("agent.seed_port", site.agent.seed_port, true),
+            ("nat.port", site.nat.port, nat_used),
         ];
-        if site.nat.enabled || site.node.role == super::Role::Proxy {
-            ports.push(("nat.port", site.nat.port));
-        }
-        for (i, (key, port)) in ports.iter().enumerate() {
-            if *port == 0 {
-                return Err(self.invalid(key, port, "port 0 is not a usable port"));
-            }
-            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
-                return Err(self.invalid(
+        let written = |key: &str| self.line_of(&key.split('.').collect::<Vec<_>>()).is_some();
+        // serf.bind and rpc_addr take an address too: their value is shown as written.
+        let shown = |key: &str, port: u16| match key {
+            "serf.bind" => quoted(&site.serf.bind),
+            "serf.rpc_addr" => quoted(&site.serf.rpc_addr),
+            _ => port.to_string(),
+        };
+        for (i, &(key, port, used)) in ports.iter().enumerate() {
+            if port == 0 {
+                self.fail(
                     key,
-                    port,
-                    format!("conflicts with {other}, which uses the same port"),
-                ));
+                    shown(key, port),
+                    "port 0 is not a usable port; use 1 to 65535",
+                );
+                continue;
             }
+            if !used {
+                continue;
+            }
+            let Some(&(other, _, _)) = ports[..i].iter().find(|&&(_, p, used)| used && p == port)
+            else {
+                continue;
+            };
+            // Blame the later key unless only the earlier one was written by the operator.
+            let (blamed, kept) = if written(other) && !written(key) {
+                (other, key)
+            } else {
+                (key, other)
+            };
+            let default = if written(kept) { "" } else { " (its default)" };
+            self.fail(
+                blamed,
+                shown(blamed, port),
+                format!(
+                    "port {port} is already used by {kept}{default}; give one of them another port"
+                ),
+            );
         }
-        Ok(())
+    }
+
+    /// Checks a node name whether it came from the config or the hostname.
+    pub fn node_name(&self, name: &str, from_hostname: bool) {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            return;
+        }
+        let reason = if from_hostname {
+            "the machine's hostname is not a usable node name: set node.name to 1 to 64 letters, digits, `-`, `_` or `.`"
+        } else {
+            "use 1 to 64 letters, digits, `-`, `_` or `.`"
+        };
+        self.fail("node.name", quoted(name), reason);
     }
 }
 
-/// Checks a node name whether it came from the config or the hostname.
-pub(super) fn node_name(path: &Path, text: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+fn default_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+}
+
+/// `host[:port]`: an IPv4 address, an IPv6 address (bracketed with a port), or a DNS name.
+fn host_port(value: &str, port_required: bool) -> Result<(), String> {
+    if value.parse::<SocketAddr>().is_ok_and(|a| a.port() != 0) {
         return Ok(());
     }
-    Err(Validator::new(path, text).invalid(
-        "node.name",
-        quoted(name),
-        "use 1 to 64 letters, digits, `-`, `_` or `.`",
-    ))
+    if !port_required && value.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let (name, port) = match value.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => (name, Some(port)),
+        Some(_) => return Err("an IPv6 address with a port is written [address]:port".into()),
+        None => (value, None),
+    };
+    match port {
+        None if port_required => return Err("the port is missing".into()),
+        None => {}
+        Some(port) => match port.parse::<u16>() {
+            Ok(p) if p != 0 => {}
+            _ => return Err(format!("port `{port}` is not from 1 to 65535")),
+        },
+    }
+    host(name)
+}
+
+/// A host name or IP address; digits and dots alone must form a real IPv4 address, so
+/// `10.0.0.300` is an error, not a DNS name.
+fn host(name: &str) -> Result<(), String> {
+    if name.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "`{name}` is not an IPv4 address (four numbers from 0 to 255)"
+        ));
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "`{name}` is neither an IP address nor a host name (letters, digits, `-` and `_`, dot-separated)"
+        ));
+    }
+    Ok(())
 }
 
 /// settings.json keys that p2pu renders from its own config; returns the key to use instead.
@@ -405,6 +601,11 @@ fn is_user_name(name: &str) -> bool {
         .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
         && name.len() <= 32
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `{ key = value }`.
+fn nest(key: &str, value: toml::Value) -> toml::Table {
+    toml::Table::from_iter([(key.to_string(), value)])
 }
 
 fn quoted(value: &str) -> String {

@@ -16,6 +16,8 @@ pub use transmission::{
 };
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -170,9 +172,79 @@ pub fn run_checked(program: &str, args: &[String]) -> crate::Result<()> {
     })
 }
 
+/// An engine the node runs as a program, missing: said once when a daemon starts, with the
+/// package to install, rather than as a spawn error on every update that needs it.
+#[derive(Debug, thiserror::Error)]
+#[error("`{}` is not installed ({searched}): {needed_for}; install the Debian package {package}",
+    program.display())]
+pub struct NotInstalled {
+    pub program: PathBuf,
+    /// Where it was looked for: the PATH searched, or why a path is not a program.
+    pub searched: String,
+    pub needed_for: &'static str,
+    pub package: &'static str,
+}
+
+/// Where `program` runs from: itself when it names a path, else the first executable file of
+/// that name on `path_var` (the value of PATH), as the kernel's exec lookup would find it.
+pub fn find_program(program: &Path, path_var: Option<&OsStr>) -> Result<PathBuf, String> {
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return if executable(program) {
+            Ok(program.to_path_buf())
+        } else {
+            Err("not an executable file".into())
+        };
+    }
+    let path_var = path_var.unwrap_or_default();
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| format!("not found on PATH={}", path_var.to_string_lossy()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_program_searches_path_and_wants_an_executable_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (empty, bin) = (dir.path().join("empty"), dir.path().join("bin"));
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::write(bin.join("plain"), "").unwrap();
+        std::fs::create_dir(bin.join("dir")).unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(bin.join("dir"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([&empty, &bin]).unwrap();
+        assert_eq!(
+            find_program(Path::new("tool"), Some(&path)),
+            Ok(tool.clone())
+        );
+        assert_eq!(find_program(&tool, None), Ok(tool.clone()));
+        let searched = format!("not found on PATH={}", path.to_string_lossy());
+        for missing in ["plain", "dir", "nothing"] {
+            assert_eq!(
+                find_program(Path::new(missing), Some(&path)),
+                Err(searched.clone())
+            );
+        }
+        assert_eq!(
+            find_program(&bin.join("plain"), Some(&path)),
+            Err("not an executable file".to_string())
+        );
+        assert_eq!(
+            find_program(Path::new("tool"), None),
+            Err("not found on PATH=".to_string())
+        );
+    }
 
     #[test]
     fn shown_command_quotes_words_a_shell_would_split() {

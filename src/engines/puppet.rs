@@ -227,6 +227,19 @@ fn lossy_join(paths: &[PathBuf]) -> OsString {
     joined
 }
 
+impl Puppet {
+    /// Fails when `puppet` cannot be found where it would be run from.
+    pub fn check_installed(&self) -> Result<PathBuf, super::NotInstalled> {
+        let path = std::env::var_os("PATH");
+        super::find_program(&self.binary, path.as_deref()).map_err(|searched| super::NotInstalled {
+            program: self.binary.clone(),
+            searched,
+            needed_for: "the agent applies manifest and module updates with it",
+            package: "puppet",
+        })
+    }
+}
+
 impl Applier for Puppet {
     fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
         let invocation = self.apply_invocation(manifest);

@@ -161,6 +161,17 @@ impl Serf {
         self
     }
 
+    /// Fails when the `serf` CLI cannot be found where it would be run from.
+    pub fn check_installed(&self) -> Result<PathBuf, super::NotInstalled> {
+        let path = std::env::var_os("PATH");
+        super::find_program(&self.binary, path.as_deref()).map_err(|searched| super::NotInstalled {
+            program: self.binary.clone(),
+            searched,
+            needed_for: "the agent asks the fleet for peers and missed updates with it",
+            package: "serf",
+        })
+    }
+
     pub fn rpc_addr(&self) -> &str {
         &self.rpc_addr
     }

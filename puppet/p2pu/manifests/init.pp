@@ -11,19 +11,31 @@
 #     transmission => { 'peer_port' => 51500 },
 #   }
 #
-# @param node [node]: name (default: the hostname), role ('node' or 'proxy').
-# @param serf [serf]: gossip (bind, advertise, join, encrypt, tags, ...).
-# @param transmission [transmission]: BitTorrent (rpc_port, peer_port, download_dir, extra, ...).
+# @param node
+#   [node]: name (default: the hostname), role ('node' or 'proxy').
+# @param serf
+#   [serf]: gossip (bind, advertise, join, encrypt, tags, rpc_addr, user_event_size_limit, ...).
+# @param transmission
+#   [transmission]: BitTorrent (rpc_port, peer_port, download_dir, encryption, extra, ...).
 #   A Sensitive rpc_password makes the whole file Sensitive (no diffs in reports).
-# @param puppet [puppet]: how the agent runs Puppet (modulepath, apply_flags, state_root, ...).
-# @param agent [agent]: spool, state, keys and tracker of the agent.
-# @param nat [nat]: the NAT client (enabled, proxy, port, keepalive_secs, ...).
-# @param time [time]: ntp and fallback_ntp servers for systemd-timesyncd.
-# @param paths [paths]: config_dir, systemd_dir, timesyncd_dir (unusual layouts, tests).
-# @param config_file Where site.toml goes.
-# @param binary The p2pu binary, as the exec runs it and the rendered units do.
-# @param init_flags More flags for `p2pu init` (e.g. ['--no-systemd'] where systemd is absent).
-# @param manage_services Keep the engines and the agent enabled and running.
+# @param puppet
+#   [puppet]: how the agent runs Puppet (modulepath, apply_flags, state_root, timeout_secs).
+# @param agent
+#   [agent]: spool, state, keys, tracker and seed ports, serve_user, payload and time limits.
+# @param nat
+#   [nat]: the NAT client and proxy (enabled, proxy, port, stun_server, control_socket, ...).
+# @param time
+#   [time]: ntp and fallback_ntp servers for systemd-timesyncd.
+# @param paths
+#   [paths]: config_dir, systemd_dir, timesyncd_dir (unusual layouts, tests).
+# @param config_file
+#   Where site.toml goes.
+# @param binary
+#   The p2pu binary, as the exec runs it and the rendered units do.
+# @param init_flags
+#   More flags for `p2pu init` (e.g. ['--no-systemd'] where systemd is absent).
+# @param manage_services
+#   Keep the engines and the agent enabled and running.
 class p2pu (
   P2pu::Node $node = {},
   P2pu::Serf $serf = {},

@@ -1,4 +1,5 @@
-# site.toml [puppet]
+# The site.toml [puppet] section: every key optional; a key left out takes p2pu's default.
+# Meanings and defaults: /usr/share/doc/p2pu/site.example.toml.
 type P2pu::Puppet = Struct[{
   Optional['modulepath']   => Array[P2pu::Path],
   Optional['apply_flags']  => Array[String[1]],

@@ -1,4 +1,5 @@
-# site.toml [serf]
+# The site.toml [serf] section: every key optional; a key left out takes p2pu's default.
+# Meanings and defaults: /usr/share/doc/p2pu/site.example.toml.
 type P2pu::Serf = Struct[{
   Optional['bind']                  => String[1],
   Optional['advertise']             => String[1],

@@ -1,4 +1,6 @@
-# site.toml [transmission]; rpc_password may be Sensitive (then the whole site.toml is).
+# The site.toml [transmission] section: every key optional; a key left out takes p2pu's default.
+# Meanings and defaults: /usr/share/doc/p2pu/site.example.toml. rpc_password may be Sensitive
+# (then the whole site.toml is).
 type P2pu::Transmission = Struct[{
   Optional['rpc_port']          => P2pu::Port,
   Optional['rpc_user']          => String[1],
@@ -10,6 +12,7 @@ type P2pu::Transmission = Struct[{
   Optional['lpd']               => Boolean,
   Optional['pex']               => Boolean,
   Optional['utp']               => Boolean,
+  Optional['encryption']        => Enum['prefer-clear', 'prefer-encrypted', 'required'],
   Optional['settings_file']     => P2pu::Path,
   Optional['user']              => String[1],
   Optional['extra']             => Hash[String[1], Variant[String, Integer, Float, Boolean, Array]],
