@@ -9,10 +9,12 @@ use std::io::Write;
 pub mod agent;
 pub mod agent_serve;
 pub mod completions;
+pub mod config;
 pub mod config_get;
 pub mod event;
 pub mod fleet;
 pub mod handle_event;
+pub mod help;
 pub mod init;
 pub mod key;
 pub mod keygen;
@@ -28,21 +30,47 @@ pub mod torrent;
 /// Renders and runs Serf, Transmission and Puppet on each node, signs and broadcasts updates,
 /// and applies them everywhere exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "p2pu", version, about, long_about = None, propagate_version = true)]
+#[command(name = "p2pu", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `p2pu --version`: the package version, the commit (when built from git) and the build date
+/// (SOURCE_DATE_EPOCH when set), e.g. `0.1.0 (2f16810abc 2026-11-29)`; stamped by build.rs.
+pub const VERSION: &str = env!("P2PU_VERSION");
+
+/// Exit statuses shared by the commands (README, Commands; the man pages' EXIT STATUS).
+pub mod exit {
+    /// Done, and nothing failed.
+    pub const OK: i32 = 0;
+    /// The command could not do its job: bad config, unreadable state, an engine unreachable.
+    pub const ERROR: i32 = 1;
+    /// The command line is wrong (clap's status).
+    pub const USAGE: i32 = 2;
+    /// An update failed: on this node (`status`), on some member (`fleet status`,
+    /// `submit --wait`).
+    pub const FAILED: i32 = 3;
+    /// Nothing failed, but some alive member did not answer (`fleet status`) or had not
+    /// applied the update in time (`submit --wait`).
+    pub const INCOMPLETE: i32 = 4;
+}
+
+// Plumbing that services and packagers run (handle-event, agent-serve, config-get,
+// completions, man) is hidden from `--help`; the man pages leave it out too.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Init),
+    #[command(hide = true)]
     HandleEvent(handle_event::HandleEvent),
     Agent(agent::AgentCommand),
     #[command(hide = true)]
     AgentServe(agent_serve::AgentServe),
     Status(status::Status),
     Submit(submit::Submit),
+    /// Ask every member of the fleet what it applied.
+    ///
+    /// A Serf query that each node's event handler answers from its own state dir.
     #[command(subcommand)]
     Fleet(fleet::Fleet),
     #[command(subcommand)]
@@ -50,6 +78,8 @@ pub enum Command {
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     #[command(hide = true)]
     ConfigGet(config_get::ConfigGet),
     #[command(hide = true)]
@@ -83,6 +113,7 @@ impl Command {
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
+            Command::Config(c) => c.run(env),
             Command::ConfigGet(c) => c.run(env),
             Command::Completions(c) => c.run(env),
             Command::Man(c) => c.run(env),
@@ -114,7 +145,10 @@ pub fn emit<T: serde::Serialize>(
 
 /// Parses `args` and runs the command; prints errors as one line on stderr.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = help::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = e.exit_code();

@@ -1,15 +1,20 @@
 //! `p2pu status`: this node's updates (applied, pending, failed, held, with reasons) and the
-//! announcements it rejected, from the agent's state dir.
+//! announcements it rejected, from the agent's state dir. Read-only: it creates nothing, and
+//! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
+//! can ask it like `systemctl is-failed`.
 
-use crate::agent::state::{Record, Rejection, StateStore};
-use crate::cmd::Outcome;
+use crate::agent::state::{Record, Rejection, StateStore, Status as UpdateState};
+use crate::cmd::{exit, Outcome};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::Env;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Show this node's updates and rejected announcements.
+///
+/// Exits 0 when no update's newest record failed, 3 when one did, 1 when the state could
+/// not be read.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     /// The site config.
@@ -34,22 +39,48 @@ pub struct StatusReport {
 impl Status {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&env.resolve(&self.config), None)?;
-        let store = StateStore::open(&config.site.agent.state_dir)?;
-        let updates = if self.all {
-            let mut all = Vec::new();
-            for name in store.names()? {
-                all.extend(store.records(&name)?);
-            }
-            all
-        } else {
-            store.latest()?
-        };
-        let report = StatusReport {
-            updates,
-            rejected: store.rejections()?,
-        };
+        let store = StateStore::open_read_only(&config.site.agent.state_dir);
+        let report = read(&store, self.all).map_err(explain_permission)?;
         crate::cmd::emit(env, self.json, &report, table)?;
+        let failed = if self.all {
+            store.latest().map_err(explain_permission)?
+        } else {
+            report.updates
+        };
+        if failed.iter().any(|r| r.status == UpdateState::Failed) {
+            return Ok(Outcome::Status(exit::FAILED));
+        }
         Ok(Outcome::Success)
+    }
+}
+
+fn read(store: &StateStore, all: bool) -> Result<StatusReport> {
+    let updates = if all {
+        let mut all = Vec::new();
+        for name in store.names()? {
+            all.extend(store.records(&name)?);
+        }
+        all
+    } else {
+        store.latest()?
+    };
+    Ok(StatusReport {
+        updates,
+        rejected: store.rejections()?,
+    })
+}
+
+/// The state dir belongs to root (the agent): a user gets told what to do, not just EACCES.
+fn explain_permission(e: Error) -> Error {
+    match e {
+        Error::Io { source, path, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Error::Usage(format!(
+                "{}: permission denied: the agent's state is readable by root only; \
+                 run as root (sudo p2pu status)",
+                path.display()
+            ))
+        }
+        other => other,
     }
 }
 
