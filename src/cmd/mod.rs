@@ -187,5 +187,55 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+        help::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_commit_and_build_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut env, out, _) = Env::capture(dir.path(), b"");
+        assert_eq!(main(["p2pu", "--version"].map(Into::into), &mut env), 0);
+        let out = out.text();
+        let want = format!("p2pu {} (", env!("CARGO_PKG_VERSION"));
+        assert!(out.starts_with(&want), "{out}");
+        let date = env!("P2PU_BUILD_DATE");
+        assert!(out.trim_end().ends_with(&format!("{date})")), "{out}");
+        let shape: String = date
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+            .collect();
+        assert_eq!(shape, "NNNN-NN-NN");
+        // Built from a git checkout (as here): the commit is named.
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=10", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        if let Some(head) = head {
+            let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+            assert!(out.contains(&format!("({head} {date})")), "{out} vs {head}");
+        }
+    }
+
+    #[test]
+    fn a_status_outcome_is_the_exit_code_without_an_error_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!("[agent]\nstate_dir = \"{}/s\"\n", dir.path().display()),
+        )
+        .unwrap();
+        let store = crate::agent::state::StateStore::open(&dir.path().join("s")).unwrap();
+        let mut record = crate::agent::state::Record::pending("x.pp", "00", b"x");
+        record.status = crate::agent::state::Status::Failed;
+        store.put(record).unwrap();
+        let (mut env, _, err) = Env::capture(dir.path(), b"");
+        let args = ["p2pu", "status", "--config", "site.toml"];
+        assert_eq!(main(args.map(Into::into), &mut env), exit::FAILED);
+        assert_eq!(err.text(), "");
+        let (mut env, _, _) = Env::capture(dir.path(), b"");
+        let args = ["p2pu", "status", "--bogus"];
+        assert_eq!(main(args.map(Into::into), &mut env), exit::USAGE);
     }
 }

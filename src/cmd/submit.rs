@@ -463,6 +463,103 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn site_without_secrets(dir: &Path) {
+        let d = dir.display();
+        std::fs::write(
+            dir.join("site.toml"),
+            format!(
+                "[transmission]\nrpc_password_file = \"{d}/no-such.secret\"\n\
+                 [serf]\nrpc_auth_file = \"{d}/no-such-serf.secret\"\n\
+                 [agent]\nsigning_key = \"{d}/no-such.key\"\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_missing_path_is_named_before_any_secret_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        site_without_secrets(dir.path());
+        let (mut env, out, err) = Env::capture(dir.path(), b"");
+        let argv = ["p2pu", "submit", "--config", "site.toml", "sitee.pp"];
+        let code = crate::cmd::main(argv.map(Into::into), &mut env);
+        let err = err.text();
+        assert_eq!((code, out.text().as_str()), (1, ""));
+        assert!(
+            err.contains("sitee.pp: no such file or directory; give the file or directory"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    fn submitted() -> Submitted {
+        Submitted {
+            name: "site.pp".into(),
+            seq: 7,
+            info_hash: "00".repeat(20),
+            wire: "p2pu1:x".into(),
+        }
+    }
+
+    fn rollout(applied: &[&str], failed: &[&str], waiting: &[&str]) -> Rollout {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect();
+        Rollout {
+            applied: names(applied),
+            failed: names(failed),
+            waiting: names(waiting),
+        }
+    }
+
+    #[test]
+    fn wait_exits_0_all_applied_3_failed_4_timed_out_and_says_what_to_do() {
+        let t = Duration::from_secs(9);
+        let verdict = |r: &Rollout, late| rollout_verdict(&submitted(), r, late, t);
+        assert_eq!(verdict(&rollout(&["a", "b"], &[], &[]), false), Some((0, None)));
+        assert_eq!(verdict(&rollout(&["a"], &[], &["b"]), false), None);
+
+        let (code, text) = verdict(&rollout(&["a"], &["b"], &[]), false).unwrap();
+        let text = text.unwrap();
+        assert_eq!(code, exit::FAILED);
+        assert!(text.contains("failed on: b") && text.contains("p2pu fleet status site.pp"));
+
+        let (code, text) = verdict(&rollout(&["a"], &[], &["c"]), true).unwrap();
+        let text = text.unwrap();
+        assert_eq!(code, exit::INCOMPLETE);
+        assert!(text.contains("timed out after 9 s; still waiting for: c"), "{text}");
+        assert!(text.contains("longer --timeout"), "{text}");
+
+        let (code, _) = verdict(&rollout(&[], &["b"], &["c"]), true).unwrap();
+        assert_eq!(code, exit::FAILED, "a failure outranks a timeout");
+    }
+
+    #[test]
+    fn json_report_decodes_into_the_documented_struct_with_unknown_fields_denied() {
+        let report = SubmitReport {
+            name: "site.pp".into(),
+            seq: 7,
+            info_hash: "00".repeat(20),
+            wire: "p2pu1:x".into(),
+            rollout: Some(rollout(&["a"], &["b"], &[])),
+        };
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        assert_eq!(serde_json::from_str::<SubmitReport>(&json).unwrap(), report);
+        let without_wait = SubmitReport {
+            rollout: None,
+            ..report
+        };
+        let json = serde_json::to_string(&without_wait).unwrap();
+        assert!(!json.contains("rollout"), "{json}");
+        let extra = json.replacen("\"seq\"", "\"surprise\":0,\"seq\"", 1);
+        assert!(serde_json::from_str::<SubmitReport>(&extra).is_err());
+    }
+
+    #[test]
+    fn progress_is_inert_when_not_shown() {
+        let progress = Progress::new(false);
+        assert!(progress.bar.is_none());
+        assert!(!progress.hashing(Path::new("/")));
+    }
+
     #[test]
     fn seeded_copies_are_readable_by_the_unprivileged_seed_server_whatever_the_source_mode() {
         let dir = tempfile::tempdir().unwrap();
