@@ -38,11 +38,25 @@ fn main() {
             }
         }
     }
-    let commit = git(&["rev-parse", "--short=10", "HEAD"]).unwrap_or_default();
+    // Only this source's own checkout: a tarball unpacked inside some other repository must
+    // not take that repository's commit.
+    let own_checkout = git(&["rev-parse", "--show-toplevel"]).is_some_and(|top| {
+        let here = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+        std::fs::canonicalize(top).ok() == std::fs::canonicalize(here).ok()
+    });
+    let commit = own_checkout
+        .then(|| git(&["rev-parse", "--short=10", "HEAD"]))
+        .flatten()
+        .unwrap_or_default();
     let epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())
-        .or_else(|| git(&["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()))
+        .or_else(|| {
+            own_checkout
+                .then(|| git(&["log", "-1", "--format=%ct"]))
+                .flatten()
+                .and_then(|s| s.parse().ok())
+        })
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

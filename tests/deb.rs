@@ -177,5 +177,8 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
         .join("etc/transmission-daemon/settings.json")
         .is_file());
     assert!(root.path().join("usr/share/man/man1/p2pu.1.gz").is_file());
-    assert!(root.path().join("usr/share/man/man5/site.toml.5.gz").is_file());
+    assert!(root
+        .path()
+        .join("usr/share/man/man5/site.toml.5.gz")
+        .is_file());
 }

@@ -243,6 +243,23 @@ mod tests {
     }
 
     #[test]
+    fn status_query_before_the_agent_ever_ran_answers_empty_and_creates_nothing() {
+        let node = node();
+        let (_, out) = run(
+            &node,
+            &[
+                ("SERF_EVENT", "query"),
+                ("SERF_QUERY_NAME", "p2pu-status"),
+                ("SERF_SELF_NAME", "n1"),
+            ],
+            b"\n",
+        );
+        let status: NodeStatus = serde_json::from_str(&out).unwrap();
+        assert!(status.updates.is_empty());
+        assert!(!node.dir.path().join("state").exists());
+    }
+
+    #[test]
     fn status_query_answers_from_the_state_dir() {
         let node = node();
         let store = StateStore::open(&node.dir.path().join("state")).unwrap();

@@ -170,7 +170,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         site(dir.path());
         let (code, out, err) = run(dir.path(), &[]);
-        assert_eq!((code, out.as_str(), err.as_str()), (0, "no updates yet\n", ""));
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "no updates yet\n", "")
+        );
         assert!(!dir.path().join("state").exists(), "status created state");
     }
 

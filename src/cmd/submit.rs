@@ -514,7 +514,10 @@ mod tests {
     fn wait_exits_0_all_applied_3_failed_4_timed_out_and_says_what_to_do() {
         let t = Duration::from_secs(9);
         let verdict = |r: &Rollout, late| rollout_verdict(&submitted(), r, late, t);
-        assert_eq!(verdict(&rollout(&["a", "b"], &[], &[]), false), Some((0, None)));
+        assert_eq!(
+            verdict(&rollout(&["a", "b"], &[], &[]), false),
+            Some((0, None))
+        );
         assert_eq!(verdict(&rollout(&["a"], &[], &["b"]), false), None);
 
         let (code, text) = verdict(&rollout(&["a"], &["b"], &[]), false).unwrap();
@@ -525,7 +528,10 @@ mod tests {
         let (code, text) = verdict(&rollout(&["a"], &[], &["c"]), true).unwrap();
         let text = text.unwrap();
         assert_eq!(code, exit::INCOMPLETE);
-        assert!(text.contains("timed out after 9 s; still waiting for: c"), "{text}");
+        assert!(
+            text.contains("timed out after 9 s; still waiting for: c"),
+            "{text}"
+        );
         assert!(text.contains("longer --timeout"), "{text}");
 
         let (code, _) = verdict(&rollout(&[], &["b"], &["c"]), true).unwrap();
