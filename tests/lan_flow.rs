@@ -196,6 +196,9 @@ fn manifest_module_and_archive_are_applied_on_every_node_and_fleet_status_shows_
             assert_eq!(update.status, Status::Applied, "{} {name}", report.node);
         }
         assert!(report.newest_age_secs.is_some());
+        // Each node says which p2pu answers, and where it is.
+        assert_eq!(report.version.as_deref(), Some(p2pu::cmd::VERSION));
+        assert!(report.addr.ends_with(":7946"), "{}", report.addr);
     }
 }
 

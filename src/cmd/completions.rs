@@ -121,6 +121,9 @@ fn extra_sections(cmd: &clap::Command, path: &str, parent: Option<&str>) -> Stri
     }
     out.push_str(".SH \"SEE ALSO\"\n");
     let mut see: Vec<String> = parent.iter().map(|p| format!("{p}(1)")).collect();
+    if parent.is_some_and(|p| p != "p2pu") {
+        see.insert(0, "p2pu(1)".into());
+    }
     let name = cmd.get_display_name().unwrap_or(cmd.get_name());
     see.extend(
         cmd.get_subcommands()

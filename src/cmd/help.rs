@@ -221,7 +221,7 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "fleet status",
-        "3 when some member's update failed; else 4 when some alive member did not answer.",
+        "3 when some member's update failed; else 4 when some member did not answer.",
     ),
     (
         "submit",

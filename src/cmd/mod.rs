@@ -51,7 +51,7 @@ pub mod exit {
     /// An update failed: on this node (`status`), on some member (`fleet status`,
     /// `submit --wait`).
     pub const FAILED: i32 = 3;
-    /// Nothing failed, but some alive member did not answer (`fleet status`) or had not
+    /// Nothing failed, but some member did not answer (`fleet status`) or an alive one had not
     /// applied the update in time (`submit --wait`).
     pub const INCOMPLETE: i32 = 4;
 }
