@@ -243,6 +243,7 @@ fn prepare_showing(
     let seeded = seed_dir.join(&name);
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
     let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
+    progress.step("handing it to Transmission");
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
     // The agent's web seed server hands this to the members, and serves the payload once it
     // sees it.
