@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds target/debian/p2pu_<version>_<arch>.deb with cargo-deb: the binary, the templates, the
-# Puppet module, the example config, the man page and bash/zsh/fish completions.
+# Puppet module, the example config, the man pages and bash/zsh/fish completions.
 #
 #   install/build-deb.sh                      for this machine's architecture
 #   install/build-deb.sh --target aarch64-unknown-linux-gnu
@@ -50,7 +50,10 @@ else
 fi
 assets=target/deb-assets
 mkdir -p "$assets"
-"${p2pu[@]}" man | gzip -9n >"$assets/p2pu.1.gz"
+# p2pu(1), a page per command (p2pu-submit(1), p2pu-fleet-status(1), ...) and site.toml(5).
+rm -rf "$assets/man"
+"${p2pu[@]}" man --out-dir "$assets/man" >/dev/null
+gzip -9n "$assets/man"/*
 "${p2pu[@]}" completions bash >"$assets/p2pu.bash"
 "${p2pu[@]}" completions zsh >"$assets/_p2pu"
 "${p2pu[@]}" completions fish >"$assets/p2pu.fish"

@@ -13,6 +13,8 @@ pub struct Env {
     pub stderr: Box<dyn Write + Send>,
     /// True when stderr is a terminal and colour/progress bars are welcome.
     pub interactive: bool,
+    /// True when stdout is a terminal and NO_COLOR is unset: tables may be coloured.
+    pub color: bool,
     pub clock: fn() -> SystemTime,
     /// Environment variables (Serf passes event details this way).
     pub vars: std::collections::BTreeMap<String, String>,
@@ -51,6 +53,7 @@ impl Env {
             stdout: Box::new(io::stdout()),
             stderr: Box::new(io::stderr()),
             interactive: io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             clock: SystemTime::now,
             vars: std::env::vars().collect(),
         }
@@ -66,6 +69,7 @@ impl Env {
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),
             interactive: false,
+            color: false,
             clock: SystemTime::now,
             vars: Default::default(),
         };

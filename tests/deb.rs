@@ -94,6 +94,9 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
         ),
         ("./usr/share/doc/p2pu/site.example.toml", "-rw-r--r--"),
         ("./usr/share/man/man1/p2pu.1.gz", "-rw-r--r--"),
+        ("./usr/share/man/man1/p2pu-submit.1.gz", "-rw-r--r--"),
+        ("./usr/share/man/man1/p2pu-fleet-status.1.gz", "-rw-r--r--"),
+        ("./usr/share/man/man5/site.toml.5.gz", "-rw-r--r--"),
         ("./usr/share/bash-completion/completions/p2pu", "-rw-r--r--"),
         ("./usr/share/zsh/vendor-completions/_p2pu", "-rw-r--r--"),
         (
@@ -105,6 +108,27 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
         let line = line.unwrap_or_else(|| panic!("{path} missing from:\n{listing}"));
         assert!(line.starts_with(mode), "{line}");
     }
+    // A man page for every page the binary generates (every visible command), none for
+    // plumbing, and none of them refers to a page that is not shipped.
+    let pages = tempfile::tempdir().unwrap();
+    let made = Command::new(env!("CARGO_BIN_EXE_p2pu"))
+        .arg("man")
+        .arg("--out-dir")
+        .arg(pages.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let made = String::from_utf8_lossy(&made.stdout).into_owned();
+    assert!(made.lines().count() > 20, "{made}");
+    for page in made.lines() {
+        let section = page.rsplit('.').next().unwrap();
+        let shipped = format!(" ./usr/share/man/man{section}/{page}.gz");
+        assert!(
+            listing.lines().any(|l| l.ends_with(&shipped)),
+            "{page} not shipped:\n{listing}"
+        );
+    }
+    assert!(!listing.contains("p2pu-handle-event"), "{listing}");
     // Nothing is enabled or started by installing: no unit ships ready to run.
     assert!(!listing.contains("/lib/systemd/system/"), "{listing}");
 
@@ -142,13 +166,19 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
         .arg("--version")
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        format!("p2pu {}", env!("CARGO_PKG_VERSION"))
+    // `p2pu 0.1.0 (<commit> <build date>)`.
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    assert!(
+        version.starts_with(&format!("p2pu {} (", env!("CARGO_PKG_VERSION"))),
+        "{version}"
     );
     assert!(root
         .path()
         .join("etc/transmission-daemon/settings.json")
         .is_file());
     assert!(root.path().join("usr/share/man/man1/p2pu.1.gz").is_file());
+    assert!(root
+        .path()
+        .join("usr/share/man/man5/site.toml.5.gz")
+        .is_file());
 }

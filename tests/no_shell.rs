@@ -44,7 +44,8 @@ fn recording_shells(bin: &Path, record: &Path) {
 
 fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
-    assert!(out.status.success(), "{out:?}");
+    // 3: some update failed on this node.
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

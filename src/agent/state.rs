@@ -122,6 +122,20 @@ impl StateStore {
         })
     }
 
+    /// The store as a reader sees it (`p2pu status`, the status query): creates nothing, so a
+    /// user without write access can look, and a state dir the agent has not made yet reads as
+    /// empty.
+    pub fn open_read_only(dir: &Path) -> StateStore {
+        StateStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The state dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn name_file(&self, name: &str) -> PathBuf {
         self.dir.join("names").join(format!("{name}.json"))
     }
@@ -184,8 +198,13 @@ impl StateStore {
     /// Every name with a record, sorted.
     pub fn names(&self) -> Result<Vec<String>> {
         let dir = self.dir.join("names");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(Error::io("listing", &dir))?
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Opened read-only before the agent ever ran.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing", &dir)(e)),
+        };
+        let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 e.file_name()

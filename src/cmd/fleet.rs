@@ -1,8 +1,11 @@
 //! `p2pu fleet status`: asks every member (a Serf query answered by each node's handler from
-//! its state dir) which updates it applied, and shows who failed and who did not answer.
+//! its state dir) which updates it applied, and shows who failed and who did not answer, with
+//! each member's address, p2pu version and the age of its newest update. Exits
+//! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table.
 
+use crate::agent::state::Status;
 use crate::cmd::handle_event::{NodeStatus, UpdateStatus};
-use crate::cmd::Outcome;
+use crate::cmd::{exit, Outcome};
 use crate::config::Config;
 use crate::engines::{Gossip, MemberStatus};
 use crate::error::{Error, Result};
@@ -25,6 +28,10 @@ impl Fleet {
     }
 }
 
+/// Which members applied which update, which failed, which did not answer.
+///
+/// Exits 0 when every member answered and nothing failed, 3 when some member's update failed,
+/// 4 when none failed but some member did not answer.
 #[derive(Debug, clap::Args)]
 pub struct FleetStatus {
     /// Only this update name.
@@ -45,7 +52,11 @@ pub struct FleetStatus {
 #[serde(deny_unknown_fields)]
 pub struct MemberReport {
     pub node: String,
+    /// Its Serf address, `ip:port`.
+    pub addr: String,
     pub alive: bool,
+    /// Its `p2pu --version`; `None` when it did not answer or runs a p2pu that does not say.
+    pub version: Option<String>,
     /// `None`: the member did not answer in time (or answered garbage).
     pub updates: Option<Vec<UpdateStatus>>,
     /// Seconds since its newest update changed, by this machine's clock.
@@ -63,8 +74,29 @@ impl FleetStatus {
             ))
         })?;
         let reports = fleet_status(&serf, timeout, self.name.as_deref(), env.unix_now())?;
-        crate::cmd::emit(env, self.json, &reports, |r| table(r))?;
-        Ok(Outcome::Success)
+        let color = env.color;
+        crate::cmd::emit(env, self.json, &reports, |r| table(r, color))?;
+        Ok(match verdict(&reports) {
+            exit::OK => Outcome::Success,
+            code => Outcome::Status(code),
+        })
+    }
+}
+
+/// The exit status for these reports: failures first, then silence.
+pub fn verdict(reports: &[MemberReport]) -> i32 {
+    let failed = reports.iter().any(|r| {
+        r.updates
+            .iter()
+            .flatten()
+            .any(|u| u.status == Status::Failed)
+    });
+    if failed {
+        exit::FAILED
+    } else if reports.iter().any(|r| r.updates.is_none()) {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
     }
 }
 
@@ -85,6 +117,7 @@ pub fn fleet_status(
                 .iter()
                 .find(|(node, _)| node == &m.name)
                 .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok());
+            let version = answer.as_ref().and_then(|a| a.version.clone());
             let updates = answer.map(|status| {
                 status
                     .updates
@@ -98,7 +131,9 @@ pub fn fleet_status(
                 .map(|at| now.saturating_sub(at));
             MemberReport {
                 node: m.name.clone(),
+                addr: std::net::SocketAddr::new(m.addr, m.port).to_string(),
                 alive: m.status == MemberStatus::Alive,
+                version,
                 updates,
                 newest_age_secs,
             }
@@ -108,35 +143,52 @@ pub fn fleet_status(
     Ok(reports)
 }
 
-fn table(reports: &[MemberReport]) -> String {
+fn table(reports: &[MemberReport], color: bool) -> String {
+    let paint = |text: String, code: &str| {
+        if color && !code.is_empty() {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text
+        }
+    };
     let mut out = format!(
-        "{:<20} {:<6} {:>7} {:<24} {:>14} {:<8} {}\n",
-        "NODE", "ALIVE", "NEWEST", "NAME", "SEQ", "STATUS", "REASON"
+        "{:<20} {:<21} {:<6} {:<12} {:>7} {:<24} {:>14} {:<8} {}\n",
+        "NODE", "ADDRESS", "ALIVE", "VERSION", "NEWEST", "NAME", "SEQ", "STATUS", "REASON"
     );
     for r in reports {
-        let alive = if r.alive { "yes" } else { "no" };
+        let alive = if r.alive {
+            paint(format!("{:<6}", "yes"), "")
+        } else {
+            paint(format!("{:<6}", "no"), RED)
+        };
+        // The package version only: the commit and date make the column too wide.
+        let version = r
+            .version
+            .as_deref()
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("-");
         // How long ago this member's newest update changed: a frozen node shows here.
         let newest = r.newest_age_secs.map_or_else(|| "-".to_string(), age);
+        let head = format!(
+            "{:<20} {:<21} {alive} {:<12} {:>7}",
+            r.node, r.addr, version, newest
+        );
         match &r.updates {
-            None => out.push_str(&format!(
-                "{:<20} {:<6} {:>7} (no answer)\n",
-                r.node, alive, newest
-            )),
-            Some(updates) if updates.is_empty() => out.push_str(&format!(
-                "{:<20} {:<6} {:>7} (no updates)\n",
-                r.node, alive, newest
-            )),
+            None => out.push_str(&format!("{head} {}\n", paint("(no answer)".into(), YELLOW))),
+            Some(updates) if updates.is_empty() => out.push_str(&format!("{head} (no updates)\n")),
             Some(updates) => {
                 for u in updates {
                     let reason = u.reason.as_deref().unwrap_or("");
+                    let code = match u.status {
+                        Status::Applied => GREEN,
+                        Status::Failed => RED,
+                        _ => YELLOW,
+                    };
                     out.push_str(&format!(
-                        "{:<20} {:<6} {:>7} {:<24} {:>14} {:<8} {}\n",
-                        r.node,
-                        alive,
-                        newest,
+                        "{head} {:<24} {:>14} {} {}\n",
                         u.name,
                         u.seq,
-                        u.status.as_str(),
+                        paint(format!("{:<8}", u.status.as_str()), code),
                         reason
                     ));
                 }
@@ -145,6 +197,11 @@ fn table(reports: &[MemberReport]) -> String {
     }
     out
 }
+
+/// SGR colours for the table on a terminal.
+const RED: &str = "31";
+const GREEN: &str = "32";
+const YELLOW: &str = "33";
 
 /// An age in the largest whole unit: `45s`, `12m`, `5h`, `3d`.
 fn age(secs: u64) -> String {
@@ -191,6 +248,7 @@ mod tests {
             let answer = |node: &str, ats: &[u64]| {
                 let status = NodeStatus {
                     node: node.into(),
+                    version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
                         .iter()
                         .map(|&at| UpdateStatus {
@@ -226,17 +284,98 @@ mod tests {
                 ("c-silent", None)
             ]
         );
-        let text = table(&reports);
+        let text = table(&reports, false);
         assert!(text.lines().next().unwrap().contains("NEWEST"), "{text}");
+        assert!(!text.contains('\x1b'), "no colour unless asked: {text}");
         let words = |start: &str| -> Vec<String> {
             let line = text.lines().find(|l| l.starts_with(start)).unwrap_or("");
             line.split_whitespace().map(str::to_string).collect()
         };
         assert_eq!(
-            words("b-frozen")[..4],
-            ["b-frozen", "yes", "2h", "u1000.pp"]
+            words("b-frozen")[..6],
+            ["b-frozen", "10.0.0.1:7946", "yes", "-", "2h", "u1000.pp"]
         );
-        assert_eq!(words("c-silent"), ["c-silent", "no", "-", "(no", "answer)"]);
+        assert_eq!(words("a-fresh")[3], "0.2.0");
+        assert_eq!(
+            words("c-silent"),
+            [
+                "c-silent",
+                "10.0.0.1:7946",
+                "no",
+                "-",
+                "-",
+                "(no",
+                "answer)"
+            ]
+        );
+    }
+
+    fn report(node: &str, status: Option<Status>) -> MemberReport {
+        MemberReport {
+            node: node.into(),
+            addr: "10.0.0.1:7946".into(),
+            alive: true,
+            version: None,
+            updates: status.map(|status| {
+                vec![UpdateStatus {
+                    name: "site.pp".into(),
+                    seq: 1,
+                    status,
+                    reason: None,
+                    at: 1,
+                }]
+            }),
+            newest_age_secs: None,
+        }
+    }
+
+    #[test]
+    fn exit_status_says_failed_before_silent_before_ok() {
+        let ok = report("a", Some(Status::Applied));
+        let pending = report("b", Some(Status::Pending));
+        let failed = report("c", Some(Status::Failed));
+        let silent = report("d", None);
+        assert_eq!(verdict(&[ok.clone(), pending.clone()]), exit::OK);
+        assert_eq!(verdict(&[ok.clone(), silent.clone()]), exit::INCOMPLETE);
+        assert_eq!(verdict(&[failed.clone(), silent]), exit::FAILED);
+        assert_eq!(verdict(&[ok, failed]), exit::FAILED);
+        assert_eq!(
+            (exit::FAILED, exit::INCOMPLETE),
+            (3, 4),
+            "documented in README"
+        );
+    }
+
+    #[test]
+    fn colour_marks_failures_and_silence_only_when_asked() {
+        let reports = [
+            report("a", Some(Status::Applied)),
+            report("c", Some(Status::Failed)),
+            report("d", None),
+        ];
+        let text = table(&reports, true);
+        let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap();
+        assert!(line("a ").contains("\x1b[32mapplied"), "{text}");
+        assert!(line("c ").contains("\x1b[31mfailed"), "{text}");
+        assert!(line("d ").contains("\x1b[33m(no answer)"), "{text}");
+    }
+
+    #[test]
+    fn answers_from_nodes_that_do_not_say_their_version_still_decode() {
+        let old = r#"{"node":"n1","updates":[]}"#;
+        let status: NodeStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(status.version, None);
+    }
+
+    #[test]
+    fn json_rows_decode_into_the_documented_struct_with_unknown_fields_denied() {
+        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let json = serde_json::to_string(&reports).unwrap();
+        let back: Vec<MemberReport> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, reports);
+        assert_eq!(back[0].version.as_deref(), Some("0.2.0 (abc 2026-01-01)"));
+        let extra = json.replacen("\"alive\"", "\"surprise\":1,\"alive\"", 1);
+        assert!(serde_json::from_str::<Vec<MemberReport>>(&extra).is_err());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct HandleEvent {
 pub struct NodeStatus {
     pub node: String,
     pub updates: Vec<UpdateStatus>,
+    /// The answering binary's `p2pu --version`; absent in answers from before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +78,8 @@ impl HandleEvent {
     fn query(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
         let name = env.var("SERF_QUERY_NAME").unwrap_or_default().to_string();
         let payload = read_payload(env)?;
-        let store = StateStore::open(&config.site.agent.state_dir)?;
+        // Answering must not create the state dir (it may run before the agent ever did).
+        let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let answer = match name.as_str() {
             "p2pu-status" => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
@@ -103,8 +107,10 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
     let mut status = NodeStatus {
         node,
         updates: Vec::new(),
+        version: Some(crate::cmd::VERSION.to_string()),
     };
-    let mut size = 64;
+    // The node name, the version and the JSON around the updates.
+    let mut size = 160;
     for record in latest {
         let update = UpdateStatus {
             name: record.name,
@@ -237,6 +243,23 @@ mod tests {
     }
 
     #[test]
+    fn status_query_before_the_agent_ever_ran_answers_empty_and_creates_nothing() {
+        let node = node();
+        let (_, out) = run(
+            &node,
+            &[
+                ("SERF_EVENT", "query"),
+                ("SERF_QUERY_NAME", "p2pu-status"),
+                ("SERF_SELF_NAME", "n1"),
+            ],
+            b"\n",
+        );
+        let status: NodeStatus = serde_json::from_str(&out).unwrap();
+        assert!(status.updates.is_empty());
+        assert!(!node.dir.path().join("state").exists());
+    }
+
+    #[test]
     fn status_query_answers_from_the_state_dir() {
         let node = node();
         let store = StateStore::open(&node.dir.path().join("state")).unwrap();
@@ -267,6 +290,7 @@ mod tests {
         );
         let status: NodeStatus = serde_json::from_str(&out).unwrap();
         assert_eq!(status.node, "n1");
+        assert_eq!(status.version.as_deref(), Some(crate::cmd::VERSION));
         assert_eq!(
             (status.updates[0].seq, status.updates[0].status),
             (7, Status::Applied)

@@ -5,6 +5,7 @@ use crate::cmd::Outcome;
 use crate::error::Error;
 use crate::keys::{self, KeyChange, KeyId, PublicKey, TrustedKeys};
 use crate::{Env, Result};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -58,6 +59,25 @@ pub struct List {
     /// The trusted-keys directory.
     #[arg(long, value_name = "TRUSTED_DIR", env = "P2PU_TRUSTED_KEYS")]
     dir: PathBuf,
+    /// Print JSON (a KeyListReport) instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `p2pu key list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyListReport {
+    pub trusted: Vec<TrustedKeyReport>,
+    /// Revoked key ids, 16 hex characters each.
+    pub revoked: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyReport {
+    pub kid: String,
+    pub comment: String,
 }
 
 impl Key {
@@ -84,10 +104,25 @@ impl Key {
             }
             Key::List(list) => {
                 let set = TrustedKeys::load(&env.resolve(&list.dir))?;
-                let trusted = set
+                let report = KeyListReport {
+                    trusted: set
+                        .iter()
+                        .map(|(kid, k)| TrustedKeyReport {
+                            kid: kid.to_string(),
+                            comment: k.key.comment.clone(),
+                        })
+                        .collect(),
+                    revoked: set.revoked().map(ToString::to_string).collect(),
+                };
+                if list.json {
+                    crate::cmd::emit(env, true, &report, |_| String::new())?;
+                    return Ok(Outcome::Success);
+                }
+                let trusted = report
+                    .trusted
                     .iter()
-                    .map(|(kid, k)| format!("{kid} {}", k.key.comment));
-                let revoked = set.revoked().map(|kid| format!("{kid} revoked"));
+                    .map(|k| format!("{} {}", k.kid, k.comment));
+                let revoked = report.revoked.iter().map(|kid| format!("{kid} revoked"));
                 trusted.chain(revoked).collect()
             }
         };
@@ -166,6 +201,18 @@ mod tests {
         assert_eq!(revoke.1, format!("{a} revoked\n"));
         let list = run(dir.path(), &["key", "list", "--dir", "t"]).1;
         assert_eq!(list, format!("{b} b\n{a} revoked\n"));
+        let json = run(dir.path(), &["key", "list", "--dir", "t", "--json"]).1;
+        let report: super::KeyListReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            report,
+            super::KeyListReport {
+                trusted: vec![super::TrustedKeyReport {
+                    kid: b.clone(),
+                    comment: "b".into()
+                }],
+                revoked: vec![a.clone()],
+            }
+        );
 
         let (code, _, err) = run(dir.path(), &["key", "revoke", "xyz", "--dir", "t"]);
         assert_eq!(code, 2, "clap rejects a bad kid");

@@ -9,10 +9,12 @@ use std::io::Write;
 pub mod agent;
 pub mod agent_serve;
 pub mod completions;
+pub mod config;
 pub mod config_get;
 pub mod event;
 pub mod fleet;
 pub mod handle_event;
+pub mod help;
 pub mod init;
 pub mod key;
 pub mod keygen;
@@ -28,21 +30,47 @@ pub mod torrent;
 /// Renders and runs Serf, Transmission and Puppet on each node, signs and broadcasts updates,
 /// and applies them everywhere exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "p2pu", version, about, long_about = None, propagate_version = true)]
+#[command(name = "p2pu", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `p2pu --version`: the package version, the commit (when built from git) and the build date
+/// (SOURCE_DATE_EPOCH when set), e.g. `0.1.0 (2f16810abc 2026-11-29)`; stamped by build.rs.
+pub const VERSION: &str = env!("P2PU_VERSION");
+
+/// Exit statuses shared by the commands (README, Commands; the man pages' EXIT STATUS).
+pub mod exit {
+    /// Done, and nothing failed.
+    pub const OK: i32 = 0;
+    /// The command could not do its job: bad config, unreadable state, an engine unreachable.
+    pub const ERROR: i32 = 1;
+    /// The command line is wrong (clap's status).
+    pub const USAGE: i32 = 2;
+    /// An update failed: on this node (`status`), on some member (`fleet status`,
+    /// `submit --wait`).
+    pub const FAILED: i32 = 3;
+    /// Nothing failed, but some member did not answer (`fleet status`) or an alive one had not
+    /// applied the update in time (`submit --wait`).
+    pub const INCOMPLETE: i32 = 4;
+}
+
+// Plumbing that services and packagers run (handle-event, agent-serve, config-get,
+// completions, man) is hidden from `--help`; the man pages leave it out too.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Init),
+    #[command(hide = true)]
     HandleEvent(handle_event::HandleEvent),
     Agent(agent::AgentCommand),
     #[command(hide = true)]
     AgentServe(agent_serve::AgentServe),
     Status(status::Status),
     Submit(submit::Submit),
+    /// Ask every member of the fleet what it applied.
+    ///
+    /// A Serf query that each node's event handler answers from its own state dir.
     #[command(subcommand)]
     Fleet(fleet::Fleet),
     #[command(subcommand)]
@@ -50,6 +78,8 @@ pub enum Command {
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     #[command(hide = true)]
     ConfigGet(config_get::ConfigGet),
     #[command(hide = true)]
@@ -83,6 +113,7 @@ impl Command {
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
+            Command::Config(c) => c.run(env),
             Command::ConfigGet(c) => c.run(env),
             Command::Completions(c) => c.run(env),
             Command::Man(c) => c.run(env),
@@ -114,7 +145,10 @@ pub fn emit<T: serde::Serialize>(
 
 /// Parses `args` and runs the command; prints errors as one line on stderr.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = help::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = e.exit_code();
@@ -153,5 +187,55 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+        help::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_commit_and_build_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut env, out, _) = Env::capture(dir.path(), b"");
+        assert_eq!(main(["p2pu", "--version"].map(Into::into), &mut env), 0);
+        let out = out.text();
+        let want = format!("p2pu {} (", env!("CARGO_PKG_VERSION"));
+        assert!(out.starts_with(&want), "{out}");
+        let date = env!("P2PU_BUILD_DATE");
+        assert!(out.trim_end().ends_with(&format!("{date})")), "{out}");
+        let shape: String = date
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+            .collect();
+        assert_eq!(shape, "NNNN-NN-NN");
+        // Built from a git checkout (as here): the commit is named.
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=10", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        if let Some(head) = head {
+            let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+            assert!(out.contains(&format!("({head} {date})")), "{out} vs {head}");
+        }
+    }
+
+    #[test]
+    fn a_status_outcome_is_the_exit_code_without_an_error_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!("[agent]\nstate_dir = \"{}/s\"\n", dir.path().display()),
+        )
+        .unwrap();
+        let store = crate::agent::state::StateStore::open(&dir.path().join("s")).unwrap();
+        let mut record = crate::agent::state::Record::pending("x.pp", "00", b"x");
+        record.status = crate::agent::state::Status::Failed;
+        store.put(record).unwrap();
+        let (mut env, _, err) = Env::capture(dir.path(), b"");
+        let args = ["p2pu", "status", "--config", "site.toml"];
+        assert_eq!(main(args.map(Into::into), &mut env), exit::FAILED);
+        assert_eq!(err.text(), "");
+        let (mut env, _, _) = Env::capture(dir.path(), b"");
+        let args = ["p2pu", "status", "--bogus"];
+        assert_eq!(main(args.map(Into::into), &mut env), exit::USAGE);
     }
 }

@@ -1,15 +1,20 @@
 //! `p2pu status`: this node's updates (applied, pending, failed, held, with reasons) and the
-//! announcements it rejected, from the agent's state dir.
+//! announcements it rejected, from the agent's state dir. Read-only: it creates nothing, and
+//! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
+//! can ask it like `systemctl is-failed`.
 
-use crate::agent::state::{Record, Rejection, StateStore};
-use crate::cmd::Outcome;
+use crate::agent::state::{Record, Rejection, StateStore, Status as UpdateState};
+use crate::cmd::{exit, Outcome};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::Env;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Show this node's updates and rejected announcements.
+///
+/// Exits 0 when no update's newest record failed, 3 when one did, 1 when the state could
+/// not be read.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     /// The site config.
@@ -34,22 +39,48 @@ pub struct StatusReport {
 impl Status {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&env.resolve(&self.config), None)?;
-        let store = StateStore::open(&config.site.agent.state_dir)?;
-        let updates = if self.all {
-            let mut all = Vec::new();
-            for name in store.names()? {
-                all.extend(store.records(&name)?);
-            }
-            all
-        } else {
-            store.latest()?
-        };
-        let report = StatusReport {
-            updates,
-            rejected: store.rejections()?,
-        };
+        let store = StateStore::open_read_only(&config.site.agent.state_dir);
+        let report = read(&store, self.all).map_err(explain_permission)?;
         crate::cmd::emit(env, self.json, &report, table)?;
+        let failed = if self.all {
+            store.latest().map_err(explain_permission)?
+        } else {
+            report.updates
+        };
+        if failed.iter().any(|r| r.status == UpdateState::Failed) {
+            return Ok(Outcome::Status(exit::FAILED));
+        }
         Ok(Outcome::Success)
+    }
+}
+
+fn read(store: &StateStore, all: bool) -> Result<StatusReport> {
+    let updates = if all {
+        let mut all = Vec::new();
+        for name in store.names()? {
+            all.extend(store.records(&name)?);
+        }
+        all
+    } else {
+        store.latest()?
+    };
+    Ok(StatusReport {
+        updates,
+        rejected: store.rejections()?,
+    })
+}
+
+/// The state dir belongs to root (the agent): a user gets told what to do, not just EACCES.
+fn explain_permission(e: Error) -> Error {
+    match e {
+        Error::Io { source, path, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Error::Usage(format!(
+                "{}: permission denied: the agent's state is readable by root only; \
+                 run as root (sudo p2pu status)",
+                path.display()
+            ))
+        }
+        other => other,
     }
 }
 
@@ -89,4 +120,91 @@ fn table(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::state::Status;
+
+    fn site(dir: &std::path::Path) -> std::path::PathBuf {
+        let config = dir.join("site.toml");
+        let state = dir.join("state");
+        std::fs::write(
+            &config,
+            format!("[agent]\nstate_dir = \"{}\"\n", state.display()),
+        )
+        .unwrap();
+        config
+    }
+
+    fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+        let (mut env, out, err) = Env::capture(dir, b"");
+        let argv = ["p2pu", "status", "--config", "site.toml"]
+            .iter()
+            .chain(args)
+            .map(Into::into);
+        let code = crate::cmd::main(argv, &mut env);
+        (code, out.text(), err.text())
+    }
+
+    fn record(name: &str, seq: u64, status: Status) -> Record {
+        Record {
+            name: name.into(),
+            seq,
+            kind: "manifest".into(),
+            info_hash: "00".repeat(20),
+            len: 1,
+            sha256: "00".repeat(32),
+            wire: "p2pu1:x".into(),
+            status,
+            reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
+            output: None,
+            received_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn status_creates_no_state_and_reads_a_missing_state_dir_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let (code, out, err) = run(dir.path(), &[]);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "no updates yet\n", "")
+        );
+        assert!(!dir.path().join("state").exists(), "status created state");
+    }
+
+    #[test]
+    fn status_exits_3_while_the_newest_record_of_a_name_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        store.put(record("site.pp", 1, Status::Applied)).unwrap();
+        assert_eq!(run(dir.path(), &[]).0, 0);
+        store.put(record("site.pp", 2, Status::Failed)).unwrap();
+        let (code, out, _) = run(dir.path(), &["--json"]);
+        assert_eq!(code, exit::FAILED);
+        let report: StatusReport = serde_json::from_str(&out).unwrap();
+        assert_eq!(report.updates[0].status, Status::Failed);
+        // A newer record that applied clears it, also when every record is listed.
+        store.put(record("site.pp", 3, Status::Applied)).unwrap();
+        assert_eq!(run(dir.path(), &["--all"]).0, 0);
+    }
+
+    #[test]
+    fn unreadable_state_says_run_as_root() {
+        let denied = Error::io("listing", "/var/lib/p2pu/names")(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        ));
+        let text = explain_permission(denied).to_string();
+        assert!(
+            text.contains("/var/lib/p2pu/names") && text.contains("run as root"),
+            "{text}"
+        );
+        let other = Error::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
+        assert!(!explain_permission(other).to_string().contains("root"));
+    }
 }

@@ -1,11 +1,13 @@
 //! `p2pu submit`: makes the torrent, seeds the payload in the local Transmission, signs the
 //! announcement with the node's key and broadcasts it as a Serf user event with coalescing
-//! off. With `--wait`, follows the rollout until every alive member applied it.
+//! off. With `--wait`, follows the rollout until every alive member applied it. On a terminal
+//! (and without `--quiet` or NO_COLOR) the long steps, hashing and copying, show progress on
+//! stderr; `--json` prints [`SubmitReport`] on stdout.
 
 use crate::agent::fetch::sha256_file;
 use crate::agent::kind;
 use crate::cmd::fleet::{fleet_status, MemberReport};
-use crate::cmd::Outcome;
+use crate::cmd::{exit, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{Error, Result};
@@ -13,6 +15,8 @@ use crate::formats::announcement::{validate_name, Announcement, Draft, Kind, EVE
 use crate::formats::torrent::{self, CreateOptions};
 use crate::provision::Owners;
 use crate::Env;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,12 +24,15 @@ use std::time::{Duration, Instant};
 /// Sign an update and send it to every node of the fleet.
 ///
 /// A directory is sent as one archive (kind `dir`). Prints the update's name, seq and
-/// info-hash.
+/// info-hash. With --wait, exits 3 when some member failed to apply it and 4 when some alive
+/// member had not applied it by --timeout.
 #[derive(Debug, clap::Args)]
 pub struct Submit {
     /// The file or directory to send.
     path: PathBuf,
-    /// What the payload is; detected from the file when absent.
+    /// What the payload is, which decides what each node does with it; detected from the file
+    /// when absent (a directory is `dir`, *.pp `manifest`, a module build `module`, other
+    /// .tar.gz/.tgz/.zip `archive`, a p2pu *.pub `key`, anything else `file`).
     #[arg(long, value_enum)]
     kind: Option<Kind>,
     /// The update's name (one path component, at most 64 bytes); default: the file name.
@@ -43,6 +50,36 @@ pub struct Submit {
     /// With --wait: give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Print JSON (a SubmitReport: name, seq, info-hash, and with --wait the rollout).
+    #[arg(long)]
+    json: bool,
+    /// Show no progress: no bars while hashing and copying, no rollout lines with --wait.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `p2pu submit --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitReport {
+    pub name: String,
+    pub seq: u64,
+    pub info_hash: String,
+    /// The signed announcement as broadcast (`p2pu1:...`).
+    pub wire: String,
+    /// With `--wait`: where the rollout stood when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// Where a rollout stands: alive members by what they did with the update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub applied: Vec<String>,
+    pub failed: Vec<String>,
+    /// Alive members that had not applied or failed it (yet).
+    pub waiting: Vec<String>,
 }
 
 /// What `submit` made, for the caller and the overlay.
@@ -56,18 +93,67 @@ pub struct Submitted {
 
 impl Submit {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        // Before anything that reads secrets: a mistyped path is the likeliest mistake.
         let source = env.resolve(&self.path);
+        check_source(&source)?;
+        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
         let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
         let engine = crate::node::transmission(&config)?;
-        let submitted = prepare(&config, &source, self.kind, self.name.clone(), seq, &engine)?;
+        let show_progress = env.interactive && !self.quiet;
+        let submitted = prepare_showing(
+            &config,
+            &source,
+            self.kind,
+            self.name.clone(),
+            seq,
+            &engine,
+            show_progress,
+        )?;
         let gossip = crate::node::serf(&config)?;
         gossip.user_event(EVENT_NAME, submitted.wire.as_bytes(), false)?;
-        writeln!(env.stdout, "{submitted}").map_err(Error::io("writing to", "standard output"))?;
+        let mut report = SubmitReport {
+            name: submitted.name.clone(),
+            seq: submitted.seq,
+            info_hash: submitted.info_hash.clone(),
+            wire: submitted.wire.clone(),
+            rollout: None,
+        };
+        if !self.json {
+            writeln!(env.stdout, "{submitted}")
+                .map_err(Error::io("writing to", "standard output"))?;
+        }
         if !self.wait {
+            if self.json {
+                crate::cmd::emit(env, true, &report, |_| String::new())?;
+            }
             return Ok(Outcome::Success);
         }
-        wait_for_rollout(env, &gossip, &submitted, Duration::from_secs(self.timeout))
+        let timeout = Duration::from_secs(self.timeout);
+        let (rollout, verdict) = wait_for_rollout(env, &gossip, &submitted, timeout, self.quiet)?;
+        report.rollout = Some(rollout);
+        if self.json {
+            crate::cmd::emit(env, true, &report, |_| String::new())?;
+        }
+        if let Some(problem) = &verdict.1 {
+            writeln!(env.stderr, "error: {problem}")
+                .map_err(Error::io("writing to", "standard error"))?;
+        }
+        Ok(match verdict.0 {
+            exit::OK => Outcome::Success,
+            code => Outcome::Status(code),
+        })
+    }
+}
+
+/// The payload must exist before anything else is looked at.
+fn check_source(source: &Path) -> Result<()> {
+    match source.metadata() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
+            "{}: no such file or directory; give the file or directory to send",
+            source.display()
+        ))),
+        Err(e) => Err(Error::io("inspecting the payload", source)(e)),
     }
 }
 
@@ -91,6 +177,20 @@ pub fn prepare(
     seq: u64,
     engine: &dyn TorrentEngine,
 ) -> Result<Submitted> {
+    prepare_showing(config, source, kind, name, seq, engine, false)
+}
+
+/// [`prepare`], with progress on stderr when `show_progress` (a terminal, not `--quiet`).
+fn prepare_showing(
+    config: &Config,
+    source: &Path,
+    kind: Option<Kind>,
+    name: Option<String>,
+    seq: u64,
+    engine: &dyn TorrentEngine,
+    show_progress: bool,
+) -> Result<Submitted> {
+    let progress = Progress::new(show_progress);
     let site = &config.site;
     let key = crate::keys::read_secret(&site.agent.signing_key)?;
     let is_dir = source.is_dir();
@@ -121,22 +221,29 @@ pub fn prepare(
     ))?;
     let payload = if is_dir {
         let packed = scratch.path().join(&name);
+        progress.step(&format!("packing {}", source.display()));
         kind::pack_dir(source, &packed)?;
         packed
     } else {
         source.to_path_buf()
     };
+    let advance = |n: u64| progress.advance(n);
     let options = CreateOptions {
         name: Some(name.clone()),
         trackers: vec![crate::node::tracker_url(config)],
+        progress: progress
+            .hashing(&payload)
+            .then_some(&advance as &(dyn Fn(u64) + Sync)),
         ..CreateOptions::default()
     };
     let torrent = torrent::create(&payload, &options)?;
+    progress.step("copying for seeding");
     let info_hash = torrent.info_hash_hex();
     let seed_dir = site.transmission.download_dir.join(&info_hash);
     let seeded = seed_dir.join(&name);
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
     let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
+    progress.step("handing it to Transmission");
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
     // The agent's web seed server hands this to the members, and serves the payload once it
     // sees it.
@@ -152,6 +259,7 @@ pub fn prepare(
         sha256,
     };
     let announcement = Announcement::sign(draft, &key)?;
+    progress.done();
     Ok(Submitted {
         name,
         seq,
@@ -180,12 +288,16 @@ fn copy_for_seeding(payload: &Path, dir: &Path, dest: &Path, user: &str) -> Resu
     owners.chown(dest, Some(user))
 }
 
+/// How a rollout ended: the exit status, and for a non-zero one what went wrong and what to do.
+type Verdict = (i32, Option<String>);
+
 fn wait_for_rollout(
     env: &mut Env,
     gossip: &dyn Gossip,
     update: &Submitted,
     timeout: Duration,
-) -> Result<Outcome> {
+    quiet: bool,
+) -> Result<(Rollout, Verdict)> {
     let deadline = Instant::now() + timeout;
     let mut last_line = String::new();
     loop {
@@ -195,70 +307,155 @@ fn wait_for_rollout(
             Some(&update.name),
             env.unix_now(),
         )?;
-        let tally = Tally::of(&reports, update.seq);
+        let tally = tally(&reports, update.seq);
         let line = format!(
             "{}/{} applied, {} failed, {} waiting",
-            tally.applied,
-            tally.alive,
+            tally.applied.len(),
+            tally.applied.len() + tally.failed.len() + tally.waiting.len(),
             tally.failed.len(),
             tally.waiting.len()
         );
-        if line != last_line {
+        if line != last_line && !quiet {
             writeln!(env.stderr, "{line}").map_err(Error::io("writing to", "standard error"))?;
-            last_line = line;
         }
-        if tally.waiting.is_empty() {
-            if tally.failed.is_empty() {
-                return Ok(Outcome::Success);
-            }
-            return Err(Error::Usage(format!(
-                "{} seq {} failed on: {}",
-                update.name,
-                update.seq,
-                tally.failed.join(", ")
-            )));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Usage(format!(
-                "timed out after {} s; still waiting for: {}",
-                timeout.as_secs(),
-                tally.waiting.join(", ")
-            )));
+        last_line = line;
+        let verdict = rollout_verdict(update, &tally, Instant::now() >= deadline, timeout);
+        if let Some(verdict) = verdict {
+            return Ok((tally, verdict));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
-/// Where a rollout stands.
-struct Tally {
-    alive: usize,
-    applied: usize,
-    failed: Vec<String>,
-    waiting: Vec<String>,
+/// `None` while the rollout should be followed further.
+fn rollout_verdict(
+    update: &Submitted,
+    tally: &Rollout,
+    past_deadline: bool,
+    timeout: Duration,
+) -> Option<Verdict> {
+    if tally.waiting.is_empty() {
+        if tally.failed.is_empty() {
+            return Some((exit::OK, None));
+        }
+        return Some((
+            exit::FAILED,
+            Some(format!(
+                "{} seq {} failed on: {}; `p2pu fleet status {}` shows why",
+                update.name,
+                update.seq,
+                tally.failed.join(", "),
+                update.name
+            )),
+        ));
+    }
+    if !past_deadline {
+        return None;
+    }
+    let code = if tally.failed.is_empty() {
+        exit::INCOMPLETE
+    } else {
+        exit::FAILED
+    };
+    Some((
+        code,
+        Some(format!(
+            "timed out after {} s; still waiting for: {}{}; follow it with \
+             `p2pu fleet status {}` or give a longer --timeout",
+            timeout.as_secs(),
+            tally.waiting.join(", "),
+            if tally.failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed on: {}", tally.failed.join(", "))
+            },
+            update.name
+        )),
+    ))
 }
 
-impl Tally {
-    fn of(reports: &[MemberReport], seq: u64) -> Tally {
-        let mut tally = Tally {
-            alive: 0,
-            applied: 0,
-            failed: Vec::new(),
-            waiting: Vec::new(),
-        };
-        for report in reports.iter().filter(|r| r.alive) {
-            tally.alive += 1;
-            let status = report
-                .updates
-                .as_ref()
-                .and_then(|u| u.iter().find(|u| u.seq == seq))
-                .map(|u| u.status);
-            match status {
-                Some(crate::agent::state::Status::Applied) => tally.applied += 1,
-                Some(crate::agent::state::Status::Failed) => tally.failed.push(report.node.clone()),
-                _ => tally.waiting.push(report.node.clone()),
-            }
+/// Where a rollout stands among the alive members.
+fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
+    let mut tally = Rollout::default();
+    for report in reports.iter().filter(|r| r.alive) {
+        let status = report
+            .updates
+            .as_ref()
+            .and_then(|u| u.iter().find(|u| u.seq == seq))
+            .map(|u| u.status);
+        let node = report.node.clone();
+        match status {
+            Some(crate::agent::state::Status::Applied) => tally.applied.push(node),
+            Some(crate::agent::state::Status::Failed) => tally.failed.push(node),
+            _ => tally.waiting.push(node),
         }
-        tally
+    }
+    tally
+}
+
+/// Progress on stderr for `submit`'s long steps (packing, hashing, copying); inert when not
+/// shown, so logs and pipes never get bars.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(show: bool) -> Progress {
+        let bar = show.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let progress = Progress { bar };
+        progress.step("preparing");
+        progress
+    }
+
+    /// A step of unknown length: a spinner and what is being done.
+    fn step(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+                bar.set_style(style);
+            }
+            bar.set_message(what.to_string());
+        }
+    }
+
+    /// Switches to a byte bar for hashing `payload`; whether hashing should report to it.
+    fn hashing(&self, payload: &Path) -> bool {
+        let Some(bar) = &self.bar else {
+            return false;
+        };
+        let Ok(total) = torrent::content_length(payload) else {
+            return false;
+        };
+        if let Ok(style) = ProgressStyle::with_template(
+            "hashing {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_length(total);
+        bar.set_position(0);
+        true
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// An error midway leaves no half-drawn bar above its message.
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
@@ -266,6 +463,109 @@ impl Tally {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn site_without_secrets(dir: &Path) {
+        let d = dir.display();
+        std::fs::write(
+            dir.join("site.toml"),
+            format!(
+                "[transmission]\nrpc_password_file = \"{d}/no-such.secret\"\n\
+                 [serf]\nrpc_auth_file = \"{d}/no-such-serf.secret\"\n\
+                 [agent]\nsigning_key = \"{d}/no-such.key\"\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_missing_path_is_named_before_any_secret_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        site_without_secrets(dir.path());
+        let (mut env, out, err) = Env::capture(dir.path(), b"");
+        let argv = ["p2pu", "submit", "--config", "site.toml", "sitee.pp"];
+        let code = crate::cmd::main(argv.map(Into::into), &mut env);
+        let err = err.text();
+        assert_eq!((code, out.text().as_str()), (1, ""));
+        assert!(
+            err.contains("sitee.pp: no such file or directory; give the file or directory"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    fn submitted() -> Submitted {
+        Submitted {
+            name: "site.pp".into(),
+            seq: 7,
+            info_hash: "00".repeat(20),
+            wire: "p2pu1:x".into(),
+        }
+    }
+
+    fn rollout(applied: &[&str], failed: &[&str], waiting: &[&str]) -> Rollout {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect();
+        Rollout {
+            applied: names(applied),
+            failed: names(failed),
+            waiting: names(waiting),
+        }
+    }
+
+    #[test]
+    fn wait_exits_0_all_applied_3_failed_4_timed_out_and_says_what_to_do() {
+        let t = Duration::from_secs(9);
+        let verdict = |r: &Rollout, late| rollout_verdict(&submitted(), r, late, t);
+        assert_eq!(
+            verdict(&rollout(&["a", "b"], &[], &[]), false),
+            Some((0, None))
+        );
+        assert_eq!(verdict(&rollout(&["a"], &[], &["b"]), false), None);
+
+        let (code, text) = verdict(&rollout(&["a"], &["b"], &[]), false).unwrap();
+        let text = text.unwrap();
+        assert_eq!(code, exit::FAILED);
+        assert!(text.contains("failed on: b") && text.contains("p2pu fleet status site.pp"));
+
+        let (code, text) = verdict(&rollout(&["a"], &[], &["c"]), true).unwrap();
+        let text = text.unwrap();
+        assert_eq!(code, exit::INCOMPLETE);
+        assert!(
+            text.contains("timed out after 9 s; still waiting for: c"),
+            "{text}"
+        );
+        assert!(text.contains("longer --timeout"), "{text}");
+
+        let (code, _) = verdict(&rollout(&[], &["b"], &["c"]), true).unwrap();
+        assert_eq!(code, exit::FAILED, "a failure outranks a timeout");
+    }
+
+    #[test]
+    fn json_report_decodes_into_the_documented_struct_with_unknown_fields_denied() {
+        let report = SubmitReport {
+            name: "site.pp".into(),
+            seq: 7,
+            info_hash: "00".repeat(20),
+            wire: "p2pu1:x".into(),
+            rollout: Some(rollout(&["a"], &["b"], &[])),
+        };
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        assert_eq!(serde_json::from_str::<SubmitReport>(&json).unwrap(), report);
+        let without_wait = SubmitReport {
+            rollout: None,
+            ..report
+        };
+        let json = serde_json::to_string(&without_wait).unwrap();
+        assert!(!json.contains("rollout"), "{json}");
+        let extra = json.replacen("\"seq\"", "\"surprise\":0,\"seq\"", 1);
+        assert!(serde_json::from_str::<SubmitReport>(&extra).is_err());
+    }
+
+    #[test]
+    fn progress_is_inert_when_not_shown() {
+        let progress = Progress::new(false);
+        assert!(progress.bar.is_none());
+        assert!(!progress.hashing(Path::new("/")));
+    }
 
     #[test]
     fn seeded_copies_are_readable_by_the_unprivileged_seed_server_whatever_the_source_mode() {

@@ -5,6 +5,7 @@ use crate::cmd::Outcome;
 use crate::formats::torrent::{self, CreateOptions, Metainfo};
 use crate::{Env, Error, Result};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
@@ -61,12 +62,15 @@ pub struct Create {
     /// Leave out the creation date and creator, so the same input gives the same bytes.
     #[arg(long)]
     pub reproducible: bool,
+    /// Show no progress bar while hashing.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 impl Create {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let path = env.resolve(&self.path);
-        let bar = if env.interactive {
+        let bar = if env.interactive && !self.quiet {
             let total = torrent::content_length(&path)?;
             (total > PROGRESS_THRESHOLD).then(|| progress_bar(total))
         } else {
@@ -121,11 +125,73 @@ impl Create {
 pub struct Show {
     /// The .torrent file to read.
     pub file: PathBuf,
+    /// Print JSON (a TorrentReport) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `p2pu torrent show --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorrentReport {
+    pub name: String,
+    pub info_hash: String,
+    /// Total payload bytes.
+    pub length: u64,
+    pub piece_length: u64,
+    pub pieces: usize,
+    /// `None`: no `private` key; `Some(false)`: `private: 0`.
+    pub private: Option<bool>,
+    pub created_by: Option<String>,
+    pub comment: Option<String>,
+    /// Seconds since the epoch.
+    pub creation_date: Option<i64>,
+    pub trackers: Vec<String>,
+    pub web_seeds: Vec<String>,
+    pub files: Vec<TorrentFileReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorrentFileReport {
+    /// Path components below the torrent's name (a single-file torrent: `[name]`).
+    pub path: Vec<String>,
+    pub length: u64,
+}
+
+impl TorrentReport {
+    fn of(m: &Metainfo) -> TorrentReport {
+        TorrentReport {
+            name: m.name.clone(),
+            info_hash: m.info_hash_hex(),
+            length: m.total_length,
+            piece_length: m.piece_length,
+            pieces: m.piece_count(),
+            private: m.private,
+            created_by: m.created_by.clone(),
+            comment: m.comment.clone(),
+            creation_date: m.creation_date,
+            trackers: m.trackers.clone(),
+            web_seeds: m.web_seeds.clone(),
+            files: m
+                .files
+                .iter()
+                .map(|f| TorrentFileReport {
+                    path: f.path.clone(),
+                    length: f.length,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Show {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let metainfo = Metainfo::read(&env.resolve(&self.file))?;
+        if self.json {
+            crate::cmd::emit(env, true, &TorrentReport::of(&metainfo), |_| String::new())?;
+            return Ok(Outcome::Success);
+        }
         show(&mut env.stdout, &metainfo).map_err(Error::io("writing to", "stdout"))?;
         Ok(Outcome::Success)
     }
@@ -267,6 +333,17 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("              13  site.pp"), "{out}");
+
+        let (code, out, err) = run(
+            dir.path(),
+            &["torrent", "show", "site.pp.torrent", "--json"],
+        );
+        assert_eq!(code, 0, "{err}");
+        let report: TorrentReport = serde_json::from_str(&out).unwrap();
+        assert_eq!(report, TorrentReport::of(&m));
+        assert_eq!((report.length, report.pieces), (13, 1));
+        assert_eq!(report.trackers, ["http://127.0.0.1:9/announce"]);
+        assert_eq!(report.files[0].path, ["site.pp"]);
     }
 
     #[test]

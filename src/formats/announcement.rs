@@ -85,11 +85,17 @@ use AnnouncementError as E;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// A Puppet manifest (*.pp): each node runs `puppet apply` on it.
     Manifest,
+    /// A Puppet module (`puppet module build` .tar.gz): installed into puppet.modulepath.
     Module,
+    /// A .tar.gz or .zip: unpacked into agent.archive_dir/NAME (without its extension).
     Archive,
+    /// A p2pu public key (*.pub): added to every node's trusted keys.
     Key,
+    /// A directory, sent as one archive: each top-level member applied by its own kind.
     Dir,
+    /// Anything else: kept as received in the download dir, nothing run.
     File,
 }
 

@@ -1,0 +1,419 @@
+//! The words around the clap definition: every command's examples, and the exit statuses and
+//! files the man pages list. [`command`] is the one clap tree that parsing, `--help`, the
+//! completions and the man pages all use, so an example added here shows everywhere.
+
+use crate::cmd::Cli;
+use clap::CommandFactory;
+
+/// Examples per command path (the words after `p2pu`; "" is p2pu itself). Each example is a
+/// `# what it does` line, then the command line. A test checks every command has some.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "",
+        "# Set a node up from the fleet's config, then send it a manifest
+p2pu init --config /etc/p2pu/site.toml
+p2pu submit site.pp --wait",
+    ),
+    (
+        "init",
+        "# Render the configs and start exactly the services whose files changed
+p2pu init --config /etc/p2pu/site.toml
+# Show what would change, change nothing
+p2pu init --dry-run
+# Prepare an image's root file system (node-specific values are filled in at first boot)
+p2pu init --config site.toml --root /mnt/image",
+    ),
+    (
+        "handle-event",
+        "# What Serf's event handler runs (internal; Serf sets SERF_EVENT and friends)
+SERF_EVENT=query SERF_QUERY_NAME=p2pu-status p2pu handle-event </dev/null",
+    ),
+    (
+        "agent",
+        "# Run the node's agent in the foreground with debug logs (normally p2pu-agent.service)
+p2pu agent --log p2pu=debug",
+    ),
+    (
+        "agent-serve",
+        "# Started by `p2pu agent` (internal)
+p2pu agent-serve --tracker 127.0.0.1:6969 --seed 10.0.0.5:6880 --root /var/lib/p2pu/downloads",
+    ),
+    (
+        "status",
+        "# This node's newest update of each name, and rejected announcements
+p2pu status
+# Every kept record, as JSON
+p2pu status --all --json
+# In a script: exit 3 when an update failed here
+p2pu status >/dev/null || echo \"p2pu: something failed\"",
+    ),
+    (
+        "submit",
+        "# Send a Puppet manifest to the fleet and wait until every alive member applied it
+p2pu submit site.pp --wait
+# Send a directory as one archive, under a chosen name, printing JSON
+p2pu submit ./motd --kind dir --name motd.tar.gz --json
+# Send a plain file without progress output
+p2pu submit --quiet --kind file firmware.bin",
+    ),
+    (
+        "fleet",
+        "# Which members applied what
+p2pu fleet status",
+    ),
+    (
+        "fleet status",
+        "# Every member's updates, address, version and newest update's age
+p2pu fleet status
+# Only site.pp, waiting up to 10 s for answers, as JSON
+p2pu fleet status site.pp --timeout 10 --json
+# In a script: 0 all well, 3 something failed, 4 someone did not answer
+p2pu fleet status >/dev/null; echo $?",
+    ),
+    (
+        "torrent",
+        "# Make a .torrent and look inside it
+p2pu torrent create payload.bin --tracker http://10.0.0.1:6969/announce
+p2pu torrent show payload.bin.torrent",
+    ),
+    (
+        "torrent create",
+        "# A private torrent with 1 MiB pieces, written to /tmp/site.torrent
+p2pu torrent create ./site --piece-size 1M --private -o /tmp/site.torrent
+# The same bytes every time (no date, no creator)
+p2pu torrent create payload.bin --reproducible",
+    ),
+    (
+        "torrent show",
+        "# Name, info-hash, size, trackers and files
+p2pu torrent show payload.bin.torrent
+# The same as JSON
+p2pu torrent show payload.bin.torrent --json",
+    ),
+    (
+        "keygen",
+        "# A signing key for this node, then trust it on every node
+p2pu keygen --out /etc/p2pu/keys
+p2pu key trust /etc/p2pu/keys/signing.pub --dir /etc/p2pu/trusted-keys",
+    ),
+    (
+        "key",
+        "# Trusted keys and revoked key ids
+p2pu key list --dir /etc/p2pu/trusted-keys",
+    ),
+    (
+        "key id",
+        "# The key id of a public or secret key file
+p2pu key id /etc/p2pu/keys/signing.pub",
+    ),
+    (
+        "key trust",
+        "# Accept announcements signed by this key
+p2pu key trust ops.pub --dir /etc/p2pu/trusted-keys",
+    ),
+    (
+        "key revoke",
+        "# Refuse announcements signed by a lost key
+p2pu key revoke 0123456789abcdef --dir /etc/p2pu/trusted-keys --reason \"laptop stolen\"",
+    ),
+    (
+        "key list",
+        "# One `<kid> <comment>` or `<kid> revoked` a line
+p2pu key list --dir /etc/p2pu/trusted-keys
+# As JSON
+p2pu key list --dir /etc/p2pu/trusted-keys --json",
+    ),
+    (
+        "config",
+        "# Is this site.toml valid?
+p2pu config check --config site.toml",
+    ),
+    (
+        "config check",
+        "# Validate before baking it into an image
+p2pu config check --config ./site.toml",
+    ),
+    (
+        "config show",
+        "# Every setting with its default filled in
+p2pu config show --config /etc/p2pu/site.toml",
+    ),
+    (
+        "config-get",
+        "# One value, defaults applied (for shell scripts)
+p2pu config-get agent.state_dir",
+    ),
+    (
+        "completions",
+        "# Bash completion for this shell session
+source <(p2pu completions bash)",
+    ),
+    (
+        "man",
+        "# Read the page of p2pu submit without installing it
+p2pu man --out-dir /tmp/man && man /tmp/man/p2pu-submit.1",
+    ),
+    (
+        "lab",
+        "# Five nodes in a network namespace; watch an update reach them all
+p2pu lab --nodes 5
+# Keep the lab running afterwards (Ctrl-C tears it down)
+p2pu lab --keep --dir /tmp/lab",
+    ),
+    (
+        "proxy",
+        "# The NAT rendezvous on a public host (normally p2pu-proxy.service)
+p2pu proxy --config /etc/p2pu/site.toml",
+    ),
+    (
+        "nat-client",
+        "# A node behind NAT, in the foreground (normally p2pu-nat-client.service)
+p2pu nat-client --config /etc/p2pu/site.toml",
+    ),
+    (
+        "event",
+        "# Open a session with node-7 and check it
+p2pu event talkto node-7
+p2pu event status",
+    ),
+    (
+        "event talkto",
+        "# Hole-punch to node-7 (through the proxy's relay if punching fails)
+p2pu event talkto node-7",
+    ),
+    (
+        "event sendfile",
+        "# Send a manifest to the session peers over the overlay
+p2pu event sendfile site.pp",
+    ),
+    (
+        "event announce",
+        "# Send a ready signed announcement read from stdin
+p2pu event announce - <announcement.txt",
+    ),
+    (
+        "event endsession",
+        "# End every session
+p2pu event endsession",
+    ),
+    (
+        "event exit",
+        "# Say goodbye to the peers and stop the NAT client
+p2pu event exit",
+    ),
+    (
+        "event status",
+        "# Mapped address, NAT behaviour and session peers, as JSON
+p2pu event status --json",
+    ),
+];
+
+/// Exit statuses beyond the common ones, per command path.
+pub const EXIT_STATUS: &[(&str, &str)] = &[
+    (
+        "init",
+        "With --detailed-exitcodes: 0 when nothing changed, 2 when something changed (or would, \
+         with --dry-run), 1 on error.",
+    ),
+    (
+        "status",
+        "3 when the newest record of some update on this node failed.",
+    ),
+    (
+        "fleet status",
+        "3 when some member's update failed; else 4 when some member did not answer.",
+    ),
+    (
+        "submit",
+        "With --wait: 3 when some member failed to apply the update; 4 when some alive member \
+         had not applied it when --timeout ran out.",
+    ),
+];
+
+/// The common exit statuses (every command).
+pub const COMMON_EXIT_STATUS: &str = "0 on success; 1 when the command could not do its job (a \
+bad config, unreadable state, an engine that does not answer), with one line on standard error \
+naming what is wrong; 2 when the command line is wrong.";
+
+/// Files every page lists (defaults; site.toml can move all but itself).
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/p2pu/site.toml",
+        "the site config (--config, P2PU_CONFIG); see site.toml(5)",
+    ),
+    (
+        "/etc/p2pu/keys/signing.key",
+        "this node's signing key (agent.signing_key), mode 0600",
+    ),
+    (
+        "/etc/p2pu/trusted-keys/",
+        "the public keys whose announcements are applied (agent.trusted_keys_dir)",
+    ),
+    (
+        "/var/lib/p2pu/",
+        "the agent's state: what was applied, failed or rejected (agent.state_dir)",
+    ),
+    (
+        "/var/spool/p2pu/",
+        "announcements waiting for the agent (agent.spool_dir)",
+    ),
+    (
+        "/var/lib/p2pu/downloads/",
+        "payloads seeded by Transmission (transmission.download_dir)",
+    ),
+];
+
+/// The text after the `Examples:` heading, indented as clap prints it.
+fn examples_text(examples: &str) -> String {
+    let mut out = String::from("Examples:\n");
+    for line in examples.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+/// The examples of the command at `path` (words after `p2pu`).
+pub fn examples(path: &str) -> Option<&'static str> {
+    EXAMPLES.iter().find(|(p, _)| *p == path).map(|(_, e)| *e)
+}
+
+fn with_examples(cmd: clap::Command, path: &str) -> clap::Command {
+    let mut cmd = match examples(path) {
+        Some(e) => cmd.after_help(examples_text(e)),
+        None => cmd,
+    };
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        cmd = cmd.mut_subcommand(&name, |sub| with_examples(sub, &sub_path));
+    }
+    cmd
+}
+
+/// The command line as parsed and documented: the derive definition plus the examples.
+pub fn command() -> clap::Command {
+    with_examples(Cli::command(), "")
+}
+
+/// Every command path (words after `p2pu`), hidden ones included, depth first.
+pub fn paths(cmd: &clap::Command) -> Vec<String> {
+    fn walk(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        for sub in cmd.get_subcommands() {
+            let path = if prefix.is_empty() {
+                sub.get_name().to_string()
+            } else {
+                format!("{prefix} {}", sub.get_name())
+            };
+            out.push(path.clone());
+            walk(sub, &path, out);
+        }
+    }
+    let mut out = vec![String::new()];
+    walk(cmd, "", &mut out);
+    out
+}
+
+/// The subcommand at `path`.
+pub fn find<'a>(cmd: &'a clap::Command, path: &str) -> Option<&'a clap::Command> {
+    path.split_whitespace()
+        .try_fold(cmd, |cmd, word| cmd.find_subcommand(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help(path: &str) -> String {
+        let mut args = vec!["p2pu".to_string()];
+        args.extend(path.split_whitespace().map(str::to_string));
+        args.push("--help".into());
+        let err = command().try_get_matches_from(args).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{path}");
+        err.render().to_string()
+    }
+
+    #[test]
+    fn every_command_help_shows_an_example_of_itself() {
+        let cmd = command();
+        let paths = paths(&cmd);
+        assert!(paths.len() > 30, "{paths:?}");
+        for path in paths {
+            let text = help(&path);
+            let invocation = format!("p2pu {path}").trim_end().to_string();
+            assert!(text.contains("Examples:"), "`{invocation} --help`:\n{text}");
+            assert!(
+                text.lines().any(|l| l.trim_start().starts_with(&invocation)
+                    || l.contains(&format!(" {invocation}"))),
+                "`{invocation} --help` has no example running it:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_example_belongs_to_a_command() {
+        let cmd = command();
+        for (path, _) in EXAMPLES.iter().chain(EXIT_STATUS) {
+            assert!(find(&cmd, path).is_some(), "no command `p2pu {path}`");
+        }
+    }
+
+    #[test]
+    fn every_visible_command_and_value_is_described() {
+        let cmd = command();
+        for path in paths(&cmd).iter().filter(|p| !p.is_empty()) {
+            let sub = find(&cmd, path).unwrap();
+            assert!(
+                sub.get_about().is_some(),
+                "`p2pu {path}` has no description"
+            );
+            if sub.is_hide_set() {
+                continue;
+            }
+            for arg in sub
+                .get_arguments()
+                .filter(|a| a.get_action().takes_values())
+            {
+                for value in arg.get_possible_values() {
+                    if value.is_hide_set() {
+                        continue;
+                    }
+                    assert!(
+                        value.get_help().is_some(),
+                        "`p2pu {path} --{}` value `{}` is not described",
+                        arg.get_id(),
+                        value.get_name()
+                    );
+                }
+            }
+        }
+        let submit = help("submit");
+        assert!(
+            submit.contains("manifest") && submit.contains("puppet apply"),
+            "{submit}"
+        );
+    }
+
+    #[test]
+    fn plumbing_is_not_listed_among_operator_commands() {
+        let top = help("");
+        for plumbing in ["handle-event", "agent-serve", "config-get", "completions"] {
+            assert!(
+                !top.lines().any(|l| l.trim_start().starts_with(plumbing)),
+                "{plumbing} listed:\n{top}"
+            );
+        }
+        assert!(
+            top.contains("fleet") && top.contains("Ask every member"),
+            "{top}"
+        );
+    }
+}
