@@ -1,13 +1,17 @@
 //! Turns a spooled event into a decision: accepted (a record to work on), held (signed but
 //! from the future), or rejected with the reason an operator reads in `p2pu status`.
 //! Order matters: structure, then signature against the trusted keys, then the sequence.
+//! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
+//! however malformed or strange on disk, stops the pass.
 
-use super::spool::Spooled;
+use super::spool::{self, Spooled};
 use super::state::{Record, Rejection, SeqVerdict, StateStore, Status};
+use crate::error::chain;
 use crate::formats::announcement::Announcement;
 use crate::formats::legacy;
 use crate::keys::TrustedKeys;
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +32,92 @@ pub struct Policy<'a> {
     /// Signed payload lengths above this are refused before anything is downloaded: a trusted
     /// key must not be able to fill a node's disk by mistake (TUF's endless data).
     pub max_payload_bytes: u64,
+}
+
+/// What one pass over the spool did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub accepted: usize,
+    pub held: usize,
+    pub rejected: usize,
+    /// Entries that were not plain events (moved to the quarantine).
+    pub quarantined: usize,
+    /// Events left in the spool for a later pass because deciding them failed.
+    pub deferred: usize,
+}
+
+/// Decides every spooled event in arrival order, records each outcome, hands accepted records
+/// to `accepted`, and deletes each event once its outcome is durable. An entry that is not a
+/// plain event is quarantined; an event whose decision fails (a state file that cannot be
+/// read, say) is left for the next pass. Either way the pass goes on: one bad entry must not
+/// stop or crash-loop the agent. `stuck` remembers entries that could not even be
+/// quarantined, so they are reported once and not on every pass. Errors are only those of
+/// the spool directory itself or of recording an outcome.
+pub fn take_spool(
+    spool_dir: &Path,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    stuck: &mut BTreeSet<PathBuf>,
+    mut accepted: impl FnMut(Record),
+) -> crate::Result<Pass> {
+    let mut pass = Pass::default();
+    for path in spool::list(spool_dir)? {
+        if stuck.contains(&path) {
+            continue;
+        }
+        let event = match spool::read(&path) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(why) => {
+                pass.quarantined += 1;
+                match spool::quarantine(spool_dir, &path) {
+                    Ok(to) => {
+                        tracing::warn!(entry = %path.display(), to = %to.display(), "spool entry quarantined: {why}")
+                    }
+                    Err(e) => {
+                        tracing::error!(entry = %path.display(), "spool entry refused ({why}) and left in place: {}", chain(&e));
+                        stuck.insert(path);
+                    }
+                }
+                continue;
+            }
+        };
+        let decision = match decide(&event, store, policy, now_ms) {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(entry = %path.display(), "deciding a spooled event failed; it stays for the next pass: {}", chain(&e));
+                pass.deferred += 1;
+                continue;
+            }
+        };
+        match decision {
+            Decision::Accepted(record) => {
+                // The spool file's name carries its write time (ns): benches/ measure latency from it.
+                let spool = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
+                store.put(record.clone())?;
+                pass.accepted += 1;
+                accepted(record);
+            }
+            Decision::Held(record) => {
+                tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
+                store.put(record)?;
+                pass.held += 1;
+            }
+            Decision::Rejected(rejection) => {
+                tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
+                store.reject(rejection)?;
+                pass.rejected += 1;
+            }
+        }
+        // Only now is the event's fate durable: the spool file may go.
+        spool::remove(&path)?;
+    }
+    Ok(pass)
 }
 
 pub fn decide(
@@ -263,6 +353,76 @@ mod tests {
             Decision::Rejected(r) => r.reason,
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    fn policy(f: &Fixture, accept_legacy: bool) -> Policy<'_> {
+        Policy {
+            trusted_keys_dir: &f.keys_dir,
+            accept_legacy,
+            max_future_ms: 86_400_000,
+            max_payload_bytes: u64::MAX,
+        }
+    }
+
+    /// Runs one pass of the agent over `spool`, on a thread: a pass that blocks fails the test.
+    fn pass_over(f: &Fixture, spool: &Path) -> (Pass, Vec<Record>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut taken = Vec::new();
+                let pass = take_spool(
+                    spool,
+                    &f.store,
+                    &policy(f, false),
+                    NOW_MS,
+                    &mut BTreeSet::new(),
+                    |r| taken.push(r),
+                );
+                let _ = tx.send((pass.map_err(|e| chain(&e)), taken));
+            });
+            let (pass, taken) = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the pass over the spool blocked");
+            (pass.expect("the pass over the spool failed"), taken)
+        })
+    }
+
+    /// A directory, a link and a FIFO named like events (in the NAT client's part, which a
+    /// compromised client controls) used to stop the agent on every start, or block its main
+    /// loop for good. Now they are quarantined and the events around them are still taken.
+    #[test]
+    fn bad_spool_entries_are_quarantined_and_the_pass_goes_on() {
+        let f = fixture();
+        let spool_dir = f._dir.path().join("spool");
+        let overlay = spool::overlay_dir(&spool_dir);
+        std::fs::create_dir_all(&overlay).unwrap();
+        spool::put(&spool_dir, Source::Serf, &wire(&f.key, "a.pp", NOW_MS)).unwrap();
+        std::fs::create_dir(overlay.join("00000000000000000001-overlay-1.event")).unwrap();
+        std::os::unix::fs::symlink(
+            f._dir.path().join("state"),
+            overlay.join("00000000000000000002-overlay-2.event"),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &overlay.join("00000000000000000003-overlay-3.event"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        spool::put(&overlay, Source::Overlay, &wire(&f.key, "b.pp", NOW_MS)).unwrap();
+
+        let (pass, taken) = pass_over(&f, &spool_dir);
+        assert_eq!((pass.accepted, pass.quarantined), (2, 3), "{pass:?}");
+        assert_eq!(
+            taken.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a.pp", "b.pp"]
+        );
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
+        let quarantined = std::fs::read_dir(spool_dir.join(spool::QUARANTINE_SUBDIR))
+            .unwrap()
+            .count();
+        assert_eq!(quarantined, 3);
+        // The next pass has nothing left to trip over.
+        assert_eq!(pass_over(&f, &spool_dir).0, Pass::default());
     }
 
     #[test]

@@ -8,19 +8,19 @@ use super::apply::{self, ApplyContext};
 use super::extract::Limits;
 use super::fetch::Fetcher;
 use super::http_get::Client;
-use super::intake::{self, Decision, Policy};
+use super::intake::{self, Policy};
 use super::peers::FleetPeers;
 use super::serve::ServeOptions;
-use super::spool;
-use super::state::{Record, Rejection, StateStore, Status};
+use super::state::{Record, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{chain, Error, Result};
 use crate::formats::announcement::{Announcement, Kind};
 use crate::formats::legacy;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -99,81 +99,48 @@ impl Agent {
         }
 
         let wake = watch_spool(&site.agent.spool_dir)?;
-        let mut last_heard = now_ms();
+        let mut silence = Silence {
+            last_accepted_ms: now_ms(),
+        };
+        let mut stuck = BTreeSet::new();
         while !agent.stop.load(Ordering::Relaxed) {
-            if agent.intake_spool(&work_tx)? {
-                last_heard = now_ms();
-            }
+            let pass = agent.intake_spool(&work_tx, &mut stuck)?;
+            silence.after(&pass, now_ms());
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(Error::Internal("spool watcher stopped".into()))
                 }
             }
-            agent.warn_if_silent(&mut last_heard);
+            if let Some(silent_secs) = silence.check(now_ms(), site.agent.silence_warning_secs) {
+                tracing::warn!(
+                    silent_secs,
+                    "no update accepted for longer than agent.silence_warning_secs"
+                );
+            }
         }
         tracing::info!("agent stopping");
         served.shutdown();
         Ok(())
     }
 
-    /// Decides every spooled event in arrival order; returns whether there were any.
-    fn intake_spool(&self, work: &Sender<Record>) -> Result<bool> {
+    /// Takes every spooled event (see [`intake::take_spool`]).
+    fn intake_spool(
+        &self,
+        work: &Sender<Record>,
+        stuck: &mut BTreeSet<PathBuf>,
+    ) -> Result<intake::Pass> {
         let site = &self.config.site;
-        let policy = Policy {
-            trusted_keys_dir: &site.agent.trusted_keys_dir,
-            accept_legacy: site.agent.accept_legacy,
-            max_future_ms: site.agent.max_future_secs.saturating_mul(1000),
-            max_payload_bytes: site.agent.max_payload_bytes,
-        };
-        let paths = spool::list(&site.agent.spool_dir)?;
-        for path in &paths {
-            let Some(event) = spool::read(path)? else {
-                continue;
-            };
-            let decision = intake::decide(&event, &self.store, &policy, now_ms())?;
-            match decision {
-                Decision::Accepted(record) => {
-                    // The spool file's name carries its write time (ns): benches/ measure latency from it.
-                    let spool = path
-                        .file_name()
-                        .map(|n| n.to_string_lossy())
-                        .unwrap_or_default();
-                    tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
-                    self.store.put(record.clone())?;
-                    let _ = work.send(record);
-                }
-                Decision::Held(record) => {
-                    tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
-                    self.store.put(record)?;
-                }
-                Decision::Rejected(rejection) => self.reject(rejection)?,
-            }
-            // Only now is the event's fate durable: the spool file may go.
-            spool::remove(path)?;
-        }
-        Ok(!paths.is_empty())
-    }
-
-    fn reject(&self, rejection: Rejection) -> Result<()> {
-        tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
-        self.store.reject(rejection)
-    }
-
-    fn warn_if_silent(&self, last_heard: &mut u64) {
-        let now = now_ms();
-        if let Some(silent_secs) = silence(
-            now,
-            *last_heard,
-            self.config.site.agent.silence_warning_secs,
-        ) {
-            tracing::warn!(
-                silent_secs,
-                "no update heard of for longer than agent.silence_warning_secs"
-            );
-            // Once per period, not on every loop.
-            *last_heard = now;
-        }
+        intake::take_spool(
+            &site.agent.spool_dir,
+            &self.store,
+            &policy(&self.config),
+            now_ms(),
+            stuck,
+            |record| {
+                let _ = work.send(record);
+            },
+        )
     }
 
     fn set_status(
@@ -394,6 +361,42 @@ fn tail(text: &str, max: usize) -> String {
         start += 1;
     }
     text[start..].to_string()
+}
+
+/// The intake's policy, from the site config.
+pub fn policy(config: &Config) -> Policy<'_> {
+    let agent = &config.site.agent;
+    Policy {
+        trusted_keys_dir: &agent.trusted_keys_dir,
+        accept_legacy: agent.accept_legacy,
+        max_future_ms: agent.max_future_secs.saturating_mul(1000),
+        max_payload_bytes: agent.max_payload_bytes,
+    }
+}
+
+/// When the agent last accepted an update, for the silence warning (TUF's indefinite freeze).
+struct Silence {
+    last_accepted_ms: u64,
+}
+
+impl Silence {
+    /// Only an accepted update restarts the clock. Rejections and held announcements are what
+    /// an attacker who withholds the real updates can still deliver (a forged answer to
+    /// catch-up, say): counting them would hide the freeze.
+    fn after(&mut self, pass: &intake::Pass, now_ms: u64) {
+        if pass.accepted > 0 {
+            self.last_accepted_ms = now_ms;
+        }
+    }
+
+    /// The silence in seconds when it is past `limit_secs`; once per period, not on every loop.
+    fn check(&mut self, now_ms: u64, limit_secs: u64) -> Option<u64> {
+        let silent = silence(now_ms, self.last_accepted_ms, limit_secs);
+        if silent.is_some() {
+            self.last_accepted_ms = now_ms;
+        }
+        silent
+    }
 }
 
 /// How long (in seconds) nothing was heard, when that exceeds `limit_secs` (0: never warn):

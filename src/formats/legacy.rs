@@ -363,8 +363,7 @@ mod tests {
 
     const TORRENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
     const CONTENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.jpg");
-    const SERF_PAYLOAD: &[u8] =
-        include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
+    const SERF_PAYLOAD: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
     const OVERLAY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
 
     fn check_lizard(t: &LegacyTorrent) {
