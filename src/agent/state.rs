@@ -2,6 +2,11 @@
 //! and what became of them; and a bounded log of rejected ones. Everything is keyed by name,
 //! seq and info-hash, never by Transmission's torrent ids (they change across restarts).
 //! Files are JSON written atomically, so a crash leaves the last complete state.
+//!
+//! The history of a name is bounded, so the highest seq ever accepted per name is also kept on
+//! its own (`highest/<name>.json`): whatever fills the history (held announcements from the
+//! far future, say) cannot make a replay of an evicted accepted seq look new. Signed
+//! announcements and legacy payloads keep separate sequences ([`Lineage`]).
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -97,6 +102,48 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Which sequence a record's seq belongs to. Signed announcements count milliseconds and are
+/// authenticated; legacy payloads count their torrent's creation date in seconds and are not.
+/// The two never compare, so an unauthenticated legacy date can block no signed update, and
+/// what legacy left behind blocks nothing once `accept_legacy` is turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lineage {
+    Signed,
+    Legacy,
+}
+
+impl Lineage {
+    /// The record kind of legacy payloads.
+    pub const LEGACY_KIND: &'static str = "legacy";
+
+    pub fn of(record: &Record) -> Lineage {
+        if record.kind == Self::LEGACY_KIND {
+            Lineage::Legacy
+        } else {
+            Lineage::Signed
+        }
+    }
+}
+
+/// The highest seq accepted per lineage of one name, kept outside the bounded history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Highest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    legacy: Option<u64>,
+}
+
+impl Highest {
+    fn slot(&mut self, lineage: Lineage) -> &mut Option<u64> {
+        match lineage {
+            Lineage::Signed => &mut self.signed,
+            Lineage::Legacy => &mut self.legacy,
+        }
+    }
+}
+
 /// Why an announcement of a known name is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeqVerdict {
@@ -131,26 +178,53 @@ impl StateStore {
         read_json(&self.name_file(name)).map(Option::unwrap_or_default)
     }
 
-    /// Decides whether `seq` is new for `name`: held announcements do not count.
-    pub fn check_seq(&self, name: &str, seq: u64) -> Result<SeqVerdict> {
-        let records = self.records(name)?;
-        let accepted = records.iter().filter(|r| r.status != Status::Held);
-        if records
+    fn highest_file(&self, name: &str) -> PathBuf {
+        self.dir.join("highest").join(format!("{name}.json"))
+    }
+
+    /// The highest seq of `lineage` ever accepted for `name` (held records were not accepted).
+    /// State written before the mark existed is covered by the records themselves.
+    pub fn highest(&self, name: &str, lineage: Lineage) -> Result<Option<u64>> {
+        let mut mark: Highest = read_json(&self.highest_file(name))?.unwrap_or_default();
+        let recorded = self
+            .records(name)?
+            .into_iter()
+            .filter(|r| r.status != Status::Held && Lineage::of(r) == lineage)
+            .map(|r| r.seq)
+            .max();
+        Ok((*mark.slot(lineage)).max(recorded))
+    }
+
+    /// Decides whether `seq` is new for `name` in `lineage`: held announcements do not count,
+    /// and neither does the other lineage.
+    pub fn check_seq(&self, name: &str, lineage: Lineage, seq: u64) -> Result<SeqVerdict> {
+        let replayed = self
+            .records(name)?
             .iter()
-            .any(|r| r.seq == seq && r.status != Status::Held)
-        {
-            return Ok(SeqVerdict::Replay);
-        }
-        match accepted.map(|r| r.seq).max() {
+            .any(|r| r.seq == seq && r.status != Status::Held && Lineage::of(r) == lineage);
+        match self.highest(name, lineage)? {
+            _ if replayed => Ok(SeqVerdict::Replay),
+            Some(newest) if newest == seq => Ok(SeqVerdict::Replay),
             Some(newest) if newest > seq => Ok(SeqVerdict::Older { newest }),
             _ => Ok(SeqVerdict::New),
         }
     }
 
-    /// Adds or replaces the record of (name, seq).
+    /// Adds or replaces the record of (name, lineage, seq). An accepted one raises the name's
+    /// highest mark first, so a crash in between refuses too much rather than too little.
     pub fn put(&self, record: Record) -> Result<()> {
+        let lineage = Lineage::of(&record);
+        if record.status != Status::Held {
+            let path = self.highest_file(&record.name);
+            let mut mark: Highest = read_json(&path)?.unwrap_or_default();
+            let slot = mark.slot(lineage);
+            if slot.is_none_or(|s| s < record.seq) {
+                *slot = Some(record.seq);
+                write_json(&path, &mark)?;
+            }
+        }
         let mut records = self.records(&record.name)?;
-        records.retain(|r| r.seq != record.seq);
+        records.retain(|r| r.seq != record.seq || Lineage::of(r) != lineage);
         records.push(record.clone());
         records.sort_by_key(|r| r.seq);
         let excess = records.len().saturating_sub(HISTORY);
@@ -283,18 +357,83 @@ mod tests {
     fn seq_must_grow_per_name() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.check_seq("site.pp", 5).unwrap(), SeqVerdict::New);
+        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 5).unwrap(), SeqVerdict::New);
         store.put(record("site.pp", 5, Status::Applied)).unwrap();
-        assert_eq!(store.check_seq("site.pp", 5).unwrap(), SeqVerdict::Replay);
+        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 5).unwrap(), SeqVerdict::Replay);
         assert_eq!(
-            store.check_seq("site.pp", 4).unwrap(),
+            store.check_seq("site.pp", Lineage::Signed, 4).unwrap(),
             SeqVerdict::Older { newest: 5 }
         );
-        assert_eq!(store.check_seq("site.pp", 6).unwrap(), SeqVerdict::New);
-        assert_eq!(store.check_seq("other.pp", 1).unwrap(), SeqVerdict::New);
+        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 6).unwrap(), SeqVerdict::New);
+        assert_eq!(store.check_seq("other.pp", Lineage::Signed, 1).unwrap(), SeqVerdict::New);
         // A held (future) announcement blocks nothing.
         store.put(record("site.pp", 99, Status::Held)).unwrap();
-        assert_eq!(store.check_seq("site.pp", 6).unwrap(), SeqVerdict::New);
+        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 6).unwrap(), SeqVerdict::New);
+    }
+
+    /// Twenty held (far-future) records fill the history and evict the accepted ones; the
+    /// accepted seqs must still not come back as new.
+    #[test]
+    fn held_records_filling_the_history_reopen_no_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record("site.pp", 5, Status::Applied)).unwrap();
+        store.put(record("site.pp", 6, Status::Applied)).unwrap();
+        for seq in 0..HISTORY as u64 {
+            store
+                .put(record("site.pp", 1_000 + seq, Status::Held))
+                .unwrap();
+        }
+        let records = store.records("site.pp").unwrap();
+        assert!(records.iter().all(|r| r.status == Status::Held));
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 6).unwrap(),
+            SeqVerdict::Replay
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 5).unwrap(),
+            SeqVerdict::Older { newest: 6 }
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 7).unwrap(),
+            SeqVerdict::New
+        );
+        // The mark survives reopening, and a status change does not lower it.
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.highest("site.pp", Lineage::Signed).unwrap(),
+            Some(6)
+        );
+    }
+
+    #[test]
+    fn signed_and_legacy_sequences_never_compare() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut legacy = record("site.pp", 99_999_999_999_999, Status::Applied);
+        legacy.kind = Lineage::LEGACY_KIND.into();
+        store.put(legacy).unwrap();
+        store.put(record("site.pp", 7, Status::Applied)).unwrap();
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 8).unwrap(),
+            SeqVerdict::New
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Legacy, 8).unwrap(),
+            SeqVerdict::Older {
+                newest: 99_999_999_999_999
+            }
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 7).unwrap(),
+            SeqVerdict::Replay
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Legacy, 7).unwrap(),
+            SeqVerdict::Older {
+                newest: 99_999_999_999_999
+            }
+        );
     }
 
     #[test]
