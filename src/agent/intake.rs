@@ -206,9 +206,8 @@ fn decide_legacy(
     now_ms: u64,
 ) -> crate::Result<Result<Decision, LegacyRefusal>> {
     let now = now_ms / 1000;
-    let refuse = |name: Option<&str>, seq, reason: String| {
-        Ok(Err((name.map(str::to_string), seq, reason)))
-    };
+    let refuse =
+        |name: Option<&str>, seq, reason: String| Ok(Err((name.map(str::to_string), seq, reason)));
     let payload = if legacy::is_overlay(&event.payload) {
         match legacy::split_overlay(&event.payload) {
             Ok((_sender, payload)) => payload,

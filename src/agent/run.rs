@@ -307,7 +307,9 @@ fn catch_up_loop(agent: &Agent) {
         match super::catchup::catch_up(
             agent.gossip.as_ref(),
             &agent.store,
+            &policy(&agent.config),
             &site.spool_dir,
+            now_ms(),
             Duration::from_secs(2),
         ) {
             Ok(0) => {}
@@ -417,5 +419,76 @@ mod tests {
         assert_eq!(silence(900_000, 0, 0), None);
         // A clock that went backwards is not silence.
         assert_eq!(silence(0, 100_000, 1), None);
+    }
+
+    /// A member that answers catch-up with forgeries (or a stream of far-future ones) makes
+    /// the node reject and hold; that must not pass for news and hide a freeze.
+    #[test]
+    fn only_accepted_updates_reset_the_silence_warning() {
+        use crate::agent::spool::{self, Source};
+        use crate::formats::announcement::{Draft, Kind};
+        use crate::keys::{PublicKey, TrustedKeys};
+        use ed25519_dalek::SigningKey;
+        const NOW_MS: u64 = 1_800_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("trusted");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = PublicKey {
+            key: key.verifying_key(),
+            comment: "ops".into(),
+        };
+        TrustedKeys::add(&keys_dir, &public).unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let spool_dir = dir.path().join("spool");
+        let policy = Policy {
+            trusted_keys_dir: &keys_dir,
+            accept_legacy: false,
+            max_future_ms: 86_400_000,
+            max_payload_bytes: u64::MAX,
+        };
+        let wire = |key: &SigningKey, seq: u64| {
+            let draft = Draft {
+                seq,
+                name: "site.pp".into(),
+                kind: Kind::Manifest,
+                info_hash: [1; 20],
+                len: 10,
+                sha256: [2; 32],
+            };
+            Announcement::sign(draft, key).unwrap().to_wire()
+        };
+        let pass = |payloads: &[String]| {
+            for payload in payloads {
+                spool::put(&spool_dir, Source::CatchUp, payload.as_bytes()).unwrap();
+            }
+            intake::take_spool(
+                &spool_dir,
+                &store,
+                &policy,
+                NOW_MS,
+                &mut BTreeSet::new(),
+                |_| {},
+            )
+            .unwrap()
+        };
+        let limit_secs = 100;
+        let mut silence = Silence {
+            last_accepted_ms: NOW_MS - 101_000,
+        };
+
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let forged = pass(&[
+            wire(&stranger, NOW_MS + 5),
+            wire(&key, NOW_MS + 9 * 86_400_000),
+        ]);
+        assert_eq!((forged.rejected, forged.held, forged.accepted), (1, 1, 0));
+        silence.after(&forged, NOW_MS);
+        assert_eq!(silence.check(NOW_MS, limit_secs), Some(101));
+
+        let real = pass(&[wire(&key, NOW_MS)]);
+        assert_eq!(real.accepted, 1);
+        silence.after(&real, NOW_MS + 1_000);
+        assert_eq!(silence.check(NOW_MS + 100_000, limit_secs), None);
+        assert_eq!(silence.check(NOW_MS + 101_001, limit_secs), Some(100));
     }
 }

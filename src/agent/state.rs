@@ -357,18 +357,33 @@ mod tests {
     fn seq_must_grow_per_name() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 5).unwrap(), SeqVerdict::New);
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 5).unwrap(),
+            SeqVerdict::New
+        );
         store.put(record("site.pp", 5, Status::Applied)).unwrap();
-        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 5).unwrap(), SeqVerdict::Replay);
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 5).unwrap(),
+            SeqVerdict::Replay
+        );
         assert_eq!(
             store.check_seq("site.pp", Lineage::Signed, 4).unwrap(),
             SeqVerdict::Older { newest: 5 }
         );
-        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 6).unwrap(), SeqVerdict::New);
-        assert_eq!(store.check_seq("other.pp", Lineage::Signed, 1).unwrap(), SeqVerdict::New);
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 6).unwrap(),
+            SeqVerdict::New
+        );
+        assert_eq!(
+            store.check_seq("other.pp", Lineage::Signed, 1).unwrap(),
+            SeqVerdict::New
+        );
         // A held (future) announcement blocks nothing.
         store.put(record("site.pp", 99, Status::Held)).unwrap();
-        assert_eq!(store.check_seq("site.pp", Lineage::Signed, 6).unwrap(), SeqVerdict::New);
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 6).unwrap(),
+            SeqVerdict::New
+        );
     }
 
     /// Twenty held (far-future) records fill the history and evict the accepted ones; the
@@ -400,10 +415,7 @@ mod tests {
         );
         // The mark survives reopening, and a status change does not lower it.
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(
-            store.highest("site.pp", Lineage::Signed).unwrap(),
-            Some(6)
-        );
+        assert_eq!(store.highest("site.pp", Lineage::Signed).unwrap(), Some(6));
     }
 
     #[test]
