@@ -155,29 +155,87 @@ mod tests {
         (node.to_string(), text)
     }
 
-    /// One member answers with a higher seq signed by an untrusted key, another with one from
-    /// the far future: the real, lower one from the honest member is what gets spooled.
-    #[test]
-    fn a_lying_members_higher_seq_does_not_hide_the_valid_answer() {
+    struct Node {
+        dir: tempfile::TempDir,
+        key: SigningKey,
+        store: StateStore,
+    }
+
+    fn node() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let keys_dir = dir.path().join("trusted");
         let key = SigningKey::from_bytes(&[7; 32]);
         let public = PublicKey {
             key: key.verifying_key(),
             comment: "ops".into(),
         };
-        TrustedKeys::add(&keys_dir, &public).unwrap();
-        let stranger = SigningKey::from_bytes(&[9; 32]);
+        TrustedKeys::add(&dir.path().join("trusted"), &public).unwrap();
+        std::fs::create_dir_all(dir.path().join("spool")).unwrap();
         let store = StateStore::open(&dir.path().join("state")).unwrap();
-        let spool_dir = dir.path().join("spool");
-        std::fs::create_dir_all(&spool_dir).unwrap();
-        let policy = Policy {
-            trusted_keys_dir: &keys_dir,
+        Node { dir, key, store }
+    }
+
+    fn policy(keys_dir: &Path) -> Policy<'_> {
+        Policy {
+            trusted_keys_dir: keys_dir,
             accept_legacy: false,
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+        }
+    }
+
+    /// Runs one catch-up round on `node`; returns what it spooled.
+    fn round(node: &Node, fleet: &Fleet) -> Vec<Vec<u8>> {
+        let keys_dir = node.dir.path().join("trusted");
+        let spool_dir = node.dir.path().join("spool");
+        let count = catch_up(
+            fleet,
+            &node.store,
+            &policy(&keys_dir),
+            &spool_dir,
+            NOW_MS,
+            Duration::ZERO,
+        )
+        .unwrap();
+        let events = spool::list(&spool_dir).unwrap();
+        assert_eq!(events.len(), count);
+        events
+            .iter()
+            .map(|p| spool::read(p).unwrap().unwrap().payload)
+            .collect()
+    }
+
+    /// A held (far-future) announcement is not an update this node has: it must not make
+    /// the node believe it is already newer than the fleet.
+    #[test]
+    fn a_held_announcement_does_not_stop_catching_up() {
+        let node = node();
+        let future = wire(&node.key, "site.pp", NOW_MS + 9 * 86_400_000);
+        let event = Spooled {
+            path: Default::default(),
+            source: Source::Serf,
+            payload: future.into_bytes(),
         };
-        let real = wire(&key, "site.pp", NOW_MS);
+        let keys_dir = node.dir.path().join("trusted");
+        let decision = intake::decide(&event, &node.store, &policy(&keys_dir), NOW_MS).unwrap();
+        let Decision::Held(held) = decision else {
+            panic!("not held");
+        };
+        node.store.put(held).unwrap();
+        let real = wire(&node.key, "site.pp", NOW_MS);
+        let fleet = Fleet {
+            status: vec![status_of("honest", "site.pp", NOW_MS)],
+            latest: vec![("honest".into(), real.clone())],
+        };
+        assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
+    }
+
+    /// One member answers with a higher seq signed by an untrusted key, another with one from
+    /// the far future: the real, lower one from the honest member is what gets spooled.
+    #[test]
+    fn a_lying_members_higher_seq_does_not_hide_the_valid_answer() {
+        let node = node();
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let real = wire(&node.key, "site.pp", NOW_MS);
         let fleet = Fleet {
             status: vec![
                 status_of("honest", "site.pp", NOW_MS),
@@ -188,17 +246,11 @@ mod tests {
                 ("liar".into(), wire(&stranger, "site.pp", NOW_MS + 5)),
                 (
                     "future".into(),
-                    wire(&key, "site.pp", NOW_MS + 9 * 86_400_000),
+                    wire(&node.key, "site.pp", NOW_MS + 9 * 86_400_000),
                 ),
-                ("other".into(), wire(&key, "other.pp", NOW_MS + 6)),
+                ("other".into(), wire(&node.key, "other.pp", NOW_MS + 6)),
             ],
         };
-        let spooled =
-            catch_up(&fleet, &store, &policy, &spool_dir, NOW_MS, Duration::ZERO).unwrap();
-        assert_eq!(spooled, 1);
-        let events = spool::list(&spool_dir).unwrap();
-        let event = spool::read(&events[0]).unwrap().unwrap();
-        assert_eq!(event.payload, real.as_bytes());
-        assert_eq!(event.source, Source::CatchUp);
+        assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
     }
 }
