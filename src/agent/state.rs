@@ -7,11 +7,20 @@
 //! its own (`highest/<name>.json`): whatever fills the history (held announcements from the
 //! far future, say) cannot make a replay of an evicted accepted seq look new. Signed
 //! announcements and legacy payloads keep separate sequences ([`Lineage`]).
+//!
+//! The state is root's alone (files 0600, subdirectories 0700): records carry 4,000 characters
+//! of Puppet output, which can hold anything a manifest prints. The state dir itself stays
+//! traversable because the download dir lies under it by default; `p2pu status` needs root.
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Modes of the state's files and of the directories that hold them.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+const SUBDIRS: [&str; 2] = ["names", "highest"];
 
 /// How many records of one name, and how many rejections, are kept.
 const HISTORY: usize = 20;
@@ -161,9 +170,39 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    /// Opens (creating) the state in `dir`, and makes what an older p2pu left world-readable
+    /// root's alone. A reader that is not root cannot tighten anything and is not stopped by
+    /// trying; it then fails where it lacks permission, with the path.
     pub fn open(dir: &Path) -> Result<StateStore> {
-        let names = dir.join("names");
-        std::fs::create_dir_all(&names).map_err(Error::io("creating state directory", &names))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        for sub in SUBDIRS {
+            let path = dir.join(sub);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(&path)
+                .map_err(Error::io("creating state directory", &path))?;
+        }
+        let mut paths: Vec<PathBuf> = SUBDIRS.iter().map(|sub| dir.join(sub)).collect();
+        for sub in SUBDIRS {
+            if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+                paths.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        }
+        paths.push(dir.join("rejections.json"));
+        for path in paths {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let want = if meta.is_dir() { DIR_MODE } else { FILE_MODE };
+            if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 == 0 {
+                continue;
+            }
+            let tightened = std::fs::Permissions::from_mode(want);
+            if let Err(e) = std::fs::set_permissions(&path, tightened) {
+                tracing::debug!(path = %path.display(), "cannot tighten the state's mode: {e}");
+            }
+        }
         Ok(StateStore {
             dir: dir.to_path_buf(),
         })
@@ -329,7 +368,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o644)
+    write_atomic(path, &bytes, FILE_MODE)
 }
 
 #[cfg(test)]
@@ -446,6 +485,51 @@ mod tests {
                 newest: 99_999_999_999_999
             }
         );
+    }
+
+    /// Records hold Puppet's output: state files used to be 0644, readable by every local user.
+    #[test]
+    fn state_is_root_only_and_an_older_readable_state_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record("site.pp", 5, Status::Applied)).unwrap();
+        store
+            .reject(Rejection {
+                at: 1,
+                source: "serf".into(),
+                name: None,
+                seq: None,
+                reason: "bad".into(),
+            })
+            .unwrap();
+        let files = [
+            dir.path().join("names/site.pp.json"),
+            dir.path().join("highest/site.pp.json"),
+            dir.path().join("rejections.json"),
+        ];
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        for sub in SUBDIRS {
+            assert_eq!(mode(&dir.path().join(sub)), 0o700, "{sub}");
+        }
+        // What an older p2pu wrote (0755 directories, 0644 files) is tightened on opening.
+        for sub in SUBDIRS {
+            let open = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(dir.path().join(sub), open).unwrap();
+        }
+        for file in &files {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        StateStore::open(dir.path()).unwrap();
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        for sub in SUBDIRS {
+            assert_eq!(mode(&dir.path().join(sub)), 0o700, "{sub}");
+        }
     }
 
     #[test]
