@@ -100,6 +100,15 @@ fn engine_rpc_is_loopback_only_and_authenticated() {
     }
 }
 
+/// A LAN observer must not read payloads (configs) off the peer wire: Transmission prefers
+/// encrypted connections unless a site config says otherwise.
+#[test]
+fn peer_wire_prefers_encryption_by_default() {
+    let transmission: serde_json::Value =
+        serde_json::from_str(&golden("transmission-daemon/settings.json")).unwrap();
+    assert_eq!(transmission["encryption"], serde_json::json!(1));
+}
+
 /// Every `.rs` file below `dir`.
 fn sources(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
