@@ -391,8 +391,11 @@ fn hostile_spool_entries_neither_stop_nor_wedge_the_agent() {
     )
     .unwrap();
     std::fs::create_dir(overlay.join("00000000000000000002-overlay-2.event")).unwrap();
-    std::os::unix::fs::symlink("/etc/shadow", overlay.join("00000000000000000003-overlay-3.event"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/shadow",
+        overlay.join("00000000000000000003-overlay-3.event"),
+    )
+    .unwrap();
     let after = p2pu::agent::spool::put(
         &spool,
         p2pu::agent::spool::Source::Serf,
@@ -401,10 +404,14 @@ fn hostile_spool_entries_neither_stop_nor_wedge_the_agent() {
     .unwrap();
 
     let quarantine = spool.join(p2pu::agent::spool::QUARANTINE_SUBDIR);
-    wait_until("the agent to quarantine three entries and take the event", 30, || {
-        let moved = std::fs::read_dir(&quarantine).map_or(0, |d| d.count());
-        (moved == 3 && !after.exists()).then_some(())
-    });
+    wait_until(
+        "the agent to quarantine three entries and take the event",
+        30,
+        || {
+            let moved = std::fs::read_dir(&quarantine).map_or(0, |d| d.count());
+            (moved == 3 && !after.exists()).then_some(())
+        },
+    );
     let log = node.log("agent");
     let agent = lab
         .pids()
