@@ -90,7 +90,10 @@ pub struct TransmissionSection {
     /// so a LAN observer does not read payloads off the wire. An earlier note said two 3.00
     /// daemons preferring encryption exchanged nothing; rechecked on 2026-11-29 with two
     /// Transmission 3.00 daemons in a network namespace (tracker peers, torrent file and
-    /// magnet, both sides 1, both 2, and 0 against 1): every transfer completed.
+    /// magnet, both sides 1, both 2, and 0 against 1): every transfer completed. Forced to
+    /// prefer-clear with `nat.enabled`: the NAT tunnel must read and edit the extension
+    /// handshake (`nat::tunnel`), which it cannot in an encrypted stream
+    /// (`tests/nat.rs::sendfile_across_cone_nats_is_applied_over_the_punched_path` fails).
     pub encryption: Encryption,
     pub settings_file: PathBuf,
     /// The system user the Debian daemon runs as; it owns settings.json and the download dir.
