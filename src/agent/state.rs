@@ -175,13 +175,16 @@ impl StateStore {
     /// trying; it then fails where it lacks permission, with the path.
     pub fn open(dir: &Path) -> Result<StateStore> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // The state dir itself keeps the usual mode: the download dir lies under it by default
+        // and Transmission and the seed server must reach it.
+        std::fs::create_dir_all(dir).map_err(Error::io("creating state directory", dir))?;
         for sub in SUBDIRS {
             let path = dir.join(sub);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(&path)
-                .map_err(Error::io("creating state directory", &path))?;
+            match std::fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("creating state directory", &path)(e)),
+            }
         }
         let mut paths: Vec<PathBuf> = SUBDIRS.iter().map(|sub| dir.join(sub)).collect();
         for sub in SUBDIRS {
@@ -492,8 +495,13 @@ mod tests {
     fn state_is_root_only_and_an_older_readable_state_is_tightened() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let dir = &base.path().join("state");
+        let store = StateStore::open(dir).unwrap();
+        // Created here, the state dir itself keeps the usual mode: the download dir lies
+        // under it by default.
+        std::fs::create_dir(base.path().join("usual")).unwrap();
+        assert_eq!(mode(dir), mode(&base.path().join("usual")));
         store.put(record("site.pp", 5, Status::Applied)).unwrap();
         store
             .reject(Rejection {
@@ -505,30 +513,30 @@ mod tests {
             })
             .unwrap();
         let files = [
-            dir.path().join("names/site.pp.json"),
-            dir.path().join("highest/site.pp.json"),
-            dir.path().join("rejections.json"),
+            dir.join("names/site.pp.json"),
+            dir.join("highest/site.pp.json"),
+            dir.join("rejections.json"),
         ];
         for file in &files {
             assert_eq!(mode(file), 0o600, "{}", file.display());
         }
         for sub in SUBDIRS {
-            assert_eq!(mode(&dir.path().join(sub)), 0o700, "{sub}");
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
         }
         // What an older p2pu wrote (0755 directories, 0644 files) is tightened on opening.
         for sub in SUBDIRS {
             let open = std::fs::Permissions::from_mode(0o755);
-            std::fs::set_permissions(dir.path().join(sub), open).unwrap();
+            std::fs::set_permissions(dir.join(sub), open).unwrap();
         }
         for file in &files {
             std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
-        StateStore::open(dir.path()).unwrap();
+        StateStore::open(dir).unwrap();
         for file in &files {
             assert_eq!(mode(file), 0o600, "{}", file.display());
         }
         for sub in SUBDIRS {
-            assert_eq!(mode(&dir.path().join(sub)), 0o700, "{sub}");
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
         }
     }
 
