@@ -120,6 +120,25 @@ fn engine_rpc_is_loopback_only_and_authenticated() {
     }
 }
 
+/// A LAN observer must not read payloads (configs) off the peer wire: Transmission prefers
+/// encrypted connections unless a site config says otherwise. NAT nodes are the exception:
+/// their tunnel edits the BitTorrent extension handshake, which it cannot read encrypted.
+#[test]
+fn peer_wire_prefers_encryption_by_default() {
+    let plain = tempfile::tempdir().unwrap();
+    init_image_with(plain.path(), "[node]\nname = \"n1\"\n");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(plain.path().join("etc/transmission-daemon/settings.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(settings["encryption"], serde_json::json!(1));
+    // rendered() is a node with nat.enabled.
+    let nat: serde_json::Value =
+        serde_json::from_str(&rendered("transmission-daemon/settings.json")).unwrap();
+    assert_eq!(nat["encryption"], serde_json::json!(0));
+}
+
 /// `p2pu init --root <root>` for a node with the NAT client, on an image whose passwd has
 /// the `p2pu` user; panics unless it succeeds, returns its stdout.
 fn init_image(root: &Path) -> String {
@@ -358,4 +377,71 @@ fn the_agents_tracker_and_web_seeds_run_unprivileged_and_the_tracker_on_loopback
         let exited = state.map_or(true, |s| s.contains("\nState:\tZ"));
         exited.then_some(())
     });
+}
+
+/// A FIFO, a directory and a link named like events in the NAT client's part of the spool
+/// used to wedge the root agent (blocked on the FIFO, it never saw SIGTERM) or make it exit
+/// on every start. A real agent quarantines them, takes the events after them, and still
+/// stops cleanly on SIGTERM.
+#[test]
+fn hostile_spool_entries_neither_stop_nor_wedge_the_agent() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        p2pu::lab::LabOptions::new(1, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    let mut lab =
+        p2pu::lab::Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let node = lab.node(1).unwrap().clone();
+    let spool = node.site.agent.spool_dir.clone();
+    let overlay = p2pu::agent::spool::overlay_dir(&spool);
+    std::fs::create_dir_all(&overlay).unwrap();
+    nix::unistd::mkfifo(
+        &overlay.join("00000000000000000001-overlay-1.event"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(overlay.join("00000000000000000002-overlay-2.event")).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/shadow",
+        overlay.join("00000000000000000003-overlay-3.event"),
+    )
+    .unwrap();
+    let after = p2pu::agent::spool::put(
+        &spool,
+        p2pu::agent::spool::Source::Serf,
+        b"not an announcement",
+    )
+    .unwrap();
+
+    let quarantine = spool.join(p2pu::agent::spool::QUARANTINE_SUBDIR);
+    wait_until(
+        "the agent to quarantine three entries and take the event",
+        30,
+        || {
+            let moved = std::fs::read_dir(&quarantine).map_or(0, |d| d.count());
+            (moved == 3 && !after.exists()).then_some(())
+        },
+    );
+    let log = node.log("agent");
+    let agent = lab
+        .pids()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"agent"))
+        })
+        .unwrap_or_else(|| panic!("the agent is not running: {}", read(&log)));
+    kill(Pid::from_raw(agent as i32), Signal::SIGTERM).unwrap();
+    wait_until("the agent to stop on SIGTERM", 15, || {
+        (!lab.pids().contains(&agent)).then_some(())
+    });
+    let text = read(&log);
+    assert!(text.contains("agent stopping"), "{text}");
+    assert!(text.contains("spool entry quarantined"), "{text}");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }

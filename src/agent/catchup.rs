@@ -1,13 +1,18 @@
 //! Catch-up: a node that was down or partitioned when an update was announced asks the fleet
 //! (Serf queries answered by every node's handler from its state dir) for the newest
-//! announcement of each name, and spools what it lacks. The announcements are signed, so it
-//! does not matter which member answers; the intake verifies them like any other.
+//! announcement of each name, and spools what it lacks.
+//!
+//! Any member may answer, and a member may lie, so every answer is put through the intake's
+//! own decision (signature, seq, hold, cap) before one is chosen: the newest answer that the
+//! intake would accept is spooled. Choosing the highest seq first would let one member's
+//! higher-seq forgery (an untrusted key, or a far-future seq that is only ever held) stand in
+//! for the real announcement on every round, and the node would never catch up.
 
-use super::spool::{self, Source};
-use super::state::{StateStore, Status};
+use super::intake::{self, Decision, Policy};
+use super::spool::{self, Source, Spooled};
+use super::state::{Lineage, StateStore, Status};
 use crate::cmd::handle_event::NodeStatus;
 use crate::engines::Gossip;
-use crate::formats::announcement::Announcement;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +21,9 @@ use std::time::Duration;
 pub fn catch_up(
     gossip: &dyn Gossip,
     store: &StateStore,
+    policy: &Policy,
     spool_dir: &Path,
+    now_ms: u64,
     timeout: Duration,
 ) -> crate::Result<usize> {
     let answers = gossip.query("p2pu-status", b"", timeout)?;
@@ -36,25 +43,214 @@ pub fn catch_up(
     }
     let mut spooled = 0;
     for (name, seq) in newest {
-        let known = store.records(&name)?.iter().map(|r| r.seq).max();
+        // The status answers only say which names to ask about; a lie there costs a query.
+        let known = store
+            .highest(&name, Lineage::Signed)?
+            .max(store.highest(&name, Lineage::Legacy)?);
         if known.is_some_and(|k| k >= seq) {
             continue;
         }
         let answers = gossip.query("p2pu-latest", name.as_bytes(), timeout)?;
-        let best = answers
-            .iter()
-            .filter_map(|(_, wire)| {
-                Announcement::decode(wire.trim())
-                    .ok()
-                    .map(|a| (a, wire.trim()))
-            })
-            .filter(|(a, _)| a.name() == name)
-            .max_by_key(|(a, _)| a.seq());
-        if let Some((announcement, wire)) = best {
-            tracing::info!(name = %name, seq = announcement.seq(), "catch-up: spooling a missed announcement");
+        if let Some((seq, wire)) = newest_acceptable(&name, &answers, store, policy, now_ms)? {
+            tracing::info!(name = %name, seq, "catch-up: spooling a missed announcement");
             spool::put(spool_dir, Source::CatchUp, wire.as_bytes())?;
             spooled += 1;
         }
     }
     Ok(spooled)
+}
+
+/// The newest of `answers` (node, wire) for `name` that the intake would accept now, with its
+/// seq. The others are logged, not chosen.
+fn newest_acceptable<'a>(
+    name: &str,
+    answers: &'a [(String, String)],
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+) -> crate::Result<Option<(u64, &'a str)>> {
+    let mut best: Option<(u64, &str)> = None;
+    for (node, wire) in answers {
+        let wire = wire.trim();
+        if wire.is_empty() || wire.len() > spool::MAX_EVENT_BYTES {
+            continue;
+        }
+        let event = Spooled {
+            path: Default::default(),
+            source: Source::CatchUp,
+            payload: wire.as_bytes().to_vec(),
+        };
+        match intake::decide(&event, store, policy, now_ms)? {
+            Decision::Accepted(record) if record.name == name => {
+                if best.is_none_or(|(seq, _)| record.seq > seq) {
+                    best = Some((record.seq, wire));
+                }
+            }
+            Decision::Accepted(record) => {
+                tracing::warn!(%node, asked = %name, got = %record.name, "catch-up: answer for another name ignored")
+            }
+            Decision::Held(record) => {
+                tracing::warn!(%node, name = %record.name, seq = record.seq, "catch-up: answer from the far future ignored")
+            }
+            Decision::Rejected(rejection) => {
+                tracing::warn!(%node, name = %name, seq = ?rejection.seq, reason = %rejection.reason, "catch-up: answer rejected")
+            }
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::{Member, SerfError};
+    use crate::formats::announcement::{Announcement, Draft, Kind};
+    use crate::keys::{PublicKey, TrustedKeys};
+    use ed25519_dalek::SigningKey;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    /// A fleet whose members give fixed answers to the two catch-up queries.
+    struct Fleet {
+        status: Vec<(String, String)>,
+        latest: Vec<(String, String)>,
+    }
+
+    impl Gossip for Fleet {
+        fn members(&self) -> Result<Vec<Member>, SerfError> {
+            Ok(Vec::new())
+        }
+        fn user_event(&self, _: &str, _: &[u8], _: bool) -> Result<(), SerfError> {
+            Ok(())
+        }
+        fn query(
+            &self,
+            name: &str,
+            _: &[u8],
+            _: Duration,
+        ) -> Result<Vec<(String, String)>, SerfError> {
+            Ok(match name {
+                "p2pu-status" => self.status.clone(),
+                _ => self.latest.clone(),
+            })
+        }
+    }
+
+    fn wire(key: &SigningKey, name: &str, seq: u64) -> String {
+        let draft = Draft {
+            seq,
+            name: name.into(),
+            kind: Kind::Manifest,
+            info_hash: [1; 20],
+            len: 10,
+            sha256: [2; 32],
+        };
+        Announcement::sign(draft, key).unwrap().to_wire()
+    }
+
+    fn status_of(node: &str, name: &str, seq: u64) -> (String, String) {
+        let text = format!(
+            r#"{{"node":"{node}","updates":[{{"name":"{name}","seq":{seq},"status":"applied","at":1}}]}}"#
+        );
+        (node.to_string(), text)
+    }
+
+    struct Node {
+        dir: tempfile::TempDir,
+        key: SigningKey,
+        store: StateStore,
+    }
+
+    fn node() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = PublicKey {
+            key: key.verifying_key(),
+            comment: "ops".into(),
+        };
+        TrustedKeys::add(&dir.path().join("trusted"), &public).unwrap();
+        std::fs::create_dir_all(dir.path().join("spool")).unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        Node { dir, key, store }
+    }
+
+    fn policy(keys_dir: &Path) -> Policy<'_> {
+        Policy {
+            trusted_keys_dir: keys_dir,
+            accept_legacy: false,
+            max_future_ms: 86_400_000,
+            max_payload_bytes: u64::MAX,
+        }
+    }
+
+    /// Runs one catch-up round on `node`; returns what it spooled.
+    fn round(node: &Node, fleet: &Fleet) -> Vec<Vec<u8>> {
+        let keys_dir = node.dir.path().join("trusted");
+        let spool_dir = node.dir.path().join("spool");
+        let count = catch_up(
+            fleet,
+            &node.store,
+            &policy(&keys_dir),
+            &spool_dir,
+            NOW_MS,
+            Duration::ZERO,
+        )
+        .unwrap();
+        let events = spool::list(&spool_dir).unwrap();
+        assert_eq!(events.len(), count);
+        events
+            .iter()
+            .map(|p| spool::read(p).unwrap().unwrap().payload)
+            .collect()
+    }
+
+    /// A held (far-future) announcement is not an update this node has: it must not make
+    /// the node believe it is already newer than the fleet.
+    #[test]
+    fn a_held_announcement_does_not_stop_catching_up() {
+        let node = node();
+        let future = wire(&node.key, "site.pp", NOW_MS + 9 * 86_400_000);
+        let event = Spooled {
+            path: Default::default(),
+            source: Source::Serf,
+            payload: future.into_bytes(),
+        };
+        let keys_dir = node.dir.path().join("trusted");
+        let decision = intake::decide(&event, &node.store, &policy(&keys_dir), NOW_MS).unwrap();
+        let Decision::Held(held) = decision else {
+            panic!("not held");
+        };
+        node.store.put(held).unwrap();
+        let real = wire(&node.key, "site.pp", NOW_MS);
+        let fleet = Fleet {
+            status: vec![status_of("honest", "site.pp", NOW_MS)],
+            latest: vec![("honest".into(), real.clone())],
+        };
+        assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
+    }
+
+    /// One member answers with a higher seq signed by an untrusted key, another with one from
+    /// the far future: the real, lower one from the honest member is what gets spooled.
+    #[test]
+    fn a_lying_members_higher_seq_does_not_hide_the_valid_answer() {
+        let node = node();
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let real = wire(&node.key, "site.pp", NOW_MS);
+        let fleet = Fleet {
+            status: vec![
+                status_of("honest", "site.pp", NOW_MS),
+                status_of("liar", "site.pp", NOW_MS + 5),
+            ],
+            latest: vec![
+                ("honest".into(), format!("{real}\n")),
+                ("liar".into(), wire(&stranger, "site.pp", NOW_MS + 5)),
+                (
+                    "future".into(),
+                    wire(&node.key, "site.pp", NOW_MS + 9 * 86_400_000),
+                ),
+                ("other".into(), wire(&node.key, "other.pp", NOW_MS + 6)),
+            ],
+        };
+        assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
+    }
 }

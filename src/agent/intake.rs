@@ -1,13 +1,17 @@
 //! Turns a spooled event into a decision: accepted (a record to work on), held (signed but
 //! from the future), or rejected with the reason an operator reads in `p2pu status`.
 //! Order matters: structure, then signature against the trusted keys, then the sequence.
+//! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
+//! however malformed or strange on disk, stops the pass.
 
-use super::spool::Spooled;
-use super::state::{Record, Rejection, SeqVerdict, StateStore, Status};
+use super::spool::{self, Spooled};
+use super::state::{Lineage, Record, Rejection, SeqVerdict, StateStore, Status};
+use crate::error::chain;
 use crate::formats::announcement::Announcement;
 use crate::formats::legacy;
 use crate::keys::TrustedKeys;
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +32,92 @@ pub struct Policy<'a> {
     /// Signed payload lengths above this are refused before anything is downloaded: a trusted
     /// key must not be able to fill a node's disk by mistake (TUF's endless data).
     pub max_payload_bytes: u64,
+}
+
+/// What one pass over the spool did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub accepted: usize,
+    pub held: usize,
+    pub rejected: usize,
+    /// Entries that were not plain events (moved to the quarantine).
+    pub quarantined: usize,
+    /// Events left in the spool for a later pass because deciding them failed.
+    pub deferred: usize,
+}
+
+/// Decides every spooled event in arrival order, records each outcome, hands accepted records
+/// to `accepted`, and deletes each event once its outcome is durable. An entry that is not a
+/// plain event is quarantined; an event whose decision fails (a state file that cannot be
+/// read, say) is left for the next pass. Either way the pass goes on: one bad entry must not
+/// stop or crash-loop the agent. `stuck` remembers entries that could not even be
+/// quarantined, so they are reported once and not on every pass. Errors are only those of
+/// the spool directory itself or of recording an outcome.
+pub fn take_spool(
+    spool_dir: &Path,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    stuck: &mut BTreeSet<PathBuf>,
+    mut accepted: impl FnMut(Record),
+) -> crate::Result<Pass> {
+    let mut pass = Pass::default();
+    for path in spool::list(spool_dir)? {
+        if stuck.contains(&path) {
+            continue;
+        }
+        let event = match spool::read(&path) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(why) => {
+                pass.quarantined += 1;
+                match spool::quarantine(spool_dir, &path) {
+                    Ok(to) => {
+                        tracing::warn!(entry = %path.display(), to = %to.display(), "spool entry quarantined: {why}")
+                    }
+                    Err(e) => {
+                        tracing::error!(entry = %path.display(), "spool entry refused ({why}) and left in place: {}", chain(&e));
+                        stuck.insert(path);
+                    }
+                }
+                continue;
+            }
+        };
+        let decision = match decide(&event, store, policy, now_ms) {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(entry = %path.display(), "deciding a spooled event failed; it stays for the next pass: {}", chain(&e));
+                pass.deferred += 1;
+                continue;
+            }
+        };
+        match decision {
+            Decision::Accepted(record) => {
+                // The spool file's name carries its write time (ns): benches/ measure latency from it.
+                let spool = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
+                store.put(record.clone())?;
+                pass.accepted += 1;
+                accepted(record);
+            }
+            Decision::Held(record) => {
+                tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
+                store.put(record)?;
+                pass.held += 1;
+            }
+            Decision::Rejected(rejection) => {
+                tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
+                store.reject(rejection)?;
+                pass.rejected += 1;
+            }
+        }
+        // Only now is the event's fate durable: the spool file may go.
+        spool::remove(&path)?;
+    }
+    Ok(pass)
 }
 
 pub fn decide(
@@ -57,7 +147,7 @@ pub fn decide(
         if let Err(e) = announcement.verify(&trusted) {
             return Ok(reject(Some(name), Some(seq), e.to_string()));
         }
-        match store.check_seq(&name, seq)? {
+        match store.check_seq(&name, Lineage::Signed, seq)? {
             SeqVerdict::New => {}
             SeqVerdict::Replay => {
                 return Ok(reject(
@@ -97,65 +187,107 @@ pub fn decide(
         }
         return Ok(Decision::Accepted(record));
     }
-    match legacy::decode_payload(&event.payload) {
-        Err(e) => Ok(reject(
-            None,
-            None,
-            format!("neither a p2pu announcement nor a legacy payload: {e}"),
-        )),
-        Ok(_) if !policy.accept_legacy => Ok(reject(
-            None,
-            None,
-            "legacy payload refused: accept_legacy = false".into(),
-        )),
-        Ok(torrent) => {
-            let name = torrent.name.clone();
-            if let Err(e) = crate::formats::announcement::validate_name(&name) {
-                return Ok(reject(None, None, format!("legacy payload: {e}")));
-            }
-            let Some(date) = torrent.creation_date.and_then(|d| u64::try_from(d).ok()) else {
-                return Ok(reject(
-                    Some(name),
-                    None,
-                    "legacy payload without a creation date".into(),
-                ));
-            };
-            if torrent.length > policy.max_payload_bytes {
-                return Ok(reject(
-                    Some(name),
-                    Some(date),
-                    format!(
-                        "payload of {} bytes exceeds agent.max_payload_bytes = {}",
-                        torrent.length, policy.max_payload_bytes
-                    ),
-                ));
-            }
-            match store.check_seq(&name, date)? {
-                SeqVerdict::New => {}
-                _ => {
-                    return Ok(reject(
-                        Some(name),
-                        Some(date),
-                        "legacy payload is not newer than the last one of its name".into(),
-                    ))
-                }
-            }
-            Ok(Decision::Accepted(Record {
-                name,
-                seq: date,
-                kind: "legacy".into(),
-                info_hash: hex::encode(torrent.info_hash),
-                len: torrent.length,
-                sha256: String::new(),
-                wire: String::from_utf8_lossy(&event.payload).into_owned(),
-                status: Status::Pending,
-                reason: None,
-                output: None,
-                received_at: now,
-                updated_at: now,
-            }))
+    decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+}
+
+/// Why a legacy payload is refused: name, seq, reason.
+type LegacyRefusal = (Option<String>, Option<u64>, String);
+
+/// Legacy payloads: the prototype's Serf payload, or its overlay message
+/// (`SendTorrentFile <ip> split <payload>`, which the NAT client spools as it arrives). Both are
+/// unauthenticated: only the MD5 of the torrent is checked, so `accept_legacy` hands root to
+/// anyone who can put a message in the spool. They are otherwise held to the signed rules: the
+/// payload cap, a growing creation date per name (in their own [`Lineage`]), and the hold of
+/// dates too far in the future.
+fn decide_legacy(
+    event: &Spooled,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+) -> crate::Result<Result<Decision, LegacyRefusal>> {
+    let now = now_ms / 1000;
+    let refuse =
+        |name: Option<&str>, seq, reason: String| Ok(Err((name.map(str::to_string), seq, reason)));
+    let payload = if legacy::is_overlay(&event.payload) {
+        match legacy::split_overlay(&event.payload) {
+            Ok((_sender, payload)) => payload,
+            Err(e) => return refuse(None, None, e.to_string()),
         }
+    } else {
+        &event.payload[..]
+    };
+    let torrent = match legacy::decode_payload(payload) {
+        Err(e) => {
+            return refuse(
+                None,
+                None,
+                format!("neither a p2pu announcement nor a legacy payload: {e}"),
+            )
+        }
+        Ok(_) if !policy.accept_legacy => {
+            return refuse(
+                None,
+                None,
+                "legacy payload refused: accept_legacy = false".into(),
+            )
+        }
+        Ok(torrent) => torrent,
+    };
+    let name = torrent.name.clone();
+    if let Err(e) = crate::formats::announcement::validate_name(&name) {
+        return refuse(None, None, format!("legacy payload: {e}"));
     }
+    let Some(date) = torrent.creation_date.and_then(|d| u64::try_from(d).ok()) else {
+        return refuse(
+            Some(&name),
+            None,
+            "legacy payload without a creation date".into(),
+        );
+    };
+    if torrent.length > policy.max_payload_bytes {
+        return refuse(
+            Some(&name),
+            Some(date),
+            format!(
+                "payload of {} bytes exceeds agent.max_payload_bytes = {}",
+                torrent.length, policy.max_payload_bytes
+            ),
+        );
+    }
+    if store.check_seq(&name, Lineage::Legacy, date)? != SeqVerdict::New {
+        return refuse(
+            Some(&name),
+            Some(date),
+            "legacy payload is not newer than the last one of its name".into(),
+        );
+    }
+    let mut record = Record {
+        name,
+        seq: date,
+        kind: Lineage::LEGACY_KIND.into(),
+        info_hash: hex::encode(torrent.info_hash),
+        len: torrent.length,
+        sha256: String::new(),
+        // The payload alone (an overlay message's too): what the worker decodes and what
+        // catch-up serves to other nodes.
+        wire: String::from_utf8_lossy(payload).into_owned(),
+        status: Status::Pending,
+        reason: None,
+        output: None,
+        received_at: now,
+        updated_at: now,
+    };
+    // The creation date counts seconds; the hold counts milliseconds like signed seqs.
+    let date_ms = date.saturating_mul(1000);
+    if date_ms > now_ms.saturating_add(policy.max_future_ms) {
+        record.status = Status::Held;
+        record.reason = Some(format!(
+            "held: legacy creation date {date} is {} s ahead of this node's clock",
+            (date_ms - now_ms) / 1000
+        ));
+        return Ok(Ok(Decision::Held(record)));
+    }
+    Ok(Ok(Decision::Accepted(record)))
 }
 
 fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
@@ -265,6 +397,76 @@ mod tests {
         }
     }
 
+    fn policy(f: &Fixture, accept_legacy: bool) -> Policy<'_> {
+        Policy {
+            trusted_keys_dir: &f.keys_dir,
+            accept_legacy,
+            max_future_ms: 86_400_000,
+            max_payload_bytes: u64::MAX,
+        }
+    }
+
+    /// Runs one pass of the agent over `spool`, on a thread: a pass that blocks fails the test.
+    fn pass_over(f: &Fixture, spool: &Path) -> (Pass, Vec<Record>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut taken = Vec::new();
+                let pass = take_spool(
+                    spool,
+                    &f.store,
+                    &policy(f, false),
+                    NOW_MS,
+                    &mut BTreeSet::new(),
+                    |r| taken.push(r),
+                );
+                let _ = tx.send((pass.map_err(|e| chain(&e)), taken));
+            });
+            let (pass, taken) = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the pass over the spool blocked");
+            (pass.expect("the pass over the spool failed"), taken)
+        })
+    }
+
+    /// A directory, a link and a FIFO named like events (in the NAT client's part, which a
+    /// compromised client controls) used to stop the agent on every start, or block its main
+    /// loop for good. Now they are quarantined and the events around them are still taken.
+    #[test]
+    fn bad_spool_entries_are_quarantined_and_the_pass_goes_on() {
+        let f = fixture();
+        let spool_dir = f._dir.path().join("spool");
+        let overlay = spool::overlay_dir(&spool_dir);
+        std::fs::create_dir_all(&overlay).unwrap();
+        spool::put(&spool_dir, Source::Serf, &wire(&f.key, "a.pp", NOW_MS)).unwrap();
+        std::fs::create_dir(overlay.join("00000000000000000001-overlay-1.event")).unwrap();
+        std::os::unix::fs::symlink(
+            f._dir.path().join("state"),
+            overlay.join("00000000000000000002-overlay-2.event"),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &overlay.join("00000000000000000003-overlay-3.event"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        spool::put(&overlay, Source::Overlay, &wire(&f.key, "b.pp", NOW_MS)).unwrap();
+
+        let (pass, taken) = pass_over(&f, &spool_dir);
+        assert_eq!((pass.accepted, pass.quarantined), (2, 3), "{pass:?}");
+        assert_eq!(
+            taken.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a.pp", "b.pp"]
+        );
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
+        let quarantined = std::fs::read_dir(spool_dir.join(spool::QUARANTINE_SUBDIR))
+            .unwrap()
+            .count();
+        assert_eq!(quarantined, 3);
+        // The next pass has nothing left to trip over.
+        assert_eq!(pass_over(&f, &spool_dir).0, Pass::default());
+    }
+
     #[test]
     fn signed_new_announcement_is_accepted() {
         let f = fixture();
@@ -361,6 +563,101 @@ mod tests {
         wrong_md5[0] = if wrong_md5[0] == b'0' { b'1' } else { b'0' };
         let bad = reason(decide_on(&f, &wrong_md5, true));
         assert!(bad.contains("MD5") || bad.contains("md5"), "{bad}");
+    }
+
+    /// The lizard vector with another creation date (outside the info dict: same info-hash).
+    fn legacy_dated(date: u64) -> Vec<u8> {
+        let torrent = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
+        let from = b"13:creation datei1497349863e";
+        let at = torrent.windows(from.len()).position(|w| w == from).unwrap();
+        let dated = [
+            &torrent[..at],
+            format!("13:creation datei{date}e").as_bytes(),
+            &torrent[at + from.len()..],
+        ]
+        .concat();
+        legacy::encode_payload(&dated).unwrap()
+    }
+
+    /// A prototype payload dated 99999999999999 used to be accepted, after which every signed
+    /// update of its name was a "downgrade", even with legacy turned off again.
+    #[test]
+    fn far_future_legacy_is_held_and_signed_updates_of_its_name_go_on() {
+        let f = fixture();
+        let Decision::Held(held) = decide_on(&f, &legacy_dated(99_999_999_999_999), true) else {
+            panic!("not held");
+        };
+        assert!(
+            held.reason.as_deref().unwrap().starts_with("held: legacy"),
+            "{held:?}"
+        );
+        f.store.put(held).unwrap();
+        for (seq, accept_legacy) in [(NOW_MS, true), (NOW_MS + 1, false)] {
+            let Decision::Accepted(signed) =
+                decide_on(&f, &wire(&f.key, "lizard.jpg", seq), accept_legacy)
+            else {
+                panic!("signed update blocked");
+            };
+            f.store.put(signed).unwrap();
+        }
+        // A present date is still accepted.
+        assert!(matches!(
+            decide_on(&f, &legacy_dated(NOW_MS / 1000), true),
+            Decision::Accepted(_)
+        ));
+    }
+
+    /// Legacy creation dates (seconds, unauthenticated) and signed seqs (ms) are separate
+    /// sequences: neither makes the other look old.
+    #[test]
+    fn legacy_dates_and_signed_seqs_are_separate_sequences() {
+        let f = fixture();
+        let Decision::Accepted(signed) = decide_on(&f, &wire(&f.key, "lizard.jpg", NOW_MS), true)
+        else {
+            panic!("not accepted");
+        };
+        f.store.put(signed).unwrap();
+        let Decision::Accepted(legacy) = decide_on(&f, LEGACY, true) else {
+            panic!("a legacy date was compared with a signed seq");
+        };
+        assert_eq!(legacy.seq, 1_497_349_863);
+        f.store.put(legacy).unwrap();
+        assert!(matches!(
+            decide_on(&f, &wire(&f.key, "lizard.jpg", NOW_MS + 1), true),
+            Decision::Accepted(_)
+        ));
+        assert_eq!(
+            reason(decide_on(&f, LEGACY, true)),
+            "legacy payload is not newer than the last one of its name"
+        );
+    }
+
+    /// The prototype's overlay message (`SendTorrentFile <ip> split <payload>`) is a legacy
+    /// payload like the Serf one: accepted under `accept_legacy`, refused without it, and
+    /// recorded as the bare payload the worker decodes.
+    #[test]
+    fn legacy_overlay_message_is_accepted_only_under_accept_legacy() {
+        const OVERLAY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+        let f = fixture();
+        assert_eq!(
+            reason(decide_on(&f, OVERLAY, false)),
+            "legacy payload refused: accept_legacy = false"
+        );
+        let Decision::Accepted(record) = decide_on(&f, OVERLAY, true) else {
+            panic!("not accepted");
+        };
+        let Decision::Accepted(from_serf) = decide_on(&f, LEGACY, true) else {
+            panic!("not accepted");
+        };
+        assert_eq!(
+            (record.name.as_str(), record.seq, &record.info_hash),
+            ("lizard.jpg", 1_497_349_863, &from_serf.info_hash)
+        );
+        assert!(legacy::decode_payload(record.wire.as_bytes()).is_ok());
+        let mut bad_sender = b"SendTorrentFile nowhere split ".to_vec();
+        bad_sender.extend_from_slice(LEGACY);
+        let why = reason(decide_on(&f, &bad_sender, true));
+        assert!(why.contains("not an IP address"), "{why}");
     }
 
     #[test]

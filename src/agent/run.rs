@@ -8,20 +8,20 @@ use super::apply::{self, ApplyContext};
 use super::extract::Limits;
 use super::fetch::Fetcher;
 use super::http_get::Client;
-use super::intake::{self, Decision, Policy};
+use super::intake::{self, Policy};
 use super::pace::{MinRate, Pace};
 use super::peers::FleetPeers;
 use super::serve::ServeOptions;
-use super::spool;
-use super::state::{Record, Rejection, StateStore, Status};
+use super::state::{Record, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{chain, Error, Result};
 use crate::formats::announcement::{Announcement, Kind};
 use crate::formats::legacy;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -100,81 +100,48 @@ impl Agent {
         }
 
         let wake = watch_spool(&site.agent.spool_dir)?;
-        let mut last_heard = now_ms();
+        let mut silence = Silence {
+            last_accepted_ms: now_ms(),
+        };
+        let mut stuck = BTreeSet::new();
         while !agent.stop.load(Ordering::Relaxed) {
-            if agent.intake_spool(&work_tx)? {
-                last_heard = now_ms();
-            }
+            let pass = agent.intake_spool(&work_tx, &mut stuck)?;
+            silence.after(&pass, now_ms());
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(Error::Internal("spool watcher stopped".into()))
                 }
             }
-            agent.warn_if_silent(&mut last_heard);
+            if let Some(silent_secs) = silence.check(now_ms(), site.agent.silence_warning_secs) {
+                tracing::warn!(
+                    silent_secs,
+                    "no update accepted for longer than agent.silence_warning_secs"
+                );
+            }
         }
         tracing::info!("agent stopping");
         served.shutdown();
         Ok(())
     }
 
-    /// Decides every spooled event in arrival order; returns whether there were any.
-    fn intake_spool(&self, work: &Sender<Record>) -> Result<bool> {
+    /// Takes every spooled event (see [`intake::take_spool`]).
+    fn intake_spool(
+        &self,
+        work: &Sender<Record>,
+        stuck: &mut BTreeSet<PathBuf>,
+    ) -> Result<intake::Pass> {
         let site = &self.config.site;
-        let policy = Policy {
-            trusted_keys_dir: &site.agent.trusted_keys_dir,
-            accept_legacy: site.agent.accept_legacy,
-            max_future_ms: site.agent.max_future_secs.saturating_mul(1000),
-            max_payload_bytes: site.agent.max_payload_bytes,
-        };
-        let paths = spool::list(&site.agent.spool_dir)?;
-        for path in &paths {
-            let Some(event) = spool::read(path)? else {
-                continue;
-            };
-            let decision = intake::decide(&event, &self.store, &policy, now_ms())?;
-            match decision {
-                Decision::Accepted(record) => {
-                    // The spool file's name carries its write time (ns): benches/ measure latency from it.
-                    let spool = path
-                        .file_name()
-                        .map(|n| n.to_string_lossy())
-                        .unwrap_or_default();
-                    tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
-                    self.store.put(record.clone())?;
-                    let _ = work.send(record);
-                }
-                Decision::Held(record) => {
-                    tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
-                    self.store.put(record)?;
-                }
-                Decision::Rejected(rejection) => self.reject(rejection)?,
-            }
-            // Only now is the event's fate durable: the spool file may go.
-            spool::remove(path)?;
-        }
-        Ok(!paths.is_empty())
-    }
-
-    fn reject(&self, rejection: Rejection) -> Result<()> {
-        tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
-        self.store.reject(rejection)
-    }
-
-    fn warn_if_silent(&self, last_heard: &mut u64) {
-        let now = now_ms();
-        if let Some(silent_secs) = silence(
-            now,
-            *last_heard,
-            self.config.site.agent.silence_warning_secs,
-        ) {
-            tracing::warn!(
-                silent_secs,
-                "no update heard of for longer than agent.silence_warning_secs"
-            );
-            // Once per period, not on every loop.
-            *last_heard = now;
-        }
+        intake::take_spool(
+            &site.agent.spool_dir,
+            &self.store,
+            &policy(&self.config),
+            now_ms(),
+            stuck,
+            |record| {
+                let _ = work.send(record);
+            },
+        )
     }
 
     fn set_status(
@@ -354,7 +321,9 @@ fn catch_up_loop(agent: &Agent) {
         match super::catchup::catch_up(
             agent.gossip.as_ref(),
             &agent.store,
+            &policy(&agent.config),
             &site.spool_dir,
+            now_ms(),
             Duration::from_secs(2),
         ) {
             Ok(0) => {}
@@ -410,6 +379,42 @@ fn tail(text: &str, max: usize) -> String {
     text[start..].to_string()
 }
 
+/// The intake's policy, from the site config.
+pub fn policy(config: &Config) -> Policy<'_> {
+    let agent = &config.site.agent;
+    Policy {
+        trusted_keys_dir: &agent.trusted_keys_dir,
+        accept_legacy: agent.accept_legacy,
+        max_future_ms: agent.max_future_secs.saturating_mul(1000),
+        max_payload_bytes: agent.max_payload_bytes,
+    }
+}
+
+/// When the agent last accepted an update, for the silence warning (TUF's indefinite freeze).
+struct Silence {
+    last_accepted_ms: u64,
+}
+
+impl Silence {
+    /// Only an accepted update restarts the clock. Rejections and held announcements are what
+    /// an attacker who withholds the real updates can still deliver (a forged answer to
+    /// catch-up, say): counting them would hide the freeze.
+    fn after(&mut self, pass: &intake::Pass, now_ms: u64) {
+        if pass.accepted > 0 {
+            self.last_accepted_ms = now_ms;
+        }
+    }
+
+    /// The silence in seconds when it is past `limit_secs`; once per period, not on every loop.
+    fn check(&mut self, now_ms: u64, limit_secs: u64) -> Option<u64> {
+        let silent = silence(now_ms, self.last_accepted_ms, limit_secs);
+        if silent.is_some() {
+            self.last_accepted_ms = now_ms;
+        }
+        silent
+    }
+}
+
 /// How long (in seconds) nothing was heard, when that exceeds `limit_secs` (0: never warn):
 /// TUF's indefinite freeze, where an attacker keeps a node from hearing of new updates.
 fn silence(now_ms: u64, last_heard_ms: u64, limit_secs: u64) -> Option<u64> {
@@ -428,5 +433,76 @@ mod tests {
         assert_eq!(silence(900_000, 0, 0), None);
         // A clock that went backwards is not silence.
         assert_eq!(silence(0, 100_000, 1), None);
+    }
+
+    /// A member that answers catch-up with forgeries (or a stream of far-future ones) makes
+    /// the node reject and hold; that must not pass for news and hide a freeze.
+    #[test]
+    fn only_accepted_updates_reset_the_silence_warning() {
+        use crate::agent::spool::{self, Source};
+        use crate::formats::announcement::{Draft, Kind};
+        use crate::keys::{PublicKey, TrustedKeys};
+        use ed25519_dalek::SigningKey;
+        const NOW_MS: u64 = 1_800_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("trusted");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = PublicKey {
+            key: key.verifying_key(),
+            comment: "ops".into(),
+        };
+        TrustedKeys::add(&keys_dir, &public).unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let spool_dir = dir.path().join("spool");
+        let policy = Policy {
+            trusted_keys_dir: &keys_dir,
+            accept_legacy: false,
+            max_future_ms: 86_400_000,
+            max_payload_bytes: u64::MAX,
+        };
+        let wire = |key: &SigningKey, seq: u64| {
+            let draft = Draft {
+                seq,
+                name: "site.pp".into(),
+                kind: Kind::Manifest,
+                info_hash: [1; 20],
+                len: 10,
+                sha256: [2; 32],
+            };
+            Announcement::sign(draft, key).unwrap().to_wire()
+        };
+        let pass = |payloads: &[String]| {
+            for payload in payloads {
+                spool::put(&spool_dir, Source::CatchUp, payload.as_bytes()).unwrap();
+            }
+            intake::take_spool(
+                &spool_dir,
+                &store,
+                &policy,
+                NOW_MS,
+                &mut BTreeSet::new(),
+                |_| {},
+            )
+            .unwrap()
+        };
+        let limit_secs = 100;
+        let mut silence = Silence {
+            last_accepted_ms: NOW_MS - 101_000,
+        };
+
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let forged = pass(&[
+            wire(&stranger, NOW_MS + 5),
+            wire(&key, NOW_MS + 9 * 86_400_000),
+        ]);
+        assert_eq!((forged.rejected, forged.held, forged.accepted), (1, 1, 0));
+        silence.after(&forged, NOW_MS);
+        assert_eq!(silence.check(NOW_MS, limit_secs), Some(101));
+
+        let real = pass(&[wire(&key, NOW_MS)]);
+        assert_eq!(real.accepted, 1);
+        silence.after(&real, NOW_MS + 1_000);
+        assert_eq!(silence.check(NOW_MS + 100_000, limit_secs), None);
+        assert_eq!(silence.check(NOW_MS + 101_001, limit_secs), Some(100));
     }
 }

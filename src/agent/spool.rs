@@ -7,9 +7,14 @@
 //! (root, under Serf) only; the NAT client, which runs as the unprivileged `p2pu` user, writes
 //! into its own `overlay/` subdirectory. The agent reads both, in one arrival order, and never
 //! follows a link planted in either.
+//!
+//! The agent runs as root and must survive whatever a writer leaves: an entry that is not a
+//! regular file owned by its directory's owner (a directory, link, FIFO, device, hard link) is
+//! moved aside into `quarantine/` (root's, 0700) instead of stopping or blocking the agent.
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +23,8 @@ pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 const SUFFIX: &str = ".event";
 /// The NAT client's part of the spool (owned by the `p2pu` user).
 pub const OVERLAY_SUBDIR: &str = "overlay";
+/// Where entries the agent refuses to read are moved (root's).
+pub const QUARANTINE_SUBDIR: &str = "quarantine";
 
 /// Where the NAT client spools the announcements it receives.
 pub fn overlay_dir(spool: &Path) -> PathBuf {
@@ -81,12 +88,18 @@ pub fn is_event(path: &Path) -> bool {
         .is_some_and(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
 }
 
-/// Every complete event of the spool and its overlay part, in arrival order.
+/// Every complete event of the spool and its overlay part, in arrival order. An overlay part
+/// that is not a real directory, or cannot be listed, is skipped with a warning: the events
+/// of the spool itself must still be taken.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths = events_in(dir)?;
     let overlay = overlay_dir(dir);
-    if overlay.is_dir() {
-        paths.extend(events_in(&overlay)?);
+    // Not `is_dir()`, which follows a link: the agent must not list where a link points.
+    if std::fs::symlink_metadata(&overlay).is_ok_and(|m| m.is_dir()) {
+        match events_in(&overlay) {
+            Ok(more) => paths.extend(more),
+            Err(e) => tracing::warn!("skipping the overlay part: {}", crate::error::chain(&e)),
+        }
     }
     // File names start with the arrival time; the directory must not decide the order.
     paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
@@ -101,23 +114,85 @@ fn events_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Reads one event; `None` when it vanished meanwhile (already taken). A symbolic link is not
-/// followed (the agent, as root, must not read what a spool writer points it at), and no more
-/// than one byte past [`MAX_EVENT_BYTES`] is read, which intake then refuses as oversized.
-pub fn read(path: &Path) -> Result<Option<Spooled>> {
+/// Why a spool entry is not read as an event. The agent quarantines it and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum BadEntry {
+    #[error("not a regular file but a {0}")]
+    NotAFile(&'static str),
+    #[error("owned by uid {uid}, but its directory by uid {expected}")]
+    Owner { uid: u32, expected: u32 },
+    #[error("a regular file with {0} hard links")]
+    HardLinked(u64),
+    #[error("{action}: {source}")]
+    Io {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn file_type_name(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_symlink() {
+        "symbolic link"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "file of another type"
+    }
+}
+
+/// What a spooled event may be: a regular file, owned by the owner of the directory it lies in
+/// (root for the spool, the NAT client's user for `overlay/`), with one link. The owner check
+/// keeps a writer from handing the agent a file it did not write; the link count keeps a
+/// writer from hard-linking a root-only file into its part (its first bytes would otherwise
+/// end up in a rejection reason, which `p2pu status` shows).
+fn check_entry(meta: &std::fs::Metadata, expected_uid: u32) -> Result<(), BadEntry> {
+    if !meta.file_type().is_file() {
+        return Err(BadEntry::NotAFile(file_type_name(meta.file_type())));
+    }
+    if meta.uid() != expected_uid {
+        return Err(BadEntry::Owner {
+            uid: meta.uid(),
+            expected: expected_uid,
+        });
+    }
+    if meta.nlink() != 1 {
+        return Err(BadEntry::HardLinked(meta.nlink()));
+    }
+    Ok(())
+}
+
+/// Reads one event; `Ok(None)` when it vanished meanwhile (already taken). Whatever is not a
+/// plain event is refused before anything is read: the entry is looked at without following a
+/// link, then opened with `O_NOFOLLOW | O_NONBLOCK` (a FIFO must not block the agent, nor a
+/// link swapped in meanwhile be followed) and checked again on the open file. No more than one
+/// byte past [`MAX_EVENT_BYTES`] is read, which intake then refuses as oversized.
+pub fn read(path: &Path) -> Result<Option<Spooled>, BadEntry> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path);
-    let mut payload = Vec::new();
-    let read = file.and_then(|f| f.take(MAX_EVENT_BYTES as u64 + 1).read_to_end(&mut payload));
-    match read {
-        Ok(_) => {}
+    let io = |action| move |source| BadEntry::Io { action, source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let expected_uid = std::fs::symlink_metadata(dir)
+        .map_err(io("looking at the spool directory"))?
+        .uid();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => check_entry(&meta, expected_uid)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("reading spooled event", path)(e)),
+        Err(e) => return Err(io("looking at the entry")(e)),
+    }
+    let Some(file) = open_checked(path, expected_uid)? else {
+        return Ok(None);
     };
+    let mut payload = Vec::new();
+    file.take(MAX_EVENT_BYTES as u64 + 1)
+        .read_to_end(&mut payload)
+        .map_err(io("reading"))?;
     let source = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -129,6 +204,58 @@ pub fn read(path: &Path) -> Result<Option<Spooled>> {
         source,
         payload,
     }))
+}
+
+/// Opens an entry that looked like an event, for an entry swapped meanwhile: a link is not
+/// followed, a FIFO does not block, and the open file is checked like the entry was.
+fn open_checked(path: &Path, expected_uid: u32) -> Result<Option<std::fs::File>, BadEntry> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(BadEntry::Io {
+                action: "opening",
+                source,
+            })
+        }
+    };
+    let meta = file.metadata().map_err(|source| BadEntry::Io {
+        action: "looking at the open entry",
+        source,
+    })?;
+    check_entry(&meta, expected_uid)?;
+    Ok(Some(file))
+}
+
+/// Moves a refused entry out of the way, into `<spool>/quarantine/` (created root-only), so
+/// that it is neither read again nor lost to the operator who wants to see what was planted.
+/// Returns where it went.
+pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = spool.join(QUARANTINE_SUBDIR);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("creating the spool's quarantine", &dir)(e)),
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let to = dir.join(format!("{nanos:020}-{name}"));
+    // A rename moves the entry itself (a link stays a link, a directory keeps its contents)
+    // without opening it.
+    std::fs::rename(path, &to).map_err(Error::io("quarantining spool entry", path))?;
+    Ok(to)
 }
 
 /// Removes an event once its outcome is durable elsewhere.
@@ -187,6 +314,9 @@ mod tests {
         );
     }
 
+    /// A link planted in the spool is refused without reading its target, and moved, as a
+    /// link, into the quarantine (`intake::tests::bad_spool_entries_are_quarantined_and_the_pass_goes_on`
+    /// shows the agent's pass surviving it).
     #[test]
     fn links_planted_in_the_spool_are_not_followed() {
         let dir = tempfile::tempdir().unwrap();
@@ -196,7 +326,86 @@ mod tests {
             .path()
             .join("00000000000000000001-overlay-00000000.event");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
-        assert!(read(&link).is_err());
+        let why = read(&link).unwrap_err();
+        assert!(matches!(why, BadEntry::NotAFile("symbolic link")), "{why}");
+        let moved = quarantine(dir.path(), &link).unwrap();
+        assert!(std::fs::symlink_metadata(&moved)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert_eq!(std::fs::read(&secret).unwrap(), b"root only");
+    }
+
+    /// The open itself refuses a link swapped in after the entry was looked at (`O_NOFOLLOW`),
+    /// and returns at once on a FIFO (`O_NONBLOCK`) instead of waiting for a writer, which
+    /// would stop the agent's main loop and with it its reaction to SIGTERM.
+    #[test]
+    fn opening_neither_follows_links_nor_waits_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        let link = dir.path().join("link.event");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let fifo = dir.path().join("fifo.event");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let results = [&link, &fifo].map(|p| open_checked(p, 0).map(|f| f.is_some()));
+            let _ = tx.send(results.map(|r| r.map_err(|e| e.to_string())));
+        });
+        let [link, fifo] = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        assert!(link.is_err(), "a link was followed: {link:?}");
+        assert_eq!(fifo, Err("not a regular file but a FIFO".to_string()));
+    }
+
+    #[test]
+    fn entries_of_another_owner_or_with_hard_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = put(dir.path(), Source::Serf, b"p2pu1:x").unwrap();
+        std::os::unix::fs::chown(&foreign, Some(12345), None).unwrap();
+        let why = read(&foreign).unwrap_err();
+        assert!(matches!(why, BadEntry::Owner { uid: 12345, .. }), "{why}");
+
+        let linked = put(dir.path(), Source::Serf, b"p2pu1:y").unwrap();
+        std::fs::hard_link(&linked, dir.path().join("elsewhere")).unwrap();
+        let why = read(&linked).unwrap_err();
+        assert!(matches!(why, BadEntry::HardLinked(2)), "{why}");
+
+        // The overlay part belongs to the NAT client's user: its files must be that user's.
+        let overlay = overlay_dir(dir.path());
+        std::fs::create_dir(&overlay).unwrap();
+        let own = put(&overlay, Source::Overlay, b"p2pu1:z").unwrap();
+        std::os::unix::fs::chown(&overlay, Some(12345), None).unwrap();
+        assert!(matches!(
+            read(&own),
+            Err(BadEntry::Owner {
+                uid: 0,
+                expected: 12345
+            })
+        ));
+        std::os::unix::fs::chown(&own, Some(12345), None).unwrap();
+        assert_eq!(read(&own).unwrap().unwrap().payload, b"p2pu1:z");
+    }
+
+    #[test]
+    fn a_directory_named_like_an_event_is_refused_and_quarantined_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("00000000000000000001-serf-00000000.event");
+        std::fs::create_dir(&planted).unwrap();
+        std::fs::write(planted.join("inside"), b"x").unwrap();
+        assert!(matches!(
+            read(&planted),
+            Err(BadEntry::NotAFile("directory"))
+        ));
+        let moved = quarantine(dir.path(), &planted).unwrap();
+        assert_eq!(std::fs::read(moved.join("inside")).unwrap(), b"x");
+        let quarantine_dir = std::fs::metadata(dir.path().join(QUARANTINE_SUBDIR)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(quarantine_dir.permissions().mode() & 0o777, 0o700);
+        assert!(list(dir.path()).unwrap().is_empty());
     }
 
     #[test]

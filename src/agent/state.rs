@@ -2,11 +2,25 @@
 //! and what became of them; and a bounded log of rejected ones. Everything is keyed by name,
 //! seq and info-hash, never by Transmission's torrent ids (they change across restarts).
 //! Files are JSON written atomically, so a crash leaves the last complete state.
+//!
+//! The history of a name is bounded, so the highest seq ever accepted per name is also kept on
+//! its own (`highest/<name>.json`): whatever fills the history (held announcements from the
+//! far future, say) cannot make a replay of an evicted accepted seq look new. Signed
+//! announcements and legacy payloads keep separate sequences ([`Lineage`]).
+//!
+//! The state is root's alone (files 0600, subdirectories 0700): records carry 4,000 characters
+//! of Puppet output, which can hold anything a manifest prints. The state dir itself stays
+//! traversable because the download dir lies under it by default; `p2pu status` needs root.
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Modes of the state's files and of the directories that hold them.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+const SUBDIRS: [&str; 2] = ["names", "highest"];
 
 /// How many records of one name, and how many rejections, are kept.
 const HISTORY: usize = 20;
@@ -97,6 +111,48 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Which sequence a record's seq belongs to. Signed announcements count milliseconds and are
+/// authenticated; legacy payloads count their torrent's creation date in seconds and are not.
+/// The two never compare, so an unauthenticated legacy date can block no signed update, and
+/// what legacy left behind blocks nothing once `accept_legacy` is turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lineage {
+    Signed,
+    Legacy,
+}
+
+impl Lineage {
+    /// The record kind of legacy payloads.
+    pub const LEGACY_KIND: &'static str = "legacy";
+
+    pub fn of(record: &Record) -> Lineage {
+        if record.kind == Self::LEGACY_KIND {
+            Lineage::Legacy
+        } else {
+            Lineage::Signed
+        }
+    }
+}
+
+/// The highest seq accepted per lineage of one name, kept outside the bounded history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Highest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    legacy: Option<u64>,
+}
+
+impl Highest {
+    fn slot(&mut self, lineage: Lineage) -> &mut Option<u64> {
+        match lineage {
+            Lineage::Signed => &mut self.signed,
+            Lineage::Legacy => &mut self.legacy,
+        }
+    }
+}
+
 /// Why an announcement of a known name is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeqVerdict {
@@ -114,9 +170,42 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    /// Opens (creating) the state in `dir`, and makes what an older p2pu left world-readable
+    /// root's alone. A reader that is not root cannot tighten anything and is not stopped by
+    /// trying; it then fails where it lacks permission, with the path.
     pub fn open(dir: &Path) -> Result<StateStore> {
-        let names = dir.join("names");
-        std::fs::create_dir_all(&names).map_err(Error::io("creating state directory", &names))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // The state dir itself keeps the usual mode: the download dir lies under it by default
+        // and Transmission and the seed server must reach it.
+        std::fs::create_dir_all(dir).map_err(Error::io("creating state directory", dir))?;
+        for sub in SUBDIRS {
+            let path = dir.join(sub);
+            match std::fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("creating state directory", &path)(e)),
+            }
+        }
+        let mut paths: Vec<PathBuf> = SUBDIRS.iter().map(|sub| dir.join(sub)).collect();
+        for sub in SUBDIRS {
+            if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+                paths.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        }
+        paths.push(dir.join("rejections.json"));
+        for path in paths {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let want = if meta.is_dir() { DIR_MODE } else { FILE_MODE };
+            if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 == 0 {
+                continue;
+            }
+            let tightened = std::fs::Permissions::from_mode(want);
+            if let Err(e) = std::fs::set_permissions(&path, tightened) {
+                tracing::debug!(path = %path.display(), "cannot tighten the state's mode: {e}");
+            }
+        }
         Ok(StateStore {
             dir: dir.to_path_buf(),
         })
@@ -145,26 +234,53 @@ impl StateStore {
         read_json(&self.name_file(name)).map(Option::unwrap_or_default)
     }
 
-    /// Decides whether `seq` is new for `name`: held announcements do not count.
-    pub fn check_seq(&self, name: &str, seq: u64) -> Result<SeqVerdict> {
-        let records = self.records(name)?;
-        let accepted = records.iter().filter(|r| r.status != Status::Held);
-        if records
+    fn highest_file(&self, name: &str) -> PathBuf {
+        self.dir.join("highest").join(format!("{name}.json"))
+    }
+
+    /// The highest seq of `lineage` ever accepted for `name` (held records were not accepted).
+    /// State written before the mark existed is covered by the records themselves.
+    pub fn highest(&self, name: &str, lineage: Lineage) -> Result<Option<u64>> {
+        let mut mark: Highest = read_json(&self.highest_file(name))?.unwrap_or_default();
+        let recorded = self
+            .records(name)?
+            .into_iter()
+            .filter(|r| r.status != Status::Held && Lineage::of(r) == lineage)
+            .map(|r| r.seq)
+            .max();
+        Ok((*mark.slot(lineage)).max(recorded))
+    }
+
+    /// Decides whether `seq` is new for `name` in `lineage`: held announcements do not count,
+    /// and neither does the other lineage.
+    pub fn check_seq(&self, name: &str, lineage: Lineage, seq: u64) -> Result<SeqVerdict> {
+        let replayed = self
+            .records(name)?
             .iter()
-            .any(|r| r.seq == seq && r.status != Status::Held)
-        {
-            return Ok(SeqVerdict::Replay);
-        }
-        match accepted.map(|r| r.seq).max() {
+            .any(|r| r.seq == seq && r.status != Status::Held && Lineage::of(r) == lineage);
+        match self.highest(name, lineage)? {
+            _ if replayed => Ok(SeqVerdict::Replay),
+            Some(newest) if newest == seq => Ok(SeqVerdict::Replay),
             Some(newest) if newest > seq => Ok(SeqVerdict::Older { newest }),
             _ => Ok(SeqVerdict::New),
         }
     }
 
-    /// Adds or replaces the record of (name, seq).
+    /// Adds or replaces the record of (name, lineage, seq). An accepted one raises the name's
+    /// highest mark first, so a crash in between refuses too much rather than too little.
     pub fn put(&self, record: Record) -> Result<()> {
+        let lineage = Lineage::of(&record);
+        if record.status != Status::Held {
+            let path = self.highest_file(&record.name);
+            let mut mark: Highest = read_json(&path)?.unwrap_or_default();
+            let slot = mark.slot(lineage);
+            if slot.is_none_or(|s| s < record.seq) {
+                *slot = Some(record.seq);
+                write_json(&path, &mark)?;
+            }
+        }
         let mut records = self.records(&record.name)?;
-        records.retain(|r| r.seq != record.seq);
+        records.retain(|r| r.seq != record.seq || Lineage::of(r) != lineage);
         records.push(record.clone());
         records.sort_by_key(|r| r.seq);
         let excess = records.len().saturating_sub(HISTORY);
@@ -274,7 +390,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o644)
+    write_atomic(path, &bytes, FILE_MODE)
 }
 
 #[cfg(test)]
@@ -302,18 +418,145 @@ mod tests {
     fn seq_must_grow_per_name() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.check_seq("site.pp", 5).unwrap(), SeqVerdict::New);
-        store.put(record("site.pp", 5, Status::Applied)).unwrap();
-        assert_eq!(store.check_seq("site.pp", 5).unwrap(), SeqVerdict::Replay);
         assert_eq!(
-            store.check_seq("site.pp", 4).unwrap(),
+            store.check_seq("site.pp", Lineage::Signed, 5).unwrap(),
+            SeqVerdict::New
+        );
+        store.put(record("site.pp", 5, Status::Applied)).unwrap();
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 5).unwrap(),
+            SeqVerdict::Replay
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 4).unwrap(),
             SeqVerdict::Older { newest: 5 }
         );
-        assert_eq!(store.check_seq("site.pp", 6).unwrap(), SeqVerdict::New);
-        assert_eq!(store.check_seq("other.pp", 1).unwrap(), SeqVerdict::New);
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 6).unwrap(),
+            SeqVerdict::New
+        );
+        assert_eq!(
+            store.check_seq("other.pp", Lineage::Signed, 1).unwrap(),
+            SeqVerdict::New
+        );
         // A held (future) announcement blocks nothing.
         store.put(record("site.pp", 99, Status::Held)).unwrap();
-        assert_eq!(store.check_seq("site.pp", 6).unwrap(), SeqVerdict::New);
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 6).unwrap(),
+            SeqVerdict::New
+        );
+    }
+
+    /// Twenty held (far-future) records fill the history and evict the accepted ones; the
+    /// accepted seqs must still not come back as new.
+    #[test]
+    fn held_records_filling_the_history_reopen_no_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record("site.pp", 5, Status::Applied)).unwrap();
+        store.put(record("site.pp", 6, Status::Applied)).unwrap();
+        for seq in 0..HISTORY as u64 {
+            store
+                .put(record("site.pp", 1_000 + seq, Status::Held))
+                .unwrap();
+        }
+        let records = store.records("site.pp").unwrap();
+        assert!(records.iter().all(|r| r.status == Status::Held));
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 6).unwrap(),
+            SeqVerdict::Replay
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 5).unwrap(),
+            SeqVerdict::Older { newest: 6 }
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 7).unwrap(),
+            SeqVerdict::New
+        );
+        // The mark survives reopening, and a status change does not lower it.
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.highest("site.pp", Lineage::Signed).unwrap(), Some(6));
+    }
+
+    #[test]
+    fn signed_and_legacy_sequences_never_compare() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut legacy = record("site.pp", 99_999_999_999_999, Status::Applied);
+        legacy.kind = Lineage::LEGACY_KIND.into();
+        store.put(legacy).unwrap();
+        store.put(record("site.pp", 7, Status::Applied)).unwrap();
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 8).unwrap(),
+            SeqVerdict::New
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Legacy, 8).unwrap(),
+            SeqVerdict::Older {
+                newest: 99_999_999_999_999
+            }
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Signed, 7).unwrap(),
+            SeqVerdict::Replay
+        );
+        assert_eq!(
+            store.check_seq("site.pp", Lineage::Legacy, 7).unwrap(),
+            SeqVerdict::Older {
+                newest: 99_999_999_999_999
+            }
+        );
+    }
+
+    /// Records hold Puppet's output: state files used to be 0644, readable by every local user.
+    #[test]
+    fn state_is_root_only_and_an_older_readable_state_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let base = tempfile::tempdir().unwrap();
+        let dir = &base.path().join("state");
+        let store = StateStore::open(dir).unwrap();
+        // Created here, the state dir itself keeps the usual mode: the download dir lies
+        // under it by default.
+        std::fs::create_dir(base.path().join("usual")).unwrap();
+        assert_eq!(mode(dir), mode(&base.path().join("usual")));
+        store.put(record("site.pp", 5, Status::Applied)).unwrap();
+        store
+            .reject(Rejection {
+                at: 1,
+                source: "serf".into(),
+                name: None,
+                seq: None,
+                reason: "bad".into(),
+            })
+            .unwrap();
+        let files = [
+            dir.join("names/site.pp.json"),
+            dir.join("highest/site.pp.json"),
+            dir.join("rejections.json"),
+        ];
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        for sub in SUBDIRS {
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
+        }
+        // What an older p2pu wrote (0755 directories, 0644 files) is tightened on opening.
+        for sub in SUBDIRS {
+            let open = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(dir.join(sub), open).unwrap();
+        }
+        for file in &files {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        StateStore::open(dir).unwrap();
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        for sub in SUBDIRS {
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
+        }
     }
 
     #[test]

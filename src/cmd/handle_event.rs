@@ -157,9 +157,11 @@ fn read_payload(env: &mut Env) -> Result<Vec<u8>> {
     Ok(payload)
 }
 
-/// The prototype's payload: 32 hex digits of MD5, then a bencoded torrent.
+/// The prototype's payload: 32 hex digits of MD5, then a bencoded torrent; or its overlay
+/// message wrapping one.
 fn looks_legacy(payload: &[u8]) -> bool {
-    payload.len() > 33 && payload[..32].iter().all(u8::is_ascii_hexdigit) && payload[32] == b'd'
+    (payload.len() > 33 && payload[..32].iter().all(u8::is_ascii_hexdigit) && payload[32] == b'd')
+        || crate::formats::legacy::is_overlay(payload)
 }
 
 #[cfg(test)]
@@ -240,6 +242,13 @@ mod tests {
             legacy,
         );
         assert_eq!(spooled(&node).len(), 1);
+        let overlay = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+        run(
+            &node,
+            &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
+            overlay,
+        );
+        assert_eq!(spooled(&node).len(), 2);
     }
 
     #[test]

@@ -205,16 +205,26 @@ mod tests {
             .map(|c| if c.is_ascii_digit() { 'N' } else { c })
             .collect();
         assert_eq!(shape, "NNNN-NN-NN");
-        // Built from a git checkout (as here): the commit is named.
-        let head = std::process::Command::new("git")
-            .args(["rev-parse", "--short=10", "HEAD"])
+        // Built from a git checkout (as here): the commit is named, and it is one of this
+        // repository's commits (not necessarily HEAD: a commit may land between build and test).
+        let in_checkout = std::process::Command::new("git")
+            .args(["rev-parse", "--git-dir"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
-            .ok()
-            .filter(|o| o.status.success());
-        if let Some(head) = head {
-            let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
-            assert!(out.contains(&format!("({head} {date})")), "{out} vs {head}");
+            .is_ok_and(|o| o.status.success());
+        if in_checkout {
+            let commit = out
+                .trim_end()
+                .strip_suffix(&format!(" {date})"))
+                .and_then(|rest| rest.rsplit('(').next())
+                .unwrap_or_else(|| panic!("no commit in {out}"));
+            let known = std::process::Command::new("git")
+                .args(["rev-parse", "--verify", "--quiet"])
+                .arg(format!("{commit}^{{commit}}"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(known, "{commit} is not a commit of this repository: {out}");
         }
     }
 

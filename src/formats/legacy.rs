@@ -277,8 +277,14 @@ pub struct OverlayMessage {
     pub torrent: LegacyTorrent,
 }
 
-/// Decodes `SendTorrentFile <sender-ip> split <payload>`.
-pub fn decode_overlay(message: &[u8]) -> Result<OverlayMessage, LegacyError> {
+/// Whether `message` is meant as the prototype's overlay message (it may still be malformed).
+pub fn is_overlay(message: &[u8]) -> bool {
+    message.starts_with(OVERLAY_COMMAND)
+}
+
+/// Splits `SendTorrentFile <sender-ip> split <payload>` into the sender and the payload, as it
+/// would have travelled over Serf (undecoded).
+pub fn split_overlay(message: &[u8]) -> Result<(IpAddr, &[u8]), LegacyError> {
     let bad = |reason: &str| E::BadOverlay {
         reason: reason.to_string(),
     };
@@ -303,6 +309,12 @@ pub fn decode_overlay(message: &[u8]) -> Result<OverlayMessage, LegacyError> {
         .strip_prefix(b" ")
         .and_then(|r| r.strip_prefix(OVERLAY_SPLIT))
         .ok_or_else(|| bad("no `split` after the sender address"))?;
+    Ok((sender, payload))
+}
+
+/// Decodes `SendTorrentFile <sender-ip> split <payload>`.
+pub fn decode_overlay(message: &[u8]) -> Result<OverlayMessage, LegacyError> {
+    let (sender, payload) = split_overlay(message)?;
     Ok(OverlayMessage {
         sender,
         torrent: decode_payload(payload)?,

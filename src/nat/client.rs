@@ -756,7 +756,7 @@ impl Client {
     fn received_announcement(&mut self, peer: &str, id: u64, wire: &str) {
         let key = (peer.to_owned(), id);
         if !self.seen.contains(&key) {
-            if !wire.starts_with(WIRE_PREFIX) || wire.len() > spool::MAX_EVENT_BYTES {
+            if !spoolable(wire) {
                 tracing::warn!(%peer, len = wire.len(), "not an announcement; dropped");
                 return;
             }
@@ -813,9 +813,9 @@ impl Client {
             }
             Request::Announce { wire } => {
                 let wire = wire.trim().to_owned();
-                if !wire.starts_with(WIRE_PREFIX) || wire.len() > spool::MAX_EVENT_BYTES {
+                if !spoolable(&wire) {
                     return Some(Response::error(format!(
-                        "not an announcement: expected `{WIRE_PREFIX}...` of at most {} bytes",
+                        "not an announcement: expected `{WIRE_PREFIX}...` (or the prototype's `SendTorrentFile ...`) of at most {} bytes",
                         spool::MAX_EVENT_BYTES
                     )));
                 }
@@ -918,6 +918,14 @@ fn route_source(dest: SocketAddr) -> Option<IpAddr> {
     let probe = UdpSocket::bind(any).ok()?;
     probe.connect(dest).ok()?;
     probe.local_addr().ok().map(|a| a.ip())
+}
+
+/// What the client spools for the agent: p2pu announcements, and the prototype's overlay
+/// message (`SendTorrentFile <ip> split <payload>`), which the agent takes only under
+/// `accept_legacy`. The agent decides; this only keeps other chatter out of the spool.
+fn spoolable(wire: &str) -> bool {
+    (wire.starts_with(WIRE_PREFIX) || crate::formats::legacy::is_overlay(wire.as_bytes()))
+        && wire.len() <= spool::MAX_EVENT_BYTES
 }
 
 #[cfg(test)]
@@ -1027,6 +1035,17 @@ mod tests {
         let event = spool::read(&events[0]).unwrap().unwrap();
         assert_eq!(event.source, Source::Overlay);
         assert_eq!(event.payload, b"p2pu1:dGVzdA");
+
+        // The prototype's overlay message reaches the spool too (the agent decides on it).
+        let legacy = include_str!("../../tests/vectors/legacy/lizard.overlay-message");
+        let answer = a.ask(Request::Announce {
+            wire: legacy.into(),
+        });
+        assert!(answer.ok, "{answer:?}");
+        let events = spool::list(&spool_b).unwrap();
+        assert_eq!(events.len(), 2);
+        let event = spool::read(&events[1]).unwrap().unwrap();
+        assert_eq!(event.payload, legacy.trim().as_bytes());
 
         assert!(a.ask(Request::EndSession { node: None }).ok);
         std::thread::sleep(Duration::from_millis(300));
