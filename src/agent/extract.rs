@@ -839,6 +839,49 @@ fn unpack_zip(file: File, tree: &mut Tree<'_>) -> Result<(), ExtractError> {
 mod tests {
     use super::*;
 
+    /// An archive reader that hands over more bytes than the entry declared (a zip's sizes are
+    /// the archive's word only): p2pu's own cap on the bytes that really come out stops it,
+    /// whatever the archive library would have done.
+    #[test]
+    fn an_entry_yielding_more_than_declared_is_capped_on_real_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("liar.zip");
+        let limits = Limits {
+            max_total_bytes: 4 << 20,
+            max_entries: 10,
+            max_entry_bytes: 1 << 20,
+        };
+        // Declares 10 bytes, yields 3 MiB: past the entry cap.
+        let root = dir.path().join("entry");
+        fs::create_dir(&root).unwrap();
+        let mut tree = Tree::new(&archive, &root, &limits);
+        let mut endless = io::repeat(0).take(3 << 20);
+        let err = tree
+            .add_file("zeros", Path::new("zeros"), 0o644, 10, &mut endless)
+            .unwrap_err();
+        assert!(
+            matches!(err, ExtractError::EntryTooLarge { size, limit, .. }
+                if size > limit && limit == 1 << 20),
+            "{err}"
+        );
+        // Within the entry cap but past what is left of the total: the total cap trips.
+        let root = dir.path().join("total");
+        fs::create_dir(&root).unwrap();
+        let mut tree = Tree::new(&archive, &root, &limits);
+        tree.total = (4 << 20) - 1000;
+        let mut more = io::repeat(0).take(512 << 10);
+        let err = tree
+            .add_file("zeros", Path::new("zeros"), 0o644, 10, &mut more)
+            .unwrap_err();
+        assert!(matches!(err, ExtractError::TotalTooLarge { .. }), "{err}");
+        // Honest entries within both caps are written whole.
+        let mut honest = io::repeat(7).take(1000);
+        tree.total = 0;
+        tree.add_file("ok", Path::new("ok"), 0o644, 1000, &mut honest)
+            .unwrap();
+        assert_eq!(fs::read(root.join("ok")).unwrap(), vec![7u8; 1000]);
+    }
+
     #[test]
     fn safe_relative_path_keeps_plain_names_and_skips_dots() {
         let p = safe_relative_path("x", b"./a//b/./c.txt").unwrap();
