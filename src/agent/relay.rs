@@ -540,12 +540,17 @@ mod tests {
         }
 
         /// A parent that gives up half-way is replaced by the origin, from the byte reached.
+        /// The origin's copy is wrong in its first 256 KiB (the parent gives up after 512 KiB),
+        /// so a fetch that started over from byte 0 instead of resuming would fail its
+        /// SHA-256; and the origin is asked once.
         #[test]
         fn an_abandoned_relay_is_resumed_from_the_origin() {
             let content = random(1 << 20);
             let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-            complete(roots[0].path(), &content);
-            let (origin, _) = server(roots[0].path());
+            let mut origin_copy = content.clone();
+            origin_copy[..256 << 10].fill(0);
+            complete(roots[0].path(), &origin_copy);
+            let (origin, origin_requests) = server(roots[0].path());
             let (parent, _) = server(roots[1].path());
             let writer = {
                 let (root, content) = (roots[1].path().to_path_buf(), content.clone());
@@ -559,6 +564,7 @@ mod tests {
             );
             writer.join().unwrap();
             assert_eq!(got, content);
+            assert_eq!(requests(&origin_requests), 1);
         }
 
         /// A parent slower than the floor is left for the origin, from the byte reached.
