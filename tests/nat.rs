@@ -366,14 +366,15 @@ fn strangers_malformed_and_oversized_datagrams_are_dropped() {
         "the proxy answered a stranger"
     );
 
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(proxy.is_running(), "{}", proxy.failed("crashed"));
-    assert!(a.daemon.is_running(), "{}", a.daemon.failed("crashed"));
-    assert!(a.spooled().is_empty() && b.spooled().is_empty());
-    // Everything still works for the fleet.
+    // Everything still works for the fleet, and that is the evidence that the garbage was
+    // dealt with: a's one socket takes datagrams in turn, and the garbage (and the forgery)
+    // sat in it before this announcement came. Exactly this one is spooled, nothing else.
     let wire = announcement(4);
     assert_eq!(b.announce(&wire), "delivered to a");
     assert_eq!(wait_spooled(&a, 1), vec![wire.into_bytes()]);
+    assert!(b.spooled().is_empty());
+    assert!(proxy.is_running(), "{}", proxy.failed("crashed"));
+    assert!(a.daemon.is_running(), "{}", a.daemon.failed("crashed"));
     assert_eq!(a.peer_path("b").as_deref(), Some("direct"));
 }
 
@@ -441,8 +442,11 @@ fn coturn_interop_both_ways() {
 fn silent_session_peers_expire() {
     let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(1)]);
     let _proxy = fleet.start_proxy();
+    // b keeps alive every 5 s, so when it is killed a last heard from it up to 5 s before:
+    // the "still there" look at 2 s after the kill is at most 7 s after, well inside 15 s,
+    // however loaded the machine.
     let opts = || NodeOpts {
-        peer_expiry: 10,
+        peer_expiry: 15,
         ..NodeOpts::default()
     };
     let mut a = fleet.start_node(1, 0, "a", opts());
@@ -452,10 +456,10 @@ fn silent_session_peers_expire() {
     let pid = nix::unistd::Pid::from_raw(b.daemon.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("killing b");
     // Still there within the expiry...
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(a.peer_path("b").as_deref(), Some("direct"));
     // ...gone after it.
-    let gone = wait_for(Duration::from_secs(10), || {
+    let gone = wait_for(Duration::from_secs(30), || {
         a.status().peers.is_empty().then_some(())
     });
     assert!(gone.is_some(), "{:?}", a.status());
