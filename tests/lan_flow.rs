@@ -343,22 +343,59 @@ fn agent_and_transmission_restarts_lose_nothing_and_apply_once() {
     let mut lab = start(dir.path(), false);
     // Node 3's agent is down when the event arrives: Serf's handler still spools it.
     lab.stop_agent(3).unwrap();
+    // Node 2 cannot reach any member's seed server or BitTorrent port (its outgoing TCP to
+    // them is reset; Serf still works), so once it has accepted the update it stays in the
+    // middle of the download: that is where its agent is killed, for certain.
+    let node = lab.node(2).unwrap().clone();
+    let block = |lab: &Lab, action: &str| {
+        let ports = format!(
+            "{},{}",
+            node.site.agent.seed_port, node.site.transmission.peer_port
+        );
+        let source = node.addr.to_string();
+        let out = lab
+            .exec(
+                2,
+                &[
+                    "iptables",
+                    action,
+                    "OUTPUT",
+                    "-s",
+                    &source,
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "multiport",
+                    "--dports",
+                    &ports,
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+            )
+            .unwrap();
+        assert!(out.status.success(), "iptables {action}: {out:?}");
+    };
+    block(&lab, "-I");
     let site = manifest(dir.path(), "restart.pp", "ok");
     submit(&lab, &site, &[]);
-    // Node 2's agent is killed as soon as it has accepted the update (a small payload comes
-    // over HTTP in milliseconds, so it may be downloading or already applied) and node 4's
-    // Transmission restarts meanwhile.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while status_of(&lab, 2, "restart.pp").is_none() {
+    while status_of(&lab, 2, "restart.pp") != Some(Status::Pending) {
         assert!(
             Instant::now() < deadline,
-            "node 2 never accepted the update"
+            "node 2 never accepted the update: {:?}",
+            status_of(&lab, 2, "restart.pp")
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     lab.kill_agent(2).unwrap();
+    // The path under test was taken: killed with the update accepted, not yet applied.
+    assert_eq!(status_of(&lab, 2, "restart.pp"), Some(Status::Pending));
+    assert_eq!(runs(&lab, 2, "restart.pp"), 0);
+    block(&lab, "-D");
+    // Node 4's Transmission restarts meanwhile.
     lab.restart_transmission(4).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
     lab.start_agent(2).unwrap();
     lab.start_agent(3).unwrap();
     wait_everywhere(&lab, "restart.pp", Status::Applied);
