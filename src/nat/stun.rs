@@ -172,8 +172,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn stun_parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = answer_binding(&bytes, "10.0.0.1:1".parse().unwrap());
+        fn stun_answers_are_small_and_name_the_asker(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let from: SocketAddr = "10.0.0.1:1".parse().unwrap();
+            // Whatever gets an answer gets a small one that tells the asker its own address
+            // under its own transaction id.
+            if let Some(answer) = answer_binding(&bytes, from) {
+                prop_assert!(answer.len() <= 44, "{} bytes", answer.len());
+                let id: [u8; 12] = bytes[8..20].try_into().unwrap();
+                prop_assert_eq!(mapped_address(&answer, TransactionId::new(id)), Some(from));
+            }
             let _ = mapped_address(&bytes, TransactionId::new([0; 12]));
         }
     }

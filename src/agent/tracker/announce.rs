@@ -436,7 +436,12 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_bytes_parse_or_fail_without_panicking(query in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
-            let _ = parse_announce(&query);
+            // What parses keeps the promises the tracker relies on: a usable port, and a
+            // query that was within the cap.
+            if let Ok(announce) = parse_announce(&query) {
+                proptest::prop_assert!(announce.port != 0);
+                proptest::prop_assert!(query.len() <= MAX_QUERY);
+            }
         }
 
         #[test]
