@@ -232,40 +232,59 @@ pub fn seal_raw(
     nonce: u64,
     body: &[u8],
 ) -> Result<Vec<u8>, ProtocolError> {
-    let len = HEADER_LEN + body.len() + TAG_LEN;
+    seal(secret, MAGIC, time, nonce, &[body])
+}
+
+/// The framing both kinds of datagram share: `magic`, version, time, a second word (the
+/// message's nonce, the bulk frame's sequence number), the body `parts` in order, and the tag
+/// over all of it.
+fn seal(
+    secret: &Secret,
+    magic: [u8; 4],
+    time: u64,
+    word: u64,
+    parts: &[&[u8]],
+) -> Result<Vec<u8>, ProtocolError> {
+    let len = HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>() + TAG_LEN;
     if len > MAX_DATAGRAM {
         return Err(ProtocolError::TooLong { len });
     }
     let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&magic);
     out.push(VERSION);
     out.extend_from_slice(&time.to_be_bytes());
-    out.extend_from_slice(&nonce.to_be_bytes());
-    out.extend_from_slice(body);
+    out.extend_from_slice(&word.to_be_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     let mut mac = secret.mac();
     mac.update(&out);
     out.extend_from_slice(&mac.finalize().into_bytes());
     Ok(out)
 }
 
-/// Whether `bytes` claims to be an overlay message (cheap demultiplexing by the first byte).
-pub fn looks_like_overlay(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&MAGIC[0])
-}
-
-/// Checks size, framing, tag and time window, then parses the body. Pure: the replay check,
-/// which needs memory, is [`ReplayGuard::check`].
-pub fn decode(secret: &Secret, now: u64, bytes: &[u8]) -> Result<Message, ProtocolError> {
+/// Checks what [`seal`] wrote: size (at least `min_body` body bytes), magic, version, tag and
+/// time window, in that order, so nothing past the tag is read from a forgery. Returns the
+/// time, the second word and the body.
+fn open<'a>(
+    secret: &Secret,
+    magic: [u8; 4],
+    now: u64,
+    bytes: &'a [u8],
+    min_body: usize,
+) -> Result<(u64, u64, &'a [u8]), ProtocolError> {
     let len = bytes.len();
     if len > MAX_DATAGRAM {
         return Err(ProtocolError::TooLong { len });
     }
-    let Some(tag_at) = len.checked_sub(TAG_LEN).filter(|at| *at >= HEADER_LEN) else {
-        return Err(ProtocolError::TooShort { len });
-    };
+    let short = || ProtocolError::TooShort { len };
+    let tag_at = len
+        .checked_sub(TAG_LEN)
+        .filter(|at| *at >= HEADER_LEN + min_body)
+        .ok_or_else(short)?;
     let (signed, tag) = bytes.split_at(tag_at);
-    let (magic, rest) = signed.split_at(MAGIC.len());
-    if magic != MAGIC {
+    let (got_magic, rest) = signed.split_at(magic.len());
+    if got_magic != magic {
         return Err(ProtocolError::Magic);
     }
     let (version, rest) = rest.split_at(1);
@@ -278,19 +297,24 @@ pub fn decode(secret: &Secret, now: u64, bytes: &[u8]) -> Result<Message, Protoc
     mac.update(signed);
     mac.verify_slice(tag).map_err(|_| ProtocolError::Tag)?;
     let (time, rest) = rest.split_at(8);
-    let (nonce, body) = rest.split_at(8);
-    let time = u64::from_be_bytes(
-        time.try_into()
-            .map_err(|_| ProtocolError::TooShort { len })?,
-    );
-    let nonce = u64::from_be_bytes(
-        nonce
-            .try_into()
-            .map_err(|_| ProtocolError::TooShort { len })?,
-    );
+    let (word, body) = rest.split_at(8);
+    let time = u64::from_be_bytes(time.try_into().map_err(|_| short())?);
+    let word = u64::from_be_bytes(word.try_into().map_err(|_| short())?);
     if time.abs_diff(now) > WINDOW_SECS {
         return Err(ProtocolError::Stale { time, now });
     }
+    Ok((time, word, body))
+}
+
+/// Whether `bytes` claims to be an overlay message (cheap demultiplexing by the first byte).
+pub fn looks_like_overlay(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&MAGIC[0])
+}
+
+/// Checks size, framing, tag and time window, then parses the body. Pure: the replay check,
+/// which needs memory, is [`ReplayGuard::check`].
+pub fn decode(secret: &Secret, now: u64, bytes: &[u8]) -> Result<Message, ProtocolError> {
+    let (time, nonce, body) = open(secret, MAGIC, now, bytes, 0)?;
     let payload: Payload =
         serde_json::from_slice(body).map_err(|e| ProtocolError::Body(e.to_string()))?;
     // Only the form `encode` writes: serde also takes structs and tagged enums as arrays, and
@@ -335,24 +359,19 @@ pub fn encode_bulk(
     let too_long = |len| ProtocolError::TooLong { len };
     let from_len = u8::try_from(from.len()).map_err(|_| too_long(from.len()))?;
     let to_len = u8::try_from(to.len()).map_err(|_| too_long(to.len()))?;
-    let len = HEADER_LEN + 2 + from.len() + to.len() + packet.len() + TAG_LEN;
-    if len > MAX_DATAGRAM {
-        return Err(too_long(len));
-    }
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&BULK_MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&time.to_be_bytes());
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.push(from_len);
-    out.extend_from_slice(from.as_bytes());
-    out.push(to_len);
-    out.extend_from_slice(to.as_bytes());
-    out.extend_from_slice(packet);
-    let mut mac = secret.mac();
-    mac.update(&out);
-    out.extend_from_slice(&mac.finalize().into_bytes());
-    Ok(out)
+    seal(
+        secret,
+        BULK_MAGIC,
+        time,
+        seq,
+        &[
+            &[from_len],
+            from.as_bytes(),
+            &[to_len],
+            to.as_bytes(),
+            packet,
+        ],
+    )
 }
 
 /// Checks size, framing, tag and time window of a bulk frame.
@@ -361,36 +380,8 @@ pub fn decode_bulk<'a>(
     now: u64,
     bytes: &'a [u8],
 ) -> Result<Bulk<'a>, ProtocolError> {
-    let len = bytes.len();
-    if len > MAX_DATAGRAM {
-        return Err(ProtocolError::TooLong { len });
-    }
-    let short = ProtocolError::TooShort { len };
-    let tag_at = len
-        .checked_sub(TAG_LEN)
-        .filter(|at| *at >= HEADER_LEN + 2)
-        .ok_or(short.clone())?;
-    let (signed, tag) = bytes.split_at(tag_at);
-    let (magic, rest) = signed.split_at(BULK_MAGIC.len());
-    if magic != BULK_MAGIC {
-        return Err(ProtocolError::Magic);
-    }
-    let (version, rest) = rest.split_at(1);
-    if version != [VERSION] {
-        return Err(ProtocolError::Version {
-            got: version.first().copied().unwrap_or(0),
-        });
-    }
-    let mut mac = secret.mac();
-    mac.update(signed);
-    mac.verify_slice(tag).map_err(|_| ProtocolError::Tag)?;
-    let (time, rest) = rest.split_at(8);
-    let time = u64::from_be_bytes(time.try_into().map_err(|_| short.clone())?);
-    if time.abs_diff(now) > WINDOW_SECS {
-        return Err(ProtocolError::Stale { time, now });
-    }
-    let (seq, rest) = rest.split_at_checked(8).ok_or(short.clone())?;
-    let seq = u64::from_be_bytes(seq.try_into().map_err(|_| short.clone())?);
+    let (_, seq, rest) = open(secret, BULK_MAGIC, now, bytes, 2)?;
+    let short = ProtocolError::TooShort { len: bytes.len() };
     let (from, rest) = take_name(rest).ok_or(short.clone())?;
     let (to, packet) = take_name(rest).ok_or(short)?;
     Ok(Bulk {
