@@ -10,6 +10,7 @@ use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, MAX_DAT
 use super::proxy::PROXY_NAME;
 use super::stun;
 use super::tunnel::{self, Fingerprint, Tunnel, TunnelConfig};
+use super::udp;
 use crate::agent::spool::{self, Source};
 use crate::formats::announcement::WIRE_PREFIX;
 use ed25519_dalek::SigningKey;
@@ -212,24 +213,9 @@ impl Client {
             }
             self.timers(Instant::now());
             let received = match &self.transport {
-                Transport::Plain(socket) => match socket.recv_from(&mut buf) {
-                    Ok((len, from)) => buf
-                        .get(..len)
-                        .filter(|_| len <= MAX_DATAGRAM)
-                        .map(|d| (from, d.to_vec())),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock
-                                | std::io::ErrorKind::TimedOut
-                                | std::io::ErrorKind::Interrupted
-                                | std::io::ErrorKind::ConnectionRefused
-                        ) =>
-                    {
-                        None
-                    }
-                    Err(e) => return Err(e),
-                },
+                Transport::Plain(socket) => udp::receive(socket, &mut buf)?
+                    .filter(|(_, d)| d.len() <= MAX_DATAGRAM)
+                    .map(|(from, d)| (from, d.to_vec())),
                 Transport::Tunnel(tunnel) => {
                     match tunnel.inbox.recv_timeout(Duration::from_millis(50)) {
                         Ok(got) => Some(got).filter(|(_, d)| d.len() <= MAX_DATAGRAM),

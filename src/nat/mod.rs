@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod stun;
 pub mod tunnel;
+mod udp;
 
 use crate::config::Config;
 use crate::error::{Error, Result};

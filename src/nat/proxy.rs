@@ -15,6 +15,7 @@
 use super::names::{self, Bindings, Verdict};
 use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, SeqWindow, MAX_DATAGRAM};
 use super::stun;
+use super::udp;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -514,42 +515,9 @@ pub fn run(
     names: Bindings,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut state = ProxyState::new(config, Instant::now()).with_names(names);
-    // One byte more than the limit, so an oversized datagram is seen as oversized.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut last_sweep = Instant::now();
+    let state = ProxyState::new(config, Instant::now()).with_names(names);
     tracing::info!(addr = %socket.local_addr()?, "proxy listening");
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now.duration_since(last_sweep) > Duration::from_secs(1) {
-            state.sweep(now);
-            last_sweep = now;
-        }
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                        | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(datagram) = buf.get(..len) else {
-            continue;
-        };
-        for (to, bytes) in state.handle(now, protocol::unix_now(), from, datagram) {
-            if let Err(e) = socket.send_to(&bytes, to) {
-                tracing::debug!(%to, error = %e, "send failed");
-            }
-        }
-    }
+    let state = serve(socket, state, stop, |_| true)?;
     tracing::info!(counters = ?state.counters, "proxy stopping");
     Ok(())
 }
@@ -560,8 +528,20 @@ pub fn run_stun_only(
     config: ProxyConfig,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
+    let state = ProxyState::new(config, Instant::now());
+    serve(socket, state, stop, stun::looks_like_stun).map(drop)
+}
+
+/// The proxy's loop: hands each datagram `admit` lets through to `state` and sends what it
+/// answers, sweeping expired state once a second; returns the state when `stop` is set.
+fn serve(
+    socket: &UdpSocket,
+    mut state: ProxyState,
+    stop: &AtomicBool,
+    admit: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<ProxyState> {
     socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut state = ProxyState::new(config, Instant::now());
+    // One byte more than the limit, so an oversized datagram is seen as oversized.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -570,29 +550,19 @@ pub fn run_stun_only(
             state.sweep(now);
             last_sweep = now;
         }
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                        | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(datagram) = buf.get(..len).filter(|d| stun::looks_like_stun(d)) else {
+        let Some((from, datagram)) = udp::receive(socket, &mut buf)? else {
             continue;
         };
+        if !admit(datagram) {
+            continue;
+        }
         for (to, bytes) in state.handle(now, protocol::unix_now(), from, datagram) {
-            let _ = socket.send_to(&bytes, to);
+            if let Err(e) = socket.send_to(&bytes, to) {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
         }
     }
-    Ok(())
+    Ok(state)
 }
 
 #[cfg(test)]
