@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod engines;
 pub mod env;
 pub mod error;
@@ -13,7 +14,6 @@ pub mod formats;
 pub mod fsutil;
 pub mod keys;
 pub mod lab;
-pub mod logging;
 pub mod nat;
 pub mod node;
 pub mod provision;

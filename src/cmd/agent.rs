@@ -4,10 +4,9 @@ use crate::agent::run::Agent;
 use crate::agent::state::StateStore;
 use crate::cmd::Outcome;
 use crate::config::{Config, MachineFacts};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::Env;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Verify, download and apply signed updates as they arrive in the spool.
@@ -20,25 +19,16 @@ pub struct AgentCommand {
     #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
     config: PathBuf,
     /// Log filter (tracing's env-filter syntax), e.g. `debug` or `p2pu=debug`.
-    #[arg(long, env = "P2PU_LOG", default_value = "info")]
+    #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
 }
 
 impl AgentCommand {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        crate::logging::init(&self.log)?;
+        crate::daemon::init_logging(&self.log)?;
         let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
         crate::node::check_agent_engines(&config)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            // The second signal exits at once; the first asks for a clean stop.
-            signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
-                .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
-                .map_err(Error::io(
-                    "installing a handler for signal",
-                    format!("{signal}"),
-                ))?;
-        }
+        let stop = crate::daemon::stop_on_signals()?;
         let agent = Agent {
             node_name: config.node_name.clone().unwrap_or_default(),
             store: StateStore::open(&config.site.agent.state_dir)?,

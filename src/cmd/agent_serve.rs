@@ -30,13 +30,13 @@ pub struct AgentServe {
     #[arg(long)]
     root: PathBuf,
     /// Log filter (tracing's env-filter syntax), e.g. `debug`.
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
 }
 
 impl AgentServe {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        crate::logging::init(&self.log)?;
+        crate::daemon::init_logging(&self.log)?;
         confine_process()?;
         let options = ServeOptions {
             tracker: self.tracker,

@@ -17,6 +17,9 @@ pub struct NatClient {
     /// The site config.
     #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
     config: PathBuf,
+    /// Log filter (tracing's env-filter syntax), e.g. `debug` or `p2pu=debug`.
+    #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
+    log: String,
 }
 
 impl NatClient {
@@ -54,7 +57,7 @@ impl NatClient {
             peer_expiry: Duration::from_secs(u64::from(site.peer_expiry_secs)),
             spool_dir,
         };
-        nat::init_logging();
+        crate::daemon::init_logging(&self.log)?;
         let client = Client::bind(client_config, Some(config.site.transmission.peer_port))
             .map_err(Error::io(
                 "binding the client's UDP port",
@@ -62,8 +65,8 @@ impl NatClient {
             ))?;
         let (sink, requests) = std::sync::mpsc::channel();
         let server = nat::control::serve(&site.control_socket, sink)?;
-        let stop = nat::stop_on_signals()?;
-        let result = client.run(&requests, stop);
+        let stop = crate::daemon::stop_on_signals()?;
+        let result = client.run(&requests, &stop);
         let _ = std::fs::remove_file(&site.control_socket);
         server.drain(Duration::from_secs(2));
         result.map_err(Error::io("serving UDP", format!("nat.port {}", site.port)))?;

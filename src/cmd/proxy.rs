@@ -15,6 +15,9 @@ pub struct Proxy {
     /// The site config.
     #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
     config: PathBuf,
+    /// Log filter (tracing's env-filter syntax), e.g. `debug` or `p2pu=debug`.
+    #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
+    log: String,
     /// Listen on this address instead of every address on `nat.port`.
     #[arg(long, env = "P2PU_PROXY_LISTEN")]
     listen: Option<SocketAddr>,
@@ -25,7 +28,7 @@ impl Proxy {
         let config = Config::load(&env.resolve(&self.config), None)?;
         let secret = nat::fleet_secret(&config)?;
         let names_file = config.site.nat.proxy_state_dir.join(names::BINDINGS_FILE);
-        nat::init_logging();
+        crate::daemon::init_logging(&self.log)?;
         let socket = match self.listen {
             Some(addr) => UdpSocket::bind(addr),
             // IPv4 only: a dual-stack socket would report IPv4 clients as v4-mapped IPv6
@@ -36,7 +39,7 @@ impl Proxy {
             "binding the proxy's UDP port",
             format!("nat.port {}", config.site.nat.port),
         ))?;
-        let stop = nat::stop_on_signals()?;
+        let stop = crate::daemon::stop_on_signals()?;
         let mut proxy_config = ProxyConfig::new(secret, config.site.nat.relay_rate_kbps);
         let names = names::Bindings::load(&names_file, proxy_config.max_members)
             .map_err(|e| Error::Usage(crate::error::chain(&e)))?;
@@ -53,10 +56,11 @@ impl Proxy {
             Some(Ok(alt)) => {
                 proxy_config.alt_port = main.port() + 1;
                 let alt_config = proxy_config.clone();
+                let alt_stop = stop.clone();
                 std::thread::Builder::new()
                     .name("stun-alt".into())
                     .spawn(move || {
-                        if let Err(e) = nat::proxy::run_stun_only(&alt, alt_config, stop) {
+                        if let Err(e) = nat::proxy::run_stun_only(&alt, alt_config, &alt_stop) {
                             tracing::error!(error = %e, "the alternate STUN port failed");
                         }
                     })
@@ -67,7 +71,7 @@ impl Proxy {
                 "no alternate STUN port: members will not see their NAT's mapping behaviour"
             ),
         }
-        nat::proxy::run(&socket, proxy_config, names, stop).map_err(Error::io(
+        nat::proxy::run(&socket, proxy_config, names, &stop).map_err(Error::io(
             "serving UDP",
             format!("nat.port {}", config.site.nat.port),
         ))?;

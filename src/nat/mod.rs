@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Sends a signed announcement's wire text (`p2pu1:...`) to every session peer of the NAT
 /// client listening on `control_socket`; returns once they acknowledged it.
@@ -66,37 +65,4 @@ pub fn resolve(key: &str, text: &str) -> Result<SocketAddr> {
         .map_err(|e| Error::Usage(format!("{key} = {text:?}: cannot resolve: {e}")))?
         .next()
         .ok_or_else(|| Error::Usage(format!("{key} = {text:?}: resolves to no address")))
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// A flag set by SIGTERM or SIGINT, for the daemons' loops to end cleanly on.
-pub fn stop_on_signals() -> Result<&'static AtomicBool> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(signal, &action) }
-            .map_err(|e| Error::Internal(format!("installing a {signal} handler: {e}")))?;
-    }
-    Ok(&STOP)
-}
-
-/// Logs to stderr for the daemons (RUST_LOG overrides the level); a second call is a no-op.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
