@@ -185,6 +185,24 @@ pub struct NotInstalled {
     pub package: &'static str,
 }
 
+impl NotInstalled {
+    /// Where `program` runs from, looked up on this process's PATH; the error says what it is
+    /// `needed_for` and which Debian `package` brings it.
+    pub fn check(
+        program: &Path,
+        needed_for: &'static str,
+        package: &'static str,
+    ) -> Result<PathBuf, NotInstalled> {
+        let path = std::env::var_os("PATH");
+        find_program(program, path.as_deref()).map_err(|searched| NotInstalled {
+            program: program.to_path_buf(),
+            searched,
+            needed_for,
+            package,
+        })
+    }
+}
+
 /// Where `program` runs from: itself when it names a path, else the first executable file of
 /// that name on `path_var` (the value of PATH), as the kernel's exec lookup would find it.
 pub fn find_program(program: &Path, path_var: Option<&OsStr>) -> Result<PathBuf, String> {

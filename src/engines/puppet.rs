@@ -230,13 +230,11 @@ fn lossy_join(paths: &[PathBuf]) -> OsString {
 impl Puppet {
     /// Fails when `puppet` cannot be found where it would be run from.
     pub fn check_installed(&self) -> Result<PathBuf, super::NotInstalled> {
-        let path = std::env::var_os("PATH");
-        super::find_program(&self.binary, path.as_deref()).map_err(|searched| super::NotInstalled {
-            program: self.binary.clone(),
-            searched,
-            needed_for: "the agent applies manifest and module updates with it",
-            package: "puppet",
-        })
+        super::NotInstalled::check(
+            &self.binary,
+            "the agent applies manifest and module updates with it",
+            "puppet",
+        )
     }
 }
 

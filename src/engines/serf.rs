@@ -163,13 +163,11 @@ impl Serf {
 
     /// Fails when the `serf` CLI cannot be found where it would be run from.
     pub fn check_installed(&self) -> Result<PathBuf, super::NotInstalled> {
-        let path = std::env::var_os("PATH");
-        super::find_program(&self.binary, path.as_deref()).map_err(|searched| super::NotInstalled {
-            program: self.binary.clone(),
-            searched,
-            needed_for: "the agent asks the fleet for peers and missed updates with it",
-            package: "serf",
-        })
+        super::NotInstalled::check(
+            &self.binary,
+            "the agent asks the fleet for peers and missed updates with it",
+            "serf",
+        )
     }
 
     pub fn rpc_addr(&self) -> &str {
