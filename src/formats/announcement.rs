@@ -89,13 +89,13 @@ pub enum Kind {
     Manifest,
     /// A Puppet module (`puppet module build` .tar.gz): installed into puppet.modulepath.
     Module,
-    /// A .tar.gz or .zip: unpacked into agent.archive_dir/NAME (without its extension).
+    /// A .tar.gz or .zip: unpacked into agent.archive_dir/NAME (the whole name, e.g. web.tar.gz).
     Archive,
     /// A p2pu public key (*.pub): added to every node's trusted keys.
     Key,
     /// A directory, sent as one archive: each top-level member applied by its own kind.
     Dir,
-    /// Anything else: kept as received in the download dir, nothing run.
+    /// Anything else: kept, root-only, under agent.state_dir/verified/; nothing run.
     File,
 }
 
