@@ -53,6 +53,8 @@ pub enum ServeError {
     },
 }
 
+impl crate::error::LayerError for ServeError {}
+
 /// The user the serving process switches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {

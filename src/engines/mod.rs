@@ -185,6 +185,8 @@ pub struct NotInstalled {
     pub package: &'static str,
 }
 
+impl crate::error::LayerError for NotInstalled {}
+
 /// Where `program` runs from: itself when it names a path, else the first executable file of
 /// that name on `path_var` (the value of PATH), as the kernel's exec lookup would find it.
 pub fn find_program(program: &Path, path_var: Option<&OsStr>) -> Result<PathBuf, String> {

@@ -77,6 +77,8 @@ pub enum AnnouncementError {
     BadSignature { name: String, kid: KeyId },
 }
 
+impl crate::error::LayerError for AnnouncementError {}
+
 use AnnouncementError as E;
 
 /// What the payload is, which decides how a node applies it.

@@ -65,6 +65,8 @@ pub enum LabError {
     },
 }
 
+impl crate::error::LayerError for LabError {}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
