@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod catchup;
+pub mod download_dir;
 pub mod extract;
 pub mod fetch;
 mod http;

@@ -4,6 +4,7 @@
 //! (and without `--quiet` or NO_COLOR) the long steps, hashing and copying, show progress on
 //! stderr; `--json` prints [`SubmitReport`] on stdout.
 
+use crate::agent::download_dir::DownloadDir;
 use crate::agent::fetch::sha256_file;
 use crate::agent::kind;
 use crate::cmd::fleet::{fleet_status, MemberReport};
@@ -239,16 +240,16 @@ fn prepare_showing(
     let torrent = torrent::create(&payload, &options)?;
     progress.step("copying for seeding");
     let info_hash = torrent.info_hash_hex();
-    let seed_dir = site.transmission.download_dir.join(&info_hash);
-    let seeded = seed_dir.join(&name);
+    let download_dir = DownloadDir::new(&site.transmission.download_dir);
+    let seed_dir = download_dir.payload_dir(&info_hash);
+    let seeded = download_dir.payload(&info_hash, &name);
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
     let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
     progress.step("handing it to Transmission");
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
     // The agent's web seed server hands this to the members, and serves the payload once it
     // sees it.
-    let metainfo =
-        crate::agent::seed_http::completion_mark(&site.transmission.download_dir, &info_hash);
+    let metainfo = download_dir.completion_mark(&info_hash);
     crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
     let draft = Draft {
         seq,
