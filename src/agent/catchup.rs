@@ -11,7 +11,7 @@
 use super::intake::{self, Decision, Policy};
 use super::spool::{self, Source, Spooled};
 use super::state::{Lineage, StateStore, Status};
-use crate::cmd::handle_event::NodeStatus;
+use super::status::NodeStatus;
 use crate::engines::Gossip;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -20,6 +20,7 @@ pub mod seed_http;
 pub mod serve;
 pub mod spool;
 pub mod state;
+pub mod status;
 pub mod supervise;
 pub mod tracker;
 pub mod verified;

@@ -1,11 +1,11 @@
 //! `p2pu event`: drives the running NAT client over its control socket: start and end
 //! sessions, send an update to the session peers, show the client's view of its NAT.
 
-use crate::cmd::submit::prepare;
 use crate::cmd::Outcome;
 use crate::config::{Config, MachineFacts};
 use crate::error::{Error, Result};
 use crate::nat::control::{self, ClientStatus, Request, Response};
+use crate::publish::prepare;
 use crate::Env;
 use std::io::Write;
 use std::path::PathBuf;

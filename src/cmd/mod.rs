@@ -36,9 +36,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `p2pu --version`: the package version, the commit (when built from git) and the build date
-/// (SOURCE_DATE_EPOCH when set), e.g. `0.1.0 (2f16810abc 2026-11-29)`; stamped by build.rs.
-pub const VERSION: &str = env!("P2PU_VERSION");
+/// `p2pu --version` ([`crate::VERSION`]).
+pub const VERSION: &str = crate::VERSION;
 
 /// Exit statuses shared by the commands (README, Commands; the man pages' EXIT STATUS).
 pub mod exit {

@@ -3,12 +3,12 @@
 //! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
 //! can ask it like `systemctl is-failed`.
 
-use crate::agent::state::{Record, Rejection, StateStore, Status as UpdateState};
+use crate::agent::state::{StateStore, Status as UpdateState};
+use crate::agent::status::StatusReport;
 use crate::cmd::{exit, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::Env;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Show this node's updates and rejected announcements.
@@ -26,14 +26,6 @@ pub struct Status {
     /// Show every kept record of each name, not just the newest.
     #[arg(long)]
     all: bool,
-}
-
-/// `p2pu status --json`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusReport {
-    pub updates: Vec<Record>,
-    pub rejected: Vec<Rejection>,
 }
 
 impl Status {
@@ -125,7 +117,7 @@ fn table(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::state::Status;
+    use crate::agent::state::{Record, Status};
 
     fn site(dir: &std::path::Path) -> std::path::PathBuf {
         let config = dir.join("site.toml");
