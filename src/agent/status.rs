@@ -6,6 +6,7 @@
 use super::state::{Record, Rejection, StateStore, Status};
 use crate::engines::{Gossip, MemberStatus};
 use crate::error::Result;
+use crate::formats::serf_names::STATUS_QUERY;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ pub fn fleet_status(
     now: u64,
 ) -> Result<Vec<MemberReport>> {
     let members = gossip.members()?;
-    let answers = gossip.query("p2pu-status", b"", timeout)?;
+    let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
     let mut reports: Vec<MemberReport> = members
         .iter()
         .filter(|m| m.status != MemberStatus::Left)

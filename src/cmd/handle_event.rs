@@ -8,7 +8,7 @@ use crate::agent::status::{latest_wire, node_status};
 use crate::cmd::Outcome;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::render::{QUERIES, UPDATE_EVENT};
+use crate::formats::serf_names::{LATEST_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
 use crate::Env;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -56,12 +56,12 @@ impl HandleEvent {
         // Answering must not create the state dir (it may run before the agent ever did).
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let answer = match name.as_str() {
-            "p2pu-status" => {
+            STATUS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
                 let status = node_status(&store, node)?;
                 serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
             }
-            "p2pu-latest" => {
+            LATEST_QUERY => {
                 let wanted = String::from_utf8_lossy(&payload).trim().to_string();
                 latest_wire(&store, &wanted)?.unwrap_or_default()
             }

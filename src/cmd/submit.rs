@@ -9,7 +9,8 @@ use crate::cmd::{exit, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
-use crate::formats::announcement::{Kind, EVENT_NAME};
+use crate::formats::announcement::Kind;
+use crate::formats::serf_names::UPDATE_EVENT;
 use crate::publish::{prepare_showing, Submitted};
 use crate::Env;
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,7 @@ impl Submit {
             show_progress,
         )?;
         let gossip = crate::node::serf(&config)?;
-        gossip.user_event(EVENT_NAME, submitted.wire.as_bytes(), false)?;
+        gossip.user_event(UPDATE_EVENT, submitted.wire.as_bytes(), false)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),
             seq: submitted.seq,

@@ -4,6 +4,7 @@
 //! Decoding checks structure only (and rejects every non-canonical encoding, so one announcement
 //! has exactly one wire text); [`Announcement::verify`] checks the signer and the signature.
 
+use super::serf_names::UPDATE_EVENT;
 use crate::keys::{KeyId, TrustedKeys};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,11 +17,10 @@ use std::str::FromStr;
 
 /// What every wire text starts with; the digit is the format version.
 pub const WIRE_PREFIX: &str = "p2pu1:";
-/// The Serf user-event name announcements travel under.
-pub const EVENT_NAME: &str = "p2pu-update";
 pub const MAX_NAME_LEN: usize = 64;
 /// The longest possible v1 wire text (64-byte name, `manifest`, seq and len of 19 digits).
-/// Anything longer is rejected before decoding; with [`EVENT_NAME`] it fits Serf's 482 bytes.
+/// Anything longer is rejected before decoding; with the event name [`UPDATE_EVENT`] it fits
+/// Serf's 482 bytes.
 pub const MAX_WIRE_LEN: usize = 414;
 
 const KEYS: [&str; 9] = [
@@ -583,10 +583,10 @@ mod tests {
     fn worst_case_wire_text_fits_serf_default_limit() {
         let design_worst = longest(false).to_wire();
         assert_eq!(design_worst.len(), 398, "DESIGN.md states 398 bytes");
-        assert!(EVENT_NAME.len() + design_worst.len() <= 482);
+        assert!(UPDATE_EVENT.len() + design_worst.len() <= 482);
         let absolute_worst = longest(true).to_wire();
         assert_eq!(absolute_worst.len(), MAX_WIRE_LEN);
-        assert!(EVENT_NAME.len() + MAX_WIRE_LEN <= 482);
+        assert!(UPDATE_EVENT.len() + MAX_WIRE_LEN <= 482);
         assert!(Announcement::decode(&absolute_worst).is_ok());
     }
 
