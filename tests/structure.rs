@@ -694,3 +694,24 @@ fn the_checker_reads_use_trees_and_finds_the_edges() {
     );
     assert!(!a.contains("crate::q") && !a.contains("crate::r"));
 }
+
+#[test]
+fn the_config_flag_is_declared_once() {
+    // Every command takes `--config` through `cmd::ConfigArg`; a second declaration could drift
+    // in its variable or default.
+    let graph = Graph::load();
+    let root = src_dir();
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    let declared: Vec<String> = paths
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .expect("read source")
+                .contains("env = \"P2PU_CONFIG\"")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(declared.len(), 1, "`--config` declared in {declared:?}");
+    assert!(graph.files.iter().any(|f| f.rel == "src/cmd/mod.rs"));
+}

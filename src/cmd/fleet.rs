@@ -5,11 +5,10 @@
 
 use crate::agent::state::Status;
 use crate::agent::status::{fleet_status, MemberReport};
-use crate::cmd::{exit, Outcome};
+use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::Env;
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,9 +33,8 @@ impl Fleet {
 pub struct FleetStatus {
     /// Only this update name.
     name: Option<String>,
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// How long to wait for answers, in seconds.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
@@ -47,7 +45,7 @@ pub struct FleetStatus {
 
 impl FleetStatus {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let serf = crate::node::serf(&config)?;
         let timeout = Duration::try_from_secs_f64(self.timeout).map_err(|_| {
             Error::Usage(format!(

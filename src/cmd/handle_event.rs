@@ -5,13 +5,12 @@
 use crate::agent::spool::{self, Source};
 use crate::agent::state::StateStore;
 use crate::agent::status::{latest_wire, node_status};
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::formats::serf_names::{LATEST_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
 use crate::Env;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 /// Hand a Serf event to the agent (run by Serf's event handler, not by people).
 ///
@@ -19,14 +18,13 @@ use std::path::PathBuf;
 /// SERF_QUERY_NAME) and the payload from stdin.
 #[derive(Debug, clap::Args)]
 pub struct HandleEvent {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 impl HandleEvent {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let event = env.var("SERF_EVENT").unwrap_or_default().to_string();
         match event.as_str() {
             "user" => self.user_event(env, &config),
@@ -103,6 +101,7 @@ mod tests {
     use super::*;
     use crate::agent::state::{Record, Status};
     use crate::agent::status::NodeStatus;
+    use std::path::PathBuf;
 
     struct Node {
         dir: tempfile::TempDir,

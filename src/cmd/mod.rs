@@ -91,6 +91,22 @@ pub enum Command {
     Event(event::Event),
 }
 
+/// `--config`: the site config, as every command that reads one takes it (also from
+/// `P2PU_CONFIG`). Declared once so the flag, its variable and its default cannot drift apart.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The site config.
+    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
+    pub config: std::path::PathBuf,
+}
+
+impl ConfigArg {
+    /// The config's path, relative paths taken from the command's working directory.
+    pub fn resolve(&self, env: &Env) -> std::path::PathBuf {
+        env.resolve(&self.config)
+    }
+}
+
 /// What a command reports back for the exit status (beyond plain failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

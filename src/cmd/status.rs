@@ -5,11 +5,10 @@
 
 use crate::agent::state::{StateStore, Status as UpdateState};
 use crate::agent::status::StatusReport;
-use crate::cmd::{exit, Outcome};
+use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::Env;
-use std::path::PathBuf;
 
 /// Show this node's updates and rejected announcements.
 ///
@@ -17,9 +16,8 @@ use std::path::PathBuf;
 /// not be read.
 #[derive(Debug, clap::Args)]
 pub struct Status {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -30,7 +28,7 @@ pub struct Status {
 
 impl Status {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let report = read(&store, self.all).map_err(explain_permission)?;
         crate::cmd::emit(env, self.json, &report, table)?;

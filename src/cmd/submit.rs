@@ -5,7 +5,7 @@
 //! stderr; `--json` prints [`SubmitReport`] on stdout.
 
 use crate::agent::status::{fleet_status, MemberReport};
-use crate::cmd::{exit, Outcome};
+use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
@@ -38,9 +38,8 @@ pub struct Submit {
     /// The update's sequence number; default: now, in milliseconds since the epoch.
     #[arg(long)]
     seq: Option<u64>,
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Follow the rollout until every alive member applied the update.
     #[arg(long)]
     wait: bool,
@@ -84,7 +83,7 @@ impl Submit {
         // Before anything that reads secrets: a mistyped path is the likeliest mistake.
         let source = env.resolve(&self.path);
         check_source(&source)?;
-        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
         let engine = crate::node::transmission(&config)?;
         let show_progress = env.interactive && !self.quiet;

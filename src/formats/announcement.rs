@@ -4,7 +4,6 @@
 //! Decoding checks structure only (and rejects every non-canonical encoding, so one announcement
 //! has exactly one wire text); [`Announcement::verify`] checks the signer and the signature.
 
-use super::serf_names::UPDATE_EVENT;
 use crate::keys::{KeyId, TrustedKeys};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -19,7 +18,8 @@ use std::str::FromStr;
 pub const WIRE_PREFIX: &str = "p2pu1:";
 pub const MAX_NAME_LEN: usize = 64;
 /// The longest possible v1 wire text (64-byte name, `manifest`, seq and len of 19 digits).
-/// Anything longer is rejected before decoding; with the event name [`UPDATE_EVENT`] it fits
+/// Anything longer is rejected before decoding; with the event name
+/// [`UPDATE_EVENT`](super::serf_names::UPDATE_EVENT) it fits
 /// Serf's 482 bytes.
 pub const MAX_WIRE_LEN: usize = 414;
 
@@ -479,6 +479,7 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::serf_names::UPDATE_EVENT;
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
