@@ -699,7 +699,6 @@ fn the_checker_reads_use_trees_and_finds_the_edges() {
 fn the_config_flag_is_declared_once() {
     // Every command takes `--config` through `cmd::ConfigArg`; a second declaration could drift
     // in its variable or default.
-    let graph = Graph::load();
     let root = src_dir();
     let mut paths = Vec::new();
     collect(&root, &mut paths);
@@ -712,6 +711,23 @@ fn the_config_flag_is_declared_once() {
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert_eq!(declared.len(), 1, "`--config` declared in {declared:?}");
-    assert!(graph.files.iter().any(|f| f.rel == "src/cmd/mod.rs"));
+    assert_eq!(declared, [root.join("cmd/mod.rs").display().to_string()]);
+}
+
+#[test]
+fn the_error_everyone_imports_imports_nothing_from_the_crate() {
+    // Each layer joins `Error` through `LayerError` beside its own error type; an import here
+    // would tie every layer that returns `Error` to the one imported.
+    let graph = Graph::load();
+    let edges = graph.edges();
+    let at = graph
+        .files
+        .iter()
+        .position(|f| f.rel == "src/error.rs")
+        .expect("src/error.rs");
+    let names: Vec<String> = edges[at]
+        .iter()
+        .map(|(j, example)| format!("{} ({example})", graph.files[*j].rel))
+        .collect();
+    assert!(names.is_empty(), "src/error.rs imports {names:?}");
 }
