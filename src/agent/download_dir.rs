@@ -55,8 +55,7 @@ impl<'a> DownloadDir<'a> {
     }
 }
 
-/// Writes a completion or relay mark atomically, world-readable (the seed server runs as
-/// another user).
+/// Writes one of the marks the seed server reads, world-readable: the server runs unprivileged.
 pub fn write_mark(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
     crate::fsutil::write_atomic(path, bytes, 0o644).map_err(|e| FetchError::Write {
         path: path.to_path_buf(),

@@ -414,8 +414,6 @@ impl Fetcher<'_> {
     }
 }
 
-/// Writes one of the marks the seed server reads, world-readable: the server runs unprivileged.
-
 /// A metainfo fetched from a member: its info dict must be the signed one (same info-hash)
 /// and say the signed length, so no byte of an unsigned or endless payload is downloaded.
 /// What is returned holds the info dict alone: that is all that is stored and re-served.
