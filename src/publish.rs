@@ -1,14 +1,16 @@
 //! Publishing an update: the payload packed if a directory, hashed into a torrent, copied
 //! where Transmission seeds it (and marked complete in the download dir for the web seed
-//! server), and its announcement signed; what `submit` and `event sendfile` broadcast.
+//! server), and its announcement signed ([`prepare`]); then broadcast over Serf ([`broadcast`],
+//! `submit`) or handed to the NAT client (`event sendfile`).
 
 use crate::agent::download_dir::DownloadDir;
 use crate::agent::fetch::sha256_file;
 use crate::agent::kind;
 use crate::config::Config;
-use crate::engines::TorrentEngine;
+use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{Error, Result};
 use crate::formats::announcement::{validate_name, Announcement, Draft, Kind};
+use crate::formats::serf_names::UPDATE_EVENT;
 use crate::formats::torrent::{self, CreateOptions};
 use crate::provision::Owners;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -135,6 +137,14 @@ pub fn prepare_showing(
     })
 }
 
+/// Sends the signed announcement to the fleet as Serf's update event, not coalesced: all
+/// updates share the one event name, and coalescing would deliver only the last of several
+/// sent close together.
+pub fn broadcast(gossip: &dyn Gossip, submitted: &Submitted) -> Result<()> {
+    gossip.user_event(UPDATE_EVENT, submitted.wire.as_bytes(), false)?;
+    Ok(())
+}
+
 /// Puts the payload where Transmission seeds it, owned by the daemon's user and readable by
 /// the agent's unprivileged web seed server (`agent.serve_user`): 0755 and 0644 whatever the
 /// submitter's umask or the source's mode, as Transmission (umask 022) writes it on every
@@ -224,6 +234,53 @@ impl Drop for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engines::{Member, SerfError};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, Vec<u8>, bool)>>);
+
+    impl Gossip for Recorder {
+        fn members(&self) -> std::result::Result<Vec<Member>, SerfError> {
+            Ok(Vec::new())
+        }
+        fn user_event(
+            &self,
+            name: &str,
+            payload: &[u8],
+            coalesce: bool,
+        ) -> std::result::Result<(), SerfError> {
+            let event = (name.to_string(), payload.to_vec(), coalesce);
+            self.0.lock().unwrap().push(event);
+            Ok(())
+        }
+        fn query(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Duration,
+        ) -> std::result::Result<Vec<(String, String)>, SerfError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn broadcast_sends_the_wire_as_the_update_event_uncoalesced() {
+        let gossip = Recorder::default();
+        let submitted = Submitted {
+            name: "site.pp".into(),
+            seq: 7,
+            info_hash: "ab".repeat(20),
+            wire: "p2pu1:xyz".into(),
+        };
+        broadcast(&gossip, &submitted).unwrap();
+        let sent = gossip.0.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            [("p2pu-update".to_string(), b"p2pu1:xyz".to_vec(), false)]
+        );
+    }
+
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -10,8 +10,7 @@ use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
 use crate::formats::announcement::Kind;
-use crate::formats::serf_names::UPDATE_EVENT;
-use crate::publish::{prepare_showing, Submitted};
+use crate::publish::{broadcast, prepare_showing, Submitted};
 use crate::Env;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -97,7 +96,7 @@ impl Submit {
             show_progress,
         )?;
         let gossip = crate::node::serf(&config)?;
-        gossip.user_event(UPDATE_EVENT, submitted.wire.as_bytes(), false)?;
+        broadcast(&gossip, &submitted)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),
             seq: submitted.seq,
