@@ -18,8 +18,7 @@
 //! becomes trusted) or a revocation line (which revokes that kid), see `agent::apply::apply_key_update`. The
 //! last trusted key is never revoked, so a node cannot lock itself out of further updates.
 
-use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, FsError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -40,6 +39,15 @@ const REVOKE_PREFIX: &str = "p2pu-revoke:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] FsError),
     #[error("{origin}: {reason}")]
     Malformed { origin: String, reason: String },
     #[error("{}: secret key is readable by others (mode {mode:04o}); chmod 600 it", path.display())]
@@ -65,6 +73,18 @@ pub enum KeyError {
 }
 
 impl crate::error::LayerError for KeyError {}
+
+type Result<T, E = KeyError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done and to which path.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
+    let path = path.to_path_buf();
+    move |source| KeyError::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 fn malformed(origin: &str, reason: impl Into<String>) -> KeyError {
     KeyError::Malformed {
@@ -191,7 +211,7 @@ pub fn parse_secret(bytes: &[u8], origin: &str) -> Result<SigningKey, KeyError> 
 
 /// Reads a secret key file, refusing one that group or others can read (as ssh does).
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let meta = std::fs::metadata(path).map_err(Error::io("reading", path))?;
+    let meta = std::fs::metadata(path).map_err(io("reading", path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::SecretKeyExposed {
@@ -200,13 +220,13 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
         }
         .into());
     }
-    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
     Ok(parse_secret(&bytes, &path.display().to_string())?)
 }
 
 /// The public key of a secret or public key file, whichever `path` holds.
 pub fn read_any_public(path: &Path) -> Result<VerifyingKey> {
-    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
     if bytes.starts_with(SECRET_PREFIX.as_bytes()) {
         return Ok(read_secret(path)?.verifying_key());
     }
@@ -296,15 +316,15 @@ impl TrustedKeys {
                 }
                 .into())
             }
-            Err(e) => return Err(Error::io("reading directory", dir)(e)),
+            Err(e) => return Err(io("reading directory", dir)(e)),
         };
         let mut keys = Vec::new();
         for entry in entries {
-            let path = entry.map_err(Error::io("reading directory", dir))?.path();
+            let path = entry.map_err(io("reading directory", dir))?.path();
             let origin = path.display().to_string();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("pub") => {
-                    let bytes = std::fs::read(&path).map_err(Error::io("reading", &path))?;
+                    let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
                     keys.push((PublicKey::parse(&bytes, &origin)?, path));
                 }
                 Some("revoked") => {
@@ -404,10 +424,7 @@ mod tests {
 
     fn key_error(result: Result<impl fmt::Debug>) -> KeyError {
         match result {
-            Err(Error::Layer(e)) if e.is::<KeyError>() => match e.downcast::<KeyError>() {
-                Ok(e) => *e,
-                Err(e) => panic!("want a KeyError, got {e:?}"),
-            },
+            Err(e) => e,
             other => panic!("want a KeyError, got {other:?}"),
         }
     }

@@ -277,8 +277,10 @@ pub fn apply_key_update(
         .into());
     }
     match keys::KeyPayload::parse(payload, &format!("key announcement {name}"))? {
-        keys::KeyPayload::Trust(key) => keys::TrustedKeys::add(dir, &key),
-        keys::KeyPayload::Revoke { kid, reason } => keys::TrustedKeys::revoke(dir, kid, &reason),
+        keys::KeyPayload::Trust(key) => Ok(keys::TrustedKeys::add(dir, &key)?),
+        keys::KeyPayload::Revoke { kid, reason } => {
+            Ok(keys::TrustedKeys::revoke(dir, kid, &reason)?)
+        }
     }
 }
 
