@@ -72,7 +72,8 @@ impl Error {
     }
 }
 
-fn stderr_suffix(stderr: &str) -> String {
+/// `: stderr | lines` trimmed, or nothing when the command printed nothing.
+pub fn stderr_suffix(stderr: &str) -> String {
     let trimmed = stderr.trim();
     if trimmed.is_empty() {
         String::new()
