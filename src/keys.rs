@@ -217,11 +217,10 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
         return Err(KeyError::SecretKeyExposed {
             path: path.to_path_buf(),
             mode,
-        }
-        .into());
+        });
     }
     let bytes = std::fs::read(path).map_err(io("reading", path))?;
-    Ok(parse_secret(&bytes, &path.display().to_string())?)
+    parse_secret(&bytes, &path.display().to_string())
 }
 
 /// The public key of a secret or public key file, whichever `path` holds.
@@ -313,8 +312,7 @@ impl TrustedKeys {
             Err(_) if dir.exists() && !dir.is_dir() => {
                 return Err(KeyError::NotADirectory {
                     path: dir.to_path_buf(),
-                }
-                .into())
+                })
             }
             Err(e) => return Err(io("reading directory", dir)(e)),
         };
@@ -379,7 +377,7 @@ impl TrustedKeys {
         let current = TrustedKeys::load(dir)?;
         let kid = key.kid();
         if current.is_revoked(&kid) {
-            return Err(KeyError::Revoked { kid }.into());
+            return Err(KeyError::Revoked { kid });
         }
         if current.get(&kid).is_some() {
             return Ok(KeyChange::AlreadyTrusted(kid));
@@ -398,7 +396,7 @@ impl TrustedKeys {
             return Ok(KeyChange::AlreadyRevoked(kid));
         }
         if current.get(&kid).is_some() && current.len() == 1 {
-            return Err(KeyError::LastKey { kid }.into());
+            return Err(KeyError::LastKey { kid });
         }
         validate_comment(reason)?;
         let path = dir.join(format!("{kid}.revoked"));
