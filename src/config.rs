@@ -53,6 +53,8 @@ pub enum ConfigError {
     },
 }
 
+impl crate::error::LayerError for ConfigError {}
+
 /// A validated site config with node-specific values resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

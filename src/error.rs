@@ -1,5 +1,7 @@
 //! The library's error type: one variant per failure, each carrying the path, field, command or
 //! value an operator needs to fix it. Printed once, at the edge, as a one-line cause chain.
+//! It imports nothing from the crate: each layer's own error type joins it through
+//! [`LayerError`], declared beside that type.
 
 use std::path::PathBuf;
 
@@ -14,8 +16,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
     #[error("rendering template {template}")]
     TemplateRender {
         template: String,
@@ -34,24 +34,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Torrent(#[from] crate::formats::torrent::TorrentError),
-    #[error(transparent)]
-    Bencode(#[from] crate::formats::bencode::BencodeError),
-    #[error(transparent)]
-    Announcement(#[from] crate::formats::announcement::AnnouncementError),
-    #[error(transparent)]
-    Legacy(#[from] crate::formats::legacy::LegacyError),
-    #[error(transparent)]
-    Key(#[from] crate::keys::KeyError),
-    #[error(transparent)]
-    EngineTransmission(#[from] crate::engines::transmission::TransmissionError),
-    #[error(transparent)]
-    EngineSerf(#[from] crate::engines::serf::SerfError),
-    #[error(transparent)]
-    EnginePuppet(#[from] crate::engines::puppet::PuppetError),
-    #[error(transparent)]
-    NotInstalled(#[from] crate::engines::NotInstalled),
     #[error("binding the {service} on {addr}")]
     Bind {
         service: &'static str,
@@ -59,23 +41,39 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A failure a layer owns (config, formats, keys, engines, agent, lab, nat): each layer
+    /// defines its error and marks it [`LayerError`], so this file imports none of them and
+    /// nothing that imports it is imported back.
     #[error(transparent)]
-    Extract(#[from] crate::agent::extract::ExtractError),
-    #[error(transparent)]
-    Kind(#[from] crate::agent::kind::KindError),
-    #[error(transparent)]
-    Lab(#[from] crate::lab::LabError),
-    #[error(transparent)]
-    Serve(#[from] crate::agent::supervise::ServeError),
-    #[error(transparent)]
-    Control(#[from] crate::nat::control::ControlError),
+    Layer(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),
 }
 
-fn stderr_suffix(stderr: &str) -> String {
+/// An error type owned by one layer that converts into [`Error`] with `?`. The layer says so
+/// where it defines the type, so the conversion lives with it and not here.
+pub trait LayerError: std::error::Error + Send + Sync + 'static {}
+
+impl<E: LayerError> From<E> for Error {
+    fn from(error: E) -> Error {
+        Error::Layer(Box::new(error))
+    }
+}
+
+impl Error {
+    /// The layer's error this wraps, if it is of type `E`.
+    pub fn layer<E: LayerError>(&self) -> Option<&E> {
+        match self {
+            Error::Layer(inner) => inner.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}
+
+/// `: stderr | lines` trimmed, or nothing when the command printed nothing.
+pub fn stderr_suffix(stderr: &str) -> String {
     let trimmed = stderr.trim();
     if trimmed.is_empty() {
         String::new()

@@ -15,12 +15,10 @@
 //! trusts it again. A directory that does not exist is an empty set.
 //!
 //! Rotation: a `key` announcement signed by a trusted key carries either a public key file (which
-//! becomes trusted) or a revocation line (which revokes that kid), see [`apply_key_update`]. The
+//! becomes trusted) or a revocation line (which revokes that kid), see `agent::apply::apply_key_update`. The
 //! last trusted key is never revoked, so a node cannot lock itself out of further updates.
 
-use crate::error::{Error, Result};
-use crate::formats::announcement::{Announcement, Kind};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, FsError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -41,6 +39,15 @@ const REVOKE_PREFIX: &str = "p2pu-revoke:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] FsError),
     #[error("{origin}: {reason}")]
     Malformed { origin: String, reason: String },
     #[error("{}: secret key is readable by others (mode {mode:04o}); chmod 600 it", path.display())]
@@ -56,13 +63,27 @@ pub enum KeyError {
     #[error("refusing to revoke {kid}: it is the last trusted key")]
     LastKey { kid: KeyId },
     #[error("announcement {name} is of kind {kind}, not key")]
-    NotKeyKind { name: String, kind: Kind },
+    NotKeyKind { name: String, kind: String },
     #[error("key payload of {name}: SHA-256 is {got}, the announcement says {want}")]
     PayloadMismatch {
         name: String,
         want: String,
         got: String,
     },
+}
+
+impl crate::error::LayerError for KeyError {}
+
+type Result<T, E = KeyError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done and to which path.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
+    let path = path.to_path_buf();
+    move |source| KeyError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 fn malformed(origin: &str, reason: impl Into<String>) -> KeyError {
@@ -190,22 +211,21 @@ pub fn parse_secret(bytes: &[u8], origin: &str) -> Result<SigningKey, KeyError> 
 
 /// Reads a secret key file, refusing one that group or others can read (as ssh does).
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let meta = std::fs::metadata(path).map_err(Error::io("reading", path))?;
+    let meta = std::fs::metadata(path).map_err(io("reading", path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::SecretKeyExposed {
             path: path.to_path_buf(),
             mode,
-        }
-        .into());
+        });
     }
-    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-    Ok(parse_secret(&bytes, &path.display().to_string())?)
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
+    parse_secret(&bytes, &path.display().to_string())
 }
 
 /// The public key of a secret or public key file, whichever `path` holds.
 pub fn read_any_public(path: &Path) -> Result<VerifyingKey> {
-    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
     if bytes.starts_with(SECRET_PREFIX.as_bytes()) {
         return Ok(read_secret(path)?.verifying_key());
     }
@@ -292,18 +312,17 @@ impl TrustedKeys {
             Err(_) if dir.exists() && !dir.is_dir() => {
                 return Err(KeyError::NotADirectory {
                     path: dir.to_path_buf(),
-                }
-                .into())
+                })
             }
-            Err(e) => return Err(Error::io("reading directory", dir)(e)),
+            Err(e) => return Err(io("reading directory", dir)(e)),
         };
         let mut keys = Vec::new();
         for entry in entries {
-            let path = entry.map_err(Error::io("reading directory", dir))?.path();
+            let path = entry.map_err(io("reading directory", dir))?.path();
             let origin = path.display().to_string();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("pub") => {
-                    let bytes = std::fs::read(&path).map_err(Error::io("reading", &path))?;
+                    let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
                     keys.push((PublicKey::parse(&bytes, &origin)?, path));
                 }
                 Some("revoked") => {
@@ -358,7 +377,7 @@ impl TrustedKeys {
         let current = TrustedKeys::load(dir)?;
         let kid = key.kid();
         if current.is_revoked(&kid) {
-            return Err(KeyError::Revoked { kid }.into());
+            return Err(KeyError::Revoked { kid });
         }
         if current.get(&kid).is_some() {
             return Ok(KeyChange::AlreadyTrusted(kid));
@@ -377,7 +396,7 @@ impl TrustedKeys {
             return Ok(KeyChange::AlreadyRevoked(kid));
         }
         if current.get(&kid).is_some() && current.len() == 1 {
-            return Err(KeyError::LastKey { kid }.into());
+            return Err(KeyError::LastKey { kid });
         }
         validate_comment(reason)?;
         let path = dir.join(format!("{kid}.revoked"));
@@ -386,40 +405,9 @@ impl TrustedKeys {
     }
 }
 
-/// Applies a received `key` update: `announcement` must verify against the keys trusted in `dir`
-/// right now, be of kind `key`, and match `payload`'s SHA-256; then the payload's key is trusted
-/// or its kid revoked.
-pub fn apply_key_update(
-    dir: &Path,
-    announcement: &Announcement,
-    payload: &[u8],
-) -> Result<KeyChange> {
-    let trusted = TrustedKeys::load(dir)?;
-    announcement.verify(&trusted)?;
-    let name = announcement.name().to_string();
-    if announcement.kind() != Kind::Key {
-        let kind = announcement.kind();
-        return Err(KeyError::NotKeyKind { name, kind }.into());
-    }
-    let got: [u8; 32] = Sha256::digest(payload).into();
-    if &got != announcement.sha256() {
-        return Err(KeyError::PayloadMismatch {
-            name,
-            want: hex::encode(announcement.sha256()),
-            got: hex::encode(got),
-        }
-        .into());
-    }
-    match KeyPayload::parse(payload, &format!("key announcement {name}"))? {
-        KeyPayload::Trust(key) => TrustedKeys::add(dir, &key),
-        KeyPayload::Revoke { kid, reason } => TrustedKeys::revoke(dir, kid, &reason),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::announcement::Draft;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -434,7 +422,7 @@ mod tests {
 
     fn key_error(result: Result<impl fmt::Debug>) -> KeyError {
         match result {
-            Err(Error::Key(e)) => e,
+            Err(e) => e,
             other => panic!("want a KeyError, got {other:?}"),
         }
     }
@@ -595,61 +583,6 @@ mod tests {
         std::fs::write(dir.path().join("oops.revoked"), "").unwrap();
         let err = key_error(TrustedKeys::load(dir.path()));
         assert!(err.to_string().contains("oops.revoked"), "{err}");
-    }
-
-    fn key_announcement(signer: &SigningKey, payload: &[u8], kind: Kind) -> Announcement {
-        let draft = Draft {
-            seq: 1,
-            name: "key.pub".to_string(),
-            kind,
-            info_hash: [0; 20],
-            len: payload.len() as u64,
-            sha256: Sha256::digest(payload).into(),
-        };
-        Announcement::sign(draft, signer).unwrap()
-    }
-
-    #[test]
-    fn rotation_needs_a_trusted_signer() {
-        let dir = tempfile::tempdir().unwrap();
-        TrustedKeys::add(dir.path(), &public(1, "old")).unwrap();
-        let new = public(2, "new");
-        let payload = new.to_text();
-
-        // Signed by an untrusted key: nothing changes.
-        let rogue = key_announcement(&key(9), payload.as_bytes(), Kind::Key);
-        assert!(matches!(
-            apply_key_update(dir.path(), &rogue, payload.as_bytes()),
-            Err(Error::Announcement(_))
-        ));
-        assert_eq!(TrustedKeys::load(dir.path()).unwrap().len(), 1);
-
-        // Wrong kind, wrong payload.
-        let manifest = key_announcement(&key(1), payload.as_bytes(), Kind::Manifest);
-        let err = key_error(apply_key_update(dir.path(), &manifest, payload.as_bytes()));
-        assert!(matches!(err, KeyError::NotKeyKind { .. }), "{err}");
-        let good = key_announcement(&key(1), payload.as_bytes(), Kind::Key);
-        let err = key_error(apply_key_update(dir.path(), &good, b"other"));
-        assert!(matches!(err, KeyError::PayloadMismatch { .. }), "{err}");
-
-        // Signed by the trusted key: the new key is trusted.
-        let change = apply_key_update(dir.path(), &good, payload.as_bytes()).unwrap();
-        assert_eq!(change, KeyChange::Trusted(new.kid()));
-
-        // The new key revokes the old one.
-        let old_kid = KeyId::of(&key(1).verifying_key());
-        let revocation = revocation_text(old_kid, "rotated");
-        let revoke = key_announcement(&key(2), revocation.as_bytes(), Kind::Key);
-        let change = apply_key_update(dir.path(), &revoke, revocation.as_bytes()).unwrap();
-        assert_eq!(change, KeyChange::Revoked(old_kid));
-
-        // The old key can no longer sign anything, and the last key cannot be revoked.
-        let set = TrustedKeys::load(dir.path()).unwrap();
-        assert!(good.verify(&set).is_err());
-        let last = revocation_text(new.kid(), "");
-        let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
-        let err = key_error(apply_key_update(dir.path(), &suicide, last.as_bytes()));
-        assert!(matches!(err, KeyError::LastKey { .. }), "{err}");
     }
 
     #[test]

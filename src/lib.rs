@@ -17,9 +17,15 @@ pub mod lab;
 pub mod nat;
 pub mod node;
 pub mod provision;
+pub mod publish;
 pub mod render;
 
 pub use env::Env;
+
+/// `p2pu --version`: the package version, the commit (when built from git) and the build date
+/// (SOURCE_DATE_EPOCH when set), e.g. `0.1.0 (2f16810abc 2026-11-29)`; stamped by build.rs.
+/// Also what a node reports in its status answer.
+pub const VERSION: &str = env!("P2PU_VERSION");
 pub use error::{Error, Result};
 
 use std::ffi::OsString;

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
+use crate::formats::serf_names::{QUERIES, TAG_PEER_PORT, TAG_ROLE, TAG_SEED_PORT};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -50,14 +51,6 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../templates/timesyncd/p2pu.conf"),
     ),
 ];
-
-/// The Serf user event that carries announcements, and the queries p2pu answers.
-pub const UPDATE_EVENT: &str = "p2pu-update";
-pub const QUERIES: &[&str] = &["p2pu-status", "p2pu-latest"];
-/// Serf tags p2pu sets on every member.
-pub const TAG_ROLE: &str = "p2pu-role";
-pub const TAG_PEER_PORT: &str = "p2pu-bt-port";
-pub const TAG_SEED_PORT: &str = "p2pu-seed-port";
 
 pub struct Templates {
     tera: tera::Tera,

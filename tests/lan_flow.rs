@@ -3,8 +3,8 @@
 //! node verifies, downloads from its peers and applies, exactly once.
 
 use p2pu::agent::state::Status;
-use p2pu::cmd::fleet::MemberReport;
-use p2pu::cmd::status::StatusReport;
+use p2pu::agent::status::MemberReport;
+use p2pu::agent::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
 use std::process::Output;

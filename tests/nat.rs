@@ -743,7 +743,7 @@ impl FullNode {
 
     fn update_status(&self, lab: &Lab, name: &str) -> Option<p2pu::agent::state::Status> {
         let (code, out, _) = self.p2pu(lab, &["status", "--json"]);
-        let report: p2pu::cmd::status::StatusReport = serde_json::from_str(&out)
+        let report: p2pu::agent::status::StatusReport = serde_json::from_str(&out)
             .ok()
             .filter(|_| code == 0 || code == 3)?;
         report

@@ -6,7 +6,7 @@
 //! it ever runs. Its own test binary, because it sets PATH for the whole process.
 
 use p2pu::agent::state::Status;
-use p2pu::cmd::status::StatusReport;
+use p2pu::agent::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

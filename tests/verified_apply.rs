@@ -122,7 +122,7 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
     std::fs::create_dir_all(&payload_dir).unwrap();
     std::fs::copy(&source, payload_dir.join("site.pp")).unwrap();
     std::fs::write(
-        p2pu::agent::seed_http::completion_mark(&downloads, &hash),
+        p2pu::agent::download_dir::DownloadDir::new(&downloads).completion_mark(&hash),
         &torrent.bytes,
     )
     .unwrap();

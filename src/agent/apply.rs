@@ -16,6 +16,7 @@ use super::verified::Verified;
 use crate::engines::{Applier, ApplyStatus};
 use crate::formats::announcement::{Announcement, Kind};
 use crate::keys;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +154,7 @@ impl ApplyContext<'_> {
                     path: payload.to_path_buf(),
                     source,
                 })?;
-                let change = keys::apply_key_update(self.trusted_keys_dir, announcement, &bytes)
+                let change = apply_key_update(self.trusted_keys_dir, announcement, &bytes)
                     .map_err(|e| ApplyError::Key(Box::new(e)))?;
                 Ok(Applied {
                     summary: format!("trusted keys: {change:?}"),
@@ -251,12 +252,123 @@ pub fn legacy_kind(name: &str) -> Kind {
     }
 }
 
+/// Applies a received `key` update: `announcement` must verify against the keys trusted in `dir`
+/// right now, be of kind `key`, and match `payload`'s SHA-256; then the payload's key is trusted
+/// or its kid revoked.
+pub fn apply_key_update(
+    dir: &Path,
+    announcement: &Announcement,
+    payload: &[u8],
+) -> crate::Result<keys::KeyChange> {
+    let trusted = keys::TrustedKeys::load(dir)?;
+    announcement.verify(&trusted)?;
+    let name = announcement.name().to_string();
+    if announcement.kind() != Kind::Key {
+        let kind = announcement.kind().to_string();
+        return Err(keys::KeyError::NotKeyKind { name, kind }.into());
+    }
+    let got: [u8; 32] = Sha256::digest(payload).into();
+    if &got != announcement.sha256() {
+        return Err(keys::KeyError::PayloadMismatch {
+            name,
+            want: hex::encode(announcement.sha256()),
+            got: hex::encode(got),
+        }
+        .into());
+    }
+    match keys::KeyPayload::parse(payload, &format!("key announcement {name}"))? {
+        keys::KeyPayload::Trust(key) => Ok(keys::TrustedKeys::add(dir, &key)?),
+        keys::KeyPayload::Revoke { kid, reason } => {
+            Ok(keys::TrustedKeys::revoke(dir, kid, &reason)?)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engines::puppet::ModuleInstalled;
     use crate::engines::{ApplyReport, PuppetError};
+    use crate::formats::announcement::Draft;
+    use crate::keys::{revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys};
+    use ed25519_dalek::SigningKey;
     use std::sync::Mutex;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn public(n: u8, comment: &str) -> PublicKey {
+        PublicKey {
+            key: key(n).verifying_key(),
+            comment: comment.to_string(),
+        }
+    }
+
+    fn key_error(result: crate::Result<impl std::fmt::Debug>) -> KeyError {
+        match result {
+            Err(crate::Error::Layer(e)) if e.is::<KeyError>() => match e.downcast::<KeyError>() {
+                Ok(e) => *e,
+                Err(e) => panic!("want a KeyError, got {e:?}"),
+            },
+            other => panic!("want a KeyError, got {other:?}"),
+        }
+    }
+
+    fn key_announcement(signer: &SigningKey, payload: &[u8], kind: Kind) -> Announcement {
+        let draft = Draft {
+            seq: 1,
+            name: "key.pub".to_string(),
+            kind,
+            info_hash: [0; 20],
+            len: payload.len() as u64,
+            sha256: Sha256::digest(payload).into(),
+        };
+        Announcement::sign(draft, signer).unwrap()
+    }
+
+    #[test]
+    fn rotation_needs_a_trusted_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        TrustedKeys::add(dir.path(), &public(1, "old")).unwrap();
+        let new = public(2, "new");
+        let payload = new.to_text();
+
+        // Signed by an untrusted key: nothing changes.
+        let rogue = key_announcement(&key(9), payload.as_bytes(), Kind::Key);
+        assert!(matches!(
+            apply_key_update(dir.path(), &rogue, payload.as_bytes()),
+            Err(ref e) if e.layer::<crate::formats::announcement::AnnouncementError>().is_some()
+        ));
+        assert_eq!(TrustedKeys::load(dir.path()).unwrap().len(), 1);
+
+        // Wrong kind, wrong payload.
+        let manifest = key_announcement(&key(1), payload.as_bytes(), Kind::Manifest);
+        let err = key_error(apply_key_update(dir.path(), &manifest, payload.as_bytes()));
+        assert!(matches!(err, KeyError::NotKeyKind { .. }), "{err}");
+        let good = key_announcement(&key(1), payload.as_bytes(), Kind::Key);
+        let err = key_error(apply_key_update(dir.path(), &good, b"other"));
+        assert!(matches!(err, KeyError::PayloadMismatch { .. }), "{err}");
+
+        // Signed by the trusted key: the new key is trusted.
+        let change = apply_key_update(dir.path(), &good, payload.as_bytes()).unwrap();
+        assert_eq!(change, KeyChange::Trusted(new.kid()));
+
+        // The new key revokes the old one.
+        let old_kid = KeyId::of(&key(1).verifying_key());
+        let revocation = revocation_text(old_kid, "rotated");
+        let revoke = key_announcement(&key(2), revocation.as_bytes(), Kind::Key);
+        let change = apply_key_update(dir.path(), &revoke, revocation.as_bytes()).unwrap();
+        assert_eq!(change, KeyChange::Revoked(old_kid));
+
+        // The old key can no longer sign anything, and the last key cannot be revoked.
+        let set = TrustedKeys::load(dir.path()).unwrap();
+        assert!(good.verify(&set).is_err());
+        let last = revocation_text(new.kid(), "");
+        let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
+        let err = key_error(apply_key_update(dir.path(), &suicide, last.as_bytes()));
+        assert!(matches!(err, KeyError::LastKey { .. }), "{err}");
+    }
 
     /// Records the manifests it was asked to apply.
     #[derive(Default)]

@@ -11,8 +11,9 @@
 use super::intake::{self, Decision, Policy};
 use super::spool::{self, Source, Spooled};
 use super::state::{Lineage, StateStore, Status};
-use crate::cmd::handle_event::NodeStatus;
+use super::status::NodeStatus;
 use crate::engines::Gossip;
+use crate::formats::serf_names::{LATEST_QUERY, STATUS_QUERY};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub fn catch_up(
     now_ms: u64,
     timeout: Duration,
 ) -> crate::Result<usize> {
-    let answers = gossip.query("p2pu-status", b"", timeout)?;
+    let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
     for (_, text) in &answers {
         let Ok(status) = serde_json::from_str::<NodeStatus>(text) else {
@@ -50,7 +51,7 @@ pub fn catch_up(
         if known.is_some_and(|k| k >= seq) {
             continue;
         }
-        let answers = gossip.query("p2pu-latest", name.as_bytes(), timeout)?;
+        let answers = gossip.query(LATEST_QUERY, name.as_bytes(), timeout)?;
         if let Some((seq, wire)) = newest_acceptable(&name, &answers, store, policy, now_ms)? {
             tracing::info!(name = %name, seq, "catch-up: spooling a missed announcement");
             spool::put(spool_dir, Source::CatchUp, wire.as_bytes())?;

@@ -225,6 +225,8 @@ pub enum ExtractError {
     TargetNotDirectory { path: PathBuf, found: &'static str },
 }
 
+impl crate::error::LayerError for ExtractError {}
+
 fn target_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExtractError {
     let path = path.to_path_buf();
     move |source| ExtractError::Target {

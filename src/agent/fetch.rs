@@ -15,12 +15,15 @@
 //! Transmission wait each end at a deadline derived from the signed length. A received
 //! metainfo is kept as its info dict alone, which is all that is stored and re-served.
 
+mod error;
+pub use error::FetchError;
+
+use super::download_dir::{write_mark, DownloadDir};
 use super::http_get::Client;
-use super::pace::{Deadline, Pace, PaceError, RateGuard};
+use super::pace::{Deadline, Pace, RateGuard};
 use super::relay::{self, Relay};
-use super::seed_http;
 use super::state::Record;
-use super::verified::{self, Expected, Verified};
+use super::verified::{self, expected, Verified};
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
@@ -29,82 +32,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("the torrent's info dictionary says {got} bytes but the announcement signed {want}")]
-    LengthMismatch { want: u64, got: u64 },
-    #[error("payload {path} is {got} bytes, the announcement signed {want}")]
-    PayloadLength { path: PathBuf, want: u64, got: u64 },
-    #[error("payload {path} has SHA-256 {got}, the announcement signed {want}")]
-    Sha256Mismatch {
-        path: PathBuf,
-        want: String,
-        got: String,
-    },
-    #[error("reading payload {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Transmission reports a local error for {hash}: {message}")]
-    Local { hash: String, message: String },
-    #[error("Transmission")]
-    Engine(#[from] TransmissionError),
-    #[error("the agent is stopping")]
-    Stopping,
-    #[error("the metainfo of {hash} holds several files; p2pu sends one")]
-    MultiFile { hash: String },
-    #[error("{name}: {got} of {want} bytes came over HTTP ({failures})")]
-    Http {
-        name: String,
-        got: u64,
-        want: u64,
-        /// Each source tried and why it was left.
-        failures: String,
-    },
-    #[error(transparent)]
-    Pace(PaceError),
-    #[error("{addr} offers a metainfo of {got} bytes; at most {max} are read for {pieces} pieces")]
-    MetainfoTooLarge {
-        addr: SocketAddr,
-        got: u64,
-        max: u64,
-        pieces: u64,
-    },
-    #[error("Transmission had not finished {hash} when the fetch's deadline of {budget:?} passed ({left} of {want} bytes missing, {peers} peer(s) connected){}", http.as_deref().map(|h| format!("; over HTTP before: {h}")).unwrap_or_default())]
-    TorrentDeadline {
-        hash: String,
-        budget: Duration,
-        left: u64,
-        want: u64,
-        peers: u64,
-        /// Why the HTTP fetch before it failed, when there was one.
-        http: Option<String>,
-    },
-    #[error("writing {}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the verified-copy directory {} is {problem}; it must be root's own, mode 0700", path.display())]
-    UnsafeStaging { path: PathBuf, problem: String },
-    #[error("payload {} differs from the signed torrent at piece {piece}", path.display())]
-    PieceMismatch { path: PathBuf, piece: usize },
-    #[error("{name}: the announcement signs no SHA-256 and no torrent came with it; nothing to check the payload against")]
-    Unverifiable { name: String },
-}
-
-impl From<PaceError> for FetchError {
-    fn from(e: PaceError) -> FetchError {
-        match e {
-            PaceError::Stopping => FetchError::Stopping,
-            e => FetchError::Pace(e),
-        }
-    }
-}
 
 /// Where to download and how to reach peers.
 pub struct Fetcher<'a> {
@@ -153,7 +80,7 @@ pub fn metainfo_cap(len: u64) -> (u64, u64) {
 impl Fetcher<'_> {
     /// Each update gets its own directory, so two updates of one name never collide.
     pub fn dir_of(&self, record: &Record) -> PathBuf {
-        self.download_root.join(&record.info_hash)
+        DownloadDir::new(self.download_root).payload_dir(&record.info_hash)
     }
 
     pub fn magnet(&self, record: &Record) -> String {
@@ -164,7 +91,7 @@ impl Fetcher<'_> {
     /// Where a verified metainfo is kept: beside the download dir, which is also the mark the
     /// web seed server waits for before serving the payload.
     pub fn metainfo_path(&self, record: &Record) -> PathBuf {
-        seed_http::completion_mark(self.download_root, &record.info_hash)
+        DownloadDir::new(self.download_root).completion_mark(&record.info_hash)
     }
 
     /// Asks the members' web seed servers for the metainfo until one answers with the signed
@@ -487,14 +414,6 @@ impl Fetcher<'_> {
     }
 }
 
-/// Writes one of the marks the seed server reads, world-readable: the server runs unprivileged.
-pub(super) fn write_mark(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
-    crate::fsutil::write_atomic(path, bytes, 0o644).map_err(|e| FetchError::Write {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(crate::error::chain(&e)),
-    })
-}
-
 /// A metainfo fetched from a member: its info dict must be the signed one (same info-hash)
 /// and say the signed length, so no byte of an unsigned or endless payload is downloaded.
 /// What is returned holds the info dict alone: that is all that is stored and re-served.
@@ -553,30 +472,6 @@ pub fn sha256_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
         len += n as u64;
     }
     Ok((hasher.finalize().into(), len))
-}
-
-/// What a payload must match: the signed length and SHA-256, or for a legacy payload (which
-/// signs none) its signed torrent's length and pieces.
-pub fn expected<'a>(
-    record: &'a Record,
-    metainfo: Option<&'a Metainfo>,
-) -> Result<Expected<'a>, FetchError> {
-    if !record.sha256.is_empty() {
-        return Ok(Expected::Sha256 {
-            len: record.len,
-            sha256_hex: &record.sha256,
-        });
-    }
-    match metainfo {
-        Some(metainfo) => Ok(Expected::Pieces {
-            len: metainfo.total_length,
-            piece_length: metainfo.piece_length,
-            pieces: &metainfo.pieces,
-        }),
-        None => Err(FetchError::Unverifiable {
-            name: record.name.clone(),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -689,7 +689,8 @@ mod tests {
     /// refuses the old key's, and what the attacker published in between changes nothing.
     #[test]
     fn compromised_key_is_replaced_by_signed_key_updates() {
-        use crate::keys::{apply_key_update, revocation_text, KeyChange, KeyId};
+        use crate::agent::apply::apply_key_update;
+        use crate::keys::{revocation_text, KeyChange, KeyId};
         use sha2::{Digest, Sha256};
         let f = fixture();
         let old = f.key.clone();

@@ -55,6 +55,8 @@ pub enum KindError {
     OutputInsideDir { out: PathBuf, dir: PathBuf },
 }
 
+impl crate::error::LayerError for KindError {}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> KindError {
     let path = path.to_path_buf();
     move |source| KindError::Io {

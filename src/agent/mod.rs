@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod catchup;
+pub mod download_dir;
 pub mod extract;
 pub mod fetch;
 mod http;
@@ -19,6 +20,7 @@ pub mod seed_http;
 pub mod serve;
 pub mod spool;
 pub mod state;
+pub mod status;
 pub mod supervise;
 pub mod tracker;
 pub mod verified;

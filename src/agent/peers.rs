@@ -6,7 +6,7 @@
 
 use super::tracker::PeerSource;
 use crate::engines::{Gossip, MemberStatus};
-use crate::render::{TAG_PEER_PORT, TAG_SEED_PORT};
+use crate::formats::serf_names::{TAG_PEER_PORT, TAG_SEED_PORT};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;

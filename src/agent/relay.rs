@@ -16,11 +16,11 @@
 //! links, with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a link that user plants is never written
 //! through.
 
-use super::fetch::{write_mark, FetchError};
+use super::download_dir::{write_mark, DownloadDir};
+use super::fetch::FetchError;
 use super::http_get::{Client, GetError};
 pub use super::pace::MinRate;
 use super::pace::{Deadline, RateGuard};
-use super::seed_http;
 use super::state::Record;
 use super::verified::{self, Staging, Verified};
 use nix::fcntl::OFlag;
@@ -140,7 +140,7 @@ pub fn clear_stale_markers(root: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "relay") {
+        if DownloadDir::is_relay_mark(&path) {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), "removing a stale relay mark: {e}");
             }
@@ -150,11 +150,11 @@ pub fn clear_stale_markers(root: &Path) {
 
 impl Relay<'_> {
     fn dir(&self) -> PathBuf {
-        self.root.join(&self.record.info_hash)
+        DownloadDir::new(self.root).payload_dir(&self.record.info_hash)
     }
 
     fn marker(&self) -> PathBuf {
-        seed_http::relay_mark(self.root, &self.record.info_hash)
+        DownloadDir::new(self.root).relay_mark(&self.record.info_hash)
     }
 
     fn write_error(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
@@ -179,7 +179,7 @@ impl Relay<'_> {
         let dir = self.dir();
         let path = dir.join(self.name);
         let mut file = create_nofollow(&dir, self.name)?;
-        let expected = super::fetch::expected(self.record, None)?;
+        let expected = verified::expected(self.record, None)?;
         let mut staging = verified::begin(
             self.verified_root,
             &self.record.info_hash,
@@ -198,7 +198,7 @@ impl Relay<'_> {
         let result = match fetched {
             Ok(()) => staging.finish().and_then(|copy| {
                 match write_mark(
-                    &seed_http::completion_mark(self.root, &self.record.info_hash),
+                    &DownloadDir::new(self.root).completion_mark(&self.record.info_hash),
                     metainfo,
                 ) {
                     Ok(()) => Ok(copy),

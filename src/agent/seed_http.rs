@@ -20,19 +20,9 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
+use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use crate::{Error, Result};
-
-/// Where the payload of `info_hash` is marked complete (its metainfo, written only once the
-/// payload is verified): what the server waits for before serving `<info_hash>/<name>`.
-pub fn completion_mark(root: &Path, info_hash: &str) -> PathBuf {
-    root.join(format!("{info_hash}.torrent"))
-}
-
-/// Where a download still being relayed is marked, with its signed length.
-pub fn relay_mark(root: &Path, info_hash: &str) -> PathBuf {
-    root.join(format!("{info_hash}.relay"))
-}
 
 /// Downloads served at once; further connections queue briefly, then get 503.
 pub const SEED_WORKERS: usize = 8;
@@ -196,16 +186,18 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
     let base = match dir {
         // The agent writes `<hash>.torrent` only once the payload is complete and verified:
         // a partial download is never served as a file (its holes would read as zeros).
-        Some(dir) if completion_mark(root, dir).is_file() => root.join(dir),
+        Some(dir) if DownloadDir::new(root).completion_mark(dir).is_file() => {
+            DownloadDir::new(root).payload_dir(dir)
+        }
         Some(dir) if relay => {
-            let marker = relay_mark(root, dir);
+            let marker = DownloadDir::new(root).relay_mark(dir);
             let len = std::fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
             relayed = Some(Relay {
                 marker,
-                complete: completion_mark(root, dir),
+                complete: DownloadDir::new(root).completion_mark(dir),
                 len,
             });
-            root.join(dir)
+            DownloadDir::new(root).payload_dir(dir)
         }
         Some(_) => return None,
         None => root.to_path_buf(),

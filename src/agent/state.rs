@@ -390,7 +390,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes, FILE_MODE)
+    Ok(write_atomic(path, &bytes, FILE_MODE)?)
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub enum ServeError {
     },
 }
 
+impl crate::error::LayerError for ServeError {}
+
 /// The user the serving process switches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
@@ -291,7 +293,7 @@ fn shown(command: &Command) -> String {
 /// The child's command: this very binary (through `/proc/self/exe`, so that after a package
 /// upgrade replaced the file the child is still the agent's build and speaks its snapshot
 /// format), an empty environment, `/` as its directory, and dropped privileges.
-fn command(spec: &ServeSpec, run_as: Option<&RunAs>) -> Command {
+pub(crate) fn command(spec: &ServeSpec, run_as: Option<&RunAs>) -> Command {
     let mut command = Command::new("/proc/self/exe");
     if let Ok(exe) = std::env::current_exe() {
         command.arg0(exe);
@@ -417,7 +419,6 @@ fn reap(child: &mut Child, grace: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn users(name: &str) -> Option<(u32, u32)> {
         match name {
@@ -444,41 +445,5 @@ mod tests {
         ));
         // An unprivileged agent cannot switch and does not try.
         assert_eq!(run_as("p2pu", false, users).unwrap(), None);
-    }
-
-    #[test]
-    fn the_child_command_is_this_binary_with_arguments_agent_serve_accepts() {
-        let spec = ServeSpec {
-            options: ServeOptions {
-                tracker: (Ipv4Addr::LOCALHOST, 6969).into(),
-                seed: (Ipv4Addr::new(10, 0, 0, 1), 6880).into(),
-                root: "/srv/downloads".into(),
-            },
-            user: "p2pu".into(),
-            log_filter: "info".into(),
-        };
-        let command = command(&spec, None);
-        assert_eq!(command.get_program(), "/proc/self/exe");
-        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
-        assert_eq!(
-            args,
-            [
-                "agent-serve",
-                "--tracker",
-                "127.0.0.1:6969",
-                "--seed",
-                "10.0.0.1:6880",
-                "--root",
-                "/srv/downloads",
-                "--log",
-                "info"
-            ]
-        );
-        assert_eq!(command.get_current_dir(), Some(std::path::Path::new("/")));
-        // The hidden subcommand takes exactly these.
-        let argv = std::iter::once("p2pu".into()).chain(args.iter().map(|a| a.to_string()));
-        if let Err(e) = <crate::cmd::Cli as clap::Parser>::try_parse_from(argv) {
-            panic!("{e}");
-        }
     }
 }

@@ -15,6 +15,8 @@
 //! at most one byte past the signed length, in 1 MiB blocks (bounded memory for GiB payloads).
 
 use super::fetch::FetchError;
+use super::state::Record;
+use crate::formats::torrent::Metainfo;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, mkdirat, Mode};
@@ -380,6 +382,30 @@ pub fn copy_verified(
         }
     }
     staging.finish()
+}
+
+/// What a payload must match: the signed length and SHA-256, or for a legacy payload (which
+/// signs none) its signed torrent's length and pieces.
+pub fn expected<'a>(
+    record: &'a Record,
+    metainfo: Option<&'a Metainfo>,
+) -> Result<Expected<'a>, FetchError> {
+    if !record.sha256.is_empty() {
+        return Ok(Expected::Sha256 {
+            len: record.len,
+            sha256_hex: &record.sha256,
+        });
+    }
+    match metainfo {
+        Some(metainfo) => Ok(Expected::Pieces {
+            len: metainfo.total_length,
+            piece_length: metainfo.piece_length,
+            pieces: &metainfo.pieces,
+        }),
+        None => Err(FetchError::Unverifiable {
+            name: record.name.clone(),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,10 @@
 
 use crate::agent::run::Agent;
 use crate::agent::state::StateStore;
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::Result;
 use crate::Env;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Verify, download and apply signed updates as they arrive in the spool.
@@ -15,9 +14,8 @@ use std::sync::Arc;
 /// cleanly; a second signal exits at once.
 #[derive(Debug, clap::Args)]
 pub struct AgentCommand {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Log filter (tracing's env-filter syntax), e.g. `debug` or `p2pu=debug`.
     #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
@@ -26,7 +24,7 @@ pub struct AgentCommand {
 impl AgentCommand {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         crate::daemon::init_logging(&self.log)?;
-        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         crate::node::check_agent_engines(&config)?;
         let stop = crate::daemon::stop_on_signals()?;
         let agent = Agent {

@@ -76,3 +76,46 @@ fn confine_process() -> Result<()> {
     let _ = nix::sys::prctl::set_name(c"p2pu-serve");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::agent::serve::ServeOptions;
+    use crate::agent::supervise::{command, ServeSpec};
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_child_command_is_this_binary_with_arguments_agent_serve_accepts() {
+        let spec = ServeSpec {
+            options: ServeOptions {
+                tracker: (Ipv4Addr::LOCALHOST, 6969).into(),
+                seed: (Ipv4Addr::new(10, 0, 0, 1), 6880).into(),
+                root: "/srv/downloads".into(),
+            },
+            user: "p2pu".into(),
+            log_filter: "info".into(),
+        };
+        let command = command(&spec, None);
+        assert_eq!(command.get_program(), "/proc/self/exe");
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(
+            args,
+            [
+                "agent-serve",
+                "--tracker",
+                "127.0.0.1:6969",
+                "--seed",
+                "10.0.0.1:6880",
+                "--root",
+                "/srv/downloads",
+                "--log",
+                "info"
+            ]
+        );
+        assert_eq!(command.get_current_dir(), Some(std::path::Path::new("/")));
+        // The hidden subcommand takes exactly these.
+        let argv = std::iter::once("p2pu".into()).chain(args.iter().map(|a| a.to_string()));
+        if let Err(e) = <crate::cmd::Cli as clap::Parser>::try_parse_from(argv) {
+            panic!("{e}");
+        }
+    }
+}

@@ -1,12 +1,11 @@
 //! `p2pu config check|show`: validate a site.toml as `init` would, and print it with every
 //! default filled in. The hidden `config-get` (one value, for install/install.sh) stays as is.
 
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::Error;
 use crate::{Env, Result};
 use std::io::Write;
-use std::path::PathBuf;
 
 /// Validate a site.toml, or print it with every default filled in.
 #[derive(Debug, clap::Subcommand)]
@@ -18,9 +17,8 @@ pub enum ConfigCommand {
 /// Where the config is and whose machine resolves it.
 #[derive(Debug, clap::Args)]
 pub struct Source {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Resolve it as in an image build: leave node.name and serf.advertise to the device
     /// (default: take them from this machine, as `init` does).
     #[arg(long)]
@@ -30,7 +28,7 @@ pub struct Source {
 impl Source {
     fn load(&self, env: &Env) -> Result<Config> {
         let facts = (!self.image).then(MachineFacts::probe);
-        Ok(Config::load(&env.resolve(&self.config), facts.as_ref())?)
+        Ok(Config::load(&self.config.resolve(env), facts.as_ref())?)
     }
 }
 

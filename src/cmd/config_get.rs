@@ -1,12 +1,11 @@
 //! `p2pu config-get KEY`: prints one value of a site.toml with its defaults filled in, so
 //! shell scripts (install/install.sh) find the paths a site chose without parsing TOML.
 
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::Error;
 use crate::{Env, Result};
 use std::io::Write;
-use std::path::PathBuf;
 
 /// Print the value of KEY (e.g. `agent.signing_key`) from the site config, defaults applied.
 ///
@@ -16,14 +15,13 @@ pub struct ConfigGet {
     /// Dotted key: section.key.
     #[arg(value_name = "KEY")]
     key: String,
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 impl ConfigGet {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let path = env.resolve(&self.config);
+        let path = self.config.resolve(env);
         // No machine facts: the value asked for is the configured one, as in an image build.
         let config = Config::load(&path, None)?;
         let whole = toml::Value::try_from(&config.site)

@@ -1,21 +1,22 @@
 //! `p2pu event`: drives the running NAT client over its control socket: start and end
 //! sessions, send an update to the session peers, show the client's view of its NAT.
 
-use crate::cmd::submit::prepare;
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::{Error, Result};
 use crate::nat::control::{self, ClientStatus, Request, Response};
+use crate::publish::prepare;
 use crate::Env;
 use std::io::Write;
 use std::path::PathBuf;
 
 /// Drive the running NAT client (sessions, updates, status).
 #[derive(Debug, clap::Args)]
+// The shared `--config`, with what this command reads from it.
+#[command(mut_arg("config", |a| a.help("The site config (for `nat.control_socket`)")))]
 pub struct Event {
-    /// The site config (for `nat.control_socket`).
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// The client's control socket; default: `nat.control_socket` from the config.
     #[arg(long, env = "P2PU_CONTROL_SOCKET")]
     socket: Option<PathBuf>,
@@ -63,7 +64,7 @@ impl Event {
         let socket = match self.socket {
             Some(path) => env.resolve(&path),
             None => {
-                Config::load(&env.resolve(&self.config), None)?
+                Config::load(&self.config.resolve(env), None)?
                     .site
                     .nat
                     .control_socket
@@ -72,8 +73,7 @@ impl Event {
         let (request, json) = match self.action {
             Action::Talkto { node } => (Request::TalkTo { node }, false),
             Action::Sendfile { path } => {
-                let config =
-                    Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+                let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
                 let engine = crate::node::transmission(&config)?;
                 let seq = env.unix_now_ms();
                 let submitted = prepare(&config, &env.resolve(&path), None, None, seq, &engine)?;

@@ -4,14 +4,11 @@
 //! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table.
 
 use crate::agent::state::Status;
-use crate::cmd::handle_event::{NodeStatus, UpdateStatus};
-use crate::cmd::{exit, Outcome};
+use crate::agent::status::{fleet_status, MemberReport};
+use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
-use crate::engines::{Gossip, MemberStatus};
 use crate::error::{Error, Result};
 use crate::Env;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -36,9 +33,8 @@ impl Fleet {
 pub struct FleetStatus {
     /// Only this update name.
     name: Option<String>,
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// How long to wait for answers, in seconds.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
@@ -47,25 +43,9 @@ pub struct FleetStatus {
     json: bool,
 }
 
-/// One member's row of `p2pu fleet status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MemberReport {
-    pub node: String,
-    /// Its Serf address, `ip:port`.
-    pub addr: String,
-    pub alive: bool,
-    /// Its `p2pu --version`; `None` when it did not answer or runs a p2pu that does not say.
-    pub version: Option<String>,
-    /// `None`: the member did not answer in time (or answered garbage).
-    pub updates: Option<Vec<UpdateStatus>>,
-    /// Seconds since its newest update changed, by this machine's clock.
-    pub newest_age_secs: Option<u64>,
-}
-
 impl FleetStatus {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let serf = crate::node::serf(&config)?;
         let timeout = Duration::try_from_secs_f64(self.timeout).map_err(|_| {
             Error::Usage(format!(
@@ -98,49 +78,6 @@ pub fn verdict(reports: &[MemberReport]) -> i32 {
     } else {
         exit::OK
     }
-}
-
-/// Asks the fleet; every member appears once, answered or not.
-pub fn fleet_status(
-    gossip: &dyn Gossip,
-    timeout: Duration,
-    name: Option<&str>,
-    now: u64,
-) -> Result<Vec<MemberReport>> {
-    let members = gossip.members()?;
-    let answers = gossip.query("p2pu-status", b"", timeout)?;
-    let mut reports: Vec<MemberReport> = members
-        .iter()
-        .filter(|m| m.status != MemberStatus::Left)
-        .map(|m| {
-            let answer = answers
-                .iter()
-                .find(|(node, _)| node == &m.name)
-                .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok());
-            let version = answer.as_ref().and_then(|a| a.version.clone());
-            let updates = answer.map(|status| {
-                status
-                    .updates
-                    .into_iter()
-                    .filter(|u| name.is_none_or(|n| u.name == n))
-                    .collect::<Vec<_>>()
-            });
-            let newest_age_secs = updates
-                .as_ref()
-                .and_then(|u| u.iter().map(|u| u.at).max())
-                .map(|at| now.saturating_sub(at));
-            MemberReport {
-                node: m.name.clone(),
-                addr: std::net::SocketAddr::new(m.addr, m.port).to_string(),
-                alive: m.status == MemberStatus::Alive,
-                version,
-                updates,
-                newest_age_secs,
-            }
-        })
-        .collect();
-    reports.sort_by(|a, b| a.node.cmp(&b.node));
-    Ok(reports)
 }
 
 fn table(reports: &[MemberReport], color: bool) -> String {
@@ -217,7 +154,8 @@ fn age(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::agent::state::Status;
-    use crate::engines::{Member, SerfError};
+    use crate::agent::status::{NodeStatus, UpdateStatus};
+    use crate::engines::{Gossip, Member, MemberStatus, SerfError};
 
     struct Fake;
 

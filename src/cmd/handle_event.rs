@@ -3,15 +3,14 @@
 //! answered from the agent's state dir.
 
 use crate::agent::spool::{self, Source};
-use crate::agent::state::{Record, StateStore, Status};
-use crate::cmd::Outcome;
+use crate::agent::state::StateStore;
+use crate::agent::status::{latest_wire, node_status};
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::render::{QUERIES, UPDATE_EVENT};
+use crate::formats::serf_names::{LATEST_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
 use crate::Env;
-use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 /// Hand a Serf event to the agent (run by Serf's event handler, not by people).
 ///
@@ -19,39 +18,13 @@ use std::path::PathBuf;
 /// SERF_QUERY_NAME) and the payload from stdin.
 #[derive(Debug, clap::Args)]
 pub struct HandleEvent {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
-
-/// A node's answer to the `p2pu-status` query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeStatus {
-    pub node: String,
-    pub updates: Vec<UpdateStatus>,
-    /// The answering binary's `p2pu --version`; absent in answers from before it was added.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateStatus {
-    pub name: String,
-    pub seq: u64,
-    pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub at: u64,
-}
-
-/// Query answers travel over UDP; keep them well under the rendered response limit.
-const MAX_ANSWER: usize = 7 * 1024;
 
 impl HandleEvent {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let event = env.var("SERF_EVENT").unwrap_or_default().to_string();
         match event.as_str() {
             "user" => self.user_event(env, &config),
@@ -81,12 +54,12 @@ impl HandleEvent {
         // Answering must not create the state dir (it may run before the agent ever did).
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let answer = match name.as_str() {
-            "p2pu-status" => {
+            STATUS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
                 let status = node_status(&store, node)?;
                 serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
             }
-            "p2pu-latest" => {
+            LATEST_QUERY => {
                 let wanted = String::from_utf8_lossy(&payload).trim().to_string();
                 latest_wire(&store, &wanted)?.unwrap_or_default()
             }
@@ -98,47 +71,6 @@ impl HandleEvent {
             .map_err(Error::io("writing to", "standard output"))?;
         Ok(Outcome::Success)
     }
-}
-
-/// This node's newest update of each name, newest first, within the answer limit.
-pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
-    let mut latest: Vec<Record> = store.latest()?;
-    latest.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
-    let mut status = NodeStatus {
-        node,
-        updates: Vec::new(),
-        version: Some(crate::cmd::VERSION.to_string()),
-    };
-    // The node name, the version and the JSON around the updates.
-    let mut size = 160;
-    for record in latest {
-        let update = UpdateStatus {
-            name: record.name,
-            seq: record.seq,
-            status: record.status,
-            reason: record.reason.map(|r| r.chars().take(200).collect()),
-            at: record.updated_at,
-        };
-        size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
-        if size > MAX_ANSWER {
-            break;
-        }
-        status.updates.push(update);
-    }
-    Ok(status)
-}
-
-/// The newest accepted announcement of `name`, as received, for a node catching up.
-pub fn latest_wire(store: &StateStore, name: &str) -> Result<Option<String>> {
-    if crate::formats::announcement::validate_name(name).is_err() {
-        return Ok(None);
-    }
-    Ok(store
-        .records(name)?
-        .into_iter()
-        .filter(|r| r.status != Status::Held)
-        .max_by_key(|r| r.seq)
-        .map(|r| r.wire))
 }
 
 fn read_payload(env: &mut Env) -> Result<Vec<u8>> {
@@ -167,6 +99,9 @@ fn looks_legacy(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::state::{Record, Status};
+    use crate::agent::status::NodeStatus;
+    use std::path::PathBuf;
 
     struct Node {
         dir: tempfile::TempDir,

@@ -1,7 +1,7 @@
 //! `p2pu init`: renders a node's engine configs, handler and units from one site.toml, then
 //! (re)starts exactly what changed. Replaces the prototype's initialsetup.sh.
 
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::engines::systemd::Systemd;
 use crate::error::{Error, Result};
@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 /// Idempotent: a second run with the same config changes nothing and says so.
 #[derive(Debug, clap::Args)]
 pub struct Init {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Render into the root file system at DIR (an image build): enable units there with
     /// `systemctl --root`, start nothing, and leave node-specific values to the first boot.
     #[arg(long, value_name = "DIR")]
@@ -51,7 +50,7 @@ pub struct Init {
 
 impl Init {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config_path = env.resolve(&self.config);
+        let config_path = self.config.resolve(env);
         let root = self.root.as_ref().map(|r| env.resolve(r));
         if let Some(root) = &root {
             if !root.is_dir() {

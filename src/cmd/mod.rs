@@ -36,9 +36,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `p2pu --version`: the package version, the commit (when built from git) and the build date
-/// (SOURCE_DATE_EPOCH when set), e.g. `0.1.0 (2f16810abc 2026-11-29)`; stamped by build.rs.
-pub const VERSION: &str = env!("P2PU_VERSION");
+/// `p2pu --version` ([`crate::VERSION`]).
+pub const VERSION: &str = crate::VERSION;
 
 /// Exit statuses shared by the commands (README, Commands; the man pages' EXIT STATUS).
 pub mod exit {
@@ -90,6 +89,22 @@ pub enum Command {
     Proxy(proxy::Proxy),
     NatClient(nat_client::NatClient),
     Event(event::Event),
+}
+
+/// `--config`: the site config, as every command that reads one takes it (also from
+/// `P2PU_CONFIG`). Declared once so the flag, its variable and its default cannot drift apart.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The site config.
+    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
+    pub config: std::path::PathBuf,
+}
+
+impl ConfigArg {
+    /// The config's path, relative paths taken from the command's working directory.
+    pub fn resolve(&self, env: &Env) -> std::path::PathBuf {
+        env.resolve(&self.config)
+    }
 }
 
 /// What a command reports back for the exit status (beyond plain failure).

@@ -2,21 +2,19 @@
 //! announcements into the spool) and its control socket until SIGTERM, SIGINT or
 //! `p2pu event exit`.
 
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::{Error, Result};
 use crate::nat::{self, client::Client, client::ClientConfig};
 use crate::Env;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Run the NAT client (foreground; logs to stderr).
 #[derive(Debug, clap::Args)]
 pub struct NatClient {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Log filter (tracing's env-filter syntax), e.g. `debug` or `p2pu=debug`.
     #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
@@ -24,7 +22,7 @@ pub struct NatClient {
 
 impl NatClient {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let site = &config.site.nat;
         let proxy_text = site.proxy.as_deref().ok_or_else(|| {
             Error::Usage("nat.proxy is not set: the client needs the rendezvous".into())

@@ -1,20 +1,18 @@
 //! `p2pu proxy`: runs the NAT rendezvous (STUN, registry, hole-punching coordination, relay)
 //! on `nat.port` until SIGTERM or SIGINT.
 
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::nat::{self, names, proxy::ProxyConfig};
 use crate::Env;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 
 /// Run the NAT rendezvous proxy (foreground; logs to stderr).
 #[derive(Debug, clap::Args)]
 pub struct Proxy {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Log filter (tracing's env-filter syntax), e.g. `debug` or `p2pu=debug`.
     #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
@@ -25,7 +23,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let secret = nat::fleet_secret(&config)?;
         let names_file = config.site.nat.proxy_state_dir.join(names::BINDINGS_FILE);
         crate::daemon::init_logging(&self.log)?;

@@ -3,13 +3,12 @@
 //! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
 //! can ask it like `systemctl is-failed`.
 
-use crate::agent::state::{Record, Rejection, StateStore, Status as UpdateState};
-use crate::cmd::{exit, Outcome};
+use crate::agent::state::{StateStore, Status as UpdateState};
+use crate::agent::status::StatusReport;
+use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::Env;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Show this node's updates and rejected announcements.
 ///
@@ -17,9 +16,8 @@ use std::path::PathBuf;
 /// not be read.
 #[derive(Debug, clap::Args)]
 pub struct Status {
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -28,17 +26,9 @@ pub struct Status {
     all: bool,
 }
 
-/// `p2pu status --json`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusReport {
-    pub updates: Vec<Record>,
-    pub rejected: Vec<Rejection>,
-}
-
 impl Status {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let config = Config::load(&env.resolve(&self.config), None)?;
+        let config = Config::load(&self.config.resolve(env), None)?;
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let report = read(&store, self.all).map_err(explain_permission)?;
         crate::cmd::emit(env, self.json, &report, table)?;
@@ -125,7 +115,7 @@ fn table(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::state::Status;
+    use crate::agent::state::{Record, Status};
 
     fn site(dir: &std::path::Path) -> std::path::PathBuf {
         let config = dir.join("site.toml");

@@ -4,18 +4,14 @@
 //! (and without `--quiet` or NO_COLOR) the long steps, hashing and copying, show progress on
 //! stderr; `--json` prints [`SubmitReport`] on stdout.
 
-use crate::agent::fetch::sha256_file;
-use crate::agent::kind;
-use crate::cmd::fleet::{fleet_status, MemberReport};
-use crate::cmd::{exit, Outcome};
+use crate::agent::status::{fleet_status, MemberReport};
+use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
-use crate::engines::{Gossip, TorrentEngine};
+use crate::engines::Gossip;
 use crate::error::{Error, Result};
-use crate::formats::announcement::{validate_name, Announcement, Draft, Kind, EVENT_NAME};
-use crate::formats::torrent::{self, CreateOptions};
-use crate::provision::Owners;
+use crate::formats::announcement::Kind;
+use crate::publish::{broadcast, prepare_showing, Submitted};
 use crate::Env;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,9 +37,8 @@ pub struct Submit {
     /// The update's sequence number; default: now, in milliseconds since the epoch.
     #[arg(long)]
     seq: Option<u64>,
-    /// The site config.
-    #[arg(long, env = "P2PU_CONFIG", default_value = "/etc/p2pu/site.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Follow the rollout until every alive member applied the update.
     #[arg(long)]
     wait: bool,
@@ -82,21 +77,12 @@ pub struct Rollout {
     pub waiting: Vec<String>,
 }
 
-/// What `submit` made, for the caller and the overlay.
-#[derive(Debug, Clone)]
-pub struct Submitted {
-    pub name: String,
-    pub seq: u64,
-    pub info_hash: String,
-    pub wire: String,
-}
-
 impl Submit {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         // Before anything that reads secrets: a mistyped path is the likeliest mistake.
         let source = env.resolve(&self.path);
         check_source(&source)?;
-        let config = Config::load(&env.resolve(&self.config), Some(&MachineFacts::probe()))?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
         let engine = crate::node::transmission(&config)?;
         let show_progress = env.interactive && !self.quiet;
@@ -110,7 +96,7 @@ impl Submit {
             show_progress,
         )?;
         let gossip = crate::node::serf(&config)?;
-        gossip.user_event(EVENT_NAME, submitted.wire.as_bytes(), false)?;
+        broadcast(&gossip, &submitted)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),
             seq: submitted.seq,
@@ -155,137 +141,6 @@ fn check_source(source: &Path) -> Result<()> {
         ))),
         Err(e) => Err(Error::io("inspecting the payload", source)(e)),
     }
-}
-
-/// What `submit` and `event sendfile` print.
-impl std::fmt::Display for Submitted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "submitted {} seq {} info-hash {}",
-            self.name, self.seq, self.info_hash
-        )
-    }
-}
-
-/// Everything before the broadcast: the payload seeded locally and the signed announcement.
-pub fn prepare(
-    config: &Config,
-    source: &Path,
-    kind: Option<Kind>,
-    name: Option<String>,
-    seq: u64,
-    engine: &dyn TorrentEngine,
-) -> Result<Submitted> {
-    prepare_showing(config, source, kind, name, seq, engine, false)
-}
-
-/// [`prepare`], with progress on stderr when `show_progress` (a terminal, not `--quiet`).
-fn prepare_showing(
-    config: &Config,
-    source: &Path,
-    kind: Option<Kind>,
-    name: Option<String>,
-    seq: u64,
-    engine: &dyn TorrentEngine,
-    show_progress: bool,
-) -> Result<Submitted> {
-    let progress = Progress::new(show_progress);
-    let site = &config.site;
-    let key = crate::keys::read_secret(&site.agent.signing_key)?;
-    let is_dir = source.is_dir();
-    let kind = match kind {
-        Some(kind) => kind,
-        None => kind::detect(source)?,
-    };
-    let default_name = source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "{}: has no file name; give --name",
-                source.display()
-            ))
-        })?;
-    let name = name.unwrap_or_else(|| {
-        if is_dir {
-            format!("{default_name}.tar.gz")
-        } else {
-            default_name
-        }
-    });
-    validate_name(&name)?;
-    let scratch = tempfile::tempdir().map_err(Error::io(
-        "creating a temporary directory in",
-        std::env::temp_dir(),
-    ))?;
-    let payload = if is_dir {
-        let packed = scratch.path().join(&name);
-        progress.step(&format!("packing {}", source.display()));
-        kind::pack_dir(source, &packed)?;
-        packed
-    } else {
-        source.to_path_buf()
-    };
-    let advance = |n: u64| progress.advance(n);
-    let options = CreateOptions {
-        name: Some(name.clone()),
-        trackers: vec![crate::node::tracker_url(config)],
-        progress: progress
-            .hashing(&payload)
-            .then_some(&advance as &(dyn Fn(u64) + Sync)),
-        ..CreateOptions::default()
-    };
-    let torrent = torrent::create(&payload, &options)?;
-    progress.step("copying for seeding");
-    let info_hash = torrent.info_hash_hex();
-    let seed_dir = site.transmission.download_dir.join(&info_hash);
-    let seeded = seed_dir.join(&name);
-    copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
-    let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
-    progress.step("handing it to Transmission");
-    engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
-    // The agent's web seed server hands this to the members, and serves the payload once it
-    // sees it.
-    let metainfo =
-        crate::agent::seed_http::completion_mark(&site.transmission.download_dir, &info_hash);
-    crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
-    let draft = Draft {
-        seq,
-        name: name.clone(),
-        kind,
-        info_hash: torrent.info_hash,
-        len,
-        sha256,
-    };
-    let announcement = Announcement::sign(draft, &key)?;
-    progress.done();
-    Ok(Submitted {
-        name,
-        seq,
-        info_hash,
-        wire: announcement.to_wire(),
-    })
-}
-
-/// Puts the payload where Transmission seeds it, owned by the daemon's user and readable by
-/// the agent's unprivileged web seed server (`agent.serve_user`): 0755 and 0644 whatever the
-/// submitter's umask or the source's mode, as Transmission (umask 022) writes it on every
-/// other node.
-fn copy_for_seeding(payload: &Path, dir: &Path, dest: &Path, user: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(Error::io("setting the mode of", dir))?;
-    let tmp = dir.join(format!(".p2pu-copy-{}", std::process::id()));
-    // `copy` keeps the source's mode, e.g. 0600.
-    std::fs::copy(payload, &tmp).map_err(Error::io("copying the payload to", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-        .map_err(Error::io("setting the mode of", &tmp))?;
-    std::fs::rename(&tmp, dest).map_err(Error::io("renaming into place", dest))?;
-    let owners = Owners::new(None);
-    owners.chown(dir, Some(user))?;
-    owners.chown(dest, Some(user))
 }
 
 /// How a rollout ended: the exit status, and for a non-zero one what went wrong and what to do.
@@ -393,76 +248,9 @@ fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
     tally
 }
 
-/// Progress on stderr for `submit`'s long steps (packing, hashing, copying); inert when not
-/// shown, so logs and pipes never get bars.
-struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(show: bool) -> Progress {
-        let bar = show.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        let progress = Progress { bar };
-        progress.step("preparing");
-        progress
-    }
-
-    /// A step of unknown length: a spinner and what is being done.
-    fn step(&self, what: &str) {
-        if let Some(bar) = &self.bar {
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
-                bar.set_style(style);
-            }
-            bar.set_message(what.to_string());
-        }
-    }
-
-    /// Switches to a byte bar for hashing `payload`; whether hashing should report to it.
-    fn hashing(&self, payload: &Path) -> bool {
-        let Some(bar) = &self.bar else {
-            return false;
-        };
-        let Ok(total) = torrent::content_length(payload) else {
-            return false;
-        };
-        if let Ok(style) = ProgressStyle::with_template(
-            "hashing {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_length(total);
-        bar.set_position(0);
-        true
-    }
-
-    fn advance(&self, bytes: u64) {
-        if let Some(bar) = &self.bar {
-            bar.inc(bytes);
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Drop for Progress {
-    /// An error midway leaves no half-drawn bar above its message.
-    fn drop(&mut self) {
-        self.done();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn site_without_secrets(dir: &Path) {
         let d = dir.display();
@@ -558,29 +346,5 @@ mod tests {
         assert!(!json.contains("rollout"), "{json}");
         let extra = json.replacen("\"seq\"", "\"surprise\":0,\"seq\"", 1);
         assert!(serde_json::from_str::<SubmitReport>(&extra).is_err());
-    }
-
-    #[test]
-    fn progress_is_inert_when_not_shown() {
-        let progress = Progress::new(false);
-        assert!(progress.bar.is_none());
-        assert!(!progress.hashing(Path::new("/")));
-    }
-
-    #[test]
-    fn seeded_copies_are_readable_by_the_unprivileged_seed_server_whatever_the_source_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("site.pp");
-        std::fs::write(&source, "notice('x')\n").unwrap();
-        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
-        // As a root shell with umask 077 would have left it.
-        let seed_dir = dir.path().join("0123456789abcdef0123456789abcdef01234567");
-        std::fs::create_dir(&seed_dir).unwrap();
-        std::fs::set_permissions(&seed_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let dest = seed_dir.join("site.pp");
-        copy_for_seeding(&source, &seed_dir, &dest, "root").unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!((mode(&seed_dir), mode(&dest)), (0o755, 0o644));
-        assert_eq!(std::fs::read(&dest).unwrap(), b"notice('x')\n");
     }
 }

@@ -2,12 +2,10 @@
 //! the file is collected, not just the first, so an operator fixes them all in one edit.
 
 use super::{line_column, ConfigError, SiteToml};
+use crate::formats::serf_names::RESERVED_TAG_PREFIX;
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-
-/// Tags p2pu sets itself on every member; an operator's tag must not shadow them.
-pub const RESERVED_TAG_PREFIX: &str = "p2pu";
 
 pub(super) struct Checked {
     pub serf_bind: SocketAddr,

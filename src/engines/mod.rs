@@ -147,8 +147,28 @@ pub(crate) fn one_line(text: &str, max_lines: usize) -> String {
     joined
 }
 
+/// A program run by [`run_checked`] that failed: the command with its exit status and trimmed
+/// stderr, or why it could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("`{command}` {status}{}", crate::error::stderr_suffix(stderr))]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("running `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl crate::error::LayerError for CommandError {}
+
 /// Runs a command with an argument vector; a failure carries the command, status and stderr.
-pub fn run_checked(program: &str, args: &[String]) -> crate::Result<()> {
+pub fn run_checked(program: &str, args: &[String]) -> Result<(), CommandError> {
     let command = std::iter::once(program.to_string())
         .chain(args.iter().cloned())
         .collect::<Vec<_>>()
@@ -158,14 +178,14 @@ pub fn run_checked(program: &str, args: &[String]) -> crate::Result<()> {
         .stderr_capture()
         .unchecked()
         .run()
-        .map_err(|source| crate::Error::Spawn {
+        .map_err(|source| CommandError::Spawn {
             command: command.clone(),
             source,
         })?;
     if output.status.success() {
         return Ok(());
     }
-    Err(crate::Error::Command {
+    Err(CommandError::Failed {
         command,
         status: output.status.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -202,6 +222,7 @@ impl NotInstalled {
         })
     }
 }
+impl crate::error::LayerError for NotInstalled {}
 
 /// Where `program` runs from: itself when it names a path, else the first executable file of
 /// that name on `path_var` (the value of PATH), as the kernel's exec lookup would find it.

@@ -90,6 +90,8 @@ pub enum PuppetError {
     },
 }
 
+impl crate::error::LayerError for PuppetError {}
+
 impl PuppetError {
     /// The full output of the failed run, when there is one.
     pub fn output(&self) -> Option<&str> {

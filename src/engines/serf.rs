@@ -54,6 +54,8 @@ pub enum SerfError {
     NulByte { what: &'static str },
 }
 
+impl crate::error::LayerError for SerfError {}
+
 /// A member's state as Serf reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberStatus {

@@ -1,8 +1,9 @@
 //! systemd, as `init` uses it: enable units, reload or restart services, and nothing at all
 //! where systemd is not running (containers, CI) or when rendering into an image (`--root`).
 
-use super::run_checked;
-use crate::error::Result;
+use super::{run_checked, CommandError};
+
+type Result<T> = std::result::Result<T, CommandError>;
 use std::path::{Path, PathBuf};
 
 pub struct Systemd {

@@ -80,6 +80,8 @@ pub enum TransmissionError {
     NonUtf8Path { path: PathBuf },
 }
 
+impl crate::error::LayerError for TransmissionError {}
+
 /// User name and password for the RPC's basic auth. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

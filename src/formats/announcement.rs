@@ -16,11 +16,11 @@ use std::str::FromStr;
 
 /// What every wire text starts with; the digit is the format version.
 pub const WIRE_PREFIX: &str = "p2pu1:";
-/// The Serf user-event name announcements travel under.
-pub const EVENT_NAME: &str = "p2pu-update";
 pub const MAX_NAME_LEN: usize = 64;
 /// The longest possible v1 wire text (64-byte name, `manifest`, seq and len of 19 digits).
-/// Anything longer is rejected before decoding; with [`EVENT_NAME`] it fits Serf's 482 bytes.
+/// Anything longer is rejected before decoding; with the event name
+/// [`UPDATE_EVENT`](super::serf_names::UPDATE_EVENT) it fits
+/// Serf's 482 bytes.
 pub const MAX_WIRE_LEN: usize = 414;
 
 const KEYS: [&str; 9] = [
@@ -76,6 +76,8 @@ pub enum AnnouncementError {
     #[error("announcement {name:?} has a bad signature for key {kid}")]
     BadSignature { name: String, kid: KeyId },
 }
+
+impl crate::error::LayerError for AnnouncementError {}
 
 use AnnouncementError as E;
 
@@ -477,6 +479,7 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::serf_names::UPDATE_EVENT;
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
@@ -581,10 +584,10 @@ mod tests {
     fn worst_case_wire_text_fits_serf_default_limit() {
         let design_worst = longest(false).to_wire();
         assert_eq!(design_worst.len(), 398, "DESIGN.md states 398 bytes");
-        assert!(EVENT_NAME.len() + design_worst.len() <= 482);
+        assert!(UPDATE_EVENT.len() + design_worst.len() <= 482);
         let absolute_worst = longest(true).to_wire();
         assert_eq!(absolute_worst.len(), MAX_WIRE_LEN);
-        assert!(EVENT_NAME.len() + MAX_WIRE_LEN <= 482);
+        assert!(UPDATE_EVENT.len() + MAX_WIRE_LEN <= 482);
         assert!(Announcement::decode(&absolute_worst).is_ok());
     }
 

@@ -51,6 +51,8 @@ pub enum LegacyError {
     Internal(String),
 }
 
+impl crate::error::LayerError for LegacyError {}
+
 use LegacyError as E;
 
 fn bad_pieces(reason: impl Into<String>) -> LegacyError {

@@ -4,4 +4,5 @@
 pub mod announcement;
 pub mod bencode;
 pub mod legacy;
+pub mod serf_names;
 pub mod torrent;

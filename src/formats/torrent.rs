@@ -71,6 +71,8 @@ pub enum TorrentError {
     Internal(String),
 }
 
+impl crate::error::LayerError for TorrentError {}
+
 /// What to put in a new torrent besides the content. `Default` gives a public torrent with an
 /// automatic piece size and no trackers, dates or comments (so the output is reproducible).
 #[derive(Default)]

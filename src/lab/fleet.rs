@@ -229,7 +229,7 @@ impl Lab {
     /// Starts `p2pu agent` on node `index` and waits until its tracker accepts connections.
     pub fn start_agent(&mut self, index: usize) -> Result<()> {
         let node = self.node(index)?.clone();
-        let mut command = super::agent_command(&self.binary, &node);
+        let mut command = super::node::agent_command(&self.binary, &node);
         confine(&mut command, self.netns.raw_fd(), None);
         let guard = Guard::spawn(
             format!("p2pu agent on {}", node.name),

@@ -15,8 +15,9 @@ mod process;
 mod startup;
 
 pub use fleet::Lab;
+pub use node::agent_command;
 pub use node::NodeInfo;
-pub use startup::{agent_command, init_node, install_keys, serf_command, transmission_command};
+pub use startup::{init_node, install_keys, serf_command, transmission_command};
 
 use crate::error::{Error, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -64,6 +65,8 @@ pub enum LabError {
         source: nix::errno::Errno,
     },
 }
+
+impl crate::error::LayerError for LabError {}
 
 /// What to start.
 #[derive(Debug, Clone)]

@@ -143,7 +143,7 @@ fn owner_pid(name: &str) -> Option<u32> {
 /// Runs `ip` with `args`; a failure carries the command line and ip's stderr.
 fn ip(args: &[&str]) -> Result<()> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    crate::engines::run_checked("ip", &args)
+    Ok(crate::engines::run_checked("ip", &args)?)
 }
 
 #[cfg(test)]

@@ -240,6 +240,17 @@ fn read_secret(path: &Path) -> Result<String> {
     Ok(text.trim().to_owned())
 }
 
+/// `<binary> agent` for `node`.
+pub fn agent_command(binary: &Path, node: &NodeInfo) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("agent")
+        .arg("--config")
+        .arg(&node.config)
+        .env("HOME", &node.dir);
+    command
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

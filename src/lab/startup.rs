@@ -270,14 +270,3 @@ pub fn transmission_command(node: &NodeInfo) -> Command {
         .env("HOME", settings_dir);
     command
 }
-
-/// `<binary> agent` for `node`.
-pub fn agent_command(binary: &Path, node: &NodeInfo) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .arg("agent")
-        .arg("--config")
-        .arg(&node.config)
-        .env("HOME", &node.dir);
-    command
-}

@@ -127,6 +127,8 @@ pub enum ControlError {
     BadAnswer { path: PathBuf, reason: String },
 }
 
+impl crate::error::LayerError for ControlError {}
+
 /// The running control socket: lets the daemon wait for answers still being written before
 /// it exits (the answer to `exit` itself, above all).
 #[derive(Debug, Clone, Default)]

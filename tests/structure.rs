@@ -1,0 +1,733 @@
+//! The shape of `src/`: which file imports which (issue #19, "one house"). Reads the sources,
+//! resolves every `crate::`/`super::`/`self::` path (and relative paths to declared child
+//! modules, and names a module re-exports with `pub use`) to the file that defines it, and checks
+//! the resulting file-level graph: no circle, and commands as leaves that only the dispatcher
+//! imports. A textual reader, not a compiler: it strips comments and literals, tracks inline
+//! `mod x { .. }` blocks so `super::` inside `mod tests` means the file itself, and ignores
+//! `mod` declarations (declaring a child is not importing it). A file reaching up to its own
+//! parent module (`super::LabError` in `lab/netns.rs`, `crate::cmd::Outcome` in a command) is not
+//! an edge either: the parent module file is the facade its children share, and it may use them;
+//! what must not circle is siblings and unrelated modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One source file: its module path (`["agent", "fetch"]`, empty for lib.rs) and its text with
+/// comments and literals blanked out.
+struct SourceFile {
+    rel: String,
+    module: Vec<String>,
+    code: String,
+}
+
+fn src_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop().expect("file name");
+    let stem = last.trim_end_matches(".rs");
+    if !(stem == "mod" || (parts.is_empty() && (stem == "lib" || stem == "main"))) {
+        parts.push(stem.to_string());
+    }
+    parts
+}
+
+/// Blanks comments, string and char literals (keeping newlines and byte offsets), so braces and
+/// `crate::` inside them are not read as code.
+fn strip(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = b.to_vec();
+    let mut i = 0;
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in out.iter_mut().take(to).skip(from) {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c == b'/' && b.get(i + 1) == Some(&b'/') {
+            let end = src[i..].find('\n').map_or(b.len(), |n| i + n);
+            blank(&mut out, i, end);
+            i = end;
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            let mut depth = 0;
+            let mut j = i;
+            while j < b.len() {
+                if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
+                    depth += 1;
+                    j += 2;
+                } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
+                    depth -= 1;
+                    j += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+            blank(&mut out, i, j);
+            i = j;
+        } else if (c == b'r' || (c == b'b' && b.get(i + 1) == Some(&b'r')))
+            && (i == 0 || !is_ident(b[i - 1]))
+            && {
+                let s = if c == b'b' { i + 2 } else { i + 1 };
+                let mut k = s;
+                while b.get(k) == Some(&b'#') {
+                    k += 1;
+                }
+                b.get(k) == Some(&b'"')
+            }
+        {
+            let s = if c == b'b' { i + 2 } else { i + 1 };
+            let mut k = s;
+            while b[k] == b'#' {
+                k += 1;
+            }
+            let hashes = k - s;
+            let close = format!("\"{}", "#".repeat(hashes));
+            let end = src[k + 1..]
+                .find(&close)
+                .map_or(b.len(), |n| k + 1 + n + close.len());
+            blank(&mut out, i, end);
+            i = end;
+        } else if c == b'"' {
+            let mut j = i + 1;
+            while j < b.len() && b[j] != b'"' {
+                if b[j] == b'\\' {
+                    j += 1;
+                }
+                j += 1;
+            }
+            blank(&mut out, i, (j + 1).min(b.len()));
+            i = j + 1;
+        } else if c == b'\'' {
+            // A char literal ('x', '\n', '\u{..}', '{') or a lifetime ('a).
+            if b.get(i + 1) == Some(&b'\\') {
+                let end = src[i + 2..].find('\'').map_or(b.len(), |n| i + 2 + n + 1);
+                blank(&mut out, i, end);
+                i = end;
+            } else if b.get(i + 2) == Some(&b'\'') {
+                blank(&mut out, i, i + 3);
+                i += 3;
+            } else {
+                // Multi-byte char literal or a lifetime.
+                let ch_len = src[i + 1..].chars().next().map_or(1, char::len_utf8);
+                if b.get(i + 1 + ch_len) == Some(&b'\'') {
+                    blank(&mut out, i, i + 2 + ch_len);
+                    i += 2 + ch_len;
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Byte ranges of inline `mod name { .. }` blocks, with their names.
+fn inline_mods(code: &str) -> Vec<(usize, usize, String)> {
+    let b = code.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while let Some(n) = code[i..].find("mod ") {
+        let at = i + n;
+        i = at + 4;
+        if at > 0 && is_ident(b[at - 1]) {
+            continue;
+        }
+        let name_start = i;
+        let mut j = i;
+        while j < b.len() && is_ident(b[j]) {
+            j += 1;
+        }
+        let name = code[name_start..j].to_string();
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if name.is_empty() || b.get(j) != Some(&b'{') {
+            continue;
+        }
+        let mut depth = 0;
+        let mut k = j;
+        while k < b.len() {
+            match b[k] {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            k += 1;
+        }
+        found.push((j, k, name));
+    }
+    found
+}
+
+/// Declared child modules (`mod x;` or `mod x {`), whose names relative paths may start with.
+fn child_mods(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in code.lines() {
+        let t = line.trim_start();
+        let t = t.strip_prefix("pub(crate) ").unwrap_or(t);
+        let t = t.strip_prefix("pub ").unwrap_or(t);
+        if let Some(rest) = t.strip_prefix("mod ") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}
+
+/// Expands a use tree (`a::{b, c::{d, e as f}}`) into full paths, each with the name it binds.
+fn expand_use(tree: &str) -> Vec<(Vec<String>, String)> {
+    fn split_top(s: &str) -> Vec<&str> {
+        let mut parts = Vec::new();
+        let mut depth = 0;
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&s[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&s[start..]);
+        parts
+    }
+    fn go(prefix: &[String], tree: &str, out: &mut Vec<(Vec<String>, String)>) {
+        let tree = tree.trim();
+        if tree.is_empty() {
+            return;
+        }
+        if let Some(open) = tree.find('{') {
+            let head = tree[..open].trim().trim_end_matches("::");
+            let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+            let mut p = prefix.to_vec();
+            p.extend(
+                head.split("::")
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().to_string()),
+            );
+            for part in split_top(inner) {
+                go(&p, part, out);
+            }
+            return;
+        }
+        let (path, alias) = match tree.split_once(" as ") {
+            Some((p, a)) => (p.trim(), Some(a.trim().to_string())),
+            None => (tree, None),
+        };
+        let mut p = prefix.to_vec();
+        p.extend(path.split("::").map(|s| s.trim().to_string()));
+        if p.last().is_some_and(|l| l == "self") {
+            p.pop();
+        }
+        let bound = alias.unwrap_or_else(|| p.last().cloned().unwrap_or_default());
+        out.push((p, bound));
+    }
+    let mut out = Vec::new();
+    go(&[], tree, &mut out);
+    out
+}
+
+struct Graph {
+    files: Vec<SourceFile>,
+    by_module: BTreeMap<Vec<String>, usize>,
+    /// Per file: name re-exported with `pub use` -> the full path it stands for.
+    reexports: Vec<BTreeMap<String, Vec<String>>>,
+}
+
+impl Graph {
+    fn load() -> Graph {
+        let root = src_dir();
+        let mut paths = Vec::new();
+        collect(&root, &mut paths);
+        let mut files = Vec::new();
+        for path in paths {
+            let rel = path.strip_prefix(&root).expect("under src");
+            if rel == Path::new("main.rs") {
+                continue; // the binary, a separate crate
+            }
+            let text = std::fs::read_to_string(&path).expect("read source");
+            files.push(SourceFile {
+                rel: format!("src/{}", rel.display()),
+                module: module_of(rel),
+                code: strip(&text),
+            });
+        }
+        let by_module = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.module.clone(), i))
+            .collect();
+        let mut graph = Graph {
+            files,
+            by_module,
+            reexports: Vec::new(),
+        };
+        graph.reexports = (0..graph.files.len())
+            .map(|i| {
+                let mut map = BTreeMap::new();
+                for (stmt, at, public) in use_statements(&graph.files[i].code) {
+                    if !public {
+                        continue;
+                    }
+                    for (path, bound) in expand_use(&stmt) {
+                        if let Some(abs) = graph.absolute(i, at, &path) {
+                            map.insert(bound, abs);
+                        }
+                    }
+                }
+                map
+            })
+            .collect();
+        graph
+    }
+
+    /// The module path a path written at byte `at` of file `i` stands for, or None for paths
+    /// outside the crate (std, other crates).
+    fn absolute(&self, i: usize, at: usize, path: &[String]) -> Option<Vec<String>> {
+        let file = &self.files[i];
+        let mut here = file.module.clone();
+        for (start, end, name) in inline_mods(&file.code) {
+            if start < at && at < end {
+                here.push(name);
+            }
+        }
+        let first = path.first()?;
+        let mut rest = &path[1..];
+        let mut base = match first.as_str() {
+            "crate" => Vec::new(),
+            "self" => here.clone(),
+            "super" => {
+                let mut b = here.clone();
+                b.pop();
+                while rest.first().is_some_and(|s| s == "super") {
+                    b.pop();
+                    rest = &rest[1..];
+                }
+                b
+            }
+            name if child_mods(&file.code).contains(name) => {
+                let mut b = file.module.clone();
+                b.push(name.to_string());
+                b
+            }
+            _ => return None,
+        };
+        base.extend(rest.iter().cloned());
+        Some(base)
+    }
+
+    /// The file that defines what `abs` names: the deepest module file on the path, following
+    /// `pub use` re-exports one name at a time.
+    fn resolve(&self, abs: &[String], hops: usize) -> Option<usize> {
+        let mut best = None;
+        for len in (0..=abs.len()).rev() {
+            if let Some(&i) = self.by_module.get(&abs[..len]) {
+                best = Some((i, len));
+                break;
+            }
+        }
+        let (i, len) = best?;
+        if hops < 8 {
+            if let Some(next) = abs.get(len) {
+                if let Some(target) = self.reexports[i].get(next) {
+                    let mut t = target.clone();
+                    t.extend(abs[len + 1..].iter().cloned());
+                    if t != abs {
+                        return self.resolve(&t, hops + 1).or(Some(i));
+                    }
+                }
+            }
+        }
+        Some(i)
+    }
+
+    /// File-level edges: file -> files it names, each with one example path.
+    fn edges(&self) -> Vec<BTreeMap<usize, String>> {
+        (0..self.files.len())
+            .map(|i| {
+                let code = &self.files[i].code;
+                let mut out: BTreeMap<usize, String> = BTreeMap::new();
+                let mut add = |graph: &Graph, at: usize, path: Vec<String>| {
+                    if let Some(abs) = graph.absolute(i, at, &path) {
+                        if let Some(j) = graph.resolve(&abs, 0) {
+                            let up = graph.files[i].module.starts_with(&graph.files[j].module);
+                            if j != i && !up {
+                                out.entry(j).or_insert_with(|| path.join("::"));
+                            }
+                        }
+                    }
+                };
+                // Names bound by `use` to modules, so `fetch::x` after `use super::fetch;` counts.
+                let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (stmt, at, _) in use_statements(code) {
+                    for (path, bound) in expand_use(&stmt) {
+                        if let Some(abs) = self.absolute(i, at, &path) {
+                            aliases.insert(bound, abs);
+                        }
+                        add(self, at, path);
+                    }
+                }
+                for (at, path) in inline_paths(code) {
+                    if let Some(target) = aliases.get(&path[0]) {
+                        let mut full = vec!["crate".to_string()];
+                        full.extend(target.iter().cloned());
+                        full.extend(path[1..].iter().cloned());
+                        add(self, at, full);
+                    } else {
+                        add(self, at, path);
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+/// `use` statements (the tree after `use`, up to `;`), with their offset and whether `pub`.
+fn use_statements(code: &str) -> Vec<(String, usize, bool)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(n) = code[i..].find("use ") {
+        let at = i + n;
+        i = at + 4;
+        if at > 0 && is_ident(b[at - 1]) {
+            continue;
+        }
+        let Some(end) = code[i..].find(';') else {
+            break;
+        };
+        let before = code[..at].trim_end();
+        let public = before.ends_with("pub") || before.ends_with(')');
+        out.push((
+            code[i..i + end]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            at,
+            public,
+        ));
+        i += end;
+    }
+    out
+}
+
+/// Paths in code outside `use`: `a::b::c` chains of identifiers.
+fn inline_paths(code: &str) -> Vec<(usize, Vec<String>)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if is_ident(b[i]) && (i == 0 || !(is_ident(b[i - 1]) || b[i - 1] == b':')) {
+            let start = i;
+            let mut segs = Vec::new();
+            let mut j = i;
+            loop {
+                let s = j;
+                while j < b.len() && is_ident(b[j]) {
+                    j += 1;
+                }
+                if s == j {
+                    break;
+                }
+                segs.push(code[s..j].to_string());
+                if code[j..].starts_with("::") && b.get(j + 2).is_some_and(|c| is_ident(*c)) {
+                    j += 2;
+                } else {
+                    break;
+                }
+            }
+            if segs.len() > 1 {
+                out.push((start, segs));
+            }
+            i = j.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Strongly connected components with more than one file (Tarjan), each as its file indices.
+fn components(edges: &[BTreeMap<usize, String>]) -> Vec<Vec<usize>> {
+    struct State<'a> {
+        edges: &'a [BTreeMap<usize, String>],
+        index: Vec<Option<usize>>,
+        low: Vec<usize>,
+        on_stack: Vec<bool>,
+        stack: Vec<usize>,
+        next: usize,
+        out: Vec<Vec<usize>>,
+    }
+    fn visit(s: &mut State, v: usize) {
+        s.index[v] = Some(s.next);
+        s.low[v] = s.next;
+        s.next += 1;
+        s.stack.push(v);
+        s.on_stack[v] = true;
+        let succ: Vec<usize> = s.edges[v].keys().copied().collect();
+        for w in succ {
+            match s.index[w] {
+                None => {
+                    visit(s, w);
+                    s.low[v] = s.low[v].min(s.low[w]);
+                }
+                Some(iw) if s.on_stack[w] => s.low[v] = s.low[v].min(iw),
+                Some(_) => {}
+            }
+        }
+        if Some(s.low[v]) == s.index[v] {
+            let mut comp = Vec::new();
+            while let Some(w) = s.stack.pop() {
+                s.on_stack[w] = false;
+                comp.push(w);
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                comp.sort();
+                s.out.push(comp);
+            }
+        }
+    }
+    let n = edges.len();
+    let mut s = State {
+        edges,
+        index: vec![None; n],
+        low: vec![0; n],
+        on_stack: vec![false; n],
+        stack: Vec::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    for v in 0..n {
+        if s.index[v].is_none() {
+            visit(&mut s, v);
+        }
+    }
+    s.out
+}
+
+/// One shortest circle through the first file of each component, plus the component's size and
+/// every edge inside it, so the report names what to cut.
+fn cycles(graph: &Graph, edges: &[BTreeMap<usize, String>]) -> Vec<String> {
+    let mut reports = Vec::new();
+    for comp in components(edges) {
+        let inside: BTreeSet<usize> = comp.iter().copied().collect();
+        let start = comp[0];
+        let mut prev: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        while let Some(at) = queue.pop_front() {
+            for &next in edges[at].keys().filter(|n| inside.contains(n)) {
+                if let std::collections::btree_map::Entry::Vacant(e) = prev.entry(next) {
+                    e.insert(at);
+                    queue.push_back(next);
+                }
+            }
+            if prev.contains_key(&start) {
+                break;
+            }
+        }
+        let mut path = vec![start];
+        let mut at = prev[&start];
+        while at != start {
+            path.push(at);
+            at = prev[&at];
+        }
+        path.push(start);
+        path.reverse();
+        let circle: Vec<String> = path
+            .windows(2)
+            .map(|w| format!("{} ({})", graph.files[w[0]].rel, edges[w[0]][&w[1]]))
+            .chain(std::iter::once(graph.files[start].rel.clone()))
+            .collect();
+        let mut all = Vec::new();
+        for &a in &comp {
+            for (b, example) in edges[a].iter().filter(|(b, _)| inside.contains(b)) {
+                all.push(format!(
+                    "      {} -> {} ({example})",
+                    graph.files[a].rel, graph.files[*b].rel
+                ));
+            }
+        }
+        reports.push(format!(
+            "{}\n    ({} files tied together; edges among them:)\n{}",
+            circle.join("\n    -> "),
+            comp.len(),
+            all.join("\n")
+        ));
+    }
+    reports
+}
+
+#[test]
+fn no_import_circle_between_files_of_src() {
+    let graph = Graph::load();
+    let edges = graph.edges();
+    let found = cycles(&graph, &edges);
+    assert!(
+        found.is_empty(),
+        "{} import circle(s) between files of src/:\n  {}",
+        found.len(),
+        found.join("\n  ")
+    );
+}
+
+/// A command file: one in `src/cmd/` other than the dispatcher that defines a command (its
+/// `run`). `cmd/help.rs` holds the dispatcher's help text and is not one.
+fn is_command_file(file: &SourceFile) -> bool {
+    file.rel.starts_with("src/cmd/")
+        && file.rel != "src/cmd/mod.rs"
+        && file.code.contains("fn run(")
+}
+
+#[test]
+fn every_cmd_file_is_imported_only_by_the_dispatcher() {
+    let graph = Graph::load();
+    let edges = graph.edges();
+    let mut wrong = Vec::new();
+    for (i, out) in edges.iter().enumerate() {
+        let from = &graph.files[i].rel;
+        for (&j, example) in out {
+            if is_command_file(&graph.files[j]) && from != "src/cmd/mod.rs" {
+                wrong.push(format!("{from} imports {} ({example})", graph.files[j].rel));
+            }
+        }
+    }
+    // Integration tests and benches use the library, not a command's file.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut outside = Vec::new();
+    collect(&root.join("tests"), &mut outside);
+    collect(&root.join("benches"), &mut outside);
+    for path in outside {
+        let code = strip(&std::fs::read_to_string(&path).expect("read"));
+        for (_, segs) in inline_paths(&code) {
+            if segs.len() > 3 && segs[0] == "p2pu" && segs[1] == "cmd" {
+                let file = format!("src/cmd/{}.rs", segs[2]);
+                if graph
+                    .files
+                    .iter()
+                    .any(|f| f.rel == file && is_command_file(f))
+                {
+                    wrong.push(format!(
+                        "{} imports {file} ({})",
+                        path.display(),
+                        segs.join("::")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "command files used as a library:\n  {}",
+        wrong.join("\n  ")
+    );
+}
+
+#[test]
+fn the_checker_reads_use_trees_and_finds_the_edges() {
+    // Guards the checker itself: a reader that found no edges would pass both tests above.
+    let graph = Graph::load();
+    let edges = graph.edges();
+    let count: usize = edges.iter().map(BTreeMap::len).sum();
+    assert!(
+        count > 100,
+        "only {count} edges found; the reader is broken"
+    );
+    let a = strip("use crate::x::{y, z::{self, w as v}};\n// crate::q\nlet s = \"crate::r\";");
+    let uses = use_statements(&a);
+    assert_eq!(uses.len(), 1);
+    let paths: Vec<String> = expand_use(&uses[0].0)
+        .into_iter()
+        .map(|(p, b)| format!("{}={b}", p.join("::")))
+        .collect();
+    assert_eq!(
+        paths,
+        ["crate::x::y=y", "crate::x::z=z", "crate::x::z::w=v"]
+    );
+    assert!(!a.contains("crate::q") && !a.contains("crate::r"));
+}
+
+#[test]
+fn the_config_flag_is_declared_once() {
+    // Every command takes `--config` through `cmd::ConfigArg`; a second declaration could drift
+    // in its variable or default.
+    let root = src_dir();
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    let declared: Vec<String> = paths
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .expect("read source")
+                .contains("env = \"P2PU_CONFIG\"")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(declared, [root.join("cmd/mod.rs").display().to_string()]);
+}
+
+#[test]
+fn the_error_everyone_imports_imports_nothing_from_the_crate() {
+    // Each layer joins `Error` through `LayerError` beside its own error type; an import here
+    // would tie every layer that returns `Error` to the one imported.
+    let graph = Graph::load();
+    let edges = graph.edges();
+    let at = graph
+        .files
+        .iter()
+        .position(|f| f.rel == "src/error.rs")
+        .expect("src/error.rs");
+    let names: Vec<String> = edges[at]
+        .iter()
+        .map(|(j, example)| format!("{} ({example})", graph.files[*j].rel))
+        .collect();
+    assert!(names.is_empty(), "src/error.rs imports {names:?}");
+}
