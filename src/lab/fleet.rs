@@ -16,8 +16,11 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a stopped process gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a stopped process gets between SIGTERM and SIGKILL. Generous: Transmission sends
+/// its "stopped" announces before it writes its resume files, and on a loaded machine 3 s was
+/// once too little (the restarted daemon had lost its torrent). A process that exits sooner
+/// costs nothing more.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Labs started by this process so far (part of the namespace name).
 static LABS: AtomicUsize = AtomicUsize::new(0);
