@@ -22,6 +22,9 @@ use percent_encoding::percent_decode_str;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use crate::{Error, Result};
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Where the payload of `info_hash` is marked complete (its metainfo, written only once the
 /// payload is verified): what the server waits for before serving `<info_hash>/<name>`.
 pub fn completion_mark(root: &Path, info_hash: &str) -> PathBuf {
