@@ -7,7 +7,7 @@ use super::spool::{self, Source};
 use super::state::{StateStore, Status};
 use crate::cmd::handle_event::NodeStatus;
 use crate::engines::Gossip;
-use crate::formats::announcement::Announcement;
+use crate::formats::announcement::{validate_name, Announcement};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -25,10 +25,13 @@ pub fn catch_up(
         let Ok(status) = serde_json::from_str::<NodeStatus>(text) else {
             continue;
         };
+        // A name no announcement can carry (NUL, `/`, 300 bytes) is never looked up: its state
+        // file would fail to open or lie outside the state dir, and the error would let one
+        // member's answer stop every catch-up (found by the fuzz target `serf_answers`).
         for update in status
             .updates
             .into_iter()
-            .filter(|u| u.status != Status::Held)
+            .filter(|u| u.status != Status::Held && validate_name(&u.name).is_ok())
         {
             let seq = newest.entry(update.name).or_default();
             *seq = (*seq).max(update.seq);
@@ -57,4 +60,59 @@ pub fn catch_up(
         }
     }
     Ok(spooled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::handle_event::UpdateStatus;
+    use crate::engines::{Member, SerfError};
+
+    /// A member whose status answer names updates no announcement could carry.
+    struct Hostile;
+
+    impl Gossip for Hostile {
+        fn members(&self) -> std::result::Result<Vec<Member>, SerfError> {
+            Ok(Vec::new())
+        }
+        fn user_event(&self, _: &str, _: &[u8], _: bool) -> std::result::Result<(), SerfError> {
+            Ok(())
+        }
+        fn query(
+            &self,
+            name: &str,
+            _: &[u8],
+            _: Duration,
+        ) -> std::result::Result<Vec<(String, String)>, SerfError> {
+            if name != "p2pu-status" {
+                return Ok(Vec::new());
+            }
+            let update = |name: String| UpdateStatus {
+                name,
+                seq: 7,
+                status: Status::Applied,
+                reason: None,
+                at: 1,
+            };
+            let status = NodeStatus {
+                node: "evil".into(),
+                updates: vec![update("x".repeat(300)), update("nul\0name".into())],
+            };
+            let text = serde_json::to_string(&status).map_err(|e| SerfError::Malformed {
+                command: "test".into(),
+                reason: e.to_string(),
+            })?;
+            Ok(vec![("evil".into(), text)])
+        }
+    }
+
+    #[test]
+    fn answers_naming_impossible_updates_do_not_stop_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let spooled = catch_up(&Hostile, &store, &spool, Duration::ZERO);
+        assert!(matches!(spooled, Ok(0)), "{spooled:?}");
+    }
 }
