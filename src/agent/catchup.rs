@@ -13,6 +13,7 @@ use super::spool::{self, Source, Spooled};
 use super::state::{Lineage, StateStore, Status};
 use super::status::NodeStatus;
 use crate::engines::Gossip;
+use crate::formats::announcement::validate_name;
 use crate::formats::serf_names::{LATEST_QUERY, STATUS_QUERY};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,10 +34,13 @@ pub fn catch_up(
         let Ok(status) = serde_json::from_str::<NodeStatus>(text) else {
             continue;
         };
+        // A name no announcement can carry (NUL, `/`, 300 bytes) is never looked up: its state
+        // file would fail to open or lie outside the state dir, and the error would let one
+        // member's answer stop every catch-up (found writing the fuzz target `serf_answers`).
         for update in status
             .updates
             .into_iter()
-            .filter(|u| u.status != Status::Held)
+            .filter(|u| u.status != Status::Held && validate_name(&u.name).is_ok())
         {
             let seq = newest.entry(update.name).or_default();
             *seq = (*seq).max(update.seq);
@@ -251,6 +255,32 @@ mod tests {
                 ),
                 ("other".into(), wire(&node.key, "other.pp", NOW_MS + 6)),
             ],
+        };
+        assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
+    }
+
+    /// One member's status answer names updates no announcement could carry: a NUL byte,
+    /// 300 bytes, a path out of the state dir. They are skipped, and the real update of
+    /// another member's answer is still caught up with.
+    #[test]
+    fn answers_naming_impossible_updates_do_not_stop_catch_up() {
+        let node = node();
+        let real = wire(&node.key, "site.pp", NOW_MS);
+        let updates: Vec<serde_json::Value> = [
+            "x".repeat(300),
+            "nul\0name".into(),
+            "../../x".into(),
+        ]
+        .into_iter()
+        .map(|name| serde_json::json!({"name": name, "seq": 7, "status": "applied", "at": 1}))
+        .collect();
+        let evil = serde_json::json!({"node": "evil", "updates": updates}).to_string();
+        let fleet = Fleet {
+            status: vec![
+                ("evil".into(), evil),
+                status_of("honest", "site.pp", NOW_MS),
+            ],
+            latest: vec![("honest".into(), real.clone())],
         };
         assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
     }

@@ -464,28 +464,36 @@ fn read_head(
             ));
         }
         filled += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(_)) => {
-                let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
-                    return Ok(Err(400));
-                };
-                return Ok(Ok(Request {
-                    method: method.to_string(),
-                    target: target.to_string(),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), h.value.to_vec()))
-                        .collect(),
-                    peer,
-                }));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Ok(Err(431)),
-            Err(_) => return Ok(Err(400)),
+        if let Some(parsed) = parse_head(&buf[..filled], peer) {
+            return Ok(parsed);
         }
+    }
+}
+
+/// Parses the head read so far: `None` while it is incomplete, `Err(status)` when it is
+/// malformed. Apart from `read_head` so the fuzz target reaches it without a socket.
+pub(crate) fn parse_head(head: &[u8], peer: SocketAddr) -> Option<Result<Request, u16>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {
+            let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+                return Some(Err(400));
+            };
+            Some(Ok(Request {
+                method: method.to_string(),
+                target: target.to_string(),
+                headers: parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect(),
+                peer,
+            }))
+        }
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => Some(Err(431)),
+        Err(_) => Some(Err(400)),
     }
 }
 

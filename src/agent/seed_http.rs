@@ -24,6 +24,9 @@ use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use crate::{Error, Result};
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Downloads served at once; further connections queue briefly, then get 503.
 pub const SEED_WORKERS: usize = 8;
 /// Connections one member may hold at once: Transmission opens up to 4 to a web seed, and

@@ -334,6 +334,21 @@ fn parse_query(stdout: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(raw.responses.into_iter().collect())
 }
 
+/// The decoders of `serf query` and `serf members` output (a remote member's answer, relayed by
+/// the local agent), for the fuzz target `serf_answers`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::Member;
+
+    pub fn parse_query(stdout: &[u8]) -> Result<Vec<(String, String)>, String> {
+        super::parse_query(stdout)
+    }
+
+    pub fn parse_members(stdout: &[u8]) -> Result<Vec<Member>, String> {
+        super::parse_members(stdout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,6 +192,13 @@ impl Client {
         self.local
     }
 
+    /// Handles one datagram as if `run` had received it from `from`: the entry the fuzz target
+    /// `nat_client` drives the client through without a peer. Not an API.
+    #[doc(hidden)]
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.datagram(now, from, bytes);
+    }
+
     /// Runs until `stop` is set or an `exit` request arrives.
     pub fn run(
         mut self,

@@ -1,0 +1,113 @@
+//! Fuzzes what other members answer to Serf queries, as the local `serf` prints it: the query
+//! and members output decoders, the `p2pu-status` answer (JSON) and the two consumers of the
+//! answers, `fleet status` and the agent's catch-up, through a stand-in gossip layer that hands
+//! them the fuzzed answers. Nothing may panic; an answer that parses writes back to the same
+//! status; `fleet status` reports each member once, in order, with exactly what it answered;
+//! catch-up copes with any answer (an error would let one member stop every catch-up) and only
+//! ever spools announcement texts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use p2pu::agent::catchup::catch_up;
+use p2pu::agent::state::StateStore;
+use p2pu::cmd::fleet::fleet_status;
+use p2pu::cmd::handle_event::NodeStatus;
+use p2pu::engines::serf::fuzzing::{parse_members, parse_query};
+use p2pu::engines::{Gossip, Member, MemberStatus, SerfError};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Answers(Vec<(String, String)>);
+
+impl Gossip for Answers {
+    fn members(&self) -> Result<Vec<Member>, SerfError> {
+        let member = |name: &str, status| Member {
+            name: name.to_owned(),
+            addr: [10, 0, 0, 1].into(),
+            port: 7946,
+            status,
+            tags: Default::default(),
+        };
+        let mut members: Vec<Member> = self
+            .0
+            .iter()
+            .map(|(node, _)| member(node, MemberStatus::Alive))
+            .collect();
+        members.push(member("\u{10ffff}silent", MemberStatus::Failed));
+        members.push(member("\u{10ffff}gone", MemberStatus::Left));
+        Ok(members)
+    }
+    fn user_event(&self, _: &str, _: &[u8], _: bool) -> Result<(), SerfError> {
+        Ok(())
+    }
+    fn query(&self, _: &str, _: &[u8], _: Duration) -> Result<Vec<(String, String)>, SerfError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// `base/state` and `base/spool` of a node with no records.
+fn base() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let base = tempfile::Builder::new()
+            .prefix("p2pu-fuzz-serf-")
+            .tempdir_in("/dev/shm")
+            .expect("fixture dir")
+            .keep();
+        std::fs::create_dir(base.join("spool")).expect("fixture");
+        base
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse_members(data);
+    let Ok(answers) = parse_query(data) else {
+        return;
+    };
+    assert!(
+        answers.windows(2).all(|w| w[0].0 < w[1].0),
+        "answers not sorted by node"
+    );
+    let statuses: Vec<Option<NodeStatus>> = answers
+        .iter()
+        .map(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok())
+        .collect();
+    for status in statuses.iter().flatten() {
+        let text = serde_json::to_string(status).expect("encoding a status");
+        assert_eq!(
+            serde_json::from_str::<NodeStatus>(&text).ok().as_ref(),
+            Some(status)
+        );
+    }
+    let gossip = Answers(answers);
+    let reports = fleet_status(&gossip, Duration::ZERO, None, 1_800_000_000).expect("fleet status");
+    assert_eq!(reports.len(), gossip.0.len() + 1);
+    assert!(reports.windows(2).all(|w| w[0].node <= w[1].node));
+    for ((node, _), status) in gossip.0.iter().zip(&statuses) {
+        let report = reports
+            .iter()
+            .find(|r| &r.node == node)
+            .expect("a report per member");
+        assert_eq!(report.updates, status.as_ref().map(|s| s.updates.clone()));
+    }
+    let base = base();
+    let store = StateStore::open(&base.join("state")).expect("state store");
+    let spool = base.join("spool");
+    let spooled = match catch_up(&gossip, &store, &spool, Duration::ZERO) {
+        Ok(spooled) => spooled,
+        Err(e) => panic!(
+            "catch-up failed on fuzzed answers: {}",
+            p2pu::error::chain(&e)
+        ),
+    };
+    let mut found = 0;
+    for entry in std::fs::read_dir(&spool).expect("listing the spool") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read(&path).expect("reading a spooled event");
+        assert!(text.starts_with(b"p2pu1:"), "spooled {text:?}");
+        std::fs::remove_file(&path).expect("cleaning up");
+        found += 1;
+    }
+    assert_eq!(found, spooled);
+});
