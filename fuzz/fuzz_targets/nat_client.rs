@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
         proxy,
         stun_server: proxy,
         secret: secret.clone(),
+        identity: ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
         keepalive: Duration::from_secs(5),
         peer_expiry: Duration::from_secs(30),
         spool_dir: fixture.spool.clone(),

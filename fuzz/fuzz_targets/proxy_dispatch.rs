@@ -14,8 +14,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use p2pu::nat::protocol::{
-    decode, encode, encode_bulk, looks_like_bulk, looks_like_overlay, seal_raw, Body, Payload,
-    Secret, MAX_DATAGRAM,
+    decode, encode, encode_bulk, looks_like_bulk, looks_like_overlay, seal_raw, sign_register,
+    Payload, Secret, MAX_DATAGRAM,
 };
 use p2pu::nat::proxy::{ProxyConfig, ProxyState};
 use p2pu::nat::stun::looks_like_stun;
@@ -41,15 +41,21 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut proxy = ProxyState::new(config, now);
     let mut nonce = 0u64;
-    for (name, from) in [("a", sources[0]), ("b", sources[1])] {
+    for (n, (name, from)) in [("a", sources[0]), ("b", sources[1])].into_iter().enumerate() {
         nonce += 1;
+        // Each member registers signed by its own identity key, as the proxy now requires.
+        let identity = ed25519_dalek::SigningKey::from_bytes(&[n as u8 + 1; 32]);
         let payload = Payload {
             from: name.into(),
-            body: Body::Register {
-                local: ([192, 168, 1, 10], 4000).into(),
-                keepalive_secs: 5,
-                cert: format!("cert-of-{name}"),
-            },
+            body: sign_register(
+                &identity,
+                WALL,
+                nonce,
+                name,
+                ([192, 168, 1, 10], 4000).into(),
+                5,
+                format!("cert-of-{name}"),
+            ),
         };
         let datagram = encode(&secret, WALL, nonce, &payload).expect("encoding");
         assert_eq!(proxy.handle(now, WALL, from, &datagram).len(), 1);

@@ -10,8 +10,8 @@
 use libfuzzer_sys::fuzz_target;
 use p2pu::agent::catchup::catch_up;
 use p2pu::agent::state::StateStore;
-use p2pu::cmd::fleet::fleet_status;
-use p2pu::cmd::handle_event::NodeStatus;
+use p2pu::agent::intake::Policy;
+use p2pu::agent::status::{fleet_status, NodeStatus};
 use p2pu::engines::serf::fuzzing::{parse_members, parse_query};
 use p2pu::engines::{Gossip, Member, MemberStatus, SerfError};
 use std::path::{Path, PathBuf};
@@ -94,7 +94,14 @@ fuzz_target!(|data: &[u8]| {
     let base = base();
     let store = StateStore::open(&base.join("state")).expect("state store");
     let spool = base.join("spool");
-    let spooled = match catch_up(&gossip, &store, &spool, Duration::ZERO) {
+    let trusted = base.join("trusted");
+    let policy = Policy {
+        trusted_keys_dir: &trusted,
+        accept_legacy: true,
+        max_future_ms: 86_400_000,
+        max_payload_bytes: u64::MAX,
+    };
+    let spooled = match catch_up(&gossip, &store, &policy, &spool, 1_800_000_000_000, Duration::ZERO) {
         Ok(spooled) => spooled,
         Err(e) => panic!(
             "catch-up failed on fuzzed answers: {}",
