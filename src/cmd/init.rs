@@ -131,7 +131,10 @@ impl Init {
             return Ok(self.outcome(changed));
         }
 
-        let systemd = Systemd { root: root.clone() };
+        let systemd = Systemd {
+            root: root.clone(),
+            no_block: self.first_boot,
+        };
         let mode = if image {
             Some(Mode::Image)
         } else if !self.no_systemd && Systemd::is_running() {

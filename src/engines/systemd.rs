@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 pub struct Systemd {
     /// `Some(dir)`: operate on the unit files of the root file system at `dir`, start nothing.
     pub root: Option<PathBuf>,
+    /// Queue start and restart jobs without waiting for them: the first-boot unit runs
+    /// `init` while the engines' units wait for it (`After=p2pu-firstboot.service`), so a
+    /// blocking start from inside it would wait for itself until systemd's start timeout.
+    pub no_block: bool,
 }
 
 impl Systemd {
@@ -68,11 +72,19 @@ impl Systemd {
     }
 
     pub fn restart(&self, unit: &str) -> Result<()> {
-        self.systemctl(&["restart", unit])
+        self.job("restart", unit)
     }
 
     pub fn start(&self, unit: &str) -> Result<()> {
-        self.systemctl(&["start", unit])
+        self.job("start", unit)
+    }
+
+    fn job(&self, verb: &str, unit: &str) -> Result<()> {
+        if self.no_block {
+            self.systemctl(&[verb, "--no-block", unit])
+        } else {
+            self.systemctl(&[verb, unit])
+        }
     }
 
     fn base_args(&self) -> Vec<String> {
