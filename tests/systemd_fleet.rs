@@ -13,7 +13,7 @@ mod prereq;
 mod sdfleet;
 
 use natlab::{Lab, Lan};
-use sdfleet::{copy_tree, inside, text, wait_until, Node};
+use sdfleet::{text, wait_until, Node, Tree};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -55,16 +55,16 @@ fn operator_key(dir: &Path) -> PathBuf {
 }
 
 /// An image as the README makes one: the cached bookworm tree (engines included), then
-/// `install.sh --root IMAGE --deb ... --config ... --trust operator.pub`.
-fn make_image(work: &Path, site: &str, operator_pub: &Path) -> PathBuf {
-    let image = work.join("image");
-    copy_tree(sdfleet::base_tree(), &image);
+/// `install.sh --root IMAGE --deb ... --config ... --trust operator.pub`. Returned unmounted:
+/// its `upper` holds what install.sh added, a layer for the nodes' trees.
+fn make_image(work: &Path, site: &str, operator_pub: &Path) -> Tree {
+    let mut image = Tree::overlay(&work.join("image"), &[sdfleet::base_tree()]);
     let config = work.join("site.toml");
     std::fs::write(&config, site).unwrap();
     let start = Instant::now();
     let deb = sdfleet::deb();
     let out = sdfleet::install_image(
-        &image,
+        &image.root,
         &[
             "--deb",
             deb.to_str().unwrap(),
@@ -76,7 +76,23 @@ fn make_image(work: &Path, site: &str, operator_pub: &Path) -> PathBuf {
     );
     assert!(out.status.success(), "install.sh --root: {}", text(&out));
     eprintln!("install.sh --root took {:.1?}", start.elapsed());
+    image.unmount();
     image
+}
+
+/// `count` nodes on one LAN of `lab`, each an overlay of `image` on the base tree.
+fn nodes_of(work: &Path, lab: &Lab, image: &Tree, count: usize) -> Vec<Node> {
+    (0..count)
+        .map(|j| {
+            Node::new(
+                work,
+                &format!("n{}", j + 1),
+                Lab::node_ip(1, j),
+                &lab.node(1, j),
+                &[&image.upper, sdfleet::base_tree()],
+            )
+        })
+        .collect()
 }
 
 fn read(path: &Path) -> String {
@@ -134,25 +150,14 @@ fn an_image_boots_with_no_failed_unit_and_its_own_secrets() {
     std::fs::create_dir(&keys).unwrap();
     let operator_pub = operator_key(&keys);
     let lab = Lab::new(&[Lan::cone(2)]);
-    let ips = [Lab::node_ip(1, 0), Lab::node_ip(1, 1)];
     let image = make_image(
         work.path(),
-        &sdfleet::site_config(&ips[..1], ""),
+        &sdfleet::site_config(&[Lab::node_ip(1, 0)], ""),
         &operator_pub,
     );
 
     // Two devices flashed from one image.
-    let mut nodes: Vec<Node> = ips
-        .iter()
-        .enumerate()
-        .map(|(j, ip)| {
-            let root = work.path().join(format!("n{}", j + 1));
-            let start = Instant::now();
-            copy_tree(&image, &root);
-            eprintln!("copied the image in {:.1?}", start.elapsed());
-            Node::new(&format!("n{}", j + 1), *ip, &lab.node(1, j), root)
-        })
-        .collect();
+    let mut nodes = nodes_of(work.path(), &lab, &image, 2);
     for node in &mut nodes {
         node.boot();
     }
@@ -192,7 +197,7 @@ fn an_image_boots_with_no_failed_unit_and_its_own_secrets() {
     ] {
         let [a, b] = [&nodes[0], &nodes[1]].map(|n| read(&n.path(secret)));
         assert_ne!(a, b, "{secret} is shared by two devices of one image");
-        if let Ok(baked) = std::fs::read_to_string(inside(&image, secret)) {
+        if let Ok(baked) = std::fs::read_to_string(sdfleet::inside(&image.upper, secret)) {
             assert_ne!(a, baked, "{secret} is still the image's");
         }
     }

@@ -102,18 +102,79 @@ fn reap_stale_workdirs() {
         let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = owner {
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
+                let dir = entry.path();
+                // The overlays of a killed run are still mounted there.
+                let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+                for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                    if Path::new(target).starts_with(&dir) {
+                        unmount(Path::new(target));
+                    }
+                }
+                let _ = std::fs::remove_dir_all(dir);
             }
         }
     }
 }
 
-/// Copies `from` to `to` (a whole root file system: owners, modes, links, xattrs).
-pub fn copy_tree(from: &Path, to: &Path) {
-    run(Command::new("cp")
-        .args(["-a", "--reflink=auto"])
-        .arg(from)
-        .arg(to));
+/// A root file system made of read-only layers and its own writes: an overlay mounted at
+/// `<dir>/root`, writing into `<dir>/upper`. Copying a 320 MiB tree per node took 8-20 s on a
+/// loaded 2-core machine; the overlay is instant. Dropping it unmounts it.
+pub struct Tree {
+    pub root: PathBuf,
+    pub upper: PathBuf,
+    mounted: bool,
+}
+
+impl Tree {
+    /// `lowers` topmost first (`<dir>/upper` of an unmounted tree may be one of them).
+    pub fn overlay(dir: &Path, lowers: &[&Path]) -> Tree {
+        let [root, upper, work] = ["root", "upper", "work"].map(|d| dir.join(d));
+        for d in [&root, &upper, &work] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            upper.display(),
+            work.display()
+        );
+        run(Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&root));
+        Tree {
+            root,
+            upper,
+            mounted: true,
+        }
+    }
+
+    pub fn path(&self, path: &str) -> PathBuf {
+        inside(&self.root, path)
+    }
+
+    pub fn unmount(&mut self) {
+        if std::mem::take(&mut self.mounted) {
+            unmount(&self.root);
+        }
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+fn unmount(path: &Path) {
+    let done = Command::new("umount")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !done {
+        // Something (a dying container) still holds it: detach now, freed when released.
+        let _ = Command::new("umount").arg("-l").arg(path).status();
+    }
 }
 
 /// `install/install.sh --root <root> <args>`: the README's image build.
@@ -314,35 +375,37 @@ fn container_init(nspawn: u32) -> Option<u32> {
     None
 }
 
-/// One node: its own copy of a tree, booted in its own network namespace.
+/// One node: its own overlay of the image, booted in its own network namespace. Field order
+/// is drop order: the container goes before its tree is unmounted.
 pub struct Node {
     pub name: String,
     pub ip: Ipv4Addr,
     pub netns: String,
-    pub root: PathBuf,
     pub container: Option<Container>,
+    pub tree: Tree,
 }
 
 impl Node {
-    pub fn new(name: &str, ip: Ipv4Addr, netns: &str, root: PathBuf) -> Node {
+    /// Node `name` in `<dir>/<name>`, its tree `lowers` (topmost first) plus its own writes.
+    pub fn new(dir: &Path, name: &str, ip: Ipv4Addr, netns: &str, lowers: &[&Path]) -> Node {
         Node {
             name: name.to_owned(),
             ip,
             netns: netns.to_owned(),
-            root,
             container: None,
+            tree: Tree::overlay(&dir.join(name), lowers),
         }
     }
 
     pub fn path(&self, path: &str) -> PathBuf {
-        inside(&self.root, path)
+        self.tree.path(path)
     }
 
     /// Boots the node; returns once its PID 1 runs.
     pub fn boot(&mut self) {
         assert!(self.container.is_none(), "{} is running", self.name);
-        let log = self.root.with_extension("console.log");
-        self.container = Some(Container::boot(&self.name, &self.root, &self.netns, &log));
+        let log = self.tree.root.with_extension("console.log");
+        self.container = Some(Container::boot(&self.name, &self.tree.root, &self.netns, &log));
     }
 
     pub fn c(&self) -> &Container {
