@@ -14,6 +14,7 @@ mod sdfleet;
 
 use natlab::{Lab, Lan};
 use sdfleet::{text, wait_until, Node, Tree};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -213,4 +214,223 @@ fn an_image_boots_with_no_failed_unit_and_its_own_secrets() {
     }
     eprintln!("shut down in {:.1?}", stopping.elapsed());
     drop(lab);
+}
+
+/// Puts the operator's key pair on `node` before its first boot (the first-boot unit keeps a
+/// key that is there), so `p2pu submit` there signs with the key every node trusts.
+fn give_operator_key(node: &Node, keys: &Path) {
+    let dir = node.path("/etc/p2pu/keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, mode) in [("signing.key", 0o600), ("signing.pub", 0o644)] {
+        std::fs::copy(keys.join(file), dir.join(file)).unwrap();
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// Boots `nodes[0]` first (the others join it), then the rest; each must come up clean.
+fn boot_all(nodes: &mut [Node]) {
+    let start = Instant::now();
+    let (first, rest) = nodes.split_first_mut().expect("a node");
+    first.boot();
+    assert_booted_clean(first);
+    for node in rest.iter_mut() {
+        node.boot();
+    }
+    for node in rest.iter() {
+        assert_booted_clean(node);
+    }
+    eprintln!(
+        "{} nodes booted with no failed unit in {:.1?}",
+        nodes.len(),
+        start.elapsed()
+    );
+}
+
+/// Waits until `path` in `node` holds `content`.
+fn wait_applied(node: &Node, path: &str, content: &str, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::fs::read_to_string(node.path(path)).is_ok_and(|t| t == content)
+    })
+}
+
+#[test]
+fn a_submit_on_one_node_applies_on_every_node_through_the_rendered_units() {
+    if !prerequisites() {
+        return;
+    }
+    let work = sdfleet::workdir();
+    let keys = work.path().join("operator");
+    std::fs::create_dir(&keys).unwrap();
+    let operator_pub = operator_key(&keys);
+    let lab = Lab::new(&[Lan::cone(3)]);
+    let image = make_image(
+        work.path(),
+        &sdfleet::site_config(&[Lab::node_ip(1, 0)], ""),
+        &operator_pub,
+    );
+    let mut nodes = nodes_of(work.path(), &lab, &image, 3);
+    give_operator_key(&nodes[0], &keys);
+    // Not under /tmp or /var/tmp: the agent, and so `puppet apply`, has its own (PrivateTmp).
+    let manifest = "file { '/var/lib/fleet-applied': content => \"applied by p2pu\\n\" }\n";
+    std::fs::write(nodes[0].path("/root/fleet.pp"), manifest).unwrap();
+    boot_all(&mut nodes);
+    wait_for_members(&nodes, 3);
+
+    let sent = Instant::now();
+    let out = nodes[0].c().exec_ok(&["p2pu", "submit", "/root/fleet.pp"]);
+    assert!(out.contains("fleet.pp"), "{out}");
+    for node in &nodes {
+        let applied = wait_applied(
+            node,
+            "/var/lib/fleet-applied",
+            "applied by p2pu\n",
+            Duration::from_secs(120),
+        );
+        assert!(
+            applied,
+            "{}: not applied after {:.1?}:\n{}\n{}",
+            node.name,
+            sent.elapsed(),
+            text(&node.c().exec(&["p2pu", "status", "--all"])),
+            node.c().journal("p2pu-agent")
+        );
+    }
+    eprintln!("submit to applied on all 3: {:.1?}", sent.elapsed());
+    for node in &nodes {
+        assert_applied_once(node, "fleet.pp");
+    }
+}
+
+/// The agent recorded `name` applied, and ran `puppet apply` for it once.
+fn assert_applied_once(node: &Node, name: &str) {
+    let recorded = wait_until(Duration::from_secs(30), || {
+        let out = node.c().exec(&["p2pu", "status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|status| {
+            status["updates"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|u| u["name"] == name && u["status"] == "applied"))
+        })
+    });
+    let journal = node.c().journal("p2pu-agent");
+    assert!(recorded, "{}: {name} not recorded applied:\n{journal}", node.name);
+    let applies = journal
+        .lines()
+        .filter(|l| l.contains("applied:") && l.contains(&format!("name={name}")))
+        .count();
+    assert_eq!(applies, 1, "{}: {name} applied {applies} times:\n{journal}", node.name);
+}
+
+#[test]
+fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
+    if !prerequisites() {
+        return;
+    }
+    let work = sdfleet::workdir();
+    let keys = work.path().join("operator");
+    std::fs::create_dir(&keys).unwrap();
+    let operator_pub = operator_key(&keys);
+    // Two nodes, each behind its own MASQUERADE router; the proxy on the "internet".
+    let lab = Lab::new(&[Lan::cone(1), Lan::cone(1)]);
+    let proxy_dir = work.path().join("proxy-image");
+    std::fs::create_dir(&proxy_dir).unwrap();
+    let proxy_image = make_image(
+        &proxy_dir,
+        "[node]\nrole = \"proxy\"\n",
+        &operator_pub,
+    );
+    // The fleet secret is fleet-wide: the nodes' image gets the proxy's.
+    let secret = sdfleet::inside(&proxy_image.upper, "/etc/p2pu/fleet.secret");
+    let node_site = format!(
+        "[node]\nrole = \"node\"\n\n[nat]\nenabled = true\nproxy = \"{}:3478\"\n\
+         keepalive_secs = 5\n\n\
+         # The tunnel ends carry TCP only; PEX would hand out LAN addresses from across the NAT.\n\
+         [transmission]\nutp = false\npex = false\n",
+        natlab::PROXY_IP
+    );
+    let node_dir = work.path().join("node-image");
+    std::fs::create_dir_all(node_dir.join("image/upper/etc/p2pu")).unwrap();
+    // As an operator copies it: the file init made, mode and all.
+    std::fs::copy(&secret, node_dir.join("image/upper/etc/p2pu/fleet.secret"))
+        .expect("the proxy image has a fleet secret");
+    let node_image = make_image(&node_dir, &node_site, &operator_pub);
+
+    let mut proxy = Node::new(
+        work.path(),
+        "proxy",
+        natlab::PROXY_IP,
+        &lab.inet(),
+        &[&proxy_image.upper, sdfleet::base_tree()],
+    );
+    let mut nodes: Vec<Node> = (1..=2)
+        .map(|lan| {
+            Node::new(
+                work.path(),
+                &format!("n{lan}"),
+                Lab::node_ip(lan, 0),
+                &lab.node(lan, 0),
+                &[&node_image.upper, sdfleet::base_tree()],
+            )
+        })
+        .collect();
+    give_operator_key(&nodes[0], &keys);
+    let manifest = "file { '/var/lib/nat-applied': content => \"across the NAT\\n\" }\n";
+    std::fs::write(nodes[0].path("/root/motd.pp"), manifest).unwrap();
+
+    proxy.boot();
+    let (state, _) = proxy.c().wait_booted(BOOT);
+    // Type=simple: "active" is only "started"; the proxy says when it has read its config
+    // and secret and listens.
+    let listening = wait_until(Duration::from_secs(20), || {
+        proxy.c().journal("p2pu-proxy").contains("proxy listening")
+    });
+    assert!(
+        state == "running" && listening && proxy.c().is_active("p2pu-proxy"),
+        "proxy booted {state}: {}\n{}",
+        proxy.c().failed_units(),
+        proxy.c().journal("p2pu-proxy")
+    );
+    for node in &mut nodes {
+        node.boot();
+    }
+    for node in &nodes {
+        assert_booted_clean(node);
+        let registered = wait_until(Duration::from_secs(30), || {
+            let out = node.c().exec(&["p2pu", "event", "status", "--json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|status| status["registered"] == true)
+        });
+        assert!(
+            node.c().is_active("p2pu-nat-client") && registered,
+            "{}: the nat-client unit is not up and registered:\n{}",
+            node.name,
+            node.c().journal("p2pu-nat-client")
+        );
+    }
+
+    let talk = nodes[0].c().exec_ok(&["p2pu", "event", "talkto", "n2"]);
+    assert!(talk.contains("session with n2"), "{talk}");
+    let sent = Instant::now();
+    let out = nodes[0].c().exec(&["p2pu", "event", "sendfile", "/root/motd.pp"]);
+    assert!(
+        out.status.success(),
+        "sendfile: {}\n{}",
+        text(&out),
+        nodes[0].c().journal("p2pu-nat-client")
+    );
+    let applied = wait_applied(
+        &nodes[1],
+        "/var/lib/nat-applied",
+        "across the NAT\n",
+        Duration::from_secs(90),
+    );
+    assert!(
+        applied,
+        "n2: not applied after {:.1?}:\n{}\n{}",
+        sent.elapsed(),
+        nodes[1].c().journal("p2pu-agent"),
+        nodes[1].c().journal("p2pu-nat-client")
+    );
+    eprintln!("sendfile across NAT to applied: {:.1?}", sent.elapsed());
+    assert_applied_once(&nodes[1], "motd.pp");
 }
