@@ -433,4 +433,125 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
     );
     eprintln!("sendfile across NAT to applied: {:.1?}", sent.elapsed());
     assert_applied_once(&nodes[1], "motd.pp");
+
+    // The units' exposure as systemd rates it (issue #18 asks for <= 2.0 for the proxy and the
+    // NAT client); printed, not yet asserted.
+    for (node, unit) in [
+        (&proxy, "p2pu-proxy.service"),
+        (&nodes[0], "p2pu-nat-client.service"),
+        (&nodes[0], "p2pu-agent.service"),
+    ] {
+        let out = node
+            .c()
+            .exec(&["systemd-analyze", "security", "--no-pager", unit]);
+        let report = text(&out);
+        let level = report
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or("(no overall exposure level)");
+        eprintln!("{unit}: {}", level.trim());
+    }
+}
+
+/// The agent's main pid and what its /proc/PID/exe says ("... (deleted)" once dpkg replaced
+/// the binary under it).
+fn agent_pid_and_exe(node: &Node) -> (String, String) {
+    let pid = node
+        .c()
+        .exec_ok(&["systemctl", "show", "-p", "MainPID", "--value", "p2pu-agent"])
+        .trim()
+        .to_string();
+    let exe = text(&node.c().exec(&["readlink", &format!("/proc/{pid}/exe")]));
+    (pid, exe.trim().to_string())
+}
+
+#[test]
+fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
+    if !prerequisites() {
+        return;
+    }
+    let work = sdfleet::workdir();
+    let keys = work.path().join("operator");
+    std::fs::create_dir(&keys).unwrap();
+    let operator_pub = operator_key(&keys);
+    let lab = Lab::new(&[Lan::cone(1)]);
+    // A plain Debian machine with the engines: no image build, p2pu installed once it runs.
+    let mut node = Node::new(
+        work.path(),
+        "n1",
+        Lab::node_ip(1, 0),
+        &lab.node(1, 0),
+        &[sdfleet::base_tree()],
+    );
+    let newer = sdfleet::build_deb(
+        &work.path().join("newer").display().to_string(),
+        Some("0.1.1"),
+    );
+    let root = node.path("/root");
+    std::fs::copy(sdfleet::deb(), root.join("p2pu.deb")).unwrap();
+    std::fs::copy(&newer, root.join("p2pu-newer.deb")).unwrap();
+    std::fs::copy(&operator_pub, root.join("operator.pub")).unwrap();
+    std::fs::write(root.join("site.toml"), sdfleet::site_config(&[], "")).unwrap();
+    std::fs::create_dir(root.join("install")).unwrap();
+    std::fs::copy(
+        format!("{}/install/install.sh", sdfleet::REPO),
+        root.join("install/install.sh"),
+    )
+    .unwrap();
+    node.boot();
+    node.c().wait_booted(BOOT);
+
+    // The README's install on a running machine: the .deb, then `p2pu init` starts the units.
+    let start = Instant::now();
+    node.c().exec_ok(&[
+        "bash",
+        "/root/install/install.sh",
+        "--deb",
+        "/root/p2pu.deb",
+        "--config",
+        "/root/site.toml",
+        "--trust",
+        "/root/operator.pub",
+    ]);
+    eprintln!("install.sh --deb on the running node took {:.1?}", start.elapsed());
+    assert_booted_clean(&node);
+
+    // Upgrade: the running agent moves to the new binary.
+    let (pid, exe) = agent_pid_and_exe(&node);
+    assert_eq!(exe, "/usr/bin/p2pu");
+    node.c().exec_ok(&["dpkg", "-i", "/root/p2pu-newer.deb"]);
+    let version = node.c().exec_ok(&["dpkg-query", "-W", "-f=${Version}", "p2pu"]);
+    assert_eq!(version, "0.1.1");
+    let (new_pid, new_exe) = agent_pid_and_exe(&node);
+    assert!(
+        new_pid != pid && new_exe == "/usr/bin/p2pu" && node.c().is_active("p2pu-agent"),
+        "the agent still runs the old binary after the upgrade: pid {pid} -> {new_pid}, exe {new_exe}"
+    );
+
+    // Remove: the rendered units are stopped and disabled; the config stays.
+    node.c().exec_ok(&["apt-get", "remove", "-y", "-q", "p2pu"]);
+    for unit in ["p2pu-agent"] {
+        assert!(!node.c().is_active(unit), "{unit} still runs after remove");
+        let enabled = text(&node.c().exec(&["systemctl", "is-enabled", unit]));
+        assert_eq!(enabled.trim(), "disabled", "{unit} after remove");
+    }
+    assert!(node.path("/etc/p2pu/site.toml").exists());
+
+    // Purge: everything p2pu made goes; the engines' packages stay.
+    node.c().exec_ok(&["apt-get", "purge", "-y", "-q", "p2pu"]);
+    for gone in [
+        "/etc/p2pu",
+        "/etc/systemd/system/p2pu-agent.service",
+        "/etc/systemd/system/serf.service.d/p2pu.conf",
+        "/etc/systemd/system/transmission-daemon.service.d/p2pu.conf",
+        "/etc/serf/p2pu.json",
+        "/var/lib/p2pu",
+        "/var/spool/p2pu",
+    ] {
+        assert!(!node.path(gone).exists(), "{gone} is left after purge");
+    }
+    let failed = node.c().failed_units();
+    assert!(failed.trim().is_empty(), "failed units after purge: {failed}");
+    node.c()
+        .exec_ok(&["dpkg-query", "-W", "serf", "transmission-daemon", "puppet"]);
 }

@@ -62,6 +62,9 @@ pub fn deb() -> &'static Path {
 
 /// Packages target/debug/p2pu into `out` (with `version` in place of Cargo's, if given).
 pub fn build_deb(out: &str, version: Option<&str>) -> PathBuf {
+    // build-deb.sh regenerates target/deb-assets for every package it makes.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).unwrap();
     let mut command = Command::new("bash");
