@@ -300,6 +300,29 @@ fn a_submit_on_one_node_applies_on_every_node_through_the_rendered_units() {
     for node in &nodes {
         assert_applied_once(node, "fleet.pp");
     }
+
+    // Logs: n2's own key is trusted nowhere, so n1 rejects what n2 signs, with a warning that
+    // journald files under its priority and stamps once.
+    std::fs::write(nodes[1].path("/root/stray.pp"), manifest).unwrap();
+    nodes[1].c().exec_ok(&["p2pu", "submit", "/root/stray.pp"]);
+    let warnings = || {
+        text(&nodes[0].c().exec(&[
+            "journalctl", "--no-pager", "-o", "cat", "-p", "warning", "-u", "p2pu-agent",
+        ]))
+    };
+    let warned = wait_until(Duration::from_secs(30), || warnings().contains("rejected"));
+    assert!(
+        warned,
+        "n1: no warning-level rejection in the journal:\n{}\nall:\n{}",
+        warnings(),
+        nodes[0].c().journal("p2pu-agent")
+    );
+    for line in warnings().lines().filter(|l| l.contains("rejected")) {
+        assert!(
+            !line.contains(" WARN ") && !line.contains("Z "),
+            "n1: the journal line carries its own level or time: {line}"
+        );
+    }
 }
 
 /// The agent recorded `name` applied, and ran `puppet apply` for it once.
