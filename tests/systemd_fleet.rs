@@ -563,6 +563,15 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
         assert_eq!(enabled.trim(), "disabled", "{unit} after remove");
     }
     assert!(node.path("/etc/p2pu/site.toml").exists());
+    // Serf keeps p2pu's drop-in until purge; a spool cleaned up meanwhile must not stop it.
+    node.c().exec_ok(&["rm", "-rf", "/var/spool/p2pu"]);
+    let restarted = node.c().exec(&["systemctl", "restart", "serf"]);
+    assert!(
+        restarted.status.success() && node.c().is_active("serf"),
+        "serf does not start without the spool: {}\n{}",
+        text(&restarted),
+        node.c().journal("serf")
+    );
 
     // Purge: everything p2pu made goes; the engines' packages stay.
     node.c().exec_ok(&["apt-get", "purge", "-y", "-q", "p2pu"]);
