@@ -661,3 +661,81 @@ fn a_node_rebooted_mid_rollout_comes_back_through_its_units_and_applies_once() {
         nodes[1].c().journal("p2pu-agent")
     );
 }
+
+/// The main pids of `units` on `node`.
+fn main_pids(node: &Node, units: &[&str]) -> Vec<String> {
+    units
+        .iter()
+        .map(|unit| {
+            node.c()
+                .exec_ok(&["systemctl", "show", "-p", "MainPID", "--value", unit])
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_changed() {
+    if !prerequisites() {
+        return;
+    }
+    let work = sdfleet::workdir();
+    let keys = work.path().join("operator");
+    std::fs::create_dir(&keys).unwrap();
+    let operator_pub = operator_key(&keys);
+    let lab = Lab::new(&[Lan::cone(2)]);
+    let join = Lab::node_ip(1, 0);
+    // The module the .deb ships, on the modulepath as the README says.
+    let modulepath = "[\"/etc/puppet/code/modules\", \"/usr/share/p2pu/puppet\"]";
+    let site = sdfleet::site_config(&[join], &format!("[puppet]\nmodulepath = {modulepath}\n"));
+    let image = make_image(work.path(), &site, &operator_pub);
+    let mut nodes = nodes_of(work.path(), &lab, &image, 2);
+    give_operator_key(&nodes[0], &keys);
+    let fleet_pp = format!(
+        "class {{ 'p2pu':\n  node => {{ 'role' => 'node' }},\n  \
+         serf => {{ 'join' => ['{join}'] }},\n  \
+         puppet => {{ 'modulepath' => {modulepath} }},\n  \
+         transmission => {{ 'peer_port' => 51500 }},\n}}\n"
+    );
+    std::fs::write(nodes[0].path("/root/fleet.pp"), &fleet_pp).unwrap();
+    boot_all(&mut nodes);
+    wait_for_members(&nodes, 2);
+    let units = ["transmission-daemon", "serf", "p2pu-agent"];
+    let before: Vec<Vec<String>> = nodes.iter().map(|n| main_pids(n, &units)).collect();
+
+    let sent = Instant::now();
+    nodes[0].c().exec_ok(&["p2pu", "submit", "/root/fleet.pp"]);
+    for (node, before) in nodes.iter().zip(&before) {
+        let settings = node.path("/etc/transmission-daemon/settings.json");
+        let changed = wait_until(Duration::from_secs(120), || {
+            std::fs::read_to_string(&settings).is_ok_and(|t| t.contains("\"peer-port\": 51500"))
+        });
+        assert!(
+            changed,
+            "{}: the peer port did not change:\n{}",
+            node.name,
+            node.c().journal("p2pu-agent")
+        );
+        assert_applied_once(node, "fleet.pp");
+        let after = main_pids(node, &units);
+        eprintln!(
+            "{}: main pids of {units:?} {before:?} -> {after:?} ({:.1?} after submit)",
+            node.name,
+            sent.elapsed()
+        );
+        assert_ne!(before[0], after[0], "{}: transmission-daemon not restarted", node.name);
+        assert_ne!(before[1], after[1], "{}: serf not restarted (its tags carry the port)", node.name);
+        for unit in units {
+            assert!(node.c().is_active(unit), "{}: {unit} is down", node.name);
+        }
+    }
+
+    // The same settings again: site.toml is unchanged, init does not run, nothing restarts.
+    let before: Vec<Vec<String>> = nodes.iter().map(|n| main_pids(n, &units)).collect();
+    nodes[0].c().exec_ok(&["p2pu", "submit", "--name", "fleet-again.pp", "/root/fleet.pp"]);
+    for (node, before) in nodes.iter().zip(&before) {
+        assert_applied_once(node, "fleet-again.pp");
+        assert_eq!(&main_pids(node, &units), before, "{}: a service restarted", node.name);
+    }
+}
