@@ -739,3 +739,48 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
         assert_eq!(&main_pids(node, &units), before, "{}: a service restarted", node.name);
     }
 }
+
+#[test]
+fn restarting_the_agent_during_an_apply_lets_the_apply_finish_exactly_once() {
+    if !prerequisites() {
+        return;
+    }
+    let work = sdfleet::workdir();
+    let keys = work.path().join("operator");
+    std::fs::create_dir(&keys).unwrap();
+    let operator_pub = operator_key(&keys);
+    let lab = Lab::new(&[Lan::cone(1)]);
+    let image = make_image(
+        work.path(),
+        &sdfleet::site_config(&[Lab::node_ip(1, 0)], ""),
+        &operator_pub,
+    );
+    let mut nodes = nodes_of(work.path(), &lab, &image, 1);
+    give_operator_key(&nodes[0], &keys);
+    // An apply that takes a while, leaving a line as it starts and one as it ends.
+    let manifest = "exec { 'p2pu-slow-apply':\n  \
+                    command => '/bin/sh -c \"echo start >> /var/lib/apply-log; sleep 8; \
+                    echo end >> /var/lib/apply-log\"',\n  timeout => 60,\n}\n";
+    std::fs::write(nodes[0].path("/root/slow.pp"), manifest).unwrap();
+    boot_all(&mut nodes);
+    let node = &nodes[0];
+    node.c().exec_ok(&["p2pu", "submit", "/root/slow.pp"]);
+    let log = node.path("/var/lib/apply-log");
+    let started = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("start"))
+    });
+    assert!(started, "the apply never started:\n{}", node.c().journal("p2pu-agent"));
+    let restart = Instant::now();
+    let out = node.c().exec(&["systemctl", "restart", "p2pu-agent"]);
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!("systemctl restart p2pu-agent during the apply took {:.1?}", restart.elapsed());
+    assert_applied_once(node, "slow.pp");
+    // A second apply, if one were coming after the restart, would have started by now.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        read(&log),
+        "start\nend\n",
+        "the apply was cut short or ran again:\n{}",
+        node.c().journal("p2pu-agent")
+    );
+}

@@ -112,6 +112,10 @@ impl Agent {
             }
             agent.warn_if_silent(&mut last_heard);
         }
+        // An apply in hand finishes and is recorded before the agent exits, and none starts
+        // after: cut short, it would leave half a change and run again on the next start (the
+        // unit's KillMode=mixed leaves `puppet apply` to the agent).
+        let _no_more_applies = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!("agent stopping");
         served.shutdown();
         Ok(())
