@@ -18,6 +18,7 @@ pub mod nat;
 pub mod node;
 pub mod provision;
 pub mod render;
+pub mod sdnotify;
 
 pub use env::Env;
 pub use error::{Error, Result};

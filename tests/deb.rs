@@ -198,5 +198,9 @@ fn lintian_finds_nothing_to_report() {
         .filter(|l| !l.contains("running with root privileges"))
         .map(str::to_string)
         .collect();
-    assert!(report.status.success() && tags.is_empty(), "{}", tags.join("\n"));
+    assert!(
+        report.status.success() && tags.is_empty(),
+        "{}",
+        tags.join("\n")
+    );
 }

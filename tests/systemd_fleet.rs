@@ -104,10 +104,10 @@ fn read(path: &Path) -> String {
 fn wait_for_members(nodes: &[Node], count: usize) {
     for node in nodes {
         let seen = wait_until(Duration::from_secs(60), || {
-            let out = node.c().sh(
-                "serf members -status=alive -rpc-addr=127.0.0.1:7373 \
-                 -rpc-auth=\"$(cat /etc/p2pu/serf-rpc.secret)\"",
-            );
+            let out = node
+                .c()
+                .sh("serf members -status=alive -rpc-addr=127.0.0.1:7373 \
+                 -rpc-auth=\"$(cat /etc/p2pu/serf-rpc.secret)\"");
             String::from_utf8_lossy(&out.stdout).lines().count() == count
         });
         assert!(
@@ -208,6 +208,24 @@ fn an_image_boots_with_no_failed_unit_and_its_own_secrets() {
     );
     wait_for_members(&nodes, 2);
     eprintln!("joined {:.1?} after boot", booting.elapsed());
+
+    // Type=notify: a start that fails before the agent is ready fails `systemctl start`.
+    let config = nodes[1].path("/etc/p2pu/site.toml");
+    let good = std::fs::read(&config).unwrap();
+    std::fs::write(&config, [&good[..], b"\n[no_such_section]\n"].concat()).unwrap();
+    let broken = nodes[1].c().exec(&["systemctl", "restart", "p2pu-agent"]);
+    assert!(
+        !broken.status.success(),
+        "systemctl restart reported success for an agent that cannot start:\n{}",
+        nodes[1].c().journal("p2pu-agent")
+    );
+    std::fs::write(&config, &good).unwrap();
+    nodes[1]
+        .c()
+        .exec_ok(&["systemctl", "reset-failed", "p2pu-agent"]);
+    nodes[1]
+        .c()
+        .exec_ok(&["systemctl", "restart", "p2pu-agent"]);
     let stopping = Instant::now();
     for node in &mut nodes {
         node.shutdown();
@@ -307,7 +325,14 @@ fn a_submit_on_one_node_applies_on_every_node_through_the_rendered_units() {
     nodes[1].c().exec_ok(&["p2pu", "submit", "/root/stray.pp"]);
     let warnings = || {
         text(&nodes[0].c().exec(&[
-            "journalctl", "--no-pager", "-o", "cat", "-p", "warning", "-u", "p2pu-agent",
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-p",
+            "warning",
+            "-u",
+            "p2pu-agent",
         ]))
     };
     let warned = wait_until(Duration::from_secs(30), || warnings().contains("rejected"));
@@ -330,18 +355,27 @@ fn assert_applied_once(node: &Node, name: &str) {
     let recorded = wait_until(Duration::from_secs(30), || {
         let out = node.c().exec(&["p2pu", "status", "--json"]);
         serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|status| {
-            status["updates"]
-                .as_array()
-                .is_some_and(|u| u.iter().any(|u| u["name"] == name && u["status"] == "applied"))
+            status["updates"].as_array().is_some_and(|u| {
+                u.iter()
+                    .any(|u| u["name"] == name && u["status"] == "applied")
+            })
         })
     });
     let journal = node.c().journal("p2pu-agent");
-    assert!(recorded, "{}: {name} not recorded applied:\n{journal}", node.name);
+    assert!(
+        recorded,
+        "{}: {name} not recorded applied:\n{journal}",
+        node.name
+    );
     let applies = journal
         .lines()
         .filter(|l| l.contains("applied:") && l.contains(&format!("name={name}")))
         .count();
-    assert_eq!(applies, 1, "{}: {name} applied {applies} times:\n{journal}", node.name);
+    assert_eq!(
+        applies, 1,
+        "{}: {name} applied {applies} times:\n{journal}",
+        node.name
+    );
 }
 
 #[test]
@@ -357,11 +391,7 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
     let lab = Lab::new(&[Lan::cone(1), Lan::cone(1)]);
     let proxy_dir = work.path().join("proxy-image");
     std::fs::create_dir(&proxy_dir).unwrap();
-    let proxy_image = make_image(
-        &proxy_dir,
-        "[node]\nrole = \"proxy\"\n",
-        &operator_pub,
-    );
+    let proxy_image = make_image(&proxy_dir, "[node]\nrole = \"proxy\"\n", &operator_pub);
     // The fleet secret is fleet-wide: the nodes' image gets the proxy's.
     let secret = sdfleet::inside(&proxy_image.upper, "/etc/p2pu/fleet.secret");
     let node_site = format!(
@@ -434,7 +464,9 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
     let talk = nodes[0].c().exec_ok(&["p2pu", "event", "talkto", "n2"]);
     assert!(talk.contains("session with n2"), "{talk}");
     let sent = Instant::now();
-    let out = nodes[0].c().exec(&["p2pu", "event", "sendfile", "/root/motd.pp"]);
+    let out = nodes[0]
+        .c()
+        .exec(&["p2pu", "event", "sendfile", "/root/motd.pp"]);
     assert!(
         out.status.success(),
         "sendfile: {}\n{}",
@@ -475,7 +507,10 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
             .unwrap_or_else(|| panic!("{unit}: no exposure level in:\n{report}"));
         eprintln!("{unit}: exposure {level}");
         if let Some(most) = most {
-            assert!(level <= most, "{unit}: exposure {level} > {most}:\n{report}");
+            assert!(
+                level <= most,
+                "{unit}: exposure {level} > {most}:\n{report}"
+            );
         }
     }
 }
@@ -485,7 +520,14 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
 fn agent_pid_and_exe(node: &Node) -> (String, String) {
     let pid = node
         .c()
-        .exec_ok(&["systemctl", "show", "-p", "MainPID", "--value", "p2pu-agent"])
+        .exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "p2pu-agent",
+        ])
         .trim()
         .to_string();
     let exe = text(&node.c().exec(&["readlink", &format!("/proc/{pid}/exe")]));
@@ -540,14 +582,19 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
         "--trust",
         "/root/operator.pub",
     ]);
-    eprintln!("install.sh --deb on the running node took {:.1?}", start.elapsed());
+    eprintln!(
+        "install.sh --deb on the running node took {:.1?}",
+        start.elapsed()
+    );
     assert_booted_clean(&node);
 
     // Upgrade: the running agent moves to the new binary.
     let (pid, exe) = agent_pid_and_exe(&node);
     assert_eq!(exe, "/usr/bin/p2pu");
     node.c().exec_ok(&["dpkg", "-i", "/root/p2pu-newer.deb"]);
-    let version = node.c().exec_ok(&["dpkg-query", "-W", "-f=${Version}", "p2pu"]);
+    let version = node
+        .c()
+        .exec_ok(&["dpkg-query", "-W", "-f=${Version}", "p2pu"]);
     assert_eq!(version, "0.1.1");
     let (new_pid, new_exe) = agent_pid_and_exe(&node);
     assert!(
@@ -587,7 +634,10 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
         assert!(!node.path(gone).exists(), "{gone} is left after purge");
     }
     let failed = node.c().failed_units();
-    assert!(failed.trim().is_empty(), "failed units after purge: {failed}");
+    assert!(
+        failed.trim().is_empty(),
+        "failed units after purge: {failed}"
+    );
     node.c()
         .exec_ok(&["dpkg-query", "-W", "serf", "transmission-daemon", "puppet"]);
 }
@@ -616,7 +666,9 @@ fn a_node_rebooted_mid_rollout_comes_back_through_its_units_and_applies_once() {
     boot_all(&mut nodes);
     wait_for_members(&nodes, 2);
 
-    nodes[0].c().exec_ok(&["p2pu", "submit", "/root/rollout.pp"]);
+    nodes[0]
+        .c()
+        .exec_ok(&["p2pu", "submit", "/root/rollout.pp"]);
     let accepted = wait_until(Duration::from_secs(30), || {
         nodes[1]
             .c()
@@ -724,8 +776,16 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
             node.name,
             sent.elapsed()
         );
-        assert_ne!(before[0], after[0], "{}: transmission-daemon not restarted", node.name);
-        assert_ne!(before[1], after[1], "{}: serf not restarted (its tags carry the port)", node.name);
+        assert_ne!(
+            before[0], after[0],
+            "{}: transmission-daemon not restarted",
+            node.name
+        );
+        assert_ne!(
+            before[1], after[1],
+            "{}: serf not restarted (its tags carry the port)",
+            node.name
+        );
         for unit in units {
             assert!(node.c().is_active(unit), "{}: {unit} is down", node.name);
         }
@@ -733,10 +793,21 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
 
     // The same settings again: site.toml is unchanged, init does not run, nothing restarts.
     let before: Vec<Vec<String>> = nodes.iter().map(|n| main_pids(n, &units)).collect();
-    nodes[0].c().exec_ok(&["p2pu", "submit", "--name", "fleet-again.pp", "/root/fleet.pp"]);
+    nodes[0].c().exec_ok(&[
+        "p2pu",
+        "submit",
+        "--name",
+        "fleet-again.pp",
+        "/root/fleet.pp",
+    ]);
     for (node, before) in nodes.iter().zip(&before) {
         assert_applied_once(node, "fleet-again.pp");
-        assert_eq!(&main_pids(node, &units), before, "{}: a service restarted", node.name);
+        assert_eq!(
+            &main_pids(node, &units),
+            before,
+            "{}: a service restarted",
+            node.name
+        );
     }
 }
 
@@ -769,11 +840,18 @@ fn restarting_the_agent_during_an_apply_lets_the_apply_finish_exactly_once() {
     let started = wait_until(Duration::from_secs(60), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("start"))
     });
-    assert!(started, "the apply never started:\n{}", node.c().journal("p2pu-agent"));
+    assert!(
+        started,
+        "the apply never started:\n{}",
+        node.c().journal("p2pu-agent")
+    );
     let restart = Instant::now();
     let out = node.c().exec(&["systemctl", "restart", "p2pu-agent"]);
     assert!(out.status.success(), "{}", text(&out));
-    eprintln!("systemctl restart p2pu-agent during the apply took {:.1?}", restart.elapsed());
+    eprintln!(
+        "systemctl restart p2pu-agent during the apply took {:.1?}",
+        restart.elapsed()
+    );
     assert_applied_once(node, "slow.pp");
     // A second apply, if one were coming after the restart, would have started by now.
     std::thread::sleep(Duration::from_secs(10));

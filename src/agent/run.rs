@@ -99,6 +99,8 @@ impl Agent {
         }
 
         let wake = watch_spool(&site.agent.spool_dir)?;
+        // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
+        crate::sdnotify::ready();
         let mut last_heard = now_ms();
         while !agent.stop.load(Ordering::Relaxed) {
             if agent.intake_spool(&work_tx)? {

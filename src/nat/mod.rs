@@ -88,13 +88,12 @@ pub fn stop_on_signals() -> Result<&'static AtomicBool> {
     Ok(&STOP)
 }
 
-/// Logs to stderr for the daemons (RUST_LOG overrides the level); a second call is a no-op.
+/// Logs to stderr for the daemons (P2PU_LOG sets the level, as for the agent); a second call
+/// is a no-op.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    // One setting for every daemon: P2PU_LOG, as the agent's --log reads it.
+    let filter = std::env::var("P2PU_LOG").unwrap_or_else(|_| "info".into());
+    if crate::logging::init(&filter).is_err() {
+        let _ = crate::logging::init("info");
+    }
 }

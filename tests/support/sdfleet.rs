@@ -68,9 +68,14 @@ pub fn build_deb(out: &str, version: Option<&str>) -> PathBuf {
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).unwrap();
     let mut command = Command::new("bash");
-    command
-        .arg(format!("{REPO}/install/build-deb.sh"))
-        .args(["--no-build", "--profile", "dev", "--fast", "-o", out]);
+    command.arg(format!("{REPO}/install/build-deb.sh")).args([
+        "--no-build",
+        "--profile",
+        "dev",
+        "--fast",
+        "-o",
+        out,
+    ]);
     if let Some(version) = version {
         command.args(["--deb-version", version]);
     }
@@ -265,7 +270,12 @@ impl Container {
         let mut command = Command::new("nsenter");
         command
             .args(["--target", &self.leader.to_string(), "--all", "--"])
-            .args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"])
+            .args([
+                "env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ])
             .arg(program);
         command
     }
@@ -298,7 +308,10 @@ impl Container {
         loop {
             let out = self.exec(&["systemctl", "is-system-running", "--wait"]);
             let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if matches!(state.as_str(), "running" | "degraded" | "maintenance" | "stopping") {
+            if matches!(
+                state.as_str(),
+                "running" | "degraded" | "maintenance" | "stopping"
+            ) {
                 return (state, start.elapsed());
             }
             assert!(
@@ -312,7 +325,13 @@ impl Container {
     }
 
     pub fn failed_units(&self) -> String {
-        self.exec_ok(&["systemctl", "list-units", "--failed", "--no-legend", "--plain"])
+        self.exec_ok(&[
+            "systemctl",
+            "list-units",
+            "--failed",
+            "--no-legend",
+            "--plain",
+        ])
     }
 
     pub fn is_active(&self, unit: &str) -> bool {
@@ -355,17 +374,19 @@ impl Drop for Container {
 fn container_init(nspawn: u32) -> Option<u32> {
     let mut queue = vec![nspawn];
     while let Some(pid) = queue.pop() {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-            let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+            let status =
+                std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
             let nspid = status
                 .lines()
                 .find_map(|l| l.strip_prefix("NSpid:"))
                 .unwrap_or("");
             let levels: Vec<&str> = nspid.split_whitespace().collect();
             if levels.len() > 1 && levels.last() == Some(&"1") {
-                let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+                let comm =
+                    std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
                 // nspawn's inner child becomes PID 1 before it execs the tree's systemd.
                 if comm.trim() == "systemd" || comm.trim() == "init" {
                     return Some(child);
@@ -408,7 +429,12 @@ impl Node {
     pub fn boot(&mut self) {
         assert!(self.container.is_none(), "{} is running", self.name);
         let log = self.tree.root.with_extension("console.log");
-        self.container = Some(Container::boot(&self.name, &self.tree.root, &self.netns, &log));
+        self.container = Some(Container::boot(
+            &self.name,
+            &self.tree.root,
+            &self.netns,
+            &log,
+        ));
     }
 
     pub fn c(&self) -> &Container {
