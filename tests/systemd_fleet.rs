@@ -799,6 +799,8 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
     }
 
     // The same settings again: site.toml is unchanged, init does not run, nothing restarts.
+    // (Serf restarted above: the members see each other again before the next broadcast.)
+    wait_for_members(&nodes, 2);
     let before: Vec<Vec<String>> = nodes.iter().map(|n| main_pids(n, &units)).collect();
     nodes[0].c().exec_ok(&[
         "p2pu",

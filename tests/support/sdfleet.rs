@@ -98,7 +98,23 @@ pub fn workdir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Whether `name` is `p2pu-sdfleet-<pid>-...` of a process that is gone.
+fn stale_owner(name: &str) -> bool {
+    name.strip_prefix(WORK_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 fn reap_stale_workdirs() {
+    for hierarchy in ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"] {
+        for entry in std::fs::read_dir(hierarchy).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if stale_owner(&name) {
+                remove_cgroup(&entry.path().to_string_lossy());
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir("/var/tmp") else {
         return;
     };
@@ -209,6 +225,26 @@ pub struct Container {
     child: Option<Child>,
     /// The container's PID 1, as this machine numbers it.
     leader: u32,
+    /// Its own cgroups on this machine, removed after it stopped.
+    cgroups: Vec<String>,
+}
+
+/// A cgroup per container in the hierarchies systemd uses (the named v1 one and the unified
+/// one), named after the test process and the machine.
+fn container_cgroups(name: &str) -> Vec<String> {
+    ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]
+        .iter()
+        .filter(|h| Path::new(h).join("cgroup.procs").exists())
+        .map(|h| format!("{h}/{WORK_PREFIX}{}-{name}", std::process::id()))
+        .collect()
+}
+
+/// Removes a cgroup and what the container's systemd left below it (deepest first).
+fn remove_cgroup(path: &str) {
+    let _ = Command::new("find")
+        .args([path, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Container {
@@ -216,11 +252,20 @@ impl Container {
     pub fn boot(name: &str, root: &Path, netns: &str, log: &Path) -> Container {
         std::fs::create_dir_all("/run/systemd/nspawn").unwrap();
         let log_file = std::fs::File::create(log).unwrap();
+        let cgroups = container_cgroups(name);
         let child = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
-            // Without this tmpfs nspawn fails where PID 1 is not systemd ("Failed to open
+            // nspawn --keep-unit makes the container's cgroups (its "payload") below its own;
+            // where PID 1 is not systemd every nspawn starts in the root cgroup, so containers
+            // booting side by side would share and remove each other's unit cgroups (units
+            // failing with 219/CGROUP). Each gets its own first.
+            // Without the tmpfs nspawn fails where PID 1 is not systemd ("Failed to open
             // system bus", "Attempted to remove disk file system").
-            .arg("mount -t tmpfs tmpfs /run/systemd/nspawn && exec \"$@\"")
+            .arg(
+                "for h in $P2PU_CGROUPS; do mkdir -p \"$h\" && echo $$ >\"$h/cgroup.procs\" || exit 1; done; \
+                 mount -t tmpfs tmpfs /run/systemd/nspawn && exec \"$@\"",
+            )
+            .env("P2PU_CGROUPS", cgroups.join(" "))
             .arg("sh")
             .args(["systemd-nspawn", "--register=no", "--keep-unit", "--boot"])
             .arg(format!("--directory={}", root.display()))
@@ -239,6 +284,7 @@ impl Container {
             log: log.to_owned(),
             child: Some(child),
             leader: 0,
+            cgroups,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -350,6 +396,11 @@ impl Container {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        self.stop_child(&mut child);
+        self.remove_cgroups();
+    }
+
+    fn stop_child(&self, child: &mut Child) {
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -361,6 +412,12 @@ impl Container {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    fn remove_cgroups(&self) {
+        for cgroup in &self.cgroups {
+            remove_cgroup(cgroup);
+        }
     }
 }
 
