@@ -33,6 +33,9 @@ fn have_cargo_deb() -> bool {
 /// Packages the test's own (dev) build into `out`, fast compression. `--no-build`: a nested
 /// `cargo build` could replace target/debug/p2pu while other tests run it.
 fn build_deb(out: &Path) -> std::path::PathBuf {
+    // build-deb.sh regenerates target/deb-assets for every package it makes.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let built = Command::new("bash")
         .arg(format!("{REPO}/install/build-deb.sh"))
         .args(["--no-build", "--profile", "dev", "--fast", "-o"])
