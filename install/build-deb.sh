@@ -57,6 +57,7 @@ gzip -9n "$assets/man"/*
 "${p2pu[@]}" completions bash >"$assets/p2pu.bash"
 "${p2pu[@]}" completions zsh >"$assets/_p2pu"
 "${p2pu[@]}" completions fish >"$assets/p2pu.fish"
+gzip -9n <install/deb/changelog >"$assets/changelog.gz"
 
 say "packaging"
 cargo deb --no-build --locked ${pass[@]+"${pass[@]}"}

@@ -205,7 +205,7 @@ fi
 
 step "creating the p2pu system user and group"
 if [[ -n $root && ! -f $root/etc/passwd ]]; then
-    # A bare tree (not debootstrap'ed): give useradd the files it edits.
+    # A bare tree (not debootstrap'ed): give systemd-sysusers the files it edits.
     mkdir -p "$root/etc"
     echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
     echo "root:x:0:" >"$root/etc/group"
@@ -214,20 +214,19 @@ if [[ -n $root && ! -f $root/etc/passwd ]]; then
     chmod 0640 "$root/etc/shadow" "$root/etc/gshadow"
     say "warning: $root had no etc/passwd: created a minimal one (root only)"
 fi
-passwd_has() { grep -q "^$2:" "${root}/etc/$1" 2>/dev/null; }
-if passwd_has group p2pu; then
-    say "group p2pu exists"
-else
-    groupadd ${root:+--root "$root"} --system p2pu
-    say "created group p2pu"
-fi
-if passwd_has passwd p2pu; then
-    say "user p2pu exists"
-else
-    useradd ${root:+--root "$root"} --system --gid p2pu --home-dir /var/lib/p2pu \
-        --no-create-home --shell /usr/sbin/nologin --comment "p2pu NAT client and proxy" p2pu
-    say "created user p2pu"
-fi
+sysusers=$(target /usr/lib/sysusers.d/p2pu.conf)
+# The .deb ships this file (and its postinst already ran systemd-sysusers); a --binary install
+# gets the same file, so the user has one definition whichever way p2pu arrived.
+[[ -n $deb ]] || put 0644 "$src/install/deb/p2pu.sysusers" "$sysusers"
+command -v systemd-sysusers >/dev/null || die "systemd-sysusers is missing (Debian's systemd package)"
+passwd_has() { grep -q "^$2:" "$(target "/etc/$1")" 2>/dev/null; }
+had_group=0 had_user=0
+! passwd_has group p2pu || had_group=1
+! passwd_has passwd p2pu || had_user=1
+systemd-sysusers ${root:+--root "$root"} "$sysusers"
+passwd_has passwd p2pu || die "systemd-sysusers did not create the p2pu user from $sysusers"
+((had_group)) && say "group p2pu exists" || say "created group p2pu"
+((had_user)) && say "user p2pu exists" || say "created user p2pu"
 
 step "installing the site config"
 if [[ -z $config ]]; then

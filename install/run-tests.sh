@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 install/engines.sh --test
+# tests/systemd_fleet.rs boots Debian bookworm trees with their own systemd in systemd-nspawn:
+# debootstrap and systemd-container, and the tree made once (about 3 min, downloads included)
+# and kept in /var/cache/p2pu-test for later runs (install/systemd-fleet.sh).
+install/systemd-fleet.sh packages
+install/systemd-fleet.sh image >/dev/null
 # tests/deb.rs packages p2pu with cargo-deb. Installing it compiles 69 crates (8.5 min measured
 # on a loaded 2-core machine); ~/.cargo/bin keeps it for the next run.
 if ! cargo deb --version >/dev/null 2>&1; then

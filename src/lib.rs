@@ -19,6 +19,7 @@ pub mod node;
 pub mod provision;
 pub mod publish;
 pub mod render;
+pub mod sdnotify;
 
 pub use env::Env;
 

@@ -33,6 +33,9 @@ fn have_cargo_deb() -> bool {
 /// Packages the test's own (dev) build into `out`, fast compression. `--no-build`: a nested
 /// `cargo build` could replace target/debug/p2pu while other tests run it.
 fn build_deb(out: &Path) -> std::path::PathBuf {
+    // build-deb.sh regenerates target/deb-assets for every package it makes.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let built = Command::new("bash")
         .arg(format!("{REPO}/install/build-deb.sh"))
         .args(["--no-build", "--profile", "dev", "--fast", "-o"])
@@ -79,7 +82,6 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
             "./usr/share/p2pu/templates/transmission/settings.json",
             "-rw-r--r--",
         ),
-        ("./usr/share/p2pu/templates/serf/handler.sh", "-rw-r--r--"),
         (
             "./usr/share/p2pu/templates/systemd/p2pu-agent.service",
             "-rw-r--r--",
@@ -132,20 +134,40 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
     // Nothing is enabled or started by installing: no unit ships ready to run.
     assert!(!listing.contains("/lib/systemd/system/"), "{listing}");
 
-    let depends = Command::new("dpkg-deb")
-        .args(["-f"])
-        .arg(&deb)
-        .arg("Depends")
-        .output()
-        .unwrap();
-    let depends = String::from_utf8_lossy(&depends.stdout).trim().to_string();
-    for engine in ["serf", "transmission-daemon", "transmission-cli", "puppet"] {
-        assert!(
-            depends
-                .split(", ")
-                .any(|d| d == engine || d.starts_with(&format!("{engine} "))),
-            "{engine} not in Depends: {depends}"
-        );
+    let field = |name: &str| {
+        let out = Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg(name)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // transmission-cli only inspects torrents by hand: suggested, not needed.
+    for (name, packages) in [
+        ("Depends", &["serf", "transmission-daemon", "puppet"][..]),
+        ("Suggests", &["transmission-cli"][..]),
+        ("Recommends", &["systemd-timesyncd"][..]),
+    ] {
+        let value = field(name);
+        for package in packages {
+            assert!(
+                value
+                    .split(", ")
+                    .any(|d| d == *package || d.starts_with(&format!("{package} "))),
+                "{package} not in {name}: {value}"
+            );
+        }
+    }
+    assert!(!field("Depends").contains("transmission-cli"));
+    for (path, mode) in [
+        ("./usr/share/p2pu/templates/serf/handler.sh", "-rwxr-xr-x"),
+        ("./usr/lib/sysusers.d/p2pu.conf", "-rw-r--r--"),
+        ("./usr/share/doc/p2pu/changelog.gz", "-rw-r--r--"),
+    ] {
+        let line = listing.lines().find(|l| l.ends_with(&format!(" {path}")));
+        let line = line.unwrap_or_else(|| panic!("{path} missing from:\n{listing}"));
+        assert!(line.starts_with(mode), "{line}");
     }
 
     // The image path: install.sh --deb unpacks it into a bare root and runs init from it.
@@ -181,4 +203,37 @@ fn package_holds_binary_templates_docs_completions_and_depends_on_the_engines() 
         .path()
         .join("usr/share/man/man5/site.toml.5.gz")
         .is_file());
+}
+
+#[test]
+fn lintian_finds_nothing_to_report() {
+    if !have_cargo_deb() {
+        return;
+    }
+    let found = Command::new("lintian")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !prereq::have(found, "lintian: install/engines.sh --test installs it") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let deb = build_deb(out.path());
+    let report = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    // As root lintian says it would rather not run so; that note is not about the package.
+    let tags: Vec<String> = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&report.stderr).lines())
+        .filter(|l| !l.contains("running with root privileges"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        report.status.success() && tags.is_empty(),
+        "{}",
+        tags.join("\n")
+    );
 }

@@ -100,6 +100,8 @@ impl Agent {
         }
 
         let wake = watch_spool(&site.agent.spool_dir)?;
+        // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
+        crate::sdnotify::ready();
         let mut silence = Silence {
             last_accepted_ms: now_ms(),
         };
@@ -120,6 +122,10 @@ impl Agent {
                 );
             }
         }
+        // An apply in hand finishes and is recorded before the agent exits, and none starts
+        // after: cut short, it would leave half a change and run again on the next start (the
+        // unit's KillMode=mixed leaves `puppet apply` to the agent).
+        let _no_more_applies = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!("agent stopping");
         served.shutdown();
         Ok(())

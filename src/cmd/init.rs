@@ -3,7 +3,7 @@
 
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
-use crate::engines::systemd::Systemd;
+use crate::engines::systemd::{NoBlock, Systemd};
 use crate::error::{Error, Result};
 use crate::provision::services::{self, Action, Mode};
 use crate::provision::{self, ManagedDir, Owners, SecretStatus, Target};
@@ -130,7 +130,25 @@ impl Init {
             return Ok(self.outcome(changed));
         }
 
-        let systemd = Systemd { root: root.clone() };
+        let mut systemd = Systemd {
+            root: root.clone(),
+            no_block: if self.first_boot {
+                NoBlock::Always
+            } else {
+                NoBlock::Never
+            },
+        };
+        // Run by a `puppet apply` of the agent's (the README's Puppet loop): a blocking restart
+        // of the agent would wait for the agent's stop, which waits for that apply to end,
+        // which waits for this init.
+        let under_agent = !image
+            && !self.first_boot
+            && systemd
+                .main_pid("p2pu-agent.service")
+                .is_some_and(is_ancestor);
+        if under_agent {
+            systemd.no_block = NoBlock::OwnUnits;
+        }
         let mode = if image {
             Some(Mode::Image)
         } else if !self.no_systemd && Systemd::is_running() {
@@ -146,6 +164,13 @@ impl Init {
             Some(mode) => services::plan(&changes, &units, systemd_dir, &systemd, mode),
             None => (Vec::new(), Vec::new()),
         };
+        let mut after = after;
+        if under_agent {
+            // The engines' restarts first, awaited; p2pu's own queued last.
+            after.sort_by_key(|action| {
+                matches!(action, Action::Restart(u) | Action::Start(u) if u.starts_with("p2pu-"))
+            });
+        }
         run_actions(env, &systemd, &before)?;
         for change in &changes {
             provision::apply(change, &target, &owners)?;
@@ -187,6 +212,32 @@ impl Init {
             _ => Outcome::Success,
         }
     }
+}
+
+/// Whether process `pid` is an ancestor of this one.
+fn is_ancestor(pid: u32) -> bool {
+    let mut current = std::os::unix::process::parent_id();
+    // Bounded: a parent chain longer than this is no chain of ours.
+    for _ in 0..64 {
+        if current == pid {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        match parent_of(current) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The parent pid from /proc/PID/stat (the field after the parenthesized command name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Every unit `init` manages, and whether this node wants it enabled.
@@ -303,5 +354,17 @@ fn stdout_error(source: std::io::Error) -> Error {
         action: "writing to",
         path: "standard output".into(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_ancestor_finds_the_parent_and_not_a_stranger() {
+        assert!(is_ancestor(std::os::unix::process::parent_id()));
+        assert!(!is_ancestor(std::process::id()));
+        assert!(!is_ancestor(u32::MAX));
     }
 }

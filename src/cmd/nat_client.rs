@@ -64,6 +64,7 @@ impl NatClient {
         let (sink, requests) = std::sync::mpsc::channel();
         let server = nat::control::serve(&site.control_socket, sink)?;
         let stop = crate::daemon::stop_on_signals()?;
+        crate::sdnotify::ready();
         let result = client.run(&requests, &stop);
         let _ = std::fs::remove_file(&site.control_socket);
         server.drain(Duration::from_secs(2));

@@ -69,6 +69,7 @@ impl Proxy {
                 "no alternate STUN port: members will not see their NAT's mapping behaviour"
             ),
         }
+        crate::sdnotify::ready();
         nat::proxy::run(&socket, proxy_config, names, &stop).map_err(Error::io(
             "serving UDP",
             format!("nat.port {}", config.site.nat.port),

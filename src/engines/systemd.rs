@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 pub struct Systemd {
     /// `Some(dir)`: operate on the unit files of the root file system at `dir`, start nothing.
     pub root: Option<PathBuf>,
+    /// Which start and restart jobs are queued without waiting for them.
+    pub no_block: NoBlock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBlock {
+    /// Wait for every job (`init` run by hand or by install.sh).
+    Never,
+    /// The first-boot unit runs `init` while the engines' units wait for it
+    /// (`After=p2pu-firstboot.service`): a blocking start from inside it would wait for itself
+    /// until systemd's start timeout.
+    Always,
+    /// `init` run by a `puppet apply` of the agent's: the agent's restart waits for that apply
+    /// to end, and so does every job ordered after it (the NAT client's): p2pu's own units are
+    /// queued, the engines' restarts (which do not wait for the agent) still awaited.
+    OwnUnits,
 }
 
 impl Systemd {
@@ -41,6 +57,24 @@ impl Systemd {
             .unwrap_or(false)
     }
 
+    /// The main pid of `unit`, when it runs.
+    pub fn main_pid(&self, unit: &str) -> Option<u32> {
+        if self.root.is_some() {
+            return None;
+        }
+        let out = duct::cmd!("systemctl", "show", "-p", "MainPID", "--value", unit)
+            .stderr_null()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|pid| *pid != 0)
+    }
+
     fn is_active(&self, unit: &str) -> bool {
         self.root.is_none()
             && duct::cmd!("systemctl", "is-active", "--quiet", unit)
@@ -69,11 +103,24 @@ impl Systemd {
     }
 
     pub fn restart(&self, unit: &str) -> Result<()> {
-        self.systemctl(&["restart", unit])
+        self.job("restart", unit)
     }
 
     pub fn start(&self, unit: &str) -> Result<()> {
-        self.systemctl(&["start", unit])
+        self.job("start", unit)
+    }
+
+    fn job(&self, verb: &str, unit: &str) -> Result<()> {
+        let queue = match self.no_block {
+            NoBlock::Never => false,
+            NoBlock::Always => true,
+            NoBlock::OwnUnits => unit.starts_with("p2pu-"),
+        };
+        if queue {
+            self.systemctl(&[verb, "--no-block", unit])
+        } else {
+            self.systemctl(&[verb, unit])
+        }
     }
 
     fn base_args(&self) -> Vec<String> {

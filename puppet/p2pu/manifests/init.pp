@@ -35,7 +35,8 @@
 # @param init_flags
 #   More flags for `p2pu init` (e.g. ['--no-systemd'] where systemd is absent).
 # @param manage_services
-#   Keep the engines and the agent enabled and running.
+#   Keep the engines (serf, transmission-daemon) enabled and running; p2pu's own units are
+#   left to `p2pu init`.
 class p2pu (
   P2pu::Node $node = {},
   P2pu::Serf $serf = {},
@@ -91,16 +92,12 @@ class p2pu (
     logoutput   => true,
   }
 
+  # p2pu's own units are left to `p2pu init`, which enables and (re)starts them: this apply
+  # usually runs inside p2pu-agent, whose restart (queued by init when its config changed)
+  # waits for the apply to end, so a service resource starting it, or the NAT units ordered
+  # after it, would wait for itself.
   if $manage_services {
-    $nat_client = $nat['enabled'] ? {
-      true    => ['p2pu-nat-client'],
-      default => [],
-    }
-    $proxy = $node['role'] ? {
-      'proxy' => ['p2pu-proxy'],
-      default => [],
-    }
-    service { ['serf', 'transmission-daemon', 'p2pu-agent'] + $nat_client + $proxy:
+    service { ['serf', 'transmission-daemon']:
       ensure  => running,
       enable  => true,
       require => Exec['p2pu init'],
