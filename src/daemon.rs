@@ -21,6 +21,18 @@ pub const DEFAULT_LOG: &str = "info";
 
 /// Logging as the module header says; a second call is a no-op.
 pub fn init_logging(filter: &str) -> Result<()> {
+    init_logging_to(filter, logs_to_journal())
+}
+
+/// Whether this process's stderr is the journal's stream (see the module header).
+pub fn logs_to_journal() -> bool {
+    stderr_is_journal()
+}
+
+/// Logging in the journal's format when `journal`: for a child that inherited the journal
+/// stream as its stderr but cannot see that for itself (the agent's serving child runs with an
+/// empty environment under another uid), so its parent tells it.
+pub fn init_logging_to(filter: &str, journal: bool) -> Result<()> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| Error::Usage(format!("log filter `{filter}`: {e}")))?;
@@ -28,7 +40,7 @@ pub fn init_logging(filter: &str) -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if stderr_is_journal() {
+    if journal {
         let format = tracing_subscriber::fmt::format()
             .with_target(false)
             .with_level(false)

@@ -353,6 +353,24 @@ fn a_submit_on_one_node_applies_on_every_node_through_the_rendered_units() {
             "n1: the journal line carries its own level or time: {line}"
         );
     }
+    // The agent's serving child (another uid, an empty environment) logs the same way.
+    let agent_lines =
+        text(
+            &nodes[0]
+                .c()
+                .exec(&["journalctl", "--no-pager", "-o", "cat", "-u", "p2pu-agent"]),
+        );
+    let serving: Vec<&str> = agent_lines
+        .lines()
+        .filter(|l| l.contains("serving") && l.contains("tracker="))
+        .collect();
+    assert!(!serving.is_empty(), "n1: no serving line:\n{agent_lines}");
+    for line in serving {
+        assert!(
+            !line.contains(" INFO ") && !line.contains("Z "),
+            "n1: the serving child's line carries its own level or time: {line}"
+        );
+    }
 }
 
 /// The agent recorded `name` applied, and ran `puppet apply` for it once.
@@ -794,7 +812,15 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
             node.name
         );
         for unit in units {
-            assert!(node.c().is_active(unit), "{}: {unit} is down", node.name);
+            // A restart init queued may still be under way (the agent's waits for the apply
+            // that asked for it): active within a while is what counts.
+            let up = wait_until(Duration::from_secs(60), || node.c().is_active(unit));
+            assert!(
+                up,
+                "{}: {unit} is down:\n{}",
+                node.name,
+                node.c().journal(unit)
+            );
         }
     }
 

@@ -22,6 +22,8 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// the ports for the moment it takes to see its stdin close.
 const STARTUP: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The first pause between attempts to start the child when the agent starts.
+const FIRST_START_RETRY: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A child that ran this long before dying restarts after the first backoff again.
 const HEALTHY: Duration = Duration::from_secs(60);
@@ -139,15 +141,20 @@ impl ServeChild {
     pub fn start(spec: ServeSpec) -> crate::Result<ServeChild> {
         let run_as = run_as(&spec.user, nix::unistd::geteuid().is_root(), lookup_user)?;
         let deadline = Instant::now() + STARTUP;
+        // Backs off too (0.25 s, 0.5 s, 1 s...): a port still held by a child that is going
+        // away frees in a moment, a real fault is not hammered at.
+        let mut pause = FIRST_START_RETRY;
         let (running, ready) = loop {
             match spawn(&spec, run_as.as_ref()) {
                 Ok(started) => break started,
-                Err(e) if Instant::now() < deadline => {
+                Err(e) if Instant::now() + pause < deadline => {
                     tracing::warn!(
+                        retry_in_ms = pause.as_millis() as u64,
                         "starting the tracker and web seed server: {}; retrying",
                         chain(&e)
                     );
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(pause);
+                    pause = next_backoff(pause, MAX_BACKOFF);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -277,8 +284,13 @@ impl State {
             "the tracker and web seed server process {why}"
         );
         self.next_try = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.backoff = next_backoff(self.backoff, MAX_BACKOFF);
     }
+}
+
+/// The pause after `pause`: twice as long, at most `max`.
+fn next_backoff(pause: Duration, max: Duration) -> Duration {
+    pause.saturating_mul(2).min(max)
 }
 
 /// The command line for messages.
@@ -309,6 +321,9 @@ pub(crate) fn command(spec: &ServeSpec, run_as: Option<&RunAs>) -> Command {
         .arg(&options.root)
         .arg("--log")
         .arg(&spec.log_filter)
+        // The child inherits the journal stream as its stderr, but with an empty environment
+        // and another uid it cannot tell: say so, or its lines carry a second timestamp.
+        .args(crate::daemon::logs_to_journal().then_some("--journal"))
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::piped())
@@ -445,5 +460,28 @@ mod tests {
         ));
         // An unprivileged agent cannot switch and does not try.
         assert_eq!(run_as("p2pu", false, users).unwrap(), None);
+    }
+
+    /// A child that keeps dying is restarted ever more slowly (1 s, 2 s, 4 s... up to a
+    /// minute), not every half second; one that ran for a while starts over at 1 s.
+    #[test]
+    fn a_child_that_keeps_dying_is_restarted_with_a_growing_backoff() {
+        let mut state = State {
+            running: None,
+            backoff: FIRST_BACKOFF,
+            next_try: Instant::now(),
+            stopped: false,
+        };
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let before = Instant::now();
+            state.died(None, "exited");
+            waits.push((state.next_try - before).as_secs_f64().round() as u64);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(
+            next_backoff(FIRST_START_RETRY, MAX_BACKOFF),
+            Duration::from_millis(500)
+        );
     }
 }

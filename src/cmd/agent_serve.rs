@@ -32,11 +32,18 @@ pub struct AgentServe {
     /// Log filter (tracing's env-filter syntax), e.g. `debug`.
     #[arg(long, default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
+    /// Standard error is the journal's stream (the agent knows; this process cannot see it):
+    /// log with syslog priorities and no time or level of its own.
+    #[arg(long, hide = true)]
+    journal: bool,
 }
 
 impl AgentServe {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        crate::daemon::init_logging(&self.log)?;
+        crate::daemon::init_logging_to(
+            &self.log,
+            self.journal || crate::daemon::logs_to_journal(),
+        )?;
         confine_process()?;
         let options = ServeOptions {
             tracker: self.tracker,
