@@ -450,7 +450,7 @@ mod tests {
         let sha = hex::encode(Sha256::digest(&bytes));
         let expected = crate::agent::verified::Expected::Sha256 {
             len: bytes.len() as u64,
-            sha256_hex: &sha,
+            sha256_hex: sha,
         };
         let root = crate::agent::verified::root_of(state);
         crate::agent::verified::copy_verified(&root, payload, &"ab".repeat(20), seq, expected)

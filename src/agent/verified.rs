@@ -33,20 +33,20 @@ pub fn root_of(state_dir: &Path) -> PathBuf {
     state_dir.join("verified")
 }
 
-/// What the copied bytes must match.
-#[derive(Debug, Clone, Copy)]
-pub enum Expected<'a> {
+/// What the copied bytes must match. Owned, because the staging keeps it for the whole copy.
+#[derive(Debug, Clone)]
+pub enum Expected {
     /// The signed length and SHA-256 (hex).
-    Sha256 { len: u64, sha256_hex: &'a str },
+    Sha256 { len: u64, sha256_hex: String },
     /// A legacy payload, which signs no SHA-256: the signed torrent's length and pieces.
     Pieces {
         len: u64,
         piece_length: u64,
-        pieces: &'a [[u8; 20]],
+        pieces: Vec<[u8; 20]>,
     },
 }
 
-impl Expected<'_> {
+impl Expected {
     fn len(&self) -> u64 {
         match *self {
             Expected::Sha256 { len, .. } | Expected::Pieces { len, .. } => len,
@@ -87,20 +87,7 @@ pub struct Staging {
     pieces_done: usize,
     bad_piece: Option<usize>,
     written: u64,
-    expected: ExpectedOwned,
-}
-
-/// [`Expected`] kept by the staging (the borrow ends when the staging starts).
-enum ExpectedOwned {
-    Sha256 {
-        len: u64,
-        sha256_hex: String,
-    },
-    Pieces {
-        len: u64,
-        piece_length: u64,
-        pieces: Vec<[u8; 20]>,
-    },
+    expected: Expected,
 }
 
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
@@ -164,7 +151,7 @@ pub fn begin(
     info_hash: &str,
     seq: u64,
     name: &str,
-    expected: Expected<'_>,
+    expected: Expected,
 ) -> Result<Staging, FetchError> {
     let one_component = !name.is_empty()
         && name != "."
@@ -198,19 +185,16 @@ pub fn begin(
     let file = open_at(&dir_fd, name, file_flags, Mode::S_IRUSR | Mode::S_IWUSR)
         .map_err(|e| write_error(&path)(e.into()))?;
     let expected = match expected {
-        Expected::Sha256 { len, sha256_hex } => ExpectedOwned::Sha256 {
-            len,
-            sha256_hex: sha256_hex.to_string(),
-        },
         Expected::Pieces {
             len,
             piece_length,
             pieces,
-        } => ExpectedOwned::Pieces {
+        } => Expected::Pieces {
             len,
             piece_length: piece_length.max(1),
-            pieces: pieces.to_vec(),
+            pieces,
         },
+        sha256 => sha256,
     };
     Ok(Staging {
         dir,
@@ -238,8 +222,8 @@ impl Staging {
             .map_err(write_error(&self.path))?;
         self.written += bytes.len() as u64;
         match &self.expected {
-            ExpectedOwned::Sha256 { .. } => self.sha256.update(bytes),
-            ExpectedOwned::Pieces { piece_length, .. } => {
+            Expected::Sha256 { .. } => self.sha256.update(bytes),
+            Expected::Pieces { piece_length, .. } => {
                 let piece_length = *piece_length;
                 let mut rest = bytes;
                 while !rest.is_empty() {
@@ -259,7 +243,7 @@ impl Staging {
 
     fn end_piece(&mut self) {
         let digest: [u8; 20] = std::mem::take(&mut self.piece).finalize().into();
-        if let ExpectedOwned::Pieces { pieces, .. } = &self.expected {
+        if let Expected::Pieces { pieces, .. } = &self.expected {
             if pieces.get(self.pieces_done) != Some(&digest) && self.bad_piece.is_none() {
                 self.bad_piece = Some(self.pieces_done);
             }
@@ -293,9 +277,7 @@ impl Staging {
     }
 
     fn check(&mut self) -> Result<(), FetchError> {
-        let want_len = match &self.expected {
-            ExpectedOwned::Sha256 { len, .. } | ExpectedOwned::Pieces { len, .. } => *len,
-        };
+        let want_len = self.expected.len();
         if self.written != want_len {
             return Err(FetchError::PayloadLength {
                 path: self.path.clone(),
@@ -304,7 +286,7 @@ impl Staging {
             });
         }
         match &self.expected {
-            ExpectedOwned::Sha256 { sha256_hex, .. } => {
+            Expected::Sha256 { sha256_hex, .. } => {
                 let got = hex::encode(std::mem::take(&mut self.sha256).finalize());
                 if got != *sha256_hex {
                     return Err(FetchError::Sha256Mismatch {
@@ -314,11 +296,11 @@ impl Staging {
                     });
                 }
             }
-            ExpectedOwned::Pieces { .. } => {
+            Expected::Pieces { .. } => {
                 if self.piece_fill > 0 {
                     self.end_piece();
                 }
-                let ExpectedOwned::Pieces { pieces, .. } = &self.expected else {
+                let Expected::Pieces { pieces, .. } = &self.expected else {
                     unreachable!("matched above");
                 };
                 if self.bad_piece.is_some() || self.pieces_done != pieces.len() {
@@ -341,7 +323,7 @@ pub fn copy_verified(
     source: &Path,
     info_hash: &str,
     seq: u64,
-    expected: Expected<'_>,
+    expected: Expected,
 ) -> Result<Verified, FetchError> {
     let read_error = |source_error| FetchError::Read {
         path: source.to_path_buf(),
@@ -361,8 +343,9 @@ pub fn copy_verified(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let limit = expected.len().saturating_add(1);
     let mut staging = begin(root, info_hash, seq, &name, expected)?;
-    let mut limited = file.take(expected.len().saturating_add(1));
+    let mut limited = file.take(limit);
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let n = match limited.read(&mut buffer) {
@@ -386,21 +369,18 @@ pub fn copy_verified(
 
 /// What a payload must match: the signed length and SHA-256, or for a legacy payload (which
 /// signs none) its signed torrent's length and pieces.
-pub fn expected<'a>(
-    record: &'a Record,
-    metainfo: Option<&'a Metainfo>,
-) -> Result<Expected<'a>, FetchError> {
+pub fn expected(record: &Record, metainfo: Option<&Metainfo>) -> Result<Expected, FetchError> {
     if !record.sha256.is_empty() {
         return Ok(Expected::Sha256 {
             len: record.len,
-            sha256_hex: &record.sha256,
+            sha256_hex: record.sha256.clone(),
         });
     }
     match metainfo {
         Some(metainfo) => Ok(Expected::Pieces {
             len: metainfo.total_length,
             piece_length: metainfo.piece_length,
-            pieces: &metainfo.pieces,
+            pieces: metainfo.pieces.clone(),
         }),
         None => Err(FetchError::Unverifiable {
             name: record.name.clone(),
@@ -428,9 +408,9 @@ mod tests {
         let want = sha(b"good");
         let expected = Expected::Sha256 {
             len: 4,
-            sha256_hex: &want,
+            sha256_hex: want.clone(),
         };
-        let copy = copy_verified(&root, &source, HASH, 7, expected).unwrap();
+        let copy = copy_verified(&root, &source, HASH, 7, expected.clone()).unwrap();
         assert_eq!(copy.path(), root.join(format!("{HASH}-7/site.pp")));
         assert_eq!(std::fs::read(copy.path()).unwrap(), b"good");
         let mode = std::fs::metadata(&root).unwrap().permissions().mode();
@@ -439,10 +419,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
 
         std::fs::write(&source, b"evil").unwrap();
-        let err = copy_verified(&root, &source, HASH, 8, expected).unwrap_err();
+        let err = copy_verified(&root, &source, HASH, 8, expected.clone()).unwrap_err();
         assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
         std::fs::write(&source, b"good and more").unwrap();
-        let err = copy_verified(&root, &source, HASH, 9, expected).unwrap_err();
+        let err = copy_verified(&root, &source, HASH, 9, expected.clone()).unwrap_err();
         assert!(matches!(err, FetchError::PayloadLength { .. }), "{err}");
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
     }
@@ -457,12 +437,12 @@ mod tests {
         let want = sha(b"good");
         let expected = Expected::Sha256 {
             len: 4,
-            sha256_hex: &want,
+            sha256_hex: want.clone(),
         };
         let open = tmp.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = copy_verified(&open, &source, HASH, 1, expected).unwrap_err();
+        let err = copy_verified(&open, &source, HASH, 1, expected.clone()).unwrap_err();
         assert!(matches!(err, FetchError::UnsafeStaging { .. }), "{err}");
 
         let elsewhere = tmp.path().join("elsewhere");
@@ -470,7 +450,7 @@ mod tests {
         std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        let err = copy_verified(&link, &source, HASH, 1, expected).unwrap_err();
+        let err = copy_verified(&link, &source, HASH, 1, expected.clone()).unwrap_err();
         assert!(matches!(err, FetchError::UnsafeStaging { .. }), "{err}");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 
@@ -478,7 +458,7 @@ mod tests {
         std::fs::create_dir(&theirs).unwrap();
         std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
         nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-        let err = copy_verified(&theirs, &source, HASH, 1, expected).unwrap_err();
+        let err = copy_verified(&theirs, &source, HASH, 1, expected.clone()).unwrap_err();
         assert!(matches!(err, FetchError::UnsafeStaging { .. }), "{err}");
     }
 
@@ -493,9 +473,10 @@ mod tests {
         let want = sha(b"good");
         let expected = Expected::Sha256 {
             len: 4,
-            sha256_hex: &want,
+            sha256_hex: want.clone(),
         };
-        let err = copy_verified(&root_of(tmp.path()), &source, HASH, 1, expected).unwrap_err();
+        let err =
+            copy_verified(&root_of(tmp.path()), &source, HASH, 1, expected.clone()).unwrap_err();
         assert!(matches!(err, FetchError::Read { .. }), "{err}");
     }
 
@@ -519,15 +500,15 @@ mod tests {
         let expected = Expected::Pieces {
             len: torrent.total_length,
             piece_length: torrent.piece_length,
-            pieces: &torrent.pieces,
+            pieces: torrent.pieces.clone(),
         };
         let root = root_of(tmp.path());
-        let copy = copy_verified(&root, &source, HASH, 1, expected).unwrap();
+        let copy = copy_verified(&root, &source, HASH, 1, expected.clone()).unwrap();
         assert_eq!(std::fs::read(copy.path()).unwrap(), content);
         let mut changed = content.clone();
         changed[50_000] ^= 1;
         std::fs::write(&source, &changed).unwrap();
-        let err = copy_verified(&root, &source, HASH, 2, expected).unwrap_err();
+        let err = copy_verified(&root, &source, HASH, 2, expected.clone()).unwrap_err();
         assert!(
             matches!(err, FetchError::PieceMismatch { piece: 3, .. }),
             "{err}"
