@@ -1,9 +1,12 @@
 //! Durable file writes: temp file in the same directory, fsync, rename, fsync the directory,
-//! so a crash leaves either the old file or the new one, never a torn one.
+//! so a crash leaves either the old file or the new one, never a torn one. And the opens the
+//! root agent uses where another user may swap a path under it: never through a link, never
+//! blocking on a FIFO, creating on a directory descriptor.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A durable write that failed: what was being done, to which path. Printed as the shared
@@ -61,4 +64,50 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("syncing directory", dir))
+}
+
+/// Opens `path` for reading without following a link there and without blocking on a FIFO
+/// (`O_NONBLOCK`, which regular files ignore), with what the open file is: the caller decides
+/// which kinds it takes, on the file it will read, not on a path that may have changed since.
+pub fn open_nofollow(path: &Path) -> std::io::Result<(fs::File, fs::Metadata)> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+/// The directory `dir`, made with `mode` (and its parents) when missing, opened without
+/// following a link there: a descriptor to create files on with [`openat_nofollow`].
+pub fn open_dir_nofollow(dir: &Path, mode: u32) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match nix::unistd::mkdir(dir, Mode::from_bits_truncate(mode)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(dir, flags, Mode::empty())?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `name` in the directory `dir` (one component), opened with `flags` plus `O_NOFOLLOW` and
+/// `O_CLOEXEC`, created with `mode` where `flags` say so.
+pub fn openat_nofollow(
+    dir: &OwnedFd,
+    name: &str,
+    flags: nix::fcntl::OFlag,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(mode);
+    let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, mode)?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -14,9 +14,9 @@
 //! them on the other end anyway.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The prefix of a p2pu public key file's text.
@@ -199,12 +199,8 @@ pub fn pack_dir(dir: &Path, out: &Path) -> Result<PackReport, KindError> {
         } else {
             // O_NOFOLLOW: a file swapped for a symlink since the walk fails instead of
             // packing what the link points to.
-            let mut file = OpenOptions::new()
-                .read(true)
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-                .open(&abs)
-                .map_err(io_err("opening", &abs))?;
-            let meta = file.metadata().map_err(io_err("inspecting", &abs))?;
+            let (mut file, meta) =
+                crate::fsutil::open_nofollow(&abs).map_err(io_err("opening", &abs))?;
             if !meta.is_file() {
                 return Err(KindError::Changed { path: abs });
             }

@@ -23,11 +23,12 @@ pub use super::pace::MinRate;
 use super::pace::{Deadline, RateGuard};
 use super::state::Record;
 use super::verified::{self, Staging, Verified};
+use crate::fsutil;
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,24 +93,11 @@ pub fn chain_parent(
 /// is unlinked, and the new one is created `O_EXCL | O_NOFOLLOW` on that descriptor, so a link
 /// (or a hard link to another file) planted by that user is never written through.
 fn create_nofollow(dir: &Path, name: &str) -> Result<std::fs::File, FetchError> {
-    let write_error = |path: &Path, e: nix::Error| FetchError::Write {
-        path: path.to_path_buf(),
-        source: e.into(),
+    let write_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FetchError::Write { path, source }
     };
-    if let Some(root) = dir.parent() {
-        std::fs::create_dir_all(root).map_err(|source| FetchError::Write {
-            path: root.to_path_buf(),
-            source,
-        })?;
-    }
-    match nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o755)) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-        Err(e) => return Err(write_error(dir, e)),
-    }
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let raw = nix::fcntl::open(dir, flags, Mode::empty()).map_err(|e| write_error(dir, e))?;
-    // SAFETY: `open` just returned this descriptor and nothing else owns it.
-    let dir_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let dir_fd = fsutil::open_dir_nofollow(dir, 0o755).map_err(write_error(dir))?;
     let path = dir.join(name);
     match nix::unistd::unlinkat(
         Some(dir_fd.as_raw_fd()),
@@ -117,19 +105,12 @@ fn create_nofollow(dir: &Path, name: &str) -> Result<std::fs::File, FetchError> 
         nix::unistd::UnlinkatFlags::NoRemoveDir,
     ) {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(write_error(&path, e)),
+        Err(e) => return Err(write_error(&path)(e.into())),
     }
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let raw = nix::fcntl::openat(
-        Some(dir_fd.as_raw_fd()),
-        name,
-        flags,
-        Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| write_error(&path, e))?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+    fsutil::openat_nofollow(&dir_fd, name, flags, 0o644)
+        .map(std::fs::File::from)
+        .map_err(write_error(&path))
 }
 
 /// Removes the relay marks left under `root` by an agent that stopped mid-download: at start

@@ -9,11 +9,10 @@
 //! receives at once (see `agent::relay`). Relayed bytes are unverified: every reader checks the
 //! signed SHA-256 before use, as with any other source.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,12 +212,7 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
 /// Opens a regular file, refusing a symlink swapped in since it was resolved (`O_NOFOLLOW`)
 /// and not blocking on a FIFO (`O_NONBLOCK`, which regular files ignore).
 fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
-    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(path)?;
-    let meta = file.metadata()?;
+    let (file, meta) = crate::fsutil::open_nofollow(path)?;
     if !meta.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

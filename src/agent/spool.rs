@@ -209,14 +209,8 @@ pub fn read(path: &Path) -> Result<Option<Spooled>, BadEntry> {
 /// Opens an entry that looked like an event, for an entry swapped meanwhile: a link is not
 /// followed, a FIFO does not block, and the open file is checked like the entry was.
 fn open_checked(path: &Path, expected_uid: u32) -> Result<Option<std::fs::File>, BadEntry> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(path)
-    {
-        Ok(file) => file,
+    let (file, meta) = match crate::fsutil::open_nofollow(path) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(BadEntry::Io {
@@ -225,10 +219,6 @@ fn open_checked(path: &Path, expected_uid: u32) -> Result<Option<std::fs::File>,
             })
         }
     };
-    let meta = file.metadata().map_err(|source| BadEntry::Io {
-        action: "looking at the open entry",
-        source,
-    })?;
     check_entry(&meta, expected_uid)?;
     Ok(Some(file))
 }

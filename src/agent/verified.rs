@@ -17,15 +17,15 @@
 use super::fetch::FetchError;
 use super::state::Record;
 use crate::formats::torrent::Metainfo;
+use crate::fsutil;
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, mkdirat, Mode};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The staging root under the agent's state dir.
@@ -107,20 +107,12 @@ fn unsafe_root(path: &Path, problem: String) -> FetchError {
 /// Opens (creating it 0700 if missing) the staging root, refusing a link, a non-directory, or
 /// a directory that is not the agent user's own with mode 0700.
 fn open_root(root: &Path) -> Result<OwnedFd, FetchError> {
-    if let Some(parent) = root.parent() {
-        std::fs::create_dir_all(parent).map_err(write_error(parent))?;
-    }
-    match nix::unistd::mkdir(root, Mode::S_IRWXU) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(write_error(root)(e.into())),
-    }
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(|e| match e {
-        Errno::ELOOP | Errno::ENOTDIR => unsafe_root(root, "not a directory (a link?)".into()),
-        e => write_error(root)(e.into()),
+    let fd = fsutil::open_dir_nofollow(root, 0o700).map_err(|e| match e.raw_os_error() {
+        Some(nix::libc::ELOOP | nix::libc::ENOTDIR) => {
+            unsafe_root(root, "not a directory (a link?)".into())
+        }
+        _ => write_error(root)(e),
     })?;
-    // SAFETY: `open` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let stat = fstat(fd.as_raw_fd()).map_err(|e| write_error(root)(e.into()))?;
     let euid = nix::unistd::geteuid().as_raw();
     if stat.st_uid != euid {
@@ -136,12 +128,6 @@ fn open_root(root: &Path) -> Result<OwnedFd, FetchError> {
         ));
     }
     Ok(fd)
-}
-
-fn open_at(dir: &OwnedFd, name: &str, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-    let fd = openat(Some(dir.as_raw_fd()), name, flags | OFlag::O_CLOEXEC, mode)?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Starts the copy of `info_hash`'s payload (update `seq`) named `name`, in a fresh directory
@@ -177,13 +163,13 @@ pub fn begin(
             Err(e) => return Err(write_error(&dir)(e.into())),
         }
     }
-    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-    let dir_fd = open_at(&root_fd, &sub, dir_flags, Mode::empty())
-        .map_err(|e| write_error(&dir)(e.into()))?;
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let dir_fd =
+        fsutil::openat_nofollow(&root_fd, &sub, dir_flags, 0).map_err(write_error(&dir))?;
     let path = dir.join(name);
-    let file_flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-    let file = open_at(&dir_fd, name, file_flags, Mode::S_IRUSR | Mode::S_IWUSR)
-        .map_err(|e| write_error(&path)(e.into()))?;
+    let file_flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+    let file =
+        fsutil::openat_nofollow(&dir_fd, name, file_flags, 0o600).map_err(write_error(&path))?;
     let expected = match expected {
         Expected::Pieces {
             len,
@@ -330,12 +316,7 @@ pub fn copy_verified(
         source: source_error,
     };
     // A link or a fifo planted in place of the payload is neither followed nor waited on.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-        .open(source)
-        .map_err(read_error)?;
-    let meta = file.metadata().map_err(read_error)?;
+    let (file, meta) = fsutil::open_nofollow(source).map_err(read_error)?;
     if !meta.is_file() {
         return Err(read_error(std::io::Error::other("not a regular file")));
     }
