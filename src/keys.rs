@@ -155,13 +155,19 @@ impl PublicKey {
     }
 
     pub fn to_text(&self) -> String {
-        let encoded = STANDARD.encode(self.key.as_bytes());
+        let key = key_text(self.key.as_bytes());
         if self.comment.is_empty() {
-            format!("{PUBLIC_PREFIX}{encoded}\n")
+            format!("{key}\n")
         } else {
-            format!("{PUBLIC_PREFIX}{encoded} {}\n", self.comment)
+            format!("{key} {}\n", self.comment)
         }
     }
+}
+
+/// A public key as a `.pub` file writes it, without comment or newline:
+/// `p2pu-ed25519:<base64>`.
+pub fn key_text(key: &[u8; 32]) -> String {
+    format!("{PUBLIC_PREFIX}{}", STANDARD.encode(key))
 }
 
 /// Checks a comment or reason can sit on the key file's single line.

@@ -7,9 +7,7 @@
 //! key changed for good (reinstalled) is freed by deleting its line and restarting the proxy.
 
 use crate::fsutil::write_atomic;
-use crate::keys::PUBLIC_PREFIX;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use crate::keys::{key_text, PublicKey, PUBLIC_PREFIX};
 use ed25519_dalek::VerifyingKey;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,13 +82,12 @@ impl Bindings {
         let entries: BTreeMap<String, String> =
             serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
         for (name, key) in entries {
-            let bytes = key
-                .strip_prefix(PUBLIC_PREFIX)
-                .and_then(|b64| STANDARD.decode(b64).ok())
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .filter(|b| VerifyingKey::from_bytes(b).is_ok())
+            // Read as a `.pub` file's line is, and nothing after the key.
+            let public = PublicKey::parse(key.as_bytes(), &format!("{name:?}"))
+                .ok()
+                .filter(|public| public.comment.is_empty())
                 .ok_or_else(|| malformed(format!("{name:?}: {key:?} is not an Ed25519 key")))?;
-            bindings.keys.insert(name, bytes);
+            bindings.keys.insert(name, public.key.to_bytes());
         }
         Ok(bindings)
     }
@@ -128,7 +125,7 @@ impl Bindings {
         let entries: BTreeMap<&str, String> = self
             .keys
             .iter()
-            .map(|(name, key)| (name.as_str(), public_text(key)))
+            .map(|(name, key)| (name.as_str(), key_text(key)))
             .collect();
         let mut text = serde_json::to_string_pretty(&entries).map_err(|e| NamesError::Write {
             path: path.clone(),
@@ -140,11 +137,6 @@ impl Bindings {
             reason: crate::error::chain(&e),
         })
     }
-}
-
-/// A key as the bindings file and the logs show it.
-pub fn public_text(key: &[u8; 32]) -> String {
-    format!("{PUBLIC_PREFIX}{}", STANDARD.encode(key))
 }
 
 #[cfg(test)]
@@ -186,7 +178,7 @@ mod tests {
         assert_eq!(again.check("a", &key(2)), Verdict::Conflict);
         assert_eq!(again.check("a", &key(1)), Verdict::Known);
 
-        let provisioned = format!("{{\"b\": \"{}\"}}", public_text(key(3).as_bytes()));
+        let provisioned = format!("{{\"b\": \"{}\"}}", key_text(key(3).as_bytes()));
         std::fs::write(&path, provisioned).unwrap();
         let mut operator = Bindings::load(&path, 8).unwrap();
         assert_eq!(operator.check("b", &key(1)), Verdict::Conflict);

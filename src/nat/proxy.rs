@@ -12,7 +12,7 @@
 //! written to the bindings file) so the logic is unit-tested without sockets; [`run`] is the
 //! socket loop around it.
 
-use super::names::{self, Bindings, Verdict};
+use super::names::{Bindings, Verdict};
 use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, SeqWindow, MAX_DATAGRAM};
 use super::stun;
 use super::udp;
@@ -403,12 +403,12 @@ impl ProxyState {
         match self.names.check(name, &key) {
             Verdict::Known => Ok(()),
             Verdict::Bound => {
-                tracing::info!(member = %name, key = %names::public_text(key.as_bytes()), "name bound to its first key");
+                tracing::info!(member = %name, key = %crate::keys::key_text(key.as_bytes()), "name bound to its first key");
                 Ok(())
             }
             Verdict::Conflict => Err(format!(
                 "the name {name} is bound to another identity key (key {})",
-                names::public_text(key.as_bytes())
+                crate::keys::key_text(key.as_bytes())
             )),
             Verdict::Full => Err("the proxy binds no more names".into()),
         }
@@ -849,7 +849,7 @@ mod tests {
     #[test]
     fn name_bindings_survive_a_proxy_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(names::BINDINGS_FILE);
+        let path = dir.path().join(crate::nat::names::BINDINGS_FILE);
         let now = Instant::now();
         let fresh = || {
             ProxyState::new(ProxyConfig::new(secret(), 100), now)
