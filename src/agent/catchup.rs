@@ -75,9 +75,12 @@ fn newest_acceptable<'a>(
     now_ms: u64,
 ) -> crate::Result<Option<(u64, &'a str)>> {
     let mut best: Option<(u64, &str)> = None;
+    // Members mostly answer with the same announcement: decide each text once (a decision
+    // reads the trusted keys and the state), naming the first member that sent it.
+    let mut seen = std::collections::HashSet::new();
     for (node, wire) in answers {
         let wire = wire.trim();
-        if wire.is_empty() || wire.len() > spool::MAX_EVENT_BYTES {
+        if wire.is_empty() || wire.len() > spool::MAX_EVENT_BYTES || !seen.insert(wire) {
             continue;
         }
         let event = Spooled {
