@@ -44,6 +44,22 @@ fn prerequisites() -> bool {
     ) && prereq::have(cargo_deb, "cargo-deb: install/run-tests.sh installs it")
 }
 
+/// A test's work dir with the fleet operator's key pair in `operator/` (`keys`), whose public
+/// half is `public`.
+struct Operator {
+    work: tempfile::TempDir,
+    keys: PathBuf,
+    public: PathBuf,
+}
+
+fn operator() -> Operator {
+    let work = sdfleet::workdir();
+    let keys = work.path().join("operator");
+    std::fs::create_dir(&keys).unwrap();
+    let public = operator_key(&keys);
+    Operator { work, keys, public }
+}
+
 /// The fleet operator's key pair, made with `p2pu keygen` into `dir`.
 fn operator_key(dir: &Path) -> PathBuf {
     let out = Command::new(BIN)
@@ -151,10 +167,11 @@ fn an_image_boots_with_no_failed_unit_and_its_own_secrets() {
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys: _,
+        public: operator_pub,
+    } = operator();
     let lab = Lab::new(&[Lan::cone(2)]);
     let image = make_image(
         work.path(),
@@ -282,10 +299,11 @@ fn a_submit_on_one_node_applies_on_every_node_through_the_rendered_units() {
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys,
+        public: operator_pub,
+    } = operator();
     let lab = Lab::new(&[Lan::cone(3)]);
     let image = make_image(
         work.path(),
@@ -406,10 +424,11 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys,
+        public: operator_pub,
+    } = operator();
     // Two nodes, each behind its own MASQUERADE router; the proxy on the "internet".
     let lab = Lab::new(&[Lan::cone(1), Lan::cone(1)]);
     let proxy_dir = work.path().join("proxy-image");
@@ -562,10 +581,11 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys: _,
+        public: operator_pub,
+    } = operator();
     let lab = Lab::new(&[Lan::cone(1)]);
     // A plain Debian machine with the engines: no image build, p2pu installed once it runs.
     let mut node = Node::new(
@@ -672,10 +692,11 @@ fn a_node_rebooted_mid_rollout_comes_back_through_its_units_and_applies_once() {
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys,
+        public: operator_pub,
+    } = operator();
     let lab = Lab::new(&[Lan::cone(2)]);
     let image = make_image(
         work.path(),
@@ -757,10 +778,11 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys,
+        public: operator_pub,
+    } = operator();
     let lab = Lab::new(&[Lan::cone(2)]);
     let join = Lab::node_ip(1, 0);
     // The module the .deb ships, on the modulepath as the README says.
@@ -851,10 +873,11 @@ fn restarting_the_agent_during_an_apply_lets_the_apply_finish_exactly_once() {
     if !prerequisites() {
         return;
     }
-    let work = sdfleet::workdir();
-    let keys = work.path().join("operator");
-    std::fs::create_dir(&keys).unwrap();
-    let operator_pub = operator_key(&keys);
+    let Operator {
+        work,
+        keys,
+        public: operator_pub,
+    } = operator();
     let lab = Lab::new(&[Lan::cone(1)]);
     let image = make_image(
         work.path(),
