@@ -241,10 +241,14 @@ impl StateStore {
     /// The highest seq of `lineage` ever accepted for `name` (held records were not accepted).
     /// State written before the mark existed is covered by the records themselves.
     pub fn highest(&self, name: &str, lineage: Lineage) -> Result<Option<u64>> {
+        self.highest_in(name, lineage, &self.records(name)?)
+    }
+
+    /// [`Self::highest`] with the name's `records` already read.
+    fn highest_in(&self, name: &str, lineage: Lineage, records: &[Record]) -> Result<Option<u64>> {
         let mut mark: Highest = read_json(&self.highest_file(name))?.unwrap_or_default();
-        let recorded = self
-            .records(name)?
-            .into_iter()
+        let recorded = records
+            .iter()
             .filter(|r| r.status != Status::Held && Lineage::of(r) == lineage)
             .map(|r| r.seq)
             .max();
@@ -254,11 +258,11 @@ impl StateStore {
     /// Decides whether `seq` is new for `name` in `lineage`: held announcements do not count,
     /// and neither does the other lineage.
     pub fn check_seq(&self, name: &str, lineage: Lineage, seq: u64) -> Result<SeqVerdict> {
-        let replayed = self
-            .records(name)?
+        let records = self.records(name)?;
+        let replayed = records
             .iter()
             .any(|r| r.seq == seq && r.status != Status::Held && Lineage::of(r) == lineage);
-        match self.highest(name, lineage)? {
+        match self.highest_in(name, lineage, &records)? {
             _ if replayed => Ok(SeqVerdict::Replay),
             Some(newest) if newest == seq => Ok(SeqVerdict::Replay),
             Some(newest) if newest > seq => Ok(SeqVerdict::Older { newest }),
