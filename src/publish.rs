@@ -3,9 +3,9 @@
 //! server), and its announcement signed ([`prepare`]); then broadcast over Serf ([`broadcast`],
 //! `submit`) or handed to the NAT client (`event sendfile`).
 
-use crate::agent::download_dir::DownloadDir;
-use crate::agent::fetch::sha256_file;
-use crate::agent::kind;
+use crate::agent::apply::kind;
+use crate::agent::transfer::download_dir::DownloadDir;
+use crate::agent::transfer::fetch::sha256_file;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{Error, Result};

@@ -4,10 +4,10 @@
 //! builders, GNU tar and Python's zipfile extract with their modes; pack_dir is deterministic
 //! and round-trips through extract.
 
-use p2pu::agent::extract::{
+use p2pu::agent::apply::extract::{
     extract, ArchiveFormat, ExtractError, ExtractReport, Limits, LinkKind, SpecialKind,
 };
-use p2pu::agent::kind::{detect, pack_dir, Kind};
+use p2pu::agent::apply::kind::{detect, pack_dir, Kind};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -889,7 +889,7 @@ fn zip_lying_about_its_size_extracts_nothing() {
     fs::write(&a, &bytes).unwrap();
     // Whether the zip reader stops at the declared size (then the CRC fails) or hands over
     // every byte (then our cap trips), nothing is extracted. p2pu's own cap on real bytes is
-    // tested on its own in src/agent/extract.rs
+    // tested on its own in src/agent/apply/extract.rs
     // (an_entry_yielding_more_than_declared_is_capped_on_real_bytes).
     let err = s.assert_refused(&a, ArchiveFormat::Zip, &small_limits(), |e| {
         matches!(

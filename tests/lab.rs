@@ -3,7 +3,7 @@
 //! rendered handler, Transmission moves bytes between nodes from their own addresses, labs
 //! running at once stay apart, and nothing outlives a lab (not even one dropped by a panic).
 
-use p2pu::agent::spool;
+use p2pu::agent::runtime::spool;
 use p2pu::engines::{Gossip, MemberStatus, TorrentEngine};
 use p2pu::lab::{Lab, LabOptions};
 use std::io::{Read, Write};

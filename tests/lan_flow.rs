@@ -2,9 +2,9 @@
 //! own real serf agent, transmission-daemon, `p2pu agent` and puppet: submit on node 1, every
 //! node verifies, downloads from its peers and applies, exactly once.
 
-use p2pu::agent::state::Status;
-use p2pu::agent::status::MemberReport;
-use p2pu::agent::status::StatusReport;
+use p2pu::agent::runtime::state::Status;
+use p2pu::agent::runtime::status::MemberReport;
+use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -190,7 +190,7 @@ fn manifest_module_and_archive_are_applied_on_every_node_and_fleet_status_shows_
             "archive on node {node}"
         );
         // Issue #13: each update is applied from a root-only verified copy, removed after.
-        let verified = p2pu::agent::verified::root_of(&info.site.agent.state_dir);
+        let verified = p2pu::agent::transfer::verified::root_of(&info.site.agent.state_dir);
         assert_eq!(
             std::fs::read_dir(&verified).map(|d| d.count()).unwrap_or(0),
             0,
@@ -274,12 +274,13 @@ fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
         &site,
         &["--seq", "2000", "--wait", "--timeout", "180"],
     );
-    let wire = p2pu::agent::state::StateStore::open(&lab.node(2).unwrap().site.agent.state_dir)
-        .unwrap()
-        .records("base.pp")
-        .unwrap()[0]
-        .wire
-        .clone();
+    let wire =
+        p2pu::agent::runtime::state::StateStore::open(&lab.node(2).unwrap().site.agent.state_dir)
+            .unwrap()
+            .records("base.pp")
+            .unwrap()[0]
+            .wire
+            .clone();
 
     // The same announcement again; an older seq signed by the real key; a tampered copy; a
     // stranger's key.

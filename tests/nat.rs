@@ -741,9 +741,9 @@ impl FullNode {
         )
     }
 
-    fn update_status(&self, lab: &Lab, name: &str) -> Option<p2pu::agent::state::Status> {
+    fn update_status(&self, lab: &Lab, name: &str) -> Option<p2pu::agent::runtime::state::Status> {
         let (code, out, _) = self.p2pu(lab, &["status", "--json"]);
-        let report: p2pu::agent::status::StatusReport = serde_json::from_str(&out)
+        let report: p2pu::agent::runtime::status::StatusReport = serde_json::from_str(&out)
             .ok()
             .filter(|_| code == 0 || code == 3)?;
         report
@@ -889,7 +889,7 @@ fn sendfile_across_nats(lan: Lan, path: &str, via: [String; 2]) {
     assert!(out.contains("submitted motd.pp"), "{out}");
     assert!(out.contains("delivered to b"), "{out}");
 
-    use p2pu::agent::state::Status;
+    use p2pu::agent::runtime::state::Status;
     let applied = wait_for(Duration::from_secs(60), || {
         (b.update_status(&fleet.lab, "motd.pp") == Some(Status::Applied)).then_some(())
     });

@@ -5,8 +5,8 @@
 //! also becomes the torrent Transmission seeds), treats it literally, and no command hidden in
 //! it ever runs. Its own test binary, because it sets PATH for the whole process.
 
-use p2pu::agent::state::Status;
-use p2pu::agent::status::StatusReport;
+use p2pu::agent::runtime::state::Status;
+use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

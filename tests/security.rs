@@ -395,7 +395,7 @@ fn hostile_spool_entries_neither_stop_nor_wedge_the_agent() {
         p2pu::lab::Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     let node = lab.node(1).unwrap().clone();
     let spool = node.site.agent.spool_dir.clone();
-    let overlay = p2pu::agent::spool::overlay_dir(&spool);
+    let overlay = p2pu::agent::runtime::spool::overlay_dir(&spool);
     std::fs::create_dir_all(&overlay).unwrap();
     nix::unistd::mkfifo(
         &overlay.join("00000000000000000001-overlay-1.event"),
@@ -408,14 +408,14 @@ fn hostile_spool_entries_neither_stop_nor_wedge_the_agent() {
         overlay.join("00000000000000000003-overlay-3.event"),
     )
     .unwrap();
-    let after = p2pu::agent::spool::put(
+    let after = p2pu::agent::runtime::spool::put(
         &spool,
-        p2pu::agent::spool::Source::Serf,
+        p2pu::agent::runtime::spool::Source::Serf,
         b"not an announcement",
     )
     .unwrap();
 
-    let quarantine = spool.join(p2pu::agent::spool::QUARANTINE_SUBDIR);
+    let quarantine = spool.join(p2pu::agent::runtime::spool::QUARANTINE_SUBDIR);
     wait_until(
         "the agent to quarantine three entries and take the event",
         30,

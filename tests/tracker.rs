@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use p2pu::agent::seed_http::SeedServer;
-use p2pu::agent::tracker::{Announce, Event, PeerSource, Tracker};
+use p2pu::agent::transfer::seed_http::SeedServer;
+use p2pu::agent::transfer::tracker::{Announce, Event, PeerSource, Tracker};
 use serde::Deserialize;
 
 /// A fleet whose peers are fixed, recording every announce it is told about.

@@ -4,13 +4,13 @@
 //! before Puppet runs (here a process as `nobody`, started just before Puppet). Root must run
 //! the signed manifest, never the planted one.
 
+use p2pu::agent::apply::extract::Limits;
 use p2pu::agent::apply::ApplyContext;
-use p2pu::agent::extract::Limits;
-use p2pu::agent::fetch::Fetcher;
-use p2pu::agent::http_get::Client;
-use p2pu::agent::pace::{MinRate, Pace};
-use p2pu::agent::state::{Record, Status};
-use p2pu::agent::verified;
+use p2pu::agent::runtime::state::{Record, Status};
+use p2pu::agent::transfer::fetch::Fetcher;
+use p2pu::agent::transfer::http_get::Client;
+use p2pu::agent::transfer::pace::{MinRate, Pace};
+use p2pu::agent::transfer::verified;
 use p2pu::engines::puppet::ModuleInstalled;
 use p2pu::engines::transmission::{Added, Session, TorrentStatus};
 use p2pu::engines::{Applier, ApplyReport, Puppet, PuppetError, TorrentEngine, TransmissionError};
@@ -122,7 +122,7 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
     std::fs::create_dir_all(&payload_dir).unwrap();
     std::fs::copy(&source, payload_dir.join("site.pp")).unwrap();
     std::fs::write(
-        p2pu::agent::download_dir::DownloadDir::new(&downloads).completion_mark(&hash),
+        p2pu::agent::transfer::download_dir::DownloadDir::new(&downloads).completion_mark(&hash),
         &torrent.bytes,
     )
     .unwrap();

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::agent::extract::{extract, ArchiveFormat, Limits};
+use p2pu::agent::apply::extract::{extract, ArchiveFormat, Limits};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::agent::spool::MAX_EVENT_BYTES;
+use p2pu::agent::runtime::spool::MAX_EVENT_BYTES;
 use p2pu::nat::client::{Client, ClientConfig};
 use p2pu::nat::protocol::{encode, seal_raw, unix_now, Body, Payload, Secret};
 use std::net::{SocketAddr, UdpSocket};

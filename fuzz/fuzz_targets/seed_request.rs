@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::agent::seed_http::fuzzing::{answer, range, resolve_path, RangeAnswer};
+use p2pu::agent::transfer::seed_http::fuzzing::{answer, range, resolve_path, RangeAnswer};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

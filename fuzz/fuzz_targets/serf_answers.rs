@@ -8,10 +8,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::agent::catchup::catch_up;
-use p2pu::agent::state::StateStore;
-use p2pu::agent::intake::Policy;
-use p2pu::agent::status::{fleet_status, NodeStatus};
+use p2pu::agent::runtime::catchup::catch_up;
+use p2pu::agent::runtime::state::StateStore;
+use p2pu::agent::runtime::intake::Policy;
+use p2pu::agent::runtime::status::{fleet_status, NodeStatus};
 use p2pu::engines::serf::fuzzing::{parse_members, parse_query};
 use p2pu::engines::{Gossip, Member, MemberStatus, SerfError};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::agent::tracker::{encode_failure, parse_announce, MAX_QUERY};
+use p2pu::agent::transfer::tracker::{encode_failure, parse_announce, MAX_QUERY};
 
 fuzz_target!(|query: &[u8]| {
     match parse_announce(query) {

@@ -2,25 +2,10 @@
 //! (over HTTP from the fleet, Transmission when that fails), checks it, applies it by kind,
 //! and records the result; serves the node's tracker and web seeds beside its engines, from an
 //! unprivileged child process.
+//!
+//! The folders follow one update: [`runtime`] takes it in (spool, intake) and keeps its state,
+//! [`transfer`] brings the payload and checks it, [`apply`] applies the checked copy.
 
 pub mod apply;
-pub mod catchup;
-pub mod download_dir;
-pub mod extract;
-pub mod fetch;
-mod http;
-pub mod http_get;
-pub mod intake;
-pub mod kind;
-pub mod pace;
-pub mod peers;
-pub mod relay;
-pub mod run;
-pub mod seed_http;
-pub mod serve;
-pub mod spool;
-pub mod state;
-pub mod status;
-pub mod supervise;
-pub mod tracker;
-pub mod verified;
+pub mod runtime;
+pub mod transfer;

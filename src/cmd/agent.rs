@@ -1,7 +1,7 @@
 //! `p2pu agent`: the node's long-running service (systemd unit `p2pu-agent.service`).
 
-use crate::agent::run::Agent;
-use crate::agent::state::StateStore;
+use crate::agent::runtime::run::Agent;
+use crate::agent::runtime::state::StateStore;
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::Result;

@@ -1,7 +1,7 @@
 //! `p2pu agent-serve` (hidden): the node's tracker and web seed server, started by `p2pu agent`
 //! as an unprivileged child. See `agent::serve` for the protocol on its stdin and stdout.
 
-use crate::agent::serve::{ServeOptions, Serving};
+use crate::agent::transfer::serve::{ServeOptions, Serving};
 use crate::cmd::Outcome;
 use crate::error::{Error, Result};
 use crate::Env;
@@ -86,8 +86,8 @@ fn confine_process() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::agent::serve::ServeOptions;
-    use crate::agent::supervise::{command, ServeSpec};
+    use crate::agent::runtime::supervise::{command, ServeSpec};
+    use crate::agent::transfer::serve::ServeOptions;
     use std::net::Ipv4Addr;
 
     #[test]

@@ -3,8 +3,8 @@
 //! each member's address, p2pu version and the age of its newest update. Exits
 //! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table.
 
-use crate::agent::state::Status;
-use crate::agent::status::{fleet_status, MemberReport};
+use crate::agent::runtime::state::Status;
+use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -153,8 +153,8 @@ fn age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::state::Status;
-    use crate::agent::status::{NodeStatus, UpdateStatus};
+    use crate::agent::runtime::state::Status;
+    use crate::agent::runtime::status::{NodeStatus, UpdateStatus};
     use crate::engines::{Gossip, Member, MemberStatus, SerfError};
 
     struct Fake;

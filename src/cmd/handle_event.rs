@@ -2,9 +2,9 @@
 //! spool and the handler returns at once (Serf runs handlers one at a time); a query is
 //! answered from the agent's state dir.
 
-use crate::agent::spool::{self, Source};
-use crate::agent::state::StateStore;
-use crate::agent::status::{latest_wire, node_status};
+use crate::agent::runtime::spool::{self, Source};
+use crate::agent::runtime::state::StateStore;
+use crate::agent::runtime::status::{latest_wire, node_status};
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -99,8 +99,8 @@ fn looks_legacy(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::state::{Record, Status};
-    use crate::agent::status::NodeStatus;
+    use crate::agent::runtime::state::{Record, Status};
+    use crate::agent::runtime::status::NodeStatus;
     use std::path::PathBuf;
 
     struct Node {

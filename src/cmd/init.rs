@@ -327,7 +327,7 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
         ),
     ];
     if site.nat.enabled {
-        let overlay = crate::agent::spool::overlay_dir(&site.agent.spool_dir);
+        let overlay = crate::agent::runtime::spool::overlay_dir(&site.agent.spool_dir);
         dirs.push(dir(&overlay, 0o700, Some(UNPRIVILEGED_USER)));
     }
     if site.node.role == crate::config::Role::Proxy {

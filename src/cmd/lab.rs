@@ -3,7 +3,7 @@
 //! submits the example manifest and every node applies it with Puppet, shown as it happens;
 //! then teardown.
 
-use crate::agent::state::{StateStore, Status};
+use crate::agent::runtime::state::{StateStore, Status};
 use crate::cmd::Outcome;
 use crate::engines::MemberStatus;
 use crate::error::{Error, Result};

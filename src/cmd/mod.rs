@@ -251,9 +251,9 @@ mod tests {
             format!("[agent]\nstate_dir = \"{}/s\"\n", dir.path().display()),
         )
         .unwrap();
-        let store = crate::agent::state::StateStore::open(&dir.path().join("s")).unwrap();
-        let mut record = crate::agent::state::Record::pending("x.pp", "00", b"x");
-        record.status = crate::agent::state::Status::Failed;
+        let store = crate::agent::runtime::state::StateStore::open(&dir.path().join("s")).unwrap();
+        let mut record = crate::agent::runtime::state::Record::pending("x.pp", "00", b"x");
+        record.status = crate::agent::runtime::state::Status::Failed;
         store.put(record).unwrap();
         let (mut env, _, err) = Env::capture(dir.path(), b"");
         let args = ["p2pu", "status", "--config", "site.toml"];

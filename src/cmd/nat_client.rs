@@ -37,7 +37,7 @@ impl NatClient {
             .clone()
             .ok_or_else(|| Error::Internal("node name unresolved with machine facts".into()))?;
         // Its own part of the spool: it runs as `p2pu`, the spool proper admits root only.
-        let spool_dir = crate::agent::spool::overlay_dir(&config.site.agent.spool_dir);
+        let spool_dir = crate::agent::runtime::spool::overlay_dir(&config.site.agent.spool_dir);
         std::fs::create_dir_all(&spool_dir).map_err(Error::io("creating the spool", &spool_dir))?;
         let bind: SocketAddr = if proxy.is_ipv4() {
             ([0, 0, 0, 0], site.port).into()

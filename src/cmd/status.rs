@@ -3,8 +3,8 @@
 //! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
 //! can ask it like `systemctl is-failed`.
 
-use crate::agent::state::{StateStore, Status as UpdateState};
-use crate::agent::status::StatusReport;
+use crate::agent::runtime::state::{StateStore, Status as UpdateState};
+use crate::agent::runtime::status::StatusReport;
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -115,7 +115,7 @@ fn table(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::state::{Record, Status};
+    use crate::agent::runtime::state::{Record, Status};
 
     fn site(dir: &std::path::Path) -> std::path::PathBuf {
         let config = dir.join("site.toml");

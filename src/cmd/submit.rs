@@ -4,7 +4,7 @@
 //! (and without `--quiet` or NO_COLOR) the long steps, hashing and copying, show progress on
 //! stderr; `--json` prints [`SubmitReport`] on stdout.
 
-use crate::agent::status::{fleet_status, MemberReport};
+use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
@@ -240,8 +240,8 @@ fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
             .map(|u| u.status);
         let node = report.node.clone();
         match status {
-            Some(crate::agent::state::Status::Applied) => tally.applied.push(node),
-            Some(crate::agent::state::Status::Failed) => tally.failed.push(node),
+            Some(crate::agent::runtime::state::Status::Applied) => tally.applied.push(node),
+            Some(crate::agent::runtime::state::Status::Failed) => tally.failed.push(node),
             _ => tally.waiting.push(node),
         }
     }

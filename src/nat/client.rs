@@ -11,7 +11,7 @@ use super::proxy::PROXY_NAME;
 use super::stun;
 use super::tunnel::{self, Fingerprint, Tunnel, TunnelConfig};
 use super::udp;
-use crate::agent::spool::{self, Source};
+use crate::agent::runtime::spool::{self, Source};
 use crate::formats::announcement::WIRE_PREFIX;
 use ed25519_dalek::SigningKey;
 use std::collections::{HashMap, HashSet, VecDeque};

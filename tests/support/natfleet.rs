@@ -223,10 +223,10 @@ impl Node {
     }
 
     pub fn spooled(&self) -> Vec<Vec<u8>> {
-        p2pu::agent::spool::list(&self.spool)
+        p2pu::agent::runtime::spool::list(&self.spool)
             .unwrap_or_default()
             .iter()
-            .filter_map(|p| p2pu::agent::spool::read(p).ok().flatten())
+            .filter_map(|p| p2pu::agent::runtime::spool::read(p).ok().flatten())
             .map(|e| e.payload)
             .collect()
     }

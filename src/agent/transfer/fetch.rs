@@ -22,8 +22,8 @@ use super::download_dir::{write_mark, DownloadDir};
 use super::http_get::Client;
 use super::pace::{Deadline, Pace, RateGuard};
 use super::relay::{self, Relay};
-use super::state::Record;
 use super::verified::{self, expected, Verified};
+use crate::agent::runtime::state::Record;
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
@@ -609,7 +609,7 @@ mod tests {
         seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
     ) -> Result<Fetched, FetchError> {
         let generous = Pace {
-            floor: crate::agent::pace::MinRate::per_second(1, Duration::from_secs(60)),
+            floor: crate::agent::transfer::pace::MinRate::per_second(1, Duration::from_secs(60)),
             slack: Duration::from_secs(600),
         };
         fetch_paced(engine, root, record, seeds, generous)
@@ -713,7 +713,7 @@ mod tests {
     /// Transmission (which checks every piece), never a wrong payload.
     #[test]
     fn bad_bytes_over_http_hand_the_download_to_transmission() {
-        use crate::agent::seed_http::SeedServer;
+        use crate::agent::transfer::seed_http::SeedServer;
         let member = tempfile::tempdir().unwrap();
         let (torrent, signed) = signed_torrent(member.path());
         let hash = &signed.info_hash;
@@ -831,7 +831,7 @@ mod tests {
             modulepath: None,
             archive_dir: &tmp.path().join("archives"),
             trusted_keys_dir: &tmp.path().join("keys"),
-            limits: crate::agent::extract::Limits::default(),
+            limits: crate::agent::apply::extract::Limits::default(),
         };
         let copy = fetched.payload.path().to_path_buf();
         context
@@ -851,7 +851,7 @@ mod tests {
     /// reason; a matching info dict padded with junk costs neither memory nor disk.
     mod hostile_members {
         use super::*;
-        use crate::agent::pace::MinRate;
+        use crate::agent::transfer::pace::MinRate;
         use std::io::Write;
         use std::net::{TcpListener, TcpStream};
         use std::sync::mpsc;

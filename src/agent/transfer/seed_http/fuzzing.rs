@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::super::http::{parse_head, Body};
 use super::{parse_range, resolve, serve, Range};
+use crate::agent::transfer::http::{parse_head, Body};
 
 /// What the `Range` parser made of a header against a file of a given size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 //! at most one byte past the signed length, in 1 MiB blocks (bounded memory for GiB payloads).
 
 use super::fetch::FetchError;
-use super::state::Record;
+use crate::agent::runtime::state::Record;
 use crate::formats::torrent::Metainfo;
 use crate::fsutil;
 use nix::errno::Errno;

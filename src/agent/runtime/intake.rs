@@ -310,13 +310,13 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::spool::Source;
+    use crate::agent::runtime::spool::Source;
     use crate::formats::announcement::{Draft, Kind};
     use crate::keys::{PublicKey, TrustedKeys};
     use ed25519_dalek::SigningKey;
 
     const NOW_MS: u64 = 1_800_000_000_000;
-    const LEGACY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
+    const LEGACY: &[u8] = include_bytes!("../../../tests/vectors/legacy/lizard.serf-payload");
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -567,7 +567,7 @@ mod tests {
 
     /// The lizard vector with another creation date (outside the info dict: same info-hash).
     fn legacy_dated(date: u64) -> Vec<u8> {
-        let torrent = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
+        let torrent = include_bytes!("../../../tests/vectors/legacy/lizard.torrent");
         let from = b"13:creation datei1497349863e";
         let at = torrent.windows(from.len()).position(|w| w == from).unwrap();
         let dated = [
@@ -637,7 +637,8 @@ mod tests {
     /// recorded as the bare payload the worker decodes.
     #[test]
     fn legacy_overlay_message_is_accepted_only_under_accept_legacy() {
-        const OVERLAY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+        const OVERLAY: &[u8] =
+            include_bytes!("../../../tests/vectors/legacy/lizard.overlay-message");
         let f = fixture();
         assert_eq!(
             reason(decide_on(&f, OVERLAY, false)),

@@ -4,16 +4,16 @@
 //! (`supervise`) that the peers thread keeps fed. Every decision is logged as one line with its
 //! reason.
 
-use super::apply::{self, ApplyContext};
-use super::extract::Limits;
-use super::fetch::Fetcher;
-use super::http_get::Client;
 use super::intake::{self, Policy};
-use super::pace::{MinRate, Pace};
 use super::peers::FleetPeers;
-use super::serve::ServeOptions;
 use super::state::{Record, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
+use crate::agent::apply::extract::Limits;
+use crate::agent::apply::{self, ApplyContext};
+use crate::agent::transfer::fetch::Fetcher;
+use crate::agent::transfer::http_get::Client;
+use crate::agent::transfer::pace::{MinRate, Pace};
+use crate::agent::transfer::serve::ServeOptions;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{chain, Error, Result};
@@ -58,7 +58,7 @@ impl Agent {
             .map_err(Error::io("creating", &site.agent.spool_dir))?;
 
         // A relay cut short by a crash would keep its readers waiting for bytes that never come.
-        super::relay::clear_stale_markers(&site.transmission.download_dir);
+        crate::agent::transfer::relay::clear_stale_markers(&site.transmission.download_dir);
         let peers = Arc::new(FleetPeers::new(agent.node_name.clone()));
         let seed_ip = agent
             .config
@@ -193,7 +193,7 @@ impl Agent {
         } else {
             None
         };
-        let verified_root = super::verified::root_of(&site.agent.state_dir);
+        let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
         let fetcher = Fetcher {
             engine: self.engine.as_ref(),
             download_root: &site.transmission.download_dir,
@@ -221,7 +221,7 @@ impl Agent {
         };
         let fetched = match fetcher.fetch(record, metainfo.as_deref()) {
             Ok(fetched) => fetched,
-            Err(super::fetch::FetchError::Stopping) => return,
+            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
                 return self.set_status(record, Status::Failed, Some(chain(&e)), None);
@@ -445,7 +445,7 @@ mod tests {
     /// the node reject and hold; that must not pass for news and hide a freeze.
     #[test]
     fn only_accepted_updates_reset_the_silence_warning() {
-        use crate::agent::spool::{self, Source};
+        use crate::agent::runtime::spool::{self, Source};
         use crate::formats::announcement::{Draft, Kind};
         use crate::keys::{PublicKey, TrustedKeys};
         use ed25519_dalek::SigningKey;

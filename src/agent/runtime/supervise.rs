@@ -4,7 +4,7 @@
 //! stops it with the agent. Only the process that applies updates keeps root.
 
 use super::peers::PeersSnapshot;
-use super::serve::{Ready, ServeOptions};
+use crate::agent::transfer::serve::{Ready, ServeOptions};
 use crate::error::chain;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;

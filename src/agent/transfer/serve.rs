@@ -5,9 +5,9 @@
 //! does not give root. It ends when its stdin does, so it never outlives the agent.
 
 use super::http::connectable;
-use super::peers::{FleetPeers, PeersSnapshot};
 use super::seed_http::{SeedHandle, SeedServer};
 use super::tracker::{Tracker, TrackerHandle};
+use crate::agent::runtime::peers::{FleetPeers, PeersSnapshot};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Read};

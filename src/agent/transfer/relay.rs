@@ -21,8 +21,8 @@ use super::fetch::FetchError;
 use super::http_get::{Client, GetError};
 pub use super::pace::MinRate;
 use super::pace::{Deadline, RateGuard};
-use super::state::Record;
 use super::verified::{self, Staging, Verified};
+use crate::agent::runtime::state::Record;
 use crate::fsutil;
 use nix::fcntl::OFlag;
 
@@ -372,7 +372,7 @@ mod tests {
 
     mod over_seed_servers {
         use super::super::*;
-        use crate::agent::seed_http::{SeedHandle, SeedServer};
+        use crate::agent::transfer::seed_http::{SeedHandle, SeedServer};
         use std::sync::atomic::AtomicUsize;
         use std::sync::Arc;
 
@@ -442,8 +442,8 @@ mod tests {
         }
 
         /// A floor far below loopback speeds, and a deadline no test reaches.
-        fn generous() -> crate::agent::pace::Pace {
-            crate::agent::pace::Pace {
+        fn generous() -> crate::agent::transfer::pace::Pace {
+            crate::agent::transfer::pace::Pace {
                 floor: MinRate::per_second(1, Duration::from_secs(60)),
                 slack: Duration::from_secs(600),
             }

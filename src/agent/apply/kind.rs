@@ -10,7 +10,7 @@
 //! info-hash: entries sorted by name bytes (depth first, a directory before its contents), no
 //! entry for the root, uid/gid 0 with empty owner names, a fixed mtime ([`PACK_MTIME`]), the rwx
 //! bits of each file kept and setuid/setgid/sticky dropped, gzip header without name or time.
-//! Symlinks and special files are refused, never followed: [`crate::agent::extract`] would refuse
+//! Symlinks and special files are refused, never followed: [`crate::agent::apply::extract`] would refuse
 //! them on the other end anyway.
 
 use std::ffi::OsString;

@@ -3,7 +3,7 @@
 //! store, a directory member by member, a plain file kept where it is.
 //!
 //! Only a [`Verified`] copy is applied (the root-only copy that was hashed, see
-//! [`super::verified`]), never a path into the download dir, which Transmission's user could
+//! [`crate::agent::transfer::verified`]), never a path into the download dir, which Transmission's user could
 //! change after the check. The copy is removed after applying; a `file` keeps it and says where.
 //!
 //! Each update name unpacks into its own directory, `archive_dir/<name>` with the whole name
@@ -11,8 +11,11 @@
 //! older update of one name never replaces what another name unpacked. An archive member of a
 //! `dir` update unpacks inside that update's own tree, at `<member>.d` beside the member.
 
-use super::extract::{self, ArchiveFormat, Limits};
-use super::verified::Verified;
+pub mod extract;
+pub mod kind;
+
+use self::extract::{ArchiveFormat, Limits};
+use crate::agent::transfer::verified::Verified;
 use crate::engines::{Applier, ApplyStatus};
 use crate::formats::announcement::{Announcement, Kind};
 use crate::keys;
@@ -43,7 +46,7 @@ pub enum ApplyError {
     Kind {
         path: PathBuf,
         #[source]
-        source: super::kind::KindError,
+        source: self::kind::KindError,
     },
     #[error("{0} updates cannot be applied here: {1}")]
     Unsupported(&'static str, String),
@@ -201,7 +204,7 @@ impl ApplyContext<'_> {
         let mut summary = Vec::new();
         let mut output = String::new();
         for member in members.iter().filter(|m| m.is_file()) {
-            let kind = super::kind::detect(member).map_err(|source| ApplyError::Kind {
+            let kind = self::kind::detect(member).map_err(|source| ApplyError::Kind {
                 path: member.clone(),
                 source,
             })?;
@@ -401,9 +404,9 @@ mod tests {
         };
         std::fs::write(source.join("ops.pub"), smuggled.to_text()).unwrap();
         let payload = tmp.path().join("bundle.tar.gz");
-        crate::agent::kind::pack_dir(&source, &payload).unwrap();
+        crate::agent::apply::kind::pack_dir(&source, &payload).unwrap();
         assert_eq!(
-            crate::agent::kind::detect(&source.join("ops.pub")).unwrap(),
+            crate::agent::apply::kind::detect(&source.join("ops.pub")).unwrap(),
             Kind::Key,
             "the member looks like a key to the detector"
         );
@@ -448,13 +451,19 @@ mod tests {
         use sha2::{Digest, Sha256};
         let bytes = std::fs::read(payload).unwrap();
         let sha = hex::encode(Sha256::digest(&bytes));
-        let expected = crate::agent::verified::Expected::Sha256 {
+        let expected = crate::agent::transfer::verified::Expected::Sha256 {
             len: bytes.len() as u64,
             sha256_hex: sha,
         };
-        let root = crate::agent::verified::root_of(state);
-        crate::agent::verified::copy_verified(&root, payload, &"ab".repeat(20), seq, expected)
-            .unwrap()
+        let root = crate::agent::transfer::verified::root_of(state);
+        crate::agent::transfer::verified::copy_verified(
+            &root,
+            payload,
+            &"ab".repeat(20),
+            seq,
+            expected,
+        )
+        .unwrap()
     }
 
     fn zip_of(out: &Path, member: &str, text: &str) {
@@ -470,7 +479,7 @@ mod tests {
         let tree = scratch.join(format!("tree-{}", file_name(out)));
         std::fs::create_dir_all(&tree).unwrap();
         std::fs::write(tree.join(member), text).unwrap();
-        crate::agent::kind::pack_dir(&tree, out).unwrap();
+        crate::agent::apply::kind::pack_dir(&tree, out).unwrap();
     }
 
     /// Issue #13 item 11: `site.zip`, `site.tar.gz` and a dir's member `site.tar.gz` used to
@@ -510,7 +519,7 @@ mod tests {
         std::fs::create_dir_all(member.parent().unwrap()).unwrap();
         tar_gz_of(&scratch, &member, "index.html", "oldest");
         let bundle = scratch.join("bundle.tar.gz");
-        crate::agent::kind::pack_dir(member.parent().unwrap(), &bundle).unwrap();
+        crate::agent::apply::kind::pack_dir(member.parent().unwrap(), &bundle).unwrap();
         apply(Kind::Dir, "bundle.tar.gz", &bundle, 1);
 
         fn unpacked(dir: &Path, out: &mut Vec<String>) {
@@ -537,7 +546,7 @@ mod tests {
         assert_eq!(read("bundle.tar.gz/site.tar.gz.d/index.html"), "oldest");
         assert!(!archives.join("site").exists());
         assert_eq!(
-            std::fs::read_dir(crate::agent::verified::root_of(&state))
+            std::fs::read_dir(crate::agent::transfer::verified::root_of(&state))
                 .unwrap()
                 .count(),
             0,
@@ -608,7 +617,7 @@ mod tests {
         std::fs::write(tree.join("web.tar.gz.d/keep.txt"), "mine").unwrap();
         tar_gz_of(tmp.path(), &tree.join("web.tar.gz"), "index.html", "web");
         let bundle = tmp.path().join("bundle.tar.gz");
-        crate::agent::kind::pack_dir(&tree, &bundle).unwrap();
+        crate::agent::apply::kind::pack_dir(&tree, &bundle).unwrap();
         let puppet = Recorder::default();
         let archives = tmp.path().join("archives");
         let context = ApplyContext {

@@ -4,7 +4,7 @@
 //! Serf and hands a [`PeersSnapshot`] to the unprivileged process that serves the tracker and
 //! the web seeds (`p2pu agent-serve`), which applies it to its own copy.
 
-use super::tracker::PeerSource;
+use crate::agent::transfer::tracker::PeerSource;
 use crate::engines::{Gossip, MemberStatus};
 use crate::formats::serf_names::{TAG_PEER_PORT, TAG_SEED_PORT};
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //! (`fetch`, `relay`, `verified`, the download dir's marks), so none of them imports another
 //! for its error.
 
-use crate::agent::pace::PaceError;
+use crate::agent::transfer::pace::PaceError;
 use crate::engines::TransmissionError;
 use std::net::SocketAddr;
 use std::path::PathBuf;

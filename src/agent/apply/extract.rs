@@ -1,5 +1,5 @@
 //! Safe extraction of update archives: `archive` updates (.tar.gz, .zip) and `dir` updates, which
-//! travel as one .tar.gz made by [`crate::agent::kind::pack_dir`].
+//! travel as one .tar.gz made by [`crate::agent::apply::kind::pack_dir`].
 //!
 //! The one promise of this module is that nothing is ever written outside `target`. The rules:
 //!

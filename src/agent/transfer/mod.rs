@@ -1,0 +1,15 @@
+//! Bringing a payload to this node and serving it to others: the HTTP fetch and relay chain,
+//! the pace every source is held to, the root-only verified copy, the download dir's layout,
+//! the web seed server and tracker that the unprivileged `agent-serve` child runs, and
+//! Transmission as the fallback.
+
+pub mod download_dir;
+pub mod fetch;
+mod http;
+pub mod http_get;
+pub mod pace;
+pub mod relay;
+pub mod seed_http;
+pub mod serve;
+pub mod tracker;
+pub mod verified;
