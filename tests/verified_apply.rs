@@ -144,6 +144,7 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
         output: None,
         received_at: 0,
         updated_at: 0,
+        sources: Vec::new(),
     };
     let stop = AtomicBool::new(false);
     let state = tmp.path().join("state");

@@ -221,6 +221,7 @@ mod tests {
                 output: None,
                 received_at: 1,
                 updated_at: 2,
+                sources: Vec::new(),
             })
             .unwrap();
         let (_, out) = run(

@@ -152,6 +152,7 @@ mod tests {
             output: None,
             received_at: 1,
             updated_at: 1,
+            sources: Vec::new(),
         }
     }
 

@@ -276,6 +276,7 @@ fn decide_legacy(
         output: None,
         received_at: now,
         updated_at: now,
+        sources: Vec::new(),
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -304,6 +305,7 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
         output: None,
         received_at: now,
         updated_at: now,
+        sources: Vec::new(),
     }
 }
 

@@ -227,6 +227,14 @@ impl Agent {
                 return self.set_status(record, Status::Failed, Some(chain(&e)), None);
             }
         };
+        if !fetched.sources.is_empty() {
+            if let Err(e) =
+                self.store
+                    .set_sources(&record.name, record.seq, fetched.sources.clone())
+            {
+                tracing::warn!(name = %record.name, seq = record.seq, "recording the sources: {}", chain(&e));
+            }
+        }
         let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.set_status(record, Status::Applying, None, None);
         let announcement = Announcement::decode(&record.wire).ok();

@@ -75,6 +75,32 @@ pub struct Record {
     pub output: Option<String>,
     pub received_at: u64,
     pub updated_at: u64,
+    /// Where the payload came from over HTTP: each source in turn, what it sent and why it
+    /// was left (a bad piece names a lying member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceUse>,
+}
+
+/// One source of a payload fetched over HTTP, as `p2pu status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUse {
+    /// The member's seed server.
+    pub addr: String,
+    /// The byte it started from (a source that takes over resumes where the last stopped).
+    pub from: u64,
+    pub bytes: u64,
+    /// How long it was streamed from, in milliseconds.
+    pub millis: u64,
+    /// Pieces it sent that did not match the signed torrent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bad_pieces: u32,
+    /// Why it was left, when it did not send the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -95,6 +121,7 @@ impl Record {
             output: None,
             received_at: 0,
             updated_at: 0,
+            sources: Vec::new(),
         }
     }
 }
@@ -293,6 +320,17 @@ impl StateStore {
     }
 
     /// Sets the status (and reason/output) of an existing record.
+    /// Records where the payload of (`name`, `seq`) came from.
+    pub fn set_sources(&self, name: &str, seq: u64, sources: Vec<SourceUse>) -> Result<()> {
+        let mut record = self
+            .records(name)?
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .ok_or_else(|| Error::Internal(format!("no record of {name} seq {seq}")))?;
+        record.sources = sources;
+        self.put(record)
+    }
+
     pub fn set_status(
         &self,
         name: &str,
@@ -415,6 +453,7 @@ mod tests {
             output: None,
             received_at: 1,
             updated_at: 1,
+            sources: Vec::new(),
         }
     }
 

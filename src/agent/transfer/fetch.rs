@@ -23,7 +23,7 @@ use super::http_get::Client;
 use super::pace::{Deadline, Pace, RateGuard};
 use super::relay::{self, Relay};
 use super::verified::{self, expected, Verified};
-use crate::agent::runtime::state::Record;
+use crate::agent::runtime::state::{Record, SourceUse};
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
@@ -57,13 +57,15 @@ pub struct Fetched {
     /// The copy that was hashed, out of reach of the download dir's owner: the one to apply.
     pub payload: Verified,
     pub to_seed: Option<Vec<u8>>,
+    /// The members it came from over HTTP, and how each served.
+    pub sources: Vec<SourceUse>,
 }
 
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
 const MAX_WEB_SEEDS: usize = 8;
 const METAINFO_SEARCH: Duration = Duration::from_secs(10);
-/// How many other members are asked for the payload when the one that served the metainfo
-/// fails over HTTP, before Transmission takes over.
+/// How many other members are asked for a small payload when the one that served the
+/// metainfo fails over HTTP, before Transmission takes over.
 const MAX_FAILOVER: usize = 3;
 
 /// The largest metainfo read for a payload of `len` bytes: the info dict's piece hashes (20
@@ -222,6 +224,7 @@ impl Fetcher<'_> {
         Ok(Some(Fetched {
             payload,
             to_seed: Some(self.sourced(record, &metainfo)?),
+            sources: Vec::new(),
         }))
     }
 
@@ -254,33 +257,37 @@ impl Fetcher<'_> {
         deadline: Deadline,
     ) -> Result<Fetched, FetchError> {
         let chain = record.len > relay::DIRECT_MAX;
-        let members = (self.seeds)();
-        let parent = chain
-            .then(|| relay::chain_parent(origin, self.own_seed, &members))
-            .filter(|parent| *parent != origin);
-        let mut others: Vec<SocketAddr> = members
+        let members: Vec<SocketAddr> = (self.seeds)()
             .into_iter()
-            .filter(|m| *m != origin && Some(*m) != parent && Some(*m) != self.own_seed)
+            .filter(|m| Some(*m) != self.own_seed)
             .collect();
-        shuffle(&mut others);
-        let sources: Vec<SocketAddr> = std::iter::once(origin)
-            .chain(others.into_iter().take(MAX_FAILOVER))
-            .collect();
+        let route = if chain {
+            relay::Route::chain(origin, self.own_seed, &members)
+        } else {
+            let mut others = members;
+            shuffle(&mut others);
+            others.truncate(MAX_FAILOVER);
+            relay::Route::direct(origin, &others)
+        };
         let relay = Relay {
             client: self.client,
-            slow_parent: relay::SLOW_PARENT,
             floor: self.pace.floor,
             deadline,
             root: self.download_root,
             record,
             name: &metainfo.name,
+            pieces: relay::Pieces {
+                length: metainfo.piece_length,
+                hashes: &metainfo.pieces,
+            },
             stop: self.stop,
             verified_root: self.verified_root,
         };
-        let payload = relay.fetch(parent, &sources, &metainfo.bytes, chain)?;
+        let relayed = relay.fetch(&route, &metainfo.bytes, chain)?;
         Ok(Fetched {
-            payload,
+            payload: relayed.payload,
             to_seed: Some(self.sourced(record, metainfo)?),
+            sources: relayed.sources,
         })
     }
 
@@ -410,6 +417,7 @@ impl Fetcher<'_> {
         Ok(Fetched {
             payload,
             to_seed: None,
+            sources: Vec::new(),
         })
     }
 }

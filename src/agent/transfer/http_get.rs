@@ -51,6 +51,17 @@ pub struct Response {
     pub body: io::Take<BufReader<TcpStream>>,
 }
 
+/// The header in which a seed server says how many bytes of a payload it holds verified (see
+/// `seed_http`): a relaying node's progress, read by the nodes that may fetch from it.
+pub const HAVE_HEADER: &str = "X-P2pu-Have";
+
+/// What a response head says.
+struct Head {
+    status: u16,
+    len: u64,
+    have: Option<u64>,
+}
+
 /// Where requests come from and how long a silent peer is waited for.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
@@ -84,7 +95,7 @@ impl Client {
         );
         (&stream).write_all(head.as_bytes()).map_err(io_error)?;
         let mut reader = BufReader::new(stream);
-        let (status, len) = read_head(&mut reader, addr, self.read_timeout)?;
+        let Head { status, len, .. } = read_head(&mut reader, addr, self.read_timeout)?;
         reader
             .get_ref()
             .set_read_timeout(Some(self.read_timeout))
@@ -101,6 +112,35 @@ impl Client {
             status,
             len,
             body: reader.take(len),
+        })
+    }
+
+    /// Asks `addr` with a HEAD of `path` how many bytes of the payload it holds verified,
+    /// waiting at most `limit` in all: a probe of a node that may have hung.
+    pub fn have(&self, addr: SocketAddr, path: &str, limit: Duration) -> Result<u64, GetError> {
+        let io_error = |source| GetError::Io { addr, source };
+        let quick = Client {
+            connect_timeout: self.connect_timeout.min(limit),
+            ..*self
+        };
+        let stream = quick.connect(addr)?;
+        stream.set_write_timeout(Some(limit)).map_err(io_error)?;
+        let head = format!(
+            "HEAD {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: p2pu\r\n\r\n"
+        );
+        (&stream).write_all(head.as_bytes()).map_err(io_error)?;
+        let mut reader = BufReader::new(stream);
+        let head = read_head(&mut reader, addr, limit)?;
+        if head.status != 200 {
+            return Err(GetError::Status {
+                addr,
+                path: path.to_string(),
+                status: head.status,
+            });
+        }
+        head.have.ok_or_else(|| GetError::Malformed {
+            addr,
+            reason: format!("no {HAVE_HEADER} header"),
         })
     }
 
@@ -129,7 +169,7 @@ fn read_head(
     reader: &mut BufReader<TcpStream>,
     addr: SocketAddr,
     limit: Duration,
-) -> Result<(u16, u64), GetError> {
+) -> Result<Head, GetError> {
     let malformed = |reason: &str| GetError::Malformed {
         addr,
         reason: reason.to_string(),
@@ -181,15 +221,22 @@ fn read_head(
         Err(e) => return Err(malformed(&e.to_string())),
     }
     let status = parsed.code.ok_or_else(|| malformed("no status"))?;
-    let len = parsed
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("Content-Length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match len {
-        Some(len) => Ok((status, len)),
-        None if status != 200 && status != 206 => Ok((status, 0)),
+    let number = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let have = number(HAVE_HEADER);
+    match number("Content-Length") {
+        Some(len) => Ok(Head { status, len, have }),
+        None if status != 200 && status != 206 => Ok(Head {
+            status,
+            len: 0,
+            have,
+        }),
         None => Err(malformed("no Content-Length")),
     }
 }

@@ -1,90 +1,133 @@
 //! Downloads a payload over HTTP from the fleet's seed servers, without BitTorrent's 10 s choke
-//! cycle. A small payload comes straight from a node that has it. A large one comes down a
-//! chain: the members, ordered by seed address and rotated to start at the node that has the
-//! payload, each fetch from the one before them while their own seed server relays what
-//! arrived to the one after (`?relay`), so every link carries the payload once and a rollout
-//! takes about one copy's time whatever the fleet's size. A parent that is not there or
-//! stalls is replaced by the node that has it, from the byte reached, and that node by other
-//! members when it trickles: every source is held to a rate floor and all of them to the
-//! fetch's deadline (`agent::pace`). The SHA-256 is computed as the bytes arrive and must be
-//! the signed one before the payload is marked complete.
+//! cycle, piece by piece, each piece checked against the torrent's SHA-1 before it is kept.
 //!
-//! Each block goes both to the download dir (for the own seed server to relay and serve) and
-//! to the root-only verified copy ([`super::verified`]), which is hashed and is what the agent
-//! applies: the download dir belongs to Transmission's user, who could change the file there
-//! afterwards. The file there is created on a directory descriptor opened without following
-//! links, with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a link that user plants is never written
-//! through.
+//! A small payload comes straight from a node that has it. A large one comes down a chain: the
+//! members, ordered by seed address and rotated to start at the node that has the payload, each
+//! fetch from the one before them while their own seed server relays what they verified to the
+//! one after (`?relay`), so every link carries the payload once and a rollout takes about one
+//! copy's time whatever the fleet's size. A node appends only checked pieces to the file its
+//! server relays, so a chain never passes a bad byte on, and a source that sends one is caught
+//! at that piece, named and dropped.
+//!
+//! Nobody holds the chain back ([`Route`], [`Watch`]): a node's sources are the members before
+//! it, nearest first, then the rest. While it streams from one, it asks the next one ahead how
+//! much it holds (a HEAD: `X-P2pu-Have`). When its source has nothing more for it but the next
+//! one ahead gains at least twice as fast (a slow node, or one whose own source is slow), or its
+//! source stops answering while the next one ahead has more (a hung node), it moves on, resuming
+//! at the piece reached; a crashed source is left at once. The chain closes over the failed node
+//! instead of sending everyone to the origin, and every seed server relays one payload to at
+//! most `seed_http::MAX_RELAY_READERS` nodes, so no node is stampeded.
+//!
+//! Each piece goes both to the download dir (for the own seed server to relay and serve) and to
+//! the root-only verified copy ([`super::verified`]), which is hashed again as a whole and is
+//! what the agent applies: the download dir belongs to Transmission's user, who could change
+//! the file there afterwards. The file there is created on a directory descriptor opened
+//! without following links, with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a link that user plants is
+//! never written through. A fetch cut short (the agent restarted) resumes from the pieces of
+//! the verified copy that check.
 
 use super::download_dir::{write_mark, DownloadDir};
 use super::fetch::FetchError;
-use super::http_get::{Client, GetError};
+use super::http_get::{Client, GetError, Response};
 pub use super::pace::MinRate;
 use super::pace::{Deadline, RateGuard};
 use super::verified::{self, Staging, Verified};
-use crate::agent::runtime::state::Record;
+use crate::agent::runtime::state::{Record, SourceUse};
 use crate::fsutil;
 use nix::fcntl::OFlag;
+use sha1::{Digest, Sha1};
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Payloads up to this size come straight from a node that has them: a chain only adds hops.
 pub const DIRECT_MAX: u64 = 4 << 20;
 /// How long a chain parent may take to start relaying (its agent may hear of the update a
-/// little later) before the node that has the payload is asked instead.
+/// little later) before the next source is asked instead.
 const PARENT_WAIT: Duration = Duration::from_secs(3);
+/// How often the source ahead is asked how far it is, and how long that answer may take.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_LIMIT: Duration = Duration::from_millis(800);
+/// The span over which a source's pace is compared with the one ahead of it.
+const COMPARE_OVER: Duration = Duration::from_millis(1500);
+/// A source that sent nothing for this long and does not answer a probe has hung.
+const HUNG_AFTER: Duration = Duration::from_secs(1);
+/// How much a trial read of a source that holds the whole payload takes.
+const TRIAL: u64 = 256 << 10;
 
-/// 256 KiB per 10 s, for a chain parent: a slow parent (an overloaded node, or a member
-/// trickling bytes on purpose) would slow every node after it, so it is left sooner than the
-/// site's floor would (its window is a third as long) for the other sources.
-pub const SLOW_PARENT: MinRate = MinRate {
-    bytes: 256 << 10,
-    per: Duration::from_secs(10),
-};
-
-/// One payload to fetch into `dir/name`, marked under `root` as the seed server expects.
-pub struct Relay<'a> {
-    pub client: Client,
-    /// What a chain parent must deliver.
-    pub slow_parent: MinRate,
-    /// What every other source must deliver, and when the whole fetch must be over.
-    pub floor: MinRate,
-    pub deadline: Deadline,
-    pub root: &'a Path,
-    pub record: &'a Record,
-    /// The file's name in the metainfo.
-    pub name: &'a str,
-    pub stop: &'a AtomicBool,
-    /// Where the verified copy is made ([`verified::root_of`] the state dir).
-    pub verified_root: &'a Path,
+/// The pieces every byte is checked against: the torrent's, whose info dict hashes to the
+/// signed info-hash.
+#[derive(Clone, Copy)]
+pub struct Pieces<'a> {
+    pub length: u64,
+    pub hashes: &'a [[u8; 20]],
 }
 
-/// Who this node fetches from in a chain that starts at `origin`: the member before it, the
-/// members ordered by seed address. Every node computes the same chain from the same
-/// membership; one that is not in it (yet) fetches from the origin.
-pub fn chain_parent(
-    origin: SocketAddr,
-    own: Option<SocketAddr>,
-    others: &[SocketAddr],
-) -> SocketAddr {
-    let Some(own) = own else {
-        return origin;
-    };
-    let mut ring: Vec<SocketAddr> = others.iter().copied().chain([own, origin]).collect();
-    ring.sort_by_key(|a| (a.ip(), a.port()));
-    ring.dedup();
-    let Some(start) = ring.iter().position(|a| *a == origin) else {
-        return origin;
-    };
-    ring.rotate_left(start);
-    match ring.iter().position(|a| *a == own) {
-        Some(at) if at > 0 => ring[at - 1],
-        _ => origin,
+impl Pieces<'_> {
+    /// The length of piece `index` of a payload of `len` bytes (the last may be short).
+    fn len_of(&self, index: u64, len: u64) -> u64 {
+        self.length.min(len - index * self.length)
+    }
+
+    fn check(&self, index: u64, bytes: &[u8]) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.hashes.get(i))
+            .is_some_and(|want| Sha1::digest(bytes).as_slice() == want)
+    }
+}
+
+/// Whom a node fetches from, in order: the members before it in the chain, nearest first (its
+/// parent, then the parent's parent, ... the origin), then the members after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub sources: Vec<SocketAddr>,
+    /// How many of `sources` are ahead of this node in the chain (the origin last of them).
+    pub ahead: usize,
+}
+
+impl Route {
+    /// The chain through the members' seed servers `others`, this node's `own` and the
+    /// `origin`, ordered by address and rotated to start at the origin. Every node computes
+    /// the same chain from the same membership; one that is not in it (yet) has the origin
+    /// alone ahead of it.
+    pub fn chain(origin: SocketAddr, own: Option<SocketAddr>, others: &[SocketAddr]) -> Route {
+        let mut ring: Vec<SocketAddr> = others.iter().copied().chain([origin]).collect();
+        ring.extend(own);
+        ring.sort_by_key(|a| (a.ip(), a.port()));
+        ring.dedup();
+        let start = ring.iter().position(|a| *a == origin).unwrap_or(0);
+        ring.rotate_left(start);
+        let at = own.and_then(|own| ring.iter().position(|a| *a == own));
+        match at {
+            Some(at) if at > 0 => {
+                let mut sources: Vec<SocketAddr> = ring[..at].iter().rev().copied().collect();
+                sources.extend(ring[at + 1..].iter().rev());
+                Route { sources, ahead: at }
+            }
+            _ => {
+                let sources = ring.into_iter().filter(|a| Some(*a) != own).collect();
+                Route { sources, ahead: 1 }
+            }
+        }
+    }
+
+    /// Straight from the origin, then `others` in their order.
+    pub fn direct(origin: SocketAddr, others: &[SocketAddr]) -> Route {
+        let sources = std::iter::once(origin)
+            .chain(others.iter().copied().filter(|a| *a != origin))
+            .collect();
+        Route { sources, ahead: 1 }
+    }
+
+    /// This node's chain parent.
+    pub fn parent(&self) -> Option<SocketAddr> {
+        self.sources.first().copied()
     }
 }
 
@@ -129,6 +172,48 @@ pub fn clear_stale_markers(root: &Path) {
     }
 }
 
+/// One payload to fetch into `dir/name`, marked under `root` as the seed server expects.
+pub struct Relay<'a> {
+    pub client: Client,
+    /// What every source must deliver, and when the whole fetch must be over.
+    pub floor: MinRate,
+    pub deadline: Deadline,
+    pub root: &'a Path,
+    pub record: &'a Record,
+    /// The file's name in the metainfo.
+    pub name: &'a str,
+    pub pieces: Pieces<'a>,
+    pub stop: &'a AtomicBool,
+    /// Where the verified copy is made ([`verified::root_of`] the state dir).
+    pub verified_root: &'a Path,
+}
+
+/// A verified payload and the sources that served it.
+pub struct Relayed {
+    pub payload: Verified,
+    pub sources: Vec<SourceUse>,
+}
+
+/// What the stream and its watcher share.
+struct Shared {
+    /// Bytes held verified, a whole number of pieces.
+    offset: AtomicU64,
+    /// The source being streamed from (its index in the route), and since when.
+    current: Mutex<Option<(usize, Instant)>>,
+    last_byte: Mutex<Instant>,
+    /// Set by the watcher: the index to move to, and why the current source is left.
+    move_to: Mutex<Option<(usize, String)>>,
+    /// Raised with `move_to`, or when the agent stops: wakes the stream from a silent read.
+    leave: AtomicBool,
+    /// Sources not to ask again (bad pieces, failures, left as slow or hung).
+    dropped: Mutex<Vec<bool>>,
+    done: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Relay<'_> {
     fn dir(&self) -> PathBuf {
         DownloadDir::new(self.root).payload_dir(&self.record.info_hash)
@@ -138,36 +223,43 @@ impl Relay<'_> {
         DownloadDir::new(self.root).relay_mark(&self.record.info_hash)
     }
 
-    fn write_error(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
-        move |source| FetchError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
+    fn url_path(&self) -> String {
+        format!(
+            "/{}/{}?relay",
+            self.record.info_hash,
+            crate::formats::torrent::percent_encode(self.name)
+        )
     }
 
-    /// Fetches the payload from the chain `parent` (waited for a moment: its agent may hear
-    /// of the update a little later) and then `sources` in order, each resuming where the last
-    /// stopped; checks its length and SHA-256, writes `metainfo` as the completion mark and
-    /// returns the verified copy. `relay` lets the own seed server pass the bytes on as they
-    /// arrive. Every source is held to its floor and all of them to the fetch's deadline.
+    /// Fetches the payload along `route`, each source resuming where the last stopped,
+    /// checking every piece; checks the whole against what was signed, writes `metainfo` as
+    /// the completion mark and returns the verified copy. `relay` lets the own seed server
+    /// pass the pieces on as they are checked. Every source is held to the floor and all of
+    /// them to the fetch's deadline. The sources' use is in `Relayed`, and on failure in the
+    /// error's text.
     pub fn fetch(
         &self,
-        parent: Option<SocketAddr>,
-        sources: &[SocketAddr],
+        route: &Route,
         metainfo: &[u8],
         relay: bool,
-    ) -> Result<Verified, FetchError> {
+    ) -> Result<Relayed, FetchError> {
         let dir = self.dir();
         let path = dir.join(self.name);
         let mut file = create_nofollow(&dir, self.name)?;
         let expected = verified::expected(self.record, None)?;
-        let mut staging = verified::begin(
+        let pieces = (self.pieces.length, self.pieces.hashes);
+        let mut staging = verified::resume(
             self.verified_root,
             &self.record.info_hash,
             self.record.seq,
             self.name,
             expected,
+            pieces,
+            &mut |bytes| file.write_all(bytes),
         )?;
+        if staging.written() > 0 {
+            tracing::info!(name = %self.record.name, seq = self.record.seq, from = staging.written(), len = self.record.len, "resuming from the verified pieces");
+        }
         let marker = self.marker();
         if relay {
             if let Err(e) = write_mark(&marker, format!("{}\n", self.record.len).as_bytes()) {
@@ -175,20 +267,26 @@ impl Relay<'_> {
                 return Err(e);
             }
         }
-        let fetched = self.fetch_into(&mut file, &path, &mut staging, parent, sources);
+        let mut used = Vec::new();
+        let fetched = self.fetch_into(&mut file, &path, &mut staging, route, &mut used);
         let result = match fetched {
             Ok(()) => staging.finish().and_then(|copy| {
                 match write_mark(
                     &DownloadDir::new(self.root).completion_mark(&self.record.info_hash),
                     metainfo,
                 ) {
-                    Ok(()) => Ok(copy),
+                    Ok(()) => Ok(Relayed {
+                        payload: copy,
+                        sources: used,
+                    }),
                     Err(e) => {
                         copy.remove();
                         Err(e)
                     }
                 }
             }),
+            // Kept: the pieces it holds are checked, and a fetch that starts again resumes.
+            Err(FetchError::Stopping) => Err(FetchError::Stopping),
             Err(e) => {
                 staging.discard();
                 Err(e)
@@ -206,84 +304,39 @@ impl Relay<'_> {
         file: &mut std::fs::File,
         path: &Path,
         staging: &mut Staging,
-        parent: Option<SocketAddr>,
-        sources: &[SocketAddr],
+        route: &Route,
+        used: &mut Vec<SourceUse>,
     ) -> Result<(), FetchError> {
         let record = self.record;
-        let url_path = format!(
-            "/{}/{}?relay",
-            record.info_hash,
-            crate::formats::torrent::percent_encode(self.name)
-        );
-        let mut offset = 0u64;
+        let shared = Shared {
+            offset: AtomicU64::new(staging.written()),
+            current: Mutex::new(None),
+            last_byte: Mutex::new(Instant::now()),
+            move_to: Mutex::new(None),
+            leave: AtomicBool::new(false),
+            dropped: Mutex::new(vec![false; route.sources.len()]),
+            done: AtomicBool::new(false),
+        };
+        let watch = Watch {
+            client: self.client,
+            path: self.url_path(),
+            route,
+            shared: &shared,
+            pieces: self.pieces,
+            len: record.len,
+            stop: self.stop,
+        };
         // Why each source was left, for the record of a failed fetch.
         let mut failures: Vec<String> = Vec::new();
-        let all = parent
-            .iter()
-            .map(|addr| (*addr, true))
-            .chain(sources.iter().map(|addr| (*addr, false)));
-        for (source, is_parent) in all {
-            if self.deadline.passed() {
-                failures.push(format!(
-                    "the fetch's deadline of {:?} passed",
-                    self.deadline.budget()
-                ));
-                break;
-            }
-            let wait_until = Instant::now() + PARENT_WAIT.min(self.deadline.left());
-            let response = loop {
-                match self.client.get(source, &url_path, offset) {
-                    Ok(response) => break Some(response),
-                    // Only the chain parent is waited for.
-                    Err(e) if is_parent && Instant::now() < wait_until => {
-                        tracing::trace!(%source, "waiting for the chain parent: {e}");
-                        self.sleep(Duration::from_millis(50))?;
-                    }
-                    Err(e) => {
-                        tracing::info!(name = %record.name, %source, offset, "HTTP source failed: {e}");
-                        failures.push(crate::error::chain(&e));
-                        break None;
-                    }
-                }
-            };
-            let Some(response) = response else {
-                continue;
-            };
-            if offset + response.len != record.len {
-                let e = GetError::Length {
-                    addr: source,
-                    path: url_path.clone(),
-                    got: offset + response.len,
-                    want: record.len,
-                };
-                failures.push(e.to_string());
-                continue;
-            }
-            let from = offset;
-            let floor = if is_parent {
-                self.slow_parent
-            } else {
-                self.floor
-            };
-            let mut guard = RateGuard::new(
-                source,
-                floor,
-                self.client.read_timeout,
-                self.deadline,
-                offset,
-                record.len,
-            );
-            let copied = self.copy(response.body, file, path, staging, &mut offset, &mut guard);
-            tracing::info!(name = %record.name, seq = record.seq, %source, bytes = offset - from, "received over HTTP");
-            match copied {
-                Ok(()) => break,
-                Err(FetchError::Stopping) => return Err(FetchError::Stopping),
-                Err(e) => {
-                    tracing::info!(name = %record.name, %source, offset, "HTTP source stopped: {}", crate::error::chain(&e));
-                    failures.push(crate::error::chain(&e));
-                }
-            }
-        }
+        let outcome = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| watch.run());
+            let outcome = self.stream(file, path, staging, route, &shared, used, &mut failures);
+            shared.done.store(true, Ordering::Relaxed);
+            let _ = watcher.join();
+            outcome
+        });
+        outcome?;
+        let offset = shared.offset.load(Ordering::Relaxed);
         if offset != record.len {
             return Err(FetchError::Http {
                 name: record.name.clone(),
@@ -296,38 +349,208 @@ impl Relay<'_> {
                 },
             });
         }
-        // The length and SHA-256 are checked on the verified copy (`Staging::finish`).
+        // The length and SHA-256 are checked again on the verified copy (`Staging::finish`).
         Ok(())
     }
 
-    /// Appends the body to the file, unbuffered so the own relay sees each block at once.
-    fn copy(
+    /// Streams from the route's sources in turn until the payload is whole or none is left.
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
         &self,
-        mut body: std::io::Take<std::io::BufReader<std::net::TcpStream>>,
         file: &mut std::fs::File,
         path: &Path,
         staging: &mut Staging,
-        offset: &mut u64,
-        guard: &mut RateGuard,
+        route: &Route,
+        shared: &Shared,
+        used: &mut Vec<SourceUse>,
+        failures: &mut Vec<String>,
     ) -> Result<(), FetchError> {
-        let mut buffer = vec![0u8; 64 * 1024];
+        let record = self.record;
+        let url_path = self.url_path();
+        let mut index = 0;
+        while index < route.sources.len() && shared.offset.load(Ordering::Relaxed) < record.len {
+            if lock(&shared.dropped)[index] {
+                index += 1;
+                continue;
+            }
+            if self.deadline.passed() {
+                failures.push(format!(
+                    "the fetch's deadline of {:?} passed",
+                    self.deadline.budget()
+                ));
+                break;
+            }
+            let source = route.sources[index];
+            let offset = shared.offset.load(Ordering::Relaxed);
+            // Only the chain parent is waited for: its agent may hear of the update later.
+            let wait = index == 0 && route.ahead > 1;
+            let response = match self.connect(source, &url_path, offset, wait) {
+                Ok(response) => response,
+                Err(FetchError::Stopping) => return Err(FetchError::Stopping),
+                Err(e) => {
+                    tracing::info!(name = %record.name, %source, offset, "HTTP source failed: {}", crate::error::chain(&e));
+                    failures.push(crate::error::chain(&e));
+                    lock(&shared.dropped)[index] = true;
+                    index += 1;
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            *lock(&shared.last_byte) = started;
+            *lock(&shared.move_to) = None;
+            shared.leave.store(false, Ordering::Relaxed);
+            *lock(&shared.current) = Some((index, started));
+            let mut guard = RateGuard::new(
+                source,
+                self.floor,
+                self.client.read_timeout,
+                self.deadline,
+                offset,
+                record.len,
+            );
+            let copied = self.copy(response, file, path, staging, shared, &mut guard);
+            *lock(&shared.current) = None;
+            let now = shared.offset.load(Ordering::Relaxed);
+            let mut report = SourceUse {
+                addr: source.to_string(),
+                from: offset,
+                bytes: now - offset,
+                millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                bad_pieces: 0,
+                left: None,
+            };
+            let next = match copied {
+                Ok(Copied::Whole) => None,
+                Ok(Copied::Moved { to, why }) => {
+                    report.left = Some(why);
+                    Some(to)
+                }
+                Err(FetchError::Stopping) => return Err(FetchError::Stopping),
+                Err(FetchError::BadPiece { piece, .. }) => {
+                    let why = format!(
+                        "sent a bad piece (piece {piece}, which does not match the torrent)"
+                    );
+                    tracing::warn!(name = %record.name, seq = record.seq, %source, piece, "source sent a bad piece; dropped");
+                    report.bad_pieces = 1;
+                    report.left = Some(why.clone());
+                    failures.push(format!("{source} {why}"));
+                    None
+                }
+                Err(e) => {
+                    let why = crate::error::chain(&e);
+                    tracing::info!(name = %record.name, %source, offset = now, "HTTP source stopped: {why}");
+                    report.left = Some(why.clone());
+                    failures.push(why);
+                    None
+                }
+            };
+            tracing::info!(name = %record.name, seq = record.seq, %source, from = offset, bytes = report.bytes, "received over HTTP");
+            let whole = report.left.is_none();
+            used.push(report);
+            if whole {
+                break;
+            }
+            lock(&shared.dropped)[index] = true;
+            index = next.unwrap_or(index + 1);
+        }
+        Ok(())
+    }
+
+    /// GETs the payload from `offset` on; a parent (`wait`) is asked again for a moment.
+    fn connect(
+        &self,
+        source: SocketAddr,
+        url_path: &str,
+        offset: u64,
+        wait: bool,
+    ) -> Result<Response, FetchError> {
+        let record = self.record;
+        let wait_until = Instant::now() + PARENT_WAIT.min(self.deadline.left());
         loop {
-            let n = guard.read(&mut body, *offset, &mut buffer, self.stop)?;
-            if n == 0 {
-                return if *offset == self.record.len {
-                    Ok(())
-                } else {
-                    Err(FetchError::Read {
+            match self.client.get(source, url_path, offset) {
+                Ok(response) if offset + response.len != record.len => {
+                    return Err(GetError::Length {
+                        addr: source,
+                        path: url_path.to_string(),
+                        got: offset + response.len,
+                        want: record.len,
+                    }
+                    .into())
+                }
+                Ok(response) => return Ok(response),
+                Err(e) if wait && Instant::now() < wait_until => {
+                    tracing::trace!(%source, "waiting for the chain parent: {e}");
+                    self.sleep(Duration::from_millis(50))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads pieces from `response`, keeping each one that checks (appended to the download
+    /// dir's file, unbuffered so the own relay sees it at once, and to the verified copy).
+    fn copy(
+        &self,
+        mut response: Response,
+        file: &mut std::fs::File,
+        path: &Path,
+        staging: &mut Staging,
+        shared: &Shared,
+        guard: &mut RateGuard,
+    ) -> Result<Copied, FetchError> {
+        let len = self.record.len;
+        let mut offset = shared.offset.load(Ordering::Relaxed);
+        let mut piece = Vec::with_capacity(self.pieces.length.min(len) as usize);
+        let mut buffer = vec![0u8; 64 * 1024];
+        while offset < len {
+            let index = offset / self.pieces.length;
+            let want = self.pieces.len_of(index, len) as usize;
+            while piece.len() < want {
+                if let Some((to, why)) = lock(&shared.move_to).take() {
+                    return Ok(Copied::Moved { to, why });
+                }
+                let room = buffer.len().min(want - piece.len());
+                let read = guard.read(
+                    &mut response.body,
+                    offset + piece.len() as u64,
+                    &mut buffer[..room],
+                    &shared.leave,
+                );
+                let n = match read {
+                    Ok(n) => n,
+                    Err(super::pace::PaceError::Stopping) => {
+                        if let Some((to, why)) = lock(&shared.move_to).take() {
+                            return Ok(Copied::Moved { to, why });
+                        }
+                        return Err(FetchError::Stopping);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
+                    return Err(FetchError::Read {
                         path: path.to_path_buf(),
                         source: std::io::ErrorKind::UnexpectedEof.into(),
-                    })
-                };
+                    });
+                }
+                *lock(&shared.last_byte) = Instant::now();
+                piece.extend_from_slice(&buffer[..n]);
             }
-            file.write_all(&buffer[..n])
-                .map_err(Self::write_error(path))?;
-            staging.write(&buffer[..n])?;
-            *offset += n as u64;
+            if !self.pieces.check(index, &piece) {
+                return Err(FetchError::BadPiece {
+                    piece: index,
+                    path: path.to_path_buf(),
+                });
+            }
+            file.write_all(&piece).map_err(|source| FetchError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            staging.write(&piece)?;
+            offset += piece.len() as u64;
+            shared.offset.store(offset, Ordering::Relaxed);
+            piece.clear();
         }
+        Ok(Copied::Whole)
     }
 
     fn sleep(&self, duration: Duration) -> Result<(), FetchError> {
@@ -336,6 +559,173 @@ impl Relay<'_> {
         }
         std::thread::sleep(duration);
         Ok(())
+    }
+}
+
+/// How one source's stream ended without an error.
+enum Copied {
+    Whole,
+    /// The watcher found a better source: the route index to go on from, and why.
+    Moved {
+        to: usize,
+        why: String,
+    },
+}
+
+/// Watches the source being streamed from against the next one ahead of it in the chain, and
+/// asks the stream to move on when that one would serve better (see the module's header).
+struct Watch<'a> {
+    client: Client,
+    path: String,
+    route: &'a Route,
+    shared: &'a Shared,
+    pieces: Pieces<'a>,
+    /// The signed length.
+    len: u64,
+    stop: &'a AtomicBool,
+}
+
+/// One look at the source ahead: when, how much it held and how much this node held.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    ahead: usize,
+    ahead_have: u64,
+    mine: u64,
+}
+
+impl Watch<'_> {
+    /// Enough of a lead to be worth moving for: a few pieces, and never under 512 KiB (what
+    /// socket buffers hold in flight on a healthy link).
+    fn gap(&self) -> u64 {
+        (4 * self.pieces.length).max(512 << 10)
+    }
+
+    fn run(&self) {
+        let mut samples: Vec<Sample> = Vec::new();
+        // Sources ahead that did not answer a probe: the next look tries the one after.
+        let mut quiet: Vec<usize> = Vec::new();
+        while !self.shared.done.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) {
+                self.shared.leave.store(true, Ordering::Relaxed);
+                return;
+            }
+            std::thread::sleep(PROBE_EVERY);
+            let Some((current, since)) = *lock(&self.shared.current) else {
+                samples.clear();
+                continue;
+            };
+            let dropped = lock(&self.shared.dropped).clone();
+            let Some(ahead) =
+                (current + 1..self.route.ahead).find(|i| !dropped[*i] && !quiet.contains(i))
+            else {
+                quiet.clear();
+                continue;
+            };
+            let ahead_addr = self.route.sources[ahead];
+            let ahead_have = match self.client.have(ahead_addr, &self.path, PROBE_LIMIT) {
+                Ok(have) => have,
+                Err(e) => {
+                    tracing::debug!(source = %ahead_addr, "probe unanswered: {e}");
+                    quiet.push(ahead);
+                    continue;
+                }
+            };
+            let source = self.route.sources[current];
+            let source_have = self.client.have(source, &self.path, PROBE_LIMIT).ok();
+            let mine = self.shared.offset.load(Ordering::Relaxed);
+            let now = Instant::now();
+            samples.retain(|s| s.ahead == ahead && now.duration_since(s.at) <= COMPARE_OVER * 2);
+            samples.push(Sample {
+                at: now,
+                ahead,
+                ahead_have,
+                mine,
+            });
+            let lead = ahead_have.saturating_sub(mine);
+            if lead < self.gap() {
+                continue;
+            }
+            let silent = lock(&self.shared.last_byte).elapsed();
+            let why = match source_have {
+                None if silent >= HUNG_AFTER && since.elapsed() >= HUNG_AFTER => Some(format!(
+                    "hung: nothing for {:.1} s and no answer to a probe, while {ahead_addr} held {} KiB more",
+                    silent.as_secs_f64(),
+                    lead >> 10
+                )),
+                // The source has nothing more for this node: it is the one holding it back.
+                Some(have) if have.saturating_sub(mine) < self.gap() => self
+                    .faster(&samples, since, ahead_addr)
+                    .map(|(theirs, ours, how)| {
+                        format!(
+                            "slow: it sent {} KiB/s while {ahead_addr} {how} {} KiB/s",
+                            ours >> 10,
+                            theirs >> 10
+                        )
+                    }),
+                _ => None,
+            };
+            if let Some(why) = why {
+                tracing::info!(%source, to = %ahead_addr, "leaving a source: {why}");
+                *lock(&self.shared.move_to) = Some((ahead, why));
+                self.shared.leave.store(true, Ordering::Relaxed);
+                samples.clear();
+                quiet.clear();
+            }
+        }
+    }
+
+    /// When the source ahead would serve this node at least twice as fast as its source does
+    /// over the comparison span: its rate, this node's (bytes/s) and how the first was known.
+    /// One still receiving is judged by what it gained; one that holds the whole payload
+    /// gains nothing, so it is tried with a short read.
+    fn faster(
+        &self,
+        samples: &[Sample],
+        since: Instant,
+        ahead: SocketAddr,
+    ) -> Option<(u64, u64, &'static str)> {
+        let last = samples.last()?;
+        let first = samples
+            .iter()
+            .find(|s| last.at.duration_since(s.at) >= COMPARE_OVER && s.at >= since)?;
+        let secs = last.at.duration_since(first.at).as_secs_f64();
+        let ours = (last.mine.saturating_sub(first.mine) as f64 / secs) as u64;
+        let (theirs, how) = if last.ahead_have >= self.len {
+            (self.trial(ahead)?, "sent a trial read at")
+        } else {
+            let gained = last.ahead_have.saturating_sub(first.ahead_have);
+            if gained < self.gap() {
+                return None;
+            }
+            ((gained as f64 / secs) as u64, "gained")
+        };
+        (theirs >= 2 * ours).then_some((theirs, ours, how))
+    }
+
+    /// Reads up to [`TRIAL`] bytes of the payload's end from `source` within the probe limit:
+    /// the rate it sent them at.
+    fn trial(&self, source: SocketAddr) -> Option<u64> {
+        use std::io::Read;
+        let want = TRIAL.min(self.len);
+        let started = Instant::now();
+        let mut response = self.client.get(source, &self.path, self.len - want).ok()?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut got = 0u64;
+        response
+            .body
+            .get_ref()
+            .get_ref()
+            .set_read_timeout(Some(PROBE_LIMIT))
+            .ok()?;
+        while got < want && started.elapsed() < PROBE_LIMIT {
+            match response.body.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        Some((got as f64 / secs) as u64)
     }
 }
 
@@ -350,54 +740,73 @@ mod tests {
     #[test]
     fn the_chain_starts_at_the_origin_and_visits_every_member_once() {
         let members: Vec<SocketAddr> = (1..=5).map(addr).collect();
-        let parent_of = |own: u8, origin: u8| {
+        let route_of = |own: u8, origin: u8| {
             let others: Vec<SocketAddr> = members
                 .iter()
                 .copied()
                 .filter(|a| *a != addr(own))
                 .collect();
-            chain_parent(addr(origin), Some(addr(own)), &others)
+            Route::chain(addr(origin), Some(addr(own)), &others)
         };
         // Origin 3: 3 → 4 → 5 → 1 → 2.
-        assert_eq!(parent_of(4, 3), addr(3));
-        assert_eq!(parent_of(5, 3), addr(4));
-        assert_eq!(parent_of(1, 3), addr(5));
-        assert_eq!(parent_of(2, 3), addr(1));
+        assert_eq!(route_of(4, 3).parent(), Some(addr(3)));
+        assert_eq!(route_of(5, 3).parent(), Some(addr(4)));
+        assert_eq!(route_of(1, 3).parent(), Some(addr(5)));
+        assert_eq!(route_of(2, 3).parent(), Some(addr(1)));
         // Each node is the parent of exactly one other: every uplink carries the payload once.
-        let mut parents: Vec<SocketAddr> = [1, 2, 4, 5].iter().map(|&n| parent_of(n, 3)).collect();
+        let mut parents: Vec<_> = [1, 2, 4, 5]
+            .iter()
+            .map(|&n| route_of(n, 3).parent())
+            .collect();
         parents.sort();
         parents.dedup();
         assert_eq!(parents.len(), 4);
+        // Node 1's sources: those before it back to the origin, nearest first, then the rest.
+        let route = route_of(1, 3);
+        assert_eq!(route.sources, [addr(5), addr(4), addr(3), addr(2)]);
+        assert_eq!(route.ahead, 3);
+    }
+
+    #[test]
+    fn a_node_outside_the_known_membership_fetches_from_the_origin_first() {
+        let route = Route::chain(addr(1), None, &[addr(2)]);
+        assert_eq!((route.parent(), route.ahead), (Some(addr(1)), 1));
+        assert_eq!(
+            Route::chain(addr(2), Some(addr(9)), &[]).parent(),
+            Some(addr(2))
+        );
+    }
+
+    #[test]
+    fn stale_relay_marks_are_cleared_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["a.relay", "a.torrent", "relay"] {
+            std::fs::write(root.path().join(name), b"1").unwrap();
+        }
+        clear_stale_markers(root.path());
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.torrent", "relay"]);
     }
 
     mod over_seed_servers {
         use super::super::*;
         use crate::agent::transfer::seed_http::{SeedHandle, SeedServer};
-        use std::sync::atomic::AtomicUsize;
+        use std::net::TcpListener;
         use std::sync::Arc;
 
         const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
+        const PIECE: u64 = 16 << 10;
 
         fn record(content: &[u8]) -> Record {
             Record::pending("big.tar", HASH, content)
         }
 
-        /// A seed server on loopback over `root`, counting the membership checks it makes:
-        /// two per request, at accept and again before serving (see `requests`).
-        fn server(root: &Path) -> (SeedHandle, Arc<AtomicUsize>) {
-            let count = Arc::new(AtomicUsize::new(0));
-            let counter = count.clone();
-            let allow = Arc::new(move |_| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                true
-            });
-            let handle =
-                SeedServer::start_for("127.0.0.1:0".parse().unwrap(), root, allow).unwrap();
-            (handle, count)
-        }
-
-        fn requests(checks: &AtomicUsize) -> usize {
-            checks.load(Ordering::SeqCst) / 2
+        fn server(root: &Path) -> SeedHandle {
+            SeedServer::start_for("127.0.0.1:0".parse().unwrap(), root, Arc::new(|_| true)).unwrap()
         }
 
         fn client() -> Client {
@@ -408,13 +817,16 @@ mod tests {
             }
         }
 
-        /// Writes `content` into `root` as a relayed download, slowly, then marks it complete
-        /// (or, with `abandon_at`, gives up there).
-        fn trickle(root: &Path, content: &[u8], abandon_at: Option<usize>) {
-            trickle_every(root, content, abandon_at, Duration::from_millis(10))
+        fn hashes(content: &[u8]) -> Vec<[u8; 20]> {
+            content
+                .chunks(PIECE as usize)
+                .map(|piece| Sha1::digest(piece).into())
+                .collect()
         }
 
-        fn trickle_every(root: &Path, content: &[u8], abandon_at: Option<usize>, pause: Duration) {
+        /// Writes `content` into `root` as a relayed download, slowly, then marks it complete
+        /// (or, with `abandon_at`, gives up there).
+        fn trickle(root: &Path, content: &[u8], abandon_at: Option<usize>, pause: Duration) {
             std::fs::create_dir_all(root.join(HASH)).unwrap();
             let mut file = std::fs::File::create(root.join(HASH).join("big.tar")).unwrap();
             std::fs::write(
@@ -441,35 +853,40 @@ mod tests {
             std::fs::write(root.join(format!("{HASH}.torrent")), b"d").unwrap();
         }
 
-        /// A floor far below loopback speeds, and a deadline no test reaches.
-        fn generous() -> crate::agent::transfer::pace::Pace {
-            crate::agent::transfer::pace::Pace {
-                floor: MinRate::per_second(1, Duration::from_secs(60)),
-                slack: Duration::from_secs(600),
-            }
-        }
-
-        fn fetch(
+        /// Fetches `content` (its record and pieces) into `root` along `route`.
+        fn relay_along(
             root: &Path,
             content: &[u8],
-            parent: Option<SocketAddr>,
-            sources: &[SocketAddr],
-        ) -> Vec<u8> {
+            route: &Route,
+            stop: &AtomicBool,
+        ) -> Result<Relayed, FetchError> {
             let record = record(content);
-            let stop = AtomicBool::new(false);
-            let relay = Relay {
+            let hashes = hashes(content);
+            let pace = crate::agent::transfer::pace::Pace {
+                floor: MinRate::per_second(1, Duration::from_secs(60)),
+                slack: Duration::from_secs(600),
+            };
+            Relay {
                 client: client(),
-                slow_parent: SLOW_PARENT,
-                floor: generous().floor,
-                deadline: generous().deadline(record.len),
+                floor: pace.floor,
+                deadline: pace.deadline(record.len),
                 root,
                 record: &record,
                 name: "big.tar",
-                stop: &stop,
+                pieces: Pieces {
+                    length: PIECE,
+                    hashes: &hashes,
+                },
+                stop,
                 verified_root: &verified::root_of(root),
-            };
-            let copy = relay
-                .fetch(parent, sources, b"metainfo", true)
+            }
+            .fetch(route, b"metainfo", true)
+        }
+
+        /// Like `relay_along`, which must succeed; checks the marks and that the seeded file
+        /// is the verified copy's bytes, and returns them with the sources' use.
+        fn fetch(root: &Path, content: &[u8], route: &Route) -> (Vec<u8>, Vec<SourceUse>) {
+            let relayed = relay_along(root, content, route, &AtomicBool::new(false))
                 .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
             assert_eq!(
                 std::fs::read(root.join(format!("{HASH}.torrent"))).unwrap(),
@@ -477,12 +894,12 @@ mod tests {
             );
             assert!(!root.join(format!("{HASH}.relay")).exists());
             let seeded = std::fs::read(root.join(HASH).join("big.tar")).unwrap();
-            let verified = std::fs::read(copy.path()).unwrap();
+            let verified = std::fs::read(relayed.payload.path()).unwrap();
             assert!(
                 seeded == verified,
                 "the seeded file is the verified copy's bytes"
             );
-            verified
+            (verified, relayed.sources)
         }
 
         fn random(len: usize) -> Vec<u8> {
@@ -492,101 +909,226 @@ mod tests {
             content
         }
 
+        fn route(sources: &[SocketAddr]) -> Route {
+            Route {
+                sources: sources.to_vec(),
+                ahead: sources.len(),
+            }
+        }
+
         /// A → B → C while A is still receiving: C gets every byte from B, relayed as it
-        /// arrives, and A serves B alone.
+        /// arrives and is checked.
         #[test]
-        fn a_chain_relays_bytes_as_they_arrive() {
+        fn a_chain_relays_checked_pieces_as_they_arrive() {
             let content = random(1 << 20);
             let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-            let (a, a_requests) = server(roots[0].path());
-            let (b, b_requests) = server(roots[1].path());
+            let a = server(roots[0].path());
+            let b = server(roots[1].path());
             let writer = {
                 let (root, content) = (roots[0].path().to_path_buf(), content.clone());
-                std::thread::spawn(move || trickle(&root, &content, None))
+                std::thread::spawn(move || {
+                    trickle(&root, &content, None, Duration::from_millis(10))
+                })
             };
-            // A is the origin of the chain: it must be relaying before B asks it.
             while !roots[0].path().join(format!("{HASH}.relay")).exists() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let c = {
                 let (root, content) = (roots[2].path().to_path_buf(), content.clone());
-                let (b, a) = (b.addr(), a.addr());
-                std::thread::spawn(move || fetch(&root, &content, Some(b), &[a]))
+                let route = route(&[b.addr(), a.addr()]);
+                std::thread::spawn(move || fetch(&root, &content, &route))
             };
-            assert_eq!(fetch(roots[1].path(), &content, None, &[a.addr()]), content);
-            assert_eq!(c.join().unwrap(), content);
+            let (got, _) = fetch(roots[1].path(), &content, &route(&[a.addr()]));
+            assert_eq!(got, content);
+            let (got, used) = c.join().unwrap();
+            assert_eq!(got, content);
+            assert_eq!(used.len(), 1, "{used:?}");
+            assert_eq!(used[0].addr, b.addr().to_string());
+            assert_eq!(used[0].bytes, content.len() as u64);
             writer.join().unwrap();
-            assert_eq!(requests(&a_requests), 1, "only B asked A");
-            assert!(requests(&b_requests) >= 1);
         }
 
-        /// A parent that gives up half-way is replaced by the origin, from the byte reached.
-        /// The origin's copy is wrong in its first 256 KiB (the parent gives up after 512 KiB),
-        /// so a fetch that started over from byte 0 instead of resuming would fail its
-        /// SHA-256; and the origin is asked once.
+        /// A parent that gives up half-way is replaced by the next source, from the piece
+        /// reached. That source's copy is wrong in its first 256 KiB (the parent gives up
+        /// after 512 KiB), so a fetch that started over from byte 0 would find it lying.
         #[test]
-        fn an_abandoned_relay_is_resumed_from_the_origin() {
+        fn an_abandoned_relay_is_resumed_from_the_next_source() {
             let content = random(1 << 20);
             let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
             let mut origin_copy = content.clone();
             origin_copy[..256 << 10].fill(0);
             complete(roots[0].path(), &origin_copy);
-            let (origin, origin_requests) = server(roots[0].path());
-            let (parent, _) = server(roots[1].path());
+            let origin = server(roots[0].path());
+            let parent = server(roots[1].path());
             let writer = {
                 let (root, content) = (roots[1].path().to_path_buf(), content.clone());
-                std::thread::spawn(move || trickle(&root, &content, Some(8)))
+                std::thread::spawn(move || {
+                    trickle(&root, &content, Some(8), Duration::from_millis(10))
+                })
             };
-            let got = fetch(
+            let (got, used) = fetch(
                 roots[2].path(),
                 &content,
-                Some(parent.addr()),
-                &[origin.addr()],
+                &route(&[parent.addr(), origin.addr()]),
             );
             writer.join().unwrap();
             assert_eq!(got, content);
-            assert_eq!(requests(&origin_requests), 1);
+            assert_eq!(used.len(), 2, "{used:?}");
+            assert_eq!(used[1].addr, origin.addr().to_string());
+            assert!(
+                used[1].from >= 256 << 10 && used[1].from % PIECE == 0,
+                "{used:?}"
+            );
+            assert_eq!(used[1].bad_pieces, 0);
         }
 
-        /// A parent slower than the floor is left for the origin, from the byte reached.
+        /// A source that sends wrong bytes is caught at the first bad piece, named in the
+        /// record with what it sent, and the next source resumes at that piece.
         #[test]
-        fn a_slow_parent_is_left_for_the_origin() {
+        fn a_lying_source_is_caught_at_its_first_bad_piece_and_named() {
             let content = random(1 << 20);
             let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+            let mut lie = content.clone();
+            lie[(128 << 10) + 7] ^= 1;
+            complete(roots[0].path(), &lie);
+            complete(roots[1].path(), &content);
+            let liar = server(roots[0].path());
+            let honest = server(roots[1].path());
+            let (got, used) = fetch(
+                roots[2].path(),
+                &content,
+                &route(&[liar.addr(), honest.addr()]),
+            );
+            assert_eq!(got, content);
+            assert_eq!(used[0].addr, liar.addr().to_string());
+            assert_eq!(used[0].bad_pieces, 1);
+            assert!(
+                used[0]
+                    .left
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("bad piece (piece 8"),
+                "{used:?}"
+            );
+            assert_eq!(
+                used[0].bytes,
+                128 << 10,
+                "the pieces before the lie are kept"
+            );
+            assert_eq!(used[1].from, 128 << 10);
+        }
+
+        /// A parent that has nothing more to give while the source ahead of it would send
+        /// twice as fast is left for it (here: 320 KiB/s against loopback speed), though it
+        /// is well above the floor.
+        #[test]
+        fn a_parent_slower_than_the_source_ahead_is_left_for_it() {
+            let content = random(4 << 20);
+            let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
             complete(roots[0].path(), &content);
-            let (origin, origin_requests) = server(roots[0].path());
-            let (parent, _) = server(roots[1].path());
+            let origin = server(roots[0].path());
+            let parent = server(roots[1].path());
             let writer = {
                 let (root, content) = (roots[1].path().to_path_buf(), content.clone());
-                // 64 KiB per 200 ms: 320 KiB/s, under the 1 MiB/s floor below.
                 std::thread::spawn(move || {
-                    trickle_every(&root, &content, None, Duration::from_millis(200))
+                    trickle(&root, &content, None, Duration::from_millis(200))
                 })
             };
-            let record = record(&content);
-            let stop = AtomicBool::new(false);
-            let relay = Relay {
-                client: client(),
-                slow_parent: MinRate {
-                    bytes: 100 << 10,
-                    per: Duration::from_millis(100),
-                },
-                floor: generous().floor,
-                deadline: generous().deadline(record.len),
-                root: roots[2].path(),
-                record: &record,
-                name: "big.tar",
-                stop: &stop,
-                verified_root: &verified::root_of(roots[2].path()),
-            };
-            let copy = relay
-                .fetch(Some(parent.addr()), &[origin.addr()], b"m", true)
-                .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
-            assert_eq!(std::fs::read(copy.path()).unwrap(), content);
-            // Without the floor the parent would have delivered it all, and the origin never
-            // been asked.
-            assert_eq!(requests(&origin_requests), 1);
+            let (got, used) = fetch(
+                roots[2].path(),
+                &content,
+                &route(&[parent.addr(), origin.addr()]),
+            );
+            assert_eq!(got, content);
+            assert!(
+                used[0].left.as_deref().unwrap_or("").starts_with("slow:"),
+                "{used:?}"
+            );
+            assert_eq!(used[1].addr, origin.addr().to_string());
+            assert!(used[1].bytes > 0);
             writer.join().unwrap();
+        }
+
+        /// A parent that stops sending and answering (SIGSTOP: the kernel still holds its
+        /// connections) is left for the source ahead within seconds, long before the read
+        /// timeout.
+        #[test]
+        fn a_hung_parent_is_left_for_the_source_ahead() {
+            let content = random(2 << 20);
+            let origin_root = tempfile::tempdir().unwrap();
+            complete(origin_root.path(), &content);
+            let origin = server(origin_root.path());
+            // Sends the head and 256 KiB, then nothing; accepts probes and never answers.
+            let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+            let hung_addr = hung.local_addr().unwrap();
+            let first = content[..256 << 10].to_vec();
+            let len = content.len();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for (n, stream) in hung.incoming().enumerate() {
+                    let Ok(mut stream) = stream else { return };
+                    if n == 0 {
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                        let _ = stream.write_all(head.as_bytes());
+                        let _ = stream.write_all(&first);
+                    }
+                    held.push(stream);
+                }
+            });
+            let root = tempfile::tempdir().unwrap();
+            let started = Instant::now();
+            let (got, used) = fetch(root.path(), &content, &route(&[hung_addr, origin.addr()]));
+            assert_eq!(got, content);
+            assert!(
+                used[0].left.as_deref().unwrap_or("").starts_with("hung:"),
+                "{used:?}"
+            );
+            assert_eq!(used[1].from, 256 << 10);
+            // The read timeout (5 s) was not what ended it.
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+
+        /// An agent stopped mid-fetch keeps the verified copy; the next fetch resumes from its
+        /// pieces that still check (one is spoilt here: the copy is cut there).
+        #[test]
+        fn an_interrupted_fetch_resumes_from_its_verified_pieces() {
+            let content = random(1 << 20);
+            let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+            let slow = server(roots[0].path());
+            let writer = {
+                let (root, content) = (roots[0].path().to_path_buf(), content.clone());
+                std::thread::spawn(move || {
+                    trickle(&root, &content, None, Duration::from_millis(100))
+                })
+            };
+            while !roots[0].path().join(format!("{HASH}.relay")).exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let stop = AtomicBool::new(false);
+            let copy = verified::root_of(roots[2].path())
+                .join(format!("{HASH}-1"))
+                .join("big.tar");
+            let stopped = std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    while std::fs::metadata(&copy).map_or(0, |m| m.len()) < 320 << 10 {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    stop.store(true, Ordering::Relaxed);
+                });
+                relay_along(roots[2].path(), &content, &route(&[slow.addr()]), &stop)
+            });
+            assert!(matches!(stopped, Err(FetchError::Stopping)));
+            writer.join().unwrap();
+            // Spoil piece 3 of the kept copy: the resumed fetch keeps pieces 0..3 only.
+            let mut kept = std::fs::read(&copy).unwrap();
+            assert!(kept.len() >= 320 << 10);
+            kept[3 * PIECE as usize] ^= 1;
+            std::fs::write(&copy, &kept).unwrap();
+            complete(roots[1].path(), &content);
+            let origin = server(roots[1].path());
+            let (got, used) = fetch(roots[2].path(), &content, &route(&[origin.addr()]));
+            assert_eq!(got, content);
+            assert_eq!(used[0].from, 3 * PIECE, "{used:?}");
         }
 
         /// Transmission's user owns the download dir and can plant links where the root agent
@@ -597,29 +1139,20 @@ mod tests {
             let content = random(64 << 10);
             let origin_root = tempfile::tempdir().unwrap();
             complete(origin_root.path(), &content);
-            let (origin, _) = server(origin_root.path());
+            let origin = server(origin_root.path());
             let outside = tempfile::tempdir().unwrap();
             let victim = outside.path().join("shadow");
             let linked = outside.path().join("linked");
             std::fs::write(&victim, b"root's").unwrap();
             std::fs::write(&linked, b"root's too").unwrap();
             let relay_into = |root: &Path| {
-                let record = record(&content);
-                let stop = AtomicBool::new(false);
-                let relay = Relay {
-                    client: client(),
-                    slow_parent: SLOW_PARENT,
+                relay_along(
                     root,
-                    record: &record,
-                    name: "big.tar",
-                    stop: &stop,
-                    verified_root: &verified::root_of(root),
-                    floor: generous().floor,
-                    deadline: generous().deadline(record.len),
-                };
-                relay
-                    .fetch(None, &[origin.addr()], b"m", true)
-                    .map(|copy| std::fs::read(copy.path()).unwrap())
+                    &content,
+                    &route(&[origin.addr()]),
+                    &AtomicBool::new(false),
+                )
+                .map(|relayed| std::fs::read(relayed.payload.path()).unwrap())
             };
 
             let root = tempfile::tempdir().unwrap();
@@ -657,26 +1190,38 @@ mod tests {
             );
         }
 
-        /// Bytes that do not hash to the signed SHA-256 are never marked complete.
+        /// Bytes whose pieces match the torrent but not the signed SHA-256 are never marked
+        /// complete, and leave no verified copy.
         #[test]
         fn a_payload_with_another_sha256_is_not_marked_complete() {
             let roots: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
             complete(roots[0].path(), b"evil");
-            let (origin, _) = server(roots[0].path());
+            let origin = server(roots[0].path());
             let record = record(b"good");
+            let hashes = hashes(b"evil");
             let stop = AtomicBool::new(false);
             let relay = Relay {
                 client: client(),
-                slow_parent: SLOW_PARENT,
-                floor: generous().floor,
-                deadline: generous().deadline(record.len),
+                floor: MinRate::per_second(1, Duration::from_secs(60)),
+                deadline: crate::agent::transfer::pace::Pace {
+                    floor: MinRate::per_second(1, Duration::from_secs(60)),
+                    slack: Duration::from_secs(600),
+                }
+                .deadline(4),
                 root: roots[1].path(),
                 record: &record,
                 name: "big.tar",
+                pieces: Pieces {
+                    length: PIECE,
+                    hashes: &hashes,
+                },
                 stop: &stop,
                 verified_root: &verified::root_of(roots[1].path()),
             };
-            let err = relay.fetch(None, &[origin.addr()], b"m", true).unwrap_err();
+            let err = relay
+                .fetch(&route(&[origin.addr()]), b"m", true)
+                .err()
+                .unwrap();
             assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
             assert!(!roots[1].path().join(format!("{HASH}.torrent")).exists());
             assert!(!roots[1].path().join(format!("{HASH}.relay")).exists());
@@ -687,27 +1232,5 @@ mod tests {
                 "no verified copy is left of bytes that failed the check"
             );
         }
-    }
-
-    #[test]
-    fn stale_relay_marks_are_cleared_and_nothing_else() {
-        let root = tempfile::tempdir().unwrap();
-        for name in ["a.relay", "a.torrent", "relay"] {
-            std::fs::write(root.path().join(name), b"1").unwrap();
-        }
-        clear_stale_markers(root.path());
-        let mut left: Vec<String> = std::fs::read_dir(root.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["a.torrent", "relay"]);
-    }
-
-    #[test]
-    fn a_node_outside_the_known_membership_fetches_from_the_origin() {
-        assert_eq!(chain_parent(addr(1), None, &[addr(2)]), addr(1));
-        assert_eq!(chain_parent(addr(1), Some(addr(1)), &[addr(2)]), addr(1));
-        assert_eq!(chain_parent(addr(2), Some(addr(9)), &[]), addr(2));
     }
 }

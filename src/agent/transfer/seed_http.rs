@@ -6,8 +6,13 @@
 //! It also relays: while the agent downloads a large payload over HTTP it marks the download
 //! dir with `<info-hash>.relay` (the signed length), and `GET /<info-hash>/<name>?relay` then
 //! streams the file as it grows, so the fleet forms a chain in which every node uploads what it
-//! receives at once (see `agent::relay`). Relayed bytes are unverified: every reader checks the
-//! signed SHA-256 before use, as with any other source.
+//! receives at once (see `agent::transfer::relay`). The agent appends only pieces it has checked
+//! against the torrent's piece hashes, so the file's size is what the node holds verified; every
+//! relay answer (HEAD too) says it in `X-P2pu-Have`, which is how nodes compare their sources.
+//! Every reader checks each piece again: the download dir is Transmission's user's.
+//!
+//! One payload is relayed to at most [`MAX_RELAY_READERS`] nodes at once (503 beyond): nodes
+//! whose sources fail move to others, and none of them, the origin least, may be stampeded.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -21,6 +26,7 @@ use percent_encoding::percent_decode_str;
 
 use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
+use super::http_get::HAVE_HEADER;
 use crate::{Error, Result};
 
 #[doc(hidden)]
@@ -31,6 +37,9 @@ pub const SEED_WORKERS: usize = 8;
 /// Connections one member may hold at once: Transmission opens up to 4 to a web seed, and
 /// one member (compromised, or just busy) must not take all the workers.
 pub const SEED_PER_SOURCE: usize = 4;
+/// Nodes one payload is relayed to at once. A chain gives each node one reader; a node whose
+/// neighbours failed gets a few more; beyond this they are sent on to other members.
+pub const MAX_RELAY_READERS: usize = 4;
 /// A member's request head arrives in one packet; a drip is cut off after this.
 const SEED_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,12 +62,13 @@ impl SeedServer {
             .canonicalize()
             .map_err(Error::io("resolving the web seed root", root_dir))?;
         let admit = Arc::clone(&allow);
+        let readers = Readers::default();
         let handler: Arc<Handler> = Arc::new(move |request: &Request| {
             // Asked again: the membership may have changed since the connection was accepted.
             if !allow(request.peer.ip()) {
                 return Response::status(403);
             }
-            serve(&root, request)
+            serve(&root, &readers, request)
         });
         let limits = Limits {
             workers: SEED_WORKERS,
@@ -91,7 +101,44 @@ impl SeedHandle {
     }
 }
 
-fn serve(root: &Path, request: &Request) -> Response {
+/// The relay readers of each payload (by info-hash), counted while their answer is written.
+#[derive(Default, Clone)]
+pub(super) struct Readers(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+/// One counted reader; released when the answer's body is dropped.
+struct Reader {
+    readers: Readers,
+    hash: String,
+}
+
+impl Readers {
+    fn enter(&self, hash: &str) -> Option<Reader> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(hash.to_string()).or_default();
+        if *count >= MAX_RELAY_READERS {
+            return None;
+        }
+        *count += 1;
+        Some(Reader {
+            readers: self.clone(),
+            hash: hash.to_string(),
+        })
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut counts = self.readers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.hash) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.hash);
+            }
+        }
+    }
+}
+
+pub(super) fn serve(root: &Path, readers: &Readers, request: &Request) -> Response {
     let head = match request.method.as_str() {
         "GET" => false,
         "HEAD" => true,
@@ -112,8 +159,10 @@ fn serve(root: &Path, request: &Request) -> Response {
             return Response::status(404);
         }
     };
+    // What the node holds verified: the agent appends only checked pieces.
+    let have = size;
     // A relayed file is served to its signed length, however much of it is there yet.
-    let size = relay.as_ref().map_or(size, |relay| relay.len);
+    let size = relay.as_ref().map_or(size, |relay| relay.len.max(size));
     let range = request.header("Range").and_then(|r| parse_range(r, size));
     let (status, start, len) = match range {
         None => (200, 0, size),
@@ -136,6 +185,12 @@ fn serve(root: &Path, request: &Request) -> Response {
             format!("bytes {start}-{}/{size}", start + len - 1),
         ));
     }
+    if let Some(relay) = &relay {
+        headers.push((HAVE_HEADER, have.to_string()));
+        if !head {
+            tracing::debug!(hash = %relay.hash, peer = %request.peer, start, have, "relaying");
+        }
+    }
     let body = if head {
         Body::Empty { len }
     } else {
@@ -144,11 +199,20 @@ fn serve(root: &Path, request: &Request) -> Response {
             return Response::status(500);
         }
         match relay {
-            Some(relay) => Body::Growing {
-                file,
-                len,
-                growing: Box::new(move || relay.marker.exists() || relay.complete.exists()),
-            },
+            Some(relay) => {
+                let Some(reader) = readers.enter(&relay.hash) else {
+                    tracing::info!(hash = %relay.hash, peer = %request.peer, "relay readers at their cap of {MAX_RELAY_READERS}: 503");
+                    return Response::status(503);
+                };
+                Body::Growing {
+                    file,
+                    len,
+                    growing: Box::new(move || {
+                        let _counted = &reader;
+                        relay.marker.exists() || relay.complete.exists()
+                    }),
+                }
+            }
             None => Body::File { file, len },
         }
     };
@@ -159,8 +223,10 @@ fn serve(root: &Path, request: &Request) -> Response {
     }
 }
 
-/// A download still being relayed: its marker and the signed length it will reach.
+/// A payload asked for with `?relay`: its info-hash, marks and the signed length it will reach
+/// (a complete one has it already).
 struct Relay {
+    hash: String,
     marker: PathBuf,
     complete: PathBuf,
     len: u64,
@@ -185,21 +251,33 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
         return None;
     }
     let mut relayed = None;
+    let layout = DownloadDir::new(root);
     let base = match dir {
         // The agent writes `<hash>.torrent` only once the payload is complete and verified:
         // a partial download is never served as a file (its holes would read as zeros).
-        Some(dir) if DownloadDir::new(root).completion_mark(dir).is_file() => {
-            DownloadDir::new(root).payload_dir(dir)
+        Some(dir) if layout.completion_mark(dir).is_file() => {
+            if relay {
+                // Its size is its length; counted among the payload's relay readers.
+                let complete = layout.completion_mark(dir);
+                relayed = Some(Relay {
+                    hash: dir.to_string(),
+                    marker: complete.clone(),
+                    complete,
+                    len: 0,
+                });
+            }
+            layout.payload_dir(dir)
         }
         Some(dir) if relay => {
-            let marker = DownloadDir::new(root).relay_mark(dir);
+            let marker = layout.relay_mark(dir);
             let len = std::fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
             relayed = Some(Relay {
+                hash: dir.to_string(),
                 marker,
-                complete: DownloadDir::new(root).completion_mark(dir),
+                complete: layout.completion_mark(dir),
                 len,
             });
-            DownloadDir::new(root).payload_dir(dir)
+            layout.payload_dir(dir)
         }
         Some(_) => return None,
         None => root.to_path_buf(),
@@ -352,6 +430,59 @@ mod tests {
         ] {
             assert_eq!(file(refused), None, "{refused}");
             assert!(resolve(&root, refused, true).is_none(), "{refused}");
+        }
+    }
+
+    /// A relaying node says how much it holds verified, and relays one payload to at most
+    /// `MAX_RELAY_READERS` nodes at once: the next is sent elsewhere with 503 (and is served
+    /// once a reader leaves).
+    #[test]
+    fn relay_readers_are_capped_and_told_what_the_node_holds() {
+        use crate::agent::transfer::http_get::{Client, GetError};
+        let root = tempfile::tempdir().unwrap();
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::create_dir(root.path().join(hash)).unwrap();
+        std::fs::write(root.path().join(hash).join("big"), vec![7u8; 1000]).unwrap();
+        std::fs::write(root.path().join(format!("{hash}.relay")), b"5000\n").unwrap();
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let client = Client {
+            bind: None,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+        };
+        let path = format!("/{hash}/big?relay");
+        let have = client.have(server.addr(), &path, Duration::from_secs(2));
+        assert_eq!(have.unwrap(), 1000);
+        // From other addresses each: a source may hold only SEED_PER_SOURCE connections.
+        let from = |n: usize| Client {
+            bind: Some(std::net::IpAddr::from([127, 0, 0, 10 + n as u8])),
+            ..client
+        };
+        let readers: Vec<_> = (0..MAX_RELAY_READERS)
+            .map(|n| from(n).get(server.addr(), &path, 0).unwrap())
+            .collect();
+        // The readers hold their places while they wait for the file to grow.
+        std::thread::sleep(Duration::from_millis(100));
+        match from(MAX_RELAY_READERS).get(server.addr(), &path, 0) {
+            Err(GetError::Status { status: 503, .. }) => {}
+            other => panic!("expected 503, got {:?}", other.map(|r| r.status)),
+        }
+        drop(readers);
+        // Their servers notice at the next bytes they pass on.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.path().join(hash).join("big"))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.get(server.addr(), &path, 0) {
+                Ok(response) => break assert_eq!(response.len, 5000),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::io::Write::write_all(&mut file, &[7u8; 100]).unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("a place did not come free: {e}"),
+            }
         }
     }
 }

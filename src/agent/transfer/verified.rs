@@ -130,6 +130,101 @@ fn open_root(root: &Path) -> Result<OwnedFd, FetchError> {
     Ok(fd)
 }
 
+/// Starts the copy of `info_hash`'s payload (update `seq`) named `name`, keeping what a fetch
+/// cut short left of it: the whole pieces at its start that match the torrent's `pieces`
+/// (length, SHA-1s), each read back, hashed as if written now and handed to `keep` (which
+/// refills the download dir). Anything after the first piece that does not match is cut off;
+/// a copy that cannot be read starts afresh ([`begin`]).
+pub fn resume(
+    root: &Path,
+    info_hash: &str,
+    seq: u64,
+    name: &str,
+    expected: Expected,
+    pieces: (u64, &[[u8; 20]]),
+    keep: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Staging, FetchError> {
+    match reopen(root, info_hash, seq, name, &expected) {
+        Some(staging) => staging.recheck(pieces, keep),
+        None => begin(root, info_hash, seq, name, expected),
+    }
+}
+
+/// The copy an earlier fetch left, opened for reading and writing without following links,
+/// when it is root's own regular file in a root-only directory.
+fn reopen(
+    root: &Path,
+    info_hash: &str,
+    seq: u64,
+    name: &str,
+    expected: &Expected,
+) -> Option<Staging> {
+    if !plain_name(name) || !info_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let root_fd = open_root(root).ok()?;
+    let sub = format!("{info_hash}-{seq}");
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let dir_fd = fsutil::openat_nofollow(&root_fd, &sub, dir_flags, 0).ok()?;
+    let file = File::from(fsutil::openat_nofollow(&dir_fd, name, OFlag::O_RDWR, 0).ok()?);
+    let meta = file.metadata().ok()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != euid {
+        return None;
+    }
+    let dir = root.join(&sub);
+    Some(Staging {
+        path: dir.join(name),
+        dir,
+        file,
+        sha256: Sha256::new(),
+        piece: Sha1::new(),
+        piece_fill: 0,
+        pieces_done: 0,
+        bad_piece: None,
+        written: 0,
+        expected: expected.clone(),
+    })
+}
+
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+impl Staging {
+    /// Keeps the whole pieces at the start of the reopened copy that match, cuts off the
+    /// rest, and leaves the copy positioned for the next piece.
+    fn recheck(
+        mut self,
+        (piece_length, hashes): (u64, &[[u8; 20]]),
+        keep: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Staging, FetchError> {
+        use sha1::Digest as _;
+        use std::io::{Read, Seek, SeekFrom};
+        let len = self.expected.len();
+        let mut piece = vec![0u8; usize::try_from(piece_length.min(len)).unwrap_or(0)];
+        for want in hashes {
+            let size = usize::try_from(piece_length.min(len - self.written)).unwrap_or(0);
+            if size == 0 || self.file.read_exact(&mut piece[..size]).is_err() {
+                break;
+            }
+            if Sha1::digest(&piece[..size]).as_slice() != want {
+                break;
+            }
+            keep(&piece[..size]).map_err(write_error(&self.path))?;
+            let bytes = std::mem::take(&mut piece);
+            self.hash(&bytes[..size]);
+            piece = bytes;
+        }
+        let kept = self.written;
+        self.file.set_len(kept).map_err(write_error(&self.path))?;
+        self.file
+            .seek(SeekFrom::Start(kept))
+            .map_err(write_error(&self.path))?;
+        Ok(self)
+    }
+}
+
 /// Starts the copy of `info_hash`'s payload (update `seq`) named `name`, in a fresh directory
 /// under `root`.
 pub fn begin(
@@ -201,11 +296,22 @@ impl Staging {
         &self.path
     }
 
+    /// How many bytes the copy holds.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Writes `bytes` to the copy and hashes them.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
         self.file
             .write_all(bytes)
             .map_err(write_error(&self.path))?;
+        self.hash(bytes);
+        Ok(())
+    }
+
+    /// Hashes `bytes` as the next ones of the copy.
+    fn hash(&mut self, bytes: &[u8]) {
         self.written += bytes.len() as u64;
         match &self.expected {
             Expected::Sha256 { .. } => self.sha256.update(bytes),
@@ -224,7 +330,6 @@ impl Staging {
                 }
             }
         }
-        Ok(())
     }
 
     fn end_piece(&mut self) {

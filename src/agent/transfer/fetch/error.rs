@@ -71,6 +71,10 @@ pub enum FetchError {
     UnsafeStaging { path: PathBuf, problem: String },
     #[error("payload {} differs from the signed torrent at piece {piece}", path.display())]
     PieceMismatch { path: PathBuf, piece: usize },
+    #[error("piece {piece} of {} as received does not match the signed torrent", path.display())]
+    BadPiece { path: PathBuf, piece: u64 },
+    #[error(transparent)]
+    Get(#[from] crate::agent::transfer::http_get::GetError),
     #[error("{name}: the announcement signs no SHA-256 and no torrent came with it; nothing to check the payload against")]
     Unverifiable { name: String },
 }
