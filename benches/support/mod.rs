@@ -6,7 +6,6 @@
 
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -174,60 +173,6 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .ok()
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-fn run(cmd: &mut Command) -> Res<()> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Shapes every node to `mbit` Mbit/s each way, by address, on the lab namespace's `lo`:
-/// egress (what node i sends) is an htb class per source address; ingress is redirected to an
-/// ifb whose htb has a class per destination address (what node i receives). Loopback
-/// traffic between 127.0.0.1 endpoints (RPC, the agent's tracker) goes unshaped.
-/// `lo`'s MTU is lowered to 1500 so the shaper sees Ethernet-sized packets.
-pub fn shape(lab: &Lab, nodes: usize, mbit: u32) -> Res<()> {
-    let ns = lab.netns_name().to_owned();
-    let tc = |args: &str| -> Res<()> {
-        run(Command::new("ip")
-            .args(["netns", "exec", &ns, "tc"])
-            .args(args.split_whitespace()))
-    };
-    let ip = |args: &str| -> Res<()> {
-        run(Command::new("ip")
-            .args(["-n", &ns])
-            .args(args.split_whitespace()))
-    };
-    ip("link set dev lo mtu 1500")?;
-    ip("link add ifb0 type ifb")?;
-    ip("link set dev ifb0 up")?;
-    tc("qdisc add dev lo handle ffff: ingress")?;
-    tc("filter add dev lo parent ffff: protocol ip prio 1 u32 match u32 0 0 action mirred egress redirect dev ifb0")?;
-    for (dev, dir) in [("lo", "src"), ("ifb0", "dst")] {
-        tc(&format!(
-            "qdisc add dev {dev} root handle 1: htb default ff"
-        ))?;
-        tc(&format!(
-            "class add dev {dev} parent 1: classid 1:ff htb rate 10gbit"
-        ))?;
-        for i in 1..=nodes {
-            tc(&format!(
-                "class add dev {dev} parent 1: classid 1:{i:x} htb rate {mbit}mbit ceil {mbit}mbit"
-            ))?;
-            tc(&format!(
-                "filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip {dir} 10.99.1.{i}/32 flowid 1:{i:x}"
-            ))?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes `mib` MiB of random bytes as `<dir>/<name>` (a stored, uncompressed .tar.gz with one

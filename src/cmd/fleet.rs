@@ -128,6 +128,14 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                         paint(format!("{:<8}", u.status.as_str()), code),
                         reason
                     ));
+                    for bad in &u.bad_sources {
+                        let warning = format!(
+                            "  ! {bad} sent {} bad pieces of {}: a lying or compromised member",
+                            r.node, u.name
+                        );
+                        out.push_str(&paint(warning, RED));
+                        out.push('\n');
+                    }
                 }
             }
         }
@@ -195,6 +203,7 @@ mod tests {
                             status: Status::Applied,
                             reason: None,
                             at,
+                            bad_sources: Vec::new(),
                         })
                         .collect(),
                 };
@@ -261,6 +270,7 @@ mod tests {
                     status,
                     reason: None,
                     at: 1,
+                    bad_sources: Vec::new(),
                 }]
             }),
             newest_age_secs: None,

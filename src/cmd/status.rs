@@ -74,6 +74,34 @@ fn explain_permission(e: Error) -> Error {
     }
 }
 
+/// Where a payload fetched over HTTP came from, when more than one member served it, and any
+/// member that sent bad pieces (named: it is lying or compromised).
+fn sources(record: &crate::agent::runtime::state::Record) -> String {
+    let mut out = String::new();
+    if record.sources.len() > 1 {
+        let used: Vec<String> = record
+            .sources
+            .iter()
+            .map(|s| {
+                let rate = s.bytes as f64 / (s.millis.max(1) as f64 / 1000.0) / 1048576.0;
+                format!(
+                    "{} ({:.1} MiB at {rate:.1} MiB/s)",
+                    s.addr,
+                    s.bytes as f64 / 1048576.0
+                )
+            })
+            .collect();
+        out.push_str(&format!("    from: {}\n", used.join(", ")));
+    }
+    for s in record.sources.iter().filter(|s| s.bad_pieces > 0) {
+        out.push_str(&format!(
+            "    ! {} sent {} bad piece(s) and was dropped: a lying or compromised member\n",
+            s.addr, s.bad_pieces
+        ));
+    }
+    out
+}
+
 fn table(report: &StatusReport) -> String {
     let mut out = String::new();
     if report.updates.is_empty() {
@@ -93,6 +121,7 @@ fn table(report: &StatusReport) -> String {
                 r.status.as_str(),
                 reason
             ));
+            out.push_str(&sources(r));
         }
     }
     if !report.rejected.is_empty() {
@@ -197,5 +226,47 @@ mod tests {
         );
         let other = Error::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
         assert!(!explain_permission(other).to_string().contains("root"));
+    }
+
+    /// A member that sent bad pieces is named in the table and in the JSON; the sources of a
+    /// payload that came from several members are listed.
+    #[test]
+    fn a_source_that_sent_bad_pieces_is_named() {
+        use crate::agent::runtime::state::SourceUse;
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let mut applied = record("big.tar.gz", 1, Status::Applied);
+        applied.sources = vec![
+            SourceUse {
+                addr: "10.99.1.5:6880".into(),
+                from: 0,
+                bytes: 1 << 20,
+                millis: 1000,
+                bad_pieces: 1,
+                left: Some("sent a bad piece (piece 32)".into()),
+            },
+            SourceUse {
+                addr: "10.99.1.4:6880".into(),
+                from: 1 << 20,
+                bytes: 3 << 20,
+                millis: 1000,
+                bad_pieces: 0,
+                left: None,
+            },
+        ];
+        store.put(applied).unwrap();
+        let (code, out, _) = run(dir.path(), &[]);
+        assert_eq!(code, 0);
+        assert!(out.contains("from: 10.99.1.5:6880 (1.0 MiB at 1.0 MiB/s), 10.99.1.4:6880 (3.0 MiB at 3.0 MiB/s)"), "{out}");
+        assert!(
+            out.contains("! 10.99.1.5:6880 sent 1 bad piece(s) and was dropped"),
+            "{out}"
+        );
+        let (_, json, _) = run(dir.path(), &["--json"]);
+        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
+        let answer = crate::agent::runtime::status::node_status(&store, "n".into()).unwrap();
+        assert_eq!(answer.updates[0].bad_sources, ["10.99.1.5:6880"]);
     }
 }

@@ -12,6 +12,7 @@ mod fleet;
 mod netns;
 mod node;
 mod process;
+mod shape;
 mod startup;
 
 pub use fleet::Lab;
@@ -58,6 +59,8 @@ pub enum LabError {
         after: Duration,
         last: String,
     },
+    #[error("shaping the lab's links: `{command}` failed: {stderr}")]
+    Shape { command: String, stderr: String },
     #[error("entering network namespace {name}")]
     EnterNetns {
         name: String,

@@ -30,6 +30,10 @@ pub struct UpdateStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at: u64,
+    /// Members whose seed servers sent this node pieces that did not match the signed torrent:
+    /// a lying (or compromised) member, named so the operator can act on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bad_sources: Vec<String>,
 }
 
 /// Query answers travel over UDP; keep them well under the rendered response limit.
@@ -55,7 +59,14 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
     // The node name, the version and the JSON around the updates.
     let mut size = 160;
     for record in latest {
+        let bad_sources = record
+            .sources
+            .iter()
+            .filter(|s| s.bad_pieces > 0)
+            .map(|s| s.addr.clone())
+            .collect();
         let update = UpdateStatus {
+            bad_sources,
             name: record.name,
             seq: record.seq,
             status: record.status,
