@@ -51,10 +51,10 @@ pub const DIRECT_MAX: u64 = 4 << 20;
 /// little later) before the next source is asked instead.
 const PARENT_WAIT: Duration = Duration::from_secs(3);
 /// How often the source ahead is asked how far it is, and how long that answer may take.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 const PROBE_LIMIT: Duration = Duration::from_millis(800);
 /// The span over which a source's pace is compared with the one ahead of it.
-const COMPARE_OVER: Duration = Duration::from_millis(1500);
+const COMPARE_OVER: Duration = Duration::from_millis(750);
 /// A source that sent nothing for this long and does not answer a probe has hung.
 const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// How much a trial read of a source that holds the whole payload takes.
