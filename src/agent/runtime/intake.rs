@@ -5,7 +5,7 @@
 //! however malformed or strange on disk, stops the pass.
 
 use super::spool::{self, Spooled};
-use super::state::{Lineage, Record, Rejection, SeqVerdict, StateStore, Status};
+use super::state::{Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status};
 use crate::error::chain;
 use crate::formats::announcement::Announcement;
 use crate::formats::legacy;
@@ -264,10 +264,10 @@ fn decide_legacy(
     let mut record = Record {
         name,
         seq: date,
-        kind: Lineage::LEGACY_KIND.into(),
+        kind: RecordKind::Legacy,
         info_hash: hex::encode(torrent.info_hash),
         len: torrent.length,
-        sha256: String::new(),
+        sha256: None,
         // The payload alone (an overlay message's too): what the worker decodes and what
         // catch-up serves to other nodes.
         wire: String::from_utf8_lossy(payload).into_owned(),
@@ -294,10 +294,10 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
     Record {
         name: a.name().to_string(),
         seq: a.seq(),
-        kind: a.kind().as_str().to_string(),
+        kind: RecordKind::Signed(a.kind()),
         info_hash: hex::encode(a.info_hash()),
         len: a.payload_len(),
-        sha256: hex::encode(a.sha256()),
+        sha256: Some(*a.sha256()),
         wire,
         status: Status::Pending,
         reason: None,
@@ -550,8 +550,8 @@ mod tests {
             panic!("not accepted");
         };
         assert_eq!(
-            (record.name.as_str(), record.kind.as_str(), record.seq),
-            ("lizard.jpg", "legacy", 1_497_349_863)
+            (record.name.as_str(), record.kind, record.seq, record.sha256),
+            ("lizard.jpg", RecordKind::Legacy, 1_497_349_863, None)
         );
         f.store.put(record).unwrap();
         let again = reason(decide_on(&f, LEGACY, true));

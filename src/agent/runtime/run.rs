@@ -6,7 +6,7 @@
 
 use super::intake::{self, Policy};
 use super::peers::FleetPeers;
-use super::state::{Record, StateStore, Status};
+use super::state::{Record, RecordKind, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use crate::agent::apply::extract::Limits;
 use crate::agent::apply::{self, ApplyContext};
@@ -17,7 +17,7 @@ use crate::agent::transfer::serve::ServeOptions;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{chain, Error, Result};
-use crate::formats::announcement::{Announcement, Kind};
+use crate::formats::announcement::Announcement;
 use crate::formats::legacy;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -182,7 +182,7 @@ impl Agent {
         peers: &FleetPeers,
     ) {
         let site = &self.config.site;
-        let legacy = record.kind == "legacy";
+        let legacy = record.kind == RecordKind::Legacy;
         let metainfo = if legacy {
             match legacy::decode_payload(record.wire.as_bytes()) {
                 Ok(torrent) => Some(torrent.torrent),
@@ -230,16 +230,9 @@ impl Agent {
         let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.set_status(record, Status::Applying, None, None);
         let announcement = Announcement::decode(&record.wire).ok();
-        let kind = if legacy {
-            apply::legacy_kind(&record.name)
-        } else {
-            match record.kind.parse::<Kind>() {
-                Ok(kind) => kind,
-                Err(e) => {
-                    fetched.payload.remove();
-                    return self.set_status(record, Status::Failed, Some(e.to_string()), None);
-                }
-            }
+        let kind = match record.kind {
+            RecordKind::Signed(kind) => kind,
+            RecordKind::Legacy => apply::legacy_kind(&record.name),
         };
         let context = ApplyContext {
             puppet: self.puppet.as_ref(),
