@@ -99,8 +99,9 @@ fn looks_legacy(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::runtime::state::{Record, Status};
+    use crate::agent::runtime::state::{Record, RecordKind, Status};
     use crate::agent::runtime::status::NodeStatus;
+    use crate::formats::announcement::Kind;
     use std::path::PathBuf;
 
     struct Node {
@@ -211,10 +212,10 @@ mod tests {
             .put(Record {
                 name: "site.pp".into(),
                 seq: 7,
-                kind: "manifest".into(),
+                kind: RecordKind::Signed(Kind::Manifest),
                 info_hash: String::new(),
                 len: 1,
-                sha256: String::new(),
+                sha256: None,
                 wire: "p2pu1:WIRE".into(),
                 status: Status::Applied,
                 reason: None,

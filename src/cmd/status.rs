@@ -144,7 +144,8 @@ fn table(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::runtime::state::{Record, Status};
+    use crate::agent::runtime::state::{Record, RecordKind, Status};
+    use crate::formats::announcement::Kind;
 
     fn site(dir: &std::path::Path) -> std::path::PathBuf {
         let config = dir.join("site.toml");
@@ -171,10 +172,10 @@ mod tests {
         Record {
             name: name.into(),
             seq,
-            kind: "manifest".into(),
+            kind: RecordKind::Signed(Kind::Manifest),
             info_hash: "00".repeat(20),
             len: 1,
-            sha256: "00".repeat(32),
+            sha256: Some([0; 32]),
             wire: "p2pu1:x".into(),
             status,
             reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),

@@ -8,7 +8,7 @@
 //! higher-seq forgery (an untrusted key, or a far-future seq that is only ever held) stand in
 //! for the real announcement on every round, and the node would never catch up.
 
-use super::intake::{self, Decision, Policy};
+use super::intake::{self, Accepted, Decision, Policy};
 use super::spool::{self, Source, Spooled};
 use super::state::{Lineage, StateStore, Status};
 use super::status::NodeStatus;
@@ -89,12 +89,12 @@ fn newest_acceptable<'a>(
             payload: wire.as_bytes().to_vec(),
         };
         match intake::decide(&event, store, policy, now_ms)? {
-            Decision::Accepted(record) if record.name == name => {
+            Decision::Accepted(Accepted { record, .. }) if record.name == name => {
                 if best.is_none_or(|(seq, _)| record.seq > seq) {
                     best = Some((record.seq, wire));
                 }
             }
-            Decision::Accepted(record) => {
+            Decision::Accepted(Accepted { record, .. }) => {
                 tracing::warn!(%node, asked = %name, got = %record.name, "catch-up: answer for another name ignored")
             }
             Decision::Held(record) => {

@@ -3,12 +3,16 @@
 //! Order matters: structure, then signature against the trusted keys, then the sequence.
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
+//!
+//! The intake is where a wire text is decoded, once: an accepted update goes to the workers as
+//! [`Accepted`], its record with the decoded announcement or legacy torrent beside it, and a
+//! record resumed after a restart is decoded here too ([`resume`]).
 
 use super::spool::{self, Spooled};
-use super::state::{Lineage, Record, Rejection, SeqVerdict, StateStore, Status};
+use super::state::{Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status};
 use crate::error::chain;
 use crate::formats::announcement::Announcement;
-use crate::formats::legacy;
+use crate::formats::legacy::{self, LegacyTorrent};
 use crate::keys::TrustedKeys;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,9 +20,37 @@ use std::path::{Path, PathBuf};
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Accepted(Record),
+    Accepted(Accepted),
     Held(Record),
     Rejected(Rejection),
+}
+
+/// An accepted update as the workers take it: its record, and its wire text decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub record: Record,
+    pub decoded: Decoded,
+}
+
+/// A record's wire text, decoded; which one matches the record's [`RecordKind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// Verified when accepted. A key update is verified again, against the keys trusted when
+    /// it is applied.
+    Signed(Announcement),
+    /// The torrent a prototype payload carries: the fetcher hands it to Transmission.
+    Legacy(LegacyTorrent),
+}
+
+/// An open record read back from the state after a restart, ready for the workers again: its
+/// wire text is decoded as the intake decoded it when accepting it (not verified again: it was
+/// then, and a key update still is when applied).
+pub fn resume(record: Record) -> crate::Result<Accepted> {
+    let decoded = match record.kind {
+        RecordKind::Signed(_) => Decoded::Signed(Announcement::decode(&record.wire)?),
+        RecordKind::Legacy => Decoded::Legacy(legacy::decode_payload(record.wire.as_bytes())?),
+    };
+    Ok(Accepted { record, decoded })
 }
 
 /// Policy the intake applies, from the config.
@@ -59,7 +91,7 @@ pub fn take_spool(
     policy: &Policy,
     now_ms: u64,
     stuck: &mut BTreeSet<PathBuf>,
-    mut accepted: impl FnMut(Record),
+    mut accepted: impl FnMut(Accepted),
 ) -> crate::Result<Pass> {
     let mut pass = Pass::default();
     for path in spool::list(spool_dir)? {
@@ -92,7 +124,8 @@ pub fn take_spool(
             }
         };
         match decision {
-            Decision::Accepted(record) => {
+            Decision::Accepted(update) => {
+                let record = &update.record;
                 // The spool file's name carries its write time (ns): benches/ measure latency from it.
                 let spool = path
                     .file_name()
@@ -101,7 +134,7 @@ pub fn take_spool(
                 tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
                 store.put(record.clone())?;
                 pass.accepted += 1;
-                accepted(record);
+                accepted(update);
             }
             Decision::Held(record) => {
                 tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
@@ -185,7 +218,10 @@ pub fn decide(
             ));
             return Ok(Decision::Held(record));
         }
-        return Ok(Decision::Accepted(record));
+        return Ok(Decision::Accepted(Accepted {
+            record,
+            decoded: Decoded::Signed(announcement),
+        }));
     }
     decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
 }
@@ -264,11 +300,11 @@ fn decide_legacy(
     let mut record = Record {
         name,
         seq: date,
-        kind: Lineage::LEGACY_KIND.into(),
+        kind: RecordKind::Legacy,
         info_hash: hex::encode(torrent.info_hash),
         len: torrent.length,
-        sha256: String::new(),
-        // The payload alone (an overlay message's too): what the worker decodes and what
+        sha256: None,
+        // The payload alone (an overlay message's too): what a restart decodes again and what
         // catch-up serves to other nodes.
         wire: String::from_utf8_lossy(payload).into_owned(),
         status: Status::Pending,
@@ -288,17 +324,20 @@ fn decide_legacy(
         ));
         return Ok(Ok(Decision::Held(record)));
     }
-    Ok(Ok(Decision::Accepted(record)))
+    Ok(Ok(Decision::Accepted(Accepted {
+        record,
+        decoded: Decoded::Legacy(torrent),
+    })))
 }
 
 fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
     Record {
         name: a.name().to_string(),
         seq: a.seq(),
-        kind: a.kind().as_str().to_string(),
+        kind: RecordKind::Signed(a.kind()),
         info_hash: hex::encode(a.info_hash()),
         len: a.payload_len(),
-        sha256: hex::encode(a.sha256()),
+        sha256: Some(*a.sha256()),
         wire,
         status: Status::Pending,
         reason: None,
@@ -420,7 +459,7 @@ mod tests {
                     &policy(f, false),
                     NOW_MS,
                     &mut BTreeSet::new(),
-                    |r| taken.push(r),
+                    |a: Accepted| taken.push(a.record),
                 );
                 let _ = tx.send((pass.map_err(|e| chain(&e)), taken));
             });
@@ -472,7 +511,8 @@ mod tests {
     #[test]
     fn signed_new_announcement_is_accepted() {
         let f = fixture();
-        let Decision::Accepted(record) = decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)
+        let Decision::Accepted(Accepted { record, .. }) =
+            decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)
         else {
             panic!("not accepted");
         };
@@ -483,10 +523,48 @@ mod tests {
         assert_eq!(record.info_hash, "01".repeat(20));
     }
 
+    /// The worker used to decode each accepted wire text a second time; now the intake hands
+    /// over what it decoded, and a record resumed after a restart decodes to the same.
+    #[test]
+    fn accepted_updates_carry_their_decoded_wire_and_resume_decodes_the_same() {
+        let f = fixture();
+        let text = signed(&f.key, "site.pp", NOW_MS, Kind::Module, 10, [3; 32]);
+        let Decision::Accepted(signed) = decide_on(&f, &text, false) else {
+            panic!("not accepted");
+        };
+        assert_eq!(
+            (signed.record.kind, signed.record.sha256),
+            (RecordKind::Signed(Kind::Module), Some([3; 32]))
+        );
+        assert_eq!(
+            signed.decoded,
+            Decoded::Signed(Announcement::decode(&text).unwrap())
+        );
+        let Decision::Accepted(from_legacy) = decide_on(&f, LEGACY, true) else {
+            panic!("not accepted");
+        };
+        assert_eq!(
+            from_legacy.decoded,
+            Decoded::Legacy(legacy::decode_payload(LEGACY).unwrap())
+        );
+        for accepted in [signed, from_legacy] {
+            f.store.put(accepted.record.clone()).unwrap();
+            let stored = f.store.open_records().unwrap();
+            let stored = stored.iter().find(|r| r.kind == accepted.record.kind);
+            assert_eq!(resume(stored.unwrap().clone()).unwrap(), accepted);
+        }
+        // A wire text that no longer decodes is an error the agent records, not a panic.
+        let mut broken = record_of(&Announcement::decode(&text).unwrap(), "p2pu1:!".into(), 0);
+        assert!(resume(broken.clone()).is_err());
+        broken.kind = RecordKind::Legacy;
+        assert!(resume(broken).is_err());
+    }
+
     #[test]
     fn replay_and_downgrade_are_rejected_with_their_reason() {
         let f = fixture();
-        let Decision::Accepted(record) = decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)
+        let Decision::Accepted(Accepted { record, .. }) =
+            decide_on(&f, &wire(&f.key, "site.pp", NOW_MS), false)
         else {
             panic!("not accepted");
         };
@@ -548,12 +626,12 @@ mod tests {
             reason(decide_on(&f, LEGACY, false)),
             "legacy payload refused: accept_legacy = false"
         );
-        let Decision::Accepted(record) = decide_on(&f, LEGACY, true) else {
+        let Decision::Accepted(Accepted { record, .. }) = decide_on(&f, LEGACY, true) else {
             panic!("not accepted");
         };
         assert_eq!(
-            (record.name.as_str(), record.kind.as_str(), record.seq),
-            ("lizard.jpg", "legacy", 1_497_349_863)
+            (record.name.as_str(), record.kind, record.seq, record.sha256),
+            ("lizard.jpg", RecordKind::Legacy, 1_497_349_863, None)
         );
         f.store.put(record).unwrap();
         let again = reason(decide_on(&f, LEGACY, true));
@@ -595,7 +673,7 @@ mod tests {
         );
         f.store.put(held).unwrap();
         for (seq, accept_legacy) in [(NOW_MS, true), (NOW_MS + 1, false)] {
-            let Decision::Accepted(signed) =
+            let Decision::Accepted(Accepted { record: signed, .. }) =
                 decide_on(&f, &wire(&f.key, "lizard.jpg", seq), accept_legacy)
             else {
                 panic!("signed update blocked");
@@ -614,12 +692,14 @@ mod tests {
     #[test]
     fn legacy_dates_and_signed_seqs_are_separate_sequences() {
         let f = fixture();
-        let Decision::Accepted(signed) = decide_on(&f, &wire(&f.key, "lizard.jpg", NOW_MS), true)
+        let Decision::Accepted(Accepted { record: signed, .. }) =
+            decide_on(&f, &wire(&f.key, "lizard.jpg", NOW_MS), true)
         else {
             panic!("not accepted");
         };
         f.store.put(signed).unwrap();
-        let Decision::Accepted(legacy) = decide_on(&f, LEGACY, true) else {
+        let Decision::Accepted(Accepted { record: legacy, .. }) = decide_on(&f, LEGACY, true)
+        else {
             panic!("a legacy date was compared with a signed seq");
         };
         assert_eq!(legacy.seq, 1_497_349_863);
@@ -636,7 +716,7 @@ mod tests {
 
     /// The prototype's overlay message (`SendTorrentFile <ip> split <payload>`) is a legacy
     /// payload like the Serf one: accepted under `accept_legacy`, refused without it, and
-    /// recorded as the bare payload the worker decodes.
+    /// recorded as the bare payload a restart decodes again.
     #[test]
     fn legacy_overlay_message_is_accepted_only_under_accept_legacy() {
         const OVERLAY: &[u8] =
@@ -646,10 +726,13 @@ mod tests {
             reason(decide_on(&f, OVERLAY, false)),
             "legacy payload refused: accept_legacy = false"
         );
-        let Decision::Accepted(record) = decide_on(&f, OVERLAY, true) else {
+        let Decision::Accepted(Accepted { record, .. }) = decide_on(&f, OVERLAY, true) else {
             panic!("not accepted");
         };
-        let Decision::Accepted(from_serf) = decide_on(&f, LEGACY, true) else {
+        let Decision::Accepted(Accepted {
+            record: from_serf, ..
+        }) = decide_on(&f, LEGACY, true)
+        else {
             panic!("not accepted");
         };
         assert_eq!(
@@ -708,7 +791,7 @@ mod tests {
                 payload.len() as u64,
                 sha,
             );
-            let Decision::Accepted(record) = decide_on(&f, &text, false) else {
+            let Decision::Accepted(Accepted { record, .. }) = decide_on(&f, &text, false) else {
                 panic!("key update not accepted");
             };
             f.store.put(record).unwrap();

@@ -4,9 +4,9 @@
 //! (`supervise`) that the peers thread keeps fed. Every decision is logged as one line with its
 //! reason.
 
-use super::intake::{self, Policy};
+use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
-use super::state::{Record, StateStore, Status};
+use super::state::{Record, RecordKind, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use crate::agent::apply::extract::Limits;
 use crate::agent::apply::{self, ApplyContext};
@@ -17,8 +17,6 @@ use crate::agent::transfer::serve::ServeOptions;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::{chain, Error, Result};
-use crate::formats::announcement::{Announcement, Kind};
-use crate::formats::legacy;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -84,7 +82,7 @@ impl Agent {
             move || catch_up_loop(&agent)
         });
 
-        let (work_tx, work_rx) = mpsc::channel::<Record>();
+        let (work_tx, work_rx) = mpsc::channel::<Accepted>();
         let work_rx = Arc::new(Mutex::new(work_rx));
         let apply_lock = Arc::new(Mutex::new(()));
         for n in 0..WORKERS {
@@ -96,7 +94,15 @@ impl Agent {
         }
         for record in agent.store.open_records()? {
             tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
-            let _ = work_tx.send(record);
+            match intake::resume(record.clone()) {
+                Ok(update) => {
+                    let _ = work_tx.send(update);
+                }
+                Err(e) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "cannot resume: {}", chain(&e));
+                    agent.set_status(&record, Status::Failed, Some(chain(&e)), None);
+                }
+            }
         }
 
         let wake = watch_spool(&site.agent.spool_dir)?;
@@ -134,7 +140,7 @@ impl Agent {
     /// Takes every spooled event (see [`intake::take_spool`]).
     fn intake_spool(
         &self,
-        work: &Sender<Record>,
+        work: &Sender<Accepted>,
         stuck: &mut BTreeSet<PathBuf>,
     ) -> Result<intake::Pass> {
         let site = &self.config.site;
@@ -144,8 +150,8 @@ impl Agent {
             &policy(&self.config),
             now_ms(),
             stuck,
-            |record| {
-                let _ = work.send(record);
+            |update| {
+                let _ = work.send(update);
             },
         )
     }
@@ -176,22 +182,16 @@ impl Agent {
     /// Downloads, verifies and applies one accepted update.
     fn process(
         &self,
-        record: &Record,
+        update: &Accepted,
         apply_lock: &Mutex<()>,
         tracker_url: &str,
         peers: &FleetPeers,
     ) {
         let site = &self.config.site;
-        let legacy = record.kind == "legacy";
-        let metainfo = if legacy {
-            match legacy::decode_payload(record.wire.as_bytes()) {
-                Ok(torrent) => Some(torrent.torrent),
-                Err(e) => {
-                    return self.set_status(record, Status::Failed, Some(e.to_string()), None)
-                }
-            }
-        } else {
-            None
+        let record = &update.record;
+        let (metainfo, announcement) = match &update.decoded {
+            Decoded::Legacy(torrent) => (Some(torrent.torrent.as_slice()), None),
+            Decoded::Signed(announcement) => (None, Some(announcement)),
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
         let fetcher = Fetcher {
@@ -219,7 +219,7 @@ impl Agent {
                 slack: Duration::from_secs(site.agent.fetch_slack_secs),
             },
         };
-        let fetched = match fetcher.fetch(record, metainfo.as_deref()) {
+        let fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
             Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
             Err(e) => {
@@ -237,17 +237,9 @@ impl Agent {
         }
         let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.set_status(record, Status::Applying, None, None);
-        let announcement = Announcement::decode(&record.wire).ok();
-        let kind = if legacy {
-            apply::legacy_kind(&record.name)
-        } else {
-            match record.kind.parse::<Kind>() {
-                Ok(kind) => kind,
-                Err(e) => {
-                    fetched.payload.remove();
-                    return self.set_status(record, Status::Failed, Some(e.to_string()), None);
-                }
-            }
+        let kind = match record.kind {
+            RecordKind::Signed(kind) => kind,
+            RecordKind::Legacy => apply::legacy_kind(&record.name),
         };
         let context = ApplyContext {
             puppet: self.puppet.as_ref(),
@@ -259,8 +251,7 @@ impl Agent {
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
-        let applied =
-            context.apply_verified(kind, &record.name, fetched.payload, announcement.as_ref());
+        let applied = context.apply_verified(kind, &record.name, fetched.payload, announcement);
         // Seeding waits for the apply: Transmission's check of the payload would compete
         // with it for the CPU.
         if let Some(torrent) = &fetched.to_seed {
@@ -287,18 +278,18 @@ impl Agent {
 
 fn worker(
     agent: &Agent,
-    work: &Mutex<Receiver<Record>>,
+    work: &Mutex<Receiver<Accepted>>,
     apply_lock: &Mutex<()>,
     served: &ServeChild,
     peers: &FleetPeers,
 ) {
     loop {
         let next = work.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(record) = next else {
+        let Ok(update) = next else {
             return;
         };
         // Asked per update: a restarted tracker may listen elsewhere (port 0 in tests).
-        agent.process(&record, apply_lock, &served.tracker_url(), peers);
+        agent.process(&update, apply_lock, &served.tracker_url(), peers);
     }
 }
 
@@ -454,7 +445,7 @@ mod tests {
     #[test]
     fn only_accepted_updates_reset_the_silence_warning() {
         use crate::agent::runtime::spool::{self, Source};
-        use crate::formats::announcement::{Draft, Kind};
+        use crate::formats::announcement::{Announcement, Draft, Kind};
         use crate::keys::{PublicKey, TrustedKeys};
         use ed25519_dalek::SigningKey;
         const NOW_MS: u64 = 1_800_000_000_000;

@@ -8,13 +8,18 @@
 //! far future, say) cannot make a replay of an evicted accepted seq look new. Signed
 //! announcements and legacy payloads keep separate sequences ([`Lineage`]).
 //!
+//! A record is typed ([`RecordKind`], a SHA-256 of 32 bytes) but written as it always was:
+//! `kind` the kind's name or `legacy`, `sha256` hex or empty, so state left by an older p2pu
+//! still loads.
+//!
 //! The state is root's alone (files 0600, subdirectories 0700): records carry 4,000 characters
 //! of Puppet output, which can hold anything a manifest prints. The state dir itself stays
 //! traversable because the download dir lies under it by default; `p2pu status` needs root.
 
 use crate::error::{Error, Result};
+use crate::formats::announcement::Kind;
 use crate::fsutil::write_atomic;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::{Path, PathBuf};
 
 /// Modes of the state's files and of the directories that hold them.
@@ -61,11 +66,14 @@ impl Status {
 pub struct Record {
     pub name: String,
     pub seq: u64,
-    pub kind: String,
+    pub kind: RecordKind,
     pub info_hash: String,
     pub len: u64,
-    pub sha256: String,
-    /// The announcement as received, to re-serve it to nodes catching up.
+    /// The signed SHA-256 of the payload; legacy payloads sign none.
+    #[serde(with = "sha256_text")]
+    pub sha256: Option<[u8; 32]>,
+    /// The announcement as received, to re-serve it to nodes catching up (and for the intake
+    /// to decode again when the agent resumes the record after a restart).
     pub wire: String,
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,10 +119,10 @@ impl Record {
         Record {
             name: name.into(),
             seq: 1,
-            kind: "file".into(),
+            kind: RecordKind::Signed(Kind::File),
             info_hash: info_hash.into(),
             len: content.len() as u64,
-            sha256: hex::encode(Sha256::digest(content)),
+            sha256: Some(Sha256::digest(content).into()),
             wire: String::new(),
             status: Status::Pending,
             reason: None,
@@ -149,15 +157,89 @@ pub enum Lineage {
 }
 
 impl Lineage {
-    /// The record kind of legacy payloads.
-    pub const LEGACY_KIND: &'static str = "legacy";
-
     pub fn of(record: &Record) -> Lineage {
-        if record.kind == Self::LEGACY_KIND {
-            Lineage::Legacy
-        } else {
-            Lineage::Signed
+        match record.kind {
+            RecordKind::Signed(_) => Lineage::Signed,
+            RecordKind::Legacy => Lineage::Legacy,
         }
+    }
+}
+
+/// What a record was accepted from: a signed announcement, whose kind decides how it is
+/// applied, or a prototype payload, which names no kind (the apply guesses it from the name).
+/// Written as the kind's name, or `legacy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Signed(Kind),
+    Legacy,
+}
+
+impl RecordKind {
+    /// What state files and `p2pu status` say for legacy payloads.
+    const LEGACY: &'static str = "legacy";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Signed(kind) => kind.as_str(),
+            RecordKind::Legacy => Self::LEGACY,
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`: the status table aligns this column with a width.
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RecordKind {
+    type Err = crate::formats::announcement::AnnouncementError;
+    fn from_str(text: &str) -> std::result::Result<RecordKind, Self::Err> {
+        if text == Self::LEGACY {
+            Ok(RecordKind::Legacy)
+        } else {
+            text.parse().map(RecordKind::Signed)
+        }
+    }
+}
+
+impl Serialize for RecordKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Record::sha256` as state files hold it: lowercase hex, or empty for a legacy payload.
+mod sha256_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        sha256: &Option<[u8; 32]>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&sha256.map(hex::encode).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<[u8; 32]>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let mut sha256 = [0; 32];
+        hex::decode_to_slice(&text, &mut sha256).map_err(|e| {
+            serde::de::Error::custom(format_args!("sha256 {text:?} is not 64 hex digits: {e}"))
+        })?;
+        Ok(Some(sha256))
     }
 }
 
@@ -443,10 +525,10 @@ mod tests {
         Record {
             name: name.into(),
             seq,
-            kind: "manifest".into(),
+            kind: RecordKind::Signed(Kind::Manifest),
             info_hash: "00".repeat(20),
             len: 1,
-            sha256: "00".repeat(32),
+            sha256: Some([0; 32]),
             wire: "p2pu1:x".into(),
             status,
             reason: None,
@@ -455,6 +537,119 @@ mod tests {
             updated_at: 1,
             sources: Vec::new(),
         }
+    }
+
+    /// `names/<name>.json` as p2pu wrote it while `kind` and `sha256` were plain strings: a
+    /// signed manifest and a legacy payload (whose SHA-256 is empty).
+    const OLDER_NAMES_FILE: &str = r#"[
+  {
+    "name": "site.pp",
+    "seq": 1497349863,
+    "kind": "legacy",
+    "info_hash": "1111111111111111111111111111111111111111",
+    "len": 5,
+    "sha256": "",
+    "wire": "d8:announce...e",
+    "status": "applied",
+    "reason": "puppet apply: nothing to change",
+    "received_at": 1497349870,
+    "updated_at": 1497349871
+  },
+  {
+    "name": "site.pp",
+    "seq": 1800000000000,
+    "kind": "manifest",
+    "info_hash": "0101010101010101010101010101010101010101",
+    "len": 10,
+    "sha256": "02020202020202020202020202020202020202020202020202020202020202ff",
+    "wire": "p2pu1:x",
+    "status": "failed",
+    "reason": "puppet apply: exit 1",
+    "output": "Error: boom",
+    "received_at": 1800000000,
+    "updated_at": 1800000001
+  }
+]
+"#;
+
+    /// State on disk outlives the binary: an upgraded agent must read what the older one
+    /// wrote, typed, and write it back in the same form.
+    #[test]
+    fn a_names_file_written_before_records_were_typed_loads_and_keeps_its_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let path = dir.path().join("names/site.pp.json");
+        std::fs::write(&path, OLDER_NAMES_FILE).unwrap();
+        let records = store.records("site.pp").unwrap();
+        let mut sha256 = [2; 32];
+        sha256[31] = 0xff;
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| (r.kind, r.sha256, Lineage::of(r)))
+                .collect::<Vec<_>>(),
+            [
+                (RecordKind::Legacy, None, Lineage::Legacy),
+                (
+                    RecordKind::Signed(Kind::Manifest),
+                    Some(sha256),
+                    Lineage::Signed
+                ),
+            ]
+        );
+        assert_eq!(records[1].output.as_deref(), Some("Error: boom"));
+        write_json(&path, &records).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), OLDER_NAMES_FILE);
+    }
+
+    #[test]
+    fn typed_records_round_trip_through_their_file_as_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let signed = record("site.pp", 7, Status::Pending);
+        let mut legacy = record("site.pp", 5, Status::Applied);
+        (legacy.kind, legacy.sha256) = (RecordKind::Legacy, None);
+        for kind in Kind::ALL {
+            let mut of_kind = signed.clone();
+            of_kind.kind = RecordKind::Signed(kind);
+            let text = serde_json::to_string(&of_kind).unwrap();
+            assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), of_kind);
+        }
+        store.put(legacy.clone()).unwrap();
+        store.put(signed.clone()).unwrap();
+        let reopened = StateStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.records("site.pp").unwrap(), [legacy, signed]);
+        let text = std::fs::read_to_string(dir.path().join("names/site.pp.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (&json[0]["kind"], &json[0]["sha256"]),
+            (&"legacy".into(), &"".into())
+        );
+        assert_eq!(
+            (&json[1]["kind"], &json[1]["sha256"]),
+            (&"manifest".into(), &"00".repeat(32).into())
+        );
+    }
+
+    /// `p2pu status` lines its KIND column up with a width: the typed kind must honour it as
+    /// the string did.
+    #[test]
+    fn a_record_kind_pads_in_the_status_table_like_the_string_it_replaced() {
+        assert_eq!(format!("{:<9}|", RecordKind::Legacy), "legacy   |");
+        let manifest = RecordKind::Signed(Kind::Manifest);
+        assert_eq!(format!("{manifest:<9}|"), "manifest |");
+    }
+
+    /// A record that cannot be typed fails with what is wrong, not as a bare serde error.
+    #[test]
+    fn an_unknown_kind_or_a_bad_sha256_names_what_is_wrong() {
+        let text = serde_json::to_string(&record("site.pp", 7, Status::Pending)).unwrap();
+        let unknown = text.replace(r#""manifest""#, r#""firmware""#);
+        let err = serde_json::from_str::<Record>(&unknown).unwrap_err();
+        assert!(err.to_string().contains("\"firmware\""), "{err}");
+        let short = text.replace(&"00".repeat(32), "abc");
+        let err = serde_json::from_str::<Record>(&short).unwrap_err();
+        assert!(err.to_string().contains("sha256 \"abc\""), "{err}");
     }
 
     #[test]
@@ -527,7 +722,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         let mut legacy = record("site.pp", 99_999_999_999_999, Status::Applied);
-        legacy.kind = Lineage::LEGACY_KIND.into();
+        legacy.kind = RecordKind::Legacy;
         store.put(legacy).unwrap();
         store.put(record("site.pp", 7, Status::Applied)).unwrap();
         assert_eq!(

@@ -303,7 +303,7 @@ impl Fetcher<'_> {
     /// Downloads `record`'s payload and returns its verified path. `metainfo` is given for
     /// legacy payloads, which carry their torrent (with no tracker: it gets this node's).
     pub fn fetch(&self, record: &Record, metainfo: Option<&[u8]>) -> Result<Fetched, FetchError> {
-        if metainfo.is_none() && !record.sha256.is_empty() {
+        if metainfo.is_none() && record.sha256.is_some() {
             if let Some(fetched) = self.local(record)? {
                 return Ok(fetched);
             }
@@ -318,7 +318,7 @@ impl Fetcher<'_> {
                 message: e.to_string(),
             })?),
             None => match self.find_metainfo(record)? {
-                Some((found, origin)) if !record.sha256.is_empty() => {
+                Some((found, origin)) if record.sha256.is_some() => {
                     match self.over_http(record, &found, origin, http_deadline) {
                         Err(FetchError::Stopping) => return Err(FetchError::Stopping),
                         Err(e) => {

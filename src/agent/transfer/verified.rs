@@ -456,10 +456,10 @@ pub fn copy_verified(
 /// What a payload must match: the signed length and SHA-256, or for a legacy payload (which
 /// signs none) its signed torrent's length and pieces.
 pub fn expected(record: &Record, metainfo: Option<&Metainfo>) -> Result<Expected, FetchError> {
-    if !record.sha256.is_empty() {
+    if let Some(sha256) = record.sha256 {
         return Ok(Expected::Sha256 {
             len: record.len,
-            sha256_hex: record.sha256.clone(),
+            sha256_hex: hex::encode(sha256),
         });
     }
     match metainfo {
