@@ -25,14 +25,14 @@ impl AgentCommand {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         crate::daemon::init_logging(&self.log)?;
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
-        crate::node::check_agent_engines(&config)?;
+        crate::engines::clients::check_agent_engines(&config)?;
         let stop = crate::daemon::stop_on_signals()?;
         let agent = Agent {
             node_name: config.node_name.clone().unwrap_or_default(),
             store: StateStore::open(&config.site.agent.state_dir)?,
-            engine: Arc::new(crate::node::transmission(&config)?),
-            gossip: Arc::new(crate::node::serf(&config)?),
-            puppet: Box::new(crate::node::puppet(&config)),
+            engine: Arc::new(crate::engines::clients::transmission(&config)?),
+            gossip: Arc::new(crate::engines::clients::serf(&config)?),
+            puppet: Box::new(crate::engines::clients::puppet(&config)),
             config,
             stop,
             log_filter: self.log,

@@ -74,7 +74,7 @@ impl Event {
             Action::Talkto { node } => (Request::TalkTo { node }, false),
             Action::Sendfile { path } => {
                 let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
-                let engine = crate::node::transmission(&config)?;
+                let engine = crate::engines::clients::transmission(&config)?;
                 let seq = env.unix_now_ms();
                 let submitted = prepare(&config, &env.resolve(&path), None, None, seq, &engine)?;
                 writeln!(env.stdout, "{submitted}")

@@ -46,7 +46,7 @@ pub struct FleetStatus {
 impl FleetStatus {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&self.config.resolve(env), None)?;
-        let serf = crate::node::serf(&config)?;
+        let serf = crate::engines::clients::serf(&config)?;
         let timeout = Duration::try_from_secs_f64(self.timeout).map_err(|_| {
             Error::Usage(format!(
                 "--timeout {}: not a duration in seconds",

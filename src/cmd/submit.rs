@@ -84,7 +84,7 @@ impl Submit {
         check_source(&source)?;
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
-        let engine = crate::node::transmission(&config)?;
+        let engine = crate::engines::clients::transmission(&config)?;
         let show_progress = env.interactive && !self.quiet;
         let submitted = prepare_showing(
             &config,
@@ -95,7 +95,7 @@ impl Submit {
             &engine,
             show_progress,
         )?;
-        let gossip = crate::node::serf(&config)?;
+        let gossip = crate::engines::clients::serf(&config)?;
         broadcast(&gossip, &submitted)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),

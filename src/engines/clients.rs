@@ -1,8 +1,8 @@
-//! The engines of this node, as its config describes them: clients for Transmission's RPC,
-//! Serf's RPC and Puppet, with the secrets `init` generated read from their 0600 files.
+//! This node's engine clients, built from its config: Transmission's RPC, Serf's RPC and
+//! Puppet, with the secrets `init` generated read from their 0600 files.
 
+use super::{Credentials, Puppet, Serf, Transmission};
 use crate::config::Config;
-use crate::engines::{Credentials, Puppet, Serf, Transmission};
 use crate::error::{Error, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -54,12 +54,4 @@ pub fn check_agent_engines(config: &Config) -> Result<()> {
     puppet(config).check_installed()?;
     Serf::new(config.serf_rpc.to_string()).check_installed()?;
     Ok(())
-}
-
-/// The announce URL of this node's own tracker (served by its agent on loopback).
-pub fn tracker_url(config: &Config) -> String {
-    format!(
-        "http://127.0.0.1:{}/announce",
-        config.site.agent.tracker_port
-    )
 }
