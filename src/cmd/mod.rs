@@ -194,6 +194,53 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     }
 }
 
+/// Runs `p2pu` in-process for the commands' unit tests, with the working directory, stdin,
+/// environment variables and (fake) engines a test gives.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::engines::clients::Engines;
+    use crate::env::Env;
+    use std::path::{Path, PathBuf};
+
+    /// `p2pu <args>` in `cwd`, with empty stdin and no engine: exit status, stdout, stderr.
+    pub fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+        Run::new(cwd).run(args)
+    }
+
+    /// One run to set up before [`Run::run`].
+    pub struct Run {
+        cwd: PathBuf,
+        stdin: Vec<u8>,
+        vars: Vec<(String, String)>,
+        engines: Engines,
+    }
+
+    impl Run {
+        pub fn new(cwd: &Path) -> Run {
+            Run {
+                cwd: cwd.to_path_buf(),
+                stdin: Vec::new(),
+                vars: Vec::new(),
+                engines: Engines::fakes(),
+            }
+        }
+
+        pub fn engines(mut self, engines: Engines) -> Run {
+            self.engines = engines;
+            self
+        }
+
+        /// Runs `p2pu <args>`: exit status, stdout, stderr.
+        pub fn run(self, args: &[&str]) -> (i32, String, String) {
+            let (mut env, out, err) = Env::capture_with(&self.cwd, &self.stdin, self.engines);
+            env.vars = self.vars.into_iter().collect();
+            let argv = std::iter::once("p2pu").chain(args.iter().copied());
+            let code = super::main(argv.map(Into::into), &mut env);
+            (code, out.text(), err.text())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! This node's engine clients, built from its config: Transmission's RPC, Serf's RPC and
 //! Puppet, with the secrets `init` generated read from their 0600 files.
 
-use super::{Credentials, Puppet, Serf, Transmission};
+use super::{Applier, Credentials, Gossip, Puppet, Serf, TorrentEngine, Transmission};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn read_secret(path: &Path) -> Result<String> {
@@ -54,4 +55,100 @@ pub fn check_agent_engines(config: &Config) -> Result<()> {
     puppet(config).check_installed()?;
     Serf::new(config.serf_rpc.to_string()).check_installed()?;
     Ok(())
+}
+
+/// Where a command gets its engine clients. A real process builds them from the config the
+/// command loaded, when it first asks ([`Engines::from_config`]); a test hands in fakes
+/// ([`Engines::fakes`]) and gets an error, not a real daemon, for any engine it left out.
+#[derive(Clone)]
+pub struct Engines(Source);
+
+#[derive(Clone)]
+enum Source {
+    Config,
+    Fakes {
+        torrent: Option<Arc<dyn TorrentEngine>>,
+        gossip: Option<Arc<dyn Gossip>>,
+        applier: Option<Arc<dyn Applier>>,
+    },
+}
+
+impl Engines {
+    /// The real engines, each built from the config when a command first asks for it, so a
+    /// command that needs none reads no secret.
+    pub fn from_config() -> Engines {
+        Engines(Source::Config)
+    }
+
+    /// No engine at all; add fakes with [`Engines::torrent_engine`] and the like.
+    pub fn fakes() -> Engines {
+        Engines(Source::Fakes {
+            torrent: None,
+            gossip: None,
+            applier: None,
+        })
+    }
+
+    /// Hands out `engine` as the torrent engine instead of Transmission.
+    pub fn torrent_engine(mut self, engine: Arc<dyn TorrentEngine>) -> Engines {
+        if let Source::Fakes { torrent, .. } = &mut self.0 {
+            *torrent = Some(engine);
+        }
+        self
+    }
+
+    /// Hands out `engine` as the gossip layer instead of Serf.
+    pub fn gossip_engine(mut self, engine: Arc<dyn Gossip>) -> Engines {
+        if let Source::Fakes { gossip, .. } = &mut self.0 {
+            *gossip = Some(engine);
+        }
+        self
+    }
+
+    /// Hands out `engine` as the applier instead of Puppet.
+    pub fn applier_engine(mut self, engine: Arc<dyn Applier>) -> Engines {
+        if let Source::Fakes { applier, .. } = &mut self.0 {
+            *applier = Some(engine);
+        }
+        self
+    }
+
+    /// The torrent engine: this node's Transmission.
+    pub fn torrent(&self, config: &Config) -> Result<Arc<dyn TorrentEngine>> {
+        match &self.0 {
+            Source::Config => Ok(Arc::new(transmission(config)?)),
+            Source::Fakes { torrent, .. } => torrent.clone().ok_or_else(|| not_given("torrent")),
+        }
+    }
+
+    /// The gossip layer: this node's Serf agent.
+    pub fn gossip(&self, config: &Config) -> Result<Arc<dyn Gossip>> {
+        match &self.0 {
+            Source::Config => Ok(Arc::new(serf(config)?)),
+            Source::Fakes { gossip, .. } => gossip.clone().ok_or_else(|| not_given("gossip")),
+        }
+    }
+
+    /// The applier: `puppet apply` as the config says.
+    pub fn applier(&self, config: &Config) -> Result<Arc<dyn Applier>> {
+        match &self.0 {
+            Source::Config => Ok(Arc::new(puppet(config))),
+            Source::Fakes { applier, .. } => applier.clone().ok_or_else(|| not_given("applier")),
+        }
+    }
+
+    /// [`check_agent_engines`] for real engines; fakes are always there.
+    pub fn check_agent_engines(&self, config: &Config) -> Result<()> {
+        match &self.0 {
+            Source::Config => check_agent_engines(config),
+            Source::Fakes { .. } => Ok(()),
+        }
+    }
+}
+
+/// A test that asked for an engine it gave no fake of: a bug in the test, said as one.
+fn not_given(engine: &str) -> Error {
+    Error::Internal(format!(
+        "no fake {engine} engine was given to this environment"
+    ))
 }

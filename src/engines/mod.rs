@@ -5,6 +5,8 @@
 //! wrappers share (argument vectors, never a shell; captured output; an optional deadline).
 
 pub mod clients;
+#[cfg(test)]
+pub mod fake;
 pub mod puppet;
 pub mod serf;
 pub mod systemd;

@@ -43,7 +43,7 @@ pub struct Agent {
     pub store: StateStore,
     pub engine: Arc<dyn TorrentEngine>,
     pub gossip: Arc<dyn Gossip>,
-    pub puppet: Box<dyn crate::engines::Applier>,
+    pub puppet: Arc<dyn crate::engines::Applier>,
     pub stop: Arc<AtomicBool>,
     /// The log filter, passed on to the tracker and web seed server process.
     pub log_filter: String,
