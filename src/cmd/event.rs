@@ -213,20 +213,9 @@ mod tests {
     fn no_client_running_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
-        let (mut env, _out, err) = Env::capture(dir.path(), b"");
-        let code = crate::cmd::main(
-            [
-                "p2pu",
-                "event",
-                "--socket",
-                socket.to_str().unwrap(),
-                "status",
-            ]
-            .map(Into::into),
-            &mut env,
-        );
+        let args = ["event", "--socket", socket.to_str().unwrap(), "status"];
+        let (code, _, stderr) = crate::cmd::testing::run(dir.path(), &args);
         assert_eq!(code, 1);
-        let stderr = err.text();
         assert!(
             stderr.starts_with("error: no p2pu nat-client is running: nothing listens on"),
             "{stderr}"

@@ -349,8 +349,7 @@ mod tests {
     }
 
     fn fleet_status_with(gossip: FakeGossip, args: &[&str]) -> (i32, String, String, Vec<String>) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("site.toml"), "").unwrap();
+        let dir = crate::cmd::testing::site_dir("");
         let gossip = std::sync::Arc::new(gossip);
         let engines = Engines::fakes().gossip_engine(gossip.clone());
         let argv = ["fleet", "status", "--config", "site.toml", "--timeout", "0"];
@@ -404,8 +403,7 @@ mod tests {
 
     #[test]
     fn a_bad_timeout_is_a_usage_error_and_nothing_is_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("site.toml"), "").unwrap();
+        let dir = crate::cmd::testing::site_dir("");
         let gossip = std::sync::Arc::new(FakeGossip::default());
         let engines = Engines::fakes().gossip_engine(gossip.clone());
         let argv = ["fleet", "status", "--config", "site.toml", "--timeout=-1"];

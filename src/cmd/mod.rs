@@ -207,6 +207,14 @@ pub(crate) mod testing {
         Run::new(cwd).run(args)
     }
 
+    /// A temporary directory holding `site` as `site.toml`, for `--config site.toml`.
+    pub fn site_dir(site: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+        std::fs::write(dir.path().join("site.toml"), site)
+            .unwrap_or_else(|e| panic!("writing site.toml: {e}"));
+        dir
+    }
+
     /// One run to set up before [`Run::run`].
     pub struct Run {
         cwd: PathBuf,
@@ -223,6 +231,20 @@ pub(crate) mod testing {
                 vars: Vec::new(),
                 engines: Engines::fakes(),
             }
+        }
+
+        pub fn stdin(mut self, bytes: &[u8]) -> Run {
+            self.stdin = bytes.to_vec();
+            self
+        }
+
+        /// Environment variables, as Serf passes event details.
+        pub fn vars(mut self, vars: &[(&str, &str)]) -> Run {
+            self.vars = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            self
         }
 
         pub fn engines(mut self, engines: Engines) -> Run {
@@ -255,9 +277,8 @@ mod tests {
     #[test]
     fn version_names_the_commit_and_build_date() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut env, out, _) = Env::capture(dir.path(), b"");
-        assert_eq!(main(["p2pu", "--version"].map(Into::into), &mut env), 0);
-        let out = out.text();
+        let (code, out, _) = testing::run(dir.path(), &["--version"]);
+        assert_eq!(code, 0);
         let want = format!("p2pu {} (", env!("CARGO_PKG_VERSION"));
         assert!(out.starts_with(&want), "{out}");
         let date = env!("P2PU_BUILD_DATE");
@@ -302,12 +323,9 @@ mod tests {
         let mut record = crate::agent::runtime::state::Record::pending("x.pp", "00", b"x");
         record.status = crate::agent::runtime::state::Status::Failed;
         store.put(record).unwrap();
-        let (mut env, _, err) = Env::capture(dir.path(), b"");
-        let args = ["p2pu", "status", "--config", "site.toml"];
-        assert_eq!(main(args.map(Into::into), &mut env), exit::FAILED);
-        assert_eq!(err.text(), "");
-        let (mut env, _, _) = Env::capture(dir.path(), b"");
-        let args = ["p2pu", "status", "--bogus"];
-        assert_eq!(main(args.map(Into::into), &mut env), exit::USAGE);
+        let (code, _, err) = testing::run(dir.path(), &["status", "--config", "site.toml"]);
+        assert_eq!((code, err.as_str()), (exit::FAILED, ""));
+        let (code, _, _) = testing::run(dir.path(), &["status", "--bogus"]);
+        assert_eq!(code, exit::USAGE);
     }
 }

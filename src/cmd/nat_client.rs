@@ -75,14 +75,13 @@ impl NatClient {
 
 #[cfg(test)]
 mod tests {
-    use crate::cmd::testing::run;
+    use crate::cmd::testing::{run, site_dir};
 
     // The client binds a UDP port and runs until a signal; in-process it is tested up to the
     // config checks that come before any of that.
     #[test]
     fn a_config_without_a_proxy_is_refused_before_anything_is_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("site.toml"), "").unwrap();
+        let dir = site_dir("");
         let (code, out, err) = run(dir.path(), &["nat-client", "--config", "site.toml"]);
         assert_eq!((code, out.as_str()), (1, ""));
         assert_eq!(

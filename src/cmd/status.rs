@@ -128,14 +128,14 @@ mod tests {
         config
     }
 
-    fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-        let (mut env, out, err) = Env::capture(dir, b"");
-        let argv = ["p2pu", "status", "--config", "site.toml"]
+    /// `p2pu status --config site.toml <args>` in `dir`.
+    fn status(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+        let argv: Vec<&str> = ["status", "--config", "site.toml"]
             .iter()
             .chain(args)
-            .map(Into::into);
-        let code = crate::cmd::main(argv, &mut env);
-        (code, out.text(), err.text())
+            .copied()
+            .collect();
+        crate::cmd::testing::run(dir, &argv)
     }
 
     fn record(name: &str, seq: u64, status: Status) -> Record {
@@ -159,7 +159,7 @@ mod tests {
     fn status_creates_no_state_and_reads_a_missing_state_dir_as_empty() {
         let dir = tempfile::tempdir().unwrap();
         site(dir.path());
-        let (code, out, err) = run(dir.path(), &[]);
+        let (code, out, err) = status(dir.path(), &[]);
         assert_eq!(
             (code, out.as_str(), err.as_str()),
             (0, "no updates yet\n", "")
@@ -173,15 +173,15 @@ mod tests {
         site(dir.path());
         let store = StateStore::open(&dir.path().join("state")).unwrap();
         store.put(record("site.pp", 1, Status::Applied)).unwrap();
-        assert_eq!(run(dir.path(), &[]).0, 0);
+        assert_eq!(status(dir.path(), &[]).0, 0);
         store.put(record("site.pp", 2, Status::Failed)).unwrap();
-        let (code, out, _) = run(dir.path(), &["--json"]);
+        let (code, out, _) = status(dir.path(), &["--json"]);
         assert_eq!(code, exit::FAILED);
         let report: StatusReport = serde_json::from_str(&out).unwrap();
         assert_eq!(report.updates[0].status, Status::Failed);
         // A newer record that applied clears it, also when every record is listed.
         store.put(record("site.pp", 3, Status::Applied)).unwrap();
-        assert_eq!(run(dir.path(), &["--all"]).0, 0);
+        assert_eq!(status(dir.path(), &["--all"]).0, 0);
     }
 
     #[test]

@@ -277,11 +277,9 @@ mod tests {
     fn a_missing_path_is_named_before_any_secret_is_read() {
         let dir = tempfile::tempdir().unwrap();
         site_without_secrets(dir.path());
-        let (mut env, out, err) = Env::capture(dir.path(), b"");
-        let argv = ["p2pu", "submit", "--config", "site.toml", "sitee.pp"];
-        let code = crate::cmd::main(argv.map(Into::into), &mut env);
-        let err = err.text();
-        assert_eq!((code, out.text().as_str()), (1, ""));
+        let argv = ["submit", "--config", "site.toml", "sitee.pp"];
+        let (code, out, err) = crate::cmd::testing::run(dir.path(), &argv);
+        assert_eq!((code, out.as_str()), (1, ""));
         assert!(
             err.contains("sitee.pp: no such file or directory; give the file or directory"),
             "{err}"
