@@ -13,7 +13,7 @@
 //! moved aside into `quarantine/` (root's, 0700) instead of stopping or blocking the agent.
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, FileKind};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -131,23 +131,6 @@ pub enum BadEntry {
     },
 }
 
-fn file_type_name(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_dir() {
-        "directory"
-    } else if kind.is_symlink() {
-        "symbolic link"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_socket() {
-        "socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "device"
-    } else {
-        "file of another type"
-    }
-}
-
 /// What a spooled event may be: a regular file, owned by the owner of the directory it lies in
 /// (root for the spool, the NAT client's user for `overlay/`), with one link. The owner check
 /// keeps a writer from handing the agent a file it did not write; the link count keeps a
@@ -155,7 +138,7 @@ fn file_type_name(kind: std::fs::FileType) -> &'static str {
 /// end up in a rejection reason, which `p2pu status` shows).
 fn check_entry(meta: &std::fs::Metadata, expected_uid: u32) -> Result<(), BadEntry> {
     if !meta.file_type().is_file() {
-        return Err(BadEntry::NotAFile(file_type_name(meta.file_type())));
+        return Err(BadEntry::NotAFile(FileKind::of(&meta.file_type()).name()));
     }
     if meta.uid() != expected_uid {
         return Err(BadEntry::Owner {
