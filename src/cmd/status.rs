@@ -5,6 +5,7 @@
 
 use crate::agent::runtime::state::{StateStore, Status as UpdateState};
 use crate::agent::runtime::status::StatusReport;
+use crate::agent::runtime::RuntimeError;
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -44,7 +45,7 @@ impl Status {
     }
 }
 
-fn read(store: &StateStore, all: bool) -> Result<StatusReport> {
+fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
     let updates = if all {
         let mut all = Vec::new();
         for name in store.names()? {
@@ -61,16 +62,18 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport> {
 }
 
 /// The state dir belongs to root (the agent): a user gets told what to do, not just EACCES.
-fn explain_permission(e: Error) -> Error {
+fn explain_permission(e: RuntimeError) -> Error {
     match e {
-        Error::Io { source, path, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+        RuntimeError::Io { source, path, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
             Error::Usage(format!(
                 "{}: permission denied: the agent's state is readable by root only; \
                  run as root (sudo p2pu status)",
                 path.display()
             ))
         }
-        other => other,
+        other => other.into(),
     }
 }
 
@@ -186,7 +189,7 @@ mod tests {
 
     #[test]
     fn unreadable_state_says_run_as_root() {
-        let denied = Error::io("listing", "/var/lib/p2pu/names")(std::io::Error::from(
+        let denied = RuntimeError::io("listing", "/var/lib/p2pu/names")(std::io::Error::from(
             std::io::ErrorKind::PermissionDenied,
         ));
         let text = explain_permission(denied).to_string();
@@ -194,7 +197,8 @@ mod tests {
             text.contains("/var/lib/p2pu/names") && text.contains("run as root"),
             "{text}"
         );
-        let other = Error::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
+        let other =
+            RuntimeError::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
         assert!(!explain_permission(other).to_string().contains("root"));
     }
 }

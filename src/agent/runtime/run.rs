@@ -8,6 +8,7 @@ use super::intake::{self, Policy};
 use super::peers::FleetPeers;
 use super::state::{Record, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
+use super::{Result, RuntimeError};
 use crate::agent::apply::extract::Limits;
 use crate::agent::apply::{self, ApplyContext};
 use crate::agent::transfer::fetch::Fetcher;
@@ -16,7 +17,7 @@ use crate::agent::transfer::pace::{MinRate, Pace};
 use crate::agent::transfer::serve::ServeOptions;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
-use crate::error::{chain, Error, Result};
+use crate::error::chain;
 use crate::formats::announcement::{Announcement, Kind};
 use crate::formats::legacy;
 use std::collections::BTreeSet;
@@ -55,7 +56,7 @@ impl Agent {
         let agent = Arc::new(self);
         let site = &agent.config.site;
         std::fs::create_dir_all(&site.agent.spool_dir)
-            .map_err(Error::io("creating", &site.agent.spool_dir))?;
+            .map_err(RuntimeError::io("creating", &site.agent.spool_dir))?;
 
         // A relay cut short by a crash would keep its readers waiting for bytes that never come.
         crate::agent::transfer::relay::clear_stale_markers(&site.transmission.download_dir);
@@ -112,7 +113,9 @@ impl Agent {
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Internal("spool watcher stopped".into()))
+                    return Err(RuntimeError::WatcherStopped {
+                        dir: site.agent.spool_dir.clone(),
+                    })
                 }
             }
             if let Some(silent_secs) = silence.check(now_ms(), site.agent.silence_warning_secs) {
@@ -343,11 +346,11 @@ fn catch_up_loop(agent: &Agent) {
 /// Wakes the main loop whenever a file is moved into or finished in the spool.
 fn watch_spool(dir: &Path) -> Result<Receiver<()>> {
     use inotify::{Inotify, WatchMask};
-    let mut inotify = Inotify::init().map_err(Error::io("starting inotify for", dir))?;
+    let mut inotify = Inotify::init().map_err(RuntimeError::io("starting inotify for", dir))?;
     inotify
         .watches()
         .add(dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)
-        .map_err(Error::io("watching", dir))?;
+        .map_err(RuntimeError::io("watching", dir))?;
     let (tx, rx) = mpsc::channel();
     spawn_named("spool-watch", move || {
         let mut buffer = [0u8; 4096];

@@ -12,7 +12,7 @@
 //! regular file owned by its directory's owner (a directory, link, FIFO, device, hard link) is
 //! moved aside into `quarantine/` (root's, 0700) instead of stopping or blocking the agent.
 
-use crate::error::{Error, Result};
+use super::{Result, RuntimeError};
 use crate::fsutil::{write_atomic, FileKind};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -66,10 +66,10 @@ pub struct Spooled {
 /// Writes `payload` into `dir` as a new event file; returns its path.
 pub fn put(dir: &Path, source: Source, payload: &[u8]) -> Result<PathBuf> {
     if payload.len() > MAX_EVENT_BYTES {
-        return Err(Error::Usage(format!(
-            "event of {} bytes refused: the spool takes at most {MAX_EVENT_BYTES}",
-            payload.len()
-        )));
+        return Err(RuntimeError::EventTooLarge {
+            len: payload.len(),
+            max: MAX_EVENT_BYTES,
+        });
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -108,7 +108,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn events_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(std::fs::read_dir(dir)
-        .map_err(Error::io("listing the spool", dir))?
+        .map_err(RuntimeError::io("listing the spool", dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| is_event(p))
         .collect())
@@ -215,7 +215,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io("creating the spool's quarantine", &dir)(e)),
+        Err(e) => return Err(RuntimeError::io("creating the spool's quarantine", &dir)(e)),
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -227,7 +227,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     let to = dir.join(format!("{nanos:020}-{name}"));
     // A rename moves the entry itself (a link stays a link, a directory keeps its contents)
     // without opening it.
-    std::fs::rename(path, &to).map_err(Error::io("quarantining spool entry", path))?;
+    std::fs::rename(path, &to).map_err(RuntimeError::io("quarantining spool entry", path))?;
     Ok(to)
 }
 
@@ -236,7 +236,7 @@ pub fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing spooled event", path)(e)),
+        Err(e) => Err(RuntimeError::io("removing spooled event", path)(e)),
     }
 }
 
@@ -390,5 +390,17 @@ mod tests {
             read(&path).unwrap().unwrap().payload.len(),
             MAX_EVENT_BYTES + 1
         );
+    }
+
+    #[test]
+    fn an_event_over_the_size_limit_is_refused_with_both_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+        let err = put(dir.path(), Source::Serf, &big).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event of 16385 bytes refused: the spool takes at most 16384"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
