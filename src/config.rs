@@ -171,6 +171,11 @@ impl Config {
             self.site.transmission.rpc_port
         )
     }
+
+    /// The announce URL of this node's own tracker (served by its agent on loopback).
+    pub fn tracker_url(&self) -> String {
+        format!("http://127.0.0.1:{}/announce", self.site.agent.tracker_port)
+    }
 }
 
 fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {

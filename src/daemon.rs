@@ -7,9 +7,28 @@
 //! Under systemd, where stderr is the journal's stream, each line starts with its syslog
 //! priority (`<4>` for a warning, sd-daemon(3)) and carries no time or level of its own:
 //! journald stamps it, files it under that priority (`journalctl -p warning`), and the line
-//! holds one timestamp, not two.
+//! holds one timestamp, not two. Owns [`DaemonError`], what that set-up fails with.
 
-use crate::error::{Error, Result};
+/// Setting up a daemon failed: its log filter, or its signal handlers.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("log filter `{filter}`")]
+    LogFilter {
+        filter: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("installing a handler for signal {signal}")]
+    Signal {
+        signal: i32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl crate::error::LayerError for DaemonError {}
+
+type Result<T> = std::result::Result<T, DaemonError>;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -34,8 +53,12 @@ pub fn logs_to_journal() -> bool {
 /// empty environment under another uid), so its parent tells it.
 pub fn init_logging_to(filter: &str, journal: bool) -> Result<()> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| Error::Usage(format!("log filter `{filter}`: {e}")))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|source| {
+        DaemonError::LogFilter {
+            filter: filter.to_string(),
+            source,
+        }
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -108,10 +131,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
         // Registered first, so it sees the flag as the earlier signal left it.
         signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
-            .map_err(Error::io(
-                "installing a handler for signal",
-                format!("{signal}"),
-            ))?;
+            .map_err(|source| DaemonError::Signal { signal, source })?;
     }
     Ok(STOP.get_or_init(|| stop).clone())
 }

@@ -1,6 +1,8 @@
-//! The outside world a command sees: working directory, standard streams and the clock.
-//! Tests build an [`Env`] with captured streams and run commands in-process.
+//! The outside world a command sees: working directory, standard streams, the clock and the
+//! engine clients. Tests build an [`Env`] with captured streams and fake engines and run
+//! commands in-process.
 
+use crate::engines::clients::Engines;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,9 @@ pub struct Env {
     pub clock: fn() -> SystemTime,
     /// Environment variables (Serf passes event details this way).
     pub vars: std::collections::BTreeMap<String, String>,
+    /// Transmission, Serf and Puppet behind their traits: the real ones built from the config
+    /// a command loads, or a test's fakes.
+    pub engines: Engines,
 }
 
 /// A shared byte buffer that a test keeps a handle on while the command writes into it.
@@ -56,11 +61,18 @@ impl Env {
             color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             clock: SystemTime::now,
             vars: std::env::vars().collect(),
+            engines: Engines::from_config(),
         }
     }
 
-    /// An environment for tests: given stdin, captured stdout and stderr.
+    /// An environment for tests: given stdin, captured stdout and stderr, and no engine (a
+    /// command that asks for one fails rather than reach a real daemon).
     pub fn capture(cwd: &Path, stdin: &[u8]) -> (Env, Captured, Captured) {
+        Env::capture_with(cwd, stdin, Engines::fakes())
+    }
+
+    /// [`Env::capture`] with the fake engines a test hands in.
+    pub fn capture_with(cwd: &Path, stdin: &[u8], engines: Engines) -> (Env, Captured, Captured) {
         let out = Captured::default();
         let err = Captured::default();
         let env = Env {
@@ -72,6 +84,7 @@ impl Env {
             color: false,
             clock: SystemTime::now,
             vars: Default::default(),
+            engines,
         };
         (env, out, err)
     }

@@ -1,7 +1,8 @@
 //! Durable file writes: temp file in the same directory, fsync, rename, fsync the directory,
 //! so a crash leaves either the old file or the new one, never a torn one. And the opens the
 //! root agent uses where another user may swap a path under it: never through a link, never
-//! blocking on a FIFO, creating on a directory descriptor.
+//! blocking on a FIFO, creating on a directory descriptor. Also what kind of file a path that
+//! was not followed turned out to be, named once for every message that refuses one.
 
 use std::fs;
 use std::io::Write;
@@ -27,6 +28,58 @@ pub enum FsError {
 impl crate::error::LayerError for FsError {}
 
 type Result<T> = std::result::Result<T, FsError>;
+
+/// The kind of a file as `symlink_metadata` sees it (a link is not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+}
+
+impl FileKind {
+    pub fn of(file_type: &fs::FileType) -> FileKind {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_file() {
+            FileKind::Regular
+        } else if file_type.is_dir() {
+            FileKind::Directory
+        } else if file_type.is_symlink() {
+            FileKind::Symlink
+        } else if file_type.is_fifo() {
+            FileKind::Fifo
+        } else if file_type.is_socket() {
+            FileKind::Socket
+        } else {
+            FileKind::Device
+        }
+    }
+
+    /// Its name in a sentence about one file (`not a regular file but a symbolic link`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Symlink => "symbolic link",
+            FileKind::Fifo => "FIFO",
+            _ => self.short_name(),
+        }
+    }
+
+    /// Its name among the entries of a tree or an archive (`a symlink`, `a fifo`), as the
+    /// archive's own entry kinds are spelled.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            FileKind::Regular => "regular file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::Device => "device",
+        }
+    }
+}
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FsError {
     let path = path.to_path_buf();
@@ -110,4 +163,36 @@ pub fn openat_nofollow(
     let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, mode)?;
     // SAFETY: `openat` just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_kinds_are_read_without_following_links_and_named_in_both_registers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        std::os::unix::fs::symlink(&file, dir.path().join("l")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("p"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let kind = |name: &str| {
+            let meta = fs::symlink_metadata(dir.path().join(name)).unwrap();
+            FileKind::of(&meta.file_type())
+        };
+        assert_eq!(kind("f"), FileKind::Regular);
+        assert_eq!(kind("l"), FileKind::Symlink);
+        assert_eq!(kind("p"), FileKind::Fifo);
+        assert_eq!(
+            FileKind::of(&fs::metadata("/").unwrap().file_type()),
+            FileKind::Directory
+        );
+        let dev = fs::symlink_metadata("/dev/null").unwrap().file_type();
+        assert_eq!(FileKind::of(&dev), FileKind::Device);
+        let names = [FileKind::Symlink, FileKind::Fifo, FileKind::Device].map(FileKind::name);
+        assert_eq!(names, ["symbolic link", "FIFO", "device"]);
+        let short =
+            [FileKind::Symlink, FileKind::Fifo, FileKind::Regular].map(FileKind::short_name);
+        assert_eq!(short, ["symlink", "fifo", "regular file"]);
+    }
 }

@@ -15,7 +15,6 @@ pub mod fsutil;
 pub mod keys;
 pub mod lab;
 pub mod nat;
-pub mod node;
 pub mod provision;
 pub mod publish;
 pub mod render;

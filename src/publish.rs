@@ -99,7 +99,7 @@ pub fn prepare_showing(
     let advance = |n: u64| progress.advance(n);
     let options = CreateOptions {
         name: Some(name.clone()),
-        trackers: vec![crate::node::tracker_url(config)],
+        trackers: vec![config.tracker_url()],
         progress: progress
             .hashing(&payload)
             .then_some(&advance as &(dyn Fn(u64) + Sync)),

@@ -6,7 +6,6 @@ use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::Result;
 use crate::Env;
-use std::sync::Arc;
 
 /// Verify, download and apply signed updates as they arrive in the spool.
 ///
@@ -25,19 +24,35 @@ impl AgentCommand {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         crate::daemon::init_logging(&self.log)?;
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
-        crate::node::check_agent_engines(&config)?;
+        env.engines.check_agent_engines(&config)?;
         let stop = crate::daemon::stop_on_signals()?;
         let agent = Agent {
             node_name: config.node_name.clone().unwrap_or_default(),
             store: StateStore::open(&config.site.agent.state_dir)?,
-            engine: Arc::new(crate::node::transmission(&config)?),
-            gossip: Arc::new(crate::node::serf(&config)?),
-            puppet: Box::new(crate::node::puppet(&config)),
+            engine: env.engines.torrent(&config)?,
+            gossip: env.engines.gossip(&config)?,
+            puppet: env.engines.applier(&config)?,
             config,
             stop,
             log_filter: self.log,
         };
         agent.run()?;
         Ok(Outcome::Success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cmd::testing::run;
+
+    // The agent proper needs root, Serf, Transmission and a serving child process; in-process
+    // it is tested up to its first check, which comes before anything is set up.
+    #[test]
+    fn a_bad_log_filter_is_refused_before_the_config_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["agent", "--config", "nothing.toml", "--log", "p2pu=loud"];
+        let (code, out, err) = run(dir.path(), &args);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(err.starts_with("error: log filter `p2pu=loud`"), "{err}");
     }
 }

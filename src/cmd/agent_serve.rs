@@ -125,4 +125,25 @@ mod tests {
             panic!("{e}");
         }
     }
+
+    // Past its log filter the process ignores SIGTERM and drops privileges for good, which a
+    // test process must not; the serving itself is tested in agent::transfer::serve.
+    #[test]
+    fn a_bad_log_filter_is_refused_before_the_process_is_confined() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "agent-serve",
+            "--tracker",
+            "127.0.0.1:0",
+            "--seed",
+            "127.0.0.1:0",
+            "--root",
+            ".",
+            "--log",
+            "p2pu=loud",
+        ];
+        let (code, out, err) = crate::cmd::testing::run(dir.path(), &args);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(err.starts_with("error: log filter `p2pu=loud`"), "{err}");
+    }
 }

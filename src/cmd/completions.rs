@@ -328,20 +328,19 @@ fn key_line(line: &str) -> Option<(&str, &str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use crate::env::Env;
+    use crate::cmd::testing::run;
 
-    fn run(args: &[&str]) -> (i32, String) {
+    /// Stdout of `p2pu <args>`, which must succeed.
+    fn output(args: &[&str]) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let (mut env, out, err) = Env::capture(dir.path(), b"");
-        let args = std::iter::once("p2pu").chain(args.iter().copied());
-        let code = crate::cmd::main(args.map(Into::into), &mut env);
-        assert_eq!(code, 0, "{}", err.text());
-        (code, out.text())
+        let (code, out, err) = run(dir.path(), args);
+        assert_eq!(code, 0, "{err}");
+        out
     }
 
     #[test]
     fn bash_completion_knows_the_commands() {
-        let (_, out) = run(&["completions", "bash"]);
+        let out = output(&["completions", "bash"]);
         assert!(out.contains("_p2pu()"), "{out}");
         assert!(out.contains("init"), "{out}");
     }
@@ -349,7 +348,7 @@ mod tests {
     #[test]
     fn man_pages_exist_for_every_command_they_refer_to() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, listed) = run(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+        let listed = output(&["man", "--out-dir", dir.path().to_str().unwrap()]);
         let names: Vec<&str> = listed.lines().collect();
         for page in [
             "p2pu.1",
@@ -434,7 +433,7 @@ mod tests {
 
     #[test]
     fn man_page_is_roff_for_p2pu() {
-        let (_, out) = run(&["man"]);
+        let out = output(&["man"]);
         assert!(out.starts_with(".ie"), "{}", &out[..out.len().min(200)]);
         assert!(out.contains(".TH p2pu 1"), "{out}");
     }

@@ -86,28 +86,17 @@ fn resolved_toml(config: &Config) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::env::Env;
-
-    fn run(site: &str, args: &[&str]) -> (i32, String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("site.toml"), site).unwrap();
-        let (mut env, out, err) = Env::capture(dir.path(), b"");
-        let argv = ["p2pu", "config"]
-            .iter()
-            .chain(args)
-            .chain(&["--config", "site.toml"])
-            .map(Into::into);
-        let code = crate::cmd::main(argv, &mut env);
-        (code, out.text(), err.text())
-    }
+    use crate::cmd::testing::{run, site_dir};
 
     #[test]
     fn check_says_ok_or_names_the_file_line_and_key() {
-        let (code, out, err) = run("[transmission]\npeer_port = 51413\n", &["check"]);
+        let dir = site_dir("[transmission]\npeer_port = 51413\n");
+        let (code, out, err) = run(dir.path(), &["config", "check", "--config", "site.toml"]);
         assert_eq!((code, err.as_str()), (0, ""));
         assert!(out.ends_with("site.toml: ok\n"), "{out}");
 
-        let (code, out, err) = run("[agent]\nstate_dir = \"relative\"\n", &["check"]);
+        let dir = site_dir("[agent]\nstate_dir = \"relative\"\n");
+        let (code, out, err) = run(dir.path(), &["config", "check", "--config", "site.toml"]);
         assert_eq!((code, out.as_str()), (1, ""));
         assert!(
             err.contains("site.toml:2") && err.contains("agent.state_dir"),
@@ -118,7 +107,9 @@ mod tests {
     #[test]
     fn show_prints_every_default_and_reparses_to_the_same_config() {
         let site = "[serf]\njoin = [\"10.0.0.1\"]\n";
-        let (code, out, err) = run(site, &["show", "--image"]);
+        let dir = site_dir(site);
+        let args = ["config", "show", "--image", "--config", "site.toml"];
+        let (code, out, err) = run(dir.path(), &args);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("state_dir = \"/var/lib/p2pu\""), "{out}");
         assert!(out.contains("peer_port = 51413"), "{out}");

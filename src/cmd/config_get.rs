@@ -58,35 +58,32 @@ impl ConfigGet {
 
 #[cfg(test)]
 mod tests {
-    use crate::env::Env;
+    use crate::cmd::testing::{run, site_dir};
 
-    fn run(config: &str, key: &str) -> (i32, String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("site.toml"), config).unwrap();
-        let (mut env, out, err) = Env::capture(dir.path(), b"");
-        let args = ["p2pu", "config-get", "--config", "site.toml", key];
-        let code = crate::cmd::main(args.map(Into::into), &mut env);
-        (code, out.text(), err.text())
+    /// `p2pu config-get KEY` of a config holding `site`.
+    fn get(site: &str, key: &str) -> (i32, String, String) {
+        let dir = site_dir(site);
+        run(dir.path(), &["config-get", "--config", "site.toml", key])
     }
 
     #[test]
     fn prints_defaults_and_configured_values_bare() {
         let site = "[agent]\nsigning_key = \"/srv/keys/signing.key\"\n";
-        assert_eq!(run(site, "agent.signing_key").1, "/srv/keys/signing.key\n");
+        assert_eq!(get(site, "agent.signing_key").1, "/srv/keys/signing.key\n");
         assert_eq!(
-            run(site, "agent.trusted_keys_dir").1,
+            get(site, "agent.trusted_keys_dir").1,
             "/etc/p2pu/trusted-keys\n"
         );
-        assert_eq!(run(site, "transmission.peer_port").1, "51413\n");
+        assert_eq!(get(site, "transmission.peer_port").1, "51413\n");
         assert_eq!(
-            run("[serf]\njoin = [\"a\", \"b\"]\n", "serf.join").1,
+            get("[serf]\njoin = [\"a\", \"b\"]\n", "serf.join").1,
             "a\nb\n"
         );
     }
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let (code, out, err) = run("", "agent.nope");
+        let (code, out, err) = get("", "agent.nope");
         assert_eq!(code, 1);
         assert_eq!(out, "");
         assert!(err.contains("no key `agent.nope`"), "{err}");

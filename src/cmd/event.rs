@@ -74,9 +74,16 @@ impl Event {
             Action::Talkto { node } => (Request::TalkTo { node }, false),
             Action::Sendfile { path } => {
                 let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
-                let engine = crate::node::transmission(&config)?;
+                let engine = env.engines.torrent(&config)?;
                 let seq = env.unix_now_ms();
-                let submitted = prepare(&config, &env.resolve(&path), None, None, seq, &engine)?;
+                let submitted = prepare(
+                    &config,
+                    &env.resolve(&path),
+                    None,
+                    None,
+                    seq,
+                    engine.as_ref(),
+                )?;
                 writeln!(env.stdout, "{submitted}")
                     .map_err(Error::io("writing to", "standard output"))?;
                 let wire = submitted.wire;
@@ -206,23 +213,50 @@ mod tests {
     fn no_client_running_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
-        let (mut env, _out, err) = Env::capture(dir.path(), b"");
-        let code = crate::cmd::main(
-            [
-                "p2pu",
-                "event",
-                "--socket",
-                socket.to_str().unwrap(),
-                "status",
-            ]
-            .map(Into::into),
-            &mut env,
-        );
+        let args = ["event", "--socket", socket.to_str().unwrap(), "status"];
+        let (code, _, stderr) = crate::cmd::testing::run(dir.path(), &args);
         assert_eq!(code, 1);
-        let stderr = err.text();
         assert!(
             stderr.starts_with("error: no p2pu nat-client is running: nothing listens on"),
             "{stderr}"
+        );
+    }
+
+    #[test]
+    fn sendfile_seeds_in_the_torrent_engine_before_it_asks_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = crate::cmd::testing::run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[transmission]\ndownload_dir = \"{d}/downloads\"\nuser = \"root\"\n\
+                 [agent]\nsigning_key = \"{d}/k/signing.key\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("site.pp"), "notice('hi')\n").unwrap();
+        let torrent = std::sync::Arc::new(crate::engines::fake::FakeTorrent::default());
+        let engines = crate::engines::clients::Engines::fakes().torrent_engine(torrent.clone());
+        let args = [
+            "event",
+            "--config",
+            "site.toml",
+            "--socket",
+            "control.sock",
+            "sendfile",
+            "site.pp",
+        ];
+        let (code, out, err) = crate::cmd::testing::Run::new(dir.path())
+            .engines(engines)
+            .run(&args);
+        assert_eq!(code, 1);
+        assert!(out.starts_with("submitted site.pp seq "), "{out}");
+        assert_eq!(torrent.added().len(), 1);
+        assert!(
+            err.starts_with("error: no p2pu nat-client is running"),
+            "{err}"
         );
     }
 }

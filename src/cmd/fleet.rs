@@ -46,14 +46,19 @@ pub struct FleetStatus {
 impl FleetStatus {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&self.config.resolve(env), None)?;
-        let serf = crate::node::serf(&config)?;
+        let gossip = env.engines.gossip(&config)?;
         let timeout = Duration::try_from_secs_f64(self.timeout).map_err(|_| {
             Error::Usage(format!(
                 "--timeout {}: not a duration in seconds",
                 self.timeout
             ))
         })?;
-        let reports = fleet_status(&serf, timeout, self.name.as_deref(), env.unix_now())?;
+        let reports = fleet_status(
+            gossip.as_ref(),
+            timeout,
+            self.name.as_deref(),
+            env.unix_now(),
+        )?;
         let color = env.color;
         crate::cmd::emit(env, self.json, &reports, |r| table(r, color))?;
         Ok(match verdict(&reports) {
@@ -163,6 +168,9 @@ mod tests {
     use super::*;
     use crate::agent::runtime::state::Status;
     use crate::agent::runtime::status::{NodeStatus, UpdateStatus};
+    use crate::cmd::testing::Run;
+    use crate::engines::clients::Engines;
+    use crate::engines::fake::FakeGossip;
     use crate::engines::{Gossip, Member, MemberStatus, SerfError};
 
     struct Fake;
@@ -333,5 +341,89 @@ mod tests {
             .map(age)
             .collect();
         assert_eq!(got, ["0s", "119s", "2m", "119m", "2h", "47h", "2d"]);
+    }
+
+    fn answer(node: &str, status: Status) -> (String, String) {
+        let status = NodeStatus {
+            node: node.into(),
+            version: None,
+            updates: vec![UpdateStatus {
+                name: "site.pp".into(),
+                seq: 7,
+                status,
+                reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
+                at: 1,
+                bad_sources: Vec::new(),
+            }],
+        };
+        (node.to_string(), serde_json::to_string(&status).unwrap())
+    }
+
+    fn fleet_status_with(gossip: FakeGossip, args: &[&str]) -> (i32, String, String, Vec<String>) {
+        let dir = crate::cmd::testing::site_dir("");
+        let gossip = std::sync::Arc::new(gossip);
+        let engines = Engines::fakes().gossip_engine(gossip.clone());
+        let argv = ["fleet", "status", "--config", "site.toml", "--timeout", "0"];
+        let argv: Vec<&str> = argv.iter().chain(args).copied().collect();
+        let (code, out, err) = Run::new(dir.path()).engines(engines).run(&argv);
+        (code, out, err, gossip.queries())
+    }
+
+    #[test]
+    fn fleet_status_asks_the_status_query_and_exits_3_when_a_member_failed() {
+        let gossip = FakeGossip {
+            members: vec![
+                FakeGossip::member("a", MemberStatus::Alive),
+                FakeGossip::member("b", MemberStatus::Alive),
+                FakeGossip::member("gone", MemberStatus::Left),
+            ],
+            answers: vec![answer("a", Status::Applied), answer("b", Status::Failed)],
+            ..FakeGossip::default()
+        };
+        let (code, out, err, queries) = fleet_status_with(gossip, &[]);
+        assert_eq!((code, err.as_str()), (exit::FAILED, ""));
+        assert_eq!(queries, ["p2pu-status"]);
+        let nodes: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert_eq!(nodes, ["a", "b"], "a member that left is not listed: {out}");
+        assert!(out.contains("failed   puppet apply: exit 1"), "{out}");
+    }
+
+    #[test]
+    fn fleet_status_exits_4_when_a_member_is_silent_and_prints_json_rows() {
+        let gossip = FakeGossip {
+            members: vec![
+                FakeGossip::member("a", MemberStatus::Alive),
+                FakeGossip::member("quiet", MemberStatus::Alive),
+            ],
+            answers: vec![answer("a", Status::Applied)],
+            ..FakeGossip::default()
+        };
+        let (code, out, _, _) = fleet_status_with(gossip, &["--json", "site.pp"]);
+        assert_eq!(code, exit::INCOMPLETE);
+        let rows: Vec<MemberReport> = serde_json::from_str(&out).unwrap();
+        let answered: Vec<_> = rows
+            .iter()
+            .map(|r| (r.node.as_str(), r.updates.is_some()))
+            .collect();
+        assert_eq!(answered, [("a", true), ("quiet", false)]);
+    }
+
+    #[test]
+    fn a_bad_timeout_is_a_usage_error_and_nothing_is_asked() {
+        let dir = crate::cmd::testing::site_dir("");
+        let gossip = std::sync::Arc::new(FakeGossip::default());
+        let engines = Engines::fakes().gossip_engine(gossip.clone());
+        let argv = ["fleet", "status", "--config", "site.toml", "--timeout=-1"];
+        let (code, _, err) = Run::new(dir.path()).engines(engines).run(&argv);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("--timeout -1: not a duration in seconds"),
+            "{err}"
+        );
+        assert!(gossip.queries().is_empty());
     }
 }

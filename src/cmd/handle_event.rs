@@ -101,6 +101,7 @@ mod tests {
     use super::*;
     use crate::agent::runtime::state::{Record, RecordKind, Status};
     use crate::agent::runtime::status::NodeStatus;
+    use crate::cmd::testing::Run;
     use crate::formats::announcement::Kind;
     use std::path::PathBuf;
 
@@ -121,21 +122,12 @@ mod tests {
         Node { dir, config }
     }
 
+    /// `p2pu handle-event` as Serf runs it: event details in `vars`, the payload on stdin.
     fn run(node: &Node, vars: &[(&str, &str)], stdin: &[u8]) -> (i32, String) {
-        let (mut env, out, err) = Env::capture(node.dir.path(), stdin);
-        env.vars = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let args = [
-            "p2pu",
-            "handle-event",
-            "--config",
-            node.config.to_str().unwrap(),
-        ];
-        let code = crate::cmd::main(args.map(std::ffi::OsString::from), &mut env);
-        assert!(code == 0, "{}", err.text());
-        (code, out.text())
+        let args = ["handle-event", "--config", node.config.to_str().unwrap()];
+        let (code, out, err) = Run::new(node.dir.path()).vars(vars).stdin(stdin).run(&args);
+        assert!(code == 0, "{err}");
+        (code, out)
     }
 
     fn spooled(node: &Node) -> Vec<Vec<u8>> {

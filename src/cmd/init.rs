@@ -367,4 +367,55 @@ mod tests {
         assert!(!is_ancestor(std::process::id()));
         assert!(!is_ancestor(u32::MAX));
     }
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install/site.example.toml");
+
+    // A real run starts services through systemd (tests/init_cli.rs and tests/systemd_fleet.rs);
+    // in-process, a dry run into an image root shows what it would do and touches nothing.
+    #[test]
+    fn a_dry_run_into_an_image_root_shows_every_change_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        let args = [
+            "init",
+            "--config",
+            EXAMPLE,
+            "--root",
+            "root",
+            "--dry-run",
+            "--detailed-exitcodes",
+        ];
+        let (code, out, err) = crate::cmd::testing::run(dir.path(), &args);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            out.contains("would generate secret /etc/p2pu/serf.keyring"),
+            "{out}"
+        );
+        assert!(
+            out.contains("--- /dev/null\n+++ /etc/serf/p2pu.json"),
+            "{out}"
+        );
+        let written = std::fs::read_dir(dir.path().join("root")).unwrap().count();
+        assert_eq!(written, 0);
+    }
+
+    #[test]
+    fn a_root_that_is_not_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "init",
+            "--config",
+            EXAMPLE,
+            "--root",
+            "nothing",
+            "--dry-run",
+        ];
+        let (code, out, err) = crate::cmd::testing::run(dir.path(), &args);
+        assert_eq!((code, out.as_str()), (1, ""));
+        let want = format!(
+            "error: --root {}: not a directory\n",
+            dir.path().join("nothing").display()
+        );
+        assert_eq!(err, want);
+    }
 }

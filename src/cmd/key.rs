@@ -145,15 +145,8 @@ fn describe(change: KeyChange) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::env::Env;
+    use crate::cmd::testing::run;
     use std::path::Path;
-
-    fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-        let (mut env, out, err) = Env::capture(dir, b"");
-        let args = ["p2pu"].iter().chain(args).map(Into::into);
-        let code = crate::cmd::main(args, &mut env);
-        (code, out.text(), err.text())
-    }
 
     fn keygen(dir: &Path, out: &str) -> String {
         let (code, kid, err) = run(dir, &["keygen", "--out", out, "--comment", out]);

@@ -73,21 +73,14 @@ fn default_comment() -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::env::Env;
+    use crate::cmd::testing::run;
     use crate::keys::{read_any_public, read_secret, KeyId, PublicKey};
     use std::os::unix::fs::PermissionsExt;
-
-    fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-        let (mut env, out, err) = Env::capture(dir, b"");
-        let args = ["p2pu", "keygen"].iter().chain(args).map(Into::into);
-        let code = crate::cmd::main(args, &mut env);
-        (code, out.text(), err.text())
-    }
 
     #[test]
     fn writes_key_pair_and_prints_kid() {
         let dir = tempfile::tempdir().unwrap();
-        let (code, out, err) = run(dir.path(), &["--out", "k", "--comment", "ops"]);
+        let (code, out, err) = run(dir.path(), &["keygen", "--out", "k", "--comment", "ops"]);
         assert_eq!(code, 0, "{err}");
         let secret_path = dir.path().join("k/signing.key");
         let mode = std::fs::metadata(&secret_path)
@@ -107,16 +100,16 @@ mod tests {
     #[test]
     fn refuses_to_overwrite_without_force() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(run(dir.path(), &["--out", "."]).0, 0);
+        assert_eq!(run(dir.path(), &["keygen", "--out", "."]).0, 0);
         let before = read_any_public(&dir.path().join("signing.pub")).unwrap();
-        let (code, _, err) = run(dir.path(), &["--out", "."]);
+        let (code, _, err) = run(dir.path(), &["keygen", "--out", "."]);
         assert_eq!(code, 1);
         assert!(err.contains("already exists (use --force"), "{err}");
         assert_eq!(
             read_any_public(&dir.path().join("signing.pub")).unwrap(),
             before
         );
-        assert_eq!(run(dir.path(), &["--out", ".", "--force"]).0, 0);
+        assert_eq!(run(dir.path(), &["keygen", "--out", ".", "--force"]).0, 0);
         assert_ne!(
             read_any_public(&dir.path().join("signing.pub")).unwrap(),
             before

@@ -30,7 +30,9 @@ const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, clap::Args)]
 pub struct Lab {
     /// Number of nodes (1 to 254).
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    // Checked by clap too, so a wrong count is a usage error before the root and tool checks.
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=254))]
     nodes: usize,
     /// Put the nodes' files in DIR and leave them there (default: a temporary directory,
     /// removed at the end).
@@ -230,5 +232,27 @@ fn stdout_error(source: std::io::Error) -> Error {
         action: "writing to",
         path: "standard output".into(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cmd::{exit, testing::run};
+
+    // The lab itself needs root, a network namespace and real engines (tests/lab.rs); in-process
+    // it is tested on its arguments, refused before any of that is looked at.
+    #[test]
+    fn a_node_count_out_of_range_is_a_usage_error_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        for nodes in ["0", "255"] {
+            let (code, out, err) = run(dir.path(), &["lab", "--nodes", nodes, "--dir", "lab"]);
+            assert_eq!((code, out.as_str()), (exit::USAGE, ""));
+            assert!(
+                err.contains(&format!("invalid value '{nodes}' for '--nodes <N>'")),
+                "{err}"
+            );
+            assert!(err.contains("1..=254"), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

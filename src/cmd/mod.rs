@@ -194,6 +194,75 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     }
 }
 
+/// Runs `p2pu` in-process for the commands' unit tests, with the working directory, stdin,
+/// environment variables and (fake) engines a test gives.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::engines::clients::Engines;
+    use crate::env::Env;
+    use std::path::{Path, PathBuf};
+
+    /// `p2pu <args>` in `cwd`, with empty stdin and no engine: exit status, stdout, stderr.
+    pub fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+        Run::new(cwd).run(args)
+    }
+
+    /// A temporary directory holding `site` as `site.toml`, for `--config site.toml`.
+    pub fn site_dir(site: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+        std::fs::write(dir.path().join("site.toml"), site)
+            .unwrap_or_else(|e| panic!("writing site.toml: {e}"));
+        dir
+    }
+
+    /// One run to set up before [`Run::run`].
+    pub struct Run {
+        cwd: PathBuf,
+        stdin: Vec<u8>,
+        vars: Vec<(String, String)>,
+        engines: Engines,
+    }
+
+    impl Run {
+        pub fn new(cwd: &Path) -> Run {
+            Run {
+                cwd: cwd.to_path_buf(),
+                stdin: Vec::new(),
+                vars: Vec::new(),
+                engines: Engines::fakes(),
+            }
+        }
+
+        pub fn stdin(mut self, bytes: &[u8]) -> Run {
+            self.stdin = bytes.to_vec();
+            self
+        }
+
+        /// Environment variables, as Serf passes event details.
+        pub fn vars(mut self, vars: &[(&str, &str)]) -> Run {
+            self.vars = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            self
+        }
+
+        pub fn engines(mut self, engines: Engines) -> Run {
+            self.engines = engines;
+            self
+        }
+
+        /// Runs `p2pu <args>`: exit status, stdout, stderr.
+        pub fn run(self, args: &[&str]) -> (i32, String, String) {
+            let (mut env, out, err) = Env::capture_with(&self.cwd, &self.stdin, self.engines);
+            env.vars = self.vars.into_iter().collect();
+            let argv = std::iter::once("p2pu").chain(args.iter().copied());
+            let code = super::main(argv.map(Into::into), &mut env);
+            (code, out.text(), err.text())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,9 +277,8 @@ mod tests {
     #[test]
     fn version_names_the_commit_and_build_date() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut env, out, _) = Env::capture(dir.path(), b"");
-        assert_eq!(main(["p2pu", "--version"].map(Into::into), &mut env), 0);
-        let out = out.text();
+        let (code, out, _) = testing::run(dir.path(), &["--version"]);
+        assert_eq!(code, 0);
         let want = format!("p2pu {} (", env!("CARGO_PKG_VERSION"));
         assert!(out.starts_with(&want), "{out}");
         let date = env!("P2PU_BUILD_DATE");
@@ -255,12 +323,9 @@ mod tests {
         let mut record = crate::agent::runtime::state::Record::pending("x.pp", "00", b"x");
         record.status = crate::agent::runtime::state::Status::Failed;
         store.put(record).unwrap();
-        let (mut env, _, err) = Env::capture(dir.path(), b"");
-        let args = ["p2pu", "status", "--config", "site.toml"];
-        assert_eq!(main(args.map(Into::into), &mut env), exit::FAILED);
-        assert_eq!(err.text(), "");
-        let (mut env, _, _) = Env::capture(dir.path(), b"");
-        let args = ["p2pu", "status", "--bogus"];
-        assert_eq!(main(args.map(Into::into), &mut env), exit::USAGE);
+        let (code, _, err) = testing::run(dir.path(), &["status", "--config", "site.toml"]);
+        assert_eq!((code, err.as_str()), (exit::FAILED, ""));
+        let (code, _, _) = testing::run(dir.path(), &["status", "--bogus"]);
+        assert_eq!(code, exit::USAGE);
     }
 }

@@ -72,3 +72,32 @@ impl NatClient {
         Ok(Outcome::Success)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cmd::testing::{run, site_dir};
+
+    // The client binds a UDP port and runs until a signal; in-process it is tested up to the
+    // config checks that come before any of that.
+    #[test]
+    fn a_config_without_a_proxy_is_refused_before_anything_is_bound() {
+        let dir = site_dir("");
+        let (code, out, err) = run(dir.path(), &["nat-client", "--config", "site.toml"]);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert_eq!(
+            err,
+            "error: nat.proxy is not set: the client needs the rendezvous\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_config_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(dir.path(), &["nat-client", "--config", "nothing.toml"]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains(&format!("{}", dir.path().join("nothing.toml").display())),
+            "{err}"
+        );
+    }
+}

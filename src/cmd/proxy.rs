@@ -77,3 +77,25 @@ impl Proxy {
         Ok(Outcome::Success)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cmd::testing::run;
+
+    // The proxy binds UDP ports and runs until a signal; in-process it is tested up to the
+    // fleet secret it reads before binding anything.
+    #[test]
+    fn a_missing_fleet_secret_is_named_before_anything_is_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("fleet.secret");
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!("[nat]\nfleet_secret_file = \"{}\"\n", secret.display()),
+        )
+        .unwrap();
+        let (code, out, err) = run(dir.path(), &["proxy", "--config", "site.toml"]);
+        assert_eq!((code, out.as_str()), (1, ""));
+        let want = format!("error: reading the fleet secret {}: ", secret.display());
+        assert!(err.starts_with(&want), "{err}");
+    }
+}

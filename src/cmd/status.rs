@@ -5,6 +5,7 @@
 
 use crate::agent::runtime::state::{StateStore, Status as UpdateState};
 use crate::agent::runtime::status::StatusReport;
+use crate::agent::runtime::RuntimeError;
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -44,7 +45,7 @@ impl Status {
     }
 }
 
-fn read(store: &StateStore, all: bool) -> Result<StatusReport> {
+fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
     let updates = if all {
         let mut all = Vec::new();
         for name in store.names()? {
@@ -61,16 +62,18 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport> {
 }
 
 /// The state dir belongs to root (the agent): a user gets told what to do, not just EACCES.
-fn explain_permission(e: Error) -> Error {
+fn explain_permission(e: RuntimeError) -> Error {
     match e {
-        Error::Io { source, path, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+        RuntimeError::Io { source, path, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
             Error::Usage(format!(
                 "{}: permission denied: the agent's state is readable by root only; \
                  run as root (sudo p2pu status)",
                 path.display()
             ))
         }
-        other => other,
+        other => other.into(),
     }
 }
 
@@ -158,14 +161,14 @@ mod tests {
         config
     }
 
-    fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-        let (mut env, out, err) = Env::capture(dir, b"");
-        let argv = ["p2pu", "status", "--config", "site.toml"]
+    /// `p2pu status --config site.toml <args>` in `dir`.
+    fn status(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+        let argv: Vec<&str> = ["status", "--config", "site.toml"]
             .iter()
             .chain(args)
-            .map(Into::into);
-        let code = crate::cmd::main(argv, &mut env);
-        (code, out.text(), err.text())
+            .copied()
+            .collect();
+        crate::cmd::testing::run(dir, &argv)
     }
 
     fn record(name: &str, seq: u64, status: Status) -> Record {
@@ -190,7 +193,7 @@ mod tests {
     fn status_creates_no_state_and_reads_a_missing_state_dir_as_empty() {
         let dir = tempfile::tempdir().unwrap();
         site(dir.path());
-        let (code, out, err) = run(dir.path(), &[]);
+        let (code, out, err) = status(dir.path(), &[]);
         assert_eq!(
             (code, out.as_str(), err.as_str()),
             (0, "no updates yet\n", "")
@@ -204,20 +207,20 @@ mod tests {
         site(dir.path());
         let store = StateStore::open(&dir.path().join("state")).unwrap();
         store.put(record("site.pp", 1, Status::Applied)).unwrap();
-        assert_eq!(run(dir.path(), &[]).0, 0);
+        assert_eq!(status(dir.path(), &[]).0, 0);
         store.put(record("site.pp", 2, Status::Failed)).unwrap();
-        let (code, out, _) = run(dir.path(), &["--json"]);
+        let (code, out, _) = status(dir.path(), &["--json"]);
         assert_eq!(code, exit::FAILED);
         let report: StatusReport = serde_json::from_str(&out).unwrap();
         assert_eq!(report.updates[0].status, Status::Failed);
         // A newer record that applied clears it, also when every record is listed.
         store.put(record("site.pp", 3, Status::Applied)).unwrap();
-        assert_eq!(run(dir.path(), &["--all"]).0, 0);
+        assert_eq!(status(dir.path(), &["--all"]).0, 0);
     }
 
     #[test]
     fn unreadable_state_says_run_as_root() {
-        let denied = Error::io("listing", "/var/lib/p2pu/names")(std::io::Error::from(
+        let denied = RuntimeError::io("listing", "/var/lib/p2pu/names")(std::io::Error::from(
             std::io::ErrorKind::PermissionDenied,
         ));
         let text = explain_permission(denied).to_string();
@@ -225,7 +228,8 @@ mod tests {
             text.contains("/var/lib/p2pu/names") && text.contains("run as root"),
             "{text}"
         );
-        let other = Error::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
+        let other =
+            RuntimeError::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
         assert!(!explain_permission(other).to_string().contains("root"));
     }
 
@@ -257,14 +261,14 @@ mod tests {
             },
         ];
         store.put(applied).unwrap();
-        let (code, out, _) = run(dir.path(), &[]);
+        let (code, out, _) = status(dir.path(), &[]);
         assert_eq!(code, 0);
         assert!(out.contains("from: 10.99.1.5:6880 (1.0 MiB at 1.0 MiB/s), 10.99.1.4:6880 (3.0 MiB at 3.0 MiB/s)"), "{out}");
         assert!(
             out.contains("! 10.99.1.5:6880 sent 1 bad piece(s) and was dropped"),
             "{out}"
         );
-        let (_, json, _) = run(dir.path(), &["--json"]);
+        let (_, json, _) = status(dir.path(), &["--json"]);
         let report: StatusReport = serde_json::from_str(&json).unwrap();
         assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
         let answer = crate::agent::runtime::status::node_status(&store, "n".into()).unwrap();

@@ -84,7 +84,7 @@ impl Submit {
         check_source(&source)?;
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
-        let engine = crate::node::transmission(&config)?;
+        let engine = env.engines.torrent(&config)?;
         let show_progress = env.interactive && !self.quiet;
         let submitted = prepare_showing(
             &config,
@@ -92,11 +92,11 @@ impl Submit {
             self.kind,
             self.name.clone(),
             seq,
-            &engine,
+            engine.as_ref(),
             show_progress,
         )?;
-        let gossip = crate::node::serf(&config)?;
-        broadcast(&gossip, &submitted)?;
+        let gossip = env.engines.gossip(&config)?;
+        broadcast(gossip.as_ref(), &submitted)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),
             seq: submitted.seq,
@@ -115,7 +115,8 @@ impl Submit {
             return Ok(Outcome::Success);
         }
         let timeout = Duration::from_secs(self.timeout);
-        let (rollout, verdict) = wait_for_rollout(env, &gossip, &submitted, timeout, self.quiet)?;
+        let (rollout, verdict) =
+            wait_for_rollout(env, gossip.as_ref(), &submitted, timeout, self.quiet)?;
         report.rollout = Some(rollout);
         if self.json {
             crate::cmd::emit(env, true, &report, |_| String::new())?;
@@ -251,6 +252,13 @@ fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::runtime::state::Status;
+    use crate::agent::runtime::status::{NodeStatus, UpdateStatus};
+    use crate::cmd::testing::Run;
+    use crate::engines::clients::Engines;
+    use crate::engines::fake::{FakeGossip, FakeTorrent};
+    use crate::engines::MemberStatus;
+    use std::sync::Arc;
 
     fn site_without_secrets(dir: &Path) {
         let d = dir.display();
@@ -269,11 +277,9 @@ mod tests {
     fn a_missing_path_is_named_before_any_secret_is_read() {
         let dir = tempfile::tempdir().unwrap();
         site_without_secrets(dir.path());
-        let (mut env, out, err) = Env::capture(dir.path(), b"");
-        let argv = ["p2pu", "submit", "--config", "site.toml", "sitee.pp"];
-        let code = crate::cmd::main(argv.map(Into::into), &mut env);
-        let err = err.text();
-        assert_eq!((code, out.text().as_str()), (1, ""));
+        let argv = ["submit", "--config", "site.toml", "sitee.pp"];
+        let (code, out, err) = crate::cmd::testing::run(dir.path(), &argv);
+        assert_eq!((code, out.as_str()), (1, ""));
         assert!(
             err.contains("sitee.pp: no such file or directory; give the file or directory"),
             "{err}"
@@ -346,5 +352,123 @@ mod tests {
         assert!(!json.contains("rollout"), "{json}");
         let extra = json.replacen("\"seq\"", "\"surprise\":0,\"seq\"", 1);
         assert!(serde_json::from_str::<SubmitReport>(&extra).is_err());
+    }
+
+    /// A node whose key `keygen` made, with its download dir in `dir`, and fake engines.
+    struct Node {
+        dir: tempfile::TempDir,
+        torrent: Arc<FakeTorrent>,
+        gossip: Arc<FakeGossip>,
+    }
+
+    fn node(gossip: FakeGossip) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = crate::cmd::testing::run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[transmission]\ndownload_dir = \"{d}/downloads\"\nuser = \"root\"\n\
+                 [agent]\nsigning_key = \"{d}/k/signing.key\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("site.pp"), "notice('hi')\n").unwrap();
+        Node {
+            dir,
+            torrent: Arc::new(FakeTorrent::default()),
+            gossip: Arc::new(gossip),
+        }
+    }
+
+    impl Node {
+        fn submit(&self, args: &[&str]) -> (i32, String, String) {
+            let engines = Engines::fakes()
+                .torrent_engine(self.torrent.clone())
+                .gossip_engine(self.gossip.clone());
+            let argv = [
+                "submit",
+                "--config",
+                "site.toml",
+                "--seq",
+                "7",
+                "--json",
+                "site.pp",
+            ];
+            let argv: Vec<&str> = argv.iter().chain(args).copied().collect();
+            Run::new(self.dir.path()).engines(engines).run(&argv)
+        }
+    }
+
+    #[test]
+    fn submit_seeds_the_copy_and_broadcasts_the_signed_wire_uncoalesced() {
+        let node = node(FakeGossip::default());
+        let (code, out, err) = node.submit(&[]);
+        assert_eq!((code, err.as_str()), (0, ""));
+        let report: SubmitReport = serde_json::from_str(&out).unwrap();
+        assert_eq!((report.name.as_str(), report.seq), ("site.pp", 7));
+        assert!(report.wire.starts_with("p2pu1:"), "{}", report.wire);
+        let seed_dir = node.dir.path().join("downloads").join(&report.info_hash);
+        let added = node.torrent.added();
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].download_dir, Some(seed_dir.clone()));
+        assert!(!added[0].paused, "seeding starts at once");
+        let mark = node
+            .dir
+            .path()
+            .join(format!("downloads/{}.torrent", report.info_hash));
+        assert_eq!(
+            std::fs::read(mark).unwrap(),
+            added[0].metainfo,
+            "the completion mark"
+        );
+        assert_eq!(
+            std::fs::read(seed_dir.join("site.pp")).unwrap(),
+            b"notice('hi')\n"
+        );
+        let wire = report.wire.into_bytes();
+        assert_eq!(node.gossip.events(), [("p2pu-update".into(), wire, false)]);
+        assert!(
+            node.gossip.queries().is_empty(),
+            "no --wait, no rollout asked"
+        );
+    }
+
+    #[test]
+    fn submit_wait_follows_the_rollout_and_exits_3_naming_who_failed() {
+        let answer = |node: &str, status: Status| {
+            let updates = vec![UpdateStatus {
+                name: "site.pp".into(),
+                seq: 7,
+                status,
+                reason: None,
+                at: 1,
+                bad_sources: Vec::new(),
+            }];
+            let status = NodeStatus {
+                node: node.into(),
+                version: None,
+                updates,
+            };
+            (node.to_string(), serde_json::to_string(&status).unwrap())
+        };
+        let node = node(FakeGossip {
+            members: vec![
+                FakeGossip::member("a", MemberStatus::Alive),
+                FakeGossip::member("b", MemberStatus::Alive),
+            ],
+            answers: vec![answer("a", Status::Applied), answer("b", Status::Failed)],
+            ..FakeGossip::default()
+        });
+        let (code, out, err) = node.submit(&["--wait", "--quiet"]);
+        assert_eq!(code, exit::FAILED, "{err}");
+        let report: SubmitReport = serde_json::from_str(&out).unwrap();
+        assert_eq!(report.rollout, Some(rollout(&["a"], &["b"], &[])));
+        assert_eq!(
+            err,
+            "error: site.pp seq 7 failed on: b; `p2pu fleet status site.pp` shows why\n"
+        );
+        assert_eq!(node.gossip.queries(), ["p2pu-status"]);
     }
 }

@@ -275,17 +275,9 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::testing::run;
     use crate::cmd::Cli;
     use clap::Parser;
-
-    fn run(cwd: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-        let (mut env, out, err) = Env::capture(cwd, b"");
-        let argv = std::iter::once("p2pu")
-            .chain(args.iter().copied())
-            .map(Into::into);
-        let code = crate::cmd::main(argv, &mut env);
-        (code, out.text(), err.text())
-    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

@@ -29,6 +29,7 @@
 //!   real directory and not a mount point (the swap is a rename within its parent's filesystem):
 //!   a symlink or file there is refused, never followed or written through.
 
+use crate::fsutil::FileKind;
 use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -260,7 +261,7 @@ pub fn extract(
         Ok(meta) => {
             return Err(ExtractError::TargetNotDirectory {
                 path: target.to_path_buf(),
-                found: file_type_name(&meta.file_type()),
+                found: FileKind::of(&meta.file_type()).short_name(),
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -352,23 +353,6 @@ fn swap_by_renames(
     let _ = staging.keep();
     let old = aside.path().to_path_buf();
     Ok(aside.close().err().map(|_| old))
-}
-
-fn file_type_name(ft: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_file() {
-        "regular file"
-    } else if ft.is_dir() {
-        "directory"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "device"
-    }
 }
 
 /// Turns an entry's path bytes into a relative path of plain names; empty means the root.

@@ -292,14 +292,7 @@ fn walk(base: &Path, rel: &Path, out: &mut Vec<(PathBuf, bool)>) -> Result<(), K
         } else if ft.is_symlink() {
             return Err(KindError::Symlink { path: child });
         } else {
-            use std::os::unix::fs::FileTypeExt;
-            let kind = if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_socket() {
-                "socket"
-            } else {
-                "device"
-            };
+            let kind = crate::fsutil::FileKind::of(&ft).short_name();
             return Err(KindError::Special { path: child, kind });
         }
     }

@@ -27,7 +27,7 @@ pub fn catch_up(
     spool_dir: &Path,
     now_ms: u64,
     timeout: Duration,
-) -> crate::Result<usize> {
+) -> super::Result<usize> {
     let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
     for (_, text) in &answers {
@@ -73,7 +73,7 @@ fn newest_acceptable<'a>(
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
-) -> crate::Result<Option<(u64, &'a str)>> {
+) -> super::Result<Option<(u64, &'a str)>> {
     let mut best: Option<(u64, &str)> = None;
     // Members mostly answer with the same announcement: decide each text once (a decision
     // reads the trusted keys and the state), naming the first member that sent it.

@@ -92,7 +92,7 @@ pub fn take_spool(
     now_ms: u64,
     stuck: &mut BTreeSet<PathBuf>,
     mut accepted: impl FnMut(Accepted),
-) -> crate::Result<Pass> {
+) -> super::Result<Pass> {
     let mut pass = Pass::default();
     for path in spool::list(spool_dir)? {
         if stuck.contains(&path) {
@@ -158,7 +158,7 @@ pub fn decide(
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
-) -> crate::Result<Decision> {
+) -> super::Result<Decision> {
     let now = now_ms / 1000;
     let source = event.source.as_str().to_string();
     let reject = |name: Option<String>, seq: Option<u64>, reason: String| {
@@ -240,7 +240,7 @@ fn decide_legacy(
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
-) -> crate::Result<Result<Decision, LegacyRefusal>> {
+) -> super::Result<Result<Decision, LegacyRefusal>> {
     let now = now_ms / 1000;
     let refuse =
         |name: Option<&str>, seq, reason: String| Ok(Err((name.map(str::to_string), seq, reason)));

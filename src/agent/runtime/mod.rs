@@ -1,5 +1,6 @@
 //! The agent's own loop: the spool it is woken by, intake's decisions, the state it records,
 //! the supervised serving child, catch-up, the membership it reads and the status it reports.
+//! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
 pub mod intake;
@@ -9,3 +10,65 @@ pub mod spool;
 pub mod state;
 pub mod status;
 pub mod supervise;
+
+use std::path::PathBuf;
+
+/// A failure of the agent's loop, naming the spool or state file, or the update, it was about;
+/// a layer the loop drives (durable writes, Serf, the trusted keys, the serving child) keeps
+/// its own error, which already names its file or command.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A file or directory of the spool or the state dir.
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing state {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("internal error (a bug in p2pu): encoding state {}", path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("internal error (a bug in p2pu): no record of {name} seq {seq}")]
+    NoRecord { name: String, seq: u64 },
+    #[error("event of {len} bytes refused: the spool takes at most {max}")]
+    EventTooLarge { len: usize, max: usize },
+    #[error("internal error (a bug in p2pu): the spool watcher of {} stopped", dir.display())]
+    WatcherStopped { dir: PathBuf },
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::FsError),
+    #[error(transparent)]
+    Gossip(#[from] crate::engines::SerfError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Serve(#[from] supervise::ServeError),
+}
+
+impl crate::error::LayerError for RuntimeError {}
+
+impl RuntimeError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let path = path.into();
+        move |source| RuntimeError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -47,7 +47,7 @@ impl FleetPeers {
     }
 
     /// Re-reads the membership; keeps the old snapshot when Serf does not answer.
-    pub fn refresh(&self, gossip: &dyn Gossip) -> crate::Result<usize> {
+    pub fn refresh(&self, gossip: &dyn Gossip) -> super::Result<usize> {
         let members = gossip.members()?;
         let alive: Vec<_> = members
             .iter()

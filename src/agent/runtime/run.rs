@@ -8,6 +8,7 @@ use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::state::{Record, RecordKind, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
+use super::{Result, RuntimeError};
 use crate::agent::apply::extract::Limits;
 use crate::agent::apply::{self, ApplyContext};
 use crate::agent::transfer::fetch::Fetcher;
@@ -16,7 +17,7 @@ use crate::agent::transfer::pace::{MinRate, Pace};
 use crate::agent::transfer::serve::ServeOptions;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
-use crate::error::{chain, Error, Result};
+use crate::error::chain;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ pub struct Agent {
     pub store: StateStore,
     pub engine: Arc<dyn TorrentEngine>,
     pub gossip: Arc<dyn Gossip>,
-    pub puppet: Box<dyn crate::engines::Applier>,
+    pub puppet: Arc<dyn crate::engines::Applier>,
     pub stop: Arc<AtomicBool>,
     /// The log filter, passed on to the tracker and web seed server process.
     pub log_filter: String,
@@ -53,7 +54,7 @@ impl Agent {
         let agent = Arc::new(self);
         let site = &agent.config.site;
         std::fs::create_dir_all(&site.agent.spool_dir)
-            .map_err(Error::io("creating", &site.agent.spool_dir))?;
+            .map_err(RuntimeError::io("creating", &site.agent.spool_dir))?;
 
         // A relay cut short by a crash would keep its readers waiting for bytes that never come.
         crate::agent::transfer::relay::clear_stale_markers(&site.transmission.download_dir);
@@ -118,7 +119,9 @@ impl Agent {
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Internal("spool watcher stopped".into()))
+                    return Err(RuntimeError::WatcherStopped {
+                        dir: site.agent.spool_dir.clone(),
+                    })
                 }
             }
             if let Some(silent_secs) = silence.check(now_ms(), site.agent.silence_warning_secs) {
@@ -342,11 +345,11 @@ fn catch_up_loop(agent: &Agent) {
 /// Wakes the main loop whenever a file is moved into or finished in the spool.
 fn watch_spool(dir: &Path) -> Result<Receiver<()>> {
     use inotify::{Inotify, WatchMask};
-    let mut inotify = Inotify::init().map_err(Error::io("starting inotify for", dir))?;
+    let mut inotify = Inotify::init().map_err(RuntimeError::io("starting inotify for", dir))?;
     inotify
         .watches()
         .add(dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)
-        .map_err(Error::io("watching", dir))?;
+        .map_err(RuntimeError::io("watching", dir))?;
     let (tx, rx) = mpsc::channel();
     spawn_named("spool-watch", move || {
         let mut buffer = [0u8; 4096];

@@ -12,8 +12,8 @@
 //! regular file owned by its directory's owner (a directory, link, FIFO, device, hard link) is
 //! moved aside into `quarantine/` (root's, 0700) instead of stopping or blocking the agent.
 
-use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use super::{Result, RuntimeError};
+use crate::fsutil::{write_atomic, FileKind};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -66,10 +66,10 @@ pub struct Spooled {
 /// Writes `payload` into `dir` as a new event file; returns its path.
 pub fn put(dir: &Path, source: Source, payload: &[u8]) -> Result<PathBuf> {
     if payload.len() > MAX_EVENT_BYTES {
-        return Err(Error::Usage(format!(
-            "event of {} bytes refused: the spool takes at most {MAX_EVENT_BYTES}",
-            payload.len()
-        )));
+        return Err(RuntimeError::EventTooLarge {
+            len: payload.len(),
+            max: MAX_EVENT_BYTES,
+        });
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -108,7 +108,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn events_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(std::fs::read_dir(dir)
-        .map_err(Error::io("listing the spool", dir))?
+        .map_err(RuntimeError::io("listing the spool", dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| is_event(p))
         .collect())
@@ -131,23 +131,6 @@ pub enum BadEntry {
     },
 }
 
-fn file_type_name(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_dir() {
-        "directory"
-    } else if kind.is_symlink() {
-        "symbolic link"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_socket() {
-        "socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "device"
-    } else {
-        "file of another type"
-    }
-}
-
 /// What a spooled event may be: a regular file, owned by the owner of the directory it lies in
 /// (root for the spool, the NAT client's user for `overlay/`), with one link. The owner check
 /// keeps a writer from handing the agent a file it did not write; the link count keeps a
@@ -155,7 +138,7 @@ fn file_type_name(kind: std::fs::FileType) -> &'static str {
 /// end up in a rejection reason, which `p2pu status` shows).
 fn check_entry(meta: &std::fs::Metadata, expected_uid: u32) -> Result<(), BadEntry> {
     if !meta.file_type().is_file() {
-        return Err(BadEntry::NotAFile(file_type_name(meta.file_type())));
+        return Err(BadEntry::NotAFile(FileKind::of(&meta.file_type()).name()));
     }
     if meta.uid() != expected_uid {
         return Err(BadEntry::Owner {
@@ -232,7 +215,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io("creating the spool's quarantine", &dir)(e)),
+        Err(e) => return Err(RuntimeError::io("creating the spool's quarantine", &dir)(e)),
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -244,7 +227,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     let to = dir.join(format!("{nanos:020}-{name}"));
     // A rename moves the entry itself (a link stays a link, a directory keeps its contents)
     // without opening it.
-    std::fs::rename(path, &to).map_err(Error::io("quarantining spool entry", path))?;
+    std::fs::rename(path, &to).map_err(RuntimeError::io("quarantining spool entry", path))?;
     Ok(to)
 }
 
@@ -253,7 +236,7 @@ pub fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing spooled event", path)(e)),
+        Err(e) => Err(RuntimeError::io("removing spooled event", path)(e)),
     }
 }
 
@@ -407,5 +390,17 @@ mod tests {
             read(&path).unwrap().unwrap().payload.len(),
             MAX_EVENT_BYTES + 1
         );
+    }
+
+    #[test]
+    fn an_event_over_the_size_limit_is_refused_with_both_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+        let err = put(dir.path(), Source::Serf, &big).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event of 16385 bytes refused: the spool takes at most 16384"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

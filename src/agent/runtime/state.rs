@@ -16,7 +16,7 @@
 //! of Puppet output, which can hold anything a manifest prints. The state dir itself stays
 //! traversable because the download dir lies under it by default; `p2pu status` needs root.
 
-use crate::error::{Error, Result};
+use super::{Result, RuntimeError};
 use crate::formats::announcement::Kind;
 use crate::fsutil::write_atomic;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -286,13 +286,13 @@ impl StateStore {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         // The state dir itself keeps the usual mode: the download dir lies under it by default
         // and Transmission and the seed server must reach it.
-        std::fs::create_dir_all(dir).map_err(Error::io("creating state directory", dir))?;
+        std::fs::create_dir_all(dir).map_err(RuntimeError::io("creating state directory", dir))?;
         for sub in SUBDIRS {
             let path = dir.join(sub);
             match std::fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("creating state directory", &path)(e)),
+                Err(e) => return Err(RuntimeError::io("creating state directory", &path)(e)),
             }
         }
         let mut paths: Vec<PathBuf> = SUBDIRS.iter().map(|sub| dir.join(sub)).collect();
@@ -408,7 +408,10 @@ impl StateStore {
             .records(name)?
             .into_iter()
             .find(|r| r.seq == seq)
-            .ok_or_else(|| Error::Internal(format!("no record of {name} seq {seq}")))?;
+            .ok_or_else(|| RuntimeError::NoRecord {
+                name: name.to_string(),
+                seq,
+            })?;
         record.sources = sources;
         self.put(record)
     }
@@ -426,7 +429,10 @@ impl StateStore {
             .records(name)?
             .into_iter()
             .find(|r| r.seq == seq)
-            .ok_or_else(|| Error::Internal(format!("no record of {name} seq {seq}")))?;
+            .ok_or_else(|| RuntimeError::NoRecord {
+                name: name.to_string(),
+                seq,
+            })?;
         record.status = status;
         record.reason = reason;
         record.output = output;
@@ -442,7 +448,7 @@ impl StateStore {
             Ok(entries) => entries,
             // Opened read-only before the agent ever ran.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("listing", &dir)(e)),
+            Err(e) => return Err(RuntimeError::io("listing", &dir)(e)),
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
@@ -504,15 +510,21 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("reading state", path)(e)),
+        Err(e) => return Err(RuntimeError::io("reading state", path)(e)),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::io("parsing state", path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| RuntimeError::Parse {
+            path: path.to_path_buf(),
+            source: e,
+        })
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| RuntimeError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     bytes.push(b'\n');
     Ok(write_atomic(path, &bytes, FILE_MODE)?)
 }
@@ -848,5 +860,31 @@ mod tests {
         let rejections = store.rejections().unwrap();
         assert_eq!(rejections.len(), REJECTIONS);
         assert_eq!(rejections[0].at, 5);
+    }
+
+    #[test]
+    fn a_damaged_state_file_and_a_missing_record_are_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record("site.pp", 1, Status::Pending)).unwrap();
+        let err = store
+            .set_status("site.pp", 2, Status::Applied, None, None, 5)
+            .unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::NoRecord { name, seq: 2 } if name == "site.pp"),
+            "{err}"
+        );
+        let file = dir.path().join("names/site.pp.json");
+        std::fs::write(&file, b"{not json").unwrap();
+        let err = store.records("site.pp").unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::Parse { path, .. } if *path == file),
+            "{err}"
+        );
+        let text = crate::error::chain(&err);
+        assert!(
+            text.starts_with(&format!("parsing state {}: ", file.display())),
+            "{text}"
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
 use super::state::{Record, Rejection, StateStore, Status};
+use super::Result;
 use crate::engines::{Gossip, MemberStatus};
-use crate::error::Result;
 use crate::formats::serf_names::STATUS_QUERY;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

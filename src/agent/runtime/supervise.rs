@@ -138,7 +138,7 @@ struct Running {
 
 impl ServeChild {
     /// Starts the child and waits until it serves; retries for a few seconds, then fails.
-    pub fn start(spec: ServeSpec) -> crate::Result<ServeChild> {
+    pub fn start(spec: ServeSpec) -> Result<ServeChild, ServeError> {
         let run_as = run_as(&spec.user, nix::unistd::geteuid().is_root(), lookup_user)?;
         let deadline = Instant::now() + STARTUP;
         // Backs off too (0.25 s, 0.5 s, 1 s...): a port still held by a child that is going
@@ -156,7 +156,7 @@ impl ServeChild {
                     std::thread::sleep(pause);
                     pause = next_backoff(pause, MAX_BACKOFF);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
         tracing::info!(
