@@ -167,10 +167,10 @@ fn a_throttled_source_does_not_cap_the_nodes_after_it() {
     let fourth = fleet.applied(4, &name, seq);
     // Node 2 was still receiving when the nodes after it had it all.
     let second = fleet.record(2, &name, seq).unwrap();
-    assert_ne!(
-        second.status,
-        Status::Applied,
-        "the slow node had finished first"
+    assert!(
+        second.status != Status::Applied,
+        "the slow node had finished first: {second:?}\nthird: {third:?}\n{}",
+        fleet.log_tail(3)
     );
     assert_eq!(
         third.sources[0].addr,

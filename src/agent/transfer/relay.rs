@@ -57,8 +57,10 @@ const PROBE_LIMIT: Duration = Duration::from_millis(800);
 const COMPARE_OVER: Duration = Duration::from_millis(750);
 /// A source that sent nothing for this long and does not answer a probe has hung.
 const HUNG_AFTER: Duration = Duration::from_secs(1);
-/// How much a trial read of a source that holds the whole payload takes.
-const TRIAL: u64 = 256 << 10;
+/// How much a trial read of the source ahead takes, and how often one may be made: each is
+/// bytes that source's uplink does not send its own child.
+const TRIAL: u64 = 128 << 10;
+const TRIAL_EVERY: Duration = Duration::from_secs(1);
 
 /// The pieces every byte is checked against: the torrent's, whose info dict hashes to the
 /// signed info-hash.
@@ -605,6 +607,7 @@ impl Watch<'_> {
         let mut samples: Vec<Sample> = Vec::new();
         // Sources ahead that did not answer a probe: the next look tries the one after.
         let mut quiet: Vec<usize> = Vec::new();
+        let mut last_trial: Option<Instant> = None;
         while !self.shared.done.load(Ordering::Relaxed) {
             if self.stop.load(Ordering::Relaxed) {
                 self.shared.leave.store(true, Ordering::Relaxed);
@@ -653,12 +656,12 @@ impl Watch<'_> {
                     silent.as_secs_f64(),
                     lead >> 10
                 )),
-                // The source has nothing more for this node: it is the one holding it back.
-                Some(have) if have.saturating_sub(mine) < self.gap() => self
-                    .faster(&samples, since, ahead_addr)
-                    .map(|(theirs, ours, how)| {
+                // Sending (a source whose uplink is full may not answer a probe in time).
+                _ if silent < HUNG_AFTER => self
+                    .faster(&samples, since, ahead_addr, &mut last_trial)
+                    .map(|(theirs, ours)| {
                         format!(
-                            "slow: it sent {} KiB/s while {ahead_addr} {how} {} KiB/s",
+                            "slow: it sent {} KiB/s while {ahead_addr} sent a trial read at {} KiB/s",
                             ours >> 10,
                             theirs >> 10
                         )
@@ -676,40 +679,41 @@ impl Watch<'_> {
     }
 
     /// When the source ahead would serve this node at least twice as fast as its source does
-    /// over the comparison span: its rate, this node's (bytes/s) and how the first was known.
-    /// One still receiving is judged by what it gained; one that holds the whole payload
-    /// gains nothing, so it is tried with a short read.
+    /// over the comparison span: its rate and this node's (bytes/s). It is tried with a short
+    /// read (which measures this node's own link too: a node that is slow itself stays put),
+    /// but only when it may be worth it, at most every [`TRIAL_EVERY`]: when the one ahead
+    /// holds the whole payload (it gains nothing to compare), or gained at least twice as fast.
     fn faster(
         &self,
         samples: &[Sample],
         since: Instant,
         ahead: SocketAddr,
-    ) -> Option<(u64, u64, &'static str)> {
+        last_trial: &mut Option<Instant>,
+    ) -> Option<(u64, u64)> {
         let last = samples.last()?;
         let first = samples
             .iter()
             .find(|s| last.at.duration_since(s.at) >= COMPARE_OVER && s.at >= since)?;
         let secs = last.at.duration_since(first.at).as_secs_f64();
-        let ours = (last.mine.saturating_sub(first.mine) as f64 / secs) as u64;
-        let (theirs, how) = if last.ahead_have >= self.len {
-            (self.trial(ahead)?, "sent a trial read at")
-        } else {
-            let gained = last.ahead_have.saturating_sub(first.ahead_have);
-            if gained < self.gap() {
-                return None;
-            }
-            ((gained as f64 / secs) as u64, "gained")
-        };
-        (theirs >= 2 * ours).then_some((theirs, ours, how))
+        let ours = last.mine.saturating_sub(first.mine);
+        let gained = last.ahead_have.saturating_sub(first.ahead_have);
+        let worth = last.ahead_have >= self.len || (gained >= self.gap() && gained >= 2 * ours);
+        if !worth || last_trial.is_some_and(|at| at.elapsed() < TRIAL_EVERY) {
+            return None;
+        }
+        *last_trial = Some(Instant::now());
+        let ours = (ours as f64 / secs) as u64;
+        let theirs = self.trial(ahead, last.ahead_have)?;
+        (theirs >= 2 * ours).then_some((theirs, ours))
     }
 
-    /// Reads up to [`TRIAL`] bytes of the payload's end from `source` within the probe limit:
-    /// the rate it sent them at.
-    fn trial(&self, source: SocketAddr) -> Option<u64> {
+    /// Reads up to [`TRIAL`] bytes that `source` holds (it holds `have`) within the probe
+    /// limit: the rate it sent them at.
+    fn trial(&self, source: SocketAddr, have: u64) -> Option<u64> {
         use std::io::Read;
-        let want = TRIAL.min(self.len);
+        let want = TRIAL.min(have);
         let started = Instant::now();
-        let mut response = self.client.get(source, &self.path, self.len - want).ok()?;
+        let mut response = self.client.get(source, &self.path, have - want).ok()?;
         let mut buffer = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         response
