@@ -233,12 +233,16 @@ pub struct Container {
 }
 
 /// A cgroup per container in the hierarchies systemd uses (the named v1 one and the unified
-/// one), named after the test process and the machine.
+/// one), named after the test process, a boot counter and the machine. The counter matters:
+/// tests run in parallel in one process and name their machines alike (n1, n2), and two
+/// containers sharing a cgroup failed units with 219/CGROUP when one of them stopped.
 fn container_cgroups(name: &str) -> Vec<String> {
+    static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let boot = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]
         .iter()
         .filter(|h| Path::new(h).join("cgroup.procs").exists())
-        .map(|h| format!("{h}/{WORK_PREFIX}{}-{name}", std::process::id()))
+        .map(|h| format!("{h}/{WORK_PREFIX}{}-{boot}-{name}", std::process::id()))
         .collect()
 }
 
