@@ -20,7 +20,7 @@ mod process;
 mod startup;
 
 pub use fleet::Lab;
-pub use netns::{reap_stale, veth_pair, Netns};
+pub use netns::{veth_pair, Netns};
 pub use node::agent_command;
 pub use node::NodeInfo;
 pub use process::Daemon;

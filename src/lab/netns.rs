@@ -45,12 +45,13 @@ impl Netns {
         Netns::create(&format!("{prefix}{}-{n}", std::process::id()))
     }
 
-    /// Creates namespace `name` (replacing a stale one of that name) with `lo` up.
+    /// Creates namespace `name` with `lo` up, replacing one of that name: the caller owns its
+    /// names ([`Netns::fresh`] makes them unique).
     pub fn create(name: &str) -> Result<Netns> {
         let _serial = CREATE.lock().unwrap_or_else(|e| e.into_inner());
         let path = Path::new(NETNS_DIR).join(name);
         if path.exists() {
-            // Only a dead process can have left this name: the pid is ours, the counter unique.
+            // Left by a dead process: a fresh name carries our pid and a counter of ours.
             ip(&["netns", "del", name])?;
         }
         ip(&["netns", "add", name])?;
@@ -238,7 +239,7 @@ pub fn veth_pair(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
 /// Deletes the namespaces named `<prefix><pid>-<n>` whose process is gone, and kills what
 /// still runs in them (a test that was SIGKILLed has no chance to run its Drop). Best effort:
 /// a namespace another process deletes meanwhile is fine.
-pub fn reap_stale(prefix: &str) {
+fn reap_stale(prefix: &str) {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
         return;
     };
