@@ -2,20 +2,17 @@
 //! `transmission-daemon` (foreground, not systemd) on the rendered files, and check that they
 //! run as configured.
 
+use p2pu::lab::Daemon;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Kills the daemon when the test ends, passed or failed.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `command` under the lab's process guard (stopped when the test ends, passed or
+/// failed), logging to `log`.
+fn daemon(name: &str, command: Command, log: &Path) -> Daemon {
+    Daemon::spawn(name, command, log).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)))
 }
 
 fn free_port() -> u16 {
@@ -161,18 +158,12 @@ fn rendered_configs_run_real_serf_and_transmission() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let _serf = Daemon(
-        Command::new("serf")
-            .arg("agent")
-            .arg(format!(
-                "-config-file={}",
-                d.join("serf/p2pu.json").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serf_agent = Command::new("serf");
+    serf_agent.arg("agent").arg(format!(
+        "-config-file={}",
+        d.join("serf/p2pu.json").display()
+    ));
+    let _serf = daemon("serf agent", serf_agent, &d.join("serf.log"));
     let members = wait_until("serf members", || {
         let out = serf(&node, &["members", "-format=json"]);
         out.status
@@ -203,17 +194,13 @@ fn rendered_configs_run_real_serf_and_transmission() {
     let user = nix::unistd::User::from_name("debian-transmission")
         .unwrap()
         .expect("transmission-daemon is installed");
-    let mut transmission = Daemon(
-        Command::new("transmission-daemon")
-            .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .args(["-f", "-g"])
-            .arg(d.join("transmission"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new("transmission-daemon");
+    command
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw())
+        .args(["-f", "-g"])
+        .arg(d.join("transmission"));
+    let mut transmission = daemon("transmission-daemon", command, &d.join("transmission.log"));
     wait_until("transmission RPC", || {
         ureq::get(&format!(
             "http://127.0.0.1:{}/transmission/rpc",
@@ -232,12 +219,10 @@ fn rendered_configs_run_real_serf_and_transmission() {
 
     // Transmission rewrites settings.json on exit (password salted and hashed); the same
     // config must still count as unchanged.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(transmission.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    transmission.0.wait().unwrap();
+    transmission.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_until("transmission-daemon to exit", || {
+        (!transmission.is_running()).then_some(())
+    });
     let rewritten = std::fs::read_to_string(d.join("transmission/settings.json")).unwrap();
     assert!(rewritten.contains("\"rpc-password\": \"{"), "{rewritten}");
     let again = p2pu(&[

@@ -2,6 +2,8 @@
 //! its members gossip with p2pu's tags, user events reach every node's spool through the
 //! rendered handler, Transmission moves bytes between nodes from their own addresses, labs
 //! running at once stay apart, and nothing outlives a lab (not even one dropped by a panic).
+//! Also the namespace plumbing the NAT lab of tests/support is built from (veth pairs, a
+//! dropped namespace killing what runs inside).
 
 use p2pu::agent::runtime::spool;
 use p2pu::engines::{Gossip, MemberStatus, TorrentEngine};
@@ -557,4 +559,69 @@ fn namespaces_left_by_dead_processes_are_reaped() {
     assert!(!has_stale, "{listed}");
     assert!(has_alive && has_foreign, "{listed}");
     shutdown_leaves_nothing(&mut fixture);
+}
+
+/// The plumbing the NAT lab is built from: a veth pair joins two namespaces, each end with its
+/// address, and a datagram sent from one arrives at a socket bound in the other.
+#[test]
+fn a_veth_pair_joins_two_namespaces() {
+    use p2pu::lab::{veth_pair, Netns};
+    let ok = |e: p2pu::lab::LabError| -> ! { panic!("{}", p2pu::error::chain(&e)) };
+    let a = Netns::fresh("p2pu-labtest-").unwrap_or_else(|e| ok(e));
+    let b = Netns::fresh("p2pu-labtest-").unwrap_or_else(|e| ok(e));
+    let (a_ip, b_ip) = (Ipv4Addr::new(10, 98, 0, 1), Ipv4Addr::new(10, 98, 0, 2));
+    veth_pair(&a, "left", &b, "right").unwrap_or_else(|e| ok(e));
+    for (ns, dev, ip) in [(&a, "left", a_ip), (&b, "right", b_ip)] {
+        ns.add_addr_on(dev, ip, 24).unwrap_or_else(|e| ok(e));
+        ns.link_up(dev).unwrap_or_else(|e| ok(e));
+    }
+    let receiver = b
+        .run(|| std::net::UdpSocket::bind((b_ip, 0)).unwrap())
+        .unwrap_or_else(|e| ok(e));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let to = receiver.local_addr().unwrap();
+    a.run(|| {
+        let sender = std::net::UdpSocket::bind((a_ip, 0)).unwrap();
+        sender.send_to(b"across", to).unwrap();
+    })
+    .unwrap_or_else(|e| ok(e));
+    let mut buf = [0u8; 16];
+    let (len, from) = receiver.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"across");
+    assert_eq!(from.ip(), a_ip);
+    // exec_ok runs inside: `ip` there sees the address on this end.
+    let out = a.exec_ok(&["ip", "-br", "addr", "show", "left"]);
+    let shown = String::from_utf8_lossy(&out.unwrap_or_else(|e| ok(e)).stdout).into_owned();
+    assert!(shown.contains("10.98.0.1/24"), "{shown}");
+}
+
+/// Deleting a namespace (dropping it) kills what still runs inside, whoever started it.
+#[test]
+fn a_dropped_namespace_takes_its_processes_along() {
+    let ns = p2pu::lab::Netns::fresh("p2pu-labtest-")
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let name = ns.name().to_owned();
+    // Not through the lab's guard: a stray the namespace alone must take care of.
+    let mut stray = Command::new("ip")
+        .args(["netns", "exec", &name, "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let pid = stray.id();
+    wait_for(
+        "sleep inside the namespace",
+        Duration::from_secs(10),
+        || ns.pids().contains(&pid).then_some(()),
+    );
+    drop(ns);
+    let status = stray.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(
+        !namespaces()
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+        "{}",
+        namespaces()
+    );
 }

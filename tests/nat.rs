@@ -695,7 +695,7 @@ impl Fleet {
         let mut command = self.lab.command(&ns, BIN);
         command.args(["nat-client", "--config"]).arg(&info.config);
         let daemon = Daemon::spawn(
-            &format!("nat-client {}", info.name),
+            format!("nat-client {}", info.name),
             command,
             &info.log("nat-client"),
         )

@@ -105,7 +105,7 @@ fn nodes_of(work: &Path, lab: &Lab, image: &Tree, count: usize) -> Vec<Node> {
                 work,
                 &format!("n{}", j + 1),
                 Lab::node_ip(1, j),
-                &lab.node(1, j),
+                lab.ns(&lab.node(1, j)),
                 &[&image.upper, sdfleet::base_tree()],
             )
         })
@@ -454,7 +454,7 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
         work.path(),
         "proxy",
         natlab::PROXY_IP,
-        &lab.inet(),
+        lab.ns(&lab.inet()),
         &[&proxy_image.upper, sdfleet::base_tree()],
     );
     let mut nodes: Vec<Node> = (1..=2)
@@ -463,7 +463,7 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
                 work.path(),
                 &format!("n{lan}"),
                 Lab::node_ip(lan, 0),
-                &lab.node(lan, 0),
+                lab.ns(&lab.node(lan, 0)),
                 &[&node_image.upper, sdfleet::base_tree()],
             )
         })
@@ -592,7 +592,7 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
         work.path(),
         "n1",
         Lab::node_ip(1, 0),
-        &lab.node(1, 0),
+        lab.ns(&lab.node(1, 0)),
         &[sdfleet::base_tree()],
     );
     let newer = sdfleet::build_deb(

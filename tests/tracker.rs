@@ -4,12 +4,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use p2pu::agent::transfer::seed_http::SeedServer;
 use p2pu::agent::transfer::tracker::{Announce, Event, PeerSource, Tracker};
+use p2pu::lab::Daemon;
 use serde::Deserialize;
 
 /// A fleet whose peers are fixed, recording every announce it is told about.
@@ -279,13 +280,13 @@ fn seed_server_needs_an_existing_root() {
     assert!(p2pu::error::chain(&e).contains("nope"), "{e}");
 }
 
-/// A `transmission-daemon` in the foreground with everything under a temp dir; killed on drop.
+/// A `transmission-daemon` in the foreground with everything under a temp dir; stopped on
+/// drop (the lab's process guard), before its dir goes.
 struct Transmission {
-    child: Child,
+    daemon: Daemon,
     rpc_url: String,
     peer_port: u16,
     session: String,
-    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -332,23 +333,24 @@ impl Transmission {
             serde_json::to_vec_pretty(&settings).unwrap(),
         )
         .unwrap();
-        let log = dir.path().join("daemon.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("transmission-daemon")
-            .arg("-f")
-            .arg("-g")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("transmission-daemon is installed");
+        let mut command = Command::new("transmission-daemon");
+        command.arg("-f").arg("-g").arg(&config);
+        let daemon = Daemon::spawn(
+            "transmission-daemon",
+            command,
+            &dir.path().join("daemon.log"),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} (is transmission-daemon installed?)",
+                p2pu::error::chain(&e)
+            )
+        });
         let mut daemon = Transmission {
-            child,
+            daemon,
             rpc_url: format!("http://127.0.0.1:{rpc_port}/transmission/rpc"),
             peer_port,
             session: String::new(),
-            log,
             _dir: dir,
         };
         daemon.wait_for_rpc();
@@ -358,8 +360,8 @@ impl Transmission {
     fn wait_for_rpc(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("transmission-daemon exited {status}: {}", self.log_text());
+            if !self.daemon.is_running() {
+                panic!("{}", self.daemon.failed("exited"));
             }
             match ureq::post(&self.rpc_url).call() {
                 Ok(_) | Err(ureq::Error::Status(..)) => return,
@@ -395,14 +397,7 @@ impl Transmission {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Transmission {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.log()
     }
 }
 

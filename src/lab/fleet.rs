@@ -1,19 +1,17 @@
 //! The [`Lab`] handle: what tests and `p2pu lab` do with a running lab (run commands inside
 //! it, send events, stop and start nodes and their processes) and its teardown.
 
-use super::netns::{self, Netns};
+use super::netns::Netns;
 use super::node::NodeInfo;
-use super::process::{self, confine, Guard};
-use super::{check_traversable, preflight, prepare_base, LabError, LabOptions};
+use super::process::{self, Daemon};
+use super::{check_traversable, io, preflight, prepare_base, LabError, LabOptions, Result};
 use crate::engines::{Credentials, Gossip, Member, Serf, Transmission};
-use crate::error::{Error, Result};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid, User};
 use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a stopped process gets between SIGTERM and SIGKILL. Generous: Transmission sends
@@ -22,19 +20,19 @@ use std::time::{Duration, Instant};
 /// costs nothing more.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Labs started by this process so far (part of the namespace name).
-static LABS: AtomicUsize = AtomicUsize::new(0);
+/// Every lab namespace is named `p2pu-lab-<pid>-<n>`.
+const NETNS_PREFIX: &str = "p2pu-lab-";
 
 /// The processes of one node; `None` when stopped.
 #[derive(Default)]
 pub(super) struct NodeProcs {
-    pub(super) serf: Option<Guard>,
-    pub(super) transmission: Option<Guard>,
-    pub(super) agent: Option<Guard>,
+    pub(super) serf: Option<Daemon>,
+    pub(super) transmission: Option<Daemon>,
+    pub(super) agent: Option<Daemon>,
 }
 
 impl NodeProcs {
-    pub(super) fn all(&mut self) -> impl Iterator<Item = &mut Guard> {
+    pub(super) fn all(&mut self) -> impl Iterator<Item = &mut Daemon> {
         [&mut self.agent, &mut self.transmission, &mut self.serf]
             .into_iter()
             .flatten()
@@ -58,19 +56,16 @@ impl Lab {
     pub fn start(opts: LabOptions) -> Result<Lab> {
         preflight()?;
         if !(1..=254).contains(&opts.nodes) {
-            return Err(LabError::TooManyNodes { nodes: opts.nodes }.into());
+            return Err(LabError::TooManyNodes { nodes: opts.nodes });
         }
-        netns::reap_stale();
         let base = prepare_base(&opts.base_dir)?;
         // The rendered Serf handler runs it from Serf's working directory.
         let binary = opts
             .binary
             .canonicalize()
-            .map_err(Error::io("finding the p2pu binary", &opts.binary))?;
-        let counter = LABS.fetch_add(1, Ordering::Relaxed) + 1;
-        let name = format!("{}{}-{counter}", netns::PREFIX, std::process::id());
+            .map_err(io("finding the p2pu binary", &opts.binary))?;
         let mut lab = Lab {
-            netns: Netns::create(&name)?,
+            netns: Netns::fresh(NETNS_PREFIX)?,
             nodes: Vec::new(),
             procs: Vec::new(),
             binary,
@@ -88,7 +83,7 @@ impl Lab {
             .nodes
             .first()
             .map(|node| node.site.transmission.user.clone())
-            .ok_or_else(|| Error::Internal("a lab without nodes".into()))?;
+            .ok_or_else(|| LabError::Internal("a lab without nodes".into()))?;
         let user = User::from_name(&user_name)
             .ok()
             .flatten()
@@ -132,18 +127,20 @@ impl Lab {
         index
             .checked_sub(1)
             .and_then(|i| self.nodes.get(i))
-            .ok_or_else(|| {
-                LabError::NoSuchNode {
-                    index,
-                    count: self.nodes.len(),
-                }
-                .into()
+            .ok_or(LabError::NoSuchNode {
+                index,
+                count: self.nodes.len(),
             })
     }
 
     /// The network namespace's name (for `ip netns exec <name> ...` by hand).
     pub fn netns_name(&self) -> &str {
         self.netns.name()
+    }
+
+    /// The lab's network namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
     }
 
     /// Runs `f` on a thread inside the lab's namespace: use the [`Lab::serf`] and
@@ -190,7 +187,7 @@ impl Lab {
     pub fn exec<S: AsRef<OsStr>>(&self, index: usize, args: &[S]) -> Result<Output> {
         let node = self.node(index)?;
         let Some((program, rest)) = args.split_first() else {
-            return Err(Error::Internal("Lab::exec without a program".into()));
+            return Err(LabError::Internal("Lab::exec without a program".into()));
         };
         let mut command = Command::new(program);
         command
@@ -206,8 +203,8 @@ impl Lab {
                 ),
             )
             .env("P2PU_CONFIG", &node.config);
-        confine(&mut command, self.netns.raw_fd(), None);
-        command.output().map_err(|source| Error::Spawn {
+        self.netns.confine(&mut command, None)?;
+        command.output().map_err(|source| LabError::Spawn {
             command: process::shown(&command),
             source,
         })
@@ -233,8 +230,8 @@ impl Lab {
     pub fn start_agent(&mut self, index: usize) -> Result<()> {
         let node = self.node(index)?.clone();
         let mut command = super::node::agent_command(&self.binary, &node);
-        confine(&mut command, self.netns.raw_fd(), None);
-        let guard = Guard::spawn(
+        self.netns.confine(&mut command, None)?;
+        let guard = Daemon::spawn(
             format!("p2pu agent on {}", node.name),
             command,
             &node.log("agent"),
@@ -252,7 +249,7 @@ impl Lab {
     /// SIGTERM to node `index`'s agent (SIGKILL after a grace period); waits for it to exit.
     pub fn stop_agent(&mut self, index: usize) -> Result<()> {
         if let Some(mut agent) = self.procs_mut(index)?.agent.take() {
-            agent.stop(STOP_GRACE);
+            agent.stop_within(STOP_GRACE);
         }
         Ok(())
     }
@@ -268,7 +265,7 @@ impl Lab {
     /// Stops and starts node `index`'s Transmission; returns once its RPC answers again.
     pub fn restart_transmission(&mut self, index: usize) -> Result<()> {
         if let Some(mut daemon) = self.procs_mut(index)?.transmission.take() {
-            daemon.stop(STOP_GRACE);
+            daemon.stop_within(STOP_GRACE);
         }
         self.spawn_transmission(index)?;
         self.wait_transmission(index)
@@ -339,7 +336,7 @@ impl Lab {
         self.node(index)?;
         self.procs
             .get_mut(index - 1)
-            .ok_or_else(|| Error::Internal(format!("no processes for node {index}")))
+            .ok_or_else(|| LabError::Internal(format!("no processes for node {index}")))
     }
 }
 

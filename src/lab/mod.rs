@@ -7,6 +7,11 @@
 //! process group) and the namespace deleted when it shuts down, on drop too, and the kernel
 //! SIGKILLs the processes if the thread that started them dies first (PR_SET_PDEATHSIG): keep
 //! a `Lab` on the thread that created it.
+//!
+//! Its parts are the test harness too, so there is one of each: [`Daemon`] (a process in its
+//! own group, logging to a file, stopped on drop) and [`Netns`] (a named network namespace with
+//! its addresses, routes and veths, commands and threads inside it, deleted with whatever still
+//! runs in it on drop). tests/support builds its NAT lab and fleets from these.
 
 mod fleet;
 mod netns;
@@ -16,11 +21,12 @@ mod shape;
 mod startup;
 
 pub use fleet::Lab;
+pub use netns::{veth_pair, Netns};
 pub use node::agent_command;
 pub use node::NodeInfo;
+pub use process::Daemon;
 pub use startup::{init_node, install_keys, serf_command, transmission_command};
 
-use crate::error::{Error, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,15 +67,73 @@ pub enum LabError {
     },
     #[error("shaping the lab's links: `{command}` failed: {stderr}")]
     Shape { command: String, stderr: String },
+    #[error("{process} {what} ({state}); the end of {}:\n{tail}", log.display())]
+    Failed {
+        process: String,
+        what: String,
+        state: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("entering network namespace {name}")]
     EnterNetns {
         name: String,
         #[source]
         source: nix::errno::Errno,
     },
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("running `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` {status}{}", crate::error::stderr_suffix(stderr))]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// `ip` and other plumbing run through [`crate::engines::run_checked`].
+    #[error(transparent)]
+    Tool(#[from] crate::engines::CommandError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Fs(#[from] crate::fsutil::FsError),
+    #[error(transparent)]
+    Serf(#[from] crate::engines::SerfError),
+    #[error(transparent)]
+    Transmission(#[from] crate::engines::TransmissionError),
+    #[error("trusting the lab operator's key in {}", dir.display())]
+    Keys {
+        dir: PathBuf,
+        #[source]
+        source: crate::keys::KeyError,
+    },
+    #[error("internal error (a bug in p2pu): {0}")]
+    Internal(String),
 }
 
 impl crate::error::LayerError for LabError {}
+
+type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done and to which path.
+fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LabError {
+    let path = path.into();
+    move |source| LabError::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -105,7 +169,7 @@ impl LabOptions {
 /// Checks what the lab needs before it touches anything.
 pub fn preflight() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(LabError::NotRoot.into());
+        return Err(LabError::NotRoot);
     }
     let tools = [
         ("ip", "iproute2"),
@@ -114,7 +178,7 @@ pub fn preflight() -> Result<()> {
     ];
     for (tool, package) in tools {
         if find_on_path(tool).is_none() {
-            return Err(LabError::MissingTool { tool, package }.into());
+            return Err(LabError::MissingTool { tool, package });
         }
     }
     Ok(())
@@ -134,10 +198,10 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 
 /// Creates the base dir and opens it to other users (Transmission runs as its own user).
 fn prepare_base(base: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(base).map_err(Error::io("creating directory", base))?;
-    let base = base.canonicalize().map_err(Error::io("resolving", base))?;
+    std::fs::create_dir_all(base).map_err(io("creating directory", base))?;
+    let base = base.canonicalize().map_err(io("resolving", base))?;
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755))
-        .map_err(Error::io("making searchable", &base))?;
+        .map_err(io("making searchable", &base))?;
     Ok(base)
 }
 
@@ -146,7 +210,7 @@ fn check_traversable(base: &Path, user: &str) -> Result<()> {
     for dir in base.ancestors().skip(1) {
         let mode = dir
             .metadata()
-            .map_err(Error::io("reading", dir))?
+            .map_err(io("reading", dir))?
             .permissions()
             .mode();
         if mode & 0o001 == 0 {
@@ -154,8 +218,7 @@ fn check_traversable(base: &Path, user: &str) -> Result<()> {
                 path: dir.to_path_buf(),
                 mode: mode & 0o7777,
                 user: user.to_owned(),
-            }
-            .into());
+            });
         }
     }
     Ok(())

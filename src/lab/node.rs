@@ -1,8 +1,8 @@
 //! One lab node's layout: its directory, the site.toml that keeps every path inside it, its
 //! address and ports inside the lab's namespace, and the secrets `init` generated for it.
 
+use super::{io, LabError, Result};
 use crate::config::{Config, SiteToml};
-use crate::error::{Error, Result};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -79,7 +79,7 @@ impl NodeInfo {
         overrides: Option<&str>,
     ) -> Result<NodeInfo> {
         for sub in [dir.to_path_buf(), dir.join("logs")] {
-            std::fs::create_dir_all(&sub).map_err(Error::io("creating directory", &sub))?;
+            std::fs::create_dir_all(&sub).map_err(io("creating directory", &sub))?;
         }
         let text = base_toml(dir, index, name, addr, join)?;
         let mut table = parse(&dir.join("site.toml"), &text)?;
@@ -88,7 +88,7 @@ impl NodeInfo {
             merge(&mut table, parse(Path::new("(site_overrides)"), extra)?);
         }
         let config = dir.join("site.toml");
-        let text = toml::to_string(&table).map_err(|e| Error::Internal(e.to_string()))?;
+        let text = toml::to_string(&table).map_err(|e| LabError::Internal(e.to_string()))?;
         crate::fsutil::write_atomic(&config, text.as_bytes(), 0o644)?;
         let loaded = Config::load(&config, None)?;
         Ok(NodeInfo {
@@ -131,7 +131,7 @@ impl NodeInfo {
 fn node_addr(index: usize) -> Result<Ipv4Addr> {
     match u8::try_from(index) {
         Ok(last @ 1..=254) => Ok(Ipv4Addr::new(10, 99, 1, last)),
-        _ => Err(super::LabError::TooManyNodes { nodes: index }.into()),
+        _ => Err(LabError::TooManyNodes { nodes: index }),
     }
 }
 
@@ -139,7 +139,7 @@ fn port(base: u16, index: usize) -> Result<u16> {
     u16::try_from(index)
         .ok()
         .and_then(|i| base.checked_add(i))
-        .ok_or_else(|| super::LabError::TooManyNodes { nodes: index }.into())
+        .ok_or(LabError::TooManyNodes { nodes: index })
 }
 
 /// The node's site.toml before overrides: every path under `dir`.
@@ -204,7 +204,7 @@ fn agent_table(table: &toml::Table, accept_legacy: bool) -> Result<toml::Value> 
         .get("agent")
         .and_then(toml::Value::as_table)
         .cloned()
-        .ok_or_else(|| Error::Internal("lab site.toml has no [agent] table".into()))?;
+        .ok_or_else(|| LabError::Internal("lab site.toml has no [agent] table".into()))?;
     agent.insert("accept_legacy".into(), toml::Value::Boolean(accept_legacy));
     Ok(toml::Value::Table(agent))
 }
@@ -236,7 +236,7 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
 }
 
 fn read_secret(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("reading secret", path))?;
+    let text = std::fs::read_to_string(path).map_err(io("reading secret", path))?;
     Ok(text.trim().to_owned())
 }
 

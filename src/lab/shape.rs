@@ -3,8 +3,7 @@
 //! mirrored to), at a rate per node; and faults a node can suffer (a crash, a hang).
 
 use super::fleet::Lab;
-use super::LabError;
-use crate::error::Result;
+use super::{io, LabError, Result};
 use nix::sys::signal::Signal;
 use std::process::Command;
 
@@ -16,17 +15,14 @@ impl Lab {
         let run = |program: &str, args: &[&str], line: &str| -> Result<()> {
             let mut command = Command::new(program);
             command.args(args).args(line.split_whitespace());
-            let out = command
-                .output()
-                .map_err(crate::Error::io("running", program))?;
+            let out = command.output().map_err(io("running", program))?;
             if out.status.success() {
                 return Ok(());
             }
             Err(LabError::Shape {
                 command: format!("{program} {} {line}", args.join(" ")),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }
-            .into())
+            })
         };
         let tc = |line: &str| run("ip", &["netns", "exec", &ns, "tc"], line);
         let ip = |line: &str| run("ip", &["-n", &ns], line);

@@ -3,10 +3,9 @@
 
 use super::fleet::Lab;
 use super::node::NodeInfo;
-use super::process::{confine, Guard};
-use super::LabError;
+use super::process::Daemon;
+use super::{io, LabError, Result};
 use crate::engines::{Gossip, MemberStatus, Retry, TorrentEngine};
-use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -35,11 +34,11 @@ impl Lab {
         };
         self.init_node(first)?;
         let keyring = &first.site.serf.keyring_file;
-        let bytes = std::fs::read(keyring).map_err(Error::io("reading", keyring))?;
+        let bytes = std::fs::read(keyring).map_err(io("reading", keyring))?;
         for node in others {
             let target = &node.site.serf.keyring_file;
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(Error::io("creating directory", parent))?;
+                std::fs::create_dir_all(parent).map_err(io("creating directory", parent))?;
             }
             crate::fsutil::write_atomic(target, &bytes, 0o600)?;
         }
@@ -63,8 +62,8 @@ impl Lab {
     pub(super) fn spawn_serf(&mut self, index: usize) -> Result<()> {
         let node = self.node(index)?;
         let mut command = serf_command(node);
-        confine(&mut command, self.netns.raw_fd(), None);
-        let guard = Guard::spawn(
+        self.netns.confine(&mut command, None)?;
+        let guard = Daemon::spawn(
             format!("serf agent on {}", node.name),
             command,
             &node.log("serf"),
@@ -76,13 +75,10 @@ impl Lab {
     pub(super) fn spawn_transmission(&mut self, index: usize) -> Result<()> {
         let node = self.node(index)?;
         let mut command = transmission_command(node);
-        confine(
-            &mut command,
-            self.netns.raw_fd(),
-            Some(self.transmission_user),
-        );
+        self.netns
+            .confine(&mut command, Some(self.transmission_user))?;
         let name = format!("transmission-daemon on {}", node.name);
-        let guard = Guard::spawn(name, command, &node.log("transmission"))?;
+        let guard = Daemon::spawn(name, command, &node.log("transmission"))?;
         self.procs_mut(index)?.transmission = Some(guard);
         Ok(())
     }
@@ -120,7 +116,7 @@ impl Lab {
                 self.procs[i - 1]
                     .serf
                     .as_mut()
-                    .is_some_and(Guard::is_running)
+                    .is_some_and(Daemon::is_running)
             })
             .collect();
         let want: BTreeSet<String> = running
@@ -188,8 +184,7 @@ impl Lab {
                     what: what.to_owned(),
                     after: START_TIMEOUT,
                     last,
-                }
-                .into());
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -207,7 +202,11 @@ pub fn install_keys(operator: &NodeInfo, nodes: &[NodeInfo]) -> Result<()> {
         comment: "lab operator".into(),
     };
     for node in nodes {
-        crate::keys::TrustedKeys::add(&node.site.agent.trusted_keys_dir, &public)?;
+        let dir = &node.site.agent.trusted_keys_dir;
+        crate::keys::TrustedKeys::add(dir, &public).map_err(|source| LabError::Keys {
+            dir: dir.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -230,14 +229,14 @@ pub fn init_node(binary: &Path, node: &NodeInfo) -> Result<()> {
         binary.display(),
         node.config.display()
     );
-    let output = command.output().map_err(|source| Error::Spawn {
+    let output = command.output().map_err(|source| LabError::Spawn {
         command: shown.clone(),
         source,
     })?;
     if output.status.success() {
         return Ok(());
     }
-    Err(Error::Command {
+    Err(LabError::Command {
         command: shown,
         status: output.status.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -1,28 +1,26 @@
-//! Harness for tests that drive the real engines: free loopback ports, a process guard that
-//! kills its whole process group on drop (also when a test panics), polling helpers, and
+//! Harness for tests that drive the real engines: free loopback ports, polling helpers, and
 //! starters for a Transmission daemon and a Serf agent that return once their RPC answers.
+//! The process guard is the lab's ([`Daemon`]: its whole process group dies on drop, also when
+//! a test panics); a test that wants them inside a network namespace calls the starters on a
+//! thread in it (`p2pu::lab::Netns::run`).
 //!
-//! Everything a daemon writes goes under the directory the test passes in (a temp dir). The
-//! `launcher` fields let a fleet harness run the same daemons inside network namespaces
-//! (e.g. `["ip", "netns", "exec", "n1"]`).
+//! Everything a daemon writes goes under the directory the test passes in (a temp dir).
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
 pub mod prereq;
 
+pub use p2pu::lab::Daemon;
+
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use p2pu::engines::{Credentials, Gossip, Retry, Serf, TorrentEngine, Transmission};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long a daemon gets to answer its RPC after start.
@@ -71,93 +69,6 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
     }
 }
 
-/// A running daemon in its own process group, with stdout and stderr in a log file. Dropping
-/// it sends SIGTERM to the group, then SIGKILL if it has not exited within two seconds.
-pub struct Daemon {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `command` in a new process group, logging to `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Daemon> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone().context("duplicating the log file")?;
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {name}: {command:?}"))?;
-        Ok(Daemon {
-            name: name.to_owned(),
-            child,
-            log: log.to_path_buf(),
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// What the daemon has written so far.
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// False once the daemon has exited.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// An error carrying the daemon's log, for a start-up that went wrong.
-    pub fn failed(&mut self, what: &str) -> anyhow::Error {
-        let state = match self.child.try_wait() {
-            Ok(Some(status)) => format!("exited with {status}"),
-            _ => "still running".to_owned(),
-        };
-        anyhow::anyhow!("{} {what} ({state}); its log:\n{}", self.name, self.log())
-    }
-
-    /// Terminates the whole process group and waits for the daemon.
-    pub fn stop(&mut self) {
-        let Ok(raw) = i32::try_from(self.child.id()) else {
-            return;
-        };
-        if !self.is_running() {
-            return;
-        }
-        let group = Pid::from_raw(raw);
-        let _ = killpg(group, Signal::SIGTERM);
-        let exited = wait_until(Duration::from_secs(2), || !self.is_running());
-        if !exited {
-            let _ = killpg(group, Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `program` run through `launcher` (empty: directly).
-fn launched(launcher: &[OsString], program: &str) -> Command {
-    match launcher.split_first() {
-        Some((first, rest)) => {
-            let mut command = Command::new(first);
-            command.args(rest).arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
 /// Merges `extra` over `base`.
 fn merged(mut base: Value, extra: &Map<String, Value>) -> Value {
     if let Value::Object(map) = &mut base {
@@ -177,7 +88,6 @@ pub struct TransmissionOpts {
     pub password: String,
     /// settings.json keys that override the harness's defaults (e.g. `bind-address-ipv4`).
     pub extra: Map<String, Value>,
-    pub launcher: Vec<OsString>,
 }
 
 impl TransmissionOpts {
@@ -189,7 +99,6 @@ impl TransmissionOpts {
             user: user.to_owned(),
             password: password.to_owned(),
             extra: Map::new(),
-            launcher: Vec::new(),
         }
     }
 }
@@ -257,7 +166,7 @@ pub fn start_transmission_with(dir: &Path, opts: TransmissionOpts) -> Result<Tra
     fs::write(&path, serde_json::to_vec_pretty(&settings)?)
         .with_context(|| format!("writing {}", path.display()))?;
 
-    let mut command = launched(&opts.launcher, "transmission-daemon");
+    let mut command = Command::new("transmission-daemon");
     command.arg("-f").arg("-g").arg(&config_dir);
     let mut daemon = Daemon::spawn(
         "transmission-daemon",
@@ -277,7 +186,9 @@ pub fn start_transmission_with(dir: &Path, opts: TransmissionOpts) -> Result<Tra
         probe.session_get().is_ok() || !daemon.is_running()
     });
     if !answered || !daemon.is_running() {
-        return Err(daemon.failed(&format!("did not answer RPC at {url}")));
+        return Err(daemon
+            .failed(&format!("did not answer RPC at {url}"))
+            .into());
     }
     Ok(TransmissionDaemon {
         daemon,
@@ -300,7 +211,6 @@ pub struct SerfOpts {
     pub join: Vec<SocketAddr>,
     /// Config keys that override the harness's (e.g. `profile`, `user_event_size_limit`).
     pub extra: Map<String, Value>,
-    pub launcher: Vec<OsString>,
 }
 
 impl SerfOpts {
@@ -314,7 +224,6 @@ impl SerfOpts {
             event_handlers: Vec::new(),
             join: Vec::new(),
             extra: Map::new(),
-            launcher: Vec::new(),
         }
     }
 }
@@ -363,12 +272,12 @@ pub fn start_serf_with(dir: &Path, opts: SerfOpts) -> Result<SerfAgent> {
     fs::write(&path, serde_json::to_vec_pretty(&config)?)
         .with_context(|| format!("writing {}", path.display()))?;
 
-    let mut command = launched(&opts.launcher, "serf");
+    let mut command = Command::new("serf");
     command
         .arg("agent")
         .arg(format!("-config-dir={}", config_dir.display()));
     let log = dir.join(format!("serf-{}.log", opts.name));
-    let mut daemon = Daemon::spawn(&format!("serf agent {}", opts.name), command, &log)?;
+    let mut daemon = Daemon::spawn(format!("serf agent {}", opts.name), command, &log)?;
     let client = Serf::new(opts.rpc.to_string()).with_auth(opts.rpc_auth.clone());
     let answered = wait_until(START_TIMEOUT, || {
         let listed = client
@@ -378,7 +287,9 @@ pub fn start_serf_with(dir: &Path, opts: SerfOpts) -> Result<SerfAgent> {
         listed || !daemon.is_running()
     });
     if !answered || !daemon.is_running() {
-        return Err(daemon.failed(&format!("did not answer RPC at {}", opts.rpc)));
+        return Err(daemon
+            .failed(&format!("did not answer RPC at {}", opts.rpc))
+            .into());
     }
     Ok(SerfAgent {
         daemon,

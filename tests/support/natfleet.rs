@@ -165,7 +165,7 @@ impl Fleet {
         let mut command = self.lab.command(&self.lab.node(lan, index), BIN);
         command.args(["nat-client", "--config"]).arg(&config);
         let log = base.join("log");
-        let daemon = Daemon::spawn(&format!("nat-client {name}"), command, &log).expect("client");
+        let daemon = Daemon::spawn(format!("nat-client {name}"), command, &log).expect("client");
         (socket, daemon)
     }
 }

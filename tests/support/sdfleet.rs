@@ -4,17 +4,20 @@
 //! natlab `Lab`. Nothing is started by the test except the containers: the engines and the agent
 //! run as the units `p2pu init` rendered.
 //!
-//! A `Container` owns its nspawn process; dropping it shuts the container down (SIGTERM, which
-//! nspawn turns into an orderly poweroff, then SIGKILL) and a `Node` removes its tree. nspawn
+//! A `Container` owns its nspawn process (a `p2pu::lab::Daemon`); dropping it shuts the container
+//! down (SIGTERM, which nspawn turns into an orderly poweroff, then SIGKILL to its whole process
+//! group) and a `Node` removes its tree. nspawn
 //! runs in a private mount namespace holding the tmpfs it needs on `/run/systemd/nspawn` (where
 //! PID 1 is not systemd), so no mount outlives it; the containers' processes live in the lab's
 //! namespaces, which the lab kills when dropped or when a later run finds their owner gone.
 
 #![allow(dead_code)]
 
+use nix::sys::signal::Signal;
+use p2pu::lab::Daemon;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -222,7 +225,7 @@ pub struct Container {
     pub name: String,
     pub root: PathBuf,
     pub log: PathBuf,
-    child: Option<Child>,
+    nspawn: Option<Daemon>,
     /// The container's PID 1, as this machine numbers it.
     leader: u32,
     /// Its own cgroups on this machine, removed after it stopped.
@@ -230,12 +233,16 @@ pub struct Container {
 }
 
 /// A cgroup per container in the hierarchies systemd uses (the named v1 one and the unified
-/// one), named after the test process and the machine.
+/// one), named after the test process, a boot counter and the machine. The counter matters:
+/// tests run in parallel in one process and name their machines alike (n1, n2), and two
+/// containers sharing a cgroup failed units with 219/CGROUP when one of them stopped.
 fn container_cgroups(name: &str) -> Vec<String> {
+    static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let boot = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]
         .iter()
         .filter(|h| Path::new(h).join("cgroup.procs").exists())
-        .map(|h| format!("{h}/{WORK_PREFIX}{}-{name}", std::process::id()))
+        .map(|h| format!("{h}/{WORK_PREFIX}{}-{boot}-{name}", std::process::id()))
         .collect()
 }
 
@@ -248,12 +255,13 @@ fn remove_cgroup(path: &str) {
 }
 
 impl Container {
-    /// Boots `root` as machine `name` in network namespace `netns`; returns once its PID 1 runs.
-    pub fn boot(name: &str, root: &Path, netns: &str, log: &Path) -> Container {
+    /// Boots `root` as machine `name` in network namespace `netns` (its path); returns once its
+    /// PID 1 runs.
+    pub fn boot(name: &str, root: &Path, netns: &Path, log: &Path) -> Container {
         std::fs::create_dir_all("/run/systemd/nspawn").unwrap();
-        let log_file = std::fs::File::create(log).unwrap();
         let cgroups = container_cgroups(name);
-        let child = Command::new("unshare")
+        let mut command = Command::new("unshare");
+        command
             .args(["--mount", "--propagation", "private", "sh", "-c"])
             // nspawn --keep-unit makes the container's cgroups (its "payload") below its own;
             // where PID 1 is not systemd every nspawn starts in the root cgroup, so containers
@@ -270,37 +278,29 @@ impl Container {
             .args(["systemd-nspawn", "--register=no", "--keep-unit", "--boot"])
             .arg(format!("--directory={}", root.display()))
             .arg(format!("--machine={name}"))
-            .arg(format!("--network-namespace-path=/run/netns/{netns}"))
-            .arg("--console=read-only")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let nspawn = child.id();
+            .arg(format!("--network-namespace-path={}", netns.display()))
+            .arg("--console=read-only");
+        let nspawn = Daemon::spawn(format!("systemd-nspawn {name}"), command, log)
+            .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+        // unshare and sh exec it: the pid is nspawn's.
+        let pid = nspawn.pid();
         let mut container = Container {
             name: name.to_owned(),
             root: root.to_owned(),
             log: log.to_owned(),
-            child: Some(child),
+            nspawn: Some(nspawn),
             leader: 0,
             cgroups,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(pid) = container_init(nspawn) {
-                container.leader = pid;
+            if let Some(init) = container_init(pid) {
+                container.leader = init;
                 break;
             }
-            let exited = container
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                panic!(
-                    "{name}: systemd-nspawn did not start PID 1 ({exited:?}): {}",
-                    container.log_text()
-                );
+            let nspawn = container.nspawn.as_mut().expect("just spawned");
+            if !nspawn.is_running() || Instant::now() > deadline {
+                panic!("{}", nspawn.failed("did not start PID 1"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -393,25 +393,14 @@ impl Container {
     /// Shuts the container down in order (nspawn turns SIGTERM into a poweroff of the
     /// container), killing it if that takes longer than 30 s.
     pub fn shutdown(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut nspawn) = self.nspawn.take() else {
             return;
         };
-        self.stop_child(&mut child);
+        // nspawn alone: it powers the container off in order, which a group-wide SIGTERM
+        // would cut short.
+        nspawn.signal_leader(Signal::SIGTERM);
+        nspawn.reap(Instant::now() + Duration::from_secs(30));
         self.remove_cgroups();
-    }
-
-    fn stop_child(&self, child: &mut Child) {
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     fn remove_cgroups(&self) {
@@ -461,18 +450,25 @@ fn container_init(nspawn: u32) -> Option<u32> {
 pub struct Node {
     pub name: String,
     pub ip: Ipv4Addr,
-    pub netns: String,
+    /// Its network namespace's path.
+    pub netns: PathBuf,
     pub container: Option<Container>,
     pub tree: Tree,
 }
 
 impl Node {
     /// Node `name` in `<dir>/<name>`, its tree `lowers` (topmost first) plus its own writes.
-    pub fn new(dir: &Path, name: &str, ip: Ipv4Addr, netns: &str, lowers: &[&Path]) -> Node {
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        ip: Ipv4Addr,
+        netns: &p2pu::lab::Netns,
+        lowers: &[&Path],
+    ) -> Node {
         Node {
             name: name.to_owned(),
             ip,
-            netns: netns.to_owned(),
+            netns: netns.path(),
             container: None,
             tree: Tree::overlay(&dir.join(name), lowers),
         }
