@@ -47,6 +47,10 @@ struct Scenario {
 }
 
 impl Scenario {
+    fn is_healthy(&self) -> bool {
+        self.slow.is_empty() && self.crash.is_none() && self.hang.is_none() && self.liar.is_none()
+    }
+
     fn name(&self) -> String {
         let mut parts = Vec::new();
         for (n, mbit) in &self.slow {
@@ -156,6 +160,34 @@ fn transmission_alone(
     Ok(now_s() - start)
 }
 
+/// A python3 http.server on node 1 serving `dir`, answering; its port.
+fn serve_dir(lab: &p2pu::lab::Lab, dir: &std::path::Path) -> Res<(Server, u16)> {
+    let port = lab
+        .in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??
+        .port();
+    let dir = dir.to_path_buf();
+    let server = Server(lab.in_netns(move || {
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "10.99.1.1"])
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })??);
+    let ready = now_s() + 10.0;
+    while lab
+        .in_netns(|| std::net::TcpStream::connect(("10.99.1.1", port)))?
+        .is_err()
+    {
+        if now_s() > ready {
+            return Err("http.server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((server, port))
+}
+
 /// One HTTP copy from node 1 to node 2, then node 1 serving every other node at once; both
 /// on the same shaped links. Returns their seconds.
 fn http_baselines(
@@ -163,21 +195,10 @@ fn http_baselines(
     nodes: usize,
     payload_dir: &std::path::Path,
     name: &str,
+    central: bool,
 ) -> Res<(f64, f64)> {
     // HTTP baselines, from node 1, on the same shaped links.
-    let port = lab
-        .in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??
-        .port();
-    let payload_dir2 = payload_dir.to_path_buf();
-    let _server = Server(lab.in_netns(move || {
-        Command::new("python3")
-            .args(["-m", "http.server", "--bind", "10.99.1.1"])
-            .arg(port.to_string())
-            .current_dir(&payload_dir2)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    })??);
+    let (server, port) = serve_dir(lab, payload_dir)?;
     let url = format!("http://10.99.1.1:{port}/{name}");
     let ready = now_s() + 10.0;
     while lab
@@ -196,6 +217,9 @@ fn http_baselines(
     if !status.success() {
         return Err(format!("curl: {status}").into());
     }
+    if !central {
+        return Ok((one_copy, f64::NAN));
+    }
     eprintln!(
         "[{nodes} nodes] one copy {one_copy:.1} s; central server to {} nodes...",
         nodes - 1
@@ -211,7 +235,7 @@ fn http_baselines(
         }
     }
     let central = now_s() - start;
-    drop(_server);
+    drop(server);
     Ok((one_copy, central))
 }
 
@@ -275,7 +299,8 @@ fn bench(nodes: usize, mib: usize, mbit: u32, p2pu_only: bool, scenario: &Scenar
     let (one_copy, central) = if p2pu_only {
         (f64::NAN, f64::NAN)
     } else {
-        http_baselines(&lab, nodes, &payload_dir, &name)?
+        // A central server to N nodes takes N copies' time: measured on healthy links only.
+        http_baselines(&lab, nodes, &payload_dir, &name, scenario.is_healthy())?
     };
     // The slow node's own one copy, from node 1.
     let slow_copy = match scenario.slow.first() {
@@ -381,29 +406,7 @@ fn one_copy_to(
     name: &str,
     to: usize,
 ) -> Res<f64> {
-    let port = lab
-        .in_netns(|| TcpListener::bind("10.99.1.1:0").and_then(|l| l.local_addr()))??
-        .port();
-    let dir = payload_dir.to_path_buf();
-    let _server = Server(lab.in_netns(move || {
-        Command::new("python3")
-            .args(["-m", "http.server", "--bind", "10.99.1.1"])
-            .arg(port.to_string())
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    })??);
-    let ready = now_s() + 10.0;
-    while lab
-        .in_netns(|| std::net::TcpStream::connect(("10.99.1.1", port)))?
-        .is_err()
-    {
-        if now_s() > ready {
-            return Err("http.server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_server, port) = serve_dir(lab, payload_dir)?;
     let start = now_s();
     let status = curl(lab, to, &format!("http://10.99.1.1:{port}/{name}"))?.wait()?;
     if !status.success() {

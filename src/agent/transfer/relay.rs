@@ -11,12 +11,14 @@
 //!
 //! Nobody holds the chain back ([`Route`], [`Watch`]): a node's sources are the members before
 //! it, nearest first, then the rest. While it streams from one, it asks the next one ahead how
-//! much it holds (a HEAD: `X-P2pu-Have`). When its source has nothing more for it but the next
-//! one ahead gains at least twice as fast (a slow node, or one whose own source is slow), or its
-//! source stops answering while the next one ahead has more (a hung node), it moves on, resuming
-//! at the piece reached; a crashed source is left at once. The chain closes over the failed node
-//! instead of sending everyone to the origin, and every seed server relays one payload to at
-//! most `seed_http::MAX_RELAY_READERS` nodes, so no node is stampeded.
+//! much it holds (a HEAD: `X-P2pu-Have`). It moves on to that one, resuming at the piece
+//! reached, when its source stops sending and answering while the one ahead holds more (a hung
+//! node), or when the one ahead, holding more, would send at least twice as fast: a short
+//! trial read from it, made when it holds the whole payload or gains twice as fast, decides (a
+//! slow node, or one whose own source is slow; the trial also measures this node's own link,
+//! so a node that is slow itself stays put). A crashed source is left at once. The chain closes
+//! over the failed node instead of sending everyone to the origin, and every seed server
+//! relays one payload to at most `seed_http::MAX_RELAY_READERS` nodes, so no node is stampeded.
 //!
 //! Each piece goes both to the download dir (for the own seed server to relay and serve) and to
 //! the root-only verified copy ([`super::verified`]), which is hashed again as a whole and is
