@@ -415,6 +415,43 @@ fn one_copy_to(
     Ok(now_s() - start)
 }
 
+/// Node `node`'s sources for `name` from `p2pu status --json`: "2: 64.0" or with why it was left.
+fn sources(lab: &p2pu::lab::Lab, node: usize, name: &str) -> String {
+    let Ok(out) = lab.p2pu(node, &["status", "--json"]) else {
+        return "-".into();
+    };
+    let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return "-".into();
+    };
+    let mut used = Vec::new();
+    for update in report["updates"].as_array().into_iter().flatten() {
+        if update["name"] != name {
+            continue;
+        }
+        for source in update["sources"].as_array().into_iter().flatten() {
+            let addr = source["addr"].as_str().unwrap_or("?");
+            let who = addr
+                .split(':')
+                .next()
+                .and_then(|ip| ip.rsplit('.').next())
+                .unwrap_or(addr);
+            let mib = source["bytes"].as_u64().unwrap_or(0) as f64 / 1048576.0;
+            match source["left"].as_str() {
+                Some(why) => used.push(format!(
+                    "{who}: {mib:.1} ({})",
+                    why.chars().take(60).collect::<String>()
+                )),
+                None => used.push(format!("{who}: {mib:.1}")),
+            }
+        }
+    }
+    if used.is_empty() {
+        "-".into()
+    } else {
+        used.join("; ")
+    }
+}
+
 /// The sources the healthy nodes' records name for bad pieces, from `p2pu status --json`.
 fn named_liars(lab: &p2pu::lab::Lab, healthy: &[usize], name: &str) -> String {
     let mut named = std::collections::BTreeMap::new();
@@ -449,18 +486,19 @@ fn named_liars(lab: &p2pu::lab::Lab, healthy: &[usize], name: &str) -> String {
 
 /// Where each node's time went, from the agents' logs (seconds after submit started).
 fn timeline(lab: &p2pu::lab::Lab, nodes: usize, name: &str, seq: u64, start: f64) {
-    eprintln!("node | accepted | received over HTTP | verified (apply started) | applied");
+    eprintln!("node | accepted | received over HTTP | verified (apply started) | applied | sources (node: MiB, why left)");
     for node in 1..=nodes {
         let at = |what: &str| {
             logged(lab, node, what, name, seq)
                 .map_or("-".to_string(), |l| format!("{:.1}", l.at - start))
         };
         eprintln!(
-            "{node} | {} | {} | {} | {}",
+            "{node} | {} | {} | {} | {} | {}",
             at(" accepted"),
             at("received over HTTP"),
             at("apply started"),
-            at(" applied: ")
+            at(" applied: "),
+            sources(lab, node, name)
         );
     }
 }

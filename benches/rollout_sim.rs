@@ -21,8 +21,8 @@ use std::time::Duration;
 
 /// The watcher's time to see a slow source (probe, comparison span, trial read), and a hung
 /// one (no byte, no answer to a probe); the values in `relay.rs`.
-const SLOW_AFTER: f64 = 1.0;
-const COMPARE_OVER: f64 = 0.75;
+const SLOW_AFTER: f64 = 0.75;
+const COMPARE_OVER: f64 = 0.5;
 const HUNG_AFTER: f64 = 1.25;
 const STEP: f64 = 0.005;
 

@@ -56,7 +56,7 @@ const PARENT_WAIT: Duration = Duration::from_secs(3);
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 const PROBE_LIMIT: Duration = Duration::from_millis(800);
 /// The span over which a source's pace is compared with the one ahead of it.
-const COMPARE_OVER: Duration = Duration::from_millis(750);
+const COMPARE_OVER: Duration = Duration::from_millis(500);
 /// A source that sent nothing for this long and does not answer a probe has hung.
 const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// How much a trial read of the source ahead takes, and how often one may be made: each is
@@ -637,7 +637,6 @@ impl Watch<'_> {
                 }
             };
             let source = self.route.sources[current];
-            let source_have = self.client.have(source, &self.path, PROBE_LIMIT).ok();
             let mine = self.shared.offset.load(Ordering::Relaxed);
             let now = Instant::now();
             samples.retain(|s| s.ahead == ahead && now.duration_since(s.at) <= COMPARE_OVER * 2);
@@ -652,23 +651,29 @@ impl Watch<'_> {
                 continue;
             }
             let silent = lock(&self.shared.last_byte).elapsed();
-            let why = match source_have {
-                None if silent >= HUNG_AFTER && since.elapsed() >= HUNG_AFTER => Some(format!(
+            // The source is asked only once it went silent: one whose uplink is full (a slow
+            // node) may take longer to answer than the watcher should wait between looks.
+            let hung = silent >= HUNG_AFTER
+                && since.elapsed() >= HUNG_AFTER
+                && self.client.have(source, &self.path, PROBE_LIMIT).is_err();
+            let why = if hung {
+                Some(format!(
                     "hung: nothing for {:.1} s and no answer to a probe, while {ahead_addr} held {} KiB more",
                     silent.as_secs_f64(),
                     lead >> 10
-                )),
-                // Sending (a source whose uplink is full may not answer a probe in time).
-                _ if silent < HUNG_AFTER => self
-                    .faster(&samples, since, ahead_addr, &mut last_trial)
+                ))
+            } else if silent < COMPARE_OVER {
+                // Still sending (a silent one is judged by the rule above instead).
+                self.faster(&samples, since, ahead_addr, &mut last_trial)
                     .map(|(theirs, ours)| {
                         format!(
                             "slow: it sent {} KiB/s while {ahead_addr} sent a trial read at {} KiB/s",
                             ours >> 10,
                             theirs >> 10
                         )
-                    }),
-                _ => None,
+                    })
+            } else {
+                None
             };
             if let Some(why) = why {
                 tracing::info!(%source, to = %ahead_addr, "leaving a source: {why}");
