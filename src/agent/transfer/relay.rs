@@ -60,9 +60,11 @@ const COMPARE_OVER: Duration = Duration::from_millis(500);
 /// A source that sent nothing for this long and does not answer a probe has hung.
 const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// How much a trial read of the source ahead takes, and how often one may be made: each is
-/// bytes that source's uplink does not send its own child.
-const TRIAL: u64 = 128 << 10;
+/// bytes that source's uplink does not send its own child. One that holds the whole payload (the
+/// origin, in a healthy chain) is tried half as often: nothing else says whether to try it.
+const TRIAL: u64 = 64 << 10;
 const TRIAL_EVERY: Duration = Duration::from_secs(1);
+const TRIAL_WHOLE_EVERY: Duration = Duration::from_secs(2);
 
 /// The pieces every byte is checked against: the torrent's, whose info dict hashes to the
 /// signed info-hash.
@@ -211,6 +213,8 @@ struct Shared {
     leave: AtomicBool,
     /// Sources not to ask again (bad pieces, failures, left as slow or hung).
     dropped: Mutex<Vec<bool>>,
+    /// Sources the watcher caught sending bad pieces, for the record.
+    liars: Mutex<Vec<SourceUse>>,
     done: AtomicBool,
 }
 
@@ -319,6 +323,7 @@ impl Relay<'_> {
             move_to: Mutex::new(None),
             leave: AtomicBool::new(false),
             dropped: Mutex::new(vec![false; route.sources.len()]),
+            liars: Mutex::new(Vec::new()),
             done: AtomicBool::new(false),
         };
         let watch = Watch {
@@ -339,6 +344,7 @@ impl Relay<'_> {
             let _ = watcher.join();
             outcome
         });
+        used.append(&mut lock(&shared.liars));
         outcome?;
         let offset = shared.offset.load(Ordering::Relaxed);
         if offset != record.len {
@@ -386,8 +392,16 @@ impl Relay<'_> {
             }
             let source = route.sources[index];
             let offset = shared.offset.load(Ordering::Relaxed);
-            // Only the chain parent is waited for: its agent may hear of the update later.
-            let wait = index == 0 && route.ahead > 1;
+            // The chain parent is waited for (its agent may hear of the update later), and so is
+            // a member ahead that is not relaying yet (404): skipping it would give the one before
+            // it two readers.
+            let wait = if index == 0 && route.ahead > 1 {
+                Wait::Any
+            } else if index < route.ahead {
+                Wait::NotYet
+            } else {
+                Wait::No
+            };
             let response = match self.connect(source, &url_path, offset, wait) {
                 Ok(response) => response,
                 Err(FetchError::Stopping) => return Err(FetchError::Stopping),
@@ -466,7 +480,7 @@ impl Relay<'_> {
         source: SocketAddr,
         url_path: &str,
         offset: u64,
-        wait: bool,
+        wait: Wait,
     ) -> Result<Response, FetchError> {
         let record = self.record;
         let wait_until = Instant::now() + PARENT_WAIT.min(self.deadline.left());
@@ -482,8 +496,8 @@ impl Relay<'_> {
                     .into())
                 }
                 Ok(response) => return Ok(response),
-                Err(e) if wait && Instant::now() < wait_until => {
-                    tracing::trace!(%source, "waiting for the chain parent: {e}");
+                Err(e) if wait.for_error(&e) && Instant::now() < wait_until => {
+                    tracing::trace!(%source, "waiting for a source to start relaying: {e}");
                     self.sleep(Duration::from_millis(50))?;
                 }
                 Err(e) => return Err(e.into()),
@@ -563,6 +577,26 @@ impl Relay<'_> {
         }
         std::thread::sleep(duration);
         Ok(())
+    }
+}
+
+/// Which failures to connect are waited out (for [`PARENT_WAIT`]) rather than moved past.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    /// Any: the chain parent, which may hear of the update later than this node.
+    Any,
+    /// A 404: a member that is not relaying the payload yet.
+    NotYet,
+}
+
+impl Wait {
+    fn for_error(self, e: &GetError) -> bool {
+        match self {
+            Wait::No => false,
+            Wait::Any => true,
+            Wait::NotYet => matches!(e, GetError::Status { status: 404, .. }),
+        }
     }
 }
 
@@ -664,14 +698,19 @@ impl Watch<'_> {
                 ))
             } else if silent < COMPARE_OVER {
                 // Still sending (a silent one is judged by the rule above instead).
-                self.faster(&samples, since, ahead_addr, &mut last_trial)
-                    .map(|(theirs, ours)| {
-                        format!(
-                            "slow: it sent {} KiB/s while {ahead_addr} sent a trial read at {} KiB/s",
-                            ours >> 10,
-                            theirs >> 10
-                        )
-                    })
+                match self.faster(&samples, since, ahead_addr, &mut last_trial) {
+                    Some(Ok((theirs, ours))) => Some(format!(
+                        "slow: it sent {} KiB/s while {ahead_addr} sent a trial read at {} KiB/s",
+                        ours >> 10,
+                        theirs >> 10
+                    )),
+                    Some(Err(piece)) => {
+                        self.liar(ahead, piece);
+                        samples.clear();
+                        None
+                    }
+                    None => None,
+                }
             } else {
                 None
             };
@@ -685,8 +724,26 @@ impl Watch<'_> {
         }
     }
 
+    /// Drops the source at `index`, which sent piece `piece` wrong in a trial read, and names it.
+    fn liar(&self, index: usize, piece: u64) {
+        let addr = self.route.sources[index];
+        tracing::warn!(source = %addr, piece, "source sent a bad piece in a trial read; dropped");
+        lock(&self.shared.dropped)[index] = true;
+        lock(&self.shared.liars).push(SourceUse {
+            addr: addr.to_string(),
+            from: piece * self.pieces.length,
+            bytes: 0,
+            millis: 0,
+            bad_pieces: 1,
+            left: Some(format!(
+                "sent a bad piece in a trial read (piece {piece}, which does not match the torrent)"
+            )),
+        });
+    }
+
     /// When the source ahead would serve this node at least twice as fast as its source does
-    /// over the comparison span: its rate and this node's (bytes/s). It is tried with a short
+    /// over the comparison span: its rate and this node's (bytes/s); or the piece it sent that
+    /// did not match, when it lied in the trial. It is tried with a short
     /// read (which measures this node's own link too: a node that is slow itself stays put),
     /// but only when it may be worth it, at most every [`TRIAL_EVERY`]: when the one ahead
     /// holds the whole payload (it gains nothing to compare), or gained at least twice as fast.
@@ -696,7 +753,7 @@ impl Watch<'_> {
         since: Instant,
         ahead: SocketAddr,
         last_trial: &mut Option<Instant>,
-    ) -> Option<(u64, u64)> {
+    ) -> Option<Result<(u64, u64), u64>> {
         let last = samples.last()?;
         let first = samples
             .iter()
@@ -704,40 +761,74 @@ impl Watch<'_> {
         let secs = last.at.duration_since(first.at).as_secs_f64();
         let ours = last.mine.saturating_sub(first.mine);
         let gained = last.ahead_have.saturating_sub(first.ahead_have);
-        let worth = last.ahead_have >= self.len || (gained >= self.gap() && gained >= 2 * ours);
-        if !worth || last_trial.is_some_and(|at| at.elapsed() < TRIAL_EVERY) {
+        let whole = last.ahead_have >= self.len;
+        let worth = whole || (gained >= self.gap() && gained >= 2 * ours);
+        let every = if whole {
+            TRIAL_WHOLE_EVERY
+        } else {
+            TRIAL_EVERY
+        };
+        if !worth || last_trial.is_some_and(|at| at.elapsed() < every) {
             return None;
         }
         *last_trial = Some(Instant::now());
         let ours = (ours as f64 / secs) as u64;
-        let theirs = self.trial(ahead, last.ahead_have)?;
-        (theirs >= 2 * ours).then_some((theirs, ours))
+        match self.trial(ahead, last.ahead_have)? {
+            Trial::Rate(theirs) => (theirs >= 2 * ours).then_some(Ok((theirs, ours))),
+            Trial::BadPiece(piece) => Some(Err(piece)),
+        }
     }
 
-    /// Reads up to [`TRIAL`] bytes that `source` holds (it holds `have`) within the probe
-    /// limit: the rate it sent them at.
-    fn trial(&self, source: SocketAddr, have: u64) -> Option<u64> {
+    /// Reads the last whole pieces that `source` holds (it holds `have`), up to [`TRIAL`]
+    /// bytes, within the probe limit, checking each: the rate they came at, or the first piece
+    /// that did not match (a member that lies to be chosen is caught here).
+    fn trial(&self, source: SocketAddr, have: u64) -> Option<Trial> {
         use std::io::Read;
-        let want = TRIAL.min(have);
+        let length = self.pieces.length;
+        let count = self.len.div_ceil(length);
+        let held = if have >= self.len {
+            count
+        } else {
+            have / length
+        };
+        let first = held.saturating_sub((TRIAL / length).max(1));
+        if first >= held {
+            return None;
+        }
+        let start = first * length;
         let started = Instant::now();
-        let mut response = self.client.get(source, &self.path, have - want).ok()?;
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut got = 0u64;
+        let mut response = self.client.get(source, &self.path, start).ok()?;
         response
             .body
             .get_ref()
             .get_ref()
             .set_read_timeout(Some(PROBE_LIMIT))
             .ok()?;
-        while got < want && started.elapsed() < PROBE_LIMIT {
-            match response.body.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n as u64,
+        let mut got = 0u64;
+        let mut piece = Vec::with_capacity(usize::try_from(length).ok()?);
+        for index in first..held {
+            let want = self.pieces.len_of(index, self.len);
+            piece.clear();
+            let read = (&mut response.body).take(want).read_to_end(&mut piece);
+            if read.is_err() || piece.len() as u64 != want || started.elapsed() > PROBE_LIMIT {
+                break;
             }
+            if !self.pieces.check(index, &piece) {
+                return Some(Trial::BadPiece(index));
+            }
+            got += want;
         }
         let secs = started.elapsed().as_secs_f64().max(0.001);
-        Some((got as f64 / secs) as u64)
+        Some(Trial::Rate((got as f64 / secs) as u64))
     }
+}
+
+/// What a trial read of a source found.
+enum Trial {
+    /// Bytes per second, of pieces that checked.
+    Rate(u64),
+    /// The first piece that did not match the torrent.
+    BadPiece(u64),
 }
 
 #[cfg(test)]
@@ -1057,6 +1148,49 @@ mod tests {
             );
             assert_eq!(used[1].addr, origin.addr().to_string());
             assert!(used[1].bytes > 0);
+            writer.join().unwrap();
+        }
+
+        /// A member ahead that lies to be chosen (it claims the whole payload and would send it
+        /// fast) is caught by the trial read's piece check, named and never streamed from; the
+        /// slow parent is left for the honest one before it.
+        #[test]
+        fn a_liar_ahead_is_caught_by_the_trial_and_never_chosen() {
+            let content = random(4 << 20);
+            let roots: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+            complete(roots[0].path(), &content);
+            let mut lie = content.clone();
+            lie.iter_mut().for_each(|b| *b ^= 0x5a);
+            complete(roots[1].path(), &lie);
+            let origin = server(roots[0].path());
+            let liar = server(roots[1].path());
+            let parent = server(roots[2].path());
+            let writer = {
+                let (root, content) = (roots[2].path().to_path_buf(), content.clone());
+                std::thread::spawn(move || {
+                    trickle(&root, &content, None, Duration::from_millis(200))
+                })
+            };
+            let (got, used) = fetch(
+                roots[3].path(),
+                &content,
+                &route(&[parent.addr(), liar.addr(), origin.addr()]),
+            );
+            assert_eq!(got, content);
+            let named: Vec<_> = used
+                .iter()
+                .filter(|s| s.addr == liar.addr().to_string())
+                .collect();
+            assert_eq!(named.len(), 1, "{used:?}");
+            assert_eq!((named[0].bad_pieces, named[0].bytes), (1, 0), "{used:?}");
+            assert!(named[0]
+                .left
+                .as_deref()
+                .unwrap_or("")
+                .contains("trial read"));
+            assert!(used
+                .iter()
+                .any(|s| s.addr == origin.addr().to_string() && s.bytes > 0));
             writer.join().unwrap();
         }
 
