@@ -173,18 +173,7 @@ fn reopen(
         return None;
     }
     let dir = root.join(&sub);
-    Some(Staging {
-        path: dir.join(name),
-        dir,
-        file,
-        sha256: Sha256::new(),
-        piece: Sha1::new(),
-        piece_fill: 0,
-        pieces_done: 0,
-        bad_piece: None,
-        written: 0,
-        expected: expected.clone(),
-    })
+    Some(Staging::empty(dir.join(name), dir, file, expected.clone()))
 }
 
 fn plain_name(name: &str) -> bool {
@@ -234,12 +223,7 @@ pub fn begin(
     name: &str,
     expected: Expected,
 ) -> Result<Staging, FetchError> {
-    let one_component = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains('/')
-        && !name.contains('\0');
-    if !one_component || !info_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !plain_name(name) || !info_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(unsafe_root(
             root,
             format!("asked to hold {info_hash:?}/{name:?}, not one plain name"),
@@ -265,33 +249,38 @@ pub fn begin(
     let file_flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
     let file =
         fsutil::openat_nofollow(&dir_fd, name, file_flags, 0o600).map_err(write_error(&path))?;
-    let expected = match expected {
-        Expected::Pieces {
-            len,
-            piece_length,
-            pieces,
-        } => Expected::Pieces {
-            len,
-            piece_length: piece_length.max(1),
-            pieces,
-        },
-        sha256 => sha256,
-    };
-    Ok(Staging {
-        dir,
-        path,
-        file: File::from(file),
-        sha256: Sha256::new(),
-        piece: Sha1::new(),
-        piece_fill: 0,
-        pieces_done: 0,
-        bad_piece: None,
-        written: 0,
-        expected,
-    })
+    Ok(Staging::empty(path, dir, File::from(file), expected))
 }
 
 impl Staging {
+    /// A copy at `path` in `dir` with nothing hashed yet.
+    fn empty(path: PathBuf, dir: PathBuf, file: File, expected: Expected) -> Staging {
+        let expected = match expected {
+            Expected::Pieces {
+                len,
+                piece_length,
+                pieces,
+            } => Expected::Pieces {
+                len,
+                piece_length: piece_length.max(1),
+                pieces,
+            },
+            sha256 => sha256,
+        };
+        Staging {
+            dir,
+            path,
+            file,
+            sha256: Sha256::new(),
+            piece: Sha1::new(),
+            piece_fill: 0,
+            pieces_done: 0,
+            bad_piece: None,
+            written: 0,
+            expected,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
