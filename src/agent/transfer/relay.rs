@@ -655,6 +655,7 @@ impl Watch<'_> {
                 continue;
             };
             let dropped = lock(&self.shared.dropped).clone();
+            let next = (current + 1..self.route.ahead).find(|i| !dropped[*i]);
             let Some(ahead) =
                 (current + 1..self.route.ahead).find(|i| !dropped[*i] && !quiet.contains(i))
             else {
@@ -696,8 +697,11 @@ impl Watch<'_> {
                     silent.as_secs_f64(),
                     lead >> 10
                 ))
-            } else if silent < COMPARE_OVER {
-                // Still sending (a silent one is judged by the rule above instead).
+            } else if silent < PROBE_EVERY && Some(ahead) == next {
+                // Still sending (a silent one is judged by the rule above instead), and judged
+                // against the member right before it only: when that one does not answer, the
+                // source's own trouble is upstream, and it is the source's to mend, not this
+                // node's to route around (two nodes moving for one failure stampede a third).
                 match self.faster(&samples, since, ahead_addr, &mut last_trial) {
                     Some(Ok((theirs, ours))) => Some(format!(
                         "slow: it sent {} KiB/s while {ahead_addr} sent a trial read at {} KiB/s",
