@@ -51,6 +51,8 @@ p2pu status >/dev/null || echo \"p2pu: something failed\"",
         "submit",
         "# Send a Puppet manifest to the fleet and wait until every alive member applied it
 p2pu submit site.pp --wait
+# See what a manifest would change on this node, sending nothing
+p2pu submit site.pp --noop
 # Send a directory as one archive, under a chosen name, printing JSON
 p2pu submit ./motd --kind dir --name motd.tar.gz --json
 # Send a plain file without progress output

@@ -64,6 +64,16 @@ impl ApplyError {
             _ => None,
         }
     }
+
+    /// The reason an operator reads first, in `status`, `fleet status` and `submit --wait`:
+    /// Puppet's first `Error:` line with the manifest's file:line when Puppet said one (not the
+    /// command line that ran it: the whole output stays in the record), else the whole chain.
+    pub fn cause(&self) -> String {
+        match self {
+            ApplyError::Puppet(e) => e.cause().unwrap_or_else(|| crate::error::chain(self)),
+            _ => crate::error::chain(self),
+        }
+    }
 }
 
 /// What applying needs from the node.

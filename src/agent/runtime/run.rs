@@ -273,7 +273,7 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
                 let output = e.output().map(str::to_string);
-                self.set_status(record, Status::Failed, Some(chain(&e)), output);
+                self.set_status(record, Status::Failed, Some(e.cause()), output);
             }
         }
     }
