@@ -215,6 +215,8 @@ mod tests {
                 received_at: 1,
                 updated_at: 2,
                 sources: Vec::new(),
+                attempts: 0,
+                next_attempt_at: None,
             })
             .unwrap();
         let (_, out) = run(

@@ -665,6 +665,7 @@ mod tests {
                     .then(|| "Error: Could not find class ::nope (site.pp:1)".into()),
                 at: 1,
                 bad_sources: Vec::new(),
+                attempts: 3,
             }];
             let status = NodeStatus {
                 node: node.into(),

@@ -34,6 +34,13 @@ pub struct UpdateStatus {
     /// a lying (or compromised) member, named so the operator can act on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bad_sources: Vec<String>,
+    /// Attempts that ended (retries count); absent from nodes that do not retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Query answers travel over UDP; keep them well under the rendered response limit.
@@ -72,6 +79,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
             status: record.status,
             reason: record.reason.map(|r| r.chars().take(200).collect()),
             at: record.updated_at,
+            attempts: record.attempts,
         };
         size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
         if size > MAX_ANSWER {
