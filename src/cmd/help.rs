@@ -48,6 +48,13 @@ p2pu status --all --json
 p2pu status >/dev/null || echo \"p2pu: something failed\"",
     ),
     (
+        "history",
+        "# Every update this node kept, newest first, with attempts and reasons
+p2pu history
+# The past updates of one name, as JSON
+p2pu history site.pp --json",
+    ),
+    (
         "submit",
         "# Send a Puppet manifest to the fleet and wait until every alive member applied it
 p2pu submit site.pp --wait

@@ -15,6 +15,7 @@ pub mod event;
 pub mod fleet;
 pub mod handle_event;
 pub mod help;
+pub mod history;
 pub mod init;
 pub mod key;
 pub mod keygen;
@@ -66,6 +67,7 @@ pub enum Command {
     #[command(hide = true)]
     AgentServe(agent_serve::AgentServe),
     Status(status::Status),
+    History(history::History),
     Submit(submit::Submit),
     /// Ask every member of the fleet what it applied.
     ///
@@ -123,6 +125,7 @@ impl Command {
             Command::Agent(c) => c.run(env),
             Command::AgentServe(c) => c.run(env),
             Command::Status(c) => c.run(env),
+            Command::History(c) => c.run(env),
             Command::Submit(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
