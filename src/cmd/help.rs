@@ -55,6 +55,13 @@ p2pu history
 p2pu history site.pp --json",
     ),
     (
+        "logs",
+        "# What site.pp left on every node: Puppet's output, status and reason
+p2pu logs site.pp
+# Only node-7's, as JSON
+p2pu logs site.pp --node node-7 --json",
+    ),
+    (
         "submit",
         "# Send a Puppet manifest to the fleet and wait until every alive member applied it
 p2pu submit site.pp --wait

@@ -20,6 +20,7 @@ pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod lab;
+pub mod logs;
 pub mod nat_client;
 pub mod proxy;
 pub mod status;
@@ -68,6 +69,7 @@ pub enum Command {
     AgentServe(agent_serve::AgentServe),
     Status(status::Status),
     History(history::History),
+    Logs(logs::Logs),
     Submit(submit::Submit),
     /// Ask every member of the fleet what it applied.
     ///
@@ -126,6 +128,7 @@ impl Command {
             Command::AgentServe(c) => c.run(env),
             Command::Status(c) => c.run(env),
             Command::History(c) => c.run(env),
+            Command::Logs(c) => c.run(env),
             Command::Submit(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
