@@ -1,21 +1,117 @@
 //! Publishing an update: the payload packed if a directory, hashed into a torrent, copied
 //! where Transmission seeds it (and marked complete in the download dir for the web seed
 //! server), and its announcement signed ([`prepare`]); then broadcast over Serf ([`broadcast`],
-//! `submit`) or handed to the NAT client (`event sendfile`).
+//! `submit`) or handed to the NAT client (`event sendfile`). Before any of it, [`check`] refuses
+//! what every node would fail on: a manifest Puppet cannot parse, a module archive without
+//! its metadata; [`noop`] shows what a manifest would change on this node.
 
 use crate::agent::apply::kind;
 use crate::agent::transfer::download_dir::DownloadDir;
 use crate::agent::transfer::fetch::sha256_file;
 use crate::config::Config;
-use crate::engines::{Gossip, TorrentEngine};
+use crate::engines::{Applier, ApplyReport, Gossip, PuppetError, TorrentEngine};
 use crate::error::{Error, Result};
 use crate::formats::announcement::{validate_name, Announcement, Draft, Kind};
 use crate::formats::serf_names::UPDATE_EVENT;
 use crate::formats::torrent::{self, CreateOptions};
 use crate::provision::Owners;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why `submit` refused a payload before broadcasting it: what every node would fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{}: refused, nothing was broadcast: `puppet parser validate` rejects it: {cause}",
+        path.display())]
+    ManifestInvalid { path: PathBuf, cause: String },
+    #[error("{}: `puppet apply --noop` failed on this node, nothing was broadcast: {cause}",
+        path.display())]
+    NoopFailed { path: PathBuf, cause: String },
+    #[error("{}: --noop needs a manifest (*.pp or --kind manifest), not a {kind} update",
+        path.display())]
+    NoopNotAManifest { path: PathBuf, kind: Kind },
+}
+
+impl crate::error::LayerError for CheckError {}
+
+/// Puppet's own words for a failure: its first `Error:` line, else the whole error.
+fn cause_of(error: &PuppetError) -> String {
+    error.cause().unwrap_or_else(|| crate::error::chain(error))
+}
+
+/// Refuses, before anything is seeded or broadcast, a payload every node would fail to apply:
+/// a manifest `puppet parser validate` rejects (Puppet's first `Error:` line and its file:line
+/// in the error), a module archive without a `<top>/metadata.json` naming it and its version;
+/// in a `dir` update, each top-level manifest and module the same way.
+pub fn check(source: &Path, kind: Kind, applier: &dyn Applier) -> Result<()> {
+    match kind {
+        Kind::Manifest => {
+            applier
+                .validate(source)
+                .map_err(|e| CheckError::ManifestInvalid {
+                    path: source.to_path_buf(),
+                    cause: cause_of(&e),
+                })?;
+        }
+        Kind::Module => {
+            kind::module_metadata(source)?;
+        }
+        Kind::Dir => {
+            let mut members: Vec<PathBuf> = std::fs::read_dir(source)
+                .map_err(Error::io("listing", source))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            members.sort();
+            for member in members {
+                let member_kind = kind::detect(&member)?;
+                if matches!(member_kind, Kind::Manifest | Kind::Module) {
+                    check(&member, member_kind, applier)?;
+                }
+            }
+        }
+        Kind::Archive | Kind::Key | Kind::File => {}
+    }
+    Ok(())
+}
+
+/// What `puppet apply --noop` of a manifest would change on this node, changing nothing.
+pub fn noop(source: &Path, kind: Kind, applier: &dyn Applier) -> Result<Noop> {
+    if kind != Kind::Manifest {
+        return Err(CheckError::NoopNotAManifest {
+            path: source.to_path_buf(),
+            kind,
+        }
+        .into());
+    }
+    let report: ApplyReport = applier.noop(source).map_err(|e| CheckError::NoopFailed {
+        path: source.to_path_buf(),
+        cause: cause_of(&e),
+    })?;
+    // Puppet marks each change it did not make with `(noop)`; the refresh events it would
+    // have triggered say `Would have triggered`.
+    let changes = report
+        .output
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with("(noop)"))
+        .map(|l| l.strip_prefix("Notice: ").unwrap_or(l).to_string())
+        .collect();
+    Ok(Noop {
+        changes,
+        output: report.output,
+    })
+}
+
+/// What a dry run found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Noop {
+    /// One line per change Puppet would make, as Puppet words it.
+    pub changes: Vec<String>,
+    /// Puppet's whole output.
+    pub output: String,
+}
 
 /// What `submit` made, for the caller and the overlay.
 #[derive(Debug, Clone)]
@@ -282,6 +378,37 @@ mod tests {
     }
 
     use std::os::unix::fs::PermissionsExt;
+
+    /// A `dir` update's top-level manifests are checked like a manifest update: the one
+    /// Puppet rejects stops the submit, naming its Error line.
+    #[test]
+    fn a_dir_update_has_its_manifests_validated() {
+        use crate::engines::fake::FakeApplier;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("site.pp"), "notice('x')\n").unwrap();
+        std::fs::write(dir.path().join("motd"), "hi\n").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let fine = FakeApplier::default();
+        check(dir.path(), Kind::Dir, &fine).unwrap();
+        let site = dir.path().join("site.pp");
+        assert_eq!(fine.calls(), [("validate", site.clone())]);
+        let rejecting = FakeApplier {
+            fail_with: Some("Error: Syntax error at 'x' (file: /d/site.pp, line: 4)\n".into()),
+            ..FakeApplier::default()
+        };
+        let err = crate::error::chain(&check(dir.path(), Kind::Dir, &rejecting).unwrap_err());
+        assert!(
+            err.ends_with(
+                "site.pp: refused, nothing was broadcast: `puppet parser validate` \
+                 rejects it: Error: Syntax error at 'x' (site.pp:4)"
+            ),
+            "{err}"
+        );
+        // Other kinds ask Puppet nothing.
+        let untouched = FakeApplier::default();
+        check(&dir.path().join("motd"), Kind::File, &untouched).unwrap();
+        assert!(untouched.calls().is_empty());
+    }
 
     #[test]
     fn progress_is_inert_when_not_shown() {

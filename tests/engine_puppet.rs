@@ -247,3 +247,117 @@ fn module_installs_offline_from_a_local_tarball_and_upgrades_in_place() -> Resul
     assert_untouched(&before);
     Ok(())
 }
+
+#[test]
+fn parser_validate_refuses_a_syntax_error_naming_its_file_and_line() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    let runner = puppet(dir.path());
+    let good = manifest(dir.path(), "good.pp", "notify { 'hi': }\n")?;
+    runner.validate(&good)?;
+    let broken = manifest(
+        dir.path(),
+        "broken.pp",
+        "notify { 'a': }\nnotify { 'b' \nfile { '/tmp/never': ensure => file }\n",
+    )?;
+    match runner.validate(&broken) {
+        Err(err @ PuppetError::Invalid { .. }) => {
+            let cause = err.cause().unwrap_or_default();
+            assert!(cause.starts_with("Error: "), "{cause}");
+            assert!(cause.contains("Syntax error"), "{cause}");
+            assert!(cause.ends_with("(broken.pp:3)"), "{cause}");
+        }
+        other => bail!("want Invalid, got {other:?}"),
+    }
+    assert!(!Path::new("/tmp/never").exists());
+    assert_untouched(&before);
+    Ok(())
+}
+
+#[test]
+fn noop_shows_the_change_and_makes_none() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    let target = dir.path().join("motd");
+    let site = manifest(
+        dir.path(),
+        "site.pp",
+        &format!("file {{ '{}': content => \"hi\\n\" }}\n", target.display()),
+    )?;
+    let report = puppet(dir.path()).noop(&site)?;
+    assert!(report.output.contains("(noop)"), "{}", report.output);
+    assert!(!target.exists(), "--noop changed something");
+    assert_untouched(&before);
+    Ok(())
+}
+
+/// Puppet 7.23's output for each captured failure in tests/vectors/puppet/, and the cause p2pu
+/// records for it: the vectors still say what the real engine says.
+#[test]
+fn the_recorded_cause_is_puppets_first_error_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let runner = puppet(dir.path());
+    let cases = [
+        ("syntax.pp", "Error: Could not parse for environment production: Syntax error at '}' (syntax.pp:2)"),
+        ("unknown-class.pp", "Error: Evaluation Error: Error while evaluating a Function Call, Could not find class ::nope for"),
+        ("exec-fails.pp", "Error: '/bin/false' returned 1 instead of one of [0]"),
+    ];
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/puppet");
+    for (name, want) in cases {
+        let site = manifest(
+            dir.path(),
+            name,
+            &std::fs::read_to_string(vectors.join(name))?,
+        )?;
+        let err = match runner.apply(&site) {
+            Err(err) => err,
+            Ok(report) => bail!("{name} applied: {}", report.output),
+        };
+        let cause = err.cause().unwrap_or_default();
+        assert!(cause.starts_with(want), "{name}: {cause}");
+        let captured = std::fs::read_to_string(vectors.join(format!("{name}.out")))?;
+        let recorded = p2pu::engines::puppet::first_error(&captured).unwrap_or_default();
+        assert!(recorded.starts_with(want), "{name}.out: {recorded}");
+    }
+    Ok(())
+}
+
+/// `p2pu submit` of a manifest Puppet cannot parse fails before it reads a key or asks
+/// Transmission or Serf anything (none of them exists here), naming Puppet's error and line.
+#[test]
+fn submit_refuses_a_manifest_with_a_syntax_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("site.toml"),
+        format!(
+            "[puppet]\nstate_root = \"{d}/puppet-root\"\n\
+             [transmission]\nrpc_password_file = \"{d}/none.secret\"\ndownload_dir = \"{d}/dl\"\n\
+             [serf]\nrpc_auth_file = \"{d}/none-serf.secret\"\n\
+             [agent]\nsigning_key = \"{d}/none.key\"\n"
+        ),
+    )?;
+    manifest(
+        dir.path(),
+        "site.pp",
+        "notify { 'a': }\nnotify { 'b' \nnotify { 'c': }\n",
+    )?;
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pu"))
+        .args(["submit", "--config", "site.toml", "site.pp"])
+        .current_dir(dir.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "site.pp: refused, nothing was broadcast: `puppet parser validate` rejects it: Error: "
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Syntax error at 'notify' (site.pp:3)"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("dl").exists(), "nothing was seeded");
+    Ok(())
+}

@@ -645,3 +645,112 @@ fn a_compromised_key_is_rotated_out_by_signed_key_updates() {
         assert_eq!(status_of(&lab, node, "stolen.pp"), None);
     }
 }
+
+/// A manifest that fails on one node is tried `1 + agent.retries` times there, waiting the
+/// backoff between attempts, then recorded failed with Puppet's first `Error:` line as the
+/// reason (not the command line), which `p2pu status` and `fleet status` show; the node where
+/// it works applies it once.
+#[test]
+fn a_manifest_failing_on_a_node_is_retried_then_failed_with_puppets_error_line() {
+    const TWO: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(TWO, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides =
+        Some("[agent]\nretries = 2\nretry_backoff_secs = 1\nretry_backoff_max_secs = 2\n".into());
+    let lab = TestLab(Lab::start(options).expect("lab starts"));
+    // Node 2 has what the manifest's check refuses.
+    std::fs::create_dir_all(vardir(&lab, 2)).unwrap();
+    std::fs::write(vardir(&lab, 2).join("broken"), "").unwrap();
+    let path = dir.path().join("check.pp");
+    std::fs::write(
+        &path,
+        "exec { 'count check.pp': command => \"/bin/sh -c 'echo run >> ${settings::vardir}/check.pp.count'\" }\n\
+         exec { 'check': command => \"/bin/sh -c 'test ! -e ${settings::vardir}/broken'\", require => Exec['count check.pp'] }\n",
+    )
+    .unwrap();
+    submit(&lab, &path, &[]);
+
+    let deadline = Instant::now() + ROLLOUT;
+    while status_of(&lab, 2, "check.pp") != Some(Status::Failed)
+        || status_of(&lab, 1, "check.pp") != Some(Status::Applied)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "check.pp did not fail on node 2 and apply on node 1: {:#?}",
+            [status(&lab, 1), status(&lab, 2)]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(runs(&lab, 1, "check.pp"), 1, "applied once where it works");
+    assert_eq!(
+        runs(&lab, 2, "check.pp"),
+        3,
+        "the first attempt and 2 retries"
+    );
+    let record = status(&lab, 2)
+        .updates
+        .into_iter()
+        .find(|u| u.name == "check.pp")
+        .unwrap();
+    assert_eq!(record.attempts, 3);
+    let reason = record.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("Error: ") && reason.contains("returned 1 instead of one of [0]"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("--detailed-exitcodes"),
+        "not the command line: {reason}"
+    );
+    assert!(
+        record.output.unwrap_or_default().contains("Notice:"),
+        "the whole output is kept"
+    );
+
+    let table = lab.p2pu(2, &["status"]).unwrap();
+    assert_eq!(
+        table.status.code(),
+        Some(3),
+        "status exits 3: it failed here"
+    );
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.lines().any(|l| l.starts_with("check.pp")
+            && l.contains(" failed ")
+            && l.contains(&format!("       3 {reason}"))),
+        "{table}"
+    );
+    let fleet = lab.p2pu(1, &["fleet", "status", "check.pp"]).unwrap();
+    assert_eq!(fleet.status.code(), Some(3), "fleet status exits 3");
+    let fleet = String::from_utf8_lossy(&fleet.stdout).into_owned();
+    assert!(
+        fleet
+            .lines()
+            .any(|l| l.starts_with("node-2")
+                && l.contains(&format!("failed   [3 attempts] {reason}"))),
+        "{fleet}"
+    );
+    let reports: Vec<MemberReport> = serde_json::from_slice(
+        &lab.p2pu(1, &["fleet", "status", "check.pp", "--json"])
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let node2 = reports.iter().find(|r| r.node == "node-2").unwrap();
+    let update = &node2.updates.as_ref().unwrap()[0];
+    assert_eq!(
+        (update.status, update.attempts, update.reason.as_deref()),
+        (Status::Failed, 3, Some(reason.as_str()))
+    );
+    // Node 2's kept output, fetched from node 1 with the bounded `p2pu-logs` query.
+    let logs = ok(lab
+        .p2pu(1, &["logs", "check.pp", "--node", "node-2"])
+        .unwrap());
+    assert!(
+        logs.starts_with("== node-2: check.pp seq ")
+            && logs.contains(&format!("failed after 3 attempts: {reason}"))
+            && logs.contains("Notice:"),
+        "{logs}"
+    );
+}

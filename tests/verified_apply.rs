@@ -145,6 +145,8 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
         received_at: 0,
         updated_at: 0,
         sources: Vec::new(),
+        attempts: 0,
+        next_attempt_at: None,
     };
     let stop = AtomicBool::new(false);
     let state = tmp.path().join("state");

@@ -120,7 +120,10 @@ fn table(reports: &[MemberReport], color: bool) -> String {
             Some(updates) if updates.is_empty() => out.push_str(&format!("{head} (no updates)\n")),
             Some(updates) => {
                 for u in updates {
-                    let reason = u.reason.as_deref().unwrap_or("");
+                    let mut reason = u.reason.clone().unwrap_or_default();
+                    if u.attempts > 1 {
+                        reason = format!("[{} attempts] {reason}", u.attempts);
+                    }
                     let code = match u.status {
                         Status::Applied => GREEN,
                         Status::Failed => RED,
@@ -131,7 +134,7 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                         u.name,
                         u.seq,
                         paint(format!("{:<8}", u.status.as_str()), code),
-                        reason
+                        reason.trim_end()
                     ));
                     for bad in &u.bad_sources {
                         let warning = format!(
@@ -212,6 +215,7 @@ mod tests {
                             reason: None,
                             at,
                             bad_sources: Vec::new(),
+                            attempts: 0,
                         })
                         .collect(),
                 };
@@ -279,6 +283,7 @@ mod tests {
                     reason: None,
                     at: 1,
                     bad_sources: Vec::new(),
+                    attempts: 0,
                 }]
             }),
             newest_age_secs: None,
@@ -354,6 +359,7 @@ mod tests {
                 reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
                 at: 1,
                 bad_sources: Vec::new(),
+                attempts: 0,
             }],
         };
         (node.to_string(), serde_json::to_string(&status).unwrap())

@@ -1,14 +1,14 @@
 //! `p2pu handle-event`: what Serf's event handler runs. A user event is written to the agent's
-//! spool and the handler returns at once (Serf runs handlers one at a time); a query is
-//! answered from the agent's state dir.
+//! spool and the handler returns at once (Serf runs handlers one at a time); a query
+//! (`p2pu-status`, `p2pu-latest`, `p2pu-logs`) is answered from the agent's state dir.
 
 use crate::agent::runtime::spool::{self, Source};
 use crate::agent::runtime::state::StateStore;
-use crate::agent::runtime::status::{latest_wire, node_status};
+use crate::agent::runtime::status::{latest_wire, node_logs, node_status};
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::formats::serf_names::{LATEST_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
+use crate::formats::serf_names::{LATEST_QUERY, LOGS_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
 use crate::Env;
 use std::io::{Read, Write};
 
@@ -62,6 +62,10 @@ impl HandleEvent {
             LATEST_QUERY => {
                 let wanted = String::from_utf8_lossy(&payload).trim().to_string();
                 latest_wire(&store, &wanted)?.unwrap_or_default()
+            }
+            LOGS_QUERY => {
+                let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
+                node_logs(&store, &node, &payload)?.unwrap_or_default()
             }
             _ => return Ok(Outcome::Success),
         };
@@ -215,6 +219,8 @@ mod tests {
                 received_at: 1,
                 updated_at: 2,
                 sources: Vec::new(),
+                attempts: 0,
+                next_attempt_at: None,
             })
             .unwrap();
         let (_, out) = run(

@@ -48,9 +48,25 @@ p2pu status --all --json
 p2pu status >/dev/null || echo \"p2pu: something failed\"",
     ),
     (
+        "history",
+        "# Every update this node kept, newest first, with attempts and reasons
+p2pu history
+# The past updates of one name, as JSON
+p2pu history site.pp --json",
+    ),
+    (
+        "logs",
+        "# What site.pp left on every node: Puppet's output, status and reason
+p2pu logs site.pp
+# Only node-7's, as JSON
+p2pu logs site.pp --node node-7 --json",
+    ),
+    (
         "submit",
         "# Send a Puppet manifest to the fleet and wait until every alive member applied it
 p2pu submit site.pp --wait
+# See what a manifest would change on this node, sending nothing
+p2pu submit site.pp --noop
 # Send a directory as one archive, under a chosen name, printing JSON
 p2pu submit ./motd --kind dir --name motd.tar.gz --json
 # Send a plain file without progress output

@@ -15,10 +15,12 @@ pub mod event;
 pub mod fleet;
 pub mod handle_event;
 pub mod help;
+pub mod history;
 pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod lab;
+pub mod logs;
 pub mod nat_client;
 pub mod proxy;
 pub mod status;
@@ -66,6 +68,8 @@ pub enum Command {
     #[command(hide = true)]
     AgentServe(agent_serve::AgentServe),
     Status(status::Status),
+    History(history::History),
+    Logs(logs::Logs),
     Submit(submit::Submit),
     /// Ask every member of the fleet what it applied.
     ///
@@ -123,6 +127,8 @@ impl Command {
             Command::Agent(c) => c.run(env),
             Command::AgentServe(c) => c.run(env),
             Command::Status(c) => c.run(env),
+            Command::History(c) => c.run(env),
+            Command::Logs(c) => c.run(env),
             Command::Submit(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),

@@ -32,7 +32,8 @@ impl Status {
         let config = Config::load(&self.config.resolve(env), None)?;
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let report = read(&store, self.all).map_err(explain_permission)?;
-        crate::cmd::emit(env, self.json, &report, table)?;
+        let now = env.unix_now();
+        crate::cmd::emit(env, self.json, &report, |r| table(r, now))?;
         let failed = if self.all {
             store.latest().map_err(explain_permission)?
         } else {
@@ -105,24 +106,24 @@ fn sources(record: &crate::agent::runtime::state::Record) -> String {
     out
 }
 
-fn table(report: &StatusReport) -> String {
+fn table(report: &StatusReport, now: u64) -> String {
     let mut out = String::new();
     if report.updates.is_empty() {
         out.push_str("no updates yet\n");
     } else {
         out.push_str(&format!(
-            "{:<24} {:>14} {:<9} {:<8} {}\n",
-            "NAME", "SEQ", "KIND", "STATUS", "REASON"
+            "{:<24} {:>14} {:<9} {:<8} {:>8} {}\n",
+            "NAME", "SEQ", "KIND", "STATUS", "ATTEMPTS", "REASON"
         ));
         for r in &report.updates {
-            let reason = r.reason.as_deref().unwrap_or("");
             out.push_str(&format!(
-                "{:<24} {:>14} {:<9} {:<8} {}\n",
+                "{:<24} {:>14} {:<9} {:<8} {:>8} {}\n",
                 r.name,
                 r.seq,
                 r.kind,
                 r.status.as_str(),
-                reason
+                r.attempts,
+                r.shown_reason(now)
             ));
             out.push_str(&sources(r));
         }
@@ -186,6 +187,8 @@ mod tests {
             received_at: 1,
             updated_at: 1,
             sources: Vec::new(),
+            attempts: 0,
+            next_attempt_at: None,
         }
     }
 
@@ -216,6 +219,41 @@ mod tests {
         // A newer record that applied clears it, also when every record is listed.
         store.put(record("site.pp", 3, Status::Applied)).unwrap();
         assert_eq!(status(dir.path(), &["--all"]).0, 0);
+    }
+
+    /// A retried update shows its attempts, and while retrying, when the next one is due.
+    #[test]
+    fn attempts_and_the_next_retry_are_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let mut retrying = record("site.pp", 1, Status::Retrying);
+        retrying.attempts = 1;
+        retrying.next_attempt_at = Some(0);
+        retrying.reason = Some("Error: Could not find class ::nope (site.pp:1)".into());
+        store.put(retrying).unwrap();
+        let mut failed = record("b.pp", 2, Status::Failed);
+        failed.attempts = 3;
+        store.put(failed).unwrap();
+        let (code, out, _) = status(dir.path(), &[]);
+        assert_eq!(code, exit::FAILED);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("STATUS   ATTEMPTS REASON"), "{out}");
+        assert!(
+            lines[1].starts_with("b.pp")
+                && lines[1].ends_with("failed          3 puppet apply: exit 1"),
+            "{out}"
+        );
+        assert!(
+            lines[2].ends_with(
+                "retrying        1 next attempt in 0 s; Error: Could not find class ::nope (site.pp:1)"
+            ),
+            "{out}"
+        );
+        let (_, json, _) = status(dir.path(), &["--json"]);
+        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        let attempts: Vec<u32> = report.updates.iter().map(|r| r.attempts).collect();
+        assert_eq!(attempts, [3, 1]);
     }
 
     #[test]

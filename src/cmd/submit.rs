@@ -1,6 +1,9 @@
 //! `p2pu submit`: makes the torrent, seeds the payload in the local Transmission, signs the
 //! announcement with the node's key and broadcasts it as a Serf user event with coalescing
-//! off. With `--wait`, follows the rollout until every alive member applied it. On a terminal
+//! off. Before any of that it refuses what every node would fail on (a path that does not exist,
+//! a manifest Puppet cannot parse, a module archive without metadata), and `--noop` only shows
+//! what a manifest would change here. With `--wait`, follows the rollout until every alive
+//! member applied it, printing each failed member's reason. On a terminal
 //! (and without `--quiet` or NO_COLOR) the long steps, hashing and copying, show progress on
 //! stderr; `--json` prints [`SubmitReport`] on stdout.
 
@@ -13,6 +16,7 @@ use crate::formats::announcement::Kind;
 use crate::publish::{broadcast, prepare_showing, Submitted};
 use crate::Env;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,8 +24,11 @@ use std::time::{Duration, Instant};
 /// Sign an update and send it to every node of the fleet.
 ///
 /// A directory is sent as one archive (kind `dir`). Prints the update's name, seq and
-/// info-hash. With --wait, exits 3 when some member failed to apply it and 4 when some alive
-/// member had not applied it by --timeout.
+/// info-hash. Refused before anything is seeded or broadcast: a path that does not exist, a
+/// manifest `puppet parser validate` rejects, a module archive without metadata.json. With
+/// --noop, runs `puppet apply --noop` here and shows what would change, broadcasting nothing.
+/// With --wait, exits 3 when some member failed to apply it (each one's reason on stderr) and 4
+/// when some alive member had not applied it by --timeout.
 #[derive(Debug, clap::Args)]
 pub struct Submit {
     /// The file or directory to send.
@@ -51,6 +58,21 @@ pub struct Submit {
     /// Show no progress: no bars while hashing and copying, no rollout lines with --wait.
     #[arg(long, short)]
     quiet: bool,
+    /// Do not send anything: run `puppet apply --noop` of the manifest on this node (with
+    /// puppet.modulepath from the config) and show the changes it would make.
+    #[arg(long, conflicts_with = "wait")]
+    noop: bool,
+}
+
+/// `p2pu submit --noop --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopReport {
+    pub path: PathBuf,
+    /// One line per change Puppet would make, as Puppet words it.
+    pub changes: Vec<String>,
+    /// Puppet's whole output.
+    pub output: String,
 }
 
 /// `p2pu submit --json`.
@@ -75,6 +97,9 @@ pub struct Rollout {
     pub failed: Vec<String>,
     /// Alive members that had not applied or failed it (yet).
     pub waiting: Vec<String>,
+    /// Why each failed member failed (Puppet's first `Error:` line, or the fetch's reason).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, String>,
 }
 
 impl Submit {
@@ -83,13 +108,27 @@ impl Submit {
         let source = env.resolve(&self.path);
         check_source(&source)?;
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
+        let kind = match self.kind {
+            Some(kind) => kind,
+            None => crate::agent::apply::kind::detect(&source)?,
+        };
+        // Every node would fail on these: refuse them before Transmission or Serf is touched.
+        if matches!(kind, Kind::Manifest | Kind::Dir) || self.noop {
+            let applier = env.engines.applier(&config)?;
+            crate::publish::check(&source, kind, applier.as_ref())?;
+            if self.noop {
+                return self.show_noop(env, &source, kind, applier.as_ref());
+            }
+        } else if kind == Kind::Module {
+            crate::agent::apply::kind::module_metadata(&source)?;
+        }
         let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
         let engine = env.engines.torrent(&config)?;
         let show_progress = env.interactive && !self.quiet;
         let submitted = prepare_showing(
             &config,
             &source,
-            self.kind,
+            Some(kind),
             self.name.clone(),
             seq,
             engine.as_ref(),
@@ -129,6 +168,43 @@ impl Submit {
             exit::OK => Outcome::Success,
             code => Outcome::Status(code),
         })
+    }
+
+    /// `--noop`: what the manifest would change on this node; nothing is seeded or sent.
+    fn show_noop(
+        &self,
+        env: &mut Env,
+        source: &Path,
+        kind: Kind,
+        applier: &dyn crate::engines::Applier,
+    ) -> Result<Outcome> {
+        let noop = crate::publish::noop(source, kind, applier)?;
+        let report = NoopReport {
+            path: source.to_path_buf(),
+            changes: noop.changes,
+            output: noop.output,
+        };
+        crate::cmd::emit(env, self.json, &report, |r| {
+            let mut text = match r.changes.len() {
+                0 => format!(
+                    "{}: puppet apply --noop: nothing would change",
+                    r.path.display()
+                ),
+                n => format!(
+                    "{}: puppet apply --noop: {n} change(s) would be made:\n",
+                    r.path.display()
+                ),
+            };
+            for change in &r.changes {
+                text.push_str(&format!("  {change}\n"));
+            }
+            if r.changes.is_empty() {
+                text.push('\n');
+            }
+            text.push_str("nothing was broadcast\n");
+            text
+        })?;
+        Ok(Outcome::Success)
     }
 }
 
@@ -197,11 +273,12 @@ fn rollout_verdict(
         return Some((
             exit::FAILED,
             Some(format!(
-                "{} seq {} failed on: {}; `p2pu fleet status {}` shows why",
+                "{} seq {} failed on: {}; `p2pu fleet status {}` shows more{}",
                 update.name,
                 update.seq,
                 tally.failed.join(", "),
-                update.name
+                update.name,
+                reasons(tally)
             )),
         ));
     }
@@ -215,34 +292,55 @@ fn rollout_verdict(
     };
     Some((
         code,
-        Some(format!(
-            "timed out after {} s; still waiting for: {}{}; follow it with \
+        Some(
+            format!(
+                "timed out after {} s; still waiting for: {}{}; follow it with \
              `p2pu fleet status {}` or give a longer --timeout",
-            timeout.as_secs(),
-            tally.waiting.join(", "),
-            if tally.failed.is_empty() {
-                String::new()
-            } else {
-                format!("; failed on: {}", tally.failed.join(", "))
-            },
-            update.name
-        )),
+                timeout.as_secs(),
+                tally.waiting.join(", "),
+                if tally.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failed on: {}", tally.failed.join(", "))
+                },
+                update.name
+            ) + &reasons(tally),
+        ),
     ))
+}
+
+/// Each failed member's reason, one indented line each, for the error `--wait` prints.
+fn reasons(tally: &Rollout) -> String {
+    tally
+        .failed
+        .iter()
+        .map(|node| {
+            let reason = tally
+                .reasons
+                .get(node)
+                .map_or("(no reason given)", String::as_str);
+            format!("\n  {node}: {reason}")
+        })
+        .collect()
 }
 
 /// Where a rollout stands among the alive members.
 fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
     let mut tally = Rollout::default();
     for report in reports.iter().filter(|r| r.alive) {
-        let status = report
+        let update = report
             .updates
             .as_ref()
-            .and_then(|u| u.iter().find(|u| u.seq == seq))
-            .map(|u| u.status);
+            .and_then(|u| u.iter().find(|u| u.seq == seq));
         let node = report.node.clone();
-        match status {
+        match update.map(|u| u.status) {
             Some(crate::agent::runtime::state::Status::Applied) => tally.applied.push(node),
-            Some(crate::agent::runtime::state::Status::Failed) => tally.failed.push(node),
+            Some(crate::agent::runtime::state::Status::Failed) => {
+                if let Some(reason) = update.and_then(|u| u.reason.clone()) {
+                    tally.reasons.insert(node.clone(), reason);
+                }
+                tally.failed.push(node);
+            }
             _ => tally.waiting.push(node),
         }
     }
@@ -256,7 +354,7 @@ mod tests {
     use crate::agent::runtime::status::{NodeStatus, UpdateStatus};
     use crate::cmd::testing::Run;
     use crate::engines::clients::Engines;
-    use crate::engines::fake::{FakeGossip, FakeTorrent};
+    use crate::engines::fake::{FakeApplier, FakeGossip, FakeTorrent};
     use crate::engines::MemberStatus;
     use std::sync::Arc;
 
@@ -302,6 +400,7 @@ mod tests {
             applied: names(applied),
             failed: names(failed),
             waiting: names(waiting),
+            reasons: BTreeMap::new(),
         }
     }
 
@@ -319,6 +418,7 @@ mod tests {
         let text = text.unwrap();
         assert_eq!(code, exit::FAILED);
         assert!(text.contains("failed on: b") && text.contains("p2pu fleet status site.pp"));
+        assert!(text.ends_with("\n  b: (no reason given)"), "{text}");
 
         let (code, text) = verdict(&rollout(&["a"], &[], &["c"]), true).unwrap();
         let text = text.unwrap();
@@ -359,9 +459,14 @@ mod tests {
         dir: tempfile::TempDir,
         torrent: Arc<FakeTorrent>,
         gossip: Arc<FakeGossip>,
+        applier: Arc<FakeApplier>,
     }
 
     fn node(gossip: FakeGossip) -> Node {
+        node_with(gossip, FakeApplier::default())
+    }
+
+    fn node_with(gossip: FakeGossip, applier: FakeApplier) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (code, _, err) = crate::cmd::testing::run(dir.path(), &["keygen", "--out", "k"]);
         assert_eq!(code, 0, "{err}");
@@ -379,26 +484,140 @@ mod tests {
             dir,
             torrent: Arc::new(FakeTorrent::default()),
             gossip: Arc::new(gossip),
+            applier: Arc::new(applier),
         }
     }
 
     impl Node {
         fn submit(&self, args: &[&str]) -> (i32, String, String) {
+            self.submit_path("site.pp", args)
+        }
+
+        fn submit_path(&self, path: &str, args: &[&str]) -> (i32, String, String) {
             let engines = Engines::fakes()
                 .torrent_engine(self.torrent.clone())
-                .gossip_engine(self.gossip.clone());
-            let argv = [
-                "submit",
-                "--config",
-                "site.toml",
-                "--seq",
-                "7",
-                "--json",
-                "site.pp",
-            ];
-            let argv: Vec<&str> = argv.iter().chain(args).copied().collect();
+                .gossip_engine(self.gossip.clone())
+                .applier_engine(self.applier.clone());
+            let argv = ["submit", "--config", "site.toml", "--seq", "7", "--json"];
+            let argv: Vec<&str> = argv.iter().chain(args).copied().chain([path]).collect();
             Run::new(self.dir.path()).engines(engines).run(&argv)
         }
+
+        /// Neither Transmission nor Serf was asked anything.
+        fn untouched(&self) -> bool {
+            self.torrent.added().is_empty()
+                && self.gossip.events().is_empty()
+                && self.gossip.queries().is_empty()
+        }
+    }
+
+    /// Puppet 7.23's answer to `puppet parser validate` of a resource missing a value.
+    const PARSER_ERROR: &str = "Error: Could not parse for environment production: Syntax \
+        error at '}' (file: /home/op/site.pp, line: 2, column: 32)\n";
+
+    #[test]
+    fn a_manifest_puppet_rejects_is_refused_with_its_error_line_before_any_engine() {
+        let applier = FakeApplier {
+            fail_with: Some(PARSER_ERROR.into()),
+            ..FakeApplier::default()
+        };
+        let node = node_with(FakeGossip::default(), applier);
+        let (code, out, err) = node.submit(&[]);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(
+            err.contains(
+                "site.pp: refused, nothing was broadcast: `puppet parser validate` \
+                 rejects it: Error: Could not parse for environment production: Syntax error \
+                 at '}' (site.pp:2)"
+            ),
+            "{err}"
+        );
+        assert!(node.untouched());
+        let site = node.dir.path().join("site.pp");
+        assert_eq!(node.applier.calls(), [("validate", site)]);
+    }
+
+    #[test]
+    fn a_valid_manifest_is_validated_then_sent() {
+        let node = node(FakeGossip::default());
+        let (code, _, err) = node.submit(&[]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(node.applier.calls().len(), 1);
+        assert_eq!(node.gossip.events().len(), 1);
+    }
+
+    #[test]
+    fn noop_shows_what_would_change_and_sends_nothing() {
+        let applier = FakeApplier {
+            output: "Notice: Compiled catalog for vm in environment production in 0.01 seconds\n\
+                Notice: /Stage[main]/Main/File[/etc/motd]/content: current_value '{md5}1', \
+                should be '{md5}2' (noop)\n\
+                Notice: Class[Main]: Would have triggered 'refresh' from 1 event\n\
+                Notice: Applied catalog in 0.02 seconds\n"
+                .into(),
+            ..FakeApplier::default()
+        };
+        let node = node_with(FakeGossip::default(), applier);
+        let site = node.dir.path().join("site.pp");
+        let engines = Engines::fakes().applier_engine(node.applier.clone());
+        let argv = ["submit", "--config", "site.toml", "--noop", "site.pp"];
+        let (code, out, err) = Run::new(node.dir.path()).engines(engines).run(&argv);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert_eq!(
+            out,
+            format!(
+                "{}: puppet apply --noop: 1 change(s) would be made:\n  \
+                 /Stage[main]/Main/File[/etc/motd]/content: current_value '{{md5}}1', should be \
+                 '{{md5}}2' (noop)\nnothing was broadcast\n",
+                site.display()
+            )
+        );
+        assert_eq!(
+            node.applier.calls(),
+            [("validate", site.clone()), ("noop", site)]
+        );
+        assert!(node.untouched());
+        let (code, out, _) = node.submit(&["--noop"]);
+        assert_eq!(code, 0);
+        let report: NoopReport = serde_json::from_str(&out).unwrap();
+        assert_eq!(report.changes.len(), 1);
+        assert!(node.untouched());
+    }
+
+    #[test]
+    fn noop_of_something_else_than_a_manifest_is_refused() {
+        let node = node(FakeGossip::default());
+        std::fs::write(node.dir.path().join("blob.bin"), b"x").unwrap();
+        let (code, _, err) = node.submit_path("blob.bin", &["--noop"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("--noop needs a manifest"), "{err}");
+        assert!(node.untouched());
+    }
+
+    #[test]
+    fn a_module_archive_without_a_name_and_version_is_refused_before_any_engine() {
+        let node = node(FakeGossip::default());
+        let path = node.dir.path().join("ntp.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let metadata = br#"{"name": "acme-ntp"}"#;
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(metadata.len() as u64);
+        tar.append_data(&mut header, "acme-ntp-1.0.0/metadata.json", &metadata[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        let (code, _, err) = node.submit_path("ntp.tar.gz", &[]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("ntp.tar.gz: acme-ntp-1.0.0/metadata.json has no `version`"),
+            "{err}"
+        );
+        assert!(node.untouched());
+        assert!(node.applier.calls().is_empty());
     }
 
     #[test]
@@ -442,9 +661,11 @@ mod tests {
                 name: "site.pp".into(),
                 seq: 7,
                 status,
-                reason: None,
+                reason: (status == Status::Failed)
+                    .then(|| "Error: Could not find class ::nope (site.pp:1)".into()),
                 at: 1,
                 bad_sources: Vec::new(),
+                attempts: 3,
             }];
             let status = NodeStatus {
                 node: node.into(),
@@ -464,10 +685,16 @@ mod tests {
         let (code, out, err) = node.submit(&["--wait", "--quiet"]);
         assert_eq!(code, exit::FAILED, "{err}");
         let report: SubmitReport = serde_json::from_str(&out).unwrap();
-        assert_eq!(report.rollout, Some(rollout(&["a"], &["b"], &[])));
+        let cause = "Error: Could not find class ::nope (site.pp:1)";
+        let mut want = rollout(&["a"], &["b"], &[]);
+        want.reasons.insert("b".into(), cause.into());
+        assert_eq!(report.rollout, Some(want));
         assert_eq!(
             err,
-            "error: site.pp seq 7 failed on: b; `p2pu fleet status site.pp` shows why\n"
+            format!(
+                "error: site.pp seq 7 failed on: b; `p2pu fleet status site.pp` shows more\n  \
+                 b: {cause}\n"
+            )
         );
         assert_eq!(node.gossip.queries(), ["p2pu-status"]);
     }

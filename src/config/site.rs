@@ -199,6 +199,12 @@ pub struct AgentSection {
     pub fetch_min_rate_bytes_per_sec: u64,
     pub fetch_rate_window_secs: u64,
     pub fetch_slack_secs: u64,
+    /// A failed fetch or apply is tried this many more times before it counts as failed.
+    pub retries: u32,
+    /// The wait before the first retry; doubled before each further one ...
+    pub retry_backoff_secs: u64,
+    /// ... up to this.
+    pub retry_backoff_max_secs: u64,
 }
 
 impl Default for AgentSection {
@@ -223,6 +229,9 @@ impl Default for AgentSection {
             fetch_min_rate_bytes_per_sec: 64 << 10,
             fetch_rate_window_secs: 30,
             fetch_slack_secs: 900,
+            retries: 2,
+            retry_backoff_secs: 30,
+            retry_backoff_max_secs: 600,
         }
     }
 }

@@ -359,6 +359,29 @@ impl<'a> Validator<'a> {
                 "use 60 to 604800: finding peers takes a minute or more",
             );
         }
+        if site.agent.retries > 100 {
+            self.fail(
+                "agent.retries",
+                site.agent.retries,
+                "use 0 to 100: a failure that 100 retries did not cure needs the operator",
+            );
+        }
+        if !(1..=86_400).contains(&site.agent.retry_backoff_secs) {
+            self.fail(
+                "agent.retry_backoff_secs",
+                site.agent.retry_backoff_secs,
+                "use 1 to 86400",
+            );
+        }
+        if site.agent.retry_backoff_max_secs < site.agent.retry_backoff_secs
+            || site.agent.retry_backoff_max_secs > 7 * 86_400
+        {
+            self.fail(
+                "agent.retry_backoff_max_secs",
+                site.agent.retry_backoff_max_secs,
+                "use agent.retry_backoff_secs to 604800: the cap of the doubling wait",
+            );
+        }
         let user = site.agent.serve_user.as_str();
         if user == "root" {
             self.fail(

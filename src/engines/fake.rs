@@ -1,9 +1,10 @@
 //! Recording fakes of the engine traits, for in-process tests of the commands: each answers as
 //! the test set it up and remembers what it was asked to do.
 
+use super::puppet::ModuleInstalled;
 use super::{
-    Added, Gossip, Member, MemberStatus, SerfError, Session, TorrentEngine, TorrentStatus,
-    TransmissionError,
+    Added, Applier, ApplyReport, ApplyStatus, Gossip, Member, MemberStatus, PuppetError, SerfError,
+    Session, TorrentEngine, TorrentStatus, TransmissionError,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -141,5 +142,80 @@ impl Gossip for FakeGossip {
             .unwrap_or_else(|e| e.into_inner())
             .push(name.to_string());
         Ok(self.answers.clone())
+    }
+}
+
+/// An applier that answers with the output a test gives, as Puppet would: `fail_with` set, every
+/// call fails with that output (exit 1); else it succeeds with `output`. Keeps what it was asked.
+#[derive(Default)]
+pub struct FakeApplier {
+    pub fail_with: Option<String>,
+    pub output: String,
+    /// Each call: `validate`, `noop`, `apply` or `module install`, and the path.
+    pub calls: Mutex<Vec<(&'static str, PathBuf)>>,
+}
+
+impl FakeApplier {
+    pub fn calls(&self) -> Vec<(&'static str, PathBuf)> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn call(&self, what: &'static str, path: &Path) -> Result<String, String> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((what, path.to_path_buf()));
+        match &self.fail_with {
+            Some(output) => Err(output.clone()),
+            None => Ok(self.output.clone()),
+        }
+    }
+
+    fn report(output: String) -> ApplyReport {
+        ApplyReport {
+            status: ApplyStatus::Changed,
+            exit_code: 2,
+            output,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl Applier for FakeApplier {
+    fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+        self.call("apply", manifest)
+            .map(FakeApplier::report)
+            .map_err(|output| PuppetError::Compile {
+                command: "fake apply".into(),
+                manifest: manifest.to_path_buf(),
+                output,
+            })
+    }
+    fn module_install(&self, tarball: &Path, _: &Path) -> Result<ModuleInstalled, PuppetError> {
+        self.call("module install", tarball)
+            .map(|output| ModuleInstalled { output })
+            .map_err(|output| PuppetError::Failed {
+                command: "fake module install".into(),
+                status: "exit status: 1".into(),
+                output,
+            })
+    }
+    fn validate(&self, manifest: &Path) -> Result<(), PuppetError> {
+        self.call("validate", manifest)
+            .map(|_| ())
+            .map_err(|output| PuppetError::Invalid {
+                command: "fake parser validate".into(),
+                manifest: manifest.to_path_buf(),
+                output,
+            })
+    }
+    fn noop(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+        self.call("noop", manifest)
+            .map(FakeApplier::report)
+            .map_err(|output| PuppetError::Compile {
+                command: "fake apply --noop".into(),
+                manifest: manifest.to_path_buf(),
+                output,
+            })
     }
 }

@@ -20,6 +20,23 @@ pub trait Applier: Send + Sync {
         tarball: &Path,
         target_dir: &Path,
     ) -> Result<ModuleInstalled, PuppetError>;
+    /// Parses a manifest without compiling or applying it (`puppet parser validate`): what
+    /// `submit` asks before anything is broadcast. An applier that cannot check refuses, so a
+    /// check is never skipped silently.
+    fn validate(&self, manifest: &Path) -> Result<(), PuppetError> {
+        Err(PuppetError::Unsupported {
+            what: "validating",
+            manifest: manifest.to_path_buf(),
+        })
+    }
+    /// Compiles the manifest and reports what applying it would change, changing nothing
+    /// (`puppet apply --noop`).
+    fn noop(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+        Err(PuppetError::Unsupported {
+            what: "a dry run of",
+            manifest: manifest.to_path_buf(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +68,18 @@ pub enum PuppetError {
         command: String,
         #[source]
         source: std::io::Error,
+    },
+    /// `puppet parser validate` refused the manifest: nothing was compiled or applied.
+    #[error("puppet parser validate refuses {}: {}", manifest.display(), digest(output))]
+    Invalid {
+        command: String,
+        manifest: PathBuf,
+        output: String,
+    },
+    #[error("this applier cannot do {what} {}", manifest.display())]
+    Unsupported {
+        what: &'static str,
+        manifest: PathBuf,
     },
     /// Exit 1: nothing was applied (syntax error, missing file, unknown class...).
     #[error("puppet could not compile {}: `{command}` exit status: 1: {}", manifest.display(), digest(output))]
@@ -97,11 +126,59 @@ impl PuppetError {
     pub fn output(&self) -> Option<&str> {
         match self {
             PuppetError::Compile { output, .. }
+            | PuppetError::Invalid { output, .. }
             | PuppetError::ResourceFailures { output, .. }
             | PuppetError::Failed { output, .. } => Some(output),
             _ => None,
         }
     }
+
+    /// Why Puppet failed, as an operator wants to read it first: its first `Error:` line (see
+    /// [`first_error`]), or `None` when Puppet said none (it was killed, or never ran).
+    pub fn cause(&self) -> Option<String> {
+        self.output().and_then(first_error)
+    }
+}
+
+/// Puppet's first `Error:` line, trimmed: Facter's noise left out, ` on node <host>` dropped,
+/// and Puppet's `(file: /path/x.pp, line: 3, column: 7)` shortened to `(x.pp:3)`. The file is
+/// named by its last component: on a node that is the update's name (the verified copy is
+/// `<state_dir>/verified/<ih>-<seq>/<name>`), which the operator knows, not the temporary path.
+/// Line breaks inside the message are impossible here: it is one line of the output.
+pub fn first_error(output: &str) -> Option<String> {
+    let line = output
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("Error:") && !line.starts_with("Error: Facter:"))?;
+    let mut text = line.to_string();
+    if let Some(at) = text.rfind(" on node ") {
+        // Only when it ends the line: the host name is one word.
+        if !text[at + " on node ".len()..].contains(' ') {
+            text.truncate(at);
+        }
+    }
+    let mut location = None;
+    if let Some(start) = text.rfind(" (file: ") {
+        if let Some(len) = text[start..].find(')') {
+            let inside = &text[start + " (file: ".len()..start + len];
+            let mut parts = inside.split(", ");
+            let file = parts.next().unwrap_or_default();
+            let line_no = parts.find_map(|p| p.strip_prefix("line: "));
+            let file = Path::new(file)
+                .file_name()
+                .map_or_else(|| file.to_string(), |f| f.to_string_lossy().into_owned());
+            location = Some(match line_no {
+                Some(n) => format!("{file}:{n}"),
+                None => file,
+            });
+            text.replace_range(start..start + len + 1, "");
+        }
+    }
+    let text = text.trim_end().to_string();
+    Some(match location {
+        Some(at) => format!("{text} ({at})"),
+        None => text,
+    })
 }
 
 /// The lines of Puppet's output that explain a failure, on one line: its `Error:` lines
@@ -240,10 +317,27 @@ impl Puppet {
     }
 }
 
-impl Applier for Puppet {
-    fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
-        let invocation = self.apply_invocation(manifest);
-        let finished = self.run(&invocation)?;
+impl Puppet {
+    fn validate_invocation(&self, manifest: &Path) -> Invocation {
+        self.invocation(&["parser", "validate"])
+            .arg(not_a_flag(manifest))
+    }
+
+    fn noop_invocation(&self, manifest: &Path) -> Invocation {
+        let mut invocation = self.apply_invocation(manifest);
+        // Before the manifest, which stays the last word.
+        let at = invocation.args.len().saturating_sub(1);
+        invocation.args.insert(at, "--noop".into());
+        invocation
+    }
+
+    /// Runs `invocation`, a `puppet apply` of `manifest`, and reads its detailed exit code.
+    fn run_apply(
+        &self,
+        invocation: &Invocation,
+        manifest: &Path,
+    ) -> Result<ApplyReport, PuppetError> {
+        let finished = self.run(invocation)?;
         let output = String::from_utf8_lossy(&finished.stdout).into_owned();
         let command = invocation.shown();
         let manifest = manifest.to_path_buf();
@@ -278,6 +372,29 @@ impl Applier for Puppet {
                 output,
             }),
         }
+    }
+}
+
+impl Applier for Puppet {
+    fn apply(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+        self.run_apply(&self.apply_invocation(manifest), manifest)
+    }
+
+    fn validate(&self, manifest: &Path) -> Result<(), PuppetError> {
+        let invocation = self.validate_invocation(manifest);
+        let finished = self.run(&invocation)?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        Err(PuppetError::Invalid {
+            command: invocation.shown(),
+            manifest: manifest.to_path_buf(),
+            output: String::from_utf8_lossy(&finished.stdout).into_owned(),
+        })
+    }
+
+    fn noop(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
+        self.run_apply(&self.noop_invocation(manifest), manifest)
     }
 
     fn module_install(
@@ -334,6 +451,96 @@ No such file or directory
 Error: /Stage[main]/Main/File[/tmp/x/nonexistent/x]/ensure: change from 'absent' to 'file' failed: Could not set 'file' on ensure
 Notice: Applied catalog in 0.01 seconds
 ";
+
+    /// Puppet 7 and 8 output as `puppet apply` and `puppet parser validate` print it, and the
+    /// cause each failure is recorded with. Captured Puppet 7.23 runs are in
+    /// tests/vectors/puppet/ (tests/engine_puppet.rs checks them against the real engine).
+    #[test]
+    fn the_cause_is_the_first_error_line_with_the_manifests_file_and_line() {
+        let cases = [
+            // Puppet 7, parser: a value missing.
+            (
+                "Error: Could not parse for environment production: Syntax error at '}' \
+                 (file: /var/lib/p2pu/verified/ab-7/site.pp, line: 2, column: 32) on node vm\n",
+                Some(
+                    "Error: Could not parse for environment production: Syntax error at '}' \
+                      (site.pp:2)",
+                ),
+            ),
+            // Puppet 7, parser: a brace missing at the end names no line.
+            (
+                "Error: Could not parse for environment production: Syntax error at end of input \
+                 (file: /tmp/pv/site.pp) on node vm\n",
+                Some(
+                    "Error: Could not parse for environment production: Syntax error at end of \
+                      input (site.pp)",
+                ),
+            ),
+            // Puppet 8, evaluation: an unknown class, after Facter's container noise.
+            (
+                "Error: Facter: Permission denied @ rb_sysopen - /proc/1/environ\n\
+                 Error: Evaluation Error: Error while evaluating a Function Call, Could not find \
+                 class ::nope for n1.example.org (file: /srv/x/base.pp, line: 3, column: 1) on \
+                 node n1.example.org\n\
+                 Error: Evaluation Error: something later\n",
+                Some(
+                    "Error: Evaluation Error: Error while evaluating a Function Call, Could not \
+                      find class ::nope for n1.example.org (base.pp:3)",
+                ),
+            ),
+            // A failing resource: the first Error line names no file.
+            (
+                "Notice: Compiled catalog for vm in environment production in 0.01 seconds\n\
+                 Error: '/bin/false' returned 1 instead of one of [0]\n\
+                 Error: /Stage[main]/Main/Exec[fail]/returns: change from 'notrun' to ['0'] \
+                 failed: '/bin/false' returned 1 instead of one of [0] (corrective)\n",
+                Some("Error: '/bin/false' returned 1 instead of one of [0]"),
+            ),
+            // A file without a line.
+            (
+                "  Error: Could not find file /x/y.pp (file: /x/y.pp)  \n",
+                Some("Error: Could not find file /x/y.pp (y.pp)"),
+            ),
+            // "on node" inside the message is kept.
+            (
+                "Error: failed on node setup step two\n",
+                Some("Error: failed on node setup step two"),
+            ),
+            ("Notice: Applied catalog in 0.01 seconds\n", None),
+            ("Error: Facter: only noise\n", None),
+        ];
+        for (output, want) in cases {
+            assert_eq!(first_error(output).as_deref(), want, "{output}");
+        }
+        let failed = PuppetError::Compile {
+            command: "puppet apply --detailed-exitcodes /v/site.pp".into(),
+            manifest: "/v/site.pp".into(),
+            output: cases[0].0.into(),
+        };
+        let cause = failed.cause().unwrap();
+        assert!(!cause.contains("puppet apply"), "not the command: {cause}");
+        let killed = PuppetError::TimedOut {
+            command: "puppet apply x".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(killed.cause(), None);
+    }
+
+    #[test]
+    fn noop_and_validate_run_the_commands_puppet_documents() {
+        let puppet = Puppet {
+            modulepath: vec![PathBuf::from("/m")],
+            ..Puppet::default()
+        };
+        assert_eq!(
+            puppet.validate_invocation(Path::new("site.pp")).shown(),
+            "puppet parser validate --color=false ./site.pp"
+        );
+        assert_eq!(
+            puppet.noop_invocation(Path::new("/s/site.pp")).shown(),
+            "puppet apply --detailed-exitcodes --color=false --modulepath /m --noop /s/site.pp"
+        );
+    }
 
     #[test]
     fn digest_keeps_manifest_errors_once_and_drops_facter_noise() {

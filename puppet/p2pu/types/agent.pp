@@ -17,4 +17,7 @@ type P2pu::Agent = Struct[{
   Optional['fetch_min_rate_bytes_per_sec'] => Integer[1024],
   Optional['fetch_rate_window_secs']       => Integer[5, 600],
   Optional['fetch_slack_secs']             => Integer[60, 604800],
+  Optional['retries']                      => Integer[0, 100],
+  Optional['retry_backoff_secs']           => Integer[1, 86400],
+  Optional['retry_backoff_max_secs']       => Integer[1, 604800],
 }]

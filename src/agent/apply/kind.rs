@@ -53,6 +53,8 @@ pub enum KindError {
     Changed { path: PathBuf },
     #[error("output {} is inside the directory being packed {}", out.display(), dir.display())]
     OutputInsideDir { out: PathBuf, dir: PathBuf },
+    #[error("module archive {}: {reason}; build it with `puppet module build`", path.display())]
+    ModuleMetadata { path: PathBuf, reason: String },
 }
 
 impl crate::error::LayerError for KindError {}
@@ -128,6 +130,77 @@ fn is_module_build(path: &Path) -> Result<bool, KindError> {
         }
     }
     Ok(false)
+}
+
+/// A module build's `metadata.json` can be long (descriptions, requirements), not this long.
+const MAX_METADATA_BYTES: u64 = 1 << 20;
+
+/// What a module archive says it is, from its `<top>/metadata.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleMetadata {
+    pub top: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// Reads `<top>/metadata.json` of a module `.tar.gz` and wants its `name` and `version`: what
+/// `puppet module install` needs on every node, checked once before the archive is broadcast.
+pub fn module_metadata(path: &Path) -> Result<ModuleMetadata, KindError> {
+    let refuse = |reason: String| KindError::ModuleMetadata {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let read_err = |source| KindError::ReadArchive {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err("opening", path))?;
+    let mut archive =
+        tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)));
+    for entry in archive.entries().map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let raw = entry.path_bytes().into_owned();
+        let parts: Vec<&[u8]> = raw
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty() && *p != b".")
+            .collect();
+        let [top, b"metadata.json"] = parts.as_slice() else {
+            continue;
+        };
+        if *top == b".." {
+            continue;
+        }
+        let top = String::from_utf8_lossy(top).into_owned();
+        let mut text = Vec::new();
+        entry
+            .take(MAX_METADATA_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_METADATA_BYTES {
+            return Err(refuse(format!(
+                "{top}/metadata.json is over {MAX_METADATA_BYTES} bytes"
+            )));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| refuse(format!("{top}/metadata.json is not JSON: {e}")))?;
+        let field = |key: &str| {
+            json.get(key)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "{top}/metadata.json has no `{key}` (a non-empty string)"
+                    ))
+                })
+        };
+        let (name, version) = (field("name")?, field("version")?);
+        return Ok(ModuleMetadata { top, name, version });
+    }
+    Err(refuse("it holds no <top>/metadata.json".into()))
 }
 
 /// What `pack_dir` put in the archive.
@@ -329,6 +402,48 @@ mod tests {
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap().finish().unwrap();
+    }
+
+    /// `submit` refuses a module archive that `puppet module install` could not take on the
+    /// nodes: no metadata, metadata that is not JSON, no name or version.
+    #[test]
+    fn module_metadata_wants_a_name_and_a_version() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        let good = br#"{"name": "acme-ntp", "version": "1.0.0", "summary": "x"}"#;
+        tar_gz(&p("good.tar.gz"), &[("acme-ntp-1.0.0/metadata.json", good)]);
+        assert_eq!(
+            module_metadata(&p("good.tar.gz")).unwrap(),
+            ModuleMetadata {
+                top: "acme-ntp-1.0.0".into(),
+                name: "acme-ntp".into(),
+                version: "1.0.0".into()
+            }
+        );
+        let cases: [(&str, &[u8], &str); 4] = [
+            ("none.tar.gz", b"", "holds no <top>/metadata.json"),
+            (
+                "garbage.tar.gz",
+                b"{not json",
+                "m/metadata.json is not JSON",
+            ),
+            ("noname.tar.gz", br#"{"version": "1"}"#, "has no `name`"),
+            (
+                "noversion.tar.gz",
+                br#"{"name": "a-b", "version": ""}"#,
+                "has no `version`",
+            ),
+        ];
+        for (name, metadata, want) in cases {
+            let members: Vec<(&str, &[u8])> = if metadata.is_empty() {
+                vec![("m/README", b"x")]
+            } else {
+                vec![("m/metadata.json", metadata)]
+            };
+            tar_gz(&p(name), &members);
+            let err = module_metadata(&p(name)).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -64,6 +64,40 @@ impl ApplyError {
             _ => None,
         }
     }
+
+    /// Whether applying the same verified payload again could succeed: Puppet's world changes
+    /// (a package mirror back, a module installed since), the disk may have room again. A
+    /// refusal of the payload itself (a hostile archive, a bad name, a key update that does
+    /// not verify) would be refused again, so it is not retried.
+    pub fn may_pass_later(&self) -> bool {
+        match self {
+            ApplyError::Puppet(_) | ApplyError::Read { .. } => true,
+            // Writing out (a full disk, say) may work later; what the archive holds will not
+            // change.
+            ApplyError::Extract { source, .. } => matches!(
+                source,
+                extract::ExtractError::Write { .. }
+                    | extract::ExtractError::Target { .. }
+                    | extract::ExtractError::OpenArchive { .. }
+            ),
+            ApplyError::NotAnArchive { .. }
+            | ApplyError::Key(_)
+            | ApplyError::Kind { .. }
+            | ApplyError::Unsupported(..)
+            | ApplyError::BadName { .. }
+            | ApplyError::MemberCollision { .. } => false,
+        }
+    }
+
+    /// The reason an operator reads first, in `status`, `fleet status` and `submit --wait`:
+    /// Puppet's first `Error:` line with the manifest's file:line when Puppet said one (not the
+    /// command line that ran it: the whole output stays in the record), else the whole chain.
+    pub fn cause(&self) -> String {
+        match self {
+            ApplyError::Puppet(e) => e.cause().unwrap_or_else(|| crate::error::chain(self)),
+            _ => crate::error::chain(self),
+        }
+    }
 }
 
 /// What applying needs from the node.

@@ -313,6 +313,8 @@ fn decide_legacy(
         received_at: now,
         updated_at: now,
         sources: Vec::new(),
+        attempts: 0,
+        next_attempt_at: None,
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -345,6 +347,8 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
         received_at: now,
         updated_at: now,
         sources: Vec::new(),
+        attempts: 0,
+        next_attempt_at: None,
     }
 }
 

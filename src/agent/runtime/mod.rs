@@ -1,10 +1,12 @@
 //! The agent's own loop: the spool it is woken by, intake's decisions, the state it records,
-//! the supervised serving child, catch-up, the membership it reads and the status it reports.
+//! the supervised serving child, catch-up, retries, the membership it reads and the status it
+//! reports.
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
 pub mod intake;
 pub mod peers;
+pub mod retry;
 pub mod run;
 pub mod spool;
 pub mod state;

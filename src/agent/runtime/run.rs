@@ -6,6 +6,7 @@
 
 use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
+use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
 use super::state::{Record, RecordKind, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use super::{Result, RuntimeError};
@@ -86,16 +87,31 @@ impl Agent {
         let (work_tx, work_rx) = mpsc::channel::<Accepted>();
         let work_rx = Arc::new(Mutex::new(work_rx));
         let apply_lock = Arc::new(Mutex::new(()));
+        let retries = Arc::new(Retries::default());
         for n in 0..WORKERS {
             let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
-            let (served, peers) = (served.clone(), peers.clone());
+            let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
             spawn_named(&format!("worker-{n}"), move || {
-                worker(&agent, &work_rx, &apply_lock, &served, &peers)
+                let shared = Shared {
+                    apply_lock: &apply_lock,
+                    served: &served,
+                    peers: &peers,
+                    retries: &retries,
+                };
+                worker(&agent, &work_rx, &shared)
             });
         }
+        spawn_named("retry", {
+            let (agent, retries, work_tx) = (agent.clone(), retries.clone(), work_tx.clone());
+            move || retry_loop(&agent, &retries, &work_tx)
+        });
         for record in agent.store.open_records()? {
             tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
             match intake::resume(record.clone()) {
+                // Its backoff is in the record: a restart neither skips nor restarts the wait.
+                Ok(update) if record.status == Status::Retrying => {
+                    retries.schedule(record.next_attempt_at.unwrap_or(0), update);
+                }
                 Ok(update) => {
                     let _ = work_tx.send(update);
                 }
@@ -182,14 +198,48 @@ impl Agent {
         }
     }
 
+    /// Records how an attempt at `update` ended; a failure the policy retries is scheduled.
+    fn attempt_ended(&self, update: &Accepted, ended: Ended, retries: &Retries) {
+        let record = &update.record;
+        let ended = match ended {
+            Ended::Failed {
+                reason,
+                output,
+                retry,
+            } => Ended::Failed {
+                reason,
+                output: output.map(|o| tail(&o, 4000)),
+                retry,
+            },
+            Ended::Applied { summary, output } => Ended::Applied {
+                summary,
+                output: tail(&output, 4000),
+            },
+        };
+        let policy = RetryPolicy::from_config(&self.config.site.agent);
+        match finish_attempt(
+            &self.store,
+            &policy,
+            &record.name,
+            record.seq,
+            ended,
+            now_ms() / 1000,
+        ) {
+            Ok(stored) if stored.status == Status::Retrying => {
+                let at = stored.next_attempt_at.unwrap_or(0);
+                tracing::info!(name = %record.name, seq = record.seq, attempts = stored.attempts, next_attempt_at = at, "will retry");
+                retries.schedule(at, update.clone());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(name = %record.name, seq = record.seq, "recording the result failed: {}", chain(&e))
+            }
+        }
+    }
+
     /// Downloads, verifies and applies one accepted update.
-    fn process(
-        &self,
-        update: &Accepted,
-        apply_lock: &Mutex<()>,
-        tracker_url: &str,
-        peers: &FleetPeers,
-    ) {
+    fn process(&self, update: &Accepted, shared: &Shared<'_>, tracker_url: &str) {
+        let (apply_lock, peers) = (shared.apply_lock, shared.peers);
         let site = &self.config.site;
         let record = &update.record;
         let (metainfo, announcement) = match &update.decoded {
@@ -227,7 +277,12 @@ impl Agent {
             Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
-                return self.set_status(record, Status::Failed, Some(chain(&e)), None);
+                let failed = Ended::Failed {
+                    reason: chain(&e),
+                    output: None,
+                    retry: true,
+                };
+                return self.attempt_ended(update, failed, shared.retries);
             }
         };
         if !fetched.sources.is_empty() {
@@ -263,36 +318,60 @@ impl Agent {
         match applied {
             Ok(applied) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}", applied.summary);
-                self.set_status(
-                    record,
-                    Status::Applied,
-                    Some(applied.summary),
-                    Some(applied.output),
-                );
+                let ended = Ended::Applied {
+                    summary: applied.summary,
+                    output: applied.output,
+                };
+                self.attempt_ended(update, ended, shared.retries);
             }
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
-                let output = e.output().map(str::to_string);
-                self.set_status(record, Status::Failed, Some(chain(&e)), output);
+                let failed = Ended::Failed {
+                    reason: e.cause(),
+                    output: e.output().map(str::to_string),
+                    retry: e.may_pass_later(),
+                };
+                self.attempt_ended(update, failed, shared.retries);
             }
         }
     }
 }
 
-fn worker(
-    agent: &Agent,
-    work: &Mutex<Receiver<Accepted>>,
-    apply_lock: &Mutex<()>,
-    served: &ServeChild,
-    peers: &FleetPeers,
-) {
+/// What the workers share.
+struct Shared<'a> {
+    /// One apply at a time.
+    apply_lock: &'a Mutex<()>,
+    served: &'a ServeChild,
+    peers: &'a FleetPeers,
+    retries: &'a Retries,
+}
+
+fn worker(agent: &Agent, work: &Mutex<Receiver<Accepted>>, shared: &Shared<'_>) {
     loop {
         let next = work.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(update) = next else {
             return;
         };
         // Asked per update: a restarted tracker may listen elsewhere (port 0 in tests).
-        agent.process(&update, apply_lock, &served.tracker_url(), peers);
+        agent.process(&update, shared, &shared.served.tracker_url());
+    }
+}
+
+/// Hands each retry to the workers when its time comes (see `retry`).
+fn retry_loop(agent: &Agent, retries: &Retries, work: &Sender<Accepted>) {
+    while !agent.stop.load(Ordering::Relaxed) {
+        if !retries.is_empty() {
+            match retries.take_due(&agent.store, now_ms() / 1000) {
+                Ok(due) => {
+                    for update in due {
+                        tracing::info!(name = %update.record.name, seq = update.record.seq, "retrying");
+                        let _ = work.send(update);
+                    }
+                }
+                Err(e) => tracing::warn!("retries: {}", chain(&e)),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -42,6 +42,8 @@ pub enum Status {
     Failed,
     /// Signed and valid but its seq lies too far in the future: kept aside, not applied.
     Held,
+    /// An attempt failed; another is due at the record's `next_attempt_at`.
+    Retrying,
 }
 
 impl Status {
@@ -52,12 +54,13 @@ impl Status {
             Status::Applied => "applied",
             Status::Failed => "failed",
             Status::Held => "held",
+            Status::Retrying => "retrying",
         }
     }
 
     /// Whether the agent still has work to do on it.
     pub fn is_open(self) -> bool {
-        matches!(self, Status::Pending | Status::Applying)
+        matches!(self, Status::Pending | Status::Applying | Status::Retrying)
     }
 }
 
@@ -87,6 +90,27 @@ pub struct Record {
     /// was left (a bad piece names a lying member).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceUse>,
+    /// How many attempts to fetch and apply it have ended (a retried update counts each).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// While `retrying`: when the next attempt is due, in seconds since the epoch. Kept here so
+    /// a restarted agent waits out the same backoff instead of retrying at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<u64>,
+}
+
+impl Record {
+    /// The reason as tables show it (`status`, `history`): a retry says when it is due.
+    pub fn shown_reason(&self, now_secs: u64) -> String {
+        let reason = self.reason.as_deref().unwrap_or("");
+        match (self.status, self.next_attempt_at) {
+            (Status::Retrying, Some(at)) => format!(
+                "next attempt in {} s; {reason}",
+                at.saturating_sub(now_secs)
+            ),
+            _ => reason.to_string(),
+        }
+    }
 }
 
 /// One source of a payload fetched over HTTP, as `p2pu status` shows it.
@@ -130,6 +154,8 @@ impl Record {
             received_at: 0,
             updated_at: 0,
             sources: Vec::new(),
+            attempts: 0,
+            next_attempt_at: None,
         }
     }
 }
@@ -441,6 +467,22 @@ impl StateStore {
         Ok(record)
     }
 
+    /// Applies `change` to the record of (`name`, `seq`) and stores it: for the fields
+    /// `set_status` does not cover (attempts, the next attempt's time).
+    pub fn update(&self, name: &str, seq: u64, change: impl FnOnce(&mut Record)) -> Result<Record> {
+        let mut record = self
+            .records(name)?
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .ok_or_else(|| RuntimeError::NoRecord {
+                name: name.to_string(),
+                seq,
+            })?;
+        change(&mut record);
+        self.put(record.clone())?;
+        Ok(record)
+    }
+
     /// Every name with a record, sorted.
     pub fn names(&self) -> Result<Vec<String>> {
         let dir = self.dir.join("names");
@@ -548,6 +590,8 @@ mod tests {
             received_at: 1,
             updated_at: 1,
             sources: Vec::new(),
+            attempts: 0,
+            next_attempt_at: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! What a node says about its updates, and what the fleet said: the answer to the
 //! `p2pu-status` query (built from the state dir by the event handler, decoded by
-//! `fleet status`, `submit --wait` and catch-up), the answer to `p2pu-latest`, and the
+//! `fleet status`, `submit --wait` and catch-up), the answers to `p2pu-latest` and
+//! `p2pu-logs` (a node's kept output, bounded; `p2pu logs`), and the
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
 use super::state::{Record, Rejection, StateStore, Status};
 use super::Result;
 use crate::engines::{Gossip, MemberStatus};
-use crate::formats::serf_names::STATUS_QUERY;
+use crate::formats::serf_names::{LOGS_QUERY, STATUS_QUERY};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -34,6 +35,13 @@ pub struct UpdateStatus {
     /// a lying (or compromised) member, named so the operator can act on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bad_sources: Vec<String>,
+    /// Attempts that ended (retries count); absent from nodes that do not retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Query answers travel over UDP; keep them well under the rendered response limit.
@@ -72,6 +80,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
             status: record.status,
             reason: record.reason.map(|r| r.chars().take(200).collect()),
             at: record.updated_at,
+            attempts: record.attempts,
         };
         size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
         if size > MAX_ANSWER {
@@ -152,4 +161,107 @@ pub fn fleet_status(
         .collect();
     reports.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(reports)
+}
+
+/// A node's answer to the `p2pu-logs` query: its newest record of one name (or the seq asked
+/// for), with Puppet's output cut to fit the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLogs {
+    pub node: String,
+    pub name: String,
+    pub seq: u64,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The kept output's last part: what fits the answer.
+    pub output: String,
+    /// Whether `output` lost its beginning to the answer's bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
+}
+
+/// What `p2pu logs` asks: a name, and optionally the one node that should answer (the others
+/// answer nothing, so the fleet does not send N outputs to read one). A name holds no newline.
+pub fn logs_request(name: &str, node: Option<&str>) -> Vec<u8> {
+    match node {
+        Some(node) => format!("{name}\n{node}").into_bytes(),
+        None => name.as_bytes().to_vec(),
+    }
+}
+
+/// This node's answer to a `p2pu-logs` request, or `None` when the request is not for this
+/// node, names an impossible update, or this node has no record of it. At most [`MAX_ANSWER`]
+/// bytes of JSON: the output keeps its end, where Puppet reports last.
+pub fn node_logs(store: &StateStore, node: &str, request: &[u8]) -> Result<Option<String>> {
+    let request = String::from_utf8_lossy(request);
+    let mut lines = request.lines();
+    let name = lines.next().unwrap_or_default().trim();
+    if let Some(wanted) = lines.next().map(str::trim) {
+        if !wanted.is_empty() && wanted != node {
+            return Ok(None);
+        }
+    }
+    if crate::formats::announcement::validate_name(name).is_err() {
+        return Ok(None);
+    }
+    let Some(record) = store
+        .records(name)?
+        .into_iter()
+        .filter(|r| r.status != Status::Held)
+        .max_by_key(|r| r.seq)
+    else {
+        return Ok(None);
+    };
+    let mut answer = NodeLogs {
+        node: node.to_string(),
+        name: record.name,
+        seq: record.seq,
+        status: record.status,
+        attempts: record.attempts,
+        reason: record.reason.map(|r| r.chars().take(500).collect()),
+        output: record.output.unwrap_or_default(),
+        cut: false,
+    };
+    loop {
+        let text = serde_json::to_string(&answer).unwrap_or_default();
+        if text.len() <= MAX_ANSWER || answer.output.is_empty() {
+            return Ok(Some(text));
+        }
+        // A byte of output takes 1 to 6 bytes of JSON (`\u0001`): dropping a sixth of the excess
+        // never drops too much, and an eighth of what is left each round ends it soon.
+        let over = text.len() - MAX_ANSWER;
+        let drop = (over / 6).max(answer.output.len() / 8).max(1);
+        let mut start = drop.min(answer.output.len());
+        while !answer.output.is_char_boundary(start) {
+            start += 1;
+        }
+        answer.output.drain(..start);
+        answer.cut = true;
+    }
+}
+
+/// Asks the fleet (or one `node`) for its kept output of `name`; answers that do not decode
+/// are left out, each answering node once.
+pub fn fleet_logs(
+    gossip: &dyn Gossip,
+    name: &str,
+    node: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<NodeLogs>> {
+    let answers = gossip.query(LOGS_QUERY, &logs_request(name, node), timeout)?;
+    let mut logs: Vec<NodeLogs> = answers
+        .iter()
+        .filter(|(from, text)| !text.trim().is_empty() && node.is_none_or(|n| n == from))
+        .filter_map(|(from, text)| {
+            serde_json::from_str::<NodeLogs>(text)
+                .ok()
+                .filter(|logs| &logs.node == from && logs.name == name)
+        })
+        .collect();
+    logs.sort_by(|a, b| a.node.cmp(&b.node));
+    logs.dedup_by(|a, b| a.node == b.node);
+    Ok(logs)
 }

@@ -1,0 +1,200 @@
+//! `p2pu logs`: what an update left on the fleet's nodes: each node's kept output of it
+//! (Puppet's, cut to the last 4,000 characters when recorded), its status, attempts and reason,
+//! fetched with the `p2pu-logs` Serf query, whose answer is bounded (see
+//! `agent::runtime::status::node_logs`). `--node` asks one node; `--json` prints [`NodeLogs`]
+//! rows.
+
+use crate::agent::runtime::status::{fleet_logs, NodeLogs};
+use crate::cmd::{exit, ConfigArg, Outcome};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::Env;
+use std::io::Write;
+use std::time::Duration;
+
+/// Show what an update left on the fleet's nodes: Puppet's output, status and reason.
+///
+/// Asks every member (or only --node) with a Serf query; each answers from its own state dir
+/// with its newest record of NAME, its output cut to fit one answer (about 7 KiB). Exits 4 when
+/// no member answered with a record of NAME.
+#[derive(Debug, clap::Args)]
+pub struct Logs {
+    /// The update's name.
+    name: String,
+    /// Only this node (its Serf member name).
+    #[arg(long)]
+    node: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// How long to wait for answers, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+    /// Print JSON (a list of NodeLogs) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Logs {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        crate::formats::announcement::validate_name(&self.name)
+            .map_err(|e| Error::Usage(format!("NAME {:?}: {e}", self.name)))?;
+        let timeout = Duration::try_from_secs_f64(self.timeout).map_err(|_| {
+            Error::Usage(format!(
+                "--timeout {}: not a duration in seconds",
+                self.timeout
+            ))
+        })?;
+        let config = Config::load(&self.config.resolve(env), None)?;
+        let gossip = env.engines.gossip(&config)?;
+        let logs = fleet_logs(gossip.as_ref(), &self.name, self.node.as_deref(), timeout)?;
+        crate::cmd::emit(env, self.json, &logs, |logs| text(logs))?;
+        if logs.is_empty() {
+            let whom = self
+                .node
+                .as_deref()
+                .map_or("no member answered".to_string(), |n| {
+                    format!("{n} did not answer")
+                });
+            writeln!(
+                env.stderr,
+                "p2pu logs: {whom} with a record of {}; is the name right? \
+                 (`p2pu fleet status` lists what each member has)",
+                self.name
+            )
+            .map_err(Error::io("writing to", "standard error"))?;
+            return Ok(Outcome::Status(exit::INCOMPLETE));
+        }
+        Ok(Outcome::Success)
+    }
+}
+
+fn text(logs: &[NodeLogs]) -> String {
+    let mut out = String::new();
+    for l in logs {
+        let attempts = match l.attempts {
+            0 | 1 => String::new(),
+            n => format!(" after {n} attempts"),
+        };
+        out.push_str(&format!(
+            "== {}: {} seq {} {}{attempts}",
+            l.node,
+            l.name,
+            l.seq,
+            l.status.as_str()
+        ));
+        if let Some(reason) = &l.reason {
+            out.push_str(&format!(": {reason}"));
+        }
+        out.push('\n');
+        if l.cut {
+            out.push_str("(the beginning of the output did not fit the answer)\n");
+        }
+        if !l.output.is_empty() {
+            out.push_str(l.output.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::runtime::state::{Record, StateStore, Status};
+    use crate::agent::runtime::status::node_logs;
+    use crate::cmd::testing::{site_dir, Run};
+    use crate::engines::clients::Engines;
+    use crate::engines::fake::FakeGossip;
+    use std::sync::Arc;
+
+    fn failed_record(output: &str) -> Record {
+        let mut record = Record::pending("site.pp", &"00".repeat(20), b"x");
+        record.seq = 7;
+        record.status = Status::Failed;
+        record.attempts = 3;
+        record.reason = Some("Error: Could not find class ::nope (site.pp:1)".into());
+        record.output = Some(output.into());
+        record
+    }
+
+    /// What node `node` answers for `request`, from a state holding `record`.
+    fn answer(node: &str, record: Record, request: &[u8]) -> Option<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record).unwrap();
+        node_logs(&store, node, request).unwrap()
+    }
+
+    #[test]
+    fn a_node_answers_its_output_within_the_bound_keeping_the_end() {
+        let short = "Notice: x\nError: Could not find class ::nope\n";
+        let text = answer("n2", failed_record(short), b"site.pp").unwrap();
+        let logs: NodeLogs = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (logs.output.as_str(), logs.cut, logs.attempts),
+            (short, false, 3)
+        );
+
+        // 4,000 characters that JSON escapes to 6 bytes each: cut to the bound, end kept.
+        let long = "\u{1}".repeat(3990) + "Error: last";
+        let text = answer("n2", failed_record(&long), b"site.pp").unwrap();
+        assert!(text.len() <= 7 * 1024, "{}", text.len());
+        let logs: NodeLogs = serde_json::from_str(&text).unwrap();
+        assert!(logs.cut && logs.output.ends_with("Error: last"), "{logs:?}");
+
+        // Asked of another node, or of a name that could leave the state dir: no answer.
+        assert_eq!(answer("n2", failed_record(short), b"site.pp\nn3"), None);
+        assert!(answer("n2", failed_record(short), b"site.pp\nn2").is_some());
+        assert_eq!(
+            answer("n2", failed_record(short), b"../names/site.pp"),
+            None
+        );
+        assert_eq!(answer("n2", failed_record(short), b"other.pp"), None);
+    }
+
+    #[test]
+    fn logs_shows_each_answering_nodes_output_and_exits_4_without_one() {
+        let output = "Notice: Compiled catalog\nError: Could not find class ::nope\n";
+        let n2 = answer("n2", failed_record(output), b"site.pp").unwrap();
+        let gossip = Arc::new(FakeGossip {
+            answers: vec![
+                ("n1".into(), String::new()),
+                ("n2".into(), n2.clone()),
+                // Claims to be another node: left out.
+                ("n3".into(), n2),
+            ],
+            ..FakeGossip::default()
+        });
+        let dir = site_dir("");
+        let run = |args: &[&str]| {
+            let argv: Vec<&str> = ["logs", "--config", "site.toml"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect();
+            Run::new(dir.path())
+                .engines(Engines::fakes().gossip_engine(gossip.clone()))
+                .run(&argv)
+        };
+        let (code, out, err) = run(&["site.pp"]);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert_eq!(
+            out,
+            "== n2: site.pp seq 7 failed after 3 attempts: Error: Could not find class ::nope \
+             (site.pp:1)\nNotice: Compiled catalog\nError: Could not find class ::nope\n"
+        );
+        assert_eq!(gossip.queries(), ["p2pu-logs"]);
+        let (code, out, _) = run(&["site.pp", "--node", "n2", "--json"]);
+        assert_eq!(code, 0);
+        let rows: Vec<NodeLogs> = serde_json::from_str(&out).unwrap();
+        assert_eq!(rows.len(), 1);
+        let (code, _, err) = run(&["site.pp", "--node", "n1"]);
+        assert_eq!(code, exit::INCOMPLETE);
+        assert!(
+            err.contains("n1 did not answer with a record of site.pp"),
+            "{err}"
+        );
+        let (code, _, err) = run(&["../x"]);
+        assert_eq!(code, 1, "{err}");
+    }
+}

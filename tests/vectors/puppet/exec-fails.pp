@@ -1,0 +1,1 @@
+exec { 'fail': command => '/bin/false' }
