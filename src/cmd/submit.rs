@@ -60,7 +60,7 @@ pub struct SubmitReport {
     pub name: String,
     pub seq: u64,
     pub info_hash: String,
-    /// The signed announcement as broadcast (`p2pu1:...`).
+    /// The signed announcement as broadcast (`p2pu2:...`).
     pub wire: String,
     /// With `--wait`: where the rollout stood when it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,7 +83,8 @@ impl Submit {
         let source = env.resolve(&self.path);
         check_source(&source)?;
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
-        let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
+        let now_ms = env.unix_now_ms();
+        let seq = self.seq.unwrap_or(now_ms);
         let engine = env.engines.torrent(&config)?;
         let show_progress = env.interactive && !self.quiet;
         let submitted = prepare_showing(
@@ -92,6 +93,7 @@ impl Submit {
             self.kind,
             self.name.clone(),
             seq,
+            now_ms / 1000,
             engine.as_ref(),
             show_progress,
         )?;
@@ -258,6 +260,7 @@ mod tests {
     use crate::engines::clients::Engines;
     use crate::engines::fake::{FakeGossip, FakeTorrent};
     use crate::engines::MemberStatus;
+    use crate::formats::announcement::Announcement;
     use std::sync::Arc;
 
     fn site_without_secrets(dir: &Path) {
@@ -370,7 +373,7 @@ mod tests {
             dir.path().join("site.toml"),
             format!(
                 "[transmission]\ndownload_dir = \"{d}/downloads\"\nuser = \"root\"\n\
-                 [agent]\nsigning_key = \"{d}/k/signing.key\"\n"
+                 [agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"{FLEET}\"\n"
             ),
         )
         .unwrap();
@@ -401,6 +404,8 @@ mod tests {
         }
     }
 
+    const FLEET: &str = "0123456789abcdef";
+
     #[test]
     fn submit_seeds_the_copy_and_broadcasts_the_signed_wire_uncoalesced() {
         let node = node(FakeGossip::default());
@@ -408,7 +413,17 @@ mod tests {
         assert_eq!((code, err.as_str()), (0, ""));
         let report: SubmitReport = serde_json::from_str(&out).unwrap();
         assert_eq!((report.name.as_str(), report.seq), ("site.pp", 7));
-        assert!(report.wire.starts_with("p2pu1:"), "{}", report.wire);
+        assert!(report.wire.starts_with("p2pu2:"), "{}", report.wire);
+        let signed = Announcement::decode(&report.wire).unwrap();
+        let binding = signed.binding().unwrap();
+        assert_eq!(binding.fleet.to_string(), FLEET);
+        // 30 days (the default agent.announcement_ttl_days) from now.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let ttl = 30 * 86_400;
+        assert!((now - 60 + ttl..=now + ttl).contains(&binding.expires));
         let seed_dir = node.dir.path().join("downloads").join(&report.info_hash);
         let added = node.torrent.added();
         assert_eq!(added.len(), 1);

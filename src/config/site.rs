@@ -199,6 +199,16 @@ pub struct AgentSection {
     pub fetch_min_rate_bytes_per_sec: u64,
     pub fetch_rate_window_secs: u64,
     pub fetch_slack_secs: u64,
+    /// This fleet's id (16 hex digits). Every v2 announcement names its fleet, and a node
+    /// refuses another fleet's. When absent, it is read from `fleet_id_file`, which `init`
+    /// generates once (a fleet-wide value: copy it to every node, as the gossip keyring).
+    pub fleet_id: Option<String>,
+    /// Default: `fleet.id` in `paths.config_dir`.
+    pub fleet_id_file: Option<PathBuf>,
+    /// How long an announcement `submit` signs stays valid; nodes refuse it afterwards.
+    pub announcement_ttl_days: u32,
+    /// Accept version 1 announcements (no expiry, no fleet): for the migration only.
+    pub accept_v1: bool,
 }
 
 impl Default for AgentSection {
@@ -223,7 +233,21 @@ impl Default for AgentSection {
             fetch_min_rate_bytes_per_sec: 64 << 10,
             fetch_rate_window_secs: 30,
             fetch_slack_secs: 900,
+            fleet_id: None,
+            fleet_id_file: None,
+            announcement_ttl_days: 30,
+            accept_v1: false,
         }
+    }
+}
+
+impl SiteToml {
+    /// Where the fleet id is kept when `agent.fleet_id` is not set.
+    pub fn fleet_id_file(&self) -> PathBuf {
+        self.agent
+            .fleet_id_file
+            .clone()
+            .unwrap_or_else(|| self.paths.config_dir.join("fleet.id"))
     }
 }
 

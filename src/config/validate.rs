@@ -359,6 +359,7 @@ impl<'a> Validator<'a> {
                 "use 60 to 604800: finding peers takes a minute or more",
             );
         }
+        self.check_signing_policy(site);
         let user = site.agent.serve_user.as_str();
         if user == "root" {
             self.fail(
@@ -381,6 +382,28 @@ impl<'a> Validator<'a> {
             serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
             serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
             advertise,
+        }
+    }
+
+    /// Fleet id and announcement lifetime.
+    fn check_signing_policy(&self, site: &SiteToml) {
+        use crate::formats::announcement::FleetId;
+        let agent = &site.agent;
+        if let Some(id) = &agent.fleet_id {
+            if id.parse::<FleetId>().is_err() {
+                self.fail(
+                    "agent.fleet_id",
+                    quoted(id),
+                    "expected 16 lowercase hexadecimal digits (leave it out and init generates agent.fleet_id_file)",
+                );
+            }
+        }
+        if !(1..=36_500).contains(&agent.announcement_ttl_days) {
+            self.fail(
+                "agent.announcement_ttl_days",
+                agent.announcement_ttl_days,
+                "use 1 to 36500",
+            );
         }
     }
 
@@ -422,6 +445,12 @@ impl<'a> Validator<'a> {
                     .state_root
                     .iter()
                     .map(|p| ("puppet.state_root", p)),
+            )
+            .chain(
+                site.agent
+                    .fleet_id_file
+                    .iter()
+                    .map(|p| ("agent.fleet_id_file", p)),
             );
         for (key, path) in paths.into_iter().chain(modulepath) {
             if !path.is_absolute() {

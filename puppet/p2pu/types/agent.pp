@@ -17,4 +17,8 @@ type P2pu::Agent = Struct[{
   Optional['fetch_min_rate_bytes_per_sec'] => Integer[1024],
   Optional['fetch_rate_window_secs']       => Integer[5, 600],
   Optional['fetch_slack_secs']             => Integer[60, 604800],
+  Optional['fleet_id']                     => Pattern[/\A[0-9a-f]{16}\z/],
+  Optional['fleet_id_file']                => P2pu::Path,
+  Optional['announcement_ttl_days']        => Integer[1, 36500],
+  Optional['accept_v1']                    => Boolean,
 }]

@@ -1,6 +1,7 @@
 //! Turns a spooled event into a decision: accepted (a record to work on), held (signed but
 //! from the future), or rejected with the reason an operator reads in `p2pu status`.
-//! Order matters: structure, then signature against the trusted keys, then the sequence.
+//! Order matters: structure and version, then the signature against the trusted keys, then
+//! fleet and expiry, then the sequence.
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
 //!
@@ -11,7 +12,7 @@
 use super::spool::{self, Spooled};
 use super::state::{Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status};
 use crate::error::chain;
-use crate::formats::announcement::Announcement;
+use crate::formats::announcement::{Announcement, FleetId};
 use crate::formats::legacy::{self, LegacyTorrent};
 use crate::keys::TrustedKeys;
 use std::collections::BTreeSet;
@@ -58,6 +59,11 @@ pub fn resume(record: Record) -> crate::Result<Accepted> {
 pub struct Policy<'a> {
     pub trusted_keys_dir: &'a Path,
     pub accept_legacy: bool,
+    /// Version 1 announcements (no expiry, no fleet) are refused unless this is set: a
+    /// migration switch, off once every submitter signs version 2.
+    pub accept_v1: bool,
+    /// This node's fleet: a v2 announcement for another fleet is refused.
+    pub fleet: FleetId,
     /// Announcements whose seq (ms since the epoch) lies further ahead of the local clock are
     /// held: one bad announcement must not block every later update of its name.
     pub max_future_ms: u64,
@@ -176,9 +182,41 @@ pub fn decide(
             Err(e) => return Ok(reject(None, None, e.to_string())),
         };
         let (name, seq) = (announcement.name().to_string(), announcement.seq());
+        if announcement.binding().is_none() && !policy.accept_v1 {
+            return Ok(reject(
+                Some(name),
+                Some(seq),
+                "version 1 announcement refused: agent.accept_v1 = false (it carries no expiry \
+                 and no fleet; sign it again with this p2pu, or set accept_v1 while migrating)"
+                    .into(),
+            ));
+        }
         let trusted = TrustedKeys::load(policy.trusted_keys_dir)?;
         if let Err(e) = announcement.verify(&trusted) {
             return Ok(reject(Some(name), Some(seq), e.to_string()));
+        }
+        if let Some(binding) = announcement.binding() {
+            if binding.fleet != policy.fleet {
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!(
+                        "announcement is for fleet {}, this node is in fleet {}",
+                        binding.fleet, policy.fleet
+                    ),
+                ));
+            }
+            if binding.expires < now {
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!(
+                        "expired: announcement expired at {} (unix seconds), {} s ago; sign it again",
+                        binding.expires,
+                        now - binding.expires
+                    ),
+                ));
+            }
         }
         match store.check_seq(&name, Lineage::Signed, seq)? {
             SeqVerdict::New => {}
@@ -352,7 +390,7 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
 mod tests {
     use super::*;
     use crate::agent::runtime::spool::Source;
-    use crate::formats::announcement::{Draft, Kind};
+    use crate::formats::announcement::{Binding, Draft, Kind};
     use crate::keys::{PublicKey, TrustedKeys};
     use ed25519_dalek::SigningKey;
 
@@ -404,12 +442,22 @@ mod tests {
             len,
             sha256,
         };
-        let mut text = Announcement::sign(draft, key)
+        let mut text = Announcement::sign_v2(draft, binding(), key)
             .unwrap()
             .to_wire()
             .into_bytes();
         text.push(b'\n');
         text
+    }
+
+    const FLEET: FleetId = FleetId([0x42; 8]);
+
+    /// Valid for a day after NOW_MS, for FLEET.
+    fn binding() -> Binding {
+        Binding {
+            expires: NOW_MS / 1000 + 86_400,
+            fleet: FLEET,
+        }
     }
 
     fn decide_on(f: &Fixture, payload: &[u8], accept_legacy: bool) -> Decision {
@@ -423,10 +471,8 @@ mod tests {
             payload: payload.to_vec(),
         };
         let policy = Policy {
-            trusted_keys_dir: &f.keys_dir,
-            accept_legacy,
-            max_future_ms: 86_400_000,
             max_payload_bytes: cap,
+            ..policy(f, accept_legacy)
         };
         decide(&event, &f.store, &policy, NOW_MS).unwrap()
     }
@@ -442,9 +488,89 @@ mod tests {
         Policy {
             trusted_keys_dir: &f.keys_dir,
             accept_legacy,
+            accept_v1: false,
+            fleet: FLEET,
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
         }
+    }
+
+    fn decide_with(f: &Fixture, payload: &[u8], policy: &Policy) -> Decision {
+        let event = Spooled {
+            path: "x.event".into(),
+            source: Source::Serf,
+            payload: payload.to_vec(),
+        };
+        decide(&event, &f.store, policy, NOW_MS).unwrap()
+    }
+
+    fn draft(name: &str, seq: u64, kind: Kind) -> Draft {
+        Draft {
+            seq,
+            name: name.into(),
+            kind,
+            info_hash: [1; 20],
+            len: 10,
+            sha256: [2; 32],
+        }
+    }
+
+    /// An announcement valid forever on any fleet let a staging fleet's update (same key)
+    /// run in production, and a captured one run on a node years later.
+    #[test]
+    fn expired_and_other_fleets_announcements_are_rejected_with_their_reason() {
+        let f = fixture();
+        let expired = Binding {
+            expires: NOW_MS / 1000 - 1,
+            fleet: FLEET,
+        };
+        let text = Announcement::sign_v2(draft("site.pp", NOW_MS, Kind::Manifest), expired, &f.key)
+            .unwrap()
+            .to_wire();
+        let why = reason(decide_on(&f, text.as_bytes(), false));
+        assert!(why.starts_with("expired: "), "{why}");
+        let staging = Binding {
+            expires: NOW_MS / 1000 + 60,
+            fleet: FleetId([0x99; 8]),
+        };
+        let text = Announcement::sign_v2(draft("site.pp", NOW_MS, Kind::Manifest), staging, &f.key)
+            .unwrap()
+            .to_wire();
+        let why = reason(decide_on(&f, text.as_bytes(), false));
+        assert_eq!(
+            why,
+            "announcement is for fleet 9999999999999999, this node is in fleet 4242424242424242"
+        );
+        // Expiring this very second is still valid.
+        let last = Binding {
+            expires: NOW_MS / 1000,
+            fleet: FLEET,
+        };
+        let text = Announcement::sign_v2(draft("site.pp", NOW_MS, Kind::Manifest), last, &f.key)
+            .unwrap()
+            .to_wire();
+        assert!(matches!(
+            decide_on(&f, text.as_bytes(), false),
+            Decision::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn version_1_is_refused_unless_accept_v1() {
+        let f = fixture();
+        let v1 = Announcement::sign(draft("site.pp", NOW_MS, Kind::Manifest), &f.key)
+            .unwrap()
+            .to_wire();
+        let why = reason(decide_on(&f, v1.as_bytes(), false));
+        assert!(why.contains("agent.accept_v1 = false"), "{why}");
+        let migrating = Policy {
+            accept_v1: true,
+            ..policy(&f, false)
+        };
+        assert!(matches!(
+            decide_with(&f, v1.as_bytes(), &migrating),
+            Decision::Accepted(_)
+        ));
     }
 
     /// Runs one pass of the agent over `spool`, on a thread: a pass that blocks fails the test.
@@ -594,7 +720,7 @@ mod tests {
         bytes[at..at + 64].copy_from_slice(other.sig());
         use base64::Engine;
         let text = format!(
-            "p2pu1:{}",
+            "p2pu2:{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         );
         let bad = reason(decide_on(&f, text.as_bytes(), false));
