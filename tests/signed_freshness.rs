@@ -1,6 +1,7 @@
-//! Expiry and fleet binding on a lab of real agents (Serf, Transmission, Puppet in a network
-//! namespace): an expired announcement and another fleet's are refused with their reason in
-//! `p2pu status`, while what `submit` signs now is applied.
+//! Expiry, fleet binding and thresholds on a lab of real agents (Serf, Transmission, Puppet
+//! in a network namespace): an expired announcement and another fleet's are refused with
+//! their reason in `p2pu status`; a name that needs 2 of 3 keys is held with one signature
+//! and applied once the same update arrives with two, combined by `submit --with-sig`.
 
 use p2pu::agent::runtime::state::{StateStore, Status};
 use p2pu::agent::runtime::status::StatusReport;
@@ -73,11 +74,25 @@ fn now_secs() -> u64 {
 }
 
 #[test]
-fn expired_and_other_fleets_are_refused_and_a_fresh_one_is_applied() {
+fn expired_and_other_fleets_are_refused_and_two_of_three_is_held_until_two_signed() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
+    options.site_overrides = Some("[agent]\nthresholds = [{ names = \"base*\", k = 2 }]\n".into());
     let lab = Lab::start(options).expect("lab starts");
+
+    // Two more keys every node trusts: 2 of these 3 must sign `base*`.
+    let cosigner = p2pu::keys::generate();
+    let third = p2pu::keys::generate();
+    for key in [&cosigner, &third] {
+        let public = p2pu::keys::PublicKey {
+            key: key.verifying_key(),
+            comment: "co-signer".into(),
+        };
+        for node in lab.nodes() {
+            p2pu::keys::TrustedKeys::add(&node.site.agent.trusted_keys_dir, &public).unwrap();
+        }
+    }
 
     // Signed by the operator's own trusted key, but expired, or for another fleet.
     let operator = p2pu::keys::read_secret(&lab.node(1).unwrap().site.agent.signing_key).unwrap();
@@ -126,14 +141,69 @@ fn expired_and_other_fleets_are_refused_and_a_fresh_one_is_applied() {
         );
     }
 
-    // What `submit` signs now (v2, this fleet, 30 days) goes through.
+    // 2 of 3: the operator signs on node 1 (which seeds the payload) and announces alone.
     let base = manifest(dir.path(), "base.pp");
+    let a = dir.path().join("a.sig");
+    let (base_arg, a_arg) = (base.to_str().unwrap(), a.to_str().unwrap());
+    ok(lab
+        .p2pu(1, &["submit", base_arg, "--sign-only", a_arg])
+        .unwrap());
+    ok(lab.p2pu(1, &["submit", "--with-sig", a_arg]).unwrap());
+    for node in 1..=NODES {
+        wait(
+            &format!("node {node} to hold base.pp"),
+            Duration::from_secs(30),
+            || {
+                records(&lab, node, "base.pp").iter().any(|(s, why)| {
+                    *s == Status::Held
+                        && why
+                            .as_deref()
+                            .is_some_and(|w| w.starts_with("held: signed by 1 of the 2"))
+                })
+            },
+        );
+    }
+    // Held means never applied; give a wrongly accepted one time to show.
+    std::thread::sleep(Duration::from_secs(5));
+    for node in 1..=NODES {
+        assert_eq!(runs(&lab, node, "base.pp"), 0, "node {node} applied it");
+    }
+
+    // The co-signer signs the same announcement on its own machine (no lab, no network).
+    let keys = dir.path().join("cosigner");
+    std::fs::create_dir_all(&keys).unwrap();
+    let secret = keys.join("signing.key");
+    p2pu::fsutil::write_atomic(
+        &secret,
+        p2pu::keys::secret_to_text(&cosigner).as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let config = keys.join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nsigning_key = \"{}\"\nfleet_id = \"{LAB_FLEET_ID}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let b = dir.path().join("b.sig");
+    let b_arg = b.to_str().unwrap();
+    ok(std::process::Command::new(env!("CARGO_BIN_EXE_p2pu"))
+        .args(["submit", "--config", config.to_str().unwrap()])
+        .args(["--sign-only", b_arg, "--with-sig", a_arg])
+        .env_remove("P2PU_CONFIG")
+        .output()
+        .unwrap());
     ok(lab
         .p2pu(
             1,
             &[
                 "submit",
-                base.to_str().unwrap(),
+                "--with-sig",
+                a_arg,
+                b_arg,
                 "--wait",
                 "--timeout",
                 "180",
@@ -145,7 +215,7 @@ fn expired_and_other_fleets_are_refused_and_a_fresh_one_is_applied() {
         assert_eq!(
             kept.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             [Status::Applied],
-            "node {node}"
+            "node {node}: the held record became the applied one"
         );
         assert_eq!(runs(&lab, node, "base.pp"), 1, "node {node}");
     }

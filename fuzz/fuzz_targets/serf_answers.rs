@@ -100,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
         accept_legacy: true,
         accept_v1: true,
         fleet: p2pu::formats::announcement::FleetId([0; 8]),
+        thresholds: p2pu::agent::runtime::intake::Thresholds::one(),
         max_future_ms: 86_400_000,
         max_payload_bytes: u64::MAX,
     };

@@ -209,6 +209,22 @@ pub struct AgentSection {
     pub announcement_ttl_days: u32,
     /// Accept version 1 announcements (no expiry, no fleet): for the migration only.
     pub accept_v1: bool,
+    /// How many distinct trusted keys must sign an update whose name no rule in
+    /// `thresholds` matches.
+    pub threshold: u32,
+    /// How many must sign every `key` update (adding or revoking a key), whatever its name.
+    pub key_threshold: u32,
+    /// Per name glob (`*`, `?`): `[[agent.thresholds]]` with `names` and `k`; the first
+    /// match wins.
+    pub thresholds: Vec<ThresholdRule>,
+}
+
+/// One `[[agent.thresholds]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRule {
+    pub names: String,
+    pub k: u32,
 }
 
 impl Default for AgentSection {
@@ -237,6 +253,9 @@ impl Default for AgentSection {
             fleet_id_file: None,
             announcement_ttl_days: 30,
             accept_v1: false,
+            threshold: 1,
+            key_threshold: 1,
+            thresholds: Vec::new(),
         }
     }
 }

@@ -385,9 +385,10 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// Fleet id and announcement lifetime.
+    /// Fleet id, announcement lifetime and thresholds: a k no announcement can carry would
+    /// hold every update of its names for good.
     fn check_signing_policy(&self, site: &SiteToml) {
-        use crate::formats::announcement::FleetId;
+        use crate::formats::announcement::{FleetId, MAX_SIGS};
         let agent = &site.agent;
         if let Some(id) = &agent.fleet_id {
             if id.parse::<FleetId>().is_err() {
@@ -404,6 +405,24 @@ impl<'a> Validator<'a> {
                 agent.announcement_ttl_days,
                 "use 1 to 36500",
             );
+        }
+        let most = u32::try_from(MAX_SIGS).unwrap_or(u32::MAX);
+        let reason = format!("use 1 to {most}: an announcement carries at most {most} signatures");
+        for (key, k) in [
+            ("agent.threshold", agent.threshold),
+            ("agent.key_threshold", agent.key_threshold),
+        ] {
+            if !(1..=most).contains(&k) {
+                self.fail(key, k, reason.clone());
+            }
+        }
+        for rule in &agent.thresholds {
+            if !(1..=most).contains(&rule.k) {
+                self.fail("agent.thresholds.k", rule.k, reason.clone());
+            }
+            if rule.names.is_empty() {
+                self.fail("agent.thresholds.names", "\"\"", "must not be empty");
+            }
         }
     }
 

@@ -21,4 +21,7 @@ type P2pu::Agent = Struct[{
   Optional['fleet_id_file']                => P2pu::Path,
   Optional['announcement_ttl_days']        => Integer[1, 36500],
   Optional['accept_v1']                    => Boolean,
+  Optional['threshold']                    => Integer[1, 6],
+  Optional['key_threshold']                => Integer[1, 6],
+  Optional['thresholds']                   => Array[Struct[{ 'names' => String[1], 'k' => Integer[1, 6] }]],
 }]

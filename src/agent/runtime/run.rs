@@ -398,6 +398,7 @@ pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
         accept_legacy: agent.accept_legacy,
         accept_v1: agent.accept_v1,
         fleet,
+        thresholds: intake::Thresholds::of(agent),
         max_future_ms: agent.max_future_secs.saturating_mul(1000),
         max_payload_bytes: agent.max_payload_bytes,
     }
@@ -472,6 +473,7 @@ mod tests {
             accept_legacy: false,
             accept_v1: true,
             fleet: FleetId([0; 8]),
+            thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
         };
