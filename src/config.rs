@@ -45,6 +45,8 @@ pub enum ConfigError {
     /// Every problem found in one file, one per line, so a single edit fixes them all.
     #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Several { errors: Vec<ConfigError> },
+    #[error("fleet id file {}: {reason}; run `p2pu init` (which generates it) or set agent.fleet_id", path.display())]
+    FleetId { path: PathBuf, reason: String },
     #[error("{}: cannot work out {key}: {reason}; set it in the config", path.display())]
     Unresolved {
         path: PathBuf,
@@ -170,6 +172,27 @@ impl Config {
             "http://127.0.0.1:{}/transmission/rpc",
             self.site.transmission.rpc_port
         )
+    }
+
+    /// This node's fleet: `agent.fleet_id`, or the contents of `agent.fleet_id_file`.
+    pub fn fleet_id(&self) -> Result<crate::formats::announcement::FleetId, ConfigError> {
+        let agent = &self.site.agent;
+        if let Some(id) = &agent.fleet_id {
+            // Validated when loaded.
+            return id.parse().map_err(|e| ConfigError::FleetId {
+                path: self.source.clone(),
+                reason: format!("agent.fleet_id: {e}"),
+            });
+        }
+        let path = self.site.fleet_id_file();
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::FleetId {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        text.trim().parse().map_err(|e| ConfigError::FleetId {
+            path,
+            reason: format!("{e}"),
+        })
     }
 
     /// The announce URL of this node's own tracker (served by its agent on loopback).

@@ -11,7 +11,7 @@ use crate::agent::transfer::fetch::sha256_file;
 use crate::config::Config;
 use crate::engines::{Applier, ApplyReport, Gossip, PuppetError, TorrentEngine};
 use crate::error::{Error, Result};
-use crate::formats::announcement::{validate_name, Announcement, Draft, Kind};
+use crate::formats::announcement::{validate_name, Announcement, Binding, Draft, Kind};
 use crate::formats::serf_names::UPDATE_EVENT;
 use crate::formats::torrent::{self, CreateOptions};
 use crate::provision::Owners;
@@ -140,24 +140,28 @@ pub fn prepare(
     kind: Option<Kind>,
     name: Option<String>,
     seq: u64,
+    now_secs: u64,
     engine: &dyn TorrentEngine,
 ) -> Result<Submitted> {
-    prepare_showing(config, source, kind, name, seq, engine, false)
+    prepare_showing(config, source, kind, name, seq, now_secs, engine, false)
 }
 
 /// [`prepare`], with progress on stderr when `show_progress` (a terminal, not `--quiet`).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_showing(
     config: &Config,
     source: &Path,
     kind: Option<Kind>,
     name: Option<String>,
     seq: u64,
+    now_secs: u64,
     engine: &dyn TorrentEngine,
     show_progress: bool,
 ) -> Result<Submitted> {
     let progress = Progress::new(show_progress);
     let site = &config.site;
     let key = crate::keys::read_secret(&site.agent.signing_key)?;
+    let binding = binding(config, now_secs)?;
     let is_dir = source.is_dir();
     let kind = match kind {
         Some(kind) => kind,
@@ -223,14 +227,30 @@ pub fn prepare_showing(
         len,
         sha256,
     };
-    let announcement = Announcement::sign(draft, &key)?;
+    let announcement = Announcement::sign_v2(draft, binding, &key)?;
     progress.done();
-    Ok(Submitted {
-        name,
-        seq,
-        info_hash,
-        wire: announcement.to_wire(),
+    Ok(Submitted::of(&announcement))
+}
+
+/// What a v2 announcement signed now is bound to: this fleet, and an expiry
+/// `agent.announcement_ttl_days` from `now_secs`.
+pub fn binding(config: &Config, now_secs: u64) -> Result<Binding> {
+    let ttl = u64::from(config.site.agent.announcement_ttl_days) * 86_400;
+    Ok(Binding {
+        expires: now_secs.saturating_add(ttl),
+        fleet: config.fleet_id()?,
     })
+}
+
+impl Submitted {
+    pub fn of(announcement: &Announcement) -> Submitted {
+        Submitted {
+            name: announcement.name().to_string(),
+            seq: announcement.seq(),
+            info_hash: hex::encode(announcement.info_hash()),
+            wire: announcement.to_wire(),
+        }
+    }
 }
 
 /// Sends the signed announcement to the fleet as Serf's update event, not coalesced: all

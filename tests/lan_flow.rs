@@ -293,7 +293,7 @@ fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
     bytes[at] ^= 1;
     use base64::Engine;
     let tampered = format!(
-        "p2pu1:{}",
+        "p2pu2:{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     lab.serf_event(1, "p2pu-update", tampered.as_bytes())
@@ -307,7 +307,13 @@ fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
         len: 1,
         sha256: [2; 32],
     };
-    let evil = Announcement::sign(draft, &stranger).unwrap().to_wire();
+    let binding = p2pu::formats::announcement::Binding {
+        expires: 9_999_999_999,
+        fleet: p2pu::lab::LAB_FLEET_ID.parse().unwrap(),
+    };
+    let evil = Announcement::sign_v2(draft, binding, &stranger)
+        .unwrap()
+        .to_wire();
     lab.serf_event(1, "p2pu-update", evil.as_bytes()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -621,7 +627,13 @@ fn a_compromised_key_is_rotated_out_by_signed_key_updates() {
         len: 1,
         sha256: [2; 32],
     };
-    let stolen = Announcement::sign(draft, &old).unwrap().to_wire();
+    let binding = p2pu::formats::announcement::Binding {
+        expires: 9_999_999_999,
+        fleet: p2pu::lab::LAB_FLEET_ID.parse().unwrap(),
+    };
+    let stolen = Announcement::sign_v2(draft, binding, &old)
+        .unwrap()
+        .to_wire();
     lab.serf_event(2, "p2pu-update", stolen.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     for node in 1..=NODES {

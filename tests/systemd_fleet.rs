@@ -448,6 +448,10 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
     // As an operator copies it: the file init made, mode and all.
     std::fs::copy(&secret, node_dir.join("image/upper/etc/p2pu/fleet.secret"))
         .expect("the proxy image has a fleet secret");
+    // So is the fleet id: the nodes take only announcements for the proxy's fleet.
+    let fleet_id = sdfleet::inside(&proxy_image.upper, "/etc/p2pu/fleet.id");
+    std::fs::copy(&fleet_id, node_dir.join("image/upper/etc/p2pu/fleet.id"))
+        .expect("the proxy image has a fleet id");
     let node_image = make_image(&node_dir, &node_site, &operator_pub);
 
     let mut proxy = Node::new(

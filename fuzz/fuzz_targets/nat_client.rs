@@ -49,7 +49,7 @@ fn check_and_clear(spool: &Path) {
     for entry in std::fs::read_dir(spool).expect("listing the spool") {
         let path = entry.expect("entry").path();
         let text = std::fs::read(&path).expect("reading a spooled event");
-        assert!(text.starts_with(b"p2pu1:"), "spooled {text:?}");
+        assert!(p2pu::formats::announcement::is_wire(&text), "spooled {text:?}");
         assert!(text.len() <= MAX_EVENT_BYTES);
         std::fs::remove_file(&path).expect("cleaning up");
     }

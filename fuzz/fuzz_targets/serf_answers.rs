@@ -98,6 +98,9 @@ fuzz_target!(|data: &[u8]| {
     let policy = Policy {
         trusted_keys_dir: &trusted,
         accept_legacy: true,
+        accept_v1: true,
+        fleet: p2pu::formats::announcement::FleetId([0; 8]),
+        thresholds: p2pu::agent::runtime::intake::Thresholds::one(),
         max_future_ms: 86_400_000,
         max_payload_bytes: u64::MAX,
     };
@@ -112,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
     for entry in std::fs::read_dir(&spool).expect("listing the spool") {
         let path = entry.expect("entry").path();
         let text = std::fs::read(&path).expect("reading a spooled event");
-        assert!(text.starts_with(b"p2pu1:"), "spooled {text:?}");
+        assert!(p2pu::formats::announcement::is_wire(&text), "spooled {text:?}");
         std::fs::remove_file(&path).expect("cleaning up");
         found += 1;
     }

@@ -32,6 +32,8 @@ impl AgentCommand {
             engine: env.engines.torrent(&config)?,
             gossip: env.engines.gossip(&config)?,
             puppet: env.engines.applier(&config)?,
+            // Without its fleet the agent could only refuse every v2 announcement.
+            fleet: config.fleet_id()?,
             config,
             stop,
             log_filter: self.log,

@@ -82,6 +82,7 @@ impl Event {
                     None,
                     None,
                     seq,
+                    seq / 1000,
                     engine.as_ref(),
                 )?;
                 writeln!(env.stdout, "{submitted}")
@@ -232,7 +233,7 @@ mod tests {
             dir.path().join("site.toml"),
             format!(
                 "[transmission]\ndownload_dir = \"{d}/downloads\"\nuser = \"root\"\n\
-                 [agent]\nsigning_key = \"{d}/k/signing.key\"\n"
+                 [agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"0123456789abcdef\"\n"
             ),
         )
         .unwrap();

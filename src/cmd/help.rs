@@ -70,7 +70,13 @@ p2pu submit site.pp --noop
 # Send a directory as one archive, under a chosen name, printing JSON
 p2pu submit ./motd --kind dir --name motd.tar.gz --json
 # Send a plain file without progress output
-p2pu submit --quiet --kind file firmware.bin",
+p2pu submit --quiet --kind file firmware.bin
+# A name that needs two signatures: sign (and seed) here without sending ...
+p2pu submit base.pp --sign-only base.sig
+# ... the co-signer signs that file with their key, on their machine ...
+p2pu submit --sign-only base.sig2 --with-sig base.sig
+# ... and both signatures go out together
+p2pu submit --with-sig base.sig base.sig2 --wait",
     ),
     (
         "fleet",

@@ -5,14 +5,15 @@
 //! what a manifest would change here. With `--wait`, follows the rollout until every alive
 //! member applied it, printing each failed member's reason. On a terminal
 //! (and without `--quiet` or NO_COLOR) the long steps, hashing and copying, show progress on
-//! stderr; `--json` prints [`SubmitReport`] on stdout.
+//! stderr; `--json` prints [`SubmitReport`] on stdout. `--sign-only` and `--with-sig` collect
+//! the signatures of names that need k of them (thresholds) and announce them together.
 
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
-use crate::formats::announcement::Kind;
+use crate::formats::announcement::{Announcement, Kind};
 use crate::publish::{broadcast, prepare_showing, Submitted};
 use crate::Env;
 use serde::{Deserialize, Serialize};
@@ -29,10 +30,24 @@ use std::time::{Duration, Instant};
 /// --noop, runs `puppet apply --noop` here and shows what would change, broadcasting nothing.
 /// With --wait, exits 3 when some member failed to apply it (each one's reason on stderr) and 4
 /// when some alive member had not applied it by --timeout.
+///
+/// Names that need k signatures (agent.thresholds): sign with --sign-only on the host that
+/// will announce, have each co-signer sign that file with --sign-only --with-sig, then
+/// announce the files together with --with-sig.
 #[derive(Debug, clap::Args)]
 pub struct Submit {
-    /// The file or directory to send.
-    path: PathBuf,
+    /// The file or directory to send (not with --with-sig alone: the signed files name it).
+    #[arg(required_unless_present = "with_sig")]
+    path: Option<PathBuf>,
+    /// Sign, write the signed announcement to FILE and send nothing: a signature to combine
+    /// with others' (`--with-sig`). With PATH the payload is also seeded here; with
+    /// --with-sig instead, this key co-signs the announcement in those files.
+    #[arg(long, value_name = "FILE")]
+    sign_only: Option<PathBuf>,
+    /// Signature files (from --sign-only) of one announcement: combine their signatures and
+    /// announce it (or, with --sign-only, co-sign it).
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "path")]
+    with_sig: Vec<PathBuf>,
     /// What the payload is, which decides what each node does with it; detected from the file
     /// when absent (a directory is `dir`, *.pp `manifest`, a module build `module`, other
     /// .tar.gz/.tgz/.zip `archive`, a p2pu *.pub `key`, anything else `file`).
@@ -82,7 +97,7 @@ pub struct SubmitReport {
     pub name: String,
     pub seq: u64,
     pub info_hash: String,
-    /// The signed announcement as broadcast (`p2pu1:...`).
+    /// The signed announcement as broadcast (`p2pu2:...`).
     pub wire: String,
     /// With `--wait`: where the rollout stood when it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,36 +119,68 @@ pub struct Rollout {
 
 impl Submit {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        // Before anything that reads secrets: a mistyped path is the likeliest mistake.
-        let source = env.resolve(&self.path);
-        check_source(&source)?;
-        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
-        let kind = match self.kind {
-            Some(kind) => kind,
-            None => crate::agent::apply::kind::detect(&source)?,
-        };
-        // Every node would fail on these: refuse them before Transmission or Serf is touched.
-        if matches!(kind, Kind::Manifest | Kind::Dir) || self.noop {
-            let applier = env.engines.applier(&config)?;
-            crate::publish::check(&source, kind, applier.as_ref())?;
-            if self.noop {
-                return self.show_noop(env, &source, kind, applier.as_ref());
+        let submitted = match &self.path {
+            Some(path) => {
+                // Before anything that reads secrets: a mistyped path is the likeliest mistake.
+                let source = env.resolve(path);
+                check_source(&source)?;
+                let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
+                let kind = match self.kind {
+                    Some(kind) => kind,
+                    None => crate::agent::apply::kind::detect(&source)?,
+                };
+                // Every node would fail on these: refuse them before Transmission or Serf is
+                // touched.
+                if matches!(kind, Kind::Manifest | Kind::Dir) || self.noop {
+                    let applier = env.engines.applier(&config)?;
+                    crate::publish::check(&source, kind, applier.as_ref())?;
+                    if self.noop {
+                        return self.show_noop(env, &source, kind, applier.as_ref());
+                    }
+                } else if kind == Kind::Module {
+                    crate::agent::apply::kind::module_metadata(&source)?;
+                }
+                let now_ms = env.unix_now_ms();
+                let seq = self.seq.unwrap_or(now_ms);
+                let engine = env.engines.torrent(&config)?;
+                let show_progress = env.interactive && !self.quiet;
+                prepare_showing(
+                    &config,
+                    &source,
+                    Some(kind),
+                    self.name.clone(),
+                    seq,
+                    now_ms / 1000,
+                    engine.as_ref(),
+                    show_progress,
+                )?
             }
-        } else if kind == Kind::Module {
-            crate::agent::apply::kind::module_metadata(&source)?;
+            None => {
+                let combined = combine(env, &self.with_sig)?;
+                match &self.sign_only {
+                    Some(_) => {
+                        let config = Config::load(&self.config.resolve(env), None)?;
+                        let key = crate::keys::read_secret(&config.site.agent.signing_key)?;
+                        Submitted::of(&combined.cosigned_by(&key)?)
+                    }
+                    None => Submitted::of(&combined),
+                }
+            }
+        };
+        if let Some(file) = &self.sign_only {
+            let path = env.resolve(file);
+            crate::fsutil::write_atomic(&path, format!("{}\n", submitted.wire).as_bytes(), 0o644)?;
+            writeln!(
+                env.stdout,
+                "signed {} seq {} into {}; announce with `p2pu submit --with-sig` and the other signers' files",
+                submitted.name,
+                submitted.seq,
+                path.display()
+            )
+            .map_err(Error::io("writing to", "standard output"))?;
+            return Ok(Outcome::Success);
         }
-        let seq = self.seq.unwrap_or_else(|| env.unix_now_ms());
-        let engine = env.engines.torrent(&config)?;
-        let show_progress = env.interactive && !self.quiet;
-        let submitted = prepare_showing(
-            &config,
-            &source,
-            Some(kind),
-            self.name.clone(),
-            seq,
-            engine.as_ref(),
-            show_progress,
-        )?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let gossip = env.engines.gossip(&config)?;
         broadcast(gossip.as_ref(), &submitted)?;
         let mut report = SubmitReport {
@@ -206,6 +253,28 @@ impl Submit {
         })?;
         Ok(Outcome::Success)
     }
+}
+
+/// The announcement in signature files `files`, with all their signatures.
+fn combine(env: &Env, files: &[PathBuf]) -> Result<Announcement> {
+    let mut combined: Option<Announcement> = None;
+    for file in files {
+        let path = env.resolve(file);
+        let text = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
+        let signed = Announcement::decode(text.trim_end()).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a signature file from `p2pu submit --sign-only`: {e}",
+                path.display()
+            ))
+        })?;
+        match &mut combined {
+            None => combined = Some(signed),
+            Some(all) => all
+                .combine(&signed)
+                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?,
+        }
+    }
+    combined.ok_or_else(|| Error::Usage("--with-sig needs at least one file".into()))
 }
 
 /// The payload must exist before anything else is looked at.
@@ -475,7 +544,7 @@ mod tests {
             dir.path().join("site.toml"),
             format!(
                 "[transmission]\ndownload_dir = \"{d}/downloads\"\nuser = \"root\"\n\
-                 [agent]\nsigning_key = \"{d}/k/signing.key\"\n"
+                 [agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"{FLEET}\"\n"
             ),
         )
         .unwrap();
@@ -620,6 +689,106 @@ mod tests {
         assert!(node.applier.calls().is_empty());
     }
 
+    const FLEET: &str = "0123456789abcdef";
+
+    /// 2-of-n: the announcing host signs with --sign-only (seeding the payload), a co-signer
+    /// signs that file with its own key, and --with-sig announces both signatures at once.
+    #[test]
+    fn sign_only_and_with_sig_combine_signatures_and_broadcast_once() {
+        let node = node(FakeGossip::default());
+        let run = |args: &[&str]| {
+            let engines = Engines::fakes()
+                .torrent_engine(node.torrent.clone())
+                .gossip_engine(node.gossip.clone())
+                .applier_engine(node.applier.clone());
+            Run::new(node.dir.path()).engines(engines).run(args)
+        };
+        let (code, out, err) = run(&[
+            "submit",
+            "--config",
+            "site.toml",
+            "--seq",
+            "7",
+            "site.pp",
+            "--sign-only",
+            "a.sig",
+        ]);
+        assert_eq!((code, err.as_str()), (0, ""), "{out}");
+        assert!(out.contains("into"), "{out}");
+        assert!(node.gossip.events().is_empty(), "--sign-only sends nothing");
+        assert_eq!(node.torrent.added().len(), 1, "but seeds the payload");
+
+        let (code, _, err) = crate::cmd::testing::run(node.dir.path(), &["keygen", "--out", "k2"]);
+        assert_eq!(code, 0, "{err}");
+        let d = node.dir.path().display();
+        std::fs::write(
+            node.dir.path().join("cosigner.toml"),
+            format!("[agent]\nsigning_key = \"{d}/k2/signing.key\"\nfleet_id = \"{FLEET}\"\n"),
+        )
+        .unwrap();
+        let (code, out, err) = run(&[
+            "submit",
+            "--config",
+            "cosigner.toml",
+            "--sign-only",
+            "b.sig",
+            "--with-sig",
+            "a.sig",
+        ]);
+        assert_eq!((code, err.as_str()), (0, ""), "{out}");
+        let a = std::fs::read_to_string(node.dir.path().join("a.sig")).unwrap();
+        let b = std::fs::read_to_string(node.dir.path().join("b.sig")).unwrap();
+        let (a, b) = (
+            Announcement::decode(a.trim_end()).unwrap(),
+            Announcement::decode(b.trim_end()).unwrap(),
+        );
+        assert_eq!(a.signed_bytes(), b.signed_bytes());
+        assert_ne!(
+            a.kids(),
+            b.kids(),
+            "b.sig carries the co-signer's key alone"
+        );
+
+        let (code, out, err) = run(&[
+            "submit",
+            "--config",
+            "site.toml",
+            "--json",
+            "--with-sig",
+            "a.sig",
+            "b.sig",
+        ]);
+        assert_eq!((code, err.as_str()), (0, ""), "{out}");
+        let report: SubmitReport = serde_json::from_str(&out).unwrap();
+        let sent = Announcement::decode(&report.wire).unwrap();
+        assert_eq!(sent.kids().len(), 2);
+        let wire = report.wire.into_bytes();
+        assert_eq!(node.gossip.events(), [("p2pu-update".into(), wire, false)]);
+
+        // Another announcement's signature does not combine with these.
+        let (code, _, err) = run(&[
+            "submit",
+            "--config",
+            "site.toml",
+            "--seq",
+            "8",
+            "site.pp",
+            "--sign-only",
+            "c.sig",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = run(&[
+            "submit",
+            "--config",
+            "site.toml",
+            "--with-sig",
+            "a.sig",
+            "c.sig",
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("cannot be combined"), "{err}");
+    }
+
     #[test]
     fn submit_seeds_the_copy_and_broadcasts_the_signed_wire_uncoalesced() {
         let node = node(FakeGossip::default());
@@ -627,7 +796,17 @@ mod tests {
         assert_eq!((code, err.as_str()), (0, ""));
         let report: SubmitReport = serde_json::from_str(&out).unwrap();
         assert_eq!((report.name.as_str(), report.seq), ("site.pp", 7));
-        assert!(report.wire.starts_with("p2pu1:"), "{}", report.wire);
+        assert!(report.wire.starts_with("p2pu2:"), "{}", report.wire);
+        let signed = Announcement::decode(&report.wire).unwrap();
+        let binding = signed.binding().unwrap();
+        assert_eq!(binding.fleet.to_string(), FLEET);
+        // 30 days (the default agent.announcement_ttl_days) from now.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let ttl = 30 * 86_400;
+        assert!((now - 60 + ttl..=now + ttl).contains(&binding.expires));
         let seed_dir = node.dir.path().join("downloads").join(&report.info_hash);
         let added = node.torrent.added();
         assert_eq!(added.len(), 1);

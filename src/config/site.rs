@@ -205,6 +205,32 @@ pub struct AgentSection {
     pub retry_backoff_secs: u64,
     /// ... up to this.
     pub retry_backoff_max_secs: u64,
+    /// This fleet's id (16 hex digits). Every v2 announcement names its fleet, and a node
+    /// refuses another fleet's. When absent, it is read from `fleet_id_file`, which `init`
+    /// generates once (a fleet-wide value: copy it to every node, as the gossip keyring).
+    pub fleet_id: Option<String>,
+    /// Default: `fleet.id` in `paths.config_dir`.
+    pub fleet_id_file: Option<PathBuf>,
+    /// How long an announcement `submit` signs stays valid; nodes refuse it afterwards.
+    pub announcement_ttl_days: u32,
+    /// Accept version 1 announcements (no expiry, no fleet): for the migration only.
+    pub accept_v1: bool,
+    /// How many distinct trusted keys must sign an update whose name no rule in
+    /// `thresholds` matches.
+    pub threshold: u32,
+    /// How many must sign every `key` update (adding or revoking a key), whatever its name.
+    pub key_threshold: u32,
+    /// Per name glob (`*`, `?`): `[[agent.thresholds]]` with `names` and `k`; the first
+    /// match wins.
+    pub thresholds: Vec<ThresholdRule>,
+}
+
+/// One `[[agent.thresholds]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRule {
+    pub names: String,
+    pub k: u32,
 }
 
 impl Default for AgentSection {
@@ -232,7 +258,24 @@ impl Default for AgentSection {
             retries: 2,
             retry_backoff_secs: 30,
             retry_backoff_max_secs: 600,
+            fleet_id: None,
+            fleet_id_file: None,
+            announcement_ttl_days: 30,
+            accept_v1: false,
+            threshold: 1,
+            key_threshold: 1,
+            thresholds: Vec::new(),
         }
+    }
+}
+
+impl SiteToml {
+    /// Where the fleet id is kept when `agent.fleet_id` is not set.
+    pub fn fleet_id_file(&self) -> PathBuf {
+        self.agent
+            .fleet_id_file
+            .clone()
+            .unwrap_or_else(|| self.paths.config_dir.join("fleet.id"))
     }
 }
 

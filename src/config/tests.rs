@@ -275,6 +275,11 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[time]\nfallback_ntp = [\"10.0.0.300\"]\n", "/etc/p2pu/site.toml:2: time.fallback_ntp = \"10.0.0.300\": expected a host name or IP address such as ntp.example.org or 10.0.0.1"),
         ("[puppet]\ntimeout_secs = 0\n", "/etc/p2pu/site.toml:2: puppet.timeout_secs = 0: must be at least 1: every `puppet apply` would be killed at once"),
         ("[agent]\nmax_payload_bytes = 0\n", "/etc/p2pu/site.toml:2: agent.max_payload_bytes = 0: must be positive: every update would be refused"),
+        ("[agent]\nfleet_id = \"XYZ\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id = \"XYZ\": expected 16 lowercase hexadecimal digits (leave it out and init generates agent.fleet_id_file)"),
+        ("[agent]\nthreshold = 7\n", "/etc/p2pu/site.toml:2: agent.threshold = 7: use 1 to 6: an announcement carries at most 6 signatures"),
+        ("[agent]\nkey_threshold = 0\n", "/etc/p2pu/site.toml:2: agent.key_threshold = 0: use 1 to 6: an announcement carries at most 6 signatures"),
+        ("[agent]\nannouncement_ttl_days = 0\n", "/etc/p2pu/site.toml:2: agent.announcement_ttl_days = 0: use 1 to 36500"),
+        ("[agent]\nfleet_id_file = \"fleet.id\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id_file = \"fleet.id\": must be an absolute path"),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),
     ];
     for (text, want) in cases {

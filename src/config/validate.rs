@@ -382,6 +382,7 @@ impl<'a> Validator<'a> {
                 "use agent.retry_backoff_secs to 604800: the cap of the doubling wait",
             );
         }
+        self.check_signing_policy(site);
         let user = site.agent.serve_user.as_str();
         if user == "root" {
             self.fail(
@@ -404,6 +405,47 @@ impl<'a> Validator<'a> {
             serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
             serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
             advertise,
+        }
+    }
+
+    /// Fleet id, announcement lifetime and thresholds: a k no announcement can carry would
+    /// hold every update of its names for good.
+    fn check_signing_policy(&self, site: &SiteToml) {
+        use crate::formats::announcement::{FleetId, MAX_SIGS};
+        let agent = &site.agent;
+        if let Some(id) = &agent.fleet_id {
+            if id.parse::<FleetId>().is_err() {
+                self.fail(
+                    "agent.fleet_id",
+                    quoted(id),
+                    "expected 16 lowercase hexadecimal digits (leave it out and init generates agent.fleet_id_file)",
+                );
+            }
+        }
+        if !(1..=36_500).contains(&agent.announcement_ttl_days) {
+            self.fail(
+                "agent.announcement_ttl_days",
+                agent.announcement_ttl_days,
+                "use 1 to 36500",
+            );
+        }
+        let most = u32::try_from(MAX_SIGS).unwrap_or(u32::MAX);
+        let reason = format!("use 1 to {most}: an announcement carries at most {most} signatures");
+        for (key, k) in [
+            ("agent.threshold", agent.threshold),
+            ("agent.key_threshold", agent.key_threshold),
+        ] {
+            if !(1..=most).contains(&k) {
+                self.fail(key, k, reason.clone());
+            }
+        }
+        for rule in &agent.thresholds {
+            if !(1..=most).contains(&rule.k) {
+                self.fail("agent.thresholds.k", rule.k, reason.clone());
+            }
+            if rule.names.is_empty() {
+                self.fail("agent.thresholds.names", "\"\"", "must not be empty");
+            }
         }
     }
 
@@ -445,6 +487,12 @@ impl<'a> Validator<'a> {
                     .state_root
                     .iter()
                     .map(|p| ("puppet.state_root", p)),
+            )
+            .chain(
+                site.agent
+                    .fleet_id_file
+                    .iter()
+                    .map(|p| ("agent.fleet_id_file", p)),
             );
         for (key, path) in paths.into_iter().chain(modulepath) {
             if !path.is_absolute() {

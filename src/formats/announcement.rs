@@ -1,8 +1,13 @@
-//! Announcement v1, the signed update notice both transports carry (Serf events and the NAT
-//! overlay): a canonical bencoded dictionary, sent as `p2pu1:` + unpadded URL-safe base64.
+//! Announcements, the signed update notice both transports carry (Serf events and the NAT
+//! overlay): a canonical bencoded dictionary, sent as `p2pu<v>:` + unpadded URL-safe base64.
+//! Version 1 (`p2pu1:`) carries one signature and is valid forever on any fleet; version 2
+//! (`p2pu2:`) adds an expiry and the fleet id it is meant for, and carries up to [`MAX_SIGS`]
+//! signatures over the same bytes, so a node can require k of them (thresholds).
 //!
 //! Decoding checks structure only (and rejects every non-canonical encoding, so one announcement
-//! has exactly one wire text); [`Announcement::verify`] checks the signer and the signature.
+//! has exactly one wire text); [`Announcement::verify`] checks the signers and the signatures.
+//! Whether a version, an expiry, a fleet or a number of signers is acceptable is the intake's
+//! policy, not this module's.
 
 use crate::keys::{KeyId, TrustedKeys};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,24 +19,42 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// What every wire text starts with; the digit is the format version.
+/// What every version 1 wire text starts with; the digit is the format version.
 pub const WIRE_PREFIX: &str = "p2pu1:";
+/// What every version 2 wire text starts with.
+pub const WIRE_PREFIX_V2: &str = "p2pu2:";
 pub const MAX_NAME_LEN: usize = 64;
 /// The longest possible v1 wire text (64-byte name, `manifest`, seq and len of 19 digits).
-/// Anything longer is rejected before decoding; with the event name
-/// [`UPDATE_EVENT`](super::serf_names::UPDATE_EVENT) it fits
-/// Serf's 482 bytes.
-pub const MAX_WIRE_LEN: usize = 414;
+/// With the event name [`UPDATE_EVENT`](super::serf_names::UPDATE_EVENT) it fits Serf's 482
+/// bytes.
+pub const MAX_WIRE_LEN_V1: usize = 414;
+/// The longest possible v2 wire text with one signature: it fits Serf's default 482 bytes
+/// with the event name, as v1 does.
+pub const MAX_WIRE_LEN_ONE_SIG: usize = 452;
+/// The most signatures one v2 announcement carries: the most whose worst case still fits
+/// the `user_event_size_limit` of 1024 that `init` renders (with the event name).
+pub const MAX_SIGS: usize = 6;
+/// The longest possible wire text of any version (v2 with [`MAX_SIGS`] signatures); anything
+/// longer is rejected before decoding.
+pub const MAX_WIRE_LEN: usize = 933;
+/// The latest expiry a v2 announcement may state (unix seconds, the year 2286): ten digits
+/// at most, which keeps the one-signature worst case within Serf's default limit.
+pub const MAX_EXPIRES: u64 = 9_999_999_999;
+/// One signature entry of `sigs`: the signer's key id and its Ed25519 signature.
+const SIG_ENTRY: usize = 8 + 64;
 
-const KEYS: [&str; 9] = [
+const KEYS_V1: [&str; 9] = [
     "ih", "kid", "kind", "len", "name", "seq", "sha256", "sig", "v",
+];
+const KEYS_V2: [&str; 10] = [
+    "exp", "fleet", "ih", "kind", "len", "name", "seq", "sha256", "sigs", "v",
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnnouncementError {
-    #[error("announcement is {len} bytes, longer than any v1 announcement ({max})")]
+    #[error("announcement is {len} bytes, longer than any announcement of its version ({max})")]
     TooLong { len: usize, max: usize },
-    #[error("announcement does not start with `{WIRE_PREFIX}` (starts with {start:?})")]
+    #[error("announcement does not start with `{WIRE_PREFIX}` or `{WIRE_PREFIX_V2}` (starts with {start:?})")]
     BadPrefix { start: String },
     #[error("announcement is not unpadded URL-safe base64")]
     BadBase64(#[source] base64::DecodeError),
@@ -54,13 +77,20 @@ pub enum AnnouncementError {
         want: usize,
         got: usize,
     },
-    #[error(
-        "announcement key `{key}` is {value}, want an integer from 0 to {}",
-        i64::MAX
-    )]
-    OutOfRange { key: &'static str, value: i128 },
-    #[error("announcement version is {got}, this p2pu reads version 1")]
+    #[error("announcement key `{key}` is {value}, want an integer from 0 to {max}")]
+    OutOfRange {
+        key: &'static str,
+        value: i128,
+        max: u64,
+    },
+    #[error("announcement version is {got}, this p2pu reads versions 1 and 2")]
     UnsupportedVersion { got: i64 },
+    #[error("announcement says version {got} inside a `p2pu{prefix}:` wire text")]
+    VersionMismatch { prefix: u8, got: i64 },
+    #[error("announcement `sigs` is {got} bytes: want 1 to {MAX_SIGS} entries of 72 bytes (key id, signature)")]
+    BadSigs { got: usize },
+    #[error("announcement `sigs` is not sorted by key id, or names key {kid} twice")]
+    UnsortedSigs { kid: KeyId },
     #[error("unsafe payload name {name:?}: {reason}")]
     UnsafeName { name: String, reason: &'static str },
     #[error(
@@ -75,6 +105,10 @@ pub enum AnnouncementError {
     RevokedSigner { name: String, kid: KeyId },
     #[error("announcement {name:?} has a bad signature for key {kid}")]
     BadSignature { name: String, kid: KeyId },
+    #[error("signatures of different announcements cannot be combined: {what}")]
+    CannotCombine { what: String },
+    #[error("fleet id {text:?} is not 16 hexadecimal digits")]
+    BadFleetId { text: String },
 }
 
 impl crate::error::LayerError for AnnouncementError {}
@@ -163,6 +197,55 @@ pub fn validate_name(name: &str) -> Result<(), AnnouncementError> {
     })
 }
 
+/// Which fleet a node belongs to: 8 random bytes, written as 16 hexadecimal digits. A v2
+/// announcement names the fleet it is for, so a staging fleet's update is refused by
+/// production nodes that trust the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FleetId(pub [u8; 8]);
+
+impl FleetId {
+    pub fn generate() -> FleetId {
+        use rand::RngCore;
+        let mut id = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        FleetId(id)
+    }
+}
+
+impl fmt::Display for FleetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl FromStr for FleetId {
+    type Err = AnnouncementError;
+    fn from_str(text: &str) -> Result<FleetId, E> {
+        let mut id = [0u8; 8];
+        let lower = text.len() == 16 && !text.bytes().any(|b| b.is_ascii_uppercase());
+        match hex::decode_to_slice(text, &mut id) {
+            Ok(()) if lower => Ok(FleetId(id)),
+            _ => Err(E::BadFleetId {
+                text: text.to_string(),
+            }),
+        }
+    }
+}
+
+/// What binds a v2 announcement to a time and a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// Unix seconds after which no node accepts it.
+    pub expires: u64,
+    pub fleet: FleetId,
+}
+
+/// Whether `text` looks like an announcement of either version (the NAT client's filter
+/// before it spools; the intake decides).
+pub fn is_wire(text: &[u8]) -> bool {
+    text.starts_with(WIRE_PREFIX.as_bytes()) || text.starts_with(WIRE_PREFIX_V2.as_bytes())
+}
+
 /// The fields an operator signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
@@ -183,34 +266,140 @@ pub struct Announcement {
     info_hash: [u8; 20],
     len: u64,
     sha256: [u8; 32],
-    kid: KeyId,
-    sig: [u8; 64],
+    /// `None`: version 1.
+    binding: Option<Binding>,
+    /// Sorted by key id, no key twice; exactly one in version 1.
+    sigs: Vec<(KeyId, [u8; 64])>,
+}
+
+/// What [`Announcement::verify`] found: the distinct trusted, unrevoked keys whose signature
+/// is valid, and the signatures that did not count, with why.
+#[derive(Debug)]
+pub struct Signers {
+    pub valid: Vec<KeyId>,
+    pub ignored: Vec<AnnouncementError>,
 }
 
 impl Announcement {
-    /// Signs `draft` with `key`; refuses what [`Announcement::decode`] would reject.
+    /// Signs `draft` as version 1 with `key`; refuses what [`Announcement::decode`] would
+    /// reject.
     pub fn sign(draft: Draft, signer: &SigningKey) -> Result<Announcement, AnnouncementError> {
+        Announcement::unsigned(draft, None)?.signed_by(signer)
+    }
+
+    /// Signs `draft` as version 2, bound to `binding`'s expiry and fleet.
+    pub fn sign_v2(
+        draft: Draft,
+        binding: Binding,
+        signer: &SigningKey,
+    ) -> Result<Announcement, AnnouncementError> {
+        if binding.expires > MAX_EXPIRES {
+            let value = i128::from(binding.expires);
+            return Err(E::OutOfRange {
+                key: "exp",
+                value,
+                max: MAX_EXPIRES,
+            });
+        }
+        Announcement::unsigned(draft, Some(binding))?.signed_by(signer)
+    }
+
+    fn unsigned(draft: Draft, binding: Option<Binding>) -> Result<Announcement, E> {
         validate_name(&draft.name)?;
         for (key, value) in [("seq", draft.seq), ("len", draft.len)] {
             if i64::try_from(value).is_err() {
                 let value = i128::from(value);
-                return Err(E::OutOfRange { key, value });
+                return Err(E::OutOfRange {
+                    key,
+                    value,
+                    max: i64::MAX as u64,
+                });
             }
         }
-        let mut announcement = Announcement {
+        Ok(Announcement {
             seq: draft.seq,
             name: draft.name,
             kind: draft.kind,
             info_hash: draft.info_hash,
             len: draft.len,
             sha256: draft.sha256,
-            kid: KeyId::of(&signer.verifying_key()),
-            sig: [0; 64],
-        };
-        announcement.sig = signer.sign(&announcement.signed_bytes()).to_bytes();
-        Ok(announcement)
+            binding,
+            sigs: Vec::new(),
+        })
     }
 
+    fn signed_by(mut self, signer: &SigningKey) -> Result<Announcement, E> {
+        self.add_signature(signer)?;
+        Ok(self)
+    }
+
+    /// Adds `signer`'s signature (a v2 co-signer's); signing again with a key that already
+    /// signed changes nothing.
+    pub fn add_signature(&mut self, signer: &SigningKey) -> Result<(), AnnouncementError> {
+        let kid = KeyId::of(&signer.verifying_key());
+        if self.binding.is_none() && self.sigs.is_empty() {
+            // Version 1 signs its `kid` too: it must be in place before the bytes are taken.
+            self.sigs.push((kid, [0; 64]));
+            let sig = signer.sign(&self.signed_bytes()).to_bytes();
+            self.sigs[0].1 = sig;
+            return Ok(());
+        }
+        let sig = signer.sign(&self.signed_bytes()).to_bytes();
+        self.insert_sig(kid, sig)
+    }
+
+    /// The same announcement carrying `signer`'s signature alone: a co-signer's detached
+    /// signature (`submit --sign-only --with-sig`).
+    pub fn cosigned_by(&self, signer: &SigningKey) -> Result<Announcement, AnnouncementError> {
+        let mut copy = self.clone();
+        copy.sigs.clear();
+        copy.add_signature(signer)?;
+        Ok(copy)
+    }
+
+    /// Takes the signatures of `other`, which must be the same announcement (the same signed
+    /// bytes) signed by other keys: how `submit --with-sig` combines detached signatures.
+    pub fn combine(&mut self, other: &Announcement) -> Result<(), AnnouncementError> {
+        if self.signed_bytes() != other.signed_bytes() {
+            return Err(E::CannotCombine {
+                what: format!(
+                    "{:?} seq {} and {:?} seq {} differ in what they sign",
+                    self.name, self.seq, other.name, other.seq
+                ),
+            });
+        }
+        for (kid, sig) in &other.sigs {
+            self.insert_sig(*kid, *sig)?;
+        }
+        Ok(())
+    }
+
+    fn insert_sig(&mut self, kid: KeyId, sig: [u8; 64]) -> Result<(), E> {
+        let at = match self.sigs.binary_search_by_key(&kid, |(k, _)| *k) {
+            Ok(_) => return Ok(()),
+            Err(at) => at,
+        };
+        let most = if self.binding.is_some() { MAX_SIGS } else { 1 };
+        if self.sigs.len() >= most {
+            return Err(E::CannotCombine {
+                what: format!(
+                    "{:?} would carry more than {most} signatures (the most a version {} announcement holds)",
+                    self.name,
+                    self.version()
+                ),
+            });
+        }
+        self.sigs.insert(at, (kid, sig));
+        Ok(())
+    }
+
+    pub fn version(&self) -> u8 {
+        if self.binding.is_some() {
+            2
+        } else {
+            1
+        }
+    }
     pub fn seq(&self) -> u64 {
         self.seq
     }
@@ -230,14 +419,27 @@ impl Announcement {
     pub fn sha256(&self) -> &[u8; 32] {
         &self.sha256
     }
-    pub fn kid(&self) -> KeyId {
-        self.kid
+    /// Expiry and fleet; `None` for version 1.
+    pub fn binding(&self) -> Option<&Binding> {
+        self.binding.as_ref()
     }
+    /// The first signer (the only one in version 1).
+    pub fn kid(&self) -> KeyId {
+        self.sigs
+            .first()
+            .map(|(kid, _)| *kid)
+            .unwrap_or(KeyId([0; 8]))
+    }
+    /// The first signature (the only one in version 1).
     pub fn sig(&self) -> &[u8; 64] {
-        &self.sig
+        self.sigs.first().map(|(_, sig)| sig).unwrap_or(&[0; 64])
+    }
+    /// Every signer's key id, sorted.
+    pub fn kids(&self) -> Vec<KeyId> {
+        self.sigs.iter().map(|(kid, _)| *kid).collect()
     }
 
-    /// The bytes the signature covers: the bencoding without `sig`.
+    /// The bytes every signature covers: the bencoding without `sig` (v1) or `sigs` (v2).
     pub fn signed_bytes(&self) -> Vec<u8> {
         self.bencode(false)
     }
@@ -248,68 +450,123 @@ impl Announcement {
     }
 
     pub fn to_wire(&self) -> String {
-        format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.to_bencode()))
+        let prefix = match self.binding {
+            None => WIRE_PREFIX,
+            Some(_) => WIRE_PREFIX_V2,
+        };
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(self.to_bencode()))
     }
 
     // Written by hand, in sorted key order, so encoding cannot fail and is canonical by
     // construction; a test checks it against serde_bencode.
     fn bencode(&self, with_sig: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(300);
+        let mut out = Vec::with_capacity(300 + SIG_ENTRY * self.sigs.len());
         out.push(b'd');
-        put_bytes(&mut out, "ih", &self.info_hash);
-        put_bytes(&mut out, "kid", &self.kid.0);
-        put_bytes(&mut out, "kind", self.kind.as_str().as_bytes());
-        put_int(&mut out, "len", self.len);
-        put_bytes(&mut out, "name", self.name.as_bytes());
-        put_int(&mut out, "seq", self.seq);
-        put_bytes(&mut out, "sha256", &self.sha256);
-        if with_sig {
-            put_bytes(&mut out, "sig", &self.sig);
+        match &self.binding {
+            None => {
+                put_bytes(&mut out, "ih", &self.info_hash);
+                put_bytes(&mut out, "kid", &self.kid().0);
+                put_bytes(&mut out, "kind", self.kind.as_str().as_bytes());
+                put_int(&mut out, "len", self.len);
+                put_bytes(&mut out, "name", self.name.as_bytes());
+                put_int(&mut out, "seq", self.seq);
+                put_bytes(&mut out, "sha256", &self.sha256);
+                if with_sig {
+                    put_bytes(&mut out, "sig", self.sig());
+                }
+                put_int(&mut out, "v", 1);
+            }
+            Some(binding) => {
+                put_int(&mut out, "exp", binding.expires);
+                put_bytes(&mut out, "fleet", &binding.fleet.0);
+                put_bytes(&mut out, "ih", &self.info_hash);
+                put_bytes(&mut out, "kind", self.kind.as_str().as_bytes());
+                put_int(&mut out, "len", self.len);
+                put_bytes(&mut out, "name", self.name.as_bytes());
+                put_int(&mut out, "seq", self.seq);
+                put_bytes(&mut out, "sha256", &self.sha256);
+                if with_sig {
+                    let sigs: Vec<u8> = self
+                        .sigs
+                        .iter()
+                        .flat_map(|(kid, sig)| kid.0.iter().chain(sig.iter()).copied())
+                        .collect();
+                    put_bytes(&mut out, "sigs", &sigs);
+                }
+                put_int(&mut out, "v", 2);
+            }
         }
-        put_int(&mut out, "v", 1);
         out.push(b'e');
         out
     }
 
-    /// Parses a wire text (one trailing newline, as Serf appends, is ignored). Structure only:
-    /// see [`Announcement::verify`].
+    /// Parses a wire text of either version (one trailing newline, as Serf appends, is
+    /// ignored). Structure only: see [`Announcement::verify`].
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Announcement, AnnouncementError> {
         let wire = wire.as_ref();
         let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
-        if wire.len() > MAX_WIRE_LEN {
-            let (len, max) = (wire.len(), MAX_WIRE_LEN);
+        let (version, max) = if wire.starts_with(WIRE_PREFIX.as_bytes()) {
+            (1, MAX_WIRE_LEN_V1)
+        } else {
+            (2, MAX_WIRE_LEN)
+        };
+        if wire.len() > max {
+            let len = wire.len();
             return Err(E::TooLong { len, max });
         }
-        let encoded = wire.strip_prefix(WIRE_PREFIX.as_bytes()).ok_or_else(|| {
-            let start = wire.get(..WIRE_PREFIX.len()).unwrap_or(wire);
+        let prefix = if version == 1 {
+            WIRE_PREFIX
+        } else {
+            WIRE_PREFIX_V2
+        };
+        let encoded = wire.strip_prefix(prefix.as_bytes()).ok_or_else(|| {
+            let start = wire.get(..prefix.len()).unwrap_or(wire);
             E::BadPrefix {
                 start: String::from_utf8_lossy(start).into_owned(),
             }
         })?;
         let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(E::BadBase64)?;
-        let announcement = Fields::parse(&bytes)?.into_announcement()?;
+        let announcement = Fields::parse(&bytes, version)?.into_announcement(version)?;
         if announcement.to_bencode() != bytes {
             return Err(E::NonCanonical);
         }
         Ok(announcement)
     }
 
-    /// Checks the signer is trusted (and not revoked) and the signature is valid.
-    pub fn verify(&self, trusted: &TrustedKeys) -> Result<(), AnnouncementError> {
-        let (name, kid) = (self.name.clone(), self.kid);
-        let Some(signer) = trusted.get(&kid) else {
-            return Err(if trusted.is_revoked(&kid) {
-                E::RevokedSigner { name, kid }
-            } else {
-                E::UnknownSigner { name, kid }
-            });
+    /// Checks every signature: a signer counts when its key is trusted, not revoked, and its
+    /// signature valid (`verify_strict`: no malleable signatures, no small-order keys). The
+    /// others are ignored, as TUF ignores them, but when none counts the first reason is the
+    /// error. How many signers are enough is the intake's threshold.
+    pub fn verify(&self, trusted: &TrustedKeys) -> Result<Signers, AnnouncementError> {
+        let signed = self.signed_bytes();
+        let mut signers = Signers {
+            valid: Vec::new(),
+            ignored: Vec::new(),
         };
-        // verify_strict rejects malleable signatures and small-order keys.
-        signer
-            .key
-            .key
-            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&self.sig))
-            .map_err(|_| E::BadSignature { name, kid })
+        for (kid, sig) in &self.sigs {
+            let (name, kid) = (self.name.clone(), *kid);
+            let Some(signer) = trusted.get(&kid) else {
+                signers.ignored.push(if trusted.is_revoked(&kid) {
+                    E::RevokedSigner { name, kid }
+                } else {
+                    E::UnknownSigner { name, kid }
+                });
+                continue;
+            };
+            match signer
+                .key
+                .key
+                .verify_strict(&signed, &Signature::from_bytes(sig))
+            {
+                Ok(()) => signers.valid.push(kid),
+                Err(_) => signers.ignored.push(E::BadSignature { name, kid }),
+            }
+        }
+        if signers.valid.is_empty() {
+            let first = signers.ignored.into_iter().next();
+            return Err(first.unwrap_or(E::MissingKey { key: "sigs" }));
+        }
+        Ok(signers)
     }
 }
 
@@ -382,13 +639,20 @@ impl<'de> Deserialize<'de> for Entries {
 struct Fields(BTreeMap<&'static str, Scalar>);
 
 impl Fields {
-    fn parse(bytes: &[u8]) -> Result<Fields, AnnouncementError> {
+    fn parse(bytes: &[u8], version: u8) -> Result<Fields, AnnouncementError> {
         let entries: Entries = serde_bencode::from_bytes(bytes).map_err(E::Bencode)?;
         let mut seen = BTreeMap::new();
         let mut unknown = None;
+        let keys: &[&'static str] = if version == 1 { &KEYS_V1 } else { &KEYS_V2 };
         for (key, value) in entries.0 {
             let text = String::from_utf8_lossy(&key).into_owned();
-            let Some(known) = KEYS.into_iter().find(|k| k.as_bytes() == key) else {
+            // `v` is read before unknown keys are refused: a later version may add keys.
+            let Some(known) = keys
+                .iter()
+                .chain(["v"].iter())
+                .copied()
+                .find(|k| k.as_bytes() == key)
+            else {
                 unknown.get_or_insert(text);
                 continue;
             };
@@ -399,7 +663,13 @@ impl Fields {
         let fields = Fields(seen);
         // The version first: a future version may well have other keys.
         match fields.int("v")? {
-            1 => {}
+            got @ (1 | 2) if got != i64::from(version) => {
+                return Err(E::VersionMismatch {
+                    prefix: version,
+                    got,
+                })
+            }
+            1 | 2 => {}
             got => return Err(E::UnsupportedVersion { got }),
         }
         match unknown {
@@ -422,12 +692,16 @@ impl Fields {
         }
     }
 
-    fn uint(&self, key: &'static str) -> Result<u64, AnnouncementError> {
+    fn uint(&self, key: &'static str, max: u64) -> Result<u64, AnnouncementError> {
         let value = self.int(key)?;
-        u64::try_from(value).map_err(|_| E::OutOfRange {
-            key,
-            value: i128::from(value),
-        })
+        u64::try_from(value)
+            .ok()
+            .filter(|v| *v <= max)
+            .ok_or(E::OutOfRange {
+                key,
+                value: i128::from(value),
+                max,
+            })
     }
 
     fn bytes(&self, key: &'static str) -> Result<&[u8], AnnouncementError> {
@@ -449,7 +723,31 @@ impl Fields {
         })
     }
 
-    fn into_announcement(self) -> Result<Announcement, AnnouncementError> {
+    /// `sigs`: 1 to [`MAX_SIGS`] entries of key id and signature, sorted by key id with none
+    /// twice, so one set of signatures has one spelling and no key counts twice.
+    fn sigs(&self) -> Result<Vec<(KeyId, [u8; 64])>, AnnouncementError> {
+        let bytes = self.bytes("sigs")?;
+        let count = bytes.len() / SIG_ENTRY;
+        if bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
+            return Err(E::BadSigs { got: bytes.len() });
+        }
+        let mut sigs: Vec<(KeyId, [u8; 64])> = Vec::with_capacity(count);
+        for entry in bytes.chunks_exact(SIG_ENTRY) {
+            let (kid, sig) = entry.split_at(8);
+            let mut k = [0u8; 8];
+            k.copy_from_slice(kid);
+            let mut s = [0u8; 64];
+            s.copy_from_slice(sig);
+            let kid = KeyId(k);
+            if sigs.last().is_some_and(|(last, _)| *last >= kid) {
+                return Err(E::UnsortedSigs { kid });
+            }
+            sigs.push((kid, s));
+        }
+        Ok(sigs)
+    }
+
+    fn into_announcement(self, version: u8) -> Result<Announcement, AnnouncementError> {
         let name = self.bytes("name")?;
         let name = String::from_utf8(name.to_vec()).map_err(|_| E::UnsafeName {
             name: String::from_utf8_lossy(name).into_owned(),
@@ -463,15 +761,25 @@ impl Fields {
             .ok_or_else(|| E::UnknownKind {
                 kind: String::from_utf8_lossy(kind).into_owned(),
             })?;
+        let max = i64::MAX as u64;
+        let (binding, sigs) = if version == 1 {
+            (None, vec![(KeyId(self.fixed("kid")?), self.fixed("sig")?)])
+        } else {
+            let binding = Binding {
+                expires: self.uint("exp", MAX_EXPIRES)?,
+                fleet: FleetId(self.fixed("fleet")?),
+            };
+            (Some(binding), self.sigs()?)
+        };
         Ok(Announcement {
-            seq: self.uint("seq")?,
+            seq: self.uint("seq", max)?,
             name,
             kind,
             info_hash: self.fixed("ih")?,
-            len: self.uint("len")?,
+            len: self.uint("len", max)?,
             sha256: self.fixed("sha256")?,
-            kid: KeyId(self.fixed("kid")?),
-            sig: self.fixed("sig")?,
+            binding,
+            sigs,
         })
     }
 }
@@ -561,8 +869,8 @@ mod tests {
             ih: serde_bytes::Bytes::new(&a.info_hash),
             len: a.len,
             sha256: serde_bytes::Bytes::new(&a.sha256),
-            kid: serde_bytes::Bytes::new(&a.kid.0),
-            sig: serde_bytes::Bytes::new(&a.sig),
+            kid: serde_bytes::Bytes::new(&a.kid().0),
+            sig: serde_bytes::Bytes::new(a.sig()),
         })
         .unwrap();
         assert_eq!(a.to_bencode(), reference);
@@ -586,8 +894,8 @@ mod tests {
         assert_eq!(design_worst.len(), 398, "DESIGN.md states 398 bytes");
         assert!(UPDATE_EVENT.len() + design_worst.len() <= 482);
         let absolute_worst = longest(true).to_wire();
-        assert_eq!(absolute_worst.len(), MAX_WIRE_LEN);
-        assert!(UPDATE_EVENT.len() + MAX_WIRE_LEN <= 482);
+        assert_eq!(absolute_worst.len(), MAX_WIRE_LEN_V1);
+        assert!(UPDATE_EVENT.len() + MAX_WIRE_LEN_V1 <= 482);
         assert!(Announcement::decode(&absolute_worst).is_ok());
     }
 
@@ -607,7 +915,15 @@ mod tests {
 
     #[test]
     fn rejects_oversized_input() {
-        let text = format!("p2pu1:{}", "A".repeat(MAX_WIRE_LEN));
+        let text = format!("p2pu1:{}", "A".repeat(MAX_WIRE_LEN_V1));
+        assert!(matches!(
+            Announcement::decode(text),
+            Err(E::TooLong {
+                max: MAX_WIRE_LEN_V1,
+                ..
+            })
+        ));
+        let text = format!("p2pu2:{}", "A".repeat(MAX_WIRE_LEN));
         assert!(matches!(
             Announcement::decode(text),
             Err(E::TooLong {
@@ -619,10 +935,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_prefix() {
+        let text = signed("x").to_wire().replacen("p2pu1:", "p2pu3:", 1);
+        let err = Announcement::decode(text).unwrap_err();
+        assert!(
+            matches!(&err, E::BadPrefix { start } if start == "p2pu3:"),
+            "{err}"
+        );
+        // A v1 body behind the v2 prefix.
         let text = signed("x").to_wire().replacen("p2pu1:", "p2pu2:", 1);
         let err = Announcement::decode(text).unwrap_err();
         assert!(
-            matches!(&err, E::BadPrefix { start } if start == "p2pu2:"),
+            matches!(err, E::VersionMismatch { prefix: 2, got: 1 }),
             "{err}"
         );
         assert!(matches!(Announcement::decode(""), Err(E::BadPrefix { .. })));
@@ -675,7 +998,7 @@ mod tests {
     #[test]
     fn rejects_missing_keys() {
         let a = signed("site.pp");
-        let sig = [b"3:sig64:", &a.sig[..]].concat();
+        let sig = [b"3:sig64:", &a.sig()[..]].concat();
         let cases: [(&[u8], &str); 4] = [
             (&sig, "sig"),
             (b"1:vi1e", "v"),
@@ -698,8 +1021,8 @@ mod tests {
         let cases: [(&str, &[u8], usize); 4] = [
             ("ih", &a.info_hash, 20),
             ("sha256", &a.sha256, 32),
-            ("kid", &a.kid.0, 8),
-            ("sig", &a.sig, 64),
+            ("kid", &a.kid().0, 8),
+            ("sig", a.sig(), 64),
         ];
         for (key, value, want) in cases {
             let entry = |len: usize, value: &[u8]| {
@@ -723,8 +1046,13 @@ mod tests {
 
     #[test]
     fn rejects_other_versions() {
+        let err = mutated(b"1:vi1e", b"1:vi3e");
+        assert!(matches!(err, E::UnsupportedVersion { got: 3 }), "{err}");
         let err = mutated(b"1:vi1e", b"1:vi2e");
-        assert!(matches!(err, E::UnsupportedVersion { got: 2 }), "{err}");
+        assert!(
+            matches!(err, E::VersionMismatch { prefix: 1, got: 2 }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -735,7 +1063,8 @@ mod tests {
                 err,
                 E::OutOfRange {
                     key: "len",
-                    value: -1234
+                    value: -1234,
+                    ..
                 }
             ),
             "{err}"
@@ -863,7 +1192,7 @@ mod tests {
         ));
         // Signed by key 2 but claiming key 1's id.
         let mut impostor = Announcement::sign(draft("x"), &key(2)).unwrap();
-        impostor.kid = a.kid;
+        impostor.sigs[0].0 = a.kid();
         assert!(matches!(
             impostor.verify(&trusted()),
             Err(E::BadSignature { .. })
@@ -884,6 +1213,234 @@ mod tests {
         for bit in 0..text.len() * 8 {
             assert!(!accepts_flip(text.as_bytes(), bit, &trusted), "bit {bit}");
         }
+    }
+
+    const FLEET: FleetId = FleetId([0x5a; 8]);
+
+    fn binding() -> Binding {
+        Binding {
+            expires: 1_800_000_000,
+            fleet: FLEET,
+        }
+    }
+
+    /// A v2 announcement signed by keys `signers` (by their seed byte), in that order.
+    fn signed_v2(name: &str, signers: &[u8]) -> Announcement {
+        let mut a = Announcement::sign_v2(draft(name), binding(), &key(signers[0])).unwrap();
+        for n in &signers[1..] {
+            a.add_signature(&key(*n)).unwrap();
+        }
+        a
+    }
+
+    fn trusting(keys: &[u8]) -> TrustedKeys {
+        TrustedKeys::from_keys(keys.iter().map(|n| key(*n).verifying_key()))
+    }
+
+    #[test]
+    fn v2_round_trip_and_verify() {
+        let a = signed_v2("site.pp", &[1, 2]);
+        let text = a.to_wire();
+        assert!(text.starts_with("p2pu2:"), "{text}");
+        let back = Announcement::decode(&text).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.version(), 2);
+        assert_eq!(back.binding(), Some(&binding()));
+        let signers = back.verify(&trusting(&[1, 2])).unwrap();
+        assert_eq!(signers.valid.len(), 2);
+        assert!(signers.ignored.is_empty());
+        // One spelling: the signatures are sorted by key id whoever signed first.
+        assert_eq!(signed_v2("site.pp", &[2, 1]).to_wire(), text);
+    }
+
+    fn longest_v2(sigs: u8) -> Announcement {
+        let mut d = draft(&"n".repeat(64));
+        (d.seq, d.len) = (i64::MAX as u64, i64::MAX as u64);
+        let binding = Binding {
+            expires: MAX_EXPIRES,
+            fleet: FLEET,
+        };
+        let mut a = Announcement::sign_v2(d, binding, &key(1)).unwrap();
+        for n in 2..=sigs {
+            a.add_signature(&key(n)).unwrap();
+        }
+        a
+    }
+
+    /// Serf delivers 482 bytes of event name and payload at its default limit, and the
+    /// `user_event_size_limit` p2pu renders is 1024: one signature must fit the first at the
+    /// longest name, seq, length and expiry, and the most signatures the second.
+    #[test]
+    fn v2_worst_case_fits_serf_limits() {
+        let one = longest_v2(1).to_wire();
+        assert_eq!(one.len(), MAX_WIRE_LEN_ONE_SIG);
+        assert!(UPDATE_EVENT.len() + one.len() <= 482, "{}", one.len());
+        let most = longest_v2(MAX_SIGS as u8).to_wire();
+        assert_eq!(most.len(), MAX_WIRE_LEN);
+        assert!(UPDATE_EVENT.len() + most.len() <= 1024);
+        assert!(Announcement::decode(&most).is_ok());
+        // One more would not fit the rendered limit: that is why MAX_SIGS is what it is.
+        let mut over = longest_v2(MAX_SIGS as u8);
+        over.sigs.push((KeyId([0xff; 8]), [0; 64]));
+        assert!(UPDATE_EVENT.len() + over.to_wire().len() > 1024);
+        assert!(matches!(
+            Announcement::decode(over.to_wire()),
+            Err(E::TooLong { .. })
+        ));
+        let mut full = longest_v2(MAX_SIGS as u8);
+        assert!(matches!(
+            full.add_signature(&key(99)),
+            Err(E::CannotCombine { .. })
+        ));
+    }
+
+    /// Captured wire texts (`tests/vectors/announcement/`): what this decoder must keep
+    /// reading, byte for byte, and what it must keep writing.
+    #[test]
+    fn v2_vectors_decode_to_their_fields() {
+        let one = include_str!("../../tests/vectors/announcement/v2-one-signature.wire");
+        let two = include_str!("../../tests/vectors/announcement/v2-two-signatures.wire");
+        let v1 = include_str!("../../tests/vectors/announcement/v1.wire");
+        for (text, want) in [
+            (one, signed_v2("site.pp", &[1])),
+            (two, signed_v2("site.pp", &[1, 2])),
+            (v1, signed("site.pp")),
+        ] {
+            let back = Announcement::decode(text).unwrap();
+            assert_eq!(back, want);
+            assert_eq!(back.to_wire(), text.trim_end());
+            back.verify(&trusting(&[1, 2])).unwrap();
+        }
+    }
+
+    #[test]
+    fn v2_signatures_must_be_sorted_and_distinct() {
+        let a = signed_v2("x", &[1, 2]);
+        let mut swapped = a.clone();
+        swapped.sigs.swap(0, 1);
+        let err = Announcement::decode(swapped.to_wire()).unwrap_err();
+        assert!(matches!(err, E::UnsortedSigs { .. }), "{err}");
+        // The same key twice would count twice if it were let through.
+        let mut twice = a.clone();
+        twice.sigs[1] = twice.sigs[0];
+        let err = Announcement::decode(twice.to_wire()).unwrap_err();
+        assert!(matches!(err, E::UnsortedSigs { .. }), "{err}");
+        let mut none = a.clone();
+        none.sigs.clear();
+        let err = Announcement::decode(none.to_wire()).unwrap_err();
+        assert!(matches!(err, E::BadSigs { got: 0 }), "{err}");
+        let mut ragged = a.to_bencode();
+        let at = ragged.windows(8).position(|w| w == b"4:sigs14").unwrap();
+        ragged.splice(at..at + 10, b"4:sigs143:".iter().copied());
+        let at = ragged.len() - 8;
+        ragged.remove(at);
+        let err = Announcement::decode(wire_v2(&ragged)).unwrap_err();
+        assert!(matches!(err, E::BadSigs { got: 143 }), "{err}");
+    }
+
+    fn wire_v2(bencode: &[u8]) -> String {
+        format!("{WIRE_PREFIX_V2}{}", URL_SAFE_NO_PAD.encode(bencode))
+    }
+
+    /// k-of-n counts distinct, trusted, unrevoked keys with a valid signature; the others
+    /// are ignored, and only when none counts is it an error.
+    #[test]
+    fn v2_signature_counting_ignores_untrusted_revoked_and_bad() {
+        let a = signed_v2("x", &[1, 2, 3]);
+        assert_eq!(a.verify(&trusting(&[1, 2, 3])).unwrap().valid.len(), 3);
+        // Key 3 untrusted.
+        let signers = a.verify(&trusting(&[1, 2])).unwrap();
+        assert_eq!(signers.valid.len(), 2);
+        assert!(matches!(signers.ignored[..], [E::UnknownSigner { .. }]));
+        // Key 2 revoked.
+        let dir = tempfile::tempdir().unwrap();
+        for n in [1, 2, 3] {
+            let public = crate::keys::PublicKey {
+                key: key(n).verifying_key(),
+                comment: String::new(),
+            };
+            TrustedKeys::add(dir.path(), &public).unwrap();
+        }
+        TrustedKeys::revoke(dir.path(), KeyId::of(&key(2).verifying_key()), "lost").unwrap();
+        let signers = a.verify(&TrustedKeys::load(dir.path()).unwrap()).unwrap();
+        assert_eq!(signers.valid.len(), 2);
+        assert!(matches!(signers.ignored[..], [E::RevokedSigner { .. }]));
+        // A signature that does not verify does not count.
+        let mut bad = a.clone();
+        bad.sigs[0].1[0] ^= 1;
+        let signers = bad.verify(&trusting(&[1, 2, 3])).unwrap();
+        assert_eq!(signers.valid.len(), 2);
+        assert!(matches!(signers.ignored[..], [E::BadSignature { .. }]));
+        // Nobody trusted: the first reason is the error.
+        assert!(matches!(
+            a.verify(&trusting(&[9])),
+            Err(E::UnknownSigner { .. })
+        ));
+        // The signed bytes cover expiry and fleet: changing either breaks every signature.
+        let mut moved = a.clone();
+        moved.binding = Some(Binding {
+            expires: 1,
+            fleet: FLEET,
+        });
+        assert!(moved.verify(&trusting(&[1, 2, 3])).is_err());
+        let mut other_fleet = a;
+        other_fleet.binding = Some(Binding {
+            expires: 1_800_000_000,
+            fleet: FleetId([1; 8]),
+        });
+        assert!(other_fleet.verify(&trusting(&[1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn combining_takes_only_signatures_of_the_same_announcement() {
+        let mut a = signed_v2("x", &[1]);
+        a.combine(&signed_v2("x", &[2])).unwrap();
+        a.combine(&signed_v2("x", &[2, 3])).unwrap();
+        assert_eq!(a, signed_v2("x", &[1, 2, 3]));
+        let err = a.combine(&signed_v2("y", &[4])).unwrap_err();
+        assert!(matches!(err, E::CannotCombine { .. }), "{err}");
+        // A v1 announcement holds one signature.
+        let mut v1 = signed("x");
+        assert!(v1.add_signature(&key(2)).is_err());
+        v1.add_signature(&key(1)).unwrap();
+    }
+
+    #[test]
+    fn v2_expiry_out_of_range_and_fleet_ids() {
+        let far = Binding {
+            expires: MAX_EXPIRES + 1,
+            fleet: FLEET,
+        };
+        assert!(matches!(
+            Announcement::sign_v2(draft("x"), far, &key(1)),
+            Err(E::OutOfRange { key: "exp", .. })
+        ));
+        let mut over = signed_v2("x", &[1]);
+        over.binding = Some(far);
+        let err = Announcement::decode(over.to_wire()).unwrap_err();
+        assert!(matches!(err, E::OutOfRange { key: "exp", .. }), "{err}");
+        assert_eq!("5a5a5a5a5a5a5a5a".parse::<FleetId>().unwrap(), FLEET);
+        assert_eq!(FLEET.to_string(), "5a5a5a5a5a5a5a5a");
+        for bad in [
+            "",
+            "5a5a",
+            "5A5A5A5A5A5A5A5A",
+            "5a5a5a5a5a5a5a5g",
+            "5a5a5a5a5a5a5a5a5a",
+        ] {
+            assert!(bad.parse::<FleetId>().is_err(), "{bad}");
+        }
+        assert_ne!(FleetId::generate(), FleetId::generate());
+        // v1 keys in a v2 text are unknown there.
+        let err = Announcement::decode(wire_v2(&signed("x").to_bencode())).unwrap_err();
+        assert!(matches!(err, E::VersionMismatch { .. }), "{err}");
+    }
+
+    fn arb_binding() -> impl Strategy<Value = Binding> {
+        (0..=MAX_EXPIRES, any::<[u8; 8]>()).prop_map(|(expires, fleet)| Binding {
+            expires,
+            fleet: FleetId(fleet),
+        })
     }
 
     fn arb_draft() -> impl Strategy<Value = Draft> {
@@ -919,6 +1476,39 @@ mod tests {
             let back = Announcement::decode(&text).unwrap();
             prop_assert_eq!(&back, &a);
             prop_assert!(back.verify(&TrustedKeys::from_keys([signer.verifying_key()])).is_ok());
+        }
+
+        /// Any v2 announcement, with 1 to MAX_SIGS signers, decodes to itself from its one
+        /// wire text, which never exceeds MAX_WIRE_LEN, and verifies with every signer.
+        #[test]
+        fn prop_v2_round_trip(
+            d in arb_draft(),
+            binding in arb_binding(),
+            seeds in proptest::collection::btree_set(any::<[u8; 32]>(), 1..=MAX_SIGS),
+        ) {
+            let keys: Vec<SigningKey> = seeds.iter().map(SigningKey::from_bytes).collect();
+            let mut a = Announcement::sign_v2(d, binding, &keys[0]).unwrap();
+            for k in &keys[1..] {
+                a.add_signature(k).unwrap();
+            }
+            let text = a.to_wire();
+            prop_assert!(text.len() <= MAX_WIRE_LEN);
+            let back = Announcement::decode(&text).unwrap();
+            prop_assert_eq!(&back, &a);
+            let trusted = TrustedKeys::from_keys(keys.iter().map(|k| k.verifying_key()));
+            let signers = back.verify(&trusted).unwrap();
+            prop_assert_eq!(signers.valid.len(), keys.len());
+        }
+
+        #[test]
+        fn prop_v2_single_bit_flip_rejected(
+            d in arb_draft(),
+            binding in arb_binding(),
+            bit in any::<proptest::sample::Index>(),
+        ) {
+            let a = Announcement::sign_v2(d, binding, &key(1)).unwrap();
+            let text = a.to_wire();
+            prop_assert!(!accepts_flip(text.as_bytes(), bit.index(text.len() * 8), &trusted()));
         }
 
         #[test]

@@ -23,7 +23,7 @@ mod startup;
 pub use fleet::Lab;
 pub use netns::{veth_pair, Netns};
 pub use node::agent_command;
-pub use node::NodeInfo;
+pub use node::{NodeInfo, LAB_FLEET_ID};
 pub use process::Daemon;
 pub use startup::{init_node, install_keys, serf_command, transmission_command};
 

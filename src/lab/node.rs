@@ -142,6 +142,10 @@ fn port(base: u16, index: usize) -> Result<u16> {
         .ok_or(LabError::TooManyNodes { nodes: index })
 }
 
+/// The fleet every lab node (and every [`NodeInfo::standalone`] node) is in, set in its
+/// site.toml so that nodes inited apart still take each other's announcements.
+pub const LAB_FLEET_ID: &str = "1ab0000000000001";
+
 /// The node's site.toml before overrides: every path under `dir`.
 fn base_toml(
     dir: &Path,
@@ -190,6 +194,7 @@ trusted_keys_dir = "{d}/p2pu/trusted-keys"
 signing_key = "{d}/p2pu/keys/signing.key"
 archive_dir = "{d}/archives"
 tracker_port = {tracker}
+fleet_id = "{LAB_FLEET_ID}"
 [paths]
 config_dir = "{d}/p2pu"
 systemd_dir = "{d}/systemd"

@@ -12,7 +12,7 @@ use super::stun;
 use super::tunnel::{self, Fingerprint, Tunnel, TunnelConfig};
 use super::udp;
 use crate::agent::runtime::spool::{self, Source};
-use crate::formats::announcement::WIRE_PREFIX;
+use crate::formats::announcement::{is_wire, WIRE_PREFIX, WIRE_PREFIX_V2};
 use ed25519_dalek::SigningKey;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -808,7 +808,7 @@ impl Client {
                 let wire = wire.trim().to_owned();
                 if !spoolable(&wire) {
                     return Some(Response::error(format!(
-                        "not an announcement: expected `{WIRE_PREFIX}...` (or the prototype's `SendTorrentFile ...`) of at most {} bytes",
+                        "not an announcement: expected `{WIRE_PREFIX_V2}...` or `{WIRE_PREFIX}...` (or the prototype's `SendTorrentFile ...`) of at most {} bytes",
                         spool::MAX_EVENT_BYTES
                     )));
                 }
@@ -917,7 +917,7 @@ fn route_source(dest: SocketAddr) -> Option<IpAddr> {
 /// message (`SendTorrentFile <ip> split <payload>`), which the agent takes only under
 /// `accept_legacy`. The agent decides; this only keeps other chatter out of the spool.
 fn spoolable(wire: &str) -> bool {
-    (wire.starts_with(WIRE_PREFIX) || crate::formats::legacy::is_overlay(wire.as_bytes()))
+    (is_wire(wire.as_bytes()) || crate::formats::legacy::is_overlay(wire.as_bytes()))
         && wire.len() <= spool::MAX_EVENT_BYTES
 }
 

@@ -57,6 +57,11 @@ pub fn ensure_secrets(
             check_keyring(&site.serf.keyring_file, &keyring)?;
         }
     }
+    if site.agent.fleet_id.is_none() {
+        // Fleet-wide like the keyring: kept at first boot, so every device of an image is in
+        // the image's fleet.
+        secret(&site.fleet_id_file(), false, new_fleet_id)?;
+    }
     if site.nat.enabled || site.node.role == Role::Proxy {
         secret(&site.nat.fleet_secret_file, false, random_token)?;
     }
@@ -78,6 +83,11 @@ pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A fleet id: 8 random bytes, 16 hex digits (not a secret, but made and kept like one).
+fn new_fleet_id() -> String {
+    crate::formats::announcement::FleetId::generate().to_string()
 }
 
 /// A NAT identity key, in the format of `p2pu keygen`'s secret key.

@@ -20,4 +20,11 @@ type P2pu::Agent = Struct[{
   Optional['retries']                      => Integer[0, 100],
   Optional['retry_backoff_secs']           => Integer[1, 86400],
   Optional['retry_backoff_max_secs']       => Integer[1, 604800],
+  Optional['fleet_id']                     => Pattern[/\A[0-9a-f]{16}\z/],
+  Optional['fleet_id_file']                => P2pu::Path,
+  Optional['announcement_ttl_days']        => Integer[1, 36500],
+  Optional['accept_v1']                    => Boolean,
+  Optional['threshold']                    => Integer[1, 6],
+  Optional['key_threshold']                => Integer[1, 6],
+  Optional['thresholds']                   => Array[Struct[{ 'names' => String[1], 'k' => Integer[1, 6] }]],
 }]

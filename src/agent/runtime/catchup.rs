@@ -186,6 +186,9 @@ mod tests {
         Policy {
             trusted_keys_dir: keys_dir,
             accept_legacy: false,
+            accept_v1: true,
+            fleet: crate::formats::announcement::FleetId([0; 8]),
+            thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
         }

@@ -1,6 +1,8 @@
 //! Turns a spooled event into a decision: accepted (a record to work on), held (signed but
-//! from the future), or rejected with the reason an operator reads in `p2pu status`.
-//! Order matters: structure, then signature against the trusted keys, then the sequence.
+//! from the future, or by fewer keys than its threshold), or rejected with the reason an
+//! operator reads in `p2pu status`. Order matters: structure and version, then signatures
+//! against the trusted keys, then fleet and expiry, then the sequence; the threshold and the
+//! clock hold what passed all of them.
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
 //!
@@ -10,8 +12,9 @@
 
 use super::spool::{self, Spooled};
 use super::state::{Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status};
+use crate::config::AgentSection;
 use crate::error::chain;
-use crate::formats::announcement::Announcement;
+use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::legacy::{self, LegacyTorrent};
 use crate::keys::TrustedKeys;
 use std::collections::BTreeSet;
@@ -58,12 +61,97 @@ pub fn resume(record: Record) -> crate::Result<Accepted> {
 pub struct Policy<'a> {
     pub trusted_keys_dir: &'a Path,
     pub accept_legacy: bool,
+    /// Version 1 announcements (no expiry, no fleet) are refused unless this is set: a
+    /// migration switch, off once every submitter signs version 2.
+    pub accept_v1: bool,
+    /// This node's fleet: a v2 announcement for another fleet is refused.
+    pub fleet: FleetId,
+    /// How many distinct trusted keys must have signed an update.
+    pub thresholds: Thresholds,
     /// Announcements whose seq (ms since the epoch) lies further ahead of the local clock are
     /// held: one bad announcement must not block every later update of its name.
     pub max_future_ms: u64,
     /// Signed payload lengths above this are refused before anything is downloaded: a trusted
     /// key must not be able to fill a node's disk by mistake (TUF's endless data).
     pub max_payload_bytes: u64,
+}
+
+/// How many distinct trusted keys must sign an update (TUF's thresholds), from
+/// `agent.threshold`, `agent.key_threshold` and `agent.thresholds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    /// For names no rule matches.
+    pub default: usize,
+    /// For every `key` update, whatever its name: one stolen key must neither add nor revoke.
+    pub key: usize,
+    /// `(name glob, k)`; the first that matches wins.
+    pub rules: Vec<(String, usize)>,
+}
+
+impl Thresholds {
+    /// One signature for everything: what p2pu did before thresholds.
+    pub fn one() -> Thresholds {
+        Thresholds {
+            default: 1,
+            key: 1,
+            rules: Vec::new(),
+        }
+    }
+
+    pub fn of(agent: &AgentSection) -> Thresholds {
+        let k = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        Thresholds {
+            default: k(agent.threshold),
+            key: k(agent.key_threshold),
+            rules: agent
+                .thresholds
+                .iter()
+                .map(|rule| (rule.names.clone(), k(rule.k)))
+                .collect(),
+        }
+    }
+
+    /// The k an update of `name` and `kind` needs, and the setting that says so.
+    pub fn required(&self, name: &str, kind: Kind) -> (usize, String) {
+        let (mut k, mut rule) = match self.rules.iter().find(|(glob, _)| glob_match(glob, name)) {
+            Some((glob, k)) => (*k, format!("agent.thresholds {glob:?}")),
+            None => (self.default, "agent.threshold".to_string()),
+        };
+        if kind == Kind::Key && self.key > k {
+            (k, rule) = (self.key, "agent.key_threshold".to_string());
+        }
+        (k, rule)
+    }
+}
+
+/// Shell-style glob on whole names: `*` is any run of characters, `?` one character, and
+/// everything else itself.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    let (glob, name): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
+    let (mut g, mut n) = (0, 0);
+    // Where the last `*` was, and the name position it has swallowed up to.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match glob.get(g) {
+            Some('*') => {
+                star = Some((g, n));
+                g += 1;
+            }
+            Some(&c) if c == '?' || c == name[n] => {
+                g += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sg, sn)) => {
+                    g = sg + 1;
+                    n = sn + 1;
+                    star = Some((sg, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    glob[g..].iter().all(|&c| c == '*')
 }
 
 /// What one pass over the spool did.
@@ -176,9 +264,42 @@ pub fn decide(
             Err(e) => return Ok(reject(None, None, e.to_string())),
         };
         let (name, seq) = (announcement.name().to_string(), announcement.seq());
+        if announcement.binding().is_none() && !policy.accept_v1 {
+            return Ok(reject(
+                Some(name),
+                Some(seq),
+                "version 1 announcement refused: agent.accept_v1 = false (it carries no expiry \
+                 and no fleet; sign it again with this p2pu, or set accept_v1 while migrating)"
+                    .into(),
+            ));
+        }
         let trusted = TrustedKeys::load(policy.trusted_keys_dir)?;
-        if let Err(e) = announcement.verify(&trusted) {
-            return Ok(reject(Some(name), Some(seq), e.to_string()));
+        let signers = match announcement.verify(&trusted) {
+            Ok(signers) => signers,
+            Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+        };
+        if let Some(binding) = announcement.binding() {
+            if binding.fleet != policy.fleet {
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!(
+                        "announcement is for fleet {}, this node is in fleet {}",
+                        binding.fleet, policy.fleet
+                    ),
+                ));
+            }
+            if binding.expires < now {
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!(
+                        "expired: announcement expired at {} (unix seconds), {} s ago; sign it again",
+                        binding.expires,
+                        now - binding.expires
+                    ),
+                ));
+            }
         }
         match store.check_seq(&name, Lineage::Signed, seq)? {
             SeqVerdict::New => {}
@@ -210,6 +331,19 @@ pub fn decide(
         }
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
+        let (k, rule) = policy.thresholds.required(&name, announcement.kind());
+        if signers.valid.len() < k {
+            // Held, not rejected: the same name and seq with more signatures is accepted
+            // when it arrives (held records do not count as seen).
+            let kids: Vec<String> = signers.valid.iter().map(ToString::to_string).collect();
+            record.status = Status::Held;
+            record.reason = Some(format!(
+                "held: signed by {} of the {k} trusted keys {rule} requires ({})",
+                signers.valid.len(),
+                kids.join(", ")
+            ));
+            return Ok(Decision::Held(record));
+        }
         if seq > now_ms.saturating_add(policy.max_future_ms) {
             record.status = Status::Held;
             record.reason = Some(format!(
@@ -356,7 +490,7 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
 mod tests {
     use super::*;
     use crate::agent::runtime::spool::Source;
-    use crate::formats::announcement::{Draft, Kind};
+    use crate::formats::announcement::{Binding, Draft, Kind};
     use crate::keys::{PublicKey, TrustedKeys};
     use ed25519_dalek::SigningKey;
 
@@ -408,12 +542,22 @@ mod tests {
             len,
             sha256,
         };
-        let mut text = Announcement::sign(draft, key)
+        let mut text = Announcement::sign_v2(draft, binding(), key)
             .unwrap()
             .to_wire()
             .into_bytes();
         text.push(b'\n');
         text
+    }
+
+    const FLEET: FleetId = FleetId([0x42; 8]);
+
+    /// Valid for a day after NOW_MS, for FLEET.
+    fn binding() -> Binding {
+        Binding {
+            expires: NOW_MS / 1000 + 86_400,
+            fleet: FLEET,
+        }
     }
 
     fn decide_on(f: &Fixture, payload: &[u8], accept_legacy: bool) -> Decision {
@@ -427,10 +571,8 @@ mod tests {
             payload: payload.to_vec(),
         };
         let policy = Policy {
-            trusted_keys_dir: &f.keys_dir,
-            accept_legacy,
-            max_future_ms: 86_400_000,
             max_payload_bytes: cap,
+            ..policy(f, accept_legacy)
         };
         decide(&event, &f.store, &policy, NOW_MS).unwrap()
     }
@@ -446,8 +588,201 @@ mod tests {
         Policy {
             trusted_keys_dir: &f.keys_dir,
             accept_legacy,
+            accept_v1: false,
+            fleet: FLEET,
+            thresholds: Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+        }
+    }
+
+    fn decide_with(f: &Fixture, payload: &[u8], policy: &Policy) -> Decision {
+        let event = Spooled {
+            path: "x.event".into(),
+            source: Source::Serf,
+            payload: payload.to_vec(),
+        };
+        decide(&event, &f.store, policy, NOW_MS).unwrap()
+    }
+
+    fn draft(name: &str, seq: u64, kind: Kind) -> Draft {
+        Draft {
+            seq,
+            name: name.into(),
+            kind,
+            info_hash: [1; 20],
+            len: 10,
+            sha256: [2; 32],
+        }
+    }
+
+    fn trust(f: &Fixture, key: &SigningKey) {
+        let public = PublicKey {
+            key: key.verifying_key(),
+            comment: "co-signer".into(),
+        };
+        TrustedKeys::add(&f.keys_dir, &public).unwrap();
+    }
+
+    /// An announcement valid forever on any fleet let a staging fleet's update (same key)
+    /// run in production, and a captured one run on a node years later.
+    #[test]
+    fn expired_and_other_fleets_announcements_are_rejected_with_their_reason() {
+        let f = fixture();
+        let expired = Binding {
+            expires: NOW_MS / 1000 - 1,
+            fleet: FLEET,
+        };
+        let text = Announcement::sign_v2(draft("site.pp", NOW_MS, Kind::Manifest), expired, &f.key)
+            .unwrap()
+            .to_wire();
+        let why = reason(decide_on(&f, text.as_bytes(), false));
+        assert!(why.starts_with("expired: "), "{why}");
+        let staging = Binding {
+            expires: NOW_MS / 1000 + 60,
+            fleet: FleetId([0x99; 8]),
+        };
+        let text = Announcement::sign_v2(draft("site.pp", NOW_MS, Kind::Manifest), staging, &f.key)
+            .unwrap()
+            .to_wire();
+        let why = reason(decide_on(&f, text.as_bytes(), false));
+        assert_eq!(
+            why,
+            "announcement is for fleet 9999999999999999, this node is in fleet 4242424242424242"
+        );
+        // Expiring this very second is still valid.
+        let last = Binding {
+            expires: NOW_MS / 1000,
+            fleet: FLEET,
+        };
+        let text = Announcement::sign_v2(draft("site.pp", NOW_MS, Kind::Manifest), last, &f.key)
+            .unwrap()
+            .to_wire();
+        assert!(matches!(
+            decide_on(&f, text.as_bytes(), false),
+            Decision::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn version_1_is_refused_unless_accept_v1() {
+        let f = fixture();
+        let v1 = Announcement::sign(draft("site.pp", NOW_MS, Kind::Manifest), &f.key)
+            .unwrap()
+            .to_wire();
+        let why = reason(decide_on(&f, v1.as_bytes(), false));
+        assert!(why.contains("agent.accept_v1 = false"), "{why}");
+        let migrating = Policy {
+            accept_v1: true,
+            ..policy(&f, false)
+        };
+        assert!(matches!(
+            decide_with(&f, v1.as_bytes(), &migrating),
+            Decision::Accepted(_)
+        ));
+    }
+
+    /// TUF's key compromise below threshold: one key's signature on a 2-of-n name is held,
+    /// never applied; the same name and seq with a second signature is accepted when it comes.
+    #[test]
+    fn below_threshold_is_held_and_the_same_seq_with_enough_signatures_is_accepted() {
+        let f = fixture();
+        let second = SigningKey::from_bytes(&[8; 32]);
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        trust(&f, &second);
+        let policy = Policy {
+            thresholds: Thresholds {
+                default: 1,
+                key: 1,
+                rules: vec![("base*".into(), 2)],
+            },
+            ..policy(&f, false)
+        };
+        let one =
+            Announcement::sign_v2(draft("base.pp", NOW_MS, Kind::Manifest), binding(), &f.key)
+                .unwrap();
+        let Decision::Held(held) = decide_with(&f, one.to_wire().as_bytes(), &policy) else {
+            panic!("one signature of two was not held");
+        };
+        let why = held.reason.clone().unwrap();
+        assert!(
+            why.starts_with("held: signed by 1 of the 2 trusted keys agent.thresholds \"base*\""),
+            "{why}"
+        );
+        f.store.put(held).unwrap();
+        // An untrusted co-signer does not count.
+        let mut with_stranger = one.clone();
+        with_stranger.add_signature(&stranger).unwrap();
+        assert!(matches!(
+            decide_with(&f, with_stranger.to_wire().as_bytes(), &policy),
+            Decision::Held(_)
+        ));
+        // Other names keep the default of one.
+        assert!(matches!(
+            decide_with(&f, &wire(&f.key, "site.pp", NOW_MS), &policy),
+            Decision::Accepted(_)
+        ));
+        let mut both = one;
+        both.add_signature(&second).unwrap();
+        let Decision::Accepted(Accepted { record, .. }) =
+            decide_with(&f, both.to_wire().as_bytes(), &policy)
+        else {
+            panic!("two signatures of two were not accepted");
+        };
+        f.store.put(record).unwrap();
+        let records = f.store.records("base.pp").unwrap();
+        assert_eq!(records.len(), 1, "the held record is replaced: {records:?}");
+        assert_eq!(records[0].status, Status::Pending);
+        // And once accepted, the same seq again is a replay.
+        let why = reason(decide_with(&f, both.to_wire().as_bytes(), &policy));
+        assert!(why.starts_with("replay"), "{why}");
+    }
+
+    /// A key update needs agent.key_threshold whatever its name: a stolen key cannot add or
+    /// revoke keys under a name no threshold rule covers.
+    #[test]
+    fn key_updates_need_the_key_threshold_whatever_their_name() {
+        let f = fixture();
+        let policy = Policy {
+            thresholds: Thresholds {
+                default: 1,
+                key: 2,
+                rules: vec![("*".into(), 1)],
+            },
+            ..policy(&f, false)
+        };
+        let text = signed(&f.key, "innocent.txt", NOW_MS, Kind::Key, 10, [2; 32]);
+        let Decision::Held(held) = decide_with(&f, &text, &policy) else {
+            panic!("a key update with one signature was not held");
+        };
+        assert!(
+            held.reason.unwrap().contains("agent.key_threshold"),
+            "held for the wrong reason"
+        );
+        let file = signed(&f.key, "innocent.txt", NOW_MS, Kind::File, 10, [2; 32]);
+        assert!(matches!(
+            decide_with(&f, &file, &policy),
+            Decision::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn glob_cases() {
+        for (glob, name, want) in [
+            ("base*", "base.pp", true),
+            ("base*", "base", true),
+            ("base*", "xbase.pp", false),
+            ("*.pp", "site.pp", true),
+            ("*.pp", "site.ppx", false),
+            ("s?te.pp", "site.pp", true),
+            ("*", "", true),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("ünï*", "ünïcode", true),
+            ("site.pp", "site.pp", true),
+            ("site.pp", "site.p", false),
+        ] {
+            assert_eq!(glob_match(glob, name), want, "{glob} ~ {name}");
         }
     }
 
@@ -598,7 +933,7 @@ mod tests {
         bytes[at..at + 64].copy_from_slice(other.sig());
         use base64::Engine;
         let text = format!(
-            "p2pu1:{}",
+            "p2pu2:{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         );
         let bad = reason(decide_on(&f, text.as_bytes(), false));

@@ -19,6 +19,7 @@ use crate::agent::transfer::serve::ServeOptions;
 use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::chain;
+use crate::formats::announcement::FleetId;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ fn now_ms() -> u64 {
 /// The engines and paths the agent works with.
 pub struct Agent {
     pub config: Config,
+    /// This node's fleet (`Config::fleet_id`), read once at start.
+    pub fleet: FleetId,
     pub node_name: String,
     pub store: StateStore,
     pub engine: Arc<dyn TorrentEngine>,
@@ -166,7 +169,7 @@ impl Agent {
         intake::take_spool(
             &site.agent.spool_dir,
             &self.store,
-            &policy(&self.config),
+            &policy(&self.config, self.fleet),
             now_ms(),
             stuck,
             |update| {
@@ -408,7 +411,7 @@ fn catch_up_loop(agent: &Agent) {
         match super::catchup::catch_up(
             agent.gossip.as_ref(),
             &agent.store,
-            &policy(&agent.config),
+            &policy(&agent.config, agent.fleet),
             &site.spool_dir,
             now_ms(),
             Duration::from_secs(2),
@@ -466,12 +469,15 @@ fn tail(text: &str, max: usize) -> String {
     text[start..].to_string()
 }
 
-/// The intake's policy, from the site config.
-pub fn policy(config: &Config) -> Policy<'_> {
+/// The intake's policy, from the site config and the node's fleet.
+pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
     let agent = &config.site.agent;
     Policy {
         trusted_keys_dir: &agent.trusted_keys_dir,
         accept_legacy: agent.accept_legacy,
+        accept_v1: agent.accept_v1,
+        fleet,
+        thresholds: intake::Thresholds::of(agent),
         max_future_ms: agent.max_future_secs.saturating_mul(1000),
         max_payload_bytes: agent.max_payload_bytes,
     }
@@ -544,6 +550,9 @@ mod tests {
         let policy = Policy {
             trusted_keys_dir: &keys_dir,
             accept_legacy: false,
+            accept_v1: true,
+            fleet: FleetId([0; 8]),
+            thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
         };
