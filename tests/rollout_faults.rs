@@ -15,17 +15,24 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A lab with agents and its base dir; the lab (first field) is dropped before the dir.
+/// A lab with agents and its base dir; the lab (first field) is dropped before the dir, and the
+/// turn last.
 struct Fleet {
     lab: Lab,
     dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One shaped lab at a time: these tests watch rates, which several labs on a small machine's
+/// cores would blur.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `nodes` nodes with agents, node `i`'s link at `mbit[i - 1]` Mbit/s each way.
 fn fleet(mbit: &[u32]) -> Option<Fleet> {
     if !support::prereq::root("the rollout fault tests shape links in a network namespace") {
         return None;
     }
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::Builder::new()
         .prefix("p2pu-faults-")
         .tempdir_in("/tmp")
@@ -44,7 +51,11 @@ fn fleet(mbit: &[u32]) -> Option<Fleet> {
     let lab = Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     lab.shape(mbit)
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
-    Some(Fleet { lab, dir })
+    Some(Fleet {
+        lab,
+        dir,
+        _turn: turn,
+    })
 }
 
 impl Fleet {
@@ -93,7 +104,14 @@ impl Fleet {
         loop {
             if let Some(record) = self.record(node, name, seq) {
                 match record.status {
-                    Status::Applied => return record,
+                    Status::Applied => {
+                        assert!(
+                            !record.sources.is_empty() || node == 1,
+                            "node {node} did not get the payload over HTTP; its log:\n{}",
+                            self.log_tail(node)
+                        );
+                        return record;
+                    }
                     Status::Failed => panic!("node {node} failed: {:?}", record.reason),
                     _ => {}
                 }
