@@ -106,6 +106,18 @@ fn starts_with_key_prefix(path: &Path) -> Result<bool, KindError> {
 
 /// Whether a tar.gz holds a regular file at `<top>/metadata.json`, as a Puppet module build does.
 fn is_module_build(path: &Path) -> Result<bool, KindError> {
+    Ok(with_metadata(path, |_, _| Ok(()))?.is_some())
+}
+
+/// Walks a tar.gz to its first regular file at `<top>/metadata.json` (`top` not `..`) and hands
+/// `top` and the entry to `f`; `None` when there is none.
+fn with_metadata<T>(
+    path: &Path,
+    f: impl FnOnce(
+        &[u8],
+        tar::Entry<'_, flate2::read::MultiGzDecoder<io::BufReader<File>>>,
+    ) -> Result<T, KindError>,
+) -> Result<Option<T>, KindError> {
     let read_err = |source| KindError::ReadArchive {
         path: path.to_path_buf(),
         source,
@@ -118,18 +130,18 @@ fn is_module_build(path: &Path) -> Result<bool, KindError> {
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let raw = entry.path_bytes();
+        let raw = entry.path_bytes().into_owned();
         let parts: Vec<&[u8]> = raw
             .split(|&b| b == b'/')
             .filter(|p| !p.is_empty() && *p != b".")
             .collect();
         if let [top, b"metadata.json"] = parts.as_slice() {
             if *top != b".." {
-                return Ok(true);
+                return f(top, entry).map(Some);
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// A module build's `metadata.json` can be long (descriptions, requirements), not this long.
@@ -154,25 +166,7 @@ pub fn module_metadata(path: &Path) -> Result<ModuleMetadata, KindError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_err("opening", path))?;
-    let mut archive =
-        tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)));
-    for entry in archive.entries().map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let raw = entry.path_bytes().into_owned();
-        let parts: Vec<&[u8]> = raw
-            .split(|&b| b == b'/')
-            .filter(|p| !p.is_empty() && *p != b".")
-            .collect();
-        let [top, b"metadata.json"] = parts.as_slice() else {
-            continue;
-        };
-        if *top == b".." {
-            continue;
-        }
+    let found = with_metadata(path, |top, entry| {
         let top = String::from_utf8_lossy(top).into_owned();
         let mut text = Vec::new();
         entry
@@ -198,9 +192,9 @@ pub fn module_metadata(path: &Path) -> Result<ModuleMetadata, KindError> {
                 })
         };
         let (name, version) = (field("name")?, field("version")?);
-        return Ok(ModuleMetadata { top, name, version });
-    }
-    Err(refuse("it holds no <top>/metadata.json".into()))
+        Ok(ModuleMetadata { top, name, version })
+    })?;
+    found.ok_or_else(|| refuse("it holds no <top>/metadata.json".into()))
 }
 
 /// What `pack_dir` put in the archive.
