@@ -275,7 +275,7 @@ impl Agent {
                 slack: Duration::from_secs(site.agent.fetch_slack_secs),
             },
         };
-        let fetched = match fetcher.fetch(record, metainfo) {
+        let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
             Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
             Err(e) => {
@@ -288,16 +288,18 @@ impl Agent {
                 return self.attempt_ended(update, failed, shared.retries);
             }
         };
-        if !fetched.sources.is_empty() {
-            if let Err(e) =
-                self.store
-                    .set_sources(&record.name, record.seq, fetched.sources.clone())
-            {
-                tracing::warn!(name = %record.name, seq = record.seq, "recording the sources: {}", chain(&e));
-            }
-        }
         let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.set_status(record, Status::Applying, None, None);
+        // One write: the sources the payload came from, and that it is being applied.
+        let sources = std::mem::take(&mut fetched.sources);
+        let now = now_ms() / 1000;
+        if let Err(e) = self.store.update(&record.name, record.seq, |stored| {
+            if !sources.is_empty() {
+                stored.sources = sources;
+            }
+            stored.settle(Status::Applying, None, None, now);
+        }) {
+            tracing::error!(name = %record.name, seq = record.seq, "recording the result failed: {}", chain(&e));
+        }
         let kind = match record.kind {
             RecordKind::Signed(kind) => kind,
             RecordKind::Legacy => apply::legacy_kind(&record.name),

@@ -113,6 +113,22 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Its status from `now` (unix seconds) on, with the reason and output that go with it.
+    pub fn settle(
+        &mut self,
+        status: Status,
+        reason: Option<String>,
+        output: Option<String>,
+        now: u64,
+    ) {
+        self.status = status;
+        self.reason = reason;
+        self.output = output;
+        self.updated_at = now;
+    }
+}
+
 /// One source of a payload fetched over HTTP, as `p2pu status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceUse {
@@ -428,20 +444,6 @@ impl StateStore {
     }
 
     /// Sets the status (and reason/output) of an existing record.
-    /// Records where the payload of (`name`, `seq`) came from.
-    pub fn set_sources(&self, name: &str, seq: u64, sources: Vec<SourceUse>) -> Result<()> {
-        let mut record = self
-            .records(name)?
-            .into_iter()
-            .find(|r| r.seq == seq)
-            .ok_or_else(|| RuntimeError::NoRecord {
-                name: name.to_string(),
-                seq,
-            })?;
-        record.sources = sources;
-        self.put(record)
-    }
-
     pub fn set_status(
         &self,
         name: &str,
@@ -451,20 +453,9 @@ impl StateStore {
         output: Option<String>,
         now: u64,
     ) -> Result<Record> {
-        let mut record = self
-            .records(name)?
-            .into_iter()
-            .find(|r| r.seq == seq)
-            .ok_or_else(|| RuntimeError::NoRecord {
-                name: name.to_string(),
-                seq,
-            })?;
-        record.status = status;
-        record.reason = reason;
-        record.output = output;
-        record.updated_at = now;
-        self.put(record.clone())?;
-        Ok(record)
+        self.update(name, seq, |record| {
+            record.settle(status, reason, output, now)
+        })
     }
 
     /// Applies `change` to the record of (`name`, `seq`) and stores it: for the fields
