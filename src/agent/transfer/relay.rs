@@ -207,8 +207,9 @@ struct Shared {
     /// The source being streamed from (its index in the route), and since when.
     current: Mutex<Option<(usize, Instant)>>,
     last_byte: Mutex<Instant>,
-    /// Set by the watcher: the index to move to, and why the current source is left.
-    move_to: Mutex<Option<(usize, String)>>,
+    /// Set by the watcher: the index of the source it judged, the index to move to, and why
+    /// that source is left. A judgement about a source the stream has already left is stale.
+    move_to: Mutex<Option<(usize, usize, String)>>,
     /// Raised with `move_to`, or when the agent stops: wakes the stream from a silent read.
     leave: AtomicBool,
     /// Sources not to ask again (bad pieces, failures, left as slow or hung).
@@ -216,6 +217,17 @@ struct Shared {
     /// Sources the watcher caught sending bad pieces, for the record.
     liars: Mutex<Vec<SourceUse>>,
     done: AtomicBool,
+}
+
+impl Shared {
+    /// The watcher's move away from the source at `from`, if it asked for one; a move it asked
+    /// about an earlier source (decided while the stream was changing over) is dropped.
+    fn take_move(&self, from: usize) -> Option<(usize, String)> {
+        match lock(&self.move_to).take() {
+            Some((judged, to, why)) if judged == from => Some((to, why)),
+            _ => None,
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -426,7 +438,7 @@ impl Relay<'_> {
                 offset,
                 record.len,
             );
-            let copied = self.copy(response, file, path, staging, shared, &mut guard);
+            let copied = self.copy(response, index, file, path, staging, shared, &mut guard);
             *lock(&shared.current) = None;
             let now = shared.offset.load(Ordering::Relaxed);
             let mut report = SourceUse {
@@ -507,9 +519,11 @@ impl Relay<'_> {
 
     /// Reads pieces from `response`, keeping each one that checks (appended to the download
     /// dir's file, unbuffered so the own relay sees it at once, and to the verified copy).
+    #[allow(clippy::too_many_arguments)]
     fn copy(
         &self,
         mut response: Response,
+        source_at: usize,
         file: &mut std::fs::File,
         path: &Path,
         staging: &mut Staging,
@@ -524,7 +538,7 @@ impl Relay<'_> {
             let index = offset / self.pieces.length;
             let want = self.pieces.len_of(index, len) as usize;
             while piece.len() < want {
-                if let Some((to, why)) = lock(&shared.move_to).take() {
+                if let Some((to, why)) = shared.take_move(source_at) {
                     return Ok(Copied::Moved { to, why });
                 }
                 let room = buffer.len().min(want - piece.len());
@@ -537,10 +551,15 @@ impl Relay<'_> {
                 let n = match read {
                     Ok(n) => n,
                     Err(super::pace::PaceError::Stopping) => {
-                        if let Some((to, why)) = lock(&shared.move_to).take() {
+                        if let Some((to, why)) = shared.take_move(source_at) {
                             return Ok(Copied::Moved { to, why });
                         }
-                        return Err(FetchError::Stopping);
+                        if self.stop.load(Ordering::Relaxed) {
+                            return Err(FetchError::Stopping);
+                        }
+                        // Raised for a source already left: read on.
+                        shared.leave.store(false, Ordering::Relaxed);
+                        continue;
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -720,7 +739,7 @@ impl Watch<'_> {
             };
             if let Some(why) = why {
                 tracing::info!(%source, to = %ahead_addr, "leaving a source: {why}");
-                *lock(&self.shared.move_to) = Some((ahead, why));
+                *lock(&self.shared.move_to) = Some((current, ahead, why));
                 self.shared.leave.store(true, Ordering::Relaxed);
                 samples.clear();
                 quiet.clear();
