@@ -55,6 +55,9 @@ pub mod exit {
     /// Nothing failed, but some member did not answer (`fleet status`) or an alive one had not
     /// applied the update in time (`submit --wait`).
     pub const INCOMPLETE: i32 = 4;
+    /// This node holds no heartbeat signed within `agent.heartbeat_window_secs`
+    /// (`status --check`): updates may be withheld from it.
+    pub const STALE: i32 = 5;
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,

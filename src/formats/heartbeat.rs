@@ -262,7 +262,10 @@ impl Heartbeat {
     }
 
     pub fn to_wire(&self) -> String {
-        format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.bencode(true)))
+        format!(
+            "{WIRE_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(self.bencode(true))
+        )
     }
 
     // By hand, in sorted key order: canonical by construction.
@@ -311,7 +314,10 @@ impl Heartbeat {
                 })
             }
         }
-        if let Some((key, _)) = entries.iter().find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k)) {
+        if let Some((key, _)) = entries
+            .iter()
+            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
+        {
             return Err(E::UnknownKey {
                 key: String::from_utf8_lossy(key).into_owned(),
             });

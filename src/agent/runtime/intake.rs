@@ -164,6 +164,8 @@ pub struct Pass {
     pub quarantined: usize,
     /// Events left in the spool for a later pass because deciding them failed.
     pub deferred: usize,
+    /// Heartbeats newer than the kept one, now kept.
+    pub heartbeats: usize,
 }
 
 /// Decides every spooled event in arrival order, records each outcome, hands accepted records
@@ -203,6 +205,31 @@ pub fn take_spool(
                 continue;
             }
         };
+        if crate::formats::heartbeat::is_wire(&event.payload) {
+            // Not an update: verified and kept (or refused) on its own, never recorded as one.
+            match super::heartbeat::take(&event.payload, store, policy, now_ms / 1000) {
+                Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
+                    tracing::info!(
+                        signed_at = heartbeat.time(),
+                        names = heartbeat.count(),
+                        source = event.source.as_str(),
+                        "heartbeat kept"
+                    );
+                    pass.heartbeats += 1;
+                }
+                Ok(super::heartbeat::Taken::Same) => {}
+                Ok(super::heartbeat::Taken::Refused(reason)) => {
+                    tracing::warn!(source = event.source.as_str(), %reason, "heartbeat refused")
+                }
+                Err(e) => {
+                    tracing::error!(entry = %path.display(), "deciding a spooled heartbeat failed; it stays for the next pass: {}", chain(&e));
+                    pass.deferred += 1;
+                    continue;
+                }
+            }
+            spool::remove(&path)?;
+            continue;
+        }
         let decision = match decide(&event, store, policy, now_ms) {
             Ok(decision) => decision,
             Err(e) => {
