@@ -50,6 +50,13 @@ p2pu status >/dev/null || echo \"p2pu: something failed\"
 p2pu status --check",
     ),
     (
+        "heartbeat",
+        "# Sign and broadcast a heartbeat now (the timer init renders runs this)
+p2pu heartbeat
+# What was sent, as JSON
+p2pu heartbeat --json",
+    ),
+    (
         "history",
         "# Every update this node kept, newest first, with attempts and reasons
 p2pu history
