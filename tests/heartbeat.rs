@@ -1,0 +1,188 @@
+//! The heartbeat on a lab of real agents (Serf, Transmission, Puppet in a network namespace):
+//! a node that missed an update while its agent was down gets the heartbeat, and the
+//! snapshot it names lists the missed seq, which the node then fetches and applies; and when
+//! heartbeats stop, every node says so within the window (`status`, `status --check`,
+//! `fleet status`).
+
+use p2pu::agent::runtime::status::StatusReport;
+use p2pu::lab::{Lab, LabOptions};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const NODES: usize = 3;
+/// Short, so the test sees a heartbeat go stale; the real default is 0 (not required).
+const WINDOW_SECS: u64 = 20;
+
+fn ok(output: Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn manifest(dir: &Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "exec {{ 'count {name}': command => \"/bin/sh -c 'echo run >> ${{settings::vardir}}/{name}.count'\" }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn runs(lab: &Lab, node: usize, name: &str) -> usize {
+    let path = lab
+        .node(node)
+        .unwrap()
+        .dir
+        .join(format!("puppet/var/{name}.count"));
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// `p2pu status --check` on `node`: exit status and its one line.
+fn check(lab: &Lab, node: usize) -> (Option<i32>, String) {
+    let out = lab.p2pu(node, &["status", "--check"]).unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.code(), line)
+}
+
+fn status(lab: &Lab, node: usize) -> StatusReport {
+    let out = lab.p2pu(node, &["status", "--json"]).unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn events_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "event"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_missed_update_is_fetched_through_the_heartbeats_snapshot_and_a_stale_heartbeat_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some(format!(
+        "[agent]\nheartbeat_window_secs = {WINDOW_SECS}\ncatch_up_secs = 5\n"
+    ));
+    let mut lab = Lab::start(options).expect("lab starts");
+
+    // No heartbeat yet: required, so never received is a failure for monitoring.
+    let (code, line) = check(&lab, 2);
+    assert_eq!(code, Some(5), "{line}");
+    assert!(line.contains("NEVER received"), "{line}");
+
+    // Node 1 submits and is the heartbeat's signer.
+    let first = manifest(dir.path(), "first.pp");
+    ok(lab
+        .p2pu(
+            1,
+            &[
+                "submit",
+                first.to_str().unwrap(),
+                "--wait",
+                "--timeout",
+                "120",
+            ],
+        )
+        .unwrap());
+
+    // Node 3's agent is down while the next update is announced, and the event Serf handed
+    // its handler is lost (the spool emptied): it missed the update.
+    lab.stop_agent(3).unwrap();
+    let second = manifest(dir.path(), "second.pp");
+    ok(lab.p2pu(1, &["submit", second.to_str().unwrap()]).unwrap());
+    for node in [1, 2] {
+        wait(
+            &format!("node {node} to apply second.pp"),
+            Duration::from_secs(120),
+            || runs(&lab, node, "second.pp") == 1,
+        );
+    }
+    let spool = lab.spool_dir(3).unwrap().to_path_buf();
+    wait(
+        "node 3's handler to spool the update",
+        Duration::from_secs(30),
+        || !events_in(&spool).is_empty(),
+    );
+    for event in events_in(&spool) {
+        std::fs::remove_file(event).unwrap();
+    }
+
+    // The heartbeat lists second.pp; node 3 comes back, hears it, and catches up by it.
+    ok(lab.p2pu(1, &["heartbeat"]).unwrap());
+    lab.start_agent(3).unwrap();
+    wait(
+        "node 3 to apply the missed second.pp",
+        Duration::from_secs(120),
+        || runs(&lab, 3, "second.pp") == 1,
+    );
+    let log = std::fs::read_to_string(lab.node(3).unwrap().log("agent")).unwrap();
+    assert!(
+        log.contains("the snapshot lists an update this node lacks") && log.contains("second.pp"),
+        "node 3 did not catch up by the heartbeat's snapshot:\n{log}"
+    );
+    for node in 1..=NODES {
+        assert_eq!(runs(&lab, node, "first.pp"), 1, "node {node}");
+    }
+
+    // A fresh heartbeat: every node says so, and --check passes.
+    ok(lab.p2pu(1, &["heartbeat"]).unwrap());
+    for node in 1..=NODES {
+        wait(
+            &format!("node {node} to hold the fresh heartbeat"),
+            Duration::from_secs(WINDOW_SECS),
+            || {
+                let (code, line) = check(&lab, node);
+                code == Some(0) && line.starts_with("ok: heartbeat: fresh")
+            },
+        );
+    }
+
+    // Heartbeats stop (the signer is cut off): within the window every node reports it.
+    for node in 1..=NODES {
+        wait(
+            &format!("node {node} to report the heartbeat stale"),
+            Duration::from_secs(WINDOW_SECS * 3),
+            || {
+                let (code, line) = check(&lab, node);
+                code == Some(5) && line.contains("STALE since")
+            },
+        );
+        let report = status(&lab, node);
+        assert_eq!(report.heartbeat.map(|h| h.state), Some("stale".into()));
+        let table = ok(lab.p2pu(node, &["status"]).unwrap());
+        assert!(table.starts_with("heartbeat: STALE since"), "{table}");
+    }
+    let fleet = lab.p2pu(1, &["fleet", "status"]).unwrap();
+    let table = String::from_utf8_lossy(&fleet.stdout);
+    for node in lab.nodes() {
+        assert!(
+            table.contains(&format!("! {}: heartbeat stale since", node.name)),
+            "{table}"
+        );
+    }
+    let agent_log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
+    assert!(
+        agent_log.contains("heartbeat: STALE since"),
+        "no journald warning on node 2:\n{agent_log}"
+    );
+    lab.shutdown().unwrap();
+}
