@@ -265,4 +265,35 @@ mod tests {
         );
         assert_eq!(none, "");
     }
+
+    #[test]
+    fn heartbeat_events_are_spooled_and_the_query_answers_the_kept_one() {
+        let node = node();
+        run(
+            &node,
+            &[
+                ("SERF_EVENT", "user"),
+                ("SERF_USER_EVENT", "p2pu-heartbeat"),
+            ],
+            b"p2pu-hb1:abc\n",
+        );
+        // Not a heartbeat: another user event's payload under the heartbeat's name.
+        run(
+            &node,
+            &[
+                ("SERF_EVENT", "user"),
+                ("SERF_USER_EVENT", "p2pu-heartbeat"),
+            ],
+            b"hello\n",
+        );
+        assert_eq!(spooled(&node), vec![b"p2pu-hb1:abc".to_vec()]);
+        let query = [
+            ("SERF_EVENT", "query"),
+            ("SERF_QUERY_NAME", "p2pu-heartbeat"),
+        ];
+        assert_eq!(run(&node, &query, b"").1, "");
+        std::fs::create_dir_all(node.dir.path().join("state")).unwrap();
+        std::fs::write(node.dir.path().join("state/heartbeat"), "p2pu-hb1:kept\n").unwrap();
+        assert_eq!(run(&node, &query, b"").1, "p2pu-hb1:kept");
+    }
 }

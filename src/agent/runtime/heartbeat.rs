@@ -8,10 +8,10 @@
 //! not further ahead of the clock than `agent.max_future_secs`, and newer than the one kept:
 //! replaying an old one must not make a frozen node look fresh.
 
-use super::intake::Policy;
 use super::state::{Lineage, RecordKind, StateStore, Status};
 use super::{Result, RuntimeError};
 use crate::agent::transfer::http_get::Client;
+use crate::formats::announcement::FleetId;
 use crate::formats::heartbeat::{Entry, Heartbeat, Snapshot, MAX_SNAPSHOT_BYTES, SNAPSHOT_SUFFIX};
 use crate::keys::TrustedKeys;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,16 @@ pub fn kept(state_dir: &Path) -> Option<Heartbeat> {
     kept_wire(state_dir).and_then(|wire| Heartbeat::decode(wire).ok())
 }
 
+/// What a node requires of a heartbeat, from the intake's policy (`agent.*`).
+#[derive(Debug, Clone)]
+pub struct HeartbeatPolicy<'a> {
+    pub trusted_keys_dir: &'a Path,
+    pub fleet: FleetId,
+    /// `agent.threshold`: heartbeats need as many signers as an update no rule names.
+    pub threshold: usize,
+    pub max_future_secs: u64,
+}
+
 /// What [`take`] did with a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
@@ -52,7 +62,12 @@ pub enum Taken {
 }
 
 /// Verifies `wire` and keeps it when it is newer than the kept heartbeat.
-pub fn take(wire: &[u8], store: &StateStore, policy: &Policy, now_secs: u64) -> Result<Taken> {
+pub fn take(
+    wire: &[u8],
+    store: &StateStore,
+    policy: &HeartbeatPolicy,
+    now_secs: u64,
+) -> Result<Taken> {
     let heartbeat = match Heartbeat::decode(wire) {
         Ok(heartbeat) => heartbeat,
         Err(e) => return Ok(Taken::Refused(e.to_string())),
@@ -80,7 +95,11 @@ pub fn take(wire: &[u8], store: &StateStore, policy: &Policy, now_secs: u64) -> 
 }
 
 /// Why `heartbeat` is refused on this node, if it is: fleet, signers, threshold, clock.
-fn refusal(heartbeat: &Heartbeat, policy: &Policy, now_secs: u64) -> Result<Option<String>> {
+fn refusal(
+    heartbeat: &Heartbeat,
+    policy: &HeartbeatPolicy,
+    now_secs: u64,
+) -> Result<Option<String>> {
     if heartbeat.fleet() != policy.fleet {
         return Ok(Some(format!(
             "heartbeat is for fleet {}, this node is in fleet {}",
@@ -93,7 +112,7 @@ fn refusal(heartbeat: &Heartbeat, policy: &Policy, now_secs: u64) -> Result<Opti
         Ok(signers) => signers,
         Err(e) => return Ok(Some(e.to_string())),
     };
-    let k = policy.thresholds.default;
+    let k = policy.threshold;
     if signers.valid.len() < k {
         return Ok(Some(format!(
             "heartbeat signed by {} of the {k} trusted keys agent.threshold requires",
@@ -101,7 +120,7 @@ fn refusal(heartbeat: &Heartbeat, policy: &Policy, now_secs: u64) -> Result<Opti
         )));
     }
     let ahead = heartbeat.time().saturating_sub(now_secs);
-    if ahead > policy.max_future_ms / 1000 {
+    if ahead > policy.max_future_secs {
         return Ok(Some(format!(
             "heartbeat signed {ahead} s ahead of this node's clock (agent.max_future_secs)"
         )));
@@ -297,8 +316,6 @@ pub fn snapshot_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::runtime::intake::Thresholds;
-    use crate::formats::announcement::FleetId;
     use ed25519_dalek::SigningKey;
 
     const NOW: u64 = 1_800_000_000;
@@ -321,15 +338,12 @@ mod tests {
         Node { dir, key, store }
     }
 
-    fn policy(keys_dir: &Path) -> Policy<'_> {
-        Policy {
+    fn policy(keys_dir: &Path) -> HeartbeatPolicy<'_> {
+        HeartbeatPolicy {
             trusted_keys_dir: keys_dir,
-            accept_legacy: false,
-            accept_v1: false,
             fleet: FleetId([1; 8]),
-            thresholds: Thresholds::one(),
-            max_future_ms: 60_000,
-            max_payload_bytes: u64::MAX,
+            threshold: 1,
+            max_future_secs: 60,
         }
     }
 
@@ -411,6 +425,17 @@ mod tests {
         let wire = format!("p2pu-hb1:{}", URL_SAFE_NO_PAD.encode(forged));
         refused(take_at(&node, wire.as_bytes()), "bad signature");
         assert!(kept(node.store.dir()).is_none());
+    }
+
+    #[test]
+    fn a_heartbeat_below_the_threshold_is_refused() {
+        let node = node();
+        let keys = node.dir.path().join("trusted");
+        let mut policy = policy(&keys);
+        policy.threshold = 2;
+        let wire = signed(&node.key, 1, NOW);
+        let taken = take(&wire, &node.store, &policy, NOW).unwrap();
+        refused(taken, "signed by 1 of the 2");
     }
 
     #[test]

@@ -76,6 +76,18 @@ pub struct Policy<'a> {
     pub max_payload_bytes: u64,
 }
 
+impl Policy<'_> {
+    /// What a heartbeat must satisfy on this node.
+    pub fn heartbeat(&self) -> super::heartbeat::HeartbeatPolicy<'_> {
+        super::heartbeat::HeartbeatPolicy {
+            trusted_keys_dir: self.trusted_keys_dir,
+            fleet: self.fleet,
+            threshold: self.thresholds.default,
+            max_future_secs: self.max_future_ms / 1000,
+        }
+    }
+}
+
 /// How many distinct trusted keys must sign an update (TUF's thresholds), from
 /// `agent.threshold`, `agent.key_threshold` and `agent.thresholds`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +219,8 @@ pub fn take_spool(
         };
         if crate::formats::heartbeat::is_wire(&event.payload) {
             // Not an update: verified and kept (or refused) on its own, never recorded as one.
-            match super::heartbeat::take(&event.payload, store, policy, now_ms / 1000) {
+            let heartbeat_policy = policy.heartbeat();
+            match super::heartbeat::take(&event.payload, store, &heartbeat_policy, now_ms / 1000) {
                 Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
                     tracing::info!(
                         signed_at = heartbeat.time(),

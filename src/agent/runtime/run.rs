@@ -472,7 +472,13 @@ fn heartbeat_round(
                 if wire.is_empty() || !seen.insert(wire.clone()) {
                     continue;
                 }
-                match heartbeat::take(wire.as_bytes(), &agent.store, policy, now_ms() / 1000) {
+                let heartbeat_policy = policy.heartbeat();
+                match heartbeat::take(
+                    wire.as_bytes(),
+                    &agent.store,
+                    &heartbeat_policy,
+                    now_ms() / 1000,
+                ) {
                     Ok(heartbeat::Taken::Kept(h)) => {
                         tracing::info!(%node, signed_at = h.time(), "heartbeat kept from a member's answer")
                     }
