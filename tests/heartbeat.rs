@@ -2,8 +2,10 @@
 //! a node that missed an update while its agent was down gets the heartbeat, and the
 //! snapshot it names lists the missed seq, which the node then fetches and applies; and when
 //! heartbeats stop, every node says so within the window (`status`, `status --check`,
-//! `fleet status`).
+//! `fleet status`); and a lying member that answers catch-up with an older announcement than
+//! the snapshot lists (mix-and-match across versions) is not believed.
 
+use p2pu::agent::runtime::state::StateStore;
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::Path;
@@ -184,5 +186,92 @@ fn a_missed_update_is_fetched_through_the_heartbeats_snapshot_and_a_stale_heartb
         agent_log.contains("heartbeat: STALE since"),
         "no journald warning on node 2:\n{agent_log}"
     );
+    lab.shutdown().unwrap();
+}
+
+#[test]
+fn a_member_answering_catch_up_with_an_older_announcement_than_the_snapshot_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some("[agent]\ncatch_up_secs = 5\n".into());
+    let mut lab = Lab::start(options).expect("lab starts");
+
+    // Node 3 is down for two updates of a.pp, and the events its handler spooled are lost.
+    lab.stop_agent(3).unwrap();
+    let path = manifest(dir.path(), "a.pp");
+    for want in 1..=2 {
+        ok(lab.p2pu(1, &["submit", path.to_str().unwrap()]).unwrap());
+        for node in [1, 2] {
+            wait(
+                &format!("node {node} to apply a.pp #{want}"),
+                Duration::from_secs(120),
+                || runs(&lab, node, "a.pp") == want,
+            );
+        }
+    }
+    let spool = lab.spool_dir(3).unwrap().to_path_buf();
+    wait("node 3's handler to spool both", Duration::from_secs(30), || {
+        events_in(&spool).len() >= 2
+    });
+    for event in events_in(&spool) {
+        std::fs::remove_file(event).unwrap();
+    }
+    let seqs: Vec<u64> = StateStore::open(&lab.node(2).unwrap().site.agent.state_dir)
+        .unwrap()
+        .records("a.pp")
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs.len(), 2, "{seqs:?}");
+
+    // The heartbeat lists the second; node 2 keeps it and serves its snapshot document.
+    let report = ok(lab.p2pu(1, &["heartbeat", "--json"]).unwrap());
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let doc = format!("{}.snapshot", report["snap"].as_str().unwrap());
+    let downloads = lab.node(2).unwrap().site.transmission.download_dir.clone();
+    wait("node 2 to serve the snapshot document", Duration::from_secs(30), || {
+        downloads.join(&doc).is_file()
+    });
+    wait("node 3's handler to spool the heartbeat", Duration::from_secs(30), || {
+        !events_in(&spool).is_empty()
+    });
+
+    // Node 2 lies: its answers name the first a.pp as its newest (validly signed, older than
+    // the snapshot's). Node 1, which holds the second, is gone.
+    let names = lab
+        .node(2)
+        .unwrap()
+        .site
+        .agent
+        .state_dir
+        .join("names/a.pp.json");
+    let records: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&names).unwrap()).unwrap();
+    let older: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["seq"].as_u64() == Some(seqs[0]))
+        .collect();
+    std::fs::write(&names, serde_json::to_vec(&older).unwrap()).unwrap();
+    lab.stop_node(1).unwrap();
+
+    lab.start_agent(3).unwrap();
+    let log_path = lab.node(3).unwrap().log("agent");
+    wait(
+        "node 3 to refuse node 2's older answer",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&log_path).is_ok_and(|log| {
+                log.contains("is not the announcement the heartbeat's snapshot lists")
+            })
+        },
+    );
+    let kept = StateStore::open(&lab.node(3).unwrap().site.agent.state_dir)
+        .unwrap()
+        .records("a.pp")
+        .unwrap();
+    assert!(kept.is_empty(), "node 3 took the older a.pp: {kept:?}");
+    assert_eq!(runs(&lab, 3, "a.pp"), 0);
     lab.shutdown().unwrap();
 }
