@@ -211,9 +211,11 @@ fn a_member_answering_catch_up_with_an_older_announcement_than_the_snapshot_is_n
         }
     }
     let spool = lab.spool_dir(3).unwrap().to_path_buf();
-    wait("node 3's handler to spool both", Duration::from_secs(30), || {
-        events_in(&spool).len() >= 2
-    });
+    wait(
+        "node 3's handler to spool both",
+        Duration::from_secs(30),
+        || events_in(&spool).len() >= 2,
+    );
     for event in events_in(&spool) {
         std::fs::remove_file(event).unwrap();
     }
@@ -231,12 +233,16 @@ fn a_member_answering_catch_up_with_an_older_announcement_than_the_snapshot_is_n
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     let doc = format!("{}.snapshot", report["snap"].as_str().unwrap());
     let downloads = lab.node(2).unwrap().site.transmission.download_dir.clone();
-    wait("node 2 to serve the snapshot document", Duration::from_secs(30), || {
-        downloads.join(&doc).is_file()
-    });
-    wait("node 3's handler to spool the heartbeat", Duration::from_secs(30), || {
-        !events_in(&spool).is_empty()
-    });
+    wait(
+        "node 2 to serve the snapshot document",
+        Duration::from_secs(30),
+        || downloads.join(&doc).is_file(),
+    );
+    wait(
+        "node 3's handler to spool the heartbeat",
+        Duration::from_secs(30),
+        || !events_in(&spool).is_empty(),
+    );
 
     // Node 2 lies: its answers name the first a.pp as its newest (validly signed, older than
     // the snapshot's). Node 1, which holds the second, is gone.
@@ -258,19 +264,19 @@ fn a_member_answering_catch_up_with_an_older_announcement_than_the_snapshot_is_n
 
     lab.start_agent(3).unwrap();
     let log_path = lab.node(3).unwrap().log("agent");
+    let store = StateStore::open(&lab.node(3).unwrap().site.agent.state_dir).unwrap();
+    // Until node 3 either refuses the older answer or takes it.
     wait(
-        "node 3 to refuse node 2's older answer",
+        "node 3 to decide on node 2's older answer",
         Duration::from_secs(60),
         || {
-            std::fs::read_to_string(&log_path).is_ok_and(|log| {
-                log.contains("is not the announcement the heartbeat's snapshot lists")
-            })
+            !store.records("a.pp").unwrap().is_empty()
+                || std::fs::read_to_string(&log_path).is_ok_and(|log| {
+                    log.contains("is not the announcement the heartbeat's snapshot lists")
+                })
         },
     );
-    let kept = StateStore::open(&lab.node(3).unwrap().site.agent.state_dir)
-        .unwrap()
-        .records("a.pp")
-        .unwrap();
+    let kept = store.records("a.pp").unwrap();
     assert!(kept.is_empty(), "node 3 took the older a.pp: {kept:?}");
     assert_eq!(runs(&lab, 3, "a.pp"), 0);
     lab.shutdown().unwrap();
