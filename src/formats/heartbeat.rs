@@ -223,6 +223,11 @@ impl Heartbeat {
                 want: "unix seconds of at most 10 digits",
             });
         }
+        let len = snapshot.to_bencode().len();
+        if len > MAX_SNAPSHOT_BYTES {
+            // Every node would refuse to fetch it.
+            return Err(E::SnapshotTooLarge { len });
+        }
         let mut heartbeat = Heartbeat {
             fleet,
             time,
