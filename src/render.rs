@@ -35,6 +35,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../templates/systemd/p2pu-proxy.service"),
     ),
     (
+        "systemd/p2pu-heartbeat.timer",
+        include_str!("../templates/systemd/p2pu-heartbeat.timer"),
+    ),
+    (
+        "systemd/p2pu-heartbeat.service",
+        include_str!("../templates/systemd/p2pu-heartbeat.service"),
+    ),
+    (
         "systemd/p2pu-firstboot.service",
         include_str!("../templates/systemd/p2pu-firstboot.service"),
     ),
@@ -144,12 +152,18 @@ pub struct ManagedFile {
     pub template: &'static str,
 }
 
-/// p2pu's own units, and whether this node runs each.
+/// p2pu's own units, and whether this node runs each. The heartbeat timer runs on the host
+/// that signs heartbeats: `agent.heartbeat_interval_secs` set, whatever the node's role (the
+/// signer may be a plain node or the proxy).
 pub fn own_units(config: &Config, first_boot: bool) -> Vec<(&'static str, bool)> {
     vec![
         ("p2pu-agent.service", true),
         ("p2pu-nat-client.service", config.site.nat.enabled),
         ("p2pu-proxy.service", config.site.node.role == Role::Proxy),
+        (
+            "p2pu-heartbeat.timer",
+            config.site.agent.heartbeat_interval_secs > 0,
+        ),
         ("p2pu-firstboot.service", first_boot),
     ]
 }
@@ -236,6 +250,17 @@ pub fn render_node(
         }
         files.push(managed);
     }
+    // The timer's service: started by the timer only, never by init.
+    let mut heartbeat = file(
+        "systemd/p2pu-heartbeat.service",
+        systemd.join("p2pu-heartbeat.service"),
+        0o644,
+        &[],
+    )?;
+    if site.agent.heartbeat_interval_secs == 0 {
+        heartbeat.contents = None;
+    }
+    files.push(heartbeat);
     let mut timesyncd = file(
         "timesyncd/p2pu.conf",
         site.paths.timesyncd_dir.join("p2pu.conf"),

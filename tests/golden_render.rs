@@ -37,6 +37,8 @@ utp = false
 [agent]
 spool_dir = "/srv/p2pu/spool"
 tracker_port = 16969
+heartbeat_interval_secs = 300
+heartbeat_window_secs = 900
 
 [nat]
 enabled = true

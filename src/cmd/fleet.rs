@@ -147,6 +147,11 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                 }
             }
         }
+        if let Some(heartbeat) = r.heartbeat.as_ref().filter(|h| !h.is_fresh()) {
+            let warning = format!("  ! {}: {}", r.node, heartbeat.short());
+            out.push_str(&paint(warning, RED));
+            out.push('\n');
+        }
     }
     out
 }
@@ -205,6 +210,7 @@ mod tests {
             let answer = |node: &str, ats: &[u64]| {
                 let status = NodeStatus {
                     node: node.into(),
+                    heartbeat: None,
                     version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
                         .iter()
@@ -274,6 +280,7 @@ mod tests {
             node: node.into(),
             addr: "10.0.0.1:7946".into(),
             alive: true,
+            heartbeat: None,
             version: None,
             updates: status.map(|status| {
                 vec![UpdateStatus {
@@ -351,6 +358,7 @@ mod tests {
     fn answer(node: &str, status: Status) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            heartbeat: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),

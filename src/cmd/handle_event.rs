@@ -1,14 +1,19 @@
 //! `p2pu handle-event`: what Serf's event handler runs. A user event is written to the agent's
 //! spool and the handler returns at once (Serf runs handlers one at a time); a query
-//! (`p2pu-status`, `p2pu-latest`, `p2pu-logs`) is answered from the agent's state dir.
+//! (`p2pu-status`, `p2pu-latest`, `p2pu-logs`, `p2pu-heartbeat`) is answered from the agent's
+//! state dir.
 
+use crate::agent::runtime::heartbeat::{freshness, kept_wire};
 use crate::agent::runtime::spool::{self, Source};
 use crate::agent::runtime::state::StateStore;
 use crate::agent::runtime::status::{latest_wire, node_logs, node_status};
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::formats::serf_names::{LATEST_QUERY, LOGS_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
+use crate::formats::heartbeat;
+use crate::formats::serf_names::{
+    HEARTBEAT_EVENT, HEARTBEAT_QUERY, LATEST_QUERY, LOGS_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT,
+};
 use crate::Env;
 use std::io::{Read, Write};
 
@@ -36,7 +41,8 @@ impl HandleEvent {
     fn user_event(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
         let name = env.var("SERF_USER_EVENT").unwrap_or_default().to_string();
         let payload = read_payload(env)?;
-        if name == UPDATE_EVENT || looks_legacy(&payload) {
+        let heartbeat = name == HEARTBEAT_EVENT && heartbeat::is_wire(&payload);
+        if name == UPDATE_EVENT || heartbeat || looks_legacy(&payload) {
             let path = spool::put(&config.site.agent.spool_dir, Source::Serf, &payload)?;
             writeln!(
                 env.stderr,
@@ -56,13 +62,19 @@ impl HandleEvent {
         let answer = match name.as_str() {
             STATUS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
-                let status = node_status(&store, node)?;
+                let mut status = node_status(&store, node)?;
+                status.heartbeat = freshness(
+                    store.dir(),
+                    config.site.agent.heartbeat_window_secs,
+                    env.unix_now(),
+                );
                 serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
             }
             LATEST_QUERY => {
                 let wanted = String::from_utf8_lossy(&payload).trim().to_string();
                 latest_wire(&store, &wanted)?.unwrap_or_default()
             }
+            HEARTBEAT_QUERY => kept_wire(store.dir()).unwrap_or_default(),
             LOGS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
                 node_logs(&store, &node, &payload)?.unwrap_or_default()
@@ -252,5 +264,36 @@ mod tests {
             b"../../etc/passwd\n",
         );
         assert_eq!(none, "");
+    }
+
+    #[test]
+    fn heartbeat_events_are_spooled_and_the_query_answers_the_kept_one() {
+        let node = node();
+        run(
+            &node,
+            &[
+                ("SERF_EVENT", "user"),
+                ("SERF_USER_EVENT", "p2pu-heartbeat"),
+            ],
+            b"p2pu-hb1:abc\n",
+        );
+        // Not a heartbeat: another user event's payload under the heartbeat's name.
+        run(
+            &node,
+            &[
+                ("SERF_EVENT", "user"),
+                ("SERF_USER_EVENT", "p2pu-heartbeat"),
+            ],
+            b"hello\n",
+        );
+        assert_eq!(spooled(&node), vec![b"p2pu-hb1:abc".to_vec()]);
+        let query = [
+            ("SERF_EVENT", "query"),
+            ("SERF_QUERY_NAME", "p2pu-heartbeat"),
+        ];
+        assert_eq!(run(&node, &query, b"").1, "");
+        std::fs::create_dir_all(node.dir.path().join("state")).unwrap();
+        std::fs::write(node.dir.path().join("state/heartbeat"), "p2pu-hb1:kept\n").unwrap();
+        assert_eq!(run(&node, &query, b"").1, "p2pu-hb1:kept");
     }
 }

@@ -45,7 +45,16 @@ p2pu status
 # Every kept record, as JSON
 p2pu status --all --json
 # In a script: exit 3 when an update failed here
-p2pu status >/dev/null || echo \"p2pu: something failed\"",
+p2pu status >/dev/null || echo \"p2pu: something failed\"
+# For monitoring: one line; exit 5 when no fresh heartbeat is held, 3 when an update failed
+p2pu status --check",
+    ),
+    (
+        "heartbeat",
+        "# Sign and broadcast a heartbeat now (the timer init renders runs this)
+p2pu heartbeat
+# What was sent, as JSON
+p2pu heartbeat --json",
     ),
     (
         "history",
@@ -239,7 +248,9 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "status",
-        "3 when the newest record of some update on this node failed.",
+        "3 when the newest record of some update on this node failed. With --check: 5 when this \
+         node holds no heartbeat signed within agent.heartbeat_window_secs (never received, or \
+         stale: updates may be withheld from it), else 3 or 0 as without it.",
     ),
     (
         "fleet status",

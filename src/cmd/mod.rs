@@ -14,6 +14,7 @@ pub mod config_get;
 pub mod event;
 pub mod fleet;
 pub mod handle_event;
+pub mod heartbeat;
 pub mod help;
 pub mod history;
 pub mod init;
@@ -55,6 +56,9 @@ pub mod exit {
     /// Nothing failed, but some member did not answer (`fleet status`) or an alive one had not
     /// applied the update in time (`submit --wait`).
     pub const INCOMPLETE: i32 = 4;
+    /// This node holds no heartbeat signed within `agent.heartbeat_window_secs`
+    /// (`status --check`): updates may be withheld from it.
+    pub const STALE: i32 = 5;
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,
@@ -71,6 +75,7 @@ pub enum Command {
     History(history::History),
     Logs(logs::Logs),
     Submit(submit::Submit),
+    Heartbeat(heartbeat::HeartbeatCommand),
     /// Ask every member of the fleet what it applied.
     ///
     /// A Serf query that each node's event handler answers from its own state dir.
@@ -130,6 +135,7 @@ impl Command {
             Command::History(c) => c.run(env),
             Command::Logs(c) => c.run(env),
             Command::Submit(c) => c.run(env),
+            Command::Heartbeat(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),

@@ -3,6 +3,7 @@
 //! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
 //! can ask it like `systemctl is-failed`.
 
+use crate::agent::runtime::heartbeat;
 use crate::agent::runtime::state::{StateStore, Status as UpdateState};
 use crate::agent::runtime::status::StatusReport;
 use crate::agent::runtime::RuntimeError;
@@ -10,11 +11,13 @@ use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::Env;
+use std::io::Write;
 
-/// Show this node's updates and rejected announcements.
+/// Show this node's updates, rejected announcements and heartbeat.
 ///
 /// Exits 0 when no update's newest record failed, 3 when one did, 1 when the state could
-/// not be read.
+/// not be read. With --check: one line, and exit 5 when the heartbeat is stale or was never
+/// received (agent.heartbeat_window_secs), else 3 or 0 as above.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     #[command(flatten)]
@@ -25,14 +28,23 @@ pub struct Status {
     /// Show every kept record of each name, not just the newest.
     #[arg(long)]
     all: bool,
+    /// For monitoring: print one line and exit 5 when no fresh heartbeat is held, 3 when an
+    /// update failed, 0 when all is well.
+    #[arg(long, conflicts_with_all = ["json", "all"])]
+    check: bool,
 }
 
 impl Status {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&self.config.resolve(env), None)?;
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
-        let report = read(&store, self.all).map_err(explain_permission)?;
+        let mut report = read(&store, self.all).map_err(explain_permission)?;
         let now = env.unix_now();
+        report.heartbeat =
+            heartbeat::freshness(store.dir(), config.site.agent.heartbeat_window_secs, now);
+        if self.check {
+            return check(env, &report, now);
+        }
         crate::cmd::emit(env, self.json, &report, |r| table(r, now))?;
         let failed = if self.all {
             store.latest().map_err(explain_permission)?
@@ -44,6 +56,30 @@ impl Status {
         }
         Ok(Outcome::Success)
     }
+}
+
+/// `--check`: one line, the worst first.
+fn check(env: &mut Env, report: &StatusReport, now: u64) -> Result<Outcome> {
+    let failed: Vec<&str> = report
+        .updates
+        .iter()
+        .filter(|r| r.status == UpdateState::Failed)
+        .map(|r| r.name.as_str())
+        .collect();
+    let (line, outcome) = match &report.heartbeat {
+        Some(h) if !h.is_fresh() => (h.line(now), Outcome::Status(exit::STALE)),
+        _ if !failed.is_empty() => (
+            format!("failed: {}", failed.join(", ")),
+            Outcome::Status(exit::FAILED),
+        ),
+        Some(h) => (format!("ok: {}", h.line(now)), Outcome::Success),
+        None => (
+            "ok: no failed update (heartbeats not required)".to_string(),
+            Outcome::Success,
+        ),
+    };
+    writeln!(env.stdout, "{line}").map_err(Error::io("writing to", "standard output"))?;
+    Ok(outcome)
 }
 
 fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
@@ -59,6 +95,7 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
     Ok(StatusReport {
         updates,
         rejected: store.rejections()?,
+        heartbeat: None,
     })
 }
 
@@ -108,6 +145,10 @@ fn sources(record: &crate::agent::runtime::state::Record) -> String {
 
 fn table(report: &StatusReport, now: u64) -> String {
     let mut out = String::new();
+    if let Some(heartbeat) = &report.heartbeat {
+        out.push_str(&heartbeat.line(now));
+        out.push_str("\n\n");
+    }
     if report.updates.is_empty() {
         out.push_str("no updates yet\n");
     } else {

@@ -848,6 +848,7 @@ mod tests {
             }];
             let status = NodeStatus {
                 node: node.into(),
+                heartbeat: None,
                 version: None,
                 updates,
             };

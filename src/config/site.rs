@@ -223,6 +223,13 @@ pub struct AgentSection {
     /// Per name glob (`*`, `?`): `[[agent.thresholds]]` with `names` and `k`; the first
     /// match wins.
     pub thresholds: Vec<ThresholdRule>,
+    /// A node warns, and `p2pu status --check` fails, when it holds no verified heartbeat
+    /// signed within this many seconds (0: heartbeats are not required). Set it on fleets
+    /// whose submitting host runs the heartbeat timer, to a few times its interval.
+    pub heartbeat_window_secs: u64,
+    /// How often the heartbeat timer `init` renders runs `p2pu heartbeat` (0: no timer);
+    /// set on the submitting host, which holds the signing key.
+    pub heartbeat_interval_secs: u64,
 }
 
 /// One `[[agent.thresholds]]` entry.
@@ -265,6 +272,8 @@ impl Default for AgentSection {
             threshold: 1,
             key_threshold: 1,
             thresholds: Vec::new(),
+            heartbeat_window_secs: 0,
+            heartbeat_interval_secs: 0,
         }
     }
 }

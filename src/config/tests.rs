@@ -278,6 +278,7 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[agent]\nfleet_id = \"XYZ\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id = \"XYZ\": expected 16 lowercase hexadecimal digits (leave it out and init generates agent.fleet_id_file)"),
         ("[agent]\nthreshold = 7\n", "/etc/p2pu/site.toml:2: agent.threshold = 7: use 1 to 6: an announcement carries at most 6 signatures"),
         ("[agent]\nkey_threshold = 0\n", "/etc/p2pu/site.toml:2: agent.key_threshold = 0: use 1 to 6: an announcement carries at most 6 signatures"),
+        ("[agent]\nheartbeat_interval_secs = 300\nheartbeat_window_secs = 300\n", "/etc/p2pu/site.toml:3: agent.heartbeat_window_secs = 300: use more than agent.heartbeat_interval_secs (300), say 3 times it: every node would go stale between two heartbeats"),
         ("[agent]\nannouncement_ttl_days = 0\n", "/etc/p2pu/site.toml:2: agent.announcement_ttl_days = 0: use 1 to 36500"),
         ("[agent]\nfleet_id_file = \"fleet.id\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id_file = \"fleet.id\": must be an absolute path"),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),

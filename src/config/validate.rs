@@ -331,6 +331,20 @@ impl<'a> Validator<'a> {
         if site.agent.catch_up_secs == 0 {
             self.fail("agent.catch_up_secs", 0, "must be at least 1");
         }
+        let (window, interval) = (
+            site.agent.heartbeat_window_secs,
+            site.agent.heartbeat_interval_secs,
+        );
+        if window != 0 && interval != 0 && window <= interval {
+            self.fail(
+                "agent.heartbeat_window_secs",
+                window,
+                format!(
+                    "use more than agent.heartbeat_interval_secs ({interval}), say 3 times it: \
+                     every node would go stale between two heartbeats"
+                ),
+            );
+        }
         if site.agent.max_payload_bytes == 0 {
             self.fail(
                 "agent.max_payload_bytes",

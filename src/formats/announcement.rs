@@ -486,12 +486,7 @@ impl Announcement {
                 put_int(&mut out, "seq", self.seq);
                 put_bytes(&mut out, "sha256", &self.sha256);
                 if with_sig {
-                    let sigs: Vec<u8> = self
-                        .sigs
-                        .iter()
-                        .flat_map(|(kid, sig)| kid.0.iter().chain(sig.iter()).copied())
-                        .collect();
-                    put_bytes(&mut out, "sigs", &sigs);
+                    put_bytes(&mut out, "sigs", &sigs_bytes(&self.sigs));
                 }
                 put_int(&mut out, "v", 2);
             }
@@ -538,36 +533,80 @@ impl Announcement {
     /// others are ignored, as TUF ignores them, but when none counts the first reason is the
     /// error. How many signers are enough is the intake's threshold.
     pub fn verify(&self, trusted: &TrustedKeys) -> Result<Signers, AnnouncementError> {
-        let signed = self.signed_bytes();
-        let mut signers = Signers {
-            valid: Vec::new(),
-            ignored: Vec::new(),
-        };
-        for (kid, sig) in &self.sigs {
-            let (name, kid) = (self.name.clone(), *kid);
-            let Some(signer) = trusted.get(&kid) else {
-                signers.ignored.push(if trusted.is_revoked(&kid) {
-                    E::RevokedSigner { name, kid }
-                } else {
-                    E::UnknownSigner { name, kid }
-                });
-                continue;
-            };
-            match signer
-                .key
-                .key
-                .verify_strict(&signed, &Signature::from_bytes(sig))
-            {
-                Ok(()) => signers.valid.push(kid),
-                Err(_) => signers.ignored.push(E::BadSignature { name, kid }),
-            }
-        }
-        if signers.valid.is_empty() {
-            let first = signers.ignored.into_iter().next();
-            return Err(first.unwrap_or(E::MissingKey { key: "sigs" }));
-        }
-        Ok(signers)
+        verify_sigs(&self.signed_bytes(), &self.sigs, trusted, &self.name)
     }
+}
+
+/// One entry of `sigs`: the signer's key id and its Ed25519 signature.
+pub(crate) type Sig = (KeyId, [u8; 64]);
+
+/// Checks each of `sigs` over `signed` (see [`Announcement::verify`]); `name` is what the
+/// errors call the signed statement. Shared with the heartbeat, whose `sigs` follow the same
+/// rules.
+pub(crate) fn verify_sigs(
+    signed: &[u8],
+    sigs: &[Sig],
+    trusted: &TrustedKeys,
+    name: &str,
+) -> Result<Signers, AnnouncementError> {
+    let mut signers = Signers {
+        valid: Vec::new(),
+        ignored: Vec::new(),
+    };
+    for (kid, sig) in sigs {
+        let (name, kid) = (name.to_string(), *kid);
+        let Some(signer) = trusted.get(&kid) else {
+            signers.ignored.push(if trusted.is_revoked(&kid) {
+                E::RevokedSigner { name, kid }
+            } else {
+                E::UnknownSigner { name, kid }
+            });
+            continue;
+        };
+        match signer
+            .key
+            .key
+            .verify_strict(signed, &Signature::from_bytes(sig))
+        {
+            Ok(()) => signers.valid.push(kid),
+            Err(_) => signers.ignored.push(E::BadSignature { name, kid }),
+        }
+    }
+    if signers.valid.is_empty() {
+        let first = signers.ignored.into_iter().next();
+        return Err(first.unwrap_or(E::MissingKey { key: "sigs" }));
+    }
+    Ok(signers)
+}
+
+/// The bytes of `sigs` as the wire carries them: the entries back to back.
+pub(crate) fn sigs_bytes(sigs: &[Sig]) -> Vec<u8> {
+    sigs.iter()
+        .flat_map(|(kid, sig)| kid.0.iter().chain(sig.iter()).copied())
+        .collect()
+}
+
+/// `sigs`: 1 to [`MAX_SIGS`] entries of key id and signature, sorted by key id with none
+/// twice, so one set of signatures has one spelling and no key counts twice.
+pub(crate) fn parse_sigs(bytes: &[u8]) -> Result<Vec<Sig>, AnnouncementError> {
+    let count = bytes.len() / SIG_ENTRY;
+    if bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
+        return Err(E::BadSigs { got: bytes.len() });
+    }
+    let mut sigs: Vec<Sig> = Vec::with_capacity(count);
+    for entry in bytes.chunks_exact(SIG_ENTRY) {
+        let (kid, sig) = entry.split_at(8);
+        let mut k = [0u8; 8];
+        k.copy_from_slice(kid);
+        let mut s = [0u8; 64];
+        s.copy_from_slice(sig);
+        let kid = KeyId(k);
+        if sigs.last().is_some_and(|(last, _)| *last >= kid) {
+            return Err(E::UnsortedSigs { kid });
+        }
+        sigs.push((kid, s));
+    }
+    Ok(sigs)
 }
 
 fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -576,12 +615,12 @@ fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_bytes(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     put_string(out, key.as_bytes());
     put_string(out, value);
 }
 
-fn put_int(out: &mut Vec<u8>, key: &str, value: u64) {
+pub(crate) fn put_int(out: &mut Vec<u8>, key: &str, value: u64) {
     put_string(out, key.as_bytes());
     out.extend_from_slice(format!("i{value}e").as_bytes());
 }
@@ -723,28 +762,8 @@ impl Fields {
         })
     }
 
-    /// `sigs`: 1 to [`MAX_SIGS`] entries of key id and signature, sorted by key id with none
-    /// twice, so one set of signatures has one spelling and no key counts twice.
-    fn sigs(&self) -> Result<Vec<(KeyId, [u8; 64])>, AnnouncementError> {
-        let bytes = self.bytes("sigs")?;
-        let count = bytes.len() / SIG_ENTRY;
-        if bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
-            return Err(E::BadSigs { got: bytes.len() });
-        }
-        let mut sigs: Vec<(KeyId, [u8; 64])> = Vec::with_capacity(count);
-        for entry in bytes.chunks_exact(SIG_ENTRY) {
-            let (kid, sig) = entry.split_at(8);
-            let mut k = [0u8; 8];
-            k.copy_from_slice(kid);
-            let mut s = [0u8; 64];
-            s.copy_from_slice(sig);
-            let kid = KeyId(k);
-            if sigs.last().is_some_and(|(last, _)| *last >= kid) {
-                return Err(E::UnsortedSigs { kid });
-            }
-            sigs.push((kid, s));
-        }
-        Ok(sigs)
+    fn sigs(&self) -> Result<Vec<Sig>, AnnouncementError> {
+        parse_sigs(self.bytes("sigs")?)
     }
 
     fn into_announcement(self, version: u8) -> Result<Announcement, AnnouncementError> {

@@ -6,6 +6,10 @@
 
 /// The Serf user event that carries announcements.
 pub const UPDATE_EVENT: &str = "p2pu-update";
+/// The Serf user event that carries heartbeats (`formats::heartbeat`).
+pub const HEARTBEAT_EVENT: &str = "p2pu-heartbeat";
+/// The query a node answers with the newest heartbeat it verified (same name as the event).
+pub const HEARTBEAT_QUERY: &str = "p2pu-heartbeat";
 /// The query a node answers with its updates (`agent::status::NodeStatus`).
 pub const STATUS_QUERY: &str = "p2pu-status";
 /// The query a node answers with its newest accepted announcement of the name asked for.
@@ -13,7 +17,7 @@ pub const LATEST_QUERY: &str = "p2pu-latest";
 /// The query a node answers with its kept output of an update (`agent::status::NodeLogs`).
 pub const LOGS_QUERY: &str = "p2pu-logs";
 /// Every query p2pu answers; the rendered Serf config routes these to the handler.
-pub const QUERIES: &[&str] = &[STATUS_QUERY, LATEST_QUERY, LOGS_QUERY];
+pub const QUERIES: &[&str] = &[STATUS_QUERY, LATEST_QUERY, LOGS_QUERY, HEARTBEAT_QUERY];
 
 /// Tags p2pu sets itself on every member start with this; an operator's tag must not.
 pub const RESERVED_TAG_PREFIX: &str = "p2pu";

@@ -7,6 +7,12 @@
 //! intake would accept is spooled. Choosing the highest seq first would let one member's
 //! higher-seq forgery (an untrusted key, or a far-future seq that is only ever held) stand in
 //! for the real announcement on every round, and the node would never catch up.
+//!
+//! With a verified heartbeat's snapshot document in hand ([`catch_up_with`]), the snapshot
+//! decides instead of the members: every name it lists at a seq this node lacks is asked for,
+//! and for those names only the announcement whose wire text hashes to the snapshot's entry
+//! (or a newer one than the snapshot knows) is taken. A member that answers with an older,
+//! validly signed announcement (mix-and-match, a partial rollback) is not believed.
 
 use super::intake::{self, Accepted, Decision, Policy};
 use super::spool::{self, Source, Spooled};
@@ -14,6 +20,7 @@ use super::state::{Lineage, StateStore, Status};
 use super::status::NodeStatus;
 use crate::engines::Gossip;
 use crate::formats::announcement::validate_name;
+use crate::formats::heartbeat::{Entry, Snapshot};
 use crate::formats::serf_names::{LATEST_QUERY, STATUS_QUERY};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +34,19 @@ pub fn catch_up(
     spool_dir: &Path,
     now_ms: u64,
     timeout: Duration,
+) -> super::Result<usize> {
+    catch_up_with(gossip, store, policy, spool_dir, now_ms, timeout, None)
+}
+
+/// [`catch_up`], held to `snapshot` (a verified heartbeat's) for the names it lists.
+pub fn catch_up_with(
+    gossip: &dyn Gossip,
+    store: &StateStore,
+    policy: &Policy,
+    spool_dir: &Path,
+    now_ms: u64,
+    timeout: Duration,
+    snapshot: Option<&Snapshot>,
 ) -> super::Result<usize> {
     let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
@@ -46,6 +66,13 @@ pub fn catch_up(
             *seq = (*seq).max(update.seq);
         }
     }
+    let listed: BTreeMap<&str, &Entry> = snapshot
+        .map(|s| s.entries().iter().map(|e| (e.name.as_str(), e)).collect())
+        .unwrap_or_default();
+    for entry in listed.values() {
+        let seq = newest.entry(entry.name.clone()).or_default();
+        *seq = (*seq).max(entry.seq);
+    }
     let mut spooled = 0;
     for (name, seq) in newest {
         // The status answers only say which names to ask about; a lie there costs a query.
@@ -55,8 +82,13 @@ pub fn catch_up(
         if known.is_some_and(|k| k >= seq) {
             continue;
         }
+        let entry = listed.get(name.as_str()).copied();
+        if let Some(entry) = entry.filter(|e| known.is_none_or(|k| k < e.seq)) {
+            tracing::info!(name = %name, seq = entry.seq, held = ?known, "heartbeat: the snapshot lists an update this node lacks; asking the fleet");
+        }
         let answers = gossip.query(LATEST_QUERY, name.as_bytes(), timeout)?;
-        if let Some((seq, wire)) = newest_acceptable(&name, &answers, store, policy, now_ms)? {
+        if let Some((seq, wire)) = newest_acceptable(&name, &answers, store, policy, now_ms, entry)?
+        {
             tracing::info!(name = %name, seq, "catch-up: spooling a missed announcement");
             spool::put(spool_dir, Source::CatchUp, wire.as_bytes())?;
             spooled += 1;
@@ -66,13 +98,15 @@ pub fn catch_up(
 }
 
 /// The newest of `answers` (node, wire) for `name` that the intake would accept now, with its
-/// seq. The others are logged, not chosen.
+/// seq; with the snapshot's `entry` for the name, one at or below its seq must be the very
+/// announcement it lists. The others are logged, not chosen.
 fn newest_acceptable<'a>(
     name: &str,
     answers: &'a [(String, String)],
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
+    entry: Option<&Entry>,
 ) -> super::Result<Option<(u64, &'a str)>> {
     let mut best: Option<(u64, &str)> = None;
     // Members mostly answer with the same announcement: decide each text once (a decision
@@ -89,6 +123,15 @@ fn newest_acceptable<'a>(
             payload: wire.as_bytes().to_vec(),
         };
         match intake::decide(&event, store, policy, now_ms)? {
+            Decision::Accepted(Accepted { record, .. })
+                if record.name == name
+                    && entry.is_some_and(|e| {
+                        record.seq <= e.seq && Entry::of(name, record.seq, wire) != *e
+                    }) =>
+            {
+                let listed = entry.map_or(0, |e| e.seq);
+                tracing::warn!(%node, name = %name, seq = record.seq, listed, "catch-up: answer is not the announcement the heartbeat's snapshot lists, ignored");
+            }
             Decision::Accepted(Accepted { record, .. }) if record.name == name => {
                 if best.is_none_or(|(seq, _)| record.seq > seq) {
                     best = Some((record.seq, wire));
@@ -196,15 +239,20 @@ mod tests {
 
     /// Runs one catch-up round on `node`; returns what it spooled.
     fn round(node: &Node, fleet: &Fleet) -> Vec<Vec<u8>> {
+        round_with(node, fleet, None)
+    }
+
+    fn round_with(node: &Node, fleet: &Fleet, snapshot: Option<&Snapshot>) -> Vec<Vec<u8>> {
         let keys_dir = node.dir.path().join("trusted");
         let spool_dir = node.dir.path().join("spool");
-        let count = catch_up(
+        let count = catch_up_with(
             fleet,
             &node.store,
             &policy(&keys_dir),
             &spool_dir,
             NOW_MS,
             Duration::ZERO,
+            snapshot,
         )
         .unwrap();
         let events = spool::list(&spool_dir).unwrap();
@@ -289,5 +337,38 @@ mod tests {
             latest: vec![("honest".into(), real.clone())],
         };
         assert_eq!(round(&node, &fleet), vec![real.into_bytes()]);
+    }
+
+    /// Mix-and-match: the heartbeat's snapshot lists site.pp at seq NOW_MS + 2; the only
+    /// member that answers offers NOW_MS + 1, validly signed and newer than what this node
+    /// holds. Without the snapshot it would be taken; with it, it is not, and the listed one is
+    /// taken as soon as a member offers it, even one no status answer mentions.
+    #[test]
+    fn an_older_answer_than_the_snapshot_lists_is_not_believed() {
+        let node = node();
+        let (older, listed) = (
+            wire(&node.key, "site.pp", NOW_MS + 1),
+            wire(&node.key, "site.pp", NOW_MS + 2),
+        );
+        let snapshot = Snapshot::new(vec![Entry::of("site.pp", NOW_MS + 2, &listed)]);
+        let liar = Fleet {
+            status: vec![status_of("liar", "site.pp", NOW_MS + 1)],
+            latest: vec![("liar".into(), older.clone())],
+        };
+        assert!(round_with(&node, &liar, Some(&snapshot)).is_empty());
+        let honest = Fleet {
+            status: Vec::new(),
+            latest: vec![
+                ("liar".into(), older.clone()),
+                ("honest".into(), listed.clone()),
+            ],
+        };
+        assert_eq!(
+            round_with(&node, &honest, Some(&snapshot)),
+            vec![listed.into_bytes()]
+        );
+        // What catch-up did before heartbeats: the liar's answer is the newest acceptable.
+        let node = self::node();
+        assert_eq!(round(&node, &liar), vec![older.into_bytes()]);
     }
 }

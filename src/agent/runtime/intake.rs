@@ -76,6 +76,18 @@ pub struct Policy<'a> {
     pub max_payload_bytes: u64,
 }
 
+impl Policy<'_> {
+    /// What a heartbeat must satisfy on this node.
+    pub fn heartbeat(&self) -> super::heartbeat::HeartbeatPolicy<'_> {
+        super::heartbeat::HeartbeatPolicy {
+            trusted_keys_dir: self.trusted_keys_dir,
+            fleet: self.fleet,
+            threshold: self.thresholds.default,
+            max_future_secs: self.max_future_ms / 1000,
+        }
+    }
+}
+
 /// How many distinct trusted keys must sign an update (TUF's thresholds), from
 /// `agent.threshold`, `agent.key_threshold` and `agent.thresholds`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +176,8 @@ pub struct Pass {
     pub quarantined: usize,
     /// Events left in the spool for a later pass because deciding them failed.
     pub deferred: usize,
+    /// Heartbeats newer than the kept one, now kept.
+    pub heartbeats: usize,
 }
 
 /// Decides every spooled event in arrival order, records each outcome, hands accepted records
@@ -203,6 +217,32 @@ pub fn take_spool(
                 continue;
             }
         };
+        if crate::formats::heartbeat::is_wire(&event.payload) {
+            // Not an update: verified and kept (or refused) on its own, never recorded as one.
+            let heartbeat_policy = policy.heartbeat();
+            match super::heartbeat::take(&event.payload, store, &heartbeat_policy, now_ms / 1000) {
+                Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
+                    tracing::info!(
+                        signed_at = heartbeat.time(),
+                        names = heartbeat.count(),
+                        source = event.source.as_str(),
+                        "heartbeat kept"
+                    );
+                    pass.heartbeats += 1;
+                }
+                Ok(super::heartbeat::Taken::Same) => {}
+                Ok(super::heartbeat::Taken::Refused(reason)) => {
+                    tracing::warn!(source = event.source.as_str(), %reason, "heartbeat refused")
+                }
+                Err(e) => {
+                    tracing::error!(entry = %path.display(), "deciding a spooled heartbeat failed; it stays for the next pass: {}", chain(&e));
+                    pass.deferred += 1;
+                    continue;
+                }
+            }
+            spool::remove(&path)?;
+            continue;
+        }
         let decision = match decide(&event, store, policy, now_ms) {
             Ok(decision) => decision,
             Err(e) => {

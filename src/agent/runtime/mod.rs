@@ -1,9 +1,10 @@
 //! The agent's own loop: the spool it is woken by, intake's decisions, the state it records,
-//! the supervised serving child, catch-up, retries, the membership it reads and the status it
+//! the supervised serving child, catch-up, the heartbeat, retries, the membership it reads and the status it
 //! reports.
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
+pub mod heartbeat;
 pub mod intake;
 pub mod peers;
 pub mod retry;

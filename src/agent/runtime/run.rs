@@ -4,6 +4,7 @@
 //! (`supervise`) that the peers thread keeps fed. Every decision is logged as one line with its
 //! reason.
 
+use super::heartbeat;
 use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
@@ -82,9 +83,11 @@ impl Agent {
             let (agent, peers, served) = (agent.clone(), peers.clone(), served.clone());
             move || refresh_peers(&agent, &peers, &served)
         });
+        // Set when a new heartbeat is kept: catch-up runs at once instead of at its period.
+        let nudge = Arc::new(AtomicBool::new(false));
         spawn_named("catch-up", {
-            let agent = agent.clone();
-            move || catch_up_loop(&agent)
+            let (agent, peers, nudge) = (agent.clone(), peers.clone(), nudge.clone());
+            move || catch_up_loop(&agent, &peers, &nudge)
         });
 
         let (work_tx, work_rx) = mpsc::channel::<Accepted>();
@@ -132,9 +135,14 @@ impl Agent {
             last_accepted_ms: now_ms(),
         };
         let mut stuck = BTreeSet::new();
+        let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
             let pass = agent.intake_spool(&work_tx, &mut stuck)?;
             silence.after(&pass, now_ms());
+            if pass.heartbeats > 0 {
+                nudge.store(true, Ordering::Relaxed);
+            }
+            agent.warn_if_stale(&mut heartbeat_warned_ms);
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -157,6 +165,22 @@ impl Agent {
         tracing::info!("agent stopping");
         served.shutdown();
         Ok(())
+    }
+
+    /// Warns when no fresh heartbeat is held: once per window, not on every loop.
+    fn warn_if_stale(&self, warned_ms: &mut u64) {
+        let window = self.config.site.agent.heartbeat_window_secs;
+        let now = now_ms();
+        if window == 0 || now.saturating_sub(*warned_ms) < window.saturating_mul(1000) {
+            return;
+        }
+        if let Some(freshness) =
+            heartbeat::freshness(&self.config.site.agent.state_dir, window, now / 1000)
+                .filter(|f| !f.is_fresh())
+        {
+            tracing::warn!("{}", freshness.line(now / 1000));
+            *warned_ms = now;
+        }
     }
 
     /// Takes every spooled event (see [`intake::take_spool`]).
@@ -397,32 +421,111 @@ fn refresh_peers(agent: &Agent, peers: &FleetPeers, served: &ServeChild) {
     }
 }
 
-fn catch_up_loop(agent: &Agent) {
+fn catch_up_loop(agent: &Agent, peers: &FleetPeers, nudge: &AtomicBool) {
     let site = &agent.config.site.agent;
     // A first round soon after start: the node may have missed updates while it was down.
     let mut wait = Duration::from_secs(3);
     loop {
         let mut slept = Duration::ZERO;
-        while slept < wait {
+        while slept < wait && !nudge.swap(false, Ordering::Relaxed) {
             if agent.stop.load(Ordering::Relaxed) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
             slept += Duration::from_millis(200);
         }
-        match super::catchup::catch_up(
+        let policy = policy(&agent.config, agent.fleet);
+        let snapshot = heartbeat_round(agent, peers, &policy);
+        match super::catchup::catch_up_with(
             agent.gossip.as_ref(),
             &agent.store,
-            &policy(&agent.config, agent.fleet),
+            &policy,
             &site.spool_dir,
             now_ms(),
             Duration::from_secs(2),
+            snapshot.as_ref(),
         ) {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "catch-up spooled missed announcements"),
             Err(e) => tracing::warn!("catch-up: {}", chain(&e)),
         }
         wait = Duration::from_secs(site.catch_up_secs);
+    }
+}
+
+/// Asks the fleet for its newest heartbeat (a node that missed the event gets it so), and
+/// returns the snapshot document of the kept one when it differs from what this node holds.
+fn heartbeat_round(
+    agent: &Agent,
+    peers: &FleetPeers,
+    policy: &Policy,
+) -> Option<crate::formats::heartbeat::Snapshot> {
+    use crate::formats::serf_names::HEARTBEAT_QUERY;
+    match agent
+        .gossip
+        .query(HEARTBEAT_QUERY, b"", Duration::from_secs(2))
+    {
+        Ok(answers) => {
+            let mut seen = BTreeSet::new();
+            for (node, wire) in answers {
+                let wire = wire.trim().to_string();
+                if wire.is_empty() || !seen.insert(wire.clone()) {
+                    continue;
+                }
+                let heartbeat_policy = policy.heartbeat();
+                match heartbeat::take(
+                    wire.as_bytes(),
+                    &agent.store,
+                    &heartbeat_policy,
+                    now_ms() / 1000,
+                ) {
+                    Ok(heartbeat::Taken::Kept(h)) => {
+                        tracing::info!(%node, signed_at = h.time(), "heartbeat kept from a member's answer")
+                    }
+                    Ok(heartbeat::Taken::Refused(reason)) if !reason.contains("not newer") => {
+                        tracing::warn!(%node, %reason, "heartbeat answer refused")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("heartbeat: {}", chain(&e)),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("heartbeat query: {}", chain(&e)),
+    }
+    let kept = heartbeat::kept(agent.store.dir())?;
+    let local = match heartbeat::local_snapshot(&agent.store) {
+        Ok(local) => local,
+        Err(e) => {
+            tracing::warn!("heartbeat: reading this node's state: {}", chain(&e));
+            return None;
+        }
+    };
+    let root = &agent.config.site.transmission.download_dir;
+    if local.digest() == *kept.snap() {
+        // Serve it too: a member that lacks the document may ask this node for it.
+        if let Err(e) = heartbeat::publish(root, &local) {
+            tracing::warn!("heartbeat: keeping the snapshot document: {}", chain(&e));
+        }
+        return None;
+    }
+    let client = Client {
+        bind: agent.config.advertise,
+        connect_timeout: Duration::from_secs(3),
+        read_timeout: Duration::from_secs(10),
+    };
+    match heartbeat::snapshot_of(&kept, root, &peers.seed_servers(), &client) {
+        Ok(Some(snapshot)) => Some(snapshot),
+        Ok(None) => {
+            tracing::warn!(
+                snap = %hex::encode(kept.snap()),
+                "heartbeat: no member serves the snapshot document the kept heartbeat names"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!("heartbeat: fetching the snapshot document: {}", chain(&e));
+            None
+        }
     }
 }
 

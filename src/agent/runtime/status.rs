@@ -4,6 +4,7 @@
 //! `p2pu-logs` (a node's kept output, bounded; `p2pu logs`), and the
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
+use super::heartbeat::Freshness;
 use super::state::{Record, Rejection, StateStore, Status};
 use super::Result;
 use crate::engines::{Gossip, MemberStatus};
@@ -20,6 +21,9 @@ pub struct NodeStatus {
     /// The answering binary's `p2pu --version`; absent in answers from before it was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Whether it holds a fresh heartbeat; absent where heartbeats are not required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Freshness>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +57,9 @@ const MAX_ANSWER: usize = 7 * 1024;
 pub struct StatusReport {
     pub updates: Vec<Record>,
     pub rejected: Vec<Rejection>,
+    /// Absent where heartbeats are not required (`agent.heartbeat_window_secs = 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Freshness>,
 }
 
 /// This node's newest update of each name, newest first, within the answer limit.
@@ -63,6 +70,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
         node,
         updates: Vec::new(),
         version: Some(crate::VERSION.to_string()),
+        heartbeat: None,
     };
     // The node name, the version and the JSON around the updates.
     let mut size = 160;
@@ -118,6 +126,9 @@ pub struct MemberReport {
     pub updates: Option<Vec<UpdateStatus>>,
     /// Seconds since its newest update changed, by this machine's clock.
     pub newest_age_secs: Option<u64>,
+    /// Its heartbeat freshness, as it answered; absent where not required or not answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Freshness>,
 }
 
 /// Asks the fleet; every member appears once, answered or not.
@@ -138,6 +149,7 @@ pub fn fleet_status(
                 .find(|(node, _)| node == &m.name)
                 .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok());
             let version = answer.as_ref().and_then(|a| a.version.clone());
+            let heartbeat = answer.as_ref().and_then(|a| a.heartbeat.clone());
             let updates = answer.map(|status| {
                 status
                     .updates
@@ -156,6 +168,7 @@ pub fn fleet_status(
                 version,
                 updates,
                 newest_age_secs,
+                heartbeat,
             }
         })
         .collect();
