@@ -289,6 +289,12 @@ pub enum KeyChange {
     AlreadyTrusted(KeyId),
     Revoked(KeyId),
     AlreadyRevoked(KeyId),
+    /// Trusted within a key statement (see [`crate::trust`]).
+    Delegated(KeyId),
+    /// The root documents up to this version are kept; it decides the root keys.
+    Root(u64),
+    /// The chain offered held no version newer than this one, the node's.
+    RootUnchanged(u64),
 }
 
 impl TrustedKeys {
@@ -352,6 +358,19 @@ impl TrustedKeys {
             }
         }
         Ok(set)
+    }
+
+    /// Trusts `key` in this in-memory set (a root document's key); a revoked kid stays out.
+    pub fn insert(&mut self, key: PublicKey) {
+        let kid = key.kid();
+        if !self.revoked.contains(&kid) {
+            self.keys.insert(kid, TrustedKey { key, path: None });
+        }
+    }
+
+    /// Keeps only the keys `keep` says yes to, in this in-memory set.
+    pub fn retain(&mut self, mut keep: impl FnMut(&KeyId) -> bool) {
+        self.keys.retain(|kid, _| keep(kid));
     }
 
     pub fn get(&self, kid: &KeyId) -> Option<&TrustedKey> {

@@ -140,6 +140,9 @@ fn describe(change: KeyChange) -> String {
         KeyChange::AlreadyTrusted(kid) => format!("{kid} already trusted"),
         KeyChange::Revoked(kid) => format!("{kid} revoked"),
         KeyChange::AlreadyRevoked(kid) => format!("{kid} already revoked"),
+        KeyChange::Delegated(kid) => format!("{kid} trusted within its key statement"),
+        KeyChange::Root(version) => format!("root version {version}"),
+        KeyChange::RootUnchanged(version) => format!("root version {version}, unchanged"),
     }
 }
 

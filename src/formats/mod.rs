@@ -1,8 +1,10 @@
-//! The data formats: bencode, BitTorrent v1 metainfo, the signed announcement, and the
-//! prototype's legacy payload.
+//! The data formats: bencode, BitTorrent v1 metainfo, the signed announcement, key statements
+//! (delegations), root documents, and the prototype's legacy payload.
 
 pub mod announcement;
 pub mod bencode;
+pub mod delegation;
 pub mod legacy;
+pub mod root;
 pub mod serf_names;
 pub mod torrent;

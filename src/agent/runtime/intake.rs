@@ -16,7 +16,8 @@ use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::legacy::{self, LegacyTorrent};
-use crate::keys::TrustedKeys;
+use crate::formats::root::ROOT_NAME;
+use crate::trust::Trust;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -124,35 +125,8 @@ impl Thresholds {
     }
 }
 
-/// Shell-style glob on whole names: `*` is any run of characters, `?` one character, and
-/// everything else itself.
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    let (glob, name): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
-    let (mut g, mut n) = (0, 0);
-    // Where the last `*` was, and the name position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match glob.get(g) {
-            Some('*') => {
-                star = Some((g, n));
-                g += 1;
-            }
-            Some(&c) if c == '?' || c == name[n] => {
-                g += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((sg, sn)) => {
-                    g = sg + 1;
-                    n = sn + 1;
-                    star = Some((sg, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    glob[g..].iter().all(|&c| c == '*')
-}
+/// Shell-style glob on whole names, shared with key statements.
+pub use crate::formats::delegation::glob_match;
 
 /// What one pass over the spool did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -273,10 +247,18 @@ pub fn decide(
                     .into(),
             ));
         }
-        let trusted = TrustedKeys::load(policy.trusted_keys_dir)?;
-        let signers = match announcement.verify(&trusted) {
-            Ok(signers) => signers,
-            Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+        let trust = Trust::load(policy.trusted_keys_dir)?;
+        // A root chain names keys this node may not know yet (it was offline through a
+        // rotation): its signatures are counted when it is applied, against the chain's
+        // newest keys, and each document in it against the one before (trust::apply_key_update).
+        let root_chain = announcement.kind() == Kind::Key && name == ROOT_NAME;
+        let signers = if root_chain {
+            Vec::new()
+        } else {
+            match announcement.verify(&trust.keys) {
+                Ok(signers) => signers.valid,
+                Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+            }
         };
         if let Some(binding) = announcement.binding() {
             if binding.fleet != policy.fleet {
@@ -332,15 +314,35 @@ pub fn decide(
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
         let (k, rule) = policy.thresholds.required(&name, announcement.kind());
-        if signers.valid.len() < k {
+        // The update's target: the whole fleet until rollout plans carry a selector.
+        let count = trust.count(&signers, &name, announcement.kind(), None, policy.fleet, now);
+        if !root_chain && count.counted.len() < k {
+            let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
+            let counted = format!(
+                "signed by {} of the {k} trusted keys {rule} requires ({})",
+                count.counted.len(),
+                kids.join(", ")
+            );
+            if !count.refused.is_empty() {
+                // A delegated key signed outside its statement: refused, naming the rule.
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!("not permitted: {}; {counted}", count.refused.join("; ")),
+                ));
+            }
             // Held, not rejected: the same name and seq with more signatures is accepted
             // when it arrives (held records do not count as seen).
-            let kids: Vec<String> = signers.valid.iter().map(ToString::to_string).collect();
+            record.status = Status::Held;
+            record.reason = Some(format!("held: {counted}"));
+            return Ok(Decision::Held(record));
+        }
+        if root_chain && seq > now_ms {
+            // Unverified until applied: it may not claim a seq ahead of this node's clock,
+            // so it cannot outrank the operator's next root announcement.
             record.status = Status::Held;
             record.reason = Some(format!(
-                "held: signed by {} of the {k} trusted keys {rule} requires ({})",
-                signers.valid.len(),
-                kids.join(", ")
+                "held: root chain seq {seq} is ahead of this node's clock"
             ));
             return Ok(Decision::Held(record));
         }
