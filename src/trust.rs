@@ -473,3 +473,210 @@ fn apply_root_chain(
     }
     Ok(KeyChange::Root(version))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::announcement::{Binding, Draft};
+    use crate::formats::delegation::Grant;
+    use crate::keys::revocation_text;
+    use ed25519_dalek::SigningKey;
+
+    const FLEET: FleetId = FleetId([7; 8]);
+    const TWO: KeyPolicy = KeyPolicy {
+        key_threshold: 2,
+        fleet: FLEET,
+    };
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn kid(n: u8) -> KeyId {
+        KeyId::of(&key(n).verifying_key())
+    }
+
+    /// A trusted-keys dir with keys `ns` trusted.
+    fn dir_with(ns: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ns {
+            let public = PublicKey {
+                key: key(*n).verifying_key(),
+                comment: format!("k{n}"),
+            };
+            TrustedKeys::add(dir.path(), &public).unwrap();
+        }
+        dir
+    }
+
+    /// A v2 `key` announcement of `payload` named `name`, signed by `signers`.
+    fn key_update(name: &str, payload: &[u8], signers: &[u8]) -> Announcement {
+        let draft = Draft {
+            seq: 1,
+            name: name.into(),
+            kind: Kind::Key,
+            info_hash: [0; 20],
+            len: payload.len() as u64,
+            sha256: Sha256::digest(payload).into(),
+        };
+        let binding = Binding {
+            expires: 4_000_000_000,
+            fleet: FLEET,
+        };
+        let mut a = Announcement::sign_v2(draft, binding, &key(signers[0])).unwrap();
+        for n in &signers[1..] {
+            a.add_signature(&key(*n)).unwrap();
+        }
+        a
+    }
+
+    fn apply(dir: &Path, name: &str, payload: &str, signers: &[u8]) -> crate::Result<KeyChange> {
+        let a = key_update(name, payload.as_bytes(), signers);
+        apply_key_update(dir, &a, payload.as_bytes(), &TWO)
+    }
+
+    fn cameras(signers: &[u8]) -> String {
+        let mut d = Delegation::new(Grant {
+            key: key(9).verifying_key(),
+            names: vec!["cam-*".into()],
+            kinds: vec![Kind::Manifest],
+            targets: vec![],
+            fleet: FLEET,
+            expires: 4_000_000_000,
+        })
+        .unwrap();
+        for n in signers {
+            d.sign(&key(*n)).unwrap();
+        }
+        d.to_text()
+    }
+
+    fn shown(result: crate::Result<KeyChange>) -> String {
+        match result {
+            Err(e) => crate::error::chain(&e),
+            Ok(change) => panic!("want an error, got {change:?}"),
+        }
+    }
+
+    /// TUF's key compromise below the threshold: with key_threshold 2, one key alone can
+    /// neither add nor revoke a key, nor delegate; two can.
+    #[test]
+    fn one_key_alone_cannot_change_keys_under_key_threshold_two() {
+        let dir = dir_with(&[1, 2, 3]);
+        let new = PublicKey {
+            key: key(4).verifying_key(),
+            comment: String::new(),
+        }
+        .to_text();
+        let revoke = revocation_text(kid(2), "");
+        for (payload, name) in [(&new, "k4.pub"), (&revoke, "k2.revoke"), (&cameras(&[1, 2]), "cam")] {
+            let why = shown(apply(dir.path(), name, payload, &[1]));
+            assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
+        }
+        let trust = Trust::load(dir.path()).unwrap();
+        assert_eq!(trust.keys.len(), 3);
+        assert_eq!(apply(dir.path(), "k4.pub", &new, &[1, 3]).unwrap(), KeyChange::Trusted(kid(4)));
+        assert_eq!(apply(dir.path(), "k2.revoke", &revoke, &[1, 3]).unwrap(), KeyChange::Revoked(kid(2)));
+    }
+
+    /// The threshold is counted again when a key update is applied, against the keys trusted
+    /// then: a signer revoked between the intake and the apply no longer counts.
+    #[test]
+    fn a_signer_revoked_after_the_intake_does_not_count_when_applied() {
+        let dir = dir_with(&[1, 2, 3]);
+        let new = PublicKey {
+            key: key(4).verifying_key(),
+            comment: String::new(),
+        }
+        .to_text();
+        // Accepted at the intake with keys 1 and 2; key 2 is revoked before it is applied.
+        let update = key_update("k4.pub", new.as_bytes(), &[1, 2]);
+        TrustedKeys::revoke(dir.path(), kid(2), "lost").unwrap();
+        let why = shown(apply_key_update(dir.path(), &update, new.as_bytes(), &TWO));
+        assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
+        assert!(Trust::load(dir.path()).unwrap().keys.get(&kid(4)).is_none());
+    }
+
+    #[test]
+    fn a_delegated_key_counts_only_within_its_statement() {
+        let dir = dir_with(&[1, 2]);
+        // The statement itself needs two root signatures, whatever signs its announcement.
+        let why = shown(apply(dir.path(), "cam", &cameras(&[1]), &[1, 2]));
+        assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
+        assert_eq!(apply(dir.path(), "cam", &cameras(&[1, 2]), &[1, 2]).unwrap(), KeyChange::Delegated(kid(9)));
+        let trust = Trust::load(dir.path()).unwrap();
+        assert!(trust.is_root(&kid(1)) && !trust.is_root(&kid(9)));
+        let count = |name: &str, kind: Kind| trust.count(&[kid(9)], name, kind, None, FLEET, 1);
+        assert_eq!(count("cam-1.pp", Kind::Manifest).counted, [kid(9)]);
+        let outside = count("base.pp", Kind::Manifest);
+        assert!(outside.counted.is_empty());
+        assert!(outside.refused[0].contains("names cam-* only"), "{outside:?}");
+        assert!(count("cam-1", Kind::Key).counted.is_empty());
+        // Another fleet's or an expired statement does not count either.
+        assert!(trust.count(&[kid(9)], "cam-1", Kind::Manifest, None, FleetId([1; 8]), 1).counted.is_empty());
+        assert!(trust.count(&[kid(9)], "cam-1", Kind::Manifest, None, FLEET, 4_000_000_001).counted.is_empty());
+        // A delegated key never signs key updates.
+        let revoke = revocation_text(kid(2), "");
+        let why = shown(apply(dir.path(), "k2.revoke", &revoke, &[1, 9]));
+        assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
+    }
+
+    fn root_doc(version: u64, keys: &[u8], threshold: u64, signers: &[u8]) -> RootDoc {
+        let keys = keys.iter().map(|n| key(*n).verifying_key()).collect();
+        let mut d = RootDoc::new(version, keys, threshold, FLEET, 4_000_000_000).unwrap();
+        for n in signers {
+            d.sign(&key(*n)).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn a_root_chain_is_applied_version_by_version() {
+        let dir = dir_with(&[1, 2]);
+        let v1 = root_doc(1, &[1, 2, 3], 2, &[1, 2]);
+        let v2 = root_doc(2, &[4, 5], 2, &[1, 3, 4, 5]);
+        let chain = format!("{}{}", v1.to_text(), v2.to_text());
+        // The chain goes under its own name only, and nothing else goes under that name.
+        let why = shown(apply(dir.path(), "other", &chain, &[4, 5]));
+        assert!(why.contains("p2pu-root"), "{why}");
+        // Its announcement counts against the new root keys: the old ones are not enough.
+        let why = shown(apply(dir.path(), ROOT_NAME, &chain, &[1, 2]));
+        assert!(why.contains("signed by unknown key"), "{why}");
+        let why = shown(apply(dir.path(), ROOT_NAME, &chain, &[1, 4]));
+        assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
+        // A version the old keys did not sign enough breaks the chain.
+        let forged = root_doc(2, &[4, 5], 2, &[1, 4, 5]);
+        let bad = format!("{}{}", v1.to_text(), forged.to_text());
+        let why = shown(apply(dir.path(), ROOT_NAME, &bad, &[4, 5]));
+        assert!(why.contains("1 of the 2 keys of version 1"), "{why}");
+        assert!(Trust::load(dir.path()).unwrap().root().is_none());
+
+        assert_eq!(apply(dir.path(), ROOT_NAME, &chain, &[4, 5]).unwrap(), KeyChange::Root(2));
+        let trust = Trust::load(dir.path()).unwrap();
+        assert_eq!(trust.root().map(RootDoc::version), Some(2));
+        assert!(trust.is_root(&kid(4)) && trust.is_root(&kid(5)));
+        // The old root keys' files are still there and count for nothing.
+        assert!(trust.keys.get(&kid(1)).is_none() && !trust.is_root(&kid(1)));
+        assert_eq!(apply(dir.path(), ROOT_NAME, &chain, &[4, 5]).unwrap(), KeyChange::RootUnchanged(2));
+        // Under a root a plain key is not trusted by a key update.
+        let plain = PublicKey {
+            key: key(6).verifying_key(),
+            comment: String::new(),
+        }
+        .to_text();
+        let why = shown(apply(dir.path(), "k6.pub", &plain, &[4, 5]));
+        assert!(why.contains("under root version 2"), "{why}");
+        let why = shown(apply(dir.path(), "k6.pub", &plain, &[1, 2]));
+        assert!(why.contains("unknown key") || why.contains("0 of the 2"), "{why}");
+    }
+
+    #[test]
+    fn payload_parses_each_form() {
+        assert!(matches!(Payload::parse(cameras(&[1]).as_bytes(), "t").unwrap(), Payload::Delegation(_)));
+        let chain = root_doc(1, &[1], 1, &[1]).to_text();
+        assert!(matches!(Payload::parse(chain.as_bytes(), "t").unwrap(), Payload::Root(_)));
+        let revoke = revocation_text(kid(1), "");
+        assert!(matches!(Payload::parse(revoke.as_bytes(), "t").unwrap(), Payload::Key(_)));
+        assert!(Payload::parse(b"p2pu-delegation:!!", "t").is_err());
+    }
+}

@@ -1,13 +1,18 @@
-//! `p2pu key id|trust|revoke|list`: inspects key files and manages a node's trusted-keys
-//! directory (formats in [`crate::keys`]).
+//! `p2pu key id|trust|revoke|list|delegate|rotate-root`: inspects key files, manages a
+//! node's trusted-keys directory (formats in [`crate::keys`]), and writes the signed key
+//! statements and root documents that `submit` sends as `key` updates ([`crate::trust`]).
 
-use crate::cmd::Outcome;
+use crate::cmd::{ConfigArg, Outcome};
+use crate::config::Config;
 use crate::error::Error;
+use crate::formats::announcement::{FleetId, Kind};
+use crate::formats::delegation::{Delegation, Grant};
+use crate::formats::root::{RootDoc, ROOT_NAME};
 use crate::keys::{self, KeyChange, KeyId, PublicKey, TrustedKeys};
 use crate::{Env, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Inspect key files and manage the trusted keys.
 #[derive(Debug, clap::Subcommand)]
@@ -16,6 +21,264 @@ pub enum Key {
     Trust(Trust),
     Revoke(Revoke),
     List(List),
+    Delegate(Delegate),
+    RotateRoot(RotateRoot),
+}
+
+/// Write a key statement: KEY may sign only updates of NAMES and KINDS, for TARGETS.
+///
+/// Signed by root keys (--sign, default agent.signing_key); agent.key_threshold of them must
+/// sign before nodes take it. A co-signer adds their signature to the file with --with-sig
+/// FILE --sign THEIR.key. Send it with `p2pu submit FILE`: it is a `key` update.
+#[derive(Debug, clap::Args)]
+pub struct Delegate {
+    /// The delegated key's public key file.
+    #[arg(long, value_name = "PUBFILE", required_unless_present = "with_sig")]
+    key: Option<PathBuf>,
+    /// Name globs the key may sign (`*` any run, `?` one character), comma-separated.
+    #[arg(long, value_delimiter = ',', required_unless_present = "with_sig")]
+    names: Vec<String>,
+    /// Kinds the key may sign, comma-separated (never `key`).
+    #[arg(long, value_enum, value_delimiter = ',', required_unless_present = "with_sig")]
+    kinds: Vec<Kind>,
+    /// A target selector the key may sign for (`tag:KEY=GLOB`, `name:GLOB`, `nodes:a,b`);
+    /// repeat for more. None: any target, the whole fleet included.
+    #[arg(long = "target", value_name = "SELECTOR")]
+    targets: Vec<String>,
+    /// Days until the statement expires.
+    #[arg(long, default_value_t = 365)]
+    days: u64,
+    /// Statements of the same grant (files this command wrote): their signatures are kept and
+    /// --sign adds to them.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "key")]
+    with_sig: Vec<PathBuf>,
+    #[command(flatten)]
+    signing: Signing,
+}
+
+/// Write the next root document: KEYS become the fleet's root keys, THRESHOLD of them needed.
+///
+/// Version n+1 of the chain kept in --dir; it counts only when signed by the threshold of
+/// version n's keys (before the first document: agent.key_threshold of the trusted keys) and
+/// by THRESHOLD of the new KEYS. Writes the whole chain to --out (default `p2pu-root`, the
+/// name nodes take root chains under); send it with `p2pu submit p2pu-root`, then
+/// `p2pu key rotate-root --with-sig p2pu-root --sign ...` for each further signer first.
+#[derive(Debug, clap::Args)]
+pub struct RotateRoot {
+    /// The new root keys' public key files, comma-separated.
+    #[arg(long, value_delimiter = ',', required_unless_present = "with_sig")]
+    keys: Vec<PathBuf>,
+    /// How many of the new root keys must sign the next version and key updates.
+    #[arg(long, required_unless_present = "with_sig")]
+    threshold: Option<u64>,
+    /// Days until this root version expires (a node refuses a chain whose newest expired).
+    #[arg(long, default_value_t = 365)]
+    days: u64,
+    /// The trusted-keys directory whose chain (`root.N`) the new version follows.
+    #[arg(long, value_name = "TRUSTED_DIR", env = "P2PU_TRUSTED_KEYS")]
+    dir: Option<PathBuf>,
+    /// Chains this command wrote for the same new version: their signatures are kept and
+    /// --sign adds to them.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "keys")]
+    with_sig: Vec<PathBuf>,
+    #[command(flatten)]
+    signing: Signing,
+}
+
+/// Who signs a statement or root document, and where it goes.
+#[derive(Debug, clap::Args)]
+pub struct Signing {
+    /// A secret key file to sign with; repeat for more. Default: agent.signing_key.
+    #[arg(long = "sign", value_name = "KEYFILE")]
+    sign: Vec<PathBuf>,
+    /// The fleet it is for; default: the config's fleet id.
+    #[arg(long)]
+    fleet: Option<FleetId>,
+    /// Where to write it (default: `<kid>.delegation`, or `p2pu-root`).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Print JSON (a SignedDocReport) instead of a line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// `p2pu key delegate --json` and `p2pu key rotate-root --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedDocReport {
+    /// The file written.
+    pub file: PathBuf,
+    /// `delegation` or `root`.
+    pub what: String,
+    /// The delegated key's id, or the root version.
+    pub subject: String,
+    /// Key ids that have signed it so far.
+    pub signers: Vec<String>,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+impl Signing {
+    fn keys(&self, env: &Env) -> Result<Vec<ed25519_dalek::SigningKey>> {
+        if self.sign.is_empty() {
+            let config = Config::load(&self.config.resolve(env), None)?;
+            return Ok(vec![keys::read_secret(&config.site.agent.signing_key)?]);
+        }
+        self.sign
+            .iter()
+            .map(|p| Ok(keys::read_secret(&env.resolve(p))?))
+            .collect()
+    }
+
+    fn fleet(&self, env: &Env) -> Result<FleetId> {
+        match self.fleet {
+            Some(fleet) => Ok(fleet),
+            None => Ok(Config::load(&self.config.resolve(env), None)?.fleet_id()?),
+        }
+    }
+
+    fn finish(&self, env: &mut Env, default_out: &str, text: &str, report: SignedDocReport) -> Result<Outcome> {
+        let path = env.resolve(self.out.as_deref().unwrap_or(Path::new(default_out)));
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+        let report = SignedDocReport {
+            file: path.clone(),
+            ..report
+        };
+        crate::cmd::emit(env, self.json, &report, |r| {
+            format!(
+                "{} {} signed by {} into {}; send it with `p2pu submit {}`\n",
+                r.what,
+                r.subject,
+                if r.signers.is_empty() { "nobody".to_string() } else { r.signers.join(", ") },
+                r.file.display(),
+                r.file.display()
+            )
+        })?;
+        Ok(Outcome::Success)
+    }
+}
+
+fn read_text(env: &Env, path: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    let path = env.resolve(path);
+    let bytes = std::fs::read(&path).map_err(Error::io("reading", &path))?;
+    Ok((path, bytes))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Delegate {
+    fn run(self, env: &mut Env) -> Result<Outcome> {
+        let mut statement = match &self.key {
+            Some(key) => Delegation::new(Grant {
+                key: keys::read_any_public(&env.resolve(key))?,
+                names: self.names.clone(),
+                kinds: self.kinds.clone(),
+                targets: self.targets.clone(),
+                fleet: self.signing.fleet(env)?,
+                expires: now_secs().saturating_add(self.days.saturating_mul(86_400)),
+            })?,
+            None => {
+                let mut files = self.with_sig.iter();
+                let Some(first) = files.next() else {
+                    return Err(Error::Usage("give --key or --with-sig".into()));
+                };
+                let mut combined = Delegation::decode(&read_text(env, first)?.1)?;
+                for file in files {
+                    combined.combine(&Delegation::decode(&read_text(env, file)?.1)?)?;
+                }
+                combined
+            }
+        };
+        if self.key.is_some() || !self.signing.sign.is_empty() {
+            for signer in self.signing.keys(env)? {
+                statement.sign(&signer)?;
+            }
+        }
+        let report = SignedDocReport {
+            file: PathBuf::new(),
+            what: "key statement for".into(),
+            subject: statement.kid().to_string(),
+            signers: statement.kids().iter().map(ToString::to_string).collect(),
+            expires: statement.expires(),
+        };
+        let out = format!("{}.delegation", statement.kid());
+        self.signing.finish(env, &out, &statement.to_text(), report)
+    }
+}
+
+impl RotateRoot {
+    fn run(self, env: &mut Env) -> Result<Outcome> {
+        let (mut chain, mut next) = match self.threshold {
+            Some(threshold) if self.with_sig.is_empty() => {
+                let chain = match &self.dir {
+                    Some(dir) => kept_chain(&env.resolve(dir))?,
+                    None => Vec::new(),
+                };
+                let version = chain.last().map_or(1, |d: &RootDoc| d.version() + 1);
+                let keys = self
+                    .keys
+                    .iter()
+                    .map(|p| Ok(keys::read_any_public(&env.resolve(p))?))
+                    .collect::<Result<Vec<_>>>()?;
+                let expires = now_secs().saturating_add(self.days.saturating_mul(86_400));
+                let doc = RootDoc::new(version, keys, threshold, self.signing.fleet(env)?, expires)?;
+                (chain, doc)
+            }
+            _ => {
+                let mut files = self.with_sig.iter();
+                let Some(first) = files.next() else {
+                    return Err(Error::Usage("give --keys and --threshold, or --with-sig".into()));
+                };
+                let mut chain = RootDoc::decode_chain(&read_text(env, first)?.1)?;
+                let Some(mut next) = chain.pop() else {
+                    return Err(Error::Usage(format!("{} holds no root document", first.display())));
+                };
+                for file in files {
+                    let other = RootDoc::decode_chain(&read_text(env, file)?.1)?;
+                    if let Some(last) = other.last() {
+                        next.combine(last)?;
+                    }
+                }
+                (chain, next)
+            }
+        };
+        if self.with_sig.is_empty() || !self.signing.sign.is_empty() {
+            for signer in self.signing.keys(env)? {
+                next.sign(&signer)?;
+            }
+        }
+        let report = SignedDocReport {
+            file: PathBuf::new(),
+            what: "root version".into(),
+            subject: next.version().to_string(),
+            signers: next.kids().iter().map(ToString::to_string).collect(),
+            expires: next.expires(),
+        };
+        chain.push(next);
+        let text: String = chain.iter().map(RootDoc::to_text).collect();
+        self.signing.finish(env, ROOT_NAME, &text, report)
+    }
+}
+
+/// The root chain kept in a trusted-keys directory (`root.1`, `root.2`, ...), oldest first.
+fn kept_chain(dir: &Path) -> Result<Vec<RootDoc>> {
+    let mut chain = Vec::new();
+    for version in 1.. {
+        let path = dir.join(format!("root.{version}"));
+        match std::fs::read(&path) {
+            Ok(bytes) => chain.push(RootDoc::decode(&bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(Error::io("reading", &path)(e)),
+        }
+    }
+    Ok(chain)
 }
 
 /// Print the key id of a public or secret key file.
@@ -83,6 +346,8 @@ pub struct TrustedKeyReport {
 impl Key {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let lines = match self {
+            Key::Delegate(delegate) => return delegate.run(env),
+            Key::RotateRoot(rotate) => return rotate.run(env),
             Key::Id(id) => {
                 let key = keys::read_any_public(&env.resolve(&id.path))?;
                 vec![KeyId::of(&key).to_string()]

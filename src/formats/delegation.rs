@@ -102,8 +102,8 @@ fn check_entry(key: &'static str, entry: &str) -> Result<(), DelegationError> {
         "empty"
     } else if entry.len() > MAX_ENTRY_LEN {
         "longer than 128 bytes"
-    } else if entry.chars().any(|c| c.is_control() || c == ',') {
-        "contains a control character or a comma"
+    } else if entry.chars().any(char::is_control) {
+        "contains a control character"
     } else {
         return Ok(());
     };
@@ -161,6 +161,17 @@ impl Delegation {
         }
         if self.kinds.contains(&Kind::Key) {
             return Err(E::KeyKind);
+        }
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
+        let sorted = |list: &[&str]| list.windows(2).all(|w| w[0] < w[1]);
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let targets: Vec<&str> = self.targets.iter().map(String::as_str).collect();
+        if !(sorted(&kinds) && sorted(&names) && sorted(&targets)) {
+            // One statement, one text.
+            return Err(E::Wrong {
+                key: "names/kinds/targets",
+                want: "sorted lists without repeats",
+            });
         }
         for name in &self.names {
             check_entry("names", name)?;
@@ -393,11 +404,10 @@ impl Delegation {
             sigs: decode_sigs(bytes_of("sigs")?, MAX_SIGS).map_err(E::Sigs)?,
         };
         d.validate()?;
-        // Unsorted or repeated list entries encode differently: one statement, one text.
         if d.to_bencode() != bytes {
             return Err(E::Wrong {
-                key: "names/kinds/targets",
-                want: "sorted lists without repeats",
+                key: "v",
+                want: "the canonical encoding",
             });
         }
         Ok(d)
@@ -559,7 +569,7 @@ mod tests {
                 ..grant(&[])
             },
             Grant {
-                names: vec!["a,b".into()],
+                names: vec!["a\nb".into()],
                 ..grant(&[])
             },
             Grant {

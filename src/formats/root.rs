@@ -109,6 +109,12 @@ impl RootDoc {
                 want: "a list of 1 to 16 keys",
             });
         }
+        if !self.keys.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()) {
+            return Err(E::Wrong {
+                key: "keys",
+                want: "sorted by their bytes, without repeats",
+            });
+        }
         if self.keys.iter().any(VerifyingKey::is_weak) {
             return Err(E::Wrong {
                 key: "keys",
@@ -335,8 +341,8 @@ impl RootDoc {
         doc.validate()?;
         if doc.to_bencode() != bytes {
             return Err(E::Wrong {
-                key: "keys",
-                want: "sorted by their bytes, without repeats",
+                key: "v",
+                want: "the canonical encoding",
             });
         }
         Ok(doc)

@@ -554,6 +554,12 @@ mod tests {
 
     const FLEET: FleetId = FleetId([0x42; 8]);
 
+    /// Key updates under one root signature, in FLEET.
+    const ONE_KEY: crate::trust::KeyPolicy = crate::trust::KeyPolicy {
+        key_threshold: 1,
+        fleet: FLEET,
+    };
+
     /// Valid for a day after NOW_MS, for FLEET.
     fn binding() -> Binding {
         Binding {
@@ -1137,7 +1143,7 @@ mod tests {
             };
             f.store.put(record).unwrap();
             let announcement = Announcement::decode(&text).unwrap();
-            apply_key_update(&f.keys_dir, &announcement, payload).unwrap()
+            apply_key_update(&f.keys_dir, &announcement, payload, &ONE_KEY).unwrap()
         };
 
         // The attacker's far-future update with the stolen key is held, not applied.
@@ -1178,6 +1184,65 @@ mod tests {
         let why = reason(decide_on(&f, &text, false));
         assert!(why.contains("revoked"), "{why}");
         let announcement = Announcement::decode(&text).unwrap();
-        assert!(apply_key_update(&f.keys_dir, &announcement, sneak.as_bytes()).is_err());
+        assert!(apply_key_update(&f.keys_dir, &announcement, sneak.as_bytes(), &ONE_KEY).is_err());
+    }
+
+    /// A delegated key counts only within its statement: outside its names the update is
+    /// refused with the rule that refuses it, inside them it is accepted.
+    #[test]
+    fn a_delegated_key_signing_outside_its_names_is_refused() {
+        use crate::formats::delegation::{Delegation, Grant};
+        use sha2::{Digest, Sha256};
+        let f = fixture();
+        let camera = SigningKey::from_bytes(&[9; 32]);
+        let mut statement = Delegation::new(Grant {
+            key: camera.verifying_key(),
+            names: vec!["cam-*".into()],
+            kinds: vec![Kind::Manifest],
+            targets: vec![],
+            fleet: FLEET,
+            expires: 4_000_000_000,
+        })
+        .unwrap();
+        statement.sign(&f.key).unwrap();
+        let text = statement.to_text();
+        let sha: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let update = signed(&f.key, "cam", NOW_MS, Kind::Key, text.len() as u64, sha);
+        let announcement = Announcement::decode(&update).unwrap();
+        crate::trust::apply_key_update(&f.keys_dir, &announcement, text.as_bytes(), &ONE_KEY)
+            .unwrap();
+
+        let why = reason(decide_on(&f, &wire(&camera, "base.pp", NOW_MS), false));
+        assert!(
+            why.starts_with("not permitted: key ") && why.contains("may sign names cam-* only, not \"base.pp\""),
+            "{why}"
+        );
+        assert!(matches!(
+            decide_on(&f, &wire(&camera, "cam-front.pp", NOW_MS), false),
+            Decision::Accepted(_)
+        ));
+        // Nor may it sign a key update, even under its names.
+        let key_update = signed(&camera, "cam-key", NOW_MS, Kind::Key, 10, [2; 32]);
+        let why = reason(decide_on(&f, &key_update, false));
+        assert!(why.contains("may sign kinds manifest only, not key"), "{why}");
+    }
+
+    /// A root chain names keys the node may not know yet: it is taken to be checked when
+    /// applied, but never with a seq ahead of the node's clock.
+    #[test]
+    fn a_root_chain_by_unknown_keys_is_taken_for_the_apply_to_check() {
+        use crate::formats::root::ROOT_NAME;
+        let f = fixture();
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let chain = signed(&stranger, ROOT_NAME, NOW_MS, Kind::Key, 10, [2; 32]);
+        assert!(matches!(decide_on(&f, &chain, false), Decision::Accepted(_)));
+        let ahead = signed(&stranger, ROOT_NAME, NOW_MS + 1, Kind::Key, 10, [2; 32]);
+        let Decision::Held(held) = decide_on(&f, &ahead, false) else {
+            panic!("not held");
+        };
+        assert!(held.reason.unwrap().contains("ahead of this node's clock"));
+        // Under any other name, the same signer is unknown.
+        let other = signed(&stranger, "root", NOW_MS, Kind::Key, 10, [2; 32]);
+        assert!(reason(decide_on(&f, &other, false)).contains("unknown key"));
     }
 }
