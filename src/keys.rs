@@ -35,7 +35,7 @@ pub const PUBLIC_FILE: &str = "signing.pub";
 
 const SECRET_PREFIX: &str = "p2pu-ed25519-secret:";
 pub const PUBLIC_PREFIX: &str = "p2pu-ed25519:";
-const REVOKE_PREFIX: &str = "p2pu-revoke:";
+pub const REVOKE_PREFIX: &str = "p2pu-revoke:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

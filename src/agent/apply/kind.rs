@@ -4,9 +4,9 @@
 //! Detection, first match wins: a directory is `dir`; `*.pp` is `manifest`; a `.tar.gz`/`.tgz`
 //! holding `<top>/metadata.json` (what `puppet module build` makes) is `module`, any other one
 //! `archive`; `*.zip` is `archive`; a `*.pub` file that starts with p2pu's public-key prefix
-//! `p2pu-ed25519:` is `key`, and so is any file that starts with a key statement's
-//! `p2pu-delegation:` or a root chain's `p2pu-root1:`; anything else is `file`. Extensions
-//! match in any case.
+//! `p2pu-ed25519:` is `key`, and so is any file that starts with a revocation's
+//! `p2pu-revoke:`, a key statement's `p2pu-delegation:` or a root chain's `p2pu-root1:`;
+//! anything else is `file`. Extensions match in any case.
 //!
 //! `pack_dir` output is deterministic, so the same tree always gives the same SHA-256 and
 //! info-hash: entries sorted by name bytes (depth first, a directory before its contents), no
@@ -95,6 +95,7 @@ pub fn detect(path: &Path) -> Result<Kind, KindError> {
         Ok(Kind::Key)
     } else if starts_with(path, crate::formats::delegation::PREFIX)?
         || starts_with(path, crate::formats::root::PREFIX)?
+        || starts_with(path, crate::keys::REVOKE_PREFIX)?
     {
         Ok(Kind::Key)
     } else {
@@ -457,6 +458,9 @@ mod tests {
         fs::write(p("ssh.pub"), "ssh-ed25519 AAAA x\n").unwrap();
         fs::write(p("short.pub"), "p2pu").unwrap();
         fs::write(p("notes.txt"), "hi").unwrap();
+        fs::write(p("old.revoke"), "p2pu-revoke:0123456789abcdef\n").unwrap();
+        fs::write(p("cams"), "p2pu-delegation:ZGU\n").unwrap();
+        fs::write(p("p2pu-root"), "p2pu-root1:ZGU\n").unwrap();
         fs::create_dir(p("tree")).unwrap();
         tar_gz(
             &p("acme-ntp-1.0.0.tar.gz"),
@@ -476,6 +480,9 @@ mod tests {
             ("ssh.pub", Kind::File),
             ("short.pub", Kind::File),
             ("notes.txt", Kind::File),
+            ("old.revoke", Kind::Key),
+            ("cams", Kind::Key),
+            ("p2pu-root", Kind::Key),
             ("tree", Kind::Dir),
             ("acme-ntp-1.0.0.tar.gz", Kind::Module),
             ("dotted.tgz", Kind::Module),
