@@ -383,9 +383,8 @@ pub fn apply_key_update(
         Payload::Delegation(d) => {
             trust.key_update_signers(announcement, policy.key_threshold)?;
             let kid = d.kid();
-            let statement = |reason: String| -> crate::Error {
-                TrustError::Statement { kid, reason }.into()
-            };
+            let statement =
+                |reason: String| -> crate::Error { TrustError::Statement { kid, reason }.into() };
             if d.fleet() != policy.fleet {
                 return Err(statement(format!(
                     "it is for fleet {}, this node is in fleet {}",
@@ -397,7 +396,9 @@ pub fn apply_key_update(
                 return Err(statement(format!("expired at {}", d.expires())));
             }
             if trust.root().is_some_and(|r| r.key(&kid).is_some()) {
-                return Err(statement("it is a root key; a root key is not restricted".into()));
+                return Err(statement(
+                    "it is a root key; a root key is not restricted".into(),
+                ));
             }
             let signers = d.signers(|k| trust.root_key(k));
             if signers.len() < policy.key_threshold {
@@ -569,14 +570,24 @@ mod tests {
         }
         .to_text();
         let revoke = revocation_text(kid(2), "");
-        for (payload, name) in [(&new, "k4.pub"), (&revoke, "k2.revoke"), (&cameras(&[1, 2]), "cam")] {
+        for (payload, name) in [
+            (&new, "k4.pub"),
+            (&revoke, "k2.revoke"),
+            (&cameras(&[1, 2]), "cam"),
+        ] {
             let why = shown(apply(dir.path(), name, payload, &[1]));
             assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
         }
         let trust = Trust::load(dir.path()).unwrap();
         assert_eq!(trust.keys.len(), 3);
-        assert_eq!(apply(dir.path(), "k4.pub", &new, &[1, 3]).unwrap(), KeyChange::Trusted(kid(4)));
-        assert_eq!(apply(dir.path(), "k2.revoke", &revoke, &[1, 3]).unwrap(), KeyChange::Revoked(kid(2)));
+        assert_eq!(
+            apply(dir.path(), "k4.pub", &new, &[1, 3]).unwrap(),
+            KeyChange::Trusted(kid(4))
+        );
+        assert_eq!(
+            apply(dir.path(), "k2.revoke", &revoke, &[1, 3]).unwrap(),
+            KeyChange::Revoked(kid(2))
+        );
     }
 
     /// The threshold is counted again when a key update is applied, against the keys trusted
@@ -603,18 +614,37 @@ mod tests {
         // The statement itself needs two root signatures, whatever signs its announcement.
         let why = shown(apply(dir.path(), "cam", &cameras(&[1]), &[1, 2]));
         assert!(why.contains("signed by 1 of the 2 root keys"), "{why}");
-        assert_eq!(apply(dir.path(), "cam", &cameras(&[1, 2]), &[1, 2]).unwrap(), KeyChange::Delegated(kid(9)));
+        assert_eq!(
+            apply(dir.path(), "cam", &cameras(&[1, 2]), &[1, 2]).unwrap(),
+            KeyChange::Delegated(kid(9))
+        );
         let trust = Trust::load(dir.path()).unwrap();
         assert!(trust.is_root(&kid(1)) && !trust.is_root(&kid(9)));
         let count = |name: &str, kind: Kind| trust.count(&[kid(9)], name, kind, None, FLEET, 1);
         assert_eq!(count("cam-1.pp", Kind::Manifest).counted, [kid(9)]);
         let outside = count("base.pp", Kind::Manifest);
         assert!(outside.counted.is_empty());
-        assert!(outside.refused[0].contains("names cam-* only"), "{outside:?}");
+        assert!(
+            outside.refused[0].contains("names cam-* only"),
+            "{outside:?}"
+        );
         assert!(count("cam-1", Kind::Key).counted.is_empty());
         // Another fleet's or an expired statement does not count either.
-        assert!(trust.count(&[kid(9)], "cam-1", Kind::Manifest, None, FleetId([1; 8]), 1).counted.is_empty());
-        assert!(trust.count(&[kid(9)], "cam-1", Kind::Manifest, None, FLEET, 4_000_000_001).counted.is_empty());
+        assert!(trust
+            .count(&[kid(9)], "cam-1", Kind::Manifest, None, FleetId([1; 8]), 1)
+            .counted
+            .is_empty());
+        assert!(trust
+            .count(
+                &[kid(9)],
+                "cam-1",
+                Kind::Manifest,
+                None,
+                FLEET,
+                4_000_000_001
+            )
+            .counted
+            .is_empty());
         // A delegated key never signs key updates.
         let revoke = revocation_text(kid(2), "");
         let why = shown(apply(dir.path(), "k2.revoke", &revoke, &[1, 9]));
@@ -651,13 +681,19 @@ mod tests {
         assert!(why.contains("1 of the 2 keys of version 1"), "{why}");
         assert!(Trust::load(dir.path()).unwrap().root().is_none());
 
-        assert_eq!(apply(dir.path(), ROOT_NAME, &chain, &[4, 5]).unwrap(), KeyChange::Root(2));
+        assert_eq!(
+            apply(dir.path(), ROOT_NAME, &chain, &[4, 5]).unwrap(),
+            KeyChange::Root(2)
+        );
         let trust = Trust::load(dir.path()).unwrap();
         assert_eq!(trust.root().map(RootDoc::version), Some(2));
         assert!(trust.is_root(&kid(4)) && trust.is_root(&kid(5)));
         // The old root keys' files are still there and count for nothing.
         assert!(trust.keys.get(&kid(1)).is_none() && !trust.is_root(&kid(1)));
-        assert_eq!(apply(dir.path(), ROOT_NAME, &chain, &[4, 5]).unwrap(), KeyChange::RootUnchanged(2));
+        assert_eq!(
+            apply(dir.path(), ROOT_NAME, &chain, &[4, 5]).unwrap(),
+            KeyChange::RootUnchanged(2)
+        );
         // Under a root a plain key is not trusted by a key update.
         let plain = PublicKey {
             key: key(6).verifying_key(),
@@ -667,16 +703,28 @@ mod tests {
         let why = shown(apply(dir.path(), "k6.pub", &plain, &[4, 5]));
         assert!(why.contains("under root version 2"), "{why}");
         let why = shown(apply(dir.path(), "k6.pub", &plain, &[1, 2]));
-        assert!(why.contains("unknown key") || why.contains("0 of the 2"), "{why}");
+        assert!(
+            why.contains("unknown key") || why.contains("0 of the 2"),
+            "{why}"
+        );
     }
 
     #[test]
     fn payload_parses_each_form() {
-        assert!(matches!(Payload::parse(cameras(&[1]).as_bytes(), "t").unwrap(), Payload::Delegation(_)));
+        assert!(matches!(
+            Payload::parse(cameras(&[1]).as_bytes(), "t").unwrap(),
+            Payload::Delegation(_)
+        ));
         let chain = root_doc(1, &[1], 1, &[1]).to_text();
-        assert!(matches!(Payload::parse(chain.as_bytes(), "t").unwrap(), Payload::Root(_)));
+        assert!(matches!(
+            Payload::parse(chain.as_bytes(), "t").unwrap(),
+            Payload::Root(_)
+        ));
         let revoke = revocation_text(kid(1), "");
-        assert!(matches!(Payload::parse(revoke.as_bytes(), "t").unwrap(), Payload::Key(_)));
+        assert!(matches!(
+            Payload::parse(revoke.as_bytes(), "t").unwrap(),
+            Payload::Key(_)
+        ));
         assert!(Payload::parse(b"p2pu-delegation:!!", "t").is_err());
     }
 }

@@ -120,7 +120,10 @@ fn submit_signed_by(lab: &Lab, dir: &Path, path: &Path, signers: &[&Signer], wai
     let seeded = dir.join("seeded.sig");
     let seeded_arg = seeded.to_str().unwrap();
     ok(lab
-        .p2pu(1, &["submit", path.to_str().unwrap(), "--sign-only", seeded_arg])
+        .p2pu(
+            1,
+            &["submit", path.to_str().unwrap(), "--sign-only", seeded_arg],
+        )
         .unwrap());
     let mut sigs = Vec::new();
     for (i, s) in signers.iter().enumerate() {
@@ -227,7 +230,10 @@ fn a_delegated_key_is_held_to_its_names_and_one_root_key_cannot_revoke_under_thr
         "--out",
         statement.to_str().unwrap(),
     ]);
-    assert!(out.starts_with(&format!("key statement for {} signed by", camera.kid)), "{out}");
+    assert!(
+        out.starts_with(&format!("key statement for {} signed by", camera.kid)),
+        "{out}"
+    );
     submit_signed_by(&lab, dir.path(), &statement, &[&op, &second], true);
     for node in lab.nodes() {
         let kept = node
@@ -313,7 +319,10 @@ fn a_root_rotation_reaches_a_node_that_was_down_through_two_rotations() {
         ]);
         submit_signed_by(&lab, dir.path(), &chain, &[new], true);
         for node in 1..=2 {
-            assert!(has_root(&lab, node, version), "node {node} at version {version}");
+            assert!(
+                has_root(&lab, node, version),
+                "node {node} at version {version}"
+            );
         }
     }
 

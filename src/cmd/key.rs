@@ -39,7 +39,12 @@ pub struct Delegate {
     #[arg(long, value_delimiter = ',', required_unless_present = "with_sig")]
     names: Vec<String>,
     /// Kinds the key may sign, comma-separated (never `key`).
-    #[arg(long, value_enum, value_delimiter = ',', required_unless_present = "with_sig")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        required_unless_present = "with_sig"
+    )]
     kinds: Vec<Kind>,
     /// A target selector the key may sign for (`tag:KEY=GLOB`, `name:GLOB`, `nodes:a,b`);
     /// repeat for more. None: any target, the whole fleet included.
@@ -139,7 +144,13 @@ impl Signing {
         }
     }
 
-    fn finish(&self, env: &mut Env, default_out: &str, text: &str, report: SignedDocReport) -> Result<Outcome> {
+    fn finish(
+        &self,
+        env: &mut Env,
+        default_out: &str,
+        text: &str,
+        report: SignedDocReport,
+    ) -> Result<Outcome> {
         let path = env.resolve(self.out.as_deref().unwrap_or(Path::new(default_out)));
         crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
         let report = SignedDocReport {
@@ -151,7 +162,11 @@ impl Signing {
                 "{} {} signed by {} into {}; send it with `p2pu submit {}`\n",
                 r.what,
                 r.subject,
-                if r.signers.is_empty() { "nobody".to_string() } else { r.signers.join(", ") },
+                if r.signers.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    r.signers.join(", ")
+                },
                 r.file.display(),
                 r.file.display()
             )
@@ -228,17 +243,23 @@ impl RotateRoot {
                     .map(|p| Ok(keys::read_any_public(&env.resolve(p))?))
                     .collect::<Result<Vec<_>>>()?;
                 let expires = now_secs().saturating_add(self.days.saturating_mul(86_400));
-                let doc = RootDoc::new(version, keys, threshold, self.signing.fleet(env)?, expires)?;
+                let doc =
+                    RootDoc::new(version, keys, threshold, self.signing.fleet(env)?, expires)?;
                 (chain, doc)
             }
             _ => {
                 let mut files = self.with_sig.iter();
                 let Some(first) = files.next() else {
-                    return Err(Error::Usage("give --keys and --threshold, or --with-sig".into()));
+                    return Err(Error::Usage(
+                        "give --keys and --threshold, or --with-sig".into(),
+                    ));
                 };
                 let mut chain = RootDoc::decode_chain(&read_text(env, first)?.1)?;
                 let Some(mut next) = chain.pop() else {
-                    return Err(Error::Usage(format!("{} holds no root document", first.display())));
+                    return Err(Error::Usage(format!(
+                        "{} holds no root document",
+                        first.display()
+                    )));
                 };
                 for file in files {
                     let other = RootDoc::decode_chain(&read_text(env, file)?.1)?;

@@ -332,10 +332,12 @@ impl Delegation {
         match value.get("v").map(|v| v.as_int()) {
             Some(Some(1)) => {}
             Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-            Some(None) => return Err(E::Wrong {
-                key: "v",
-                want: "an integer",
-            }),
+            Some(None) => {
+                return Err(E::Wrong {
+                    key: "v",
+                    want: "an integer",
+                })
+            }
             None => return Err(E::MissingKey { key: "v" }),
         }
         if let Some((key, _)) = entries
@@ -493,7 +495,10 @@ mod tests {
                 .find(|k| KeyId::of(k) == *kid)
         };
         // key(2) signed but is not known: only key(1) counts.
-        assert_eq!(back.signers(known), vec![KeyId::of(&key(1).verifying_key())]);
+        assert_eq!(
+            back.signers(known),
+            vec![KeyId::of(&key(1).verifying_key())]
+        );
         // Signatures cover the statement: another grant does not take them.
         let mut other = Delegation::new(Grant {
             names: vec!["base.pp".into()],
@@ -512,9 +517,15 @@ mod tests {
         assert!(any.permits("cam-front.pp", Kind::Manifest, None).is_ok());
         assert!(any.permits("cam.pp", Kind::File, Some("name:x")).is_ok());
         let why = any.permits("base.pp", Kind::Manifest, None).unwrap_err();
-        assert!(why.contains("may sign names cam-*,cam.pp only, not \"base.pp\""), "{why}");
+        assert!(
+            why.contains("may sign names cam-*,cam.pp only, not \"base.pp\""),
+            "{why}"
+        );
         let why = any.permits("cam-1", Kind::Module, None).unwrap_err();
-        assert!(why.contains("kinds file,manifest only, not module"), "{why}");
+        assert!(
+            why.contains("kinds file,manifest only, not module"),
+            "{why}"
+        );
         assert!(any.permits("cam-1", Kind::Key, None).is_err());
 
         let cameras = signed(&["tag:role=camera"]);
@@ -534,7 +545,10 @@ mod tests {
     fn strict_decoder_refuses_what_is_not_the_one_text() {
         let d = signed(&[]);
         let unknown = mutated(&d, b"3:key", b"3:kez");
-        assert!(matches!(unknown, E::Bencode(_) | E::UnknownKey { .. }), "{unknown}");
+        assert!(
+            matches!(unknown, E::Bencode(_) | E::UnknownKey { .. }),
+            "{unknown}"
+        );
         // Unsorted list entries.
         let swapped = mutated(&d, b"5:cam-*6:cam.pp", b"6:cam.pp5:cam-*");
         assert!(swapped.to_string().contains("sorted lists"), "{swapped}");
@@ -542,17 +556,30 @@ mod tests {
         let twice = mutated(&d, b"5:cam-*6:cam.pp", b"6:cam.pp6:cam.pp");
         assert!(twice.to_string().contains("sorted lists"), "{twice}");
         let version = mutated(&d, b"1:vi1e", b"1:vi2e");
-        assert!(matches!(version, E::UnsupportedVersion { got: 2 }), "{version}");
+        assert!(
+            matches!(version, E::UnsupportedVersion { got: 2 }),
+            "{version}"
+        );
         let key_kind = mutated(&d, b"4:file", b"3:key");
-        assert!(matches!(key_kind, E::KeyKind | E::Wrong { .. }), "{key_kind}");
+        assert!(
+            matches!(key_kind, E::KeyKind | E::Wrong { .. }),
+            "{key_kind}"
+        );
         let no_sigs = {
             let mut bytes = d.signed_bytes();
             bytes.truncate(bytes.len());
             Delegation::decode(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)).as_bytes())
                 .unwrap_err()
         };
-        assert!(matches!(no_sigs, E::MissingKey { key: "sigs" }), "{no_sigs}");
-        for bad in [&b"p2pu-root1:AAAA"[..], b"p2pu-delegation:!!", b"p2pu-delegation:"] {
+        assert!(
+            matches!(no_sigs, E::MissingKey { key: "sigs" }),
+            "{no_sigs}"
+        );
+        for bad in [
+            &b"p2pu-root1:AAAA"[..],
+            b"p2pu-delegation:!!",
+            b"p2pu-delegation:",
+        ] {
             assert!(Delegation::decode(bad).is_err());
         }
     }

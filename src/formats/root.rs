@@ -109,7 +109,11 @@ impl RootDoc {
                 want: "a list of 1 to 16 keys",
             });
         }
-        if !self.keys.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()) {
+        if !self
+            .keys
+            .windows(2)
+            .all(|w| w[0].as_bytes() < w[1].as_bytes())
+        {
             return Err(E::Wrong {
                 key: "keys",
                 want: "sorted by their bytes, without repeats",
@@ -278,10 +282,12 @@ impl RootDoc {
         match value.get("v").map(|v| v.as_int()) {
             Some(Some(1)) => {}
             Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-            Some(None) => return Err(E::Wrong {
-                key: "v",
-                want: "an integer",
-            }),
+            Some(None) => {
+                return Err(E::Wrong {
+                    key: "v",
+                    want: "an integer",
+                })
+            }
             None => return Err(E::MissingKey { key: "v" }),
         }
         if let Some((key, _)) = entries
@@ -407,7 +413,10 @@ mod tests {
         assert_eq!(one.keys(), sorted(&[1, 2, 3]).as_slice());
         let two = doc(2, &[4, 5], 1, &[1, 2, 4]);
         let chain = format!("{}{}", one.to_text(), two.to_text());
-        assert_eq!(RootDoc::decode_chain(chain.as_bytes()).unwrap(), [one.clone(), two.clone()]);
+        assert_eq!(
+            RootDoc::decode_chain(chain.as_bytes()).unwrap(),
+            [one.clone(), two.clone()]
+        );
         let gap = format!("{}{}", two.to_text(), one.to_text());
         assert!(RootDoc::decode_chain(gap.as_bytes()).is_err());
     }
@@ -418,8 +427,13 @@ mod tests {
         assert!(v1.follows(0, &public(&[1, 2]), 2, FLEET).is_ok());
         // One of the old keys is not enough for a threshold of 2.
         let weak = doc(2, &[4, 5], 1, &[1, 4]);
-        let why = weak.follows(1, v1.keys(), v1.threshold(), FLEET).unwrap_err();
-        assert!(why.to_string().contains("1 of the 2 keys of version 1"), "{why}");
+        let why = weak
+            .follows(1, v1.keys(), v1.threshold(), FLEET)
+            .unwrap_err();
+        assert!(
+            why.to_string().contains("1 of the 2 keys of version 1"),
+            "{why}"
+        );
         // The new set's own threshold is needed too.
         let unsigned_by_new = doc(2, &[4, 5], 1, &[1, 2]);
         let why = unsigned_by_new
@@ -444,10 +458,28 @@ mod tests {
             RootDoc::decode(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(b)).as_bytes())
                 .unwrap_err()
         };
-        assert!(matches!(redo(b"9:thresholdi1e", b"9:thresholdi3e"), E::Wrong { key: "threshold", .. }));
-        assert!(matches!(redo(b"9:thresholdi1e", b"9:thresholdi0e"), E::Wrong { key: "threshold", .. }));
-        assert!(matches!(redo(b"1:vi1e", b"1:vi2e"), E::UnsupportedVersion { got: 2 }));
-        assert!(matches!(redo(b"4:keys", b"4:kez_"), E::Bencode(_) | E::UnknownKey { .. }));
+        assert!(matches!(
+            redo(b"9:thresholdi1e", b"9:thresholdi3e"),
+            E::Wrong {
+                key: "threshold",
+                ..
+            }
+        ));
+        assert!(matches!(
+            redo(b"9:thresholdi1e", b"9:thresholdi0e"),
+            E::Wrong {
+                key: "threshold",
+                ..
+            }
+        ));
+        assert!(matches!(
+            redo(b"1:vi1e", b"1:vi2e"),
+            E::UnsupportedVersion { got: 2 }
+        ));
+        assert!(matches!(
+            redo(b"4:keys", b"4:kez_"),
+            E::Bencode(_) | E::UnknownKey { .. }
+        ));
         // The keys in the other order.
         let (a, b) = (d.keys()[0].to_bytes(), d.keys()[1].to_bytes());
         let sorted = [&b"32:"[..], &a, b"32:", &b].concat();

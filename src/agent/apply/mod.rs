@@ -192,8 +192,13 @@ impl ApplyContext<'_> {
                     path: payload.to_path_buf(),
                     source,
                 })?;
-                let change = apply_key_update(self.trusted_keys_dir, announcement, &bytes, &self.key_policy)
-                    .map_err(|e| ApplyError::Key(Box::new(e)))?;
+                let change = apply_key_update(
+                    self.trusted_keys_dir,
+                    announcement,
+                    &bytes,
+                    &self.key_policy,
+                )
+                .map_err(|e| ApplyError::Key(Box::new(e)))?;
                 Ok(Applied {
                     summary: format!("trusted keys: {change:?}"),
                     output: String::new(),
@@ -301,9 +306,9 @@ mod tests {
     use crate::engines::{ApplyReport, PuppetError};
     use crate::formats::announcement::Draft;
     use crate::keys;
-    use sha2::{Digest, Sha256};
     use crate::keys::{revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys};
     use ed25519_dalek::SigningKey;
+    use sha2::{Digest, Sha256};
     use std::sync::Mutex;
 
     fn key(n: u8) -> SigningKey {
@@ -362,7 +367,12 @@ mod tests {
 
         // Wrong kind, wrong payload.
         let manifest = key_announcement(&key(1), payload.as_bytes(), Kind::Manifest);
-        let err = key_error(apply_key_update(dir.path(), &manifest, payload.as_bytes(), &ONE));
+        let err = key_error(apply_key_update(
+            dir.path(),
+            &manifest,
+            payload.as_bytes(),
+            &ONE,
+        ));
         assert!(matches!(err, KeyError::NotKeyKind { .. }), "{err}");
         let good = key_announcement(&key(1), payload.as_bytes(), Kind::Key);
         let err = key_error(apply_key_update(dir.path(), &good, b"other", &ONE));
@@ -384,7 +394,12 @@ mod tests {
         assert!(good.verify(&set).is_err());
         let last = revocation_text(new.kid(), "");
         let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
-        let err = key_error(apply_key_update(dir.path(), &suicide, last.as_bytes(), &ONE));
+        let err = key_error(apply_key_update(
+            dir.path(),
+            &suicide,
+            last.as_bytes(),
+            &ONE,
+        ));
         assert!(matches!(err, KeyError::LastKey { .. }), "{err}");
     }
 
@@ -464,7 +479,7 @@ mod tests {
 
     /// A verified copy of `payload`, as the fetcher hands it over.
     fn verified_copy(state: &Path, payload: &Path, seq: u64) -> Verified {
-                let bytes = std::fs::read(payload).unwrap();
+        let bytes = std::fs::read(payload).unwrap();
         let sha = hex::encode(Sha256::digest(&bytes));
         let expected = crate::agent::transfer::verified::Expected::Sha256 {
             len: bytes.len() as u64,

@@ -315,7 +315,14 @@ pub fn decide(
         let mut record = record_of(&announcement, wire, now);
         let (k, rule) = policy.thresholds.required(&name, announcement.kind());
         // The update's target: the whole fleet until rollout plans carry a selector.
-        let count = trust.count(&signers, &name, announcement.kind(), None, policy.fleet, now);
+        let count = trust.count(
+            &signers,
+            &name,
+            announcement.kind(),
+            None,
+            policy.fleet,
+            now,
+        );
         if !root_chain && count.counted.len() < k {
             let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
             let counted = format!(
@@ -1214,7 +1221,8 @@ mod tests {
 
         let why = reason(decide_on(&f, &wire(&camera, "base.pp", NOW_MS), false));
         assert!(
-            why.starts_with("not permitted: key ") && why.contains("may sign names cam-* only, not \"base.pp\""),
+            why.starts_with("not permitted: key ")
+                && why.contains("may sign names cam-* only, not \"base.pp\""),
             "{why}"
         );
         assert!(matches!(
@@ -1224,7 +1232,10 @@ mod tests {
         // Nor may it sign a key update, even under its names.
         let key_update = signed(&camera, "cam-key", NOW_MS, Kind::Key, 10, [2; 32]);
         let why = reason(decide_on(&f, &key_update, false));
-        assert!(why.contains("may sign kinds manifest only, not key"), "{why}");
+        assert!(
+            why.contains("may sign kinds manifest only, not key"),
+            "{why}"
+        );
     }
 
     /// A root chain names keys the node may not know yet: it is taken to be checked when
@@ -1235,7 +1246,10 @@ mod tests {
         let f = fixture();
         let stranger = SigningKey::from_bytes(&[9; 32]);
         let chain = signed(&stranger, ROOT_NAME, NOW_MS, Kind::Key, 10, [2; 32]);
-        assert!(matches!(decide_on(&f, &chain, false), Decision::Accepted(_)));
+        assert!(matches!(
+            decide_on(&f, &chain, false),
+            Decision::Accepted(_)
+        ));
         let ahead = signed(&stranger, ROOT_NAME, NOW_MS + 1, Kind::Key, 10, [2; 32]);
         let Decision::Held(held) = decide_on(&f, &ahead, false) else {
             panic!("not held");
