@@ -500,4 +500,158 @@ mod tests {
         assert_eq!(code, 2, "clap rejects a bad kid");
         assert!(err.contains("16 hex"), "{err}");
     }
+
+    const FLEET: &str = "0707070707070707";
+
+    #[test]
+    fn delegate_writes_a_statement_co_signers_add_to() {
+        use crate::formats::delegation::Delegation;
+        let dir = tempfile::tempdir().unwrap();
+        let (r1, r2, cam) = (
+            keygen(dir.path(), "r1"),
+            keygen(dir.path(), "r2"),
+            keygen(dir.path(), "cam"),
+        );
+        let (code, out, err) = run(
+            dir.path(),
+            &[
+                "key",
+                "delegate",
+                "--key",
+                "cam/signing.pub",
+                "--names",
+                "cam-*,cam.pp",
+                "--kinds",
+                "manifest,file",
+                "--target",
+                "tag:role=camera",
+                "--fleet",
+                FLEET,
+                "--sign",
+                "r1/signing.key",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let file = dir.path().join(format!("{cam}.delegation"));
+        assert_eq!(
+            out,
+            format!(
+                "key statement for {cam} signed by {r1} into {f}; send it with `p2pu submit {f}`\n",
+                f = file.display()
+            )
+        );
+        let arg = file.to_str().unwrap();
+        let (code, json, err) = run(
+            dir.path(),
+            &[
+                "key",
+                "delegate",
+                "--with-sig",
+                arg,
+                "--sign",
+                "r2/signing.key",
+                "--out",
+                arg,
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let report: super::SignedDocReport = serde_json::from_str(&json).unwrap();
+        let mut both = vec![r1.clone(), r2.clone()];
+        both.sort();
+        assert_eq!(report.signers, both);
+        let d = Delegation::decode(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(d.names(), ["cam-*", "cam.pp"]);
+        assert_eq!(d.targets(), ["tag:role=camera"]);
+        assert_eq!(d.fleet().to_string(), FLEET);
+
+        // Never `key`; the flag and value are named.
+        let (code, _, err) = run(
+            dir.path(),
+            &[
+                "key",
+                "delegate",
+                "--key",
+                "cam/signing.pub",
+                "--names",
+                "x",
+                "--kinds",
+                "key",
+                "--fleet",
+                FLEET,
+                "--sign",
+                "r1/signing.key",
+            ],
+        );
+        assert_eq!(code, 1);
+        assert!(err.contains("never signs key updates"), "{err}");
+    }
+
+    #[test]
+    fn rotate_root_writes_the_next_version_after_the_kept_chain() {
+        use crate::formats::root::RootDoc;
+        let dir = tempfile::tempdir().unwrap();
+        for who in ["old", "a", "b", "c"] {
+            keygen(dir.path(), who);
+        }
+        let rotate = |keys: &str, signers: &[&str], out: &str| {
+            let mut args = vec![
+                "key",
+                "rotate-root",
+                "--keys",
+                keys,
+                "--threshold",
+                "2",
+                "--dir",
+                "t",
+                "--fleet",
+                FLEET,
+                "--out",
+                out,
+            ];
+            for s in signers {
+                args.extend(["--sign", s]);
+            }
+            run(dir.path(), &args)
+        };
+        let (code, out, err) = rotate(
+            "a/signing.pub,b/signing.pub",
+            &["old/signing.key", "a/signing.key", "b/signing.key"],
+            "chain",
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("root version 1 signed by "), "{out}");
+        let chain =
+            RootDoc::decode_chain(&std::fs::read(dir.path().join("chain")).unwrap()).unwrap();
+        assert_eq!(chain.len(), 1);
+        let old = crate::keys::read_any_public(&dir.path().join("old/signing.pub")).unwrap();
+        chain[0]
+            .follows(0, &[old], 1, FLEET.parse().unwrap())
+            .unwrap();
+
+        // Kept as root.1, the next rotation is version 2 and carries the whole chain.
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/root.1"), chain[0].to_text()).unwrap();
+        let (code, _, err) = rotate(
+            "b/signing.pub,c/signing.pub",
+            &["a/signing.key", "b/signing.key", "c/signing.key"],
+            "chain2",
+        );
+        assert_eq!(code, 0, "{err}");
+        let chain2 =
+            RootDoc::decode_chain(&std::fs::read(dir.path().join("chain2")).unwrap()).unwrap();
+        assert_eq!(chain2.len(), 2);
+        chain2[1]
+            .follows(
+                1,
+                chain2[0].keys(),
+                chain2[0].threshold(),
+                FLEET.parse().unwrap(),
+            )
+            .unwrap();
+
+        let (code, _, err) = rotate("a/signing.pub", &["old/signing.key"], "bad");
+        assert_eq!(code, 1);
+        assert!(err.contains("threshold"), "{err}");
+    }
 }
