@@ -337,7 +337,8 @@ pub struct Revoke {
     reason: Option<String>,
 }
 
-/// List trusted keys (`<kid> <comment>`) and revoked key ids (`<kid> revoked`).
+/// List the keys that count (`<kid> <comment>`, a delegated key with its limits) and revoked
+/// key ids (`<kid> revoked`).
 #[derive(Debug, clap::Args)]
 pub struct List {
     /// The trusted-keys directory.
@@ -355,6 +356,9 @@ pub struct KeyListReport {
     pub trusted: Vec<TrustedKeyReport>,
     /// Revoked key ids, 16 hex characters each.
     pub revoked: Vec<String>,
+    /// The root document's version that decides the root keys; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +366,9 @@ pub struct KeyListReport {
 pub struct TrustedKeyReport {
     pub kid: String,
     pub comment: String,
+    /// A delegated key's statement, in words; absent for a root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
 }
 
 impl Key {
@@ -389,25 +396,45 @@ impl Key {
                 )?)]
             }
             Key::List(list) => {
-                let set = TrustedKeys::load(&env.resolve(&list.dir))?;
+                let trust = crate::trust::Trust::load(&env.resolve(&list.dir))?;
+                let set = &trust.keys;
                 let report = KeyListReport {
                     trusted: set
                         .iter()
                         .map(|(kid, k)| TrustedKeyReport {
                             kid: kid.to_string(),
                             comment: k.key.comment.clone(),
+                            limits: trust.delegation(kid).filter(|_| !trust.is_root(kid)).map(
+                                |d| {
+                                    let kinds: Vec<&str> =
+                                        d.kinds().iter().map(|k| k.as_str()).collect();
+                                    let targets = if d.targets().is_empty() {
+                                        "any".to_string()
+                                    } else {
+                                        d.targets().join(" ")
+                                    };
+                                    format!(
+                                        "names {} kinds {} targets {} until {}",
+                                        d.names().join(","),
+                                        kinds.join(","),
+                                        targets,
+                                        d.expires()
+                                    )
+                                },
+                            ),
                         })
                         .collect(),
                     revoked: set.revoked().map(ToString::to_string).collect(),
+                    root_version: trust.root().map(RootDoc::version),
                 };
                 if list.json {
                     crate::cmd::emit(env, true, &report, |_| String::new())?;
                     return Ok(Outcome::Success);
                 }
-                let trusted = report
-                    .trusted
-                    .iter()
-                    .map(|k| format!("{} {}", k.kid, k.comment));
+                let trusted = report.trusted.iter().map(|k| match &k.limits {
+                    Some(limits) => format!("{} {} [delegated: {limits}]", k.kid, k.comment),
+                    None => format!("{} {}", k.kid, k.comment),
+                });
                 let revoked = report.revoked.iter().map(|kid| format!("{kid} revoked"));
                 trusted.chain(revoked).collect()
             }
@@ -490,9 +517,11 @@ mod tests {
             super::KeyListReport {
                 trusted: vec![super::TrustedKeyReport {
                     kid: b.clone(),
-                    comment: "b".into()
+                    comment: "b".into(),
+                    limits: None,
                 }],
                 revoked: vec![a.clone()],
+                root_version: None,
             }
         );
 
@@ -564,6 +593,23 @@ mod tests {
         assert_eq!(d.names(), ["cam-*", "cam.pp"]);
         assert_eq!(d.targets(), ["tag:role=camera"]);
         assert_eq!(d.fleet().to_string(), FLEET);
+        // Kept in a trusted dir, the key is listed with its limits.
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::fs::copy(&file, dir.path().join(format!("t/{cam}.delegation"))).unwrap();
+        for who in ["r1", "cam"] {
+            let pubfile = format!("{who}/signing.pub");
+            assert_eq!(
+                run(dir.path(), &["key", "trust", &pubfile, "--dir", "t"]).0,
+                0
+            );
+        }
+        let list = run(dir.path(), &["key", "list", "--dir", "t"]).1;
+        let want = format!(
+            "{cam} cam [delegated: names cam-*,cam.pp kinds file,manifest targets tag:role=camera until {}]",
+            d.expires()
+        );
+        assert!(list.contains(&want), "{list}");
+        assert!(list.contains(&format!("{r1} r1\n")), "{list}");
 
         // Never `key`; the flag and value are named.
         let (code, _, err) = run(
