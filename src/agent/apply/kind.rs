@@ -91,9 +91,8 @@ pub fn detect(path: &Path) -> Result<Kind, KindError> {
         }
     } else if name.ends_with(".zip") {
         Ok(Kind::Archive)
-    } else if name.ends_with(".pub") && starts_with(path, KEY_PREFIX)? {
-        Ok(Kind::Key)
-    } else if starts_with(path, crate::formats::delegation::PREFIX)?
+    } else if (name.ends_with(".pub") && starts_with(path, KEY_PREFIX)?)
+        || starts_with(path, crate::formats::delegation::PREFIX)?
         || starts_with(path, crate::formats::root::PREFIX)?
         || starts_with(path, crate::keys::REVOKE_PREFIX)?
     {
