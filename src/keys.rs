@@ -14,9 +14,10 @@
 //! if its `.pub` file is still there or arrives again; only deleting the `.revoked` file by hand
 //! trusts it again. A directory that does not exist is an empty set.
 //!
-//! Rotation: a `key` announcement signed by a trusted key carries either a public key file (which
-//! becomes trusted) or a revocation line (which revokes that kid), see `agent::apply::apply_key_update`. The
-//! last trusted key is never revoked, so a node cannot lock itself out of further updates.
+//! Rotation: a `key` announcement signed by `agent.key_threshold` root keys carries a public key
+//! file (which becomes trusted), a revocation line (which revokes that kid), a key statement or a
+//! root chain; roles and those rules are [`crate::trust`]'s. The last trusted key is never
+//! revoked, so a node cannot lock itself out of further updates.
 
 use crate::fsutil::{write_atomic, FsError};
 use base64::engine::general_purpose::STANDARD;

@@ -2,7 +2,9 @@
 //! from the future, or by fewer keys than its threshold), or rejected with the reason an
 //! operator reads in `p2pu status`. Order matters: structure and version, then signatures
 //! against the trusted keys, then fleet and expiry, then the sequence; the threshold and the
-//! clock hold what passed all of them.
+//! clock hold what passed all of them. Only signers that count are counted: a delegated key
+//! within its statement ([`crate::trust`]), and one outside it that leaves the update short
+//! gets it rejected with the rule.
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
 //!
