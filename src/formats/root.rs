@@ -28,6 +28,9 @@ pub const MAX_SIGS: usize = 2 * MAX_KEYS;
 pub const MAX_TEXT_LEN: usize = 8 * 1024;
 /// The most documents one chain payload carries.
 pub const MAX_CHAIN: usize = 64;
+/// The longest chain payload: a node refuses to fetch more for an announcement it cannot
+/// verify before the chain is applied.
+pub const MAX_CHAIN_BYTES: u64 = (MAX_CHAIN * (MAX_TEXT_LEN + 1)) as u64;
 /// The name a root chain is announced under (kind `key`): one name, so the newest chain is
 /// what every node, however far behind, is offered.
 pub const ROOT_NAME: &str = "p2pu-root";
@@ -358,6 +361,12 @@ impl RootDoc {
     pub fn decode_chain(text: &[u8]) -> Result<Vec<RootDoc>, RootError> {
         let text = text.strip_suffix(b"\n").unwrap_or(text);
         let mut chain: Vec<RootDoc> = Vec::new();
+        if text.len() as u64 > MAX_CHAIN_BYTES {
+            return Err(E::Chain(format!(
+                "{} bytes, more than {MAX_CHAIN_BYTES}",
+                text.len()
+            )));
+        }
         for line in text.split(|b| *b == b'\n') {
             if chain.len() == MAX_CHAIN {
                 return Err(E::Chain(format!("more than {MAX_CHAIN} documents")));

@@ -18,7 +18,7 @@ use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::legacy::{self, LegacyTorrent};
-use crate::formats::root::ROOT_NAME;
+use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
 use crate::trust::Trust;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -345,6 +345,16 @@ pub fn decide(
             record.status = Status::Held;
             record.reason = Some(format!("held: {counted}"));
             return Ok(Decision::Held(record));
+        }
+        if root_chain && announcement.payload_len() > MAX_CHAIN_BYTES {
+            return Ok(reject(
+                Some(name),
+                Some(seq),
+                format!(
+                    "root chain of {} bytes: a chain is at most {MAX_CHAIN_BYTES}",
+                    announcement.payload_len()
+                ),
+            ));
         }
         if root_chain && seq > now_ms {
             // Unverified until applied: it may not claim a seq ahead of this node's clock,
@@ -1244,7 +1254,7 @@ mod tests {
     /// applied, but never with a seq ahead of the node's clock.
     #[test]
     fn a_root_chain_by_unknown_keys_is_taken_for_the_apply_to_check() {
-        use crate::formats::root::ROOT_NAME;
+        use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
         let f = fixture();
         let stranger = SigningKey::from_bytes(&[9; 32]);
         let chain = signed(&stranger, ROOT_NAME, NOW_MS, Kind::Key, 10, [2; 32]);
@@ -1257,6 +1267,16 @@ mod tests {
             panic!("not held");
         };
         assert!(held.reason.unwrap().contains("ahead of this node's clock"));
+        // Nor may it make the node fetch more than a chain can be.
+        let big = signed(
+            &stranger,
+            ROOT_NAME,
+            NOW_MS - 1,
+            Kind::Key,
+            1 << 30,
+            [2; 32],
+        );
+        assert!(reason(decide_on(&f, &big, false)).contains("a chain is at most"));
         // Under any other name, the same signer is unknown.
         let other = signed(&stranger, "root", NOW_MS, Kind::Key, 10, [2; 32]);
         assert!(reason(decide_on(&f, &other, false)).contains("unknown key"));
