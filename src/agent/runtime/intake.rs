@@ -1254,7 +1254,7 @@ mod tests {
     /// applied, but never with a seq ahead of the node's clock.
     #[test]
     fn a_root_chain_by_unknown_keys_is_taken_for_the_apply_to_check() {
-        use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
+        use crate::formats::root::ROOT_NAME;
         let f = fixture();
         let stranger = SigningKey::from_bytes(&[9; 32]);
         let chain = signed(&stranger, ROOT_NAME, NOW_MS, Kind::Key, 10, [2; 32]);
