@@ -14,9 +14,10 @@
 //! if its `.pub` file is still there or arrives again; only deleting the `.revoked` file by hand
 //! trusts it again. A directory that does not exist is an empty set.
 //!
-//! Rotation: a `key` announcement signed by a trusted key carries either a public key file (which
-//! becomes trusted) or a revocation line (which revokes that kid), see `agent::apply::apply_key_update`. The
-//! last trusted key is never revoked, so a node cannot lock itself out of further updates.
+//! Rotation: a `key` announcement signed by `agent.key_threshold` root keys carries a public key
+//! file (which becomes trusted), a revocation line (which revokes that kid), a key statement or a
+//! root chain; roles and those rules are [`crate::trust`]'s. The last trusted key is never
+//! revoked, so a node cannot lock itself out of further updates.
 
 use crate::fsutil::{write_atomic, FsError};
 use base64::engine::general_purpose::STANDARD;
@@ -35,7 +36,7 @@ pub const PUBLIC_FILE: &str = "signing.pub";
 
 const SECRET_PREFIX: &str = "p2pu-ed25519-secret:";
 pub const PUBLIC_PREFIX: &str = "p2pu-ed25519:";
-const REVOKE_PREFIX: &str = "p2pu-revoke:";
+pub const REVOKE_PREFIX: &str = "p2pu-revoke:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -289,6 +290,12 @@ pub enum KeyChange {
     AlreadyTrusted(KeyId),
     Revoked(KeyId),
     AlreadyRevoked(KeyId),
+    /// Trusted within a key statement (see [`crate::trust`]).
+    Delegated(KeyId),
+    /// The root documents up to this version are kept; it decides the root keys.
+    Root(u64),
+    /// The chain offered held no version newer than this one, the node's.
+    RootUnchanged(u64),
 }
 
 impl TrustedKeys {
@@ -352,6 +359,19 @@ impl TrustedKeys {
             }
         }
         Ok(set)
+    }
+
+    /// Trusts `key` in this in-memory set (a root document's key); a revoked kid stays out.
+    pub fn insert(&mut self, key: PublicKey) {
+        let kid = key.kid();
+        if !self.revoked.contains(&kid) {
+            self.keys.insert(kid, TrustedKey { key, path: None });
+        }
+    }
+
+    /// Keeps only the keys `keep` says yes to, in this in-memory set.
+    pub fn retain(&mut self, mut keep: impl FnMut(&KeyId) -> bool) {
+        self.keys.retain(|kid, _| keep(kid));
     }
 
     pub fn get(&self, kid: &KeyId) -> Option<&TrustedKey> {

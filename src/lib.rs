@@ -19,6 +19,7 @@ pub mod provision;
 pub mod publish;
 pub mod render;
 pub mod sdnotify;
+pub mod trust;
 
 pub use env::Env;
 

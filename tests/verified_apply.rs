@@ -188,6 +188,10 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
         modulepath: None,
         archive_dir: &tmp.path().join("archives"),
         trusted_keys_dir: &tmp.path().join("keys"),
+        key_policy: p2pu::trust::KeyPolicy {
+            key_threshold: 1,
+            fleet: p2pu::formats::announcement::FleetId([0; 8]),
+        },
         limits: Limits::default(),
     };
     let applied = context

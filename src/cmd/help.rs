@@ -155,6 +155,22 @@ p2pu key list --dir /etc/p2pu/trusted-keys
 p2pu key list --dir /etc/p2pu/trusted-keys --json",
     ),
     (
+        "key delegate",
+        "# The camera team's key may sign cam-* manifests and files for camera nodes only
+p2pu key delegate --key camera-team.pub --names 'cam-*' --kinds manifest,file \\
+  --target tag:role=camera --sign root-a.key --out cameras.delegation
+# A second root key signs it too, then it is sent as a key update
+p2pu key delegate --with-sig cameras.delegation --sign root-b.key --out cameras.delegation
+p2pu submit cameras.delegation",
+    ),
+    (
+        "key rotate-root",
+        "# New root keys, 2 of 3 needed; signed by the old roots and by the new ones
+p2pu key rotate-root --keys a.pub,b.pub,c.pub --threshold 2 --dir /etc/p2pu/trusted-keys \\
+  --sign old-1.key --sign old-2.key --sign a.key --sign b.key
+p2pu submit p2pu-root",
+    ),
+    (
         "config",
         "# Is this site.toml valid?
 p2pu config check --config site.toml",

@@ -87,8 +87,8 @@ pub enum AnnouncementError {
     UnsupportedVersion { got: i64 },
     #[error("announcement says version {got} inside a `p2pu{prefix}:` wire text")]
     VersionMismatch { prefix: u8, got: i64 },
-    #[error("announcement `sigs` is {got} bytes: want 1 to {MAX_SIGS} entries of 72 bytes (key id, signature)")]
-    BadSigs { got: usize },
+    #[error("`sigs` is {got} bytes: want 1 to {max} entries of 72 bytes (key id, signature)")]
+    BadSigs { got: usize, max: usize },
     #[error("announcement `sigs` is not sorted by key id, or names key {kid} twice")]
     UnsortedSigs { kid: KeyId },
     #[error("unsafe payload name {name:?}: {reason}")]
@@ -486,7 +486,7 @@ impl Announcement {
                 put_int(&mut out, "seq", self.seq);
                 put_bytes(&mut out, "sha256", &self.sha256);
                 if with_sig {
-                    put_bytes(&mut out, "sigs", &sigs_bytes(&self.sigs));
+                    put_bytes(&mut out, "sigs", &encode_sigs(&self.sigs));
                 }
                 put_int(&mut out, "v", 2);
             }
@@ -579,21 +579,28 @@ pub(crate) fn verify_sigs(
     Ok(signers)
 }
 
-/// The bytes of `sigs` as the wire carries them: the entries back to back.
-pub(crate) fn sigs_bytes(sigs: &[Sig]) -> Vec<u8> {
+/// The packed `sigs` value of a v2 announcement, which the other signed documents
+/// (delegations, root documents) share: entries of key id and signature, in order.
+pub(crate) fn encode_sigs(sigs: &[(KeyId, [u8; 64])]) -> Vec<u8> {
     sigs.iter()
         .flat_map(|(kid, sig)| kid.0.iter().chain(sig.iter()).copied())
         .collect()
 }
 
-/// `sigs`: 1 to [`MAX_SIGS`] entries of key id and signature, sorted by key id with none
-/// twice, so one set of signatures has one spelling and no key counts twice.
-pub(crate) fn parse_sigs(bytes: &[u8]) -> Result<Vec<Sig>, AnnouncementError> {
+/// Reads a packed `sigs` value: 1 to `max` entries of key id and signature, sorted by key id
+/// with none twice, so one set of signatures has one spelling and no key counts twice.
+pub(crate) fn decode_sigs(
+    bytes: &[u8],
+    max: usize,
+) -> Result<Vec<(KeyId, [u8; 64])>, AnnouncementError> {
     let count = bytes.len() / SIG_ENTRY;
-    if bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
-        return Err(E::BadSigs { got: bytes.len() });
+    if bytes.len() % SIG_ENTRY != 0 || !(1..=max).contains(&count) {
+        return Err(E::BadSigs {
+            got: bytes.len(),
+            max,
+        });
     }
-    let mut sigs: Vec<Sig> = Vec::with_capacity(count);
+    let mut sigs: Vec<(KeyId, [u8; 64])> = Vec::with_capacity(count);
     for entry in bytes.chunks_exact(SIG_ENTRY) {
         let (kid, sig) = entry.split_at(8);
         let mut k = [0u8; 8];
@@ -609,7 +616,58 @@ pub(crate) fn parse_sigs(bytes: &[u8]) -> Result<Vec<Sig>, AnnouncementError> {
     Ok(sigs)
 }
 
-fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Adds `signer`'s signature over `signed` to `sigs` in key-id order (again by the same key
+/// changes nothing); refuses more than `max`.
+pub(crate) fn add_sig(
+    sigs: &mut Vec<(KeyId, [u8; 64])>,
+    signed: &[u8],
+    signer: &SigningKey,
+    max: usize,
+) -> Result<(), AnnouncementError> {
+    let kid = KeyId::of(&signer.verifying_key());
+    let sig = signer.sign(signed).to_bytes();
+    merge_sig(sigs, kid, sig, max)
+}
+
+/// Inserts one (key id, signature) entry in key-id order; a key already there is kept.
+pub(crate) fn merge_sig(
+    sigs: &mut Vec<(KeyId, [u8; 64])>,
+    kid: KeyId,
+    sig: [u8; 64],
+    max: usize,
+) -> Result<(), AnnouncementError> {
+    let at = match sigs.binary_search_by_key(&kid, |(k, _)| *k) {
+        Ok(_) => return Ok(()),
+        Err(at) => at,
+    };
+    if sigs.len() >= max {
+        return Err(E::CannotCombine {
+            what: format!("more than {max} signatures"),
+        });
+    }
+    sigs.insert(at, (kid, sig));
+    Ok(())
+}
+
+/// The distinct keys among `sigs` that `key_of` knows and whose signature over `signed` is
+/// valid (`verify_strict`, as announcements are verified).
+pub(crate) fn valid_signers(
+    signed: &[u8],
+    sigs: &[(KeyId, [u8; 64])],
+    key_of: impl Fn(&KeyId) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Vec<KeyId> {
+    sigs.iter()
+        .filter(|(kid, sig)| {
+            key_of(kid).is_some_and(|key| {
+                key.verify_strict(signed, &Signature::from_bytes(sig))
+                    .is_ok()
+            })
+        })
+        .map(|(kid, _)| *kid)
+        .collect()
+}
+
+pub(crate) fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes.len().to_string().as_bytes());
     out.push(b':');
     out.extend_from_slice(bytes);
@@ -762,8 +820,10 @@ impl Fields {
         })
     }
 
-    fn sigs(&self) -> Result<Vec<Sig>, AnnouncementError> {
-        parse_sigs(self.bytes("sigs")?)
+    /// `sigs`: 1 to [`MAX_SIGS`] entries of key id and signature, sorted by key id with none
+    /// twice, so one set of signatures has one spelling and no key counts twice.
+    fn sigs(&self) -> Result<Vec<(KeyId, [u8; 64])>, AnnouncementError> {
+        decode_sigs(self.bytes("sigs")?, MAX_SIGS)
     }
 
     fn into_announcement(self, version: u8) -> Result<Announcement, AnnouncementError> {
@@ -1347,14 +1407,14 @@ mod tests {
         let mut none = a.clone();
         none.sigs.clear();
         let err = Announcement::decode(none.to_wire()).unwrap_err();
-        assert!(matches!(err, E::BadSigs { got: 0 }), "{err}");
+        assert!(matches!(err, E::BadSigs { got: 0, .. }), "{err}");
         let mut ragged = a.to_bencode();
         let at = ragged.windows(8).position(|w| w == b"4:sigs14").unwrap();
         ragged.splice(at..at + 10, b"4:sigs143:".iter().copied());
         let at = ragged.len() - 8;
         ragged.remove(at);
         let err = Announcement::decode(wire_v2(&ragged)).unwrap_err();
-        assert!(matches!(err, E::BadSigs { got: 143 }), "{err}");
+        assert!(matches!(err, E::BadSigs { got: 143, .. }), "{err}");
     }
 
     fn wire_v2(bencode: &[u8]) -> String {

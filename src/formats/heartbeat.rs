@@ -11,7 +11,7 @@
 //! newer than the kept one, or from this fleet is the agent's policy.
 
 use super::announcement::{
-    self, parse_sigs, put_bytes, put_int, sigs_bytes, validate_name, AnnouncementError, FleetId,
+    self, decode_sigs, encode_sigs, put_bytes, put_int, validate_name, AnnouncementError, FleetId,
     Sig, Signers, MAX_EXPIRES, MAX_SIGS,
 };
 use super::bencode::{self, Kind as BKind, Value};
@@ -279,7 +279,7 @@ impl Heartbeat {
         put_int(&mut out, "count", self.count);
         put_bytes(&mut out, "fleet", &self.fleet.0);
         if with_sigs {
-            put_bytes(&mut out, "sigs", &sigs_bytes(&self.sigs));
+            put_bytes(&mut out, "sigs", &encode_sigs(&self.sigs));
         }
         put_bytes(&mut out, "snap", &self.snap);
         put_int(&mut out, "time", self.time);
@@ -357,7 +357,7 @@ impl Heartbeat {
             time: uint("time", MAX_EXPIRES)?,
             snap,
             count: uint("count", i64::MAX as u64)?,
-            sigs: parse_sigs(fixed("sigs", "a byte string")?).map_err(E::Sigs)?,
+            sigs: decode_sigs(fixed("sigs", "a byte string")?, MAX_SIGS).map_err(E::Sigs)?,
         };
         if heartbeat.bencode(true) != bytes {
             return Err(E::BadField {

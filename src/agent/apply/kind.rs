@@ -4,7 +4,9 @@
 //! Detection, first match wins: a directory is `dir`; `*.pp` is `manifest`; a `.tar.gz`/`.tgz`
 //! holding `<top>/metadata.json` (what `puppet module build` makes) is `module`, any other one
 //! `archive`; `*.zip` is `archive`; a `*.pub` file that starts with p2pu's public-key prefix
-//! `p2pu-ed25519:` is `key`; anything else is `file`. Extensions match in any case.
+//! `p2pu-ed25519:` is `key`, and so is any file that starts with a revocation's
+//! `p2pu-revoke:`, a key statement's `p2pu-delegation:` or a root chain's `p2pu-root1:`;
+//! anything else is `file`. Extensions match in any case.
 //!
 //! `pack_dir` output is deterministic, so the same tree always gives the same SHA-256 and
 //! info-hash: entries sorted by name bytes (depth first, a directory before its contents), no
@@ -89,19 +91,23 @@ pub fn detect(path: &Path) -> Result<Kind, KindError> {
         }
     } else if name.ends_with(".zip") {
         Ok(Kind::Archive)
-    } else if name.ends_with(".pub") && starts_with_key_prefix(path)? {
+    } else if (name.ends_with(".pub") && starts_with(path, KEY_PREFIX)?)
+        || starts_with(path, crate::formats::delegation::PREFIX)?
+        || starts_with(path, crate::formats::root::PREFIX)?
+        || starts_with(path, crate::keys::REVOKE_PREFIX)?
+    {
         Ok(Kind::Key)
     } else {
         Ok(Kind::File)
     }
 }
 
-fn starts_with_key_prefix(path: &Path) -> Result<bool, KindError> {
-    let mut head = Vec::with_capacity(KEY_PREFIX.len());
+fn starts_with(path: &Path, prefix: &str) -> Result<bool, KindError> {
+    let mut head = Vec::with_capacity(prefix.len());
     File::open(path)
-        .and_then(|f| f.take(KEY_PREFIX.len() as u64).read_to_end(&mut head))
+        .and_then(|f| f.take(prefix.len() as u64).read_to_end(&mut head))
         .map_err(io_err("reading", path))?;
-    Ok(head == KEY_PREFIX.as_bytes())
+    Ok(head == prefix.as_bytes())
 }
 
 /// Whether a tar.gz holds a regular file at `<top>/metadata.json`, as a Puppet module build does.
@@ -451,6 +457,9 @@ mod tests {
         fs::write(p("ssh.pub"), "ssh-ed25519 AAAA x\n").unwrap();
         fs::write(p("short.pub"), "p2pu").unwrap();
         fs::write(p("notes.txt"), "hi").unwrap();
+        fs::write(p("old.revoke"), "p2pu-revoke:0123456789abcdef\n").unwrap();
+        fs::write(p("cams"), "p2pu-delegation:ZGU\n").unwrap();
+        fs::write(p("p2pu-root"), "p2pu-root1:ZGU\n").unwrap();
         fs::create_dir(p("tree")).unwrap();
         tar_gz(
             &p("acme-ntp-1.0.0.tar.gz"),
@@ -470,6 +479,9 @@ mod tests {
             ("ssh.pub", Kind::File),
             ("short.pub", Kind::File),
             ("notes.txt", Kind::File),
+            ("old.revoke", Kind::Key),
+            ("cams", Kind::Key),
+            ("p2pu-root", Kind::Key),
             ("tree", Kind::Dir),
             ("acme-ntp-1.0.0.tar.gz", Kind::Module),
             ("dotted.tgz", Kind::Module),

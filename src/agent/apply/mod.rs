@@ -18,8 +18,7 @@ use self::extract::{ArchiveFormat, Limits};
 use crate::agent::transfer::verified::Verified;
 use crate::engines::{Applier, ApplyStatus};
 use crate::formats::announcement::{Announcement, Kind};
-use crate::keys;
-use sha2::{Digest, Sha256};
+use crate::trust::KeyPolicy;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +105,8 @@ pub struct ApplyContext<'a> {
     pub modulepath: Option<&'a Path>,
     pub archive_dir: &'a Path,
     pub trusted_keys_dir: &'a Path,
+    /// What a `key` update is held to when it is applied.
+    pub key_policy: KeyPolicy,
     pub limits: Limits,
 }
 
@@ -191,8 +192,13 @@ impl ApplyContext<'_> {
                     path: payload.to_path_buf(),
                     source,
                 })?;
-                let change = apply_key_update(self.trusted_keys_dir, announcement, &bytes)
-                    .map_err(|e| ApplyError::Key(Box::new(e)))?;
+                let change = apply_key_update(
+                    self.trusted_keys_dir,
+                    announcement,
+                    &bytes,
+                    &self.key_policy,
+                )
+                .map_err(|e| ApplyError::Key(Box::new(e)))?;
                 Ok(Applied {
                     summary: format!("trusted keys: {change:?}"),
                     output: String::new(),
@@ -289,37 +295,9 @@ pub fn legacy_kind(name: &str) -> Kind {
     }
 }
 
-/// Applies a received `key` update: `announcement` must verify against the keys trusted in `dir`
-/// right now, be of kind `key`, and match `payload`'s SHA-256; then the payload's key is trusted
-/// or its kid revoked.
-pub fn apply_key_update(
-    dir: &Path,
-    announcement: &Announcement,
-    payload: &[u8],
-) -> crate::Result<keys::KeyChange> {
-    let trusted = keys::TrustedKeys::load(dir)?;
-    announcement.verify(&trusted)?;
-    let name = announcement.name().to_string();
-    if announcement.kind() != Kind::Key {
-        let kind = announcement.kind().to_string();
-        return Err(keys::KeyError::NotKeyKind { name, kind }.into());
-    }
-    let got: [u8; 32] = Sha256::digest(payload).into();
-    if &got != announcement.sha256() {
-        return Err(keys::KeyError::PayloadMismatch {
-            name,
-            want: hex::encode(announcement.sha256()),
-            got: hex::encode(got),
-        }
-        .into());
-    }
-    match keys::KeyPayload::parse(payload, &format!("key announcement {name}"))? {
-        keys::KeyPayload::Trust(key) => Ok(keys::TrustedKeys::add(dir, &key)?),
-        keys::KeyPayload::Revoke { kid, reason } => {
-            Ok(keys::TrustedKeys::revoke(dir, kid, &reason)?)
-        }
-    }
-}
+/// Applying a `key` update is the trust layer's: keys, statements and root chains, each
+/// checked again against the keys trusted when it is applied.
+pub use crate::trust::apply_key_update;
 
 #[cfg(test)]
 mod tests {
@@ -327,13 +305,21 @@ mod tests {
     use crate::engines::puppet::ModuleInstalled;
     use crate::engines::{ApplyReport, PuppetError};
     use crate::formats::announcement::Draft;
+    use crate::keys;
     use crate::keys::{revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys};
     use ed25519_dalek::SigningKey;
+    use sha2::{Digest, Sha256};
     use std::sync::Mutex;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
     }
+
+    /// One root signature for a key update, in fleet 0.
+    const ONE: KeyPolicy = KeyPolicy {
+        key_threshold: 1,
+        fleet: crate::formats::announcement::FleetId([0; 8]),
+    };
 
     fn public(n: u8, comment: &str) -> PublicKey {
         PublicKey {
@@ -374,28 +360,33 @@ mod tests {
         // Signed by an untrusted key: nothing changes.
         let rogue = key_announcement(&key(9), payload.as_bytes(), Kind::Key);
         assert!(matches!(
-            apply_key_update(dir.path(), &rogue, payload.as_bytes()),
+            apply_key_update(dir.path(), &rogue, payload.as_bytes(), &ONE),
             Err(ref e) if e.layer::<crate::formats::announcement::AnnouncementError>().is_some()
         ));
         assert_eq!(TrustedKeys::load(dir.path()).unwrap().len(), 1);
 
         // Wrong kind, wrong payload.
         let manifest = key_announcement(&key(1), payload.as_bytes(), Kind::Manifest);
-        let err = key_error(apply_key_update(dir.path(), &manifest, payload.as_bytes()));
+        let err = key_error(apply_key_update(
+            dir.path(),
+            &manifest,
+            payload.as_bytes(),
+            &ONE,
+        ));
         assert!(matches!(err, KeyError::NotKeyKind { .. }), "{err}");
         let good = key_announcement(&key(1), payload.as_bytes(), Kind::Key);
-        let err = key_error(apply_key_update(dir.path(), &good, b"other"));
+        let err = key_error(apply_key_update(dir.path(), &good, b"other", &ONE));
         assert!(matches!(err, KeyError::PayloadMismatch { .. }), "{err}");
 
         // Signed by the trusted key: the new key is trusted.
-        let change = apply_key_update(dir.path(), &good, payload.as_bytes()).unwrap();
+        let change = apply_key_update(dir.path(), &good, payload.as_bytes(), &ONE).unwrap();
         assert_eq!(change, KeyChange::Trusted(new.kid()));
 
         // The new key revokes the old one.
         let old_kid = KeyId::of(&key(1).verifying_key());
         let revocation = revocation_text(old_kid, "rotated");
         let revoke = key_announcement(&key(2), revocation.as_bytes(), Kind::Key);
-        let change = apply_key_update(dir.path(), &revoke, revocation.as_bytes()).unwrap();
+        let change = apply_key_update(dir.path(), &revoke, revocation.as_bytes(), &ONE).unwrap();
         assert_eq!(change, KeyChange::Revoked(old_kid));
 
         // The old key can no longer sign anything, and the last key cannot be revoked.
@@ -403,7 +394,12 @@ mod tests {
         assert!(good.verify(&set).is_err());
         let last = revocation_text(new.kid(), "");
         let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
-        let err = key_error(apply_key_update(dir.path(), &suicide, last.as_bytes()));
+        let err = key_error(apply_key_update(
+            dir.path(),
+            &suicide,
+            last.as_bytes(),
+            &ONE,
+        ));
         assert!(matches!(err, KeyError::LastKey { .. }), "{err}");
     }
 
@@ -453,6 +449,7 @@ mod tests {
             modulepath: None,
             archive_dir: &tmp.path().join("archives"),
             trusted_keys_dir: &trusted,
+            key_policy: ONE,
             limits: Limits::default(),
         };
         let applied = context
@@ -482,7 +479,6 @@ mod tests {
 
     /// A verified copy of `payload`, as the fetcher hands it over.
     fn verified_copy(state: &Path, payload: &Path, seq: u64) -> Verified {
-        use sha2::{Digest, Sha256};
         let bytes = std::fs::read(payload).unwrap();
         let sha = hex::encode(Sha256::digest(&bytes));
         let expected = crate::agent::transfer::verified::Expected::Sha256 {
@@ -532,6 +528,7 @@ mod tests {
             modulepath: None,
             archive_dir: &archives,
             trusted_keys_dir: &tmp.path().join("keys"),
+            key_policy: ONE,
             limits: Limits::default(),
         };
         let apply = |kind: Kind, name: &str, payload: &Path, seq: u64| {
@@ -602,6 +599,7 @@ mod tests {
             modulepath: None,
             archive_dir: &tmp.path().join("archives"),
             trusted_keys_dir: &tmp.path().join("keys"),
+            key_policy: ONE,
             limits: Limits::default(),
         };
         let applied = context
@@ -625,6 +623,7 @@ mod tests {
             modulepath: None,
             archive_dir: &archives,
             trusted_keys_dir: &tmp.path().join("keys"),
+            key_policy: ONE,
             limits: Limits::default(),
         };
         let absolute = tmp.path().join("absolute.zip");
@@ -659,6 +658,7 @@ mod tests {
             modulepath: None,
             archive_dir: &archives,
             trusted_keys_dir: &tmp.path().join("keys"),
+            key_policy: ONE,
             limits: Limits::default(),
         };
         let copy = verified_copy(&tmp.path().join("state"), &bundle, 1);

@@ -2,7 +2,9 @@
 //! from the future, or by fewer keys than its threshold), or rejected with the reason an
 //! operator reads in `p2pu status`. Order matters: structure and version, then signatures
 //! against the trusted keys, then fleet and expiry, then the sequence; the threshold and the
-//! clock hold what passed all of them.
+//! clock hold what passed all of them. Only signers that count are counted: a delegated key
+//! within its statement ([`crate::trust`]), and one outside it that leaves the update short
+//! gets it rejected with the rule.
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
 //!
@@ -16,7 +18,8 @@ use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::legacy::{self, LegacyTorrent};
-use crate::keys::TrustedKeys;
+use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
+use crate::trust::Trust;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -136,35 +139,8 @@ impl Thresholds {
     }
 }
 
-/// Shell-style glob on whole names: `*` is any run of characters, `?` one character, and
-/// everything else itself.
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    let (glob, name): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
-    let (mut g, mut n) = (0, 0);
-    // Where the last `*` was, and the name position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match glob.get(g) {
-            Some('*') => {
-                star = Some((g, n));
-                g += 1;
-            }
-            Some(&c) if c == '?' || c == name[n] => {
-                g += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((sg, sn)) => {
-                    g = sg + 1;
-                    n = sn + 1;
-                    star = Some((sg, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    glob[g..].iter().all(|&c| c == '*')
-}
+/// Shell-style glob on whole names, shared with key statements.
+pub use crate::formats::delegation::glob_match;
 
 /// What one pass over the spool did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -313,10 +289,18 @@ pub fn decide(
                     .into(),
             ));
         }
-        let trusted = TrustedKeys::load(policy.trusted_keys_dir)?;
-        let signers = match announcement.verify(&trusted) {
-            Ok(signers) => signers,
-            Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+        let trust = Trust::load(policy.trusted_keys_dir)?;
+        // A root chain names keys this node may not know yet (it was offline through a
+        // rotation): its signatures are counted when it is applied, against the chain's
+        // newest keys, and each document in it against the one before (trust::apply_key_update).
+        let root_chain = announcement.kind() == Kind::Key && name == ROOT_NAME;
+        let signers = if root_chain {
+            Vec::new()
+        } else {
+            match announcement.verify(&trust.keys) {
+                Ok(signers) => signers.valid,
+                Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+            }
         };
         if let Some(binding) = announcement.binding() {
             if binding.fleet != policy.fleet {
@@ -372,15 +356,52 @@ pub fn decide(
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
         let (k, rule) = policy.thresholds.required(&name, announcement.kind());
-        if signers.valid.len() < k {
+        // The update's target: the whole fleet until rollout plans carry a selector.
+        let count = trust.count(
+            &signers,
+            &name,
+            announcement.kind(),
+            None,
+            policy.fleet,
+            now,
+        );
+        if !root_chain && count.counted.len() < k {
+            let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
+            let counted = format!(
+                "signed by {} of the {k} trusted keys {rule} requires ({})",
+                count.counted.len(),
+                kids.join(", ")
+            );
+            if !count.refused.is_empty() {
+                // A delegated key signed outside its statement: refused, naming the rule.
+                return Ok(reject(
+                    Some(name),
+                    Some(seq),
+                    format!("not permitted: {}; {counted}", count.refused.join("; ")),
+                ));
+            }
             // Held, not rejected: the same name and seq with more signatures is accepted
             // when it arrives (held records do not count as seen).
-            let kids: Vec<String> = signers.valid.iter().map(ToString::to_string).collect();
+            record.status = Status::Held;
+            record.reason = Some(format!("held: {counted}"));
+            return Ok(Decision::Held(record));
+        }
+        if root_chain && announcement.payload_len() > MAX_CHAIN_BYTES {
+            return Ok(reject(
+                Some(name),
+                Some(seq),
+                format!(
+                    "root chain of {} bytes: a chain is at most {MAX_CHAIN_BYTES}",
+                    announcement.payload_len()
+                ),
+            ));
+        }
+        if root_chain && seq > now_ms {
+            // Unverified until applied: it may not claim a seq ahead of this node's clock,
+            // so it cannot outrank the operator's next root announcement.
             record.status = Status::Held;
             record.reason = Some(format!(
-                "held: signed by {} of the {k} trusted keys {rule} requires ({})",
-                signers.valid.len(),
-                kids.join(", ")
+                "held: root chain seq {seq} is ahead of this node's clock"
             ));
             return Ok(Decision::Held(record));
         }
@@ -591,6 +612,12 @@ mod tests {
     }
 
     const FLEET: FleetId = FleetId([0x42; 8]);
+
+    /// Key updates under one root signature, in FLEET.
+    const ONE_KEY: crate::trust::KeyPolicy = crate::trust::KeyPolicy {
+        key_threshold: 1,
+        fleet: FLEET,
+    };
 
     /// Valid for a day after NOW_MS, for FLEET.
     fn binding() -> Binding {
@@ -1175,7 +1202,7 @@ mod tests {
             };
             f.store.put(record).unwrap();
             let announcement = Announcement::decode(&text).unwrap();
-            apply_key_update(&f.keys_dir, &announcement, payload).unwrap()
+            apply_key_update(&f.keys_dir, &announcement, payload, &ONE_KEY).unwrap()
         };
 
         // The attacker's far-future update with the stolen key is held, not applied.
@@ -1216,6 +1243,82 @@ mod tests {
         let why = reason(decide_on(&f, &text, false));
         assert!(why.contains("revoked"), "{why}");
         let announcement = Announcement::decode(&text).unwrap();
-        assert!(apply_key_update(&f.keys_dir, &announcement, sneak.as_bytes()).is_err());
+        assert!(apply_key_update(&f.keys_dir, &announcement, sneak.as_bytes(), &ONE_KEY).is_err());
+    }
+
+    /// A delegated key counts only within its statement: outside its names the update is
+    /// refused with the rule that refuses it, inside them it is accepted.
+    #[test]
+    fn a_delegated_key_signing_outside_its_names_is_refused() {
+        use crate::formats::delegation::{Delegation, Grant};
+        use sha2::{Digest, Sha256};
+        let f = fixture();
+        let camera = SigningKey::from_bytes(&[9; 32]);
+        let mut statement = Delegation::new(Grant {
+            key: camera.verifying_key(),
+            names: vec!["cam-*".into()],
+            kinds: vec![Kind::Manifest],
+            targets: vec![],
+            fleet: FLEET,
+            expires: 4_000_000_000,
+        })
+        .unwrap();
+        statement.sign(&f.key).unwrap();
+        let text = statement.to_text();
+        let sha: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let update = signed(&f.key, "cam", NOW_MS, Kind::Key, text.len() as u64, sha);
+        let announcement = Announcement::decode(&update).unwrap();
+        crate::trust::apply_key_update(&f.keys_dir, &announcement, text.as_bytes(), &ONE_KEY)
+            .unwrap();
+
+        let why = reason(decide_on(&f, &wire(&camera, "base.pp", NOW_MS), false));
+        assert!(
+            why.starts_with("not permitted: key ")
+                && why.contains("may sign names cam-* only, not \"base.pp\""),
+            "{why}"
+        );
+        assert!(matches!(
+            decide_on(&f, &wire(&camera, "cam-front.pp", NOW_MS), false),
+            Decision::Accepted(_)
+        ));
+        // Nor may it sign a key update, even under its names.
+        let key_update = signed(&camera, "cam-key", NOW_MS, Kind::Key, 10, [2; 32]);
+        let why = reason(decide_on(&f, &key_update, false));
+        assert!(
+            why.contains("may sign kinds manifest only, not key"),
+            "{why}"
+        );
+    }
+
+    /// A root chain names keys the node may not know yet: it is taken to be checked when
+    /// applied, but never with a seq ahead of the node's clock.
+    #[test]
+    fn a_root_chain_by_unknown_keys_is_taken_for_the_apply_to_check() {
+        use crate::formats::root::ROOT_NAME;
+        let f = fixture();
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let chain = signed(&stranger, ROOT_NAME, NOW_MS, Kind::Key, 10, [2; 32]);
+        assert!(matches!(
+            decide_on(&f, &chain, false),
+            Decision::Accepted(_)
+        ));
+        let ahead = signed(&stranger, ROOT_NAME, NOW_MS + 1, Kind::Key, 10, [2; 32]);
+        let Decision::Held(held) = decide_on(&f, &ahead, false) else {
+            panic!("not held");
+        };
+        assert!(held.reason.unwrap().contains("ahead of this node's clock"));
+        // Nor may it make the node fetch more than a chain can be.
+        let big = signed(
+            &stranger,
+            ROOT_NAME,
+            NOW_MS - 1,
+            Kind::Key,
+            1 << 30,
+            [2; 32],
+        );
+        assert!(reason(decide_on(&f, &big, false)).contains("a chain is at most"));
+        // Under any other name, the same signer is unknown.
+        let other = signed(&stranger, "root", NOW_MS, Kind::Key, 10, [2; 32]);
+        assert!(reason(decide_on(&f, &other, false)).contains("unknown key"));
     }
 }

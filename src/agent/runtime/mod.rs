@@ -54,6 +54,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
     #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
+    #[error(transparent)]
     Serve(#[from] supervise::ServeError),
 }
 

@@ -333,6 +333,10 @@ impl Agent {
             modulepath: site.puppet.modulepath.first().map(|p| p.as_path()),
             archive_dir: &site.agent.archive_dir,
             trusted_keys_dir: &site.agent.trusted_keys_dir,
+            key_policy: crate::trust::KeyPolicy {
+                key_threshold: usize::try_from(site.agent.key_threshold).unwrap_or(usize::MAX),
+                fleet: self.fleet,
+            },
             limits: Limits::default(),
         };
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");

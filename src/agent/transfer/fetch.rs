@@ -839,6 +839,10 @@ mod tests {
             modulepath: None,
             archive_dir: &tmp.path().join("archives"),
             trusted_keys_dir: &tmp.path().join("keys"),
+            key_policy: crate::trust::KeyPolicy {
+                key_threshold: 1,
+                fleet: crate::formats::announcement::FleetId([0; 8]),
+            },
             limits: crate::agent::apply::extract::Limits::default(),
         };
         let copy = fetched.payload.path().to_path_buf();
