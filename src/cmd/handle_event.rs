@@ -221,6 +221,7 @@ mod tests {
                 sources: Vec::new(),
                 attempts: 0,
                 next_attempt_at: None,
+                restored_seq: None,
             })
             .unwrap();
         let (_, out) = run(

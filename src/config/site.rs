@@ -223,6 +223,12 @@ pub struct AgentSection {
     /// Per name glob (`*`, `?`): `[[agent.thresholds]]` with `names` and `k`; the first
     /// match wins.
     pub thresholds: Vec<ThresholdRule>,
+    /// Run after every update is applied, as root, as this argument vector (no shell; the
+    /// first word an absolute path); exit 0 passes. On failure the agent applies the name's
+    /// last good version again and records `reverted`. Empty: no check.
+    pub health_check: Vec<String>,
+    /// A check running longer than this is killed (its whole process group) and has failed.
+    pub health_check_timeout_secs: u64,
 }
 
 /// One `[[agent.thresholds]]` entry.
@@ -265,6 +271,8 @@ impl Default for AgentSection {
             threshold: 1,
             key_threshold: 1,
             thresholds: Vec::new(),
+            health_check: Vec::new(),
+            health_check_timeout_secs: 60,
         }
     }
 }

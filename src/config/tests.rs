@@ -280,6 +280,8 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[agent]\nkey_threshold = 0\n", "/etc/p2pu/site.toml:2: agent.key_threshold = 0: use 1 to 6: an announcement carries at most 6 signatures"),
         ("[agent]\nannouncement_ttl_days = 0\n", "/etc/p2pu/site.toml:2: agent.announcement_ttl_days = 0: use 1 to 36500"),
         ("[agent]\nfleet_id_file = \"fleet.id\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id_file = \"fleet.id\": must be an absolute path"),
+        ("[agent]\nhealth_check = [\"check\", \"-q\"]\n", "/etc/p2pu/site.toml:2: agent.health_check = \"check\": the first word must be the check program's absolute path, such as /usr/local/bin/check (it runs as root, without a shell)"),
+        ("[agent]\nhealth_check_timeout_secs = 0\n", "/etc/p2pu/site.toml:2: agent.health_check_timeout_secs = 0: use 1 to 3600: a longer check would hold every later update"),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),
     ];
     for (text, want) in cases {
