@@ -3,7 +3,7 @@
 //! each member's address, p2pu version and the age of its newest update. Exits
 //! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table.
 
-use crate::agent::runtime::state::Status;
+use crate::agent::runtime::state::{RolloutOutcome, Status};
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
@@ -74,7 +74,7 @@ pub fn verdict(reports: &[MemberReport]) -> i32 {
         r.updates
             .iter()
             .flatten()
-            .any(|u| u.status == Status::Failed)
+            .any(|u| u.status.rollout_outcome() == RolloutOutcome::Failed)
     });
     if failed {
         exit::FAILED
@@ -126,7 +126,7 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                     }
                     let code = match u.status {
                         Status::Applied => GREEN,
-                        Status::Failed => RED,
+                        Status::Failed | Status::Reverted => RED,
                         _ => YELLOW,
                     };
                     out.push_str(&format!(

@@ -3,7 +3,7 @@
 //! exits [`exit::FAILED`] when the newest record of some name failed, so scripts and monitoring
 //! can ask it like `systemctl is-failed`.
 
-use crate::agent::runtime::state::{StateStore, Status as UpdateState};
+use crate::agent::runtime::state::{RolloutOutcome, StateStore};
 use crate::agent::runtime::status::StatusReport;
 use crate::agent::runtime::RuntimeError;
 use crate::cmd::{exit, ConfigArg, Outcome};
@@ -13,8 +13,8 @@ use crate::Env;
 
 /// Show this node's updates and rejected announcements.
 ///
-/// Exits 0 when no update's newest record failed, 3 when one did, 1 when the state could
-/// not be read.
+/// Exits 0 when no update's newest record failed, 3 when one did (failed, or reverted by the
+/// health check), 1 when the state could not be read.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     #[command(flatten)]
@@ -39,7 +39,11 @@ impl Status {
         } else {
             report.updates
         };
-        if failed.iter().any(|r| r.status == UpdateState::Failed) {
+        // A revert is a failure of the update, though the node runs its last good version.
+        if failed
+            .iter()
+            .any(|r| r.status.rollout_outcome() == RolloutOutcome::Failed)
+        {
             return Ok(Outcome::Status(exit::FAILED));
         }
         Ok(Outcome::Success)
