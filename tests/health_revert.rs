@@ -80,7 +80,10 @@ impl Fleet {
     fn submit(&self, content: &str) -> u64 {
         let manifest = self.path("site.pp");
         let state = self.path("app/state");
-        let text = format!("file {{ '{}': content => \"{content}\\n\" }}\n", state.display());
+        let text = format!(
+            "file {{ '{}': content => \"{content}\\n\" }}\n",
+            state.display()
+        );
         std::fs::write(&manifest, text).unwrap();
         let out = self
             .lab
@@ -136,8 +139,8 @@ impl Fleet {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.lab.node(1).unwrap().log("agent"))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.lab.node(1).unwrap().log("agent")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -163,7 +166,11 @@ fn a_failing_health_check_reverts_to_the_last_good_version_and_reports_its_outpu
     let bad = fleet.submit("B");
     let record = fleet.settled(bad);
     assert_reverted(&record, good);
-    assert_eq!(fleet.state(), "A\n", "the last good manifest was applied again");
+    assert_eq!(
+        fleet.state(),
+        "A\n",
+        "the last good manifest was applied again"
+    );
     let reason = record.reason.clone().unwrap_or_default();
     assert!(reason.contains("FAIL: the app state is B"), "{reason}");
     assert!(record

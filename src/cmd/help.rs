@@ -76,7 +76,9 @@ p2pu submit base.pp --sign-only base.sig
 # ... the co-signer signs that file with their key, on their machine ...
 p2pu submit --sign-only base.sig2 --with-sig base.sig
 # ... and both signatures go out together
-p2pu submit --with-sig base.sig base.sig2 --wait",
+p2pu submit --with-sig base.sig base.sig2 --wait
+# In a script: 0 applied everywhere, 1 failed somewhere, 2 timed out, 3 halted
+p2pu submit site.pp --wait --quiet --timeout 900; echo $?",
     ),
     (
         "fleet",
@@ -239,7 +241,8 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "status",
-        "3 when the newest record of some update on this node failed.",
+        "3 when the newest record of some update on this node failed (or was reverted by the \
+         health check).",
     ),
     (
         "fleet status",
@@ -247,8 +250,9 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "submit",
-        "With --wait: 3 when some member failed to apply the update; 4 when some alive member \
-         had not applied it when --timeout ran out.",
+        "With --wait: 0 when every targeted member applied the update; 1 when it failed \
+         somewhere (failed, or reverted by a member's health check); 2 when some member had not \
+         settled it when --timeout ran out; 3 when the rollout halted.",
     ),
 ];
 

@@ -55,6 +55,13 @@ pub mod exit {
     /// Nothing failed, but some member did not answer (`fleet status`) or an alive one had not
     /// applied the update in time (`submit --wait`).
     pub const INCOMPLETE: i32 = 4;
+    /// `submit --wait` has statuses of its own (issue 14), 0 when every targeted member
+    /// applied the update ([`OK`]), else: it failed (or was reverted) on some member ...
+    pub const WAIT_FAILED: i32 = 1;
+    /// ... some member had not settled it by `--timeout` ...
+    pub const WAIT_TIMED_OUT: i32 = 2;
+    /// ... the rollout halted itself (some member reports it `halted`).
+    pub const WAIT_HALTED: i32 = 3;
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,

@@ -43,7 +43,12 @@ pub fn run_check(argv: &[String], timeout: Duration) -> CheckResult {
     // Close-on-exec, so the check's own copies are only the ones given as stdout and stderr.
     let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok((reader, writer)) => (std::fs::File::from(reader), writer),
-        Err(e) => return failed(format!("could not start: making a pipe: {e}"), String::new()),
+        Err(e) => {
+            return failed(
+                format!("could not start: making a pipe: {e}"),
+                String::new(),
+            )
+        }
     };
     let spawned = writer.try_clone().and_then(|stderr| {
         Command::new(program)
@@ -143,7 +148,10 @@ mod tests {
         let passed = run_check(&sh("echo fine"), Duration::from_secs(30));
         assert!(passed.passed, "{passed:?}");
         assert_eq!(passed.output, "fine\n");
-        let failed = run_check(&sh("echo out; echo err >&2; exit 3"), Duration::from_secs(30));
+        let failed = run_check(
+            &sh("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(30),
+        );
         assert!(!failed.passed);
         assert!(failed.summary.ends_with("exited 3"), "{}", failed.summary);
         assert_eq!(failed.output, "out\nerr\n");
@@ -155,7 +163,11 @@ mod tests {
         let argv = vec!["/nonexistent/check".to_string()];
         let result = run_check(&argv, Duration::from_secs(5));
         assert!(!result.passed);
-        assert!(result.summary.contains("could not start"), "{}", result.summary);
+        assert!(
+            result.summary.contains("could not start"),
+            "{}",
+            result.summary
+        );
     }
 
     /// A check that hangs (and a child it started that would keep the output pipe open) is
@@ -202,6 +214,10 @@ mod tests {
         );
         assert!(result.passed);
         assert!(result.output.len() <= MAX_OUTPUT);
-        assert!(result.output.ends_with("a\nlast line\n"), "{}", &result.output[4000..]);
+        assert!(
+            result.output.ends_with("a\nlast line\n"),
+            "{}",
+            &result.output[4000..]
+        );
     }
 }

@@ -108,7 +108,9 @@ impl GoodStore {
         if std::fs::hard_link(payload, &kept).is_err() {
             std::fs::copy(payload, &kept).map_err(io("copying into", &kept))?;
         }
-        let len = std::fs::metadata(&kept).map_err(io("reading", &kept))?.len();
+        let len = std::fs::metadata(&kept)
+            .map_err(io("reading", &kept))?
+            .len();
         let sha256 = match sha256 {
             Some(sha256) => hex::encode(sha256),
             None => {
@@ -194,7 +196,10 @@ mod tests {
             .unwrap();
         let one = store.get("site.pp", 1).unwrap();
         assert_eq!(one.path.file_name().unwrap(), "site.pp");
-        assert_eq!(std::fs::read_to_string(&one.path).unwrap(), "notice('v1')\n");
+        assert_eq!(
+            std::fs::read_to_string(&one.path).unwrap(),
+            "notice('v1')\n"
+        );
         assert_eq!(
             one.sha256,
             hex::encode(Sha256::digest(b"notice('v1')\n")),

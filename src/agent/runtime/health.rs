@@ -15,7 +15,7 @@ use super::state::{Lineage, Record, RecordKind, StateStore, Status};
 use super::Result;
 use crate::agent::apply::check::{run_check, CheckResult};
 use crate::agent::apply::good::GoodStore;
-use crate::agent::apply::{ApplyContext, Applied};
+use crate::agent::apply::{Applied, ApplyContext};
 use crate::agent::transfer::verified::{copy_verified, Expected};
 use crate::error::chain;
 use crate::formats::announcement::Kind;
@@ -60,7 +60,10 @@ impl HealthCheck<'_> {
         if !is_checked(kind_of(record)) {
             return;
         }
-        if let Err(e) = self.good.keep(&record.name, record.seq, payload, record.sha256) {
+        if let Err(e) = self
+            .good
+            .keep(&record.name, record.seq, payload, record.sha256)
+        {
             tracing::warn!(name = %record.name, seq = record.seq, "keeping the payload for a revert: {}", chain(&e));
         }
     }
@@ -416,7 +419,10 @@ mod tests {
             assert!(health.good.get("site.zip", 1).is_some());
         });
         let three = node.update(3, "B");
-        assert_eq!((three.status, three.restored_seq), (Status::Reverted, Some(1)));
+        assert_eq!(
+            (three.status, three.restored_seq),
+            (Status::Reverted, Some(1))
+        );
         assert_eq!(node.state(), "A");
     }
 
@@ -472,7 +478,10 @@ mod tests {
             })
             .unwrap();
         let resumed = node.with_health(|health, _| health.resume(&checking, None).unwrap());
-        assert_eq!((resumed.status, resumed.restored_seq), (Status::Reverted, Some(2)));
+        assert_eq!(
+            (resumed.status, resumed.restored_seq),
+            (Status::Reverted, Some(2))
+        );
         assert_eq!(node.state(), "A");
         // Stopped while reverting: the revert is done again, to the seq it had chosen.
         std::fs::write(node.path("archives/site.zip/state"), "B").unwrap();
@@ -483,7 +492,10 @@ mod tests {
             })
             .unwrap();
         let resumed = node.with_health(|health, _| health.resume(&reverting, None).unwrap());
-        assert_eq!((resumed.status, resumed.restored_seq), (Status::Reverted, Some(2)));
+        assert_eq!(
+            (resumed.status, resumed.restored_seq),
+            (Status::Reverted, Some(2))
+        );
         assert_eq!(node.state(), "A");
     }
 }

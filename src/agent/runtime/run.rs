@@ -4,10 +4,10 @@
 //! (`supervise`) that the peers thread keeps fed. Every decision is logged as one line with its
 //! reason.
 
+use super::health::{self, HealthCheck};
 use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
-use super::health::{self, HealthCheck};
 use super::state::{Record, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use super::{Result, RuntimeError};
