@@ -92,7 +92,11 @@ p2pu fleet status
 # Only site.pp, waiting up to 10 s for answers, as JSON
 p2pu fleet status site.pp --timeout 10 --json
 # In a script: 0 all well, 3 something failed, 4 someone did not answer
-p2pu fleet status >/dev/null; echo $?",
+p2pu fleet status >/dev/null; echo $?
+# Follow the newest rollout, redrawn every 2 s, until every member is done with it
+p2pu fleet status --watch
+# The same for a script: one JSON document per refresh, one per line
+p2pu fleet status site.pp --watch --interval 5 --json",
     ),
     (
         "torrent",
