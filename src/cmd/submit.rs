@@ -925,8 +925,8 @@ mod tests {
                 reason: match status {
                     Status::Failed => Some("Error: Could not find class ::nope (site.pp:1)".into()),
                     Status::Reverted => Some(
-                        "health check `/usr/local/bin/check` exited 1: camera down; \
-                         reverted to seq 6"
+                        "reverted to seq 6: health check `/usr/local/bin/check` exited 1: \
+                         camera down"
                             .into(),
                     ),
                     _ => None,
@@ -961,7 +961,7 @@ mod tests {
         let report: SubmitReport = serde_json::from_str(&out).unwrap();
         let cause = "Error: Could not find class ::nope (site.pp:1)";
         let reverted =
-            "health check `/usr/local/bin/check` exited 1: camera down; reverted to seq 6";
+            "reverted to seq 6: health check `/usr/local/bin/check` exited 1: camera down";
         let mut want = rollout(&["a"], &["b", "c"], &[]);
         want.reasons.insert("b".into(), cause.into());
         want.reasons.insert("c".into(), reverted.into());

@@ -189,7 +189,7 @@ impl HealthCheck<'_> {
                 self.settle(
                     &reverting,
                     Status::Reverted,
-                    format!("{reason}; reverted to seq {}", good.seq),
+                    format!("reverted to seq {}: {reason}", good.seq),
                     output,
                     Some(good.seq),
                 )
@@ -409,7 +409,8 @@ mod tests {
         );
         let reason = two.reason.unwrap();
         assert!(
-            reason.contains("exited 1: state is B: broken; reverted to seq 1"),
+            reason.starts_with("reverted to seq 1: health check `/bin/sh -c ")
+                && reason.ends_with("exited 1: state is B: broken"),
             "{reason}"
         );
         assert!(two.output.unwrap().contains("state is B: broken"));
