@@ -176,8 +176,9 @@ mod tests {
     fn a_check_past_its_timeout_is_killed_with_its_children_and_fails() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("child.pid");
+        // The child lets go of the output pipe, so only the group kill can end it.
         let script = format!(
-            "sleep 300 & echo $! > {}; echo started; wait",
+            "sleep 300 >/dev/null 2>&1 & echo $! > {}; echo started; sleep 60",
             pid_file.display()
         );
         let result = run_check(&sh(&script), Duration::from_secs(1));
