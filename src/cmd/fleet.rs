@@ -271,11 +271,7 @@ fn matrix(
             });
             if let Some(u) = failed {
                 let reason = u.reason.as_deref().unwrap_or("(no reason given)");
-                out.push_str(&format!(
-                    "  {}: {}: {reason}\n",
-                    report.node,
-                    u.status.as_str()
-                ));
+                out.push_str(&format!("  {}: {reason}\n", report.node));
             }
         }
     }
@@ -831,7 +827,7 @@ mod watch_tests {
              NODE                 site.pp        old.pp\n\
              a                    applied        applied\n\
              b                    reverted       applied\n  \
-             b: reverted: health check `/usr/local/bin/check` exited 1: camera down\n"
+             b: health check `/usr/local/bin/check` exited 1: camera down\n"
         );
         assert!(
             out.contains("0 failed, 1 waiting; watching (Ctrl-C to stop)"),

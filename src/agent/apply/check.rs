@@ -18,8 +18,8 @@ pub const MAX_OUTPUT: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
     pub passed: bool,
-    /// One line: `health check `/usr/local/bin/check -q` exited 1`, killed after its timeout,
-    /// or could not start.
+    /// One line: `health check `/usr/local/bin/check` exited 1`, killed after its timeout, or
+    /// could not start.
     pub summary: String,
     /// The last [`MAX_OUTPUT`] bytes of what it printed (stdout and stderr together).
     pub output: String,
@@ -34,7 +34,9 @@ pub fn run_check(argv: &[String], timeout: Duration) -> CheckResult {
             output: String::new(),
         };
     };
-    let shown = crate::engines::shown_command(argv);
+    // The program alone: the summary becomes the reason `fleet status` shows, where the
+    // arguments would crowd out what the check said.
+    let shown = crate::engines::shown_command(std::slice::from_ref(program));
     let failed = |summary: String, output: String| CheckResult {
         passed: false,
         summary: format!("health check `{shown}` {summary}"),

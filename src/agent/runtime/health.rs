@@ -409,8 +409,7 @@ mod tests {
         );
         let reason = two.reason.unwrap();
         assert!(
-            reason.starts_with("reverted to seq 1: health check `/bin/sh -c ")
-                && reason.ends_with("exited 1: state is B: broken"),
+            reason == "reverted to seq 1: health check `/bin/sh` exited 1: state is B: broken",
             "{reason}"
         );
         assert!(two.output.unwrap().contains("state is B: broken"));
