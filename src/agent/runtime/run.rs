@@ -116,11 +116,16 @@ impl Agent {
             .into_iter()
             .partition(|r| matches!(r.status, Status::Checking | Status::Reverting));
         if !in_check.is_empty() {
-            // Applied already: only the check (or the revert) is left, not a new download.
+            // Applied already: only the check (or the revert) is left, not a new download. It
+            // goes first: a newer update applied before it would be checked (or reverted) in
+            // its place. Waiting only until it holds the apply lock keeps a long check from
+            // holding up the agent's start.
             let (agent, apply_lock) = (agent.clone(), apply_lock.clone());
+            let (locked_tx, locked) = mpsc::channel();
             spawn_named("resume-health", move || {
-                agent.resume_health(in_check, &apply_lock)
+                agent.resume_health(in_check, &apply_lock, &locked_tx)
             });
+            let _ = locked.recv();
         }
         for record in open {
             tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
@@ -285,9 +290,10 @@ impl Agent {
     }
 
     /// Finishes the checks and reverts an agent stopped in the middle of, one at a time like
-    /// every apply.
-    fn resume_health(&self, records: Vec<Record>, apply_lock: &Mutex<()>) {
+    /// every apply; says on `locked` once it holds the apply lock.
+    fn resume_health(&self, records: Vec<Record>, apply_lock: &Mutex<()>, locked: &Sender<()>) {
         let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = locked.send(());
         let verified_root =
             crate::agent::transfer::verified::root_of(&self.config.site.agent.state_dir);
         let context = self.apply_context();
