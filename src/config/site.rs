@@ -224,8 +224,9 @@ pub struct AgentSection {
     /// match wins.
     pub thresholds: Vec<ThresholdRule>,
     /// Run after every update is applied, as root, as this argument vector (no shell; the
-    /// first word an absolute path); exit 0 passes. On failure the agent applies the name's
-    /// last good version again and records `reverted`. Empty: no check.
+    /// first word an absolute path), told the update in `P2PU_NAME`, `P2PU_SEQ` and
+    /// `P2PU_KIND`; exit 0 passes. On failure the agent applies the name's last good version
+    /// again and records `reverted`. Empty: no check.
     pub health_check: Vec<String>,
     /// A check running longer than this is killed (its whole process group) and has failed.
     pub health_check_timeout_secs: u64,

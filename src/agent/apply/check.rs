@@ -25,8 +25,9 @@ pub struct CheckResult {
     pub output: String,
 }
 
-/// Runs `argv` (the first word the program) with `timeout`; an empty `argv` passes.
-pub fn run_check(argv: &[String], timeout: Duration) -> CheckResult {
+/// Runs `argv` (the first word the program) with `timeout` and `env` added to the agent's
+/// environment; an empty `argv` passes.
+pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> CheckResult {
     let Some((program, args)) = argv.split_first() else {
         return CheckResult {
             passed: true,
@@ -55,6 +56,7 @@ pub fn run_check(argv: &[String], timeout: Duration) -> CheckResult {
     let spawned = writer.try_clone().and_then(|stderr| {
         Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(stderr)
@@ -147,23 +149,25 @@ mod tests {
 
     #[test]
     fn exit_0_passes_and_another_exit_fails_with_its_code_and_output() {
-        let passed = run_check(&sh("echo fine"), Duration::from_secs(30));
+        let env = [("P2PU_NAME", "site.pp".to_string())];
+        let passed = run_check(&sh("echo fine $P2PU_NAME"), Duration::from_secs(30), &env);
         assert!(passed.passed, "{passed:?}");
-        assert_eq!(passed.output, "fine\n");
+        assert_eq!(passed.output, "fine site.pp\n");
         let failed = run_check(
             &sh("echo out; echo err >&2; exit 3"),
             Duration::from_secs(30),
+            &[],
         );
         assert!(!failed.passed);
         assert!(failed.summary.ends_with("exited 3"), "{}", failed.summary);
         assert_eq!(failed.output, "out\nerr\n");
-        assert!(run_check(&[], Duration::from_secs(1)).passed);
+        assert!(run_check(&[], Duration::from_secs(1), &[]).passed);
     }
 
     #[test]
     fn a_program_that_cannot_start_fails_the_check() {
         let argv = vec!["/nonexistent/check".to_string()];
-        let result = run_check(&argv, Duration::from_secs(5));
+        let result = run_check(&argv, Duration::from_secs(5), &[]);
         assert!(!result.passed);
         assert!(
             result.summary.contains("could not start"),
@@ -183,7 +187,7 @@ mod tests {
             "sleep 300 >/dev/null 2>&1 & echo $! > {}; echo started; sleep 60",
             pid_file.display()
         );
-        let result = run_check(&sh(&script), Duration::from_secs(1));
+        let result = run_check(&sh(&script), Duration::from_secs(1), &[]);
         assert!(!result.passed);
         assert!(
             result.summary.contains("did not finish within 1 s"),
@@ -214,6 +218,7 @@ mod tests {
         let result = run_check(
             &sh("head -c 100000 /dev/zero | tr '\\0' a; echo; echo last line"),
             Duration::from_secs(30),
+            &[],
         );
         assert!(result.passed);
         assert!(result.output.len() <= MAX_OUTPUT);

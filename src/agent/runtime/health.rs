@@ -106,10 +106,16 @@ impl HealthCheck<'_> {
     /// apply's output) and settles it.
     fn check(&self, record: &Record, check: Option<&[String]>) -> Result<Record> {
         let argv = check.unwrap_or(self.site_check);
+        // What was applied, for a check that looks at that update's own effects.
+        let env = [
+            ("P2PU_NAME", record.name.clone()),
+            ("P2PU_SEQ", record.seq.to_string()),
+            ("P2PU_KIND", kind_of(record).as_str().to_string()),
+        ];
         let result = if is_checked(kind_of(record)) {
-            run_check(argv, self.timeout)
+            run_check(argv, self.timeout, &env)
         } else {
-            run_check(&[], self.timeout)
+            run_check(&[], self.timeout, &env)
         };
         let apply_summary = record.reason.clone().unwrap_or_default();
         let apply_output = record.output.clone().unwrap_or_default();
@@ -313,7 +319,7 @@ mod tests {
         let store = StateStore::open(&tmp.path().join("state")).unwrap();
         let state_file = tmp.path().join("archives/site.zip/state");
         let script = format!(
-            "echo checking {f}; if grep -q B {f}; then echo 'state is B: broken'; exit 1; fi",
+            "echo checking $P2PU_NAME seq $P2PU_SEQ; if grep -q B {f}; then echo 'state is B: broken'; exit 1; fi",
             f = state_file.display()
         );
         Node {
@@ -412,7 +418,12 @@ mod tests {
             reason == "reverted to seq 1: health check `/bin/sh` exited 1: state is B: broken",
             "{reason}"
         );
-        assert!(two.output.unwrap().contains("state is B: broken"));
+        let output = two.output.unwrap();
+        assert!(output.contains("state is B: broken"), "{output}");
+        assert!(
+            output.contains("checking site.zip seq 2"),
+            "the check is told which update it follows: {output}"
+        );
         // The failed version is not kept; the good one is, for the next failure.
         node.with_health(|health, _| {
             assert!(health.good.get("site.zip", 2).is_none());
