@@ -1,14 +1,19 @@
 //! `p2pu fleet status`: asks every member (a Serf query answered by each node's handler from
 //! its state dir) which updates it applied, and shows who failed and who did not answer, with
 //! each member's address, p2pu version and the age of its newest update. Exits
-//! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table.
+//! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table. `--watch`
+//! asks again every `--interval` and redraws a node x update table until the newest rollout
+//! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
 
-use crate::agent::runtime::state::Status;
+use crate::agent::runtime::state::{RolloutOutcome, Status};
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
+use crate::engines::Gossip;
 use crate::error::{Error, Result};
 use crate::Env;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -38,9 +43,37 @@ pub struct FleetStatus {
     /// How long to wait for answers, in seconds.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (with --watch: one WatchFrame per refresh, one per line).
     #[arg(long)]
     json: bool,
+    /// Redraw a node x update table until the newest rollout (of NAME, when given) settles:
+    /// every alive member applied, failed, reverted it, or holds it halted or not targeted.
+    /// Ctrl-C stops it sooner.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: seconds between refreshes.
+    #[arg(long, default_value_t = 2.0, requires = "watch")]
+    interval: f64,
+}
+
+/// One refresh of `p2pu fleet status --watch --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchFrame {
+    /// The rollout followed: the newest update (of NAME, when given) any member reports;
+    /// `None` while there is none.
+    pub rollout: Option<RolloutId>,
+    /// Whether every alive member settled it; the last frame is the first settled one.
+    pub settled: bool,
+    pub members: Vec<MemberReport>,
+}
+
+/// An update: its name and seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutId {
+    pub name: String,
+    pub seq: u64,
 }
 
 impl FleetStatus {
@@ -53,6 +86,9 @@ impl FleetStatus {
                 self.timeout
             ))
         })?;
+        if self.watch {
+            return self.watch(env, gossip.as_ref(), timeout);
+        }
         let reports = fleet_status(
             gossip.as_ref(),
             timeout,
@@ -68,13 +104,192 @@ impl FleetStatus {
     }
 }
 
+impl FleetStatus {
+    /// `--watch`: asks the fleet every --interval until the newest rollout settles; exits as
+    /// without --watch, on the last answers.
+    fn watch(&self, env: &mut Env, gossip: &dyn Gossip, timeout: Duration) -> Result<Outcome> {
+        let interval = Duration::try_from_secs_f64(self.interval).map_err(|_| {
+            Error::Usage(format!(
+                "--interval {}: not a duration in seconds",
+                self.interval
+            ))
+        })?;
+        loop {
+            let reports = fleet_status(gossip, timeout, self.name.as_deref(), env.unix_now())?;
+            let rollout = newest_rollout(&reports);
+            let settled = rollout.as_ref().is_some_and(|r| is_settled(&reports, r));
+            let text = if self.json {
+                let frame = WatchFrame {
+                    rollout: rollout.clone(),
+                    settled,
+                    members: reports.clone(),
+                };
+                serde_json::to_string(&frame).map_err(|e| Error::Internal(e.to_string()))? + "\n"
+            } else {
+                // On a terminal the table is redrawn in place; elsewhere each follows the last.
+                let clear = if env.color { "\x1b[H\x1b[2J" } else { "\n" };
+                let table = matrix(&reports, rollout.as_ref(), settled, env.color);
+                format!("{clear}{table}")
+            };
+            env.stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| env.stdout.flush())
+                .map_err(Error::io("writing to", "standard output"))?;
+            if settled {
+                return Ok(match verdict(&reports) {
+                    exit::OK => Outcome::Success,
+                    code => Outcome::Status(code),
+                });
+            }
+            std::thread::sleep(interval);
+        }
+    }
+}
+
+/// The newest update any member reports: the highest seq, by name on a tie.
+pub fn newest_rollout(reports: &[MemberReport]) -> Option<RolloutId> {
+    reports
+        .iter()
+        .filter_map(|r| r.updates.as_ref())
+        .flatten()
+        .max_by(|a, b| a.seq.cmp(&b.seq).then_with(|| b.name.cmp(&a.name)))
+        .map(|u| RolloutId {
+            name: u.name.clone(),
+            seq: u.seq,
+        })
+}
+
+/// Whether every alive member is done with `rollout`: applied, failed, reverted, halted or not
+/// targeted, or already on a newer seq of its name. A member that did not answer, or has not
+/// heard of it yet, is not done; a member that is not alive cannot be waited for.
+pub fn is_settled(reports: &[MemberReport], rollout: &RolloutId) -> bool {
+    reports.iter().filter(|r| r.alive).all(|r| {
+        let Some(updates) = &r.updates else {
+            return false;
+        };
+        updates.iter().any(|u| {
+            u.name == rollout.name
+                && (u.seq > rollout.seq
+                    || (u.seq == rollout.seq && u.status.rollout_outcome() != RolloutOutcome::Open))
+        })
+    })
+}
+
+/// The `--watch` table: a row per member, a column per update name (the newest first), each
+/// cell the member's status of its newest seq of that name; then the reasons of the members
+/// where the followed rollout failed.
+fn matrix(
+    reports: &[MemberReport],
+    rollout: Option<&RolloutId>,
+    settled: bool,
+    color: bool,
+) -> String {
+    const COLUMNS: usize = 5;
+    let paint = |text: String, status: Status| {
+        let code = match status.rollout_outcome() {
+            RolloutOutcome::Applied => GREEN,
+            RolloutOutcome::Failed | RolloutOutcome::Halted => RED,
+            RolloutOutcome::NotTargeted => "",
+            RolloutOutcome::Open => YELLOW,
+        };
+        if color && !code.is_empty() {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text
+        }
+    };
+    let mut names: Vec<(u64, &str)> = Vec::new();
+    for u in reports.iter().filter_map(|r| r.updates.as_ref()).flatten() {
+        match names.iter_mut().find(|(_, n)| *n == u.name) {
+            Some(entry) => entry.0 = entry.0.max(u.seq),
+            None => names.push((u.seq, &u.name)),
+        }
+    }
+    names.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    names.truncate(COLUMNS);
+    let mut out = match rollout {
+        None => "no update yet; watching (Ctrl-C to stop)\n".to_string(),
+        Some(r) => {
+            let (mut done, mut failed, mut waiting) = (0, 0, 0);
+            for report in reports.iter().filter(|m| m.alive) {
+                let status = report
+                    .updates
+                    .iter()
+                    .flatten()
+                    .find(|u| u.name == r.name && u.seq == r.seq)
+                    .map(|u| u.status.rollout_outcome());
+                match status {
+                    Some(RolloutOutcome::Failed | RolloutOutcome::Halted) => failed += 1,
+                    Some(RolloutOutcome::Open) | None => waiting += 1,
+                    Some(_) => done += 1,
+                }
+            }
+            let state = if settled {
+                "settled"
+            } else {
+                "watching (Ctrl-C to stop)"
+            };
+            format!(
+                "{} seq {}: {done} done, {failed} failed, {waiting} waiting; {state}\n",
+                r.name, r.seq
+            )
+        }
+    };
+    let mut header = format!("{:<20}", "NODE");
+    for (_, name) in &names {
+        header.push_str(&format!(" {:<14}", truncate(name, 14)));
+    }
+    out.push_str(header.trim_end());
+    out.push('\n');
+    for report in reports {
+        let mut row = format!("{:<20}", truncate(&report.node, 20));
+        match &report.updates {
+            None if !report.alive => row.push_str(" (not alive)"),
+            None => row.push_str(" (no answer)"),
+            Some(updates) => {
+                for (_, name) in &names {
+                    let cell = updates.iter().find(|u| u.name == *name);
+                    row.push(' ');
+                    match cell {
+                        Some(u) => {
+                            row.push_str(&paint(format!("{:<14}", u.status.as_str()), u.status))
+                        }
+                        None => row.push_str(&format!("{:<14}", "-")),
+                    }
+                }
+            }
+        }
+        out.push_str(row.trim_end());
+        out.push('\n');
+    }
+    if let Some(r) = rollout {
+        for report in reports {
+            let failed = report.updates.iter().flatten().find(|u| {
+                u.name == r.name
+                    && u.seq == r.seq
+                    && u.status.rollout_outcome() == RolloutOutcome::Failed
+            });
+            if let Some(u) = failed {
+                let reason = u.reason.as_deref().unwrap_or("(no reason given)");
+                out.push_str(&format!("  {}: {reason}\n", report.node));
+            }
+        }
+    }
+    out
+}
+
+/// At most `max` characters of `text`.
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
 /// The exit status for these reports: failures first, then silence.
 pub fn verdict(reports: &[MemberReport]) -> i32 {
     let failed = reports.iter().any(|r| {
         r.updates
             .iter()
             .flatten()
-            .any(|u| u.status == Status::Failed)
+            .any(|u| u.status.rollout_outcome() == RolloutOutcome::Failed)
     });
     if failed {
         exit::FAILED
@@ -126,7 +341,7 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                     }
                     let code = match u.status {
                         Status::Applied => GREEN,
-                        Status::Failed => RED,
+                        Status::Failed | Status::Reverted => RED,
                         _ => YELLOW,
                     };
                     out.push_str(&format!(
@@ -439,5 +654,207 @@ mod tests {
             "{err}"
         );
         assert!(gossip.queries().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use crate::agent::runtime::status::{NodeStatus, UpdateStatus};
+    use crate::cmd::testing::Run;
+    use crate::engines::clients::Engines;
+    use crate::engines::{Member, MemberStatus, SerfError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn update(name: &str, seq: u64, status: Status) -> UpdateStatus {
+        UpdateStatus {
+            name: name.into(),
+            seq,
+            status,
+            reason: matches!(status, Status::Failed | Status::Reverted)
+                .then(|| "health check `/usr/local/bin/check` exited 1: camera down".into()),
+            at: 1,
+            bad_sources: Vec::new(),
+            attempts: 0,
+        }
+    }
+
+    fn member(node: &str, alive: bool, updates: Option<Vec<UpdateStatus>>) -> MemberReport {
+        MemberReport {
+            node: node.into(),
+            addr: "10.0.0.1:7946".into(),
+            alive,
+            version: None,
+            updates,
+            newest_age_secs: None,
+            heartbeat: None,
+        }
+    }
+
+    #[test]
+    fn a_rollout_settles_when_every_alive_member_is_done_with_it() {
+        let id = RolloutId {
+            name: "site.pp".into(),
+            seq: 7,
+        };
+        let done = |status| member("a", true, Some(vec![update("site.pp", 7, status)]));
+        for status in [Status::Applied, Status::Failed, Status::Reverted] {
+            assert!(is_settled(&[done(status)], &id), "{status:?}");
+        }
+        for status in [
+            Status::Pending,
+            Status::Applying,
+            Status::Retrying,
+            Status::Checking,
+            Status::Reverting,
+            Status::Held,
+        ] {
+            assert!(!is_settled(&[done(status)], &id), "{status:?}");
+        }
+        let applied = done(Status::Applied);
+        // Has not heard of it yet, or did not answer: not settled.
+        let unaware = member("b", true, Some(vec![update("site.pp", 6, Status::Applied)]));
+        assert!(!is_settled(&[applied.clone(), unaware], &id));
+        let silent = member("c", true, None);
+        assert!(!is_settled(&[applied.clone(), silent], &id));
+        // A member that is not alive is not waited for; one already past it is done with it.
+        let dead = member("d", false, None);
+        let ahead = member("e", true, Some(vec![update("site.pp", 8, Status::Pending)]));
+        assert!(is_settled(&[applied.clone(), dead, ahead], &id));
+        // The newest rollout is the highest seq anyone reports.
+        let older = member(
+            "f",
+            true,
+            Some(vec![update("motd.tar.gz", 3, Status::Applied)]),
+        );
+        assert_eq!(newest_rollout(&[older, applied]), Some(id));
+        assert_eq!(newest_rollout(&[member("g", true, None)]), None);
+    }
+
+    /// Answers `pending` from node b for the first `pending_for` queries, then `reverted`.
+    struct Rolling {
+        queries: AtomicUsize,
+        pending_for: usize,
+    }
+
+    impl Gossip for Rolling {
+        fn members(&self) -> std::result::Result<Vec<Member>, SerfError> {
+            let member = |name: &str| Member {
+                name: name.into(),
+                addr: [10, 0, 0, 1].into(),
+                port: 7946,
+                status: MemberStatus::Alive,
+                tags: Default::default(),
+            };
+            Ok(vec![member("a"), member("b")])
+        }
+        fn user_event(&self, _: &str, _: &[u8], _: bool) -> std::result::Result<(), SerfError> {
+            Ok(())
+        }
+        fn query(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Duration,
+        ) -> std::result::Result<Vec<(String, String)>, SerfError> {
+            let n = self.queries.fetch_add(1, Ordering::SeqCst);
+            let b = if n < self.pending_for {
+                Status::Pending
+            } else {
+                Status::Reverted
+            };
+            let answer = |node: &str, status| {
+                let status = NodeStatus {
+                    node: node.into(),
+                    version: None,
+                    heartbeat: None,
+                    updates: vec![
+                        update("site.pp", 7, status),
+                        update("old.pp", 2, Status::Applied),
+                    ],
+                };
+                (node.to_string(), serde_json::to_string(&status).unwrap())
+            };
+            Ok(vec![answer("a", Status::Applied), answer("b", b)])
+        }
+    }
+
+    fn watch(args: &[&str]) -> (i32, String, usize) {
+        let (code, out, err, queries) = watch_err(args);
+        assert_eq!(err, "");
+        (code, out, queries)
+    }
+
+    fn watch_err(args: &[&str]) -> (i32, String, String, usize) {
+        let dir = crate::cmd::testing::site_dir("");
+        let gossip = Arc::new(Rolling {
+            queries: AtomicUsize::new(0),
+            pending_for: 2,
+        });
+        let engines = Engines::fakes().gossip_engine(gossip.clone());
+        let argv = ["fleet", "status", "--config", "site.toml", "--timeout", "0"];
+        let argv: Vec<&str> = argv.iter().chain(args).copied().collect();
+        let (code, out, err) = Run::new(dir.path()).engines(engines).run(&argv);
+        (code, out, err, gossip.queries.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn watch_json_prints_one_frame_per_refresh_until_the_rollout_settles() {
+        let (code, out, queries) = watch(&["--watch", "--interval", "0.01", "--json"]);
+        assert_eq!(code, exit::FAILED, "b reverted: a failure");
+        let frames: Vec<WatchFrame> = out
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(frames.len(), 3, "{out}");
+        assert_eq!(queries, 3, "no refresh after it settled");
+        assert_eq!(
+            frames.iter().map(|f| f.settled).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        let followed = RolloutId {
+            name: "site.pp".into(),
+            seq: 7,
+        };
+        assert!(frames.iter().all(|f| f.rollout.as_ref() == Some(&followed)));
+        let extra =
+            out.lines()
+                .next()
+                .unwrap()
+                .replacen("\"settled\"", "\"surprise\":1,\"settled\"", 1);
+        assert!(serde_json::from_str::<WatchFrame>(&extra).is_err());
+    }
+
+    #[test]
+    fn watch_redraws_a_node_by_update_table_and_names_who_failed() {
+        let (code, out, _) = watch(&["--watch", "--interval", "0.01"]);
+        assert_eq!(code, exit::FAILED);
+        let last = out.rsplit("\n\n").next().unwrap();
+        assert_eq!(
+            last,
+            "site.pp seq 7: 1 done, 1 failed, 0 waiting; settled\n\
+             NODE                 site.pp        old.pp\n\
+             a                    applied        applied\n\
+             b                    reverted       applied\n  \
+             b: health check `/usr/local/bin/check` exited 1: camera down\n"
+        );
+        assert!(
+            out.contains("0 failed, 1 waiting; watching (Ctrl-C to stop)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn interval_needs_watch_and_a_duration() {
+        let (code, _, err, queries) = watch_err(&["--interval", "1"]);
+        assert_eq!((code, queries), (2, 0));
+        assert!(err.contains("--watch"), "{err}");
+        let (code, _, err, queries) = watch_err(&["--watch", "--interval=-1"]);
+        assert_eq!((code, queries), (1, 0));
+        assert!(
+            err.contains("--interval -1: not a duration in seconds"),
+            "{err}"
+        );
     }
 }

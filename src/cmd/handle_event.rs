@@ -233,6 +233,7 @@ mod tests {
                 sources: Vec::new(),
                 attempts: 0,
                 next_attempt_at: None,
+                restored_seq: None,
             })
             .unwrap();
         let (_, out) = run(

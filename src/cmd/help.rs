@@ -85,7 +85,9 @@ p2pu submit base.pp --sign-only base.sig
 # ... the co-signer signs that file with their key, on their machine ...
 p2pu submit --sign-only base.sig2 --with-sig base.sig
 # ... and both signatures go out together
-p2pu submit --with-sig base.sig base.sig2 --wait",
+p2pu submit --with-sig base.sig base.sig2 --wait
+# In a script: 0 applied everywhere, 1 failed somewhere, 2 timed out, 3 halted
+p2pu submit site.pp --wait --quiet --timeout 900; echo $?",
     ),
     (
         "fleet",
@@ -99,7 +101,11 @@ p2pu fleet status
 # Only site.pp, waiting up to 10 s for answers, as JSON
 p2pu fleet status site.pp --timeout 10 --json
 # In a script: 0 all well, 3 something failed, 4 someone did not answer
-p2pu fleet status >/dev/null; echo $?",
+p2pu fleet status >/dev/null; echo $?
+# Follow the newest rollout, redrawn every 2 s, until every member is done with it
+p2pu fleet status --watch
+# The same for a script: one JSON document per refresh, one per line
+p2pu fleet status site.pp --watch --interval 5 --json",
     ),
     (
         "torrent",
@@ -264,9 +270,10 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "status",
-        "3 when the newest record of some update on this node failed. With --check: 5 when this \
-         node holds no heartbeat signed within agent.heartbeat_window_secs (never received, or \
-         stale: updates may be withheld from it), else 3 or 0 as without it.",
+        "3 when the newest record of some update on this node failed (or was reverted by the \
+         health check). With --check: 5 when this node holds no heartbeat signed within \
+         agent.heartbeat_window_secs (never received, or stale: updates may be withheld from it), \
+         else 3 or 0 as without it.",
     ),
     (
         "fleet status",
@@ -274,8 +281,9 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "submit",
-        "With --wait: 3 when some member failed to apply the update; 4 when some alive member \
-         had not applied it when --timeout ran out.",
+        "With --wait: 0 when every targeted member applied the update; 1 when it failed \
+         somewhere (failed, or reverted by a member's health check); 2 when some member had not \
+         settled it when --timeout ran out; 3 when the rollout halted.",
     ),
 ];
 

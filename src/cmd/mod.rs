@@ -59,6 +59,13 @@ pub mod exit {
     /// This node holds no heartbeat signed within `agent.heartbeat_window_secs`
     /// (`status --check`): updates may be withheld from it.
     pub const STALE: i32 = 5;
+    /// `submit --wait` has statuses of its own (issue 14), 0 when every targeted member
+    /// applied the update ([`OK`]), else: it failed (or was reverted) on some member ...
+    pub const WAIT_FAILED: i32 = 1;
+    /// ... some member had not settled it by `--timeout` ...
+    pub const WAIT_TIMED_OUT: i32 = 2;
+    /// ... the rollout halted itself (some member reports it `halted`).
+    pub const WAIT_HALTED: i32 = 3;
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,

@@ -4,7 +4,7 @@
 //! can ask it like `systemctl is-failed`.
 
 use crate::agent::runtime::heartbeat;
-use crate::agent::runtime::state::{StateStore, Status as UpdateState};
+use crate::agent::runtime::state::{RolloutOutcome, StateStore, Status as UpdateState};
 use crate::agent::runtime::status::StatusReport;
 use crate::agent::runtime::RuntimeError;
 use crate::cmd::{exit, ConfigArg, Outcome};
@@ -15,9 +15,10 @@ use std::io::Write;
 
 /// Show this node's updates, rejected announcements and heartbeat.
 ///
-/// Exits 0 when no update's newest record failed, 3 when one did, 1 when the state could
-/// not be read. With --check: one line, and exit 5 when the heartbeat is stale or was never
-/// received (agent.heartbeat_window_secs), else 3 or 0 as above.
+/// Exits 0 when no update's newest record failed, 3 when one did (failed, or reverted by the
+/// health check), 1 when the state could not be read. With --check: one line, and exit 5 when
+/// the heartbeat is stale or was never received (agent.heartbeat_window_secs), else 3 or 0 as
+/// above.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     #[command(flatten)]
@@ -51,7 +52,11 @@ impl Status {
         } else {
             report.updates
         };
-        if failed.iter().any(|r| r.status == UpdateState::Failed) {
+        // A revert is a failure of the update, though the node runs its last good version.
+        if failed
+            .iter()
+            .any(|r| r.status.rollout_outcome() == RolloutOutcome::Failed)
+        {
             return Ok(Outcome::Status(exit::FAILED));
         }
         Ok(Outcome::Success)
@@ -230,6 +235,7 @@ mod tests {
             sources: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
+            restored_seq: None,
         }
     }
 

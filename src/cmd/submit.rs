@@ -8,6 +8,7 @@
 //! stderr; `--json` prints [`SubmitReport`] on stdout. `--sign-only` and `--with-sig` collect
 //! the signatures of names that need k of them (thresholds) and announce them together.
 
+use crate::agent::runtime::state::RolloutOutcome;
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
@@ -28,8 +29,10 @@ use std::time::{Duration, Instant};
 /// info-hash. Refused before anything is seeded or broadcast: a path that does not exist, a
 /// manifest `puppet parser validate` rejects, a module archive without metadata.json. With
 /// --noop, runs `puppet apply --noop` here and shows what would change, broadcasting nothing.
-/// With --wait, exits 3 when some member failed to apply it (each one's reason on stderr) and 4
-/// when some alive member had not applied it by --timeout.
+/// With --wait, follows the rollout and prints each failed member's reason on stderr; exits 0
+/// when every targeted member applied it, 1 when it failed somewhere (failed, or reverted by
+/// the member's health check), 2 when some member had not settled it by --timeout, 3 when the
+/// rollout halted (some member reports it `halted`). --json carries the same outcome.
 ///
 /// Names that need k signatures (agent.thresholds): sign with --sign-only on the host that
 /// will announce, have each co-signer sign that file with --sign-only --with-sig, then
@@ -112,9 +115,40 @@ pub struct Rollout {
     pub failed: Vec<String>,
     /// Alive members that had not applied or failed it (yet).
     pub waiting: Vec<String>,
+    /// Members where the rollout halted itself (its failure threshold crossed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub halted: Vec<String>,
+    /// Members the update is not for (its signed target selector leaves them out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_targeted: Vec<String>,
+    /// How the wait ended: `applied`, `failed`, `timed-out` or `halted`, as the exit status
+    /// (0, 1, 2, 3) says it; absent while it was not over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<WaitOutcome>,
     /// Why each failed member failed (Puppet's first `Error:` line, or the fetch's reason).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reasons: BTreeMap<String, String>,
+}
+
+/// How `submit --wait` ended, as `--json` says it; the exit status says the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitOutcome {
+    Applied,
+    Failed,
+    TimedOut,
+    Halted,
+}
+
+impl WaitOutcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            WaitOutcome::Applied => exit::OK,
+            WaitOutcome::Failed => exit::WAIT_FAILED,
+            WaitOutcome::TimedOut => exit::WAIT_TIMED_OUT,
+            WaitOutcome::Halted => exit::WAIT_HALTED,
+        }
+    }
 }
 
 impl Submit {
@@ -201,8 +235,9 @@ impl Submit {
             return Ok(Outcome::Success);
         }
         let timeout = Duration::from_secs(self.timeout);
-        let (rollout, verdict) =
+        let (mut rollout, verdict) =
             wait_for_rollout(env, gossip.as_ref(), &submitted, timeout, self.quiet)?;
+        rollout.outcome = Some(verdict.0);
         report.rollout = Some(rollout);
         if self.json {
             crate::cmd::emit(env, true, &report, |_| String::new())?;
@@ -212,8 +247,8 @@ impl Submit {
                 .map_err(Error::io("writing to", "standard error"))?;
         }
         Ok(match verdict.0 {
-            exit::OK => Outcome::Success,
-            code => Outcome::Status(code),
+            WaitOutcome::Applied => Outcome::Success,
+            outcome => Outcome::Status(outcome.exit_code()),
         })
     }
 
@@ -289,8 +324,8 @@ fn check_source(source: &Path) -> Result<()> {
     }
 }
 
-/// How a rollout ended: the exit status, and for a non-zero one what went wrong and what to do.
-type Verdict = (i32, Option<String>);
+/// How a rollout ended, and when not applied everywhere, what went wrong and what to do.
+type Verdict = (WaitOutcome, Option<String>);
 
 fn wait_for_rollout(
     env: &mut Env,
@@ -328,19 +363,45 @@ fn wait_for_rollout(
     }
 }
 
-/// `None` while the rollout should be followed further.
+/// `None` while the rollout should be followed further. A halt ends the wait at once (the
+/// members that hold will not move until `rollout resume`); a known failure outranks a
+/// time-out.
 fn rollout_verdict(
     update: &Submitted,
     tally: &Rollout,
     past_deadline: bool,
     timeout: Duration,
 ) -> Option<Verdict> {
+    let failed_on = || {
+        if tally.failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed on: {}", tally.failed.join(", "))
+        }
+    };
+    if !tally.halted.is_empty() {
+        return Some((
+            WaitOutcome::Halted,
+            Some(
+                format!(
+                    "{} seq {}: the rollout halted (on: {}){}; `p2pu fleet status {}` says why, \
+                 `p2pu rollout resume {}` goes on",
+                    update.name,
+                    update.seq,
+                    tally.halted.join(", "),
+                    failed_on(),
+                    update.name,
+                    update.name,
+                ) + &reasons(tally),
+            ),
+        ));
+    }
     if tally.waiting.is_empty() {
         if tally.failed.is_empty() {
-            return Some((exit::OK, None));
+            return Some((WaitOutcome::Applied, None));
         }
         return Some((
-            exit::FAILED,
+            WaitOutcome::Failed,
             Some(format!(
                 "{} seq {} failed on: {}; `p2pu fleet status {}` shows more{}",
                 update.name,
@@ -354,24 +415,20 @@ fn rollout_verdict(
     if !past_deadline {
         return None;
     }
-    let code = if tally.failed.is_empty() {
-        exit::INCOMPLETE
+    let outcome = if tally.failed.is_empty() {
+        WaitOutcome::TimedOut
     } else {
-        exit::FAILED
+        WaitOutcome::Failed
     };
     Some((
-        code,
+        outcome,
         Some(
             format!(
                 "timed out after {} s; still waiting for: {}{}; follow it with \
              `p2pu fleet status {}` or give a longer --timeout",
                 timeout.as_secs(),
                 tally.waiting.join(", "),
-                if tally.failed.is_empty() {
-                    String::new()
-                } else {
-                    format!("; failed on: {}", tally.failed.join(", "))
-                },
+                failed_on(),
                 update.name
             ) + &reasons(tally),
         ),
@@ -402,15 +459,18 @@ fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
             .as_ref()
             .and_then(|u| u.iter().find(|u| u.seq == seq));
         let node = report.node.clone();
-        match update.map(|u| u.status) {
-            Some(crate::agent::runtime::state::Status::Applied) => tally.applied.push(node),
-            Some(crate::agent::runtime::state::Status::Failed) => {
+        let outcome = update.map(|u| u.status.rollout_outcome());
+        match outcome {
+            Some(RolloutOutcome::Applied) => tally.applied.push(node),
+            Some(RolloutOutcome::Failed) => {
                 if let Some(reason) = update.and_then(|u| u.reason.clone()) {
                     tally.reasons.insert(node.clone(), reason);
                 }
                 tally.failed.push(node);
             }
-            _ => tally.waiting.push(node),
+            Some(RolloutOutcome::Halted) => tally.halted.push(node),
+            Some(RolloutOutcome::NotTargeted) => tally.not_targeted.push(node),
+            Some(RolloutOutcome::Open) | None => tally.waiting.push(node),
         }
     }
     tally
@@ -470,36 +530,58 @@ mod tests {
             failed: names(failed),
             waiting: names(waiting),
             reasons: BTreeMap::new(),
+            ..Rollout::default()
         }
     }
 
     #[test]
-    fn wait_exits_0_all_applied_3_failed_4_timed_out_and_says_what_to_do() {
+    fn wait_exits_0_all_applied_1_failed_2_timed_out_3_halted_and_says_what_to_do() {
         let t = Duration::from_secs(9);
         let verdict = |r: &Rollout, late| rollout_verdict(&submitted(), r, late, t);
         assert_eq!(
             verdict(&rollout(&["a", "b"], &[], &[]), false),
-            Some((0, None))
+            Some((WaitOutcome::Applied, None))
         );
         assert_eq!(verdict(&rollout(&["a"], &[], &["b"]), false), None);
+        let mut elsewhere = rollout(&["a"], &[], &[]);
+        elsewhere.not_targeted = vec!["b".into()];
+        assert_eq!(
+            verdict(&elsewhere, false).map(|v| v.0),
+            Some(WaitOutcome::Applied),
+            "a member the update is not for is not waited for"
+        );
 
-        let (code, text) = verdict(&rollout(&["a"], &["b"], &[]), false).unwrap();
+        let (outcome, text) = verdict(&rollout(&["a"], &["b"], &[]), false).unwrap();
         let text = text.unwrap();
-        assert_eq!(code, exit::FAILED);
+        assert_eq!(outcome.exit_code(), 1);
         assert!(text.contains("failed on: b") && text.contains("p2pu fleet status site.pp"));
         assert!(text.ends_with("\n  b: (no reason given)"), "{text}");
 
-        let (code, text) = verdict(&rollout(&["a"], &[], &["c"]), true).unwrap();
+        let (outcome, text) = verdict(&rollout(&["a"], &[], &["c"]), true).unwrap();
         let text = text.unwrap();
-        assert_eq!(code, exit::INCOMPLETE);
+        assert_eq!(outcome.exit_code(), 2);
         assert!(
             text.contains("timed out after 9 s; still waiting for: c"),
             "{text}"
         );
         assert!(text.contains("longer --timeout"), "{text}");
 
-        let (code, _) = verdict(&rollout(&[], &["b"], &["c"]), true).unwrap();
-        assert_eq!(code, exit::FAILED, "a failure outranks a timeout");
+        let (outcome, _) = verdict(&rollout(&[], &["b"], &["c"]), true).unwrap();
+        assert_eq!(outcome.exit_code(), 1, "a failure outranks a timeout");
+
+        // A halt ends the wait at once, before the deadline, and outranks the failures that
+        // caused it.
+        let mut halted = rollout(&["a"], &["b"], &["c"]);
+        halted.halted = vec!["c".into()];
+        halted.waiting.clear();
+        let (outcome, text) = verdict(&halted, false).unwrap();
+        assert_eq!(outcome.exit_code(), 3);
+        let text = text.unwrap();
+        assert!(
+            text.contains("the rollout halted (on: c); failed on: b"),
+            "{text}"
+        );
+        assert!(text.ends_with("\n  b: (no reason given)"), "{text}");
     }
 
     #[test]
@@ -834,14 +916,21 @@ mod tests {
     }
 
     #[test]
-    fn submit_wait_follows_the_rollout_and_exits_3_naming_who_failed() {
+    fn submit_wait_follows_the_rollout_and_exits_1_naming_who_failed_or_reverted() {
         let answer = |node: &str, status: Status| {
             let updates = vec![UpdateStatus {
                 name: "site.pp".into(),
                 seq: 7,
                 status,
-                reason: (status == Status::Failed)
-                    .then(|| "Error: Could not find class ::nope (site.pp:1)".into()),
+                reason: match status {
+                    Status::Failed => Some("Error: Could not find class ::nope (site.pp:1)".into()),
+                    Status::Reverted => Some(
+                        "reverted to seq 6: health check `/usr/local/bin/check` exited 1: \
+                         camera down"
+                            .into(),
+                    ),
+                    _ => None,
+                },
                 at: 1,
                 bad_sources: Vec::new(),
                 attempts: 3,
@@ -858,22 +947,32 @@ mod tests {
             members: vec![
                 FakeGossip::member("a", MemberStatus::Alive),
                 FakeGossip::member("b", MemberStatus::Alive),
+                FakeGossip::member("c", MemberStatus::Alive),
             ],
-            answers: vec![answer("a", Status::Applied), answer("b", Status::Failed)],
+            answers: vec![
+                answer("a", Status::Applied),
+                answer("b", Status::Failed),
+                answer("c", Status::Reverted),
+            ],
             ..FakeGossip::default()
         });
-        let (code, out, err) = node.submit(&["--wait", "--quiet"]);
-        assert_eq!(code, exit::FAILED, "{err}");
+        // A short timeout: a member whose revert was not counted would be waited for.
+        let (code, out, err) = node.submit(&["--wait", "--quiet", "--timeout", "2"]);
+        assert_eq!(code, 1, "{err}");
         let report: SubmitReport = serde_json::from_str(&out).unwrap();
         let cause = "Error: Could not find class ::nope (site.pp:1)";
-        let mut want = rollout(&["a"], &["b"], &[]);
+        let reverted =
+            "reverted to seq 6: health check `/usr/local/bin/check` exited 1: camera down";
+        let mut want = rollout(&["a"], &["b", "c"], &[]);
         want.reasons.insert("b".into(), cause.into());
+        want.reasons.insert("c".into(), reverted.into());
+        want.outcome = Some(WaitOutcome::Failed);
         assert_eq!(report.rollout, Some(want));
         assert_eq!(
             err,
             format!(
-                "error: site.pp seq 7 failed on: b; `p2pu fleet status site.pp` shows more\n  \
-                 b: {cause}\n"
+                "error: site.pp seq 7 failed on: b, c; `p2pu fleet status site.pp` shows more\n  \
+                 b: {cause}\n  c: {reverted}\n"
             )
         );
         assert_eq!(node.gossip.queries(), ["p2pu-status"]);

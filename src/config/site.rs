@@ -230,6 +230,13 @@ pub struct AgentSection {
     /// How often the heartbeat timer `init` renders runs `p2pu heartbeat` (0: no timer);
     /// set on the submitting host, which holds the signing key.
     pub heartbeat_interval_secs: u64,
+    /// Run after every update is applied, as root, as this argument vector (no shell; the
+    /// first word an absolute path), told the update in `P2PU_NAME`, `P2PU_SEQ` and
+    /// `P2PU_KIND`; exit 0 passes. On failure the agent applies the name's last good version
+    /// again and records `reverted`. Empty: no check.
+    pub health_check: Vec<String>,
+    /// A check running longer than this is killed (its whole process group) and has failed.
+    pub health_check_timeout_secs: u64,
 }
 
 /// One `[[agent.thresholds]]` entry.
@@ -274,6 +281,8 @@ impl Default for AgentSection {
             thresholds: Vec::new(),
             heartbeat_window_secs: 0,
             heartbeat_interval_secs: 0,
+            health_check: Vec::new(),
+            health_check_timeout_secs: 60,
         }
     }
 }

@@ -281,6 +281,8 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[agent]\nheartbeat_interval_secs = 300\nheartbeat_window_secs = 300\n", "/etc/p2pu/site.toml:3: agent.heartbeat_window_secs = 300: use more than agent.heartbeat_interval_secs (300), say 3 times it: every node would go stale between two heartbeats"),
         ("[agent]\nannouncement_ttl_days = 0\n", "/etc/p2pu/site.toml:2: agent.announcement_ttl_days = 0: use 1 to 36500"),
         ("[agent]\nfleet_id_file = \"fleet.id\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id_file = \"fleet.id\": must be an absolute path"),
+        ("[agent]\nhealth_check = [\"check\", \"-q\"]\n", "/etc/p2pu/site.toml:2: agent.health_check = \"check\": the first word must be the check program's absolute path, such as /usr/local/bin/check (it runs as root, without a shell)"),
+        ("[agent]\nhealth_check_timeout_secs = 0\n", "/etc/p2pu/site.toml:2: agent.health_check_timeout_secs = 0: use 1 to 3600: a longer check would hold every later update"),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),
     ];
     for (text, want) in cases {

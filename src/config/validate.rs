@@ -396,6 +396,7 @@ impl<'a> Validator<'a> {
                 "use agent.retry_backoff_secs to 604800: the cap of the doubling wait",
             );
         }
+        self.check_health_check(site);
         self.check_signing_policy(site);
         let user = site.agent.serve_user.as_str();
         if user == "root" {
@@ -419,6 +420,36 @@ impl<'a> Validator<'a> {
             serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
             serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
             advertise,
+        }
+    }
+
+    /// The health check runs as root with no shell: its program must be named absolutely (a
+    /// bare name would be looked up in whatever PATH the agent was started with).
+    fn check_health_check(&self, site: &SiteToml) {
+        let agent = &site.agent;
+        if let Some(program) = agent.health_check.first() {
+            if !Path::new(program).is_absolute() {
+                self.fail(
+                    "agent.health_check",
+                    quoted(program),
+                    "the first word must be the check program's absolute path, such as \
+                     /usr/local/bin/check (it runs as root, without a shell)",
+                );
+            }
+        }
+        if let Some(arg) = agent.health_check.iter().find(|a| a.contains('\0')) {
+            self.fail(
+                "agent.health_check",
+                quoted(arg),
+                "an argument cannot contain a NUL character",
+            );
+        }
+        if !(1..=3_600).contains(&agent.health_check_timeout_secs) {
+            self.fail(
+                "agent.health_check_timeout_secs",
+                agent.health_check_timeout_secs,
+                "use 1 to 3600: a longer check would hold every later update",
+            );
         }
     }
 

@@ -121,6 +121,14 @@ impl Invocation {
     }
 }
 
+/// An argument vector as an operator would type it, for messages (the health check's).
+pub fn shown_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| shell_quote(OsStr::new(word)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Quotes one word for display when it holds anything a shell would split or expand.
 fn shell_quote(word: &OsStr) -> String {
     let text = word.to_string_lossy();

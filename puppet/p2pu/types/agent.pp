@@ -27,4 +27,6 @@ type P2pu::Agent = Struct[{
   Optional['threshold']                    => Integer[1, 6],
   Optional['key_threshold']                => Integer[1, 6],
   Optional['thresholds']                   => Array[Struct[{ 'names' => String[1], 'k' => Integer[1, 6] }]],
+  Optional['health_check']                 => Array[String[1]],
+  Optional['health_check_timeout_secs']    => Integer[1, 3600],
 }]

@@ -11,7 +11,9 @@
 //! older update of one name never replaces what another name unpacked. An archive member of a
 //! `dir` update unpacks inside that update's own tree, at `<member>.d` beside the member.
 
+pub mod check;
 pub mod extract;
+pub mod good;
 pub mod kind;
 
 use self::extract::{ArchiveFormat, Limits};

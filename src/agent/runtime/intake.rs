@@ -510,6 +510,7 @@ fn decide_legacy(
         sources: Vec::new(),
         attempts: 0,
         next_attempt_at: None,
+        restored_seq: None,
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -544,6 +545,7 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
         sources: Vec::new(),
         attempts: 0,
         next_attempt_at: None,
+        restored_seq: None,
     }
 }
 

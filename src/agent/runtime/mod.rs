@@ -4,6 +4,7 @@
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
+pub mod health;
 pub mod heartbeat;
 pub mod intake;
 pub mod peers;

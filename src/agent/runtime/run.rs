@@ -4,15 +4,17 @@
 //! (`supervise`) that the peers thread keeps fed. Every decision is logged as one line with its
 //! reason.
 
+use super::health::{self, HealthCheck};
 use super::heartbeat;
 use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
-use super::state::{Record, RecordKind, StateStore, Status};
+use super::state::{Record, StateStore, Status};
 use super::supervise::{ServeChild, ServeSpec};
 use super::{Result, RuntimeError};
 use crate::agent::apply::extract::Limits;
-use crate::agent::apply::{self, ApplyContext};
+use crate::agent::apply::good::GoodStore;
+use crate::agent::apply::ApplyContext;
 use crate::agent::transfer::fetch::Fetcher;
 use crate::agent::transfer::http_get::Client;
 use crate::agent::transfer::pace::{MinRate, Pace};
@@ -111,7 +113,24 @@ impl Agent {
             let (agent, retries, work_tx) = (agent.clone(), retries.clone(), work_tx.clone());
             move || retry_loop(&agent, &retries, &work_tx)
         });
-        for record in agent.store.open_records()? {
+        let (in_check, open): (Vec<Record>, Vec<Record>) = agent
+            .store
+            .open_records()?
+            .into_iter()
+            .partition(|r| matches!(r.status, Status::Checking | Status::Reverting));
+        if !in_check.is_empty() {
+            // Applied already: only the check (or the revert) is left, not a new download. It
+            // goes first: a newer update applied before it would be checked (or reverted) in
+            // its place. Waiting only until it holds the apply lock keeps a long check from
+            // holding up the agent's start.
+            let (agent, apply_lock) = (agent.clone(), apply_lock.clone());
+            let (locked_tx, locked) = mpsc::channel();
+            spawn_named("resume-health", move || {
+                agent.resume_health(in_check, &apply_lock, &locked_tx)
+            });
+            let _ = locked.recv();
+        }
+        for record in open {
             tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
             match intake::resume(record.clone()) {
                 // Its backoff is in the record: a restart neither skips nor restarts the wait.
@@ -264,6 +283,62 @@ impl Agent {
         }
     }
 
+    /// How updates are applied on this node.
+    fn apply_context(&self) -> ApplyContext<'_> {
+        let site = &self.config.site;
+        ApplyContext {
+            puppet: self.puppet.as_ref(),
+            modulepath: site.puppet.modulepath.first().map(|p| p.as_path()),
+            archive_dir: &site.agent.archive_dir,
+            trusted_keys_dir: &site.agent.trusted_keys_dir,
+            key_policy: crate::trust::KeyPolicy {
+                key_threshold: usize::try_from(site.agent.key_threshold).unwrap_or(usize::MAX),
+                fleet: self.fleet,
+            },
+            limits: Limits::default(),
+        }
+    }
+
+    /// The health check after an apply, and the revert, with `context`.
+    fn health<'a>(
+        &'a self,
+        context: &'a ApplyContext<'a>,
+        verified_root: &'a Path,
+    ) -> HealthCheck<'a> {
+        let agent = &self.config.site.agent;
+        HealthCheck {
+            store: &self.store,
+            good: GoodStore::of(&agent.state_dir),
+            apply: context,
+            verified_root,
+            site_check: &agent.health_check,
+            timeout: Duration::from_secs(agent.health_check_timeout_secs),
+            now: &|| now_ms() / 1000,
+        }
+    }
+
+    /// Finishes the checks and reverts an agent stopped in the middle of, one at a time like
+    /// every apply; says on `locked` once it holds the apply lock.
+    fn resume_health(&self, records: Vec<Record>, apply_lock: &Mutex<()>, locked: &Sender<()>) {
+        let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = locked.send(());
+        let verified_root =
+            crate::agent::transfer::verified::root_of(&self.config.site.agent.state_dir);
+        let context = self.apply_context();
+        let health = self.health(&context, &verified_root);
+        for record in records {
+            tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming the health check");
+            match health.resume(&record, None) {
+                Ok(settled) => {
+                    tracing::info!(name = %record.name, seq = record.seq, status = settled.status.as_str(), "health check resumed and settled")
+                }
+                Err(e) => {
+                    tracing::error!(name = %record.name, seq = record.seq, "resuming the health check: {}", chain(&e))
+                }
+            }
+        }
+    }
+
     /// Downloads, verifies and applies one accepted update.
     fn process(&self, update: &Accepted, shared: &Shared<'_>, tracker_url: &str) {
         let (apply_lock, peers) = (shared.apply_lock, shared.peers);
@@ -324,21 +399,11 @@ impl Agent {
         }) {
             tracing::error!(name = %record.name, seq = record.seq, "recording the result failed: {}", chain(&e));
         }
-        let kind = match record.kind {
-            RecordKind::Signed(kind) => kind,
-            RecordKind::Legacy => apply::legacy_kind(&record.name),
-        };
-        let context = ApplyContext {
-            puppet: self.puppet.as_ref(),
-            modulepath: site.puppet.modulepath.first().map(|p| p.as_path()),
-            archive_dir: &site.agent.archive_dir,
-            trusted_keys_dir: &site.agent.trusted_keys_dir,
-            key_policy: crate::trust::KeyPolicy {
-                key_threshold: usize::try_from(site.agent.key_threshold).unwrap_or(usize::MAX),
-                fleet: self.fleet,
-            },
-            limits: Limits::default(),
-        };
+        let kind = health::kind_of(record);
+        let context = self.apply_context();
+        let health = self.health(&context, &verified_root);
+        // Kept before applying (which removes the verified copy), for a later revert to it.
+        health.keep(record, fetched.payload.path());
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
@@ -349,6 +414,13 @@ impl Agent {
             fetcher.seed(record, torrent);
         }
         match applied {
+            Ok(applied) if health::is_checked(kind) => {
+                tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied, checking: {}", applied.summary);
+                // The rollout plan's per-update check is not wired in yet: the site's runs.
+                if let Err(e) = health.after_apply(record, applied, None) {
+                    tracing::error!(name = %record.name, seq = record.seq, "recording the health check failed: {}", chain(&e));
+                }
+            }
             Ok(applied) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}", applied.summary);
                 let ended = Ended::Applied {
@@ -359,6 +431,7 @@ impl Agent {
             }
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
+                health.good.discard(&record.name, record.seq);
                 let failed = Ended::Failed {
                     reason: e.cause(),
                     output: e.output().map(str::to_string),

@@ -44,6 +44,29 @@ pub enum Status {
     Held,
     /// An attempt failed; another is due at the record's `next_attempt_at`.
     Retrying,
+    /// Applied; the health check is running. Recorded before the check starts, so an agent
+    /// restarted in the middle runs it again.
+    Checking,
+    /// The health check failed; the last good version of the name is being applied again.
+    Reverting,
+    /// The health check failed and the last good version (`restored_seq`) was applied again.
+    /// A failure, for the rollout's threshold.
+    Reverted,
+}
+
+/// What a node's status means for a rollout that follows it (`submit --wait`,
+/// `fleet status --watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    Applied,
+    /// Failed or reverted: counts toward the rollout's failure threshold.
+    Failed,
+    /// The rollout stopped itself on this node.
+    Halted,
+    /// The update is not for this node.
+    NotTargeted,
+    /// Still in progress.
+    Open,
 }
 
 impl Status {
@@ -55,12 +78,36 @@ impl Status {
             Status::Failed => "failed",
             Status::Held => "held",
             Status::Retrying => "retrying",
+            Status::Checking => "checking",
+            Status::Reverting => "reverting",
+            Status::Reverted => "reverted",
+        }
+    }
+
+    /// Where a rollout stands on a node in this status.
+    pub fn rollout_outcome(self) -> RolloutOutcome {
+        match self {
+            Status::Applied => RolloutOutcome::Applied,
+            Status::Failed | Status::Reverted => RolloutOutcome::Failed,
+            Status::Pending
+            | Status::Applying
+            | Status::Held
+            | Status::Retrying
+            | Status::Checking
+            | Status::Reverting => RolloutOutcome::Open,
         }
     }
 
     /// Whether the agent still has work to do on it.
     pub fn is_open(self) -> bool {
-        matches!(self, Status::Pending | Status::Applying | Status::Retrying)
+        matches!(
+            self,
+            Status::Pending
+                | Status::Applying
+                | Status::Retrying
+                | Status::Checking
+                | Status::Reverting
+        )
     }
 }
 
@@ -97,6 +144,9 @@ pub struct Record {
     /// a restarted agent waits out the same backoff instead of retrying at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<u64>,
+    /// When `reverted`: the seq of the good version that was applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_seq: Option<u64>,
 }
 
 impl Record {
@@ -172,6 +222,7 @@ impl Record {
             sources: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
+            restored_seq: None,
         }
     }
 }
@@ -583,6 +634,7 @@ mod tests {
             sources: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
+            restored_seq: None,
         }
     }
 

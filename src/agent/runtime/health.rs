@@ -1,0 +1,516 @@
+//! What follows a successful apply: the health check, and the revert when it fails. Owns the
+//! record's way through `checking` (recorded before the check starts), then `applied`; or
+//! `reverting` (recorded before the last good version is applied again), then `reverted`, or
+//! `failed` when there is no good version to go back to or it cannot be applied. An agent that
+//! stopped in the middle finds `checking` or `reverting` at start and [`HealthCheck::resume`]s:
+//! a check runs again, a revert is done again.
+//!
+//! The last good version of a name is the newest earlier `applied` record of that name (same
+//! lineage) whose payload is kept in [`GoodStore`]; its kept bytes are verified again against
+//! the SHA-256 kept with them before they are applied. `key` and `file` updates are not
+//! checked: a key update changes only the trusted keys (reverting it would undo a revocation),
+//! and a `file` is kept under its own seq and replaces nothing.
+
+use super::state::{Lineage, Record, RecordKind, StateStore, Status};
+use super::Result;
+use crate::agent::apply::check::{run_check, CheckResult};
+use crate::agent::apply::good::GoodStore;
+use crate::agent::apply::{Applied, ApplyContext};
+use crate::agent::transfer::verified::{copy_verified, Expected};
+use crate::error::chain;
+use crate::formats::announcement::Kind;
+use std::path::Path;
+use std::time::Duration;
+
+/// The most of a check's output that goes into the record (whose output keeps 4,000
+/// characters): the rest of the record's room is for the apply's output before it.
+const CHECK_OUTPUT_IN_RECORD: usize = 3000;
+
+/// What the check and revert need.
+pub struct HealthCheck<'a> {
+    pub store: &'a StateStore,
+    pub good: GoodStore,
+    pub apply: &'a ApplyContext<'a>,
+    /// The staging root of verified copies: a revert's kept bytes are verified into it.
+    pub verified_root: &'a Path,
+    /// The site's check (`agent.health_check`); empty: none.
+    pub site_check: &'a [String],
+    pub timeout: Duration,
+    /// Seconds since the epoch, for the records.
+    pub now: &'a dyn Fn() -> u64,
+}
+
+/// Whether updates of `kind` are checked (and kept for a revert).
+pub fn is_checked(kind: Kind) -> bool {
+    !matches!(kind, Kind::Key | Kind::File)
+}
+
+/// The kind a record is applied as.
+pub fn kind_of(record: &Record) -> Kind {
+    match record.kind {
+        RecordKind::Signed(kind) => kind,
+        RecordKind::Legacy => crate::agent::apply::legacy_kind(&record.name),
+    }
+}
+
+impl HealthCheck<'_> {
+    /// Keeps the verified payload of `record` for a later revert; a failure to keep it only
+    /// means this version cannot be reverted to.
+    pub fn keep(&self, record: &Record, payload: &Path) {
+        if !is_checked(kind_of(record)) {
+            return;
+        }
+        if let Err(e) = self
+            .good
+            .keep(&record.name, record.seq, payload, record.sha256)
+        {
+            tracing::warn!(name = %record.name, seq = record.seq, "keeping the payload for a revert: {}", chain(&e));
+        }
+    }
+
+    /// `record` was just applied (`applied`): runs its health check, `check` when the update
+    /// carries its own (signed in its rollout plan), else the site's, and records the outcome.
+    pub fn after_apply(
+        &self,
+        record: &Record,
+        applied: Applied,
+        check: Option<&[String]>,
+    ) -> Result<Record> {
+        let now = (self.now)();
+        let checking = self.store.update(&record.name, record.seq, |stored| {
+            stored.next_attempt_at = None;
+            stored.settle(
+                Status::Checking,
+                Some(applied.summary.clone()),
+                Some(applied.output.clone()),
+                now,
+            );
+        })?;
+        self.check(&checking, check)
+    }
+
+    /// Finishes a record an agent left `checking` or `reverting` when it stopped.
+    pub fn resume(&self, record: &Record, check: Option<&[String]>) -> Result<Record> {
+        match record.status {
+            Status::Checking => self.check(record, check),
+            Status::Reverting => {
+                let summary = record.reason.clone().unwrap_or_default();
+                let output = record.output.clone().unwrap_or_default();
+                self.revert(record, &summary, &output)
+            }
+            _ => Ok(record.clone()),
+        }
+    }
+
+    /// Runs the check of a `checking` record (its reason the apply's summary, its output the
+    /// apply's output) and settles it.
+    fn check(&self, record: &Record, check: Option<&[String]>) -> Result<Record> {
+        let argv = check.unwrap_or(self.site_check);
+        // What was applied, for a check that looks at that update's own effects.
+        let env = [
+            ("P2PU_NAME", record.name.clone()),
+            ("P2PU_SEQ", record.seq.to_string()),
+            ("P2PU_KIND", kind_of(record).as_str().to_string()),
+        ];
+        let result = if is_checked(kind_of(record)) {
+            run_check(argv, self.timeout, &env)
+        } else {
+            run_check(&[], self.timeout, &env)
+        };
+        let apply_summary = record.reason.clone().unwrap_or_default();
+        let apply_output = record.output.clone().unwrap_or_default();
+        if result.passed {
+            let mut output = apply_output;
+            if !argv.is_empty() {
+                tracing::info!(name = %record.name, seq = record.seq, "{}", result.summary);
+                output = format!(
+                    "{}\n== {} ==\n{}",
+                    output.trim_end(),
+                    result.summary,
+                    tail(&result.output, CHECK_OUTPUT_IN_RECORD)
+                );
+            }
+            let now = (self.now)();
+            let stored = self.store.update(&record.name, record.seq, |stored| {
+                stored.attempts = stored.attempts.saturating_add(1);
+                stored.settle(Status::Applied, Some(apply_summary), Some(output), now);
+            })?;
+            // Only now is it the last good version: the older ones are not needed any more.
+            self.good.keep_only(&record.name, &[record.seq]);
+            return Ok(stored);
+        }
+        tracing::warn!(name = %record.name, seq = record.seq, "{}", result.summary);
+        let reason = failure_reason(&result);
+        let output = format!(
+            "== {} ==\n{}",
+            result.summary,
+            tail(&result.output, CHECK_OUTPUT_IN_RECORD)
+        );
+        self.revert(record, &reason, &output)
+    }
+
+    /// Applies the last good version of `record`'s name again and records `reverted` (or
+    /// `failed`); `reason` and `output` say why (the failed check).
+    fn revert(&self, record: &Record, reason: &str, output: &str) -> Result<Record> {
+        let good = match record.restored_seq {
+            Some(seq) => self
+                .store
+                .records(&record.name)?
+                .into_iter()
+                .find(|r| r.seq == seq && self.good.get(&r.name, r.seq).is_some()),
+            None => self.last_good(record)?,
+        };
+        let Some(good) = good else {
+            let settled = self.settle(
+                record,
+                Status::Failed,
+                format!("health check failed; no earlier good version to revert to: {reason}"),
+                output.to_string(),
+                None,
+            );
+            self.good.discard(&record.name, record.seq);
+            return settled;
+        };
+        let now = (self.now)();
+        let reverting = self.store.update(&record.name, record.seq, |stored| {
+            stored.restored_seq = Some(good.seq);
+            stored.settle(
+                Status::Reverting,
+                Some(reason.to_string()),
+                Some(output.to_string()),
+                now,
+            );
+        })?;
+        tracing::warn!(name = %record.name, seq = record.seq, good = good.seq, "reverting to the last good version");
+        let settled = match self.reapply(&good) {
+            Ok(applied) => {
+                tracing::info!(name = %record.name, seq = record.seq, good = good.seq, "reverted: {}", applied.summary);
+                let output = format!(
+                    "{}\n== reverted to seq {}: {} ==\n{}",
+                    output.trim_end(),
+                    good.seq,
+                    applied.summary,
+                    applied.output.trim_end()
+                );
+                self.settle(
+                    &reverting,
+                    Status::Reverted,
+                    format!("reverted to seq {}: {reason}", good.seq),
+                    output,
+                    Some(good.seq),
+                )
+            }
+            Err(e) => {
+                tracing::error!(name = %record.name, seq = record.seq, good = good.seq, "revert failed: {e}");
+                self.settle(
+                    &reverting,
+                    Status::Failed,
+                    format!("{reason}; reverting to seq {} failed: {e}", good.seq),
+                    output.to_string(),
+                    Some(good.seq),
+                )
+            }
+        };
+        self.good.discard(&record.name, record.seq);
+        settled
+    }
+
+    /// The newest earlier `applied` record of the name, of the same lineage, whose payload is
+    /// kept.
+    fn last_good(&self, record: &Record) -> Result<Option<Record>> {
+        Ok(self
+            .store
+            .records(&record.name)?
+            .into_iter()
+            .filter(|r| {
+                r.status == Status::Applied
+                    && r.seq < record.seq
+                    && Lineage::of(r) == Lineage::of(record)
+                    && self.good.get(&r.name, r.seq).is_some()
+            })
+            .max_by_key(|r| r.seq))
+    }
+
+    /// Verifies the kept payload of `good` again and applies it.
+    fn reapply(&self, good: &Record) -> std::result::Result<Applied, String> {
+        let kept = self
+            .good
+            .get(&good.name, good.seq)
+            .ok_or_else(|| format!("the kept payload of seq {} is gone", good.seq))?;
+        let expected = Expected::Sha256 {
+            len: kept.len,
+            sha256_hex: kept.sha256.clone(),
+        };
+        let verified = copy_verified(
+            self.verified_root,
+            &kept.path,
+            &good.info_hash,
+            good.seq,
+            expected,
+        )
+        .map_err(|e| format!("verifying the kept payload: {}", chain(&e)))?;
+        self.apply
+            .apply_verified(kind_of(good), &good.name, verified, None)
+            .map_err(|e| e.cause())
+    }
+
+    fn settle(
+        &self,
+        record: &Record,
+        status: Status,
+        reason: String,
+        output: String,
+        restored: Option<u64>,
+    ) -> Result<Record> {
+        let now = (self.now)();
+        self.store.update(&record.name, record.seq, |stored| {
+            stored.attempts = stored.attempts.saturating_add(1);
+            stored.restored_seq = restored;
+            stored.settle(status, Some(reason), Some(tail(&output, 4000)), now);
+        })
+    }
+}
+
+/// The check's summary and the last line it printed: the cause an operator reads first.
+fn failure_reason(result: &CheckResult) -> String {
+    let last = result
+        .output
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(|l| l.chars().take(200).collect::<String>());
+    match last {
+        Some(line) => format!("{}: {line}", result.summary),
+        None => result.summary.clone(),
+    }
+}
+
+/// The last `max` bytes of `text`, on a character boundary.
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim_end();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::apply::extract::Limits;
+    use crate::agent::transfer::verified::root_of;
+    use crate::engines::fake::FakeApplier;
+    use std::io::Write;
+
+    /// A node's state, archives and verified staging, with a check that fails when the
+    /// unpacked `site.zip/state` says B.
+    struct Node {
+        tmp: tempfile::TempDir,
+        store: StateStore,
+        applier: FakeApplier,
+        check: Vec<String>,
+        archives: std::path::PathBuf,
+        keys: std::path::PathBuf,
+    }
+
+    fn node() -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&tmp.path().join("state")).unwrap();
+        let state_file = tmp.path().join("archives/site.zip/state");
+        let script = format!(
+            "echo checking $P2PU_NAME seq $P2PU_SEQ; if grep -q B {f}; then echo 'state is B: broken'; exit 1; fi",
+            f = state_file.display()
+        );
+        Node {
+            archives: tmp.path().join("archives"),
+            keys: tmp.path().join("keys"),
+            tmp,
+            store,
+            applier: FakeApplier::default(),
+            check: vec!["/bin/sh".into(), "-c".into(), script],
+        }
+    }
+
+    impl Node {
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.tmp.path().join(rel)
+        }
+
+        fn context(&self) -> ApplyContext<'_> {
+            ApplyContext {
+                puppet: &self.applier,
+                modulepath: None,
+                archive_dir: &self.archives,
+                trusted_keys_dir: &self.keys,
+                key_policy: crate::trust::KeyPolicy {
+                    key_threshold: 1,
+                    fleet: crate::formats::announcement::FleetId([0; 8]),
+                },
+                limits: Limits::default(),
+            }
+        }
+
+        fn with_health<T>(&self, f: impl FnOnce(&HealthCheck<'_>, &ApplyContext<'_>) -> T) -> T {
+            let context = self.context();
+            let verified_root = root_of(&self.path("state"));
+            let health = HealthCheck {
+                store: &self.store,
+                good: GoodStore::of(&self.path("state")),
+                apply: &context,
+                verified_root: &verified_root,
+                site_check: &self.check,
+                timeout: Duration::from_secs(30),
+                now: &|| 1_800_000_000,
+            };
+            f(&health, &context)
+        }
+
+        /// Update `seq` of `site.zip` whose `state` says `content`, applied and checked as
+        /// the agent does it.
+        fn update(&self, seq: u64, content: &str) -> Record {
+            let zip = self.path(&format!("payload-{seq}/site.zip"));
+            std::fs::create_dir_all(zip.parent().unwrap()).unwrap();
+            let mut writer = zip::ZipWriter::new(std::fs::File::create(&zip).unwrap());
+            writer
+                .start_file("state", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(content.as_bytes()).unwrap();
+            writer.finish().unwrap();
+            let bytes = std::fs::read(&zip).unwrap();
+            let info_hash = format!("{seq:040x}");
+            let mut record = Record::pending("site.zip", &info_hash, &bytes);
+            record.seq = seq;
+            record.kind = RecordKind::Signed(Kind::Archive);
+            record.status = Status::Applying;
+            self.store.put(record.clone()).unwrap();
+            let expected = Expected::Sha256 {
+                len: bytes.len() as u64,
+                sha256_hex: hex::encode(record.sha256.unwrap()),
+            };
+            let root = root_of(&self.path("state"));
+            let verified = copy_verified(&root, &zip, &info_hash, seq, expected).unwrap();
+            self.with_health(|health, context| {
+                health.keep(&record, verified.path());
+                let applied = context
+                    .apply_verified(Kind::Archive, "site.zip", verified, None)
+                    .unwrap();
+                health.after_apply(&record, applied, None).unwrap()
+            })
+        }
+
+        fn state(&self) -> String {
+            std::fs::read_to_string(self.path("archives/site.zip/state")).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_failed_check_reverts_to_the_last_good_version_with_the_checks_output() {
+        let node = node();
+        let one = node.update(1, "A");
+        assert_eq!(one.status, Status::Applied, "{one:?}");
+        assert!(one.output.unwrap().contains("passed"));
+        let two = node.update(2, "B");
+        assert_eq!(node.state(), "A", "the last good version is applied again");
+        assert_eq!(
+            (two.status, two.restored_seq),
+            (Status::Reverted, Some(1)),
+            "{two:?}"
+        );
+        let reason = two.reason.unwrap();
+        assert!(
+            reason == "reverted to seq 1: health check `/bin/sh` exited 1: state is B: broken",
+            "{reason}"
+        );
+        let output = two.output.unwrap();
+        assert!(output.contains("state is B: broken"), "{output}");
+        assert!(
+            output.contains("checking site.zip seq 2"),
+            "the check is told which update it follows: {output}"
+        );
+        // The failed version is not kept; the good one is, for the next failure.
+        node.with_health(|health, _| {
+            assert!(health.good.get("site.zip", 2).is_none());
+            assert!(health.good.get("site.zip", 1).is_some());
+        });
+        let three = node.update(3, "B");
+        assert_eq!(
+            (three.status, three.restored_seq),
+            (Status::Reverted, Some(1))
+        );
+        assert_eq!(node.state(), "A");
+    }
+
+    #[test]
+    fn a_failed_check_with_nothing_to_revert_to_fails_and_says_so() {
+        let node = node();
+        let one = node.update(1, "B");
+        assert_eq!(one.status, Status::Failed);
+        let reason = one.reason.unwrap();
+        assert!(
+            reason.starts_with("health check failed; no earlier good version to revert to: "),
+            "{reason}"
+        );
+        assert_eq!(node.state(), "B", "nothing else was applied");
+    }
+
+    /// A kept payload changed on disk since (a bad disk, a hand edit) is not applied.
+    #[test]
+    fn a_kept_version_that_no_longer_matches_its_hash_is_not_applied() {
+        let node = node();
+        node.update(1, "A");
+        node.with_health(|health, _| {
+            let kept = health.good.get("site.zip", 1).unwrap();
+            let mut bytes = std::fs::read(&kept.path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::remove_file(&kept.path).unwrap();
+            std::fs::write(&kept.path, bytes).unwrap();
+        });
+        let two = node.update(2, "B");
+        assert_eq!(two.status, Status::Failed, "{two:?}");
+        assert!(two.reason.unwrap().contains("reverting to seq 1 failed"));
+        assert_eq!(node.state(), "B");
+    }
+
+    /// An agent stopped while `checking` runs the check again at start; one stopped while
+    /// `reverting` applies the good version again.
+    #[test]
+    fn a_check_or_revert_cut_short_is_finished_on_resume() {
+        let node = node();
+        node.update(1, "A");
+        let two = node.update(2, "A");
+        assert_eq!(two.status, Status::Applied);
+        // Seq 3 (B) applied, then the agent stopped during its check.
+        let three = node.update(3, "B");
+        assert_eq!(three.status, Status::Reverted);
+        std::fs::write(node.path("archives/site.zip/state"), "B").unwrap();
+        let checking = node
+            .store
+            .update("site.zip", 3, |r| {
+                r.restored_seq = None;
+                r.settle(Status::Checking, Some("extracted".into()), None, 1)
+            })
+            .unwrap();
+        let resumed = node.with_health(|health, _| health.resume(&checking, None).unwrap());
+        assert_eq!(
+            (resumed.status, resumed.restored_seq),
+            (Status::Reverted, Some(2))
+        );
+        assert_eq!(node.state(), "A");
+        // Stopped while reverting: the revert is done again, to the seq it had chosen.
+        std::fs::write(node.path("archives/site.zip/state"), "B").unwrap();
+        let reverting = node
+            .store
+            .update("site.zip", 3, |r| {
+                r.settle(Status::Reverting, Some("check failed".into()), None, 1)
+            })
+            .unwrap();
+        let resumed = node.with_health(|health, _| health.resume(&reverting, None).unwrap());
+        assert_eq!(
+            (resumed.status, resumed.restored_seq),
+            (Status::Reverted, Some(2))
+        );
+        assert_eq!(node.state(), "A");
+    }
+}
