@@ -221,6 +221,7 @@ mod tests {
                 sources: Vec::new(),
                 attempts: 0,
                 next_attempt_at: None,
+                plan: None,
             })
             .unwrap();
         let (_, out) = run(

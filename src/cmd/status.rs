@@ -189,6 +189,7 @@ mod tests {
             sources: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
+            plan: None,
         }
     }
 

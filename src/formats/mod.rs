@@ -4,5 +4,6 @@
 pub mod announcement;
 pub mod bencode;
 pub mod legacy;
+pub mod plan;
 pub mod serf_names;
 pub mod torrent;

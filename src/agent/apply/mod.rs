@@ -298,7 +298,7 @@ pub fn apply_key_update(
     payload: &[u8],
 ) -> crate::Result<keys::KeyChange> {
     let trusted = keys::TrustedKeys::load(dir)?;
-    announcement.verify(&trusted)?;
+    announcement.verify(&trusted, announcement.attached_plan())?;
     let name = announcement.name().to_string();
     if announcement.kind() != Kind::Key {
         let kind = announcement.kind().to_string();
@@ -400,7 +400,7 @@ mod tests {
 
         // The old key can no longer sign anything, and the last key cannot be revoked.
         let set = TrustedKeys::load(dir.path()).unwrap();
-        assert!(good.verify(&set).is_err());
+        assert!(good.verify(&set, None).is_err());
         let last = revocation_text(new.kid(), "");
         let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
         let err = key_error(apply_key_update(dir.path(), &suicide, last.as_bytes()));

@@ -89,12 +89,15 @@ fn newest_acceptable<'a>(
             payload: wire.as_bytes().to_vec(),
         };
         match intake::decide(&event, store, policy, now_ms)? {
-            Decision::Accepted(Accepted { record, .. }) if record.name == name => {
+            // A plan-bound one is verified once its plan is fetched: spooled, it waits for it.
+            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. }
+                if record.name == name =>
+            {
                 if best.is_none_or(|(seq, _)| record.seq > seq) {
                     best = Some((record.seq, wire));
                 }
             }
-            Decision::Accepted(Accepted { record, .. }) => {
+            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. } => {
                 tracing::warn!(%node, asked = %name, got = %record.name, "catch-up: answer for another name ignored")
             }
             Decision::Held(record) => {
@@ -191,6 +194,7 @@ mod tests {
             thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+            plans_dir: Path::new("/nonexistent"),
         }
     }
 

@@ -26,6 +26,9 @@ pub enum Decision {
     Accepted(Accepted),
     Held(Record),
     Rejected(Rejection),
+    /// Bound to a rollout plan this node does not have yet: the event stays in the spool
+    /// while the plan is fetched (its info-hash here), and the held record says so.
+    NeedsPlan { record: Record, info_hash: String },
 }
 
 /// An accepted update as the workers take it: its record, and its wire text decoded.
@@ -50,7 +53,13 @@ pub enum Decoded {
 /// then, and a key update still is when applied).
 pub fn resume(record: Record) -> crate::Result<Accepted> {
     let decoded = match record.kind {
-        RecordKind::Signed(_) => Decoded::Signed(Announcement::decode(&record.wire)?),
+        RecordKind::Signed(_) => {
+            let mut announcement = Announcement::decode(&record.wire)?;
+            if let Some(plan) = &record.plan {
+                announcement.attach_plan(plan.as_bytes());
+            }
+            Decoded::Signed(announcement)
+        }
         RecordKind::Legacy => Decoded::Legacy(legacy::decode_payload(record.wire.as_bytes())?),
     };
     Ok(Accepted { record, decoded })
@@ -74,6 +83,29 @@ pub struct Policy<'a> {
     /// Signed payload lengths above this are refused before anything is downloaded: a trusted
     /// key must not be able to fill a node's disk by mistake (TUF's endless data).
     pub max_payload_bytes: u64,
+    /// Where rollout plans lie (`<info-hash>.plan`, the seed root beside the metainfo).
+    pub plans_dir: &'a Path,
+}
+
+/// How long a plan-bound announcement waits in the spool for its plan before it is refused:
+/// a forged flagged announcement must not stay (and be fetched for) forever.
+pub const PLAN_SEARCH_SECS: u64 = 600;
+
+/// The plan of `info_hash` kept in `dir`, when there is one of a plan's size.
+pub fn read_plan(dir: &Path, info_hash: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(plan_path(dir, info_hash)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(crate::formats::plan::MAX_PLAN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
+}
+
+/// `<dir>/<info-hash>.plan`: where `submit` writes a plan and every node keeps (and so
+/// re-serves) the plan it verified.
+pub fn plan_path(dir: &Path, info_hash: &str) -> PathBuf {
+    dir.join(format!("{info_hash}.plan"))
 }
 
 /// How many distinct trusted keys must sign an update (TUF's thresholds), from
@@ -127,31 +159,7 @@ impl Thresholds {
 /// Shell-style glob on whole names: `*` is any run of characters, `?` one character, and
 /// everything else itself.
 pub fn glob_match(glob: &str, name: &str) -> bool {
-    let (glob, name): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
-    let (mut g, mut n) = (0, 0);
-    // Where the last `*` was, and the name position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match glob.get(g) {
-            Some('*') => {
-                star = Some((g, n));
-                g += 1;
-            }
-            Some(&c) if c == '?' || c == name[n] => {
-                g += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((sg, sn)) => {
-                    g = sg + 1;
-                    n = sn + 1;
-                    star = Some((sg, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    glob[g..].iter().all(|&c| c == '*')
+    crate::formats::plan::glob_match(glob, name)
 }
 
 /// What one pass over the spool did.
@@ -164,6 +172,8 @@ pub struct Pass {
     pub quarantined: usize,
     /// Events left in the spool for a later pass because deciding them failed.
     pub deferred: usize,
+    /// Info-hashes of the plans the events left in the spool wait for.
+    pub plans_wanted: Vec<String>,
 }
 
 /// Decides every spooled event in arrival order, records each outcome, hands accepted records
@@ -234,6 +244,39 @@ pub fn take_spool(
                 store.reject(rejection)?;
                 pass.rejected += 1;
             }
+            Decision::NeedsPlan { record, info_hash } => {
+                let waited = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |t| (now_ms / 1000).saturating_sub(t.as_secs()));
+                if waited <= PLAN_SEARCH_SECS {
+                    let known = store
+                        .records(&record.name)?
+                        .iter()
+                        .any(|r| r.seq == record.seq && r.reason == record.reason);
+                    if !known {
+                        tracing::info!(name = %record.name, seq = record.seq, plan = %info_hash, "waiting for its rollout plan");
+                        store.put(record)?;
+                    }
+                    pass.deferred += 1;
+                    pass.plans_wanted.push(info_hash);
+                    // Left in the spool: decided again once the plan is here.
+                    continue;
+                }
+                let reason = format!(
+                    "no rollout plan {info_hash}.plan found on any member within {PLAN_SEARCH_SECS} s; submit it again"
+                );
+                tracing::warn!(name = %record.name, seq = record.seq, "rejected: {reason}");
+                store.reject(Rejection {
+                    at: now_ms / 1000,
+                    source: event.source.as_str().to_string(),
+                    name: Some(record.name),
+                    seq: Some(record.seq),
+                    reason,
+                })?;
+                pass.rejected += 1;
+            }
         }
         // Only now is the event's fate durable: the spool file may go.
         spool::remove(&path)?;
@@ -273,10 +316,45 @@ pub fn decide(
                     .into(),
             ));
         }
+        let info_hash = hex::encode(announcement.info_hash());
+        let plan_bytes = match announcement.has_plan() {
+            false => None,
+            true => match read_plan(policy.plans_dir, &info_hash) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    let wire = String::from_utf8_lossy(&event.payload).into_owned();
+                    let mut record = record_of(&announcement, wire, now);
+                    record.status = Status::Held;
+                    record.reason = Some(format!(
+                        "held: waiting for its rollout plan {info_hash}.plan (asking the members' seed servers); not verified yet"
+                    ));
+                    return Ok(Decision::NeedsPlan { record, info_hash });
+                }
+            },
+        };
         let trusted = TrustedKeys::load(policy.trusted_keys_dir)?;
-        let signers = match announcement.verify(&trusted) {
+        let signers = match announcement.verify(&trusted, plan_bytes.as_deref()) {
             Ok(signers) => signers,
             Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+        };
+        // Signed, so what it says is the signers'; a plan this p2pu cannot read is refused
+        // (an unknown field may be a rule it would not follow).
+        let mut announcement = announcement;
+        let plan_text = match &plan_bytes {
+            None => None,
+            Some(bytes) => match crate::formats::plan::Plan::decode(bytes) {
+                Ok(_) => {
+                    announcement.attach_plan(bytes);
+                    Some(String::from_utf8_lossy(bytes).into_owned())
+                }
+                Err(e) => {
+                    return Ok(reject(
+                        Some(name),
+                        Some(seq),
+                        format!("rollout plan {info_hash}.plan refused: {e}"),
+                    ))
+                }
+            },
         };
         if let Some(binding) = announcement.binding() {
             if binding.fleet != policy.fleet {
@@ -331,6 +409,7 @@ pub fn decide(
         }
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
+        record.plan = plan_text;
         let (k, rule) = policy.thresholds.required(&name, announcement.kind());
         if signers.valid.len() < k {
             // Held, not rejected: the same name and seq with more signatures is accepted
@@ -449,6 +528,7 @@ fn decide_legacy(
         sources: Vec::new(),
         attempts: 0,
         next_attempt_at: None,
+        plan: None,
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -483,6 +563,7 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
         sources: Vec::new(),
         attempts: 0,
         next_attempt_at: None,
+        plan: None,
     }
 }
 
@@ -593,6 +674,7 @@ mod tests {
             thresholds: Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+            plans_dir: &f.keys_dir,
         }
     }
 

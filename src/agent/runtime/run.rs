@@ -482,6 +482,7 @@ pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
         thresholds: intake::Thresholds::of(agent),
         max_future_ms: agent.max_future_secs.saturating_mul(1000),
         max_payload_bytes: agent.max_payload_bytes,
+        plans_dir: &config.site.transmission.download_dir,
     }
 }
 
@@ -557,6 +558,7 @@ mod tests {
             thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+            plans_dir: dir.path(),
         };
         let wire = |key: &SigningKey, seq: u64| {
             let draft = Draft {

@@ -44,6 +44,13 @@ pub enum Status {
     Held,
     /// An attempt failed; another is due at the record's `next_attempt_at`.
     Retrying,
+    /// Outside its rollout plan's target: fetched and seeded for the others, never applied.
+    NotTargeted,
+    /// Fetched; its wave waits for the earlier waves (the reason says which).
+    Waiting,
+    /// Not applied and held: the rollout's failure threshold was crossed, or an operator
+    /// aborted it (the reason says which); `p2pu rollout resume` lets it go on.
+    Halted,
 }
 
 impl Status {
@@ -55,12 +62,18 @@ impl Status {
             Status::Failed => "failed",
             Status::Held => "held",
             Status::Retrying => "retrying",
+            Status::NotTargeted => "not-targeted",
+            Status::Waiting => "waiting",
+            Status::Halted => "halted",
         }
     }
 
     /// Whether the agent still has work to do on it.
     pub fn is_open(self) -> bool {
-        matches!(self, Status::Pending | Status::Applying | Status::Retrying)
+        matches!(
+            self,
+            Status::Pending | Status::Applying | Status::Retrying | Status::Waiting
+        )
     }
 }
 
@@ -97,6 +110,11 @@ pub struct Record {
     /// a restarted agent waits out the same backoff instead of retrying at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<u64>,
+    /// The rollout plan the announcement is bound to (canonical bencode, UTF-8 text), as
+    /// verified with it: targeting and waves are read from it, and a resumed record verifies
+    /// again with it. Absent in records of updates without a plan and from older p2pu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 impl Record {
@@ -172,6 +190,7 @@ impl Record {
             sources: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
+            plan: None,
         }
     }
 }
@@ -583,6 +602,7 @@ mod tests {
             sources: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
+            plan: None,
         }
     }
 
