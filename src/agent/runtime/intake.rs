@@ -172,8 +172,9 @@ pub struct Pass {
     pub quarantined: usize,
     /// Events left in the spool for a later pass because deciding them failed.
     pub deferred: usize,
-    /// Info-hashes of the plans the events left in the spool wait for.
-    pub plans_wanted: Vec<String>,
+    /// The plans the events left in the spool wait for: info-hash, and the announcement's
+    /// wire text (a fetched plan is kept only if the announcement verifies with it).
+    pub plans_wanted: Vec<(String, String)>,
 }
 
 /// Decides every spooled event in arrival order, records each outcome, hands accepted records
@@ -255,12 +256,13 @@ pub fn take_spool(
                         .records(&record.name)?
                         .iter()
                         .any(|r| r.seq == record.seq && r.reason == record.reason);
+                    let wire = record.wire.clone();
                     if !known {
                         tracing::info!(name = %record.name, seq = record.seq, plan = %info_hash, "waiting for its rollout plan");
                         store.put(record)?;
                     }
                     pass.deferred += 1;
-                    pass.plans_wanted.push(info_hash);
+                    pass.plans_wanted.push((info_hash, wire));
                     // Left in the spool: decided again once the plan is here.
                     continue;
                 }
@@ -762,6 +764,95 @@ mod tests {
             decide_with(&f, v1.as_bytes(), &migrating),
             Decision::Accepted(_)
         ));
+    }
+
+    /// A plan-bound announcement is never accepted without its plan: it waits in the spool
+    /// (held, with the reason) until the plan is here, then verifies with it; a plan this p2pu
+    /// cannot read (an unknown field) is refused with the reason, and another plan than the
+    /// signed one fails the signature.
+    #[test]
+    fn plan_bound_announcements_wait_for_their_plan_and_verify_with_it() {
+        let f = fixture();
+        let plans = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            plans_dir: plans.path(),
+            ..policy(&f, false)
+        };
+        let sign = |name: &str, plan: &[u8]| {
+            let draft = draft(name, NOW_MS, Kind::Manifest);
+            Announcement::sign_v2_with_plan(draft, binding(), plan, &f.key)
+                .unwrap()
+                .to_wire()
+        };
+        let good = b"d6:target15:tag:role=camera1:vi1ee";
+        let text = sign("cams.pp", good);
+        let hash = hex::encode([1u8; 20]);
+        match decide_with(&f, text.as_bytes(), &policy) {
+            Decision::NeedsPlan { record, info_hash } => {
+                assert_eq!(info_hash, hash);
+                assert_eq!(record.status, Status::Held);
+                assert!(record.reason.unwrap().contains("waiting for its rollout plan"));
+            }
+            other => panic!("expected to wait for the plan, got {other:?}"),
+        }
+        // Another plan under the same name: the signature does not cover it.
+        std::fs::write(plan_path(plans.path(), &hash), b"d1:vi1ee").unwrap();
+        let why = reason(decide_with(&f, text.as_bytes(), &policy));
+        assert!(why.contains("bad signature"), "{why}");
+        std::fs::write(plan_path(plans.path(), &hash), good).unwrap();
+        let Decision::Accepted(accepted) = decide_with(&f, text.as_bytes(), &policy) else {
+            panic!("expected accepted");
+        };
+        assert_eq!(accepted.record.plan.as_deref(), Some(std::str::from_utf8(good).unwrap()));
+        // Resumed after a restart, it verifies again with the kept plan.
+        let resumed = resume(accepted.record.clone()).unwrap();
+        let Decoded::Signed(a) = resumed.decoded else {
+            panic!("signed");
+        };
+        let trusted = TrustedKeys::load(&f.keys_dir).unwrap();
+        a.verify(&trusted, a.attached_plan()).unwrap();
+
+        let unknown = include_bytes!("../../../tests/vectors/plan/unknown-field.plan");
+        let text = sign("later.pp", unknown);
+        std::fs::write(plan_path(plans.path(), &hash), unknown).unwrap();
+        let why = reason(decide_with(&f, text.as_bytes(), &policy));
+        assert!(
+            why.contains("rollout plan") && why.contains("unknown field \"unknown\""),
+            "{why}"
+        );
+    }
+
+    /// A plan-bound event stays in the spool while its plan is fetched, and is refused once
+    /// it waited longer than a plan search may take.
+    #[test]
+    fn a_spooled_event_waits_for_its_plan_then_gives_up() {
+        let f = fixture();
+        let plans = tempfile::tempdir().unwrap();
+        let spool_dir = f._dir.path().join("spool");
+        let policy = Policy {
+            plans_dir: plans.path(),
+            ..policy(&f, false)
+        };
+        let draft = draft("cams.pp", NOW_MS, Kind::Manifest);
+        let text = Announcement::sign_v2_with_plan(draft, binding(), b"d1:vi1ee", &f.key)
+            .unwrap()
+            .to_wire();
+        spool::put(&spool_dir, Source::Serf, text.as_bytes()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let run = |now_ms: u64| {
+            take_spool(&spool_dir, &f.store, &policy, now_ms, &mut BTreeSet::new(), |_| {}).unwrap()
+        };
+        let pass = run(now);
+        assert_eq!((pass.deferred, pass.plans_wanted.len()), (1, 1));
+        assert_eq!(spool::list(&spool_dir).unwrap().len(), 1);
+        let pass = run(now + (PLAN_SEARCH_SECS + 5) * 1000);
+        assert_eq!(pass.rejected, 1);
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
+        let rejected = f.store.rejections().unwrap();
+        assert!(rejected[0].reason.contains("no rollout plan"), "{rejected:?}");
     }
 
     /// TUF's key compromise below threshold: one key's signature on a 2-of-n name is held,

@@ -20,6 +20,9 @@ use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::chain;
 use crate::formats::announcement::FleetId;
+use crate::formats::plan::Plan;
+use crate::formats::serf_names::STATUS_QUERY;
+use super::status::NodeStatus;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -125,6 +128,16 @@ impl Agent {
             }
         }
 
+        let (plan_tx, plan_rx) = mpsc::channel::<(String, String)>();
+        spawn_named("plans", {
+            let (agent, peers) = (agent.clone(), peers.clone());
+            move || plans_loop(&agent, &peers, &plan_rx)
+        });
+        // When each wanted plan was last asked for: asked again every few seconds, not on
+        // every pass.
+        let mut plans_asked: std::collections::BTreeMap<String, std::time::Instant> =
+            Default::default();
+
         let wake = watch_spool(&site.agent.spool_dir)?;
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
         crate::sdnotify::ready();
@@ -134,6 +147,16 @@ impl Agent {
         let mut stuck = BTreeSet::new();
         while !agent.stop.load(Ordering::Relaxed) {
             let pass = agent.intake_spool(&work_tx, &mut stuck)?;
+            plans_asked.retain(|hash, _| pass.plans_wanted.iter().any(|(h, _)| h == hash));
+            for (hash, wire) in &pass.plans_wanted {
+                let due = plans_asked
+                    .get(hash)
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(3));
+                if due {
+                    plans_asked.insert(hash.clone(), std::time::Instant::now());
+                    let _ = plan_tx.send((hash.clone(), wire.clone()));
+                }
+            }
             silence.after(&pass, now_ms());
             match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -240,6 +263,160 @@ impl Agent {
         }
     }
 
+    /// How this node fetches: its engine, dirs, seed servers and the site's pace.
+    fn fetcher<'a>(
+        &'a self,
+        tracker_url: &'a str,
+        seeds: &'a (dyn Fn() -> Vec<SocketAddr> + Sync),
+        verified_root: &'a Path,
+    ) -> Fetcher<'a> {
+        let site = &self.config.site;
+        Fetcher {
+            engine: self.engine.as_ref(),
+            download_root: &site.transmission.download_dir,
+            tracker_url,
+            poll: Duration::from_millis(250),
+            stop: &self.stop,
+            seeds,
+            own_seed: self
+                .config
+                .advertise
+                .map(|ip| SocketAddr::new(ip, site.agent.seed_port)),
+            client: Client {
+                bind: self.config.advertise,
+                connect_timeout: Duration::from_secs(3),
+                read_timeout: Duration::from_secs(20),
+            },
+            verified_root,
+            pace: Pace {
+                floor: MinRate::per_second(
+                    site.agent.fetch_min_rate_bytes_per_sec,
+                    Duration::from_secs(site.agent.fetch_rate_window_secs),
+                ),
+                slack: Duration::from_secs(site.agent.fetch_slack_secs),
+            },
+        }
+    }
+
+    /// What the rollout plan lets this node do with a fetched update: apply it (now or once
+    /// its wave's turn comes), or not (outside the target, halted, stopping). Records
+    /// `not-targeted`, `waiting` and `halted` with their reasons as it goes.
+    fn plan_gate(&self, record: &Record) -> Gate {
+        let Some(text) = &record.plan else {
+            return Gate::Apply;
+        };
+        let plan = match Plan::decode(text.as_bytes()) {
+            Ok(plan) => plan,
+            Err(e) => return Gate::Refused(format!("rollout plan refused: {e}")),
+        };
+        let tags = &self.config.site.serf.tags;
+        if !plan.targets(&self.node_name, tags) {
+            let target = plan.target.as_ref().map(|t| t.to_text()).unwrap_or_default();
+            return Gate::NotTargeted(format!(
+                "not targeted: the update is for {target}; seeded for the others, not applied"
+            ));
+        }
+        if plan.waves.is_empty() && plan.max_failures.is_none() {
+            return Gate::Apply;
+        }
+        let Ok(info_hash) = <[u8; 20]>::try_from(hex::decode(&record.info_hash).unwrap_or_default())
+        else {
+            return Gate::Refused(format!("record has a bad info-hash {:?}", record.info_hash));
+        };
+        let mut shown: Option<String> = None;
+        let mut settled_since: Option<u64> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.as_ref().is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let resumed = control.as_ref().is_some_and(|c| c.action == "resume");
+            let now = now_ms() / 1000;
+            let step = match self.wave_turn(record, &plan, &info_hash) {
+                Ok(turn) => turn.verdict(&plan, resumed, now, &mut settled_since),
+                Err(e) => Err(format!("waiting: cannot ask the fleet: {e}")),
+            };
+            match step {
+                Ok(()) => return Gate::Apply,
+                Err(reason) if reason.starts_with("halted") => return Gate::Halted(reason),
+                Err(reason) => {
+                    if shown.as_deref() != Some(reason.as_str()) {
+                        tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                        self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                        shown = Some(reason);
+                    }
+                }
+            }
+            for _ in 0..10 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Where this node's wave stands: the targeted members (alive or failed, not left) in
+    /// waves, and what the earlier waves' members answered to `p2pu-status`.
+    fn wave_turn(
+        &self,
+        record: &Record,
+        plan: &Plan,
+        info_hash: &[u8; 20],
+    ) -> std::result::Result<WaveTurn, String> {
+        use crate::engines::MemberStatus;
+        let members = self.gossip.members().map_err(|e| chain(&e))?;
+        let targeted: Vec<String> = members
+            .iter()
+            .filter(|m| m.status != MemberStatus::Left && plan.targets(&m.name, &m.tags))
+            .map(|m| m.name.clone())
+            .collect();
+        let waves = crate::formats::plan::assign_waves(info_hash, &targeted, &plan.waves);
+        let Some(wave) = waves.iter().position(|w| w.contains(&self.node_name)) else {
+            return Err(format!(
+                "waiting: this node ({}) is not among the targeted members Serf lists yet",
+                self.node_name
+            ));
+        };
+        let earlier: Vec<String> = waves[..wave].concat();
+        let mut turn = WaveTurn {
+            wave,
+            waves: waves.len(),
+            targeted: targeted.len(),
+            ..WaveTurn::default()
+        };
+        if earlier.is_empty() {
+            return Ok(turn);
+        }
+        let answers = self
+            .gossip
+            .query(STATUS_QUERY, b"", Duration::from_secs(3))
+            .map_err(|e| chain(&e))?;
+        for member in earlier {
+            let status = answers
+                .iter()
+                .find(|(node, _)| *node == member)
+                .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok())
+                .and_then(|answer| {
+                    answer
+                        .updates
+                        .into_iter()
+                        .find(|u| u.name == record.name && u.seq == record.seq)
+                        .map(|u| u.status)
+                });
+            match status {
+                Some(Status::Applied | Status::NotTargeted) => {}
+                Some(Status::Failed | Status::Reverted) => turn.failed.push(member),
+                Some(_) => turn.unsettled.push(member),
+                None => turn.silent.push(member),
+            }
+        }
+        Ok(turn)
+    }
+
     /// Downloads, verifies and applies one accepted update.
     fn process(&self, update: &Accepted, shared: &Shared<'_>, tracker_url: &str) {
         let (apply_lock, peers) = (shared.apply_lock, shared.peers);
@@ -250,31 +427,8 @@ impl Agent {
             Decoded::Signed(announcement) => (None, Some(announcement)),
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
-        let fetcher = Fetcher {
-            engine: self.engine.as_ref(),
-            download_root: &site.transmission.download_dir,
-            tracker_url,
-            poll: Duration::from_millis(250),
-            stop: &self.stop,
-            seeds: &|| peers.seed_servers(),
-            own_seed: self
-                .config
-                .advertise
-                .map(|ip| SocketAddr::new(ip, site.agent.seed_port)),
-            client: Client {
-                bind: self.config.advertise,
-                connect_timeout: Duration::from_secs(3),
-                read_timeout: Duration::from_secs(20),
-            },
-            verified_root: &verified_root,
-            pace: Pace {
-                floor: MinRate::per_second(
-                    site.agent.fetch_min_rate_bytes_per_sec,
-                    Duration::from_secs(site.agent.fetch_rate_window_secs),
-                ),
-                slack: Duration::from_secs(site.agent.fetch_slack_secs),
-            },
-        };
+        let seeds = || peers.seed_servers();
+        let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
             Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
@@ -288,6 +442,35 @@ impl Agent {
                 return self.attempt_ended(update, failed, shared.retries);
             }
         };
+        if record.plan.is_some() {
+            // Seeded at once: the members of later waves, and those not targeted, still
+            // serve it to the others while this node waits (or never applies it).
+            if let Some(torrent) = fetched.to_seed.take() {
+                fetcher.seed(record, &torrent);
+            }
+            if !fetched.sources.is_empty() {
+                let sources = fetched.sources.clone();
+                let _ = self
+                    .store
+                    .update(&record.name, record.seq, |stored| stored.sources = sources);
+            }
+            match self.plan_gate(record) {
+                Gate::Apply => {}
+                Gate::Stopping => return,
+                Gate::NotTargeted(reason) => {
+                    tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                    return self.set_status(record, Status::NotTargeted, Some(reason), None);
+                }
+                Gate::Halted(reason) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                    return self.set_status(record, Status::Halted, Some(reason), None);
+                }
+                Gate::Refused(reason) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                    return self.set_status(record, Status::Failed, Some(reason), None);
+                }
+            }
+        }
         let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         // One write: the sources the payload came from, and that it is being applied.
         let sources = std::mem::take(&mut fetched.sources);
@@ -337,6 +520,109 @@ impl Agent {
                     retry: e.may_pass_later(),
                 };
                 self.attempt_ended(update, failed, shared.retries);
+            }
+        }
+    }
+}
+
+/// What a rollout plan lets a node do with an update it fetched.
+enum Gate {
+    Apply,
+    NotTargeted(String),
+    Halted(String),
+    /// The plan cannot be read (a record written by hand, say): failed with the reason.
+    Refused(String),
+    Stopping,
+}
+
+/// This node's wave and what the earlier waves' members said.
+#[derive(Debug, Default)]
+struct WaveTurn {
+    /// 0-based.
+    wave: usize,
+    waves: usize,
+    targeted: usize,
+    failed: Vec<String>,
+    /// Answered, but neither applied nor failed yet.
+    unsettled: Vec<String>,
+    /// Did not answer: down, partitioned away, or not running p2pu.
+    silent: Vec<String>,
+}
+
+impl WaveTurn {
+    /// `Ok` when this wave may apply now; otherwise why not, starting `halted` when the
+    /// failure threshold is crossed (unless resumed) and `waiting` otherwise. A member that
+    /// does not answer keeps the wave waiting: a node never goes on on its own.
+    fn verdict(
+        &self,
+        plan: &Plan,
+        resumed: bool,
+        now: u64,
+        settled_since: &mut Option<u64>,
+    ) -> std::result::Result<(), String> {
+        let (k, n) = (self.wave + 1, self.waves);
+        if let Some(allowed) = plan.failures_allowed(self.targeted) {
+            if self.failed.len() > allowed && !resumed {
+                return Err(format!(
+                    "halted: {} member(s) of the earlier waves failed ({}), more than the {allowed} --max-failures allows; `p2pu rollout resume` to go on",
+                    self.failed.len(),
+                    self.failed.join(", ")
+                ));
+            }
+        }
+        if !self.silent.is_empty() || !self.unsettled.is_empty() {
+            *settled_since = None;
+            let mut why = format!("waiting: wave {k} of {n}");
+            if !self.unsettled.is_empty() {
+                why.push_str(&format!(
+                    "; not settled yet: {}",
+                    self.unsettled.join(", ")
+                ));
+            }
+            if !self.silent.is_empty() {
+                why.push_str(&format!("; no answer from: {}", self.silent.join(", ")));
+            }
+            return Err(why);
+        }
+        let since = *settled_since.get_or_insert(now);
+        let left = (since + plan.wait_secs).saturating_sub(now);
+        if left > 0 {
+            return Err(format!(
+                "waiting: wave {k} of {n}; earlier waves settled, --wave-wait {left} s left"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Fetches the rollout plans the spool waits for, keeping each one the announcement it came
+/// with verifies with, in the seed root (where the intake finds it and this node re-serves it).
+fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, String)>) {
+    use crate::formats::announcement::Announcement;
+    let site = &agent.config.site;
+    let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+    let seeds = || peers.seed_servers();
+    let fetcher = agent.fetcher("", &seeds, &verified_root);
+    while !agent.stop.load(Ordering::Relaxed) {
+        let Ok((hash, wire)) = wanted.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let Ok(announcement) = Announcement::decode(&wire) else {
+            continue;
+        };
+        let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+            Ok(trusted) => trusted,
+            Err(e) => {
+                tracing::warn!("plans: {}", chain(&e));
+                continue;
+            }
+        };
+        let accept = |bytes: &[u8]| announcement.verify(&trusted, Some(bytes)).is_ok();
+        if let Some(plan) = fetcher.find_plan(&hash, &accept) {
+            let path = intake::plan_path(&site.transmission.download_dir, &hash);
+            match crate::fsutil::write_atomic(&path, &plan, 0o644) {
+                Ok(()) => tracing::info!(%hash, "rollout plan fetched"),
+                Err(e) => tracing::warn!(%hash, "keeping the rollout plan: {}", chain(&e)),
             }
         }
     }
@@ -521,6 +807,42 @@ fn silence(now_ms: u64, last_heard_ms: u64, limit_secs: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wave gate: a silent or unsettled earlier member keeps a wave waiting (a node never
+    /// goes on on its own), failures past --max-failures halt it unless resumed, and the
+    /// wave wait counts from when the earlier waves were first seen settled.
+    #[test]
+    fn a_wave_waits_for_the_earlier_ones_and_halts_past_max_failures() {
+        let plan = Plan {
+            waves: crate::formats::plan::parse_waves("1,50%,100%").unwrap(),
+            max_failures: Some(crate::formats::plan::parse_max_failures("1").unwrap()),
+            wait_secs: 10,
+            ..Plan::default()
+        };
+        let turn = |failed: &[&str], unsettled: &[&str], silent: &[&str]| WaveTurn {
+            wave: 2,
+            waves: 3,
+            targeted: 4,
+            failed: failed.iter().map(|s| s.to_string()).collect(),
+            unsettled: unsettled.iter().map(|s| s.to_string()).collect(),
+            silent: silent.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut since = None;
+        let why = turn(&[], &[], &["b"]).verdict(&plan, false, 100, &mut since).unwrap_err();
+        assert!(why.starts_with("waiting: wave 3 of 3") && why.contains("no answer from: b"), "{why}");
+        let why = turn(&["a"], &["b"], &[]).verdict(&plan, false, 100, &mut since).unwrap_err();
+        assert!(why.contains("not settled yet: b"), "{why}");
+        let why = turn(&["a", "b"], &[], &["c"]).verdict(&plan, false, 100, &mut since).unwrap_err();
+        assert!(why.starts_with("halted: 2 member(s)") && why.contains("a, b"), "{why}");
+        // Resumed by the operator: the threshold no longer holds it, the wave wait still does.
+        let why = turn(&["a", "b"], &[], &[]).verdict(&plan, true, 100, &mut since).unwrap_err();
+        assert!(why.contains("--wave-wait 10 s left"), "{why}");
+        assert_eq!(since, Some(100));
+        assert!(turn(&["a", "b"], &[], &[]).verdict(&plan, true, 110, &mut since).is_ok());
+        // Settled with one failure, which --max-failures 1 allows.
+        let mut since = Some(0);
+        assert!(turn(&["a"], &[], &[]).verdict(&plan, false, 100, &mut since).is_ok());
+    }
 
     #[test]
     fn silence_past_the_limit_is_reported_and_zero_never_warns() {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// Modes of the state's files and of the directories that hold them.
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
-const SUBDIRS: [&str; 2] = ["names", "highest"];
+const SUBDIRS: [&str; 3] = ["names", "highest", "controls"];
 
 /// How many records of one name, and how many rejections, are kept.
 const HISTORY: usize = 20;
@@ -51,6 +51,9 @@ pub enum Status {
     /// Not applied and held: the rollout's failure threshold was crossed, or an operator
     /// aborted it (the reason says which); `p2pu rollout resume` lets it go on.
     Halted,
+    /// Applied, then its health check failed and the last good version was applied again;
+    /// counts as a failure of its rollout.
+    Reverted,
 }
 
 impl Status {
@@ -65,6 +68,7 @@ impl Status {
             Status::NotTargeted => "not-targeted",
             Status::Waiting => "waiting",
             Status::Halted => "halted",
+            Status::Reverted => "reverted",
         }
     }
 
@@ -193,6 +197,18 @@ impl Record {
             plan: None,
         }
     }
+}
+
+/// The newest operator control statement a node verified for one update (`p2pu rollout
+/// abort|resume|retry`): an older one for the same update is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSeen {
+    pub seq: u64,
+    /// `abort`, `resume` or `retry`.
+    pub action: String,
+    /// When the operator signed it (unix seconds).
+    pub issued: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,6 +418,47 @@ impl StateStore {
     /// Every record of `name`, oldest first.
     pub fn records(&self, name: &str) -> Result<Vec<Record>> {
         read_json(&self.name_file(name)).map(Option::unwrap_or_default)
+    }
+
+    fn control_file(&self, name: &str) -> PathBuf {
+        self.dir.join("controls").join(format!("{name}.json"))
+    }
+
+    fn controls(&self, name: &str) -> Result<Vec<ControlSeen>> {
+        read_json(&self.control_file(name)).map(Option::unwrap_or_default)
+    }
+
+    /// The newest verified `abort` or `resume` (`p2pu rollout`) of (`name`, `seq`): whether
+    /// its rollout is held by the operator. A `retry` does not change that.
+    pub fn control(&self, name: &str, seq: u64) -> Result<Option<ControlSeen>> {
+        Ok(self
+            .controls(name)?
+            .into_iter()
+            .find(|c| c.seq == seq && c.action != "retry"))
+    }
+
+    /// When the newest control statement of any action for (`name`, `seq`) was issued: an
+    /// older one is a replay.
+    pub fn control_issued(&self, name: &str, seq: u64) -> Result<Option<u64>> {
+        Ok(self
+            .controls(name)?
+            .iter()
+            .filter(|c| c.seq == seq)
+            .map(|c| c.issued)
+            .max())
+    }
+
+    /// Keeps `control` as the newest of its kind (abort/resume, or retry) for its (name, seq).
+    pub fn put_control(&self, name: &str, control: ControlSeen) -> Result<()> {
+        let path = self.control_file(name);
+        let mut seen = self.controls(name)?;
+        let retry = control.action == "retry";
+        seen.retain(|c| c.seq != control.seq || (c.action == "retry") != retry);
+        seen.push(control);
+        seen.sort_by_key(|c| c.seq);
+        let excess = seen.len().saturating_sub(2 * HISTORY);
+        seen.drain(..excess);
+        write_json(&path, &seen)
     }
 
     fn highest_file(&self, name: &str) -> PathBuf {

@@ -118,6 +118,10 @@ pub struct MemberReport {
     pub updates: Option<Vec<UpdateStatus>>,
     /// Seconds since its newest update changed, by this machine's clock.
     pub newest_age_secs: Option<u64>,
+    /// The operator's Serf tags (site.toml `[serf] tags`, what `submit --target` selects by);
+    /// p2pu's own `p2pu-*` tags left out.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Asks the fleet; every member appears once, answered or not.
@@ -156,6 +160,12 @@ pub fn fleet_status(
                 version,
                 updates,
                 newest_age_secs,
+                tags: m
+                    .tags
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with(crate::formats::serf_names::RESERVED_TAG_PREFIX))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             }
         })
         .collect();

@@ -160,6 +160,51 @@ impl Fetcher<'_> {
         check_metainfo(&bytes, record)
     }
 
+    /// One round over the members' seed servers for the rollout plan `/<info-hash>.plan`: each
+    /// read within a plan's size and at the floor rate, like a metainfo; the first that
+    /// `accept` takes (it verifies the announcement with it) is returned. A member serving
+    /// another plan is passed over, never believed.
+    pub fn find_plan(&self, info_hash: &str, accept: &dyn Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+        let cap = crate::formats::plan::MAX_PLAN_BYTES as u64;
+        let mut seeds = (self.seeds)();
+        shuffle(&mut seeds);
+        for seed in seeds {
+            if self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let url = format!("/{info_hash}.plan");
+            let mut response = match self.client.get(seed, &url, 0) {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::debug!(%seed, hash = %info_hash, "no plan: {}", crate::error::chain(&e));
+                    continue;
+                }
+            };
+            if response.len > cap {
+                tracing::warn!(%seed, hash = %info_hash, len = response.len, "plan refused: longer than a plan may be");
+                continue;
+            }
+            let mut guard = RateGuard::new(
+                seed,
+                self.pace.floor,
+                self.client.read_timeout,
+                self.pace.deadline(response.len),
+                0,
+                response.len,
+            );
+            match guard.read_to_end(&mut response.body, cap as usize, self.stop) {
+                Ok(bytes) if accept(&bytes) => return Some(bytes),
+                Ok(_) => {
+                    tracing::warn!(%seed, hash = %info_hash, "plan refused: the announcement does not verify with it")
+                }
+                Err(e) => {
+                    tracing::warn!(%seed, hash = %info_hash, "plan refused: {}", crate::error::chain(&e))
+                }
+            }
+        }
+        None
+    }
+
     /// The torrent to add: this node's tracker and the members' web seeds as its sources.
     fn sourced(&self, record: &Record, metainfo: &Metainfo) -> Result<Vec<u8>, FetchError> {
         let mut seeds = (self.seeds)();
