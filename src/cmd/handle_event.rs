@@ -8,7 +8,9 @@ use crate::agent::runtime::status::{latest_wire, node_logs, node_status};
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::formats::serf_names::{LATEST_QUERY, LOGS_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT};
+use crate::formats::serf_names::{
+    CONTROL_EVENT, LATEST_QUERY, LOGS_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT,
+};
 use crate::Env;
 use std::io::{Read, Write};
 
@@ -36,7 +38,8 @@ impl HandleEvent {
     fn user_event(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
         let name = env.var("SERF_USER_EVENT").unwrap_or_default().to_string();
         let payload = read_payload(env)?;
-        if name == UPDATE_EVENT || looks_legacy(&payload) {
+        // Control statements (`p2pu rollout`) take the announcements' way: the agent verifies.
+        if name == UPDATE_EVENT || name == CONTROL_EVENT || looks_legacy(&payload) {
             let path = spool::put(&config.site.agent.spool_dir, Source::Serf, &payload)?;
             writeln!(
                 env.stderr,

@@ -3,6 +3,7 @@
 
 pub mod announcement;
 pub mod bencode;
+pub mod control;
 pub mod legacy;
 pub mod plan;
 pub mod serf_names;

@@ -6,6 +6,8 @@
 
 /// The Serf user event that carries announcements.
 pub const UPDATE_EVENT: &str = "p2pu-update";
+/// The Serf user event that carries operator control statements (`p2pu rollout`).
+pub const CONTROL_EVENT: &str = "p2pu-control";
 /// The query a node answers with its updates (`agent::status::NodeStatus`).
 pub const STATUS_QUERY: &str = "p2pu-status";
 /// The query a node answers with its newest accepted announcement of the name asked for.

@@ -106,6 +106,10 @@ fn newest_acceptable<'a>(
             Decision::Rejected(rejection) => {
                 tracing::warn!(%node, name = %name, seq = ?rejection.seq, reason = %rejection.reason, "catch-up: answer rejected")
             }
+            // The latest announcement is what catch-up asks for, never a control statement.
+            Decision::Control { .. } => {
+                tracing::warn!(%node, asked = %name, "catch-up: a control statement as an answer ignored")
+            }
         }
     }
     Ok(best)
@@ -195,6 +199,7 @@ mod tests {
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
             plans_dir: Path::new("/nonexistent"),
+            node: "node-1",
         }
     }
 

@@ -11,7 +11,10 @@
 //! record resumed after a restart is decoded here too ([`resume`]).
 
 use super::spool::{self, Spooled};
-use super::state::{Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status};
+use super::state::{
+    ControlSeen, Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status,
+};
+use crate::formats::control::{Action, Control};
 use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
@@ -29,6 +32,13 @@ pub enum Decision {
     /// Bound to a rollout plan this node does not have yet: the event stays in the spool
     /// while the plan is fetched (its info-hash here), and the held record says so.
     NeedsPlan { record: Record, info_hash: String },
+    /// A verified operator control statement (`p2pu rollout`): kept (when it is for this
+    /// node), and the records it sends back to the workers.
+    Control {
+        name: String,
+        seen: Option<ControlSeen>,
+        requeue: Vec<Record>,
+    },
 }
 
 /// An accepted update as the workers take it: its record, and its wire text decoded.
@@ -85,6 +95,8 @@ pub struct Policy<'a> {
     pub max_payload_bytes: u64,
     /// Where rollout plans lie (`<info-hash>.plan`, the seed root beside the metainfo).
     pub plans_dir: &'a Path,
+    /// This node's name: a control statement may name the nodes it is for.
+    pub node: &'a str,
 }
 
 /// How long a plan-bound announcement waits in the spool for its plan before it is refused:
@@ -245,6 +257,27 @@ pub fn take_spool(
                 store.reject(rejection)?;
                 pass.rejected += 1;
             }
+            Decision::Control {
+                name,
+                seen,
+                requeue,
+            } => {
+                if let Some(seen) = seen {
+                    tracing::info!(%name, seq = seen.seq, action = %seen.action, "rollout control statement");
+                    store.put_control(&name, seen)?;
+                }
+                for mut record in requeue {
+                    let now = now_ms / 1000;
+                    record.settle(Status::Pending, Some("sent back by the operator (p2pu rollout)".into()), None, now);
+                    record.attempts = 0;
+                    record.next_attempt_at = None;
+                    store.put(record.clone())?;
+                    match resume(record) {
+                        Ok(update) => accepted(update),
+                        Err(e) => tracing::warn!(%name, "cannot send back: {}", chain(&e)),
+                    }
+                }
+            }
             Decision::NeedsPlan { record, info_hash } => {
                 let waited = std::fs::metadata(&path)
                     .and_then(|m| m.modified())
@@ -303,6 +336,12 @@ pub fn decide(
             reason,
         })
     };
+    if event
+        .payload
+        .starts_with(crate::formats::control::WIRE_PREFIX.as_bytes())
+    {
+        return decide_control(event, store, policy, now);
+    }
     if event.payload.starts_with(b"p2pu") {
         let announcement = match Announcement::decode(&event.payload) {
             Ok(a) => a,
@@ -439,6 +478,113 @@ pub fn decide(
         }));
     }
     decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+}
+
+/// An operator's control statement: verified with the trusted keys and the threshold of the
+/// update's name, for this fleet, unexpired, and newer than the last one seen for the update
+/// (a replayed `retry` must not retry again).
+fn decide_control(
+    event: &Spooled,
+    store: &StateStore,
+    policy: &Policy,
+    now: u64,
+) -> super::Result<Decision> {
+    let reject = |name: Option<String>, seq: Option<u64>, reason: String| {
+        Ok(Decision::Rejected(Rejection {
+            at: now,
+            source: event.source.as_str().to_string(),
+            name,
+            seq,
+            reason,
+        }))
+    };
+    let control = match Control::decode(&event.payload) {
+        Ok(control) => control,
+        Err(e) => return reject(None, None, e.to_string()),
+    };
+    let (name, seq) = (control.name.clone(), control.seq);
+    let trusted = TrustedKeys::load(policy.trusted_keys_dir)?;
+    let signers = match control.verify(&trusted) {
+        Ok(signers) => signers,
+        Err(e) => return reject(Some(name), Some(seq), e.to_string()),
+    };
+    if control.fleet != policy.fleet {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!(
+                "rollout {} is for fleet {}, this node is in fleet {}",
+                control.action, control.fleet, policy.fleet
+            ),
+        );
+    }
+    if control.expires < now {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!("rollout {} expired at {}", control.action, control.expires),
+        );
+    }
+    let records: Vec<Record> = store
+        .records(&name)?
+        .into_iter()
+        .filter(|r| r.seq == seq && r.status != Status::Held)
+        .collect();
+    let kind = records
+        .first()
+        .and_then(|r| match r.kind {
+            RecordKind::Signed(kind) => Some(kind),
+            RecordKind::Legacy => None,
+        })
+        .unwrap_or(Kind::Manifest);
+    let (k, rule) = policy.thresholds.required(&name, kind);
+    if signers.len() < k {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!(
+                "rollout {} signed by {} of the {k} trusted keys {rule} requires",
+                control.action,
+                signers.len()
+            ),
+        );
+    }
+    if let Some(last) = store.control_issued(&name, seq)? {
+        if control.issued <= last {
+            return reject(
+                Some(name),
+                Some(seq),
+                format!(
+                    "replay: rollout {} issued at {} is not newer than the last one seen ({last})",
+                    control.action, control.issued
+                ),
+            );
+        }
+    }
+    if !control.is_for(policy.node) {
+        return Ok(Decision::Control {
+            name,
+            seen: None,
+            requeue: Vec::new(),
+        });
+    }
+    let requeue = records
+        .into_iter()
+        .filter(|r| match control.action {
+            Action::Abort => false,
+            Action::Resume => r.status == Status::Halted,
+            Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
+        })
+        .collect();
+    Ok(Decision::Control {
+        name,
+        seen: Some(ControlSeen {
+            seq,
+            action: control.action.as_str().to_string(),
+            issued: control.issued,
+        }),
+        requeue,
+    })
 }
 
 /// Why a legacy payload is refused: name, seq, reason.
@@ -677,6 +823,7 @@ mod tests {
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
             plans_dir: &f.keys_dir,
+            node: "node-1",
         }
     }
 

@@ -192,7 +192,7 @@ impl Agent {
         intake::take_spool(
             &site.agent.spool_dir,
             &self.store,
-            &policy(&self.config, self.fleet),
+            &policy(&self.config, self.fleet, &self.node_name),
             now_ms(),
             stuck,
             |update| {
@@ -302,6 +302,16 @@ impl Agent {
     /// its wave's turn comes), or not (outside the target, halted, stopping). Records
     /// `not-targeted`, `waiting` and `halted` with their reasons as it goes.
     fn plan_gate(&self, record: &Record) -> Gate {
+        let aborted = |store: &StateStore| {
+            store
+                .control(&record.name, record.seq)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.action == "abort")
+        };
+        if aborted(&self.store) {
+            return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+        }
         let Some(text) = &record.plan else {
             return Gate::Apply;
         };
@@ -442,7 +452,13 @@ impl Agent {
                 return self.attempt_ended(update, failed, shared.retries);
             }
         };
-        if record.plan.is_some() {
+        if record.plan.is_none() {
+            // Without a plan only an operator's abort holds it.
+            if let Gate::Halted(reason) = self.plan_gate(record) {
+                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                return self.set_status(record, Status::Halted, Some(reason), None);
+            }
+        } else {
             // Seeded at once: the members of later waves, and those not targeted, still
             // serve it to the others while this node waits (or never applies it).
             if let Some(torrent) = fetched.to_seed.take() {
@@ -699,7 +715,7 @@ fn catch_up_loop(agent: &Agent) {
         match super::catchup::catch_up(
             agent.gossip.as_ref(),
             &agent.store,
-            &policy(&agent.config, agent.fleet),
+            &policy(&agent.config, agent.fleet, &agent.node_name),
             &site.spool_dir,
             now_ms(),
             Duration::from_secs(2),
@@ -758,7 +774,7 @@ fn tail(text: &str, max: usize) -> String {
 }
 
 /// The intake's policy, from the site config and the node's fleet.
-pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
+pub fn policy<'a>(config: &'a Config, fleet: FleetId, node: &'a str) -> Policy<'a> {
     let agent = &config.site.agent;
     Policy {
         trusted_keys_dir: &agent.trusted_keys_dir,
@@ -769,6 +785,7 @@ pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
         max_future_ms: agent.max_future_secs.saturating_mul(1000),
         max_payload_bytes: agent.max_payload_bytes,
         plans_dir: &config.site.transmission.download_dir,
+        node,
     }
 }
 
@@ -881,6 +898,7 @@ mod tests {
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
             plans_dir: dir.path(),
+            node: "node-1",
         };
         let wire = |key: &SigningKey, seq: u64| {
             let draft = Draft {
