@@ -969,6 +969,88 @@ mod tests {
         );
     }
 
+    /// `p2pu rollout` statements are verified like announcements: a stranger's, another
+    /// fleet's, an expired one, one below the name's threshold and a replay are refused; one
+    /// for other nodes changes nothing here; a retry sends the failed record back, a resume
+    /// the halted one.
+    #[test]
+    fn control_statements_are_verified_and_act_on_this_nodes_records() {
+        use crate::formats::control::{parse_nodes, Action, Control};
+        let f = fixture();
+        let mut failed = record_of(
+            &Announcement::decode(wire(&f.key, "site.pp", NOW_MS)).unwrap(),
+            String::from_utf8(wire(&f.key, "site.pp", NOW_MS)).unwrap(),
+            NOW_MS / 1000,
+        );
+        failed.status = Status::Failed;
+        f.store.put(failed).unwrap();
+        let now = NOW_MS / 1000;
+        let statement = |action, key: &SigningKey, fleet, exp: u64, issued: u64, nodes: &str| {
+            let nodes = if nodes.is_empty() { Vec::new() } else { parse_nodes(nodes).unwrap() };
+            let mut c = Control::new(action, "site.pp", NOW_MS, issued, fleet, exp, nodes).unwrap();
+            c.sign(key).unwrap();
+            c.to_wire()
+        };
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let cases = [
+            (statement(Action::Retry, &stranger, FLEET, now + 60, now, ""), "signed by no trusted key"),
+            (statement(Action::Retry, &f.key, FleetId([9; 8]), now + 60, now, ""), "is for fleet 0909090909090909"),
+            (statement(Action::Retry, &f.key, FLEET, now - 1, now - 100, ""), "expired"),
+        ];
+        for (text, want) in cases {
+            let why = reason(decide_on(&f, text.as_bytes(), false));
+            assert!(why.contains(want), "{why}");
+        }
+        let two = Policy {
+            thresholds: Thresholds {
+                default: 2,
+                key: 2,
+                rules: Vec::new(),
+            },
+            ..policy(&f, false)
+        };
+        let retry = statement(Action::Retry, &f.key, FLEET, now + 60, now, "");
+        let why = reason(decide_with(&f, retry.as_bytes(), &two));
+        assert!(why.contains("signed by 1 of the 2"), "{why}");
+        // For other nodes: nothing kept, nothing sent back.
+        let elsewhere = statement(Action::Retry, &f.key, FLEET, now + 60, now, "cam-*");
+        assert!(matches!(
+            decide_on(&f, elsewhere.as_bytes(), false),
+            Decision::Control { seen: None, ref requeue, .. } if requeue.is_empty()
+        ));
+        let Decision::Control { seen: Some(seen), requeue, .. } =
+            decide_on(&f, retry.as_bytes(), false)
+        else {
+            panic!("expected a control decision");
+        };
+        assert_eq!((seen.action.as_str(), requeue.len()), ("retry", 1));
+        f.store.put_control("site.pp", seen).unwrap();
+        let why = reason(decide_on(&f, retry.as_bytes(), false));
+        assert!(why.starts_with("replay:"), "{why}");
+        // A resume sends back only halted records; an abort is kept and sends none back.
+        let resume = statement(Action::Resume, &f.key, FLEET, now + 60, now + 1, "");
+        assert!(matches!(
+            decide_on(&f, resume.as_bytes(), false),
+            Decision::Control { seen: Some(_), ref requeue, .. } if requeue.is_empty()
+        ));
+        f.store
+            .set_status("site.pp", NOW_MS, Status::Halted, None, None, now)
+            .unwrap();
+        assert!(matches!(
+            decide_on(&f, resume.as_bytes(), false),
+            Decision::Control { seen: Some(_), ref requeue, .. } if requeue.len() == 1
+        ));
+        let abort = statement(Action::Abort, &f.key, FLEET, now + 60, now + 2, "");
+        let Decision::Control { seen: Some(seen), requeue, .. } =
+            decide_on(&f, abort.as_bytes(), false)
+        else {
+            panic!("expected a control decision");
+        };
+        assert!(requeue.is_empty());
+        f.store.put_control("site.pp", seen).unwrap();
+        assert_eq!(f.store.control("site.pp", NOW_MS).unwrap().unwrap().action, "abort");
+    }
+
     /// A plan-bound event stays in the spool while its plan is fetched, and is refused once
     /// it waited longer than a plan search may take.
     #[test]
