@@ -144,7 +144,9 @@ pub fn prepare(
     engine: &dyn TorrentEngine,
 ) -> Result<Submitted> {
     let plan = crate::formats::plan::Plan::default();
-    prepare_showing(config, source, kind, name, seq, now_secs, engine, false, &plan)
+    prepare_showing(
+        config, source, kind, name, seq, now_secs, engine, false, &plan,
+    )
 }
 
 /// [`prepare`], with progress on stderr when `show_progress` (a terminal, not `--quiet`).

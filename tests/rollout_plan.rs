@@ -149,7 +149,9 @@ fn targeting_waves_halt_and_retry() {
         // serves, and the plan beside it.
         let download = &info.site.transmission.download_dir;
         assert!(
-            download.join(format!("{}.torrent", kept.info_hash)).is_file(),
+            download
+                .join(format!("{}.torrent", kept.info_hash))
+                .is_file(),
             "node {node} does not seed cams.pp"
         );
         assert!(download.join(format!("{}.plan", kept.info_hash)).is_file());
@@ -221,7 +223,10 @@ fn targeting_waves_halt_and_retry() {
         table.contains("rollout waves.pp seq") && table.contains("HALTED on "),
         "{table}"
     );
-    assert!(table.contains("more than the 1 --max-failures allows"), "{table}");
+    assert!(
+        table.contains("more than the 1 --max-failures allows"),
+        "{table}"
+    );
     assert!(table.contains("tags: role=camera"), "{table}");
 
     // 3. The cause fixed, retry: the failed nodes apply; resume: the halted ones go on.
@@ -237,7 +242,12 @@ fn targeting_waves_halt_and_retry() {
         );
     }
     for &node in &order[4..] {
-        assert_eq!(runs(&lab, node, "waves.pp"), 0, "node {node}: {}", log_tail(&lab, node));
+        assert_eq!(
+            runs(&lab, node, "waves.pp"),
+            0,
+            "node {node}: {}",
+            log_tail(&lab, node)
+        );
     }
     ok(lab.p2pu(1, &["rollout", "resume", "waves.pp"]).unwrap());
     for node in 1..=NODES {

@@ -159,8 +159,7 @@ fn table(reports: &[MemberReport], color: bool) -> String {
 /// One line per rollout that halted somewhere: which update, on how many members, and why
 /// (the first halted member's reason).
 fn halted_summary(reports: &[MemberReport]) -> String {
-    let mut halted: std::collections::BTreeMap<(String, u64), (usize, String)> =
-        Default::default();
+    let mut halted: std::collections::BTreeMap<(String, u64), (usize, String)> = Default::default();
     for u in reports.iter().flat_map(|r| r.updates.iter().flatten()) {
         if u.status == Status::Halted {
             let entry = halted

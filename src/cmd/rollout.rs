@@ -140,7 +140,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (code, _, err) = run(
             dir.path(),
-            &["rollout", "retry", "site.pp", "--nodes", "a,,b", "--config", "/nonexistent/site.toml"],
+            &[
+                "rollout",
+                "retry",
+                "site.pp",
+                "--nodes",
+                "a,,b",
+                "--config",
+                "/nonexistent/site.toml",
+            ],
         );
         assert_ne!(code, 0);
         assert!(err.contains("--nodes \"a,,b\""), "{err}");

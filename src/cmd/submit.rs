@@ -115,13 +115,23 @@ impl Submit {
         };
         let plan = Plan {
             target,
-            waves: self.waves.as_deref().map(plan::parse_waves).transpose()?.unwrap_or_default(),
+            waves: self
+                .waves
+                .as_deref()
+                .map(plan::parse_waves)
+                .transpose()?
+                .unwrap_or_default(),
             max_failures: self
                 .max_failures
                 .as_deref()
                 .map(plan::parse_max_failures)
                 .transpose()?,
-            wait_secs: self.wave_wait.as_deref().map(plan::parse_wait).transpose()?.unwrap_or(0),
+            wait_secs: self
+                .wave_wait
+                .as_deref()
+                .map(plan::parse_wait)
+                .transpose()?
+                .unwrap_or(0),
             ..Plan::default()
         };
         plan.validate()?;
@@ -219,7 +229,8 @@ impl Submit {
                             // seeded payload, written by `submit --sign-only PATH`.
                             let hash = hex::encode(combined.info_hash());
                             let dir = &config.site.transmission.download_dir;
-                            if let Some(plan) = crate::agent::runtime::intake::read_plan(dir, &hash) {
+                            if let Some(plan) = crate::agent::runtime::intake::read_plan(dir, &hash)
+                            {
                                 combined.attach_plan(&plan);
                             }
                         }

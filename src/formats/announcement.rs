@@ -1254,7 +1254,10 @@ mod tests {
     fn verify_rejects_unknown_revoked_and_forged() {
         let a = signed("x");
         let other = TrustedKeys::from_keys([key(2).verifying_key()]);
-        assert!(matches!(a.verify(&other, None), Err(E::UnknownSigner { .. })));
+        assert!(matches!(
+            a.verify(&other, None),
+            Err(E::UnknownSigner { .. })
+        ));
 
         let dir = tempfile::tempdir().unwrap();
         TrustedKeys::add(
@@ -1275,7 +1278,10 @@ mod tests {
         .unwrap();
         TrustedKeys::revoke(dir.path(), a.kid(), "leaked").unwrap();
         let revoked = TrustedKeys::load(dir.path()).unwrap();
-        assert!(matches!(a.verify(&revoked, None), Err(E::RevokedSigner { .. })));
+        assert!(matches!(
+            a.verify(&revoked, None),
+            Err(E::RevokedSigner { .. })
+        ));
 
         let mut forged = a.clone();
         forged.seq += 1;
@@ -1393,8 +1399,8 @@ mod tests {
     #[test]
     fn plan_bound_announcements_verify_only_with_their_plan() {
         let plan = b"d6:target15:tag:role=camera1:vi1ee";
-        let a = Announcement::sign_v2_with_plan(draft("site.pp"), binding(), plan, &key(1))
-            .unwrap();
+        let a =
+            Announcement::sign_v2_with_plan(draft("site.pp"), binding(), plan, &key(1)).unwrap();
         let wire = a.to_wire();
         assert!(a.to_bencode().windows(9).any(|w| w == b"4:plani1e"));
         let back = Announcement::decode(&wire).unwrap();
@@ -1417,11 +1423,24 @@ mod tests {
         plain.verify(&trusted, None).unwrap();
         // Co-signing needs the plan too, and a decoded one has it once attached.
         let mut cosigned = back.clone();
-        assert!(matches!(cosigned.add_signature(&key(2)), Err(E::PlanMissing { .. })));
+        assert!(matches!(
+            cosigned.add_signature(&key(2)),
+            Err(E::PlanMissing { .. })
+        ));
         cosigned.attach_plan(plan);
         cosigned.add_signature(&key(2)).unwrap();
-        assert_eq!(cosigned.verify(&trusting(&[1, 2]), Some(plan)).unwrap().valid.len(), 2);
-        for (from, to) in [(&b"4:plani1e"[..], &b"4:plani0e"[..]), (b"4:plani1e", b"4:plan1:1")] {
+        assert_eq!(
+            cosigned
+                .verify(&trusting(&[1, 2]), Some(plan))
+                .unwrap()
+                .valid
+                .len(),
+            2
+        );
+        for (from, to) in [
+            (&b"4:plani1e"[..], &b"4:plani0e"[..]),
+            (b"4:plani1e", b"4:plan1:1"),
+        ] {
             let mut bytes = a.to_bencode();
             let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
             bytes.splice(at..at + from.len(), to.iter().copied());
@@ -1482,7 +1501,10 @@ mod tests {
     #[test]
     fn v2_signature_counting_ignores_untrusted_revoked_and_bad() {
         let a = signed_v2("x", &[1, 2, 3]);
-        assert_eq!(a.verify(&trusting(&[1, 2, 3]), None).unwrap().valid.len(), 3);
+        assert_eq!(
+            a.verify(&trusting(&[1, 2, 3]), None).unwrap().valid.len(),
+            3
+        );
         // Key 3 untrusted.
         let signers = a.verify(&trusting(&[1, 2]), None).unwrap();
         assert_eq!(signers.valid.len(), 2);
@@ -1497,7 +1519,9 @@ mod tests {
             TrustedKeys::add(dir.path(), &public).unwrap();
         }
         TrustedKeys::revoke(dir.path(), KeyId::of(&key(2).verifying_key()), "lost").unwrap();
-        let signers = a.verify(&TrustedKeys::load(dir.path()).unwrap(), None).unwrap();
+        let signers = a
+            .verify(&TrustedKeys::load(dir.path()).unwrap(), None)
+            .unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::RevokedSigner { .. }]));
         // A signature that does not verify does not count.

@@ -132,11 +132,12 @@ pub fn parse_nodes(text: &str) -> Result<Vec<String>, ControlError> {
     if nodes.len() > MAX_NODES {
         return Err(bad("more than 16 globs"));
     }
-    if nodes
-        .iter()
-        .any(|n| n.is_empty() || n.len() > 128 || n.chars().any(|c| c.is_control() || c.is_whitespace()))
-    {
-        return Err(bad("an empty glob, or one with a space or a control character"));
+    if nodes.iter().any(|n| {
+        n.is_empty() || n.len() > 128 || n.chars().any(|c| c.is_control() || c.is_whitespace())
+    }) {
+        return Err(bad(
+            "an empty glob, or one with a space or a control character",
+        ));
     }
     Ok(nodes)
 }
@@ -233,7 +234,10 @@ impl Control {
     }
 
     pub fn to_wire(&self) -> String {
-        format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.bencode(true)))
+        format!(
+            "{WIRE_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(self.bencode(true))
+        )
     }
 
     /// Every signer's key id, sorted.
@@ -456,7 +460,9 @@ mod tests {
     fn forged_and_rebound_statements_do_not_verify() {
         let c = statement(Action::Abort, "");
         let trusted = TrustedKeys::from_keys([key(1).verifying_key()]);
-        assert!(c.verify(&TrustedKeys::from_keys([key(2).verifying_key()])).is_err());
+        assert!(c
+            .verify(&TrustedKeys::from_keys([key(2).verifying_key()]))
+            .is_err());
         // The same signature on another action or another update.
         let mut resumed = c.clone();
         resumed.action = Action::Resume;
@@ -485,10 +491,7 @@ mod tests {
         ));
         assert!(matches!(mutate(b"3:seq", b"3:seq3:seqi1e"), E::Bencode(_)));
         assert!(matches!(mutate(b"3:seqi", b"3:seqi0"), E::Bencode(_)));
-        assert!(matches!(
-            Control::decode("p2pu2:abc"),
-            Err(E::BadPrefix)
-        ));
+        assert!(matches!(Control::decode("p2pu2:abc"), Err(E::BadPrefix)));
         assert!(matches!(
             Control::decode(format!("{WIRE_PREFIX}{}", "A".repeat(MAX_WIRE_LEN))),
             Err(E::TooLong { .. })

@@ -22,7 +22,15 @@ pub const MAX_WAVES: usize = 16;
 pub const MAX_WAIT_SECS: u64 = 7 * 86_400;
 /// The longest per-update check timeout: an hour.
 pub const MAX_CHECK_TIMEOUT_SECS: u64 = 3_600;
-const KEYS: [&str; 7] = ["check", "check_timeout", "maxf", "target", "v", "wait", "waves"];
+const KEYS: [&str; 7] = [
+    "check",
+    "check_timeout",
+    "maxf",
+    "target",
+    "v",
+    "wait",
+    "waves",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -238,7 +246,9 @@ impl Size {
             _ => Err(bad(
                 flag,
                 whole,
-                format!("{text:?} is not a count ({min} to 100000) or a percentage ({min}% to 100%)"),
+                format!(
+                    "{text:?} is not a count ({min} to 100000) or a percentage ({min}% to 100%)"
+                ),
             )),
         }
     }
@@ -424,7 +434,10 @@ impl Plan {
             Some(Some(1)) => {}
             Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
         }
-        if let Some((key, _)) = entries.iter().find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k)) {
+        if let Some((key, _)) = entries
+            .iter()
+            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
+        {
             return Err(E::UnknownKey {
                 key: String::from_utf8_lossy(key).into_owned(),
             });
@@ -440,7 +453,10 @@ impl Plan {
         };
         let texts = |key: &'static str, v: &Value| -> Result<Vec<String>, PlanError> {
             v.as_list()
-                .ok_or(E::WrongType { key, want: "a list" })?
+                .ok_or(E::WrongType {
+                    key,
+                    want: "a list",
+                })?
                 .iter()
                 .map(|item| text(key, item))
                 .collect()
@@ -526,7 +542,12 @@ pub fn assign_waves(info_hash: &[u8; 20], members: &[String], waves: &[Size]) ->
     let mut from = 0;
     for size in sizes {
         let to = size.of(total).max(from).min(total);
-        out.push(ordered[from..to].iter().map(|(_, m)| (*m).clone()).collect());
+        out.push(
+            ordered[from..to]
+                .iter()
+                .map(|(_, m)| (*m).clone())
+                .collect(),
+        );
         from = to;
     }
     out
@@ -579,21 +600,13 @@ mod tests {
         let empty = Plan::default().to_bencode();
         assert_eq!(empty, b"d1:vi1ee");
         assert!(Plan::decode(&empty).unwrap().is_empty());
-        assert_eq!(
-            plan.health_check(),
-            Some((&plan.check[..], Some(60)))
-        );
+        assert_eq!(plan.health_check(), Some((&plan.check[..], Some(60))));
     }
 
     #[test]
     fn unknown_fields_are_refused_by_name() {
         let err = Plan::decode(b"d1:vi1e4:zzzzi1ee").unwrap_err();
-        assert_eq!(
-            err,
-            E::UnknownKey {
-                key: "zzzz".into()
-            }
-        );
+        assert_eq!(err, E::UnknownKey { key: "zzzz".into() });
         assert!(err.to_string().contains("unknown field \"zzzz\""), "{err}");
         let vector = include_bytes!("../../tests/vectors/plan/unknown-field.plan");
         assert_eq!(
@@ -618,7 +631,11 @@ mod tests {
             b"d6:target5:x:y=z1:vi1ee",
             b"d6:target12:nodes:b,a,a1:vi1ee",
         ] {
-            assert!(Plan::decode(bytes).is_err(), "{}", String::from_utf8_lossy(bytes));
+            assert!(
+                Plan::decode(bytes).is_err(),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let mut big = b"d5:checkl".to_vec();
         big.extend(std::iter::repeat_n(&b"1:a"[..], 700).flatten());
@@ -643,7 +660,15 @@ mod tests {
         for text in ["tag:role=camera", "name:cam-*", "nodes:a,b"] {
             assert_eq!(Selector::parse(text).unwrap().to_text(), text);
         }
-        for text in ["nodes:b,a", "role=camera", "tag:role", "tag:=x", "name:", "nodes:a,,b", "tag:a b=c"] {
+        for text in [
+            "nodes:b,a",
+            "role=camera",
+            "tag:role",
+            "tag:=x",
+            "name:",
+            "nodes:a,,b",
+            "tag:a b=c",
+        ] {
             assert!(Selector::parse(text).is_err(), "{text}");
         }
     }
@@ -652,7 +677,16 @@ mod tests {
     fn bad_flag_values_name_the_flag_and_value() {
         let err = Selector::tag("camera").unwrap_err().to_string();
         assert!(err.starts_with("--target \"camera\""), "{err}");
-        for waves in ["", "0", "1,50%", "10%,5%", "50%,10%,100%", "abc", "1,101%", "01,100%"] {
+        for waves in [
+            "",
+            "0",
+            "1,50%",
+            "10%,5%",
+            "50%,10%,100%",
+            "abc",
+            "1,101%",
+            "01,100%",
+        ] {
             let err = parse_waves(waves).unwrap_err().to_string();
             assert!(err.starts_with(&format!("--waves {waves:?}")), "{err}");
         }

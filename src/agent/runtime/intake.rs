@@ -14,10 +14,10 @@ use super::spool::{self, Spooled};
 use super::state::{
     ControlSeen, Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status,
 };
-use crate::formats::control::{Action, Control};
 use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
+use crate::formats::control::{Action, Control};
 use crate::formats::legacy::{self, LegacyTorrent};
 use crate::keys::TrustedKeys;
 use std::collections::BTreeSet;
@@ -31,7 +31,10 @@ pub enum Decision {
     Rejected(Rejection),
     /// Bound to a rollout plan this node does not have yet: the event stays in the spool
     /// while the plan is fetched (its info-hash here), and the held record says so.
-    NeedsPlan { record: Record, info_hash: String },
+    NeedsPlan {
+        record: Record,
+        info_hash: String,
+    },
     /// A verified operator control statement (`p2pu rollout`): kept (when it is for this
     /// node), and the records it sends back to the workers.
     Control {
@@ -268,7 +271,12 @@ pub fn take_spool(
                 }
                 for mut record in requeue {
                     let now = now_ms / 1000;
-                    record.settle(Status::Pending, Some("sent back by the operator (p2pu rollout)".into()), None, now);
+                    record.settle(
+                        Status::Pending,
+                        Some("sent back by the operator (p2pu rollout)".into()),
+                        None,
+                        now,
+                    );
                     record.attempts = 0;
                     record.next_attempt_at = None;
                     store.put(record.clone())?;
@@ -938,7 +946,10 @@ mod tests {
             Decision::NeedsPlan { record, info_hash } => {
                 assert_eq!(info_hash, hash);
                 assert_eq!(record.status, Status::Held);
-                assert!(record.reason.unwrap().contains("waiting for its rollout plan"));
+                assert!(record
+                    .reason
+                    .unwrap()
+                    .contains("waiting for its rollout plan"));
             }
             other => panic!("expected to wait for the plan, got {other:?}"),
         }
@@ -950,7 +961,10 @@ mod tests {
         let Decision::Accepted(accepted) = decide_with(&f, text.as_bytes(), &policy) else {
             panic!("expected accepted");
         };
-        assert_eq!(accepted.record.plan.as_deref(), Some(std::str::from_utf8(good).unwrap()));
+        assert_eq!(
+            accepted.record.plan.as_deref(),
+            Some(std::str::from_utf8(good).unwrap())
+        );
         // Resumed after a restart, it verifies again with the kept plan.
         let resumed = resume(accepted.record.clone()).unwrap();
         let Decoded::Signed(a) = resumed.decoded else {
@@ -986,16 +1000,29 @@ mod tests {
         f.store.put(failed).unwrap();
         let now = NOW_MS / 1000;
         let statement = |action, key: &SigningKey, fleet, exp: u64, issued: u64, nodes: &str| {
-            let nodes = if nodes.is_empty() { Vec::new() } else { parse_nodes(nodes).unwrap() };
+            let nodes = if nodes.is_empty() {
+                Vec::new()
+            } else {
+                parse_nodes(nodes).unwrap()
+            };
             let mut c = Control::new(action, "site.pp", NOW_MS, issued, fleet, exp, nodes).unwrap();
             c.sign(key).unwrap();
             c.to_wire()
         };
         let stranger = SigningKey::from_bytes(&[9; 32]);
         let cases = [
-            (statement(Action::Retry, &stranger, FLEET, now + 60, now, ""), "signed by no trusted key"),
-            (statement(Action::Retry, &f.key, FleetId([9; 8]), now + 60, now, ""), "is for fleet 0909090909090909"),
-            (statement(Action::Retry, &f.key, FLEET, now - 1, now - 100, ""), "expired"),
+            (
+                statement(Action::Retry, &stranger, FLEET, now + 60, now, ""),
+                "signed by no trusted key",
+            ),
+            (
+                statement(Action::Retry, &f.key, FleetId([9; 8]), now + 60, now, ""),
+                "is for fleet 0909090909090909",
+            ),
+            (
+                statement(Action::Retry, &f.key, FLEET, now - 1, now - 100, ""),
+                "expired",
+            ),
         ];
         for (text, want) in cases {
             let why = reason(decide_on(&f, text.as_bytes(), false));
@@ -1018,8 +1045,11 @@ mod tests {
             decide_on(&f, elsewhere.as_bytes(), false),
             Decision::Control { seen: None, ref requeue, .. } if requeue.is_empty()
         ));
-        let Decision::Control { seen: Some(seen), requeue, .. } =
-            decide_on(&f, retry.as_bytes(), false)
+        let Decision::Control {
+            seen: Some(seen),
+            requeue,
+            ..
+        } = decide_on(&f, retry.as_bytes(), false)
         else {
             panic!("expected a control decision");
         };
@@ -1041,14 +1071,20 @@ mod tests {
             Decision::Control { seen: Some(_), ref requeue, .. } if requeue.len() == 1
         ));
         let abort = statement(Action::Abort, &f.key, FLEET, now + 60, now + 2, "");
-        let Decision::Control { seen: Some(seen), requeue, .. } =
-            decide_on(&f, abort.as_bytes(), false)
+        let Decision::Control {
+            seen: Some(seen),
+            requeue,
+            ..
+        } = decide_on(&f, abort.as_bytes(), false)
         else {
             panic!("expected a control decision");
         };
         assert!(requeue.is_empty());
         f.store.put_control("site.pp", seen).unwrap();
-        assert_eq!(f.store.control("site.pp", NOW_MS).unwrap().unwrap().action, "abort");
+        assert_eq!(
+            f.store.control("site.pp", NOW_MS).unwrap().unwrap().action,
+            "abort"
+        );
     }
 
     /// A plan-bound event stays in the spool while its plan is fetched, and is refused once
@@ -1072,7 +1108,15 @@ mod tests {
             .unwrap()
             .as_millis() as u64;
         let run = |now_ms: u64| {
-            take_spool(&spool_dir, &f.store, &policy, now_ms, &mut BTreeSet::new(), |_| {}).unwrap()
+            take_spool(
+                &spool_dir,
+                &f.store,
+                &policy,
+                now_ms,
+                &mut BTreeSet::new(),
+                |_| {},
+            )
+            .unwrap()
         };
         let pass = run(now);
         assert_eq!((pass.deferred, pass.plans_wanted.len()), (1, 1));
@@ -1081,7 +1125,10 @@ mod tests {
         assert_eq!(pass.rejected, 1);
         assert!(spool::list(&spool_dir).unwrap().is_empty());
         let rejected = f.store.rejections().unwrap();
-        assert!(rejected[0].reason.contains("no rollout plan"), "{rejected:?}");
+        assert!(
+            rejected[0].reason.contains("no rollout plan"),
+            "{rejected:?}"
+        );
     }
 
     /// TUF's key compromise below threshold: one key's signature on a 2-of-n name is held,

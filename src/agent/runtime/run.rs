@@ -8,6 +8,7 @@ use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
 use super::state::{Record, RecordKind, StateStore, Status};
+use super::status::NodeStatus;
 use super::supervise::{ServeChild, ServeSpec};
 use super::{Result, RuntimeError};
 use crate::agent::apply::extract::Limits;
@@ -22,7 +23,6 @@ use crate::error::chain;
 use crate::formats::announcement::FleetId;
 use crate::formats::plan::Plan;
 use crate::formats::serf_names::STATUS_QUERY;
-use super::status::NodeStatus;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -321,7 +321,11 @@ impl Agent {
         };
         let tags = &self.config.site.serf.tags;
         if !plan.targets(&self.node_name, tags) {
-            let target = plan.target.as_ref().map(|t| t.to_text()).unwrap_or_default();
+            let target = plan
+                .target
+                .as_ref()
+                .map(|t| t.to_text())
+                .unwrap_or_default();
             return Gate::NotTargeted(format!(
                 "not targeted: the update is for {target}; seeded for the others, not applied"
             ));
@@ -329,7 +333,8 @@ impl Agent {
         if plan.waves.is_empty() && plan.max_failures.is_none() {
             return Gate::Apply;
         }
-        let Ok(info_hash) = <[u8; 20]>::try_from(hex::decode(&record.info_hash).unwrap_or_default())
+        let Ok(info_hash) =
+            <[u8; 20]>::try_from(hex::decode(&record.info_hash).unwrap_or_default())
         else {
             return Gate::Refused(format!("record has a bad info-hash {:?}", record.info_hash));
         };
@@ -590,10 +595,7 @@ impl WaveTurn {
             *settled_since = None;
             let mut why = format!("waiting: wave {k} of {n}");
             if !self.unsettled.is_empty() {
-                why.push_str(&format!(
-                    "; not settled yet: {}",
-                    self.unsettled.join(", ")
-                ));
+                why.push_str(&format!("; not settled yet: {}", self.unsettled.join(", ")));
             }
             if !self.silent.is_empty() {
                 why.push_str(&format!("; no answer from: {}", self.silent.join(", ")));
@@ -845,20 +847,38 @@ mod tests {
             silent: silent.iter().map(|s| s.to_string()).collect(),
         };
         let mut since = None;
-        let why = turn(&[], &[], &["b"]).verdict(&plan, false, 100, &mut since).unwrap_err();
-        assert!(why.starts_with("waiting: wave 3 of 3") && why.contains("no answer from: b"), "{why}");
-        let why = turn(&["a"], &["b"], &[]).verdict(&plan, false, 100, &mut since).unwrap_err();
+        let why = turn(&[], &[], &["b"])
+            .verdict(&plan, false, 100, &mut since)
+            .unwrap_err();
+        assert!(
+            why.starts_with("waiting: wave 3 of 3") && why.contains("no answer from: b"),
+            "{why}"
+        );
+        let why = turn(&["a"], &["b"], &[])
+            .verdict(&plan, false, 100, &mut since)
+            .unwrap_err();
         assert!(why.contains("not settled yet: b"), "{why}");
-        let why = turn(&["a", "b"], &[], &["c"]).verdict(&plan, false, 100, &mut since).unwrap_err();
-        assert!(why.starts_with("halted: 2 member(s)") && why.contains("a, b"), "{why}");
+        let why = turn(&["a", "b"], &[], &["c"])
+            .verdict(&plan, false, 100, &mut since)
+            .unwrap_err();
+        assert!(
+            why.starts_with("halted: 2 member(s)") && why.contains("a, b"),
+            "{why}"
+        );
         // Resumed by the operator: the threshold no longer holds it, the wave wait still does.
-        let why = turn(&["a", "b"], &[], &[]).verdict(&plan, true, 100, &mut since).unwrap_err();
+        let why = turn(&["a", "b"], &[], &[])
+            .verdict(&plan, true, 100, &mut since)
+            .unwrap_err();
         assert!(why.contains("--wave-wait 10 s left"), "{why}");
         assert_eq!(since, Some(100));
-        assert!(turn(&["a", "b"], &[], &[]).verdict(&plan, true, 110, &mut since).is_ok());
+        assert!(turn(&["a", "b"], &[], &[])
+            .verdict(&plan, true, 110, &mut since)
+            .is_ok());
         // Settled with one failure, which --max-failures 1 allows.
         let mut since = Some(0);
-        assert!(turn(&["a"], &[], &[]).verdict(&plan, false, 100, &mut since).is_ok());
+        assert!(turn(&["a"], &[], &[])
+            .verdict(&plan, false, 100, &mut since)
+            .is_ok());
     }
 
     #[test]

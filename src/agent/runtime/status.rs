@@ -163,7 +163,9 @@ pub fn fleet_status(
                 tags: m
                     .tags
                     .iter()
-                    .filter(|(k, _)| !k.starts_with(crate::formats::serf_names::RESERVED_TAG_PREFIX))
+                    .filter(|(k, _)| {
+                        !k.starts_with(crate::formats::serf_names::RESERVED_TAG_PREFIX)
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             }
