@@ -156,6 +156,18 @@ mod tests {
         assert_eq!(spooled(&node), vec![b"p2pu1:abc".to_vec()]);
     }
 
+    /// `p2pu rollout` statements reach the agent the announcements' way.
+    #[test]
+    fn control_events_are_spooled() {
+        let node = node();
+        run(
+            &node,
+            &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "p2pu-control")],
+            b"p2pu-ctl1:abc\n",
+        );
+        assert_eq!(spooled(&node), vec![b"p2pu-ctl1:abc".to_vec()]);
+    }
+
     #[test]
     fn other_user_events_are_ignored_but_legacy_payloads_are_spooled() {
         let node = node();

@@ -477,6 +477,8 @@ fn tally(reports: &[MemberReport], seq: u64) -> Rollout {
         let node = report.node.clone();
         match update.map(|u| u.status) {
             Some(crate::agent::runtime::state::Status::Applied) => tally.applied.push(node),
+            // Outside the update's target: nothing to wait for.
+            Some(crate::agent::runtime::state::Status::NotTargeted) => {}
             Some(crate::agent::runtime::state::Status::Failed) => {
                 if let Some(reason) = update.and_then(|u| u.reason.clone()) {
                     tally.reasons.insert(node.clone(), reason);
@@ -677,6 +679,47 @@ mod tests {
         assert!(node.untouched());
         let site = node.dir.path().join("site.pp");
         assert_eq!(node.applier.calls(), [("validate", site)]);
+    }
+
+    /// A bad targeting, wave, failure or wait value names its flag and value, and nothing
+    /// is validated, seeded or sent.
+    #[test]
+    fn bad_plan_flags_are_refused_naming_flag_and_value_before_any_engine() {
+        for (flag, value) in [
+            ("--target", "camera"),
+            ("--target-name", "a b"),
+            ("--target-nodes", "a,,b"),
+            ("--waves", "1,50%"),
+            ("--waves", "50%,10%,100%"),
+            ("--max-failures", "1.5"),
+            ("--wave-wait", "5d"),
+        ] {
+            let node = node(FakeGossip::default());
+            let (code, out, err) = node.submit(&[flag, value]);
+            assert_eq!((code, out.as_str()), (1, ""), "{flag} {value}");
+            assert!(err.contains(&format!("{flag} {value:?}")), "{err}");
+            assert!(node.untouched(), "{flag} {value}");
+            assert!(node.applier.calls().is_empty(), "{flag} {value}");
+        }
+    }
+
+    /// With a plan, the plan is written beside the metainfo and the announcement flagged and
+    /// verifiable with it alone.
+    #[test]
+    fn a_targeted_update_writes_its_plan_and_signs_it() {
+        let node = node(FakeGossip::default());
+        let (code, _, err) = node.submit(&["--target", "role=camera", "--waves", "1,100%"]);
+        assert_eq!(code, 0, "{err}");
+        let events = node.gossip.events();
+        let (event, wire, _) = &events[0];
+        assert_eq!(event, "p2pu-update");
+        let a = Announcement::decode(wire).unwrap();
+        assert!(a.has_plan());
+        let download = node.dir.path().join("downloads");
+        let plan =
+            std::fs::read(download.join(format!("{}.plan", hex::encode(a.info_hash())))).unwrap();
+        let plan = crate::formats::plan::Plan::decode(&plan).unwrap();
+        assert_eq!(plan.target.unwrap().to_text(), "tag:role=camera");
     }
 
     #[test]
