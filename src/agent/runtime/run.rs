@@ -99,10 +99,10 @@ impl Agent {
             let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
             spawn_named(&format!("worker-{n}"), move || {
                 let shared = Shared {
-                    apply_lock: &apply_lock,
-                    served: &served,
-                    peers: &peers,
-                    retries: &retries,
+                    apply_lock,
+                    served,
+                    peers,
+                    retries,
                 };
                 worker(&agent, &work_rx, &shared)
             });
@@ -433,20 +433,27 @@ impl Agent {
     }
 
     /// Downloads, verifies and applies one accepted update.
-    fn process(&self, update: &Accepted, shared: &Shared<'_>, tracker_url: &str) {
-        let (apply_lock, peers) = (shared.apply_lock, shared.peers);
+    /// Downloads and verifies one accepted update, and applies it unless it is bound to a
+    /// rollout plan: that one is returned, seeded, for its own thread to wait its turn with.
+    fn process(
+        &self,
+        update: &Accepted,
+        shared: &Shared,
+        tracker_url: &str,
+    ) -> Option<crate::agent::transfer::verified::Verified> {
+        let peers = &shared.peers;
         let site = &self.config.site;
         let record = &update.record;
-        let (metainfo, announcement) = match &update.decoded {
-            Decoded::Legacy(torrent) => (Some(torrent.torrent.as_slice()), None),
-            Decoded::Signed(announcement) => (None, Some(announcement)),
+        let metainfo = match &update.decoded {
+            Decoded::Legacy(torrent) => Some(torrent.torrent.as_slice()),
+            Decoded::Signed(_) => None,
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
         let seeds = || peers.seed_servers();
         let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
-            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
+            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
                 let failed = Ended::Failed {
@@ -454,14 +461,16 @@ impl Agent {
                     output: None,
                     retry: true,
                 };
-                return self.attempt_ended(update, failed, shared.retries);
+                self.attempt_ended(update, failed, &shared.retries);
+                return None;
             }
         };
         if record.plan.is_none() {
             // Without a plan only an operator's abort holds it.
             if let Gate::Halted(reason) = self.plan_gate(record) {
                 tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
-                return self.set_status(record, Status::Halted, Some(reason), None);
+                self.set_status(record, Status::Halted, Some(reason), None);
+                return None;
             }
         } else {
             // Seeded at once: the members of later waves, and those not targeted, still
@@ -475,26 +484,66 @@ impl Agent {
                     .store
                     .update(&record.name, record.seq, |stored| stored.sources = sources);
             }
-            match self.plan_gate(record) {
-                Gate::Apply => {}
-                Gate::Stopping => return,
-                Gate::NotTargeted(reason) => {
-                    tracing::info!(name = %record.name, seq = record.seq, "{reason}");
-                    return self.set_status(record, Status::NotTargeted, Some(reason), None);
-                }
-                Gate::Halted(reason) => {
-                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
-                    return self.set_status(record, Status::Halted, Some(reason), None);
-                }
-                Gate::Refused(reason) => {
-                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
-                    return self.set_status(record, Status::Failed, Some(reason), None);
-                }
+            // Waiting for its wave must not keep a download worker.
+            return Some(fetched.payload);
+        }
+        let sources = std::mem::take(&mut fetched.sources);
+        let to_seed = fetched.to_seed.take();
+        self.apply_fetched(update, shared, fetched.payload, sources, || {
+            // Seeding waits for the apply: Transmission's check of the payload would
+            // compete with it for the CPU.
+            if let Some(torrent) = &to_seed {
+                fetcher.seed(record, torrent);
+            }
+        });
+        None
+    }
+
+    /// A plan-bound update, fetched and seeded: waits for its turn (`plan_gate`), on its own
+    /// thread, then applies it, or records why not.
+    fn finish_planned(
+        &self,
+        update: &Accepted,
+        shared: &Shared,
+        payload: crate::agent::transfer::verified::Verified,
+    ) {
+        let record = &update.record;
+        match self.plan_gate(record) {
+            Gate::Apply => self.apply_fetched(update, shared, payload, Vec::new(), || {}),
+            Gate::Stopping => {}
+            Gate::NotTargeted(reason) => {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::NotTargeted, Some(reason), None);
+            }
+            Gate::Halted(reason) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Halted, Some(reason), None);
+            }
+            Gate::Refused(reason) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Failed, Some(reason), None);
             }
         }
-        let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Applies a verified payload, one apply at a time, and records the outcome; `after`
+    /// runs once the apply is done, before the outcome is recorded.
+    fn apply_fetched(
+        &self,
+        update: &Accepted,
+        shared: &Shared,
+        payload: crate::agent::transfer::verified::Verified,
+        sources: Vec<crate::agent::runtime::state::SourceUse>,
+        after: impl FnOnce(),
+    ) {
+        let site = &self.config.site;
+        let record = &update.record;
+        let announcement = match &update.decoded {
+            Decoded::Legacy(_) => None,
+            Decoded::Signed(announcement) => Some(announcement),
+        };
+        let _applying = shared.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         // One write: the sources the payload came from, and that it is being applied.
-        let sources = std::mem::take(&mut fetched.sources);
         let now = now_ms() / 1000;
         if let Err(e) = self.store.update(&record.name, record.seq, |stored| {
             if !sources.is_empty() {
@@ -518,12 +567,8 @@ impl Agent {
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
-        let applied = context.apply_verified(kind, &record.name, fetched.payload, announcement);
-        // Seeding waits for the apply: Transmission's check of the payload would compete
-        // with it for the CPU.
-        if let Some(torrent) = &fetched.to_seed {
-            fetcher.seed(record, torrent);
-        }
+        let applied = context.apply_verified(kind, &record.name, payload, announcement);
+        after();
         match applied {
             Ok(applied) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}", applied.summary);
@@ -531,7 +576,7 @@ impl Agent {
                     summary: applied.summary,
                     output: applied.output,
                 };
-                self.attempt_ended(update, ended, shared.retries);
+                self.attempt_ended(update, ended, &shared.retries);
             }
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
@@ -540,7 +585,7 @@ impl Agent {
                     output: e.output().map(str::to_string),
                     retry: e.may_pass_later(),
                 };
-                self.attempt_ended(update, failed, shared.retries);
+                self.attempt_ended(update, failed, &shared.retries);
             }
         }
     }
@@ -646,23 +691,31 @@ fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, Stri
     }
 }
 
-/// What the workers share.
-struct Shared<'a> {
+/// What the workers (and the threads of updates waiting for their wave) share.
+#[derive(Clone)]
+struct Shared {
     /// One apply at a time.
-    apply_lock: &'a Mutex<()>,
-    served: &'a ServeChild,
-    peers: &'a FleetPeers,
-    retries: &'a Retries,
+    apply_lock: Arc<Mutex<()>>,
+    served: Arc<ServeChild>,
+    peers: Arc<FleetPeers>,
+    retries: Arc<Retries>,
 }
 
-fn worker(agent: &Agent, work: &Mutex<Receiver<Accepted>>, shared: &Shared<'_>) {
+fn worker(agent: &Arc<Agent>, work: &Mutex<Receiver<Accepted>>, shared: &Shared) {
     loop {
         let next = work.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(update) = next else {
             return;
         };
         // Asked per update: a restarted tracker may listen elsewhere (port 0 in tests).
-        agent.process(&update, shared, &shared.served.tracker_url());
+        let waiting = agent.process(&update, shared, &shared.served.tracker_url());
+        if let Some(payload) = waiting {
+            let (agent, shared) = (agent.clone(), shared.clone());
+            let name = format!("wave-{}", update.record.name);
+            spawn_named(&name, move || {
+                agent.finish_planned(&update, &shared, payload)
+            });
+        }
     }
 }
 
