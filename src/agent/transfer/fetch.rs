@@ -1043,6 +1043,48 @@ mod tests {
             fake
         }
 
+        /// A member serving another plan than the signed one (or one too long) is passed
+        /// over: the plan kept is the one the announcement verifies with.
+        #[test]
+        fn a_plan_is_taken_only_from_a_member_whose_plan_verifies() {
+            let good = b"d6:target15:tag:role=camera1:vi1ee".to_vec();
+            let liar = fake_member(None, b"d1:vi1ee".to_vec(), Payload::Fast);
+            let bloated = fake_member(None, vec![b'x'; 4096], Payload::Fast);
+            let honest = fake_member(None, good.clone(), Payload::Fast);
+            let root = tempfile::tempdir().unwrap();
+            let engine = engine(root.path(), b"", 0, false);
+            let stop = AtomicBool::new(false);
+            let seeds = move || vec![liar, bloated, honest];
+            let fetcher = Fetcher {
+                engine: &engine,
+                download_root: root.path(),
+                tracker_url: "",
+                poll: Duration::from_millis(1),
+                stop: &stop,
+                seeds: &seeds,
+                own_seed: None,
+                client: Client {
+                    bind: None,
+                    connect_timeout: Duration::from_secs(1),
+                    read_timeout: Duration::from_secs(1),
+                },
+                verified_root: &verified::root_of(&root.path().join("state")),
+                pace: brisk(),
+            };
+            let hash = "ab".repeat(20);
+            let signed = good.clone();
+            let seen = std::sync::Mutex::new(Vec::new());
+            let accept = |bytes: &[u8]| {
+                seen.lock().unwrap().push(bytes.len());
+                bytes == signed.as_slice()
+            };
+            assert_eq!(fetcher.find_plan(&hash, &accept), Some(good));
+            // The bloated one was refused on its length, before a byte of it was read.
+            assert!(!seen.lock().unwrap().contains(&4096));
+            let refuse_all = |_: &[u8]| false;
+            assert_eq!(fetcher.find_plan(&hash, &refuse_all), None);
+        }
+
         #[test]
         fn an_origin_trickling_the_payload_fails_over_to_another_member() {
             let member = tempfile::tempdir().unwrap();
