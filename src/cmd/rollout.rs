@@ -132,7 +132,70 @@ fn newest_seq(config: &Config, name: &str) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use crate::cmd::testing::run;
+    use super::ControlReport;
+    use crate::cmd::testing::{run, Run};
+    use crate::engines::clients::Engines;
+    use crate::engines::fake::FakeGossip;
+    use crate::formats::control::{Action, Control};
+    use std::sync::Arc;
+
+    /// `rollout abort` signs a statement for the update this node knows (or --seq) and
+    /// broadcasts it as `p2pu-control`; the JSON report decodes with unknown fields denied.
+    #[test]
+    fn abort_signs_and_broadcasts_a_control_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
+                 state_dir = \"{d}/state\"\n"
+            ),
+        )
+        .unwrap();
+        let gossip = Arc::new(FakeGossip::default());
+        let engines = || Engines::fakes().gossip_engine(gossip.clone());
+        // No record of it here and no --seq: refused, nothing sent.
+        let (code, _, err) = Run::new(dir.path()).engines(engines()).run(&[
+            "rollout",
+            "abort",
+            "site.pp",
+            "--config",
+            "site.toml",
+        ]);
+        assert_ne!(code, 0);
+        assert!(err.contains("give --seq"), "{err}");
+        assert!(gossip.events().is_empty());
+        let (code, out, err) = Run::new(dir.path()).engines(engines()).run(&[
+            "rollout",
+            "abort",
+            "site.pp",
+            "--seq",
+            "5",
+            "--nodes",
+            "cam-*",
+            "--config",
+            "site.toml",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let report: ControlReport = serde_json::from_str(&out).unwrap();
+        assert_eq!((report.action.as_str(), report.seq), ("abort", 5));
+        let events = gossip.events();
+        let (event, wire, coalesce) = &events[0];
+        assert_eq!((event.as_str(), *coalesce), ("p2pu-control", false));
+        let control = Control::decode(wire).unwrap();
+        assert_eq!(control.action, Action::Abort);
+        assert_eq!(control.nodes, ["cam-*"]);
+        assert_eq!(control.to_wire(), report.wire);
+        let secret = crate::keys::read_secret(&dir.path().join("k/signing.key")).unwrap();
+        let trusted = crate::keys::TrustedKeys::from_keys([secret.verifying_key()]);
+        assert_eq!(control.verify(&trusted).unwrap().len(), 1);
+        let extra = out.replacen("\"seq\"", "\"surprise\":0,\"seq\"", 1);
+        assert!(serde_json::from_str::<ControlReport>(&extra).is_err());
+    }
 
     /// A bad glob list is refused naming the flag and value, before any config is read.
     #[test]
