@@ -3,8 +3,8 @@
 //! `not-targeted` and still seed it; a manifest that fails on 2 of 8 nodes, rolled out in
 //! waves with `--max-failures 1`, halts after the wave that crosses the threshold and the
 //! later waves never apply it; `p2pu rollout retry` after fixing the cause makes the failed
-//! nodes apply it, and `p2pu rollout resume` lets the halted ones go on. One lab for all:
-//! CI has two cores.
+//! nodes apply it, and `p2pu rollout resume` lets the halted ones go on; `p2pu rollout
+//! abort` holds the nodes still waiting for their wave. One lab for all: CI has two cores.
 
 use p2pu::agent::runtime::state::{Record, StateStore, Status};
 use p2pu::formats::announcement::Announcement;
@@ -257,5 +257,48 @@ fn targeting_waves_halt_and_retry() {
             || status(&lab, node, "waves.pp") == Some(Status::Applied),
         );
         assert_eq!(runs(&lab, node, "waves.pp"), 1, "node {node}");
+    }
+
+    // 4. Abort: a rollout whose second wave waits an hour is aborted; the waiting nodes
+    // hold as halted and never apply it.
+    let late = manifest(dir.path(), "late.pp", false);
+    let out = ok(lab
+        .p2pu(
+            1,
+            &[
+                "submit",
+                late.to_str().unwrap(),
+                "--waves",
+                "1,100%",
+                "--wave-wait",
+                "1h",
+            ],
+        )
+        .unwrap());
+    assert!(out.starts_with("submitted late.pp"), "{out}");
+    let waiting = |node: usize| status(&lab, node, "late.pp") == Some(Status::Waiting);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (1..=NODES).filter(|&n| waiting(n)).count() != NODES - 1 {
+        let seen: Vec<_> = (1..=NODES)
+            .map(|n| record(&lab, n, "late.pp").map(|r| (r.status, r.reason)))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "seven nodes never waited for the wave wait: {seen:#?}\n{}",
+            log_tail(&lab, 2)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let first = (1..=NODES).find(|&n| !waiting(n)).unwrap();
+    ok(lab.p2pu(1, &["rollout", "abort", "late.pp"]).unwrap());
+    for node in (1..=NODES).filter(|&n| n != first) {
+        wait(
+            &format!("node {node} to halt late.pp"),
+            Duration::from_secs(60),
+            || status(&lab, node, "late.pp") == Some(Status::Halted),
+        );
+        let why = record(&lab, node, "late.pp").unwrap().reason.unwrap();
+        assert!(why.contains("aborted by operator"), "node {node}: {why}");
+        assert_eq!(runs(&lab, node, "late.pp"), 0, "node {node}");
     }
 }

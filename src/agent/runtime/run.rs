@@ -627,6 +627,10 @@ impl WaveTurn {
         settled_since: &mut Option<u64>,
     ) -> std::result::Result<(), String> {
         let (k, n) = (self.wave + 1, self.waves);
+        // The first wave has nobody to wait for.
+        if self.wave == 0 {
+            return Ok(());
+        }
         if let Some(allowed) = plan.failures_allowed(self.targeted) {
             if self.failed.len() > allowed && !resumed {
                 return Err(format!(
@@ -648,10 +652,12 @@ impl WaveTurn {
             return Err(why);
         }
         let since = *settled_since.get_or_insert(now);
-        let left = (since + plan.wait_secs).saturating_sub(now);
-        if left > 0 {
+        let at = since + plan.wait_secs;
+        if now < at {
+            // Stable while it waits: the record is written when the reason changes.
             return Err(format!(
-                "waiting: wave {k} of {n}; earlier waves settled, --wave-wait {left} s left"
+                "waiting: wave {k} of {n}; earlier waves settled, --wave-wait of {} s until {at} (unix seconds)",
+                plan.wait_secs
             ));
         }
         Ok(())
@@ -922,7 +928,7 @@ mod tests {
         let why = turn(&["a", "b"], &[], &[])
             .verdict(&plan, true, 100, &mut since)
             .unwrap_err();
-        assert!(why.contains("--wave-wait 10 s left"), "{why}");
+        assert!(why.contains("--wave-wait of 10 s until 110"), "{why}");
         assert_eq!(since, Some(100));
         assert!(turn(&["a", "b"], &[], &[])
             .verdict(&plan, true, 110, &mut since)
@@ -932,6 +938,12 @@ mod tests {
         assert!(turn(&["a"], &[], &[])
             .verdict(&plan, false, 100, &mut since)
             .is_ok());
+        // The first wave neither waits nor halts.
+        let first = WaveTurn {
+            wave: 0,
+            ..turn(&["a", "b"], &[], &["c"])
+        };
+        assert!(first.verdict(&plan, false, 100, &mut None).is_ok());
     }
 
     #[test]
