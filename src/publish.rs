@@ -143,7 +143,10 @@ pub fn prepare(
     now_secs: u64,
     engine: &dyn TorrentEngine,
 ) -> Result<Submitted> {
-    prepare_showing(config, source, kind, name, seq, now_secs, engine, false)
+    let plan = crate::formats::plan::Plan::default();
+    prepare_showing(
+        config, source, kind, name, seq, now_secs, engine, false, &plan,
+    )
 }
 
 /// [`prepare`], with progress on stderr when `show_progress` (a terminal, not `--quiet`).
@@ -157,6 +160,7 @@ pub fn prepare_showing(
     now_secs: u64,
     engine: &dyn TorrentEngine,
     show_progress: bool,
+    plan: &crate::formats::plan::Plan,
 ) -> Result<Submitted> {
     let progress = Progress::new(show_progress);
     let site = &config.site;
@@ -227,7 +231,19 @@ pub fn prepare_showing(
         len,
         sha256,
     };
-    let announcement = Announcement::sign_v2(draft, binding, &key)?;
+    let announcement = if plan.is_empty() {
+        Announcement::sign_v2(draft, binding, &key)?
+    } else {
+        // Beside the metainfo, where this node's seed server serves it to the members; the
+        // signatures cover its SHA-256, so no member can serve another.
+        let bytes = plan.to_bencode();
+        let path = site
+            .transmission
+            .download_dir
+            .join(format!("{info_hash}.plan"));
+        crate::fsutil::write_atomic(&path, &bytes, 0o644)?;
+        Announcement::sign_v2_with_plan(draft, binding, &bytes, &key)?
+    };
     progress.done();
     Ok(Submitted::of(&announcement))
 }

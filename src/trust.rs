@@ -272,7 +272,7 @@ impl Trust {
         announcement: &Announcement,
         key_threshold: usize,
     ) -> crate::Result<Vec<KeyId>> {
-        let signers = announcement.verify(&self.keys)?;
+        let signers = announcement.verify(&self.keys, announcement.attached_plan())?;
         let roots: Vec<KeyId> = signers
             .valid
             .into_iter()

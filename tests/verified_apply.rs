@@ -148,6 +148,7 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
         attempts: 0,
         next_attempt_at: None,
         restored_seq: None,
+        plan: None,
     };
     let stop = AtomicBool::new(false);
     let state = tmp.path().join("state");

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(kids.windows(2).all(|w| w[0] < w[1]), "{kids:?}");
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let trusted = TrustedKeys::from_keys([key.verifying_key()]);
-    if let Ok(signers) = announcement.verify(&trusted) {
+    if let Ok(signers) = announcement.verify(&trusted, Some(b"d1:vi1ee")) {
         assert!(signers.valid.len() <= kids.len());
     }
     let mut again = announcement.clone();

@@ -330,6 +330,10 @@ fn table(reports: &[MemberReport], color: bool) -> String {
             "{:<20} {:<21} {alive} {:<12} {:>7}",
             r.node, r.addr, version, newest
         );
+        if !r.tags.is_empty() {
+            let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("{:<20} tags: {}\n", r.node, tags.join(" ")));
+        }
         match &r.updates {
             None => out.push_str(&format!("{head} {}\n", paint("(no answer)".into(), YELLOW))),
             Some(updates) if updates.is_empty() => out.push_str(&format!("{head} (no updates)\n")),
@@ -341,7 +345,7 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                     }
                     let code = match u.status {
                         Status::Applied => GREEN,
-                        Status::Failed | Status::Reverted => RED,
+                        Status::Failed | Status::Halted | Status::Reverted => RED,
                         _ => YELLOW,
                     };
                     out.push_str(&format!(
@@ -368,7 +372,28 @@ fn table(reports: &[MemberReport], color: bool) -> String {
             out.push('\n');
         }
     }
+    out.push_str(&halted_summary(reports));
     out
+}
+
+/// One line per rollout that halted somewhere: which update, on how many members, and why
+/// (the first halted member's reason).
+fn halted_summary(reports: &[MemberReport]) -> String {
+    let mut halted: std::collections::BTreeMap<(String, u64), (usize, String)> = Default::default();
+    for u in reports.iter().flat_map(|r| r.updates.iter().flatten()) {
+        if u.status == Status::Halted {
+            let entry = halted
+                .entry((u.name.clone(), u.seq))
+                .or_insert_with(|| (0, u.reason.clone().unwrap_or_default()));
+            entry.0 += 1;
+        }
+    }
+    halted
+        .into_iter()
+        .map(|((name, seq), (count, why))| {
+            format!("rollout {name} seq {seq} HALTED on {count} member(s): {why}\n")
+        })
+        .collect()
 }
 
 /// SGR colours for the table on a terminal.
@@ -509,6 +534,7 @@ mod tests {
                 }]
             }),
             newest_age_secs: None,
+            tags: Default::default(),
         }
     }
 
@@ -689,6 +715,7 @@ mod watch_tests {
             updates,
             newest_age_secs: None,
             heartbeat: None,
+            tags: Default::default(),
         }
     }
 

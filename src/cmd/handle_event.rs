@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::formats::heartbeat;
 use crate::formats::serf_names::{
-    HEARTBEAT_EVENT, HEARTBEAT_QUERY, LATEST_QUERY, LOGS_QUERY, QUERIES, STATUS_QUERY, UPDATE_EVENT,
+    CONTROL_EVENT, HEARTBEAT_EVENT, HEARTBEAT_QUERY, LATEST_QUERY, LOGS_QUERY, QUERIES,
+    STATUS_QUERY, UPDATE_EVENT,
 };
 use crate::Env;
 use std::io::{Read, Write};
@@ -42,7 +43,8 @@ impl HandleEvent {
         let name = env.var("SERF_USER_EVENT").unwrap_or_default().to_string();
         let payload = read_payload(env)?;
         let heartbeat = name == HEARTBEAT_EVENT && heartbeat::is_wire(&payload);
-        if name == UPDATE_EVENT || heartbeat || looks_legacy(&payload) {
+        // Control statements (`p2pu rollout`) take the announcements' way: the agent verifies.
+        if name == UPDATE_EVENT || name == CONTROL_EVENT || heartbeat || looks_legacy(&payload) {
             let path = spool::put(&config.site.agent.spool_dir, Source::Serf, &payload)?;
             writeln!(
                 env.stderr,
@@ -165,6 +167,18 @@ mod tests {
         assert_eq!(spooled(&node), vec![b"p2pu1:abc".to_vec()]);
     }
 
+    /// `p2pu rollout` statements reach the agent the announcements' way.
+    #[test]
+    fn control_events_are_spooled() {
+        let node = node();
+        run(
+            &node,
+            &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "p2pu-control")],
+            b"p2pu-ctl1:abc\n",
+        );
+        assert_eq!(spooled(&node), vec![b"p2pu-ctl1:abc".to_vec()]);
+    }
+
     #[test]
     fn other_user_events_are_ignored_but_legacy_payloads_are_spooled() {
         let node = node();
@@ -234,6 +248,7 @@ mod tests {
                 attempts: 0,
                 next_attempt_at: None,
                 restored_seq: None,
+                plan: None,
             })
             .unwrap();
         let (_, out) = run(

@@ -87,7 +87,10 @@ p2pu submit --sign-only base.sig2 --with-sig base.sig
 # ... and both signatures go out together
 p2pu submit --with-sig base.sig base.sig2 --wait
 # In a script: 0 applied everywhere, 1 failed somewhere, 2 timed out, 3 halted
-p2pu submit site.pp --wait --quiet --timeout 900; echo $?",
+p2pu submit site.pp --wait --quiet --timeout 900; echo $?
+
+# Only the cameras, in waves that halt after more than 2 failures, 5 minutes apart
+p2pu submit cam.pp --target role=camera --waves 1,10%,50%,100% --max-failures 2 --wave-wait 5m",
     ),
     (
         "fleet",
@@ -106,6 +109,30 @@ p2pu fleet status >/dev/null; echo $?
 p2pu fleet status --watch
 # The same for a script: one JSON document per refresh, one per line
 p2pu fleet status site.pp --watch --interval 5 --json",
+    ),
+    (
+        "rollout",
+        "# Stop a rollout, retry where it failed once the cause is fixed, let it go on
+p2pu rollout abort site.pp
+p2pu rollout retry site.pp --nodes 'cam-*'
+p2pu rollout resume site.pp",
+    ),
+    (
+        "rollout abort",
+        "# Every node that has not applied site.pp holds (halted: aborted by operator)
+p2pu rollout abort site.pp",
+    ),
+    (
+        "rollout resume",
+        "# Halted nodes go on, past --max-failures
+p2pu rollout resume site.pp --json",
+    ),
+    (
+        "rollout retry",
+        "# The nodes where site.pp failed try again now
+p2pu rollout retry site.pp
+# Only two of them, and a seq this node has no record of
+p2pu rollout retry site.pp --seq 1764480000000 --nodes cam-1,cam-2",
     ),
     (
         "torrent",

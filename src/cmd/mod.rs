@@ -24,6 +24,7 @@ pub mod lab;
 pub mod logs;
 pub mod nat_client;
 pub mod proxy;
+pub mod rollout;
 pub mod status;
 pub mod submit;
 pub mod torrent;
@@ -88,6 +89,11 @@ pub enum Command {
     /// A Serf query that each node's event handler answers from its own state dir.
     #[command(subcommand)]
     Fleet(fleet::Fleet),
+    /// Steer a rollout already announced: abort it, resume it, retry it where it failed.
+    ///
+    /// A signed control statement, broadcast to the fleet and verified by every node.
+    #[command(subcommand)]
+    Rollout(rollout::Rollout),
     #[command(subcommand)]
     Torrent(torrent::Torrent),
     Keygen(keygen::Keygen),
@@ -144,6 +150,7 @@ impl Command {
             Command::Submit(c) => c.run(env),
             Command::Heartbeat(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
+            Command::Rollout(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),

@@ -236,6 +236,7 @@ mod tests {
             attempts: 0,
             next_attempt_at: None,
             restored_seq: None,
+            plan: None,
         }
     }
 

@@ -80,6 +80,66 @@ pub struct Submit {
     /// puppet.modulepath from the config) and show the changes it would make.
     #[arg(long, conflicts_with = "wait")]
     noop: bool,
+    /// Only nodes whose Serf tag KEY matches GLOB apply it (`role=camera`, `site=north-*`);
+    /// the others fetch and seed it and record `not-targeted`. Tags come from site.toml
+    /// `[serf] tags`. Signed with the update.
+    #[arg(long, value_name = "KEY=GLOB", group = "targeting")]
+    target: Option<String>,
+    /// Only nodes whose name matches GLOB apply it (`cam-*`).
+    #[arg(long, value_name = "GLOB", group = "targeting")]
+    target_name: Option<String>,
+    /// Only these nodes apply it (`cam-1,cam-2`).
+    #[arg(long, value_name = "NODE,...", group = "targeting")]
+    target_nodes: Option<String>,
+    /// Roll out in waves of these cumulative sizes, counts or percentages of the targeted
+    /// members, the last 100% (`1,10%,50%,100%`): a wave applies once every earlier one
+    /// settled within --max-failures.
+    #[arg(long, value_name = "SIZES")]
+    waves: Option<String>,
+    /// Halt the rollout once more than N (or P% of the targeted) members failed: the nodes
+    /// that have not applied hold as `halted` until `p2pu rollout resume`.
+    #[arg(long, value_name = "N|P%")]
+    max_failures: Option<String>,
+    /// Wait this long after the earlier waves settled before a wave applies (`90`, `5m`, `1h`).
+    #[arg(long, value_name = "DURATION")]
+    wave_wait: Option<String>,
+}
+
+impl Submit {
+    /// The rollout plan the flags describe; a bad value is refused naming its flag, before any
+    /// engine is touched.
+    fn plan(&self) -> Result<crate::formats::plan::Plan> {
+        use crate::formats::plan::{self, Plan, Selector};
+        let target = match (&self.target, &self.target_name, &self.target_nodes) {
+            (Some(t), _, _) => Some(Selector::tag(t)?),
+            (_, Some(t), _) => Some(Selector::name(t)?),
+            (_, _, Some(t)) => Some(Selector::nodes(t)?),
+            _ => None,
+        };
+        let plan = Plan {
+            target,
+            waves: self
+                .waves
+                .as_deref()
+                .map(plan::parse_waves)
+                .transpose()?
+                .unwrap_or_default(),
+            max_failures: self
+                .max_failures
+                .as_deref()
+                .map(plan::parse_max_failures)
+                .transpose()?,
+            wait_secs: self
+                .wave_wait
+                .as_deref()
+                .map(plan::parse_wait)
+                .transpose()?
+                .unwrap_or(0),
+            ..Plan::default()
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
 }
 
 /// `p2pu submit --noop --json`.
@@ -153,6 +213,7 @@ impl WaitOutcome {
 
 impl Submit {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        let plan = self.plan()?;
         let submitted = match &self.path {
             Some(path) => {
                 // Before anything that reads secrets: a mistyped path is the likeliest mistake.
@@ -187,6 +248,7 @@ impl Submit {
                     now_ms / 1000,
                     engine.as_ref(),
                     show_progress,
+                    &plan,
                 )?
             }
             None => {
@@ -195,6 +257,17 @@ impl Submit {
                     Some(_) => {
                         let config = Config::load(&self.config.resolve(env), None)?;
                         let key = crate::keys::read_secret(&config.site.agent.signing_key)?;
+                        let mut combined = combined;
+                        if combined.has_plan() {
+                            // A co-signer signs the plan's digest too: the one beside the
+                            // seeded payload, written by `submit --sign-only PATH`.
+                            let hash = hex::encode(combined.info_hash());
+                            let dir = &config.site.transmission.download_dir;
+                            if let Some(plan) = crate::agent::runtime::intake::read_plan(dir, &hash)
+                            {
+                                combined.attach_plan(&plan);
+                            }
+                        }
                         Submitted::of(&combined.cosigned_by(&key)?)
                     }
                     None => Submitted::of(&combined),
@@ -686,6 +759,47 @@ mod tests {
         assert!(node.untouched());
         let site = node.dir.path().join("site.pp");
         assert_eq!(node.applier.calls(), [("validate", site)]);
+    }
+
+    /// A bad targeting, wave, failure or wait value names its flag and value, and nothing
+    /// is validated, seeded or sent.
+    #[test]
+    fn bad_plan_flags_are_refused_naming_flag_and_value_before_any_engine() {
+        for (flag, value) in [
+            ("--target", "camera"),
+            ("--target-name", "a b"),
+            ("--target-nodes", "a,,b"),
+            ("--waves", "1,50%"),
+            ("--waves", "50%,10%,100%"),
+            ("--max-failures", "1.5"),
+            ("--wave-wait", "5d"),
+        ] {
+            let node = node(FakeGossip::default());
+            let (code, out, err) = node.submit(&[flag, value]);
+            assert_eq!((code, out.as_str()), (1, ""), "{flag} {value}");
+            assert!(err.contains(&format!("{flag} {value:?}")), "{err}");
+            assert!(node.untouched(), "{flag} {value}");
+            assert!(node.applier.calls().is_empty(), "{flag} {value}");
+        }
+    }
+
+    /// With a plan, the plan is written beside the metainfo and the announcement flagged and
+    /// verifiable with it alone.
+    #[test]
+    fn a_targeted_update_writes_its_plan_and_signs_it() {
+        let node = node(FakeGossip::default());
+        let (code, _, err) = node.submit(&["--target", "role=camera", "--waves", "1,100%"]);
+        assert_eq!(code, 0, "{err}");
+        let events = node.gossip.events();
+        let (event, wire, _) = &events[0];
+        assert_eq!(event, "p2pu-update");
+        let a = Announcement::decode(wire).unwrap();
+        assert!(a.has_plan());
+        let download = node.dir.path().join("downloads");
+        let plan =
+            std::fs::read(download.join(format!("{}.plan", hex::encode(a.info_hash())))).unwrap();
+        let plan = crate::formats::plan::Plan::decode(&plan).unwrap();
+        assert_eq!(plan.target.unwrap().to_text(), "tag:role=camera");
     }
 
     #[test]

@@ -28,15 +28,15 @@ pub const MAX_NAME_LEN: usize = 64;
 /// With the event name [`UPDATE_EVENT`](super::serf_names::UPDATE_EVENT) it fits Serf's 482
 /// bytes.
 pub const MAX_WIRE_LEN_V1: usize = 414;
-/// The longest possible v2 wire text with one signature: it fits Serf's default 482 bytes
-/// with the event name, as v1 does.
-pub const MAX_WIRE_LEN_ONE_SIG: usize = 452;
+/// The longest possible v2 wire text with one signature, bound to a rollout plan (`4:plani1e`
+/// adds 12 characters): it fits Serf's default 482 bytes with the event name, as v1 does.
+pub const MAX_WIRE_LEN_ONE_SIG: usize = 464;
 /// The most signatures one v2 announcement carries: the most whose worst case still fits
 /// the `user_event_size_limit` of 1024 that `init` renders (with the event name).
 pub const MAX_SIGS: usize = 6;
 /// The longest possible wire text of any version (v2 with [`MAX_SIGS`] signatures); anything
 /// longer is rejected before decoding.
-pub const MAX_WIRE_LEN: usize = 933;
+pub const MAX_WIRE_LEN: usize = 945;
 /// The latest expiry a v2 announcement may state (unix seconds, the year 2286): ten digits
 /// at most, which keeps the one-signature worst case within Serf's default limit.
 pub const MAX_EXPIRES: u64 = 9_999_999_999;
@@ -46,8 +46,8 @@ const SIG_ENTRY: usize = 8 + 64;
 const KEYS_V1: [&str; 9] = [
     "ih", "kid", "kind", "len", "name", "seq", "sha256", "sig", "v",
 ];
-const KEYS_V2: [&str; 10] = [
-    "exp", "fleet", "ih", "kind", "len", "name", "seq", "sha256", "sigs", "v",
+const KEYS_V2: [&str; 11] = [
+    "exp", "fleet", "ih", "kind", "len", "name", "plan", "seq", "sha256", "sigs", "v",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,10 @@ pub enum AnnouncementError {
     CannotCombine { what: String },
     #[error("fleet id {text:?} is not 16 hexadecimal digits")]
     BadFleetId { text: String },
+    #[error("announcement {name:?} is bound to a rollout plan, and its plan was not given: its signatures cover the plan's SHA-256")]
+    PlanMissing { name: String },
+    #[error("announcement key `plan` is {got}, want 1 (present) or no key at all")]
+    BadPlanFlag { got: i64 },
 }
 
 impl crate::error::LayerError for AnnouncementError {}
@@ -270,6 +274,12 @@ pub struct Announcement {
     binding: Option<Binding>,
     /// Sorted by key id, no key twice; exactly one in version 1.
     sigs: Vec<(KeyId, [u8; 64])>,
+    /// Version 2 only: whether the signatures also cover a rollout plan's SHA-256
+    /// (`4:plani1e`; the plan travels beside the metainfo, not in the event).
+    plan: bool,
+    /// The plan document, once known: given when signing, attached after a node found and
+    /// verified it. Not part of the wire text.
+    attached_plan: Option<Vec<u8>>,
 }
 
 /// What [`Announcement::verify`] found: the distinct trusted, unrevoked keys whose signature
@@ -304,6 +314,28 @@ impl Announcement {
         Announcement::unsigned(draft, Some(binding))?.signed_by(signer)
     }
 
+    /// Signs `draft` as version 2 bound to the rollout plan `plan` (its bytes as served): the
+    /// announcement carries only the flag, every signature covers the plan's SHA-256 too.
+    pub fn sign_v2_with_plan(
+        draft: Draft,
+        binding: Binding,
+        plan: &[u8],
+        signer: &SigningKey,
+    ) -> Result<Announcement, AnnouncementError> {
+        if binding.expires > MAX_EXPIRES {
+            let value = i128::from(binding.expires);
+            return Err(E::OutOfRange {
+                key: "exp",
+                value,
+                max: MAX_EXPIRES,
+            });
+        }
+        let mut unsigned = Announcement::unsigned(draft, Some(binding))?;
+        unsigned.plan = true;
+        unsigned.attached_plan = Some(plan.to_vec());
+        unsigned.signed_by(signer)
+    }
+
     fn unsigned(draft: Draft, binding: Option<Binding>) -> Result<Announcement, E> {
         validate_name(&draft.name)?;
         for (key, value) in [("seq", draft.seq), ("len", draft.len)] {
@@ -325,6 +357,8 @@ impl Announcement {
             sha256: draft.sha256,
             binding,
             sigs: Vec::new(),
+            plan: false,
+            attached_plan: None,
         })
     }
 
@@ -344,8 +378,37 @@ impl Announcement {
             self.sigs[0].1 = sig;
             return Ok(());
         }
-        let sig = signer.sign(&self.signed_bytes()).to_bytes();
+        let message = self.message(self.attached_plan.as_deref())?;
+        let sig = signer.sign(&message).to_bytes();
         self.insert_sig(kid, sig)
+    }
+
+    /// What a v2 signature covers: the signed bytes, and the plan's SHA-256 when the
+    /// announcement is bound to one.
+    fn message(&self, plan: Option<&[u8]>) -> Result<Vec<u8>, AnnouncementError> {
+        let mut message = self.signed_bytes();
+        if self.plan {
+            let plan = plan.ok_or_else(|| E::PlanMissing {
+                name: self.name.clone(),
+            })?;
+            message.extend_from_slice(&crate::formats::plan::Plan::digest(plan));
+        }
+        Ok(message)
+    }
+
+    /// Whether this announcement is bound to a rollout plan.
+    pub fn has_plan(&self) -> bool {
+        self.plan
+    }
+
+    /// The plan document given when signing or attached since.
+    pub fn attached_plan(&self) -> Option<&[u8]> {
+        self.attached_plan.as_deref()
+    }
+
+    /// Keeps the plan document a node found for this announcement (verify checks it).
+    pub fn attach_plan(&mut self, plan: &[u8]) {
+        self.attached_plan = Some(plan.to_vec());
     }
 
     /// The same announcement carrying `signer`'s signature alone: a co-signer's detached
@@ -361,6 +424,8 @@ impl Announcement {
     /// bytes) signed by other keys: how `submit --with-sig` combines detached signatures.
     pub fn combine(&mut self, other: &Announcement) -> Result<(), AnnouncementError> {
         if self.signed_bytes() != other.signed_bytes() {
+            // A plan's digest is not in the signed bytes, but both carry the flag there, and
+            // the signatures of a different plan simply fail to verify.
             return Err(E::CannotCombine {
                 what: format!(
                     "{:?} seq {} and {:?} seq {} differ in what they sign",
@@ -483,6 +548,9 @@ impl Announcement {
                 put_bytes(&mut out, "kind", self.kind.as_str().as_bytes());
                 put_int(&mut out, "len", self.len);
                 put_bytes(&mut out, "name", self.name.as_bytes());
+                if self.plan {
+                    put_int(&mut out, "plan", 1);
+                }
                 put_int(&mut out, "seq", self.seq);
                 put_bytes(&mut out, "sha256", &self.sha256);
                 if with_sig {
@@ -532,8 +600,21 @@ impl Announcement {
     /// signature valid (`verify_strict`: no malleable signatures, no small-order keys). The
     /// others are ignored, as TUF ignores them, but when none counts the first reason is the
     /// error. How many signers are enough is the intake's threshold.
-    pub fn verify(&self, trusted: &TrustedKeys) -> Result<Signers, AnnouncementError> {
-        verify_sigs(&self.signed_bytes(), &self.sigs, trusted, &self.name)
+    ///
+    /// An announcement bound to a rollout plan verifies only with that plan's bytes (`plan`),
+    /// and is refused without them ([`AnnouncementError::PlanMissing`]): a node must not act
+    /// on it before it knows which nodes, and in which waves, the signers meant.
+    pub fn verify(
+        &self,
+        trusted: &TrustedKeys,
+        plan: Option<&[u8]>,
+    ) -> Result<Signers, AnnouncementError> {
+        let signed = if self.binding.is_some() {
+            self.message(plan)?
+        } else {
+            self.signed_bytes()
+        };
+        verify_sigs(&signed, &self.sigs, trusted, &self.name)
     }
 }
 
@@ -841,6 +922,17 @@ impl Fields {
                 kind: String::from_utf8_lossy(kind).into_owned(),
             })?;
         let max = i64::MAX as u64;
+        let plan = match self.0.get("plan") {
+            None => false,
+            Some(Scalar::Int(1)) => true,
+            Some(Scalar::Int(got)) => return Err(E::BadPlanFlag { got: *got }),
+            Some(Scalar::Bytes(_)) => {
+                return Err(E::WrongType {
+                    key: "plan",
+                    want: "an integer",
+                })
+            }
+        };
         let (binding, sigs) = if version == 1 {
             (None, vec![(KeyId(self.fixed("kid")?), self.fixed("sig")?)])
         } else {
@@ -859,6 +951,8 @@ impl Fields {
             sha256: self.fixed("sha256")?,
             binding,
             sigs,
+            plan,
+            attached_plan: None,
         })
     }
 }
@@ -912,7 +1006,7 @@ mod tests {
         let text = a.to_wire();
         assert!(text.starts_with("p2pu1:"));
         assert_eq!(Announcement::decode(&text).unwrap(), a);
-        a.verify(&trusted()).unwrap();
+        a.verify(&trusted(), None).unwrap();
     }
 
     #[test]
@@ -1240,7 +1334,10 @@ mod tests {
     fn verify_rejects_unknown_revoked_and_forged() {
         let a = signed("x");
         let other = TrustedKeys::from_keys([key(2).verifying_key()]);
-        assert!(matches!(a.verify(&other), Err(E::UnknownSigner { .. })));
+        assert!(matches!(
+            a.verify(&other, None),
+            Err(E::UnknownSigner { .. })
+        ));
 
         let dir = tempfile::tempdir().unwrap();
         TrustedKeys::add(
@@ -1261,19 +1358,22 @@ mod tests {
         .unwrap();
         TrustedKeys::revoke(dir.path(), a.kid(), "leaked").unwrap();
         let revoked = TrustedKeys::load(dir.path()).unwrap();
-        assert!(matches!(a.verify(&revoked), Err(E::RevokedSigner { .. })));
+        assert!(matches!(
+            a.verify(&revoked, None),
+            Err(E::RevokedSigner { .. })
+        ));
 
         let mut forged = a.clone();
         forged.seq += 1;
         assert!(matches!(
-            forged.verify(&trusted()),
+            forged.verify(&trusted(), None),
             Err(E::BadSignature { .. })
         ));
         // Signed by key 2 but claiming key 1's id.
         let mut impostor = Announcement::sign(draft("x"), &key(2)).unwrap();
         impostor.sigs[0].0 = a.kid();
         assert!(matches!(
-            impostor.verify(&trusted()),
+            impostor.verify(&trusted(), None),
             Err(E::BadSignature { .. })
         ));
     }
@@ -1282,7 +1382,7 @@ mod tests {
     fn accepts_flip(text: &[u8], bit: usize, trusted: &TrustedKeys) -> bool {
         let mut flipped = text.to_vec();
         flipped[bit / 8] ^= 1 << (bit % 8);
-        Announcement::decode(&flipped).is_ok_and(|a| a.verify(trusted).is_ok())
+        Announcement::decode(&flipped).is_ok_and(|a| a.verify(trusted, None).is_ok())
     }
 
     #[test]
@@ -1325,7 +1425,7 @@ mod tests {
         assert_eq!(back, a);
         assert_eq!(back.version(), 2);
         assert_eq!(back.binding(), Some(&binding()));
-        let signers = back.verify(&trusting(&[1, 2])).unwrap();
+        let signers = back.verify(&trusting(&[1, 2]), None).unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(signers.ignored.is_empty());
         // One spelling: the signatures are sorted by key id whoever signed first.
@@ -1339,7 +1439,7 @@ mod tests {
             expires: MAX_EXPIRES,
             fleet: FLEET,
         };
-        let mut a = Announcement::sign_v2(d, binding, &key(1)).unwrap();
+        let mut a = Announcement::sign_v2_with_plan(d, binding, b"d1:vi1ee", &key(1)).unwrap();
         for n in 2..=sigs {
             a.add_signature(&key(n)).unwrap();
         }
@@ -1353,6 +1453,7 @@ mod tests {
     fn v2_worst_case_fits_serf_limits() {
         let one = longest_v2(1).to_wire();
         assert_eq!(one.len(), MAX_WIRE_LEN_ONE_SIG);
+        assert!(one.len() == 452 + 12, "a plan flag adds 12 wire characters");
         assert!(UPDATE_EVENT.len() + one.len() <= 482, "{}", one.len());
         let most = longest_v2(MAX_SIGS as u8).to_wire();
         assert_eq!(most.len(), MAX_WIRE_LEN);
@@ -1373,6 +1474,60 @@ mod tests {
         ));
     }
 
+    /// A plan travels beside the metainfo, bound by the signatures: the announcement carries
+    /// only `4:plani1e`, and without the plan (or with another one) nothing verifies.
+    #[test]
+    fn plan_bound_announcements_verify_only_with_their_plan() {
+        let plan = b"d6:target15:tag:role=camera1:vi1ee";
+        let a =
+            Announcement::sign_v2_with_plan(draft("site.pp"), binding(), plan, &key(1)).unwrap();
+        let wire = a.to_wire();
+        assert!(a.to_bencode().windows(9).any(|w| w == b"4:plani1e"));
+        let back = Announcement::decode(&wire).unwrap();
+        assert!(back.has_plan());
+        assert_eq!(back.to_wire(), wire);
+        let trusted = trusting(&[1]);
+        back.verify(&trusted, Some(plan)).unwrap();
+        let err = back.verify(&trusted, None).unwrap_err();
+        assert!(matches!(err, E::PlanMissing { .. }), "{err}");
+        // Another plan (all nodes instead of cameras) under the same signature.
+        let err = back.verify(&trusted, Some(b"d1:vi1ee")).unwrap_err();
+        assert!(matches!(err, E::BadSignature { .. }), "{err}");
+        // The flag stripped: the signature no longer verifies without the plan either.
+        let plain = Announcement::sign_v2(draft("site.pp"), binding(), &key(1)).unwrap();
+        let mut stripped = a.to_bencode();
+        let at = stripped.windows(9).position(|w| w == b"4:plani1e").unwrap();
+        stripped.drain(at..at + 9);
+        let stripped = Announcement::decode(wire_v2(&stripped)).unwrap();
+        assert!(stripped.verify(&trusted, None).is_err());
+        plain.verify(&trusted, None).unwrap();
+        // Co-signing needs the plan too, and a decoded one has it once attached.
+        let mut cosigned = back.clone();
+        assert!(matches!(
+            cosigned.add_signature(&key(2)),
+            Err(E::PlanMissing { .. })
+        ));
+        cosigned.attach_plan(plan);
+        cosigned.add_signature(&key(2)).unwrap();
+        assert_eq!(
+            cosigned
+                .verify(&trusting(&[1, 2]), Some(plan))
+                .unwrap()
+                .valid
+                .len(),
+            2
+        );
+        for (from, to) in [
+            (&b"4:plani1e"[..], &b"4:plani0e"[..]),
+            (b"4:plani1e", b"4:plan1:1"),
+        ] {
+            let mut bytes = a.to_bencode();
+            let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+            bytes.splice(at..at + from.len(), to.iter().copied());
+            assert!(Announcement::decode(wire_v2(&bytes)).is_err());
+        }
+    }
+
     /// Captured wire texts (`tests/vectors/announcement/`): what this decoder must keep
     /// reading, byte for byte, and what it must keep writing.
     #[test]
@@ -1388,7 +1543,7 @@ mod tests {
             let back = Announcement::decode(text).unwrap();
             assert_eq!(back, want);
             assert_eq!(back.to_wire(), text.trim_end());
-            back.verify(&trusting(&[1, 2])).unwrap();
+            back.verify(&trusting(&[1, 2]), None).unwrap();
         }
     }
 
@@ -1426,9 +1581,12 @@ mod tests {
     #[test]
     fn v2_signature_counting_ignores_untrusted_revoked_and_bad() {
         let a = signed_v2("x", &[1, 2, 3]);
-        assert_eq!(a.verify(&trusting(&[1, 2, 3])).unwrap().valid.len(), 3);
+        assert_eq!(
+            a.verify(&trusting(&[1, 2, 3]), None).unwrap().valid.len(),
+            3
+        );
         // Key 3 untrusted.
-        let signers = a.verify(&trusting(&[1, 2])).unwrap();
+        let signers = a.verify(&trusting(&[1, 2]), None).unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::UnknownSigner { .. }]));
         // Key 2 revoked.
@@ -1441,18 +1599,20 @@ mod tests {
             TrustedKeys::add(dir.path(), &public).unwrap();
         }
         TrustedKeys::revoke(dir.path(), KeyId::of(&key(2).verifying_key()), "lost").unwrap();
-        let signers = a.verify(&TrustedKeys::load(dir.path()).unwrap()).unwrap();
+        let signers = a
+            .verify(&TrustedKeys::load(dir.path()).unwrap(), None)
+            .unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::RevokedSigner { .. }]));
         // A signature that does not verify does not count.
         let mut bad = a.clone();
         bad.sigs[0].1[0] ^= 1;
-        let signers = bad.verify(&trusting(&[1, 2, 3])).unwrap();
+        let signers = bad.verify(&trusting(&[1, 2, 3]), None).unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::BadSignature { .. }]));
         // Nobody trusted: the first reason is the error.
         assert!(matches!(
-            a.verify(&trusting(&[9])),
+            a.verify(&trusting(&[9]), None),
             Err(E::UnknownSigner { .. })
         ));
         // The signed bytes cover expiry and fleet: changing either breaks every signature.
@@ -1461,13 +1621,13 @@ mod tests {
             expires: 1,
             fleet: FLEET,
         });
-        assert!(moved.verify(&trusting(&[1, 2, 3])).is_err());
+        assert!(moved.verify(&trusting(&[1, 2, 3]), None).is_err());
         let mut other_fleet = a;
         other_fleet.binding = Some(Binding {
             expires: 1_800_000_000,
             fleet: FleetId([1; 8]),
         });
-        assert!(other_fleet.verify(&trusting(&[1, 2, 3])).is_err());
+        assert!(other_fleet.verify(&trusting(&[1, 2, 3]), None).is_err());
     }
 
     #[test]
@@ -1554,7 +1714,7 @@ mod tests {
             prop_assert!(text.len() <= MAX_WIRE_LEN);
             let back = Announcement::decode(&text).unwrap();
             prop_assert_eq!(&back, &a);
-            prop_assert!(back.verify(&TrustedKeys::from_keys([signer.verifying_key()])).is_ok());
+            prop_assert!(back.verify(&TrustedKeys::from_keys([signer.verifying_key()]), None).is_ok());
         }
 
         /// Any v2 announcement, with 1 to MAX_SIGS signers, decodes to itself from its one
@@ -1575,7 +1735,7 @@ mod tests {
             let back = Announcement::decode(&text).unwrap();
             prop_assert_eq!(&back, &a);
             let trusted = TrustedKeys::from_keys(keys.iter().map(|k| k.verifying_key()));
-            let signers = back.verify(&trusted).unwrap();
+            let signers = back.verify(&trusted, None).unwrap();
             prop_assert_eq!(signers.valid.len(), keys.len());
         }
 

@@ -13,6 +13,7 @@ use super::announcement::{
     AnnouncementError, FleetId, Kind, MAX_EXPIRES, MAX_SIGS,
 };
 use super::bencode;
+use super::plan::glob_match;
 use crate::keys::KeyId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -414,36 +415,6 @@ impl Delegation {
         }
         Ok(d)
     }
-}
-
-/// Shell-style glob on whole names: `*` is any run of characters, `?` one character, and
-/// everything else itself (the same rule as `agent.thresholds`).
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    let (glob, name): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
-    let (mut g, mut n) = (0, 0);
-    // Where the last `*` was, and the name position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match glob.get(g) {
-            Some('*') => {
-                star = Some((g, n));
-                g += 1;
-            }
-            Some(&c) if c == '?' || c == name[n] => {
-                g += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((sg, sn)) => {
-                    g = sg + 1;
-                    n = sn + 1;
-                    star = Some((sg, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    glob[g..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

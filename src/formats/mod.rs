@@ -4,9 +4,11 @@
 
 pub mod announcement;
 pub mod bencode;
+pub mod control;
 pub mod delegation;
 pub mod heartbeat;
 pub mod legacy;
+pub mod plan;
 pub mod root;
 pub mod serf_names;
 pub mod torrent;

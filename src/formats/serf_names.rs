@@ -10,6 +10,8 @@ pub const UPDATE_EVENT: &str = "p2pu-update";
 pub const HEARTBEAT_EVENT: &str = "p2pu-heartbeat";
 /// The query a node answers with the newest heartbeat it verified (same name as the event).
 pub const HEARTBEAT_QUERY: &str = "p2pu-heartbeat";
+/// The Serf user event that carries operator control statements (`p2pu rollout`).
+pub const CONTROL_EVENT: &str = "p2pu-control";
 /// The query a node answers with its updates (`agent::status::NodeStatus`).
 pub const STATUS_QUERY: &str = "p2pu-status";
 /// The query a node answers with its newest accepted announcement of the name asked for.

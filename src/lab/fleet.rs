@@ -73,8 +73,12 @@ impl Lab {
             transmission_user: (Uid::current(), Gid::current()),
         };
         for index in 1..=opts.nodes {
-            let overrides = opts.site_overrides.as_deref();
-            let node = NodeInfo::create(&base, index, opts.accept_legacy, overrides)?;
+            let overrides = match (&opts.site_overrides, opts.node_overrides.get(&index)) {
+                (Some(all), Some(own)) => Some(merged_toml(all, own)?),
+                (Some(all), None) => Some(all.clone()),
+                (None, own) => own.cloned(),
+            };
+            let node = NodeInfo::create(&base, index, opts.accept_legacy, overrides.as_deref())?;
             lab.netns.add_addr(node.addr)?;
             lab.nodes.push(node);
             lab.procs.push(NodeProcs::default());
@@ -344,4 +348,22 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// `own` merged over `all`, table by table, as one TOML text.
+fn merged_toml(all: &str, own: &str) -> Result<String> {
+    let parse = |text: &str| {
+        text.parse::<toml::Table>()
+            .map_err(|e| LabError::Internal(format!("lab overrides: {e}")))
+    };
+    let mut table = parse(all)?;
+    for (key, value) in parse(own)? {
+        match (table.get_mut(&key), value) {
+            (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => mine.extend(theirs),
+            (_, value) => {
+                table.insert(key, value);
+            }
+        }
+    }
+    toml::to_string(&table).map_err(|e| LabError::Internal(e.to_string()))
 }

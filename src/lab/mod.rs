@@ -150,6 +150,9 @@ pub struct LabOptions {
     pub accept_legacy: bool,
     /// Extra TOML merged into each node's site.toml (tables merge key by key).
     pub site_overrides: Option<String>,
+    /// Extra TOML for one node (by 1-based index), merged after `site_overrides`: its own
+    /// Serf tags, say.
+    pub node_overrides: std::collections::BTreeMap<usize, String>,
 }
 
 impl LabOptions {
@@ -162,6 +165,7 @@ impl LabOptions {
             start_agent: false,
             accept_legacy: false,
             site_overrides: None,
+            node_overrides: Default::default(),
         }
     }
 }

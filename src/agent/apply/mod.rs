@@ -393,7 +393,7 @@ mod tests {
 
         // The old key can no longer sign anything, and the last key cannot be revoked.
         let set = TrustedKeys::load(dir.path()).unwrap();
-        assert!(good.verify(&set).is_err());
+        assert!(good.verify(&set, None).is_err());
         let last = revocation_text(new.kid(), "");
         let suicide = key_announcement(&key(2), last.as_bytes(), Kind::Key);
         let err = key_error(apply_key_update(

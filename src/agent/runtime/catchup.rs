@@ -123,7 +123,7 @@ fn newest_acceptable<'a>(
             payload: wire.as_bytes().to_vec(),
         };
         match intake::decide(&event, store, policy, now_ms)? {
-            Decision::Accepted(Accepted { record, .. })
+            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. }
                 if record.name == name
                     && entry.is_some_and(|e| {
                         record.seq <= e.seq && Entry::of(name, record.seq, wire) != *e
@@ -132,12 +132,15 @@ fn newest_acceptable<'a>(
                 let listed = entry.map_or(0, |e| e.seq);
                 tracing::warn!(%node, name = %name, seq = record.seq, listed, "catch-up: answer is not the announcement the heartbeat's snapshot lists, ignored");
             }
-            Decision::Accepted(Accepted { record, .. }) if record.name == name => {
+            // A plan-bound one is verified once its plan is fetched: spooled, it waits for it.
+            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. }
+                if record.name == name =>
+            {
                 if best.is_none_or(|(seq, _)| record.seq > seq) {
                     best = Some((record.seq, wire));
                 }
             }
-            Decision::Accepted(Accepted { record, .. }) => {
+            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. } => {
                 tracing::warn!(%node, asked = %name, got = %record.name, "catch-up: answer for another name ignored")
             }
             Decision::Held(record) => {
@@ -145,6 +148,10 @@ fn newest_acceptable<'a>(
             }
             Decision::Rejected(rejection) => {
                 tracing::warn!(%node, name = %name, seq = ?rejection.seq, reason = %rejection.reason, "catch-up: answer rejected")
+            }
+            // The latest announcement is what catch-up asks for, never a control statement.
+            Decision::Control { .. } => {
+                tracing::warn!(%node, asked = %name, "catch-up: a control statement as an answer ignored")
             }
         }
     }
@@ -234,6 +241,8 @@ mod tests {
             thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+            plans_dir: Path::new("/nonexistent"),
+            node: "node-1",
         }
     }
 

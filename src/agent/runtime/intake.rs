@@ -13,10 +13,13 @@
 //! record resumed after a restart is decoded here too ([`resume`]).
 
 use super::spool::{self, Spooled};
-use super::state::{Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status};
+use super::state::{
+    ControlSeen, Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status,
+};
 use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
+use crate::formats::control::{Action, Control};
 use crate::formats::legacy::{self, LegacyTorrent};
 use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
 use crate::trust::Trust;
@@ -29,6 +32,19 @@ pub enum Decision {
     Accepted(Accepted),
     Held(Record),
     Rejected(Rejection),
+    /// Bound to a rollout plan this node does not have yet: the event stays in the spool
+    /// while the plan is fetched (its info-hash here), and the held record says so.
+    NeedsPlan {
+        record: Record,
+        info_hash: String,
+    },
+    /// A verified operator control statement (`p2pu rollout`): kept (when it is for this
+    /// node), and the records it sends back to the workers.
+    Control {
+        name: String,
+        seen: Option<ControlSeen>,
+        requeue: Vec<Record>,
+    },
 }
 
 /// An accepted update as the workers take it: its record, and its wire text decoded.
@@ -53,7 +69,13 @@ pub enum Decoded {
 /// then, and a key update still is when applied).
 pub fn resume(record: Record) -> crate::Result<Accepted> {
     let decoded = match record.kind {
-        RecordKind::Signed(_) => Decoded::Signed(Announcement::decode(&record.wire)?),
+        RecordKind::Signed(_) => {
+            let mut announcement = Announcement::decode(&record.wire)?;
+            if let Some(plan) = &record.plan {
+                announcement.attach_plan(plan.as_bytes());
+            }
+            Decoded::Signed(announcement)
+        }
         RecordKind::Legacy => Decoded::Legacy(legacy::decode_payload(record.wire.as_bytes())?),
     };
     Ok(Accepted { record, decoded })
@@ -77,6 +99,31 @@ pub struct Policy<'a> {
     /// Signed payload lengths above this are refused before anything is downloaded: a trusted
     /// key must not be able to fill a node's disk by mistake (TUF's endless data).
     pub max_payload_bytes: u64,
+    /// Where rollout plans lie (`<info-hash>.plan`, the seed root beside the metainfo).
+    pub plans_dir: &'a Path,
+    /// This node's name: a control statement may name the nodes it is for.
+    pub node: &'a str,
+}
+
+/// How long a plan-bound announcement waits in the spool for its plan before it is refused:
+/// a forged flagged announcement must not stay (and be fetched for) forever.
+pub const PLAN_SEARCH_SECS: u64 = 600;
+
+/// The plan of `info_hash` kept in `dir`, when there is one of a plan's size.
+pub fn read_plan(dir: &Path, info_hash: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(plan_path(dir, info_hash)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(crate::formats::plan::MAX_PLAN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
+}
+
+/// `<dir>/<info-hash>.plan`: where `submit` writes a plan and every node keeps (and so
+/// re-serves) the plan it verified.
+pub fn plan_path(dir: &Path, info_hash: &str) -> PathBuf {
+    dir.join(format!("{info_hash}.plan"))
 }
 
 impl Policy<'_> {
@@ -139,8 +186,8 @@ impl Thresholds {
     }
 }
 
-/// Shell-style glob on whole names, shared with key statements.
-pub use crate::formats::delegation::glob_match;
+/// Shell-style glob on whole names, shared with rollout plans and key statements.
+pub use crate::formats::plan::glob_match;
 
 /// What one pass over the spool did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -154,6 +201,9 @@ pub struct Pass {
     pub deferred: usize,
     /// Heartbeats newer than the kept one, now kept.
     pub heartbeats: usize,
+    /// The plans the events left in the spool wait for: info-hash, and the announcement's
+    /// wire text (a fetched plan is kept only if the announcement verifies with it).
+    pub plans_wanted: Vec<(String, String)>,
 }
 
 /// Decides every spooled event in arrival order, records each outcome, hands accepted records
@@ -250,6 +300,66 @@ pub fn take_spool(
                 store.reject(rejection)?;
                 pass.rejected += 1;
             }
+            Decision::Control {
+                name,
+                seen,
+                requeue,
+            } => {
+                if let Some(seen) = seen {
+                    tracing::info!(%name, seq = seen.seq, action = %seen.action, "rollout control statement");
+                    store.put_control(&name, seen)?;
+                }
+                for mut record in requeue {
+                    let now = now_ms / 1000;
+                    record.settle(
+                        Status::Pending,
+                        Some("sent back by the operator (p2pu rollout)".into()),
+                        None,
+                        now,
+                    );
+                    record.attempts = 0;
+                    record.next_attempt_at = None;
+                    store.put(record.clone())?;
+                    match resume(record) {
+                        Ok(update) => accepted(update),
+                        Err(e) => tracing::warn!(%name, "cannot send back: {}", chain(&e)),
+                    }
+                }
+            }
+            Decision::NeedsPlan { record, info_hash } => {
+                let waited = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |t| (now_ms / 1000).saturating_sub(t.as_secs()));
+                if waited <= PLAN_SEARCH_SECS {
+                    let known = store
+                        .records(&record.name)?
+                        .iter()
+                        .any(|r| r.seq == record.seq && r.reason == record.reason);
+                    let wire = record.wire.clone();
+                    if !known {
+                        tracing::info!(name = %record.name, seq = record.seq, plan = %info_hash, "waiting for its rollout plan");
+                        store.put(record)?;
+                    }
+                    pass.deferred += 1;
+                    pass.plans_wanted.push((info_hash, wire));
+                    // Left in the spool: decided again once the plan is here.
+                    continue;
+                }
+                let reason = format!(
+                    "no rollout plan {info_hash}.plan found on any member within {PLAN_SEARCH_SECS} s; submit it again"
+                );
+                tracing::warn!(name = %record.name, seq = record.seq, "rejected: {reason}");
+                store.reject(Rejection {
+                    at: now_ms / 1000,
+                    source: event.source.as_str().to_string(),
+                    name: Some(record.name),
+                    seq: Some(record.seq),
+                    reason,
+                })?;
+                pass.rejected += 1;
+            }
         }
         // Only now is the event's fate durable: the spool file may go.
         spool::remove(&path)?;
@@ -274,6 +384,12 @@ pub fn decide(
             reason,
         })
     };
+    if event
+        .payload
+        .starts_with(crate::formats::control::WIRE_PREFIX.as_bytes())
+    {
+        return decide_control(event, store, policy, now);
+    }
     if event.payload.starts_with(b"p2pu") {
         let announcement = match Announcement::decode(&event.payload) {
             Ok(a) => a,
@@ -289,6 +405,22 @@ pub fn decide(
                     .into(),
             ));
         }
+        let info_hash = hex::encode(announcement.info_hash());
+        let plan_bytes = match announcement.has_plan() {
+            false => None,
+            true => match read_plan(policy.plans_dir, &info_hash) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    let wire = String::from_utf8_lossy(&event.payload).into_owned();
+                    let mut record = record_of(&announcement, wire, now);
+                    record.status = Status::Held;
+                    record.reason = Some(format!(
+                        "held: waiting for its rollout plan {info_hash}.plan (asking the members' seed servers); not verified yet"
+                    ));
+                    return Ok(Decision::NeedsPlan { record, info_hash });
+                }
+            },
+        };
         let trust = Trust::load(policy.trusted_keys_dir)?;
         // A root chain names keys this node may not know yet (it was offline through a
         // rotation): its signatures are counted when it is applied, against the chain's
@@ -297,10 +429,31 @@ pub fn decide(
         let signers = if root_chain {
             Vec::new()
         } else {
-            match announcement.verify(&trust.keys) {
+            match announcement.verify(&trust.keys, plan_bytes.as_deref()) {
                 Ok(signers) => signers.valid,
                 Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
             }
+        };
+        // Signed, so what it says is the signers'; a plan this p2pu cannot read is refused
+        // (an unknown field may be a rule it would not follow).
+        let mut announcement = announcement;
+        let mut target = None;
+        let plan_text = match &plan_bytes {
+            None => None,
+            Some(bytes) => match crate::formats::plan::Plan::decode(bytes) {
+                Ok(plan) => {
+                    target = plan.target.as_ref().map(|selector| selector.to_text());
+                    announcement.attach_plan(bytes);
+                    Some(String::from_utf8_lossy(bytes).into_owned())
+                }
+                Err(e) => {
+                    return Ok(reject(
+                        Some(name),
+                        Some(seq),
+                        format!("rollout plan {info_hash}.plan refused: {e}"),
+                    ))
+                }
+            },
         };
         if let Some(binding) = announcement.binding() {
             if binding.fleet != policy.fleet {
@@ -355,13 +508,15 @@ pub fn decide(
         }
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
+        record.plan = plan_text;
         let (k, rule) = policy.thresholds.required(&name, announcement.kind());
-        // The update's target: the whole fleet until rollout plans carry a selector.
+        // The update's target, as its signed plan names it (none: the whole fleet), which a
+        // key restricted to targets must cover.
         let count = trust.count(
             &signers,
             &name,
             announcement.kind(),
-            None,
+            target.as_deref(),
             policy.fleet,
             now,
         );
@@ -419,6 +574,123 @@ pub fn decide(
         }));
     }
     decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+}
+
+/// An operator's control statement: verified with the trusted keys and the threshold of the
+/// update's name, for this fleet, unexpired, and newer than the last one seen for the update
+/// (a replayed `retry` must not retry again).
+fn decide_control(
+    event: &Spooled,
+    store: &StateStore,
+    policy: &Policy,
+    now: u64,
+) -> super::Result<Decision> {
+    let reject = |name: Option<String>, seq: Option<u64>, reason: String| {
+        Ok(Decision::Rejected(Rejection {
+            at: now,
+            source: event.source.as_str().to_string(),
+            name,
+            seq,
+            reason,
+        }))
+    };
+    let control = match Control::decode(&event.payload) {
+        Ok(control) => control,
+        Err(e) => return reject(None, None, e.to_string()),
+    };
+    let (name, seq) = (control.name.clone(), control.seq);
+    let trust = Trust::load(policy.trusted_keys_dir)?;
+    let signers = match control.verify(&trust.keys) {
+        Ok(signers) => signers,
+        Err(e) => return reject(Some(name), Some(seq), e.to_string()),
+    };
+    if control.fleet != policy.fleet {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!(
+                "rollout {} is for fleet {}, this node is in fleet {}",
+                control.action, control.fleet, policy.fleet
+            ),
+        );
+    }
+    if control.expires < now {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!("rollout {} expired at {}", control.action, control.expires),
+        );
+    }
+    let records: Vec<Record> = store
+        .records(&name)?
+        .into_iter()
+        .filter(|r| r.seq == seq && r.status != Status::Held)
+        .collect();
+    let kind = records
+        .first()
+        .and_then(|r| match r.kind {
+            RecordKind::Signed(kind) => Some(kind),
+            RecordKind::Legacy => None,
+        })
+        .unwrap_or(Kind::Manifest);
+    // Held to what the update itself needs: its name's threshold, and delegated keys only
+    // within their statements (for the update's target, as its plan names it).
+    let target = records
+        .iter()
+        .find_map(|r| r.plan.as_deref())
+        .and_then(|text| crate::formats::plan::Plan::decode(text.as_bytes()).ok())
+        .and_then(|plan| plan.target.map(|selector| selector.to_text()));
+    let count = trust.count(&signers, &name, kind, target.as_deref(), policy.fleet, now);
+    let (k, rule) = policy.thresholds.required(&name, kind);
+    if count.counted.len() < k {
+        let refused = count.refused.join("; ");
+        return reject(
+            Some(name),
+            Some(seq),
+            format!(
+                "rollout {} signed by {} of the {k} trusted keys {rule} requires{}{refused}",
+                control.action,
+                count.counted.len(),
+                if refused.is_empty() { "" } else { "; " }
+            ),
+        );
+    }
+    if let Some(last) = store.control_issued(&name, seq)? {
+        if control.issued <= last {
+            return reject(
+                Some(name),
+                Some(seq),
+                format!(
+                    "replay: rollout {} issued at {} is not newer than the last one seen ({last})",
+                    control.action, control.issued
+                ),
+            );
+        }
+    }
+    if !control.is_for(policy.node) {
+        return Ok(Decision::Control {
+            name,
+            seen: None,
+            requeue: Vec::new(),
+        });
+    }
+    let requeue = records
+        .into_iter()
+        .filter(|r| match control.action {
+            Action::Abort => false,
+            Action::Resume => r.status == Status::Halted,
+            Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
+        })
+        .collect();
+    Ok(Decision::Control {
+        name,
+        seen: Some(ControlSeen {
+            seq,
+            action: control.action.as_str().to_string(),
+            issued: control.issued,
+        }),
+        requeue,
+    })
 }
 
 /// Why a legacy payload is refused: name, seq, reason.
@@ -511,6 +783,7 @@ fn decide_legacy(
         attempts: 0,
         next_attempt_at: None,
         restored_seq: None,
+        plan: None,
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -546,6 +819,7 @@ fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
         attempts: 0,
         next_attempt_at: None,
         restored_seq: None,
+        plan: None,
     }
 }
 
@@ -662,6 +936,8 @@ mod tests {
             thresholds: Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+            plans_dir: &f.keys_dir,
+            node: "node-1",
         }
     }
 
@@ -749,6 +1025,216 @@ mod tests {
             decide_with(&f, v1.as_bytes(), &migrating),
             Decision::Accepted(_)
         ));
+    }
+
+    /// A plan-bound announcement is never accepted without its plan: it waits in the spool
+    /// (held, with the reason) until the plan is here, then verifies with it; a plan this p2pu
+    /// cannot read (an unknown field) is refused with the reason, and another plan than the
+    /// signed one fails the signature.
+    #[test]
+    fn plan_bound_announcements_wait_for_their_plan_and_verify_with_it() {
+        let f = fixture();
+        let plans = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            plans_dir: plans.path(),
+            ..policy(&f, false)
+        };
+        let sign = |name: &str, plan: &[u8]| {
+            let draft = draft(name, NOW_MS, Kind::Manifest);
+            Announcement::sign_v2_with_plan(draft, binding(), plan, &f.key)
+                .unwrap()
+                .to_wire()
+        };
+        let good = b"d6:target15:tag:role=camera1:vi1ee";
+        let text = sign("cams.pp", good);
+        let hash = hex::encode([1u8; 20]);
+        match decide_with(&f, text.as_bytes(), &policy) {
+            Decision::NeedsPlan { record, info_hash } => {
+                assert_eq!(info_hash, hash);
+                assert_eq!(record.status, Status::Held);
+                assert!(record
+                    .reason
+                    .unwrap()
+                    .contains("waiting for its rollout plan"));
+            }
+            other => panic!("expected to wait for the plan, got {other:?}"),
+        }
+        // Another plan under the same name: the signature does not cover it.
+        std::fs::write(plan_path(plans.path(), &hash), b"d1:vi1ee").unwrap();
+        let why = reason(decide_with(&f, text.as_bytes(), &policy));
+        assert!(why.contains("bad signature"), "{why}");
+        std::fs::write(plan_path(plans.path(), &hash), good).unwrap();
+        let Decision::Accepted(accepted) = decide_with(&f, text.as_bytes(), &policy) else {
+            panic!("expected accepted");
+        };
+        assert_eq!(
+            accepted.record.plan.as_deref(),
+            Some(std::str::from_utf8(good).unwrap())
+        );
+        // Resumed after a restart, it verifies again with the kept plan.
+        let resumed = resume(accepted.record.clone()).unwrap();
+        let Decoded::Signed(a) = resumed.decoded else {
+            panic!("signed");
+        };
+        let trusted = TrustedKeys::load(&f.keys_dir).unwrap();
+        a.verify(&trusted, a.attached_plan()).unwrap();
+
+        let unknown = include_bytes!("../../../tests/vectors/plan/unknown-field.plan");
+        let text = sign("later.pp", unknown);
+        std::fs::write(plan_path(plans.path(), &hash), unknown).unwrap();
+        let why = reason(decide_with(&f, text.as_bytes(), &policy));
+        assert!(
+            why.contains("rollout plan") && why.contains("unknown field \"unknown\""),
+            "{why}"
+        );
+    }
+
+    /// `p2pu rollout` statements are verified like announcements: a stranger's, another
+    /// fleet's, an expired one, one below the name's threshold and a replay are refused; one
+    /// for other nodes changes nothing here; a retry sends the failed record back, a resume
+    /// the halted one.
+    #[test]
+    fn control_statements_are_verified_and_act_on_this_nodes_records() {
+        use crate::formats::control::{parse_nodes, Action, Control};
+        let f = fixture();
+        let mut failed = record_of(
+            &Announcement::decode(wire(&f.key, "site.pp", NOW_MS)).unwrap(),
+            String::from_utf8(wire(&f.key, "site.pp", NOW_MS)).unwrap(),
+            NOW_MS / 1000,
+        );
+        failed.status = Status::Failed;
+        f.store.put(failed).unwrap();
+        let now = NOW_MS / 1000;
+        let statement = |action, key: &SigningKey, fleet, exp: u64, issued: u64, nodes: &str| {
+            let nodes = if nodes.is_empty() {
+                Vec::new()
+            } else {
+                parse_nodes(nodes).unwrap()
+            };
+            let mut c = Control::new(action, "site.pp", NOW_MS, issued, fleet, exp, nodes).unwrap();
+            c.sign(key).unwrap();
+            c.to_wire()
+        };
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let cases = [
+            (
+                statement(Action::Retry, &stranger, FLEET, now + 60, now, ""),
+                "signed by no trusted key",
+            ),
+            (
+                statement(Action::Retry, &f.key, FleetId([9; 8]), now + 60, now, ""),
+                "is for fleet 0909090909090909",
+            ),
+            (
+                statement(Action::Retry, &f.key, FLEET, now - 1, now - 100, ""),
+                "expired",
+            ),
+        ];
+        for (text, want) in cases {
+            let why = reason(decide_on(&f, text.as_bytes(), false));
+            assert!(why.contains(want), "{why}");
+        }
+        let two = Policy {
+            thresholds: Thresholds {
+                default: 2,
+                key: 2,
+                rules: Vec::new(),
+            },
+            ..policy(&f, false)
+        };
+        let retry = statement(Action::Retry, &f.key, FLEET, now + 60, now, "");
+        let why = reason(decide_with(&f, retry.as_bytes(), &two));
+        assert!(why.contains("signed by 1 of the 2"), "{why}");
+        // For other nodes: nothing kept, nothing sent back.
+        let elsewhere = statement(Action::Retry, &f.key, FLEET, now + 60, now, "cam-*");
+        assert!(matches!(
+            decide_on(&f, elsewhere.as_bytes(), false),
+            Decision::Control { seen: None, ref requeue, .. } if requeue.is_empty()
+        ));
+        let Decision::Control {
+            seen: Some(seen),
+            requeue,
+            ..
+        } = decide_on(&f, retry.as_bytes(), false)
+        else {
+            panic!("expected a control decision");
+        };
+        assert_eq!((seen.action.as_str(), requeue.len()), ("retry", 1));
+        f.store.put_control("site.pp", seen).unwrap();
+        let why = reason(decide_on(&f, retry.as_bytes(), false));
+        assert!(why.starts_with("replay:"), "{why}");
+        // A resume sends back only halted records; an abort is kept and sends none back.
+        let resume = statement(Action::Resume, &f.key, FLEET, now + 60, now + 1, "");
+        assert!(matches!(
+            decide_on(&f, resume.as_bytes(), false),
+            Decision::Control { seen: Some(_), ref requeue, .. } if requeue.is_empty()
+        ));
+        f.store
+            .set_status("site.pp", NOW_MS, Status::Halted, None, None, now)
+            .unwrap();
+        assert!(matches!(
+            decide_on(&f, resume.as_bytes(), false),
+            Decision::Control { seen: Some(_), ref requeue, .. } if requeue.len() == 1
+        ));
+        let abort = statement(Action::Abort, &f.key, FLEET, now + 60, now + 2, "");
+        let Decision::Control {
+            seen: Some(seen),
+            requeue,
+            ..
+        } = decide_on(&f, abort.as_bytes(), false)
+        else {
+            panic!("expected a control decision");
+        };
+        assert!(requeue.is_empty());
+        f.store.put_control("site.pp", seen).unwrap();
+        assert_eq!(
+            f.store.control("site.pp", NOW_MS).unwrap().unwrap().action,
+            "abort"
+        );
+    }
+
+    /// A plan-bound event stays in the spool while its plan is fetched, and is refused once
+    /// it waited longer than a plan search may take.
+    #[test]
+    fn a_spooled_event_waits_for_its_plan_then_gives_up() {
+        let f = fixture();
+        let plans = tempfile::tempdir().unwrap();
+        let spool_dir = f._dir.path().join("spool");
+        let policy = Policy {
+            plans_dir: plans.path(),
+            ..policy(&f, false)
+        };
+        let draft = draft("cams.pp", NOW_MS, Kind::Manifest);
+        let text = Announcement::sign_v2_with_plan(draft, binding(), b"d1:vi1ee", &f.key)
+            .unwrap()
+            .to_wire();
+        spool::put(&spool_dir, Source::Serf, text.as_bytes()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let run = |now_ms: u64| {
+            take_spool(
+                &spool_dir,
+                &f.store,
+                &policy,
+                now_ms,
+                &mut BTreeSet::new(),
+                |_| {},
+            )
+            .unwrap()
+        };
+        let pass = run(now);
+        assert_eq!((pass.deferred, pass.plans_wanted.len()), (1, 1));
+        assert_eq!(spool::list(&spool_dir).unwrap().len(), 1);
+        let pass = run(now + (PLAN_SEARCH_SECS + 5) * 1000);
+        assert_eq!(pass.rejected, 1);
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
+        let rejected = f.store.rejections().unwrap();
+        assert!(
+            rejected[0].reason.contains("no rollout plan"),
+            "{rejected:?}"
+        );
     }
 
     /// TUF's key compromise below threshold: one key's signature on a 2-of-n name is held,

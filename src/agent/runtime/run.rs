@@ -10,6 +10,7 @@ use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
 use super::state::{Record, StateStore, Status};
+use super::status::NodeStatus;
 use super::supervise::{ServeChild, ServeSpec};
 use super::{Result, RuntimeError};
 use crate::agent::apply::extract::Limits;
@@ -23,6 +24,8 @@ use crate::config::Config;
 use crate::engines::{Gossip, TorrentEngine};
 use crate::error::chain;
 use crate::formats::announcement::FleetId;
+use crate::formats::plan::Plan;
+use crate::formats::serf_names::STATUS_QUERY;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -101,10 +104,10 @@ impl Agent {
             let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
             spawn_named(&format!("worker-{n}"), move || {
                 let shared = Shared {
-                    apply_lock: &apply_lock,
-                    served: &served,
-                    peers: &peers,
-                    retries: &retries,
+                    apply_lock,
+                    served,
+                    peers,
+                    retries,
                 };
                 worker(&agent, &work_rx, &shared)
             });
@@ -147,6 +150,16 @@ impl Agent {
             }
         }
 
+        let (plan_tx, plan_rx) = mpsc::channel::<(String, String)>();
+        spawn_named("plans", {
+            let (agent, peers) = (agent.clone(), peers.clone());
+            move || plans_loop(&agent, &peers, &plan_rx)
+        });
+        // When each wanted plan was last asked for: asked again every few seconds, not on
+        // every pass.
+        let mut plans_asked: std::collections::BTreeMap<String, std::time::Instant> =
+            Default::default();
+
         let wake = watch_spool(&site.agent.spool_dir)?;
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
         crate::sdnotify::ready();
@@ -157,6 +170,16 @@ impl Agent {
         let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
             let pass = agent.intake_spool(&work_tx, &mut stuck)?;
+            plans_asked.retain(|hash, _| pass.plans_wanted.iter().any(|(h, _)| h == hash));
+            for (hash, wire) in &pass.plans_wanted {
+                let due = plans_asked
+                    .get(hash)
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(3));
+                if due {
+                    plans_asked.insert(hash.clone(), std::time::Instant::now());
+                    let _ = plan_tx.send((hash.clone(), wire.clone()));
+                }
+            }
             silence.after(&pass, now_ms());
             if pass.heartbeats > 0 {
                 nudge.store(true, Ordering::Relaxed);
@@ -212,7 +235,7 @@ impl Agent {
         intake::take_spool(
             &site.agent.spool_dir,
             &self.store,
-            &policy(&self.config, self.fleet),
+            &policy(&self.config, self.fleet, &self.node_name),
             now_ms(),
             stuck,
             |update| {
@@ -328,7 +351,9 @@ impl Agent {
         let health = self.health(&context, &verified_root);
         for record in records {
             tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming the health check");
-            match health.resume(&record, None) {
+            let plan = (record.plan.as_deref()).and_then(|text| Plan::decode(text.as_bytes()).ok());
+            let check = plan.as_ref().and_then(|plan| plan.health_check());
+            match health.resume(&record, check.map(|(argv, _)| argv)) {
                 Ok(settled) => {
                     tracing::info!(name = %record.name, seq = record.seq, status = settled.status.as_str(), "health check resumed and settled")
                 }
@@ -339,23 +364,21 @@ impl Agent {
         }
     }
 
-    /// Downloads, verifies and applies one accepted update.
-    fn process(&self, update: &Accepted, shared: &Shared<'_>, tracker_url: &str) {
-        let (apply_lock, peers) = (shared.apply_lock, shared.peers);
+    /// How this node fetches: its engine, dirs, seed servers and the site's pace.
+    fn fetcher<'a>(
+        &'a self,
+        tracker_url: &'a str,
+        seeds: &'a (dyn Fn() -> Vec<SocketAddr> + Sync),
+        verified_root: &'a Path,
+    ) -> Fetcher<'a> {
         let site = &self.config.site;
-        let record = &update.record;
-        let (metainfo, announcement) = match &update.decoded {
-            Decoded::Legacy(torrent) => (Some(torrent.torrent.as_slice()), None),
-            Decoded::Signed(announcement) => (None, Some(announcement)),
-        };
-        let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
-        let fetcher = Fetcher {
+        Fetcher {
             engine: self.engine.as_ref(),
             download_root: &site.transmission.download_dir,
             tracker_url,
             poll: Duration::from_millis(250),
             stop: &self.stop,
-            seeds: &|| peers.seed_servers(),
+            seeds,
             own_seed: self
                 .config
                 .advertise
@@ -365,7 +388,7 @@ impl Agent {
                 connect_timeout: Duration::from_secs(3),
                 read_timeout: Duration::from_secs(20),
             },
-            verified_root: &verified_root,
+            verified_root,
             pace: Pace {
                 floor: MinRate::per_second(
                     site.agent.fetch_min_rate_bytes_per_sec,
@@ -373,10 +396,165 @@ impl Agent {
                 ),
                 slack: Duration::from_secs(site.agent.fetch_slack_secs),
             },
+        }
+    }
+
+    /// What the rollout plan lets this node do with a fetched update: apply it (now or once
+    /// its wave's turn comes), or not (outside the target, halted, stopping). Records
+    /// `not-targeted`, `waiting` and `halted` with their reasons as it goes.
+    fn plan_gate(&self, record: &Record) -> Gate {
+        let aborted = |store: &StateStore| {
+            store
+                .control(&record.name, record.seq)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.action == "abort")
         };
+        if aborted(&self.store) {
+            return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+        }
+        let Some(text) = &record.plan else {
+            return Gate::Apply;
+        };
+        let plan = match Plan::decode(text.as_bytes()) {
+            Ok(plan) => plan,
+            Err(e) => return Gate::Refused(format!("rollout plan refused: {e}")),
+        };
+        let tags = &self.config.site.serf.tags;
+        if !plan.targets(&self.node_name, tags) {
+            let target = plan
+                .target
+                .as_ref()
+                .map(|t| t.to_text())
+                .unwrap_or_default();
+            return Gate::NotTargeted(format!(
+                "not targeted: the update is for {target}; seeded for the others, not applied"
+            ));
+        }
+        if plan.waves.is_empty() && plan.max_failures.is_none() {
+            return Gate::Apply;
+        }
+        let Ok(info_hash) =
+            <[u8; 20]>::try_from(hex::decode(&record.info_hash).unwrap_or_default())
+        else {
+            return Gate::Refused(format!("record has a bad info-hash {:?}", record.info_hash));
+        };
+        let mut shown: Option<String> = None;
+        let mut settled_since: Option<u64> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.as_ref().is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let resumed = control.as_ref().is_some_and(|c| c.action == "resume");
+            let now = now_ms() / 1000;
+            let step = match self.wave_turn(record, &plan, &info_hash) {
+                Ok(turn) => turn.verdict(&plan, resumed, now, &mut settled_since),
+                Err(e) => Err(format!("waiting: cannot ask the fleet: {e}")),
+            };
+            match step {
+                Ok(()) => return Gate::Apply,
+                Err(reason) if reason.starts_with("halted") => return Gate::Halted(reason),
+                Err(reason) => {
+                    if shown.as_deref() != Some(reason.as_str()) {
+                        tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                        self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                        shown = Some(reason);
+                    }
+                }
+            }
+            for _ in 0..10 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Where this node's wave stands: the targeted members (alive or failed, not left) in
+    /// waves, and what the earlier waves' members answered to `p2pu-status`.
+    fn wave_turn(
+        &self,
+        record: &Record,
+        plan: &Plan,
+        info_hash: &[u8; 20],
+    ) -> std::result::Result<WaveTurn, String> {
+        use crate::engines::MemberStatus;
+        let members = self.gossip.members().map_err(|e| chain(&e))?;
+        let targeted: Vec<String> = members
+            .iter()
+            .filter(|m| m.status != MemberStatus::Left && plan.targets(&m.name, &m.tags))
+            .map(|m| m.name.clone())
+            .collect();
+        let waves = crate::formats::plan::assign_waves(info_hash, &targeted, &plan.waves);
+        let Some(wave) = waves.iter().position(|w| w.contains(&self.node_name)) else {
+            return Err(format!(
+                "waiting: this node ({}) is not among the targeted members Serf lists yet",
+                self.node_name
+            ));
+        };
+        let earlier: Vec<String> = waves[..wave].concat();
+        let mut turn = WaveTurn {
+            wave,
+            waves: waves.len(),
+            targeted: targeted.len(),
+            ..WaveTurn::default()
+        };
+        if earlier.is_empty() {
+            return Ok(turn);
+        }
+        let answers = self
+            .gossip
+            .query(STATUS_QUERY, b"", Duration::from_secs(3))
+            .map_err(|e| chain(&e))?;
+        for member in earlier {
+            let status = answers
+                .iter()
+                .find(|(node, _)| *node == member)
+                .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok())
+                .and_then(|answer| {
+                    answer
+                        .updates
+                        .into_iter()
+                        .find(|u| u.name == record.name && u.seq == record.seq)
+                        .map(|u| u.status)
+                });
+            match status {
+                Some(Status::Applied | Status::NotTargeted) => {}
+                Some(Status::Failed | Status::Reverted) => turn.failed.push(member),
+                Some(_) => turn.unsettled.push(member),
+                None => turn.silent.push(member),
+            }
+        }
+        Ok(turn)
+    }
+
+    /// Downloads, verifies and applies one accepted update.
+    /// Downloads and verifies one accepted update, and applies it unless it is bound to a
+    /// rollout plan: that one is returned, seeded, for its own thread to wait its turn with.
+    fn process(
+        &self,
+        update: &Accepted,
+        shared: &Shared,
+        tracker_url: &str,
+    ) -> Option<crate::agent::transfer::verified::Verified> {
+        let peers = &shared.peers;
+        let site = &self.config.site;
+        let record = &update.record;
+        let metainfo = match &update.decoded {
+            Decoded::Legacy(torrent) => Some(torrent.torrent.as_slice()),
+            Decoded::Signed(_) => None,
+        };
+        let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+        let seeds = || peers.seed_servers();
+        let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
-            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return,
+            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
                 let failed = Ended::Failed {
@@ -384,12 +562,89 @@ impl Agent {
                     output: None,
                     retry: true,
                 };
-                return self.attempt_ended(update, failed, shared.retries);
+                self.attempt_ended(update, failed, &shared.retries);
+                return None;
             }
         };
-        let _applying = apply_lock.lock().unwrap_or_else(|e| e.into_inner());
-        // One write: the sources the payload came from, and that it is being applied.
+        if record.plan.is_none() {
+            // Without a plan only an operator's abort holds it.
+            if let Gate::Halted(reason) = self.plan_gate(record) {
+                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Halted, Some(reason), None);
+                return None;
+            }
+        } else {
+            // Seeded at once: the members of later waves, and those not targeted, still
+            // serve it to the others while this node waits (or never applies it).
+            if let Some(torrent) = fetched.to_seed.take() {
+                fetcher.seed(record, &torrent);
+            }
+            if !fetched.sources.is_empty() {
+                let sources = fetched.sources.clone();
+                let _ = self
+                    .store
+                    .update(&record.name, record.seq, |stored| stored.sources = sources);
+            }
+            // Waiting for its wave must not keep a download worker.
+            return Some(fetched.payload);
+        }
         let sources = std::mem::take(&mut fetched.sources);
+        let to_seed = fetched.to_seed.take();
+        self.apply_fetched(update, shared, fetched.payload, sources, || {
+            // Seeding waits for the apply: Transmission's check of the payload would
+            // compete with it for the CPU.
+            if let Some(torrent) = &to_seed {
+                fetcher.seed(record, torrent);
+            }
+        });
+        None
+    }
+
+    /// A plan-bound update, fetched and seeded: waits for its turn (`plan_gate`), on its own
+    /// thread, then applies it, or records why not.
+    fn finish_planned(
+        &self,
+        update: &Accepted,
+        shared: &Shared,
+        payload: crate::agent::transfer::verified::Verified,
+    ) {
+        let record = &update.record;
+        match self.plan_gate(record) {
+            Gate::Apply => self.apply_fetched(update, shared, payload, Vec::new(), || {}),
+            Gate::Stopping => {}
+            Gate::NotTargeted(reason) => {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::NotTargeted, Some(reason), None);
+            }
+            Gate::Halted(reason) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Halted, Some(reason), None);
+            }
+            Gate::Refused(reason) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Failed, Some(reason), None);
+            }
+        }
+    }
+
+    /// Applies a verified payload, one apply at a time, and records the outcome; `after`
+    /// runs once the apply is done, before the outcome is recorded.
+    fn apply_fetched(
+        &self,
+        update: &Accepted,
+        shared: &Shared,
+        payload: crate::agent::transfer::verified::Verified,
+        sources: Vec<crate::agent::runtime::state::SourceUse>,
+        after: impl FnOnce(),
+    ) {
+        let site = &self.config.site;
+        let record = &update.record;
+        let announcement = match &update.decoded {
+            Decoded::Legacy(_) => None,
+            Decoded::Signed(announcement) => Some(announcement),
+        };
+        let _applying = shared.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // One write: the sources the payload came from, and that it is being applied.
         let now = now_ms() / 1000;
         if let Err(e) = self.store.update(&record.name, record.seq, |stored| {
             if !sources.is_empty() {
@@ -401,23 +656,25 @@ impl Agent {
         }
         let kind = health::kind_of(record);
         let context = self.apply_context();
-        let health = self.health(&context, &verified_root);
+        let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+        let mut health = self.health(&context, &verified_root);
+        // A per-update check the signed plan carries replaces the site's.
+        let plan = (record.plan.as_deref()).and_then(|text| Plan::decode(text.as_bytes()).ok());
+        let check = plan.as_ref().and_then(|plan| plan.health_check());
+        if let Some((_, Some(secs))) = check {
+            health.timeout = Duration::from_secs(secs);
+        }
         // Kept before applying (which removes the verified copy), for a later revert to it.
-        health.keep(record, fetched.payload.path());
+        health.keep(record, payload.path());
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
-        let applied = context.apply_verified(kind, &record.name, fetched.payload, announcement);
-        // Seeding waits for the apply: Transmission's check of the payload would compete
-        // with it for the CPU.
-        if let Some(torrent) = &fetched.to_seed {
-            fetcher.seed(record, torrent);
-        }
+        let applied = context.apply_verified(kind, &record.name, payload, announcement);
+        after();
         match applied {
             Ok(applied) if health::is_checked(kind) => {
                 tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied, checking: {}", applied.summary);
-                // The rollout plan's per-update check is not wired in yet: the site's runs.
-                if let Err(e) = health.after_apply(record, applied, None) {
+                if let Err(e) = health.after_apply(record, applied, check.map(|(argv, _)| argv)) {
                     tracing::error!(name = %record.name, seq = record.seq, "recording the health check failed: {}", chain(&e));
                 }
             }
@@ -427,7 +684,7 @@ impl Agent {
                     summary: applied.summary,
                     output: applied.output,
                 };
-                self.attempt_ended(update, ended, shared.retries);
+                self.attempt_ended(update, ended, &shared.retries);
             }
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
@@ -437,29 +694,143 @@ impl Agent {
                     output: e.output().map(str::to_string),
                     retry: e.may_pass_later(),
                 };
-                self.attempt_ended(update, failed, shared.retries);
+                self.attempt_ended(update, failed, &shared.retries);
             }
         }
     }
 }
 
-/// What the workers share.
-struct Shared<'a> {
-    /// One apply at a time.
-    apply_lock: &'a Mutex<()>,
-    served: &'a ServeChild,
-    peers: &'a FleetPeers,
-    retries: &'a Retries,
+/// What a rollout plan lets a node do with an update it fetched.
+enum Gate {
+    Apply,
+    NotTargeted(String),
+    Halted(String),
+    /// The plan cannot be read (a record written by hand, say): failed with the reason.
+    Refused(String),
+    Stopping,
 }
 
-fn worker(agent: &Agent, work: &Mutex<Receiver<Accepted>>, shared: &Shared<'_>) {
+/// This node's wave and what the earlier waves' members said.
+#[derive(Debug, Default)]
+struct WaveTurn {
+    /// 0-based.
+    wave: usize,
+    waves: usize,
+    targeted: usize,
+    failed: Vec<String>,
+    /// Answered, but neither applied nor failed yet.
+    unsettled: Vec<String>,
+    /// Did not answer: down, partitioned away, or not running p2pu.
+    silent: Vec<String>,
+}
+
+impl WaveTurn {
+    /// `Ok` when this wave may apply now; otherwise why not, starting `halted` when the
+    /// failure threshold is crossed (unless resumed) and `waiting` otherwise. A member that
+    /// does not answer keeps the wave waiting: a node never goes on on its own.
+    fn verdict(
+        &self,
+        plan: &Plan,
+        resumed: bool,
+        now: u64,
+        settled_since: &mut Option<u64>,
+    ) -> std::result::Result<(), String> {
+        let (k, n) = (self.wave + 1, self.waves);
+        // The first wave has nobody to wait for.
+        if self.wave == 0 {
+            return Ok(());
+        }
+        if let Some(allowed) = plan.failures_allowed(self.targeted) {
+            if self.failed.len() > allowed && !resumed {
+                return Err(format!(
+                    "halted: {} member(s) of the earlier waves failed ({}), more than the {allowed} --max-failures allows; `p2pu rollout resume` to go on",
+                    self.failed.len(),
+                    self.failed.join(", ")
+                ));
+            }
+        }
+        if !self.silent.is_empty() || !self.unsettled.is_empty() {
+            *settled_since = None;
+            let mut why = format!("waiting: wave {k} of {n}");
+            if !self.unsettled.is_empty() {
+                why.push_str(&format!("; not settled yet: {}", self.unsettled.join(", ")));
+            }
+            if !self.silent.is_empty() {
+                why.push_str(&format!("; no answer from: {}", self.silent.join(", ")));
+            }
+            return Err(why);
+        }
+        let since = *settled_since.get_or_insert(now);
+        let at = since + plan.wait_secs;
+        if now < at {
+            // Stable while it waits: the record is written when the reason changes.
+            return Err(format!(
+                "waiting: wave {k} of {n}; earlier waves settled, --wave-wait of {} s until {at} (unix seconds)",
+                plan.wait_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Fetches the rollout plans the spool waits for, keeping each one the announcement it came
+/// with verifies with, in the seed root (where the intake finds it and this node re-serves it).
+fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, String)>) {
+    use crate::formats::announcement::Announcement;
+    let site = &agent.config.site;
+    let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+    let seeds = || peers.seed_servers();
+    let fetcher = agent.fetcher("", &seeds, &verified_root);
+    while !agent.stop.load(Ordering::Relaxed) {
+        let Ok((hash, wire)) = wanted.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let Ok(announcement) = Announcement::decode(&wire) else {
+            continue;
+        };
+        let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+            Ok(trusted) => trusted,
+            Err(e) => {
+                tracing::warn!("plans: {}", chain(&e));
+                continue;
+            }
+        };
+        let accept = |bytes: &[u8]| announcement.verify(&trusted, Some(bytes)).is_ok();
+        if let Some(plan) = fetcher.find_plan(&hash, &accept) {
+            let path = intake::plan_path(&site.transmission.download_dir, &hash);
+            match crate::fsutil::write_atomic(&path, &plan, 0o644) {
+                Ok(()) => tracing::info!(%hash, "rollout plan fetched"),
+                Err(e) => tracing::warn!(%hash, "keeping the rollout plan: {}", chain(&e)),
+            }
+        }
+    }
+}
+
+/// What the workers (and the threads of updates waiting for their wave) share.
+#[derive(Clone)]
+struct Shared {
+    /// One apply at a time.
+    apply_lock: Arc<Mutex<()>>,
+    served: Arc<ServeChild>,
+    peers: Arc<FleetPeers>,
+    retries: Arc<Retries>,
+}
+
+fn worker(agent: &Arc<Agent>, work: &Mutex<Receiver<Accepted>>, shared: &Shared) {
     loop {
         let next = work.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(update) = next else {
             return;
         };
         // Asked per update: a restarted tracker may listen elsewhere (port 0 in tests).
-        agent.process(&update, shared, &shared.served.tracker_url());
+        let waiting = agent.process(&update, shared, &shared.served.tracker_url());
+        if let Some(payload) = waiting {
+            let (agent, shared) = (agent.clone(), shared.clone());
+            let name = format!("wave-{}", update.record.name);
+            spawn_named(&name, move || {
+                agent.finish_planned(&update, &shared, payload)
+            });
+        }
     }
 }
 
@@ -511,7 +882,7 @@ fn catch_up_loop(agent: &Agent, peers: &FleetPeers, nudge: &AtomicBool) {
             std::thread::sleep(Duration::from_millis(200));
             slept += Duration::from_millis(200);
         }
-        let policy = policy(&agent.config, agent.fleet);
+        let policy = policy(&agent.config, agent.fleet, &agent.node_name);
         let snapshot = heartbeat_round(agent, peers, &policy);
         match super::catchup::catch_up_with(
             agent.gossip.as_ref(),
@@ -652,7 +1023,7 @@ fn tail(text: &str, max: usize) -> String {
 }
 
 /// The intake's policy, from the site config and the node's fleet.
-pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
+pub fn policy<'a>(config: &'a Config, fleet: FleetId, node: &'a str) -> Policy<'a> {
     let agent = &config.site.agent;
     Policy {
         trusted_keys_dir: &agent.trusted_keys_dir,
@@ -662,6 +1033,8 @@ pub fn policy(config: &Config, fleet: FleetId) -> Policy<'_> {
         thresholds: intake::Thresholds::of(agent),
         max_future_ms: agent.max_future_secs.saturating_mul(1000),
         max_payload_bytes: agent.max_payload_bytes,
+        plans_dir: &config.site.transmission.download_dir,
+        node,
     }
 }
 
@@ -701,6 +1074,66 @@ fn silence(now_ms: u64, last_heard_ms: u64, limit_secs: u64) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The wave gate: a silent or unsettled earlier member keeps a wave waiting (a node never
+    /// goes on on its own), failures past --max-failures halt it unless resumed, and the
+    /// wave wait counts from when the earlier waves were first seen settled.
+    #[test]
+    fn a_wave_waits_for_the_earlier_ones_and_halts_past_max_failures() {
+        let plan = Plan {
+            waves: crate::formats::plan::parse_waves("1,50%,100%").unwrap(),
+            max_failures: Some(crate::formats::plan::parse_max_failures("1").unwrap()),
+            wait_secs: 10,
+            ..Plan::default()
+        };
+        let turn = |failed: &[&str], unsettled: &[&str], silent: &[&str]| WaveTurn {
+            wave: 2,
+            waves: 3,
+            targeted: 4,
+            failed: failed.iter().map(|s| s.to_string()).collect(),
+            unsettled: unsettled.iter().map(|s| s.to_string()).collect(),
+            silent: silent.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut since = None;
+        let why = turn(&[], &[], &["b"])
+            .verdict(&plan, false, 100, &mut since)
+            .unwrap_err();
+        assert!(
+            why.starts_with("waiting: wave 3 of 3") && why.contains("no answer from: b"),
+            "{why}"
+        );
+        let why = turn(&["a"], &["b"], &[])
+            .verdict(&plan, false, 100, &mut since)
+            .unwrap_err();
+        assert!(why.contains("not settled yet: b"), "{why}");
+        let why = turn(&["a", "b"], &[], &["c"])
+            .verdict(&plan, false, 100, &mut since)
+            .unwrap_err();
+        assert!(
+            why.starts_with("halted: 2 member(s)") && why.contains("a, b"),
+            "{why}"
+        );
+        // Resumed by the operator: the threshold no longer holds it, the wave wait still does.
+        let why = turn(&["a", "b"], &[], &[])
+            .verdict(&plan, true, 100, &mut since)
+            .unwrap_err();
+        assert!(why.contains("--wave-wait of 10 s until 110"), "{why}");
+        assert_eq!(since, Some(100));
+        assert!(turn(&["a", "b"], &[], &[])
+            .verdict(&plan, true, 110, &mut since)
+            .is_ok());
+        // Settled with one failure, which --max-failures 1 allows.
+        let mut since = Some(0);
+        assert!(turn(&["a"], &[], &[])
+            .verdict(&plan, false, 100, &mut since)
+            .is_ok());
+        // The first wave neither waits nor halts.
+        let first = WaveTurn {
+            wave: 0,
+            ..turn(&["a", "b"], &[], &["c"])
+        };
+        assert!(first.verdict(&plan, false, 100, &mut None).is_ok());
+    }
+
     #[test]
     fn silence_past_the_limit_is_reported_and_zero_never_warns() {
         assert_eq!(silence(100_000, 0, 100), None);
@@ -737,6 +1170,8 @@ mod tests {
             thresholds: intake::Thresholds::one(),
             max_future_ms: 86_400_000,
             max_payload_bytes: u64::MAX,
+            plans_dir: dir.path(),
+            node: "node-1",
         };
         let wire = |key: &SigningKey, seq: u64| {
             let draft = Draft {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// Modes of the state's files and of the directories that hold them.
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
-const SUBDIRS: [&str; 2] = ["names", "highest"];
+const SUBDIRS: [&str; 3] = ["names", "highest", "controls"];
 
 /// How many records of one name, and how many rejections, are kept.
 const HISTORY: usize = 20;
@@ -44,6 +44,13 @@ pub enum Status {
     Held,
     /// An attempt failed; another is due at the record's `next_attempt_at`.
     Retrying,
+    /// Outside its rollout plan's target: fetched and seeded for the others, never applied.
+    NotTargeted,
+    /// Fetched; its wave waits for the earlier waves (the reason says which).
+    Waiting,
+    /// Not applied and held: the rollout's failure threshold was crossed, or an operator
+    /// aborted it (the reason says which); `p2pu rollout resume` lets it go on.
+    Halted,
     /// Applied; the health check is running. Recorded before the check starts, so an agent
     /// restarted in the middle runs it again.
     Checking,
@@ -81,6 +88,9 @@ impl Status {
             Status::Checking => "checking",
             Status::Reverting => "reverting",
             Status::Reverted => "reverted",
+            Status::NotTargeted => "not-targeted",
+            Status::Waiting => "waiting",
+            Status::Halted => "halted",
         }
     }
 
@@ -89,10 +99,13 @@ impl Status {
         match self {
             Status::Applied => RolloutOutcome::Applied,
             Status::Failed | Status::Reverted => RolloutOutcome::Failed,
+            Status::Halted => RolloutOutcome::Halted,
+            Status::NotTargeted => RolloutOutcome::NotTargeted,
             Status::Pending
             | Status::Applying
             | Status::Held
             | Status::Retrying
+            | Status::Waiting
             | Status::Checking
             | Status::Reverting => RolloutOutcome::Open,
         }
@@ -105,6 +118,7 @@ impl Status {
             Status::Pending
                 | Status::Applying
                 | Status::Retrying
+                | Status::Waiting
                 | Status::Checking
                 | Status::Reverting
         )
@@ -147,6 +161,11 @@ pub struct Record {
     /// When `reverted`: the seq of the good version that was applied again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_seq: Option<u64>,
+    /// The rollout plan the announcement is bound to (canonical bencode, UTF-8 text), as
+    /// verified with it: targeting and waves are read from it, and a resumed record verifies
+    /// again with it. Absent in records of updates without a plan and from older p2pu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 impl Record {
@@ -223,8 +242,21 @@ impl Record {
             attempts: 0,
             next_attempt_at: None,
             restored_seq: None,
+            plan: None,
         }
     }
+}
+
+/// The newest operator control statement a node verified for one update (`p2pu rollout
+/// abort|resume|retry`): an older one for the same update is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSeen {
+    pub seq: u64,
+    /// `abort`, `resume` or `retry`.
+    pub action: String,
+    /// When the operator signed it (unix seconds).
+    pub issued: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +468,47 @@ impl StateStore {
         read_json(&self.name_file(name)).map(Option::unwrap_or_default)
     }
 
+    fn control_file(&self, name: &str) -> PathBuf {
+        self.dir.join("controls").join(format!("{name}.json"))
+    }
+
+    fn controls(&self, name: &str) -> Result<Vec<ControlSeen>> {
+        read_json(&self.control_file(name)).map(Option::unwrap_or_default)
+    }
+
+    /// The newest verified `abort` or `resume` (`p2pu rollout`) of (`name`, `seq`): whether
+    /// its rollout is held by the operator. A `retry` does not change that.
+    pub fn control(&self, name: &str, seq: u64) -> Result<Option<ControlSeen>> {
+        Ok(self
+            .controls(name)?
+            .into_iter()
+            .find(|c| c.seq == seq && c.action != "retry"))
+    }
+
+    /// When the newest control statement of any action for (`name`, `seq`) was issued: an
+    /// older one is a replay.
+    pub fn control_issued(&self, name: &str, seq: u64) -> Result<Option<u64>> {
+        Ok(self
+            .controls(name)?
+            .iter()
+            .filter(|c| c.seq == seq)
+            .map(|c| c.issued)
+            .max())
+    }
+
+    /// Keeps `control` as the newest of its kind (abort/resume, or retry) for its (name, seq).
+    pub fn put_control(&self, name: &str, control: ControlSeen) -> Result<()> {
+        let path = self.control_file(name);
+        let mut seen = self.controls(name)?;
+        let retry = control.action == "retry";
+        seen.retain(|c| c.seq != control.seq || (c.action == "retry") != retry);
+        seen.push(control);
+        seen.sort_by_key(|c| c.seq);
+        let excess = seen.len().saturating_sub(2 * HISTORY);
+        seen.drain(..excess);
+        write_json(&path, &seen)
+    }
+
     fn highest_file(&self, name: &str) -> PathBuf {
         self.dir.join("highest").join(format!("{name}.json"))
     }
@@ -635,6 +708,7 @@ mod tests {
             attempts: 0,
             next_attempt_at: None,
             restored_seq: None,
+            plan: None,
         }
     }
 

@@ -129,6 +129,10 @@ pub struct MemberReport {
     /// Its heartbeat freshness, as it answered; absent where not required or not answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// The operator's Serf tags (site.toml `[serf] tags`, what `submit --target` selects by);
+    /// p2pu's own `p2pu-*` tags left out.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Asks the fleet; every member appears once, answered or not.
@@ -169,6 +173,14 @@ pub fn fleet_status(
                 updates,
                 newest_age_secs,
                 heartbeat,
+                tags: m
+                    .tags
+                    .iter()
+                    .filter(|(k, _)| {
+                        !k.starts_with(crate::formats::serf_names::RESERVED_TAG_PREFIX)
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             }
         })
         .collect();

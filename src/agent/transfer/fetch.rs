@@ -160,6 +160,51 @@ impl Fetcher<'_> {
         check_metainfo(&bytes, record)
     }
 
+    /// One round over the members' seed servers for the rollout plan `/<info-hash>.plan`: each
+    /// read within a plan's size and at the floor rate, like a metainfo; the first that
+    /// `accept` takes (it verifies the announcement with it) is returned. A member serving
+    /// another plan is passed over, never believed.
+    pub fn find_plan(&self, info_hash: &str, accept: &dyn Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+        let cap = crate::formats::plan::MAX_PLAN_BYTES as u64;
+        let mut seeds = (self.seeds)();
+        shuffle(&mut seeds);
+        for seed in seeds {
+            if self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let url = format!("/{info_hash}.plan");
+            let mut response = match self.client.get(seed, &url, 0) {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::debug!(%seed, hash = %info_hash, "no plan: {}", crate::error::chain(&e));
+                    continue;
+                }
+            };
+            if response.len > cap {
+                tracing::warn!(%seed, hash = %info_hash, len = response.len, "plan refused: longer than a plan may be");
+                continue;
+            }
+            let mut guard = RateGuard::new(
+                seed,
+                self.pace.floor,
+                self.client.read_timeout,
+                self.pace.deadline(response.len),
+                0,
+                response.len,
+            );
+            match guard.read_to_end(&mut response.body, cap as usize, self.stop) {
+                Ok(bytes) if accept(&bytes) => return Some(bytes),
+                Ok(_) => {
+                    tracing::warn!(%seed, hash = %info_hash, "plan refused: the announcement does not verify with it")
+                }
+                Err(e) => {
+                    tracing::warn!(%seed, hash = %info_hash, "plan refused: {}", crate::error::chain(&e))
+                }
+            }
+        }
+        None
+    }
+
     /// The torrent to add: this node's tracker and the members' web seeds as its sources.
     fn sourced(&self, record: &Record, metainfo: &Metainfo) -> Result<Vec<u8>, FetchError> {
         let mut seeds = (self.seeds)();
@@ -1000,6 +1045,48 @@ mod tests {
             fake.dir = root.join(hash);
             fake.never_done = true;
             fake
+        }
+
+        /// A member serving another plan than the signed one (or one too long) is passed
+        /// over: the plan kept is the one the announcement verifies with.
+        #[test]
+        fn a_plan_is_taken_only_from_a_member_whose_plan_verifies() {
+            let good = b"d6:target15:tag:role=camera1:vi1ee".to_vec();
+            let liar = fake_member(None, b"d1:vi1ee".to_vec(), Payload::Fast);
+            let bloated = fake_member(None, vec![b'x'; 4096], Payload::Fast);
+            let honest = fake_member(None, good.clone(), Payload::Fast);
+            let root = tempfile::tempdir().unwrap();
+            let engine = engine(root.path(), b"", 0, false);
+            let stop = AtomicBool::new(false);
+            let seeds = move || vec![liar, bloated, honest];
+            let fetcher = Fetcher {
+                engine: &engine,
+                download_root: root.path(),
+                tracker_url: "",
+                poll: Duration::from_millis(1),
+                stop: &stop,
+                seeds: &seeds,
+                own_seed: None,
+                client: Client {
+                    bind: None,
+                    connect_timeout: Duration::from_secs(1),
+                    read_timeout: Duration::from_secs(1),
+                },
+                verified_root: &verified::root_of(&root.path().join("state")),
+                pace: brisk(),
+            };
+            let hash = "ab".repeat(20);
+            let signed = good.clone();
+            let seen = std::sync::Mutex::new(Vec::new());
+            let accept = |bytes: &[u8]| {
+                seen.lock().unwrap().push(bytes.len());
+                bytes == signed.as_slice()
+            };
+            assert_eq!(fetcher.find_plan(&hash, &accept), Some(good));
+            // The bloated one was refused on its length, before a byte of it was read.
+            assert!(!seen.lock().unwrap().contains(&4096));
+            let refuse_all = |_: &[u8]| false;
+            assert_eq!(fetcher.find_plan(&hash, &refuse_all), None);
         }
 
         #[test]

@@ -1,0 +1,503 @@
+//! Control statements: an operator's signed word on a rollout already under way (`p2pu
+//! rollout abort|resume|retry NAME`), broadcast as the Serf user event `p2pu-control` and
+//! spooled like announcements. The wire text is `p2pu-ctl1:` + unpadded URL-safe base64 of a
+//! canonical bencoded dictionary: `action`, `exp`, `fleet`, `issued`, `name`, optional `nodes`
+//! (name globs), `seq` (the update's), `sigs` (as in announcements v2: key id and Ed25519
+//! signature, sorted by key id). Signatures cover `p2pu-ctl1:` followed by the dictionary
+//! without `sigs`, so no announcement signature can pass for a control signature.
+//!
+//! Decoding is strict (unknown and duplicate keys, any non-canonical encoding refused);
+//! [`Control::verify`] counts the valid signers. Whether enough signed, whether it expired,
+//! is for this fleet or is older than the last one seen is the intake's policy.
+
+use crate::formats::announcement::{validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
+use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::keys::{KeyId, TrustedKeys};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use std::fmt;
+use std::str::FromStr;
+
+pub const WIRE_PREFIX: &str = "p2pu-ctl1:";
+/// Longer wire texts are refused before decoding (a statement with 16 globs and 6 signatures
+/// fits well within the rendered 1024-byte event limit).
+pub const MAX_WIRE_LEN: usize = 1000;
+/// The most node globs one statement names.
+pub const MAX_NODES: usize = 16;
+const KEYS: [&str; 8] = [
+    "action", "exp", "fleet", "issued", "name", "nodes", "seq", "sigs",
+];
+const SIG_ENTRY: usize = 8 + 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("control statement is {len} bytes, longer than any ({MAX_WIRE_LEN})")]
+    TooLong { len: usize },
+    #[error("control statement does not start with `{WIRE_PREFIX}`")]
+    BadPrefix,
+    #[error("control statement is not unpadded URL-safe base64")]
+    BadBase64,
+    #[error("control statement is not canonical bencode: {0}")]
+    Bencode(#[from] bencode::BencodeError),
+    #[error("control statement is not a dictionary")]
+    NotADict,
+    #[error("control statement has unknown key {key:?}")]
+    UnknownKey { key: String },
+    #[error("control statement lacks key `{key}`, or it is not {want}")]
+    BadField {
+        key: &'static str,
+        want: &'static str,
+    },
+    #[error("unknown rollout action {action:?} (want abort, resume or retry)")]
+    UnknownAction { action: String },
+    #[error("control statement `sigs` is {got} bytes: want 1 to {MAX_SIGS} entries of 72 bytes, sorted by key id")]
+    BadSigs { got: usize },
+    #[error("control statement is not canonical (key order, encoding)")]
+    NonCanonical,
+    #[error("control statement for {name:?} is signed by no trusted key with a valid signature")]
+    NoValidSigner { name: String },
+    #[error("--nodes {text:?}: {reason}")]
+    BadNodes { text: String, reason: &'static str },
+    #[error("{0}")]
+    Name(String),
+}
+
+impl crate::error::LayerError for ControlError {}
+
+use ControlError as E;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    /// Nodes that have not applied the update hold (`halted`, "aborted by operator").
+    Abort,
+    /// Halted nodes go on, past the failure threshold.
+    Resume,
+    /// Nodes where the update failed try again now.
+    Retry,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Abort => "abort",
+            Action::Resume => "resume",
+            Action::Retry => "retry",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = ControlError;
+    fn from_str(text: &str) -> Result<Action, ControlError> {
+        [Action::Abort, Action::Resume, Action::Retry]
+            .into_iter()
+            .find(|a| a.as_str() == text)
+            .ok_or_else(|| E::UnknownAction {
+                action: text.to_string(),
+            })
+    }
+}
+
+/// A control statement; call [`Control::verify`] before acting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub action: Action,
+    pub name: String,
+    /// The update's seq.
+    pub seq: u64,
+    /// When the operator signed it (unix seconds): an older one than the last seen is refused.
+    pub issued: u64,
+    pub fleet: FleetId,
+    /// Unix seconds after which no node acts on it.
+    pub expires: u64,
+    /// Node-name globs it is for; empty: every node.
+    pub nodes: Vec<String>,
+    sigs: Vec<(KeyId, [u8; 64])>,
+}
+
+/// Parses `--nodes a,cam-*`.
+pub fn parse_nodes(text: &str) -> Result<Vec<String>, ControlError> {
+    let bad = |reason| E::BadNodes {
+        text: text.to_string(),
+        reason,
+    };
+    let nodes: Vec<String> = text.split(',').map(str::to_string).collect();
+    if nodes.len() > MAX_NODES {
+        return Err(bad("more than 16 globs"));
+    }
+    if nodes.iter().any(|n| {
+        n.is_empty() || n.len() > 128 || n.chars().any(|c| c.is_control() || c.is_whitespace())
+    }) {
+        return Err(bad(
+            "an empty glob, or one with a space or a control character",
+        ));
+    }
+    Ok(nodes)
+}
+
+impl Control {
+    /// An unsigned statement; `nodes` as [`parse_nodes`] makes them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        action: Action,
+        name: &str,
+        seq: u64,
+        issued: u64,
+        fleet: FleetId,
+        expires: u64,
+        nodes: Vec<String>,
+    ) -> Result<Control, ControlError> {
+        validate_name(name).map_err(|e| E::Name(e.to_string()))?;
+        if expires > MAX_EXPIRES || i64::try_from(seq).is_err() || issued > MAX_EXPIRES {
+            return Err(E::BadField {
+                key: "exp",
+                want: "within range",
+            });
+        }
+        Ok(Control {
+            action,
+            name: name.to_string(),
+            seq,
+            issued,
+            fleet,
+            expires,
+            nodes,
+            sigs: Vec::new(),
+        })
+    }
+
+    /// Adds `signer`'s signature; one key signs once.
+    pub fn sign(&mut self, signer: &SigningKey) -> Result<(), ControlError> {
+        let kid = KeyId::of(&signer.verifying_key());
+        let sig = signer.sign(&self.signed_message()).to_bytes();
+        match self.sigs.binary_search_by_key(&kid, |(k, _)| *k) {
+            Ok(_) => Ok(()),
+            Err(_) if self.sigs.len() >= MAX_SIGS => Err(E::BadSigs {
+                got: (self.sigs.len() + 1) * SIG_ENTRY,
+            }),
+            Err(at) => {
+                self.sigs.insert(at, (kid, sig));
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether it is for the node `name`.
+    pub fn is_for(&self, name: &str) -> bool {
+        self.nodes.is_empty()
+            || self
+                .nodes
+                .iter()
+                .any(|glob| crate::formats::plan::glob_match(glob, name))
+    }
+
+    /// What the signatures cover: the prefix, then the dictionary without `sigs`.
+    fn signed_message(&self) -> Vec<u8> {
+        let mut message = WIRE_PREFIX.as_bytes().to_vec();
+        message.extend(self.bencode(false));
+        message
+    }
+
+    fn bencode(&self, with_sigs: bool) -> Vec<u8> {
+        let mut out = vec![b'd'];
+        put_bytes(&mut out, "action", self.action.as_str().as_bytes());
+        put_int(&mut out, "exp", self.expires);
+        put_bytes(&mut out, "fleet", &self.fleet.0);
+        put_int(&mut out, "issued", self.issued);
+        put_bytes(&mut out, "name", self.name.as_bytes());
+        if !self.nodes.is_empty() {
+            put_string(&mut out, b"nodes");
+            out.push(b'l');
+            for node in &self.nodes {
+                put_string(&mut out, node.as_bytes());
+            }
+            out.push(b'e');
+        }
+        put_int(&mut out, "seq", self.seq);
+        if with_sigs {
+            let sigs: Vec<u8> = self
+                .sigs
+                .iter()
+                .flat_map(|(kid, sig)| kid.0.iter().chain(sig.iter()).copied())
+                .collect();
+            put_bytes(&mut out, "sigs", &sigs);
+        }
+        out.push(b'e');
+        out
+    }
+
+    pub fn to_wire(&self) -> String {
+        format!(
+            "{WIRE_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(self.bencode(true))
+        )
+    }
+
+    /// Every signer's key id, sorted.
+    pub fn kids(&self) -> Vec<KeyId> {
+        self.sigs.iter().map(|(kid, _)| *kid).collect()
+    }
+
+    /// Parses a wire text (one trailing newline ignored); structure only.
+    pub fn decode(wire: impl AsRef<[u8]>) -> Result<Control, ControlError> {
+        let wire = wire.as_ref();
+        let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
+        if wire.len() > MAX_WIRE_LEN {
+            return Err(E::TooLong { len: wire.len() });
+        }
+        let encoded = wire
+            .strip_prefix(WIRE_PREFIX.as_bytes())
+            .ok_or(E::BadPrefix)?;
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| E::BadBase64)?;
+        let value = bencode::parse(&bytes)?;
+        let Ben::Dict(entries) = &value.kind else {
+            return Err(E::NotADict);
+        };
+        if let Some((key, _)) = entries
+            .iter()
+            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
+        {
+            return Err(E::UnknownKey {
+                key: String::from_utf8_lossy(key).into_owned(),
+            });
+        }
+        let text = |key: &'static str| -> Result<String, ControlError> {
+            value
+                .get(key)
+                .and_then(Value::as_bytes)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_string)
+                .ok_or(E::BadField {
+                    key,
+                    want: "a UTF-8 string",
+                })
+        };
+        let uint = |key: &'static str, max: u64| -> Result<u64, ControlError> {
+            value
+                .get(key)
+                .and_then(Value::as_int)
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n <= max)
+                .ok_or(E::BadField {
+                    key,
+                    want: "an integer in range",
+                })
+        };
+        let action: Action = text("action")?.parse()?;
+        let fleet = value
+            .get("fleet")
+            .and_then(Value::as_bytes)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(FleetId)
+            .ok_or(E::BadField {
+                key: "fleet",
+                want: "8 bytes",
+            })?;
+        let nodes = match value.get("nodes") {
+            None => Vec::new(),
+            Some(list) => {
+                let items = list.as_list().ok_or(E::BadField {
+                    key: "nodes",
+                    want: "a list of globs",
+                })?;
+                let nodes = items
+                    .iter()
+                    .map(|v| {
+                        v.as_bytes()
+                            .and_then(|b| std::str::from_utf8(b).ok())
+                            .map(str::to_string)
+                    })
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or(E::BadField {
+                        key: "nodes",
+                        want: "a list of globs",
+                    })?;
+                parse_nodes(&nodes.join(","))?
+            }
+        };
+        let sigs_bytes = value
+            .get("sigs")
+            .and_then(Value::as_bytes)
+            .ok_or(E::BadField {
+                key: "sigs",
+                want: "a byte string",
+            })?;
+        let count = sigs_bytes.len() / SIG_ENTRY;
+        if sigs_bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
+            return Err(E::BadSigs {
+                got: sigs_bytes.len(),
+            });
+        }
+        let mut sigs: Vec<(KeyId, [u8; 64])> = Vec::with_capacity(count);
+        for entry in sigs_bytes.chunks_exact(SIG_ENTRY) {
+            let mut kid = [0u8; 8];
+            kid.copy_from_slice(&entry[..8]);
+            let mut sig = [0u8; 64];
+            sig.copy_from_slice(&entry[8..]);
+            if sigs.last().is_some_and(|(last, _)| last.0 >= kid) {
+                return Err(E::BadSigs {
+                    got: sigs_bytes.len(),
+                });
+            }
+            sigs.push((KeyId(kid), sig));
+        }
+        let name = text("name")?;
+        validate_name(&name).map_err(|e| E::Name(e.to_string()))?;
+        let control = Control {
+            action,
+            name,
+            seq: uint("seq", i64::MAX as u64)?,
+            issued: uint("issued", MAX_EXPIRES)?,
+            fleet,
+            expires: uint("exp", MAX_EXPIRES)?,
+            nodes,
+            sigs,
+        };
+        if control.bencode(true) != bytes {
+            return Err(E::NonCanonical);
+        }
+        Ok(control)
+    }
+
+    /// The distinct trusted, unrevoked keys whose signature is valid (`verify_strict`); an
+    /// error when there is none.
+    pub fn verify(&self, trusted: &TrustedKeys) -> Result<Vec<KeyId>, ControlError> {
+        let message = self.signed_message();
+        let valid: Vec<KeyId> = self
+            .sigs
+            .iter()
+            .filter(|(kid, sig)| {
+                trusted.get(kid).is_some_and(|signer| {
+                    signer
+                        .key
+                        .key
+                        .verify_strict(&message, &Signature::from_bytes(sig))
+                        .is_ok()
+                })
+            })
+            .map(|(kid, _)| *kid)
+            .collect();
+        if valid.is_empty() {
+            return Err(E::NoValidSigner {
+                name: self.name.clone(),
+            });
+        }
+        Ok(valid)
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(bytes);
+}
+
+fn put_bytes(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    put_string(out, key.as_bytes());
+    put_string(out, value);
+}
+
+fn put_int(out: &mut Vec<u8>, key: &str, value: u64) {
+    put_string(out, key.as_bytes());
+    out.extend_from_slice(format!("i{value}e").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn statement(action: Action, nodes: &str) -> Control {
+        let nodes = if nodes.is_empty() {
+            Vec::new()
+        } else {
+            parse_nodes(nodes).unwrap()
+        };
+        let mut c = Control::new(
+            action,
+            "site.pp",
+            1_700_000_000_000,
+            1_700_000_100,
+            FleetId([0x42; 8]),
+            1_700_086_500,
+            nodes,
+        )
+        .unwrap();
+        c.sign(&key(1)).unwrap();
+        c
+    }
+
+    fn wire(bencode: &[u8]) -> String {
+        format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(bencode))
+    }
+
+    #[test]
+    fn round_trip_verify_and_vector() {
+        let c = statement(Action::Retry, "cam-*,door-1");
+        let text = c.to_wire();
+        let back = Control::decode(&text).unwrap();
+        assert_eq!(back, c);
+        let trusted = TrustedKeys::from_keys([key(1).verifying_key()]);
+        assert_eq!(back.verify(&trusted).unwrap().len(), 1);
+        assert!(back.is_for("cam-7") && back.is_for("door-1") && !back.is_for("door-2"));
+        assert!(statement(Action::Abort, "").is_for("anything"));
+        let vector = include_str!("../../tests/vectors/control/retry.wire");
+        assert_eq!(text, vector.trim_end());
+        assert!(text.len() + super::super::serf_names::CONTROL_EVENT.len() <= 482);
+    }
+
+    #[test]
+    fn forged_and_rebound_statements_do_not_verify() {
+        let c = statement(Action::Abort, "");
+        let trusted = TrustedKeys::from_keys([key(1).verifying_key()]);
+        assert!(c
+            .verify(&TrustedKeys::from_keys([key(2).verifying_key()]))
+            .is_err());
+        // The same signature on another action or another update.
+        let mut resumed = c.clone();
+        resumed.action = Action::Resume;
+        assert!(resumed.verify(&trusted).is_err());
+        let mut other = c.clone();
+        other.seq += 1;
+        assert!(other.verify(&trusted).is_err());
+    }
+
+    #[test]
+    fn strict_decoding() {
+        let good = statement(Action::Resume, "").bencode(true);
+        let mutate = |from: &[u8], to: &[u8]| {
+            let mut bytes = good.clone();
+            let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+            bytes.splice(at..at + from.len(), to.iter().copied());
+            Control::decode(wire(&bytes)).unwrap_err()
+        };
+        assert!(matches!(
+            mutate(b"6:action", b"4:aaaai1e6:action"),
+            E::UnknownKey { key } if key == "aaaa"
+        ));
+        assert!(matches!(
+            mutate(b"6:resume", b"6:unpack"),
+            E::UnknownAction { .. }
+        ));
+        assert!(matches!(mutate(b"3:seq", b"3:seq3:seqi1e"), E::Bencode(_)));
+        assert!(matches!(mutate(b"3:seqi", b"3:seqi0"), E::Bencode(_)));
+        assert!(matches!(Control::decode("p2pu2:abc"), Err(E::BadPrefix)));
+        assert!(matches!(
+            Control::decode(format!("{WIRE_PREFIX}{}", "A".repeat(MAX_WIRE_LEN))),
+            Err(E::TooLong { .. })
+        ));
+        assert!(matches!(Control::decode("p2pu-ctl1:*"), Err(E::BadBase64)));
+        assert!(parse_nodes("a,,b").is_err());
+        assert!(parse_nodes("a b").is_err());
+    }
+}
