@@ -40,6 +40,34 @@ fn cause_of(error: &PuppetError) -> String {
     error.cause().unwrap_or_else(|| crate::error::chain(error))
 }
 
+/// The payload must exist before anything else is looked at: a mistyped path is the likeliest
+/// mistake, and it is refused before any secret is read or engine touched.
+pub fn check_source(source: &Path) -> Result<()> {
+    match source.metadata() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
+            "{}: no such file or directory; give the file or directory to send",
+            source.display()
+        ))),
+        Err(e) => Err(Error::io("inspecting the payload", source)(e)),
+    }
+}
+
+/// [`check`] where it applies, for `submit` and `event sendfile` alike: manifests (also at the
+/// top of a `dir`) go through Puppet's parser, `applier` is asked for only then; a module
+/// archive must name itself in its metadata; other kinds have nothing to check here.
+pub fn check_kind(
+    source: &Path,
+    kind: Kind,
+    applier: impl FnOnce() -> Result<std::sync::Arc<dyn Applier>>,
+) -> Result<()> {
+    match kind {
+        Kind::Manifest | Kind::Dir => check(source, kind, applier()?.as_ref()),
+        Kind::Module => Ok(kind::module_metadata(source).map(drop)?),
+        Kind::Archive | Kind::Key | Kind::File => Ok(()),
+    }
+}
+
 /// Refuses, before anything is seeded or broadcast, a payload every node would fail to apply:
 /// a manifest `puppet parser validate` rejects (Puppet's first `Error:` line and its file:line
 /// in the error), a module archive without a `<top>/metadata.json` naming it and its version;

@@ -73,13 +73,19 @@ impl Event {
         let (request, json) = match self.action {
             Action::Talkto { node } => (Request::TalkTo { node }, false),
             Action::Sendfile { path } => {
+                let source = env.resolve(&path);
+                crate::publish::check_source(&source)?;
                 let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
+                // What every peer would fail on is refused before anything is seeded or sent,
+                // as `submit` refuses it.
+                let kind = crate::agent::apply::kind::detect(&source)?;
+                crate::publish::check_kind(&source, kind, || env.engines.applier(&config))?;
                 let engine = env.engines.torrent(&config)?;
                 let seq = env.unix_now_ms();
                 let submitted = prepare(
                     &config,
-                    &env.resolve(&path),
-                    None,
+                    &source,
+                    Some(kind),
                     None,
                     seq,
                     seq / 1000,
@@ -239,7 +245,11 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("site.pp"), "notice('hi')\n").unwrap();
         let torrent = std::sync::Arc::new(crate::engines::fake::FakeTorrent::default());
-        let engines = crate::engines::clients::Engines::fakes().torrent_engine(torrent.clone());
+        let engines = crate::engines::clients::Engines::fakes()
+            .torrent_engine(torrent.clone())
+            .applier_engine(std::sync::Arc::new(
+                crate::engines::fake::FakeApplier::default(),
+            ));
         let args = [
             "event",
             "--config",
@@ -259,5 +269,42 @@ mod tests {
             err.starts_with("error: no p2pu nat-client is running"),
             "{err}"
         );
+    }
+    /// What every peer would fail on is refused as `submit` refuses it: nothing is seeded and
+    /// the client is never asked.
+    #[test]
+    fn sendfile_refuses_a_manifest_puppet_rejects_and_a_missing_path_before_any_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("site.toml"), "").unwrap();
+        std::fs::write(dir.path().join("site.pp"), "file { '/x':\n").unwrap();
+        let torrent = std::sync::Arc::new(crate::engines::fake::FakeTorrent::default());
+        let applier = crate::engines::fake::FakeApplier {
+            fail_with: Some("Error: Could not parse for environment production: Syntax error at end of input (site.pp:2)".into()),
+            ..crate::engines::fake::FakeApplier::default()
+        };
+        let engines = crate::engines::clients::Engines::fakes()
+            .torrent_engine(torrent.clone())
+            .applier_engine(std::sync::Arc::new(applier));
+        let run = |path: &str| {
+            let args = [
+                "event",
+                "--config",
+                "site.toml",
+                "--socket",
+                "control.sock",
+                "sendfile",
+                path,
+            ];
+            crate::cmd::testing::Run::new(dir.path())
+                .engines(engines.clone())
+                .run(&args)
+        };
+        let (code, out, err) = run("site.pp");
+        assert_eq!((code, out.as_str()), (1, ""), "{err}");
+        assert!(err.contains("`puppet parser validate` rejects it"), "{err}");
+        let (code, _, err) = run("nope.pp");
+        assert_eq!(code, 1);
+        assert!(err.contains("nope.pp: no such file or directory"), "{err}");
+        assert!(torrent.added().is_empty());
     }
 }

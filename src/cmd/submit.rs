@@ -103,9 +103,33 @@ pub struct Submit {
     /// Wait this long after the earlier waves settled before a wave applies (`90`, `5m`, `1h`).
     #[arg(long, value_name = "DURATION")]
     wave_wait: Option<String>,
+    /// Run this check after the update instead of the site's `agent.health_check`, signed
+    /// with it: words split on spaces, no shell, the first an absolute path
+    /// (`"/usr/local/bin/check --camera"`). A failure reverts the node to the last good version.
+    #[arg(long, value_name = "COMMAND")]
+    health_check: Option<String>,
+    /// How long the --health-check may run before it is killed and has failed (seconds).
+    #[arg(long, value_name = "SECS", requires = "health_check")]
+    health_check_timeout: Option<u64>,
 }
 
 impl Submit {
+    /// `--health-check` as an argument vector: run without a shell, so its program must be an
+    /// absolute path.
+    fn check_argv(&self) -> Result<Vec<String>> {
+        let Some(text) = &self.health_check else {
+            return Ok(Vec::new());
+        };
+        let argv: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        match argv.first() {
+            Some(program) if program.starts_with('/') => Ok(argv),
+            _ => Err(Error::Usage(format!(
+                "--health-check {text:?}: give the check's absolute path first, then its \
+                 arguments (it runs without a shell)"
+            ))),
+        }
+    }
+
     /// The rollout plan the flags describe; a bad value is refused naming its flag, before any
     /// engine is touched.
     fn plan(&self) -> Result<crate::formats::plan::Plan> {
@@ -135,7 +159,8 @@ impl Submit {
                 .map(plan::parse_wait)
                 .transpose()?
                 .unwrap_or(0),
-            ..Plan::default()
+            check: self.check_argv()?,
+            check_timeout: self.health_check_timeout,
         };
         plan.validate()?;
         Ok(plan)
@@ -218,7 +243,7 @@ impl Submit {
             Some(path) => {
                 // Before anything that reads secrets: a mistyped path is the likeliest mistake.
                 let source = env.resolve(path);
-                check_source(&source)?;
+                crate::publish::check_source(&source)?;
                 let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
                 let kind = match self.kind {
                     Some(kind) => kind,
@@ -226,14 +251,13 @@ impl Submit {
                 };
                 // Every node would fail on these: refuse them before Transmission or Serf is
                 // touched.
-                if matches!(kind, Kind::Manifest | Kind::Dir) || self.noop {
+                crate::publish::check_kind(&source, kind, || env.engines.applier(&config))?;
+                if self.noop {
                     let applier = env.engines.applier(&config)?;
-                    crate::publish::check(&source, kind, applier.as_ref())?;
-                    if self.noop {
-                        return self.show_noop(env, &source, kind, applier.as_ref());
+                    if kind == Kind::Module {
+                        crate::publish::check(&source, kind, applier.as_ref())?;
                     }
-                } else if kind == Kind::Module {
-                    crate::agent::apply::kind::module_metadata(&source)?;
+                    return self.show_noop(env, &source, kind, applier.as_ref());
                 }
                 let now_ms = env.unix_now_ms();
                 let seq = self.seq.unwrap_or(now_ms);
@@ -383,18 +407,6 @@ fn combine(env: &Env, files: &[PathBuf]) -> Result<Announcement> {
         }
     }
     combined.ok_or_else(|| Error::Usage("--with-sig needs at least one file".into()))
-}
-
-/// The payload must exist before anything else is looked at.
-fn check_source(source: &Path) -> Result<()> {
-    match source.metadata() {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
-            "{}: no such file or directory; give the file or directory to send",
-            source.display()
-        ))),
-        Err(e) => Err(Error::io("inspecting the payload", source)(e)),
-    }
 }
 
 /// How a rollout ended, and when not applied everywhere, what went wrong and what to do.
@@ -773,6 +785,7 @@ mod tests {
             ("--waves", "50%,10%,100%"),
             ("--max-failures", "1.5"),
             ("--wave-wait", "5d"),
+            ("--health-check", "check --camera"),
         ] {
             let node = node(FakeGossip::default());
             let (code, out, err) = node.submit(&[flag, value]);
@@ -788,7 +801,16 @@ mod tests {
     #[test]
     fn a_targeted_update_writes_its_plan_and_signs_it() {
         let node = node(FakeGossip::default());
-        let (code, _, err) = node.submit(&["--target", "role=camera", "--waves", "1,100%"]);
+        let (code, _, err) = node.submit(&[
+            "--target",
+            "role=camera",
+            "--waves",
+            "1,100%",
+            "--health-check",
+            "/usr/local/bin/check --camera",
+            "--health-check-timeout",
+            "30",
+        ]);
         assert_eq!(code, 0, "{err}");
         let events = node.gossip.events();
         let (event, wire, _) = &events[0];
@@ -799,6 +821,13 @@ mod tests {
         let plan =
             std::fs::read(download.join(format!("{}.plan", hex::encode(a.info_hash())))).unwrap();
         let plan = crate::formats::plan::Plan::decode(&plan).unwrap();
+        assert_eq!(
+            plan.health_check(),
+            Some((
+                &["/usr/local/bin/check".to_string(), "--camera".to_string()][..],
+                Some(30)
+            ))
+        );
         assert_eq!(plan.target.unwrap().to_text(), "tag:role=camera");
     }
 

@@ -12,7 +12,7 @@ use super::announcement::{
     add_sig, decode_sigs, encode_sigs, merge_sig, put_bytes, put_int, put_string, valid_signers,
     AnnouncementError, FleetId, Kind, MAX_EXPIRES, MAX_SIGS,
 };
-use super::bencode;
+use super::document::{DocumentError, Envelope};
 use super::plan::glob_match;
 use crate::keys::KeyId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,33 +28,23 @@ pub const MAX_ENTRY_LEN: usize = 128;
 /// The longest statement text: 3 full lists of long entries and [`MAX_SIGS`] signatures.
 pub const MAX_TEXT_LEN: usize = 16 * 1024;
 
-const KEYS: [&str; 8] = [
-    "exp", "fleet", "key", "kinds", "names", "sigs", "targets", "v",
-];
+const ENVELOPE: Envelope = Envelope {
+    prefix: PREFIX,
+    max_len: MAX_TEXT_LEN,
+    keys: &[
+        "exp", "fleet", "key", "kinds", "names", "sigs", "targets", "v",
+    ],
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DelegationError {
-    #[error("key statement does not start with `{PREFIX}`")]
-    BadPrefix,
-    #[error("key statement is {len} bytes, longer than {MAX_TEXT_LEN}")]
-    TooLong { len: usize },
-    #[error("key statement is not unpadded URL-safe base64")]
-    BadBase64(#[source] base64::DecodeError),
-    #[error("key statement is not canonical bencode")]
-    Bencode(#[source] bencode::BencodeError),
-    #[error("key statement is not a dictionary")]
-    NotADict,
-    #[error("key statement has unknown key {key:?}")]
-    UnknownKey { key: String },
-    #[error("key statement lacks key `{key}`")]
-    MissingKey { key: &'static str },
+    #[error("key statement {0}")]
+    Document(#[from] DocumentError),
     #[error("key statement `{key}` is not {want}")]
     Wrong {
         key: &'static str,
         want: &'static str,
     },
-    #[error("key statement version is {got}, this p2pu reads version 1")]
-    UnsupportedVersion { got: i64 },
     #[error("key statement `{key}` entry {entry:?}: {why}")]
     BadEntry {
         key: &'static str,
@@ -320,47 +310,10 @@ impl Delegation {
 
     /// Parses a statement's text (one trailing newline allowed). Structure only.
     pub fn decode(text: &[u8]) -> Result<Delegation, DelegationError> {
-        let text = text.strip_suffix(b"\n").unwrap_or(text);
-        if text.len() > MAX_TEXT_LEN {
-            return Err(E::TooLong { len: text.len() });
-        }
-        let encoded = text.strip_prefix(PREFIX.as_bytes()).ok_or(E::BadPrefix)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(E::BadBase64)?;
-        let value = bencode::parse(&bytes).map_err(E::Bencode)?;
-        let bencode::Kind::Dict(entries) = &value.kind else {
-            return Err(E::NotADict);
-        };
-        match value.get("v").map(|v| v.as_int()) {
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-            Some(None) => {
-                return Err(E::Wrong {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            None => return Err(E::MissingKey { key: "v" }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            let key = String::from_utf8_lossy(key).into_owned();
-            return Err(E::UnknownKey { key });
-        }
-        let get = |key: &'static str| value.get(key).ok_or(E::MissingKey { key });
-        let bytes_of = |key: &'static str| {
-            get(key)?.as_bytes().ok_or(E::Wrong {
-                key,
-                want: "a byte string",
-            })
-        };
+        let bytes = ENVELOPE.bytes(text)?;
+        let fields = ENVELOPE.open(&bytes)?;
         let texts = |key: &'static str| -> Result<Vec<String>, E> {
-            let list = get(key)?.as_list().ok_or(E::Wrong {
-                key,
-                want: "a list",
-            })?;
-            list.iter()
+            (fields.list(key)?.iter())
                 .map(|item| {
                     let b = item.as_bytes().ok_or(E::Wrong {
                         key,
@@ -374,19 +327,10 @@ impl Delegation {
                 })
                 .collect()
         };
-        let key = <[u8; 32]>::try_from(bytes_of("key")?).map_err(|_| E::BadKey)?;
+        let key = <[u8; 32]>::try_from(fields.bytes("key")?).map_err(|_| E::BadKey)?;
         let key = VerifyingKey::from_bytes(&key).map_err(|_| E::BadKey)?;
-        let fleet = <[u8; 8]>::try_from(bytes_of("fleet")?).map_err(|_| E::Wrong {
-            key: "fleet",
-            want: "8 bytes",
-        })?;
-        let expires = get("exp")?
-            .as_int()
-            .and_then(|e| u64::try_from(e).ok())
-            .ok_or(E::Wrong {
-                key: "exp",
-                want: "unix seconds up to 9999999999",
-            })?;
+        let fleet = fields.fixed("fleet", "8 bytes")?;
+        let expires = fields.uint("exp", "unix seconds up to 9999999999")?;
         let kinds = texts("kinds")?
             .into_iter()
             .map(|k| {
@@ -404,7 +348,7 @@ impl Delegation {
             targets: texts("targets")?,
             fleet: FleetId(fleet),
             expires,
-            sigs: decode_sigs(bytes_of("sigs")?, MAX_SIGS).map_err(E::Sigs)?,
+            sigs: decode_sigs(fields.bytes("sigs")?, MAX_SIGS).map_err(E::Sigs)?,
         };
         d.validate()?;
         if d.to_bencode() != bytes {
@@ -517,7 +461,10 @@ mod tests {
         let d = signed(&[]);
         let unknown = mutated(&d, b"3:key", b"3:kez");
         assert!(
-            matches!(unknown, E::Bencode(_) | E::UnknownKey { .. }),
+            matches!(
+                unknown,
+                E::Document(DocumentError::Bencode(_) | DocumentError::UnknownKey { .. })
+            ),
             "{unknown}"
         );
         // Unsorted list entries.
@@ -528,7 +475,10 @@ mod tests {
         assert!(twice.to_string().contains("sorted lists"), "{twice}");
         let version = mutated(&d, b"1:vi1e", b"1:vi2e");
         assert!(
-            matches!(version, E::UnsupportedVersion { got: 2 }),
+            matches!(
+                version,
+                E::Document(DocumentError::UnsupportedVersion { got: 2 })
+            ),
             "{version}"
         );
         let key_kind = mutated(&d, b"4:file", b"3:key");
@@ -543,7 +493,10 @@ mod tests {
                 .unwrap_err()
         };
         assert!(
-            matches!(no_sigs, E::MissingKey { key: "sigs" }),
+            matches!(
+                no_sigs,
+                E::Document(DocumentError::MissingKey { key: "sigs" })
+            ),
             "{no_sigs}"
         );
         for bad in [

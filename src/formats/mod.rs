@@ -6,6 +6,7 @@ pub mod announcement;
 pub mod bencode;
 pub mod control;
 pub mod delegation;
+pub mod document;
 pub mod heartbeat;
 pub mod legacy;
 pub mod plan;

@@ -12,7 +12,7 @@ use super::announcement::{
     add_sig, decode_sigs, encode_sigs, merge_sig, put_bytes, put_int, put_string, valid_signers,
     AnnouncementError, FleetId, MAX_EXPIRES,
 };
-use super::bencode;
+use super::document::{DocumentError, Envelope};
 use crate::keys::KeyId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -35,31 +35,21 @@ pub const MAX_CHAIN_BYTES: u64 = (MAX_CHAIN * (MAX_TEXT_LEN + 1)) as u64;
 /// what every node, however far behind, is offered.
 pub const ROOT_NAME: &str = "p2pu-root";
 
-const KEYS: [&str; 7] = ["exp", "fleet", "keys", "sigs", "threshold", "v", "version"];
+const ENVELOPE: Envelope = Envelope {
+    prefix: PREFIX,
+    max_len: MAX_TEXT_LEN,
+    keys: &["exp", "fleet", "keys", "sigs", "threshold", "v", "version"],
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
-    #[error("root document does not start with `{PREFIX}`")]
-    BadPrefix,
-    #[error("root document is {len} bytes, longer than {MAX_TEXT_LEN}")]
-    TooLong { len: usize },
-    #[error("root document is not unpadded URL-safe base64")]
-    BadBase64(#[source] base64::DecodeError),
-    #[error("root document is not canonical bencode")]
-    Bencode(#[source] bencode::BencodeError),
-    #[error("root document is not a dictionary")]
-    NotADict,
-    #[error("root document has unknown key {key:?}")]
-    UnknownKey { key: String },
-    #[error("root document lacks key `{key}`")]
-    MissingKey { key: &'static str },
+    #[error("root document {0}")]
+    Document(#[from] DocumentError),
     #[error("root document `{key}` is not {want}")]
     Wrong {
         key: &'static str,
         want: &'static str,
     },
-    #[error("root document format is {got}, this p2pu reads 1")]
-    UnsupportedVersion { got: i64 },
     #[error("root document signatures")]
     Sigs(#[source] AnnouncementError),
     #[error("root chain: {0}")]
@@ -272,58 +262,14 @@ impl RootDoc {
 
     /// Parses one document's text (one trailing newline allowed). Structure only.
     pub fn decode(text: &[u8]) -> Result<RootDoc, RootError> {
-        let text = text.strip_suffix(b"\n").unwrap_or(text);
-        if text.len() > MAX_TEXT_LEN {
-            return Err(E::TooLong { len: text.len() });
-        }
-        let encoded = text.strip_prefix(PREFIX.as_bytes()).ok_or(E::BadPrefix)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(E::BadBase64)?;
-        let value = bencode::parse(&bytes).map_err(E::Bencode)?;
-        let bencode::Kind::Dict(entries) = &value.kind else {
-            return Err(E::NotADict);
-        };
-        match value.get("v").map(|v| v.as_int()) {
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-            Some(None) => {
-                return Err(E::Wrong {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            None => return Err(E::MissingKey { key: "v" }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            let key = String::from_utf8_lossy(key).into_owned();
-            return Err(E::UnknownKey { key });
-        }
-        let get = |key: &'static str| value.get(key).ok_or(E::MissingKey { key });
-        let uint = |key: &'static str| {
-            get(key)?
-                .as_int()
-                .and_then(|i| u64::try_from(i).ok())
-                .ok_or(E::Wrong {
-                    key,
-                    want: "a non-negative integer",
-                })
-        };
-        let bytes_of = |key: &'static str| {
-            get(key)?.as_bytes().ok_or(E::Wrong {
-                key,
-                want: "a byte string",
-            })
-        };
+        let bytes = ENVELOPE.bytes(text)?;
+        let fields = ENVELOPE.open(&bytes)?;
+        let uint = |key: &'static str| fields.uint(key, "a non-negative integer");
         let want_keys = E::Wrong {
             key: "keys",
             want: "a list of 32-byte Ed25519 public keys",
         };
-        let list = get("keys")?.as_list().ok_or(E::Wrong {
-            key: "keys",
-            want: "a list",
-        })?;
+        let list = fields.list("keys")?;
         let mut keys = Vec::with_capacity(list.len());
         for item in list {
             let raw = item
@@ -335,17 +281,14 @@ impl RootDoc {
                 None => return Err(want_keys),
             }
         }
-        let fleet = <[u8; 8]>::try_from(bytes_of("fleet")?).map_err(|_| E::Wrong {
-            key: "fleet",
-            want: "8 bytes",
-        })?;
+        let fleet = fields.fixed("fleet", "8 bytes")?;
         let doc = RootDoc {
             version: uint("version")?,
             keys,
             threshold: uint("threshold")?,
             fleet: FleetId(fleet),
             expires: uint("exp")?,
-            sigs: decode_sigs(bytes_of("sigs")?, MAX_SIGS).map_err(E::Sigs)?,
+            sigs: decode_sigs(fields.bytes("sigs")?, MAX_SIGS).map_err(E::Sigs)?,
         };
         doc.validate()?;
         if doc.to_bencode() != bytes {
@@ -483,11 +426,11 @@ mod tests {
         ));
         assert!(matches!(
             redo(b"1:vi1e", b"1:vi2e"),
-            E::UnsupportedVersion { got: 2 }
+            E::Document(DocumentError::UnsupportedVersion { got: 2 })
         ));
         assert!(matches!(
             redo(b"4:keys", b"4:kez_"),
-            E::Bencode(_) | E::UnknownKey { .. }
+            E::Document(DocumentError::Bencode(_) | DocumentError::UnknownKey { .. })
         ));
         // The keys in the other order.
         let (a, b) = (d.keys()[0].to_bytes(), d.keys()[1].to_bytes());

@@ -29,4 +29,6 @@ type P2pu::Agent = Struct[{
   Optional['thresholds']                   => Array[Struct[{ 'names' => String[1], 'k' => Integer[1, 6] }]],
   Optional['health_check']                 => Array[String[1]],
   Optional['health_check_timeout_secs']    => Integer[1, 3600],
+  Optional['heartbeat_window_secs']        => Integer[0],
+  Optional['heartbeat_interval_secs']      => Integer[0],
 }]
