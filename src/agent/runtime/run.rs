@@ -673,7 +673,11 @@ impl Agent {
         after();
         match applied {
             Ok(applied) if health::is_checked(kind) => {
-                tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied, checking: {}", applied.summary);
+                // One `applied:` line per apply, whether or not a check follows: the journal
+                // is what operators (and the booted-fleet tests) count applies by.
+                let checked = check.is_some() || !site.agent.health_check.is_empty();
+                let then = if checked { ", checking" } else { "" };
+                tracing::info!(name = %record.name, seq = record.seq, kind = kind.as_str(), "applied: {}{then}", applied.summary);
                 if let Err(e) = health.after_apply(record, applied, check.map(|(argv, _)| argv)) {
                     tracing::error!(name = %record.name, seq = record.seq, "recording the health check failed: {}", chain(&e));
                 }
