@@ -11,7 +11,7 @@
 //! checked: a key update changes only the trusted keys (reverting it would undo a revocation),
 //! and a `file` is kept under its own seq and replaces nothing.
 
-use super::state::{Lineage, Record, RecordKind, StateStore, Status};
+use super::state::{tail, Lineage, Record, RecordKind, StateStore, Status, OUTPUT_IN_RECORD};
 use super::Result;
 use crate::agent::apply::check::{run_check, CheckResult};
 use crate::agent::apply::good::GoodStore;
@@ -82,7 +82,7 @@ impl HealthCheck<'_> {
             stored.settle(
                 Status::Checking,
                 Some(applied.summary.clone()),
-                Some(applied.output.clone()),
+                Some(tail(&applied.output, OUTPUT_IN_RECORD)),
                 now,
             );
         })?;
@@ -133,6 +133,7 @@ impl HealthCheck<'_> {
             let now = (self.now)();
             let stored = self.store.update(&record.name, record.seq, |stored| {
                 stored.attempts = stored.attempts.saturating_add(1);
+                let output = tail(&output, OUTPUT_IN_RECORD);
                 stored.settle(Status::Applied, Some(apply_summary), Some(output), now);
             })?;
             // Only now is it the last good version: the older ones are not needed any more.
@@ -266,7 +267,12 @@ impl HealthCheck<'_> {
         self.store.update(&record.name, record.seq, |stored| {
             stored.attempts = stored.attempts.saturating_add(1);
             stored.restored_seq = restored;
-            stored.settle(status, Some(reason), Some(tail(&output, 4000)), now);
+            stored.settle(
+                status,
+                Some(reason),
+                Some(tail(&output, OUTPUT_IN_RECORD)),
+                now,
+            );
         })
     }
 }
@@ -283,16 +289,6 @@ fn failure_reason(result: &CheckResult) -> String {
         Some(line) => format!("{}: {line}", result.summary),
         None => result.summary.clone(),
     }
-}
-
-/// The last `max` bytes of `text`, on a character boundary.
-fn tail(text: &str, max: usize) -> String {
-    let text = text.trim_end();
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_string()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::heartbeat;
 use super::intake::{self, Accepted, Decoded, Policy};
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
-use super::state::{Record, StateStore, Status};
+use super::state::{tail, Record, StateStore, Status, OUTPUT_IN_RECORD};
 use super::status::NodeStatus;
 use super::supervise::{ServeChild, ServeSpec};
 use super::{Result, RuntimeError};
@@ -251,7 +251,7 @@ impl Agent {
         reason: Option<String>,
         output: Option<String>,
     ) {
-        let trimmed = output.map(|o| tail(&o, 4000));
+        let trimmed = output.map(|o| tail(&o, OUTPUT_IN_RECORD));
         match self.store.set_status(
             &record.name,
             record.seq,
@@ -277,12 +277,12 @@ impl Agent {
                 retry,
             } => Ended::Failed {
                 reason,
-                output: output.map(|o| tail(&o, 4000)),
+                output: output.map(|o| tail(&o, OUTPUT_IN_RECORD)),
                 retry,
             },
             Ended::Applied { summary, output } => Ended::Applied {
                 summary,
-                output: tail(&output, 4000),
+                output: tail(&output, OUTPUT_IN_RECORD),
             },
         };
         let policy = RetryPolicy::from_config(&self.config.site.agent);
@@ -1014,16 +1014,6 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = spawned {
         tracing::error!("starting thread {name}: {e}");
     }
-}
-
-/// The last `max` bytes of `text`, on a character boundary.
-fn tail(text: &str, max: usize) -> String {
-    let text = text.trim();
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_string()
 }
 
 /// The intake's policy, from the site config and the node's fleet.

@@ -31,6 +31,21 @@ const SUBDIRS: [&str; 3] = ["names", "highest", "controls"];
 const HISTORY: usize = 20;
 const REJECTIONS: usize = 100;
 
+/// The most of an update's output (Puppet's, a health check's) a record keeps: its end, where
+/// the errors are.
+pub const OUTPUT_IN_RECORD: usize = 4000;
+
+/// The last `max` bytes of `text`, trimmed, on a character boundary: what a record keeps of
+/// an output.
+pub fn tail(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
