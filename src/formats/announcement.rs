@@ -710,6 +710,25 @@ pub(crate) fn add_sig(
     merge_sig(sigs, kid, sig, max)
 }
 
+/// Takes `other`'s signatures into `sigs` when both sign the same bytes (`--with-sig`);
+/// `what` names the two documents in the error.
+pub(crate) fn combine_sigs(
+    (sigs, signed): (&mut Vec<(KeyId, [u8; 64])>, &[u8]),
+    (other, other_signed): (&[(KeyId, [u8; 64])], &[u8]),
+    what: &str,
+    max: usize,
+) -> Result<(), AnnouncementError> {
+    if signed != other_signed {
+        return Err(E::CannotCombine {
+            what: format!("the {what} differ in what they sign"),
+        });
+    }
+    for (kid, sig) in other {
+        merge_sig(sigs, *kid, *sig, max)?;
+    }
+    Ok(())
+}
+
 /// Inserts one (key id, signature) entry in key-id order; a key already there is kept.
 pub(crate) fn merge_sig(
     sigs: &mut Vec<(KeyId, [u8; 64])>,

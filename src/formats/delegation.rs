@@ -9,7 +9,7 @@
 //! decide. See docs/wire-delegation.md.
 
 use super::announcement::{
-    add_sig, decode_sigs, encode_sigs, merge_sig, put_bytes, put_int, put_string, valid_signers,
+    add_sig, combine_sigs, decode_sigs, encode_sigs, put_bytes, put_int, put_string, valid_signers,
     AnnouncementError, FleetId, Kind, MAX_EXPIRES, MAX_SIGS,
 };
 use super::document::{DocumentError, Envelope};
@@ -252,15 +252,14 @@ impl Delegation {
 
     /// Takes the signatures of `other`, which must state the same (`--with-sig`).
     pub fn combine(&mut self, other: &Delegation) -> Result<(), DelegationError> {
-        if self.signed_bytes() != other.signed_bytes() {
-            return Err(E::Sigs(AnnouncementError::CannotCombine {
-                what: "the key statements differ in what they sign".into(),
-            }));
-        }
-        for (kid, sig) in &other.sigs {
-            merge_sig(&mut self.sigs, *kid, *sig, MAX_SIGS).map_err(E::Sigs)?;
-        }
-        Ok(())
+        let (signed, other_signed) = (self.signed_bytes(), other.signed_bytes());
+        combine_sigs(
+            (&mut self.sigs, &signed),
+            (&other.sigs, &other_signed),
+            "key statements",
+            MAX_SIGS,
+        )
+        .map_err(E::Sigs)
     }
 
     /// The distinct keys `key_of` knows whose signature is valid.

@@ -9,7 +9,7 @@
 //! docs/wire-root.md.
 
 use super::announcement::{
-    add_sig, decode_sigs, encode_sigs, merge_sig, put_bytes, put_int, put_string, valid_signers,
+    add_sig, combine_sigs, decode_sigs, encode_sigs, put_bytes, put_int, put_string, valid_signers,
     AnnouncementError, FleetId, MAX_EXPIRES,
 };
 use super::document::{DocumentError, Envelope};
@@ -170,15 +170,14 @@ impl RootDoc {
 
     /// Takes the signatures of `other`, which must be the same document.
     pub fn combine(&mut self, other: &RootDoc) -> Result<(), RootError> {
-        if self.signed_bytes() != other.signed_bytes() {
-            return Err(E::Sigs(AnnouncementError::CannotCombine {
-                what: "the root documents differ in what they sign".into(),
-            }));
-        }
-        for (kid, sig) in &other.sigs {
-            merge_sig(&mut self.sigs, *kid, *sig, MAX_SIGS).map_err(E::Sigs)?;
-        }
-        Ok(())
+        let (signed, other_signed) = (self.signed_bytes(), other.signed_bytes());
+        combine_sigs(
+            (&mut self.sigs, &signed),
+            (&other.sigs, &other_signed),
+            "root documents",
+            MAX_SIGS,
+        )
+        .map_err(E::Sigs)
     }
 
     /// The distinct keys `key_of` knows whose signature is valid.
