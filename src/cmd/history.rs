@@ -4,6 +4,7 @@
 
 use crate::agent::runtime::state::{Record, StateStore, Status};
 use crate::agent::runtime::RuntimeError;
+use crate::cmd::denied_state;
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -79,7 +80,8 @@ impl History {
                 .map_err(|e| Error::Usage(format!("NAME {name:?}: {e}")))?;
         }
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
-        let mut records = read(&store, self.name.as_deref()).map_err(explain_permission)?;
+        let mut records =
+            read(&store, self.name.as_deref()).map_err(|e| denied_state(e, "history"))?;
         // Seqs of different names (and legacy dates) do not compare: order by arrival.
         records
             .sort_by(|a, b| (b.received_at, b.seq, &b.name).cmp(&(a.received_at, a.seq, &a.name)));
@@ -103,22 +105,6 @@ fn read(store: &StateStore, name: Option<&str>) -> Result<Vec<Record>, RuntimeEr
         all.extend(store.records(&name)?);
     }
     Ok(all)
-}
-
-/// The state dir belongs to root (the agent): a user gets told what to do, not just EACCES.
-fn explain_permission(e: RuntimeError) -> Error {
-    match e {
-        RuntimeError::Io { source, path, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            Error::Usage(format!(
-                "{}: permission denied: the agent's state is readable by root only; \
-                 run as root (sudo p2pu history)",
-                path.display()
-            ))
-        }
-        other => other.into(),
-    }
 }
 
 /// `reasons`: each row's reason as shown (a retry says when it is due).

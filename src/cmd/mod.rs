@@ -355,3 +355,20 @@ mod tests {
         assert_eq!(code, exit::USAGE);
     }
 }
+
+/// The state dir belongs to root (the agent): a user running `p2pu COMMAND` gets told what
+/// to do, not just EACCES. Shared by the commands that read the state.
+fn denied_state(e: crate::agent::runtime::RuntimeError, command: &str) -> crate::error::Error {
+    match e {
+        crate::agent::runtime::RuntimeError::Io { source, path, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            crate::error::Error::Usage(format!(
+                "{}: permission denied: the agent's state is readable by root only; \
+                 run as root (sudo p2pu {command})",
+                path.display()
+            ))
+        }
+        other => other.into(),
+    }
+}

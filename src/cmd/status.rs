@@ -7,6 +7,7 @@ use crate::agent::runtime::heartbeat;
 use crate::agent::runtime::state::{RolloutOutcome, StateStore, Status as UpdateState};
 use crate::agent::runtime::status::StatusReport;
 use crate::agent::runtime::RuntimeError;
+use crate::cmd::denied_state;
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -39,7 +40,7 @@ impl Status {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&self.config.resolve(env), None)?;
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
-        let mut report = read(&store, self.all).map_err(explain_permission)?;
+        let mut report = read(&store, self.all).map_err(|e| denied_state(e, "status"))?;
         let now = env.unix_now();
         report.heartbeat =
             heartbeat::freshness(store.dir(), config.site.agent.heartbeat_window_secs, now);
@@ -48,7 +49,7 @@ impl Status {
         }
         crate::cmd::emit(env, self.json, &report, |r| table(r, now))?;
         let failed = if self.all {
-            store.latest().map_err(explain_permission)?
+            store.latest().map_err(|e| denied_state(e, "status"))?
         } else {
             report.updates
         };
@@ -102,22 +103,6 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
         rejected: store.rejections()?,
         heartbeat: None,
     })
-}
-
-/// The state dir belongs to root (the agent): a user gets told what to do, not just EACCES.
-fn explain_permission(e: RuntimeError) -> Error {
-    match e {
-        RuntimeError::Io { source, path, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            Error::Usage(format!(
-                "{}: permission denied: the agent's state is readable by root only; \
-                 run as root (sudo p2pu status)",
-                path.display()
-            ))
-        }
-        other => other.into(),
-    }
 }
 
 /// Where a payload fetched over HTTP came from, when more than one member served it, and any
@@ -309,14 +294,14 @@ mod tests {
         let denied = RuntimeError::io("listing", "/var/lib/p2pu/names")(std::io::Error::from(
             std::io::ErrorKind::PermissionDenied,
         ));
-        let text = explain_permission(denied).to_string();
+        let text = denied_state(denied, "status").to_string();
         assert!(
             text.contains("/var/lib/p2pu/names") && text.contains("run as root"),
             "{text}"
         );
         let other =
             RuntimeError::io("listing", "/x")(std::io::Error::from(std::io::ErrorKind::Other));
-        assert!(!explain_permission(other).to_string().contains("root"));
+        assert!(!denied_state(other, "status").to_string().contains("root"));
     }
 
     /// A member that sent bad pieces is named in the table and in the JSON; the sources of a
