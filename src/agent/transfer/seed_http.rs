@@ -287,16 +287,11 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
     resolved.starts_with(root).then_some((resolved, relayed))
 }
 
-/// Opens a regular file, refusing a symlink swapped in since it was resolved (`O_NOFOLLOW`)
-/// and not blocking on a FIFO (`O_NONBLOCK`, which regular files ignore).
-fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
-    let (file, meta) = crate::fsutil::open_nofollow(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
+/// Opens a regular file through the one reader of what another user can write: a symlink
+/// swapped in since it was resolved is not followed, a FIFO does not block, a hard link is
+/// refused.
+fn open_regular(path: &Path) -> Result<(File, u64), crate::untrusted::UntrustedError> {
+    let (file, meta) = crate::untrusted::open(path)?;
     Ok((file, meta.len()))
 }
 
