@@ -244,7 +244,9 @@ pub fn prepare_showing(
     let seed_dir = download_dir.payload_dir(&info_hash);
     let seeded = download_dir.payload(&info_hash, &name);
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
-    let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
+    // The operator's own file, not the copy in the download dir: Transmission's user may
+    // swap that one before it is hashed, and submit would sign the swapped bytes.
+    let (sha256, len) = sha256_file(&payload).map_err(Error::io("reading", &payload))?;
     progress.step("handing it to Transmission");
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
     // The agent's web seed server hands this to the members, and serves the payload once it

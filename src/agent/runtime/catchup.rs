@@ -182,7 +182,7 @@ fn newest_acceptable<'a>(
             }
         }
     }
-    unverified.sort_by(|a, b| b.0.cmp(&a.0));
+    unverified.sort_by_key(|u| std::cmp::Reverse(u.0));
     for (seq, wire, info_hash) in unverified {
         if best.is_some_and(|(best_seq, _)| best_seq >= seq) {
             break;

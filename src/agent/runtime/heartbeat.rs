@@ -521,12 +521,8 @@ mod tests {
         };
         let state = node.store.dir().to_path_buf();
         let look = |seeds: Vec<SocketAddr>| {
-            let (heartbeat, state, root, client) = (
-                heartbeat.clone(),
-                state.clone(),
-                root.clone(),
-                client.clone(),
-            );
+            let (heartbeat, state, root, client) =
+                (heartbeat.clone(), state.clone(), root.clone(), client);
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let _ = tx.send(snapshot_of(&heartbeat, &state, &root, &seeds, &client).unwrap());

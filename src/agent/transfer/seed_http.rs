@@ -270,7 +270,9 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
         }
         Some(dir) if relay => {
             let marker = layout.relay_mark(dir);
-            let len = std::fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
+            // In the download dir: a FIFO or a huge file there must not hold a serving thread.
+            let mark = crate::untrusted::read(&marker, 32).ok()?;
+            let len = std::str::from_utf8(&mark).ok()?.trim().parse().ok()?;
             relayed = Some(Relay {
                 hash: dir.to_string(),
                 marker,
