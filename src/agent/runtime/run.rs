@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How many updates download at once.
 const WORKERS: usize = 4;
@@ -155,9 +155,11 @@ impl Agent {
             let (agent, peers) = (agent.clone(), peers.clone());
             move || plans_loop(&agent, &peers, &plan_rx)
         });
-        // When each wanted plan was last asked for: asked again every few seconds, not on
-        // every pass.
-        let mut plans_asked: std::collections::BTreeMap<String, std::time::Instant> =
+        // When each wanted plan was last asked for, and the wait before the next time: 3 s,
+        // doubled up to a minute, so a forged announcement waiting out its search does not have
+        // every member's seed server asked every few seconds. Per announcement, not per plan: a
+        // forgery naming the genuine one's info-hash must not take its turn.
+        let mut plans_asked: std::collections::BTreeMap<(String, String), (Instant, Duration)> =
             Default::default();
 
         let wake = watch_spool(&site.agent.spool_dir)?;
@@ -171,15 +173,17 @@ impl Agent {
         let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
             let pass = agent.intake_spool(&work_tx, &mut stuck, &mut waits)?;
-            plans_asked.retain(|hash, _| pass.plans_wanted.iter().any(|(h, _)| h == hash));
-            for (hash, wire) in &pass.plans_wanted {
-                let due = plans_asked
-                    .get(hash)
-                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(3));
-                if due {
-                    plans_asked.insert(hash.clone(), std::time::Instant::now());
-                    let _ = plan_tx.send((hash.clone(), wire.clone()));
-                }
+            plans_asked.retain(|key, _| pass.plans_wanted.contains(key));
+            for key in &pass.plans_wanted {
+                let wait = match plans_asked.get(key) {
+                    None => Duration::from_secs(3),
+                    Some((at, wait)) if at.elapsed() >= *wait => {
+                        (*wait * 2).min(Duration::from_secs(60))
+                    }
+                    Some(_) => continue,
+                };
+                plans_asked.insert(key.clone(), (Instant::now(), wait));
+                let _ = plan_tx.send(key.clone());
             }
             silence.after(&pass, now_ms());
             if pass.heartbeats > 0 {
