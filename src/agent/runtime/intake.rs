@@ -8,6 +8,12 @@
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
 //!
+//! Nothing unverified reaches the state: an announcement bound to a rollout plan this node
+//! does not hold (or holds only a copy that does not verify it) is checked for all that needs
+//! no plan, then waits outside the records ([`super::pending`]) until a plan verifies it. The
+//! plan is read from the state dir's verified copies, or from the download dir through
+//! [`crate::untrusted`] and copied to the state dir once it verifies.
+//!
 //! The intake is where a wire text is decoded, once: an accepted update goes to the workers as
 //! [`Accepted`], its record with the decoded announcement or legacy torrent beside it, and a
 //! record resumed after a restart is decoded here too ([`resume`]).
