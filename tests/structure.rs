@@ -796,6 +796,10 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/cmd/init.rs", "init: the operator's files and /etc"),
     ("src/cmd/key.rs", "key files the operator names"),
     ("src/cmd/submit.rs", "the operator's files"),
+    (
+        "src/publish.rs",
+        "submit: the operator's own payload (its copy in the download dir is written on descriptors)",
+    ),
     ("src/lab/netns.rs", "the lab harness: /proc and its own namespaces"),
     ("src/lab/node.rs", "the lab harness: its own nodes' files"),
     ("src/lab/process.rs", "the lab harness: /proc"),
@@ -858,4 +862,32 @@ fn the_opener_check_sees_code_and_not_tests_or_comments() {
     assert!(!code.contains("fs::read("));
     assert!(code.contains("File::open("));
     assert_eq!(code.matches("File::open(").count(), 1);
+}
+
+/// Issue 28: an unverified announcement (one waiting for its rollout plan) was stored as a
+/// record, and replaced the genuine record of the same name and seq. New records come from the
+/// intake's decisions only (accepted, held, or sent back by a verified control statement);
+/// everything else changes records that exist (`set_status`, `update`).
+#[test]
+fn records_are_written_only_by_the_intake() {
+    let root = src_dir();
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    let allowed = ["src/agent/runtime/intake.rs", "src/agent/runtime/state.rs"];
+    let mut writers = Vec::new();
+    for path in paths {
+        let rel = format!(
+            "src/{}",
+            path.strip_prefix(&root).expect("under src").display()
+        );
+        let code = without_test_mods(&strip(&std::fs::read_to_string(&path).expect("source")));
+        if code.contains(".put(") && !allowed.contains(&rel.as_str()) {
+            writers.push(rel);
+        }
+    }
+    assert!(
+        writers.is_empty(),
+        "these files store records themselves; new records come from the intake's verified \
+         decisions: {writers:?}"
+    );
 }
