@@ -1,7 +1,9 @@
 //! Issue 8, items 2-4: a small (2 KiB) manifest to an 8-node lab, submit → last node's
 //! `puppet apply` finished (median, max); the agent's latency from spool file written to
 //! `puppet apply` started (median); the agent's footprint (RSS idle and after the updates,
-//! binary size). Phases (gossip, download, puppet) are printed to show where the time goes.
+//! binary size). Phases (the submit command, gossip, download, puppet) are printed to show
+//! where the time goes, and beside every figure the one README.md last showed (the same row
+//! of its table), so a regression shows in the next run.
 //!
 //! `cargo bench --bench small_update [-- [--nodes N] [--updates K]]` (root; default 8 nodes,
 //! 10 updates: 80 latency samples).
@@ -37,8 +39,57 @@ fn spool_time(line: &LogLine) -> Option<f64> {
     Some(nanos as f64 / 1e9)
 }
 
-fn fmt_ms(v: f64) -> String {
-    format!("{:.0}", v * 1000.0)
+/// The table's rows; README's table of these figures uses the same words, which is how the
+/// next run finds the last figures to print beside its own.
+const SUBMIT_TO_APPLIED: &str = "submit → last node's puppet apply finished (s)";
+const P2PU_PART: &str = "submit → last node's puppet apply started: p2pu's part (s)";
+const AGENT_ALL: &str = "agent: spool file written → puppet apply started, all nodes (ms)";
+const AGENT_LOCAL: &str = "… on the submitting node (payload local, SHA-256 checked) (ms)";
+const AGENT_OTHER: &str = "… on the other nodes (metainfo + payload over HTTP, checked) (ms)";
+const PHASE_SUBMIT: &str =
+    "phase: the submit command (pre-broadcast check, torrent, seeding, signing, Serf event) (ms)";
+const PHASE_GOSSIP: &str = "phase: submit → spool file written (ms)";
+const PHASE_FETCH: &str = "phase: accepted → puppet apply started (fetch + verify) (ms)";
+const PHASE_PUPPET: &str = "phase: puppet apply itself, all nodes at once (ms)";
+const RSS_IDLE: &str = "agent RSS idle, max over nodes (VmRSS MiB)";
+const RSS_AFTER: &str = "agent RSS after the updates, max over nodes (VmRSS / VmHWM MiB)";
+
+#[derive(Clone, Copy)]
+enum Unit {
+    S,
+    Ms,
+}
+
+impl Unit {
+    fn show(self, seconds: f64) -> String {
+        match self {
+            Unit::S => format!("{seconds:.2}"),
+            Unit::Ms => format!("{:.0}", seconds * 1000.0),
+        }
+    }
+}
+
+/// The medians README.md's table of this bench shows, by row: the rows of the first table
+/// after the line naming `cargo bench --bench small_update`, whose first column is one of
+/// this bench's labels (bold and brackets dropped from the figure).
+fn readme_figures() -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(at) = text.find("cargo bench --bench small_update -- --nodes") else {
+        return Vec::new();
+    };
+    text[at..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let (label, median) = (cells.get(1)?, cells.get(2)?);
+            let median = median.replace("**", "");
+            let median = median.split(" (").next().unwrap_or_default().trim();
+            Some((label.to_string(), median.to_string()))
+        })
+        .collect()
 }
 
 fn main() -> Res<()> {
@@ -65,9 +116,11 @@ fn main() -> Res<()> {
     let mut last_started = Vec::new();
     let (mut latency_local, mut latency_other) = (Vec::new(), Vec::new());
     let (mut gossip, mut download, mut puppet) = (Vec::new(), Vec::new(), Vec::new());
+    let mut submit_cmd = Vec::new();
     for round in 0..updates {
         let path = manifest(dir.path(), round)?;
         let (start, seq) = submit(&lab, &path)?;
+        submit_cmd.push(now_s() - start);
         let applied = wait_applied(&lab, nodes, "bench.pp", seq, Duration::from_secs(120))?;
         let last = applied.iter().cloned().fold(f64::MIN, f64::max);
         rollout.push(last - start);
@@ -113,61 +166,40 @@ fn main() -> Res<()> {
         .chain(&latency_other)
         .cloned()
         .collect();
+    let readme = readme_figures();
     println!("small update: 2 KiB manifest, {nodes} nodes, {updates} updates one after another (unshaped lo)");
     println!("machine: {}", machine());
-    println!("| measure | median | max | goal |");
-    println!("|---|---|---|---|");
-    let rollout_max = max_of(&rollout);
+    println!("| measure | median | max | README's last median | goal |");
+    println!("|---|---|---|---|---|");
+    let row = |label: &str, values: &mut Vec<f64>, unit: Unit, goal: &str| {
+        let max = max_of(values);
+        let (median, max) = (unit.show(median(values)), unit.show(max));
+        let last = readme
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or("-", |(_, v)| v.as_str());
+        println!("| {label} | {median} | {max} | {last} | {goal} |");
+    };
+    row(SUBMIT_TO_APPLIED, &mut rollout, Unit::S, "< 4 s median");
+    row(P2PU_PART, &mut last_started, Unit::S, "< 0.3 s median");
+    row(AGENT_ALL, &mut all_latency, Unit::Ms, "< 50 ms median");
+    row(AGENT_LOCAL, &mut latency_local, Unit::Ms, "");
+    row(AGENT_OTHER, &mut latency_other, Unit::Ms, "");
+    row(PHASE_SUBMIT, &mut submit_cmd, Unit::Ms, "");
+    row(PHASE_GOSSIP, &mut gossip, Unit::Ms, "");
+    row(PHASE_FETCH, &mut download, Unit::Ms, "");
+    row(PHASE_PUPPET, &mut puppet, Unit::Ms, "");
+    let rss_idle = format!("{:.1}", mib(max_rss(&idle)));
+    let rss_after = format!("{:.1} / {:.1}", mib(max_rss(&after)), mib(max_hwm(&after)));
+    for (label, value) in [(RSS_IDLE, rss_idle), (RSS_AFTER, rss_after)] {
+        let last = readme
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or("-", |(_, v)| v.as_str());
+        println!("| {label} | {value} | | {last} | < 15 MiB |");
+    }
     println!(
-        "| submit → last node applied (s) | {:.2} | {:.2} | < 4 s median |",
-        median(&mut rollout),
-        rollout_max
-    );
-    let m = max_of(&last_started);
-    println!(
-        "| submit → last node's puppet apply started: p2pu's part (s) | {:.2} | {:.2} | |",
-        median(&mut last_started),
-        m
-    );
-    let lat_max = max_of(&all_latency);
-    println!("| agent: spool written → puppet apply started, all nodes (ms) | {} | {} | < 50 ms median |", fmt_ms(median(&mut all_latency)), fmt_ms(lat_max));
-    let m = max_of(&latency_local);
-    println!(
-        "|   … on the submitting node (payload local) (ms) | {} | {} | |",
-        fmt_ms(median(&mut latency_local)),
-        fmt_ms(m)
-    );
-    let m = max_of(&latency_other);
-    println!(
-        "|   … on the other nodes (includes the download) (ms) | {} | {} | |",
-        fmt_ms(median(&mut latency_other)),
-        fmt_ms(m)
-    );
-    let m = max_of(&gossip);
-    println!(
-        "| phase: submit → spool file written (ms) | {} | {} | |",
-        fmt_ms(median(&mut gossip)),
-        fmt_ms(m)
-    );
-    let m = max_of(&download);
-    println!(
-        "| phase: accepted → apply started (fetch + verify) (ms) | {} | {} | |",
-        fmt_ms(median(&mut download)),
-        fmt_ms(m)
-    );
-    let m = max_of(&puppet);
-    println!(
-        "| phase: puppet apply (ms) | {} | {} | |",
-        fmt_ms(median(&mut puppet)),
-        fmt_ms(m)
-    );
-    println!(
-        "| agent RSS idle, max over nodes (VmRSS MiB) | {:.1} | | < 15 MiB |",
-        mib(max_rss(&idle))
-    );
-    println!("| agent RSS after the updates, max over nodes (VmRSS / VmHWM MiB) | {:.1} / {:.1} | | < 15 MiB |", mib(max_rss(&after)), mib(max_hwm(&after)));
-    println!(
-        "| p2pu binary (release, stripped) (MiB) | {:.1} | | |",
+        "| p2pu binary (release, stripped) (MiB) | {:.1} | | | |",
         binary as f64 / (1 << 20) as f64
     );
     Ok(())

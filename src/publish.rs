@@ -1,6 +1,6 @@
 //! Publishing an update: the payload packed if a directory, hashed into a torrent, copied
 //! where Transmission seeds it (and marked complete in the download dir for the web seed
-//! server), and its announcement signed ([`prepare`]); then broadcast over Serf ([`broadcast`],
+//! server), and its announcement signed ([`prepare_checked`]); then broadcast over Serf ([`broadcast`],
 //! `submit`) or handed to the NAT client (`event sendfile`). Before any of it, [`check`] refuses
 //! what every node would fail on: a manifest Puppet cannot parse, a module archive without
 //! its metadata; [`noop`] shows what a manifest would change on this node.
@@ -161,39 +161,77 @@ impl std::fmt::Display for Submitted {
     }
 }
 
-/// Everything before the broadcast: the payload seeded locally and the signed announcement.
-pub fn prepare(
-    config: &Config,
-    source: &Path,
-    kind: Option<Kind>,
-    name: Option<String>,
-    seq: u64,
-    now_secs: u64,
-    engine: &dyn TorrentEngine,
-) -> Result<Submitted> {
-    let plan = crate::formats::plan::Plan::default();
-    prepare_showing(
-        config, source, kind, name, seq, now_secs, engine, false, &plan,
-    )
-}
-
-/// [`prepare`], with progress on stderr when `show_progress` (a terminal, not `--quiet`).
+/// Everything before the broadcast: the payload seeded locally and the signed announcement,
+/// with progress on stderr when `show_progress` (a terminal, not `--quiet`). The pre-broadcast
+/// `check` (e.g. [`check_kind`]) runs beside the local work, hashing, copying and signing,
+/// instead of before it: `puppet parser validate` and the torrent's making take their time
+/// together. Nothing leaves this node's files until the check passed: the torrent `engine`
+/// is asked for and handed the torrent, and the completion mark that lets the seed server
+/// serve the payload is written, only then; on a refusal the seeding copy made meanwhile is
+/// removed and the check's error returned (before any error of the local work: it is what
+/// the operator must fix first).
 #[allow(clippy::too_many_arguments)]
-pub fn prepare_showing(
+pub fn prepare_checked(
     config: &Config,
     source: &Path,
     kind: Option<Kind>,
     name: Option<String>,
     seq: u64,
     now_secs: u64,
-    engine: &dyn TorrentEngine,
+    engine: impl FnOnce() -> Result<std::sync::Arc<dyn TorrentEngine>>,
     show_progress: bool,
     plan: &crate::formats::plan::Plan,
+    check: impl FnOnce() -> Result<()> + Send,
 ) -> Result<Submitted> {
+    std::thread::scope(|scope| {
+        let checking = scope.spawn(check);
+        let staged = stage(config, source, kind, name, show_progress);
+        let checked = checking.join().unwrap_or_else(|_| {
+            Err(Error::Internal(
+                "the pre-broadcast check panicked".to_string(),
+            ))
+        });
+        match (checked, staged) {
+            (Err(refused), staged) => {
+                if let Ok(staged) = staged {
+                    staged.discard();
+                }
+                Err(refused)
+            }
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(staged)) => staged.publish(config, seq, now_secs, engine, plan),
+        }
+    })
+}
+
+/// The local half of [`prepare_checked`]: the payload hashed into a torrent and copied where
+/// Transmission seeds it, not yet handed to anything that serves it.
+struct Staged {
+    progress: Progress,
+    name: String,
+    kind: Kind,
+    torrent: torrent::Metainfo,
+    info_hash: String,
+    seed_dir: PathBuf,
+    seeded: PathBuf,
+    sha256: [u8; 32],
+    len: u64,
+    /// Whether this payload was already published here (its completion mark there): then
+    /// its seeding copy is not this run's to remove.
+    published_before: bool,
+    /// The download dir, when this run made it.
+    made_root: Option<PathBuf>,
+}
+
+fn stage(
+    config: &Config,
+    source: &Path,
+    kind: Option<Kind>,
+    name: Option<String>,
+    show_progress: bool,
+) -> Result<Staged> {
     let progress = Progress::new(show_progress);
     let site = &config.site;
-    let key = crate::keys::read_secret(&site.agent.signing_key)?;
-    let binding = binding(config, now_secs)?;
     let is_dir = source.is_dir();
     let kind = match kind {
         Some(kind) => kind,
@@ -243,39 +281,105 @@ pub fn prepare_showing(
     let download_dir = DownloadDir::new(&site.transmission.download_dir);
     let seed_dir = download_dir.payload_dir(&info_hash);
     let seeded = download_dir.payload(&info_hash, &name);
+    let published_before = download_dir.completion_mark(&info_hash).exists();
+    let root = &site.transmission.download_dir;
+    let made_root = (!root.exists()).then(|| root.clone());
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
     // The operator's own file, not the copy in the download dir: Transmission's user may
     // swap that one before it is hashed, and submit would sign the swapped bytes.
     let (sha256, len) = sha256_file(&payload).map_err(Error::io("reading", &payload))?;
-    progress.step("handing it to Transmission");
-    engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
-    // The agent's web seed server hands this to the members, and serves the payload once it
-    // sees it.
-    let metainfo = download_dir.completion_mark(&info_hash);
-    crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
-    let draft = Draft {
-        seq,
-        name: name.clone(),
+    Ok(Staged {
+        progress,
+        name,
         kind,
-        info_hash: torrent.info_hash,
-        len,
+        torrent,
+        info_hash,
+        seed_dir,
+        seeded,
         sha256,
-    };
-    let announcement = if plan.is_empty() {
-        Announcement::sign_v2(draft, binding, &key)?
-    } else {
-        // Beside the metainfo, where this node's seed server serves it to the members; the
-        // signatures cover its SHA-256, so no member can serve another.
-        let bytes = plan.to_bencode();
-        let path = site
-            .transmission
-            .download_dir
-            .join(format!("{info_hash}.plan"));
-        crate::fsutil::write_atomic(&path, &bytes, 0o644)?;
-        Announcement::sign_v2_with_plan(draft, binding, &bytes, &key)?
-    };
-    progress.done();
-    Ok(Submitted::of(&announcement))
+        len,
+        published_before,
+        made_root,
+    })
+}
+
+impl Staged {
+    /// The check refused the payload: the seeding copy made for it goes (unless an earlier
+    /// publication of the same payload serves it).
+    fn discard(self) {
+        if !self.published_before {
+            let _ = std::fs::remove_file(&self.seeded);
+            let _ = std::fs::remove_dir(&self.seed_dir);
+        }
+        // Only when empty: whatever else is there is not this run's.
+        if let Some(root) = &self.made_root {
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+
+    /// Hands the staged payload to Transmission and the seed server and signs its
+    /// announcement.
+    fn publish(
+        self,
+        config: &Config,
+        seq: u64,
+        now_secs: u64,
+        engine: impl FnOnce() -> Result<std::sync::Arc<dyn TorrentEngine>>,
+        plan: &crate::formats::plan::Plan,
+    ) -> Result<Submitted> {
+        let site = &config.site;
+        let signer = crate::keys::read_secret(&site.agent.signing_key)
+            .map_err(Error::from)
+            .and_then(|key| Ok((key, binding(config, now_secs)?)));
+        let (key, binding) = match signer {
+            Ok(signer) => signer,
+            Err(e) => {
+                self.discard();
+                return Err(e);
+            }
+        };
+        let Staged {
+            progress,
+            name,
+            kind,
+            torrent,
+            info_hash,
+            seed_dir,
+            sha256,
+            len,
+            ..
+        } = self;
+        progress.step("handing it to Transmission");
+        engine()?.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
+        // The agent's web seed server hands this to the members, and serves the payload once
+        // it sees it.
+        let download_dir = DownloadDir::new(&site.transmission.download_dir);
+        let metainfo = download_dir.completion_mark(&info_hash);
+        crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
+        let draft = Draft {
+            seq,
+            name: name.clone(),
+            kind,
+            info_hash: torrent.info_hash,
+            len,
+            sha256,
+        };
+        let announcement = if plan.is_empty() {
+            Announcement::sign_v2(draft, binding, &key)?
+        } else {
+            // Beside the metainfo, where this node's seed server serves it to the members; the
+            // signatures cover its SHA-256, so no member can serve another.
+            let bytes = plan.to_bencode();
+            let path = site
+                .transmission
+                .download_dir
+                .join(format!("{info_hash}.plan"));
+            crate::fsutil::write_atomic(&path, &bytes, 0o644)?;
+            Announcement::sign_v2_with_plan(draft, binding, &bytes, &key)?
+        };
+        progress.done();
+        Ok(Submitted::of(&announcement))
+    }
 }
 
 /// What a v2 announcement signed now is bound to: this fleet, and an expiry

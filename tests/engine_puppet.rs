@@ -361,3 +361,80 @@ fn submit_refuses_a_manifest_with_a_syntax_error() -> Result<()> {
     assert!(!dir.path().join("dl").exists(), "nothing was seeded");
     Ok(())
 }
+
+/// The pid of the warm validator listening on `socket` (its command line names it).
+fn warm_validator_pid(socket: &Path) -> Option<u32> {
+    let want = socket.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == want)
+                .then_some(pid)
+        })
+}
+
+/// `submit`'s pre-broadcast check through the warm validator (a Ruby process that keeps
+/// Puppet loaded, so the check does not pay a Ruby start): the first check starts it, it says
+/// what the cold `puppet parser validate` says (a manifest it accepts passes, one it rejects
+/// fails with the same first `Error:` line, a missing file fails), it keeps its socket in a
+/// directory only its user may enter, and it exits once that directory is gone.
+#[test]
+fn the_warm_validator_gives_puppet_parser_validates_verdicts() -> Result<()> {
+    let before = snapshot();
+    let dir = tempfile::tempdir()?;
+    let warm_dir = dir.path().join("validator");
+    let warm = Puppet {
+        warm_dir: Some(warm_dir.clone()),
+        ..puppet(dir.path())
+    };
+    let cold = puppet(dir.path());
+    let good = manifest(dir.path(), "good.pp", "notify { 'a': }\n")?;
+    let bad = manifest(
+        dir.path(),
+        "site.pp",
+        "notify { 'a': }\nnotify { 'b' \nnotify { 'c': }\n",
+    )?;
+    warm.validate(&good)?;
+    let socket = std::fs::read_dir(&warm_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "sock"))
+        .expect("the warm validator's socket");
+    let pid = warm_validator_pid(&socket).expect("the warm validator runs");
+    assert_eq!(
+        std::fs::metadata(&warm_dir)?.permissions().mode() & 0o777,
+        0o700
+    );
+    let (Err(warm_err), Err(cold_err)) = (warm.validate(&bad), cold.validate(&bad)) else {
+        bail!("a manifest Puppet cannot parse passed");
+    };
+    assert_eq!(warm_err.cause(), cold_err.cause());
+    assert_eq!(
+        warm_err.cause().as_deref(),
+        Some(
+            "Error: Could not parse for environment production: Syntax error at 'notify' \
+             (site.pp:3)"
+        )
+    );
+    warm.validate(&good)?;
+    assert!(warm.validate(&dir.path().join("none.pp")).is_err());
+    assert_eq!(
+        warm_validator_pid(&socket),
+        Some(pid),
+        "one server answered every check"
+    );
+    drop(dir);
+    let gone = support::wait_for(std::time::Duration::from_secs(30), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie nobody reaped yet.
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(gone.is_some(), "the warm validator outlived its directory");
+    assert_untouched(&before);
+    Ok(())
+}

@@ -5,7 +5,7 @@ use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::{Error, Result};
 use crate::nat::control::{self, ClientStatus, Request, Response};
-use crate::publish::prepare;
+use crate::publish::prepare_checked;
 use crate::Env;
 use std::io::Write;
 use std::path::PathBuf;
@@ -79,17 +79,19 @@ impl Event {
                 // What every peer would fail on is refused before anything is seeded or sent,
                 // as `submit` refuses it.
                 let kind = crate::agent::apply::kind::detect(&source)?;
-                crate::publish::check_kind(&source, kind, || env.engines.applier(&config))?;
-                let engine = env.engines.torrent(&config)?;
+                let engines = env.engines.clone();
                 let seq = env.unix_now_ms();
-                let submitted = prepare(
+                let submitted = prepare_checked(
                     &config,
                     &source,
                     Some(kind),
                     None,
                     seq,
                     seq / 1000,
-                    engine.as_ref(),
+                    || engines.torrent(&config),
+                    false,
+                    &crate::formats::plan::Plan::default(),
+                    || crate::publish::check_kind(&source, kind, || engines.applier(&config)),
                 )?;
                 writeln!(env.stdout, "{submitted}")
                     .map_err(Error::io("writing to", "standard output"))?;

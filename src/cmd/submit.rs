@@ -15,7 +15,7 @@ use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
 use crate::formats::announcement::{Announcement, Kind};
-use crate::publish::{broadcast, prepare_showing, Submitted};
+use crate::publish::{broadcast, prepare_checked, Submitted};
 use crate::Env;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -249,10 +249,8 @@ impl Submit {
                     Some(kind) => kind,
                     None => crate::agent::apply::kind::detect(&source)?,
                 };
-                // Every node would fail on these: refuse them before Transmission or Serf is
-                // touched.
-                crate::publish::check_kind(&source, kind, || env.engines.applier(&config))?;
                 if self.noop {
+                    crate::publish::check_kind(&source, kind, || env.engines.applier(&config))?;
                     let applier = env.engines.applier(&config)?;
                     if kind == Kind::Module {
                         crate::publish::check(&source, kind, applier.as_ref())?;
@@ -261,18 +259,21 @@ impl Submit {
                 }
                 let now_ms = env.unix_now_ms();
                 let seq = self.seq.unwrap_or(now_ms);
-                let engine = env.engines.torrent(&config)?;
                 let show_progress = env.interactive && !self.quiet;
-                prepare_showing(
+                // Every node would fail on these: refused before Transmission or Serf hears of
+                // the payload, the check running while it is hashed and copied.
+                let engines = env.engines.clone();
+                prepare_checked(
                     &config,
                     &source,
                     Some(kind),
                     self.name.clone(),
                     seq,
                     now_ms / 1000,
-                    engine.as_ref(),
+                    || engines.torrent(&config),
                     show_progress,
                     &plan,
+                    || crate::publish::check_kind(&source, kind, || engines.applier(&config)),
                 )?
             }
             None => {
@@ -771,6 +772,12 @@ mod tests {
         assert!(node.untouched());
         let site = node.dir.path().join("site.pp");
         assert_eq!(node.applier.calls(), [("validate", site)]);
+        // The check ran while the payload was hashed and copied for seeding: that copy is
+        // gone again, and no completion mark lets the seed server serve it.
+        let left: Vec<_> = std::fs::read_dir(node.dir.path().join("downloads"))
+            .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the download dir: {left:?}");
     }
 
     /// A bad targeting, wave, failure or wait value names its flag and value, and nothing

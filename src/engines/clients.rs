@@ -44,6 +44,7 @@ pub fn puppet(config: &Config) -> Puppet {
         extra_flags: site.apply_flags.clone(),
         vardir_root: site.state_root.clone(),
         timeout: Some(Duration::from_secs(u64::from(site.timeout_secs))),
+        warm_dir: Some(config.site.agent.state_dir.join("puppet-validator")),
         ..Puppet::default()
     }
 }

@@ -11,6 +11,7 @@ pub mod puppet;
 pub mod serf;
 pub mod systemd;
 pub mod transmission;
+pub mod warm_validator;
 
 pub use puppet::{Applier, ApplyReport, ApplyStatus, Puppet, PuppetError};
 pub use serf::{Gossip, Member, MemberStatus, Serf, SerfError};

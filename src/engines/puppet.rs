@@ -214,6 +214,9 @@ pub struct Puppet {
     pub extra_flags: Vec<String>,
     /// Kill a run that takes longer; `None` waits as long as it takes.
     pub timeout: Option<Duration>,
+    /// Where the warm `puppet parser validate` keeps its socket (a directory only this user
+    /// may enter; see [`super::warm_validator`]); `None` runs the cold command every time.
+    pub warm_dir: Option<PathBuf>,
 }
 
 impl Default for Puppet {
@@ -224,6 +227,7 @@ impl Default for Puppet {
             modulepath: Vec::new(),
             extra_flags: Vec::new(),
             timeout: None,
+            warm_dir: None,
         }
     }
 }
@@ -318,6 +322,17 @@ impl Puppet {
 }
 
 impl Puppet {
+    /// The warm validator's verdict on `manifest`, when there is one to ask (see
+    /// [`super::warm_validator`]); `None` runs the cold command.
+    fn validate_warm(&self, manifest: &Path) -> Option<super::warm_validator::Verdict> {
+        let dir = self.warm_dir.as_ref()?;
+        let binary = self.check_installed().ok()?;
+        let flags = self.invocation(&[]).args;
+        let warm = super::warm_validator::WarmValidator::new(&binary, dir, flags)?;
+        let manifest = std::path::absolute(manifest).ok()?;
+        warm.validate(&manifest, self.timeout)
+    }
+
     fn validate_invocation(&self, manifest: &Path) -> Invocation {
         self.invocation(&["parser", "validate"])
             .arg(not_a_flag(manifest))
@@ -382,14 +397,21 @@ impl Applier for Puppet {
 
     fn validate(&self, manifest: &Path) -> Result<(), PuppetError> {
         let invocation = self.validate_invocation(manifest);
-        let finished = self.run(&invocation)?;
-        if finished.status.success() {
+        let (success, output) = match self.validate_warm(manifest) {
+            Some(verdict) => (verdict.status == 0, verdict.output),
+            None => {
+                let finished = self.run(&invocation)?;
+                let output = String::from_utf8_lossy(&finished.stdout).into_owned();
+                (finished.status.success(), output)
+            }
+        };
+        if success {
             return Ok(());
         }
         Err(PuppetError::Invalid {
             command: invocation.shown(),
             manifest: manifest.to_path_buf(),
-            output: String::from_utf8_lossy(&finished.stdout).into_owned(),
+            output,
         })
     }
 

@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Payloads up to this size come straight from a node that has them: a chain only adds hops.
@@ -216,7 +216,13 @@ struct Shared {
     dropped: Mutex<Vec<bool>>,
     /// Sources the watcher caught sending bad pieces, for the record.
     liars: Mutex<Vec<SourceUse>>,
-    done: AtomicBool,
+    /// Set when the stream is over; `wake` rouses the watcher from its wait between looks at
+    /// once, so a fetch never ends a probe interval late.
+    done: Mutex<bool>,
+    wake: Condvar,
+    /// Whether a watcher runs beside the stream ([`worth_watching`]): without one, the stream
+    /// itself wakes for the agent's stop.
+    watched: bool,
 }
 
 impl Shared {
@@ -227,6 +233,21 @@ impl Shared {
             Some((judged, to, why)) if judged == from => Some((to, why)),
             _ => None,
         }
+    }
+
+    fn finish(&self) {
+        *lock(&self.done) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits `period`, or less when the stream ends meanwhile; whether it has ended.
+    fn wait_done(&self, period: Duration) -> bool {
+        let done = lock(&self.done);
+        let (done, _) = self
+            .wake
+            .wait_timeout_while(done, period, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *done
     }
 }
 
@@ -336,7 +357,9 @@ impl Relay<'_> {
             leave: AtomicBool::new(false),
             dropped: Mutex::new(vec![false; route.sources.len()]),
             liars: Mutex::new(Vec::new()),
-            done: AtomicBool::new(false),
+            done: Mutex::new(false),
+            wake: Condvar::new(),
+            watched: worth_watching(route, self.pieces.length, record.len),
         };
         let watch = Watch {
             client: self.client,
@@ -350,10 +373,14 @@ impl Relay<'_> {
         // Why each source was left, for the record of a failed fetch.
         let mut failures: Vec<String> = Vec::new();
         let outcome = std::thread::scope(|scope| {
-            let watcher = scope.spawn(|| watch.run());
+            // A payload that comes straight from one source, or is too small for any source
+            // ahead to lead by a move's worth, has nothing to watch: one GET, no prober.
+            let watcher = shared.watched.then(|| scope.spawn(|| watch.run()));
             let outcome = self.stream(file, path, staging, route, &shared, used, &mut failures);
-            shared.done.store(true, Ordering::Relaxed);
-            let _ = watcher.join();
+            shared.finish();
+            if let Some(watcher) = watcher {
+                let _ = watcher.join();
+            }
             outcome
         });
         used.append(&mut lock(&shared.liars));
@@ -542,11 +569,18 @@ impl Relay<'_> {
                     return Ok(Copied::Moved { to, why });
                 }
                 let room = buffer.len().min(want - piece.len());
+                // The watcher raises `leave` for a move or the agent's stop; unwatched, the stop
+                // itself wakes the read.
+                let wake = if shared.watched {
+                    &shared.leave
+                } else {
+                    self.stop
+                };
                 let read = guard.read(
                     &mut response.body,
                     offset + piece.len() as u64,
                     &mut buffer[..room],
-                    &shared.leave,
+                    wake,
                 );
                 let n = match read {
                     Ok(n) => n,
@@ -629,6 +663,18 @@ enum Copied {
     },
 }
 
+/// Enough of a lead to be worth moving for: a few pieces, and never under 512 KiB (what socket
+/// buffers hold in flight on a healthy link).
+fn gap(piece_length: u64) -> u64 {
+    (4 * piece_length).max(512 << 10)
+}
+
+/// Whether a watcher could ever move the stream: only to a source ahead of the first in the
+/// route, and only for a lead of [`gap`], which a payload shorter than that never has.
+fn worth_watching(route: &Route, piece_length: u64, len: u64) -> bool {
+    route.ahead > 1 && len >= gap(piece_length)
+}
+
 /// Watches the source being streamed from against the next one ahead of it in the chain, and
 /// asks the stream to move on when that one would serve better (see the module's header).
 struct Watch<'a> {
@@ -652,10 +698,8 @@ struct Sample {
 }
 
 impl Watch<'_> {
-    /// Enough of a lead to be worth moving for: a few pieces, and never under 512 KiB (what
-    /// socket buffers hold in flight on a healthy link).
     fn gap(&self) -> u64 {
-        (4 * self.pieces.length).max(512 << 10)
+        gap(self.pieces.length)
     }
 
     fn run(&self) {
@@ -663,12 +707,14 @@ impl Watch<'_> {
         // Sources ahead that did not answer a probe: the next look tries the one after.
         let mut quiet: Vec<usize> = Vec::new();
         let mut last_trial: Option<Instant> = None;
-        while !self.shared.done.load(Ordering::Relaxed) {
+        loop {
             if self.stop.load(Ordering::Relaxed) {
                 self.shared.leave.store(true, Ordering::Relaxed);
                 return;
             }
-            std::thread::sleep(PROBE_EVERY);
+            if self.shared.wait_done(PROBE_EVERY) {
+                return;
+            }
             let Some((current, since)) = *lock(&self.shared.current) else {
                 samples.clear();
                 continue;
@@ -1071,6 +1117,63 @@ mod tests {
             assert_eq!(used[0].addr, b.addr().to_string());
             assert_eq!(used[0].bytes, content.len() as u64);
             writer.join().unwrap();
+        }
+
+        /// A server that counts the requests it gets and answers each with `body` (200), after
+        /// `pause`.
+        fn counting(
+            body: Vec<u8>,
+            pause: Duration,
+        ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+            use std::io::Read;
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counted = count.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    );
+                    std::thread::sleep(pause);
+                    let _ = stream.write_all(&body);
+                }
+            });
+            (addr, count)
+        }
+
+        /// A payload of one piece is one GET from its source and nothing else, even in a chain
+        /// with members ahead: no watcher probes them (it could never move the stream, and its
+        /// wait between looks once held every small fetch back by a probe interval). The source
+        /// here takes longer than a probe interval to send, so a watcher would have asked the
+        /// member ahead.
+        #[test]
+        fn a_one_piece_payload_is_one_get_and_no_probe() {
+            let content = random(2048);
+            let root = tempfile::tempdir().unwrap();
+            let (source, asked) = counting(content.clone(), PROBE_EVERY * 2);
+            let (ahead, probed) = counting(Vec::new(), Duration::ZERO);
+            let route = Route {
+                sources: vec![source, ahead],
+                ahead: 2,
+            };
+            let (got, used) = fetch(root.path(), &content, &route);
+            assert_eq!(got, content);
+            assert_eq!(used.len(), 1, "{used:?}");
+            assert_eq!(asked.load(Ordering::SeqCst), 1, "one GET from the source");
+            assert_eq!(
+                probed.load(Ordering::SeqCst),
+                0,
+                "no probe of the member ahead"
+            );
         }
 
         /// A parent that gives up half-way is replaced by the next source, from the piece
