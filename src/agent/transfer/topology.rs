@@ -15,10 +15,11 @@
 //!
 //! A tree is laid out breadth-first over positions `0..P` (P = the members other than the
 //! origin): the interior members of the stripe first, in rank order, then every other member
-//! as a leaf; position 0's parent is the origin, position `i`'s is `(i - 1) / k`, with `k` the
-//! fan-out (raised where the interior members are too few to hold every leaf). So a parent's
-//! position is always lower than its child's, the depth is at most `ceil(log_k n) + 1`, and
-//! every parent is interior.
+//! as a leaf, slow ones last; position 0's parent is the origin, position `i`'s is
+//! `(i - 1) / k`, with `k` the fan-out, and where the interior members are too few to hold every
+//! leaf so, the leaves beyond are dealt one more each over the interior members, deepest first.
+//! So a parent's position is always lower than its child's, the depth is at most
+//! `ceil(log_k n) + 1`, and every parent is interior.
 //!
 //! **A missing parent** (crashed, hung, sent a bad block: whatever the node itself saw) is
 //! replaced by [`Plan::source`]: an interior member of the same tree at the dead parent's level,
@@ -57,7 +58,8 @@ pub struct Member {
 pub struct Params {
     /// How many stripes the blocks are dealt into (`d`).
     pub stripes: usize,
-    /// How many children an interior member feeds, at least (`k`, raised where needed).
+    /// How many children an interior member feeds (`k`; a few feed one more where the
+    /// forwarders are too few for every leaf).
     pub fanout: usize,
     /// How many repair neighbours each node has.
     pub neighbours: usize,
@@ -128,19 +130,34 @@ struct Tree {
 const NONE: u32 = u32::MAX;
 
 impl Tree {
+    /// The first position beyond what the interior members' `fanout` children each hold:
+    /// those leaves (slow ones first, see [`Plan::new`]) are spread one more each over the
+    /// interior members, deepest first.
+    fn overflow_from(&self) -> u64 {
+        u64::from(self.interior) * u64::from(self.fanout) + 1
+    }
+
     fn parent_position(&self, i: u32) -> Option<u32> {
         // No member forwards this stripe (every other member is slow): all hang off the origin.
         if i == 0 || self.interior == 0 {
-            None
-        } else {
-            Some((i - 1) / self.fanout)
+            return None;
         }
+        let over = self.overflow_from();
+        Some(if u64::from(i) >= over {
+            let j = (u64::from(i) - over) % u64::from(self.interior);
+            self.interior - 1 - j as u32
+        } else {
+            (i - 1) / self.fanout
+        })
     }
 
     /// Edges from the origin to position `i` (the head is at depth 1).
     fn depth(&self, i: u32) -> u32 {
         if self.interior == 0 {
             return 1;
+        }
+        if u64::from(i) >= self.overflow_from() {
+            return self.parent_position(i).map_or(0, |p| self.depth(p)) + 1;
         }
         let (mut first, mut width, mut depth) = (0u64, 1u64, 1u32);
         while u64::from(i) >= first + width {
@@ -151,7 +168,7 @@ impl Tree {
         depth
     }
 
-    /// Positions `[first, end)` at `depth`.
+    /// Positions `[first, end)` at `depth` of the breadth-first layout.
     fn level(&self, depth: u32) -> (u64, u64) {
         let (mut first, mut width) = (0u64, 1u64);
         for _ in 1..depth {
@@ -159,6 +176,26 @@ impl Tree {
             width = width.saturating_mul(u64::from(self.fanout));
         }
         (first, first.saturating_add(width))
+    }
+
+    /// The positions position `i` feeds.
+    fn children(&self, i: u32) -> Vec<u32> {
+        let positions = self.order.len() as u64;
+        if self.interior == 0 || i >= self.interior {
+            return Vec::new();
+        }
+        let k = u64::from(self.fanout);
+        let first = u64::from(i) * k + 1;
+        let mut got: Vec<u32> = (first..(first + k).min(positions))
+            .map(|p| p as u32)
+            .collect();
+        let interior = u64::from(self.interior);
+        let mut extra = self.overflow_from() + (interior - 1 - u64::from(i));
+        while extra < positions {
+            got.push(extra as u32);
+            extra += interior;
+        }
+        got
     }
 }
 
@@ -252,7 +289,6 @@ impl Plan {
         for (r, &i) in full.iter().enumerate() {
             interior_in[i as usize] = (r % stripes) as u32;
         }
-        let positions = ranked.len();
         let trees = (0..stripes)
             .map(|s| {
                 let mut order: Vec<Node> = full
@@ -262,24 +298,20 @@ impl Plan {
                     .collect();
                 let interior = order.len();
                 // Leaves in rank order, rotated per stripe so a member's parents in the
-                // different trees are unrelated.
-                let leaves: Vec<Node> = ranked
-                    .iter()
-                    .copied()
-                    .filter(|&i| interior_in[i as usize] != s as u32)
-                    .collect();
-                let turn = if leaves.is_empty() {
-                    0
-                } else {
-                    s * leaves.len() / stripes
-                };
-                order.extend(leaves[turn..].iter().chain(&leaves[..turn]));
-                // Position P-1's parent, (P-2)/k, must be interior.
-                let fanout = if positions >= 2 && interior > 0 {
-                    params.fanout.max((positions - 2) / interior + 1)
-                } else {
-                    params.fanout
-                };
+                // different trees are unrelated; the slow ones last, so that where the interior
+                // members' children do not hold every leaf (there are too few forwarders), the
+                // leaves spread one more over them are slow ones, which take little uplink.
+                for class in [Class::Full, Class::Slow] {
+                    let leaves: Vec<Node> = ranked
+                        .iter()
+                        .copied()
+                        .filter(|&i| interior_in[i as usize] != s as u32)
+                        .filter(|&i| classes[i as usize] == class)
+                        .collect();
+                    let turn = s * leaves.len() / stripes;
+                    order.extend(leaves[turn..].iter().chain(&leaves[..turn]));
+                }
+                let fanout = params.fanout;
                 let mut position = vec![NONE; n];
                 for (p, &i) in order.iter().enumerate() {
                     position[i as usize] = p as u32;
@@ -375,22 +407,20 @@ impl Plan {
     /// The members `node` feeds in `stripe` as planned.
     pub fn children(&self, stripe: usize, node: Node) -> Vec<Node> {
         let tree = &self.trees[stripe];
-        let positions = tree.order.len() as u64;
         if node == self.origin {
             return match tree.interior {
                 0 => tree.order.clone(),
                 _ => tree.order.iter().take(1).copied().collect(),
             };
         }
-        let i = tree.position[node as usize];
-        if i == NONE || i >= tree.interior {
-            return Vec::new();
+        match tree.position[node as usize] {
+            NONE => Vec::new(),
+            i => tree
+                .children(i)
+                .into_iter()
+                .map(|p| tree.order[p as usize])
+                .collect(),
         }
-        let k = u64::from(tree.fanout);
-        let first = u64::from(i) * k + 1;
-        (first..(first + k).min(positions))
-            .map(|p| tree.order[p as usize])
-            .collect()
     }
 
     /// Edges from the origin to `node` in `stripe` as planned (0 for the origin).
@@ -436,13 +466,23 @@ impl Plan {
         let name = &self.names[node as usize];
         for level in (1..depth).rev() {
             let (first, end) = tree.level(level);
-            let start = hash(&self.seed, b"adopt", name, (stripe as u64) << 32 | level as u64);
+            let start = hash(
+                &self.seed,
+                b"adopt",
+                name,
+                (stripe as u64) << 32 | level as u64,
+            );
             if let Some(j) = self.scan(tree, first, end.min(interior), start, &missing) {
                 return j;
             }
         }
         let (first, _) = tree.level(depth);
-        let start = hash(&self.seed, b"adopt", name, (stripe as u64) << 32 | depth as u64);
+        let start = hash(
+            &self.seed,
+            b"adopt",
+            name,
+            (stripe as u64) << 32 | depth as u64,
+        );
         self.scan(tree, first, u64::from(i).min(interior), start, &missing)
             .unwrap_or(self.origin)
     }
@@ -459,7 +499,12 @@ impl Plan {
         let interior = u64::from(tree.interior);
         for level in (1..=tree.depth(tree.interior - 1)).rev() {
             let (first, end) = tree.level(level);
-            let start = hash(&self.seed, b"late", name, (stripe as u64) << 32 | level as u64);
+            let start = hash(
+                &self.seed,
+                b"late",
+                name,
+                (stripe as u64) << 32 | level as u64,
+            );
             if let Some(j) = self.scan(tree, first, end.min(interior), start, &missing) {
                 return j;
             }
@@ -493,7 +538,10 @@ impl Plan {
         let len = self.ring.len();
         let (start, own) = match self.node(name).map(|i| self.ring_at[i as usize]) {
             Some(q) if q != NONE => (q as usize + 1, 1),
-            _ => ((hash(&self.seed, b"repair", name, 0) % len.max(1) as u64) as usize, 0),
+            _ => (
+                (hash(&self.seed, b"repair", name, 0) % len.max(1) as u64) as usize,
+                0,
+            ),
         };
         (0..self.neighbours.min(len - own))
             .map(|t| self.ring[(start + t) % len])
@@ -549,8 +597,14 @@ mod tests {
     }
 
     fn fleet() -> impl Strategy<Value = (Vec<Member>, usize, [u8; 20], Params)> {
-        (1usize..400, 0usize..40, any::<[u8; 20]>(), 1usize..17, 2usize..17).prop_flat_map(
-            |(full, slow, ih, stripes, fanout)| {
+        (
+            1usize..400,
+            0usize..40,
+            any::<[u8; 20]>(),
+            1usize..17,
+            2usize..17,
+        )
+            .prop_flat_map(|(full, slow, ih, stripes, fanout)| {
                 (
                     Just(members(full, slow)),
                     0..full,
@@ -561,8 +615,7 @@ mod tests {
                         neighbours: 4,
                     }),
                 )
-            },
-        )
+            })
     }
 
     proptest! {
@@ -788,7 +841,10 @@ mod tests {
         };
         assert!(matches!(
             Plan::new(b"x", &members, "node-00000", zero),
-            Err(TopologyError::Parameter { what: "stripes", .. })
+            Err(TopologyError::Parameter {
+                what: "stripes",
+                ..
+            })
         ));
     }
 
