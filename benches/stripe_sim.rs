@@ -2,17 +2,20 @@
 //! the agent's own plan (`p2pu::agent::transfer::topology`), to choose its parameters and to
 //! predict 1,000 / 10,000 / 100,000 nodes, beside the relay chain's model.
 //!
-//! The model steps time (10 ms) through flows: one per (parent, child, stripe) of the plan, and
+//! The model steps time (20 ms) through flows: one per (parent, child, stripe) of the plan, and
 //! the flows repair adds. A flow carries at most
-//! - what its sender has verified of that stripe a hop's delay ago (30 ms), in whole blocks
-//!   (16 KiB checked blocks, or 256 KiB pieces to compare): a block is forwarded only once it
-//!   arrived whole and checked, which is what costs a block time at every hop;
-//! - its share of the sender's uplink, shared max-min fairly among the sender's tree children
-//!   first, what is left going to repair pulls (a node serves its children before neighbours);
+//!
+//! - what its sender has verified of that stripe a hop's delay ago (30 ms, between the two
+//!   steps around it), in whole blocks (16 KiB checked blocks, or 256 KiB pieces to compare):
+//!   a block is forwarded only once it arrived whole and checked, which is what costs a block
+//!   time at every hop;
+//! - its share of the sender's uplink, shared max-min fairly among the sender's planned
+//!   children first, then the orphans it adopted, then repair pulls;
 //! - its share of the receiver's downlink, split evenly among the stripes it is still taking.
-//! Time steps of 10 ms are below a 16 KiB block's time at a stripe's rate (21 ms at 8 stripes
-//! of 50 Mbit/s), so the model keeps the block granularity that decides the depth's cost,
-//! while stepping bytes, not blocks, keeps 100,000 nodes (800,000 flows) at seconds a run.
+//!
+//! Steps of 20 ms are below a 16 KiB block's time at a stripe's rate (21 ms at 8 stripes of
+//! 50 Mbit/s), so the model keeps the block granularity that decides the depth's cost, while
+//! stepping bytes, not blocks, keeps 100,000 nodes (800,000 flows) to about a minute a run.
 //!
 //! Faults: slow members (a tenth of the rate, advertised, so the plan makes them leaves);
 //! members that crash or hang (in turn) once they hold half the payload: a crash is seen by
@@ -22,14 +25,16 @@
 //! refuses it and leaves. A node that saw its source fail marks it missing *in its own view*
 //! and takes the stripe from `Plan::source` (which may name a member that failed too, unseen
 //! yet: the disagreement costs another detection), after a connection's set-up (two hops),
-//! and pulls the stripe's missing blocks from its repair neighbours, who serve it from uplink
-//! their children leave. A node holding every stripe but one that lags also asks its
-//! neighbours (the end game). Members that joined after the announcement (not in the plan)
-//! take every stripe from `Plan::late_source`.
+//! and pulls the stripe's missing blocks from the failed member's parents in every stripe
+//! (whose uplink the failure freed) and from its repair neighbours, who serve it from uplink
+//! their children leave. A node fallen 32 blocks behind its source, or holding all stripes but
+//! one or two with more than 2% of one missing, also asks its neighbours (the end game). A slow
+//! member never asks: its own link is what holds it. Members that joined after the
+//! announcement (not in the plan) take every stripe from `Plan::late_source`.
 //!
 //! `cargo bench --bench stripe_sim -- [--nodes 1000,10000,100000] [--mib 64] [--mbit 50]
 //!   [--hop-ms 30] [--start-s 0.35] [--block-kib 16] [--stripes 8] [--fanout 8]
-//!   [--sweep N]`
+//!   [--step-ms 20] [--sweep N]`
 //! Prints, per scenario: full-rate nodes' p50/p99/max time (submit → last block) over one
 //! copy, the slow nodes' worst over their own one copy, the origin's upload over the payload,
 //! refused blocks, and the chain's model beside it. `--sweep N` first compares parameter
@@ -456,9 +461,8 @@ fn simulate(config: Config, scenario: Scenario) -> Outcome {
                         continue;
                     }
                     let at = c * d + s;
-                    let visible = if lying {
-                        stripe_len[s]
-                    } else if u == origin {
+                    // A liar sends junk as fast as it is taken; the origin holds it all.
+                    let visible = if lying || u == origin {
                         stripe_len[s]
                     } else {
                         let from = u * d + s;
