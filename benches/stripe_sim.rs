@@ -15,7 +15,7 @@
 //!
 //! Steps of 20 ms are below a 16 KiB block's time at a stripe's rate (21 ms at 8 stripes of
 //! 50 Mbit/s), so the model keeps the block granularity that decides the depth's cost, while
-//! stepping bytes, not blocks, keeps 100,000 nodes (800,000 flows) to about a minute a run.
+//! stepping bytes, not blocks, keeps 100,000 nodes (800,000 flows) to 1 to 5 CPU minutes a run.
 //!
 //! Faults: slow members (a tenth of the rate, advertised, so the plan makes them leaves);
 //! members that crash or hang (in turn) once they hold half the payload: a crash is seen by
