@@ -1,7 +1,8 @@
 //! Bringing a payload to this node and serving it to others: the HTTP fetch and relay chain,
 //! the pace every source is held to, the root-only verified copy, the download dir's layout,
 //! the web seed server and tracker that the unprivileged `agent-serve` child runs, and
-//! Transmission as the fallback.
+//! Transmission as the fallback; and the plan of stripes over trees that will replace the chain
+//! for large fleets.
 
 pub mod download_dir;
 pub mod fetch;
@@ -11,5 +12,6 @@ pub mod pace;
 pub mod relay;
 pub mod seed_http;
 pub mod serve;
+pub mod topology;
 pub mod tracker;
 pub mod verified;
