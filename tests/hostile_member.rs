@@ -1,26 +1,29 @@
 //! A compromised member in a lab of real agents (Serf, Transmission, Puppet in a network
 //! namespace). Node 3 holds the Serf keyring but no signing key, and node 2's local
-//! `debian-transmission` user is hostile too. While the operator on node 1 submits three
-//! signed updates of one name (the second bound to a rollout plan), they run every attack we
-//! know of that a lab can stage:
+//! `debian-transmission` user (which owns the download dir) is hostile too. While the operator
+//! on node 1 submits four signed updates of one name (the last three bound to rollout plans),
+//! they run every attack we know of that a lab can stage:
 //!
 //! - announcements over Serf from node 3: a genuine applied announcement re-sent with the
 //!   `plan` flag added, one with a broken signature, one with its signatures removed, one
-//!   signed by a key nobody trusts with a much higher seq, and replays of the genuine ones;
+//!   signed by a key nobody trusts with a much higher seq, and replays of genuine ones, also
+//!   after a later update;
 //! - odd entries in node 2's spool (its NAT part): a FIFO, a directory, a link to
 //!   `/etc/shadow`, a 2 GiB sparse file, all named like events;
-//! - odd files in node 2's download dir as `debian-transmission`: in place of the rollout
-//!   plan as it arrives (a FIFO), and of the metainfo of an update not yet sent (a link, a
-//!   FIFO, a directory, a sparse 2 GiB file named `<info-hash>.plan` and `.torrent`);
-//! - dripping connections from node 3 that hold every slot it may take at node 2's seed
-//!   server while node 1 fetches from it.
+//! - odd files in node 2's download dir, as `debian-transmission`: the rollout plan swapped
+//!   for a FIFO as it arrives (u2); a 2 GiB sparse plan and the metainfo a link to
+//!   `/dev/zero` (u3); a directory as the plan and a FIFO as the metainfo (u4), planted before
+//!   the update is announced;
+//! - twelve connections from node 3 dripping request heads at node 2's seed server while a
+//!   member fetches from it, and a stranger on the LAN asking it for a payload.
 //!
-//! Every honest node (1 and 2) must apply exactly the three signed updates, in order, once
+//! Every honest node (1 and 2) must apply exactly the four signed updates, in order, once
 //! each; keep answering `p2pu status`; stop on SIGTERM; and keep no record in its state that
-//! does not verify against its trusted keys.
+//! does not verify against its trusted keys. Node 2's seed server must serve a member and
+//! refuse the stranger.
 //!
-//! Not staged here: lying catch-up and heartbeat answers (a member answering queries with
-//! forged snapshots), which need a member's query handler replaced.
+//! Not staged here: lying catch-up and heartbeat answers (forged snapshots) and odd
+//! `<snap>.snapshot` files, which need the heartbeat service, which the lab does not run.
 
 mod support;
 
@@ -225,37 +228,53 @@ fn plant_spool_entries(lab: &Lab, node: usize) {
     sparse.set_len(2 << 30).unwrap();
 }
 
-/// Plants odd files in node `node`'s download dir, owned by its owner (the
-/// `debian-transmission` user Transmission writes as), under the names the agent would look
-/// for with `info_hash`.
-fn plant_download_files(lab: &Lab, node: usize, info_hash: &str) {
-    let dir = &lab.node(node).unwrap().site.transmission.download_dir;
-    let owner = std::fs::metadata(dir).unwrap();
-    let own = |path: &Path| {
-        nix::unistd::fchownat(
-            None,
-            path,
-            Some(owner.uid().into()),
-            Some(owner.gid().into()),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
+/// Gives `path` (not following a link) to the owner of `dir`: what the `debian-transmission`
+/// user, which owns the download dir, could have made itself.
+fn own(dir: &Path, path: &Path) -> bool {
+    let Ok(owner) = std::fs::metadata(dir) else {
+        return false;
     };
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(owner.uid().into()),
+        Some(owner.gid().into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok()
+}
+
+/// The odd files planted in place of an update's plan and metainfo.
+#[derive(Clone, Copy, Debug)]
+enum Odd {
+    /// A 2 GiB sparse plan (zeros), and the metainfo a link to `/dev/zero`.
+    SparsePlanLinkedMetainfo,
+    /// A directory as the plan, and a FIFO as the metainfo.
+    DirectoryPlanFifoMetainfo,
+}
+
+/// Plants odd files in node `node`'s download dir, as its owner (the `debian-transmission`
+/// user Transmission writes as), under the names the agent uses for `info_hash`, before the
+/// update is announced.
+fn plant_download_files(lab: &Lab, node: usize, info_hash: &str, odd: Odd) {
+    let dir = &lab.node(node).unwrap().site.transmission.download_dir;
     let plan = dir.join(format!("{info_hash}.plan"));
-    std::os::unix::fs::symlink("/dev/zero", &plan).unwrap();
-    own(&plan);
-    let torrent = dir.join(format!("{info_hash}.torrent"));
-    let sparse = std::fs::File::create(&torrent).unwrap();
-    sparse.set_len(2 << 30).unwrap();
-    own(&torrent);
-    let part = dir.join(format!("{info_hash}.part"));
-    nix::unistd::mkfifo(&part, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
-    own(&part);
-    let named = dir.join(info_hash);
-    if !named.exists() {
-        std::fs::create_dir(&named).unwrap();
-        own(&named);
+    let metainfo = dir.join(format!("{info_hash}.torrent"));
+    match odd {
+        Odd::SparsePlanLinkedMetainfo => {
+            std::fs::File::create(&plan)
+                .unwrap()
+                .set_len(2 << 30)
+                .unwrap();
+            std::os::unix::fs::symlink("/dev/zero", &metainfo).unwrap();
+        }
+        Odd::DirectoryPlanFifoMetainfo => {
+            std::fs::create_dir(&plan).unwrap();
+            nix::unistd::mkfifo(&metainfo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                .unwrap();
+        }
     }
+    assert!(own(dir, &plan) && own(dir, &metainfo));
 }
 
 /// A `debian-transmission` watcher on node `node`'s download dir: the first time a rollout
@@ -279,6 +298,7 @@ fn swap_plans_for_fifos(
                 let fifo = dir.join(format!(".{name}.fifo"));
                 if nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
                     .is_ok()
+                    && own(&dir, &fifo)
                     && std::fs::rename(&fifo, entry.path()).is_ok()
                 {
                     swapped.push(name);
@@ -326,6 +346,35 @@ fn drip_at_seed_server(
         }
         count
     })
+}
+
+/// The status line node `node`'s seed server gives a GET of `path` from `from`.
+fn seed_get(lab: &Lab, node: usize, from: std::net::Ipv4Addr, path: &str) -> String {
+    use std::io::Read;
+    let target = SocketAddr::from((
+        lab.node(node).unwrap().addr,
+        lab.node(node).unwrap().site.agent.seed_port,
+    ));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: p2pu\r\n\r\n");
+    lab.in_netns(move || {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+        socket.connect(&target.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+    .unwrap()
 }
 
 fn status_answers(lab: &Lab, node: usize) -> StatusReport {
@@ -390,6 +439,15 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     for node in HONEST {
         wait(&format!("node {node} to apply u1"), ROLLOUT, || applied(&lab, node, u1.seq()));
     }
+    // Node 2's seed server serves u1's metainfo to a member and refuses a stranger on the
+    // LAN, by the membership the agent gave it.
+    let u1_metainfo = format!("/{}.torrent", hex::encode(u1.info_hash()));
+    let member = lab.node(1).unwrap().addr;
+    let [a, b, c, _] = member.octets();
+    let stranger = std::net::Ipv4Addr::new(a, b, c, 200);
+    lab.netns().add_addr(stranger).unwrap();
+    assert_eq!(seed_get(&lab, 2, member, &u1_metainfo), "HTTP/1.1 200 OK");
+    assert_eq!(seed_get(&lab, 2, stranger, &u1_metainfo), "HTTP/1.1 403 Forbidden");
     attack_over_serf(&lab, &u1);
 
     // Update 2, bound to a rollout plan, while node 2's download dir swaps the plan for a
@@ -399,6 +457,8 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     let dripper = drip_at_seed_server(&lab, 2, stop.clone());
     let u2 = submit(&lab, dir.path(), 2, &["--max-failures", "1"]);
     assert!(u2.has_plan());
+    // The dripping member holds what one source may; a member is still served.
+    assert_eq!(seed_get(&lab, 2, member, &u1_metainfo), "HTTP/1.1 200 OK");
     for node in HONEST {
         wait(&format!("node {node} to apply u2"), ROLLOUT, || applied(&lab, node, u2.seq()));
     }
@@ -411,33 +471,41 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     lab.serf_event(ATTACKER, UPDATE_EVENT, u1.to_wire().as_bytes())
         .unwrap();
 
-    // Update 3: signed first, so node 2's download dir can hold odd files under its
-    // info-hash before it is announced.
-    let u3_path = manifest(dir.path(), 3);
-    let sig = dir.path().join("u3.sig");
-    ok(lab
-        .p2pu(
-            1,
-            &[
-                "submit",
-                u3_path.to_str().unwrap(),
-                "--sign-only",
-                sig.to_str().unwrap(),
-            ],
-        )
-        .unwrap());
-    let u3 = Announcement::decode(std::fs::read_to_string(&sig).unwrap().trim()).unwrap();
-    plant_download_files(&lab, 2, &hex::encode(u3.info_hash()));
-    ok(lab
-        .p2pu(1, &["submit", "--with-sig", sig.to_str().unwrap()])
-        .unwrap());
-    // The positive event after every attack: the last signed update applied everywhere.
-    for node in HONEST {
-        wait(&format!("node {node} to apply u3"), ROLLOUT, || applied(&lab, node, u3.seq()));
+    // Updates 3 and 4, bound to plans: signed first, so node 2's download dir can hold odd
+    // files under their info-hash before they are announced.
+    let mut later = Vec::new();
+    for (n, odd) in [(3, Odd::SparsePlanLinkedMetainfo), (4, Odd::DirectoryPlanFifoMetainfo)] {
+        let path = manifest(dir.path(), n);
+        let sig = dir.path().join(format!("u{n}.sig"));
+        let sig_arg = sig.to_str().unwrap();
+        ok(lab
+            .p2pu(
+                1,
+                &[
+                    "submit",
+                    path.to_str().unwrap(),
+                    "--sign-only",
+                    sig_arg,
+                    "--max-failures",
+                    "1",
+                ],
+            )
+            .unwrap());
+        let update = Announcement::decode(std::fs::read_to_string(&sig).unwrap().trim()).unwrap();
+        plant_download_files(&lab, 2, &hex::encode(update.info_hash()), odd);
+        ok(lab.p2pu(1, &["submit", "--with-sig", sig_arg]).unwrap());
+        // The positive event after the attacks: each later signed update applied everywhere.
+        for node in HONEST {
+            wait(&format!("node {node} to apply u{n} ({odd:?} on node 2)"), ROLLOUT, || {
+                applied(&lab, node, update.seq())
+            });
+        }
+        later.push(update);
     }
+    let (u3, u4) = (&later[0], &later[1]);
 
     for node in HONEST {
-        assert_eq!(ran(&lab, node), ["u1", "u2", "u3"], "node {node} ran");
+        assert_eq!(ran(&lab, node), ["u1", "u2", "u3", "u4"], "node {node} ran");
         let kept: Vec<(u64, Status)> = store(&lab, node)
             .records(NAME)
             .unwrap()
@@ -449,7 +517,8 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
             [
                 (u1.seq(), Status::Applied),
                 (u2.seq(), Status::Applied),
-                (u3.seq(), Status::Applied)
+                (u3.seq(), Status::Applied),
+                (u4.seq(), Status::Applied)
             ],
             "node {node} keeps"
         );
