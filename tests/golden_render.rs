@@ -132,7 +132,14 @@ fn update_golden(value: Option<&str>) -> bool {
 
 #[test]
 fn only_a_truthy_update_golden_rewrites_the_goldens() {
-    for off in [None, Some(""), Some("0"), Some("false"), Some("no"), Some("off")] {
+    for off in [
+        None,
+        Some(""),
+        Some("0"),
+        Some("false"),
+        Some("no"),
+        Some("off"),
+    ] {
         assert!(!update_golden(off), "{off:?}");
     }
     for on in ["1", "true", "TRUE", "yes", "on"] {

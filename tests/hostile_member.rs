@@ -201,7 +201,10 @@ fn forgeries(genuine: &Announcement) -> Vec<(&'static str, Vec<u8>)> {
         ("the plan flag added", wire("p2pu2:", &flagged)),
         ("a broken signature", wire("p2pu2:", &broken)),
         ("no signature", wire("p2pu2:", &unsigned)),
-        ("an untrusted key, seq far ahead", ahead.to_wire().into_bytes()),
+        (
+            "an untrusted key, seq far ahead",
+            ahead.to_wire().into_bytes(),
+        ),
     ]
 }
 
@@ -285,7 +288,13 @@ fn swap_plans_for_fifos(
     node: usize,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<String>> {
-    let dir = lab.node(node).unwrap().site.transmission.download_dir.clone();
+    let dir = lab
+        .node(node)
+        .unwrap()
+        .site
+        .transmission
+        .download_dir
+        .clone();
     std::thread::spawn(move || {
         let mut swapped = Vec::new();
         while !stop.load(Ordering::SeqCst) {
@@ -317,7 +326,10 @@ fn drip_at_seed_server(
     node: usize,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
-    let target = SocketAddr::from((lab.node(node).unwrap().addr, lab.node(node).unwrap().site.agent.seed_port));
+    let target = SocketAddr::from((
+        lab.node(node).unwrap().addr,
+        lab.node(node).unwrap().site.agent.seed_port,
+    ));
     let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
     let streams: Vec<TcpStream> = lab
         .in_netns(move || {
@@ -390,10 +402,12 @@ fn status_answers(lab: &Lab, node: usize) -> StatusReport {
 fn assert_only_signed_records(lab: &Lab, node: usize) {
     let trusted = TrustedKeys::load(&lab.node(node).unwrap().site.agent.trusted_keys_dir).unwrap();
     for record in records(lab, node) {
-        let verified = Announcement::decode(&record.wire).map_err(|e| e.to_string()).and_then(|a| {
-            a.verify(&trusted, record.plan.as_deref().map(str::as_bytes))
-                .map_err(|e| e.to_string())
-        });
+        let verified = Announcement::decode(&record.wire)
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                a.verify(&trusted, record.plan.as_deref().map(str::as_bytes))
+                    .map_err(|e| e.to_string())
+            });
         assert!(
             verified.is_ok(),
             "node {node} keeps a record that does not verify ({:?}): {} seq {} {:?} {:?}",
@@ -437,7 +451,9 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     // Update 1, plain. Once applied everywhere, node 3 forges and replays it.
     let u1 = submit(&lab, dir.path(), 1, &[]);
     for node in HONEST {
-        wait(&format!("node {node} to apply u1"), ROLLOUT, || applied(&lab, node, u1.seq()));
+        wait(&format!("node {node} to apply u1"), ROLLOUT, || {
+            applied(&lab, node, u1.seq())
+        });
     }
     // Node 2's seed server serves u1's metainfo to a member and refuses a stranger on the
     // LAN, by the membership the agent gave it.
@@ -447,7 +463,10 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     let stranger = std::net::Ipv4Addr::new(a, b, c, 200);
     lab.netns().add_addr(stranger).unwrap();
     assert_eq!(seed_get(&lab, 2, member, &u1_metainfo), "HTTP/1.1 200 OK");
-    assert_eq!(seed_get(&lab, 2, stranger, &u1_metainfo), "HTTP/1.1 403 Forbidden");
+    assert_eq!(
+        seed_get(&lab, 2, stranger, &u1_metainfo),
+        "HTTP/1.1 403 Forbidden"
+    );
     attack_over_serf(&lab, &u1);
 
     // Update 2, bound to a rollout plan, while node 2's download dir swaps the plan for a
@@ -460,7 +479,9 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     // The dripping member holds what one source may; a member is still served.
     assert_eq!(seed_get(&lab, 2, member, &u1_metainfo), "HTTP/1.1 200 OK");
     for node in HONEST {
-        wait(&format!("node {node} to apply u2"), ROLLOUT, || applied(&lab, node, u2.seq()));
+        wait(&format!("node {node} to apply u2"), ROLLOUT, || {
+            applied(&lab, node, u2.seq())
+        });
     }
     stop.store(true, Ordering::SeqCst);
     let swapped = swapper.join().unwrap();
@@ -474,7 +495,10 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     // Updates 3 and 4, bound to plans: signed first, so node 2's download dir can hold odd
     // files under their info-hash before they are announced.
     let mut later = Vec::new();
-    for (n, odd) in [(3, Odd::SparsePlanLinkedMetainfo), (4, Odd::DirectoryPlanFifoMetainfo)] {
+    for (n, odd) in [
+        (3, Odd::SparsePlanLinkedMetainfo),
+        (4, Odd::DirectoryPlanFifoMetainfo),
+    ] {
         let path = manifest(dir.path(), n);
         let sig = dir.path().join(format!("u{n}.sig"));
         let sig_arg = sig.to_str().unwrap();
@@ -496,9 +520,11 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
         ok(lab.p2pu(1, &["submit", "--with-sig", sig_arg]).unwrap());
         // The positive event after the attacks: each later signed update applied everywhere.
         for node in HONEST {
-            wait(&format!("node {node} to apply u{n} ({odd:?} on node 2)"), ROLLOUT, || {
-                applied(&lab, node, update.seq())
-            });
+            wait(
+                &format!("node {node} to apply u{n} ({odd:?} on node 2)"),
+                ROLLOUT,
+                || applied(&lab, node, update.seq()),
+            );
         }
         later.push(update);
     }
@@ -538,9 +564,11 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    wait("node 2's agent to stop on SIGTERM", Duration::from_secs(20), || {
-        !lab.pids().contains(&pid)
-    });
+    wait(
+        "node 2's agent to stop on SIGTERM",
+        Duration::from_secs(20),
+        || !lab.pids().contains(&pid),
+    );
     let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
     assert!(log.contains("agent stopping"), "{log}");
 }

@@ -501,14 +501,19 @@ fn p2pu_lab_keep_runs_until_sigterm() {
         .lines()
         .find_map(|l| l.split_once("try: ").map(|(_, c)| c.to_string()))
         .unwrap_or_else(|| panic!("no command suggested: {text}"));
-    let answered = Command::new("sh").args(["-c", &suggested]).output().unwrap();
+    let answered = Command::new("sh")
+        .args(["-c", &suggested])
+        .output()
+        .unwrap();
     assert!(
         answered.status.success(),
         "{suggested}: {}",
         String::from_utf8_lossy(&answered.stderr)
     );
     assert!(matches!(child.try_wait(), Ok(None)), "--keep did not keep");
-    assert!(!std::fs::read_to_string(&log).unwrap().contains("tearing down"));
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("tearing down"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();

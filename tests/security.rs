@@ -128,7 +128,8 @@ fn network_facing_units_run_unprivileged_and_hardened() {
     assert!(
         client
             .iter()
-            .any(|(k, v)| k == "LoadCredential" && v == "nat-identity.key:/etc/p2pu/nat-identity.key"),
+            .any(|(k, v)| k == "LoadCredential"
+                && v == "nat-identity.key:/etc/p2pu/nat-identity.key"),
         "the NAT client's identity key"
     );
     // The proxy writes its name bindings (which key each node name is bound to) and nothing

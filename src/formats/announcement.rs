@@ -1733,7 +1733,11 @@ mod tests {
 
     /// `bencode` as the wire text of `a`'s version.
     fn wire_as(a: &Announcement, bencode: &[u8]) -> String {
-        let prefix = if a.binding.is_some() { WIRE_PREFIX_V2 } else { WIRE_PREFIX };
+        let prefix = if a.binding.is_some() {
+            WIRE_PREFIX_V2
+        } else {
+            WIRE_PREFIX
+        };
         format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bencode))
     }
 
@@ -1742,7 +1746,11 @@ mod tests {
     /// announcements as sent (with Serf's newline or without).
     fn arb_near_wire() -> impl Strategy<Value = (Vec<u8>, bool)> {
         let signed = || {
-            (arb_draft(), proptest::option::of(arb_binding()), any::<bool>())
+            (
+                arb_draft(),
+                proptest::option::of(arb_binding()),
+                any::<bool>(),
+            )
                 .prop_map(|(d, b, plan)| signed_any(d, b, plan))
         };
         prop_oneof![
@@ -1752,14 +1760,12 @@ mod tests {
                 "[A-Za-z0-9_-]{0,500}"
             )
                 .prop_map(|(p, b64)| (format!("{p}{b64}").into_bytes(), false)),
-            (signed(), any::<proptest::sample::Index>(), any::<u8>()).prop_map(
-                |(a, at, byte)| {
-                    let mut bencode = a.to_bencode();
-                    let at = at.index(bencode.len());
-                    bencode[at] = byte;
-                    (wire_as(&a, &bencode).into_bytes(), false)
-                }
-            ),
+            (signed(), any::<proptest::sample::Index>(), any::<u8>()).prop_map(|(a, at, byte)| {
+                let mut bencode = a.to_bencode();
+                let at = at.index(bencode.len());
+                bencode[at] = byte;
+                (wire_as(&a, &bencode).into_bytes(), false)
+            }),
             // What the canonical check alone refuses: a leading zero or a sign in an
             // integer, and bytes after the dictionary.
             (

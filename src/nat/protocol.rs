@@ -863,17 +863,14 @@ mod tests {
     fn arb_sealed_body() -> impl Strategy<Value = (Vec<u8>, bool)> {
         prop_oneof![
             arb_payload().prop_map(|p| (serde_json::to_vec(&p).unwrap(), true)),
-            (
-                arb_payload(),
-                any::<proptest::sample::Index>(),
-                any::<u8>()
-            )
-                .prop_map(|(p, at, byte)| {
+            (arb_payload(), any::<proptest::sample::Index>(), any::<u8>()).prop_map(
+                |(p, at, byte)| {
                     let mut json = serde_json::to_vec(&p).unwrap();
                     let at = at.index(json.len());
                     json[at] = byte;
                     (json, false)
-                }),
+                }
+            ),
             proptest::collection::vec(any::<u8>(), 0..400).prop_map(|b| (b, false)),
         ]
     }
