@@ -169,9 +169,13 @@ fn forgeries(genuine: &Announcement) -> Vec<(&'static str, Vec<u8>)> {
             .position(|w| w == key)
             .unwrap_or_else(|| panic!("{:?} not in the bencode", String::from_utf8_lossy(key)))
     };
-    // The plan flag added: keys are sorted, `plan` comes right before `seq`.
+    // The plan flag added (keys are sorted: `plan` comes right before `seq`), or removed
+    // from a plan-bound one.
     let mut flagged = bencode.clone();
-    flagged.splice(at(b"3:seqi")..at(b"3:seqi"), b"4:plani1e".iter().copied());
+    match bencode.windows(9).position(|w| w == b"4:plani1e") {
+        Some(plan) => drop(flagged.drain(plan..plan + 9)),
+        None => drop(flagged.splice(at(b"3:seqi")..at(b"3:seqi"), *b"4:plani1e")),
+    }
     // A byte of the (last) signature changed: `...<sig>1:vi2ee` ends every v2 bencode.
     let mut broken = bencode.clone();
     let last_sig_byte = broken.len() - b"1:vi2ee".len() - 1;
@@ -198,7 +202,7 @@ fn forgeries(genuine: &Announcement) -> Vec<(&'static str, Vec<u8>)> {
     };
     let ahead = Announcement::sign_v2(draft, binding, &p2pu::keys::generate()).unwrap();
     vec![
-        ("the plan flag added", wire("p2pu2:", &flagged)),
+        ("the plan flag added or removed", wire("p2pu2:", &flagged)),
         ("a broken signature", wire("p2pu2:", &broken)),
         ("no signature", wire("p2pu2:", &unsigned)),
         (
