@@ -677,6 +677,14 @@ mod tests {
         dripping.join().unwrap();
     }
 
+    struct StopOnDrop(Arc<AtomicBool>);
+
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// One worker: a client dripping its head holds it until the head timeout, then gets the
     /// connection closed without an answer, and an honest client queued behind it is served.
     /// Without the deadline the honest client would wait for as long as the drip goes on; a
@@ -693,6 +701,9 @@ mod tests {
         let probe = stream.try_clone().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let dripping = drip(vec![stream], stop.clone());
+        // Dropped before the server: a failing assertion stops the drip, so the server's
+        // worker is let go and the test fails instead of hanging.
+        let _stop_on_drop = StopOnDrop(stop.clone());
         // Let the worker take the dripping connection before the honest one queues.
         std::thread::sleep(Duration::from_millis(100));
         let mut honest = TcpStream::connect(server.addr()).unwrap();
