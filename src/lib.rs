@@ -22,6 +22,7 @@ pub mod sdnotify;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod trust;
+pub mod untrusted;
 
 pub use env::Env;
 
