@@ -15,7 +15,18 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "p2pu: installing cargo-deb (a few minutes, once)" >&2
     cargo install cargo-deb --version 3.8.0 --locked
 fi
+# The lint gate, before anything slow: formatting, then clippy on every target (tests and
+# benches included) with warnings as errors. rustup installs the components where missing;
+# a toolchain without rustup (Debian's cargo) needs its rustfmt and clippy packages.
+if command -v rustup >/dev/null; then
+    rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+    rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+fi
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
+# fuzz/ is its own workspace: build every target and run each a few seconds on its seeds.
+install/fuzz-check.sh
 # Benches (benches/, `harness = false`) are built above but only run by `cargo bench`.
 # A test whose prerequisite (root, cargo-deb, puppet-lint) is missing fails here instead of
 # passing without testing anything (tests/support/prereq.rs).

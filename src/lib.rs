@@ -19,6 +19,8 @@ pub mod provision;
 pub mod publish;
 pub mod render;
 pub mod sdnotify;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod trust;
 pub mod untrusted;
 

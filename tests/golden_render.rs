@@ -70,7 +70,7 @@ fn check(case: &str, config_text: &str, first_boot: bool) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(case);
-    let update = std::env::var_os("P2PU_UPDATE_GOLDEN").is_some();
+    let update = update_golden(std::env::var("P2PU_UPDATE_GOLDEN").ok().as_deref());
     let mut rendered = BTreeSet::new();
     for file in files {
         let golden = dir.join(file.path.strip_prefix("/").unwrap());
@@ -118,6 +118,32 @@ fn check(case: &str, config_text: &str, first_boot: bool) {
             stale.is_empty(),
             "golden files that init no longer renders (set P2PU_UPDATE_GOLDEN=1): {stale:?}"
         );
+    }
+}
+
+/// Whether `P2PU_UPDATE_GOLDEN` asks for the goldens to be rewritten: only a truthy value
+/// does, so `=0` or `=false` checks them as an unset variable would.
+fn update_golden(value: Option<&str>) -> bool {
+    matches!(
+        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("1" | "true" | "yes" | "on")
+    )
+}
+
+#[test]
+fn only_a_truthy_update_golden_rewrites_the_goldens() {
+    for off in [
+        None,
+        Some(""),
+        Some("0"),
+        Some("false"),
+        Some("no"),
+        Some("off"),
+    ] {
+        assert!(!update_golden(off), "{off:?}");
+    }
+    for on in ["1", "true", "TRUE", "yes", "on"] {
+        assert!(update_golden(Some(on)), "{on}");
     }
 }
 

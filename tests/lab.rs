@@ -494,8 +494,26 @@ fn p2pu_lab_keep_runs_until_sigterm() {
     if let Err(text) = waited {
         panic!("p2pu lab exited early: {text}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The kept lab answers the command it suggests: a lab that did not keep would be torn
+    // down by then (or mid-way), so the check is made after something it had to do.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let suggested = text
+        .lines()
+        .find_map(|l| l.split_once("try: ").map(|(_, c)| c.to_string()))
+        .unwrap_or_else(|| panic!("no command suggested: {text}"));
+    let answered = Command::new("sh")
+        .args(["-c", &suggested])
+        .output()
+        .unwrap();
+    assert!(
+        answered.status.success(),
+        "{suggested}: {}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
     assert!(matches!(child.try_wait(), Ok(None)), "--keep did not keep");
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("tearing down"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();

@@ -208,8 +208,17 @@ fn targeting_waves_halt_and_retry() {
         let why = record(&lab, node, "waves.pp").unwrap().reason.unwrap();
         assert!(why.starts_with("halted: 2 member(s)"), "node {node}: {why}");
     }
-    // Halted means never applied; give a wrongly applying node time to show it.
-    std::thread::sleep(Duration::from_secs(5));
+    // Halted means never applied. A later update applied on every node shows each agent went
+    // past the halted one: only then is "not applied" an answer.
+    let after = manifest(dir.path(), "after.pp", false);
+    ok(lab.p2pu(1, &["submit", after.to_str().unwrap()]).unwrap());
+    for node in 1..=NODES {
+        wait(
+            &format!("node {node} to apply after.pp"),
+            Duration::from_secs(120),
+            || runs(&lab, node, "after.pp") == 1,
+        );
+    }
     for &node in &order[4..] {
         assert_eq!(runs(&lab, node, "waves.pp"), 0, "node {node} applied it");
         assert_eq!(status(&lab, node, "waves.pp"), Some(Status::Halted));

@@ -47,6 +47,10 @@ fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Every hardening directive docs/SECURITY.md's privileges row claims for the two network
+/// facing units, on what `init` renders (which `tests/golden_render.rs` keeps equal to the
+/// goldens). The exposure score these give is measured on booted units in
+/// `tests/systemd_fleet.rs`.
 #[test]
 fn network_facing_units_run_unprivileged_and_hardened() {
     for unit in ["p2pu-nat-client.service", "p2pu-proxy.service"] {
@@ -59,17 +63,74 @@ fn network_facing_units_run_unprivileged_and_hardened() {
             ("ProtectHome", "yes"),
             ("PrivateTmp", "yes"),
             ("PrivateDevices", "yes"),
+            ("PrivateUsers", "yes"),
+            ("PrivateIPC", "yes"),
+            ("ProtectKernelTunables", "yes"),
+            ("ProtectKernelModules", "yes"),
+            ("ProtectKernelLogs", "yes"),
+            ("ProtectControlGroups", "yes"),
+            ("ProtectClock", "yes"),
+            ("ProtectHostname", "yes"),
+            ("ProtectProc", "invisible"),
+            ("ProcSubset", "pid"),
+            ("SystemCallFilter", "@system-service"),
+            ("SystemCallFilter", "~@privileged @resources"),
+            ("SystemCallArchitectures", "native"),
+            ("MemoryDenyWriteExecute", "yes"),
+            ("RestrictNamespaces", "yes"),
+            ("RestrictRealtime", "yes"),
+            ("RestrictSUIDSGID", "yes"),
+            ("LockPersonality", "yes"),
+            ("RemoveIPC", "yes"),
+            ("KeyringMode", "private"),
+            ("DevicePolicy", "closed"),
+            ("UMask", "0077"),
             // Empty: no capability at all, not even the ones root would keep.
             ("CapabilityBoundingSet", ""),
+            ("AmbientCapabilities", ""),
+            ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
         ] {
-            assert_eq!(setting(&settings, key), Some(want), "{unit}: {key}");
+            assert!(
+                settings.iter().any(|(k, v)| k == key && v == want),
+                "{unit}: {key}={want} missing, has {:?}",
+                settings
+                    .iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, v)| v)
+                    .collect::<Vec<_>>()
+            );
         }
+        // Secrets reach the unit as credentials bound read-only over their paths, never by
+        // making the root-only files readable.
+        let credentials: Vec<&str> = settings
+            .iter()
+            .filter(|(k, _)| k == "LoadCredential")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(
+            credentials.contains(&"site.toml:/etc/p2pu/site.toml")
+                && credentials.contains(&"fleet.secret:/etc/p2pu/fleet.secret"),
+            "{unit}: {credentials:?}"
+        );
+        let bound = setting(&settings, "BindReadOnlyPaths").unwrap_or("");
+        assert!(
+            bound.contains("%d/site.toml:/etc/p2pu/site.toml")
+                && bound.contains("%d/fleet.secret:/etc/p2pu/fleet.secret"),
+            "{unit}: {bound}"
+        );
     }
     // The NAT client may write its own part of the spool and nothing else.
     let client = service_settings(&rendered("systemd/system/p2pu-nat-client.service"));
     assert_eq!(
         setting(&client, "ReadWritePaths"),
         Some("/srv/p2pu/spool/overlay")
+    );
+    assert!(
+        client
+            .iter()
+            .any(|(k, v)| k == "LoadCredential"
+                && v == "nat-identity.key:/etc/p2pu/nat-identity.key"),
+        "the NAT client's identity key"
     );
     // The proxy writes its name bindings (which key each node name is bound to) and nothing
     // else.
@@ -89,6 +150,7 @@ fn only_the_agent_that_applies_updates_runs_as_root() {
         "the agent runs Puppet as root"
     );
     assert_eq!(setting(&agent, "PrivateTmp"), Some("yes"));
+    assert_eq!(setting(&agent, "ProtectHome"), Some("read-only"));
     // Serf runs the handler as root: the handler must stay an exec of p2pu, nothing more.
     let handler = rendered("p2pu/serf-handler");
     let code: Vec<&str> = handler

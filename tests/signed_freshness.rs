@@ -163,9 +163,27 @@ fn expired_and_other_fleets_are_refused_and_two_of_three_is_held_until_two_signe
             },
         );
     }
-    // Held means never applied; give a wrongly accepted one time to show.
-    std::thread::sleep(Duration::from_secs(5));
+    // Held means never applied. A later update, which needs one signature, applied on every
+    // node shows each agent went past the held one: only then is "not applied" an answer.
+    let later = manifest(dir.path(), "later.pp");
+    ok(lab
+        .p2pu(
+            1,
+            &[
+                "submit",
+                later.to_str().unwrap(),
+                "--wait",
+                "--timeout",
+                "180",
+            ],
+        )
+        .unwrap());
     for node in 1..=NODES {
+        wait(
+            &format!("node {node} to apply later.pp"),
+            Duration::from_secs(60),
+            || runs(&lab, node, "later.pp") == 1,
+        );
         assert_eq!(runs(&lab, node, "base.pp"), 0, "node {node} applied it");
     }
 

@@ -780,14 +780,17 @@ fn a_node_rebooted_mid_rollout_comes_back_through_its_units_and_applies_once() {
         text(&nodes[1].c().exec(&["p2pu", "status", "--all"])),
         nodes[1].c().journal("p2pu-agent")
     );
-    // Give a second apply, if one were coming, its chance.
-    wait_until(Duration::from_secs(20), || {
-        nodes[1]
-            .c()
-            .journal("p2pu-agent")
-            .contains("applied: puppet apply")
-    });
-    std::thread::sleep(Duration::from_secs(5));
+    // A later update applied on n2 shows its agent went past this one after the reboot: a
+    // second apply of it, if one were coming, would have come first.
+    std::fs::write(
+        nodes[0].path("/root/later.pp"),
+        "exec { 'p2pu-later': command => '/bin/true' }\n",
+    )
+    .unwrap();
+    wait_for_members(&nodes, 2);
+    wait_for_user_events(&nodes);
+    nodes[0].c().exec_ok(&["p2pu", "submit", "/root/later.pp"]);
+    assert_applied_once(&nodes[1], "later.pp");
     let runs = read(&count);
     assert_eq!(
         runs.lines().count(),
@@ -950,8 +953,15 @@ fn restarting_the_agent_during_an_apply_lets_the_apply_finish_exactly_once() {
         restart.elapsed()
     );
     assert_applied_once(node, "slow.pp");
-    // A second apply, if one were coming after the restart, would have started by now.
-    std::thread::sleep(Duration::from_secs(10));
+    // A later update applied shows the restarted agent went past this one: a second apply
+    // of it, if one were coming after the restart, would have come first.
+    std::fs::write(
+        node.path("/root/later.pp"),
+        "exec { 'p2pu-later': command => '/bin/true' }\n",
+    )
+    .unwrap();
+    node.c().exec_ok(&["p2pu", "submit", "/root/later.pp"]);
+    assert_applied_once(node, "later.pp");
     assert_eq!(
         read(&log),
         "start\nend\n",

@@ -103,6 +103,9 @@ fuzz_target!(|data: &[u8]| {
         thresholds: p2pu::agent::runtime::intake::Thresholds::one(),
         max_future_ms: 86_400_000,
         max_payload_bytes: u64::MAX,
+        // No plan is kept here: a plan-bound answer waits for its plan.
+        plans_dir: &base.join("plans"),
+        node: "fuzzed-node",
     };
     let spooled = match catch_up(&gossip, &store, &policy, &spool, 1_800_000_000_000, Duration::ZERO) {
         Ok(spooled) => spooled,

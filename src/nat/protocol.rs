@@ -796,29 +796,163 @@ mod tests {
         assert!(verify_register(&message("a1", 1000, 7, unsigned)).is_err());
     }
 
+    fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+        // Through `SocketAddr::new`: JSON carries an address as text, which has no place for
+        // an IPv6 flow label.
+        (any::<std::net::IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        "\\PC{0,12}"
+    }
+
+    /// Every kind of body, relays nested two deep.
+    fn arb_body() -> impl Strategy<Value = Body> {
+        let leaf = prop_oneof![
+            (arb_addr(), any::<u32>(), arb_text(), arb_text(), arb_text()).prop_map(
+                |(local, keepalive_secs, cert, key, sig)| Body::Register {
+                    local,
+                    keepalive_secs,
+                    cert,
+                    key,
+                    sig
+                }
+            ),
+            (arb_addr(), any::<u16>())
+                .prop_map(|(mapped, alt_port)| Body::Registered { mapped, alt_port }),
+            Just(Body::Unknown),
+            Just(Body::Unregister),
+            arb_text().prop_map(|target| Body::TalkTo { target }),
+            (arb_text(), arb_addr(), arb_addr(), arb_text()).prop_map(
+                |(peer, local, mapped, cert)| Body::Punch {
+                    peer,
+                    local,
+                    mapped,
+                    cert
+                }
+            ),
+            (arb_text(), arb_text()).prop_map(|(target, reason)| Body::Refused { target, reason }),
+            Just(Body::Probe),
+            arb_addr().prop_map(|seen_as| Body::ProbeAck { seen_as }),
+            Just(Body::Ping),
+            Just(Body::Pong),
+            proptest::collection::vec(arb_text(), 0..4).prop_map(|names| Body::Peers { names }),
+            (any::<u64>(), arb_text()).prop_map(|(id, wire)| Body::Announce { id, wire }),
+            any::<u64>().prop_map(|id| Body::AnnounceAck { id }),
+            Just(Body::EndSession),
+        ];
+        leaf.prop_recursive(2, 8, 1, |inner| {
+            prop_oneof![
+                (arb_text(), inner.clone()).prop_map(|(to, inner)| Body::Relay {
+                    to,
+                    inner: Box::new(inner)
+                }),
+                inner.prop_map(|inner| Body::Relayed {
+                    inner: Box::new(inner)
+                }),
+            ]
+        })
+    }
+
+    fn arb_payload() -> impl Strategy<Value = Payload> {
+        (arb_text(), arb_body()).prop_map(|(from, body)| Payload { from, body })
+    }
+
+    /// Bodies to seal: the canonical JSON of a payload (which must be taken), the same with
+    /// one byte changed, and raw bytes. The flag says whether the body must be taken.
+    fn arb_sealed_body() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        prop_oneof![
+            arb_payload().prop_map(|p| (serde_json::to_vec(&p).unwrap(), true)),
+            (arb_payload(), any::<proptest::sample::Index>(), any::<u8>()).prop_map(
+                |(p, at, byte)| {
+                    let mut json = serde_json::to_vec(&p).unwrap();
+                    let at = at.index(json.len());
+                    json[at] = byte;
+                    (json, false)
+                }
+            ),
+            proptest::collection::vec(any::<u8>(), 0..400).prop_map(|b| (b, false)),
+        ]
+    }
+
     proptest! {
+        /// Every message `encode` writes decodes to itself, and any changed byte is refused
+        /// (the tag covers every byte): what is taken is exactly what a holder of the secret
+        /// sealed.
         #[test]
-        fn bulk_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
-            let _ = decode_bulk(&secret(), 1000, &bytes);
-            let mut framed = BULK_MAGIC.to_vec();
-            framed.extend_from_slice(&bytes);
-            let _ = decode_bulk(&secret(), 1000, &framed);
+        fn messages_round_trip_and_any_changed_byte_is_refused(
+            payload in arb_payload(),
+            time in 0u64..1 << 40,
+            nonce in any::<u64>(),
+            at in any::<proptest::sample::Index>(),
+            flip in 1u8..,
+        ) {
+            let bytes = encode(&secret(), time, nonce, &payload).unwrap();
+            prop_assert!(looks_like_overlay(&bytes));
+            let message = decode(&secret(), time, &bytes).unwrap();
+            prop_assert_eq!(message, Message { time, nonce, payload });
+            let mut changed = bytes;
+            let at = at.index(changed.len());
+            changed[at] ^= flip;
+            prop_assert!(decode(&secret(), time, &changed).is_err(), "byte {} changed", at);
         }
 
+        /// Bytes nobody sealed are never taken, bare or behind a valid header.
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
-            let _ = decode(&secret(), 1000, &bytes);
+        fn unsealed_bytes_are_never_taken(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            prop_assert!(decode(&secret(), 1000, &bytes).is_err());
+            prop_assert!(decode_bulk(&secret(), 1000, &bytes).is_err());
+            for magic in [MAGIC, BULK_MAGIC] {
+                let mut framed = magic.to_vec();
+                framed.push(VERSION);
+                framed.extend_from_slice(&1000u64.to_be_bytes());
+                framed.extend_from_slice(&bytes);
+                prop_assert!(decode(&secret(), 1000, &framed).is_err());
+                prop_assert!(decode_bulk(&secret(), 1000, &framed).is_err());
+            }
         }
 
+        /// Every bulk frame `encode_bulk` writes decodes to the same names, packet and
+        /// sequence number; one that does not fit a datagram is refused when encoding; any
+        /// changed byte is refused.
         #[test]
-        fn sealed_bodies_that_decode_re_encode_unchanged(body in proptest::collection::vec(any::<u8>(), 0..400)) {
-            if let Ok(bytes) = seal_raw(&secret(), 1000, 1, &body) {
-                // What decodes is exactly what `encode` writes for it: one spelling per
-                // message, which the proxy can forward unchanged.
-                if let Ok(message) = decode(&secret(), 1000, &bytes) {
+        fn bulk_frames_round_trip_and_any_changed_byte_is_refused(
+            from in "\\PC{0,20}",
+            to in "\\PC{0,20}",
+            packet in proptest::collection::vec(any::<u8>(), 0..1400),
+            seq in any::<u64>(),
+            at in any::<proptest::sample::Index>(),
+            flip in 1u8..,
+        ) {
+            let len = HEADER_LEN + 2 + from.len() + to.len() + packet.len() + TAG_LEN;
+            let bytes = match encode_bulk(&secret(), 1000, seq, &from, &to, &packet) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    prop_assert!(len > MAX_DATAGRAM, "{e} for a {len}-byte frame");
+                    return Ok(());
+                }
+            };
+            prop_assert!(looks_like_bulk(&bytes));
+            let bulk = decode_bulk(&secret(), 1000, &bytes).unwrap();
+            prop_assert_eq!(bulk, Bulk { seq, from: &from, to: &to, packet: &packet });
+            let mut changed = bytes.clone();
+            let at = at.index(changed.len());
+            changed[at] ^= flip;
+            prop_assert!(decode_bulk(&secret(), 1000, &changed).is_err(), "byte {} changed", at);
+        }
+
+        /// What decodes from an authentic body is canonical: it re-encodes to the very bytes,
+        /// one spelling per message, which the proxy can forward unchanged. Canonical JSON
+        /// is always taken.
+        #[test]
+        fn sealed_bodies_that_decode_re_encode_unchanged((body, canonical) in arb_sealed_body()) {
+            let bytes = seal_raw(&secret(), 1000, 1, &body).unwrap();
+            match decode(&secret(), 1000, &bytes) {
+                Ok(message) => {
                     let again = encode(&secret(), message.time, message.nonce, &message.payload);
                     prop_assert_eq!(again.ok(), Some(bytes));
                 }
+                Err(e) => prop_assert!(!canonical, "canonical body refused: {}", e),
             }
         }
     }

@@ -170,18 +170,49 @@ mod tests {
         assert_eq!(mapped_address(&answer, id), Some(from));
     }
 
+    /// A Binding request as clients send them: bare (coturn's), with SOFTWARE, with
+    /// FINGERPRINT, or both (ours).
+    fn request(id: TransactionId, software: Option<String>, fingerprint: bool) -> Vec<u8> {
+        let mut message = Message::<Attribute>::new(MessageClass::Request, BINDING, id);
+        if let Some(software) = software {
+            message.add_attribute(Software::new(software).unwrap());
+        }
+        if fingerprint {
+            let fingerprint = Fingerprint::new(&message).unwrap();
+            message.add_attribute(fingerprint);
+        }
+        MessageEncoder::new().encode_into_bytes(message).unwrap()
+    }
+
     proptest! {
+        /// Every Binding request gets an answer, and whatever gets an answer (a request, one
+        /// with a changed byte, raw bytes) gets a small one that tells the asker its own
+        /// address under its own transaction id.
         #[test]
-        fn stun_answers_are_small_and_name_the_asker(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let from: SocketAddr = "10.0.0.1:1".parse().unwrap();
-            // Whatever gets an answer gets a small one that tells the asker its own address
-            // under its own transaction id.
-            if let Some(answer) = answer_binding(&bytes, from) {
-                prop_assert!(answer.len() <= 44, "{} bytes", answer.len());
-                let id: [u8; 12] = bytes[8..20].try_into().unwrap();
-                prop_assert_eq!(mapped_address(&answer, TransactionId::new(id)), Some(from));
+        fn stun_answers_are_small_and_name_the_asker(
+            id in any::<[u8; 12]>(),
+            software in proptest::option::of("[a-z0-9 .-]{0,60}"),
+            fingerprint in any::<bool>(),
+            ip in any::<std::net::IpAddr>(),
+            port in any::<u16>(),
+            change in proptest::option::of((any::<proptest::sample::Index>(), 1u8..)),
+            raw in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let from = SocketAddr::new(ip, port);
+            let mut asked = request(TransactionId::new(id), software, fingerprint);
+            if let Some((at, flip)) = change {
+                let at = at.index(asked.len());
+                asked[at] ^= flip;
+            } else {
+                prop_assert!(answer_binding(&asked, from).is_some(), "a Binding request got no answer");
             }
-            let _ = mapped_address(&bytes, TransactionId::new([0; 12]));
+            for bytes in [&asked, &raw] {
+                if let Some(answer) = answer_binding(bytes, from) {
+                    prop_assert!(answer.len() <= MAX_ANSWER_LEN, "{} bytes", answer.len());
+                    let id: [u8; 12] = bytes[8..20].try_into().unwrap();
+                    prop_assert_eq!(mapped_address(&answer, TransactionId::new(id)), Some(from));
+                }
+            }
         }
     }
 }

@@ -379,6 +379,9 @@ mod tests {
     #[test]
     fn answers_naming_impossible_updates_do_not_stop_catch_up() {
         let node = node();
+        // Where `../../x` leads from the state dir's `names/`: a file that is no record, so
+        // reading it (outside the state dir) would fail the round.
+        std::fs::write(node.dir.path().join("x.json"), "not a record").unwrap();
         let real = wire(&node.key, "site.pp", NOW_MS);
         let updates: Vec<serde_json::Value> = [
             "x".repeat(300),

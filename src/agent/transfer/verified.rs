@@ -503,6 +503,9 @@ mod tests {
     /// write, or a link to elsewhere, is refused rather than used.
     #[test]
     fn a_staging_root_open_to_others_or_a_link_is_refused() {
+        if !crate::testing::root("chown to another uid") {
+            return;
+        }
         let tmp = tempfile::tempdir().unwrap();
         let source = tmp.path().join("site.pp");
         std::fs::write(&source, b"good").unwrap();

@@ -434,13 +434,58 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// What parses keeps the promises the tracker relies on: a usable port, and a query
+        /// within the cap. The inputs are announces as clients write them (with unknown keys,
+        /// port 0 among the ports, and padding past the cap), the same with one byte changed,
+        /// and raw bytes; an announce with a usable port within the cap always parses.
         #[test]
-        fn any_bytes_parse_or_fail_without_panicking(query in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
-            // What parses keeps the promises the tracker relies on: a usable port, and a
-            // query that was within the cap.
-            if let Ok(announce) = parse_announce(&query) {
-                proptest::prop_assert!(announce.port != 0);
-                proptest::prop_assert!(query.len() <= MAX_QUERY);
+        fn any_bytes_parse_or_fail_without_panicking(
+            info_hash in proptest::array::uniform20(proptest::num::u8::ANY),
+            peer_id in proptest::array::uniform20(proptest::num::u8::ANY),
+            port in proptest::prop_oneof![proptest::strategy::Just(0u16), proptest::num::u16::ANY],
+            left in proptest::num::u64::ANY,
+            extra in proptest::collection::vec("x[a-z]{0,7}=[a-z0-9%]{0,8}", 0..4),
+            pad in proptest::option::of(0usize..2 * MAX_QUERY),
+            change in proptest::option::of((proptest::num::usize::ANY, proptest::num::u8::ANY)),
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        ) {
+            let mut query = format!(
+                "info_hash={}&peer_id={}&port={port}&uploaded=1&downloaded=2&left={left}",
+                escaped(&info_hash),
+                escaped(&peer_id)
+            )
+            .into_bytes();
+            for pair in &extra {
+                query.push(b'&');
+                query.extend_from_slice(pair.as_bytes());
+            }
+            if let Some(pad) = pad {
+                query.extend_from_slice(b"&xpad=");
+                query.extend(std::iter::repeat_n(b'p', pad));
+            }
+            if let Some((at, byte)) = change {
+                let at = at % query.len();
+                query[at] = byte;
+            }
+            for query in [&query, &raw] {
+                let parsed = parse_announce(query);
+                if let Ok(announce) = &parsed {
+                    proptest::prop_assert!(announce.port != 0);
+                    proptest::prop_assert!(query.len() <= MAX_QUERY);
+                }
+                if query.len() > MAX_QUERY {
+                    let too_long = matches!(parsed, Err(TrackerError::QueryTooLong { .. }));
+                    proptest::prop_assert!(too_long, "{:?}", parsed);
+                }
+            }
+            if change.is_none() && query.len() <= MAX_QUERY {
+                let parsed = parse_announce(&query);
+                if port == 0 {
+                    let bad_port = matches!(parsed, Err(TrackerError::BadPort { .. }));
+                    proptest::prop_assert!(bad_port, "{:?}", parsed);
+                } else {
+                    proptest::prop_assert_eq!(parsed.map(|a| (a.info_hash, a.peer_id, a.port, a.left)), Ok((info_hash, peer_id, port, left)));
+                }
             }
         }
 

@@ -1,0 +1,578 @@
+//! A compromised member in a lab of real agents (Serf, Transmission, Puppet in a network
+//! namespace). Node 3 holds the Serf keyring but no signing key, and node 2's local
+//! `debian-transmission` user (which owns the download dir) is hostile too. While the operator
+//! on node 1 submits four signed updates of one name (the last three bound to rollout plans),
+//! they run every attack we know of that a lab can stage:
+//!
+//! - announcements over Serf from node 3: a genuine applied announcement re-sent with the
+//!   `plan` flag added, one with a broken signature, one with its signatures removed, one
+//!   signed by a key nobody trusts with a much higher seq, and replays of genuine ones, also
+//!   after a later update;
+//! - odd entries in node 2's spool (its NAT part): a FIFO, a directory, a link to
+//!   `/etc/shadow`, a 2 GiB sparse file, all named like events;
+//! - odd files in node 2's download dir, as `debian-transmission`: the rollout plan swapped
+//!   for a FIFO as it arrives (u2); a 2 GiB sparse plan and the metainfo a link to
+//!   `/dev/zero` (u3); a directory as the plan and a FIFO as the metainfo (u4), planted before
+//!   the update is announced;
+//! - twelve connections from node 3 dripping request heads at node 2's seed server while a
+//!   member fetches from it, and a stranger on the LAN asking it for a payload.
+//!
+//! Every honest node (1 and 2) must apply exactly the four signed updates, in order, once
+//! each; keep answering `p2pu status`; stop on SIGTERM; and keep no record in its state that
+//! does not verify against its trusted keys. Node 2's seed server must serve a member and
+//! refuse the stranger.
+//!
+//! Not staged here: lying catch-up and heartbeat answers (forged snapshots) and odd
+//! `<snap>.snapshot` files, which need the heartbeat service, which the lab does not run.
+
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p2pu::agent::runtime::state::{Record, StateStore, Status};
+use p2pu::agent::runtime::status::StatusReport;
+use p2pu::formats::announcement::{Announcement, Draft};
+use p2pu::formats::serf_names::UPDATE_EVENT;
+use p2pu::keys::TrustedKeys;
+use p2pu::lab::{Lab, LabOptions};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const NODES: usize = 3;
+const HONEST: [usize; 2] = [1, 2];
+const ATTACKER: usize = 3;
+const NAME: &str = "hostile.pp";
+const ROLLOUT: Duration = Duration::from_secs(120);
+
+/// The lab, with every node's last log lines printed when the test fails.
+struct TestLab(Lab);
+
+impl std::ops::Deref for TestLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestLab {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.0
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for node in self.0.nodes() {
+            let text = std::fs::read_to_string(node.log("agent")).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- {} agent (last lines)", node.name);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn ok(output: Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn store(lab: &Lab, node: usize) -> StateStore {
+    StateStore::open(&lab.node(node).unwrap().site.agent.state_dir).unwrap()
+}
+
+fn records(lab: &Lab, node: usize) -> Vec<Record> {
+    let store = store(lab, node);
+    store
+        .names()
+        .unwrap()
+        .iter()
+        .flat_map(|name| store.records(name).unwrap())
+        .collect()
+}
+
+fn applied(lab: &Lab, node: usize, seq: u64) -> bool {
+    store(lab, node)
+        .records(NAME)
+        .unwrap()
+        .iter()
+        .any(|r| r.seq == seq && r.status == Status::Applied)
+}
+
+/// The manifest of update `n`: it appends `u<n>` to a log in the node's Puppet vardir, so
+/// the log says which updates ran, in which order, how often.
+fn manifest(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join(format!("u{n}")).join(NAME);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let text = format!(
+        "exec {{ 'update {n}': command => \"/bin/sh -c 'echo u{n} >> ${{settings::vardir}}/{NAME}.log'\" }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn ran(lab: &Lab, node: usize) -> Vec<String> {
+    let path = lab
+        .node(node)
+        .unwrap()
+        .dir
+        .join(format!("puppet/var/{NAME}.log"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Submits update `n` on node 1 and returns the announcement it broadcast.
+fn submit(lab: &Lab, dir: &Path, n: usize, plan: &[&str]) -> Announcement {
+    let path = manifest(dir, n);
+    let mut args = vec!["submit", path.to_str().unwrap(), "--json"];
+    args.extend_from_slice(plan);
+    let report: serde_json::Value = serde_json::from_str(&ok(lab.p2pu(1, &args).unwrap())).unwrap();
+    Announcement::decode(report["wire"].as_str().unwrap()).unwrap()
+}
+
+fn wire(prefix: &str, bencode: &[u8]) -> Vec<u8> {
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bencode)).into_bytes()
+}
+
+/// What a member without the signing key can make of a genuine announcement.
+fn forgeries(genuine: &Announcement) -> Vec<(&'static str, Vec<u8>)> {
+    let bencode = genuine.to_bencode();
+    let at = |key: &[u8]| {
+        bencode
+            .windows(key.len())
+            .position(|w| w == key)
+            .unwrap_or_else(|| panic!("{:?} not in the bencode", String::from_utf8_lossy(key)))
+    };
+    // The plan flag added (keys are sorted: `plan` comes right before `seq`), or removed
+    // from a plan-bound one.
+    let mut flagged = bencode.clone();
+    match bencode.windows(9).position(|w| w == b"4:plani1e") {
+        Some(plan) => drop(flagged.drain(plan..plan + 9)),
+        None => drop(flagged.splice(at(b"3:seqi")..at(b"3:seqi"), *b"4:plani1e")),
+    }
+    // A byte of the (last) signature changed: `...<sig>1:vi2ee` ends every v2 bencode.
+    let mut broken = bencode.clone();
+    let last_sig_byte = broken.len() - b"1:vi2ee".len() - 1;
+    broken[last_sig_byte] ^= 0x01;
+    // The signatures removed.
+    let sigs = at(b"4:sigs");
+    let value = sigs + b"4:sigs".len();
+    let colon = value + bencode[value..].iter().position(|&b| b == b':').unwrap();
+    let len: usize = std::str::from_utf8(&bencode[value..colon])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut unsigned = bencode.clone();
+    unsigned.drain(sigs..colon + 1 + len);
+    // Signed by the attacker's own key, a billion seqs ahead, for the same payload.
+    let binding = *genuine.binding().unwrap();
+    let draft = Draft {
+        seq: genuine.seq() + 1_000_000_000,
+        name: genuine.name().to_string(),
+        kind: genuine.kind(),
+        info_hash: *genuine.info_hash(),
+        len: genuine.payload_len(),
+        sha256: *genuine.sha256(),
+    };
+    let ahead = Announcement::sign_v2(draft, binding, &p2pu::keys::generate()).unwrap();
+    vec![
+        ("the plan flag added or removed", wire("p2pu2:", &flagged)),
+        ("a broken signature", wire("p2pu2:", &broken)),
+        ("no signature", wire("p2pu2:", &unsigned)),
+        (
+            "an untrusted key, seq far ahead",
+            ahead.to_wire().into_bytes(),
+        ),
+    ]
+}
+
+/// Node 3 broadcasts every forgery of `genuine`, and `genuine` itself again (a replay).
+fn attack_over_serf(lab: &Lab, genuine: &Announcement) {
+    for (what, payload) in forgeries(genuine) {
+        lab.serf_event(ATTACKER, UPDATE_EVENT, &payload)
+            .unwrap_or_else(|e| panic!("sending {what}: {e}"));
+    }
+    lab.serf_event(ATTACKER, UPDATE_EVENT, genuine.to_wire().as_bytes())
+        .unwrap();
+}
+
+/// Plants what the hostile NAT client user may write into node `node`'s spool part.
+fn plant_spool_entries(lab: &Lab, node: usize) {
+    let spool = &lab.node(node).unwrap().site.agent.spool_dir;
+    let overlay = p2pu::agent::runtime::spool::overlay_dir(spool);
+    std::fs::create_dir_all(&overlay).unwrap();
+    let entry = |n: u64| overlay.join(format!("{n:020}-overlay-{n}.event"));
+    nix::unistd::mkfifo(&entry(1), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::create_dir(entry(2)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", entry(3)).unwrap();
+    let sparse = std::fs::File::create(entry(4)).unwrap();
+    sparse.set_len(2 << 30).unwrap();
+}
+
+/// Gives `path` (not following a link) to the owner of `dir`: what the `debian-transmission`
+/// user, which owns the download dir, could have made itself.
+fn own(dir: &Path, path: &Path) -> bool {
+    let Ok(owner) = std::fs::metadata(dir) else {
+        return false;
+    };
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(owner.uid().into()),
+        Some(owner.gid().into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok()
+}
+
+/// The odd files planted in place of an update's plan and metainfo.
+#[derive(Clone, Copy, Debug)]
+enum Odd {
+    /// A 2 GiB sparse plan (zeros), and the metainfo a link to `/dev/zero`.
+    SparsePlanLinkedMetainfo,
+    /// A directory as the plan, and a FIFO as the metainfo.
+    DirectoryPlanFifoMetainfo,
+}
+
+/// Plants odd files in node `node`'s download dir, as its owner (the `debian-transmission`
+/// user Transmission writes as), under the names the agent uses for `info_hash`, before the
+/// update is announced.
+fn plant_download_files(lab: &Lab, node: usize, info_hash: &str, odd: Odd) {
+    let dir = &lab.node(node).unwrap().site.transmission.download_dir;
+    let plan = dir.join(format!("{info_hash}.plan"));
+    let metainfo = dir.join(format!("{info_hash}.torrent"));
+    match odd {
+        Odd::SparsePlanLinkedMetainfo => {
+            std::fs::File::create(&plan)
+                .unwrap()
+                .set_len(2 << 30)
+                .unwrap();
+            std::os::unix::fs::symlink("/dev/zero", &metainfo).unwrap();
+        }
+        Odd::DirectoryPlanFifoMetainfo => {
+            std::fs::create_dir(&plan).unwrap();
+            nix::unistd::mkfifo(&metainfo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                .unwrap();
+        }
+    }
+    assert!(own(dir, &plan) && own(dir, &metainfo));
+}
+
+/// A `debian-transmission` watcher on node `node`'s download dir: the first time a rollout
+/// plan appears there, it is swapped for a FIFO (the review's wedge). Returns how many it
+/// swapped once stopped.
+fn swap_plans_for_fifos(
+    lab: &Lab,
+    node: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let dir = lab
+        .node(node)
+        .unwrap()
+        .site
+        .transmission
+        .download_dir
+        .clone();
+    std::thread::spawn(move || {
+        let mut swapped = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+                if !name.ends_with(".plan") || !is_file || swapped.contains(&name) {
+                    continue;
+                }
+                let fifo = dir.join(format!(".{name}.fifo"));
+                if nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .is_ok()
+                    && own(&dir, &fifo)
+                    && std::fs::rename(&fifo, entry.path()).is_ok()
+                {
+                    swapped.push(name);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        swapped
+    })
+}
+
+/// Connections from node 3's address to node `node`'s seed server, each dripping a request
+/// head a byte at a time until `stop`: more than one source may hold.
+fn drip_at_seed_server(
+    lab: &Lab,
+    node: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let target = SocketAddr::from((
+        lab.node(node).unwrap().addr,
+        lab.node(node).unwrap().site.agent.seed_port,
+    ));
+    let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
+    let streams: Vec<TcpStream> = lab
+        .in_netns(move || {
+            (0..12)
+                .filter_map(|_| {
+                    use socket2::{Domain, Socket, Type};
+                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+                    socket.bind(&from.into()).ok()?;
+                    socket.connect(&target.into()).ok()?;
+                    let mut stream: TcpStream = socket.into();
+                    stream.write_all(b"GET / HTTP/1.1\r\n").ok()?;
+                    Some(stream)
+                })
+                .collect()
+        })
+        .unwrap();
+    let opened = Mutex::new(streams);
+    std::thread::spawn(move || {
+        let mut streams = opened.into_inner().unwrap();
+        let count = streams.len();
+        while !stop.load(Ordering::SeqCst) {
+            for stream in &mut streams {
+                let _ = stream.write_all(b"X");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        count
+    })
+}
+
+/// The status line node `node`'s seed server gives a GET of `path` from `from`.
+fn seed_get(lab: &Lab, node: usize, from: std::net::Ipv4Addr, path: &str) -> String {
+    use std::io::Read;
+    let target = SocketAddr::from((
+        lab.node(node).unwrap().addr,
+        lab.node(node).unwrap().site.agent.seed_port,
+    ));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: p2pu\r\n\r\n");
+    lab.in_netns(move || {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+        socket.connect(&target.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+    .unwrap()
+}
+
+fn status_answers(lab: &Lab, node: usize) -> StatusReport {
+    let out = lab.p2pu(node, &["status", "--json"]).unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "node {node}: status: {out:?}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every kept record verifies against the node's trusted keys, with the plan it keeps.
+fn assert_only_signed_records(lab: &Lab, node: usize) {
+    let trusted = TrustedKeys::load(&lab.node(node).unwrap().site.agent.trusted_keys_dir).unwrap();
+    for record in records(lab, node) {
+        let verified = Announcement::decode(&record.wire)
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                a.verify(&trusted, record.plan.as_deref().map(str::as_bytes))
+                    .map_err(|e| e.to_string())
+            });
+        assert!(
+            verified.is_ok(),
+            "node {node} keeps a record that does not verify ({:?}): {} seq {} {:?} {:?}",
+            verified.err(),
+            record.name,
+            record.seq,
+            record.status,
+            record.reason
+        );
+    }
+}
+
+/// The pid of node `node`'s `p2pu agent`.
+fn agent_pid(lab: &mut Lab, node: usize) -> u32 {
+    let config = lab.node(node).unwrap().config.clone();
+    lab.pids()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.contains(&&b"agent"[..])
+                    && args.contains(&config.as_os_str().as_encoded_bytes())
+            })
+        })
+        .unwrap_or_else(|| panic!("node {node}'s agent is not running"))
+}
+
+#[test]
+fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsigned() {
+    if !support::prereq::root("the lab runs real agents in a network namespace") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    let mut lab = TestLab(Lab::start(options).expect("lab starts"));
+
+    // Before anything is sent: the hostile NAT-client user's spool entries on node 2.
+    plant_spool_entries(&lab, 2);
+
+    // Update 1, plain. Once applied everywhere, node 3 forges and replays it.
+    let u1 = submit(&lab, dir.path(), 1, &[]);
+    for node in HONEST {
+        wait(&format!("node {node} to apply u1"), ROLLOUT, || {
+            applied(&lab, node, u1.seq())
+        });
+    }
+    // Node 2's seed server serves u1's metainfo to a member and refuses a stranger on the
+    // LAN, by the membership the agent gave it.
+    let u1_metainfo = format!("/{}.torrent", hex::encode(u1.info_hash()));
+    let member = lab.node(1).unwrap().addr;
+    let [a, b, c, _] = member.octets();
+    let stranger = std::net::Ipv4Addr::new(a, b, c, 200);
+    lab.netns().add_addr(stranger).unwrap();
+    assert_eq!(seed_get(&lab, 2, member, &u1_metainfo), "HTTP/1.1 200 OK");
+    assert_eq!(
+        seed_get(&lab, 2, stranger, &u1_metainfo),
+        "HTTP/1.1 403 Forbidden"
+    );
+    attack_over_serf(&lab, &u1);
+
+    // Update 2, bound to a rollout plan, while node 2's download dir swaps the plan for a
+    // FIFO as it arrives and node 3 drips at node 2's seed server.
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = swap_plans_for_fifos(&lab, 2, stop.clone());
+    let dripper = drip_at_seed_server(&lab, 2, stop.clone());
+    let u2 = submit(&lab, dir.path(), 2, &["--max-failures", "1"]);
+    assert!(u2.has_plan());
+    // The dripping member holds what one source may; a member is still served.
+    assert_eq!(seed_get(&lab, 2, member, &u1_metainfo), "HTTP/1.1 200 OK");
+    for node in HONEST {
+        wait(&format!("node {node} to apply u2"), ROLLOUT, || {
+            applied(&lab, node, u2.seq())
+        });
+    }
+    stop.store(true, Ordering::SeqCst);
+    let swapped = swapper.join().unwrap();
+    let dripping = dripper.join().unwrap();
+    eprintln!("plans swapped for FIFOs on node 2: {swapped:?}; {dripping} dripping connections");
+    attack_over_serf(&lab, &u2);
+    // The first update replayed once more, after a later one.
+    lab.serf_event(ATTACKER, UPDATE_EVENT, u1.to_wire().as_bytes())
+        .unwrap();
+
+    // Updates 3 and 4, bound to plans: signed first, so node 2's download dir can hold odd
+    // files under their info-hash before they are announced.
+    let mut later = Vec::new();
+    for (n, odd) in [
+        (3, Odd::SparsePlanLinkedMetainfo),
+        (4, Odd::DirectoryPlanFifoMetainfo),
+    ] {
+        let path = manifest(dir.path(), n);
+        let sig = dir.path().join(format!("u{n}.sig"));
+        let sig_arg = sig.to_str().unwrap();
+        ok(lab
+            .p2pu(
+                1,
+                &[
+                    "submit",
+                    path.to_str().unwrap(),
+                    "--sign-only",
+                    sig_arg,
+                    "--max-failures",
+                    "1",
+                ],
+            )
+            .unwrap());
+        let update = Announcement::decode(std::fs::read_to_string(&sig).unwrap().trim()).unwrap();
+        plant_download_files(&lab, 2, &hex::encode(update.info_hash()), odd);
+        ok(lab.p2pu(1, &["submit", "--with-sig", sig_arg]).unwrap());
+        // The positive event after the attacks: each later signed update applied everywhere.
+        for node in HONEST {
+            wait(
+                &format!("node {node} to apply u{n} ({odd:?} on node 2)"),
+                ROLLOUT,
+                || applied(&lab, node, update.seq()),
+            );
+        }
+        later.push(update);
+    }
+    let (u3, u4) = (&later[0], &later[1]);
+
+    for node in HONEST {
+        assert_eq!(ran(&lab, node), ["u1", "u2", "u3", "u4"], "node {node} ran");
+        let kept: Vec<(u64, Status)> = store(&lab, node)
+            .records(NAME)
+            .unwrap()
+            .iter()
+            .map(|r| (r.seq, r.status))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (u1.seq(), Status::Applied),
+                (u2.seq(), Status::Applied),
+                (u3.seq(), Status::Applied),
+                (u4.seq(), Status::Applied)
+            ],
+            "node {node} keeps"
+        );
+        assert_only_signed_records(&lab, node);
+        let report = status_answers(&lab, node);
+        assert!(
+            !report.rejected.is_empty(),
+            "node {node} recorded no rejection of the forgeries"
+        );
+    }
+
+    // Node 2 took the spool's next event past its planted entries and still stops on
+    // SIGTERM, promptly.
+    let pid = agent_pid(&mut lab, 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait(
+        "node 2's agent to stop on SIGTERM",
+        Duration::from_secs(20),
+        || !lab.pids().contains(&pid),
+    );
+    let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
+    assert!(log.contains("agent stopping"), "{log}");
+}
