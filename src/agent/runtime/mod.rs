@@ -1,6 +1,6 @@
 //! The agent's own loop: the spool it is woken by, intake's decisions, the state it records,
-//! the supervised serving child, catch-up, the heartbeat, retries, the membership it reads and the status it
-//! reports.
+//! the supervised serving child, catch-up and what starts it early (`sync`), the heartbeat, retries, the
+//! membership it reads and the status it reports.
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
@@ -14,6 +14,7 @@ pub mod spool;
 pub mod state;
 pub mod status;
 pub mod supervise;
+pub mod sync;
 
 use std::path::PathBuf;
 
