@@ -206,7 +206,11 @@ mod tests {
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "deploy")],
             b"whatever\n",
         );
-        run(&node, &[("SERF_EVENT", "member-leave")], b"node-2 10.0.0.2\n");
+        run(
+            &node,
+            &[("SERF_EVENT", "member-leave")],
+            b"node-2 10.0.0.2\n",
+        );
         assert!(spooled(&node).is_empty());
         let legacy = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
         run(

@@ -1460,7 +1460,11 @@ mod tests {
             spool::put(&spool_dir, Source::Serf, &sent).unwrap();
         }
         let (pass, taken) = pass_over(&f, &spool_dir);
-        assert_eq!((pass.known, pass.rejected, taken.len()), (3, 0, 0), "{pass:?}");
+        assert_eq!(
+            (pass.known, pass.rejected, taken.len()),
+            (3, 0, 0),
+            "{pass:?}"
+        );
         assert!(f.store.rejections().unwrap().is_empty());
         let other = signed(&f.key, "site.pp", NOW_MS, Kind::Manifest, 11, [2; 32]);
         spool::put(&spool_dir, Source::Serf, &other).unwrap();

@@ -917,7 +917,10 @@ fn catch_up_loop(agent: &Agent, peers: &FleetPeers, trigger: &Trigger) {
     let mut due = std::time::Instant::now() + Duration::from_secs(3);
     while let Some(round) = trigger.wait(due, &agent.stop) {
         if round.why != Why::Period {
-            tracing::info!(why = round.why.as_str(), "asking the fleet for missed updates now");
+            tracing::info!(
+                why = round.why.as_str(),
+                "asking the fleet for missed updates now"
+            );
         }
         let started_ms = now_ms();
         // For the operator: with nobody alive to ask, "nothing found" means nothing.
@@ -927,8 +930,7 @@ fn catch_up_loop(agent: &Agent, peers: &FleetPeers, trigger: &Trigger) {
                 members
                     .iter()
                     .filter(|m| {
-                        m.status == crate::engines::MemberStatus::Alive
-                            && m.name != agent.node_name
+                        m.status == crate::engines::MemberStatus::Alive && m.name != agent.node_name
                     })
                     .count()
             }),

@@ -58,9 +58,9 @@ impl Request {
         Some(match rest {
             b"fleet" => Ok(Request::Fleet),
             _ => match rest.strip_prefix(b"ask:") {
-                Some(id) if is_id(id) => Ok(Request::Asked(
-                    String::from_utf8_lossy(id).into_owned(),
-                )),
+                Some(id) if is_id(id) => {
+                    Ok(Request::Asked(String::from_utf8_lossy(id).into_owned()))
+                }
                 _ => Err(format!(
                     "not a sync request: {:?}",
                     String::from_utf8_lossy(&payload[..payload.len().min(80)])
@@ -396,8 +396,14 @@ mod tests {
         // The operator's round covered the change: nothing is pending now.
         trigger.request(Request::Fleet);
         let started = Instant::now();
-        let round = trigger.wait(started + Duration::from_secs(1), &stop).unwrap();
-        assert_eq!(round.why, Why::Period, "backed off, so the period came first");
+        let round = trigger
+            .wait(started + Duration::from_secs(1), &stop)
+            .unwrap();
+        assert_eq!(
+            round.why,
+            Why::Period,
+            "backed off, so the period came first"
+        );
         stop.store(true, Ordering::Relaxed);
         assert_eq!(trigger.wait(later, &stop), None);
     }
