@@ -301,8 +301,39 @@ impl Submitted {
 /// updates share the one event name, and coalescing would deliver only the last of several
 /// sent close together.
 pub fn broadcast(gossip: &dyn Gossip, submitted: &Submitted) -> Result<()> {
+    catch_up_clock(gossip);
     gossip.user_event(UPDATE_EVENT, submitted.wire.as_bytes(), false)?;
     Ok(())
+}
+
+/// How many alive members the local Serf exchanges state with before a broadcast.
+const CLOCK_PEERS: usize = 3;
+
+/// Brings the local Serf's Lamport clock up to the fleet's before a broadcast, by joining a few
+/// alive members (a state exchange). Serf ignores user events older than the clock at which a
+/// member last (re)joined, and a Serf that just restarted starts its clock over and learns the
+/// fleet's only at its next exchange (every 30 s): until then, every event it sends is dropped
+/// by the members that rejoined meanwhile (seen in the lab, tests/converge.rs, and on booted
+/// fleets). Best effort: the event still goes out if this fails.
+pub fn catch_up_clock(gossip: &dyn Gossip) {
+    let addrs: Vec<String> = match gossip.members() {
+        Ok(members) => members
+            .iter()
+            .filter(|m| m.status == crate::engines::MemberStatus::Alive)
+            .take(CLOCK_PEERS)
+            .map(|m| std::net::SocketAddr::new(m.addr, m.port).to_string())
+            .collect(),
+        Err(_) => return,
+    };
+    if addrs.is_empty() {
+        return;
+    }
+    if let Err(e) = gossip.join(&addrs) {
+        tracing::debug!(
+            "joining {addrs:?} before a broadcast: {}",
+            crate::error::chain(&e)
+        );
+    }
 }
 
 /// Puts the payload where Transmission seeds it, owned by the daemon's user and readable by

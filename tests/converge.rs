@@ -198,6 +198,44 @@ fn an_update_sent_right_after_every_serf_restarted_reaches_every_node() {
     }
 }
 
+/// The restarts a Serf setting changed through Puppet makes come one node at a time. Node 3's
+/// Serf restarts and joins node 1, whose Lamport clock is high: node 3 now ignores events
+/// older than that. Then node 1's Serf restarts (its clock starts over; it joins nobody, the
+/// others find it) and the update goes out from node 1 at once, with a clock below node 3's
+/// minimum. Node 3 drops that event, and would drop every later one until node 1's next state
+/// exchange (30 s): each re-send first joins the alive members, which brings node 1's clock up
+/// to the fleet's, and node 3 takes it.
+#[test]
+fn an_update_sent_from_a_node_whose_serf_just_restarted_reaches_a_node_that_rejoined_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start(dir.path());
+    // A fleet's clock moves with every event; 40 stand for a few days of heartbeats.
+    for _ in 0..40 {
+        lab.serf_event(2, "p2pu-noise", b"x").unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    lab.stop_serf(3).unwrap();
+    lab.start_serf(3).unwrap();
+    lab.wait_members().unwrap();
+    // Signed and seeded beforehand, so that it goes out within moments of the restart.
+    let site = manifest(dir.path(), "site.pp", "staggered");
+    let sig = dir.path().join("site.sig");
+    let (site, sig) = (site.to_str().unwrap(), sig.to_str().unwrap());
+    ok(lab.p2pu(1, &["submit", site, "--sign-only", sig]).unwrap());
+    lab.stop_serf(1).unwrap();
+    lab.start_serf(1).unwrap();
+    let out = ok(lab
+        .p2pu(1, &["submit", "--quiet", "--json", "--with-sig", sig])
+        .unwrap());
+    let seq = serde_json::from_str::<serde_json::Value>(&out).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    wait_applied(&lab, &[1, 2, 3], "site.pp", seq);
+    for node in 1..=NODES {
+        assert_eq!(runs(&lab, node, "site.pp"), ["staggered"], "node {node}");
+    }
+}
+
 /// Node 2's agent is down (its Serf up, so its spool gathers every event) and node 3 is down
 /// altogether while c.pp goes out three times and d.pp once. Back, each applies only the newest
 /// c.pp and d.pp, once each: node 2 skips the older ones its spool held (superseded), node 3
