@@ -1228,6 +1228,10 @@ mod tests {
         let (mut env, _, err) = Env::capture(dir.path(), b"");
         resend(&mut env, &gossip, &submitted(), &schedule, false).unwrap();
         assert_eq!(gossip.events().len(), 3, "one per re-send");
+        // Each send first joins the alive members: a Serf that just restarted would send
+        // with a clock the members that rejoined meanwhile ignore.
+        let joins = gossip.joins.lock().unwrap().clone();
+        assert_eq!(joins, vec![vec!["10.0.0.1:7946".to_string(); 2]; 3]);
         assert_eq!(gossip.queries().len(), 3);
         assert!(
             err.text()
