@@ -301,7 +301,6 @@ impl Submitted {
 /// updates share the one event name, and coalescing would deliver only the last of several
 /// sent close together.
 pub fn broadcast(gossip: &dyn Gossip, submitted: &Submitted) -> Result<()> {
-    catch_up_clock(gossip);
     gossip.user_event(UPDATE_EVENT, submitted.wire.as_bytes(), false)?;
     Ok(())
 }
@@ -314,9 +313,10 @@ const CLOCK_PEERS: usize = 3;
 /// member last (re)joined, and a Serf that just restarted starts its clock over and learns the
 /// fleet's only at its next exchange (every 30 s): until then, every event it sends is dropped
 /// by the members that rejoined meanwhile (seen in the lab, tests/converge.rs, and on booted
-/// fleets). Best effort: the event still goes out if this fails.
-pub fn catch_up_clock(gossip: &dyn Gossip) {
-    let addrs: Vec<String> = match gossip.members() {
+/// fleets). A Serf that just restarted may know no member yet: the site's `serf.join`
+/// addresses (`join`) are asked too. Best effort: the event still goes out if this fails.
+pub fn catch_up_clock(gossip: &dyn Gossip, join: &[String]) {
+    let mut addrs: Vec<String> = match gossip.members() {
         Ok(members) => members
             .iter()
             .filter(|m| m.status == crate::engines::MemberStatus::Alive)
@@ -325,6 +325,7 @@ pub fn catch_up_clock(gossip: &dyn Gossip) {
             .collect(),
         Err(_) => return,
     };
+    addrs.extend(join.iter().cloned());
     if addrs.is_empty() {
         return;
     }

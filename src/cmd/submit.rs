@@ -322,6 +322,8 @@ impl Submit {
         }
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let gossip = env.engines.gossip(&config)?;
+        let join = &config.site.serf.join;
+        crate::publish::catch_up_clock(gossip.as_ref(), join);
         broadcast(gossip.as_ref(), &submitted)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),
@@ -340,7 +342,7 @@ impl Submit {
             &RESEND_AT[..]
         };
         if !self.wait {
-            resend(env, gossip.as_ref(), &submitted, schedule, self.quiet)?;
+            resend(env, gossip.as_ref(), join, &submitted, schedule, self.quiet)?;
             if self.json {
                 crate::cmd::emit(env, true, &report, |_| String::new())?;
             }
@@ -350,6 +352,7 @@ impl Submit {
         let (mut rollout, verdict) = wait_for_rollout(
             env,
             gossip.as_ref(),
+            join,
             &submitted,
             timeout,
             self.quiet,
@@ -462,8 +465,7 @@ fn unaware(reports: &[MemberReport], update: &Submitted) -> Vec<String> {
         .collect()
 }
 
-/// Sends `update` again when due by `schedule` (its first entry, the first send, is done) to
-/// `unaware` members; says so on stderr unless `quiet`. A failed re-send is only a warning:
+/// Sends `update` again to `unaware` members; says so on stderr unless `quiet`. A failed re-send is only a warning:
 /// the announcement went out once.
 fn send_again(
     env: &mut Env,
@@ -496,6 +498,7 @@ fn send_again(
 fn resend(
     env: &mut Env,
     gossip: &dyn Gossip,
+    join: &[String],
     update: &Submitted,
     schedule: &[Duration],
     quiet: bool,
@@ -511,6 +514,9 @@ fn resend(
             return Ok(());
         }
         std::thread::sleep((started + *at).saturating_duration_since(Instant::now()));
+        // Before asking who has it: a Serf that just restarted knows nobody yet, and would
+        // find everyone it knows (itself) has it.
+        crate::publish::catch_up_clock(gossip, join);
         let unaware = match fleet_status(
             gossip,
             Duration::from_secs(2),
@@ -534,6 +540,7 @@ fn resend(
 fn wait_for_rollout(
     env: &mut Env,
     gossip: &dyn Gossip,
+    join: &[String],
     update: &Submitted,
     timeout: Duration,
     quiet: bool,
@@ -544,13 +551,17 @@ fn wait_for_rollout(
     let mut resends = schedule.iter().skip(1).peekable();
     let mut last_line = String::new();
     loop {
+        let resend_due = resends.next_if(|at| started.elapsed() >= **at).is_some();
+        if resend_due {
+            crate::publish::catch_up_clock(gossip, join);
+        }
         let reports = fleet_status(
             gossip,
             Duration::from_secs(2),
             Some(&update.name),
             env.unix_now(),
         )?;
-        if resends.next_if(|at| started.elapsed() >= **at).is_some() {
+        if resend_due {
             let unaware = unaware(&reports, update);
             if !unaware.is_empty() {
                 send_again(env, gossip, update, &unaware, quiet)?;
@@ -1226,7 +1237,7 @@ mod tests {
         let schedule = [Duration::ZERO, ms(1), ms(2), ms(3)];
         let gossip = fleet_of_two(vec![knows("a", 7), knows("b", 6)]);
         let (mut env, _, err) = Env::capture(dir.path(), b"");
-        resend(&mut env, &gossip, &submitted(), &schedule, false).unwrap();
+        resend(&mut env, &gossip, &[], &submitted(), &schedule, false).unwrap();
         assert_eq!(gossip.events().len(), 3, "one per re-send");
         // Each send first joins the alive members: a Serf that just restarted would send
         // with a clock the members that rejoined meanwhile ignore.
@@ -1241,7 +1252,7 @@ mod tests {
         );
         let gossip = fleet_of_two(vec![knows("a", 7), knows("b", 8)]);
         let (mut env, _, _) = Env::capture(dir.path(), b"");
-        resend(&mut env, &gossip, &submitted(), &schedule, false).unwrap();
+        resend(&mut env, &gossip, &[], &submitted(), &schedule, false).unwrap();
         assert!(gossip.events().is_empty(), "everyone has it (or newer)");
         assert_eq!(gossip.queries().len(), 1);
     }
