@@ -63,8 +63,10 @@ impl HandleEvent {
     /// Serf drops user events older than the moment a member (re)joined, and a node whose Serf
     /// was down heard nothing meanwhile: the agent asks the fleet (rate-limited there).
     fn member_join(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
-        // The joined members, one per line: not needed, but read so Serf is not left writing.
-        read_payload(env)?;
+        // The joined members, one per line: not needed, but read to the end so Serf is not
+        // left writing into a closed pipe (a fleet's worth of members passes 16 KiB).
+        std::io::copy(&mut env.stdin, &mut std::io::sink())
+            .map_err(Error::io("reading the members from", "standard input"))?;
         let path = sync::put(&config.site.agent.spool_dir, &sync::Request::Fleet)?;
         writeln!(
             env.stderr,
