@@ -1,13 +1,14 @@
 //! Durable file writes: temp file in the same directory, fsync, rename, fsync the directory,
-//! so a crash leaves either the old file or the new one, never a torn one. And the opens the
-//! root agent uses where another user may swap a path under it: never through a link, never
-//! blocking on a FIFO, creating on a directory descriptor. Also what kind of file a path that
-//! was not followed turned out to be, named once for every message that refuses one.
+//! so a crash leaves either the old file or the new one, never a torn one. And the creating
+//! opens the root agent uses where another user may swap a path under it: never through a
+//! link, on a directory descriptor (reading such a file is [`crate::untrusted`]'s). Also what
+//! kind of file a path that was not followed turned out to be, named once for every message
+//! that refuses one.
 
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// A durable write that failed: what was being done, to which path. Printed as the shared
@@ -117,18 +118,6 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("syncing directory", dir))
-}
-
-/// Opens `path` for reading without following a link there and without blocking on a FIFO
-/// (`O_NONBLOCK`, which regular files ignore), with what the open file is: the caller decides
-/// which kinds it takes, on the file it will read, not on a path that may have changed since.
-pub fn open_nofollow(path: &Path) -> std::io::Result<(fs::File, fs::Metadata)> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    Ok((file, meta))
 }
 
 /// The directory `dir`, made with `mode` (and its parents) when missing, opened without

@@ -20,6 +20,7 @@ pub mod publish;
 pub mod render;
 pub mod sdnotify;
 pub mod trust;
+pub mod untrusted;
 
 pub use env::Env;
 

@@ -244,7 +244,9 @@ pub fn prepare_showing(
     let seed_dir = download_dir.payload_dir(&info_hash);
     let seeded = download_dir.payload(&info_hash, &name);
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
-    let (sha256, len) = sha256_file(&seeded).map_err(Error::io("reading", &seeded))?;
+    // The operator's own file, not the copy in the download dir: Transmission's user may
+    // swap that one before it is hashed, and submit would sign the swapped bytes.
+    let (sha256, len) = sha256_file(&payload).map_err(Error::io("reading", &payload))?;
     progress.step("handing it to Transmission");
     engine.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
     // The agent's web seed server hands this to the members, and serves the payload once it
@@ -337,24 +339,68 @@ pub fn catch_up_clock(gossip: &dyn Gossip, join: &[String]) {
     }
 }
 
-/// Puts the payload where Transmission seeds it, owned by the daemon's user and readable by
-/// the agent's unprivileged web seed server (`agent.serve_user`): 0755 and 0644 whatever the
-/// submitter's umask or the source's mode, as Transmission (umask 022) writes it on every
-/// other node.
+/// Copies the operator's `payload` to `dest` in `dir` (a payload dir in the download dir) for
+/// Transmission and the unprivileged seed server: 0755/0644 whatever the source's mode, owned
+/// by `user`. `dir` lies in the download dir, which Transmission's user writes, so it may have
+/// planted a link at `dir` or at any name in it: `dir` is opened without following a link, its
+/// mode and owner are set on that descriptor, and the copy is created `O_EXCL|O_NOFOLLOW` under
+/// a random name there, then renamed into place (a rename replaces a link, never follows it).
+/// Before, `std::fs::copy` to a fixed temp name and a `chown` by path would have written and
+/// given away whatever a link there pointed to, as root.
 pub fn copy_for_seeding(payload: &Path, dir: &Path, dest: &Path, user: &str) -> Result<()> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+    let dir_fd = crate::fsutil::open_dir_nofollow(dir, 0o755).map_err(Error::io("opening", dir))?;
+    let dir_file = std::fs::File::from(dir_fd.try_clone().map_err(Error::io("opening", dir))?);
+    dir_file
+        .set_permissions(std::fs::Permissions::from_mode(0o755))
         .map_err(Error::io("setting the mode of", dir))?;
-    let tmp = dir.join(format!(".p2pu-copy-{}", std::process::id()));
-    // `copy` keeps the source's mode, e.g. 0600.
-    std::fs::copy(payload, &tmp).map_err(Error::io("copying the payload to", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-        .map_err(Error::io("setting the mode of", &tmp))?;
-    std::fs::rename(&tmp, dest).map_err(Error::io("renaming into place", dest))?;
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|_| dest.parent() == Some(dir))
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "{} is not a file in {}",
+                dest.display(),
+                dir.display()
+            ))
+        })?;
+    let tmp = format!(".p2pu-copy-{:016x}", rand::random::<u64>());
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+    let mut out = std::fs::File::from(
+        crate::fsutil::openat_nofollow(&dir_fd, &tmp, flags, 0o644)
+            .map_err(Error::io("creating a copy in", dir))?,
+    );
+    let copied = std::fs::File::open(payload)
+        .and_then(|mut source| std::io::copy(&mut source, &mut out))
+        .and_then(|_| out.set_permissions(std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| out.sync_all());
     let owners = Owners::new(None);
-    owners.chown(dir, Some(user))?;
-    owners.chown(dest, Some(user))
+    let given = copied
+        .map_err(Error::io("copying the payload to", dir))
+        .and_then(|()| {
+            owners.chown_fd(&dir_file, dir, Some(user))?;
+            owners.chown_fd(&out, dest, Some(user))
+        });
+    let renamed = given.and_then(|()| {
+        nix::fcntl::renameat(
+            Some(dir_fd.as_raw_fd()),
+            tmp.as_str(),
+            Some(dir_fd.as_raw_fd()),
+            name,
+        )
+        .map_err(|e| Error::io("renaming into place", dest)(e.into()))
+    });
+    if renamed.is_err() {
+        let _ = nix::unistd::unlinkat(
+            Some(dir_fd.as_raw_fd()),
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+    renamed
 }
 
 /// Progress on stderr for `submit`'s long steps (packing, hashing, copying); inert when not
@@ -527,6 +573,37 @@ mod tests {
         copy_for_seeding(&source, &seed_dir, &dest, "root").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&seed_dir), mode(&dest)), (0o755, 0o644));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"notice('x')\n");
+    }
+
+    /// The payload dir lies in the download dir, which Transmission's user writes: a link it
+    /// planted at the payload dir, or at the payload's name, is neither followed nor given
+    /// away (root used to copy through a fixed temp name and chown by path).
+    #[test]
+    fn links_planted_where_submit_seeds_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("site.pp");
+        std::fs::write(&source, "notice('x')\n").unwrap();
+        let victim = dir.path().join("etc");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(victim.join("shadow"), "root's").unwrap();
+        let downloads = dir.path().join("downloads");
+        std::fs::create_dir(&downloads).unwrap();
+        let seed_dir = downloads.join("0123456789abcdef0123456789abcdef01234567");
+        std::os::unix::fs::symlink(&victim, &seed_dir).unwrap();
+        let dest = seed_dir.join("site.pp");
+        assert!(copy_for_seeding(&source, &seed_dir, &dest, "root").is_err());
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the link's target was given another mode");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+
+        std::fs::remove_file(&seed_dir).unwrap();
+        std::fs::create_dir(&seed_dir).unwrap();
+        std::os::unix::fs::symlink(victim.join("shadow"), &dest).unwrap();
+        copy_for_seeding(&source, &seed_dir, &dest, "root").unwrap();
+        assert_eq!(std::fs::read(victim.join("shadow")).unwrap(), b"root's");
+        assert!(std::fs::symlink_metadata(&dest).unwrap().is_file());
         assert_eq!(std::fs::read(&dest).unwrap(), b"notice('x')\n");
     }
 }

@@ -442,6 +442,132 @@ fn hostile_spool_entries_neither_stop_nor_wedge_the_agent() {
     assert!(text.contains("spool entry quarantined"), "{text}");
 }
 
+/// Issue 28 on real agents. As the download dir's owner, `<info-hash>.plan` on node 2 is a
+/// FIFO when one plan-bound update is announced and garbage when the next is: the agent used
+/// to block on the FIFO for good (a later update never taken, SIGTERM ignored) and to reject
+/// the signed update for good on garbage ("bad signature"). Now node 2 takes a later plain
+/// update meanwhile, applies both signed updates once it has fetched their plan from node 1,
+/// and stops on SIGTERM. A member then sends a plan-flagged copy of the applied announcement
+/// with `serf event`: the record stays `applied` (it used to turn `held`).
+#[test]
+fn a_hostile_plan_file_or_a_forged_plan_flag_neither_wedges_nor_rewrites_the_agent() {
+    use p2pu::agent::runtime::state::{StateStore, Status};
+    use p2pu::formats::announcement::Announcement;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        p2pu::lab::LabOptions::new(2, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    let mut lab =
+        p2pu::lab::Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let node2 = lab.node(2).unwrap().clone();
+    let downloads = node2.site.transmission.download_dir.clone();
+    let store = StateStore::open(&node2.site.agent.state_dir).unwrap();
+    let status_of = |name: &str| {
+        store
+            .records(name)
+            .unwrap()
+            .into_iter()
+            .last()
+            .map(|r| r.status)
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let log = node2.log("agent");
+    let applied = |name: &str| {
+        let what = format!("node 2 to apply {name}");
+        wait_until(&what, 120, || {
+            (status_of(name) == Some(Status::Applied)).then_some(())
+        });
+    };
+    // Signed first, so the plan's name is known; then the hostile file; then announced.
+    let plan_bound = |name: &str, plant: &dyn Fn(&Path)| {
+        let manifest = dir.path().join(name);
+        std::fs::write(&manifest, format!("notice('{name}')\n")).unwrap();
+        let sig = dir.path().join(format!("{name}.sig"));
+        let (manifest, sig_arg) = (manifest.to_str().unwrap(), sig.to_str().unwrap());
+        ok(lab
+            .p2pu(
+                1,
+                &[
+                    "submit",
+                    manifest,
+                    "--sign-only",
+                    sig_arg,
+                    "--max-failures",
+                    "1",
+                ],
+            )
+            .unwrap());
+        let signed = Announcement::decode(read(&sig).trim()).unwrap();
+        assert!(signed.has_plan());
+        plant(&downloads.join(format!("{}.plan", hex::encode(signed.info_hash()))));
+        ok(lab.p2pu(1, &["submit", "--with-sig", sig_arg]).unwrap());
+    };
+    plan_bound("fifo.pp", &|at| {
+        nix::unistd::mkfifo(at, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap()
+    });
+    let later = dir.path().join("later.pp");
+    std::fs::write(&later, "notice('later')\n").unwrap();
+    ok(lab.p2pu(1, &["submit", later.to_str().unwrap()]).unwrap());
+    applied("later.pp");
+    applied("fifo.pp");
+    plan_bound("garbage.pp", &|at| std::fs::write(at, b"d1:vi9ee").unwrap());
+    applied("garbage.pp");
+
+    // The forged flag on the applied announcement, sent as any member can.
+    let before = store.records("later.pp").unwrap();
+    let plain = store
+        .records("later.pp")
+        .unwrap()
+        .into_iter()
+        .last()
+        .unwrap();
+    let forged = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let prefix = p2pu::formats::announcement::WIRE_PREFIX_V2;
+        let mut bencode = b64.decode(&plain.wire.trim()[prefix.len()..]).unwrap();
+        let at = bencode.windows(5).position(|w| w == b"3:seq").unwrap();
+        bencode.splice(at..at, b"4:plani1e".iter().copied());
+        format!("{prefix}{}", b64.encode(bencode))
+    };
+    ok(lab
+        .exec(
+            1,
+            &["serf", "event", "-coalesce=false", "p2pu-update", &forged],
+        )
+        .unwrap());
+    // Something that comes after it: the next update applied means the forgery was taken.
+    let after = dir.path().join("after.pp");
+    std::fs::write(&after, "notice('after')\n").unwrap();
+    ok(lab.p2pu(1, &["submit", after.to_str().unwrap()]).unwrap());
+    applied("after.pp");
+    assert_eq!(
+        store.records("later.pp").unwrap(),
+        before,
+        "the record changed"
+    );
+    let text = read(&log);
+    assert!(
+        text.contains("replay"),
+        "the forged copy was not refused: {text}"
+    );
+
+    lab.stop_agent(2).unwrap();
+    let text = read(&log);
+    assert!(
+        text.contains("agent stopping"),
+        "no clean stop on SIGTERM: {text}"
+    );
+    assert!(text.contains("rollout plan not read"), "{text}");
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

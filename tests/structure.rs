@@ -731,3 +731,163 @@ fn the_error_everyone_imports_imports_nothing_from_the_crate() {
         .collect();
     assert!(names.is_empty(), "src/error.rs imports {names:?}");
 }
+
+/// `code` with every `#[cfg(test)] mod .. { .. }` block blanked: tests may open what they like.
+fn without_test_mods(code: &str) -> String {
+    let mut out = code.to_string();
+    let mut from = 0;
+    while let Some(at) = out[from..].find("#[cfg(test)]").map(|i| i + from) {
+        let rest = out[at + "#[cfg(test)]".len()..].trim_start();
+        from = at + 1;
+        if !rest.starts_with("mod ") {
+            continue;
+        }
+        let Some(open) = out[at..].find('{').map(|i| i + at) else {
+            break;
+        };
+        let mut depth = 0;
+        let mut end = out.len();
+        for (i, c) in out[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.replace_range(at..end, &" ".repeat(end - at));
+    }
+    out
+}
+
+/// The files of `src/` that open files themselves, each with why every path it opens is not
+/// one another user can write (or, for the owners, how it reads those). Everything else reads
+/// through `untrusted` (issue 28: a plain open of `<info-hash>.plan` in the download dir
+/// followed links and blocked the root agent's main thread on a FIFO; the snapshot document's
+/// `fs::read` had no bound).
+const FILE_OPENERS: &[(&str, &str)] = &[
+    ("src/untrusted.rs", "the owner: the one reader of what another user can write"),
+    ("src/agent/runtime/spool.rs", "opens through untrusted::open_any and types its own refusals (quarantine)"),
+    ("src/agent/apply/kind.rs", "the operator's own tree at submit, and the verified copy in the state dir"),
+    ("src/fsutil.rs", "durable writes: opens directories to sync them and creates files on a directory descriptor"),
+    ("src/config.rs", "the site config, root's"),
+    ("src/keys.rs", "key files and the trusted keys dir, root's"),
+    ("src/trust.rs", "the trusted keys dir, root's"),
+    ("src/provision.rs", "/etc files provisioning edits, root's"),
+    ("src/provision/owner.rs", "/etc/passwd and /etc/group"),
+    ("src/provision/secrets.rs", "secrets provisioning wrote, root's"),
+    ("src/render.rs", "the operator's templates"),
+    ("src/engines/clients.rs", "engine secrets in /etc/p2pu, root's"),
+    ("src/nat/mod.rs", "the overlay secret in /etc/p2pu"),
+    ("src/nat/names.rs", "the NAT proxy's own bindings file, in its own state dir"),
+    ("src/agent/runtime/state.rs", "the state dir, root's (0700/0600)"),
+    ("src/agent/apply/extract.rs", "the verified copy in the state dir, and the target it builds"),
+    ("src/agent/apply/good.rs", "the kept payloads in the state dir"),
+    ("src/agent/apply/mod.rs", "the verified copy in the state dir"),
+    ("src/agent/transfer/fetch.rs", "sha256_file: the operator's own payload at submit"),
+    ("src/formats/torrent.rs", "Metainfo::read: a .torrent the operator names"),
+    ("src/formats/torrent/hashing.rs", "hashing the operator's payload at submit"),
+    ("src/cmd/event.rs", "event sendfile: the operator's file"),
+    ("src/cmd/init.rs", "init: the operator's files and /etc"),
+    ("src/cmd/key.rs", "key files the operator names"),
+    ("src/cmd/submit.rs", "the operator's files"),
+    (
+        "src/publish.rs",
+        "submit: the operator's own payload (its copy in the download dir is written on descriptors)",
+    ),
+    ("src/lab/netns.rs", "the lab harness: /proc and its own namespaces"),
+    ("src/lab/node.rs", "the lab harness: its own nodes' files"),
+    ("src/lab/process.rs", "the lab harness: /proc"),
+    ("src/lab/startup.rs", "the lab harness: its own nodes' files"),
+];
+
+#[test]
+fn only_the_owners_open_files() {
+    const OPENS: &[&str] = &[
+        "File::open(",
+        "fs::read(",
+        "fs::read_to_string(",
+        "OpenOptions::new(",
+        "File::options(",
+        "fcntl::open(",
+        "fcntl::openat(",
+        "untrusted::open_any(",
+    ];
+    let root = src_dir();
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    let allowed: BTreeMap<&str, &str> = FILE_OPENERS.iter().copied().collect();
+    let mut opening = BTreeSet::new();
+    let mut unlisted = Vec::new();
+    for path in paths {
+        let rel = format!(
+            "src/{}",
+            path.strip_prefix(&root).expect("under src").display()
+        );
+        let code = without_test_mods(&strip(&std::fs::read_to_string(&path).expect("source")));
+        let Some(open) = OPENS.iter().find(|o| code.contains(*o)) else {
+            continue;
+        };
+        opening.insert(rel.clone());
+        if !allowed.contains_key(rel.as_str()) {
+            unlisted.push(format!("{rel} ({open})"));
+        }
+    }
+    assert!(
+        unlisted.is_empty(),
+        "these files open files themselves: read what another user can write (the download \
+         dir, the seed root, the spool's overlay) through crate::untrusted, or add the file to \
+         FILE_OPENERS with why its paths are root's: {unlisted:?}"
+    );
+    let stale: Vec<&str> = allowed
+        .keys()
+        .filter(|rel| !opening.contains(**rel))
+        .copied()
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "FILE_OPENERS lists files that open nothing: {stale:?}"
+    );
+}
+
+#[test]
+fn the_opener_check_sees_code_and_not_tests_or_comments() {
+    let src = "// File::open(\nfn a() { let s = \"fs::read(\"; }\n#[cfg(test)]\nmod tests {\n    fn t() { std::fs::read(p); }\n}\nfn b() { std::fs::File::open(p); }\n";
+    let code = without_test_mods(&strip(src));
+    assert!(!code.contains("fs::read("));
+    assert!(code.contains("File::open("));
+    assert_eq!(code.matches("File::open(").count(), 1);
+}
+
+/// Issue 28: an unverified announcement (one waiting for its rollout plan) was stored as a
+/// record, and replaced the genuine record of the same name and seq. New records come from the
+/// intake's decisions only (accepted, held, or sent back by a verified control statement);
+/// everything else changes records that exist (`set_status`, `update`).
+#[test]
+fn records_are_written_only_by_the_intake() {
+    let root = src_dir();
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    let allowed = ["src/agent/runtime/intake.rs", "src/agent/runtime/state.rs"];
+    let mut writers = Vec::new();
+    for path in paths {
+        let rel = format!(
+            "src/{}",
+            path.strip_prefix(&root).expect("under src").display()
+        );
+        let code = without_test_mods(&strip(&std::fs::read_to_string(&path).expect("source")));
+        if code.contains(".put(") && !allowed.contains(&rel.as_str()) {
+            writers.push(rel);
+        }
+    }
+    assert!(
+        writers.is_empty(),
+        "these files store records themselves; new records come from the intake's verified \
+         decisions: {writers:?}"
+    );
+}

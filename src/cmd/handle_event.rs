@@ -100,7 +100,8 @@ impl HandleEvent {
             HEARTBEAT_QUERY => kept_wire(store.dir()).unwrap_or_default(),
             LOGS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
-                node_logs(&store, &node, &payload)?.unwrap_or_default()
+                let full = config.site.agent.share_full_logs;
+                node_logs(&store, &node, &payload, full)?.unwrap_or_default()
             }
             _ => return Ok(Outcome::Success),
         };

@@ -122,7 +122,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         store.put(record).unwrap();
-        node_logs(&store, node, request).unwrap()
+        node_logs(&store, node, request, true).unwrap()
+    }
+
+    /// Puppet's output can carry file diffs and secrets a manifest prints, and any member may
+    /// ask for it: by default a node shares the reason and the lines marked Error or Warning
+    /// only (bounded), the whole output only under `agent.share_full_logs`.
+    #[test]
+    fn a_node_shares_only_error_and_warning_lines_unless_configured() {
+        let output = "Notice: /Stage[main]/Main/File[/etc/app.conf]/content:\n\
+                      --- /etc/app.conf\n+++ /tmp/puppet-file\n+password = hunter2\n\
+                      Warning: Unknown variable: '::nope'\n\
+                      \u{1b}[1;31mError: Could not apply: exit 1\u{1b}[0m\n";
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(failed_record(output)).unwrap();
+        let shared = |full| {
+            let text = node_logs(&store, "n2", b"site.pp", full).unwrap().unwrap();
+            serde_json::from_str::<NodeLogs>(&text).unwrap()
+        };
+        let filtered = shared(false);
+        assert!(!filtered.output.contains("hunter2"), "{}", filtered.output);
+        let lines: Vec<&str> = filtered.output.lines().collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], crate::agent::runtime::status::FILTERED_NOTE);
+        assert!(lines[1].starts_with("Warning: Unknown variable"));
+        assert!(lines[2].contains("Error: Could not apply"));
+        assert_eq!(filtered.reason, failed_record("").reason);
+        assert_eq!(shared(true).output, output);
+        // Bounded: the last SHARED_LINES lines, each cut.
+        let many = format!("Error: {}\n", "x".repeat(1000)).repeat(100);
+        let cut = crate::agent::runtime::status::shared_output(&many, false);
+        assert_eq!(
+            cut.lines().count(),
+            1 + crate::agent::runtime::status::SHARED_LINES
+        );
+        assert!(cut
+            .lines()
+            .all(|l| l.chars().count() <= crate::agent::runtime::status::SHARED_LINE_CHARS));
     }
 
     #[test]

@@ -237,6 +237,10 @@ pub struct AgentSection {
     pub health_check: Vec<String>,
     /// A check running longer than this is killed (its whole process group) and has failed.
     pub health_check_timeout_secs: u64,
+    /// Answer `p2pu logs` (any member may ask) with the whole kept output of an update, which
+    /// can hold file diffs and secrets a manifest prints. Off: only the reason and the lines
+    /// Puppet marks `Error:` or `Warning:` are shared.
+    pub share_full_logs: bool,
 }
 
 /// One `[[agent.thresholds]]` entry.
@@ -283,6 +287,7 @@ impl Default for AgentSection {
             heartbeat_interval_secs: 0,
             health_check: Vec::new(),
             health_check_timeout_secs: 60,
+            share_full_logs: false,
         }
     }
 }

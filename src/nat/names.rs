@@ -39,6 +39,11 @@ pub enum Verdict {
     Conflict,
     /// The name is free but no more names fit: refused.
     Full,
+    /// The name is free but its key is bound to another name already: one identity key, one
+    /// name, so a member cannot take every free name with the key it holds.
+    KeyTaken,
+    /// The name is free but its source bound too many names lately (see the proxy).
+    TooMany,
 }
 
 /// Name -> identity key, bounded, optionally persisted.
@@ -102,10 +107,23 @@ impl Bindings {
 
     /// Checks `name` against `key`, binding it when free (and writing the file).
     pub fn check(&mut self, name: &str, key: &VerifyingKey) -> Verdict {
+        self.check_new(name, key, || true)
+    }
+
+    /// [`check`](Self::check), binding a free name only when `may_bind` says so (the proxy's
+    /// bound on new names per source address).
+    pub fn check_new(
+        &mut self,
+        name: &str,
+        key: &VerifyingKey,
+        may_bind: impl FnOnce() -> bool,
+    ) -> Verdict {
         match self.keys.get(name) {
             Some(bound) if bound == key.as_bytes() => Verdict::Known,
             Some(_) => Verdict::Conflict,
             None if self.keys.len() >= self.capacity => Verdict::Full,
+            None if self.keys.values().any(|bound| bound == key.as_bytes()) => Verdict::KeyTaken,
+            None if !may_bind() => Verdict::TooMany,
             None => {
                 self.keys.insert(name.to_owned(), *key.as_bytes());
                 if let Err(e) = self.save() {
@@ -161,9 +179,22 @@ mod tests {
     fn bindings_are_bounded() {
         let mut names = Bindings::in_memory(2);
         assert_eq!(names.check("a", &key(1)), Verdict::Bound);
-        assert_eq!(names.check("b", &key(1)), Verdict::Bound);
-        assert_eq!(names.check("c", &key(1)), Verdict::Full);
+        assert_eq!(names.check("b", &key(2)), Verdict::Bound);
+        assert_eq!(names.check("c", &key(3)), Verdict::Full);
         assert_eq!(names.check("a", &key(1)), Verdict::Known);
+    }
+
+    /// Issue 28's untried attack: a member binding every free name with the key it holds
+    /// would lock every later node out of the proxy. One key binds one name, and a source
+    /// refused more new names binds none.
+    #[test]
+    fn one_key_binds_one_name_and_a_source_may_be_refused_new_ones() {
+        let mut names = Bindings::in_memory(8);
+        assert_eq!(names.check("a", &key(1)), Verdict::Bound);
+        assert_eq!(names.check("b", &key(1)), Verdict::KeyTaken);
+        assert_eq!(names.check_new("b", &key(2), || false), Verdict::TooMany);
+        assert_eq!(names.len(), 1);
+        assert_eq!(names.check_new("a", &key(1), || false), Verdict::Known);
     }
 
     #[test]

@@ -98,6 +98,12 @@ impl Bucket {
     }
 }
 
+/// New names one source address may bind at once (a site's nodes behind one NAT registering
+/// for the first time together) ...
+pub const NEW_NAMES_BURST: usize = 32;
+/// ... and then one per this many seconds.
+pub const NEW_NAME_SECS: u64 = 60;
+
 /// Counters for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -136,6 +142,10 @@ pub struct ProxyState {
     members: HashMap<String, Member>,
     names: Bindings,
     sources: HashMap<IpAddr, Bucket>,
+    /// New name bindings per source address: [`NEW_NAMES_BURST`] at once, then one per
+    /// [`NEW_NAME_SECS`]. A holder of the fleet secret with fresh keys must not bind every free
+    /// name (the bindings persist: no new node could register again).
+    new_names: HashMap<IpAddr, Bucket>,
     replay: ReplayGuard,
     relay_bucket: Bucket,
     pub counters: Counters,
@@ -152,6 +162,7 @@ impl ProxyState {
             config,
             members: HashMap::new(),
             sources: HashMap::new(),
+            new_names: HashMap::new(),
             replay: ReplayGuard::new(1 << 16),
             relay_bucket: Bucket::new(now, burst),
             counters: Counters::default(),
@@ -312,7 +323,7 @@ impl ProxyState {
         message: Message,
     ) -> Vec<Outgoing> {
         if matches!(message.payload.body, Body::Register { .. }) {
-            if let Err(reason) = self.check_identity(&message) {
+            if let Err(reason) = self.check_identity(now, source_key(from), &message) {
                 self.counters.refused_registration += 1;
                 let name = message.payload.from;
                 tracing::warn!(member = %name, mapped = %from, %reason, "registration refused");
@@ -397,10 +408,29 @@ impl ProxyState {
 
     /// A registration's signature, and its key against the name's binding; the reason for
     /// the member (and the log) when refused.
-    fn check_identity(&mut self, message: &Message) -> Result<(), String> {
+    fn check_identity(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        message: &Message,
+    ) -> Result<(), String> {
         let name = &message.payload.from;
         let key = protocol::verify_register(message).map_err(|e| e.to_string())?;
-        match self.names.check(name, &key) {
+        if !self.new_names.contains_key(&source) && self.new_names.len() >= self.config.max_sources
+        {
+            // Bounded like `sources`: forgetting them all lets each start a fresh burst.
+            self.new_names.clear();
+        }
+        let burst = NEW_NAMES_BURST as f64;
+        let bucket = self
+            .new_names
+            .entry(source)
+            .or_insert_with(|| Bucket::new(now, burst));
+        let rate = 1.0 / NEW_NAME_SECS as f64;
+        match self
+            .names
+            .check_new(name, &key, || bucket.take(now, rate, burst, 1.0))
+        {
             Verdict::Known => Ok(()),
             Verdict::Bound => {
                 tracing::info!(member = %name, key = %crate::keys::key_text(key.as_bytes()), "name bound to its first key");
@@ -411,6 +441,13 @@ impl ProxyState {
                 crate::keys::key_text(key.as_bytes())
             )),
             Verdict::Full => Err("the proxy binds no more names".into()),
+            Verdict::KeyTaken => Err(format!(
+                "the identity key {} is bound to another name already (one name per key)",
+                crate::keys::key_text(key.as_bytes())
+            )),
+            Verdict::TooMany => Err(format!(
+                "too many new names from {source}: {NEW_NAMES_BURST} at once, then one per {NEW_NAME_SECS} s"
+            )),
         }
     }
 
@@ -800,6 +837,33 @@ mod tests {
             })
             .count();
         assert_eq!(answered, 400);
+    }
+
+    /// Issue 28's untried attack: a holder of the fleet secret registering name after name
+    /// with fresh keys bound every free name for good (the bindings persist), and no later node
+    /// could register. One source binds NEW_NAMES_BURST at once, then one per NEW_NAME_SECS;
+    /// another source still binds its name.
+    #[test]
+    fn one_source_cannot_bind_every_free_name() {
+        let now = Instant::now();
+        let mut config = ProxyConfig::new(secret(), 100);
+        config.max_members = 4 * NEW_NAMES_BURST;
+        let mut state = ProxyState::new(config, now);
+        let from = addr("100.64.0.9:4000");
+        for n in 0..(2 * NEW_NAMES_BURST) {
+            let name = format!("squat-{n}");
+            let bytes = signed_register(&name, &identity(&name), "10.0.0.9:1", "");
+            state.handle(now, 1000, from, &bytes);
+        }
+        assert_eq!(state.names.len(), NEW_NAMES_BURST);
+        let honest = signed_register("cam-1", &identity("cam-1"), "10.0.0.7:1", "");
+        let answer = state.handle(now, 1000, addr("100.64.0.7:4000"), &honest);
+        assert!(matches!(open(&answer[0].1).body, Body::Registered { .. }));
+        // The same source binds again once its rate allows it.
+        let later = now + Duration::from_secs(NEW_NAME_SECS);
+        let bytes = signed_register("squat-late", &identity("squat-late"), "10.0.0.9:1", "");
+        state.handle(later, 1000, from, &bytes);
+        assert_eq!(state.names.len(), NEW_NAMES_BURST + 2);
     }
 
     /// Regression (security issue #13, item 8): any holder of the fleet secret could register

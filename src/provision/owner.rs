@@ -59,6 +59,26 @@ impl Owners {
     }
 }
 
+impl Owners {
+    /// [`chown`](Self::chown) on an open file (`path` names it in errors): for a file in a
+    /// directory another user writes, where a path could be swapped for a link.
+    pub fn chown_fd(&self, file: &std::fs::File, path: &Path, user: Option<&str>) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        if !self.privileged {
+            return Ok(());
+        }
+        if let Some((uid, gid)) = self.uid_gid(user)? {
+            nix::unistd::fchown(
+                file.as_raw_fd(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| Error::io("changing the owner of", path)(e.into()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Looks `name` up in a passwd(5) file; `None` when the file or the entry is missing.
 fn passwd_entry(passwd: &Path, name: &str) -> Option<(u32, u32)> {
     let text = std::fs::read_to_string(passwd).ok()?;

@@ -31,4 +31,5 @@ type P2pu::Agent = Struct[{
   Optional['health_check_timeout_secs']    => Integer[1, 3600],
   Optional['heartbeat_window_secs']        => Integer[0],
   Optional['heartbeat_interval_secs']      => Integer[0],
+  Optional['share_full_logs']              => Boolean,
 }]

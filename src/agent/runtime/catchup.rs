@@ -11,8 +11,12 @@
 //! With a verified heartbeat's snapshot document in hand ([`catch_up_with`]), the snapshot
 //! decides instead of the members: every name it lists at a seq this node lacks is asked for,
 //! and for those names only the announcement whose wire text hashes to the snapshot's entry
-//! (or a newer one than the snapshot knows) is taken. A member that answers with an older,
-//! validly signed announcement (mix-and-match, a partial rollback) is not believed.
+//! (or a newer one than the snapshot knows, verified on its own) is taken. A member that
+//! answers with an older, validly signed announcement (mix-and-match, a partial rollback) is
+//! not believed.
+//!
+//! Only verified answers are chosen: one bound to a rollout plan this node lacks counts once
+//! the plan, fetched from the members and kept in the state dir, verifies it.
 
 use super::intake::{self, Accepted, Decision, Policy};
 use super::spool::{self, Source, Spooled};
@@ -26,7 +30,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Asks the fleet and spools every newer announcement; returns how many.
+/// Asks the fleet and spools every newer announcement; returns how many. An answer bound to a
+/// plan this node lacks is not taken (no plan is fetched here).
 pub fn catch_up(
     gossip: &dyn Gossip,
     store: &StateStore,
@@ -35,10 +40,16 @@ pub fn catch_up(
     now_ms: u64,
     timeout: Duration,
 ) -> super::Result<usize> {
-    catch_up_with(gossip, store, policy, spool_dir, now_ms, timeout, None)
+    let no_plans = |_: &str, _: &str| false;
+    catch_up_with(
+        gossip, store, policy, spool_dir, now_ms, timeout, None, &no_plans,
+    )
 }
 
-/// [`catch_up`], held to `snapshot` (a verified heartbeat's) for the names it lists.
+/// [`catch_up`], held to `snapshot` (a verified heartbeat's) for the names it lists, with
+/// `fetch_plan(info_hash, wire)` to fetch and keep (in the state dir) the plan an answer is
+/// bound to, true once one that verifies it is kept.
+#[allow(clippy::too_many_arguments)]
 pub fn catch_up_with(
     gossip: &dyn Gossip,
     store: &StateStore,
@@ -47,6 +58,7 @@ pub fn catch_up_with(
     now_ms: u64,
     timeout: Duration,
     snapshot: Option<&Snapshot>,
+    fetch_plan: &dyn Fn(&str, &str) -> bool,
 ) -> super::Result<usize> {
     let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
@@ -87,8 +99,8 @@ pub fn catch_up_with(
             tracing::info!(name = %name, seq = entry.seq, held = ?known, "heartbeat: the snapshot lists an update this node lacks; asking the fleet");
         }
         let answers = gossip.query(LATEST_QUERY, name.as_bytes(), timeout)?;
-        if let Some((seq, wire)) = newest_acceptable(&name, &answers, store, policy, now_ms, entry)?
-        {
+        let chosen = newest_acceptable(&name, &answers, store, policy, now_ms, entry, fetch_plan)?;
+        if let Some((seq, wire)) = chosen {
             tracing::info!(name = %name, seq, "catch-up: spooling a missed announcement");
             spool::put(spool_dir, Source::CatchUp, wire.as_bytes())?;
             spooled += 1;
@@ -97,9 +109,14 @@ pub fn catch_up_with(
     Ok(spooled)
 }
 
-/// The newest of `answers` (node, wire) for `name` that the intake would accept now, with its
-/// seq; with the snapshot's `entry` for the name, one at or below its seq must be the very
+/// The newest of `answers` (node, wire) for `name` that the intake accepts now, with its seq;
+/// with the snapshot's `entry` for the name, one at or below its seq must be the very
 /// announcement it lists. The others are logged, not chosen.
+///
+/// Only a verified answer is chosen: one bound to a plan this node lacks is unverified
+/// (issue 28: a member's plan-flagged seq + 1 used to win, and the node waited on it instead
+/// of taking the genuine one). Those newer than the best verified answer get their plan asked
+/// for (`fetch_plan`, newest first), and one counts once the plan fetched verifies it.
 fn newest_acceptable<'a>(
     name: &str,
     answers: &'a [(String, String)],
@@ -107,11 +124,19 @@ fn newest_acceptable<'a>(
     policy: &Policy,
     now_ms: u64,
     entry: Option<&Entry>,
+    fetch_plan: &dyn Fn(&str, &str) -> bool,
 ) -> super::Result<Option<(u64, &'a str)>> {
     let mut best: Option<(u64, &str)> = None;
+    // Waiting for their plan: seq, wire, info-hash.
+    let mut unverified: Vec<(u64, &str, String)> = Vec::new();
     // Members mostly answer with the same announcement: decide each text once (a decision
     // reads the trusted keys and the state), naming the first member that sent it.
     let mut seen = std::collections::HashSet::new();
+    // Whether the snapshot's entry for the name rules `seq` out for `wire`: at or below the
+    // listed seq, only the listed announcement is believed (mix-and-match).
+    let unlisted = |seq: u64, wire: &str| {
+        entry.is_some_and(|e| seq <= e.seq && Entry::of(name, seq, wire) != *e)
+    };
     for (node, wire) in answers {
         let wire = wire.trim();
         if wire.is_empty() || wire.len() > spool::MAX_EVENT_BYTES || !seen.insert(wire) {
@@ -123,25 +148,27 @@ fn newest_acceptable<'a>(
             payload: wire.as_bytes().to_vec(),
         };
         match intake::decide(&event, store, policy, now_ms)? {
-            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. }
-                if record.name == name
-                    && entry.is_some_and(|e| {
-                        record.seq <= e.seq && Entry::of(name, record.seq, wire) != *e
-                    }) =>
-            {
-                let listed = entry.map_or(0, |e| e.seq);
-                tracing::warn!(%node, name = %name, seq = record.seq, listed, "catch-up: answer is not the announcement the heartbeat's snapshot lists, ignored");
+            Decision::Accepted(Accepted { record, .. }) if record.name != name => {
+                tracing::warn!(%node, asked = %name, got = %record.name, "catch-up: answer for another name ignored")
             }
-            // A plan-bound one is verified once its plan is fetched: spooled, it waits for it.
-            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. }
-                if record.name == name =>
-            {
-                if best.is_none_or(|(seq, _)| record.seq > seq) {
+            Decision::NeedsPlan { name: got, .. } if got != name => {
+                tracing::warn!(%node, asked = %name, %got, "catch-up: answer for another name ignored")
+            }
+            Decision::Accepted(Accepted { record, .. }) => {
+                if unlisted(record.seq, wire) {
+                    let listed = entry.map_or(0, |e| e.seq);
+                    tracing::warn!(%node, name = %name, seq = record.seq, listed, "catch-up: answer is not the announcement the heartbeat's snapshot lists, ignored");
+                } else if best.is_none_or(|(seq, _)| record.seq > seq) {
                     best = Some((record.seq, wire));
                 }
             }
-            Decision::Accepted(Accepted { record, .. }) | Decision::NeedsPlan { record, .. } => {
-                tracing::warn!(%node, asked = %name, got = %record.name, "catch-up: answer for another name ignored")
+            Decision::NeedsPlan { seq, info_hash, .. } => {
+                if unlisted(seq, wire) {
+                    let listed = entry.map_or(0, |e| e.seq);
+                    tracing::warn!(%node, name = %name, seq, listed, "catch-up: answer is not the announcement the heartbeat's snapshot lists, ignored");
+                } else {
+                    unverified.push((seq, wire, info_hash));
+                }
             }
             Decision::Held(record) => {
                 tracing::warn!(%node, name = %record.name, seq = record.seq, "catch-up: answer from the far future ignored")
@@ -152,6 +179,29 @@ fn newest_acceptable<'a>(
             // The latest announcement is what catch-up asks for, never a control statement.
             Decision::Control { .. } => {
                 tracing::warn!(%node, asked = %name, "catch-up: a control statement as an answer ignored")
+            }
+        }
+    }
+    unverified.sort_by_key(|u| std::cmp::Reverse(u.0));
+    for (seq, wire, info_hash) in unverified {
+        if best.is_some_and(|(best_seq, _)| best_seq >= seq) {
+            break;
+        }
+        if !fetch_plan(&info_hash, wire) {
+            tracing::warn!(name = %name, seq, plan = %info_hash, "catch-up: no member serves a rollout plan that verifies this answer; not taken");
+            continue;
+        }
+        let event = Spooled {
+            path: Default::default(),
+            source: Source::CatchUp,
+            payload: wire.as_bytes().to_vec(),
+        };
+        if let Decision::Accepted(Accepted { record, .. }) =
+            intake::decide(&event, store, policy, now_ms)?
+        {
+            if record.name == name && record.seq == seq {
+                best = Some((seq, wire));
+                break;
             }
         }
     }
@@ -262,6 +312,7 @@ mod tests {
             NOW_MS,
             Duration::ZERO,
             snapshot,
+            &|_, _| false,
         )
         .unwrap();
         let events = spool::list(&spool_dir).unwrap();
@@ -379,5 +430,118 @@ mod tests {
         // What catch-up did before heartbeats: the liar's answer is the newest acceptable.
         let node = self::node();
         assert_eq!(round(&node, &liar), vec![older.into_bytes()]);
+    }
+
+    /// Issue 28, item 4: a member answers with a plan-flagged seq + 1 whose plan no member
+    /// has (its signatures do not cover the flag). It used to be chosen as "acceptable" over
+    /// the genuine answer, so the node spooled the forgery and never applied the genuine one,
+    /// even with a heartbeat listing it. Only verified answers are chosen; a genuine plan-bound
+    /// answer counts once its plan is fetched and verifies it.
+    #[test]
+    fn an_unverified_plan_bound_answer_does_not_win_catch_up() {
+        use crate::formats::announcement::{Binding, FleetId};
+        let node = node();
+        let binding = Binding {
+            expires: NOW_MS / 1000 + 86_400,
+            fleet: FleetId([0; 8]),
+        };
+        let draft = |seq| Draft {
+            seq,
+            name: "site.pp".into(),
+            kind: Kind::Manifest,
+            info_hash: [1; 20],
+            len: 10,
+            sha256: [2; 32],
+        };
+        let genuine = Announcement::sign_v2(draft(NOW_MS + 1), binding, &node.key)
+            .unwrap()
+            .to_wire();
+        let signed_higher = Announcement::sign_v2(draft(NOW_MS + 2), binding, &node.key)
+            .unwrap()
+            .to_bencode();
+        // The member adds the flag to a signed announcement: no plan makes it verify.
+        let at = signed_higher
+            .windows(5)
+            .position(|w| w == b"3:seq")
+            .unwrap();
+        let mut flagged = signed_higher.clone();
+        flagged.splice(at..at, b"4:plani1e".iter().copied());
+        use base64::Engine;
+        let forged = format!(
+            "{}{}",
+            crate::formats::announcement::WIRE_PREFIX_V2,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&flagged)
+        );
+        let fleet = Fleet {
+            status: vec![
+                status_of("honest", "site.pp", NOW_MS + 1),
+                status_of("liar", "site.pp", NOW_MS + 2),
+            ],
+            latest: vec![
+                ("liar".into(), forged.clone()),
+                ("honest".into(), genuine.clone()),
+            ],
+        };
+        let asked = std::cell::Cell::new(0);
+        let no_member_has_it = |_: &str, _: &str| {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let keys_dir = node.dir.path().join("trusted");
+        let spool_dir = node.dir.path().join("spool");
+        let snapshot = Snapshot::new(vec![Entry::of("site.pp", NOW_MS + 1, &genuine)]);
+        for listed in [None, Some(&snapshot)] {
+            let count = catch_up_with(
+                &fleet,
+                &node.store,
+                &policy(&keys_dir),
+                &spool_dir,
+                NOW_MS,
+                Duration::ZERO,
+                listed,
+                &no_member_has_it,
+            )
+            .unwrap();
+            assert_eq!(count, 1);
+            let events = spool::list(&spool_dir).unwrap();
+            let spooled = spool::read(&events[0]).unwrap().unwrap().payload;
+            assert_eq!(spooled, genuine.as_bytes(), "the verified answer is chosen");
+            spool::remove(&events[0]).unwrap();
+        }
+        assert_eq!(
+            asked.get(),
+            2,
+            "the unverified answer's plan was asked for, then dropped"
+        );
+
+        // A genuine plan-bound answer: chosen once the plan fetched verifies it.
+        let plan = b"d1:vi1ee";
+        let bound = Announcement::sign_v2_with_plan(draft(NOW_MS + 3), binding, plan, &node.key)
+            .unwrap()
+            .to_wire();
+        let fleet = Fleet {
+            status: vec![status_of("honest", "site.pp", NOW_MS + 3)],
+            latest: vec![("honest".into(), bound.clone())],
+        };
+        let store_dir = node.store.dir().to_path_buf();
+        let fetch = |hash: &str, _: &str| {
+            intake::keep_plan(&store_dir, hash, plan).unwrap();
+            true
+        };
+        let count = catch_up_with(
+            &fleet,
+            &node.store,
+            &policy(&keys_dir),
+            &spool_dir,
+            NOW_MS,
+            Duration::ZERO,
+            None,
+            &fetch,
+        )
+        .unwrap();
+        assert_eq!(count, 1);
+        let events = spool::list(&spool_dir).unwrap();
+        let spooled = spool::read(&events[0]).unwrap().unwrap().payload;
+        assert_eq!(spooled, bound.as_bytes());
     }
 }

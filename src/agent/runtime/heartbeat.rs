@@ -12,7 +12,9 @@ use super::state::{Lineage, RecordKind, StateStore, Status};
 use super::{Result, RuntimeError};
 use crate::agent::transfer::http_get::Client;
 use crate::formats::announcement::FleetId;
-use crate::formats::heartbeat::{Entry, Heartbeat, Snapshot, MAX_SNAPSHOT_BYTES, SNAPSHOT_SUFFIX};
+use crate::formats::heartbeat::{
+    Entry, Heartbeat, Snapshot, MAX_SNAPSHOT_BYTES, MAX_WIRE_LEN, SNAPSHOT_SUFFIX,
+};
 use crate::keys::TrustedKeys;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,7 +31,10 @@ fn kept_path(state_dir: &Path) -> PathBuf {
 
 /// The newest verified heartbeat's wire text, as the `p2pu-heartbeat` query answers it.
 pub fn kept_wire(state_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(kept_path(state_dir))
+    // Root's file, read through the one reader all the same: the handler answering the query
+    // reads it too, and a heartbeat is never larger than this.
+    let bytes = crate::untrusted::read(&kept_path(state_dir), MAX_WIRE_LEN as u64 + 1).ok()?;
+    String::from_utf8(bytes)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
@@ -233,6 +238,13 @@ pub fn missing(store: &StateStore, snapshot: &Snapshot) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Root's copy of the snapshot document last verified against the kept heartbeat.
+const KEPT_SNAPSHOT: &str = "heartbeat.snapshot";
+
+fn kept_snapshot_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(KEPT_SNAPSHOT)
+}
+
 /// A snapshot document's file name: `<snap hex>.snapshot`.
 pub fn file_name(snap: &[u8; 32]) -> String {
     format!("{}{SNAPSHOT_SUFFIX}", hex::encode(snap))
@@ -256,11 +268,17 @@ pub fn publish(dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The snapshot document `heartbeat` names: from `dir` when this node already has it, else
-/// from the first of `seeds` that serves one with the right hash (which is then kept in `dir`
-/// and served from there). `None` when no member has it.
+/// The snapshot document `heartbeat` names: root's copy in `state_dir` when this node verified
+/// it already, else the one in `dir` (the seed root) when it is there, else from the first of
+/// `seeds` that serves one with the right hash (which is then kept in `dir` and served from
+/// there). Whatever is taken is kept in `state_dir` too. `None` when no member has it.
+///
+/// `dir` is the download dir, which Transmission's user writes: it is read through
+/// [`crate::untrusted`], capped at [`MAX_SNAPSHOT_BYTES`] (issue 28: a 1.5 GiB sparse file there
+/// raised root's memory to 1.58 GB, and a FIFO there blocked the catch-up thread for good).
 pub fn snapshot_of(
     heartbeat: &Heartbeat,
+    state_dir: &Path,
     dir: &Path,
     seeds: &[SocketAddr],
     client: &Client,
@@ -274,8 +292,25 @@ pub fn snapshot_of(
             .ok()
             .filter(|s| s.entries().len() as u64 == heartbeat.count())
     };
-    if let Some(snapshot) = std::fs::read(dir.join(&name)).ok().and_then(|b| check(&b)) {
+    let cap = MAX_SNAPSHOT_BYTES as u64;
+    let kept = kept_snapshot_path(state_dir);
+    if let Some(snapshot) = crate::untrusted::read(&kept, cap)
+        .ok()
+        .and_then(|b| check(&b))
+    {
         return Ok(Some(snapshot));
+    }
+    let keep =
+        |snapshot: &Snapshot| crate::fsutil::write_atomic(&kept, &snapshot.to_bencode(), 0o600);
+    match crate::untrusted::read(&dir.join(&name), cap) {
+        Ok(bytes) => {
+            if let Some(snapshot) = check(&bytes) {
+                keep(&snapshot)?;
+                return Ok(Some(snapshot));
+            }
+        }
+        Err(e) if e.is_missing() => {}
+        Err(e) => tracing::warn!("heartbeat: snapshot document not read: {e}"),
     }
     for seed in seeds {
         let bytes = match client.get(*seed, &format!("/{name}"), 0) {
@@ -302,6 +337,7 @@ pub fn snapshot_of(
         };
         match check(&bytes) {
             Some(snapshot) => {
+                keep(&snapshot)?;
                 publish(dir, &snapshot)?;
                 return Ok(Some(snapshot));
             }
@@ -452,5 +488,67 @@ mod tests {
             ("stale", Some(NOW - 40))
         );
         assert!(stale.line(NOW).contains("STALE since"));
+    }
+
+    /// Issue 28, item 2: the snapshot document in the download dir (Transmission's user
+    /// writes it) replaced by a FIFO, a sparse 1 TiB file or a link: reading it neither blocks
+    /// nor reads past the cap, and the document is then taken from a member. The verified copy
+    /// is kept in the state dir and read back from there, whatever the download dir holds.
+    #[test]
+    fn a_fifo_or_huge_snapshot_document_neither_blocks_nor_fills_memory() {
+        let node = node();
+        let root = node.dir.path().join("downloads");
+        std::fs::create_dir_all(&root).unwrap();
+        let snapshot = Snapshot::new(vec![Entry::of("site.pp", 7, "p2pu2:x")]);
+        let heartbeat = Heartbeat::sign(FleetId([1; 8]), NOW, &snapshot, &node.key).unwrap();
+        let at = root.join(file_name(heartbeat.snap()));
+        // A member serving the genuine document.
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(
+            served.path().join(file_name(heartbeat.snap())),
+            snapshot.to_bencode(),
+        )
+        .unwrap();
+        let seed = crate::agent::transfer::seed_http::SeedServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            served.path(),
+        )
+        .unwrap();
+        let client = Client {
+            bind: None,
+            connect_timeout: std::time::Duration::from_secs(3),
+            read_timeout: std::time::Duration::from_secs(3),
+        };
+        let state = node.store.dir().to_path_buf();
+        let look = |seeds: Vec<SocketAddr>| {
+            let (heartbeat, state, root, client) =
+                (heartbeat.clone(), state.clone(), root.clone(), client);
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(snapshot_of(&heartbeat, &state, &root, &seeds, &client).unwrap());
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("reading the snapshot document blocked")
+        };
+        nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(look(Vec::new()), None, "a FIFO is not read");
+        std::fs::remove_file(&at).unwrap();
+        std::fs::File::create(&at)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        assert_eq!(look(Vec::new()), None, "a sparse 1 TiB file is not read");
+        std::fs::remove_file(&at).unwrap();
+        nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            look(vec![seed.addr()]),
+            Some(snapshot.clone()),
+            "fetched from a member"
+        );
+        // Kept root's: the download dir's copy turned into a FIFO again changes nothing.
+        std::fs::remove_file(&at).unwrap();
+        nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(look(Vec::new()), Some(snapshot));
+        seed.shutdown();
     }
 }

@@ -8,10 +8,17 @@
 //! [`take_spool`] is the agent's pass over the spool: one decision per event, and no event,
 //! however malformed or strange on disk, stops the pass.
 //!
+//! Nothing unverified reaches the state: an announcement bound to a rollout plan this node
+//! does not hold (or holds only a copy that does not verify it) is checked for all that needs
+//! no plan, then waits outside the records ([`super::pending`]) until a plan verifies it. The
+//! plan is read from the state dir's verified copies, or from the download dir through
+//! [`crate::untrusted`] and copied to the state dir once it verifies.
+//!
 //! The intake is where a wire text is decoded, once: an accepted update goes to the workers as
 //! [`Accepted`], its record with the decoded announcement or legacy torrent beside it, and a
 //! record resumed after a restart is decoded here too ([`resume`]).
 
+use super::pending::{PlanWaits, Refused, Waiting, MAX_WAITING, MAX_WAITING_PER_SOURCE};
 use super::spool::{self, Spooled};
 use super::state::{
     ControlSeen, Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status,
@@ -32,10 +39,13 @@ pub enum Decision {
     Accepted(Accepted),
     Held(Record),
     Rejected(Rejection),
-    /// Bound to a rollout plan this node does not have yet: the event stays in the spool
-    /// while the plan is fetched (its info-hash here), and the held record says so.
+    /// Bound to a rollout plan this node does not have yet (or holds only a copy that does not
+    /// verify it): unverified, so it makes no record. Everything that can be checked without
+    /// the plan passed (fleet, expiry, seq, payload cap, a trusted signer named); the event
+    /// waits outside the records ([`super::pending`]) while the plan is fetched.
     NeedsPlan {
-        record: Record,
+        name: String,
+        seq: u64,
         info_hash: String,
     },
     /// A verified operator control statement (`p2pu rollout`): kept (when it is for this
@@ -105,25 +115,137 @@ pub struct Policy<'a> {
     pub node: &'a str,
 }
 
-/// How long a plan-bound announcement waits in the spool for its plan before it is refused:
-/// a forged flagged announcement must not stay (and be fetched for) forever.
+/// How long a plan-bound announcement waits for its plan before it is refused, on the agent's
+/// clock from when it first arrived: a forged flagged announcement must not stay (and be
+/// fetched for) forever.
 pub const PLAN_SEARCH_SECS: u64 = 600;
 
-/// The plan of `info_hash` kept in `dir`, when there is one of a plan's size.
+/// Where the state dir keeps the plans this node verified (root's, 0700).
+pub const PLANS_SUBDIR: &str = "plans";
+
+/// The plan of `info_hash` in `dir`, when there is a regular file of at most a plan's size
+/// there. `dir` is the download dir (Transmission's user writes it), so it is read through
+/// [`crate::untrusted`]: a FIFO, a link or a sparse file there is refused, never waited on.
 pub fn read_plan(dir: &Path, info_hash: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(plan_path(dir, info_hash)).ok()?;
-    let mut bytes = Vec::new();
-    file.take(crate::formats::plan::MAX_PLAN_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(bytes)
+    let path = plan_path(dir, info_hash);
+    match crate::untrusted::read(&path, crate::formats::plan::MAX_PLAN_BYTES as u64) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            if !e.is_missing() {
+                tracing::warn!("rollout plan not read: {}", chain(&e));
+            }
+            None
+        }
+    }
 }
 
 /// `<dir>/<info-hash>.plan`: where `submit` writes a plan and every node keeps (and so
 /// re-serves) the plan it verified.
 pub fn plan_path(dir: &Path, info_hash: &str) -> PathBuf {
     dir.join(format!("{info_hash}.plan"))
+}
+
+/// `<state dir>/plans/<info-hash>.plan`: the copy of a plan this node verified, root's; the
+/// intake reads this one, whatever happens to the download dir's since.
+pub fn kept_plan_path(state_dir: &Path, info_hash: &str) -> PathBuf {
+    state_dir
+        .join(PLANS_SUBDIR)
+        .join(format!("{info_hash}.plan"))
+}
+
+/// Keeps `plan` as the verified plan of `info_hash` in the state dir (root-only, 0600).
+pub fn keep_plan(state_dir: &Path, info_hash: &str, plan: &[u8]) -> super::Result<()> {
+    crate::fsutil::write_atomic(&kept_plan_path(state_dir, info_hash), plan, 0o600)?;
+    Ok(())
+}
+
+/// The plan `announcement` verifies with: the copy kept in the state dir, else the download
+/// dir's, which is then kept. `None` when neither verifies it: a missing or garbage plan is a
+/// bad copy to fetch again from the members, never a reason to refuse the signed update (issue
+/// 28: garbage written over `<info-hash>.plan` used to reject it for good).
+fn verified_plan(
+    store: &StateStore,
+    policy: &Policy,
+    announcement: &Announcement,
+    info_hash: &str,
+    trusted: &crate::keys::TrustedKeys,
+) -> Option<Vec<u8>> {
+    let verifies = |bytes: &[u8]| announcement.verify(trusted, Some(bytes)).is_ok();
+    let cap = crate::formats::plan::MAX_PLAN_BYTES as u64;
+    let kept = kept_plan_path(store.dir(), info_hash);
+    if let Ok(Some(bytes)) = crate::untrusted::read_if_there(&kept, cap) {
+        if verifies(&bytes) {
+            return Some(bytes);
+        }
+    }
+    let bytes = read_plan(policy.plans_dir, info_hash)?;
+    if !verifies(&bytes) {
+        tracing::warn!(name = announcement.name(), seq = announcement.seq(), plan = %info_hash, "the download dir's rollout plan does not verify the announcement: a bad copy, fetched again from the members");
+        return None;
+    }
+    if let Err(e) = keep_plan(store.dir(), info_hash, &bytes) {
+        tracing::warn!(plan = %info_hash, "keeping the verified rollout plan: {}", chain(&e));
+    }
+    Some(bytes)
+}
+
+/// Why the fleet binding refuses `announcement` on this node, if it does: another fleet's, or
+/// expired.
+fn binding_refusal(announcement: &Announcement, policy: &Policy, now: u64) -> Option<String> {
+    let binding = announcement.binding()?;
+    if binding.fleet != policy.fleet {
+        return Some(format!(
+            "announcement is for fleet {}, this node is in fleet {}",
+            binding.fleet, policy.fleet
+        ));
+    }
+    if binding.expires < now {
+        return Some(format!(
+            "expired: announcement expired at {} (unix seconds), {} s ago; sign it again",
+            binding.expires,
+            now - binding.expires
+        ));
+    }
+    None
+}
+
+/// Why the seq of `name` is refused, if it is: a replay, or older than the accepted one.
+fn seq_refusal(store: &StateStore, name: &str, seq: u64) -> super::Result<Option<String>> {
+    Ok(match store.check_seq(name, Lineage::Signed, seq)? {
+        SeqVerdict::New => None,
+        SeqVerdict::Replay => Some("replay: this seq was already accepted".into()),
+        SeqVerdict::Older { newest } => Some(format!(
+            "downgrade: seq {seq} is older than the accepted {newest}"
+        )),
+    })
+}
+
+/// Why `announcement` is refused on what it says, signed or not, if it is: fleet and expiry,
+/// seq, payload cap. Checked after the signatures, and before waiting for a plan.
+fn unsigned_refusal(
+    announcement: &Announcement,
+    store: &StateStore,
+    policy: &Policy,
+    now: u64,
+) -> super::Result<Option<String>> {
+    if let Some(why) = binding_refusal(announcement, policy, now) {
+        return Ok(Some(why));
+    }
+    if let Some(why) = seq_refusal(store, announcement.name(), announcement.seq())? {
+        return Ok(Some(why));
+    }
+    Ok(payload_refusal(announcement, policy))
+}
+
+/// Signed payload lengths above `agent.max_payload_bytes` are refused before any download.
+fn payload_refusal(announcement: &Announcement, policy: &Policy) -> Option<String> {
+    (announcement.payload_len() > policy.max_payload_bytes).then(|| {
+        format!(
+            "payload of {} bytes exceeds agent.max_payload_bytes = {}",
+            announcement.payload_len(),
+            policy.max_payload_bytes
+        )
+    })
 }
 
 impl Policy<'_> {
@@ -201,8 +323,10 @@ pub struct Pass {
     pub deferred: usize,
     /// Heartbeats newer than the kept one, now kept.
     pub heartbeats: usize,
-    /// The plans the events left in the spool wait for: info-hash, and the announcement's
-    /// wire text (a fetched plan is kept only if the announcement verifies with it).
+    /// Announcements waiting for their plan after this pass (outside the records).
+    pub waiting: usize,
+    /// The plans they wait for: info-hash, and the announcement's wire text (a fetched plan is
+    /// kept only if the announcement verifies with it).
     pub plans_wanted: Vec<(String, String)>,
     /// Copies of announcements already taken (`submit` re-sends each a few times): dropped
     /// quietly, neither decided again nor recorded as a replay.
@@ -218,15 +342,60 @@ pub struct Pass {
 /// stop or crash-loop the agent. `stuck` remembers entries that could not even be
 /// quarantined, so they are reported once and not on every pass. Errors are only those of
 /// the spool directory itself or of recording an outcome.
+///
+/// An announcement bound to a plan this node does not hold yet waits in `waits`, outside the
+/// records ([`super::pending`]); each pass decides the waiting ones again first, and refuses
+/// those that waited longer than [`PLAN_SEARCH_SECS`].
 pub fn take_spool(
     spool_dir: &Path,
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
     stuck: &mut BTreeSet<PathBuf>,
+    waits: &mut PlanWaits,
     mut accepted: impl FnMut(Accepted),
 ) -> super::Result<Pass> {
     let mut pass = Pass::default();
+    for waiting in waits.take_all() {
+        let decision = match decide(&waiting.event, store, policy, now_ms) {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(name = %waiting.name, seq = waiting.seq, "deciding an announcement waiting for its plan failed; it waits on: {}", chain(&e));
+                waits.put_back(waiting);
+                continue;
+            }
+        };
+        match decision {
+            Decision::NeedsPlan { .. } => {
+                let waited = now_ms.saturating_sub(waiting.since_ms) / 1000;
+                if waited <= PLAN_SEARCH_SECS {
+                    waits.put_back(waiting);
+                    continue;
+                }
+                let reason = format!(
+                    "no rollout plan {}.plan that verifies it found on any member within {PLAN_SEARCH_SECS} s; submit it again",
+                    waiting.info_hash
+                );
+                tracing::warn!(name = %waiting.name, seq = waiting.seq, "rejected: {reason}");
+                store.reject(Rejection {
+                    at: now_ms / 1000,
+                    source: waiting.event.source.as_str().to_string(),
+                    name: Some(waiting.name),
+                    seq: Some(waiting.seq),
+                    reason,
+                })?;
+                pass.rejected += 1;
+            }
+            decision => settle(
+                decision,
+                &waiting.event,
+                store,
+                now_ms,
+                &mut pass,
+                &mut accepted,
+            )?,
+        }
+    }
     for path in spool::list(spool_dir)? {
         if stuck.contains(&path) {
             continue;
@@ -304,92 +473,54 @@ pub fn take_spool(
             }
         };
         match decision {
-            Decision::Accepted(update) => {
-                let record = &update.record;
-                // The spool file's name carries its write time (ns): benches/ measure latency from it.
-                let spool = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default();
-                tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
-                store.put(record.clone())?;
-                pass.accepted += 1;
-                accepted(update);
-            }
-            Decision::Held(record) => {
-                tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
-                store.put(record)?;
-                pass.held += 1;
-            }
-            Decision::Rejected(rejection) => {
-                tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
-                store.reject(rejection)?;
-                pass.rejected += 1;
-            }
-            Decision::Control {
+            Decision::NeedsPlan {
                 name,
-                seen,
-                requeue,
+                seq,
+                info_hash,
             } => {
-                if let Some(seen) = seen {
-                    tracing::info!(%name, seq = seen.seq, action = %seen.action, "rollout control statement");
-                    store.put_control(&name, seen)?;
-                }
-                for mut record in requeue {
-                    let now = now_ms / 1000;
-                    record.settle(
-                        Status::Pending,
-                        Some("sent back by the operator (p2pu rollout)".into()),
-                        None,
-                        now,
-                    );
-                    record.attempts = 0;
-                    record.next_attempt_at = None;
-                    store.put(record.clone())?;
-                    match resume(record) {
-                        Ok(update) => accepted(update),
-                        Err(e) => tracing::warn!(%name, "cannot send back: {}", chain(&e)),
+                let source = event.source;
+                let waiting = Waiting {
+                    event: Spooled {
+                        path: PathBuf::new(),
+                        ..event
+                    },
+                    name: name.clone(),
+                    seq,
+                    info_hash: info_hash.clone(),
+                    since_ms: now_ms,
+                };
+                match waits.admit(waiting) {
+                    Ok(()) => {
+                        tracing::info!(%name, seq, plan = %info_hash, source = source.as_str(), "waiting for its rollout plan (not verified yet, not recorded)");
+                    }
+                    Err(Refused::Duplicate) => {}
+                    Err(Refused::Full) => {
+                        // Refused, not queued: what waits is never pushed out by a newcomer. A
+                        // genuine one comes back through catch-up once a member verified it.
+                        let reason = format!(
+                            "too many announcements waiting for their rollout plan (at most {MAX_WAITING}, {MAX_WAITING_PER_SOURCE} from {}); not verified, dropped",
+                            source.as_str()
+                        );
+                        tracing::warn!(%name, seq, "rejected: {reason}");
+                        store.reject(Rejection {
+                            at: now_ms / 1000,
+                            source: source.as_str().to_string(),
+                            name: Some(name),
+                            seq: Some(seq),
+                            reason,
+                        })?;
+                        pass.rejected += 1;
                     }
                 }
             }
-            Decision::NeedsPlan { record, info_hash } => {
-                let waited = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |t| (now_ms / 1000).saturating_sub(t.as_secs()));
-                if waited <= PLAN_SEARCH_SECS {
-                    let known = store
-                        .records(&record.name)?
-                        .iter()
-                        .any(|r| r.seq == record.seq && r.reason == record.reason);
-                    let wire = record.wire.clone();
-                    if !known {
-                        tracing::info!(name = %record.name, seq = record.seq, plan = %info_hash, "waiting for its rollout plan");
-                        store.put(record)?;
-                    }
-                    pass.deferred += 1;
-                    pass.plans_wanted.push((info_hash, wire));
-                    // Left in the spool: decided again once the plan is here.
-                    continue;
-                }
-                let reason = format!(
-                    "no rollout plan {info_hash}.plan found on any member within {PLAN_SEARCH_SECS} s; submit it again"
-                );
-                tracing::warn!(name = %record.name, seq = record.seq, "rejected: {reason}");
-                store.reject(Rejection {
-                    at: now_ms / 1000,
-                    source: event.source.as_str().to_string(),
-                    name: Some(record.name),
-                    seq: Some(record.seq),
-                    reason,
-                })?;
-                pass.rejected += 1;
-            }
+            decision => settle(decision, &event, store, now_ms, &mut pass, &mut accepted)?,
         }
-        // Only now is the event's fate durable: the spool file may go.
+        // Only now is the event's fate durable (or, waiting for its plan, in memory): the
+        // spool file may go.
         spool::remove(&path)?;
     }
+    pass.waiting = waits.len();
+    pass.plans_wanted = waits.wanted();
     Ok(pass)
 }
 
@@ -408,6 +539,72 @@ fn already_known(payload: &[u8], store: &StateStore) -> Option<(String, u64)> {
         .iter()
         .any(|r| r.seq == seq && r.status != Status::Held && r.wire.as_bytes() == payload)
         .then(|| (name.to_string(), seq))
+}
+
+/// Records the outcome of a decision other than [`Decision::NeedsPlan`].
+fn settle(
+    decision: Decision,
+    event: &Spooled,
+    store: &StateStore,
+    now_ms: u64,
+    pass: &mut Pass,
+    accepted: &mut impl FnMut(Accepted),
+) -> super::Result<()> {
+    match decision {
+        Decision::Accepted(update) => {
+            let record = &update.record;
+            // The spool file's name carries its write time (ns): benches/ measure latency from it.
+            let spool = event
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            tracing::info!(name = %record.name, seq = record.seq, kind = %record.kind, source = event.source.as_str(), %spool, "accepted");
+            store.put(record.clone())?;
+            pass.accepted += 1;
+            accepted(update);
+        }
+        Decision::Held(record) => {
+            tracing::warn!(name = %record.name, seq = record.seq, reason = record.reason.as_deref().unwrap_or(""), "held");
+            store.put(record)?;
+            pass.held += 1;
+        }
+        Decision::Rejected(rejection) => {
+            tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
+            store.reject(rejection)?;
+            pass.rejected += 1;
+        }
+        Decision::Control {
+            name,
+            seen,
+            requeue,
+        } => {
+            if let Some(seen) = seen {
+                tracing::info!(%name, seq = seen.seq, action = %seen.action, "rollout control statement");
+                store.put_control(&name, seen)?;
+            }
+            for mut record in requeue {
+                let now = now_ms / 1000;
+                record.settle(
+                    Status::Pending,
+                    Some("sent back by the operator (p2pu rollout)".into()),
+                    None,
+                    now,
+                );
+                record.attempts = 0;
+                record.next_attempt_at = None;
+                store.put(record.clone())?;
+                match resume(record) {
+                    Ok(update) => accepted(update),
+                    Err(e) => tracing::warn!(%name, "cannot send back: {}", chain(&e)),
+                }
+            }
+        }
+        Decision::NeedsPlan { .. } => {
+            // The callers handle it: it waits outside the records.
+        }
+    }
+    Ok(())
 }
 
 pub fn decide(
@@ -449,22 +646,34 @@ pub fn decide(
             ));
         }
         let info_hash = hex::encode(announcement.info_hash());
+        let trust = Trust::load(policy.trusted_keys_dir)?;
         let plan_bytes = match announcement.has_plan() {
             false => None,
-            true => match read_plan(policy.plans_dir, &info_hash) {
+            true => match verified_plan(store, policy, &announcement, &info_hash, &trust.keys) {
                 Some(bytes) => Some(bytes),
                 None => {
-                    let wire = String::from_utf8_lossy(&event.payload).into_owned();
-                    let mut record = record_of(&announcement, wire, now);
-                    record.status = Status::Held;
-                    record.reason = Some(format!(
-                        "held: waiting for its rollout plan {info_hash}.plan (asking the members' seed servers); not verified yet"
-                    ));
-                    return Ok(Decision::NeedsPlan { record, info_hash });
+                    // Unverified until its plan is here: checked now for all that does not
+                    // need the plan, so a copy that could never be taken does not wait, and
+                    // nothing of it is recorded.
+                    if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
+                        return Ok(reject(Some(name), Some(seq), why));
+                    }
+                    let named = announcement.kids();
+                    if !named.iter().any(|kid| trust.keys.get(kid).is_some()) {
+                        return Ok(reject(
+                            Some(name),
+                            Some(seq),
+                            "waiting for a rollout plan refused: no signer is a trusted key".into(),
+                        ));
+                    }
+                    return Ok(Decision::NeedsPlan {
+                        name,
+                        seq,
+                        info_hash,
+                    });
                 }
             },
         };
-        let trust = Trust::load(policy.trusted_keys_dir)?;
         // A root chain names keys this node may not know yet (it was offline through a
         // rotation): its signatures are counted when it is applied, against the chain's
         // newest keys, and each document in it against the one before (trust::apply_key_update).
@@ -498,56 +707,8 @@ pub fn decide(
                 }
             },
         };
-        if let Some(binding) = announcement.binding() {
-            if binding.fleet != policy.fleet {
-                return Ok(reject(
-                    Some(name),
-                    Some(seq),
-                    format!(
-                        "announcement is for fleet {}, this node is in fleet {}",
-                        binding.fleet, policy.fleet
-                    ),
-                ));
-            }
-            if binding.expires < now {
-                return Ok(reject(
-                    Some(name),
-                    Some(seq),
-                    format!(
-                        "expired: announcement expired at {} (unix seconds), {} s ago; sign it again",
-                        binding.expires,
-                        now - binding.expires
-                    ),
-                ));
-            }
-        }
-        match store.check_seq(&name, Lineage::Signed, seq)? {
-            SeqVerdict::New => {}
-            SeqVerdict::Replay => {
-                return Ok(reject(
-                    Some(name),
-                    Some(seq),
-                    "replay: this seq was already accepted".into(),
-                ))
-            }
-            SeqVerdict::Older { newest } => {
-                return Ok(reject(
-                    Some(name),
-                    Some(seq),
-                    format!("downgrade: seq {seq} is older than the accepted {newest}"),
-                ))
-            }
-        }
-        if announcement.payload_len() > policy.max_payload_bytes {
-            return Ok(reject(
-                Some(name),
-                Some(seq),
-                format!(
-                    "payload of {} bytes exceeds agent.max_payload_bytes = {}",
-                    announcement.payload_len(),
-                    policy.max_payload_bytes
-                ),
-            ));
+        if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
+            return Ok(reject(Some(name), Some(seq), why));
         }
         let wire = String::from_utf8_lossy(&event.payload).into_owned();
         let mut record = record_of(&announcement, wire, now);
@@ -1092,20 +1253,25 @@ mod tests {
         let text = sign("cams.pp", good);
         let hash = hex::encode([1u8; 20]);
         match decide_with(&f, text.as_bytes(), &policy) {
-            Decision::NeedsPlan { record, info_hash } => {
-                assert_eq!(info_hash, hash);
-                assert_eq!(record.status, Status::Held);
-                assert!(record
-                    .reason
-                    .unwrap()
-                    .contains("waiting for its rollout plan"));
+            Decision::NeedsPlan {
+                name,
+                seq,
+                info_hash,
+            } => {
+                assert_eq!(
+                    (name.as_str(), seq, info_hash),
+                    ("cams.pp", NOW_MS, hash.clone())
+                );
             }
             other => panic!("expected to wait for the plan, got {other:?}"),
         }
-        // Another plan under the same name: the signature does not cover it.
+        // Another plan under the same name: the signature does not cover it, so it is a bad
+        // copy and the announcement waits on for a good one.
         std::fs::write(plan_path(plans.path(), &hash), b"d1:vi1ee").unwrap();
-        let why = reason(decide_with(&f, text.as_bytes(), &policy));
-        assert!(why.contains("bad signature"), "{why}");
+        assert!(matches!(
+            decide_with(&f, text.as_bytes(), &policy),
+            Decision::NeedsPlan { .. }
+        ));
         std::fs::write(plan_path(plans.path(), &hash), good).unwrap();
         let Decision::Accepted(accepted) = decide_with(&f, text.as_bytes(), &policy) else {
             panic!("expected accepted");
@@ -1251,33 +1417,258 @@ mod tests {
         let text = Announcement::sign_v2_with_plan(draft, binding(), b"d1:vi1ee", &f.key)
             .unwrap()
             .to_wire();
-        spool::put(&spool_dir, Source::Serf, text.as_bytes()).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let path = spool::put(&spool_dir, Source::Serf, text.as_bytes()).unwrap();
+        // The writer of the spool file sets its times: an old mtime must not cut the wait.
+        let epoch = std::fs::FileTimes::new().set_modified(std::time::UNIX_EPOCH);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
             .unwrap()
-            .as_millis() as u64;
-        let run = |now_ms: u64| {
+            .set_times(epoch)
+            .unwrap();
+        let mut waits = PlanWaits::default();
+        let mut run = |now_ms: u64| {
             take_spool(
                 &spool_dir,
                 &f.store,
                 &policy,
                 now_ms,
                 &mut BTreeSet::new(),
+                &mut waits,
                 |_| {},
             )
             .unwrap()
         };
-        let pass = run(now);
-        assert_eq!((pass.deferred, pass.plans_wanted.len()), (1, 1));
-        assert_eq!(spool::list(&spool_dir).unwrap().len(), 1);
-        let pass = run(now + (PLAN_SEARCH_SECS + 5) * 1000);
-        assert_eq!(pass.rejected, 1);
-        assert!(spool::list(&spool_dir).unwrap().is_empty());
+        let pass = run(NOW_MS);
+        assert_eq!((pass.waiting, pass.plans_wanted.len()), (1, 1));
+        assert_eq!(pass.plans_wanted[0].1, text);
+        assert!(
+            spool::list(&spool_dir).unwrap().is_empty(),
+            "out of the spool, waiting in memory"
+        );
+        assert!(
+            f.store.records("cams.pp").unwrap().is_empty(),
+            "nothing recorded"
+        );
+        let pass = run(NOW_MS + PLAN_SEARCH_SECS * 1000);
+        assert_eq!(
+            (pass.waiting, pass.rejected),
+            (1, 0),
+            "still within the search"
+        );
+        let pass = run(NOW_MS + (PLAN_SEARCH_SECS + 5) * 1000);
+        assert_eq!((pass.waiting, pass.rejected), (0, 1));
         let rejected = f.store.rejections().unwrap();
         assert!(
             rejected[0].reason.contains("no rollout plan"),
             "{rejected:?}"
         );
+    }
+
+    /// `text` (a v2 wire) with the plan flag added, as a member without a signing key can: the
+    /// signatures stay the genuine ones, and no plan can make them verify.
+    fn with_plan_flag(text: &[u8]) -> Vec<u8> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let prefix = crate::formats::announcement::WIRE_PREFIX_V2.as_bytes();
+        let text = text.trim_ascii_end();
+        let mut bencode = b64.decode(&text[prefix.len()..]).unwrap();
+        let at = bencode.windows(5).position(|w| w == b"3:seq").unwrap();
+        bencode.splice(at..at, b"4:plani1e".iter().copied());
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(b64.encode(bencode).as_bytes());
+        out
+    }
+
+    /// Issue 28, item 3: a member added the plan flag to a genuine applied announcement (and to
+    /// copies with higher seqs) and sent them with `serf event`; the record went from `applied`
+    /// to `held` on every node, and 21 forged seqs evicted the genuine records. Now the copy of
+    /// the applied seq is a replay, the others wait outside the records (bounded), and the
+    /// genuine record, its status answer and its catch-up answer stay as they were.
+    #[test]
+    fn a_forged_plan_flag_changes_no_record_and_answers_no_query() {
+        let f = fixture();
+        let plans = tempfile::tempdir().unwrap();
+        let spool_dir = f._dir.path().join("spool");
+        let policy = Policy {
+            plans_dir: plans.path(),
+            ..policy(&f, false)
+        };
+        let genuine = wire(&f.key, "site.pp", NOW_MS);
+        let forged = with_plan_flag(&genuine);
+        assert!(Announcement::decode(&forged).unwrap().has_plan());
+        let mut waits = PlanWaits::default();
+        let mut run = || {
+            take_spool(
+                &spool_dir,
+                &f.store,
+                &policy,
+                NOW_MS,
+                &mut BTreeSet::new(),
+                &mut waits,
+                |_| {},
+            )
+            .unwrap()
+        };
+        spool::put(&spool_dir, Source::Serf, &genuine).unwrap();
+        assert_eq!(run().accepted, 1);
+        f.store
+            .set_status(
+                "site.pp",
+                NOW_MS,
+                Status::Applied,
+                None,
+                None,
+                NOW_MS / 1000,
+            )
+            .unwrap();
+        let before = f.store.records("site.pp").unwrap();
+        let latest = crate::agent::runtime::status::latest_wire(&f.store, "site.pp").unwrap();
+
+        spool::put(&spool_dir, Source::Serf, &forged).unwrap();
+        for n in 1..=40 {
+            let newer = with_plan_flag(&wire(&f.key, "site.pp", NOW_MS + n));
+            spool::put(&spool_dir, Source::Serf, &newer).unwrap();
+        }
+        let pass = run();
+        assert_eq!(pass.accepted, 0);
+        assert_eq!(pass.waiting, MAX_WAITING_PER_SOURCE, "bounded per source");
+        assert_eq!(
+            f.store.records("site.pp").unwrap(),
+            before,
+            "the record is untouched"
+        );
+        assert_eq!(
+            crate::agent::runtime::status::latest_wire(&f.store, "site.pp").unwrap(),
+            latest,
+            "catch-up is still answered with the genuine announcement"
+        );
+        let reasons: Vec<String> = f
+            .store
+            .rejections()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reason)
+            .collect();
+        assert!(reasons[0].starts_with("replay"), "{reasons:?}");
+        assert!(
+            reasons[1..]
+                .iter()
+                .all(|r| r.starts_with("too many announcements waiting")),
+            "{reasons:?}"
+        );
+        // A forgery signed by no trusted key does not even wait.
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let theirs = with_plan_flag(&wire(&stranger, "other.pp", NOW_MS));
+        let why = reason(decide_with(&f, &theirs, &policy));
+        assert!(why.contains("no signer is a trusted key"), "{why}");
+    }
+
+    /// Issue 28, item 1: `<info-hash>.plan` in the download dir (Transmission's user writes it)
+    /// replaced by a FIFO, a link to a good plan, or garbage: the pass over the spool neither
+    /// blocks nor refuses the signed update; it waits, and is accepted once a good plan is
+    /// there. The verified copy is kept root's, and read back from there whatever becomes of
+    /// the download dir's.
+    #[test]
+    fn a_fifo_link_or_garbage_plan_neither_blocks_nor_refuses_the_signed_update() {
+        let f = fixture();
+        let plans = tempfile::tempdir().unwrap();
+        let spool_dir = f._dir.path().join("spool");
+        let good = b"d6:target15:tag:role=camera1:vi1ee".to_vec();
+        let sign = |name: &str, seq: u64| {
+            let draft = draft(name, seq, Kind::Manifest);
+            Announcement::sign_v2_with_plan(draft, binding(), &good, &f.key)
+                .unwrap()
+                .to_wire()
+        };
+        let hash = hex::encode([1u8; 20]);
+        let at = plan_path(plans.path(), &hash);
+        let elsewhere = f._dir.path().join("good.plan");
+        std::fs::write(&elsewhere, &good).unwrap();
+        let plans_dir = plans.path().to_path_buf();
+        let (store_dir, keys_dir) = (f.store.dir().to_path_buf(), f.keys_dir.clone());
+        let spool = spool_dir.clone();
+        // Each pass on a thread of its own: a FIFO used to block it for good.
+        let pass_within_10s = move |waits: PlanWaits| {
+            let (plans_dir, store_dir, keys_dir, spool) = (
+                plans_dir.clone(),
+                store_dir.clone(),
+                keys_dir.clone(),
+                spool.clone(),
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let store = StateStore::open(&store_dir).unwrap();
+                let policy = Policy {
+                    trusted_keys_dir: &keys_dir,
+                    plans_dir: &plans_dir,
+                    accept_legacy: false,
+                    accept_v1: false,
+                    fleet: FLEET,
+                    thresholds: Thresholds::one(),
+                    max_future_ms: 86_400_000,
+                    max_payload_bytes: u64::MAX,
+                    node: "node-1",
+                };
+                let mut waits = waits;
+                let mut taken = Vec::new();
+                let pass = take_spool(
+                    &spool,
+                    &store,
+                    &policy,
+                    NOW_MS,
+                    &mut BTreeSet::new(),
+                    &mut waits,
+                    |a| taken.push(a.record),
+                )
+                .unwrap();
+                let _ = tx.send((pass, waits, taken));
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the pass over the spool blocked on the plan")
+        };
+        spool::put(&spool_dir, Source::Serf, sign("cams.pp", NOW_MS).as_bytes()).unwrap();
+        nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (pass, waits, _) = pass_within_10s(PlanWaits::default());
+        assert_eq!((pass.waiting, pass.rejected), (1, 0), "a FIFO: waits");
+        std::fs::remove_file(&at).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &at).unwrap();
+        let (pass, waits, _) = pass_within_10s(waits);
+        assert_eq!(
+            (pass.waiting, pass.rejected),
+            (1, 0),
+            "a link is not followed"
+        );
+        std::fs::remove_file(&at).unwrap();
+        std::fs::write(&at, b"d1:vi1ee").unwrap();
+        let (pass, waits, _) = pass_within_10s(waits);
+        assert_eq!(
+            (pass.waiting, pass.rejected),
+            (1, 0),
+            "garbage: a bad copy, waits"
+        );
+        std::fs::write(&at, &good).unwrap();
+        let (pass, waits, taken) = pass_within_10s(waits);
+        assert_eq!(
+            (pass.accepted, pass.waiting),
+            (1, 0),
+            "a good plan: accepted"
+        );
+        assert_eq!(taken[0].plan.as_deref(), std::str::from_utf8(&good).ok());
+        let kept = kept_plan_path(f.store.dir(), &hash);
+        assert_eq!(std::fs::read(&kept).unwrap(), good);
+        // The download dir's copy turned into a FIFO again: a later update bound to the same
+        // plan is taken from root's copy.
+        std::fs::remove_file(&at).unwrap();
+        nix::unistd::mkfifo(&at, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        spool::put(
+            &spool_dir,
+            Source::Serf,
+            sign("cams.pp", NOW_MS + 1).as_bytes(),
+        )
+        .unwrap();
+        let (pass, _, _) = pass_within_10s(waits);
+        assert_eq!(pass.accepted, 1, "verified from root's copy");
     }
 
     /// TUF's key compromise below threshold: one key's signature on a 2-of-n name is held,
@@ -1396,6 +1787,7 @@ mod tests {
                     &policy(f, false),
                     NOW_MS,
                     &mut BTreeSet::new(),
+                    &mut PlanWaits::default(),
                     |a: Accepted| taken.push(a.record),
                 );
                 let _ = tx.send((pass.map_err(|e| chain(&e)), taken));

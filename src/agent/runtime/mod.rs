@@ -1,6 +1,7 @@
-//! The agent's own loop: the spool it is woken by, intake's decisions, the state it records,
-//! the supervised serving child, catch-up and what starts it early (`sync`), the heartbeat, retries, the
-//! membership it reads and the status it reports.
+//! The agent's own loop: the spool it is woken by, intake's decisions, the announcements
+//! waiting for their plans, the state it records, the supervised serving child, catch-up and
+//! what starts it early (`sync`), the heartbeat, retries, the membership it reads and the
+//! status it reports.
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
@@ -8,6 +9,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod intake;
 pub mod peers;
+pub mod pending;
 pub mod retry;
 pub mod run;
 pub mod spool;

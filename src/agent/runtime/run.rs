@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How many updates download at once.
 const WORKERS: usize = 4;
@@ -157,9 +157,11 @@ impl Agent {
             let (agent, peers) = (agent.clone(), peers.clone());
             move || plans_loop(&agent, &peers, &plan_rx)
         });
-        // When each wanted plan was last asked for: asked again every few seconds, not on
-        // every pass.
-        let mut plans_asked: std::collections::BTreeMap<String, std::time::Instant> =
+        // When each wanted plan was last asked for, and the wait before the next time: 3 s,
+        // doubled up to a minute, so a forged announcement waiting out its search does not have
+        // every member's seed server asked every few seconds. Per announcement, not per plan: a
+        // forgery naming the genuine one's info-hash must not take its turn.
+        let mut plans_asked: std::collections::BTreeMap<(String, String), (Instant, Duration)> =
             Default::default();
 
         let wake = watch_spool(&site.agent.spool_dir)?;
@@ -169,18 +171,21 @@ impl Agent {
             last_accepted_ms: now_ms(),
         };
         let mut stuck = BTreeSet::new();
+        let mut waits = super::pending::PlanWaits::default();
         let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
-            let pass = agent.intake_spool(&work_tx, &mut stuck)?;
-            plans_asked.retain(|hash, _| pass.plans_wanted.iter().any(|(h, _)| h == hash));
-            for (hash, wire) in &pass.plans_wanted {
-                let due = plans_asked
-                    .get(hash)
-                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(3));
-                if due {
-                    plans_asked.insert(hash.clone(), std::time::Instant::now());
-                    let _ = plan_tx.send((hash.clone(), wire.clone()));
-                }
+            let pass = agent.intake_spool(&work_tx, &mut stuck, &mut waits)?;
+            plans_asked.retain(|key, _| pass.plans_wanted.contains(key));
+            for key in &pass.plans_wanted {
+                let wait = match plans_asked.get(key) {
+                    None => Duration::from_secs(3),
+                    Some((at, wait)) if at.elapsed() >= *wait => {
+                        (*wait * 2).min(Duration::from_secs(60))
+                    }
+                    Some(_) => continue,
+                };
+                plans_asked.insert(key.clone(), (Instant::now(), wait));
+                let _ = plan_tx.send(key.clone());
             }
             silence.after(&pass, now_ms());
             if pass.heartbeats > 0 {
@@ -235,6 +240,7 @@ impl Agent {
         &self,
         work: &Sender<Accepted>,
         stuck: &mut BTreeSet<PathBuf>,
+        waits: &mut super::pending::PlanWaits,
     ) -> Result<intake::Pass> {
         let site = &self.config.site;
         intake::take_spool(
@@ -243,6 +249,7 @@ impl Agent {
             &policy(&self.config, self.fleet, &self.node_name),
             now_ms(),
             stuck,
+            waits,
             |update| {
                 let _ = work.send(update);
             },
@@ -810,8 +817,10 @@ impl WaveTurn {
     }
 }
 
-/// Fetches the rollout plans the spool waits for, keeping each one the announcement it came
-/// with verifies with, in the seed root (where the intake finds it and this node re-serves it).
+/// Fetches the rollout plans announcements wait for, keeping each one the announcement it came
+/// with verifies with in the state dir (root's, where the intake reads it) and in the seed root
+/// (where this node re-serves it, and where another user may replace it: only the state dir's
+/// copy is read back).
 fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, String)>) {
     use crate::formats::announcement::Announcement;
     let site = &agent.config.site;
@@ -834,12 +843,49 @@ fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, Stri
         };
         let accept = |bytes: &[u8]| announcement.verify(&trusted, Some(bytes)).is_ok();
         if let Some(plan) = fetcher.find_plan(&hash, &accept) {
-            let path = intake::plan_path(&site.transmission.download_dir, &hash);
-            match crate::fsutil::write_atomic(&path, &plan, 0o644) {
-                Ok(()) => tracing::info!(%hash, "rollout plan fetched"),
-                Err(e) => tracing::warn!(%hash, "keeping the rollout plan: {}", chain(&e)),
-            }
+            keep_fetched_plan(agent, &hash, &plan);
         }
+    }
+}
+
+/// Fetches the plan the announcement `wire` is bound to, for catch-up to verify an answer with;
+/// true once one that verifies it is kept.
+fn fetch_plan_for(agent: &Agent, peers: &FleetPeers, hash: &str, wire: &str) -> bool {
+    use crate::formats::announcement::Announcement;
+    let site = &agent.config.site;
+    let Ok(announcement) = Announcement::decode(wire) else {
+        return false;
+    };
+    let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+        Ok(trusted) => trusted,
+        Err(e) => {
+            tracing::warn!("catch-up: {}", chain(&e));
+            return false;
+        }
+    };
+    let accept = |bytes: &[u8]| announcement.verify(&trusted, Some(bytes)).is_ok();
+    let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+    let seeds = || peers.seed_servers();
+    let fetcher = agent.fetcher("", &seeds, &verified_root);
+    match fetcher.find_plan(hash, &accept) {
+        Some(plan) => {
+            keep_fetched_plan(agent, hash, &plan);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Keeps a plan fetched and verified: root's copy for the intake, the seed root's to re-serve.
+fn keep_fetched_plan(agent: &Agent, hash: &str, plan: &[u8]) {
+    let site = &agent.config.site;
+    match intake::keep_plan(agent.store.dir(), hash, plan) {
+        Ok(()) => tracing::info!(%hash, "rollout plan fetched"),
+        Err(e) => tracing::warn!(%hash, "keeping the rollout plan: {}", chain(&e)),
+    }
+    let served = intake::plan_path(&site.transmission.download_dir, hash);
+    if let Err(e) = crate::fsutil::write_atomic(&served, plan, 0o644) {
+        tracing::warn!(%hash, "serving the rollout plan: {}", chain(&e));
     }
 }
 
@@ -940,6 +986,7 @@ fn catch_up_loop(agent: &Agent, peers: &FleetPeers, trigger: &Trigger) {
         };
         let policy = policy(&agent.config, agent.fleet, &agent.node_name);
         let snapshot = heartbeat_round(agent, peers, &policy);
+        let fetch_plan = |hash: &str, wire: &str| fetch_plan_for(agent, peers, hash, wire);
         let caught = super::catchup::catch_up_with(
             agent.gossip.as_ref(),
             &agent.store,
@@ -948,6 +995,7 @@ fn catch_up_loop(agent: &Agent, peers: &FleetPeers, trigger: &Trigger) {
             now_ms(),
             Duration::from_secs(2),
             snapshot.as_ref(),
+            &fetch_plan,
         );
         match &caught {
             Ok(0) => {}
@@ -1061,7 +1109,8 @@ fn heartbeat_round(
         connect_timeout: Duration::from_secs(3),
         read_timeout: Duration::from_secs(10),
     };
-    match heartbeat::snapshot_of(&kept, root, &peers.seed_servers(), &client) {
+    let state_dir = agent.store.dir();
+    match heartbeat::snapshot_of(&kept, state_dir, root, &peers.seed_servers(), &client) {
         Ok(Some(snapshot)) => Some(snapshot),
         Ok(None) => {
             tracing::warn!(
@@ -1284,6 +1333,7 @@ mod tests {
                 &policy,
                 NOW_MS,
                 &mut BTreeSet::new(),
+                &mut super::super::pending::PlanWaits::default(),
                 |_| {},
             )
             .unwrap()

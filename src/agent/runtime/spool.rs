@@ -180,12 +180,18 @@ pub fn read(path: &Path) -> Result<Option<Spooled>, BadEntry> {
     file.take(MAX_EVENT_BYTES as u64 + 1)
         .read_to_end(&mut payload)
         .map_err(io("reading"))?;
-    let source = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.split('-').nth(1))
-        .and_then(Source::parse)
-        .unwrap_or(Source::Serf);
+    // The overlay part's writer names its files as it likes: what lies there is the overlay's,
+    // whatever its name says (the bounds on announcements waiting for a plan are per source).
+    let in_overlay = dir.file_name().is_some_and(|n| n == OVERLAY_SUBDIR);
+    let source = if in_overlay {
+        Source::Overlay
+    } else {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').nth(1))
+            .and_then(Source::parse)
+            .unwrap_or(Source::Serf)
+    };
     Ok(Some(Spooled {
         path: path.to_path_buf(),
         source,
@@ -196,7 +202,7 @@ pub fn read(path: &Path) -> Result<Option<Spooled>, BadEntry> {
 /// Opens an entry that looked like an event, for an entry swapped meanwhile: a link is not
 /// followed, a FIFO does not block, and the open file is checked like the entry was.
 fn open_checked(path: &Path, expected_uid: u32) -> Result<Option<std::fs::File>, BadEntry> {
-    let (file, meta) = match crate::fsutil::open_nofollow(path) {
+    let (file, meta) = match crate::untrusted::open_any(path) {
         Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 /// Modes of the state's files and of the directories that hold them.
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
-const SUBDIRS: [&str; 3] = ["names", "highest", "controls"];
+/// `plans/`: the rollout plans this node verified, read back from here rather than from the
+/// download dir, which another user writes.
+const SUBDIRS: [&str; 4] = ["names", "highest", "controls", "plans"];
 
 /// How many records of one name, and how many rejections, are kept.
 const HISTORY: usize = 20;

@@ -217,10 +217,52 @@ pub fn logs_request(name: &str, node: Option<&str>) -> Vec<u8> {
     }
 }
 
+/// What a node shares of an update's output with a member that asks, unless
+/// `agent.share_full_logs`: the lines Puppet marks as errors or warnings, at most this many
+/// (the last ones), each cut to [`SHARED_LINE_CHARS`]. Puppet's full output can carry file
+/// diffs and whatever a manifest prints, secrets included, and any member may ask for it.
+pub const SHARED_LINES: usize = 40;
+pub const SHARED_LINE_CHARS: usize = 300;
+
+/// The first line of a filtered answer's output, saying what was left out and why.
+pub const FILTERED_NOTE: &str =
+    "(only the lines marked Error or Warning are shared; agent.share_full_logs shares all)";
+
+/// `output` as this node shares it: whole when `full`, else its error and warning lines.
+pub fn shared_output(output: &str, full: bool) -> String {
+    if full || output.is_empty() {
+        return output.to_string();
+    }
+    let marked = |line: &&str| {
+        // Puppet colours its level words on a terminal (`ESC[1;31mError: ...`).
+        let mut plain = line.trim_start();
+        while let Some(rest) = plain.strip_prefix("\u{1b}[") {
+            plain = rest.split_once('m').map_or("", |(_, after)| after);
+        }
+        ["Error:", "Warning:"]
+            .iter()
+            .any(|level| plain.starts_with(level))
+    };
+    let lines: Vec<&str> = output.lines().filter(marked).collect();
+    let kept = &lines[lines.len().saturating_sub(SHARED_LINES)..];
+    let mut out = String::from(FILTERED_NOTE);
+    for line in kept {
+        out.push('\n');
+        out.extend(line.chars().take(SHARED_LINE_CHARS));
+    }
+    out
+}
+
 /// This node's answer to a `p2pu-logs` request, or `None` when the request is not for this
 /// node, names an impossible update, or this node has no record of it. At most [`MAX_ANSWER`]
-/// bytes of JSON: the output keeps its end, where Puppet reports last.
-pub fn node_logs(store: &StateStore, node: &str, request: &[u8]) -> Result<Option<String>> {
+/// bytes of JSON: the output keeps its end, where Puppet reports last. Only its error and
+/// warning lines unless `full_output` (`agent.share_full_logs`).
+pub fn node_logs(
+    store: &StateStore,
+    node: &str,
+    request: &[u8],
+    full_output: bool,
+) -> Result<Option<String>> {
     let request = String::from_utf8_lossy(request);
     let mut lines = request.lines();
     let name = lines.next().unwrap_or_default().trim();
@@ -247,7 +289,7 @@ pub fn node_logs(store: &StateStore, node: &str, request: &[u8]) -> Result<Optio
         status: record.status,
         attempts: record.attempts,
         reason: record.reason.map(|r| r.chars().take(500).collect()),
-        output: record.output.unwrap_or_default(),
+        output: shared_output(&record.output.unwrap_or_default(), full_output),
         cut: false,
     };
     loop {

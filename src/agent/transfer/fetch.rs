@@ -260,8 +260,16 @@ impl Fetcher<'_> {
 
     /// A payload this node already holds complete (its completion mark is there), verified.
     fn local(&self, record: &Record) -> Result<Option<Fetched>, FetchError> {
-        let Ok(bytes) = std::fs::read(self.metainfo_path(record)) else {
-            return Ok(None);
+        // The completion mark lies in the download dir, which Transmission's user writes.
+        let (cap, _) = metainfo_cap(record.len);
+        let bytes = match crate::untrusted::read(&self.metainfo_path(record), cap) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if !e.is_missing() {
+                    tracing::warn!(hash = %record.info_hash, "completion mark not read: {e}");
+                }
+                return Ok(None);
+            }
         };
         let metainfo = check_metainfo(&bytes, record)?;
         let path = self.dir_of(record).join(&metainfo.name);

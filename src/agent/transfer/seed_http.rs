@@ -12,7 +12,8 @@
 //! Every reader checks each piece again: the download dir is Transmission's user's.
 //!
 //! One payload is relayed to at most [`MAX_RELAY_READERS`] nodes at once (503 beyond): nodes
-//! whose sources fail move to others, and none of them, the origin least, may be stampeded.
+//! whose sources fail move to others, and none of them, the origin least, may be stampeded. One
+//! source address holds at most [`MAX_RELAY_READERS_PER_SOURCE`] of those places.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -40,6 +41,9 @@ pub const SEED_PER_SOURCE: usize = 4;
 /// Nodes one payload is relayed to at once. A chain gives each node one reader; a node whose
 /// neighbours failed gets a few more; beyond this they are sent on to other members.
 pub const MAX_RELAY_READERS: usize = 4;
+/// Of those, at most this many from one source address: one member (a compromised one, or one
+/// reconnecting in a loop) holding every place would send every honest node away with 503.
+pub const MAX_RELAY_READERS_PER_SOURCE: usize = 2;
 /// A member's request head arrives in one packet; a drip is cut off after this.
 const SEED_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,27 +105,48 @@ impl SeedHandle {
     }
 }
 
-/// The relay readers of each payload (by info-hash), counted while their answer is written.
+/// The relay readers of each payload (by info-hash), and of each payload per source address,
+/// counted while their answer is written.
 #[derive(Default, Clone)]
-pub(super) struct Readers(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+pub(super) struct Readers(Arc<std::sync::Mutex<ReaderCounts>>);
+
+#[derive(Default)]
+pub(super) struct ReaderCounts {
+    per_hash: std::collections::HashMap<String, usize>,
+    per_source: std::collections::HashMap<(String, std::net::IpAddr), usize>,
+}
 
 /// One counted reader; released when the answer's body is dropped.
 struct Reader {
     readers: Readers,
     hash: String,
+    source: std::net::IpAddr,
+}
+
+/// Why a relay reader was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Payload,
+    Source,
 }
 
 impl Readers {
-    fn enter(&self, hash: &str) -> Option<Reader> {
+    fn enter(&self, hash: &str, source: std::net::IpAddr) -> Result<Reader, Full> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(hash.to_string()).or_default();
+        let key = (hash.to_string(), source);
+        if counts.per_source.get(&key).copied().unwrap_or(0) >= MAX_RELAY_READERS_PER_SOURCE {
+            return Err(Full::Source);
+        }
+        let count = counts.per_hash.entry(hash.to_string()).or_default();
         if *count >= MAX_RELAY_READERS {
-            return None;
+            return Err(Full::Payload);
         }
         *count += 1;
-        Some(Reader {
+        *counts.per_source.entry(key).or_default() += 1;
+        Ok(Reader {
             readers: self.clone(),
             hash: hash.to_string(),
+            source,
         })
     }
 }
@@ -129,10 +154,17 @@ impl Readers {
 impl Drop for Reader {
     fn drop(&mut self) {
         let mut counts = self.readers.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.hash) {
+        if let Some(count) = counts.per_hash.get_mut(&self.hash) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.hash);
+                counts.per_hash.remove(&self.hash);
+            }
+        }
+        let key = (std::mem::take(&mut self.hash), self.source);
+        if let Some(count) = counts.per_source.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.per_source.remove(&key);
             }
         }
     }
@@ -200,9 +232,16 @@ pub(super) fn serve(root: &Path, readers: &Readers, request: &Request) -> Respon
         }
         match relay {
             Some(relay) => {
-                let Some(reader) = readers.enter(&relay.hash) else {
-                    tracing::info!(hash = %relay.hash, peer = %request.peer, "relay readers at their cap of {MAX_RELAY_READERS}: 503");
-                    return Response::status(503);
+                let reader = match readers.enter(&relay.hash, request.peer.ip()) {
+                    Ok(reader) => reader,
+                    Err(Full::Payload) => {
+                        tracing::info!(hash = %relay.hash, peer = %request.peer, "relay readers at their cap of {MAX_RELAY_READERS}: 503");
+                        return Response::status(503);
+                    }
+                    Err(Full::Source) => {
+                        tracing::info!(hash = %relay.hash, peer = %request.peer, "this source's relay readers at their cap of {MAX_RELAY_READERS_PER_SOURCE}: 503");
+                        return Response::status(503);
+                    }
                 };
                 Body::Growing {
                     file,
@@ -270,7 +309,9 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
         }
         Some(dir) if relay => {
             let marker = layout.relay_mark(dir);
-            let len = std::fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
+            // In the download dir: a FIFO or a huge file there must not hold a serving thread.
+            let mark = crate::untrusted::read(&marker, 32).ok()?;
+            let len = std::str::from_utf8(&mark).ok()?.trim().parse().ok()?;
             relayed = Some(Relay {
                 hash: dir.to_string(),
                 marker,
@@ -287,16 +328,11 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
     resolved.starts_with(root).then_some((resolved, relayed))
 }
 
-/// Opens a regular file, refusing a symlink swapped in since it was resolved (`O_NOFOLLOW`)
-/// and not blocking on a FIFO (`O_NONBLOCK`, which regular files ignore).
-fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
-    let (file, meta) = crate::fsutil::open_nofollow(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
+/// Opens a regular file through the one reader of what another user can write: a symlink
+/// swapped in since it was resolved is not followed, a FIFO does not block, a hard link is
+/// refused.
+fn open_regular(path: &Path) -> Result<(File, u64), crate::untrusted::UntrustedError> {
+    let (file, meta) = crate::untrusted::open(path)?;
     Ok((file, meta.len()))
 }
 
@@ -469,20 +505,42 @@ mod tests {
         }
         drop(readers);
         // Their servers notice at the next bytes they pass on.
+        let wait_free = |client: &Client, file: &mut std::fs::File| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match client.get(server.addr(), &path, 0) {
+                    Ok(response) => break response,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::io::Write::write_all(file, &[7u8; 100]).unwrap();
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("a place did not come free: {e}"),
+                }
+            }
+        };
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(root.path().join(hash).join("big"))
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match client.get(server.addr(), &path, 0) {
-                Ok(response) => break assert_eq!(response.len, 5000),
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::io::Write::write_all(&mut file, &[7u8; 100]).unwrap();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => panic!("a place did not come free: {e}"),
-            }
+        let first = wait_free(&client, &mut file);
+        assert_eq!(first.len, 5000);
+        // Issue 28's untried attack: one member holding every place sent the honest ones away
+        // with 503. It holds MAX_RELAY_READERS_PER_SOURCE; another member still gets in.
+        let mut hog = vec![first];
+        while hog.len() < MAX_RELAY_READERS_PER_SOURCE {
+            hog.push(wait_free(&client, &mut file));
         }
+        match client.get(server.addr(), &path, 0) {
+            Err(GetError::Status { status: 503, .. }) => {}
+            other => panic!(
+                "expected 503 for the hog, got {:?}",
+                other.map(|r| r.status)
+            ),
+        }
+        let honest = from(1).get(server.addr(), &path, 0);
+        assert!(
+            honest.is_ok(),
+            "an honest member was sent away while one member hogs"
+        );
     }
 }

@@ -410,10 +410,7 @@ pub fn copy_verified(
         source: source_error,
     };
     // A link or a fifo planted in place of the payload is neither followed nor waited on.
-    let (file, meta) = fsutil::open_nofollow(source).map_err(read_error)?;
-    if !meta.is_file() {
-        return Err(read_error(std::io::Error::other("not a regular file")));
-    }
+    let (file, _) = crate::untrusted::open(source).map_err(FetchError::Untrusted)?;
     let name = source
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -552,7 +549,13 @@ mod tests {
         };
         let err =
             copy_verified(&root_of(tmp.path()), &source, HASH, 1, expected.clone()).unwrap_err();
-        assert!(matches!(err, FetchError::Read { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FetchError::Untrusted(crate::untrusted::UntrustedError::Open { .. })
+            ),
+            "{err}"
+        );
     }
 
     /// Legacy payloads sign no SHA-256; their copy is checked against the signed torrent's

@@ -26,6 +26,9 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    /// The payload in the download dir is not one to read (a link, a FIFO, a hard link).
+    #[error(transparent)]
+    Untrusted(crate::untrusted::UntrustedError),
     #[error("Transmission reports a local error for {hash}: {message}")]
     Local { hash: String, message: String },
     #[error("Transmission")]
