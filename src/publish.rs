@@ -411,6 +411,38 @@ pub fn broadcast(gossip: &dyn Gossip, submitted: &Submitted) -> Result<()> {
     Ok(())
 }
 
+/// How many alive members the local Serf exchanges state with before a broadcast.
+const CLOCK_PEERS: usize = 3;
+
+/// Brings the local Serf's Lamport clock up to the fleet's before a broadcast, by joining a few
+/// alive members (a state exchange). Serf ignores user events older than the clock at which a
+/// member last (re)joined, and a Serf that just restarted starts its clock over and learns the
+/// fleet's only at its next exchange (every 30 s): until then, every event it sends is dropped
+/// by the members that rejoined meanwhile (seen in the lab, tests/converge.rs, and on booted
+/// fleets). A Serf that just restarted may know no member yet: the site's `serf.join`
+/// addresses (`join`) are asked too. Best effort: the event still goes out if this fails.
+pub fn catch_up_clock(gossip: &dyn Gossip, join: &[String]) {
+    let mut addrs: Vec<String> = match gossip.members() {
+        Ok(members) => members
+            .iter()
+            .filter(|m| m.status == crate::engines::MemberStatus::Alive)
+            .take(CLOCK_PEERS)
+            .map(|m| std::net::SocketAddr::new(m.addr, m.port).to_string())
+            .collect(),
+        Err(_) => return,
+    };
+    addrs.extend(join.iter().cloned());
+    if addrs.is_empty() {
+        return;
+    }
+    if let Err(e) = gossip.join(&addrs) {
+        tracing::debug!(
+            "joining {addrs:?} before a broadcast: {}",
+            crate::error::chain(&e)
+        );
+    }
+}
+
 /// Copies the operator's `payload` to `dest` in `dir` (a payload dir in the download dir) for
 /// Transmission and the unprivileged seed server: 0755/0644 whatever the source's mode, owned
 /// by `user`. `dir` lies in the download dir, which Transmission's user writes, so it may have

@@ -296,8 +296,11 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
         json!(site.agent.seed_port.to_string()),
     );
     // Every user event: the handler spools p2pu's own and the prototype's (for migration)
-    // and ignores the rest.
-    let handler_spec = std::iter::once("user".to_string())
+    // and ignores the rest. Every member-join: the agent asks the fleet for what this node
+    // missed while its Serf was down or (re)joining (Serf drops older events then).
+    let handler_spec = ["user", "member-join"]
+        .into_iter()
+        .map(str::to_string)
         .chain(QUERIES.iter().map(|q| format!("query:{q}")))
         .collect::<Vec<_>>()
         .join(",")

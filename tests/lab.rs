@@ -41,12 +41,14 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<
     }
 }
 
-/// The payloads in a node's spool, in arrival order.
+/// The payloads of the user events in a node's spool, in arrival order (not the requests to
+/// catch up that the handler spools on every member-join).
 fn spooled(dir: &Path) -> Vec<String> {
     spool::list(dir)
         .unwrap()
         .iter()
         .filter_map(|path| spool::read(path).unwrap())
+        .filter(|event| event.source != spool::Source::Sync)
         .map(|event| String::from_utf8_lossy(&event.payload).into_owned())
         .collect()
 }

@@ -282,11 +282,14 @@ fn replays_downgrades_tampering_and_strangers_are_rejected_with_reasons() {
             .wire
             .clone();
 
-    // The same announcement again; an older seq signed by the real key; a tampered copy; a
+    // The same announcement again (a re-send: dropped as known, not a rejection); another one
+    // under the same seq (a replay); an older seq signed by the real key; a tampered copy; a
     // stranger's key.
     lab.serf_event(3, "p2pu-update", wire.as_bytes()).unwrap();
+    let other = manifest(dir.path(), "base.pp", "v2-again");
+    submit(&lab, &other, &["--seq", "2000", "--once"]);
     let older = manifest(dir.path(), "base.pp", "v1");
-    submit(&lab, &older, &["--seq", "1000"]);
+    submit(&lab, &older, &["--seq", "1000", "--once"]);
     let signed = Announcement::decode(&wire).unwrap();
     let mut bytes = signed.to_bencode();
     let at = bytes.windows(64).position(|w| w == signed.sig()).unwrap();

@@ -787,6 +787,10 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/nat/mod.rs", "the overlay secret in /etc/p2pu"),
     ("src/nat/names.rs", "the NAT proxy's own bindings file, in its own state dir"),
     ("src/agent/runtime/state.rs", "the state dir, root's (0700/0600)"),
+    (
+        "src/agent/runtime/sync.rs",
+        "the answers to `p2pu sync` in the state dir, root's (0700/0600)",
+    ),
     ("src/agent/apply/extract.rs", "the verified copy in the state dir, and the target it builds"),
     ("src/agent/apply/good.rs", "the kept payloads in the state dir"),
     ("src/agent/apply/mod.rs", "the verified copy in the state dir"),

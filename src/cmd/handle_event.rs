@@ -1,5 +1,7 @@
 //! `p2pu handle-event`: what Serf's event handler runs. A user event is written to the agent's
-//! spool and the handler returns at once (Serf runs handlers one at a time); a query
+//! spool and the handler returns at once (Serf runs handlers one at a time); a `member-join`
+//! (this node's Serf started, or it (re)joined members) spools a request to ask the fleet for
+//! missed updates now (`agent::runtime::sync`); a query
 //! (`p2pu-status`, `p2pu-latest`, `p2pu-logs`, `p2pu-heartbeat`) is answered from the agent's
 //! state dir.
 
@@ -7,6 +9,7 @@ use crate::agent::runtime::heartbeat::{freshness, kept_wire};
 use crate::agent::runtime::spool::{self, Source};
 use crate::agent::runtime::state::StateStore;
 use crate::agent::runtime::status::{latest_wire, node_logs, node_status};
+use crate::agent::runtime::sync;
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -35,6 +38,7 @@ impl HandleEvent {
         match event.as_str() {
             "user" => self.user_event(env, &config),
             "query" => self.query(env, &config),
+            "member-join" => self.member_join(env, &config),
             _ => Ok(Outcome::Success),
         }
     }
@@ -53,6 +57,23 @@ impl HandleEvent {
             )
             .map_err(Error::io("writing to", "standard error"))?;
         }
+        Ok(Outcome::Success)
+    }
+
+    /// Serf drops user events older than the moment a member (re)joined, and a node whose Serf
+    /// was down heard nothing meanwhile: the agent asks the fleet (rate-limited there).
+    fn member_join(&self, env: &mut Env, config: &Config) -> Result<Outcome> {
+        // The joined members, one per line: not needed, but read to the end so Serf is not
+        // left writing into a closed pipe (a fleet's worth of members passes 16 KiB).
+        std::io::copy(&mut env.stdin, &mut std::io::sink())
+            .map_err(Error::io("reading the members from", "standard input"))?;
+        let path = sync::put(&config.site.agent.spool_dir, &sync::Request::Fleet)?;
+        writeln!(
+            env.stderr,
+            "p2pu: member-join: asking the agent to catch up ({})",
+            path.display()
+        )
+        .map_err(Error::io("writing to", "standard error"))?;
         Ok(Outcome::Success)
     }
 
@@ -190,7 +211,7 @@ mod tests {
         );
         run(
             &node,
-            &[("SERF_EVENT", "member-join")],
+            &[("SERF_EVENT", "member-leave")],
             b"node-2 10.0.0.2\n",
         );
         assert!(spooled(&node).is_empty());
@@ -208,6 +229,26 @@ mod tests {
             overlay,
         );
         assert_eq!(spooled(&node).len(), 2);
+    }
+
+    /// Serf sends `member-join` for this node when it starts and for each member it (re)joins:
+    /// the agent is asked to catch up at once, which is how an update broadcast while this
+    /// node's Serf was down (or dropped by Serf right after the restart) still arrives.
+    #[test]
+    fn a_member_join_asks_the_agent_to_catch_up() {
+        let node = node();
+        run(
+            &node,
+            &[("SERF_EVENT", "member-join")],
+            b"node-2\t10.0.0.2\t\trole=node\n",
+        );
+        assert_eq!(
+            spooled(&node),
+            vec![sync::Request::Fleet.to_wire().into_bytes()]
+        );
+        let paths = spool::list(&node.dir.path().join("spool")).unwrap();
+        let event = spool::read(&paths[0]).unwrap().unwrap();
+        assert_eq!(event.source, Source::Sync);
     }
 
     #[test]

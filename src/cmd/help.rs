@@ -93,6 +93,13 @@ p2pu submit site.pp --wait --quiet --timeout 900; echo $?
 p2pu submit cam.pp --target role=camera --waves 1,10%,50%,100% --max-failures 2 --wave-wait 5m",
     ),
     (
+        "sync",
+        "# Check for updates now (what the agent does every agent.catch_up_secs) and apply them
+p2pu sync
+# In a script after a reboot: 0 up to date, 3 an update failed here, 4 not settled in time
+p2pu sync --timeout 120 --json > /var/tmp/p2pu-sync.json; echo $?",
+    ),
+    (
         "fleet",
         "# Which members applied what
 p2pu fleet status",
@@ -305,6 +312,13 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "fleet status",
         "3 when some member's update failed; else 4 when some member did not answer.",
+    ),
+    (
+        "sync",
+        "0 when this node is up to date (nothing was missing, or all of it was applied); 3 when \
+         an update failed here; 4 when one had not settled by --timeout, waits for its wave or \
+         halted, or no other member was alive to ask; 1 when the agent did not answer or could \
+         not ask the fleet.",
     ),
     (
         "submit",

@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod rollout;
 pub mod status;
 pub mod submit;
+pub mod sync;
 pub mod torrent;
 
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
@@ -51,11 +52,11 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     /// The command line is wrong (clap's status).
     pub const USAGE: i32 = 2;
-    /// An update failed: on this node (`status`), on some member (`fleet status`,
+    /// An update failed: on this node (`status`, `sync`), on some member (`fleet status`,
     /// `submit --wait`).
     pub const FAILED: i32 = 3;
-    /// Nothing failed, but some member did not answer (`fleet status`) or an alive one had not
-    /// applied the update in time (`submit --wait`).
+    /// Nothing failed, but some member did not answer (`fleet status`), an alive one had not
+    /// applied the update in time (`submit --wait`), or what `sync` found had not settled.
     pub const INCOMPLETE: i32 = 4;
     /// This node holds no heartbeat signed within `agent.heartbeat_window_secs`
     /// (`status --check`): updates may be withheld from it.
@@ -83,6 +84,7 @@ pub enum Command {
     History(history::History),
     Logs(logs::Logs),
     Submit(submit::Submit),
+    Sync(sync::Sync),
     Heartbeat(heartbeat::HeartbeatCommand),
     /// Ask every member of the fleet what it applied.
     ///
@@ -148,6 +150,7 @@ impl Command {
             Command::History(c) => c.run(env),
             Command::Logs(c) => c.run(env),
             Command::Submit(c) => c.run(env),
+            Command::Sync(c) => c.run(env),
             Command::Heartbeat(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Rollout(c) => c.run(env),

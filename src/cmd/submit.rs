@@ -1,6 +1,7 @@
 //! `p2pu submit`: makes the torrent, seeds the payload in the local Transmission, signs the
 //! announcement with the node's key and broadcasts it as a Serf user event with coalescing
-//! off. Before any of that it refuses what every node would fail on (a path that does not exist,
+//! off, and again a few times over 20 s (until every alive member has it, `--once` sends it once):
+//! Serf drops events around a member's restart or rejoin. Before any of that it refuses what every node would fail on (a path that does not exist,
 //! a manifest Puppet cannot parse, a module archive without metadata), and `--noop` only shows
 //! what a manifest would change here. With `--wait`, follows the rollout until every alive
 //! member applied it, printing each failed member's reason. On a terminal
@@ -29,7 +30,10 @@ use std::time::{Duration, Instant};
 /// info-hash. Refused before anything is seeded or broadcast: a path that does not exist, a
 /// manifest `puppet parser validate` rejects, a module archive without metadata.json. With
 /// --noop, runs `puppet apply --noop` here and shows what would change, broadcasting nothing.
-/// With --wait, follows the rollout and prints each failed member's reason on stderr; exits 0
+/// The announcement is sent again at 2, 5, 10 and 20 s while some alive member has not seen it
+/// (Serf drops events around a restart; nodes take a copy they have as known); --once sends it
+/// once. With --wait, follows the rollout (re-sending meanwhile) and prints each failed member's
+/// reason on stderr; exits 0
 /// when every targeted member applied it, 1 when it failed somewhere (failed, or reverted by
 /// the member's health check), 2 when some member had not settled it by --timeout, 3 when the
 /// rollout halted (some member reports it `halted`). --json carries the same outcome.
@@ -67,6 +71,11 @@ pub struct Submit {
     /// Follow the rollout until every alive member applied the update.
     #[arg(long)]
     wait: bool,
+    /// Send the announcement once: no re-sends over the next 20 s to members that have not
+    /// seen it (the nodes still ask the fleet for it when their Serf rejoins, and every
+    /// agent.catch_up_secs).
+    #[arg(long)]
+    once: bool,
     /// With --wait: give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -314,6 +323,8 @@ impl Submit {
         }
         let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
         let gossip = env.engines.gossip(&config)?;
+        let join = &config.site.serf.join;
+        crate::publish::catch_up_clock(gossip.as_ref(), join);
         broadcast(gossip.as_ref(), &submitted)?;
         let mut report = SubmitReport {
             name: submitted.name.clone(),
@@ -326,15 +337,28 @@ impl Submit {
             writeln!(env.stdout, "{submitted}")
                 .map_err(Error::io("writing to", "standard output"))?;
         }
+        let schedule = if self.once {
+            &RESEND_AT[..1]
+        } else {
+            &RESEND_AT[..]
+        };
         if !self.wait {
+            resend(env, gossip.as_ref(), join, &submitted, schedule, self.quiet)?;
             if self.json {
                 crate::cmd::emit(env, true, &report, |_| String::new())?;
             }
             return Ok(Outcome::Success);
         }
         let timeout = Duration::from_secs(self.timeout);
-        let (mut rollout, verdict) =
-            wait_for_rollout(env, gossip.as_ref(), &submitted, timeout, self.quiet)?;
+        let (mut rollout, verdict) = wait_for_rollout(
+            env,
+            gossip.as_ref(),
+            join,
+            &submitted,
+            timeout,
+            self.quiet,
+            schedule,
+        )?;
         rollout.outcome = Some(verdict.0);
         report.rollout = Some(rollout);
         if self.json {
@@ -413,22 +437,137 @@ fn combine(env: &Env, files: &[PathBuf]) -> Result<Announcement> {
 /// How a rollout ended, and when not applied everywhere, what went wrong and what to do.
 type Verdict = (WaitOutcome, Option<String>);
 
-fn wait_for_rollout(
+/// When `submit` sends an announcement, from the first send: Serf drops a user event older than
+/// the moment a member (re)joined, so one sent just after a fleet-wide Serf restart (which a
+/// config change through Puppet makes) reaches only some members. A later send carries a newer
+/// Lamport time. Bounded: the nodes also ask the fleet when their Serf rejoins.
+pub const RESEND_AT: [Duration; 5] = [
+    Duration::ZERO,
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(20),
+];
+
+/// The alive members whose answer does not show `update` (or a newer seq of its name), the
+/// silent ones included.
+fn unaware(reports: &[MemberReport], update: &Submitted) -> Vec<String> {
+    reports
+        .iter()
+        .filter(|r| r.alive)
+        .filter(|r| {
+            !r.updates.as_ref().is_some_and(|updates| {
+                updates
+                    .iter()
+                    .any(|u| u.name == update.name && u.seq >= update.seq)
+            })
+        })
+        .map(|r| r.node.clone())
+        .collect()
+}
+
+/// Sends `update` again to `unaware` members; says so on stderr unless `quiet`. A failed re-send is only a warning:
+/// the announcement went out once.
+fn send_again(
     env: &mut Env,
     gossip: &dyn Gossip,
     update: &Submitted,
+    unaware: &[String],
+    quiet: bool,
+) -> Result<()> {
+    let line = match broadcast(gossip, update) {
+        Ok(()) => format!(
+            "re-sent {} seq {}: not seen yet by {}",
+            update.name,
+            update.seq,
+            unaware.join(", ")
+        ),
+        Err(e) => format!(
+            "warning: re-sending {}: {}",
+            update.name,
+            crate::error::chain(&e)
+        ),
+    };
+    if !quiet {
+        writeln!(env.stderr, "{line}").map_err(Error::io("writing to", "standard error"))?;
+    }
+    Ok(())
+}
+
+/// Without `--wait`: the re-sends of `schedule`, each only while some alive member has not
+/// seen the update (asked with one status query); done at once in a fleet of nobody.
+fn resend(
+    env: &mut Env,
+    gossip: &dyn Gossip,
+    join: &[String],
+    update: &Submitted,
+    schedule: &[Duration],
+    quiet: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    for at in schedule.iter().skip(1) {
+        let alive = gossip.members().map_or(1, |members| {
+            let alive =
+                |m: &&crate::engines::Member| m.status == crate::engines::MemberStatus::Alive;
+            members.iter().filter(alive).count()
+        });
+        if alive == 0 {
+            return Ok(());
+        }
+        std::thread::sleep((started + *at).saturating_duration_since(Instant::now()));
+        // Before asking who has it: a Serf that just restarted knows nobody yet, and would
+        // find everyone it knows (itself) has it.
+        crate::publish::catch_up_clock(gossip, join);
+        let unaware = match fleet_status(
+            gossip,
+            Duration::from_secs(2),
+            Some(&update.name),
+            env.unix_now(),
+        ) {
+            Ok(reports) => unaware(&reports, update),
+            Err(e) => vec![format!(
+                "(the status query failed: {})",
+                crate::error::chain(&e)
+            )],
+        };
+        if unaware.is_empty() {
+            return Ok(());
+        }
+        send_again(env, gossip, update, &unaware, quiet)?;
+    }
+    Ok(())
+}
+
+fn wait_for_rollout(
+    env: &mut Env,
+    gossip: &dyn Gossip,
+    join: &[String],
+    update: &Submitted,
     timeout: Duration,
     quiet: bool,
+    schedule: &[Duration],
 ) -> Result<(Rollout, Verdict)> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut resends = schedule.iter().skip(1).peekable();
     let mut last_line = String::new();
     loop {
+        let resend_due = resends.next_if(|at| started.elapsed() >= **at).is_some();
+        if resend_due {
+            crate::publish::catch_up_clock(gossip, join);
+        }
         let reports = fleet_status(
             gossip,
             Duration::from_secs(2),
             Some(&update.name),
             env.unix_now(),
         )?;
+        if resend_due {
+            let unaware = unaware(&reports, update);
+            if !unaware.is_empty() {
+                send_again(env, gossip, update, &unaware, quiet)?;
+            }
+        }
         let tally = tally(&reports, update.seq);
         let line = format!(
             "{}/{} applied, {} failed, {} waiting",
@@ -1063,6 +1202,76 @@ mod tests {
             node.gossip.queries().is_empty(),
             "no --wait, no rollout asked"
         );
+    }
+
+    fn knows(node: &str, seq: u64) -> (String, String) {
+        let status = NodeStatus {
+            node: node.into(),
+            heartbeat: None,
+            version: None,
+            updates: vec![UpdateStatus {
+                name: "site.pp".into(),
+                seq,
+                status: Status::Pending,
+                reason: None,
+                at: 1,
+                bad_sources: Vec::new(),
+                attempts: 0,
+            }],
+        };
+        (node.to_string(), serde_json::to_string(&status).unwrap())
+    }
+
+    fn fleet_of_two(answers: Vec<(String, String)>) -> FakeGossip {
+        FakeGossip {
+            members: vec![
+                FakeGossip::member("a", MemberStatus::Alive),
+                FakeGossip::member("b", MemberStatus::Alive),
+                FakeGossip::member("gone", MemberStatus::Failed),
+            ],
+            answers,
+            ..FakeGossip::default()
+        }
+    }
+
+    /// Serf drops events around a restart: the announcement goes out again while an alive
+    /// member has not seen it (b, silent here, or one that holds an older seq), and no more
+    /// once every alive one has it (a failed member is not waited for).
+    #[test]
+    fn the_announcement_is_re_sent_while_an_alive_member_has_not_seen_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ms = Duration::from_millis;
+        let schedule = [Duration::ZERO, ms(1), ms(2), ms(3)];
+        let gossip = fleet_of_two(vec![knows("a", 7), knows("b", 6)]);
+        let (mut env, _, err) = Env::capture(dir.path(), b"");
+        resend(&mut env, &gossip, &[], &submitted(), &schedule, false).unwrap();
+        assert_eq!(gossip.events().len(), 3, "one per re-send");
+        // Each send first joins the alive members: a Serf that just restarted would send
+        // with a clock the members that rejoined meanwhile ignore.
+        let joins = gossip.joins.lock().unwrap().clone();
+        assert_eq!(joins, vec![vec!["10.0.0.1:7946".to_string(); 2]; 3]);
+        assert_eq!(gossip.queries().len(), 3);
+        assert!(
+            err.text()
+                .contains("re-sent site.pp seq 7: not seen yet by b\n"),
+            "{}",
+            err.text()
+        );
+        let gossip = fleet_of_two(vec![knows("a", 7), knows("b", 8)]);
+        let (mut env, _, _) = Env::capture(dir.path(), b"");
+        resend(&mut env, &gossip, &[], &submitted(), &schedule, false).unwrap();
+        assert!(gossip.events().is_empty(), "everyone has it (or newer)");
+        assert_eq!(gossip.queries().len(), 1);
+    }
+
+    /// `--once`: one send, nobody asked, whoever has not seen it.
+    #[test]
+    fn submit_once_sends_the_announcement_once() {
+        let node = node(fleet_of_two(Vec::new()));
+        let (code, _, err) = node.submit(&["--once"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(node.gossip.events().len(), 1);
+        assert!(node.gossip.queries().is_empty());
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct FakeGossip {
     pub events: Mutex<Vec<(String, Vec<u8>, bool)>>,
     /// Each `query`: its name.
     pub queries: Mutex<Vec<String>>,
+    /// Each `join`: the addresses.
+    pub joins: Mutex<Vec<Vec<String>>>,
 }
 
 impl FakeGossip {
@@ -134,6 +136,13 @@ impl Gossip for FakeGossip {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(event);
+        Ok(())
+    }
+    fn join(&self, addrs: &[String]) -> Result<(), SerfError> {
+        self.joins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(addrs.to_vec());
         Ok(())
     }
     fn query(&self, name: &str, _: &[u8], _: Duration) -> Result<Vec<(String, String)>, SerfError> {

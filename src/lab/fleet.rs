@@ -275,6 +275,27 @@ impl Lab {
         self.wait_transmission(index)
     }
 
+    /// Stops node `index`'s Serf alone (SIGTERM; the rendered config skips the graceful leave,
+    /// so the others see it fail), as a crash or `systemctl stop serf` would.
+    pub fn stop_serf(&mut self, index: usize) -> Result<()> {
+        if let Some(mut serf) = self.procs_mut(index)?.serf.take() {
+            serf.stop_within(STOP_GRACE);
+        }
+        Ok(())
+    }
+
+    /// Starts node `index`'s Serf again and returns once its RPC answers; it rejoins the
+    /// others by itself (its `retry_join`; node 1 joins nobody and is found by the others).
+    pub fn start_serf(&mut self, index: usize) -> Result<()> {
+        self.spawn_serf(index)?;
+        self.wait_serf(index)
+    }
+
+    /// Waits until every node whose Serf runs sees every such node alive.
+    pub fn wait_members(&mut self) -> Result<()> {
+        self.wait_converged()
+    }
+
     /// Stops every process of node `index` (agent, Transmission, Serf, without a graceful
     /// leave: the others see it fail), as for a partition or a power cut.
     pub fn stop_node(&mut self, index: usize) -> Result<()> {

@@ -328,6 +328,11 @@ pub struct Pass {
     /// The plans they wait for: info-hash, and the announcement's wire text (a fetched plan is
     /// kept only if the announcement verifies with it).
     pub plans_wanted: Vec<(String, String)>,
+    /// Copies of announcements already taken (`submit` re-sends each a few times): dropped
+    /// quietly, neither decided again nor recorded as a replay.
+    pub known: usize,
+    /// Requests to ask the fleet now ([`super::sync`]), from the spool's own part.
+    pub requests: Vec<super::sync::Request>,
 }
 
 /// Decides every spooled event in arrival order, records each outcome, hands accepted records
@@ -412,6 +417,27 @@ pub fn take_spool(
                 continue;
             }
         };
+        if let Some(request) = super::sync::Request::parse(&event.payload) {
+            // Only root writes the spool itself and names a file's source: a user event that
+            // looks like a request (any member can send one) or one in the NAT client's part
+            // must not make this node query the fleet.
+            let own = event.source == spool::Source::Sync && path.parent() == Some(spool_dir);
+            match request {
+                Ok(request) if own => pass.requests.push(request),
+                Ok(_) => {
+                    tracing::warn!(source = event.source.as_str(), entry = %path.display(), "a sync request from outside the spool's own part ignored")
+                }
+                Err(why) => tracing::warn!(source = event.source.as_str(), "{why}"),
+            }
+            spool::remove(&path)?;
+            continue;
+        }
+        if let Some((name, seq)) = already_known(&event.payload, store) {
+            tracing::debug!(%name, seq, source = event.source.as_str(), "already taken; a re-sent copy dropped");
+            pass.known += 1;
+            spool::remove(&path)?;
+            continue;
+        }
         if crate::formats::heartbeat::is_wire(&event.payload) {
             // Not an update: verified and kept (or refused) on its own, never recorded as one.
             let heartbeat_policy = policy.heartbeat();
@@ -496,6 +522,23 @@ pub fn take_spool(
     pass.waiting = waits.len();
     pass.plans_wanted = waits.wanted();
     Ok(pass)
+}
+
+/// A copy of an announcement this node already took: (name, seq) when its text is that of a
+/// record accepted before (`submit` re-sends each announcement a few times, and Serf may
+/// deliver one twice). It was verified when first taken and nothing is done with it now, so it
+/// needs no decision; recorded as a replay, each re-send would fill `p2pu status` with
+/// rejections of the operator's own update. A state that cannot be read says "not known": the
+/// decision then meets the same error and defers the event.
+fn already_known(payload: &[u8], store: &StateStore) -> Option<(String, u64)> {
+    let announcement = Announcement::decode(payload).ok()?;
+    let (name, seq) = (announcement.name(), announcement.seq());
+    store
+        .records(name)
+        .ok()?
+        .iter()
+        .any(|r| r.seq == seq && r.status != Status::Held && r.wire.as_bytes() == payload)
+        .then(|| (name.to_string(), seq))
 }
 
 /// Records the outcome of a decision other than [`Decision::NeedsPlan`].
@@ -1792,6 +1835,59 @@ mod tests {
         assert_eq!(quarantined, 3);
         // The next pass has nothing left to trip over.
         assert_eq!(pass_over(&f, &spool_dir).0, Pass::default());
+    }
+
+    /// `submit` re-sends each announcement a few times (Serf drops events around a restart):
+    /// the copies of one already taken are dropped as known, not recorded as replays that
+    /// would fill `p2pu status`; a different announcement under the same seq still is one.
+    #[test]
+    fn a_re_sent_announcement_is_known_not_a_rejected_replay() {
+        let f = fixture();
+        let spool_dir = f._dir.path().join("spool");
+        std::fs::create_dir_all(&spool_dir).unwrap();
+        let sent = wire(&f.key, "site.pp", NOW_MS);
+        spool::put(&spool_dir, Source::Serf, &sent).unwrap();
+        assert_eq!(pass_over(&f, &spool_dir).0.accepted, 1);
+        for _ in 0..3 {
+            spool::put(&spool_dir, Source::Serf, &sent).unwrap();
+        }
+        let (pass, taken) = pass_over(&f, &spool_dir);
+        assert_eq!(
+            (pass.known, pass.rejected, taken.len()),
+            (3, 0, 0),
+            "{pass:?}"
+        );
+        assert!(f.store.rejections().unwrap().is_empty());
+        let other = signed(&f.key, "site.pp", NOW_MS, Kind::Manifest, 11, [2; 32]);
+        spool::put(&spool_dir, Source::Serf, &other).unwrap();
+        let (pass, _) = pass_over(&f, &spool_dir);
+        assert_eq!((pass.known, pass.rejected), (0, 1), "{pass:?}");
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
+    }
+
+    /// Any member with the gossip key can broadcast a user event that looks like a sync
+    /// request, and the NAT client's user writes the overlay part: neither may make this node
+    /// query the fleet. Only root's own requests (the handler's, `p2pu sync`'s) count.
+    #[test]
+    fn sync_requests_count_only_from_the_spools_own_part() {
+        use crate::agent::runtime::sync::{self, Request};
+        let f = fixture();
+        let spool_dir = f._dir.path().join("spool");
+        let overlay = spool::overlay_dir(&spool_dir);
+        std::fs::create_dir_all(&overlay).unwrap();
+        let fleet = Request::Fleet.to_wire();
+        spool::put(&spool_dir, Source::Serf, fleet.as_bytes()).unwrap();
+        spool::put(&overlay, Source::Sync, fleet.as_bytes()).unwrap();
+        spool::put(&spool_dir, Source::Sync, b"p2pu-sync1:ask:../../x").unwrap();
+        let (pass, _) = pass_over(&f, &spool_dir);
+        assert!(pass.requests.is_empty(), "{pass:?}");
+        let asked = Request::Asked(sync::new_id());
+        sync::put(&spool_dir, &asked).unwrap();
+        sync::put(&spool_dir, &Request::Fleet).unwrap();
+        let (pass, _) = pass_over(&f, &spool_dir);
+        assert_eq!(pass.requests, [asked, Request::Fleet]);
+        assert_eq!((pass.accepted, pass.rejected), (0, 0));
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
     }
 
     #[test]

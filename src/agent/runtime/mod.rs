@@ -1,7 +1,7 @@
 //! The agent's own loop: the spool it is woken by, intake's decisions, the announcements
-//! waiting for their plans, the state it records,
-//! the supervised serving child, catch-up, the heartbeat, retries, the membership it reads and the status it
-//! reports.
+//! waiting for their plans, the state it records, the supervised serving child, catch-up and
+//! what starts it early (`sync`), the heartbeat, retries, the membership it reads and the
+//! status it reports.
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
@@ -16,6 +16,7 @@ pub mod spool;
 pub mod state;
 pub mod status;
 pub mod supervise;
+pub mod sync;
 
 use std::path::PathBuf;
 

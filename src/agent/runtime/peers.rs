@@ -36,6 +36,10 @@ pub struct FleetPeers {
     /// Every alive member's address, this node's included: who may use its web seed server.
     addresses: RwLock<Vec<IpAddr>>,
     tunnels: RwLock<Vec<SocketAddr>>,
+    /// The other alive members' Serf addresses, as last seen while there were any: a Serf
+    /// that restarted knows nobody (the join target joins nobody itself), and the agent joins
+    /// these when its Serf starts (`sync`, DESIGN section 8a).
+    gossip: RwLock<Vec<SocketAddr>>,
 }
 
 impl FleetPeers {
@@ -72,12 +76,25 @@ impl FleetPeers {
         let seeds: Vec<SocketAddr> = others()
             .filter_map(|m| endpoint(TAG_SEED_PORT, m))
             .collect();
+        let gossip: Vec<SocketAddr> = others().map(|m| SocketAddr::new(m.addr, m.port)).collect();
+        if !gossip.is_empty() {
+            *self.gossip.write().unwrap_or_else(|e| e.into_inner()) = gossip;
+        }
         let count = endpoints.len();
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = endpoints;
         *self.seeds.write().unwrap_or_else(|e| e.into_inner()) = seeds;
         *self.addresses.write().unwrap_or_else(|e| e.into_inner()) =
             alive.iter().map(|m| m.addr).collect();
         Ok(count)
+    }
+
+    /// The other members' Serf addresses, as last seen alive ([`FleetPeers::refresh`] keeps
+    /// them while Serf lists nobody else).
+    pub fn last_gossip_peers(&self) -> Vec<SocketAddr> {
+        self.gossip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The other alive members' web seed servers.
@@ -176,6 +193,23 @@ mod tests {
         ) -> Result<Vec<(String, String)>, SerfError> {
             Ok(Vec::new())
         }
+    }
+
+    /// A Serf that just restarted lists only this node: the members last seen alive are kept
+    /// for the agent to rejoin (the join target's own config names nobody else).
+    #[test]
+    fn the_members_last_seen_alive_outlive_a_serf_restart() {
+        use crate::engines::fake::FakeGossip;
+        let peers = FleetPeers::new("me");
+        peers.refresh(&Fake).unwrap();
+        let want: Vec<SocketAddr> = vec!["10.0.0.2:7946".parse().unwrap()];
+        assert_eq!(peers.last_gossip_peers(), want);
+        let restarted = FakeGossip {
+            members: vec![FakeGossip::member("me", MemberStatus::Alive)],
+            ..FakeGossip::default()
+        };
+        peers.refresh(&restarted).unwrap();
+        assert_eq!(peers.last_gossip_peers(), want);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum Source {
     Serf,
     Overlay,
     CatchUp,
+    /// A request to ask the fleet now ([`super::sync`]): from the handler when a member
+    /// joined, or from `p2pu sync`. Honoured only from the spool itself (root's part).
+    Sync,
 }
 
 impl Source {
@@ -45,11 +48,12 @@ impl Source {
             Source::Serf => "serf",
             Source::Overlay => "overlay",
             Source::CatchUp => "catchup",
+            Source::Sync => "sync",
         }
     }
 
     fn parse(text: &str) -> Option<Source> {
-        [Source::Serf, Source::Overlay, Source::CatchUp]
+        [Source::Serf, Source::Overlay, Source::CatchUp, Source::Sync]
             .into_iter()
             .find(|s| s.as_str() == text)
     }

@@ -1,0 +1,272 @@
+//! Every node gets every update promptly, whatever happened to Serf (issue 25), on a lab of 3
+//! nodes with real serf agents, transmission-daemons, `p2pu agent`s and puppet. Each lab sets
+//! `agent.catch_up_secs` to an hour: the periodic catch-up never runs within a test, so an
+//! update that arrives came by the way under test (a member-join making the agent ask at once,
+//! `submit`'s re-sends, the agent's first round after its start).
+
+use p2pu::agent::runtime::state::{Record, Status};
+use p2pu::agent::runtime::status::StatusReport;
+use p2pu::cmd::sync::{SyncOutcome, SyncReport};
+use p2pu::lab::{Lab, LabOptions};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const NODES: usize = 3;
+/// How long a test waits for an outcome; far below `catch_up_secs`.
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// A lab whose logs are printed if the test fails.
+struct TestLab(Lab);
+
+impl std::ops::Deref for TestLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestLab {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.0
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for node in self.0.nodes() {
+            for what in ["agent", "serf"] {
+                let text = std::fs::read_to_string(node.log(what)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {} {what} (last lines)", node.name);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn start(dir: &Path) -> TestLab {
+    let mut options = LabOptions::new(NODES, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some("[agent]\ncatch_up_secs = 3600\n".into());
+    TestLab(Lab::start(options).expect("lab starts"))
+}
+
+fn ok(output: Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// A manifest `name` that writes `content` and counts its runs in each node's Puppet vardir.
+fn manifest(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "file {{ \"${{settings::vardir}}/{name}.out\": content => \"{content}\\n\" }}\n\
+         exec {{ 'count {name}': command => \"/bin/sh -c 'echo {content} >> ${{settings::vardir}}/{name}.count'\" }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The contents each run of `name` on `node` left, in order.
+fn runs(lab: &Lab, node: usize, name: &str) -> Vec<String> {
+    let vardir = lab.node(node).unwrap().dir.join("puppet/var");
+    std::fs::read_to_string(vardir.join(format!("{name}.count")))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Submits from node 1; returns the seq.
+fn submit(lab: &Lab, path: &Path, extra: &[&str]) -> u64 {
+    let mut args = vec!["submit", path.to_str().unwrap(), "--json", "--quiet"];
+    args.extend_from_slice(extra);
+    let out = ok(lab.p2pu(1, &args).unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    report["seq"].as_u64().unwrap()
+}
+
+fn records(lab: &Lab, node: usize) -> Vec<Record> {
+    let out = lab.p2pu(node, &["status", "--all", "--json"]).unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
+    serde_json::from_slice::<StatusReport>(&out.stdout)
+        .unwrap()
+        .updates
+}
+
+fn applied(lab: &Lab, node: usize, name: &str, seq: u64) -> bool {
+    records(lab, node)
+        .iter()
+        .any(|r| r.name == name && r.seq == seq && r.status == Status::Applied)
+}
+
+/// Waits until `name` seq `seq` is applied on each of `nodes`; shows their records if not.
+fn wait_applied(lab: &Lab, nodes: &[usize], name: &str, seq: u64) {
+    let deadline = Instant::now() + WITHIN;
+    while !nodes.iter().all(|&n| applied(lab, n, name, seq)) {
+        if Instant::now() > deadline {
+            let all: Vec<_> = nodes.iter().map(|&n| (n, records(lab, n))).collect();
+            panic!("{name} seq {seq} not applied on every one of {nodes:?}: {all:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn sync(lab: &Lab, node: usize) -> (Option<i32>, SyncReport) {
+    let out = lab
+        .p2pu(node, &["sync", "--json", "--timeout", "60"])
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "p2pu sync on node {node}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// Node 3's Serf is down while an update goes out once (`--once`): it never hears the event.
+/// When its Serf is back, Serf's member-join makes the agent ask the fleet at once, long before
+/// `catch_up_secs`. Then `p2pu sync` on it and on another node finds nothing missing.
+#[test]
+fn an_update_sent_while_a_nodes_serf_was_down_arrives_when_serf_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start(dir.path());
+    lab.stop_serf(3).unwrap();
+    let site = manifest(dir.path(), "site.pp", "one");
+    let seq = submit(&lab, &site, &["--once"]);
+    wait_applied(&lab, &[1, 2], "site.pp", seq);
+    assert!(
+        records(&lab, 3).is_empty(),
+        "node 3 heard of it with its Serf down"
+    );
+    lab.start_serf(3).unwrap();
+    wait_applied(&lab, &[3], "site.pp", seq);
+    assert_eq!(runs(&lab, 3, "site.pp"), ["one"]);
+
+    for node in [3, 2] {
+        let (code, report) = sync(&lab, node);
+        assert_eq!(code, Some(0), "node {node}: {report:?}");
+        assert!(
+            matches!(report.outcome, SyncOutcome::UpToDate | SyncOutcome::Applied),
+            "node {node}: {report:?}"
+        );
+        assert_eq!(report.members_alive, NODES - 1, "node {node}: {report:?}");
+        assert_eq!(report.found, 0, "node {node}: {report:?}");
+    }
+}
+
+/// Every node's Serf restarts (what a Serf setting changed through Puppet does), and an update
+/// goes out at once: Serf drops events older than a member's rejoin, and some members joined
+/// only after the first send. `submit`'s re-sends and the agents' member-join rounds bring it
+/// to every node anyway, with nothing recorded as rejected (the re-sent copies are known).
+#[test]
+fn an_update_sent_right_after_every_serf_restarted_reaches_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start(dir.path());
+    for node in 1..=NODES {
+        lab.stop_serf(node).unwrap();
+    }
+    for node in 1..=NODES {
+        lab.start_serf(node).unwrap();
+    }
+    let site = manifest(dir.path(), "site.pp", "after-restart");
+    let seq = submit(&lab, &site, &[]);
+    wait_applied(&lab, &[1, 2, 3], "site.pp", seq);
+    for node in 1..=NODES {
+        assert_eq!(
+            runs(&lab, node, "site.pp"),
+            ["after-restart"],
+            "node {node}"
+        );
+        let out = lab.p2pu(node, &["status", "--json"]).unwrap();
+        let report: StatusReport = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            report.rejected.is_empty(),
+            "node {node} recorded re-sends as rejections: {:?}",
+            report.rejected
+        );
+    }
+}
+
+/// The restarts a Serf setting changed through Puppet makes come one node at a time. Node 3's
+/// Serf restarts and joins node 1, whose Lamport clock is high: node 3 now ignores events
+/// older than that. Then node 1's Serf restarts (its clock starts over; it joins nobody, the
+/// others find it) and the update goes out from node 1 at once, with a clock below node 3's
+/// minimum. Node 3 drops that event, and would drop every later one until node 1's next state
+/// exchange (30 s): each re-send first joins the alive members, which brings node 1's clock up
+/// to the fleet's, and node 3 takes it.
+#[test]
+fn an_update_sent_from_a_node_whose_serf_just_restarted_reaches_a_node_that_rejoined_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start(dir.path());
+    // A fleet's clock moves with every event; 40 stand for a few days of heartbeats.
+    for _ in 0..40 {
+        lab.serf_event(2, "p2pu-noise", b"x").unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    lab.stop_serf(3).unwrap();
+    lab.start_serf(3).unwrap();
+    lab.wait_members().unwrap();
+    // Signed and seeded beforehand, so that it goes out within moments of the restart.
+    let site = manifest(dir.path(), "site.pp", "staggered");
+    let sig = dir.path().join("site.sig");
+    let (site, sig) = (site.to_str().unwrap(), sig.to_str().unwrap());
+    ok(lab.p2pu(1, &["submit", site, "--sign-only", sig]).unwrap());
+    lab.stop_serf(1).unwrap();
+    lab.start_serf(1).unwrap();
+    let out = ok(lab
+        .p2pu(1, &["submit", "--quiet", "--json", "--with-sig", sig])
+        .unwrap());
+    let seq = serde_json::from_str::<serde_json::Value>(&out).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    wait_applied(&lab, &[1, 2, 3], "site.pp", seq);
+    for node in 1..=NODES {
+        assert_eq!(runs(&lab, node, "site.pp"), ["staggered"], "node {node}");
+    }
+}
+
+/// Node 2's agent is down (its Serf up, so its spool gathers every event) and node 3 is down
+/// altogether while c.pp goes out three times and d.pp once. Back, each applies only the newest
+/// c.pp and d.pp, once each: node 2 skips the older ones its spool held (superseded), node 3
+/// joins late and its first round brings only the newest of each name.
+#[test]
+fn nodes_down_through_several_updates_apply_only_the_newest_of_each_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start(dir.path());
+    lab.stop_agent(2).unwrap();
+    lab.stop_node(3).unwrap();
+    let mut seqs = Vec::new();
+    for version in ["v1", "v2", "v3"] {
+        let c = manifest(dir.path(), "c.pp", version);
+        seqs.push(submit(&lab, &c, &["--once"]));
+    }
+    let d = manifest(dir.path(), "d.pp", "only");
+    let d_seq = submit(&lab, &d, &["--once"]);
+    let newest = seqs[2];
+    wait_applied(&lab, &[1], "c.pp", newest);
+    wait_applied(&lab, &[1], "d.pp", d_seq);
+    lab.start_agent(2).unwrap();
+    lab.start_node(3).unwrap();
+    wait_applied(&lab, &[2, 3], "c.pp", newest);
+    wait_applied(&lab, &[2, 3], "d.pp", d_seq);
+    for node in [2, 3] {
+        assert_eq!(runs(&lab, node, "c.pp"), ["v3"], "node {node}");
+        assert_eq!(runs(&lab, node, "d.pp"), ["only"], "node {node}");
+        let older: Vec<Record> = records(&lab, node)
+            .into_iter()
+            .filter(|r| r.name == "c.pp" && r.seq < newest && r.status == Status::Applied)
+            .collect();
+        assert!(older.is_empty(), "node {node} applied {older:?}");
+    }
+}
