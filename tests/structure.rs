@@ -817,24 +817,35 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/lab/startup.rs", "the lab harness: its own nodes' files"),
 ];
 
-/// Calls that open a file by its path: to read it, and to write or copy through it (as root in
-/// a directory another user writes, a write follows the link planted there).
+/// Functions that open a file by its path: to read it, and to write or copy through it (as
+/// root in a directory another user writes, a write follows the link planted there). Matched
+/// as whole names, so a call, a turbofish (`fs::read::<&Path>(`) and the function passed as a
+/// value (`.map(fs::read_to_string)`) all count, and `fs::read_dir` does not.
 const OPENS: &[&str] = &[
-    "File::open(",
-    "File::create(",
-    "File::create_new(",
-    "fs::read(",
-    "fs::read_to_string(",
-    "fs::write(",
-    "fs::copy(",
-    "OpenOptions::new(",
-    "File::options(",
-    // `open`, `openat`, `openat2`, raw or through nix.
-    "fcntl::open",
-    "libc::open",
-    "tokio::fs::",
-    "untrusted::open_any(",
+    "File::open",
+    "File::create",
+    "File::create_new",
+    "fs::read",
+    "fs::read_to_string",
+    "fs::write",
+    "fs::copy",
+    "OpenOptions::new",
+    "File::options",
+    "untrusted::open_any",
 ];
+
+/// Prefixes of whole families: `open`, `openat`, `openat2`, raw or through nix; all of
+/// `tokio::fs`.
+const OPEN_PREFIXES: &[&str] = &["fcntl::open", "libc::open", "tokio::fs::"];
+
+/// Where `name` occurs in `code` as a whole path: not followed by more of an identifier.
+fn names(code: &str, name: &str) -> bool {
+    code.match_indices(name).any(|(at, _)| {
+        code.as_bytes()
+            .get(at + name.len())
+            .is_none_or(|&c| !is_ident(c))
+    })
+}
 
 /// The functions of `std::fs` that open a path, as a bare import would bring them in.
 const FS_OPENING_FNS: &[&str] = &["read", "read_to_string", "write", "copy"];
@@ -843,7 +854,10 @@ const FS_OPENING_FNS: &[&str] = &["read", "read_to_string", "write", "copy"];
 /// of [`OPENS`], or a `use` of `fs` that brings an opener in under a name the search above
 /// cannot see (bare, `use std::fs::read_to_string;`, or renamed, `use std::fs as disk;`).
 fn opener_in(code: &str) -> Option<String> {
-    if let Some(open) = OPENS.iter().find(|o| code.contains(*o)) {
+    if let Some(open) = OPENS.iter().find(|o| names(code, o)) {
+        return Some(open.to_string());
+    }
+    if let Some(open) = OPEN_PREFIXES.iter().find(|o| code.contains(*o)) {
         return Some(open.to_string());
     }
     let mut rest = code;
@@ -940,6 +954,9 @@ fn the_opener_check_sees_writes_raw_opens_and_openers_under_other_names() {
         "use std::fs as disk;\nfn a(p: &Path) { let _ = disk::read(p); }",
         "use std::fs::File as F;\nfn a(p: &Path) { let _ = F::open(p); }",
         "#[cfg(test)]\nmod tests;\n\nfn a(p: &Path) { let _ = std::fs::read(p); }",
+        "fn a(p: &Path) { let _ = std::fs::read::<&Path>(p); }",
+        "fn a(ps: &[PathBuf]) { let _: Vec<_> = ps.iter().map(std::fs::read_to_string).collect(); }",
+        "fn a(p: &Path) { let _ = std::fs::File::open::<&Path>(p); }",
     ];
     for src in opening {
         let code = without_test_mods(&strip(src));
@@ -948,6 +965,7 @@ fn the_opener_check_sees_writes_raw_opens_and_openers_under_other_names() {
     let not_opening = [
         "use std::fs::{self, File, DirBuilder};\nfn a(f: OwnedFd) -> File { File::from(f) }",
         "fn a(p: &Path) { let _ = std::fs::read_dir(p); let _ = std::fs::remove_file(p); }",
+        "fn a(p: &Path) { let _ = std::fs::read_link(p); let _ = File::open_dir_helper; }",
         "#[cfg(test)]\npub(crate) mod testing {\n    fn t() { std::fs::write(p, b\"\"); }\n}\n",
     ];
     for src in not_opening {
