@@ -991,7 +991,7 @@ fn records_are_written_only_by_the_intake() {
             path.strip_prefix(&root).expect("under src").display()
         );
         let code = without_test_mods(&strip(&std::fs::read_to_string(&path).expect("source")));
-        if code.contains(".put(") && !allowed.contains(&rel.as_str()) {
+        if stores_records(&code) && !allowed.contains(&rel.as_str()) {
             writers.push(rel);
         }
     }
@@ -1000,4 +1000,27 @@ fn records_are_written_only_by_the_intake() {
         "these files store records themselves; new records come from the intake's verified \
          decisions: {writers:?}"
     );
+}
+
+/// Whether `code` stores a record: `store.put(..)`, or the same called as a path
+/// (`StateStore::put(&store, ..)`), which a search for `.put(` misses. `StateStore::update`
+/// cannot make one: it refuses a change to what the intake verified
+/// (`src/agent/runtime/state.rs::update_changes_what_the_workers_keep_never_what_was_verified`).
+fn stores_records(code: &str) -> bool {
+    code.contains(".put(") || names(code, "StateStore::put")
+}
+
+#[test]
+fn the_record_check_sees_put_called_as_a_path() {
+    for src in [
+        "fn a(s: &StateStore, r: Record) { s.put(r).ok(); }",
+        "fn a(s: &StateStore, r: Record) { StateStore::put(s, r).ok(); }",
+        "fn a(s: &StateStore, rs: Vec<Record>) { rs.into_iter().try_for_each(|r| s.put(r)).ok(); }",
+        "fn a(s: &StateStore, rs: Vec<Record>) { let f = StateStore::put; }",
+    ] {
+        assert!(stores_records(&strip(src)), "missed: {src}");
+    }
+    assert!(!stores_records(&strip(
+        "fn a(d: &Path) { spool::put(d, Source::Sync, b\"x\").ok(); }"
+    )));
 }
