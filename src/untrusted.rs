@@ -77,6 +77,11 @@ pub fn open(path: &Path) -> Result<(File, Metadata), UntrustedError> {
             source,
         },
     })?;
+    checked(path, file, meta)
+}
+
+/// `file` (opened from `path`) when it is a regular file with one link.
+fn checked(path: &Path, file: File, meta: Metadata) -> Result<(File, Metadata), UntrustedError> {
     if !meta.file_type().is_file() {
         return Err(UntrustedError::NotRegular {
             path: path.to_path_buf(),
@@ -91,6 +96,63 @@ pub fn open(path: &Path) -> Result<(File, Metadata), UntrustedError> {
         });
     }
     Ok((file, meta))
+}
+
+/// [`open`] for `path` under `root` (a directory of root's whose own path is trusted, such as
+/// the download dir): every directory between is opened on the one before without following
+/// a link, so a directory below `root` that another user swaps for a link (after the caller
+/// checked the path, say) is refused, not followed. [`open`]'s `O_NOFOLLOW` covers only the last
+/// component. A `path` not under `root`, or with `.`/`..` in it, is refused as missing.
+pub fn open_beneath(root: &Path, path: &Path) -> Result<(File, Metadata), UntrustedError> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::path::Component;
+    let missing = || UntrustedError::Missing {
+        path: path.to_path_buf(),
+    };
+    let opening = |source: nix::errno::Errno| match source {
+        nix::errno::Errno::ENOENT => missing(),
+        source => UntrustedError::Open {
+            path: path.to_path_buf(),
+            source: source.into(),
+        },
+    };
+    let rel = path.strip_prefix(root).map_err(|_| missing())?;
+    let mut names = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => names.push(name),
+            _ => return Err(missing()),
+        }
+    }
+    let Some((last, dirs)) = names.split_last() else {
+        return Err(missing());
+    };
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root_fd = nix::fcntl::open(root, dir_flags, Mode::empty()).map_err(opening)?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let mut dir = unsafe { OwnedFd::from_raw_fd(root_fd) };
+    for name in dirs {
+        let fd = openat(
+            Some(dir.as_raw_fd()),
+            *name,
+            dir_flags | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(opening)?;
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(Some(dir.as_raw_fd()), *last, flags, Mode::empty()).map_err(opening)?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = file.metadata().map_err(|source| UntrustedError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    checked(path, file, meta)
 }
 
 /// The bytes of the regular file `path`, at most `cap` of them: larger is refused, on the
@@ -200,5 +262,35 @@ mod tests {
             read(&dir.path().join("good"), 3),
             Err(UntrustedError::TooLarge { .. })
         ));
+    }
+
+    /// A directory below the root swapped for a link is refused, and so are paths that leave
+    /// the root; the file under real directories is opened.
+    #[test]
+    fn beneath_a_root_no_directory_link_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("ih")).unwrap();
+        std::fs::write(root.join("ih/f"), b"mine").unwrap();
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("other/f"), b"other's").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("other"), root.join("link")).unwrap();
+        let (_, meta) = open_beneath(&root, &root.join("ih/f")).unwrap();
+        assert_eq!(meta.len(), 4);
+        assert!(matches!(
+            open_beneath(&root, &root.join("link/f")),
+            Err(UntrustedError::Open { .. })
+        ));
+        for outside in [
+            dir.path().join("other/f"),
+            root.join("ih/../link/f"),
+            root.clone(),
+        ] {
+            assert!(
+                open_beneath(&root, &outside).is_err_and(|e| e.is_missing()),
+                "{outside:?}"
+            );
+        }
+        assert!(open_beneath(&root, &root.join("ih/none")).is_err_and(|e| e.is_missing()));
     }
 }

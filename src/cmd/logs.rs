@@ -162,6 +162,40 @@ mod tests {
             .all(|l| l.chars().count() <= crate::agent::runtime::status::SHARED_LINE_CHARS));
     }
 
+    /// Hostile review of issue 28's filter: a record's reason is not filtered, and when Puppet
+    /// failed without an `Error:` line (killed, crashed) it ends with the last lines of the
+    /// output, whatever they are. A filtered answer shared 500 characters of it, more than the
+    /// 200 `p2pu-status` already gives any member; now no more than that.
+    #[test]
+    fn a_filtered_answer_shares_no_more_of_the_reason_than_status_does() {
+        let mut record = failed_record("Notice: x\n");
+        let tail = "Notice: /Stage[main]/Main/Exec[fetch]/returns: token=SECRET";
+        record.reason = Some(format!(
+            "`puppet apply` signal: 9 (SIGKILL): ... | {} | {tail}",
+            "Notice: x".repeat(30)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record).unwrap();
+        let shared = |full| {
+            let text = node_logs(&store, "n2", b"site.pp", full).unwrap().unwrap();
+            serde_json::from_str::<NodeLogs>(&text)
+                .unwrap()
+                .reason
+                .unwrap()
+        };
+        let filtered = shared(false);
+        assert!(!filtered.contains("SECRET"), "{filtered}");
+        assert_eq!(
+            filtered.chars().count(),
+            crate::agent::runtime::status::STATUS_REASON_CHARS
+        );
+        assert!(
+            shared(true).contains("SECRET"),
+            "shared whole when configured"
+        );
+    }
+
     #[test]
     fn a_node_answers_its_output_within_the_bound_keeping_the_end() {
         let short = "Notice: x\nError: Could not find class ::nope\n";

@@ -85,6 +85,11 @@ impl Bucket {
         }
     }
 
+    /// Whether it is back at `burst` by `now`.
+    fn refilled(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        self.tokens + now.duration_since(self.last).as_secs_f64() * rate >= burst
+    }
+
     fn take(&mut self, now: Instant, rate: f64, burst: f64, cost: f64) -> bool {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -416,17 +421,31 @@ impl ProxyState {
     ) -> Result<(), String> {
         let name = &message.payload.from;
         let key = protocol::verify_register(message).map_err(|e| e.to_string())?;
+        let burst = NEW_NAMES_BURST as f64;
+        let rate = 1.0 / NEW_NAME_SECS as f64;
         if !self.new_names.contains_key(&source) && self.new_names.len() >= self.config.max_sources
         {
-            // Bounded like `sources`: forgetting them all lets each start a fresh burst.
-            self.new_names.clear();
+            // Bounded like `sources`, but only a bucket that refilled is forgotten: it is as
+            // good as new. Forgetting the others gave each of a holder's many addresses a
+            // fresh burst once it had filled the table.
+            self.new_names
+                .retain(|_, bucket| !bucket.refilled(now, rate, burst));
         }
-        let burst = NEW_NAMES_BURST as f64;
-        let bucket = self
-            .new_names
-            .entry(source)
-            .or_insert_with(|| Bucket::new(now, burst));
-        let rate = 1.0 / NEW_NAME_SECS as f64;
+        // While the table is still full, a new source binds no new name (names it has are
+        // still known): an empty bucket, not kept.
+        let mut none_left = Bucket {
+            tokens: 0.0,
+            last: now,
+        };
+        let bucket = if !self.new_names.contains_key(&source)
+            && self.new_names.len() >= self.config.max_sources
+        {
+            &mut none_left
+        } else {
+            self.new_names
+                .entry(source)
+                .or_insert_with(|| Bucket::new(now, burst))
+        };
         match self
             .names
             .check_new(name, &key, || bucket.take(now, rate, burst, 1.0))
@@ -864,6 +883,47 @@ mod tests {
         let bytes = signed_register("squat-late", &identity("squat-late"), "10.0.0.9:1", "");
         state.handle(later, 1000, from, &bytes);
         assert_eq!(state.names.len(), NEW_NAMES_BURST + 2);
+    }
+
+    /// Hostile review of issue 28's name limits: the table of sources binding new names is
+    /// bounded, and when it was full a new source emptied it, so every source that had spent
+    /// its burst got a fresh one. A holder of the fleet secret with more addresses than the
+    /// table holds (an IPv6 prefix counts one per /64) binds 32 names per address per round and
+    /// fills the proxy's names for good. Now only buckets that refilled (as good as new) are
+    /// forgotten; while none has, a new source binds no new name until one has.
+    #[test]
+    fn a_full_table_of_sources_gives_nobody_a_fresh_burst() {
+        let t0 = Instant::now();
+        let mut config = ProxyConfig::new(secret(), 100);
+        config.max_sources = 4;
+        config.max_members = 16 * NEW_NAMES_BURST;
+        let mut state = ProxyState::new(config, t0);
+        let bind = |state: &mut ProxyState, at: Instant, source: usize, name: &str| {
+            let bytes = signed_register(name, &identity(name), "10.0.0.9:1", "");
+            let from = addr(&format!("100.64.0.{source}:4000"));
+            let before = state.names.len();
+            state.handle(at, 1000, from, &bytes);
+            state.names.len() > before
+        };
+        for source in 1..=4 {
+            for n in 0..NEW_NAMES_BURST {
+                assert!(bind(&mut state, t0, source, &format!("squat-{source}-{n}")));
+            }
+        }
+        // Past the per-packet sources' 10 s, a fifth address comes: the table of new-name
+        // sources is full of spent buckets.
+        let t1 = t0 + Duration::from_secs(11);
+        assert!(
+            !bind(&mut state, t1, 5, "squat-5-0"),
+            "a new source while the table is full"
+        );
+        assert!(
+            !bind(&mut state, t1, 1, "squat-1-again"),
+            "a source that spent its burst got a fresh one"
+        );
+        // Once the buckets refilled, they are as good as new and give way.
+        let refilled = t0 + Duration::from_secs(NEW_NAME_SECS * NEW_NAMES_BURST as u64 + 1);
+        assert!(bind(&mut state, refilled, 5, "cam-5"));
     }
 
     /// Regression (security issue #13, item 8): any holder of the fleet secret could register

@@ -47,6 +47,12 @@ pub enum RuntimeError {
     },
     #[error("internal error (a bug in p2pu): no record of {name} seq {seq}")]
     NoRecord { name: String, seq: u64 },
+    #[error("internal error (a bug in p2pu): a change to the record of {name} seq {seq} touched what the intake verified ({field}); nothing stored")]
+    VerifiedChanged {
+        name: String,
+        seq: u64,
+        field: &'static str,
+    },
     #[error("event of {len} bytes refused: the spool takes at most {max}")]
     EventTooLarge { len: usize, max: usize },
     #[error("internal error (a bug in p2pu): the spool watcher of {} stopped", dir.display())]

@@ -600,7 +600,10 @@ impl StateStore {
     }
 
     /// Applies `change` to the record of (`name`, `seq`) and stores it: for the fields
-    /// `set_status` does not cover (attempts, the next attempt's time).
+    /// `set_status` does not cover (attempts, the next attempt's time). What the intake
+    /// verified (name, seq, kind, payload hashes and length, wire text, plan) is not the
+    /// change's to touch: a change that does is refused and nothing is stored, so no module
+    /// but the intake makes or rewrites a verified record through here.
     pub fn update(&self, name: &str, seq: u64, change: impl FnOnce(&mut Record)) -> Result<Record> {
         let mut record = self
             .records(name)?
@@ -610,7 +613,15 @@ impl StateStore {
                 name: name.to_string(),
                 seq,
             })?;
+        let verified = record.clone();
         change(&mut record);
+        if let Some(field) = verified_change(&verified, &record) {
+            return Err(RuntimeError::VerifiedChanged {
+                name: name.to_string(),
+                seq,
+                field,
+            });
+        }
         self.put(record.clone())?;
         Ok(record)
     }
@@ -678,6 +689,25 @@ impl StateStore {
     pub fn rejections(&self) -> Result<Vec<Rejection>> {
         read_json(&self.dir.join("rejections.json")).map(Option::unwrap_or_default)
     }
+}
+
+/// The first field the intake verified that differs between `before` and `after`.
+fn verified_change(before: &Record, after: &Record) -> Option<&'static str> {
+    let fields = [
+        ("name", before.name == after.name),
+        ("seq", before.seq == after.seq),
+        ("kind", before.kind == after.kind),
+        ("info_hash", before.info_hash == after.info_hash),
+        ("len", before.len == after.len),
+        ("sha256", before.sha256 == after.sha256),
+        ("wire", before.wire == after.wire),
+        ("plan", before.plan == after.plan),
+        ("received_at", before.received_at == after.received_at),
+    ];
+    fields
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(field, _)| field)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -935,6 +965,51 @@ mod tests {
                 newest: 99_999_999_999_999
             }
         );
+    }
+
+    /// Hostile review of issue 28: only the intake makes records, from verified decisions
+    /// (`tests/structure.rs::records_are_written_only_by_the_intake`), but `update` handed any
+    /// caller the whole record and stored whatever came back: a new seq, another wire text or
+    /// plan, another payload hash, so a module outside the intake could make or rewrite a
+    /// verified record through it. What the intake verified is refused and nothing is stored;
+    /// the fields the workers keep (status, reason, output, attempts, sources) still change.
+    #[test]
+    fn update_changes_what_the_workers_keep_never_what_was_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.put(record("site.pp", 5, Status::Pending)).unwrap();
+        type Change = fn(&mut Record);
+        let forged: [(&str, Change); 7] = [
+            ("seq", |r| r.seq = 6),
+            ("name", |r| r.name = "other.pp".into()),
+            ("wire", |r| r.wire = "p2pu1:forged".into()),
+            ("plan", |r| r.plan = Some("d1:vi1ee".into())),
+            ("info_hash", |r| r.info_hash = "11".repeat(20)),
+            ("sha256", |r| r.sha256 = Some([1; 32])),
+            ("kind", |r| r.kind = RecordKind::Legacy),
+        ];
+        for (field, change) in forged {
+            let refused = store.update("site.pp", 5, change);
+            assert!(
+                matches!(refused, Err(RuntimeError::VerifiedChanged { .. })),
+                "{field}: {refused:?}"
+            );
+        }
+        assert_eq!(
+            store.records("site.pp").unwrap(),
+            [record("site.pp", 5, Status::Pending)]
+        );
+        assert!(store.records("other.pp").unwrap().is_empty());
+        assert_eq!(store.highest("site.pp", Lineage::Signed).unwrap(), Some(5));
+        let kept = store
+            .update("site.pp", 5, |r| {
+                r.status = Status::Failed;
+                r.attempts = 2;
+                r.reason = Some("why".into());
+            })
+            .unwrap();
+        assert_eq!((kept.status, kept.attempts), (Status::Failed, 2));
+        assert_eq!(store.records("site.pp").unwrap(), [kept]);
     }
 
     /// Records hold Puppet's output: state files used to be 0644, readable by every local user.

@@ -86,7 +86,9 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
             name: record.name,
             seq: record.seq,
             status: record.status,
-            reason: record.reason.map(|r| r.chars().take(200).collect()),
+            reason: record
+                .reason
+                .map(|r| r.chars().take(STATUS_REASON_CHARS).collect()),
             at: record.updated_at,
             attempts: record.attempts,
         };
@@ -224,6 +226,13 @@ pub fn logs_request(name: &str, node: Option<&str>) -> Vec<u8> {
 pub const SHARED_LINES: usize = 40;
 pub const SHARED_LINE_CHARS: usize = 300;
 
+/// How much of a record's reason `p2pu-status` gives any member, and a filtered `p2pu-logs`
+/// answer too: the reason is not filtered (it may end with the output's last lines, whatever
+/// they are, when Puppet failed without an `Error:` line).
+pub const STATUS_REASON_CHARS: usize = 200;
+/// How much of it an answer under `agent.share_full_logs` gives.
+const FULL_REASON_CHARS: usize = 500;
+
 /// The first line of a filtered answer's output, saying what was left out and why.
 pub const FILTERED_NOTE: &str =
     "(only the lines marked Error or Warning are shared; agent.share_full_logs shares all)";
@@ -288,7 +297,14 @@ pub fn node_logs(
         seq: record.seq,
         status: record.status,
         attempts: record.attempts,
-        reason: record.reason.map(|r| r.chars().take(500).collect()),
+        reason: record.reason.map(|r| {
+            let cap = if full_output {
+                FULL_REASON_CHARS
+            } else {
+                STATUS_REASON_CHARS
+            };
+            r.chars().take(cap).collect()
+        }),
         output: shared_output(&record.output.unwrap_or_default(), full_output),
         cut: false,
     };

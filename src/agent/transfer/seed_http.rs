@@ -184,7 +184,7 @@ pub(super) fn serve(root: &Path, readers: &Readers, request: &Request) -> Respon
     let Some((path, relay)) = resolve(root, path, query == "relay") else {
         return Response::status(404);
     };
-    let (mut file, size) = match open_regular(&path) {
+    let (mut file, size) = match open_regular(root, &path) {
         Ok(opened) => opened,
         Err(e) => {
             tracing::debug!(path = %path.display(), error = %e, "web seed file not served");
@@ -328,11 +328,12 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
     resolved.starts_with(root).then_some((resolved, relayed))
 }
 
-/// Opens a regular file through the one reader of what another user can write: a symlink
-/// swapped in since it was resolved is not followed, a FIFO does not block, a hard link is
-/// refused.
-fn open_regular(path: &Path) -> Result<(File, u64), crate::untrusted::UntrustedError> {
-    let (file, meta) = crate::untrusted::open(path)?;
+/// Opens a regular file through the one reader of what another user can write, directory by
+/// directory from `root`: a symlink swapped in since it was resolved (the file, or the
+/// `<info-hash>/` directory Transmission's user owns) is not followed, a FIFO does not block,
+/// a hard link is refused.
+fn open_regular(root: &Path, path: &Path) -> Result<(File, u64), crate::untrusted::UntrustedError> {
+    let (file, meta) = crate::untrusted::open_beneath(root, path)?;
     Ok((file, meta.len()))
 }
 
@@ -414,6 +415,34 @@ mod tests {
         ] {
             assert_eq!(r(ignored), None, "{ignored}");
         }
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_after_resolving_is_not_followed() {
+        // Hostile review of issue 28: `resolve` checks the path with every link resolved, then
+        // the file is opened by that path again. Transmission's user owns `<info-hash>/` and may
+        // swap it for a link in between (a loop wins the race): only the last component was
+        // opened without following links, so the seed server (agent.serve_user) read and
+        // served, over loopback, a file of that name anywhere it can read.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("downloads");
+        let hash = "ab".repeat(20);
+        std::fs::create_dir_all(root.join(&hash)).unwrap();
+        std::fs::write(root.join(&hash).join("site.pp"), b"payload").unwrap();
+        std::fs::write(root.join(format!("{hash}.torrent")), b"d").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("site.pp"), b"not served").unwrap();
+        let root = root.canonicalize().unwrap();
+        let (path, _) = resolve(&root, &format!("/{hash}/site.pp"), false).unwrap();
+        let (_, size) = open_regular(&root, &path).unwrap();
+        assert_eq!(size, 7);
+        std::fs::rename(root.join(&hash), dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join(&hash)).unwrap();
+        let swapped = open_regular(&root, &path);
+        assert!(swapped.is_err(), "served through a link: {swapped:?}");
+        // Nor a path outside the root, however it got here.
+        assert!(open_regular(&root, &elsewhere.join("site.pp")).is_err());
     }
 
     #[test]
