@@ -308,8 +308,10 @@ impl Staged {
     /// publication of the same payload serves it).
     fn discard(self) {
         if !self.published_before {
-            let _ = std::fs::remove_file(&self.seeded);
-            let _ = std::fs::remove_dir(&self.seed_dir);
+            let name = self.seeded.file_name().and_then(|n| n.to_str());
+            if let Some(name) = name {
+                let _ = remove_seeding_copy(&self.seed_dir, name);
+            }
         }
         // Only when empty: whatever else is there is not this run's.
         if let Some(root) = &self.made_root {
@@ -422,16 +424,24 @@ const CLOCK_PEERS: usize = 3;
 /// fleets). A Serf that just restarted may know no member yet: the site's `serf.join`
 /// addresses (`join`) are asked too. Best effort: the event still goes out if this fails.
 pub fn catch_up_clock(gossip: &dyn Gossip, join: &[String]) {
-    let mut addrs: Vec<String> = match gossip.members() {
+    use rand::seq::SliceRandom;
+    let alive: Vec<String> = match gossip.members() {
         Ok(members) => members
             .iter()
             .filter(|m| m.status == crate::engines::MemberStatus::Alive)
-            .take(CLOCK_PEERS)
             .map(|m| std::net::SocketAddr::new(m.addr, m.port).to_string())
             .collect(),
         Err(_) => return,
     };
-    addrs.extend(join.iter().cloned());
+    // The operator's join addresses first, then a random few of the alive members: the
+    // addresses members advertise are theirs to choose, and a keyring holder that added fake
+    // members at the head of the list would otherwise be all a restarted Serf joins.
+    let mut addrs: Vec<String> = join.to_vec();
+    addrs.extend(
+        alive
+            .choose_multiple(&mut rand::thread_rng(), CLOCK_PEERS)
+            .cloned(),
+    );
     if addrs.is_empty() {
         return;
     }
@@ -507,6 +517,30 @@ pub fn copy_for_seeding(payload: &Path, dir: &Path, dest: &Path, user: &str) -> 
     renamed
 }
 
+/// Removes `name` and then `dir` (a payload dir in the download dir) when empty, without
+/// following a link at `dir`: Transmission's user owns the download dir and may swap `dir`
+/// for a link while the check runs, and a removal by path would then unlink, as root, a
+/// file of that name wherever the link points (the hostile review found `site.pp` so).
+fn remove_seeding_copy(dir: &Path, name: &str) -> std::io::Result<()> {
+    use nix::fcntl::OFlag;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use std::os::fd::AsRawFd;
+    let (Some(parent), Some(leaf)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
+    else {
+        return Ok(());
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let parent_fd = nix::fcntl::open(parent, flags, nix::sys::stat::Mode::empty())?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let parent_fd =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(parent_fd) };
+    let dir_fd =
+        crate::fsutil::openat_nofollow(&parent_fd, leaf, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)?;
+    unlinkat(Some(dir_fd.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)?;
+    unlinkat(Some(parent_fd.as_raw_fd()), leaf, UnlinkatFlags::RemoveDir)?;
+    Ok(())
+}
+
 /// Progress on stderr for `submit`'s long steps (packing, hashing, copying); inert when not
 /// shown, so logs and pipes never get bars.
 struct Progress {
@@ -575,6 +609,31 @@ impl Drop for Progress {
 
 #[cfg(test)]
 mod tests {
+    /// A refused payload's seeding copy is removed on descriptors: Transmission's user may
+    /// swap the payload dir for a link while the check runs (hostile review, issue 28).
+    #[test]
+    fn a_refused_payloads_copy_is_removed_without_following_a_swapped_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let download = tmp.path().join("download");
+        let elsewhere = tmp.path().join("etc");
+        std::fs::create_dir_all(&download).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("site.pp"), "precious").unwrap();
+        let seed_dir = download.join("ab".repeat(20));
+        std::os::unix::fs::symlink(&elsewhere, &seed_dir).unwrap();
+        assert!(remove_seeding_copy(&seed_dir, "site.pp").is_err());
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("site.pp")).unwrap(),
+            "precious"
+        );
+
+        let honest = download.join("cd".repeat(20));
+        std::fs::create_dir_all(&honest).unwrap();
+        std::fs::write(honest.join("site.pp"), "x").unwrap();
+        remove_seeding_copy(&honest, "site.pp").unwrap();
+        assert!(!honest.exists());
+    }
+
     use super::*;
     use crate::engines::{Member, SerfError};
     use std::sync::Mutex;

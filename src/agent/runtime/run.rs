@@ -1034,12 +1034,16 @@ const REJOIN_PEERS: usize = 3;
 /// both at once. For the join target above all, whose own `serf.join` names only itself. Best
 /// effort.
 fn rejoin(agent: &Agent, peers: &FleetPeers) {
-    let addrs: Vec<String> = peers
-        .last_gossip_peers()
-        .iter()
-        .take(REJOIN_PEERS)
-        .map(ToString::to_string)
-        .collect();
+    use rand::seq::SliceRandom;
+    // The site's join addresses first, then a random few of those last seen alive: which
+    // addresses members advertise is theirs to choose (hostile review, issue 25).
+    let mut addrs: Vec<String> = agent.config.site.serf.join.clone();
+    addrs.extend(
+        peers
+            .last_gossip_peers()
+            .choose_multiple(&mut rand::thread_rng(), REJOIN_PEERS)
+            .map(ToString::to_string),
+    );
     if addrs.is_empty() {
         return;
     }
