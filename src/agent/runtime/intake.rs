@@ -510,6 +510,12 @@ pub fn take_spool(
                             reason,
                         })?;
                         pass.rejected += 1;
+                        // A member filling the set with forgeries must not keep a genuine
+                        // update out until the next period: catch-up verifies a plan before
+                        // it spools, so ask the fleet now (the trigger's backoff bounds it).
+                        if !pass.requests.contains(&super::sync::Request::Fleet) {
+                            pass.requests.push(super::sync::Request::Fleet);
+                        }
                     }
                 }
             }
@@ -1533,6 +1539,10 @@ mod tests {
         let pass = run();
         assert_eq!(pass.accepted, 0);
         assert_eq!(pass.waiting, MAX_WAITING_PER_SOURCE, "bounded per source");
+        assert!(
+            pass.requests.contains(&crate::agent::runtime::sync::Request::Fleet),
+            "a full set asks the fleet now, so a genuine plan-bound update comes through catch-up"
+        );
         assert_eq!(
             f.store.records("site.pp").unwrap(),
             before,
