@@ -4,67 +4,25 @@
 //! update that arrives came by the way under test (a member-join making the agent ask at once,
 //! `submit`'s re-sends, the agent's first round after its start).
 
+mod support;
+
 use p2pu::agent::runtime::state::{Record, Status};
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::cmd::sync::{SyncOutcome, SyncReport};
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
+use support::testlab::{ok, TestLab};
 
 const NODES: usize = 3;
 /// How long a test waits for an outcome; far below `catch_up_secs`.
 const WITHIN: Duration = Duration::from_secs(120);
-
-/// A lab whose logs are printed if the test fails.
-struct TestLab(Lab);
-
-impl std::ops::Deref for TestLab {
-    type Target = Lab;
-    fn deref(&self) -> &Lab {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for TestLab {
-    fn deref_mut(&mut self) -> &mut Lab {
-        &mut self.0
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for node in self.0.nodes() {
-            for what in ["agent", "serf"] {
-                let text = std::fs::read_to_string(node.log(what)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- {} {what} (last lines)", node.name);
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
 
 fn start(dir: &Path) -> TestLab {
     let mut options = LabOptions::new(NODES, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
     options.site_overrides = Some("[agent]\ncatch_up_secs = 3600\n".into());
     TestLab(Lab::start(options).expect("lab starts"))
-}
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
 }
 
 /// A manifest `name` that writes `content` and counts its runs in each node's Puppet vardir.

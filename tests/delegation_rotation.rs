@@ -4,23 +4,16 @@
 //! rotation reaches a node that was down through two rotations, which then takes the new
 //! root's updates and refuses the old root's.
 
+mod support;
+
 use p2pu::agent::runtime::state::{StateStore, Status};
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::keys::{KeyId, PublicKey};
 use p2pu::lab::{Lab, LabOptions, LAB_FLEET_ID};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
+use support::testlab::ok;
 
 fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();

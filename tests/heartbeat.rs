@@ -5,26 +5,18 @@
 //! `fleet status`); and a lying member that answers catch-up with an older announcement than
 //! the snapshot lists (mix-and-match across versions) is not believed.
 
+mod support;
+
 use p2pu::agent::runtime::state::StateStore;
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
+use support::testlab::ok;
 
 const NODES: usize = 3;
 /// Short, so the test sees a heartbeat go stale; the real default is 0 (not required).
 const WINDOW_SECS: u64 = 20;
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
 
 fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

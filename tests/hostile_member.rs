@@ -39,58 +39,16 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::testlab::{ok, TestLab};
 
 const NODES: usize = 3;
 const HONEST: [usize; 2] = [1, 2];
 const ATTACKER: usize = 3;
 const NAME: &str = "hostile.pp";
 const ROLLOUT: Duration = Duration::from_secs(120);
-
-/// The lab, with every node's last log lines printed when the test fails.
-struct TestLab(Lab);
-
-impl std::ops::Deref for TestLab {
-    type Target = Lab;
-    fn deref(&self) -> &Lab {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for TestLab {
-    fn deref_mut(&mut self) -> &mut Lab {
-        &mut self.0
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for node in self.0.nodes() {
-            let text = std::fs::read_to_string(node.log("agent")).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("--- {} agent (last lines)", node.name);
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
 
 fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -2,66 +2,24 @@
 //! own real serf agent, transmission-daemon, `p2pu agent` and puppet: submit on node 1, every
 //! node verifies, downloads from its peers and applies, exactly once.
 
+mod support;
+
 use p2pu::agent::runtime::state::Status;
 use p2pu::agent::runtime::status::MemberReport;
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
+use support::testlab::{ok, TestLab};
 
 const NODES: usize = 4;
 const ROLLOUT: Duration = Duration::from_secs(180);
-
-/// A 4-node lab whose logs are printed if the test fails.
-struct TestLab(Lab);
-
-impl std::ops::Deref for TestLab {
-    type Target = Lab;
-    fn deref(&self) -> &Lab {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for TestLab {
-    fn deref_mut(&mut self) -> &mut Lab {
-        &mut self.0
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for node in self.0.nodes() {
-            for what in ["agent", "transmission", "serf"] {
-                let text = std::fs::read_to_string(node.log(what)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                eprintln!("--- {} {what} (last lines)", node.name);
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
 
 fn start(dir: &Path, accept_legacy: bool) -> TestLab {
     let mut options = LabOptions::new(NODES, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
     options.accept_legacy = accept_legacy;
     TestLab(Lab::start(options).expect("lab starts"))
-}
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
 }
 
 fn submit(lab: &Lab, path: &Path, extra: &[&str]) -> String {

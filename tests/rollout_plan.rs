@@ -6,27 +6,19 @@
 //! nodes apply it, and `p2pu rollout resume` lets the halted ones go on; `p2pu rollout
 //! abort` holds the nodes still waiting for their wave. One lab for all: CI has two cores.
 
+mod support;
+
 use p2pu::agent::runtime::state::{Record, StateStore, Status};
 use p2pu::formats::announcement::Announcement;
 use p2pu::formats::plan;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
+use support::testlab::ok;
 
 const NODES: usize = 8;
 /// The camera nodes (node 1 submits and is not one).
 const CAMERAS: [usize; 3] = [2, 3, 5];
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
 
 fn record(lab: &Lab, node: usize, name: &str) -> Option<Record> {
     StateStore::open(&lab.node(node).unwrap().site.agent.state_dir)

@@ -3,25 +3,17 @@
 //! their reason in `p2pu status`; a name that needs 2 of 3 keys is held with one signature
 //! and applied once the same update arrives with two, combined by `submit --with-sig`.
 
+mod support;
+
 use p2pu::agent::runtime::state::{StateStore, Status};
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::formats::announcement::{Announcement, Binding, Draft, FleetId, Kind};
 use p2pu::lab::{Lab, LabOptions, LAB_FLEET_ID};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::testlab::ok;
 
 const NODES: usize = 3;
-
-fn ok(output: Output) -> String {
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
 
 fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod prereq;
+pub mod testlab;
 
 pub use p2pu::lab::Daemon;
 

@@ -1540,7 +1540,8 @@ mod tests {
         assert_eq!(pass.accepted, 0);
         assert_eq!(pass.waiting, MAX_WAITING_PER_SOURCE, "bounded per source");
         assert!(
-            pass.requests.contains(&crate::agent::runtime::sync::Request::Fleet),
+            pass.requests
+                .contains(&crate::agent::runtime::sync::Request::Fleet),
             "a full set asks the fleet now, so a genuine plan-bound update comes through catch-up"
         );
         assert_eq!(
