@@ -623,6 +623,43 @@ fn sendfile_across_symmetric_nats_is_applied_over_the_relay() {
     sendfile_across_nats(Lan::symmetric(1), "relayed", via);
 }
 
+/// Issue 30's seed end is a door to a's web seed server, which admits a's own address: b's
+/// seed end for a takes connections from b's host only, so a stranger on b's LAN (another
+/// machine there) gets nothing from a's seed server, while b's own agent gets its answer.
+#[test]
+fn a_seed_end_refuses_other_hosts_on_its_lan() {
+    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(2)]);
+    let _proxy = fleet.start_proxy();
+    let mut configs = fleet.full_configs(&[(1, 0, "a"), (2, 0, "b")]).into_iter();
+    let mut a = fleet.start_full(1, 0, configs.next().expect("a"));
+    let b = fleet.start_full(2, 0, configs.next().expect("b"));
+    assert_eq!(a.nat.talkto("b"), "session with b: direct");
+    let end = wait_for(Duration::from_secs(3), || {
+        b.nat.status().peers.into_iter().find_map(|p| p.seed)
+    })
+    .expect("b has a seed end for a");
+    let ask = move || {
+        let mut stream = std::net::TcpStream::connect(end).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .write_all(b"GET /nothing.torrent HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let own = fleet.lab.within(&b.ns, ask).unwrap_or_default();
+    assert!(own.starts_with("HTTP/1.1 "), "b's own request: {own:?}");
+    let stranger = fleet
+        .lab
+        .within(&fleet.lab.node(2, 1), ask)
+        .unwrap_or_default();
+    assert!(
+        !stranger.contains("HTTP/"),
+        "a stranger on b's LAN reached a's seed server: {stranger:?}"
+    );
+}
+
 fn logs(lab: &Lab, a: &FullNode, b: &FullNode) -> String {
     format!("{}{}", a.dump_logs(lab), b.dump_logs(lab))
 }

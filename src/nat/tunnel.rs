@@ -1012,6 +1012,36 @@ mod tests {
         assert_eq!(strip_peer_port(&broken), Rewrite::PassThrough);
     }
 
+    /// A session peer picks a destination only among this node's two fixed ones, by ALPN: a
+    /// connection that negotiated none (or another), or the seed one where no seed server is
+    /// offered, reaches nothing; none is ever delivered to Transmission by default.
+    #[test]
+    fn a_peer_reaches_only_the_fixed_port_its_alpn_names() {
+        let transmission: SocketAddr = "10.0.0.1:51413".parse().unwrap();
+        let seed: SocketAddr = "10.0.0.1:6880".parse().unwrap();
+        let both = Deliver {
+            transmission,
+            seed: Some(seed),
+        };
+        assert_eq!(
+            both.of(Some(ALPN)),
+            Some((Dest::Transmission, transmission))
+        );
+        assert_eq!(both.of(Some(SEED_ALPN)), Some((Dest::Seed, seed)));
+        assert_eq!(both.of(None), None);
+        assert_eq!(both.of(Some(b"p2pu-seed/2")), None);
+        assert_eq!(both.of(Some(b"http/1.1")), None);
+        let no_seed = Deliver {
+            transmission,
+            seed: None,
+        };
+        assert_eq!(no_seed.of(Some(SEED_ALPN)), None);
+        assert_eq!(
+            no_seed.of(Some(ALPN)),
+            Some((Dest::Transmission, transmission))
+        );
+    }
+
     #[test]
     fn placeholder_addresses_are_unroutable_and_stable() {
         let mut map = RelayMap::default();
