@@ -73,6 +73,9 @@ fn run() -> Res<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err("nat_update builds network namespaces: run it as root".into());
     }
+    // The agent logs `apply started` at debug; the nodes' processes inherit this (set
+    // before any thread starts).
+    std::env::set_var("P2PU_LOG", "info,p2pu::agent::runtime::run=debug");
     let mut results = Vec::new();
     for (lan, path) in [(Lan::cone(1), "direct"), (Lan::symmetric(1), "relayed")] {
         eprintln!("NAT lab, {path} path: {rounds} updates...");
@@ -157,7 +160,14 @@ fn measure(lan: Lan, path: &str, rounds: usize) -> Res<Vec<Sample>> {
         wait_for(Duration::from_secs(120), || {
             (b.update_status(&fleet.lab, &name) == Some(Status::Applied)).then_some(())
         })
-        .ok_or_else(|| format!("{name} not applied on b"))?;
+        .ok_or_else(|| {
+            format!(
+                "{name} not applied on b ({:?})\n{}{}",
+                b.update_status(&fleet.lab, &name),
+                a.dump_logs(&fleet.lab),
+                b.dump_logs(&fleet.lab)
+            )
+        })?;
         let sample = sample(&b, &name, sent, command)?;
         eprintln!("  {name}: {:.2} s to apply started", sample.phases[4]);
         samples.push(sample);
@@ -175,7 +185,8 @@ fn sample(b: &FullNode, name: &str, sent: f64, command: f64) -> Res<Sample> {
             .find_map(|l| Some((parse_stamp(l.split_whitespace().next()?)?, l.to_owned())))
     };
     let (accepted, line) = at(" accepted ").ok_or("no accepted line")?;
-    let (started, _) = at("apply started").ok_or("no apply started line")?;
+    let (started, _) = at("apply started")
+        .ok_or_else(|| format!("no apply started line in b's agent log:\n{log}"))?;
     let spooled = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("spool="))
