@@ -38,14 +38,15 @@ const PHASES: [&str; 5] = [
 ];
 
 /// Main before issue 30's seed ends, the same rows in seconds (punched, relayed): one
-/// update each, `cargo bench --bench nat_update -- --rounds 1` with src/ at c52d0fb, on the
-/// 2-core build machine shared with other builds (README, "Across NAT").
+/// update each (the first of a fleet, so with its warm-up), `cargo bench --bench nat_update --
+/// --rounds 1` with src/ at c52d0fb, 2026-12-06 on the 2-core build machine shared with other
+/// builds (README, "Across NAT").
 const BEFORE: [(f64, f64); 5] = [
-    (0.39, 0.40),
-    (0.72, 0.74),
-    (0.01, 0.01),
-    (29.9, 32.7),
-    (30.6, 33.5),
+    (0.62, 0.59),
+    (0.62, 0.58),
+    (0.30, 0.24),
+    (28.92, 28.92),
+    (29.84, 29.75),
 ];
 
 /// One update's phases, in seconds, and where b's payload came from.
