@@ -53,6 +53,8 @@ const QUIC_MTU: u16 = 1200;
 const INBOX_CAPACITY: usize = 4096;
 
 pub type Fingerprint = [u8; 32];
+/// Each session peer's end of one kind, by peer name.
+pub type Ends = Arc<Mutex<HashMap<String, SocketAddr>>>;
 
 /// What the client thread tells the tunnel.
 #[derive(Debug)]
@@ -585,14 +587,7 @@ impl Dest {
 }
 
 impl State {
-    fn new(
-        mux: Arc<Mux>,
-        id: Identity,
-        (ends, seed_ends): (
-            Arc<Mutex<HashMap<String, SocketAddr>>>,
-            Arc<Mutex<HashMap<String, SocketAddr>>>,
-        ),
-    ) -> io::Result<State> {
+    fn new(mux: Arc<Mux>, id: Identity, (ends, seed_ends): (Ends, Ends)) -> io::Result<State> {
         let allowed = Arc::new(RwLock::new(HashSet::new()));
         let mut endpoint_config = EndpointConfig::default();
         // Every QUIC packet keeps its fixed bit, which is how the socket tells it from STUN.
