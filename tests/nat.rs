@@ -6,11 +6,14 @@
 
 #[path = "support/natfleet.rs"]
 mod natfleet;
+#[path = "support/natfull.rs"]
+mod natfull;
 #[path = "support/natlab.rs"]
 mod natlab;
 mod support;
 
-use natfleet::{fake_transmission, through_tunnel, Fleet, Node, NodeOpts, BIN, PORT, SECRET};
+use natfleet::{fake_transmission, through_tunnel, Fleet, Node, NodeOpts, PORT, SECRET};
+use natfull::FullNode;
 use natlab::{Lab, Lan, PROXY_IP};
 use p2pu::formats::announcement::{Announcement, Draft, Kind};
 use std::io::{Read, Write};
@@ -596,236 +599,11 @@ fn transmission_through_the_tunnel(lan: Lan, len: usize, path: &str) {
     drop(b);
 }
 
-/// A whole p2pu node behind a NAT: its site.toml from the LAN lab's layout (every path under
-/// its dir), `p2pu init`, Serf as a one-node fleet (no gossip crosses the NAT), Transmission
-/// as its own user, the agent and the nat-client. Dropped in field order: the client first.
-struct FullNode {
-    info: p2pu::lab::NodeInfo,
-    ns: String,
-    nat: Node,
-    _agent: Daemon,
-    _transmission: Daemon,
-    _serf: Daemon,
-}
-
-impl Fleet {
-    /// Writes and inits the nodes `(lan, index, name)`; the first is the operator (holds the
-    /// signing key), all trust it. Returns their configs, nothing started yet.
-    fn full_configs(&self, specs: &[(usize, usize, &str)]) -> Vec<p2pu::lab::NodeInfo> {
-        // Transmission runs as its own user and must reach the nodes' dirs.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("opening the lab dir");
-        let nodes: Vec<_> = specs
-            .iter()
-            .map(|&(lan, index, name)| {
-                let dir = self.dir.path().join(name);
-                let overrides = format!(
-                    "[nat]\nenabled = true\nproxy = \"{PROXY_IP}:{PORT}\"\nport = {PORT}\n\
-                     keepalive_secs = 5\npeer_expiry_secs = 20\nfleet_secret_file = \"{}\"\n\
-                     identity_key_file = \"{}\"\ncontrol_socket = \"{}\"\n\
-                     # The tunnel ends are TCP only, and PEX would hand out LAN addresses\n\
-                     # from across the NAT.\n[transmission]\nutp = false\npex = false\n",
-                    self.dir.path().join("fleet.secret").display(),
-                    dir.join("nat-identity.key").display(),
-                    dir.join("control.sock").display()
-                );
-                let node = p2pu::lab::NodeInfo::standalone(
-                    &dir,
-                    name,
-                    Lab::node_ip(lan, index),
-                    Some(&overrides),
-                )
-                .expect("node config");
-                p2pu::lab::init_node(std::path::Path::new(BIN), &node).expect("p2pu init");
-                node
-            })
-            .collect();
-        p2pu::lab::install_keys(&nodes[0], &nodes).expect("keys");
-        nodes
-    }
-
-    /// Starts `info`'s processes inside LAN `lan`'s node `index`; returns once Transmission
-    /// answers, the agent's tracker listens and the nat-client registered.
-    fn start_full(&self, lan: usize, index: usize, info: p2pu::lab::NodeInfo) -> FullNode {
-        let ns = self.lab.node(lan, index);
-        let spawn = |what: &str, command: Command| {
-            let (what, log) = (what.to_owned(), info.log(what));
-            // Children inherit the spawning thread's namespace.
-            self.lab
-                .within(&ns, move || Daemon::spawn(&what, command, &log))
-                .expect("spawn")
-        };
-        let serf = spawn("serf", p2pu::lab::serf_command(&info));
-        let mut command = p2pu::lab::transmission_command(&info);
-        let user = nix::unistd::User::from_name(&info.site.transmission.user)
-            .expect("user lookup")
-            .expect("the transmission user");
-        {
-            use std::os::unix::process::CommandExt;
-            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-        }
-        let mut transmission = spawn("transmission", command);
-        let client = p2pu::engines::Transmission::new(
-            info.transmission_url(),
-            Some(p2pu::engines::Credentials {
-                user: info.site.transmission.rpc_user.clone(),
-                password: info.transmission_password().expect("rpc password"),
-            }),
-        )
-        .with_retry(p2pu::engines::Retry::none());
-        let answered = self.lab.within(&ns, move || {
-            use p2pu::engines::TorrentEngine;
-            wait_for(Duration::from_secs(15), || client.session_get().ok())
-        });
-        if answered.is_none() {
-            panic!("{}", transmission.failed("did not answer RPC"));
-        }
-        let mut agent = spawn("agent", p2pu::lab::agent_command(BIN.as_ref(), &info));
-        let port = info.site.agent.tracker_port;
-        let listening = self.lab.within(&ns, move || {
-            wait_for(Duration::from_secs(15), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-            })
-            .is_some()
-        });
-        if !listening {
-            panic!("{}", agent.failed("did not open its tracker"));
-        }
-        let mut command = self.lab.command(&ns, BIN);
-        command.args(["nat-client", "--config"]).arg(&info.config);
-        let daemon = Daemon::spawn(
-            format!("nat-client {}", info.name),
-            command,
-            &info.log("nat-client"),
-        )
-        .expect("nat-client");
-        let mut nat = Node {
-            name: info.name.clone(),
-            socket: info.site.nat.control_socket.clone(),
-            spool: info.site.agent.spool_dir.clone(),
-            daemon,
-        };
-        let registered = wait_for(Duration::from_secs(10), || {
-            nat.try_status()
-                .filter(|s| s.registered && s.mapped.is_some())
-        });
-        if registered.is_none() {
-            panic!("{}", nat.daemon.failed("did not register"));
-        }
-        FullNode {
-            info,
-            ns,
-            nat,
-            _agent: agent,
-            _transmission: transmission,
-            _serf: serf,
-        }
-    }
-}
-
-impl FullNode {
-    /// `p2pu ARGS` with the node's site.toml (`P2PU_CONFIG`) inside its namespace: (exit
-    /// code, stdout, stderr).
-    fn p2pu(&self, lab: &Lab, args: &[&str]) -> (i32, String, String) {
-        let out = lab
-            .command(&self.ns, BIN)
-            .args(args)
-            .env("P2PU_CONFIG", &self.info.config)
-            .output()
-            .expect("running p2pu");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn update_status(&self, lab: &Lab, name: &str) -> Option<p2pu::agent::runtime::state::Status> {
-        let (code, out, _) = self.p2pu(lab, &["status", "--json"]);
-        let report: p2pu::agent::runtime::status::StatusReport = serde_json::from_str(&out)
-            .ok()
-            .filter(|_| code == 0 || code == 3)?;
-        report
-            .updates
-            .into_iter()
-            .find(|u| u.name == name)
-            .map(|u| u.status)
-    }
-
-    /// The peers the agent's tracker hands an announce (compact, BEP 23).
-    fn tracker_peers(&self, lab: &Lab) -> Vec<SocketAddr> {
-        let port = self.info.site.agent.tracker_port;
-        let body = lab.within(&self.ns, move || {
-            let url = format!(
-                "http://127.0.0.1:{port}/announce?info_hash=aaaaaaaaaaaaaaaaaaaa\
-                 &peer_id=-TEST-0123456789abcd&port=1&uploaded=0&downloaded=0&left=0&compact=1"
-            );
-            let mut body = Vec::new();
-            ureq::get(&url)
-                .call()
-                .expect("announce to the agent's tracker")
-                .into_reader()
-                .read_to_end(&mut body)
-                .expect("tracker answer");
-            body
-        });
-        let key = b"5:peers";
-        let at = body
-            .windows(key.len())
-            .position(|w| w == key)
-            .unwrap_or_else(|| panic!("no peers in {:?}", String::from_utf8_lossy(&body)))
-            + key.len();
-        let colon = at + body[at..].iter().position(|&b| b == b':').expect("length");
-        let len: usize = std::str::from_utf8(&body[at..colon])
-            .expect("length digits")
-            .parse()
-            .expect("length");
-        body[colon + 1..colon + 1 + len]
-            .chunks(6)
-            .map(|c| {
-                let ip = std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]);
-                SocketAddr::from((ip, u16::from_be_bytes([c[4], c[5]])))
-            })
-            .collect()
-    }
-
-    fn dump_logs(&self, lab: &Lab) -> String {
-        let auth = format!(
-            "{}:{}",
-            self.info.site.transmission.rpc_user,
-            self.info.transmission_password().unwrap_or_default()
-        );
-        let url = format!("127.0.0.1:{}", self.info.site.transmission.rpc_port);
-        let peers = lab
-            .command(&self.ns, "transmission-remote")
-            .args([&url, "-n", &auth, "-t", "all", "-i", "-pi"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let sockets = lab
-            .command(&self.ns, "ss")
-            .args(["-tanp"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let mut text = format!("--- {} torrents\n{peers}\n{sockets}", self.info.name);
-        for what in ["nat-client", "agent", "transmission"] {
-            let log = std::fs::read_to_string(self.info.log(what)).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(25).collect();
-            text.push_str(&format!("--- {} {what}\n", self.info.name));
-            for line in tail.into_iter().rev() {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        text
-    }
-}
-
 /// Issue 6 end to end across two NATs: `talkto`, then `sendfile` of a manifest on a's LAN;
-/// b's agent gets the announcement over the overlay, the metainfo by magnet from a's
-/// Transmission through b's tunnel end (its tracker lists it), and applies it with Puppet.
+/// b's agent gets the announcement over the overlay, the metainfo and the payload over HTTP
+/// from a's web seed server through b's seed end for a (issue 30: not Transmission's magnet
+/// path, which took 31-34 s), checks them as every HTTP source and applies it with Puppet.
+/// b's tracker still lists its tunnel end for a for Transmission.
 ///
 /// Needs the tunnel to strip `p` from the extension handshakes (see `nat::tunnel::pipe`)
 /// and PEX off on NAT nodes.
@@ -843,6 +621,43 @@ fn sendfile_across_cone_nats_is_applied_over_the_punched_path() {
 fn sendfile_across_symmetric_nats_is_applied_over_the_relay() {
     let via = ["via=240.0.0.".to_owned(), "via=240.0.0.".to_owned()];
     sendfile_across_nats(Lan::symmetric(1), "relayed", via);
+}
+
+/// Issue 30's seed end is a door to a's web seed server, which admits a's own address: b's
+/// seed end for a takes connections from b's host only, so a stranger on b's LAN (another
+/// machine there) gets nothing from a's seed server, while b's own agent gets its answer.
+#[test]
+fn a_seed_end_refuses_other_hosts_on_its_lan() {
+    let fleet = Fleet::new(&[Lan::cone(1), Lan::cone(2)]);
+    let _proxy = fleet.start_proxy();
+    let mut configs = fleet.full_configs(&[(1, 0, "a"), (2, 0, "b")]).into_iter();
+    let mut a = fleet.start_full(1, 0, configs.next().expect("a"));
+    let b = fleet.start_full(2, 0, configs.next().expect("b"));
+    assert_eq!(a.nat.talkto("b"), "session with b: direct");
+    let end = wait_for(Duration::from_secs(3), || {
+        b.nat.status().peers.into_iter().find_map(|p| p.seed)
+    })
+    .expect("b has a seed end for a");
+    let ask = move || {
+        let mut stream = std::net::TcpStream::connect(end).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .write_all(b"GET /nothing.torrent HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let own = fleet.lab.within(&b.ns, ask).unwrap_or_default();
+    assert!(own.starts_with("HTTP/1.1 "), "b's own request: {own:?}");
+    let stranger = fleet
+        .lab
+        .within(&fleet.lab.node(2, 1), ask)
+        .unwrap_or_default();
+    assert!(
+        !stranger.contains("HTTP/"),
+        "a stranger on b's LAN reached a's seed server: {stranger:?}"
+    );
 }
 
 fn logs(lab: &Lab, a: &FullNode, b: &FullNode) -> String {
@@ -903,13 +718,28 @@ fn sendfile_across_nats(lan: Lan, path: &str, via: [String; 2]) {
     eprintln!("sendfile to applied on b over the {path} path: {took:?}");
     let out = std::fs::read_to_string(b.info.dir.join("puppet/var/motd.out")).expect("applied");
     assert_eq!(out, "across the NAT\n");
-    // The BitTorrent bytes crossed a tunnel on this path (whichever Transmission dialled).
+    // The tunnel is up on this path, and the payload came through b's seed end for a (its
+    // record names the source), not by Transmission.
     assert_eq!(b.nat.peer_path("a").as_deref(), Some(path));
     let crossed = a.nat.daemon.log().contains(&via[0]) || b.nat.daemon.log().contains(&via[1]);
+    assert!(crossed, "no tunnel {via:?}\n{}", logs(&fleet.lab, &a, &b));
+    let seed_end = b
+        .nat
+        .status()
+        .peers
+        .into_iter()
+        .find_map(|p| p.seed)
+        .expect("b has a seed end for a");
+    let store =
+        p2pu::agent::runtime::state::StateStore::open_read_only(&b.info.site.agent.state_dir);
+    let records = store.records("motd.pp").expect("b's records");
+    let sources: Vec<String> = records
+        .iter()
+        .flat_map(|r| r.sources.iter().map(|s| s.addr.clone()))
+        .collect();
     assert!(
-        crossed,
-        "no tunnel stream {via:?}
-{}",
+        sources.contains(&seed_end.to_string()),
+        "b's sources {sources:?}, not its seed end {seed_end}\n{}",
         logs(&fleet.lab, &a, &b)
     );
 }

@@ -205,6 +205,7 @@ mod tests {
                 addr: Some("100.64.0.3:3478".parse().unwrap()),
                 last_heard_secs: 1,
                 tunnel: Some("127.0.0.1:40000".parse().unwrap()),
+                seed: Some("127.0.0.1:40001".parse().unwrap()),
             }],
         };
         let answer = Response {

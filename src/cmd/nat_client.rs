@@ -56,11 +56,15 @@ impl NatClient {
             spool_dir,
         };
         crate::daemon::init_logging(&self.log)?;
-        let client = Client::bind(client_config, Some(config.site.transmission.peer_port))
-            .map_err(Error::io(
-                "binding the client's UDP port",
-                format!("nat.port {}", site.port),
-            ))?;
+        let client = Client::bind(
+            client_config,
+            Some(config.site.transmission.peer_port),
+            Some(config.site.agent.seed_port),
+        )
+        .map_err(Error::io(
+            "binding the client's UDP port",
+            format!("nat.port {}", site.port),
+        ))?;
         let (sink, requests) = std::sync::mpsc::channel();
         let server = nat::control::serve(&site.control_socket, sink)?;
         let stop = crate::daemon::stop_on_signals()?;

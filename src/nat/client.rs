@@ -139,8 +139,12 @@ pub struct Client {
 impl Client {
     /// Binds the one socket and works out the LAN endpoint peers on the same LAN can use.
     /// With `transmission_port`, the socket also carries QUIC tunnels to session peers that end
-    /// at that port on 127.0.0.1.
-    pub fn bind(config: ClientConfig, transmission_port: Option<u16>) -> std::io::Result<Client> {
+    /// at that port on this node's LAN address, and (with `seed_port`) at its web seed server.
+    pub fn bind(
+        config: ClientConfig,
+        transmission_port: Option<u16>,
+        seed_port: Option<u16>,
+    ) -> std::io::Result<Client> {
         let socket = UdpSocket::bind(config.bind)?;
         let bound = socket.local_addr()?;
         let ip = if bound.ip().is_unspecified() {
@@ -162,6 +166,7 @@ impl Client {
                     proxy: config.proxy,
                     host: ip,
                     transmission_port: port,
+                    seed_port,
                 },
             )?),
         };
@@ -875,6 +880,10 @@ impl Client {
                     Transport::Tunnel(tunnel) => tunnel.end(name),
                     Transport::Plain(_) => None,
                 },
+                seed: match &self.transport {
+                    Transport::Tunnel(tunnel) => tunnel.seed_end(name),
+                    Transport::Plain(_) => None,
+                },
             })
             .collect();
         peers.sort_by(|a, b| a.node.cmp(&b.node));
@@ -966,7 +975,7 @@ mod tests {
             peer_expiry: Duration::from_secs(30),
             spool_dir: spool.to_path_buf(),
         };
-        let client = Client::bind(config, None).unwrap();
+        let client = Client::bind(config, None, None).unwrap();
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

@@ -98,6 +98,10 @@ pub struct PeerStatus {
     /// This node's tunnel end for the peer (on its own LAN address): the agent's tracker lists
     /// it as a BitTorrent peer.
     pub tunnel: Option<SocketAddr>,
+    /// This node's seed end for the peer: its connections reach the peer's web seed server,
+    /// which the agent asks for a metainfo and a payload like any member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SocketAddr>,
 }
 
 /// A request from the socket, with where its answer goes.

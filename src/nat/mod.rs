@@ -72,17 +72,29 @@ pub fn announce_over_overlay(control_socket: &Path, wire: &str) -> Result<String
     }
 }
 
-/// The tunnel ends (on this node's LAN address) of the NAT client's session peers: the agent's tracker lists
-/// them as BitTorrent peers. Empty when no client runs on this node.
+/// The NAT client's ends (on this node's LAN address) for its session peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelEnds {
+    /// To the peers' Transmission: the agent's tracker lists them as BitTorrent peers.
+    pub peers: Vec<SocketAddr>,
+    /// To the peers' web seed servers: the agent's fetcher asks them like members' ones.
+    pub seeds: Vec<SocketAddr>,
+}
+
+/// The tunnel ends of the NAT client listening on `control_socket`; empty when no client
+/// runs on this node.
 ///
-/// Integration point for the agent's local tracker.
-pub fn tunnel_ends(control_socket: &Path) -> Vec<SocketAddr> {
+/// Integration point for the agent's local tracker and its fetcher.
+pub fn tunnel_ends(control_socket: &Path) -> TunnelEnds {
     match control::request(control_socket, &control::Request::Status) {
         Ok(control::Response {
             status: Some(status),
             ..
-        }) => status.peers.iter().filter_map(|p| p.tunnel).collect(),
-        _ => Vec::new(),
+        }) => TunnelEnds {
+            peers: status.peers.iter().filter_map(|p| p.tunnel).collect(),
+            seeds: status.peers.iter().filter_map(|p| p.seed).collect(),
+        },
+        _ => TunnelEnds::default(),
     }
 }
 

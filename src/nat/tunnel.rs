@@ -16,6 +16,14 @@
 //! certificates pinned by SHA-256: each node announces its certificate's hash in its
 //! registration (fleet-secret authenticated and signed by its identity key, which the proxy
 //! binds its name to), and accepts only its session peers' hashes.
+//!
+//! Each session peer also gets a seed end: a second listener whose connections ride their own
+//! QUIC connection (ALPN `p2pu-seed/1`) to the peer's agent web seed server, so the agent
+//! behind the other NAT fetches the metainfo and a small payload with one HTTP request each,
+//! checked like every HTTP source, instead of waiting out Transmission's magnet path (its
+//! metadata exchange, the restart after it, a 10 s reconnect backoff and a 10 s rechoke
+//! before it declares interest). The ALPN, not the stream's bytes, picks the destination: the
+//! far side delivers to one of two fixed ports of its own, never to one the peer names.
 
 use super::protocol::{self, Secret, SeqWindow};
 use quinn::udp::{RecvMeta, Transmit};
@@ -37,12 +45,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 const ALPN: &[u8] = b"p2pu-tunnel/1";
+/// The seed ends' connections: delivered to the web seed server, bytes unchanged.
+const SEED_ALPN: &[u8] = b"p2pu-seed/1";
 /// QUIC's minimum; with discovery off no packet is larger, so one fits a bulk frame.
 const QUIC_MTU: u16 = 1200;
 /// Datagrams waiting for the client thread.
 const INBOX_CAPACITY: usize = 4096;
 
 pub type Fingerprint = [u8; 32];
+/// Each session peer's end of one kind, by peer name.
+pub type Ends = Arc<Mutex<HashMap<String, SocketAddr>>>;
 
 /// What the client thread tells the tunnel.
 #[derive(Debug)]
@@ -67,6 +79,9 @@ pub struct TunnelConfig {
     pub host: IpAddr,
     /// Transmission's peer port, where incoming tunnel streams are delivered.
     pub transmission_port: u16,
+    /// The agent's web seed server port, where incoming seed streams are delivered; `None`:
+    /// seed connections are refused.
+    pub seed_port: Option<u16>,
 }
 
 /// The running tunnel: the client thread's view of it.
@@ -78,6 +93,8 @@ pub struct Tunnel {
     pub send_socket: std::net::UdpSocket,
     /// Each session peer's tunnel end.
     pub ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    /// Each session peer's seed end (to its web seed server).
+    pub seed_ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
     pub fingerprint: Fingerprint,
 }
 
@@ -90,6 +107,10 @@ impl Tunnel {
 
     pub fn end(&self, peer: &str) -> Option<SocketAddr> {
         self.ends.lock().ok()?.get(peer).copied()
+    }
+
+    pub fn seed_end(&self, peer: &str) -> Option<SocketAddr> {
+        self.seed_ends.lock().ok()?.get(peer).copied()
     }
 }
 
@@ -445,7 +466,7 @@ fn server_config(
             PrivateKeyDer::Pkcs8(id.key.clone_key()),
         )
         .map_err(io::Error::other)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), SEED_ALPN.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(io::Error::other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -453,7 +474,7 @@ fn server_config(
     Ok(config)
 }
 
-fn client_config(id: &Identity, peer: Fingerprint) -> io::Result<quinn::ClientConfig> {
+fn client_config(id: &Identity, peer: Fingerprint, alpn: &[u8]) -> io::Result<quinn::ClientConfig> {
     let provider = provider();
     let verifier = Arc::new(PinnedServer {
         fingerprint: peer,
@@ -469,7 +490,7 @@ fn client_config(id: &Identity, peer: Fingerprint) -> io::Result<quinn::ClientCo
             PrivateKeyDer::Pkcs8(id.key.clone_key()),
         )
         .map_err(io::Error::other)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(io::Error::other)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -486,11 +507,12 @@ pub fn start(socket: std::net::UdpSocket, config: TunnelConfig) -> io::Result<Tu
     let (overlay_tx, inbox) = mpsc::sync_channel(INBOX_CAPACITY);
     let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
     let ends = Arc::new(Mutex::new(HashMap::new()));
+    let seed_ends = Arc::new(Mutex::new(HashMap::new()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let thread_ends = ends.clone();
+    let thread_ends = (ends.clone(), seed_ends.clone());
     std::thread::Builder::new()
         .name("tunnel".into())
         .spawn(move || {
@@ -528,6 +550,7 @@ pub fn start(socket: std::net::UdpSocket, config: TunnelConfig) -> io::Result<Tu
         inbox,
         send_socket,
         ends,
+        seed_ends,
         fingerprint,
     })
 }
@@ -540,15 +563,31 @@ struct State {
     /// Where session peers' packets come from; QUIC handshakes from anywhere else are ignored.
     peer_addrs: Arc<RwLock<HashSet<SocketAddr>>>,
     ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
-    listeners: HashMap<String, (Fingerprint, SocketAddr, tokio::task::JoinHandle<()>)>,
+    seed_ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    /// Per session peer: its certificate, its address, the tasks of its two ends.
+    listeners: HashMap<String, (Fingerprint, SocketAddr, Vec<tokio::task::JoinHandle<()>>)>,
+}
+
+/// What a tunnel end's connections reach on the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    /// Its Transmission peer port, the extension handshake's port stripped.
+    Transmission,
+    /// Its agent's web seed server, bytes unchanged.
+    Seed,
+}
+
+impl Dest {
+    fn alpn(self) -> &'static [u8] {
+        match self {
+            Dest::Transmission => ALPN,
+            Dest::Seed => SEED_ALPN,
+        }
+    }
 }
 
 impl State {
-    fn new(
-        mux: Arc<Mux>,
-        id: Identity,
-        ends: Arc<Mutex<HashMap<String, SocketAddr>>>,
-    ) -> io::Result<State> {
+    fn new(mux: Arc<Mux>, id: Identity, (ends, seed_ends): (Ends, Ends)) -> io::Result<State> {
         let allowed = Arc::new(RwLock::new(HashSet::new()));
         let mut endpoint_config = EndpointConfig::default();
         // Every QUIC packet keeps its fixed bit, which is how the socket tells it from STUN.
@@ -566,13 +605,22 @@ impl State {
             allowed,
             peer_addrs: Arc::new(RwLock::new(HashSet::new())),
             ends,
+            seed_ends,
             listeners: HashMap::new(),
         })
     }
 
     async fn run(mut self, mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) {
         let endpoint = self.endpoint.clone();
-        let deliver = SocketAddr::new(self.mux.config.host, self.mux.config.transmission_port);
+        let host = self.mux.config.host;
+        let deliver = Deliver {
+            transmission: SocketAddr::new(host, self.mux.config.transmission_port),
+            seed: self
+                .mux
+                .config
+                .seed_port
+                .map(|port| SocketAddr::new(host, port)),
+        };
         let peer_addrs = self.peer_addrs.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -621,10 +669,33 @@ impl State {
         if let Ok(mut addrs) = self.peer_addrs.write() {
             addrs.insert(addr);
         }
+        let (end, bt) = self.open_end(name, addr, cert, Dest::Transmission).await?;
+        let (seed_end, seed) = self.open_end(name, addr, cert, Dest::Seed).await?;
+        tracing::info!(peer = %name, %end, %seed_end, via = %addr, "tunnel end open");
+        if let Ok(mut ends) = self.ends.lock() {
+            ends.insert(name.to_owned(), end);
+        }
+        if let Ok(mut ends) = self.seed_ends.lock() {
+            ends.insert(name.to_owned(), seed_end);
+        }
+        self.listeners
+            .insert(name.to_owned(), (cert, addr, vec![bt, seed]));
+        Ok(())
+    }
+
+    /// A listener on this node's LAN address whose connections (from this host only) become
+    /// streams of one QUIC connection to the peer at `addr`, delivered to `dest` there.
+    async fn open_end(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        cert: Fingerprint,
+        dest: Dest,
+    ) -> io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
         let host = self.mux.config.host;
         let listener = tokio::net::TcpListener::bind((host, 0)).await?;
         let end = listener.local_addr()?;
-        let client = client_config(&self.id, cert)?;
+        let client = client_config(&self.id, cert, dest.alpn())?;
         let endpoint = self.endpoint.clone();
         let peer = name.to_owned();
         let task = tokio::spawn(async move {
@@ -644,7 +715,7 @@ impl State {
                     connection = match dial(&endpoint, &client, addr).await {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            tracing::warn!(%peer, %addr, error = %e, "tunnel connection failed");
+                            tracing::warn!(%peer, %addr, ?dest, error = %e, "tunnel connection failed");
                             continue;
                         }
                     };
@@ -652,24 +723,24 @@ impl State {
                 if let Some(conn) = connection.clone() {
                     tokio::spawn(async move {
                         match conn.open_bi().await {
-                            Ok((send, recv)) => pipe(tcp, send, recv).await,
+                            Ok((send, recv)) => match dest {
+                                Dest::Transmission => pipe(tcp, send, recv).await,
+                                Dest::Seed => pipe_plain(tcp, send, recv).await,
+                            },
                             Err(e) => tracing::warn!(error = %e, "cannot open a tunnel stream"),
                         }
                     });
                 }
             }
         });
-        tracing::info!(peer = %name, %end, via = %addr, "tunnel end open");
-        if let Ok(mut ends) = self.ends.lock() {
-            ends.insert(name.to_owned(), end);
-        }
-        self.listeners.insert(name.to_owned(), (cert, addr, task));
-        Ok(())
+        Ok((end, task))
     }
 
     fn peer_down(&mut self, name: &str) {
-        if let Some((cert, addr, task)) = self.listeners.remove(name) {
-            task.abort();
+        if let Some((cert, addr, tasks)) = self.listeners.remove(name) {
+            for task in tasks {
+                task.abort();
+            }
             if let Ok(mut allowed) = self.allowed.write() {
                 allowed.remove(&cert);
             }
@@ -682,6 +753,9 @@ impl State {
             relay.remove(name);
         }
         if let Ok(mut ends) = self.ends.lock() {
+            ends.remove(name);
+        }
+        if let Ok(mut ends) = self.seed_ends.lock() {
             ends.remove(name);
         }
     }
@@ -699,7 +773,25 @@ async fn dial(
         .map_err(io::Error::other)
 }
 
-async fn serve_incoming(incoming: quinn::Incoming, deliver: SocketAddr) {
+/// Where this node delivers its session peers' incoming streams: two fixed ports of its own.
+#[derive(Debug, Clone, Copy)]
+struct Deliver {
+    transmission: SocketAddr,
+    seed: Option<SocketAddr>,
+}
+
+impl Deliver {
+    /// The destination a connection negotiated with `alpn`; `None` refuses it.
+    fn of(self, alpn: Option<&[u8]>) -> Option<(Dest, SocketAddr)> {
+        match alpn {
+            Some(ALPN) => Some((Dest::Transmission, self.transmission)),
+            Some(SEED_ALPN) => Some((Dest::Seed, self.seed?)),
+            _ => None,
+        }
+    }
+}
+
+async fn serve_incoming(incoming: quinn::Incoming, deliver: Deliver) {
     let connection = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -707,16 +799,47 @@ async fn serve_incoming(incoming: quinn::Incoming, deliver: SocketAddr) {
             return;
         }
     };
+    let alpn = connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    let Some((dest, to)) = deliver.of(alpn.as_deref()) else {
+        tracing::warn!(from = %connection.remote_address(), "tunnel connection for nothing this node delivers to; closed");
+        connection.close(0u32.into(), b"not delivered here");
+        return;
+    };
     while let Ok((send, recv)) = connection.accept_bi().await {
         tokio::spawn(async move {
-            match tokio::net::TcpStream::connect(deliver).await {
-                Ok(tcp) => pipe(tcp, send, recv).await,
+            match tokio::net::TcpStream::connect(to).await {
+                Ok(tcp) => match dest {
+                    Dest::Transmission => pipe(tcp, send, recv).await,
+                    Dest::Seed => pipe_plain(tcp, send, recv).await,
+                },
                 Err(e) => {
-                    tracing::warn!(%deliver, error = %e, "cannot reach the local Transmission")
+                    tracing::warn!(%to, ?dest, error = %e, "cannot reach the local end")
                 }
             }
         });
     }
+}
+
+/// Pipes a seed end's stream and the web seed server's connection both ways, unchanged.
+async fn pipe_plain(
+    tcp: tokio::net::TcpStream,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let outbound = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut tcp_read, &mut send).await;
+        let _ = send.finish();
+    });
+    if let Err(e) = tokio::io::copy(&mut recv, &mut tcp_write).await {
+        tracing::debug!(error = %e, "seed stream ended");
+    }
+    let _ = tcp_write.shutdown().await;
+    let _ = outbound.await;
 }
 
 /// Pipes a tunnel stream and the local Transmission's connection both ways; the peer's
@@ -882,6 +1005,36 @@ mod tests {
         assert_eq!(strip_peer_port(&[0x8f; 100]), Rewrite::PassThrough);
         let broken = stream(b"d1:pi5e1:ai1ee", b"");
         assert_eq!(strip_peer_port(&broken), Rewrite::PassThrough);
+    }
+
+    /// A session peer picks a destination only among this node's two fixed ones, by ALPN: a
+    /// connection that negotiated none (or another), or the seed one where no seed server is
+    /// offered, reaches nothing; none is ever delivered to Transmission by default.
+    #[test]
+    fn a_peer_reaches_only_the_fixed_port_its_alpn_names() {
+        let transmission: SocketAddr = "10.0.0.1:51413".parse().unwrap();
+        let seed: SocketAddr = "10.0.0.1:6880".parse().unwrap();
+        let both = Deliver {
+            transmission,
+            seed: Some(seed),
+        };
+        assert_eq!(
+            both.of(Some(ALPN)),
+            Some((Dest::Transmission, transmission))
+        );
+        assert_eq!(both.of(Some(SEED_ALPN)), Some((Dest::Seed, seed)));
+        assert_eq!(both.of(None), None);
+        assert_eq!(both.of(Some(b"p2pu-seed/2")), None);
+        assert_eq!(both.of(Some(b"http/1.1")), None);
+        let no_seed = Deliver {
+            transmission,
+            seed: None,
+        };
+        assert_eq!(no_seed.of(Some(SEED_ALPN)), None);
+        assert_eq!(
+            no_seed.of(Some(ALPN)),
+            Some((Dest::Transmission, transmission))
+        );
     }
 
     #[test]

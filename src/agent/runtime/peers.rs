@@ -1,6 +1,7 @@
 //! The tracker's peers: the alive Serf members' BitTorrent endpoints (member address plus its
 //! `p2pu-bt-port` tag), refreshed in the background so announces are answered from a snapshot.
-//! Across NAT, the overlay adds the local ends of its tunnels. The root agent refreshes it from
+//! Across NAT, the overlay adds the local ends of its tunnels: to the session peers'
+//! Transmission for the tracker, to their web seed servers for the fetcher. The root agent refreshes it from
 //! Serf and hands a [`PeersSnapshot`] to the unprivileged process that serves the tracker and
 //! the web seeds (`p2pu agent-serve`), which applies it to its own copy.
 
@@ -40,6 +41,9 @@ pub struct FleetPeers {
     /// that restarted knows nobody (the join target joins nobody itself), and the agent joins
     /// these when its Serf starts (`sync`, DESIGN section 8a).
     gossip: RwLock<Vec<SocketAddr>>,
+    /// The NAT overlay's seed ends (to session peers' web seed servers): the root agent's
+    /// alone, the serving process has no use for them.
+    tunnel_seeds: RwLock<Vec<SocketAddr>>,
 }
 
 impl FleetPeers {
@@ -97,9 +101,11 @@ impl FleetPeers {
             .clone()
     }
 
-    /// The other alive members' web seed servers.
+    /// The other alive members' web seed servers, and the seed ends of the NAT overlay.
     pub fn seed_servers(&self) -> Vec<SocketAddr> {
-        self.seeds.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let seeds = self.seeds.read().unwrap_or_else(|e| e.into_inner());
+        let tunnel_seeds = self.tunnel_seeds.read().unwrap_or_else(|e| e.into_inner());
+        seeds.iter().chain(tunnel_seeds.iter()).copied().collect()
     }
 
     /// Whether `ip` belongs to an alive member (or is this machine's loopback).
@@ -110,6 +116,11 @@ impl FleetPeers {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&ip)
+    }
+
+    /// Replaces the seed ends the NAT client offers.
+    pub fn set_tunnel_seeds(&self, seeds: Vec<SocketAddr>) {
+        *self.tunnel_seeds.write().unwrap_or_else(|e| e.into_inner()) = seeds;
     }
 
     /// Replaces the tunnel endpoints the NAT client offers.

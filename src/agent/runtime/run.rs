@@ -948,7 +948,9 @@ fn refresh_peers(agent: &Agent, peers: &FleetPeers, served: &ServeChild) {
         let nat = &agent.config.site.nat;
         if nat.enabled {
             // Across NAT, session peers are reached through the nat-client's tunnel ends.
-            peers.set_tunnels(crate::nat::tunnel_ends(&nat.control_socket));
+            let ends = crate::nat::tunnel_ends(&nat.control_socket);
+            peers.set_tunnels(ends.peers);
+            peers.set_tunnel_seeds(ends.seeds);
         }
         served.send(&peers.snapshot());
         std::thread::sleep(Duration::from_secs(2));
