@@ -1,7 +1,7 @@
 //! A compromised member in a lab of real agents (Serf, Transmission, Puppet in a network
 //! namespace). Node 3 holds the Serf keyring but no signing key, and node 2's local
 //! `debian-transmission` user (which owns the download dir) is hostile too. While the operator
-//! on node 1 submits four signed updates of one name (the last three bound to rollout plans),
+//! on node 1 submits five signed updates of one name (u2 to u4 bound to rollout plans),
 //! they run every attack we know of that a lab can stage:
 //!
 //! - announcements over Serf from node 3: a genuine applied announcement re-sent with the
@@ -15,15 +15,21 @@
 //!   `/dev/zero` (u3); a directory as the plan and a FIFO as the metainfo (u4), planted before
 //!   the update is announced;
 //! - twelve connections from node 3 dripping request heads at node 2's seed server while a
-//!   member fetches from it, and a stranger on the LAN asking it for a payload.
+//!   member fetches from it, and a stranger on the LAN asking it for a payload;
+//! - node 3 holding (and re-taking as they free) relay reader places for u3's payload at node
+//!   1's seed server while the others fetch it;
+//! - a lying catch-up answer: node 2's agent is down while u5 is sent (its spooled copy lost),
+//!   and node 3 answers `p2pu-status` and `p2pu-latest` with u5 plan-flagged and one seq ahead
+//!   as its newest applied update (its agent stopped, its state rewritten: Serf's handler
+//!   answers from it).
 //!
-//! Every honest node (1 and 2) must apply exactly the four signed updates, in order, once
+//! Every honest node (1 and 2) must apply exactly the five signed updates, in order, once
 //! each; keep answering `p2pu status`; stop on SIGTERM; and keep no record in its state that
 //! does not verify against its trusted keys. Node 2's seed server must serve a member and
-//! refuse the stranger.
+//! refuse the stranger; node 2 must catch up with the genuine u5, not the forgery.
 //!
-//! Not staged here: lying catch-up and heartbeat answers (forged snapshots) and odd
-//! `<snap>.snapshot` files, which need the heartbeat service, which the lab does not run.
+//! Not staged here: lying heartbeat answers (forged snapshots) and odd `<snap>.snapshot`
+//! files; `tests/heartbeat.rs` stages the heartbeat's own lying member.
 
 mod support;
 
@@ -591,7 +597,11 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
                 payload.join(NAME).is_file(),
                 "the hog asked for the wrong path"
             );
-            eprintln!("node 3's relay place hog was answered: {answers:?}");
+            let busy = answers.iter().filter(|a| a.contains(" 503 ")).count();
+            eprintln!(
+                "node 3's relay place hog was answered {} times, {busy} of them 503",
+                answers.len()
+            );
         }
         later.push(update);
     }
@@ -655,6 +665,12 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
         let _ = lab.p2pu(2, &["sync"]);
         applied(&lab, 2, u5.seq())
     });
+    // Node 2 heard the forgery and did not take it: no member serves a plan that verifies it.
+    let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
+    assert!(
+        log.contains("no member serves a rollout plan that verifies this answer"),
+        "node 2 never weighed node 3's forged answer:\n{log}"
+    );
 
     for node in HONEST {
         assert_eq!(
