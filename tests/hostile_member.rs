@@ -1,7 +1,7 @@
 //! A compromised member in a lab of real agents (Serf, Transmission, Puppet in a network
 //! namespace). Node 3 holds the Serf keyring but no signing key, and node 2's local
 //! `debian-transmission` user (which owns the download dir) is hostile too. While the operator
-//! on node 1 submits four signed updates of one name (the last three bound to rollout plans),
+//! on node 1 submits five signed updates of one name (u2 to u4 bound to rollout plans),
 //! they run every attack we know of that a lab can stage:
 //!
 //! - announcements over Serf from node 3: a genuine applied announcement re-sent with the
@@ -15,15 +15,21 @@
 //!   `/dev/zero` (u3); a directory as the plan and a FIFO as the metainfo (u4), planted before
 //!   the update is announced;
 //! - twelve connections from node 3 dripping request heads at node 2's seed server while a
-//!   member fetches from it, and a stranger on the LAN asking it for a payload.
+//!   member fetches from it, and a stranger on the LAN asking it for a payload;
+//! - node 3 holding (and re-taking as they free) relay reader places for u3's payload at node
+//!   1's seed server while the others fetch it;
+//! - a lying catch-up answer: node 2's agent is down while u5 is sent (its spooled copy lost),
+//!   and node 3 answers `p2pu-status` and `p2pu-latest` with u5 plan-flagged and one seq ahead
+//!   as its newest applied update (its agent stopped, its state rewritten: Serf's handler
+//!   answers from it).
 //!
-//! Every honest node (1 and 2) must apply exactly the four signed updates, in order, once
+//! Every honest node (1 and 2) must apply exactly the five signed updates, in order, once
 //! each; keep answering `p2pu status`; stop on SIGTERM; and keep no record in its state that
 //! does not verify against its trusted keys. Node 2's seed server must serve a member and
-//! refuse the stranger.
+//! refuse the stranger; node 2 must catch up with the genuine u5, not the forgery.
 //!
-//! Not staged here: lying catch-up and heartbeat answers (forged snapshots) and odd
-//! `<snap>.snapshot` files, which need the heartbeat service, which the lab does not run.
+//! Not staged here: lying heartbeat answers (forged snapshots) and odd `<snap>.snapshot`
+//! files; `tests/heartbeat.rs` stages the heartbeat's own lying member.
 
 mod support;
 
@@ -322,6 +328,89 @@ fn drip_at_seed_server(
     })
 }
 
+/// Connections from node 3's address to node `node`'s seed server, each asking for `path`
+/// with `?relay` (a relay reader's place) and never reading, re-opened as the server closes
+/// them, until `stop`: a member trying to hold every relay place for the payload. Returns the
+/// status lines it was answered with.
+fn hog_relay_places(
+    lab: &Lab,
+    node: usize,
+    path: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let target = SocketAddr::from((
+        lab.node(node).unwrap().addr,
+        lab.node(node).unwrap().site.agent.seed_port,
+    ));
+    let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
+    let netns = lab.netns().path();
+    std::thread::spawn(move || {
+        // Sockets are made in the lab's namespace; the thread enters it once.
+        let ns = std::fs::File::open(netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let request = format!("GET {path}?relay HTTP/1.1\r\nHost: p2pu\r\n\r\n");
+        let open = || -> Option<TcpStream> {
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+            socket.bind(&from.into()).ok()?;
+            socket.connect(&target.into()).ok()?;
+            let mut stream: TcpStream = socket.into();
+            stream.write_all(request.as_bytes()).ok()?;
+            stream.set_nonblocking(true).ok()?;
+            Some(stream)
+        };
+        let mut answers = Vec::new();
+        let mut held: Vec<TcpStream> = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            // A place the server answered (or closed) is taken again; one still waiting is held.
+            held.retain(|stream| {
+                let mut head = [0u8; 64];
+                match stream.peek(&mut head) {
+                    Ok(n) => {
+                        let line = String::from_utf8_lossy(&head[..n]);
+                        answers.push(line.lines().next().unwrap_or("").to_string());
+                        false
+                    }
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            });
+            while held.len() < p2pu::agent::transfer::seed_http::MAX_RELAY_READERS {
+                match open() {
+                    Some(stream) => held.push(stream),
+                    None => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answers
+    })
+}
+
+/// `genuine` (a plain announcement) with the `plan` flag added and its seq one ahead: what a
+/// member without the signing key can answer catch-up with to look newer than the truth.
+fn plan_flagged_ahead(genuine: &Announcement) -> String {
+    assert!(!genuine.has_plan());
+    let bencode = genuine.to_bencode();
+    let seq = bencode.windows(6).position(|w| w == b"3:seqi").unwrap();
+    let end = seq + 6 + bencode[seq + 6..].iter().position(|&b| b == b'e').unwrap();
+    let mut forged = bencode[..seq].to_vec();
+    forged.extend_from_slice(b"4:plani1e");
+    forged.extend_from_slice(format!("3:seqi{}", genuine.seq() + 1).as_bytes());
+    forged.extend_from_slice(&bencode[end..]);
+    String::from_utf8(wire("p2pu2:", &forged)).unwrap()
+}
+
+/// The spooled events in `spool` (root's part).
+fn spooled(spool: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(spool)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "event"))
+        .collect()
+}
+
 /// The status line node `node`'s seed server gives a GET of `path` from `from`.
 fn seed_get(lab: &Lab, node: usize, from: std::net::Ipv4Addr, path: &str) -> String {
     use std::io::Read;
@@ -457,6 +546,7 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     // Updates 3 and 4, bound to plans: signed first, so node 2's download dir can hold odd
     // files under their info-hash before they are announced.
     let mut later = Vec::new();
+    let hog_stop = Arc::new(AtomicBool::new(false));
     for (n, odd) in [
         (3, Odd::SparsePlanLinkedMetainfo),
         (4, Odd::DirectoryPlanFifoMetainfo),
@@ -478,7 +568,12 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
             )
             .unwrap());
         let update = Announcement::decode(std::fs::read_to_string(&sig).unwrap().trim()).unwrap();
-        plant_download_files(&lab, 2, &hex::encode(update.info_hash()), odd);
+        let hash = hex::encode(update.info_hash());
+        plant_download_files(&lab, 2, &hash, odd);
+        // While u3 spreads, node 3 tries to hold every relay reader place for its payload at
+        // node 1's seed server (issue 28's untried attack): a source holds at most two.
+        let hog = (n == 3)
+            .then(|| hog_relay_places(&lab, 1, format!("/{hash}/{NAME}"), hog_stop.clone()));
         ok(lab.p2pu(1, &["submit", "--with-sig", sig_arg]).unwrap());
         // The positive event after the attacks: each later signed update applied everywhere.
         for node in HONEST {
@@ -488,12 +583,101 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
                 || applied(&lab, node, update.seq()),
             );
         }
+        if let Some(hog) = hog {
+            hog_stop.store(true, Ordering::SeqCst);
+            let answers = hog.join().unwrap();
+            let payload = lab
+                .node(1)
+                .unwrap()
+                .site
+                .transmission
+                .download_dir
+                .join(&hash);
+            assert!(
+                payload.join(NAME).is_file(),
+                "the hog asked for the wrong path"
+            );
+            let busy = answers.iter().filter(|a| a.contains(" 503 ")).count();
+            eprintln!(
+                "node 3's relay place hog was answered {} times, {busy} of them 503",
+                answers.len()
+            );
+        }
         later.push(update);
     }
     let (u3, u4) = (&later[0], &later[1]);
 
+    // Update 5, plain, while node 2's agent is down, and the event its handler spooled lost:
+    // node 2 must catch up. Node 3 (its agent stopped, its state rewritten) answers the
+    // catch-up queries with a forgery: u5 with the plan flag added and its seq one ahead, as
+    // its newest applied update, and the genuine u1.
+    lab.stop_agent(2).unwrap();
+    let u5_path = manifest(dir.path(), 5);
+    let report = ok(lab
+        .p2pu(
+            1,
+            &["submit", u5_path.to_str().unwrap(), "--once", "--json"],
+        )
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let u5 = Announcement::decode(report["wire"].as_str().unwrap()).unwrap();
+    for node in [1, ATTACKER] {
+        wait(&format!("node {node} to apply u5"), ROLLOUT, || {
+            applied(&lab, node, u5.seq())
+        });
+    }
+    let spool = lab.spool_dir(2).unwrap().to_path_buf();
+    let u5_wire = u5.to_wire();
+    let holds_u5 = |event: &PathBuf| {
+        std::fs::read_to_string(event).is_ok_and(|text| text.contains(u5_wire.as_str()))
+    };
+    wait(
+        "node 2's handler to spool u5",
+        Duration::from_secs(30),
+        || spooled(&spool).iter().any(holds_u5),
+    );
+    for event in spooled(&spool).iter().filter(|e| holds_u5(e)) {
+        std::fs::remove_file(event).unwrap();
+    }
+    lab.stop_agent(ATTACKER).unwrap();
+    let names = lab
+        .node(ATTACKER)
+        .unwrap()
+        .site
+        .agent
+        .state_dir
+        .join(format!("names/{NAME}.json"));
+    let kept: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&names).unwrap()).unwrap();
+    let of = |seq: u64| {
+        kept.iter()
+            .find(|r| r["seq"].as_u64() == Some(seq))
+            .unwrap()
+            .clone()
+    };
+    let mut forged = of(u5.seq());
+    forged["seq"] = (u5.seq() + 1).into();
+    forged["wire"] = plan_flagged_ahead(&u5).into();
+    std::fs::write(&names, serde_json::to_vec(&[of(u1.seq()), forged]).unwrap()).unwrap();
+    lab.start_agent(2).unwrap();
+    wait("node 2 to catch up with u5", ROLLOUT, || {
+        // `p2pu sync` asks for a catch-up round now; until the agent answers it fails.
+        let _ = lab.p2pu(2, &["sync"]);
+        applied(&lab, 2, u5.seq())
+    });
+    // Node 2 heard the forgery and did not take it: no member serves a plan that verifies it.
+    let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
+    assert!(
+        log.contains("no member serves a rollout plan that verifies this answer"),
+        "node 2 never weighed node 3's forged answer:\n{log}"
+    );
+
     for node in HONEST {
-        assert_eq!(ran(&lab, node), ["u1", "u2", "u3", "u4"], "node {node} ran");
+        assert_eq!(
+            ran(&lab, node),
+            ["u1", "u2", "u3", "u4", "u5"],
+            "node {node} ran"
+        );
         let kept: Vec<(u64, Status)> = store(&lab, node)
             .records(NAME)
             .unwrap()
@@ -506,7 +690,8 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
                 (u1.seq(), Status::Applied),
                 (u2.seq(), Status::Applied),
                 (u3.seq(), Status::Applied),
-                (u4.seq(), Status::Applied)
+                (u4.seq(), Status::Applied),
+                (u5.seq(), Status::Applied)
             ],
             "node {node} keeps"
         );
