@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         peer_expiry: Duration::from_secs(30),
         spool_dir: fixture.spool.clone(),
     };
-    let Ok(mut client) = Client::bind(config, None) else {
+    let Ok(mut client) = Client::bind(config, None, None) else {
         return;
     };
     let now = Instant::now();
