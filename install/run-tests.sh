@@ -31,4 +31,5 @@ install/fuzz-check.sh
 # A test whose prerequisite (root, cargo-deb, puppet-lint) is missing fails here instead of
 # passing without testing anything (tests/support/prereq.rs).
 export P2PU_TESTS_STRICT=1
-cargo test --locked --lib --bins --tests -- --test-threads=2
+# Every binary runs even after one fails, so one CI run names every failing test.
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads=2

@@ -445,7 +445,9 @@ pub fn catch_up_clock(gossip: &dyn Gossip, join: &[String]) {
     if addrs.is_empty() {
         return;
     }
-    if let Err(e) = gossip.join(&addrs) {
+    // A live member joins only for the clock: with `IgnoreOld`, the events members sent
+    // before they heard of the clocks exchanged would be dropped here for good.
+    if let Err(e) = gossip.join(&addrs, crate::engines::JoinEvents::Replay) {
         tracing::debug!(
             "joining {addrs:?} before a broadcast: {}",
             crate::error::chain(&e)

@@ -3,7 +3,7 @@
 mod support;
 
 use anyhow::{bail, Result};
-use p2pu::engines::{Gossip, MemberStatus, Serf, SerfError};
+use p2pu::engines::{Gossip, JoinEvents, MemberStatus, Serf, SerfError};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -199,6 +199,55 @@ fn no_agent_is_a_failed_command_showing_serf_stderr() -> Result<()> {
             assert!(text.contains("connection refused"), "{text}");
         }
         other => bail!("want Failed, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// `alpha` and `beta` joined; `gamma` alone, having sent five events, so its clock is ahead of
+/// theirs. `beta` then joins `gamma` with `events`, and `alpha` (which has not exchanged state
+/// with `gamma` yet: that happens every 30 s) sends an event at its own, older clock. What
+/// `beta` hears of it decides whether a member that joins only for the clock (`p2pu submit`
+/// before each send) loses the events other members send meanwhile.
+fn lagging_members_event_after_a_join(events: JoinEvents) -> Result<(Vec<String>, Vec<String>)> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, beta) = pair(dir.path())?;
+    let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
+    third.rpc_auth = Some(AUTH_KEY.into());
+    third.event_handlers = vec![write_handler(dir.path())?.display().to_string()];
+    let gamma = start_serf_with(dir.path(), third)?;
+    for n in 1..=5 {
+        gamma
+            .client()
+            .user_event("p2pu-update", format!("gamma-{n}").as_bytes(), false)?;
+    }
+    beta.client().join(&[gamma.bind.to_string()], events)?;
+    alpha
+        .client()
+        .user_event("p2pu-update", b"from-alpha", false)?;
+    // Gamma never joined anything, so it takes every event: once it has alpha's, beta has
+    // had its chance too (gossip reaches both in the same rounds).
+    let heard =
+        |node: &str| events(dir.path(), node).contains(&"p2pu-update|from-alpha".to_string());
+    assert!(
+        wait_until(Duration::from_secs(10), || heard("gamma")),
+        "gamma never got alpha's event: {:?}",
+        events(dir.path(), "gamma")
+    );
+    wait_until(Duration::from_secs(3), || heard("beta"));
+    Ok((events(dir.path(), "beta"), events(dir.path(), "gamma")))
+}
+
+#[test]
+fn a_member_joining_with_replay_still_hears_a_lagging_members_event() -> Result<()> {
+    let (beta, _) = lagging_members_event_after_a_join(JoinEvents::Replay)?;
+    assert!(
+        beta.contains(&"p2pu-update|from-alpha".to_string()),
+        "beta lost alpha's event after joining for the clock: {beta:?}"
+    );
+    // What it had not seen of gamma's buffer came with the join, once each.
+    for n in 1..=5 {
+        let event = format!("p2pu-update|gamma-{n}");
+        assert_eq!(beta.iter().filter(|e| **e == event).count(), 1, "{beta:?}");
     }
     Ok(())
 }

@@ -1250,6 +1250,10 @@ mod tests {
         // with a clock the members that rejoined meanwhile ignore.
         let joins = gossip.joins.lock().unwrap().clone();
         assert_eq!(joins, vec![vec!["10.0.0.1:7946".to_string(); 2]; 3]);
+        // A member joining for the clock must not raise its minimum event time: the events
+        // members sent before they heard of it would be lost here (JoinEvents::IgnoreOld).
+        let modes = gossip.join_events.lock().unwrap().clone();
+        assert_eq!(modes, vec![crate::engines::JoinEvents::Replay; 3]);
         assert_eq!(gossip.queries().len(), 3);
         assert!(
             err.text()

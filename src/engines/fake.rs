@@ -97,6 +97,8 @@ pub struct FakeGossip {
     pub queries: Mutex<Vec<String>>,
     /// Each `join`: the addresses.
     pub joins: Mutex<Vec<Vec<String>>>,
+    /// How each `join` treated the members' buffered events.
+    pub join_events: Mutex<Vec<super::JoinEvents>>,
 }
 
 impl FakeGossip {
@@ -138,7 +140,11 @@ impl Gossip for FakeGossip {
             .push(event);
         Ok(())
     }
-    fn join(&self, addrs: &[String]) -> Result<(), SerfError> {
+    fn join(&self, addrs: &[String], events: super::JoinEvents) -> Result<(), SerfError> {
+        self.join_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(events);
         self.joins
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -14,7 +14,7 @@ pub mod transmission;
 pub mod warm_validator;
 
 pub use puppet::{Applier, ApplyReport, ApplyStatus, Puppet, PuppetError};
-pub use serf::{Gossip, Member, MemberStatus, Serf, SerfError};
+pub use serf::{Gossip, JoinEvents, Member, MemberStatus, Serf, SerfError};
 pub use transmission::{
     Added, Credentials, Retry, Session, TorrentEngine, TorrentState, TorrentStatus, Transmission,
     TransmissionError,

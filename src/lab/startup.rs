@@ -151,7 +151,9 @@ impl Lab {
                 for (index, _) in lagging {
                     let serf = lab.serf(index)?;
                     // Best effort: the next poll tells whether it worked.
-                    let _ = lab.netns.run(|| serf.join(&gossip))?;
+                    let _ = lab
+                        .netns
+                        .run(|| serf.join(&gossip, crate::engines::JoinEvents::IgnoreOld))?;
                 }
             }
             Ok(Err(why))

@@ -1049,7 +1049,12 @@ fn rejoin(agent: &Agent, peers: &FleetPeers) {
     if addrs.is_empty() {
         return;
     }
-    match agent.gossip.join(&addrs) {
+    // The missed updates come through the fleet query that follows, verified; a replay of
+    // the members' buffered events would bring back every old announcement at once.
+    match agent
+        .gossip
+        .join(&addrs, crate::engines::JoinEvents::IgnoreOld)
+    {
         Ok(()) => tracing::debug!(?addrs, "joined the members last seen alive"),
         Err(e) => tracing::warn!(?addrs, "joining the members last seen alive: {}", chain(&e)),
     }
