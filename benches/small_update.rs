@@ -6,7 +6,8 @@
 //! of its table), so a regression shows in the next run.
 //!
 //! `cargo bench --bench small_update [-- [--nodes N] [--updates K]]` (root; default 8 nodes,
-//! 10 updates: 80 latency samples).
+//! 10 updates: 80 latency samples). With `P2PU_BENCH_TRACE=1`, each update also prints node 2's
+//! and the last node's agent log from `accepted` to `apply started`, timed.
 //! Prints a table; asserts nothing about timings.
 
 #[path = "support/mod.rs"]
@@ -92,6 +93,30 @@ fn readme_figures() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Prints node `node`'s agent log from its `accepted` line of `seq` to its `apply started`,
+/// each line with the milliseconds since `accepted`: where one node's latency went.
+fn trace(lab: &p2pu::lab::Lab, node: usize, seq: u64) {
+    let log = agent_log(lab, node);
+    let want = format!("seq={seq}");
+    let Some(from) = log
+        .iter()
+        .position(|l| l.text.contains(" accepted") && l.text.split_whitespace().any(|w| w == want))
+    else {
+        return;
+    };
+    let t0 = log[from].at;
+    for line in &log[from..] {
+        eprintln!(
+            "  node {node} +{:.1} ms {}",
+            (line.at - t0) * 1000.0,
+            line.text
+        );
+        if line.text.contains("apply started") {
+            break;
+        }
+    }
+}
+
 fn main() -> Res<()> {
     let mut nodes = 8;
     let mut updates = 10;
@@ -151,6 +176,11 @@ fn main() -> Res<()> {
         }
         last_started.push(latest_start - start);
         eprintln!("update {}/{updates}: {:.2} s", round + 1, last - start);
+        if std::env::var_os("P2PU_BENCH_TRACE").is_some() {
+            for node in [2, nodes] {
+                trace(&lab, node, seq);
+            }
+        }
     }
     let after: Vec<(u64, u64)> = (1..=nodes)
         .filter_map(|i| agent_pid(&lab, i).and_then(rss_kib))
