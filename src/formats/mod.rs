@@ -12,5 +12,6 @@ pub mod heartbeat;
 pub mod legacy;
 pub mod plan;
 pub mod root;
+pub mod roster;
 pub mod serf_names;
 pub mod torrent;
