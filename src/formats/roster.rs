@@ -85,6 +85,8 @@ pub enum RosterError {
     SlowNotMember { name: String },
     #[error("roster's origin {name:?} is not among its members, or is listed slow")]
     Origin { name: String },
+    #[error("roster's SHA-256 is not the one the signed info dict names")]
+    Digest,
 }
 
 impl crate::error::LayerError for RosterError {}
@@ -236,9 +238,23 @@ impl Roster {
         Sha256::digest(self.encode()).into()
     }
 
-    /// Reads a roster a member served (check its digest against the signed one first, or
-    /// after: a roster that decodes is still only the one signed if the digests match). The
-    /// length is checked before anything is parsed.
+    /// Reads a roster a member served, against the digest the signed info dict names: the
+    /// length, then the digest, and only then the parse. In that order because parsing is
+    /// what costs: 8 MiB of one-byte names would make millions of values before the member
+    /// count is known, so only the operator's own roster is ever parsed.
+    pub fn decode_signed(bytes: &[u8], digest: &[u8; 32]) -> Result<Roster, RosterError> {
+        if bytes.len() > MAX_ROSTER_BYTES {
+            return Err(E::TooLong { len: bytes.len() });
+        }
+        if Sha256::digest(bytes).as_slice() != digest {
+            return Err(E::Digest);
+        }
+        Roster::decode(bytes)
+    }
+
+    /// Reads a roster's encoding, without a digest to check it against (what the operator's
+    /// tools and [`Roster::decode_signed`] use; a node reads a served one only through that).
+    /// The length is checked before anything is parsed.
     pub fn decode(bytes: &[u8]) -> Result<Roster, RosterError> {
         if bytes.len() > MAX_ROSTER_BYTES {
             return Err(E::TooLong { len: bytes.len() });
@@ -393,6 +409,30 @@ mod tests {
         for v in variants {
             assert_ne!(v.unwrap().digest(), base.digest());
         }
+    }
+
+    /// A member serving a roster other than the signed one is refused by its digest before
+    /// the roster is parsed: a list of 4 million empty names (8 MiB) would otherwise make
+    /// millions of values first.
+    #[test]
+    fn a_served_roster_is_checked_against_its_digest_before_it_is_parsed() {
+        let r = Roster::new("o", names(&["a", "o"]), vec![], (8, 8, 4)).unwrap();
+        assert_eq!(
+            Roster::decode_signed(&r.encode(), &r.digest()),
+            Ok(r.clone())
+        );
+        let mut bomb = b"d6:fanouti8e7:membersl".to_vec();
+        bomb.extend(std::iter::repeat_n(b"0:".as_slice(), 4 << 20).flatten());
+        bomb.truncate(MAX_ROSTER_BYTES);
+        assert_eq!(
+            Roster::decode_signed(&bomb, &r.digest()),
+            Err(RosterError::Digest)
+        );
+        let other = Roster::new("o", names(&["b", "o"]), vec![], (8, 8, 4)).unwrap();
+        assert_eq!(
+            Roster::decode_signed(&other.encode(), &r.digest()),
+            Err(RosterError::Digest)
+        );
     }
 
     fn roster() -> impl Strategy<Value = Roster> {

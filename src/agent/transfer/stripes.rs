@@ -150,9 +150,15 @@ impl Receiver {
 
     /// Whom this node named, and why.
     pub fn named(&self) -> impl Iterator<Item = (&str, &Left)> {
-        self.missing
-            .iter()
-            .map(|(n, why)| (self.plan.name(*n), why))
+        self.missing.iter().map(|(n, why)| (self.who(*n), why))
+    }
+
+    /// A member's name; a node the plan does not hold (a caller's bug) does not panic here.
+    fn who(&self, node: Node) -> &str {
+        self.plan
+            .names()
+            .get(node as usize)
+            .map_or("(not in the plan)", String::as_str)
     }
 
     /// Whether this node holds block `index`, checked: only these are served to others.
@@ -197,14 +203,14 @@ impl Receiver {
             // An index the asker never asked for: the sender is as wrong as a liar.
             self.left(from, Left::Lied { block: index });
             return Err(StripesError::NoSuchBlock {
-                from: self.plan.name(from).to_string(),
+                from: self.who(from).to_string(),
                 index,
             });
         };
         if let Err(source) = self.leaves.check(index, block) {
             self.left(from, Left::Lied { block: index });
             return Err(StripesError::Lied {
-                from: self.plan.name(from).to_string(),
+                from: self.who(from).to_string(),
                 index,
                 source,
             });
