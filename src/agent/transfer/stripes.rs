@@ -381,7 +381,7 @@ mod tests {
                 if !live(i) {
                     continue;
                 }
-                for s in 0..d {
+                for (s, waited) in idle[i].iter_mut().enumerate() {
                     let Some(want) = nodes[i].next_wanted(s) else {
                         continue;
                     };
@@ -393,8 +393,8 @@ mod tests {
                     let from = if held[src as usize][want as usize] {
                         Some(src)
                     } else {
-                        idle[i][s] += 1;
-                        (idle[i][s] > 3)
+                        *waited += 1;
+                        (*waited > 3)
                             .then(|| {
                                 nodes[i].repair_sources(s).into_iter().find(|&n| {
                                     !dead.contains(&n) && held[n as usize][want as usize]
@@ -403,7 +403,7 @@ mod tests {
                             .flatten()
                     };
                     let Some(from) = from else { continue };
-                    idle[i][s] = 0;
+                    *waited = 0;
                     let mut bytes = block(data, want).to_vec();
                     if liars.contains(&from) {
                         bytes[0] ^= 0x80;
