@@ -20,7 +20,11 @@
 //! the origin's child in more than one stripe. Advertising absurd rates moves the median by
 //! one place per member, so it takes about as many such members as honest ones to make the
 //! honest ones slow (leaves); a fleet whose keyring is held by that many is lost to gossip
-//! anyway. Members not in the roster (joined later) are leaves that forward nothing.
+//! anyway. A keyring holder can also rejoin Serf under the name of a roster member that is
+//! down, from its own address (the roster names members, and Serf maps names to addresses):
+//! it then holds that member's places, under the same bound, since every block is checked
+//! against the signed leaves and its first bad one names it. Members not in the roster
+//! (joined later) are leaves that forward nothing.
 
 use crate::formats::bencode::{self, Kind as Ben, Value};
 use sha2::{Digest, Sha256};
