@@ -299,7 +299,8 @@ impl Leaves {
         layer
     }
 
-    /// The proof of block `index`: the sibling at every level, leaf first.
+    /// The proof of block `index`: the sibling at every level, leaf first. It rebuilds the
+    /// tree (`count` hashes); a server sending many proofs should keep the layers.
     pub fn proof(&self, index: u32) -> Result<Proof, BlocksError> {
         self.layout.range(index)?;
         let mut layer = self.padded();
