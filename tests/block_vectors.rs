@@ -3,8 +3,12 @@
 //! by a second implementation (Python's hashlib, as docs/wire-blocks.md describes), and the
 //! info dict's `p2pu` key against Transmission: a torrent that carries it is still a torrent
 //! that `transmission-show` reads, with the info-hash p2pu computes, so nodes and clients that
-//! do not know the key keep working.
+//! do not know the key keep working, and a real `transmission-daemon` verifies and seeds it
+//! (each node's seeding step, and the Transmission fallback).
 
+mod support;
+
+use p2pu::engines::{TorrentEngine, TorrentState};
 use p2pu::formats::blocks::{BlocksError, Layout, Leaves, Proof, Spec, SpecError};
 use p2pu::formats::roster::{Roster, RosterError};
 use p2pu::formats::torrent::{self, Metainfo};
@@ -93,14 +97,11 @@ fn run(program: &str, args: &[&str], cwd: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Nodes that do not know the `p2pu` key (older p2pu, Transmission) must keep the info dict as
-/// it is: p2pu's own parser reads the torrent, and `transmission-show` names the same
-/// info-hash, so the signature over the info-hash binds the root for everyone.
-#[test]
-fn a_torrent_with_the_p2pu_key_is_read_by_transmission_with_the_same_info_hash() {
-    let dir = tempfile::tempdir().unwrap();
+/// The vectors' payload in a temp dir as `content.bin`, and its torrent with the `p2pu` key
+/// (the roster digest of `four.roster`), as `submit` will write it in stripes mode.
+fn torrent_with_spec(dir: &Path) -> (Vec<u8>, Metainfo, Spec) {
     let data = payload();
-    let file = dir.path().join("content.bin");
+    let file = dir.join("content.bin");
     std::fs::write(&file, &data).unwrap();
     let plain = torrent::create(&file, &torrent::CreateOptions::default()).unwrap();
     let top = p2pu::formats::bencode::parse(&plain.bytes).unwrap();
@@ -114,6 +115,22 @@ fn a_torrent_with_the_p2pu_key_is_read_by_transmission_with_the_same_info_hash()
     };
     let with = spec.insert_into(info).unwrap();
     let bytes = [b"d4:info".as_slice(), &with, b"e"].concat();
+    (bytes, plain, spec)
+}
+
+/// Nodes that do not know the `p2pu` key (older p2pu, Transmission) must keep the info dict as
+/// it is: p2pu's own parser reads the torrent, and `transmission-show` names the same
+/// info-hash, so the signature over the info-hash binds the root for everyone.
+#[test]
+fn a_torrent_with_the_p2pu_key_is_read_by_transmission_with_the_same_info_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, plain, spec) = torrent_with_spec(dir.path());
+    let with = p2pu::formats::bencode::parse(&bytes)
+        .unwrap()
+        .get("info")
+        .unwrap()
+        .raw
+        .to_vec();
     let meta = Metainfo::from_bytes(&bytes).unwrap();
     assert_ne!(meta.info_hash, plain.info_hash);
     assert_eq!(
@@ -132,4 +149,39 @@ fn a_torrent_with_the_p2pu_key_is_read_by_transmission_with_the_same_info_hash()
         .unwrap_or_else(|| panic!("no Hash line in:\n{shown}"));
     assert_eq!(hash, hex::encode(meta.info_hash));
     assert!(shown.contains("content.bin"), "{shown}");
+}
+
+/// A real `transmission-daemon` 3.00 given such a torrent with its data present checks every
+/// piece against the info dict it hashed (the key included) and seeds it, under p2pu's
+/// info-hash: what every node does after an apply, and what the fallback relies on.
+#[test]
+fn transmission_verifies_and_seeds_a_torrent_with_the_p2pu_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = support::start_transmission(
+        dir.path(),
+        support::free_port(),
+        support::free_port(),
+        "p2pu",
+        "correct horse",
+    )
+    .unwrap();
+    let (bytes, _, _) = torrent_with_spec(&node.download_dir);
+    let meta = Metainfo::from_bytes(&bytes).unwrap();
+    let client = node.client();
+    let added = client
+        .add_metainfo(&bytes, Some(&node.download_dir), false)
+        .unwrap();
+    let hash = hex::encode(meta.info_hash);
+    assert_eq!(added.hash_string, hash);
+    let seeding = support::wait_for(std::time::Duration::from_secs(30), || {
+        client
+            .get(std::slice::from_ref(&hash))
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .filter(|s| s.status == TorrentState::Seeding)
+    })
+    .expect("the torrent never reached seeding");
+    assert!(seeding.is_complete());
+    assert_eq!(seeding.error, 0, "{}", seeding.error_string);
+    assert_eq!(seeding.total_size, meta.total_length);
 }
