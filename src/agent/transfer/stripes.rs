@@ -112,14 +112,20 @@ impl Receiver {
 
     /// Where this node takes `stripe` from now: its planned parent, or what [`Plan::source`]
     /// (or [`Plan::late_source`]) gives past the members it holds missing. `None` at the
-    /// origin.
+    /// origin, and when the only source left is an origin that sent a bad block (its seeding
+    /// copy lies in the download dir, which the `debian-transmission` user can rewrite): no
+    /// striped source can then give this node what the operator signed, and the caller gives
+    /// the striped fetch up (after what repair still finds) and falls back, as after a failed
+    /// chain, instead of asking the origin again for ever.
     pub fn source(&self, stripe: usize) -> Option<Node> {
         let missing = |n: Node| self.missing.contains_key(&n);
-        match &self.me {
-            Me::Member(node) if *node == self.plan.origin() => None,
-            Me::Member(node) => Some(self.plan.source(stripe, *node, missing)),
-            Me::Late(name) => Some(self.plan.late_source(stripe, name, missing)),
-        }
+        let origin = self.plan.origin();
+        let source = match &self.me {
+            Me::Member(node) if *node == origin => return None,
+            Me::Member(node) => self.plan.source(stripe, *node, missing),
+            Me::Late(name) => self.plan.late_source(stripe, name, missing),
+        };
+        (source != origin || !missing(origin)).then_some(source)
     }
 
     /// The members to ask for `stripe`'s missing blocks when its source failed or lags:
@@ -140,10 +146,11 @@ impl Receiver {
         out
     }
 
-    /// Marks `who` missing to this node, with why; the origin is never missing (it is the
-    /// last resort of every chain of sources).
+    /// Marks `who` missing to this node, with why. The origin is the last resort of every
+    /// chain of sources, so it is missing only once it lied: a crash, a hang or a 503 from it
+    /// (its readers are full, as under a failover) is waited out and asked again.
     pub fn left(&mut self, who: Node, why: Left) {
-        if who != self.plan.origin() {
+        if who != self.plan.origin() || matches!(why, Left::Lied { .. }) {
             self.missing.entry(who).or_insert(why);
         }
     }
@@ -325,14 +332,41 @@ mod tests {
     }
 
     #[test]
-    fn the_origin_holds_everything_and_is_never_missing() {
+    fn the_origin_holds_everything_and_is_not_left_for_a_crash_or_a_hang() {
         let (plan, leaves, _) = setup(10, 16, Params::DEFAULT);
         let origin = plan.origin();
         let o = Receiver::new(plan.clone(), leaves.clone(), "n00");
         assert!(o.complete() && o.source(0).is_none());
         let mut r = Receiver::new(plan, leaves, "n05");
         r.left(origin, Left::Crashed);
+        r.left(origin, Left::Hung);
         assert_eq!(r.named().count(), 0);
+    }
+
+    /// An origin whose seeding copy was rewritten (by the download dir's owner) is named at
+    /// its first bad block, and a node whose only source it is gets none, to fall back,
+    /// rather than asking it again for ever; a crash or a 503 from it does not count.
+    #[test]
+    fn a_lying_origin_is_named_and_not_asked_again() {
+        let (plan, leaves, data) = setup(10, 16, Params::DEFAULT);
+        let origin = plan.origin();
+        // The head of stripe 0 takes it from the origin.
+        let head = (0..10u32)
+            .find(|&n| n != origin && plan.parent(0, n) == Some(origin))
+            .unwrap();
+        let mut r = Receiver::new(plan.clone(), leaves, plan.name(head));
+        assert_eq!(r.source(0), Some(origin));
+        r.left(origin, Left::Refused);
+        r.left(origin, Left::Crashed);
+        assert_eq!(r.source(0), Some(origin), "a 503 or a crash is waited out");
+        let mut bad = block(&data, 0).to_vec();
+        bad[7] ^= 4;
+        assert!(r.accept(origin, 0, &bad).is_err());
+        assert_eq!(r.source(0), None);
+        assert_eq!(
+            r.named().collect::<Vec<_>>(),
+            vec![(plan.name(origin), &Left::Lied { block: 0 })]
+        );
     }
 
     #[test]
