@@ -198,7 +198,8 @@ impl Receiver {
     }
 
     /// A block `from` sent as block `index`: checked against its leaf (length for that index,
-    /// then hash) before it counts. A bad block makes `from` missing to this node for good
+    /// then hash) before it counts. `index` is the block the caller asked for at that point of
+    /// the stream (blocks travel bare), never a number the sender names. A bad block makes `from` missing to this node for good
     /// (`Lied`), and the caller moves the stripe to [`Receiver::source`] again.
     pub fn accept(
         &mut self,
