@@ -7,7 +7,7 @@
 # (AddressSanitizer). Without them (a fresh Debian machine with stable rustup only) they are
 # built on stable with the same coverage instrumentation but no sanitizer, and this says so.
 #
-# P2PU_FUZZ_SECS: seconds per target (default 4: 18 targets in about 90 s).
+# P2PU_FUZZ_SECS: seconds per target (default 4: 20 targets in about 100 s).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${P2PU_FUZZ_SECS:-4}"

@@ -134,3 +134,16 @@ proxy = [
 for i, l in enumerate(proxy):
     put("proxy_dispatch", f"msg{i}", l)
 put("proxy_dispatch", "all", b"\n".join(proxy))
+
+# blocks: a metainfo whose info dict carries the `p2pu` key, then a leaf layer and a proof
+# behind the target's 10-byte header (a length of 0x0c00 * 16 + 1 = 49153 bytes, block 3, a zero root).
+V = "../tests/vectors/blocks"
+spec = open(f"{V}/p2pu-49157.spec", "rb").read()
+info = b"d6:lengthi49157e4:name1:x4:p2pu" + spec + b"12:piece lengthi16384e6:pieces80:" + b"a" * 80 + b"e"
+put("blocks", "metainfo", b"d4:info" + info + b"e")
+head = bytes([0x0C, 0x00, 3]) + bytes(7)
+put("blocks", "leaves", head + open(f"{V}/p2pu-49157.leaves", "rb").read())
+put("blocks", "proof", head + open(f"{V}/p2pu-49157-block3.proof", "rb").read())
+
+# roster: the captured four-member roster.
+put("roster", "four.roster", open(f"{V}/four.roster", "rb").read())

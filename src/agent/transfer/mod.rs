@@ -2,7 +2,7 @@
 //! the pace every source is held to, the root-only verified copy, the download dir's layout,
 //! the web seed server and tracker that the unprivileged `agent-serve` child runs, and
 //! Transmission as the fallback; and the plan of stripes over trees that will replace the chain
-//! for large fleets.
+//! for large fleets, with one node's side of it (`stripes`, pure; no fetch uses it yet).
 
 pub mod download_dir;
 pub mod fetch;
@@ -12,6 +12,7 @@ pub mod pace;
 pub mod relay;
 pub mod seed_http;
 pub mod serve;
+pub mod stripes;
 pub mod topology;
 pub mod tracker;
 pub mod verified;

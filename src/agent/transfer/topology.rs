@@ -37,6 +37,7 @@
 //! failed, or at the end when one stripe lags. Each member is the neighbour of a bounded number
 //! of others, and the origin of none, so repair never stampedes it.
 
+use crate::formats::roster::{Roster, RosterError};
 use sha2::{Digest, Sha256};
 
 /// A member's place in the plan by the rate it advertised: a slow member never forwards.
@@ -549,6 +550,63 @@ impl Plan {
     }
 }
 
+/// The roster `submit` signs (`formats::roster`): the members of its own view, each classed
+/// by the rate it advertised ([`classify`]; `None`: none advertised), the origin never slow.
+/// Members are listed by name, so two views of the same fleet give the same roster.
+pub fn roster(
+    origin: &str,
+    view: &[(String, Option<u64>)],
+    params: Params,
+) -> Result<Roster, RosterError> {
+    let classes = classify(&view.iter().map(|(_, rate)| *rate).collect::<Vec<_>>());
+    let members: Vec<String> = view.iter().map(|(name, _)| name.clone()).collect();
+    let slow = view
+        .iter()
+        .zip(&classes)
+        .filter(|((name, _), class)| **class == Class::Slow && name != origin)
+        .map(|((name, _), _)| name.clone())
+        .collect();
+    Roster::new(
+        origin,
+        members,
+        slow,
+        (
+            params.stripes as u64,
+            params.fanout as u64,
+            params.neighbours as u64,
+        ),
+    )
+}
+
+impl Plan {
+    /// The plan every node builds for the payload `info_hash` from its signed roster.
+    pub fn from_roster(info_hash: &[u8], roster: &Roster) -> Result<Plan, TopologyError> {
+        let members: Vec<Member> = roster
+            .members
+            .iter()
+            .map(|name| Member {
+                name: name.clone(),
+                class: if roster.is_slow(name) {
+                    Class::Slow
+                } else {
+                    Class::Full
+                },
+            })
+            .collect();
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Plan::new(
+            info_hash,
+            &members,
+            &roster.origin,
+            Params {
+                stripes: size(roster.stripes),
+                fanout: size(roster.fanout),
+                neighbours: size(roster.neighbours),
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,6 +674,44 @@ mod tests {
                     }),
                 )
             })
+    }
+
+    /// Every node builds the same plan from the signed roster, whatever order its own view
+    /// listed the members in, and the roster's slow members are leaves in it.
+    #[test]
+    fn the_plan_from_a_roster_is_the_plan_of_its_members() {
+        let view: Vec<(String, Option<u64>)> = (0..40)
+            .map(|i| (format!("n{i:02}"), Some(if i % 10 == 3 { 1 } else { 100 })))
+            .collect();
+        let mut reversed = view.clone();
+        reversed.reverse();
+        let r = roster("n05", &view, Params::DEFAULT).unwrap();
+        assert_eq!(roster("n05", &reversed, Params::DEFAULT).unwrap(), r);
+        assert_eq!(r.slow, vec!["n03", "n13", "n23", "n33"]);
+        let decoded = Roster::decode(&r.encode()).unwrap();
+        let plan = Plan::from_roster(&[7; 20], &decoded).unwrap();
+        let members: Vec<Member> = view
+            .iter()
+            .map(|(name, rate)| Member {
+                name: name.clone(),
+                class: if *rate == Some(1) {
+                    Class::Slow
+                } else {
+                    Class::Full
+                },
+            })
+            .collect();
+        assert_eq!(
+            plan,
+            Plan::new(&[7; 20], &members, "n05", Params::DEFAULT).unwrap()
+        );
+        for slow in &r.slow {
+            assert_eq!(plan.interior_in(plan.node(slow).unwrap()), None);
+        }
+        // The origin is never slow, even when it advertises the least.
+        let mut own = view.clone();
+        own[5].1 = Some(1);
+        assert!(!roster("n05", &own, Params::DEFAULT).unwrap().is_slow("n05"));
     }
 
     proptest! {

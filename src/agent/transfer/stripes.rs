@@ -1,0 +1,497 @@
+//! One node's side of the striped transfer (docs/DESIGN.md section 5.1), pure: which blocks it
+//! holds (each checked against the signed leaf layer before it counts), where it takes each
+//! stripe from ([`Plan::source`] over the members *this* node holds missing), whom it asks for
+//! a stripe's missing blocks (repair), and whom it named and why. The I/O is the caller's
+//! (stage 3: one HTTP stream per stripe from [`Receiver::source`], each block passed to
+//! [`Receiver::accept`] and written to the verified copy only when it says so; its own seed
+//! server serves only what [`Receiver::holds`]).
+//!
+//! Why a state machine of its own: the rules that keep a fleet safe and live are here, not in
+//! the I/O. A block counts only once it matched its leaf, so a node never forwards a byte it
+//! did not check; the member that sent a bad block is missing to this node for good (never
+//! asked again), as is one that crashed, hung or refused; and sources come from the plan over
+//! this node's own view, so nodes whose views differ never wait on each other in a cycle
+//! (every source has a lower position in the stripe's tree, see `topology`).
+
+use super::topology::{Node, Plan};
+use crate::formats::blocks::{BlocksError, Leaves};
+use std::collections::BTreeMap;
+
+/// Why a member is missing to this node (it is never asked again during this transfer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// Its connection failed or ended early.
+    Crashed,
+    /// Silent and not answering a probe.
+    Hung,
+    /// It refused (503: its readers are full).
+    Refused,
+    /// It sent block `block`, which did not match its leaf.
+    Lied { block: u32 },
+}
+
+/// What [`Receiver::accept`] made of a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Checked and new: write it at `offset` of the verified copy; it may now be forwarded.
+    Store { offset: u64 },
+    /// Checked before from someone else: nothing to write.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripesError {
+    #[error("{from} sent block {index}, which failed its check; {from} is not asked again")]
+    Lied {
+        from: String,
+        index: u32,
+        #[source]
+        source: BlocksError,
+    },
+    #[error("{from} sent block {index}, which the payload does not have")]
+    NoSuchBlock { from: String, index: u32 },
+    #[error("block {index} restored from the verified copy does not match its leaf")]
+    Restore { index: u32 },
+}
+
+impl crate::error::LayerError for StripesError {}
+
+/// Who this node is in the plan: a member, or one that joined after the roster was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Me {
+    Member(Node),
+    Late(String),
+}
+
+/// One node's transfer state for one payload.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    plan: Plan,
+    leaves: Leaves,
+    me: Me,
+    name: String,
+    held: Vec<bool>,
+    held_count: u32,
+    /// The members this node holds missing, and why: its own view, never shared.
+    missing: BTreeMap<Node, Left>,
+}
+
+impl Receiver {
+    /// A node called `name` (in the roster or not) receiving the payload whose checked leaf
+    /// layer is `leaves`, by `plan`.
+    pub fn new(plan: Plan, leaves: Leaves, name: &str) -> Receiver {
+        let me = match plan.node(name) {
+            Some(node) => Me::Member(node),
+            None => Me::Late(name.to_string()),
+        };
+        let count = leaves.layout().count() as usize;
+        let mut receiver = Receiver {
+            plan,
+            leaves,
+            me,
+            name: name.to_string(),
+            held: vec![false; count],
+            held_count: 0,
+            missing: BTreeMap::new(),
+        };
+        // The origin holds the payload: it sends, it never receives.
+        if receiver.is_origin() {
+            receiver.held.fill(true);
+            receiver.held_count = count as u32;
+        }
+        receiver
+    }
+
+    fn is_origin(&self) -> bool {
+        self.me == Me::Member(self.plan.origin())
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Where this node takes `stripe` from now: its planned parent, or what [`Plan::source`]
+    /// (or [`Plan::late_source`]) gives past the members it holds missing. `None` at the
+    /// origin, and when the only source left is an origin that sent a bad block (its seeding
+    /// copy lies in the download dir, which the `debian-transmission` user can rewrite): no
+    /// striped source can then give this node what the operator signed, and the caller gives
+    /// the striped fetch up (after what repair still finds) and falls back, as after a failed
+    /// chain, instead of asking the origin again for ever.
+    pub fn source(&self, stripe: usize) -> Option<Node> {
+        let missing = |n: Node| self.missing.contains_key(&n);
+        let origin = self.plan.origin();
+        let source = match &self.me {
+            Me::Member(node) if *node == origin => return None,
+            Me::Member(node) => self.plan.source(stripe, *node, missing),
+            Me::Late(name) => self.plan.late_source(stripe, name, missing),
+        };
+        (source != origin || !missing(origin)).then_some(source)
+    }
+
+    /// The members to ask for `stripe`'s missing blocks when its source failed or lags:
+    /// this node's repair neighbours that it does not hold missing, then its current source.
+    /// The origin only when the plan's sources lead there.
+    pub fn repair_sources(&self, stripe: usize) -> Vec<Node> {
+        let mut out: Vec<Node> = self
+            .plan
+            .neighbours(&self.name)
+            .into_iter()
+            .filter(|n| !self.missing.contains_key(n))
+            .collect();
+        if let Some(s) = self.source(stripe) {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Marks `who` missing to this node, with why. The origin is the last resort of every
+    /// chain of sources, so it is missing only once it lied: a crash, a hang or a 503 from it
+    /// (its readers are full, as under a failover) is waited out and asked again.
+    pub fn left(&mut self, who: Node, why: Left) {
+        if who != self.plan.origin() || matches!(why, Left::Lied { .. }) {
+            self.missing.entry(who).or_insert(why);
+        }
+    }
+
+    /// Whom this node named, and why.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &Left)> {
+        self.missing.iter().map(|(n, why)| (self.who(*n), why))
+    }
+
+    /// A member's name; a node the plan does not hold (a caller's bug) does not panic here.
+    fn who(&self, node: Node) -> &str {
+        self.plan
+            .names()
+            .get(node as usize)
+            .map_or("(not in the plan)", String::as_str)
+    }
+
+    /// Whether this node holds block `index`, checked: only these are served to others.
+    pub fn holds(&self, index: u32) -> bool {
+        self.held.get(index as usize).copied().unwrap_or(false)
+    }
+
+    /// The first block of `stripe` not held yet.
+    pub fn next_wanted(&self, stripe: usize) -> Option<u32> {
+        let d = self.plan.stripes();
+        (stripe..self.held.len())
+            .step_by(d)
+            .find(|&i| !self.held[i])
+            .map(|i| i as u32)
+    }
+
+    /// Up to `max` blocks of `stripe` not held yet, in order (what a repair asks for).
+    pub fn wanted(&self, stripe: usize, max: usize) -> Vec<u32> {
+        let d = self.plan.stripes();
+        (stripe..self.held.len())
+            .step_by(d)
+            .filter(|&i| !self.held[i])
+            .take(max)
+            .map(|i| i as u32)
+            .collect()
+    }
+
+    pub fn complete(&self) -> bool {
+        self.held_count as usize == self.held.len()
+    }
+
+    /// A block `from` sent as block `index`: checked against its leaf (length for that index,
+    /// then hash) before it counts. `index` is the block the caller asked for at that point of
+    /// the stream (blocks travel bare), never a number the sender names. A bad block makes `from` missing to this node for good
+    /// (`Lied`), and the caller moves the stripe to [`Receiver::source`] again.
+    pub fn accept(
+        &mut self,
+        from: Node,
+        index: u32,
+        block: &[u8],
+    ) -> Result<Accepted, StripesError> {
+        let Some(&held) = self.held.get(index as usize) else {
+            // An index the asker never asked for: the sender is as wrong as a liar.
+            self.left(from, Left::Lied { block: index });
+            return Err(StripesError::NoSuchBlock {
+                from: self.who(from).to_string(),
+                index,
+            });
+        };
+        if let Err(source) = self.leaves.check(index, block) {
+            self.left(from, Left::Lied { block: index });
+            return Err(StripesError::Lied {
+                from: self.who(from).to_string(),
+                index,
+                source,
+            });
+        }
+        if held {
+            return Ok(Accepted::Duplicate);
+        }
+        self.held[index as usize] = true;
+        self.held_count += 1;
+        let offset = self.leaves.layout().range(index).map_or(0, |r| r.start);
+        Ok(Accepted::Store { offset })
+    }
+
+    /// A block read back from the verified copy after a restart: counted only if it matches
+    /// its leaf (the copy is root's, but a crash may have left a block half-written).
+    pub fn restore(&mut self, index: u32, block: &[u8]) -> Result<(), StripesError> {
+        if self.leaves.check(index, block).is_err() {
+            return Err(StripesError::Restore { index });
+        }
+        if !self.held[index as usize] {
+            self.held[index as usize] = true;
+            self.held_count += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::transfer::topology::{Class, Member, Params};
+    use crate::formats::blocks::Layout;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const BLOCK: usize = 16384;
+
+    fn fleet(n: usize, slow: &[usize]) -> Vec<Member> {
+        (0..n)
+            .map(|i| Member {
+                name: format!("n{i:02}"),
+                class: if slow.contains(&i) {
+                    Class::Slow
+                } else {
+                    Class::Full
+                },
+            })
+            .collect()
+    }
+
+    fn setup(n: usize, blocks: usize, params: Params) -> (Plan, Leaves, Vec<u8>) {
+        let data: Vec<u8> = (0..blocks * BLOCK - 7).map(|i| (i % 253) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let plan = Plan::new(b"ih", &fleet(n, &[]), "n00", params).unwrap();
+        (plan, leaves, data)
+    }
+
+    fn block(data: &[u8], i: u32) -> &[u8] {
+        let start = i as usize * BLOCK;
+        &data[start..(start + BLOCK).min(data.len())]
+    }
+
+    #[test]
+    fn a_liars_first_bad_block_is_refused_and_the_stripe_moves_away_from_it() {
+        let (plan, leaves, data) = setup(30, 32, Params::DEFAULT);
+        // A leaf whose parent in stripe 0 is an interior member (not the origin).
+        let me = (0..30)
+            .map(|i| format!("n{i:02}"))
+            .find(|n| {
+                let node = plan.node(n).unwrap();
+                plan.parent(0, node).is_some_and(|p| p != plan.origin())
+            })
+            .unwrap();
+        let mut r = Receiver::new(plan.clone(), leaves, &me);
+        let parent = r.source(0).unwrap();
+        let i = r.next_wanted(0).unwrap();
+        let mut bad = block(&data, i).to_vec();
+        bad[100] ^= 1;
+        assert!(matches!(
+            r.accept(parent, i, &bad),
+            Err(StripesError::Lied { index, .. }) if index == i
+        ));
+        assert!(!r.holds(i));
+        assert_ne!(r.source(0), Some(parent));
+        assert_eq!(
+            r.named().collect::<Vec<_>>(),
+            vec![(plan.name(parent), &Left::Lied { block: i })]
+        );
+        // A good block from the new source counts once; the same again is a duplicate.
+        let next = r.source(0).unwrap();
+        assert_eq!(
+            r.accept(next, i, block(&data, i)),
+            Ok(Accepted::Store {
+                offset: u64::from(i) * BLOCK as u64
+            })
+        );
+        assert_eq!(r.accept(next, i, block(&data, i)), Ok(Accepted::Duplicate));
+        // A block the payload does not have names the sender too.
+        assert!(r.accept(next, 999, b"x").is_err());
+        assert_ne!(r.source(0), Some(next));
+    }
+
+    /// A genuine block sent as another index is a lie: the index is the asker's.
+    #[test]
+    fn a_genuine_block_under_another_index_is_refused() {
+        let (plan, leaves, data) = setup(10, 16, Params::DEFAULT);
+        let mut r = Receiver::new(plan, leaves, "n03");
+        let from = r.source(1).unwrap();
+        assert!(r.accept(from, 1, block(&data, 9)).is_err());
+        assert!(!r.holds(1));
+    }
+
+    #[test]
+    fn the_origin_holds_everything_and_is_not_left_for_a_crash_or_a_hang() {
+        let (plan, leaves, _) = setup(10, 16, Params::DEFAULT);
+        let origin = plan.origin();
+        let o = Receiver::new(plan.clone(), leaves.clone(), "n00");
+        assert!(o.complete() && o.source(0).is_none());
+        let mut r = Receiver::new(plan, leaves, "n05");
+        r.left(origin, Left::Crashed);
+        r.left(origin, Left::Hung);
+        assert_eq!(r.named().count(), 0);
+    }
+
+    /// An origin whose seeding copy was rewritten (by the download dir's owner) is named at
+    /// its first bad block, and a node whose only source it is gets none, to fall back,
+    /// rather than asking it again for ever; a crash or a 503 from it does not count.
+    #[test]
+    fn a_lying_origin_is_named_and_not_asked_again() {
+        let (plan, leaves, data) = setup(10, 16, Params::DEFAULT);
+        let origin = plan.origin();
+        // The head of stripe 0 takes it from the origin.
+        let head = (0..10u32)
+            .find(|&n| n != origin && plan.parent(0, n) == Some(origin))
+            .unwrap();
+        let mut r = Receiver::new(plan.clone(), leaves, plan.name(head));
+        assert_eq!(r.source(0), Some(origin));
+        r.left(origin, Left::Refused);
+        r.left(origin, Left::Crashed);
+        assert_eq!(r.source(0), Some(origin), "a 503 or a crash is waited out");
+        let mut bad = block(&data, 0).to_vec();
+        bad[7] ^= 4;
+        assert!(r.accept(origin, 0, &bad).is_err());
+        assert_eq!(r.source(0), None);
+        assert_eq!(
+            r.named().collect::<Vec<_>>(),
+            vec![(plan.name(origin), &Left::Lied { block: 0 })]
+        );
+    }
+
+    #[test]
+    fn a_restored_block_counts_only_if_it_matches() {
+        let (plan, leaves, data) = setup(10, 16, Params::DEFAULT);
+        let mut r = Receiver::new(plan, leaves, "n04");
+        r.restore(2, block(&data, 2)).unwrap();
+        assert!(r.holds(2));
+        assert!(r.restore(3, &vec![0; BLOCK]).is_err());
+        assert!(!r.holds(3));
+    }
+
+    /// Rounds of an in-process fleet: every node asks each stripe's source for its next
+    /// wanted block; a dead source is noticed (`Crashed`), a liar sends a flipped block, a
+    /// source that does not hold the block yet makes the node wait, and after a few idle
+    /// rounds the node pulls the block from a repair neighbour that holds it. Returns the
+    /// receivers, the copies they wrote and how many rounds it took.
+    fn run(
+        plan: &Plan,
+        leaves: &Leaves,
+        data: &[u8],
+        dead: &BTreeSet<Node>,
+        liars: &BTreeSet<Node>,
+        joined_late: &[String],
+    ) -> (Vec<Receiver>, Vec<Vec<u8>>, usize) {
+        let mut nodes: Vec<Receiver> = plan
+            .names()
+            .iter()
+            .chain(joined_late)
+            .map(|n| Receiver::new(plan.clone(), leaves.clone(), n))
+            .collect();
+        let d = plan.stripes();
+        // The verified copy each node writes: only what `accept` says to store, where it says.
+        let mut copies = vec![vec![0u8; data.len()]; nodes.len()];
+        copies[plan.origin() as usize] = data.to_vec();
+        let mut idle = vec![vec![0usize; d]; nodes.len()];
+        let limit = leaves.layout().count() as usize * 4 + 200;
+        for round in 0..limit {
+            let live = |i: usize| i >= plan.names().len() || !dead.contains(&(i as Node));
+            if (0..nodes.len()).all(|i| !live(i) || nodes[i].complete()) {
+                return (nodes, copies, round);
+            }
+            // What every member held at the start of the round: one hop a round.
+            let held: Vec<Vec<bool>> = nodes.iter().map(|r| r.held.clone()).collect();
+            for i in 0..nodes.len() {
+                if !live(i) {
+                    continue;
+                }
+                for (s, waited) in idle[i].iter_mut().enumerate() {
+                    let Some(want) = nodes[i].next_wanted(s) else {
+                        continue;
+                    };
+                    let src = nodes[i].source(s).unwrap();
+                    if dead.contains(&src) {
+                        nodes[i].left(src, Left::Crashed);
+                        continue;
+                    }
+                    let from = if held[src as usize][want as usize] {
+                        Some(src)
+                    } else {
+                        *waited += 1;
+                        (*waited > 3)
+                            .then(|| {
+                                nodes[i].repair_sources(s).into_iter().find(|&n| {
+                                    !dead.contains(&n) && held[n as usize][want as usize]
+                                })
+                            })
+                            .flatten()
+                    };
+                    let Some(from) = from else { continue };
+                    *waited = 0;
+                    let mut bytes = block(data, want).to_vec();
+                    if liars.contains(&from) {
+                        bytes[0] ^= 0x80;
+                    }
+                    if let Ok(Accepted::Store { offset }) = nodes[i].accept(from, want, &bytes) {
+                        let at = offset as usize;
+                        copies[i][at..at + bytes.len()].copy_from_slice(&bytes);
+                    }
+                }
+            }
+        }
+        (nodes, copies, limit)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// With dead members, liars and members that joined after the roster, every live
+        /// node ends holding every block, only checked ones (the copy it would write equals
+        /// the payload), and every liar it took a block from is named as one.
+        #[test]
+        fn every_live_node_completes_with_only_checked_blocks(
+            n in 4usize..40, blocks in 1usize..24, d in 1usize..6, k in 2usize..5,
+            picks in prop::collection::vec(any::<u16>(), 0..8), late in 0usize..3,
+        ) {
+            let (plan, leaves, data) = setup(n, blocks, Params { stripes: d, fanout: k, neighbours: 3 });
+            let origin = plan.origin();
+            let mut dead = BTreeSet::new();
+            let mut liars = BTreeSet::new();
+            for (j, p) in picks.iter().enumerate() {
+                let node = (*p as usize % n) as Node;
+                if node != origin {
+                    if j % 2 == 0 { dead.insert(node); } else { liars.insert(node); }
+                }
+            }
+            liars.retain(|l| !dead.contains(l));
+            let late: Vec<String> = (0..late).map(|i| format!("late{i}")).collect();
+            let (nodes, copies, rounds) = run(&plan, &leaves, &data, &dead, &liars, &late);
+            prop_assert!(rounds < blocks * 4 + 200, "stalled");
+            for (i, r) in nodes.iter().enumerate() {
+                if i < n && dead.contains(&(i as Node)) {
+                    continue;
+                }
+                prop_assert!(r.complete(), "{} incomplete", r.name);
+                prop_assert!(copies[i] == data, "{} holds a byte it did not check", r.name);
+                for (who, why) in r.named() {
+                    let node = plan.node(who).unwrap();
+                    match why {
+                        Left::Lied { .. } => prop_assert!(liars.contains(&node)),
+                        _ => prop_assert!(dead.contains(&node)),
+                    }
+                }
+            }
+        }
+    }
+}
