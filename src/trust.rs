@@ -15,7 +15,7 @@ use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::delegation::{self, Delegation};
 use crate::formats::root::{RootDoc, ROOT_NAME};
 use crate::fsutil::write_atomic;
-use crate::keys::{KeyChange, KeyId, KeyPayload, PublicKey, TrustedKeys};
+use crate::keys::{KeyChange, KeyId, KeyPayload, PublicKey, TrustedKeys, TrustedKeysDir};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -44,6 +44,8 @@ pub enum TrustError {
     },
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    KeyFiles(#[from] crate::keys::KeyFileError),
     #[error("{}: names key {inside}, its file name says {named}", path.display())]
     MisnamedStatement {
         path: PathBuf,

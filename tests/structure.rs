@@ -803,7 +803,7 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/agent/apply/good.rs", "the kept payloads in the state dir"),
     ("src/agent/apply/mod.rs", "the verified copy in the state dir"),
     ("src/agent/transfer/fetch.rs", "sha256_file: the operator's own payload at submit"),
-    ("src/formats/torrent.rs", "Metainfo::read: a .torrent the operator names"),
+    ("src/formats/torrent.rs", "torrent::read: a .torrent the operator names"),
     ("src/formats/torrent/hashing.rs", "hashing the operator's payload at submit"),
     ("src/cmd/event.rs", "event sendfile: the operator's file"),
     ("src/cmd/init.rs", "init: the operator's files and /etc"),
@@ -926,6 +926,69 @@ fn only_the_owners_open_files() {
         stale.is_empty(),
         "FILE_OPENERS lists files that open nothing: {stale:?}"
     );
+}
+
+/// What the pure formats crate must not name outside its tests: the filesystem, sockets, a
+/// process, an async runtime, or p2pu itself. Its parsers then cannot reach the machine, it
+/// builds and tests in seconds, and the fuzz targets link it alone (issue 26).
+const IMPURE: &[&str] = &[
+    "std::fs",
+    "fs::",
+    "File::",
+    "OpenOptions",
+    "std::os",
+    "std::process",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "UnixStream",
+    "tokio",
+    "quinn",
+    "nix::",
+    "libc::",
+    "p2pu::",
+];
+
+/// The first impure name `code` (stripped, test modules blanked) uses, if any.
+fn impure_in(code: &str) -> Option<&'static str> {
+    IMPURE.iter().copied().find(|name| {
+        code.match_indices(name)
+            .any(|(at, _)| at == 0 || !is_ident(code.as_bytes()[at - 1]))
+    })
+}
+
+#[test]
+fn the_formats_crate_touches_no_file_and_no_network() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/p2pu-formats/src");
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    assert!(
+        paths.len() > 10,
+        "only {} files in {}",
+        paths.len(),
+        root.display()
+    );
+    let impure: Vec<String> = paths
+        .iter()
+        .filter_map(|path| {
+            let code = without_test_mods(&strip(&std::fs::read_to_string(path).expect("source")));
+            impure_in(&code).map(|name| format!("{} ({name})", path.display()))
+        })
+        .collect();
+    assert!(
+        impure.is_empty(),
+        "the formats crate is pure (no files, no network); move the I/O to p2pu: {impure:?}"
+    );
+    // The check itself: each of these is caught, and a test module or a comment is not.
+    for bad in [
+        "let b = std::fs::read(p);",
+        "use std::net::UdpSocket;",
+        "tokio::spawn(f);",
+    ] {
+        assert!(impure_in(&strip(bad)).is_some(), "{bad}");
+    }
+    let fine = "// std::fs::read\n#[cfg(test)]\nmod tests {\n    fn t() { std::fs::read(p); }\n}\n";
+    assert_eq!(impure_in(&without_test_mods(&strip(fine))), None);
 }
 
 #[test]

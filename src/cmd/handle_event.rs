@@ -215,14 +215,16 @@ mod tests {
             b"node-2 10.0.0.2\n",
         );
         assert!(spooled(&node).is_empty());
-        let legacy = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
+        let legacy =
+            include_bytes!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.serf-payload");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
             legacy,
         );
         assert_eq!(spooled(&node).len(), 1);
-        let overlay = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+        let overlay =
+            include_bytes!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::formats::announcement::{FleetId, Kind};
 use crate::formats::delegation::{Delegation, Grant};
 use crate::formats::root::{RootDoc, ROOT_NAME};
-use crate::keys::{self, KeyChange, KeyId, PublicKey, TrustedKeys};
+use crate::keys::{self, KeyChange, KeyId, PublicKey, TrustedKeys, TrustedKeysDir};
 use crate::{Env, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;

@@ -1039,7 +1039,8 @@ mod tests {
         assert_eq!(event.payload, b"p2pu1:dGVzdA");
 
         // The prototype's overlay message reaches the spool too (the agent decides on it).
-        let legacy = include_str!("../../tests/vectors/legacy/lizard.overlay-message");
+        let legacy =
+            include_str!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message");
         let answer = a.ask(Request::Announce {
             wire: legacy.into(),
         });

@@ -308,7 +308,9 @@ mod tests {
     use crate::engines::{ApplyReport, PuppetError};
     use crate::formats::announcement::Draft;
     use crate::keys;
-    use crate::keys::{revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys};
+    use crate::keys::{
+        revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys, TrustedKeysDir,
+    };
     use ed25519_dalek::SigningKey;
     use sha2::{Digest, Sha256};
     use std::sync::Mutex;

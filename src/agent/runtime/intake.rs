@@ -1038,11 +1038,12 @@ mod tests {
     use super::*;
     use crate::agent::runtime::spool::Source;
     use crate::formats::announcement::{Binding, Draft, Kind};
-    use crate::keys::{PublicKey, TrustedKeys};
+    use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
     use ed25519_dalek::SigningKey;
 
     const NOW_MS: u64 = 1_800_000_000_000;
-    const LEGACY: &[u8] = include_bytes!("../../../tests/vectors/legacy/lizard.serf-payload");
+    const LEGACY: &[u8] =
+        include_bytes!("../../../crates/p2pu-formats/tests/vectors/legacy/lizard.serf-payload");
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -1294,7 +1295,8 @@ mod tests {
         let trusted = TrustedKeys::load(&f.keys_dir).unwrap();
         a.verify(&trusted, a.attached_plan()).unwrap();
 
-        let unknown = include_bytes!("../../../tests/vectors/plan/unknown-field.plan");
+        let unknown =
+            include_bytes!("../../../crates/p2pu-formats/tests/vectors/plan/unknown-field.plan");
         let text = sign("later.pp", unknown);
         std::fs::write(plan_path(plans.path(), &hash), unknown).unwrap();
         let why = reason(decide_with(&f, text.as_bytes(), &policy));
@@ -2040,7 +2042,8 @@ mod tests {
 
     /// The lizard vector with another creation date (outside the info dict: same info-hash).
     fn legacy_dated(date: u64) -> Vec<u8> {
-        let torrent = include_bytes!("../../../tests/vectors/legacy/lizard.torrent");
+        let torrent =
+            include_bytes!("../../../crates/p2pu-formats/tests/vectors/legacy/lizard.torrent");
         let from = b"13:creation datei1497349863e";
         let at = torrent.windows(from.len()).position(|w| w == from).unwrap();
         let dated = [
@@ -2112,8 +2115,9 @@ mod tests {
     /// recorded as the bare payload a restart decodes again.
     #[test]
     fn legacy_overlay_message_is_accepted_only_under_accept_legacy() {
-        const OVERLAY: &[u8] =
-            include_bytes!("../../../tests/vectors/legacy/lizard.overlay-message");
+        const OVERLAY: &[u8] = include_bytes!(
+            "../../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message"
+        );
         let f = fixture();
         assert_eq!(
             reason(decide_on(&f, OVERLAY, false)),

@@ -64,6 +64,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
     #[error(transparent)]
+    KeyFiles(#[from] crate::keys::KeyFileError),
+    #[error(transparent)]
     Trust(#[from] crate::trust::TrustError),
     #[error(transparent)]
     Serve(#[from] supervise::ServeError),

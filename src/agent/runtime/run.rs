@@ -834,7 +834,9 @@ fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, Stri
         let Ok(announcement) = Announcement::decode(&wire) else {
             continue;
         };
-        let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+        let trusted = match <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::load(
+            &site.agent.trusted_keys_dir,
+        ) {
             Ok(trusted) => trusted,
             Err(e) => {
                 tracing::warn!("plans: {}", chain(&e));
@@ -856,7 +858,9 @@ fn fetch_plan_for(agent: &Agent, peers: &FleetPeers, hash: &str, wire: &str) -> 
     let Ok(announcement) = Announcement::decode(wire) else {
         return false;
     };
-    let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+    let trusted = match <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::load(
+        &site.agent.trusted_keys_dir,
+    ) {
         Ok(trusted) => trusted,
         Err(e) => {
             tracing::warn!("catch-up: {}", chain(&e));
@@ -1294,7 +1298,7 @@ mod tests {
     fn only_accepted_updates_reset_the_silence_warning() {
         use crate::agent::runtime::spool::{self, Source};
         use crate::formats::announcement::{Announcement, Draft, Kind};
-        use crate::keys::{PublicKey, TrustedKeys};
+        use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
         use ed25519_dalek::SigningKey;
         const NOW_MS: u64 = 1_800_000_000_000;
         let dir = tempfile::tempdir().unwrap();

@@ -10,8 +10,8 @@
 //! [`Control::verify`] counts the valid signers. Whether enough signed, whether it expired,
 //! is for this fleet or is older than the last one seen is the intake's policy.
 
-use crate::formats::announcement::{validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::announcement::{validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
+use crate::bencode::{self, Kind as Ben, Value};
 use crate::keys::{KeyId, TrustedKeys};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -63,11 +63,10 @@ pub enum ControlError {
     Name(String),
 }
 
-impl crate::error::LayerError for ControlError {}
-
 use ControlError as E;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Action {
     /// Nodes that have not applied the update hold (`halted`, "aborted by operator").
     Abort,
@@ -195,7 +194,7 @@ impl Control {
             || self
                 .nodes
                 .iter()
-                .any(|glob| crate::formats::plan::glob_match(glob, name))
+                .any(|glob| crate::plan::glob_match(glob, name))
     }
 
     /// What the signatures cover: the prefix, then the dictionary without `sigs`.
@@ -451,7 +450,7 @@ mod tests {
         assert_eq!(back.verify(&trusted).unwrap().len(), 1);
         assert!(back.is_for("cam-7") && back.is_for("door-1") && !back.is_for("door-2"));
         assert!(statement(Action::Abort, "").is_for("anything"));
-        let vector = include_str!("../../tests/vectors/control/retry.wire");
+        let vector = include_str!("../tests/vectors/control/retry.wire");
         assert_eq!(text, vector.trim_end());
         assert!(text.len() + super::super::serf_names::CONTROL_EVENT.len() <= 482);
     }

@@ -74,8 +74,6 @@ pub enum HeartbeatError {
     UnsortedEntries { name: String },
 }
 
-impl crate::error::LayerError for HeartbeatError {}
-
 use HeartbeatError as E;
 
 /// Whether `text` looks like a heartbeat (the spool's and the handler's filter).
@@ -385,24 +383,22 @@ fn put_raw(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::serf_names::HEARTBEAT_EVENT;
     use crate::keys::PublicKey;
+    use crate::serf_names::HEARTBEAT_EVENT;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
     }
 
-    fn trusting(keys: &[&SigningKey]) -> (tempfile::TempDir, TrustedKeys) {
-        let dir = tempfile::tempdir().unwrap();
+    fn trusting(keys: &[&SigningKey]) -> TrustedKeys {
+        let mut trusted = TrustedKeys::default();
         for k in keys {
-            let public = PublicKey {
+            trusted.insert(PublicKey {
                 key: k.verifying_key(),
                 comment: "ops".into(),
-            };
-            TrustedKeys::add(dir.path(), &public).unwrap();
+            });
         }
-        let trusted = TrustedKeys::load(dir.path()).unwrap();
-        (dir, trusted)
+        trusted
     }
 
     fn snapshot() -> Snapshot {
@@ -427,7 +423,7 @@ mod tests {
         assert_eq!(wire.len(), MAX_WIRE_LEN_ONE_SIG);
         assert!(wire.len() + HEARTBEAT_EVENT.len() <= 482);
         assert_eq!(Heartbeat::decode(format!("{wire}\n")).unwrap(), hb);
-        let (_dir, trusted) = trusting(&[&key(1)]);
+        let trusted = trusting(&[&key(1)]);
         assert_eq!(hb.verify(&trusted).unwrap().valid.len(), 1);
         for n in 2..=MAX_SIGS as u8 {
             hb.add_signature(&key(n));
@@ -439,14 +435,14 @@ mod tests {
     #[test]
     fn a_bad_signature_or_an_unknown_signer_is_refused() {
         let hb = Heartbeat::sign(FleetId([3; 8]), 1_800_000_000, &snapshot(), &key(1)).unwrap();
-        let (_dir, strangers) = trusting(&[&key(2)]);
+        let strangers = trusting(&[&key(2)]);
         assert!(matches!(
             hb.verify(&strangers),
             Err(E::Signature(AnnouncementError::UnknownSigner { .. }))
         ));
         let mut forged = hb.clone();
         forged.time += 1;
-        let (_dir, trusted) = trusting(&[&key(1)]);
+        let trusted = trusting(&[&key(1)]);
         assert!(matches!(
             forged.verify(&trusted),
             Err(E::Signature(AnnouncementError::BadSignature { .. }))
@@ -500,7 +496,7 @@ mod tests {
     #[test]
     fn vectors() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/heartbeat");
-        let (_dir, trusted) = trusting(&[&key(1)]);
+        let trusted = trusting(&[&key(1)]);
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

@@ -12,7 +12,7 @@
 //! Legacy payloads are unsigned: the MD5 only detects corruption. The agent accepts them only
 //! when configured to, and only with a newer creation date (see [`LegacyTorrent`]).
 
-use crate::formats::announcement::validate_name;
+use crate::announcement::validate_name;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -50,8 +50,6 @@ pub enum LegacyError {
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),
 }
-
-impl crate::error::LayerError for LegacyError {}
 
 use LegacyError as E;
 
@@ -375,10 +373,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const TORRENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
-    const CONTENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.jpg");
-    const SERF_PAYLOAD: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
-    const OVERLAY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+    const TORRENT: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.torrent");
+    const CONTENT: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.jpg");
+    const SERF_PAYLOAD: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.serf-payload");
+    const OVERLAY: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.overlay-message");
 
     fn check_lizard(t: &LegacyTorrent) {
         assert_eq!(t.torrent, TORRENT);

@@ -56,8 +56,6 @@ pub enum RootError {
     Chain(String),
 }
 
-impl crate::error::LayerError for RootError {}
-
 use RootError as E;
 
 /// A structurally valid root document.
@@ -443,7 +441,7 @@ mod tests {
 
     #[test]
     fn vectors_decode_to_what_they_say() {
-        let text = include_str!("../../tests/vectors/root/chain-1-2.root");
+        let text = include_str!("../tests/vectors/root/chain-1-2.root");
         let chain = RootDoc::decode_chain(text.as_bytes()).unwrap();
         let again: String = chain.iter().map(RootDoc::to_text).collect();
         assert_eq!(again, text);

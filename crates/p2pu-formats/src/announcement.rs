@@ -115,14 +115,11 @@ pub enum AnnouncementError {
     BadPlanFlag { got: i64 },
 }
 
-impl crate::error::LayerError for AnnouncementError {}
-
 use AnnouncementError as E;
 
 /// What the payload is, which decides how a node applies it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A Puppet manifest (*.pp): each node runs `puppet apply` on it.
@@ -391,7 +388,7 @@ impl Announcement {
             let plan = plan.ok_or_else(|| E::PlanMissing {
                 name: self.name.clone(),
             })?;
-            message.extend_from_slice(&crate::formats::plan::Plan::digest(plan));
+            message.extend_from_slice(&crate::plan::Plan::digest(plan));
         }
         Ok(message)
     }
@@ -979,7 +976,7 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::serf_names::UPDATE_EVENT;
+    use crate::serf_names::UPDATE_EVENT;
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
@@ -1358,25 +1355,8 @@ mod tests {
             Err(E::UnknownSigner { .. })
         ));
 
-        let dir = tempfile::tempdir().unwrap();
-        TrustedKeys::add(
-            dir.path(),
-            &crate::keys::PublicKey {
-                key: key(1).verifying_key(),
-                comment: String::new(),
-            },
-        )
-        .unwrap();
-        TrustedKeys::add(
-            dir.path(),
-            &crate::keys::PublicKey {
-                key: key(2).verifying_key(),
-                comment: String::new(),
-            },
-        )
-        .unwrap();
-        TrustedKeys::revoke(dir.path(), a.kid(), "leaked").unwrap();
-        let revoked = TrustedKeys::load(dir.path()).unwrap();
+        let mut revoked = TrustedKeys::from_keys([key(1).verifying_key(), key(2).verifying_key()]);
+        revoked.mark_revoked(a.kid());
         assert!(matches!(
             a.verify(&revoked, None),
             Err(E::RevokedSigner { .. })
@@ -1551,9 +1531,9 @@ mod tests {
     /// reading, byte for byte, and what it must keep writing.
     #[test]
     fn v2_vectors_decode_to_their_fields() {
-        let one = include_str!("../../tests/vectors/announcement/v2-one-signature.wire");
-        let two = include_str!("../../tests/vectors/announcement/v2-two-signatures.wire");
-        let v1 = include_str!("../../tests/vectors/announcement/v1.wire");
+        let one = include_str!("../tests/vectors/announcement/v2-one-signature.wire");
+        let two = include_str!("../tests/vectors/announcement/v2-two-signatures.wire");
+        let v1 = include_str!("../tests/vectors/announcement/v1.wire");
         for (text, want) in [
             (one, signed_v2("site.pp", &[1])),
             (two, signed_v2("site.pp", &[1, 2])),
@@ -1609,18 +1589,9 @@ mod tests {
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::UnknownSigner { .. }]));
         // Key 2 revoked.
-        let dir = tempfile::tempdir().unwrap();
-        for n in [1, 2, 3] {
-            let public = crate::keys::PublicKey {
-                key: key(n).verifying_key(),
-                comment: String::new(),
-            };
-            TrustedKeys::add(dir.path(), &public).unwrap();
-        }
-        TrustedKeys::revoke(dir.path(), KeyId::of(&key(2).verifying_key()), "lost").unwrap();
-        let signers = a
-            .verify(&TrustedKeys::load(dir.path()).unwrap(), None)
-            .unwrap();
+        let mut trusted = TrustedKeys::from_keys([1, 2, 3].map(|n| key(n).verifying_key()));
+        trusted.mark_revoked(KeyId::of(&key(2).verifying_key()));
+        let signers = a.verify(&trusted, None).unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::RevokedSigner { .. }]));
         // A signature that does not verify does not count.
