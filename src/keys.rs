@@ -49,11 +49,11 @@ impl crate::error::LayerError for KeyError {}
 /// A refused or malformed key stays a [`KeyError`] in the library's error (so
 /// `Error::layer::<KeyError>()` finds a revoked or last key whichever half said it); the rest
 /// is the file's.
-impl From<KeyFileError> for crate::Error {
-    fn from(error: KeyFileError) -> crate::Error {
+impl From<KeyFileError> for crate::error::Error {
+    fn from(error: KeyFileError) -> crate::error::Error {
         match error {
             KeyFileError::Key(key) => key.into(),
-            other => crate::Error::Layer(Box::new(other)),
+            other => crate::error::Error::Layer(Box::new(other)),
         }
     }
 }

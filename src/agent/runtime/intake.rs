@@ -77,7 +77,7 @@ pub enum Decoded {
 /// An open record read back from the state after a restart, ready for the workers again: its
 /// wire text is decoded as the intake decoded it when accepting it (not verified again: it was
 /// then, and a key update still is when applied).
-pub fn resume(record: Record) -> crate::Result<Accepted> {
+pub fn resume(record: Record) -> crate::error::Result<Accepted> {
     let decoded = match record.kind {
         RecordKind::Signed(_) => {
             let mut announcement = Announcement::decode(&record.wire)?;

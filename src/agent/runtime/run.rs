@@ -589,7 +589,7 @@ impl Agent {
         let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
-            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,
+            Err(crate::agent::transfer::fetch_error::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
                 let failed = Ended::Failed {

@@ -15,8 +15,7 @@
 //! Transmission wait each end at a deadline derived from the signed length. A received
 //! metainfo is kept as its info dict alone, which is all that is stored and re-served.
 
-mod error;
-pub use error::FetchError;
+use super::fetch_error::FetchError;
 
 use super::download_dir::{write_mark, DownloadDir};
 use super::http_get::Client;
