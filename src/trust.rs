@@ -13,6 +13,7 @@
 
 use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::delegation::{self, Delegation};
+use crate::formats::document::SignedDocument;
 use crate::formats::root::{RootDoc, ROOT_NAME};
 use crate::fsutil::write_atomic;
 use crate::keys::{KeyChange, KeyId, KeyPayload, PublicKey, TrustedKeys, TrustedKeysDir};

@@ -12,9 +12,8 @@
 
 use crate::announcement::{validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
 use crate::bencode::{self, Kind as Ben, Value};
+use crate::document::{Envelope, EnvelopeError};
 use crate::keys::{KeyId, TrustedKeys};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use std::fmt;
 use std::str::FromStr;
@@ -64,6 +63,23 @@ pub enum ControlError {
 }
 
 use ControlError as E;
+
+/// The line around a statement: the one envelope every signed text shares.
+const ENVELOPE: Envelope = Envelope {
+    prefix: WIRE_PREFIX,
+    max_len: MAX_WIRE_LEN,
+    keys: &KEYS,
+};
+
+impl From<EnvelopeError> for ControlError {
+    fn from(error: EnvelopeError) -> ControlError {
+        match error {
+            EnvelopeError::TooLong { len, .. } => E::TooLong { len },
+            EnvelopeError::BadPrefix { .. } => E::BadPrefix,
+            EnvelopeError::BadBase64(_) => E::BadBase64,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -233,10 +249,7 @@ impl Control {
     }
 
     pub fn to_wire(&self) -> String {
-        format!(
-            "{WIRE_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(self.bencode(true))
-        )
+        ENVELOPE.text(&self.bencode(true))
     }
 
     /// Every signer's key id, sorted.
@@ -246,15 +259,7 @@ impl Control {
 
     /// Parses a wire text (one trailing newline ignored); structure only.
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Control, ControlError> {
-        let wire = wire.as_ref();
-        let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
-        if wire.len() > MAX_WIRE_LEN {
-            return Err(E::TooLong { len: wire.len() });
-        }
-        let encoded = wire
-            .strip_prefix(WIRE_PREFIX.as_bytes())
-            .ok_or(E::BadPrefix)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| E::BadBase64)?;
+        let bytes = ENVELOPE.bytes(wire.as_ref())?;
         let value = bencode::parse(&bytes)?;
         let Ben::Dict(entries) = &value.kind else {
             return Err(E::NotADict);
@@ -437,7 +442,7 @@ mod tests {
     }
 
     fn wire(bencode: &[u8]) -> String {
-        format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(bencode))
+        ENVELOPE.text(bencode)
     }
 
     #[test]

@@ -15,9 +15,8 @@ use super::announcement::{
     Sig, Signers, MAX_EXPIRES, MAX_SIGS,
 };
 use super::bencode::{self, Kind as BKind, Value};
+use super::document::{Envelope, EnvelopeError};
 use crate::keys::{KeyId, TrustedKeys};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
@@ -75,6 +74,23 @@ pub enum HeartbeatError {
 }
 
 use HeartbeatError as E;
+
+/// The line around a heartbeat: the one envelope every signed text shares.
+const ENVELOPE: Envelope = Envelope {
+    prefix: WIRE_PREFIX,
+    max_len: MAX_WIRE_LEN,
+    keys: &KEYS,
+};
+
+impl From<EnvelopeError> for HeartbeatError {
+    fn from(error: EnvelopeError) -> HeartbeatError {
+        match error {
+            EnvelopeError::TooLong { len, .. } => E::TooLong { len },
+            EnvelopeError::BadPrefix { .. } => E::BadPrefix,
+            EnvelopeError::BadBase64(e) => E::BadBase64(e),
+        }
+    }
+}
 
 /// Whether `text` looks like a heartbeat (the spool's and the handler's filter).
 pub fn is_wire(text: &[u8]) -> bool {
@@ -265,10 +281,7 @@ impl Heartbeat {
     }
 
     pub fn to_wire(&self) -> String {
-        format!(
-            "{WIRE_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(self.bencode(true))
-        )
+        ENVELOPE.text(&self.bencode(true))
     }
 
     // By hand, in sorted key order: canonical by construction.
@@ -288,15 +301,7 @@ impl Heartbeat {
 
     /// Parses a wire text (one trailing newline, as Serf appends, is ignored).
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Heartbeat, HeartbeatError> {
-        let wire = wire.as_ref();
-        let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
-        if wire.len() > MAX_WIRE_LEN {
-            return Err(E::TooLong { len: wire.len() });
-        }
-        let encoded = wire
-            .strip_prefix(WIRE_PREFIX.as_bytes())
-            .ok_or(E::BadPrefix)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(E::BadBase64)?;
+        let bytes = ENVELOPE.bytes(wire.as_ref())?;
         // Sorted, unique keys, no leading zeros, nothing trailing: the parser refuses the rest.
         let value = bencode::parse(&bytes).map_err(|source| E::Bencode {
             what: "heartbeat",
@@ -454,7 +459,7 @@ mod tests {
     fn unknown_keys_other_versions_and_non_canonical_texts_are_refused() {
         let hb = Heartbeat::sign(FleetId([3; 8]), 1_800_000_000, &snapshot(), &key(1)).unwrap();
         let bytes = hb.bencode(true);
-        let wire = |b: &[u8]| format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(b));
+        let wire = |b: &[u8]| ENVELOPE.text(b);
         // An extra key `x` (sorts last).
         let mut extra = bytes[..bytes.len() - 1].to_vec();
         extra.extend_from_slice(b"1:xi0ee");

@@ -109,6 +109,10 @@ impl LegacyTorrent {
         if !nesting_within(&torrent, MAX_NESTING) {
             return Err(bad_torrent(format!("nested deeper than {MAX_NESTING}")));
         }
+        // The one place serde_bencode still reads (announcements and torrents use the strict
+        // `crate::bencode`): the prototype's torrents map onto `Meta`/`Info` by derive, and the
+        // re-encode check below accepts only canonical input, the same set the strict reader
+        // accepts. Legacy payloads are frozen (2017), so this reader never grows.
         let whole: Value =
             serde_bencode::from_bytes(&torrent).map_err(|e| bad_torrent(e.to_string()))?;
         // The info-hash is taken over a re-encoding, so it is right only for canonical input.

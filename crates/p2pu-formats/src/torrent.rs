@@ -206,6 +206,8 @@ pub fn encode(
         info,
         url_list: &opts.web_seeds,
     };
+    // A writer, not a second reader: serde_bencode sorts the derived structs' keys, and
+    // `Metainfo::from_bytes` (the strict `crate::bencode`) reads the result back.
     serde_bencode::to_bytes(&torrent).map_err(TorrentError::Encode)
 }
 

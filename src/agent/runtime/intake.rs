@@ -2242,6 +2242,7 @@ mod tests {
     #[test]
     fn a_delegated_key_signing_outside_its_names_is_refused() {
         use crate::formats::delegation::{Delegation, Grant};
+        use crate::formats::document::SignedDocument;
         use sha2::{Digest, Sha256};
         let f = fixture();
         let camera = SigningKey::from_bytes(&[9; 32]);
