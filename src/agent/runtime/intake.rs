@@ -975,25 +975,12 @@ fn decide_legacy(
         );
     }
     let mut record = Record {
-        name,
-        seq: date,
-        kind: RecordKind::Legacy,
         info_hash: hex::encode(torrent.info_hash),
         len: torrent.length,
-        sha256: None,
         // The payload alone (an overlay message's too): what a restart decodes again and what
         // catch-up serves to other nodes.
         wire: String::from_utf8_lossy(payload).into_owned(),
-        status: Status::Pending,
-        reason: None,
-        output: None,
-        received_at: now,
-        updated_at: now,
-        sources: Vec::new(),
-        attempts: 0,
-        next_attempt_at: None,
-        restored_seq: None,
-        plan: None,
+        ..Record::received(name, date, RecordKind::Legacy, now)
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -1012,24 +999,13 @@ fn decide_legacy(
 }
 
 fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
+    let kind = RecordKind::Signed(a.kind());
     Record {
-        name: a.name().to_string(),
-        seq: a.seq(),
-        kind: RecordKind::Signed(a.kind()),
         info_hash: hex::encode(a.info_hash()),
         len: a.payload_len(),
         sha256: Some(*a.sha256()),
         wire,
-        status: Status::Pending,
-        reason: None,
-        output: None,
-        received_at: now,
-        updated_at: now,
-        sources: Vec::new(),
-        attempts: 0,
-        next_attempt_at: None,
-        restored_seq: None,
-        plan: None,
+        ..Record::received(a.name().to_string(), a.seq(), kind, now)
     }
 }
 
