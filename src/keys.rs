@@ -11,6 +11,7 @@
 
 pub use p2pu_formats::keys::*;
 
+use crate::error::IoError;
 use crate::fsutil::{write_atomic, FsError};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use std::collections::BTreeSet;
@@ -25,13 +26,8 @@ pub const PUBLIC_FILE: &str = "signing.pub";
 /// malformed or refused ([`KeyError`], kept as its own variant so callers can match it).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Write(#[from] FsError),
     #[error(transparent)]
@@ -60,19 +56,9 @@ impl From<KeyFileError> for crate::error::Error {
 
 type Result<T, E = KeyFileError> = std::result::Result<T, E>;
 
-/// Wraps an I/O error with what was being done and to which path.
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError {
-    let path = path.to_path_buf();
-    move |source| KeyFileError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
 /// Reads a secret key file, refusing one that group or others can read (as ssh does).
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let meta = std::fs::metadata(path).map_err(io("reading", path))?;
+    let meta = std::fs::metadata(path).map_err(IoError::on("reading", path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyFileError::SecretKeyExposed {
@@ -80,13 +66,13 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
             mode,
         });
     }
-    let bytes = std::fs::read(path).map_err(io("reading", path))?;
+    let bytes = std::fs::read(path).map_err(IoError::on("reading", path))?;
     Ok(parse_secret(&bytes, &path.display().to_string())?)
 }
 
 /// The public key of a secret or public key file, whichever `path` holds.
 pub fn read_any_public(path: &Path) -> Result<VerifyingKey> {
-    let bytes = std::fs::read(path).map_err(io("reading", path))?;
+    let bytes = std::fs::read(path).map_err(IoError::on("reading", path))?;
     if bytes.starts_with(SECRET_PREFIX.as_bytes()) {
         return Ok(read_secret(path)?.verifying_key());
     }
@@ -114,16 +100,16 @@ impl TrustedKeysDir for TrustedKeys {
                     path: dir.to_path_buf(),
                 })
             }
-            Err(e) => return Err(io("reading directory", dir)(e)),
+            Err(e) => return Err(IoError::on("reading directory", dir)(e).into()),
         };
         let mut keys = Vec::new();
         let mut revoked = BTreeSet::new();
         for entry in entries {
-            let path = entry.map_err(io("reading directory", dir))?.path();
+            let path = entry.map_err(IoError::on("reading directory", dir))?.path();
             let origin = path.display().to_string();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("pub") => {
-                    let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+                    let bytes = std::fs::read(&path).map_err(IoError::on("reading", &path))?;
                     keys.push((PublicKey::parse(&bytes, &origin)?, path));
                 }
                 Some("revoked") => {

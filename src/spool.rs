@@ -16,6 +16,7 @@
 //! which put an arrow from `nat/client.rs` up into the agent); `agent::runtime::spool`
 //! re-exports it for the agent's readers.
 
+use crate::error::IoError;
 use crate::fsutil::{write_atomic, FileKind, FsError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,13 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A spool entry could not be written, listed, moved or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("event of {len} bytes refused: the spool takes at most {max}")]
     EventTooLarge { len: usize, max: usize },
     #[error(transparent)]
@@ -38,21 +34,6 @@ pub enum SpoolError {
 }
 
 impl crate::error::LayerError for SpoolError {}
-
-impl SpoolError {
-    /// Wraps an I/O error with what was being done and to which path.
-    fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> SpoolError {
-        let path = path.into();
-        move |source| SpoolError::Io {
-            action,
-            path,
-            source,
-        }
-    }
-}
 
 type Result<T, E = SpoolError> = std::result::Result<T, E>;
 
@@ -150,7 +131,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn events_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(std::fs::read_dir(dir)
-        .map_err(SpoolError::io("listing the spool", dir))?
+        .map_err(IoError::on("listing the spool", dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| is_event(p))
         .collect())
@@ -263,7 +244,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(SpoolError::io("creating the spool's quarantine", &dir)(e)),
+        Err(e) => return Err(IoError::on("creating the spool's quarantine", &dir)(e).into()),
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -275,7 +256,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     let to = dir.join(format!("{nanos:020}-{name}"));
     // A rename moves the entry itself (a link stays a link, a directory keeps its contents)
     // without opening it.
-    std::fs::rename(path, &to).map_err(SpoolError::io("quarantining spool entry", path))?;
+    std::fs::rename(path, &to).map_err(IoError::on("quarantining spool entry", path))?;
     Ok(to)
 }
 
@@ -284,7 +265,7 @@ pub fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(SpoolError::io("removing spooled event", path)(e)),
+        Err(e) => Err(IoError::on("removing spooled event", path)(e).into()),
     }
 }
 
