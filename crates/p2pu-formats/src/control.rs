@@ -10,7 +10,7 @@
 //! [`Control::verify`] counts the valid signers. Whether enough signed, whether it expired,
 //! is for this fleet or is older than the last one seen is the intake's policy.
 
-use crate::announcement::{validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
+use crate::announcement::{decode_sigs, validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
 use crate::bencode::{self, Kind as Ben, Value};
 use crate::document::{Envelope, EnvelopeError};
 use crate::keys::{KeyId, TrustedKeys};
@@ -260,18 +260,7 @@ impl Control {
     /// Parses a wire text (one trailing newline ignored); structure only.
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Control, ControlError> {
         let bytes = ENVELOPE.bytes(wire.as_ref())?;
-        let value = bencode::parse(&bytes)?;
-        let Ben::Dict(entries) = &value.kind else {
-            return Err(E::NotADict);
-        };
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(E::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        let value = known_dict(&bytes)?;
         let text = |key: &'static str| -> Result<String, ControlError> {
             value
                 .get(key)
@@ -304,28 +293,7 @@ impl Control {
                 key: "fleet",
                 want: "8 bytes",
             })?;
-        let nodes = match value.get("nodes") {
-            None => Vec::new(),
-            Some(list) => {
-                let items = list.as_list().ok_or(E::BadField {
-                    key: "nodes",
-                    want: "a list of globs",
-                })?;
-                let nodes = items
-                    .iter()
-                    .map(|v| {
-                        v.as_bytes()
-                            .and_then(|b| std::str::from_utf8(b).ok())
-                            .map(str::to_string)
-                    })
-                    .collect::<Option<Vec<String>>>()
-                    .ok_or(E::BadField {
-                        key: "nodes",
-                        want: "a list of globs",
-                    })?;
-                parse_nodes(&nodes.join(","))?
-            }
-        };
+        let nodes = nodes_of(&value)?;
         let sigs_bytes = value
             .get("sigs")
             .and_then(Value::as_bytes)
@@ -333,25 +301,10 @@ impl Control {
                 key: "sigs",
                 want: "a byte string",
             })?;
-        let count = sigs_bytes.len() / SIG_ENTRY;
-        if sigs_bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
-            return Err(E::BadSigs {
-                got: sigs_bytes.len(),
-            });
-        }
-        let mut sigs: Vec<(KeyId, [u8; 64])> = Vec::with_capacity(count);
-        for entry in sigs_bytes.chunks_exact(SIG_ENTRY) {
-            let mut kid = [0u8; 8];
-            kid.copy_from_slice(&entry[..8]);
-            let mut sig = [0u8; 64];
-            sig.copy_from_slice(&entry[8..]);
-            if sigs.last().is_some_and(|(last, _)| last.0 >= kid) {
-                return Err(E::BadSigs {
-                    got: sigs_bytes.len(),
-                });
-            }
-            sigs.push((KeyId(kid), sig));
-        }
+        // The packed `sigs` every signed text shares: 1 to MAX_SIGS entries, sorted by key id.
+        let sigs = decode_sigs(sigs_bytes, MAX_SIGS).map_err(|_| E::BadSigs {
+            got: sigs_bytes.len(),
+        })?;
         let name = text("name")?;
         validate_name(&name).map_err(|e| E::Name(e.to_string()))?;
         let control = Control {
@@ -395,6 +348,45 @@ impl Control {
         }
         Ok(valid)
     }
+}
+
+/// The statement's dictionary, with none but its keys.
+fn known_dict(bytes: &[u8]) -> Result<Value<'_>, ControlError> {
+    let value = bencode::parse(bytes)?;
+    let Ben::Dict(entries) = &value.kind else {
+        return Err(E::NotADict);
+    };
+    if let Some((key, _)) = entries
+        .iter()
+        .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
+    {
+        return Err(E::UnknownKey {
+            key: String::from_utf8_lossy(key).into_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// The optional `nodes` list of globs; none is every node.
+fn nodes_of(value: &Value<'_>) -> Result<Vec<String>, ControlError> {
+    let Some(list) = value.get("nodes") else {
+        return Ok(Vec::new());
+    };
+    let bad = E::BadField {
+        key: "nodes",
+        want: "a list of globs",
+    };
+    let items = list.as_list().ok_or(bad.clone())?;
+    let nodes = items
+        .iter()
+        .map(|v| {
+            v.as_bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_string)
+        })
+        .collect::<Option<Vec<String>>>()
+        .ok_or(bad)?;
+    parse_nodes(&nodes.join(","))
 }
 
 fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
