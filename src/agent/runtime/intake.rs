@@ -29,7 +29,7 @@ use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::control::{Action, Control};
 use crate::formats::legacy::{self, LegacyTorrent};
 use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
-use crate::trust::Trust;
+use crate::trust::{Count, Trust};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -637,153 +637,227 @@ pub fn decide(
         return decide_control(event, store, policy, now);
     }
     if event.payload.starts_with(b"p2pu") {
-        let announcement = match Announcement::decode(&event.payload) {
-            Ok(a) => a,
-            Err(e) => return Ok(reject(None, None, e.to_string())),
-        };
-        let (name, seq) = (announcement.name().to_string(), announcement.seq());
-        if announcement.binding().is_none() && !policy.accept_v1 {
-            return Ok(reject(
-                Some(name),
-                Some(seq),
-                "version 1 announcement refused: agent.accept_v1 = false (it carries no expiry \
-                 and no fleet; sign it again with this p2pu, or set accept_v1 while migrating)"
-                    .into(),
-            ));
+        return decide_signed(event, store, policy, now_ms, &reject);
+    }
+    decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+}
+
+/// The rejection `decide` makes, naming what it could read of the event.
+type Reject<'a> = &'a dyn Fn(Option<String>, Option<u64>, String) -> Decision;
+
+/// A signed announcement: decoded, its plan verified (or waited for), its signatures counted
+/// against the threshold of its name, then held or accepted.
+fn decide_signed(
+    event: &Spooled,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    reject: Reject<'_>,
+) -> super::Result<Decision> {
+    let now = now_ms / 1000;
+    let announcement = match Announcement::decode(&event.payload) {
+        Ok(a) => a,
+        Err(e) => return Ok(reject(None, None, e.to_string())),
+    };
+    let (name, seq) = (announcement.name().to_string(), announcement.seq());
+    if announcement.binding().is_none() && !policy.accept_v1 {
+        return Ok(reject(
+            Some(name),
+            Some(seq),
+            "version 1 announcement refused: agent.accept_v1 = false (it carries no expiry \
+             and no fleet; sign it again with this p2pu, or set accept_v1 while migrating)"
+                .into(),
+        ));
+    }
+    let info_hash = hex::encode(announcement.info_hash());
+    let trust = Trust::load(policy.trusted_keys_dir)?;
+    let plan_bytes = match plan_or_wait(
+        &announcement,
+        store,
+        policy,
+        &info_hash,
+        &trust,
+        now,
+        reject,
+    )? {
+        Ok(bytes) => bytes,
+        Err(decision) => return Ok(decision),
+    };
+    // A root chain names keys this node may not know yet (it was offline through a
+    // rotation): its signatures are counted when it is applied, against the chain's
+    // newest keys, and each document in it against the one before (trust::apply_key_update).
+    let root_chain = announcement.kind() == Kind::Key && name == ROOT_NAME;
+    let signers = if root_chain {
+        Vec::new()
+    } else {
+        match announcement.verify(&trust.keys, plan_bytes.as_deref()) {
+            Ok(signers) => signers.valid,
+            Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
         }
-        let info_hash = hex::encode(announcement.info_hash());
-        let trust = Trust::load(policy.trusted_keys_dir)?;
-        let plan_bytes = match announcement.has_plan() {
-            false => None,
-            true => match verified_plan(store, policy, &announcement, &info_hash, &trust.keys) {
-                Some(bytes) => Some(bytes),
-                None => {
-                    // Unverified until its plan is here: checked now for all that does not
-                    // need the plan, so a copy that could never be taken does not wait, and
-                    // nothing of it is recorded.
-                    if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
-                        return Ok(reject(Some(name), Some(seq), why));
-                    }
-                    let named = announcement.kids();
-                    if !named.iter().any(|kid| trust.keys.get(kid).is_some()) {
-                        return Ok(reject(
-                            Some(name),
-                            Some(seq),
-                            "waiting for a rollout plan refused: no signer is a trusted key".into(),
-                        ));
-                    }
-                    return Ok(Decision::NeedsPlan {
-                        name,
-                        seq,
-                        info_hash,
-                    });
-                }
-            },
-        };
-        // A root chain names keys this node may not know yet (it was offline through a
-        // rotation): its signatures are counted when it is applied, against the chain's
-        // newest keys, and each document in it against the one before (trust::apply_key_update).
-        let root_chain = announcement.kind() == Kind::Key && name == ROOT_NAME;
-        let signers = if root_chain {
-            Vec::new()
-        } else {
-            match announcement.verify(&trust.keys, plan_bytes.as_deref()) {
-                Ok(signers) => signers.valid,
-                Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+    };
+    // Signed, so what it says is the signers'; a plan this p2pu cannot read is refused
+    // (an unknown field may be a rule it would not follow).
+    let mut announcement = announcement;
+    let mut target = None;
+    let plan_text = match &plan_bytes {
+        None => None,
+        Some(bytes) => match crate::formats::plan::Plan::decode(bytes) {
+            Ok(plan) => {
+                target = plan.target.as_ref().map(|selector| selector.to_text());
+                announcement.attach_plan(bytes);
+                Some(String::from_utf8_lossy(bytes).into_owned())
             }
-        };
-        // Signed, so what it says is the signers'; a plan this p2pu cannot read is refused
-        // (an unknown field may be a rule it would not follow).
-        let mut announcement = announcement;
-        let mut target = None;
-        let plan_text = match &plan_bytes {
-            None => None,
-            Some(bytes) => match crate::formats::plan::Plan::decode(bytes) {
-                Ok(plan) => {
-                    target = plan.target.as_ref().map(|selector| selector.to_text());
-                    announcement.attach_plan(bytes);
-                    Some(String::from_utf8_lossy(bytes).into_owned())
-                }
-                Err(e) => {
-                    return Ok(reject(
-                        Some(name),
-                        Some(seq),
-                        format!("rollout plan {info_hash}.plan refused: {e}"),
-                    ))
-                }
-            },
-        };
-        if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
-            return Ok(reject(Some(name), Some(seq), why));
-        }
-        let wire = String::from_utf8_lossy(&event.payload).into_owned();
-        let mut record = record_of(&announcement, wire, now);
-        record.plan = plan_text;
-        let (k, rule) = policy.thresholds.required(&name, announcement.kind());
-        // The update's target, as its signed plan names it (none: the whole fleet), which a
-        // key restricted to targets must cover.
-        let count = trust.count(
-            &signers,
-            &name,
-            announcement.kind(),
-            target.as_deref(),
-            policy.fleet,
-            now,
-        );
-        if !root_chain && count.counted.len() < k {
-            let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
-            let counted = format!(
-                "signed by {} of the {k} trusted keys {rule} requires ({})",
-                count.counted.len(),
-                kids.join(", ")
-            );
-            if !count.refused.is_empty() {
-                // A delegated key signed outside its statement: refused, naming the rule.
+            Err(e) => {
                 return Ok(reject(
                     Some(name),
                     Some(seq),
-                    format!("not permitted: {}; {counted}", count.refused.join("; ")),
-                ));
+                    format!("rollout plan {info_hash}.plan refused: {e}"),
+                ))
             }
-            // Held, not rejected: the same name and seq with more signatures is accepted
-            // when it arrives (held records do not count as seen).
-            record.status = Status::Held;
-            record.reason = Some(format!("held: {counted}"));
-            return Ok(Decision::Held(record));
-        }
-        if root_chain && announcement.payload_len() > MAX_CHAIN_BYTES {
-            return Ok(reject(
-                Some(name),
-                Some(seq),
-                format!(
-                    "root chain of {} bytes: a chain is at most {MAX_CHAIN_BYTES}",
-                    announcement.payload_len()
-                ),
-            ));
-        }
-        if root_chain && seq > now_ms {
-            // Unverified until applied: it may not claim a seq ahead of this node's clock,
-            // so it cannot outrank the operator's next root announcement.
-            record.status = Status::Held;
-            record.reason = Some(format!(
-                "held: root chain seq {seq} is ahead of this node's clock"
-            ));
-            return Ok(Decision::Held(record));
-        }
-        if seq > now_ms.saturating_add(policy.max_future_ms) {
-            record.status = Status::Held;
-            record.reason = Some(format!(
-                "held: seq {seq} is {} s ahead of this node's clock",
-                (seq - now_ms) / 1000
-            ));
-            return Ok(Decision::Held(record));
-        }
-        return Ok(Decision::Accepted(Accepted {
-            record,
-            decoded: Decoded::Signed(announcement),
-        }));
+        },
+    };
+    if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
+        return Ok(reject(Some(name), Some(seq), why));
     }
-    decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+    let wire = String::from_utf8_lossy(&event.payload).into_owned();
+    let mut record = record_of(&announcement, wire, now);
+    record.plan = plan_text;
+    let (k, rule) = policy.thresholds.required(&name, announcement.kind());
+    // The update's target, as its signed plan names it (none: the whole fleet), which a
+    // key restricted to targets must cover.
+    let count = trust.count(
+        &signers,
+        &name,
+        announcement.kind(),
+        target.as_deref(),
+        policy.fleet,
+        now,
+    );
+    if !root_chain && count.counted.len() < k {
+        return Ok(short_of_threshold(&count, (k, &rule), record, reject));
+    }
+    Ok(hold_or_accept(
+        announcement,
+        record,
+        root_chain,
+        now_ms,
+        policy,
+        reject,
+    ))
+}
+
+/// The bytes of the announcement's rollout plan when it has one: verified with it, or, not
+/// here yet, the decision to wait for it (or to refuse what could never be taken).
+fn plan_or_wait(
+    announcement: &Announcement,
+    store: &StateStore,
+    policy: &Policy,
+    info_hash: &str,
+    trust: &Trust,
+    now: u64,
+    reject: Reject<'_>,
+) -> super::Result<Result<Option<Vec<u8>>, Decision>> {
+    let (name, seq) = (announcement.name().to_string(), announcement.seq());
+    Ok(Ok(match announcement.has_plan() {
+        false => None,
+        true => match verified_plan(store, policy, announcement, info_hash, &trust.keys) {
+            Some(bytes) => Some(bytes),
+            None => {
+                // Unverified until its plan is here: checked now for all that does not
+                // need the plan, so a copy that could never be taken does not wait, and
+                // nothing of it is recorded.
+                if let Some(why) = unsigned_refusal(announcement, store, policy, now)? {
+                    return Ok(Err(reject(Some(name), Some(seq), why)));
+                }
+                let named = announcement.kids();
+                if !named.iter().any(|kid| trust.keys.get(kid).is_some()) {
+                    return Ok(Err(reject(
+                        Some(name),
+                        Some(seq),
+                        "waiting for a rollout plan refused: no signer is a trusted key".into(),
+                    )));
+                }
+                return Ok(Err(Decision::NeedsPlan {
+                    name,
+                    seq,
+                    info_hash: info_hash.to_string(),
+                }));
+            }
+        },
+    }))
+}
+
+/// Fewer valid signers than the threshold of the name (`k` under `rule`): refused when a
+/// delegated key signed outside its statement, otherwise held.
+fn short_of_threshold(
+    count: &Count,
+    (k, rule): (usize, &str),
+    mut record: Record,
+    reject: Reject<'_>,
+) -> Decision {
+    let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
+    let counted = format!(
+        "signed by {} of the {k} trusted keys {rule} requires ({})",
+        count.counted.len(),
+        kids.join(", ")
+    );
+    if !count.refused.is_empty() {
+        // A delegated key signed outside its statement: refused, naming the rule.
+        return reject(
+            Some(record.name),
+            Some(record.seq),
+            format!("not permitted: {}; {counted}", count.refused.join("; ")),
+        );
+    }
+    // Held, not rejected: the same name and seq with more signatures is accepted
+    // when it arrives (held records do not count as seen).
+    record.status = Status::Held;
+    record.reason = Some(format!("held: {counted}"));
+    Decision::Held(record)
+}
+
+/// A counted announcement: held while its seq (or its root chain's) is ahead of this node's
+/// clock, refused as a root chain over the cap, otherwise accepted.
+fn hold_or_accept(
+    announcement: Announcement,
+    mut record: Record,
+    root_chain: bool,
+    now_ms: u64,
+    policy: &Policy,
+    reject: Reject<'_>,
+) -> Decision {
+    let (name, seq) = (announcement.name().to_string(), announcement.seq());
+    if root_chain && announcement.payload_len() > MAX_CHAIN_BYTES {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!(
+                "root chain of {} bytes: a chain is at most {MAX_CHAIN_BYTES}",
+                announcement.payload_len()
+            ),
+        );
+    }
+    if root_chain && seq > now_ms {
+        // Unverified until applied: it may not claim a seq ahead of this node's clock,
+        // so it cannot outrank the operator's next root announcement.
+        record.status = Status::Held;
+        record.reason = Some(format!(
+            "held: root chain seq {seq} is ahead of this node's clock"
+        ));
+        return Decision::Held(record);
+    }
+    if seq > now_ms.saturating_add(policy.max_future_ms) {
+        record.status = Status::Held;
+        record.reason = Some(format!(
+            "held: seq {seq} is {} s ahead of this node's clock",
+            (seq - now_ms) / 1000
+        ));
+        return Decision::Held(record);
+    }
+    Decision::Accepted(Accepted {
+        record,
+        decoded: Decoded::Signed(announcement),
+    })
 }
 
 /// An operator's control statement: verified with the trusted keys and the threshold of the
