@@ -335,27 +335,16 @@ pub struct Pass {
     pub requests: Vec<super::sync::Request>,
 }
 
-/// Decides every spooled event in arrival order, records each outcome, hands accepted records
-/// to `accepted`, and deletes each event once its outcome is durable. An entry that is not a
-/// plain event is quarantined; an event whose decision fails (a state file that cannot be
-/// read, say) is left for the next pass. Either way the pass goes on: one bad entry must not
-/// stop or crash-loop the agent. `stuck` remembers entries that could not even be
-/// quarantined, so they are reported once and not on every pass. Errors are only those of
-/// the spool directory itself or of recording an outcome.
-///
-/// An announcement bound to a plan this node does not hold yet waits in `waits`, outside the
-/// records ([`super::pending`]); each pass decides the waiting ones again first, and refuses
-/// those that waited longer than [`PLAN_SEARCH_SECS`].
-pub fn take_spool(
-    spool_dir: &Path,
+/// The announcements waiting for their rollout plan, decided again: taken once their plan
+/// verifies them, refused once the search for it ran out, otherwise waiting on.
+fn retry_waiting(
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
-    stuck: &mut BTreeSet<PathBuf>,
     waits: &mut PlanWaits,
-    mut accepted: impl FnMut(Accepted),
-) -> super::Result<Pass> {
-    let mut pass = Pass::default();
+    pass: &mut Pass,
+    accepted: &mut impl FnMut(Accepted),
+) -> super::Result<()> {
     for waiting in waits.take_all() {
         let decision = match decide(&waiting.event, store, policy, now_ms) {
             Ok(decision) => decision,
@@ -386,16 +375,111 @@ pub fn take_spool(
                 })?;
                 pass.rejected += 1;
             }
-            decision => settle(
-                decision,
-                &waiting.event,
-                store,
-                now_ms,
-                &mut pass,
-                &mut accepted,
-            )?,
+            decision => settle(decision, &waiting.event, store, now_ms, pass, accepted)?,
         }
     }
+    Ok(())
+}
+
+/// A spooled heartbeat, kept or refused on its own; false when deciding it failed and it
+/// stays for the next pass.
+fn take_heartbeat(
+    event: &Spooled,
+    path: &Path,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    pass: &mut Pass,
+) -> bool {
+    let heartbeat_policy = policy.heartbeat();
+    match super::heartbeat::take(&event.payload, store, &heartbeat_policy, now_ms / 1000) {
+        Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
+            tracing::info!(
+                signed_at = heartbeat.time(),
+                names = heartbeat.count(),
+                source = event.source.as_str(),
+                "heartbeat kept"
+            );
+            pass.heartbeats += 1;
+        }
+        Ok(super::heartbeat::Taken::Same) => {}
+        Ok(super::heartbeat::Taken::Refused(reason)) => {
+            tracing::warn!(source = event.source.as_str(), %reason, "heartbeat refused")
+        }
+        Err(e) => {
+            tracing::error!(entry = %path.display(), "deciding a spooled heartbeat failed; it stays for the next pass: {}", chain(&e));
+            pass.deferred += 1;
+            return false;
+        }
+    }
+    true
+}
+
+/// An announcement that waits for its rollout plan, in memory and unrecorded; refused when
+/// the set is full (never pushing out what waits), which asks the fleet at once.
+fn admit_waiting(
+    waiting: Waiting,
+    source: spool::Source,
+    store: &StateStore,
+    now_ms: u64,
+    waits: &mut PlanWaits,
+    pass: &mut Pass,
+) -> super::Result<()> {
+    let (name, seq, info_hash) = (waiting.name.clone(), waiting.seq, waiting.info_hash.clone());
+    match waits.admit(waiting) {
+        Ok(()) => {
+            tracing::info!(%name, seq, plan = %info_hash, source = source.as_str(), "waiting for its rollout plan (not verified yet, not recorded)");
+        }
+        Err(Refused::Duplicate) => {}
+        Err(Refused::Full) => {
+            // Refused, not queued: what waits is never pushed out by a newcomer. A
+            // genuine one comes back through catch-up once a member verified it.
+            let reason = format!(
+                "too many announcements waiting for their rollout plan (at most {MAX_WAITING}, {MAX_WAITING_PER_SOURCE} from {}); not verified, dropped",
+                source.as_str()
+            );
+            tracing::warn!(%name, seq, "rejected: {reason}");
+            store.reject(Rejection {
+                at: now_ms / 1000,
+                source: source.as_str().to_string(),
+                name: Some(name),
+                seq: Some(seq),
+                reason,
+            })?;
+            pass.rejected += 1;
+            // A member filling the set with forgeries must not keep a genuine
+            // update out until the next period: catch-up verifies a plan before
+            // it spools, so ask the fleet now (the trigger's backoff bounds it).
+            if !pass.requests.contains(&super::sync::Request::Fleet) {
+                pass.requests.push(super::sync::Request::Fleet);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decides every spooled event in arrival order, records each outcome, hands accepted records
+/// to `accepted`, and deletes each event once its outcome is durable. An entry that is not a
+/// plain event is quarantined; an event whose decision fails (a state file that cannot be
+/// read, say) is left for the next pass. Either way the pass goes on: one bad entry must not
+/// stop or crash-loop the agent. `stuck` remembers entries that could not even be
+/// quarantined, so they are reported once and not on every pass. Errors are only those of
+/// the spool directory itself or of recording an outcome.
+///
+/// An announcement bound to a plan this node does not hold yet waits in `waits`, outside the
+/// records ([`super::pending`]); each pass decides the waiting ones again first, and refuses
+/// those that waited longer than [`PLAN_SEARCH_SECS`].
+pub fn take_spool(
+    spool_dir: &Path,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    stuck: &mut BTreeSet<PathBuf>,
+    waits: &mut PlanWaits,
+    mut accepted: impl FnMut(Accepted),
+) -> super::Result<Pass> {
+    let mut pass = Pass::default();
+    retry_waiting(store, policy, now_ms, waits, &mut pass, &mut accepted)?;
     for path in spool::list(spool_dir)? {
         if stuck.contains(&path) {
             continue;
@@ -440,28 +524,9 @@ pub fn take_spool(
         }
         if crate::formats::heartbeat::is_wire(&event.payload) {
             // Not an update: verified and kept (or refused) on its own, never recorded as one.
-            let heartbeat_policy = policy.heartbeat();
-            match super::heartbeat::take(&event.payload, store, &heartbeat_policy, now_ms / 1000) {
-                Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
-                    tracing::info!(
-                        signed_at = heartbeat.time(),
-                        names = heartbeat.count(),
-                        source = event.source.as_str(),
-                        "heartbeat kept"
-                    );
-                    pass.heartbeats += 1;
-                }
-                Ok(super::heartbeat::Taken::Same) => {}
-                Ok(super::heartbeat::Taken::Refused(reason)) => {
-                    tracing::warn!(source = event.source.as_str(), %reason, "heartbeat refused")
-                }
-                Err(e) => {
-                    tracing::error!(entry = %path.display(), "deciding a spooled heartbeat failed; it stays for the next pass: {}", chain(&e));
-                    pass.deferred += 1;
-                    continue;
-                }
+            if take_heartbeat(&event, &path, store, policy, now_ms, &mut pass) {
+                spool::remove(&path)?;
             }
-            spool::remove(&path)?;
             continue;
         }
         let decision = match decide(&event, store, policy, now_ms) {
@@ -484,40 +549,12 @@ pub fn take_spool(
                         path: PathBuf::new(),
                         ..event
                     },
-                    name: name.clone(),
+                    name,
                     seq,
-                    info_hash: info_hash.clone(),
+                    info_hash,
                     since_ms: now_ms,
                 };
-                match waits.admit(waiting) {
-                    Ok(()) => {
-                        tracing::info!(%name, seq, plan = %info_hash, source = source.as_str(), "waiting for its rollout plan (not verified yet, not recorded)");
-                    }
-                    Err(Refused::Duplicate) => {}
-                    Err(Refused::Full) => {
-                        // Refused, not queued: what waits is never pushed out by a newcomer. A
-                        // genuine one comes back through catch-up once a member verified it.
-                        let reason = format!(
-                            "too many announcements waiting for their rollout plan (at most {MAX_WAITING}, {MAX_WAITING_PER_SOURCE} from {}); not verified, dropped",
-                            source.as_str()
-                        );
-                        tracing::warn!(%name, seq, "rejected: {reason}");
-                        store.reject(Rejection {
-                            at: now_ms / 1000,
-                            source: source.as_str().to_string(),
-                            name: Some(name),
-                            seq: Some(seq),
-                            reason,
-                        })?;
-                        pass.rejected += 1;
-                        // A member filling the set with forgeries must not keep a genuine
-                        // update out until the next period: catch-up verifies a plan before
-                        // it spools, so ask the fleet now (the trigger's backoff bounds it).
-                        if !pass.requests.contains(&super::sync::Request::Fleet) {
-                            pass.requests.push(super::sync::Request::Fleet);
-                        }
-                    }
-                }
+                admit_waiting(waiting, source, store, now_ms, waits, &mut pass)?;
             }
             decision => settle(decision, &event, store, now_ms, &mut pass, &mut accepted)?,
         }
