@@ -897,6 +897,37 @@ fn hold_or_accept(
     })
 }
 
+/// The kind of the update the records are of, and its target as its plan names it (none: the
+/// whole fleet).
+fn kind_and_target(records: &[Record]) -> (Kind, Option<String>) {
+    let kind = records
+        .first()
+        .and_then(|r| match r.kind {
+            RecordKind::Signed(kind) => Some(kind),
+            RecordKind::Legacy => None,
+        })
+        .unwrap_or(Kind::Manifest);
+    let target = records
+        .iter()
+        .find_map(|r| r.plan.as_deref())
+        .and_then(|text| crate::formats::plan::Plan::decode(text.as_bytes()).ok())
+        .and_then(|plan| plan.target.map(|selector| selector.to_text()));
+    (kind, target)
+}
+
+/// The records an action sends back to the workers: halted ones on resume, failed or
+/// reverted ones on retry, none on abort.
+fn requeued(records: Vec<Record>, action: Action) -> Vec<Record> {
+    records
+        .into_iter()
+        .filter(|r| match action {
+            Action::Abort => false,
+            Action::Resume => r.status == Status::Halted,
+            Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
+        })
+        .collect()
+}
+
 /// An operator's control statement: verified with the trusted keys and the threshold of the
 /// update's name, for this fleet, unexpired, and newer than the last one seen for the update
 /// (a replayed `retry` must not retry again).
@@ -947,20 +978,9 @@ fn decide_control(
         .into_iter()
         .filter(|r| r.seq == seq && r.status != Status::Held)
         .collect();
-    let kind = records
-        .first()
-        .and_then(|r| match r.kind {
-            RecordKind::Signed(kind) => Some(kind),
-            RecordKind::Legacy => None,
-        })
-        .unwrap_or(Kind::Manifest);
     // Held to what the update itself needs: its name's threshold, and delegated keys only
     // within their statements (for the update's target, as its plan names it).
-    let target = records
-        .iter()
-        .find_map(|r| r.plan.as_deref())
-        .and_then(|text| crate::formats::plan::Plan::decode(text.as_bytes()).ok())
-        .and_then(|plan| plan.target.map(|selector| selector.to_text()));
+    let (kind, target) = kind_and_target(&records);
     let count = trust.count(&signers, &name, kind, target.as_deref(), policy.fleet, now);
     let (k, rule) = policy.thresholds.required(&name, kind);
     if count.counted.len() < k {
@@ -995,14 +1015,7 @@ fn decide_control(
             requeue: Vec::new(),
         });
     }
-    let requeue = records
-        .into_iter()
-        .filter(|r| match control.action {
-            Action::Abort => false,
-            Action::Resume => r.status == Status::Halted,
-            Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
-        })
-        .collect();
+    let requeue = requeued(records, control.action);
     Ok(Decision::Control {
         name,
         seen: Some(ControlSeen {
