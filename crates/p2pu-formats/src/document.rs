@@ -165,6 +165,26 @@ pub trait SignedDocument: Sized {
     }
 }
 
+/// The three [`SignedDocument`] items every such document writes the same way: its `sigs`
+/// field, read and written, and its `Sigs` error variant for a signature that cannot be added
+/// or taken.
+macro_rules! sigs_field {
+    ($error:ident) => {
+        fn sigs(&self) -> &[(KeyId, [u8; 64])] {
+            &self.sigs
+        }
+
+        fn sigs_mut(&mut self) -> &mut Vec<(KeyId, [u8; 64])> {
+            &mut self.sigs
+        }
+
+        fn sigs_error(error: AnnouncementError) -> $error {
+            $error::Sigs(error)
+        }
+    };
+}
+pub(crate) use sigs_field;
+
 /// An opened document's dictionary.
 pub struct Fields<'a>(Value<'a>);
 

@@ -12,7 +12,7 @@ use super::announcement::{
     decode_sigs, encode_sigs, put_bytes, put_int, put_string, AnnouncementError, FleetId,
     MAX_EXPIRES,
 };
-use super::document::{DocumentError, Envelope, SignedDocument};
+use super::document::{sigs_field, DocumentError, Envelope, SignedDocument};
 use crate::keys::KeyId;
 use ed25519_dalek::VerifyingKey;
 
@@ -295,17 +295,7 @@ impl SignedDocument for RootDoc {
         out
     }
 
-    fn sigs(&self) -> &[(KeyId, [u8; 64])] {
-        &self.sigs
-    }
-
-    fn sigs_mut(&mut self) -> &mut Vec<(KeyId, [u8; 64])> {
-        &mut self.sigs
-    }
-
-    fn sigs_error(error: AnnouncementError) -> RootError {
-        E::Sigs(error)
-    }
+    sigs_field!(RootError);
 }
 
 #[cfg(test)]
