@@ -23,13 +23,15 @@ if command -v rustup >/dev/null; then
     rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 fi
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --all-targets
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo build --locked --workspace --all-targets
 # fuzz/ is its own workspace: build every target and run each a few seconds on its seeds.
 install/fuzz-check.sh
 # Benches (benches/, `harness = false`) are built above but only run by `cargo bench`.
 # A test whose prerequisite (root, cargo-deb, puppet-lint) is missing fails here instead of
 # passing without testing anything (tests/support/prereq.rs).
 export P2PU_TESTS_STRICT=1
-# Every binary runs even after one fails, so one CI run names every failing test.
+# The pure formats crate first (seconds; no root, no engines), then p2pu. Every binary runs
+# even after one fails, so one CI run names every failing test.
+cargo test --locked -p p2pu-formats
 cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads=2

@@ -97,6 +97,33 @@ impl Error {
     }
 }
 
+/// A file operation that failed: what was being done, to which path, and why. The one shape of
+/// a layer's `Io` failure, so a layer's error holds it (`#[error(transparent)] Io(#[from]
+/// IoError)`) instead of writing the variant and its constructor out again.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    /// Wraps an I/O error with what was being done and to which path (for `map_err`).
+    pub fn on(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> IoError {
+        let path = path.into();
+        move |source| IoError {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
 /// Formats an error and its sources as one line: `outer: inner: innermost`.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();

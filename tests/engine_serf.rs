@@ -204,11 +204,11 @@ fn no_agent_is_a_failed_command_showing_serf_stderr() -> Result<()> {
 }
 
 /// `alpha` and `beta` joined; `gamma` alone, having sent five events, so its clock is ahead of
-/// theirs. `beta` then joins `gamma` with `events`, and `alpha` (which has not exchanged state
+/// theirs. `beta` then joins `gamma` with `mode`, and `alpha` (which has not exchanged state
 /// with `gamma` yet: that happens every 30 s) sends an event at its own, older clock. What
 /// `beta` hears of it decides whether a member that joins only for the clock (`p2pu submit`
 /// before each send) loses the events other members send meanwhile.
-fn lagging_members_event_after_a_join(events: JoinEvents) -> Result<(Vec<String>, Vec<String>)> {
+fn lagging_members_event_after_a_join(mode: JoinEvents) -> Result<(Vec<String>, Vec<String>)> {
     let dir = tempfile::tempdir()?;
     let (alpha, beta) = pair(dir.path())?;
     let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
@@ -220,7 +220,7 @@ fn lagging_members_event_after_a_join(events: JoinEvents) -> Result<(Vec<String>
             .client()
             .user_event("p2pu-update", format!("gamma-{n}").as_bytes(), false)?;
     }
-    beta.client().join(&[gamma.bind.to_string()], events)?;
+    beta.client().join(&[gamma.bind.to_string()], mode)?;
     alpha
         .client()
         .user_event("p2pu-update", b"from-alpha", false)?;

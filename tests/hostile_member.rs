@@ -39,7 +39,7 @@ use p2pu::agent::runtime::state::{Record, StateStore, Status};
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::formats::announcement::{Announcement, Draft};
 use p2pu::formats::serf_names::UPDATE_EVENT;
-use p2pu::keys::TrustedKeys;
+use p2pu::keys::{TrustedKeys, TrustedKeysDir};
 use p2pu::lab::{Lab, LabOptions};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

@@ -215,14 +215,16 @@ mod tests {
             b"node-2 10.0.0.2\n",
         );
         assert!(spooled(&node).is_empty());
-        let legacy = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
+        let legacy =
+            include_bytes!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.serf-payload");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
             legacy,
         );
         assert_eq!(spooled(&node).len(), 1);
-        let overlay = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+        let overlay =
+            include_bytes!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
@@ -274,23 +276,11 @@ mod tests {
         let store = StateStore::open(&node.dir.path().join("state")).unwrap();
         store
             .put(Record {
-                name: "site.pp".into(),
-                seq: 7,
-                kind: RecordKind::Signed(Kind::Manifest),
-                info_hash: String::new(),
                 len: 1,
-                sha256: None,
                 wire: "p2pu1:WIRE".into(),
                 status: Status::Applied,
-                reason: None,
-                output: None,
-                received_at: 1,
                 updated_at: 2,
-                sources: Vec::new(),
-                attempts: 0,
-                next_attempt_at: None,
-                restored_seq: None,
-                plan: None,
+                ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
             })
             .unwrap();
         let (_, out) = run(

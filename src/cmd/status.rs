@@ -205,23 +205,13 @@ mod tests {
 
     fn record(name: &str, seq: u64, status: Status) -> Record {
         Record {
-            name: name.into(),
-            seq,
-            kind: RecordKind::Signed(Kind::Manifest),
             info_hash: "00".repeat(20),
             len: 1,
             sha256: Some([0; 32]),
             wire: "p2pu1:x".into(),
             status,
             reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
-            output: None,
-            received_at: 1,
-            updated_at: 1,
-            sources: Vec::new(),
-            attempts: 0,
-            next_attempt_at: None,
-            restored_seq: None,
-            plan: None,
+            ..Record::received(name.into(), seq, RecordKind::Signed(Kind::Manifest), 1)
         }
     }
 

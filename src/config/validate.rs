@@ -191,8 +191,33 @@ impl<'a> Validator<'a> {
     /// Validates every key; what later steps need comes back even when some keys are bad
     /// (with defaults in their place), since `finish` refuses the config then anyway.
     pub fn check(&self, site: &SiteToml) -> Checked {
-        let serf = &site.serf;
         let defaults = SiteToml::default();
+        let (serf_bind, serf_rpc, advertise) = self.check_serf(site);
+        self.check_transmission(site);
+        self.check_nat(site);
+        self.check_time(site);
+        self.check_agent_limits(site);
+        self.check_health_check(site);
+        self.check_signing_policy(site);
+        self.check_serve_user(site);
+        self.check_paths(site);
+        let bind_port = serf_bind.map_or(7946, |a| a.port());
+        let rpc_port = serf_rpc.map_or(7373, |a| a.port());
+        self.check_ports(site, bind_port, rpc_port);
+        Checked {
+            serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
+            serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
+            advertise,
+        }
+    }
+
+    /// `[serf]`: its addresses (the bind and RPC ones come back for the port checks), peers,
+    /// tags and event size.
+    fn check_serf(
+        &self,
+        site: &SiteToml,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>, Option<IpAddr>) {
+        let serf = &site.serf;
         let serf_bind = self.socket_addr("serf.bind", &serf.bind);
         let serf_rpc = self.socket_addr("serf.rpc_addr", &serf.rpc_addr);
         if serf_rpc.is_some_and(|rpc| !rpc.ip().is_loopback()) {
@@ -241,6 +266,12 @@ impl<'a> Validator<'a> {
                 "Serf accepts 512 to 9216",
             );
         }
+        (serf_bind, serf_rpc, advertise)
+    }
+
+    /// `[transmission]`: the RPC user and password, the daemon's user, and `extra` keys that
+    /// p2pu manages itself.
+    fn check_transmission(&self, site: &SiteToml) {
         let tr = &site.transmission;
         if tr.rpc_user.is_empty() || tr.rpc_user.contains(':') {
             self.fail(
@@ -272,6 +303,10 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+    }
+
+    /// `[nat]`: the proxy it needs when enabled, and timers that keep UDP mappings alive.
+    fn check_nat(&self, site: &SiteToml) {
         let nat = &site.nat;
         if nat.enabled && nat.proxy.is_none() {
             self.fail(
@@ -307,6 +342,10 @@ impl<'a> Validator<'a> {
                 "use 5 to 29: routers drop idle UDP mappings after 30 s",
             );
         }
+    }
+
+    /// `[time]`: NTP servers are host names or addresses.
+    fn check_time(&self, site: &SiteToml) {
         for (key, servers) in [
             ("time.ntp", &site.time.ntp),
             ("time.fallback_ntp", &site.time.fallback_ntp),
@@ -321,6 +360,11 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+    }
+
+    /// Puppet's timeout and the agent's limits: catch-up, heartbeat window, payload cap, fetch
+    /// rate floor and windows, retries and their backoff.
+    fn check_agent_limits(&self, site: &SiteToml) {
         if site.puppet.timeout_secs == 0 {
             self.fail(
                 "puppet.timeout_secs",
@@ -396,8 +440,10 @@ impl<'a> Validator<'a> {
                 "use agent.retry_backoff_secs to 604800: the cap of the doubling wait",
             );
         }
-        self.check_health_check(site);
-        self.check_signing_policy(site);
+    }
+
+    /// `agent.serve_user`: the unprivileged user the network-facing servers run as.
+    fn check_serve_user(&self, site: &SiteToml) {
         let user = site.agent.serve_user.as_str();
         if user == "root" {
             self.fail(
@@ -411,15 +457,6 @@ impl<'a> Validator<'a> {
                 quoted(user),
                 "expected a system user name: 1 to 32 of `a-z`, `0-9`, `_`, `-`, not starting with a digit or `-`",
             );
-        }
-        self.check_paths(site);
-        let bind_port = serf_bind.map_or(7946, |a| a.port());
-        let rpc_port = serf_rpc.map_or(7373, |a| a.port());
-        self.check_ports(site, bind_port, rpc_port);
-        Checked {
-            serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
-            serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
-            advertise,
         }
     }
 

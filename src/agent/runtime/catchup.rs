@@ -213,7 +213,7 @@ mod tests {
     use super::*;
     use crate::engines::{Member, SerfError};
     use crate::formats::announcement::{Announcement, Draft, Kind};
-    use crate::keys::{PublicKey, TrustedKeys};
+    use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
     use ed25519_dalek::SigningKey;
 
     const NOW_MS: u64 = 1_800_000_000_000;

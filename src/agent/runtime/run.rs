@@ -38,6 +38,103 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How many updates download at once.
 const WORKERS: usize = 4;
 
+/// The workers that fetch and apply accepted updates (one apply at a time, under the apply
+/// lock) and the loop that hands them retries when their backoff is over; what feeds them.
+fn start_workers(
+    agent: &Arc<Agent>,
+    served: &Arc<ServeChild>,
+    peers: &Arc<FleetPeers>,
+) -> (Sender<Accepted>, Arc<Mutex<()>>, Arc<Retries>) {
+    let (work_tx, work_rx) = mpsc::channel::<Accepted>();
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let apply_lock = Arc::new(Mutex::new(()));
+    let retries = Arc::new(Retries::default());
+    for n in 0..WORKERS {
+        let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
+        let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
+        spawn_named(&format!("worker-{n}"), move || {
+            let shared = Shared {
+                apply_lock,
+                served,
+                peers,
+                retries,
+            };
+            worker(&agent, &work_rx, &shared)
+        });
+    }
+    spawn_named("retry", {
+        let (agent, retries, work_tx) = (agent.clone(), retries.clone(), work_tx.clone());
+        move || retry_loop(&agent, &retries, &work_tx)
+    });
+    (work_tx, apply_lock, retries)
+}
+
+/// The records a restart finds open, taken up again: those in their health check (or
+/// revert) first, then the others queued (a retrying one after the backoff its record keeps).
+fn resume_open_records(
+    agent: &Arc<Agent>,
+    apply_lock: &Arc<Mutex<()>>,
+    retries: &Retries,
+    work_tx: &Sender<Accepted>,
+) -> Result<()> {
+    let (in_check, open): (Vec<Record>, Vec<Record>) = agent
+        .store
+        .open_records()?
+        .into_iter()
+        .partition(|r| matches!(r.status, Status::Checking | Status::Reverting));
+    if !in_check.is_empty() {
+        // Applied already: only the check (or the revert) is left, not a new download. It
+        // goes first: a newer update applied before it would be checked (or reverted) in
+        // its place. Waiting only until it holds the apply lock keeps a long check from
+        // holding up the agent's start.
+        let (agent, apply_lock) = (agent.clone(), apply_lock.clone());
+        let (locked_tx, locked) = mpsc::channel();
+        spawn_named("resume-health", move || {
+            agent.resume_health(in_check, &apply_lock, &locked_tx)
+        });
+        let _ = locked.recv();
+    }
+    for record in open {
+        tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
+        match intake::resume(record.clone()) {
+            // Its backoff is in the record: a restart neither skips nor restarts the wait.
+            Ok(update) if record.status == Status::Retrying => {
+                retries.schedule(record.next_attempt_at.unwrap_or(0), update);
+            }
+            Ok(update) => {
+                let _ = work_tx.send(update);
+            }
+            Err(e) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "cannot resume: {}", chain(&e));
+                agent.set_status(&record, Status::Failed, Some(chain(&e)), None);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When each wanted plan was last asked for, and the wait before the next time.
+type PlansAsked = std::collections::BTreeMap<(String, String), (Instant, Duration)>;
+
+/// Asks the plans loop for each wanted plan whose wait is over (3 s, doubled up to a minute),
+/// and forgets the ones no longer wanted.
+fn ask_for_plans(
+    plans_asked: &mut PlansAsked,
+    wanted: &[(String, String)],
+    plan_tx: &Sender<(String, String)>,
+) {
+    plans_asked.retain(|key, _| wanted.contains(key));
+    for key in wanted {
+        let wait = match plans_asked.get(key) {
+            None => Duration::from_secs(3),
+            Some((at, wait)) if at.elapsed() >= *wait => (*wait * 2).min(Duration::from_secs(60)),
+            Some(_) => continue,
+        };
+        plans_asked.insert(key.clone(), (Instant::now(), wait));
+        let _ = plan_tx.send(key.clone());
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -97,60 +194,8 @@ impl Agent {
             move || catch_up_loop(&agent, &peers, &trigger)
         });
 
-        let (work_tx, work_rx) = mpsc::channel::<Accepted>();
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        let apply_lock = Arc::new(Mutex::new(()));
-        let retries = Arc::new(Retries::default());
-        for n in 0..WORKERS {
-            let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
-            let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
-            spawn_named(&format!("worker-{n}"), move || {
-                let shared = Shared {
-                    apply_lock,
-                    served,
-                    peers,
-                    retries,
-                };
-                worker(&agent, &work_rx, &shared)
-            });
-        }
-        spawn_named("retry", {
-            let (agent, retries, work_tx) = (agent.clone(), retries.clone(), work_tx.clone());
-            move || retry_loop(&agent, &retries, &work_tx)
-        });
-        let (in_check, open): (Vec<Record>, Vec<Record>) = agent
-            .store
-            .open_records()?
-            .into_iter()
-            .partition(|r| matches!(r.status, Status::Checking | Status::Reverting));
-        if !in_check.is_empty() {
-            // Applied already: only the check (or the revert) is left, not a new download. It
-            // goes first: a newer update applied before it would be checked (or reverted) in
-            // its place. Waiting only until it holds the apply lock keeps a long check from
-            // holding up the agent's start.
-            let (agent, apply_lock) = (agent.clone(), apply_lock.clone());
-            let (locked_tx, locked) = mpsc::channel();
-            spawn_named("resume-health", move || {
-                agent.resume_health(in_check, &apply_lock, &locked_tx)
-            });
-            let _ = locked.recv();
-        }
-        for record in open {
-            tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
-            match intake::resume(record.clone()) {
-                // Its backoff is in the record: a restart neither skips nor restarts the wait.
-                Ok(update) if record.status == Status::Retrying => {
-                    retries.schedule(record.next_attempt_at.unwrap_or(0), update);
-                }
-                Ok(update) => {
-                    let _ = work_tx.send(update);
-                }
-                Err(e) => {
-                    tracing::warn!(name = %record.name, seq = record.seq, "cannot resume: {}", chain(&e));
-                    agent.set_status(&record, Status::Failed, Some(chain(&e)), None);
-                }
-            }
-        }
+        let (work_tx, apply_lock, retries) = start_workers(&agent, &served, &peers);
+        resume_open_records(&agent, &apply_lock, &retries, &work_tx)?;
 
         let (plan_tx, plan_rx) = mpsc::channel::<(String, String)>();
         spawn_named("plans", {
@@ -161,8 +206,7 @@ impl Agent {
         // doubled up to a minute, so a forged announcement waiting out its search does not have
         // every member's seed server asked every few seconds. Per announcement, not per plan: a
         // forgery naming the genuine one's info-hash must not take its turn.
-        let mut plans_asked: std::collections::BTreeMap<(String, String), (Instant, Duration)> =
-            Default::default();
+        let mut plans_asked = PlansAsked::default();
 
         let wake = watch_spool(&site.agent.spool_dir)?;
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
@@ -175,18 +219,7 @@ impl Agent {
         let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
             let pass = agent.intake_spool(&work_tx, &mut stuck, &mut waits)?;
-            plans_asked.retain(|key, _| pass.plans_wanted.contains(key));
-            for key in &pass.plans_wanted {
-                let wait = match plans_asked.get(key) {
-                    None => Duration::from_secs(3),
-                    Some((at, wait)) if at.elapsed() >= *wait => {
-                        (*wait * 2).min(Duration::from_secs(60))
-                    }
-                    Some(_) => continue,
-                };
-                plans_asked.insert(key.clone(), (Instant::now(), wait));
-                let _ = plan_tx.send(key.clone());
-            }
+            ask_for_plans(&mut plans_asked, &pass.plans_wanted, &plan_tx);
             silence.after(&pass, now_ms());
             if pass.heartbeats > 0 {
                 trigger.heartbeat();
@@ -589,7 +622,7 @@ impl Agent {
         let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
-            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,
+            Err(crate::agent::transfer::fetch_error::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
                 let failed = Ended::Failed {
@@ -834,7 +867,9 @@ fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, Stri
         let Ok(announcement) = Announcement::decode(&wire) else {
             continue;
         };
-        let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+        let trusted = match <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::load(
+            &site.agent.trusted_keys_dir,
+        ) {
             Ok(trusted) => trusted,
             Err(e) => {
                 tracing::warn!("plans: {}", chain(&e));
@@ -856,7 +891,9 @@ fn fetch_plan_for(agent: &Agent, peers: &FleetPeers, hash: &str, wire: &str) -> 
     let Ok(announcement) = Announcement::decode(wire) else {
         return false;
     };
-    let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+    let trusted = match <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::load(
+        &site.agent.trusted_keys_dir,
+    ) {
         Ok(trusted) => trusted,
         Err(e) => {
             tracing::warn!("catch-up: {}", chain(&e));
@@ -1299,7 +1336,7 @@ mod tests {
     fn only_accepted_updates_reset_the_silence_warning() {
         use crate::agent::runtime::spool::{self, Source};
         use crate::formats::announcement::{Announcement, Draft, Kind};
-        use crate::keys::{PublicKey, TrustedKeys};
+        use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
         use ed25519_dalek::SigningKey;
         const NOW_MS: u64 = 1_800_000_000_000;
         let dir = tempfile::tempdir().unwrap();

@@ -186,6 +186,33 @@ pub struct Record {
 }
 
 impl Record {
+    /// A pending record of an update received at `now` (unix seconds), with nothing yet
+    /// about what it is beyond its name, seq and kind: callers fill in what was signed with
+    /// `Record { info_hash, len, sha256, wire, ..Record::received(..) }`. Everything the
+    /// workers add later starts empty here, the one place a record is made from scratch, so a
+    /// new field is added once.
+    pub fn received(name: String, seq: u64, kind: RecordKind, now: u64) -> Record {
+        Record {
+            name,
+            seq,
+            kind,
+            info_hash: String::new(),
+            len: 0,
+            sha256: None,
+            wire: String::new(),
+            status: Status::Pending,
+            reason: None,
+            output: None,
+            received_at: now,
+            updated_at: now,
+            sources: Vec::new(),
+            attempts: 0,
+            next_attempt_at: None,
+            restored_seq: None,
+            plan: None,
+        }
+    }
+
     /// The reason as tables show it (`status`, `history`): a retry says when it is due.
     pub fn shown_reason(&self, now_secs: u64) -> String {
         let reason = self.reason.as_deref().unwrap_or("");
@@ -243,23 +270,10 @@ impl Record {
     pub fn pending(name: &str, info_hash: &str, content: &[u8]) -> Record {
         use sha2::{Digest, Sha256};
         Record {
-            name: name.into(),
-            seq: 1,
-            kind: RecordKind::Signed(Kind::File),
             info_hash: info_hash.into(),
             len: content.len() as u64,
             sha256: Some(Sha256::digest(content).into()),
-            wire: String::new(),
-            status: Status::Pending,
-            reason: None,
-            output: None,
-            received_at: 0,
-            updated_at: 0,
-            sources: Vec::new(),
-            attempts: 0,
-            next_attempt_at: None,
-            restored_seq: None,
-            plan: None,
+            ..Record::received(name.into(), 1, RecordKind::Signed(Kind::File), 0)
         }
     }
 }
@@ -739,23 +753,12 @@ mod tests {
 
     fn record(name: &str, seq: u64, status: Status) -> Record {
         Record {
-            name: name.into(),
-            seq,
-            kind: RecordKind::Signed(Kind::Manifest),
             info_hash: "00".repeat(20),
             len: 1,
             sha256: Some([0; 32]),
             wire: "p2pu1:x".into(),
             status,
-            reason: None,
-            output: None,
-            received_at: 1,
-            updated_at: 1,
-            sources: Vec::new(),
-            attempts: 0,
-            next_attempt_at: None,
-            restored_seq: None,
-            plan: None,
+            ..Record::received(name.into(), seq, RecordKind::Signed(Kind::Manifest), 1)
         }
     }
 

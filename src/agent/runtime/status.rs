@@ -69,7 +69,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
     let mut status = NodeStatus {
         node,
         updates: Vec::new(),
-        version: Some(crate::VERSION.to_string()),
+        version: Some(crate::version::VERSION.to_string()),
         heartbeat: None,
     };
     // The node name, the version and the JSON around the updates.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Bounds that keep a misbehaving client from costing more than a little memory and one worker.
 #[derive(Debug, Clone)]

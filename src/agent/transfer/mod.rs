@@ -6,6 +6,7 @@
 
 pub mod download_dir;
 pub mod fetch;
+pub mod fetch_error;
 mod http;
 pub mod http_get;
 pub mod pace;

@@ -28,7 +28,7 @@ use percent_encoding::percent_decode_str;
 use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use super::http_get::HAVE_HEADER;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 #[doc(hidden)]
 pub mod fuzzing;

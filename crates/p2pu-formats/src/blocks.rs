@@ -38,7 +38,7 @@
 //! with each leaf's length in the leaf layer; this version refuses any `v` but 1, and a node
 //! that meets one moves the payload by the chain.
 
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::bencode::{self, Kind as Ben, Value};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 
@@ -95,8 +95,6 @@ pub enum BlocksError {
     #[error("the info dict's `p2pu` key: {0}")]
     Spec(#[from] SpecError),
 }
-
-impl crate::error::LayerError for BlocksError {}
 
 /// What is wrong with the info dict's `p2pu` dict.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -821,7 +819,7 @@ aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaae";
         let with = s.insert_into(info).unwrap();
         let torrent = [b"d4:info".as_slice(), &with, b"e"].concat();
         // Still a torrent every p2pu reads, with the key before `piece length`.
-        let meta = crate::formats::torrent::Metainfo::from_bytes(&torrent).unwrap();
+        let meta = crate::torrent::Metainfo::from_bytes(&torrent).unwrap();
         assert_eq!(meta.total_length, 40000);
         assert_eq!(Spec::from_metainfo(&torrent).unwrap(), Some(s.clone()));
         let text = String::from_utf8_lossy(&with);

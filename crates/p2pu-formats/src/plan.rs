@@ -9,7 +9,7 @@
 //! Wave assignment ([`assign_waves`]) is a pure function of the info-hash and the member names,
 //! so every node computes the same waves without asking anyone.
 
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::bencode::{self, Kind as Ben, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,8 +58,6 @@ pub enum PlanError {
         reason: String,
     },
 }
-
-impl crate::error::LayerError for PlanError {}
 
 use PlanError as E;
 
@@ -595,7 +593,7 @@ mod tests {
         let plan = full();
         let bytes = plan.to_bencode();
         assert_eq!(Plan::decode(&bytes).unwrap(), plan);
-        let vector = include_bytes!("../../tests/vectors/plan/full.plan");
+        let vector = include_bytes!("../tests/vectors/plan/full.plan");
         assert_eq!(&bytes[..], &vector[..]);
         let empty = Plan::default().to_bencode();
         assert_eq!(empty, b"d1:vi1ee");
@@ -608,7 +606,7 @@ mod tests {
         let err = Plan::decode(b"d1:vi1e4:zzzzi1ee").unwrap_err();
         assert_eq!(err, E::UnknownKey { key: "zzzz".into() });
         assert!(err.to_string().contains("unknown field \"zzzz\""), "{err}");
-        let vector = include_bytes!("../../tests/vectors/plan/unknown-field.plan");
+        let vector = include_bytes!("../tests/vectors/plan/unknown-field.plan");
         assert_eq!(
             Plan::decode(vector).unwrap_err(),
             E::UnknownKey {

@@ -73,8 +73,6 @@ pub struct BencodeError {
     pub problem: Problem,
 }
 
-impl crate::error::LayerError for BencodeError {}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     UnexpectedEnd,

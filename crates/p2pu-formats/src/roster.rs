@@ -26,7 +26,7 @@
 //! against the signed leaves and its first bad one names it. Members not in the roster
 //! (joined later) are leaves that forward nothing.
 
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::bencode::{self, Kind as Ben, Value};
 use sha2::{Digest, Sha256};
 
 /// The longest roster a node reads or `submit` writes: room for [`MAX_ROSTER_MEMBERS`] names
@@ -92,8 +92,6 @@ pub enum RosterError {
     #[error("roster's SHA-256 is not the one the signed info dict names")]
     Digest,
 }
-
-impl crate::error::LayerError for RosterError {}
 
 use RosterError as E;
 
