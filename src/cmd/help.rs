@@ -50,6 +50,17 @@ p2pu status >/dev/null || echo \"p2pu: something failed\"
 p2pu status --check",
     ),
     (
+        "verify",
+        "# What a signature file from `submit --sign-only` is, and whether this node's keys take it
+p2pu verify site.pp.sig
+# An announcement bound to a rollout plan, with its plan, against other keys
+p2pu verify wire.txt --with 0f1bd4f5b3916ded1eb2a2e0d828742ceecadfd7.plan --keys ./trusted
+# A key statement before sending it, as JSON
+p2pu verify 1a2b3c4d5e6f7a8b.delegation --json
+# A wire text pasted on standard input
+echo 'p2pu2:ZDM6...' | p2pu verify -",
+    ),
+    (
         "heartbeat",
         "# Sign and broadcast a heartbeat now (the timer init renders runs this)
 p2pu heartbeat
@@ -319,6 +330,14 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
          an update failed here; 4 when one had not settled by --timeout, waits for its wave or \
          halted, or no other member was alive to ask; 1 when the agent did not answer or could \
          not ask the fleet.",
+    ),
+    (
+        "verify",
+        "0 when the file is valid; 3 when it is not (malformed, tampered, signed by keys not \
+         trusted here or too few of them, another fleet's, expired); 4 when it is well-formed \
+         but carries no signature of its own (a plan or snapshot without --with, a public key, a \
+         revocation, a root chain that changes nothing); 1 when the file or the keys could not \
+         be read.",
     ),
     (
         "submit",

@@ -29,6 +29,7 @@ pub mod status;
 pub mod submit;
 pub mod sync;
 pub mod torrent;
+pub mod verify;
 
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
 ///
@@ -68,6 +69,12 @@ pub mod exit {
     pub const WAIT_TIMED_OUT: i32 = 2;
     /// ... the rollout halted itself (some member reports it `halted`).
     pub const WAIT_HALTED: i32 = 3;
+    /// `verify`: the file is not valid (malformed, tampered, signers not trusted or too few,
+    /// another fleet's, expired).
+    pub const INVALID: i32 = 3;
+    /// `verify`: the file is well-formed but carries no signature of its own (a plan or a
+    /// snapshot without the file it is signed through, a public key).
+    pub const UNSIGNED: i32 = 4;
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,
@@ -98,6 +105,7 @@ pub enum Command {
     Rollout(rollout::Rollout),
     #[command(subcommand)]
     Torrent(torrent::Torrent),
+    Verify(verify::Verify),
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
@@ -155,6 +163,7 @@ impl Command {
             Command::Fleet(c) => c.run(env),
             Command::Rollout(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
+            Command::Verify(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
             Command::Config(c) => c.run(env),
