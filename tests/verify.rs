@@ -248,6 +248,30 @@ fn every_signed_format_verifies_and_each_tampered_one_is_refused_with_its_reason
         "bad signature",
     );
 
+    // A member serving the plan of a windowed rollout without its window (to have nodes
+    // apply it now) breaks the signatures: the window is signed with the plan.
+    let windowed = Plan {
+        window: p2pu::formats::plan::parse_windows(&["Sat,Sun 01:00-03:00".to_string()]).unwrap(),
+        ..Plan::default()
+    };
+    let wire = Announcement::sign_v2_with_plan(
+        draft("night.pp"),
+        binding(),
+        &windowed.to_bencode(),
+        &f.root,
+    )
+    .unwrap()
+    .to_wire();
+    let n = f.write("night.sig", &wire);
+    let good = f.write("night.plan", windowed.to_bencode());
+    let out = f.valid(&[n.to_str().unwrap(), "--with", good.to_str().unwrap()]);
+    assert!(out.contains("Sat-Sun 01:00-03:00"), "{out}");
+    let stripped = f.write("stripped.plan", Plan::default().to_bencode());
+    f.invalid(
+        &[n.to_str().unwrap(), "--with", stripped.to_str().unwrap()],
+        "bad signature",
+    );
+
     // A control statement.
     let mut control = Control::new(
         Action::Retry,

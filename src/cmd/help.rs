@@ -101,7 +101,9 @@ p2pu submit --with-sig base.sig base.sig2 --wait
 p2pu submit site.pp --wait --quiet --timeout 900; echo $?
 
 # Only the cameras, in waves that halt after more than 2 failures, 5 minutes apart
-p2pu submit cam.pp --target role=camera --waves 1,10%,50%,100% --max-failures 2 --wave-wait 5m",
+p2pu submit cam.pp --target role=camera --waves 1,10%,50%,100% --max-failures 2 --wave-wait 5m
+# Download now everywhere, apply only at night on weekdays (each node's local time)
+p2pu submit site.pp --window 'Mon-Fri 02:00-04:00'",
     ),
     (
         "sync",

@@ -120,6 +120,12 @@ pub struct Submit {
     /// How long the --health-check may run before it is killed and has failed (seconds).
     #[arg(long, value_name = "SECS", requires = "health_check")]
     health_check_timeout: Option<u64>,
+    /// Apply only inside this maintenance window, in each node's local time (`Mon-Fri
+    /// 02:00-04:00`; repeat the flag for several), instead of the nodes' own
+    /// agent.apply_window. Nodes download at once and wait. Signed with the update; a node
+    /// whose p2pu predates windows refuses the update rather than apply it outside one.
+    #[arg(long, value_name = "DAYS HH:MM-HH:MM")]
+    window: Vec<String>,
 }
 
 impl Submit {
@@ -170,6 +176,7 @@ impl Submit {
                 .unwrap_or(0),
             check: self.check_argv()?,
             check_timeout: self.health_check_timeout,
+            window: plan::parse_windows(&self.window)?,
         };
         plan.validate()?;
         Ok(plan)

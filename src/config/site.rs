@@ -241,6 +241,11 @@ pub struct AgentSection {
     /// can hold file diffs and secrets a manifest prints. Off: only the reason and the lines
     /// Puppet marks `Error:` or `Warning:` are shared.
     pub share_full_logs: bool,
+    /// Maintenance windows, in the node's local time (`Mon-Fri 02:00-04:00`, several
+    /// allowed): an update is downloaded at once and applied only inside one (`status` says
+    /// `waiting for its window`). A rollout's own signed `submit --window` replaces these for
+    /// that update. Empty: apply at once.
+    pub apply_window: Vec<String>,
 }
 
 /// One `[[agent.thresholds]]` entry.
@@ -287,6 +292,7 @@ impl Default for AgentSection {
             heartbeat_interval_secs: 0,
             health_check: Vec::new(),
             health_check_timeout_secs: 60,
+            apply_window: Vec::new(),
             share_full_logs: false,
         }
     }

@@ -283,6 +283,7 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[agent]\nfleet_id_file = \"fleet.id\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id_file = \"fleet.id\": must be an absolute path"),
         ("[agent]\nhealth_check = [\"check\", \"-q\"]\n", "/etc/p2pu/site.toml:2: agent.health_check = \"check\": the first word must be the check program's absolute path, such as /usr/local/bin/check (it runs as root, without a shell)"),
         ("[agent]\nhealth_check_timeout_secs = 0\n", "/etc/p2pu/site.toml:2: agent.health_check_timeout_secs = 0: use 1 to 3600: a longer check would hold every later update"),
+        ("[agent]\napply_window = [\"Mon-Fri 02:00-04:00\", \"Funday 1:00-2:00\"]\n", "/etc/p2pu/site.toml:2: agent.apply_window = \"Funday 1:00-2:00\": \"Funday\" is not a day (Mon, Tue, ... Sun, or daily); write DAYS HH:MM-HH:MM in local time, such as \"Mon-Fri 02:00-04:00\", \"Sat,Sun 00:00-06:00\" or \"daily 22:30-01:00\""),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),
     ];
     for (text, want) in cases {

@@ -397,6 +397,7 @@ impl<'a> Validator<'a> {
             );
         }
         self.check_health_check(site);
+        self.check_apply_window(site);
         self.check_signing_policy(site);
         let user = site.agent.serve_user.as_str();
         if user == "root" {
@@ -450,6 +451,32 @@ impl<'a> Validator<'a> {
                 agent.health_check_timeout_secs,
                 "use 1 to 3600: a longer check would hold every later update",
             );
+        }
+    }
+
+    /// Maintenance windows: one that does not parse would hold every update for good.
+    fn check_apply_window(&self, site: &SiteToml) {
+        use crate::formats::window::{Window, WindowError, MAX_WINDOWS};
+        let windows = &site.agent.apply_window;
+        if windows.len() > MAX_WINDOWS {
+            let count = windows.len();
+            self.fail(
+                "agent.apply_window",
+                format!("[{count} windows]"),
+                format!("at most {MAX_WINDOWS}"),
+            );
+        }
+        for text in windows {
+            if let Err(WindowError::Bad { why, .. }) = Window::parse(text) {
+                self.fail(
+                    "agent.apply_window",
+                    quoted(text),
+                    format!(
+                        "{why}; write DAYS HH:MM-HH:MM in local time, such as \"Mon-Fri \
+                         02:00-04:00\", \"Sat,Sun 00:00-06:00\" or \"daily 22:30-01:00\""
+                    ),
+                );
+            }
         }
     }
 

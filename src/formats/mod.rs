@@ -13,3 +13,4 @@ pub mod plan;
 pub mod root;
 pub mod serf_names;
 pub mod torrent;
+pub mod window;

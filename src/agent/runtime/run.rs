@@ -27,6 +27,7 @@ use crate::error::chain;
 use crate::formats::announcement::FleetId;
 use crate::formats::plan::Plan;
 use crate::formats::serf_names::STATUS_QUERY;
+use crate::formats::window::{parse_all as parse_windows, Window};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -434,10 +435,76 @@ impl Agent {
         }
     }
 
+    /// What the rollout plan and the maintenance windows let this node do with a fetched
+    /// update: its wave's turn first, then its window.
+    fn plan_gate(&self, record: &Record) -> Gate {
+        match self.wave_gate(record) {
+            Gate::Apply => self.window_gate(record),
+            other => other,
+        }
+    }
+
+    /// The windows `record` applies in: its signed plan's (`submit --window`), else the
+    /// site's `agent.apply_window`, with which of the two they are.
+    fn windows_of(&self, record: &Record) -> (Vec<Window>, &'static str) {
+        let plan = (record.plan.as_deref()).and_then(|text| Plan::decode(text.as_bytes()).ok());
+        match plan {
+            Some(plan) if !plan.window.is_empty() => (plan.window, "the rollout's --window"),
+            // Validated when the config was loaded.
+            _ => (
+                parse_windows(&self.config.site.agent.apply_window).unwrap_or_default(),
+                "agent.apply_window",
+            ),
+        }
+    }
+
+    /// Whether `record` may wait for a window, so its fetch must not hold a download worker.
+    fn has_window(&self, record: &Record) -> bool {
+        !self.windows_of(record).0.is_empty()
+    }
+
+    /// Waits, recording `waiting` with when it opens, until a window of `record` is open (in
+    /// this node's local time); an operator's abort meanwhile halts it.
+    fn window_gate(&self, record: &Record) -> Gate {
+        let (windows, whose) = self.windows_of(record);
+        let mut shown: Option<String> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let wall = crate::civil::local_secs(now_ms() / 1000);
+            let (weekday, minute) = crate::civil::weekday_minute(wall);
+            let now = crate::formats::window::now(&windows, weekday, minute);
+            let Some(opens) = now.opens() else {
+                return Gate::Apply;
+            };
+            let texts: Vec<String> = windows.iter().map(Window::to_text).collect();
+            let reason = format!(
+                "waiting for its window (opens {opens} local time; {whose}: {})",
+                texts.join(", ")
+            );
+            if shown.as_deref() != Some(reason.as_str()) {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                shown = Some(reason);
+            }
+            for _ in 0..5 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
     /// What the rollout plan lets this node do with a fetched update: apply it (now or once
     /// its wave's turn comes), or not (outside the target, halted, stopping). Records
     /// `not-targeted`, `waiting` and `halted` with their reasons as it goes.
-    fn plan_gate(&self, record: &Record) -> Gate {
+    fn wave_gate(&self, record: &Record) -> Gate {
         let aborted = |store: &StateStore| {
             store
                 .control(&record.name, record.seq)
@@ -601,8 +668,8 @@ impl Agent {
                 return None;
             }
         };
-        if record.plan.is_none() {
-            // Without a plan only an operator's abort holds it.
+        if record.plan.is_none() && !self.has_window(record) {
+            // Without a plan or a window only an operator's abort holds it.
             if let Gate::Halted(reason) = self.plan_gate(record) {
                 tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
                 self.set_status(record, Status::Halted, Some(reason), None);
