@@ -383,6 +383,12 @@ fn plan_fields(out: &mut Inspection, p: &Plan) {
     if !p.check.is_empty() {
         out.field("health check", p.check.join(" "));
     }
+    if p.force_locks {
+        out.field(
+            "force locks",
+            "yes: applies past the nodes' update locks and vetoes",
+        );
+    }
     if !p.window.is_empty() {
         let windows: Vec<String> = p.window.iter().map(|w| w.to_text()).collect();
         out.field("window", windows.join(", "));

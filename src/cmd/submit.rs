@@ -126,6 +126,11 @@ pub struct Submit {
     /// whose p2pu predates windows refuses the update rather than apply it outside one.
     #[arg(long, value_name = "DAYS HH:MM-HH:MM")]
     window: Vec<String>,
+    /// Apply even where an application holds updates (agent.update_lock, agent.veto_command).
+    /// Signed with the update, so no member can add it; a node whose p2pu predates locks
+    /// refuses the update.
+    #[arg(long)]
+    force_locks: bool,
 }
 
 impl Submit {
@@ -177,6 +182,7 @@ impl Submit {
             check: self.check_argv()?,
             check_timeout: self.health_check_timeout,
             window: plan::parse_windows(&self.window)?,
+            force_locks: self.force_locks,
         };
         plan.validate()?;
         Ok(plan)

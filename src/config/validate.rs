@@ -445,6 +445,16 @@ impl<'a> Validator<'a> {
                 "an argument cannot contain a NUL character",
             );
         }
+        if let Some(program) = agent.veto_command.first() {
+            if !Path::new(program).is_absolute() {
+                self.fail(
+                    "agent.veto_command",
+                    quoted(program),
+                    "the first word must be the command's absolute path, such as \
+                     /usr/local/bin/may-update (it runs as root, without a shell)",
+                );
+            }
+        }
         if !(1..=3_600).contains(&agent.health_check_timeout_secs) {
             self.fail(
                 "agent.health_check_timeout_secs",
@@ -522,7 +532,7 @@ impl<'a> Validator<'a> {
     }
 
     fn check_paths(&self, site: &SiteToml) {
-        let paths: [(&str, &PathBuf); 19] = [
+        let paths: [(&str, &PathBuf); 20] = [
             ("paths.config_dir", &site.paths.config_dir),
             ("paths.systemd_dir", &site.paths.systemd_dir),
             ("paths.timesyncd_dir", &site.paths.timesyncd_dir),
@@ -544,6 +554,7 @@ impl<'a> Validator<'a> {
             ("agent.trusted_keys_dir", &site.agent.trusted_keys_dir),
             ("agent.signing_key", &site.agent.signing_key),
             ("agent.archive_dir", &site.agent.archive_dir),
+            ("agent.update_lock", &site.agent.update_lock),
             ("nat.fleet_secret_file", &site.nat.fleet_secret_file),
             ("nat.control_socket", &site.nat.control_socket),
             ("nat.identity_key_file", &site.nat.identity_key_file),

@@ -23,9 +23,10 @@ pub const MAX_WAVES: usize = 16;
 pub const MAX_WAIT_SECS: u64 = 7 * 86_400;
 /// The longest per-update check timeout: an hour.
 pub const MAX_CHECK_TIMEOUT_SECS: u64 = 3_600;
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "check",
     "check_timeout",
+    "force_locks",
     "maxf",
     "target",
     "v",
@@ -297,6 +298,9 @@ pub struct Plan {
     /// `agent.apply_window`; empty: the node's. A node that does not know the field refuses
     /// the plan, and so never applies the update outside the window.
     pub window: Vec<Window>,
+    /// Apply past the nodes' update locks and veto commands (`submit --force-locks`): the
+    /// signers' explicit word. Old nodes refuse a plan with it (they have no locks to force).
+    pub force_locks: bool,
 }
 
 /// Parses `--waves 1,10%,50%,100%`.
@@ -393,6 +397,9 @@ impl Plan {
         }
         if let Some(t) = self.check_timeout {
             put_int(&mut out, "check_timeout", t);
+        }
+        if self.force_locks {
+            put_int(&mut out, "force_locks", 1);
         }
         if let Some(maxf) = self.max_failures {
             put_key(&mut out, "maxf");
@@ -515,6 +522,11 @@ impl Plan {
         if let Some(v) = value.get("check_timeout") {
             plan.check_timeout = Some(uint("check_timeout", v, MAX_CHECK_TIMEOUT_SECS)?);
         }
+        if let Some(v) = value.get("force_locks") {
+            // Present means 1: a 0 would be a second spelling of its absence.
+            uint("force_locks", v, 1)?;
+            plan.force_locks = true;
+        }
         if let Some(v) = value.get("window") {
             let texts = texts("window", v)?;
             if texts.is_empty() {
@@ -624,6 +636,7 @@ mod tests {
             check: vec!["/usr/local/bin/check".into(), "--quick".into()],
             check_timeout: Some(60),
             window: Vec::new(),
+            force_locks: false,
         }
     }
 
@@ -800,6 +813,13 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+        let forced = Plan {
+            force_locks: true,
+            ..Plan::default()
+        };
+        assert_eq!(forced.to_bencode(), b"d11:force_locksi1e1:vi1ee");
+        assert_eq!(Plan::decode(&forced.to_bencode()).unwrap(), forced);
+        assert!(Plan::decode(b"d11:force_locksi0e1:vi1ee").is_err());
         let err = parse_windows(&["Funday 02:00-03:00".to_string()]).unwrap_err();
         assert!(err.to_string().starts_with("--window "), "{err}");
     }

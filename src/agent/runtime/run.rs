@@ -7,6 +7,7 @@
 use super::health::{self, HealthCheck};
 use super::heartbeat;
 use super::intake::{self, Accepted, Decoded, Policy};
+use super::locks;
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
 use super::state::{tail, Lineage, Record, StateStore, Status, OUTPUT_IN_RECORD};
@@ -439,8 +440,91 @@ impl Agent {
     /// update: its wave's turn first, then its window.
     fn plan_gate(&self, record: &Record) -> Gate {
         match self.wave_gate(record) {
-            Gate::Apply => self.window_gate(record),
+            Gate::Apply => match self.window_gate(record) {
+                Gate::Apply => self.lock_gate(record),
+                other => other,
+            },
             other => other,
+        }
+    }
+
+    /// Whether the rollout's signed plan overrides the node's update locks.
+    fn forces_locks(record: &Record) -> bool {
+        (record.plan.as_deref())
+            .and_then(|text| Plan::decode(text.as_bytes()).ok())
+            .is_some_and(|plan| plan.force_locks)
+    }
+
+    /// Whether `record` may be held before it applies (a window, a lock there now, a veto
+    /// command), so its fetch must not keep a download worker while it waits.
+    fn may_hold(&self, record: &Record) -> bool {
+        let agent = &self.config.site.agent;
+        self.has_window(record)
+            || (!Self::forces_locks(record)
+                && (!agent.veto_command.is_empty() || locks::held(&agent.update_lock).is_some()))
+    }
+
+    /// Waits, recording `waiting` with the holder and age, while an application holds
+    /// updates: anything at `agent.update_lock`, or `agent.veto_command` exiting non-zero
+    /// (asked every 10 s); a rollout signed with `--force-locks` is not held. An abort
+    /// meanwhile halts it.
+    fn lock_gate(&self, record: &Record) -> Gate {
+        let agent = &self.config.site.agent;
+        if Self::forces_locks(record) {
+            if let Some(lock) = locks::held(&agent.update_lock) {
+                tracing::warn!(name = %record.name, seq = record.seq, "applying past the update lock {} ({}): the rollout was signed with --force-locks", agent.update_lock.display(), lock.holder);
+            }
+            return Gate::Apply;
+        }
+        let env = [
+            ("P2PU_NAME", record.name.clone()),
+            ("P2PU_SEQ", record.seq.to_string()),
+            ("P2PU_KIND", health::kind_of(record).as_str().to_string()),
+        ];
+        let mut shown: Option<String> = None;
+        let mut veto: Option<(Instant, String)> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let now = locks::now_secs();
+            let reason = match locks::held(&agent.update_lock) {
+                Some(lock) => Some(lock.reason(&agent.update_lock, now)),
+                None => {
+                    let due = veto
+                        .as_ref()
+                        .is_none_or(|(at, _)| at.elapsed() >= locks::VETO_EVERY);
+                    if due {
+                        match locks::vetoed(&agent.veto_command, &env) {
+                            Some(why) => {
+                                veto = Some((Instant::now(), why.clone()));
+                                Some(why)
+                            }
+                            None => None,
+                        }
+                    } else {
+                        veto.as_ref().map(|(_, why)| why.clone())
+                    }
+                }
+            };
+            let Some(reason) = reason else {
+                return Gate::Apply;
+            };
+            if shown.as_deref() != Some(reason.as_str()) {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                shown = Some(reason);
+            }
+            for _ in 0..5 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     }
 
@@ -668,12 +752,17 @@ impl Agent {
                 return None;
             }
         };
-        if record.plan.is_none() && !self.has_window(record) {
-            // Without a plan or a window only an operator's abort holds it.
-            if let Gate::Halted(reason) = self.plan_gate(record) {
-                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
-                self.set_status(record, Status::Halted, Some(reason), None);
-                return None;
+        if record.plan.is_none() && !self.may_hold(record) {
+            // Without a plan, a window or a lock only an operator's abort holds it (or a lock
+            // taken since the look above, briefly on this worker).
+            match self.plan_gate(record) {
+                Gate::Halted(reason) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                    self.set_status(record, Status::Halted, Some(reason), None);
+                    return None;
+                }
+                Gate::Stopping => return None,
+                _ => {}
             }
         } else {
             // Seeded at once: the members of later waves, and those not targeted, still
