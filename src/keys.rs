@@ -218,7 +218,19 @@ pub fn parse_secret(bytes: &[u8], origin: &str) -> Result<SigningKey, KeyError> 
 
 /// Reads a secret key file, refusing one that group or others can read (as ssh does).
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let meta = std::fs::metadata(path).map_err(io("reading", path))?;
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => crate::Error::Usage(format!(
+            "no signing key at {} (agent.signing_key): make one with `p2pu keygen --out {}` \
+             and trust its signing.pub on the nodes (`p2pu key trust`)",
+            path.display(),
+            path.parent().map_or(".".into(), |d| d.display().to_string())
+        )),
+        std::io::ErrorKind::PermissionDenied => crate::Error::Usage(format!(
+            "{}: permission denied: the signing key is readable by its owner only; run as root",
+            path.display()
+        )),
+        _ => io("reading", path)(source).into(),
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::SecretKeyExposed {

@@ -227,9 +227,21 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
         }
         Err(e) => {
             let _ = writeln!(env.stderr, "error: {}", chain(&e));
-            1
+            if is_bad_argument(&e) {
+                exit::USAGE
+            } else {
+                exit::ERROR
+            }
         }
     }
+}
+
+/// Whether `e` says a flag's value is wrong, which exits 2 like clap's own usage errors
+/// (issue 29: `--waves 1,50%` exited 1, as if an engine had failed).
+fn is_bad_argument(e: &crate::Error) -> bool {
+    use crate::formats::plan::PlanError;
+    matches!(e, crate::Error::BadArgument(_))
+        || matches!(e.layer::<PlanError>(), Some(PlanError::BadValue { .. }))
 }
 
 /// Runs `p2pu` in-process for the commands' unit tests, with the working directory, stdin,

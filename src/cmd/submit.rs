@@ -143,7 +143,7 @@ impl Submit {
         let argv: Vec<String> = text.split_whitespace().map(str::to_string).collect();
         match argv.first() {
             Some(program) if program.starts_with('/') => Ok(argv),
-            _ => Err(Error::Usage(format!(
+            _ => Err(Error::BadArgument(format!(
                 "--health-check {text:?}: give the check's absolute path first, then its \
                  arguments (it runs without a shell)"
             ))),
@@ -932,8 +932,8 @@ mod tests {
         assert!(left.is_empty(), "left in the download dir: {left:?}");
     }
 
-    /// A bad targeting, wave, failure or wait value names its flag and value, and nothing
-    /// is validated, seeded or sent.
+    /// A bad targeting, wave, failure, wait or window value names its flag and value, exits 2
+    /// as a usage error (issue 29: it exited 1), and nothing is validated, seeded or sent.
     #[test]
     fn bad_plan_flags_are_refused_naming_flag_and_value_before_any_engine() {
         for (flag, value) in [
@@ -945,10 +945,13 @@ mod tests {
             ("--max-failures", "1.5"),
             ("--wave-wait", "5d"),
             ("--health-check", "check --camera"),
+            ("--max-failures", "150%"),
+            ("--wave-wait", "5x"),
+            ("--window", "Mon-Fri 2-4"),
         ] {
             let node = node(FakeGossip::default());
             let (code, out, err) = node.submit(&[flag, value]);
-            assert_eq!((code, out.as_str()), (1, ""), "{flag} {value}");
+            assert_eq!((code, out.as_str()), (2, ""), "{flag} {value}: {err}");
             assert!(err.contains(&format!("{flag} {value:?}")), "{err}");
             assert!(node.untouched(), "{flag} {value}");
             assert!(node.applier.calls().is_empty(), "{flag} {value}");

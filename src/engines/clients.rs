@@ -9,7 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn read_secret(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("reading secret", path))?;
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::Usage(format!(
+            "{}: the RPC secret is missing: run `p2pu init` (which generates it), as root",
+            path.display()
+        )),
+        std::io::ErrorKind::PermissionDenied => Error::Usage(format!(
+            "{}: permission denied: the RPC secret is root's; run as root",
+            path.display()
+        )),
+        _ => Error::io("reading secret", path)(source),
+    })?;
     Ok(text.trim().to_string())
 }
 
