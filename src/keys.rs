@@ -51,6 +51,10 @@ pub enum KeyError {
     Write(#[from] FsError),
     #[error("{origin}: {reason}")]
     Malformed { origin: String, reason: String },
+    #[error("no signing key at {} (agent.signing_key): make one with `p2pu keygen --out {}` and trust its signing.pub on the nodes (`p2pu key trust`)", path.display(), path.parent().map_or(".".into(), |d| d.display().to_string()))]
+    NoSigningKey { path: PathBuf },
+    #[error("{}: permission denied: the signing key is readable by its owner only; run as root", path.display())]
+    SecretDenied { path: PathBuf },
     #[error("{}: secret key is readable by others (mode {mode:04o}); chmod 600 it", path.display())]
     SecretKeyExposed { path: PathBuf, mode: u32 },
     #[error("{} already exists (use --force to overwrite)", path.display())]
@@ -219,17 +223,10 @@ pub fn parse_secret(bytes: &[u8], origin: &str) -> Result<SigningKey, KeyError> 
 /// Reads a secret key file, refusing one that group or others can read (as ssh does).
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => crate::Error::Usage(format!(
-            "no signing key at {} (agent.signing_key): make one with `p2pu keygen --out {}` \
-             and trust its signing.pub on the nodes (`p2pu key trust`)",
-            path.display(),
-            path.parent().map_or(".".into(), |d| d.display().to_string())
-        )),
-        std::io::ErrorKind::PermissionDenied => crate::Error::Usage(format!(
-            "{}: permission denied: the signing key is readable by its owner only; run as root",
-            path.display()
-        )),
-        _ => io("reading", path)(source).into(),
+        std::io::ErrorKind::NotFound => KeyError::NoSigningKey {
+            path: path.to_path_buf(),
+        },
+        _ => io("reading", path)(source),
     })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
@@ -238,7 +235,12 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
             mode,
         });
     }
-    let bytes = std::fs::read(path).map_err(io("reading", path))?;
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => KeyError::SecretDenied {
+            path: path.to_path_buf(),
+        },
+        _ => io("reading", path)(source),
+    })?;
     parse_secret(&bytes, &path.display().to_string())
 }
 
