@@ -171,3 +171,43 @@ fn first_errors_say_what_to_do_next() {
         "{err}"
     );
 }
+
+/// Issue 29: `submit --noop` of a valid manifest as a user whose HOME Puppet cannot write
+/// (`/nonexistent`, as system users have) showed Puppet's `Permission denied @ dir_s_mkdir -
+/// /nonexistent` as the manifest's fault; it runs with a temporary HOME and says what would
+/// change.
+#[test]
+fn submit_noop_as_a_user_without_a_home_checks_the_manifest() {
+    if !prereq::root("drops to uid 65534 to run submit --noop as a user")
+        || !prereq::have(
+            Command::new("puppet").arg("--version").output().is_ok(),
+            "puppet (apt-get install puppet)",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let config = dir.path().join("site.toml");
+    std::fs::write(&config, "").unwrap();
+    chmod(&config, 0o644);
+    let manifest = dir.path().join("motd.pp");
+    std::fs::write(&manifest, "notify { 'hello': }\n").unwrap();
+    chmod(&manifest, 0o644);
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pu"))
+        .args(["submit", "--noop", "--config"])
+        .arg(&config)
+        .arg(&manifest)
+        .current_dir(dir.path())
+        .uid(65534)
+        .gid(65534)
+        .env("HOME", "/nonexistent")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stderr.contains("/nonexistent"), "{stderr}");
+    assert!(stdout.contains("nothing was broadcast"), "{stdout}");
+}
