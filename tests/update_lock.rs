@@ -85,7 +85,7 @@ fn a_lock_and_a_veto_hold_updates_and_force_locks_applies_past_them() {
             busy.display()
         ),
     );
-    let lab = TestLab(Lab::start(options).expect("lab starts"));
+    let mut lab = TestLab(Lab::start(options).expect("lab starts"));
 
     // 1. The application holds updates: node 2 downloads and waits, saying who holds it.
     std::fs::write(&lock, "backup-job pid 4242\n").unwrap();
@@ -101,6 +101,11 @@ fn a_lock_and_a_veto_hold_updates_and_force_locks_applies_past_them() {
     assert_eq!(runs(&lab, 2, "a.pp"), 0, "applied under the lock");
     let shown = ok(lab.p2pu(2, &["status"]).unwrap());
     assert!(shown.contains("backup-job pid 4242"), "{shown}");
+    // Issue 29: status says whether the daemons run, as systemctl status would.
+    assert!(
+        shown.starts_with("services: agent running, serf running, transmission running\n"),
+        "{shown}"
+    );
     let fleet = ok(lab.p2pu(1, &["fleet", "status", "a.pp"]).unwrap());
     assert!(fleet.contains("held by the update lock"), "{fleet}");
 
@@ -134,4 +139,13 @@ fn a_lock_and_a_veto_hold_updates_and_force_locks_applies_past_them() {
     std::fs::remove_file(&busy).unwrap();
     applied(&lab, 2, "c.pp");
     assert_eq!(runs(&lab, 2, "c.pp"), 1);
+
+    // Issue 29: with the agent down, `status --check` fails and says so (it said "ok").
+    let out = lab.p2pu(2, &["status", "--check"]).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    lab.stop_agent(2).unwrap();
+    let out = lab.p2pu(2, &["status", "--check"]).unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{line}");
+    assert!(line.starts_with("down: the agent is not running"), "{line}");
 }

@@ -46,7 +46,7 @@ p2pu status
 p2pu status --all --json
 # In a script: exit 3 when an update failed here
 p2pu status >/dev/null || echo \"p2pu: something failed\"
-# For monitoring: one line; exit 5 when no fresh heartbeat is held, 3 when an update failed
+# For monitoring: one line; exit 6 when the agent is down, 5 when no fresh heartbeat is held, 3 when an update failed
 p2pu status --check",
     ),
     (
@@ -318,7 +318,8 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "status",
         "3 when the newest record of some update on this node failed (or was reverted by the \
-         health check). With --check: 5 when this node holds no heartbeat signed within \
+         health check). With --check: 6 when the agent is not running or its state dir does \
+         not exist; 5 when this node holds no heartbeat signed within \
          agent.heartbeat_window_secs (never received, or stale: updates may be withheld from it), \
          else 3 or 0 as without it.",
     ),

@@ -62,6 +62,8 @@ pub mod exit {
     /// This node holds no heartbeat signed within `agent.heartbeat_window_secs`
     /// (`status --check`): updates may be withheld from it.
     pub const STALE: i32 = 5;
+    /// `status --check`: the agent is not running, or its state dir does not exist.
+    pub const DOWN: i32 = 6;
     /// `submit --wait` has statuses of its own (issue 14), 0 when every targeted member
     /// applied the update ([`OK`]), else: it failed (or was reverted) on some member ...
     pub const WAIT_FAILED: i32 = 1;

@@ -16,10 +16,12 @@ use std::io::Write;
 
 /// Show this node's updates, rejected announcements and heartbeat.
 ///
+/// Also says whether the agent, Serf and Transmission answer on their local ports.
+///
 /// Exits 0 when no update's newest record failed, 3 when one did (failed, or reverted by the
-/// health check), 1 when the state could not be read. With --check: one line, and exit 5 when
-/// the heartbeat is stale or was never received (agent.heartbeat_window_secs), else 3 or 0 as
-/// above.
+/// health check), 1 when the state could not be read. With --check: one line, and exit 6 when
+/// the agent is not running or its state dir does not exist, 5 when the heartbeat is stale or
+/// was never received (agent.heartbeat_window_secs), else 3 or 0 as above.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     #[command(flatten)]
@@ -30,8 +32,8 @@ pub struct Status {
     /// Show every kept record of each name, not just the newest.
     #[arg(long)]
     all: bool,
-    /// For monitoring: print one line and exit 5 when no fresh heartbeat is held, 3 when an
-    /// update failed, 0 when all is well.
+    /// For monitoring: print one line and exit 6 when the agent is down, 5 when no fresh
+    /// heartbeat is held, 3 when an update failed, 0 when all is well.
     #[arg(long, conflicts_with_all = ["json", "all"])]
     check: bool,
 }
@@ -44,6 +46,8 @@ impl Status {
         let now = env.unix_now();
         report.heartbeat =
             heartbeat::freshness(store.dir(), config.site.agent.heartbeat_window_secs, now);
+        report.services = env.engines.services(&config);
+        report.state_dir_exists = config.site.agent.state_dir.is_dir();
         if self.check {
             return check(env, &report, now);
         }
@@ -66,6 +70,10 @@ impl Status {
 
 /// `--check`: one line, the worst first.
 fn check(env: &mut Env, report: &StatusReport, now: u64) -> Result<Outcome> {
+    if let Some(line) = down(report) {
+        writeln!(env.stdout, "{line}").map_err(Error::io("writing to", "standard output"))?;
+        return Ok(Outcome::Status(exit::DOWN));
+    }
     let failed: Vec<&str> = report
         .updates
         .iter()
@@ -102,6 +110,8 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
         updates,
         rejected: store.rejections()?,
         heartbeat: None,
+        services: Vec::new(),
+        state_dir_exists: true,
     })
 }
 
@@ -133,8 +143,58 @@ fn sources(record: &crate::agent::runtime::state::Record) -> String {
     out
 }
 
+/// Why this node cannot apply anything now, if it cannot: the agent is not running, or its
+/// state dir does not exist (it never ran). `status --check` fails on it (issue 29: it said
+/// "ok" when the state dir did not exist).
+fn down(report: &StatusReport) -> Option<String> {
+    if let Some(agent) = report
+        .services
+        .iter()
+        .find(|s| s.name == "agent" && !s.running)
+    {
+        return Some(format!(
+            "down: the agent is not running (nothing answers at {}; systemctl status {})",
+            agent.addr, agent.unit
+        ));
+    }
+    (!report.state_dir_exists).then(|| {
+        "down: the agent's state dir does not exist: it never ran here (p2pu init; systemctl \
+         status p2pu-agent)"
+            .to_string()
+    })
+}
+
+/// `agent running, serf running, transmission NOT RUNNING (...)`, like `systemctl status`.
+fn services_line(report: &StatusReport) -> Option<String> {
+    if report.services.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = report
+        .services
+        .iter()
+        .map(|s| match s.running {
+            true => format!("{} running", s.name),
+            false => format!(
+                "{} NOT RUNNING (nothing answers at {}; systemctl status {})",
+                s.name, s.addr, s.unit
+            ),
+        })
+        .collect();
+    Some(format!("services: {}", parts.join(", ")))
+}
+
 fn table(report: &StatusReport, now: u64) -> String {
     let mut out = String::new();
+    if let Some(line) = services_line(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !report.state_dir_exists {
+        out.push_str("the agent's state dir does not exist: it never ran here\n");
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
     if let Some(heartbeat) = &report.heartbeat {
         out.push_str(&heartbeat.line(now));
         out.push_str("\n\n");
@@ -232,9 +292,64 @@ mod tests {
         let (code, out, err) = status(dir.path(), &[]);
         assert_eq!(
             (code, out.as_str(), err.as_str()),
-            (0, "no updates yet\n", "")
+            (
+                0,
+                "the agent's state dir does not exist: it never ran here\n\nno updates yet\n",
+                ""
+            )
         );
         assert!(!dir.path().join("state").exists(), "status created state");
+    }
+
+    /// Issue 29: `status --check` said "ok" where the state dir did not exist, and nothing
+    /// said whether the agent ran. It fails (exit 6) when the agent does not answer or never
+    /// ran, and `status` names each daemon that does not answer with its unit.
+    #[test]
+    fn check_fails_when_the_agent_is_down_or_never_ran() {
+        use crate::engines::clients::{Engines, ServiceState};
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let (code, out, _) = status(dir.path(), &["--check"]);
+        assert_eq!(code, exit::DOWN, "{out}");
+        assert!(
+            out.starts_with("down: the agent's state dir does not exist"),
+            "{out}"
+        );
+        StateStore::open(&dir.path().join("state")).unwrap();
+        let service = |name: &str, running: bool| ServiceState {
+            name: name.into(),
+            addr: "127.0.0.1:6969".into(),
+            running,
+            unit: format!("{name}.service"),
+        };
+        let run = |states: Vec<ServiceState>, args: &[&str]| {
+            let mut argv = vec!["status", "--config", "site.toml"];
+            argv.extend(args);
+            crate::cmd::testing::Run::new(dir.path())
+                .engines(Engines::fakes().services_running(states))
+                .run(&argv)
+        };
+        let up = vec![service("agent", true), service("serf", true)];
+        let (code, out, _) = run(up.clone(), &["--check"]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out, _) = run(up, &[]);
+        assert_eq!(code, 0);
+        assert!(
+            out.starts_with("services: agent running, serf running\n"),
+            "{out}"
+        );
+        let agent_down = vec![service("agent", false), service("serf", true)];
+        let (code, out, _) = run(agent_down.clone(), &["--check"]);
+        assert_eq!(code, exit::DOWN, "{out}");
+        assert_eq!(
+            out,
+            "down: the agent is not running (nothing answers at 127.0.0.1:6969; systemctl status agent.service)\n"
+        );
+        let (_, out, _) = run(agent_down, &[]);
+        assert!(
+            out.contains("agent NOT RUNNING (nothing answers at 127.0.0.1:6969"),
+            "{out}"
+        );
     }
 
     #[test]

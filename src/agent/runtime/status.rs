@@ -60,6 +60,16 @@ pub struct StatusReport {
     /// Absent where heartbeats are not required (`agent.heartbeat_window_secs = 0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// Whether the agent, Serf and Transmission answer on their local ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::engines::clients::ServiceState>,
+    /// Whether the agent's state dir exists (`false`: the agent never ran here).
+    #[serde(default = "yes")]
+    pub state_dir_exists: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// This node's newest update of each name, newest first, within the answer limit.
