@@ -36,8 +36,9 @@ impl Fleet {
 /// 4 when none failed but some member did not answer.
 #[derive(Debug, clap::Args)]
 pub struct FleetStatus {
-    /// Only this update name.
-    name: Option<String>,
+    /// Only these update names: each member answers with these alone, so none is left out
+    /// of a long answer.
+    names: Vec<String>,
     #[command(flatten)]
     config: ConfigArg,
     /// How long to wait for answers, in seconds.
@@ -89,12 +90,11 @@ impl FleetStatus {
         if self.watch {
             return self.watch(env, gossip.as_ref(), timeout);
         }
-        let reports = fleet_status(
-            gossip.as_ref(),
-            timeout,
-            self.name.as_deref(),
-            env.unix_now(),
-        )?;
+        for name in &self.names {
+            crate::formats::announcement::validate_name(name)
+                .map_err(|e| Error::BadArgument(format!("NAME {name:?}: {e}")))?;
+        }
+        let reports = fleet_status(gossip.as_ref(), timeout, &self.names, env.unix_now())?;
         let color = env.color;
         crate::cmd::emit(env, self.json, &reports, |r| table(r, color))?;
         Ok(match verdict(&reports) {
@@ -115,7 +115,7 @@ impl FleetStatus {
             ))
         })?;
         loop {
-            let reports = fleet_status(gossip, timeout, self.name.as_deref(), env.unix_now())?;
+            let reports = fleet_status(gossip, timeout, &self.names, env.unix_now())?;
             let rollout = newest_rollout(&reports);
             let settled = rollout.as_ref().is_some_and(|r| is_settled(&reports, r));
             let text = if self.json {
@@ -366,6 +366,13 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                 }
             }
         }
+        if r.omitted > 0 {
+            out.push_str(&format!(
+                "{:<20} ... and {} older update name(s) left out of its answer; ask for them \
+                 by name: p2pu fleet status NAME...\n",
+                r.node, r.omitted
+            ));
+        }
         if let Some(heartbeat) = r.heartbeat.as_ref().filter(|h| !h.is_fresh()) {
             let warning = format!("  ! {}: {}", r.node, heartbeat.short());
             out.push_str(&paint(warning, RED));
@@ -450,6 +457,7 @@ mod tests {
             let answer = |node: &str, ats: &[u64]| {
                 let status = NodeStatus {
                     node: node.into(),
+                    omitted: 0,
                     heartbeat: None,
                     version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
@@ -476,7 +484,7 @@ mod tests {
 
     #[test]
     fn status_shows_how_old_each_members_newest_update_is() {
-        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let reports = fleet_status(&Fake, Duration::ZERO, &[], 10_000).unwrap();
         let ages: Vec<_> = reports
             .iter()
             .map(|r| (r.node.as_str(), r.newest_age_secs))
@@ -518,6 +526,7 @@ mod tests {
     fn report(node: &str, status: Option<Status>) -> MemberReport {
         MemberReport {
             node: node.into(),
+            omitted: 0,
             addr: "10.0.0.1:7946".into(),
             alive: true,
             heartbeat: None,
@@ -578,7 +587,7 @@ mod tests {
 
     #[test]
     fn json_rows_decode_into_the_documented_struct_with_unknown_fields_denied() {
-        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let reports = fleet_status(&Fake, Duration::ZERO, &[], 10_000).unwrap();
         let json = serde_json::to_string(&reports).unwrap();
         let back: Vec<MemberReport> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, reports);
@@ -599,6 +608,7 @@ mod tests {
     fn answer(node: &str, status: Status) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            omitted: 0,
             heartbeat: None,
             version: None,
             updates: vec![UpdateStatus {
@@ -709,6 +719,7 @@ mod watch_tests {
     fn member(node: &str, alive: bool, updates: Option<Vec<UpdateStatus>>) -> MemberReport {
         MemberReport {
             node: node.into(),
+            omitted: 0,
             addr: "10.0.0.1:7946".into(),
             alive,
             version: None,
@@ -717,6 +728,21 @@ mod watch_tests {
             heartbeat: None,
             tags: Default::default(),
         }
+    }
+
+    /// Issue 29: a member's answer cut at 7 KiB says how many names it left out, and how to
+    /// ask for them.
+    #[test]
+    fn a_cut_answer_says_how_many_names_were_left_out() {
+        let mut cut = member("a", true, Some(vec![update("site.pp", 7, Status::Applied)]));
+        cut.omitted = 179;
+        let text = table(&[cut], false);
+        assert!(
+            text.contains("a                    ... and 179 older update name(s) left out of its answer; ask for them by name: p2pu fleet status NAME..."),
+            "{text}"
+        );
+        let whole = member("b", true, Some(vec![update("site.pp", 7, Status::Applied)]));
+        assert!(!table(&[whole], false).contains("left out"));
     }
 
     #[test]
@@ -794,6 +820,7 @@ mod watch_tests {
             let answer = |node: &str, status| {
                 let status = NodeStatus {
                     node: node.into(),
+                    omitted: 0,
                     version: None,
                     heartbeat: None,
                     updates: vec![

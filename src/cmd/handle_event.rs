@@ -85,7 +85,8 @@ impl HandleEvent {
         let answer = match name.as_str() {
             STATUS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
-                let mut status = node_status(&store, node)?;
+                let names = crate::agent::runtime::status::asked_names(&payload);
+                let mut status = node_status(&store, node, &names)?;
                 status.heartbeat = freshness(
                     store.dir(),
                     config.site.agent.heartbeat_window_secs,

@@ -123,6 +123,8 @@ p2pu fleet status",
 p2pu fleet status
 # Only site.pp, waiting up to 10 s for answers, as JSON
 p2pu fleet status site.pp --timeout 10 --json
+# Several names: each member answers with these alone, so none is left out of a long answer
+p2pu fleet status site.pp motd.tar.gz
 # In a script: 0 all well, 3 something failed, 4 someone did not answer
 p2pu fleet status >/dev/null; echo $?
 # Follow the newest rollout, redrawn every 2 s, until every member is done with it

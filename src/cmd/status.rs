@@ -457,7 +457,37 @@ mod tests {
         let (_, json, _) = status(dir.path(), &["--json"]);
         let report: StatusReport = serde_json::from_str(&json).unwrap();
         assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
-        let answer = crate::agent::runtime::status::node_status(&store, "n".into()).unwrap();
+        let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
         assert_eq!(answer.updates[0].bad_sources, ["10.99.1.5:6880"]);
+    }
+
+    /// Issue 29: with 200 names the 7 KiB answer held about 21 and said nothing of the rest.
+    /// It says how many it left out, and a query naming some answers with those alone, so an
+    /// old name is there; a hostile payload (bad names, too many) only narrows the answer.
+    #[test]
+    fn a_cut_answer_says_what_it_left_out_and_names_can_be_asked_for() {
+        use crate::agent::runtime::status::{asked_names, node_status, MAX_ASKED_NAMES};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        for i in 0..200u64 {
+            let mut r = record(&format!("name-{i:03}.pp"), 1, Status::Applied);
+            r.updated_at = 1_000 + i;
+            store.put(r).unwrap();
+        }
+        let all = node_status(&store, "n".into(), &[]).unwrap();
+        assert!(all.updates.len() < 200);
+        assert_eq!(all.omitted, 200 - all.updates.len());
+        assert!(
+            !all.updates.iter().any(|u| u.name == "name-000.pp"),
+            "the oldest is cut"
+        );
+        let asked = asked_names(b"name-000.pp\nname-199.pp\n../etc\n\na/b\n");
+        assert_eq!(asked, ["name-000.pp", "name-199.pp"]);
+        let some = node_status(&store, "n".into(), &asked).unwrap();
+        let names: Vec<&str> = some.updates.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["name-199.pp", "name-000.pp"]);
+        assert_eq!(some.omitted, 0);
+        let many: String = (0..500).map(|i| format!("x{i}.pp\n")).collect();
+        assert_eq!(asked_names(many.as_bytes()).len(), MAX_ASKED_NAMES);
     }
 }

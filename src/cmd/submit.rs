@@ -534,7 +534,7 @@ fn resend(
         let unaware = match fleet_status(
             gossip,
             Duration::from_secs(2),
-            Some(&update.name),
+            std::slice::from_ref(&update.name),
             env.unix_now(),
         ) {
             Ok(reports) => unaware(&reports, update),
@@ -572,7 +572,7 @@ fn wait_for_rollout(
         let reports = fleet_status(
             gossip,
             Duration::from_secs(2),
-            Some(&update.name),
+            std::slice::from_ref(&update.name),
             env.unix_now(),
         )?;
         if resend_due {
@@ -1223,6 +1223,7 @@ mod tests {
     fn knows(node: &str, seq: u64) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            omitted: 0,
             heartbeat: None,
             version: None,
             updates: vec![UpdateStatus {
@@ -1312,6 +1313,7 @@ mod tests {
             }];
             let status = NodeStatus {
                 node: node.into(),
+                omitted: 0,
                 heartbeat: None,
                 version: None,
                 updates,
