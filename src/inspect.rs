@@ -78,6 +78,18 @@ pub struct Inspection {
     pub reason: Option<String>,
 }
 
+/// `p2pu verify --json`: the inspection with what it was checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyReport {
+    pub file: String,
+    /// The trusted-keys dir it was checked against.
+    pub keys: String,
+    /// Whether the config's fleet and thresholds were applied (else: any fleet, one signer).
+    pub config: bool,
+    pub inspection: Inspection,
+}
+
 impl Inspection {
     fn new(format: &str) -> Inspection {
         Inspection {

@@ -8,10 +8,9 @@ use crate::agent::runtime::intake::Thresholds;
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::inspect::{self, Inspection, Policy, Verdict};
+use crate::inspect::{self, Policy, Verdict, VerifyReport};
 use crate::trust::Trust;
 use crate::Env;
-use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -46,18 +45,6 @@ pub struct Verify {
     /// Print JSON (an Inspection) instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// `p2pu verify --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyReport {
-    pub file: String,
-    /// The trusted-keys dir it was checked against.
-    pub keys: String,
-    /// Whether the config's fleet and thresholds were applied (else: any fleet, one signer).
-    pub config: bool,
-    pub inspection: Inspection,
 }
 
 impl Verify {
