@@ -85,6 +85,12 @@ fn a_lock_and_a_veto_hold_updates_and_force_locks_applies_past_them() {
             busy.display()
         ),
     );
+    // The agents tell a service manager what they do (sd_notify STATUS=): this test listens
+    // where systemd would. The only test in this binary, so the variable reaches no other.
+    let notify = dir.path().join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    manager.set_nonblocking(true).unwrap();
+    std::env::set_var("NOTIFY_SOCKET", &notify);
     let mut lab = TestLab(Lab::start(options).expect("lab starts"));
 
     // 1. The application holds updates: node 2 downloads and waits, saying who holds it.
@@ -101,6 +107,23 @@ fn a_lock_and_a_veto_hold_updates_and_force_locks_applies_past_them() {
     assert_eq!(runs(&lab, 2, "a.pp"), 0, "applied under the lock");
     let shown = ok(lab.p2pu(2, &["status"]).unwrap());
     assert!(shown.contains("backup-job pid 4242"), "{shown}");
+    // Issue 29: `systemctl status p2pu-agent` would show the hold (sd_notify STATUS=).
+    let mut said = Vec::new();
+    wait(
+        "the agent to say it holds a.pp",
+        Duration::from_secs(10),
+        || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = manager.recv(&mut buf) {
+                said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            said.iter().any(|s| {
+                s.starts_with("STATUS=a.pp seq ")
+                    && s.contains(": waiting: held by the update lock")
+            })
+        },
+    );
+    assert!(said.iter().any(|s| s == "READY=1"), "{said:?}");
     // Issue 29: status says whether the daemons run, as systemctl status would.
     assert!(
         shown.starts_with("services: agent running, serf running, transmission running\n"),

@@ -169,6 +169,7 @@ impl Agent {
         let wake = watch_spool(&site.agent.spool_dir)?;
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
         crate::sdnotify::ready();
+        crate::sdnotify::status("idle: waiting for updates");
         let mut silence = Silence {
             last_accepted_ms: now_ms(),
         };
@@ -266,6 +267,17 @@ impl Agent {
         output: Option<String>,
     ) {
         let trimmed = output.map(|o| tail(&o, OUTPUT_IN_RECORD));
+        // What `systemctl status p2pu-agent` shows: the latest change, with its reason.
+        crate::sdnotify::status(&format!(
+            "{} seq {}: {}{}",
+            record.name,
+            record.seq,
+            status.as_str(),
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
         match self.store.set_status(
             &record.name,
             record.seq,
@@ -863,6 +875,7 @@ impl Agent {
         // Kept before applying (which removes the verified copy), for a later revert to it.
         health.keep(record, payload.path());
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
+        crate::sdnotify::status(&format!("applying {} seq {}", record.name, record.seq));
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
         let applied = context.apply_verified(kind, &record.name, payload, announcement);
@@ -897,6 +910,14 @@ impl Agent {
                 self.attempt_ended(update, failed, &shared.retries);
             }
         }
+        let ended = match self.store.records(&record.name) {
+            Ok(records) => records
+                .into_iter()
+                .find(|r| r.seq == record.seq)
+                .map_or("done", |r| r.status.as_str()),
+            Err(_) => "done",
+        };
+        crate::sdnotify::status(&format!("idle: {} seq {} {ended}", record.name, record.seq));
     }
 }
 
