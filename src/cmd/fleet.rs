@@ -6,7 +6,7 @@
 //! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
 
 use crate::agent::runtime::state::{RolloutOutcome, Status};
-use crate::agent::runtime::status::{fleet_status, MemberReport};
+use crate::agent::runtime::status::{fleet_status, MemberReport, MAX_ASKED_NAMES};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::engines::Gossip;
@@ -29,6 +29,10 @@ impl Fleet {
         }
     }
 }
+
+/// The most bytes of names one status query carries (Serf's limit is 1024 with the query's
+/// name and framing).
+const MAX_NAMES_BYTES: usize = 900;
 
 /// Which members applied which update, which failed, which did not answer.
 ///
@@ -93,6 +97,15 @@ impl FleetStatus {
         for name in &self.names {
             crate::formats::announcement::validate_name(name)
                 .map_err(|e| Error::BadArgument(format!("NAME {name:?}: {e}")))?;
+        }
+        // Serf refuses a query over 1024 bytes, its name included.
+        let asked = self.names.iter().map(|n| n.len() + 1).sum::<usize>();
+        if asked > MAX_NAMES_BYTES || self.names.len() > MAX_ASKED_NAMES {
+            return Err(Error::BadArgument(format!(
+                "{} names ({asked} bytes): a status query carries at most {MAX_ASKED_NAMES} \
+                 names in {MAX_NAMES_BYTES} bytes; ask for fewer at a time",
+                self.names.len()
+            )));
         }
         let reports = fleet_status(gossip.as_ref(), timeout, &self.names, env.unix_now())?;
         let color = env.color;
