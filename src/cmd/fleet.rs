@@ -42,6 +42,7 @@ const MAX_NAMES_BYTES: usize = 900;
 pub struct FleetStatus {
     /// Only these update names: each member answers with these alone, so none is left out
     /// of a long answer.
+    #[arg(value_name = "NAME")]
     names: Vec<String>,
     #[command(flatten)]
     config: ConfigArg,
