@@ -34,6 +34,13 @@ fn is_zero_usize(n: &usize) -> bool {
     *n == 0
 }
 
+/// The payload of a `p2pu-status` query that asks for every name and for the `omitted`
+/// count: not a name (no name holds `/`), so a node from before names were asked for ignores
+/// it like any payload, and a node now knows the asker reads `omitted`. An empty payload (the
+/// wave gate's, and every older asker's) gets no `omitted`, which an older reader, denying
+/// unknown fields, would take for no answer at all.
+pub const ALL_NAMES: &str = "/";
+
 /// The most names one `p2pu-status` query may ask for (`fleet status NAME...`).
 pub const MAX_ASKED_NAMES: usize = 64;
 
@@ -190,7 +197,11 @@ pub fn fleet_status(
     let members = gossip.members()?;
     // Asked by name, each member answers with those alone, so a name the 7 KiB answer would
     // have left out is there (members from before this ignore the list and answer all).
-    let payload = names.join("\n");
+    let payload = if names.is_empty() {
+        ALL_NAMES.to_string()
+    } else {
+        names.join("\n")
+    };
     let answers = gossip.query(STATUS_QUERY, payload.as_bytes(), timeout)?;
     let mut reports: Vec<MemberReport> = members
         .iter()
