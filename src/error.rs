@@ -48,6 +48,9 @@ pub enum Error {
     Layer(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("{0}")]
     Usage(String),
+    /// A flag's value is wrong (`--waves 1,50%`): a usage error like clap's own, exit 2.
+    #[error("{0}")]
+    BadArgument(String),
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),
 }

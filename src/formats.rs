@@ -4,7 +4,7 @@
 
 pub use p2pu_formats::{
     announcement, bencode, blocks, control, delegation, document, heartbeat, legacy, plan, root,
-    roster, serf_names,
+    roster, serf_names, window,
 };
 
 pub mod torrent;
@@ -24,3 +24,4 @@ impl LayerError for plan::PlanError {}
 impl LayerError for root::RootError {}
 impl LayerError for roster::RosterError {}
 impl LayerError for torrent::TorrentError {}
+impl LayerError for window::WindowError {}

@@ -32,6 +32,10 @@ pub enum KeyFileError {
     Write(#[from] FsError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("no signing key at {} (agent.signing_key): make one with `p2pu keygen --out {}` and trust its signing.pub on the nodes (`p2pu key trust`)", path.display(), path.parent().map_or(".".into(), |d| d.display().to_string()))]
+    NoSigningKey { path: PathBuf },
+    #[error("{}: permission denied: the signing key is readable by its owner only; run as root", path.display())]
+    SecretDenied { path: PathBuf },
     #[error("{}: secret key is readable by others (mode {mode:04o}); chmod 600 it", path.display())]
     SecretKeyExposed { path: PathBuf, mode: u32 },
     #[error("{} already exists (use --force to overwrite)", path.display())]
@@ -58,7 +62,12 @@ type Result<T, E = KeyFileError> = std::result::Result<T, E>;
 
 /// Reads a secret key file, refusing one that group or others can read (as ssh does).
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let meta = std::fs::metadata(path).map_err(IoError::on("reading", path))?;
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => KeyFileError::NoSigningKey {
+            path: path.to_path_buf(),
+        },
+        _ => IoError::on("reading", path)(source).into(),
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyFileError::SecretKeyExposed {
@@ -66,7 +75,12 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
             mode,
         });
     }
-    let bytes = std::fs::read(path).map_err(IoError::on("reading", path))?;
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => KeyFileError::SecretDenied {
+            path: path.to_path_buf(),
+        },
+        _ => IoError::on("reading", path)(source).into(),
+    })?;
     Ok(parse_secret(&bytes, &path.display().to_string())?)
 }
 

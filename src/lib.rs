@@ -4,6 +4,7 @@
 //! [`Env`] so it can run in-process in unit tests.
 
 pub mod agent;
+pub mod civil;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod env;
 pub mod error;
 pub mod formats;
 pub mod fsutil;
+pub mod inspect;
 pub mod keys;
 pub mod lab;
 pub mod nat;

@@ -207,7 +207,8 @@ impl Trust {
         }
     }
 
-    fn root_key(&self, kid: &KeyId) -> Option<VerifyingKey> {
+    /// `kid`'s key when it is a trusted root key.
+    pub(crate) fn root_key(&self, kid: &KeyId) -> Option<VerifyingKey> {
         self.is_root(kid)
             .then(|| self.keys.get(kid).map(|k| k.key.key))
             .flatten()

@@ -6,7 +6,7 @@
 //! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
 
 use crate::agent::runtime::state::{RolloutOutcome, Status};
-use crate::agent::runtime::status::{fleet_status, MemberReport};
+use crate::agent::runtime::status::{fleet_status, MemberReport, MAX_ASKED_NAMES};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::engines::Gossip;
@@ -30,14 +30,20 @@ impl Fleet {
     }
 }
 
+/// The most bytes of names one status query carries (Serf's limit is 1024 with the query's
+/// name and framing).
+const MAX_NAMES_BYTES: usize = 900;
+
 /// Which members applied which update, which failed, which did not answer.
 ///
 /// Exits 0 when every member answered and nothing failed, 3 when some member's update failed,
 /// 4 when none failed but some member did not answer.
 #[derive(Debug, clap::Args)]
 pub struct FleetStatus {
-    /// Only this update name.
-    name: Option<String>,
+    /// Only these update names: each member answers with these alone, so none is left out
+    /// of a long answer.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
     #[command(flatten)]
     config: ConfigArg,
     /// How long to wait for answers, in seconds.
@@ -89,12 +95,20 @@ impl FleetStatus {
         if self.watch {
             return self.watch(env, gossip.as_ref(), timeout);
         }
-        let reports = fleet_status(
-            gossip.as_ref(),
-            timeout,
-            self.name.as_deref(),
-            env.unix_now(),
-        )?;
+        for name in &self.names {
+            crate::formats::announcement::validate_name(name)
+                .map_err(|e| Error::BadArgument(format!("NAME {name:?}: {e}")))?;
+        }
+        // Serf refuses a query over 1024 bytes, its name included.
+        let asked = self.names.iter().map(|n| n.len() + 1).sum::<usize>();
+        if asked > MAX_NAMES_BYTES || self.names.len() > MAX_ASKED_NAMES {
+            return Err(Error::BadArgument(format!(
+                "{} names ({asked} bytes): a status query carries at most {MAX_ASKED_NAMES} \
+                 names in {MAX_NAMES_BYTES} bytes; ask for fewer at a time",
+                self.names.len()
+            )));
+        }
+        let reports = fleet_status(gossip.as_ref(), timeout, &self.names, env.unix_now())?;
         let color = env.color;
         crate::cmd::emit(env, self.json, &reports, |r| table(r, color))?;
         Ok(match verdict(&reports) {
@@ -115,7 +129,7 @@ impl FleetStatus {
             ))
         })?;
         loop {
-            let reports = fleet_status(gossip, timeout, self.name.as_deref(), env.unix_now())?;
+            let reports = fleet_status(gossip, timeout, &self.names, env.unix_now())?;
             let rollout = newest_rollout(&reports);
             let settled = rollout.as_ref().is_some_and(|r| is_settled(&reports, r));
             let text = if self.json {
@@ -366,6 +380,13 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                 }
             }
         }
+        if r.omitted > 0 {
+            out.push_str(&format!(
+                "{:<20} ... and {} older update name(s) left out of its answer; ask for them \
+                 by name: p2pu fleet status NAME...\n",
+                r.node, r.omitted
+            ));
+        }
         if let Some(heartbeat) = r.heartbeat.as_ref().filter(|h| !h.is_fresh()) {
             let warning = format!("  ! {}: {}", r.node, heartbeat.short());
             out.push_str(&paint(warning, RED));
@@ -450,6 +471,7 @@ mod tests {
             let answer = |node: &str, ats: &[u64]| {
                 let status = NodeStatus {
                     node: node.into(),
+                    omitted: 0,
                     heartbeat: None,
                     version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
@@ -476,7 +498,7 @@ mod tests {
 
     #[test]
     fn status_shows_how_old_each_members_newest_update_is() {
-        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let reports = fleet_status(&Fake, Duration::ZERO, &[], 10_000).unwrap();
         let ages: Vec<_> = reports
             .iter()
             .map(|r| (r.node.as_str(), r.newest_age_secs))
@@ -518,6 +540,7 @@ mod tests {
     fn report(node: &str, status: Option<Status>) -> MemberReport {
         MemberReport {
             node: node.into(),
+            omitted: 0,
             addr: "10.0.0.1:7946".into(),
             alive: true,
             heartbeat: None,
@@ -578,7 +601,7 @@ mod tests {
 
     #[test]
     fn json_rows_decode_into_the_documented_struct_with_unknown_fields_denied() {
-        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let reports = fleet_status(&Fake, Duration::ZERO, &[], 10_000).unwrap();
         let json = serde_json::to_string(&reports).unwrap();
         let back: Vec<MemberReport> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, reports);
@@ -599,6 +622,7 @@ mod tests {
     fn answer(node: &str, status: Status) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            omitted: 0,
             heartbeat: None,
             version: None,
             updates: vec![UpdateStatus {
@@ -709,6 +733,7 @@ mod watch_tests {
     fn member(node: &str, alive: bool, updates: Option<Vec<UpdateStatus>>) -> MemberReport {
         MemberReport {
             node: node.into(),
+            omitted: 0,
             addr: "10.0.0.1:7946".into(),
             alive,
             version: None,
@@ -717,6 +742,21 @@ mod watch_tests {
             heartbeat: None,
             tags: Default::default(),
         }
+    }
+
+    /// Issue 29: a member's answer cut at 7 KiB says how many names it left out, and how to
+    /// ask for them.
+    #[test]
+    fn a_cut_answer_says_how_many_names_were_left_out() {
+        let mut cut = member("a", true, Some(vec![update("site.pp", 7, Status::Applied)]));
+        cut.omitted = 179;
+        let text = table(&[cut], false);
+        assert!(
+            text.contains("a                    ... and 179 older update name(s) left out of its answer; ask for them by name: p2pu fleet status NAME..."),
+            "{text}"
+        );
+        let whole = member("b", true, Some(vec![update("site.pp", 7, Status::Applied)]));
+        assert!(!table(&[whole], false).contains("left out"));
     }
 
     #[test]
@@ -794,6 +834,7 @@ mod watch_tests {
             let answer = |node: &str, status| {
                 let status = NodeStatus {
                     node: node.into(),
+                    omitted: 0,
                     version: None,
                     heartbeat: None,
                     updates: vec![

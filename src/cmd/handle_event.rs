@@ -85,7 +85,13 @@ impl HandleEvent {
         let answer = match name.as_str() {
             STATUS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
-                let mut status = node_status(&store, node)?;
+                let names = crate::agent::runtime::status::asked_names(&payload);
+                let mut status = node_status(&store, node, &names)?;
+                // Serf hands an empty payload over as a bare newline.
+                if payload.trim_ascii().is_empty() {
+                    // An asker that may deny unknown fields (see `ALL_NAMES`).
+                    status.omitted = 0;
+                }
                 status.heartbeat = freshness(
                     store.dir(),
                     config.site.agent.heartbeat_window_secs,

@@ -120,6 +120,17 @@ pub struct Submit {
     /// How long the --health-check may run before it is killed and has failed (seconds).
     #[arg(long, value_name = "SECS", requires = "health_check")]
     health_check_timeout: Option<u64>,
+    /// Apply only inside this maintenance window, in each node's local time (`Mon-Fri
+    /// 02:00-04:00`; repeat the flag for several), instead of the nodes' own
+    /// agent.apply_window. Nodes download at once and wait. Signed with the update; a node
+    /// whose p2pu predates windows refuses the update rather than apply it outside one.
+    #[arg(long, value_name = "DAYS HH:MM-HH:MM")]
+    window: Vec<String>,
+    /// Apply even where an application holds updates (agent.update_lock, agent.veto_command).
+    /// Signed with the update, so no member can add it; a node whose p2pu predates locks
+    /// refuses the update.
+    #[arg(long)]
+    force_locks: bool,
 }
 
 impl Submit {
@@ -132,7 +143,7 @@ impl Submit {
         let argv: Vec<String> = text.split_whitespace().map(str::to_string).collect();
         match argv.first() {
             Some(program) if program.starts_with('/') => Ok(argv),
-            _ => Err(Error::Usage(format!(
+            _ => Err(Error::BadArgument(format!(
                 "--health-check {text:?}: give the check's absolute path first, then its \
                  arguments (it runs without a shell)"
             ))),
@@ -170,6 +181,8 @@ impl Submit {
                 .unwrap_or(0),
             check: self.check_argv()?,
             check_timeout: self.health_check_timeout,
+            window: plan::parse_windows(&self.window)?,
+            force_locks: self.force_locks,
         };
         plan.validate()?;
         Ok(plan)
@@ -521,7 +534,7 @@ fn resend(
         let unaware = match fleet_status(
             gossip,
             Duration::from_secs(2),
-            Some(&update.name),
+            std::slice::from_ref(&update.name),
             env.unix_now(),
         ) {
             Ok(reports) => unaware(&reports, update),
@@ -559,7 +572,7 @@ fn wait_for_rollout(
         let reports = fleet_status(
             gossip,
             Duration::from_secs(2),
-            Some(&update.name),
+            std::slice::from_ref(&update.name),
             env.unix_now(),
         )?;
         if resend_due {
@@ -919,8 +932,8 @@ mod tests {
         assert!(left.is_empty(), "left in the download dir: {left:?}");
     }
 
-    /// A bad targeting, wave, failure or wait value names its flag and value, and nothing
-    /// is validated, seeded or sent.
+    /// A bad targeting, wave, failure, wait or window value names its flag and value, exits 2
+    /// as a usage error (issue 29: it exited 1), and nothing is validated, seeded or sent.
     #[test]
     fn bad_plan_flags_are_refused_naming_flag_and_value_before_any_engine() {
         for (flag, value) in [
@@ -932,10 +945,13 @@ mod tests {
             ("--max-failures", "1.5"),
             ("--wave-wait", "5d"),
             ("--health-check", "check --camera"),
+            ("--max-failures", "150%"),
+            ("--wave-wait", "5x"),
+            ("--window", "Mon-Fri 2-4"),
         ] {
             let node = node(FakeGossip::default());
             let (code, out, err) = node.submit(&[flag, value]);
-            assert_eq!((code, out.as_str()), (1, ""), "{flag} {value}");
+            assert_eq!((code, out.as_str()), (2, ""), "{flag} {value}: {err}");
             assert!(err.contains(&format!("{flag} {value:?}")), "{err}");
             assert!(node.untouched(), "{flag} {value}");
             assert!(node.applier.calls().is_empty(), "{flag} {value}");
@@ -1207,6 +1223,7 @@ mod tests {
     fn knows(node: &str, seq: u64) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            omitted: 0,
             heartbeat: None,
             version: None,
             updates: vec![UpdateStatus {
@@ -1300,6 +1317,7 @@ mod tests {
             }];
             let status = NodeStatus {
                 node: node.into(),
+                omitted: 0,
                 heartbeat: None,
                 version: None,
                 updates,

@@ -1,6 +1,6 @@
 //! p2pu's data formats: bencode, BitTorrent v1 metainfo, the striped transfer's blocks and
 //! roster, the signed announcement, the heartbeat and its snapshot document, key statements
-//! (delegations), root documents, the rollout plan, the prototype's legacy payload, and the key
+//! (delegations), root documents, the rollout plan and its maintenance windows, the prototype's legacy payload, and the key
 //! texts and signatures they carry.
 //!
 //! Pure by design: nothing here opens a file or a socket, so the crate builds and tests in
@@ -22,3 +22,4 @@ pub mod root;
 pub mod roster;
 pub mod serf_names;
 pub mod torrent;
+pub mod window;

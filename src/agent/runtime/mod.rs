@@ -8,6 +8,7 @@ pub mod catchup;
 pub mod health;
 pub mod heartbeat;
 pub mod intake;
+pub mod locks;
 pub mod peers;
 pub mod pending;
 pub mod retry;

@@ -7,6 +7,7 @@
 use super::health::{self, HealthCheck};
 use super::heartbeat;
 use super::intake::{self, Accepted, Decoded, Policy};
+use super::locks;
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
 use super::state::{tail, Lineage, Record, StateStore, Status, OUTPUT_IN_RECORD};
@@ -27,6 +28,7 @@ use crate::error::chain;
 use crate::formats::announcement::FleetId;
 use crate::formats::plan::Plan;
 use crate::formats::serf_names::STATUS_QUERY;
+use crate::formats::window::{parse_all as parse_windows, Window};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -211,6 +213,7 @@ impl Agent {
         let wake = watch_spool(&site.agent.spool_dir)?;
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
         crate::sdnotify::ready();
+        crate::sdnotify::status("idle: waiting for updates");
         let mut silence = Silence {
             last_accepted_ms: now_ms(),
         };
@@ -297,6 +300,17 @@ impl Agent {
         output: Option<String>,
     ) {
         let trimmed = output.map(|o| tail(&o, OUTPUT_IN_RECORD));
+        // What `systemctl status p2pu-agent` shows: the latest change, with its reason.
+        crate::sdnotify::status(&format!(
+            "{} seq {}: {}{}",
+            record.name,
+            record.seq,
+            status.as_str(),
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
         match self.store.set_status(
             &record.name,
             record.seq,
@@ -467,10 +481,159 @@ impl Agent {
         }
     }
 
+    /// What the rollout plan and the maintenance windows let this node do with a fetched
+    /// update: its wave's turn first, then its window.
+    fn plan_gate(&self, record: &Record) -> Gate {
+        match self.wave_gate(record) {
+            Gate::Apply => match self.window_gate(record) {
+                Gate::Apply => self.lock_gate(record),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the rollout's signed plan overrides the node's update locks.
+    fn forces_locks(record: &Record) -> bool {
+        (record.plan.as_deref())
+            .and_then(|text| Plan::decode(text.as_bytes()).ok())
+            .is_some_and(|plan| plan.force_locks)
+    }
+
+    /// Whether `record` may be held before it applies (a window, a lock there now, a veto
+    /// command), so its fetch must not keep a download worker while it waits.
+    fn may_hold(&self, record: &Record) -> bool {
+        let agent = &self.config.site.agent;
+        self.has_window(record)
+            || (!Self::forces_locks(record)
+                && (!agent.veto_command.is_empty() || locks::held(&agent.update_lock).is_some()))
+    }
+
+    /// Waits, recording `waiting` with the holder and age, while an application holds
+    /// updates: anything at `agent.update_lock`, or `agent.veto_command` exiting non-zero
+    /// (asked every 10 s); a rollout signed with `--force-locks` is not held. An abort
+    /// meanwhile halts it.
+    fn lock_gate(&self, record: &Record) -> Gate {
+        let agent = &self.config.site.agent;
+        if Self::forces_locks(record) {
+            if let Some(lock) = locks::held(&agent.update_lock) {
+                tracing::warn!(name = %record.name, seq = record.seq, "applying past the update lock {} ({}): the rollout was signed with --force-locks", agent.update_lock.display(), lock.holder);
+            }
+            return Gate::Apply;
+        }
+        let env = [
+            ("P2PU_NAME", record.name.clone()),
+            ("P2PU_SEQ", record.seq.to_string()),
+            ("P2PU_KIND", health::kind_of(record).as_str().to_string()),
+        ];
+        let mut shown: Option<String> = None;
+        let mut veto: Option<(Instant, String)> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let now = locks::now_secs();
+            let reason = match locks::held(&agent.update_lock) {
+                Some(lock) => Some(lock.reason(&agent.update_lock, now)),
+                None => {
+                    let due = veto
+                        .as_ref()
+                        .is_none_or(|(at, _)| at.elapsed() >= locks::VETO_EVERY);
+                    if due {
+                        match locks::vetoed(&agent.veto_command, &env) {
+                            Some(why) => {
+                                veto = Some((Instant::now(), why.clone()));
+                                Some(why)
+                            }
+                            None => None,
+                        }
+                    } else {
+                        veto.as_ref().map(|(_, why)| why.clone())
+                    }
+                }
+            };
+            let Some(reason) = reason else {
+                return Gate::Apply;
+            };
+            if shown.as_deref() != Some(reason.as_str()) {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                shown = Some(reason);
+            }
+            for _ in 0..5 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// The windows `record` applies in: its signed plan's (`submit --window`), else the
+    /// site's `agent.apply_window`, with which of the two they are.
+    fn windows_of(&self, record: &Record) -> (Vec<Window>, &'static str) {
+        let plan = (record.plan.as_deref()).and_then(|text| Plan::decode(text.as_bytes()).ok());
+        match plan {
+            Some(plan) if !plan.window.is_empty() => (plan.window, "the rollout's --window"),
+            // Validated when the config was loaded.
+            _ => (
+                parse_windows(&self.config.site.agent.apply_window).unwrap_or_default(),
+                "agent.apply_window",
+            ),
+        }
+    }
+
+    /// Whether `record` may wait for a window, so its fetch must not hold a download worker.
+    fn has_window(&self, record: &Record) -> bool {
+        !self.windows_of(record).0.is_empty()
+    }
+
+    /// Waits, recording `waiting` with when it opens, until a window of `record` is open (in
+    /// this node's local time); an operator's abort meanwhile halts it.
+    fn window_gate(&self, record: &Record) -> Gate {
+        let (windows, whose) = self.windows_of(record);
+        let mut shown: Option<String> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let wall = crate::civil::local_secs(now_ms() / 1000);
+            let (weekday, minute) = crate::civil::weekday_minute(wall);
+            let now = crate::formats::window::now(&windows, weekday, minute);
+            let Some(opens) = now.opens() else {
+                return Gate::Apply;
+            };
+            let texts: Vec<String> = windows.iter().map(Window::to_text).collect();
+            let reason = format!(
+                "waiting for its window (opens {opens} local time; {whose}: {})",
+                texts.join(", ")
+            );
+            if shown.as_deref() != Some(reason.as_str()) {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                shown = Some(reason);
+            }
+            for _ in 0..5 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
     /// What the rollout plan lets this node do with a fetched update: apply it (now or once
     /// its wave's turn comes), or not (outside the target, halted, stopping). Records
     /// `not-targeted`, `waiting` and `halted` with their reasons as it goes.
-    fn plan_gate(&self, record: &Record) -> Gate {
+    fn wave_gate(&self, record: &Record) -> Gate {
         let aborted = |store: &StateStore| {
             store
                 .control(&record.name, record.seq)
@@ -634,12 +797,17 @@ impl Agent {
                 return None;
             }
         };
-        if record.plan.is_none() {
-            // Without a plan only an operator's abort holds it.
-            if let Gate::Halted(reason) = self.plan_gate(record) {
-                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
-                self.set_status(record, Status::Halted, Some(reason), None);
-                return None;
+        if record.plan.is_none() && !self.may_hold(record) {
+            // Without a plan, a window or a lock only an operator's abort holds it (or a lock
+            // taken since the look above, briefly on this worker).
+            match self.plan_gate(record) {
+                Gate::Halted(reason) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                    self.set_status(record, Status::Halted, Some(reason), None);
+                    return None;
+                }
+                Gate::Stopping => return None,
+                _ => {}
             }
         } else {
             // Seeded at once: the members of later waves, and those not targeted, still
@@ -740,6 +908,7 @@ impl Agent {
         // Kept before applying (which removes the verified copy), for a later revert to it.
         health.keep(record, payload.path());
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
+        crate::sdnotify::status(&format!("applying {} seq {}", record.name, record.seq));
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
         let applied = context.apply_verified(kind, &record.name, payload, announcement);
@@ -774,6 +943,14 @@ impl Agent {
                 self.attempt_ended(update, failed, &shared.retries);
             }
         }
+        let ended = match self.store.records(&record.name) {
+            Ok(records) => records
+                .into_iter()
+                .find(|r| r.seq == record.seq)
+                .map_or("done", |r| r.status.as_str()),
+            Err(_) => "done",
+        };
+        crate::sdnotify::status(&format!("idle: {} seq {} {ended}", record.name, record.seq));
     }
 }
 

@@ -24,6 +24,37 @@ pub struct NodeStatus {
     /// Whether it holds a fresh heartbeat; absent where heartbeats are not required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// Names left out to keep the answer within [`MAX_ANSWER`] (the oldest); absent when
+    /// none were (and in answers from before it was added).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub omitted: usize,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The payload of a `p2pu-status` query that asks for every name and for the `omitted`
+/// count: not a name (no name holds `/`), so a node from before names were asked for ignores
+/// it like any payload, and a node now knows the asker reads `omitted`. An empty payload (the
+/// wave gate's, and every older asker's) gets no `omitted`, which an older reader, denying
+/// unknown fields, would take for no answer at all.
+pub const ALL_NAMES: &str = "/";
+
+/// The most names one `p2pu-status` query may ask for (`fleet status NAME...`).
+pub const MAX_ASKED_NAMES: usize = 64;
+
+/// The names a `p2pu-status` query's payload asks for, one per line; empty: every name. Any
+/// member may send the query, so only valid names are taken, at most [`MAX_ASKED_NAMES`]:
+/// the list only narrows the answer.
+pub fn asked_names(payload: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(payload)
+        .lines()
+        .map(str::trim)
+        .filter(|n| crate::formats::announcement::validate_name(n).is_ok())
+        .take(MAX_ASKED_NAMES)
+        .map(str::to_string)
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,17 +91,31 @@ pub struct StatusReport {
     /// Absent where heartbeats are not required (`agent.heartbeat_window_secs = 0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// Whether the agent, Serf and Transmission answer on their local ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::engines::clients::ServiceState>,
+    /// Whether the agent's state dir exists (`false`: the agent never ran here).
+    #[serde(default = "yes")]
+    pub state_dir_exists: bool,
 }
 
-/// This node's newest update of each name, newest first, within the answer limit.
-pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
+fn yes() -> bool {
+    true
+}
+
+/// This node's newest update of each name (of `names`, when given), newest first, within
+/// the answer limit; how many were left out is said.
+pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result<NodeStatus> {
     let mut latest: Vec<Record> = store.latest()?;
+    latest.retain(|r| names.is_empty() || names.contains(&r.name));
     latest.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+    let total = latest.len();
     let mut status = NodeStatus {
         node,
         updates: Vec::new(),
         version: Some(crate::version::VERSION.to_string()),
         heartbeat: None,
+        omitted: 0,
     };
     // The node name, the version and the JSON around the updates.
     let mut size = 160;
@@ -98,6 +143,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
         }
         status.updates.push(update);
     }
+    status.omitted = total - status.updates.len();
     Ok(status)
 }
 
@@ -135,17 +181,28 @@ pub struct MemberReport {
     /// p2pu's own `p2pu-*` tags left out.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Names its answer left out to stay within the query's size (the oldest); ask for them
+    /// by name (`fleet status NAME...`).
+    #[serde(default)]
+    pub omitted: usize,
 }
 
 /// Asks the fleet; every member appears once, answered or not.
 pub fn fleet_status(
     gossip: &dyn Gossip,
     timeout: Duration,
-    name: Option<&str>,
+    names: &[String],
     now: u64,
 ) -> Result<Vec<MemberReport>> {
     let members = gossip.members()?;
-    let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
+    // Asked by name, each member answers with those alone, so a name the 7 KiB answer would
+    // have left out is there (members from before this ignore the list and answer all).
+    let payload = if names.is_empty() {
+        ALL_NAMES.to_string()
+    } else {
+        names.join("\n")
+    };
+    let answers = gossip.query(STATUS_QUERY, payload.as_bytes(), timeout)?;
     let mut reports: Vec<MemberReport> = members
         .iter()
         .filter(|m| m.status != MemberStatus::Left)
@@ -155,12 +212,13 @@ pub fn fleet_status(
                 .find(|(node, _)| node == &m.name)
                 .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok());
             let version = answer.as_ref().and_then(|a| a.version.clone());
+            let omitted = answer.as_ref().map_or(0, |a| a.omitted);
             let heartbeat = answer.as_ref().and_then(|a| a.heartbeat.clone());
             let updates = answer.map(|status| {
                 status
                     .updates
                     .into_iter()
-                    .filter(|u| name.is_none_or(|n| u.name == n))
+                    .filter(|u| names.is_empty() || names.contains(&u.name))
                     .collect::<Vec<_>>()
             });
             let newest_age_secs = updates
@@ -175,6 +233,7 @@ pub fn fleet_status(
                 updates,
                 newest_age_secs,
                 heartbeat,
+                omitted,
                 tags: m
                     .tags
                     .iter()
