@@ -228,3 +228,208 @@ fn a_fleet_cut_in_half_during_a_rollout_converges_on_the_newest_once_healed() {
         assert!(runs(&lab, node, "w.pp").is_empty(), "node {node}");
     }
 }
+
+/// libfaketime, where Debian's `faketime` package puts it.
+fn libfaketime() -> Option<PathBuf> {
+    let dir = std::fs::read_dir("/usr/lib").ok()?;
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+}
+
+/// The environment that puts a process `offset` (`+600s`) off the real clock: libfaketime
+/// shifts what `clock_gettime(CLOCK_REALTIME)` returns to the process and its children, which
+/// is every clock the agent reads (Rust's `SystemTime`, Puppet, the `serf` commands); the
+/// monotonic clock is left alone, so timeouts and sleeps still take as long as they say.
+fn skewed(lib: &Path, offset: &str) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+    ]
+}
+
+/// `p2pu status --json` on `node`, run under `env` (the node's own clock).
+fn status_with(lab: &Lab, node: usize, env: &[(String, String)]) -> StatusReport {
+    let config = lab.node(node).unwrap().config.clone();
+    let mut args: Vec<String> = vec!["env".into()];
+    args.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    args.extend([
+        env!("CARGO_BIN_EXE_p2pu").into(),
+        "status".into(),
+        "--json".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ]);
+    let out = lab.exec(node, &args).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// The announcement `sig` (a `submit --sign-only` file, seeded) signed again to expire at
+/// `expires` (unix seconds) with a seq of its own: what an operator's old or short-lived
+/// announcement is.
+fn expiring(lab: &Lab, sig: &Path, expires: u64, seq: u64) -> String {
+    use p2pu::formats::announcement::{Announcement, Binding, Draft};
+    let signed = Announcement::decode(std::fs::read_to_string(sig).unwrap().trim()).unwrap();
+    let key = p2pu::keys::read_secret(&lab.node(1).unwrap().site.agent.signing_key).unwrap();
+    let draft = Draft {
+        seq,
+        name: signed.name().to_string(),
+        kind: signed.kind(),
+        info_hash: *signed.info_hash(),
+        len: signed.payload_len(),
+        sha256: *signed.sha256(),
+    };
+    let binding = Binding {
+        expires,
+        fleet: signed.binding().unwrap().fleet,
+    };
+    Announcement::sign_v2(draft, binding, &key)
+        .unwrap()
+        .to_wire()
+}
+
+fn rejection(report: &StatusReport, name: &str) -> Option<String> {
+    report
+        .rejected
+        .iter()
+        .find(|r| r.name.as_deref() == Some(name))
+        .map(|r| r.reason.clone())
+}
+
+/// Node 2's clock is 10 minutes ahead and node 3's 10 minutes behind (their agents and their
+/// commands run under libfaketime). Both take a valid update and the heartbeat; an
+/// announcement that expired an hour ago is refused everywhere; one that expires in 5 minutes
+/// is taken by nodes 1 and 3 and refused by node 2 alone, whose reason says its clock is 600 s
+/// ahead and that by the fleet's the announcement is still valid. `status` on each skewed node
+/// says how far its clock is off the fleet's.
+#[test]
+fn nodes_ten_minutes_off_take_valid_updates_refuse_expired_ones_and_say_how_far_off() {
+    let Some(lib) = libfaketime() else {
+        support::prereq::have(false, "libfaketime (apt-get install faketime)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(3, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides =
+        Some("[agent]\ncatch_up_secs = 3600\nheartbeat_window_secs = 3600\n".into());
+    let mut lab = TestLab(Lab::start(options).expect("lab starts"));
+    let clocks = [
+        (1, Vec::new()),
+        (2, skewed(&lib, "+600s")),
+        (3, skewed(&lib, "-600s")),
+    ];
+    for (node, env) in &clocks[1..] {
+        lab.stop_agent(*node).unwrap();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        lab.start_agent_with_env(*node, &env).unwrap();
+    }
+
+    let seq = submit(&lab, &manifest(dir.path(), "a.pp", "valid"), &[]);
+    wait_applied(&lab, &[1, 2, 3], "a.pp", seq);
+    ok(lab.p2pu(1, &["heartbeat"]).unwrap());
+
+    // Signed and seeded once; sent again with other expiries and seqs.
+    let b = manifest(dir.path(), "b.pp", "short-lived");
+    let sig = dir.path().join("b.sig");
+    ok(lab
+        .p2pu(
+            1,
+            &[
+                "submit",
+                b.to_str().unwrap(),
+                "--sign-only",
+                sig.to_str().unwrap(),
+            ],
+        )
+        .unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = expiring(&lab, &sig, now - 3600, now * 1000 - 1000);
+    let short = expiring(&lab, &sig, now + 300, now * 1000);
+    for wire in [&expired, &short, &expired, &short] {
+        lab.serf_event(1, "p2pu-update", wire.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_applied(&lab, &[1, 3], "b.pp", now * 1000);
+
+    let deadline = Instant::now() + WITHIN;
+    for (node, env) in &clocks {
+        let report = loop {
+            let report = status_with(&lab, *node, env);
+            let heard = report
+                .heartbeat
+                .as_ref()
+                .is_some_and(|h| h.state != "never");
+            let refused = rejection(&report, "b.pp").is_some();
+            if (heard && refused && report.clock.is_some()) || Instant::now() > deadline {
+                break report;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let heartbeat = report.heartbeat.as_ref().unwrap();
+        assert_eq!(heartbeat.state, "fresh", "node {node}: {report:#?}");
+        let reasons: Vec<&str> = report
+            .rejected
+            .iter()
+            .filter(|r| r.name.as_deref() == Some("b.pp"))
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert!(
+            reasons.iter().all(|r| r.starts_with("expired: ")),
+            "node {node}: {reasons:?}"
+        );
+        let clock = report
+            .clock
+            .unwrap_or_else(|| panic!("node {node}: no clock measured"));
+        let ahead = clock.ahead_secs();
+        let expect = match node {
+            2 => 600,
+            3 => -600,
+            _ => 0,
+        };
+        assert!(
+            (ahead - expect).abs() <= 5,
+            "node {node}: {}",
+            clock.describe()
+        );
+        let by_seq = |seq: u64| {
+            report
+                .rejected
+                .iter()
+                .find(|r| r.seq == Some(seq))
+                .map(|r| r.reason.clone())
+        };
+        let old = by_seq(now * 1000 - 1000)
+            .unwrap_or_else(|| panic!("node {node} took the expired one: {report:#?}"));
+        match node {
+            2 => assert!(
+                old.contains("s ahead of the fleet's") && old.contains("ago too"),
+                "{old}"
+            ),
+            3 => assert!(
+                old.contains("s behind the fleet's") && old.contains("ago too"),
+                "{old}"
+            ),
+            _ => assert!(!old.contains("clock"), "{old}"),
+        }
+        let short_reason = by_seq(now * 1000);
+        match node {
+            2 => {
+                let why = short_reason.expect("node 2 took what had expired by its clock");
+                assert!(
+                    why.contains("s ahead of the fleet's") && why.contains("fix this node's clock"),
+                    "{why}"
+                );
+            }
+            _ => assert_eq!(short_reason, None, "node {node}"),
+        }
+    }
+    let text = lab.p2pu(2, &["status"]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("clock: this node's clock is"), "{text}");
+}

@@ -451,6 +451,7 @@ mod tests {
                 let status = NodeStatus {
                     node: node.into(),
                     heartbeat: None,
+                    now_ms: None,
                     version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
                         .iter()
@@ -600,6 +601,7 @@ mod tests {
         let status = NodeStatus {
             node: node.into(),
             heartbeat: None,
+            now_ms: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),
@@ -796,6 +798,7 @@ mod watch_tests {
                     node: node.into(),
                     version: None,
                     heartbeat: None,
+                    now_ms: None,
                     updates: vec![
                         update("site.pp", 7, status),
                         update("old.pp", 2, Status::Applied),

@@ -91,6 +91,7 @@ impl HandleEvent {
                     config.site.agent.heartbeat_window_secs,
                     env.unix_now(),
                 );
+                status.now_ms = Some(env.unix_now_ms());
                 serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
             }
             LATEST_QUERY => {

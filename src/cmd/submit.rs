@@ -1208,6 +1208,7 @@ mod tests {
         let status = NodeStatus {
             node: node.into(),
             heartbeat: None,
+            now_ms: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),
@@ -1297,6 +1298,7 @@ mod tests {
             let status = NodeStatus {
                 node: node.into(),
                 heartbeat: None,
+                now_ms: None,
                 version: None,
                 updates,
             };

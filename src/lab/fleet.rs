@@ -232,8 +232,15 @@ impl Lab {
 
     /// Starts `p2pu agent` on node `index` and waits until its tracker accepts connections.
     pub fn start_agent(&mut self, index: usize) -> Result<()> {
+        self.start_agent_with_env(index, &[])
+    }
+
+    /// [`Lab::start_agent`] with `env` added to the agent's environment (and so its children's):
+    /// for a test that runs it under another clock (libfaketime's `LD_PRELOAD` and `FAKETIME`).
+    pub fn start_agent_with_env(&mut self, index: usize, env: &[(&str, &str)]) -> Result<()> {
         let node = self.node(index)?.clone();
         let mut command = super::node::agent_command(&self.binary, &node);
+        command.envs(env.iter().copied());
         self.netns.confine(&mut command, None)?;
         let guard = Daemon::spawn(
             format!("p2pu agent on {}", node.name),

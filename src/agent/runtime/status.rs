@@ -24,6 +24,10 @@ pub struct NodeStatus {
     /// Whether it holds a fresh heartbeat; absent where heartbeats are not required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// When the answer was written, on the answering node's clock (ms since the epoch): the
+    /// asking node measures its own clock against the fleet's from these (`clock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +64,10 @@ pub struct StatusReport {
     /// Absent where heartbeats are not required (`agent.heartbeat_window_secs = 0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// How far this node's clock is off the fleet's, as the last catch-up round measured it;
+    /// absent before one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<super::clock::Offset>,
 }
 
 /// This node's newest update of each name, newest first, within the answer limit.
@@ -71,6 +79,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
         updates: Vec::new(),
         version: Some(crate::VERSION.to_string()),
         heartbeat: None,
+        now_ms: None,
     };
     // The node name, the version and the JSON around the updates.
     let mut size = 160;
