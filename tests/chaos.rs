@@ -433,3 +433,126 @@ fn nodes_ten_minutes_off_take_valid_updates_refuse_expired_ones_and_say_how_far_
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("clock: this node's clock is"), "{text}");
 }
+
+/// A small tmpfs mounted over `dir` (keeping its owner and mode) and filled by a root file,
+/// unmounted on drop, a failed assertion included.
+struct FullDisk {
+    dir: PathBuf,
+    filler: PathBuf,
+}
+
+impl FullDisk {
+    fn mount(dir: &Path, size: &str) -> FullDisk {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).unwrap();
+        let options = format!(
+            "size={size},mode={:o},uid={},gid={}",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        );
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "p2pu-chaos-full"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        let disk = FullDisk {
+            dir: dir.to_path_buf(),
+            filler: dir.join(".filler"),
+        };
+        // Fill it to the last block: writing stops at ENOSPC.
+        use std::io::Write;
+        let mut file = std::fs::File::create(&disk.filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(&block[..512]).is_ok() {}
+        disk
+    }
+
+    /// Frees the space (the file goes; the mount stays).
+    fn free(&self) {
+        std::fs::remove_file(&self.filler).unwrap();
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.filler);
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Node 2's download dir (where Transmission and the agent's own fetch write the payload) is
+/// a full 1 MiB tmpfs when a 300 KiB update goes out. Node 2 records why (out of space, retried
+/// until space is freed, not counted as an attempt), its state stays readable, nothing is
+/// applied; once the space is freed it applies the update by itself, once. Retries are set to
+/// 2 at 1 s: counted, they would be spent before the space came back.
+#[test]
+fn a_node_out_of_space_says_why_applies_nothing_and_resumes_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(2, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some(
+        "[agent]\ncatch_up_secs = 3600\nretries = 2\nretry_backoff_secs = 1\nretry_backoff_max_secs = 2\n"
+            .into(),
+    );
+    let lab = TestLab(Lab::start(options).expect("lab starts"));
+    let download = lab.node(2).unwrap().site.transmission.download_dir.clone();
+    let disk = FullDisk::mount(&download, "1m");
+
+    let path = dir.path().join("big.pp");
+    let mut text = String::from("file { \"${settings::vardir}/big.pp.out\": content => \"big\\n\" }\nexec { 'count big.pp': command => \"/bin/sh -c 'echo big >> ${settings::vardir}/big.pp.count'\" }\n");
+    for _ in 0..3000 {
+        text.push_str(&format!("# {}\n", "x".repeat(100)));
+    }
+    std::fs::write(&path, text).unwrap();
+    let seq = submit(&lab, &path, &[]);
+    wait_applied(&lab, &[1], "big.pp", seq);
+
+    let deadline = Instant::now() + WITHIN;
+    let stuck = loop {
+        let record = record(&lab, 2, "big.pp", seq);
+        let reason = record
+            .as_ref()
+            .and_then(|r| r.reason.clone())
+            .unwrap_or_default();
+        if reason.contains("out of space") || Instant::now() > deadline {
+            break record.unwrap_or_else(|| panic!("node 2 never heard of it"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(stuck.status, Status::Retrying, "{stuck:#?}");
+    assert!(
+        stuck
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("No space left on device"),
+        "{stuck:#?}"
+    );
+    assert!(
+        runs(&lab, 2, "big.pp").is_empty(),
+        "node 2 applied with a full disk"
+    );
+    // Let the retries that would have been counted pass.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_ne!(status(&lab, 2, "big.pp", seq), Some(Status::Failed));
+
+    disk.free();
+    wait_applied(&lab, &[2], "big.pp", seq);
+    assert_eq!(runs(&lab, 2, "big.pp"), ["big"]);
+    let state = lab
+        .node(2)
+        .unwrap()
+        .site
+        .agent
+        .state_dir
+        .join("names/big.pp.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    drop(disk);
+}

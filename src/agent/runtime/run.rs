@@ -296,6 +296,7 @@ impl Agent {
                 summary,
                 output: tail(&output, OUTPUT_IN_RECORD),
             },
+            Ended::NoSpace { reason } => Ended::NoSpace { reason },
         };
         let policy = RetryPolicy::from_config(&self.config.site.agent);
         match finish_attempt(
@@ -592,10 +593,14 @@ impl Agent {
             Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
-                let failed = Ended::Failed {
-                    reason: chain(&e),
-                    output: None,
-                    retry: true,
+                let failed = if super::retry::out_of_space(&e) {
+                    Ended::NoSpace { reason: chain(&e) }
+                } else {
+                    Ended::Failed {
+                        reason: chain(&e),
+                        output: None,
+                        retry: true,
+                    }
                 };
                 self.attempt_ended(update, failed, &shared.retries);
                 return None;
@@ -733,10 +738,16 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
                 health.good.discard(&record.name, record.seq);
-                let failed = Ended::Failed {
-                    reason: e.cause(),
-                    output: e.output().map(str::to_string),
-                    retry: e.may_pass_later(),
+                let no_space = super::retry::out_of_space(&e)
+                    || e.output().is_some_and(super::retry::text_says_out_of_space);
+                let failed = if no_space {
+                    Ended::NoSpace { reason: e.cause() }
+                } else {
+                    Ended::Failed {
+                        reason: e.cause(),
+                        output: e.output().map(str::to_string),
+                        retry: e.may_pass_later(),
+                    }
                 };
                 self.attempt_ended(update, failed, &shared.retries);
             }
