@@ -273,6 +273,33 @@ impl Lab {
         Ok(())
     }
 
+    /// SIGKILL to what `which` names of node `index` ("agent", "transmission", "serf", each with
+    /// its process group: the agent's Puppet and seed server, Serf's handlers), or to all of
+    /// them at once ("node": a power cut, as far as the processes can tell). Start them again
+    /// with [`Lab::start_node`].
+    pub fn kill(&mut self, index: usize, which: &str) -> Result<()> {
+        let procs = self.procs_mut(index)?;
+        let guards = match which {
+            "agent" => vec![procs.agent.take()],
+            "transmission" => vec![procs.transmission.take()],
+            "serf" => vec![procs.serf.take()],
+            "node" => vec![
+                procs.agent.take(),
+                procs.transmission.take(),
+                procs.serf.take(),
+            ],
+            other => return Err(LabError::Internal(format!("Lab::kill of {other:?}"))),
+        };
+        let mut guards: Vec<Daemon> = guards.into_iter().flatten().collect();
+        for guard in &mut guards {
+            guard.signal(Signal::SIGKILL);
+        }
+        for guard in &mut guards {
+            guard.kill();
+        }
+        Ok(())
+    }
+
     /// Stops and starts node `index`'s Transmission; returns once its RPC answers again.
     pub fn restart_transmission(&mut self, index: usize) -> Result<()> {
         if let Some(mut daemon) = self.procs_mut(index)?.transmission.take() {
