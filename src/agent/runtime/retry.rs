@@ -69,8 +69,26 @@ pub enum Ended {
     },
 }
 
-/// How often an update that failed for want of space is tried again.
-pub const SPACE_RECHECK: Duration = Duration::from_secs(15);
+/// How often an update that failed for want of space is tried again: cheap, since each try
+/// first asks the file systems ([`short_of_space`]) before it fetches anything.
+pub const SPACE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Why a payload of `len` bytes cannot fit now in one of `dirs` (the download dir, the state
+/// dir's verified copy), if it cannot: checked before each fetch, so an update waiting for
+/// space costs a `statvfs` per [`SPACE_RECHECK`], not a download that fails at its end. A dir
+/// that cannot be asked is left to the fetch.
+pub fn short_of_space(dirs: &[&std::path::Path], len: u64) -> Option<String> {
+    dirs.iter().find_map(|dir| {
+        let stat = nix::sys::statvfs::statvfs(*dir).ok()?;
+        let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+        (free < len).then(|| {
+            format!(
+                "No space left on device: {} has {free} bytes free, the payload needs {len}",
+                dir.display()
+            )
+        })
+    })
+}
 
 /// Whether `err` failed for want of space: an I/O error ENOSPC (or EDQUOT) anywhere in its
 /// chain, or the text an engine reports it with (Transmission's `errorString`, Puppet's
@@ -298,6 +316,10 @@ mod tests {
         assert!(text_says_out_of_space(
             "Transmission: local error: No space left on device (/var/lib/p2pu/downloads/x)"
         ));
+        let dir = tempfile::tempdir().unwrap();
+        let why = short_of_space(&[dir.path()], u64::MAX).unwrap();
+        assert!(text_says_out_of_space(&why), "{why}");
+        assert_eq!(short_of_space(&[dir.path()], 1), None);
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         accepted(&store, 5);

@@ -586,6 +586,15 @@ impl Agent {
             Decoded::Signed(_) => None,
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+        let dirs = [
+            site.transmission.download_dir.as_path(),
+            site.agent.state_dir.as_path(),
+        ];
+        if let Some(reason) = super::retry::short_of_space(&dirs, record.len) {
+            tracing::warn!(name = %record.name, seq = record.seq, "not fetched: {reason}");
+            self.attempt_ended(update, Ended::NoSpace { reason }, &shared.retries);
+            return None;
+        }
         let seeds = || peers.seed_servers();
         let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
