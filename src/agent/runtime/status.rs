@@ -81,8 +81,9 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
         heartbeat: None,
         now_ms: None,
     };
-    // The node name, the version and the JSON around the updates.
-    let mut size = 160;
+    // The node name, the version, the time (`now_ms`, set by the handler) and the JSON around
+    // the updates.
+    let mut size = 190;
     for record in latest {
         let bad_sources = record
             .sources
