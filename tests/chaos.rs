@@ -169,8 +169,21 @@ fn a_fleet_cut_in_half_during_a_rollout_converges_on_the_newest_once_healed() {
     let (w_sig, w_seq) = waved_with_node_3_first(&lab, dir.path(), "w.pp");
     let (near, far) = ([1, 2], [3, 4]);
     cut(&lab, &near, &far, "-I");
+    // Once node 1 sees the far side fail, `submit` re-sends only to the members it can hear.
+    let deadline = Instant::now() + WITHIN;
+    while lab.members(1).unwrap().iter().any(|m| {
+        m.status == p2pu::engines::MemberStatus::Alive && (m.name == "node-3" || m.name == "node-4")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never saw the far side fail"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
-    let y1 = submit(&lab, &manifest(dir.path(), "y.pp", "one"), &[]);
+    // Sent once: `submit`'s re-sends first join members over TCP, which the cut makes wait
+    // for a connect timeout even within the near side (see `cut`).
+    let y1 = submit(&lab, &manifest(dir.path(), "y.pp", "one"), &["--once"]);
     let out = ok(lab
         .p2pu(
             1,
@@ -178,13 +191,14 @@ fn a_fleet_cut_in_half_during_a_rollout_converges_on_the_newest_once_healed() {
                 "submit",
                 "--quiet",
                 "--json",
+                "--once",
                 "--with-sig",
                 w_sig.to_str().unwrap(),
             ],
         )
         .unwrap());
     assert!(out.contains(&w_seq.to_string()), "{out}");
-    let y2 = submit(&lab, &manifest(dir.path(), "y.pp", "two"), &[]);
+    let y2 = submit(&lab, &manifest(dir.path(), "y.pp", "two"), &["--once"]);
     wait_applied(&lab, &near, "y.pp", y2);
     wait_status(&lab, &[2], "w.pp", w_seq, Status::NotTargeted);
     // Node 1 fetched w.pp and waits on node 3, whom it cannot hear.
