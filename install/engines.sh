@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(serf transmission-daemon transmission-cli puppet)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(iproute2 iptables mktorrent puppet-lint time coturn lintian)
+    packages+=(iproute2 iptables mktorrent puppet-lint time coturn lintian faketime)
 fi
 missing=()
 for p in "${packages[@]}"; do

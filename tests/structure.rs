@@ -887,6 +887,10 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/nat/names.rs", "the NAT proxy's own bindings file, in its own state dir"),
     ("src/agent/runtime/state.rs", "the state dir, root's (0700/0600)"),
     (
+        "src/agent/runtime/clock.rs",
+        "the clock's offset in the state dir, root's (0600)",
+    ),
+    (
         "src/agent/runtime/sync.rs",
         "the answers to `p2pu sync` in the state dir, root's (0700/0600)",
     ),

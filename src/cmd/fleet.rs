@@ -473,6 +473,7 @@ mod tests {
                     node: node.into(),
                     omitted: 0,
                     heartbeat: None,
+                    now_ms: None,
                     version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
                         .iter()
@@ -624,6 +625,7 @@ mod tests {
             node: node.into(),
             omitted: 0,
             heartbeat: None,
+            now_ms: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),
@@ -837,6 +839,7 @@ mod watch_tests {
                     omitted: 0,
                     version: None,
                     heartbeat: None,
+                    now_ms: None,
                     updates: vec![
                         update("site.pp", 7, status),
                         update("old.pp", 2, Status::Applied),

@@ -87,16 +87,19 @@ impl HandleEvent {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
                 let names = crate::agent::runtime::status::asked_names(&payload);
                 let mut status = node_status(&store, node, &names)?;
-                // Serf hands an empty payload over as a bare newline.
-                if payload.trim_ascii().is_empty() {
-                    // An asker that may deny unknown fields (see `ALL_NAMES`).
-                    status.omitted = 0;
-                }
                 status.heartbeat = freshness(
                     store.dir(),
                     config.site.agent.heartbeat_window_secs,
                     env.unix_now(),
                 );
+                // Serf hands an empty payload over as a bare newline. An empty one comes from
+                // an asker that may deny unknown fields (see `ALL_NAMES`): the fields added
+                // since (`omitted`, `now_ms`) go only to askers that send a payload.
+                if payload.trim_ascii().is_empty() {
+                    status.omitted = 0;
+                } else {
+                    status.now_ms = Some(env.unix_now_ms());
+                }
                 serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
             }
             LATEST_QUERY => {

@@ -351,6 +351,14 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
             ..dir(&site.agent.spool_dir, 0o711, None)
         },
         dir(&site.agent.state_dir, 0o755, None),
+        // Serf's snapshot (members' names and addresses): root's alone.
+        dir(
+            render::serf_snapshot_file(config)
+                .parent()
+                .unwrap_or(&site.agent.state_dir),
+            0o700,
+            None,
+        ),
         dir(&site.agent.trusted_keys_dir, 0o755, None),
         dir(&site.agent.archive_dir, 0o755, None),
         dir(

@@ -112,6 +112,7 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
         heartbeat: None,
         services: Vec::new(),
         state_dir_exists: true,
+        clock: crate::agent::runtime::clock::read(store.dir()),
     })
 }
 
@@ -198,6 +199,9 @@ fn table(report: &StatusReport, now: u64) -> String {
     if let Some(heartbeat) = &report.heartbeat {
         out.push_str(&heartbeat.line(now));
         out.push_str("\n\n");
+    }
+    if let Some(clock) = &report.clock {
+        out.push_str(&format!("clock: {}\n\n", clock.describe()));
     }
     if report.updates.is_empty() {
         out.push_str("no updates yet\n");

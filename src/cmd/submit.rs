@@ -1225,6 +1225,7 @@ mod tests {
             node: node.into(),
             omitted: 0,
             heartbeat: None,
+            now_ms: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),
@@ -1319,6 +1320,7 @@ mod tests {
                 node: node.into(),
                 omitted: 0,
                 heartbeat: None,
+                now_ms: None,
                 version: None,
                 updates,
             };

@@ -191,7 +191,13 @@ fn verified_plan(
 
 /// Why the fleet binding refuses `announcement` on this node, if it does: another fleet's, or
 /// expired.
-fn binding_refusal(announcement: &Announcement, policy: &Policy, now: u64) -> Option<String> {
+/// An expiry says how far this node's clock is off the fleet's, where that was measured.
+fn binding_refusal(
+    announcement: &Announcement,
+    policy: &Policy,
+    now: u64,
+    state_dir: &Path,
+) -> Option<String> {
     let binding = announcement.binding()?;
     if binding.fleet != policy.fleet {
         return Some(format!(
@@ -201,9 +207,10 @@ fn binding_refusal(announcement: &Announcement, policy: &Policy, now: u64) -> Op
     }
     if binding.expires < now {
         return Some(format!(
-            "expired: announcement expired at {} (unix seconds), {} s ago; sign it again",
+            "expired: announcement expired at {} (unix seconds), {} s ago{}; sign it again",
             binding.expires,
-            now - binding.expires
+            now - binding.expires,
+            super::clock::expiry_note(state_dir, binding.expires, now)
         ));
     }
     None
@@ -228,7 +235,7 @@ fn unsigned_refusal(
     policy: &Policy,
     now: u64,
 ) -> super::Result<Option<String>> {
-    if let Some(why) = binding_refusal(announcement, policy, now) {
+    if let Some(why) = binding_refusal(announcement, policy, now, store.dir()) {
         return Ok(Some(why));
     }
     if let Some(why) = seq_refusal(store, announcement.name(), announcement.seq())? {

@@ -5,6 +5,7 @@
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
+pub mod clock;
 pub mod health;
 pub mod heartbeat;
 pub mod intake;

@@ -343,6 +343,7 @@ impl Agent {
                 summary,
                 output: tail(&output, OUTPUT_IN_RECORD),
             },
+            Ended::NoSpace { reason } => Ended::NoSpace { reason },
         };
         let policy = RetryPolicy::from_config(&self.config.site.agent);
         match finish_attempt(
@@ -781,6 +782,15 @@ impl Agent {
             Decoded::Signed(_) => None,
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+        let dirs = [
+            site.transmission.download_dir.as_path(),
+            site.agent.state_dir.as_path(),
+        ];
+        if let Some(reason) = super::retry::short_of_space(&dirs, record.len) {
+            tracing::warn!(name = %record.name, seq = record.seq, "not fetched: {reason}");
+            self.attempt_ended(update, Ended::NoSpace { reason }, &shared.retries);
+            return None;
+        }
         let seeds = || peers.seed_servers();
         let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
         let mut fetched = match fetcher.fetch(record, metainfo) {
@@ -788,10 +798,14 @@ impl Agent {
             Err(crate::agent::transfer::fetch_error::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
-                let failed = Ended::Failed {
-                    reason: chain(&e),
-                    output: None,
-                    retry: true,
+                let failed = if super::retry::out_of_space(&e) {
+                    Ended::NoSpace { reason: chain(&e) }
+                } else {
+                    Ended::Failed {
+                        reason: chain(&e),
+                        output: None,
+                        retry: true,
+                    }
                 };
                 self.attempt_ended(update, failed, &shared.retries);
                 return None;
@@ -935,10 +949,16 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
                 health.good.discard(&record.name, record.seq);
-                let failed = Ended::Failed {
-                    reason: e.cause(),
-                    output: e.output().map(str::to_string),
-                    retry: e.may_pass_later(),
+                let no_space = super::retry::out_of_space(&e)
+                    || e.output().is_some_and(super::retry::text_says_out_of_space);
+                let failed = if no_space {
+                    Ended::NoSpace { reason: e.cause() }
+                } else {
+                    Ended::Failed {
+                        reason: e.cause(),
+                        output: e.output().map(str::to_string),
+                        retry: e.may_pass_later(),
+                    }
                 };
                 self.attempt_ended(update, failed, &shared.retries);
             }

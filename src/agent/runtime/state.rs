@@ -432,6 +432,13 @@ pub enum SeqVerdict {
 
 pub struct StateStore {
     dir: PathBuf,
+    /// Held across each read-modify-write of a file (a name's records, its highest mark, its
+    /// controls, the rejections): the intake, the four download workers, the waves' threads
+    /// and the retries write the same name's file at once. Without it a worker recording seq
+    /// 2 superseded wrote back the list it had read before the intake added seq 3, and seq 3's
+    /// record was gone (applied, then "no record of c.pp seq 3"; seen in
+    /// tests/converge.rs `nodes_down_through_several_updates_apply_only_the_newest_of_each_name`).
+    writing: std::sync::Mutex<()>,
 }
 
 impl StateStore {
@@ -473,6 +480,7 @@ impl StateStore {
         }
         Ok(StateStore {
             dir: dir.to_path_buf(),
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -482,6 +490,7 @@ impl StateStore {
     pub fn open_read_only(dir: &Path) -> StateStore {
         StateStore {
             dir: dir.to_path_buf(),
+            writing: std::sync::Mutex::new(()),
         }
     }
 
@@ -529,6 +538,7 @@ impl StateStore {
 
     /// Keeps `control` as the newest of its kind (abort/resume, or retry) for its (name, seq).
     pub fn put_control(&self, name: &str, control: ControlSeen) -> Result<()> {
+        let _writing = self.lock();
         let path = self.control_file(name);
         let mut seen = self.controls(name)?;
         let retry = control.action == "retry";
@@ -579,6 +589,17 @@ impl StateStore {
     /// Adds or replaces the record of (name, lineage, seq). An accepted one raises the name's
     /// highest mark first, so a crash in between refuses too much rather than too little.
     pub fn put(&self, record: Record) -> Result<()> {
+        let _writing = self.lock();
+        self.put_locked(record)
+    }
+
+    /// The writers' lock (a poisoned one is taken as it is: the files are replaced whole).
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`StateStore::put`] with the writers' lock held.
+    fn put_locked(&self, record: Record) -> Result<()> {
         let lineage = Lineage::of(&record);
         if record.status != Status::Held {
             let path = self.highest_file(&record.name);
@@ -619,6 +640,7 @@ impl StateStore {
     /// change's to touch: a change that does is refused and nothing is stored, so no module
     /// but the intake makes or rewrites a verified record through here.
     pub fn update(&self, name: &str, seq: u64, change: impl FnOnce(&mut Record)) -> Result<Record> {
+        let _writing = self.lock();
         let mut record = self
             .records(name)?
             .into_iter()
@@ -636,7 +658,7 @@ impl StateStore {
                 field,
             });
         }
-        self.put(record.clone())?;
+        self.put_locked(record.clone())?;
         Ok(record)
     }
 
@@ -692,6 +714,7 @@ impl StateStore {
     }
 
     pub fn reject(&self, rejection: Rejection) -> Result<()> {
+        let _writing = self.lock();
         let path = self.dir.join("rejections.json");
         let mut all: Vec<Rejection> = read_json(&path)?.unwrap_or_default();
         all.push(rejection);
@@ -968,6 +991,43 @@ mod tests {
                 newest: 99_999_999_999_999
             }
         );
+    }
+
+    /// The intake, the workers and the waves' threads write one name's records at once: each
+    /// write reads the list and writes it back whole, so without the writers' lock one thread
+    /// wrote back a list read before another's record was added, and that record was gone.
+    #[test]
+    fn records_written_at_once_from_many_threads_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for seq in 1..=8 {
+            store.put(record("a.pp", seq, Status::Pending)).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for seq in 1..=8 {
+                let store = &store;
+                // One thread adds a record while another settles an existing one.
+                scope.spawn(move || {
+                    store
+                        .put(record("a.pp", 100 + seq, Status::Pending))
+                        .unwrap()
+                });
+                scope.spawn(move || {
+                    for _ in 0..3 {
+                        store
+                            .set_status("a.pp", seq, Status::Failed, None, None, 1)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let seqs: Vec<u64> = store
+            .records("a.pp")
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs.len(), 16, "{seqs:?}");
     }
 
     /// Hostile review of issue 28: only the intake makes records, from verified decisions

@@ -28,6 +28,10 @@ pub struct NodeStatus {
     /// none were (and in answers from before it was added).
     #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub omitted: usize,
+    /// When the answer was written, on the answering node's clock (ms since the epoch): the
+    /// asking node measures its own clock against the fleet's from these (`clock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<u64>,
 }
 
 fn is_zero_usize(n: &usize) -> bool {
@@ -97,6 +101,10 @@ pub struct StatusReport {
     /// Whether the agent's state dir exists (`false`: the agent never ran here).
     #[serde(default = "yes")]
     pub state_dir_exists: bool,
+    /// How far this node's clock is off the fleet's, as the last catch-up round measured it;
+    /// absent before one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<super::clock::Offset>,
 }
 
 fn yes() -> bool {
@@ -116,9 +124,11 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
         version: Some(crate::version::VERSION.to_string()),
         heartbeat: None,
         omitted: 0,
+        now_ms: None,
     };
-    // The node name, the version and the JSON around the updates.
-    let mut size = 160;
+    // The node name, the version, the time (`now_ms`, set by the handler) and the JSON around
+    // the updates.
+    let mut size = 190;
     for record in latest {
         let bad_sources = record
             .sources
