@@ -279,6 +279,27 @@ mod tests {
         assert!(!node.dir.path().join("state").exists());
     }
 
+    /// A node of the last release reads status answers denying unknown fields: the wave gate's
+    /// and every older asker's empty query must get the fields that release knew and no
+    /// other, or the answering node looks silent and a later wave stalls in a mixed fleet.
+    #[test]
+    fn an_empty_status_query_gets_the_answer_older_nodes_read() {
+        let node = node();
+        let vars = [
+            ("SERF_EVENT", "query"),
+            ("SERF_QUERY_NAME", "p2pu-status"),
+            ("SERF_SELF_NAME", "n1"),
+        ];
+        let (_, old) = run(&node, &vars, b"\n");
+        let old: serde_json::Value = serde_json::from_str(&old).unwrap();
+        let keys: Vec<&str> = old.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["node", "updates", "version"], "{old}");
+        let all = format!("{}\n", crate::agent::runtime::status::ALL_NAMES);
+        let (_, new) = run(&node, &vars, all.as_bytes());
+        let new: NodeStatus = serde_json::from_str(&new).unwrap();
+        assert!(new.now_ms.is_some(), "{new:?}");
+    }
+
     #[test]
     fn status_query_answers_from_the_state_dir() {
         let node = node();
