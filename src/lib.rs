@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod engines;
 pub mod env;
 pub mod error;

@@ -6,6 +6,7 @@
 //! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
 
 use crate::agent::runtime::state::{RolloutOutcome, Status};
+pub use crate::agent::runtime::status::{is_settled, newest_rollout, RolloutId};
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
@@ -20,12 +21,16 @@ use std::time::Duration;
 pub enum Fleet {
     /// Which members applied which update, which failed, which did not answer.
     Status(FleetStatus),
+    /// Serve a live web page of the fleet (loopback by default; read-only unless
+    /// --allow-actions).
+    Serve(crate::cmd::fleet_serve::FleetServe),
 }
 
 impl Fleet {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         match self {
             Fleet::Status(c) => c.run(env),
+            Fleet::Serve(c) => c.run(env),
         }
     }
 }
@@ -66,14 +71,6 @@ pub struct WatchFrame {
     /// Whether every alive member settled it; the last frame is the first settled one.
     pub settled: bool,
     pub members: Vec<MemberReport>,
-}
-
-/// An update: its name and seq.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutId {
-    pub name: String,
-    pub seq: u64,
 }
 
 impl FleetStatus {
@@ -144,35 +141,6 @@ impl FleetStatus {
             std::thread::sleep(interval);
         }
     }
-}
-
-/// The newest update any member reports: the highest seq, by name on a tie.
-pub fn newest_rollout(reports: &[MemberReport]) -> Option<RolloutId> {
-    reports
-        .iter()
-        .filter_map(|r| r.updates.as_ref())
-        .flatten()
-        .max_by(|a, b| a.seq.cmp(&b.seq).then_with(|| b.name.cmp(&a.name)))
-        .map(|u| RolloutId {
-            name: u.name.clone(),
-            seq: u.seq,
-        })
-}
-
-/// Whether every alive member is done with `rollout`: applied, failed, reverted, halted or not
-/// targeted, or already on a newer seq of its name. A member that did not answer, or has not
-/// heard of it yet, is not done; a member that is not alive cannot be waited for.
-pub fn is_settled(reports: &[MemberReport], rollout: &RolloutId) -> bool {
-    reports.iter().filter(|r| r.alive).all(|r| {
-        let Some(updates) = &r.updates else {
-            return false;
-        };
-        updates.iter().any(|u| {
-            u.name == rollout.name
-                && (u.seq > rollout.seq
-                    || (u.seq == rollout.seq && u.status.rollout_outcome() != RolloutOutcome::Open))
-        })
-    })
 }
 
 /// The `--watch` table: a row per member, a column per update name (the newest first), each
@@ -461,6 +429,7 @@ mod tests {
                             reason: None,
                             at,
                             bad_sources: Vec::new(),
+                            sources: Vec::new(),
                             attempts: 0,
                         })
                         .collect(),
@@ -530,6 +499,7 @@ mod tests {
                     reason: None,
                     at: 1,
                     bad_sources: Vec::new(),
+                    sources: Vec::new(),
                     attempts: 0,
                 }]
             }),
@@ -608,6 +578,7 @@ mod tests {
                 reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -702,6 +673,7 @@ mod watch_tests {
                 .then(|| "health check `/usr/local/bin/check` exited 1: camera down".into()),
             at: 1,
             bad_sources: Vec::new(),
+            sources: Vec::new(),
             attempts: 0,
         }
     }

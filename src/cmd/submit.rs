@@ -1216,6 +1216,7 @@ mod tests {
                 reason: None,
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -1292,6 +1293,7 @@ mod tests {
                 },
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 3,
             }];
             let status = NodeStatus {

@@ -6,7 +6,7 @@
 
 pub mod download_dir;
 pub mod fetch;
-mod http;
+pub(crate) mod http;
 pub mod http_get;
 pub mod pace;
 pub mod relay;
