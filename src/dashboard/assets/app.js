@@ -73,7 +73,15 @@ function renderRollout() {
   for (const w of view.waves) {
     waves.appendChild(el("li", {}, "wave " + w.wave + " of " + w.of + ": " + w.waiting + " waiting"));
   }
-  $("actions").hidden = !(view.actions && r);
+  // The buttons exist only where this dashboard sends actions (--allow-actions).
+  const actions = $("actions");
+  if (view.actions && r && !actions.firstChild) {
+    for (const [action, label] of [["abort", "Abort"], ["resume", "Resume"], ["retry", "Retry failed"]]) {
+      const b = el("button", { id: "action-" + action, type: "button" }, label);
+      b.addEventListener("click", () => act(action));
+      actions.appendChild(b);
+    }
+  }
 }
 
 function tagsOf(m) { return Object.entries(m.tags || {}).map(([k, v]) => k + "=" + v); }
@@ -275,7 +283,6 @@ async function act(action) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const b of document.querySelectorAll("#actions button")) b.addEventListener("click", () => act(b.dataset.action));
   $("filter-name").addEventListener("input", () => view && render());
   $("filter-tag").addEventListener("change", () => view && render());
   poll();
