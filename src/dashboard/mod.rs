@@ -37,6 +37,8 @@ pub enum DashboardError {
     TokenShort { path: PathBuf, len: usize },
     #[error("--listen {addr} is not loopback: anyone who can reach it would see the fleet; give --token-file or let p2pu make a token (drop --no-token)")]
     OpenWithoutToken { addr: SocketAddr },
+    #[error("--allow-actions without a token: any local user could sign with this node's key")]
+    ActionsWithoutToken,
 }
 
 impl crate::error::LayerError for DashboardError {}
@@ -88,6 +90,9 @@ impl Dashboard {
                 addr: options.listen,
             }
             .into());
+        }
+        if options.token.is_none() && options.actions.is_some() {
+            return Err(DashboardError::ActionsWithoutToken.into());
         }
         let site = Arc::new(Site::new(gossip, &options));
         let handler = {

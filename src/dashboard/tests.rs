@@ -348,6 +348,74 @@ fn a_non_loopback_listen_without_a_token_is_refused() {
     );
 }
 
+/// A dashboard that sends actions needs a token even on loopback: another local user must
+/// not sign with this node's key through it.
+#[test]
+fn actions_without_a_token_are_refused_even_on_loopback() {
+    let send: Arc<ActionFn> = Arc::new(|_, _: &str, _| Ok(String::new()));
+    let options = Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        interval: Duration::from_secs(60),
+        timeout: Duration::ZERO,
+        actions: Some(send),
+    };
+    let err = Dashboard::start(fleet(), options).err().unwrap();
+    assert!(crate::error::chain(&err).contains("without a token"), "{err}");
+}
+
+/// A `p2pu-logs` query at a time: while one runs, another viewer gets 503 and the fleet is
+/// not asked again (a token holder cannot make every member answer in a loop).
+#[test]
+fn one_logs_query_at_a_time() {
+    struct Slow {
+        inner: FakeGossip,
+        entered: std::sync::Barrier,
+        release: std::sync::Barrier,
+    }
+    impl Gossip for Slow {
+        fn members(&self) -> std::result::Result<Vec<crate::engines::Member>, crate::engines::SerfError> {
+            self.inner.members()
+        }
+        fn user_event(&self, n: &str, p: &[u8], c: bool) -> std::result::Result<(), crate::engines::SerfError> {
+            self.inner.user_event(n, p, c)
+        }
+        fn query(
+            &self,
+            name: &str,
+            payload: &[u8],
+            timeout: Duration,
+        ) -> std::result::Result<Vec<(String, String)>, crate::engines::SerfError> {
+            self.entered.wait();
+            self.release.wait();
+            self.inner.query(name, payload, timeout)
+        }
+    }
+    let gossip = Arc::new(Slow {
+        inner: FakeGossip::default(),
+        entered: std::sync::Barrier::new(2),
+        release: std::sync::Barrier::new(2),
+    });
+    let options = Options {
+        listen: "127.0.0.1:8080".parse().unwrap(),
+        token: None,
+        interval: Duration::from_secs(2),
+        timeout: Duration::ZERO,
+        actions: None,
+    };
+    let site = Arc::new(Site::new(gossip.clone(), &options));
+    let first = {
+        let site = Arc::clone(&site);
+        std::thread::spawn(move || get(&site, "/api/logs?node=b&name=site.pp", &[]).0)
+    };
+    gossip.entered.wait();
+    let (code, body, _) = get(&site, "/api/logs?node=c&name=site.pp", &[]);
+    gossip.release.wait();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(first.join().unwrap(), 404, "no node answered: not found");
+    assert_eq!(gossip.inner.queries(), ["p2pu-logs"]);
+}
+
 fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream

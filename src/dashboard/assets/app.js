@@ -222,9 +222,20 @@ function renderTransfer() {
       edges.push({ from, to: m.node, kind, title: from + " -> " + m.node + ": " + s.bytes + " bytes" + (s.left ? " (left: " + s.left + ")" : "") });
     }
   }
+  const defs = svgEl("defs");
+  for (const kind of ["", "slow", "failed", "lying"]) {
+    const marker = svgEl("marker", { id: "arrow" + kind, viewBox: "0 0 6 6", refX: 6, refY: 3, markerWidth: 6, markerHeight: 6, orient: "auto" });
+    marker.appendChild(svgEl("path", { d: "M0,0 L6,3 L0,6 z", class: "arrow " + kind }));
+    defs.appendChild(marker);
+  }
+  svg.appendChild(defs);
   for (const e of edges) {
-    const [x1, y1] = pos.get(e.from), [x2, y2] = pos.get(e.to);
-    const line = svgEl("line", { class: "edge " + e.kind, x1, y1, x2, y2, "data-from": e.from, "data-to": e.to });
+    const [xa, ya] = pos.get(e.from), [xb, yb] = pos.get(e.to);
+    // From the source's circle to the receiver's, arrow at the receiver.
+    const d = Math.max(1, Math.hypot(xb - xa, yb - ya));
+    const [x1, y1] = [xa + (xb - xa) * 9 / d, ya + (yb - ya) * 9 / d];
+    const [x2, y2] = [xb - (xb - xa) * 9 / d, yb - (yb - ya) * 9 / d];
+    const line = svgEl("line", { class: "edge " + e.kind, x1, y1, x2, y2, "marker-end": "url(#arrow" + e.kind + ")", "data-from": e.from, "data-to": e.to });
     line.appendChild(svgEl("title", {}, e.title));
     svg.appendChild(line);
   }
