@@ -31,7 +31,7 @@ fn have_chromium() -> bool {
     };
     support::prereq::have(
         found("chromium") && found("chromedriver"),
-        "chromium and chromedriver (apt-get install chromium chromium-driver) for the dashboard's browser test",
+        "chromium and chromedriver for the dashboard's browser test (install/engines.sh --test, or apt-get install chromium chromium-driver)",
     )
 }
 

@@ -368,16 +368,25 @@ fn actions_without_a_token_are_refused_even_on_loopback() {
 /// not asked again (a token holder cannot make every member answer in a loop).
 #[test]
 fn one_logs_query_at_a_time() {
+    use std::sync::mpsc;
+    /// Its first query waits until released; the later ones answer at once.
     struct Slow {
         inner: FakeGossip,
-        entered: std::sync::Barrier,
-        release: std::sync::Barrier,
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<mpsc::Receiver<()>>,
     }
     impl Gossip for Slow {
-        fn members(&self) -> std::result::Result<Vec<crate::engines::Member>, crate::engines::SerfError> {
+        fn members(
+            &self,
+        ) -> std::result::Result<Vec<crate::engines::Member>, crate::engines::SerfError> {
             self.inner.members()
         }
-        fn user_event(&self, n: &str, p: &[u8], c: bool) -> std::result::Result<(), crate::engines::SerfError> {
+        fn user_event(
+            &self,
+            n: &str,
+            p: &[u8],
+            c: bool,
+        ) -> std::result::Result<(), crate::engines::SerfError> {
             self.inner.user_event(n, p, c)
         }
         fn query(
@@ -386,15 +395,23 @@ fn one_logs_query_at_a_time() {
             payload: &[u8],
             timeout: Duration,
         ) -> std::result::Result<Vec<(String, String)>, crate::engines::SerfError> {
-            self.entered.wait();
-            self.release.wait();
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                let _ = self
+                    .release
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(30));
+            }
             self.inner.query(name, payload, timeout)
         }
     }
+    let (entered, on_entered) = mpsc::channel();
+    let (release, on_release) = mpsc::channel();
     let gossip = Arc::new(Slow {
         inner: FakeGossip::default(),
-        entered: std::sync::Barrier::new(2),
-        release: std::sync::Barrier::new(2),
+        entered: Mutex::new(Some(entered)),
+        release: Mutex::new(on_release),
     });
     let options = Options {
         listen: "127.0.0.1:8080".parse().unwrap(),
@@ -408,11 +425,11 @@ fn one_logs_query_at_a_time() {
         let site = Arc::clone(&site);
         std::thread::spawn(move || get(&site, "/api/logs?node=b&name=site.pp", &[]).0)
     };
-    gossip.entered.wait();
+    on_entered.recv().unwrap();
     let (code, body, _) = get(&site, "/api/logs?node=c&name=site.pp", &[]);
-    gossip.release.wait();
-    assert_eq!(code, 503, "{body}");
+    release.send(()).unwrap();
     assert_eq!(first.join().unwrap(), 404, "no node answered: not found");
+    assert_eq!(code, 503, "{body}");
     assert_eq!(gossip.inner.queries(), ["p2pu-logs"]);
 }
 
