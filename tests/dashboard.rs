@@ -25,9 +25,8 @@ const TOKEN: &str = "dashboard-test-token-0123456789";
 
 fn have_chromium() -> bool {
     let found = |tool: &str| {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-        })
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
     };
     support::prereq::have(
         found("chromium") && found("chromedriver"),
@@ -67,10 +66,7 @@ impl<'a> Browser<'a> {
         let base = format!("http://127.0.0.1:{port}");
         let probe = format!("{base}/status");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !lab
-            .in_netns(|| ureq::get(&probe).call().is_ok())
-            .unwrap()
-        {
+        while !lab.in_netns(|| ureq::get(&probe).call().is_ok()).unwrap() {
             assert!(Instant::now() < deadline, "chromedriver did not answer");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -155,7 +151,9 @@ impl Drop for Browser<'_> {
         if !self.session.is_empty() {
             let path = format!("/session/{}", self.session);
             let url = format!("{}{path}", self.base);
-            let _ = self.lab.in_netns(move || ureq::delete(&url).call().map(|_| ()));
+            let _ = self
+                .lab
+                .in_netns(move || ureq::delete(&url).call().map(|_| ()));
         }
     }
 }
@@ -210,8 +208,7 @@ fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
-    if !support::prereq::root("the lab runs agents in a network namespace") || !have_chromium()
-    {
+    if !support::prereq::root("the lab runs agents in a network namespace") || !have_chromium() {
         return;
     }
     let dir = tempfile::Builder::new()
@@ -264,7 +261,11 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     let _acting = serve(
         &lab,
         acting,
-        &["--allow-actions", "--token-file", token_file.to_str().unwrap()],
+        &[
+            "--allow-actions",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
         &dir.path().join("serve-acting.log"),
     );
     let reading = free_port(&lab);
@@ -285,7 +286,9 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     browser.wait(
         "a row per node",
         Duration::from_secs(60),
-        &format!("return document.querySelectorAll('#matrix tbody tr[data-node]').length === {NODES}"),
+        &format!(
+            "return document.querySelectorAll('#matrix tbody tr[data-node]').length === {NODES}"
+        ),
     );
     let failing = lab.node(FAILING).unwrap().name.clone();
     let cell = format!(
@@ -302,7 +305,10 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     ));
     assert_eq!(seen[0], "rgb(255, 153, 153)", "not red: {seen}");
     let title = seen[1].as_str().unwrap();
-    assert!(title.starts_with("Error:"), "not Puppet's error line: {title}");
+    assert!(
+        title.starts_with("Error:"),
+        "not Puppet's error line: {title}"
+    );
     assert!(title.contains("<b id=\"injected\">"), "{title}");
     assert_eq!(seen[2], true, "a member's string became markup: {seen}");
     assert_eq!(seen[3], 0, "a member's string became markup: {seen}");
@@ -314,7 +320,10 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
         Duration::from_secs(30),
         "return document.getElementById('logs').textContent.includes('Error:')",
     );
-    assert_eq!(browser.eval("return document.getElementById('injected') === null"), true);
+    assert_eq!(
+        browser.eval("return document.getElementById('injected') === null"),
+        true
+    );
 
     // 2. A rollout whose second wave waits an hour: aborted from the page.
     let late = dir.path().join("late.pp");
@@ -353,7 +362,9 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     // The confirmation, then the signed statement.
     let text = browser.session("GET", "/alert/text", None);
     assert!(
-        text.as_str().unwrap_or_default().contains("abort of late.pp"),
+        text.as_str()
+            .unwrap_or_default()
+            .contains("abort of late.pp"),
         "{text}"
     );
     browser.session("POST", "/alert/accept", Some(json!({})));
@@ -381,7 +392,9 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     browser.wait(
         "the read-only page",
         Duration::from_secs(30),
-        &format!("return document.querySelectorAll('#matrix tbody tr[data-node]').length === {NODES}"),
+        &format!(
+            "return document.querySelectorAll('#matrix tbody tr[data-node]').length === {NODES}"
+        ),
     );
     assert_eq!(
         browser.eval("return document.querySelectorAll('#actions button').length"),
@@ -390,16 +403,20 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     let url = format!("http://127.0.0.1:{reading}/api/action?action=resume&name=late.pp&seq=1");
     let origin = format!("http://127.0.0.1:{reading}");
     let code = lab
-        .in_netns(move || {
-            match ureq::post(&url).set("Origin", &origin).call() {
+        .in_netns(
+            move || match ureq::post(&url).set("Origin", &origin).call() {
                 Ok(r) => r.status(),
                 Err(ureq::Error::Status(code, _)) => code,
                 Err(e) => panic!("{e}"),
-            }
-        })
+            },
+        )
         .unwrap();
     assert_eq!(code, 403);
     for &node in &waiting {
-        assert_eq!(status(&lab, node, "late.pp"), Some(Status::Halted), "node {node}");
+        assert_eq!(
+            status(&lab, node, "late.pp"),
+            Some(Status::Halted),
+            "node {node}"
+        );
     }
 }

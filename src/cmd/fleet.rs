@@ -6,8 +6,8 @@
 //! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
 
 use crate::agent::runtime::state::{RolloutOutcome, Status};
-pub use crate::agent::runtime::status::{is_settled, newest_rollout, RolloutId};
 use crate::agent::runtime::status::{fleet_status, MemberReport};
+pub use crate::agent::runtime::status::{is_settled, newest_rollout, RolloutId};
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::engines::Gossip;

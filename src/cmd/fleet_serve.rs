@@ -143,7 +143,9 @@ impl FleetServe {
             ));
         }
         if self.allow_actions {
-            said.push_str("p2pu: --allow-actions: abort, resume and retry are signed with this node's key\n");
+            said.push_str(
+                "p2pu: --allow-actions: abort, resume and retry are signed with this node's key\n",
+            );
         }
         let url = match &token {
             TokenSource::Made(t) => format!(

@@ -119,7 +119,9 @@ impl Dashboard {
                         }
                     }
                 })
-                .map_err(|e| crate::Error::Internal(format!("spawning the dashboard poller: {e}")))?
+                .map_err(|e| {
+                    crate::Error::Internal(format!("spawning the dashboard poller: {e}"))
+                })?
         };
         Ok(Dashboard {
             server,
@@ -443,7 +445,11 @@ fn asset(content_type: &'static str, body: &str) -> Response {
 }
 
 fn text(status: u16, body: &str) -> Response {
-    Response::bytes(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    Response::bytes(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 fn json<T: serde::Serialize>(status: u16, value: &T) -> Response {

@@ -121,7 +121,11 @@ fn api_fleet_serves_the_view_of_the_status_query() {
     for _ in 0..3 {
         get(&site, "/api/fleet", &[]);
     }
-    assert_eq!(gossip.queries(), ["p2pu-status"], "viewers do not ask the fleet");
+    assert_eq!(
+        gossip.queries(),
+        ["p2pu-status"],
+        "viewers do not ask the fleet"
+    );
 }
 
 /// Every answer carries the strict CSP (no inline script, nothing from elsewhere) and the
@@ -138,7 +142,13 @@ fn the_page_is_served_with_a_strict_csp_and_no_inline_script() {
     assert!(html.contains(r#"<script src="/app.js" defer></script>"#));
     assert_eq!(html.matches("<script").count(), 1, "one script, a file");
     assert!(!html.contains("style="), "no inline style");
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
         assert!(!APP_JS.contains(sink), "app.js uses {sink}");
     }
     for link in ["http://", "https://", "//cdn"] {
@@ -167,7 +177,12 @@ fn a_wrong_or_missing_token_is_refused() {
         vec![("Cookie", "other=s3cret-token-0123456789")],
         vec![("Authorization", "Bearer s3cret-token-012345678")],
     ] {
-        for path in ["/", "/app.js", "/api/fleet", "/api/logs?node=a&name=site.pp"] {
+        for path in [
+            "/",
+            "/app.js",
+            "/api/fleet",
+            "/api/logs?node=a&name=site.pp",
+        ] {
             let (code, body, _) = get(&site, path, &headers);
             assert_eq!(code, 401, "{path} {headers:?}: {body}");
             assert!(!body.contains("site.pp"), "{body}");
@@ -209,7 +224,12 @@ fn a_host_that_is_not_this_dashboard_is_refused() {
     }
     let response = site.handle(&request("GET", "/api/fleet", &[]));
     assert_eq!(response.status, 403, "no Host");
-    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.0.0.5:8080"] {
+    for host in [
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "[::1]:8080",
+        "10.0.0.5:8080",
+    ] {
         let response = site.handle(&request("GET", "/api/fleet", &[("Host", host)]));
         assert_eq!(response.status, 200, "{host}");
     }
@@ -247,9 +267,15 @@ fn actions_need_allow_actions_the_token_and_this_origin() {
         // No Origin at all.
         &[("Host", "127.0.0.1:8080"), ("Cookie", &cookie)],
         // No token.
-        &[("Host", "127.0.0.1:8080"), ("Origin", "http://127.0.0.1:8080")],
+        &[
+            ("Host", "127.0.0.1:8080"),
+            ("Origin", "http://127.0.0.1:8080"),
+        ],
         // The token in the query, not as the page sends it.
-        &[("Host", "127.0.0.1:8080"), ("Origin", "http://127.0.0.1:8080")],
+        &[
+            ("Host", "127.0.0.1:8080"),
+            ("Origin", "http://127.0.0.1:8080"),
+        ],
     ];
     for headers in refused {
         let response = site.handle(&request("POST", target, headers));
@@ -263,7 +289,10 @@ fn actions_need_allow_actions_the_token_and_this_origin() {
     let response = site.handle(&request(
         "POST",
         &with_query_token,
-        &[("Host", "127.0.0.1:8080"), ("Origin", "http://127.0.0.1:8080")],
+        &[
+            ("Host", "127.0.0.1:8080"),
+            ("Origin", "http://127.0.0.1:8080"),
+        ],
     ));
     assert_eq!(response.status, 401);
     // GET does not act.
@@ -274,7 +303,11 @@ fn actions_need_allow_actions_the_token_and_this_origin() {
         "/api/action?action=abort&name=../x&seq=7",
         "/api/action?action=abort&name=site.pp&seq=x",
     ] {
-        assert_eq!(site.handle(&request("POST", bad, &good)).status, 400, "{bad}");
+        assert_eq!(
+            site.handle(&request("POST", bad, &good)).status,
+            400,
+            "{bad}"
+        );
     }
     assert!(sent.lock().unwrap().is_empty());
     let response = site.handle(&request("POST", target, &good));
@@ -361,7 +394,10 @@ fn actions_without_a_token_are_refused_even_on_loopback() {
         actions: Some(send),
     };
     let err = Dashboard::start(fleet(), options).err().unwrap();
-    assert!(crate::error::chain(&err).contains("without a token"), "{err}");
+    assert!(
+        crate::error::chain(&err).contains("without a token"),
+        "{err}"
+    );
 }
 
 /// A `p2pu-logs` query at a time: while one runs, another viewer gets 503 and the fleet is

@@ -213,7 +213,10 @@ mod tests {
             member("a", Some((Status::Applied, "", 100))),
             member("b", Some((Status::Applied, "", 130))),
             member("c", Some((Status::Failed, "Error: boom", 120))),
-            member("d", Some((Status::Halted, "halted: 1 member(s) failed", 140))),
+            member(
+                "d",
+                Some((Status::Halted, "halted: 1 member(s) failed", 140)),
+            ),
             member("e", Some((Status::Halted, "halted: other", 141))),
             member(
                 "f",
