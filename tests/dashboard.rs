@@ -153,7 +153,7 @@ impl Drop for Browser<'_> {
             let url = format!("{}{path}", self.base);
             let _ = self
                 .lab
-                .in_netns(move || ureq::delete(&url).call().map(|_| ()));
+                .in_netns(move || ureq::delete(&url).call().is_ok());
         }
     }
 }

@@ -169,7 +169,7 @@ impl FleetView {
 /// `(k, n)` from a waiting member's reason, `waiting: wave k of n...`.
 fn wave_of(reason: &str) -> Option<(u32, u32)> {
     let rest = reason.strip_prefix("waiting: wave ")?;
-    let mut words = rest.split(|c: char| c == ' ' || c == ';' || c == ',');
+    let mut words = rest.split([' ', ';', ',']);
     let k = words.next()?.parse().ok()?;
     (words.next()? == "of").then_some(())?;
     let n = words.next()?.parse().ok()?;
