@@ -805,4 +805,3 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"notice('x')\n");
     }
 }
-

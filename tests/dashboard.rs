@@ -151,9 +151,7 @@ impl Drop for Browser<'_> {
         if !self.session.is_empty() {
             let path = format!("/session/{}", self.session);
             let url = format!("{}{path}", self.base);
-            let _ = self
-                .lab
-                .in_netns(move || ureq::delete(&url).call().is_ok());
+            let _ = self.lab.in_netns(move || ureq::delete(&url).call().is_ok());
         }
     }
 }
