@@ -4,17 +4,26 @@
 //! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table. `--watch`
 //! asks again every `--interval` and redraws a node x update table until the newest rollout
 //! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
+//!
+//! `p2pu fleet serve`: runs the fleet dashboard (`crate::dashboard`) until SIGTERM/SIGINT,
+//! after deciding where its token comes from (`dashboard::token_source`) and, with
+//! `--allow-actions`, checking this node holds its signing key.
 
 use crate::agent::runtime::state::{RolloutOutcome, Status};
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 pub use crate::agent::runtime::status::{is_settled, newest_rollout, RolloutId};
 use crate::cmd::{exit, ConfigArg, Outcome};
-use crate::config::Config;
+use crate::config::{Config, MachineFacts};
+use crate::dashboard::{self, Dashboard, Options};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
 use crate::Env;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,7 +32,7 @@ pub enum Fleet {
     Status(FleetStatus),
     /// Serve a live web page of the fleet (loopback by default; read-only unless
     /// --allow-actions).
-    Serve(crate::cmd::fleet_serve::FleetServe),
+    Serve(FleetServe),
 }
 
 impl Fleet {
@@ -376,6 +385,126 @@ fn age(secs: u64) -> String {
         120..=7199 => format!("{}m", secs / 60),
         7200..=172_799 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// Serve a live web page of the fleet: the node x update matrix, the newest rollout, the
+/// transfer, one node's history and logs.
+///
+/// Read-only unless --allow-actions. Listens on loopback unless told otherwise; any other
+/// address requires a token (printed once, or read from --token-file).
+#[derive(Debug, clap::Args)]
+pub struct FleetServe {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address and port to listen on.
+    #[arg(long, env = "P2PU_DASHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Read the token from this file instead of making one (at least 16 characters).
+    #[arg(long, env = "P2PU_DASHBOARD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Show abort, resume and retry buttons that send signed control statements with this
+    /// node's signing key, like `p2pu rollout` (each asks for confirmation). Needs a token
+    /// even on loopback: another local user must not sign with the operator's key.
+    #[arg(long)]
+    allow_actions: bool,
+    /// Seconds between asking the fleet.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// How long each query waits for answers, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+    /// Log filter (tracing env-filter syntax; also P2PU_LOG).
+    #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
+    log: String,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() || flag == "--timeout")
+        .ok_or_else(|| Error::Usage(format!("{flag} {value}: not a duration in seconds")))
+}
+
+impl FleetServe {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        let interval = seconds("--interval", self.interval)?;
+        let timeout = seconds("--timeout", self.timeout)?;
+        crate::daemon::init_logging(&self.log)?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
+        let gossip = env.engines.gossip(&config)?;
+        let token =
+            dashboard::token_source(self.listen, self.token_file.as_deref(), self.allow_actions)?;
+        let actions: Option<Arc<dashboard::ActionFn>> = if self.allow_actions {
+            // Refused now, not at the first click: without the key no action could be signed.
+            crate::keys::read_secret(&config.site.agent.signing_key)?;
+            config.fleet_id()?;
+            let (config, gossip) = (config.clone(), gossip.clone());
+            Some(Arc::new(move |action, name: &str, seq| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let control = crate::publish::send_control(
+                    &config,
+                    gossip.as_ref(),
+                    action,
+                    name,
+                    seq,
+                    now,
+                    Vec::new(),
+                )?;
+                Ok(format!(
+                    "sent {} of {} seq {} to every node",
+                    control.action.as_str(),
+                    name,
+                    seq
+                ))
+            }))
+        } else {
+            None
+        };
+        let stop = crate::daemon::stop_on_signals()?;
+        let server = Dashboard::start(
+            gossip,
+            Options {
+                listen: self.listen,
+                token: token.token().map(str::to_string),
+                interval,
+                timeout,
+                actions,
+            },
+        )?;
+        let addr = server.addr();
+        let mut said = String::new();
+        if !addr.ip().is_loopback() {
+            said.push_str(&format!(
+                "p2pu: listening on {addr}, beyond loopback: every request needs the token\n"
+            ));
+        }
+        if self.allow_actions {
+            said.push_str(
+                "p2pu: --allow-actions: abort, resume and retry are signed with this node's key\n",
+            );
+        }
+        let url = match &token {
+            dashboard::TokenSource::Made(t) => format!(
+                "http://{addr}/?token={t}\n(the token is shown only this once; give --token-file to choose one)\n"
+            ),
+            dashboard::TokenSource::File(_) => format!("http://{addr}/?token=<the token in the token file>\n"),
+            dashboard::TokenSource::None => format!("http://{addr}/\n"),
+        };
+        env.stderr
+            .write_all(said.as_bytes())
+            .map_err(Error::io("writing to", "standard error"))?;
+        env.stdout
+            .write_all(url.as_bytes())
+            .and_then(|()| env.stdout.flush())
+            .map_err(Error::io("writing to", "standard output"))?;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(server);
+        Ok(Outcome::Success)
     }
 }
 

@@ -13,7 +13,6 @@ pub mod config;
 pub mod config_get;
 pub mod event;
 pub mod fleet;
-pub mod fleet_serve;
 pub mod handle_event;
 pub mod heartbeat;
 pub mod help;

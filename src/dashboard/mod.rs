@@ -189,6 +189,41 @@ pub fn read_token(path: &std::path::Path) -> Result<String, DashboardError> {
     Ok(token)
 }
 
+/// Where the dashboard's token comes from, decided before anything is bound.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Loopback, read-only: none.
+    None,
+    /// Read from `--token-file`.
+    File(String),
+    /// Made now: printed once in the URL.
+    Made(String),
+}
+
+impl TokenSource {
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            TokenSource::None => None,
+            TokenSource::File(t) | TokenSource::Made(t) => Some(t),
+        }
+    }
+}
+
+/// The token this listen address and these flags require.
+pub fn token_source(
+    listen: SocketAddr,
+    token_file: Option<&std::path::Path>,
+    allow_actions: bool,
+) -> Result<TokenSource, DashboardError> {
+    if let Some(path) = token_file {
+        return Ok(TokenSource::File(read_token(path)?));
+    }
+    if allow_actions || !listen.ip().is_loopback() {
+        return Ok(TokenSource::Made(new_token()));
+    }
+    Ok(TokenSource::None)
+}
+
 /// The state the request handlers share.
 pub(crate) struct Site {
     gossip: Arc<dyn Gossip>,

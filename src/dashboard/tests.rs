@@ -531,3 +531,28 @@ fn the_port_bounds_heads_and_slow_clients() {
     assert!(ok.contains("\"members\""));
     drop(slow);
 }
+
+/// Loopback alone needs no token; any other address, or actions, get one made here; a
+/// token file is read and a short one refused.
+#[test]
+fn beyond_loopback_or_with_actions_a_token_is_required() {
+    let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let lan: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    assert_eq!(token_source(lo, None, false).unwrap(), TokenSource::None);
+    for (addr, actions) in [(lan, false), (lo, true), (lan, true)] {
+        let TokenSource::Made(token) = token_source(addr, None, actions).unwrap() else {
+            panic!("{addr} {actions}: no token made");
+        };
+        assert!(token.len() >= MIN_TOKEN, "{token}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "short\n").unwrap();
+    let err = token_source(lan, Some(&file), false).unwrap_err();
+    assert!(err.to_string().contains("at least 16"), "{err}");
+    std::fs::write(&file, "0123456789abcdefXYZ\n").unwrap();
+    assert_eq!(
+        token_source(lan, Some(&file), false).unwrap(),
+        TokenSource::File("0123456789abcdefXYZ".into())
+    );
+}
