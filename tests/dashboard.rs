@@ -4,8 +4,9 @@
 //! error line, and that line, which carries a member-supplied `<b id="injected">`, shows as
 //! text and never as markup; a rollout waiting for its second wave is aborted with the page's
 //! button (after its confirmation), the waiting nodes hold and the page shows the halt; a
-//! dashboard without --allow-actions has no button and its endpoint refuses. The browser,
-//! the dashboards and the fleet all run inside the lab's namespace, on its loopback.
+//! dashboard without --allow-actions has no button and its endpoint refuses; the matrix
+//! filters by tag and by name. The browser, the dashboards and the fleet all run inside the
+//! lab's namespace, on its loopback.
 //!
 //! Set `P2PU_DASHBOARD_SCREENSHOT=docs/dashboard.png` to keep the page's screenshot (README).
 
@@ -398,6 +399,24 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
         browser.eval("return document.querySelectorAll('#actions button').length"),
         0
     );
+    // Filtered by tag, then by name.
+    let rows = |script: &str| {
+        browser.eval(&format!(
+            "{script}; return Array.from(document.querySelectorAll('#matrix tbody tr[data-node]')).map(r => r.dataset.node)"
+        ))
+    };
+    let camera = lab.node(2).unwrap().name.clone();
+    let shown = rows(
+        "const s = document.getElementById('filter-tag'); s.value = 'role=camera'; \
+         s.dispatchEvent(new Event('change'))",
+    );
+    assert_eq!(shown, json!([camera]));
+    let shown = rows(&format!(
+        "const s = document.getElementById('filter-tag'); s.value = ''; \
+         s.dispatchEvent(new Event('change')); const n = document.getElementById('filter-name'); \
+         n.value = '{failing}'; n.dispatchEvent(new Event('input'))"
+    ));
+    assert_eq!(shown, json!([failing]));
     let url = format!("http://127.0.0.1:{reading}/api/action?action=resume&name=late.pp&seq=1");
     let origin = format!("http://127.0.0.1:{reading}");
     let code = lab

@@ -767,6 +767,37 @@ mod tests {
         assert_eq!(answered, [("a", true), ("quiet", false)]);
     }
 
+    /// `fleet serve --allow-actions` where this node holds no signing key stops before it
+    /// listens: no page would offer buttons that can sign nothing.
+    #[test]
+    fn serve_with_actions_needs_the_signing_key_before_listening() {
+        let dir = crate::cmd::testing::site_dir("");
+        let key = dir.path().join("missing/signing.key");
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!("[agent]\nsigning_key = \"{}\"\n", key.display()),
+        )
+        .unwrap();
+        let gossip = std::sync::Arc::new(FakeGossip::default());
+        let engines = Engines::fakes().gossip_engine(gossip.clone());
+        let argv = [
+            "fleet",
+            "serve",
+            "--config",
+            "site.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+        ];
+        let (code, out, err) = Run::new(dir.path()).engines(engines).run(&argv);
+        assert_eq!((code, out.as_str()), (1, ""), "{err}");
+        assert!(err.contains("signing.key"), "{err}");
+        assert!(gossip.queries().is_empty());
+        let (code, _, err) = Run::new(dir.path()).run(&["fleet", "serve", "--interval", "0"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("--interval 0: not a duration"), "{err}");
+    }
+
     #[test]
     fn a_bad_timeout_is_a_usage_error_and_nothing_is_asked() {
         let dir = crate::cmd::testing::site_dir("");
