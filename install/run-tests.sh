@@ -3,6 +3,8 @@
 # serf, transmission-daemon and puppet runs in temp dirs and network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --test: also what the tests need (namespaces, coturn, lintian, chromium and chromium-driver for
+# tests/dashboard.rs's browser).
 install/engines.sh --test
 # tests/systemd_fleet.rs boots Debian bookworm trees with their own systemd in systemd-nspawn:
 # debootstrap and systemd-container, and the tree made once (about 3 min, downloads included)

@@ -8,6 +8,7 @@ pub mod civil;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod engines;
 pub mod env;
 pub mod error;

@@ -904,7 +904,9 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/cmd/init.rs", "init: the operator's files and /etc"),
     ("src/cmd/lab.rs", "p2pu lab: the example manifest in the lab's own directory"),
     ("src/config/tests.rs", "config's tests, a test module in a file of its own"),
+    ("src/dashboard/tests.rs", "the dashboard's tests, a test module in a file of its own"),
     ("src/cmd/key.rs", "key files the operator names"),
+    ("src/dashboard/mod.rs", "fleet serve --token-file: the token file the operator names"),
     ("src/cmd/submit.rs", "the operator's files"),
     (
         "src/publish.rs",

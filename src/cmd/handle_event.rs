@@ -94,9 +94,13 @@ impl HandleEvent {
                 );
                 // Serf hands an empty payload over as a bare newline. An empty one comes from
                 // an asker that may deny unknown fields (see `ALL_NAMES`): the fields added
-                // since (`omitted`, `now_ms`) go only to askers that send a payload.
+                // since (`omitted`, `now_ms`, each update's `sources`) go only to askers
+                // that send a payload.
                 if payload.trim_ascii().is_empty() {
                     status.omitted = 0;
+                    for update in &mut status.updates {
+                        update.sources.clear();
+                    }
                 } else {
                     status.now_ms = Some(env.unix_now_ms());
                 }
@@ -290,14 +294,41 @@ mod tests {
             ("SERF_QUERY_NAME", "p2pu-status"),
             ("SERF_SELF_NAME", "n1"),
         ];
+        let store = StateStore::open(&node.dir.path().join("state")).unwrap();
+        let source = crate::agent::runtime::state::SourceUse {
+            addr: "10.0.0.2:6880".into(),
+            from: 0,
+            bytes: 1,
+            millis: 1,
+            bad_pieces: 0,
+            left: None,
+        };
+        store
+            .put(Record {
+                len: 1,
+                wire: "p2pu1:WIRE".into(),
+                status: Status::Applied,
+                sources: vec![source],
+                ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
+            })
+            .unwrap();
         let (_, old) = run(&node, &vars, b"\n");
         let old: serde_json::Value = serde_json::from_str(&old).unwrap();
-        let keys: Vec<&str> = old.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = old
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, ["node", "updates", "version"], "{old}");
+        let update = old["updates"][0].as_object().unwrap();
+        let keys: Vec<&str> = update.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["at", "name", "seq", "status"], "{old}");
         let all = format!("{}\n", crate::agent::runtime::status::ALL_NAMES);
         let (_, new) = run(&node, &vars, all.as_bytes());
         let new: NodeStatus = serde_json::from_str(&new).unwrap();
         assert!(new.now_ms.is_some(), "{new:?}");
+        assert_eq!(new.updates[0].sources.len(), 1, "{new:?}");
     }
 
     #[test]

@@ -133,6 +133,16 @@ p2pu fleet status --watch
 p2pu fleet status site.pp --watch --interval 5 --json",
     ),
     (
+        "fleet serve",
+        "# A live page of the fleet on this machine's loopback; open the URL it prints
+p2pu fleet serve
+# On the LAN, with a token from a file (at least 16 characters) and the abort, resume and
+# retry buttons, signed with this node's key
+p2pu fleet serve --listen 0.0.0.0:8080 --token-file /etc/p2pu/dashboard.token --allow-actions
+# From the operator's machine: tunnel a node's loopback dashboard over SSH
+ssh -L 8080:127.0.0.1:8080 cam-01 p2pu fleet serve",
+    ),
+    (
         "rollout",
         "# Stop a rollout, retry where it failed once the cause is fixed, let it go on
 p2pu rollout abort site.pp

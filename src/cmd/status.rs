@@ -453,6 +453,52 @@ mod tests {
         assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
         let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
         assert_eq!(answer.updates[0].bad_sources, ["10.99.1.5:6880"]);
+        // The status answer carries the sources too (for `fleet serve`'s transfer picture).
+        let seen: Vec<(&str, u32, Option<&str>)> = answer.updates[0]
+            .sources
+            .iter()
+            .map(|s| (s.addr.as_str(), s.bad_pieces, s.left.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("10.99.1.5:6880", 1, Some("sent a bad piece (piece 32)")),
+                ("10.99.1.4:6880", 0, None)
+            ]
+        );
+    }
+
+    /// A node with many sources, a long reason for leaving each, and many updates still
+    /// answers within the status query's bound.
+    #[test]
+    fn the_status_answer_with_sources_stays_within_its_bound() {
+        use crate::agent::runtime::state::SourceUse;
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        for n in 0..40 {
+            let mut applied = record(&format!("u{n}.tar.gz"), 1, Status::Applied);
+            applied.reason = Some("r".repeat(1000));
+            applied.sources = (0..50)
+                .map(|i| SourceUse {
+                    addr: format!("10.99.1.{i}:6880"),
+                    from: 0,
+                    bytes: 1,
+                    millis: 1,
+                    bad_pieces: 0,
+                    left: Some("slow: ".to_string() + &"x".repeat(500)),
+                })
+                .collect();
+            store.put(applied).unwrap();
+        }
+        let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(text.len() <= 7 * 1024, "{} bytes", text.len());
+        assert_eq!(
+            answer.updates[0].sources.len(),
+            crate::agent::runtime::status::STATUS_SOURCES
+        );
+        assert!(answer.updates.iter().skip(2).all(|u| u.sources.is_empty()));
     }
 
     /// Issue 29: with 200 names the 7 KiB answer held about 21 and said nothing of the rest.

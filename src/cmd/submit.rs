@@ -1234,6 +1234,7 @@ mod tests {
                 reason: None,
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -1314,6 +1315,7 @@ mod tests {
                 },
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 3,
             }];
             let status = NodeStatus {

@@ -5,7 +5,7 @@
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
 use super::heartbeat::Freshness;
-use super::state::{Record, Rejection, StateStore, Status};
+use super::state::{Record, Rejection, RolloutOutcome, StateStore, Status};
 use super::Result;
 use crate::engines::{Gossip, MemberStatus};
 use crate::formats::serf_names::{LOGS_QUERY, STATUS_QUERY};
@@ -77,7 +77,31 @@ pub struct UpdateStatus {
     /// Attempts that ended (retries count); absent from nodes that do not retry.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// The seed servers this node fetched it from, in order (its newest updates only, at most
+    /// [`STATUS_SOURCES`]): who served whom, for `fleet serve`'s picture of the transfer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSeen>,
 }
+
+/// One source as a node's status answer gives it: enough to draw the transfer, cut to fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSeen {
+    /// The member's seed server, `ip:port`.
+    pub addr: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bad_pieces: u32,
+    /// Why it was left (`slow: ...`, `failed: ...`), cut to [`SOURCE_LEFT_CHARS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+}
+
+/// How many sources, of how many of a node's newest updates, its status answer carries, and
+/// how much of each one's reason for leaving: the answer must stay under [`MAX_ANSWER`].
+pub const STATUS_SOURCES: usize = 8;
+const SOURCES_OF_UPDATES: usize = 2;
+const SOURCE_LEFT_CHARS: usize = 60;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -129,7 +153,25 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
     // The node name, the version, the time (`now_ms`, set by the handler) and the JSON around
     // the updates.
     let mut size = 190;
-    for record in latest {
+    for (n, record) in latest.into_iter().enumerate() {
+        let sources = if n < SOURCES_OF_UPDATES {
+            record
+                .sources
+                .iter()
+                .take(STATUS_SOURCES)
+                .map(|s| SourceSeen {
+                    addr: s.addr.chars().take(64).collect(),
+                    bytes: s.bytes,
+                    bad_pieces: s.bad_pieces,
+                    left: s
+                        .left
+                        .as_ref()
+                        .map(|l| l.chars().take(SOURCE_LEFT_CHARS).collect()),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let bad_sources = record
             .sources
             .iter()
@@ -146,6 +188,7 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
                 .map(|r| r.chars().take(STATUS_REASON_CHARS).collect()),
             at: record.updated_at,
             attempts: record.attempts,
+            sources,
         };
         size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
         if size > MAX_ANSWER {
@@ -257,6 +300,43 @@ pub fn fleet_status(
         .collect();
     reports.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(reports)
+}
+
+/// An update: its name and seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutId {
+    pub name: String,
+    pub seq: u64,
+}
+
+/// The newest update any member reports: the highest seq, by name on a tie.
+pub fn newest_rollout(reports: &[MemberReport]) -> Option<RolloutId> {
+    reports
+        .iter()
+        .filter_map(|r| r.updates.as_ref())
+        .flatten()
+        .max_by(|a, b| a.seq.cmp(&b.seq).then_with(|| b.name.cmp(&a.name)))
+        .map(|u| RolloutId {
+            name: u.name.clone(),
+            seq: u.seq,
+        })
+}
+
+/// Whether every alive member is done with `rollout`: applied, failed, reverted, halted or not
+/// targeted, or already on a newer seq of its name. A member that did not answer, or has not
+/// heard of it yet, is not done; a member that is not alive cannot be waited for.
+pub fn is_settled(reports: &[MemberReport], rollout: &RolloutId) -> bool {
+    reports.iter().filter(|r| r.alive).all(|r| {
+        let Some(updates) = &r.updates else {
+            return false;
+        };
+        updates.iter().any(|u| {
+            u.name == rollout.name
+                && (u.seq > rollout.seq
+                    || (u.seq == rollout.seq && u.status.rollout_outcome() != RolloutOutcome::Open))
+        })
+    })
 }
 
 /// A node's answer to the `p2pu-logs` query: its newest record of one name (or the seq asked

@@ -7,7 +7,7 @@
 pub mod download_dir;
 pub mod fetch;
 pub mod fetch_error;
-mod http;
+pub(crate) mod http;
 pub mod http_get;
 pub mod pace;
 pub mod relay;
