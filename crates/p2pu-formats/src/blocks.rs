@@ -122,6 +122,8 @@ pub enum SpecError {
     Layout(Box<BlocksError>),
 }
 
+bencode::v1_keys_error!(SpecError);
+
 /// A payload's cut into blocks: its length and block size, both checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -565,31 +567,13 @@ impl Spec {
                 len: value.raw.len(),
             });
         }
-        let Ben::Dict(entries) = &value.kind else {
+        let Ben::Dict(_) = &value.kind else {
             return Err(SpecError::WrongType {
                 key: "p2pu",
                 want: "a dict",
             });
         };
-        match value.get("v").map(Value::as_int) {
-            None => return Err(SpecError::MissingKey { key: "v" }),
-            Some(None) => {
-                return Err(SpecError::WrongType {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(SpecError::UnsupportedVersion { got }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !SPEC_KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(SpecError::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        value.check_v1_keys(&SPEC_KEYS)?;
         let block = value
             .get("block")
             .ok_or(SpecError::MissingKey { key: "block" })?

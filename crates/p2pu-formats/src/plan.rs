@@ -62,6 +62,8 @@ pub enum PlanError {
     },
 }
 
+bencode::v1_keys_error!(PlanError);
+
 use PlanError as E;
 
 fn bad(flag: &'static str, value: &str, reason: impl Into<String>) -> PlanError {
@@ -443,29 +445,10 @@ impl Plan {
             return Err(E::TooLong { len: bytes.len() });
         }
         let value = bencode::parse(bytes)?;
-        let Ben::Dict(entries) = &value.kind else {
+        let Ben::Dict(_) = &value.kind else {
             return Err(E::NotADict);
         };
-        // The version first: a later version may well have other fields.
-        match value.get("v").map(|v| v.as_int()) {
-            None => return Err(E::MissingKey { key: "v" }),
-            Some(None) => {
-                return Err(E::WrongType {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(E::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        value.check_v1_keys(&KEYS)?;
         let text = |key: &'static str, v: &Value| -> Result<String, PlanError> {
             v.as_bytes()
                 .and_then(|b| std::str::from_utf8(b).ok())

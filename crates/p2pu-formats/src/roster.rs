@@ -93,6 +93,8 @@ pub enum RosterError {
     Digest,
 }
 
+bencode::v1_keys_error!(RosterError);
+
 use RosterError as E;
 
 /// The membership a plan is built from and the plan's shape.
@@ -262,28 +264,10 @@ impl Roster {
             return Err(E::TooLong { len: bytes.len() });
         }
         let value = bencode::parse(bytes)?;
-        let Ben::Dict(entries) = &value.kind else {
+        let Ben::Dict(_) = &value.kind else {
             return Err(E::NotADict);
         };
-        match value.get("v").map(Value::as_int) {
-            None => return Err(E::MissingKey { key: "v" }),
-            Some(None) => {
-                return Err(E::WrongType {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(E::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        value.check_v1_keys(&KEYS)?;
         let get = |key: &'static str| value.get(key).ok_or(E::MissingKey { key });
         let int = |key: &'static str| -> Result<u64, RosterError> {
             let n = get(key)?.as_int().ok_or(E::WrongType {
