@@ -251,6 +251,20 @@ pub struct Binding {
     pub fleet: FleetId,
 }
 
+impl Binding {
+    /// An expiry past what the wire carries is refused before anything is signed.
+    fn check_expires(&self) -> Result<(), AnnouncementError> {
+        if self.expires > MAX_EXPIRES {
+            return Err(E::OutOfRange {
+                key: "exp",
+                value: i128::from(self.expires),
+                max: MAX_EXPIRES,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Whether `text` looks like an announcement of either version (the NAT client's filter
 /// before it spools; the intake decides).
 pub fn is_wire(text: &[u8]) -> bool {
@@ -310,14 +324,7 @@ impl Announcement {
         binding: Binding,
         signer: &SigningKey,
     ) -> Result<Announcement, AnnouncementError> {
-        if binding.expires > MAX_EXPIRES {
-            let value = i128::from(binding.expires);
-            return Err(E::OutOfRange {
-                key: "exp",
-                value,
-                max: MAX_EXPIRES,
-            });
-        }
+        binding.check_expires()?;
         Announcement::unsigned(draft, Some(binding))?.signed_by(signer)
     }
 
@@ -329,14 +336,7 @@ impl Announcement {
         plan: &[u8],
         signer: &SigningKey,
     ) -> Result<Announcement, AnnouncementError> {
-        if binding.expires > MAX_EXPIRES {
-            let value = i128::from(binding.expires);
-            return Err(E::OutOfRange {
-                key: "exp",
-                value,
-                max: MAX_EXPIRES,
-            });
-        }
+        binding.check_expires()?;
         let mut unsigned = Announcement::unsigned(draft, Some(binding))?;
         unsigned.plan = true;
         unsigned.attached_plan = Some(plan.to_vec());

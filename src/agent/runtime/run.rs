@@ -527,18 +527,10 @@ impl Agent {
             ("P2PU_SEQ", record.seq.to_string()),
             ("P2PU_KIND", health::kind_of(record).as_str().to_string()),
         ];
-        let mut shown: Option<String> = None;
         let mut veto: Option<(Instant, String)> = None;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Gate::Stopping;
-            }
-            let control = self.store.control(&record.name, record.seq).ok().flatten();
-            if control.is_some_and(|c| c.action == "abort") {
-                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
-            }
+        self.hold_while(record, || {
             let now = locks::now_secs();
-            let reason = match locks::held(&agent.update_lock) {
+            match locks::held(&agent.update_lock) {
                 Some(lock) => Some(lock.reason(&agent.update_lock, now)),
                 None => {
                     let due = veto
@@ -556,8 +548,24 @@ impl Agent {
                         veto.as_ref().map(|(_, why)| why.clone())
                     }
                 }
-            };
-            let Some(reason) = reason else {
+            }
+        })
+    }
+
+    /// Holds `record` while `reason` gives why, a second at a time: recorded `waiting` with
+    /// the reason (once per change), halted by an operator's abort meanwhile, applied once
+    /// `reason` gives none.
+    fn hold_while(&self, record: &Record, mut reason: impl FnMut() -> Option<String>) -> Gate {
+        let mut shown: Option<String> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let Some(reason) = reason() else {
                 return Gate::Apply;
             };
             if shown.as_deref() != Some(reason.as_str()) {
@@ -597,38 +605,17 @@ impl Agent {
     /// this node's local time); an operator's abort meanwhile halts it.
     fn window_gate(&self, record: &Record) -> Gate {
         let (windows, whose) = self.windows_of(record);
-        let mut shown: Option<String> = None;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Gate::Stopping;
-            }
-            let control = self.store.control(&record.name, record.seq).ok().flatten();
-            if control.is_some_and(|c| c.action == "abort") {
-                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
-            }
+        self.hold_while(record, || {
             let wall = crate::civil::local_secs(now_ms() / 1000);
             let (weekday, minute) = crate::civil::weekday_minute(wall);
             let now = crate::formats::window::now(&windows, weekday, minute);
-            let Some(opens) = now.opens() else {
-                return Gate::Apply;
-            };
+            let opens = now.opens()?;
             let texts: Vec<String> = windows.iter().map(Window::to_text).collect();
-            let reason = format!(
+            Some(format!(
                 "waiting for its window (opens {opens} local time; {whose}: {})",
                 texts.join(", ")
-            );
-            if shown.as_deref() != Some(reason.as_str()) {
-                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
-                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
-                shown = Some(reason);
-            }
-            for _ in 0..5 {
-                if self.stop.load(Ordering::Relaxed) {
-                    return Gate::Stopping;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
+            ))
+        })
     }
 
     /// What the rollout plan lets this node do with a fetched update: apply it (now or once
