@@ -60,7 +60,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Sends an operator action for update `name` seq `seq`; returns what was sent, for the page.
-pub type ActionFn = dyn Fn(Action, &str, u64) -> crate::Result<String> + Send + Sync;
+pub type ActionFn = dyn Fn(Action, &str, u64) -> crate::error::Result<String> + Send + Sync;
 
 /// How the dashboard runs.
 pub struct Options {
@@ -84,7 +84,7 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    pub fn start(gossip: Arc<dyn Gossip>, options: Options) -> crate::Result<Dashboard> {
+    pub fn start(gossip: Arc<dyn Gossip>, options: Options) -> crate::error::Result<Dashboard> {
         if options.token.is_none() && !options.listen.ip().is_loopback() {
             return Err(DashboardError::OpenWithoutToken {
                 addr: options.listen,
@@ -120,7 +120,7 @@ impl Dashboard {
                     }
                 })
                 .map_err(|e| {
-                    crate::Error::Internal(format!("spawning the dashboard poller: {e}"))
+                    crate::error::Error::Internal(format!("spawning the dashboard poller: {e}"))
                 })?
         };
         Ok(Dashboard {
@@ -268,7 +268,7 @@ impl Site {
             Ok(members) => FleetView::of(members, now, self.actions.is_some()),
             Err(e) => {
                 let mut view = FleetView::of(Vec::new(), now, self.actions.is_some());
-                view.error = Some(crate::error::chain(&crate::Error::from(e)));
+                view.error = Some(crate::error::chain(&crate::error::Error::from(e)));
                 view
             }
         };
@@ -412,7 +412,7 @@ impl Site {
             },
             Err(e) => text(
                 502,
-                &format!("{}\n", crate::error::chain(&crate::Error::from(e))),
+                &format!("{}\n", crate::error::chain(&crate::error::Error::from(e))),
             ),
         }
     }
