@@ -62,6 +62,12 @@ impl<'a> DownloadDir<'a> {
         self.root.join(format!("{info_hash}.roster"))
     }
 
+    /// Which blocks of a striped transfer this node holds checked (`formats::have`), beside
+    /// the payload's file: what the seed server sends from it (`?stripe=`).
+    pub fn have_mark(&self, info_hash: &str) -> PathBuf {
+        self.root.join(format!("{info_hash}.have"))
+    }
+
     /// Whether `path` is named like a relay mark.
     pub fn is_relay_mark(path: &Path) -> bool {
         path.extension().is_some_and(|e| e == RELAY_EXTENSION)
