@@ -328,6 +328,8 @@ fn stage(
 struct StripeDocs {
     leaves: Vec<u8>,
     roster: Vec<u8>,
+    /// Every block held: the submitter's seed server sends any stripe (`?stripe=`).
+    have: Vec<u8>,
 }
 
 /// The payload's SHA-256 and length, and with `blocks` its leaf layer, in one read.
@@ -424,9 +426,12 @@ fn bind_blocks(
     }
     bytes.push(b'e');
     let torrent = torrent::Metainfo::from_bytes(&bytes)?;
+    let mut have = crate::formats::have::Have::new(leaves.layout(), roster.stripes as u32)?;
+    (0..leaves.layout().count()).for_each(|i| have.set(i));
     let docs = StripeDocs {
         leaves: leaves.encode(),
         roster: roster.encode(),
+        have: have.encode(),
     };
     Ok((torrent, docs))
 }
@@ -488,6 +493,7 @@ impl Staged {
         if let Some(docs) = &stripes {
             crate::fsutil::write_atomic(&download_dir.leaves(&info_hash), &docs.leaves, 0o644)?;
             crate::fsutil::write_atomic(&download_dir.roster(&info_hash), &docs.roster, 0o644)?;
+            crate::fsutil::write_atomic(&download_dir.have_mark(&info_hash), &docs.have, 0o644)?;
         }
         // The agent's web seed server hands this to the members, and serves the payload once
         // it sees it.
@@ -1003,6 +1009,9 @@ mod stripes_tests {
         let read = Leaves::decode(spec.layout, &spec.root, &docs.leaves).unwrap();
         assert!(read.check(3, &data[3 * 16384..4 * 16384]).is_ok());
         let roster = Roster::decode_signed(&docs.roster, &spec.roster.unwrap()).unwrap();
+        let have = crate::formats::have::Have::decode(&docs.have).unwrap();
+        assert_eq!(have.stripes() as u64, roster.stripes);
+        assert!((0..spec.layout.count()).all(|i| have.holds(i)));
         assert_eq!(roster.members, ["a", "b"]);
         let plan = topology::Plan::from_roster(&bound.info_hash, &roster).unwrap();
         assert_eq!(plan.name(plan.origin()), "a");
