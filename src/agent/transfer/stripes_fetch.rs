@@ -201,6 +201,76 @@ impl Striped<'_> {
     }
 }
 
+/// The two documents a striped fetch needs before any block, as a member served them and this
+/// node checked them against the signed info dict's `p2pu` key.
+pub struct Documents {
+    pub leaves: crate::formats::blocks::Leaves,
+    pub roster: crate::formats::roster::Roster,
+    /// The members that served a wrong one (or none), each with why: named, and not asked
+    /// again for these.
+    pub named: Vec<(String, String)>,
+}
+
+/// Asks `sources` (member names and seed servers, already shuffled) in turn for
+/// `<info-hash>.leaves` and `<info-hash>.roster` until one serves both right: each read to at
+/// most its cap (2 MiB of leaves, 8 MiB of roster) and checked (`Leaves::decode` against the
+/// signed root, `Roster::decode_signed` against the signed digest, before it is parsed).
+/// `None` when no member served both: the caller fetches by the chain.
+pub fn documents(
+    client: &Client,
+    info_hash: &str,
+    spec: &crate::formats::blocks::Spec,
+    sources: &[(String, SocketAddr)],
+) -> Option<Documents> {
+    use crate::formats::blocks::{Leaves, MAX_LEAF_LAYER_BYTES};
+    use crate::formats::roster::{Roster, MAX_ROSTER_BYTES};
+    let digest = spec.roster?;
+    let mut named = Vec::new();
+    let read = |addr: SocketAddr, ext: &str, cap: usize| -> Result<Vec<u8>, String> {
+        let mut response = client
+            .get(addr, &format!("/{info_hash}.{ext}"), 0)
+            .map_err(|e| crate::error::chain(&e))?;
+        if response.len > cap as u64 {
+            return Err(format!(
+                "its {ext} is {} bytes, over the cap of {cap}",
+                response.len
+            ));
+        }
+        let mut bytes = Vec::new();
+        (&mut response.body)
+            .take(cap as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        Ok(bytes)
+    };
+    for (name, addr) in sources {
+        let leaves = read(*addr, "leaves", MAX_LEAF_LAYER_BYTES).and_then(|bytes| {
+            Leaves::decode(spec.layout, &spec.root, &bytes).map_err(|e| e.to_string())
+        });
+        let roster = leaves.and_then(|leaves| {
+            read(*addr, "roster", MAX_ROSTER_BYTES).and_then(|bytes| {
+                Roster::decode_signed(&bytes, &digest)
+                    .map(|roster| (leaves, roster))
+                    .map_err(|e| e.to_string())
+            })
+        });
+        match roster {
+            Ok((leaves, roster)) => {
+                return Some(Documents {
+                    leaves,
+                    roster,
+                    named,
+                })
+            }
+            Err(why) => {
+                tracing::warn!(member = %name, "striped transfer's documents refused: {why}");
+                named.push((name.clone(), why));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,5 +437,67 @@ mod tests {
             "the liar had no child: the test shows nothing"
         );
         drop(servers);
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+    use crate::agent::transfer::download_dir::DownloadDir;
+    use crate::agent::transfer::seed_http::SeedServer;
+    use crate::agent::transfer::topology;
+    use crate::formats::blocks::{Layout, Leaves, Spec};
+
+    /// A member serving a roster of another digest (to move itself up the trees), one serving
+    /// a leaf layer that is not the signed root's, and one serving an oversized roster are
+    /// each named and passed over; the next member's right documents are taken.
+    #[test]
+    fn wrong_or_oversized_documents_are_refused_and_their_member_named() {
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        let data = vec![5u8; 3 * 16384 + 1];
+        let layout = Layout::new(data.len() as u64, 16384).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let view = vec![("a".to_string(), None), ("b".to_string(), None)];
+        let roster = topology::roster("a", &view, topology::Params::DEFAULT).unwrap();
+        let spec = Spec {
+            layout,
+            root: leaves.root(),
+            roster: Some(roster.digest()),
+            prev: None,
+        };
+        let other_roster = topology::roster("b", &view, topology::Params::DEFAULT).unwrap();
+        let mut bad_leaves = leaves.encode();
+        bad_leaves[0] ^= 1;
+        let serve = |leaves: &[u8], roster: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = DownloadDir::new(dir.path());
+            std::fs::write(layout.leaves(hash), leaves).unwrap();
+            std::fs::write(layout.roster(hash), roster).unwrap();
+            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
+            (dir, server)
+        };
+        let huge = vec![b'x'; crate::formats::roster::MAX_ROSTER_BYTES + 1];
+        let servers = [
+            serve(&leaves.encode(), &other_roster.encode()),
+            serve(&bad_leaves, &roster.encode()),
+            serve(&leaves.encode(), &huge),
+            serve(&leaves.encode(), &roster.encode()),
+        ];
+        let sources: Vec<(String, SocketAddr)> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, server))| (format!("m{i}"), server.addr()))
+            .collect();
+        let client = Client {
+            bind: None,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+        };
+        let docs = documents(&client, hash, &spec, &sources).unwrap();
+        assert_eq!(docs.roster, roster);
+        assert_eq!(docs.leaves.root(), leaves.root());
+        let named: Vec<&str> = docs.named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(named, ["m0", "m1", "m2"]);
+        assert!(documents(&client, hash, &spec, &sources[..3]).is_none());
     }
 }
