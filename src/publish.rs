@@ -426,7 +426,11 @@ fn bind_blocks(
     }
     bytes.push(b'e');
     let torrent = torrent::Metainfo::from_bytes(&bytes)?;
-    let mut have = crate::formats::have::Have::new(leaves.layout(), roster.stripes as u32)?;
+    // The plan's stripes, which are fewer than the roster's `d` where fewer members forward:
+    // the seed server deals blocks into stripes by what the mark says.
+    let plan = topology::Plan::from_roster(&torrent.info_hash, &roster)
+        .map_err(|e| Error::Internal(format!("the plan of the roster written here: {e}")))?;
+    let mut have = crate::formats::have::Have::new(leaves.layout(), plan.stripes() as u32)?;
     (0..leaves.layout().count()).for_each(|i| have.set(i));
     let docs = StripeDocs {
         leaves: leaves.encode(),
@@ -1010,7 +1014,10 @@ mod stripes_tests {
         assert!(read.check(3, &data[3 * 16384..4 * 16384]).is_ok());
         let roster = Roster::decode_signed(&docs.roster, &spec.roster.unwrap()).unwrap();
         let have = crate::formats::have::Have::decode(&docs.have).unwrap();
-        assert_eq!(have.stripes() as u64, roster.stripes);
+        let stripes = topology::Plan::from_roster(&bound.info_hash, &roster)
+            .unwrap()
+            .stripes();
+        assert_eq!(have.stripes() as usize, stripes);
         assert!((0..spec.layout.count()).all(|i| have.holds(i)));
         assert_eq!(roster.members, ["a", "b"]);
         let plan = topology::Plan::from_roster(&bound.info_hash, &roster).unwrap();

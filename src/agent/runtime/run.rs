@@ -431,6 +431,7 @@ impl Agent {
                 ),
                 slack: Duration::from_secs(site.agent.fetch_slack_secs),
             },
+            stripes: None,
         }
     }
 
@@ -586,7 +587,14 @@ impl Agent {
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
         let seeds = || peers.seed_servers();
-        let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
+        let named = || peers.named_seed_servers();
+        let mut fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
+        if site.transfer.mode == crate::config::TransferMode::Stripes {
+            fetcher.stripes = Some(crate::agent::transfer::fetch::StripedPeers {
+                name: &self.node_name,
+                members: &named,
+            });
+        }
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
             Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,

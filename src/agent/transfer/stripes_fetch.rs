@@ -226,10 +226,18 @@ pub fn documents(
     use crate::formats::roster::{Roster, MAX_ROSTER_BYTES};
     let digest = spec.roster?;
     let mut named = Vec::new();
-    let read = |addr: SocketAddr, ext: &str, cap: usize| -> Result<Vec<u8>, String> {
-        let mut response = client
-            .get(addr, &format!("/{info_hash}.{ext}"), 0)
-            .map_err(|e| crate::error::chain(&e))?;
+    // `Ok(None)`: the member does not hold it (yet) or cannot be reached, which is no lie.
+    let read = |addr: SocketAddr, ext: &str, cap: usize| -> Result<Option<Vec<u8>>, String> {
+        let mut response = match client.get(addr, &format!("/{info_hash}.{ext}"), 0) {
+            Ok(response) => response,
+            Err(
+                GetError::Status {
+                    status: 404 | 503, ..
+                }
+                | GetError::Connect { .. },
+            ) => return Ok(None),
+            Err(e) => return Err(crate::error::chain(&e)),
+        };
         if response.len > cap as u64 {
             return Err(format!(
                 "its {ext} is {} bytes, over the cap of {cap}",
@@ -241,21 +249,33 @@ pub fn documents(
             .take(cap as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| e.to_string())?;
-        Ok(bytes)
+        Ok(Some(bytes))
     };
     for (name, addr) in sources {
         let leaves = read(*addr, "leaves", MAX_LEAF_LAYER_BYTES).and_then(|bytes| {
-            Leaves::decode(spec.layout, &spec.root, &bytes).map_err(|e| e.to_string())
+            bytes
+                .map(|bytes| {
+                    Leaves::decode(spec.layout, &spec.root, &bytes).map_err(|e| e.to_string())
+                })
+                .transpose()
         });
         let roster = leaves.and_then(|leaves| {
+            let Some(leaves) = leaves else {
+                return Ok(None);
+            };
             read(*addr, "roster", MAX_ROSTER_BYTES).and_then(|bytes| {
-                Roster::decode_signed(&bytes, &digest)
-                    .map(|roster| (leaves, roster))
-                    .map_err(|e| e.to_string())
+                bytes
+                    .map(|bytes| {
+                        Roster::decode_signed(&bytes, &digest)
+                            .map(|roster| (leaves, roster))
+                            .map_err(|e| e.to_string())
+                    })
+                    .transpose()
             })
         });
         match roster {
-            Ok((leaves, roster)) => {
+            Ok(None) => {}
+            Ok(Some((leaves, roster))) => {
                 return Some(Documents {
                     leaves,
                     roster,
@@ -498,6 +518,20 @@ mod document_tests {
         assert_eq!(docs.leaves.root(), leaves.root());
         let named: Vec<&str> = docs.named.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(named, ["m0", "m1", "m2"]);
+        // A member that does not hold them yet (404) or is down is passed over unnamed.
+        let empty = tempfile::tempdir().unwrap();
+        let bare = SeedServer::start("127.0.0.1:0".parse().unwrap(), empty.path()).unwrap();
+        let down = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let unnamed = [
+            ("bare".to_string(), bare.addr()),
+            ("down".to_string(), down),
+            sources[3].clone(),
+        ];
+        let docs = documents(&client, hash, &spec, &unnamed).unwrap();
+        assert!(docs.named.is_empty(), "{:?}", docs.named);
         assert!(documents(&client, hash, &spec, &sources[..3]).is_none());
     }
 }

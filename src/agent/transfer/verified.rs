@@ -332,6 +332,39 @@ impl Staging {
         self.piece_fill = 0;
     }
 
+    /// Writes `bytes` at `offset` of the copy without hashing them (the striped transfer's
+    /// blocks arrive out of order): such a copy is finished only with
+    /// [`Staging::finish_written`], which hashes what the file holds.
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
+    }
+
+    /// The file being written, for writes at offsets ([`Staging::write_at`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads back the whole copy written by [`Staging::write_at`] (it lies in the root-only
+    /// staging dir), hashes it as if written now, and checks it as [`Staging::finish`] does.
+    pub fn finish_written(mut self) -> Result<Verified, FetchError> {
+        let read = File::open(&self.path).and_then(|mut file| {
+            let mut buffer = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buffer)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                self.hash(&buffer[..n]);
+            }
+        });
+        if let Err(e) = read {
+            let path = self.path.clone();
+            self.discard();
+            return Err(write_error(&path)(e));
+        }
+        self.finish()
+    }
+
     /// Checks what was written against what was signed: the copy when it matches; otherwise
     /// the copy is removed and the mismatch returned.
     pub fn finish(mut self) -> Result<Verified, FetchError> {
