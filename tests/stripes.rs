@@ -2,9 +2,9 @@
 //! built, docs/DESIGN.md 5.1): `submit` binds the block tree and the roster of the alive
 //! members into the info dict and writes the documents and the held-block mark beside the
 //! metainfo; the origin's seed server serves a member the documents and a stripe's blocks,
-//! each of which checks against the signed leaves; and the payload, whose info dict now
-//! carries the `p2pu` key, still reaches every node by the chain and is applied once. Every
-//! assertion is on what happened, none on timings.
+//! each of which checks against the signed leaves; and every node fetches by stripes and
+//! applies once, past a lying and a dead member, naming the liar. Every assertion is on what
+//! happened, none on timings.
 
 mod support;
 
@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 #[test]
-fn a_striped_submit_binds_blocks_and_roster_and_every_node_still_applies_once() {
+fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripes() {
     if !support::prereq::root("the lab runs agents in a network namespace") {
         return;
     }
@@ -108,6 +108,7 @@ fn a_striped_submit_binds_blocks_and_roster_and_every_node_still_applies_once() 
                 read_timeout: Duration::from_secs(20),
             };
             let docs = documents(&client, &ih, &spec, &[(origin_name, seed)]);
+            // Past the roster's `d`, so past the plan's stripes too.
             let d = docs.as_ref().map_or(8, |d| d.roster.stripes);
             // A stripe the payload does not have is refused.
             let refused = match client.get(seed, &format!("/{ih}/blob.bin?stripe={d}&from={d}"), 0)
@@ -135,7 +136,13 @@ fn a_striped_submit_binds_blocks_and_roster_and_every_node_still_applies_once() 
     assert_eq!(stripe_status, 400);
     // Stripe 1 is blocks 1, 1 + d, ...: each checks against its signed leaf.
     let (spec, stripe) = stripe;
-    let d = docs.roster.stripes as u32;
+    // The plan's stripes: fewer than the roster's `d` where fewer members forward.
+    let plan = p2pu::agent::transfer::topology::Plan::from_roster(
+        &hex::decode(&info_hash).unwrap(),
+        &docs.roster,
+    )
+    .unwrap();
+    let d = plan.stripes() as u32;
     let mut at = 0usize;
     for index in (1..spec.layout.count()).step_by(d as usize) {
         let len = spec.layout.block_len(index).unwrap();

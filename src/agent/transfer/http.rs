@@ -98,7 +98,9 @@ pub(crate) enum Body {
         file: std::fs::File,
         len: u64,
         blocks: Vec<(u64, usize, u32)>,
-        held: Box<dyn FnMut(u32) -> bool + Send>,
+        /// Whether the node holds block `index`; `None`: it gave the transfer up (its mark
+        /// is gone), so the answer ends now rather than after a stall.
+        held: Box<dyn FnMut(u32) -> Option<bool> + Send>,
     },
 }
 
@@ -171,14 +173,24 @@ const RELAY_POLL: Duration = Duration::from_millis(3);
 fn send_blocks(
     file: &std::fs::File,
     blocks: &[(u64, usize, u32)],
-    mut held: Box<dyn FnMut(u32) -> bool + Send>,
+    mut held: Box<dyn FnMut(u32) -> Option<bool> + Send>,
     stream: &mut impl Write,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buffer = Vec::new();
     for &(offset, len, index) in blocks {
         let waiting = Instant::now();
-        while !held(index) {
+        loop {
+            match held(index) {
+                Some(true) => break,
+                Some(false) => {}
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the transfer was given up before block {index}"),
+                    ))
+                }
+            }
             if waiting.elapsed() > RELAY_STALL {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,

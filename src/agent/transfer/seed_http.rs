@@ -307,6 +307,7 @@ fn serve_stripe(
     };
     let layout = DownloadDir::new(root);
     let mark = layout.have_mark(hash);
+    let mark_path = mark.clone();
     let read_mark = move || {
         crate::untrusted::read(&mark, crate::formats::have::MAX_HAVE_BYTES as u64)
             .ok()
@@ -369,11 +370,15 @@ fn serve_stripe(
     let held = Box::new(move |index: u32| {
         let _counted = &reader;
         if !known.holds(index) {
-            if let Some(fresh) = read_mark().filter(|h| h.layout() == known.layout()) {
-                known = fresh;
+            match read_mark() {
+                Some(fresh) if fresh.layout() == known.layout() => known = fresh,
+                Some(_) => {}
+                // Gone: the node gave the striped transfer up (the chain took over).
+                None if !mark_path.exists() => return None,
+                None => {}
             }
         }
-        known.holds(index)
+        Some(known.holds(index))
     });
     Response {
         status: 200,

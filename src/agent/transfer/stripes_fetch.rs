@@ -51,6 +51,10 @@ impl crate::error::LayerError for StripedError {}
 /// origin is every chain's last resort, so it is waited out, not left.
 const ORIGIN_RETRY: Duration = Duration::from_millis(200);
 
+/// How many times a stripe asks a source that has no `.have` mark yet (404) before it
+/// counts as refusing: 10 tries 200 ms apart.
+const NOT_YET_TRIES: u32 = 10;
+
 /// One payload's striped fetch on this node.
 pub struct Striped<'a> {
     pub client: Client,
@@ -101,6 +105,7 @@ impl Striped<'_> {
         (copy, seeding, have_path): (&File, &File, &Path),
     ) -> Result<(), StripedError> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut not_yet = 0;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(StripedError::Stopping);
@@ -139,7 +144,16 @@ impl Striped<'_> {
             );
             let mut response = match self.client.get(addr, &path, 0) {
                 Ok(response) => response,
-                Err(GetError::Status { status: 503, .. }) => {
+                // Not started yet (no mark): asked again a few times before it counts as a
+                // refusal, so a parent a moment behind is not left for good.
+                Err(GetError::Status { status: 404, .. }) if not_yet < NOT_YET_TRIES => {
+                    not_yet += 1;
+                    std::thread::sleep(ORIGIN_RETRY);
+                    continue;
+                }
+                Err(GetError::Status {
+                    status: 404 | 503, ..
+                }) => {
                     failed(Left::Refused);
                     continue;
                 }
