@@ -33,8 +33,8 @@ pub enum TransferMode {
     #[default]
     Chain,
     /// Stripes over trees (section 5.1, stage 3, partly built): `submit` binds the block
-    /// tree and the roster into the info dict and writes `<ih>.leaves` and `<ih>.roster`
-    /// beside the metainfo; the payload still moves by the chain until the striped fetch is.
+    /// tree and the roster into the info dict; nodes fetch payloads above `DIRECT_MAX` by
+    /// stripes, the chain taking over when that cannot finish.
     Stripes,
 }
 

@@ -9,8 +9,9 @@
 //! the stripe moves to the next source the plan gives. The origin is waited out unless it
 //! lied.
 //!
-//! Not yet called by `fetch` (section 5.1 says what remains): repair from neighbours, the
-//! 1 s silence-and-probe rule, and restoring from the verified copy after a restart.
+//! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`. Not built yet (section
+//! 5.1 says what remains): repair from neighbours, the 1 s silence-and-probe rule, and
+//! restoring from the verified copy after a restart.
 
 use super::http_get::{Client, GetError};
 use super::stripes::{Accepted, Left, Receiver};
