@@ -298,6 +298,13 @@ fn stripes_deliver_to_every_node_past_a_liar_and_a_dead_member() {
             "node {node} did not name the liar {liar}: {:?}",
             record.sources
         );
+        // `status` names it as a lying member.
+        let out = lab.p2pu(node, &["status"]).unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            shown.contains(&format!("! {liar} sent")),
+            "node {node}'s status does not name {liar}:\n{shown}"
+        );
         assert!(
             record
                 .sources

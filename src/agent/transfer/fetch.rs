@@ -492,7 +492,7 @@ impl Fetcher<'_> {
         let mut sources: Vec<SourceUse> = docs
             .named
             .iter()
-            .map(|(who, why)| left(who, format!("served wrong striped documents: {why}"), 0))
+            .map(|(who, why)| left(who, format!("served wrong striped documents: {why}"), 1))
             .collect();
         sources.extend(receiver.named().map(|(who, why)| match why {
             Left::Lied { block } => left(who, format!("lied: block {block} failed its check"), 1),
