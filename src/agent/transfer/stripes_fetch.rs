@@ -52,6 +52,24 @@ impl crate::error::LayerError for StripedError {}
 /// origin is every chain's last resort, so it is waited out, not left.
 const ORIGIN_RETRY: Duration = Duration::from_millis(200);
 
+/// Replaces the `.have` mark: a new file of a random name (`O_EXCL`, so no link planted in
+/// the download dir is written through) renamed over it, 0644 for the unprivileged seed
+/// server. Not synced, unlike the other marks: it is rewritten after every block, and after a
+/// crash the striped fetch starts again and rewrites it.
+fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a mark without a directory"))?;
+    let mut tmp = tempfile::Builder::new().prefix(".p2pu-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// How many times a stripe asks a source that has no `.have` mark yet (404) before it
 /// counts as refusing: 10 tries 200 ms apart.
 const NOT_YET_TRIES: u32 = 10;
@@ -194,12 +212,12 @@ impl Striped<'_> {
                         write(copy)?;
                         write(seeding)?;
                         have.set(index);
-                        crate::fsutil::write_atomic(have_path, &have.encode(), 0o644).map_err(
-                            |e| StripedError::Mark {
+                        replace_mark(have_path, &have.encode()).map_err(|source| {
+                            StripedError::Mark {
                                 path: have_path.to_path_buf(),
-                                source: std::io::Error::other(crate::error::chain(&e)),
-                            },
-                        )?;
+                                source,
+                            }
+                        })?;
                     }
                     Ok(Accepted::Duplicate) => {}
                     Err(e) => {
