@@ -10,7 +10,14 @@
 //!   round, and the member-join round);
 //! - sender's Serf restarted: the fleet's Lamport clock is moved on, node 3's Serf rejoins, then
 //!   node 1's Serf restarts and the update goes out from it at once (re-sends on); from node 1's
-//!   Serf answering again to every node applied.
+//!   Serf answering again to every node applied;
+//! - partition healed: node 3 cut off (its packets dropped on receipt in the lab's namespace,
+//!   as tests/chaos.rs does) until Serf saw it failed, the update sent once meanwhile; from the
+//!   heal to node 3 applied (Serf's reconnect, then the member-join round);
+//! - space freed: node 3's download dir a full 1 MiB tmpfs when a 300 KiB update goes out;
+//!   from the space freed to node 3 applied (its out-of-space recheck);
+//! - power cut: node 3's processes SIGKILLed, the update sent once; from its start to node 3
+//!   applied.
 //!
 //! Prints a table; asserts nothing about timings (the machine is shared and noisy).
 
@@ -42,6 +49,89 @@ fn run(lab: &Lab, node: usize, args: &[&str]) -> Res<String> {
         return Err(format!("{args:?}: {text}{}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(text)
+}
+
+/// Cuts node 3 off from nodes 1 and 2 (`-I`) or heals the cut (`-D`): packets dropped on
+/// receipt, and every TCP packet whose source is its destination (an unbound connection's,
+/// which cannot be told apart in one namespace); see tests/chaos.rs `cut`.
+fn cut(lab: &Lab, action: &str) -> Res<()> {
+    let addr = |n: usize| -> Res<String> { Ok(lab.node(n)?.addr.to_string()) };
+    let mut rules: Vec<Vec<String>> = Vec::new();
+    for near in [1, 2] {
+        for (from, to) in [(near, 3), (3, near)] {
+            rules.push(vec!["-s".into(), addr(from)?, "-d".into(), addr(to)?]);
+        }
+    }
+    for n in 1..=NODES {
+        rules.push(vec![
+            "-p".into(),
+            "tcp".into(),
+            "-s".into(),
+            addr(n)?,
+            "-d".into(),
+            addr(n)?,
+        ]);
+    }
+    for rule in rules {
+        let mut args: Vec<String> = vec!["iptables".into(), action.into(), "INPUT".into()];
+        args.extend(rule);
+        args.extend(["-j".into(), "DROP".into()]);
+        let out = lab.exec(1, &args)?;
+        if !out.status.success() {
+            return Err(format!("{args:?}: {out:?}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A full 1 MiB tmpfs over `dir` (its owner and mode kept), unmounted on drop.
+struct FullDisk {
+    dir: std::path::PathBuf,
+    filler: std::path::PathBuf,
+}
+
+impl FullDisk {
+    fn mount(dir: &Path) -> Res<FullDisk> {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)?;
+        let options = format!(
+            "size=1m,mode={:o},uid={},gid={}",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        );
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "p2pu-bench-full"])
+            .arg(dir)
+            .status()?;
+        if !status.success() {
+            return Err(format!("mount over {}: {status}", dir.display()).into());
+        }
+        let disk = FullDisk {
+            dir: dir.to_path_buf(),
+            filler: dir.join(".filler"),
+        };
+        let mut file = std::fs::File::create(&disk.filler)?;
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(&block[..512]).is_ok() {}
+        Ok(disk)
+    }
+
+    fn free(&self) -> Res<()> {
+        Ok(std::fs::remove_file(&self.filler)?)
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.filler);
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
 }
 
 fn seq_of(json: &str) -> Res<u64> {
@@ -126,6 +216,68 @@ fn main() -> Res<()> {
     rows.push((
         "sender's Serf restarted",
         latest(&wait_applied(&lab, NODES, "sender.pp", seq, LIMIT)?) - cleared,
+    ));
+
+    cut(&lab, "-I")?;
+    let e = manifest(dir.path(), "cut.pp")?;
+    let seq = seq_of(&run(
+        &lab,
+        1,
+        &["submit", e.to_str().ok_or("path")?, "--once", "--json"],
+    )?)?;
+    wait_applied(&lab, 2, "cut.pp", seq, LIMIT)?;
+    // Until the others saw node 3 fail (suspicion takes a few seconds), and it them.
+    std::thread::sleep(Duration::from_secs(10));
+    cut(&lab, "-D")?;
+    let cleared = now_s();
+    rows.push((
+        "partition healed",
+        latest(&wait_applied(&lab, NODES, "cut.pp", seq, LIMIT)?) - cleared,
+    ));
+
+    let download = lab.node(3)?.site.transmission.download_dir.clone();
+    let disk = FullDisk::mount(&download)?;
+    let f = dir.path().join("space.pp");
+    let mut text =
+        String::from("file { \"${settings::vardir}/space.pp.out\": content => \"space\\n\" }\n");
+    for _ in 0..3000 {
+        text.push_str(&format!("# {}\n", "x".repeat(100)));
+    }
+    std::fs::write(&f, text)?;
+    let seq = seq_of(&run(
+        &lab,
+        1,
+        &["submit", f.to_str().ok_or("path")?, "--once", "--json"],
+    )?)?;
+    wait_applied(&lab, 2, "space.pp", seq, LIMIT)?;
+    let limit = now_s() + LIMIT.as_secs_f64();
+    while !run(&lab, 3, &["status", "--json"])?.contains("out of space") {
+        if now_s() > limit {
+            return Err("node 3 never said it was out of space".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    disk.free()?;
+    let cleared = now_s();
+    rows.push((
+        "space freed",
+        latest(&wait_applied(&lab, NODES, "space.pp", seq, LIMIT)?) - cleared,
+    ));
+    drop(disk);
+
+    lab.kill(3, "node")?;
+    let g = manifest(dir.path(), "power.pp")?;
+    let seq = seq_of(&run(
+        &lab,
+        1,
+        &["submit", g.to_str().ok_or("path")?, "--once", "--json"],
+    )?)?;
+    wait_applied(&lab, 2, "power.pp", seq, LIMIT)?;
+    let cleared = now_s();
+    lab.start_node(3)?;
+    rows.push((
+        "power cut, node restarted",
+        latest(&wait_applied(&lab, NODES, "power.pp", seq, LIMIT)?) - cleared,
     ));
 
     let base = rows[0].1;

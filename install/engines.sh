@@ -4,7 +4,9 @@
 set -euo pipefail
 packages=(serf transmission-daemon transmission-cli puppet)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(iproute2 iptables mktorrent puppet-lint time coturn lintian)
+    packages+=(iproute2 iptables mktorrent puppet-lint time coturn lintian faketime)
+    # tests/dashboard.rs drives `p2pu fleet serve` in headless Chromium over WebDriver.
+    packages+=(chromium chromium-driver)
 fi
 missing=()
 for p in "${packages[@]}"; do

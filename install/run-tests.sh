@@ -3,6 +3,8 @@
 # serf, transmission-daemon and puppet runs in temp dirs and network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --test: also what the tests need (namespaces, coturn, lintian, chromium and chromium-driver for
+# tests/dashboard.rs's browser).
 install/engines.sh --test
 # tests/systemd_fleet.rs boots Debian bookworm trees with their own systemd in systemd-nspawn:
 # debootstrap and systemd-container, and the tree made once (about 3 min, downloads included)
@@ -23,13 +25,15 @@ if command -v rustup >/dev/null; then
     rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 fi
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --all-targets
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo build --locked --workspace --all-targets
 # fuzz/ is its own workspace: build every target and run each a few seconds on its seeds.
 install/fuzz-check.sh
 # Benches (benches/, `harness = false`) are built above but only run by `cargo bench`.
 # A test whose prerequisite (root, cargo-deb, puppet-lint) is missing fails here instead of
 # passing without testing anything (tests/support/prereq.rs).
 export P2PU_TESTS_STRICT=1
-# Every binary runs even after one fails, so one CI run names every failing test.
+# The pure formats crate first (seconds; no root, no engines), then p2pu. Every binary runs
+# even after one fails, so one CI run names every failing test.
+cargo test --locked -p p2pu-formats
 cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads=2

@@ -19,6 +19,8 @@ pub enum ConfigError {
         the commented example is {EXAMPLE_CONFIG}, install/site.example.toml in the source tree) \
         or name another file with --config or P2PU_CONFIG", path.display())]
     Missing { path: PathBuf },
+    #[error("{}: permission denied: the site config is readable by root only; run as root (sudo p2pu ...)", path.display())]
+    Denied { path: PathBuf },
     #[error("reading config {}", path.display())]
     Read {
         path: PathBuf,
@@ -114,6 +116,10 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 ConfigError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ConfigError::Denied {
                     path: path.to_path_buf(),
                 }
             } else {

@@ -48,6 +48,9 @@ pub enum Error {
     Layer(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("{0}")]
     Usage(String),
+    /// A flag's value is wrong (`--waves 1,50%`): a usage error like clap's own, exit 2.
+    #[error("{0}")]
+    BadArgument(String),
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),
 }
@@ -90,6 +93,33 @@ impl Error {
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// A file operation that failed: what was being done, to which path, and why. The one shape of
+/// a layer's `Io` failure, so a layer's error holds it (`#[error(transparent)] Io(#[from]
+/// IoError)`) instead of writing the variant and its constructor out again.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    /// Wraps an I/O error with what was being done and to which path (for `map_err`).
+    pub fn on(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> IoError {
+        let path = path.into();
+        move |source| IoError {
             action,
             path,
             source,

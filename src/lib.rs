@@ -4,14 +4,17 @@
 //! [`Env`] so it can run in-process in unit tests.
 
 pub mod agent;
+pub mod civil;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod engines;
 pub mod env;
 pub mod error;
 pub mod formats;
 pub mod fsutil;
+pub mod inspect;
 pub mod keys;
 pub mod lab;
 pub mod nat;
@@ -19,18 +22,17 @@ pub mod provision;
 pub mod publish;
 pub mod render;
 pub mod sdnotify;
+pub mod spool;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod trust;
 pub mod untrusted;
+pub mod version;
 
 pub use env::Env;
 
-/// `p2pu --version`: the package version, the commit (when built from git) and the build date
-/// (SOURCE_DATE_EPOCH when set), e.g. `0.1.0 (2f16810abc 2026-11-29)`; stamped by build.rs.
-/// Also what a node reports in its status answer.
-pub const VERSION: &str = env!("P2PU_VERSION");
 pub use error::{Error, Result};
+pub use version::VERSION;
 
 use std::ffi::OsString;
 

@@ -754,6 +754,41 @@ impl Drop for Progress {
     }
 }
 
+/// How long a control statement stays valid: long enough for a node that was briefly away,
+/// short enough that an old `retry` cannot be replayed on a fresh node months later.
+pub const CONTROL_TTL_SECS: u64 = 86_400;
+
+/// Signs a control statement (`formats::control`) for update `name` seq `seq` with this
+/// node's signing key and broadcasts it as `p2pu-control`: what `p2pu rollout` and
+/// `fleet serve --allow-actions` send, one way.
+pub fn send_control(
+    config: &Config,
+    gossip: &dyn Gossip,
+    action: crate::formats::control::Action,
+    name: &str,
+    seq: u64,
+    issued: u64,
+    nodes: Vec<String>,
+) -> Result<crate::formats::control::Control> {
+    let key = crate::keys::read_secret(&config.site.agent.signing_key)?;
+    let mut control = crate::formats::control::Control::new(
+        action,
+        name,
+        seq,
+        issued,
+        config.fleet_id()?,
+        issued + CONTROL_TTL_SECS,
+        nodes,
+    )?;
+    control.sign(&key)?;
+    gossip.user_event(
+        crate::formats::serf_names::CONTROL_EVENT,
+        control.to_wire().as_bytes(),
+        false,
+    )?;
+    Ok(control)
+}
+
 #[cfg(test)]
 mod tests {
     /// A refused payload's seeding copy is removed on descriptors: Transmission's user may

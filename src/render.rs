@@ -322,6 +322,7 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
     serf.insert("handler_spec".into(), json!(handler_spec));
     let keyring_dir = site.serf.keyring_file.parent().unwrap_or(Path::new("/"));
     serf.insert("keyring_dir".into(), json!(keyring_dir));
+    serf.insert("snapshot_path".into(), json!(serf_snapshot_file(config)));
     value["transmission"]["rpc_password"] = json!(secrets.transmission_rpc_password);
     value["transmission"]["encryption_setting"] = json!(site.transmission.encryption.setting());
     value["node"]["name"] = json!(config.node_name);
@@ -333,6 +334,19 @@ fn context(config: &Config, secrets: &Secrets, options: &RenderOptions) -> Resul
         template: "(context)".into(),
         source,
     })
+}
+
+/// Serf's snapshot: where it keeps its Lamport clocks and the members it last saw alive. A
+/// restarted Serf without one starts its event clock over and knows nobody until a member
+/// reconnects to it (up to `reconnect_interval`, or 30 s for the state exchange): every event
+/// it sends meanwhile carries a Lamport time below the minimum of each member that (re)joined
+/// since, which drops it for good, re-sends included (tests/converge.rs,
+/// `an_update_sent_from_a_node_whose_serf_just_restarted_reaches_a_node_that_rejoined_before`).
+/// With one it takes up its clock where it left off and rejoins a member it last saw at once.
+/// Beneath the agent's state dir (root's), in a 0700 directory `p2pu init` makes: the file
+/// lists the members' names and addresses.
+pub fn serf_snapshot_file(config: &Config) -> PathBuf {
+    config.site.agent.state_dir.join("serf").join("snapshot")
 }
 
 /// The file that arms the first-boot unit in an image.

@@ -14,6 +14,28 @@ pub fn ready() {
     let _ = send(&socket.to_string_lossy(), "READY=1");
 }
 
+/// Sends `STATUS=...`, what the daemon is doing now, which `systemctl status` shows: one line,
+/// control characters removed, at most [`MAX_STATUS`] characters (a reason may quote a file
+/// another user wrote).
+pub fn status(text: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let _ = send(&socket.to_string_lossy(), &status_line(text));
+}
+
+/// The most of a status that is sent.
+pub const MAX_STATUS: usize = 200;
+
+fn status_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_STATUS)
+        .collect();
+    format!("STATUS={}", line.trim())
+}
+
 fn send(socket: &str, message: &str) -> std::io::Result<()> {
     let datagram = UnixDatagram::unbound()?;
     match socket.strip_prefix('@') {
@@ -43,6 +65,27 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    /// A status is one line of at most 200 characters, whatever the reason it carries.
+    #[test]
+    fn a_status_is_one_bounded_line() {
+        assert_eq!(status_line("idle"), "STATUS=idle");
+        assert_eq!(
+            status_line("held by x (a\nb\x1b[2J)"),
+            "STATUS=held by x (a b [2J)"
+        );
+        assert_eq!(
+            status_line(&"y".repeat(500)).len(),
+            "STATUS=".len() + MAX_STATUS
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        send(path.to_str().unwrap(), &status_line("applying site.pp")).unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STATUS=applying site.pp");
     }
 
     #[test]

@@ -13,9 +13,10 @@
 
 use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::delegation::{self, Delegation};
+use crate::formats::document::SignedDocument;
 use crate::formats::root::{RootDoc, ROOT_NAME};
 use crate::fsutil::write_atomic;
-use crate::keys::{KeyChange, KeyId, KeyPayload, PublicKey, TrustedKeys};
+use crate::keys::{KeyChange, KeyId, KeyPayload, PublicKey, TrustedKeys, TrustedKeysDir};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ pub enum TrustError {
     },
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    KeyFiles(#[from] crate::keys::KeyFileError),
     #[error("{}: names key {inside}, its file name says {named}", path.display())]
     MisnamedStatement {
         path: PathBuf,
@@ -204,7 +207,8 @@ impl Trust {
         }
     }
 
-    fn root_key(&self, kid: &KeyId) -> Option<VerifyingKey> {
+    /// `kid`'s key when it is a trusted root key.
+    pub(crate) fn root_key(&self, kid: &KeyId) -> Option<VerifyingKey> {
         self.is_root(kid)
             .then(|| self.keys.get(kid).map(|k| k.key.key))
             .flatten()
@@ -271,7 +275,7 @@ impl Trust {
         &self,
         announcement: &Announcement,
         key_threshold: usize,
-    ) -> crate::Result<Vec<KeyId>> {
+    ) -> crate::error::Result<Vec<KeyId>> {
         let signers = announcement.verify(&self.keys, announcement.attached_plan())?;
         let roots: Vec<KeyId> = signers
             .valid
@@ -302,7 +306,7 @@ pub enum Payload {
 }
 
 impl Payload {
-    pub fn parse(bytes: &[u8], origin: &str) -> crate::Result<Payload> {
+    pub fn parse(bytes: &[u8], origin: &str) -> crate::error::Result<Payload> {
         if bytes.starts_with(delegation::PREFIX.as_bytes()) {
             return Ok(Payload::Delegation(Delegation::decode(bytes)?));
         }
@@ -320,7 +324,7 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn write(path: &Path, text: &str) -> crate::Result<()> {
+fn write(path: &Path, text: &str) -> crate::error::Result<()> {
     Ok(write_atomic(path, text.as_bytes(), 0o644)?)
 }
 
@@ -333,7 +337,7 @@ pub fn apply_key_update(
     announcement: &Announcement,
     payload: &[u8],
     policy: &KeyPolicy,
-) -> crate::Result<KeyChange> {
+) -> crate::error::Result<KeyChange> {
     let name = announcement.name().to_string();
     if announcement.kind() != Kind::Key {
         let kind = announcement.kind().to_string();
@@ -348,7 +352,7 @@ pub fn apply_key_update(
         }
         .into());
     }
-    let refuse = |reason: String| -> crate::Error {
+    let refuse = |reason: String| -> crate::error::Error {
         TrustError::Refused {
             name: name.clone(),
             reason,
@@ -383,8 +387,9 @@ pub fn apply_key_update(
         Payload::Delegation(d) => {
             trust.key_update_signers(announcement, policy.key_threshold)?;
             let kid = d.kid();
-            let statement =
-                |reason: String| -> crate::Error { TrustError::Statement { kid, reason }.into() };
+            let statement = |reason: String| -> crate::error::Error {
+                TrustError::Statement { kid, reason }.into()
+            };
             if d.fleet() != policy.fleet {
                 return Err(statement(format!(
                     "it is for fleet {}, this node is in fleet {}",
@@ -434,7 +439,7 @@ fn apply_root_chain(
     announcement: &Announcement,
     chain: Vec<RootDoc>,
     policy: &KeyPolicy,
-) -> crate::Result<KeyChange> {
+) -> crate::error::Result<KeyChange> {
     let (mut version, mut keys, mut threshold) = trust.anchors(policy.key_threshold);
     let mut newer = Vec::new();
     for doc in chain {
@@ -531,7 +536,12 @@ mod tests {
         a
     }
 
-    fn apply(dir: &Path, name: &str, payload: &str, signers: &[u8]) -> crate::Result<KeyChange> {
+    fn apply(
+        dir: &Path,
+        name: &str,
+        payload: &str,
+        signers: &[u8],
+    ) -> crate::error::Result<KeyChange> {
         let a = key_update(name, payload.as_bytes(), signers);
         apply_key_update(dir, &a, payload.as_bytes(), &TWO)
     }
@@ -552,7 +562,7 @@ mod tests {
         d.to_text()
     }
 
-    fn shown(result: crate::Result<KeyChange>) -> String {
+    fn shown(result: crate::error::Result<KeyChange>) -> String {
         match result {
             Err(e) => crate::error::chain(&e),
             Ok(change) => panic!("want an error, got {change:?}"),

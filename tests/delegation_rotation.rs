@@ -8,7 +8,7 @@ mod support;
 
 use p2pu::agent::runtime::state::{StateStore, Status};
 use p2pu::agent::runtime::status::StatusReport;
-use p2pu::keys::{KeyId, PublicKey};
+use p2pu::keys::{KeyId, PublicKey, TrustedKeysDir};
 use p2pu::lab::{Lab, LabOptions, LAB_FLEET_ID};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -163,7 +163,15 @@ fn a_missed_update_is_fetched_through_the_heartbeats_snapshot_and_a_stale_heartb
         let report = status(&lab, node);
         assert_eq!(report.heartbeat.map(|h| h.state), Some("stale".into()));
         let table = ok(lab.p2pu(node, &["status"]).unwrap());
-        assert!(table.starts_with("heartbeat: STALE since"), "{table}");
+        // After the line saying which daemons run.
+        assert!(
+            table.starts_with("services: ")
+                && table
+                    .lines()
+                    .nth(2)
+                    .is_some_and(|l| l.starts_with("heartbeat: STALE since")),
+            "{table}"
+        );
     }
     let fleet = lab.p2pu(1, &["fleet", "status"]).unwrap();
     let table = String::from_utf8_lossy(&fleet.stdout);

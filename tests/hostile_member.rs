@@ -39,7 +39,7 @@ use p2pu::agent::runtime::state::{Record, StateStore, Status};
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::formats::announcement::{Announcement, Draft};
 use p2pu::formats::serf_names::UPDATE_EVENT;
-use p2pu::keys::TrustedKeys;
+use p2pu::keys::{TrustedKeys, TrustedKeysDir};
 use p2pu::lab::{Lab, LabOptions};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -718,4 +718,97 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     );
     let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
     assert!(log.contains("agent stopping"), "{log}");
+}
+
+/// Issue 29's new surface: the `p2pu-status` query now carries the names asked for
+/// (`fleet status NAME...`), and any holder of the gossip keyring sends it. Node 3 asks node 1
+/// with names that climb out of the state dir, control characters and far more names than
+/// allowed: node 1's handler answers with valid names alone (at most 64 taken), reads nothing
+/// outside its state, and a genuine ask by name still gets its one update, however many
+/// newer ones fill the answer.
+#[test]
+fn a_members_status_query_names_only_narrow_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    let lab = TestLab(Lab::start(options).expect("lab starts"));
+    let state = store(&lab, 1);
+    let template = |name: &str, at: u64| Record {
+        name: name.into(),
+        seq: 1,
+        kind: p2pu::agent::runtime::state::RecordKind::Signed(
+            p2pu::formats::announcement::Kind::Manifest,
+        ),
+        info_hash: "00".repeat(20),
+        len: 1,
+        sha256: Some([0; 32]),
+        wire: "p2pu2:x".into(),
+        status: Status::Applied,
+        reason: Some("r".repeat(200)),
+        output: None,
+        received_at: at,
+        updated_at: at,
+        sources: Vec::new(),
+        attempts: 1,
+        next_attempt_at: None,
+        restored_seq: None,
+        plan: None,
+    };
+    for i in 0..120u64 {
+        state
+            .put(template(&format!("n{i:03}.pp"), 1_000 + i))
+            .unwrap();
+    }
+    let ask = |payload: &str| -> p2pu::agent::runtime::status::NodeStatus {
+        let out = lab
+            .exec(
+                ATTACKER,
+                &[
+                    "serf",
+                    "query",
+                    "-format=json",
+                    "-timeout=5s",
+                    "-node=node-1",
+                    "p2pu-status",
+                    payload,
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let answer = value["Responses"]["node-1"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{text}"));
+        serde_json::from_str(answer).unwrap()
+    };
+    // Everything: cut, and saying how much it left out to an asker that reads it ...
+    let all = ask("/");
+    assert!(
+        all.omitted > 0 && all.updates.len() + all.omitted == 120,
+        "{}",
+        all.omitted
+    );
+    assert!(!all.updates.iter().any(|u| u.name == "n000.pp"));
+    // ... but not to an empty ask (the wave gate's, every older p2pu's), whose reader denies
+    // unknown fields and would take the answer for none.
+    let old = ask("");
+    assert_eq!((old.omitted, old.updates.len()), (0, all.updates.len()));
+    // Hostile names: none reads outside the state; only the valid one is answered.
+    let hostile =
+        "../../../etc/passwd\n/etc/shadow\nn000.pp\n\u{1b}]0;x\u{7}\n..\nn000.pp/../../x\n";
+    let answer = ask(hostile);
+    let names: Vec<&str> = answer.updates.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["n000.pp"]);
+    // Far more names than allowed: at most 64 taken, the answer stays whole.
+    // (Serf itself caps a query at 1024 bytes, name included.)
+    let many: String = (0..100).rev().map(|i| format!("n{i:03}.pp\n")).collect();
+    let answer = ask(&many);
+    assert!(answer.updates.len() <= 64, "{}", answer.updates.len());
+    // The node still answers its operator.
+    let out = lab.p2pu(1, &["status"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
 }

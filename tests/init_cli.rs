@@ -177,7 +177,7 @@ fn bad_configs_get_a_clear_error_and_nothing_is_written() {
         ),
         (
             "[transmision]\n",
-            ":1: transmision: unknown field `transmision`",
+            ":1: transmision: unknown key `transmision`; did you mean `transmission`?",
         ),
         (
             "[agent]\ntracker_port = 9091\n",

@@ -395,9 +395,9 @@ fn a_node_down_during_the_announcement_catches_up() {
 
 #[test]
 fn legacy_payloads_are_refused_by_default_and_processed_with_accept_legacy() {
-    let legacy = include_bytes!("vectors/legacy/lizard.serf-payload");
-    let torrent = include_bytes!("vectors/legacy/lizard.torrent");
-    let jpg = include_bytes!("vectors/legacy/lizard.jpg");
+    let legacy = include_bytes!("../crates/p2pu-formats/tests/vectors/legacy/lizard.serf-payload");
+    let torrent = include_bytes!("../crates/p2pu-formats/tests/vectors/legacy/lizard.torrent");
+    let jpg = include_bytes!("../crates/p2pu-formats/tests/vectors/legacy/lizard.jpg");
     for accept in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let lab = start(dir.path(), accept);

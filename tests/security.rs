@@ -255,6 +255,18 @@ fn init_gives_the_spool_to_root_and_the_overlay_part_to_p2pu() {
     }
 }
 
+/// Serf's snapshot lists the members' names and addresses, and a restarted Serf joins what it
+/// lists: in a directory of root's alone, beneath the state dir.
+#[test]
+fn serfs_snapshot_lies_in_a_directory_of_roots_alone() {
+    let root = tempfile::tempdir().unwrap();
+    init_image(root.path());
+    assert_eq!(mode(&root.path().join("var/lib/p2pu/serf")), 0o700);
+    let serf = std::fs::read_to_string(root.path().join("etc/serf/p2pu.json")).unwrap();
+    let serf: serde_json::Value = serde_json::from_str(&serf).unwrap();
+    assert_eq!(serf["snapshot_path"], "/var/lib/p2pu/serf/snapshot");
+}
+
 /// The key the proxy binds this node's name to: generated once, private, read back by the
 /// NAT client in the format of a `p2pu keygen` secret key.
 #[test]

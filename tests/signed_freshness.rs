@@ -82,7 +82,11 @@ fn expired_and_other_fleets_are_refused_and_two_of_three_is_held_until_two_signe
             comment: "co-signer".into(),
         };
         for node in lab.nodes() {
-            p2pu::keys::TrustedKeys::add(&node.site.agent.trusted_keys_dir, &public).unwrap();
+            <p2pu::keys::TrustedKeys as p2pu::keys::TrustedKeysDir>::add(
+                &node.site.agent.trusted_keys_dir,
+                &public,
+            )
+            .unwrap();
         }
     }
 

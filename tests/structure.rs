@@ -284,19 +284,28 @@ impl Graph {
         let root = src_dir();
         let mut paths = Vec::new();
         collect(&root, &mut paths);
-        let mut files = Vec::new();
+        let mut sources = Vec::new();
         for path in paths {
-            let rel = path.strip_prefix(&root).expect("under src");
+            let rel = path.strip_prefix(&root).expect("under src").to_path_buf();
             if rel == Path::new("main.rs") {
                 continue; // the binary, a separate crate
             }
             let text = std::fs::read_to_string(&path).expect("read source");
-            files.push(SourceFile {
-                rel: format!("src/{}", rel.display()),
-                module: module_of(rel),
-                code: strip(&text),
-            });
+            sources.push((rel, text));
         }
+        Graph::from_sources(sources)
+    }
+
+    /// The graph of these files (paths relative to `src/`, with their text).
+    fn from_sources(sources: Vec<(PathBuf, String)>) -> Graph {
+        let files: Vec<SourceFile> = sources
+            .into_iter()
+            .map(|(rel, text)| SourceFile {
+                rel: format!("src/{}", rel.display()),
+                module: module_of(&rel),
+                code: strip(&text),
+            })
+            .collect();
         let by_module = files
             .iter()
             .enumerate()
@@ -361,29 +370,46 @@ impl Graph {
         Some(base)
     }
 
-    /// The file that defines what `abs` names: the deepest module file on the path, following
-    /// `pub use` re-exports one name at a time.
-    fn resolve(&self, abs: &[String], hops: usize) -> Option<usize> {
-        let mut best = None;
-        for len in (0..=abs.len()).rev() {
-            if let Some(&i) = self.by_module.get(&abs[..len]) {
-                best = Some((i, len));
-                break;
-            }
-        }
-        let (i, len) = best?;
+    /// The files an import of `abs` runs through: the deepest module file on the path, then,
+    /// while that file re-exports the next name with `pub use`, the file it points to, and so
+    /// on to the one that defines it. Each is an edge: a name reached through a re-export ties
+    /// the importer to the re-exporting file too (four files of `agent/transfer/` reached
+    /// `FetchError` through `fetch.rs`'s re-export and hid a circle with it, issue 26).
+    fn resolve(&self, abs: &[String], hops: usize) -> Vec<usize> {
+        let Some((i, len)) = (0..=abs.len())
+            .rev()
+            .find_map(|len| self.by_module.get(&abs[..len]).map(|&i| (i, len)))
+        else {
+            return Vec::new();
+        };
+        let mut through = vec![i];
         if hops < 8 {
             if let Some(next) = abs.get(len) {
                 if let Some(target) = self.reexports[i].get(next) {
                     let mut t = target.clone();
                     t.extend(abs[len + 1..].iter().cloned());
                     if t != abs {
-                        return self.resolve(&t, hops + 1).or(Some(i));
+                        through.extend(self.resolve(&t, hops + 1));
                     }
                 }
             }
         }
-        Some(i)
+        through
+    }
+
+    /// Whether an edge from file `i` to file `j` counts. A file reaching up to its own parent
+    /// module is not an edge (the parent is the facade its children share), except the crate
+    /// root for files outside `cmd/`: `lib.rs` imports the commands, so a layer that reaches a
+    /// name through it points back up at them.
+    fn counts(&self, i: usize, j: usize) -> bool {
+        let (from, to) = (&self.files[i], &self.files[j]);
+        if i == j {
+            return false;
+        }
+        if to.module.is_empty() {
+            return !from.rel.starts_with("src/cmd/");
+        }
+        !from.module.starts_with(&to.module)
     }
 
     /// File-level edges: file -> files it names, each with one example path.
@@ -394,9 +420,8 @@ impl Graph {
                 let mut out: BTreeMap<usize, String> = BTreeMap::new();
                 let mut add = |graph: &Graph, at: usize, path: Vec<String>| {
                     if let Some(abs) = graph.absolute(i, at, &path) {
-                        if let Some(j) = graph.resolve(&abs, 0) {
-                            let up = graph.files[i].module.starts_with(&graph.files[j].module);
-                            if j != i && !up {
+                        for j in graph.resolve(&abs, 0) {
+                            if graph.counts(i, j) {
                                 out.entry(j).or_insert_with(|| path.join("::"));
                             }
                         }
@@ -619,6 +644,72 @@ fn no_import_circle_between_files_of_src() {
     );
 }
 
+/// The circle check on planted trees: the checker must see a circle that runs through a `pub
+/// use` (the shape `FetchError` had: siblings reaching a shared error through `fetch.rs`'s
+/// re-export while `fetch.rs` imports them), and one through the crate root (a layer naming
+/// `crate::Result` while `lib.rs` imports the commands that import the layer); and must not
+/// call the honest shapes circles.
+#[test]
+fn the_circle_check_sees_through_pub_use_and_lib_rs() {
+    let tree = |files: &[(&str, &str)]| {
+        let graph = Graph::from_sources(
+            files
+                .iter()
+                .map(|(rel, text)| (PathBuf::from(rel), text.to_string()))
+                .collect(),
+        );
+        cycles(&graph, &graph.edges())
+    };
+    let through_reexport = [
+        ("lib.rs", "pub mod t;\n"),
+        ("t/mod.rs", "pub mod fetch;\npub mod relay;\n"),
+        (
+            "t/fetch.rs",
+            "mod error;\npub use error::FetchError;\nuse super::relay::Relay;\n",
+        ),
+        ("t/fetch/error.rs", "pub enum FetchError {}\n"),
+        (
+            "t/relay.rs",
+            "use super::fetch::FetchError;\npub struct Relay;\n",
+        ),
+    ];
+    let found = tree(&through_reexport);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("src/t/relay.rs") && found[0].contains("src/t/fetch.rs"));
+    // The error reached directly: no circle.
+    let mut direct = through_reexport;
+    direct[2] = (
+        "t/fetch.rs",
+        "use super::fetch_error::FetchError;\nuse super::relay::Relay;\n",
+    );
+    direct[3] = ("t/fetch_error.rs", "pub enum FetchError {}\n");
+    direct[4] = (
+        "t/relay.rs",
+        "use super::fetch_error::FetchError;\npub struct Relay;\n",
+    );
+    direct[1] = (
+        "t/mod.rs",
+        "pub mod fetch;\npub mod fetch_error;\npub mod relay;\n",
+    );
+    assert_eq!(tree(&direct), Vec::<String>::new());
+
+    let through_root = [
+        ("lib.rs", "pub mod agent;\npub mod cmd;\npub mod error;\npub use error::Result;\nfn run() { cmd::main(); }\n"),
+        ("error.rs", "pub type Result<T> = std::result::Result<T, ()>;\n"),
+        ("cmd/mod.rs", "use crate::agent::work;\npub fn main() { work(); }\n"),
+        ("agent.rs", "use crate::Result;\npub fn work() -> Result<()> { Ok(()) }\n"),
+    ];
+    let found = tree(&through_root);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("src/agent.rs") && found[0].contains("src/lib.rs"));
+    let mut direct = through_root;
+    direct[3] = (
+        "agent.rs",
+        "use crate::error::Result;\npub fn work() -> Result<()> { Ok(()) }\n",
+    );
+    assert_eq!(tree(&direct), Vec::<String>::new());
+}
+
 /// A command file: one in `src/cmd/` other than the dispatcher that defines a command (its
 /// `run`). `cmd/help.rs` holds the dispatcher's help text and is not one.
 fn is_command_file(file: &SourceFile) -> bool {
@@ -780,7 +871,7 @@ fn without_test_mods(code: &str) -> String {
 /// `fs::read` had no bound).
 const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/untrusted.rs", "the owner: the one reader of what another user can write"),
-    ("src/agent/runtime/spool.rs", "opens through untrusted::open_any and types its own refusals (quarantine)"),
+    ("src/spool.rs", "opens through untrusted::open_any and types its own refusals (quarantine)"),
     ("src/agent/apply/kind.rs", "the operator's own tree at submit, and the verified copy in the state dir"),
     ("src/fsutil.rs", "durable writes: opens directories to sync them and creates files on a directory descriptor"),
     ("src/config.rs", "the site config, root's"),
@@ -796,6 +887,10 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/nat/names.rs", "the NAT proxy's own bindings file, in its own state dir"),
     ("src/agent/runtime/state.rs", "the state dir, root's (0700/0600)"),
     (
+        "src/agent/runtime/clock.rs",
+        "the clock's offset in the state dir, root's (0600)",
+    ),
+    (
         "src/agent/runtime/sync.rs",
         "the answers to `p2pu sync` in the state dir, root's (0700/0600)",
     ),
@@ -803,13 +898,15 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/agent/apply/good.rs", "the kept payloads in the state dir"),
     ("src/agent/apply/mod.rs", "the verified copy in the state dir"),
     ("src/agent/transfer/fetch.rs", "sha256_file: the operator's own payload at submit"),
-    ("src/formats/torrent.rs", "Metainfo::read: a .torrent the operator names"),
+    ("src/formats/torrent.rs", "torrent::read: a .torrent the operator names"),
     ("src/formats/torrent/hashing.rs", "hashing the operator's payload at submit"),
     ("src/cmd/event.rs", "event sendfile: the operator's file"),
     ("src/cmd/init.rs", "init: the operator's files and /etc"),
     ("src/cmd/lab.rs", "p2pu lab: the example manifest in the lab's own directory"),
     ("src/config/tests.rs", "config's tests, a test module in a file of its own"),
+    ("src/dashboard/tests.rs", "the dashboard's tests, a test module in a file of its own"),
     ("src/cmd/key.rs", "key files the operator names"),
+    ("src/dashboard/mod.rs", "fleet serve --token-file: the token file the operator names"),
     ("src/cmd/submit.rs", "the operator's files"),
     (
         "src/publish.rs",
@@ -926,6 +1023,69 @@ fn only_the_owners_open_files() {
         stale.is_empty(),
         "FILE_OPENERS lists files that open nothing: {stale:?}"
     );
+}
+
+/// What the pure formats crate must not name outside its tests: the filesystem, sockets, a
+/// process, an async runtime, or p2pu itself. Its parsers then cannot reach the machine, it
+/// builds and tests in seconds, and the fuzz targets link it alone (issue 26).
+const IMPURE: &[&str] = &[
+    "std::fs",
+    "fs::",
+    "File::",
+    "OpenOptions",
+    "std::os",
+    "std::process",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "UnixStream",
+    "tokio",
+    "quinn",
+    "nix::",
+    "libc::",
+    "p2pu::",
+];
+
+/// The first impure name `code` (stripped, test modules blanked) uses, if any.
+fn impure_in(code: &str) -> Option<&'static str> {
+    IMPURE.iter().copied().find(|name| {
+        code.match_indices(name)
+            .any(|(at, _)| at == 0 || !is_ident(code.as_bytes()[at - 1]))
+    })
+}
+
+#[test]
+fn the_formats_crate_touches_no_file_and_no_network() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/p2pu-formats/src");
+    let mut paths = Vec::new();
+    collect(&root, &mut paths);
+    assert!(
+        paths.len() > 10,
+        "only {} files in {}",
+        paths.len(),
+        root.display()
+    );
+    let impure: Vec<String> = paths
+        .iter()
+        .filter_map(|path| {
+            let code = without_test_mods(&strip(&std::fs::read_to_string(path).expect("source")));
+            impure_in(&code).map(|name| format!("{} ({name})", path.display()))
+        })
+        .collect();
+    assert!(
+        impure.is_empty(),
+        "the formats crate is pure (no files, no network); move the I/O to p2pu: {impure:?}"
+    );
+    // The check itself: each of these is caught, and a test module or a comment is not.
+    for bad in [
+        "let b = std::fs::read(p);",
+        "use std::net::UdpSocket;",
+        "tokio::spawn(f);",
+    ] {
+        assert!(impure_in(&strip(bad)).is_some(), "{bad}");
+    }
+    let fine = "// std::fs::read\n#[cfg(test)]\nmod tests {\n    fn t() { std::fs::read(p); }\n}\n";
+    assert_eq!(impure_in(&without_test_mods(&strip(fine))), None);
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn mktorrent(dir: &Path, input: &str, extra: &[&str]) -> Metainfo {
     let _ = fs::remove_file(dir.join("mk.torrent"));
     let args = [&["-l", "15", "-o", "mk.torrent"], extra, &[input]].concat();
     tool("mktorrent", &args, dir);
-    Metainfo::read(&dir.join("mk.torrent")).expect("p2pu reads mktorrent's output")
+    torrent::read(&dir.join("mk.torrent")).expect("p2pu reads mktorrent's output")
 }
 
 fn transmission_create(dir: &Path, input: &str) -> Metainfo {
@@ -63,7 +63,7 @@ fn transmission_create(dir: &Path, input: &str) -> Metainfo {
         &["-s", "32", "-o", "tc.torrent", input],
         dir,
     );
-    Metainfo::read(&dir.join("tc.torrent")).expect("p2pu reads transmission-create's output")
+    torrent::read(&dir.join("tc.torrent")).expect("p2pu reads transmission-create's output")
 }
 
 /// 1 byte, less than a piece, exact multiples of the piece size, and a ragged last piece.
@@ -234,7 +234,7 @@ fn binary_creates_a_torrent_transmission_reads() {
         ],
         dir.path(),
     );
-    let m = Metainfo::read(&dir.path().join("out/site.torrent")).unwrap();
+    let m = torrent::read(&dir.path().join("out/site.torrent")).unwrap();
     assert!(out.contains(&m.info_hash_hex()), "{out}");
     let shown = tool("transmission-show", &["out/site.torrent"], dir.path());
     assert!(shown.contains("Piece Count: 2"), "{shown}");
@@ -270,7 +270,7 @@ fn binary_hashes_4_gib_in_bounded_memory() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no max RSS in {stderr}"));
     assert!(rss_kib < 32 << 10, "peak RSS {rss_kib} KiB");
-    let m = Metainfo::read(&dir.path().join("big.img.torrent")).unwrap();
+    let m = torrent::read(&dir.path().join("big.img.torrent")).unwrap();
     assert_eq!(m.total_length, 4 << 30);
     assert_eq!(m.piece_length, 2 << 20);
     let zeros = sha1_of_zeros(2 << 20);

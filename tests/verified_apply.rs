@@ -6,7 +6,7 @@
 
 use p2pu::agent::apply::extract::Limits;
 use p2pu::agent::apply::ApplyContext;
-use p2pu::agent::runtime::state::{Record, RecordKind, Status};
+use p2pu::agent::runtime::state::{Record, RecordKind};
 use p2pu::agent::transfer::fetch::Fetcher;
 use p2pu::agent::transfer::http_get::Client;
 use p2pu::agent::transfer::pace::{MinRate, Pace};
@@ -132,23 +132,10 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
     }
 
     let record = Record {
-        name: "site.pp".into(),
-        seq: 1,
-        kind: RecordKind::Signed(Kind::Manifest),
         info_hash: hash.clone(),
         len: good.len() as u64,
         sha256: Some(Sha256::digest(good.as_bytes()).into()),
-        wire: String::new(),
-        status: Status::Pending,
-        reason: None,
-        output: None,
-        received_at: 0,
-        updated_at: 0,
-        sources: Vec::new(),
-        attempts: 0,
-        next_attempt_at: None,
-        restored_seq: None,
-        plan: None,
+        ..Record::received("site.pp".into(), 1, RecordKind::Signed(Kind::Manifest), 0)
     };
     let stop = AtomicBool::new(false);
     let state = tmp.path().join("state");

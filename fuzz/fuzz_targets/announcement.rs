@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::announcement::Announcement;
+use p2pu_formats::announcement::Announcement;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(announcement) = Announcement::decode(data) {

@@ -8,8 +8,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::announcement::{Announcement, WIRE_PREFIX_V2};
-use p2pu::keys::TrustedKeys;
+use p2pu_formats::announcement::{Announcement, WIRE_PREFIX_V2};
+use p2pu_formats::keys::TrustedKeys;
 
 fuzz_target!(|data: &[u8]| {
     let text = format!("{WIRE_PREFIX_V2}{}", URL_SAFE_NO_PAD.encode(data));

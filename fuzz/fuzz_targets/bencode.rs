@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::bencode;
+use p2pu_formats::bencode;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = bencode::parse(data) else {

@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::bencode;
-use p2pu::formats::blocks::{Layout, Leaves, Proof, Spec, INFO_KEY};
+use p2pu_formats::bencode;
+use p2pu_formats::blocks::{Layout, Leaves, Proof, Spec, INFO_KEY};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some(spec)) = Spec::from_metainfo(data) {

@@ -8,8 +8,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::announcement::Kind;
-use p2pu::formats::delegation::{Delegation, PREFIX};
+use p2pu_formats::announcement::Kind;
+use p2pu_formats::delegation::{Delegation, PREFIX};
+use p2pu_formats::document::SignedDocument;
 
 fuzz_target!(|data: &[u8]| {
     let text = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(data));

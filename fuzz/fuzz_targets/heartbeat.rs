@@ -8,8 +8,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::heartbeat::{Heartbeat, Snapshot, WIRE_PREFIX};
-use p2pu::keys::TrustedKeys;
+use p2pu_formats::heartbeat::{Heartbeat, Snapshot, WIRE_PREFIX};
+use p2pu_formats::keys::TrustedKeys;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(snapshot) = Snapshot::decode(data) {

@@ -8,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use p2pu::keys::{
     parse_secret, revocation_text, secret_to_text, KeyPayload, PublicKey, TrustedKeys,
+    TrustedKeysDir,
 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::legacy::{decode_overlay, decode_payload, LegacyTorrent};
+use p2pu_formats::legacy::{decode_overlay, decode_payload, LegacyTorrent};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(torrent) = decode_payload(data) {

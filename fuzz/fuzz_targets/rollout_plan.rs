@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::plan::{assign_waves, Plan};
+use p2pu_formats::plan::{assign_waves, Plan};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(plan) = Plan::decode(data) else {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(plan.to_bencode(), data);
     if let Some(target) = &plan.target {
         let text = target.to_text();
-        assert_eq!(p2pu::formats::plan::Selector::parse(&text).unwrap().to_text(), text);
+        assert_eq!(p2pu_formats::plan::Selector::parse(&text).unwrap().to_text(), text);
     }
     let members: Vec<String> = (0..7).map(|i| format!("n{i}")).collect();
     let waves = assign_waves(&[1; 20], &members, &plan.waves);

@@ -8,8 +8,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::announcement::FleetId;
-use p2pu::formats::root::{RootDoc, PREFIX};
+use p2pu_formats::announcement::FleetId;
+use p2pu_formats::document::SignedDocument;
+use p2pu_formats::root::{RootDoc, PREFIX};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(chain) = RootDoc::decode_chain(data) {

@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let gossip = Answers(answers);
-    let reports = fleet_status(&gossip, Duration::ZERO, None, 1_800_000_000).expect("fleet status");
+    let reports = fleet_status(&gossip, Duration::ZERO, &[], 1_800_000_000).expect("fleet status");
     assert_eq!(reports.len(), gossip.0.len() + 1);
     assert!(reports.windows(2).all(|w| w[0].node <= w[1].node));
     for ((node, _), status) in gossip.0.iter().zip(&statuses) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pu::formats::torrent::Metainfo;
+use p2pu_formats::torrent::Metainfo;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = Metainfo::from_bytes(data) else {

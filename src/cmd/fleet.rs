@@ -4,31 +4,49 @@
 //! [`exit::FAILED`] or [`exit::INCOMPLETE`] so scripts need not parse the table. `--watch`
 //! asks again every `--interval` and redraws a node x update table until the newest rollout
 //! settles ([`is_settled`]), or prints a [`WatchFrame`] per refresh with `--json`.
+//!
+//! `p2pu fleet serve`: runs the fleet dashboard (`crate::dashboard`) until SIGTERM/SIGINT,
+//! after deciding where its token comes from (`dashboard::token_source`) and, with
+//! `--allow-actions`, checking this node holds its signing key.
 
 use crate::agent::runtime::state::{RolloutOutcome, Status};
-use crate::agent::runtime::status::{fleet_status, MemberReport};
+use crate::agent::runtime::status::{fleet_status, MemberReport, MAX_ASKED_NAMES};
+pub use crate::agent::runtime::status::{is_settled, newest_rollout, RolloutId};
 use crate::cmd::{exit, ConfigArg, Outcome};
-use crate::config::Config;
+use crate::config::{Config, MachineFacts};
+use crate::dashboard::{self, Dashboard, Options};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
 use crate::Env;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Fleet {
     /// Which members applied which update, which failed, which did not answer.
     Status(FleetStatus),
+    /// Serve a live web page of the fleet (loopback by default; read-only unless
+    /// --allow-actions).
+    Serve(FleetServe),
 }
 
 impl Fleet {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         match self {
             Fleet::Status(c) => c.run(env),
+            Fleet::Serve(c) => c.run(env),
         }
     }
 }
+
+/// The most bytes of names one status query carries (Serf's limit is 1024 with the query's
+/// name and framing).
+const MAX_NAMES_BYTES: usize = 900;
 
 /// Which members applied which update, which failed, which did not answer.
 ///
@@ -36,8 +54,10 @@ impl Fleet {
 /// 4 when none failed but some member did not answer.
 #[derive(Debug, clap::Args)]
 pub struct FleetStatus {
-    /// Only this update name.
-    name: Option<String>,
+    /// Only these update names: each member answers with these alone, so none is left out
+    /// of a long answer.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
     #[command(flatten)]
     config: ConfigArg,
     /// How long to wait for answers, in seconds.
@@ -68,14 +88,6 @@ pub struct WatchFrame {
     pub members: Vec<MemberReport>,
 }
 
-/// An update: its name and seq.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutId {
-    pub name: String,
-    pub seq: u64,
-}
-
 impl FleetStatus {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&self.config.resolve(env), None)?;
@@ -89,12 +101,20 @@ impl FleetStatus {
         if self.watch {
             return self.watch(env, gossip.as_ref(), timeout);
         }
-        let reports = fleet_status(
-            gossip.as_ref(),
-            timeout,
-            self.name.as_deref(),
-            env.unix_now(),
-        )?;
+        for name in &self.names {
+            crate::formats::announcement::validate_name(name)
+                .map_err(|e| Error::BadArgument(format!("NAME {name:?}: {e}")))?;
+        }
+        // Serf refuses a query over 1024 bytes, its name included.
+        let asked = self.names.iter().map(|n| n.len() + 1).sum::<usize>();
+        if asked > MAX_NAMES_BYTES || self.names.len() > MAX_ASKED_NAMES {
+            return Err(Error::BadArgument(format!(
+                "{} names ({asked} bytes): a status query carries at most {MAX_ASKED_NAMES} \
+                 names in {MAX_NAMES_BYTES} bytes; ask for fewer at a time",
+                self.names.len()
+            )));
+        }
+        let reports = fleet_status(gossip.as_ref(), timeout, &self.names, env.unix_now())?;
         let color = env.color;
         crate::cmd::emit(env, self.json, &reports, |r| table(r, color))?;
         Ok(match verdict(&reports) {
@@ -115,7 +135,7 @@ impl FleetStatus {
             ))
         })?;
         loop {
-            let reports = fleet_status(gossip, timeout, self.name.as_deref(), env.unix_now())?;
+            let reports = fleet_status(gossip, timeout, &self.names, env.unix_now())?;
             let rollout = newest_rollout(&reports);
             let settled = rollout.as_ref().is_some_and(|r| is_settled(&reports, r));
             let text = if self.json {
@@ -144,35 +164,6 @@ impl FleetStatus {
             std::thread::sleep(interval);
         }
     }
-}
-
-/// The newest update any member reports: the highest seq, by name on a tie.
-pub fn newest_rollout(reports: &[MemberReport]) -> Option<RolloutId> {
-    reports
-        .iter()
-        .filter_map(|r| r.updates.as_ref())
-        .flatten()
-        .max_by(|a, b| a.seq.cmp(&b.seq).then_with(|| b.name.cmp(&a.name)))
-        .map(|u| RolloutId {
-            name: u.name.clone(),
-            seq: u.seq,
-        })
-}
-
-/// Whether every alive member is done with `rollout`: applied, failed, reverted, halted or not
-/// targeted, or already on a newer seq of its name. A member that did not answer, or has not
-/// heard of it yet, is not done; a member that is not alive cannot be waited for.
-pub fn is_settled(reports: &[MemberReport], rollout: &RolloutId) -> bool {
-    reports.iter().filter(|r| r.alive).all(|r| {
-        let Some(updates) = &r.updates else {
-            return false;
-        };
-        updates.iter().any(|u| {
-            u.name == rollout.name
-                && (u.seq > rollout.seq
-                    || (u.seq == rollout.seq && u.status.rollout_outcome() != RolloutOutcome::Open))
-        })
-    })
 }
 
 /// The `--watch` table: a row per member, a column per update name (the newest first), each
@@ -366,6 +357,13 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                 }
             }
         }
+        if r.omitted > 0 {
+            out.push_str(&format!(
+                "{:<20} ... and {} older update name(s) left out of its answer; ask for them \
+                 by name: p2pu fleet status NAME...\n",
+                r.node, r.omitted
+            ));
+        }
         if let Some(heartbeat) = r.heartbeat.as_ref().filter(|h| !h.is_fresh()) {
             let warning = format!("  ! {}: {}", r.node, heartbeat.short());
             out.push_str(&paint(warning, RED));
@@ -411,6 +409,126 @@ fn age(secs: u64) -> String {
     }
 }
 
+/// Serve a live web page of the fleet: the node x update matrix, the newest rollout, the
+/// transfer, one node's history and logs.
+///
+/// Read-only unless --allow-actions. Listens on loopback unless told otherwise; any other
+/// address requires a token (printed once, or read from --token-file).
+#[derive(Debug, clap::Args)]
+pub struct FleetServe {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address and port to listen on.
+    #[arg(long, env = "P2PU_DASHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Read the token from this file instead of making one (at least 16 characters).
+    #[arg(long, env = "P2PU_DASHBOARD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Show abort, resume and retry buttons that send signed control statements with this
+    /// node's signing key, like `p2pu rollout` (each asks for confirmation). Needs a token
+    /// even on loopback: another local user must not sign with the operator's key.
+    #[arg(long)]
+    allow_actions: bool,
+    /// Seconds between asking the fleet.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// How long each query waits for answers, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+    /// Log filter (tracing env-filter syntax; also P2PU_LOG).
+    #[arg(long, env = "P2PU_LOG", default_value = crate::daemon::DEFAULT_LOG)]
+    log: String,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() || flag == "--timeout")
+        .ok_or_else(|| Error::Usage(format!("{flag} {value}: not a duration in seconds")))
+}
+
+impl FleetServe {
+    pub fn run(self, env: &mut Env) -> Result<Outcome> {
+        let interval = seconds("--interval", self.interval)?;
+        let timeout = seconds("--timeout", self.timeout)?;
+        crate::daemon::init_logging(&self.log)?;
+        let config = Config::load(&self.config.resolve(env), Some(&MachineFacts::probe()))?;
+        let gossip = env.engines.gossip(&config)?;
+        let token =
+            dashboard::token_source(self.listen, self.token_file.as_deref(), self.allow_actions)?;
+        let actions: Option<Arc<dashboard::ActionFn>> = if self.allow_actions {
+            // Refused now, not at the first click: without the key no action could be signed.
+            crate::keys::read_secret(&config.site.agent.signing_key)?;
+            config.fleet_id()?;
+            let (config, gossip) = (config.clone(), gossip.clone());
+            Some(Arc::new(move |action, name: &str, seq| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let control = crate::publish::send_control(
+                    &config,
+                    gossip.as_ref(),
+                    action,
+                    name,
+                    seq,
+                    now,
+                    Vec::new(),
+                )?;
+                Ok(format!(
+                    "sent {} of {} seq {} to every node",
+                    control.action.as_str(),
+                    name,
+                    seq
+                ))
+            }))
+        } else {
+            None
+        };
+        let stop = crate::daemon::stop_on_signals()?;
+        let server = Dashboard::start(
+            gossip,
+            Options {
+                listen: self.listen,
+                token: token.token().map(str::to_string),
+                interval,
+                timeout,
+                actions,
+            },
+        )?;
+        let addr = server.addr();
+        let mut said = String::new();
+        if !addr.ip().is_loopback() {
+            said.push_str(&format!(
+                "p2pu: listening on {addr}, beyond loopback: every request needs the token\n"
+            ));
+        }
+        if self.allow_actions {
+            said.push_str(
+                "p2pu: --allow-actions: abort, resume and retry are signed with this node's key\n",
+            );
+        }
+        let url = match &token {
+            dashboard::TokenSource::Made(t) => format!(
+                "http://{addr}/?token={t}\n(the token is shown only this once; give --token-file to choose one)\n"
+            ),
+            dashboard::TokenSource::File(_) => format!("http://{addr}/?token=<the token in the token file>\n"),
+            dashboard::TokenSource::None => format!("http://{addr}/\n"),
+        };
+        env.stderr
+            .write_all(said.as_bytes())
+            .map_err(Error::io("writing to", "standard error"))?;
+        env.stdout
+            .write_all(url.as_bytes())
+            .and_then(|()| env.stdout.flush())
+            .map_err(Error::io("writing to", "standard output"))?;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(server);
+        Ok(Outcome::Success)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,7 +568,9 @@ mod tests {
             let answer = |node: &str, ats: &[u64]| {
                 let status = NodeStatus {
                     node: node.into(),
+                    omitted: 0,
                     heartbeat: None,
+                    now_ms: None,
                     version: (node == "a-fresh").then(|| "0.2.0 (abc 2026-01-01)".into()),
                     updates: ats
                         .iter()
@@ -461,6 +581,7 @@ mod tests {
                             reason: None,
                             at,
                             bad_sources: Vec::new(),
+                            sources: Vec::new(),
                             attempts: 0,
                         })
                         .collect(),
@@ -476,7 +597,7 @@ mod tests {
 
     #[test]
     fn status_shows_how_old_each_members_newest_update_is() {
-        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let reports = fleet_status(&Fake, Duration::ZERO, &[], 10_000).unwrap();
         let ages: Vec<_> = reports
             .iter()
             .map(|r| (r.node.as_str(), r.newest_age_secs))
@@ -518,6 +639,7 @@ mod tests {
     fn report(node: &str, status: Option<Status>) -> MemberReport {
         MemberReport {
             node: node.into(),
+            omitted: 0,
             addr: "10.0.0.1:7946".into(),
             alive: true,
             heartbeat: None,
@@ -530,6 +652,7 @@ mod tests {
                     reason: None,
                     at: 1,
                     bad_sources: Vec::new(),
+                    sources: Vec::new(),
                     attempts: 0,
                 }]
             }),
@@ -578,7 +701,7 @@ mod tests {
 
     #[test]
     fn json_rows_decode_into_the_documented_struct_with_unknown_fields_denied() {
-        let reports = fleet_status(&Fake, Duration::ZERO, None, 10_000).unwrap();
+        let reports = fleet_status(&Fake, Duration::ZERO, &[], 10_000).unwrap();
         let json = serde_json::to_string(&reports).unwrap();
         let back: Vec<MemberReport> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, reports);
@@ -599,7 +722,9 @@ mod tests {
     fn answer(node: &str, status: Status) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            omitted: 0,
             heartbeat: None,
+            now_ms: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),
@@ -608,6 +733,7 @@ mod tests {
                 reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -667,6 +793,37 @@ mod tests {
         assert_eq!(answered, [("a", true), ("quiet", false)]);
     }
 
+    /// `fleet serve --allow-actions` where this node holds no signing key stops before it
+    /// listens: no page would offer buttons that can sign nothing.
+    #[test]
+    fn serve_with_actions_needs_the_signing_key_before_listening() {
+        let dir = crate::cmd::testing::site_dir("");
+        let key = dir.path().join("missing/signing.key");
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!("[agent]\nsigning_key = \"{}\"\n", key.display()),
+        )
+        .unwrap();
+        let gossip = std::sync::Arc::new(FakeGossip::default());
+        let engines = Engines::fakes().gossip_engine(gossip.clone());
+        let argv = [
+            "fleet",
+            "serve",
+            "--config",
+            "site.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+        ];
+        let (code, out, err) = Run::new(dir.path()).engines(engines).run(&argv);
+        assert_eq!((code, out.as_str()), (1, ""), "{err}");
+        assert!(err.contains("signing.key"), "{err}");
+        assert!(gossip.queries().is_empty());
+        let (code, _, err) = Run::new(dir.path()).run(&["fleet", "serve", "--interval", "0"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("--interval 0: not a duration"), "{err}");
+    }
+
     #[test]
     fn a_bad_timeout_is_a_usage_error_and_nothing_is_asked() {
         let dir = crate::cmd::testing::site_dir("");
@@ -702,6 +859,7 @@ mod watch_tests {
                 .then(|| "health check `/usr/local/bin/check` exited 1: camera down".into()),
             at: 1,
             bad_sources: Vec::new(),
+            sources: Vec::new(),
             attempts: 0,
         }
     }
@@ -709,6 +867,7 @@ mod watch_tests {
     fn member(node: &str, alive: bool, updates: Option<Vec<UpdateStatus>>) -> MemberReport {
         MemberReport {
             node: node.into(),
+            omitted: 0,
             addr: "10.0.0.1:7946".into(),
             alive,
             version: None,
@@ -717,6 +876,21 @@ mod watch_tests {
             heartbeat: None,
             tags: Default::default(),
         }
+    }
+
+    /// Issue 29: a member's answer cut at 7 KiB says how many names it left out, and how to
+    /// ask for them.
+    #[test]
+    fn a_cut_answer_says_how_many_names_were_left_out() {
+        let mut cut = member("a", true, Some(vec![update("site.pp", 7, Status::Applied)]));
+        cut.omitted = 179;
+        let text = table(&[cut], false);
+        assert!(
+            text.contains("a                    ... and 179 older update name(s) left out of its answer; ask for them by name: p2pu fleet status NAME..."),
+            "{text}"
+        );
+        let whole = member("b", true, Some(vec![update("site.pp", 7, Status::Applied)]));
+        assert!(!table(&[whole], false).contains("left out"));
     }
 
     #[test]
@@ -794,8 +968,10 @@ mod watch_tests {
             let answer = |node: &str, status| {
                 let status = NodeStatus {
                     node: node.into(),
+                    omitted: 0,
                     version: None,
                     heartbeat: None,
+                    now_ms: None,
                     updates: vec![
                         update("site.pp", 7, status),
                         update("old.pp", 2, Status::Applied),

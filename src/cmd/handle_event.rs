@@ -85,12 +85,25 @@ impl HandleEvent {
         let answer = match name.as_str() {
             STATUS_QUERY => {
                 let node = env.var("SERF_SELF_NAME").unwrap_or_default().to_string();
-                let mut status = node_status(&store, node)?;
+                let names = crate::agent::runtime::status::asked_names(&payload);
+                let mut status = node_status(&store, node, &names)?;
                 status.heartbeat = freshness(
                     store.dir(),
                     config.site.agent.heartbeat_window_secs,
                     env.unix_now(),
                 );
+                // Serf hands an empty payload over as a bare newline. An empty one comes from
+                // an asker that may deny unknown fields (see `ALL_NAMES`): the fields added
+                // since (`omitted`, `now_ms`, each update's `sources`) go only to askers
+                // that send a payload.
+                if payload.trim_ascii().is_empty() {
+                    status.omitted = 0;
+                    for update in &mut status.updates {
+                        update.sources.clear();
+                    }
+                } else {
+                    status.now_ms = Some(env.unix_now_ms());
+                }
                 serde_json::to_string(&status).map_err(|e| Error::Internal(e.to_string()))?
             }
             LATEST_QUERY => {
@@ -215,14 +228,16 @@ mod tests {
             b"node-2 10.0.0.2\n",
         );
         assert!(spooled(&node).is_empty());
-        let legacy = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
+        let legacy =
+            include_bytes!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.serf-payload");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
             legacy,
         );
         assert_eq!(spooled(&node).len(), 1);
-        let overlay = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+        let overlay =
+            include_bytes!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message");
         run(
             &node,
             &[("SERF_EVENT", "user"), ("SERF_USER_EVENT", "torrent")],
@@ -268,29 +283,65 @@ mod tests {
         assert!(!node.dir.path().join("state").exists());
     }
 
+    /// A node of the last release reads status answers denying unknown fields: the wave gate's
+    /// and every older asker's empty query must get the fields that release knew and no
+    /// other, or the answering node looks silent and a later wave stalls in a mixed fleet.
+    #[test]
+    fn an_empty_status_query_gets_the_answer_older_nodes_read() {
+        let node = node();
+        let vars = [
+            ("SERF_EVENT", "query"),
+            ("SERF_QUERY_NAME", "p2pu-status"),
+            ("SERF_SELF_NAME", "n1"),
+        ];
+        let store = StateStore::open(&node.dir.path().join("state")).unwrap();
+        let source = crate::agent::runtime::state::SourceUse {
+            addr: "10.0.0.2:6880".into(),
+            from: 0,
+            bytes: 1,
+            millis: 1,
+            bad_pieces: 0,
+            left: None,
+        };
+        store
+            .put(Record {
+                len: 1,
+                wire: "p2pu1:WIRE".into(),
+                status: Status::Applied,
+                sources: vec![source],
+                ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
+            })
+            .unwrap();
+        let (_, old) = run(&node, &vars, b"\n");
+        let old: serde_json::Value = serde_json::from_str(&old).unwrap();
+        let keys: Vec<&str> = old
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["node", "updates", "version"], "{old}");
+        let update = old["updates"][0].as_object().unwrap();
+        let keys: Vec<&str> = update.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["at", "name", "seq", "status"], "{old}");
+        let all = format!("{}\n", crate::agent::runtime::status::ALL_NAMES);
+        let (_, new) = run(&node, &vars, all.as_bytes());
+        let new: NodeStatus = serde_json::from_str(&new).unwrap();
+        assert!(new.now_ms.is_some(), "{new:?}");
+        assert_eq!(new.updates[0].sources.len(), 1, "{new:?}");
+    }
+
     #[test]
     fn status_query_answers_from_the_state_dir() {
         let node = node();
         let store = StateStore::open(&node.dir.path().join("state")).unwrap();
         store
             .put(Record {
-                name: "site.pp".into(),
-                seq: 7,
-                kind: RecordKind::Signed(Kind::Manifest),
-                info_hash: String::new(),
                 len: 1,
-                sha256: None,
                 wire: "p2pu1:WIRE".into(),
                 status: Status::Applied,
-                reason: None,
-                output: None,
-                received_at: 1,
                 updated_at: 2,
-                sources: Vec::new(),
-                attempts: 0,
-                next_attempt_at: None,
-                restored_seq: None,
-                plan: None,
+                ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
             })
             .unwrap();
         let (_, out) = run(

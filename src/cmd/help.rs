@@ -46,8 +46,19 @@ p2pu status
 p2pu status --all --json
 # In a script: exit 3 when an update failed here
 p2pu status >/dev/null || echo \"p2pu: something failed\"
-# For monitoring: one line; exit 5 when no fresh heartbeat is held, 3 when an update failed
+# For monitoring: one line; exit 6 when the agent is down, 5 when no fresh heartbeat is held, 3 when an update failed
 p2pu status --check",
+    ),
+    (
+        "verify",
+        "# What a signature file from `submit --sign-only` is, and whether this node's keys take it
+p2pu verify site.pp.sig
+# An announcement bound to a rollout plan, with its plan, against other keys
+p2pu verify wire.txt --with 0f1bd4f5b3916ded1eb2a2e0d828742ceecadfd7.plan --keys ./trusted
+# A key statement before sending it, as JSON
+p2pu verify 1a2b3c4d5e6f7a8b.delegation --json
+# A wire text pasted on standard input
+echo 'p2pu2:ZDM6...' | p2pu verify -",
     ),
     (
         "heartbeat",
@@ -90,7 +101,9 @@ p2pu submit --with-sig base.sig base.sig2 --wait
 p2pu submit site.pp --wait --quiet --timeout 900; echo $?
 
 # Only the cameras, in waves that halt after more than 2 failures, 5 minutes apart
-p2pu submit cam.pp --target role=camera --waves 1,10%,50%,100% --max-failures 2 --wave-wait 5m",
+p2pu submit cam.pp --target role=camera --waves 1,10%,50%,100% --max-failures 2 --wave-wait 5m
+# Download now everywhere, apply only at night on weekdays (each node's local time)
+p2pu submit site.pp --window 'Mon-Fri 02:00-04:00'",
     ),
     (
         "sync",
@@ -110,12 +123,24 @@ p2pu fleet status",
 p2pu fleet status
 # Only site.pp, waiting up to 10 s for answers, as JSON
 p2pu fleet status site.pp --timeout 10 --json
+# Several names: each member answers with these alone, so none is left out of a long answer
+p2pu fleet status site.pp motd.tar.gz
 # In a script: 0 all well, 3 something failed, 4 someone did not answer
 p2pu fleet status >/dev/null; echo $?
 # Follow the newest rollout, redrawn every 2 s, until every member is done with it
 p2pu fleet status --watch
 # The same for a script: one JSON document per refresh, one per line
 p2pu fleet status site.pp --watch --interval 5 --json",
+    ),
+    (
+        "fleet serve",
+        "# A live page of the fleet on this machine's loopback; open the URL it prints
+p2pu fleet serve
+# On the LAN, with a token from a file (at least 16 characters) and the abort, resume and
+# retry buttons, signed with this node's key
+p2pu fleet serve --listen 0.0.0.0:8080 --token-file /etc/p2pu/dashboard.token --allow-actions
+# From the operator's machine: tunnel a node's loopback dashboard over SSH
+ssh -L 8080:127.0.0.1:8080 cam-01 p2pu fleet serve",
     ),
     (
         "rollout",
@@ -305,7 +330,8 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "status",
         "3 when the newest record of some update on this node failed (or was reverted by the \
-         health check). With --check: 5 when this node holds no heartbeat signed within \
+         health check). With --check: 6 when the agent is not running or its state dir does \
+         not exist; 5 when this node holds no heartbeat signed within \
          agent.heartbeat_window_secs (never received, or stale: updates may be withheld from it), \
          else 3 or 0 as without it.",
     ),
@@ -319,6 +345,14 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
          an update failed here; 4 when one had not settled by --timeout, waits for its wave or \
          halted, or no other member was alive to ask; 1 when the agent did not answer or could \
          not ask the fleet.",
+    ),
+    (
+        "verify",
+        "0 when the file is valid; 3 when it is not (malformed, tampered, signed by keys not \
+         trusted here or too few of them, another fleet's, expired); 4 when it is well-formed \
+         but carries no signature of its own (a plan or snapshot without --with, a public key, a \
+         revocation, a root chain that changes nothing); 1 when the file or the keys could not \
+         be read.",
     ),
     (
         "submit",

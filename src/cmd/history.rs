@@ -4,6 +4,7 @@
 
 use crate::agent::runtime::state::{Record, StateStore, Status};
 use crate::agent::runtime::RuntimeError;
+use crate::civil::utc;
 use crate::cmd::denied_state;
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::Config;
@@ -131,28 +132,6 @@ fn table(report: &HistoryReport, reasons: &[String]) -> String {
     out
 }
 
-/// `2026-11-30 03:04:05` for seconds since the epoch (proleptic Gregorian, UTC).
-fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,12 +219,5 @@ mod tests {
         let (code, _, err) = history(dir.path(), &["../../etc/passwd"]);
         assert_eq!(code, 1);
         assert!(err.contains("NAME \"../../etc/passwd\""), "{err}");
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_800_000_105), "2027-01-15 08:01:45");
     }
 }

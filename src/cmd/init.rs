@@ -82,41 +82,11 @@ impl Init {
         if image {
             files.extend(image_files(&config, &config_path, &installed_config)?);
         }
-        let mut dirs = node_dirs(&config);
-        // The NAT client's overlay spool belongs to the unprivileged user the package creates.
-        // Without that user (a bare test machine), leave it to root and say why.
-        for dir in dirs
-            .iter_mut()
-            .filter(|d| d.owner.as_deref() == Some(UNPRIVILEGED_USER))
-        {
-            if !matches!(owners.uid_gid(Some(UNPRIVILEGED_USER)), Ok(Some(_))) {
-                writeln!(
-                    env.stderr,
-                    "warning: system user `{UNPRIVILEGED_USER}` does not exist, so {} stays root's: \
-                     a nat-client running as `{UNPRIVILEGED_USER}` could not write it (install/install.sh creates the user)",
-                    dir.path.display()
-                )
-                .map_err(stdout_error)?;
-                dir.owner = None;
-            }
-        }
+        let dirs = owned_node_dirs(env, &config, &owners)?;
         let dir_changes = provision::ensure_dirs(&dirs, &target, &owners, self.dry_run)?;
         let changes = provision::plan(files, &target, &owners)?;
 
-        for status in &secret_statuses {
-            match status {
-                SecretStatus::Generated(p) => {
-                    writeln!(env.stdout, "generated secret {}", p.display())
-                }
-                SecretStatus::WouldGenerate(p) => {
-                    writeln!(env.stdout, "would generate secret {}", p.display())
-                }
-            }
-            .map_err(stdout_error)?;
-        }
-        for dir in &dir_changes {
-            writeln!(env.stdout, "{}", dir.describe(self.dry_run)).map_err(stdout_error)?;
-        }
+        report_secrets_and_dirs(env, &secret_statuses, &dir_changes, self.dry_run)?;
         let changed = !changes.is_empty() || !dir_changes.is_empty() || !secret_statuses.is_empty();
 
         if self.dry_run {
@@ -130,34 +100,7 @@ impl Init {
             return Ok(self.outcome(changed));
         }
 
-        let mut systemd = Systemd {
-            root: root.clone(),
-            no_block: if self.first_boot {
-                NoBlock::Always
-            } else {
-                NoBlock::Never
-            },
-        };
-        // Run by a `puppet apply` of the agent's (the README's Puppet loop): a blocking restart
-        // of the agent would wait for the agent's stop, which waits for that apply to end,
-        // which waits for this init.
-        let under_agent = !image
-            && !self.first_boot
-            && systemd
-                .main_pid("p2pu-agent.service")
-                .is_some_and(is_ancestor);
-        if under_agent {
-            systemd.no_block = NoBlock::OwnUnits;
-        }
-        let mode = if image {
-            Some(Mode::Image)
-        } else if !self.no_systemd && Systemd::is_running() {
-            Some(Mode::Live {
-                restart: !self.no_restart,
-            })
-        } else {
-            None
-        };
+        let (systemd, under_agent, mode) = self.systemd_mode(root.clone(), image);
         let units = units(&config, image);
         let systemd_dir = &config.site.paths.systemd_dir;
         let (before, after) = match mode {
@@ -185,18 +128,7 @@ impl Init {
         }
         run_actions(env, &systemd, &after)?;
         if mode.is_none() && !self.no_systemd {
-            let restarts: BTreeSet<&str> = changes
-                .iter()
-                .flat_map(|c| c.file.restarts.iter().map(String::as_str))
-                .collect();
-            if !restarts.is_empty() {
-                let list = restarts.into_iter().collect::<Vec<_>>().join(" ");
-                writeln!(
-                    env.stdout,
-                    "systemd is not running here: start or restart these yourself: {list}"
-                )
-                .map_err(stdout_error)?;
-            }
+            say_restarts_left_to_the_operator(env, &changes)?;
         }
         if !changed {
             let path = config_path.display();
@@ -204,6 +136,41 @@ impl Init {
                 .map_err(stdout_error)?;
         }
         Ok(self.outcome(changed))
+    }
+
+    /// How systemd is driven: not blocking on first boot, nor on p2pu's own units when a
+    /// `puppet apply` of the agent's runs this init; and whether units are enabled in an
+    /// image, (re)started live, or left to the operator (no systemd).
+    fn systemd_mode(&self, root: Option<PathBuf>, image: bool) -> (Systemd, bool, Option<Mode>) {
+        let mut systemd = Systemd {
+            root,
+            no_block: if self.first_boot {
+                NoBlock::Always
+            } else {
+                NoBlock::Never
+            },
+        };
+        // Run by a `puppet apply` of the agent's (the README's Puppet loop): a blocking restart
+        // of the agent would wait for the agent's stop, which waits for that apply to end,
+        // which waits for this init.
+        let under_agent = !image
+            && !self.first_boot
+            && systemd
+                .main_pid("p2pu-agent.service")
+                .is_some_and(is_ancestor);
+        if under_agent {
+            systemd.no_block = NoBlock::OwnUnits;
+        }
+        let mode = if image {
+            Some(Mode::Image)
+        } else if !self.no_systemd && Systemd::is_running() {
+            Some(Mode::Live {
+                restart: !self.no_restart,
+            })
+        } else {
+            None
+        };
+        (systemd, under_agent, mode)
     }
 
     fn outcome(&self, changed: bool) -> Outcome {
@@ -301,6 +268,72 @@ fn image_files(config: &Config, config_path: &Path, installed: &Path) -> Result<
 pub const UNPRIVILEGED_USER: &str = "p2pu";
 
 /// Directories the engines and the agent need, with owner and mode.
+/// The node's directories, the NAT client's overlay spool owned by the unprivileged user the
+/// package creates. Without that user (a bare test machine), it stays root's, and this says why.
+fn owned_node_dirs(env: &mut Env, config: &Config, owners: &Owners) -> Result<Vec<ManagedDir>> {
+    let mut dirs = node_dirs(config);
+    for dir in dirs
+        .iter_mut()
+        .filter(|d| d.owner.as_deref() == Some(UNPRIVILEGED_USER))
+    {
+        if !matches!(owners.uid_gid(Some(UNPRIVILEGED_USER)), Ok(Some(_))) {
+            writeln!(
+                env.stderr,
+                "warning: system user `{UNPRIVILEGED_USER}` does not exist, so {} stays root's: \
+                 a nat-client running as `{UNPRIVILEGED_USER}` could not write it (install/install.sh creates the user)",
+                dir.path.display()
+            )
+            .map_err(stdout_error)?;
+            dir.owner = None;
+        }
+    }
+    Ok(dirs)
+}
+
+/// Says which secrets were (or would be) generated and which directories changed.
+fn report_secrets_and_dirs(
+    env: &mut Env,
+    secret_statuses: &[SecretStatus],
+    dir_changes: &[provision::DirChange],
+    dry_run: bool,
+) -> Result<()> {
+    for status in secret_statuses {
+        match status {
+            SecretStatus::Generated(p) => {
+                writeln!(env.stdout, "generated secret {}", p.display())
+            }
+            SecretStatus::WouldGenerate(p) => {
+                writeln!(env.stdout, "would generate secret {}", p.display())
+            }
+        }
+        .map_err(stdout_error)?;
+    }
+    for dir in dir_changes {
+        writeln!(env.stdout, "{}", dir.describe(dry_run)).map_err(stdout_error)?;
+    }
+    Ok(())
+}
+
+/// Without systemd, the units whose files changed are the operator's to (re)start.
+fn say_restarts_left_to_the_operator(
+    env: &mut Env,
+    changes: &[provision::PlannedChange],
+) -> Result<()> {
+    let restarts: BTreeSet<&str> = changes
+        .iter()
+        .flat_map(|c| c.file.restarts.iter().map(String::as_str))
+        .collect();
+    if !restarts.is_empty() {
+        let list = restarts.into_iter().collect::<Vec<_>>().join(" ");
+        writeln!(
+            env.stdout,
+            "systemd is not running here: start or restart these yourself: {list}"
+        )
+        .map_err(stdout_error)?;
+    }
+    Ok(())
+}
+
 fn node_dirs(config: &Config) -> Vec<ManagedDir> {
     let site = &config.site;
     let dir = |path: &Path, mode: u32, owner: Option<&str>| ManagedDir {
@@ -318,6 +351,14 @@ fn node_dirs(config: &Config) -> Vec<ManagedDir> {
             ..dir(&site.agent.spool_dir, 0o711, None)
         },
         dir(&site.agent.state_dir, 0o755, None),
+        // Serf's snapshot (members' names and addresses): root's alone.
+        dir(
+            render::serf_snapshot_file(config)
+                .parent()
+                .unwrap_or(&site.agent.state_dir),
+            0o700,
+            None,
+        ),
         dir(&site.agent.trusted_keys_dir, 0o755, None),
         dir(&site.agent.archive_dir, 0o755, None),
         dir(

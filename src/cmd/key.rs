@@ -7,8 +7,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::formats::announcement::{FleetId, Kind};
 use crate::formats::delegation::{Delegation, Grant};
+use crate::formats::document::SignedDocument;
 use crate::formats::root::{RootDoc, ROOT_NAME};
-use crate::keys::{self, KeyChange, KeyId, PublicKey, TrustedKeys};
+use crate::keys::{self, KeyChange, KeyId, PublicKey, TrustedKeys, TrustedKeysDir};
 use crate::{Env, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -635,6 +636,7 @@ mod tests {
 
     #[test]
     fn rotate_root_writes_the_next_version_after_the_kept_chain() {
+        use crate::formats::document::SignedDocument;
         use crate::formats::root::RootDoc;
         let dir = tempfile::tempdir().unwrap();
         for who in ["old", "a", "b", "c"] {

@@ -3,7 +3,7 @@
 use crate::cmd::Outcome;
 use crate::error::Error;
 use crate::fsutil::write_atomic;
-use crate::keys::{self, KeyError, KeyId, PublicKey, PUBLIC_FILE, SECRET_FILE};
+use crate::keys::{self, KeyFileError, KeyId, PublicKey, PUBLIC_FILE, SECRET_FILE};
 use crate::{Env, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ impl Keygen {
             for path in [&secret_path, &public_path] {
                 // symlink_metadata: a dangling symlink is in the way too.
                 if path.symlink_metadata().is_ok() {
-                    return Err(KeyError::Exists { path: path.clone() }.into());
+                    return Err(KeyFileError::Exists { path: path.clone() }.into());
                 }
             }
         }

@@ -29,6 +29,7 @@ pub mod status;
 pub mod submit;
 pub mod sync;
 pub mod torrent;
+pub mod verify;
 
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
 ///
@@ -61,6 +62,8 @@ pub mod exit {
     /// This node holds no heartbeat signed within `agent.heartbeat_window_secs`
     /// (`status --check`): updates may be withheld from it.
     pub const STALE: i32 = 5;
+    /// `status --check`: the agent is not running, or its state dir does not exist.
+    pub const DOWN: i32 = 6;
     /// `submit --wait` has statuses of its own (issue 14), 0 when every targeted member
     /// applied the update ([`OK`]), else: it failed (or was reverted) on some member ...
     pub const WAIT_FAILED: i32 = 1;
@@ -68,6 +71,12 @@ pub mod exit {
     pub const WAIT_TIMED_OUT: i32 = 2;
     /// ... the rollout halted itself (some member reports it `halted`).
     pub const WAIT_HALTED: i32 = 3;
+    /// `verify`: the file is not valid (malformed, tampered, signers not trusted or too few,
+    /// another fleet's, expired).
+    pub const INVALID: i32 = 3;
+    /// `verify`: the file is well-formed but carries no signature of its own (a plan or a
+    /// snapshot without the file it is signed through, a public key).
+    pub const UNSIGNED: i32 = 4;
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,
@@ -98,6 +107,7 @@ pub enum Command {
     Rollout(rollout::Rollout),
     #[command(subcommand)]
     Torrent(torrent::Torrent),
+    Verify(verify::Verify),
     Keygen(keygen::Keygen),
     #[command(subcommand)]
     Key(key::Key),
@@ -155,6 +165,7 @@ impl Command {
             Command::Fleet(c) => c.run(env),
             Command::Rollout(c) => c.run(env),
             Command::Torrent(c) => c.run(env),
+            Command::Verify(c) => c.run(env),
             Command::Keygen(c) => c.run(env),
             Command::Key(c) => c.run(env),
             Command::Config(c) => c.run(env),
@@ -218,9 +229,21 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
         }
         Err(e) => {
             let _ = writeln!(env.stderr, "error: {}", chain(&e));
-            1
+            if is_bad_argument(&e) {
+                exit::USAGE
+            } else {
+                exit::ERROR
+            }
         }
     }
+}
+
+/// Whether `e` says a flag's value is wrong, which exits 2 like clap's own usage errors
+/// (issue 29: `--waves 1,50%` exited 1, as if an engine had failed).
+fn is_bad_argument(e: &crate::Error) -> bool {
+    use crate::formats::plan::PlanError;
+    matches!(e, crate::Error::BadArgument(_))
+        || matches!(e.layer::<PlanError>(), Some(PlanError::BadValue { .. }))
 }
 
 /// Runs `p2pu` in-process for the commands' unit tests, with the working directory, stdin,

@@ -6,14 +6,9 @@
 use crate::cmd::{ConfigArg, Outcome};
 use crate::config::{Config, MachineFacts};
 use crate::error::{Error, Result};
-use crate::formats::control::{parse_nodes, Action, Control};
-use crate::formats::serf_names::CONTROL_EVENT;
+use crate::formats::control::{parse_nodes, Action};
 use crate::Env;
 use serde::{Deserialize, Serialize};
-
-/// How long a control statement stays valid: long enough for a node that was briefly away,
-/// short enough that an old `retry` cannot be replayed on a fresh node months later.
-const CONTROL_TTL_SECS: u64 = 86_400;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Rollout {
@@ -80,20 +75,17 @@ impl RolloutArgs {
             None => newest_seq(&config, &self.name)?,
         };
         let issued = env.unix_now();
-        let key = crate::keys::read_secret(&config.site.agent.signing_key)?;
-        let mut control = Control::new(
+        let gossip = env.engines.gossip(&config)?;
+        let control = crate::publish::send_control(
+            &config,
+            gossip.as_ref(),
             action,
             &self.name,
             seq,
             issued,
-            config.fleet_id()?,
-            issued + CONTROL_TTL_SECS,
             nodes.unwrap_or_default(),
         )?;
-        control.sign(&key)?;
         let wire = control.to_wire();
-        let gossip = env.engines.gossip(&config)?;
-        gossip.user_event(CONTROL_EVENT, wire.as_bytes(), false)?;
         let report = ControlReport {
             action: action.as_str().to_string(),
             name: self.name,

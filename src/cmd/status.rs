@@ -16,10 +16,12 @@ use std::io::Write;
 
 /// Show this node's updates, rejected announcements and heartbeat.
 ///
+/// Also says whether the agent, Serf and Transmission answer on their local ports.
+///
 /// Exits 0 when no update's newest record failed, 3 when one did (failed, or reverted by the
-/// health check), 1 when the state could not be read. With --check: one line, and exit 5 when
-/// the heartbeat is stale or was never received (agent.heartbeat_window_secs), else 3 or 0 as
-/// above.
+/// health check), 1 when the state could not be read. With --check: one line, and exit 6 when
+/// the agent is not running or its state dir does not exist, 5 when the heartbeat is stale or
+/// was never received (agent.heartbeat_window_secs), else 3 or 0 as above.
 #[derive(Debug, clap::Args)]
 pub struct Status {
     #[command(flatten)]
@@ -30,8 +32,8 @@ pub struct Status {
     /// Show every kept record of each name, not just the newest.
     #[arg(long)]
     all: bool,
-    /// For monitoring: print one line and exit 5 when no fresh heartbeat is held, 3 when an
-    /// update failed, 0 when all is well.
+    /// For monitoring: print one line and exit 6 when the agent is down, 5 when no fresh
+    /// heartbeat is held, 3 when an update failed, 0 when all is well.
     #[arg(long, conflicts_with_all = ["json", "all"])]
     check: bool,
 }
@@ -44,6 +46,8 @@ impl Status {
         let now = env.unix_now();
         report.heartbeat =
             heartbeat::freshness(store.dir(), config.site.agent.heartbeat_window_secs, now);
+        report.services = env.engines.services(&config);
+        report.state_dir_exists = config.site.agent.state_dir.is_dir();
         if self.check {
             return check(env, &report, now);
         }
@@ -66,6 +70,10 @@ impl Status {
 
 /// `--check`: one line, the worst first.
 fn check(env: &mut Env, report: &StatusReport, now: u64) -> Result<Outcome> {
+    if let Some(line) = down(report) {
+        writeln!(env.stdout, "{line}").map_err(Error::io("writing to", "standard output"))?;
+        return Ok(Outcome::Status(exit::DOWN));
+    }
     let failed: Vec<&str> = report
         .updates
         .iter()
@@ -102,6 +110,9 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
         updates,
         rejected: store.rejections()?,
         heartbeat: None,
+        services: Vec::new(),
+        state_dir_exists: true,
+        clock: crate::agent::runtime::clock::read(store.dir()),
     })
 }
 
@@ -133,11 +144,64 @@ fn sources(record: &crate::agent::runtime::state::Record) -> String {
     out
 }
 
+/// Why this node cannot apply anything now, if it cannot: the agent is not running, or its
+/// state dir does not exist (it never ran). `status --check` fails on it (issue 29: it said
+/// "ok" when the state dir did not exist).
+fn down(report: &StatusReport) -> Option<String> {
+    if let Some(agent) = report
+        .services
+        .iter()
+        .find(|s| s.name == "agent" && !s.running)
+    {
+        return Some(format!(
+            "down: the agent is not running (nothing answers at {}; systemctl status {})",
+            agent.addr, agent.unit
+        ));
+    }
+    (!report.state_dir_exists).then(|| {
+        "down: the agent's state dir does not exist: it never ran here (p2pu init; systemctl \
+         status p2pu-agent)"
+            .to_string()
+    })
+}
+
+/// `agent running, serf running, transmission NOT RUNNING (...)`, like `systemctl status`.
+fn services_line(report: &StatusReport) -> Option<String> {
+    if report.services.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = report
+        .services
+        .iter()
+        .map(|s| match s.running {
+            true => format!("{} running", s.name),
+            false => format!(
+                "{} NOT RUNNING (nothing answers at {}; systemctl status {})",
+                s.name, s.addr, s.unit
+            ),
+        })
+        .collect();
+    Some(format!("services: {}", parts.join(", ")))
+}
+
 fn table(report: &StatusReport, now: u64) -> String {
     let mut out = String::new();
+    if let Some(line) = services_line(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !report.state_dir_exists {
+        out.push_str("the agent's state dir does not exist: it never ran here\n");
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
     if let Some(heartbeat) = &report.heartbeat {
         out.push_str(&heartbeat.line(now));
         out.push_str("\n\n");
+    }
+    if let Some(clock) = &report.clock {
+        out.push_str(&format!("clock: {}\n\n", clock.describe()));
     }
     if report.updates.is_empty() {
         out.push_str("no updates yet\n");
@@ -205,23 +269,13 @@ mod tests {
 
     fn record(name: &str, seq: u64, status: Status) -> Record {
         Record {
-            name: name.into(),
-            seq,
-            kind: RecordKind::Signed(Kind::Manifest),
             info_hash: "00".repeat(20),
             len: 1,
             sha256: Some([0; 32]),
             wire: "p2pu1:x".into(),
             status,
             reason: (status == Status::Failed).then(|| "puppet apply: exit 1".into()),
-            output: None,
-            received_at: 1,
-            updated_at: 1,
-            sources: Vec::new(),
-            attempts: 0,
-            next_attempt_at: None,
-            restored_seq: None,
-            plan: None,
+            ..Record::received(name.into(), seq, RecordKind::Signed(Kind::Manifest), 1)
         }
     }
 
@@ -232,9 +286,64 @@ mod tests {
         let (code, out, err) = status(dir.path(), &[]);
         assert_eq!(
             (code, out.as_str(), err.as_str()),
-            (0, "no updates yet\n", "")
+            (
+                0,
+                "the agent's state dir does not exist: it never ran here\n\nno updates yet\n",
+                ""
+            )
         );
         assert!(!dir.path().join("state").exists(), "status created state");
+    }
+
+    /// Issue 29: `status --check` said "ok" where the state dir did not exist, and nothing
+    /// said whether the agent ran. It fails (exit 6) when the agent does not answer or never
+    /// ran, and `status` names each daemon that does not answer with its unit.
+    #[test]
+    fn check_fails_when_the_agent_is_down_or_never_ran() {
+        use crate::engines::clients::{Engines, ServiceState};
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let (code, out, _) = status(dir.path(), &["--check"]);
+        assert_eq!(code, exit::DOWN, "{out}");
+        assert!(
+            out.starts_with("down: the agent's state dir does not exist"),
+            "{out}"
+        );
+        StateStore::open(&dir.path().join("state")).unwrap();
+        let service = |name: &str, running: bool| ServiceState {
+            name: name.into(),
+            addr: "127.0.0.1:6969".into(),
+            running,
+            unit: format!("{name}.service"),
+        };
+        let run = |states: Vec<ServiceState>, args: &[&str]| {
+            let mut argv = vec!["status", "--config", "site.toml"];
+            argv.extend(args);
+            crate::cmd::testing::Run::new(dir.path())
+                .engines(Engines::fakes().services_running(states))
+                .run(&argv)
+        };
+        let up = vec![service("agent", true), service("serf", true)];
+        let (code, out, _) = run(up.clone(), &["--check"]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out, _) = run(up, &[]);
+        assert_eq!(code, 0);
+        assert!(
+            out.starts_with("services: agent running, serf running\n"),
+            "{out}"
+        );
+        let agent_down = vec![service("agent", false), service("serf", true)];
+        let (code, out, _) = run(agent_down.clone(), &["--check"]);
+        assert_eq!(code, exit::DOWN, "{out}");
+        assert_eq!(
+            out,
+            "down: the agent is not running (nothing answers at 127.0.0.1:6969; systemctl status agent.service)\n"
+        );
+        let (_, out, _) = run(agent_down, &[]);
+        assert!(
+            out.contains("agent NOT RUNNING (nothing answers at 127.0.0.1:6969"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -342,7 +451,83 @@ mod tests {
         let (_, json, _) = status(dir.path(), &["--json"]);
         let report: StatusReport = serde_json::from_str(&json).unwrap();
         assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
-        let answer = crate::agent::runtime::status::node_status(&store, "n".into()).unwrap();
+        let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
         assert_eq!(answer.updates[0].bad_sources, ["10.99.1.5:6880"]);
+        // The status answer carries the sources too (for `fleet serve`'s transfer picture).
+        let seen: Vec<(&str, u32, Option<&str>)> = answer.updates[0]
+            .sources
+            .iter()
+            .map(|s| (s.addr.as_str(), s.bad_pieces, s.left.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("10.99.1.5:6880", 1, Some("sent a bad piece (piece 32)")),
+                ("10.99.1.4:6880", 0, None)
+            ]
+        );
+    }
+
+    /// A node with many sources, a long reason for leaving each, and many updates still
+    /// answers within the status query's bound.
+    #[test]
+    fn the_status_answer_with_sources_stays_within_its_bound() {
+        use crate::agent::runtime::state::SourceUse;
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        for n in 0..40 {
+            let mut applied = record(&format!("u{n}.tar.gz"), 1, Status::Applied);
+            applied.reason = Some("r".repeat(1000));
+            applied.sources = (0..50)
+                .map(|i| SourceUse {
+                    addr: format!("10.99.1.{i}:6880"),
+                    from: 0,
+                    bytes: 1,
+                    millis: 1,
+                    bad_pieces: 0,
+                    left: Some("slow: ".to_string() + &"x".repeat(500)),
+                })
+                .collect();
+            store.put(applied).unwrap();
+        }
+        let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(text.len() <= 7 * 1024, "{} bytes", text.len());
+        assert_eq!(
+            answer.updates[0].sources.len(),
+            crate::agent::runtime::status::STATUS_SOURCES
+        );
+        assert!(answer.updates.iter().skip(2).all(|u| u.sources.is_empty()));
+    }
+
+    /// Issue 29: with 200 names the 7 KiB answer held about 21 and said nothing of the rest.
+    /// It says how many it left out, and a query naming some answers with those alone, so an
+    /// old name is there; a hostile payload (bad names, too many) only narrows the answer.
+    #[test]
+    fn a_cut_answer_says_what_it_left_out_and_names_can_be_asked_for() {
+        use crate::agent::runtime::status::{asked_names, node_status, MAX_ASKED_NAMES};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        for i in 0..200u64 {
+            let mut r = record(&format!("name-{i:03}.pp"), 1, Status::Applied);
+            r.updated_at = 1_000 + i;
+            store.put(r).unwrap();
+        }
+        let all = node_status(&store, "n".into(), &[]).unwrap();
+        assert!(all.updates.len() < 200);
+        assert_eq!(all.omitted, 200 - all.updates.len());
+        assert!(
+            !all.updates.iter().any(|u| u.name == "name-000.pp"),
+            "the oldest is cut"
+        );
+        let asked = asked_names(b"name-000.pp\nname-199.pp\n../etc\n\na/b\n");
+        assert_eq!(asked, ["name-000.pp", "name-199.pp"]);
+        let some = node_status(&store, "n".into(), &asked).unwrap();
+        let names: Vec<&str> = some.updates.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["name-199.pp", "name-000.pp"]);
+        assert_eq!(some.omitted, 0);
+        let many: String = (0..500).map(|i| format!("x{i}.pp\n")).collect();
+        assert_eq!(asked_names(many.as_bytes()).len(), MAX_ASKED_NAMES);
     }
 }

@@ -121,6 +121,17 @@ pub struct Submit {
     /// How long the --health-check may run before it is killed and has failed (seconds).
     #[arg(long, value_name = "SECS", requires = "health_check")]
     health_check_timeout: Option<u64>,
+    /// Apply only inside this maintenance window, in each node's local time (`Mon-Fri
+    /// 02:00-04:00`; repeat the flag for several), instead of the nodes' own
+    /// agent.apply_window. Nodes download at once and wait. Signed with the update; a node
+    /// whose p2pu predates windows refuses the update rather than apply it outside one.
+    #[arg(long, value_name = "DAYS HH:MM-HH:MM")]
+    window: Vec<String>,
+    /// Apply even where an application holds updates (agent.update_lock, agent.veto_command).
+    /// Signed with the update, so no member can add it; a node whose p2pu predates locks
+    /// refuses the update.
+    #[arg(long)]
+    force_locks: bool,
 }
 
 impl Submit {
@@ -133,7 +144,7 @@ impl Submit {
         let argv: Vec<String> = text.split_whitespace().map(str::to_string).collect();
         match argv.first() {
             Some(program) if program.starts_with('/') => Ok(argv),
-            _ => Err(Error::Usage(format!(
+            _ => Err(Error::BadArgument(format!(
                 "--health-check {text:?}: give the check's absolute path first, then its \
                  arguments (it runs without a shell)"
             ))),
@@ -171,6 +182,8 @@ impl Submit {
                 .unwrap_or(0),
             check: self.check_argv()?,
             check_timeout: self.health_check_timeout,
+            window: plan::parse_windows(&self.window)?,
+            force_locks: self.force_locks,
         };
         plan.validate()?;
         Ok(plan)
@@ -530,7 +543,7 @@ fn resend(
         let unaware = match fleet_status(
             gossip,
             Duration::from_secs(2),
-            Some(&update.name),
+            std::slice::from_ref(&update.name),
             env.unix_now(),
         ) {
             Ok(reports) => unaware(&reports, update),
@@ -568,7 +581,7 @@ fn wait_for_rollout(
         let reports = fleet_status(
             gossip,
             Duration::from_secs(2),
-            Some(&update.name),
+            std::slice::from_ref(&update.name),
             env.unix_now(),
         )?;
         if resend_due {
@@ -928,8 +941,8 @@ mod tests {
         assert!(left.is_empty(), "left in the download dir: {left:?}");
     }
 
-    /// A bad targeting, wave, failure or wait value names its flag and value, and nothing
-    /// is validated, seeded or sent.
+    /// A bad targeting, wave, failure, wait or window value names its flag and value, exits 2
+    /// as a usage error (issue 29: it exited 1), and nothing is validated, seeded or sent.
     #[test]
     fn bad_plan_flags_are_refused_naming_flag_and_value_before_any_engine() {
         for (flag, value) in [
@@ -941,10 +954,13 @@ mod tests {
             ("--max-failures", "1.5"),
             ("--wave-wait", "5d"),
             ("--health-check", "check --camera"),
+            ("--max-failures", "150%"),
+            ("--wave-wait", "5x"),
+            ("--window", "Mon-Fri 2-4"),
         ] {
             let node = node(FakeGossip::default());
             let (code, out, err) = node.submit(&[flag, value]);
-            assert_eq!((code, out.as_str()), (1, ""), "{flag} {value}");
+            assert_eq!((code, out.as_str()), (2, ""), "{flag} {value}: {err}");
             assert!(err.contains(&format!("{flag} {value:?}")), "{err}");
             assert!(node.untouched(), "{flag} {value}");
             assert!(node.applier.calls().is_empty(), "{flag} {value}");
@@ -1216,7 +1232,9 @@ mod tests {
     fn knows(node: &str, seq: u64) -> (String, String) {
         let status = NodeStatus {
             node: node.into(),
+            omitted: 0,
             heartbeat: None,
+            now_ms: None,
             version: None,
             updates: vec![UpdateStatus {
                 name: "site.pp".into(),
@@ -1225,6 +1243,7 @@ mod tests {
                 reason: None,
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -1305,11 +1324,14 @@ mod tests {
                 },
                 at: 1,
                 bad_sources: Vec::new(),
+                sources: Vec::new(),
                 attempts: 3,
             }];
             let status = NodeStatus {
                 node: node.into(),
+                omitted: 0,
                 heartbeat: None,
+                now_ms: None,
                 version: None,
                 updates,
             };

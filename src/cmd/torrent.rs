@@ -187,7 +187,7 @@ impl TorrentReport {
 
 impl Show {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let metainfo = Metainfo::read(&env.resolve(&self.file))?;
+        let metainfo = torrent::read(&env.resolve(&self.file))?;
         if self.json {
             crate::cmd::emit(env, true, &TorrentReport::of(&metainfo), |_| String::new())?;
             return Ok(Outcome::Success);
@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("name:       site.pp"), "{out}");
         assert!(out.contains("pieces:     1 x 16.00 KiB"), "{out}");
-        let m = Metainfo::read(&dir.path().join("site.pp.torrent")).unwrap();
+        let m = torrent::read(&dir.path().join("site.pp.torrent")).unwrap();
         assert_eq!(m.private, Some(true));
         assert_eq!(
             m.created_by.as_deref(),
@@ -351,7 +351,7 @@ mod tests {
             &["torrent", "create", "a", "--reproducible", "-f"],
         );
         assert_eq!(code, 0, "{err}");
-        let m = Metainfo::read(&dir.path().join("a.torrent")).unwrap();
+        let m = torrent::read(&dir.path().join("a.torrent")).unwrap();
         assert_eq!((m.created_by, m.creation_date), (None, None));
     }
 

@@ -261,6 +261,20 @@ pub struct AgentSection {
     /// can hold file diffs and secrets a manifest prints. Off: only the reason and the lines
     /// Puppet marks `Error:` or `Warning:` are shared.
     pub share_full_logs: bool,
+    /// Maintenance windows, in the node's local time (`Mon-Fri 02:00-04:00`, several
+    /// allowed): an update is downloaded at once and applied only inside one (`status` says
+    /// `waiting for its window`). A rollout's own signed `submit --window` replaces these for
+    /// that update. Empty: apply at once.
+    pub apply_window: Vec<String>,
+    /// An update lock: while anything is at this path, updates are downloaded but not
+    /// applied (`status` shows the lock's holder, its first line, and its age). An application
+    /// creates it before work that an update must not interrupt and removes it after. A
+    /// rollout signed with `submit --force-locks` applies anyway.
+    pub update_lock: PathBuf,
+    /// Run as root (argument vector, no shell, the first word an absolute path) before each
+    /// update is applied, told the update in `P2PU_NAME`, `P2PU_SEQ` and `P2PU_KIND`: a
+    /// non-zero exit holds the update (asked again every 10 s), as the lock does. Empty: none.
+    pub veto_command: Vec<String>,
 }
 
 /// One `[[agent.thresholds]]` entry.
@@ -307,6 +321,9 @@ impl Default for AgentSection {
             heartbeat_interval_secs: 0,
             health_check: Vec::new(),
             health_check_timeout_secs: 60,
+            apply_window: Vec::new(),
+            update_lock: "/run/p2pu/update.lock".into(),
+            veto_command: Vec::new(),
             share_full_logs: false,
         }
     }

@@ -71,14 +71,14 @@ fn syntax_error_names_line_and_column() {
 fn unknown_keys_are_errors_that_list_the_known_ones() {
     let msg = error("[transmission]\nrpc_prot = 9091\n");
     assert!(
-        msg.starts_with("/etc/p2pu/site.toml:2: transmission.rpc_prot = 9091: unknown field `rpc_prot`, expected one of `rpc_port`,"),
+        msg.starts_with("/etc/p2pu/site.toml:2: transmission.rpc_prot = 9091: unknown key `rpc_prot`; did you mean `rpc_port`? (known here: rpc_port, rpc_user,"),
         "{msg}"
     );
     // An unknown section is one error, however many keys it has.
     let msg = error("[agnet]\nspool_dir = \"/s\"\nstate_dir = \"/t\"\n");
     assert!(
         msg.starts_with(
-            "/etc/p2pu/site.toml:1: agnet: unknown field `agnet`, expected one of `node`,"
+            "/etc/p2pu/site.toml:1: agnet: unknown key `agnet`; did you mean `agent`? (known here: node,"
         ),
         "{msg}"
     );
@@ -89,16 +89,24 @@ fn unknown_keys_are_errors_that_list_the_known_ones() {
 fn wrong_types_are_errors() {
     assert_eq!(
         error("[transmission]\npeer_port = \"x\"\n"),
-        "/etc/p2pu/site.toml:2: transmission.peer_port = \"x\": invalid type: string \"x\", expected a port number from 1 to 65535"
+        "/etc/p2pu/site.toml:2: transmission.peer_port = \"x\": expected a port number from 1 to 65535, found the string \"x\""
     );
     assert_eq!(
         error("[agent]\nseed_port = 99999\n"),
-        "/etc/p2pu/site.toml:2: agent.seed_port = 99999: invalid value: integer `99999`, expected a port number from 1 to 65535"
+        "/etc/p2pu/site.toml:2: agent.seed_port = 99999: expected a port number from 1 to 65535, found the number 99999"
     );
     assert_eq!(
         error("node = 5\n"),
-        "/etc/p2pu/site.toml:1: node = 5: invalid type: integer `5`, expected struct NodeSection"
+        "/etc/p2pu/site.toml:1: node = 5: expected a table of keys (a [section]), found the number 5"
     );
+    // Issue 29: serde's jargon (`expected u32`, `expected a sequence`) in words.
+    assert_eq!(
+        error("[agent]\nretries = \"3\"\nhealth_check = \"/bin/check\"\n"),
+        "/etc/p2pu/site.toml:2: agent.retries = \"3\": expected a whole number from 0 to 4294967295, found the string \"3\"\n/etc/p2pu/site.toml:3: agent.health_check = \"/bin/check\": expected a list, such as [\"a\", \"b\"], found the string \"/bin/check\""
+    );
+    // A key nothing is close to gets the list alone.
+    let msg = error("[serf]\nzzzzzz = 1\n");
+    assert!(msg.contains("unknown key `zzzzzz` (known here: "), "{msg}");
 }
 
 #[test]
@@ -111,8 +119,8 @@ fn every_error_in_the_file_is_reported_on_its_own_line_in_file_order() {
         [
             "/etc/p2pu/site.toml:2: serf.join = \"10.0.0.300\": `10.0.0.300` is not an IPv4 address (four numbers from 0 to 255); expected a host or host:port such as 10.0.0.1 or node-1.example.org:7946",
             "/etc/p2pu/site.toml:3: serf.bind = \"nope\": expected an address:port such as 0.0.0.0:7946",
-            "/etc/p2pu/site.toml:6: transmission.peer_port = 99999: invalid value: integer `99999`, expected a port number from 1 to 65535",
-            "/etc/p2pu/site.toml:7: transmission.rpc_prot = 1: unknown field `rpc_prot`, expected one of `rpc_port`, `rpc_user`, `rpc_password`, `rpc_password_file`, `peer_port`, `download_dir`, `dht`, `lpd`, `pex`, `utp`, `encryption`, `settings_file`, `user`, `extra`",
+            "/etc/p2pu/site.toml:6: transmission.peer_port = 99999: expected a port number from 1 to 65535, found the number 99999",
+            "/etc/p2pu/site.toml:7: transmission.rpc_prot = 1: unknown key `rpc_prot`; did you mean `rpc_port`? (known here: rpc_port, rpc_user, rpc_password, rpc_password_file, peer_port, download_dir, dht, lpd, pex, utp, encryption, settings_file, user, extra)",
             "/etc/p2pu/site.toml:10: agent.spool_dir = \"spool\": must be an absolute path",
             "/etc/p2pu/site.toml:13: nat.relay_rate_kbps = 0: must be positive: relayed sessions would carry no bytes",
         ],
@@ -283,6 +291,7 @@ fn bad_values_name_file_line_key_and_reason() {
         ("[agent]\nfleet_id_file = \"fleet.id\"\n", "/etc/p2pu/site.toml:2: agent.fleet_id_file = \"fleet.id\": must be an absolute path"),
         ("[agent]\nhealth_check = [\"check\", \"-q\"]\n", "/etc/p2pu/site.toml:2: agent.health_check = \"check\": the first word must be the check program's absolute path, such as /usr/local/bin/check (it runs as root, without a shell)"),
         ("[agent]\nhealth_check_timeout_secs = 0\n", "/etc/p2pu/site.toml:2: agent.health_check_timeout_secs = 0: use 1 to 3600: a longer check would hold every later update"),
+        ("[agent]\napply_window = [\"Mon-Fri 02:00-04:00\", \"Funday 1:00-2:00\"]\n", "/etc/p2pu/site.toml:2: agent.apply_window = \"Funday 1:00-2:00\": \"Funday\" is not a day (Mon, Tue, ... Sun, or daily); write DAYS HH:MM-HH:MM in local time, such as \"Mon-Fri 02:00-04:00\", \"Sat,Sun 00:00-06:00\" or \"daily 22:30-01:00\""),
         ("[node]\nname = \"a b\"\n", "/etc/p2pu/site.toml:2: node.name = \"a b\": use 1 to 64 letters, digits, `-`, `_` or `.`"),
     ];
     for (text, want) in cases {

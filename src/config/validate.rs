@@ -102,11 +102,7 @@ impl<'a> Validator<'a> {
         let Err(e) = toml::Value::Table(table).try_into::<SiteToml>() else {
             return false;
         };
-        let mut reason = e.message().trim().to_string();
-        if let Some(at) = reason.find("expected u16") {
-            // Every u16 in site.toml is a port.
-            reason.replace_range(at.., "expected a port number from 1 to 65535");
-        }
+        let reason = plain(e.message().trim());
         let value = value.filter(|v| !v.is_table()).map(ToString::to_string);
         let error = ConfigError::Invalid {
             path: self.path.to_path_buf(),
@@ -191,8 +187,34 @@ impl<'a> Validator<'a> {
     /// Validates every key; what later steps need comes back even when some keys are bad
     /// (with defaults in their place), since `finish` refuses the config then anyway.
     pub fn check(&self, site: &SiteToml) -> Checked {
-        let serf = &site.serf;
         let defaults = SiteToml::default();
+        let (serf_bind, serf_rpc, advertise) = self.check_serf(site);
+        self.check_transmission(site);
+        self.check_nat(site);
+        self.check_time(site);
+        self.check_agent_limits(site);
+        self.check_health_check(site);
+        self.check_apply_window(site);
+        self.check_signing_policy(site);
+        self.check_serve_user(site);
+        self.check_paths(site);
+        let bind_port = serf_bind.map_or(7946, |a| a.port());
+        let rpc_port = serf_rpc.map_or(7373, |a| a.port());
+        self.check_ports(site, bind_port, rpc_port);
+        Checked {
+            serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
+            serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
+            advertise,
+        }
+    }
+
+    /// `[serf]`: its addresses (the bind and RPC ones come back for the port checks), peers,
+    /// tags and event size.
+    fn check_serf(
+        &self,
+        site: &SiteToml,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>, Option<IpAddr>) {
+        let serf = &site.serf;
         let serf_bind = self.socket_addr("serf.bind", &serf.bind);
         let serf_rpc = self.socket_addr("serf.rpc_addr", &serf.rpc_addr);
         if serf_rpc.is_some_and(|rpc| !rpc.ip().is_loopback()) {
@@ -241,6 +263,12 @@ impl<'a> Validator<'a> {
                 "Serf accepts 512 to 9216",
             );
         }
+        (serf_bind, serf_rpc, advertise)
+    }
+
+    /// `[transmission]`: the RPC user and password, the daemon's user, and `extra` keys that
+    /// p2pu manages itself.
+    fn check_transmission(&self, site: &SiteToml) {
         let tr = &site.transmission;
         if tr.rpc_user.is_empty() || tr.rpc_user.contains(':') {
             self.fail(
@@ -272,6 +300,10 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+    }
+
+    /// `[nat]`: the proxy it needs when enabled, and timers that keep UDP mappings alive.
+    fn check_nat(&self, site: &SiteToml) {
         let nat = &site.nat;
         if nat.enabled && nat.proxy.is_none() {
             self.fail(
@@ -307,6 +339,10 @@ impl<'a> Validator<'a> {
                 "use 5 to 29: routers drop idle UDP mappings after 30 s",
             );
         }
+    }
+
+    /// `[time]`: NTP servers are host names or addresses.
+    fn check_time(&self, site: &SiteToml) {
         for (key, servers) in [
             ("time.ntp", &site.time.ntp),
             ("time.fallback_ntp", &site.time.fallback_ntp),
@@ -321,6 +357,11 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+    }
+
+    /// Puppet's timeout and the agent's limits: catch-up, heartbeat window, payload cap, fetch
+    /// rate floor and windows, retries and their backoff.
+    fn check_agent_limits(&self, site: &SiteToml) {
         if site.puppet.timeout_secs == 0 {
             self.fail(
                 "puppet.timeout_secs",
@@ -396,8 +437,10 @@ impl<'a> Validator<'a> {
                 "use agent.retry_backoff_secs to 604800: the cap of the doubling wait",
             );
         }
-        self.check_health_check(site);
-        self.check_signing_policy(site);
+    }
+
+    /// `agent.serve_user`: the unprivileged user the network-facing servers run as.
+    fn check_serve_user(&self, site: &SiteToml) {
         let user = site.agent.serve_user.as_str();
         if user == "root" {
             self.fail(
@@ -411,15 +454,6 @@ impl<'a> Validator<'a> {
                 quoted(user),
                 "expected a system user name: 1 to 32 of `a-z`, `0-9`, `_`, `-`, not starting with a digit or `-`",
             );
-        }
-        self.check_paths(site);
-        let bind_port = serf_bind.map_or(7946, |a| a.port());
-        let rpc_port = serf_rpc.map_or(7373, |a| a.port());
-        self.check_ports(site, bind_port, rpc_port);
-        Checked {
-            serf_bind: serf_bind.unwrap_or_else(|| default_addr(&defaults.serf.bind)),
-            serf_rpc: serf_rpc.unwrap_or_else(|| default_addr(&defaults.serf.rpc_addr)),
-            advertise,
         }
     }
 
@@ -444,12 +478,48 @@ impl<'a> Validator<'a> {
                 "an argument cannot contain a NUL character",
             );
         }
+        if let Some(program) = agent.veto_command.first() {
+            if !Path::new(program).is_absolute() {
+                self.fail(
+                    "agent.veto_command",
+                    quoted(program),
+                    "the first word must be the command's absolute path, such as \
+                     /usr/local/bin/may-update (it runs as root, without a shell)",
+                );
+            }
+        }
         if !(1..=3_600).contains(&agent.health_check_timeout_secs) {
             self.fail(
                 "agent.health_check_timeout_secs",
                 agent.health_check_timeout_secs,
                 "use 1 to 3600: a longer check would hold every later update",
             );
+        }
+    }
+
+    /// Maintenance windows: one that does not parse would hold every update for good.
+    fn check_apply_window(&self, site: &SiteToml) {
+        use crate::formats::window::{Window, WindowError, MAX_WINDOWS};
+        let windows = &site.agent.apply_window;
+        if windows.len() > MAX_WINDOWS {
+            let count = windows.len();
+            self.fail(
+                "agent.apply_window",
+                format!("[{count} windows]"),
+                format!("at most {MAX_WINDOWS}"),
+            );
+        }
+        for text in windows {
+            if let Err(WindowError::Bad { why, .. }) = Window::parse(text) {
+                self.fail(
+                    "agent.apply_window",
+                    quoted(text),
+                    format!(
+                        "{why}; write DAYS HH:MM-HH:MM in local time, such as \"Mon-Fri \
+                         02:00-04:00\", \"Sat,Sun 00:00-06:00\" or \"daily 22:30-01:00\""
+                    ),
+                );
+            }
         }
     }
 
@@ -495,7 +565,7 @@ impl<'a> Validator<'a> {
     }
 
     fn check_paths(&self, site: &SiteToml) {
-        let paths: [(&str, &PathBuf); 19] = [
+        let paths: [(&str, &PathBuf); 20] = [
             ("paths.config_dir", &site.paths.config_dir),
             ("paths.systemd_dir", &site.paths.systemd_dir),
             ("paths.timesyncd_dir", &site.paths.timesyncd_dir),
@@ -517,6 +587,7 @@ impl<'a> Validator<'a> {
             ("agent.trusted_keys_dir", &site.agent.trusted_keys_dir),
             ("agent.signing_key", &site.agent.signing_key),
             ("agent.archive_dir", &site.agent.archive_dir),
+            ("agent.update_lock", &site.agent.update_lock),
             ("nat.fleet_secret_file", &site.nat.fleet_secret_file),
             ("nat.control_socket", &site.nat.control_socket),
             ("nat.identity_key_file", &site.nat.identity_key_file),
@@ -720,6 +791,119 @@ fn is_user_name(name: &str) -> bool {
 /// `{ key = value }`.
 fn nest(key: &str, value: toml::Value) -> toml::Table {
     toml::Table::from_iter([(key.to_string(), value)])
+}
+
+/// serde's words for a key it could not take (`invalid type: integer `5`, expected struct
+/// NodeSection`, `unknown field `rpc_prot`, expected one of ...`) in an operator's words: what
+/// was expected, what was found, and for an unknown key the known one it is closest to.
+pub(super) fn plain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let Some((key, known)) = rest.split_once('`') else {
+            return message.to_string();
+        };
+        let known: Vec<&str> = known
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ")
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .filter(|k| !k.is_empty() && !k.starts_with("there are no"))
+            .collect();
+        let hint = closest(key, &known)
+            .map(|k| format!("; did you mean `{k}`?"))
+            .unwrap_or_default();
+        let list = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        return format!("unknown key `{key}`{hint} (known here: {list})");
+    }
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((found, expected)) = rest.split_once(", expected ") {
+                return format!(
+                    "expected {}, found {}",
+                    expected_words(expected),
+                    found_words(found)
+                );
+            }
+        }
+    }
+    message.to_string()
+}
+
+fn expected_words(expected: &str) -> String {
+    match expected {
+        // Every u16 in site.toml is a port.
+        "u16" => "a port number from 1 to 65535".into(),
+        "u8" => "a whole number from 0 to 255".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        "u64" | "usize" => "a whole number, 0 or more".into(),
+        "i64" | "i32" => "a whole number".into(),
+        "a sequence" => "a list, such as [\"a\", \"b\"]".into(),
+        "a boolean" => "true or false".into(),
+        "a string" => "a quoted string".into(),
+        "a map" => "a table of keys".into(),
+        other if other.starts_with("struct ") => "a table of keys (a [section])".into(),
+        other => other.to_string(),
+    }
+}
+
+fn found_words(found: &str) -> String {
+    let value = |prefix: &str| {
+        found
+            .strip_prefix(prefix)
+            .map(|v| v.trim_matches('`').to_string())
+    };
+    if let Some(v) = value("integer ").or_else(|| value("floating point ")) {
+        return format!("the number {v}");
+    }
+    if let Some(v) = value("string ") {
+        return format!("the string {v}");
+    }
+    if let Some(v) = value("boolean ") {
+        return v;
+    }
+    match found {
+        "sequence" => "a list".into(),
+        "map" => "a table".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The entry of `known` within a few edits of `key` (a typo), the closest first.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (edits(key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, with a swap of two neighbours counted as one edit.
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn quoted(value: &str) -> String {

@@ -9,7 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn read_secret(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(Error::io("reading secret", path))?;
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::Usage(format!(
+            "{}: the RPC secret is missing: run `p2pu init` (which generates it), as root",
+            path.display()
+        )),
+        std::io::ErrorKind::PermissionDenied => Error::Usage(format!(
+            "{}: permission denied: the RPC secret is root's; run as root",
+            path.display()
+        )),
+        _ => Error::io("reading secret", path)(source),
+    })?;
     Ok(text.trim().to_string())
 }
 
@@ -58,6 +68,48 @@ pub fn check_agent_engines(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Whether one of the node's daemons answers where the config says it listens.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceState {
+    /// `agent`, `serf` or `transmission`.
+    pub name: String,
+    /// Where it was asked (a TCP connect, nothing sent).
+    pub addr: String,
+    pub running: bool,
+    /// The unit that runs it, for the operator's `systemctl status`.
+    pub unit: String,
+}
+
+/// Asks each daemon's local port with a TCP connect (nothing is sent): the agent's tracker
+/// (which its supervised server answers), Serf's RPC, Transmission's RPC.
+fn probe_services(config: &Config) -> Vec<ServiceState> {
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let wanted = [
+        (
+            "agent",
+            loopback(config.site.agent.tracker_port),
+            "p2pu-agent",
+        ),
+        ("serf", config.serf_rpc, "serf"),
+        (
+            "transmission",
+            loopback(config.site.transmission.rpc_port),
+            "transmission-daemon",
+        ),
+    ];
+    wanted
+        .into_iter()
+        .map(|(name, addr, unit)| ServiceState {
+            name: name.into(),
+            addr: addr.to_string(),
+            running: std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .is_ok(),
+            unit: unit.into(),
+        })
+        .collect()
+}
+
 /// Where a command gets its engine clients. A real process builds them from the config the
 /// command loaded, when it first asks ([`Engines::from_config`]); a test hands in fakes
 /// ([`Engines::fakes`]) and gets an error, not a real daemon, for any engine it left out.
@@ -71,6 +123,7 @@ enum Source {
         torrent: Option<Arc<dyn TorrentEngine>>,
         gossip: Option<Arc<dyn Gossip>>,
         applier: Option<Arc<dyn Applier>>,
+        services: Option<Vec<ServiceState>>,
     },
 }
 
@@ -87,7 +140,25 @@ impl Engines {
             torrent: None,
             gossip: None,
             applier: None,
+            services: None,
         })
+    }
+
+    /// Says these daemons run (or not) instead of asking their ports.
+    pub fn services_running(mut self, states: Vec<ServiceState>) -> Engines {
+        if let Source::Fakes { services, .. } = &mut self.0 {
+            *services = Some(states);
+        }
+        self
+    }
+
+    /// Whether the agent, Serf and Transmission answer on this node (fakes: what the test
+    /// said, else nothing known).
+    pub fn services(&self, config: &Config) -> Vec<ServiceState> {
+        match &self.0 {
+            Source::Config => probe_services(config),
+            Source::Fakes { services, .. } => services.clone().unwrap_or_default(),
+        }
     }
 
     /// Hands out `engine` as the torrent engine instead of Transmission.

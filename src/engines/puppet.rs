@@ -288,6 +288,31 @@ impl Puppet {
     }
 }
 
+/// For a user whose HOME Puppet cannot write (a system user's `/nonexistent`, say), a
+/// temporary HOME for `invocation`, alive as long as the returned guard: Puppet keeps a
+/// non-root user's settings under `~/.puppetlabs` and fails with `Permission denied @
+/// dir_s_mkdir - /nonexistent`, which `submit` showed as the manifest's fault (issue 29).
+fn scratch_home(invocation: &mut Invocation) -> Option<tempfile::TempDir> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let usable = std::env::var_os("HOME").is_some_and(|home| {
+        let home = Path::new(&home);
+        home.is_dir() && nix::unistd::access(home, nix::unistd::AccessFlags::W_OK).is_ok()
+    });
+    if usable {
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-puppet-home-")
+        .tempdir()
+        .ok()?;
+    invocation
+        .env
+        .push(("HOME".into(), dir.path().as_os_str().to_owned()));
+    Some(dir)
+}
+
 /// A path that cannot be mistaken for an option.
 fn not_a_flag(path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -396,7 +421,8 @@ impl Applier for Puppet {
     }
 
     fn validate(&self, manifest: &Path) -> Result<(), PuppetError> {
-        let invocation = self.validate_invocation(manifest);
+        let mut invocation = self.validate_invocation(manifest);
+        let _home = scratch_home(&mut invocation);
         let (success, output) = match self.validate_warm(manifest) {
             Some(verdict) => (verdict.status == 0, verdict.output),
             None => {
@@ -415,8 +441,24 @@ impl Applier for Puppet {
         })
     }
 
+    /// `puppet apply --noop`, with Puppet's state in a temporary directory unless the site
+    /// names one (`puppet.state_root`): a look at what would change must not write into
+    /// `/var/cache/puppet` (last run summaries, reports) as if it had run.
     fn noop(&self, manifest: &Path) -> Result<ApplyReport, PuppetError> {
-        self.run_apply(&self.noop_invocation(manifest), manifest)
+        let scratch = match self.vardir_root {
+            Some(_) => None,
+            None => tempfile::Builder::new().prefix("p2pu-noop-").tempdir().ok(),
+        };
+        let puppet = match &scratch {
+            Some(dir) => Puppet {
+                vardir_root: Some(dir.path().to_path_buf()),
+                ..self.clone()
+            },
+            None => self.clone(),
+        };
+        let mut invocation = puppet.noop_invocation(manifest);
+        let _home = scratch_home(&mut invocation);
+        puppet.run_apply(&invocation, manifest)
     }
 
     fn module_install(
@@ -621,5 +663,51 @@ Notice: Applied catalog in 0.01 seconds
             puppet.module_install(Path::new("/nonexistent/mod.tar.gz"), Path::new("/tmp")),
             Err(PuppetError::TarballMissing { .. })
         ));
+    }
+
+    /// Issue 29: `submit --noop` as root wrote Puppet's state (last run summary, reports)
+    /// into /var/cache/puppet; it runs with every state dir under a temporary one, which is
+    /// gone afterwards. A site's own `puppet.state_root` is kept.
+    #[test]
+    fn noop_keeps_puppets_state_in_a_temporary_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("puppet");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$@\"\nexit 0\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let puppet = Puppet {
+            binary: fake.clone(),
+            ..Puppet::default()
+        };
+        let report = puppet.noop(Path::new("/s/site.pp")).unwrap();
+        let args = report.output.trim();
+        let vardir = args
+            .split(' ')
+            .skip_while(|a| *a != "--vardir")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no --vardir: {args}"));
+        assert!(
+            vardir.contains("p2pu-noop-") && vardir.ends_with("/var"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--noop") && args.ends_with("/s/site.pp"),
+            "{args}"
+        );
+        assert!(
+            !Path::new(vardir).parent().unwrap().exists(),
+            "the temporary state dir is removed"
+        );
+        let site = Puppet {
+            binary: fake,
+            vardir_root: Some(PathBuf::from("/srv/p")),
+            ..Puppet::default()
+        };
+        let report = site.noop(Path::new("/s/site.pp")).unwrap();
+        assert!(
+            report.output.contains("--vardir /srv/p/var"),
+            "{}",
+            report.output
+        );
     }
 }

@@ -74,6 +74,8 @@ pub enum SerfError {
     Malformed { command: String, reason: String },
     #[error("serf {what} contains a NUL byte, which a command-line argument cannot carry")]
     NulByte { what: &'static str },
+    #[error("Serf's RPC at {addr} refuses connections: is serf.service running? (systemctl status serf)")]
+    Refused { addr: String },
 }
 
 impl crate::error::LayerError for SerfError {}
@@ -243,6 +245,13 @@ impl Serf {
             } else {
                 stderr
             };
+            // What the CLI says when no agent listens: a bare dial error names neither the
+            // service nor what to do.
+            if text.to_ascii_lowercase().contains("connection refused") {
+                return Err(SerfError::Refused {
+                    addr: self.rpc_addr.clone(),
+                });
+            }
             return Err(SerfError::Failed {
                 command,
                 status: finished.status.to_string(),
@@ -497,18 +506,29 @@ mod tests {
 
     #[test]
     fn failure_shows_command_status_and_stderr() {
-        // A stand-in binary that fails the way serf does when no agent listens.
         let serf = Serf::new("127.0.0.1:1");
         let invocation = Invocation::new("sh")
             .arg("-c")
-            .arg("echo 'Error connecting to Serf agent: connection refused' >&2; exit 1");
+            .arg("echo 'Error: Invalid authentication token' >&2; exit 1");
         match serf.run(&invocation, Duration::from_secs(10)) {
             Err(err @ SerfError::Failed { .. }) => {
                 let text = err.to_string();
                 assert!(text.starts_with("`sh -c "), "{text}");
-                assert!(text.contains("exit status: 1: Error connecting"), "{text}");
+                assert!(text.contains("exit status: 1: Error: Invalid"), "{text}");
             }
             other => panic!("want Failed, got {other:?}"),
+        }
+        // A stand-in binary that fails the way serf does when no agent listens: said as what
+        // to check, naming the RPC address.
+        let invocation = Invocation::new("sh").arg("-c").arg(
+            "echo 'Error connecting to Serf agent: dial tcp 127.0.0.1:1: connect: connection refused' >&2; exit 1",
+        );
+        match serf.run(&invocation, Duration::from_secs(10)) {
+            Err(err @ SerfError::Refused { .. }) => assert_eq!(
+                err.to_string(),
+                "Serf's RPC at 127.0.0.1:1 refuses connections: is serf.service running? (systemctl status serf)"
+            ),
+            other => panic!("want Refused, got {other:?}"),
         }
     }
 }

@@ -232,8 +232,15 @@ impl Lab {
 
     /// Starts `p2pu agent` on node `index` and waits until its tracker accepts connections.
     pub fn start_agent(&mut self, index: usize) -> Result<()> {
+        self.start_agent_with_env(index, &[])
+    }
+
+    /// [`Lab::start_agent`] with `env` added to the agent's environment (and so its children's):
+    /// for a test that runs it under another clock (libfaketime's `LD_PRELOAD` and `FAKETIME`).
+    pub fn start_agent_with_env(&mut self, index: usize, env: &[(&str, &str)]) -> Result<()> {
         let node = self.node(index)?.clone();
         let mut command = super::node::agent_command(&self.binary, &node);
+        command.envs(env.iter().copied());
         self.netns.confine(&mut command, None)?;
         let guard = Daemon::spawn(
             format!("p2pu agent on {}", node.name),
@@ -262,6 +269,33 @@ impl Lab {
     pub fn kill_agent(&mut self, index: usize) -> Result<()> {
         if let Some(mut agent) = self.procs_mut(index)?.agent.take() {
             agent.kill();
+        }
+        Ok(())
+    }
+
+    /// SIGKILL to what `which` names of node `index` ("agent", "transmission", "serf", each with
+    /// its process group: the agent's Puppet and seed server, Serf's handlers), or to all of
+    /// them at once ("node": a power cut, as far as the processes can tell). Start them again
+    /// with [`Lab::start_node`].
+    pub fn kill(&mut self, index: usize, which: &str) -> Result<()> {
+        let procs = self.procs_mut(index)?;
+        let guards = match which {
+            "agent" => vec![procs.agent.take()],
+            "transmission" => vec![procs.transmission.take()],
+            "serf" => vec![procs.serf.take()],
+            "node" => vec![
+                procs.agent.take(),
+                procs.transmission.take(),
+                procs.serf.take(),
+            ],
+            other => return Err(LabError::Internal(format!("Lab::kill of {other:?}"))),
+        };
+        let mut guards: Vec<Daemon> = guards.into_iter().flatten().collect();
+        for guard in &mut guards {
+            guard.signal(Signal::SIGKILL);
+        }
+        for guard in &mut guards {
+            guard.kill();
         }
         Ok(())
     }

@@ -115,7 +115,7 @@ pub enum LabError {
     Keys {
         dir: PathBuf,
         #[source]
-        source: crate::keys::KeyError,
+        source: crate::keys::KeyFileError,
     },
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),

@@ -205,10 +205,12 @@ pub fn install_keys(operator: &NodeInfo, nodes: &[NodeInfo]) -> Result<()> {
     };
     for node in nodes {
         let dir = &node.site.agent.trusted_keys_dir;
-        crate::keys::TrustedKeys::add(dir, &public).map_err(|source| LabError::Keys {
-            dir: dir.clone(),
-            source,
-        })?;
+        <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::add(dir, &public).map_err(
+            |source| LabError::Keys {
+                dir: dir.clone(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use super::proxy::PROXY_NAME;
 use super::stun;
 use super::tunnel::{self, Fingerprint, Tunnel, TunnelConfig};
 use super::udp;
-use crate::agent::runtime::spool::{self, Source};
 use crate::formats::announcement::{is_wire, WIRE_PREFIX, WIRE_PREFIX_V2};
+use crate::spool::{self, Source};
 use ed25519_dalek::SigningKey;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -1039,7 +1039,8 @@ mod tests {
         assert_eq!(event.payload, b"p2pu1:dGVzdA");
 
         // The prototype's overlay message reaches the spool too (the agent decides on it).
-        let legacy = include_str!("../../tests/vectors/legacy/lizard.overlay-message");
+        let legacy =
+            include_str!("../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message");
         let answer = a.ask(Request::Announce {
             wire: legacy.into(),
         });

@@ -32,4 +32,7 @@ type P2pu::Agent = Struct[{
   Optional['heartbeat_window_secs']        => Integer[0],
   Optional['heartbeat_interval_secs']      => Integer[0],
   Optional['share_full_logs']              => Boolean,
+  Optional['update_lock']                  => P2pu::Path,
+  Optional['veto_command']                 => Array[String[1]],
+  Optional['apply_window']                 => Array[Pattern[/\A\S+ \d{1,2}:\d\d-\d{1,2}:\d\d\z/], 0, 8],
 }]

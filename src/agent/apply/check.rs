@@ -28,6 +28,25 @@ pub struct CheckResult {
 /// Runs `argv` (the first word the program) with `timeout` and `env` added to the agent's
 /// environment; an empty `argv` passes.
 pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> CheckResult {
+    run_bounded(
+        "health check",
+        "agent.health_check_timeout_secs",
+        argv,
+        timeout,
+        env,
+    )
+}
+
+/// [`run_check`] for another command the agent runs as the site says (the veto command
+/// before an update is applied): `what` names it in the summary, `limit` the setting or
+/// constant its timeout comes from.
+pub fn run_bounded(
+    what: &str,
+    limit: &str,
+    argv: &[String],
+    timeout: Duration,
+    env: &[(&str, String)],
+) -> CheckResult {
     let Some((program, args)) = argv.split_first() else {
         return CheckResult {
             passed: true,
@@ -40,7 +59,7 @@ pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> 
     let shown = crate::engines::shown_command(std::slice::from_ref(program));
     let failed = |summary: String, output: String| CheckResult {
         passed: false,
-        summary: format!("health check `{shown}` {summary}"),
+        summary: format!("{what} `{shown}` {summary}"),
         output,
     };
     // Close-on-exec, so the check's own copies are only the ones given as stdout and stderr.
@@ -71,7 +90,7 @@ pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> 
     // The reader ends when every holder of the pipe's write end is gone: read on a thread so
     // the deadline is kept even when the check prints nothing.
     let collector = std::thread::Builder::new()
-        .name("health-check-output".into())
+        .name("check-output".into())
         .spawn(move || collect_tail(reader));
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
@@ -81,7 +100,7 @@ pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> 
             Ok(None) if started.elapsed() >= timeout => break None,
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!("waiting for the health check: {e}");
+                tracing::warn!("waiting for the {what}: {e}");
                 break None;
             }
         }
@@ -100,7 +119,7 @@ pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> 
     match status {
         Some(status) if status.success() => CheckResult {
             passed: true,
-            summary: format!("health check `{shown}` passed"),
+            summary: format!("{what} `{shown}` passed"),
             output,
         },
         Some(status) => match (status.code(), status.signal()) {
@@ -110,7 +129,7 @@ pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> 
         },
         None => failed(
             format!(
-                "did not finish within {} s (agent.health_check_timeout_secs) and was killed",
+                "did not finish within {} s ({limit}) and was killed",
                 timeout.as_secs()
             ),
             output,

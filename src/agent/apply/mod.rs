@@ -36,7 +36,7 @@ pub enum ApplyError {
     #[error("{} is not an archive p2pu can extract (.tar.gz, .tgz or .zip)", path.display())]
     NotAnArchive { path: PathBuf },
     #[error("key update")]
-    Key(#[source] Box<crate::Error>),
+    Key(#[source] Box<crate::error::Error>),
     #[error("reading {}", path.display())]
     Read {
         path: PathBuf,
@@ -308,7 +308,9 @@ mod tests {
     use crate::engines::{ApplyReport, PuppetError};
     use crate::formats::announcement::Draft;
     use crate::keys;
-    use crate::keys::{revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys};
+    use crate::keys::{
+        revocation_text, KeyChange, KeyError, KeyId, PublicKey, TrustedKeys, TrustedKeysDir,
+    };
     use ed25519_dalek::SigningKey;
     use sha2::{Digest, Sha256};
     use std::sync::Mutex;
@@ -330,12 +332,14 @@ mod tests {
         }
     }
 
-    fn key_error(result: crate::Result<impl std::fmt::Debug>) -> KeyError {
+    fn key_error(result: crate::error::Result<impl std::fmt::Debug>) -> KeyError {
         match result {
-            Err(crate::Error::Layer(e)) if e.is::<KeyError>() => match e.downcast::<KeyError>() {
-                Ok(e) => *e,
-                Err(e) => panic!("want a KeyError, got {e:?}"),
-            },
+            Err(crate::error::Error::Layer(e)) if e.is::<KeyError>() => {
+                match e.downcast::<KeyError>() {
+                    Ok(e) => *e,
+                    Err(e) => panic!("want a KeyError, got {e:?}"),
+                }
+            }
             other => panic!("want a KeyError, got {other:?}"),
         }
     }

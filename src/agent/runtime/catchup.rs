@@ -18,6 +18,7 @@
 //! Only verified answers are chosen: one bound to a rollout plan this node lacks counts once
 //! the plan, fetched from the members and kept in the state dir, verifies it.
 
+use super::clock;
 use super::intake::{self, Accepted, Decision, Policy};
 use super::spool::{self, Source, Spooled};
 use super::state::{Lineage, StateStore, Status};
@@ -60,12 +61,21 @@ pub fn catch_up_with(
     snapshot: Option<&Snapshot>,
     fetch_plan: &dyn Fn(&str, &str) -> bool,
 ) -> super::Result<usize> {
-    let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
+    let asked_ms = wall_ms();
+    // Every name, and the answering node's clock (`now_ms` goes only to askers that send a
+    // payload: an older node's reader denies the field).
+    let all = super::status::ALL_NAMES.as_bytes();
+    let answers = gossip.query(STATUS_QUERY, all, timeout)?;
+    let answered_ms = wall_ms();
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, text) in &answers {
+    let mut members_now_ms = Vec::new();
+    for (node, text) in &answers {
         let Ok(status) = serde_json::from_str::<NodeStatus>(text) else {
             continue;
         };
+        if node != policy.node {
+            members_now_ms.extend(status.now_ms);
+        }
         // A name no announcement can carry (NUL, `/`, 300 bytes) is never looked up: its state
         // file would fail to open or lie outside the state dir, and the error would let one
         // member's answer stop every catch-up (found writing the fuzz target `serf_answers`).
@@ -78,6 +88,7 @@ pub fn catch_up_with(
             *seq = (*seq).max(update.seq);
         }
     }
+    keep_clock(store.dir(), &members_now_ms, asked_ms, answered_ms);
     let listed: BTreeMap<&str, &Entry> = snapshot
         .map(|s| s.entries().iter().map(|e| (e.name.as_str(), e)).collect())
         .unwrap_or_default();
@@ -107,6 +118,28 @@ pub fn catch_up_with(
         }
     }
     Ok(spooled)
+}
+
+/// This node's clock now (ms since the epoch): the one its decisions use, which the members'
+/// answers are measured against.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How far this node's clock is off the members' ([`clock`]), kept for `p2pu status` and the
+/// reasons of refusals; a minute or more is worth a warning. Best effort: it only explains.
+fn keep_clock(state_dir: &Path, members_now_ms: &[u64], asked_ms: u64, answered_ms: u64) {
+    let Some(offset) = clock::Offset::measure(members_now_ms, asked_ms, answered_ms) else {
+        return;
+    };
+    if offset.ahead_secs().abs() >= 60 {
+        tracing::warn!("{}: fix it (systemd-timesyncd)", offset.describe());
+    }
+    if let Err(e) = clock::record(state_dir, &offset) {
+        tracing::warn!("keeping the clock's offset: {}", crate::error::chain(&e));
+    }
 }
 
 /// The newest of `answers` (node, wire) for `name` that the intake accepts now, with its seq;
@@ -213,7 +246,7 @@ mod tests {
     use super::*;
     use crate::engines::{Member, SerfError};
     use crate::formats::announcement::{Announcement, Draft, Kind};
-    use crate::keys::{PublicKey, TrustedKeys};
+    use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
     use ed25519_dalek::SigningKey;
 
     const NOW_MS: u64 = 1_800_000_000_000;

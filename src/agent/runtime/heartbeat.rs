@@ -15,7 +15,7 @@ use crate::formats::announcement::FleetId;
 use crate::formats::heartbeat::{
     Entry, Heartbeat, Snapshot, MAX_SNAPSHOT_BYTES, MAX_WIRE_LEN, SNAPSHOT_SUFFIX,
 };
-use crate::keys::TrustedKeys;
+use crate::keys::{TrustedKeys, TrustedKeysDir};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;

@@ -29,7 +29,7 @@ use crate::formats::announcement::{Announcement, FleetId, Kind};
 use crate::formats::control::{Action, Control};
 use crate::formats::legacy::{self, LegacyTorrent};
 use crate::formats::root::{MAX_CHAIN_BYTES, ROOT_NAME};
-use crate::trust::Trust;
+use crate::trust::{Count, Trust};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -77,7 +77,7 @@ pub enum Decoded {
 /// An open record read back from the state after a restart, ready for the workers again: its
 /// wire text is decoded as the intake decoded it when accepting it (not verified again: it was
 /// then, and a key update still is when applied).
-pub fn resume(record: Record) -> crate::Result<Accepted> {
+pub fn resume(record: Record) -> crate::error::Result<Accepted> {
     let decoded = match record.kind {
         RecordKind::Signed(_) => {
             let mut announcement = Announcement::decode(&record.wire)?;
@@ -191,7 +191,13 @@ fn verified_plan(
 
 /// Why the fleet binding refuses `announcement` on this node, if it does: another fleet's, or
 /// expired.
-fn binding_refusal(announcement: &Announcement, policy: &Policy, now: u64) -> Option<String> {
+/// An expiry says how far this node's clock is off the fleet's, where that was measured.
+fn binding_refusal(
+    announcement: &Announcement,
+    policy: &Policy,
+    now: u64,
+    state_dir: &Path,
+) -> Option<String> {
     let binding = announcement.binding()?;
     if binding.fleet != policy.fleet {
         return Some(format!(
@@ -201,9 +207,10 @@ fn binding_refusal(announcement: &Announcement, policy: &Policy, now: u64) -> Op
     }
     if binding.expires < now {
         return Some(format!(
-            "expired: announcement expired at {} (unix seconds), {} s ago; sign it again",
+            "expired: announcement expired at {} (unix seconds), {} s ago{}; sign it again",
             binding.expires,
-            now - binding.expires
+            now - binding.expires,
+            super::clock::expiry_note(state_dir, binding.expires, now)
         ));
     }
     None
@@ -228,7 +235,7 @@ fn unsigned_refusal(
     policy: &Policy,
     now: u64,
 ) -> super::Result<Option<String>> {
-    if let Some(why) = binding_refusal(announcement, policy, now) {
+    if let Some(why) = binding_refusal(announcement, policy, now, store.dir()) {
         return Ok(Some(why));
     }
     if let Some(why) = seq_refusal(store, announcement.name(), announcement.seq())? {
@@ -335,27 +342,16 @@ pub struct Pass {
     pub requests: Vec<super::sync::Request>,
 }
 
-/// Decides every spooled event in arrival order, records each outcome, hands accepted records
-/// to `accepted`, and deletes each event once its outcome is durable. An entry that is not a
-/// plain event is quarantined; an event whose decision fails (a state file that cannot be
-/// read, say) is left for the next pass. Either way the pass goes on: one bad entry must not
-/// stop or crash-loop the agent. `stuck` remembers entries that could not even be
-/// quarantined, so they are reported once and not on every pass. Errors are only those of
-/// the spool directory itself or of recording an outcome.
-///
-/// An announcement bound to a plan this node does not hold yet waits in `waits`, outside the
-/// records ([`super::pending`]); each pass decides the waiting ones again first, and refuses
-/// those that waited longer than [`PLAN_SEARCH_SECS`].
-pub fn take_spool(
-    spool_dir: &Path,
+/// The announcements waiting for their rollout plan, decided again: taken once their plan
+/// verifies them, refused once the search for it ran out, otherwise waiting on.
+fn retry_waiting(
     store: &StateStore,
     policy: &Policy,
     now_ms: u64,
-    stuck: &mut BTreeSet<PathBuf>,
     waits: &mut PlanWaits,
-    mut accepted: impl FnMut(Accepted),
-) -> super::Result<Pass> {
-    let mut pass = Pass::default();
+    pass: &mut Pass,
+    accepted: &mut impl FnMut(Accepted),
+) -> super::Result<()> {
     for waiting in waits.take_all() {
         let decision = match decide(&waiting.event, store, policy, now_ms) {
             Ok(decision) => decision,
@@ -386,16 +382,111 @@ pub fn take_spool(
                 })?;
                 pass.rejected += 1;
             }
-            decision => settle(
-                decision,
-                &waiting.event,
-                store,
-                now_ms,
-                &mut pass,
-                &mut accepted,
-            )?,
+            decision => settle(decision, &waiting.event, store, now_ms, pass, accepted)?,
         }
     }
+    Ok(())
+}
+
+/// A spooled heartbeat, kept or refused on its own; false when deciding it failed and it
+/// stays for the next pass.
+fn take_heartbeat(
+    event: &Spooled,
+    path: &Path,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    pass: &mut Pass,
+) -> bool {
+    let heartbeat_policy = policy.heartbeat();
+    match super::heartbeat::take(&event.payload, store, &heartbeat_policy, now_ms / 1000) {
+        Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
+            tracing::info!(
+                signed_at = heartbeat.time(),
+                names = heartbeat.count(),
+                source = event.source.as_str(),
+                "heartbeat kept"
+            );
+            pass.heartbeats += 1;
+        }
+        Ok(super::heartbeat::Taken::Same) => {}
+        Ok(super::heartbeat::Taken::Refused(reason)) => {
+            tracing::warn!(source = event.source.as_str(), %reason, "heartbeat refused")
+        }
+        Err(e) => {
+            tracing::error!(entry = %path.display(), "deciding a spooled heartbeat failed; it stays for the next pass: {}", chain(&e));
+            pass.deferred += 1;
+            return false;
+        }
+    }
+    true
+}
+
+/// An announcement that waits for its rollout plan, in memory and unrecorded; refused when
+/// the set is full (never pushing out what waits), which asks the fleet at once.
+fn admit_waiting(
+    waiting: Waiting,
+    source: spool::Source,
+    store: &StateStore,
+    now_ms: u64,
+    waits: &mut PlanWaits,
+    pass: &mut Pass,
+) -> super::Result<()> {
+    let (name, seq, info_hash) = (waiting.name.clone(), waiting.seq, waiting.info_hash.clone());
+    match waits.admit(waiting) {
+        Ok(()) => {
+            tracing::info!(%name, seq, plan = %info_hash, source = source.as_str(), "waiting for its rollout plan (not verified yet, not recorded)");
+        }
+        Err(Refused::Duplicate) => {}
+        Err(Refused::Full) => {
+            // Refused, not queued: what waits is never pushed out by a newcomer. A
+            // genuine one comes back through catch-up once a member verified it.
+            let reason = format!(
+                "too many announcements waiting for their rollout plan (at most {MAX_WAITING}, {MAX_WAITING_PER_SOURCE} from {}); not verified, dropped",
+                source.as_str()
+            );
+            tracing::warn!(%name, seq, "rejected: {reason}");
+            store.reject(Rejection {
+                at: now_ms / 1000,
+                source: source.as_str().to_string(),
+                name: Some(name),
+                seq: Some(seq),
+                reason,
+            })?;
+            pass.rejected += 1;
+            // A member filling the set with forgeries must not keep a genuine
+            // update out until the next period: catch-up verifies a plan before
+            // it spools, so ask the fleet now (the trigger's backoff bounds it).
+            if !pass.requests.contains(&super::sync::Request::Fleet) {
+                pass.requests.push(super::sync::Request::Fleet);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decides every spooled event in arrival order, records each outcome, hands accepted records
+/// to `accepted`, and deletes each event once its outcome is durable. An entry that is not a
+/// plain event is quarantined; an event whose decision fails (a state file that cannot be
+/// read, say) is left for the next pass. Either way the pass goes on: one bad entry must not
+/// stop or crash-loop the agent. `stuck` remembers entries that could not even be
+/// quarantined, so they are reported once and not on every pass. Errors are only those of
+/// the spool directory itself or of recording an outcome.
+///
+/// An announcement bound to a plan this node does not hold yet waits in `waits`, outside the
+/// records ([`super::pending`]); each pass decides the waiting ones again first, and refuses
+/// those that waited longer than [`PLAN_SEARCH_SECS`].
+pub fn take_spool(
+    spool_dir: &Path,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    stuck: &mut BTreeSet<PathBuf>,
+    waits: &mut PlanWaits,
+    mut accepted: impl FnMut(Accepted),
+) -> super::Result<Pass> {
+    let mut pass = Pass::default();
+    retry_waiting(store, policy, now_ms, waits, &mut pass, &mut accepted)?;
     for path in spool::list(spool_dir)? {
         if stuck.contains(&path) {
             continue;
@@ -440,28 +531,9 @@ pub fn take_spool(
         }
         if crate::formats::heartbeat::is_wire(&event.payload) {
             // Not an update: verified and kept (or refused) on its own, never recorded as one.
-            let heartbeat_policy = policy.heartbeat();
-            match super::heartbeat::take(&event.payload, store, &heartbeat_policy, now_ms / 1000) {
-                Ok(super::heartbeat::Taken::Kept(heartbeat)) => {
-                    tracing::info!(
-                        signed_at = heartbeat.time(),
-                        names = heartbeat.count(),
-                        source = event.source.as_str(),
-                        "heartbeat kept"
-                    );
-                    pass.heartbeats += 1;
-                }
-                Ok(super::heartbeat::Taken::Same) => {}
-                Ok(super::heartbeat::Taken::Refused(reason)) => {
-                    tracing::warn!(source = event.source.as_str(), %reason, "heartbeat refused")
-                }
-                Err(e) => {
-                    tracing::error!(entry = %path.display(), "deciding a spooled heartbeat failed; it stays for the next pass: {}", chain(&e));
-                    pass.deferred += 1;
-                    continue;
-                }
+            if take_heartbeat(&event, &path, store, policy, now_ms, &mut pass) {
+                spool::remove(&path)?;
             }
-            spool::remove(&path)?;
             continue;
         }
         let decision = match decide(&event, store, policy, now_ms) {
@@ -484,40 +556,12 @@ pub fn take_spool(
                         path: PathBuf::new(),
                         ..event
                     },
-                    name: name.clone(),
+                    name,
                     seq,
-                    info_hash: info_hash.clone(),
+                    info_hash,
                     since_ms: now_ms,
                 };
-                match waits.admit(waiting) {
-                    Ok(()) => {
-                        tracing::info!(%name, seq, plan = %info_hash, source = source.as_str(), "waiting for its rollout plan (not verified yet, not recorded)");
-                    }
-                    Err(Refused::Duplicate) => {}
-                    Err(Refused::Full) => {
-                        // Refused, not queued: what waits is never pushed out by a newcomer. A
-                        // genuine one comes back through catch-up once a member verified it.
-                        let reason = format!(
-                            "too many announcements waiting for their rollout plan (at most {MAX_WAITING}, {MAX_WAITING_PER_SOURCE} from {}); not verified, dropped",
-                            source.as_str()
-                        );
-                        tracing::warn!(%name, seq, "rejected: {reason}");
-                        store.reject(Rejection {
-                            at: now_ms / 1000,
-                            source: source.as_str().to_string(),
-                            name: Some(name),
-                            seq: Some(seq),
-                            reason,
-                        })?;
-                        pass.rejected += 1;
-                        // A member filling the set with forgeries must not keep a genuine
-                        // update out until the next period: catch-up verifies a plan before
-                        // it spools, so ask the fleet now (the trigger's backoff bounds it).
-                        if !pass.requests.contains(&super::sync::Request::Fleet) {
-                            pass.requests.push(super::sync::Request::Fleet);
-                        }
-                    }
-                }
+                admit_waiting(waiting, source, store, now_ms, waits, &mut pass)?;
             }
             decision => settle(decision, &event, store, now_ms, &mut pass, &mut accepted)?,
         }
@@ -637,153 +681,258 @@ pub fn decide(
         return decide_control(event, store, policy, now);
     }
     if event.payload.starts_with(b"p2pu") {
-        let announcement = match Announcement::decode(&event.payload) {
-            Ok(a) => a,
-            Err(e) => return Ok(reject(None, None, e.to_string())),
-        };
-        let (name, seq) = (announcement.name().to_string(), announcement.seq());
-        if announcement.binding().is_none() && !policy.accept_v1 {
-            return Ok(reject(
-                Some(name),
-                Some(seq),
-                "version 1 announcement refused: agent.accept_v1 = false (it carries no expiry \
-                 and no fleet; sign it again with this p2pu, or set accept_v1 while migrating)"
-                    .into(),
-            ));
+        return decide_signed(event, store, policy, now_ms, &reject);
+    }
+    decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+}
+
+/// The rejection `decide` makes, naming what it could read of the event.
+type Reject<'a> = &'a dyn Fn(Option<String>, Option<u64>, String) -> Decision;
+
+/// A signed announcement: decoded, its plan verified (or waited for), its signatures counted
+/// against the threshold of its name, then held or accepted.
+fn decide_signed(
+    event: &Spooled,
+    store: &StateStore,
+    policy: &Policy,
+    now_ms: u64,
+    reject: Reject<'_>,
+) -> super::Result<Decision> {
+    let now = now_ms / 1000;
+    let announcement = match Announcement::decode(&event.payload) {
+        Ok(a) => a,
+        Err(e) => return Ok(reject(None, None, e.to_string())),
+    };
+    let (name, seq) = (announcement.name().to_string(), announcement.seq());
+    if announcement.binding().is_none() && !policy.accept_v1 {
+        return Ok(reject(
+            Some(name),
+            Some(seq),
+            "version 1 announcement refused: agent.accept_v1 = false (it carries no expiry \
+             and no fleet; sign it again with this p2pu, or set accept_v1 while migrating)"
+                .into(),
+        ));
+    }
+    let info_hash = hex::encode(announcement.info_hash());
+    let trust = Trust::load(policy.trusted_keys_dir)?;
+    let plan_bytes = match plan_or_wait(
+        &announcement,
+        store,
+        policy,
+        &info_hash,
+        &trust,
+        now,
+        reject,
+    )? {
+        Ok(bytes) => bytes,
+        Err(decision) => return Ok(decision),
+    };
+    // A root chain names keys this node may not know yet (it was offline through a
+    // rotation): its signatures are counted when it is applied, against the chain's
+    // newest keys, and each document in it against the one before (trust::apply_key_update).
+    let root_chain = announcement.kind() == Kind::Key && name == ROOT_NAME;
+    let signers = if root_chain {
+        Vec::new()
+    } else {
+        match announcement.verify(&trust.keys, plan_bytes.as_deref()) {
+            Ok(signers) => signers.valid,
+            Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
         }
-        let info_hash = hex::encode(announcement.info_hash());
-        let trust = Trust::load(policy.trusted_keys_dir)?;
-        let plan_bytes = match announcement.has_plan() {
-            false => None,
-            true => match verified_plan(store, policy, &announcement, &info_hash, &trust.keys) {
-                Some(bytes) => Some(bytes),
-                None => {
-                    // Unverified until its plan is here: checked now for all that does not
-                    // need the plan, so a copy that could never be taken does not wait, and
-                    // nothing of it is recorded.
-                    if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
-                        return Ok(reject(Some(name), Some(seq), why));
-                    }
-                    let named = announcement.kids();
-                    if !named.iter().any(|kid| trust.keys.get(kid).is_some()) {
-                        return Ok(reject(
-                            Some(name),
-                            Some(seq),
-                            "waiting for a rollout plan refused: no signer is a trusted key".into(),
-                        ));
-                    }
-                    return Ok(Decision::NeedsPlan {
-                        name,
-                        seq,
-                        info_hash,
-                    });
-                }
-            },
-        };
-        // A root chain names keys this node may not know yet (it was offline through a
-        // rotation): its signatures are counted when it is applied, against the chain's
-        // newest keys, and each document in it against the one before (trust::apply_key_update).
-        let root_chain = announcement.kind() == Kind::Key && name == ROOT_NAME;
-        let signers = if root_chain {
-            Vec::new()
-        } else {
-            match announcement.verify(&trust.keys, plan_bytes.as_deref()) {
-                Ok(signers) => signers.valid,
-                Err(e) => return Ok(reject(Some(name), Some(seq), e.to_string())),
+    };
+    // Signed, so what it says is the signers'; a plan this p2pu cannot read is refused
+    // (an unknown field may be a rule it would not follow).
+    let mut announcement = announcement;
+    let mut target = None;
+    let plan_text = match &plan_bytes {
+        None => None,
+        Some(bytes) => match crate::formats::plan::Plan::decode(bytes) {
+            Ok(plan) => {
+                target = plan.target.as_ref().map(|selector| selector.to_text());
+                announcement.attach_plan(bytes);
+                Some(String::from_utf8_lossy(bytes).into_owned())
             }
-        };
-        // Signed, so what it says is the signers'; a plan this p2pu cannot read is refused
-        // (an unknown field may be a rule it would not follow).
-        let mut announcement = announcement;
-        let mut target = None;
-        let plan_text = match &plan_bytes {
-            None => None,
-            Some(bytes) => match crate::formats::plan::Plan::decode(bytes) {
-                Ok(plan) => {
-                    target = plan.target.as_ref().map(|selector| selector.to_text());
-                    announcement.attach_plan(bytes);
-                    Some(String::from_utf8_lossy(bytes).into_owned())
-                }
-                Err(e) => {
-                    return Ok(reject(
-                        Some(name),
-                        Some(seq),
-                        format!("rollout plan {info_hash}.plan refused: {e}"),
-                    ))
-                }
-            },
-        };
-        if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
-            return Ok(reject(Some(name), Some(seq), why));
-        }
-        let wire = String::from_utf8_lossy(&event.payload).into_owned();
-        let mut record = record_of(&announcement, wire, now);
-        record.plan = plan_text;
-        let (k, rule) = policy.thresholds.required(&name, announcement.kind());
-        // The update's target, as its signed plan names it (none: the whole fleet), which a
-        // key restricted to targets must cover.
-        let count = trust.count(
-            &signers,
-            &name,
-            announcement.kind(),
-            target.as_deref(),
-            policy.fleet,
-            now,
-        );
-        if !root_chain && count.counted.len() < k {
-            let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
-            let counted = format!(
-                "signed by {} of the {k} trusted keys {rule} requires ({})",
-                count.counted.len(),
-                kids.join(", ")
-            );
-            if !count.refused.is_empty() {
-                // A delegated key signed outside its statement: refused, naming the rule.
+            Err(e) => {
                 return Ok(reject(
                     Some(name),
                     Some(seq),
-                    format!("not permitted: {}; {counted}", count.refused.join("; ")),
-                ));
+                    format!("rollout plan {info_hash}.plan refused: {e}"),
+                ))
             }
-            // Held, not rejected: the same name and seq with more signatures is accepted
-            // when it arrives (held records do not count as seen).
-            record.status = Status::Held;
-            record.reason = Some(format!("held: {counted}"));
-            return Ok(Decision::Held(record));
-        }
-        if root_chain && announcement.payload_len() > MAX_CHAIN_BYTES {
-            return Ok(reject(
-                Some(name),
-                Some(seq),
-                format!(
-                    "root chain of {} bytes: a chain is at most {MAX_CHAIN_BYTES}",
-                    announcement.payload_len()
-                ),
-            ));
-        }
-        if root_chain && seq > now_ms {
-            // Unverified until applied: it may not claim a seq ahead of this node's clock,
-            // so it cannot outrank the operator's next root announcement.
-            record.status = Status::Held;
-            record.reason = Some(format!(
-                "held: root chain seq {seq} is ahead of this node's clock"
-            ));
-            return Ok(Decision::Held(record));
-        }
-        if seq > now_ms.saturating_add(policy.max_future_ms) {
-            record.status = Status::Held;
-            record.reason = Some(format!(
-                "held: seq {seq} is {} s ahead of this node's clock",
-                (seq - now_ms) / 1000
-            ));
-            return Ok(Decision::Held(record));
-        }
-        return Ok(Decision::Accepted(Accepted {
-            record,
-            decoded: Decoded::Signed(announcement),
-        }));
+        },
+    };
+    if let Some(why) = unsigned_refusal(&announcement, store, policy, now)? {
+        return Ok(reject(Some(name), Some(seq), why));
     }
-    decide_legacy(event, store, policy, now_ms).map(|d| d.unwrap_or_else(|r| reject(r.0, r.1, r.2)))
+    let wire = String::from_utf8_lossy(&event.payload).into_owned();
+    let mut record = record_of(&announcement, wire, now);
+    record.plan = plan_text;
+    let (k, rule) = policy.thresholds.required(&name, announcement.kind());
+    // The update's target, as its signed plan names it (none: the whole fleet), which a
+    // key restricted to targets must cover.
+    let count = trust.count(
+        &signers,
+        &name,
+        announcement.kind(),
+        target.as_deref(),
+        policy.fleet,
+        now,
+    );
+    if !root_chain && count.counted.len() < k {
+        return Ok(short_of_threshold(&count, (k, &rule), record, reject));
+    }
+    Ok(hold_or_accept(
+        announcement,
+        record,
+        root_chain,
+        now_ms,
+        policy,
+        reject,
+    ))
+}
+
+/// The bytes of the announcement's rollout plan when it has one: verified with it, or, not
+/// here yet, the decision to wait for it (or to refuse what could never be taken).
+fn plan_or_wait(
+    announcement: &Announcement,
+    store: &StateStore,
+    policy: &Policy,
+    info_hash: &str,
+    trust: &Trust,
+    now: u64,
+    reject: Reject<'_>,
+) -> super::Result<Result<Option<Vec<u8>>, Decision>> {
+    let (name, seq) = (announcement.name().to_string(), announcement.seq());
+    Ok(Ok(match announcement.has_plan() {
+        false => None,
+        true => match verified_plan(store, policy, announcement, info_hash, &trust.keys) {
+            Some(bytes) => Some(bytes),
+            None => {
+                // Unverified until its plan is here: checked now for all that does not
+                // need the plan, so a copy that could never be taken does not wait, and
+                // nothing of it is recorded.
+                if let Some(why) = unsigned_refusal(announcement, store, policy, now)? {
+                    return Ok(Err(reject(Some(name), Some(seq), why)));
+                }
+                let named = announcement.kids();
+                if !named.iter().any(|kid| trust.keys.get(kid).is_some()) {
+                    return Ok(Err(reject(
+                        Some(name),
+                        Some(seq),
+                        "waiting for a rollout plan refused: no signer is a trusted key".into(),
+                    )));
+                }
+                return Ok(Err(Decision::NeedsPlan {
+                    name,
+                    seq,
+                    info_hash: info_hash.to_string(),
+                }));
+            }
+        },
+    }))
+}
+
+/// Fewer valid signers than the threshold of the name (`k` under `rule`): refused when a
+/// delegated key signed outside its statement, otherwise held.
+fn short_of_threshold(
+    count: &Count,
+    (k, rule): (usize, &str),
+    mut record: Record,
+    reject: Reject<'_>,
+) -> Decision {
+    let kids: Vec<String> = count.counted.iter().map(ToString::to_string).collect();
+    let counted = format!(
+        "signed by {} of the {k} trusted keys {rule} requires ({})",
+        count.counted.len(),
+        kids.join(", ")
+    );
+    if !count.refused.is_empty() {
+        // A delegated key signed outside its statement: refused, naming the rule.
+        return reject(
+            Some(record.name),
+            Some(record.seq),
+            format!("not permitted: {}; {counted}", count.refused.join("; ")),
+        );
+    }
+    // Held, not rejected: the same name and seq with more signatures is accepted
+    // when it arrives (held records do not count as seen).
+    record.status = Status::Held;
+    record.reason = Some(format!("held: {counted}"));
+    Decision::Held(record)
+}
+
+/// A counted announcement: held while its seq (or its root chain's) is ahead of this node's
+/// clock, refused as a root chain over the cap, otherwise accepted.
+fn hold_or_accept(
+    announcement: Announcement,
+    mut record: Record,
+    root_chain: bool,
+    now_ms: u64,
+    policy: &Policy,
+    reject: Reject<'_>,
+) -> Decision {
+    let (name, seq) = (announcement.name().to_string(), announcement.seq());
+    if root_chain && announcement.payload_len() > MAX_CHAIN_BYTES {
+        return reject(
+            Some(name),
+            Some(seq),
+            format!(
+                "root chain of {} bytes: a chain is at most {MAX_CHAIN_BYTES}",
+                announcement.payload_len()
+            ),
+        );
+    }
+    if root_chain && seq > now_ms {
+        // Unverified until applied: it may not claim a seq ahead of this node's clock,
+        // so it cannot outrank the operator's next root announcement.
+        record.status = Status::Held;
+        record.reason = Some(format!(
+            "held: root chain seq {seq} is ahead of this node's clock"
+        ));
+        return Decision::Held(record);
+    }
+    if seq > now_ms.saturating_add(policy.max_future_ms) {
+        record.status = Status::Held;
+        record.reason = Some(format!(
+            "held: seq {seq} is {} s ahead of this node's clock",
+            (seq - now_ms) / 1000
+        ));
+        return Decision::Held(record);
+    }
+    Decision::Accepted(Accepted {
+        record,
+        decoded: Decoded::Signed(announcement),
+    })
+}
+
+/// The kind of the update the records are of, and its target as its plan names it (none: the
+/// whole fleet).
+fn kind_and_target(records: &[Record]) -> (Kind, Option<String>) {
+    let kind = records
+        .first()
+        .and_then(|r| match r.kind {
+            RecordKind::Signed(kind) => Some(kind),
+            RecordKind::Legacy => None,
+        })
+        .unwrap_or(Kind::Manifest);
+    let target = records
+        .iter()
+        .find_map(|r| r.plan.as_deref())
+        .and_then(|text| crate::formats::plan::Plan::decode(text.as_bytes()).ok())
+        .and_then(|plan| plan.target.map(|selector| selector.to_text()));
+    (kind, target)
+}
+
+/// The records an action sends back to the workers: halted ones on resume, failed or
+/// reverted ones on retry, none on abort.
+fn requeued(records: Vec<Record>, action: Action) -> Vec<Record> {
+    records
+        .into_iter()
+        .filter(|r| match action {
+            Action::Abort => false,
+            Action::Resume => r.status == Status::Halted,
+            Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
+        })
+        .collect()
 }
 
 /// An operator's control statement: verified with the trusted keys and the threshold of the
@@ -836,20 +985,9 @@ fn decide_control(
         .into_iter()
         .filter(|r| r.seq == seq && r.status != Status::Held)
         .collect();
-    let kind = records
-        .first()
-        .and_then(|r| match r.kind {
-            RecordKind::Signed(kind) => Some(kind),
-            RecordKind::Legacy => None,
-        })
-        .unwrap_or(Kind::Manifest);
     // Held to what the update itself needs: its name's threshold, and delegated keys only
     // within their statements (for the update's target, as its plan names it).
-    let target = records
-        .iter()
-        .find_map(|r| r.plan.as_deref())
-        .and_then(|text| crate::formats::plan::Plan::decode(text.as_bytes()).ok())
-        .and_then(|plan| plan.target.map(|selector| selector.to_text()));
+    let (kind, target) = kind_and_target(&records);
     let count = trust.count(&signers, &name, kind, target.as_deref(), policy.fleet, now);
     let (k, rule) = policy.thresholds.required(&name, kind);
     if count.counted.len() < k {
@@ -884,14 +1022,7 @@ fn decide_control(
             requeue: Vec::new(),
         });
     }
-    let requeue = records
-        .into_iter()
-        .filter(|r| match control.action {
-            Action::Abort => false,
-            Action::Resume => r.status == Status::Halted,
-            Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
-        })
-        .collect();
+    let requeue = requeued(records, control.action);
     Ok(Decision::Control {
         name,
         seen: Some(ControlSeen {
@@ -975,25 +1106,12 @@ fn decide_legacy(
         );
     }
     let mut record = Record {
-        name,
-        seq: date,
-        kind: RecordKind::Legacy,
         info_hash: hex::encode(torrent.info_hash),
         len: torrent.length,
-        sha256: None,
         // The payload alone (an overlay message's too): what a restart decodes again and what
         // catch-up serves to other nodes.
         wire: String::from_utf8_lossy(payload).into_owned(),
-        status: Status::Pending,
-        reason: None,
-        output: None,
-        received_at: now,
-        updated_at: now,
-        sources: Vec::new(),
-        attempts: 0,
-        next_attempt_at: None,
-        restored_seq: None,
-        plan: None,
+        ..Record::received(name, date, RecordKind::Legacy, now)
     };
     // The creation date counts seconds; the hold counts milliseconds like signed seqs.
     let date_ms = date.saturating_mul(1000);
@@ -1012,24 +1130,13 @@ fn decide_legacy(
 }
 
 fn record_of(a: &Announcement, wire: String, now: u64) -> Record {
+    let kind = RecordKind::Signed(a.kind());
     Record {
-        name: a.name().to_string(),
-        seq: a.seq(),
-        kind: RecordKind::Signed(a.kind()),
         info_hash: hex::encode(a.info_hash()),
         len: a.payload_len(),
         sha256: Some(*a.sha256()),
         wire,
-        status: Status::Pending,
-        reason: None,
-        output: None,
-        received_at: now,
-        updated_at: now,
-        sources: Vec::new(),
-        attempts: 0,
-        next_attempt_at: None,
-        restored_seq: None,
-        plan: None,
+        ..Record::received(a.name().to_string(), a.seq(), kind, now)
     }
 }
 
@@ -1038,11 +1145,12 @@ mod tests {
     use super::*;
     use crate::agent::runtime::spool::Source;
     use crate::formats::announcement::{Binding, Draft, Kind};
-    use crate::keys::{PublicKey, TrustedKeys};
+    use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
     use ed25519_dalek::SigningKey;
 
     const NOW_MS: u64 = 1_800_000_000_000;
-    const LEGACY: &[u8] = include_bytes!("../../../tests/vectors/legacy/lizard.serf-payload");
+    const LEGACY: &[u8] =
+        include_bytes!("../../../crates/p2pu-formats/tests/vectors/legacy/lizard.serf-payload");
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -1294,7 +1402,8 @@ mod tests {
         let trusted = TrustedKeys::load(&f.keys_dir).unwrap();
         a.verify(&trusted, a.attached_plan()).unwrap();
 
-        let unknown = include_bytes!("../../../tests/vectors/plan/unknown-field.plan");
+        let unknown =
+            include_bytes!("../../../crates/p2pu-formats/tests/vectors/plan/unknown-field.plan");
         let text = sign("later.pp", unknown);
         std::fs::write(plan_path(plans.path(), &hash), unknown).unwrap();
         let why = reason(decide_with(&f, text.as_bytes(), &policy));
@@ -2040,7 +2149,8 @@ mod tests {
 
     /// The lizard vector with another creation date (outside the info dict: same info-hash).
     fn legacy_dated(date: u64) -> Vec<u8> {
-        let torrent = include_bytes!("../../../tests/vectors/legacy/lizard.torrent");
+        let torrent =
+            include_bytes!("../../../crates/p2pu-formats/tests/vectors/legacy/lizard.torrent");
         let from = b"13:creation datei1497349863e";
         let at = torrent.windows(from.len()).position(|w| w == from).unwrap();
         let dated = [
@@ -2112,8 +2222,9 @@ mod tests {
     /// recorded as the bare payload a restart decodes again.
     #[test]
     fn legacy_overlay_message_is_accepted_only_under_accept_legacy() {
-        const OVERLAY: &[u8] =
-            include_bytes!("../../../tests/vectors/legacy/lizard.overlay-message");
+        const OVERLAY: &[u8] = include_bytes!(
+            "../../../crates/p2pu-formats/tests/vectors/legacy/lizard.overlay-message"
+        );
         let f = fixture();
         assert_eq!(
             reason(decide_on(&f, OVERLAY, false)),
@@ -2238,6 +2349,7 @@ mod tests {
     #[test]
     fn a_delegated_key_signing_outside_its_names_is_refused() {
         use crate::formats::delegation::{Delegation, Grant};
+        use crate::formats::document::SignedDocument;
         use sha2::{Digest, Sha256};
         let f = fixture();
         let camera = SigningKey::from_bytes(&[9; 32]);

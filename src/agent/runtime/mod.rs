@@ -5,14 +5,17 @@
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
+pub mod clock;
 pub mod health;
 pub mod heartbeat;
 pub mod intake;
+pub mod locks;
 pub mod peers;
 pub mod pending;
 pub mod retry;
 pub mod run;
-pub mod spool;
+/// The agent's inbox, which the event handler and the NAT client write (it lives below them all).
+pub use crate::spool;
 pub mod state;
 pub mod status;
 pub mod supervise;
@@ -53,16 +56,18 @@ pub enum RuntimeError {
         seq: u64,
         field: &'static str,
     },
-    #[error("event of {len} bytes refused: the spool takes at most {max}")]
-    EventTooLarge { len: usize, max: usize },
     #[error("internal error (a bug in p2pu): the spool watcher of {} stopped", dir.display())]
     WatcherStopped { dir: PathBuf },
     #[error(transparent)]
     Write(#[from] crate::fsutil::FsError),
     #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error(transparent)]
     Gossip(#[from] crate::engines::SerfError),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    KeyFiles(#[from] crate::keys::KeyFileError),
     #[error(transparent)]
     Trust(#[from] crate::trust::TrustError),
     #[error(transparent)]

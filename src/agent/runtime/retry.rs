@@ -60,6 +60,66 @@ pub enum Ended {
         output: Option<String>,
         retry: bool,
     },
+    /// The disk was full (ENOSPC anywhere in the cause): not the update's fault, so it is
+    /// tried again every [`SPACE_RECHECK`] until space is freed, without counting an attempt.
+    /// Counted, the retries would be spent within minutes and an operator who freed space an
+    /// hour later would find the update `failed` for good.
+    NoSpace {
+        reason: String,
+    },
+}
+
+/// How often an update that failed for want of space is tried again: cheap, since each try
+/// first asks the file systems ([`short_of_space`]) before it fetches anything.
+pub const SPACE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Why a payload of `len` bytes cannot fit now in one of `dirs` (the download dir, the state
+/// dir's verified copy), if it cannot: checked before each fetch, so an update waiting for
+/// space costs a `statvfs` per [`SPACE_RECHECK`], not a download that fails at its end. A dir
+/// that cannot be asked is left to the fetch.
+pub fn short_of_space(dirs: &[&std::path::Path], len: u64) -> Option<String> {
+    dirs.iter().find_map(|dir| {
+        let stat = nix::sys::statvfs::statvfs(*dir).ok()?;
+        let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+        (free < len).then(|| {
+            format!(
+                "No space left on device: {} has {free} bytes free, the payload needs {len}",
+                dir.display()
+            )
+        })
+    })
+}
+
+/// Whether `err` failed for want of space: an I/O error ENOSPC (or EDQUOT) anywhere in its
+/// chain, or the text an engine reports it with (Transmission's `errorString`, Puppet's
+/// output), "No space left on device" / "Disk quota exceeded".
+pub fn out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.raw_os_error(),
+                Some(libc_enospc::ENOSPC | libc_enospc::EDQUOT)
+            ) || io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    text_says_out_of_space(&crate::error::chain(err))
+}
+
+/// Whether an engine's message says the disk was full.
+pub fn text_says_out_of_space(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+}
+
+/// The errno values, without a dependency for two numbers (Linux's, on every architecture
+/// p2pu runs on).
+mod libc_enospc {
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
 }
 
 /// Records an ended attempt of (`name`, `seq`): `applied`; `retrying` with the next attempt's
@@ -73,10 +133,20 @@ pub fn finish_attempt(
     now_secs: u64,
 ) -> Result<Record> {
     store.update(name, seq, |record| {
-        record.attempts = record.attempts.saturating_add(1);
+        if !matches!(ended, Ended::NoSpace { .. }) {
+            record.attempts = record.attempts.saturating_add(1);
+        }
         record.updated_at = now_secs;
         record.next_attempt_at = None;
         match ended {
+            Ended::NoSpace { reason } => {
+                record.reason = Some(format!(
+                    "out of space, tried again every {} s until space is freed (not counted as an attempt): {reason}",
+                    SPACE_RECHECK.as_secs()
+                ));
+                record.status = Status::Retrying;
+                record.next_attempt_at = Some(now_secs.saturating_add(SPACE_RECHECK.as_secs()));
+            }
             Ended::Applied { summary, output } => {
                 record.status = Status::Applied;
                 record.reason = Some(summary);
@@ -229,6 +299,42 @@ mod tests {
             [30, 60, 120, 480, 600]
         );
         assert_eq!(secs(u32::MAX), 600);
+    }
+
+    /// A full disk is not the update's fault: ENOSPC anywhere in the cause (or an engine's
+    /// text for it) is told apart, and such an attempt is tried again every `SPACE_RECHECK`
+    /// without counting, however often, so the update resumes whenever space is freed.
+    #[test]
+    fn a_full_disk_is_retried_until_space_is_freed_without_counting_attempts() {
+        const T: u64 = 1_800_000_000;
+        #[derive(Debug, thiserror::Error)]
+        #[error("copying the payload")]
+        struct Copy(#[source] std::io::Error);
+        let full = Copy(std::io::Error::from_raw_os_error(28));
+        assert!(out_of_space(&full));
+        assert!(!out_of_space(&Copy(std::io::Error::from_raw_os_error(13))));
+        assert!(text_says_out_of_space(
+            "Transmission: local error: No space left on device (/var/lib/p2pu/downloads/x)"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let why = short_of_space(&[dir.path()], u64::MAX).unwrap();
+        assert!(text_says_out_of_space(&why), "{why}");
+        assert_eq!(short_of_space(&[dir.path()], 1), None);
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        accepted(&store, 5);
+        for i in 0..(POLICY.retries as u64 + 3) {
+            let now = T + i * SPACE_RECHECK.as_secs();
+            let ended = Ended::NoSpace {
+                reason: crate::error::chain(&full),
+            };
+            let record = finish_attempt(&store, &POLICY, "site.pp", 5, ended, now).unwrap();
+            assert_eq!(
+                (record.status, record.attempts, record.next_attempt_at),
+                (Status::Retrying, 0, Some(now + SPACE_RECHECK.as_secs()))
+            );
+            assert!(record.reason.unwrap().starts_with("out of space"));
+        }
     }
 
     /// `retries = 2`: three attempts, waits of 30 s then 60 s, then `failed` with the cause;

@@ -7,6 +7,7 @@
 use super::health::{self, HealthCheck};
 use super::heartbeat;
 use super::intake::{self, Accepted, Decoded, Policy};
+use super::locks;
 use super::peers::FleetPeers;
 use super::retry::{finish_attempt, Ended, Retries, RetryPolicy};
 use super::state::{tail, Lineage, Record, StateStore, Status, OUTPUT_IN_RECORD};
@@ -27,6 +28,7 @@ use crate::error::chain;
 use crate::formats::announcement::FleetId;
 use crate::formats::plan::Plan;
 use crate::formats::serf_names::STATUS_QUERY;
+use crate::formats::window::{parse_all as parse_windows, Window};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,103 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How many updates download at once.
 const WORKERS: usize = 4;
+
+/// The workers that fetch and apply accepted updates (one apply at a time, under the apply
+/// lock) and the loop that hands them retries when their backoff is over; what feeds them.
+fn start_workers(
+    agent: &Arc<Agent>,
+    served: &Arc<ServeChild>,
+    peers: &Arc<FleetPeers>,
+) -> (Sender<Accepted>, Arc<Mutex<()>>, Arc<Retries>) {
+    let (work_tx, work_rx) = mpsc::channel::<Accepted>();
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let apply_lock = Arc::new(Mutex::new(()));
+    let retries = Arc::new(Retries::default());
+    for n in 0..WORKERS {
+        let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
+        let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
+        spawn_named(&format!("worker-{n}"), move || {
+            let shared = Shared {
+                apply_lock,
+                served,
+                peers,
+                retries,
+            };
+            worker(&agent, &work_rx, &shared)
+        });
+    }
+    spawn_named("retry", {
+        let (agent, retries, work_tx) = (agent.clone(), retries.clone(), work_tx.clone());
+        move || retry_loop(&agent, &retries, &work_tx)
+    });
+    (work_tx, apply_lock, retries)
+}
+
+/// The records a restart finds open, taken up again: those in their health check (or
+/// revert) first, then the others queued (a retrying one after the backoff its record keeps).
+fn resume_open_records(
+    agent: &Arc<Agent>,
+    apply_lock: &Arc<Mutex<()>>,
+    retries: &Retries,
+    work_tx: &Sender<Accepted>,
+) -> Result<()> {
+    let (in_check, open): (Vec<Record>, Vec<Record>) = agent
+        .store
+        .open_records()?
+        .into_iter()
+        .partition(|r| matches!(r.status, Status::Checking | Status::Reverting));
+    if !in_check.is_empty() {
+        // Applied already: only the check (or the revert) is left, not a new download. It
+        // goes first: a newer update applied before it would be checked (or reverted) in
+        // its place. Waiting only until it holds the apply lock keeps a long check from
+        // holding up the agent's start.
+        let (agent, apply_lock) = (agent.clone(), apply_lock.clone());
+        let (locked_tx, locked) = mpsc::channel();
+        spawn_named("resume-health", move || {
+            agent.resume_health(in_check, &apply_lock, &locked_tx)
+        });
+        let _ = locked.recv();
+    }
+    for record in open {
+        tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
+        match intake::resume(record.clone()) {
+            // Its backoff is in the record: a restart neither skips nor restarts the wait.
+            Ok(update) if record.status == Status::Retrying => {
+                retries.schedule(record.next_attempt_at.unwrap_or(0), update);
+            }
+            Ok(update) => {
+                let _ = work_tx.send(update);
+            }
+            Err(e) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "cannot resume: {}", chain(&e));
+                agent.set_status(&record, Status::Failed, Some(chain(&e)), None);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When each wanted plan was last asked for, and the wait before the next time.
+type PlansAsked = std::collections::BTreeMap<(String, String), (Instant, Duration)>;
+
+/// Asks the plans loop for each wanted plan whose wait is over (3 s, doubled up to a minute),
+/// and forgets the ones no longer wanted.
+fn ask_for_plans(
+    plans_asked: &mut PlansAsked,
+    wanted: &[(String, String)],
+    plan_tx: &Sender<(String, String)>,
+) {
+    plans_asked.retain(|key, _| wanted.contains(key));
+    for key in wanted {
+        let wait = match plans_asked.get(key) {
+            None => Duration::from_secs(3),
+            Some((at, wait)) if at.elapsed() >= *wait => (*wait * 2).min(Duration::from_secs(60)),
+            Some(_) => continue,
+        };
+        plans_asked.insert(key.clone(), (Instant::now(), wait));
+        let _ = plan_tx.send(key.clone());
+    }
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -97,60 +196,8 @@ impl Agent {
             move || catch_up_loop(&agent, &peers, &trigger)
         });
 
-        let (work_tx, work_rx) = mpsc::channel::<Accepted>();
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        let apply_lock = Arc::new(Mutex::new(()));
-        let retries = Arc::new(Retries::default());
-        for n in 0..WORKERS {
-            let (agent, work_rx, apply_lock) = (agent.clone(), work_rx.clone(), apply_lock.clone());
-            let (served, peers, retries) = (served.clone(), peers.clone(), retries.clone());
-            spawn_named(&format!("worker-{n}"), move || {
-                let shared = Shared {
-                    apply_lock,
-                    served,
-                    peers,
-                    retries,
-                };
-                worker(&agent, &work_rx, &shared)
-            });
-        }
-        spawn_named("retry", {
-            let (agent, retries, work_tx) = (agent.clone(), retries.clone(), work_tx.clone());
-            move || retry_loop(&agent, &retries, &work_tx)
-        });
-        let (in_check, open): (Vec<Record>, Vec<Record>) = agent
-            .store
-            .open_records()?
-            .into_iter()
-            .partition(|r| matches!(r.status, Status::Checking | Status::Reverting));
-        if !in_check.is_empty() {
-            // Applied already: only the check (or the revert) is left, not a new download. It
-            // goes first: a newer update applied before it would be checked (or reverted) in
-            // its place. Waiting only until it holds the apply lock keeps a long check from
-            // holding up the agent's start.
-            let (agent, apply_lock) = (agent.clone(), apply_lock.clone());
-            let (locked_tx, locked) = mpsc::channel();
-            spawn_named("resume-health", move || {
-                agent.resume_health(in_check, &apply_lock, &locked_tx)
-            });
-            let _ = locked.recv();
-        }
-        for record in open {
-            tracing::info!(name = %record.name, seq = record.seq, status = record.status.as_str(), "resuming");
-            match intake::resume(record.clone()) {
-                // Its backoff is in the record: a restart neither skips nor restarts the wait.
-                Ok(update) if record.status == Status::Retrying => {
-                    retries.schedule(record.next_attempt_at.unwrap_or(0), update);
-                }
-                Ok(update) => {
-                    let _ = work_tx.send(update);
-                }
-                Err(e) => {
-                    tracing::warn!(name = %record.name, seq = record.seq, "cannot resume: {}", chain(&e));
-                    agent.set_status(&record, Status::Failed, Some(chain(&e)), None);
-                }
-            }
-        }
+        let (work_tx, apply_lock, retries) = start_workers(&agent, &served, &peers);
+        resume_open_records(&agent, &apply_lock, &retries, &work_tx)?;
 
         let (plan_tx, plan_rx) = mpsc::channel::<(String, String)>();
         spawn_named("plans", {
@@ -161,12 +208,12 @@ impl Agent {
         // doubled up to a minute, so a forged announcement waiting out its search does not have
         // every member's seed server asked every few seconds. Per announcement, not per plan: a
         // forgery naming the genuine one's info-hash must not take its turn.
-        let mut plans_asked: std::collections::BTreeMap<(String, String), (Instant, Duration)> =
-            Default::default();
+        let mut plans_asked = PlansAsked::default();
 
         let wake = watch_spool(&site.agent.spool_dir)?;
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
         crate::sdnotify::ready();
+        crate::sdnotify::status("idle: waiting for updates");
         let mut silence = Silence {
             last_accepted_ms: now_ms(),
         };
@@ -175,18 +222,7 @@ impl Agent {
         let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
             let pass = agent.intake_spool(&work_tx, &mut stuck, &mut waits)?;
-            plans_asked.retain(|key, _| pass.plans_wanted.contains(key));
-            for key in &pass.plans_wanted {
-                let wait = match plans_asked.get(key) {
-                    None => Duration::from_secs(3),
-                    Some((at, wait)) if at.elapsed() >= *wait => {
-                        (*wait * 2).min(Duration::from_secs(60))
-                    }
-                    Some(_) => continue,
-                };
-                plans_asked.insert(key.clone(), (Instant::now(), wait));
-                let _ = plan_tx.send(key.clone());
-            }
+            ask_for_plans(&mut plans_asked, &pass.plans_wanted, &plan_tx);
             silence.after(&pass, now_ms());
             if pass.heartbeats > 0 {
                 trigger.heartbeat();
@@ -264,6 +300,17 @@ impl Agent {
         output: Option<String>,
     ) {
         let trimmed = output.map(|o| tail(&o, OUTPUT_IN_RECORD));
+        // What `systemctl status p2pu-agent` shows: the latest change, with its reason.
+        crate::sdnotify::status(&format!(
+            "{} seq {}: {}{}",
+            record.name,
+            record.seq,
+            status.as_str(),
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
         match self.store.set_status(
             &record.name,
             record.seq,
@@ -296,6 +343,7 @@ impl Agent {
                 summary,
                 output: tail(&output, OUTPUT_IN_RECORD),
             },
+            Ended::NoSpace { reason } => Ended::NoSpace { reason },
         };
         let policy = RetryPolicy::from_config(&self.config.site.agent);
         match finish_attempt(
@@ -435,10 +483,159 @@ impl Agent {
         }
     }
 
+    /// What the rollout plan and the maintenance windows let this node do with a fetched
+    /// update: its wave's turn first, then its window.
+    fn plan_gate(&self, record: &Record) -> Gate {
+        match self.wave_gate(record) {
+            Gate::Apply => match self.window_gate(record) {
+                Gate::Apply => self.lock_gate(record),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the rollout's signed plan overrides the node's update locks.
+    fn forces_locks(record: &Record) -> bool {
+        (record.plan.as_deref())
+            .and_then(|text| Plan::decode(text.as_bytes()).ok())
+            .is_some_and(|plan| plan.force_locks)
+    }
+
+    /// Whether `record` may be held before it applies (a window, a lock there now, a veto
+    /// command), so its fetch must not keep a download worker while it waits.
+    fn may_hold(&self, record: &Record) -> bool {
+        let agent = &self.config.site.agent;
+        self.has_window(record)
+            || (!Self::forces_locks(record)
+                && (!agent.veto_command.is_empty() || locks::held(&agent.update_lock).is_some()))
+    }
+
+    /// Waits, recording `waiting` with the holder and age, while an application holds
+    /// updates: anything at `agent.update_lock`, or `agent.veto_command` exiting non-zero
+    /// (asked every 10 s); a rollout signed with `--force-locks` is not held. An abort
+    /// meanwhile halts it.
+    fn lock_gate(&self, record: &Record) -> Gate {
+        let agent = &self.config.site.agent;
+        if Self::forces_locks(record) {
+            if let Some(lock) = locks::held(&agent.update_lock) {
+                tracing::warn!(name = %record.name, seq = record.seq, "applying past the update lock {} ({}): the rollout was signed with --force-locks", agent.update_lock.display(), lock.holder);
+            }
+            return Gate::Apply;
+        }
+        let env = [
+            ("P2PU_NAME", record.name.clone()),
+            ("P2PU_SEQ", record.seq.to_string()),
+            ("P2PU_KIND", health::kind_of(record).as_str().to_string()),
+        ];
+        let mut shown: Option<String> = None;
+        let mut veto: Option<(Instant, String)> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let now = locks::now_secs();
+            let reason = match locks::held(&agent.update_lock) {
+                Some(lock) => Some(lock.reason(&agent.update_lock, now)),
+                None => {
+                    let due = veto
+                        .as_ref()
+                        .is_none_or(|(at, _)| at.elapsed() >= locks::VETO_EVERY);
+                    if due {
+                        match locks::vetoed(&agent.veto_command, &env) {
+                            Some(why) => {
+                                veto = Some((Instant::now(), why.clone()));
+                                Some(why)
+                            }
+                            None => None,
+                        }
+                    } else {
+                        veto.as_ref().map(|(_, why)| why.clone())
+                    }
+                }
+            };
+            let Some(reason) = reason else {
+                return Gate::Apply;
+            };
+            if shown.as_deref() != Some(reason.as_str()) {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                shown = Some(reason);
+            }
+            for _ in 0..5 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// The windows `record` applies in: its signed plan's (`submit --window`), else the
+    /// site's `agent.apply_window`, with which of the two they are.
+    fn windows_of(&self, record: &Record) -> (Vec<Window>, &'static str) {
+        let plan = (record.plan.as_deref()).and_then(|text| Plan::decode(text.as_bytes()).ok());
+        match plan {
+            Some(plan) if !plan.window.is_empty() => (plan.window, "the rollout's --window"),
+            // Validated when the config was loaded.
+            _ => (
+                parse_windows(&self.config.site.agent.apply_window).unwrap_or_default(),
+                "agent.apply_window",
+            ),
+        }
+    }
+
+    /// Whether `record` may wait for a window, so its fetch must not hold a download worker.
+    fn has_window(&self, record: &Record) -> bool {
+        !self.windows_of(record).0.is_empty()
+    }
+
+    /// Waits, recording `waiting` with when it opens, until a window of `record` is open (in
+    /// this node's local time); an operator's abort meanwhile halts it.
+    fn window_gate(&self, record: &Record) -> Gate {
+        let (windows, whose) = self.windows_of(record);
+        let mut shown: Option<String> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Gate::Stopping;
+            }
+            let control = self.store.control(&record.name, record.seq).ok().flatten();
+            if control.is_some_and(|c| c.action == "abort") {
+                return Gate::Halted("halted: aborted by operator (p2pu rollout abort)".into());
+            }
+            let wall = crate::civil::local_secs(now_ms() / 1000);
+            let (weekday, minute) = crate::civil::weekday_minute(wall);
+            let now = crate::formats::window::now(&windows, weekday, minute);
+            let Some(opens) = now.opens() else {
+                return Gate::Apply;
+            };
+            let texts: Vec<String> = windows.iter().map(Window::to_text).collect();
+            let reason = format!(
+                "waiting for its window (opens {opens} local time; {whose}: {})",
+                texts.join(", ")
+            );
+            if shown.as_deref() != Some(reason.as_str()) {
+                tracing::info!(name = %record.name, seq = record.seq, "{reason}");
+                self.set_status(record, Status::Waiting, Some(reason.clone()), None);
+                shown = Some(reason);
+            }
+            for _ in 0..5 {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Gate::Stopping;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
     /// What the rollout plan lets this node do with a fetched update: apply it (now or once
     /// its wave's turn comes), or not (outside the target, halted, stopping). Records
     /// `not-targeted`, `waiting` and `halted` with their reasons as it goes.
-    fn plan_gate(&self, record: &Record) -> Gate {
+    fn wave_gate(&self, record: &Record) -> Gate {
         let aborted = |store: &StateStore| {
             store
                 .control(&record.name, record.seq)
@@ -586,6 +783,15 @@ impl Agent {
             Decoded::Signed(_) => None,
         };
         let verified_root = crate::agent::transfer::verified::root_of(&site.agent.state_dir);
+        let dirs = [
+            site.transmission.download_dir.as_path(),
+            site.agent.state_dir.as_path(),
+        ];
+        if let Some(reason) = super::retry::short_of_space(&dirs, record.len) {
+            tracing::warn!(name = %record.name, seq = record.seq, "not fetched: {reason}");
+            self.attempt_ended(update, Ended::NoSpace { reason }, &shared.retries);
+            return None;
+        }
         let seeds = || peers.seed_servers();
         let named = || peers.named_seed_servers();
         let mut fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
@@ -597,24 +803,33 @@ impl Agent {
         }
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
-            Err(crate::agent::transfer::fetch::FetchError::Stopping) => return None,
+            Err(crate::agent::transfer::fetch_error::FetchError::Stopping) => return None,
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "download failed: {}", chain(&e));
-                let failed = Ended::Failed {
-                    reason: chain(&e),
-                    output: None,
-                    retry: true,
+                let failed = if super::retry::out_of_space(&e) {
+                    Ended::NoSpace { reason: chain(&e) }
+                } else {
+                    Ended::Failed {
+                        reason: chain(&e),
+                        output: None,
+                        retry: true,
+                    }
                 };
                 self.attempt_ended(update, failed, &shared.retries);
                 return None;
             }
         };
-        if record.plan.is_none() {
-            // Without a plan only an operator's abort holds it.
-            if let Gate::Halted(reason) = self.plan_gate(record) {
-                tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
-                self.set_status(record, Status::Halted, Some(reason), None);
-                return None;
+        if record.plan.is_none() && !self.may_hold(record) {
+            // Without a plan, a window or a lock only an operator's abort holds it (or a lock
+            // taken since the look above, briefly on this worker).
+            match self.plan_gate(record) {
+                Gate::Halted(reason) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "{reason}");
+                    self.set_status(record, Status::Halted, Some(reason), None);
+                    return None;
+                }
+                Gate::Stopping => return None,
+                _ => {}
             }
         } else {
             // Seeded at once: the members of later waves, and those not targeted, still
@@ -715,6 +930,7 @@ impl Agent {
         // Kept before applying (which removes the verified copy), for a later revert to it.
         health.keep(record, payload.path());
         tracing::debug!(name = %record.name, seq = record.seq, "apply started");
+        crate::sdnotify::status(&format!("applying {} seq {}", record.name, record.seq));
         // Only the copy that was hashed: the download dir's owner may have changed the file
         // there since.
         let applied = context.apply_verified(kind, &record.name, payload, announcement);
@@ -741,14 +957,28 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(name = %record.name, seq = record.seq, "apply failed: {}", chain(&e));
                 health.good.discard(&record.name, record.seq);
-                let failed = Ended::Failed {
-                    reason: e.cause(),
-                    output: e.output().map(str::to_string),
-                    retry: e.may_pass_later(),
+                let no_space = super::retry::out_of_space(&e)
+                    || e.output().is_some_and(super::retry::text_says_out_of_space);
+                let failed = if no_space {
+                    Ended::NoSpace { reason: e.cause() }
+                } else {
+                    Ended::Failed {
+                        reason: e.cause(),
+                        output: e.output().map(str::to_string),
+                        retry: e.may_pass_later(),
+                    }
                 };
                 self.attempt_ended(update, failed, &shared.retries);
             }
         }
+        let ended = match self.store.records(&record.name) {
+            Ok(records) => records
+                .into_iter()
+                .find(|r| r.seq == record.seq)
+                .map_or("done", |r| r.status.as_str()),
+            Err(_) => "done",
+        };
+        crate::sdnotify::status(&format!("idle: {} seq {} {ended}", record.name, record.seq));
     }
 }
 
@@ -842,7 +1072,9 @@ fn plans_loop(agent: &Agent, peers: &FleetPeers, wanted: &Receiver<(String, Stri
         let Ok(announcement) = Announcement::decode(&wire) else {
             continue;
         };
-        let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+        let trusted = match <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::load(
+            &site.agent.trusted_keys_dir,
+        ) {
             Ok(trusted) => trusted,
             Err(e) => {
                 tracing::warn!("plans: {}", chain(&e));
@@ -864,7 +1096,9 @@ fn fetch_plan_for(agent: &Agent, peers: &FleetPeers, hash: &str, wire: &str) -> 
     let Ok(announcement) = Announcement::decode(wire) else {
         return false;
     };
-    let trusted = match crate::keys::TrustedKeys::load(&site.agent.trusted_keys_dir) {
+    let trusted = match <crate::keys::TrustedKeys as crate::keys::TrustedKeysDir>::load(
+        &site.agent.trusted_keys_dir,
+    ) {
         Ok(trusted) => trusted,
         Err(e) => {
             tracing::warn!("catch-up: {}", chain(&e));
@@ -1307,7 +1541,7 @@ mod tests {
     fn only_accepted_updates_reset_the_silence_warning() {
         use crate::agent::runtime::spool::{self, Source};
         use crate::formats::announcement::{Announcement, Draft, Kind};
-        use crate::keys::{PublicKey, TrustedKeys};
+        use crate::keys::{PublicKey, TrustedKeys, TrustedKeysDir};
         use ed25519_dalek::SigningKey;
         const NOW_MS: u64 = 1_800_000_000_000;
         let dir = tempfile::tempdir().unwrap();

@@ -186,6 +186,33 @@ pub struct Record {
 }
 
 impl Record {
+    /// A pending record of an update received at `now` (unix seconds), with nothing yet
+    /// about what it is beyond its name, seq and kind: callers fill in what was signed with
+    /// `Record { info_hash, len, sha256, wire, ..Record::received(..) }`. Everything the
+    /// workers add later starts empty here, the one place a record is made from scratch, so a
+    /// new field is added once.
+    pub fn received(name: String, seq: u64, kind: RecordKind, now: u64) -> Record {
+        Record {
+            name,
+            seq,
+            kind,
+            info_hash: String::new(),
+            len: 0,
+            sha256: None,
+            wire: String::new(),
+            status: Status::Pending,
+            reason: None,
+            output: None,
+            received_at: now,
+            updated_at: now,
+            sources: Vec::new(),
+            attempts: 0,
+            next_attempt_at: None,
+            restored_seq: None,
+            plan: None,
+        }
+    }
+
     /// The reason as tables show it (`status`, `history`): a retry says when it is due.
     pub fn shown_reason(&self, now_secs: u64) -> String {
         let reason = self.reason.as_deref().unwrap_or("");
@@ -243,23 +270,10 @@ impl Record {
     pub fn pending(name: &str, info_hash: &str, content: &[u8]) -> Record {
         use sha2::{Digest, Sha256};
         Record {
-            name: name.into(),
-            seq: 1,
-            kind: RecordKind::Signed(Kind::File),
             info_hash: info_hash.into(),
             len: content.len() as u64,
             sha256: Some(Sha256::digest(content).into()),
-            wire: String::new(),
-            status: Status::Pending,
-            reason: None,
-            output: None,
-            received_at: 0,
-            updated_at: 0,
-            sources: Vec::new(),
-            attempts: 0,
-            next_attempt_at: None,
-            restored_seq: None,
-            plan: None,
+            ..Record::received(name.into(), 1, RecordKind::Signed(Kind::File), 0)
         }
     }
 }
@@ -418,6 +432,13 @@ pub enum SeqVerdict {
 
 pub struct StateStore {
     dir: PathBuf,
+    /// Held across each read-modify-write of a file (a name's records, its highest mark, its
+    /// controls, the rejections): the intake, the four download workers, the waves' threads
+    /// and the retries write the same name's file at once. Without it a worker recording seq
+    /// 2 superseded wrote back the list it had read before the intake added seq 3, and seq 3's
+    /// record was gone (applied, then "no record of c.pp seq 3"; seen in
+    /// tests/converge.rs `nodes_down_through_several_updates_apply_only_the_newest_of_each_name`).
+    writing: std::sync::Mutex<()>,
 }
 
 impl StateStore {
@@ -459,6 +480,7 @@ impl StateStore {
         }
         Ok(StateStore {
             dir: dir.to_path_buf(),
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -468,6 +490,7 @@ impl StateStore {
     pub fn open_read_only(dir: &Path) -> StateStore {
         StateStore {
             dir: dir.to_path_buf(),
+            writing: std::sync::Mutex::new(()),
         }
     }
 
@@ -515,6 +538,7 @@ impl StateStore {
 
     /// Keeps `control` as the newest of its kind (abort/resume, or retry) for its (name, seq).
     pub fn put_control(&self, name: &str, control: ControlSeen) -> Result<()> {
+        let _writing = self.lock();
         let path = self.control_file(name);
         let mut seen = self.controls(name)?;
         let retry = control.action == "retry";
@@ -565,6 +589,17 @@ impl StateStore {
     /// Adds or replaces the record of (name, lineage, seq). An accepted one raises the name's
     /// highest mark first, so a crash in between refuses too much rather than too little.
     pub fn put(&self, record: Record) -> Result<()> {
+        let _writing = self.lock();
+        self.put_locked(record)
+    }
+
+    /// The writers' lock (a poisoned one is taken as it is: the files are replaced whole).
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`StateStore::put`] with the writers' lock held.
+    fn put_locked(&self, record: Record) -> Result<()> {
         let lineage = Lineage::of(&record);
         if record.status != Status::Held {
             let path = self.highest_file(&record.name);
@@ -605,6 +640,7 @@ impl StateStore {
     /// change's to touch: a change that does is refused and nothing is stored, so no module
     /// but the intake makes or rewrites a verified record through here.
     pub fn update(&self, name: &str, seq: u64, change: impl FnOnce(&mut Record)) -> Result<Record> {
+        let _writing = self.lock();
         let mut record = self
             .records(name)?
             .into_iter()
@@ -622,7 +658,7 @@ impl StateStore {
                 field,
             });
         }
-        self.put(record.clone())?;
+        self.put_locked(record.clone())?;
         Ok(record)
     }
 
@@ -678,6 +714,7 @@ impl StateStore {
     }
 
     pub fn reject(&self, rejection: Rejection) -> Result<()> {
+        let _writing = self.lock();
         let path = self.dir.join("rejections.json");
         let mut all: Vec<Rejection> = read_json(&path)?.unwrap_or_default();
         all.push(rejection);
@@ -739,23 +776,12 @@ mod tests {
 
     fn record(name: &str, seq: u64, status: Status) -> Record {
         Record {
-            name: name.into(),
-            seq,
-            kind: RecordKind::Signed(Kind::Manifest),
             info_hash: "00".repeat(20),
             len: 1,
             sha256: Some([0; 32]),
             wire: "p2pu1:x".into(),
             status,
-            reason: None,
-            output: None,
-            received_at: 1,
-            updated_at: 1,
-            sources: Vec::new(),
-            attempts: 0,
-            next_attempt_at: None,
-            restored_seq: None,
-            plan: None,
+            ..Record::received(name.into(), seq, RecordKind::Signed(Kind::Manifest), 1)
         }
     }
 
@@ -965,6 +991,43 @@ mod tests {
                 newest: 99_999_999_999_999
             }
         );
+    }
+
+    /// The intake, the workers and the waves' threads write one name's records at once: each
+    /// write reads the list and writes it back whole, so without the writers' lock one thread
+    /// wrote back a list read before another's record was added, and that record was gone.
+    #[test]
+    fn records_written_at_once_from_many_threads_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for seq in 1..=8 {
+            store.put(record("a.pp", seq, Status::Pending)).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for seq in 1..=8 {
+                let store = &store;
+                // One thread adds a record while another settles an existing one.
+                scope.spawn(move || {
+                    store
+                        .put(record("a.pp", 100 + seq, Status::Pending))
+                        .unwrap()
+                });
+                scope.spawn(move || {
+                    for _ in 0..3 {
+                        store
+                            .set_status("a.pp", seq, Status::Failed, None, None, 1)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let seqs: Vec<u64> = store
+            .records("a.pp")
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs.len(), 16, "{seqs:?}");
     }
 
     /// Hostile review of issue 28: only the intake makes records, from verified decisions

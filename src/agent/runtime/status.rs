@@ -5,7 +5,7 @@
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
 use super::heartbeat::Freshness;
-use super::state::{Record, Rejection, StateStore, Status};
+use super::state::{Record, Rejection, RolloutOutcome, StateStore, Status};
 use super::Result;
 use crate::engines::{Gossip, MemberStatus};
 use crate::formats::serf_names::{LOGS_QUERY, STATUS_QUERY};
@@ -24,6 +24,41 @@ pub struct NodeStatus {
     /// Whether it holds a fresh heartbeat; absent where heartbeats are not required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// Names left out to keep the answer within [`MAX_ANSWER`] (the oldest); absent when
+    /// none were (and in answers from before it was added).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub omitted: usize,
+    /// When the answer was written, on the answering node's clock (ms since the epoch): the
+    /// asking node measures its own clock against the fleet's from these (`clock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<u64>,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The payload of a `p2pu-status` query that asks for every name and for the `omitted`
+/// count: not a name (no name holds `/`), so a node from before names were asked for ignores
+/// it like any payload, and a node now knows the asker reads `omitted`. An empty payload (the
+/// wave gate's, and every older asker's) gets no `omitted`, which an older reader, denying
+/// unknown fields, would take for no answer at all.
+pub const ALL_NAMES: &str = "/";
+
+/// The most names one `p2pu-status` query may ask for (`fleet status NAME...`).
+pub const MAX_ASKED_NAMES: usize = 64;
+
+/// The names a `p2pu-status` query's payload asks for, one per line; empty: every name. Any
+/// member may send the query, so only valid names are taken, at most [`MAX_ASKED_NAMES`]:
+/// the list only narrows the answer.
+pub fn asked_names(payload: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(payload)
+        .lines()
+        .map(str::trim)
+        .filter(|n| crate::formats::announcement::validate_name(n).is_ok())
+        .take(MAX_ASKED_NAMES)
+        .map(str::to_string)
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +77,31 @@ pub struct UpdateStatus {
     /// Attempts that ended (retries count); absent from nodes that do not retry.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// The seed servers this node fetched it from, in order (its newest updates only, at most
+    /// [`STATUS_SOURCES`]): who served whom, for `fleet serve`'s picture of the transfer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSeen>,
 }
+
+/// One source as a node's status answer gives it: enough to draw the transfer, cut to fit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSeen {
+    /// The member's seed server, `ip:port`.
+    pub addr: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bad_pieces: u32,
+    /// Why it was left (`slow: ...`, `failed: ...`), cut to [`SOURCE_LEFT_CHARS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+}
+
+/// How many sources, of how many of a node's newest updates, its status answer carries, and
+/// how much of each one's reason for leaving: the answer must stay under [`MAX_ANSWER`].
+pub const STATUS_SOURCES: usize = 8;
+const SOURCES_OF_UPDATES: usize = 2;
+const SOURCE_LEFT_CHARS: usize = 60;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -60,21 +119,59 @@ pub struct StatusReport {
     /// Absent where heartbeats are not required (`agent.heartbeat_window_secs = 0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Freshness>,
+    /// Whether the agent, Serf and Transmission answer on their local ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::engines::clients::ServiceState>,
+    /// Whether the agent's state dir exists (`false`: the agent never ran here).
+    #[serde(default = "yes")]
+    pub state_dir_exists: bool,
+    /// How far this node's clock is off the fleet's, as the last catch-up round measured it;
+    /// absent before one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<super::clock::Offset>,
 }
 
-/// This node's newest update of each name, newest first, within the answer limit.
-pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
+fn yes() -> bool {
+    true
+}
+
+/// This node's newest update of each name (of `names`, when given), newest first, within
+/// the answer limit; how many were left out is said.
+pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result<NodeStatus> {
     let mut latest: Vec<Record> = store.latest()?;
+    latest.retain(|r| names.is_empty() || names.contains(&r.name));
     latest.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+    let total = latest.len();
     let mut status = NodeStatus {
         node,
         updates: Vec::new(),
-        version: Some(crate::VERSION.to_string()),
+        version: Some(crate::version::VERSION.to_string()),
         heartbeat: None,
+        omitted: 0,
+        now_ms: None,
     };
-    // The node name, the version and the JSON around the updates.
-    let mut size = 160;
-    for record in latest {
+    // The node name, the version, the time (`now_ms`, set by the handler) and the JSON around
+    // the updates.
+    let mut size = 190;
+    for (n, record) in latest.into_iter().enumerate() {
+        let sources = if n < SOURCES_OF_UPDATES {
+            record
+                .sources
+                .iter()
+                .take(STATUS_SOURCES)
+                .map(|s| SourceSeen {
+                    addr: s.addr.chars().take(64).collect(),
+                    bytes: s.bytes,
+                    bad_pieces: s.bad_pieces,
+                    left: s
+                        .left
+                        .as_ref()
+                        .map(|l| l.chars().take(SOURCE_LEFT_CHARS).collect()),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let bad_sources = record
             .sources
             .iter()
@@ -91,6 +188,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
                 .map(|r| r.chars().take(STATUS_REASON_CHARS).collect()),
             at: record.updated_at,
             attempts: record.attempts,
+            sources,
         };
         size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
         if size > MAX_ANSWER {
@@ -98,6 +196,7 @@ pub fn node_status(store: &StateStore, node: String) -> Result<NodeStatus> {
         }
         status.updates.push(update);
     }
+    status.omitted = total - status.updates.len();
     Ok(status)
 }
 
@@ -135,17 +234,28 @@ pub struct MemberReport {
     /// p2pu's own `p2pu-*` tags left out.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Names its answer left out to stay within the query's size (the oldest); ask for them
+    /// by name (`fleet status NAME...`).
+    #[serde(default)]
+    pub omitted: usize,
 }
 
 /// Asks the fleet; every member appears once, answered or not.
 pub fn fleet_status(
     gossip: &dyn Gossip,
     timeout: Duration,
-    name: Option<&str>,
+    names: &[String],
     now: u64,
 ) -> Result<Vec<MemberReport>> {
     let members = gossip.members()?;
-    let answers = gossip.query(STATUS_QUERY, b"", timeout)?;
+    // Asked by name, each member answers with those alone, so a name the 7 KiB answer would
+    // have left out is there (members from before this ignore the list and answer all).
+    let payload = if names.is_empty() {
+        ALL_NAMES.to_string()
+    } else {
+        names.join("\n")
+    };
+    let answers = gossip.query(STATUS_QUERY, payload.as_bytes(), timeout)?;
     let mut reports: Vec<MemberReport> = members
         .iter()
         .filter(|m| m.status != MemberStatus::Left)
@@ -155,12 +265,13 @@ pub fn fleet_status(
                 .find(|(node, _)| node == &m.name)
                 .and_then(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok());
             let version = answer.as_ref().and_then(|a| a.version.clone());
+            let omitted = answer.as_ref().map_or(0, |a| a.omitted);
             let heartbeat = answer.as_ref().and_then(|a| a.heartbeat.clone());
             let updates = answer.map(|status| {
                 status
                     .updates
                     .into_iter()
-                    .filter(|u| name.is_none_or(|n| u.name == n))
+                    .filter(|u| names.is_empty() || names.contains(&u.name))
                     .collect::<Vec<_>>()
             });
             let newest_age_secs = updates
@@ -175,6 +286,7 @@ pub fn fleet_status(
                 updates,
                 newest_age_secs,
                 heartbeat,
+                omitted,
                 tags: m
                     .tags
                     .iter()
@@ -188,6 +300,43 @@ pub fn fleet_status(
         .collect();
     reports.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(reports)
+}
+
+/// An update: its name and seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutId {
+    pub name: String,
+    pub seq: u64,
+}
+
+/// The newest update any member reports: the highest seq, by name on a tie.
+pub fn newest_rollout(reports: &[MemberReport]) -> Option<RolloutId> {
+    reports
+        .iter()
+        .filter_map(|r| r.updates.as_ref())
+        .flatten()
+        .max_by(|a, b| a.seq.cmp(&b.seq).then_with(|| b.name.cmp(&a.name)))
+        .map(|u| RolloutId {
+            name: u.name.clone(),
+            seq: u.seq,
+        })
+}
+
+/// Whether every alive member is done with `rollout`: applied, failed, reverted, halted or not
+/// targeted, or already on a newer seq of its name. A member that did not answer, or has not
+/// heard of it yet, is not done; a member that is not alive cannot be waited for.
+pub fn is_settled(reports: &[MemberReport], rollout: &RolloutId) -> bool {
+    reports.iter().filter(|r| r.alive).all(|r| {
+        let Some(updates) = &r.updates else {
+            return false;
+        };
+        updates.iter().any(|u| {
+            u.name == rollout.name
+                && (u.seq > rollout.seq
+                    || (u.seq == rollout.seq && u.status.rollout_outcome() != RolloutOutcome::Open))
+        })
+    })
 }
 
 /// A node's answer to the `p2pu-logs` query: its newest record of one name (or the seq asked

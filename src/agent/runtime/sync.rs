@@ -82,7 +82,11 @@ pub fn new_id() -> String {
 
 /// Spools `request` for the agent (the handler and `p2pu sync` do, as root).
 pub fn put(spool_dir: &Path, request: &Request) -> Result<PathBuf> {
-    spool::put(spool_dir, Source::Sync, request.to_wire().as_bytes())
+    Ok(spool::put(
+        spool_dir,
+        Source::Sync,
+        request.to_wire().as_bytes(),
+    )?)
 }
 
 /// What one round found, for the `p2pu sync` that asked.

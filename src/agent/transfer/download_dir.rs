@@ -5,7 +5,7 @@
 //! `<root>/<info-hash>.relay` (the signed length). Fetching, relaying, submitting and the seed
 //! server all name these paths through [`DownloadDir`].
 
-use super::fetch::FetchError;
+use super::fetch_error::FetchError;
 use std::path::{Path, PathBuf};
 
 /// The extension of a relay mark, `<info-hash>.relay`.

@@ -15,8 +15,7 @@
 //! Transmission wait each end at a deadline derived from the signed length. A received
 //! metainfo is kept as its info dict alone, which is all that is stored and re-served.
 
-mod error;
-pub use error::FetchError;
+use super::fetch_error::FetchError;
 
 use super::download_dir::{write_mark, DownloadDir};
 use super::http_get::Client;
@@ -558,6 +557,29 @@ impl Fetcher<'_> {
             .as_ref()
             .map_or(record.name.as_str(), |m| m.name.as_str());
         self.add(record, metainfo)?;
+        self.wait_for_torrent(record, metainfo, http_failure)?;
+        let path = self.dir_of(record).join(name);
+        let payload = self.copy_verified(record, &path, found.as_ref())?;
+        if let Some(found) = &found {
+            write_mark(&self.metainfo_path(record), &found.bytes)?;
+        }
+        Ok(Fetched {
+            payload,
+            to_seed: None,
+            sources: Vec::new(),
+        })
+    }
+
+    /// Waits for Transmission to complete the torrent of `record` (added again should a
+    /// restarted daemon have lost it): its length is checked against the signed one as soon as
+    /// the metadata is in, and past the deadline the torrent goes and the error says why
+    /// (`http_failure`: what the HTTP attempt said before Transmission took over).
+    fn wait_for_torrent(
+        &self,
+        record: &Record,
+        metainfo: Option<&[u8]>,
+        http_failure: Option<String>,
+    ) -> Result<(), FetchError> {
         let hashes = [record.info_hash.clone()];
         let mut length_checked = false;
         let deadline = self.pace.deadline(record.len);
@@ -624,16 +646,7 @@ impl Fetcher<'_> {
             }
             self.sleep(self.poll)?;
         }
-        let path = self.dir_of(record).join(name);
-        let payload = self.copy_verified(record, &path, found.as_ref())?;
-        if let Some(found) = &found {
-            write_mark(&self.metainfo_path(record), &found.bytes)?;
-        }
-        Ok(Fetched {
-            payload,
-            to_seed: None,
-            sources: Vec::new(),
-        })
+        Ok(())
     }
 }
 

@@ -6,7 +6,8 @@
 
 pub mod download_dir;
 pub mod fetch;
-mod http;
+pub mod fetch_error;
+pub(crate) mod http;
 pub mod http_get;
 pub mod pace;
 pub mod relay;

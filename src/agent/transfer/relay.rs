@@ -29,7 +29,7 @@
 //! the verified copy that check.
 
 use super::download_dir::{write_mark, DownloadDir};
-use super::fetch::FetchError;
+use super::fetch_error::FetchError;
 use super::http_get::{Client, GetError, Response};
 pub use super::pace::MinRate;
 use super::pace::{Deadline, RateGuard};

@@ -28,8 +28,8 @@ use percent_encoding::percent_decode_str;
 use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use super::http_get::HAVE_HEADER;
+use crate::error::{Error, Result};
 use crate::formats::have::Have;
-use crate::{Error, Result};
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -14,7 +14,7 @@
 //! descriptors. The payload is opened `O_NOFOLLOW | O_NONBLOCK` and must be a regular file, read
 //! at most one byte past the signed length, in 1 MiB blocks (bounded memory for GiB payloads).
 
-use super::fetch::FetchError;
+use super::fetch_error::FetchError;
 use crate::agent::runtime::state::Record;
 use crate::formats::torrent::Metainfo;
 use crate::fsutil;

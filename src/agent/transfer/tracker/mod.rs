@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::http::{connectable, Handler, Limits, Request, Response, Server};
-use crate::Result;
+use crate::error::Result;
 use swarm::Swarms;
 
 /// Where the tracker's peers come from. Implementations should leave out the node itself, and

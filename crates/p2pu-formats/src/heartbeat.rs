@@ -15,9 +15,8 @@ use super::announcement::{
     Sig, Signers, MAX_EXPIRES, MAX_SIGS,
 };
 use super::bencode::{self, Kind as BKind, Value};
+use super::document::{Envelope, EnvelopeError};
 use crate::keys::{KeyId, TrustedKeys};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
@@ -74,9 +73,24 @@ pub enum HeartbeatError {
     UnsortedEntries { name: String },
 }
 
-impl crate::error::LayerError for HeartbeatError {}
-
 use HeartbeatError as E;
+
+/// The line around a heartbeat: the one envelope every signed text shares.
+const ENVELOPE: Envelope = Envelope {
+    prefix: WIRE_PREFIX,
+    max_len: MAX_WIRE_LEN,
+    keys: &KEYS,
+};
+
+impl From<EnvelopeError> for HeartbeatError {
+    fn from(error: EnvelopeError) -> HeartbeatError {
+        match error {
+            EnvelopeError::TooLong { len, .. } => E::TooLong { len },
+            EnvelopeError::BadPrefix { .. } => E::BadPrefix,
+            EnvelopeError::BadBase64(e) => E::BadBase64(e),
+        }
+    }
+}
 
 /// Whether `text` looks like a heartbeat (the spool's and the handler's filter).
 pub fn is_wire(text: &[u8]) -> bool {
@@ -267,10 +281,7 @@ impl Heartbeat {
     }
 
     pub fn to_wire(&self) -> String {
-        format!(
-            "{WIRE_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(self.bencode(true))
-        )
+        ENVELOPE.text(&self.bencode(true))
     }
 
     // By hand, in sorted key order: canonical by construction.
@@ -290,15 +301,7 @@ impl Heartbeat {
 
     /// Parses a wire text (one trailing newline, as Serf appends, is ignored).
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Heartbeat, HeartbeatError> {
-        let wire = wire.as_ref();
-        let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
-        if wire.len() > MAX_WIRE_LEN {
-            return Err(E::TooLong { len: wire.len() });
-        }
-        let encoded = wire
-            .strip_prefix(WIRE_PREFIX.as_bytes())
-            .ok_or(E::BadPrefix)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(E::BadBase64)?;
+        let bytes = ENVELOPE.bytes(wire.as_ref())?;
         // Sorted, unique keys, no leading zeros, nothing trailing: the parser refuses the rest.
         let value = bencode::parse(&bytes).map_err(|source| E::Bencode {
             what: "heartbeat",
@@ -385,24 +388,22 @@ fn put_raw(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::serf_names::HEARTBEAT_EVENT;
     use crate::keys::PublicKey;
+    use crate::serf_names::HEARTBEAT_EVENT;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
     }
 
-    fn trusting(keys: &[&SigningKey]) -> (tempfile::TempDir, TrustedKeys) {
-        let dir = tempfile::tempdir().unwrap();
+    fn trusting(keys: &[&SigningKey]) -> TrustedKeys {
+        let mut trusted = TrustedKeys::default();
         for k in keys {
-            let public = PublicKey {
+            trusted.insert(PublicKey {
                 key: k.verifying_key(),
                 comment: "ops".into(),
-            };
-            TrustedKeys::add(dir.path(), &public).unwrap();
+            });
         }
-        let trusted = TrustedKeys::load(dir.path()).unwrap();
-        (dir, trusted)
+        trusted
     }
 
     fn snapshot() -> Snapshot {
@@ -427,7 +428,7 @@ mod tests {
         assert_eq!(wire.len(), MAX_WIRE_LEN_ONE_SIG);
         assert!(wire.len() + HEARTBEAT_EVENT.len() <= 482);
         assert_eq!(Heartbeat::decode(format!("{wire}\n")).unwrap(), hb);
-        let (_dir, trusted) = trusting(&[&key(1)]);
+        let trusted = trusting(&[&key(1)]);
         assert_eq!(hb.verify(&trusted).unwrap().valid.len(), 1);
         for n in 2..=MAX_SIGS as u8 {
             hb.add_signature(&key(n));
@@ -439,14 +440,14 @@ mod tests {
     #[test]
     fn a_bad_signature_or_an_unknown_signer_is_refused() {
         let hb = Heartbeat::sign(FleetId([3; 8]), 1_800_000_000, &snapshot(), &key(1)).unwrap();
-        let (_dir, strangers) = trusting(&[&key(2)]);
+        let strangers = trusting(&[&key(2)]);
         assert!(matches!(
             hb.verify(&strangers),
             Err(E::Signature(AnnouncementError::UnknownSigner { .. }))
         ));
         let mut forged = hb.clone();
         forged.time += 1;
-        let (_dir, trusted) = trusting(&[&key(1)]);
+        let trusted = trusting(&[&key(1)]);
         assert!(matches!(
             forged.verify(&trusted),
             Err(E::Signature(AnnouncementError::BadSignature { .. }))
@@ -458,7 +459,7 @@ mod tests {
     fn unknown_keys_other_versions_and_non_canonical_texts_are_refused() {
         let hb = Heartbeat::sign(FleetId([3; 8]), 1_800_000_000, &snapshot(), &key(1)).unwrap();
         let bytes = hb.bencode(true);
-        let wire = |b: &[u8]| format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(b));
+        let wire = |b: &[u8]| ENVELOPE.text(b);
         // An extra key `x` (sorts last).
         let mut extra = bytes[..bytes.len() - 1].to_vec();
         extra.extend_from_slice(b"1:xi0ee");
@@ -500,7 +501,7 @@ mod tests {
     #[test]
     fn vectors() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/heartbeat");
-        let (_dir, trusted) = trusting(&[&key(1)]);
+        let trusted = trusting(&[&key(1)]);
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

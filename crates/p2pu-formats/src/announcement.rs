@@ -9,12 +9,9 @@
 //! Whether a version, an expiry, a fleet or a number of signers is acceptable is the intake's
 //! policy, not this module's.
 
+use crate::document::{Envelope, EnvelopeError};
 use crate::keys::{KeyId, TrustedKeys};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -58,10 +55,10 @@ pub enum AnnouncementError {
     BadPrefix { start: String },
     #[error("announcement is not unpadded URL-safe base64")]
     BadBase64(#[source] base64::DecodeError),
-    #[error("announcement is not a bencoded dictionary of integers and byte strings")]
-    Bencode(#[source] serde_bencode::Error),
-    #[error("announcement has key {key:?} twice")]
-    DuplicateKey { key: String },
+    /// Not canonical bencode (the reader's error says where), or canonical but not a flat
+    /// dictionary (no source).
+    #[error("announcement is not a canonical bencoded dictionary of integers and byte strings")]
+    Bencode(#[source] Option<crate::bencode::BencodeError>),
     #[error("announcement has unknown key {key:?}")]
     UnknownKey { key: String },
     #[error("announcement lacks key `{key}`")]
@@ -115,14 +112,24 @@ pub enum AnnouncementError {
     BadPlanFlag { got: i64 },
 }
 
-impl crate::error::LayerError for AnnouncementError {}
-
 use AnnouncementError as E;
 
+/// The lines around both versions: the one envelope every signed text shares. The keys are
+/// [`Fields::parse`]'s to check (a v1 text may hold a `v` of 2, refused as a mismatch).
+const ENVELOPE_V1: Envelope = Envelope {
+    prefix: WIRE_PREFIX,
+    max_len: MAX_WIRE_LEN_V1,
+    keys: &KEYS_V1,
+};
+const ENVELOPE_V2: Envelope = Envelope {
+    prefix: WIRE_PREFIX_V2,
+    max_len: MAX_WIRE_LEN,
+    keys: &KEYS_V2,
+};
+
 /// What the payload is, which decides how a node applies it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A Puppet manifest (*.pp): each node runs `puppet apply` on it.
@@ -391,7 +398,7 @@ impl Announcement {
             let plan = plan.ok_or_else(|| E::PlanMissing {
                 name: self.name.clone(),
             })?;
-            message.extend_from_slice(&crate::formats::plan::Plan::digest(plan));
+            message.extend_from_slice(&crate::plan::Plan::digest(plan));
         }
         Ok(message)
     }
@@ -515,11 +522,11 @@ impl Announcement {
     }
 
     pub fn to_wire(&self) -> String {
-        let prefix = match self.binding {
-            None => WIRE_PREFIX,
-            Some(_) => WIRE_PREFIX_V2,
+        let envelope = match self.binding {
+            None => ENVELOPE_V1,
+            Some(_) => ENVELOPE_V2,
         };
-        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(self.to_bencode()))
+        envelope.text(&self.to_bencode())
     }
 
     // Written by hand, in sorted key order, so encoding cannot fail and is canonical by
@@ -567,28 +574,22 @@ impl Announcement {
     /// ignored). Structure only: see [`Announcement::verify`].
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Announcement, AnnouncementError> {
         let wire = wire.as_ref();
-        let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
-        let (version, max) = if wire.starts_with(WIRE_PREFIX.as_bytes()) {
-            (1, MAX_WIRE_LEN_V1)
+        let (version, envelope) = if wire.starts_with(WIRE_PREFIX.as_bytes()) {
+            (1, ENVELOPE_V1)
         } else {
-            (2, MAX_WIRE_LEN)
+            (2, ENVELOPE_V2)
         };
-        if wire.len() > max {
-            let len = wire.len();
-            return Err(E::TooLong { len, max });
-        }
-        let prefix = if version == 1 {
-            WIRE_PREFIX
-        } else {
-            WIRE_PREFIX_V2
-        };
-        let encoded = wire.strip_prefix(prefix.as_bytes()).ok_or_else(|| {
-            let start = wire.get(..prefix.len()).unwrap_or(wire);
-            E::BadPrefix {
-                start: String::from_utf8_lossy(start).into_owned(),
+        let bytes = envelope.bytes(wire).map_err(|error| match error {
+            EnvelopeError::TooLong { len, max } => E::TooLong { len, max },
+            EnvelopeError::BadPrefix { prefix } => {
+                let line = wire.strip_suffix(b"\n").unwrap_or(wire);
+                let start = line.get(..prefix.len()).unwrap_or(line);
+                E::BadPrefix {
+                    start: String::from_utf8_lossy(start).into_owned(),
+                }
             }
+            EnvelopeError::BadBase64(e) => E::BadBase64(e),
         })?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(E::BadBase64)?;
         let announcement = Fields::parse(&bytes, version)?.into_announcement(version)?;
         if announcement.to_bencode() != bytes {
             return Err(E::NonCanonical);
@@ -783,53 +784,21 @@ pub(crate) fn put_int(out: &mut Vec<u8>, key: &str, value: u64) {
     out.extend_from_slice(format!("i{value}e").as_bytes());
 }
 
-/// A dictionary value: announcements have no nested lists or dictionaries, so none are parsed
-/// (which also keeps hostile nesting from recursing).
+/// A dictionary value: announcements have no nested lists or dictionaries (the reader bounds
+/// hostile nesting at [`crate::bencode::MAX_DEPTH`]; such a value is refused here).
 enum Scalar {
     Int(i64),
     Bytes(Vec<u8>),
 }
 
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Scalar, D::Error> {
-        struct ScalarVisitor;
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an integer or a byte string")
-            }
-            fn visit_i64<Er: de::Error>(self, v: i64) -> Result<Scalar, Er> {
-                Ok(Scalar::Int(v))
-            }
-            fn visit_bytes<Er: de::Error>(self, v: &[u8]) -> Result<Scalar, Er> {
-                Ok(Scalar::Bytes(v.to_vec()))
-            }
+impl Scalar {
+    /// An integer or a byte string; anything nested is not an announcement's.
+    fn of(value: &crate::bencode::Value<'_>) -> Result<Scalar, AnnouncementError> {
+        match value.kind {
+            crate::bencode::Kind::Int(i) => Ok(Scalar::Int(i)),
+            crate::bencode::Kind::Bytes(b) => Ok(Scalar::Bytes(b.to_vec())),
+            _ => Err(E::Bencode(None)),
         }
-        deserializer.deserialize_any(ScalarVisitor)
-    }
-}
-
-/// The top-level dictionary's entries in wire order, so duplicates are seen (a map would keep
-/// only one of them).
-struct Entries(Vec<(Vec<u8>, Scalar)>);
-
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Entries, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a dictionary")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Entries, M::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<serde_bytes::ByteBuf>()? {
-                    entries.push((key.into_vec(), map.next_value::<Scalar>()?));
-                }
-                Ok(Entries(entries))
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor)
     }
 }
 
@@ -837,12 +806,19 @@ struct Fields(BTreeMap<&'static str, Scalar>);
 
 impl Fields {
     fn parse(bytes: &[u8], version: u8) -> Result<Fields, AnnouncementError> {
-        let entries: Entries = serde_bencode::from_bytes(bytes).map_err(E::Bencode)?;
+        // The one strict reader (crate::bencode): keys sorted and distinct, no leading zeros,
+        // nothing trailing, so one announcement has one text before any field is read.
+        let value = crate::bencode::parse(bytes).map_err(|e| E::Bencode(Some(e)))?;
+        let crate::bencode::Kind::Dict(entries) = &value.kind else {
+            return Err(E::Bencode(None));
+        };
         let mut seen = BTreeMap::new();
         let mut unknown = None;
         let keys: &[&'static str] = if version == 1 { &KEYS_V1 } else { &KEYS_V2 };
-        for (key, value) in entries.0 {
-            let text = String::from_utf8_lossy(&key).into_owned();
+        for (key, value) in entries {
+            let key = *key;
+            let value = Scalar::of(value)?;
+            let text = String::from_utf8_lossy(key).into_owned();
             // `v` is read before unknown keys are refused: a later version may add keys.
             let Some(known) = keys
                 .iter()
@@ -853,9 +829,7 @@ impl Fields {
                 unknown.get_or_insert(text);
                 continue;
             };
-            if seen.insert(known, value).is_some() {
-                return Err(E::DuplicateKey { key: text });
-            }
+            seen.insert(known, value);
         }
         let fields = Fields(seen);
         // The version first: a future version may well have other keys.
@@ -979,7 +953,9 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::serf_names::UPDATE_EVENT;
+    use crate::serf_names::UPDATE_EVENT;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
@@ -1175,10 +1151,7 @@ mod tests {
     #[test]
     fn rejects_duplicate_key() {
         let err = mutated(b"1:vi1e", b"1:vi1e1:vi1e");
-        assert!(
-            matches!(&err, E::DuplicateKey { key } if key == "v"),
-            "{err}"
-        );
+        assert!(matches!(&err, E::Bencode(Some(_))), "{err}");
     }
 
     #[test]
@@ -1328,24 +1301,25 @@ mod tests {
 
     #[test]
     fn rejects_non_canonical_bencode() {
+        // The strict reader refuses each before a field is read.
         // Leading zero and plus sign parse as the same integer.
         let err = mutated(b"3:leni1234e", b"3:leni01234e");
-        assert!(matches!(err, E::NonCanonical), "{err}");
+        assert!(matches!(err, E::Bencode(Some(_))), "{err}");
         let err = mutated(b"3:leni1234e", b"3:leni+1234e");
-        assert!(matches!(err, E::NonCanonical), "{err}");
+        assert!(matches!(err, E::Bencode(Some(_))), "{err}");
         // Keys out of order.
         let a = signed("x");
         let bytes = a.to_bencode();
         let swapped = [&b"d1:vi1e"[..], &bytes[1..bytes.len() - 7], b"e"].concat();
         assert!(matches!(
             Announcement::decode(wire(&swapped)),
-            Err(E::NonCanonical)
+            Err(E::Bencode(Some(_)))
         ));
         // Trailing bytes after the dictionary.
         let trailing = [&bytes[..], b"0:"].concat();
         assert!(matches!(
             Announcement::decode(wire(&trailing)),
-            Err(E::NonCanonical)
+            Err(E::Bencode(Some(_)))
         ));
     }
 
@@ -1358,25 +1332,8 @@ mod tests {
             Err(E::UnknownSigner { .. })
         ));
 
-        let dir = tempfile::tempdir().unwrap();
-        TrustedKeys::add(
-            dir.path(),
-            &crate::keys::PublicKey {
-                key: key(1).verifying_key(),
-                comment: String::new(),
-            },
-        )
-        .unwrap();
-        TrustedKeys::add(
-            dir.path(),
-            &crate::keys::PublicKey {
-                key: key(2).verifying_key(),
-                comment: String::new(),
-            },
-        )
-        .unwrap();
-        TrustedKeys::revoke(dir.path(), a.kid(), "leaked").unwrap();
-        let revoked = TrustedKeys::load(dir.path()).unwrap();
+        let mut revoked = TrustedKeys::from_keys([key(1).verifying_key(), key(2).verifying_key()]);
+        revoked.mark_revoked(a.kid());
         assert!(matches!(
             a.verify(&revoked, None),
             Err(E::RevokedSigner { .. })
@@ -1551,9 +1508,9 @@ mod tests {
     /// reading, byte for byte, and what it must keep writing.
     #[test]
     fn v2_vectors_decode_to_their_fields() {
-        let one = include_str!("../../tests/vectors/announcement/v2-one-signature.wire");
-        let two = include_str!("../../tests/vectors/announcement/v2-two-signatures.wire");
-        let v1 = include_str!("../../tests/vectors/announcement/v1.wire");
+        let one = include_str!("../tests/vectors/announcement/v2-one-signature.wire");
+        let two = include_str!("../tests/vectors/announcement/v2-two-signatures.wire");
+        let v1 = include_str!("../tests/vectors/announcement/v1.wire");
         for (text, want) in [
             (one, signed_v2("site.pp", &[1])),
             (two, signed_v2("site.pp", &[1, 2])),
@@ -1609,18 +1566,9 @@ mod tests {
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::UnknownSigner { .. }]));
         // Key 2 revoked.
-        let dir = tempfile::tempdir().unwrap();
-        for n in [1, 2, 3] {
-            let public = crate::keys::PublicKey {
-                key: key(n).verifying_key(),
-                comment: String::new(),
-            };
-            TrustedKeys::add(dir.path(), &public).unwrap();
-        }
-        TrustedKeys::revoke(dir.path(), KeyId::of(&key(2).verifying_key()), "lost").unwrap();
-        let signers = a
-            .verify(&TrustedKeys::load(dir.path()).unwrap(), None)
-            .unwrap();
+        let mut trusted = TrustedKeys::from_keys([1, 2, 3].map(|n| key(n).verifying_key()));
+        trusted.mark_revoked(KeyId::of(&key(2).verifying_key()));
+        let signers = a.verify(&trusted, None).unwrap();
         assert_eq!(signers.valid.len(), 2);
         assert!(matches!(signers.ignored[..], [E::RevokedSigner { .. }]));
         // A signature that does not verify does not count.

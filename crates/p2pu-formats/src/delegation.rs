@@ -9,15 +9,13 @@
 //! decide. See docs/wire-delegation.md.
 
 use super::announcement::{
-    add_sig, combine_sigs, decode_sigs, encode_sigs, put_bytes, put_int, put_string, valid_signers,
-    AnnouncementError, FleetId, Kind, MAX_EXPIRES, MAX_SIGS,
+    decode_sigs, encode_sigs, put_bytes, put_int, put_string, AnnouncementError, FleetId, Kind,
+    MAX_EXPIRES, MAX_SIGS,
 };
-use super::document::{DocumentError, Envelope};
+use super::document::{sigs_field, DocumentError, Envelope, SignedDocument};
 use super::plan::glob_match;
 use crate::keys::KeyId;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 
 /// What a statement's text starts with.
 pub const PREFIX: &str = "p2pu-delegation:";
@@ -28,7 +26,7 @@ pub const MAX_ENTRY_LEN: usize = 128;
 /// The longest statement text: 3 full lists of long entries and [`MAX_SIGS`] signatures.
 pub const MAX_TEXT_LEN: usize = 16 * 1024;
 
-const ENVELOPE: Envelope = Envelope {
+const ENVELOPE_: Envelope = Envelope {
     prefix: PREFIX,
     max_len: MAX_TEXT_LEN,
     keys: &[
@@ -58,8 +56,6 @@ pub enum DelegationError {
     #[error("key statement signatures")]
     Sigs(#[source] AnnouncementError),
 }
-
-impl crate::error::LayerError for DelegationError {}
 
 use DelegationError as E;
 
@@ -244,73 +240,10 @@ impl Delegation {
         self.expires < now
     }
 
-    /// Adds `signer`'s signature.
-    pub fn sign(&mut self, signer: &SigningKey) -> Result<(), DelegationError> {
-        let signed = self.signed_bytes();
-        add_sig(&mut self.sigs, &signed, signer, MAX_SIGS).map_err(E::Sigs)
-    }
-
-    /// Takes the signatures of `other`, which must state the same (`--with-sig`).
-    pub fn combine(&mut self, other: &Delegation) -> Result<(), DelegationError> {
-        let (signed, other_signed) = (self.signed_bytes(), other.signed_bytes());
-        combine_sigs(
-            (&mut self.sigs, &signed),
-            (&other.sigs, &other_signed),
-            "key statements",
-            MAX_SIGS,
-        )
-        .map_err(E::Sigs)
-    }
-
-    /// The distinct keys `key_of` knows whose signature is valid.
-    pub fn signers(&self, key_of: impl Fn(&KeyId) -> Option<VerifyingKey>) -> Vec<KeyId> {
-        valid_signers(&self.signed_bytes(), &self.sigs, key_of)
-    }
-
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        self.bencode(false)
-    }
-
-    pub fn to_bencode(&self) -> Vec<u8> {
-        self.bencode(true)
-    }
-
-    /// The one-line text, with a trailing newline.
-    pub fn to_text(&self) -> String {
-        format!("{PREFIX}{}\n", URL_SAFE_NO_PAD.encode(self.to_bencode()))
-    }
-
-    fn bencode(&self, with_sigs: bool) -> Vec<u8> {
-        let list = |out: &mut Vec<u8>, key: &str, items: &[&str]| {
-            put_string(out, key.as_bytes());
-            out.push(b'l');
-            for item in items {
-                put_string(out, item.as_bytes());
-            }
-            out.push(b'e');
-        };
-        let mut out = vec![b'd'];
-        put_int(&mut out, "exp", self.expires);
-        put_bytes(&mut out, "fleet", &self.fleet.0);
-        put_bytes(&mut out, "key", self.key.as_bytes());
-        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
-        list(&mut out, "kinds", &kinds);
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        list(&mut out, "names", &names);
-        if with_sigs {
-            put_bytes(&mut out, "sigs", &encode_sigs(&self.sigs));
-        }
-        let targets: Vec<&str> = self.targets.iter().map(String::as_str).collect();
-        list(&mut out, "targets", &targets);
-        put_int(&mut out, "v", 1);
-        out.push(b'e');
-        out
-    }
-
     /// Parses a statement's text (one trailing newline allowed). Structure only.
     pub fn decode(text: &[u8]) -> Result<Delegation, DelegationError> {
-        let bytes = ENVELOPE.bytes(text)?;
-        let fields = ENVELOPE.open(&bytes)?;
+        let bytes = ENVELOPE_.bytes(text).map_err(DocumentError::from)?;
+        let fields = ENVELOPE_.open(&bytes)?;
         let texts = |key: &'static str| -> Result<Vec<String>, E> {
             (fields.list(key)?.iter())
                 .map(|item| {
@@ -360,9 +293,48 @@ impl Delegation {
     }
 }
 
+impl SignedDocument for Delegation {
+    const ENVELOPE: Envelope = ENVELOPE_;
+    const WHAT: &'static str = "key statements";
+    const MAX_SIGS: usize = MAX_SIGS;
+    type Error = DelegationError;
+
+    fn bencode(&self, with_sigs: bool) -> Vec<u8> {
+        let list = |out: &mut Vec<u8>, key: &str, items: &[&str]| {
+            put_string(out, key.as_bytes());
+            out.push(b'l');
+            for item in items {
+                put_string(out, item.as_bytes());
+            }
+            out.push(b'e');
+        };
+        let mut out = vec![b'd'];
+        put_int(&mut out, "exp", self.expires);
+        put_bytes(&mut out, "fleet", &self.fleet.0);
+        put_bytes(&mut out, "key", self.key.as_bytes());
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
+        list(&mut out, "kinds", &kinds);
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        list(&mut out, "names", &names);
+        if with_sigs {
+            put_bytes(&mut out, "sigs", &encode_sigs(&self.sigs));
+        }
+        let targets: Vec<&str> = self.targets.iter().map(String::as_str).collect();
+        list(&mut out, "targets", &targets);
+        put_int(&mut out, "v", 1);
+        out.push(b'e');
+        out
+    }
+
+    sigs_field!(DelegationError);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ed25519_dalek::SigningKey;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -533,7 +505,7 @@ mod tests {
 
     #[test]
     fn vectors_decode_to_what_they_say() {
-        let text = include_str!("../../tests/vectors/delegation/cameras.delegation");
+        let text = include_str!("../tests/vectors/delegation/cameras.delegation");
         let d = Delegation::decode(text.as_bytes()).unwrap();
         assert_eq!(d.to_text(), text);
         assert_eq!(d.names(), ["cam-*"]);

@@ -1,6 +1,7 @@
 //! How fetching an update fails, shared by everything that moves or checks its bytes
 //! (`fetch`, `relay`, `verified`, the download dir's marks), so none of them imports another
-//! for its error.
+//! for its error. Its own module, reached directly: reached through `fetch`'s re-export it tied
+//! the four into one circle (issue 26).
 
 use crate::agent::transfer::pace::PaceError;
 use crate::engines::TransmissionError;

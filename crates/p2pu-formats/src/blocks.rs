@@ -38,7 +38,7 @@
 //! with each leaf's length in the leaf layer; this version refuses any `v` but 1, and a node
 //! that meets one moves the payload by the chain.
 
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::bencode::{self, Kind as Ben, Value};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 
@@ -96,8 +96,6 @@ pub enum BlocksError {
     Spec(#[from] SpecError),
 }
 
-impl crate::error::LayerError for BlocksError {}
-
 /// What is wrong with the info dict's `p2pu` dict.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -123,6 +121,8 @@ pub enum SpecError {
     #[error(transparent)]
     Layout(Box<BlocksError>),
 }
+
+bencode::v1_keys_error!(SpecError);
 
 /// A payload's cut into blocks: its length and block size, both checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,31 +567,13 @@ impl Spec {
                 len: value.raw.len(),
             });
         }
-        let Ben::Dict(entries) = &value.kind else {
+        let Ben::Dict(_) = &value.kind else {
             return Err(SpecError::WrongType {
                 key: "p2pu",
                 want: "a dict",
             });
         };
-        match value.get("v").map(Value::as_int) {
-            None => return Err(SpecError::MissingKey { key: "v" }),
-            Some(None) => {
-                return Err(SpecError::WrongType {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(SpecError::UnsupportedVersion { got }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !SPEC_KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(SpecError::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        value.check_v1_keys(&SPEC_KEYS)?;
         let block = value
             .get("block")
             .ok_or(SpecError::MissingKey { key: "block" })?
@@ -821,7 +803,7 @@ aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaae";
         let with = s.insert_into(info).unwrap();
         let torrent = [b"d4:info".as_slice(), &with, b"e"].concat();
         // Still a torrent every p2pu reads, with the key before `piece length`.
-        let meta = crate::formats::torrent::Metainfo::from_bytes(&torrent).unwrap();
+        let meta = crate::torrent::Metainfo::from_bytes(&torrent).unwrap();
         assert_eq!(meta.total_length, 40000);
         assert_eq!(Spec::from_metainfo(&torrent).unwrap(), Some(s.clone()));
         let text = String::from_utf8_lossy(&with);

@@ -12,7 +12,7 @@
 //! Legacy payloads are unsigned: the MD5 only detects corruption. The agent accepts them only
 //! when configured to, and only with a newer creation date (see [`LegacyTorrent`]).
 
-use crate::formats::announcement::validate_name;
+use crate::announcement::validate_name;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -50,8 +50,6 @@ pub enum LegacyError {
     #[error("internal error (a bug in p2pu): {0}")]
     Internal(String),
 }
-
-impl crate::error::LayerError for LegacyError {}
 
 use LegacyError as E;
 
@@ -111,6 +109,10 @@ impl LegacyTorrent {
         if !nesting_within(&torrent, MAX_NESTING) {
             return Err(bad_torrent(format!("nested deeper than {MAX_NESTING}")));
         }
+        // The one place serde_bencode still reads (announcements and torrents use the strict
+        // `crate::bencode`): the prototype's torrents map onto `Meta`/`Info` by derive, and the
+        // re-encode check below accepts only canonical input, the same set the strict reader
+        // accepts. Legacy payloads are frozen (2017), so this reader never grows.
         let whole: Value =
             serde_bencode::from_bytes(&torrent).map_err(|e| bad_torrent(e.to_string()))?;
         // The info-hash is taken over a re-encoding, so it is right only for canonical input.
@@ -375,10 +377,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const TORRENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
-    const CONTENT: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.jpg");
-    const SERF_PAYLOAD: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.serf-payload");
-    const OVERLAY: &[u8] = include_bytes!("../../tests/vectors/legacy/lizard.overlay-message");
+    const TORRENT: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.torrent");
+    const CONTENT: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.jpg");
+    const SERF_PAYLOAD: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.serf-payload");
+    const OVERLAY: &[u8] = include_bytes!("../tests/vectors/legacy/lizard.overlay-message");
 
     fn check_lizard(t: &LegacyTorrent) {
         assert_eq!(t.torrent, TORRENT);

@@ -10,11 +10,10 @@
 //! [`Control::verify`] counts the valid signers. Whether enough signed, whether it expired,
 //! is for this fleet or is older than the last one seen is the intake's policy.
 
-use crate::formats::announcement::{validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::announcement::{decode_sigs, validate_name, FleetId, MAX_EXPIRES, MAX_SIGS};
+use crate::bencode::{self, Kind as Ben, Value};
+use crate::document::{Envelope, EnvelopeError};
 use crate::keys::{KeyId, TrustedKeys};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use std::fmt;
 use std::str::FromStr;
@@ -63,11 +62,27 @@ pub enum ControlError {
     Name(String),
 }
 
-impl crate::error::LayerError for ControlError {}
-
 use ControlError as E;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The line around a statement: the one envelope every signed text shares.
+const ENVELOPE: Envelope = Envelope {
+    prefix: WIRE_PREFIX,
+    max_len: MAX_WIRE_LEN,
+    keys: &KEYS,
+};
+
+impl From<EnvelopeError> for ControlError {
+    fn from(error: EnvelopeError) -> ControlError {
+        match error {
+            EnvelopeError::TooLong { len, .. } => E::TooLong { len },
+            EnvelopeError::BadPrefix { .. } => E::BadPrefix,
+            EnvelopeError::BadBase64(_) => E::BadBase64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Action {
     /// Nodes that have not applied the update hold (`halted`, "aborted by operator").
     Abort,
@@ -195,7 +210,7 @@ impl Control {
             || self
                 .nodes
                 .iter()
-                .any(|glob| crate::formats::plan::glob_match(glob, name))
+                .any(|glob| crate::plan::glob_match(glob, name))
     }
 
     /// What the signatures cover: the prefix, then the dictionary without `sigs`.
@@ -234,10 +249,7 @@ impl Control {
     }
 
     pub fn to_wire(&self) -> String {
-        format!(
-            "{WIRE_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(self.bencode(true))
-        )
+        ENVELOPE.text(&self.bencode(true))
     }
 
     /// Every signer's key id, sorted.
@@ -247,27 +259,8 @@ impl Control {
 
     /// Parses a wire text (one trailing newline ignored); structure only.
     pub fn decode(wire: impl AsRef<[u8]>) -> Result<Control, ControlError> {
-        let wire = wire.as_ref();
-        let wire = wire.strip_suffix(b"\n").unwrap_or(wire);
-        if wire.len() > MAX_WIRE_LEN {
-            return Err(E::TooLong { len: wire.len() });
-        }
-        let encoded = wire
-            .strip_prefix(WIRE_PREFIX.as_bytes())
-            .ok_or(E::BadPrefix)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| E::BadBase64)?;
-        let value = bencode::parse(&bytes)?;
-        let Ben::Dict(entries) = &value.kind else {
-            return Err(E::NotADict);
-        };
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(E::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        let bytes = ENVELOPE.bytes(wire.as_ref())?;
+        let value = known_dict(&bytes)?;
         let text = |key: &'static str| -> Result<String, ControlError> {
             value
                 .get(key)
@@ -300,28 +293,7 @@ impl Control {
                 key: "fleet",
                 want: "8 bytes",
             })?;
-        let nodes = match value.get("nodes") {
-            None => Vec::new(),
-            Some(list) => {
-                let items = list.as_list().ok_or(E::BadField {
-                    key: "nodes",
-                    want: "a list of globs",
-                })?;
-                let nodes = items
-                    .iter()
-                    .map(|v| {
-                        v.as_bytes()
-                            .and_then(|b| std::str::from_utf8(b).ok())
-                            .map(str::to_string)
-                    })
-                    .collect::<Option<Vec<String>>>()
-                    .ok_or(E::BadField {
-                        key: "nodes",
-                        want: "a list of globs",
-                    })?;
-                parse_nodes(&nodes.join(","))?
-            }
-        };
+        let nodes = nodes_of(&value)?;
         let sigs_bytes = value
             .get("sigs")
             .and_then(Value::as_bytes)
@@ -329,25 +301,10 @@ impl Control {
                 key: "sigs",
                 want: "a byte string",
             })?;
-        let count = sigs_bytes.len() / SIG_ENTRY;
-        if sigs_bytes.len() % SIG_ENTRY != 0 || !(1..=MAX_SIGS).contains(&count) {
-            return Err(E::BadSigs {
-                got: sigs_bytes.len(),
-            });
-        }
-        let mut sigs: Vec<(KeyId, [u8; 64])> = Vec::with_capacity(count);
-        for entry in sigs_bytes.chunks_exact(SIG_ENTRY) {
-            let mut kid = [0u8; 8];
-            kid.copy_from_slice(&entry[..8]);
-            let mut sig = [0u8; 64];
-            sig.copy_from_slice(&entry[8..]);
-            if sigs.last().is_some_and(|(last, _)| last.0 >= kid) {
-                return Err(E::BadSigs {
-                    got: sigs_bytes.len(),
-                });
-            }
-            sigs.push((KeyId(kid), sig));
-        }
+        // The packed `sigs` every signed text shares: 1 to MAX_SIGS entries, sorted by key id.
+        let sigs = decode_sigs(sigs_bytes, MAX_SIGS).map_err(|_| E::BadSigs {
+            got: sigs_bytes.len(),
+        })?;
         let name = text("name")?;
         validate_name(&name).map_err(|e| E::Name(e.to_string()))?;
         let control = Control {
@@ -391,6 +348,45 @@ impl Control {
         }
         Ok(valid)
     }
+}
+
+/// The statement's dictionary, with none but its keys.
+fn known_dict(bytes: &[u8]) -> Result<Value<'_>, ControlError> {
+    let value = bencode::parse(bytes)?;
+    let Ben::Dict(entries) = &value.kind else {
+        return Err(E::NotADict);
+    };
+    if let Some((key, _)) = entries
+        .iter()
+        .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
+    {
+        return Err(E::UnknownKey {
+            key: String::from_utf8_lossy(key).into_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// The optional `nodes` list of globs; none is every node.
+fn nodes_of(value: &Value<'_>) -> Result<Vec<String>, ControlError> {
+    let Some(list) = value.get("nodes") else {
+        return Ok(Vec::new());
+    };
+    let bad = E::BadField {
+        key: "nodes",
+        want: "a list of globs",
+    };
+    let items = list.as_list().ok_or(bad.clone())?;
+    let nodes = items
+        .iter()
+        .map(|v| {
+            v.as_bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_string)
+        })
+        .collect::<Option<Vec<String>>>()
+        .ok_or(bad)?;
+    parse_nodes(&nodes.join(","))
 }
 
 fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -438,7 +434,7 @@ mod tests {
     }
 
     fn wire(bencode: &[u8]) -> String {
-        format!("{WIRE_PREFIX}{}", URL_SAFE_NO_PAD.encode(bencode))
+        ENVELOPE.text(bencode)
     }
 
     #[test]
@@ -451,7 +447,7 @@ mod tests {
         assert_eq!(back.verify(&trusted).unwrap().len(), 1);
         assert!(back.is_for("cam-7") && back.is_for("door-1") && !back.is_for("door-2"));
         assert!(statement(Action::Abort, "").is_for("anything"));
-        let vector = include_str!("../../tests/vectors/control/retry.wire");
+        let vector = include_str!("../tests/vectors/control/retry.wire");
         assert_eq!(text, vector.trim_end());
         assert!(text.len() + super::super::serf_names::CONTROL_EVENT.len() <= 482);
     }

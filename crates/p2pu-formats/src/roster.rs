@@ -26,7 +26,7 @@
 //! against the signed leaves and its first bad one names it. Members not in the roster
 //! (joined later) are leaves that forward nothing.
 
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::bencode::{self, Kind as Ben, Value};
 use sha2::{Digest, Sha256};
 
 /// The longest roster a node reads or `submit` writes: room for [`MAX_ROSTER_MEMBERS`] names
@@ -93,7 +93,7 @@ pub enum RosterError {
     Digest,
 }
 
-impl crate::error::LayerError for RosterError {}
+bencode::v1_keys_error!(RosterError);
 
 use RosterError as E;
 
@@ -264,28 +264,10 @@ impl Roster {
             return Err(E::TooLong { len: bytes.len() });
         }
         let value = bencode::parse(bytes)?;
-        let Ben::Dict(entries) = &value.kind else {
+        let Ben::Dict(_) = &value.kind else {
             return Err(E::NotADict);
         };
-        match value.get("v").map(Value::as_int) {
-            None => return Err(E::MissingKey { key: "v" }),
-            Some(None) => {
-                return Err(E::WrongType {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(E::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        value.check_v1_keys(&KEYS)?;
         let get = |key: &'static str| value.get(key).ok_or(E::MissingKey { key });
         let int = |key: &'static str| -> Result<u64, RosterError> {
             let n = get(key)?.as_int().ok_or(E::WrongType {

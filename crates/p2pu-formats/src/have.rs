@@ -9,8 +9,8 @@
 //! (u32), the stripes `d` (u32), then one bit a block, block `i` at bit `i % 8` of byte `i / 8`.
 //! Exactly that long: at most [`MAX_HAVE_BYTES`].
 
-use super::blocks::{Layout, MAX_BLOCKS};
-use super::roster::MAX_STRIPES;
+use crate::blocks::{Layout, MAX_BLOCKS};
+use crate::roster::MAX_STRIPES;
 
 const MAGIC: &[u8] = b"p2pu-have1\n";
 const HEADER: usize = MAGIC.len() + 8 + 4 + 4;
@@ -29,7 +29,6 @@ pub enum HaveError {
     Length { got: usize, want: usize },
 }
 
-impl crate::error::LayerError for HaveError {}
 
 /// The blocks a node holds of one payload, and how they are dealt into stripes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,66 @@ pub enum Kind<'a> {
     Dict(Vec<(&'a [u8], Value<'a>)>),
 }
 
+/// Why a dict is not a version-1 document of known keys ([`Value::check_v1_keys`]); each
+/// format turns it into its own error's variants, so its messages stay its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum V1KeysError {
+    /// No `v` key.
+    MissingVersion,
+    /// `v` is not an integer.
+    VersionNotInt,
+    /// `v` is an integer other than 1.
+    UnsupportedVersion(i64),
+    /// A key the format does not know (lossily decoded).
+    UnknownKey(String),
+}
+
+/// `From<V1KeysError>` for a format's error with the variants `MissingKey { key }`,
+/// `WrongType { key, want }`, `UnsupportedVersion { got }` and `UnknownKey { key }`.
+macro_rules! v1_keys_error {
+    ($error:ty) => {
+        impl From<$crate::bencode::V1KeysError> for $error {
+            fn from(e: $crate::bencode::V1KeysError) -> Self {
+                use $crate::bencode::V1KeysError as V;
+                match e {
+                    V::MissingVersion => Self::MissingKey { key: "v" },
+                    V::VersionNotInt => Self::WrongType {
+                        key: "v",
+                        want: "an integer",
+                    },
+                    V::UnsupportedVersion(got) => Self::UnsupportedVersion { got },
+                    V::UnknownKey(key) => Self::UnknownKey { key },
+                }
+            }
+        }
+    };
+}
+pub(crate) use v1_keys_error;
+
 impl<'a> Value<'a> {
+    /// For a dict: its `v` is 1 (checked first: a later version may well have other keys) and
+    /// it holds no key outside `known`. Plans, rosters and the info dict's `p2pu` key read so.
+    pub fn check_v1_keys(&self, known: &[&str]) -> Result<(), V1KeysError> {
+        match self.get("v").map(Value::as_int) {
+            None => return Err(V1KeysError::MissingVersion),
+            Some(None) => return Err(V1KeysError::VersionNotInt),
+            Some(Some(1)) => {}
+            Some(Some(got)) => return Err(V1KeysError::UnsupportedVersion(got)),
+        }
+        let Kind::Dict(entries) = &self.kind else {
+            return Ok(());
+        };
+        match entries
+            .iter()
+            .find(|(k, _)| !known.iter().any(|name| name.as_bytes() == *k))
+        {
+            Some((key, _)) => Err(V1KeysError::UnknownKey(
+                String::from_utf8_lossy(key).into_owned(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The value under `key` when this is a dict.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         match &self.kind {
@@ -72,8 +131,6 @@ pub struct BencodeError {
     pub offset: usize,
     pub problem: Problem,
 }
-
-impl crate::error::LayerError for BencodeError {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {

@@ -9,7 +9,8 @@
 //! Wave assignment ([`assign_waves`]) is a pure function of the info-hash and the member names,
 //! so every node computes the same waves without asking anyone.
 
-use crate::formats::bencode::{self, Kind as Ben, Value};
+use crate::bencode::{self, Kind as Ben, Value};
+use crate::window::{parse_all, Window};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,14 +23,16 @@ pub const MAX_WAVES: usize = 16;
 pub const MAX_WAIT_SECS: u64 = 7 * 86_400;
 /// The longest per-update check timeout: an hour.
 pub const MAX_CHECK_TIMEOUT_SECS: u64 = 3_600;
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 9] = [
     "check",
     "check_timeout",
+    "force_locks",
     "maxf",
     "target",
     "v",
     "wait",
     "waves",
+    "window",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +62,7 @@ pub enum PlanError {
     },
 }
 
-impl crate::error::LayerError for PlanError {}
+bencode::v1_keys_error!(PlanError);
 
 use PlanError as E;
 
@@ -291,6 +294,13 @@ pub struct Plan {
     /// Per-update health check argv, and its timeout in seconds.
     pub check: Vec<String>,
     pub check_timeout: Option<u64>,
+    /// Maintenance windows this update applies in (`submit --window`), replacing the node's
+    /// `agent.apply_window`; empty: the node's. A node that does not know the field refuses
+    /// the plan, and so never applies the update outside the window.
+    pub window: Vec<Window>,
+    /// Apply past the nodes' update locks and veto commands (`submit --force-locks`): the
+    /// signers' explicit word. Old nodes refuse a plan with it (they have no locks to force).
+    pub force_locks: bool,
 }
 
 /// Parses `--waves 1,10%,50%,100%`.
@@ -358,6 +368,11 @@ pub fn parse_wait(text: &str) -> Result<u64, PlanError> {
     Ok(secs)
 }
 
+/// Parses `--window` values (the flag repeats: a window's days may hold commas).
+pub fn parse_windows(texts: &[String]) -> Result<Vec<Window>, PlanError> {
+    parse_all(texts).map_err(|e| bad("--window", &texts.join(" "), e.to_string()))
+}
+
 impl Plan {
     /// Whether a plan says anything (an update without one needs none).
     pub fn is_empty(&self) -> bool {
@@ -383,6 +398,9 @@ impl Plan {
         if let Some(t) = self.check_timeout {
             put_int(&mut out, "check_timeout", t);
         }
+        if self.force_locks {
+            put_int(&mut out, "force_locks", 1);
+        }
         if let Some(maxf) = self.max_failures {
             put_key(&mut out, "maxf");
             put_string(&mut out, maxf.to_text().as_bytes());
@@ -403,6 +421,14 @@ impl Plan {
             }
             out.push(b'e');
         }
+        if !self.window.is_empty() {
+            put_key(&mut out, "window");
+            out.push(b'l');
+            for window in &self.window {
+                put_string(&mut out, window.to_text().as_bytes());
+            }
+            out.push(b'e');
+        }
         out.push(b'e');
         out
     }
@@ -419,29 +445,10 @@ impl Plan {
             return Err(E::TooLong { len: bytes.len() });
         }
         let value = bencode::parse(bytes)?;
-        let Ben::Dict(entries) = &value.kind else {
+        let Ben::Dict(_) = &value.kind else {
             return Err(E::NotADict);
         };
-        // The version first: a later version may well have other fields.
-        match value.get("v").map(|v| v.as_int()) {
-            None => return Err(E::MissingKey { key: "v" }),
-            Some(None) => {
-                return Err(E::WrongType {
-                    key: "v",
-                    want: "an integer",
-                })
-            }
-            Some(Some(1)) => {}
-            Some(Some(got)) => return Err(E::UnsupportedVersion { got }),
-        }
-        if let Some((key, _)) = entries
-            .iter()
-            .find(|(k, _)| !KEYS.iter().any(|known| known.as_bytes() == *k))
-        {
-            return Err(E::UnknownKey {
-                key: String::from_utf8_lossy(key).into_owned(),
-            });
-        }
+        value.check_v1_keys(&KEYS)?;
         let text = |key: &'static str, v: &Value| -> Result<String, PlanError> {
             v.as_bytes()
                 .and_then(|b| std::str::from_utf8(b).ok())
@@ -495,6 +502,28 @@ impl Plan {
         }
         if let Some(v) = value.get("check_timeout") {
             plan.check_timeout = Some(uint("check_timeout", v, MAX_CHECK_TIMEOUT_SECS)?);
+        }
+        if let Some(v) = value.get("force_locks") {
+            // Present means 1: a 0 would be a second spelling of its absence.
+            uint("force_locks", v, 1)?;
+            plan.force_locks = true;
+        }
+        if let Some(v) = value.get("window") {
+            let texts = texts("window", v)?;
+            if texts.is_empty() {
+                return Err(E::WrongType {
+                    key: "window",
+                    want: "a non-empty list",
+                });
+            }
+            plan.window = parse_all(&texts).map_err(|e| E::WrongType {
+                key: "window",
+                want: if matches!(e, crate::window::WindowError::TooMany { .. }) {
+                    "a list of at most 8 windows"
+                } else {
+                    "a list of windows `DAYS HH:MM-HH:MM`"
+                },
+            })?;
         }
         if plan.to_bencode() != bytes {
             return Err(bad("plan", "", "not in canonical form"));
@@ -587,6 +616,8 @@ mod tests {
             wait_secs: 30,
             check: vec!["/usr/local/bin/check".into(), "--quick".into()],
             check_timeout: Some(60),
+            window: Vec::new(),
+            force_locks: false,
         }
     }
 
@@ -595,7 +626,7 @@ mod tests {
         let plan = full();
         let bytes = plan.to_bencode();
         assert_eq!(Plan::decode(&bytes).unwrap(), plan);
-        let vector = include_bytes!("../../tests/vectors/plan/full.plan");
+        let vector = include_bytes!("../tests/vectors/plan/full.plan");
         assert_eq!(&bytes[..], &vector[..]);
         let empty = Plan::default().to_bencode();
         assert_eq!(empty, b"d1:vi1ee");
@@ -608,7 +639,7 @@ mod tests {
         let err = Plan::decode(b"d1:vi1e4:zzzzi1ee").unwrap_err();
         assert_eq!(err, E::UnknownKey { key: "zzzz".into() });
         assert!(err.to_string().contains("unknown field \"zzzz\""), "{err}");
-        let vector = include_bytes!("../../tests/vectors/plan/unknown-field.plan");
+        let vector = include_bytes!("../tests/vectors/plan/unknown-field.plan");
         assert_eq!(
             Plan::decode(vector).unwrap_err(),
             E::UnknownKey {
@@ -739,5 +770,38 @@ mod tests {
         assert_eq!(plan("10%").failures_allowed(5), Some(0));
         assert_eq!(plan("25%").failures_allowed(8), Some(2));
         assert_eq!(Plan::default().failures_allowed(8), None);
+    }
+
+    /// A signed window round-trips in its canonical text; a window spelled any other way, or
+    /// one that does not parse, is refused (one plan, one encoding).
+    #[test]
+    fn a_window_round_trips_canonically_and_a_bad_one_is_refused() {
+        let plan = Plan {
+            window: parse_windows(&["sat,sun 0:00-6:00".to_string()]).unwrap(),
+            ..Plan::default()
+        };
+        let bytes = plan.to_bencode();
+        assert_eq!(bytes, b"d1:vi1e6:windowl19:Sat-Sun 00:00-06:00ee");
+        assert_eq!(Plan::decode(&bytes).unwrap(), plan);
+        for bad in [
+            &b"d1:vi1e6:windowl19:sat-sun 00:00-06:00ee"[..],
+            b"d1:vi1e6:windowl16:Sat 0:00-6:00:0ee",
+            b"d1:vi1e6:windowlee",
+        ] {
+            assert!(
+                Plan::decode(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let forced = Plan {
+            force_locks: true,
+            ..Plan::default()
+        };
+        assert_eq!(forced.to_bencode(), b"d11:force_locksi1e1:vi1ee");
+        assert_eq!(Plan::decode(&forced.to_bencode()).unwrap(), forced);
+        assert!(Plan::decode(b"d11:force_locksi0e1:vi1ee").is_err());
+        let err = parse_windows(&["Funday 02:00-03:00".to_string()]).unwrap_err();
+        assert!(err.to_string().starts_with("--window "), "{err}");
     }
 }

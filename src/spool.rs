@@ -11,12 +11,31 @@
 //! The agent runs as root and must survive whatever a writer leaves: an entry that is not a
 //! regular file owned by its directory's owner (a directory, link, FIFO, device, hard link) is
 //! moved aside into `quarantine/` (root's, 0700) instead of stopping or blocking the agent.
+//!
+//! It sits below both of its writers' layers and the agent (it was `agent/runtime/spool.rs`,
+//! which put an arrow from `nat/client.rs` up into the agent); `agent::runtime::spool`
+//! re-exports it for the agent's readers.
 
-use super::{Result, RuntimeError};
-use crate::fsutil::{write_atomic, FileKind};
+use crate::error::IoError;
+use crate::fsutil::{write_atomic, FileKind, FsError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A spool entry could not be written, listed, moved or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("event of {len} bytes refused: the spool takes at most {max}")]
+    EventTooLarge { len: usize, max: usize },
+    #[error(transparent)]
+    Write(#[from] FsError),
+}
+
+impl crate::error::LayerError for SpoolError {}
+
+type Result<T, E = SpoolError> = std::result::Result<T, E>;
 
 /// Larger payloads are not announcements (Serf's own limit is 9216 bytes).
 pub const MAX_EVENT_BYTES: usize = 16 * 1024;
@@ -37,7 +56,7 @@ pub enum Source {
     Serf,
     Overlay,
     CatchUp,
-    /// A request to ask the fleet now ([`super::sync`]): from the handler when a member
+    /// A request to ask the fleet now ([`crate::agent::runtime::sync`]): from the handler when a member
     /// joined, or from `p2pu sync`. Honoured only from the spool itself (root's part).
     Sync,
 }
@@ -70,7 +89,7 @@ pub struct Spooled {
 /// Writes `payload` into `dir` as a new event file; returns its path.
 pub fn put(dir: &Path, source: Source, payload: &[u8]) -> Result<PathBuf> {
     if payload.len() > MAX_EVENT_BYTES {
-        return Err(RuntimeError::EventTooLarge {
+        return Err(SpoolError::EventTooLarge {
             len: payload.len(),
             max: MAX_EVENT_BYTES,
         });
@@ -112,7 +131,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn events_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(std::fs::read_dir(dir)
-        .map_err(RuntimeError::io("listing the spool", dir))?
+        .map_err(IoError::on("listing the spool", dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| is_event(p))
         .collect())
@@ -225,7 +244,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(RuntimeError::io("creating the spool's quarantine", &dir)(e)),
+        Err(e) => return Err(IoError::on("creating the spool's quarantine", &dir)(e).into()),
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -237,7 +256,7 @@ pub fn quarantine(spool: &Path, path: &Path) -> Result<PathBuf> {
     let to = dir.join(format!("{nanos:020}-{name}"));
     // A rename moves the entry itself (a link stays a link, a directory keeps its contents)
     // without opening it.
-    std::fs::rename(path, &to).map_err(RuntimeError::io("quarantining spool entry", path))?;
+    std::fs::rename(path, &to).map_err(IoError::on("quarantining spool entry", path))?;
     Ok(to)
 }
 
@@ -246,7 +265,7 @@ pub fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RuntimeError::io("removing spooled event", path)(e)),
+        Err(e) => Err(IoError::on("removing spooled event", path)(e).into()),
     }
 }
 

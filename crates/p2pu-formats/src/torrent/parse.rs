@@ -2,7 +2,7 @@
 //! its length, and file names that are safe to create on disk.
 
 use super::{FileEntry, Metainfo, TorrentError};
-use crate::formats::bencode::{self, Value};
+use crate::bencode::{self, Value};
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 
@@ -213,7 +213,7 @@ fn parse_files(value: &Value<'_>) -> Result<Vec<FileEntry>, TorrentError> {
 }
 
 /// A name that is safe as one path component on disk.
-pub(super) fn check_component(name: &str, field: &str) -> Result<(), TorrentError> {
+pub fn check_component(name: &str, field: &str) -> Result<(), TorrentError> {
     let problem = if name.is_empty() {
         "is empty"
     } else if name == "." || name == ".." {
@@ -329,8 +329,8 @@ mod tests {
     /// transmission-show prints and piece hashes of its content.
     #[test]
     fn reads_the_legacy_vector() {
-        let bytes = include_bytes!("../../../tests/vectors/legacy/lizard.torrent");
-        let content = include_bytes!("../../../tests/vectors/legacy/lizard.jpg");
+        let bytes = include_bytes!("../../tests/vectors/legacy/lizard.torrent");
+        let content = include_bytes!("../../tests/vectors/legacy/lizard.jpg");
         let m = Metainfo::from_bytes(bytes).unwrap();
         assert_eq!(
             m.info_hash_hex(),

@@ -9,14 +9,12 @@
 //! docs/wire-root.md.
 
 use super::announcement::{
-    add_sig, combine_sigs, decode_sigs, encode_sigs, put_bytes, put_int, put_string, valid_signers,
-    AnnouncementError, FleetId, MAX_EXPIRES,
+    decode_sigs, encode_sigs, put_bytes, put_int, put_string, AnnouncementError, FleetId,
+    MAX_EXPIRES,
 };
-use super::document::{DocumentError, Envelope};
+use super::document::{sigs_field, DocumentError, Envelope, SignedDocument};
 use crate::keys::KeyId;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 
 /// What a root document's text starts with.
 pub const PREFIX: &str = "p2pu-root1:";
@@ -35,7 +33,7 @@ pub const MAX_CHAIN_BYTES: u64 = (MAX_CHAIN * (MAX_TEXT_LEN + 1)) as u64;
 /// what every node, however far behind, is offered.
 pub const ROOT_NAME: &str = "p2pu-root";
 
-const ENVELOPE: Envelope = Envelope {
+const ENVELOPE_: Envelope = Envelope {
     prefix: PREFIX,
     max_len: MAX_TEXT_LEN,
     keys: &["exp", "fleet", "keys", "sigs", "threshold", "v", "version"],
@@ -55,8 +53,6 @@ pub enum RootError {
     #[error("root chain: {0}")]
     Chain(String),
 }
-
-impl crate::error::LayerError for RootError {}
 
 use RootError as E;
 
@@ -163,28 +159,6 @@ impl RootDoc {
         self.keys.iter().find(|k| KeyId::of(k) == *kid).copied()
     }
 
-    pub fn sign(&mut self, signer: &SigningKey) -> Result<(), RootError> {
-        let signed = self.signed_bytes();
-        add_sig(&mut self.sigs, &signed, signer, MAX_SIGS).map_err(E::Sigs)
-    }
-
-    /// Takes the signatures of `other`, which must be the same document.
-    pub fn combine(&mut self, other: &RootDoc) -> Result<(), RootError> {
-        let (signed, other_signed) = (self.signed_bytes(), other.signed_bytes());
-        combine_sigs(
-            (&mut self.sigs, &signed),
-            (&other.sigs, &other_signed),
-            "root documents",
-            MAX_SIGS,
-        )
-        .map_err(E::Sigs)
-    }
-
-    /// The distinct keys `key_of` knows whose signature is valid.
-    pub fn signers(&self, key_of: impl Fn(&KeyId) -> Option<VerifyingKey>) -> Vec<KeyId> {
-        valid_signers(&self.signed_bytes(), &self.sigs, key_of)
-    }
-
     /// The chain rule: this document may follow the trust anchors `prev_keys` (version
     /// `prev_version`, needing `prev_threshold`) only as version `prev_version + 1`, for
     /// `fleet`, signed by `prev_threshold` of `prev_keys` and by its own threshold of its own
@@ -226,43 +200,10 @@ impl RootDoc {
         Ok(())
     }
 
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        self.bencode(false)
-    }
-
-    pub fn to_bencode(&self) -> Vec<u8> {
-        self.bencode(true)
-    }
-
-    /// The one-line text, with a trailing newline.
-    pub fn to_text(&self) -> String {
-        format!("{PREFIX}{}\n", URL_SAFE_NO_PAD.encode(self.to_bencode()))
-    }
-
-    fn bencode(&self, with_sigs: bool) -> Vec<u8> {
-        let mut out = vec![b'd'];
-        put_int(&mut out, "exp", self.expires);
-        put_bytes(&mut out, "fleet", &self.fleet.0);
-        put_string(&mut out, b"keys");
-        out.push(b'l');
-        for key in &self.keys {
-            put_string(&mut out, key.as_bytes());
-        }
-        out.push(b'e');
-        if with_sigs {
-            put_bytes(&mut out, "sigs", &encode_sigs(&self.sigs));
-        }
-        put_int(&mut out, "threshold", self.threshold);
-        put_int(&mut out, "v", 1);
-        put_int(&mut out, "version", self.version);
-        out.push(b'e');
-        out
-    }
-
     /// Parses one document's text (one trailing newline allowed). Structure only.
     pub fn decode(text: &[u8]) -> Result<RootDoc, RootError> {
-        let bytes = ENVELOPE.bytes(text)?;
-        let fields = ENVELOPE.open(&bytes)?;
+        let bytes = ENVELOPE_.bytes(text).map_err(DocumentError::from)?;
+        let fields = ENVELOPE_.open(&bytes)?;
         let uint = |key: &'static str| fields.uint(key, "a non-negative integer");
         let want_keys = E::Wrong {
             key: "keys",
@@ -328,9 +269,41 @@ impl RootDoc {
     }
 }
 
+impl SignedDocument for RootDoc {
+    const ENVELOPE: Envelope = ENVELOPE_;
+    const WHAT: &'static str = "root documents";
+    const MAX_SIGS: usize = MAX_SIGS;
+    type Error = RootError;
+
+    fn bencode(&self, with_sigs: bool) -> Vec<u8> {
+        let mut out = vec![b'd'];
+        put_int(&mut out, "exp", self.expires);
+        put_bytes(&mut out, "fleet", &self.fleet.0);
+        put_string(&mut out, b"keys");
+        out.push(b'l');
+        for key in &self.keys {
+            put_string(&mut out, key.as_bytes());
+        }
+        out.push(b'e');
+        if with_sigs {
+            put_bytes(&mut out, "sigs", &encode_sigs(&self.sigs));
+        }
+        put_int(&mut out, "threshold", self.threshold);
+        put_int(&mut out, "v", 1);
+        put_int(&mut out, "version", self.version);
+        out.push(b'e');
+        out
+    }
+
+    sigs_field!(RootError);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ed25519_dalek::SigningKey;
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -443,7 +416,7 @@ mod tests {
 
     #[test]
     fn vectors_decode_to_what_they_say() {
-        let text = include_str!("../../tests/vectors/root/chain-1-2.root");
+        let text = include_str!("../tests/vectors/root/chain-1-2.root");
         let chain = RootDoc::decode_chain(text.as_bytes()).unwrap();
         let again: String = chain.iter().map(RootDoc::to_text).collect();
         assert_eq!(again, text);
