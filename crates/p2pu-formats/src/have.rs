@@ -29,7 +29,6 @@ pub enum HaveError {
     Length { got: usize, want: usize },
 }
 
-
 /// The blocks a node holds of one payload, and how they are dealt into stripes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Have {
