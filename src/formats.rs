@@ -3,8 +3,8 @@
 //! [`torrent`] adds creating a .torrent from files and reading one from a path.
 
 pub use p2pu_formats::{
-    announcement, bencode, blocks, control, delegation, document, heartbeat, legacy, plan, root,
-    roster, serf_names, window,
+    announcement, bencode, blocks, control, delegation, document, have, heartbeat, legacy, plan,
+    root, roster, serf_names, window,
 };
 
 pub mod torrent;
@@ -16,6 +16,7 @@ use crate::error::LayerError;
 impl LayerError for announcement::AnnouncementError {}
 impl LayerError for bencode::BencodeError {}
 impl LayerError for blocks::BlocksError {}
+impl LayerError for have::HaveError {}
 impl LayerError for control::ControlError {}
 impl LayerError for delegation::DelegationError {}
 impl LayerError for heartbeat::HeartbeatError {}

@@ -7,12 +7,13 @@
 
 use crate::agent::apply::kind;
 use crate::agent::transfer::download_dir::DownloadDir;
-use crate::agent::transfer::fetch::sha256_file;
+use crate::agent::transfer::topology;
 use crate::config::Config;
 use crate::engines::{Applier, ApplyReport, Gossip, PuppetError, TorrentEngine};
 use crate::error::{Error, Result};
 use crate::formats::announcement::{validate_name, Announcement, Binding, Draft, Kind};
-use crate::formats::serf_names::UPDATE_EVENT;
+use crate::formats::blocks::{self, Layout, Leaves};
+use crate::formats::serf_names::{TAG_RATE, UPDATE_EVENT};
 use crate::formats::torrent::{self, CreateOptions};
 use crate::provision::Owners;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -162,7 +163,9 @@ impl std::fmt::Display for Submitted {
 }
 
 /// Everything before the broadcast: the payload seeded locally and the signed announcement,
-/// with progress on stderr when `show_progress` (a terminal, not `--quiet`). The pre-broadcast
+/// and with `stripes` (the members' view, [`roster_view`], in `transfer.mode = "stripes"`) the
+/// block tree and the roster bound into the info dict for a payload above `DIRECT_MAX`
+/// ([`bind_blocks`]), with progress on stderr when `show_progress` (a terminal, not `--quiet`). The pre-broadcast
 /// `check` (e.g. [`check_kind`]) runs beside the local work, hashing, copying and signing,
 /// instead of before it: `puppet parser validate` and the torrent's making take their time
 /// together. Nothing leaves this node's files until the check passed: the torrent `engine`
@@ -181,11 +184,12 @@ pub fn prepare_checked(
     engine: impl FnOnce() -> Result<std::sync::Arc<dyn TorrentEngine>>,
     show_progress: bool,
     plan: &crate::formats::plan::Plan,
+    stripes: Option<&[(String, Option<u64>)]>,
     check: impl FnOnce() -> Result<()> + Send,
 ) -> Result<Submitted> {
     std::thread::scope(|scope| {
         let checking = scope.spawn(check);
-        let staged = stage(config, source, kind, name, show_progress);
+        let staged = stage(config, source, kind, name, show_progress, stripes);
         let checked = checking.join().unwrap_or_else(|_| {
             Err(Error::Internal(
                 "the pre-broadcast check panicked".to_string(),
@@ -216,6 +220,8 @@ struct Staged {
     seeded: PathBuf,
     sha256: [u8; 32],
     len: u64,
+    /// In stripes mode: the leaf layer and the roster, written beside the metainfo.
+    stripes: Option<StripeDocs>,
     /// Whether this payload was already published here (its completion mark there): then
     /// its seeding copy is not this run's to remove.
     published_before: bool,
@@ -229,6 +235,7 @@ fn stage(
     kind: Option<Kind>,
     name: Option<String>,
     show_progress: bool,
+    stripes: Option<&[(String, Option<u64>)]>,
 ) -> Result<Staged> {
     let progress = Progress::new(show_progress);
     let site = &config.site;
@@ -276,6 +283,22 @@ fn stage(
         ..CreateOptions::default()
     };
     let torrent = torrent::create(&payload, &options)?;
+    // The operator's own file, not the copy in the download dir: Transmission's user may
+    // swap that one before it is hashed, and submit would sign the swapped bytes. In stripes
+    // mode the leaves come from the same read, and are bound into the info dict before the
+    // info-hash is taken.
+    let striped =
+        stripes.filter(|_| torrent.total_length > crate::agent::transfer::relay::DIRECT_MAX);
+    let origin = config.node_name.as_deref().unwrap_or_default();
+    let (sha256, len, leaves) =
+        hash_payload(&payload, striped.is_some()).map_err(Error::io("reading", &payload))?;
+    let (torrent, stripes) = match (striped, leaves) {
+        (Some(view), Some(leaves)) => {
+            let (torrent, docs) = bind_blocks(&torrent, leaves, origin, view)?;
+            (torrent, Some(docs))
+        }
+        _ => (torrent, None),
+    };
     progress.step("copying for seeding");
     let info_hash = torrent.info_hash_hex();
     let download_dir = DownloadDir::new(&site.transmission.download_dir);
@@ -285,9 +308,6 @@ fn stage(
     let root = &site.transmission.download_dir;
     let made_root = (!root.exists()).then(|| root.clone());
     copy_for_seeding(&payload, &seed_dir, &seeded, &site.transmission.user)?;
-    // The operator's own file, not the copy in the download dir: Transmission's user may
-    // swap that one before it is hashed, and submit would sign the swapped bytes.
-    let (sha256, len) = sha256_file(&payload).map_err(Error::io("reading", &payload))?;
     Ok(Staged {
         progress,
         name,
@@ -298,9 +318,126 @@ fn stage(
         seeded,
         sha256,
         len,
+        stripes,
         published_before,
         made_root,
     })
+}
+
+/// What `submit` in stripes mode writes beside the metainfo (docs/wire-blocks.md).
+struct StripeDocs {
+    leaves: Vec<u8>,
+    roster: Vec<u8>,
+    /// Every block held: the submitter's seed server sends any stripe (`?stripe=`).
+    have: Vec<u8>,
+}
+
+/// The payload's SHA-256 and length, and with `blocks` its leaf layer, in one read.
+fn hash_payload(path: &Path, blocks: bool) -> std::io::Result<([u8; 32], u64, Option<Leaves>)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let changed = |e| std::io::Error::other(format!("the payload changed while read: {e}"));
+    let mut hasher = match blocks {
+        true => {
+            let len = file.metadata()?.len();
+            Some(blocks::Hasher::new(
+                Layout::for_length(len).map_err(changed)?,
+            ))
+        }
+        false => None,
+    };
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&buf[..n]).map_err(changed)?;
+        }
+        len += n as u64;
+    }
+    let leaves = hasher.map(|h| h.finish().map_err(changed)).transpose()?;
+    Ok((sha.finalize().into(), len, leaves))
+}
+
+/// The members a striped transfer's roster is written over: the alive Serf members, each with
+/// the rate it advertises (`p2pu-rate`, absent or unreadable: none). A member whose name a
+/// roster cannot hold (`roster::valid_name`) is left out rather than failing the submit: any
+/// keyring holder can join under such a name, and must not stop every striped submit; left
+/// out, it fetches as a node that joined late (`Plan::late_source`), from nobody's uplink.
+pub fn roster_view(gossip: &dyn Gossip) -> Result<Vec<(String, Option<u64>)>> {
+    let mut view: Vec<(String, Option<u64>)> = gossip
+        .members()?
+        .into_iter()
+        .filter(|m| m.status == crate::engines::MemberStatus::Alive)
+        .filter(|m| crate::formats::roster::valid_name(&m.name))
+        .map(|m| {
+            let rate = m.tags.get(TAG_RATE).and_then(|r| r.parse::<u64>().ok());
+            (m.name, rate)
+        })
+        .collect();
+    view.sort();
+    view.dedup_by(|a, b| a.0 == b.0);
+    Ok(view)
+}
+
+/// `torrent` with the `p2pu` key (the Merkle root over `leaves` and the digest of the roster
+/// of `view` from `origin`, `Params::DEFAULT`'s shape) in its info dict, so the info-hash the
+/// operator signs binds both; and the two documents every member fetches beside it. The
+/// origin is in the roster even when its Serf view missed it: it holds the payload.
+fn bind_blocks(
+    torrent: &torrent::Metainfo,
+    leaves: Leaves,
+    origin: &str,
+    view: &[(String, Option<u64>)],
+) -> Result<(torrent::Metainfo, StripeDocs)> {
+    let mut view = view.to_vec();
+    if !view.iter().any(|(name, _)| name == origin) {
+        view.push((origin.to_string(), None));
+    }
+    let roster = topology::roster(origin, &view, topology::Params::DEFAULT)?;
+    let spec = blocks::Spec {
+        layout: leaves.layout(),
+        root: leaves.root(),
+        roster: Some(roster.digest()),
+        prev: None,
+    };
+    let top = crate::formats::bencode::parse(&torrent.bytes)?;
+    let crate::formats::bencode::Kind::Dict(entries) = &top.kind else {
+        return Err(Error::Internal("a torrent made here is not a dict".into()));
+    };
+    let mut bytes = vec![b'd'];
+    for (key, value) in entries {
+        bytes.extend_from_slice(format!("{}:", key.len()).as_bytes());
+        bytes.extend_from_slice(key);
+        if *key == b"info" {
+            let with = spec.insert_into(value.raw).map_err(|e| {
+                Error::Internal(format!("binding the block tree into the info dict: {e}"))
+            })?;
+            bytes.extend_from_slice(&with);
+        } else {
+            bytes.extend_from_slice(value.raw);
+        }
+    }
+    bytes.push(b'e');
+    let torrent = torrent::Metainfo::from_bytes(&bytes)?;
+    // The plan's stripes, which are fewer than the roster's `d` where fewer members forward:
+    // the seed server deals blocks into stripes by what the mark says.
+    let plan = topology::Plan::from_roster(&torrent.info_hash, &roster)
+        .map_err(|e| Error::Internal(format!("the plan of the roster written here: {e}")))?;
+    let mut have = crate::formats::have::Have::new(leaves.layout(), plan.stripes() as u32)?;
+    (0..leaves.layout().count()).for_each(|i| have.set(i));
+    let docs = StripeDocs {
+        leaves: leaves.encode(),
+        roster: roster.encode(),
+        have: have.encode(),
+    };
+    Ok((torrent, docs))
 }
 
 impl Staged {
@@ -349,13 +486,21 @@ impl Staged {
             seed_dir,
             sha256,
             len,
+            stripes,
             ..
         } = self;
         progress.step("handing it to Transmission");
         engine()?.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
+        let download_dir = DownloadDir::new(&site.transmission.download_dir);
+        // Before the completion mark, so a member that sees the metainfo finds them; the
+        // signed info dict binds both, so a copy rewritten here fails every reader's check.
+        if let Some(docs) = &stripes {
+            crate::fsutil::write_atomic(&download_dir.leaves(&info_hash), &docs.leaves, 0o644)?;
+            crate::fsutil::write_atomic(&download_dir.roster(&info_hash), &docs.roster, 0o644)?;
+            crate::fsutil::write_atomic(&download_dir.have_mark(&info_hash), &docs.have, 0o644)?;
+        }
         // The agent's web seed server hands this to the members, and serves the payload once
         // it sees it.
-        let download_dir = DownloadDir::new(&site.transmission.download_dir);
         let metainfo = download_dir.completion_mark(&info_hash);
         crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
         let draft = Draft {
@@ -805,5 +950,114 @@ mod tests {
         assert_eq!(std::fs::read(victim.join("shadow")).unwrap(), b"root's");
         assert!(std::fs::symlink_metadata(&dest).unwrap().is_file());
         assert_eq!(std::fs::read(&dest).unwrap(), b"notice('x')\n");
+    }
+}
+
+#[cfg(test)]
+mod stripes_tests {
+    use super::*;
+    use crate::engines::fake::FakeGossip;
+    use crate::engines::{Member, MemberStatus};
+    use crate::formats::roster::Roster;
+
+    fn member(name: &str, status: MemberStatus, rate: Option<&str>) -> Member {
+        Member {
+            name: name.to_string(),
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 7946,
+            status,
+            tags: rate
+                .map(|r| (TAG_RATE.to_string(), r.to_string()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Any keyring holder can join under a name no roster holds (or advertise garbage for a
+    /// rate): that must not stop every striped submit; it is left out of the roster instead.
+    #[test]
+    fn the_roster_view_leaves_out_names_a_roster_cannot_hold_and_members_not_alive() {
+        let gossip = FakeGossip {
+            members: vec![
+                member("n2", MemberStatus::Alive, Some("garbage")),
+                member("n1", MemberStatus::Alive, Some("1000")),
+                member(&"x".repeat(200), MemberStatus::Alive, None),
+                member("has space", MemberStatus::Alive, None),
+                member("gone", MemberStatus::Failed, None),
+            ],
+            ..FakeGossip::default()
+        };
+        let view = roster_view(&gossip).unwrap();
+        assert_eq!(
+            view,
+            vec![("n1".to_string(), Some(1000)), ("n2".to_string(), None)]
+        );
+        let leaves = Leaves::of_payload(Layout::for_length(3).unwrap(), b"abc").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.bin");
+        std::fs::write(&file, b"abc").unwrap();
+        let plain = torrent::create(&file, &CreateOptions::default()).unwrap();
+        // The submitter is in the roster even where its own Serf view missed it.
+        let (_, docs) = bind_blocks(&plain, leaves, "origin", &view).unwrap();
+        let roster = Roster::decode(&docs.roster).unwrap();
+        assert_eq!(roster.members, ["n1", "n2", "origin"]);
+        assert_eq!(roster.origin, "origin");
+    }
+
+    /// What a member reads back: the info dict gains the `p2pu` key and nothing else changes;
+    /// the leaf layer matches the root and the roster the digest the info-hash binds.
+    #[test]
+    fn the_block_tree_and_the_roster_are_bound_into_the_info_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.bin");
+        let data: Vec<u8> = (0..(5 << 20) + 123).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let plain = torrent::create(
+            &file,
+            &CreateOptions {
+                trackers: vec!["http://127.0.0.1:1/announce".into()],
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+        let (sha, len, leaves) = hash_payload(&file, true).unwrap();
+        assert_eq!(
+            (sha, len),
+            crate::agent::transfer::fetch::sha256_file(&file).unwrap()
+        );
+        let leaves = leaves.unwrap();
+        let view = vec![("a".to_string(), None), ("b".to_string(), Some(5))];
+        let (bound, docs) = bind_blocks(&plain, leaves.clone(), "a", &view).unwrap();
+        assert_ne!(bound.info_hash, plain.info_hash);
+        assert_eq!(
+            (
+                &bound.pieces,
+                bound.total_length,
+                &bound.name,
+                &bound.trackers
+            ),
+            (
+                &plain.pieces,
+                plain.total_length,
+                &plain.name,
+                &plain.trackers
+            )
+        );
+        let spec = blocks::Spec::from_metainfo(&bound.bytes).unwrap().unwrap();
+        assert_eq!(spec.root, leaves.root());
+        let read = Leaves::decode(spec.layout, &spec.root, &docs.leaves).unwrap();
+        assert!(read.check(3, &data[3 * 16384..4 * 16384]).is_ok());
+        let roster = Roster::decode_signed(&docs.roster, &spec.roster.unwrap()).unwrap();
+        let have = crate::formats::have::Have::decode(&docs.have).unwrap();
+        let stripes = topology::Plan::from_roster(&bound.info_hash, &roster)
+            .unwrap()
+            .stripes();
+        assert_eq!(have.stripes() as usize, stripes);
+        assert!((0..spec.layout.count()).all(|i| have.holds(i)));
+        assert_eq!(roster.members, ["a", "b"]);
+        let plan = topology::Plan::from_roster(&bound.info_hash, &roster).unwrap();
+        assert_eq!(plan.name(plan.origin()), "a");
+        // Without blocks asked for, the same read gives no leaves (chain mode).
+        assert!(hash_payload(&file, false).unwrap().2.is_none());
     }
 }

@@ -158,6 +158,7 @@ fn puppet_runs_the_signed_manifest_when_the_payload_is_swapped_after_the_check()
             floor: MinRate::per_second(64 << 10, Duration::from_secs(30)),
             slack: Duration::from_secs(60),
         },
+        stripes: None,
     };
     let fetched = fetcher
         .fetch(&record, None)

@@ -91,6 +91,8 @@ impl Event {
                     || engines.torrent(&config),
                     false,
                     &crate::formats::plan::Plan::default(),
+                    // Over the NAT overlay: the chain's transfer, whatever the mode.
+                    None,
                     || crate::publish::check_kind(&source, kind, || engines.applier(&config)),
                 )?;
                 writeln!(env.stdout, "{submitted}")

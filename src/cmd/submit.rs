@@ -12,6 +12,7 @@
 use crate::agent::runtime::state::RolloutOutcome;
 use crate::agent::runtime::status::{fleet_status, MemberReport};
 use crate::cmd::{exit, ConfigArg, Outcome};
+use crate::config::TransferMode;
 use crate::config::{Config, MachineFacts};
 use crate::engines::Gossip;
 use crate::error::{Error, Result};
@@ -285,6 +286,13 @@ impl Submit {
                 // Every node would fail on these: refused before Transmission or Serf hears of
                 // the payload, the check running while it is hashed and copied.
                 let engines = env.engines.clone();
+                // In stripes mode the roster is the members this node sees now (DESIGN 5.1).
+                let view = match config.site.transfer.mode {
+                    TransferMode::Stripes => Some(crate::publish::roster_view(
+                        env.engines.gossip(&config)?.as_ref(),
+                    )?),
+                    TransferMode::Chain => None,
+                };
                 prepare_checked(
                     &config,
                     &source,
@@ -295,6 +303,7 @@ impl Submit {
                     || engines.torrent(&config),
                     show_progress,
                     &plan,
+                    view.as_deref(),
                     || crate::publish::check_kind(&source, kind, || engines.applier(&config)),
                 )?
             }

@@ -16,6 +16,26 @@ pub struct SiteToml {
     pub nat: NatSection,
     pub time: TimeSection,
     pub paths: PathsSection,
+    pub transfer: TransferSection,
+}
+
+/// How a large payload moves between members (docs/DESIGN.md sections 5 and 5.1).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferSection {
+    pub mode: TransferMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferMode {
+    /// The relay chain (section 5): what every node does today.
+    #[default]
+    Chain,
+    /// Stripes over trees (section 5.1, stage 3, partly built): `submit` binds the block
+    /// tree and the roster into the info dict; nodes fetch payloads above `DIRECT_MAX` by
+    /// stripes, the chain taking over when that cannot finish.
+    Stripes,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -312,3 +312,13 @@ fn line_column_counts_from_one() {
     assert_eq!(line_column("ab\ncd", 4), (2, 2));
     assert_eq!(line_column("ab", 99), (1, 3));
 }
+
+/// The striped transfer is opt-in: the chain stays the default, and a misspelt mode is an
+/// error rather than a silent chain.
+#[test]
+fn the_transfer_mode_defaults_to_the_chain_and_refuses_unknown_modes() {
+    assert_eq!(load("").unwrap().site.transfer.mode, TransferMode::Chain);
+    let config = load("[transfer]\nmode = \"stripes\"\n").unwrap();
+    assert_eq!(config.site.transfer.mode, TransferMode::Stripes);
+    assert!(error("[transfer]\nmode = \"stripe\"\n").contains("unknown variant"));
+}

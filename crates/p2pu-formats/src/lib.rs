@@ -14,6 +14,7 @@ pub mod blocks;
 pub mod control;
 pub mod delegation;
 pub mod document;
+pub mod have;
 pub mod heartbeat;
 pub mod keys;
 pub mod legacy;

@@ -29,6 +29,10 @@ pub const TAG_ROLE: &str = "p2pu-role";
 pub const TAG_PEER_PORT: &str = "p2pu-bt-port";
 /// The port of the member's web seed server.
 pub const TAG_SEED_PORT: &str = "p2pu-seed-port";
+/// The rate the member advertises, bytes/s (its last fetches): `submit` in stripes mode
+/// classes members slow by it (`topology::classify`). Set by nothing yet: every member counts
+/// as full-rate until it is.
+pub const TAG_RATE: &str = "p2pu-rate";
 
 #[cfg(test)]
 mod tests {
@@ -36,7 +40,7 @@ mod tests {
 
     #[test]
     fn every_tag_p2pu_sets_is_under_the_reserved_prefix() {
-        for tag in [TAG_ROLE, TAG_PEER_PORT, TAG_SEED_PORT] {
+        for tag in [TAG_ROLE, TAG_PEER_PORT, TAG_SEED_PORT, TAG_RATE] {
             assert!(tag.starts_with(RESERVED_TAG_PREFIX), "{tag}");
         }
     }

@@ -44,6 +44,9 @@ pub struct FleetPeers {
     /// The NAT overlay's seed ends (to session peers' web seed servers): the root agent's
     /// alone, the serving process has no use for them.
     tunnel_seeds: RwLock<Vec<SocketAddr>>,
+    /// The other alive members' web seed servers by member name: the striped transfer's
+    /// roster names members (the root agent's alone).
+    named_seeds: RwLock<Vec<(String, SocketAddr)>>,
 }
 
 impl FleetPeers {
@@ -80,6 +83,10 @@ impl FleetPeers {
         let seeds: Vec<SocketAddr> = others()
             .filter_map(|m| endpoint(TAG_SEED_PORT, m))
             .collect();
+        let named_seeds: Vec<(String, SocketAddr)> = others()
+            .filter_map(|m| Some((m.name.clone(), endpoint(TAG_SEED_PORT, m)?)))
+            .collect();
+        *self.named_seeds.write().unwrap_or_else(|e| e.into_inner()) = named_seeds;
         let gossip: Vec<SocketAddr> = others().map(|m| SocketAddr::new(m.addr, m.port)).collect();
         if !gossip.is_empty() {
             *self.gossip.write().unwrap_or_else(|e| e.into_inner()) = gossip;
@@ -106,6 +113,14 @@ impl FleetPeers {
         let seeds = self.seeds.read().unwrap_or_else(|e| e.into_inner());
         let tunnel_seeds = self.tunnel_seeds.read().unwrap_or_else(|e| e.into_inner());
         seeds.iter().chain(tunnel_seeds.iter()).copied().collect()
+    }
+
+    /// The other alive members' web seed servers, by member name.
+    pub fn named_seed_servers(&self) -> Vec<(String, SocketAddr)> {
+        self.named_seeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether `ip` belongs to an alive member (or is this machine's loopback).

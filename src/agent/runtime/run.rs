@@ -479,6 +479,7 @@ impl Agent {
                 ),
                 slack: Duration::from_secs(site.agent.fetch_slack_secs),
             },
+            stripes: None,
         }
     }
 
@@ -779,7 +780,14 @@ impl Agent {
             return None;
         }
         let seeds = || peers.seed_servers();
-        let fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
+        let named = || peers.named_seed_servers();
+        let mut fetcher = self.fetcher(tracker_url, &seeds, &verified_root);
+        if site.transfer.mode == crate::config::TransferMode::Stripes {
+            fetcher.stripes = Some(crate::agent::transfer::fetch::StripedPeers {
+                name: &self.node_name,
+                members: &named,
+            });
+        }
         let mut fetched = match fetcher.fetch(record, metainfo) {
             Ok(fetched) => fetched,
             Err(crate::agent::transfer::fetch_error::FetchError::Stopping) => return None,

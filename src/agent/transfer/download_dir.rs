@@ -49,6 +49,25 @@ impl<'a> DownloadDir<'a> {
         self.root.join(format!("{info_hash}.{RELAY_EXTENSION}"))
     }
 
+    /// The striped transfer's leaf layer (`formats::blocks::Leaves`), written by `submit` in
+    /// stripes mode and served to the members as any single name under the root; checked by
+    /// every reader against the root in the signed info dict.
+    pub fn leaves(&self, info_hash: &str) -> PathBuf {
+        self.root.join(format!("{info_hash}.leaves"))
+    }
+
+    /// The striped transfer's roster (`formats::roster`), beside the leaf layer; checked by
+    /// every reader against the digest in the signed info dict.
+    pub fn roster(&self, info_hash: &str) -> PathBuf {
+        self.root.join(format!("{info_hash}.roster"))
+    }
+
+    /// Which blocks of a striped transfer this node holds checked (`formats::have`), beside
+    /// the payload's file: what the seed server sends from it (`?stripe=`).
+    pub fn have_mark(&self, info_hash: &str) -> PathBuf {
+        self.root.join(format!("{info_hash}.have"))
+    }
+
     /// Whether `path` is named like a relay mark.
     pub fn is_relay_mark(path: &Path) -> bool {
         path.extension().is_some_and(|e| e == RELAY_EXTENSION)

@@ -49,6 +49,17 @@ pub struct Fetcher<'a> {
     pub verified_root: &'a Path,
     /// The floor every source is held to and the deadline a fetch gets.
     pub pace: Pace,
+    /// In `transfer.mode = "stripes"`: who this node is and where the members' seed servers
+    /// are, by name. `None`: the chain, whatever the metainfo carries.
+    pub stripes: Option<StripedPeers<'a>>,
+}
+
+/// What a striped fetch needs beyond the chain's: names, since the roster names members.
+#[derive(Clone, Copy)]
+pub struct StripedPeers<'a> {
+    pub name: &'a str,
+    /// The other alive members' web seed servers, by member name.
+    pub members: &'a (dyn Fn() -> Vec<(String, SocketAddr)> + Sync),
 }
 
 /// A verified payload, and the torrent to seed it with when Transmission did not fetch it.
@@ -309,6 +320,16 @@ impl Fetcher<'_> {
         deadline: Deadline,
     ) -> Result<Fetched, FetchError> {
         let chain = record.len > relay::DIRECT_MAX;
+        if let (true, Some(peers)) = (chain, self.stripes) {
+            match self.striped(record, metainfo, peers) {
+                Ok(Some(fetched)) => return Ok(fetched),
+                Ok(None) => {}
+                Err(FetchError::Stopping) => return Err(FetchError::Stopping),
+                Err(e) => {
+                    tracing::warn!(name = %record.name, seq = record.seq, "striped transfer: {}; the chain takes over", crate::error::chain(&e));
+                }
+            }
+        }
         let members: Vec<SocketAddr> = (self.seeds)()
             .into_iter()
             .filter(|m| Some(*m) != self.own_seed)
@@ -341,6 +362,147 @@ impl Fetcher<'_> {
             to_seed: Some(self.sourced(record, metainfo)?),
             sources: relayed.sources,
         })
+    }
+
+    /// The striped transfer (docs/DESIGN.md 5.1), for a metainfo whose signed info dict
+    /// carries the `p2pu` key with a roster: the documents from shuffled members, the plan,
+    /// then [`stripes_fetch::Striped`] into the verified copy and the download dir's file,
+    /// then the whole SHA-256 as for the chain and the completion mark. `None` (the chain
+    /// takes over) without the key, when no member serves the documents right, or when no
+    /// striped source is left; whatever it wrote is then discarded and its `.have` mark
+    /// removed, so this node's seed server sends nothing of it.
+    fn striped(
+        &self,
+        record: &Record,
+        metainfo: &Metainfo,
+        peers: StripedPeers<'_>,
+    ) -> Result<Option<Fetched>, FetchError> {
+        use super::stripes::{Left, Receiver};
+        use super::stripes_fetch::{documents, Sinks, Striped, StripedError};
+        use crate::agent::runtime::state::SourceUse;
+        let hash = &record.info_hash;
+        let local = |message: String| FetchError::Local {
+            hash: hash.clone(),
+            message,
+        };
+        let Ok(Some(spec)) = crate::formats::blocks::Spec::from_metainfo(&metainfo.bytes) else {
+            return Ok(None);
+        };
+        if spec.roster.is_none() || spec.layout.len() != record.len {
+            return Ok(None);
+        }
+        let mut members = (peers.members)();
+        shuffle(&mut members);
+        let Some(docs) = documents(&self.client, hash, &spec, &members) else {
+            tracing::warn!(name = %record.name, seq = record.seq, "no member served the striped transfer's documents right");
+            return Ok(None);
+        };
+        let info_hash = hex::decode(hash).map_err(|e| local(e.to_string()))?;
+        let plan = super::topology::Plan::from_roster(&info_hash, &docs.roster)
+            .map_err(|e| local(crate::error::chain(&e)))?;
+        let layout = docs.leaves.layout();
+        let dl = DownloadDir::new(self.download_root);
+        // Checked: re-served to the members that ask this node.
+        write_mark(&dl.leaves(hash), &docs.leaves.encode())?;
+        write_mark(&dl.roster(hash), &docs.roster.encode())?;
+        let have = crate::formats::have::Have::new(layout, plan.stripes() as u32)
+            .map_err(|e| local(e.to_string()))?;
+        let have_path = dl.have_mark(hash);
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| FetchError::Write { path, source }
+        };
+        let dir = self.dir_of(record);
+        let seeding = relay::create_nofollow(&dir, &metainfo.name)?;
+        seeding
+            .set_len(record.len)
+            .map_err(write_err(&dir.join(&metainfo.name)))?;
+        write_mark(&have_path, &have.encode())?;
+        let expected = expected(record, None)?;
+        let staging = verified::begin(
+            self.verified_root,
+            hash,
+            record.seq,
+            &metainfo.name,
+            expected,
+        )?;
+        if let Err(e) = staging.file().set_len(record.len) {
+            let path = staging.path().to_path_buf();
+            staging.discard();
+            return Err(write_err(&path)(e));
+        }
+        let receiver = Receiver::new(plan, docs.leaves, peers.name);
+        let addr_of = |name: &str| {
+            (peers.members)()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, addr)| addr)
+        };
+        let striped = Striped {
+            client: self.client,
+            addr_of: &addr_of,
+            info_hash: hash,
+            name: &metainfo.name,
+            stop: self.stop,
+        };
+        let sinks = Sinks {
+            copy: staging.file(),
+            seeding: &seeding,
+            have,
+            have_path: &have_path,
+        };
+        let ran = striped.run(receiver, sinks);
+        let fail = |staging: verified::Staging| {
+            staging.discard();
+            let _ = std::fs::remove_file(&have_path);
+        };
+        let receiver = match ran {
+            Ok(receiver) => receiver,
+            Err(StripedError::Stopping) => {
+                fail(staging);
+                return Err(FetchError::Stopping);
+            }
+            Err(e) => {
+                tracing::warn!(name = %record.name, seq = record.seq, "striped transfer: {}; the chain takes over", crate::error::chain(&e));
+                fail(staging);
+                return Ok(None);
+            }
+        };
+        let copy = match staging.finish_written() {
+            Ok(copy) => copy,
+            Err(e) => {
+                let _ = std::fs::remove_file(&have_path);
+                return Err(e);
+            }
+        };
+        if let Err(e) = write_mark(&self.metainfo_path(record), &metainfo.bytes) {
+            copy.remove();
+            return Err(e);
+        }
+        // The record names whom this node left, and why: the liar with its block.
+        let left = |who: &str, why: String, bad: u32| SourceUse {
+            addr: who.to_string(),
+            from: 0,
+            bytes: 0,
+            millis: 0,
+            bad_pieces: bad,
+            left: Some(why),
+        };
+        let mut sources: Vec<SourceUse> = docs
+            .named
+            .iter()
+            .map(|(who, why)| left(who, format!("served wrong striped documents: {why}"), 1))
+            .collect();
+        sources.extend(receiver.named().map(|(who, why)| match why {
+            Left::Lied { block } => left(who, format!("lied: block {block} failed its check"), 1),
+            other => left(who, format!("{other:?}").to_lowercase(), 0),
+        }));
+        tracing::info!(name = %record.name, seq = record.seq, named = sources.len(), "fetched by stripes");
+        Ok(Some(Fetched {
+            payload: copy,
+            to_seed: Some(self.sourced(record, metainfo)?),
+            sources,
+        }))
     }
 
     /// Hands a payload fetched over HTTP to Transmission, which checks it and seeds it for
@@ -712,6 +874,7 @@ mod tests {
             },
             verified_root: &verified::root_of(&root.join("state")),
             pace,
+            stripes: None,
         };
         fetcher.fetch(record, None)
     }
@@ -1098,6 +1261,7 @@ mod tests {
                 },
                 verified_root: &verified::root_of(&root.path().join("state")),
                 pace: brisk(),
+                stripes: None,
             };
             let hash = "ab".repeat(20);
             let signed = good.clone();
@@ -1230,6 +1394,7 @@ mod tests {
                     read_timeout: Duration::from_secs(2),
                 },
                 pace: brisk(),
+                stripes: None,
                 verified_root,
             }
         }

@@ -92,6 +92,16 @@ pub(crate) enum Body {
         len: u64,
         growing: Box<dyn Fn() -> bool + Send>,
     },
+    /// A stripe's blocks (offset, length, index), each read from `file` at its offset once
+    /// `held(index)` says the node holds it checked; `len` is their sum.
+    Blocks {
+        file: std::fs::File,
+        len: u64,
+        blocks: Vec<(u64, usize, u32)>,
+        /// Whether the node holds block `index`; `None`: it gave the transfer up (its mark
+        /// is gone), so the answer ends now rather than after a stall.
+        held: Box<dyn FnMut(u32) -> Option<bool> + Send>,
+    },
 }
 
 pub(crate) struct Response {
@@ -116,7 +126,10 @@ impl Response {
     fn write_to(self, stream: &mut impl Write) -> io::Result<()> {
         let len = match &self.body {
             Body::Bytes(bytes) => bytes.len() as u64,
-            Body::File { len, .. } | Body::Empty { len } | Body::Growing { len, .. } => *len,
+            Body::File { len, .. }
+            | Body::Empty { len }
+            | Body::Growing { len, .. }
+            | Body::Blocks { len, .. } => *len,
         };
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
@@ -140,6 +153,9 @@ impl Response {
             }
             Body::Empty { .. } => {}
             Body::Growing { file, len, growing } => follow(file, len, &*growing, stream)?,
+            Body::Blocks {
+                file, blocks, held, ..
+            } => send_blocks(&file, &blocks, held, stream)?,
         }
         stream.flush()
     }
@@ -150,6 +166,45 @@ const RELAY_STALL: Duration = Duration::from_secs(20);
 /// How often a reader at the end of a relayed file looks again: each hop of a relay chain adds
 /// about this much delay.
 const RELAY_POLL: Duration = Duration::from_millis(3);
+
+/// Sends each block once it is held, read at its offset: a block not held yet is waited for
+/// (at most [`RELAY_STALL`] each), never read from a hole; a file shorter than a held block
+/// ends the answer early, which its reader takes as this node failing.
+fn send_blocks(
+    file: &std::fs::File,
+    blocks: &[(u64, usize, u32)],
+    mut held: Box<dyn FnMut(u32) -> Option<bool> + Send>,
+    stream: &mut impl Write,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = Vec::new();
+    for &(offset, len, index) in blocks {
+        let waiting = Instant::now();
+        loop {
+            match held(index) {
+                Some(true) => break,
+                Some(false) => {}
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the transfer was given up before block {index}"),
+                    ))
+                }
+            }
+            if waiting.elapsed() > RELAY_STALL {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("block {index} not held after {RELAY_STALL:?}"),
+                ));
+            }
+            std::thread::sleep(RELAY_POLL);
+        }
+        buffer.resize(len, 0);
+        file.read_exact_at(&mut buffer, offset)?;
+        stream.write_all(&buffer)?;
+    }
+    Ok(())
+}
 
 /// Copies `len` bytes of a file still being written, waiting at its end while it grows.
 fn follow(

@@ -14,6 +14,7 @@ pub mod relay;
 pub mod seed_http;
 pub mod serve;
 pub mod stripes;
+pub mod stripes_fetch;
 pub mod topology;
 pub mod tracker;
 pub mod verified;

@@ -141,7 +141,7 @@ impl Route {
 /// Transmission's user owns: `dir` is opened without following a link, a file already there
 /// is unlinked, and the new one is created `O_EXCL | O_NOFOLLOW` on that descriptor, so a link
 /// (or a hard link to another file) planted by that user is never written through.
-fn create_nofollow(dir: &Path, name: &str) -> Result<std::fs::File, FetchError> {
+pub(super) fn create_nofollow(dir: &Path, name: &str) -> Result<std::fs::File, FetchError> {
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| FetchError::Write { path, source }

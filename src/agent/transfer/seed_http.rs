@@ -29,6 +29,7 @@ use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use super::http_get::HAVE_HEADER;
 use crate::error::{Error, Result};
+use crate::formats::have::Have;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -44,6 +45,10 @@ pub const MAX_RELAY_READERS: usize = 4;
 /// Of those, at most this many from one source address: one member (a compromised one, or one
 /// reconnecting in a loop) holding every place would send every honest node away with 503.
 pub const MAX_RELAY_READERS_PER_SOURCE: usize = 2;
+/// Readers of one stripe of one payload at once: the node's children in the tree where it
+/// forwards (`k` = 8 by `Params::DEFAULT`), a few adopted orphans and repair neighbours; the
+/// next gets 503 and moves to its next source (`Plan::source`).
+pub const MAX_STRIPE_READERS: usize = 12;
 /// A member's request head arrives in one packet; a drip is cut off after this.
 const SEED_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -132,13 +137,23 @@ enum Full {
 
 impl Readers {
     fn enter(&self, hash: &str, source: std::net::IpAddr) -> Result<Reader, Full> {
+        self.enter_capped(hash, source, MAX_RELAY_READERS)
+    }
+
+    /// As [`Readers::enter`], for `key` (a payload, or one stripe of it) with its own cap.
+    fn enter_capped(
+        &self,
+        hash: &str,
+        source: std::net::IpAddr,
+        cap: usize,
+    ) -> Result<Reader, Full> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let key = (hash.to_string(), source);
         if counts.per_source.get(&key).copied().unwrap_or(0) >= MAX_RELAY_READERS_PER_SOURCE {
             return Err(Full::Source);
         }
         let count = counts.per_hash.entry(hash.to_string()).or_default();
-        if *count >= MAX_RELAY_READERS {
+        if *count >= cap {
             return Err(Full::Payload);
         }
         *count += 1;
@@ -181,6 +196,9 @@ pub(super) fn serve(root: &Path, readers: &Readers, request: &Request) -> Respon
         }
     };
     let (path, query) = request.path_and_query();
+    if query.starts_with("stripe=") {
+        return serve_stripe(root, readers, request, path, query, head);
+    }
     let Some((path, relay)) = resolve(root, path, query == "relay") else {
         return Response::status(404);
     };
@@ -262,6 +280,143 @@ pub(super) fn serve(root: &Path, readers: &Readers, request: &Request) -> Respon
     }
 }
 
+/// `GET /<info-hash>/<name>?stripe=S&from=B` (docs/DESIGN.md 5.1): the blocks `B, B+d, B+2d,
+/// ...` of the payload's file in the download dir, each sent once the node's `<info-hash>.have`
+/// mark says it holds it checked (the root agent writes blocks only after their check, then
+/// the mark). A stripe or block the mark's layout does not have, or a block not in that
+/// stripe, is a 400; no mark (no striped transfer here) a 404. The mark and the file are the
+/// download dir's owner's: what they say decides only what this node sends, and each receiver
+/// checks each block against the signed leaves, naming this node at its first bad one.
+fn serve_stripe(
+    root: &Path,
+    readers: &Readers,
+    request: &Request,
+    path: &str,
+    query: &str,
+    head: bool,
+) -> Response {
+    let Some((hash, name)) = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(hash, _)| hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Response::status(404);
+    };
+    let Some(name) = plain_name(name) else {
+        return Response::status(404);
+    };
+    let layout = DownloadDir::new(root);
+    let mark = layout.have_mark(hash);
+    let mark_path = mark.clone();
+    let read_mark = move || {
+        crate::untrusted::read(&mark, crate::formats::have::MAX_HAVE_BYTES as u64)
+            .ok()
+            .and_then(|bytes| Have::decode(&bytes).ok())
+    };
+    let Some(have) = read_mark() else {
+        return Response::status(404);
+    };
+    let Some((stripe, from)) = parse_stripe_query(query) else {
+        return Response::status(400);
+    };
+    let count = have.layout().count();
+    if stripe >= have.stripes() || from >= count || from % have.stripes() != stripe {
+        return Response::status(400);
+    }
+    let candidate = layout
+        .payload_dir(hash)
+        .join(std::ffi::OsStr::from_bytes(&name));
+    let Some(path) = candidate
+        .canonicalize()
+        .ok()
+        .filter(|resolved| resolved.starts_with(root))
+    else {
+        return Response::status(404);
+    };
+    let file = match open_regular(root, &path) {
+        Ok((file, _)) => file,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "stripe file not served");
+            return Response::status(404);
+        }
+    };
+    let blocks: Vec<(u64, usize, u32)> = (from..count)
+        .step_by(have.stripes() as usize)
+        .filter_map(|i| {
+            let range = have.layout().range(i).ok()?;
+            Some((range.start, (range.end - range.start) as usize, i))
+        })
+        .collect();
+    let len = blocks.iter().map(|(_, n, _)| *n as u64).sum();
+    let mut headers = vec![("Content-Type", "application/octet-stream".to_string())];
+    headers.push(("X-P2pu-Stripes", have.stripes().to_string()));
+    if head {
+        return Response {
+            status: 200,
+            headers,
+            body: Body::Empty { len },
+        };
+    }
+    let key = format!("{hash}#{stripe}");
+    let reader = match readers.enter_capped(&key, request.peer.ip(), MAX_STRIPE_READERS) {
+        Ok(reader) => reader,
+        Err(full) => {
+            tracing::info!(hash, stripe, peer = %request.peer, ?full, "stripe readers at their cap: 503");
+            return Response::status(503);
+        }
+    };
+    // Re-read only while a block is not held by the mark read last.
+    let mut known = have;
+    let held = Box::new(move |index: u32| {
+        let _counted = &reader;
+        if !known.holds(index) {
+            match read_mark() {
+                Some(fresh) if fresh.layout() == known.layout() => known = fresh,
+                Some(_) => {}
+                // Gone: the node gave the striped transfer up (the chain took over).
+                None if !mark_path.exists() => return None,
+                None => {}
+            }
+        }
+        Some(known.holds(index))
+    });
+    Response {
+        status: 200,
+        headers,
+        body: Body::Blocks {
+            file,
+            len,
+            blocks,
+            held,
+        },
+    }
+}
+
+/// `stripe=S&from=B`, both decimal, nothing else.
+fn parse_stripe_query(query: &str) -> Option<(u32, u32)> {
+    let (stripe, from) = query.split_once('&')?;
+    let number = |s: &str| {
+        (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    Some((
+        number(stripe.strip_prefix("stripe=")?)?,
+        number(from.strip_prefix("from=")?)?,
+    ))
+}
+
+/// One percent-decoded file name: not empty, `.` or `..`, no `/` or NUL.
+fn plain_name(name: &str) -> Option<Vec<u8>> {
+    let name: Vec<u8> = percent_decode_str(name).collect();
+    (!(name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.contains(&b'/')
+        || name.contains(&0)))
+    .then_some(name)
+}
+
 /// A payload asked for with `?relay`: its info-hash, marks and the signed length it will reach
 /// (a complete one has it already).
 struct Relay {
@@ -284,11 +439,7 @@ fn resolve(root: &Path, path: &str, relay: bool) -> Option<(PathBuf, Option<Rela
         Some(_) => return None,
         None => (None, rest),
     };
-    let name: Vec<u8> = percent_decode_str(name).collect();
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
-        return None;
-    }
+    let name = plain_name(name)?;
     let mut relayed = None;
     let layout = DownloadDir::new(root);
     let base = match dir {
@@ -573,6 +724,130 @@ mod tests {
             honest.len, 5000,
             "an honest member gets in while one member hogs"
         );
+        drop(hog);
+    }
+
+    /// A payload of 6 blocks in 2 stripes, with blocks `held` marked held.
+    fn stripe_fixture(held: &[u32]) -> (tempfile::TempDir, &'static str, Vec<u8>, Have) {
+        let root = tempfile::tempdir().unwrap();
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        let data: Vec<u8> = (0..5 * 16384 + 100).map(|i| (i % 241) as u8).collect();
+        std::fs::create_dir(root.path().join(hash)).unwrap();
+        std::fs::write(root.path().join(hash).join("big"), &data).unwrap();
+        let layout = crate::formats::blocks::Layout::new(data.len() as u64, 16384).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        for &i in held {
+            have.set(i);
+        }
+        let mark = DownloadDir::new(root.path()).have_mark(hash);
+        std::fs::write(&mark, have.encode()).unwrap();
+        (root, hash, data, have)
+    }
+
+    fn test_client() -> crate::agent::transfer::http_get::Client {
+        crate::agent::transfer::http_get::Client {
+            bind: None,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A stripe streams its blocks from the download dir's file only once the `.have` mark
+    /// says each is held: a block not held yet is waited for, never read from the file's hole.
+    #[test]
+    fn a_stripes_blocks_are_sent_only_once_the_have_mark_holds_them() {
+        let (root, hash, data, mut have) = stripe_fixture(&[0, 2]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let addr = server.addr();
+        let path = format!("/{hash}/big?stripe=0&from=0");
+        let reading = std::thread::spawn(move || {
+            let mut response = test_client().get(addr, &path, 0).unwrap();
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut response.body, &mut body).unwrap();
+            body
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !reading.is_finished(),
+            "block 4 was sent before it was held"
+        );
+        have.set(4);
+        let mark = DownloadDir::new(root.path()).have_mark(hash);
+        std::fs::write(&mark, have.encode()).unwrap();
+        let body = reading.join().unwrap();
+        let want = [
+            &data[..16384],
+            &data[2 * 16384..3 * 16384],
+            &data[4 * 16384..5 * 16384],
+        ]
+        .concat();
+        assert!(
+            body == want,
+            "stripe 0 is blocks 0, 2 and 4: got {} bytes, want {}",
+            body.len(),
+            want.len()
+        );
+    }
+
+    /// A member asking for a stripe or block the payload does not have, or a block of another
+    /// stripe, gets a 400 (hostile review of the block endpoint); no mark, no striped answer.
+    #[test]
+    fn stripes_and_blocks_out_of_range_are_refused() {
+        use crate::agent::transfer::http_get::GetError;
+        let (root, hash, _, _) = stripe_fixture(&[0, 1, 2, 3, 4, 5]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let status = |query: &str| match test_client().get(
+            server.addr(),
+            &format!("/{hash}/big?{query}"),
+            0,
+        ) {
+            Ok(r) => r.status,
+            Err(GetError::Status { status, .. }) => status,
+            Err(e) => panic!("{query}: {e}"),
+        };
+        for query in [
+            "stripe=2&from=2",
+            "stripe=0&from=1",
+            "stripe=1&from=7",
+            "stripe=0&from=4294967296",
+            "stripe=0&from=-1",
+            "stripe=0&from=0&x",
+            "stripe=0",
+        ] {
+            assert_eq!(status(query), 400, "{query}");
+        }
+        assert_eq!(status("stripe=1&from=1").min(200), 200);
+        std::fs::write(DownloadDir::new(root.path()).have_mark(hash), b"junk").unwrap();
+        assert_eq!(status("stripe=0&from=0"), 404);
+    }
+
+    /// One member (a compromised one, or one reconnecting in a loop) holds at most
+    /// `MAX_RELAY_READERS_PER_SOURCE` readers of a stripe; others still get in.
+    #[test]
+    fn one_member_holds_few_of_a_stripes_readers() {
+        use crate::agent::transfer::http_get::GetError;
+        let (root, hash, _, mut have) = stripe_fixture(&[0, 2, 4]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        // Stripe 1's blocks are not held: its readers wait, holding their places.
+        let path = format!("/{hash}/big?stripe=1&from=1");
+        let hog: Vec<_> = (0..MAX_RELAY_READERS_PER_SOURCE)
+            .map(|_| test_client().get(server.addr(), &path, 0).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        match test_client().get(server.addr(), &path, 0) {
+            Err(GetError::Status { status: 503, .. }) => {}
+            other => panic!("expected 503, got {:?}", other.map(|r| r.status)),
+        }
+        let other = crate::agent::transfer::http_get::Client {
+            bind: Some(std::net::IpAddr::from([127, 0, 0, 9])),
+            ..test_client()
+        };
+        assert_eq!(other.get(server.addr(), &path, 0).unwrap().status, 200);
+        // Held now: the waiting readers finish rather than wait out their stall.
+        for i in [1, 3, 5] {
+            have.set(i);
+        }
+        std::fs::write(DownloadDir::new(root.path()).have_mark(hash), have.encode()).unwrap();
         drop(hog);
     }
 }

@@ -246,7 +246,9 @@ pub fn begin(
     let dir_fd =
         fsutil::openat_nofollow(&root_fd, &sub, dir_flags, 0).map_err(write_error(&dir))?;
     let path = dir.join(name);
-    let file_flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+    // Readable too: a striped copy is read back through this descriptor to be hashed
+    // ([`Staging::finish_written`]).
+    let file_flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
     let file =
         fsutil::openat_nofollow(&dir_fd, name, file_flags, 0o600).map_err(write_error(&path))?;
     Ok(Staging::empty(path, dir, File::from(file), expected))
@@ -330,6 +332,41 @@ impl Staging {
         }
         self.pieces_done += 1;
         self.piece_fill = 0;
+    }
+
+    /// Writes `bytes` at `offset` of the copy without hashing them (the striped transfer's
+    /// blocks arrive out of order): such a copy is finished only with
+    /// [`Staging::finish_written`], which hashes what the file holds.
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
+    }
+
+    /// The file being written, for writes at offsets ([`Staging::write_at`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads back the whole copy written by [`Staging::write_at`] (it lies in the root-only
+    /// staging dir), hashes it as if written now, and checks it as [`Staging::finish`] does.
+    pub fn finish_written(mut self) -> Result<Verified, FetchError> {
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        let read = loop {
+            match std::os::unix::fs::FileExt::read_at(&self.file, &mut buffer, at) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    at += n as u64;
+                    self.hash(&buffer[..n]);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = read {
+            let path = self.path.clone();
+            self.discard();
+            return Err(write_error(&path)(e));
+        }
+        self.finish()
     }
 
     /// Checks what was written against what was signed: the copy when it matches; otherwise

@@ -66,7 +66,10 @@ pub fn answer(root: &Path, head: &[u8]) -> Option<Answer> {
     let response = serve(root, &Default::default(), &request);
     let body_len = match &response.body {
         Body::Bytes(bytes) => bytes.len() as u64,
-        Body::File { len, .. } | Body::Empty { len } | Body::Growing { len, .. } => *len,
+        Body::File { len, .. }
+        | Body::Empty { len }
+        | Body::Growing { len, .. }
+        | Body::Blocks { len, .. } => *len,
     };
     Some(Answer {
         status: response.status,

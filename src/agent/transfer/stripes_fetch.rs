@@ -1,0 +1,570 @@
+//! The striped transfer's I/O (docs/DESIGN.md 5.1, stage 3): one HTTP stream a stripe, from
+//! the member [`Receiver::source`] names, asked of its seed server as
+//! `GET /<info-hash>/<name>?stripe=S&from=B`. Every block goes through [`Receiver::accept`]
+//! (checked against the signed leaf layer) before it is written, at its offset, into the
+//! verified copy (root's) and the download dir's file, and only then marked in `<ih>.have`,
+//! so this node's seed server never sends its children a block it did not check. A source
+//! whose connection fails is missing to this node (`Crashed`), one silent past the client's
+//! read timeout `Hung`, one answering 503 `Refused`, one that sent a bad block `Lied`; then
+//! the stripe moves to the next source the plan gives. The origin is waited out unless it
+//! lied.
+//!
+//! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`. Not built yet (section
+//! 5.1 says what remains): repair from neighbours, the 1 s silence-and-probe rule, and
+//! restoring from the verified copy after a restart.
+
+use super::http_get::{Client, GetError};
+use super::stripes::{Accepted, Left, Receiver};
+use crate::formats::have::Have;
+use std::fs::File;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripedError {
+    #[error("no member is left to give stripe {stripe} (the origin lied, or none is reachable)")]
+    NoSource { stripe: usize },
+    #[error("writing block {index} at {offset}")]
+    Write {
+        index: u32,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the .have mark {}", path.display())]
+    Mark {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stopping")]
+    Stopping,
+}
+
+impl crate::error::LayerError for StripedError {}
+
+/// How long a stripe waits before asking an origin again after it failed or refused: the
+/// origin is every chain's last resort, so it is waited out, not left.
+const ORIGIN_RETRY: Duration = Duration::from_millis(200);
+
+/// Replaces the `.have` mark: a new file of a random name (`O_EXCL`, so no link planted in
+/// the download dir is written through) renamed over it, 0644 for the unprivileged seed
+/// server. Not synced, unlike the other marks: it is rewritten after every block, and after a
+/// crash the striped fetch starts again and rewrites it.
+fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a mark without a directory"))?;
+    let mut tmp = tempfile::Builder::new().prefix(".p2pu-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// How many times a stripe asks a source that has no `.have` mark yet (404) before it
+/// counts as refusing: 10 tries 200 ms apart.
+const NOT_YET_TRIES: u32 = 10;
+
+/// One payload's striped fetch on this node.
+pub struct Striped<'a> {
+    pub client: Client,
+    /// A member's seed server, by its name in the roster; `None`: not reachable now.
+    pub addr_of: &'a (dyn Fn(&str) -> Option<SocketAddr> + Sync),
+    pub info_hash: &'a str,
+    /// The payload's file name (`<info-hash>/<name>` on every seed server).
+    pub name: &'a str,
+    pub stop: &'a AtomicBool,
+}
+
+/// Where checked blocks go: the verified copy, the download dir's file this node's seed
+/// server sends from, and the mark saying which blocks that file holds.
+pub struct Sinks<'a> {
+    pub copy: &'a File,
+    pub seeding: &'a File,
+    pub have: Have,
+    pub have_path: &'a Path,
+}
+
+impl Striped<'_> {
+    /// Runs every stripe to completion; returns the receiver (whom it named, and why).
+    pub fn run(&self, receiver: Receiver, sinks: Sinks<'_>) -> Result<Receiver, StripedError> {
+        let stripes = receiver.plan().stripes();
+        let state = Mutex::new((receiver, sinks.have));
+        let outcome: Vec<Result<(), StripedError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..stripes)
+                .map(|s| {
+                    let state = &state;
+                    let sinks = (sinks.copy, sinks.seeding, sinks.have_path);
+                    scope.spawn(move || self.stripe(s, state, sinks))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or(Err(StripedError::Stopping)))
+                .collect()
+        });
+        outcome.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let (receiver, _) = state.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(receiver)
+    }
+
+    fn stripe(
+        &self,
+        s: usize,
+        state: &Mutex<(Receiver, Have)>,
+        (copy, seeding, have_path): (&File, &File, &Path),
+    ) -> Result<(), StripedError> {
+        let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut not_yet = 0;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(StripedError::Stopping);
+            }
+            let (source, next, origin, source_name, layout) = {
+                let guard = lock();
+                let r = &guard.0;
+                let source = r.source(s);
+                let name = source.map(|n| r.plan().name(n).to_string());
+                (
+                    source,
+                    r.next_wanted(s),
+                    r.plan().origin(),
+                    name,
+                    guard.1.layout(),
+                )
+            };
+            let Some(next) = next else { return Ok(()) };
+            let (Some(source), Some(source_name)) = (source, source_name) else {
+                return Err(StripedError::NoSource { stripe: s });
+            };
+            let failed = |why: Left| {
+                lock().0.left(source, why);
+                if source == origin {
+                    std::thread::sleep(ORIGIN_RETRY);
+                }
+            };
+            let Some(addr) = (self.addr_of)(&source_name) else {
+                failed(Left::Crashed);
+                continue;
+            };
+            let path = format!(
+                "/{}/{}?stripe={s}&from={next}",
+                self.info_hash,
+                crate::formats::torrent::percent_encode(self.name)
+            );
+            let mut response = match self.client.get(addr, &path, 0) {
+                Ok(response) => response,
+                // Not started yet (no mark): asked again a few times before it counts as a
+                // refusal, so a parent a moment behind is not left for good.
+                Err(GetError::Status { status: 404, .. }) if not_yet < NOT_YET_TRIES => {
+                    not_yet += 1;
+                    std::thread::sleep(ORIGIN_RETRY);
+                    continue;
+                }
+                Err(GetError::Status {
+                    status: 404 | 503, ..
+                }) => {
+                    failed(Left::Refused);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::info!(source = %source_name, stripe = s, "stripe source failed: {e}");
+                    failed(Left::Crashed);
+                    continue;
+                }
+            };
+            let d = lock().0.plan().stripes();
+            let mut block = Vec::new();
+            for index in (next..layout.count()).step_by(d) {
+                let len = layout.block_len(index).unwrap_or(0);
+                block.resize(len, 0);
+                if let Err(e) = response.body.read_exact(&mut block) {
+                    let why = match e.kind() {
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Left::Hung,
+                        _ => Left::Crashed,
+                    };
+                    tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
+                    failed(why);
+                    break;
+                }
+                let mut guard = lock();
+                let (receiver, have) = &mut *guard;
+                match receiver.accept(source, index, &block) {
+                    Ok(Accepted::Store { offset }) => {
+                        let write = |file: &File| {
+                            file.write_all_at(&block, offset).map_err(|source| {
+                                StripedError::Write {
+                                    index,
+                                    offset,
+                                    source,
+                                }
+                            })
+                        };
+                        write(copy)?;
+                        write(seeding)?;
+                        have.set(index);
+                        replace_mark(have_path, &have.encode()).map_err(|source| {
+                            StripedError::Mark {
+                                path: have_path.to_path_buf(),
+                                source,
+                            }
+                        })?;
+                    }
+                    Ok(Accepted::Duplicate) => {}
+                    Err(e) => {
+                        tracing::warn!(stripe = s, "{}", crate::error::chain(&e));
+                        if source == origin {
+                            drop(guard);
+                            std::thread::sleep(ORIGIN_RETRY);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The two documents a striped fetch needs before any block, as a member served them and this
+/// node checked them against the signed info dict's `p2pu` key.
+pub struct Documents {
+    pub leaves: crate::formats::blocks::Leaves,
+    pub roster: crate::formats::roster::Roster,
+    /// The members that served a wrong one (or none), each with why: named, and not asked
+    /// again for these.
+    pub named: Vec<(String, String)>,
+}
+
+/// Asks `sources` (member names and seed servers, already shuffled) in turn for
+/// `<info-hash>.leaves` and `<info-hash>.roster` until one serves both right: each read to at
+/// most its cap (2 MiB of leaves, 8 MiB of roster) and checked (`Leaves::decode` against the
+/// signed root, `Roster::decode_signed` against the signed digest, before it is parsed).
+/// `None` when no member served both: the caller fetches by the chain.
+pub fn documents(
+    client: &Client,
+    info_hash: &str,
+    spec: &crate::formats::blocks::Spec,
+    sources: &[(String, SocketAddr)],
+) -> Option<Documents> {
+    use crate::formats::blocks::{Leaves, MAX_LEAF_LAYER_BYTES};
+    use crate::formats::roster::{Roster, MAX_ROSTER_BYTES};
+    let digest = spec.roster?;
+    let mut named = Vec::new();
+    // `Ok(None)`: the member does not hold it (yet) or cannot be reached, which is no lie.
+    let read = |addr: SocketAddr, ext: &str, cap: usize| -> Result<Option<Vec<u8>>, String> {
+        let mut response = match client.get(addr, &format!("/{info_hash}.{ext}"), 0) {
+            Ok(response) => response,
+            Err(
+                GetError::Status {
+                    status: 404 | 503, ..
+                }
+                | GetError::Connect { .. },
+            ) => return Ok(None),
+            Err(e) => return Err(crate::error::chain(&e)),
+        };
+        if response.len > cap as u64 {
+            return Err(format!(
+                "its {ext} is {} bytes, over the cap of {cap}",
+                response.len
+            ));
+        }
+        let mut bytes = Vec::new();
+        (&mut response.body)
+            .take(cap as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(bytes))
+    };
+    for (name, addr) in sources {
+        let leaves = read(*addr, "leaves", MAX_LEAF_LAYER_BYTES).and_then(|bytes| {
+            bytes
+                .map(|bytes| {
+                    Leaves::decode(spec.layout, &spec.root, &bytes).map_err(|e| e.to_string())
+                })
+                .transpose()
+        });
+        let roster = leaves.and_then(|leaves| {
+            let Some(leaves) = leaves else {
+                return Ok(None);
+            };
+            read(*addr, "roster", MAX_ROSTER_BYTES).and_then(|bytes| {
+                bytes
+                    .map(|bytes| {
+                        Roster::decode_signed(&bytes, &digest)
+                            .map(|roster| (leaves, roster))
+                            .map_err(|e| e.to_string())
+                    })
+                    .transpose()
+            })
+        });
+        match roster {
+            Ok(None) => {}
+            Ok(Some((leaves, roster))) => {
+                return Some(Documents {
+                    leaves,
+                    roster,
+                    named,
+                })
+            }
+            Err(why) => {
+                tracing::warn!(member = %name, "striped transfer's documents refused: {why}");
+                named.push((name.clone(), why));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::transfer::download_dir::DownloadDir;
+    use crate::agent::transfer::seed_http::SeedServer;
+    use crate::agent::transfer::topology::{Class, Member, Params, Plan};
+    use crate::formats::blocks::{Layout, Leaves};
+    use std::collections::BTreeMap;
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
+    const BLOCK: usize = 16384;
+
+    /// A node's download dir holding `data` as the payload's file, marked held for `held`.
+    fn node_dir(data: &[u8], layout: Layout, held: bool) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(HASH)).unwrap();
+        std::fs::write(root.path().join(HASH).join("big"), data).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        if held {
+            (0..layout.count()).for_each(|i| have.set(i));
+        }
+        std::fs::write(DownloadDir::new(root.path()).have_mark(HASH), have.encode()).unwrap();
+        root
+    }
+
+    /// Six nodes on loopback, each with its own seed server: the origin, a member whose file
+    /// is flipped in every block (the `debian-transmission` user rewrote it, or a compromised
+    /// member serves lies) at the head of stripe 0, a dead member at the head of stripe 1,
+    /// and three that fetch at once. Each fetching node ends with the payload exactly,
+    /// having kept no unchecked byte; every node that took stripe 0 from the liar named it
+    /// a liar, and no one named an honest member one.
+    #[test]
+    fn striped_fetches_over_http_finish_past_a_liar_and_a_dead_member() {
+        let data: Vec<u8> = (0..40 * BLOCK - 9).map(|i| (i * 31 % 253) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let names: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+        let members: Vec<Member> = names
+            .iter()
+            .map(|name| Member {
+                name: name.clone(),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes: 2,
+            fanout: 2,
+            neighbours: 2,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let origin = plan.origin();
+        let head = |s: usize| {
+            (0..6u32)
+                .find(|&n| n != origin && plan.parent(s, n) == Some(origin))
+                .unwrap()
+        };
+        let liar = head(0);
+        let dead = if head(1) != liar {
+            head(1)
+        } else {
+            (0..6u32).find(|&n| n != origin && n != liar).unwrap()
+        };
+        let mut flipped = data.clone();
+        for i in (0..flipped.len()).step_by(BLOCK) {
+            flipped[i] ^= 1;
+        }
+        let mut dirs = BTreeMap::new();
+        let mut servers = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for n in 0..6u32 {
+            let name = plan.name(n).to_string();
+            if n == dead {
+                // Its port is closed: its children's connections are refused.
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                addrs.insert(name, listener.local_addr().unwrap());
+                continue;
+            }
+            let dir = match n {
+                n if n == origin => node_dir(&data, layout, true),
+                n if n == liar => node_dir(&flipped, layout, true),
+                _ => node_dir(&vec![0; data.len()], layout, false),
+            };
+            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
+            addrs.insert(name, server.addr());
+            servers.push(server);
+            dirs.insert(n, dir);
+        }
+        let addr_of = |name: &str| addrs.get(name).copied();
+        let stop = AtomicBool::new(false);
+        let fetchers: Vec<u32> = (0..6u32)
+            .filter(|n| ![origin, liar, dead].contains(n))
+            .collect();
+        let results: Vec<(u32, Receiver, Vec<u8>)> = std::thread::scope(|scope| {
+            let runs: Vec<_> = fetchers
+                .iter()
+                .map(|&n| {
+                    let (plan, leaves, dirs, addr_of, stop) =
+                        (&plan, &leaves, &dirs, &addr_of, &stop);
+                    scope.spawn(move || {
+                        let root = dirs[&n].path();
+                        let copy_dir = tempfile::tempdir().unwrap();
+                        let copy = File::options()
+                            .create(true)
+                            .truncate(true)
+                            .read(true)
+                            .write(true)
+                            .open(copy_dir.path().join("copy"))
+                            .unwrap();
+                        copy.set_len(layout.len()).unwrap();
+                        let seeding = File::options()
+                            .write(true)
+                            .open(root.join(HASH).join("big"))
+                            .unwrap();
+                        let have_path = DownloadDir::new(root).have_mark(HASH);
+                        let striped = Striped {
+                            client: Client {
+                                bind: None,
+                                connect_timeout: Duration::from_secs(2),
+                                read_timeout: Duration::from_secs(5),
+                            },
+                            addr_of,
+                            info_hash: HASH,
+                            name: "big",
+                            stop,
+                        };
+                        let sinks = Sinks {
+                            copy: &copy,
+                            seeding: &seeding,
+                            have: Have::new(layout, 2).unwrap(),
+                            have_path: &have_path,
+                        };
+                        let receiver = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
+                        let receiver = striped.run(receiver, sinks).unwrap();
+                        let mut bytes = Vec::new();
+                        (&copy).read_to_end(&mut bytes).unwrap();
+                        (n, receiver, bytes)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for (n, receiver, copy) in &results {
+            let name = plan.name(*n);
+            assert!(receiver.complete(), "{name} incomplete");
+            assert!(copy == &data, "{name} kept a byte it did not check");
+            for (who, why) in receiver.named() {
+                if matches!(why, Left::Lied { .. }) {
+                    assert_eq!(who, plan.name(liar), "{name} named an honest member a liar");
+                }
+            }
+            if plan.parent(0, *n) == Some(liar) {
+                assert!(
+                    receiver.named().any(
+                        |(who, why)| who == plan.name(liar) && matches!(why, Left::Lied { .. })
+                    ),
+                    "{name} took stripe 0 from the liar and did not name it"
+                );
+            }
+        }
+        assert!(
+            results
+                .iter()
+                .any(|(n, _, _)| plan.parent(0, *n) == Some(liar)),
+            "the liar had no child: the test shows nothing"
+        );
+        drop(servers);
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+    use crate::agent::transfer::download_dir::DownloadDir;
+    use crate::agent::transfer::seed_http::SeedServer;
+    use crate::agent::transfer::topology;
+    use crate::formats::blocks::{Layout, Leaves, Spec};
+
+    /// A member serving a roster of another digest (to move itself up the trees), one serving
+    /// a leaf layer that is not the signed root's, and one serving an oversized roster are
+    /// each named and passed over; the next member's right documents are taken.
+    #[test]
+    fn wrong_or_oversized_documents_are_refused_and_their_member_named() {
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        let data = vec![5u8; 3 * 16384 + 1];
+        let layout = Layout::new(data.len() as u64, 16384).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let view = vec![("a".to_string(), None), ("b".to_string(), None)];
+        let roster = topology::roster("a", &view, topology::Params::DEFAULT).unwrap();
+        let spec = Spec {
+            layout,
+            root: leaves.root(),
+            roster: Some(roster.digest()),
+            prev: None,
+        };
+        let other_roster = topology::roster("b", &view, topology::Params::DEFAULT).unwrap();
+        let mut bad_leaves = leaves.encode();
+        bad_leaves[0] ^= 1;
+        let serve = |leaves: &[u8], roster: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = DownloadDir::new(dir.path());
+            std::fs::write(layout.leaves(hash), leaves).unwrap();
+            std::fs::write(layout.roster(hash), roster).unwrap();
+            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
+            (dir, server)
+        };
+        let huge = vec![b'x'; crate::formats::roster::MAX_ROSTER_BYTES + 1];
+        let servers = [
+            serve(&leaves.encode(), &other_roster.encode()),
+            serve(&bad_leaves, &roster.encode()),
+            serve(&leaves.encode(), &huge),
+            serve(&leaves.encode(), &roster.encode()),
+        ];
+        let sources: Vec<(String, SocketAddr)> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, server))| (format!("m{i}"), server.addr()))
+            .collect();
+        let client = Client {
+            bind: None,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+        };
+        let docs = documents(&client, hash, &spec, &sources).unwrap();
+        assert_eq!(docs.roster, roster);
+        assert_eq!(docs.leaves.root(), leaves.root());
+        let named: Vec<&str> = docs.named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(named, ["m0", "m1", "m2"]);
+        // A member that does not hold them yet (404) or is down is passed over unnamed.
+        let empty = tempfile::tempdir().unwrap();
+        let bare = SeedServer::start("127.0.0.1:0".parse().unwrap(), empty.path()).unwrap();
+        let down = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let unnamed = [
+            ("bare".to_string(), bare.addr()),
+            ("down".to_string(), down),
+            sources[3].clone(),
+        ];
+        let docs = documents(&client, hash, &spec, &unnamed).unwrap();
+        assert!(docs.named.is_empty(), "{:?}", docs.named);
+        assert!(documents(&client, hash, &spec, &sources[..3]).is_none());
+    }
+}
