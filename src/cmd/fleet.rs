@@ -473,6 +473,8 @@ impl FleetServe {
                     seq,
                     now,
                     Vec::new(),
+                    // A revert from the page goes back to the last good version before seq.
+                    None,
                 )?;
                 Ok(format!(
                     "sent {} of {} seq {} to every node",
