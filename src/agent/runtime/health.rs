@@ -448,6 +448,44 @@ mod tests {
         assert_eq!(node.state(), "A");
     }
 
+    /// After the next version passed its check, the one before stays kept (and older ones
+    /// go); an operator's revert (`reverting` with [`OPERATOR_REVERT`], as the intake sets it)
+    /// applies it again and records "reverted by operator to seq N".
+    #[test]
+    fn an_operators_revert_applies_the_previous_kept_version_again() {
+        let node = node();
+        node.update(1, "A");
+        node.update(2, "C");
+        let three = node.update(3, "D");
+        assert_eq!(three.status, Status::Applied);
+        node.with_health(|health, _| {
+            assert!(health.good.get("site.zip", 1).is_none(), "older ones go");
+            assert!(
+                health.good.get("site.zip", 2).is_some(),
+                "the previous one stays"
+            );
+        });
+        let mut reverting = three.clone();
+        reverting.restored_seq = Some(2);
+        reverting.settle(
+            Status::Reverting,
+            Some(OPERATOR_REVERT.into()),
+            three.output.clone(),
+            1_800_000_000,
+        );
+        node.store.put(reverting.clone()).unwrap();
+        let settled = node.with_health(|health, _| health.resume(&reverting, None).unwrap());
+        assert_eq!(node.state(), "C");
+        assert_eq!(
+            (settled.status, settled.restored_seq),
+            (Status::Reverted, Some(2))
+        );
+        assert_eq!(
+            settled.reason.as_deref(),
+            Some("reverted by operator to seq 2")
+        );
+    }
+
     #[test]
     fn a_failed_check_with_nothing_to_revert_to_fails_and_says_so() {
         let node = node();
