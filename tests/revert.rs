@@ -1,7 +1,8 @@
 //! `p2pu rollout revert` on a lab of real agents (Serf, Transmission, Puppet in a network
 //! namespace): three nodes apply `app.pp` u1 then u2; a revert signed by a key the fleet does
 //! not trust (what a member with the Serf keyring but no signing key can send) is refused
-//! and changes nothing; the operator's `rollout revert app.pp --to u1` makes every node run
+//! and changes nothing; `rollout revert app.pp --to u1 --nodes node-3` reverts that node
+//! alone; the operator's `rollout revert app.pp --to u1` then makes every node run
 //! u1's manifest again and record u2 `reverted` ("reverted by operator to seq u1"); the same
 //! statement sent again is refused as a replay. Assertions are on records and on what Puppet
 //! ran, never on timings.
@@ -153,8 +154,29 @@ fn an_operators_revert_reapplies_the_kept_version_and_a_forged_one_is_refused() 
         assert_eq!(runs(&lab, node), ["u1", "u2"], "node {node}");
     }
 
-    // The operator's revert, from node 1 with its key.
+    // The operator's revert, from node 1 with its key: first on node 3 alone.
     let u1_arg = u1.to_string();
+    let third = lab.node(3).unwrap().name.clone();
+    let out = ok(lab
+        .p2pu(
+            1,
+            &[
+                "rollout", "revert", NAME, "--to", &u1_arg, "--nodes", &third, "--json",
+            ],
+        )
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let only_third = report["wire"].as_str().unwrap().to_string();
+    send_until(&lab, 1, &only_third, "node 3 to revert", |n| {
+        n != 3 || record(&lab, n, u2).is_some_and(|r| r.status == Status::Reverted)
+    });
+    assert_eq!(runs(&lab, 3), ["u1", "u2", "u1"]);
+    for node in [1, 2] {
+        assert_eq!(record(&lab, node, u2).unwrap().status, Status::Applied);
+        assert_eq!(runs(&lab, node), ["u1", "u2"], "node {node}");
+    }
+    // Then everywhere (node 3, reverted already, refuses it: as a replay when signed in the
+    // same second, else as nothing applied to revert).
     let out = ok(lab
         .p2pu(1, &["rollout", "revert", NAME, "--to", &u1_arg, "--json"])
         .unwrap());
