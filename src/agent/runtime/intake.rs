@@ -1099,13 +1099,12 @@ fn reverting(
         })
         .max_by_key(|r| r.seq);
     let Some(target) = target else {
-        let which = control
-            .to()
-            .map_or("no earlier good version".to_string(), |to| {
-                format!("seq {to}")
-            });
+        let which = control.to().map_or(
+            "no earlier good version is kept on this node".to_string(),
+            |to| format!("seq {to} is not kept on this node (only the last good version before the newest is)"),
+        );
         return Ok(Err(format!(
-            "rollout revert of {name} seq {seq}: {which} is not kept on this node, nothing to revert to"
+            "rollout revert of {name} seq {seq}: {which}, nothing to revert to"
         )));
     };
     let mut record = record.clone();
@@ -1655,7 +1654,7 @@ mod tests {
         // Nothing kept yet: refused, saying so.
         let plain = statement(&f.key, None, now);
         let why = revert_of(decide_on(&f, plain.as_bytes(), false)).unwrap_err();
-        assert!(why.contains("no earlier good version is not kept"), "{why}");
+        assert!(why.contains("no earlier good version is kept"), "{why}");
         let payload = f._dir.path().join("v1");
         std::fs::write(&payload, "notice('v1')\n").unwrap();
         GoodStore::of(f.store.dir())
