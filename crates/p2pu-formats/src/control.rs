@@ -540,6 +540,8 @@ mod tests {
         .unwrap();
         to.sign(&key(1)).unwrap();
         let text = to.to_wire();
+        let vector = include_str!("../tests/vectors/control/revert.wire");
+        assert_eq!(text, vector.trim_end());
         let back = Control::decode(&text).unwrap();
         assert_eq!(back.to(), Some(1_600_000_000_000));
         assert_eq!(back, to);
