@@ -458,6 +458,12 @@ fn control(text: &[u8], trust: &Trust, policy: &Policy) -> Inspection {
         c.nodes.join(",")
     };
     out.field("nodes", nodes);
+    if c.action == crate::formats::control::Action::Revert {
+        let to = c.to().map_or("the last good version".to_string(), |to| {
+            format!("seq {to}")
+        });
+        out.field("to", to);
+    }
     let verified = c.verify(&trust.keys);
     let valid = verified.as_ref().cloned().unwrap_or_default();
     out.signers = signers(&c.kids(), &valid, trust);

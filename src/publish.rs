@@ -760,7 +760,8 @@ pub const CONTROL_TTL_SECS: u64 = 86_400;
 
 /// Signs a control statement (`formats::control`) for update `name` seq `seq` with this
 /// node's signing key and broadcasts it as `p2pu-control`: what `p2pu rollout` and
-/// `fleet serve --allow-actions` send, one way.
+/// `fleet serve --allow-actions` send, one way. `to` is a revert's target seq.
+#[allow(clippy::too_many_arguments)]
 pub fn send_control(
     config: &Config,
     gossip: &dyn Gossip,
@@ -769,6 +770,7 @@ pub fn send_control(
     seq: u64,
     issued: u64,
     nodes: Vec<String>,
+    to: Option<u64>,
 ) -> Result<crate::formats::control::Control> {
     let key = crate::keys::read_secret(&config.site.agent.signing_key)?;
     let mut control = crate::formats::control::Control::new(
@@ -780,6 +782,9 @@ pub fn send_control(
         issued + CONTROL_TTL_SECS,
         nodes,
     )?;
+    if let Some(to) = to {
+        control = control.revert_to(to)?;
+    }
     control.sign(&key)?;
     gossip.user_event(
         crate::formats::serf_names::CONTROL_EVENT,

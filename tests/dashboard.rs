@@ -385,6 +385,21 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
         "const h = document.getElementById('halt'); return !h.hidden && \
          h.textContent.includes('HALTED on 2 member(s)') && h.textContent.includes('aborted by operator')",
     );
+    // The revert button beside them asks first, naming what it does; dismissed, nothing goes.
+    browser.click("#action-revert");
+    let text = browser.session("GET", "/alert/text", None);
+    let text = text.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.contains("revert of late.pp") && text.contains("last good version"),
+        "{text}"
+    );
+    browser.session("POST", "/alert/dismiss", Some(json!({})));
+    assert_eq!(
+        browser.eval(
+            "return document.getElementById('action-result').textContent.includes('sent revert')"
+        ),
+        false
+    );
 
     // 3. Without --allow-actions: no button, and the endpoint refuses.
     browser.goto(&format!("http://127.0.0.1:{reading}/"));

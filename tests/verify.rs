@@ -293,6 +293,23 @@ fn every_signed_format_verifies_and_each_tampered_one_is_refused_with_its_reason
     );
     let t = f.write("retry-tampered.ctl", tamper(&control.to_wire()));
     f.invalid(&[t.to_str().unwrap()], "");
+    // A revert shows the version it goes back to.
+    let mut revert = Control::new(
+        Action::Revert,
+        "site.pp",
+        9,
+        now(),
+        FLEET,
+        now() + 600,
+        Vec::new(),
+    )
+    .unwrap()
+    .revert_to(4)
+    .unwrap();
+    revert.sign(&f.root).unwrap();
+    let r = f.write("revert.ctl", revert.to_wire());
+    let out = f.valid(&[r.to_str().unwrap()]);
+    assert!(out.contains("revert") && out.contains("seq 4"), "{out}");
 
     // A heartbeat and its snapshot, each through the other.
     let snapshot = Snapshot::new(vec![Entry::of("site.pp", 5, "p2pu2:x")]);

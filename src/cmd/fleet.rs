@@ -424,7 +424,7 @@ pub struct FleetServe {
     /// Read the token from this file instead of making one (at least 16 characters).
     #[arg(long, env = "P2PU_DASHBOARD_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// Show abort, resume and retry buttons that send signed control statements with this
+    /// Show abort, resume, retry and revert buttons that send signed control statements with this
     /// node's signing key, like `p2pu rollout` (each asks for confirmation). Needs a token
     /// even on loopback: another local user must not sign with the operator's key.
     #[arg(long)]
@@ -473,6 +473,8 @@ impl FleetServe {
                     seq,
                     now,
                     Vec::new(),
+                    // A revert from the page goes back to the last good version before seq.
+                    None,
                 )?;
                 Ok(format!(
                     "sent {} of {} seq {} to every node",
@@ -504,7 +506,7 @@ impl FleetServe {
         }
         if self.allow_actions {
             said.push_str(
-                "p2pu: --allow-actions: abort, resume and retry are signed with this node's key\n",
+                "p2pu: --allow-actions: abort, resume, retry and revert are signed with this node's key\n",
             );
         }
         let url = match &token {

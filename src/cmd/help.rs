@@ -147,7 +147,8 @@ ssh -L 8080:127.0.0.1:8080 cam-01 p2pu fleet serve",
         "# Stop a rollout, retry where it failed once the cause is fixed, let it go on
 p2pu rollout abort site.pp
 p2pu rollout retry site.pp --nodes 'cam-*'
-p2pu rollout resume site.pp",
+p2pu rollout resume site.pp
+p2pu rollout revert site.pp",
     ),
     (
         "rollout abort",
@@ -165,6 +166,13 @@ p2pu rollout resume site.pp --json",
 p2pu rollout retry site.pp
 # Only two of them, and a seq this node has no record of
 p2pu rollout retry site.pp --seq 1764480000000 --nodes cam-1,cam-2",
+    ),
+    (
+        "rollout revert",
+        "# Every node that applied the newest site.pp goes back to the last good version
+p2pu rollout revert site.pp
+# To a given earlier seq (still kept on the nodes), on the cameras only
+p2pu rollout revert site.pp --to 1764480000000 --nodes 'cam-*'",
     ),
     (
         "torrent",

@@ -1,4 +1,4 @@
-//! `p2pu rollout abort|resume|retry NAME`: signs a control statement for an update already
+//! `p2pu rollout abort|resume|retry|revert NAME`: signs a control statement for an update already
 //! announced (`formats::control`) with this node's key and broadcasts it as the Serf user
 //! event `p2pu-control`. Each node verifies it like an announcement (the same trusted keys,
 //! the same threshold as the update's name) and acts on its own record of the update.
@@ -18,6 +18,20 @@ pub enum Rollout {
     Resume(RolloutArgs),
     /// Make the nodes where the update failed try again now (after fixing the cause).
     Retry(RolloutArgs),
+    /// Make the nodes that applied the update apply a kept good version again (`--to SEQ`, or
+    /// the last good one before it) and record `reverted`; a node without it kept refuses.
+    Revert(RevertArgs),
+}
+
+/// `rollout revert`: which update, which nodes, and the version to go back to.
+#[derive(Debug, clap::Args)]
+pub struct RevertArgs {
+    #[command(flatten)]
+    args: RolloutArgs,
+    /// The seq to go back to (an earlier one the nodes still keep); default: the last good
+    /// version before the update.
+    #[arg(long, value_name = "SEQ")]
+    to: Option<u64>,
 }
 
 /// Which update, and which nodes.
@@ -45,6 +59,8 @@ pub struct ControlReport {
     pub action: String,
     pub name: String,
     pub seq: u64,
+    /// `revert` only: the seq to go back to; null: the last good one before `seq`.
+    pub to: Option<u64>,
     /// Unix seconds.
     pub issued: u64,
     /// Node globs it is for; empty: every node.
@@ -55,17 +71,18 @@ pub struct ControlReport {
 
 impl Rollout {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
-        let (action, args) = match self {
-            Rollout::Abort(args) => (Action::Abort, args),
-            Rollout::Resume(args) => (Action::Resume, args),
-            Rollout::Retry(args) => (Action::Retry, args),
+        let (action, args, to) = match self {
+            Rollout::Abort(args) => (Action::Abort, args, None),
+            Rollout::Resume(args) => (Action::Resume, args, None),
+            Rollout::Retry(args) => (Action::Retry, args, None),
+            Rollout::Revert(RevertArgs { args, to }) => (Action::Revert, args, to),
         };
-        args.run(action, env)
+        args.run(action, to, env)
     }
 }
 
 impl RolloutArgs {
-    fn run(self, action: Action, env: &mut Env) -> Result<Outcome> {
+    fn run(self, action: Action, to: Option<u64>, env: &mut Env) -> Result<Outcome> {
         // Refused before anything is read or sent.
         let nodes = self.nodes.as_deref().map(parse_nodes).transpose()?;
         crate::formats::announcement::validate_name(&self.name)?;
@@ -74,6 +91,13 @@ impl RolloutArgs {
             Some(seq) => seq,
             None => newest_seq(&config, &self.name)?,
         };
+        if to.is_some_and(|to| to >= seq) {
+            return Err(Error::Usage(format!(
+                "--to {}: not earlier than {} seq {seq}; a revert goes back to an earlier version",
+                to.unwrap_or_default(),
+                self.name
+            )));
+        }
         let issued = env.unix_now();
         let gossip = env.engines.gossip(&config)?;
         let control = crate::publish::send_control(
@@ -84,12 +108,14 @@ impl RolloutArgs {
             seq,
             issued,
             nodes.unwrap_or_default(),
+            to,
         )?;
         let wire = control.to_wire();
         let report = ControlReport {
             action: action.as_str().to_string(),
             name: self.name,
             seq,
+            to,
             issued,
             nodes: control.nodes.clone(),
             wire,
@@ -100,7 +126,13 @@ impl RolloutArgs {
             } else {
                 format!("nodes {}", r.nodes.join(","))
             };
-            format!("sent {} of {} seq {} to {to}\n", r.action, r.name, r.seq)
+            let back =
+                r.to.map(|seq| format!(" (back to seq {seq})"))
+                    .unwrap_or_default();
+            format!(
+                "sent {} of {} seq {}{back} to {to}\n",
+                r.action, r.name, r.seq
+            )
         })?;
         Ok(Outcome::Success)
     }
@@ -187,6 +219,50 @@ mod tests {
         assert_eq!(control.verify(&trusted).unwrap().len(), 1);
         let extra = out.replacen("\"seq\"", "\"surprise\":0,\"seq\"", 1);
         assert!(serde_json::from_str::<ControlReport>(&extra).is_err());
+    }
+
+    /// `rollout revert --to` signs a revert that carries its target; a `--to` that is not
+    /// earlier than the update is refused before anything is sent.
+    #[test]
+    fn revert_signs_its_target_and_refuses_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
+                 state_dir = \"{d}/state\"\n"
+            ),
+        )
+        .unwrap();
+        let gossip = Arc::new(FakeGossip::default());
+        let engines = || Engines::fakes().gossip_engine(gossip.clone());
+        let revert = |to: &str| {
+            Run::new(dir.path()).engines(engines()).run(&[
+                "rollout",
+                "revert",
+                "site.pp",
+                "--seq",
+                "5",
+                "--to",
+                to,
+                "--config",
+                "site.toml",
+                "--json",
+            ])
+        };
+        let (code, _, err) = revert("5");
+        assert_ne!(code, 0);
+        assert!(err.contains("--to 5"), "{err}");
+        assert!(gossip.events().is_empty());
+        let (code, out, err) = revert("3");
+        assert_eq!(code, 0, "{err}");
+        let report: ControlReport = serde_json::from_str(&out).unwrap();
+        assert_eq!((report.action.as_str(), report.to), ("revert", Some(3)));
+        let control = Control::decode(&gossip.events()[0].1).unwrap();
+        assert_eq!((control.action, control.to()), (Action::Revert, Some(3)));
     }
 
     /// A bad glob list is refused naming the flag and value, before any config is read.

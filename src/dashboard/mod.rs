@@ -439,7 +439,8 @@ impl Site {
             Some("abort") => Action::Abort,
             Some("resume") => Action::Resume,
             Some("retry") => Action::Retry,
-            _ => return text(400, "action is abort, resume or retry\n"),
+            Some("revert") => Action::Revert,
+            _ => return text(400, "action is abort, resume, retry or revert\n"),
         };
         let (Some(name), Some(seq)) = (
             param(query, "name"),

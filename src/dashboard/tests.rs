@@ -301,7 +301,7 @@ fn actions_need_allow_actions_the_token_and_this_origin() {
     let response = site.handle(&request("GET", target, &good));
     assert_eq!(response.status, 405);
     for bad in [
-        "/api/action?action=revert&name=site.pp&seq=7",
+        "/api/action?action=undo&name=site.pp&seq=7",
         "/api/action?action=abort&name=../x&seq=7",
         "/api/action?action=abort&name=site.pp&seq=x",
     ] {
@@ -317,6 +317,16 @@ fn actions_need_allow_actions_the_token_and_this_origin() {
     assert_eq!(
         *sent.lock().unwrap(),
         [(Action::Abort, "site.pp".to_string(), 7)]
+    );
+    // Revert is one more action, under the same checks: refused from another site's page.
+    let revert = "/api/action?action=revert&name=site.pp&seq=7";
+    let response = site.handle(&request("POST", revert, refused[0]));
+    assert_eq!(response.status, 403);
+    let response = site.handle(&request("POST", revert, &good));
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        sent.lock().unwrap()[1],
+        (Action::Revert, "site.pp".to_string(), 7)
     );
 }
 

@@ -1,9 +1,12 @@
 //! Control statements: an operator's signed word on a rollout already under way (`p2pu
-//! rollout abort|resume|retry NAME`), broadcast as the Serf user event `p2pu-control` and
+//! rollout abort|resume|retry|revert NAME`), broadcast as the Serf user event `p2pu-control` and
 //! spooled like announcements. The wire text is `p2pu-ctl1:` + unpadded URL-safe base64 of a
 //! canonical bencoded dictionary: `action`, `exp`, `fleet`, `issued`, `name`, optional `nodes`
 //! (name globs), `seq` (the update's), `sigs` (as in announcements v2: key id and Ed25519
-//! signature, sorted by key id). Signatures cover `p2pu-ctl1:` followed by the dictionary
+//! signature, sorted by key id), and for `revert` only an optional `to` (the seq to go back to;
+//! none: the last good one before `seq`). A statement without `to` is byte for byte what it was
+//! before `revert` existed; a node that predates `revert` refuses it (an unknown action, or the
+//! unknown key `to`) without acting. Signatures cover `p2pu-ctl1:` followed by the dictionary
 //! without `sigs`, so no announcement signature can pass for a control signature.
 //!
 //! Decoding is strict (unknown and duplicate keys, any non-canonical encoding refused);
@@ -24,8 +27,8 @@ pub const WIRE_PREFIX: &str = "p2pu-ctl1:";
 pub const MAX_WIRE_LEN: usize = 1000;
 /// The most node globs one statement names.
 pub const MAX_NODES: usize = 16;
-const KEYS: [&str; 8] = [
-    "action", "exp", "fleet", "issued", "name", "nodes", "seq", "sigs",
+const KEYS: [&str; 9] = [
+    "action", "exp", "fleet", "issued", "name", "nodes", "seq", "sigs", "to",
 ];
 const SIG_ENTRY: usize = 8 + 64;
 
@@ -48,7 +51,7 @@ pub enum ControlError {
         key: &'static str,
         want: &'static str,
     },
-    #[error("unknown rollout action {action:?} (want abort, resume or retry)")]
+    #[error("unknown rollout action {action:?} (want abort, resume, retry or revert)")]
     UnknownAction { action: String },
     #[error("control statement `sigs` is {got} bytes: want 1 to {MAX_SIGS} entries of 72 bytes, sorted by key id")]
     BadSigs { got: usize },
@@ -90,6 +93,9 @@ pub enum Action {
     Resume,
     /// Nodes where the update failed try again now.
     Retry,
+    /// Nodes that applied the update apply a kept good version again (`to`, or the last good
+    /// one before it) and record `reverted`.
+    Revert,
 }
 
 impl Action {
@@ -98,6 +104,7 @@ impl Action {
             Action::Abort => "abort",
             Action::Resume => "resume",
             Action::Retry => "retry",
+            Action::Revert => "revert",
         }
     }
 }
@@ -111,7 +118,7 @@ impl fmt::Display for Action {
 impl FromStr for Action {
     type Err = ControlError;
     fn from_str(text: &str) -> Result<Action, ControlError> {
-        [Action::Abort, Action::Resume, Action::Retry]
+        [Action::Abort, Action::Resume, Action::Retry, Action::Revert]
             .into_iter()
             .find(|a| a.as_str() == text)
             .ok_or_else(|| E::UnknownAction {
@@ -134,6 +141,8 @@ pub struct Control {
     pub expires: u64,
     /// Node-name globs it is for; empty: every node.
     pub nodes: Vec<String>,
+    /// `revert` only: the seq to go back to; none: the last good one before `seq`.
+    to: Option<u64>,
     sigs: Vec<(KeyId, [u8; 64])>,
 }
 
@@ -184,8 +193,27 @@ impl Control {
             fleet,
             expires,
             nodes,
+            to: None,
             sigs: Vec::new(),
         })
+    }
+
+    /// A `revert` to `to` (unsigned; sign after). Refused for other actions, and for a `to`
+    /// that is not an earlier seq.
+    pub fn revert_to(mut self, to: u64) -> Result<Control, ControlError> {
+        if self.action != Action::Revert || to >= self.seq {
+            return Err(E::BadField {
+                key: "to",
+                want: "an earlier seq, on a revert",
+            });
+        }
+        self.to = Some(to);
+        Ok(self)
+    }
+
+    /// `revert` only: the seq to go back to; none: the last good one before `seq`.
+    pub fn to(&self) -> Option<u64> {
+        self.to
     }
 
     /// Adds `signer`'s signature; one key signs once.
@@ -236,6 +264,12 @@ impl Control {
             out.push(b'e');
         }
         put_int(&mut out, "seq", self.seq);
+        // `to` sorts after `sigs`; absent, the statement is what it was before `revert`.
+        let to = self.to.map(|to| {
+            let mut entry = Vec::new();
+            put_int(&mut entry, "to", to);
+            entry
+        });
         if with_sigs {
             let sigs: Vec<u8> = self
                 .sigs
@@ -243,6 +277,9 @@ impl Control {
                 .flat_map(|(kid, sig)| kid.0.iter().chain(sig.iter()).copied())
                 .collect();
             put_bytes(&mut out, "sigs", &sigs);
+        }
+        if let Some(to) = to {
+            out.extend(to);
         }
         out.push(b'e');
         out
@@ -315,8 +352,21 @@ impl Control {
             fleet,
             expires: uint("exp", MAX_EXPIRES)?,
             nodes,
+            to: value
+                .get("to")
+                .map(|_| uint("to", i64::MAX as u64))
+                .transpose()?,
             sigs,
         };
+        if control
+            .to
+            .is_some_and(|to| control.action != Action::Revert || to >= control.seq)
+        {
+            return Err(E::BadField {
+                key: "to",
+                want: "an earlier seq, on a revert",
+            });
+        }
         if control.bencode(true) != bytes {
             return Err(E::NonCanonical);
         }
@@ -466,6 +516,76 @@ mod tests {
         let mut other = c.clone();
         other.seq += 1;
         assert!(other.verify(&trusted).is_err());
+    }
+
+    /// `revert` carries `to` after `sigs` and round-trips; without `to` a statement is byte
+    /// for byte what it was before `revert` existed; `to` is refused on other actions and when
+    /// it is not an earlier seq; the signature covers `to`.
+    #[test]
+    fn revert_round_trips_and_leaves_old_statements_unchanged() {
+        let plain = statement(Action::Revert, "cam-*");
+        assert_eq!(plain.to(), None);
+        assert_eq!(Control::decode(plain.to_wire()).unwrap(), plain);
+        let mut to = Control::new(
+            Action::Revert,
+            "site.pp",
+            1_700_000_000_000,
+            1_700_000_100,
+            FleetId([0x42; 8]),
+            1_700_086_500,
+            Vec::new(),
+        )
+        .unwrap()
+        .revert_to(1_600_000_000_000)
+        .unwrap();
+        to.sign(&key(1)).unwrap();
+        let text = to.to_wire();
+        let vector = include_str!("../tests/vectors/control/revert.wire");
+        assert_eq!(text, vector.trim_end());
+        let back = Control::decode(&text).unwrap();
+        assert_eq!(back.to(), Some(1_600_000_000_000));
+        assert_eq!(back, to);
+        let bytes = to.bencode(true);
+        assert!(bytes.ends_with(b"2:toi1600000000000ee"));
+        let trusted = TrustedKeys::from_keys([key(1).verifying_key()]);
+        assert_eq!(back.verify(&trusted).unwrap().len(), 1);
+        // Another target under the same signature does not verify.
+        let mut moved = back.clone();
+        moved.to = Some(1_500_000_000_000);
+        assert!(moved.verify(&trusted).is_err());
+        // The old vector is unchanged (also in round_trip_verify_and_vector).
+        let retry = statement(Action::Retry, "cam-*,door-1");
+        assert!(!retry.bencode(true).windows(4).any(|w| w == b"2:to"));
+        // `to` on another action, or not earlier, is refused both ways.
+        assert!(statement(Action::Abort, "").revert_to(1).is_err());
+        assert!(statement(Action::Revert, "")
+            .revert_to(1_700_000_000_000)
+            .is_err());
+        let on_abort = {
+            let mut b = statement(Action::Abort, "").bencode(true);
+            b.pop();
+            b.extend_from_slice(b"2:toi1ee");
+            b
+        };
+        assert!(matches!(
+            Control::decode(wire(&on_abort)),
+            Err(E::BadField { key: "to", .. })
+        ));
+        let later = {
+            let mut b = statement(Action::Revert, "").bencode(true);
+            b.pop();
+            b.extend_from_slice(b"2:toi1700000000001ee");
+            b
+        };
+        assert!(matches!(
+            Control::decode(wire(&later)),
+            Err(E::BadField { key: "to", .. })
+        ));
+        // A node that predates `revert` knows neither the action nor `to`: both refused.
+        assert!(matches!(
+            "revert2".parse::<Action>(),
+            Err(E::UnknownAction { .. })
+        ));
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! the SHA-256 kept with them before they are applied. `key` and `file` updates are not
 //! checked: a key update changes only the trusted keys (reverting it would undo a revocation),
 //! and a `file` is kept under its own seq and replaces nothing.
+//!
+//! An operator's `p2pu rollout revert` takes the same way: the intake sets the applied record
+//! `reverting` with [`OPERATOR_REVERT`] as its reason and the version to go back to, and the
+//! workers [`HealthCheck::resume`] it. So that there is a version to go back to once the next
+//! one passed its check, the previous good version is kept beside the newest.
 
 use super::state::{tail, Lineage, Record, RecordKind, StateStore, Status, OUTPUT_IN_RECORD};
 use super::Result;
@@ -25,6 +30,10 @@ use std::time::Duration;
 /// The most of a check's output that goes into the record (whose output keeps 4,000
 /// characters): the rest of the record's room is for the apply's output before it.
 const CHECK_OUTPUT_IN_RECORD: usize = 3000;
+
+/// The reason an operator's revert (`p2pu rollout revert`) is recorded `reverting` with; the
+/// record settles "reverted by operator to seq N".
+pub const OPERATOR_REVERT: &str = "reverted by operator";
 
 /// What the check and revert need.
 pub struct HealthCheck<'a> {
@@ -136,8 +145,11 @@ impl HealthCheck<'_> {
                 let output = tail(&output, OUTPUT_IN_RECORD);
                 stored.settle(Status::Applied, Some(apply_summary), Some(output), now);
             })?;
-            // Only now is it the last good version: the older ones are not needed any more.
-            self.good.keep_only(&record.name, &[record.seq]);
+            // Only now is it the last good version: the one before it stays for an operator's
+            // revert, the older ones are not needed any more.
+            let previous = self.last_good(record)?.map(|r| r.seq);
+            let keep: Vec<u64> = std::iter::once(record.seq).chain(previous).collect();
+            self.good.keep_only(&record.name, &keep);
             return Ok(stored);
         }
         tracing::warn!(name = %record.name, seq = record.seq, "{}", result.summary);
@@ -161,14 +173,14 @@ impl HealthCheck<'_> {
                 .find(|r| r.seq == seq && self.good.get(&r.name, r.seq).is_some()),
             None => self.last_good(record)?,
         };
+        let by_operator = reason == OPERATOR_REVERT;
         let Some(good) = good else {
-            let settled = self.settle(
-                record,
-                Status::Failed,
-                format!("health check failed; no earlier good version to revert to: {reason}"),
-                output.to_string(),
-                None,
-            );
+            let why = if by_operator {
+                format!("{reason}: the kept version is gone, nothing to revert to")
+            } else {
+                format!("health check failed; no earlier good version to revert to: {reason}")
+            };
+            let settled = self.settle(record, Status::Failed, why, output.to_string(), None);
             self.good.discard(&record.name, record.seq);
             return settled;
         };
@@ -193,13 +205,12 @@ impl HealthCheck<'_> {
                     applied.summary,
                     applied.output.trim_end()
                 );
-                self.settle(
-                    &reverting,
-                    Status::Reverted,
-                    format!("reverted to seq {}: {reason}", good.seq),
-                    output,
-                    Some(good.seq),
-                )
+                let why = if by_operator {
+                    format!("{reason} to seq {}", good.seq)
+                } else {
+                    format!("reverted to seq {}: {reason}", good.seq)
+                };
+                self.settle(&reverting, Status::Reverted, why, output, Some(good.seq))
             }
             Err(e) => {
                 tracing::error!(name = %record.name, seq = record.seq, good = good.seq, "revert failed: {e}");
@@ -435,6 +446,44 @@ mod tests {
             (Status::Reverted, Some(1))
         );
         assert_eq!(node.state(), "A");
+    }
+
+    /// After the next version passed its check, the one before stays kept (and older ones
+    /// go); an operator's revert (`reverting` with [`OPERATOR_REVERT`], as the intake sets it)
+    /// applies it again and records "reverted by operator to seq N".
+    #[test]
+    fn an_operators_revert_applies_the_previous_kept_version_again() {
+        let node = node();
+        node.update(1, "A");
+        node.update(2, "C");
+        let three = node.update(3, "D");
+        assert_eq!(three.status, Status::Applied);
+        node.with_health(|health, _| {
+            assert!(health.good.get("site.zip", 1).is_none(), "older ones go");
+            assert!(
+                health.good.get("site.zip", 2).is_some(),
+                "the previous one stays"
+            );
+        });
+        let mut reverting = three.clone();
+        reverting.restored_seq = Some(2);
+        reverting.settle(
+            Status::Reverting,
+            Some(OPERATOR_REVERT.into()),
+            three.output.clone(),
+            1_800_000_000,
+        );
+        node.store.put(reverting.clone()).unwrap();
+        let settled = node.with_health(|health, _| health.resume(&reverting, None).unwrap());
+        assert_eq!(node.state(), "C");
+        assert_eq!(
+            (settled.status, settled.restored_seq),
+            (Status::Reverted, Some(2))
+        );
+        assert_eq!(
+            settled.reason.as_deref(),
+            Some("reverted by operator to seq 2")
+        );
     }
 
     #[test]

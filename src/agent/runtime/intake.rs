@@ -18,11 +18,13 @@
 //! [`Accepted`], its record with the decoded announcement or legacy torrent beside it, and a
 //! record resumed after a restart is decoded here too ([`resume`]).
 
+use super::health::OPERATOR_REVERT;
 use super::pending::{PlanWaits, Refused, Waiting, MAX_WAITING, MAX_WAITING_PER_SOURCE};
 use super::spool::{self, Spooled};
 use super::state::{
     ControlSeen, Lineage, Record, RecordKind, Rejection, SeqVerdict, StateStore, Status,
 };
+use crate::agent::apply::good::GoodStore;
 use crate::config::AgentSection;
 use crate::error::chain;
 use crate::formats::announcement::{Announcement, FleetId, Kind};
@@ -54,6 +56,9 @@ pub enum Decision {
         name: String,
         seen: Option<ControlSeen>,
         requeue: Vec<Record>,
+        /// A `revert`: the update's record, set `reverting` to the kept version it goes back
+        /// to (the workers apply it), or why this node cannot (kept as a rejection).
+        revert: Option<Result<Record, String>>,
     },
 }
 
@@ -628,10 +633,34 @@ fn settle(
             name,
             seen,
             requeue,
+            revert,
         } => {
+            let seq = seen.as_ref().map(|s| s.seq);
             if let Some(seen) = seen {
                 tracing::info!(%name, seq = seen.seq, action = %seen.action, "rollout control statement");
                 store.put_control(&name, seen)?;
+            }
+            match revert {
+                Some(Ok(record)) => {
+                    tracing::warn!(%name, seq = record.seq, to = ?record.restored_seq, "reverting: the operator's revert");
+                    store.put(record.clone())?;
+                    match resume(record) {
+                        Ok(update) => accepted(update),
+                        Err(e) => tracing::warn!(%name, "cannot revert: {}", chain(&e)),
+                    }
+                }
+                Some(Err(reason)) => {
+                    tracing::warn!(%name, ?seq, %reason, "revert refused");
+                    store.reject(Rejection {
+                        at: now_ms / 1000,
+                        source: event.source.as_str().to_string(),
+                        name: Some(name.clone()),
+                        seq,
+                        reason,
+                    })?;
+                    pass.rejected += 1;
+                }
+                None => {}
             }
             for mut record in requeue {
                 let now = now_ms / 1000;
@@ -931,6 +960,8 @@ fn requeued(records: Vec<Record>, action: Action) -> Vec<Record> {
             Action::Abort => false,
             Action::Resume => r.status == Status::Halted,
             Action::Retry => matches!(r.status, Status::Failed | Status::Reverted),
+            // Not sent back to the fetch: the record goes `reverting` (see `reverting`).
+            Action::Revert => false,
         })
         .collect()
 }
@@ -1020,8 +1051,12 @@ fn decide_control(
             name,
             seen: None,
             requeue: Vec::new(),
+            revert: None,
         });
     }
+    let revert = (control.action == Action::Revert)
+        .then(|| reverting(store, &records, &control, now))
+        .transpose()?;
     let requeue = requeued(records, control.action);
     Ok(Decision::Control {
         name,
@@ -1031,7 +1066,59 @@ fn decide_control(
             issued: control.issued,
         }),
         requeue,
+        revert,
     })
+}
+
+/// An operator's `revert` on this node: the update's record, applied here, set `reverting` to
+/// the version the statement names (or the last good one before it), which must be an
+/// `applied` record of the same lineage whose payload is still kept; otherwise why not.
+fn reverting(
+    store: &StateStore,
+    records: &[Record],
+    control: &Control,
+    now: u64,
+) -> super::Result<Result<Record, String>> {
+    let (name, seq) = (&control.name, control.seq);
+    let Some(record) = records.iter().find(|r| r.status == Status::Applied) else {
+        let status = records.first().map_or("no record", |r| r.status.as_str());
+        return Ok(Err(format!(
+            "rollout revert of {name} seq {seq}: not applied on this node ({status}), nothing to revert"
+        )));
+    };
+    let good = GoodStore::of(store.dir());
+    let target = store
+        .records(name)?
+        .into_iter()
+        .filter(|r| {
+            r.status == Status::Applied
+                && r.seq < seq
+                && control.to().is_none_or(|to| r.seq == to)
+                && Lineage::of(r) == Lineage::of(record)
+                && good.get(&r.name, r.seq).is_some()
+        })
+        .max_by_key(|r| r.seq);
+    let Some(target) = target else {
+        let which = control.to().map_or(
+            "no earlier good version is kept on this node".to_string(),
+            |to| format!("seq {to} is not kept on this node (only the last good version before the newest is)"),
+        );
+        return Ok(Err(format!(
+            "rollout revert of {name} seq {seq}: {which}, nothing to revert to"
+        )));
+    };
+    let mut record = record.clone();
+    record.restored_seq = Some(target.seq);
+    record.attempts = 0;
+    record.next_attempt_at = None;
+    let output = record.output.clone();
+    record.settle(
+        Status::Reverting,
+        Some(OPERATOR_REVERT.to_string()),
+        output,
+        now,
+    );
+    Ok(Ok(record))
 }
 
 /// Why a legacy payload is refused: name, seq, reason.
@@ -1515,6 +1602,103 @@ mod tests {
             f.store.control("site.pp", NOW_MS).unwrap().unwrap().action,
             "abort"
         );
+    }
+
+    /// An operator's revert, verified like every control statement (a key outside the trusted
+    /// ones, a replay refused), sets this node's applied record `reverting` to the kept version
+    /// it names or the last good one before it; without a kept version, or on a node where the
+    /// update is not applied, it is refused with the reason.
+    #[test]
+    fn an_operators_revert_goes_back_to_a_kept_version_or_says_why_not() {
+        use crate::agent::apply::good::GoodStore;
+        use crate::formats::control::{Action, Control};
+        let f = fixture();
+        let (u1, u2) = (NOW_MS - 60_000, NOW_MS);
+        for seq in [u1, u2] {
+            let text = wire(&f.key, "site.pp", seq);
+            let mut record = record_of(
+                &Announcement::decode(&text).unwrap(),
+                String::from_utf8(text).unwrap(),
+                NOW_MS / 1000,
+            );
+            record.status = Status::Applied;
+            f.store.put(record).unwrap();
+        }
+        let now = NOW_MS / 1000;
+        let statement = |key: &SigningKey, to: Option<u64>, issued: u64| {
+            let mut c = Control::new(
+                Action::Revert,
+                "site.pp",
+                u2,
+                issued,
+                FLEET,
+                now + 60,
+                Vec::new(),
+            )
+            .unwrap();
+            if let Some(to) = to {
+                c = c.revert_to(to).unwrap();
+            }
+            c.sign(key).unwrap();
+            c.to_wire()
+        };
+        let revert_of = |decision| match decision {
+            Decision::Control {
+                seen: Some(_),
+                requeue,
+                revert: Some(revert),
+                ..
+            } if requeue.is_empty() => revert,
+            other => panic!("expected a revert, got {other:?}"),
+        };
+        // Nothing kept yet: refused, saying so.
+        let plain = statement(&f.key, None, now);
+        let why = revert_of(decide_on(&f, plain.as_bytes(), false)).unwrap_err();
+        assert!(why.contains("no earlier good version is kept"), "{why}");
+        let payload = f._dir.path().join("v1");
+        std::fs::write(&payload, "notice('v1')\n").unwrap();
+        GoodStore::of(f.store.dir())
+            .keep("site.pp", u1, &payload, None)
+            .unwrap();
+        let record = revert_of(decide_on(&f, plain.as_bytes(), false)).unwrap();
+        assert_eq!(
+            (record.seq, record.status, record.restored_seq),
+            (u2, Status::Reverting, Some(u1))
+        );
+        assert_eq!(record.reason.as_deref(), Some(OPERATOR_REVERT));
+        let to = statement(&f.key, Some(u1), now);
+        assert!(revert_of(decide_on(&f, to.as_bytes(), false)).is_ok());
+        let elsewhere = statement(&f.key, Some(u1 - 1), now);
+        let why = revert_of(decide_on(&f, elsewhere.as_bytes(), false)).unwrap_err();
+        assert!(
+            why.contains(&format!("seq {} is not kept", u1 - 1)),
+            "{why}"
+        );
+        // A member without the signing key cannot make one.
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let why = reason(decide_on(
+            &f,
+            statement(&stranger, None, now).as_bytes(),
+            false,
+        ));
+        assert!(why.contains("signed by no trusted key"), "{why}");
+        // Once seen, the same statement is a replay.
+        let Decision::Control {
+            seen: Some(seen), ..
+        } = decide_on(&f, plain.as_bytes(), false)
+        else {
+            panic!("expected a control decision");
+        };
+        f.store.put_control("site.pp", seen).unwrap();
+        let why = reason(decide_on(&f, plain.as_bytes(), false));
+        assert!(why.starts_with("replay:"), "{why}");
+        // Where the update is not applied there is nothing to revert.
+        f.store
+            .set_status("site.pp", u2, Status::Failed, None, None, now)
+            .unwrap();
+        let later = statement(&f.key, None, now + 1);
+        let why = revert_of(decide_on(&f, later.as_bytes(), false)).unwrap_err();
+        assert!(why.contains("not applied on this node (failed)"), "{why}");
     }
 
     /// A plan-bound event stays in the spool while its plan is fetched, and is refused once

@@ -1135,6 +1135,14 @@ fn worker(agent: &Arc<Agent>, work: &Mutex<Receiver<Accepted>>, shared: &Shared)
             return;
         };
         if agent.skip_superseded(&update.record) {
+            // Also an operator's revert of a version a newer one has replaced since.
+            continue;
+        }
+        if update.record.status == Status::Reverting {
+            // An operator's revert (the intake set it): the kept version is applied again,
+            // under the apply lock, as a restart finishes a revert; nothing is fetched.
+            let (locked, _) = mpsc::channel();
+            agent.resume_health(vec![update.record], &shared.apply_lock, &locked);
             continue;
         }
         // Asked per update: a restarted tracker may listen elsewhere (port 0 in tests).

@@ -279,12 +279,12 @@ impl Record {
 }
 
 /// The newest operator control statement a node verified for one update (`p2pu rollout
-/// abort|resume|retry`): an older one for the same update is refused.
+/// abort|resume|retry|revert`): an older one for the same update is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSeen {
     pub seq: u64,
-    /// `abort`, `resume` or `retry`.
+    /// `abort`, `resume`, `retry` or `revert`.
     pub action: String,
     /// When the operator signed it (unix seconds).
     pub issued: u64,

@@ -76,7 +76,7 @@ function renderRollout() {
   // The buttons exist only where this dashboard sends actions (--allow-actions).
   const actions = $("actions");
   if (view.actions && r && !actions.firstChild) {
-    for (const [action, label] of [["abort", "Abort"], ["resume", "Resume"], ["retry", "Retry failed"]]) {
+    for (const [action, label] of [["abort", "Abort"], ["resume", "Resume"], ["retry", "Retry failed"], ["revert", "Revert to last good"]]) {
       const b = el("button", { id: "action-" + action, type: "button" }, label);
       b.addEventListener("click", () => act(action));
       actions.appendChild(b);
@@ -287,7 +287,8 @@ async function showLogs(node, name) {
 async function act(action) {
   const r = view && view.rollout;
   if (!r) return;
-  if (!window.confirm("Send a signed " + action + " of " + r.name + " seq " + r.seq + " to every node?")) return;
+  const what = action === "revert" ? " (every node that applied it goes back to its last good version)" : "";
+  if (!window.confirm("Send a signed " + action + " of " + r.name + " seq " + r.seq + " to every node?" + what)) return;
   const q = new URLSearchParams({ action, name: r.name, seq: String(r.seq) });
   const response = await fetch("/api/action?" + q, { method: "POST", credentials: "same-origin" });
   $("action-result").textContent = (response.ok ? "" : "refused: ") + (await response.text());
