@@ -163,10 +163,8 @@ mod tests {
     use crate::formats::control::{Action, Control};
     use std::sync::Arc;
 
-    /// `rollout abort` signs a statement for the update this node knows (or --seq) and
-    /// broadcasts it as `p2pu-control`; the JSON report decodes with unknown fields denied.
-    #[test]
-    fn abort_signs_and_broadcasts_a_control_statement() {
+    /// A dir with a signing key (`k/`) and a site.toml naming it, a fleet and a state dir.
+    fn keyed_site() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
         assert_eq!(code, 0, "{err}");
@@ -179,6 +177,14 @@ mod tests {
             ),
         )
         .unwrap();
+        dir
+    }
+
+    /// `rollout abort` signs a statement for the update this node knows (or --seq) and
+    /// broadcasts it as `p2pu-control`; the JSON report decodes with unknown fields denied.
+    #[test]
+    fn abort_signs_and_broadcasts_a_control_statement() {
+        let dir = keyed_site();
         let gossip = Arc::new(FakeGossip::default());
         let engines = || Engines::fakes().gossip_engine(gossip.clone());
         // No record of it here and no --seq: refused, nothing sent.
@@ -225,18 +231,7 @@ mod tests {
     /// earlier than the update is refused before anything is sent.
     #[test]
     fn revert_signs_its_target_and_refuses_a_later_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
-        assert_eq!(code, 0, "{err}");
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("site.toml"),
-            format!(
-                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
-                 state_dir = \"{d}/state\"\n"
-            ),
-        )
-        .unwrap();
+        let dir = keyed_site();
         let gossip = Arc::new(FakeGossip::default());
         let engines = || Engines::fakes().gossip_engine(gossip.clone());
         let revert = |to: &str| {
