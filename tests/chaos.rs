@@ -344,6 +344,16 @@ fn nodes_ten_minutes_off_take_valid_updates_refuse_expired_ones_and_say_how_far_
     let seq = submit(&lab, &manifest(dir.path(), "a.pp", "valid"), &[]);
     wait_applied(&lab, &[1, 2, 3], "a.pp", seq);
     ok(lab.p2pu(1, &["heartbeat"]).unwrap());
+    // A refusal says how far off the clock is only once a catch-up round measured it: the
+    // skewed nodes have their measure before the expired announcements go out (CI once sent
+    // them first, and node 2's refusal was recorded without the note).
+    let measured = Instant::now() + WITHIN;
+    for (node, env) in &clocks[1..] {
+        while status_with(&lab, *node, env).clock.is_none() {
+            assert!(Instant::now() < measured, "node {node}: no clock measured");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 
     // Signed and seeded once; sent again with other expiries and seqs.
     let b = manifest(dir.path(), "b.pp", "short-lived");
