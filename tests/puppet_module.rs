@@ -7,7 +7,7 @@ mod support;
 
 use p2pu::config::{
     AgentSection, NatSection, NodeSection, PathsSection, PuppetSection, SerfSection, SiteToml,
-    TimeSection, TransmissionSection,
+    TimeSection, TransferSection, TransmissionSection,
 };
 use p2pu::engines::{Applier, ApplyStatus, Puppet, PuppetError};
 use std::collections::BTreeMap;
@@ -183,6 +183,7 @@ fn module_types_match_site_toml_key_for_key() {
         ("agent", serde_keys::<AgentSection>()),
         ("nat", serde_keys::<NatSection>()),
         ("time", serde_keys::<TimeSection>()),
+        ("transfer", serde_keys::<TransferSection>()),
         ("paths", serde_keys::<PathsSection>()),
     ]);
     // A new section needs a line above, and then a type alias and a class parameter.

@@ -26,6 +26,8 @@
 #   [nat]: the NAT client and proxy (enabled, proxy, port, stun_server, control_socket, ...).
 # @param time
 #   [time]: ntp and fallback_ntp servers for systemd-timesyncd.
+# @param transfer
+#   [transfer]: how large payloads move (mode: 'chain', or 'stripes' where built).
 # @param paths
 #   [paths]: config_dir, systemd_dir, timesyncd_dir (unusual layouts, tests).
 # @param config_file
@@ -45,6 +47,7 @@ class p2pu (
   P2pu::Agent $agent = {},
   P2pu::Nat $nat = {},
   P2pu::Time $time = {},
+  P2pu::Transfer $transfer = {},
   P2pu::Paths $paths = {},
   P2pu::Path $config_file = '/etc/p2pu/site.toml',
   P2pu::Path $binary = '/usr/bin/p2pu',
@@ -64,6 +67,7 @@ class p2pu (
     'agent'        => $agent,
     'nat'          => $nat,
     'time'         => $time,
+    'transfer'     => $transfer,
     'paths'        => $paths,
   }
   $sections = $all.filter |$name, $keys| { !$keys.empty }
