@@ -113,6 +113,24 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Reads `reader` to its end in 1 MiB chunks, handing each to `chunk` (a hash, say); returns
+/// how many bytes there were.
+pub fn read_chunks(
+    reader: &mut impl std::io::Read,
+    mut chunk: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(len);
+        }
+        chunk(&buf[..n])?;
+        len += n as u64;
+    }
+}
+
 /// Makes a rename or create inside `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)

@@ -335,7 +335,6 @@ struct StripeDocs {
 /// The payload's SHA-256 and length, and with `blocks` its leaf layer, in one read.
 fn hash_payload(path: &Path, blocks: bool) -> std::io::Result<([u8; 32], u64, Option<Leaves>)> {
     use sha2::Digest;
-    use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let changed = |e| std::io::Error::other(format!("the payload changed while read: {e}"));
     let mut hasher = match blocks {
@@ -348,19 +347,13 @@ fn hash_payload(path: &Path, blocks: bool) -> std::io::Result<([u8; 32], u64, Op
         false => None,
     };
     let mut sha = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
+    let len = crate::fsutil::read_chunks(&mut file, |bytes| {
+        sha.update(bytes);
         if let Some(hasher) = &mut hasher {
-            hasher.update(&buf[..n]).map_err(changed)?;
+            hasher.update(bytes).map_err(changed)?;
         }
-        len += n as u64;
-    }
+        Ok(())
+    })?;
     let leaves = hasher.map(|h| h.finish().map_err(changed)).transpose()?;
     Ok((sha.finalize().into(), len, leaves))
 }

@@ -26,7 +26,6 @@ use crate::agent::runtime::state::{Record, SourceUse};
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -697,16 +696,10 @@ fn shuffle<T>(items: &mut [T]) {
 pub fn sha256_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
+    let len = crate::fsutil::read_chunks(&mut file, |bytes| {
+        hasher.update(bytes);
+        Ok(())
+    })?;
     Ok((hasher.finalize().into(), len))
 }
 
@@ -715,6 +708,7 @@ mod tests {
     use super::*;
     use crate::engines::{Added, Session, TorrentState, TorrentStatus};
     use crate::formats::announcement::Kind;
+    use std::io::Read;
     use std::sync::Mutex;
 
     /// A Transmission that "downloads" by writing `content` on the second poll, and can be
