@@ -17,7 +17,7 @@ use p2pu::lab::{Daemon, Lab, LabOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::testlab::{ok, TestLab};
+use support::testlab::{ok, wait, TestLab};
 
 const NODES: usize = 3;
 /// The node whose Puppet run fails (its vardir lacks `ok`).
@@ -195,14 +195,6 @@ fn status(lab: &Lab, node: usize, name: &str) -> Option<Status> {
         .into_iter()
         .last()
         .map(|r| r.status)
-}
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

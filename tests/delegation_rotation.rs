@@ -12,8 +12,8 @@ use p2pu::keys::{KeyId, PublicKey, TrustedKeysDir};
 use p2pu::lab::{Lab, LabOptions, LAB_FLEET_ID};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-use support::testlab::ok;
+use std::time::Duration;
+use support::testlab::{ok, wait};
 
 fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
@@ -38,14 +38,6 @@ fn rejected(lab: &Lab, node: usize, name: &str) -> Option<String> {
         .into_iter()
         .find(|r| r.name.as_deref() == Some(name))
         .map(|r| r.reason)
-}
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn manifest(dir: &Path, name: &str) -> PathBuf {

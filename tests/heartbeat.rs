@@ -11,20 +11,12 @@ use p2pu::agent::runtime::state::StateStore;
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::Path;
-use std::time::{Duration, Instant};
-use support::testlab::ok;
+use std::time::Duration;
+use support::testlab::{ok, wait};
 
 const NODES: usize = 3;
 /// Short, so the test sees a heartbeat go stale; the real default is 0 (not required).
 const WINDOW_SECS: u64 = 20;
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn manifest(dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);

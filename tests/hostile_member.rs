@@ -47,22 +47,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use support::testlab::{ok, TestLab};
+use std::time::Duration;
+use support::testlab::{ok, wait, TestLab};
 
 const NODES: usize = 3;
 const HONEST: [usize; 2] = [1, 2];
 const ATTACKER: usize = 3;
 const NAME: &str = "hostile.pp";
 const ROLLOUT: Duration = Duration::from_secs(120);
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn store(lab: &Lab, node: usize) -> StateStore {
     StateStore::open(&lab.node(node).unwrap().site.agent.state_dir).unwrap()

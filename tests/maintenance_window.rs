@@ -16,32 +16,11 @@
 
 mod support;
 
-use p2pu::agent::runtime::state::{Record, StateStore, Status};
+use p2pu::agent::runtime::state::Status;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::testlab::{ok, TestLab};
-
-fn record(lab: &Lab, node: usize, name: &str) -> Option<Record> {
-    StateStore::open(&lab.node(node).unwrap().site.agent.state_dir)
-        .unwrap()
-        .records(name)
-        .unwrap()
-        .into_iter()
-        .last()
-}
-
-fn status(lab: &Lab, node: usize, name: &str) -> Option<Status> {
-    record(lab, node, name).map(|r| r.status)
-}
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::testlab::{ok, record, status, wait, TestLab};
 
 fn vardir(lab: &Lab, node: usize) -> PathBuf {
     lab.node(node).unwrap().dir.join("puppet/var")

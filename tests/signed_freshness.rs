@@ -10,8 +10,8 @@ use p2pu::agent::runtime::status::StatusReport;
 use p2pu::formats::announcement::{Announcement, Binding, Draft, FleetId, Kind};
 use p2pu::lab::{Lab, LabOptions, LAB_FLEET_ID};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::testlab::ok;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::testlab::{ok, wait};
 
 const NODES: usize = 3;
 
@@ -30,14 +30,6 @@ fn records(lab: &Lab, node: usize, name: &str) -> Vec<(Status, Option<String>)> 
         .into_iter()
         .map(|r| (r.status, r.reason))
         .collect()
-}
-
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn manifest(dir: &Path, name: &str) -> std::path::PathBuf {

@@ -1,8 +1,10 @@
-//! A lab that prints its nodes' logs when the test that holds it fails, and the check of a
-//! command's output that lab tests share.
+//! A lab that prints its nodes' logs when the test that holds it fails, and what lab tests
+//! share: the check of a command's output, waiting for a condition, a node's newest record.
 
+use p2pu::agent::runtime::state::{Record, StateStore, Status};
 use p2pu::lab::Lab;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 /// A lab whose agent, Transmission and Serf logs (their last lines) are printed if the test
 /// panics while holding it.
@@ -50,4 +52,28 @@ pub fn ok(output: Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     text
+}
+
+/// Polls `done` every 250 ms until it holds; fails naming `what` past `timeout`.
+pub fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Node `node`'s newest record of `name`, read from its state dir.
+pub fn record(lab: &Lab, node: usize, name: &str) -> Option<Record> {
+    StateStore::open(&lab.node(node).unwrap().site.agent.state_dir)
+        .unwrap()
+        .records(name)
+        .unwrap()
+        .into_iter()
+        .last()
+}
+
+/// The status of node `node`'s newest record of `name`.
+pub fn status(lab: &Lab, node: usize, name: &str) -> Option<Status> {
+    record(lab, node, name).map(|r| r.status)
 }
