@@ -14,53 +14,10 @@ use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::testlab::{ok, TestLab};
+use support::testlab::{hourly_lab, manifest, ok, records, runs, submit, TestLab};
 
 /// How long a test waits for an outcome; far below `catch_up_secs`.
 const WITHIN: Duration = Duration::from_secs(150);
-
-fn start(dir: &Path, nodes: usize) -> TestLab {
-    let mut options = LabOptions::new(nodes, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
-    options.start_agent = true;
-    options.site_overrides = Some("[agent]\ncatch_up_secs = 3600\n".into());
-    TestLab(Lab::start(options).expect("lab starts"))
-}
-
-/// A manifest `name` that writes `content` and counts its runs in each node's Puppet vardir.
-fn manifest(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    let text = format!(
-        "file {{ \"${{settings::vardir}}/{name}.out\": content => \"{content}\\n\" }}\n\
-         exec {{ 'count {name}': command => \"/bin/sh -c 'echo {content} >> ${{settings::vardir}}/{name}.count'\" }}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The contents each run of `name` on `node` left, in order.
-fn runs(lab: &Lab, node: usize, name: &str) -> Vec<String> {
-    let vardir = lab.node(node).unwrap().dir.join("puppet/var");
-    std::fs::read_to_string(vardir.join(format!("{name}.count")))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// Submits `path` from node 1 with `extra`; returns the seq.
-fn submit(lab: &Lab, path: &Path, extra: &[&str]) -> u64 {
-    let mut args = vec!["submit", path.to_str().unwrap(), "--json", "--quiet"];
-    args.extend_from_slice(extra);
-    let out = ok(lab.p2pu(1, &args).unwrap());
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    report["seq"].as_u64().unwrap()
-}
-
-fn records(lab: &Lab, node: usize) -> Vec<Record> {
-    let out = lab.p2pu(node, &["status", "--all", "--json"]).unwrap();
-    assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice::<StatusReport>(&out.stdout)
-        .unwrap()
-        .updates
-}
 
 fn record(lab: &Lab, node: usize, name: &str, seq: u64) -> Option<Record> {
     records(lab, node)
@@ -165,7 +122,7 @@ fn waved_with_node_3_first(lab: &Lab, dir: &Path, name: &str) -> (PathBuf, u64) 
 #[test]
 fn a_fleet_cut_in_half_during_a_rollout_converges_on_the_newest_once_healed() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = start(dir.path(), 4);
+    let lab = hourly_lab(dir.path(), 4);
     let (w_sig, w_seq) = waved_with_node_3_first(&lab, dir.path(), "w.pp");
     let (near, far) = ([1, 2], [3, 4]);
     cut(&lab, &near, &far, "-I");
@@ -619,7 +576,7 @@ fn power_cuts_at_random_moments_never_apply_a_record_twice_nor_tear_a_state_file
     const CUTS: usize = 30;
     const WHAT: [&str; 4] = ["agent", "transmission", "serf", "node"];
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = start(dir.path(), 3);
+    let mut lab = hourly_lab(dir.path(), 3);
     let mut rng = rand::thread_rng();
     let mut versions: Vec<(String, u64)> = Vec::new();
     // Per node: the runs of each version it had recorded applied before a cut.

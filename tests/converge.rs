@@ -10,56 +10,12 @@ use p2pu::agent::runtime::state::{Record, Status};
 use p2pu::agent::runtime::status::StatusReport;
 use p2pu::cmd::sync::{SyncOutcome, SyncReport};
 use p2pu::lab::{Lab, LabOptions};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::testlab::{ok, TestLab};
+use support::testlab::{hourly_lab, manifest, ok, records, runs, submit, TestLab};
 
 const NODES: usize = 3;
 /// How long a test waits for an outcome; far below `catch_up_secs`.
 const WITHIN: Duration = Duration::from_secs(120);
-
-fn start(dir: &Path) -> TestLab {
-    let mut options = LabOptions::new(NODES, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
-    options.start_agent = true;
-    options.site_overrides = Some("[agent]\ncatch_up_secs = 3600\n".into());
-    TestLab(Lab::start(options).expect("lab starts"))
-}
-
-/// A manifest `name` that writes `content` and counts its runs in each node's Puppet vardir.
-fn manifest(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    let text = format!(
-        "file {{ \"${{settings::vardir}}/{name}.out\": content => \"{content}\\n\" }}\n\
-         exec {{ 'count {name}': command => \"/bin/sh -c 'echo {content} >> ${{settings::vardir}}/{name}.count'\" }}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The contents each run of `name` on `node` left, in order.
-fn runs(lab: &Lab, node: usize, name: &str) -> Vec<String> {
-    let vardir = lab.node(node).unwrap().dir.join("puppet/var");
-    std::fs::read_to_string(vardir.join(format!("{name}.count")))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// Submits from node 1; returns the seq.
-fn submit(lab: &Lab, path: &Path, extra: &[&str]) -> u64 {
-    let mut args = vec!["submit", path.to_str().unwrap(), "--json", "--quiet"];
-    args.extend_from_slice(extra);
-    let out = ok(lab.p2pu(1, &args).unwrap());
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    report["seq"].as_u64().unwrap()
-}
-
-fn records(lab: &Lab, node: usize) -> Vec<Record> {
-    let out = lab.p2pu(node, &["status", "--all", "--json"]).unwrap();
-    assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice::<StatusReport>(&out.stdout)
-        .unwrap()
-        .updates
-}
 
 fn applied(lab: &Lab, node: usize, name: &str, seq: u64) -> bool {
     records(lab, node)
@@ -98,7 +54,7 @@ fn sync(lab: &Lab, node: usize) -> (Option<i32>, SyncReport) {
 #[test]
 fn an_update_sent_while_a_nodes_serf_was_down_arrives_when_serf_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = start(dir.path());
+    let mut lab = hourly_lab(dir.path(), NODES);
     lab.stop_serf(3).unwrap();
     let site = manifest(dir.path(), "site.pp", "one");
     let seq = submit(&lab, &site, &["--once"]);
@@ -130,7 +86,7 @@ fn an_update_sent_while_a_nodes_serf_was_down_arrives_when_serf_is_back() {
 #[test]
 fn an_update_sent_right_after_every_serf_restarted_reaches_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = start(dir.path());
+    let mut lab = hourly_lab(dir.path(), NODES);
     for node in 1..=NODES {
         lab.stop_serf(node).unwrap();
     }
@@ -171,7 +127,7 @@ fn an_update_sent_right_after_every_serf_restarted_reaches_every_node() {
 #[test]
 fn an_update_sent_from_a_node_whose_serf_just_restarted_reaches_a_node_that_rejoined_before() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = start(dir.path());
+    let mut lab = hourly_lab(dir.path(), NODES);
     // A fleet's clock moves with every event; 40 stand for a few days of heartbeats.
     for _ in 0..40 {
         lab.serf_event(2, "p2pu-noise", b"x").unwrap();
@@ -244,7 +200,7 @@ fn a_restarted_serf_takes_up_its_event_clock_where_it_left_off() {
 #[test]
 fn nodes_down_through_several_updates_apply_only_the_newest_of_each_name() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = start(dir.path());
+    let mut lab = hourly_lab(dir.path(), NODES);
     lab.stop_agent(2).unwrap();
     lab.stop_node(3).unwrap();
     let mut seqs = Vec::new();

@@ -2,7 +2,9 @@
 //! share: the check of a command's output, waiting for a condition, a node's newest record.
 
 use p2pu::agent::runtime::state::{Record, StateStore, Status};
-use p2pu::lab::Lab;
+use p2pu::agent::runtime::status::StatusReport;
+use p2pu::lab::{Lab, LabOptions};
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -76,4 +78,49 @@ pub fn record(lab: &Lab, node: usize, name: &str) -> Option<Record> {
 /// The status of node `node`'s newest record of `name`.
 pub fn status(lab: &Lab, node: usize, name: &str) -> Option<Status> {
     record(lab, node, name).map(|r| r.status)
+}
+
+/// A lab of `nodes` with agents whose periodic catch-up (an hour) never runs within a test, so
+/// an update that arrives came by the way under test.
+pub fn hourly_lab(dir: &Path, nodes: usize) -> TestLab {
+    let mut options = LabOptions::new(nodes, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some("[agent]\ncatch_up_secs = 3600\n".into());
+    TestLab(Lab::start(options).expect("lab starts"))
+}
+
+/// A manifest `name` that writes `content` and counts its runs in each node's Puppet vardir.
+pub fn manifest(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "file {{ \"${{settings::vardir}}/{name}.out\": content => \"{content}\\n\" }}\n\
+         exec {{ 'count {name}': command => \"/bin/sh -c 'echo {content} >> ${{settings::vardir}}/{name}.count'\" }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The contents each run of `name` on `node` left, in order.
+pub fn runs(lab: &Lab, node: usize, name: &str) -> Vec<String> {
+    let vardir = lab.node(node).unwrap().dir.join("puppet/var");
+    std::fs::read_to_string(vardir.join(format!("{name}.count")))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Submits `path` from node 1 with `extra`; returns the seq.
+pub fn submit(lab: &Lab, path: &Path, extra: &[&str]) -> u64 {
+    let mut args = vec!["submit", path.to_str().unwrap(), "--json", "--quiet"];
+    args.extend_from_slice(extra);
+    let out = ok(lab.p2pu(1, &args).unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    report["seq"].as_u64().unwrap()
+}
+
+pub fn records(lab: &Lab, node: usize) -> Vec<Record> {
+    let out = lab.p2pu(node, &["status", "--all", "--json"]).unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
+    serde_json::from_slice::<StatusReport>(&out.stdout)
+        .unwrap()
+        .updates
 }
