@@ -359,7 +359,9 @@ fn hash_payload(path: &Path, blocks: bool) -> std::io::Result<([u8; 32], u64, Op
 }
 
 /// The members a striped transfer's roster is written over: the alive Serf members, each with
-/// the rate it advertises (`p2pu-rate`, absent or unreadable: none). A member whose name a
+/// the rate it advertises (`p2pu-rate`, read strictly and clamped by `formats::rate`: absent
+/// or not canonical digits, none; absurd, the clamp, so a liar moves the median one place
+/// like any high rate). A member whose name a
 /// roster cannot hold (`roster::valid_name`) is left out rather than failing the submit: any
 /// keyring holder can join under such a name, and must not stop every striped submit; left
 /// out, it fetches as a node that joined late (`Plan::late_source`), from nobody's uplink.
@@ -370,7 +372,10 @@ pub fn roster_view(gossip: &dyn Gossip) -> Result<Vec<(String, Option<u64>)>> {
         .filter(|m| m.status == crate::engines::MemberStatus::Alive)
         .filter(|m| crate::formats::roster::valid_name(&m.name))
         .map(|m| {
-            let rate = m.tags.get(TAG_RATE).and_then(|r| r.parse::<u64>().ok());
+            let rate = m
+                .tags
+                .get(TAG_RATE)
+                .and_then(|r| crate::formats::rate::decode(r));
             (m.name, rate)
         })
         .collect();
@@ -1000,6 +1005,56 @@ mod stripes_tests {
         let roster = Roster::decode(&docs.roster).unwrap();
         assert_eq!(roster.members, ["n1", "n2", "origin"]);
         assert_eq!(roster.origin, "origin");
+    }
+
+    /// Hostile review of the rate tag (issue 24): members holding the keyring advertise what
+    /// they like. Signs, spaces, hex and floats are no rate (full-rate, as one advertising
+    /// none), an absurd value is the clamp, and each liar moves the median one place: with
+    /// fewer liars than honest members above the median, the slow member stays slow and no
+    /// honest one becomes slow.
+    #[test]
+    fn members_advertising_absurd_or_malformed_rates_move_the_median_one_place_each() {
+        const MB: u64 = 1_000_000;
+        let mut members: Vec<Member> = (0..4)
+            .map(|i| member(&format!("fast{i}"), MemberStatus::Alive, Some("10000000")))
+            .collect();
+        members.push(member("slow", MemberStatus::Alive, Some("4000000")));
+        for (i, lie) in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "+0",
+            "1e99",
+        ]
+        .iter()
+        .enumerate()
+        {
+            members.push(member(&format!("liar{i}"), MemberStatus::Alive, Some(lie)));
+        }
+        let gossip = FakeGossip {
+            members,
+            ..FakeGossip::default()
+        };
+        let view = roster_view(&gossip).unwrap();
+        let rate = |name: &str| view.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(rate("liar0"), Some(crate::formats::rate::MAX_RATE));
+        assert_eq!(rate("liar1"), None);
+        assert_eq!(
+            rate("liar2"),
+            None,
+            "`+0` would make a member slow by a sign"
+        );
+        assert_eq!(rate("liar3"), None);
+        let rates: Vec<Option<u64>> = view.iter().map(|(_, r)| *r).collect();
+        let classes = topology::classify(&rates);
+        for ((name, _), class) in view.iter().zip(&classes) {
+            let want = if name == "slow" {
+                topology::Class::Slow
+            } else {
+                topology::Class::Full
+            };
+            assert_eq!(*class, want, "{name} among {view:?}");
+        }
+        assert_eq!(rate("fast0"), Some(10 * MB));
     }
 
     /// What a member reads back: the info dict gains the `p2pu` key and nothing else changes;

@@ -322,3 +322,19 @@ fn the_transfer_mode_defaults_to_the_chain_and_refuses_unknown_modes() {
     assert_eq!(config.site.transfer.mode, TransferMode::Stripes);
     assert!(error("[transfer]\nmode = \"stripe\"\n").contains("unknown variant"));
 }
+
+/// Serf refuses a member's tags past 512 bytes, and the agent adds `p2pu-rate` after start:
+/// the operator's tags must leave p2pu's own room, or setting the measured rate would fail on
+/// every node at once.
+#[test]
+fn operator_tags_leave_room_for_the_tags_p2pu_sets() {
+    assert!(load("[serf.tags]\nrack = \"r1\"\n").is_ok());
+    let big = format!("[serf.tags]\nnote = \"{}\"\n", "x".repeat(420));
+    let msg = error(&big);
+    assert!(
+        msg.contains("serf.tags") && msg.contains("512 bytes"),
+        "{msg}"
+    );
+    let fits = format!("[serf.tags]\nnote = \"{}\"\n", "x".repeat(300));
+    assert!(load(&fits).is_ok());
+}
