@@ -94,12 +94,13 @@ impl HandleEvent {
                 );
                 // Serf hands an empty payload over as a bare newline. An empty one comes from
                 // an asker that may deny unknown fields (see `ALL_NAMES`): the fields added
-                // since (`omitted`, `now_ms`, each update's `sources`) go only to askers
-                // that send a payload.
+                // since (`omitted`, `now_ms`, each update's `sources` and `stripes`) go only
+                // to askers that send a payload.
                 if payload.trim_ascii().is_empty() {
                     status.omitted = 0;
                     for update in &mut status.updates {
                         update.sources.clear();
+                        update.stripes.clear();
                     }
                 } else {
                     status.now_ms = Some(env.unix_now_ms());
@@ -309,6 +310,13 @@ mod tests {
                 wire: "p2pu1:WIRE".into(),
                 status: Status::Applied,
                 sources: vec![source],
+                stripes: vec![crate::agent::runtime::state::StripeUse {
+                    stripe: 0,
+                    member: "n2".into(),
+                    from: 0,
+                    blocks: 3,
+                    left: None,
+                }],
                 ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
             })
             .unwrap();
@@ -329,6 +337,7 @@ mod tests {
         let new: NodeStatus = serde_json::from_str(&new).unwrap();
         assert!(new.now_ms.is_some(), "{new:?}");
         assert_eq!(new.updates[0].sources.len(), 1, "{new:?}");
+        assert_eq!(new.updates[0].stripes.len(), 1, "{new:?}");
     }
 
     #[test]

@@ -1285,4 +1285,48 @@ mod tests {
             "{text}"
         );
     }
+
+    /// The per-stripe record stays within `MAX_STRIPE_SOURCES` a stripe however many
+    /// sources fail in turn (a member refusing, a liar, an origin waited out): the first
+    /// (the planned parent) and the newest are kept, an origin asked again from the same
+    /// block is one use, and the blocks count against the member that sent them.
+    #[test]
+    fn a_stripes_record_is_bounded_and_keeps_the_first_and_newest_sources() {
+        let mut log = StripeLog::new(3);
+        log.asked("parent", 3);
+        log.left("crashed");
+        for _ in 0..5 {
+            log.asked("origin", 3);
+            log.left("refused");
+        }
+        for i in 0..10 {
+            log.asked(&format!("m{i}"), 3 + 8 * i);
+            log.kept();
+            log.left("hung");
+        }
+        log.asked("last", 83);
+        log.kept();
+        log.kept();
+        let uses = log.into_uses();
+        assert_eq!(uses.len(), MAX_STRIPE_SOURCES);
+        assert_eq!(uses[0].member, "parent");
+        assert_eq!(uses[0].left.as_deref(), Some("crashed"));
+        let last = &uses[MAX_STRIPE_SOURCES - 1];
+        assert_eq!(
+            (
+                last.member.as_str(),
+                last.from,
+                last.blocks,
+                last.left.as_deref()
+            ),
+            ("last", 83, 2, None)
+        );
+        assert!(uses.iter().all(|u| u.stripe == 3));
+        let mut origin = StripeLog::new(0);
+        for _ in 0..100 {
+            origin.asked("origin", 0);
+            origin.left("refused");
+        }
+        assert_eq!(origin.into_uses().len(), 1);
+    }
 }

@@ -81,7 +81,72 @@ pub struct UpdateStatus {
     /// [`STATUS_SOURCES`]): who served whom, for `fleet serve`'s picture of the transfer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSeen>,
+    /// A striped fetch's sources, per stripe (the newest update only, at most
+    /// [`STATUS_STRIPES`]); like `sources`, only to askers that send a payload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stripes: Vec<StripeSeen>,
 }
+
+/// One source of one stripe as a node's status answer gives it (`state::StripeUse`, cut).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSeen {
+    pub stripe: u32,
+    /// The member's roster name, cut to [`STRIPE_MEMBER_CHARS`].
+    pub member: String,
+    pub from: u32,
+    pub blocks: u32,
+    /// Why it was left, cut to [`STRIPE_LEFT_CHARS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+}
+
+impl From<&super::state::StripeUse> for StripeSeen {
+    fn from(u: &super::state::StripeUse) -> StripeSeen {
+        StripeSeen {
+            stripe: u.stripe,
+            member: u.member.clone(),
+            from: u.from,
+            blocks: u.blocks,
+            left: u.left.clone(),
+        }
+    }
+}
+
+/// One line a stripe, as `status` and `fleet status` show them: `stripe 1: n5 from block 1,
+/// 0 blocks, left: crashed; n1 from block 1, 40 blocks`. The names and reasons come from
+/// members' answers (any keyring holder can answer for itself), so control characters are
+/// dropped: an escape sequence must not reach the operator's terminal.
+pub fn stripe_lines(uses: &[StripeSeen]) -> Vec<String> {
+    let clean = |text: &str| -> String { text.chars().filter(|c| !c.is_control()).collect() };
+    let mut lines: Vec<(u32, String)> = Vec::new();
+    for u in uses {
+        let mut text = format!(
+            "{} from block {}, {} blocks",
+            clean(&u.member),
+            u.from,
+            u.blocks
+        );
+        if let Some(left) = &u.left {
+            text.push_str(&format!(", left: {}", clean(left)));
+        }
+        match lines.last_mut() {
+            Some((stripe, line)) if *stripe == u.stripe => {
+                line.push_str("; ");
+                line.push_str(&text);
+            }
+            _ => lines.push((u.stripe, format!("stripe {}: {text}", u.stripe))),
+        }
+    }
+    lines.into_iter().map(|(_, line)| line).collect()
+}
+
+/// How many stripe sources the answer carries (of the newest update), and how much of each
+/// name and reason: 16 entries of at most about 130 bytes keep the answer under
+/// [`MAX_ANSWER`] beside the sources, and hold 8 stripes with one change of source each.
+pub const STATUS_STRIPES: usize = 16;
+const STRIPE_MEMBER_CHARS: usize = 32;
+const STRIPE_LEFT_CHARS: usize = 40;
 
 /// One source as a node's status answer gives it: enough to draw the transfer, cut to fit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +237,23 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
         } else {
             Vec::new()
         };
+        let stripes = if n == 0 {
+            record
+                .stripes
+                .iter()
+                .take(STATUS_STRIPES)
+                .map(|u| StripeSeen {
+                    member: u.member.chars().take(STRIPE_MEMBER_CHARS).collect(),
+                    left: u
+                        .left
+                        .as_ref()
+                        .map(|l| l.chars().take(STRIPE_LEFT_CHARS).collect()),
+                    ..StripeSeen::from(u)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let bad_sources = record
             .sources
             .iter()
@@ -189,6 +271,7 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
             at: record.updated_at,
             attempts: record.attempts,
             sources,
+            stripes,
         };
         size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
         if size > MAX_ANSWER {
