@@ -201,6 +201,7 @@ impl<'a> Validator<'a> {
         self.check_transmission(site);
         self.check_nat(site);
         self.check_time(site);
+        self.check_transfer(site);
         self.check_agent_limits(site);
         self.check_health_check(site);
         self.check_apply_window(site);
@@ -369,6 +370,29 @@ impl<'a> Validator<'a> {
     }
 
     /// `[time]`: NTP servers are host names or addresses.
+    /// `[transfer]`: the stripes' shape.
+    fn check_transfer(&self, site: &SiteToml) {
+        use super::site::TransferSection as T;
+        let transfer = &site.transfer;
+        if !(1..=T::MAX_STRIPES).contains(&transfer.stripes) {
+            self.fail(
+                "transfer.stripes",
+                transfer.stripes,
+                format!("expected 1 to {}", T::MAX_STRIPES),
+            );
+        }
+        if !(2..=T::MAX_FAN_OUT).contains(&transfer.fan_out) {
+            self.fail(
+                "transfer.fan_out",
+                transfer.fan_out,
+                format!(
+                    "expected 2 to {} (each member's seed server holds that many streams of a stripe)",
+                    T::MAX_FAN_OUT
+                ),
+            );
+        }
+    }
+
     fn check_time(&self, site: &SiteToml) {
         for (key, servers) in [
             ("time.ntp", &site.time.ntp),

@@ -178,6 +178,7 @@ impl Agent {
                 tracker: SocketAddr::from((Ipv4Addr::LOCALHOST, site.agent.tracker_port)),
                 seed: SocketAddr::new(seed_ip, site.agent.seed_port),
                 root: site.transmission.download_dir.clone(),
+                fan_out: site.transfer.fan_out,
             },
             user: site.agent.serve_user.clone(),
             log_filter: agent.log_filter.clone(),
