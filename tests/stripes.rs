@@ -16,12 +16,10 @@ use p2pu::lab::{Lab, LabOptions};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::testlab::TestLab;
 
-#[test]
-fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripes() {
-    if !support::prereq::root("the lab runs agents in a network namespace") {
-        return;
-    }
+/// A scratch dir under /tmp the nodes' unprivileged users can traverse.
+fn lab_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("p2pu-stripes-")
         .tempdir_in("/tmp")
@@ -31,12 +29,29 @@ fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripe
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut options = LabOptions::new(4, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    dir
+}
+
+/// `nodes` agents in stripes mode (`[transfer]` keys beyond the mode in `transfer`), every
+/// member seeing every other.
+fn stripes_lab(dir: &tempfile::TempDir, nodes: usize, transfer: &str) -> TestLab {
+    let mut options = LabOptions::new(nodes, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
-    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
-    let mut lab = Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    options.site_overrides = Some(format!("[transfer]\nmode = \"stripes\"\n{transfer}"));
+    let mut lab =
+        TestLab(Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e))));
     lab.wait_members()
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    lab
+}
+
+#[test]
+fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripes() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    let dir = lab_dir();
+    let lab = stripes_lab(&dir, 4, "");
 
     // Above DIRECT_MAX (4 MiB): the payload a striped transfer is for.
     let data: Vec<u8> = (0..(5 << 20) + 777u32)
@@ -213,21 +228,8 @@ fn stripes_deliver_to_every_node_past_a_liar_and_a_dead_member() {
     if !support::prereq::root("the lab runs agents in a network namespace") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-stripes-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mut options = LabOptions::new(6, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
-    options.start_agent = true;
-    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
-    let mut lab = Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
-    lab.wait_members()
-        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let dir = lab_dir();
+    let mut lab = stripes_lab(&dir, 6, "");
     lab.stop_agent(5).unwrap();
     lab.stop_agent(6).unwrap();
     let origin = lab.node(1).unwrap();
@@ -330,24 +332,9 @@ fn a_slow_member_advertises_its_rate_and_is_never_a_parent() {
     if !support::prereq::root("the lab runs agents in a network namespace") {
         return;
     }
-    use support::testlab::{ok, record, submit, wait, TestLab};
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-stripes-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mut options = LabOptions::new(5, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
-    options.start_agent = true;
-    options.site_overrides =
-        Some("[transfer]\nmode = \"stripes\"\nstripes = 2\nfan_out = 2\n".into());
-    let mut lab =
-        TestLab(Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e))));
-    lab.wait_members()
-        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    use support::testlab::{ok, record, submit, wait};
+    let dir = lab_dir();
+    let lab = stripes_lab(&dir, 5, "stripes = 2\nfan_out = 2\n");
     lab.shape(&[10_000, 10_000, 10_000, 10_000, 8])
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     let names: Vec<String> = (1..=5).map(|n| lab.node(n).unwrap().name.clone()).collect();
@@ -429,7 +416,7 @@ fn a_slow_member_advertises_its_rate_and_is_never_a_parent() {
     .unwrap();
     assert_eq!(
         roster.slow,
-        [slow.clone()],
+        [slow.as_str()],
         "the roster classes {slow} slow"
     );
     assert_eq!((roster.stripes, roster.fanout), (2, 2));

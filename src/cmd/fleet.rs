@@ -606,8 +606,8 @@ mod tests {
     /// cannot put an escape sequence on the operator's terminal through them.
     #[test]
     fn fleet_status_shows_each_stripes_sources_without_a_members_control_characters() {
-        use crate::agent::runtime::status::StripeSeen;
-        let seen = |stripe, member: &str, from, blocks, left: Option<&str>| StripeSeen {
+        use crate::agent::runtime::state::StripeUse;
+        let seen = |stripe, member: &str, from, blocks, left: Option<&str>| StripeUse {
             stripe,
             member: member.into(),
             from,

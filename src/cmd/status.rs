@@ -5,7 +5,7 @@
 
 use crate::agent::runtime::heartbeat;
 use crate::agent::runtime::state::{RolloutOutcome, StateStore, Status as UpdateState};
-use crate::agent::runtime::status::{stripe_lines, StatusReport, StripeSeen};
+use crate::agent::runtime::status::{stripe_lines, StatusReport};
 use crate::agent::runtime::RuntimeError;
 use crate::cmd::denied_state;
 use crate::cmd::{exit, ConfigArg, Outcome};
@@ -136,8 +136,7 @@ fn sources(record: &crate::agent::runtime::state::Record) -> String {
             .collect();
         out.push_str(&format!("    from: {}\n", used.join(", ")));
     }
-    let stripes: Vec<_> = record.stripes.iter().map(StripeSeen::from).collect();
-    for line in stripe_lines(&stripes) {
+    for line in stripe_lines(&record.stripes) {
         out.push_str(&format!("    {line}\n"));
     }
     for s in record.sources.iter().filter(|s| s.bad_pieces > 0) {

@@ -5,7 +5,7 @@
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
 use super::heartbeat::Freshness;
-use super::state::{Record, Rejection, RolloutOutcome, StateStore, Status};
+use super::state::{Record, Rejection, RolloutOutcome, StateStore, Status, StripeUse};
 use super::Result;
 use crate::engines::{Gossip, MemberStatus};
 use crate::formats::serf_names::{LOGS_QUERY, STATUS_QUERY};
@@ -82,42 +82,17 @@ pub struct UpdateStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSeen>,
     /// A striped fetch's sources, per stripe (the newest update only, at most
-    /// [`STATUS_STRIPES`]); like `sources`, only to askers that send a payload.
+    /// [`STATUS_STRIPES`], names and reasons cut); like `sources`, only to askers that send
+    /// a payload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stripes: Vec<StripeSeen>,
-}
-
-/// One source of one stripe as a node's status answer gives it (`state::StripeUse`, cut).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StripeSeen {
-    pub stripe: u32,
-    /// The member's roster name, cut to [`STRIPE_MEMBER_CHARS`].
-    pub member: String,
-    pub from: u32,
-    pub blocks: u32,
-    /// Why it was left, cut to [`STRIPE_LEFT_CHARS`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub left: Option<String>,
-}
-
-impl From<&super::state::StripeUse> for StripeSeen {
-    fn from(u: &super::state::StripeUse) -> StripeSeen {
-        StripeSeen {
-            stripe: u.stripe,
-            member: u.member.clone(),
-            from: u.from,
-            blocks: u.blocks,
-            left: u.left.clone(),
-        }
-    }
+    pub stripes: Vec<StripeUse>,
 }
 
 /// One line a stripe, as `status` and `fleet status` show them: `stripe 1: n5 from block 1,
 /// 0 blocks, left: crashed; n1 from block 1, 40 blocks`. The names and reasons come from
 /// members' answers (any keyring holder can answer for itself), so control characters are
 /// dropped: an escape sequence must not reach the operator's terminal.
-pub fn stripe_lines(uses: &[StripeSeen]) -> Vec<String> {
+pub fn stripe_lines(uses: &[StripeUse]) -> Vec<String> {
     let clean = |text: &str| -> String { text.chars().filter(|c| !c.is_control()).collect() };
     let mut lines: Vec<(u32, String)> = Vec::new();
     for u in uses {
@@ -242,13 +217,13 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
                 .stripes
                 .iter()
                 .take(STATUS_STRIPES)
-                .map(|u| StripeSeen {
+                .map(|u| StripeUse {
                     member: u.member.chars().take(STRIPE_MEMBER_CHARS).collect(),
                     left: u
                         .left
                         .as_ref()
                         .map(|l| l.chars().take(STRIPE_LEFT_CHARS).collect()),
-                    ..StripeSeen::from(u)
+                    ..u.clone()
                 })
                 .collect()
         } else {
