@@ -45,6 +45,19 @@ fn is_zero_usize(n: &usize) -> bool {
 /// unknown fields, would take for no answer at all.
 pub const ALL_NAMES: &str = "/";
 
+/// A line of a `p2pu-status` query's payload asking for each update's `stripes` (added after
+/// `sources`): not a name, so nodes from before it ignore it, and only askers that send it
+/// get the field. Catch-up and the wave gate, and every asker from before it, deny unknown
+/// fields and would take an answer carrying it for no answer at all.
+pub const WITH_STRIPES: &str = "/stripes";
+
+/// Whether a `p2pu-status` query's payload asks for the stripes' sources ([`WITH_STRIPES`]).
+pub fn asks_stripes(payload: &[u8]) -> bool {
+    String::from_utf8_lossy(payload)
+        .lines()
+        .any(|line| line.trim() == WITH_STRIPES)
+}
+
 /// The most names one `p2pu-status` query may ask for (`fleet status NAME...`).
 pub const MAX_ASKED_NAMES: usize = 64;
 
@@ -82,8 +95,8 @@ pub struct UpdateStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSeen>,
     /// A striped fetch's sources, per stripe (the newest update only, at most
-    /// [`STATUS_STRIPES`], names and reasons cut); like `sources`, only to askers that send
-    /// a payload.
+    /// [`STATUS_STRIPES`], names and reasons cut); only to askers that ask for them
+    /// ([`WITH_STRIPES`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stripes: Vec<StripeUse>,
 }
@@ -312,7 +325,8 @@ pub fn fleet_status(
         ALL_NAMES.to_string()
     } else {
         names.join("\n")
-    };
+    } + "\n"
+        + WITH_STRIPES;
     let answers = gossip.query(STATUS_QUERY, payload.as_bytes(), timeout)?;
     let mut reports: Vec<MemberReport> = members
         .iter()
