@@ -323,7 +323,8 @@ fn stripes_deliver_to_every_node_past_a_liar_and_a_dead_member() {
 /// tree, and the slow one would too, were it not slow); node 5's link shaped to 8 Mbit/s
 /// each way. A first payload of 3 MiB (plain HTTP from the origin) is every node's first
 /// measured fetch, and each agent advertises what it measured (`p2pu-rate`, set through
-/// Serf), which the origin's Serf shows. Then a striped payload: the roster names node 5
+/// Serf), which the origin's Serf shows, and again after node 5's agent and Serf restart (the
+/// figure is kept in its state dir). Then a striped payload: the roster names node 5
 /// slow; by every node's per-stripe record no node asked node 5 for any stripe, every block
 /// came from a member that was not it, every node applied once, and node 5 finished too.
 /// `status` and `fleet status --json` show the stripes' sources.
@@ -334,7 +335,7 @@ fn a_slow_member_advertises_its_rate_and_is_never_a_parent() {
     }
     use support::testlab::{ok, record, submit, wait};
     let dir = lab_dir();
-    let lab = stripes_lab(&dir, 5, "stripes = 2\nfan_out = 2\n");
+    let mut lab = stripes_lab(&dir, 5, "stripes = 2\nfan_out = 2\n");
     lab.shape(&[10_000, 10_000, 10_000, 10_000, 8])
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     let names: Vec<String> = (1..=5).map(|n| lab.node(n).unwrap().name.clone()).collect();
@@ -382,6 +383,25 @@ fn a_slow_member_advertises_its_rate_and_is_never_a_parent() {
             "{slow} advertises {slow_rate}, {name} {rate}"
         );
     }
+    // The figure survives a restart of node 5's agent and Serf (which forgets tags set at
+    // run time): the agent reads it back from its state dir and sets the tag again.
+    lab.stop_agent(5).unwrap();
+    lab.stop_serf(5).unwrap();
+    lab.start_serf(5).unwrap();
+    let own = lab.members(5).unwrap();
+    assert_eq!(
+        rate_of(&own, &slow),
+        None,
+        "a restarted Serf forgot the tag: {own:?}"
+    );
+    lab.start_agent(5).unwrap();
+    lab.wait_members()
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    wait(
+        "node 5's p2pu-rate again after its restart",
+        Duration::from_secs(60),
+        || rate_of(&lab.members(1).unwrap_or_default(), &slow) == Some(slow_rate),
+    );
 
     let data: Vec<u8> = (0..(6 << 20) + 99u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
