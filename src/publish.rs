@@ -294,7 +294,7 @@ fn stage(
         hash_payload(&payload, striped.is_some()).map_err(Error::io("reading", &payload))?;
     let (torrent, stripes) = match (striped, leaves) {
         (Some(view), Some(leaves)) => {
-            let (torrent, docs) = bind_blocks(&torrent, leaves, origin, view)?;
+            let (torrent, docs) = bind_blocks(&torrent, leaves, origin, view, site_params(config))?;
             (torrent, Some(docs))
         }
         _ => (torrent, None),
@@ -359,7 +359,9 @@ fn hash_payload(path: &Path, blocks: bool) -> std::io::Result<([u8; 32], u64, Op
 }
 
 /// The members a striped transfer's roster is written over: the alive Serf members, each with
-/// the rate it advertises (`p2pu-rate`, absent or unreadable: none). A member whose name a
+/// the rate it advertises (`p2pu-rate`, read strictly and clamped by `formats::rate`: absent
+/// or not canonical digits, none; absurd, the clamp, so a liar moves the median one place
+/// like any high rate). A member whose name a
 /// roster cannot hold (`roster::valid_name`) is left out rather than failing the submit: any
 /// keyring holder can join under such a name, and must not stop every striped submit; left
 /// out, it fetches as a node that joined late (`Plan::late_source`), from nobody's uplink.
@@ -370,7 +372,10 @@ pub fn roster_view(gossip: &dyn Gossip) -> Result<Vec<(String, Option<u64>)>> {
         .filter(|m| m.status == crate::engines::MemberStatus::Alive)
         .filter(|m| crate::formats::roster::valid_name(&m.name))
         .map(|m| {
-            let rate = m.tags.get(TAG_RATE).and_then(|r| r.parse::<u64>().ok());
+            let rate = m
+                .tags
+                .get(TAG_RATE)
+                .and_then(|r| crate::formats::rate::decode(r));
             (m.name, rate)
         })
         .collect();
@@ -379,8 +384,18 @@ pub fn roster_view(gossip: &dyn Gossip) -> Result<Vec<(String, Option<u64>)>> {
     Ok(view)
 }
 
+/// The stripes' shape the site chose (`[transfer] stripes`, `fan_out`), with the plan's
+/// repair neighbours.
+pub fn site_params(config: &Config) -> topology::Params {
+    topology::Params {
+        stripes: config.site.transfer.stripes,
+        fanout: config.site.transfer.fan_out,
+        ..topology::Params::DEFAULT
+    }
+}
+
 /// `torrent` with the `p2pu` key (the Merkle root over `leaves` and the digest of the roster
-/// of `view` from `origin`, `Params::DEFAULT`'s shape) in its info dict, so the info-hash the
+/// of `view` from `origin`, in the site's shape `params`) in its info dict, so the info-hash the
 /// operator signs binds both; and the two documents every member fetches beside it. The
 /// origin is in the roster even when its Serf view missed it: it holds the payload.
 fn bind_blocks(
@@ -388,12 +403,13 @@ fn bind_blocks(
     leaves: Leaves,
     origin: &str,
     view: &[(String, Option<u64>)],
+    params: topology::Params,
 ) -> Result<(torrent::Metainfo, StripeDocs)> {
     let mut view = view.to_vec();
     if !view.iter().any(|(name, _)| name == origin) {
         view.push((origin.to_string(), None));
     }
-    let roster = topology::roster(origin, &view, topology::Params::DEFAULT)?;
+    let roster = topology::roster(origin, &view, params)?;
     let spec = blocks::Spec {
         layout: leaves.layout(),
         root: leaves.root(),
@@ -954,6 +970,7 @@ mod tests {
 #[cfg(test)]
 mod stripes_tests {
     use super::*;
+    use crate::agent::transfer::topology::Params;
     use crate::engines::fake::FakeGossip;
     use crate::engines::{Member, MemberStatus};
     use crate::formats::roster::Roster;
@@ -996,10 +1013,88 @@ mod stripes_tests {
         std::fs::write(&file, b"abc").unwrap();
         let plain = torrent::create(&file, &CreateOptions::default()).unwrap();
         // The submitter is in the roster even where its own Serf view missed it.
-        let (_, docs) = bind_blocks(&plain, leaves, "origin", &view).unwrap();
+        let (_, docs) = bind_blocks(&plain, leaves, "origin", &view, Params::DEFAULT).unwrap();
         let roster = Roster::decode(&docs.roster).unwrap();
         assert_eq!(roster.members, ["n1", "n2", "origin"]);
         assert_eq!(roster.origin, "origin");
+    }
+
+    /// Hostile review of the rate tag (issue 24): members holding the keyring advertise what
+    /// they like. Signs, spaces, hex and floats are no rate (full-rate, as one advertising
+    /// none), an absurd value is the clamp, and each liar moves the median one place: with
+    /// fewer liars than honest members above the median, the slow member stays slow and no
+    /// honest one becomes slow.
+    #[test]
+    fn members_advertising_absurd_or_malformed_rates_move_the_median_one_place_each() {
+        const MB: u64 = 1_000_000;
+        let mut members: Vec<Member> = (0..4)
+            .map(|i| member(&format!("fast{i}"), MemberStatus::Alive, Some("10000000")))
+            .collect();
+        members.push(member("slow", MemberStatus::Alive, Some("4000000")));
+        for (i, lie) in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "+0",
+            "1e99",
+        ]
+        .iter()
+        .enumerate()
+        {
+            members.push(member(&format!("liar{i}"), MemberStatus::Alive, Some(lie)));
+        }
+        let gossip = FakeGossip {
+            members,
+            ..FakeGossip::default()
+        };
+        let view = roster_view(&gossip).unwrap();
+        let rate = |name: &str| view.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(rate("liar0"), Some(crate::formats::rate::MAX_RATE));
+        assert_eq!(rate("liar1"), None);
+        assert_eq!(
+            rate("liar2"),
+            None,
+            "`+0` would make a member slow by a sign"
+        );
+        assert_eq!(rate("liar3"), None);
+        let rates: Vec<Option<u64>> = view.iter().map(|(_, r)| *r).collect();
+        let classes = topology::classify(&rates);
+        for ((name, _), class) in view.iter().zip(&classes) {
+            let want = if name == "slow" {
+                topology::Class::Slow
+            } else {
+                topology::Class::Full
+            };
+            assert_eq!(*class, want, "{name} among {view:?}");
+        }
+        assert_eq!(rate("fast0"), Some(10 * MB));
+    }
+
+    /// The site's `[transfer] stripes` and `fan_out` shape the roster submit writes, and
+    /// their defaults are the plan's (`Params::DEFAULT`, chosen by `benches/stripe_sim`).
+    #[test]
+    fn the_roster_takes_the_sites_stripes_and_fan_out() {
+        use crate::config::TransferSection;
+        let mut config =
+            Config::from_str(std::path::Path::new("/etc/p2pu/site.toml"), "", None).unwrap();
+        assert_eq!(site_params(&config), Params::DEFAULT);
+        assert_eq!(
+            (
+                TransferSection::DEFAULT_STRIPES,
+                TransferSection::DEFAULT_FAN_OUT
+            ),
+            (Params::DEFAULT.stripes, Params::DEFAULT.fanout)
+        );
+        config.site.transfer.stripes = 4;
+        config.site.transfer.fan_out = 3;
+        let view: Vec<(String, Option<u64>)> = (0..6).map(|i| (format!("n{i}"), None)).collect();
+        let leaves = Leaves::of_payload(Layout::for_length(3).unwrap(), b"abc").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.bin");
+        std::fs::write(&file, b"abc").unwrap();
+        let plain = torrent::create(&file, &CreateOptions::default()).unwrap();
+        let (_, docs) = bind_blocks(&plain, leaves, "n0", &view, site_params(&config)).unwrap();
+        let roster = Roster::decode(&docs.roster).unwrap();
+        assert_eq!((roster.stripes, roster.fanout), (4, 3));
     }
 
     /// What a member reads back: the info dict gains the `p2pu` key and nothing else changes;
@@ -1025,7 +1120,8 @@ mod stripes_tests {
         );
         let leaves = leaves.unwrap();
         let view = vec![("a".to_string(), None), ("b".to_string(), Some(5))];
-        let (bound, docs) = bind_blocks(&plain, leaves.clone(), "a", &view).unwrap();
+        let (bound, docs) =
+            bind_blocks(&plain, leaves.clone(), "a", &view, Params::DEFAULT).unwrap();
         assert_ne!(bound.info_hash, plain.info_hash);
         assert_eq!(
             (

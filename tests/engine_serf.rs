@@ -94,6 +94,27 @@ fn joined_agents_list_each_other_with_tags() -> Result<()> {
     Ok(())
 }
 
+/// The advertised rate (`p2pu-rate`) is set at run time through the RPC (`serf tags -set`):
+/// the other member sees it, and the tags set at start stay.
+#[test]
+fn a_tag_set_at_run_time_reaches_the_other_member_and_keeps_the_rest() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, beta) = pair(dir.path())?;
+    alpha.client().set_tag("p2pu-rate", "6250000")?;
+    let seen = support::wait_for(Duration::from_secs(10), || {
+        let members = beta.client().members().ok()?;
+        members.into_iter().find(|m| {
+            m.name == "alpha" && m.tags.get("p2pu-rate").map(String::as_str) == Some("6250000")
+        })
+    });
+    let Some(seen) = seen else {
+        bail!("beta never saw alpha's rate");
+    };
+    assert_eq!(seen.tags["role"], "seed");
+    assert_eq!(seen.tags["bt"], "10.99.1.1:51413");
+    Ok(())
+}
+
 #[test]
 fn uncoalesced_user_events_each_reach_every_node() -> Result<()> {
     let dir = tempfile::tempdir()?;

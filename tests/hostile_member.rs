@@ -28,6 +28,10 @@
 //! does not verify against its trusted keys. Node 2's seed server must serve a member and
 //! refuse the stranger; node 2 must catch up with the genuine u5, not the forgery.
 //!
+//! Beside it, smaller labs stage a member's status query with hostile names
+//! (`a_members_status_query_names_only_narrow_the_answer`) and a member advertising an
+//! absurd rate to a striped submit (`a_members_absurd_rate_tag_makes_no_honest_member_slow`).
+//!
 //! Not staged here: lying heartbeat answers (forged snapshots) and odd `<snap>.snapshot`
 //! files; `tests/heartbeat.rs` stages the heartbeat's own lying member.
 
@@ -740,6 +744,7 @@ fn a_members_status_query_names_only_narrow_the_answer() {
         received_at: at,
         updated_at: at,
         sources: Vec::new(),
+        stripes: Vec::new(),
         attempts: 1,
         next_attempt_at: None,
         restored_seq: None,
@@ -803,4 +808,54 @@ fn a_members_status_query_names_only_narrow_the_answer() {
     // The node still answers its operator.
     let out = lab.p2pu(1, &["status"]).unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Issue 24's new member-sent surface: the advertised rate (`p2pu-rate`), which any holder
+/// of the gossip keyring sets on itself (`serf tags -set`). Node 5 advertises the largest
+/// number a tag can say; the honest members advertise what they measured, node 4 under half
+/// the others. A striped submit from node 1 classes node 4 slow and no honest member else:
+/// the liar moves the median one place (it would take as many liars as honest members above
+/// the median to make honest members slow), and its absurd value is read as the clamp.
+#[test]
+fn a_members_absurd_rate_tag_makes_no_honest_member_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LabOptions::new(5, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
+    let mut lab = TestLab(Lab::start(options).expect("lab starts"));
+    lab.wait_members().unwrap();
+    for (node, rate) in [
+        (2, "10000000"),
+        (3, "10000000"),
+        (4, "3000000"),
+        (5, "18446744073709551615"),
+    ] {
+        ok(lab
+            .exec(
+                node,
+                &["serf", "tags", "-set", &format!("p2pu-rate={rate}")],
+            )
+            .unwrap());
+    }
+    wait("the rates at node 1", Duration::from_secs(30), || {
+        let members = lab.members(1).unwrap_or_default();
+        members
+            .iter()
+            .filter(|m| m.tags.contains_key("p2pu-rate"))
+            .count()
+            == 4
+    });
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, vec![5u8; 5 << 20]).unwrap();
+    let out = ok(lab
+        .p2pu(1, &["submit", path.to_str().unwrap(), "--json", "--quiet"])
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let info_hash = report["info_hash"].as_str().unwrap();
+    let root = &lab.node(1).unwrap().site.transmission.download_dir;
+    let roster = p2pu::formats::roster::Roster::decode(
+        &std::fs::read(root.join(format!("{info_hash}.roster"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(roster.members.len(), 5);
+    assert_eq!(roster.slow, [lab.node(4).unwrap().name.clone()]);
 }

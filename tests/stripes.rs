@@ -16,12 +16,10 @@ use p2pu::lab::{Lab, LabOptions};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::testlab::TestLab;
 
-#[test]
-fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripes() {
-    if !support::prereq::root("the lab runs agents in a network namespace") {
-        return;
-    }
+/// A scratch dir under /tmp the nodes' unprivileged users can traverse.
+fn lab_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("p2pu-stripes-")
         .tempdir_in("/tmp")
@@ -31,12 +29,29 @@ fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripe
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut options = LabOptions::new(4, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    dir
+}
+
+/// `nodes` agents in stripes mode (`[transfer]` keys beyond the mode in `transfer`), every
+/// member seeing every other.
+fn stripes_lab(dir: &tempfile::TempDir, nodes: usize, transfer: &str) -> TestLab {
+    let mut options = LabOptions::new(nodes, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
-    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
-    let mut lab = Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    options.site_overrides = Some(format!("[transfer]\nmode = \"stripes\"\n{transfer}"));
+    let mut lab =
+        TestLab(Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e))));
     lab.wait_members()
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    lab
+}
+
+#[test]
+fn a_striped_submit_binds_blocks_and_roster_and_the_origin_serves_checked_stripes() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    let dir = lab_dir();
+    let lab = stripes_lab(&dir, 4, "");
 
     // Above DIRECT_MAX (4 MiB): the payload a striped transfer is for.
     let data: Vec<u8> = (0..(5 << 20) + 777u32)
@@ -213,21 +228,8 @@ fn stripes_deliver_to_every_node_past_a_liar_and_a_dead_member() {
     if !support::prereq::root("the lab runs agents in a network namespace") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-stripes-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mut options = LabOptions::new(6, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
-    options.start_agent = true;
-    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
-    let mut lab = Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
-    lab.wait_members()
-        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let dir = lab_dir();
+    let mut lab = stripes_lab(&dir, 6, "");
     lab.stop_agent(5).unwrap();
     lab.stop_agent(6).unwrap();
     let origin = lab.node(1).unwrap();
@@ -314,4 +316,166 @@ fn stripes_deliver_to_every_node_past_a_liar_and_a_dead_member() {
             record.sources
         );
     }
+}
+
+/// Issue 24: a slow member is never a parent. Five agents in stripes mode with the site's
+/// `stripes = 2` and `fan_out = 2` (so each of four full-rate members would forward in one
+/// tree, and the slow one would too, were it not slow); node 5's link shaped to 8 Mbit/s
+/// each way. A first payload of 3 MiB (plain HTTP from the origin) is every node's first
+/// measured fetch, and each agent advertises what it measured (`p2pu-rate`, set through
+/// Serf), which the origin's Serf shows, and again after node 5's agent and Serf restart (the
+/// figure is kept in its state dir). Then a striped payload: the roster names node 5
+/// slow; by every node's per-stripe record no node asked node 5 for any stripe, every block
+/// came from a member that was not it, every node applied once, and node 5 finished too.
+/// `status` and `fleet status --json` show the stripes' sources.
+#[test]
+fn a_slow_member_advertises_its_rate_and_is_never_a_parent() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    use support::testlab::{ok, record, submit, wait};
+    let dir = lab_dir();
+    let mut lab = stripes_lab(&dir, 5, "stripes = 2\nfan_out = 2\n");
+    lab.shape(&[10_000, 10_000, 10_000, 10_000, 8])
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let names: Vec<String> = (1..=5).map(|n| lab.node(n).unwrap().name.clone()).collect();
+    let slow = names[4].clone();
+
+    // The first fetch every node measures: 3 MiB, below DIRECT_MAX.
+    let first = dir.path().join("first.bin");
+    std::fs::write(&first, vec![7u8; 3 << 20]).unwrap();
+    let seq = submit(&lab, &first, &[]);
+    for node in 1..=5 {
+        wait(
+            &format!("node {node} applying first.bin"),
+            Duration::from_secs(120),
+            || {
+                record(&lab, node, "first.bin")
+                    .is_some_and(|r| r.seq == seq && r.status == Status::Applied)
+            },
+        );
+    }
+    // Every fetching member's rate, as the origin's Serf shows it: node 5's under half the
+    // others'.
+    let rate_of = |members: &[p2pu::engines::Member], name: &str| {
+        members
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.tags.get("p2pu-rate"))
+            .and_then(|r| r.parse::<u64>().ok())
+    };
+    wait(
+        "every fetching member's p2pu-rate at the origin",
+        Duration::from_secs(60),
+        || {
+            let members = lab.members(1).unwrap_or_default();
+            names[1..].iter().all(|n| rate_of(&members, n).is_some())
+        },
+    );
+    let members = lab.members(1).unwrap();
+    let rates: Vec<_> = names.iter().map(|n| (n, rate_of(&members, n))).collect();
+    eprintln!("advertised rates (bytes/s) at the origin: {rates:?}");
+    let slow_rate = rate_of(&members, &slow).unwrap();
+    for name in &names[1..4] {
+        let rate = rate_of(&members, name).unwrap();
+        assert!(
+            slow_rate * 2 < rate,
+            "{slow} advertises {slow_rate}, {name} {rate}"
+        );
+    }
+    // The figure survives a restart of node 5's agent and Serf (which forgets tags set at
+    // run time): the agent reads it back from its state dir and sets the tag again.
+    lab.stop_agent(5).unwrap();
+    lab.stop_serf(5).unwrap();
+    lab.start_serf(5).unwrap();
+    let own = lab.members(5).unwrap();
+    assert_eq!(
+        rate_of(&own, &slow),
+        None,
+        "a restarted Serf forgot the tag: {own:?}"
+    );
+    lab.start_agent(5).unwrap();
+    lab.wait_members()
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    wait(
+        "node 5's p2pu-rate again after its restart",
+        Duration::from_secs(60),
+        || rate_of(&lab.members(1).unwrap_or_default(), &slow) == Some(slow_rate),
+    );
+
+    let data: Vec<u8> = (0..(6 << 20) + 99u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let path = dir.path().join("striped.bin");
+    std::fs::write(&path, &data).unwrap();
+    let seq = submit(&lab, &path, &[]);
+    let mut info_hash = String::new();
+    for node in 1..=5 {
+        wait(
+            &format!("node {node} applying striped.bin"),
+            Duration::from_secs(300),
+            || {
+                let r = record(&lab, node, "striped.bin").filter(|r| r.seq == seq);
+                assert!(
+                    r.as_ref().is_none_or(|r| r.status != Status::Failed),
+                    "node {node} failed: {r:?}"
+                );
+                r.is_some_and(|r| r.status == Status::Applied)
+            },
+        );
+        let records = StateStore::open_read_only(&lab.node(node).unwrap().site.agent.state_dir)
+            .records("striped.bin")
+            .unwrap();
+        assert_eq!(records.iter().filter(|r| r.seq == seq).count(), 1);
+        info_hash = records[0].info_hash.clone();
+    }
+    let root = &lab.node(1).unwrap().site.transmission.download_dir;
+    let roster = p2pu::formats::roster::Roster::decode(
+        &std::fs::read(root.join(format!("{info_hash}.roster"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        roster.slow,
+        [slow.as_str()],
+        "the roster classes {slow} slow"
+    );
+    assert_eq!((roster.stripes, roster.fanout), (2, 2));
+    let blocks =
+        Spec::from_metainfo(&std::fs::read(root.join(format!("{info_hash}.torrent"))).unwrap())
+            .unwrap()
+            .unwrap()
+            .layout
+            .count();
+    for node in 2..=5 {
+        let r = record(&lab, node, "striped.bin").unwrap();
+        assert!(
+            !r.stripes.is_empty(),
+            "node {node} did not fetch by stripes: {r:?}"
+        );
+        assert!(
+            r.stripes.iter().all(|u| u.member != slow),
+            "node {node} asked the slow member {slow}: {:?}",
+            r.stripes
+        );
+        let kept: u32 = r.stripes.iter().map(|u| u.blocks).sum();
+        assert_eq!(kept, blocks, "node {node}: {:?}", r.stripes);
+        let shown = ok(lab.p2pu(node, &["status"]).unwrap());
+        assert!(shown.contains("    stripe 0: "), "node {node}:\n{shown}");
+    }
+    let fleet = ok(lab.p2pu(1, &["fleet", "status", "--json"]).unwrap());
+    let reports: Vec<p2pu::agent::runtime::status::MemberReport> =
+        serde_json::from_str(&fleet).unwrap();
+    let answered_stripes = reports
+        .iter()
+        .filter(|r| {
+            r.updates
+                .iter()
+                .flatten()
+                .any(|u| u.name == "striped.bin" && !u.stripes.is_empty())
+        })
+        .count();
+    assert!(
+        answered_stripes >= 1,
+        "no member's answer carried its stripes: {fleet}"
+    );
 }

@@ -29,6 +29,10 @@ pub struct AgentServe {
     /// The download dir whose complete payloads are served (transmission.download_dir).
     #[arg(long)]
     root: PathBuf,
+    /// The children a member feeds a stripe (transfer.fan_out): sizes the web seed server's
+    /// workers and stripe readers (clamped to 2..=32).
+    #[arg(long, default_value_t = 8)]
+    fan_out: usize,
     /// Log filter (tracing's env-filter syntax), e.g. `debug`.
     #[arg(long, default_value = crate::daemon::DEFAULT_LOG)]
     log: String,
@@ -49,6 +53,7 @@ impl AgentServe {
             tracker: self.tracker,
             seed: self.seed,
             root: env.resolve(&self.root),
+            fan_out: self.fan_out,
         };
         let serving = Serving::start(&options)?;
         let ready = serde_json::to_string(&serving.ready())
@@ -97,6 +102,7 @@ mod tests {
                 tracker: (Ipv4Addr::LOCALHOST, 6969).into(),
                 seed: (Ipv4Addr::new(10, 0, 0, 1), 6880).into(),
                 root: "/srv/downloads".into(),
+                fan_out: 16,
             },
             user: "p2pu".into(),
             log_filter: "info".into(),
@@ -114,6 +120,8 @@ mod tests {
                 "10.0.0.1:6880",
                 "--root",
                 "/srv/downloads",
+                "--fan-out",
+                "16",
                 "--log",
                 "info"
             ]

@@ -346,6 +346,9 @@ fn table(reports: &[MemberReport], color: bool) -> String {
                         paint(format!("{:<8}", u.status.as_str()), code),
                         reason.trim_end()
                     ));
+                    for line in crate::agent::runtime::status::stripe_lines(&u.stripes) {
+                        out.push_str(&format!("{:<20}   {line}\n", r.node));
+                    }
                     for bad in &u.bad_sources {
                         let warning = format!(
                             "  ! {bad} sent {} bad pieces of {}: a lying or compromised member",
@@ -584,6 +587,7 @@ mod tests {
                             at,
                             bad_sources: Vec::new(),
                             sources: Vec::new(),
+                            stripes: Vec::new(),
                             attempts: 0,
                         })
                         .collect(),
@@ -595,6 +599,72 @@ mod tests {
                 answer("b-frozen", &[1_000]),
             ])
         }
+    }
+
+    /// Hostile review of the per-stripe record members send (issue 24): `fleet status`
+    /// shows each stripe's sources as the member answered, and a compromised member's answer
+    /// cannot put an escape sequence on the operator's terminal through them.
+    #[test]
+    fn fleet_status_shows_each_stripes_sources_without_a_members_control_characters() {
+        use crate::agent::runtime::state::StripeUse;
+        let seen = |stripe, member: &str, from, blocks, left: Option<&str>| StripeUse {
+            stripe,
+            member: member.into(),
+            from,
+            blocks,
+            left: left.map(str::to_string),
+        };
+        let status = NodeStatus {
+            node: "n1".into(),
+            omitted: 0,
+            heartbeat: None,
+            now_ms: None,
+            version: None,
+            updates: vec![UpdateStatus {
+                name: "big.tar.gz".into(),
+                seq: 5,
+                status: Status::Applied,
+                reason: None,
+                at: 1,
+                bad_sources: Vec::new(),
+                sources: Vec::new(),
+                stripes: vec![
+                    seen(0, "n3", 0, 40, None),
+                    seen(1, "n5", 1, 0, Some("crashed")),
+                    seen(1, "n2", 1, 40, None),
+                    seen(2, "n4\x1b[2J\x1b]0;owned\x07", 2, 1, Some("\x1b[31mhung")),
+                ],
+                attempts: 1,
+            }],
+        };
+        let gossip = FakeGossip {
+            members: vec![FakeGossip::member("n1", MemberStatus::Alive)],
+            answers: vec![("n1".into(), serde_json::to_string(&status).unwrap())],
+            ..FakeGossip::default()
+        };
+        let reports = fleet_status(&gossip, Duration::ZERO, &[], 10).unwrap();
+        let text = table(&reports, false);
+        assert!(
+            text.contains("stripe 0: n3 from block 0, 40 blocks\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "stripe 1: n5 from block 1, 0 blocks, left: crashed; n2 from block 1, 40 blocks\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("stripe 2: n4[2J]0;owned from block 2, 1 blocks, left: [31mhung"),
+            "{text}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        let json = serde_json::to_string(&reports).unwrap();
+        let back: Vec<MemberReport> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[0].updates.as_ref().unwrap()[0].stripes.len(), 4);
     }
 
     #[test]
@@ -655,6 +725,7 @@ mod tests {
                     at: 1,
                     bad_sources: Vec::new(),
                     sources: Vec::new(),
+                    stripes: Vec::new(),
                     attempts: 0,
                 }]
             }),
@@ -736,6 +807,7 @@ mod tests {
                 at: 1,
                 bad_sources: Vec::new(),
                 sources: Vec::new(),
+                stripes: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -862,6 +934,7 @@ mod watch_tests {
             at: 1,
             bad_sources: Vec::new(),
             sources: Vec::new(),
+            stripes: Vec::new(),
             attempts: 0,
         }
     }

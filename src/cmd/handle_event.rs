@@ -94,8 +94,14 @@ impl HandleEvent {
                 );
                 // Serf hands an empty payload over as a bare newline. An empty one comes from
                 // an asker that may deny unknown fields (see `ALL_NAMES`): the fields added
-                // since (`omitted`, `now_ms`, each update's `sources`) go only to askers
-                // that send a payload.
+                // since (`omitted`, `now_ms`, each update's `sources`) go only to askers that
+                // send a payload; each update's `stripes` only to askers that ask for them
+                // (`WITH_STRIPES`: catch-up and older `fleet status` send `/` and deny it).
+                if !crate::agent::runtime::status::asks_stripes(&payload) {
+                    for update in &mut status.updates {
+                        update.stripes.clear();
+                    }
+                }
                 if payload.trim_ascii().is_empty() {
                     status.omitted = 0;
                     for update in &mut status.updates {
@@ -309,6 +315,13 @@ mod tests {
                 wire: "p2pu1:WIRE".into(),
                 status: Status::Applied,
                 sources: vec![source],
+                stripes: vec![crate::agent::runtime::state::StripeUse {
+                    stripe: 0,
+                    member: "n2".into(),
+                    from: 0,
+                    blocks: 3,
+                    left: None,
+                }],
                 ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
             })
             .unwrap();
@@ -329,6 +342,18 @@ mod tests {
         let new: NodeStatus = serde_json::from_str(&new).unwrap();
         assert!(new.now_ms.is_some(), "{new:?}");
         assert_eq!(new.updates[0].sources.len(), 1, "{new:?}");
+        // The stripes' sources only to an asker that asks for them (`fleet status` now);
+        // catch-up and an older `fleet status` send `/` and deny unknown fields.
+        assert!(new.updates[0].stripes.is_empty(), "{new:?}");
+        let with = format!(
+            "{}\n{}\n",
+            crate::agent::runtime::status::ALL_NAMES,
+            crate::agent::runtime::status::WITH_STRIPES
+        );
+        let (_, newest) = run(&node, &vars, with.as_bytes());
+        let newest: NodeStatus = serde_json::from_str(&newest).unwrap();
+        assert_eq!(newest.updates[0].stripes.len(), 1, "{newest:?}");
+        assert!(newest.omitted == 0 && newest.now_ms.is_some(), "{newest:?}");
     }
 
     #[test]

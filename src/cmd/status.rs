@@ -5,7 +5,7 @@
 
 use crate::agent::runtime::heartbeat;
 use crate::agent::runtime::state::{RolloutOutcome, StateStore, Status as UpdateState};
-use crate::agent::runtime::status::StatusReport;
+use crate::agent::runtime::status::{stripe_lines, StatusReport};
 use crate::agent::runtime::RuntimeError;
 use crate::cmd::denied_state;
 use crate::cmd::{exit, ConfigArg, Outcome};
@@ -116,8 +116,9 @@ fn read(store: &StateStore, all: bool) -> Result<StatusReport, RuntimeError> {
     })
 }
 
-/// Where a payload fetched over HTTP came from, when more than one member served it, and any
-/// member that sent bad pieces (named: it is lying or compromised).
+/// Where a payload fetched over HTTP came from, when more than one member served it, each
+/// stripe's sources when it came by stripes, and any member that sent bad pieces (named: it
+/// is lying or compromised).
 fn sources(record: &crate::agent::runtime::state::Record) -> String {
     let mut out = String::new();
     if record.sources.len() > 1 {
@@ -134,6 +135,9 @@ fn sources(record: &crate::agent::runtime::state::Record) -> String {
             })
             .collect();
         out.push_str(&format!("    from: {}\n", used.join(", ")));
+    }
+    for line in stripe_lines(&record.stripes) {
+        out.push_str(&format!("    {line}\n"));
     }
     for s in record.sources.iter().filter(|s| s.bad_pieces > 0) {
         out.push_str(&format!(
@@ -468,6 +472,41 @@ mod tests {
         );
     }
 
+    /// A payload that came by stripes shows each stripe's sources (which member, from which
+    /// block, how many blocks, why left) in the table and in the JSON.
+    #[test]
+    fn a_striped_fetch_shows_each_stripes_sources() {
+        use crate::agent::runtime::state::StripeUse;
+        let dir = tempfile::tempdir().unwrap();
+        site(dir.path());
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let mut applied = record("big.tar.gz", 1, Status::Applied);
+        let using = |stripe, member: &str, from, blocks, left: Option<&str>| StripeUse {
+            stripe,
+            member: member.into(),
+            from,
+            blocks,
+            left: left.map(str::to_string),
+        };
+        applied.stripes = vec![
+            using(0, "n3", 0, 160, None),
+            using(1, "n5", 1, 12, Some("lied: block 97 failed its check")),
+            using(1, "n1", 97, 148, None),
+        ];
+        store.put(applied).unwrap();
+        let (code, out, _) = status(dir.path(), &[]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("    stripe 0: n3 from block 0, 160 blocks\n"),
+            "{out}"
+        );
+        assert!(out.contains("    stripe 1: n5 from block 1, 12 blocks, left: lied: block 97 failed its check; n1 from block 97, 148 blocks\n"), "{out}");
+        let (_, json, _) = status(dir.path(), &["--json"]);
+        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(report.updates[0].stripes.len(), 3);
+        assert_eq!(report.updates[0].stripes[2].from, 97);
+    }
+
     /// A node with many sources, a long reason for leaving each, and many updates still
     /// answers within the status query's bound.
     #[test]
@@ -489,6 +528,17 @@ mod tests {
                     left: Some("slow: ".to_string() + &"x".repeat(500)),
                 })
                 .collect();
+            // The most stripes a roster has, each with the most sources a record keeps,
+            // each named and left at length.
+            applied.stripes = (0..64 * 4)
+                .map(|i| crate::agent::runtime::state::StripeUse {
+                    stripe: i / 4,
+                    member: "m".repeat(200),
+                    from: u32::MAX,
+                    blocks: u32::MAX,
+                    left: Some("lied: ".to_string() + &"x".repeat(500)),
+                })
+                .collect();
             store.put(applied).unwrap();
         }
         let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
@@ -497,6 +547,15 @@ mod tests {
         assert_eq!(
             answer.updates[0].sources.len(),
             crate::agent::runtime::status::STATUS_SOURCES
+        );
+        assert_eq!(
+            answer.updates[0].stripes.len(),
+            crate::agent::runtime::status::STATUS_STRIPES
+        );
+        assert!(answer.updates.iter().skip(1).all(|u| u.stripes.is_empty()));
+        assert!(
+            answer.updates.len() >= 2,
+            "the stripes crowd out the updates"
         );
         assert!(answer.updates.iter().skip(2).all(|u| u.sources.is_empty()));
     }

@@ -1244,6 +1244,7 @@ mod tests {
                 at: 1,
                 bad_sources: Vec::new(),
                 sources: Vec::new(),
+                stripes: Vec::new(),
                 attempts: 0,
             }],
         };
@@ -1325,6 +1326,7 @@ mod tests {
                 at: 1,
                 bad_sources: Vec::new(),
                 sources: Vec::new(),
+                stripes: Vec::new(),
                 attempts: 3,
             }];
             let status = NodeStatus {

@@ -20,10 +20,36 @@ pub struct SiteToml {
 }
 
 /// How a large payload moves between members (docs/DESIGN.md sections 5 and 5.1).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransferSection {
     pub mode: TransferMode,
+    /// In stripes mode, how many stripes `submit` deals a payload's blocks into (`d`).
+    pub stripes: usize,
+    /// In stripes mode, how many children an interior member feeds (`k`); each node's seed
+    /// server is sized for it.
+    pub fan_out: usize,
+}
+
+impl TransferSection {
+    /// `topology::Params::DEFAULT`'s (a test in `publish` holds them equal).
+    pub const DEFAULT_STRIPES: usize = 8;
+    pub const DEFAULT_FAN_OUT: usize = 8;
+    /// The most stripes a roster holds (`formats::roster::MAX_STRIPES`).
+    pub const MAX_STRIPES: usize = 64;
+    /// The most children a member feeds: every member's seed server holds that many streams
+    /// of a stripe (and workers for them) whatever the roster of a payload says.
+    pub const MAX_FAN_OUT: usize = 32;
+}
+
+impl Default for TransferSection {
+    fn default() -> TransferSection {
+        TransferSection {
+            mode: TransferMode::default(),
+            stripes: TransferSection::DEFAULT_STRIPES,
+            fan_out: TransferSection::DEFAULT_FAN_OUT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -322,3 +322,48 @@ fn the_transfer_mode_defaults_to_the_chain_and_refuses_unknown_modes() {
     assert_eq!(config.site.transfer.mode, TransferMode::Stripes);
     assert!(error("[transfer]\nmode = \"stripe\"\n").contains("unknown variant"));
 }
+
+/// The stripes' shape is the site's (issue 24): defaults 8 and 8, and a value no roster or
+/// seed server holds is refused with its file and line.
+#[test]
+fn the_stripes_and_fan_out_default_to_eight_and_refuse_what_no_seed_server_holds() {
+    let transfer = load("").unwrap().site.transfer;
+    assert_eq!((transfer.stripes, transfer.fan_out), (8, 8));
+    let transfer = load("[transfer]\nstripes = 16\nfan_out = 4\n")
+        .unwrap()
+        .site
+        .transfer;
+    assert_eq!((transfer.stripes, transfer.fan_out), (16, 4));
+    assert_eq!(
+        error("[transfer]\nmode = \"stripes\"\nstripes = 0\n"),
+        "/etc/p2pu/site.toml:3: transfer.stripes = 0: expected 1 to 64"
+    );
+    assert_eq!(
+        error("[transfer]\nstripes = 65\n"),
+        "/etc/p2pu/site.toml:2: transfer.stripes = 65: expected 1 to 64"
+    );
+    for bad in ["1", "33", "100000"] {
+        let msg = error(&format!("[transfer]\nfan_out = {bad}\n"));
+        assert_eq!(
+            msg,
+            format!("/etc/p2pu/site.toml:2: transfer.fan_out = {bad}: expected 2 to 32 (each member's seed server holds that many streams of a stripe)")
+        );
+    }
+    assert!(error("[transfer]\nfan_out = -1\n").contains("transfer.fan_out"));
+}
+
+/// Serf refuses a member's tags past 512 bytes, and the agent adds `p2pu-rate` after start:
+/// the operator's tags must leave p2pu's own room, or setting the measured rate would fail on
+/// every node at once.
+#[test]
+fn operator_tags_leave_room_for_the_tags_p2pu_sets() {
+    assert!(load("[serf.tags]\nrack = \"r1\"\n").is_ok());
+    let big = format!("[serf.tags]\nnote = \"{}\"\n", "x".repeat(420));
+    let msg = error(&big);
+    assert!(
+        msg.contains("serf.tags") && msg.contains("512 bytes"),
+        "{msg}"
+    );
+    let fits = format!("[serf.tags]\nnote = \"{}\"\n", "x".repeat(300));
+    assert!(load(&fits).is_ok());
+}

@@ -4,6 +4,15 @@
 use super::{line_column, ConfigError, SiteToml};
 use crate::formats::serf_names::RESERVED_TAG_PREFIX;
 use std::cell::RefCell;
+
+/// Serf's limit on a member's encoded tags (memberlist's `MetaMaxSize`), and what the
+/// msgpack encoding adds: the map's header, and each key's and value's string header.
+const SERF_TAGS_MAX: usize = 512;
+const TAGS_HEADER: usize = 3;
+const PER_TAG: usize = 6;
+/// p2pu's own tags at their longest: `p2pu-role` (`proxy`), the two ports (5 digits each),
+/// and `p2pu-rate` (13 digits, `formats::rate::MAX_RATE`).
+const P2PU_TAGS_MAX: usize = (9 + 5 + PER_TAG) + 2 * (14 + 5 + PER_TAG) + (9 + 13 + PER_TAG);
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -192,6 +201,7 @@ impl<'a> Validator<'a> {
         self.check_transmission(site);
         self.check_nat(site);
         self.check_time(site);
+        self.check_transfer(site);
         self.check_agent_limits(site);
         self.check_health_check(site);
         self.check_apply_window(site);
@@ -255,6 +265,24 @@ impl<'a> Validator<'a> {
                     "tag names use letters, digits, `-` and `_`",
                 );
             }
+        }
+        // Serf refuses tags whose encoding passes 512 bytes (memberlist's meta limit), and
+        // p2pu sets its own beside the operator's, the advertised rate after start
+        // (`serf tags -set`): counted at their longest, so setting it never fails later.
+        let tags_size = TAGS_HEADER
+            + serf
+                .tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + PER_TAG)
+                .sum::<usize>();
+        if tags_size > SERF_TAGS_MAX - P2PU_TAGS_MAX {
+            self.fail(
+                "serf.tags",
+                format!("{} tags", serf.tags.len()),
+                format!(
+                    "Serf holds {SERF_TAGS_MAX} bytes of tags and p2pu's own take up to {P2PU_TAGS_MAX}: these take about {tags_size}"
+                ),
+            );
         }
         if !(512..=9216).contains(&serf.user_event_size_limit) {
             self.fail(
@@ -342,6 +370,29 @@ impl<'a> Validator<'a> {
     }
 
     /// `[time]`: NTP servers are host names or addresses.
+    /// `[transfer]`: the stripes' shape.
+    fn check_transfer(&self, site: &SiteToml) {
+        use super::site::TransferSection as T;
+        let transfer = &site.transfer;
+        if !(1..=T::MAX_STRIPES).contains(&transfer.stripes) {
+            self.fail(
+                "transfer.stripes",
+                transfer.stripes,
+                format!("expected 1 to {}", T::MAX_STRIPES),
+            );
+        }
+        if !(2..=T::MAX_FAN_OUT).contains(&transfer.fan_out) {
+            self.fail(
+                "transfer.fan_out",
+                transfer.fan_out,
+                format!(
+                    "expected 2 to {} (each member's seed server holds that many streams of a stripe)",
+                    T::MAX_FAN_OUT
+                ),
+            );
+        }
+    }
+
     fn check_time(&self, site: &SiteToml) {
         for (key, servers) in [
             ("time.ntp", &site.time.ntp),

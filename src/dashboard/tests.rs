@@ -27,6 +27,7 @@ fn answer(node: &str, status: Status, reason: &str) -> (String, String) {
             bad_sources: Vec::new(),
             attempts: 0,
             sources: Vec::new(),
+            stripes: Vec::new(),
         }],
     };
     (node.into(), serde_json::to_string(&status).unwrap())

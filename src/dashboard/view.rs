@@ -198,6 +198,7 @@ mod tests {
                     bad_sources: Vec::new(),
                     attempts: 0,
                     sources: Vec::new(),
+                    stripes: Vec::new(),
                 }]
             }),
             newest_age_secs: None,

@@ -99,6 +99,8 @@ pub struct FakeGossip {
     pub joins: Mutex<Vec<Vec<String>>>,
     /// How each `join` treated the members' buffered events.
     pub join_events: Mutex<Vec<super::JoinEvents>>,
+    /// Each `set_tag`: key and value.
+    pub tags: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeGossip {
@@ -118,6 +120,10 @@ impl FakeGossip {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub fn tags_set(&self) -> Vec<(String, String)> {
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn queries(&self) -> Vec<String> {
@@ -149,6 +155,13 @@ impl Gossip for FakeGossip {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(addrs.to_vec());
+        Ok(())
+    }
+    fn set_tag(&self, key: &str, value: &str) -> Result<(), SerfError> {
+        self.tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.to_string(), value.to_string()));
         Ok(())
     }
     fn query(&self, name: &str, _: &[u8], _: Duration) -> Result<Vec<(String, String)>, SerfError> {

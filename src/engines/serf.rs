@@ -35,6 +35,12 @@ pub trait Gossip: Send + Sync {
         let _ = (addrs, events);
         Ok(())
     }
+    /// Sets one of this member's tags (`serf tags -set key=value`), which Serf gossips to the
+    /// fleet. Nothing by default (fakes).
+    fn set_tag(&self, key: &str, value: &str) -> Result<(), SerfError> {
+        let _ = (key, value);
+        Ok(())
+    }
 }
 
 /// What a join does with the user events the members it exchanges state with still buffer.
@@ -312,6 +318,17 @@ impl Serf {
 impl Gossip for Serf {
     fn join(&self, addrs: &[String], events: JoinEvents) -> Result<(), SerfError> {
         Serf::join(self, addrs, events)
+    }
+
+    fn set_tag(&self, key: &str, value: &str) -> Result<(), SerfError> {
+        if key.contains('\0') || value.contains('\0') {
+            return Err(SerfError::NulByte { what: "tag" });
+        }
+        let invocation = self
+            .invocation("tags")
+            .arg("-set")
+            .arg(format!("{key}={value}"));
+        self.run(&invocation, self.timeout).map(drop)
     }
 
     fn members(&self) -> Result<Vec<Member>, SerfError> {

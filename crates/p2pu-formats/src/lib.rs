@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod keys;
 pub mod legacy;
 pub mod plan;
+pub mod rate;
 pub mod root;
 pub mod roster;
 pub mod serf_names;

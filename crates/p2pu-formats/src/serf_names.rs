@@ -29,9 +29,10 @@ pub const TAG_ROLE: &str = "p2pu-role";
 pub const TAG_PEER_PORT: &str = "p2pu-bt-port";
 /// The port of the member's web seed server.
 pub const TAG_SEED_PORT: &str = "p2pu-seed-port";
-/// The rate the member advertises, bytes/s (its last fetches): `submit` in stripes mode
-/// classes members slow by it (`topology::classify`). Set by nothing yet: every member counts
-/// as full-rate until it is.
+/// The rate the member advertises, bytes/s (the median of its last fetches, `rate`'s
+/// format): `submit` in stripes mode classes members slow by it (`topology::classify`). The
+/// agent sets it (`serf tags -set`) once it measured one; until then the member counts as
+/// full-rate.
 pub const TAG_RATE: &str = "p2pu-rate";
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 # @param time
 #   [time]: ntp and fallback_ntp servers for systemd-timesyncd.
 # @param transfer
-#   [transfer]: how large payloads move (mode: 'chain', or 'stripes' where built).
+#   [transfer]: how large payloads move (mode: 'chain', or 'stripes' where built; stripes and fan_out: the stripes' shape).
 # @param paths
 #   [paths]: config_dir, systemd_dir, timesyncd_dir (unusual layouts, tests).
 # @param config_file

@@ -12,6 +12,7 @@ pub mod intake;
 pub mod locks;
 pub mod peers;
 pub mod pending;
+pub mod rate;
 pub mod retry;
 pub mod run;
 /// The agent's inbox, which the event handler and the NAT client write (it lives below them all).

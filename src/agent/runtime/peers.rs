@@ -47,6 +47,9 @@ pub struct FleetPeers {
     /// The other alive members' web seed servers by member name: the striped transfer's
     /// roster names members (the root agent's alone).
     named_seeds: RwLock<Vec<(String, SocketAddr)>>,
+    /// This member as Serf last listed it (alive): its tags say what it advertises
+    /// (`rate::Advertiser` compares them with what it measured).
+    own: RwLock<Option<crate::engines::Member>>,
 }
 
 impl FleetPeers {
@@ -87,6 +90,10 @@ impl FleetPeers {
             .filter_map(|m| Some((m.name.clone(), endpoint(TAG_SEED_PORT, m)?)))
             .collect();
         *self.named_seeds.write().unwrap_or_else(|e| e.into_inner()) = named_seeds;
+        *self.own.write().unwrap_or_else(|e| e.into_inner()) = alive
+            .iter()
+            .find(|m| m.name == self.self_name)
+            .map(|m| (*m).clone());
         let gossip: Vec<SocketAddr> = others().map(|m| SocketAddr::new(m.addr, m.port)).collect();
         if !gossip.is_empty() {
             *self.gossip.write().unwrap_or_else(|e| e.into_inner()) = gossip;
@@ -113,6 +120,11 @@ impl FleetPeers {
         let seeds = self.seeds.read().unwrap_or_else(|e| e.into_inner());
         let tunnel_seeds = self.tunnel_seeds.read().unwrap_or_else(|e| e.into_inner());
         seeds.iter().chain(tunnel_seeds.iter()).copied().collect()
+    }
+
+    /// This member as Serf last listed it alive; `None` before it was.
+    pub fn own_member(&self) -> Option<crate::engines::Member> {
+        self.own.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The other alive members' web seed servers, by member name.

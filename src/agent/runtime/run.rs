@@ -178,6 +178,7 @@ impl Agent {
                 tracker: SocketAddr::from((Ipv4Addr::LOCALHOST, site.agent.tracker_port)),
                 seed: SocketAddr::new(seed_ip, site.agent.seed_port),
                 root: site.transmission.download_dir.clone(),
+                fan_out: site.transfer.fan_out,
             },
             user: site.agent.serve_user.clone(),
             log_filter: agent.log_filter.clone(),
@@ -806,6 +807,7 @@ impl Agent {
                 return None;
             }
         };
+        self.note_fetch(record, &mut fetched);
         if record.plan.is_none() && !self.may_hold(record) {
             // Without a plan, a window or a lock only an operator's abort holds it (or a lock
             // taken since the look above, briefly on this worker).
@@ -843,6 +845,27 @@ impl Agent {
             }
         });
         None
+    }
+
+    /// What a fetch teaches beside its payload: the measured rate goes to the state dir
+    /// (`rate.json`, which the peers loop advertises), and a striped fetch's per-stripe
+    /// record into the update's record.
+    fn note_fetch(&self, record: &Record, fetched: &mut crate::agent::transfer::fetch::Fetched) {
+        if let Some(sample) = fetched.measured {
+            let state_dir = &self.config.site.agent.state_dir;
+            if let Err(e) = super::rate::record(state_dir, sample.bytes, sample.millis) {
+                tracing::warn!("recording the measured rate: {}", chain(&e));
+            }
+        }
+        if !fetched.stripes.is_empty() {
+            let stripes = std::mem::take(&mut fetched.stripes);
+            if let Err(e) = self
+                .store
+                .update(&record.name, record.seq, |stored| stored.stripes = stripes)
+            {
+                tracing::warn!(name = %record.name, seq = record.seq, "recording the stripes' sources: {}", chain(&e));
+            }
+        }
     }
 
     /// A plan-bound update, fetched and seeded: waits for its turn (`plan_gate`), on its own
@@ -1177,10 +1200,17 @@ fn retry_loop(agent: &Agent, retries: &Retries, work: &Sender<Accepted>) {
 
 /// Keeps the agent's own membership (the fetcher asks it for seeds) and the serving process's
 /// copy (the tracker and the seed server's admission) current; restarts that process if it died.
+/// Keeps the `p2pu-rate` tag at what this node measured, too (`rate::Advertiser`).
 fn refresh_peers(agent: &Agent, peers: &FleetPeers, served: &ServeChild) {
+    let mut advertiser = super::rate::Advertiser::default();
     while !agent.stop.load(Ordering::Relaxed) {
-        if let Err(e) = peers.refresh(agent.gossip.as_ref()) {
-            tracing::warn!("refreshing fleet peers from Serf: {}", chain(&e));
+        match peers.refresh(agent.gossip.as_ref()) {
+            Ok(_) => advertiser.tick(
+                &agent.config.site.agent.state_dir,
+                peers.own_member().as_ref(),
+                agent.gossip.as_ref(),
+            ),
+            Err(e) => tracing::warn!("refreshing fleet peers from Serf: {}", chain(&e)),
         }
         let nat = &agent.config.site.nat;
         if nat.enabled {

@@ -168,6 +168,10 @@ pub struct Record {
     /// was left (a bad piece names a lying member).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceUse>,
+    /// A striped fetch's sources, per stripe: which member sent it, from which block, how
+    /// many blocks, and why it was left (at most `MAX_STRIPE_SOURCES` a stripe).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stripes: Vec<StripeUse>,
     /// How many attempts to fetch and apply it have ended (a retried update counts each).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
@@ -206,6 +210,7 @@ impl Record {
             received_at: now,
             updated_at: now,
             sources: Vec::new(),
+            stripes: Vec::new(),
             attempts: 0,
             next_attempt_at: None,
             restored_seq: None,
@@ -262,6 +267,83 @@ pub struct SourceUse {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// How many sources of one stripe a record keeps: the first (its planned parent, or whom the
+/// plan gave first) and the newest; those between are dropped, so a record stays within
+/// `d` stripes times this whatever fails.
+pub const MAX_STRIPE_SOURCES: usize = 4;
+
+/// One source of one stripe of a striped fetch, as `p2pu status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeUse {
+    pub stripe: u32,
+    /// The member, by its name in the roster.
+    pub member: String,
+    /// The first block it was asked for.
+    pub from: u32,
+    /// The blocks it sent that this node checked and kept.
+    pub blocks: u32,
+    /// Why it was left (`crashed`, `hung`, `refused`, `lied: block N failed its check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+}
+
+/// One stripe's sources in turn, bounded by [`MAX_STRIPE_SOURCES`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StripeLog {
+    stripe: u32,
+    uses: Vec<StripeUse>,
+}
+
+impl StripeLog {
+    pub fn new(stripe: u32) -> StripeLog {
+        StripeLog {
+            stripe,
+            uses: Vec::new(),
+        }
+    }
+
+    /// `member` is asked for the stripe from block `from`. Asking the one just asked again
+    /// from the same block, with nothing sent between (an origin waited out, a parent not
+    /// started yet), is the same use.
+    pub fn asked(&mut self, member: &str, from: u32) {
+        if let Some(last) = self.uses.last_mut() {
+            if last.member == member && last.from == from && last.blocks == 0 {
+                last.left = None;
+                return;
+            }
+        }
+        if self.uses.len() >= MAX_STRIPE_SOURCES {
+            self.uses.remove(1);
+        }
+        self.uses.push(StripeUse {
+            stripe: self.stripe,
+            member: member.to_string(),
+            from,
+            blocks: 0,
+            left: None,
+        });
+    }
+
+    /// The member asked last sent a block this node kept.
+    pub fn kept(&mut self) {
+        if let Some(last) = self.uses.last_mut() {
+            last.blocks = last.blocks.saturating_add(1);
+        }
+    }
+
+    /// The member asked last was left, and why.
+    pub fn left(&mut self, why: impl std::fmt::Display) {
+        if let Some(last) = self.uses.last_mut() {
+            last.left = Some(why.to_string());
+        }
+    }
+
+    pub fn into_uses(self) -> Vec<StripeUse> {
+        self.uses
+    }
 }
 
 #[cfg(test)]
@@ -1202,5 +1284,49 @@ mod tests {
             text.starts_with(&format!("parsing state {}: ", file.display())),
             "{text}"
         );
+    }
+
+    /// The per-stripe record stays within `MAX_STRIPE_SOURCES` a stripe however many
+    /// sources fail in turn (a member refusing, a liar, an origin waited out): the first
+    /// (the planned parent) and the newest are kept, an origin asked again from the same
+    /// block is one use, and the blocks count against the member that sent them.
+    #[test]
+    fn a_stripes_record_is_bounded_and_keeps_the_first_and_newest_sources() {
+        let mut log = StripeLog::new(3);
+        log.asked("parent", 3);
+        log.left("crashed");
+        for _ in 0..5 {
+            log.asked("origin", 3);
+            log.left("refused");
+        }
+        for i in 0..10 {
+            log.asked(&format!("m{i}"), 3 + 8 * i);
+            log.kept();
+            log.left("hung");
+        }
+        log.asked("last", 83);
+        log.kept();
+        log.kept();
+        let uses = log.into_uses();
+        assert_eq!(uses.len(), MAX_STRIPE_SOURCES);
+        assert_eq!(uses[0].member, "parent");
+        assert_eq!(uses[0].left.as_deref(), Some("crashed"));
+        let last = &uses[MAX_STRIPE_SOURCES - 1];
+        assert_eq!(
+            (
+                last.member.as_str(),
+                last.from,
+                last.blocks,
+                last.left.as_deref()
+            ),
+            ("last", 83, 2, None)
+        );
+        assert!(uses.iter().all(|u| u.stripe == 3));
+        let mut origin = StripeLog::new(0);
+        for _ in 0..100 {
+            origin.asked("origin", 0);
+            origin.left("refused");
+        }
+        assert_eq!(origin.into_uses().len(), 1);
     }
 }

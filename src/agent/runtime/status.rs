@@ -5,7 +5,7 @@
 //! `p2pu status --json` report. One owner for the records both ends of the query share.
 
 use super::heartbeat::Freshness;
-use super::state::{Record, Rejection, RolloutOutcome, StateStore, Status};
+use super::state::{Record, Rejection, RolloutOutcome, StateStore, Status, StripeUse};
 use super::Result;
 use crate::engines::{Gossip, MemberStatus};
 use crate::formats::serf_names::{LOGS_QUERY, STATUS_QUERY};
@@ -45,6 +45,19 @@ fn is_zero_usize(n: &usize) -> bool {
 /// unknown fields, would take for no answer at all.
 pub const ALL_NAMES: &str = "/";
 
+/// A line of a `p2pu-status` query's payload asking for each update's `stripes` (added after
+/// `sources`): not a name, so nodes from before it ignore it, and only askers that send it
+/// get the field. Catch-up and the wave gate, and every asker from before it, deny unknown
+/// fields and would take an answer carrying it for no answer at all.
+pub const WITH_STRIPES: &str = "/stripes";
+
+/// Whether a `p2pu-status` query's payload asks for the stripes' sources ([`WITH_STRIPES`]).
+pub fn asks_stripes(payload: &[u8]) -> bool {
+    String::from_utf8_lossy(payload)
+        .lines()
+        .any(|line| line.trim() == WITH_STRIPES)
+}
+
 /// The most names one `p2pu-status` query may ask for (`fleet status NAME...`).
 pub const MAX_ASKED_NAMES: usize = 64;
 
@@ -81,7 +94,47 @@ pub struct UpdateStatus {
     /// [`STATUS_SOURCES`]): who served whom, for `fleet serve`'s picture of the transfer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSeen>,
+    /// A striped fetch's sources, per stripe (the newest update only, at most
+    /// [`STATUS_STRIPES`], names and reasons cut); only to askers that ask for them
+    /// ([`WITH_STRIPES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stripes: Vec<StripeUse>,
 }
+
+/// One line a stripe, as `status` and `fleet status` show them: `stripe 1: n5 from block 1,
+/// 0 blocks, left: crashed; n1 from block 1, 40 blocks`. The names and reasons come from
+/// members' answers (any keyring holder can answer for itself), so control characters are
+/// dropped: an escape sequence must not reach the operator's terminal.
+pub fn stripe_lines(uses: &[StripeUse]) -> Vec<String> {
+    let clean = |text: &str| -> String { text.chars().filter(|c| !c.is_control()).collect() };
+    let mut lines: Vec<(u32, String)> = Vec::new();
+    for u in uses {
+        let mut text = format!(
+            "{} from block {}, {} blocks",
+            clean(&u.member),
+            u.from,
+            u.blocks
+        );
+        if let Some(left) = &u.left {
+            text.push_str(&format!(", left: {}", clean(left)));
+        }
+        match lines.last_mut() {
+            Some((stripe, line)) if *stripe == u.stripe => {
+                line.push_str("; ");
+                line.push_str(&text);
+            }
+            _ => lines.push((u.stripe, format!("stripe {}: {text}", u.stripe))),
+        }
+    }
+    lines.into_iter().map(|(_, line)| line).collect()
+}
+
+/// How many stripe sources the answer carries (of the newest update), and how much of each
+/// name and reason: 16 entries of at most about 130 bytes keep the answer under
+/// [`MAX_ANSWER`] beside the sources, and hold 8 stripes with one change of source each.
+pub const STATUS_STRIPES: usize = 16;
+const STRIPE_MEMBER_CHARS: usize = 32;
+const STRIPE_LEFT_CHARS: usize = 40;
 
 /// One source as a node's status answer gives it: enough to draw the transfer, cut to fit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +225,23 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
         } else {
             Vec::new()
         };
+        let stripes = if n == 0 {
+            record
+                .stripes
+                .iter()
+                .take(STATUS_STRIPES)
+                .map(|u| StripeUse {
+                    member: u.member.chars().take(STRIPE_MEMBER_CHARS).collect(),
+                    left: u
+                        .left
+                        .as_ref()
+                        .map(|l| l.chars().take(STRIPE_LEFT_CHARS).collect()),
+                    ..u.clone()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let bad_sources = record
             .sources
             .iter()
@@ -189,6 +259,7 @@ pub fn node_status(store: &StateStore, node: String, names: &[String]) -> Result
             at: record.updated_at,
             attempts: record.attempts,
             sources,
+            stripes,
         };
         size += serde_json::to_string(&update).map_or(0, |s| s.len() + 1);
         if size > MAX_ANSWER {
@@ -254,7 +325,8 @@ pub fn fleet_status(
         ALL_NAMES.to_string()
     } else {
         names.join("\n")
-    };
+    } + "\n"
+        + WITH_STRIPES;
     let answers = gossip.query(STATUS_QUERY, payload.as_bytes(), timeout)?;
     let mut reports: Vec<MemberReport> = members
         .iter()

@@ -319,6 +319,8 @@ pub(crate) fn command(spec: &ServeSpec, run_as: Option<&RunAs>) -> Command {
         .arg(options.seed.to_string())
         .arg("--root")
         .arg(&options.root)
+        .arg("--fan-out")
+        .arg(options.fan_out.to_string())
         .arg("--log")
         .arg(&spec.log_filter)
         // The child inherits the journal stream as its stderr, but with an empty environment

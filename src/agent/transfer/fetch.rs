@@ -22,7 +22,8 @@ use super::http_get::Client;
 use super::pace::{Deadline, Pace, RateGuard};
 use super::relay::{self, Relay};
 use super::verified::{self, expected, Verified};
-use crate::agent::runtime::state::{Record, SourceUse};
+use crate::agent::runtime::rate::Sample;
+use crate::agent::runtime::state::{Record, SourceUse, StripeUse};
 use crate::engines::{TorrentEngine, TransmissionError};
 use crate::formats::torrent::{self, Metainfo};
 use sha2::{Digest, Sha256};
@@ -68,6 +69,11 @@ pub struct Fetched {
     pub to_seed: Option<Vec<u8>>,
     /// The members it came from over HTTP, and how each served.
     pub sources: Vec<SourceUse>,
+    /// By stripes: each stripe's sources (`state::StripeUse`).
+    pub stripes: Vec<StripeUse>,
+    /// Its bytes and the time they took to arrive, when it came over HTTP (chain, stripes,
+    /// direct): what this node's advertised rate is measured from (`runtime::rate`).
+    pub measured: Option<Sample>,
 }
 
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
@@ -287,6 +293,8 @@ impl Fetcher<'_> {
             payload,
             to_seed: Some(self.sourced(record, &metainfo)?),
             sources: Vec::new(),
+            stripes: Vec::new(),
+            measured: None,
         }))
     }
 
@@ -356,10 +364,16 @@ impl Fetcher<'_> {
             verified_root: self.verified_root,
         };
         let relayed = relay.fetch(&route, &metainfo.bytes, chain)?;
+        let millis = relayed.sources.iter().map(|s| s.millis).sum();
         Ok(Fetched {
             payload: relayed.payload,
             to_seed: Some(self.sourced(record, metainfo)?),
             sources: relayed.sources,
+            stripes: Vec::new(),
+            measured: Some(Sample {
+                bytes: record.len,
+                millis,
+            }),
         })
     }
 
@@ -450,13 +464,18 @@ impl Fetcher<'_> {
             have,
             have_path: &have_path,
         };
+        let started = std::time::Instant::now();
         let ran = striped.run(receiver, sinks);
+        let measured = Sample {
+            bytes: record.len,
+            millis: started.elapsed().as_millis() as u64,
+        };
         let fail = |staging: verified::Staging| {
             staging.discard();
             let _ = std::fs::remove_file(&have_path);
         };
-        let receiver = match ran {
-            Ok(receiver) => receiver,
+        let (receiver, stripes) = match ran {
+            Ok(ran) => ran,
             Err(StripedError::Stopping) => {
                 fail(staging);
                 return Err(FetchError::Stopping);
@@ -492,15 +511,17 @@ impl Fetcher<'_> {
             .iter()
             .map(|(who, why)| left(who, format!("served wrong striped documents: {why}"), 1))
             .collect();
-        sources.extend(receiver.named().map(|(who, why)| match why {
-            Left::Lied { block } => left(who, format!("lied: block {block} failed its check"), 1),
-            other => left(who, format!("{other:?}").to_lowercase(), 0),
+        sources.extend(receiver.named().map(|(who, why)| {
+            let bad = u32::from(matches!(why, Left::Lied { .. }));
+            left(who, why.to_string(), bad)
         }));
         tracing::info!(name = %record.name, seq = record.seq, named = sources.len(), "fetched by stripes");
         Ok(Some(Fetched {
             payload: copy,
             to_seed: Some(self.sourced(record, metainfo)?),
             sources,
+            stripes,
+            measured: Some(measured),
         }))
     }
 
@@ -566,6 +587,8 @@ impl Fetcher<'_> {
             payload,
             to_seed: None,
             sources: Vec::new(),
+            stripes: Vec::new(),
+            measured: None,
         })
     }
 

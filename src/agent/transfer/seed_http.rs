@@ -34,8 +34,9 @@ use crate::formats::have::Have;
 #[doc(hidden)]
 pub mod fuzzing;
 
-/// Downloads served at once; further connections queue briefly, then get 503.
-pub const SEED_WORKERS: usize = 8;
+/// Downloads served at once where members feed the default 8 children a stripe
+/// ([`SeedLimits::for_fan_out`]); further connections queue briefly, then get 503.
+pub const SEED_WORKERS: usize = SeedLimits::for_fan_out(8).workers;
 /// Connections one member may hold at once: Transmission opens up to 4 to a web seed, and
 /// one member (compromised, or just busy) must not take all the workers.
 pub const SEED_PER_SOURCE: usize = 4;
@@ -45,10 +46,44 @@ pub const MAX_RELAY_READERS: usize = 4;
 /// Of those, at most this many from one source address: one member (a compromised one, or one
 /// reconnecting in a loop) holding every place would send every honest node away with 503.
 pub const MAX_RELAY_READERS_PER_SOURCE: usize = 2;
-/// Readers of one stripe of one payload at once: the node's children in the tree where it
-/// forwards (`k` = 8 by `Params::DEFAULT`), a few adopted orphans and repair neighbours; the
-/// next gets 503 and moves to its next source (`Plan::source`).
-pub const MAX_STRIPE_READERS: usize = 12;
+/// Readers of one stripe of one payload at once, with the default `k` = 8 children a stripe
+/// (`Params::DEFAULT`; [`SeedLimits::for_fan_out`] for another); the next gets 503 and moves
+/// to its next source (`Plan::source`).
+pub const MAX_STRIPE_READERS: usize = SeedLimits::for_fan_out(8).stripe_readers;
+/// Beyond a stripe's `k` planned children: the one more some interior members feed where
+/// forwarders are few, and a few adopted orphans and repair neighbours.
+const STRIPE_READERS_BEYOND_K: usize = 4;
+/// The largest `k` the seed server is sized for (`[transfer] fan_out`'s bound): whatever a
+/// roster or a snapshot says, the workers never pass `SeedLimits::for_fan_out(32)`'s.
+pub const MAX_FAN_OUT: usize = 32;
+
+/// The seed server's bounds where members feed `k` children a stripe (`[transfer] fan_out`):
+/// a stripe's readers are those `k` and [`STRIPE_READERS_BEYOND_K`] more; the workers hold a
+/// stripe's readers (an interior member forwards in one tree; the origin sends `d` heads,
+/// one a stripe, fewer than that), a payload's relay readers and one member's connections
+/// (a Transmission web seed, the documents). `k` is clamped to 2..=[`MAX_FAN_OUT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedLimits {
+    pub workers: usize,
+    pub stripe_readers: usize,
+}
+
+impl SeedLimits {
+    pub const fn for_fan_out(k: usize) -> SeedLimits {
+        let k = if k < 2 {
+            2
+        } else if k > MAX_FAN_OUT {
+            MAX_FAN_OUT
+        } else {
+            k
+        };
+        let stripe_readers = k + STRIPE_READERS_BEYOND_K;
+        SeedLimits {
+            workers: stripe_readers + MAX_RELAY_READERS + SEED_PER_SOURCE,
+            stripe_readers,
+        }
+    }
+}
 /// A member's request head arrives in one packet; a drip is cut off after this.
 const SEED_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,11 +102,21 @@ impl SeedServer {
         root_dir: &Path,
         allow: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>,
     ) -> Result<SeedHandle> {
+        SeedServer::start_sized(bind, root_dir, allow, SeedLimits::for_fan_out(8))
+    }
+
+    /// Like `start_for`, sized by `limits` (the site's fan-out).
+    pub fn start_sized(
+        bind: SocketAddr,
+        root_dir: &Path,
+        allow: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>,
+        sized: SeedLimits,
+    ) -> Result<SeedHandle> {
         let root = root_dir
             .canonicalize()
             .map_err(Error::io("resolving the web seed root", root_dir))?;
         let admit = Arc::clone(&allow);
-        let readers = Readers::default();
+        let readers = Readers::with_stripe_cap(sized.stripe_readers);
         let handler: Arc<Handler> = Arc::new(move |request: &Request| {
             // Asked again: the membership may have changed since the connection was accepted.
             if !allow(request.peer.ip()) {
@@ -80,7 +125,7 @@ impl SeedServer {
             serve(&root, &readers, request)
         });
         let limits = Limits {
-            workers: SEED_WORKERS,
+            workers: sized.workers,
             per_source: SEED_PER_SOURCE,
             head_timeout: SEED_HEAD_TIMEOUT,
             ..Limits::default()
@@ -112,13 +157,21 @@ impl SeedHandle {
 
 /// The relay readers of each payload (by info-hash), and of each payload per source address,
 /// counted while their answer is written.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub(super) struct Readers(Arc<std::sync::Mutex<ReaderCounts>>);
 
 #[derive(Default)]
 pub(super) struct ReaderCounts {
     per_hash: std::collections::HashMap<String, usize>,
     per_source: std::collections::HashMap<(String, std::net::IpAddr), usize>,
+    /// Readers of one stripe of one payload at once ([`SeedLimits`]).
+    stripe_cap: usize,
+}
+
+impl Default for Readers {
+    fn default() -> Readers {
+        Readers::with_stripe_cap(MAX_STRIPE_READERS)
+    }
 }
 
 /// One counted reader; released when the answer's body is dropped.
@@ -136,6 +189,17 @@ enum Full {
 }
 
 impl Readers {
+    pub(super) fn with_stripe_cap(stripe_cap: usize) -> Readers {
+        Readers(Arc::new(std::sync::Mutex::new(ReaderCounts {
+            stripe_cap,
+            ..ReaderCounts::default()
+        })))
+    }
+
+    fn stripe_cap(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).stripe_cap
+    }
+
     fn enter(&self, hash: &str, source: std::net::IpAddr) -> Result<Reader, Full> {
         self.enter_capped(hash, source, MAX_RELAY_READERS)
     }
@@ -358,7 +422,7 @@ fn serve_stripe(
         };
     }
     let key = format!("{hash}#{stripe}");
-    let reader = match readers.enter_capped(&key, request.peer.ip(), MAX_STRIPE_READERS) {
+    let reader = match readers.enter_capped(&key, request.peer.ip(), readers.stripe_cap()) {
         Ok(reader) => reader,
         Err(full) => {
             tracing::info!(hash, stripe, peer = %request.peer, ?full, "stripe readers at their cap: 503");
@@ -849,5 +913,62 @@ mod tests {
         }
         std::fs::write(DownloadDir::new(root.path()).have_mark(hash), have.encode()).unwrap();
         drop(hog);
+    }
+
+    /// The seed server is sized by the site's fan-out (issue 24): `k` children a stripe and a
+    /// few more, and workers for them beside the relay's; a `k` past what `[transfer]
+    /// fan_out` allows (a hand-started `agent-serve`, a config this p2pu did not validate)
+    /// is clamped, so the threads stay bounded.
+    #[test]
+    fn the_seed_server_is_sized_by_the_fan_out_and_bounded() {
+        assert_eq!(
+            SeedLimits::for_fan_out(8),
+            SeedLimits {
+                workers: 20,
+                stripe_readers: 12
+            }
+        );
+        assert_eq!((SEED_WORKERS, MAX_STRIPE_READERS), (20, 12));
+        assert_eq!(SeedLimits::for_fan_out(16).stripe_readers, 20);
+        assert_eq!(
+            SeedLimits::for_fan_out(usize::MAX),
+            SeedLimits::for_fan_out(MAX_FAN_OUT)
+        );
+        assert_eq!(SeedLimits::for_fan_out(0), SeedLimits::for_fan_out(2));
+        assert!(SeedLimits::for_fan_out(usize::MAX).workers <= 44);
+    }
+
+    /// A server sized for `k` = 2 lets 6 readers into a stripe (from members 2 each) and
+    /// sends the 7th on with 503.
+    #[test]
+    fn a_stripes_readers_are_bounded_by_the_sites_fan_out() {
+        use crate::agent::transfer::http_get::{Client, GetError};
+        let (root, hash, _, mut have) = stripe_fixture(&[0, 2, 4]);
+        let sized = SeedLimits::for_fan_out(2);
+        let server = SeedServer::start_sized(
+            "127.0.0.1:0".parse().unwrap(),
+            root.path(),
+            Arc::new(|_| true),
+            sized,
+        )
+        .unwrap();
+        let path = format!("/{hash}/big?stripe=1&from=1");
+        let from = |n: u8| Client {
+            bind: Some(std::net::IpAddr::from([127, 0, 0, 10 + n])),
+            ..test_client()
+        };
+        let held: Vec<_> = (0..sized.stripe_readers)
+            .map(|i| from(i as u8 / 2).get(server.addr(), &path, 0).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        match from(100).get(server.addr(), &path, 0) {
+            Err(GetError::Status { status: 503, .. }) => {}
+            other => panic!("expected 503, got {:?}", other.map(|r| r.status)),
+        }
+        for i in [1, 3, 5] {
+            have.set(i);
+        }
+        std::fs::write(DownloadDir::new(root.path()).have_mark(hash), have.encode()).unwrap();
+        drop(held);
     }
 }

@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub seed: SocketAddr,
     /// The download dir whose complete payloads are served.
     pub root: PathBuf,
+    /// The children a member feeds a stripe (`[transfer] fan_out`): the seed server's size.
+    pub fan_out: usize,
 }
 
 /// The one line `agent-serve` prints on stdout once both servers listen: the addresses
@@ -66,7 +68,8 @@ impl Serving {
         let tracker = Tracker::start(options.tracker, peers.clone())?;
         let members = peers.clone();
         let allow = Arc::new(move |ip| members.is_member(ip));
-        let seeder = SeedServer::start_for(options.seed, &options.root, allow)?;
+        let sized = super::seed_http::SeedLimits::for_fan_out(options.fan_out);
+        let seeder = SeedServer::start_sized(options.seed, &options.root, allow, sized)?;
         Ok(Serving {
             peers,
             tracker,
@@ -191,6 +194,7 @@ mod tests {
             tracker: (Ipv4Addr::LOCALHOST, 0).into(),
             seed: (Ipv4Addr::LOCALHOST, 0).into(),
             root: dir.path().to_path_buf(),
+            fan_out: 8,
         };
         let serving = Serving::start(&options).unwrap();
         let ready = serving.ready();

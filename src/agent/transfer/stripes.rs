@@ -30,6 +30,19 @@ pub enum Left {
     Lied { block: u32 },
 }
 
+/// As the record says it (`p2pu status`): `crashed`, `hung`, `refused`, `lied: block N
+/// failed its check`.
+impl std::fmt::Display for Left {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Left::Crashed => f.write_str("crashed"),
+            Left::Hung => f.write_str("hung"),
+            Left::Refused => f.write_str("refused"),
+            Left::Lied { block } => write!(f, "lied: block {block} failed its check"),
+        }
+    }
+}
+
 /// What [`Receiver::accept`] made of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {

@@ -7,7 +7,8 @@
 //! whose connection fails is missing to this node (`Crashed`), one silent past the client's
 //! read timeout `Hung`, one answering 503 `Refused`, one that sent a bad block `Lied`; then
 //! the stripe moves to the next source the plan gives. The origin is waited out unless it
-//! lied.
+//! lied. Each stripe keeps its record (`state::StripeLog`): which member sent it, from which
+//! block, how many blocks, and why each was left.
 //!
 //! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`. Not built yet (section
 //! 5.1 says what remains): repair from neighbours, the 1 s silence-and-probe rule, and
@@ -15,6 +16,7 @@
 
 use super::http_get::{Client, GetError};
 use super::stripes::{Accepted, Left, Receiver};
+use crate::agent::runtime::state::{StripeLog, StripeUse};
 use crate::formats::have::Have;
 use std::fs::File;
 use std::io::Read;
@@ -95,11 +97,16 @@ pub struct Sinks<'a> {
 }
 
 impl Striped<'_> {
-    /// Runs every stripe to completion; returns the receiver (whom it named, and why).
-    pub fn run(&self, receiver: Receiver, sinks: Sinks<'_>) -> Result<Receiver, StripedError> {
+    /// Runs every stripe to completion; returns the receiver (whom it named, and why) and
+    /// the record of each stripe's sources, stripe by stripe.
+    pub fn run(
+        &self,
+        receiver: Receiver,
+        sinks: Sinks<'_>,
+    ) -> Result<(Receiver, Vec<StripeUse>), StripedError> {
         let stripes = receiver.plan().stripes();
         let state = Mutex::new((receiver, sinks.have));
-        let outcome: Vec<Result<(), StripedError>> = std::thread::scope(|scope| {
+        let outcome: Vec<Result<Vec<StripeUse>, StripedError>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..stripes)
                 .map(|s| {
                     let state = &state;
@@ -112,9 +119,9 @@ impl Striped<'_> {
                 .map(|w| w.join().unwrap_or(Err(StripedError::Stopping)))
                 .collect()
         });
-        outcome.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let uses = outcome.into_iter().collect::<Result<Vec<_>, _>>()?;
         let (receiver, _) = state.into_inner().unwrap_or_else(|e| e.into_inner());
-        Ok(receiver)
+        Ok((receiver, uses.into_iter().flatten().collect()))
     }
 
     fn stripe(
@@ -122,9 +129,10 @@ impl Striped<'_> {
         s: usize,
         state: &Mutex<(Receiver, Have)>,
         (copy, seeding, have_path): (&File, &File, &Path),
-    ) -> Result<(), StripedError> {
+    ) -> Result<Vec<StripeUse>, StripedError> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
         let mut not_yet = 0;
+        let mut log = StripeLog::new(s as u32);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(StripedError::Stopping);
@@ -142,18 +150,22 @@ impl Striped<'_> {
                     guard.1.layout(),
                 )
             };
-            let Some(next) = next else { return Ok(()) };
+            let Some(next) = next else {
+                return Ok(log.into_uses());
+            };
             let (Some(source), Some(source_name)) = (source, source_name) else {
                 return Err(StripedError::NoSource { stripe: s });
             };
-            let failed = |why: Left| {
+            log.asked(&source_name, next);
+            let failed = |log: &mut StripeLog, why: Left| {
+                log.left(&why);
                 lock().0.left(source, why);
                 if source == origin {
                     std::thread::sleep(ORIGIN_RETRY);
                 }
             };
             let Some(addr) = (self.addr_of)(&source_name) else {
-                failed(Left::Crashed);
+                failed(&mut log, Left::Crashed);
                 continue;
             };
             let path = format!(
@@ -173,12 +185,12 @@ impl Striped<'_> {
                 Err(GetError::Status {
                     status: 404 | 503, ..
                 }) => {
-                    failed(Left::Refused);
+                    failed(&mut log, Left::Refused);
                     continue;
                 }
                 Err(e) => {
                     tracing::info!(source = %source_name, stripe = s, "stripe source failed: {e}");
-                    failed(Left::Crashed);
+                    failed(&mut log, Left::Crashed);
                     continue;
                 }
             };
@@ -193,7 +205,7 @@ impl Striped<'_> {
                         _ => Left::Crashed,
                     };
                     tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
-                    failed(why);
+                    failed(&mut log, why);
                     break;
                 }
                 let mut guard = lock();
@@ -218,10 +230,12 @@ impl Striped<'_> {
                                 source,
                             }
                         })?;
+                        log.kept();
                     }
                     Ok(Accepted::Duplicate) => {}
                     Err(e) => {
                         tracing::warn!(stripe = s, "{}", crate::error::chain(&e));
+                        log.left(Left::Lied { block: index });
                         if source == origin {
                             drop(guard);
                             std::thread::sleep(ORIGIN_RETRY);
@@ -327,6 +341,7 @@ pub fn documents(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::runtime::state::MAX_STRIPE_SOURCES;
     use crate::agent::transfer::download_dir::DownloadDir;
     use crate::agent::transfer::seed_http::SeedServer;
     use crate::agent::transfer::topology::{Class, Member, Params, Plan};
@@ -416,7 +431,7 @@ mod tests {
         let fetchers: Vec<u32> = (0..6u32)
             .filter(|n| ![origin, liar, dead].contains(n))
             .collect();
-        let results: Vec<(u32, Receiver, Vec<u8>)> = std::thread::scope(|scope| {
+        let results: Vec<(u32, Receiver, Vec<u8>, Vec<StripeUse>)> = std::thread::scope(|scope| {
             let runs: Vec<_> = fetchers
                 .iter()
                 .map(|&n| {
@@ -456,19 +471,38 @@ mod tests {
                             have_path: &have_path,
                         };
                         let receiver = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
-                        let receiver = striped.run(receiver, sinks).unwrap();
+                        let (receiver, uses) = striped.run(receiver, sinks).unwrap();
                         let mut bytes = Vec::new();
                         (&copy).read_to_end(&mut bytes).unwrap();
-                        (n, receiver, bytes)
+                        (n, receiver, bytes, uses)
                     })
                 })
                 .collect();
             runs.into_iter().map(|r| r.join().unwrap()).collect()
         });
-        for (n, receiver, copy) in &results {
+        for (n, receiver, copy, uses) in &results {
             let name = plan.name(*n);
             assert!(receiver.complete(), "{name} incomplete");
             assert!(copy == &data, "{name} kept a byte it did not check");
+            // The per-stripe record: every block kept is counted once, against the member
+            // that sent it; the dead member sent none, the liar none that was kept, and
+            // whoever left the liar says why.
+            let kept: u32 = uses.iter().map(|u| u.blocks).sum();
+            assert_eq!(kept, layout.count(), "{name}: {uses:?}");
+            for s in 0..2 {
+                let of = uses.iter().filter(|u| u.stripe == s).count();
+                assert!((1..=MAX_STRIPE_SOURCES).contains(&of), "{name}: {uses:?}");
+            }
+            for u in uses {
+                if u.member == plan.name(dead) || u.member == plan.name(liar) {
+                    assert_eq!(u.blocks, 0, "{name}: {u:?}");
+                    assert!(u.left.is_some(), "{name}: {u:?}");
+                }
+                if u.member == plan.name(liar) {
+                    let left = u.left.as_deref().unwrap_or("");
+                    assert!(left.starts_with("lied: block "), "{name}: {u:?}");
+                }
+            }
             for (who, why) in receiver.named() {
                 if matches!(why, Left::Lied { .. }) {
                     assert_eq!(who, plan.name(liar), "{name} named an honest member a liar");
@@ -486,7 +520,7 @@ mod tests {
         assert!(
             results
                 .iter()
-                .any(|(n, _, _)| plan.parent(0, *n) == Some(liar)),
+                .any(|(n, _, _, _)| plan.parent(0, *n) == Some(liar)),
             "the liar had no child: the test shows nothing"
         );
         drop(servers);
