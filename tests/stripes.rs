@@ -315,3 +315,126 @@ fn stripes_deliver_to_every_node_past_a_liar_and_a_dead_member() {
         );
     }
 }
+
+/// A lab of `nodes` real agents in stripes mode whose logs are printed if the test fails.
+fn stripes_lab(dir: &std::path::Path, nodes: usize) -> support::testlab::TestLab {
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut options = LabOptions::new(nodes, dir.join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
+    let mut lab = Lab::start(options).unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    lab.wait_members()
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    support::testlab::TestLab(lab)
+}
+
+/// Writes `mib` MiB (plus a tail) of `blob.bin` and submits it from node 1; returns the seq.
+fn submit_blob(lab: &Lab, dir: &std::path::Path, mib: u32) -> u64 {
+    let data: Vec<u8> = (0..(mib << 20) + 4321)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
+    let path = dir.join("blob.bin");
+    std::fs::write(&path, &data).unwrap();
+    support::testlab::submit(lab, &path, &[])
+}
+
+/// Waits until node `node` holds `blob.bin`'s update `seq` applied, in one record.
+fn wait_applied(lab: &Lab, node: usize, seq: u64) -> p2pu::agent::runtime::state::Record {
+    let state = lab.node(node).unwrap().site.agent.state_dir.clone();
+    let mut applied = None;
+    support::testlab::wait(
+        &format!("node {node} to apply seq {seq}"),
+        Duration::from_secs(300),
+        || {
+            let records = StateStore::open_read_only(&state)
+                .records("blob.bin")
+                .unwrap_or_default();
+            let mine: Vec<_> = records.into_iter().filter(|r| r.seq == seq).collect();
+            assert!(mine.len() <= 1, "node {node} holds {} records", mine.len());
+            match mine.into_iter().next() {
+                Some(r) if r.status == Status::Failed => {
+                    panic!("node {node} failed: {:?}", r.reason)
+                }
+                Some(r) if r.status == Status::Applied => applied = Some(r),
+                _ => {}
+            }
+            applied.is_some()
+        },
+    );
+    applied.unwrap()
+}
+
+/// The `.have` mark in node `node`'s download dir, decoded, if there is one.
+fn have_of(lab: &Lab, node: usize) -> Option<p2pu::formats::have::Have> {
+    let root = &lab.node(node).unwrap().site.transmission.download_dir;
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "have"))
+        .and_then(|e| std::fs::read(e.path()).ok())
+        .and_then(|bytes| p2pu::formats::have::Have::decode(&bytes).ok())
+}
+
+/// The number after `key=` on the first line of `log` that says `message`.
+fn logged(log: &str, message: &str, key: &str) -> Option<u32> {
+    let line = log.lines().find(|l| l.contains(message))?;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// An agent killed (SIGKILL, with its seed server) mid-way through a striped fetch and
+/// started again resumes from the blocks of its verified copy that still check: its log
+/// says it restored some, it takes fewer than all from members, and every node applies the
+/// update exactly once. Node 4's link is slowed so that its fetch is long enough to cut once
+/// its `.have` mark shows some blocks but not all.
+#[test]
+fn an_agent_killed_mid_transfer_resumes_from_its_checked_blocks() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-stripes-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut lab = stripes_lab(dir.path(), 4);
+    lab.shape(&[1000, 1000, 1000, 3])
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let seq = submit_blob(&lab, dir.path(), 5);
+    let mut cut_at = 0;
+    support::testlab::wait(
+        "node 4 to hold some blocks",
+        Duration::from_secs(180),
+        || {
+            let Some(have) = have_of(&lab, 4) else {
+                return false;
+            };
+            let count = have.layout().count();
+            let held = (0..count).filter(|&i| have.holds(i)).count() as u32;
+            assert!(held < count, "node 4 finished before it could be cut");
+            cut_at = held;
+            held >= count / 8
+        },
+    );
+    lab.kill(4, "agent").unwrap();
+    lab.start_agent(4).unwrap();
+    for node in 1..=4 {
+        wait_applied(&lab, node, seq);
+    }
+    let log = std::fs::read_to_string(lab.node(4).unwrap().log("agent")).unwrap();
+    let restored = logged(&log, "resuming the striped fetch", "restored");
+    assert!(
+        restored.is_some_and(|r| r > 0),
+        "node 4 (cut holding {cut_at} blocks) restored none: {restored:?}"
+    );
+    let received = logged(&log, "fetched by stripes", "received").expect("fetched by stripes");
+    let blocks = logged(&log, "fetched by stripes", "blocks").unwrap();
+    assert!(
+        received < blocks,
+        "node 4 took all {blocks} blocks from members again"
+    );
+    assert_eq!(restored.unwrap() + received, blocks);
+}

@@ -72,6 +72,9 @@ pub struct Receiver {
     name: String,
     held: Vec<bool>,
     held_count: u32,
+    /// Blocks counted from the verified copy after a restart, and blocks taken from members.
+    restored: u32,
+    received: u32,
     /// The members this node holds missing, and why: its own view, never shared.
     missing: BTreeMap<Node, Left>,
 }
@@ -92,6 +95,8 @@ impl Receiver {
             name: name.to_string(),
             held: vec![false; count],
             held_count: 0,
+            restored: 0,
+            received: 0,
             missing: BTreeMap::new(),
         };
         // The origin holds the payload: it sends, it never receives.
@@ -228,6 +233,7 @@ impl Receiver {
         }
         self.held[index as usize] = true;
         self.held_count += 1;
+        self.received += 1;
         let offset = self.leaves.layout().range(index).map_or(0, |r| r.start);
         Ok(Accepted::Store { offset })
     }
@@ -241,8 +247,15 @@ impl Receiver {
         if !self.held[index as usize] {
             self.held[index as usize] = true;
             self.held_count += 1;
+            self.restored += 1;
         }
         Ok(())
+    }
+
+    /// How many blocks [`Receiver::restore`] counted, and how many [`Receiver::accept`] stored
+    /// (taken from members): what a resumed fetch reports.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.restored, self.received)
     }
 }
 

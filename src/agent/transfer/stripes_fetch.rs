@@ -9,9 +9,9 @@
 //! the stripe moves to the next source the plan gives. The origin is waited out unless it
 //! lied.
 //!
-//! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`. Not built yet (section
-//! 5.1 says what remains): repair from neighbours, the 1 s silence-and-probe rule, and
-//! restoring from the verified copy after a restart.
+//! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`; after a restart it
+//! first [`restore`]s the blocks of the verified copy that still check. Not built yet
+//! (section 5.1 says what remains): repair from neighbours and the 1 s silence-and-probe rule.
 
 use super::http_get::{Client, GetError};
 use super::stripes::{Accepted, Left, Receiver};
@@ -55,7 +55,8 @@ const ORIGIN_RETRY: Duration = Duration::from_millis(200);
 /// Replaces the `.have` mark: a new file of a random name (`O_EXCL`, so no link planted in
 /// the download dir is written through) renamed over it, 0644 for the unprivileged seed
 /// server. Not synced, unlike the other marks: it is rewritten after every block, and after a
-/// crash the striped fetch starts again and rewrites it.
+/// crash the resumed fetch rewrites it from the blocks that check ([`restore`]), never reading
+/// the old one.
 fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
@@ -68,6 +69,36 @@ fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// After a restart: reads every block of the verified copy an earlier fetch left back, keeps
+/// those that match their signed leaf ([`Receiver::restore`]; a crash may have left one
+/// half-written, and none is trusted for being there) and writes each kept one into the
+/// download dir's file (`seeding`, created afresh: what the `debian-transmission` user may
+/// have changed in the old one is never read) and into `have`. Blocks that do not match are
+/// fetched as if never written. Returns how many were kept.
+pub fn restore(
+    receiver: &mut Receiver,
+    copy: &File,
+    seeding: &File,
+    have: &mut Have,
+) -> std::io::Result<u32> {
+    let layout = have.layout();
+    let mut block = Vec::new();
+    let mut kept = 0;
+    for index in 0..layout.count() {
+        let Ok(range) = layout.range(index) else {
+            break;
+        };
+        block.resize((range.end - range.start) as usize, 0);
+        copy.read_exact_at(&mut block, range.start)?;
+        if receiver.restore(index, &block).is_ok() {
+            seeding.write_all_at(&block, range.start)?;
+            have.set(index);
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }
 
 /// How many times a stripe asks a source that has no `.have` mark yet (404) before it
@@ -490,6 +521,62 @@ mod tests {
             "the liar had no child: the test shows nothing"
         );
         drop(servers);
+    }
+
+    /// After a restart only the blocks of the verified copy that match their leaf count: one
+    /// half-written (a crash mid-write) and the holes never written are fetched again, and
+    /// only the kept ones reach the download dir's file and the `.have` mark.
+    #[test]
+    fn a_restart_keeps_only_the_copys_blocks_that_check() {
+        let data: Vec<u8> = (0..6 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = ["a", "b", "c"]
+            .iter()
+            .map(|n| Member {
+                name: n.to_string(),
+                class: Class::Full,
+            })
+            .collect();
+        let plan = Plan::new(HASH.as_bytes(), &members, "a", Params::DEFAULT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Blocks 0, 2 and 5 were written whole; block 3 half; 1 and 4 never.
+        let mut left = vec![0u8; data.len()];
+        for i in [0usize, 2, 5] {
+            let end = ((i + 1) * BLOCK).min(data.len());
+            left[i * BLOCK..end].copy_from_slice(&data[i * BLOCK..end]);
+        }
+        left[3 * BLOCK..3 * BLOCK + BLOCK / 2]
+            .copy_from_slice(&data[3 * BLOCK..3 * BLOCK + BLOCK / 2]);
+        std::fs::write(dir.path().join("copy"), &left).unwrap();
+        let copy = File::open(dir.path().join("copy")).unwrap();
+        let seeding = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("seeding"))
+            .unwrap();
+        seeding.set_len(layout.len()).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        let mut receiver = Receiver::new(plan, leaves, "b");
+        let kept = restore(&mut receiver, &copy, &seeding, &mut have).unwrap();
+        assert_eq!(kept, 3);
+        assert_eq!(receiver.counts(), (3, 0));
+        for i in 0..layout.count() {
+            let whole = [0, 2, 5].contains(&i);
+            assert_eq!(receiver.holds(i), whole, "block {i}");
+            assert_eq!(have.holds(i), whole, "block {i} in .have");
+        }
+        let mut served = vec![0u8; data.len()];
+        seeding.read_exact_at(&mut served, 0).unwrap();
+        assert_eq!(
+            served[3 * BLOCK..4 * BLOCK],
+            vec![0u8; BLOCK][..],
+            "half a block re-served"
+        );
+        assert_eq!(served[2 * BLOCK..3 * BLOCK], data[2 * BLOCK..3 * BLOCK]);
+        assert_eq!(receiver.next_wanted(1), Some(1));
     }
 }
 
