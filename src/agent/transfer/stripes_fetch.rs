@@ -214,15 +214,23 @@ impl Striped<'_> {
                 }
             };
             let d = lock().0.plan().stripes();
+            // Woken every second of silence to apply the hang rule.
+            if let Err(e) = response
+                .body
+                .get_ref()
+                .get_ref()
+                .set_read_timeout(Some(super::relay::HUNG_AFTER))
+            {
+                tracing::info!(source = %source_name, stripe = s, "stripe source: {e}");
+                failed(Left::Crashed);
+                continue;
+            }
+            let probe = |limit: Duration| self.client.answers(addr, &path, limit);
             let mut block = Vec::new();
             for index in (next..layout.count()).step_by(d) {
                 let len = layout.block_len(index).unwrap_or(0);
                 block.resize(len, 0);
-                if let Err(e) = response.body.read_exact(&mut block) {
-                    let why = match e.kind() {
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Left::Hung,
-                        _ => Left::Crashed,
-                    };
+                if let Err((why, e)) = self.read_block(&mut response.body, &mut block, &probe) {
                     tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
                     failed(why);
                     break;
@@ -262,6 +270,49 @@ impl Striped<'_> {
                 }
             }
         }
+    }
+
+    /// Reads one block from a stripe's stream into `block`, woken by each second of silence:
+    /// a source silent for that long whose seed server does not answer `probe` has hung
+    /// (`relay::hung`, the chain's rule); one that answers is waiting on its own source and is
+    /// waited for, up to the client's read timeout of silence (then it counts as hung too).
+    fn read_block(
+        &self,
+        body: &mut impl Read,
+        block: &mut [u8],
+        probe: &dyn Fn(Duration) -> bool,
+    ) -> Result<(), (Left, std::io::Error)> {
+        use std::io::ErrorKind;
+        let mut filled = 0;
+        let mut last_byte = std::time::Instant::now();
+        while filled < block.len() {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err((Left::Crashed, std::io::Error::other("stopping")));
+            }
+            match body.read(&mut block[filled..]) {
+                Ok(0) => return Err((Left::Crashed, ErrorKind::UnexpectedEof.into())),
+                Ok(n) => {
+                    filled += n;
+                    last_byte = std::time::Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let silent = last_byte.elapsed();
+                    if super::relay::hung(silent, probe) {
+                        let why = format!(
+                            "nothing for {:.1} s and no answer to a probe",
+                            silent.as_secs_f64()
+                        );
+                        return Err((Left::Hung, std::io::Error::new(ErrorKind::TimedOut, why)));
+                    }
+                    if silent >= self.client.read_timeout {
+                        return Err((Left::Hung, e));
+                    }
+                }
+                Err(e) => return Err((Left::Crashed, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -369,10 +420,15 @@ mod tests {
 
     /// A node's download dir holding `data` as the payload's file, marked held for `held`.
     fn node_dir(data: &[u8], layout: Layout, held: bool) -> tempfile::TempDir {
+        node_dir_of(data, layout, held, 2)
+    }
+
+    /// [`node_dir`] for a plan of `stripes` stripes.
+    fn node_dir_of(data: &[u8], layout: Layout, held: bool, stripes: u32) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(HASH)).unwrap();
         std::fs::write(root.path().join(HASH).join("big"), data).unwrap();
-        let mut have = Have::new(layout, 2).unwrap();
+        let mut have = Have::new(layout, stripes).unwrap();
         if held {
             (0..layout.count()).for_each(|i| have.set(i));
         }
@@ -521,6 +577,161 @@ mod tests {
             "the liar had no child: the test shows nothing"
         );
         drop(servers);
+    }
+
+    /// Three members (`n0` the origin) with one stripe: its head takes it from the origin and
+    /// `n1` or `n2`, whichever is not the head, from the head. Returns the plan, the leaves,
+    /// the payload, the head and the node below it.
+    fn one_stripe() -> (Plan, Leaves, Vec<u8>, Layout, u32, u32) {
+        let data: Vec<u8> = (0..12 * BLOCK - 3).map(|i| (i * 13 % 241) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = ["n0", "n1", "n2"]
+            .iter()
+            .map(|n| Member {
+                name: n.to_string(),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes: 1,
+            fanout: 2,
+            neighbours: 1,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let origin = plan.origin();
+        let below = (0..3u32)
+            .find(|&n| n != origin && plan.parent(0, n) != Some(origin))
+            .unwrap();
+        let head = plan.parent(0, below).unwrap();
+        (plan, leaves, data, layout, head, below)
+    }
+
+    /// Runs node `me`'s striped fetch into a fresh download dir against `addrs`, with a read
+    /// timeout far past the hang rule's second, on a thread; `None` if it had not ended
+    /// within a minute (it waited on a silent source as the read timeout would).
+    fn fetch_one(
+        plan: &Plan,
+        leaves: &Leaves,
+        me: u32,
+        addrs: BTreeMap<String, SocketAddr>,
+    ) -> Option<(Receiver, Vec<u8>)> {
+        let (plan, leaves) = (plan.clone(), leaves.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let layout = leaves.layout();
+            let root = node_dir_of(&vec![0; layout.len() as usize], layout, false, 1);
+            let copy = tempfile::tempfile().unwrap();
+            copy.set_len(layout.len()).unwrap();
+            let seeding = File::options()
+                .write(true)
+                .open(root.path().join(HASH).join("big"))
+                .unwrap();
+            let have_path = DownloadDir::new(root.path()).have_mark(HASH);
+            let addr_of = |name: &str| addrs.get(name).copied();
+            let stop = AtomicBool::new(false);
+            let striped = Striped {
+                client: Client {
+                    bind: None,
+                    connect_timeout: Duration::from_secs(2),
+                    read_timeout: Duration::from_secs(600),
+                },
+                addr_of: &addr_of,
+                info_hash: HASH,
+                name: "big",
+                stop: &stop,
+            };
+            let sinks = Sinks {
+                copy: &copy,
+                seeding: &seeding,
+                have: Have::new(layout, 1).unwrap(),
+                have_path: &have_path,
+            };
+            let receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
+            let receiver = striped.run(receiver, sinks).unwrap();
+            let mut bytes = vec![0; layout.len() as usize];
+            copy.read_exact_at(&mut bytes, 0).unwrap();
+            let _ = tx.send((receiver, bytes));
+        });
+        rx.recv_timeout(Duration::from_secs(60)).ok()
+    }
+
+    /// A parent that sends two blocks, then nothing, and whose seed server no longer answers
+    /// (its process stopped: the kernel still accepts connections) is left as hung by the
+    /// 1 s silence-and-probe rule, not after the read timeout (600 s here), and the stripe is
+    /// taken from the origin.
+    #[test]
+    fn a_silent_parent_that_does_not_answer_a_probe_is_left_as_hung() {
+        use std::io::Write;
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hung_addr = hung.local_addr().unwrap();
+        let first = data[..2 * BLOCK].to_vec();
+        let total = data.len();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for (n, stream) in hung.incoming().flatten().enumerate() {
+                if n == 0 {
+                    let mut out = &stream;
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+                    let _ = out.write_all(head.as_bytes());
+                    let _ = out.write_all(&first);
+                }
+                // Held open, never answered: a stopped process.
+                held.push(stream);
+            }
+        });
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), hung_addr);
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs)
+            .expect("the silent parent was waited on as if alive");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().collect::<Vec<_>>(),
+            vec![(plan.name(head), &Left::Hung)]
+        );
+        assert_eq!(receiver.counts(), (0, layout.count()));
+    }
+
+    /// A parent silent for longer than a second because it waits on its own source, but whose
+    /// seed server answers the probe, is alive: it is waited for, not left.
+    #[test]
+    fn a_silent_parent_that_answers_a_probe_is_waited_for() {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        // The head holds blocks 0 and 1 only, for now.
+        let head_dir = node_dir_of(&data, layout, false, 1);
+        let mark = DownloadDir::new(head_dir.path()).have_mark(HASH);
+        let mut have = Have::new(layout, 1).unwrap();
+        have.set(0);
+        have.set(1);
+        std::fs::write(&mark, have.encode()).unwrap();
+        let head_server =
+            SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), head_server.addr());
+        let rest = std::thread::spawn(move || {
+            // Silent for well past the rule's second, then the rest arrives.
+            std::thread::sleep(Duration::from_millis(2500));
+            (0..layout.count()).for_each(|i| have.set(i));
+            std::fs::write(&mark, have.encode()).unwrap();
+        });
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs).expect("finished");
+        rest.join().unwrap();
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
     }
 
     /// After a restart only the blocks of the verified copy that match their leaf count: one
