@@ -522,7 +522,8 @@ impl Fetcher<'_> {
             other => left(who, format!("{other:?}").to_lowercase(), 0),
         }));
         let (restored, received) = receiver.counts();
-        tracing::info!(name = %record.name, seq = record.seq, named = sources.len(), restored, received, blocks = layout.count(), "fetched by stripes");
+        let repaired = receiver.repaired_count();
+        tracing::info!(name = %record.name, seq = record.seq, named = sources.len(), restored, received, repaired, blocks = layout.count(), "fetched by stripes");
         Ok(Some(Fetched {
             payload: copy,
             to_seed: Some(self.sourced(record, metainfo)?),

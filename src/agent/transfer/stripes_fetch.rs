@@ -14,7 +14,9 @@
 //! (section 5.1 says what remains): repair from neighbours and the 1 s silence-and-probe rule.
 
 use super::http_get::{Client, GetError};
+use super::seed_http::MAX_REPAIR_BLOCKS;
 use super::stripes::{Accepted, Left, Receiver};
+use super::topology::Node;
 use crate::formats::have::Have;
 use std::fs::File;
 use std::io::Read;
@@ -101,6 +103,45 @@ pub fn restore(
     Ok(kept)
 }
 
+/// Takes block `index` from `source` through [`Receiver::accept`] and, when it is new and
+/// checked, writes it at its offset into the verified copy and the download dir's file, then
+/// marks it in `.have`: only then may this node's seed server send it. The outer error is
+/// this node's (a write); the inner one the sender's (a bad block).
+fn store(
+    state: &mut (Receiver, Have),
+    (copy, seeding, have_path): (&File, &File, &Path),
+    source: Node,
+    index: u32,
+    block: &[u8],
+) -> Result<Result<Accepted, super::stripes::StripesError>, StripedError> {
+    let (receiver, have) = state;
+    let accepted = receiver.accept(source, index, block);
+    if let Ok(Accepted::Store { offset }) = accepted {
+        let write = |file: &File| {
+            file.write_all_at(block, offset)
+                .map_err(|source| StripedError::Write {
+                    index,
+                    offset,
+                    source,
+                })
+        };
+        write(copy)?;
+        write(seeding)?;
+        have.set(index);
+        replace_mark(have_path, &have.encode()).map_err(|source| StripedError::Mark {
+            path: have_path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(accepted)
+}
+
+/// How often the repair looks for stripes to repair, and how long one repair read may be
+/// silent: it asks only for held blocks, so a source that does not send them at once is
+/// passed over.
+const REPAIR_EVERY: Duration = Duration::from_millis(250);
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How many times a stripe asks a source that has no `.have` mark yet (404) before it
 /// counts as refusing: 10 tries 200 ms apart.
 const NOT_YET_TRIES: u32 = 10;
@@ -130,22 +171,115 @@ impl Striped<'_> {
     pub fn run(&self, receiver: Receiver, sinks: Sinks<'_>) -> Result<Receiver, StripedError> {
         let stripes = receiver.plan().stripes();
         let state = Mutex::new((receiver, sinks.have));
-        let outcome: Vec<Result<(), StripedError>> = std::thread::scope(|scope| {
+        let ended = AtomicBool::new(false);
+        let files = (sinks.copy, sinks.seeding, sinks.have_path);
+        let (outcome, repaired) = std::thread::scope(|scope| {
+            let (state, ended) = (&state, &ended);
+            let repair = scope.spawn(move || self.repair(state, files, ended));
             let workers: Vec<_> = (0..stripes)
-                .map(|s| {
-                    let state = &state;
-                    let sinks = (sinks.copy, sinks.seeding, sinks.have_path);
-                    scope.spawn(move || self.stripe(s, state, sinks))
-                })
+                .map(|s| scope.spawn(move || self.stripe(s, state, files)))
                 .collect();
-            workers
+            let outcome: Vec<Result<(), StripedError>> = workers
                 .into_iter()
                 .map(|w| w.join().unwrap_or(Err(StripedError::Stopping)))
-                .collect()
+                .collect();
+            ended.store(true, Ordering::Relaxed);
+            (
+                outcome,
+                repair.join().unwrap_or(Err(StripedError::Stopping)),
+            )
         });
         outcome.into_iter().collect::<Result<Vec<()>, _>>()?;
-        let (receiver, _) = state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let (mut receiver, _) = state.into_inner().unwrap_or_else(|e| e.into_inner());
+        receiver.repaired(repaired?);
         Ok(receiver)
+    }
+
+    /// Pulls the blocks of stripes that [`Receiver::needs_repair`] names from their
+    /// [`Receiver::repair_sources`], a repair read (`&n=`, at most [`MAX_REPAIR_BLOCKS`] held
+    /// blocks, never waited for) at a time, every [`REPAIR_EVERY`] until `ended`. Each block
+    /// goes through [`Receiver::accept`] as a stream's does; a source that does not hold the
+    /// first block (416), refuses or is down is passed over, one that lied is named by
+    /// `accept`. Returns how many blocks it stored.
+    fn repair(
+        &self,
+        state: &Mutex<(Receiver, Have)>,
+        sinks: (&File, &File, &Path),
+        ended: &AtomicBool,
+    ) -> Result<u32, StripedError> {
+        let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let client = Client {
+            connect_timeout: self.client.connect_timeout.min(REPAIR_TIMEOUT),
+            read_timeout: REPAIR_TIMEOUT,
+            ..self.client
+        };
+        let mut repaired = 0;
+        while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(REPAIR_EVERY);
+            let jobs: Vec<_> = {
+                let guard = lock();
+                let r = &guard.0;
+                (0..r.plan().stripes())
+                    .filter_map(|s| {
+                        let why = r.needs_repair(s)?;
+                        let from = r.next_wanted(s)?;
+                        let sources: Vec<(Node, String)> = r
+                            .repair_sources(s)
+                            .into_iter()
+                            .map(|n| (n, r.plan().name(n).to_string()))
+                            .collect();
+                        Some((s, why, from, sources))
+                    })
+                    .collect()
+            };
+            for (s, why, from, sources) in jobs {
+                for (node, name) in sources {
+                    let Some(addr) = (self.addr_of)(&name) else {
+                        continue;
+                    };
+                    let path = format!(
+                        "/{}/{}?stripe={s}&from={from}&n={MAX_REPAIR_BLOCKS}",
+                        self.info_hash,
+                        crate::formats::torrent::percent_encode(self.name)
+                    );
+                    let Ok(mut response) = client.get(addr, &path, 0) else {
+                        continue;
+                    };
+                    let (d, layout) = {
+                        let guard = lock();
+                        (guard.0.plan().stripes(), guard.1.layout())
+                    };
+                    let mut got = 0;
+                    let mut left = response.len;
+                    let mut block = Vec::new();
+                    for index in (from..layout.count()).step_by(d) {
+                        let len = layout.block_len(index).unwrap_or(0);
+                        if left < len as u64 || len == 0 {
+                            break;
+                        }
+                        block.resize(len, 0);
+                        if response.body.read_exact(&mut block).is_err() {
+                            break;
+                        }
+                        left -= len as u64;
+                        match store(&mut lock(), sinks, node, index, &block)? {
+                            Ok(Accepted::Store { .. }) => got += 1,
+                            Ok(Accepted::Duplicate) => {}
+                            Err(e) => {
+                                tracing::warn!(stripe = s, "repair: {}", crate::error::chain(&e));
+                                break;
+                            }
+                        }
+                    }
+                    if got > 0 {
+                        tracing::info!(stripe = s, ?why, from = %name, blocks = got, "repaired a stripe");
+                        repaired += got;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(repaired)
     }
 
     fn stripe(
@@ -230,35 +364,34 @@ impl Striped<'_> {
             for index in (next..layout.count()).step_by(d) {
                 let len = layout.block_len(index).unwrap_or(0);
                 block.resize(len, 0);
-                if let Err((why, e)) = self.read_block(&mut response.body, &mut block, &probe) {
-                    tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
-                    failed(why);
-                    break;
+                let repaired = || lock().0.holds(index);
+                match self.read_block(&mut response.body, &mut block, &probe, &repaired) {
+                    Ok(()) => {}
+                    // Repair brought it while the source was silent: ask again from the
+                    // next block wanted.
+                    Err(None) => break,
+                    Err(Some((why, e))) => {
+                        tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
+                        failed(why);
+                        break;
+                    }
                 }
                 let mut guard = lock();
-                let (receiver, have) = &mut *guard;
-                match receiver.accept(source, index, &block) {
-                    Ok(Accepted::Store { offset }) => {
-                        let write = |file: &File| {
-                            file.write_all_at(&block, offset).map_err(|source| {
-                                StripedError::Write {
-                                    index,
-                                    offset,
-                                    source,
-                                }
-                            })
-                        };
-                        write(copy)?;
-                        write(seeding)?;
-                        have.set(index);
-                        replace_mark(have_path, &have.encode()).map_err(|source| {
-                            StripedError::Mark {
-                                path: have_path.to_path_buf(),
-                                source,
-                            }
-                        })?;
+                match store(
+                    &mut guard,
+                    (copy, seeding, have_path),
+                    source,
+                    index,
+                    &block,
+                )? {
+                    Ok(Accepted::Store { .. }) => {}
+                    // Repair took it first: ask again from the next block wanted rather
+                    // than read on through what is held.
+                    Ok(Accepted::Duplicate) => {
+                        if guard.0.next_wanted(s) != Some(index + d as u32) {
+                            break;
+                        }
                     }
-                    Ok(Accepted::Duplicate) => {}
                     Err(e) => {
                         tracing::warn!(stripe = s, "{}", crate::error::chain(&e));
                         if source == origin {
@@ -276,40 +409,46 @@ impl Striped<'_> {
     /// a source silent for that long whose seed server does not answer `probe` has hung
     /// (`relay::hung`, the chain's rule); one that answers is waiting on its own source and is
     /// waited for, up to the client's read timeout of silence (then it counts as hung too).
+    /// `Err(None)` when, woken, the block is held already (`repaired`: a repair read brought it).
     fn read_block(
         &self,
         body: &mut impl Read,
         block: &mut [u8],
         probe: &dyn Fn(Duration) -> bool,
-    ) -> Result<(), (Left, std::io::Error)> {
+        repaired: &dyn Fn() -> bool,
+    ) -> Result<(), Option<(Left, std::io::Error)>> {
         use std::io::ErrorKind;
         let mut filled = 0;
         let mut last_byte = std::time::Instant::now();
         while filled < block.len() {
             if self.stop.load(Ordering::Relaxed) {
-                return Err((Left::Crashed, std::io::Error::other("stopping")));
+                return Err(Some((Left::Crashed, std::io::Error::other("stopping"))));
             }
             match body.read(&mut block[filled..]) {
-                Ok(0) => return Err((Left::Crashed, ErrorKind::UnexpectedEof.into())),
+                Ok(0) => return Err(Some((Left::Crashed, ErrorKind::UnexpectedEof.into()))),
                 Ok(n) => {
                     filled += n;
                     last_byte = std::time::Instant::now();
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if repaired() {
+                        return Err(None);
+                    }
                     let silent = last_byte.elapsed();
                     if super::relay::hung(silent, probe) {
                         let why = format!(
                             "nothing for {:.1} s and no answer to a probe",
                             silent.as_secs_f64()
                         );
-                        return Err((Left::Hung, std::io::Error::new(ErrorKind::TimedOut, why)));
+                        let e = std::io::Error::new(ErrorKind::TimedOut, why);
+                        return Err(Some((Left::Hung, e)));
                     }
                     if silent >= self.client.read_timeout {
-                        return Err((Left::Hung, e));
+                        return Err(Some((Left::Hung, e)));
                     }
                 }
-                Err(e) => return Err((Left::Crashed, e)),
+                Err(e) => return Err(Some((Left::Crashed, e))),
             }
         }
         Ok(())
@@ -620,7 +759,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let layout = leaves.layout();
-            let root = node_dir_of(&vec![0; layout.len() as usize], layout, false, 1);
+            let d = plan.stripes() as u32;
+            let root = node_dir_of(&vec![0; layout.len() as usize], layout, false, d);
             let copy = tempfile::tempfile().unwrap();
             copy.set_len(layout.len()).unwrap();
             let seeding = File::options()
@@ -644,7 +784,7 @@ mod tests {
             let sinks = Sinks {
                 copy: &copy,
                 seeding: &seeding,
-                have: Have::new(layout, 1).unwrap(),
+                have: Have::new(layout, d).unwrap(),
                 have_path: &have_path,
             };
             let receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
@@ -726,6 +866,71 @@ mod tests {
         rest.join().unwrap();
         assert!(receiver.complete());
         assert!(copy == data);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// A parent that is alive (its seed server answers) but stuck, holding one block of its
+    /// stripe and never more, leaves that stripe behind the other; once it lags
+    /// `REPAIR_LAG` blocks, the node pulls the stripe from its repair neighbours by repair
+    /// reads and finishes, without leaving the parent (it was not at fault) and without
+    /// waiting out the read timeout (600 s here).
+    #[test]
+    fn a_stripe_behind_a_stuck_parent_is_repaired_from_neighbours() {
+        let data: Vec<u8> = (0..100 * BLOCK - 11)
+            .map(|i| (i * 17 % 239) as u8)
+            .collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = (0..6)
+            .map(|i| Member {
+                name: format!("n{i}"),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes: 2,
+            fanout: 2,
+            neighbours: 2,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let origin = plan.origin();
+        // A node whose stripe-1 parent is a member that is not its stripe-0 parent, with a
+        // repair source besides that parent.
+        let (me, stuck) = (0..6u32)
+            .filter(|&n| n != origin)
+            .find_map(|n| {
+                let p = plan.parent(1, n)?;
+                let r = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
+                (p != origin
+                    && plan.parent(0, n) != Some(p)
+                    && r.repair_sources(1).iter().any(|&m| m != p))
+                .then_some((n, p))
+            })
+            .expect("a plan with such a node");
+        let mut dirs = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for n in (0..6u32).filter(|&n| n != me) {
+            let dir = node_dir_of(&data, layout, n != stuck, 2);
+            if n == stuck {
+                let mut have = Have::new(layout, 2).unwrap();
+                have.set(1);
+                std::fs::write(DownloadDir::new(dir.path()).have_mark(HASH), have.encode())
+                    .unwrap();
+            }
+            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
+            addrs.insert(plan.name(n).to_string(), server.addr());
+            dirs.push((dir, server));
+        }
+        let (receiver, copy) = fetch_one(&plan, &leaves, me, addrs)
+            .expect("the stripe behind the stuck parent was not repaired");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert!(receiver.repaired_count() > 0);
         assert_eq!(
             receiver.named().count(),
             0,
