@@ -438,3 +438,185 @@ fn an_agent_killed_mid_transfer_resumes_from_its_checked_blocks() {
     );
     assert_eq!(restored.unwrap() + received, blocks);
 }
+
+/// Whether node `node`'s record of `seq` names `who` as left for a reason containing `why`.
+fn names(record: &p2pu::agent::runtime::state::Record, who: &str, why: &str) -> bool {
+    record
+        .sources
+        .iter()
+        .any(|s| s.addr == who && s.left.as_deref().is_some_and(|l| l.contains(why)))
+}
+
+/// An interior member hung mid-transfer (its agent and seed server SIGSTOPped: Serf still
+/// lists it, the kernel still accepts connections to it) is left by its children through the
+/// silence-and-probe rule and named hung; its stripe reaches them through re-parenting and
+/// repair, from where they were, not from zero (each takes every block once), and every live
+/// node applies once by stripes. The member is one the signed roster's plan makes a parent;
+/// all links are slowed so that the transfer is under way when it stops (its `.have` mark
+/// holds an eighth of the blocks).
+#[test]
+fn a_hung_interior_members_subtree_finishes_by_repair_and_names_it() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-stripes-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut lab = stripes_lab(dir.path(), 5);
+    lab.shape(&[2, 2, 2, 2, 2])
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let seq = submit_blob(&lab, dir.path(), 5);
+    // Submit wrote the roster beside the metainfo before it returned.
+    let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
+    let roster_path = std::fs::read_dir(&origin_dl)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "roster"))
+        .expect("the origin's roster");
+    let info_hash = roster_path
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let roster = std::fs::read(&roster_path).unwrap();
+    let roster = p2pu::formats::roster::Roster::decode(&roster).unwrap();
+    let plan = p2pu::agent::transfer::topology::Plan::from_roster(
+        &hex::decode(&info_hash).unwrap(),
+        &roster,
+    )
+    .unwrap();
+    let lab_node = |name: &str| {
+        (1..=5)
+            .find(|&n| lab.node(n).unwrap().name == name)
+            .unwrap()
+    };
+    // The first member (not the origin) that forwards a stripe, the stripe, and its children.
+    let (victim, stripe, children) = (0..5u32)
+        .filter(|&m| m != plan.origin())
+        .find_map(|m| {
+            let stripe =
+                (0..plan.stripes()).find(|&s| (0..5u32).any(|c| plan.parent(s, c) == Some(m)))?;
+            let children: Vec<usize> = (0..5u32)
+                .filter(|&c| plan.parent(stripe, c) == Some(m))
+                .map(|c| lab_node(plan.name(c)))
+                .collect();
+            Some((lab_node(plan.name(m)), stripe as u32, children))
+        })
+        .expect("a member that forwards");
+    let d = plan.stripes();
+    support::testlab::wait(
+        "the member to hold some blocks",
+        Duration::from_secs(180),
+        || {
+            let Some(have) = have_of(&lab, victim) else {
+                return false;
+            };
+            // Stopped while its children still wait for most of the stripe it forwards.
+            let count = have.layout().count();
+            let of_stripe = (stripe..count).step_by(d).count();
+            let held = (stripe..count)
+                .step_by(d)
+                .filter(|&i| have.holds(i))
+                .count();
+            assert!(
+                held * 2 <= of_stripe,
+                "node {victim} held {held} of its stripe's {of_stripe} blocks before it could be stopped"
+            );
+            held >= 4
+        },
+    );
+    lab.signal_agent(victim, nix::sys::signal::Signal::SIGSTOP)
+        .unwrap();
+    let hung = lab.node(victim).unwrap().name.clone();
+    for node in (1..=5).filter(|&n| n != victim) {
+        let record = wait_applied(&lab, node, seq);
+        if node == 1 {
+            continue;
+        }
+        let log = std::fs::read_to_string(lab.node(node).unwrap().log("agent")).unwrap();
+        let received = logged(&log, "fetched by stripes", "received")
+            .unwrap_or_else(|| panic!("node {node} did not fetch by stripes"));
+        assert_eq!(
+            Some(received),
+            logged(&log, "fetched by stripes", "blocks"),
+            "node {node} took a block twice or restarted"
+        );
+        if children.contains(&node) {
+            assert!(
+                names(&record, &hung, "hung"),
+                "node {node}, a child of {hung}, did not name it hung: {:?}",
+                record.sources
+            );
+        }
+    }
+}
+
+/// Two views of one member: node 2 cannot reach node 3's seed server (its TCP to it is
+/// reset by iptables, for node 2's address only), the others can. Node 2 holds node 3
+/// missing (crashed) and takes node 3's stripe elsewhere, the others take it from node 3 and
+/// name no one; every node finishes by stripes and applies once.
+#[test]
+fn nodes_that_see_a_member_differently_both_finish() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-stripes-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let lab = stripes_lab(dir.path(), 5);
+    let (two, three) = (lab.node(2).unwrap().clone(), lab.node(3).unwrap().clone());
+    let rule = |action: &str| {
+        let out = lab
+            .exec(
+                2,
+                &[
+                    "iptables",
+                    action,
+                    "OUTPUT",
+                    "-s",
+                    &two.addr.to_string(),
+                    "-d",
+                    &three.addr.to_string(),
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    &three.site.agent.seed_port.to_string(),
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+            )
+            .unwrap();
+        assert!(out.status.success(), "iptables {action}: {out:?}");
+    };
+    rule("-I");
+    let seq = submit_blob(&lab, dir.path(), 5);
+    let records: Vec<_> = (1..=5).map(|node| wait_applied(&lab, node, seq)).collect();
+    rule("-D");
+    for node in 2..=5 {
+        let log = std::fs::read_to_string(lab.node(node).unwrap().log("agent")).unwrap();
+        assert!(
+            log.contains("fetched by stripes"),
+            "node {node} did not fetch by stripes"
+        );
+    }
+    assert!(
+        names(&records[1], &three.name, "crashed"),
+        "node 2 did not hold {} missing: {:?}",
+        three.name,
+        records[1].sources
+    );
+    for node in [4, 5] {
+        assert!(
+            !names(&records[node - 1], &three.name, ""),
+            "node {node} left {}, which it could reach: {:?}",
+            three.name,
+            records[node - 1].sources
+        );
+    }
+}
