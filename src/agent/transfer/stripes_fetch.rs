@@ -142,6 +142,34 @@ fn store(
 const REPAIR_EVERY: Duration = Duration::from_millis(250);
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long one repair read (at most [`MAX_REPAIR_BLOCKS`] blocks, 512 KiB, all held by the
+/// sender) may take in all: 0.5 Mbit/s. Past it the sender is left as hung.
+const REPAIR_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Fills `buf` from `body` by `deadline` (each read is also bounded by the socket's timeout):
+/// a sender trickling a byte at a time cannot hold the reader past it.
+fn read_by(
+    body: &mut impl Read,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let mut filled = 0;
+    while filled < buf.len() {
+        if std::time::Instant::now() > deadline {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        match body.read(&mut buf[filled..]) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// How many times a stripe asks a source that has no `.have` mark yet (404) before it
 /// counts as refusing: 10 tries 200 ms apart.
 const NOT_YET_TRIES: u32 = 10;
@@ -252,13 +280,21 @@ impl Striped<'_> {
                     let mut got = 0;
                     let mut left = response.len;
                     let mut block = Vec::new();
+                    let deadline = std::time::Instant::now() + REPAIR_DEADLINE;
                     for index in (from..layout.count()).step_by(d) {
                         let len = layout.block_len(index).unwrap_or(0);
                         if left < len as u64 || len == 0 {
                             break;
                         }
                         block.resize(len, 0);
-                        if response.body.read_exact(&mut block).is_err() {
+                        if let Err(e) = read_by(&mut response.body, &mut block, deadline) {
+                            // Held blocks it did not send in time: a member trickling them
+                            // (a compromised one holding this node's repair) or too slow to
+                            // repair from; it is not asked again.
+                            if e.kind() == std::io::ErrorKind::TimedOut {
+                                tracing::info!(stripe = s, from = %name, "repair read not sent in {REPAIR_DEADLINE:?}: left as hung");
+                                lock().0.left(node, Left::Hung);
+                            }
                             break;
                         }
                         left -= len as u64;
@@ -881,6 +917,38 @@ mod tests {
     /// waiting out the read timeout (600 s here).
     #[test]
     fn a_stripe_behind_a_stuck_parent_is_repaired_from_neighbours() {
+        let (receiver, _) = stuck_parent(false);
+        assert!(receiver.repaired_count() > 0);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// Hostile review of the repair read: a neighbour (a compromised member) that answers
+    /// repair reads by trickling a byte at a time, each within the socket's timeout, cannot
+    /// hold this node's repair: past the read's deadline it is left as hung and the next
+    /// repair source finishes the stripe.
+    #[test]
+    fn a_neighbour_trickling_a_repair_read_is_left_and_another_repairs() {
+        let (receiver, trickler) = stuck_parent(true);
+        assert!(receiver.repaired_count() > 0);
+        let trickler = trickler.unwrap();
+        assert!(
+            receiver
+                .named()
+                .any(|(who, why)| who == trickler && *why == Left::Hung),
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// Six members, two stripes: a node whose stripe-1 parent is alive but stuck at one block
+    /// finishes that stripe by repair. With `trickle`, its first repair source answers every
+    /// request by trickling; returns the receiver and that source's name.
+    fn stuck_parent(trickle: bool) -> (Receiver, Option<String>) {
         let data: Vec<u8> = (0..100 * BLOCK - 11)
             .map(|i| (i * 17 % 239) as u8)
             .collect();
@@ -900,21 +968,34 @@ mod tests {
         let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
         let origin = plan.origin();
         // A node whose stripe-1 parent is a member that is not its stripe-0 parent, with a
-        // repair source besides that parent.
-        let (me, stuck) = (0..6u32)
+        // repair source besides that parent (two, the first not a parent, to trickle).
+        let (me, stuck, first) = (0..6u32)
             .filter(|&n| n != origin)
             .find_map(|n| {
                 let p = plan.parent(1, n)?;
                 let r = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
-                (p != origin
+                let others: Vec<u32> = r
+                    .repair_sources(1)
+                    .into_iter()
+                    .filter(|&m| m != p)
+                    .collect();
+                let first = others.first().copied()?;
+                let fits = p != origin
                     && plan.parent(0, n) != Some(p)
-                    && r.repair_sources(1).iter().any(|&m| m != p))
-                .then_some((n, p))
+                    && (!trickle
+                        || (others.len() >= 2
+                            && r.repair_sources(1)[0] == first
+                            && plan.parent(0, n) != Some(first)));
+                fits.then_some((n, p, first))
             })
             .expect("a plan with such a node");
         let mut dirs = Vec::new();
         let mut addrs = BTreeMap::new();
         for n in (0..6u32).filter(|&n| n != me) {
+            if trickle && n == first {
+                addrs.insert(plan.name(n).to_string(), trickling());
+                continue;
+            }
             let dir = node_dir_of(&data, layout, n != stuck, 2);
             if n == stuck {
                 let mut have = Have::new(layout, 2).unwrap();
@@ -930,13 +1011,37 @@ mod tests {
             .expect("the stripe behind the stuck parent was not repaired");
         assert!(receiver.complete());
         assert!(copy == data);
-        assert!(receiver.repaired_count() > 0);
-        assert_eq!(
-            receiver.named().count(),
-            0,
-            "{:?}",
-            receiver.named().collect::<Vec<_>>()
-        );
+        (receiver, trickle.then(|| plan.name(first).to_string()))
+    }
+
+    /// A server that answers every request with a 512 KiB body sent a byte every 300 ms.
+    fn trickling() -> SocketAddr {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(&stream);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let mut out = &stream;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 524288\r\n\r\n";
+                    if out.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    for _ in 0..200 {
+                        std::thread::sleep(Duration::from_millis(300));
+                        if out.write_all(b"x").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
     }
 
     /// After a restart only the blocks of the verified copy that match their leaf count: one
