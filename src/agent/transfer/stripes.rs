@@ -505,6 +505,13 @@ mod tests {
         let grandparent = plan.parent(0, parent).unwrap();
         assert!(r.repair_sources(0).contains(&grandparent));
         assert_eq!(r.needs_repair(0), Some(Repair::Orphan));
+        // A stripe's head takes it from the origin, but repairs it from others only.
+        let head = (0..40u32)
+            .find(|&n| n != origin && plan.parent(0, n) == Some(origin))
+            .unwrap();
+        let r = Receiver::new(plan.clone(), r.leaves.clone(), plan.name(head));
+        assert_eq!(r.source(0), Some(origin));
+        assert!(!r.repair_sources(0).contains(&origin));
     }
 
     /// A stripe is repaired when its parent is missing, when it lags `REPAIR_LAG` blocks
