@@ -4,14 +4,15 @@
 //! (checked against the signed leaf layer) before it is written, at its offset, into the
 //! verified copy (root's) and the download dir's file, and only then marked in `<ih>.have`,
 //! so this node's seed server never sends its children a block it did not check. A source
-//! whose connection fails is missing to this node (`Crashed`), one silent past the client's
-//! read timeout `Hung`, one answering 503 `Refused`, one that sent a bad block `Lied`; then
-//! the stripe moves to the next source the plan gives. The origin is waited out unless it
-//! lied.
+//! whose connection fails is missing to this node (`Crashed`), one silent for a second whose
+//! seed server fails a probe `Hung` (`relay::hung`, the chain's rule), one answering 503
+//! `Refused`, one that sent a bad block `Lied`; then the stripe moves to the next source the
+//! plan gives. The origin is waited out unless it lied. Beside the streams, a repair loop
+//! pulls the blocks of orphaned, lagging or last stripes from the node's repair sources by
+//! repair reads (`&n=`: held blocks only, never waited for).
 //!
 //! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`; after a restart it
-//! first [`restore`]s the blocks of the verified copy that still check. Not built yet
-//! (section 5.1 says what remains): repair from neighbours and the 1 s silence-and-probe rule.
+//! first [`restore`]s the blocks of the verified copy that still check.
 
 use super::http_get::{Client, GetError};
 use super::seed_http::MAX_REPAIR_BLOCKS;
