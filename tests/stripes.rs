@@ -328,14 +328,41 @@ fn stripes_lab(dir: &std::path::Path, nodes: usize) -> support::testlab::TestLab
     support::testlab::TestLab(lab)
 }
 
-/// Writes `mib` MiB (plus a tail) of `blob.bin` and submits it from node 1; returns the seq.
-fn submit_blob(lab: &Lab, dir: &std::path::Path, mib: u32) -> u64 {
+/// Writes `mib` MiB (plus a tail) of `blob.bin` under `dir`.
+fn write_blob(dir: &std::path::Path, mib: u32) -> std::path::PathBuf {
     let data: Vec<u8> = (0..(mib << 20) + 4321)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
         .collect();
     let path = dir.join("blob.bin");
     std::fs::write(&path, &data).unwrap();
-    support::testlab::submit(lab, &path, &[])
+    path
+}
+
+/// Writes `mib` MiB (plus a tail) of `blob.bin` and submits it from node 1; returns the seq.
+fn submit_blob(lab: &Lab, dir: &std::path::Path, mib: u32) -> u64 {
+    support::testlab::submit(lab, &write_blob(dir, mib), &[])
+}
+
+/// [`submit_blob`] without waiting: `p2pu submit` as node 1, running.
+fn spawn_submit(lab: &Lab, dir: &std::path::Path, mib: u32) -> std::process::Child {
+    let path = write_blob(dir, mib);
+    let node = lab.node(1).unwrap();
+    let mut command = lab.netns().command(env!("CARGO_BIN_EXE_p2pu")).unwrap();
+    command
+        .args([
+            "submit",
+            path.to_str().unwrap(),
+            "--json",
+            "--quiet",
+            "--config",
+        ])
+        .arg(&node.config)
+        .env("SERF_RPC_ADDR", node.serf_rpc.to_string())
+        .env("SERF_RPC_AUTH", node.serf_rpc_auth().unwrap())
+        .env("P2PU_CONFIG", &node.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command.spawn().unwrap()
 }
 
 /// Waits until node `node` holds `blob.bin`'s update `seq` applied, in one record.
@@ -464,17 +491,24 @@ fn a_hung_interior_members_subtree_finishes_by_repair_and_names_it() {
         .tempdir_in("/tmp")
         .unwrap();
     let mut lab = stripes_lab(dir.path(), 5);
-    lab.shape(&[2, 2, 2, 2, 2])
+    lab.shape(&[4, 4, 4, 4, 4])
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
-    let seq = submit_blob(&lab, dir.path(), 5);
-    // Submit wrote the roster beside the metainfo before it returned.
+    // `submit` returns after its re-sends, when the transfer is well under way: it runs
+    // while the roster it wrote (before announcing) is read and the member chosen.
+    let submitting = spawn_submit(&lab, dir.path(), 5);
     let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
-    let roster_path = std::fs::read_dir(&origin_dl)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "roster"))
-        .expect("the origin's roster");
+    let mut roster_path = None;
+    support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
+        roster_path = std::fs::read_dir(&origin_dl)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "roster"));
+        roster_path.is_some()
+    });
+    let roster_path = roster_path.unwrap();
     let info_hash = roster_path
         .file_stem()
         .unwrap()
@@ -531,6 +565,9 @@ fn a_hung_interior_members_subtree_finishes_by_repair_and_names_it() {
     lab.signal_agent(victim, nix::sys::signal::Signal::SIGSTOP)
         .unwrap();
     let hung = lab.node(victim).unwrap().name.clone();
+    let out = submitting.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&support::testlab::ok(out)).unwrap();
+    let seq = report["seq"].as_u64().unwrap();
     for node in (1..=5).filter(|&n| n != victim) {
         let record = wait_applied(&lab, node, seq);
         if node == 1 {

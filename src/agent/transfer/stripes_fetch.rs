@@ -143,6 +143,10 @@ fn store(
 const REPAIR_EVERY: Duration = Duration::from_millis(250);
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How many blocks a stream reads on through blocks repair brought before it asks again
+/// from the next one wanted.
+const DUPLICATES_READ_ON: usize = 8;
+
 /// How long one repair read (at most [`MAX_REPAIR_BLOCKS`] blocks, 512 KiB, all held by the
 /// sender) may take in all: 0.5 Mbit/s. Past it the sender is left as hung.
 const REPAIR_DEADLINE: Duration = Duration::from_secs(8);
@@ -422,10 +426,12 @@ impl Striped<'_> {
                     &block,
                 )? {
                     Ok(Accepted::Store { .. }) => {}
-                    // Repair took it first: ask again from the next block wanted rather
-                    // than read on through what is held.
+                    // Repair took it first: read on through a few held blocks (cheaper than
+                    // a new request), but ask again from the next block wanted once repair
+                    // is further ahead.
                     Ok(Accepted::Duplicate) => {
-                        if guard.0.next_wanted(s) != Some(index + d as u32) {
+                        let ahead = (DUPLICATES_READ_ON * d) as u32;
+                        if guard.0.next_wanted(s).is_none_or(|w| w > index + ahead) {
                             break;
                         }
                     }
