@@ -583,7 +583,7 @@ fn a_hung_interior_members_subtree_finishes_by_repair_and_names_it() {
         );
         if children.contains(&node) {
             // Hung, as a rule; under load a child may have left it earlier, when it was
-            // slow to start serving (404 for 2 s: refused), which names it too.
+            // slow to start serving (404 for 8 s: refused), which names it too.
             assert!(
                 names(&record, &hung, ""),
                 "node {node}, a child of {hung}, did not name it: {:?}",

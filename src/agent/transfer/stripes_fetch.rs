@@ -176,8 +176,10 @@ fn read_by(
 }
 
 /// How many times a stripe asks a source that has no `.have` mark yet (404) before it
-/// counts as refusing: 10 tries 200 ms apart.
-const NOT_YET_TRIES: u32 = 10;
+/// counts as refusing: 40 tries 200 ms apart. Members hear of an update seconds apart under
+/// load (gossip, a busy agent), and a parent left as refusing is left for good; meanwhile the
+/// node's other stripes go on, and this one is repaired from neighbours once it lags.
+const NOT_YET_TRIES: u32 = 40;
 
 /// One payload's striped fetch on this node.
 pub struct Striped<'a> {
@@ -878,6 +880,37 @@ mod tests {
             vec![(plan.name(head), &Left::Hung)]
         );
         assert_eq!(receiver.counts(), (0, layout.count()));
+    }
+
+    /// A parent that starts its striped fetch a few seconds after its child (it heard of the
+    /// update later: 404 until then) is waited for, not left as refusing for good.
+    #[test]
+    fn a_parent_that_starts_late_is_waited_for() {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let head_dir = node_dir_of(&data, layout, true, 1);
+        let mark = DownloadDir::new(head_dir.path()).have_mark(HASH);
+        let held = std::fs::read(&mark).unwrap();
+        std::fs::remove_file(&mark).unwrap();
+        let head_server =
+            SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), head_server.addr());
+        let starts = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(3000));
+            std::fs::write(&mark, held).unwrap();
+        });
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs).expect("finished");
+        starts.join().unwrap();
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
     }
 
     /// A parent silent for longer than a second because it waits on its own source, but whose
