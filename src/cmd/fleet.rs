@@ -613,6 +613,7 @@ mod tests {
             from,
             blocks,
             left: left.map(str::to_string),
+            repair: false,
         };
         let status = NodeStatus {
             node: "n1".into(),

@@ -321,6 +321,7 @@ mod tests {
                     from: 0,
                     blocks: 3,
                     left: None,
+                    repair: false,
                 }],
                 ..Record::received("site.pp".into(), 7, RecordKind::Signed(Kind::Manifest), 1)
             })

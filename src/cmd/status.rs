@@ -487,6 +487,7 @@ mod tests {
             from,
             blocks,
             left: left.map(str::to_string),
+            repair: false,
         };
         applied.stripes = vec![
             using(0, "n3", 0, 160, None),
@@ -537,6 +538,7 @@ mod tests {
                     from: u32::MAX,
                     blocks: u32::MAX,
                     left: Some("lied: ".to_string() + &"x".repeat(500)),
+                    repair: false,
                 })
                 .collect();
             store.put(applied).unwrap();

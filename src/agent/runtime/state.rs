@@ -288,6 +288,10 @@ pub struct StripeUse {
     /// Why it was left (`crashed`, `hung`, `refused`, `lied: block N failed its check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
+    /// A repair read's source (a neighbour or a lost parent's parent), not the stripe's
+    /// stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
 }
 
 /// One stripe's sources in turn, bounded by [`MAX_STRIPE_SOURCES`].
@@ -324,6 +328,35 @@ impl StripeLog {
             from,
             blocks: 0,
             left: None,
+            repair: false,
+        });
+    }
+
+    /// A repair read from `member`, asked from block `from`, brought `blocks` this node kept;
+    /// one use a member, however many reads (the newest `from` kept), bounded as the stream's.
+    pub fn repaired(&mut self, member: &str, from: u32, blocks: u32) {
+        if let Some(at) = self
+            .uses
+            .iter()
+            .position(|u| u.repair && u.member == member)
+        {
+            // The newest last, so that `left` names it.
+            let mut known = self.uses.remove(at);
+            known.blocks = known.blocks.saturating_add(blocks);
+            known.left = None;
+            self.uses.push(known);
+            return;
+        }
+        if self.uses.len() >= MAX_STRIPE_SOURCES {
+            self.uses.remove(0);
+        }
+        self.uses.push(StripeUse {
+            stripe: self.stripe,
+            member: member.to_string(),
+            from,
+            blocks,
+            left: None,
+            repair: true,
         });
     }
 
@@ -1287,6 +1320,34 @@ mod tests {
     }
 
     /// The per-stripe record stays within `MAX_STRIPE_SOURCES` a stripe however many
+
+    /// Repair reads are one use a member however many reads it served, marked as repair
+    /// (`status` says "by repair"), bounded like a stream's sources.
+    #[test]
+    fn repair_reads_are_one_use_a_member_and_bounded() {
+        let mut log = StripeLog::new(2);
+        log.repaired("n3", 2, 4);
+        log.repaired("n4", 10, 1);
+        log.repaired("n3", 18, 5);
+        log.left("hung");
+        let uses = log.clone().into_uses();
+        assert_eq!(uses.len(), 2);
+        assert_eq!(
+            (uses[1].member.as_str(), uses[1].from, uses[1].blocks),
+            ("n3", 2, 9)
+        );
+        assert_eq!(uses[1].left.as_deref(), Some("hung"));
+        assert!(uses.iter().all(|u| u.repair));
+        for i in 0..10 {
+            log.repaired(&format!("m{i}"), i, 1);
+        }
+        assert_eq!(log.clone().into_uses().len(), MAX_STRIPE_SOURCES);
+        let line = crate::agent::runtime::status::stripe_lines(&log.into_uses()).join("");
+        assert!(
+            line.starts_with("stripe 2: m6 by repair from block 6, 1 blocks"),
+            "{line}"
+        );
+    }
     /// sources fail in turn (a member refusing, a liar, an origin waited out): the first
     /// (the planned parent) and the newest are kept, an origin asked again from the same
     /// block is one use, and the blocks count against the member that sent them.

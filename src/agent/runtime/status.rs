@@ -102,7 +102,7 @@ pub struct UpdateStatus {
 }
 
 /// One line a stripe, as `status` and `fleet status` show them: `stripe 1: n5 from block 1,
-/// 0 blocks, left: crashed; n1 from block 1, 40 blocks`. The names and reasons come from
+/// 0 blocks, left: crashed; n1 from block 1, 40 blocks; n3 by repair from block 9, 4 blocks`. The names and reasons come from
 /// members' answers (any keyring holder can answer for itself), so control characters are
 /// dropped: an escape sequence must not reach the operator's terminal.
 pub fn stripe_lines(uses: &[StripeUse]) -> Vec<String> {
@@ -110,8 +110,9 @@ pub fn stripe_lines(uses: &[StripeUse]) -> Vec<String> {
     let mut lines: Vec<(u32, String)> = Vec::new();
     for u in uses {
         let mut text = format!(
-            "{} from block {}, {} blocks",
+            "{}{} from block {}, {} blocks",
             clean(&u.member),
+            if u.repair { " by repair" } else { "" },
             u.from,
             u.blocks
         );

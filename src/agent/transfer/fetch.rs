@@ -391,7 +391,7 @@ impl Fetcher<'_> {
         peers: StripedPeers<'_>,
     ) -> Result<Option<Fetched>, FetchError> {
         use super::stripes::{Left, Receiver};
-        use super::stripes_fetch::{documents, Sinks, Striped, StripedError};
+        use super::stripes_fetch::{documents, restore, Sinks, Striped, StripedError};
         use crate::agent::runtime::state::SourceUse;
         let hash = &record.info_hash;
         let local = |message: String| FetchError::Local {
@@ -418,21 +418,29 @@ impl Fetcher<'_> {
         // Checked: re-served to the members that ask this node.
         write_mark(&dl.leaves(hash), &docs.leaves.encode())?;
         write_mark(&dl.roster(hash), &docs.roster.encode())?;
-        let have = crate::formats::have::Have::new(layout, plan.stripes() as u32)
+        let mut have = crate::formats::have::Have::new(layout, plan.stripes() as u32)
             .map_err(|e| local(e.to_string()))?;
         let have_path = dl.have_mark(hash);
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| FetchError::Write { path, source }
         };
+        // A mark an earlier run left (killed mid-way) would have the seed server send from
+        // the file recreated below before its blocks are back: it goes first, unread.
+        match std::fs::remove_file(&have_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(write_err(&have_path)(e)),
+        }
         let dir = self.dir_of(record);
         let seeding = relay::create_nofollow(&dir, &metainfo.name)?;
         seeding
             .set_len(record.len)
             .map_err(write_err(&dir.join(&metainfo.name)))?;
-        write_mark(&have_path, &have.encode())?;
         let expected = expected(record, None)?;
-        let staging = verified::begin(
+        // The verified copy an earlier run of this fetch left is kept: its blocks are read
+        // back and each counts only if it matches its leaf (no bitmap file is trusted).
+        let (staging, resumed) = verified::resume_blocks(
             self.verified_root,
             hash,
             record.seq,
@@ -444,7 +452,23 @@ impl Fetcher<'_> {
             staging.discard();
             return Err(write_err(&path)(e));
         }
-        let receiver = Receiver::new(plan, docs.leaves, peers.name);
+        let mut receiver = Receiver::new(plan, docs.leaves, peers.name);
+        if resumed {
+            match restore(&mut receiver, staging.file(), &seeding, &mut have) {
+                Ok(restored) => {
+                    tracing::info!(name = %record.name, seq = record.seq, restored, blocks = layout.count(), "resuming the striped fetch from the verified copy's checked blocks");
+                }
+                Err(e) => {
+                    let path = staging.path().to_path_buf();
+                    staging.discard();
+                    return Err(write_err(&path)(e));
+                }
+            }
+        }
+        if let Err(e) = write_mark(&have_path, &have.encode()) {
+            staging.discard();
+            return Err(e);
+        }
         let addr_of = |name: &str| {
             (peers.members)()
                 .into_iter()
@@ -477,7 +501,8 @@ impl Fetcher<'_> {
         let (receiver, stripes) = match ran {
             Ok(ran) => ran,
             Err(StripedError::Stopping) => {
-                fail(staging);
+                // The copy stays for the next run to restore from; the seed server stops.
+                let _ = std::fs::remove_file(&have_path);
                 return Err(FetchError::Stopping);
             }
             Err(e) => {
@@ -515,7 +540,9 @@ impl Fetcher<'_> {
             let bad = u32::from(matches!(why, Left::Lied { .. }));
             left(who, why.to_string(), bad)
         }));
-        tracing::info!(name = %record.name, seq = record.seq, named = sources.len(), "fetched by stripes");
+        let (restored, received) = receiver.counts();
+        let repaired = receiver.repaired_count();
+        tracing::info!(name = %record.name, seq = record.seq, named = sources.len(), restored, received, repaired, blocks = layout.count(), "fetched by stripes");
         Ok(Some(Fetched {
             payload: copy,
             to_seed: Some(self.sourced(record, metainfo)?),

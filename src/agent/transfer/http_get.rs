@@ -118,6 +118,29 @@ impl Client {
     /// Asks `addr` with a HEAD of `path` how many bytes of the payload it holds verified,
     /// waiting at most `limit` in all: a probe of a node that may have hung.
     pub fn have(&self, addr: SocketAddr, path: &str, limit: Duration) -> Result<u64, GetError> {
+        let head = self.head(addr, path, limit)?;
+        if head.status != 200 {
+            return Err(GetError::Status {
+                addr,
+                path: path.to_string(),
+                status: head.status,
+            });
+        }
+        head.have.ok_or_else(|| GetError::Malformed {
+            addr,
+            reason: format!("no {HAVE_HEADER} header"),
+        })
+    }
+
+    /// Whether `addr`'s server answers a HEAD of `path` (whatever its status) within `limit`
+    /// in all: the probe of a striped source gone silent (a hung process's kernel still
+    /// accepts the connection, but nothing answers).
+    pub fn answers(&self, addr: SocketAddr, path: &str, limit: Duration) -> bool {
+        self.head(addr, path, limit).is_ok()
+    }
+
+    /// A HEAD of `path`, its head read within `limit` in all.
+    fn head(&self, addr: SocketAddr, path: &str, limit: Duration) -> Result<Head, GetError> {
         let io_error = |source| GetError::Io { addr, source };
         let quick = Client {
             connect_timeout: self.connect_timeout.min(limit),
@@ -130,18 +153,7 @@ impl Client {
         );
         (&stream).write_all(head.as_bytes()).map_err(io_error)?;
         let mut reader = BufReader::new(stream);
-        let head = read_head(&mut reader, addr, limit)?;
-        if head.status != 200 {
-            return Err(GetError::Status {
-                addr,
-                path: path.to_string(),
-                status: head.status,
-            });
-        }
-        head.have.ok_or_else(|| GetError::Malformed {
-            addr,
-            reason: format!("no {HAVE_HEADER} header"),
-        })
+        read_head(&mut reader, addr, limit)
     }
 
     fn connect(&self, addr: SocketAddr) -> Result<TcpStream, GetError> {

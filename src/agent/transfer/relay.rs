@@ -58,7 +58,15 @@ const PROBE_LIMIT: Duration = Duration::from_millis(800);
 /// The span over which a source's pace is compared with the one ahead of it.
 const COMPARE_OVER: Duration = Duration::from_millis(500);
 /// A source that sent nothing for this long and does not answer a probe has hung.
-const HUNG_AFTER: Duration = Duration::from_secs(1);
+pub(super) const HUNG_AFTER: Duration = Duration::from_secs(1);
+
+/// The hang rule, one owner for the chain and the stripes (`stripes_fetch`): a source that
+/// sent nothing for [`HUNG_AFTER`] and whose seed server does not answer a probe within
+/// [`PROBE_LIMIT`] (`answers`, given that limit) has hung. One that answers is alive and has
+/// nothing to send yet (its own source is behind), which is no reason to leave it.
+pub(super) fn hung(silent: Duration, answers: impl FnOnce(Duration) -> bool) -> bool {
+    silent >= HUNG_AFTER && !answers(PROBE_LIMIT)
+}
 /// How much a trial read of the source ahead takes, and how often one may be made: each is
 /// bytes that source's uplink does not send its own child. One that holds the whole payload (the
 /// origin, in a healthy chain) is tried half as often: nothing else says whether to try it.
@@ -753,9 +761,10 @@ impl Watch<'_> {
             let silent = lock(&self.shared.last_byte).elapsed();
             // The source is asked only once it went silent: one whose uplink is full (a slow
             // node) may take longer to answer than the watcher should wait between looks.
-            let hung = silent >= HUNG_AFTER
-                && since.elapsed() >= HUNG_AFTER
-                && self.client.have(source, &self.path, PROBE_LIMIT).is_err();
+            let hung = since.elapsed() >= HUNG_AFTER
+                && hung(silent, |limit| {
+                    self.client.have(source, &self.path, limit).is_ok()
+                });
             let why = if hung {
                 Some(format!(
                     "hung: nothing for {:.1} s and no answer to a probe, while {ahead_addr} held {} KiB more",

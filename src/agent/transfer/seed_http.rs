@@ -348,7 +348,10 @@ pub(super) fn serve(root: &Path, readers: &Readers, request: &Request) -> Respon
 /// ...` of the payload's file in the download dir, each sent once the node's `<info-hash>.have`
 /// mark says it holds it checked (the root agent writes blocks only after their check, then
 /// the mark). A stripe or block the mark's layout does not have, or a block not in that
-/// stripe, is a 400; no mark (no striped transfer here) a 404. The mark and the file are the
+/// stripe, is a 400; no mark (no striped transfer here) a 404. A repair read (`&n=N`) sends
+/// at most `N` of the stripe's blocks from `B`, only those the mark holds when it is asked, cut
+/// at the first it does not (a 416 when that is `B`), so nothing is waited for and no block
+/// is read from a hole; it counts among the stripe's readers. The mark and the file are the
 /// download dir's owner's: what they say decides only what this node sends, and each receiver
 /// checks each block against the signed leaves, naming this node at its first bad one.
 fn serve_stripe(
@@ -380,7 +383,7 @@ fn serve_stripe(
     let Some(have) = read_mark() else {
         return Response::status(404);
     };
-    let Some((stripe, from)) = parse_stripe_query(query) else {
+    let Some((stripe, from, repair)) = parse_stripe_query(query) else {
         return Response::status(400);
     };
     let count = have.layout().count();
@@ -404,8 +407,15 @@ fn serve_stripe(
             return Response::status(404);
         }
     };
+    // A repair read is cut to what the mark holds now, from `from` on (none held: 416); it
+    // never waits, so a node's repair pulls cannot hold its readers on blocks to come.
+    if repair.is_some() && !have.holds(from) {
+        return Response::status(416);
+    }
     let blocks: Vec<(u64, usize, u32)> = (from..count)
         .step_by(have.stripes() as usize)
+        .take(repair.map_or(usize::MAX, |n| n as usize))
+        .take_while(|&i| repair.is_none() || have.holds(i))
         .filter_map(|i| {
             let range = have.layout().range(i).ok()?;
             Some((range.start, (range.end - range.start) as usize, i))
@@ -456,18 +466,27 @@ fn serve_stripe(
     }
 }
 
-/// `stripe=S&from=B`, both decimal, nothing else.
-fn parse_stripe_query(query: &str) -> Option<(u32, u32)> {
-    let (stripe, from) = query.split_once('&')?;
+/// The most blocks one repair read asks for (`&n=`): 32, the lag that starts a repair.
+pub const MAX_REPAIR_BLOCKS: u32 = 32;
+
+/// `stripe=S&from=B`, or a repair read `stripe=S&from=B&n=N` (1 to [`MAX_REPAIR_BLOCKS`]
+/// blocks, only those held now), all decimal, nothing else.
+fn parse_stripe_query(query: &str) -> Option<(u32, u32, Option<u32>)> {
+    let mut parts = query.split('&');
     let number = |s: &str| {
         (!s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()))
             .then(|| s.parse::<u32>().ok())
             .flatten()
     };
-    Some((
-        number(stripe.strip_prefix("stripe=")?)?,
-        number(from.strip_prefix("from=")?)?,
-    ))
+    let stripe = number(parts.next()?.strip_prefix("stripe=")?)?;
+    let from = number(parts.next()?.strip_prefix("from=")?)?;
+    let repair = match parts.next() {
+        None => None,
+        Some(n) => {
+            Some(number(n.strip_prefix("n=")?).filter(|n| (1..=MAX_REPAIR_BLOCKS).contains(n))?)
+        }
+    };
+    parts.next().is_none().then_some((stripe, from, repair))
 }
 
 /// One percent-decoded file name: not empty, `.` or `..`, no `/` or NUL.
@@ -883,6 +902,45 @@ mod tests {
         assert_eq!(status("stripe=1&from=1").min(200), 200);
         std::fs::write(DownloadDir::new(root.path()).have_mark(hash), b"junk").unwrap();
         assert_eq!(status("stripe=0&from=0"), 404);
+    }
+
+    /// A repair read (`&n=`) is cut to the blocks the `.have` mark holds when it is asked,
+    /// from `from` on, and never waits: blocks past the first one not held, and a first block
+    /// not held (416), are never sent from the file's holes. `n` past the cap, zero, or a
+    /// fourth field is a 400.
+    #[test]
+    fn a_repair_read_sends_only_held_blocks_and_never_waits() {
+        use crate::agent::transfer::http_get::GetError;
+        // Stripe 0 is blocks 0, 2, 4: 0 and 2 held, 4 not.
+        let (root, hash, data, _) = stripe_fixture(&[0, 1, 2]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let get = |query: &str| {
+            test_client()
+                .get(server.addr(), &format!("/{hash}/big?{query}"), 0)
+                .map(|mut r| {
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut r.body, &mut body).unwrap();
+                    body
+                })
+        };
+        let body = get("stripe=0&from=0&n=32").unwrap();
+        assert!(body == [&data[..16384], &data[2 * 16384..3 * 16384]].concat());
+        assert!(get("stripe=0&from=2&n=1").unwrap() == data[2 * 16384..3 * 16384]);
+        match get("stripe=0&from=4&n=32") {
+            Err(GetError::Status { status: 416, .. }) => {}
+            other => panic!("a repair of a block not held: {:?}", other.map(|b| b.len())),
+        }
+        for query in [
+            "stripe=0&from=0&n=0",
+            "stripe=0&from=0&n=33",
+            "stripe=0&from=0&n=1&x",
+            "stripe=0&from=0&m=1",
+        ] {
+            match get(query) {
+                Err(GetError::Status { status: 400, .. }) => {}
+                other => panic!("{query}: {:?}", other.map(|b| b.len())),
+            }
+        }
     }
 
     /// One member (a compromised one, or one reconnecting in a loop) holds at most

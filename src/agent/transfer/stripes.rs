@@ -43,6 +43,20 @@ impl std::fmt::Display for Left {
     }
 }
 
+/// How far a stripe may fall behind this node's furthest before it is repaired.
+pub const REPAIR_LAG: usize = 32;
+
+/// Why a stripe is repaired ([`Receiver::needs_repair`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Its planned parent is missing to this node.
+    Orphan,
+    /// It is [`REPAIR_LAG`] blocks behind this node's furthest stripe.
+    Lagging,
+    /// Every other stripe but one is complete (or but two) and it lacks more than 2%.
+    Tail,
+}
+
 /// What [`Receiver::accept`] made of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -85,6 +99,10 @@ pub struct Receiver {
     name: String,
     held: Vec<bool>,
     held_count: u32,
+    /// Blocks counted from the verified copy after a restart, and blocks taken from members.
+    restored: u32,
+    received: u32,
+    repaired: u32,
     /// The members this node holds missing, and why: its own view, never shared.
     missing: BTreeMap<Node, Left>,
 }
@@ -105,6 +123,9 @@ impl Receiver {
             name: name.to_string(),
             held: vec![false; count],
             held_count: 0,
+            restored: 0,
+            received: 0,
+            repaired: 0,
             missing: BTreeMap::new(),
         };
         // The origin holds the payload: it sends, it never receives.
@@ -142,21 +163,83 @@ impl Receiver {
     }
 
     /// The members to ask for `stripe`'s missing blocks when its source failed or lags:
-    /// this node's repair neighbours that it does not hold missing, then its current source.
-    /// The origin only when the plan's sources lead there.
+    /// this node's repair neighbours that it does not hold missing, then the parents (in every
+    /// stripe) of each planned parent of this node it holds missing (each lost that child's
+    /// worth of uplink), then its current source. Never the origin: it serves its stripes'
+    /// heads and, as every chain's last resort, the streams [`Receiver::source`] sends it,
+    /// bounded by its seed server's readers, so that many nodes failing over at once cannot
+    /// all pull from it.
     pub fn repair_sources(&self, stripe: usize) -> Vec<Node> {
-        let mut out: Vec<Node> = self
-            .plan
+        let origin = self.plan.origin();
+        let me = match &self.me {
+            Me::Member(node) => Some(*node),
+            Me::Late(_) => None,
+        };
+        let mut out: Vec<Node> = Vec::new();
+        let mut add = |n: Node| {
+            if n != origin && Some(n) != me && !self.missing.contains_key(&n) && !out.contains(&n) {
+                out.push(n);
+            }
+        };
+        self.plan
             .neighbours(&self.name)
             .into_iter()
-            .filter(|n| !self.missing.contains_key(n))
-            .collect();
-        if let Some(s) = self.source(stripe) {
-            if !out.contains(&s) {
-                out.push(s);
+            .for_each(&mut add);
+        if let Some(me) = me {
+            let d = self.plan.stripes();
+            let lost = (0..d)
+                .filter_map(|s| self.plan.parent(s, me))
+                .filter(|p| self.missing.contains_key(p));
+            for parent in lost {
+                (0..d)
+                    .filter_map(|s| self.plan.parent(s, parent))
+                    .for_each(&mut add);
             }
         }
+        if let Some(s) = self.source(stripe) {
+            add(s);
+        }
         out
+    }
+
+    /// Why `stripe` should pull its missing blocks from [`Receiver::repair_sources`] now, if
+    /// it should: its planned parent is missing to this node (an orphan: the adopter
+    /// [`Receiver::source`] gives may be busy with its own children), it lags
+    /// [`REPAIR_LAG`] blocks behind this node's furthest stripe (its source is behind the
+    /// others, whose pace shows what the fleet holds), or every stripe but one or two is
+    /// complete and it lacks more than 2% of its blocks (this node's downlink is idle, its
+    /// neighbours are finishing).
+    pub fn needs_repair(&self, stripe: usize) -> Option<Repair> {
+        let d = self.plan.stripes();
+        let held = |s: usize| {
+            (s..self.held.len())
+                .step_by(d)
+                .filter(|&i| self.held[i])
+                .count()
+        };
+        let total = |s: usize| (s..self.held.len()).step_by(d).count();
+        let lacks = total(stripe) - held(stripe);
+        if lacks == 0 {
+            return None;
+        }
+        if let Me::Member(me) = &self.me {
+            if self
+                .plan
+                .parent(stripe, *me)
+                .is_some_and(|p| self.missing.contains_key(&p))
+            {
+                return Some(Repair::Orphan);
+            }
+        }
+        let best = (0..d).map(held).max().unwrap_or(0);
+        if best - held(stripe) >= REPAIR_LAG {
+            return Some(Repair::Lagging);
+        }
+        let complete = (0..d).filter(|&s| held(s) == total(s)).count();
+        if complete > 0 && complete + 2 >= d && lacks * 50 > total(stripe) {
+            return Some(Repair::Tail);
+        }
+        None
     }
 
     /// Marks `who` missing to this node, with why. The origin is the last resort of every
@@ -241,6 +324,7 @@ impl Receiver {
         }
         self.held[index as usize] = true;
         self.held_count += 1;
+        self.received += 1;
         let offset = self.leaves.layout().range(index).map_or(0, |r| r.start);
         Ok(Accepted::Store { offset })
     }
@@ -254,8 +338,24 @@ impl Receiver {
         if !self.held[index as usize] {
             self.held[index as usize] = true;
             self.held_count += 1;
+            self.restored += 1;
         }
         Ok(())
+    }
+
+    /// How many blocks [`Receiver::restore`] counted, and how many [`Receiver::accept`] stored
+    /// (taken from members): what a resumed fetch reports.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.restored, self.received)
+    }
+
+    /// Of the blocks taken from members, how many repair reads brought (the caller counts).
+    pub fn repaired(&mut self, blocks: u32) {
+        self.repaired += blocks;
+    }
+
+    pub fn repaired_count(&self) -> u32 {
+        self.repaired
     }
 }
 
@@ -391,6 +491,82 @@ mod tests {
         assert!(r.holds(2));
         assert!(r.restore(3, &vec![0; BLOCK]).is_err());
         assert!(!r.holds(3));
+    }
+
+    /// Repair never pulls from the origin (its uplink serves the heads and, as the last
+    /// resort, the bounded streams), and asks the parents of a planned parent this node lost,
+    /// besides its neighbours.
+    #[test]
+    fn repair_never_asks_the_origin_and_asks_a_lost_parents_parents() {
+        let (plan, leaves, _) = setup(40, 64, Params::DEFAULT);
+        let origin = plan.origin();
+        // A node whose parent in stripe 0 is an interior member with a parent of its own.
+        let (me, parent) = (0..40u32)
+            .filter(|&n| n != origin)
+            .find_map(|n| {
+                let p = plan.parent(0, n)?;
+                (p != origin && plan.parent(0, p).is_some_and(|g| g != origin)).then_some((n, p))
+            })
+            .unwrap();
+        let mut r = Receiver::new(plan.clone(), leaves, plan.name(me));
+        r.left(parent, Left::Crashed);
+        for s in 0..plan.stripes() {
+            let sources = r.repair_sources(s);
+            assert!(!sources.contains(&origin), "stripe {s}: {sources:?}");
+            assert!(!sources.contains(&parent) && !sources.contains(&me));
+        }
+        let grandparent = plan.parent(0, parent).unwrap();
+        assert!(r.repair_sources(0).contains(&grandparent));
+        assert_eq!(r.needs_repair(0), Some(Repair::Orphan));
+        // A stripe's head takes it from the origin, but repairs it from others only.
+        let head = (0..40u32)
+            .find(|&n| n != origin && plan.parent(0, n) == Some(origin))
+            .unwrap();
+        let r = Receiver::new(plan.clone(), r.leaves.clone(), plan.name(head));
+        assert_eq!(r.source(0), Some(origin));
+        assert!(!r.repair_sources(0).contains(&origin));
+    }
+
+    /// A stripe is repaired when its parent is missing, when it lags `REPAIR_LAG` blocks
+    /// behind the node's furthest stripe, or when it is one of the last two and lacks more
+    /// than 2%; not otherwise, and never once it is complete.
+    #[test]
+    fn a_stripe_needs_repair_when_orphaned_lagging_or_last() {
+        let params = Params {
+            stripes: 4,
+            fanout: 4,
+            neighbours: 2,
+        };
+        let (plan, leaves, data) = setup(12, 4 * 200, params);
+        let me = (0..12u32).find(|&n| n != plan.origin()).unwrap();
+        let mut r = Receiver::new(plan.clone(), leaves, plan.name(me));
+        assert_eq!(plan.stripes(), 4);
+        let take = |r: &mut Receiver, s: u32, upto: u32| {
+            for i in (s..upto * 4).step_by(4) {
+                let from = r.source(s as usize).unwrap();
+                r.accept(from, i, block(&data, i)).unwrap();
+            }
+        };
+        // Stripes 0..3 at 40 blocks, stripe 3 at 9: 31 behind, not yet.
+        for s in 0..3 {
+            take(&mut r, s, 40);
+        }
+        take(&mut r, 3, 9);
+        assert_eq!(r.needs_repair(3), None);
+        take(&mut r, 0, 41);
+        assert_eq!(r.needs_repair(3), Some(Repair::Lagging));
+        assert_eq!(r.needs_repair(1), None);
+        // Stripes 0 and 1 complete; 2 and 3 lack more than 2% of their 200 blocks.
+        take(&mut r, 0, 200);
+        take(&mut r, 1, 200);
+        take(&mut r, 2, 195);
+        take(&mut r, 3, 195);
+        assert_eq!(r.needs_repair(2), Some(Repair::Tail));
+        take(&mut r, 2, 196);
+        assert_eq!(r.needs_repair(2), None, "2% or less: left to its stream");
+        take(&mut r, 2, 200);
+        take(&mut r, 3, 200);
+        assert!((0..4).all(|s| r.needs_repair(s).is_none()));
     }
 
     /// Rounds of an in-process fleet: every node asks each stripe's source for its next

@@ -4,18 +4,22 @@
 //! (checked against the signed leaf layer) before it is written, at its offset, into the
 //! verified copy (root's) and the download dir's file, and only then marked in `<ih>.have`,
 //! so this node's seed server never sends its children a block it did not check. A source
-//! whose connection fails is missing to this node (`Crashed`), one silent past the client's
-//! read timeout `Hung`, one answering 503 `Refused`, one that sent a bad block `Lied`; then
-//! the stripe moves to the next source the plan gives. The origin is waited out unless it
-//! lied. Each stripe keeps its record (`state::StripeLog`): which member sent it, from which
-//! block, how many blocks, and why each was left.
+//! whose connection fails is missing to this node (`Crashed`), one silent for a second whose
+//! seed server fails a probe `Hung` (`relay::hung`, the chain's rule), one answering 503
+//! `Refused`, one that sent a bad block `Lied`; then the stripe moves to the next source the
+//! plan gives. The origin is waited out unless it lied. Beside the streams, a repair loop
+//! pulls the blocks of orphaned, lagging or last stripes from the node's repair sources by
+//! repair reads (`&n=`: held blocks only, never waited for).
+//! Each stripe keeps its record (`state::StripeLog`): which member sent it, from which
+//! block, how many blocks, and why each was left; repair reads are recorded as such.
 //!
-//! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`. Not built yet (section
-//! 5.1 says what remains): repair from neighbours, the 1 s silence-and-probe rule, and
-//! restoring from the verified copy after a restart.
+//! `fetch::Fetcher::striped` drives it in `transfer.mode = "stripes"`; after a restart it
+//! first [`restore`]s the blocks of the verified copy that still check.
 
 use super::http_get::{Client, GetError};
+use super::seed_http::MAX_REPAIR_BLOCKS;
 use super::stripes::{Accepted, Left, Receiver};
+use super::topology::Node;
 use crate::agent::runtime::state::{StripeLog, StripeUse};
 use crate::formats::have::Have;
 use std::fs::File;
@@ -57,7 +61,8 @@ const ORIGIN_RETRY: Duration = Duration::from_millis(200);
 /// Replaces the `.have` mark: a new file of a random name (`O_EXCL`, so no link planted in
 /// the download dir is written through) renamed over it, 0644 for the unprivileged seed
 /// server. Not synced, unlike the other marks: it is rewritten after every block, and after a
-/// crash the striped fetch starts again and rewrites it.
+/// crash the resumed fetch rewrites it from the blocks that check ([`restore`]), never reading
+/// the old one.
 fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
@@ -72,9 +77,112 @@ fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// After a restart: reads every block of the verified copy an earlier fetch left back, keeps
+/// those that match their signed leaf ([`Receiver::restore`]; a crash may have left one
+/// half-written, and none is trusted for being there) and writes each kept one into the
+/// download dir's file (`seeding`, created afresh: what the `debian-transmission` user may
+/// have changed in the old one is never read) and into `have`. Blocks that do not match are
+/// fetched as if never written. Returns how many were kept.
+pub fn restore(
+    receiver: &mut Receiver,
+    copy: &File,
+    seeding: &File,
+    have: &mut Have,
+) -> std::io::Result<u32> {
+    let layout = have.layout();
+    let mut block = Vec::new();
+    let mut kept = 0;
+    for index in 0..layout.count() {
+        let Ok(range) = layout.range(index) else {
+            break;
+        };
+        block.resize((range.end - range.start) as usize, 0);
+        copy.read_exact_at(&mut block, range.start)?;
+        if receiver.restore(index, &block).is_ok() {
+            seeding.write_all_at(&block, range.start)?;
+            have.set(index);
+            kept += 1;
+        }
+    }
+    Ok(kept)
+}
+
+/// Takes block `index` from `source` through [`Receiver::accept`] and, when it is new and
+/// checked, writes it at its offset into the verified copy and the download dir's file, then
+/// marks it in `.have`: only then may this node's seed server send it. The outer error is
+/// this node's (a write); the inner one the sender's (a bad block).
+fn store(
+    state: &mut (Receiver, Have),
+    (copy, seeding, have_path): (&File, &File, &Path),
+    source: Node,
+    index: u32,
+    block: &[u8],
+) -> Result<Result<Accepted, super::stripes::StripesError>, StripedError> {
+    let (receiver, have) = state;
+    let accepted = receiver.accept(source, index, block);
+    if let Ok(Accepted::Store { offset }) = accepted {
+        let write = |file: &File| {
+            file.write_all_at(block, offset)
+                .map_err(|source| StripedError::Write {
+                    index,
+                    offset,
+                    source,
+                })
+        };
+        write(copy)?;
+        write(seeding)?;
+        have.set(index);
+        replace_mark(have_path, &have.encode()).map_err(|source| StripedError::Mark {
+            path: have_path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(accepted)
+}
+
+/// How often the repair looks for stripes to repair, and how long one repair read may be
+/// silent: it asks only for held blocks, so a source that does not send them at once is
+/// passed over.
+const REPAIR_EVERY: Duration = Duration::from_millis(250);
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many blocks a stream reads on through blocks repair brought before it asks again
+/// from the next one wanted.
+const DUPLICATES_READ_ON: usize = 8;
+
+/// How long one repair read (at most [`MAX_REPAIR_BLOCKS`] blocks, 512 KiB, all held by the
+/// sender) may take in all: 0.5 Mbit/s. Past it the sender is left as hung.
+const REPAIR_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Fills `buf` from `body` by `deadline` (each read is also bounded by the socket's timeout):
+/// a sender trickling a byte at a time cannot hold the reader past it.
+fn read_by(
+    body: &mut impl Read,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let mut filled = 0;
+    while filled < buf.len() {
+        if std::time::Instant::now() > deadline {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        match body.read(&mut buf[filled..]) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// How many times a stripe asks a source that has no `.have` mark yet (404) before it
-/// counts as refusing: 10 tries 200 ms apart.
-const NOT_YET_TRIES: u32 = 10;
+/// counts as refusing: 40 tries 200 ms apart. Members hear of an update seconds apart under
+/// load (gossip, a busy agent), and a parent left as refusing is left for good; meanwhile the
+/// node's other stripes go on, and this one is repaired from neighbours once it lags.
+const NOT_YET_TRIES: u32 = 40;
 
 /// One payload's striped fetch on this node.
 pub struct Striped<'a> {
@@ -106,22 +214,135 @@ impl Striped<'_> {
     ) -> Result<(Receiver, Vec<StripeUse>), StripedError> {
         let stripes = receiver.plan().stripes();
         let state = Mutex::new((receiver, sinks.have));
-        let outcome: Vec<Result<Vec<StripeUse>, StripedError>> = std::thread::scope(|scope| {
+        let ended = AtomicBool::new(false);
+        let files = (sinks.copy, sinks.seeding, sinks.have_path);
+        let (outcome, repaired) = std::thread::scope(|scope| {
+            let (state, ended) = (&state, &ended);
+            let repair = scope.spawn(move || self.repair(state, files, ended));
             let workers: Vec<_> = (0..stripes)
-                .map(|s| {
-                    let state = &state;
-                    let sinks = (sinks.copy, sinks.seeding, sinks.have_path);
-                    scope.spawn(move || self.stripe(s, state, sinks))
-                })
+                .map(|s| scope.spawn(move || self.stripe(s, state, files)))
                 .collect();
-            workers
+            let outcome: Vec<Result<Vec<StripeUse>, StripedError>> = workers
                 .into_iter()
                 .map(|w| w.join().unwrap_or(Err(StripedError::Stopping)))
-                .collect()
+                .collect();
+            ended.store(true, Ordering::Relaxed);
+            (
+                outcome,
+                repair.join().unwrap_or(Err(StripedError::Stopping)),
+            )
         });
         let uses = outcome.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let (receiver, _) = state.into_inner().unwrap_or_else(|e| e.into_inner());
-        Ok((receiver, uses.into_iter().flatten().collect()))
+        let (repaired, repairs) = repaired?;
+        let (mut receiver, _) = state.into_inner().unwrap_or_else(|e| e.into_inner());
+        receiver.repaired(repaired);
+        let mut uses: Vec<StripeUse> = uses.into_iter().flatten().collect();
+        uses.extend(repairs.into_iter().flat_map(StripeLog::into_uses));
+        uses.sort_by_key(|u| u.stripe);
+        Ok((receiver, uses))
+    }
+
+    /// Pulls the blocks of stripes that [`Receiver::needs_repair`] names from their
+    /// [`Receiver::repair_sources`], a repair read (`&n=`, at most [`MAX_REPAIR_BLOCKS`] held
+    /// blocks, never waited for) at a time, every [`REPAIR_EVERY`] until `ended`. Each block
+    /// goes through [`Receiver::accept`] as a stream's does; a source that does not hold the
+    /// first block (416), refuses or is down is passed over, one that lied is named by
+    /// `accept`. Returns how many blocks it stored.
+    fn repair(
+        &self,
+        state: &Mutex<(Receiver, Have)>,
+        sinks: (&File, &File, &Path),
+        ended: &AtomicBool,
+    ) -> Result<(u32, Vec<StripeLog>), StripedError> {
+        let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logs: Vec<StripeLog> = (0..lock().0.plan().stripes())
+            .map(|s| StripeLog::new(s as u32))
+            .collect();
+        let client = Client {
+            connect_timeout: self.client.connect_timeout.min(REPAIR_TIMEOUT),
+            read_timeout: REPAIR_TIMEOUT,
+            ..self.client
+        };
+        let mut repaired = 0;
+        while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(REPAIR_EVERY);
+            let jobs: Vec<_> = {
+                let guard = lock();
+                let r = &guard.0;
+                (0..r.plan().stripes())
+                    .filter_map(|s| {
+                        let why = r.needs_repair(s)?;
+                        let from = r.next_wanted(s)?;
+                        let sources: Vec<(Node, String)> = r
+                            .repair_sources(s)
+                            .into_iter()
+                            .map(|n| (n, r.plan().name(n).to_string()))
+                            .collect();
+                        Some((s, why, from, sources))
+                    })
+                    .collect()
+            };
+            for (s, why, from, sources) in jobs {
+                for (node, name) in sources {
+                    let Some(addr) = (self.addr_of)(&name) else {
+                        continue;
+                    };
+                    let path = format!(
+                        "/{}/{}?stripe={s}&from={from}&n={MAX_REPAIR_BLOCKS}",
+                        self.info_hash,
+                        crate::formats::torrent::percent_encode(self.name)
+                    );
+                    let Ok(mut response) = client.get(addr, &path, 0) else {
+                        continue;
+                    };
+                    let (d, layout) = {
+                        let guard = lock();
+                        (guard.0.plan().stripes(), guard.1.layout())
+                    };
+                    let (mut got, mut hung) = (0, false);
+                    let mut left = response.len;
+                    let mut block = Vec::new();
+                    let deadline = std::time::Instant::now() + REPAIR_DEADLINE;
+                    for index in (from..layout.count()).step_by(d) {
+                        let len = layout.block_len(index).unwrap_or(0);
+                        if left < len as u64 || len == 0 {
+                            break;
+                        }
+                        block.resize(len, 0);
+                        if let Err(e) = read_by(&mut response.body, &mut block, deadline) {
+                            // Held blocks it did not send in time: a member trickling them
+                            // (a compromised one holding this node's repair) or too slow to
+                            // repair from; it is not asked again.
+                            if e.kind() == std::io::ErrorKind::TimedOut {
+                                tracing::info!(stripe = s, from = %name, "repair read not sent in {REPAIR_DEADLINE:?}: left as hung");
+                                lock().0.left(node, Left::Hung);
+                                hung = true;
+                            }
+                            break;
+                        }
+                        left -= len as u64;
+                        match store(&mut lock(), sinks, node, index, &block)? {
+                            Ok(Accepted::Store { .. }) => got += 1,
+                            Ok(Accepted::Duplicate) => {}
+                            Err(e) => {
+                                tracing::warn!(stripe = s, "repair: {}", crate::error::chain(&e));
+                                break;
+                            }
+                        }
+                    }
+                    if got > 0 {
+                        logs[s].repaired(&name, from, got);
+                        if hung {
+                            logs[s].left(Left::Hung);
+                        }
+                        tracing::info!(stripe = s, ?why, from = %name, blocks = got, "repaired a stripe");
+                        repaired += got;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((repaired, logs))
     }
 
     fn stripe(
@@ -195,44 +416,52 @@ impl Striped<'_> {
                 }
             };
             let d = lock().0.plan().stripes();
+            // Woken every second of silence to apply the hang rule.
+            if let Err(e) = response
+                .body
+                .get_ref()
+                .get_ref()
+                .set_read_timeout(Some(super::relay::HUNG_AFTER))
+            {
+                tracing::info!(source = %source_name, stripe = s, "stripe source: {e}");
+                failed(&mut log, Left::Crashed);
+                continue;
+            }
+            let probe = |limit: Duration| self.client.answers(addr, &path, limit);
             let mut block = Vec::new();
             for index in (next..layout.count()).step_by(d) {
                 let len = layout.block_len(index).unwrap_or(0);
                 block.resize(len, 0);
-                if let Err(e) = response.body.read_exact(&mut block) {
-                    let why = match e.kind() {
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Left::Hung,
-                        _ => Left::Crashed,
-                    };
-                    tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
-                    failed(&mut log, why);
-                    break;
+                let repaired = || lock().0.holds(index);
+                match self.read_block(&mut response.body, &mut block, &probe, &repaired) {
+                    Ok(()) => {}
+                    // Repair brought it while the source was silent: ask again from the
+                    // next block wanted.
+                    Err(None) => break,
+                    Err(Some((why, e))) => {
+                        tracing::info!(source = %source_name, stripe = s, index, "stripe source stopped: {e}");
+                        failed(&mut log, why);
+                        break;
+                    }
                 }
                 let mut guard = lock();
-                let (receiver, have) = &mut *guard;
-                match receiver.accept(source, index, &block) {
-                    Ok(Accepted::Store { offset }) => {
-                        let write = |file: &File| {
-                            file.write_all_at(&block, offset).map_err(|source| {
-                                StripedError::Write {
-                                    index,
-                                    offset,
-                                    source,
-                                }
-                            })
-                        };
-                        write(copy)?;
-                        write(seeding)?;
-                        have.set(index);
-                        replace_mark(have_path, &have.encode()).map_err(|source| {
-                            StripedError::Mark {
-                                path: have_path.to_path_buf(),
-                                source,
-                            }
-                        })?;
-                        log.kept();
+                match store(
+                    &mut guard,
+                    (copy, seeding, have_path),
+                    source,
+                    index,
+                    &block,
+                )? {
+                    Ok(Accepted::Store { .. }) => log.kept(),
+                    // Repair took it first: read on through a few held blocks (cheaper than
+                    // a new request), but ask again from the next block wanted once repair
+                    // is further ahead.
+                    Ok(Accepted::Duplicate) => {
+                        let ahead = (DUPLICATES_READ_ON * d) as u32;
+                        if guard.0.next_wanted(s).is_none_or(|w| w > index + ahead) {
+                            break;
+                        }
                     }
-                    Ok(Accepted::Duplicate) => {}
                     Err(e) => {
                         tracing::warn!(stripe = s, "{}", crate::error::chain(&e));
                         log.left(Left::Lied { block: index });
@@ -245,6 +474,55 @@ impl Striped<'_> {
                 }
             }
         }
+    }
+
+    /// Reads one block from a stripe's stream into `block`, woken by each second of silence:
+    /// a source silent for that long whose seed server does not answer `probe` has hung
+    /// (`relay::hung`, the chain's rule); one that answers is waiting on its own source and is
+    /// waited for, up to the client's read timeout of silence (then it counts as hung too).
+    /// `Err(None)` when, woken, the block is held already (`repaired`: a repair read brought it).
+    fn read_block(
+        &self,
+        body: &mut impl Read,
+        block: &mut [u8],
+        probe: &dyn Fn(Duration) -> bool,
+        repaired: &dyn Fn() -> bool,
+    ) -> Result<(), Option<(Left, std::io::Error)>> {
+        use std::io::ErrorKind;
+        let mut filled = 0;
+        let mut last_byte = std::time::Instant::now();
+        while filled < block.len() {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(Some((Left::Crashed, std::io::Error::other("stopping"))));
+            }
+            match body.read(&mut block[filled..]) {
+                Ok(0) => return Err(Some((Left::Crashed, ErrorKind::UnexpectedEof.into()))),
+                Ok(n) => {
+                    filled += n;
+                    last_byte = std::time::Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if repaired() {
+                        return Err(None);
+                    }
+                    let silent = last_byte.elapsed();
+                    if super::relay::hung(silent, probe) {
+                        let why = format!(
+                            "nothing for {:.1} s and no answer to a probe",
+                            silent.as_secs_f64()
+                        );
+                        let e = std::io::Error::new(ErrorKind::TimedOut, why);
+                        return Err(Some((Left::Hung, e)));
+                    }
+                    if silent >= self.client.read_timeout {
+                        return Err(Some((Left::Hung, e)));
+                    }
+                }
+                Err(e) => return Err(Some((Left::Crashed, e))),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -353,10 +631,15 @@ mod tests {
 
     /// A node's download dir holding `data` as the payload's file, marked held for `held`.
     fn node_dir(data: &[u8], layout: Layout, held: bool) -> tempfile::TempDir {
+        node_dir_of(data, layout, held, 2)
+    }
+
+    /// [`node_dir`] for a plan of `stripes` stripes.
+    fn node_dir_of(data: &[u8], layout: Layout, held: bool, stripes: u32) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(HASH)).unwrap();
         std::fs::write(root.path().join(HASH).join("big"), data).unwrap();
-        let mut have = Have::new(layout, 2).unwrap();
+        let mut have = Have::new(layout, stripes).unwrap();
         if held {
             (0..layout.count()).for_each(|i| have.set(i));
         }
@@ -524,6 +807,383 @@ mod tests {
             "the liar had no child: the test shows nothing"
         );
         drop(servers);
+    }
+
+    /// Three members (`n0` the origin) with one stripe: its head takes it from the origin and
+    /// `n1` or `n2`, whichever is not the head, from the head. Returns the plan, the leaves,
+    /// the payload, the head and the node below it.
+    fn one_stripe() -> (Plan, Leaves, Vec<u8>, Layout, u32, u32) {
+        let data: Vec<u8> = (0..12 * BLOCK - 3).map(|i| (i * 13 % 241) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = ["n0", "n1", "n2"]
+            .iter()
+            .map(|n| Member {
+                name: n.to_string(),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes: 1,
+            fanout: 2,
+            neighbours: 1,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let origin = plan.origin();
+        let below = (0..3u32)
+            .find(|&n| n != origin && plan.parent(0, n) != Some(origin))
+            .unwrap();
+        let head = plan.parent(0, below).unwrap();
+        (plan, leaves, data, layout, head, below)
+    }
+
+    /// Runs node `me`'s striped fetch into a fresh download dir against `addrs`, with a read
+    /// timeout far past the hang rule's second, on a thread; `None` if it had not ended
+    /// within a minute (it waited on a silent source as the read timeout would).
+    fn fetch_one(
+        plan: &Plan,
+        leaves: &Leaves,
+        me: u32,
+        addrs: BTreeMap<String, SocketAddr>,
+    ) -> Option<(Receiver, Vec<u8>)> {
+        let (plan, leaves) = (plan.clone(), leaves.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let layout = leaves.layout();
+            let d = plan.stripes() as u32;
+            let root = node_dir_of(&vec![0; layout.len() as usize], layout, false, d);
+            let copy = tempfile::tempfile().unwrap();
+            copy.set_len(layout.len()).unwrap();
+            let seeding = File::options()
+                .write(true)
+                .open(root.path().join(HASH).join("big"))
+                .unwrap();
+            let have_path = DownloadDir::new(root.path()).have_mark(HASH);
+            let addr_of = |name: &str| addrs.get(name).copied();
+            let stop = AtomicBool::new(false);
+            let striped = Striped {
+                client: Client {
+                    bind: None,
+                    connect_timeout: Duration::from_secs(2),
+                    read_timeout: Duration::from_secs(600),
+                },
+                addr_of: &addr_of,
+                info_hash: HASH,
+                name: "big",
+                stop: &stop,
+            };
+            let sinks = Sinks {
+                copy: &copy,
+                seeding: &seeding,
+                have: Have::new(layout, d).unwrap(),
+                have_path: &have_path,
+            };
+            let receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
+            let (receiver, _) = striped.run(receiver, sinks).unwrap();
+            let mut bytes = vec![0; layout.len() as usize];
+            copy.read_exact_at(&mut bytes, 0).unwrap();
+            let _ = tx.send((receiver, bytes));
+        });
+        rx.recv_timeout(Duration::from_secs(60)).ok()
+    }
+
+    /// A parent that sends two blocks, then nothing, and whose seed server no longer answers
+    /// (its process stopped: the kernel still accepts connections) is left as hung by the
+    /// 1 s silence-and-probe rule, not after the read timeout (600 s here), and the stripe is
+    /// taken from the origin.
+    #[test]
+    fn a_silent_parent_that_does_not_answer_a_probe_is_left_as_hung() {
+        use std::io::Write;
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hung_addr = hung.local_addr().unwrap();
+        let first = data[..2 * BLOCK].to_vec();
+        let total = data.len();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for (n, stream) in hung.incoming().flatten().enumerate() {
+                if n == 0 {
+                    let mut out = &stream;
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+                    let _ = out.write_all(head.as_bytes());
+                    let _ = out.write_all(&first);
+                }
+                // Held open, never answered: a stopped process.
+                held.push(stream);
+            }
+        });
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), hung_addr);
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs)
+            .expect("the silent parent was waited on as if alive");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().collect::<Vec<_>>(),
+            vec![(plan.name(head), &Left::Hung)]
+        );
+        assert_eq!(receiver.counts(), (0, layout.count()));
+    }
+
+    /// A parent that starts its striped fetch a few seconds after its child (it heard of the
+    /// update later: 404 until then) is waited for, not left as refusing for good.
+    #[test]
+    fn a_parent_that_starts_late_is_waited_for() {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let head_dir = node_dir_of(&data, layout, true, 1);
+        let mark = DownloadDir::new(head_dir.path()).have_mark(HASH);
+        let held = std::fs::read(&mark).unwrap();
+        std::fs::remove_file(&mark).unwrap();
+        let head_server =
+            SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), head_server.addr());
+        let starts = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(3000));
+            std::fs::write(&mark, held).unwrap();
+        });
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs).expect("finished");
+        starts.join().unwrap();
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// A parent silent for longer than a second because it waits on its own source, but whose
+    /// seed server answers the probe, is alive: it is waited for, not left.
+    #[test]
+    fn a_silent_parent_that_answers_a_probe_is_waited_for() {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        // The head holds blocks 0 and 1 only, for now.
+        let head_dir = node_dir_of(&data, layout, false, 1);
+        let mark = DownloadDir::new(head_dir.path()).have_mark(HASH);
+        let mut have = Have::new(layout, 1).unwrap();
+        have.set(0);
+        have.set(1);
+        std::fs::write(&mark, have.encode()).unwrap();
+        let head_server =
+            SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), head_server.addr());
+        let rest = std::thread::spawn(move || {
+            // Silent for well past the rule's second, then the rest arrives.
+            std::thread::sleep(Duration::from_millis(2500));
+            (0..layout.count()).for_each(|i| have.set(i));
+            std::fs::write(&mark, have.encode()).unwrap();
+        });
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs).expect("finished");
+        rest.join().unwrap();
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// A parent that is alive (its seed server answers) but stuck, holding one block of its
+    /// stripe and never more, leaves that stripe behind the other; once it lags
+    /// `REPAIR_LAG` blocks, the node pulls the stripe from its repair neighbours by repair
+    /// reads and finishes, without leaving the parent (it was not at fault) and without
+    /// waiting out the read timeout (600 s here).
+    #[test]
+    fn a_stripe_behind_a_stuck_parent_is_repaired_from_neighbours() {
+        let (receiver, _) = stuck_parent(false);
+        assert!(receiver.repaired_count() > 0);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// Hostile review of the repair read: a neighbour (a compromised member) that answers
+    /// repair reads by trickling a byte at a time, each within the socket's timeout, cannot
+    /// hold this node's repair: past the read's deadline it is left as hung and the next
+    /// repair source finishes the stripe.
+    #[test]
+    fn a_neighbour_trickling_a_repair_read_is_left_and_another_repairs() {
+        let (receiver, trickler) = stuck_parent(true);
+        assert!(receiver.repaired_count() > 0);
+        let trickler = trickler.unwrap();
+        assert!(
+            receiver
+                .named()
+                .any(|(who, why)| who == trickler && *why == Left::Hung),
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// Six members, two stripes: a node whose stripe-1 parent is alive but stuck at one block
+    /// finishes that stripe by repair. With `trickle`, its first repair source answers every
+    /// request by trickling; returns the receiver and that source's name.
+    fn stuck_parent(trickle: bool) -> (Receiver, Option<String>) {
+        let data: Vec<u8> = (0..100 * BLOCK - 11)
+            .map(|i| (i * 17 % 239) as u8)
+            .collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = (0..6)
+            .map(|i| Member {
+                name: format!("n{i}"),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes: 2,
+            fanout: 2,
+            neighbours: 2,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let origin = plan.origin();
+        // A node whose stripe-1 parent is a member that is not its stripe-0 parent, with a
+        // repair source besides that parent (two, the first not a parent, to trickle).
+        let (me, stuck, first) = (0..6u32)
+            .filter(|&n| n != origin)
+            .find_map(|n| {
+                let p = plan.parent(1, n)?;
+                let r = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
+                let others: Vec<u32> = r
+                    .repair_sources(1)
+                    .into_iter()
+                    .filter(|&m| m != p)
+                    .collect();
+                let first = others.first().copied()?;
+                let fits = p != origin
+                    && plan.parent(0, n) != Some(p)
+                    && (!trickle
+                        || (others.len() >= 2
+                            && r.repair_sources(1)[0] == first
+                            && plan.parent(0, n) != Some(first)));
+                fits.then_some((n, p, first))
+            })
+            .expect("a plan with such a node");
+        let mut dirs = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for n in (0..6u32).filter(|&n| n != me) {
+            if trickle && n == first {
+                addrs.insert(plan.name(n).to_string(), trickling());
+                continue;
+            }
+            let dir = node_dir_of(&data, layout, n != stuck, 2);
+            if n == stuck {
+                let mut have = Have::new(layout, 2).unwrap();
+                have.set(1);
+                std::fs::write(DownloadDir::new(dir.path()).have_mark(HASH), have.encode())
+                    .unwrap();
+            }
+            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
+            addrs.insert(plan.name(n).to_string(), server.addr());
+            dirs.push((dir, server));
+        }
+        let (receiver, copy) = fetch_one(&plan, &leaves, me, addrs)
+            .expect("the stripe behind the stuck parent was not repaired");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        (receiver, trickle.then(|| plan.name(first).to_string()))
+    }
+
+    /// A server that answers every request with a 512 KiB body sent a byte every 300 ms.
+    fn trickling() -> SocketAddr {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(&stream);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let mut out = &stream;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 524288\r\n\r\n";
+                    if out.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    for _ in 0..200 {
+                        std::thread::sleep(Duration::from_millis(300));
+                        if out.write_all(b"x").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// After a restart only the blocks of the verified copy that match their leaf count: one
+    /// half-written (a crash mid-write) and the holes never written are fetched again, and
+    /// only the kept ones reach the download dir's file and the `.have` mark.
+    #[test]
+    fn a_restart_keeps_only_the_copys_blocks_that_check() {
+        let data: Vec<u8> = (0..6 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = ["a", "b", "c"]
+            .iter()
+            .map(|n| Member {
+                name: n.to_string(),
+                class: Class::Full,
+            })
+            .collect();
+        let plan = Plan::new(HASH.as_bytes(), &members, "a", Params::DEFAULT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Blocks 0, 2 and 5 were written whole; block 3 half; 1 and 4 never.
+        let mut left = vec![0u8; data.len()];
+        for i in [0usize, 2, 5] {
+            let end = ((i + 1) * BLOCK).min(data.len());
+            left[i * BLOCK..end].copy_from_slice(&data[i * BLOCK..end]);
+        }
+        left[3 * BLOCK..3 * BLOCK + BLOCK / 2]
+            .copy_from_slice(&data[3 * BLOCK..3 * BLOCK + BLOCK / 2]);
+        std::fs::write(dir.path().join("copy"), &left).unwrap();
+        let copy = File::open(dir.path().join("copy")).unwrap();
+        let seeding = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("seeding"))
+            .unwrap();
+        seeding.set_len(layout.len()).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        let mut receiver = Receiver::new(plan, leaves, "b");
+        let kept = restore(&mut receiver, &copy, &seeding, &mut have).unwrap();
+        assert_eq!(kept, 3);
+        assert_eq!(receiver.counts(), (3, 0));
+        for i in 0..layout.count() {
+            let whole = [0, 2, 5].contains(&i);
+            assert_eq!(receiver.holds(i), whole, "block {i}");
+            assert_eq!(have.holds(i), whole, "block {i} in .have");
+        }
+        let mut served = vec![0u8; data.len()];
+        seeding.read_exact_at(&mut served, 0).unwrap();
+        assert_eq!(
+            served[3 * BLOCK..4 * BLOCK],
+            vec![0u8; BLOCK][..],
+            "half a block re-served"
+        );
+        assert_eq!(served[2 * BLOCK..3 * BLOCK], data[2 * BLOCK..3 * BLOCK]);
+        assert_eq!(receiver.next_wanted(1), Some(1));
     }
 }
 

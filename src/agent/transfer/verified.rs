@@ -150,6 +150,24 @@ pub fn resume(
     }
 }
 
+/// Starts the striped transfer's copy of `info_hash`'s payload (update `seq`) named `name`,
+/// keeping the copy an earlier fetch of it left (an agent killed or stopped mid-way) as it
+/// is, `true` then: nothing in it is trusted, the caller reads each block back and keeps only
+/// those that match their signed leaf (`stripes::Receiver::restore`), and the whole SHA-256 is
+/// checked at the end ([`Staging::finish_written`]). Otherwise a fresh copy ([`begin`]).
+pub fn resume_blocks(
+    root: &Path,
+    info_hash: &str,
+    seq: u64,
+    name: &str,
+    expected: Expected,
+) -> Result<(Staging, bool), FetchError> {
+    match reopen(root, info_hash, seq, name, &expected) {
+        Some(staging) => Ok((staging, true)),
+        None => begin(root, info_hash, seq, name, expected).map(|s| (s, false)),
+    }
+}
+
 /// The copy an earlier fetch left, opened for reading and writing without following links,
 /// when it is root's own regular file in a root-only directory.
 fn reopen(
