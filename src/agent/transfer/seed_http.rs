@@ -135,6 +135,16 @@ enum Full {
     Source,
 }
 
+impl Full {
+    /// Which cap was reached, in log lines.
+    fn as_str(self) -> &'static str {
+        match self {
+            Full::Payload => "payload",
+            Full::Source => "source",
+        }
+    }
+}
+
 impl Readers {
     fn enter(&self, hash: &str, source: std::net::IpAddr) -> Result<Reader, Full> {
         self.enter_capped(hash, source, MAX_RELAY_READERS)
@@ -361,7 +371,7 @@ fn serve_stripe(
     let reader = match readers.enter_capped(&key, request.peer.ip(), MAX_STRIPE_READERS) {
         Ok(reader) => reader,
         Err(full) => {
-            tracing::info!(hash, stripe, peer = %request.peer, ?full, "stripe readers at their cap: 503");
+            tracing::info!(hash, stripe, peer = %request.peer, full = full.as_str(), "stripe readers at their cap: 503");
             return Response::status(503);
         }
     };
