@@ -269,6 +269,19 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "<4>half a line\n<4>next\n");
     }
 
+    /// A line that carries its own priority (text a command prints from elsewhere: a remote
+    /// node's Puppet output, a file) keeps it as text: journald reads only the first prefix.
+    #[test]
+    fn a_priority_in_the_text_is_not_taken() {
+        use std::io::Write;
+        let mut out = Vec::new();
+        {
+            let mut lines = JournalLines::new(&mut out, tracing::Level::INFO);
+            lines.write_all(b"<0>the sky is falling\n").unwrap();
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "<6><0>the sky is falling\n");
+    }
+
     #[test]
     fn stderr_is_not_the_journal_without_journal_stream() {
         // The test runner's stderr is no journal stream whatever JOURNAL_STREAM says.

@@ -245,13 +245,9 @@ fn lintian_finds_nothing_to_report() {
     );
 }
 
-/// DEBIAN/md5sums lists every regular file of the package with its MD5, as dh_md5sums writes
-/// it (issue 29: cargo-deb writes none, so `dpkg --verify` and debsums had nothing to check).
-#[test]
-fn the_package_carries_the_md5sums_of_every_file() {
-    if !have_cargo_deb() {
-        return;
-    }
+/// The package built into a temporary directory and unpacked whole (its files, and DEBIAN/
+/// with the control files) into `tree` there.
+fn unpacked_package() -> (tempfile::TempDir, std::path::PathBuf) {
     let out = tempfile::tempdir().unwrap();
     let deb = build_deb(out.path());
     let tree = out.path().join("tree");
@@ -262,6 +258,17 @@ fn the_package_carries_the_md5sums_of_every_file() {
         .output()
         .unwrap();
     assert!(unpacked.status.success(), "{}", text(&unpacked));
+    (out, tree)
+}
+
+/// DEBIAN/md5sums lists every regular file of the package with its MD5, as dh_md5sums writes
+/// it (issue 29: cargo-deb writes none, so `dpkg --verify` and debsums had nothing to check).
+#[test]
+fn the_package_carries_the_md5sums_of_every_file() {
+    if !have_cargo_deb() {
+        return;
+    }
+    let (_out, tree) = unpacked_package();
     let sums = std::fs::read_to_string(tree.join("DEBIAN/md5sums")).expect("DEBIAN/md5sums");
     let listed: Vec<&str> = sums
         .lines()
@@ -301,16 +308,7 @@ fn the_copyright_is_dep5_with_every_linked_crate_and_each_license_text() {
     if !have_cargo_deb() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let deb = build_deb(out.path());
-    let tree = out.path().join("tree");
-    let unpacked = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(unpacked.status.success(), "{}", text(&unpacked));
+    let (_out, tree) = unpacked_package();
     let copyright = std::fs::read_to_string(tree.join("usr/share/doc/p2pu/copyright")).unwrap();
     let paragraphs: Vec<&str> = copyright.split("\n\n").collect();
     assert!(
