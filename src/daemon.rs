@@ -279,7 +279,10 @@ mod tests {
             let mut lines = JournalLines::new(&mut out, tracing::Level::INFO);
             lines.write_all(b"<0>the sky is falling\n").unwrap();
         }
-        assert_eq!(String::from_utf8(out).unwrap(), "<6><0>the sky is falling\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<6><0>the sky is falling\n"
+        );
     }
 
     #[test]
