@@ -58,6 +58,25 @@ gzip -9n "$assets/man"/*
 "${p2pu[@]}" completions zsh >"$assets/_p2pu"
 "${p2pu[@]}" completions fish >"$assets/p2pu.fish"
 gzip -9n <install/deb/changelog >"$assets/changelog.gz"
+rm -rf "$assets/scripts"
+install/deb/scripts.sh "$assets/scripts"
+install/deb/copyright.sh ${target:+--target "$target"} >"$assets/copyright"
 
 say "packaging"
-cargo deb --no-build --locked ${pass[@]+"${pass[@]}"}
+deb=$(cargo deb --no-build --locked ${pass[@]+"${pass[@]}"} | tail -n 1)
+[[ -f $deb ]] || { say "cargo deb named no package ($deb)"; exit 1; }
+
+# DEBIAN/md5sums, as dh_md5sums writes it: every regular file of the data part but conffiles
+# (p2pu ships none), `<md5>  <path>` sorted by path. The package is unpacked and packed again
+# by dpkg-deb, owned by root as cargo-deb made it.
+say "adding md5sums"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dpkg-deb --raw-extract "$deb" "$work/p"
+(cd "$work/p" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z |
+    xargs -0r md5sum) >"$work/p/DEBIAN/md5sums"
+chmod 0644 "$work/p/DEBIAN/md5sums"
+level=()
+for arg in ${pass[@]+"${pass[@]}"}; do [[ $arg == --fast ]] && level=(-z1); done
+dpkg-deb --root-owner-group -Zxz ${level[@]+"${level[@]}"} --build "$work/p" "$deb" >/dev/null
+echo "$deb"

@@ -17,6 +17,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "p2pu: installing cargo-deb (a few minutes, once)" >&2
     cargo install cargo-deb --version 3.8.0 --locked
 fi
+# install/deb/copyright.sh lists the linked crates' licenses with cargo-license (about 1.5 min
+# to install on a loaded 2-core machine).
+if ! cargo license --help >/dev/null 2>&1; then
+    echo "p2pu: installing cargo-license (a minute or two, once)" >&2
+    cargo install cargo-license --version 0.7.0 --locked
+fi
 # The lint gate, before anything slow: formatting, then clippy on every target (tests and
 # benches included) with warnings as errors. rustup installs the components where missing;
 # a toolchain without rustup (Debian's cargo) needs its rustfmt and clippy packages.

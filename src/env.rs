@@ -48,6 +48,20 @@ impl Write for Captured {
     }
 }
 
+/// `stream` as it is, or with each line's journald priority where it is the journal's stream
+/// (a command run as a unit: `heartbeat`, `init --first-boot`; see [`crate::daemon`]).
+fn journal_or(
+    stream: impl Write + Send + 'static,
+    fd: u8,
+    default: tracing::Level,
+) -> Box<dyn Write + Send> {
+    if crate::daemon::fd_is_journal(fd) {
+        Box::new(crate::daemon::JournalLines::new(stream, default))
+    } else {
+        Box::new(stream)
+    }
+}
+
 impl Env {
     /// The real process: its cwd, streams and wall clock.
     pub fn process() -> Env {
@@ -55,8 +69,8 @@ impl Env {
         Env {
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             stdin: Box::new(io::stdin()),
-            stdout: Box::new(io::stdout()),
-            stderr: Box::new(io::stderr()),
+            stdout: journal_or(io::stdout(), 1, tracing::Level::INFO),
+            stderr: journal_or(io::stderr(), 2, tracing::Level::WARN),
             interactive: io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             clock: SystemTime::now,

@@ -603,7 +603,8 @@ pub fn catch_up_clock(gossip: &dyn Gossip, join: &[String]) {
     // before they heard of the clocks exchanged would be dropped here for good.
     if let Err(e) = gossip.join(&addrs, crate::engines::JoinEvents::Replay) {
         tracing::debug!(
-            "joining {addrs:?} before a broadcast: {}",
+            "joining {} before a broadcast: {}",
+            addrs.join(" "),
             crate::error::chain(&e)
         );
     }

@@ -3,7 +3,7 @@
 //! agent running as the units `p2pu init` rendered. Nothing here starts an engine itself.
 //!
 //! Needs root, debootstrap and systemd-nspawn (install/systemd-fleet.sh installs them), the
-//! Debian archive once to build the cached tree, and cargo-deb.
+//! Debian archive once to build the cached tree, and cargo-deb and cargo-license (the .deb).
 
 #[path = "support/natlab.rs"]
 mod natlab;
@@ -34,14 +34,19 @@ fn prerequisites() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    let cargo_deb = Command::new("cargo")
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let cargo = |args: &[&str]| {
+        Command::new("cargo")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     prereq::have(
         have("debootstrap") && have("systemd-nspawn") && have("nsenter"),
         "debootstrap and systemd-nspawn: install/systemd-fleet.sh packages",
-    ) && prereq::have(cargo_deb, "cargo-deb: install/run-tests.sh installs it")
+    ) && prereq::have(
+        cargo(&["deb", "--version"]) && cargo(&["license", "--help"]),
+        "cargo-deb and cargo-license: install/run-tests.sh installs them",
+    )
 }
 
 /// A test's work dir with the fleet operator's key pair in `operator/` (`keys`), whose public
@@ -544,28 +549,68 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
 
     // The network-facing units, hardened, still did all of the above; systemd rates their
     // exposure. The agent runs `puppet apply` as root, which may change anything: printed only.
-    for (node, unit, most) in [
-        (&proxy, "p2pu-proxy.service", Some(2.0)),
-        (&nodes[0], "p2pu-nat-client.service", Some(2.0)),
-        (&nodes[0], "p2pu-agent.service", None),
-    ] {
-        let out = node
-            .c()
-            .exec(&["systemd-analyze", "security", "--no-pager", unit]);
-        let report = text(&out);
-        let level: f64 = report
-            .lines()
-            .find_map(|l| l.split_once("Overall exposure level for "))
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or_else(|| panic!("{unit}: no exposure level in:\n{report}"));
-        eprintln!("{unit}: exposure {level}");
-        if let Some(most) = most {
-            assert!(
-                level <= most,
-                "{unit}: exposure {level} > {most}:\n{report}"
-            );
-        }
-    }
+    assert_exposure(&proxy, "p2pu-proxy.service", 2.0);
+    assert_exposure(&nodes[0], "p2pu-nat-client.service", 2.0);
+    assert_exposure(&nodes[0], "p2pu-agent.service", AGENT_EXPOSURE);
+}
+
+/// `systemd-analyze security`'s exposure of each p2pu unit as README documents it (issue 29:
+/// the heartbeat was 8.9, first boot 9.6, the agent 9.3); a unit's test asserts it stays at or
+/// under its figure on a booted node, having done its work under that sandbox.
+const HEARTBEAT_EXPOSURE: f64 = 1.6;
+const FIRSTBOOT_EXPOSURE: f64 = 1.8;
+const AGENT_EXPOSURE: f64 = 8.0;
+
+/// Asserts `unit`'s exposure on `node`, as systemd rates it there, is at most `most`. `unit`
+/// may be `--offline=yes PATH`: the unit file at PATH, rated by the node's systemd.
+fn assert_exposure(node: &Node, unit: &str, most: f64) {
+    let mut command = vec!["systemd-analyze", "security", "--no-pager"];
+    command.extend(unit.split(' '));
+    let out = node.c().exec(&command);
+    let report = text(&out);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for "))
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("{unit}: no exposure level in:\n{report}"));
+    eprintln!("{}: {unit}: exposure {level} (at most {most})", node.name);
+    assert!(
+        level <= most,
+        "{unit}: exposure {level} > {most}:\n{report}"
+    );
+}
+
+/// The agent's watchdog is armed, systemd hears its pings (the last ping's time moves on), and
+/// the agent was never restarted by systemd (a watchdog timeout or a crash would count).
+fn assert_watchdog_armed_and_no_restart(node: &Node) {
+    let show = |property: &str| {
+        node.c()
+            .exec_ok(&["systemctl", "show", "-p", property, "--value", "p2pu-agent"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(show("WatchdogUSec"), "1min", "{}", node.name);
+    let first = show("WatchdogTimestampMonotonic");
+    // Pings come every half period (30 s): one within 75 s whatever the load.
+    let pinged = wait_until(Duration::from_secs(75), || {
+        let last = show("WatchdogTimestampMonotonic");
+        last != first && last != "0"
+    });
+    assert!(
+        pinged && show("NRestarts") == "0",
+        "{}: no watchdog ping heard, or restarted ({} restarts):\n{}",
+        node.name,
+        show("NRestarts"),
+        node.c().journal("p2pu-agent")
+    );
+}
+
+/// What `systemctl ARGS --plain --no-legend` lists on `node`, one unit a line ("" for none:
+/// list-unit-files then exits 1, which is no failure here).
+fn listed(node: &Node, args: &[&str]) -> String {
+    let mut command = vec!["systemctl", "--plain", "--no-legend"];
+    command.extend_from_slice(args);
+    String::from_utf8_lossy(&node.c().exec(&command).stdout).into_owned()
 }
 
 /// The agent's main pid and what its /proc/PID/exe says ("... (deleted)" once dpkg replaced
@@ -594,7 +639,7 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
     }
     let Operator {
         work,
-        keys: _,
+        keys,
         public: operator_pub,
     } = operator();
     let lab = Lab::new(&[Lan::cone(1)]);
@@ -614,7 +659,14 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
     std::fs::copy(sdfleet::deb(), root.join("p2pu.deb")).unwrap();
     std::fs::copy(&newer, root.join("p2pu-newer.deb")).unwrap();
     std::fs::copy(&operator_pub, root.join("operator.pub")).unwrap();
-    std::fs::write(root.join("site.toml"), sdfleet::site_config(&[], "")).unwrap();
+    // This node signs heartbeats: its timer must have run before remove (issue 29 found
+    // remove leaving the timer enabled and purge leaving its units and wants link).
+    std::fs::write(
+        root.join("site.toml"),
+        sdfleet::site_config(&[], "[agent]\nheartbeat_interval_secs = 60\n"),
+    )
+    .unwrap();
+    give_operator_key(&node, &keys);
     std::fs::create_dir(root.join("install")).unwrap();
     std::fs::copy(
         format!("{}/install/install.sh", sdfleet::REPO),
@@ -656,15 +708,88 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
         "the agent still runs the old binary after the upgrade: pid {pid} -> {new_pid}, exe {new_exe}"
     );
 
+    // The heartbeat timer fires (30 s after it started) and its service signs and sends,
+    // under its sandbox; the agent runs under its watchdog meanwhile.
+    let heartbeat_ran = wait_until(Duration::from_secs(120), || {
+        node.c()
+            .journal("p2pu-heartbeat.service")
+            .contains("heartbeat signed at")
+    });
+    assert!(
+        heartbeat_ran,
+        "the heartbeat timer did not run its service:\n{}\n{}",
+        node.c()
+            .exec_ok(&["systemctl", "list-timers", "--all", "--no-pager"]),
+        node.c().journal("p2pu-heartbeat.service")
+    );
+    let result = node.c().exec_ok(&[
+        "systemctl",
+        "show",
+        "-p",
+        "Result",
+        "--value",
+        "p2pu-heartbeat.service",
+    ]);
+    assert_eq!(result.trim(), "success");
+    assert_exposure(&node, "p2pu-heartbeat.service", HEARTBEAT_EXPOSURE);
+    assert_exposure(&node, "p2pu-agent.service", AGENT_EXPOSURE);
+    assert_watchdog_armed_and_no_restart(&node);
+    // A command run as a unit files its `error:` line as an error, its output as info.
+    node.c().exec(&[
+        "systemd-run",
+        "--wait",
+        "--collect",
+        "--unit=priority-probe",
+        "p2pu",
+        "heartbeat",
+        "--config",
+        "/nonexistent/site.toml",
+    ]);
+    let errors = text(&node.c().exec(&[
+        "journalctl",
+        "--no-pager",
+        "-u",
+        "priority-probe",
+        "-p",
+        "err",
+        "-o",
+        "cat",
+    ]));
+    assert!(errors.contains("error:"), "not filed as an error: {errors}");
+    let signed = text(&node.c().exec(&[
+        "journalctl",
+        "--no-pager",
+        "-u",
+        "p2pu-heartbeat.service",
+        "-p",
+        "info..info",
+        "-o",
+        "cat",
+    ]));
+    assert!(signed.contains("heartbeat signed at"), "{signed}");
+    assert!(
+        !signed.contains("<6>"),
+        "the prefix reached the text: {signed}"
+    );
+
     // Remove: the rendered units are stopped and disabled; the config stays.
     node.c().exec_ok(&["apt-get", "remove", "-y", "-q", "p2pu"]);
-    // (This node renders only the agent's own unit: no NAT, no first boot.)
-    assert!(
-        !node.c().is_active("p2pu-agent"),
-        "the agent still runs after remove"
+    let running = listed(
+        &node,
+        &[
+            "list-units",
+            "--all",
+            "--state=active,activating,reloading",
+            "p2pu*",
+        ],
     );
-    let enabled = text(&node.c().exec(&["systemctl", "is-enabled", "p2pu-agent"]));
-    assert_eq!(enabled.trim(), "disabled", "p2pu-agent after remove");
+    assert!(running.trim().is_empty(), "running after remove: {running}");
+    let enabled = listed(&node, &["list-unit-files", "--state=enabled", "p2pu*"]);
+    assert!(enabled.trim().is_empty(), "enabled after remove: {enabled}");
+    for unit in ["p2pu-agent.service", "p2pu-heartbeat.timer"] {
+        let state = text(&node.c().exec(&["systemctl", "is-enabled", unit]));
+        assert_eq!(state.trim(), "disabled", "{unit} after remove");
+    }
     assert!(node.path("/etc/p2pu/site.toml").exists());
     // Serf keeps p2pu's drop-in until purge; a spool cleaned up meanwhile must not stop it.
     node.c().exec_ok(&["rm", "-rf", "/var/spool/p2pu"]);
@@ -680,15 +805,25 @@ fn package_lifecycle_install_upgrade_remove_purge_on_a_running_node() {
     node.c().exec_ok(&["apt-get", "purge", "-y", "-q", "p2pu"]);
     for gone in [
         "/etc/p2pu",
-        "/etc/systemd/system/p2pu-agent.service",
         "/etc/systemd/system/serf.service.d/p2pu.conf",
         "/etc/systemd/system/transmission-daemon.service.d/p2pu.conf",
         "/etc/serf/p2pu.json",
-        "/var/lib/p2pu",
         "/var/spool/p2pu",
     ] {
         assert!(!node.path(gone).exists(), "{gone} is left after purge");
     }
+    // No unit, wants link or drop-in anywhere under /etc/systemd, nothing in /var/lib.
+    let left = node.c().exec_ok(&[
+        "sh",
+        "-c",
+        "find /etc/systemd -name '*p2pu*'; ls -d /var/lib/p2pu* 2>/dev/null; true",
+    ]);
+    assert!(left.trim().is_empty(), "left after purge:\n{left}");
+    let known = listed(&node, &["list-units", "--all", "p2pu*"]);
+    assert!(
+        known.trim().is_empty(),
+        "units systemd still knows: {known}"
+    );
     let failed = node.c().failed_units();
     assert!(
         failed.trim().is_empty(),
@@ -813,7 +948,32 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
          transmission => {{ 'peer_port' => 51500 }},\n}}\n"
     );
     std::fs::write(nodes[0].path("/root/fleet.pp"), &fleet_pp).unwrap();
+    // The first-boot unit as the image has it: its `init` removes it (it is for images).
+    let firstboot_unit = image
+        .upper
+        .join("etc/systemd/system/p2pu-firstboot.service");
+    std::fs::copy(
+        &firstboot_unit,
+        nodes[0].path("/root/p2pu-firstboot.service"),
+    )
+    .expect("the image has a first-boot unit");
     boot_all(&mut nodes);
+    // First boot finished under its sandbox (no failed unit, boot_all says), rated as the
+    // image had it.
+    for node in &nodes {
+        let firstboot = node.c().journal("p2pu-firstboot.service");
+        assert!(
+            firstboot.contains("generated secret")
+                && firstboot.contains("p2pu-firstboot.service: Deactivated successfully"),
+            "{}: {firstboot}",
+            node.name
+        );
+    }
+    assert_exposure(
+        &nodes[0],
+        "--offline=yes /root/p2pu-firstboot.service",
+        FIRSTBOOT_EXPOSURE,
+    );
     wait_for_members(&nodes, 2);
     let units = ["transmission-daemon", "serf", "p2pu-agent"];
     let before: Vec<Vec<String>> = nodes.iter().map(|n| main_pids(n, &units)).collect();
@@ -859,6 +1019,12 @@ fn the_readme_puppet_loop_changes_a_setting_on_every_node_and_restarts_what_chan
                 node.c().journal(unit)
             );
         }
+    }
+
+    // The agent applied (and `init`, run by the manifest, rewrote /etc and restarted the
+    // engines) under its sandbox.
+    for node in &nodes {
+        assert_exposure(node, "p2pu-agent.service", AGENT_EXPOSURE);
     }
 
     // The same settings again: site.toml is unchanged, init does not run, nothing restarts.

@@ -696,7 +696,7 @@ impl Client {
             }
         }
         if became_direct {
-            tracing::info!(%peer, addr = ?from, "direct path open");
+            tracing::info!(%peer, addr = %from.map_or_else(String::new, |a| a.to_string()), "direct path open");
             self.session_up(peer);
         }
         match body {

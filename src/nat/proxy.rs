@@ -124,6 +124,28 @@ pub struct Counters {
     pub dropped_replay: u64,
 }
 
+/// In words for the log: `stun answered 3, accepted 2, ...` (issue 29: a struct dump there
+/// read `counters=Counters { stun_answered: 3, ... }`).
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stun answered {}, accepted {}, dropped unauthenticated {}, dropped over the rate {}, \
+             dropped replayed {}, dropped other {}, relayed {}, relays over the cap {}, \
+             registrations refused {}",
+            self.stun_answered,
+            self.accepted,
+            self.dropped_unauthenticated,
+            self.dropped_rate,
+            self.dropped_replay,
+            self.dropped_other,
+            self.relayed,
+            self.relay_capped,
+            self.refused_registration
+        )
+    }
+}
+
 /// What one rate-limit bucket counts: an IPv4 address, or an IPv6 /64 (what one host gets),
 /// never the port, which a sender picks freely.
 fn source_key(from: SocketAddr) -> IpAddr {
@@ -574,7 +596,7 @@ pub fn run(
     let state = ProxyState::new(config, Instant::now()).with_names(names);
     tracing::info!(addr = %socket.local_addr()?, "proxy listening");
     let state = serve(socket, state, stop, |_| true)?;
-    tracing::info!(counters = ?state.counters, "proxy stopping");
+    tracing::info!(counters = %state.counters, "proxy stopping");
     Ok(())
 }
 

@@ -578,6 +578,16 @@ enum Dest {
 }
 
 impl Dest {
+    /// Its name in log lines.
+    fn as_str(self) -> &'static str {
+        match self {
+            Dest::Transmission => "transmission",
+            Dest::Seed => "seed",
+        }
+    }
+}
+
+impl Dest {
     fn alpn(self) -> &'static [u8] {
         match self {
             Dest::Transmission => ALPN,
@@ -715,7 +725,7 @@ impl State {
                     connection = match dial(&endpoint, &client, addr).await {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            tracing::warn!(%peer, %addr, ?dest, error = %e, "tunnel connection failed");
+                            tracing::warn!(%peer, %addr, dest = dest.as_str(), error = %e, "tunnel connection failed");
                             continue;
                         }
                     };
@@ -816,7 +826,7 @@ async fn serve_incoming(incoming: quinn::Incoming, deliver: Deliver) {
                     Dest::Seed => pipe_plain(tcp, send, recv).await,
                 },
                 Err(e) => {
-                    tracing::warn!(%to, ?dest, error = %e, "cannot reach the local end")
+                    tracing::warn!(%to, dest = dest.as_str(), error = %e, "cannot reach the local end")
                 }
             }
         });

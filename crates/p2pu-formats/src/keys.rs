@@ -245,6 +245,23 @@ pub enum KeyChange {
     RootUnchanged(u64),
 }
 
+/// In words, for an apply's summary: `trusted key 0123456789abcdef`.
+impl fmt::Display for KeyChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyChange::Trusted(kid) => write!(f, "trusted key {kid}"),
+            KeyChange::AlreadyTrusted(kid) => write!(f, "key {kid} already trusted"),
+            KeyChange::Revoked(kid) => write!(f, "revoked key {kid}"),
+            KeyChange::AlreadyRevoked(kid) => write!(f, "key {kid} already revoked"),
+            KeyChange::Delegated(kid) => write!(f, "trusted key {kid} by delegation"),
+            KeyChange::Root(version) => write!(f, "root document version {version} kept"),
+            KeyChange::RootUnchanged(version) => {
+                write!(f, "no root document newer than version {version}")
+            }
+        }
+    }
+}
+
 impl TrustedKeys {
     /// An in-memory set (for tests and one-off checks).
     pub fn from_keys(keys: impl IntoIterator<Item = VerifyingKey>) -> TrustedKeys {

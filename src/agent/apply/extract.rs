@@ -100,6 +100,31 @@ impl Default for Limits {
     }
 }
 
+/// In words, for the record's summary: `3 file(s), 2 dir(s), 120 byte(s), replaced`.
+impl std::fmt::Display for ExtractReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} file(s), {} dir(s), {} byte(s), {}",
+            self.files,
+            self.dirs,
+            self.bytes,
+            if self.replaced { "replaced" } else { "created" }
+        )?;
+        if self.special_bits_stripped > 0 {
+            write!(
+                f,
+                ", setuid/setgid/sticky bits dropped from {}",
+                self.special_bits_stripped
+            )?;
+        }
+        if let Some(old) = &self.old_tree_left {
+            write!(f, ", the old tree left at {}", old.display())?;
+        }
+        Ok(())
+    }
+}
+
 /// What an extraction produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtractReport {

@@ -182,7 +182,7 @@ impl ApplyContext<'_> {
             Kind::Archive => {
                 let report = self.extract(payload, target)?;
                 Ok(Applied {
-                    summary: format!("extracted into {} ({report:?})", target.display()),
+                    summary: format!("extracted into {} ({report})", target.display()),
                     output: String::new(),
                 })
             }
@@ -202,7 +202,7 @@ impl ApplyContext<'_> {
                 )
                 .map_err(|e| ApplyError::Key(Box::new(e)))?;
                 Ok(Applied {
-                    summary: format!("trusted keys: {change:?}"),
+                    summary: format!("trusted keys: {change}"),
                     output: String::new(),
                 })
             }

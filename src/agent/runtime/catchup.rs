@@ -107,7 +107,7 @@ pub fn catch_up_with(
         }
         let entry = listed.get(name.as_str()).copied();
         if let Some(entry) = entry.filter(|e| known.is_none_or(|k| k < e.seq)) {
-            tracing::info!(name = %name, seq = entry.seq, held = ?known, "heartbeat: the snapshot lists an update this node lacks; asking the fleet");
+            tracing::info!(name = %name, seq = entry.seq, held = known, "heartbeat: the snapshot lists an update this node lacks; asking the fleet");
         }
         let answers = gossip.query(LATEST_QUERY, name.as_bytes(), timeout)?;
         let chosen = newest_acceptable(&name, &answers, store, policy, now_ms, entry, fetch_plan)?;
@@ -207,7 +207,7 @@ fn newest_acceptable<'a>(
                 tracing::warn!(%node, name = %record.name, seq = record.seq, "catch-up: answer from the far future ignored")
             }
             Decision::Rejected(rejection) => {
-                tracing::warn!(%node, name = %name, seq = ?rejection.seq, reason = %rejection.reason, "catch-up: answer rejected")
+                tracing::warn!(%node, name = %name, seq = rejection.seq, reason = %rejection.reason, "catch-up: answer rejected")
             }
             // The latest announcement is what catch-up asks for, never a control statement.
             Decision::Control { .. } => {

@@ -625,7 +625,7 @@ fn settle(
             pass.held += 1;
         }
         Decision::Rejected(rejection) => {
-            tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = ?rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
+            tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
             store.reject(rejection)?;
             pass.rejected += 1;
         }
@@ -642,7 +642,7 @@ fn settle(
             }
             match revert {
                 Some(Ok(record)) => {
-                    tracing::warn!(%name, seq = record.seq, to = ?record.restored_seq, "reverting: the operator's revert");
+                    tracing::warn!(%name, seq = record.seq, to = record.restored_seq, "reverting: the operator's revert");
                     store.put(record.clone())?;
                     match resume(record) {
                         Ok(update) => accepted(update),
@@ -650,7 +650,7 @@ fn settle(
                     }
                 }
                 Some(Err(reason)) => {
-                    tracing::warn!(%name, ?seq, %reason, "revert refused");
+                    tracing::warn!(%name, seq, %reason, "revert refused");
                     store.reject(Rejection {
                         at: now_ms / 1000,
                         source: event.source.as_str().to_string(),

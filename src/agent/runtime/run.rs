@@ -215,6 +215,9 @@ impl Agent {
         // Tracker and seed server up, workers waiting, spool watched: ready (Type=notify).
         crate::sdnotify::ready();
         crate::sdnotify::status("idle: waiting for updates");
+        // Pinged once per turn of this loop, which takes the spool in: if it wedges, the pings
+        // stop and systemd restarts the agent (WatchdogSec= in p2pu-agent.service).
+        let mut watchdog = crate::sdnotify::Watchdog::from_env();
         let mut silence = Silence {
             last_accepted_ms: now_ms(),
         };
@@ -222,6 +225,9 @@ impl Agent {
         let mut waits = super::pending::PlanWaits::default();
         let mut heartbeat_warned_ms = 0;
         while !agent.stop.load(Ordering::Relaxed) {
+            if let Some(watchdog) = watchdog.as_mut() {
+                watchdog.alive(std::time::Instant::now());
+            }
             let pass = agent.intake_spool(&work_tx, &mut stuck, &mut waits)?;
             ask_for_plans(&mut plans_asked, &pass.plans_wanted, &plan_tx);
             silence.after(&pass, now_ms());
@@ -1322,8 +1328,10 @@ fn rejoin(agent: &Agent, peers: &FleetPeers) {
         .gossip
         .join(&addrs, crate::engines::JoinEvents::IgnoreOld)
     {
-        Ok(()) => tracing::debug!(?addrs, "joined the members last seen alive"),
-        Err(e) => tracing::warn!(?addrs, "joining the members last seen alive: {}", chain(&e)),
+        Ok(()) => tracing::debug!(addrs = %addrs.join(" "), "joined the members last seen alive"),
+        Err(e) => {
+            tracing::warn!(addrs = %addrs.join(" "), "joining the members last seen alive: {}", chain(&e))
+        }
     }
 }
 

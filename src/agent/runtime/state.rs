@@ -1319,8 +1319,6 @@ mod tests {
         );
     }
 
-    /// The per-stripe record stays within `MAX_STRIPE_SOURCES` a stripe however many
-
     /// Repair reads are one use a member however many reads it served, marked as repair
     /// (`status` says "by repair"), bounded like a stream's sources.
     #[test]
@@ -1348,6 +1346,8 @@ mod tests {
             "{line}"
         );
     }
+
+    /// The per-stripe record stays within `MAX_STRIPE_SOURCES` a stripe however many
     /// sources fail in turn (a member refusing, a liar, an origin waited out): the first
     /// (the planned parent) and the newest are kept, an origin asked again from the same
     /// block is one use, and the blocks count against the member that sent them.

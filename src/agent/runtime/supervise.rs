@@ -82,7 +82,7 @@ pub fn run_as(
                 user: wanted.to_string(),
             })?;
             tracing::warn!(
-                "agent.serve_user {wanted:?} does not exist, so the tracker and web seed server run as {FALLBACK_USER:?} (install/install.sh creates {wanted:?})"
+                "agent.serve_user `{wanted}` does not exist, so the tracker and web seed server run as `{FALLBACK_USER}` (install/install.sh creates `{wanted}`)"
             );
             (FALLBACK_USER, ids)
         }

@@ -188,6 +188,16 @@ enum Full {
     Source,
 }
 
+impl Full {
+    /// Which cap was reached, in log lines.
+    fn as_str(self) -> &'static str {
+        match self {
+            Full::Payload => "payload",
+            Full::Source => "source",
+        }
+    }
+}
+
 impl Readers {
     pub(super) fn with_stripe_cap(stripe_cap: usize) -> Readers {
         Readers(Arc::new(std::sync::Mutex::new(ReaderCounts {
@@ -435,7 +445,7 @@ fn serve_stripe(
     let reader = match readers.enter_capped(&key, request.peer.ip(), readers.stripe_cap()) {
         Ok(reader) => reader,
         Err(full) => {
-            tracing::info!(hash, stripe, peer = %request.peer, ?full, "stripe readers at their cap: 503");
+            tracing::info!(hash, stripe, peer = %request.peer, full = full.as_str(), "stripe readers at their cap: 503");
             return Response::status(503);
         }
     };

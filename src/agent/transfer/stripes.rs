@@ -57,6 +57,17 @@ pub enum Repair {
     Tail,
 }
 
+/// As the log says it: `orphan`, `lagging`, `tail`.
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Repair::Orphan => "orphan",
+            Repair::Lagging => "lagging",
+            Repair::Tail => "tail",
+        })
+    }
+}
+
 /// What [`Receiver::accept`] made of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {

@@ -314,7 +314,7 @@ impl Striped<'_> {
                             // (a compromised one holding this node's repair) or too slow to
                             // repair from; it is not asked again.
                             if e.kind() == std::io::ErrorKind::TimedOut {
-                                tracing::info!(stripe = s, from = %name, "repair read not sent in {REPAIR_DEADLINE:?}: left as hung");
+                                tracing::info!(stripe = s, from = %name, "repair read not sent in {} s: left as hung", REPAIR_DEADLINE.as_secs());
                                 lock().0.left(node, Left::Hung);
                                 hung = true;
                             }
@@ -335,7 +335,7 @@ impl Striped<'_> {
                         if hung {
                             logs[s].left(Left::Hung);
                         }
-                        tracing::info!(stripe = s, ?why, from = %name, blocks = got, "repaired a stripe");
+                        tracing::info!(stripe = s, why = %why, from = %name, blocks = got, "repaired a stripe");
                         repaired += got;
                         break;
                     }
