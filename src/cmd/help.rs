@@ -113,6 +113,21 @@ p2pu sync
 p2pu sync --timeout 120 --json > /var/tmp/p2pu-sync.json; echo $?",
     ),
     (
+        "mark-good",
+        "# The person who is the health check approves site.pp on this node: its check ends as
+# passed, and the next wave of its rollout may go on
+p2pu mark-good site.pp
+# Confirm an update already applied, as JSON
+p2pu mark-good site.pp --json",
+    ),
+    (
+        "mark-bad",
+        "# Undo site.pp on this node: apply the good version kept from before it again
+p2pu mark-bad site.pp
+# A given seq, waiting up to 10 minutes for the revert, in a script
+p2pu mark-bad app.zip --seq 1764950400000 --timeout 600 --json; echo $?",
+    ),
+    (
         "fleet",
         "# Which members applied what
 p2pu fleet status",
@@ -353,6 +368,19 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
          an update failed here; 4 when one had not settled by --timeout, waits for its wave or \
          halted, or no other member was alive to ask; 1 when the agent did not answer or could \
          not ask the fleet.",
+    ),
+    (
+        "mark-good",
+        "0 when the update is applied; 3 when it settled otherwise (its check failed before the \
+         verdict came); 4 when it had not settled by --timeout; 1 when the verdict was refused \
+         (no record, not applied nor being checked) or the agent did not answer.",
+    ),
+    (
+        "mark-bad",
+        "0 when the update was reverted to the kept good version; 3 when it settled otherwise \
+         (the revert failed); 4 when it had not settled by --timeout; 1 when the verdict was \
+         refused (no record, nothing kept to revert to, not applied nor being checked) or the \
+         agent did not answer.",
     ),
     (
         "verify",

@@ -22,6 +22,7 @@ pub mod key;
 pub mod keygen;
 pub mod lab;
 pub mod logs;
+pub mod mark;
 pub mod nat_client;
 pub mod proxy;
 pub mod rollout;
@@ -94,6 +95,8 @@ pub enum Command {
     Logs(logs::Logs),
     Submit(submit::Submit),
     Sync(sync::Sync),
+    MarkGood(mark::MarkGood),
+    MarkBad(mark::MarkBad),
     Heartbeat(heartbeat::HeartbeatCommand),
     /// Ask every member of the fleet what it applied.
     ///
@@ -161,6 +164,8 @@ impl Command {
             Command::Logs(c) => c.run(env),
             Command::Submit(c) => c.run(env),
             Command::Sync(c) => c.run(env),
+            Command::MarkGood(c) => c.run(env),
+            Command::MarkBad(c) => c.run(env),
             Command::Heartbeat(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Rollout(c) => c.run(env),
