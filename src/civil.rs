@@ -14,6 +14,16 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
+/// `2026-11-30T03:04:05Z`: RFC 3339 in UTC for seconds since the epoch (the JSON for scripts).
+pub fn rfc3339(secs: u64) -> String {
+    utc(secs).replacen(' ', "T", 1) + "Z"
+}
+
+/// [`rfc3339`] with milliseconds, for times kept in milliseconds since the epoch.
+pub fn rfc3339_ms(ms: u64) -> String {
+    format!("{}.{:03}Z", utc(ms / 1000).replacen(' ', "T", 1), ms % 1000)
+}
+
 /// Howard Hinnant's civil_from_days: (year, month, day) of days since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;

@@ -21,7 +21,11 @@ const SETTLE: Duration = Duration::from_secs(180);
 /// `p2pu mark-good|mark-bad NAME --json` on `node`; the report.
 fn mark(lab: &Lab, node: usize, verdict: &str) -> serde_json::Value {
     let out = ok(lab.p2pu(node, &[verdict, NAME, "--json"]).unwrap());
-    serde_json::from_str(&out).unwrap()
+    let report = serde_json::from_str(&out).unwrap();
+    // As docs/json.md says.
+    let departures = p2pu::cmd::json::departures(verdict, &report);
+    assert!(departures.is_empty(), "{departures:?}: {report:#}");
+    report
 }
 
 #[test]

@@ -138,9 +138,7 @@ impl Event {
 
 fn render(answer: &Response, json: bool) -> Result<String> {
     if let (true, Some(status)) = (json, &answer.status) {
-        return serde_json::to_string_pretty(status)
-            .map(|t| t + "\n")
-            .map_err(|e| Error::Internal(e.to_string()));
+        return crate::cmd::json::render("event status", status);
     }
     if let Some(status) = &answer.status {
         return Ok(status_text(status));
@@ -215,7 +213,7 @@ mod tests {
             ..Response::ok("status")
         };
         let text = render(&answer, true).unwrap();
-        let back: ClientStatus = serde_json::from_str(&text).unwrap();
+        let back: ClientStatus = crate::cmd::json::decode(text.as_bytes()).unwrap();
         assert_eq!(back, status);
         let text = render(&answer, false).unwrap();
         assert!(text.contains("b                        direct"), "{text}");

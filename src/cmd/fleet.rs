@@ -144,7 +144,7 @@ impl FleetStatus {
                     settled,
                     members: reports.clone(),
                 };
-                serde_json::to_string(&frame).map_err(|e| Error::Internal(e.to_string()))? + "\n"
+                crate::cmd::json::render_line("fleet status --watch", &frame)?
             } else {
                 // On a terminal the table is redrawn in place; elsewhere each follows the last.
                 let clear = if env.color { "\x1b[H\x1b[2J" } else { "\n" };
@@ -787,7 +787,7 @@ mod tests {
         };
         let (code, out, _, _) = fleet_status_with(gossip, &["--json", "site.pp"]);
         assert_eq!(code, exit::INCOMPLETE);
-        let rows: Vec<MemberReport> = serde_json::from_str(&out).unwrap();
+        let rows: Vec<MemberReport> = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let answered: Vec<_> = rows
             .iter()
             .map(|r| (r.node.as_str(), r.updates.is_some()))
@@ -1010,7 +1010,7 @@ mod watch_tests {
         assert_eq!(code, exit::FAILED, "b reverted: a failure");
         let frames: Vec<WatchFrame> = out
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
+            .map(|line| crate::cmd::json::decode(line.as_bytes()).unwrap())
             .collect();
         assert_eq!(frames.len(), 3, "{out}");
         assert_eq!(queries, 3, "no refresh after it settled");

@@ -202,7 +202,7 @@ mod tests {
 
         let (code, out, _) = history(dir.path(), &["site.pp", "--json"]);
         assert_eq!(code, 0);
-        let report: HistoryReport = serde_json::from_str(&out).unwrap();
+        let report: HistoryReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let seqs: Vec<(u64, Status, u32)> = report
             .updates
             .iter()

@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(gossip.queries(), ["p2pu-logs"]);
         let (code, out, _) = run(&["site.pp", "--node", "n2", "--json"]);
         assert_eq!(code, 0);
-        let rows: Vec<NodeLogs> = serde_json::from_str(&out).unwrap();
+        let rows: Vec<NodeLogs> = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(rows.len(), 1);
         let (code, _, err) = run(&["site.pp", "--node", "n1"]);
         assert_eq!(code, exit::INCOMPLETE);

@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod help;
 pub mod history;
 pub mod init;
+pub mod json;
 pub mod key;
 pub mod keygen;
 pub mod lab;
@@ -193,8 +194,7 @@ pub fn emit<T: serde::Serialize>(
     table: impl FnOnce(&T) -> String,
 ) -> Result<()> {
     let text = if json {
-        serde_json::to_string_pretty(value).map_err(|e| crate::Error::Internal(e.to_string()))?
-            + "\n"
+        json::render(&env.command, value)?
     } else {
         table(value)
     };
@@ -207,7 +207,10 @@ pub fn emit<T: serde::Serialize>(
 pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     let parsed = help::command()
         .try_get_matches_from(args)
-        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+        .and_then(|matches| {
+            env.command = command_path(&matches);
+            <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+        });
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
@@ -241,6 +244,17 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
             }
         }
     }
+}
+
+/// The words of the subcommand `matches` chose (`fleet status`).
+fn command_path(matches: &clap::ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut at = matches;
+    while let Some((name, sub)) = at.subcommand() {
+        words.push(name);
+        at = sub;
+    }
+    words.join(" ")
 }
 
 /// Whether `e` says a flag's value is wrong, which exits 2 like clap's own usage errors

@@ -211,7 +211,7 @@ mod tests {
             "--json",
         ]);
         assert_eq!(code, 0, "{err}");
-        let report: ControlReport = serde_json::from_str(&out).unwrap();
+        let report: ControlReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!((report.action.as_str(), report.seq), ("abort", 5));
         let events = gossip.events();
         let (event, wire, coalesce) = &events[0];
@@ -254,7 +254,7 @@ mod tests {
         assert!(gossip.events().is_empty());
         let (code, out, err) = revert("3");
         assert_eq!(code, 0, "{err}");
-        let report: ControlReport = serde_json::from_str(&out).unwrap();
+        let report: ControlReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!((report.action.as_str(), report.to), ("revert", Some(3)));
         let control = Control::decode(&gossip.events()[0].1).unwrap();
         assert_eq!((control.action, control.to()), (Action::Revert, Some(3)));

@@ -356,7 +356,7 @@ mod tests {
         store.put(record("site.pp", 2, Status::Failed)).unwrap();
         let (code, out, _) = status(dir.path(), &["--json"]);
         assert_eq!(code, exit::FAILED);
-        let report: StatusReport = serde_json::from_str(&out).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.updates[0].status, Status::Failed);
         // A newer record that applied clears it, also when every record is listed.
         store.put(record("site.pp", 3, Status::Applied)).unwrap();
@@ -393,7 +393,7 @@ mod tests {
             "{out}"
         );
         let (_, json, _) = status(dir.path(), &["--json"]);
-        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         let attempts: Vec<u32> = report.updates.iter().map(|r| r.attempts).collect();
         assert_eq!(attempts, [3, 1]);
     }
@@ -449,7 +449,7 @@ mod tests {
             "{out}"
         );
         let (_, json, _) = status(dir.path(), &["--json"]);
-        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
         let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
         assert_eq!(answer.updates[0].bad_sources, ["10.99.1.5:6880"]);

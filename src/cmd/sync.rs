@@ -326,7 +326,7 @@ mod tests {
     fn sync_reports_what_the_agents_round_found_and_applied() {
         let (code, out, err) = run_beside_agent(Some("site.pp"), None);
         assert_eq!(code, 0, "{err}");
-        let report: SyncReport = serde_json::from_str(&out).unwrap();
+        let report: SyncReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(
             (report.outcome, report.found, report.members_alive),
             (SyncOutcome::Applied, 1, 2)
@@ -336,7 +336,7 @@ mod tests {
 
         let (code, out, err) = run_beside_agent(None, None);
         assert_eq!(code, 0, "{err}");
-        let report: SyncReport = serde_json::from_str(&out).unwrap();
+        let report: SyncReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.outcome, SyncOutcome::UpToDate);
     }
 

@@ -331,7 +331,7 @@ mod tests {
             &["torrent", "show", "site.pp.torrent", "--json"],
         );
         assert_eq!(code, 0, "{err}");
-        let report: TorrentReport = serde_json::from_str(&out).unwrap();
+        let report: TorrentReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report, TorrentReport::of(&m));
         assert_eq!((report.length, report.pieces), (13, 1));
         assert_eq!(report.trackers, ["http://127.0.0.1:9/announce"]);
