@@ -72,14 +72,20 @@ p2pu heartbeat --json",
         "# Every update this node kept, newest first, with attempts and reasons
 p2pu history
 # The past updates of one name, as JSON
-p2pu history site.pp --json",
+p2pu history site.pp --json
+# What changed in the last 2 hours, the newest 20
+p2pu history --since 2h -n 20
+# A given day (UTC), then keep watching for changes
+p2pu history --since 2026-11-30 --follow",
     ),
     (
         "logs",
         "# What site.pp left on every node: Puppet's output, status and reason
 p2pu logs site.pp
 # Only node-7's, as JSON
-p2pu logs site.pp --node node-7 --json",
+p2pu logs site.pp --node node-7 --json
+# The last 5 lines of each node's output, asked again every 2 s as the rollout goes on
+p2pu logs site.pp -n 5 --follow",
     ),
     (
         "submit",
