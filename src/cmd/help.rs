@@ -12,7 +12,9 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "",
         "# Set a node up from the fleet's config, then send it a manifest
 p2pu init --config /etc/p2pu/site.toml
-p2pu submit site.pp --wait",
+p2pu submit site.pp --wait
+# Colour is only on a terminal; NO_COLOR turns it off (output is never paged)
+NO_COLOR=1 p2pu fleet status",
     ),
     (
         "init",
@@ -142,6 +144,8 @@ p2pu fleet status",
         "fleet status",
         "# Every member's updates, address, version and newest update's age
 p2pu fleet status
+# Only the cameras and door-1, as rows for a script (no header, no colour)
+p2pu fleet status --node 'cam-*,door-1' --plain
 # Only site.pp, waiting up to 10 s for answers, as JSON
 p2pu fleet status site.pp --timeout 10 --json
 # Several names: each member answers with these alone, so none is left out of a long answer

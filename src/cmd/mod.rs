@@ -36,7 +36,8 @@ pub mod verify;
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
 ///
 /// Renders and runs Serf, Transmission and Puppet on each node, signs and broadcasts updates,
-/// and applies them everywhere exactly once.
+/// and applies them everywhere exactly once. Colour and progress only on a terminal, never
+/// with NO_COLOR set; output is never paged; --json is the format in docs/json.md.
 #[derive(Debug, Parser)]
 #[command(name = "p2pu", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
