@@ -38,7 +38,8 @@ impl Completions {
 #[derive(Debug, clap::Args)]
 pub struct Man {
     /// Write p2pu.1, p2pu-*.1 and site.toml.5 into DIR (created if missing) instead.
-    #[arg(long, value_name = "DIR")]
+    // `--out-dir`, its name before issue 29, still parses (build-deb.sh uses it), unshown.
+    #[arg(short = 'o', long = "out", alias = "out-dir", value_name = "DIR")]
     out_dir: Option<std::path::PathBuf>,
 }
 

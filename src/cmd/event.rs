@@ -13,12 +13,14 @@ use std::path::PathBuf;
 /// Drive the running NAT client (sessions, updates, status).
 #[derive(Debug, clap::Args)]
 // The shared `--config`, with what this command reads from it.
-#[command(mut_arg("config", |a| a.help("The site config (for `nat.control_socket`)")))]
+// Global, so `p2pu event status --config FILE` works as `--config` does on other commands
+// (issue 29: only `p2pu event --config FILE status` did).
+#[command(mut_arg("config", |a| a.help("The site config (for `nat.control_socket`)").global(true)))]
 pub struct Event {
     #[command(flatten)]
     config: ConfigArg,
     /// The client's control socket; default: `nat.control_socket` from the config.
-    #[arg(long, env = "P2PU_CONTROL_SOCKET")]
+    #[arg(long, env = "P2PU_CONTROL_SOCKET", global = true)]
     socket: Option<PathBuf>,
     #[command(subcommand)]
     action: Action,
@@ -309,5 +311,28 @@ mod tests {
         assert_eq!(code, 1);
         assert!(err.contains("nope.pp: no such file or directory"), "{err}");
         assert!(torrent.added().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use crate::cmd::testing::{run, site_dir};
+
+    /// Issue 29: `--config` after the action, as on every other command; the socket the
+    /// config names is the one tried (none listens here: the error names it).
+    #[test]
+    fn event_status_takes_config_after_the_action() {
+        let dir = site_dir("[nat]\ncontrol_socket = \"/nonexistent/p2pu-test.sock\"\n");
+        for args in [
+            &["event", "status", "--config", "site.toml", "--json"][..],
+            &["event", "--config", "site.toml", "status"][..],
+        ] {
+            let (code, out, err) = run(dir.path(), args);
+            assert_eq!((code, out.as_str()), (1, ""), "{args:?}: {err}");
+            assert!(
+                err.contains("/nonexistent/p2pu-test.sock"),
+                "{args:?}: {err}"
+            );
+        }
     }
 }

@@ -296,7 +296,7 @@ source <(p2pu completions bash)",
     (
         "man",
         "# Read the page of p2pu submit without installing it
-p2pu man --out-dir /tmp/man && man /tmp/man/p2pu-submit.1",
+p2pu man --out /tmp/man && man /tmp/man/p2pu-submit.1",
     ),
     (
         "lab",
@@ -532,6 +532,40 @@ mod tests {
                 text.lines().any(|l| l.trim_start().starts_with(&invocation)
                     || l.contains(&format!(" {invocation}"))),
                 "`{invocation} --help` has no example running it:\n{text}"
+            );
+        }
+    }
+
+    /// Issue 29: every command that writes a file takes `-o/--out`; the names they had
+    /// before (`--output`, `--out-dir`) still parse, so scripts do not break, but are not shown.
+    #[test]
+    fn one_output_flag_name_with_the_old_ones_as_hidden_aliases() {
+        let cmd = command();
+        for path in [
+            "keygen",
+            "key delegate",
+            "key rotate-root",
+            "torrent create",
+            "man",
+        ] {
+            let text = help(path);
+            assert!(
+                text.contains("-o, --out <"),
+                "`p2pu {path} --help`:\n{text}"
+            );
+            assert!(
+                !text.contains("--output") && !text.contains("--out-dir"),
+                "`p2pu {path} --help` shows an old name:\n{text}"
+            );
+        }
+        for (old, args) in [
+            ("--output", &["torrent", "create", "x", "--output", "f"][..]),
+            ("--out-dir", &["man", "--out-dir", "d"][..]),
+        ] {
+            let argv = std::iter::once("p2pu").chain(args.iter().copied());
+            assert!(
+                cmd.clone().try_get_matches_from(argv).is_ok(),
+                "{old} no longer parses"
             );
         }
     }

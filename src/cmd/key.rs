@@ -101,7 +101,7 @@ pub struct Signing {
     #[arg(long)]
     fleet: Option<FleetId>,
     /// Where to write it (default: `<kid>.delegation`, or `p2pu-root`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'o', long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Print JSON (a SignedDocReport) instead of a line.
     #[arg(long)]

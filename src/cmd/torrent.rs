@@ -35,7 +35,8 @@ pub struct Create {
     /// File or directory to share; symlinks, special files and empty directories are refused.
     pub path: PathBuf,
     /// Where to write the .torrent [default: NAME.torrent in the current directory].
-    #[arg(short, long, value_name = "FILE")]
+    // `--output`, its name before issue 29, still parses (scripts use it), unshown.
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Replace the output file if it exists.
     #[arg(short, long)]
