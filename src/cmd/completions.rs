@@ -23,6 +23,10 @@ impl Completions {
         let mut command = help::command();
         let mut out = Vec::new();
         clap_complete::generate(self.shell, &mut command, "p2pu", &mut out);
+        if self.shell == clap_complete::Shell::Bash {
+            // Update and node names, which clap's static script cannot know.
+            out.extend_from_slice(crate::cmd::complete::BASH_DYNAMIC.as_bytes());
+        }
         env.stdout
             .write_all(&out)
             .map_err(Error::io("writing to", "standard output"))?;

@@ -294,6 +294,13 @@ p2pu config-get agent.state_dir",
 source <(p2pu completions bash)",
     ),
     (
+        "complete",
+        "# The update names this node has, for the shell's completion (internal)
+p2pu complete names
+# The fleet's member names
+p2pu complete nodes",
+    ),
+    (
         "man",
         "# Read the page of p2pu submit without installing it
 p2pu man --out /tmp/man && man /tmp/man/p2pu-submit.1",

@@ -8,6 +8,7 @@ use std::io::Write;
 
 pub mod agent;
 pub mod agent_serve;
+pub mod complete;
 pub mod completions;
 pub mod config;
 pub mod config_get;
@@ -83,7 +84,7 @@ pub mod exit {
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,
-// completions, man) is hidden from `--help`; the man pages leave it out too.
+// completions, complete, man) is hidden from `--help`; the man pages leave it out too.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Init),
@@ -122,6 +123,8 @@ pub enum Command {
     ConfigGet(config_get::ConfigGet),
     #[command(hide = true)]
     Completions(completions::Completions),
+    #[command(hide = true)]
+    Complete(complete::Complete),
     #[command(hide = true)]
     Man(completions::Man),
     Lab(lab::Lab),
@@ -178,6 +181,7 @@ impl Command {
             Command::Config(c) => c.run(env),
             Command::ConfigGet(c) => c.run(env),
             Command::Completions(c) => c.run(env),
+            Command::Complete(c) => c.run(env),
             Command::Man(c) => c.run(env),
             Command::Lab(c) => c.run(env),
             Command::Proxy(c) => c.run(env),
