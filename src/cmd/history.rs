@@ -141,21 +141,21 @@ impl History {
     /// Prints each record whose status changes from now on (a row, or a JSON line), polling
     /// the state once a second, until interrupted (or --follow-for).
     fn follow(&self, env: &mut Env, store: &StateStore) -> Result<()> {
-        let seen = |store: &StateStore| -> Result<BTreeMap<(String, u64), (Status, u64)>> {
-            Ok(read(store, self.name.as_deref())
-                .map_err(|e| denied_state(e, "history"))?
-                .into_iter()
-                .map(|r| ((r.name.clone(), r.seq), (r.status, r.updated_at)))
-                .collect())
+        let records = || read(store, self.name.as_deref()).map_err(|e| denied_state(e, "history"));
+        type Known = BTreeMap<(String, u64), (Status, u64)>;
+        let remember = |known: &mut Known, records: &[Record]| {
+            for r in records {
+                known.insert((r.name.clone(), r.seq), (r.status, r.updated_at));
+            }
         };
-        let mut known = seen(store)?;
+        let mut known = Known::new();
+        remember(&mut known, &records()?);
         let until = self
             .follow_for
             .map(|secs| std::time::Instant::now() + std::time::Duration::from_secs_f64(secs));
         while until.is_none_or(|t| std::time::Instant::now() < t) {
             std::thread::sleep(std::time::Duration::from_millis(250));
-            let mut changed: Vec<Record> = read(store, self.name.as_deref())
-                .map_err(|e| denied_state(e, "history"))?
+            let mut changed: Vec<Record> = records()?
                 .into_iter()
                 .filter(|r| known.get(&(r.name.clone(), r.seq)) != Some(&(r.status, r.updated_at)))
                 .collect();
@@ -169,9 +169,7 @@ impl History {
                     write(env, &text)?;
                 }
             }
-            if !changed.is_empty() {
-                known = seen(store)?;
-            }
+            remember(&mut known, &changed);
         }
         Ok(())
     }

@@ -258,7 +258,7 @@ fn present(value: &Value, steps: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::testing::{run, Run};
+    use crate::cmd::testing::Run;
     use crate::engines::clients::Engines;
     use crate::engines::fake::FakeGossip;
 
@@ -274,18 +274,7 @@ mod tests {
     /// one, and a rejection; a signing key and a fleet.
     fn node() -> tempfile::TempDir {
         use crate::agent::runtime::state::{Record, Rejection, SourceUse, StateStore, Status};
-        let dir = tempfile::tempdir().unwrap();
-        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
-        assert_eq!(code, 0, "{err}");
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("site.toml"),
-            format!(
-                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
-                 state_dir = \"{d}/state\"\ntrusted_keys_dir = \"{d}/k\"\n"
-            ),
-        )
-        .unwrap();
+        let dir = crate::cmd::testing::keyed_site();
         let store = StateStore::open(&dir.path().join("state")).unwrap();
         let mut applied = Record::pending("site.pp", &"ab".repeat(20), b"x");
         applied.status = Status::Applied;

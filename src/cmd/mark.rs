@@ -170,16 +170,7 @@ fn wait_for_answer(
     id: &str,
     within: Duration,
 ) -> std::result::Result<Option<Answer>, crate::agent::runtime::RuntimeError> {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(answer) = mark::read_answer(state_dir, id)? {
-            return Ok(Some(answer));
-        }
-        if Instant::now() >= until {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    crate::cmd::poll_until(Instant::now() + within, || mark::read_answer(state_dir, id))
 }
 
 /// Waits until the judged record leaves `checking` and `reverting`; the record, and false

@@ -251,6 +251,23 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     }
 }
 
+/// Asks `ask` every 200 ms until it has an answer or `until` passed (`sync` and
+/// `mark-good|mark-bad` waiting for the agent's answer file).
+pub(crate) fn poll_until<T, E>(
+    until: std::time::Instant,
+    mut ask: impl FnMut() -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Option<T>, E> {
+    loop {
+        if let Some(answer) = ask()? {
+            return Ok(Some(answer));
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The words of the subcommand `matches` chose (`fleet status`).
 fn command_path(matches: &clap::ArgMatches) -> String {
     let mut words = Vec::new();
@@ -288,6 +305,24 @@ pub(crate) mod testing {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
         std::fs::write(dir.path().join("site.toml"), site)
             .unwrap_or_else(|e| panic!("writing site.toml: {e}"));
+        dir
+    }
+
+    /// A dir with a signing key (`k/`, also the trusted-keys dir) and a site.toml naming it,
+    /// a fleet and a state dir (`state/`).
+    pub fn keyed_site() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
+                 state_dir = \"{d}/state\"\ntrusted_keys_dir = \"{d}/k\"\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("writing site.toml: {e}"));
         dir
     }
 

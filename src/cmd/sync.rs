@@ -151,15 +151,7 @@ fn wait_for_answer(
     id: &str,
     until: Instant,
 ) -> std::result::Result<Option<Answer>, crate::agent::runtime::RuntimeError> {
-    loop {
-        if let Some(answer) = sync::read_answer(state_dir, id)? {
-            return Ok(Some(answer));
-        }
-        if Instant::now() >= until {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    crate::cmd::poll_until(until, || sync::read_answer(state_dir, id))
 }
 
 /// Waits until the spool is empty (what the round spooled was taken) and nothing downloads,
