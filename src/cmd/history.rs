@@ -256,8 +256,8 @@ mod tests {
         Run::new(dir).run(&argv)
     }
 
-    #[test]
-    fn every_kept_record_newest_first_with_attempts_and_reason() {
+    /// A site.toml whose state dir is `state/` beside it (not made yet).
+    fn state_site() -> tempfile::TempDir {
         let dir = testing::site_dir("");
         let d = dir.path().display();
         std::fs::write(
@@ -265,6 +265,12 @@ mod tests {
             format!("[agent]\nstate_dir = \"{d}/state\"\n"),
         )
         .unwrap();
+        dir
+    }
+
+    #[test]
+    fn every_kept_record_newest_first_with_attempts_and_reason() {
+        let dir = state_site();
         let (code, out, _) = history(dir.path(), &[]);
         assert_eq!((code, out.as_str()), (0, "no updates yet\n"));
         assert!(!dir.path().join("state").exists(), "history created state");
@@ -313,13 +319,7 @@ mod tests {
 
     /// A state with site.pp 1 (changed at ..005), motd 9 (..055) and site.pp 2 (..105).
     fn three_records() -> tempfile::TempDir {
-        let dir = testing::site_dir("");
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("site.toml"),
-            format!("[agent]\nstate_dir = \"{d}/state\"\n"),
-        )
-        .unwrap();
+        let dir = state_site();
         let store = StateStore::open(&dir.path().join("state")).unwrap();
         for (name, seq, at) in [
             ("site.pp", 1, 1_800_000_000),
