@@ -1,6 +1,6 @@
 //! `p2pu complete names|nodes`: the words the shell completions offer for an update name
 //! (this node's state) or a node name (Serf's members). Hidden plumbing that the bash script
-//! of `p2pu completions bash` calls ([`BASH_DYNAMIC`]).
+//! of `p2pu completions bash` calls (`completions::BASH_DYNAMIC`).
 //!
 //! What it prints comes from others: a name from any trusted signer (or a legacy payload), a
 //! node name that any member with the gossip key chooses. A shell that completes from it must
@@ -85,32 +85,6 @@ impl Complete {
         })
     }
 }
-
-/// Appended to clap's bash script: after its own completion, offers update names where a
-/// command takes NAME and node names after `--node`/`--nodes`, from `p2pu complete`. The words
-/// are matched with a loop, not `compgen -W`, which would expand `$(...)` in them.
-pub const BASH_DYNAMIC: &str = r#"
-# Update and node names (p2pu complete names|nodes): matched by prefix, never expanded.
-_p2pu_words() {
-    local word
-    while IFS= read -r word; do
-        [[ $word == "$2"* ]] && COMPREPLY+=("$word")
-    done < <(command p2pu complete "$1" 2>/dev/null)
-}
-_p2pu_with_names() {
-    _p2pu "$@"
-    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    case $prev in
-        --node|--nodes) COMPREPLY=(); _p2pu_words nodes "$cur"; return ;;
-    esac
-    [[ $cur == -* ]] && return
-    case " ${COMP_WORDS[*]:1:2} " in
-        *" history "*|*" logs "*|*" mark-good "*|*" mark-bad "*|*" rollout "*|*" fleet status "*)
-            _p2pu_words names "$cur" ;;
-    esac
-}
-complete -F _p2pu_with_names -o bashdefault -o default p2pu
-"#;
 
 #[cfg(test)]
 mod tests {

@@ -381,7 +381,18 @@ mod tests {
     /// The report structs read their documented form back (unknown fields still denied).
     #[test]
     fn decode_reads_the_documented_form_back() {
-        use crate::cmd::rollout::ControlReport;
+        /// `rollout`'s report, as its struct is (a command's file is not imported here).
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ControlReport {
+            action: String,
+            name: String,
+            seq: u64,
+            to: Option<u64>,
+            issued: u64,
+            nodes: Vec<String>,
+            wire: String,
+        }
         let report = ControlReport {
             action: "revert".into(),
             name: "site.pp".into(),
