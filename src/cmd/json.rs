@@ -373,6 +373,25 @@ mod tests {
         );
         assert_documented("fleet status", &members);
         assert_eq!(members["members"][1]["updates"], Value::Null);
+        let store = crate::agent::runtime::state::StateStore::open_read_only(&p.join("state"));
+        let logs = crate::agent::runtime::status::node_logs(&store, "a", b"site.pp", true)
+            .unwrap()
+            .unwrap();
+        let gossip = FakeGossip {
+            answers: vec![("a".into(), logs)],
+            ..FakeGossip::default()
+        };
+        let engines = Engines::fakes().gossip_engine(std::sync::Arc::new(gossip));
+        let args = with(&["logs", "site.pp", "--timeout", "0"]);
+        let logs = json_of(Run::new(p).engines(engines), &args, 0);
+        assert_documented("logs", &logs);
+        assert_eq!(logs["nodes"][0]["cut"], Value::Null);
+        std::fs::write(p.join("payload"), b"hello").unwrap();
+        let create = ["torrent", "create", "payload", "--reproducible"];
+        let (code, _, err) = Run::new(p).run(&create);
+        assert_eq!(code, 0, "{err}");
+        let show = ["torrent", "show", "payload.torrent", "--json"];
+        assert_documented("torrent show", &json_of(Run::new(p), &show, 0));
         std::fs::write(p.join("hb"), heartbeat["wire"].as_str().unwrap()).unwrap();
         let verify = ["verify", "hb", "--keys", "k", "--json"];
         assert_documented("verify", &json_of(Run::new(p), &verify, 0));
