@@ -1118,6 +1118,11 @@ mod watch_tests {
             .map(|line| crate::cmd::json::decode(line.as_bytes()).unwrap())
             .collect();
         assert_eq!(frames.len(), 3, "{out}");
+        for line in out.lines() {
+            let frame: serde_json::Value = serde_json::from_str(line).unwrap();
+            let departures = crate::cmd::json::departures("fleet status --watch", &frame);
+            assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        }
         assert_eq!(queries, 3, "no refresh after it settled");
         assert_eq!(
             frames.iter().map(|f| f.settled).collect::<Vec<_>>(),

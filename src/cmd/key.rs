@@ -637,6 +637,9 @@ mod tests {
             ],
         );
         assert_eq!(code, 0, "{err}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let departures = crate::cmd::json::departures("key delegate", &value);
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
         let report: super::SignedDocReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         let mut both = vec![r1.clone(), r2.clone()];
         both.sort();

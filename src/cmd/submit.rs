@@ -1046,6 +1046,9 @@ mod tests {
         assert!(node.untouched());
         let (code, out, _) = node.submit(&["--noop"]);
         assert_eq!(code, 0);
+        let departures =
+            crate::cmd::json::departures("submit --noop", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
         let report: NoopReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.changes.len(), 1);
         assert!(node.untouched());
@@ -1355,6 +1358,9 @@ mod tests {
         // A short timeout: a member whose revert was not counted would be waited for.
         let (code, out, err) = node.submit(&["--wait", "--quiet", "--timeout", "2"]);
         assert_eq!(code, 1, "{err}");
+        let departures =
+            crate::cmd::json::departures("submit", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
         let report: SubmitReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let cause = "Error: Could not find class ::nope (site.pp:1)";
         let reverted =

@@ -318,6 +318,8 @@ mod tests {
     fn sync_reports_what_the_agents_round_found_and_applied() {
         let (code, out, err) = run_beside_agent(Some("site.pp"), None);
         assert_eq!(code, 0, "{err}");
+        let departures = crate::cmd::json::departures("sync", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
         let report: SyncReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(
             (report.outcome, report.found, report.members_alive),
@@ -328,6 +330,8 @@ mod tests {
 
         let (code, out, err) = run_beside_agent(None, None);
         assert_eq!(code, 0, "{err}");
+        let departures = crate::cmd::json::departures("sync", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
         let report: SyncReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.outcome, SyncOutcome::UpToDate);
     }
