@@ -23,6 +23,8 @@ pub struct Env {
     /// Transmission, Serf and Puppet behind their traits: the real ones built from the config
     /// a command loads, or a test's fakes.
     pub engines: Engines,
+    /// The command being run (`fleet status`): its `--json` is documented under that name.
+    pub command: String,
 }
 
 /// A shared byte buffer that a test keeps a handle on while the command writes into it.
@@ -76,6 +78,7 @@ impl Env {
             clock: SystemTime::now,
             vars: std::env::vars().collect(),
             engines: Engines::from_config(),
+            command: String::new(),
         }
     }
 
@@ -99,6 +102,7 @@ impl Env {
             clock: SystemTime::now,
             vars: Default::default(),
             engines,
+            command: String::new(),
         };
         (env, out, err)
     }

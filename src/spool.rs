@@ -59,6 +59,9 @@ pub enum Source {
     /// A request to ask the fleet now ([`crate::agent::runtime::sync`]): from the handler when a member
     /// joined, or from `p2pu sync`. Honoured only from the spool itself (root's part).
     Sync,
+    /// An operator's verdict on an update (`p2pu mark-good|mark-bad`,
+    /// [`crate::agent::runtime::mark`]). Honoured only from the spool itself (root's part).
+    Operator,
 }
 
 impl Source {
@@ -68,13 +71,20 @@ impl Source {
             Source::Overlay => "overlay",
             Source::CatchUp => "catchup",
             Source::Sync => "sync",
+            Source::Operator => "operator",
         }
     }
 
     fn parse(text: &str) -> Option<Source> {
-        [Source::Serf, Source::Overlay, Source::CatchUp, Source::Sync]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Source::Serf,
+            Source::Overlay,
+            Source::CatchUp,
+            Source::Sync,
+            Source::Operator,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 

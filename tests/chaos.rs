@@ -234,7 +234,7 @@ fn status_with(lab: &Lab, node: usize, env: &[(String, String)]) -> StatusReport
         config.display().to_string(),
     ]);
     let out = lab.exec(node, &args).unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    p2pu::cmd::json::decode(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
 /// The announcement `sig` (a `submit --sign-only` file, seeded) signed again to expire at

@@ -12,8 +12,14 @@ use std::process::{Command, Output};
 
 /// `p2pu status --config CONFIG` as uid/gid 65534 (nobody).
 fn status_as_nobody(config: &Path) -> Output {
+    as_nobody(&["status"], config)
+}
+
+/// `p2pu ARGS --config CONFIG` as uid/gid 65534 (nobody).
+fn as_nobody(args: &[&str], config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_p2pu"))
-        .args(["status", "--config"])
+        .args(args)
+        .arg("--config")
         .arg(config)
         .uid(65534)
         .gid(65534)
@@ -62,6 +68,16 @@ fn status_as_a_user_creates_no_state_and_says_run_as_root_when_it_cannot_read() 
         "{stderr}"
     );
     assert!(stderr.contains(&state.display().to_string()), "{stderr}");
+    // An operator's verdict as a user: told to run as root, nothing spooled.
+    for verdict in ["mark-good", "mark-bad"] {
+        let out = as_nobody(&[verdict, "site.pp"], &config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("run as root (sudo p2pu {verdict})")),
+            "{stderr}"
+        );
+    }
 }
 
 /// `p2pu ARGS` as root (this process's user), with NO_COLOR: exit status and stderr.

@@ -39,7 +39,7 @@ fn sync(lab: &Lab, node: usize) -> (Option<i32>, SyncReport) {
     let out = lab
         .p2pu(node, &["sync", "--json", "--timeout", "60"])
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let report = p2pu::cmd::json::decode(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "p2pu sync on node {node}: {e}: {}",
             String::from_utf8_lossy(&out.stderr)
@@ -103,7 +103,7 @@ fn an_update_sent_right_after_every_serf_restarted_reaches_every_node() {
             "node {node}"
         );
         let out = lab.p2pu(node, &["status", "--json"]).unwrap();
-        let report: StatusReport = serde_json::from_slice(&out.stdout).unwrap();
+        let report: StatusReport = p2pu::cmd::json::decode(&out.stdout).unwrap();
         assert!(
             report.rejected.is_empty(),
             "node {node} recorded re-sends as rejections: {:?}",

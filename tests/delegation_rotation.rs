@@ -18,7 +18,7 @@ use support::testlab::{ok, wait};
 fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
     assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    p2pu::cmd::json::decode(&out.stdout).unwrap()
 }
 
 /// The statuses and reasons of every kept record of `name` on `node`, oldest first.

@@ -185,7 +185,7 @@ fn a_failing_health_check_reverts_to_the_last_good_version_and_reports_its_outpu
         "{status}"
     );
     let reports: Vec<MemberReport> =
-        serde_json::from_str(&fleet.p2pu(&["fleet", "status", "--json"])).unwrap();
+        p2pu::cmd::json::decode(fleet.p2pu(&["fleet", "status", "--json"]).as_bytes()).unwrap();
     let update = reports[0].updates.as_ref().unwrap();
     assert_eq!(
         update

@@ -46,7 +46,7 @@ fn check(lab: &Lab, node: usize) -> (Option<i32>, String) {
 fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
     assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    p2pu::cmd::json::decode(&out.stdout).unwrap()
 }
 
 fn events_in(dir: &Path) -> Vec<std::path::PathBuf> {

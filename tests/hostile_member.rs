@@ -442,7 +442,7 @@ fn status_answers(lab: &Lab, node: usize) -> StatusReport {
         matches!(out.status.code(), Some(0 | 3)),
         "node {node}: status: {out:?}"
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    p2pu::cmd::json::decode(&out.stdout).unwrap()
 }
 
 /// Every kept record verifies against the node's trusted keys, with the plan it keeps.

@@ -32,7 +32,7 @@ fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
     // 3: some update failed on this node, which some tests wait for.
     assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    p2pu::cmd::json::decode(&out.stdout).unwrap()
 }
 
 fn status_of(lab: &Lab, node: usize, name: &str) -> Option<Status> {
@@ -155,8 +155,10 @@ fn manifest_module_and_archive_are_applied_on_every_node_and_fleet_status_shows_
             "verified copies left on node {node}"
         );
     }
-    let reports: Vec<MemberReport> =
-        serde_json::from_str(&ok(lab.p2pu(2, &["fleet", "status", "--json"]).unwrap())).unwrap();
+    let reports: Vec<MemberReport> = p2pu::cmd::json::decode(
+        ok(lab.p2pu(2, &["fleet", "status", "--json"]).unwrap()).as_bytes(),
+    )
+    .unwrap();
     assert_eq!(reports.len(), NODES);
     for report in &reports {
         let updates = report.updates.as_ref().expect("every node answers");
@@ -705,7 +707,7 @@ fn a_manifest_failing_on_a_node_is_retried_then_failed_with_puppets_error_line()
                 && l.contains(&format!("failed   [3 attempts] {reason}"))),
         "{fleet}"
     );
-    let reports: Vec<MemberReport> = serde_json::from_slice(
+    let reports: Vec<MemberReport> = p2pu::cmd::json::decode(
         &lab.p2pu(1, &["fleet", "status", "check.pp", "--json"])
             .unwrap()
             .stdout,

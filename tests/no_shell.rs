@@ -46,7 +46,7 @@ fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
     // 3: some update failed on this node.
     assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    p2pu::cmd::json::decode(&out.stdout).unwrap()
 }
 
 /// Every file below `dir` whose name starts with `PWNED`.

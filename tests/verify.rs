@@ -371,7 +371,7 @@ fn every_signed_format_verifies_and_each_tampered_one_is_refused_with_its_reason
     // --json: the report reads back with unknown fields denied.
     let (code, out, _) = f.verify(&[a.to_str().unwrap(), "--with", p.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);
-    let report: p2pu::inspect::VerifyReport = serde_json::from_str(&out).unwrap();
+    let report: p2pu::inspect::VerifyReport = p2pu::cmd::json::decode(out.as_bytes()).unwrap();
     assert_eq!(report.inspection.verdict, p2pu::inspect::Verdict::Valid);
     assert_eq!(report.inspection.format, "announcement");
     assert!(report.config);

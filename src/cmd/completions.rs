@@ -23,12 +23,42 @@ impl Completions {
         let mut command = help::command();
         let mut out = Vec::new();
         clap_complete::generate(self.shell, &mut command, "p2pu", &mut out);
+        if self.shell == clap_complete::Shell::Bash {
+            // Update and node names, which clap's static script cannot know.
+            out.extend_from_slice(BASH_DYNAMIC.as_bytes());
+        }
         env.stdout
             .write_all(&out)
             .map_err(Error::io("writing to", "standard output"))?;
         Ok(Outcome::Success)
     }
 }
+
+/// Appended to clap's bash script: after its own completion, offers update names where a
+/// command takes NAME and node names after `--node`/`--nodes`, from `p2pu complete` (`src/cmd/complete.rs`). The words
+/// are matched with a loop, not `compgen -W`, which would expand `$(...)` in them.
+pub const BASH_DYNAMIC: &str = r#"
+# Update and node names (p2pu complete names|nodes): matched by prefix, never expanded.
+_p2pu_words() {
+    local word
+    while IFS= read -r word; do
+        [[ $word == "$2"* ]] && COMPREPLY+=("$word")
+    done < <(command p2pu complete "$1" 2>/dev/null)
+}
+_p2pu_with_names() {
+    _p2pu "$@"
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+    case $prev in
+        --node|--nodes) COMPREPLY=(); _p2pu_words nodes "$cur"; return ;;
+    esac
+    [[ $cur == -* ]] && return
+    case " ${COMP_WORDS[*]:1:2} " in
+        *" history "*|*" logs "*|*" mark-good "*|*" mark-bad "*|*" rollout "*|*" fleet status "*)
+            _p2pu_words names "$cur" ;;
+    esac
+}
+complete -F _p2pu_with_names -o bashdefault -o default p2pu
+"#;
 
 /// Print the p2pu(1) man page, or write every page to a directory.
 ///
@@ -38,7 +68,8 @@ impl Completions {
 #[derive(Debug, clap::Args)]
 pub struct Man {
     /// Write p2pu.1, p2pu-*.1 and site.toml.5 into DIR (created if missing) instead.
-    #[arg(long, value_name = "DIR")]
+    // `--out-dir`, its name before issue 29, still parses (build-deb.sh uses it), unshown.
+    #[arg(short = 'o', long = "out", alias = "out-dir", value_name = "DIR")]
     out_dir: Option<std::path::PathBuf>,
 }
 

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 /// Drive the running NAT client (sessions, updates, status).
 #[derive(Debug, clap::Args)]
 // The shared `--config`, with what this command reads from it.
-#[command(mut_arg("config", |a| a.help("The site config (for `nat.control_socket`)")))]
+// Global, so `p2pu event status --config FILE` works as `--config` does on other commands
+// (issue 29: only `p2pu event --config FILE status` did).
+#[command(mut_arg("config", |a| a.help("The site config (for `nat.control_socket`)").global(true)))]
 pub struct Event {
     #[command(flatten)]
     config: ConfigArg,
     /// The client's control socket; default: `nat.control_socket` from the config.
-    #[arg(long, env = "P2PU_CONTROL_SOCKET")]
+    #[arg(long, env = "P2PU_CONTROL_SOCKET", global = true)]
     socket: Option<PathBuf>,
     #[command(subcommand)]
     action: Action,
@@ -138,9 +140,7 @@ impl Event {
 
 fn render(answer: &Response, json: bool) -> Result<String> {
     if let (true, Some(status)) = (json, &answer.status) {
-        return serde_json::to_string_pretty(status)
-            .map(|t| t + "\n")
-            .map_err(|e| Error::Internal(e.to_string()));
+        return crate::cmd::json::render("event status", status);
     }
     if let Some(status) = &answer.status {
         return Ok(status_text(status));
@@ -215,7 +215,7 @@ mod tests {
             ..Response::ok("status")
         };
         let text = render(&answer, true).unwrap();
-        let back: ClientStatus = serde_json::from_str(&text).unwrap();
+        let back: ClientStatus = crate::cmd::json::decode(text.as_bytes()).unwrap();
         assert_eq!(back, status);
         let text = render(&answer, false).unwrap();
         assert!(text.contains("b                        direct"), "{text}");
@@ -311,5 +311,28 @@ mod tests {
         assert_eq!(code, 1);
         assert!(err.contains("nope.pp: no such file or directory"), "{err}");
         assert!(torrent.added().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use crate::cmd::testing::{run, site_dir};
+
+    /// Issue 29: `--config` after the action, as on every other command; the socket the
+    /// config names is the one tried (none listens here: the error names it).
+    #[test]
+    fn event_status_takes_config_after_the_action() {
+        let dir = site_dir("[nat]\ncontrol_socket = \"/nonexistent/p2pu-test.sock\"\n");
+        for args in [
+            &["event", "status", "--config", "site.toml", "--json"][..],
+            &["event", "--config", "site.toml", "status"][..],
+        ] {
+            let (code, out, err) = run(dir.path(), args);
+            assert_eq!((code, out.as_str()), (1, ""), "{args:?}: {err}");
+            assert!(
+                err.contains("/nonexistent/p2pu-test.sock"),
+                "{args:?}: {err}"
+            );
+        }
     }
 }

@@ -51,7 +51,8 @@ const MAX_NAMES_BYTES: usize = 900;
 /// Which members applied which update, which failed, which did not answer.
 ///
 /// Exits 0 when every member answered and nothing failed, 3 when some member's update failed,
-/// 4 when none failed but some member did not answer.
+/// 4 when none failed but some member did not answer. On a terminal, failures and silent
+/// members are coloured, unless NO_COLOR is set (or --plain).
 #[derive(Debug, clap::Args)]
 pub struct FleetStatus {
     /// Only these update names: each member answers with these alone, so none is left out
@@ -74,6 +75,14 @@ pub struct FleetStatus {
     /// With --watch: seconds between refreshes.
     #[arg(long, default_value_t = 2.0, requires = "watch")]
     interval: f64,
+    /// A table for scripts: no colour and no header line (colour is only ever on a terminal,
+    /// and never with NO_COLOR set; p2pu does not page its output).
+    #[arg(long, conflicts_with = "json")]
+    plain: bool,
+    /// Only members whose name matches one of these globs (`cam-*,door-?`; `*` any run, `?`
+    /// one character; at most 16 globs of 128 characters). The exit status is theirs.
+    #[arg(long, value_name = "GLOB,...")]
+    node: Option<String>,
 }
 
 /// One refresh of `p2pu fleet status --watch --json`.
@@ -89,6 +98,25 @@ pub struct WatchFrame {
 }
 
 impl FleetStatus {
+    /// The members `--node` names (all without it).
+    fn selected(&self, reports: Vec<MemberReport>) -> Vec<MemberReport> {
+        let Some(globs) = self
+            .node
+            .as_deref()
+            .and_then(|t| crate::formats::control::parse_nodes(t).ok())
+        else {
+            return reports;
+        };
+        reports
+            .into_iter()
+            .filter(|r| {
+                globs
+                    .iter()
+                    .any(|g| crate::formats::plan::glob_match(g, &r.node))
+            })
+            .collect()
+    }
+
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
         let config = Config::load(&self.config.resolve(env), None)?;
         let gossip = env.engines.gossip(&config)?;
@@ -98,6 +126,17 @@ impl FleetStatus {
                 self.timeout
             ))
         })?;
+        // Refused before anything is asked; bounded, so matching costs little.
+        if let Some(text) = &self.node {
+            crate::formats::control::parse_nodes(text).map_err(|e| match e {
+                crate::formats::control::ControlError::BadNodes { text, reason } => {
+                    Error::BadArgument(format!(
+                        "--node {text:?}: {reason}; give member-name globs such as cam-*,door-1"
+                    ))
+                }
+                other => Error::BadArgument(format!("--node: {other}")),
+            })?;
+        }
         if self.watch {
             return self.watch(env, gossip.as_ref(), timeout);
         }
@@ -114,9 +153,23 @@ impl FleetStatus {
                 self.names.len()
             )));
         }
-        let reports = fleet_status(gossip.as_ref(), timeout, &self.names, env.unix_now())?;
-        let color = env.color;
-        crate::cmd::emit(env, self.json, &reports, |r| table(r, color))?;
+        let reports = self.selected(fleet_status(
+            gossip.as_ref(),
+            timeout,
+            &self.names,
+            env.unix_now(),
+        )?);
+        let (color, plain) = (env.color && !self.plain, self.plain);
+        crate::cmd::emit(env, self.json, &reports, |r| {
+            let text = table(r, color);
+            match plain {
+                // The header is the first line.
+                true => text
+                    .split_once('\n')
+                    .map_or(text.clone(), |(_, rows)| rows.to_string()),
+                false => text,
+            }
+        })?;
         Ok(match verdict(&reports) {
             exit::OK => Outcome::Success,
             code => Outcome::Status(code),
@@ -135,7 +188,8 @@ impl FleetStatus {
             ))
         })?;
         loop {
-            let reports = fleet_status(gossip, timeout, &self.names, env.unix_now())?;
+            let reports =
+                self.selected(fleet_status(gossip, timeout, &self.names, env.unix_now())?);
             let rollout = newest_rollout(&reports);
             let settled = rollout.as_ref().is_some_and(|r| is_settled(&reports, r));
             let text = if self.json {
@@ -144,7 +198,7 @@ impl FleetStatus {
                     settled,
                     members: reports.clone(),
                 };
-                serde_json::to_string(&frame).map_err(|e| Error::Internal(e.to_string()))? + "\n"
+                crate::cmd::json::render_line("fleet status --watch", &frame)?
             } else {
                 // On a terminal the table is redrawn in place; elsewhere each follows the last.
                 let clear = if env.color { "\x1b[H\x1b[2J" } else { "\n" };
@@ -848,6 +902,57 @@ mod tests {
         assert!(out.contains("failed   puppet apply: exit 1"), "{out}");
     }
 
+    /// `--node GLOB,...` keeps the members whose name matches (the exit status is theirs);
+    /// a bad glob list is a usage error naming it, before anything is asked.
+    #[test]
+    fn node_globs_select_the_members_shown() {
+        let gossip = || FakeGossip {
+            members: vec![
+                FakeGossip::member("cam-1", MemberStatus::Alive),
+                FakeGossip::member("cam-2", MemberStatus::Alive),
+                FakeGossip::member("door", MemberStatus::Alive),
+            ],
+            answers: vec![
+                answer("cam-1", Status::Applied),
+                answer("cam-2", Status::Applied),
+                answer("door", Status::Failed),
+            ],
+            ..FakeGossip::default()
+        };
+        let nodes = |out: &str| -> Vec<String> {
+            crate::cmd::json::decode::<Vec<MemberReport>>(out.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|r| r.node)
+                .collect()
+        };
+        let (code, out, err, _) = fleet_status_with(gossip(), &["--node", "cam-*", "--json"]);
+        assert_eq!(
+            (code, err.as_str()),
+            (0, ""),
+            "door's failure is not theirs"
+        );
+        assert_eq!(nodes(&out), ["cam-1", "cam-2"]);
+        let (code, out, _, _) = fleet_status_with(gossip(), &["--node", "cam-?,d*r", "--json"]);
+        assert_eq!(code, exit::FAILED);
+        assert_eq!(nodes(&out), ["cam-1", "cam-2", "door"]);
+        let (code, out, _, _) = fleet_status_with(gossip(), &["--node", "door", "--plain"]);
+        assert_eq!(code, exit::FAILED);
+        assert!(out.starts_with("door "), "no header: {out}");
+        let (code, out, err, queries) = fleet_status_with(gossip(), &["--node", "a,,b"]);
+        assert_eq!((code, out.as_str()), (exit::USAGE, ""));
+        assert_eq!(
+            err,
+            "error: --node \"a,,b\": an empty glob, or one with a space or a control character; \
+             give member-name globs such as cam-*,door-1\n"
+        );
+        assert!(queries.is_empty(), "nothing asked");
+        let many = vec!["x"; 17].join(",");
+        let (code, _, err, _) = fleet_status_with(gossip(), &["--node", &many]);
+        assert_eq!(code, exit::USAGE);
+        assert!(err.contains("more than 16 globs"), "{err}");
+    }
+
     #[test]
     fn fleet_status_exits_4_when_a_member_is_silent_and_prints_json_rows() {
         let gossip = FakeGossip {
@@ -860,7 +965,7 @@ mod tests {
         };
         let (code, out, _, _) = fleet_status_with(gossip, &["--json", "site.pp"]);
         assert_eq!(code, exit::INCOMPLETE);
-        let rows: Vec<MemberReport> = serde_json::from_str(&out).unwrap();
+        let rows: Vec<MemberReport> = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let answered: Vec<_> = rows
             .iter()
             .map(|r| (r.node.as_str(), r.updates.is_some()))
@@ -1084,9 +1189,14 @@ mod watch_tests {
         assert_eq!(code, exit::FAILED, "b reverted: a failure");
         let frames: Vec<WatchFrame> = out
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
+            .map(|line| crate::cmd::json::decode(line.as_bytes()).unwrap())
             .collect();
         assert_eq!(frames.len(), 3, "{out}");
+        for line in out.lines() {
+            let frame: serde_json::Value = serde_json::from_str(line).unwrap();
+            let departures = crate::cmd::json::departures("fleet status --watch", &frame);
+            assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        }
         assert_eq!(queries, 3, "no refresh after it settled");
         assert_eq!(
             frames.iter().map(|f| f.settled).collect::<Vec<_>>(),

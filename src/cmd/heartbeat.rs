@@ -107,7 +107,7 @@ mod tests {
             .engines(Engines::fakes().gossip_engine(gossip.clone()))
             .run(&["heartbeat", "--config", "site.toml", "--json"]);
         assert_eq!(code, 0, "{err}");
-        let report: HeartbeatReport = serde_json::from_str(&out).unwrap();
+        let report: HeartbeatReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let sent = gossip.events();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, "p2pu-heartbeat");

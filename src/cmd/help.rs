@@ -12,7 +12,9 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "",
         "# Set a node up from the fleet's config, then send it a manifest
 p2pu init --config /etc/p2pu/site.toml
-p2pu submit site.pp --wait",
+p2pu submit site.pp --wait
+# Colour is only on a terminal; NO_COLOR turns it off (output is never paged)
+NO_COLOR=1 p2pu fleet status",
     ),
     (
         "init",
@@ -72,14 +74,20 @@ p2pu heartbeat --json",
         "# Every update this node kept, newest first, with attempts and reasons
 p2pu history
 # The past updates of one name, as JSON
-p2pu history site.pp --json",
+p2pu history site.pp --json
+# What changed in the last 2 hours, the newest 20
+p2pu history --since 2h -n 20
+# A given day (UTC), then keep watching for changes
+p2pu history --since 2026-11-30 --follow",
     ),
     (
         "logs",
         "# What site.pp left on every node: Puppet's output, status and reason
 p2pu logs site.pp
 # Only node-7's, as JSON
-p2pu logs site.pp --node node-7 --json",
+p2pu logs site.pp --node node-7 --json
+# The last 5 lines of each node's output, asked again every 2 s as the rollout goes on
+p2pu logs site.pp -n 5 --follow",
     ),
     (
         "submit",
@@ -113,6 +121,21 @@ p2pu sync
 p2pu sync --timeout 120 --json > /var/tmp/p2pu-sync.json; echo $?",
     ),
     (
+        "mark-good",
+        "# The person who is the health check approves site.pp on this node: its check ends as
+# passed, and the next wave of its rollout may go on
+p2pu mark-good site.pp
+# Confirm an update already applied, as JSON
+p2pu mark-good site.pp --json",
+    ),
+    (
+        "mark-bad",
+        "# Undo site.pp on this node: apply the good version kept from before it again
+p2pu mark-bad site.pp
+# A given seq, waiting up to 10 minutes for the revert, in a script
+p2pu mark-bad app.zip --seq 1764950400000 --timeout 600 --json; echo $?",
+    ),
+    (
         "fleet",
         "# Which members applied what
 p2pu fleet status",
@@ -121,6 +144,8 @@ p2pu fleet status",
         "fleet status",
         "# Every member's updates, address, version and newest update's age
 p2pu fleet status
+# Only the cameras and door-1, as rows for a script (no header, no colour)
+p2pu fleet status --node 'cam-*,door-1' --plain
 # Only site.pp, waiting up to 10 s for answers, as JSON
 p2pu fleet status site.pp --timeout 10 --json
 # Several names: each member answers with these alone, so none is left out of a long answer
@@ -269,9 +294,16 @@ p2pu config-get agent.state_dir",
 source <(p2pu completions bash)",
     ),
     (
+        "complete",
+        "# The update names this node has, for the shell's completion (internal)
+p2pu complete names
+# The fleet's member names
+p2pu complete nodes",
+    ),
+    (
         "man",
         "# Read the page of p2pu submit without installing it
-p2pu man --out-dir /tmp/man && man /tmp/man/p2pu-submit.1",
+p2pu man --out /tmp/man && man /tmp/man/p2pu-submit.1",
     ),
     (
         "lab",
@@ -353,6 +385,19 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
          an update failed here; 4 when one had not settled by --timeout, waits for its wave or \
          halted, or no other member was alive to ask; 1 when the agent did not answer or could \
          not ask the fleet.",
+    ),
+    (
+        "mark-good",
+        "0 when the update is applied; 3 when it settled otherwise (its check failed before the \
+         verdict came); 4 when it had not settled by --timeout; 1 when the verdict was refused \
+         (no record, not applied nor being checked) or the agent did not answer.",
+    ),
+    (
+        "mark-bad",
+        "0 when the update was reverted to the kept good version; 3 when it settled otherwise \
+         (the revert failed); 4 when it had not settled by --timeout; 1 when the verdict was \
+         refused (no record, nothing kept to revert to, not applied nor being checked) or the \
+         agent did not answer.",
     ),
     (
         "verify",
@@ -494,6 +539,40 @@ mod tests {
                 text.lines().any(|l| l.trim_start().starts_with(&invocation)
                     || l.contains(&format!(" {invocation}"))),
                 "`{invocation} --help` has no example running it:\n{text}"
+            );
+        }
+    }
+
+    /// Issue 29: every command that writes a file takes `-o/--out`; the names they had
+    /// before (`--output`, `--out-dir`) still parse, so scripts do not break, but are not shown.
+    #[test]
+    fn one_output_flag_name_with_the_old_ones_as_hidden_aliases() {
+        let cmd = command();
+        for path in [
+            "keygen",
+            "key delegate",
+            "key rotate-root",
+            "torrent create",
+            "man",
+        ] {
+            let text = help(path);
+            assert!(
+                text.contains("-o, --out <"),
+                "`p2pu {path} --help`:\n{text}"
+            );
+            assert!(
+                !text.contains("--output") && !text.contains("--out-dir"),
+                "`p2pu {path} --help` shows an old name:\n{text}"
+            );
+        }
+        for (old, args) in [
+            ("--output", &["torrent", "create", "x", "--output", "f"][..]),
+            ("--out-dir", &["man", "--out-dir", "d"][..]),
+        ] {
+            let argv = std::iter::once("p2pu").chain(args.iter().copied());
+            assert!(
+                cmd.clone().try_get_matches_from(argv).is_ok(),
+                "{old} no longer parses"
             );
         }
     }

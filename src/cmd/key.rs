@@ -101,7 +101,7 @@ pub struct Signing {
     #[arg(long)]
     fleet: Option<FleetId>,
     /// Where to write it (default: `<kid>.delegation`, or `p2pu-root`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'o', long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Print JSON (a SignedDocReport) instead of a line.
     #[arg(long)]
@@ -342,9 +342,11 @@ pub struct Revoke {
 /// key ids (`<kid> revoked`).
 #[derive(Debug, clap::Args)]
 pub struct List {
-    /// The trusted-keys directory.
+    /// The trusted-keys directory; default: agent.trusted_keys_dir of --config.
     #[arg(long, value_name = "TRUSTED_DIR", env = "P2PU_TRUSTED_KEYS")]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: crate::cmd::ConfigArg,
     /// Print JSON (a KeyListReport) instead of lines.
     #[arg(long)]
     json: bool,
@@ -397,7 +399,23 @@ impl Key {
                 )?)]
             }
             Key::List(list) => {
-                let trust = crate::trust::Trust::load(&env.resolve(&list.dir))?;
+                let dir = match &list.dir {
+                    Some(dir) => env.resolve(dir),
+                    None => {
+                        // Issue 29: the dir the agent trusts, as every other command finds it.
+                        let path = list.config.resolve(env);
+                        let config = crate::config::Config::load(&path, None).map_err(|e| {
+                            Error::Usage(format!(
+                                "no --dir given, and {} cannot tell agent.trusted_keys_dir: {}; \
+                                 give --dir TRUSTED_DIR or --config SITE_TOML",
+                                path.display(),
+                                crate::error::chain(&e)
+                            ))
+                        })?;
+                        config.site.agent.trusted_keys_dir.clone()
+                    }
+                };
+                let trust = crate::trust::Trust::load(&dir)?;
                 let set = &trust.keys;
                 let report = KeyListReport {
                     trusted: set
@@ -465,6 +483,39 @@ mod tests {
     use crate::cmd::testing::run;
     use std::path::Path;
 
+    /// Issue 29: `key list` without --dir lists the dir the agent trusts
+    /// (agent.trusted_keys_dir of --config); an unreadable config says what to give instead.
+    #[test]
+    fn key_list_falls_back_to_the_configs_trusted_keys_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = run(dir.path(), &["key", "trust", "k/signing.pub", "--dir", "t"]);
+        assert_eq!(code, 0, "{err}");
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[agent]\ntrusted_keys_dir = \"{}/t\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let by_dir = run(dir.path(), &["key", "list", "--dir", "t"]);
+        let by_config = run(dir.path(), &["key", "list", "--config", "site.toml"]);
+        assert_eq!(by_config, by_dir);
+        assert_eq!(by_config.0, 0);
+        assert!(!by_config.1.is_empty());
+        let (code, out, err) = run(dir.path(), &["key", "list", "--config", "nope.toml"]);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(
+            err.starts_with(&format!(
+                "error: no --dir given, and {}/nope.toml cannot tell agent.trusted_keys_dir: ",
+                dir.path().display()
+            )) && err.ends_with("; give --dir TRUSTED_DIR or --config SITE_TOML\n"),
+            "{err}"
+        );
+    }
+
     fn keygen(dir: &Path, out: &str) -> String {
         let (code, kid, err) = run(dir, &["keygen", "--out", out, "--comment", out]);
         assert_eq!(code, 0, "{err}");
@@ -512,7 +563,7 @@ mod tests {
         let list = run(dir.path(), &["key", "list", "--dir", "t"]).1;
         assert_eq!(list, format!("{b} b\n{a} revoked\n"));
         let json = run(dir.path(), &["key", "list", "--dir", "t", "--json"]).1;
-        let report: super::KeyListReport = serde_json::from_str(&json).unwrap();
+        let report: super::KeyListReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         assert_eq!(
             report,
             super::KeyListReport {
@@ -586,7 +637,10 @@ mod tests {
             ],
         );
         assert_eq!(code, 0, "{err}");
-        let report: super::SignedDocReport = serde_json::from_str(&json).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let departures = crate::cmd::json::departures("key delegate", &value);
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        let report: super::SignedDocReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         let mut both = vec![r1.clone(), r2.clone()];
         both.sort();
         assert_eq!(report.signers, both);

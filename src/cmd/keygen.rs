@@ -15,7 +15,7 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct Keygen {
     /// Directory for signing.key and signing.pub (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(short = 'o', long, value_name = "DIR")]
     out: PathBuf,
     /// Overwrite an existing key pair.
     #[arg(long)]

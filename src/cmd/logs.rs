@@ -16,7 +16,8 @@ use std::time::Duration;
 ///
 /// Asks every member (or only --node) with a Serf query; each answers from its own state dir
 /// with its newest record of NAME, its output cut to fit one answer (about 7 KiB). Exits 4 when
-/// no member answered with a record of NAME.
+/// no member answered with a record of NAME. Each node answers with its newest record only,
+/// which carries no time: to see when updates changed, use `p2pu history --since` on a node.
 #[derive(Debug, clap::Args)]
 pub struct Logs {
     /// The update's name.
@@ -29,10 +30,23 @@ pub struct Logs {
     /// How long to wait for answers, in seconds.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
+    /// Only the last N lines of each node's output.
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    lines: Option<usize>,
+    /// Then keep asking (every 2 s) and print each node's entry again when it changed, until
+    /// interrupted (with --json, one JSON object a line, the first ones included).
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Stop following after this many seconds (for tests).
+    #[arg(long, hide = true, value_name = "SECS", requires = "follow")]
+    follow_for: Option<f64>,
     /// Print JSON (a list of NodeLogs) instead of text.
     #[arg(long)]
     json: bool,
 }
+
+/// How often `--follow` asks again.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
 impl Logs {
     pub fn run(self, env: &mut Env) -> Result<Outcome> {
@@ -46,7 +60,43 @@ impl Logs {
         })?;
         let config = Config::load(&self.config.resolve(env), None)?;
         let gossip = env.engines.gossip(&config)?;
-        let logs = fleet_logs(gossip.as_ref(), &self.name, self.node.as_deref(), timeout)?;
+        let ask = |gossip: &dyn crate::engines::Gossip| -> Result<Vec<NodeLogs>> {
+            let mut logs = fleet_logs(gossip, &self.name, self.node.as_deref(), timeout)?;
+            if let Some(n) = self.lines {
+                for l in &mut logs {
+                    l.output = last_lines(&l.output, n);
+                }
+            }
+            Ok(logs)
+        };
+        let logs = ask(gossip.as_ref())?;
+        if self.follow {
+            let until = self
+                .follow_for
+                .map(|secs| std::time::Instant::now() + Duration::from_secs_f64(secs));
+            let mut shown: Vec<NodeLogs> = Vec::new();
+            let mut current = logs;
+            loop {
+                for l in current.iter().filter(|l| !shown.contains(l)) {
+                    let out = if self.json {
+                        crate::cmd::json::render_line("logs --follow", l)?
+                    } else {
+                        text(std::slice::from_ref(l))
+                    };
+                    env.stdout
+                        .write_all(out.as_bytes())
+                        .and_then(|()| env.stdout.flush())
+                        .map_err(Error::io("writing to", "standard output"))?;
+                }
+                shown.retain(|s| !current.iter().any(|c| c.node == s.node));
+                shown.extend(current);
+                if until.is_some_and(|t| std::time::Instant::now() + FOLLOW_EVERY > t) {
+                    return Ok(Outcome::Success);
+                }
+                std::thread::sleep(FOLLOW_EVERY);
+                current = ask(gossip.as_ref())?;
+            }
+        }
         crate::cmd::emit(env, self.json, &logs, |logs| text(logs))?;
         if logs.is_empty() {
             let whom = self
@@ -66,6 +116,16 @@ impl Logs {
         }
         Ok(Outcome::Success)
     }
+}
+
+/// The last `n` lines of `output` (all of it when shorter).
+fn last_lines(output: &str, n: usize) -> String {
+    let lines: Vec<&str> = output.trim_end().lines().collect();
+    let mut kept = lines[lines.len().saturating_sub(n)..].join("\n");
+    if !kept.is_empty() {
+        kept.push('\n');
+    }
+    kept
 }
 
 fn text(logs: &[NodeLogs]) -> String {
@@ -257,7 +317,7 @@ mod tests {
         assert_eq!(gossip.queries(), ["p2pu-logs"]);
         let (code, out, _) = run(&["site.pp", "--node", "n2", "--json"]);
         assert_eq!(code, 0);
-        let rows: Vec<NodeLogs> = serde_json::from_str(&out).unwrap();
+        let rows: Vec<NodeLogs> = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(rows.len(), 1);
         let (code, _, err) = run(&["site.pp", "--node", "n1"]);
         assert_eq!(code, exit::INCOMPLETE);
@@ -267,5 +327,21 @@ mod tests {
         );
         let (code, _, err) = run(&["../x"]);
         assert_eq!(code, 1, "{err}");
+        // -n keeps each node's last lines; --follow prints an unchanged entry once, as a JSON
+        // line as docs/json.md says.
+        let (code, out, _) = run(&["site.pp", "-n", "1"]);
+        assert_eq!(code, 0);
+        assert!(
+            out.ends_with("(site.pp:1)\nError: Could not find class ::nope\n"),
+            "{out}"
+        );
+        let (code, out, err) = run(&["site.pp", "--follow", "--follow-for", "2.5", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        let departures = crate::cmd::json::departures("logs --follow", &line);
+        assert!(departures.is_empty(), "{departures:?}");
+        assert_eq!(gossip.queries().len(), 6, "asked again while following");
     }
 }

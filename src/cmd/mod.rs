@@ -8,6 +8,7 @@ use std::io::Write;
 
 pub mod agent;
 pub mod agent_serve;
+pub mod complete;
 pub mod completions;
 pub mod config;
 pub mod config_get;
@@ -18,10 +19,12 @@ pub mod heartbeat;
 pub mod help;
 pub mod history;
 pub mod init;
+pub mod json;
 pub mod key;
 pub mod keygen;
 pub mod lab;
 pub mod logs;
+pub mod mark;
 pub mod nat_client;
 pub mod proxy;
 pub mod rollout;
@@ -34,7 +37,8 @@ pub mod verify;
 /// p2pu: peer-to-peer updates for a fleet of small Linux machines.
 ///
 /// Renders and runs Serf, Transmission and Puppet on each node, signs and broadcasts updates,
-/// and applies them everywhere exactly once.
+/// and applies them everywhere exactly once. Colour and progress only on a terminal, never
+/// with NO_COLOR set; output is never paged; --json is the format in docs/json.md.
 #[derive(Debug, Parser)]
 #[command(name = "p2pu", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -80,7 +84,7 @@ pub mod exit {
 }
 
 // Plumbing that services and packagers run (handle-event, agent-serve, config-get,
-// completions, man) is hidden from `--help`; the man pages leave it out too.
+// completions, complete, man) is hidden from `--help`; the man pages leave it out too.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Init),
@@ -94,6 +98,8 @@ pub enum Command {
     Logs(logs::Logs),
     Submit(submit::Submit),
     Sync(sync::Sync),
+    MarkGood(mark::MarkGood),
+    MarkBad(mark::MarkBad),
     Heartbeat(heartbeat::HeartbeatCommand),
     /// Ask every member of the fleet what it applied.
     ///
@@ -117,6 +123,8 @@ pub enum Command {
     ConfigGet(config_get::ConfigGet),
     #[command(hide = true)]
     Completions(completions::Completions),
+    #[command(hide = true)]
+    Complete(complete::Complete),
     #[command(hide = true)]
     Man(completions::Man),
     Lab(lab::Lab),
@@ -161,6 +169,8 @@ impl Command {
             Command::Logs(c) => c.run(env),
             Command::Submit(c) => c.run(env),
             Command::Sync(c) => c.run(env),
+            Command::MarkGood(c) => c.run(env),
+            Command::MarkBad(c) => c.run(env),
             Command::Heartbeat(c) => c.run(env),
             Command::Fleet(c) => c.run(env),
             Command::Rollout(c) => c.run(env),
@@ -171,6 +181,7 @@ impl Command {
             Command::Config(c) => c.run(env),
             Command::ConfigGet(c) => c.run(env),
             Command::Completions(c) => c.run(env),
+            Command::Complete(c) => c.run(env),
             Command::Man(c) => c.run(env),
             Command::Lab(c) => c.run(env),
             Command::Proxy(c) => c.run(env),
@@ -188,8 +199,7 @@ pub fn emit<T: serde::Serialize>(
     table: impl FnOnce(&T) -> String,
 ) -> Result<()> {
     let text = if json {
-        serde_json::to_string_pretty(value).map_err(|e| crate::Error::Internal(e.to_string()))?
-            + "\n"
+        json::render(&env.command, value)?
     } else {
         table(value)
     };
@@ -202,7 +212,10 @@ pub fn emit<T: serde::Serialize>(
 pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     let parsed = help::command()
         .try_get_matches_from(args)
-        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+        .and_then(|matches| {
+            env.command = command_path(&matches);
+            <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+        });
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
@@ -238,6 +251,34 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
     }
 }
 
+/// Asks `ask` every 200 ms until it has an answer or `until` passed (`sync` and
+/// `mark-good|mark-bad` waiting for the agent's answer file).
+pub(crate) fn poll_until<T, E>(
+    until: std::time::Instant,
+    mut ask: impl FnMut() -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Option<T>, E> {
+    loop {
+        if let Some(answer) = ask()? {
+            return Ok(Some(answer));
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The words of the subcommand `matches` chose (`fleet status`).
+fn command_path(matches: &clap::ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut at = matches;
+    while let Some((name, sub)) = at.subcommand() {
+        words.push(name);
+        at = sub;
+    }
+    words.join(" ")
+}
+
 /// Whether `e` says a flag's value is wrong, which exits 2 like clap's own usage errors
 /// (issue 29: `--waves 1,50%` exited 1, as if an engine had failed).
 fn is_bad_argument(e: &crate::Error) -> bool {
@@ -264,6 +305,24 @@ pub(crate) mod testing {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
         std::fs::write(dir.path().join("site.toml"), site)
             .unwrap_or_else(|e| panic!("writing site.toml: {e}"));
+        dir
+    }
+
+    /// A dir with a signing key (`k/`, also the trusted-keys dir) and a site.toml naming it,
+    /// a fleet and a state dir (`state/`).
+    pub fn keyed_site() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            format!(
+                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
+                 state_dir = \"{d}/state\"\ntrusted_keys_dir = \"{d}/k\"\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("writing site.toml: {e}"));
         dir
     }
 

@@ -157,28 +157,11 @@ fn newest_seq(config: &Config, name: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::ControlReport;
-    use crate::cmd::testing::{run, Run};
+    use crate::cmd::testing::{keyed_site, run, Run};
     use crate::engines::clients::Engines;
     use crate::engines::fake::FakeGossip;
     use crate::formats::control::{Action, Control};
     use std::sync::Arc;
-
-    /// A dir with a signing key (`k/`) and a site.toml naming it, a fleet and a state dir.
-    fn keyed_site() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let (code, _, err) = run(dir.path(), &["keygen", "--out", "k"]);
-        assert_eq!(code, 0, "{err}");
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("site.toml"),
-            format!(
-                "[agent]\nsigning_key = \"{d}/k/signing.key\"\nfleet_id = \"4242424242424242\"\n\
-                 state_dir = \"{d}/state\"\n"
-            ),
-        )
-        .unwrap();
-        dir
-    }
 
     /// `rollout abort` signs a statement for the update this node knows (or --seq) and
     /// broadcasts it as `p2pu-control`; the JSON report decodes with unknown fields denied.
@@ -211,7 +194,7 @@ mod tests {
             "--json",
         ]);
         assert_eq!(code, 0, "{err}");
-        let report: ControlReport = serde_json::from_str(&out).unwrap();
+        let report: ControlReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!((report.action.as_str(), report.seq), ("abort", 5));
         let events = gossip.events();
         let (event, wire, coalesce) = &events[0];
@@ -254,7 +237,7 @@ mod tests {
         assert!(gossip.events().is_empty());
         let (code, out, err) = revert("3");
         assert_eq!(code, 0, "{err}");
-        let report: ControlReport = serde_json::from_str(&out).unwrap();
+        let report: ControlReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!((report.action.as_str(), report.to), ("revert", Some(3)));
         let control = Control::decode(&gossip.events()[0].1).unwrap();
         assert_eq!((control.action, control.to()), (Action::Revert, Some(3)));

@@ -360,7 +360,7 @@ mod tests {
         store.put(record("site.pp", 2, Status::Failed)).unwrap();
         let (code, out, _) = status(dir.path(), &["--json"]);
         assert_eq!(code, exit::FAILED);
-        let report: StatusReport = serde_json::from_str(&out).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.updates[0].status, Status::Failed);
         // A newer record that applied clears it, also when every record is listed.
         store.put(record("site.pp", 3, Status::Applied)).unwrap();
@@ -397,7 +397,7 @@ mod tests {
             "{out}"
         );
         let (_, json, _) = status(dir.path(), &["--json"]);
-        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         let attempts: Vec<u32> = report.updates.iter().map(|r| r.attempts).collect();
         assert_eq!(attempts, [3, 1]);
     }
@@ -453,7 +453,7 @@ mod tests {
             "{out}"
         );
         let (_, json, _) = status(dir.path(), &["--json"]);
-        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         assert_eq!(report.updates[0].sources[0].bad_pieces, 1);
         let answer = crate::agent::runtime::status::node_status(&store, "n".into(), &[]).unwrap();
         assert_eq!(answer.updates[0].bad_sources, ["10.99.1.5:6880"]);
@@ -503,7 +503,7 @@ mod tests {
         );
         assert!(out.contains("    stripe 1: n5 from block 1, 12 blocks, left: lied: block 97 failed its check; n1 from block 97, 148 blocks\n"), "{out}");
         let (_, json, _) = status(dir.path(), &["--json"]);
-        let report: StatusReport = serde_json::from_str(&json).unwrap();
+        let report: StatusReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
         assert_eq!(report.updates[0].stripes.len(), 3);
         assert_eq!(report.updates[0].stripes[2].from, 97);
     }

@@ -410,6 +410,8 @@ impl Submit {
             changes: noop.changes,
             output: noop.output,
         };
+        // Another report than submit's: documented apart (docs/json.md).
+        env.command = "submit --noop".into();
         crate::cmd::emit(env, self.json, &report, |r| {
             let mut text = match r.changes.len() {
                 0 => format!(
@@ -1044,7 +1046,10 @@ mod tests {
         assert!(node.untouched());
         let (code, out, _) = node.submit(&["--noop"]);
         assert_eq!(code, 0);
-        let report: NoopReport = serde_json::from_str(&out).unwrap();
+        let departures =
+            crate::cmd::json::departures("submit --noop", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        let report: NoopReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.changes.len(), 1);
         assert!(node.untouched());
     }
@@ -1155,7 +1160,7 @@ mod tests {
             "b.sig",
         ]);
         assert_eq!((code, err.as_str()), (0, ""), "{out}");
-        let report: SubmitReport = serde_json::from_str(&out).unwrap();
+        let report: SubmitReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let sent = Announcement::decode(&report.wire).unwrap();
         assert_eq!(sent.kids().len(), 2);
         let wire = report.wire.into_bytes();
@@ -1190,7 +1195,7 @@ mod tests {
         let node = node(FakeGossip::default());
         let (code, out, err) = node.submit(&[]);
         assert_eq!((code, err.as_str()), (0, ""));
-        let report: SubmitReport = serde_json::from_str(&out).unwrap();
+        let report: SubmitReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!((report.name.as_str(), report.seq), ("site.pp", 7));
         assert!(report.wire.starts_with("p2pu2:"), "{}", report.wire);
         let signed = Announcement::decode(&report.wire).unwrap();
@@ -1355,7 +1360,10 @@ mod tests {
         // A short timeout: a member whose revert was not counted would be waited for.
         let (code, out, err) = node.submit(&["--wait", "--quiet", "--timeout", "2"]);
         assert_eq!(code, 1, "{err}");
-        let report: SubmitReport = serde_json::from_str(&out).unwrap();
+        let departures =
+            crate::cmd::json::departures("submit", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        let report: SubmitReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         let cause = "Error: Could not find class ::nope (site.pp:1)";
         let reverted =
             "reverted to seq 6: health check `/usr/local/bin/check` exited 1: camera down";

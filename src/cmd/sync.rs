@@ -151,15 +151,7 @@ fn wait_for_answer(
     id: &str,
     until: Instant,
 ) -> std::result::Result<Option<Answer>, crate::agent::runtime::RuntimeError> {
-    loop {
-        if let Some(answer) = sync::read_answer(state_dir, id)? {
-            return Ok(Some(answer));
-        }
-        if Instant::now() >= until {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    crate::cmd::poll_until(until, || sync::read_answer(state_dir, id))
 }
 
 /// Waits until the spool is empty (what the round spooled was taken) and nothing downloads,
@@ -326,7 +318,9 @@ mod tests {
     fn sync_reports_what_the_agents_round_found_and_applied() {
         let (code, out, err) = run_beside_agent(Some("site.pp"), None);
         assert_eq!(code, 0, "{err}");
-        let report: SyncReport = serde_json::from_str(&out).unwrap();
+        let departures = crate::cmd::json::departures("sync", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        let report: SyncReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(
             (report.outcome, report.found, report.members_alive),
             (SyncOutcome::Applied, 1, 2)
@@ -336,7 +330,9 @@ mod tests {
 
         let (code, out, err) = run_beside_agent(None, None);
         assert_eq!(code, 0, "{err}");
-        let report: SyncReport = serde_json::from_str(&out).unwrap();
+        let departures = crate::cmd::json::departures("sync", &serde_json::from_str(&out).unwrap());
+        assert!(departures.is_empty(), "docs/json.md: {departures:?}");
+        let report: SyncReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report.outcome, SyncOutcome::UpToDate);
     }
 

@@ -35,7 +35,8 @@ pub struct Create {
     /// File or directory to share; symlinks, special files and empty directories are refused.
     pub path: PathBuf,
     /// Where to write the .torrent [default: NAME.torrent in the current directory].
-    #[arg(short, long, value_name = "FILE")]
+    // `--output`, its name before issue 29, still parses (scripts use it), unshown.
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Replace the output file if it exists.
     #[arg(short, long)]
@@ -331,7 +332,7 @@ mod tests {
             &["torrent", "show", "site.pp.torrent", "--json"],
         );
         assert_eq!(code, 0, "{err}");
-        let report: TorrentReport = serde_json::from_str(&out).unwrap();
+        let report: TorrentReport = crate::cmd::json::decode(out.as_bytes()).unwrap();
         assert_eq!(report, TorrentReport::of(&m));
         assert_eq!((report.length, report.pieces), (13, 1));
         assert_eq!(report.trackers, ["http://127.0.0.1:9/announce"]);

@@ -193,14 +193,14 @@ impl Node {
         }
         let (code, out, _) = self.event(&["status", "--json"]);
         (code == 0)
-            .then(|| serde_json::from_str(&out).ok())
+            .then(|| p2pu::cmd::json::decode(out.as_bytes()).ok())
             .flatten()
     }
 
     pub fn status(&self) -> ClientStatus {
         let (code, out, err) = self.event(&["status", "--json"]);
         assert_eq!(code, 0, "status of {}: {err}", self.name);
-        serde_json::from_str(&out).expect("status JSON")
+        p2pu::cmd::json::decode(out.as_bytes()).expect("status JSON")
     }
 
     pub fn talkto(&mut self, peer: &str) -> String {

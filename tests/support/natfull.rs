@@ -164,9 +164,10 @@ impl FullNode {
         name: &str,
     ) -> Option<p2pu::agent::runtime::state::Status> {
         let (code, out, _) = self.p2pu(lab, &["status", "--json"]);
-        let report: p2pu::agent::runtime::status::StatusReport = serde_json::from_str(&out)
-            .ok()
-            .filter(|_| code == 0 || code == 3)?;
+        let report: p2pu::agent::runtime::status::StatusReport =
+            p2pu::cmd::json::decode(out.as_bytes())
+                .ok()
+                .filter(|_| code == 0 || code == 3)?;
         report
             .updates
             .into_iter()

@@ -120,7 +120,7 @@ pub fn submit(lab: &Lab, path: &Path, extra: &[&str]) -> u64 {
 pub fn records(lab: &Lab, node: usize) -> Vec<Record> {
     let out = lab.p2pu(node, &["status", "--all", "--json"]).unwrap();
     assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
-    serde_json::from_slice::<StatusReport>(&out.stdout)
+    p2pu::cmd::json::decode::<StatusReport>(&out.stdout)
         .unwrap()
         .updates
 }

@@ -28,12 +28,30 @@ pub struct CheckResult {
 /// Runs `argv` (the first word the program) with `timeout` and `env` added to the agent's
 /// environment; an empty `argv` passes.
 pub fn run_check(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> CheckResult {
-    run_bounded(
+    run_check_until(argv, timeout, env, &|| None)
+}
+
+/// An operator's verdict that ends a running check (`p2pu mark-good|mark-bad`): whether it
+/// passed, and the summary to record instead of the check's own.
+pub type Verdict = (bool, String);
+
+/// [`run_check`], ended early by the first verdict `verdict` returns (it is asked every
+/// 100 ms or so while the check runs): the check's group is killed and the verdict is its
+/// result, with what the check printed so far. For a site where the health check is a
+/// person, whose check waits (e.g. `/bin/sleep infinity`) until a verdict or its timeout.
+pub fn run_check_until(
+    argv: &[String],
+    timeout: Duration,
+    env: &[(&str, String)],
+    verdict: &dyn Fn() -> Option<Verdict>,
+) -> CheckResult {
+    run_bounded_until(
         "health check",
         "agent.health_check_timeout_secs",
         argv,
         timeout,
         env,
+        verdict,
     )
 }
 
@@ -46,6 +64,17 @@ pub fn run_bounded(
     argv: &[String],
     timeout: Duration,
     env: &[(&str, String)],
+) -> CheckResult {
+    run_bounded_until(what, limit, argv, timeout, env, &|| None)
+}
+
+fn run_bounded_until(
+    what: &str,
+    limit: &str,
+    argv: &[String],
+    timeout: Duration,
+    env: &[(&str, String)],
+    verdict: &dyn Fn() -> Option<Verdict>,
 ) -> CheckResult {
     let Some((program, args)) = argv.split_first() else {
         return CheckResult {
@@ -94,11 +123,17 @@ pub fn run_bounded(
         .spawn(move || collect_tail(reader));
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
+    let mut given = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if started.elapsed() >= timeout => break None,
-            Ok(None) => {}
+            Ok(None) => {
+                given = verdict();
+                if given.is_some() {
+                    break None;
+                }
+            }
             Err(e) => {
                 tracing::warn!("waiting for the {what}: {e}");
                 break None;
@@ -116,6 +151,13 @@ pub fn run_bounded(
         Ok(handle) => handle.join().unwrap_or_default(),
         Err(_) => String::new(),
     };
+    if let Some((passed, summary)) = given {
+        return CheckResult {
+            passed,
+            summary,
+            output,
+        };
+    }
     match status {
         Some(status) if status.success() => CheckResult {
             passed: true,
@@ -181,6 +223,28 @@ mod tests {
         assert!(failed.summary.ends_with("exited 3"), "{}", failed.summary);
         assert_eq!(failed.output, "out\nerr\n");
         assert!(run_check(&[], Duration::from_secs(1), &[]).passed);
+    }
+
+    /// An operator's verdict ends a check that would wait far longer (a person's check),
+    /// with the verdict's summary and what the check printed so far.
+    #[test]
+    fn a_verdict_ends_a_waiting_check_with_the_verdict() {
+        let asked = std::sync::atomic::AtomicU32::new(0);
+        let verdict = || {
+            let n = asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (n >= 3).then(|| (false, "marked bad by operator".to_string()))
+        };
+        let result = run_check_until(
+            &sh("echo waiting for a person; exec sleep 600"),
+            Duration::from_secs(600),
+            &[],
+            &verdict,
+        );
+        assert_eq!(
+            (result.passed, result.summary.as_str()),
+            (false, "marked bad by operator")
+        );
+        assert!(result.output.contains("waiting for a person"), "{result:?}");
     }
 
     #[test]

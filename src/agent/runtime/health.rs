@@ -18,7 +18,7 @@
 
 use super::state::{tail, Lineage, Record, RecordKind, StateStore, Status, OUTPUT_IN_RECORD};
 use super::Result;
-use crate::agent::apply::check::{run_check, CheckResult};
+use crate::agent::apply::check::{run_check_until, CheckResult};
 use crate::agent::apply::good::GoodStore;
 use crate::agent::apply::{Applied, ApplyContext};
 use crate::agent::transfer::verified::{copy_verified, Expected};
@@ -34,6 +34,38 @@ const CHECK_OUTPUT_IN_RECORD: usize = 3000;
 /// The reason an operator's revert (`p2pu rollout revert`) is recorded `reverting` with; the
 /// record settles "reverted by operator to seq N".
 pub const OPERATOR_REVERT: &str = "reverted by operator";
+
+/// The reason `p2pu mark-bad` on this node records `reverting` with (see
+/// [`super::mark`]); the record settles "marked bad by operator to seq N".
+pub const MARKED_BAD: &str = "marked bad by operator";
+
+/// Whether `reason` is an operator's (a revert or a mark), not a failed check's: the record
+/// then settles "REASON to seq N".
+fn by_operator(reason: &str) -> bool {
+    reason == OPERATOR_REVERT || reason == MARKED_BAD
+}
+
+/// The version a revert of `record` goes back to: the newest earlier `applied` record of its
+/// name (`to`: that seq only), of the same lineage, whose payload is still kept. One rule for
+/// a failed check, `rollout revert` and `mark-bad`.
+pub fn kept_good(
+    store: &StateStore,
+    good: &GoodStore,
+    record: &Record,
+    to: Option<u64>,
+) -> Result<Option<Record>> {
+    Ok(store
+        .records(&record.name)?
+        .into_iter()
+        .filter(|r| {
+            r.status == Status::Applied
+                && r.seq < record.seq
+                && to.is_none_or(|to| r.seq == to)
+                && Lineage::of(r) == Lineage::of(record)
+                && good.get(&r.name, r.seq).is_some()
+        })
+        .max_by_key(|r| r.seq))
+}
 
 /// What the check and revert need.
 pub struct HealthCheck<'a> {
@@ -121,11 +153,14 @@ impl HealthCheck<'_> {
             ("P2PU_SEQ", record.seq.to_string()),
             ("P2PU_KIND", kind_of(record).as_str().to_string()),
         ];
+        // An operator's verdict (`p2pu mark-good|mark-bad`) ends the check at once.
+        let verdict = || verdict_for(self.store.dir(), record);
         let result = if is_checked(kind_of(record)) {
-            run_check(argv, self.timeout, &env)
+            run_check_until(argv, self.timeout, &env, &verdict)
         } else {
-            run_check(&[], self.timeout, &env)
+            run_check_until(&[], self.timeout, &env, &verdict)
         };
+        discard_verdict(self.store.dir(), record);
         let apply_summary = record.reason.clone().unwrap_or_default();
         let apply_output = record.output.clone().unwrap_or_default();
         if result.passed {
@@ -153,7 +188,13 @@ impl HealthCheck<'_> {
             return Ok(stored);
         }
         tracing::warn!(name = %record.name, seq = record.seq, "{}", result.summary);
-        let reason = failure_reason(&result);
+        // Marked bad: the operator's reason alone, so it settles "marked bad by operator to
+        // seq N" like a revert of an applied update.
+        let reason = if result.summary == MARKED_BAD {
+            MARKED_BAD.to_string()
+        } else {
+            failure_reason(&result)
+        };
         let output = format!(
             "== {} ==\n{}",
             result.summary,
@@ -173,10 +214,10 @@ impl HealthCheck<'_> {
                 .find(|r| r.seq == seq && self.good.get(&r.name, r.seq).is_some()),
             None => self.last_good(record)?,
         };
-        let by_operator = reason == OPERATOR_REVERT;
+        let by_operator = by_operator(reason);
         let Some(good) = good else {
             let why = if by_operator {
-                format!("{reason}: the kept version is gone, nothing to revert to")
+                format!("{reason}: no earlier good version is kept, nothing to revert to")
             } else {
                 format!("health check failed; no earlier good version to revert to: {reason}")
             };
@@ -230,17 +271,7 @@ impl HealthCheck<'_> {
     /// The newest earlier `applied` record of the name, of the same lineage, whose payload is
     /// kept.
     fn last_good(&self, record: &Record) -> Result<Option<Record>> {
-        Ok(self
-            .store
-            .records(&record.name)?
-            .into_iter()
-            .filter(|r| {
-                r.status == Status::Applied
-                    && r.seq < record.seq
-                    && Lineage::of(r) == Lineage::of(record)
-                    && self.good.get(&r.name, r.seq).is_some()
-            })
-            .max_by_key(|r| r.seq))
+        kept_good(self.store, &self.good, record, None)
     }
 
     /// Verifies the kept payload of `good` again and applies it.
@@ -286,6 +317,83 @@ impl HealthCheck<'_> {
             );
         })
     }
+}
+
+/// The summary of a check ended by `p2pu mark-good`.
+pub const MARKED_GOOD: &str = "marked good by operator";
+
+/// An operator's verdict on one run of a check (`p2pu mark-good|mark-bad` while `checking`,
+/// see [`super::mark`]): it holds only for the record as it was when judged (`attempts` and
+/// `updated_at` change with every settle), so a verdict left over never ends a later check
+/// of the same update (a retry).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictFile {
+    name: String,
+    seq: u64,
+    attempts: u32,
+    checking_since: u64,
+    good: bool,
+    at: u64,
+}
+
+/// One file per update under `state_dir/verdicts/` (root's, 0700): the name hashed, so no
+/// name becomes a path.
+fn verdict_path(state_dir: &Path, name: &str, seq: u64) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..16]);
+    state_dir
+        .join("verdicts")
+        .join(format!("{hash}-{seq}.json"))
+}
+
+/// Keeps the verdict on the running check of `record` (root's, 0600), for [`verdict_for`].
+pub fn write_verdict(state_dir: &Path, record: &Record, good: bool, now: u64) -> Result<()> {
+    let path = verdict_path(state_dir, &record.name, record.seq);
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(super::RuntimeError::io("creating", dir))?;
+    }
+    let file = VerdictFile {
+        name: record.name.clone(),
+        seq: record.seq,
+        attempts: record.attempts,
+        checking_since: record.updated_at,
+        good,
+        at: now,
+    };
+    let bytes = serde_json::to_vec(&file).map_err(|source| super::RuntimeError::Encode {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(crate::fsutil::write_atomic(&path, &bytes, 0o600)?)
+}
+
+/// The operator's verdict on the running check of `record` (`checking`): whether it passed,
+/// and the summary to record. Unreadable or stale verdicts are none.
+pub fn verdict_for(state_dir: &Path, record: &Record) -> Option<(bool, String)> {
+    let path = verdict_path(state_dir, &record.name, record.seq);
+    let file: VerdictFile = super::sync::read_json(&path).ok()??;
+    let current = file.name == record.name
+        && file.seq == record.seq
+        && file.attempts == record.attempts
+        && file.checking_since == record.updated_at;
+    current.then(|| match file.good {
+        true => (true, MARKED_GOOD.to_string()),
+        false => (false, MARKED_BAD.to_string()),
+    })
+}
+
+/// Drops the verdict on `record`'s check once the check ended.
+pub fn discard_verdict(state_dir: &Path, record: &Record) {
+    let _ = std::fs::remove_file(verdict_path(state_dir, &record.name, record.seq));
 }
 
 /// The check's summary and the last line it printed: the cause an operator reads first.

@@ -528,6 +528,21 @@ pub fn take_spool(
             spool::remove(&path)?;
             continue;
         }
+        if let Some(request) = super::mark::Request::parse(&event.payload) {
+            // Like a sync request: only root's `p2pu mark-good|mark-bad` writes the spool
+            // itself with the source `operator`. A member's user event or the NAT client's
+            // part carrying one must not revert or confirm anything here.
+            let own = event.source == spool::Source::Operator && path.parent() == Some(spool_dir);
+            match request {
+                Ok(request) if own => take_mark(store, &request, now_ms, &mut accepted)?,
+                Ok(_) => {
+                    tracing::warn!(source = event.source.as_str(), entry = %path.display(), "a mark request from outside the spool's own part ignored")
+                }
+                Err(why) => tracing::warn!(source = event.source.as_str(), "{why}"),
+            }
+            spool::remove(&path)?;
+            continue;
+        }
         if let Some((name, seq)) = already_known(&event.payload, store) {
             tracing::debug!(%name, seq, source = event.source.as_str(), "already taken; a re-sent copy dropped");
             pass.known += 1;
@@ -577,6 +592,28 @@ pub fn take_spool(
     pass.waiting = waits.len();
     pass.plans_wanted = waits.wanted();
     Ok(pass)
+}
+
+/// An operator's verdict (`p2pu mark-good|mark-bad`, [`super::mark`]): judged, acted on
+/// (a revert goes to the workers like `rollout revert`'s), and answered.
+fn take_mark(
+    store: &StateStore,
+    request: &super::mark::Request,
+    now_ms: u64,
+    accepted: &mut impl FnMut(Accepted),
+) -> super::Result<()> {
+    let answer = super::mark::take(store, request, now_ms / 1000, &mut |record| {
+        let update = resume(record).map_err(|e| format!("cannot revert: {}", chain(&e)))?;
+        accepted(update);
+        Ok(())
+    })?;
+    let (name, seq, verdict) = (&answer.name, answer.seq, answer.verdict.as_str());
+    if answer.accepted {
+        tracing::warn!(%name, ?seq, verdict, "operator's verdict: {}", answer.message);
+    } else {
+        tracing::warn!(%name, ?seq, verdict, "operator's verdict refused: {}", answer.message);
+    }
+    Ok(())
 }
 
 /// A copy of an announcement this node already took: (name, seq) when its text is that of a
@@ -1087,17 +1124,7 @@ fn reverting(
         )));
     };
     let good = GoodStore::of(store.dir());
-    let target = store
-        .records(name)?
-        .into_iter()
-        .filter(|r| {
-            r.status == Status::Applied
-                && r.seq < seq
-                && control.to().is_none_or(|to| r.seq == to)
-                && Lineage::of(r) == Lineage::of(record)
-                && good.get(&r.name, r.seq).is_some()
-        })
-        .max_by_key(|r| r.seq);
+    let target = super::health::kept_good(store, &good, record, control.to())?;
     let Some(target) = target else {
         let which = control.to().map_or(
             "no earlier good version is kept on this node".to_string(),
@@ -2192,6 +2219,58 @@ mod tests {
         assert_eq!(pass.requests, [asked, Request::Fleet]);
         assert_eq!((pass.accepted, pass.rejected), (0, 0));
         assert!(spool::list(&spool_dir).unwrap().is_empty());
+    }
+
+    /// Any member with the gossip key can broadcast a user event that reads like `p2pu
+    /// mark-good|mark-bad`, and the NAT client's user writes the overlay part: neither may end
+    /// a running check or revert an update. Only root's own requests (source `operator` in the
+    /// spool itself) count.
+    #[test]
+    fn mark_requests_count_only_from_the_spools_own_part() {
+        use crate::agent::runtime::health::{verdict_for, MARKED_BAD};
+        use crate::agent::runtime::mark::{self, Request, Verdict};
+        let f = fixture();
+        let spool_dir = f._dir.path().join("spool");
+        let overlay = spool::overlay_dir(&spool_dir);
+        std::fs::create_dir_all(&overlay).unwrap();
+        let mut checking = Record::pending("site.pp", &"01".repeat(20), b"x");
+        checking.seq = 5;
+        checking.status = Status::Checking;
+        f.store.put(checking.clone()).unwrap();
+        let forged = |id: &str| Request {
+            id: id.to_string(),
+            verdict: Verdict::Bad,
+            name: "site.pp".into(),
+            seq: None,
+        };
+        let (serf, overlaid) = (mark::new_id(), mark::new_id());
+        spool::put(&spool_dir, Source::Serf, forged(&serf).to_wire().as_bytes()).unwrap();
+        spool::put(
+            &overlay,
+            Source::Operator,
+            forged(&overlaid).to_wire().as_bytes(),
+        )
+        .unwrap();
+        let (pass, taken) = pass_over(&f, &spool_dir);
+        assert_eq!((pass.accepted, pass.rejected, taken.len()), (0, 0, 0));
+        assert!(spool::list(&spool_dir).unwrap().is_empty());
+        assert_eq!(verdict_for(f.store.dir(), &checking), None);
+        for id in [&serf, &overlaid] {
+            assert_eq!(mark::read_answer(f.store.dir(), id).unwrap(), None);
+        }
+        let own = forged(&mark::new_id());
+        mark::put(&spool_dir, &own).unwrap();
+        pass_over(&f, &spool_dir);
+        assert_eq!(
+            verdict_for(f.store.dir(), &checking),
+            Some((false, MARKED_BAD.to_string()))
+        );
+        assert!(
+            mark::read_answer(f.store.dir(), &own.id)
+                .unwrap()
+                .unwrap()
+                .accepted
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The agent's own loop: the spool it is woken by, intake's decisions, the announcements
 //! waiting for their plans, the state it records, the supervised serving child, catch-up and
 //! what starts it early (`sync`), the heartbeat, retries, the membership it reads and the
-//! status it reports.
+//! status it reports, and an operator's verdict on an update (`mark`).
 //! Owns [`RuntimeError`], which the command layer wraps like every layer's error.
 
 pub mod catchup;
@@ -10,6 +10,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod intake;
 pub mod locks;
+pub mod mark;
 pub mod peers;
 pub mod pending;
 pub mod rate;

@@ -129,19 +129,30 @@ pub fn write_answer(state_dir: &Path, answer: &Answer) -> Result<()> {
         path: dir.clone(),
         source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
     })?;
-    let bytes = serde_json::to_vec(answer).map_err(|source| RuntimeError::Encode {
-        path: path.clone(),
+    keep_newest(&dir, &path, answer, ANSWERS_KEPT)
+}
+
+/// Writes `value` as JSON to `path` (root's, 0600) in `dir`, and drops all but the newest
+/// `kept` files of `dir`: the answers to `p2pu sync` and `p2pu mark-good|mark-bad`.
+pub(super) fn keep_newest<T: Serialize>(
+    dir: &Path,
+    path: &Path,
+    value: &T,
+    kept: usize,
+) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|source| RuntimeError::Encode {
+        path: path.to_path_buf(),
         source,
     })?;
-    crate::fsutil::write_atomic(&path, &bytes, 0o600)?;
-    let mut kept: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .map_err(RuntimeError::io("listing", &dir))?
+    crate::fsutil::write_atomic(path, &bytes, 0o600)?;
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(RuntimeError::io("listing", dir))?
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    kept.sort();
-    let excess = kept.len().saturating_sub(ANSWERS_KEPT);
-    for (_, old) in kept.drain(..excess) {
+    files.sort();
+    let excess = files.len().saturating_sub(kept);
+    for (_, old) in files.drain(..excess) {
         let _ = std::fs::remove_file(old);
     }
     Ok(())
@@ -152,12 +163,22 @@ pub fn read_answer(state_dir: &Path, id: &str) -> Result<Option<Answer>> {
     let Some(path) = answer_path(state_dir, id) else {
         return Ok(None);
     };
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| RuntimeError::Parse { path, source }),
+    read_json(&path)
+}
+
+/// `path` decoded from JSON; none when it does not exist (yet).
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| RuntimeError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RuntimeError::io("reading", &path)(e)),
+        Err(e) => Err(RuntimeError::io("reading", path)(e)),
     }
 }
 
