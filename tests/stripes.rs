@@ -464,7 +464,7 @@ fn a_slow_member_advertises_its_rate_and_is_never_a_parent() {
     }
     let fleet = ok(lab.p2pu(1, &["fleet", "status", "--json"]).unwrap());
     let reports: Vec<p2pu::agent::runtime::status::MemberReport> =
-        serde_json::from_str(&fleet).unwrap();
+        p2pu::cmd::json::decode(fleet.as_bytes()).unwrap();
     let answered_stripes = reports
         .iter()
         .filter(|r| {
