@@ -80,6 +80,11 @@ const METAINFO_SEARCH: Duration = Duration::from_secs(10);
 const METAINFO_ASKS: usize = 8;
 /// How soon a member that had no right metainfo is asked again.
 const METAINFO_AGAIN: Duration = Duration::from_millis(500);
+/// An ask unanswered this long stops counting toward [`METAINFO_ASKS`] (it still runs to its
+/// own timeouts), so members that stall cannot hold every place while the ones that hold the
+/// metainfo go unasked; [`METAINFO_THREADS`] bounds the asks running at once all the same.
+const METAINFO_PATIENCE: Duration = Duration::from_secs(1);
+const METAINFO_THREADS: usize = 32;
 /// An ask reads at most a metainfo's cap into a buffer on the heap: a small stack will do.
 const ASK_STACK: usize = 256 * 1024;
 /// How many other members are asked for a small payload when the one that served the
@@ -122,7 +127,7 @@ impl Fetcher<'_> {
     /// every member that answered 404 first, and a whole read timeout for one that stalls. The
     /// first right answer wins; a wrong one is refused as before, whoever sends it.
     fn find_metainfo(&self, record: &Record) -> Result<Option<(Metainfo, SocketAddr)>, FetchError> {
-        use std::collections::{HashMap, HashSet};
+        use std::collections::HashMap;
         use std::sync::{mpsc, Arc};
         use std::time::Instant;
         let started = Instant::now();
@@ -132,7 +137,8 @@ impl Fetcher<'_> {
         // ends at its own timeouts and the floor).
         let done = Arc::new(AtomicBool::new(false));
         let _end_asks = EndOnDrop(Arc::clone(&done));
-        let mut in_flight: HashSet<SocketAddr> = HashSet::new();
+        // Asks running, by member, with when each was sent.
+        let mut in_flight: HashMap<SocketAddr, Instant> = HashMap::new();
         let mut last_answer: HashMap<SocketAddr, Instant> = HashMap::new();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -152,14 +158,18 @@ impl Fetcher<'_> {
             }
             shuffle(&mut seeds);
             for seed in seeds {
-                if in_flight.len() >= METAINFO_ASKS {
+                let waiting = in_flight
+                    .values()
+                    .filter(|sent| now.duration_since(**sent) < METAINFO_PATIENCE)
+                    .count();
+                if waiting >= METAINFO_ASKS || in_flight.len() >= METAINFO_THREADS {
                     break;
                 }
                 // A member that said no is asked again after a pause, as the rounds did.
                 let rested = last_answer
                     .get(&seed)
                     .is_none_or(|at| now.duration_since(*at) >= METAINFO_AGAIN);
-                if in_flight.contains(&seed) || !rested {
+                if in_flight.contains_key(&seed) || !rested {
                     continue;
                 }
                 let ask = MetainfoAsk {
@@ -178,7 +188,7 @@ impl Fetcher<'_> {
                     });
                 match spawned {
                     Ok(_) => {
-                        in_flight.insert(seed);
+                        in_flight.insert(seed, now);
                     }
                     Err(e) => {
                         tracing::warn!(%seed, hash = %record.info_hash, "metainfo not asked: {e}");
@@ -1111,10 +1121,11 @@ mod tests {
     }
 
     /// Issue 30: the metainfo search asks several members at once. Members that stall (accept
-    /// and never answer) and one that serves another torrent's metainfo under the signed
-    /// info-hash (a compromised member claiming the payload) neither hold up the search nor
-    /// get their metainfo used: the honest member's answer is taken, the payload comes over
-    /// HTTP, while the stalled asks still wait out a read timeout of ten minutes.
+    /// and never answer; more of them than are asked at once) and one that serves another
+    /// torrent's metainfo under the signed info-hash (a compromised member claiming the
+    /// payload) neither hold up the search nor get their metainfo used: the honest member's
+    /// answer is taken, the payload comes over HTTP, while the stalled asks still wait out a
+    /// read timeout of ten minutes.
     #[test]
     fn stalling_and_lying_members_do_not_hold_up_or_poison_the_metainfo_search() {
         use crate::agent::transfer::seed_http::SeedServer;
@@ -1137,10 +1148,11 @@ mod tests {
         )
         .unwrap();
         let liar = SeedServer::start("127.0.0.1:0".parse().unwrap(), liar_dir.path()).unwrap();
-        // Six stallers: each accepts and holds its connections unanswered.
+        // Twelve stallers, more than are asked at once: each accepts and holds its
+        // connections unanswered.
         let mut stallers = Vec::new();
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for _ in 0..6 {
+        for _ in 0..12 {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             stallers.push(listener.local_addr().unwrap());
             let asked = std::sync::Arc::clone(&asked);
