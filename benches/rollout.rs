@@ -9,10 +9,19 @@
 //! `--hang` SIGSTOPs node N's agent and seed server at F (alive to Serf, silent on HTTP) and
 //! resumes them after the rollout; `--liar` replaces node N's seed server with a fake member
 //! that claims the payload and serves wrong bytes at full speed (benches/support/liar.rs).
+//! `--stripes` runs the relay chain and the striped transfer on the same lab per scenario,
+//! beside the stripe model (benches/support/modes.rs; with no fault named, six scenarios:
+//! equal links, two adjacent slow members, one slow, a crash, a hang, a liar; `--only
+//! equal,adjacent,slow,crash,hang,liar` picks some; `--p2pu-only` is implied).
 //! Prints a table, and each node's timeline on stderr; asserts nothing about timings.
 
 #[path = "support/liar.rs"]
 mod liar;
+#[path = "support/modes.rs"]
+mod modes;
+#[path = "stripe_sim.rs"]
+#[allow(dead_code)] // its own `main` and scenarios: this bench runs its model only
+mod stripe_sim;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -506,6 +515,8 @@ fn main() -> Res<()> {
     let mut mbit = 50;
     let mut p2pu_only = false;
     let mut scenario = Scenario::default();
+    let mut stripes = false;
+    let mut only: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
     let at = |text: String| -> Res<(usize, f64)> {
         let (n, f) = text.split_once('@').ok_or("N@F, e.g. 6@0.3")?;
@@ -525,12 +536,42 @@ fn main() -> Res<()> {
             "--crash" => scenario.crash = Some(at(args.next().ok_or("--crash N@F")?)?),
             "--hang" => scenario.hang = Some(at(args.next().ok_or("--hang N@F")?)?),
             "--liar" => scenario.liar = Some(args.next().ok_or("--liar N")?.parse()?),
+            "--stripes" => stripes = true,
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .ok_or("--only equal,adjacent,...")?
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
             a if a.starts_with("--") => {} // cargo bench passes --bench
             a => nodes.push(a.parse()?),
         }
     }
     if nodes.is_empty() {
         nodes = vec![4, 8];
+    }
+    if stripes {
+        let mut rows = Vec::new();
+        for &n in &nodes {
+            let scenarios = if scenario.is_healthy() {
+                modes::default_scenarios(n)
+            } else {
+                vec![("named", scenario.clone())]
+            };
+            for (label, s) in scenarios {
+                if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == label)) {
+                    continue;
+                }
+                let (one_copy, measured) = modes::run(n, mib, mbit, &s)?;
+                let model = modes::model(n, mib, mbit, &s);
+                rows.push((n, s.name(), one_copy, measured, model));
+            }
+        }
+        modes::print(mib, mbit, &rows);
+        return Ok(());
     }
     let mut rows = Vec::new();
     for &n in &nodes {

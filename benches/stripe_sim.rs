@@ -69,25 +69,43 @@ enum Fault {
 }
 
 #[derive(Clone, Copy)]
-struct Config {
+pub(crate) struct Config {
     nodes: usize,
     len: f64,
     rate: f64,
-    slow_share: f64,
-    hop: f64,
+    pub(crate) slow_share: f64,
+    pub(crate) hop: f64,
     start: f64,
     block: f64,
     dt: f64,
     params: Params,
 }
 
+impl Config {
+    /// The defaults for `nodes` and a payload of `mib` MiB on links of `mbit` Mbit/s (also
+    /// what `benches/rollout -- --stripes` models its lab with).
+    pub(crate) fn lab(nodes: usize, mib: usize, mbit: u32) -> Config {
+        Config {
+            nodes,
+            len: mib as f64 * 1048576.0,
+            rate: f64::from(mbit) * 1e6 / 8.0,
+            slow_share: 0.1,
+            hop: 0.03,
+            start: 0.35,
+            block: 16384.0,
+            dt: 0.02,
+            params: Params::DEFAULT,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
-struct Scenario {
-    name: &'static str,
-    slow: f64,
-    fail: f64,
-    liars: f64,
-    late: f64,
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) slow: f64,
+    pub(crate) fail: f64,
+    pub(crate) liars: f64,
+    pub(crate) late: f64,
 }
 
 const SCENARIOS: [Scenario; 6] = [
@@ -151,12 +169,12 @@ struct Flow {
     junk: f64,
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     /// Full-rate nodes' times over one copy, sorted.
-    full: Vec<f64>,
+    pub(crate) full: Vec<f64>,
     /// Slow nodes' times over their own one copy, sorted.
-    slow: Vec<f64>,
-    origin_upload: f64,
+    pub(crate) slow: Vec<f64>,
+    pub(crate) origin_upload: f64,
     refused_blocks: u64,
     unfinished: usize,
     depth: u32,
@@ -176,7 +194,7 @@ impl Rng {
     }
 }
 
-fn simulate(config: Config, scenario: Scenario) -> Outcome {
+pub(crate) fn simulate(config: Config, scenario: Scenario) -> Outcome {
     let n = config.nodes;
     let late = (n as f64 * scenario.late).round() as usize;
     let total = n + late;
@@ -660,7 +678,7 @@ fn simulate(config: Config, scenario: Scenario) -> Outcome {
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -709,17 +727,7 @@ fn row(config: Config, scenario: Scenario, o: &Outcome, secs: f64) -> String {
 const HEADER: &str = "| nodes | scenario | plan | depth | full-rate p50 | p99 | max | slowest slow node / its own copy | origin upload / payload | refused blocks / repairs | unfinished | chain model (equal links) | run |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = Config {
-        nodes: 0,
-        len: 64.0 * 1048576.0,
-        rate: 50e6 / 8.0,
-        slow_share: 0.1,
-        hop: 0.03,
-        start: 0.35,
-        block: 16384.0,
-        dt: 0.02,
-        params: Params::DEFAULT,
-    };
+    let mut config = Config::lab(0, 64, 50);
     let mut nodes = vec![1000, 10_000, 100_000];
     let mut sweep: Option<usize> = None;
     let mut args = std::env::args().skip(1);

@@ -17,7 +17,7 @@
 
 use super::fetch_error::FetchError;
 
-use super::download_dir::{write_mark, DownloadDir};
+use super::download_dir::{write_completion_mark, write_mark, DownloadDir};
 use super::http_get::Client;
 use super::pace::{Deadline, Pace, RateGuard};
 use super::relay::{self, Relay};
@@ -79,6 +79,20 @@ pub struct Fetched {
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
 const MAX_WEB_SEEDS: usize = 8;
 const METAINFO_SEARCH: Duration = Duration::from_secs(10);
+/// How many members are asked for the metainfo at once: every one of a small fleet, so no
+/// 404 from a member that does not hold it yet and no stalling member costs the search a
+/// round trip; a bounded few of a large one, shuffled, so its nodes spread over the members
+/// that hold it instead of all asking one.
+const METAINFO_ASKS: usize = 8;
+/// How soon a member that had no right metainfo is asked again.
+const METAINFO_AGAIN: Duration = Duration::from_millis(500);
+/// An ask unanswered this long stops counting toward [`METAINFO_ASKS`] (it still runs to its
+/// own timeouts), so members that stall cannot hold every place while the ones that hold the
+/// metainfo go unasked; [`METAINFO_THREADS`] bounds the asks running at once all the same.
+const METAINFO_PATIENCE: Duration = Duration::from_secs(1);
+const METAINFO_THREADS: usize = 32;
+/// An ask reads at most a metainfo's cap into a buffer on the heap: a small stack will do.
+const ASK_STACK: usize = 256 * 1024;
 /// How many other members are asked for a small payload when the one that served the
 /// metainfo fails over HTTP, before Transmission takes over.
 const MAX_FAILOVER: usize = 3;
@@ -113,66 +127,104 @@ impl Fetcher<'_> {
 
     /// Asks the members' web seed servers for the metainfo until one answers with the signed
     /// one; returns it and who has the payload, `None` when none has it (the caller falls
-    /// back to a magnet).
+    /// back to a magnet). Up to [`METAINFO_ASKS`] members are asked at once, in shuffled
+    /// order: right after a submit only the origin holds it (the announcement does not say
+    /// which member that is), and asking one member after the other paid a round trip for
+    /// every member that answered 404 first, and a whole read timeout for one that stalls. The
+    /// first right answer wins; a wrong one is refused as before, whoever sends it.
     fn find_metainfo(&self, record: &Record) -> Result<Option<(Metainfo, SocketAddr)>, FetchError> {
-        let deadline = std::time::Instant::now() + METAINFO_SEARCH;
-        let started = std::time::Instant::now();
-        while std::time::Instant::now() < deadline {
+        use std::collections::HashMap;
+        use std::sync::{mpsc, Arc};
+        use std::time::Instant;
+        let started = Instant::now();
+        let deadline = started + METAINFO_SEARCH;
+        let (answers, answered) = mpsc::channel();
+        // The asks still running end once this search returns, whatever it returns (each also
+        // ends at its own timeouts and the floor).
+        let done = Arc::new(AtomicBool::new(false));
+        let _end_asks = EndOnDrop(Arc::clone(&done));
+        // Asks running, by member, with when each was sent.
+        let mut in_flight: HashMap<SocketAddr, Instant> = HashMap::new();
+        let mut last_answer: HashMap<SocketAddr, Instant> = HashMap::new();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(FetchError::Stopping);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
             let mut seeds = (self.seeds)();
             // A fleet of one (or a membership not yet read for a second) has nobody to ask.
-            if seeds.is_empty() && started.elapsed() > Duration::from_secs(1) {
-                break;
+            if seeds.is_empty()
+                && in_flight.is_empty()
+                && started.elapsed() > Duration::from_secs(1)
+            {
+                return Ok(None);
             }
             shuffle(&mut seeds);
             for seed in seeds {
-                match self.metainfo_from(seed, record) {
-                    Ok(metainfo) => return Ok(Some((metainfo, seed))),
-                    Err(e @ (FetchError::LengthMismatch { .. } | FetchError::Stopping)) => {
-                        return Err(e)
+                let waiting = in_flight
+                    .values()
+                    .filter(|sent| now.duration_since(**sent) < METAINFO_PATIENCE)
+                    .count();
+                if waiting >= METAINFO_ASKS || in_flight.len() >= METAINFO_THREADS {
+                    break;
+                }
+                // A member that said no is asked again after a pause, as the rounds did.
+                let rested = last_answer
+                    .get(&seed)
+                    .is_none_or(|at| now.duration_since(*at) >= METAINFO_AGAIN);
+                if in_flight.contains_key(&seed) || !rested {
+                    continue;
+                }
+                let ask = MetainfoAsk {
+                    client: self.client,
+                    pace: self.pace,
+                    seed,
+                    record: record.clone(),
+                    done: Arc::clone(&done),
+                };
+                let answers = answers.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metainfo".into())
+                    .stack_size(ASK_STACK)
+                    .spawn(move || {
+                        let _ = answers.send((seed, ask.run()));
+                    });
+                match spawned {
+                    Ok(_) => {
+                        in_flight.insert(seed, now);
                     }
                     Err(e) => {
-                        tracing::warn!(%seed, hash = %record.info_hash, "metainfo refused: {}", crate::error::chain(&e))
+                        tracing::warn!(%seed, hash = %record.info_hash, "metainfo not asked: {e}");
+                        last_answer.insert(seed, now);
                     }
                 }
             }
-            self.sleep(Duration::from_millis(500))?;
+            // Woken by the first answer; the tick only checks `stop` and asks again.
+            let Ok((seed, answer)) = answered.recv_timeout(Duration::from_millis(50)) else {
+                continue;
+            };
+            in_flight.remove(&seed);
+            last_answer.insert(seed, Instant::now());
+            match answer {
+                Ok(metainfo) => return Ok(Some((metainfo, seed))),
+                // The signed length is unlike the signed info dict's: no member can mend that.
+                Err(e @ FetchError::LengthMismatch { .. }) => return Err(e),
+                Err(FetchError::Stopping) => {}
+                // Not there yet: every member but the origin says so right after a submit.
+                Err(FetchError::Get(crate::agent::transfer::http_get::GetError::Status {
+                    status: 404,
+                    ..
+                })) => {
+                    tracing::debug!(%seed, hash = %record.info_hash, "no metainfo there yet")
+                }
+                Err(e) => {
+                    tracing::warn!(%seed, hash = %record.info_hash, "metainfo refused: {}", crate::error::chain(&e))
+                }
+            }
         }
-        Ok(None)
-    }
-
-    /// The signed metainfo from one member's seed server, read within its size cap and at
-    /// the floor rate, reduced to its info dict.
-    fn metainfo_from(&self, seed: SocketAddr, record: &Record) -> Result<Metainfo, FetchError> {
-        let url = format!("/{}.torrent", record.info_hash);
-        let mut response = self
-            .client
-            .get(seed, &url, 0)
-            .map_err(|e| FetchError::Local {
-                hash: record.info_hash.clone(),
-                message: crate::error::chain(&e),
-            })?;
-        let (cap, pieces) = metainfo_cap(record.len);
-        // Refused on its announced length, before a byte of it is read.
-        if response.len > cap {
-            return Err(FetchError::MetainfoTooLarge {
-                addr: seed,
-                got: response.len,
-                max: cap,
-                pieces,
-            });
-        }
-        // Held to the floor like any payload source, so a trickling member costs one window,
-        // not the whole search.
-        let mut guard = RateGuard::new(
-            seed,
-            self.pace.floor,
-            self.client.read_timeout,
-            self.pace.deadline(response.len),
-            0,
-            response.len,
-        );
-        let bytes = guard.read_to_end(&mut response.body, cap as usize, self.stop)?;
-        check_metainfo(&bytes, record)
     }
 
     /// One round over the members' seed servers for the rollout plan `/<info-hash>.plan`: each
@@ -273,7 +325,8 @@ impl Fetcher<'_> {
         Ok(())
     }
 
-    /// A payload this node already holds complete (its completion mark is there), verified.
+    /// A payload this node already holds complete (its completion mark is there), verified;
+    /// `None` when it holds none that checks.
     fn local(&self, record: &Record) -> Result<Option<Fetched>, FetchError> {
         // The completion mark lies in the download dir, which Transmission's user writes.
         let (cap, _) = metainfo_cap(record.len);
@@ -286,9 +339,29 @@ impl Fetcher<'_> {
                 return Ok(None);
             }
         };
-        let metainfo = check_metainfo(&bytes, record)?;
+        // A mark or payload that does not check (planted, or torn by a power cut: the mark is
+        // not synced) is no copy held: the payload comes from the fleet and the mark is made
+        // again.
+        let not_held = |e: FetchError| {
+            tracing::warn!(hash = %record.info_hash, "the payload held here does not check, fetching it: {}", crate::error::chain(&e));
+            let _ = std::fs::remove_file(self.metainfo_path(record));
+            Ok(None)
+        };
+        let metainfo = match check_metainfo(&bytes, record) {
+            Ok(metainfo) => metainfo,
+            Err(e) => return not_held(e),
+        };
         let path = self.dir_of(record).join(&metainfo.name);
-        let payload = self.copy_verified(record, &path, Some(&metainfo))?;
+        let payload = match self.copy_verified(record, &path, Some(&metainfo)) {
+            Ok(payload) => payload,
+            Err(
+                e @ (FetchError::Sha256Mismatch { .. }
+                | FetchError::PayloadLength { .. }
+                | FetchError::Read { .. }
+                | FetchError::Untrusted(_)),
+            ) => return not_held(e),
+            Err(e) => return Err(e),
+        };
         Ok(Some(Fetched {
             payload,
             to_seed: Some(self.sourced(record, &metainfo)?),
@@ -518,7 +591,7 @@ impl Fetcher<'_> {
                 return Err(e);
             }
         };
-        if let Err(e) = write_mark(&self.metainfo_path(record), &metainfo.bytes) {
+        if let Err(e) = write_completion_mark(&self.metainfo_path(record), &metainfo.bytes) {
             copy.remove();
             return Err(e);
         }
@@ -608,7 +681,7 @@ impl Fetcher<'_> {
         let path = self.dir_of(record).join(name);
         let payload = self.copy_verified(record, &path, found.as_ref())?;
         if let Some(found) = &found {
-            write_mark(&self.metainfo_path(record), &found.bytes)?;
+            write_completion_mark(&self.metainfo_path(record), &found.bytes)?;
         }
         Ok(Fetched {
             payload,
@@ -735,6 +808,58 @@ pub fn check_metainfo(bytes: &[u8], record: &Record) -> Result<Metainfo, FetchEr
         });
     }
     Ok(metainfo)
+}
+
+/// One member asked for the signed metainfo, on its own thread: owns what it needs, since
+/// the search returns at the first right answer while a stalling member's ask still runs.
+struct MetainfoAsk {
+    client: Client,
+    pace: Pace,
+    seed: SocketAddr,
+    record: Record,
+    /// Set when the search returned: the ask stops reading.
+    done: std::sync::Arc<AtomicBool>,
+}
+
+impl MetainfoAsk {
+    /// The signed metainfo from the member's seed server, read within its size cap and at
+    /// the floor rate, reduced to its info dict.
+    fn run(&self) -> Result<Metainfo, FetchError> {
+        let (seed, record) = (self.seed, &self.record);
+        let url = format!("/{}.torrent", record.info_hash);
+        let mut response = self.client.get(seed, &url, 0)?;
+        let (cap, pieces) = metainfo_cap(record.len);
+        // Refused on its announced length, before a byte of it is read.
+        if response.len > cap {
+            return Err(FetchError::MetainfoTooLarge {
+                addr: seed,
+                got: response.len,
+                max: cap,
+                pieces,
+            });
+        }
+        // Held to the floor like any payload source, so a trickling member costs one window,
+        // not the whole search.
+        let mut guard = RateGuard::new(
+            seed,
+            self.pace.floor,
+            self.client.read_timeout,
+            self.pace.deadline(response.len),
+            0,
+            response.len,
+        );
+        let bytes = guard.read_to_end(&mut response.body, cap as usize, &self.done)?;
+        check_metainfo(&bytes, record)
+    }
+}
+
+/// Sets its flag when dropped: the metainfo asks still running stop with the search.
+struct EndOnDrop(std::sync::Arc<AtomicBool>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn shuffle<T>(items: &mut [T]) {
@@ -902,6 +1027,18 @@ mod tests {
         seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
         pace: Pace,
     ) -> Result<Fetched, FetchError> {
+        fetch_waiting(engine, root, record, seeds, pace, Duration::from_secs(1))
+    }
+
+    /// As [`fetch_paced`], with `read_timeout` for how long a silent member is waited for.
+    fn fetch_waiting(
+        engine: &FakeEngine,
+        root: &Path,
+        record: &Record,
+        seeds: &(dyn Fn() -> Vec<SocketAddr> + Sync),
+        pace: Pace,
+        read_timeout: Duration,
+    ) -> Result<Fetched, FetchError> {
         let stop = AtomicBool::new(false);
         let fetcher = Fetcher {
             engine,
@@ -914,7 +1051,7 @@ mod tests {
             client: Client {
                 bind: None,
                 connect_timeout: Duration::from_secs(1),
-                read_timeout: Duration::from_secs(1),
+                read_timeout,
             },
             verified_root: &verified::root_of(&root.join("state")),
             pace,
@@ -1015,6 +1152,154 @@ mod tests {
         assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), b"good");
         assert_eq!(fake.calls("add"), 1, "Transmission took over");
         assert!(fetched.to_seed.is_none(), "Transmission has it already");
+    }
+
+    /// A member's seed server holding `content` as the signed torrent's payload, and that
+    /// torrent's record ("good").
+    fn member_serving(content: &[u8]) -> (tempfile::TempDir, Record) {
+        let member = tempfile::tempdir().unwrap();
+        let (torrent, signed) = signed_torrent(member.path());
+        let hash = &signed.info_hash;
+        std::fs::create_dir(member.path().join(hash)).unwrap();
+        std::fs::write(member.path().join(hash).join("site.pp"), content).unwrap();
+        std::fs::write(
+            member.path().join(format!("{hash}.torrent")),
+            &torrent.bytes,
+        )
+        .unwrap();
+        (member, signed)
+    }
+
+    /// Issue 30: the metainfo search asks several members at once. Members that stall (accept
+    /// and never answer; more of them than are asked at once) and one that serves another
+    /// torrent's metainfo under the signed info-hash (a compromised member claiming the
+    /// payload) neither hold up the search nor get their metainfo used: the honest member's
+    /// answer is taken, the payload comes over HTTP, while the stalled asks still wait out a
+    /// read timeout of ten minutes.
+    #[test]
+    fn stalling_and_lying_members_do_not_hold_up_or_poison_the_metainfo_search() {
+        use crate::agent::transfer::seed_http::SeedServer;
+        use std::net::TcpListener;
+        let (honest_dir, signed) = member_serving(b"good");
+        let honest = SeedServer::start("127.0.0.1:0".parse().unwrap(), honest_dir.path()).unwrap();
+        // The liar: a seed server whose `<info-hash>.torrent` is another payload's metainfo.
+        let liar_dir = tempfile::tempdir().unwrap();
+        std::fs::write(liar_dir.path().join("evil.pp"), b"evil").unwrap();
+        let other = torrent::create(
+            &liar_dir.path().join("evil.pp"),
+            &torrent::CreateOptions::default(),
+        )
+        .unwrap();
+        std::fs::write(
+            liar_dir
+                .path()
+                .join(format!("{}.torrent", signed.info_hash)),
+            &other.bytes,
+        )
+        .unwrap();
+        let liar = SeedServer::start("127.0.0.1:0".parse().unwrap(), liar_dir.path()).unwrap();
+        // Twelve stallers, more than are asked at once: each accepts and holds its
+        // connections unanswered.
+        let mut stallers = Vec::new();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..12 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            stallers.push(listener.local_addr().unwrap());
+            let asked = std::sync::Arc::clone(&asked);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for stream in listener.incoming().flatten() {
+                    asked.fetch_add(1, Ordering::Relaxed);
+                    held.push(stream);
+                }
+            });
+        }
+        let mut members = stallers.clone();
+        members.push(liar.addr());
+        members.push(honest.addr());
+
+        let root = tempfile::tempdir().unwrap();
+        let fake = engine(root.path(), b"good", 4, false);
+        let (done, finished) = std::sync::mpsc::channel();
+        let root_path = root.path().to_path_buf();
+        std::thread::spawn(move || {
+            let seeds = move || members.clone();
+            let generous = Pace {
+                floor: crate::agent::transfer::pace::MinRate::per_second(
+                    1,
+                    Duration::from_secs(600),
+                ),
+                slack: Duration::from_secs(600),
+            };
+            let fetched = fetch_waiting(
+                &fake,
+                &root_path,
+                &signed,
+                &seeds,
+                generous,
+                Duration::from_secs(600),
+            );
+            let fetched = fetched.map(|f| {
+                (
+                    std::fs::read(f.payload.path()).unwrap(),
+                    f.to_seed.is_some(),
+                )
+            });
+            let _ = done.send((fetched, fake.calls("add")));
+        });
+        // Far below the stalled asks' read timeout: asked one after the other, a staller
+        // shuffled before the honest member holds the search for ten minutes.
+        let (fetched, added) = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the search waited on a stalling member");
+        let (payload, over_http) = fetched.unwrap();
+        assert_eq!(payload, b"good");
+        assert!(over_http, "fetched over HTTP from the honest member");
+        assert_eq!(added, 0, "Transmission was not needed");
+        assert!(asked.load(Ordering::Relaxed) > 0, "the stallers were asked");
+    }
+
+    /// The completion mark is not synced: a power cut may tear it, or the payload it marks.
+    /// A node holding either (or a planted one) fetches the payload from the fleet, checked,
+    /// instead of failing on its own copy at every retry.
+    #[test]
+    fn a_held_copy_that_does_not_check_is_fetched_again_from_the_fleet() {
+        use crate::agent::transfer::seed_http::SeedServer;
+        let (member, signed) = member_serving(b"good");
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), member.path()).unwrap();
+        let hash = signed.info_hash.clone();
+        let torrent = std::fs::read(member.path().join(format!("{hash}.torrent"))).unwrap();
+        let torn_mark = |root: &Path| {
+            std::fs::write(root.join(format!("{hash}.torrent")), b"").unwrap();
+        };
+        let torn_payload = |root: &Path| {
+            std::fs::write(root.join(format!("{hash}.torrent")), &torrent).unwrap();
+            std::fs::create_dir(root.join(&hash)).unwrap();
+            std::fs::write(root.join(&hash).join("site.pp"), b"go").unwrap();
+        };
+        for (case, tear) in [
+            ("torn mark", &torn_mark as &dyn Fn(&Path)),
+            ("torn payload", &torn_payload),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            tear(root.path());
+            let mut fake = engine(root.path(), b"good", 4, false);
+            fake.dir = root.path().join(&hash);
+            let addr = server.addr();
+            let seeds = move || vec![addr];
+            let fetched = fetch_seeded(&fake, root.path(), &signed, &seeds)
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(
+                std::fs::read(fetched.payload.path()).unwrap(),
+                b"good",
+                "{case}"
+            );
+            assert_eq!(
+                std::fs::read(root.path().join(format!("{hash}.torrent"))).unwrap(),
+                crate::formats::torrent::info_only(&torrent).unwrap(),
+                "{case}: the mark made again"
+            );
+        }
     }
 
     /// A metainfo from a member's web seed server is used only when it is the signed one, and
@@ -1475,7 +1760,14 @@ mod tests {
             let state = tempfile::tempdir().unwrap();
             let verified_root = verified::root_of(state.path());
             let fetcher = fetcher(&fake, root.path(), &verified_root, &stop, &seeds);
-            let err = fetcher.metainfo_from(seed, &signed).unwrap_err();
+            let ask = MetainfoAsk {
+                client: fetcher.client,
+                pace: fetcher.pace,
+                seed,
+                record: signed.clone(),
+                done: Default::default(),
+            };
+            let err = ask.run().unwrap_err();
             assert!(
                 matches!(err, FetchError::MetainfoTooLarge { max, pieces: 16, .. } if max == (1 << 20) + 320),
                 "{err}"

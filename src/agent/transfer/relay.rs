@@ -28,7 +28,7 @@
 //! never written through. A fetch cut short (the agent restarted) resumes from the pieces of
 //! the verified copy that check.
 
-use super::download_dir::{write_mark, DownloadDir};
+use super::download_dir::{write_completion_mark, write_mark, DownloadDir};
 use super::fetch_error::FetchError;
 use super::http_get::{Client, GetError, Response};
 pub use super::pace::MinRate;
@@ -320,7 +320,7 @@ impl Relay<'_> {
         let fetched = self.fetch_into(&mut file, &path, &mut staging, route, &mut used);
         let result = match fetched {
             Ok(()) => staging.finish().and_then(|copy| {
-                match write_mark(
+                match write_completion_mark(
                     &DownloadDir::new(self.root).completion_mark(&self.record.info_hash),
                     metainfo,
                 ) {

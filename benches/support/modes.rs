@@ -1,0 +1,413 @@
+//! `cargo bench --bench rollout -- --stripes` (issue 24, stage 4): the relay chain and the
+//! striped transfer (`transfer.mode = "stripes"`, docs/DESIGN.md 5.1) on the same lab, one
+//! after the other, per scenario, beside the stripe model (`benches/stripe_sim.rs`) run with
+//! the same parameters. Every agent runs in stripes mode (a payload whose metainfo carries no
+//! roster goes down the chain there); the chain's update is submitted with a copy of node 1's
+//! site.toml saying `mode = "chain"`, the striped one with node 1's own.
+//!
+//! Per scenario and transfer: submit → the last healthy node verified, over one copy's wire
+//! time (one HTTP copy measured on the same lab); each slow node's own time over its own one
+//! copy; what node 1 (the origin) sent over TCP during the rollout over the payload (an
+//! iptables counter in the lab's namespace: Serf's and the tracker's few KiB included); the
+//! agents' peak RSS (VmHWM, max over nodes); the agents' CPU seconds (user + system, all
+//! threads, the seed server's included) per node per GiB, from submit to the last verified.
+//! Nothing asserted about timings.
+
+use super::stripe_sim;
+use super::support::*;
+use super::{one_copy_to, received, wait_nodes, Scenario};
+use std::time::Duration;
+
+/// The two transfers compared.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Transfer {
+    Chain,
+    Stripes,
+}
+
+impl Transfer {
+    fn name(self) -> &'static str {
+        match self {
+            Transfer::Chain => "chain",
+            Transfer::Stripes => "stripes",
+        }
+    }
+}
+
+/// One transfer's figures in one scenario.
+pub struct Measured {
+    pub transfer: Transfer,
+    /// Submit → last healthy node verified (its apply started), seconds.
+    pub verified: f64,
+    /// Each slow node: (node, its time to verified, its own one copy).
+    pub slow: Vec<(usize, f64, f64)>,
+    /// Bytes node 1 sent over TCP during the rollout.
+    pub origin_sent: u64,
+    /// Max over the agents of VmHWM, KiB.
+    pub rss_peak: u64,
+    /// Agents' CPU seconds per node per GiB of payload.
+    pub cpu_per_gib: f64,
+}
+
+/// The scenarios of `--stripes` with no fault named on the command line: equal links, the
+/// issue's two adjacent slow members (neighbouring addresses, so neighbouring in the chain's
+/// order), one slow, a crash, a hang and a liar.
+pub fn default_scenarios(nodes: usize) -> Vec<(&'static str, Scenario)> {
+    let at = |n: usize| n.min(nodes);
+    vec![
+        ("equal", Scenario::default()),
+        (
+            "adjacent",
+            Scenario {
+                slow: vec![(at(4), 5), (at(5), 5)],
+                ..Scenario::default()
+            },
+        ),
+        (
+            "slow",
+            Scenario {
+                slow: vec![(at(4), 5)],
+                ..Scenario::default()
+            },
+        ),
+        (
+            "crash",
+            Scenario {
+                crash: Some((at(6), 0.3)),
+                ..Scenario::default()
+            },
+        ),
+        (
+            "hang",
+            Scenario {
+                hang: Some((at(6), 0.3)),
+                ..Scenario::default()
+            },
+        ),
+        (
+            "liar",
+            Scenario {
+                liar: Some(at(3)),
+                ..Scenario::default()
+            },
+        ),
+    ]
+}
+
+/// Bytes node 1's address sent over TCP since the counter was last zeroed.
+fn origin_counter(lab: &p2pu::lab::Lab, zero: bool) -> Res<u64> {
+    let addr = lab.node(1)?.addr.to_string();
+    let list = lab.exec(1, &["iptables", "-L", "INPUT", "-v", "-x", "-n"])?;
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    let has_rule = text.lines().any(|l| l.contains("p2pu-origin"));
+    if !has_rule {
+        let out = lab.exec(
+            1,
+            &[
+                "iptables",
+                "-I",
+                "INPUT",
+                "-s",
+                &addr,
+                "-p",
+                "tcp",
+                "-m",
+                "comment",
+                "--comment",
+                "p2pu-origin",
+            ],
+        )?;
+        if !out.status.success() {
+            return Err(format!("iptables: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        return Ok(0);
+    }
+    if zero {
+        lab.exec(1, &["iptables", "-Z", "INPUT"])?;
+        return Ok(0);
+    }
+    // "pkts bytes target prot opt in out source destination ... /* p2pu-origin */"
+    Ok(text
+        .lines()
+        .find(|l| l.contains("p2pu-origin"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0))
+}
+
+/// utime + stime of a process (all its threads), seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// node 1's site.toml with `mode = "chain"`, for the chain's submit.
+fn chain_config(lab: &p2pu::lab::Lab, dir: &std::path::Path) -> Res<std::path::PathBuf> {
+    let config = &lab.node(1)?.config;
+    let text = std::fs::read_to_string(config)?;
+    if !text.contains("mode = \"stripes\"") {
+        return Err(format!("{} has no `mode = \"stripes\"`", config.display()).into());
+    }
+    let path = dir.join("chain-site.toml");
+    std::fs::write(
+        &path,
+        text.replace("mode = \"stripes\"", "mode = \"chain\""),
+    )?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    Ok(path)
+}
+
+fn submit_as(
+    lab: &p2pu::lab::Lab,
+    payload: &std::path::Path,
+    config: &std::path::Path,
+) -> Res<(f64, u64)> {
+    let start = now_s();
+    let binary = env!("CARGO_BIN_EXE_p2pu");
+    let out = lab.exec(
+        1,
+        &[
+            std::ffi::OsStr::new(binary),
+            "submit".as_ref(),
+            payload.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("submit: {text}{}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let seq = text
+        .split_whitespace()
+        .skip_while(|w| *w != "seq")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no seq in {text:?}"))?;
+    Ok((start, seq))
+}
+
+/// Both transfers in `scenario` on one lab of `nodes`: the figures of each, and one copy's
+/// time.
+pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64, Vec<Measured>)> {
+    let dir = bench_dir()?;
+    eprintln!(
+        "[{nodes} nodes, {}] starting the lab (stripes mode)...",
+        scenario.name()
+    );
+    std::env::set_var("P2PU_LOG", "info,p2pu=debug");
+    let mut options =
+        p2pu::lab::LabOptions::new(nodes, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
+    let mut lab = p2pu::lab::Lab::start(options)?;
+    let mut rates = vec![mbit; nodes];
+    for &(n, slow) in &scenario.slow {
+        if let Some(rate) = rates.get_mut(n - 1) {
+            *rate = slow;
+        }
+    }
+    lab.shape(&rates)?;
+    let chain_site = chain_config(&lab, dir.path())?;
+    let payload_dir = dir.path().join("payload");
+    std::fs::create_dir_all(&payload_dir)?;
+    // One copy, and each slow node's own, on the same shaped links.
+    let probe = random_archive(&payload_dir, "probe.tar.gz", mib)?;
+    let probe_name = "probe.tar.gz";
+    let one_copy = one_copy_to(&lab, &payload_dir, probe_name, 2)?;
+    let mut slow_copy = Vec::new();
+    for &(n, _) in &scenario.slow {
+        slow_copy.push((n, one_copy_to(&lab, &payload_dir, probe_name, n)?));
+    }
+    std::fs::remove_file(&probe)?;
+    origin_counter(&lab, false)?;
+
+    let mut measured = Vec::new();
+    for transfer in [Transfer::Chain, Transfer::Stripes] {
+        let name = format!("big-{nodes}-{}.tar.gz", transfer.name());
+        let payload = random_archive(&payload_dir, &name, mib)?;
+        let len = std::fs::metadata(&payload)?.len();
+        let liar = match scenario.liar {
+            Some(n) => {
+                lab.stop_agent(n)?;
+                let addr = lab.node(n)?.addr;
+                let port = lab.node(n)?.site.agent.seed_port;
+                let listener =
+                    lab.in_netns(move || std::net::TcpListener::bind((addr, port)))??;
+                Some(super::liar::Liar::start(listener, len))
+            }
+            None => None,
+        };
+        let pids: Vec<Option<u32>> = (1..=nodes).map(|i| agent_pid(&lab, i)).collect();
+        let cpu_before: Vec<f64> = pids.iter().map(|p| p.map_or(0.0, cpu_s)).collect();
+        origin_counter(&lab, true)?;
+        eprintln!(
+            "[{nodes} nodes, {}] submit ({})...",
+            scenario.name(),
+            transfer.name()
+        );
+        let (start, seq) = match transfer {
+            Transfer::Chain => submit_as(&lab, &payload, &chain_site)?,
+            Transfer::Stripes => submit(&lab, &payload)?,
+        };
+        let mut faults: Vec<(usize, f64, bool)> = Vec::new();
+        faults.extend(scenario.crash.map(|(n, f)| (n, f, true)));
+        faults.extend(scenario.hang.map(|(n, f)| (n, f, false)));
+        while !faults.is_empty() {
+            if now_s() - start > 900.0 {
+                return Err("a fault's node never got its share of the payload".into());
+            }
+            let mut left = Vec::new();
+            for (n, f, crash) in faults {
+                if (received(&lab, n, &name) as f64) < f * len as f64 {
+                    left.push((n, f, crash));
+                    continue;
+                }
+                let done = if crash {
+                    lab.crash_node(n)
+                } else {
+                    lab.signal_agent(n, nix::sys::signal::Signal::SIGSTOP)
+                };
+                if let Err(e) = done {
+                    eprintln!("fault on node {n}: {e}");
+                }
+            }
+            faults = left;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let unhealthy = scenario.unhealthy();
+        let slow_nodes: Vec<usize> = scenario.slow.iter().map(|s| s.0).collect();
+        let healthy: Vec<usize> = (1..=nodes)
+            .filter(|n| !unhealthy.contains(n) && !slow_nodes.contains(n))
+            .collect();
+        let verified = wait_nodes(&lab, &healthy, "apply started", &name, seq, start)?;
+        let last = verified.iter().cloned().fold(f64::MIN, f64::max);
+        let origin_sent = origin_counter(&lab, false)?;
+        let cpu: f64 = pids
+            .iter()
+            .zip(&cpu_before)
+            .filter_map(|(p, before)| p.map(|p| (cpu_s(p) - before).max(0.0)))
+            .sum();
+        let counted = pids.iter().filter(|p| p.is_some()).count().max(1);
+        let gib = len as f64 / (1u64 << 30) as f64;
+        let mut slow = Vec::new();
+        for &(n, copy) in &slow_copy {
+            let own = wait_nodes(&lab, &[n], "apply started", &name, seq, start)?[0];
+            slow.push((n, own, copy));
+        }
+        let rss_peak = (1..=nodes)
+            .filter_map(|i| agent_pid(&lab, i).and_then(rss_kib))
+            .map(|r| r.1)
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "[{nodes} nodes, {}] {}: last healthy verified {last:.1} s",
+            scenario.name(),
+            transfer.name()
+        );
+        super::timeline(&lab, nodes, &name, seq, start);
+        measured.push(Measured {
+            transfer,
+            verified: last,
+            slow,
+            origin_sent,
+            rss_peak,
+            cpu_per_gib: cpu / counted as f64 / gib,
+        });
+        // Mend the fault for the next transfer.
+        if let Some((n, _)) = scenario.hang {
+            lab.signal_agent(n, nix::sys::signal::Signal::SIGCONT)?;
+        }
+        if let Some((n, _)) = scenario.crash {
+            lab.start_node(n)?;
+        }
+        if let Some(n) = scenario.liar {
+            drop(liar);
+            lab.start_agent(n)?;
+        }
+        std::fs::remove_file(&payload)?;
+    }
+    lab.shutdown()?;
+    Ok((one_copy, measured))
+}
+
+/// The model's full-rate p50 / max, slowest slow node and origin upload for `scenario` at
+/// `nodes`, with the lab's parameters (its faults as shares of the members, placed at random by the model).
+pub fn model(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> String {
+    let mut config = stripe_sim::Config::lab(nodes, mib, mbit);
+    // The lab's hops are addresses on one loopback: no added delay, a millisecond of
+    // scheduling at most (the model's 30 ms is a real network's).
+    config.hop = 0.001;
+    let share = |count: usize| count as f64 / nodes as f64;
+    let faults = stripe_sim::Scenario {
+        name: "lab",
+        slow: share(scenario.slow.len()),
+        fail: share(scenario.crash.iter().count() + scenario.hang.iter().count()),
+        liars: share(scenario.liar.iter().count()),
+        late: 0.0,
+    };
+    if let Some(&(_, slow)) = scenario.slow.first() {
+        config.slow_share = f64::from(slow) / f64::from(mbit);
+    }
+    let o = stripe_sim::simulate(config, faults);
+    let slow = o.slow.last().map_or("-".into(), |s| format!("{s:.2}x"));
+    format!(
+        "{:.2}x / {:.2}x, slow {slow}, origin {:.2}x",
+        stripe_sim::quantile(&o.full, 0.5),
+        o.full.last().copied().unwrap_or(f64::NAN),
+        o.origin_upload
+    )
+}
+
+/// Prints the table of `--stripes`.
+pub fn print(mib: usize, mbit: u32, rows: &[(usize, String, f64, Vec<Measured>, String)]) {
+    let len = (mib as u64) << 20;
+    println!("chain vs stripes: {mib} MiB archive, links {mbit} Mbit/s per node each way; same lab per scenario, chain first; the model (benches/stripe_sim.rs, same parameters) beside");
+    println!("machine: {}", machine());
+    println!("| nodes | scenario | one copy (s) | transfer | last healthy verified (s) | / one copy | slow nodes: own (s) / their one copy (s) | origin sent / payload | agent RSS peak (VmHWM MiB) | agent CPU s per node per GiB | model (stripes, 1 ms hops): full-rate p50 / max over one copy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (nodes, scenario, one_copy, measured, model) in rows {
+        for m in measured {
+            let slow = if m.slow.is_empty() {
+                "-".to_string()
+            } else {
+                m.slow
+                    .iter()
+                    .map(|(n, own, copy)| format!("{n}: {own:.1} / {copy:.1} = {:.2}x", own / copy))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let model = if m.transfer == Transfer::Stripes {
+                model.as_str()
+            } else {
+                ""
+            };
+            println!(
+                "| {nodes} | {scenario} | {one_copy:.1} | {} | {:.1} | {:.2}x | {slow} | {:.2}x | {:.1} | {:.1} | {model} |",
+                m.transfer.name(),
+                m.verified,
+                m.verified / one_copy,
+                m.origin_sent as f64 / len as f64,
+                m.rss_peak as f64 / 1024.0,
+                m.cpu_per_gib,
+            );
+        }
+    }
+}
