@@ -493,6 +493,10 @@ mod tests {
             using(0, "n3", 0, 160, None),
             using(1, "n5", 1, 12, Some("lied: block 97 failed its check")),
             using(1, "n1", 97, 148, None),
+            StripeUse {
+                repair: true,
+                ..using(2, "n4", 2, 6, None)
+            },
         ];
         store.put(applied).unwrap();
         let (code, out, _) = status(dir.path(), &[]);
@@ -502,9 +506,13 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("    stripe 1: n5 from block 1, 12 blocks, left: lied: block 97 failed its check; n1 from block 97, 148 blocks\n"), "{out}");
+        assert!(
+            out.contains("    stripe 2: n4 by repair from block 2, 6 blocks\n"),
+            "{out}"
+        );
         let (_, json, _) = status(dir.path(), &["--json"]);
         let report: StatusReport = crate::cmd::json::decode(json.as_bytes()).unwrap();
-        assert_eq!(report.updates[0].stripes.len(), 3);
+        assert_eq!(report.updates[0].stripes.len(), 4);
         assert_eq!(report.updates[0].stripes[2].from, 97);
     }
 
