@@ -150,6 +150,16 @@ const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
 /// from the next one wanted.
 const DUPLICATES_READ_ON: usize = 8;
 
+/// The slowest a block that has begun may arrive on a stripe's stream: 64 kbit/s, a
+/// hundredth of a stripe's share of a 50 Mbit/s link (16 KiB in 2 s, plus the hang rule's
+/// second).
+const MIN_BLOCK_RATE: u64 = 8 * 1024;
+
+/// How long a block of `len` bytes may take from its first byte ([`MIN_BLOCK_RATE`]).
+fn block_deadline(len: usize) -> Duration {
+    super::relay::HUNG_AFTER + Duration::from_millis(len as u64 * 1000 / MIN_BLOCK_RATE)
+}
+
 /// How long one repair read (at most [`MAX_REPAIR_BLOCKS`] blocks, 512 KiB, all held by the
 /// sender) may take in all: 0.5 Mbit/s. Past it the sender is left as hung.
 const REPAIR_DEADLINE: Duration = Duration::from_secs(8);
@@ -491,15 +501,32 @@ impl Striped<'_> {
         use std::io::ErrorKind;
         let mut filled = 0;
         let mut last_byte = std::time::Instant::now();
+        // A parent sends a block only once it holds it whole, so a block that has begun
+        // flows at link speed: past this it is being trickled (a byte within every second
+        // of silence never wakes the hang rule) and the source is left as hung.
+        let mut began: Option<std::time::Instant> = None;
+        let deadline = block_deadline(block.len());
         while filled < block.len() {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(Some((Left::Crashed, std::io::Error::other("stopping"))));
+            }
+            if began.is_some_and(|t| t.elapsed() > deadline) {
+                let why = format!(
+                    "{filled} of a block's {} bytes in {:.1} s",
+                    block.len(),
+                    deadline.as_secs_f64()
+                );
+                return Err(Some((
+                    Left::Hung,
+                    std::io::Error::new(ErrorKind::TimedOut, why),
+                )));
             }
             match body.read(&mut block[filled..]) {
                 Ok(0) => return Err(Some((Left::Crashed, ErrorKind::UnexpectedEof.into()))),
                 Ok(n) => {
                     filled += n;
                     last_byte = std::time::Instant::now();
+                    began.get_or_insert(last_byte);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -926,6 +953,52 @@ mod tests {
             vec![(plan.name(head), &Left::Hung)]
         );
         assert_eq!(receiver.counts(), (0, layout.count()));
+    }
+
+    /// Hostile review: a parent (a compromised member) that begins a block and then sends
+    /// a byte every 0.5 s never falls silent for the hang rule's second; past the block's
+    /// deadline it is left as hung and the stripe is taken from the origin, instead of the
+    /// stream waiting 16 KiB x 0.5 s (over two hours) for one block.
+    #[test]
+    fn a_parent_trickling_a_block_is_left_as_hung() {
+        use std::io::Write;
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let trickler = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let trickler_addr = trickler.local_addr().unwrap();
+        let first = data[..BLOCK + 1].to_vec();
+        let total = data.len();
+        std::thread::spawn(move || {
+            for stream in trickler.incoming().flatten() {
+                let first = first.clone();
+                std::thread::spawn(move || {
+                    let mut out = &stream;
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+                    if out.write_all(head.as_bytes()).is_err() || out.write_all(&first).is_err() {
+                        return;
+                    }
+                    // It answers probes (a HEAD gets this too), so it is never silent.
+                    for _ in 0..20_000 {
+                        std::thread::sleep(Duration::from_millis(500));
+                        if out.write_all(b"x").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), trickler_addr);
+        let (receiver, copy) =
+            fetch_one(&plan, &leaves, below, addrs).expect("the trickling parent held the stripe");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().collect::<Vec<_>>(),
+            vec![(plan.name(head), &Left::Hung)]
+        );
     }
 
     /// A parent that starts its striped fetch a few seconds after its child (it heard of the
