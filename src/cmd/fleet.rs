@@ -655,6 +655,50 @@ mod tests {
         }
     }
 
+    /// Hostile review: every string a member sends (its answer's names, reasons, bad sources
+    /// and version; its own Serf name and tags) reaches the table without what a terminal
+    /// acts on: no escape sequence, no newline forging a row, no bidirectional override.
+    #[test]
+    fn no_string_a_member_sends_puts_control_characters_on_the_operators_terminal() {
+        let evil = "\x1b]0;x\x07\nn9  fake applied\u{202E}";
+        let status = NodeStatus {
+            node: "n\x1b[2J1".into(),
+            omitted: 0,
+            heartbeat: None,
+            now_ms: None,
+            version: Some("\x1b[2J0.1".into()),
+            updates: vec![UpdateStatus {
+                name: "a\x1b[2J".into(),
+                seq: 5,
+                status: Status::Halted,
+                reason: Some(evil.into()),
+                at: 1,
+                bad_sources: vec!["\x1b[31m10.0.0.9".into()],
+                sources: Vec::new(),
+                stripes: Vec::new(),
+                attempts: 1,
+            }],
+        };
+        let mut member = FakeGossip::member("n\x1b[2J1", MemberStatus::Alive);
+        member.tags.insert("role".into(), "\x1b[2J\rcam".into());
+        let gossip = FakeGossip {
+            members: vec![member],
+            answers: vec![("n\x1b[2J1".into(), serde_json::to_string(&status).unwrap())],
+            ..FakeGossip::default()
+        };
+        let reports = fleet_status(&gossip, Duration::ZERO, &[], 10).unwrap();
+        let text = table(&reports, false);
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202E}'),
+            "{text:?}"
+        );
+        // The header, the tags line, the update, the bad source, the halted summary.
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.contains("n9  fake applied"), "{text}");
+    }
+
     /// Hostile review of the per-stripe record members send (issue 24): `fleet status`
     /// shows each stripe's sources as the member answered, and a compromised member's answer
     /// cannot put an escape sequence on the operator's terminal through them.

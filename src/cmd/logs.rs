@@ -128,30 +128,34 @@ fn last_lines(output: &str, n: usize) -> String {
     kept
 }
 
+/// Every field comes from a member's answer (any keyring holder answers for itself), so
+/// what a terminal would act on is dropped ([`printable`]), line by line in the output.
 fn text(logs: &[NodeLogs]) -> String {
+    use crate::agent::runtime::status::printable;
     let mut out = String::new();
     for l in logs {
+        let (node, name) = (printable(&l.node), printable(&l.name));
         let attempts = match l.attempts {
             0 | 1 => String::new(),
             n => format!(" after {n} attempts"),
         };
         out.push_str(&format!(
-            "== {}: {} seq {} {}{attempts}",
-            l.node,
-            l.name,
+            "== {node}: {name} seq {} {}{attempts}",
             l.seq,
             l.status.as_str()
         ));
         if let Some(reason) = &l.reason {
-            out.push_str(&format!(": {reason}"));
+            out.push_str(&format!(": {}", printable(reason)));
         }
         out.push('\n');
         if l.cut {
             out.push_str("(the beginning of the output did not fit the answer)\n");
         }
         if !l.output.is_empty() {
-            out.push_str(l.output.trim_end());
-            out.push('\n');
+            for line in l.output.trim_end().lines() {
+                out.push_str(&printable(line));
+                out.push('\n');
+            }
         }
     }
     out
@@ -281,6 +285,26 @@ mod tests {
             None
         );
         assert_eq!(answer("n2", failed_record(short), b"other.pp"), None);
+    }
+
+    /// Hostile review: a member's logs answer (its output, reason and name) cannot put an
+    /// escape sequence, a carriage return or a bidirectional override on the operator's
+    /// terminal; the output's own lines stay lines.
+    #[test]
+    fn a_members_logs_answer_reaches_the_terminal_without_control_characters() {
+        let output = "Error: \x1b]0;owned\x07bad\r\u{202E}gnp.exe\nNotice: \x1b[2Jdone\n";
+        let mut record = failed_record(output);
+        record.reason = Some("\x1b[31mred".into());
+        let n2 = answer("n2", record, b"site.pp").unwrap();
+        let logs: Vec<NodeLogs> = vec![serde_json::from_str(&n2).unwrap()];
+        let shown = text(&logs);
+        assert!(
+            !shown
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202E}'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("Error: ]0;ownedbadgnp.exe\n"), "{shown}");
     }
 
     #[test]

@@ -101,12 +101,60 @@ pub struct UpdateStatus {
     pub stripes: Vec<StripeUse>,
 }
 
+/// `text` without what a terminal would act on: control characters (escape sequences,
+/// carriage returns, newlines that would forge rows) and the bidirectional overrides that
+/// reorder what is shown. For every string a member sends that reaches an operator's screen.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| {
+            !c.is_control() && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
+impl MemberReport {
+    /// This report with every string a member sent (its answer, its Serf name and tags)
+    /// [`printable`]: any keyring holder can answer the status query for itself and pick its
+    /// own name and tags.
+    fn printable(mut self) -> MemberReport {
+        let clean = |text: &mut String| *text = printable(text);
+        clean(&mut self.node);
+        if let Some(v) = self.version.as_mut() {
+            clean(v);
+        }
+        self.tags = std::mem::take(&mut self.tags)
+            .into_iter()
+            .map(|(k, v)| (printable(&k), printable(&v)))
+            .collect();
+        for u in self.updates.iter_mut().flatten() {
+            clean(&mut u.name);
+            if let Some(r) = u.reason.as_mut() {
+                clean(r);
+            }
+            u.bad_sources.iter_mut().for_each(clean);
+            for source in &mut u.sources {
+                clean(&mut source.addr);
+                if let Some(l) = source.left.as_mut() {
+                    clean(l);
+                }
+            }
+            for stripe in &mut u.stripes {
+                clean(&mut stripe.member);
+                if let Some(l) = stripe.left.as_mut() {
+                    clean(l);
+                }
+            }
+        }
+        self
+    }
+}
+
 /// One line a stripe, as `status` and `fleet status` show them: `stripe 1: n5 from block 1,
 /// 0 blocks, left: crashed; n1 from block 1, 40 blocks; n3 by repair from block 9, 4 blocks`. The names and reasons come from
 /// members' answers (any keyring holder can answer for itself), so control characters are
 /// dropped: an escape sequence must not reach the operator's terminal.
 pub fn stripe_lines(uses: &[StripeUse]) -> Vec<String> {
-    let clean = |text: &str| -> String { text.chars().filter(|c| !c.is_control()).collect() };
+    let clean = printable;
     let mut lines: Vec<(u32, String)> = Vec::new();
     for u in uses {
         let mut text = format!(
@@ -369,6 +417,7 @@ pub fn fleet_status(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             }
+            .printable()
         })
         .collect();
     reports.sort_by(|a, b| a.node.cmp(&b.node));
