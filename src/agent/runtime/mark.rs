@@ -232,6 +232,15 @@ pub fn judge(
             verdict.command()
         )));
     }
+    // A revert of it would be skipped as superseded by any newer record (the worker applies
+    // only the newest), leaving this one failed with nothing reverted.
+    let newer = records.iter().map(|r| r.seq).filter(|&s| s > seq).max();
+    if let (Some(newer), Verdict::Bad) = (newer, verdict) {
+        return Ok(Err(format!(
+            "{name} seq {seq}: seq {newer} came after it (not applied); to go back to an \
+             earlier version use `p2pu rollout revert {name} --to SEQ`"
+        )));
+    }
     match (record.status, verdict) {
         (Status::Checking, _) => Ok(Ok(Effect::EndCheck(record.clone()))),
         (Status::Applied, Verdict::Good) => {
@@ -552,6 +561,30 @@ mod tests {
         assert_eq!(
             again.reason.as_deref(),
             Some("puppet applied; confirmed good by operator")
+        );
+    }
+
+    /// Hostile review: seq 4 kept, seq 5 applied, seq 6 failed. `mark-bad --seq 5` would set
+    /// 5 reverting, which the worker then skips as superseded by 6, recording 5 failed with
+    /// nothing reverted: it is refused, naming `rollout revert`.
+    #[test]
+    fn mark_bad_of_a_version_a_newer_record_follows_is_refused() {
+        let (dir, store) = store();
+        put(&store, 4, Status::Applied);
+        let payload = dir.path().join("payload");
+        std::fs::write(&payload, b"x").unwrap();
+        let sha: [u8; 32] = Sha256::digest(b"x").into();
+        GoodStore::of(store.dir())
+            .keep("site.pp", 4, &payload, Some(sha))
+            .unwrap();
+        put(&store, 5, Status::Applied);
+        put(&store, 6, Status::Failed);
+        let Err(why) = judge(&store, Verdict::Bad, "site.pp", Some(5), 9).unwrap() else {
+            panic!("a superseded version was accepted for a revert")
+        };
+        assert!(
+            why.contains("seq 6 came after it") && why.contains("rollout revert"),
+            "{why}"
         );
     }
 

@@ -102,11 +102,15 @@ pub type Node = u32;
 /// Classes from advertised rates (bytes/s; `None`: not advertised yet): a member under half
 /// the median of the advertised rates is slow. An unknown rate counts as full: its children
 /// see soon enough whether it keeps up, and the median is taken over known rates only, so a
-/// few members advertising absurd rates move it by one place each.
+/// few members advertising absurd rates move it by one place each. The lower median: with
+/// two known rates (a fresh fleet), one absurd advertiser must not make the honest one slow.
 pub fn classify(rates: &[Option<u64>]) -> Vec<Class> {
     let mut known: Vec<u64> = rates.iter().flatten().copied().collect();
     known.sort_unstable();
-    let median = known.get(known.len() / 2).copied().unwrap_or(0);
+    let median = known
+        .get(known.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0);
     rates
         .iter()
         .map(|rate| match rate {
@@ -904,6 +908,15 @@ mod tests {
         let rates = [Some(100), Some(100), Some(49), None, Some(50), Some(110)];
         use Class::{Full, Slow};
         assert_eq!(classify(&rates), [Full, Full, Slow, Full, Full, Full]);
+    }
+
+    /// Hostile review: on a fresh fleet where one honest member and one liar advertise a
+    /// rate, the liar's absurd figure is not the median that makes the honest member slow.
+    #[test]
+    fn one_absurd_rate_beside_one_honest_rate_makes_no_one_slow() {
+        use Class::Full;
+        let rates = [Some(10_000_000), Some(u64::MAX), None, None];
+        assert_eq!(classify(&rates), [Full, Full, Full, Full]);
     }
 
     #[test]
