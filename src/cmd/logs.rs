@@ -16,8 +16,9 @@ use std::time::Duration;
 ///
 /// Asks every member (or only --node) with a Serf query; each answers from its own state dir
 /// with its newest record of NAME, its output cut to fit one answer (about 7 KiB). Exits 4 when
-/// no member answered with a record of NAME. Each node answers with its newest record only,
-/// which carries no time: to see when updates changed, use `p2pu history --since` on a node.
+/// no member answered with a record of NAME. Each node answers with its newest record only;
+/// --since and --until keep the answers whose status changed within the bounds (members
+/// running a p2pu from before they existed answer without a time and are left out, counted).
 #[derive(Debug, clap::Args)]
 pub struct Logs {
     /// The update's name.
@@ -30,6 +31,13 @@ pub struct Logs {
     /// How long to wait for answers, in seconds.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
+    /// Only nodes whose record's status changed at or after TIME (RFC 3339, a UTC date, or
+    /// an age such as 2h or 7d).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only nodes whose record's status changed at or before TIME.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     /// Only the last N lines of each node's output.
     #[arg(short = 'n', long = "lines", value_name = "N")]
     lines: Option<usize>,
@@ -58,10 +66,31 @@ impl Logs {
                 self.timeout
             ))
         })?;
+        let now = env.unix_now();
+        let when = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| crate::civil::parse_when(t, now))
+                .transpose()
+                .map_err(|e| Error::BadArgument(format!("{flag} {e}")))
+        };
+        let (since, until) = (when("--since", &self.since)?, when("--until", &self.until)?);
+        let with_time = since.is_some() || until.is_some();
         let config = Config::load(&self.config.resolve(env), None)?;
         let gossip = env.engines.gossip(&config)?;
+        let untimed = std::cell::Cell::new(0usize);
         let ask = |gossip: &dyn crate::engines::Gossip| -> Result<Vec<NodeLogs>> {
-            let mut logs = fleet_logs(gossip, &self.name, self.node.as_deref(), timeout)?;
+            let mut logs =
+                fleet_logs(gossip, &self.name, self.node.as_deref(), with_time, timeout)?;
+            if with_time {
+                let before = logs.len();
+                logs.retain(|l| l.at.is_some());
+                untimed.set(before - logs.len());
+                logs.retain(|l| {
+                    l.at.is_some_and(|at| {
+                        since.is_none_or(|t| at >= t) && until.is_none_or(|t| at <= t)
+                    })
+                });
+            }
             if let Some(n) = self.lines {
                 for l in &mut logs {
                     l.output = last_lines(&l.output, n);
@@ -98,6 +127,15 @@ impl Logs {
             }
         }
         crate::cmd::emit(env, self.json, &logs, |logs| text(logs))?;
+        if untimed.get() > 0 {
+            writeln!(
+                env.stderr,
+                "p2pu logs: {} member(s) answered without a time (a p2pu from before \
+                 --since) and are left out",
+                untimed.get()
+            )
+            .map_err(Error::io("writing to", "standard error"))?;
+        }
         if logs.is_empty() {
             let whom = self
                 .node
@@ -285,6 +323,59 @@ mod tests {
             None
         );
         assert_eq!(answer("n2", failed_record(short), b"other.pp"), None);
+    }
+
+    /// `--since`/`--until` ask for each record's time (a third request line older nodes
+    /// ignore) and keep the nodes whose status changed within the bounds; an answer without
+    /// a time (an older node) is left out and counted.
+    #[test]
+    fn since_and_until_keep_the_nodes_whose_record_changed_within_them() {
+        let timed = |node: &str, at: u64| {
+            let mut record = failed_record("Error: x\n");
+            record.updated_at = at;
+            answer(node, record, b"site.pp\n\n/at").unwrap()
+        };
+        let asked_without = answer("n1", failed_record("Error: x\n"), b"site.pp").unwrap();
+        assert!(!asked_without.contains("\"at\""), "{asked_without}");
+        assert!(timed("n1", 5).contains("\"at\":5"));
+        let gossip = Arc::new(FakeGossip {
+            answers: vec![
+                ("n1".into(), timed("n1", 500_000_000)),
+                ("n2".into(), timed("n2", 1_500_000_000)),
+                (
+                    "n3".into(),
+                    answer("n3", failed_record("Error: x\n"), b"site.pp").unwrap(),
+                ),
+            ],
+            ..FakeGossip::default()
+        });
+        let dir = site_dir("");
+        let run = |args: &[&str]| {
+            let argv: Vec<&str> = ["logs", "--config", "site.toml", "site.pp"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect();
+            Run::new(dir.path())
+                .engines(Engines::fakes().gossip_engine(gossip.clone()))
+                .run(&argv)
+        };
+        let (code, out, err) = run(&["--since", "2001-09-09T01:46:40Z"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.starts_with("== n2: ") && !out.contains("== n1") && !out.contains("== n3"),
+            "{out}"
+        );
+        assert!(err.contains("1 member(s) answered without a time"), "{err}");
+        let (_, out, _) = run(&["--until", "2001-09-09T01:46:40Z", "--json"]);
+        let rows: Vec<NodeLogs> = crate::cmd::json::decode(out.as_bytes()).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.node.as_str()).collect::<Vec<_>>(),
+            ["n1"]
+        );
+        let (code, _, err) = run(&["--since", "yesterday-ish"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--since"), "{err}");
     }
 
     /// Hostile review: a member's logs answer (its output, reason and name) cannot put an

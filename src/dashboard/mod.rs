@@ -405,7 +405,13 @@ impl Site {
         let Ok(_one) = self.logs.try_lock() else {
             return text(503, "another logs request is running; try again\n");
         };
-        match fleet_logs(self.gossip.as_ref(), &name, Some(&node), self.timeout) {
+        match fleet_logs(
+            self.gossip.as_ref(),
+            &name,
+            Some(&node),
+            false,
+            self.timeout,
+        ) {
             Ok(logs) => match logs.into_iter().next() {
                 Some(answer) => json(200, &answer),
                 None => text(404, "that node did not answer with logs of that update\n"),

@@ -348,6 +348,7 @@ fn api_logs_asks_one_node_and_refuses_bad_names_before_asking() {
         reason: Some("Error: boom".into()),
         output: "Error: boom".into(),
         cut: false,
+        at: None,
     };
     let gossip = Arc::new(FakeGossip {
         members: vec![FakeGossip::member("b", MemberStatus::Alive)],

@@ -479,14 +479,24 @@ pub struct NodeLogs {
     /// Whether `output` lost its beginning to the answer's bound.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cut: bool,
+    /// When the record's status last changed (seconds since the epoch); only to askers that
+    /// ask for it ([`WITH_TIME`]: an older reader denies the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
 }
 
+/// The third line of a logs request that asks for the record's time (`p2pu logs --since`).
+/// Older nodes read two lines and ignore it, answering without the time.
+pub const WITH_TIME: &str = "/at";
+
 /// What `p2pu logs` asks: a name, and optionally the one node that should answer (the others
-/// answer nothing, so the fleet does not send N outputs to read one). A name holds no newline.
-pub fn logs_request(name: &str, node: Option<&str>) -> Vec<u8> {
-    match node {
-        Some(node) => format!("{name}\n{node}").into_bytes(),
-        None => name.as_bytes().to_vec(),
+/// answer nothing, so the fleet does not send N outputs to read one), and with `with_time`
+/// the record's time ([`WITH_TIME`]). A name holds no newline.
+pub fn logs_request(name: &str, node: Option<&str>, with_time: bool) -> Vec<u8> {
+    match (node, with_time) {
+        (node, true) => format!("{name}\n{}\n{WITH_TIME}", node.unwrap_or("")).into_bytes(),
+        (Some(node), false) => format!("{name}\n{node}").into_bytes(),
+        (None, false) => name.as_bytes().to_vec(),
     }
 }
 
@@ -551,6 +561,7 @@ pub fn node_logs(
             return Ok(None);
         }
     }
+    let with_time = lines.next().map(str::trim) == Some(WITH_TIME);
     if crate::formats::announcement::validate_name(name).is_err() {
         return Ok(None);
     }
@@ -578,6 +589,7 @@ pub fn node_logs(
         }),
         output: shared_output(&record.output.unwrap_or_default(), full_output),
         cut: false,
+        at: with_time.then_some(record.updated_at),
     };
     loop {
         let text = serde_json::to_string(&answer).unwrap_or_default();
@@ -603,9 +615,11 @@ pub fn fleet_logs(
     gossip: &dyn Gossip,
     name: &str,
     node: Option<&str>,
+    with_time: bool,
     timeout: Duration,
 ) -> Result<Vec<NodeLogs>> {
-    let answers = gossip.query(LOGS_QUERY, &logs_request(name, node), timeout)?;
+    let request = logs_request(name, node, with_time);
+    let answers = gossip.query(LOGS_QUERY, &request, timeout)?;
     let mut logs: Vec<NodeLogs> = answers
         .iter()
         .filter(|(from, text)| !text.trim().is_empty() && node.is_none_or(|n| n == from))
