@@ -607,11 +607,12 @@ fn take_mark(
         accepted(update);
         Ok(())
     })?;
-    let (name, seq, verdict) = (&answer.name, answer.seq, answer.verdict.as_str());
+    let (name, verdict) = (&answer.name, answer.verdict.as_str());
+    let seq = answer.seq.map_or("newest".to_string(), |s| s.to_string());
     if answer.accepted {
-        tracing::warn!(%name, ?seq, verdict, "operator's verdict: {}", answer.message);
+        tracing::warn!(%name, %seq, verdict, "operator's verdict: {}", answer.message);
     } else {
-        tracing::warn!(%name, ?seq, verdict, "operator's verdict refused: {}", answer.message);
+        tracing::warn!(%name, %seq, verdict, "operator's verdict refused: {}", answer.message);
     }
     Ok(())
 }
