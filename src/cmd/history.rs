@@ -26,12 +26,8 @@ pub struct History {
     name: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
-    /// Only records whose status changed at or after TIME.
-    #[arg(long, value_name = "TIME")]
-    since: Option<String>,
-    /// Only records whose status changed at or before TIME.
-    #[arg(long, value_name = "TIME")]
-    until: Option<String>,
+    #[command(flatten)]
+    bounds: crate::cmd::TimeBounds,
     /// Only the newest N records (after --since and --until).
     #[arg(short = 'n', long = "lines", value_name = "N")]
     lines: Option<usize>,
@@ -100,13 +96,7 @@ impl History {
                 .map_err(|e| Error::Usage(format!("NAME {name:?}: {e}")))?;
         }
         let now = env.unix_now();
-        let when = |flag: &str, text: &Option<String>| {
-            text.as_deref()
-                .map(|t| crate::civil::parse_when(t, now))
-                .transpose()
-                .map_err(|e| Error::BadArgument(format!("{flag} {e}")))
-        };
-        let (since, until) = (when("--since", &self.since)?, when("--until", &self.until)?);
+        let (since, until) = self.bounds.resolve(now)?;
         let store = StateStore::open_read_only(&config.site.agent.state_dir);
         let mut records =
             read(&store, self.name.as_deref()).map_err(|e| denied_state(e, "history"))?;

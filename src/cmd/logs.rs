@@ -31,13 +31,8 @@ pub struct Logs {
     /// How long to wait for answers, in seconds.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
-    /// Only nodes whose record's status changed at or after TIME (RFC 3339, a UTC date, or
-    /// an age such as 2h or 7d).
-    #[arg(long, value_name = "TIME")]
-    since: Option<String>,
-    /// Only nodes whose record's status changed at or before TIME.
-    #[arg(long, value_name = "TIME")]
-    until: Option<String>,
+    #[command(flatten)]
+    bounds: crate::cmd::TimeBounds,
     /// Only the last N lines of each node's output.
     #[arg(short = 'n', long = "lines", value_name = "N")]
     lines: Option<usize>,
@@ -66,15 +61,8 @@ impl Logs {
                 self.timeout
             ))
         })?;
-        let now = env.unix_now();
-        let when = |flag: &str, text: &Option<String>| {
-            text.as_deref()
-                .map(|t| crate::civil::parse_when(t, now))
-                .transpose()
-                .map_err(|e| Error::BadArgument(format!("{flag} {e}")))
-        };
-        let (since, until) = (when("--since", &self.since)?, when("--until", &self.until)?);
-        let with_time = since.is_some() || until.is_some();
+        let (since, until) = self.bounds.resolve(env.unix_now())?;
+        let with_time = self.bounds.given();
         let config = Config::load(&self.config.resolve(env), None)?;
         let gossip = env.engines.gossip(&config)?;
         let untimed = std::cell::Cell::new(0usize);
@@ -219,6 +207,22 @@ mod tests {
         record
     }
 
+    /// `p2pu logs ARGS` with the site in `dir`, asking `gossip`.
+    fn logs_with(
+        dir: &tempfile::TempDir,
+        gossip: &Arc<FakeGossip>,
+        args: &[&str],
+    ) -> (i32, String, String) {
+        let argv: Vec<&str> = ["logs", "--config", "site.toml"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        Run::new(dir.path())
+            .engines(Engines::fakes().gossip_engine(gossip.clone()))
+            .run(&argv)
+    }
+
     /// What node `node` answers for `request`, from a state holding `record`.
     fn answer(node: &str, record: Record, request: &[u8]) -> Option<String> {
         let dir = tempfile::tempdir().unwrap();
@@ -350,16 +354,7 @@ mod tests {
             ..FakeGossip::default()
         });
         let dir = site_dir("");
-        let run = |args: &[&str]| {
-            let argv: Vec<&str> = ["logs", "--config", "site.toml", "site.pp"]
-                .iter()
-                .chain(args)
-                .copied()
-                .collect();
-            Run::new(dir.path())
-                .engines(Engines::fakes().gossip_engine(gossip.clone()))
-                .run(&argv)
-        };
+        let run = |args: &[&str]| logs_with(&dir, &gossip, &[&["site.pp"], args].concat());
         let (code, out, err) = run(&["--since", "2001-09-09T01:46:40Z"]);
         assert_eq!(code, 0, "{err}");
         assert!(
@@ -412,16 +407,7 @@ mod tests {
             ..FakeGossip::default()
         });
         let dir = site_dir("");
-        let run = |args: &[&str]| {
-            let argv: Vec<&str> = ["logs", "--config", "site.toml"]
-                .iter()
-                .chain(args)
-                .copied()
-                .collect();
-            Run::new(dir.path())
-                .engines(Engines::fakes().gossip_engine(gossip.clone()))
-                .run(&argv)
-        };
+        let run = |args: &[&str]| logs_with(&dir, &gossip, args);
         let (code, out, err) = run(&["site.pp"]);
         assert_eq!((code, err.as_str()), (0, ""));
         assert_eq!(

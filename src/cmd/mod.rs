@@ -149,6 +149,35 @@ impl ConfigArg {
     }
 }
 
+/// `--since` / `--until`: when a record's status changed, as `history` and `logs` bound it.
+/// TIME is RFC 3339, a UTC date or an age (`crate::civil::parse_when`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TimeBounds {
+    /// Only what changed at or after TIME (RFC 3339, a UTC date, or an age such as 2h or 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only what changed at or before TIME.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+impl TimeBounds {
+    /// The bounds in seconds since the epoch; a bad TIME is a usage error naming its flag.
+    pub fn resolve(&self, now: u64) -> Result<(Option<u64>, Option<u64>)> {
+        let when = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| crate::civil::parse_when(t, now))
+                .transpose()
+                .map_err(|e| crate::error::Error::BadArgument(format!("{flag} {e}")))
+        };
+        Ok((when("--since", &self.since)?, when("--until", &self.until)?))
+    }
+
+    pub fn given(&self) -> bool {
+        self.since.is_some() || self.until.is_some()
+    }
+}
+
 /// What a command reports back for the exit status (beyond plain failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
