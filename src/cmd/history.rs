@@ -38,6 +38,9 @@ pub struct History {
     /// Stop following after this many seconds (for tests).
     #[arg(long, hide = true, value_name = "SECS", requires = "follow")]
     follow_for: Option<f64>,
+    /// A table for scripts: no header line (the table has no colour; p2pu does not page).
+    #[arg(long, conflicts_with = "json")]
+    plain: bool,
     /// Print JSON (a HistoryReport) instead of a table.
     #[arg(long)]
     json: bool,
@@ -120,7 +123,17 @@ impl History {
             let report = HistoryReport {
                 updates: records.iter().map(HistoryEntry::of).collect(),
             };
-            crate::cmd::emit(env, self.json, &report, |r| table(r, &table_rows))?;
+            let plain = self.plain;
+            crate::cmd::emit(env, self.json, &report, |r| {
+                let text = table(r, &table_rows);
+                match plain {
+                    // The header is the first line.
+                    true => text
+                        .split_once('\n')
+                        .map_or(text.clone(), |(_, rows)| rows.into()),
+                    false => text,
+                }
+            })?;
         }
         if self.follow {
             self.follow(env, &store)?;
@@ -282,6 +295,8 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
         assert!(lines[0].starts_with("WHEN (UTC)"), "{out}");
+        let (_, plain, _) = history(dir.path(), &["--plain"]);
+        assert_eq!(plain.lines().collect::<Vec<_>>(), lines[1..], "{plain}");
         assert!(
             lines[1].starts_with("2027-01-15 08:01:45  site.pp")
                 && lines[1].contains(" failed  ")
