@@ -5,6 +5,9 @@
 //! [`inspect::MAX_FILE_BYTES`] read.
 
 use crate::agent::runtime::intake::Thresholds;
+// Every field comes from a file anyone may have written: it must not move the operator's
+// cursor or set the terminal's title.
+use crate::agent::runtime::status::printable;
 use crate::cmd::{exit, ConfigArg, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -141,18 +144,16 @@ fn read(env: &mut Env, path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// `text` without control characters: every field comes from a file anyone may have written,
-/// and must not move the operator's cursor or set the terminal's title.
-fn clean(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).collect()
-}
-
 fn text(r: &VerifyReport) -> String {
     let i = &r.inspection;
     let mut out = format!("{}: {}\n", r.file, i.format);
     let width = i.fields.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, value) in &i.fields {
-        out.push_str(&format!("  {:width$}  {}\n", clean(name), clean(value)));
+        out.push_str(&format!(
+            "  {:width$}  {}\n",
+            printable(name),
+            printable(value)
+        ));
     }
     for s in &i.signers {
         let role = s
@@ -175,7 +176,7 @@ fn text(r: &VerifyReport) -> String {
     match &i.reason {
         Some(reason) => out.push_str(&format!(
             "{verdict}: {} (checked against {against})\n",
-            clean(reason)
+            printable(reason)
         )),
         None => out.push_str(&format!("{verdict} (checked against {against})\n")),
     }

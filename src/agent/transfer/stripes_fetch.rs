@@ -252,6 +252,15 @@ impl Striped<'_> {
         Ok((receiver, uses))
     }
 
+    /// The block endpoint's path for stripe `s` from block `from` (a repair read adds `&n=`).
+    fn stripe_path(&self, s: usize, from: u32) -> String {
+        format!(
+            "/{}/{}?stripe={s}&from={from}",
+            self.info_hash,
+            crate::formats::torrent::percent_encode(self.name)
+        )
+    }
+
     /// Pulls the blocks of stripes that [`Receiver::needs_repair`] names from their
     /// [`Receiver::repair_sources`], a repair read (`&n=`, at most [`MAX_REPAIR_BLOCKS`] held
     /// blocks, never waited for) at a time, every [`REPAIR_EVERY`] until `ended`. Each block
@@ -297,11 +306,7 @@ impl Striped<'_> {
                     let Some(addr) = (self.addr_of)(&name) else {
                         continue;
                     };
-                    let path = format!(
-                        "/{}/{}?stripe={s}&from={from}&n={MAX_REPAIR_BLOCKS}",
-                        self.info_hash,
-                        crate::formats::torrent::percent_encode(self.name)
-                    );
+                    let path = format!("{}&n={MAX_REPAIR_BLOCKS}", self.stripe_path(s, from));
                     let Ok(mut response) = client.get(addr, &path, 0) else {
                         continue;
                     };
@@ -399,11 +404,7 @@ impl Striped<'_> {
                 failed(&mut log, Left::Crashed);
                 continue;
             };
-            let path = format!(
-                "/{}/{}?stripe={s}&from={next}",
-                self.info_hash,
-                crate::formats::torrent::percent_encode(self.name)
-            );
+            let path = self.stripe_path(s, next);
             let mut response = match self.client.get(addr, &path, 0) {
                 Ok(response) => response,
                 // Not started yet (no mark): asked again a few times before it counts as a
