@@ -180,20 +180,23 @@ fn wait_settled(
     judged: &Record,
     deadline: Instant,
 ) -> std::result::Result<(Record, bool), crate::agent::runtime::RuntimeError> {
-    loop {
-        let record = store
+    let current = || -> std::result::Result<Record, crate::agent::runtime::RuntimeError> {
+        Ok(store
             .records(&judged.name)?
             .into_iter()
             .find(|r| r.seq == judged.seq)
-            .unwrap_or_else(|| judged.clone());
-        if !matches!(record.status, Status::Checking | Status::Reverting) {
-            return Ok((record, true));
-        }
-        if Instant::now() >= deadline {
-            return Ok((record, false));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+            .unwrap_or_else(|| judged.clone()))
+    };
+    let settled = crate::cmd::poll_until(deadline, || {
+        let record = current()?;
+        Ok::<_, crate::agent::runtime::RuntimeError>(
+            (!matches!(record.status, Status::Checking | Status::Reverting)).then_some(record),
+        )
+    })?;
+    Ok(match settled {
+        Some(record) => (record, true),
+        None => (current()?, false),
+    })
 }
 
 fn text(r: &MarkReport) -> String {

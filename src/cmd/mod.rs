@@ -281,7 +281,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: &mut Env) -> i32 {
 }
 
 /// Asks `ask` every 200 ms until it has an answer or `until` passed (`sync` and
-/// `mark-good|mark-bad` waiting for the agent's answer file).
+/// `mark-good|mark-bad` waiting for the agent's answer file, then for the records to settle).
 pub(crate) fn poll_until<T, E>(
     until: std::time::Instant,
     mut ask: impl FnMut() -> std::result::Result<Option<T>, E>,

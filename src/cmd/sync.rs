@@ -162,7 +162,7 @@ fn wait_settled(
     asked_at: u64,
     deadline: Instant,
 ) -> std::result::Result<bool, crate::agent::runtime::RuntimeError> {
-    loop {
+    let settled = crate::cmd::poll_until(deadline, || {
         let busy = !spool::list(spool_dir)?.is_empty()
             || changed(store, asked_at)?.iter().any(|r| {
                 matches!(
@@ -170,14 +170,9 @@ fn wait_settled(
                     Status::Pending | Status::Applying | Status::Checking | Status::Reverting
                 )
             });
-        if !busy {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        Ok::<_, crate::agent::runtime::RuntimeError>((!busy).then_some(()))
+    })?;
+    Ok(settled.is_some())
 }
 
 /// The newest record of each name that changed since `since` (unix seconds) or is open.
