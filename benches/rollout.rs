@@ -278,6 +278,46 @@ fn wait_nodes(
     }
 }
 
+/// Crashes (SIGKILL of every process) or hangs (SIGSTOP of the agent and seed server) each
+/// node the scenario names once it received its share of `name`'s `len` bytes.
+fn strike_faults(
+    lab: &mut p2pu::lab::Lab,
+    scenario: &Scenario,
+    name: &str,
+    len: u64,
+    start: f64,
+    label: &str,
+) -> Res<()> {
+    let mut faults: Vec<(usize, f64, bool)> = Vec::new();
+    faults.extend(scenario.crash.map(|(n, f)| (n, f, true)));
+    faults.extend(scenario.hang.map(|(n, f)| (n, f, false)));
+    while !faults.is_empty() {
+        if now_s() - start > 900.0 {
+            return Err("a fault's node never got its share of the payload".into());
+        }
+        let mut left = Vec::new();
+        for (n, f, crash) in faults {
+            if (received(lab, n, name) as f64) < f * len as f64 {
+                left.push((n, f, crash));
+                continue;
+            }
+            let what = if crash { "crashing" } else { "hanging" };
+            eprintln!("{label} {what} node {n} at {:.1} s", now_s() - start);
+            let done = if crash {
+                lab.crash_node(n)
+            } else {
+                lab.signal_agent(n, nix::sys::signal::Signal::SIGSTOP)
+            };
+            if let Err(e) = done {
+                eprintln!("fault on node {n}: {e}");
+            }
+        }
+        faults = left;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn bench(nodes: usize, mib: usize, mbit: u32, p2pu_only: bool, scenario: &Scenario) -> Res<Row> {
     let dir = bench_dir()?;
     eprintln!("[{nodes} nodes] starting the lab...");
@@ -328,36 +368,14 @@ fn bench(nodes: usize, mib: usize, mbit: u32, p2pu_only: bool, scenario: &Scenar
     eprintln!("[{nodes} nodes] p2pu submit ({})...", scenario.name());
     let (start, seq) = submit(&lab, &payload)?;
     // Faults strike when their share of the payload has reached the node.
-    let mut faults: Vec<(usize, f64, bool)> = Vec::new();
-    faults.extend(scenario.crash.map(|(n, f)| (n, f, true)));
-    faults.extend(scenario.hang.map(|(n, f)| (n, f, false)));
-    while !faults.is_empty() {
-        if now_s() - start > 900.0 {
-            return Err("a fault's node never got its share of the payload".into());
-        }
-        let mut left = Vec::new();
-        for (n, f, crash) in faults {
-            if (received(&lab, n, &name) as f64) < f * len as f64 {
-                left.push((n, f, crash));
-                continue;
-            }
-            let what = if crash { "crashing" } else { "hanging" };
-            eprintln!(
-                "[{nodes} nodes] {what} node {n} at {:.1} s",
-                now_s() - start
-            );
-            let done = if crash {
-                lab.crash_node(n)
-            } else {
-                lab.signal_agent(n, nix::sys::signal::Signal::SIGSTOP)
-            };
-            if let Err(e) = done {
-                eprintln!("fault on node {n}: {e}");
-            }
-        }
-        faults = left;
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    strike_faults(
+        &mut lab,
+        scenario,
+        &name,
+        len,
+        start,
+        &format!("[{nodes} nodes]"),
+    )?;
     let unhealthy = scenario.unhealthy();
     let slow: Vec<usize> = scenario.slow.iter().map(|s| s.0).collect();
     let healthy: Vec<usize> = (1..=nodes)

@@ -15,8 +15,7 @@
 
 use super::stripe_sim;
 use super::support::*;
-use super::{one_copy_to, received, wait_nodes, Scenario};
-use std::time::Duration;
+use super::{one_copy_to, wait_nodes, Scenario};
 
 /// The two transfers compared.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -267,31 +266,14 @@ pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64
             Transfer::Chain => submit_as(&lab, &payload, &chain_site)?,
             Transfer::Stripes => submit(&lab, &payload)?,
         };
-        let mut faults: Vec<(usize, f64, bool)> = Vec::new();
-        faults.extend(scenario.crash.map(|(n, f)| (n, f, true)));
-        faults.extend(scenario.hang.map(|(n, f)| (n, f, false)));
-        while !faults.is_empty() {
-            if now_s() - start > 900.0 {
-                return Err("a fault's node never got its share of the payload".into());
-            }
-            let mut left = Vec::new();
-            for (n, f, crash) in faults {
-                if (received(&lab, n, &name) as f64) < f * len as f64 {
-                    left.push((n, f, crash));
-                    continue;
-                }
-                let done = if crash {
-                    lab.crash_node(n)
-                } else {
-                    lab.signal_agent(n, nix::sys::signal::Signal::SIGSTOP)
-                };
-                if let Err(e) = done {
-                    eprintln!("fault on node {n}: {e}");
-                }
-            }
-            faults = left;
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::strike_faults(
+            &mut lab,
+            scenario,
+            &name,
+            len,
+            start,
+            &format!("[{nodes} nodes, {}]", transfer.name()),
+        )?;
         let unhealthy = scenario.unhealthy();
         let slow_nodes: Vec<usize> = scenario.slow.iter().map(|s| s.0).collect();
         let healthy: Vec<usize> = (1..=nodes)
