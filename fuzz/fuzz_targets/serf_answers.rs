@@ -2,7 +2,7 @@
 //! and members output decoders, the `p2pu-status` answer (JSON) and the two consumers of the
 //! answers, `fleet status` and the agent's catch-up, through a stand-in gossip layer that hands
 //! them the fuzzed answers. Nothing may panic; an answer that parses writes back to the same
-//! status; `fleet status` reports each member once, in order, with exactly what it answered;
+//! status; `fleet status` reports each member in order, with what it answered made printable;
 //! catch-up copes with any answer (an error would let one member stop every catch-up) and only
 //! ever spools announcement texts.
 #![no_main]
@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use p2pu::agent::runtime::catchup::catch_up;
 use p2pu::agent::runtime::state::StateStore;
 use p2pu::agent::runtime::intake::Policy;
-use p2pu::agent::runtime::status::{fleet_status, NodeStatus};
+use p2pu::agent::runtime::status::{fleet_status, printable, NodeStatus};
 use p2pu::engines::serf::fuzzing::{parse_members, parse_query};
 use p2pu::engines::{Gossip, Member, MemberStatus, SerfError};
 use std::path::{Path, PathBuf};
@@ -84,12 +84,25 @@ fuzz_target!(|data: &[u8]| {
     let reports = fleet_status(&gossip, Duration::ZERO, &[], 1_800_000_000).expect("fleet status");
     assert_eq!(reports.len(), gossip.0.len() + 1);
     assert!(reports.windows(2).all(|w| w[0].node <= w[1].node));
+    // Reports show members' strings cleaned of what a terminal acts on, so two names may clean
+    // to one: each member's answer is in some report under its cleaned name.
+    let shown = |updates: &[p2pu::agent::runtime::status::UpdateStatus]| -> Vec<(String, u64)> {
+        updates.iter().map(|u| (printable(&u.name), u.seq)).collect()
+    };
     for ((node, _), status) in gossip.0.iter().zip(&statuses) {
-        let report = reports
-            .iter()
-            .find(|r| &r.node == node)
-            .expect("a report per member");
-        assert_eq!(report.updates, status.as_ref().map(|s| s.updates.clone()));
+        let expected = status.as_ref().map(|s| shown(&s.updates));
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.node == printable(node) && r.updates.as_deref().map(shown) == expected),
+            "a report per member"
+        );
+    }
+    for report in &reports {
+        assert_eq!(printable(&report.node), report.node, "a name a terminal acts on");
+        for u in report.updates.iter().flatten() {
+            assert_eq!(printable(&u.name), u.name, "an update name a terminal acts on");
+        }
     }
     let base = base();
     let store = StateStore::open(&base.join("state")).expect("state store");
