@@ -7,7 +7,9 @@
 //!
 //! `cargo bench --bench small_update [-- [--nodes N] [--updates K]]` (root; default 8 nodes,
 //! 10 updates: 80 latency samples). With `P2PU_BENCH_TRACE=1`, each update also prints node 2's
-//! and the last node's agent log from `accepted` to `apply started`, timed.
+//! and the last node's agent log from `accepted` to `apply started`, timed, and at the end each
+//! agent's threads, anonymous and file-backed RSS and the anonymous mappings of 128 KiB or more
+//! (where an RSS regression shows which heap holds it).
 //! Prints a table; asserts nothing about timings.
 
 #[path = "support/mod.rs"]
@@ -185,6 +187,43 @@ fn main() -> Res<()> {
     let after: Vec<(u64, u64)> = (1..=nodes)
         .filter_map(|i| agent_pid(&lab, i).and_then(rss_kib))
         .collect();
+    if std::env::var_os("P2PU_BENCH_TRACE").is_some() {
+        for i in 1..=nodes {
+            let Some(pid) = agent_pid(&lab, i) else {
+                continue;
+            };
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let fields: Vec<&str> = status
+                .lines()
+                .filter(|l| {
+                    ["Threads:", "RssAnon:", "RssFile:", "VmHWM:"]
+                        .iter()
+                        .any(|f| l.starts_with(f))
+                })
+                .collect();
+            eprintln!("node {i} agent after the updates: {}", fields.join(", "));
+            let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+            let mut head = String::new();
+            for line in smaps.lines() {
+                if line.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+                    && line.contains('-')
+                    && !line.starts_with("Anon")
+                {
+                    head = line.to_string();
+                } else if let Some(kb) = line.strip_prefix("Anonymous:") {
+                    let kb: u64 = kb
+                        .trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse()
+                        .unwrap_or(0);
+                    if kb >= 128 {
+                        eprintln!("  {kb:>6} kB anon  {head}");
+                    }
+                }
+            }
+        }
+    }
     let binary = std::fs::metadata(env!("CARGO_BIN_EXE_p2pu"))?.len();
 
     let max_of = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);

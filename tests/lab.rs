@@ -343,10 +343,17 @@ fn transmission_downloads_between_nodes_from_their_own_addresses() {
     assert_ne!(fixture.lab.pids(), old_pid);
     let lab = &fixture.lab;
     let two = lab.transmission(2).unwrap();
-    let again = lab
-        .in_netns(|| two.get(std::slice::from_ref(&hash)).unwrap())
-        .unwrap();
-    assert_eq!(again.len(), 1, "{again:?}");
+    // Its RPC may answer before it has loaded its torrents (seen at load 20 in CI).
+    wait_for(
+        "node-2's restarted daemon to list the torrent",
+        Duration::from_secs(30),
+        || {
+            let again = lab
+                .in_netns(|| two.get(std::slice::from_ref(&hash)).unwrap())
+                .unwrap();
+            (again.len() == 1).then_some(())
+        },
+    );
 
     drop(tracker);
     shutdown_leaves_nothing(&mut fixture);
