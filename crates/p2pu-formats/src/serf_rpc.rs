@@ -540,7 +540,10 @@ mod tests {
         let mut stream = nested.clone();
         stream.extend(header(9, "x"));
         let mut reader = stream.as_slice();
-        assert_eq!(read_object(&mut reader, 1024).ok(), Some(Object::Kept(nested)));
+        assert_eq!(
+            read_object(&mut reader, 1024).ok(),
+            Some(Object::Kept(nested))
+        );
         assert_eq!(
             read_object(&mut reader, 4).ok(),
             Some(Object::Skipped {
@@ -555,7 +558,10 @@ mod tests {
         let stream = header(2, INVALID_AUTH_TOKEN);
         match read_header(&mut stream.as_slice(), 2, AUTH) {
             Err(RpcError::Refused { command, error }) => {
-                assert_eq!((command.as_str(), error.as_str()), (AUTH, INVALID_AUTH_TOKEN))
+                assert_eq!(
+                    (command.as_str(), error.as_str()),
+                    (AUTH, INVALID_AUTH_TOKEN)
+                )
             }
             other => panic!("{other:?}"),
         }
