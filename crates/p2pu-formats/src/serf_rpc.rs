@@ -440,24 +440,35 @@ mod tests {
         Collector::new(names.iter().map(|n| n.to_string()).collect())
     }
 
-    /// Captured from Serf 0.9.4 (Debian's `serf`) by the RPC test in src/engines/serf/rpc.rs:
-    /// the reply header of `query` seq 3, and one response record (str markers for `Type` and
-    /// `From`, bin for `Payload`).
-    const CAPTURED_HEADER: &[u8] = b"\x82\xa5Error\xa0\xa3Seq\x03";
-    const CAPTURED_RESPONSE: &[u8] =
-        b"\x83\xa4From\xa5alpha\xa7Payload\xc4\x04pong\xa4Type\xa8response";
+    /// What Serf 0.9.4 (Debian's `serf`, one agent `alpha` whose handler prints `pong from
+    /// alpha`) sent back for handshake, auth, `members-filtered` (alive) and a 0.5 s query,
+    /// captured on a plain socket sending the requests `request` encodes: keys sorted, strings
+    /// as str, `Payload` as bin, and `done` with an empty `From` and a nil `Payload`.
+    const CAPTURED: &[u8] = include_bytes!("../tests/vectors/serf_rpc/query-one-member.bin");
 
     #[test]
-    fn captured_serf_records_decode() {
-        let mut stream = [CAPTURED_HEADER, CAPTURED_RESPONSE].concat();
-        stream.extend(header(3, ""));
-        stream.extend(record("done", b"", b""));
-        let mut collector = alive(&["alpha", "beta"]);
-        let ending = collect_query(&mut stream.as_slice(), 3, &mut collector);
+    fn a_captured_serf_session_decodes() {
+        let mut stream = CAPTURED;
+        for (seq, command) in [(0, HANDSHAKE), (1, AUTH), (2, MEMBERS_FILTERED)] {
+            assert!(read_header(&mut stream, seq, command).is_ok(), "{command}");
+        }
+        let Ok(Object::Kept(members)) = read_object(&mut stream, MAX_MEMBERS_BYTES) else {
+            panic!("no members reply");
+        };
+        let alive = match member_names(&members) {
+            Ok(alive) => alive,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(alive, BTreeSet::from(["alpha".to_owned()]));
+        assert!(read_header(&mut stream, 3, QUERY).is_ok());
+        // With a second member that never answers, the query runs to Serf's `done`.
+        let mut collector = Collector::new(BTreeSet::from(["alpha".into(), "beta".into()]));
+        let ending = collect_query(&mut stream, 3, &mut collector);
         assert_eq!(ending.ok(), Some(Ending::Done));
+        assert!(stream.is_empty());
         assert_eq!(
             collector.into_answers(),
-            [("alpha".to_owned(), "pong".to_owned())]
+            [("alpha".to_owned(), "pong from alpha".to_owned())]
         );
     }
 
