@@ -2,10 +2,11 @@
 //! decoder of a query's RPC records (as read after the query's reply header) and of `serf
 //! members` output, the `p2pu-status` answer (JSON) and the two consumers of the answers,
 //! `fleet status` and the agent's catch-up, through a stand-in gossip layer that hands them the
-//! fuzzed answers. Nothing may panic; the answers are sorted, one per node, never more than the
-//! alive members and the strangers' cap; an answer that parses writes back to the same status; `fleet status` reports each member in
-//! order, with what it answered made printable; catch-up copes with any answer (an error would
-//! let one member stop every catch-up) and only ever spools announcement texts.
+//! fuzzed answers. Nothing may panic; the answers are sorted, one per node, never more than
+//! the alive members and the strangers' cap; an answer that parses writes back to the same
+//! status; `fleet status` reports each member in order, with what it answered made printable;
+//! catch-up copes with any answer (an error would let one member stop every catch-up) and only
+//! ever spools announcement texts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
