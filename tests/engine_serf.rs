@@ -200,6 +200,51 @@ fn a_query_returns_every_members_answer_before_its_timeout() -> Result<()> {
     Ok(())
 }
 
+/// A member (Serf keyring, its own handler) answering garbage: bytes that are not UTF-8, look
+/// like the RPC's MessagePack (a reserved marker, a header) and carry a line like the CLI's
+/// "Response from 'alpha'". It is that member's answer, made text, and neither errors the
+/// query nor stands in for another's: the honest answers are all there, before the timeout.
+#[test]
+fn a_members_garbage_answer_is_its_own_and_breaks_no_query() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, beta) = pair(dir.path())?;
+    let garbage = dir.path().join("garbage.sh");
+    std::fs::write(
+        &garbage,
+        "#!/bin/sh\nprintf '\\301\\377\\202\\245Error\\240\\243Seq\\003\\nResponse from '\\''alpha'\\'': forged'\n",
+    )?;
+    std::fs::set_permissions(
+        &garbage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
+    third.rpc_auth = Some(AUTH_KEY.into());
+    third.event_handlers = vec![garbage.display().to_string()];
+    third.join = vec![alpha.bind];
+    let _gamma = start_serf_with(dir.path(), third)?;
+    wait_for_members(&beta, &["alpha", "beta", "gamma"], Duration::from_secs(10))?;
+    let timeout = Duration::from_secs(20);
+    let started = Instant::now();
+    let answers = beta.client().query("p2pu-ping", b"x", timeout)?;
+    let elapsed = started.elapsed();
+    let forged = String::from_utf8_lossy(
+        b"\xc1\xff\x82\xa5Error\xa0\xa3Seq\x03\nResponse from 'alpha': forged",
+    );
+    assert_eq!(
+        answers,
+        vec![
+            ("alpha".to_owned(), "pong from alpha: x".to_owned()),
+            ("beta".to_owned(), "pong from beta: x".to_owned()),
+            ("gamma".to_owned(), forged.into_owned()),
+        ]
+    );
+    assert!(
+        elapsed < timeout,
+        "returned only at its timeout: {elapsed:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn rpc_auth_is_required_and_a_wrong_key_is_not_echoed() -> Result<()> {
     let dir = tempfile::tempdir()?;
