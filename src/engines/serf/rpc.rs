@@ -54,7 +54,12 @@ impl Rpc<'_> {
                 version: serf_rpc::IPC_VERSION,
             }),
         )?;
-        self.header(&mut reader, SEQ_HANDSHAKE, "the handshake")?;
+        self.header(
+            &mut reader,
+            SEQ_HANDSHAKE,
+            serf_rpc::HANDSHAKE,
+            "the handshake",
+        )?;
         if let Some(auth_key) = self.auth {
             self.send(
                 &stream,
@@ -62,7 +67,7 @@ impl Rpc<'_> {
                 SEQ_AUTH,
                 Some(&serf_rpc::Auth { auth_key }),
             )?;
-            self.header(&mut reader, SEQ_AUTH, "authenticating")?;
+            self.header(&mut reader, SEQ_AUTH, serf_rpc::AUTH, "authenticating")?;
         }
         self.send(
             &stream,
@@ -70,7 +75,12 @@ impl Rpc<'_> {
             SEQ_MEMBERS,
             Some(&serf_rpc::MembersFiltered { status: "alive" }),
         )?;
-        self.header(&mut reader, SEQ_MEMBERS, "listing the alive members")?;
+        self.header(
+            &mut reader,
+            SEQ_MEMBERS,
+            serf_rpc::MEMBERS_FILTERED,
+            "listing the alive members",
+        )?;
         let alive = match read_object(&mut reader, serf_rpc::MAX_MEMBERS_BYTES) {
             Ok(Object::Kept(bytes)) => serf_rpc::member_names(&bytes),
             Ok(Object::Skipped { .. }) => Err(RpcError::Oversize {
@@ -96,7 +106,7 @@ impl Rpc<'_> {
             }),
         )?;
         reader.get_mut().at = sent + timeout + DONE_GRACE;
-        self.header(&mut reader, SEQ_QUERY, "sending the query")?;
+        self.header(&mut reader, SEQ_QUERY, serf_rpc::QUERY, "sending the query")?;
         let mut collector = Collector::new(alive);
         let ending = collect_query(&mut reader, SEQ_QUERY, &mut collector);
         match ending {
@@ -174,9 +184,10 @@ impl Rpc<'_> {
         &self,
         reader: &mut R,
         seq: u64,
+        command: &str,
         what: &'static str,
     ) -> Result<(), SerfError> {
-        read_header(reader, seq, what).map_err(|source| self.failed(what, source))
+        read_header(reader, seq, command).map_err(|source| self.failed(what, source))
     }
 
     /// Serf's own refusals of the key say what to fix; the rest name the step.
