@@ -159,6 +159,15 @@ fn uncoalesced_user_events_each_reach_every_node() -> Result<()> {
     Ok(())
 }
 
+/// A third agent, `gamma`, with `handler`, joining `alpha`.
+fn gamma_joining(dir: &Path, alpha: &SerfAgent, handler: &Path) -> Result<SerfAgent> {
+    let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
+    third.rpc_auth = Some(AUTH_KEY.into());
+    third.event_handlers = vec![handler.display().to_string()];
+    third.join = vec![alpha.bind];
+    start_serf_with(dir, third)
+}
+
 /// Issue 25: a query ends once every alive member answered, not at its timeout (which the
 /// CLI's `serf query` waited out). Three members; asked with a 20 s timeout, every answer is
 /// in and the call returned before the timeout.
@@ -166,11 +175,7 @@ fn uncoalesced_user_events_each_reach_every_node() -> Result<()> {
 fn a_query_returns_every_members_answer_before_its_timeout() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (alpha, beta) = pair(dir.path())?;
-    let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
-    third.rpc_auth = Some(AUTH_KEY.into());
-    third.event_handlers = vec![write_handler(dir.path())?.display().to_string()];
-    third.join = vec![alpha.bind];
-    let _gamma = start_serf_with(dir.path(), third)?;
+    let _gamma = gamma_joining(dir.path(), &alpha, &write_handler(dir.path())?)?;
     for agent in [&alpha, &beta] {
         wait_for_members(agent, &["alpha", "beta", "gamma"], Duration::from_secs(10))?;
     }
@@ -217,11 +222,7 @@ fn a_members_garbage_answer_is_its_own_and_breaks_no_query() -> Result<()> {
         &garbage,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
-    let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
-    third.rpc_auth = Some(AUTH_KEY.into());
-    third.event_handlers = vec![garbage.display().to_string()];
-    third.join = vec![alpha.bind];
-    let _gamma = start_serf_with(dir.path(), third)?;
+    let _gamma = gamma_joining(dir.path(), &alpha, &garbage)?;
     wait_for_members(&beta, &["alpha", "beta", "gamma"], Duration::from_secs(10))?;
     let timeout = Duration::from_secs(20);
     let started = Instant::now();
