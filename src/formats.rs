@@ -4,7 +4,7 @@
 
 pub use p2pu_formats::{
     announcement, bencode, blocks, control, delegation, document, have, heartbeat, legacy, plan,
-    rate, root, roster, serf_names, window,
+    rate, root, roster, serf_names, serf_rpc, window,
 };
 
 pub mod torrent;

@@ -1,4 +1,5 @@
-//! The Serf CLI wrapper against two real `serf agent`s (0.8.2) joined on loopback.
+//! The Serf wrapper (the CLI, and the RPC for queries) against real `serf agent`s (Debian's
+//! 0.9.4, which calls itself 0.8.2-dev) joined on loopback.
 
 mod support;
 
@@ -158,25 +159,90 @@ fn uncoalesced_user_events_each_reach_every_node() -> Result<()> {
     Ok(())
 }
 
+/// A third agent, `gamma`, with `handler`, joining `alpha`.
+fn gamma_joining(dir: &Path, alpha: &SerfAgent, handler: &Path) -> Result<SerfAgent> {
+    let mut third = SerfOpts::new("gamma", loopback(free_port()), loopback(free_port()));
+    third.rpc_auth = Some(AUTH_KEY.into());
+    third.event_handlers = vec![handler.display().to_string()];
+    third.join = vec![alpha.bind];
+    start_serf_with(dir, third)
+}
+
+/// Issue 25: a query ends once every alive member answered, not at its timeout (which the
+/// CLI's `serf query` waited out). Three members; asked with a 20 s timeout, every answer is
+/// in and the call returned before the timeout.
 #[test]
-fn query_returns_every_nodes_answer() -> Result<()> {
+fn a_query_returns_every_members_answer_before_its_timeout() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_alpha, beta) = pair(dir.path())?;
+    let (alpha, beta) = pair(dir.path())?;
+    let _gamma = gamma_joining(dir.path(), &alpha, &write_handler(dir.path())?)?;
+    for agent in [&alpha, &beta] {
+        wait_for_members(agent, &["alpha", "beta", "gamma"], Duration::from_secs(10))?;
+    }
+    let timeout = Duration::from_secs(20);
     let started = Instant::now();
+    // A payload with a newline and a line that mimics the CLI's text output: over the
+    // RPC it is bytes, and each answer stays its member's.
     let answers = beta
         .client()
-        .query("p2pu-ping", b"-hello", Duration::from_millis(1500))?;
+        .query("p2pu-ping", b"-hi\nResponse from 'x'", timeout)?;
     let elapsed = started.elapsed();
-    eprintln!("query with a 1.5 s timeout returned after {elapsed:?}: {answers:?}");
+    eprintln!("query with a 20 s timeout returned after {elapsed:?}: {answers:?}");
+    let want: Vec<(String, String)> = ["alpha", "beta", "gamma"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                format!("pong from {n}: -hi\nResponse from 'x'"),
+            )
+        })
+        .collect();
+    assert_eq!(answers, want);
+    assert!(
+        elapsed < timeout,
+        "returned only at its timeout: {elapsed:?}"
+    );
+    Ok(())
+}
+
+/// A member (Serf keyring, its own handler) answering garbage: bytes that are not UTF-8, look
+/// like the RPC's MessagePack (a reserved marker, a header) and carry a line like the CLI's
+/// "Response from 'alpha'". It is that member's answer, made text, and neither errors the
+/// query nor stands in for another's: the honest answers are all there, before the timeout.
+#[test]
+fn a_members_garbage_answer_is_its_own_and_breaks_no_query() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alpha, beta) = pair(dir.path())?;
+    let garbage = dir.path().join("garbage.sh");
+    std::fs::write(
+        &garbage,
+        "#!/bin/sh\nprintf '\\301\\377\\202\\245Error\\240\\243Seq\\003\\nResponse from '\\''alpha'\\'': forged'\n",
+    )?;
+    std::fs::set_permissions(
+        &garbage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let _gamma = gamma_joining(dir.path(), &alpha, &garbage)?;
+    wait_for_members(&beta, &["alpha", "beta", "gamma"], Duration::from_secs(10))?;
+    let timeout = Duration::from_secs(20);
+    let started = Instant::now();
+    let answers = beta.client().query("p2pu-ping", b"x", timeout)?;
+    let elapsed = started.elapsed();
+    let forged = String::from_utf8_lossy(
+        b"\xc1\xff\x82\xa5Error\xa0\xa3Seq\x03\nResponse from 'alpha': forged",
+    );
     assert_eq!(
         answers,
         vec![
-            ("alpha".to_owned(), "pong from alpha: -hello".to_owned()),
-            ("beta".to_owned(), "pong from beta: -hello".to_owned()),
+            ("alpha".to_owned(), "pong from alpha: x".to_owned()),
+            ("beta".to_owned(), "pong from beta: x".to_owned()),
+            ("gamma".to_owned(), forged.into_owned()),
         ]
     );
-    // The CLI waits out the whole timeout.
-    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+    assert!(
+        elapsed < timeout,
+        "returned only at its timeout: {elapsed:?}"
+    );
     Ok(())
 }
 
@@ -202,6 +268,19 @@ fn rpc_auth_is_required_and_a_wrong_key_is_not_echoed() -> Result<()> {
         }
         other => bail!("want Failed with a wrong key, got {other:?}"),
     }
+    // A query speaks the RPC itself: the same refusals, typed.
+    match wrong.query("p2pu-ping", b"", Duration::from_secs(5)) {
+        Err(err @ SerfError::RpcAuth { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains(&alpha.rpc.to_string()), "{text}");
+            assert!(!text.contains("guessed-key"), "{text}");
+        }
+        other => bail!("want RpcAuth with a wrong key, got {other:?}"),
+    }
+    match Serf::new(alpha.rpc.to_string()).query("p2pu-ping", b"", Duration::from_secs(5)) {
+        Err(SerfError::RpcAuthRequired { .. }) => {}
+        other => bail!("want RpcAuthRequired without a key, got {other:?}"),
+    }
     Ok(())
 }
 
@@ -218,6 +297,13 @@ fn no_agent_says_serf_refuses_connections_and_what_to_check() -> Result<()> {
             );
         }
         other => bail!("want Refused, got {other:?}"),
+    }
+    match Serf::new(rpc.clone()).query("p2pu-ping", b"", Duration::from_secs(5)) {
+        Err(err @ SerfError::Refused { .. }) => assert_eq!(
+            err.to_string(),
+            format!("Serf's RPC at {rpc} refuses connections: is serf.service running? (systemctl status serf)")
+        ),
+        other => bail!("want Refused from a query, got {other:?}"),
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
-//! Fuzzes what other members answer to Serf queries, as the local `serf` prints it: the query
-//! and members output decoders, the `p2pu-status` answer (JSON) and the two consumers of the
-//! answers, `fleet status` and the agent's catch-up, through a stand-in gossip layer that hands
-//! them the fuzzed answers. Nothing may panic; an answer that parses writes back to the same
+//! Fuzzes what other members answer to Serf queries, as the local agent relays it: the
+//! decoder of a query's RPC records (as read after the query's reply header) and of `serf
+//! members` output, the `p2pu-status` answer (JSON) and the two consumers of the answers,
+//! `fleet status` and the agent's catch-up, through a stand-in gossip layer that hands them the
+//! fuzzed answers. Nothing may panic; the answers are sorted, one per node, never more than
+//! the alive members and the strangers' cap; an answer that parses writes back to the same
 //! status; `fleet status` reports each member in order, with what it answered made printable;
 //! catch-up copes with any answer (an error would let one member stop every catch-up) and only
 //! ever spools announcement texts.
@@ -12,7 +14,8 @@ use p2pu::agent::runtime::catchup::catch_up;
 use p2pu::agent::runtime::state::StateStore;
 use p2pu::agent::runtime::intake::Policy;
 use p2pu::agent::runtime::status::{fleet_status, printable, NodeStatus};
-use p2pu::engines::serf::fuzzing::{parse_members, parse_query};
+use p2pu::engines::serf::fuzzing::{decode_query, parse_members, ALIVE};
+use p2pu::formats::serf_rpc::MAX_STRANGERS;
 use p2pu::engines::{Gossip, Member, MemberStatus, SerfError};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -62,13 +65,12 @@ fn base() -> &'static Path {
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_members(data);
-    let Ok(answers) = parse_query(data) else {
-        return;
-    };
+    let (answers, _ended) = decode_query(data);
     assert!(
         answers.windows(2).all(|w| w[0].0 < w[1].0),
-        "answers not sorted by node"
+        "answers not sorted by node, or a node twice"
     );
+    assert!(answers.len() <= ALIVE.len() + MAX_STRANGERS, "answers unbounded");
     let statuses: Vec<Option<NodeStatus>> = answers
         .iter()
         .map(|(_, text)| serde_json::from_str::<NodeStatus>(text).ok())

@@ -125,6 +125,14 @@ impl HandleEvent {
             _ => return Ok(Outcome::Success),
         };
         debug_assert!(QUERIES.contains(&name.as_str()));
+        // Serf sends no response for a handler that printed nothing, and the asker's query
+        // ends early only once every alive member answered: "nothing" is a bare newline
+        // (askers trim answers and skip empty ones).
+        let answer = if answer.is_empty() {
+            "\n".to_owned()
+        } else {
+            answer
+        };
         env.stdout
             .write_all(answer.as_bytes())
             .map_err(Error::io("writing to", "standard output"))?;
@@ -398,7 +406,31 @@ mod tests {
             &[("SERF_EVENT", "query"), ("SERF_QUERY_NAME", "p2pu-latest")],
             b"../../etc/passwd\n",
         );
-        assert_eq!(none, "");
+        assert_eq!(none, "\n");
+    }
+
+    /// Serf sends no response for a handler that printed nothing, so the asker's query (which
+    /// ends once every alive member answered) would run to its timeout whenever a member
+    /// lacks the name asked for: the catch-up of a node missing an update did, on itself.
+    #[test]
+    fn a_query_with_nothing_to_answer_still_prints_so_serf_responds() {
+        let node = node();
+        for (query, payload) in [
+            ("p2pu-latest", &b"site.pp\n"[..]),
+            ("p2pu-heartbeat", b""),
+            ("p2pu-logs", b"site.pp\n"),
+        ] {
+            let (_, out) = run(
+                &node,
+                &[
+                    ("SERF_EVENT", "query"),
+                    ("SERF_QUERY_NAME", query),
+                    ("SERF_SELF_NAME", "n1"),
+                ],
+                payload,
+            );
+            assert_eq!(out, "\n", "{query}");
+        }
     }
 
     #[test]
@@ -426,7 +458,7 @@ mod tests {
             ("SERF_EVENT", "query"),
             ("SERF_QUERY_NAME", "p2pu-heartbeat"),
         ];
-        assert_eq!(run(&node, &query, b"").1, "");
+        assert_eq!(run(&node, &query, b"").1, "\n");
         std::fs::create_dir_all(node.dir.path().join("state")).unwrap();
         std::fs::write(node.dir.path().join("state/heartbeat"), "p2pu-hb1:kept\n").unwrap();
         assert_eq!(run(&node, &query, b"").1, "p2pu-hb1:kept");

@@ -1,8 +1,9 @@
 //! The engines p2pu drives, each behind a small trait so commands and the agent can be tested
-//! with an in-process fake: Transmission over its HTTP RPC ([`TorrentEngine`]), the Serf CLI
-//! ([`Gossip`]) and `puppet apply` ([`Applier`]); systemd for `init`; the clients this node's
-//! config describes ([`clients`]). Also owns the one subprocess runner the CLI
-//! wrappers share (argument vectors, never a shell; captured output; an optional deadline).
+//! with an in-process fake: Transmission over its HTTP RPC ([`TorrentEngine`]), Serf through
+//! its CLI and, for queries, its RPC ([`Gossip`]) and `puppet apply` ([`Applier`]); systemd
+//! for `init`; the clients this node's config describes ([`clients`]). Also owns the one
+//! subprocess runner the CLI wrappers share (argument vectors, never a shell; captured output;
+//! an optional deadline).
 
 pub mod clients;
 #[cfg(test)]

@@ -1,6 +1,10 @@
-//! Wrapper over the `serf` CLI (0.8.2) talking to the local agent's RPC: members, user events
-//! and queries. The RPC auth key travels in the child's environment (`SERF_RPC_AUTH`, which the
-//! CLI reads as its `-rpc-auth` default), never in argv, where `ps` would show it.
+//! The local Serf agent (Debian's 0.9.4, which calls itself 0.8.2-dev): members, user events,
+//! joins and tags through the `serf` CLI, and queries over its RPC directly ([`rpc`]), so that
+//! one ends once every alive member answered. The CLI gets the RPC auth key in its
+//! environment (`SERF_RPC_AUTH`, which it reads as its `-rpc-auth` default), never in argv,
+//! where `ps` would show it.
+
+mod rpc;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -20,9 +24,10 @@ pub trait Gossip: Send + Sync {
     /// Broadcasts a user event. `coalesce = false` delivers every event (p2pu always sends
     /// that); with coalescing Serf keeps only the last of a burst of same-named events.
     fn user_event(&self, name: &str, payload: &[u8], coalesce: bool) -> Result<(), SerfError>;
-    /// Sends a query and collects answers until `timeout` (the call always takes that long).
-    /// Returns `(node, response)` sorted by node; a handler's output arrives as text, with any
-    /// invalid UTF-8 replaced by U+FFFD (Serf's JSON output does that).
+    /// Sends a query and collects answers until every member alive when it began answered, or
+    /// until `timeout`. Returns `(node, response)` sorted by node, one per node (the first
+    /// that came); a handler's output arrives as text, with any invalid UTF-8 replaced by
+    /// U+FFFD.
     fn query(
         &self,
         name: &str,
@@ -82,6 +87,24 @@ pub enum SerfError {
     NulByte { what: &'static str },
     #[error("Serf's RPC at {addr} refuses connections: is serf.service running? (systemctl status serf)")]
     Refused { addr: String },
+    #[error("Serf's RPC at {addr}: {what}")]
+    RpcIo {
+        addr: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Serf's RPC at {addr}: {what}")]
+    Rpc {
+        addr: String,
+        what: &'static str,
+        #[source]
+        source: crate::formats::serf_rpc::RpcError,
+    },
+    #[error("Serf's RPC at {addr} refuses this node's rpc_auth key (Invalid authentication token): serf.rpc_auth_file must hold serf's `rpc_auth`")]
+    RpcAuth { addr: String },
+    #[error("Serf's RPC at {addr} requires an rpc_auth key and none was given")]
+    RpcAuthRequired { addr: String },
 }
 
 impl crate::error::LayerError for SerfError {}
@@ -135,23 +158,13 @@ struct RawMember {
     status: String,
 }
 
-/// `serf query -format=json` output: `Acks` is `null` with `-no-ack`.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawQuery {
-    #[serde(default, rename = "Acks")]
-    _acks: Option<Vec<String>>,
-    #[serde(default)]
-    responses: BTreeMap<String, String>,
-}
-
 /// The `serf` CLI pointed at one agent's RPC address.
 #[derive(Clone)]
 pub struct Serf {
     binary: PathBuf,
     rpc_addr: String,
     rpc_auth: Option<String>,
-    /// Limit for one CLI call other than a query (which gets its own timeout plus this).
+    /// Limit for one CLI call, and for connecting and each step before a query's.
     timeout: Duration,
 }
 
@@ -298,21 +311,6 @@ impl Serf {
             .arg(format!("-coalesce={coalesce}"));
         Self::name_and_payload(invocation, name, payload)
     }
-
-    fn query_invocation(
-        &self,
-        name: &str,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<Invocation, SerfError> {
-        // Go durations accept `ms`; Serf treats 0 as "use the default", so send at least 1 ms.
-        let millis = timeout.as_millis().max(1);
-        let invocation = self
-            .invocation("query")
-            .arg("-format=json")
-            .arg(format!("-timeout={millis}ms"));
-        Self::name_and_payload(invocation, name, payload)
-    }
 }
 
 impl Gossip for Serf {
@@ -351,12 +349,12 @@ impl Gossip for Serf {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<(String, String)>, SerfError> {
-        let invocation = self.query_invocation(name, payload, timeout)?;
-        let stdout = self.run(&invocation, timeout + self.timeout)?;
-        parse_query(&stdout).map_err(|reason| SerfError::Malformed {
-            command: invocation.shown(),
-            reason,
-        })
+        rpc::Rpc {
+            addr: &self.rpc_addr,
+            auth: self.rpc_auth.as_deref(),
+            setup: self.timeout,
+        }
+        .query(name, payload, timeout)
     }
 }
 
@@ -384,19 +382,22 @@ fn parse_members(stdout: &[u8]) -> Result<Vec<Member>, String> {
         .collect()
 }
 
-fn parse_query(stdout: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let raw: RawQuery = serde_json::from_slice(stdout).map_err(|e| e.to_string())?;
-    Ok(raw.responses.into_iter().collect())
-}
-
-/// The decoders of `serf query` and `serf members` output (a remote member's answer, relayed by
-/// the local agent), for the fuzz target `serf_answers`. Not an API.
+/// The decoders of a query's RPC stream and `serf members` output (remote members' answers
+/// and names, relayed by the local agent), for the fuzz target `serf_answers`. Not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     use super::Member;
+    use crate::formats::serf_rpc::{collect_query, Collector};
 
-    pub fn parse_query(stdout: &[u8]) -> Result<Vec<(String, String)>, String> {
-        super::parse_query(stdout)
+    /// The members alive when the fuzzed query began.
+    pub const ALIVE: [&str; 3] = ["n1", "n2", "n3"];
+
+    /// Reads `stream` as the records of query 3 (what follows its reply header), as
+    /// [`super::Gossip::query`] does, among [`ALIVE`]; returns the answers whatever ended it.
+    pub fn decode_query(mut stream: &[u8]) -> (Vec<(String, String)>, bool) {
+        let mut collector = Collector::new(ALIVE.iter().map(|n| n.to_string()).collect());
+        let ended = collect_query(&mut stream, 3, &mut collector).is_ok();
+        (collector.into_answers(), ended)
     }
 
     pub fn parse_members(stdout: &[u8]) -> Result<Vec<Member>, String> {
@@ -446,22 +447,6 @@ mod tests {
     }
 
     #[test]
-    fn query_json_parses_with_and_without_acks() {
-        // Captured from `serf query -format=json` (0.8.2-dev).
-        let with_acks = br#"{"Acks":["n1","n2"],"Responses":{"n2":"pong n2\n","n1":"pong n1\n"}}"#;
-        let without = br#"{"Acks":null,"Responses":{}}"#;
-        assert_eq!(
-            parse_query(with_acks),
-            Ok(vec![
-                ("n1".to_owned(), "pong n1\n".to_owned()),
-                ("n2".to_owned(), "pong n2\n".to_owned())
-            ])
-        );
-        assert_eq!(parse_query(without), Ok(vec![]));
-        assert!(parse_query(b"Error connecting").is_err());
-    }
-
-    #[test]
     fn auth_key_goes_in_the_environment_not_argv() {
         let serf = Serf::new("127.0.0.1:7373").with_auth(Some("s3cret-key".into()));
         let invocation = match serf.user_event_invocation("p2pu-update", b"p2pu1:abc", false) {
@@ -496,20 +481,6 @@ mod tests {
         let invocation = Serf::new("127.0.0.1:7373").invocation("members");
         assert!(invocation.env.is_empty());
         assert_eq!(invocation.env_remove, [OsString::from("SERF_RPC_AUTH")]);
-    }
-
-    #[test]
-    fn query_timeout_is_passed_in_milliseconds() {
-        let serf = Serf::new("127.0.0.1:7373");
-        let invocation = match serf.query_invocation("ping", b"", Duration::from_millis(1500)) {
-            Ok(i) => i,
-            Err(e) => panic!("{e}"),
-        };
-        assert!(
-            invocation.shown().contains(" -timeout=1500ms "),
-            "{}",
-            invocation.shown()
-        );
     }
 
     #[test]

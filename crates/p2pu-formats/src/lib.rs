@@ -1,7 +1,7 @@
 //! p2pu's data formats: bencode, BitTorrent v1 metainfo, the striped transfer's blocks and
 //! roster, the signed announcement, the heartbeat and its snapshot document, key statements
 //! (delegations), root documents, the rollout plan and its maintenance windows, the prototype's legacy payload, and the key
-//! texts and signatures they carry.
+//! texts and signatures they carry; and the framing of Serf's RPC stream, which p2pu's queries read.
 //!
 //! Pure by design: nothing here opens a file or a socket, so the crate builds and tests in
 //! seconds, fuzzes alone, and a parser cannot reach the machine. Walking a directory to hash a
@@ -23,5 +23,6 @@ pub mod rate;
 pub mod root;
 pub mod roster;
 pub mod serf_names;
+pub mod serf_rpc;
 pub mod torrent;
 pub mod window;

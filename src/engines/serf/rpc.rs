@@ -1,0 +1,528 @@
+//! A query over Serf's RPC (TCP to `rpc_addr`): handshake, `auth`, the alive members, then
+//! `query`, whose answers stream in as Serf receives them. It ends as soon as every member
+//! alive when it began answered, or at its timeout, by closing the connection. `serf query
+//! -format=json` prints only at the timeout, and its text output cannot be read early
+//! safely: a member chooses its answer, and newlines in it could forge another member's line.
+//! The framing and the records are `formats::serf_rpc`'s; this module owns the socket, the
+//! deadlines and the errors.
+
+use super::SerfError;
+use crate::formats::serf_rpc::{
+    self, collect_query, read_header, read_object, Collector, Object, RpcError,
+};
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// How long past the query's timeout its `done` may take to arrive (Serf starts its clock
+/// when it gets the request, a little after ours).
+const DONE_GRACE: Duration = Duration::from_millis(300);
+
+/// The sequence numbers of the requests, one connection each query.
+const SEQ_HANDSHAKE: u64 = 0;
+const SEQ_AUTH: u64 = 1;
+const SEQ_MEMBERS: u64 = 2;
+const SEQ_QUERY: u64 = 3;
+
+/// The agent at `addr`, authenticated with `auth`: `setup` bounds connecting and each step
+/// before the query.
+pub(super) struct Rpc<'a> {
+    pub addr: &'a str,
+    pub auth: Option<&'a str>,
+    pub setup: Duration,
+}
+
+impl Rpc<'_> {
+    /// Sends query `name` and returns `(node, answer)` sorted by node, once every member alive
+    /// when it began answered or at `timeout`.
+    pub fn query(
+        &self,
+        name: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<(String, String)>, SerfError> {
+        let stream = self.connect()?;
+        let mut reader = BufReader::new(Deadline {
+            stream: &stream,
+            at: Instant::now() + self.setup,
+        });
+        self.send(
+            &stream,
+            serf_rpc::HANDSHAKE,
+            SEQ_HANDSHAKE,
+            Some(&serf_rpc::Handshake {
+                version: serf_rpc::IPC_VERSION,
+            }),
+        )?;
+        self.header(
+            &mut reader,
+            SEQ_HANDSHAKE,
+            serf_rpc::HANDSHAKE,
+            "the handshake",
+        )?;
+        if let Some(auth_key) = self.auth {
+            self.send(
+                &stream,
+                serf_rpc::AUTH,
+                SEQ_AUTH,
+                Some(&serf_rpc::Auth { auth_key }),
+            )?;
+            self.header(&mut reader, SEQ_AUTH, serf_rpc::AUTH, "authenticating")?;
+        }
+        self.send(
+            &stream,
+            serf_rpc::MEMBERS_FILTERED,
+            SEQ_MEMBERS,
+            Some(&serf_rpc::MembersFiltered { status: "alive" }),
+        )?;
+        self.header(
+            &mut reader,
+            SEQ_MEMBERS,
+            serf_rpc::MEMBERS_FILTERED,
+            "listing the alive members",
+        )?;
+        let alive = match read_object(&mut reader, serf_rpc::MAX_MEMBERS_BYTES) {
+            Ok(Object::Kept(bytes)) => serf_rpc::member_names(&bytes),
+            Ok(Object::Skipped { .. }) => Err(RpcError::Oversize {
+                what: "members reply",
+                limit: serf_rpc::MAX_MEMBERS_BYTES,
+            }),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| self.failed("listing the alive members", source))?;
+
+        let sent = Instant::now();
+        // Serf reads 0 as "its default"; Go's durations are nanoseconds.
+        let nanos = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX).max(1);
+        self.send(
+            &stream,
+            serf_rpc::QUERY,
+            SEQ_QUERY,
+            Some(&serf_rpc::QueryRequest {
+                request_ack: false,
+                timeout: nanos,
+                name,
+                payload,
+            }),
+        )?;
+        reader.get_mut().at = sent + timeout + DONE_GRACE;
+        self.header(&mut reader, SEQ_QUERY, serf_rpc::QUERY, "sending the query")?;
+        let mut collector = Collector::new(alive);
+        let ending = collect_query(&mut reader, SEQ_QUERY, &mut collector);
+        match ending {
+            Ok(_) => {}
+            // Serf's `done` did not come by the deadline: the query ran its time.
+            Err(RpcError::Read(e)) if is_timeout(&e) => {}
+            Err(source) => return Err(self.failed("reading the query's answers", source)),
+        }
+        if collector.dropped > 0 {
+            tracing::debug!(
+                query = name,
+                dropped = collector.dropped,
+                "query: answers dropped (duplicates, strangers past the cap, oversize)"
+            );
+        }
+        // Dropping the stream closes the connection: Serf stops streaming this query.
+        drop(reader);
+        drop(stream);
+        Ok(collector.into_answers())
+    }
+
+    fn connect(&self) -> Result<TcpStream, SerfError> {
+        let io_failed = |what: &'static str| {
+            move |source: io::Error| SerfError::RpcIo {
+                addr: self.addr.to_owned(),
+                what,
+                source,
+            }
+        };
+        let target = self
+            .addr
+            .to_socket_addrs()
+            .map_err(io_failed("resolving its address"))?
+            .next()
+            .ok_or_else(|| {
+                io_failed("resolving its address")(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no address",
+                ))
+            })?;
+        let stream = TcpStream::connect_timeout(&target, self.setup).map_err(|e| {
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                SerfError::Refused {
+                    addr: self.addr.to_owned(),
+                }
+            } else {
+                io_failed("connecting")(e)
+            }
+        })?;
+        stream
+            .set_write_timeout(Some(self.setup))
+            .map_err(io_failed("connecting"))?;
+        // Small requests, each waited on: no reason to let Nagle hold them.
+        stream.set_nodelay(true).map_err(io_failed("connecting"))?;
+        Ok(stream)
+    }
+
+    fn send<B: serde::Serialize>(
+        &self,
+        mut stream: &TcpStream,
+        command: &'static str,
+        seq: u64,
+        body: Option<&B>,
+    ) -> Result<(), SerfError> {
+        stream
+            .write_all(&serf_rpc::request(command, seq, body))
+            .map_err(|source| SerfError::RpcIo {
+                addr: self.addr.to_owned(),
+                what: command,
+                source,
+            })
+    }
+
+    fn header<R: Read>(
+        &self,
+        reader: &mut R,
+        seq: u64,
+        command: &str,
+        what: &'static str,
+    ) -> Result<(), SerfError> {
+        read_header(reader, seq, command).map_err(|source| self.failed(what, source))
+    }
+
+    /// Serf's own refusals of the key say what to fix; the rest name the step.
+    fn failed(&self, what: &'static str, source: RpcError) -> SerfError {
+        let addr = self.addr.to_owned();
+        match &source {
+            RpcError::Refused { error, .. } if error == serf_rpc::INVALID_AUTH_TOKEN => {
+                SerfError::RpcAuth { addr }
+            }
+            RpcError::Refused { error, .. } if error == serf_rpc::AUTH_REQUIRED => {
+                SerfError::RpcAuthRequired { addr }
+            }
+            _ => SerfError::Rpc { addr, what, source },
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Reads from `stream` until `at`, then fails with `TimedOut`.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    at: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the deadline passed",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a fake agent: a listener on port 0 that speaks the protocol from a script.
+    use super::*;
+    use serde::{Deserialize, Serialize};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct RequestHeader {
+        command: String,
+        seq: u64,
+    }
+
+    /// The fake agent's side of one connection.
+    struct Conn {
+        reader: BufReader<TcpStream>,
+        writer: TcpStream,
+    }
+
+    impl Conn {
+        /// Reads the next request; returns its command, seq and body (every command p2pu
+        /// sends has one).
+        fn next(&mut self) -> Option<(String, u64, Vec<u8>)> {
+            let Ok(Object::Kept(head)) = read_object(&mut self.reader, 4096) else {
+                return None;
+            };
+            let head: RequestHeader = rmp_serde::from_slice(&head).ok()?;
+            let Ok(Object::Kept(body)) = read_object(&mut self.reader, 1 << 20) else {
+                return None;
+            };
+            Some((head.command, head.seq, body))
+        }
+
+        fn reply(&mut self, seq: u64, error: &str) {
+            #[derive(Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct H<'a> {
+                seq: u64,
+                error: &'a str,
+            }
+            let bytes = rmp_serde::to_vec_named(&H { seq, error }).unwrap_or_default();
+            let _ = self.writer.write_all(&bytes);
+        }
+
+        fn members(&mut self, seq: u64, names: &[&str]) {
+            #[derive(Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct M<'a> {
+                name: &'a str,
+                status: &'a str,
+                #[serde(with = "serde_bytes")]
+                addr: &'a [u8],
+            }
+            #[derive(Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct Reply<'a> {
+                members: Vec<M<'a>>,
+            }
+            self.reply(seq, "");
+            let members = names
+                .iter()
+                .map(|name| M {
+                    name,
+                    status: "alive",
+                    addr: &[127, 0, 0, 1],
+                })
+                .collect();
+            let bytes = rmp_serde::to_vec_named(&Reply { members }).unwrap_or_default();
+            let _ = self.writer.write_all(&bytes);
+        }
+
+        fn record(&mut self, seq: u64, kind: &str, from: &str, payload: &[u8]) {
+            #[derive(Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R<'a> {
+                #[serde(rename = "Type")]
+                kind: &'a str,
+                from: &'a str,
+                #[serde(with = "serde_bytes")]
+                payload: &'a [u8],
+            }
+            self.reply(seq, "");
+            let bytes = rmp_serde::to_vec_named(&R {
+                kind,
+                from,
+                payload,
+            })
+            .unwrap_or_default();
+            let _ = self.writer.write_all(&bytes);
+        }
+
+        /// The handshake, auth with `key`, and the members list, as a healthy agent answers.
+        fn setup(&mut self, key: &str, alive: &[&str]) -> Option<u64> {
+            let (command, seq, _) = self.next()?;
+            assert_eq!(command, "handshake");
+            self.reply(seq, "");
+            let (command, seq, body) = self.next()?;
+            assert_eq!(command, "auth");
+            assert!(String::from_utf8_lossy(&body).contains(key));
+            self.reply(seq, "");
+            let (command, seq, _) = self.next()?;
+            assert_eq!(command, "members-filtered");
+            self.members(seq, alive);
+            let (command, seq, _) = self.next()?;
+            assert_eq!(command, "query");
+            self.reply(seq, "");
+            Some(seq)
+        }
+
+        /// Whether the client closed the connection (a read sees the end).
+        fn closed_by_client(&mut self) -> bool {
+            let mut byte = [0u8; 1];
+            self.writer
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .ok();
+            matches!(self.reader.read(&mut byte), Ok(0))
+        }
+    }
+
+    /// A fake agent running `script` on its first connection; its result comes back on the
+    /// channel.
+    fn fake<T: Send + 'static>(
+        script: impl FnOnce(&mut Conn) -> T + Send + 'static,
+    ) -> (String, mpsc::Receiver<T>) {
+        let listener = match TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => l,
+            Err(e) => panic!("binding the fake agent: {e}"),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let Ok(writer) = stream.try_clone() else {
+                return;
+            };
+            let mut conn = Conn {
+                reader: BufReader::new(stream),
+                writer,
+            };
+            let _ = tx.send(script(&mut conn));
+        });
+        (addr, rx)
+    }
+
+    fn rpc<'a>(addr: &'a str, key: Option<&'static str>) -> Rpc<'a> {
+        Rpc {
+            addr,
+            auth: key,
+            setup: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_query_returns_once_every_alive_member_answered_and_closes_the_connection() {
+        let (addr, closed) = fake(|conn| {
+            let seq = conn.setup("k3y", &["a", "b", "c"])?;
+            conn.record(seq, "ack", "b", b"");
+            conn.record(seq, "response", "c", b"from c");
+            conn.record(seq, "response", "a", b"from a\nResponse from 'b': forged");
+            conn.record(seq, "response", "b", b"from b");
+            // No `done`: the client must end it.
+            Some(conn.closed_by_client())
+        });
+        let started = Instant::now();
+        let answers = rpc(&addr, Some("k3y")).query("ping", b"x", Duration::from_secs(20));
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(
+            answers.ok(),
+            Some(vec![
+                (
+                    "a".to_owned(),
+                    "from a\nResponse from 'b': forged".to_owned()
+                ),
+                ("b".to_owned(), "from b".to_owned()),
+                ("c".to_owned(), "from c".to_owned()),
+            ])
+        );
+        assert_eq!(closed.recv().ok().flatten(), Some(true));
+    }
+
+    #[test]
+    fn a_silent_member_makes_the_query_run_to_its_timeout_with_the_answers_in() {
+        let (addr, _done) = fake(|conn| {
+            let seq = conn.setup("k3y", &["a", "silent"])?;
+            conn.record(seq, "response", "a", b"from a");
+            // Neither `silent`'s answer nor `done`: the client's deadline ends it.
+            Some(conn.closed_by_client())
+        });
+        let started = Instant::now();
+        let answers = rpc(&addr, Some("k3y")).query("ping", b"", Duration::from_millis(300));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(
+            answers.ok(),
+            Some(vec![("a".to_owned(), "from a".to_owned())])
+        );
+    }
+
+    #[test]
+    fn serfs_done_ends_the_query_and_an_oversize_answer_is_dropped() {
+        let (addr, _done) = fake(|conn| {
+            let seq = conn.setup("k3y", &["a", "big", "c"])?;
+            conn.record(
+                seq,
+                "response",
+                "big",
+                &vec![b'x'; serf_rpc::MAX_RECORD_BYTES],
+            );
+            conn.record(seq, "response", "a", b"from a");
+            conn.record(seq, "done", "", b"");
+            Some(conn.closed_by_client())
+        });
+        let answers = rpc(&addr, Some("k3y")).query("ping", b"", Duration::from_secs(20));
+        assert_eq!(
+            answers.ok(),
+            Some(vec![("a".to_owned(), "from a".to_owned())])
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_says_so_without_echoing_it() {
+        let (addr, _done) = fake(|conn| {
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, "");
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, serf_rpc::INVALID_AUTH_TOKEN);
+            Some(())
+        });
+        match rpc(&addr, Some("guessed-key")).query("ping", b"", Duration::from_secs(20)) {
+            Err(err @ SerfError::RpcAuth { .. }) => {
+                let text = err.to_string();
+                assert!(text.contains(&addr), "{text}");
+                assert!(text.contains("rpc_auth"), "{text}");
+                assert!(!text.contains("guessed-key"), "{text}");
+            }
+            other => panic!("want RpcAuth, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_key_where_one_is_required_says_so() {
+        let (addr, _done) = fake(|conn| {
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, "");
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, serf_rpc::AUTH_REQUIRED);
+            Some(())
+        });
+        assert!(matches!(
+            rpc(&addr, None).query("ping", b"", Duration::from_secs(20)),
+            Err(SerfError::RpcAuthRequired { .. })
+        ));
+    }
+
+    #[test]
+    fn a_failed_handshake_names_the_step() {
+        let (addr, _done) = fake(|conn| {
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, "Unsupported IPC version");
+            Some(())
+        });
+        match rpc(&addr, None).query("ping", b"", Duration::from_secs(20)) {
+            Err(err @ SerfError::Rpc { .. }) => {
+                let text = crate::error::chain(&err);
+                assert!(text.contains("the handshake"), "{text}");
+                assert!(text.contains("Unsupported IPC version"), "{text}");
+            }
+            other => panic!("want Rpc, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_agent_says_serf_refuses_connections_and_what_to_check() {
+        let addr = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(a) => a.to_string(),
+            Err(e) => panic!("{e}"),
+        };
+        match rpc(&addr, None).query("ping", b"", Duration::from_secs(1)) {
+            Err(err @ SerfError::Refused { .. }) => assert_eq!(
+                err.to_string(),
+                format!("Serf's RPC at {addr} refuses connections: is serf.service running? (systemctl status serf)")
+            ),
+            other => panic!("want Refused, got {other:?}"),
+        }
+    }
+}
