@@ -802,3 +802,126 @@ fn nodes_that_see_a_member_differently_both_finish() {
         );
     }
 }
+
+/// Issue 24's two adjacent slow members, interior by the signed roster (no rate advertised
+/// yet, as on a fresh fleet, or a stale or lying one): the heads of two of the four stripes
+/// turn slow (1 Mbit/s each way, the others 4) once the plan is fixed. Their healthy
+/// children see those stripes lag far behind their other two and leave them, naming them
+/// `slow` in their records, and take the stripes from each other rather than all from the
+/// origin: what the healthy nodes took from the origin stays under 1.75 payloads (the
+/// origin sends each stripe to its head once, and each lost stripe about once more; with
+/// every orphan going to the origin it would be about 2.5). Every node, the slow ones too,
+/// applies once by stripes.
+#[test]
+fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
+    if !support::prereq::root("the lab runs agents in a network namespace") {
+        return;
+    }
+    let nodes = 7;
+    let dir = lab_dir();
+    let lab = stripes_lab(&dir, nodes, "stripes = 4\nfan_out = 4\n");
+    lab.shape(&vec![4; nodes])
+        .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    let mib = 3;
+    let submitting = spawn_submit(&lab, dir.path(), mib);
+    let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
+    let mut roster_path = None;
+    support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
+        roster_path = std::fs::read_dir(&origin_dl)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "roster"));
+        roster_path.is_some()
+    });
+    let roster_path = roster_path.unwrap();
+    let info_hash = roster_path
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let roster =
+        p2pu::formats::roster::Roster::decode(&std::fs::read(&roster_path).unwrap()).unwrap();
+    let plan = p2pu::agent::transfer::topology::Plan::from_roster(
+        &hex::decode(&info_hash).unwrap(),
+        &roster,
+    )
+    .unwrap();
+    let lab_node = |name: &str| {
+        (1..=nodes)
+            .find(|&n| lab.node(n).unwrap().name == name)
+            .unwrap()
+    };
+    let members = nodes as u32;
+    let head = |s: usize| {
+        (0..members)
+            .find(|&m| m != plan.origin() && plan.parent(s, m) == Some(plan.origin()))
+            .expect("a head")
+    };
+    let slow = [head(0), head(1)];
+    for &m in &slow {
+        assert_eq!(
+            plan.class(m),
+            p2pu::agent::transfer::topology::Class::Full,
+            "the roster classes {} slow",
+            plan.name(m)
+        );
+        lab.reshape(lab_node(plan.name(m)), 1)
+            .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
+    }
+    let out = submitting.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&support::testlab::ok(out)).unwrap();
+    let seq = report["seq"].as_u64().unwrap();
+    let origin_name = plan.name(plan.origin()).to_string();
+    let slow_names: Vec<String> = slow.iter().map(|&m| plan.name(m).to_string()).collect();
+    let (mut from_origin, mut named_slow) = (0u64, 0);
+    for node in 1..=nodes {
+        let record = wait_applied(&lab, node, seq);
+        let name = lab.node(node).unwrap().name.clone();
+        if name == origin_name {
+            continue;
+        }
+        let log = std::fs::read_to_string(lab.node(node).unwrap().log("agent")).unwrap();
+        assert!(
+            log.contains("fetched by stripes"),
+            "node {node} did not fetch by stripes"
+        );
+        if slow_names.contains(&name) {
+            continue;
+        }
+        from_origin += record
+            .stripes
+            .iter()
+            .filter(|u| u.member == origin_name)
+            .map(|u| u64::from(u.blocks))
+            .sum::<u64>();
+        // A healthy child of a slow head names it slow.
+        for (s, &m) in slow.iter().enumerate() {
+            let child = plan
+                .node(&name)
+                .is_some_and(|n| plan.parent(s, n) == Some(m));
+            let named = record
+                .stripes
+                .iter()
+                .any(|u| u.member == slow_names[s] && u.left.as_deref() == Some("slow"));
+            if child {
+                assert!(
+                    named,
+                    "node {node}, a child of {} in stripe {s}, did not leave it as slow: {:?}",
+                    slow_names[s], record.stripes
+                );
+                named_slow += 1;
+            }
+        }
+    }
+    assert!(named_slow > 0, "no healthy child of a slow head");
+    let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
+    let blocks = u64::from(logged(&log, "fetched by stripes", "blocks").expect("block count"));
+    assert!(
+        from_origin * 4 <= blocks * 7,
+        "the healthy nodes took {from_origin} blocks from the origin, for a payload of {blocks}"
+    );
+}
