@@ -76,11 +76,13 @@ pub const HANG_LAG: f64 = REPAIR_LAG as f64;
 /// The shortest span of samples a node's pace is taken over for [`Receiver::silence_blames`].
 const PACE_MIN_SPAN: Duration = Duration::from_secs(1);
 
-/// What [`Receiver::sample`] saw: each stripe's held blocks and its source then.
+/// What [`Receiver::sample`] saw: each stripe's held blocks, the blocks its source sent
+/// (new or not), and its source then.
 #[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
     held: Vec<u32>,
+    delivered: Vec<u32>,
     sources: Vec<Option<Node>>,
 }
 
@@ -154,8 +156,11 @@ pub struct Receiver {
     repaired: u32,
     /// The members this node holds missing, and why: its own view, never shared.
     missing: BTreeMap<Node, Left>,
-    /// Held blocks per stripe, and [`Receiver::sample`]s over the last [`PACE_WINDOW`].
+    /// Held blocks per stripe, the checked blocks each stripe's source sent (repair from
+    /// others does not count: it hides a slow parent, it does not make it fast), and
+    /// [`Receiver::sample`]s over the last [`PACE_WINDOW`].
     stripe_held: Vec<u32>,
+    delivered: Vec<u32>,
     samples: VecDeque<Sample>,
 }
 
@@ -181,6 +186,7 @@ impl Receiver {
             repaired: 0,
             missing: BTreeMap::new(),
             stripe_held: vec![0; d],
+            delivered: vec![0; d],
             samples: VecDeque::new(),
         };
         // The origin holds the payload: it sends, it never receives.
@@ -252,6 +258,7 @@ impl Receiver {
         self.samples.push_back(Sample {
             at,
             held: self.stripe_held.clone(),
+            delivered: self.delivered.clone(),
             sources,
         });
         while self.samples.len() > 2 && self.samples[1].at + PACE_WINDOW <= at {
@@ -299,9 +306,9 @@ impl Receiver {
     }
 
     /// The stripes whose source is slow for this node, with that source: over the last
-    /// [`PACE_WINDOW`], with the same source throughout, the stripe gained under half the
-    /// median of what this node's other lacking stripes gained, and that median is at least
-    /// [`SLOW_MIN_GAIN`] blocks. A node whose downlink is slow sees every stripe creep alike
+    /// [`PACE_WINDOW`], with the same source throughout, the source sent under half the
+    /// median of what this node's other lacking stripes gained (by any means), and that
+    /// median is at least [`SLOW_MIN_GAIN`] blocks. A node whose downlink is slow sees every stripe creep alike
     /// and blames none; one lying member can make only the stripe it sends slow. Never the
     /// origin (it is waited out: the last resort).
     pub fn slow_sources(&self) -> Vec<(usize, Node)> {
@@ -325,7 +332,7 @@ impl Receiver {
                 }
                 others.sort_unstable();
                 let median = others[others.len() / 2];
-                let gained = last.held[s] - first.held[s];
+                let gained = last.delivered[s] - first.delivered[s];
                 (median >= SLOW_MIN_GAIN && gained * 2 < median).then_some((s, source))
             })
             .collect()
@@ -487,6 +494,10 @@ impl Receiver {
                 index,
                 source,
             });
+        }
+        let stripe = index as usize % self.plan.stripes();
+        if self.source(stripe) == Some(from) {
+            self.delivered[stripe] += 1;
         }
         if held {
             return Ok(Accepted::Duplicate);
@@ -796,6 +807,24 @@ mod tests {
         assert!(
             run([60, 60, 60, 31], 3).slow_sources().is_empty(),
             "under half only"
+        );
+        // Repair from another member fills the stripe, but does not make its source fast.
+        let mut r = run([60, 60, 60, 20], 0);
+        r.samples.clear();
+        r.sample(t0);
+        let neighbour = r.repair_sources(3)[0];
+        for _ in 0..30 {
+            let i = r.next_wanted(3).unwrap();
+            r.accept(neighbour, i, block(&data, i)).unwrap();
+        }
+        for (s, g) in [120, 120, 120, 60].iter().enumerate() {
+            take_upto(&mut r, &data, s, *g);
+        }
+        r.sample(t0 + Duration::from_secs(3));
+        assert_eq!(
+            r.slow_sources(),
+            vec![(3, parent)],
+            "repair hid a slow parent"
         );
         // A source that changed within the window is not judged yet.
         let mut r = fresh();

@@ -378,6 +378,7 @@ impl Striped<'_> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
         let mut not_yet = 0;
         let mut log = StripeLog::new(s as u32);
+        let mut previous: Option<Node> = None;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(StripedError::Stopping);
@@ -401,6 +402,14 @@ impl Striped<'_> {
             let (Some(source), Some(source_name)) = (source, source_name) else {
                 return Err(StripedError::NoSource { stripe: s });
             };
+            // Left by another thread (the repair loop's watch or one of its reads) between
+            // two requests: the record says why.
+            if let Some(p) = previous.filter(|&p| p != source) {
+                if let Some(why) = lock().0.why_left(p) {
+                    log.left(why);
+                }
+            }
+            previous = Some(source);
             log.asked(&source_name, next);
             let failed = |log: &mut StripeLog, why: Left| {
                 log.left(&why);
