@@ -804,15 +804,16 @@ fn nodes_that_see_a_member_differently_both_finish() {
 }
 
 /// Issue 24's two adjacent slow members, interior by the signed roster (no rate advertised
-/// yet, as on a fresh fleet, or a stale or lying one): the heads of two of the four stripes
-/// turn slow (1 Mbit/s each way, the others 4) once the plan is fixed. Their healthy
-/// children see those stripes lag far behind their other two and leave them, naming them
-/// `slow` in their records (or `hung`, where a repair read from one ran past its deadline
-/// first; at least one child names one slow), and take the stripes from each other rather than all from the
-/// origin: what the healthy nodes took from the origin stays under 1.75 payloads (the
-/// origin sends each stripe to its head once, and each lost stripe about once more; with
-/// every orphan going to the origin it would be about 2.5). Every node, the slow ones too,
-/// applies once by stripes.
+/// yet, as on a fresh fleet, or a stale or lying one): seven nodes, six stripes with a
+/// fan-out of six (each tree one head and five leaves, as the bench's 8 nodes have), links at
+/// 6 Mbit/s; once the plan is fixed, the heads of stripes 0 and 1 turn slow (1 Mbit/s each
+/// way). Their healthy children see those stripes lag far behind their others and leave
+/// them, naming them `slow` in their records (or hung, refused or crashed, where one of those
+/// was found first; at least one child names one slow), and take the stripes from
+/// each other rather than all from the origin: the healthy nodes take under 1.4 payloads
+/// from it (the heads of the other four stripes take two thirds of one, and each lost
+/// stripe is served about once more; with every orphan going to the origin it is about
+/// two). Every node, the slow ones too, applies once by stripes.
 #[test]
 fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     if !support::prereq::root("the lab runs agents in a network namespace") {
@@ -820,11 +821,10 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     }
     let nodes = 7;
     let dir = lab_dir();
-    let lab = stripes_lab(&dir, nodes, "stripes = 4\nfan_out = 4\n");
-    lab.shape(&vec![4; nodes])
+    let lab = stripes_lab(&dir, nodes, "stripes = 6\nfan_out = 6\n");
+    lab.shape(&vec![6; nodes])
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
-    let mib = 5;
-    let submitting = spawn_submit(&lab, dir.path(), mib);
+    let submitting = spawn_submit(&lab, dir.path(), 5);
     let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
     let mut roster_path = None;
     support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
@@ -856,9 +856,8 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
             .find(|&n| lab.node(n).unwrap().name == name)
             .unwrap()
     };
-    let members = nodes as u32;
     let head = |s: usize| {
-        (0..members)
+        (0..nodes as u32)
             .find(|&m| m != plan.origin() && plan.parent(s, m) == Some(plan.origin()))
             .expect("a head")
     };
@@ -878,7 +877,7 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     let seq = report["seq"].as_u64().unwrap();
     let origin_name = plan.name(plan.origin()).to_string();
     let slow_names: Vec<String> = slow.iter().map(|&m| plan.name(m).to_string()).collect();
-    let (mut from_origin, mut children, mut named_slow) = (0u64, 0, 0);
+    let mut healthy = Vec::new();
     for node in 1..=nodes {
         let record = wait_applied(&lab, node, seq);
         let name = lab.node(node).unwrap().name.clone();
@@ -890,47 +889,60 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
             log.contains("fetched by stripes"),
             "node {node} did not fetch by stripes"
         );
-        if slow_names.contains(&name) {
-            continue;
+        if !slow_names.contains(&name) {
+            healthy.push((node, name, record));
         }
-        from_origin += record
-            .stripes
-            .iter()
-            .filter(|u| u.member == origin_name)
-            .map(|u| u64::from(u.blocks))
-            .sum::<u64>();
-        // A healthy child of a slow head leaves it: as slow (its own observation), or as
-        // hung where a repair read from it ran past its deadline first.
+    }
+    let log = std::fs::read_to_string(lab.node(healthy[0].0).unwrap().log("agent")).unwrap();
+    let blocks = u64::from(logged(&log, "fetched by stripes", "blocks").expect("block count"));
+    let from_origin: u64 = healthy
+        .iter()
+        .flat_map(|(_, _, r)| &r.stripes)
+        .filter(|u| u.member == origin_name)
+        .map(|u| u64::from(u.blocks))
+        .sum();
+    eprintln!("the healthy nodes took {from_origin} blocks from the origin, of {blocks}");
+    assert!(
+        from_origin * 5 <= blocks * 7,
+        "the healthy nodes took {from_origin} blocks from the origin, for a payload of {blocks}"
+    );
+    let (mut children, mut named_slow) = (0, 0);
+    for (node, name, record) in &healthy {
+        // A healthy child of a slow head leaves it: as slow (its own observation), or for
+        // another reason found first (a repair read from it past its deadline: hung; its
+        // readers full: refused; a request timed out: crashed).
         for (s, &m) in slow.iter().enumerate() {
             if !plan
-                .node(&name)
+                .node(name)
                 .is_some_and(|n| plan.parent(s, n) == Some(m))
             {
                 continue;
             }
             let why = |reason: &str| {
-                record
-                    .stripes
-                    .iter()
-                    .any(|u| u.member == slow_names[s] && u.left.as_deref() == Some(reason))
+                record.stripes.iter().any(|u| {
+                    u.member == slow_names[s]
+                        && u.left.as_deref().is_some_and(|l| l.contains(reason))
+                })
             };
-            assert!(
-                why("slow") || why("hung"),
-                "node {node}, a child of {} in stripe {s}, did not leave it: {:?}",
-                slow_names[s],
-                record.stripes
-            );
+            if !why("") {
+                let log = std::fs::read_to_string(lab.node(*node).unwrap().log("agent"));
+                let lines: Vec<String> = log
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("stripe"))
+                    .map(str::to_owned)
+                    .collect();
+                panic!(
+                    "node {node}, a child of {} in stripe {s}, did not leave it: {:?}\n{}",
+                    slow_names[s],
+                    record.stripes,
+                    lines.join("\n")
+                );
+            }
             children += 1;
             named_slow += usize::from(why("slow"));
         }
     }
     assert!(children > 0, "no healthy child of a slow head");
     assert!(named_slow > 0, "no healthy child left a slow head as slow");
-    let log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
-    let blocks = u64::from(logged(&log, "fetched by stripes", "blocks").expect("block count"));
-    eprintln!("the healthy nodes took {from_origin} blocks from the origin, of {blocks}; {named_slow} of {children} children named a slow head slow");
-    assert!(
-        from_origin * 4 <= blocks * 7,
-        "the healthy nodes took {from_origin} blocks from the origin, for a payload of {blocks}"
-    );
 }

@@ -308,7 +308,8 @@ impl Receiver {
     /// The stripes whose source is slow for this node, with that source: over the last
     /// [`PACE_WINDOW`], with the same source throughout, the source sent under half the
     /// median of what this node's other lacking stripes gained (by any means), and that
-    /// median is at least [`SLOW_MIN_GAIN`] blocks. A node whose downlink is slow sees every stripe creep alike
+    /// median is at least [`SLOW_MIN_GAIN`] blocks; a source that sent none in the window is
+    /// left to the not-started wait and the hang rule. A node whose downlink is slow sees every stripe creep alike
     /// and blames none; one lying member can make only the stripe it sends slow. Never the
     /// origin (it is waited out: the last resort).
     pub fn slow_sources(&self) -> Vec<(usize, Node)> {
@@ -333,7 +334,10 @@ impl Receiver {
                 others.sort_unstable();
                 let median = others[others.len() / 2];
                 let gained = last.delivered[s] - first.delivered[s];
-                (median >= SLOW_MIN_GAIN && gained * 2 < median).then_some((s, source))
+                // A source that sent nothing in the window is not judged here: it has not
+                // started yet (404, waited for by the stream) or is silent (the hang rule).
+                (median >= SLOW_MIN_GAIN && gained > 0 && gained * 2 < median)
+                    .then_some((s, source))
             })
             .collect()
     }

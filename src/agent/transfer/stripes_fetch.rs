@@ -229,6 +229,7 @@ impl Striped<'_> {
         let (outcome, repaired) = std::thread::scope(|scope| {
             let (state, ended) = (&state, &ended);
             let repair = scope.spawn(move || self.repair(state, files, ended));
+            scope.spawn(move || self.watch(state, ended));
             let workers: Vec<_> = (0..stripes)
                 .map(|s| scope.spawn(move || self.stripe(s, state, files)))
                 .collect();
@@ -261,6 +262,24 @@ impl Striped<'_> {
         )
     }
 
+    /// Every [`REPAIR_EVERY`] until `ended`, notes each stripe's progress
+    /// ([`Receiver::sample`]) and leaves a source whose stripe lags far behind this node's
+    /// others as slow ([`Receiver::slow_sources`]): its stream moves to the next source, and
+    /// the stripe, an orphan's now, is repaired from neighbours meanwhile. A thread of its
+    /// own: the repair loop waits on its reads (up to [`REPAIR_DEADLINE`] each).
+    fn watch(&self, state: &Mutex<(Receiver, Have)>, ended: &AtomicBool) {
+        while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(REPAIR_EVERY);
+            let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+            guard.0.sample(std::time::Instant::now());
+            for (s, node) in guard.0.slow_sources() {
+                let name = guard.0.plan().name(node).to_string();
+                tracing::info!(stripe = s, source = %name, "stripe source far behind this node's other stripes: left as slow");
+                guard.0.left(node, Left::Slow);
+            }
+        }
+    }
+
     /// Pulls the blocks of stripes that [`Receiver::needs_repair`] names from their
     /// [`Receiver::repair_sources`], a repair read (`&n=`, at most [`MAX_REPAIR_BLOCKS`] held
     /// blocks, never waited for) at a time, every [`REPAIR_EVERY`] until `ended`. Each block
@@ -286,16 +305,7 @@ impl Striped<'_> {
         while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(REPAIR_EVERY);
             let jobs: Vec<_> = {
-                let mut guard = lock();
-                // A parent whose stripe lags far behind this node's others is slow for this
-                // node: left, so its stream moves to the next source and the stripe is
-                // repaired from neighbours meanwhile.
-                guard.0.sample(std::time::Instant::now());
-                for (s, node) in guard.0.slow_sources() {
-                    let name = guard.0.plan().name(node).to_string();
-                    tracing::info!(stripe = s, source = %name, "stripe source far behind this node's other stripes: left as slow");
-                    guard.0.left(node, Left::Slow);
-                }
+                let guard = lock();
                 let r = &guard.0;
                 (0..r.plan().stripes())
                     .filter_map(|s| {
