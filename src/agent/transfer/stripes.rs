@@ -76,8 +76,11 @@ pub const SLOW_MIN_GAIN: u32 = 24;
 /// a node whose own downlink is slow and so makes every source look silent by turns.
 pub const HANG_LAG: f64 = REPAIR_LAG as f64;
 
-/// The shortest span of samples a node's pace is taken over for [`Receiver::silence_blames`].
-const PACE_MIN_SPAN: Duration = Duration::from_secs(1);
+/// The shortest span of samples a node's pace is taken over for [`Receiver::silence_blames`]:
+/// under the hang rule's second, so that a source silent from the start is judged against
+/// the pace the node's other stripes began at (a slow parent whose probe answer queues
+/// behind its link's data was left as hung at the first second before).
+const PACE_MIN_SPAN: Duration = Duration::from_millis(500);
 
 /// What [`Receiver::sample`] saw: each stripe's held blocks, the blocks its source sent
 /// (new or not), and its source then.
@@ -283,7 +286,7 @@ impl Receiver {
     /// Blocks a second that each of this node's stripes but `stripe` gained over the
     /// samples (those complete at the first sample do not count): the node's own pace, what
     /// its downlink and its other parents give. `None` where there is no other stripe to
-    /// compare with or the samples span under a second.
+    /// compare with or the samples span under [`PACE_MIN_SPAN`].
     fn others_pace(&self, stripe: usize) -> Option<f64> {
         let (first, last) = self.window(PACE_MIN_SPAN)?;
         let others: Vec<usize> = (0..self.plan.stripes())
@@ -302,7 +305,8 @@ impl Receiver {
     /// the silence is as long as [`HANG_LAG`] of their blocks take (so at the hang rule's
     /// second on a node at a link's share); where they creep too, the node's own downlink
     /// is what is slow, and the source is waited for (the caller's read timeout bounds it).
-    /// With nothing to compare (one stripe, the others complete, the first second), it may.
+    /// With nothing to compare (one stripe, the others complete, the first half second), it
+    /// may.
     pub fn silence_blames(&self, stripe: usize, silent: Duration) -> bool {
         self.others_pace(stripe)
             .is_none_or(|pace| silent.as_secs_f64() * pace >= HANG_LAG)
