@@ -912,10 +912,7 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
         // another reason found first (a repair read from it past its deadline: hung; its
         // readers full: refused; a request timed out: crashed).
         for (s, &m) in slow.iter().enumerate() {
-            if !plan
-                .node(name)
-                .is_some_and(|n| plan.parent(s, n) == Some(m))
-            {
+            if plan.node(name).is_none_or(|n| plan.parent(s, n) != Some(m)) {
                 continue;
             }
             let why = |reason: &str| {
