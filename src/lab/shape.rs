@@ -52,6 +52,30 @@ impl Lab {
         Ok(())
     }
 
+    /// Changes node `index`'s rate each way, on a lab [`Lab::shape`] shaped, while it runs
+    /// (a member's link turning slow mid-transfer, after the plan was fixed).
+    pub fn reshape(&self, index: usize, mbit: u32) -> Result<()> {
+        self.node(index)?;
+        let ns = self.netns_name().to_owned();
+        for dev in ["lo", "ifb0"] {
+            let line = format!(
+                "class change dev {dev} parent 1: classid 1:{index:x} htb rate {mbit}mbit ceil {mbit}mbit"
+            );
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "tc"])
+                .args(line.split_whitespace())
+                .output()
+                .map_err(io("running", "ip"))?;
+            if !out.status.success() {
+                return Err(LabError::Shape {
+                    command: format!("tc {line}"),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `signal` to node `index`'s agent and its serving child (SIGSTOP: hung, alive to
     /// Serf; SIGCONT: resumed).
     pub fn signal_agent(&mut self, index: usize, signal: Signal) -> Result<()> {

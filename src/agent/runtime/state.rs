@@ -285,7 +285,8 @@ pub struct StripeUse {
     pub from: u32,
     /// The blocks it sent that this node checked and kept.
     pub blocks: u32,
-    /// Why it was left (`crashed`, `hung`, `refused`, `lied: block N failed its check`).
+    /// Why it was left (`crashed`, `hung`, `refused`, `lied: block N failed its check`,
+    /// `slow`: its stripe lagged far behind the node's others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
     /// A repair read's source (a neighbour or a lost parent's parent), not the stripe's

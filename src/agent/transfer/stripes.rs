@@ -12,10 +12,18 @@
 //! asked again), as is one that crashed, hung or refused; and sources come from the plan over
 //! this node's own view, so nodes whose views differ never wait on each other in a cycle
 //! (every source has a lower position in the stripe's tree, see `topology`).
+//!
+//! It also judges its parents by its own observation ([`Receiver::sample`]): a node takes
+//! its `d` stripes from `d` parents at once, so a parent whose stripe gains under half what
+//! the node's other stripes gain over [`PACE_WINDOW`] is slow *for this node*, whatever rate
+//! it advertised ([`Receiver::slow_sources`]); and a node whose own downlink is slow sees all
+//! its stripes slow alike, so it blames none, and judges a stripe's silence against its own
+//! pace ([`Receiver::silence_blames`]) rather than as a hang at once.
 
-use super::topology::{Node, Plan};
+use super::topology::{Class, Node, Plan};
 use crate::formats::blocks::{BlocksError, Leaves};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Why a member is missing to this node (it is never asked again during this transfer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +36,13 @@ pub enum Left {
     Refused,
     /// It sent block `block`, which did not match its leaf.
     Lied { block: u32 },
+    /// Its stripe gained under half what this node's other stripes gained over
+    /// [`PACE_WINDOW`] ([`Receiver::slow_sources`]).
+    Slow,
 }
 
 /// As the record says it (`p2pu status`): `crashed`, `hung`, `refused`, `lied: block N
-/// failed its check`.
+/// failed its check`, `slow`.
 impl std::fmt::Display for Left {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -39,12 +50,47 @@ impl std::fmt::Display for Left {
             Left::Hung => f.write_str("hung"),
             Left::Refused => f.write_str("refused"),
             Left::Lied { block } => write!(f, "lied: block {block} failed its check"),
+            Left::Slow => f.write_str("slow"),
         }
     }
 }
 
 /// How far a stripe may fall behind this node's furthest before it is repaired.
 pub const REPAIR_LAG: usize = 32;
+
+/// The window over which a node compares its stripes' progress: long enough that a second
+/// of a parent's TCP backing off, or a block's wait on a busy uplink, does not make it slow.
+pub const PACE_WINDOW: Duration = Duration::from_secs(3);
+
+/// A stripe is slow only where the median of the node's other stripes gained at least this
+/// many blocks over [`PACE_WINDOW`] (8 blocks a second: 1 Mbit/s a stripe): at the start,
+/// and on a node whose stripes all creep (its own downlink is slow), no parent is blamed.
+/// Not less: on a node at 5 Mbit/s with 8 stripes (about 5 blocks a second each) TCP
+/// shares the link unevenly enough that one stripe runs at under half the median for a
+/// while (the bench's slow nodes named healthy parents slow at 16).
+pub const SLOW_MIN_GAIN: u32 = 24;
+
+/// A stripe's silence blames its source once it has lasted as long as this many of the
+/// stripe's blocks take at the node's own pace ([`Receiver::silence_blames`]): at once (the
+/// hang rule's second) on a node whose other stripes flow at a link's share, some seconds on
+/// a node whose own downlink is slow and so makes every source look silent by turns.
+pub const HANG_LAG: f64 = REPAIR_LAG as f64;
+
+/// The shortest span of samples a node's pace is taken over for [`Receiver::silence_blames`]:
+/// under the hang rule's second, so that a source silent from the start is judged against
+/// the pace the node's other stripes began at (a slow parent whose probe answer queues
+/// behind its link's data was left as hung at the first second before).
+const PACE_MIN_SPAN: Duration = Duration::from_millis(500);
+
+/// What [`Receiver::sample`] saw: each stripe's held blocks, the blocks its source sent
+/// (new or not), and its source then.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    held: Vec<u32>,
+    delivered: Vec<u32>,
+    sources: Vec<Option<Node>>,
+}
 
 /// Why a stripe is repaired ([`Receiver::needs_repair`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +162,12 @@ pub struct Receiver {
     repaired: u32,
     /// The members this node holds missing, and why: its own view, never shared.
     missing: BTreeMap<Node, Left>,
+    /// Held blocks per stripe, the checked blocks each stripe's source sent (repair from
+    /// others does not count: it hides a slow parent, it does not make it fast), and
+    /// [`Receiver::sample`]s over the last [`PACE_WINDOW`].
+    stripe_held: Vec<u32>,
+    delivered: Vec<u32>,
+    samples: VecDeque<Sample>,
 }
 
 impl Receiver {
@@ -127,6 +179,7 @@ impl Receiver {
             None => Me::Late(name.to_string()),
         };
         let count = leaves.layout().count() as usize;
+        let d = plan.stripes();
         let mut receiver = Receiver {
             plan,
             leaves,
@@ -138,11 +191,17 @@ impl Receiver {
             received: 0,
             repaired: 0,
             missing: BTreeMap::new(),
+            stripe_held: vec![0; d],
+            delivered: vec![0; d],
+            samples: VecDeque::new(),
         };
         // The origin holds the payload: it sends, it never receives.
         if receiver.is_origin() {
             receiver.held.fill(true);
             receiver.held_count = count as u32;
+            for s in 0..d {
+                receiver.stripe_held[s] = receiver.stripe_total(s);
+            }
         }
         receiver
     }
@@ -167,10 +226,127 @@ impl Receiver {
         let origin = self.plan.origin();
         let source = match &self.me {
             Me::Member(node) if *node == origin => return None,
-            Me::Member(node) => self.plan.source(stripe, *node, missing),
+            Me::Member(node) => {
+                let source = self.plan.source(stripe, *node, missing);
+                // The origin is the last resort, not the first: a node that lost every
+                // interior member above it takes the stripe from a member before it in the
+                // tree (one that lost them too takes it from the origin, or from one before
+                // it), so the origin serves a failed parent's stripe about once more, not
+                // once per orphan.
+                if source == origin && self.plan.parent(stripe, *node) != Some(origin) {
+                    let skip = |n: Node| missing(n) || self.plan.class(n) == Class::Slow;
+                    self.plan.relief(stripe, *node, skip).unwrap_or(origin)
+                } else {
+                    source
+                }
+            }
             Me::Late(name) => self.plan.late_source(stripe, name, missing),
         };
         (source != origin || !missing(origin)).then_some(source)
+    }
+
+    /// Why this node holds `who` missing, if it does.
+    pub fn why_left(&self, who: Node) -> Option<&Left> {
+        self.missing.get(&who)
+    }
+
+    /// How many blocks `stripe` has.
+    fn stripe_total(&self, stripe: usize) -> u32 {
+        (stripe..self.held.len())
+            .step_by(self.plan.stripes())
+            .count() as u32
+    }
+
+    /// Takes note, at `at`, of each stripe's held blocks and source, keeping what
+    /// [`PACE_WINDOW`] needs: the caller calls it a few times a second.
+    pub fn sample(&mut self, at: Instant) {
+        let sources = (0..self.plan.stripes()).map(|s| self.source(s)).collect();
+        self.samples.push_back(Sample {
+            at,
+            held: self.stripe_held.clone(),
+            delivered: self.delivered.clone(),
+            sources,
+        });
+        while self.samples.len() > 2 && self.samples[1].at + PACE_WINDOW <= at {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The oldest and newest samples, where they span at least `span`.
+    fn window(&self, span: Duration) -> Option<(&Sample, &Sample)> {
+        let (first, last) = (self.samples.front()?, self.samples.back()?);
+        (last.at.saturating_duration_since(first.at) >= span).then_some((first, last))
+    }
+
+    /// Whether `stripe` was still lacking blocks at `sample`.
+    fn lacking(&self, sample: &Sample, stripe: usize) -> bool {
+        sample.held[stripe] < self.stripe_total(stripe)
+    }
+
+    /// Blocks a second that each of this node's stripes but `stripe` gained over the
+    /// samples (those complete at the first sample do not count): the node's own pace, what
+    /// its downlink and its other parents give. `None` where there is no other stripe to
+    /// compare with or the samples span under [`PACE_MIN_SPAN`].
+    fn others_pace(&self, stripe: usize) -> Option<f64> {
+        let (first, last) = self.window(PACE_MIN_SPAN)?;
+        let others: Vec<usize> = (0..self.plan.stripes())
+            .filter(|&s| s != stripe && self.lacking(first, s))
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let gained: u32 = others.iter().map(|&s| last.held[s] - first.held[s]).sum();
+        let secs = last.at.duration_since(first.at).as_secs_f64();
+        Some(f64::from(gained) / others.len() as f64 / secs)
+    }
+
+    /// Whether `stripe`'s source, silent for `silent`, may be blamed for it (left as hung
+    /// when it does not answer a probe either): where this node's other stripes flow, once
+    /// the silence is as long as [`HANG_LAG`] of their blocks take (so at the hang rule's
+    /// second on a node at a link's share); where they creep too, the node's own downlink
+    /// is what is slow, and the source is waited for (the caller's read timeout bounds it).
+    /// With nothing to compare (one stripe, the others complete, the first half second), it
+    /// may.
+    pub fn silence_blames(&self, stripe: usize, silent: Duration) -> bool {
+        self.others_pace(stripe)
+            .is_none_or(|pace| silent.as_secs_f64() * pace >= HANG_LAG)
+    }
+
+    /// The stripes whose source is slow for this node, with that source: over the last
+    /// [`PACE_WINDOW`], with the same source throughout, the source sent under half the
+    /// median of what this node's other lacking stripes gained (by any means), and that
+    /// median is at least [`SLOW_MIN_GAIN`] blocks; a source that sent none in the window is
+    /// left to the not-started wait and the hang rule. A node whose downlink is slow sees every stripe creep alike
+    /// and blames none; one lying member can make only the stripe it sends slow. Never the
+    /// origin (it is waited out: the last resort).
+    pub fn slow_sources(&self) -> Vec<(usize, Node)> {
+        let Some((first, last)) = self.window(PACE_WINDOW) else {
+            return Vec::new();
+        };
+        let origin = self.plan.origin();
+        (0..self.plan.stripes())
+            .filter_map(|s| {
+                let source = last.sources[s]?;
+                let steady = self.samples.iter().all(|x| x.sources[s] == Some(source));
+                if source == origin || !steady || !self.lacking(last, s) {
+                    return None;
+                }
+                let mut others: Vec<u32> = (0..self.plan.stripes())
+                    .filter(|&o| o != s && self.lacking(first, o))
+                    .map(|o| last.held[o] - first.held[o])
+                    .collect();
+                if others.is_empty() {
+                    return None;
+                }
+                others.sort_unstable();
+                let median = others[others.len() / 2];
+                let gained = last.delivered[s] - first.delivered[s];
+                // A source that sent nothing in the window is not judged here: it has not
+                // started yet (404, waited for by the stream) or is silent (the hang rule).
+                (median >= SLOW_MIN_GAIN && gained > 0 && gained * 2 < median)
+                    .then_some((s, source))
+            })
+            .collect()
     }
 
     /// The members to ask for `stripe`'s missing blocks when its source failed or lags:
@@ -330,12 +506,17 @@ impl Receiver {
                 source,
             });
         }
+        let stripe = index as usize % self.plan.stripes();
+        if self.source(stripe) == Some(from) {
+            self.delivered[stripe] += 1;
+        }
         if held {
             return Ok(Accepted::Duplicate);
         }
         self.held[index as usize] = true;
         self.held_count += 1;
         self.received += 1;
+        self.stripe_held[index as usize % self.plan.stripes()] += 1;
         let offset = self.leaves.layout().range(index).map_or(0, |r| r.start);
         Ok(Accepted::Store { offset })
     }
@@ -350,6 +531,7 @@ impl Receiver {
             self.held[index as usize] = true;
             self.held_count += 1;
             self.restored += 1;
+            self.stripe_held[index as usize % self.plan.stripes()] += 1;
         }
         Ok(())
     }
@@ -578,6 +760,187 @@ mod tests {
         take(&mut r, 2, 200);
         take(&mut r, 3, 200);
         assert!((0..4).all(|s| r.needs_repair(s).is_none()));
+    }
+
+    /// Takes stripe `s`'s blocks from its source until it holds `upto` of them.
+    fn take_upto(r: &mut Receiver, data: &[u8], s: usize, upto: u32) {
+        while r.stripe_held[s] < upto {
+            let i = r.next_wanted(s).unwrap();
+            let from = r.source(s).unwrap();
+            r.accept(from, i, block(data, i)).unwrap();
+        }
+    }
+
+    /// A node and the plan of 12 members, 4 stripes, whose parent in stripe 3 is not the
+    /// origin (so it can be left).
+    fn judged() -> (Plan, Leaves, Vec<u8>, Node) {
+        let params = Params {
+            stripes: 4,
+            fanout: 4,
+            neighbours: 2,
+        };
+        let (plan, leaves, data) = setup(12, 4 * 200, params);
+        let me = (0..12u32)
+            .find(|&n| n != plan.origin() && plan.parent(3, n).is_some_and(|p| p != plan.origin()))
+            .unwrap();
+        (plan, leaves, data, me)
+    }
+
+    /// A child judges its parents against each other: a stripe that gained under half the
+    /// median of its other stripes over `PACE_WINDOW`, from the same source throughout, names
+    /// that source slow; not before the window is full, not where all stripes creep alike
+    /// (the node's own downlink is slow), not for a lag under half, and never the origin.
+    #[test]
+    fn a_parent_whose_stripe_lags_far_behind_the_others_is_slow_for_its_child() {
+        let (plan, leaves, data, me) = judged();
+        let t0 = Instant::now();
+        let fresh = || Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+        let run = |gains: [u32; 4], secs: u64| {
+            let mut r = fresh();
+            r.sample(t0);
+            for (s, g) in gains.iter().enumerate() {
+                take_upto(&mut r, &data, s, *g);
+            }
+            r.sample(t0 + Duration::from_secs(secs));
+            r
+        };
+        let r = run([60, 60, 60, 20], 3);
+        let parent = plan.parent(3, me).unwrap();
+        assert_eq!(r.slow_sources(), vec![(3, parent)]);
+        assert!(
+            run([60, 60, 60, 20], 2).slow_sources().is_empty(),
+            "window not full"
+        );
+        assert!(
+            run([10, 10, 10, 2], 3).slow_sources().is_empty(),
+            "all creep: own link"
+        );
+        assert!(
+            run([60, 60, 60, 31], 3).slow_sources().is_empty(),
+            "under half only"
+        );
+        // Repair from another member fills the stripe, but does not make its source fast.
+        let mut r = run([60, 60, 60, 20], 0);
+        r.samples.clear();
+        r.sample(t0);
+        let neighbour = r.repair_sources(3)[0];
+        for _ in 0..30 {
+            let i = r.next_wanted(3).unwrap();
+            r.accept(neighbour, i, block(&data, i)).unwrap();
+        }
+        for (s, g) in [120, 120, 120, 60].iter().enumerate() {
+            take_upto(&mut r, &data, s, *g);
+        }
+        r.sample(t0 + Duration::from_secs(3));
+        assert_eq!(
+            r.slow_sources(),
+            vec![(3, parent)],
+            "repair hid a slow parent"
+        );
+        // A source that changed within the window is not judged yet.
+        let mut r = fresh();
+        r.sample(t0);
+        r.left(parent, Left::Crashed);
+        for (s, g) in [60, 60, 60, 20].iter().enumerate() {
+            take_upto(&mut r, &data, s, *g);
+        }
+        r.sample(t0 + Duration::from_secs(3));
+        assert!(r.slow_sources().is_empty());
+        // Left as slow, the stripe moves to another source, not the origin while one is left.
+        let mut r = run([60, 60, 60, 20], 3);
+        r.left(parent, Left::Slow);
+        assert_ne!(r.source(3), Some(parent));
+        assert_ne!(r.source(3), Some(plan.origin()));
+        assert_eq!(r.needs_repair(3), Some(Repair::Orphan));
+        assert_eq!(
+            r.named().collect::<Vec<_>>(),
+            vec![(plan.name(parent), &Left::Slow)]
+        );
+        // A stripe taken from the origin is never judged slow (the origin is waited out).
+        let head = (0..12u32)
+            .find(|&n| n != plan.origin() && plan.parent(3, n) == Some(plan.origin()))
+            .unwrap();
+        let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(head));
+        r.sample(t0);
+        for (s, g) in [60, 60, 60, 20].iter().enumerate() {
+            take_upto(&mut r, &data, s, *g);
+        }
+        r.sample(t0 + Duration::from_secs(3));
+        assert!(r.slow_sources().iter().all(|&(s, _)| s != 3));
+    }
+
+    /// A node whose own downlink is slow makes every source look silent by turns: a
+    /// silence blames the source only once it lasts `HANG_LAG` blocks of the node's own
+    /// pace; at a link's share that is the hang rule's second, as before.
+    #[test]
+    fn a_silence_blames_its_source_only_against_the_nodes_own_pace() {
+        let (plan, leaves, data, me) = judged();
+        let t0 = Instant::now();
+        let mut fast = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+        assert!(
+            fast.silence_blames(3, Duration::from_secs(1)),
+            "nothing to compare"
+        );
+        fast.sample(t0);
+        for s in 0..3 {
+            take_upto(&mut fast, &data, s, 96);
+        }
+        fast.sample(t0 + Duration::from_secs(2));
+        assert!(fast.silence_blames(3, Duration::from_secs(1)));
+        let mut slow = Receiver::new(plan.clone(), leaves, plan.name(me));
+        slow.sample(t0);
+        for s in 0..3 {
+            take_upto(&mut slow, &data, s, 10);
+        }
+        slow.sample(t0 + Duration::from_secs(2));
+        assert!(!slow.silence_blames(3, Duration::from_secs(1)));
+        assert!(!slow.silence_blames(3, Duration::from_secs(6)));
+        assert!(slow.silence_blames(3, Duration::from_secs(7)));
+    }
+
+    /// Bounding the origin on fail-over: when every interior member above them is missing,
+    /// the orphans take the stripe from members before them in the tree, so exactly one of
+    /// them takes it from the origin; the sources form no cycle and skip a member the roster
+    /// classes slow.
+    #[test]
+    fn orphans_of_a_lost_head_take_the_stripe_from_each_other_and_the_origin_once() {
+        let data: Vec<u8> = (0..64 * BLOCK).map(|i| (i % 251) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        // Eight members and eight stripes (the bench's lab), one classed slow.
+        let plan = Plan::new(b"ih", &fleet(8, &[6]), "n00", Params::DEFAULT).unwrap();
+        let origin = plan.origin();
+        let slow = plan.node("n06").unwrap();
+        for s in 0..plan.stripes() {
+            let Some(head) = (0..8u32).find(|&n| n != origin && plan.parent(s, n) == Some(origin))
+            else {
+                continue;
+            };
+            let sources: BTreeMap<Node, Node> = (0..8u32)
+                .filter(|&n| n != origin && n != head && plan.parent(s, n) == Some(head))
+                .map(|n| {
+                    let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
+                    r.left(head, Left::Slow);
+                    (n, r.source(s).unwrap())
+                })
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let from_origin = sources.values().filter(|&&x| x == origin).count();
+            assert_eq!(from_origin, 1, "stripe {s}: {sources:?}");
+            for (&n, &src) in &sources {
+                assert!(src != head && src != slow, "stripe {s}: {n} from {src}");
+                let mut at = src;
+                for _ in 0..8 {
+                    if at == origin {
+                        break;
+                    }
+                    at = sources[&at];
+                }
+                assert_eq!(at, origin, "stripe {s}: a cycle from {n}");
+            }
+        }
     }
 
     /// Rounds of an in-process fleet: every node asks each stripe's source for its next

@@ -229,6 +229,7 @@ impl Striped<'_> {
         let (outcome, repaired) = std::thread::scope(|scope| {
             let (state, ended) = (&state, &ended);
             let repair = scope.spawn(move || self.repair(state, files, ended));
+            scope.spawn(move || self.watch(state, ended));
             let workers: Vec<_> = (0..stripes)
                 .map(|s| scope.spawn(move || self.stripe(s, state, files)))
                 .collect();
@@ -259,6 +260,24 @@ impl Striped<'_> {
             self.info_hash,
             crate::formats::torrent::percent_encode(self.name)
         )
+    }
+
+    /// Every [`REPAIR_EVERY`] until `ended`, notes each stripe's progress
+    /// ([`Receiver::sample`]) and leaves a source whose stripe lags far behind this node's
+    /// others as slow ([`Receiver::slow_sources`]): its stream moves to the next source, and
+    /// the stripe, an orphan's now, is repaired from neighbours meanwhile. A thread of its
+    /// own: the repair loop waits on its reads (up to [`REPAIR_DEADLINE`] each).
+    fn watch(&self, state: &Mutex<(Receiver, Have)>, ended: &AtomicBool) {
+        while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(REPAIR_EVERY);
+            let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+            guard.0.sample(std::time::Instant::now());
+            for (s, node) in guard.0.slow_sources() {
+                let name = guard.0.plan().name(node).to_string();
+                tracing::info!(stripe = s, source = %name, "stripe source far behind this node's other stripes: left as slow");
+                guard.0.left(node, Left::Slow);
+            }
+        }
     }
 
     /// Pulls the blocks of stripes that [`Receiver::needs_repair`] names from their
@@ -369,6 +388,7 @@ impl Striped<'_> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
         let mut not_yet = 0;
         let mut log = StripeLog::new(s as u32);
+        let mut previous: Option<Node> = None;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(StripedError::Stopping);
@@ -392,6 +412,14 @@ impl Striped<'_> {
             let (Some(source), Some(source_name)) = (source, source_name) else {
                 return Err(StripedError::NoSource { stripe: s });
             };
+            // Left by another thread (the repair loop's watch or one of its reads) between
+            // two requests: the record says why.
+            if let Some(p) = previous.filter(|&p| p != source) {
+                if let Some(why) = lock().0.why_left(p) {
+                    log.left(why);
+                }
+            }
+            previous = Some(source);
             log.asked(&source_name, next);
             let failed = |log: &mut StripeLog, why: Left| {
                 log.left(&why);
@@ -439,12 +467,27 @@ impl Striped<'_> {
                 continue;
             }
             let probe = |limit: Duration| self.client.answers(addr, &path, limit);
+            let blames = |silent: Duration| lock().0.silence_blames(s, silent);
             let mut block = Vec::new();
             for index in (next..layout.count()).step_by(d) {
                 let len = layout.block_len(index).unwrap_or(0);
                 block.resize(len, 0);
-                let repaired = || lock().0.holds(index);
-                match self.read_block(&mut response.body, &mut block, &probe, &repaired) {
+                let woken = || {
+                    let guard = lock();
+                    if guard.0.holds(index) {
+                        return Woken::Repaired;
+                    }
+                    guard
+                        .0
+                        .why_left(source)
+                        .map_or(Woken::Waiting, |why| Woken::Left(why.clone()))
+                };
+                let watch = Watch {
+                    probe: &probe,
+                    woken: &woken,
+                    blames: &blames,
+                };
+                match self.read_block(&mut response.body, &mut block, &watch) {
                     Ok(()) => {}
                     // Repair brought it while the source was silent: ask again from the
                     // next block wanted.
@@ -463,7 +506,15 @@ impl Striped<'_> {
                     index,
                     &block,
                 )? {
-                    Ok(Accepted::Store { .. }) => log.kept(),
+                    Ok(Accepted::Store { .. }) => {
+                        log.kept();
+                        // Left meanwhile (slow, by the repair loop's watch): ask the next.
+                        if let Some(why) = guard.0.why_left(source) {
+                            tracing::info!(source = %source_name, stripe = s, index, "stripe source left: {why}");
+                            log.left(why);
+                            break;
+                        }
+                    }
                     // Repair took it first: read on through a few held blocks (cheaper than
                     // a new request), but ask again from the next block wanted once repair
                     // is further ahead.
@@ -491,13 +542,15 @@ impl Striped<'_> {
     /// a source silent for that long whose seed server does not answer `probe` has hung
     /// (`relay::hung`, the chain's rule); one that answers is waiting on its own source and is
     /// waited for, up to the client's read timeout of silence (then it counts as hung too).
-    /// `Err(None)` when, woken, the block is held already (`repaired`: a repair read brought it).
+    /// `Err(None)` when, woken, the block is held already (a repair read brought it). Both
+    /// the silence and the block's deadline blame the source only where `watch.blames` says
+    /// this node's other stripes flow meanwhile (`Receiver::silence_blames`): on a node whose
+    /// own downlink is slow they creep too, and the source is waited for.
     fn read_block(
         &self,
         body: &mut impl Read,
         block: &mut [u8],
-        probe: &dyn Fn(Duration) -> bool,
-        repaired: &dyn Fn() -> bool,
+        watch: &Watch<'_>,
     ) -> Result<(), Option<(Left, std::io::Error)>> {
         use std::io::ErrorKind;
         let mut filled = 0;
@@ -511,7 +564,7 @@ impl Striped<'_> {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(Some((Left::Crashed, std::io::Error::other("stopping"))));
             }
-            if began.is_some_and(|t| t.elapsed() > deadline) {
+            if began.is_some_and(|t| t.elapsed() > deadline && (watch.blames)(t.elapsed())) {
                 let why = format!(
                     "{filled} of a block's {} bytes in {:.1} s",
                     block.len(),
@@ -531,11 +584,16 @@ impl Striped<'_> {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if repaired() {
-                        return Err(None);
+                    match (watch.woken)() {
+                        Woken::Repaired => return Err(None),
+                        Woken::Left(why) => {
+                            let e = std::io::Error::other(format!("left as {why}"));
+                            return Err(Some((why, e)));
+                        }
+                        Woken::Waiting => {}
                     }
                     let silent = last_byte.elapsed();
-                    if super::relay::hung(silent, probe) {
+                    if (watch.blames)(silent) && super::relay::hung(silent, watch.probe) {
                         let why = format!(
                             "nothing for {:.1} s and no answer to a probe",
                             silent.as_secs_f64()
@@ -552,6 +610,24 @@ impl Striped<'_> {
         }
         Ok(())
     }
+}
+
+/// What a stripe's stream finds when woken by a second of silence.
+enum Woken {
+    /// A repair read brought the block it waits for.
+    Repaired,
+    /// Its source was left meanwhile (as slow, by the repair loop's watch), and why.
+    Left(Left),
+    Waiting,
+}
+
+/// What [`Striped::read_block`] asks while a block is late: `probe` the source's seed server
+/// within a limit, what it finds when `woken`, and whether a silence this long `blames` the
+/// source.
+struct Watch<'a> {
+    probe: &'a dyn Fn(Duration) -> bool,
+    woken: &'a dyn Fn() -> Woken,
+    blames: &'a dyn Fn(Duration) -> bool,
 }
 
 /// The two documents a striped fetch needs before any block, as a member served them and this

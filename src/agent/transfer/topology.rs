@@ -517,6 +517,28 @@ impl Plan {
         self.origin
     }
 
+    /// Where `node` takes `stripe` from when [`Plan::source`] has only the origin left for
+    /// it (every interior member above it is missing to it) and its planned parent is not the
+    /// origin: a member at a lower position in the stripe's tree, leaf or not, that `skip`
+    /// does not exclude, from a place hashed from its name. `None` for the first one left:
+    /// it takes the stripe from the origin, and the others from it or from each other, so
+    /// the origin serves the stripe about once more however many lost their parent. Every
+    /// answer has a lower position than `node`, so sources still form no cycle.
+    pub fn relief(&self, stripe: usize, node: Node, skip: impl Fn(Node) -> bool) -> Option<Node> {
+        let tree = &self.trees[stripe];
+        let i = *tree.position.get(node as usize)?;
+        if i == NONE {
+            return None;
+        }
+        let start = hash(
+            &self.seed,
+            b"relief",
+            &self.names[node as usize],
+            stripe as u64,
+        );
+        self.scan(tree, 0, u64::from(i), start, &skip)
+    }
+
     /// The first member not missing in positions `[first, end)`, from a hashed place on.
     fn scan(
         &self,
