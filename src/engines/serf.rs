@@ -105,6 +105,8 @@ pub enum SerfError {
     RpcAuth { addr: String },
     #[error("Serf's RPC at {addr} requires an rpc_auth key and none was given")]
     RpcAuthRequired { addr: String },
+    #[error("{addr} is held by a socket of uid {}, not root's: not Serf (serf.service runs as root); the rpc_auth key was not sent", uid.map_or("unknown".to_owned(), |u| u.to_string()))]
+    RpcNotSerf { addr: String, uid: Option<u32> },
 }
 
 impl crate::error::LayerError for SerfError {}
