@@ -19,11 +19,16 @@ use std::io::{self, Read};
 /// The only IPC version Serf speaks.
 pub const IPC_VERSION: i32 = 1;
 
-/// The most kept of one header or query record. A member's answer is capped by its own Serf
-/// (`query_response_size_limit`, 8 KiB in p2pu's config), but the querying Serf does not
-/// check the size of what it receives, and a compressed UDP packet may inflate past 64 KiB:
-/// a larger record is read through and skipped ([`Object::Skipped`]), not an error.
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// The largest answer an honest member sends: its Serf refuses a response message past
+/// `query_response_size_limit`, 8 KiB in p2pu's config (templates/serf/p2pu.json).
+pub const MAX_ANSWER_BYTES: usize = 8192;
+
+/// The most kept of one header or query record: an honest answer, its `From` (a host name)
+/// and the keys. The querying Serf does not check the size of what it receives, and a
+/// compromised member's compressed UDP packet may inflate to 64 KiB and more: a larger record
+/// is read through and skipped ([`Object::Skipped`]), not an error, so each alive name holds
+/// at most this much (3 times it as text, where every byte is invalid UTF-8) per query.
+pub const MAX_RECORD_BYTES: usize = MAX_ANSWER_BYTES + 4096;
 
 /// The most kept of the `members-filtered` reply: a name and at most 512 bytes of tags per
 /// member, so 8 MiB is thousands of members.
@@ -521,6 +526,31 @@ mod tests {
         assert_eq!(
             collector.into_answers(),
             [("b".to_owned(), "fine".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_answer_past_what_an_honest_serf_sends_is_dropped_and_one_at_the_limit_kept() {
+        let host = "n".repeat(253);
+        let mut stream = header(1, "");
+        stream.extend(record(
+            "response",
+            host.as_bytes(),
+            &[b'x'; MAX_ANSWER_BYTES],
+        ));
+        stream.extend(header(1, ""));
+        stream.extend(record("response", b"liar", &[0xff; 2 * MAX_ANSWER_BYTES]));
+        stream.extend(header(1, ""));
+        stream.extend(record("done", b"", b""));
+        let mut collector = alive(&[&host, "liar"]);
+        let ending = collect_query(&mut stream.as_slice(), 1, &mut collector);
+        assert_eq!(ending.ok(), Some(Ending::Done));
+        assert_eq!(collector.dropped, 1);
+        let answers = collector.into_answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(
+            (answers[0].0.as_str(), answers[0].1.len()),
+            (host.as_str(), MAX_ANSWER_BYTES)
         );
     }
 
