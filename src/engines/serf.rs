@@ -217,6 +217,14 @@ impl Serf {
         )
     }
 
+    fn rpc(&self) -> rpc::Rpc<'_> {
+        rpc::Rpc {
+            addr: &self.rpc_addr,
+            auth: self.rpc_auth.as_deref(),
+            setup: self.timeout,
+        }
+    }
+
     pub fn rpc_addr(&self) -> &str {
         &self.rpc_addr
     }
@@ -246,6 +254,10 @@ impl Serf {
 
     /// Runs the CLI and returns its stdout when it exits 0.
     fn run(&self, invocation: &Invocation, deadline: Duration) -> Result<Vec<u8>, SerfError> {
+        // The CLI sends the key to whatever listens on `rpc_addr` (see `rpc`'s header).
+        if self.rpc_auth.is_some() {
+            self.rpc().probe()?;
+        }
         let command = invocation.shown();
         let finished = invocation
             .run(Some(deadline))
@@ -351,12 +363,7 @@ impl Gossip for Serf {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<(String, String)>, SerfError> {
-        rpc::Rpc {
-            addr: &self.rpc_addr,
-            auth: self.rpc_auth.as_deref(),
-            setup: self.timeout,
-        }
-        .query(name, payload, timeout)
+        self.rpc().query(name, payload, timeout)
     }
 }
 

@@ -181,6 +181,14 @@ impl Rpc<'_> {
         Ok(stream)
     }
 
+    /// Connects and checks the listener, sending nothing: before the `serf` CLI is handed the
+    /// key (it checks nothing). Serf would have to die and a squatter take the port within
+    /// the moment between this and the CLI's own connection.
+    pub fn probe(&self) -> Result<(), SerfError> {
+        let stream = self.connect()?;
+        self.check_listener(&stream)
+    }
+
     /// Refuses a listener owned by anyone but root or this process's user (see the header),
     /// before the key goes out.
     fn check_listener(&self, stream: &TcpStream) -> Result<(), SerfError> {
@@ -448,11 +456,14 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("binding the fake agent: {e}"),
         };
-        fake_on(listener, script)
+        fake_on(listener, None, script)
     }
 
+    /// `fsuid`: the filesystem uid its thread accepts with, which the kernel then records as
+    /// the owner of the accepted socket (before the accept, the listener's).
     fn fake_on<T: Send + 'static>(
         listener: TcpListener,
+        fsuid: Option<u32>,
         script: impl FnOnce(&mut Conn) -> T + Send + 'static,
     ) -> (String, mpsc::Receiver<T>) {
         let addr = listener
@@ -461,6 +472,10 @@ mod tests {
             .unwrap_or_default();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
+            if let Some(fsuid) = fsuid {
+                // SAFETY: setfsuid changes this thread's filesystem uid only.
+                unsafe { nix::libc::setfsuid(fsuid) };
+            }
             let Ok((stream, _)) = listener.accept() else {
                 return;
             };
@@ -550,11 +565,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_port_squatter_of_another_user_gets_no_key_and_answers_nothing() {
-        // A local user's listener on the RPC port while Serf is down: the socket is made by a
-        // thread whose filesystem uid (what the kernel records as a socket's owner) is
-        // nobody's; everything else answers as a healthy agent would, with forged answers.
+    /// A local user's listener on the RPC port while Serf is down: the sockets are made by
+    /// threads whose filesystem uid (what the kernel records as a socket's owner) is
+    /// nobody's; everything else answers as a healthy agent would, with forged answers. What
+    /// it heard comes back.
+    fn squatter() -> (String, mpsc::Receiver<Vec<String>>) {
         let listener = thread::spawn(|| {
             // SAFETY: setfsuid changes this short-lived thread's filesystem uid only.
             unsafe { nix::libc::setfsuid(65534) };
@@ -564,7 +579,7 @@ mod tests {
         let Ok(Ok(listener)) = listener else {
             panic!("binding the squatter");
         };
-        let (addr, heard) = fake_on(listener, |conn| {
+        fake_on(listener, Some(65534), |conn| {
             let mut heard = Vec::new();
             while let Some((command, seq, body)) = conn.next() {
                 match command.as_str() {
@@ -578,7 +593,12 @@ mod tests {
                 heard.push(String::from_utf8_lossy(&body).into_owned());
             }
             heard
-        });
+        })
+    }
+
+    #[test]
+    fn a_port_squatter_of_another_user_gets_no_key_and_answers_nothing() {
+        let (addr, heard) = squatter();
         match rpc(&addr, Some("k3y")).query("ping", b"", Duration::from_secs(5)) {
             Err(
                 err @ SerfError::RpcNotSerf {
@@ -589,6 +609,25 @@ mod tests {
             }
             other => panic!("want RpcNotSerf, got {other:?}"),
         }
+        let heard = heard.recv().unwrap_or_default();
+        assert!(heard.is_empty(), "the squatter heard {heard:?}");
+    }
+
+    #[test]
+    fn the_cli_is_not_handed_the_key_for_a_port_squatter() {
+        use crate::engines::serf::{Gossip, Serf};
+        let (addr, heard) = squatter();
+        // `true` stands in for the CLI: run, it would "succeed" with no members.
+        let serf = Serf::new(addr)
+            .with_auth(Some("k3y".into()))
+            .with_binary("true");
+        match serf.user_event("p2pu-update", b"x", false) {
+            Err(SerfError::RpcNotSerf {
+                uid: Some(65534), ..
+            }) => {}
+            other => panic!("want RpcNotSerf, got {other:?}"),
+        }
+        drop(serf);
         let heard = heard.recv().unwrap_or_default();
         assert!(heard.is_empty(), "the squatter heard {heard:?}");
     }
