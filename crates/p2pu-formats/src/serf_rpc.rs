@@ -307,8 +307,19 @@ pub fn member_names(reply: &[u8]) -> Result<BTreeSet<String>, RpcError> {
     Ok(reply
         .members
         .into_iter()
-        .map(|m| String::from_utf8_lossy(&m.name).into_owned())
+        .map(|m| node_name(&m.name))
         .collect())
+}
+
+/// A member's name as p2pu shows, logs and compares it: invalid UTF-8 and control characters
+/// (a member picks its name, and a `From` at will) become U+FFFD, so a newline or a terminal
+/// escape in one forges no log line of the asker's and moves no cursor. Honest names are host
+/// names, which have neither.
+pub fn node_name(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// The answers of one query as they come: the first answer under each name counts (Serf
@@ -334,9 +345,9 @@ impl Collector {
     }
 
     /// Takes one response; invalid UTF-8 in either becomes U+FFFD (as `serf query
-    /// -format=json` printed it).
+    /// -format=json` printed it), and so do control characters in `from` ([`node_name`]).
     pub fn response(&mut self, from: &[u8], payload: &[u8]) {
-        let from = String::from_utf8_lossy(from).into_owned();
+        let from = node_name(from);
         if self.answers.contains_key(&from) {
             self.dropped += 1;
             return;
@@ -551,6 +562,33 @@ mod tests {
         assert_eq!(
             (answers[0].0.as_str(), answers[0].1.len()),
             (host.as_str(), MAX_ANSWER_BYTES)
+        );
+    }
+
+    #[test]
+    fn control_characters_in_a_members_name_are_replaced_alike_in_the_list_and_its_answer() {
+        let name = b"evil\n2026-12-06T23:00:00Z  INFO agent: applied\x1b[2J";
+        let mut members = Vec::new();
+        members.extend(b"\x81\xa7Members\x91\x82\xa4Name");
+        members.push(0xc4);
+        members.push(name.len() as u8);
+        members.extend(name);
+        members.extend(b"\xa6Status\xa5alive");
+        let alive = member_names(&members).unwrap_or_default();
+        let mut collector = Collector::new(alive);
+        collector.response(name, b"hi");
+        assert!(collector.complete());
+        let answers = collector.into_answers();
+        assert_eq!(answers.len(), 1);
+        assert!(
+            !answers[0].0.chars().any(char::is_control),
+            "{:?}",
+            answers[0].0
+        );
+        assert!(
+            answers[0].0.starts_with("evil\u{fffd}2026"),
+            "{:?}",
+            answers[0].0
         );
     }
 
