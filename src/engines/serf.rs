@@ -105,6 +105,8 @@ pub enum SerfError {
     RpcAuth { addr: String },
     #[error("Serf's RPC at {addr} requires an rpc_auth key and none was given")]
     RpcAuthRequired { addr: String },
+    #[error("{addr} is held by a socket of uid {}, not root's: not Serf (serf.service runs as root); the rpc_auth key was not sent", uid.map_or("unknown".to_owned(), |u| u.to_string()))]
+    RpcNotSerf { addr: String, uid: Option<u32> },
 }
 
 impl crate::error::LayerError for SerfError {}
@@ -215,6 +217,14 @@ impl Serf {
         )
     }
 
+    fn rpc(&self) -> rpc::Rpc<'_> {
+        rpc::Rpc {
+            addr: &self.rpc_addr,
+            auth: self.rpc_auth.as_deref(),
+            setup: self.timeout,
+        }
+    }
+
     pub fn rpc_addr(&self) -> &str {
         &self.rpc_addr
     }
@@ -244,6 +254,10 @@ impl Serf {
 
     /// Runs the CLI and returns its stdout when it exits 0.
     fn run(&self, invocation: &Invocation, deadline: Duration) -> Result<Vec<u8>, SerfError> {
+        // The CLI sends the key to whatever listens on `rpc_addr` (see `rpc`'s header).
+        if self.rpc_auth.is_some() {
+            self.rpc().probe()?;
+        }
         let command = invocation.shown();
         let finished = invocation
             .run(Some(deadline))
@@ -349,12 +363,7 @@ impl Gossip for Serf {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<(String, String)>, SerfError> {
-        rpc::Rpc {
-            addr: &self.rpc_addr,
-            auth: self.rpc_auth.as_deref(),
-            setup: self.timeout,
-        }
-        .query(name, payload, timeout)
+        self.rpc().query(name, payload, timeout)
     }
 }
 

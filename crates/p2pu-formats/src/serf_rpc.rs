@@ -19,11 +19,16 @@ use std::io::{self, Read};
 /// The only IPC version Serf speaks.
 pub const IPC_VERSION: i32 = 1;
 
-/// The most kept of one header or query record. A member's answer is capped by its own Serf
-/// (`query_response_size_limit`, 8 KiB in p2pu's config), but the querying Serf does not
-/// check the size of what it receives, and a compressed UDP packet may inflate past 64 KiB:
-/// a larger record is read through and skipped ([`Object::Skipped`]), not an error.
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// The largest answer an honest member sends: its Serf refuses a response message past
+/// `query_response_size_limit`, 8 KiB in p2pu's config (templates/serf/p2pu.json).
+pub const MAX_ANSWER_BYTES: usize = 8192;
+
+/// The most kept of one header or query record: an honest answer, its `From` (a host name)
+/// and the keys. The querying Serf does not check the size of what it receives, and a
+/// compromised member's compressed UDP packet may inflate to 64 KiB and more: a larger record
+/// is read through and skipped ([`Object::Skipped`]), not an error, so each alive name holds
+/// at most this much (3 times it as text, where every byte is invalid UTF-8) per query.
+pub const MAX_RECORD_BYTES: usize = MAX_ANSWER_BYTES + 4096;
 
 /// The most kept of the `members-filtered` reply: a name and at most 512 bytes of tags per
 /// member, so 8 MiB is thousands of members.
@@ -302,8 +307,19 @@ pub fn member_names(reply: &[u8]) -> Result<BTreeSet<String>, RpcError> {
     Ok(reply
         .members
         .into_iter()
-        .map(|m| String::from_utf8_lossy(&m.name).into_owned())
+        .map(|m| node_name(&m.name))
         .collect())
+}
+
+/// A member's name as p2pu shows, logs and compares it: invalid UTF-8 and control characters
+/// (a member picks its name, and a `From` at will) become U+FFFD, so a newline or a terminal
+/// escape in one forges no log line of the asker's and moves no cursor. Honest names are host
+/// names, which have neither.
+pub fn node_name(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// The answers of one query as they come: the first answer under each name counts (Serf
@@ -329,9 +345,9 @@ impl Collector {
     }
 
     /// Takes one response; invalid UTF-8 in either becomes U+FFFD (as `serf query
-    /// -format=json` printed it).
+    /// -format=json` printed it), and so do control characters in `from` ([`node_name`]).
     pub fn response(&mut self, from: &[u8], payload: &[u8]) {
-        let from = String::from_utf8_lossy(from).into_owned();
+        let from = node_name(from);
         if self.answers.contains_key(&from) {
             self.dropped += 1;
             return;
@@ -521,6 +537,58 @@ mod tests {
         assert_eq!(
             collector.into_answers(),
             [("b".to_owned(), "fine".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_answer_past_what_an_honest_serf_sends_is_dropped_and_one_at_the_limit_kept() {
+        let host = "n".repeat(253);
+        let mut stream = header(1, "");
+        stream.extend(record(
+            "response",
+            host.as_bytes(),
+            &[b'x'; MAX_ANSWER_BYTES],
+        ));
+        stream.extend(header(1, ""));
+        stream.extend(record("response", b"liar", &[0xff; 2 * MAX_ANSWER_BYTES]));
+        stream.extend(header(1, ""));
+        stream.extend(record("done", b"", b""));
+        let mut collector = alive(&[&host, "liar"]);
+        let ending = collect_query(&mut stream.as_slice(), 1, &mut collector);
+        assert_eq!(ending.ok(), Some(Ending::Done));
+        assert_eq!(collector.dropped, 1);
+        let answers = collector.into_answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(
+            (answers[0].0.as_str(), answers[0].1.len()),
+            (host.as_str(), MAX_ANSWER_BYTES)
+        );
+    }
+
+    #[test]
+    fn control_characters_in_a_members_name_are_replaced_alike_in_the_list_and_its_answer() {
+        let name = b"evil\n2026-12-06T23:00:00Z  INFO agent: applied\x1b[2J";
+        let mut members = Vec::new();
+        members.extend(b"\x81\xa7Members\x91\x82\xa4Name");
+        members.push(0xc4);
+        members.push(name.len() as u8);
+        members.extend(name);
+        members.extend(b"\xa6Status\xa5alive");
+        let alive = member_names(&members).unwrap_or_default();
+        let mut collector = Collector::new(alive);
+        collector.response(name, b"hi");
+        assert!(collector.complete());
+        let answers = collector.into_answers();
+        assert_eq!(answers.len(), 1);
+        assert!(
+            !answers[0].0.chars().any(char::is_control),
+            "{:?}",
+            answers[0].0
+        );
+        assert!(
+            answers[0].0.starts_with("evil\u{fffd}2026"),
+            "{:?}",
+            answers[0].0
         );
     }
 

@@ -5,18 +5,31 @@
 //! safely: a member chooses its answer, and newlines in it could forge another member's line.
 //! The framing and the records are `formats::serf_rpc`'s; this module owns the socket, the
 //! deadlines and the errors.
+//!
+//! Serf's RPC authenticates the client only: whatever listens on `rpc_addr` gets the key in
+//! `auth`. Port 7373 is not privileged, so while Serf is down (a restart, a crash, boot) any
+//! local user (`debian-transmission` among them) can listen there, take the key (which buys
+//! Serf's `list-keys`, the fleet's gossip keyring) and answer queries as the whole fleet.
+//! Before sending anything the client therefore checks, on the connection itself, that the
+//! socket it reached belongs to root (Debian's serf.service) or to this process's own user.
 
 use super::SerfError;
 use crate::formats::serf_rpc::{
     self, collect_query, read_header, read_object, Collector, Object, RpcError,
 };
 use std::io::{self, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// How long past the query's timeout its `done` may take to arrive (Serf starts its clock
 /// when it gets the request, a little after ours).
 const DONE_GRACE: Duration = Duration::from_millis(300);
+
+/// A deadline no query reaches (a century).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How long the kernel may take to list the accepted end of a fresh loopback connection.
+const LISTED_WITHIN: Duration = Duration::from_millis(200);
 
 /// The sequence numbers of the requests, one connection each query.
 const SEQ_HANDSHAKE: u64 = 0;
@@ -42,6 +55,7 @@ impl Rpc<'_> {
         timeout: Duration,
     ) -> Result<Vec<(String, String)>, SerfError> {
         let stream = self.connect()?;
+        self.check_listener(&stream)?;
         let mut reader = BufReader::new(Deadline {
             stream: &stream,
             at: Instant::now() + self.setup,
@@ -105,7 +119,10 @@ impl Rpc<'_> {
                 payload,
             }),
         )?;
-        reader.get_mut().at = sent + timeout + DONE_GRACE;
+        // A timeout past what `Instant` holds (`fleet status --timeout 1e19`) waits for good.
+        reader.get_mut().at = sent
+            .checked_add(timeout.saturating_add(DONE_GRACE))
+            .unwrap_or_else(|| sent + FOREVER);
         self.header(&mut reader, SEQ_QUERY, serf_rpc::QUERY, "sending the query")?;
         let mut collector = Collector::new(alive);
         let ending = collect_query(&mut reader, SEQ_QUERY, &mut collector);
@@ -164,6 +181,52 @@ impl Rpc<'_> {
         Ok(stream)
     }
 
+    /// Connects and checks the listener, sending nothing: before the `serf` CLI is handed the
+    /// key (it checks nothing). Serf would have to die and a squatter take the port within
+    /// the moment between this and the CLI's own connection.
+    pub fn probe(&self) -> Result<(), SerfError> {
+        let stream = self.connect()?;
+        self.check_listener(&stream)
+    }
+
+    /// Refuses a listener owned by anyone but root or this process's user (see the header),
+    /// before the key goes out.
+    fn check_listener(&self, stream: &TcpStream) -> Result<(), SerfError> {
+        let io_failed = |source: io::Error| SerfError::RpcIo {
+            addr: self.addr.to_owned(),
+            what: "checking who listens",
+            source,
+        };
+        let (local, peer) = (
+            stream.local_addr().map_err(io_failed)?,
+            stream.peer_addr().map_err(io_failed)?,
+        );
+        let table = if peer.is_ipv4() {
+            "/proc/net/tcp"
+        } else {
+            "/proc/net/tcp6"
+        };
+        let started = Instant::now();
+        let uid = loop {
+            let text = std::fs::read_to_string(table).map_err(io_failed)?;
+            if let Some(uid) = socket_uid(&text, peer, local) {
+                break Some(uid);
+            }
+            if started.elapsed() >= LISTED_WITHIN {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        match uid {
+            Some(uid) if uid == 0 || uid == me => Ok(()),
+            uid => Err(SerfError::RpcNotSerf {
+                addr: self.addr.to_owned(),
+                uid,
+            }),
+        }
+    }
+
     fn send<B: serde::Serialize>(
         &self,
         mut stream: &TcpStream,
@@ -203,6 +266,35 @@ impl Rpc<'_> {
             _ => SerfError::Rpc { addr, what, source },
         }
     }
+}
+
+/// The owner of the socket whose local end is `local` and remote end `remote`, from the
+/// kernel's table (`/proc/net/tcp` or `tcp6`: addresses as the hex of their 32-bit words in
+/// memory order, ports as hex numbers, the uid in the eighth column).
+fn socket_uid(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+    let (local, remote) = (proc_addr(local), proc_addr(remote));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (l, r, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        (l.eq_ignore_ascii_case(&local) && r.eq_ignore_ascii_case(&remote))
+            .then(|| uid.parse().ok())
+            .flatten()
+    })
+}
+
+fn proc_addr(addr: SocketAddr) -> String {
+    let octets: Vec<u8> = match addr.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    let words: String = octets
+        .chunks_exact(4)
+        .map(|w| {
+            let word: [u8; 4] = w.try_into().unwrap_or_default();
+            format!("{:08X}", u32::from_ne_bytes(word))
+        })
+        .collect();
+    format!("{words}:{:04X}", addr.port())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -364,12 +456,26 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("binding the fake agent: {e}"),
         };
+        fake_on(listener, None, script)
+    }
+
+    /// `fsuid`: the filesystem uid its thread accepts with, which the kernel then records as
+    /// the owner of the accepted socket (before the accept, the listener's).
+    fn fake_on<T: Send + 'static>(
+        listener: TcpListener,
+        fsuid: Option<u32>,
+        script: impl FnOnce(&mut Conn) -> T + Send + 'static,
+    ) -> (String, mpsc::Receiver<T>) {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
+            if let Some(fsuid) = fsuid {
+                // SAFETY: setfsuid changes this thread's filesystem uid only.
+                unsafe { nix::libc::setfsuid(fsuid) };
+            }
             let Ok((stream, _)) = listener.accept() else {
                 return;
             };
@@ -453,6 +559,87 @@ mod tests {
             Some(conn.closed_by_client())
         });
         let answers = rpc(&addr, Some("k3y")).query("ping", b"", Duration::from_secs(20));
+        assert_eq!(
+            answers.ok(),
+            Some(vec![("a".to_owned(), "from a".to_owned())])
+        );
+    }
+
+    /// A local user's listener on the RPC port while Serf is down: the sockets are made by
+    /// threads whose filesystem uid (what the kernel records as a socket's owner) is
+    /// nobody's; everything else answers as a healthy agent would, with forged answers. What
+    /// it heard comes back.
+    fn squatter() -> (String, mpsc::Receiver<Vec<String>>) {
+        let listener = thread::spawn(|| {
+            // SAFETY: setfsuid changes this short-lived thread's filesystem uid only.
+            unsafe { nix::libc::setfsuid(65534) };
+            TcpListener::bind("127.0.0.1:0")
+        })
+        .join();
+        let Ok(Ok(listener)) = listener else {
+            panic!("binding the squatter");
+        };
+        fake_on(listener, Some(65534), |conn| {
+            let mut heard = Vec::new();
+            while let Some((command, seq, body)) = conn.next() {
+                match command.as_str() {
+                    "members-filtered" => conn.members(seq, &["a"]),
+                    "query" => {
+                        conn.reply(seq, "");
+                        conn.record(seq, "response", "a", b"forged");
+                    }
+                    _ => conn.reply(seq, ""),
+                }
+                heard.push(String::from_utf8_lossy(&body).into_owned());
+            }
+            heard
+        })
+    }
+
+    #[test]
+    fn a_port_squatter_of_another_user_gets_no_key_and_answers_nothing() {
+        let (addr, heard) = squatter();
+        match rpc(&addr, Some("k3y")).query("ping", b"", Duration::from_secs(5)) {
+            Err(
+                err @ SerfError::RpcNotSerf {
+                    uid: Some(65534), ..
+                },
+            ) => {
+                assert!(!err.to_string().contains("k3y"), "{err}")
+            }
+            other => panic!("want RpcNotSerf, got {other:?}"),
+        }
+        let heard = heard.recv().unwrap_or_default();
+        assert!(heard.is_empty(), "the squatter heard {heard:?}");
+    }
+
+    #[test]
+    fn the_cli_is_not_handed_the_key_for_a_port_squatter() {
+        use crate::engines::serf::{Gossip, Serf};
+        let (addr, heard) = squatter();
+        // `true` stands in for the CLI: run, it would "succeed" with no members.
+        let serf = Serf::new(addr)
+            .with_auth(Some("k3y".into()))
+            .with_binary("true");
+        match serf.user_event("p2pu-update", b"x", false) {
+            Err(SerfError::RpcNotSerf {
+                uid: Some(65534), ..
+            }) => {}
+            other => panic!("want RpcNotSerf, got {other:?}"),
+        }
+        drop(serf);
+        let heard = heard.recv().unwrap_or_default();
+        assert!(heard.is_empty(), "the squatter heard {heard:?}");
+    }
+
+    #[test]
+    fn a_timeout_past_what_an_instant_holds_waits_instead_of_panicking() {
+        let (addr, _done) = fake(|conn| {
+            let seq = conn.setup("k3y", &["a"])?;
+            conn.record(seq, "response", "a", b"from a");
+            Some(conn.closed_by_client())
+        });
+        let answers = rpc(&addr, Some("k3y")).query("ping", b"", Duration::MAX);
         assert_eq!(
             answers.ok(),
             Some(vec![("a".to_owned(), "from a".to_owned())])
