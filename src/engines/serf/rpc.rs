@@ -201,10 +201,12 @@ impl Rpc<'_> {
             stream.local_addr().map_err(io_failed)?,
             stream.peer_addr().map_err(io_failed)?,
         );
+        // The calling thread's own namespace's table: a thread that entered a network namespace
+        // (the lab's nodes) would find its connection missing from the process's `/proc/net`.
         let table = if peer.is_ipv4() {
-            "/proc/net/tcp"
+            "/proc/thread-self/net/tcp"
         } else {
-            "/proc/net/tcp6"
+            "/proc/thread-self/net/tcp6"
         };
         let started = Instant::now();
         let uid = loop {
@@ -269,7 +271,7 @@ impl Rpc<'_> {
 }
 
 /// The owner of the socket whose local end is `local` and remote end `remote`, from the
-/// kernel's table (`/proc/net/tcp` or `tcp6`: addresses as the hex of their 32-bit words in
+/// kernel's table (`/proc/thread-self/net/tcp` or `tcp6`: addresses as the hex of their 32-bit words in
 /// memory order, ports as hex numbers, the uid in the eighth column).
 fn socket_uid(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
     let (local, remote) = (proc_addr(local), proc_addr(remote));
