@@ -175,7 +175,9 @@ fn split(lab: &Lab, name: &str, seq: u64, cleared: f64) -> Res<Split> {
 
 fn main() -> Res<()> {
     let dir = bench_dir()?;
-    std::env::set_var("P2PU_LOG", "info");
+    if std::env::var_os("P2PU_LOG").is_none() {
+        std::env::set_var("P2PU_LOG", "info");
+    }
     let mut options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
     options.site_overrides = Some(format!("[agent]\ncatch_up_secs = {CATCH_UP_SECS}\n"));
@@ -252,6 +254,15 @@ fn main() -> Res<()> {
     cut(&lab, "-D")?;
     let cleared = now_s();
     rows.push(("partition healed", split(&lab, "cut.pp", seq, cleared)?));
+    if std::env::var_os("P2PU_BENCH_TRACE").is_some() {
+        let log = std::fs::read_to_string(lab.node(3)?.log("agent"))?;
+        let from = log.find("cut.pp").unwrap_or(0);
+        let from = log[..from].rfind('\n').map_or(0, |i| i + 1);
+        eprintln!("node 3's agent log from its first line about cut.pp:");
+        for line in log[from..].lines().take(60) {
+            eprintln!("  {line}");
+        }
+    }
 
     let download = lab.node(3)?.site.transmission.download_dir.clone();
     let disk = FullDisk::mount(&download)?;

@@ -79,6 +79,12 @@ pub struct Fetched {
 /// How many web seeds one torrent names, and how long to look for a member with the metainfo.
 const MAX_WEB_SEEDS: usize = 8;
 const METAINFO_SEARCH: Duration = Duration::from_secs(10);
+/// How long the search goes on while members refuse this node as a stranger (403: their
+/// membership does not list it alive yet). A node back from a partition hears the event
+/// before the others see it alive again, which takes up to Serf's 10 s reconnect and their
+/// 2 s peer refresh; giving up at [`METAINFO_SEARCH`] sent it to the magnet, whose metadata
+/// exchange and reconnect waits took 40 s (`benches/converge`, partition healed).
+const METAINFO_SEARCH_REFUSED: Duration = Duration::from_secs(30);
 /// How many members are asked for the metainfo at once: every one of a small fleet, so no
 /// 404 from a member that does not hold it yet and no stalling member costs the search a
 /// round trip; a bounded few of a large one, shuffled, so its nodes spread over the members
@@ -137,7 +143,7 @@ impl Fetcher<'_> {
         use std::sync::{mpsc, Arc};
         use std::time::Instant;
         let started = Instant::now();
-        let deadline = started + METAINFO_SEARCH;
+        let mut deadline = started + METAINFO_SEARCH;
         let (answers, answered) = mpsc::channel();
         // The asks still running end once this search returns, whatever it returns (each also
         // ends at its own timeouts and the floor).
@@ -146,6 +152,7 @@ impl Fetcher<'_> {
         // Asks running, by member, with when each was sent.
         let mut in_flight: HashMap<SocketAddr, Instant> = HashMap::new();
         let mut last_answer: HashMap<SocketAddr, Instant> = HashMap::new();
+        let mut refused = std::collections::HashSet::new();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(FetchError::Stopping);
@@ -154,14 +161,11 @@ impl Fetcher<'_> {
             if now >= deadline {
                 return Ok(None);
             }
+            // An empty membership is asked again until the deadline: a node back from a
+            // partition hears the event before its own Serf lists the others alive again (up
+            // to its 10 s reconnect), and giving up after a second sent it to the magnet,
+            // whose metadata exchange and reconnect waits took 40 s (`benches/converge`).
             let mut seeds = (self.seeds)();
-            // A fleet of one (or a membership not yet read for a second) has nobody to ask.
-            if seeds.is_empty()
-                && in_flight.is_empty()
-                && started.elapsed() > Duration::from_secs(1)
-            {
-                return Ok(None);
-            }
             shuffle(&mut seeds);
             for seed in seeds {
                 let waiting = in_flight
@@ -219,6 +223,18 @@ impl Fetcher<'_> {
                     ..
                 })) => {
                     tracing::debug!(%seed, hash = %record.info_hash, "no metainfo there yet")
+                }
+                // Not admitted yet: the members will list this node again once their Serf does.
+                Err(
+                    e @ FetchError::Get(crate::agent::transfer::http_get::GetError::Status {
+                        status: 403,
+                        ..
+                    }),
+                ) => {
+                    deadline = deadline.max(started + METAINFO_SEARCH_REFUSED);
+                    if refused.insert(seed) {
+                        tracing::warn!(%seed, hash = %record.info_hash, "metainfo refused, asking again while the members do not list this node yet: {}", crate::error::chain(&e))
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%seed, hash = %record.info_hash, "metainfo refused: {}", crate::error::chain(&e))
@@ -1168,6 +1184,93 @@ mod tests {
         )
         .unwrap();
         (member, signed)
+    }
+
+    /// Issue 25: a node back from a partition hears the event before its own Serf lists the
+    /// others alive again. The search asks again while the membership is empty instead of
+    /// handing Transmission a magnet after a second (40 s in `benches/converge`).
+    #[test]
+    fn an_empty_membership_is_asked_again_until_the_members_are_listed() {
+        use crate::agent::transfer::seed_http::SeedServer;
+        let (honest_dir, signed) = member_serving(b"good");
+        let honest = SeedServer::start("127.0.0.1:0".parse().unwrap(), honest_dir.path()).unwrap();
+        let addr = honest.addr();
+        let root = tempfile::tempdir().unwrap();
+        let fake = engine(root.path(), b"good", 4, false);
+        let listed_at = std::time::Instant::now() + Duration::from_secs(3);
+        let seeds = move || {
+            if std::time::Instant::now() < listed_at {
+                Vec::new()
+            } else {
+                vec![addr]
+            }
+        };
+        let fetched = fetch_waiting(
+            &fake,
+            root.path(),
+            &signed,
+            &seeds,
+            Pace {
+                floor: crate::agent::transfer::pace::MinRate::per_second(
+                    1,
+                    Duration::from_secs(60),
+                ),
+                slack: Duration::from_secs(60),
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), b"good");
+        assert!(
+            fetched.to_seed.is_some(),
+            "fetched over HTTP from the member"
+        );
+        assert_eq!(fake.calls("add"), 0, "Transmission was not needed");
+    }
+
+    /// Issue 25: members that refuse this node as a stranger (403: their Serf does not list it
+    /// alive yet, after a partition) keep the search going past its usual 10 s, until one
+    /// that admits it is listed: the magnet would have taken 40 s.
+    #[test]
+    fn members_refusing_a_node_they_do_not_list_yet_keep_the_search_going() {
+        use crate::agent::transfer::seed_http::SeedServer;
+        use std::io::{Read, Write};
+        let (honest_dir, signed) = member_serving(b"good");
+        let honest = SeedServer::start("127.0.0.1:0".parse().unwrap(), honest_dir.path()).unwrap();
+        let refuser = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refuser_addr = refuser.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut stream in refuser.incoming().flatten() {
+                let mut head = [0u8; 1024];
+                let _ = stream.read(&mut head);
+                let _ = stream.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let (honest_addr, root) = (honest.addr(), tempfile::tempdir().unwrap());
+        let fake = engine(root.path(), b"good", 4, false);
+        let listed_at = std::time::Instant::now() + METAINFO_SEARCH + Duration::from_secs(1);
+        let seeds = move || {
+            let mut seeds = vec![refuser_addr];
+            if std::time::Instant::now() >= listed_at {
+                seeds.push(honest_addr);
+            }
+            seeds
+        };
+        let pace = Pace {
+            floor: crate::agent::transfer::pace::MinRate::per_second(1, Duration::from_secs(60)),
+            slack: Duration::from_secs(60),
+        };
+        let fetched = fetch_waiting(
+            &fake,
+            root.path(),
+            &signed,
+            &seeds,
+            pace,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(fetched.payload.path()).unwrap(), b"good");
+        assert_eq!(fake.calls("add"), 0, "Transmission was not needed");
     }
 
     /// Issue 30: the metainfo search asks several members at once. Members that stall (accept
