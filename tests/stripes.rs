@@ -642,27 +642,7 @@ fn a_hung_interior_members_subtree_finishes_by_repair_and_names_it() {
     // `submit` returns after its re-sends, when the transfer is well under way: it runs
     // while the roster it wrote (before announcing) is read and the member chosen.
     let submitting = spawn_submit(&lab, dir.path(), 5);
-    let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
-    let mut roster_path = None;
-    support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
-        roster_path = std::fs::read_dir(&origin_dl)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "roster"));
-        roster_path.is_some()
-    });
-    let roster_path = roster_path.unwrap();
-    let info_hash = roster_path
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let roster = std::fs::read(&roster_path).unwrap();
-    let roster = p2pu::formats::roster::Roster::decode(&roster).unwrap();
+    let (info_hash, roster) = origin_roster(&lab);
     let plan = p2pu::agent::transfer::topology::Plan::from_roster(
         &hex::decode(&info_hash).unwrap(),
         &roster,
@@ -825,27 +805,7 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     lab.shape(&vec![8; nodes])
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     let submitting = spawn_submit(&lab, dir.path(), 6);
-    let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
-    let mut roster_path = None;
-    support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
-        roster_path = std::fs::read_dir(&origin_dl)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "roster"));
-        roster_path.is_some()
-    });
-    let roster_path = roster_path.unwrap();
-    let info_hash = roster_path
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let roster =
-        p2pu::formats::roster::Roster::decode(&std::fs::read(&roster_path).unwrap()).unwrap();
+    let (info_hash, roster) = origin_roster(&lab);
     let plan = p2pu::agent::transfer::topology::Plan::from_roster(
         &hex::decode(&info_hash).unwrap(),
         &roster,
@@ -944,4 +904,31 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     // Which reason is found first depends on timing (a repair read's deadline, a full
     // reader bound), so it is shown, not asserted.
     eprintln!("{named_slow} of {children} healthy children left their slow head as slow");
+}
+
+/// The info-hash and roster the origin (node 1) wrote for the transfer being submitted, once
+/// it is there: `submit` writes it before it announces.
+fn origin_roster(lab: &p2pu::lab::Lab) -> (String, p2pu::formats::roster::Roster) {
+    let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
+    let mut roster_path = None;
+    support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
+        roster_path = std::fs::read_dir(&origin_dl)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "roster"));
+        roster_path.is_some()
+    });
+    let roster_path = roster_path.unwrap();
+    let info_hash = roster_path
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let roster =
+        p2pu::formats::roster::Roster::decode(&std::fs::read(&roster_path).unwrap()).unwrap();
+    (info_hash, roster)
 }
