@@ -642,12 +642,7 @@ fn a_hung_interior_members_subtree_finishes_by_repair_and_names_it() {
     // `submit` returns after its re-sends, when the transfer is well under way: it runs
     // while the roster it wrote (before announcing) is read and the member chosen.
     let submitting = spawn_submit(&lab, dir.path(), 5);
-    let (info_hash, roster) = origin_roster(&lab);
-    let plan = p2pu::agent::transfer::topology::Plan::from_roster(
-        &hex::decode(&info_hash).unwrap(),
-        &roster,
-    )
-    .unwrap();
+    let plan = origin_plan(&lab);
     let lab_node = |name: &str| {
         (1..=5)
             .find(|&n| lab.node(n).unwrap().name == name)
@@ -805,12 +800,7 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     lab.shape(&vec![8; nodes])
         .unwrap_or_else(|e| panic!("{}", p2pu::error::chain(&e)));
     let submitting = spawn_submit(&lab, dir.path(), 6);
-    let (info_hash, roster) = origin_roster(&lab);
-    let plan = p2pu::agent::transfer::topology::Plan::from_roster(
-        &hex::decode(&info_hash).unwrap(),
-        &roster,
-    )
-    .unwrap();
+    let plan = origin_plan(&lab);
     let lab_node = |name: &str| {
         (1..=nodes)
             .find(|&n| lab.node(n).unwrap().name == name)
@@ -906,9 +896,9 @@ fn healthy_children_leave_two_slow_interior_members_and_spare_the_origin() {
     eprintln!("{named_slow} of {children} healthy children left their slow head as slow");
 }
 
-/// The info-hash and roster the origin (node 1) wrote for the transfer being submitted, once
-/// it is there: `submit` writes it before it announces.
-fn origin_roster(lab: &p2pu::lab::Lab) -> (String, p2pu::formats::roster::Roster) {
+/// The stripes plan of the transfer being submitted, from the roster the origin (node 1)
+/// wrote, once it is there: `submit` writes it before it announces.
+fn origin_plan(lab: &p2pu::lab::Lab) -> p2pu::agent::transfer::topology::Plan {
     let origin_dl = lab.node(1).unwrap().site.transmission.download_dir.clone();
     let mut roster_path = None;
     support::testlab::wait("the origin's roster", Duration::from_secs(60), || {
@@ -922,13 +912,9 @@ fn origin_roster(lab: &p2pu::lab::Lab) -> (String, p2pu::formats::roster::Roster
         roster_path.is_some()
     });
     let roster_path = roster_path.unwrap();
-    let info_hash = roster_path
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let info_hash = roster_path.file_stem().unwrap().to_str().unwrap();
     let roster =
         p2pu::formats::roster::Roster::decode(&std::fs::read(&roster_path).unwrap()).unwrap();
-    (info_hash, roster)
+    p2pu::agent::transfer::topology::Plan::from_roster(&hex::decode(info_hash).unwrap(), &roster)
+        .unwrap()
 }
