@@ -1101,12 +1101,7 @@ mod tests {
         let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs).expect("finished");
         starts.join().unwrap();
         assert!(copy == data);
-        assert_eq!(
-            receiver.named().count(),
-            0,
-            "{:?}",
-            receiver.named().collect::<Vec<_>>()
-        );
+        assert_nobody_left(&receiver);
     }
 
     /// A parent silent for longer than a second because it waits on its own source, but whose
@@ -1138,12 +1133,7 @@ mod tests {
         rest.join().unwrap();
         assert!(receiver.complete());
         assert!(copy == data);
-        assert_eq!(
-            receiver.named().count(),
-            0,
-            "{:?}",
-            receiver.named().collect::<Vec<_>>()
-        );
+        assert_nobody_left(&receiver);
     }
 
     /// A parent that is alive (its seed server answers) but stuck, holding one block of its
@@ -1155,12 +1145,7 @@ mod tests {
     fn a_stripe_behind_a_stuck_parent_is_repaired_from_neighbours() {
         let (receiver, _) = stuck_parent(false);
         assert!(receiver.repaired_count() > 0);
-        assert_eq!(
-            receiver.named().count(),
-            0,
-            "{:?}",
-            receiver.named().collect::<Vec<_>>()
-        );
+        assert_nobody_left(&receiver);
     }
 
     /// Hostile review of the repair read: a neighbour (a compromised member) that answers
@@ -1179,6 +1164,12 @@ mod tests {
             "{:?}",
             receiver.named().collect::<Vec<_>>()
         );
+    }
+
+    /// No source was left for a fault: the fetch judged none of them.
+    fn assert_nobody_left(receiver: &Receiver) {
+        let named: Vec<_> = receiver.named().collect();
+        assert!(named.is_empty(), "{named:?}");
     }
 
     /// Six members, two stripes: a node whose stripe-1 parent is alive but stuck at one block
