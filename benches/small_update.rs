@@ -52,6 +52,10 @@ const AGENT_OTHER: &str = "… on the other nodes (metainfo + payload over HTTP,
 const PHASE_SUBMIT: &str =
     "phase: the submit command (pre-broadcast check, torrent, seeding, signing, Serf event) (ms)";
 const PHASE_GOSSIP: &str = "phase: submit → spool file written (ms)";
+const PHASE_BROADCAST: &str =
+    "phase: submit → the submitting node's spool file (all before the broadcast) (ms)";
+const PHASE_SPREAD: &str =
+    "phase: the submitting node's spool file → the last node's (Serf's gossip) (ms)";
 const PHASE_FETCH: &str = "phase: accepted → puppet apply started (fetch + verify) (ms)";
 const PHASE_PUPPET: &str = "phase: puppet apply itself, all nodes at once (ms)";
 const RSS_IDLE: &str = "agent RSS idle, max over nodes (VmRSS MiB)";
@@ -144,6 +148,7 @@ fn main() -> Res<()> {
     let (mut latency_local, mut latency_other) = (Vec::new(), Vec::new());
     let (mut gossip, mut download, mut puppet) = (Vec::new(), Vec::new(), Vec::new());
     let mut submit_cmd = Vec::new();
+    let (mut broadcast, mut spread) = (Vec::new(), Vec::new());
     for round in 0..updates {
         let path = manifest(dir.path(), round)?;
         let (start, seq) = submit(&lab, &path)?;
@@ -152,6 +157,7 @@ fn main() -> Res<()> {
         let last = applied.iter().cloned().fold(f64::MIN, f64::max);
         rollout.push(last - start);
         let mut latest_start = f64::MIN;
+        let (mut own_spool, mut last_spool) = (None, f64::MIN);
         for node in 1..=nodes {
             let accepted = logged(&lab, node, " accepted", "bench.pp", seq);
             let started = logged(&lab, node, "apply started", "bench.pp", seq);
@@ -171,12 +177,20 @@ fn main() -> Res<()> {
                 }
                 .push(latency);
                 gossip.push(spooled - start);
+                if node == 1 {
+                    own_spool = Some(spooled);
+                }
+                last_spool = last_spool.max(spooled);
             }
             latest_start = latest_start.max(started.at);
             download.push(started.at - accepted.at);
             puppet.push(done.at - started.at);
         }
         last_started.push(latest_start - start);
+        if let Some(own) = own_spool {
+            broadcast.push(own - start);
+            spread.push(last_spool - own);
+        }
         eprintln!("update {}/{updates}: {:.2} s", round + 1, last - start);
         if std::env::var_os("P2PU_BENCH_TRACE").is_some() {
             for node in [2, nodes] {
@@ -256,6 +270,8 @@ fn main() -> Res<()> {
     row(AGENT_OTHER, &mut latency_other, Unit::Ms, "");
     row(PHASE_SUBMIT, &mut submit_cmd, Unit::Ms, "");
     row(PHASE_GOSSIP, &mut gossip, Unit::Ms, "");
+    row(PHASE_BROADCAST, &mut broadcast, Unit::Ms, "");
+    row(PHASE_SPREAD, &mut spread, Unit::Ms, "");
     row(PHASE_FETCH, &mut download, Unit::Ms, "");
     row(PHASE_PUPPET, &mut puppet, Unit::Ms, "");
     let rss_idle = format!("{:.1}", mib(max_rss(&idle)));

@@ -62,6 +62,9 @@ pub enum Source {
     /// An operator's verdict on an update (`p2pu mark-good|mark-bad`,
     /// [`crate::agent::runtime::mark`]). Honoured only from the spool itself (root's part).
     Operator,
+    /// An announcement a member pushed to this node's web seed server
+    /// ([`crate::agent::transfer::push`]), spooled by the agent; refused, it makes no record.
+    Push,
 }
 
 impl Source {
@@ -72,6 +75,7 @@ impl Source {
             Source::CatchUp => "catchup",
             Source::Sync => "sync",
             Source::Operator => "operator",
+            Source::Push => "push",
         }
     }
 
@@ -82,6 +86,7 @@ impl Source {
             Source::CatchUp,
             Source::Sync,
             Source::Operator,
+            Source::Push,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)

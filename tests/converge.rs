@@ -57,7 +57,8 @@ fn an_update_sent_while_a_nodes_serf_was_down_arrives_when_serf_is_back() {
     let mut lab = hourly_lab(dir.path(), NODES);
     lab.stop_serf(3).unwrap();
     let site = manifest(dir.path(), "site.pp", "one");
-    let seq = submit(&lab, &site, &["--once"]);
+    // Serf alone: node 3's agent runs, and would take a push while its Serf is listed alive.
+    let seq = submit(&lab, &site, &["--once", "--no-push"]);
     wait_applied(&lab, &[1, 2], "site.pp", seq);
     assert!(
         records(&lab, 3).is_empty(),
@@ -79,6 +80,28 @@ fn an_update_sent_while_a_nodes_serf_was_down_arrives_when_serf_is_back() {
     }
 }
 
+/// Node 3's Serf runs but hands no event on (its handler drops them, as a handler that
+/// failed or a Serf that lost the event would): `submit --once` still reaches it, by the push
+/// to its web seed server, at once, and its agent says so. With `--no-push` it came 8 s
+/// later, by the agent's first catch-up round (`source="catchup"`: the assertion fails).
+#[test]
+fn a_node_whose_serf_lost_the_event_takes_the_pushed_announcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = hourly_lab(dir.path(), NODES);
+    let handler = &lab.node(3).unwrap().site.serf.event_handler;
+    std::fs::write(handler, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
+    let site = manifest(dir.path(), "site.pp", "pushed");
+    let seq = submit(&lab, &site, &["--once"]);
+    wait_applied(&lab, &[1, 2, 3], "site.pp", seq);
+    assert_eq!(runs(&lab, 3, "site.pp"), ["pushed"]);
+    let log = std::fs::read_to_string(lab.node(3).unwrap().log("agent")).unwrap();
+    let accepted = log
+        .lines()
+        .find(|l| l.contains(" accepted") && l.contains(&format!("seq={seq}")))
+        .unwrap_or_else(|| panic!("no accepted line for seq {seq}:\n{log}"));
+    assert!(accepted.contains("source=\"push\""), "{accepted}");
+}
+
 /// Every node's Serf restarts (what a Serf setting changed through Puppet does), and an update
 /// goes out at once: Serf drops events older than a member's rejoin, and some members joined
 /// only after the first send. `submit`'s re-sends and the agents' member-join rounds bring it
@@ -94,7 +117,8 @@ fn an_update_sent_right_after_every_serf_restarted_reaches_every_node() {
         lab.start_serf(node).unwrap();
     }
     let site = manifest(dir.path(), "site.pp", "after-restart");
-    let seq = submit(&lab, &site, &[]);
+    // Serf alone: what is under test is how its event gets through the restarts.
+    let seq = submit(&lab, &site, &["--no-push"]);
     wait_applied(&lab, &[1, 2, 3], "site.pp", seq);
     for node in 1..=NODES {
         assert_eq!(
@@ -144,7 +168,17 @@ fn an_update_sent_from_a_node_whose_serf_just_restarted_reaches_a_node_that_rejo
     lab.stop_serf(1).unwrap();
     lab.start_serf(1).unwrap();
     let out = ok(lab
-        .p2pu(1, &["submit", "--quiet", "--json", "--with-sig", sig])
+        .p2pu(
+            1,
+            &[
+                "submit",
+                "--quiet",
+                "--json",
+                "--no-push",
+                "--with-sig",
+                sig,
+            ],
+        )
         .unwrap());
     let seq = serde_json::from_str::<serde_json::Value>(&out).unwrap()["seq"]
         .as_u64()

@@ -252,30 +252,36 @@ fn rpc_auth_is_required_and_a_wrong_key_is_not_echoed() -> Result<()> {
     let (alpha, _beta) = pair(dir.path())?;
     let rpc = alpha.rpc.to_string();
     match Serf::new(rpc.clone()).members() {
-        Err(err @ SerfError::Failed { .. }) => {
+        Err(err @ SerfError::RpcAuthRequired { .. }) => {
             let text = err.to_string();
-            assert!(text.contains("Authentication required"), "{text}");
+            assert!(text.contains("requires an rpc_auth key"), "{text}");
         }
-        other => bail!("want Failed without a key, got {other:?}"),
+        other => bail!("want RpcAuthRequired without a key, got {other:?}"),
     }
     let wrong = Serf::new(rpc).with_auth(Some("guessed-key".into()));
-    match wrong.user_event("p2pu-update", b"x", false) {
-        Err(err @ SerfError::Failed { .. }) => {
-            let text = err.to_string();
-            assert!(text.contains("Invalid authentication token"), "{text}");
-            assert!(text.contains("serf event"), "{text}");
-            assert!(!text.contains("guessed-key"), "{text}");
+    // Every request speaks the RPC itself: the same refusals, typed.
+    for (what, result) in [
+        ("event", wrong.user_event("p2pu-update", b"x", false)),
+        ("members", wrong.members().map(drop)),
+        (
+            "query",
+            wrong
+                .query("p2pu-ping", b"", Duration::from_secs(5))
+                .map(drop),
+        ),
+    ] {
+        match result {
+            Err(err @ SerfError::RpcAuth { .. }) => {
+                let text = err.to_string();
+                assert!(text.contains(&alpha.rpc.to_string()), "{what}: {text}");
+                assert!(
+                    text.contains("Invalid authentication token"),
+                    "{what}: {text}"
+                );
+                assert!(!text.contains("guessed-key"), "{what}: {text}");
+            }
+            other => bail!("{what}: want RpcAuth with a wrong key, got {other:?}"),
         }
-        other => bail!("want Failed with a wrong key, got {other:?}"),
-    }
-    // A query speaks the RPC itself: the same refusals, typed.
-    match wrong.query("p2pu-ping", b"", Duration::from_secs(5)) {
-        Err(err @ SerfError::RpcAuth { .. }) => {
-            let text = err.to_string();
-            assert!(text.contains(&alpha.rpc.to_string()), "{text}");
-            assert!(!text.contains("guessed-key"), "{text}");
-        }
-        other => bail!("want RpcAuth with a wrong key, got {other:?}"),
     }
     match Serf::new(alpha.rpc.to_string()).query("p2pu-ping", b"", Duration::from_secs(5)) {
         Err(SerfError::RpcAuthRequired { .. }) => {}
@@ -284,7 +290,7 @@ fn rpc_auth_is_required_and_a_wrong_key_is_not_echoed() -> Result<()> {
     Ok(())
 }
 
-/// Issue 29: the real CLI's dial error (`connection refused`) becomes what to check.
+/// Issue 29: no agent listening (`connection refused`) is said as what to check.
 #[test]
 fn no_agent_says_serf_refuses_connections_and_what_to_check() -> Result<()> {
     let rpc = loopback(free_port()).to_string();

@@ -1,6 +1,6 @@
 //! Fuzzes what other members answer to Serf queries, as the local agent relays it: the
-//! decoder of a query's RPC records (as read after the query's reply header) and of `serf
-//! members` output, the `p2pu-status` answer (JSON) and the two consumers of the answers,
+//! decoder of a query's RPC records (as read after the query's reply header) and of a
+//! `members` reply (every member printable by name, never an unreachable address), the `p2pu-status` answer (JSON) and the two consumers of the answers,
 //! `fleet status` and the agent's catch-up, through a stand-in gossip layer that hands them the
 //! fuzzed answers. Nothing may panic; the answers are sorted, one per node, never more than
 //! the alive members and the strangers' cap; an answer that parses writes back to the same
@@ -14,7 +14,7 @@ use p2pu::agent::runtime::catchup::catch_up;
 use p2pu::agent::runtime::state::StateStore;
 use p2pu::agent::runtime::intake::Policy;
 use p2pu::agent::runtime::status::{fleet_status, printable, NodeStatus};
-use p2pu::engines::serf::fuzzing::{decode_query, parse_members, ALIVE};
+use p2pu::engines::serf::fuzzing::{decode_members, decode_query, ALIVE};
 use p2pu::formats::serf_rpc::MAX_STRANGERS;
 use p2pu::engines::{Gossip, Member, MemberStatus, SerfError};
 use std::path::{Path, PathBuf};
@@ -64,7 +64,15 @@ fn base() -> &'static Path {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = parse_members(data);
+    if let Ok((members, _unreadable)) = decode_members(data) {
+        for member in &members {
+            assert!(
+                !member.name.chars().any(char::is_control),
+                "a member's name kept a control character: {:?}",
+                member.name
+            );
+        }
+    }
     let (answers, _ended) = decode_query(data);
     assert!(
         answers.windows(2).all(|w| w[0].0 < w[1].0),

@@ -72,7 +72,7 @@ put("key_payload", "pub-bare", pub)
 put("key_payload", "revoke", "p2pu-revoke:0123456789abcdef leaked laptop\n")
 put("key_payload", "secret", "p2pu-ed25519-secret:" + base64.b64encode(bytes(range(32))).decode() + "\n")
 
-# serf_answers: `serf query -format=json` and `serf members -format=json` output.
+# serf_answers: (older JSON seeds; the RPC ones are below and beside them).
 def bstr(b): return str(len(b)).encode() + b":" + b
 def bint(k, v): return bstr(k) + b"i%de" % v
 ann = (b"d" + bstr(b"ih") + bstr(bytes(20)) + bstr(b"kid") + bstr(bytes(8)) + bstr(b"kind")
@@ -87,9 +87,18 @@ status = {"node": "n1", "updates": [
 put("serf_answers", "status", json.dumps({"Acks": ["n1", "n2"], "Responses": {
     "n1": json.dumps(status), "n2": wire + "\n"}}))
 put("serf_answers", "empty", '{"Acks":null,"Responses":{}}')
-put("serf_answers", "members", json.dumps({"members": [
-    {"name": "n1", "addr": "127.0.0.1:7946", "port": 7946, "tags": {"role": "a"}, "status": "alive"},
-    {"name": "n2", "addr": "fd00::1:7946", "port": 7946, "tags": {}, "status": "failed"}]}))
+# A `members` reply body as Serf's RPC sends it (MessagePack; addresses as 4 or 16 bytes).
+def mp(v):
+    if isinstance(v, bool): return b"\xc3" if v else b"\xc2"
+    if isinstance(v, int): return b"\xcd" + v.to_bytes(2, "big")
+    if isinstance(v, str): v = v.encode(); return bytes([0xa0 | len(v)]) + v if len(v) < 32 else b"\xd9" + bytes([len(v)]) + v
+    if isinstance(v, bytes): return b"\xc4" + bytes([len(v)]) + v
+    if isinstance(v, list): return bytes([0x90 | len(v)]) + b"".join(mp(x) for x in v)
+    if isinstance(v, dict): return bytes([0x80 | len(v)]) + b"".join(mp(k) + mp(x) for k, x in v.items())
+put("serf_answers", "members", mp({"Members": [
+    {"Name": "n1", "Addr": bytes([127, 0, 0, 1]), "Port": 7946, "Tags": {"role": "a"}, "Status": "alive"},
+    {"Name": "n2", "Addr": bytes(15) + b"\x01", "Port": 7946, "Tags": {}, "Status": "failed"},
+    {"Name": "n\x1b3", "Addr": b"\x01\x02\x03", "Port": 1, "Tags": {}, "Status": "alive"}]}))
 
 # nat_client and proxy_dispatch: one datagram a line, the first byte picks the source and
 # framing (see the targets), the rest is the sealed JSON payload.

@@ -67,7 +67,7 @@ impl AgentServe {
             uid = nix::unistd::getuid().as_raw(),
             "serving"
         );
-        serving.run(std::io::BufReader::new(&mut env.stdin))?;
+        serving.run(std::io::BufReader::new(&mut env.stdin), std::io::stdout())?;
         Ok(Outcome::Success)
     }
 }
@@ -106,6 +106,7 @@ mod tests {
             },
             user: "p2pu".into(),
             log_filter: "info".into(),
+            spool: None,
         };
         let command = command(&spec, None);
         assert_eq!(command.get_program(), "/proc/self/exe");

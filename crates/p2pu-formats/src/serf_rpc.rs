@@ -1,7 +1,9 @@
-//! Serf's RPC protocol (IPC version 1), the half p2pu's queries need: MessagePack objects
-//! back to back on one TCP stream, each request a header (`Command`, `Seq`) and a body, each
-//! reply a header (`Seq`, `Error`) and, for `members-filtered` and every record of a running
-//! `query`, a body. Serf documents it in its `docs/agent/rpc` page.
+//! Serf's RPC protocol (IPC version 1), the part p2pu speaks: MessagePack objects back to back
+//! on one TCP stream, each request a header (`Command`, `Seq`) and a body, each reply a header
+//! (`Seq`, `Error`) and, for `members`, `members-filtered`, `join` and every record of a
+//! running `query`, a body. Serf documents it in its `docs/agent/rpc` page. p2pu talks to its
+//! Serf only this way (members, user events, joins, tags, queries): a `serf` CLI process per
+//! call cost a Go start each, three of them before every broadcast.
 //!
 //! Framing comes first and is done here by hand ([`read_object`]): it reads exactly one object
 //! from the stream, keeps at most `limit` bytes of it and reads any larger one through to its
@@ -41,8 +43,12 @@ pub const MAX_STRANGERS: usize = 64;
 
 pub const HANDSHAKE: &str = "handshake";
 pub const AUTH: &str = "auth";
+pub const MEMBERS: &str = "members";
 pub const MEMBERS_FILTERED: &str = "members-filtered";
 pub const QUERY: &str = "query";
+pub const EVENT: &str = "event";
+pub const JOIN: &str = "join";
+pub const TAGS: &str = "tags";
 
 /// Serf's `Error` texts that p2pu tells apart.
 pub const AUTH_REQUIRED: &str = "Authentication required";
@@ -218,6 +224,40 @@ pub struct QueryRequest<'a> {
     pub payload: &'a [u8],
 }
 
+/// `event`: a user event, broadcast to the fleet.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventRequest<'a> {
+    pub name: &'a str,
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
+    pub coalesce: bool,
+}
+
+/// `join`: a state exchange with each of `existing` (`host:port`).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JoinRequest<'a> {
+    pub existing: &'a [String],
+    pub replay: bool,
+}
+
+/// How many of a `join`'s addresses answered.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JoinReply {
+    #[serde(default)]
+    pub num: i64,
+}
+
+/// `tags`: this member's tags to set (added or replaced) and to delete.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagsRequest<'a> {
+    pub tags: BTreeMap<&'a str, &'a str>,
+    pub delete_tags: &'a [&'a str],
+}
+
 /// Encodes a request: its header, then its body (Go's decoder reads structs as maps).
 pub fn request<B: Serialize>(command: &str, seq: u64, body: Option<&B>) -> Vec<u8> {
     // Encoding these structs into a Vec cannot fail: every field is a string, bytes, a bool
@@ -244,14 +284,70 @@ pub struct MembersReply {
     pub members: Vec<MemberRecord>,
 }
 
-/// What the query needs of a member (the reply has its address, tags and protocols too).
+/// A member as Serf lists it (the reply has its protocol versions too). Its name, address and
+/// tags are what it advertised: bytes of any kind, which decode whatever a member put there.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemberRecord {
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
+    #[serde(default, with = "serde_bytes")]
+    pub addr: Vec<u8>,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub tags: BTreeMap<serde_bytes::ByteBuf, serde_bytes::ByteBuf>,
     #[serde(default)]
     pub status: String,
+}
+
+/// A member of a `members` reply, as p2pu uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Made printable ([`node_name`]).
+    pub name: String,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+    pub status: String,
+    /// Keys and values as text, invalid UTF-8 replaced (their readers parse them strictly).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The members of a `members` (or `members-filtered`) reply. A member whose address is
+/// neither 4 nor 16 bytes (memberlist passes on whatever a member's alive message carried)
+/// cannot be reached and is left out, counted in the second value: one keyring holder's odd
+/// record must not fail every listing.
+pub fn members(reply: &[u8]) -> Result<(Vec<Member>, usize), RpcError> {
+    let reply: MembersReply = decode(reply, "members reply")?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut unreadable = 0;
+    let members = reply
+        .members
+        .into_iter()
+        .filter_map(|m| {
+            let addr = match m.addr.len() {
+                4 => <[u8; 4]>::try_from(m.addr.as_slice())
+                    .ok()
+                    .map(std::net::IpAddr::from),
+                16 => <[u8; 16]>::try_from(m.addr.as_slice())
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_canonical()),
+                _ => None,
+            };
+            let Some(addr) = addr else {
+                unreadable += 1;
+                return None;
+            };
+            Some(Member {
+                name: node_name(&m.name),
+                addr,
+                port: m.port,
+                status: m.status,
+                tags: m.tags.iter().map(|(k, v)| (text(k), text(v))).collect(),
+            })
+        })
+        .collect();
+    Ok((members, unreadable))
 }
 
 /// One record of a running query. `From` and `Payload` are a member's: bytes, whatever the
@@ -422,6 +518,108 @@ pub fn collect_query<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `members` reply as Serf encodes it: one IPv4 member with tags, one IPv6 (16 bytes,
+    /// as Go keeps an IPv4-mapped one too), one whose name carries an escape and whose tag is
+    /// not UTF-8, and one with a 3-byte address.
+    #[test]
+    fn members_decode_with_their_addresses_and_tags_and_an_unreachable_one_left_out() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct M<'a> {
+            #[serde(with = "serde_bytes")]
+            name: &'a [u8],
+            #[serde(with = "serde_bytes")]
+            addr: &'a [u8],
+            port: u16,
+            tags: BTreeMap<&'a str, serde_bytes::ByteBuf>,
+            status: &'a str,
+            protocol_cur: u8,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Reply<'a> {
+            members: Vec<M<'a>>,
+        }
+        let mut mapped = [0u8; 16];
+        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+        mapped[12..].copy_from_slice(&[10, 0, 0, 2]);
+        let v6: std::net::Ipv6Addr = "fd00::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST);
+        let v6 = v6.octets();
+        let tag = |v: &[u8]| serde_bytes::ByteBuf::from(v.to_vec());
+        let reply = Reply {
+            members: vec![
+                M {
+                    name: b"n1",
+                    addr: &[127, 0, 0, 1],
+                    port: 7946,
+                    tags: [("p2pu-rate", tag(b"125"))].into(),
+                    status: "alive",
+                    protocol_cur: 5,
+                },
+                M {
+                    name: b"n2",
+                    addr: &mapped,
+                    port: 7947,
+                    tags: BTreeMap::new(),
+                    status: "failed",
+                    protocol_cur: 5,
+                },
+                M {
+                    name: b"n3",
+                    addr: &v6,
+                    port: 7948,
+                    tags: BTreeMap::new(),
+                    status: "left",
+                    protocol_cur: 5,
+                },
+                M {
+                    name: b"n\x1b[2J4",
+                    addr: &[10, 0, 0, 4],
+                    port: 1,
+                    tags: [("role", tag(b"a\xffb"))].into(),
+                    status: "alive",
+                    protocol_cur: 5,
+                },
+                M {
+                    name: b"odd",
+                    addr: &[1, 2, 3],
+                    port: 1,
+                    tags: BTreeMap::new(),
+                    status: "alive",
+                    protocol_cur: 5,
+                },
+            ],
+        };
+        let bytes = rmp_serde::to_vec_named(&reply).unwrap_or_default();
+        let (members, unreadable) = match members(&bytes) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(unreadable, 1, "the 3-byte address");
+        let shown: Vec<(&str, String, u16, &str)> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.addr.to_string(),
+                    m.port,
+                    m.status.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("n1", "127.0.0.1".to_string(), 7946, "alive"),
+                ("n2", "10.0.0.2".to_string(), 7947, "failed"),
+                ("n3", "fd00::1".to_string(), 7948, "left"),
+                ("n\u{fffd}[2J4", "10.0.0.4".to_string(), 1, "alive"),
+            ]
+        );
+        assert_eq!(members[0].tags["p2pu-rate"], "125");
+        assert_eq!(members[3].tags["role"], "a\u{fffd}b");
+    }
 
     fn header(seq: u64, error: &str) -> Vec<u8> {
         #[derive(Serialize)]

@@ -662,6 +662,12 @@ fn settle(
             store.put(record)?;
             pass.held += 1;
         }
+        // A push may come from any process on a member's machine, not only one holding the
+        // keyring (`agent::transfer::push`): what it gets refused fills no record, and a
+        // genuine announcement is decided again when Serf delivers it.
+        Decision::Rejected(rejection) if event.source == spool::Source::Push => {
+            tracing::debug!(name = rejection.name.as_deref().unwrap_or("-"), seq = rejection.seq, reason = %rejection.reason, "a pushed announcement refused; not recorded");
+        }
         Decision::Rejected(rejection) => {
             tracing::warn!(name = rejection.name.as_deref().unwrap_or("-"), seq = rejection.seq, source = %rejection.source, reason = %rejection.reason, "rejected");
             store.reject(rejection)?;
@@ -2195,6 +2201,40 @@ mod tests {
         let (pass, _) = pass_over(&f, &spool_dir);
         assert_eq!((pass.known, pass.rejected), (0, 1), "{pass:?}");
         assert!(spool::list(&spool_dir).unwrap().is_empty());
+    }
+
+    /// A push may come from any process on a member's machine (`agent::transfer::push`): a
+    /// pushed text the intake refuses is dropped without a record, where the same text from
+    /// Serf is recorded; a pushed genuine announcement is taken like Serf's.
+    #[test]
+    fn a_refused_push_makes_no_record_and_a_genuine_one_is_taken() {
+        let f = fixture();
+        let spool_dir = f._dir.path().join("spool");
+        std::fs::create_dir_all(&spool_dir).unwrap();
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let forged = wire(&stranger, "site.pp", NOW_MS);
+        spool::put(&spool_dir, Source::Push, &forged).unwrap();
+        let (pass, taken) = pass_over(&f, &spool_dir);
+        assert_eq!((pass.rejected, taken.len()), (0, 0), "{pass:?}");
+        assert!(
+            f.store.rejections().unwrap().is_empty(),
+            "no record of a refused push"
+        );
+        assert!(
+            spool::list(&spool_dir).unwrap().is_empty(),
+            "and it is gone"
+        );
+        spool::put(&spool_dir, Source::Serf, &forged).unwrap();
+        assert_eq!(
+            pass_over(&f, &spool_dir).0.rejected,
+            1,
+            "from Serf it is recorded"
+        );
+        assert_eq!(f.store.rejections().unwrap().len(), 1);
+        let genuine = wire(&f.key, "site.pp", NOW_MS);
+        spool::put(&spool_dir, Source::Push, &genuine).unwrap();
+        let (pass, taken) = pass_over(&f, &spool_dir);
+        assert_eq!((pass.accepted, taken.len()), (1, 1), "{pass:?}");
     }
 
     /// Any member with the gossip key can broadcast a user event that looks like a sync

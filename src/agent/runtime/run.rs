@@ -183,6 +183,7 @@ impl Agent {
             },
             user: site.agent.serve_user.clone(),
             log_filter: agent.log_filter.clone(),
+            spool: Some(site.agent.spool_dir.clone()),
         })?);
         let ready = served.ready();
         tracing::info!(tracker = %ready.tracker_url(), seeds = %ready.seed_url(), "agent started");

@@ -1,7 +1,9 @@
 //! The root agent's side of `p2pu agent-serve`: starts it as `agent.serve_user` (or `nobody`)
 //! with no supplementary groups, no capabilities and no way to gain privileges back, waits for
-//! its ready line, feeds it membership snapshots, restarts it with a backoff when it dies, and
-//! stops it with the agent. Only the process that applies updates keeps root.
+//! its ready line, feeds it membership snapshots, spools the announcements members push to it
+//! (`agent::transfer::push`: what the child writes after its ready line, checked again here),
+//! restarts it with a backoff when it dies, and stops it with the agent. Only the process that
+//! applies updates keeps root.
 
 use super::peers::PeersSnapshot;
 use crate::agent::transfer::serve::{Ready, ServeOptions};
@@ -29,6 +31,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const HEALTHY: Duration = Duration::from_secs(60);
 /// How long a stopping child gets after its stdin closed before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The longest line the child may write after its ready line (a push: the wire text, JSON
+/// escaped, and its sender); a longer one is read through and dropped.
+const MAX_PUSH_LINE: usize = 2 * crate::agent::transfer::push::MAX_WIRE_BYTES + 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -112,6 +117,8 @@ pub struct ServeSpec {
     /// `agent.serve_user`.
     pub user: String,
     pub log_filter: String,
+    /// Where the announcements members push are spooled (`None`: they are dropped).
+    pub spool: Option<std::path::PathBuf>,
 }
 
 /// The running `agent-serve` child and how to replace it.
@@ -362,12 +369,18 @@ fn spawn(spec: &ServeSpec, run_as: Option<&RunAs>) -> Result<(Running, Ready), S
         });
     };
     let (tx, rx) = mpsc::channel();
+    let spool = spec.spool.clone();
     let reader = std::thread::Builder::new()
-        .name("serve-ready".into())
+        .name("serve-output".into())
         .spawn(move || {
+            let mut stdout = BufReader::new(stdout);
             let mut line = String::new();
-            let read = BufReader::new(stdout.take(4096)).read_line(&mut line);
+            let read = (&mut stdout).take(4096).read_line(&mut line);
+            let ready = read.is_ok() && !line.is_empty();
             let _ = tx.send(read.map(|_| line));
+            if ready {
+                take_pushes(stdout, spool.as_deref());
+            }
         });
     if let Err(source) = reader {
         reap(&mut child, Duration::ZERO);
@@ -413,6 +426,56 @@ fn spawn(spec: &ServeSpec, run_as: Option<&RunAs>) -> Result<(Running, Ready), S
     }
 }
 
+/// Spools each announcement the child hands on after its ready line, until its stdout ends.
+/// The child is unprivileged and faces the network, so each line is bounded and checked again
+/// here ([`crate::agent::transfer::push::acceptable`]) before it is written, as a `push`.
+fn take_pushes(mut stdout: impl BufRead, spool: Option<&std::path::Path>) {
+    use crate::agent::transfer::push::{acceptable, Pushed};
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut stdout)
+            .take(MAX_PUSH_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.len() > MAX_PUSH_LINE {
+            // Read the rest of the overlong line through, keeping none of it.
+            let mut skipped = Vec::new();
+            while !line.ends_with(b"\n") {
+                skipped.clear();
+                match (&mut stdout).take(8192).read_until(b'\n', &mut skipped) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => line = std::mem::take(&mut skipped),
+                }
+            }
+            tracing::warn!("the web seed server wrote an overlong line; dropped");
+            continue;
+        }
+        let pushed = match serde_json::from_slice::<Pushed>(&line) {
+            Ok(pushed) if acceptable(pushed.push.as_bytes()) => pushed,
+            _ => {
+                tracing::warn!(
+                    len = line.len(),
+                    "the web seed server wrote a line that is no push; dropped"
+                );
+                continue;
+            }
+        };
+        let Some(spool) = spool else {
+            continue;
+        };
+        match crate::spool::put(spool, crate::spool::Source::Push, pushed.push.as_bytes()) {
+            Ok(_) => tracing::debug!(from = %pushed.from, "a pushed announcement spooled"),
+            Err(e) => {
+                tracing::warn!(from = %pushed.from, "spooling a pushed announcement: {}", chain(&e))
+            }
+        }
+    }
+}
+
 /// Waits up to `grace` for the child to exit, then kills it; returns how it ended.
 fn reap(child: &mut Child, grace: Duration) -> String {
     let deadline = Instant::now() + grace;
@@ -436,6 +499,45 @@ fn reap(child: &mut Child, grace: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The child faces the network and is unprivileged: of what it writes after its ready
+    /// line, only a push line whose text is acceptable is spooled (as a push), and an overlong
+    /// line is dropped whole without stopping the reading.
+    #[test]
+    fn only_acceptable_push_lines_from_the_child_are_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |text: &str| format!("{{\"push\":{text:?},\"from\":\"10.0.0.2:4000\"}}\n");
+        let overlong = line(&format!("p2pu2:{}", "a".repeat(3 * MAX_PUSH_LINE)));
+        let output = [
+            line("p2pu2:first"),
+            "not json\n".to_string(),
+            line("p2pu-sync:now"),
+            line("p2pu2:a\nb"),
+            overlong,
+            "{\"push\":\"p2pu2:x\",\"from\":\"10.0.0.2:4000\",\"more\":1}\n".to_string(),
+            line("p2pu1:second"),
+        ]
+        .concat();
+        take_pushes(
+            BufReader::with_capacity(64, output.as_bytes()),
+            Some(dir.path()),
+        );
+        let mut spooled: Vec<(String, String)> = crate::spool::list(dir.path())
+            .unwrap()
+            .iter()
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(path).unwrap())
+            })
+            .collect();
+        spooled.sort();
+        let texts: Vec<&str> = spooled.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["p2pu2:first", "p2pu1:second"]);
+        assert!(
+            spooled.iter().all(|(name, _)| name.contains("-push-")),
+            "{spooled:?}"
+        );
+    }
 
     fn users(name: &str) -> Option<(u32, u32)> {
         match name {

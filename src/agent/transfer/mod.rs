@@ -10,6 +10,7 @@ pub mod fetch_error;
 pub(crate) mod http;
 pub mod http_get;
 pub mod pace;
+pub mod push;
 pub mod relay;
 pub mod seed_http;
 pub mod serve;

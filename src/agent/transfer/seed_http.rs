@@ -89,6 +89,33 @@ const SEED_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SeedServer;
 
+/// Where the seed server hands a member's pushed announcement; false when it cannot take one
+/// now (the agent's pipe is full).
+pub type PushSink = Arc<dyn Fn(super::push::Pushed) -> bool + Send + Sync>;
+
+/// A member's `POST /push` ([`super::push`]): 202 once handed on, 400 for a text that is not
+/// an announcement's, 429 past the rate, 503 when the sink is full.
+fn take_push(request: &Request, rate: &super::push::Rate, pushes: &PushSink) -> Response {
+    let Some(text) = request.header(super::push::HEADER) else {
+        return Response::status(400);
+    };
+    if !super::push::acceptable(text) {
+        return Response::status(400);
+    }
+    if !rate.take() {
+        tracing::debug!(peer = %request.peer, "push past the rate: 429");
+        return Response::status(429);
+    }
+    let pushed = super::push::Pushed {
+        push: String::from_utf8_lossy(text).into_owned(),
+        from: request.peer,
+    };
+    match pushes(pushed) {
+        true => Response::status(202),
+        false => Response::status(503),
+    }
+}
+
 impl SeedServer {
     /// Serves the files directly under `root_dir` on `bind` (port 0 picks a free one).
     pub fn start(bind: SocketAddr, root_dir: &Path) -> Result<SeedHandle> {
@@ -112,6 +139,19 @@ impl SeedServer {
         allow: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>,
         sized: SeedLimits,
     ) -> Result<SeedHandle> {
+        SeedServer::start_taking_pushes(bind, root_dir, allow, sized, None)
+    }
+
+    /// Like `start_sized`, handing members' pushed announcements (`POST /push`,
+    /// [`super::push`]) to `pushes`; without it a push gets 405 like any other POST.
+    pub fn start_taking_pushes(
+        bind: SocketAddr,
+        root_dir: &Path,
+        allow: Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>,
+        sized: SeedLimits,
+        pushes: Option<PushSink>,
+    ) -> Result<SeedHandle> {
+        let rate = super::push::Rate::default();
         let root = root_dir
             .canonicalize()
             .map_err(Error::io("resolving the web seed root", root_dir))?;
@@ -121,6 +161,11 @@ impl SeedServer {
             // Asked again: the membership may have changed since the connection was accepted.
             if !allow(request.peer.ip()) {
                 return Response::status(403);
+            }
+            if let (Some(pushes), "POST") = (&pushes, request.method.as_str()) {
+                if request.path_and_query().0 == super::push::PATH {
+                    return take_push(request, &rate, pushes);
+                }
             }
             serve(&root, &readers, request)
         });

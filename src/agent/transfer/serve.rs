@@ -2,7 +2,9 @@
 //! loopback and the web seed server on the fleet address, answering from the membership the
 //! root agent writes to its stdin, one [`PeersSnapshot`] JSON line per refresh. It runs as an
 //! unprivileged user (see `supervise`) so that a bug in code that parses what strangers send
-//! does not give root. It ends when its stdin does, so it never outlives the agent.
+//! does not give root. It ends when its stdin does, so it never outlives the agent. After its
+//! ready line, its stdout carries the announcements members push to it ([`super::push`]), one
+//! [`super::push::Pushed`] JSON line each, for the agent to spool.
 
 use super::http::connectable;
 use super::seed_http::{SeedHandle, SeedServer};
@@ -10,13 +12,16 @@ use super::tracker::{Tracker, TrackerHandle};
 use crate::agent::runtime::peers::{FleetPeers, PeersSnapshot};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A snapshot line longer than this is refused (a fleet of thousands fits in well under 1 MiB).
 const MAX_LINE: usize = 16 << 20;
+
+/// Pushed announcements waiting for the agent to read them; a push beyond gets 503.
+const PUSHES_QUEUED: usize = 64;
 
 /// Where to serve what; the agent derives it from the site config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,7 @@ pub struct Serving {
     peers: Arc<FleetPeers>,
     tracker: TrackerHandle,
     seeder: SeedHandle,
+    pushes: std::sync::mpsc::Receiver<super::push::Pushed>,
 }
 
 impl Serving {
@@ -69,11 +75,16 @@ impl Serving {
         let members = peers.clone();
         let allow = Arc::new(move |ip| members.is_member(ip));
         let sized = super::seed_http::SeedLimits::for_fan_out(options.fan_out);
-        let seeder = SeedServer::start_sized(options.seed, &options.root, allow, sized)?;
+        let (queue, pushes) = std::sync::mpsc::sync_channel(PUSHES_QUEUED);
+        let sink: super::seed_http::PushSink =
+            Arc::new(move |pushed| queue.try_send(pushed).is_ok());
+        let seeder =
+            SeedServer::start_taking_pushes(options.seed, &options.root, allow, sized, Some(sink))?;
         Ok(Serving {
             peers,
             tracker,
             seeder,
+            pushes,
         })
     }
 
@@ -84,9 +95,16 @@ impl Serving {
         }
     }
 
-    /// Applies each snapshot line of `input` until it ends, then stops both servers. A line
-    /// that is not a snapshot is logged and skipped; only a failing read is an error.
-    pub fn run(self, mut input: impl BufRead) -> Result<()> {
+    /// Applies each snapshot line of `input` until it ends, then stops both servers; meanwhile
+    /// writes each pushed announcement to `output`, a line each. A line that is not a snapshot
+    /// is logged and skipped; only a failing read is an error.
+    pub fn run(self, mut input: impl BufRead, output: impl Write + Send + 'static) -> Result<()> {
+        let pushes = self.pushes;
+        // Detached: it ends with the process (or when the agent stops reading, at its first
+        // failed write).
+        let _ = std::thread::Builder::new()
+            .name("serve-pushes".into())
+            .spawn(move || hand_on(pushes, output));
         let outcome = loop {
             match next_line(&mut input, MAX_LINE) {
                 Ok(None) => break Ok(()),
@@ -114,6 +132,20 @@ impl Serving {
         self.tracker.shutdown();
         self.seeder.shutdown();
         outcome
+    }
+}
+
+/// Writes each pushed announcement to `output` as a JSON line, until a write fails.
+fn hand_on(pushes: std::sync::mpsc::Receiver<super::push::Pushed>, mut output: impl Write) {
+    for pushed in pushes {
+        let Ok(mut line) = serde_json::to_vec(&pushed) else {
+            continue;
+        };
+        line.push(b'\n');
+        if let Err(e) = output.write_all(&line).and_then(|()| output.flush()) {
+            tracing::warn!("handing a pushed announcement to the agent: {e}; no more pushes");
+            return;
+        }
     }
 }
 
@@ -204,9 +236,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<Ready>(&line).unwrap(), ready);
 
         let (reader, mut writer) = std::io::pipe().unwrap();
+        let (pushes, pushes_out) = std::io::pipe().unwrap();
         let (done_tx, done) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = done_tx.send(serving.run(std::io::BufReader::new(reader)));
+            let _ = done_tx.send(serving.run(std::io::BufReader::new(reader), pushes_out));
         });
         let announce = format!("{}?{QUERY}", ready.tracker_url());
         let (_, body) = get(&announce);
@@ -229,6 +262,29 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(get(&format!("{}f", ready.seed_url())).1, b"payload");
+
+        // A member's push comes out on the other pipe, a JSON line; what is not an
+        // announcement's text does not.
+        let post = |text: &str| {
+            let mut stream = TcpStream::connect(ready.seed).unwrap();
+            write!(
+                stream,
+                "POST /push HTTP/1.1\r\nX-P2pu-Announcement: {text}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .unwrap();
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer.lines().next().unwrap_or_default().to_string()
+        };
+        assert_eq!(post("p2pu-sync:now"), "HTTP/1.1 400 Bad Request");
+        assert_eq!(post("p2pu2:abcDEF_-"), "HTTP/1.1 202 Accepted");
+        let mut line = String::new();
+        std::io::BufReader::new(pushes)
+            .read_line(&mut line)
+            .unwrap();
+        let pushed: super::super::push::Pushed = serde_json::from_str(&line).unwrap();
+        assert_eq!(pushed.push, "p2pu2:abcDEF_-");
+        assert_eq!(pushed.from.ip(), Ipv4Addr::LOCALHOST);
 
         // The agent going away (its end of the pipe closing) ends the serving process.
         drop(writer);

@@ -1,5 +1,6 @@
-//! A query over Serf's RPC (TCP to `rpc_addr`): handshake, `auth`, the alive members, then
-//! `query`, whose answers stream in as Serf receives them. It ends as soon as every member
+//! Serf's RPC (TCP to `rpc_addr`), one connection a request: handshake, `auth`, then
+//! `members`, `event`, `join`, `tags` or a query. A query lists the alive members, then sends
+//! `query`, whose answers stream in as Serf receives them; it ends as soon as every member
 //! alive when it began answered, or at its timeout, by closing the connection. `serf query
 //! -format=json` prints only at the timeout, and its text output cannot be read early
 //! safely: a member chooses its answer, and newlines in it could forge another member's line.
@@ -31,21 +32,185 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// How long the kernel may take to list the accepted end of a fresh loopback connection.
 const LISTED_WITHIN: Duration = Duration::from_millis(200);
 
-/// The sequence numbers of the requests, one connection each query.
+/// The sequence numbers of the two requests every connection starts with; the next ones
+/// count up from [`SEQ_FIRST`].
 const SEQ_HANDSHAKE: u64 = 0;
 const SEQ_AUTH: u64 = 1;
-const SEQ_MEMBERS: u64 = 2;
-const SEQ_QUERY: u64 = 3;
+const SEQ_FIRST: u64 = 2;
 
 /// The agent at `addr`, authenticated with `auth`: `setup` bounds connecting and each step
-/// before the query.
+/// (for a join, the whole join).
 pub(super) struct Rpc<'a> {
     pub addr: &'a str,
     pub auth: Option<&'a str>,
     pub setup: Duration,
 }
 
+/// One connection past its handshake and `auth`: requests numbered from [`SEQ_FIRST`].
+struct Session<'r> {
+    rpc: &'r Rpc<'r>,
+    stream: TcpStream,
+    reader: BufReader<Deadline>,
+    seq: u64,
+}
+
+impl<'r> Session<'r> {
+    /// Sends `command` with `body` and reads its reply header within `within`; returns the
+    /// request's sequence number.
+    fn call<B: serde::Serialize>(
+        &mut self,
+        command: &'static str,
+        body: Option<&B>,
+        within: Duration,
+        what: &'static str,
+    ) -> Result<u64, SerfError> {
+        let seq = self.seq;
+        self.seq += 1;
+        self.send(command, seq, body)?;
+        self.reader.get_mut().at = deadline(within);
+        read_header(&mut self.reader, seq, command)
+            .map_err(|source| self.rpc.failed(what, source))?;
+        Ok(seq)
+    }
+
+    fn send<B: serde::Serialize>(
+        &self,
+        command: &'static str,
+        seq: u64,
+        body: Option<&B>,
+    ) -> Result<(), SerfError> {
+        (&self.stream)
+            .write_all(&serf_rpc::request(command, seq, body))
+            .map_err(|source| SerfError::RpcIo {
+                addr: self.rpc.addr.to_owned(),
+                what: command,
+                source,
+            })
+    }
+
+    /// The reply's body, kept up to `limit` bytes.
+    fn body(&mut self, limit: usize, what: &'static str) -> Result<Vec<u8>, SerfError> {
+        match read_object(&mut self.reader, limit) {
+            Ok(Object::Kept(bytes)) => Ok(bytes),
+            Ok(Object::Skipped { .. }) => Err(RpcError::Oversize { what, limit }),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| self.rpc.failed(what, source))
+    }
+
+    /// The members Serf lists (`members`, or `members-filtered` by status).
+    fn members(&mut self, status: Option<&str>) -> Result<Vec<u8>, SerfError> {
+        const WHAT: &str = "listing the members";
+        match status {
+            Some(status) => self.call(
+                serf_rpc::MEMBERS_FILTERED,
+                Some(&serf_rpc::MembersFiltered { status }),
+                self.rpc.setup,
+                WHAT,
+            )?,
+            None => self.call::<()>(serf_rpc::MEMBERS, None, self.rpc.setup, WHAT)?,
+        };
+        self.body(serf_rpc::MAX_MEMBERS_BYTES, WHAT)
+    }
+}
+
+/// `within` from now; a duration past what `Instant` holds (`fleet status --timeout 1e19`)
+/// waits for good.
+fn deadline(within: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(within).unwrap_or_else(|| now + FOREVER)
+}
+
 impl Rpc<'_> {
+    /// Connects, checks who listens, shakes hands and authenticates.
+    fn open(&self) -> Result<Session<'_>, SerfError> {
+        let stream = self.connect()?;
+        self.check_listener(&stream)?;
+        let reader = stream.try_clone().map_err(|source| SerfError::RpcIo {
+            addr: self.addr.to_owned(),
+            what: "connecting",
+            source,
+        })?;
+        let mut session = Session {
+            rpc: self,
+            stream,
+            reader: BufReader::new(Deadline {
+                stream: reader,
+                at: deadline(self.setup),
+            }),
+            seq: SEQ_HANDSHAKE,
+        };
+        session.call(
+            serf_rpc::HANDSHAKE,
+            Some(&serf_rpc::Handshake {
+                version: serf_rpc::IPC_VERSION,
+            }),
+            self.setup,
+            "the handshake",
+        )?;
+        if let Some(auth_key) = self.auth {
+            session.seq = SEQ_AUTH;
+            session.call(
+                serf_rpc::AUTH,
+                Some(&serf_rpc::Auth { auth_key }),
+                self.setup,
+                "authenticating",
+            )?;
+        }
+        session.seq = SEQ_FIRST;
+        Ok(session)
+    }
+
+    /// Every member the agent knows, in any state; the second value counts those left out
+    /// for an unreadable address ([`serf_rpc::members`]).
+    pub fn members(&self) -> Result<(Vec<serf_rpc::Member>, usize), SerfError> {
+        let reply = self.open()?.members(None)?;
+        serf_rpc::members(&reply).map_err(|source| self.failed("listing the members", source))
+    }
+
+    /// Broadcasts user event `name` (Serf refuses one past `user_event_size_limit`).
+    pub fn event(&self, name: &str, payload: &[u8], coalesce: bool) -> Result<(), SerfError> {
+        self.open()?.call(
+            serf_rpc::EVENT,
+            Some(&serf_rpc::EventRequest {
+                name,
+                payload,
+                coalesce,
+            }),
+            self.setup,
+            "sending the event",
+        )?;
+        Ok(())
+    }
+
+    /// Joins the agents at `addrs`; fails when none answered (Serf's own error).
+    pub fn join(&self, addrs: &[String], replay: bool) -> Result<(), SerfError> {
+        self.open()?.call(
+            serf_rpc::JOIN,
+            Some(&serf_rpc::JoinRequest {
+                existing: addrs,
+                replay,
+            }),
+            self.setup,
+            "joining",
+        )?;
+        Ok(())
+    }
+
+    /// Sets tag `key` to `value`, keeping the others.
+    pub fn set_tag(&self, key: &str, value: &str) -> Result<(), SerfError> {
+        self.open()?.call(
+            serf_rpc::TAGS,
+            Some(&serf_rpc::TagsRequest {
+                tags: [(key, value)].into(),
+                delete_tags: &[],
+            }),
+            self.setup,
+            "setting a tag",
+        )?;
+        Ok(())
+    }
+
     /// Sends query `name` and returns `(node, answer)` sorted by node, once every member alive
     /// when it began answered or at `timeout`.
     pub fn query(
@@ -54,78 +219,25 @@ impl Rpc<'_> {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<(String, String)>, SerfError> {
-        let stream = self.connect()?;
-        self.check_listener(&stream)?;
-        let mut reader = BufReader::new(Deadline {
-            stream: &stream,
-            at: Instant::now() + self.setup,
-        });
-        self.send(
-            &stream,
-            serf_rpc::HANDSHAKE,
-            SEQ_HANDSHAKE,
-            Some(&serf_rpc::Handshake {
-                version: serf_rpc::IPC_VERSION,
-            }),
-        )?;
-        self.header(
-            &mut reader,
-            SEQ_HANDSHAKE,
-            serf_rpc::HANDSHAKE,
-            "the handshake",
-        )?;
-        if let Some(auth_key) = self.auth {
-            self.send(
-                &stream,
-                serf_rpc::AUTH,
-                SEQ_AUTH,
-                Some(&serf_rpc::Auth { auth_key }),
-            )?;
-            self.header(&mut reader, SEQ_AUTH, serf_rpc::AUTH, "authenticating")?;
-        }
-        self.send(
-            &stream,
-            serf_rpc::MEMBERS_FILTERED,
-            SEQ_MEMBERS,
-            Some(&serf_rpc::MembersFiltered { status: "alive" }),
-        )?;
-        self.header(
-            &mut reader,
-            SEQ_MEMBERS,
-            serf_rpc::MEMBERS_FILTERED,
-            "listing the alive members",
-        )?;
-        let alive = match read_object(&mut reader, serf_rpc::MAX_MEMBERS_BYTES) {
-            Ok(Object::Kept(bytes)) => serf_rpc::member_names(&bytes),
-            Ok(Object::Skipped { .. }) => Err(RpcError::Oversize {
-                what: "members reply",
-                limit: serf_rpc::MAX_MEMBERS_BYTES,
-            }),
-            Err(e) => Err(e),
-        }
-        .map_err(|source| self.failed("listing the alive members", source))?;
-
-        let sent = Instant::now();
+        let mut session = self.open()?;
+        let alive = session.members(Some("alive"))?;
+        let alive = serf_rpc::member_names(&alive)
+            .map_err(|source| self.failed("listing the alive members", source))?;
         // Serf reads 0 as "its default"; Go's durations are nanoseconds.
         let nanos = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX).max(1);
-        self.send(
-            &stream,
+        let seq = session.call(
             serf_rpc::QUERY,
-            SEQ_QUERY,
             Some(&serf_rpc::QueryRequest {
                 request_ack: false,
                 timeout: nanos,
                 name,
                 payload,
             }),
+            timeout.saturating_add(DONE_GRACE),
+            "sending the query",
         )?;
-        // A timeout past what `Instant` holds (`fleet status --timeout 1e19`) waits for good.
-        reader.get_mut().at = sent
-            .checked_add(timeout.saturating_add(DONE_GRACE))
-            .unwrap_or_else(|| sent + FOREVER);
-        self.header(&mut reader, SEQ_QUERY, serf_rpc::QUERY, "sending the query")?;
         let mut collector = Collector::new(alive);
-        let ending = collect_query(&mut reader, SEQ_QUERY, &mut collector);
+        let ending = collect_query(&mut session.reader, seq, &mut collector);
         match ending {
             Ok(_) => {}
             // Serf's `done` did not come by the deadline: the query ran its time.
@@ -139,9 +251,8 @@ impl Rpc<'_> {
                 "query: answers dropped (duplicates, strangers past the cap, oversize)"
             );
         }
-        // Dropping the stream closes the connection: Serf stops streaming this query.
-        drop(reader);
-        drop(stream);
+        // Dropping the session closes the connection: Serf stops streaming this query.
+        drop(session);
         Ok(collector.into_answers())
     }
 
@@ -179,14 +290,6 @@ impl Rpc<'_> {
         // Small requests, each waited on: no reason to let Nagle hold them.
         stream.set_nodelay(true).map_err(io_failed("connecting"))?;
         Ok(stream)
-    }
-
-    /// Connects and checks the listener, sending nothing: before the `serf` CLI is handed the
-    /// key (it checks nothing). Serf would have to die and a squatter take the port within
-    /// the moment between this and the CLI's own connection.
-    pub fn probe(&self) -> Result<(), SerfError> {
-        let stream = self.connect()?;
-        self.check_listener(&stream)
     }
 
     /// Refuses a listener owned by anyone but root or this process's user (see the header),
@@ -227,32 +330,6 @@ impl Rpc<'_> {
                 uid,
             }),
         }
-    }
-
-    fn send<B: serde::Serialize>(
-        &self,
-        mut stream: &TcpStream,
-        command: &'static str,
-        seq: u64,
-        body: Option<&B>,
-    ) -> Result<(), SerfError> {
-        stream
-            .write_all(&serf_rpc::request(command, seq, body))
-            .map_err(|source| SerfError::RpcIo {
-                addr: self.addr.to_owned(),
-                what: command,
-                source,
-            })
-    }
-
-    fn header<R: Read>(
-        &self,
-        reader: &mut R,
-        seq: u64,
-        command: &str,
-        what: &'static str,
-    ) -> Result<(), SerfError> {
-        read_header(reader, seq, command).map_err(|source| self.failed(what, source))
     }
 
     /// Serf's own refusals of the key say what to fix; the rest name the step.
@@ -307,12 +384,12 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Reads from `stream` until `at`, then fails with `TimedOut`.
-struct Deadline<'a> {
-    stream: &'a TcpStream,
+struct Deadline {
+    stream: TcpStream,
     at: Instant,
 }
 
-impl Read for Deadline<'_> {
+impl Read for Deadline {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.at.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -322,8 +399,7 @@ impl Read for Deadline<'_> {
             ));
         }
         self.stream.set_read_timeout(Some(left))?;
-        let mut stream = self.stream;
-        stream.read(buf)
+        self.stream.read(buf)
     }
 }
 
@@ -615,23 +691,33 @@ mod tests {
         assert!(heard.is_empty(), "the squatter heard {heard:?}");
     }
 
+    /// Every request opens its connection through the same check: none hands a squatter the
+    /// key (the `serf` CLI these replaced sent it to whatever listened).
     #[test]
-    fn the_cli_is_not_handed_the_key_for_a_port_squatter() {
-        use crate::engines::serf::{Gossip, Serf};
-        let (addr, heard) = squatter();
-        // `true` stands in for the CLI: run, it would "succeed" with no members.
-        let serf = Serf::new(addr)
-            .with_auth(Some("k3y".into()))
-            .with_binary("true");
-        match serf.user_event("p2pu-update", b"x", false) {
-            Err(SerfError::RpcNotSerf {
-                uid: Some(65534), ..
-            }) => {}
-            other => panic!("want RpcNotSerf, got {other:?}"),
+    fn no_request_hands_a_port_squatter_the_key() {
+        use crate::engines::serf::{Gossip, JoinEvents, Serf};
+        type Request = fn(&Serf) -> Result<(), SerfError>;
+        let requests: [(&str, Request); 4] = [
+            ("event", |s| s.user_event("p2pu-update", b"x", false)),
+            ("members", |s| s.members().map(drop)),
+            ("join", |s| {
+                s.join(&["10.0.0.1:7946".into()], JoinEvents::Replay)
+            }),
+            ("tags", |s| s.set_tag("p2pu-rate", "1")),
+        ];
+        for (what, request) in requests {
+            let (addr, heard) = squatter();
+            let serf = Serf::new(addr).with_auth(Some("k3y".into()));
+            match request(&serf) {
+                Err(SerfError::RpcNotSerf {
+                    uid: Some(65534), ..
+                }) => {}
+                other => panic!("{what}: want RpcNotSerf, got {other:?}"),
+            }
+            drop(serf);
+            let heard = heard.recv().unwrap_or_default();
+            assert!(heard.is_empty(), "{what}: the squatter heard {heard:?}");
         }
-        drop(serf);
-        let heard = heard.recv().unwrap_or_default();
-        assert!(heard.is_empty(), "the squatter heard {heard:?}");
     }
 
     #[test]

@@ -1,0 +1,184 @@
+//! Pushing an announcement straight to the members, beside Serf's broadcast: `submit` sends the
+//! signed wire text to each alive member's web seed server (`POST /push`, the text in the
+//! [`HEADER`] header, no body), which hands it to its agent; the agent spools it like a Serf
+//! event, and the intake verifies it like one. Serf's gossip reaches the last of 8 nodes about
+//! 250 ms after the broadcast (a 200 ms gossip tick, 3 members a tick: two or three ticks); a
+//! push reaches each in one round trip, and reaches a member whose Serf lost the event (a
+//! fleet-wide Serf restart) at all. Serf stays the path every member is reached by: a push is
+//! best effort and capped at [`MAX_TARGETS`] members.
+//!
+//! Who can push: the seed server answers members' addresses only (403 before the head is read
+//! otherwise), so a pusher is a member or a process on a member's machine (not necessarily one
+//! that holds the Serf keyring: `debian-transmission` there can connect too). What it can push
+//! is what a keyring holder can send as an event: text the intake verifies (signature, trusted
+//! key, fleet, expiry, sequence) before anything happens, and a pushed text the intake refuses
+//! makes no record (`p2pu status` shows only what Serf or the overlay delivered). The seed
+//! server forwards at most [`RATE_PER_SEC`] pushes a second (a burst of [`BURST`]), each at
+//! most [`MAX_WIRE_BYTES`] of printable ASCII starting as an announcement; the agent checks
+//! both again on its side of the child's pipe, which it reads line by line, bounded.
+
+use crate::formats::announcement;
+use crate::formats::serf_names::TAG_SEED_PORT;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The request header that carries the wire text.
+pub const HEADER: &str = "X-P2pu-Announcement";
+/// The path of a push.
+pub const PATH: &str = "/push";
+/// The longest wire text a push carries: Serf's event limit (`serf.user_event_size_limit` is
+/// at most 1 KiB by default, 9 KiB by Serf) and then some; the seed server's request head is
+/// bounded at 8 KiB anyway.
+pub const MAX_WIRE_BYTES: usize = 6 * 1024;
+/// Pushes one seed server forwards a second, on average, and at once.
+pub const RATE_PER_SEC: f64 = 8.0;
+pub const BURST: f64 = 32.0;
+/// Members one submit pushes to; the others hear the event from Serf.
+pub const MAX_TARGETS: usize = 64;
+/// Pushes in flight at once from one submit.
+const SENDERS: usize = 16;
+/// A member that does not take the connection and answer within this is left to Serf.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const ANSWER_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Whether `text` may be pushed and forwarded: an announcement's prefix, printable ASCII, not
+/// too long. The intake decides the rest.
+pub fn acceptable(text: &[u8]) -> bool {
+    text.len() <= MAX_WIRE_BYTES
+        && announcement::is_wire(text)
+        && text.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// One pushed text as the seed server's child writes it to the agent, one JSON line each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pushed {
+    pub push: String,
+    /// Who pushed it (`ip:port`), for the agent's log.
+    pub from: SocketAddr,
+}
+
+/// A token bucket: at most [`RATE_PER_SEC`] a second on average, [`BURST`] at once.
+pub struct Rate {
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Default for Rate {
+    fn default() -> Rate {
+        Rate {
+            state: Mutex::new((BURST, Instant::now())),
+        }
+    }
+}
+
+impl Rate {
+    /// Takes a token if one is there.
+    pub fn take(&self) -> bool {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&self, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = *state;
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        let tokens = (tokens + elapsed * RATE_PER_SEC).min(BURST);
+        let (tokens, taken) = match tokens >= 1.0 {
+            true => (tokens - 1.0, true),
+            false => (tokens, false),
+        };
+        *state = (tokens, now.max(last));
+        taken
+    }
+}
+
+/// Pushes `wire` to the web seed servers of up to [`MAX_TARGETS`] of `members` (alive, not
+/// `own_name`, advertising a seed port), chosen at random, [`SENDERS`] at a time; returns how
+/// many took it (202). Never fails: a member that does not take it hears the Serf event.
+pub fn push(members: &[crate::engines::Member], own_name: Option<&str>, wire: &str) -> usize {
+    use rand::seq::SliceRandom;
+    let mut targets: Vec<SocketAddr> = members
+        .iter()
+        .filter(|m| m.status == crate::engines::MemberStatus::Alive)
+        .filter(|m| Some(m.name.as_str()) != own_name)
+        .filter_map(|m| {
+            let port = m.tags.get(TAG_SEED_PORT)?.parse::<u16>().ok()?;
+            Some(SocketAddr::new(m.addr, port))
+        })
+        .collect();
+    targets.shuffle(&mut rand::thread_rng());
+    targets.truncate(MAX_TARGETS);
+    let request = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: p2pu\r\n{HEADER}: {wire}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let taken = std::sync::atomic::AtomicUsize::new(0);
+    for batch in targets.chunks(SENDERS) {
+        std::thread::scope(|scope| {
+            for &target in batch {
+                let (request, taken) = (&request, &taken);
+                scope.spawn(move || match send(target, request) {
+                    Ok(202) => {
+                        taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(status) => tracing::debug!(%target, status, "push not taken"),
+                    Err(e) => tracing::debug!(%target, "push not sent: {e}"),
+                });
+            }
+        });
+    }
+    taken.into_inner()
+}
+
+/// Sends one push and returns the answer's status code.
+fn send(target: SocketAddr, request: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
+    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    stream.write_all(request.as_bytes())?;
+    let mut head = [0u8; 64];
+    let mut got = 0;
+    // "HTTP/1.1 202 ..." : the status is all that is read.
+    while got < 12 {
+        match stream.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    std::str::from_utf8(&head[..got])
+        .ok()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status in the answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_printable_announcement_texts_of_bounded_length_are_acceptable() {
+        assert!(acceptable(b"p2pu2:abc_-DEF"));
+        assert!(acceptable(b"p2pu1:abc"));
+        assert!(!acceptable(b"p2pu-sync:now"), "not an announcement");
+        assert!(!acceptable(b"p2pu2:a b"), "a space");
+        assert!(!acceptable(b"p2pu2:a\nb"), "a newline");
+        assert!(!acceptable(b"p2pu2:\x1b[2J"), "an escape");
+        let long = format!("p2pu2:{}", "a".repeat(MAX_WIRE_BYTES));
+        assert!(!acceptable(long.as_bytes()));
+    }
+
+    #[test]
+    fn the_rate_lets_a_burst_through_then_refills_at_its_pace() {
+        let rate = Rate::default();
+        let start = Instant::now();
+        let burst = (0..100).filter(|_| rate.take_at(start)).count();
+        assert_eq!(burst, BURST as usize);
+        assert!(!rate.take_at(start + Duration::from_millis(50)));
+        let later = start + Duration::from_secs(1);
+        let refilled = (0..100).filter(|_| rate.take_at(later)).count();
+        assert_eq!(refilled, RATE_PER_SEC as usize);
+    }
+}
