@@ -12,7 +12,10 @@
 //! `--stripes` runs the relay chain and the striped transfer on the same lab per scenario,
 //! beside the stripe model (benches/support/modes.rs; with no fault named, six scenarios:
 //! equal links, two adjacent slow members, one slow, a crash, a hang, a liar; `--only
-//! equal,adjacent,slow,crash,hang,liar` picks some; `--p2pu-only` is implied).
+//! equal,adjacent,slow,crash,hang,liar` picks some; `--p2pu-only` is implied;
+//! `--warm-up [--warm-up-mib M]` sends one striped update before the measured ones, so that
+//! every node advertises a measured rate, as in a fleet that fetched before; the default is
+//! a cold lab).
 //! Prints a table, and each node's timeline on stderr; asserts nothing about timings.
 
 #[path = "support/liar.rs"]
@@ -535,6 +538,7 @@ fn main() -> Res<()> {
     let mut scenario = Scenario::default();
     let mut stripes = false;
     let mut only: Option<Vec<String>> = None;
+    let mut warm_up: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     let at = |text: String| -> Res<(usize, f64)> {
         let (n, f) = text.split_once('@').ok_or("N@F, e.g. 6@0.3")?;
@@ -555,6 +559,20 @@ fn main() -> Res<()> {
             "--hang" => scenario.hang = Some(at(args.next().ok_or("--hang N@F")?)?),
             "--liar" => scenario.liar = Some(args.next().ok_or("--liar N")?.parse()?),
             "--stripes" => stripes = true,
+            "--warm-up" => {
+                warm_up.get_or_insert(modes::WARM_UP_MIB);
+            }
+            "--warm-up-mib" => {
+                let m: usize = args.next().ok_or("--warm-up-mib M")?.parse()?;
+                // At 4 MiB or less a payload is fetched directly from the origin, not by
+                // stripes (`relay::DIRECT_MAX`); see `modes::WARM_UP_MIB`.
+                if m <= 4 {
+                    return Err(
+                        "--warm-up-mib: above 4, so that the warm-up goes by stripes".into(),
+                    );
+                }
+                warm_up = Some(m);
+            }
             "--only" => {
                 only = Some(
                     args.next()
@@ -583,9 +601,9 @@ fn main() -> Res<()> {
                 if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == label)) {
                     continue;
                 }
-                let (one_copy, measured) = modes::run(n, mib, mbit, &s)?;
+                let outcome = modes::run(n, mib, mbit, &s, warm_up)?;
                 let model = modes::model(n, mib, mbit, &s);
-                rows.push((n, s.name(), one_copy, measured, model));
+                rows.push((n, s.name(), outcome, model));
             }
         }
         modes::print(mib, mbit, &rows);

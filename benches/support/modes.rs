@@ -10,7 +10,17 @@
 //! copy; what node 1 (the origin) sent over TCP during the rollout over the payload (an
 //! iptables counter in the lab's namespace: Serf's and the tracker's few KiB included); the
 //! agents' peak RSS (VmHWM, max over nodes); the agents' CPU seconds (user + system, all
-//! threads, the seed server's included) per node per GiB, from submit to the last verified.
+//! threads, the seed server's included) per node per GiB, from submit to the last verified;
+//! the members the striped update's roster classed slow.
+//!
+//! `--warm-up` (`--warm-up-mib M`, default [`WARM_UP_MIB`]): before the measured updates, on
+//! the links the scenario shapes, one striped update that every node applies, so that every
+//! fetching node advertises a measured `p2pu-rate` (one fetch of at least 1 MiB is enough:
+//! the figure is the median of the samples there are, `runtime::rate`), as in a fleet that
+//! fetched updates before; the measured updates start once the origin's Serf shows every
+//! node's rate. Without it (the default) the lab is cold: no rate is advertised, a slow
+//! member is classed full-rate and its children must find it slow themselves. The table
+//! says which rows had one, and what the rates after it classed slow.
 //! Nothing asserted about timings.
 
 use super::stripe_sim;
@@ -46,6 +56,132 @@ pub struct Measured {
     pub rss_peak: u64,
     /// Agents' CPU seconds per node per GiB of payload.
     pub cpu_per_gib: f64,
+    /// The nodes the striped update's roster classed slow (`None` for the chain, or where
+    /// the roster could not be read).
+    pub roster_slow: Option<Vec<usize>>,
+}
+
+/// The warm-up's size by default: above `DIRECT_MAX` (4 MiB), so it goes by stripes, as the
+/// measured update does (a direct fetch shares the origin's uplink among every node at once:
+/// at 8 nodes each gets a seventh of it, not twice a slow node's rate, so the figures would
+/// not tell the slow ones apart); big enough that the seconds a healthy child spends finding
+/// a slow parent (`stripes::PACE_WINDOW`) weigh little in its figure.
+pub const WARM_UP_MIB: usize = 16;
+
+/// What the warm-up left: its size, and the nodes the rates it made the nodes advertise
+/// class slow (`topology::classify`; the rates themselves go to stderr).
+pub struct WarmUp {
+    pub mib: usize,
+    pub slow: Vec<usize>,
+}
+
+impl WarmUp {
+    /// For the table: `16 MiB: slow by rate 4, 5` (or `none slow by rate`).
+    pub fn label(&self) -> String {
+        if self.slow.is_empty() {
+            format!("{} MiB: none slow by rate", self.mib)
+        } else {
+            format!("{} MiB: slow by rate {}", self.mib, nodes_list(&self.slow))
+        }
+    }
+}
+
+fn nodes_list(nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each node's advertised `p2pu-rate` as node 1's Serf shows it (read strictly, as `submit`
+/// reads it: `formats::rate::decode`).
+fn advertised(lab: &p2pu::lab::Lab, nodes: usize) -> Res<Vec<(usize, Option<u64>)>> {
+    let members = lab.members(1)?;
+    (1..=nodes)
+        .map(|n| {
+            let name = &lab.node(n)?.name;
+            let rate = members
+                .iter()
+                .find(|m| &m.name == name)
+                .and_then(|m| m.tags.get(p2pu::formats::serf_names::TAG_RATE))
+                .and_then(|r| p2pu::formats::rate::decode(r));
+            Ok((n, rate))
+        })
+        .collect()
+}
+
+/// One striped update of `mib` MiB that every node applies, then a wait until node 1's Serf
+/// shows a rate for every node but the origin (which fetches nothing).
+fn warm_up(
+    lab: &p2pu::lab::Lab,
+    nodes: usize,
+    payload_dir: &std::path::Path,
+    mib: usize,
+) -> Res<WarmUp> {
+    let name = format!("warm-up-{nodes}.tar.gz");
+    let payload = random_archive(payload_dir, &name, mib)?;
+    eprintln!("[{nodes} nodes] warm-up: {mib} MiB by stripes...");
+    let (start, seq) = submit(lab, &payload)?;
+    let all: Vec<usize> = (1..=nodes).collect();
+    let applied = wait_nodes(lab, &all, " applied: ", &name, seq, start)?;
+    std::fs::remove_file(&payload)?;
+    let deadline = now_s() + 120.0;
+    let rates = loop {
+        let rates = advertised(lab, nodes)?;
+        if rates.iter().skip(1).all(|(_, r)| r.is_some()) {
+            break rates;
+        }
+        if now_s() > deadline {
+            return Err(
+                format!("warm-up: not every node advertises a rate in 120 s: {rates:?}").into(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let classes = p2pu::agent::transfer::topology::classify(
+        &rates.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+    );
+    let slow: Vec<usize> = rates
+        .iter()
+        .zip(&classes)
+        .filter(|(_, c)| **c == p2pu::agent::transfer::topology::Class::Slow)
+        .map(|((n, _), _)| *n)
+        .collect();
+    let last = applied.iter().cloned().fold(f64::MIN, f64::max);
+    eprintln!(
+        "[{nodes} nodes] warm-up applied everywhere in {last:.1} s; advertised rates (Mbit/s): {}; slow by rate: {slow:?}",
+        rates
+            .iter()
+            .map(|(n, r)| match r {
+                Some(r) => format!("{n}: {:.1}", *r as f64 * 8.0 / 1e6),
+                None => format!("{n}: -"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(WarmUp { mib, slow })
+}
+
+/// The nodes the roster of node 1's striped update `name` classes slow.
+fn roster_slow(lab: &p2pu::lab::Lab, nodes: usize, name: &str, seq: u64) -> Option<Vec<usize>> {
+    let origin = lab.node(1).ok()?;
+    let records =
+        p2pu::agent::runtime::state::StateStore::open_read_only(&origin.site.agent.state_dir)
+            .records(name)
+            .ok()?;
+    let hash = &records.iter().find(|r| r.seq == seq)?.info_hash;
+    let path = origin
+        .site
+        .transmission
+        .download_dir
+        .join(format!("{hash}.roster"));
+    let roster = p2pu::formats::roster::Roster::decode(&std::fs::read(path).ok()?).ok()?;
+    Some(
+        (1..=nodes)
+            .filter(|&n| lab.node(n).is_ok_and(|i| roster.slow.contains(&i.name)))
+            .collect(),
+    )
 }
 
 /// The scenarios of `--stripes` with no fault named on the command line: equal links, the
@@ -203,9 +339,23 @@ fn submit_as(
     Ok((start, seq))
 }
 
-/// Both transfers in `scenario` on one lab of `nodes`: the figures of each, and one copy's
-/// time.
-pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64, Vec<Measured>)> {
+/// What [`run`] measured in one scenario: one copy's time, the warm-up's figures (where
+/// there was one), and each transfer's.
+pub struct Outcome {
+    pub one_copy: f64,
+    pub warm_up: Option<WarmUp>,
+    pub measured: Vec<Measured>,
+}
+
+/// Both transfers in `scenario` on one lab of `nodes`, after a striped warm-up of
+/// `warm_up_mib` MiB where it is given (on the scenario's shaped links).
+pub fn run(
+    nodes: usize,
+    mib: usize,
+    mbit: u32,
+    scenario: &Scenario,
+    warm_up_mib: Option<usize>,
+) -> Res<Outcome> {
     let dir = bench_dir()?;
     eprintln!(
         "[{nodes} nodes, {}] starting the lab (stripes mode)...",
@@ -236,6 +386,11 @@ pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64
         slow_copy.push((n, one_copy_to(&lab, &payload_dir, probe_name, n)?));
     }
     std::fs::remove_file(&probe)?;
+    // After the shaping, so that a slow node measures itself slow.
+    let warm = match warm_up_mib {
+        Some(w) => Some(warm_up(&lab, nodes, &payload_dir, w)?),
+        None => None,
+    };
     origin_counter(&lab, false)?;
 
     let mut measured = Vec::new();
@@ -305,6 +460,10 @@ pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64
             transfer.name()
         );
         super::timeline(&lab, nodes, &name, seq, start);
+        let roster_slow = match transfer {
+            Transfer::Chain => None,
+            Transfer::Stripes => roster_slow(&lab, nodes, &name, seq),
+        };
         measured.push(Measured {
             transfer,
             verified: last,
@@ -312,6 +471,7 @@ pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64
             origin_sent,
             rss_peak,
             cpu_per_gib: cpu / counted as f64 / gib,
+            roster_slow,
         });
         // Mend the fault for the next transfer.
         if let Some((n, _)) = scenario.hang {
@@ -327,7 +487,11 @@ pub fn run(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> Res<(f64
         std::fs::remove_file(&payload)?;
     }
     lab.shutdown()?;
-    Ok((one_copy, measured))
+    Ok(Outcome {
+        one_copy,
+        warm_up: warm,
+        measured,
+    })
 }
 
 /// The model's full-rate p50 / max, slowest slow node and origin upload for `scenario` at
@@ -359,14 +523,19 @@ pub fn model(nodes: usize, mib: usize, mbit: u32, scenario: &Scenario) -> String
 }
 
 /// Prints the table of `--stripes`.
-pub fn print(mib: usize, mbit: u32, rows: &[(usize, String, f64, Vec<Measured>, String)]) {
+pub fn print(mib: usize, mbit: u32, rows: &[(usize, String, Outcome, String)]) {
     let len = (mib as u64) << 20;
-    println!("chain vs stripes: {mib} MiB archive, links {mbit} Mbit/s per node each way; same lab per scenario, chain first; the model (benches/stripe_sim.rs, same parameters) beside");
+    println!("chain vs stripes: {mib} MiB archive, links {mbit} Mbit/s per node each way; same lab per scenario, (warm-up,) chain, stripes; the model (benches/stripe_sim.rs, same parameters) beside");
     println!("machine: {}", machine());
-    println!("| nodes | scenario | one copy (s) | transfer | last healthy verified (s) | / one copy | slow nodes: own (s) / their one copy (s) | origin sent / payload | agent RSS peak (VmHWM MiB) | agent CPU s per node per GiB | model (stripes, 1 ms hops): full-rate p50 / max over one copy |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (nodes, scenario, one_copy, measured, model) in rows {
-        for m in measured {
+    println!("| nodes | scenario | warm-up | one copy (s) | transfer | last healthy verified (s) | / one copy | slow nodes: own (s) / their one copy (s) | origin sent / payload | roster's slow | agent RSS peak (VmHWM MiB) | agent CPU s per node per GiB | model (stripes, 1 ms hops): full-rate p50 / max over one copy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (nodes, scenario, outcome, model) in rows {
+        let one_copy = outcome.one_copy;
+        let warm = outcome
+            .warm_up
+            .as_ref()
+            .map_or("none (cold)".to_string(), WarmUp::label);
+        for m in &outcome.measured {
             let slow = if m.slow.is_empty() {
                 "-".to_string()
             } else {
@@ -381,8 +550,13 @@ pub fn print(mib: usize, mbit: u32, rows: &[(usize, String, f64, Vec<Measured>, 
             } else {
                 ""
             };
+            let roster = match &m.roster_slow {
+                None => "",
+                Some(slow) if slow.is_empty() => "none",
+                Some(slow) => &nodes_list(slow),
+            };
             println!(
-                "| {nodes} | {scenario} | {one_copy:.1} | {} | {:.1} | {:.2}x | {slow} | {:.2}x | {:.1} | {:.1} | {model} |",
+                "| {nodes} | {scenario} | {warm} | {one_copy:.1} | {} | {:.1} | {:.2}x | {slow} | {:.2}x | {roster} | {:.1} | {:.1} | {model} |",
                 m.transfer.name(),
                 m.verified,
                 m.verified / one_copy,
