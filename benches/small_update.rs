@@ -5,8 +5,9 @@
 //! where the time goes, and beside every figure the one README.md last showed (the same row
 //! of its table), so a regression shows in the next run.
 //!
-//! `cargo bench --bench small_update [-- [--nodes N] [--updates K]]` (root; default 8 nodes,
-//! 10 updates: 80 latency samples). With `P2PU_BENCH_TRACE=1`, each update also prints node 2's
+//! `cargo bench --bench small_update [-- [--nodes N] [--updates K] [--no-push]]` (root; default
+//! 8 nodes, 10 updates: 80 latency samples; `--no-push` submits with `--no-push`, Serf's gossip
+//! alone, as before the push). With `P2PU_BENCH_TRACE=1`, each update also prints node 2's
 //! and the last node's agent log from `accepted` to `apply started`, timed, and at the end each
 //! agent's threads, anonymous and file-backed RSS and the anonymous mappings of 128 KiB or more
 //! (where an RSS regression shows which heap holds it).
@@ -52,10 +53,9 @@ const AGENT_OTHER: &str = "… on the other nodes (metainfo + payload over HTTP,
 const PHASE_SUBMIT: &str =
     "phase: the submit command (pre-broadcast check, torrent, seeding, signing, Serf event) (ms)";
 const PHASE_GOSSIP: &str = "phase: submit → spool file written (ms)";
-const PHASE_BROADCAST: &str =
-    "phase: submit → the submitting node's spool file (all before the broadcast) (ms)";
-const PHASE_SPREAD: &str =
-    "phase: the submitting node's spool file → the last node's (Serf's gossip) (ms)";
+const PHASE_FIRST: &str = "phase: submit → the first other node's spool file (ms)";
+const PHASE_LAST: &str =
+    "phase: submit → the last node's spool file (the push, or Serf's gossip) (ms)";
 const PHASE_FETCH: &str = "phase: accepted → puppet apply started (fetch + verify) (ms)";
 const PHASE_PUPPET: &str = "phase: puppet apply itself, all nodes at once (ms)";
 const RSS_IDLE: &str = "agent RSS idle, max over nodes (VmRSS MiB)";
@@ -126,11 +126,13 @@ fn trace(lab: &p2pu::lab::Lab, node: usize, seq: u64) {
 fn main() -> Res<()> {
     let mut nodes = 8;
     let mut updates = 10;
+    let mut extra: Vec<&str> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--nodes" => nodes = args.next().ok_or("--nodes N")?.parse()?,
             "--updates" => updates = args.next().ok_or("--updates K")?.parse()?,
+            "--no-push" => extra.push("--no-push"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -148,16 +150,16 @@ fn main() -> Res<()> {
     let (mut latency_local, mut latency_other) = (Vec::new(), Vec::new());
     let (mut gossip, mut download, mut puppet) = (Vec::new(), Vec::new(), Vec::new());
     let mut submit_cmd = Vec::new();
-    let (mut broadcast, mut spread) = (Vec::new(), Vec::new());
+    let (mut first_spooled, mut last_spooled) = (Vec::new(), Vec::new());
     for round in 0..updates {
         let path = manifest(dir.path(), round)?;
-        let (start, seq) = submit(&lab, &path)?;
+        let (start, seq) = submit_with(&lab, &path, &extra)?;
         submit_cmd.push(now_s() - start);
         let applied = wait_applied(&lab, nodes, "bench.pp", seq, Duration::from_secs(120))?;
         let last = applied.iter().cloned().fold(f64::MIN, f64::max);
         rollout.push(last - start);
         let mut latest_start = f64::MIN;
-        let (mut own_spool, mut last_spool) = (None, f64::MIN);
+        let (mut first_other, mut last_spool) = (f64::MAX, f64::MIN);
         for node in 1..=nodes {
             let accepted = logged(&lab, node, " accepted", "bench.pp", seq);
             let started = logged(&lab, node, "apply started", "bench.pp", seq);
@@ -177,8 +179,8 @@ fn main() -> Res<()> {
                 }
                 .push(latency);
                 gossip.push(spooled - start);
-                if node == 1 {
-                    own_spool = Some(spooled);
+                if node != 1 {
+                    first_other = first_other.min(spooled);
                 }
                 last_spool = last_spool.max(spooled);
             }
@@ -187,9 +189,9 @@ fn main() -> Res<()> {
             puppet.push(done.at - started.at);
         }
         last_started.push(latest_start - start);
-        if let Some(own) = own_spool {
-            broadcast.push(own - start);
-            spread.push(last_spool - own);
+        if last_spool > f64::MIN {
+            first_spooled.push(first_other - start);
+            last_spooled.push(last_spool - start);
         }
         eprintln!("update {}/{updates}: {:.2} s", round + 1, last - start);
         if std::env::var_os("P2PU_BENCH_TRACE").is_some() {
@@ -250,7 +252,12 @@ fn main() -> Res<()> {
         .cloned()
         .collect();
     let readme = readme_figures();
-    println!("small update: 2 KiB manifest, {nodes} nodes, {updates} updates one after another (unshaped lo)");
+    let how = if extra.is_empty() {
+        "push and Serf event"
+    } else {
+        "Serf event only (--no-push)"
+    };
+    println!("small update: 2 KiB manifest, {nodes} nodes, {updates} updates one after another (unshaped lo), {how}");
     println!("machine: {}", machine());
     println!("| measure | median | max | README's last median | goal |");
     println!("|---|---|---|---|---|");
@@ -270,8 +277,8 @@ fn main() -> Res<()> {
     row(AGENT_OTHER, &mut latency_other, Unit::Ms, "");
     row(PHASE_SUBMIT, &mut submit_cmd, Unit::Ms, "");
     row(PHASE_GOSSIP, &mut gossip, Unit::Ms, "");
-    row(PHASE_BROADCAST, &mut broadcast, Unit::Ms, "");
-    row(PHASE_SPREAD, &mut spread, Unit::Ms, "");
+    row(PHASE_FIRST, &mut first_spooled, Unit::Ms, "");
+    row(PHASE_LAST, &mut last_spooled, Unit::Ms, "");
     row(PHASE_FETCH, &mut download, Unit::Ms, "");
     row(PHASE_PUPPET, &mut puppet, Unit::Ms, "");
     let rss_idle = format!("{:.1}", mib(max_rss(&idle)));

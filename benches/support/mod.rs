@@ -122,8 +122,15 @@ pub fn wait_applied(
 
 /// `p2pu submit` on node 1; returns (time just before, seq).
 pub fn submit(lab: &Lab, path: &Path) -> Res<(f64, u64)> {
+    submit_with(lab, path, &[])
+}
+
+/// `p2pu submit PATH EXTRA...` on node 1; returns (time just before, seq).
+pub fn submit_with(lab: &Lab, path: &Path, extra: &[&str]) -> Res<(f64, u64)> {
     let start = now_s();
-    let out = lab.p2pu(1, &["submit", path.to_str().ok_or("path")?])?;
+    let mut args = vec!["submit", path.to_str().ok_or("path")?];
+    args.extend_from_slice(extra);
+    let out = lab.p2pu(1, &args)?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(format!(
