@@ -1,4 +1,4 @@
-//! The Serf wrapper (the CLI, and the RPC for queries) against real `serf agent`s (Debian's
+//! The Serf wrapper (its RPC, for every request) against real `serf agent`s (Debian's
 //! 0.9.4, which calls itself 0.8.2-dev) joined on loopback.
 
 mod support;
@@ -95,7 +95,7 @@ fn joined_agents_list_each_other_with_tags() -> Result<()> {
     Ok(())
 }
 
-/// The advertised rate (`p2pu-rate`) is set at run time through the RPC (`serf tags -set`):
+/// The advertised rate (`p2pu-rate`) is set at run time through the RPC (its `tags` request):
 /// the other member sees it, and the tags set at start stay.
 #[test]
 fn a_tag_set_at_run_time_reaches_the_other_member_and_keeps_the_rest() -> Result<()> {
@@ -129,7 +129,7 @@ fn uncoalesced_user_events_each_reach_every_node() -> Result<()> {
             false,
         )?;
     }
-    eprintln!("three `serf event` calls took {:?}", started.elapsed());
+    eprintln!("three RPC events took {:?}", started.elapsed());
     let want: Vec<String> = (1..=3)
         .map(|n| format!("p2pu-update|p2pu1:payload-{n}"))
         .collect();
