@@ -20,8 +20,9 @@
 use crate::formats::announcement;
 use crate::formats::serf_names::TAG_SEED_PORT;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -94,20 +95,55 @@ impl Rate {
     }
 }
 
-/// Pushes `wire` to the web seed servers of up to [`MAX_TARGETS`] of `members` (alive, not
-/// `own_name`, advertising a seed port), chosen at random, [`SENDERS`] at a time; returns how
-/// many took it (202). Never fails: a member that does not take it hears the Serf event.
-pub fn push(members: &[crate::engines::Member], own_name: Option<&str>, wire: &str) -> usize {
-    use rand::seq::SliceRandom;
-    let mut targets: Vec<SocketAddr> = members
+/// Where `submit` pushes: each alive member but `own_name` that advertises `seed_port` (the
+/// site's, the same on every member), at its own Serf address, once per address. A member
+/// chooses what it advertises (Serf passes on any address and tags a keyring holder sets), so
+/// the port is never the member's to choose (a member advertising another is left to Serf),
+/// an address that is no host's of the fleet (loopback, unspecified, multicast, broadcast) is
+/// skipped, and fake members sharing one address get one push between them: a keyring holder
+/// can point `submit` at no port but the seed port, and at each address once.
+pub fn targets(
+    members: &[crate::engines::Member],
+    own_name: Option<&str>,
+    seed_port: u16,
+) -> Vec<SocketAddr> {
+    let pushable = |ip: &IpAddr| {
+        !(ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+    };
+    let addrs: BTreeSet<IpAddr> = members
         .iter()
         .filter(|m| m.status == crate::engines::MemberStatus::Alive)
         .filter(|m| Some(m.name.as_str()) != own_name)
-        .filter_map(|m| {
-            let port = m.tags.get(TAG_SEED_PORT)?.parse::<u16>().ok()?;
-            Some(SocketAddr::new(m.addr, port))
+        .filter(|m| {
+            m.tags
+                .get(TAG_SEED_PORT)
+                .is_some_and(|port| port.parse::<u16>() == Ok(seed_port))
         })
+        .map(|m| m.addr)
+        .filter(pushable)
         .collect();
+    addrs
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, seed_port))
+        .collect()
+}
+
+/// Pushes `wire` to the web seed servers of up to [`MAX_TARGETS`] of `members`' [`targets`],
+/// chosen at random, [`SENDERS`] at a time; returns how many took it (202). Never fails: a
+/// member that does not take it hears the Serf event. Each push has [`CONNECT_TIMEOUT`] to
+/// connect and [`ANSWER_TIMEOUT`] for the rest, so members that accept and never answer (or
+/// drip their answer) cost at most a second per batch, 4 s in all.
+pub fn push(
+    members: &[crate::engines::Member],
+    own_name: Option<&str>,
+    seed_port: u16,
+    wire: &str,
+) -> usize {
+    use rand::seq::SliceRandom;
+    let mut targets = targets(members, own_name, seed_port);
     targets.shuffle(&mut rand::thread_rng());
     targets.truncate(MAX_TARGETS);
     let request = format!(
@@ -131,17 +167,30 @@ pub fn push(members: &[crate::engines::Member], own_name: Option<&str>, wire: &s
     taken.into_inner()
 }
 
-/// Sends one push and returns the answer's status code.
+/// Sends one push and returns the answer's status code, all within [`ANSWER_TIMEOUT`] of the
+/// connection: a member that drips its answer a byte at a time gets no more time than one
+/// that never answers.
 fn send(target: SocketAddr, request: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match left.is_zero() {
+            true => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer in time",
+            )),
+            false => Ok(left),
+        }
+    };
     stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     stream.set_nodelay(true)?;
     stream.write_all(request.as_bytes())?;
     let mut head = [0u8; 64];
     let mut got = 0;
     // "HTTP/1.1 202 ..." : the status is all that is read.
     while got < 12 {
+        stream.set_read_timeout(Some(left()?))?;
         match stream.read(&mut head[got..])? {
             0 => break,
             n => got += n,
@@ -168,6 +217,70 @@ mod tests {
         assert!(!acceptable(b"p2pu2:\x1b[2J"), "an escape");
         let long = format!("p2pu2:{}", "a".repeat(MAX_WIRE_BYTES));
         assert!(!acceptable(long.as_bytes()));
+    }
+
+    fn member(name: &str, addr: &str, seed_port: &str) -> crate::engines::Member {
+        crate::engines::Member {
+            name: name.into(),
+            addr: addr.parse().unwrap(),
+            port: 7946,
+            status: crate::engines::MemberStatus::Alive,
+            tags: [(TAG_SEED_PORT.to_string(), seed_port.to_string())].into(),
+        }
+    }
+
+    /// A keyring holder advertises what it likes (Serf passes on any address and tag): fake
+    /// members pointing at another port of a member, at loopback, the unspecified, multicast
+    /// or broadcast address, or 64 of them at one host. `submit` pushes only to the site's
+    /// seed port, each address once, and to no address outside the fleet's hosts.
+    #[test]
+    fn pushes_go_to_members_own_addresses_at_the_sites_seed_port_once_each() {
+        let mut members = vec![
+            member("me", "10.0.0.1", "6880"),
+            member("n2", "10.0.0.2", "6880"),
+            member("ssh", "10.0.0.3", "22"),
+            member("odd-port", "10.0.0.4", "6880x"),
+            member("lo", "127.0.0.1", "6880"),
+            member("any", "0.0.0.0", "6880"),
+            member("mc", "224.0.0.1", "6880"),
+            member("bc", "255.255.255.255", "6880"),
+            member("lo6", "::1", "6880"),
+            member("v6", "fd00::5", "6880"),
+        ];
+        let mut gone = member("gone", "10.0.0.6", "6880");
+        gone.status = crate::engines::MemberStatus::Failed;
+        members.push(gone);
+        members.extend((0..64).map(|i| member(&format!("fake{i}"), "10.0.0.7", "6880")));
+        let targets: Vec<String> = targets(&members, Some("me"), 6880)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            targets,
+            ["10.0.0.2:6880", "10.0.0.7:6880", "[fd00::5]:6880"]
+        );
+    }
+
+    /// A member that accepts the push and drips its answer a byte at a time is given up on
+    /// as one that never answers: the answer's whole time, not each read's, is bounded.
+    #[test]
+    fn a_member_dripping_its_answer_is_given_up_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let dripper = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            for byte in b"HTTP/1.1 202 Accepted\r\n\r\n" {
+                if stream.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(ANSWER_TIMEOUT / 6);
+            }
+        });
+        let answer = send(target, "POST /push HTTP/1.1\r\n\r\n");
+        assert!(answer.is_err(), "{answer:?}");
+        let _ = dripper.join();
     }
 
     #[test]
