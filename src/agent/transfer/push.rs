@@ -20,7 +20,7 @@
 use crate::formats::announcement;
 use crate::formats::serf_names::TAG_SEED_PORT;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Mutex;
@@ -62,35 +62,83 @@ pub struct Pushed {
     pub from: SocketAddr,
 }
 
-/// A token bucket: at most [`RATE_PER_SEC`] a second on average, [`BURST`] at once.
-pub struct Rate {
-    state: Mutex<(f64, Instant)>,
+/// A token bucket's fill: `tokens` as of `at`.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Whether it refilled to `burst` by `now`: no different from a new source's.
+    fn is_full(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens + elapsed * rate >= burst
+    }
+
+    /// Refills at `rate` up to `burst` as of `now`; whether a token is there.
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now.max(self.at);
+        self.tokens >= 1.0
+    }
+}
+
+/// The seed server's pushes: at most [`RATE_PER_SEC`] a second on average, [`BURST`] at once,
+/// and from one source address [`SOURCE_RATE_PER_SEC`] and [`SOURCE_BURST`], so that one
+/// flooding source (a member, or any process on a member's machine) leaves most of the rate
+/// to the others' pushes.
+pub struct Rate {
+    state: Mutex<(Bucket, HashMap<IpAddr, Bucket>)>,
+}
+
+/// One source's share of [`RATE_PER_SEC`] and [`BURST`].
+pub const SOURCE_RATE_PER_SEC: f64 = 2.0;
+pub const SOURCE_BURST: f64 = 8.0;
+/// Sources whose buckets are kept; past it, those refilled full are forgotten (a full bucket
+/// is what a new source gets), and if none is, all.
+const SOURCES_KEPT: usize = 1024;
 
 impl Default for Rate {
     fn default() -> Rate {
         Rate {
-            state: Mutex::new((BURST, Instant::now())),
+            state: Mutex::new((Bucket::full(BURST, Instant::now()), HashMap::new())),
         }
     }
 }
 
 impl Rate {
-    /// Takes a token if one is there.
-    pub fn take(&self) -> bool {
-        self.take_at(Instant::now())
+    /// Takes a token for a push from `source` if both its bucket and the server's have one.
+    pub fn take(&self, source: IpAddr) -> bool {
+        self.take_at(source, Instant::now())
     }
 
-    fn take_at(&self, now: Instant) -> bool {
+    fn take_at(&self, source: IpAddr, now: Instant) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *state;
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        let tokens = (tokens + elapsed * RATE_PER_SEC).min(BURST);
-        let (tokens, taken) = match tokens >= 1.0 {
-            true => (tokens - 1.0, true),
-            false => (tokens, false),
-        };
-        *state = (tokens, now.max(last));
+        let (all, sources) = &mut *state;
+        if sources.len() >= SOURCES_KEPT && !sources.contains_key(&source) {
+            sources.retain(|_, b| !b.is_full(now, SOURCE_RATE_PER_SEC, SOURCE_BURST));
+            if sources.len() >= SOURCES_KEPT {
+                sources.clear();
+            }
+        }
+        let one = sources
+            .entry(source)
+            .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
+        let taken = one.refill(now, SOURCE_RATE_PER_SEC, SOURCE_BURST)
+            && all.refill(now, RATE_PER_SEC, BURST);
+        if taken {
+            one.tokens -= 1.0;
+            all.tokens -= 1.0;
+        }
         taken
     }
 }
@@ -283,15 +331,48 @@ mod tests {
         let _ = dripper.join();
     }
 
+    /// Sources in turn, as many members pushing: the server's burst, then its pace.
     #[test]
     fn the_rate_lets_a_burst_through_then_refills_at_its_pace() {
         let rate = Rate::default();
+        let source = |i: usize| IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
         let start = Instant::now();
-        let burst = (0..100).filter(|_| rate.take_at(start)).count();
+        let burst = (0..100).filter(|&i| rate.take_at(source(i), start)).count();
         assert_eq!(burst, BURST as usize);
-        assert!(!rate.take_at(start + Duration::from_millis(50)));
+        assert!(!rate.take_at(source(200), start + Duration::from_millis(50)));
         let later = start + Duration::from_secs(1);
-        let refilled = (0..100).filter(|_| rate.take_at(later)).count();
+        let refilled = (300..400)
+            .filter(|&i| rate.take_at(source(i), later))
+            .count();
         assert_eq!(refilled, RATE_PER_SEC as usize);
+    }
+
+    /// One source flooding (a member, or `debian-transmission` on a member's machine) gets
+    /// its own burst and pace, not the server's: another member's push is still taken.
+    #[test]
+    fn a_flooding_source_leaves_the_rate_to_the_others() {
+        let rate = Rate::default();
+        let (flooder, member) = (IpAddr::from([10, 0, 0, 3]), IpAddr::from([10, 0, 0, 1]));
+        let start = Instant::now();
+        let flooded = (0..100).filter(|_| rate.take_at(flooder, start)).count();
+        assert_eq!(flooded, SOURCE_BURST as usize);
+        let later = start + Duration::from_secs(2);
+        let flooded = (0..100).filter(|_| rate.take_at(flooder, later)).count();
+        assert_eq!(flooded, 2 * SOURCE_RATE_PER_SEC as usize);
+        assert!(rate.take_at(member, later), "the member's push is taken");
+    }
+
+    /// Sources past what is kept: the full ones are forgotten first, and a new source still
+    /// gets its burst.
+    #[test]
+    fn the_sources_kept_are_bounded() {
+        let rate = Rate::default();
+        let start = Instant::now();
+        for i in 0..(3 * SOURCES_KEPT) {
+            let source = IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
+            let _ = rate.take_at(source, start + Duration::from_secs(i as u64));
+            let kept = rate.state.lock().unwrap().1.len();
+            assert!(kept <= SOURCES_KEPT, "{kept}");
+        }
     }
 }
