@@ -13,9 +13,14 @@
 //! is what a keyring holder can send as an event: text the intake verifies (signature, trusted
 //! key, fleet, expiry, sequence) before anything happens, and a pushed text the intake refuses
 //! makes no record (`p2pu status` shows only what Serf or the overlay delivered). The seed
-//! server forwards at most [`RATE_PER_SEC`] pushes a second (a burst of [`BURST`]), each at
+//! server forwards at most [`RATE_PER_SEC`] pushes a second (a burst of [`BURST`]), of them
+//! [`SOURCE_RATE_PER_SEC`] (a burst of [`SOURCE_BURST`]) from one source address, each at
 //! most [`MAX_WIRE_BYTES`] of printable ASCII starting as an announcement; the agent checks
 //! both again on its side of the child's pipe, which it reads line by line, bounded.
+//!
+//! Where a push goes is not a member's to choose ([`targets`]): a keyring holder advertises
+//! any address and tags, so `submit` pushes to members' own addresses at the site's seed port,
+//! each once, and bounds each push's whole answer.
 
 use crate::formats::announcement;
 use crate::formats::serf_names::TAG_SEED_PORT;
