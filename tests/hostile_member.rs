@@ -8,6 +8,10 @@
 //!   `plan` flag added, one with a broken signature, one with its signatures removed, one
 //!   signed by a key nobody trusts with a much higher seq, and replays of genuine ones, also
 //!   after a later update;
+//! - the same forgeries and a replay pushed from node 3's address straight to the honest
+//!   nodes' seed servers (`POST /push`), with sync, heartbeat and control texts (400) and a
+//!   stranger's push (403); and node 3 advertising another seed port, where it listens, while
+//!   node 1 submits u1: `submit` pushes to the site's seed port only;
 //! - odd entries in node 2's spool (its NAT part): a FIFO, a directory, a link to
 //!   `/etc/shadow`, a 2 GiB sparse file, all named like events;
 //! - odd files in node 2's download dir, as `debian-transmission`: the rollout plan swapped
@@ -249,30 +253,38 @@ fn push_catcher(
     })
 }
 
-/// Node 3 advertises `p2pu-seed-port` = `port` (any keyring holder sets its own tags), until
-/// node 1's Serf lists it so.
+/// Sets each `(node, "key=value")` tag with `serf tags -set` (any keyring holder sets its own
+/// tags), again every 10 s, until node 1 sees `seen` in its members: a tag change is gossiped
+/// once, and under the load of the other labs of this file a member-update can be lost for a
+/// while (seen once in 2 runs).
+fn set_tags_until(
+    lab: &Lab,
+    what: &str,
+    tags: &[(usize, String)],
+    seen: impl Fn(&[p2pu::engines::Member]) -> bool,
+) {
+    let mut last_set: Option<std::time::Instant> = None;
+    wait(what, Duration::from_secs(90), || {
+        if last_set.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            for (node, tag) in tags {
+                ok(lab.exec(*node, &["serf", "tags", "-set", tag]).unwrap());
+            }
+            last_set = Some(std::time::Instant::now());
+        }
+        seen(&lab.members(1).unwrap_or_default())
+    });
+}
+
+/// Node 3 advertises `p2pu-seed-port` = `port`, until node 1's Serf lists it so.
 fn advertise_seed_port(lab: &Lab, port: u16) {
     let want = port.to_string();
     let name = lab.node(ATTACKER).unwrap().name.clone();
-    let mut last_set: Option<std::time::Instant> = None;
-    wait(
-        "node 3's seed port at node 1",
-        Duration::from_secs(60),
-        || {
-            if last_set.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                ok(lab
-                    .exec(
-                        ATTACKER,
-                        &["serf", "tags", "-set", &format!("p2pu-seed-port={want}")],
-                    )
-                    .unwrap());
-                last_set = Some(std::time::Instant::now());
-            }
-            lab.members(1).unwrap_or_default().iter().any(|m| {
-                m.name == name && m.tags.get("p2pu-seed-port").map(String::as_str) == Some(&want)
-            })
-        },
-    );
+    let tag = (ATTACKER, format!("p2pu-seed-port={want}"));
+    set_tags_until(lab, "node 3's seed port at node 1", &[tag], |members| {
+        members.iter().any(|m| {
+            m.name == name && m.tags.get("p2pu-seed-port").map(String::as_str) == Some(&want)
+        })
+    });
 }
 
 /// Plants what the hostile NAT client user may write into node `node`'s spool part.
@@ -959,22 +971,11 @@ fn a_members_absurd_rate_tag_makes_no_honest_member_slow() {
         (4, "3000000"),
         (5, "18446744073709551615"),
     ];
-    // Set again every 10 s: a tag change is gossiped once, and under the load of the other
-    // labs of this file a member-update can be lost for a while (seen once in 2 runs).
-    let mut last_set: Option<std::time::Instant> = None;
-    wait("the rates at node 1", Duration::from_secs(90), || {
-        if last_set.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            for (node, rate) in rates {
-                ok(lab
-                    .exec(
-                        node,
-                        &["serf", "tags", "-set", &format!("p2pu-rate={rate}")],
-                    )
-                    .unwrap());
-            }
-            last_set = Some(std::time::Instant::now());
-        }
-        let members = lab.members(1).unwrap_or_default();
+    let tags: Vec<(usize, String)> = rates
+        .iter()
+        .map(|(node, rate)| (*node, format!("p2pu-rate={rate}")))
+        .collect();
+    set_tags_until(&lab, "the rates at node 1", &tags, |members| {
         members
             .iter()
             .filter(|m| m.tags.contains_key("p2pu-rate"))
