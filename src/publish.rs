@@ -569,11 +569,13 @@ pub fn broadcast(gossip: &dyn Gossip, submitted: &Submitted) -> Result<()> {
 
 /// Pushes the announcement to the alive members' web seed servers besides the broadcast
 /// ([`crate::agent::transfer::push`]): each has it in one round trip instead of Serf's two or
-/// three gossip ticks. Best effort: a member missed here hears the Serf event.
-pub fn push(gossip: &dyn Gossip, own_name: Option<&str>, submitted: &Submitted) {
+/// three gossip ticks. Best effort: a member missed here hears the Serf event. `seed_port` is
+/// the site's (`agent.seed_port`): the members' own tags do not choose where a push goes.
+pub fn push(gossip: &dyn Gossip, own_name: Option<&str>, seed_port: u16, submitted: &Submitted) {
     match gossip.members() {
         Ok(members) => {
-            let taken = crate::agent::transfer::push::push(&members, own_name, &submitted.wire);
+            let taken =
+                crate::agent::transfer::push::push(&members, own_name, seed_port, &submitted.wire);
             tracing::debug!(taken, "announcement pushed to members");
         }
         Err(e) => tracing::debug!("no push: listing the members: {}", crate::error::chain(&e)),

@@ -8,6 +8,10 @@
 //!   `plan` flag added, one with a broken signature, one with its signatures removed, one
 //!   signed by a key nobody trusts with a much higher seq, and replays of genuine ones, also
 //!   after a later update;
+//! - the same forgeries and a replay pushed from node 3's address straight to the honest
+//!   nodes' seed servers (`POST /push`), with sync, heartbeat and control texts (400) and a
+//!   stranger's push (403); and node 3 advertising another seed port, where it listens, while
+//!   node 1 submits u1: `submit` pushes to the site's seed port only;
 //! - odd entries in node 2's spool (its NAT part): a FIFO, a directory, a link to
 //!   `/etc/shadow`, a 2 GiB sparse file, all named like events;
 //! - odd files in node 2's download dir, as `debian-transmission`: the rollout plan swapped
@@ -180,6 +184,107 @@ fn attack_over_serf(lab: &Lab, genuine: &Announcement) {
     }
     lab.serf_event(ATTACKER, UPDATE_EVENT, genuine.to_wire().as_bytes())
         .unwrap();
+}
+
+/// Node 3 (or any process on its machine: no keyring needed) pushes every forgery of
+/// `genuine`, `genuine` itself again (a replay), a sync request and a heartbeat-shaped text
+/// straight to each honest node's seed server, as `submit` pushes; a stranger on the LAN
+/// pushes `genuine`. The forgeries are taken (202: the intake decides, and must refuse them
+/// without a record); the texts that are no announcement get 400, the stranger 403.
+fn attack_over_push(lab: &Lab, genuine: &Announcement, stranger: std::net::Ipv4Addr) {
+    let attacker = lab.node(ATTACKER).unwrap().addr;
+    for node in HONEST {
+        for (what, text) in forgeries(genuine) {
+            let status = seed_push(lab, node, attacker, &text);
+            assert_eq!(status, "HTTP/1.1 202 Accepted", "node {node}: {what}");
+        }
+        let genuine = genuine.to_wire();
+        assert_eq!(
+            seed_push(lab, node, attacker, genuine.as_bytes()),
+            "HTTP/1.1 202 Accepted"
+        );
+        for text in [&b"p2pu-sync:now"[..], b"p2pu-hb1:e30", b"p2pu-ctl1:x"] {
+            assert_eq!(
+                seed_push(lab, node, attacker, text),
+                "HTTP/1.1 400 Bad Request",
+                "node {node}: {}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(
+            seed_push(lab, node, stranger, genuine.as_bytes()),
+            "HTTP/1.1 403 Forbidden"
+        );
+    }
+}
+
+/// A listener on node 3's address at `port` that keeps the heads of the pushes it gets
+/// (what Transmission's web seed GETs there is answered and ignored), until `stop`.
+fn push_catcher(
+    lab: &Lab,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::Read;
+    let at = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, port));
+    let listener = lab
+        .in_netns(move || std::net::TcpListener::bind(at))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut pushes = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = [0u8; 256];
+            let n = stream.read(&mut head).unwrap_or(0);
+            let head = String::from_utf8_lossy(&head[..n]).into_owned();
+            if head.starts_with("POST /push") {
+                pushes.push(head);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+        pushes
+    })
+}
+
+/// Sets each `(node, "key=value")` tag with `serf tags -set` (any keyring holder sets its own
+/// tags), again every 10 s, until node 1 sees `seen` in its members: a tag change is gossiped
+/// once, and under the load of the other labs of this file a member-update can be lost for a
+/// while (seen once in 2 runs).
+fn set_tags_until(
+    lab: &Lab,
+    what: &str,
+    tags: &[(usize, String)],
+    seen: impl Fn(&[p2pu::engines::Member]) -> bool,
+) {
+    let mut last_set: Option<std::time::Instant> = None;
+    wait(what, Duration::from_secs(90), || {
+        if last_set.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            for (node, tag) in tags {
+                ok(lab.exec(*node, &["serf", "tags", "-set", tag]).unwrap());
+            }
+            last_set = Some(std::time::Instant::now());
+        }
+        seen(&lab.members(1).unwrap_or_default())
+    });
+}
+
+/// Node 3 advertises `p2pu-seed-port` = `port`, until node 1's Serf lists it so.
+fn advertise_seed_port(lab: &Lab, port: u16) {
+    let want = port.to_string();
+    let name = lab.node(ATTACKER).unwrap().name.clone();
+    let tag = (ATTACKER, format!("p2pu-seed-port={want}"));
+    set_tags_until(lab, "node 3's seed port at node 1", &[tag], |members| {
+        members.iter().any(|m| {
+            m.name == name && m.tags.get("p2pu-seed-port").map(String::as_str) == Some(&want)
+        })
+    });
 }
 
 /// Plants what the hostile NAT client user may write into node `node`'s spool part.
@@ -409,12 +514,34 @@ fn spooled(spool: &Path) -> Vec<PathBuf> {
 
 /// The status line node `node`'s seed server gives a GET of `path` from `from`.
 fn seed_get(lab: &Lab, node: usize, from: std::net::Ipv4Addr, path: &str) -> String {
+    seed_ask(
+        lab,
+        node,
+        from,
+        format!("GET {path} HTTP/1.1\r\nHost: p2pu\r\n\r\n"),
+    )
+}
+
+/// The status line node `node`'s seed server gives `text` pushed from `from` (`POST /push`,
+/// as `submit` sends it).
+fn seed_push(lab: &Lab, node: usize, from: std::net::Ipv4Addr, text: &[u8]) -> String {
+    let mut request = b"POST /push HTTP/1.1\r\nHost: p2pu\r\nX-P2pu-Announcement: ".to_vec();
+    request.extend_from_slice(text);
+    request.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    seed_ask(
+        lab,
+        node,
+        from,
+        String::from_utf8_lossy(&request).into_owned(),
+    )
+}
+
+fn seed_ask(lab: &Lab, node: usize, from: std::net::Ipv4Addr, request: String) -> String {
     use std::io::Read;
     let target = SocketAddr::from((
         lab.node(node).unwrap().addr,
         lab.node(node).unwrap().site.agent.seed_port,
     ));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: p2pu\r\n\r\n");
     lab.in_netns(move || {
         use socket2::{Domain, Socket, Type};
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -424,7 +551,8 @@ fn seed_get(lab: &Lab, node: usize, from: std::net::Ipv4Addr, path: &str) -> Str
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
+        // A refusal at accept may close before the request is all written.
+        let _ = stream.write_all(request.as_bytes());
         let mut answer = Vec::new();
         let _ = stream.read_to_end(&mut answer);
         String::from_utf8_lossy(&answer)
@@ -495,8 +623,21 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
     // Before anything is sent: the hostile NAT-client user's spool entries on node 2.
     plant_spool_entries(&lab, 2);
 
-    // Update 1, plain. Once applied everywhere, node 3 forges and replays it.
+    // Update 1, plain, while node 3 advertises another seed port, where it listens: `submit`
+    // pushes to the site's seed port of each member, never to a port a member chose. Once
+    // applied everywhere, node 3 forges and replays it.
+    let seed_port = lab.node(ATTACKER).unwrap().site.agent.seed_port;
+    let catching = Arc::new(AtomicBool::new(false));
+    let catcher = push_catcher(&lab, seed_port + 1, catching.clone());
+    advertise_seed_port(&lab, seed_port + 1);
     let u1 = submit(&lab, dir.path(), 1, &[]);
+    catching.store(true, Ordering::SeqCst);
+    let caught = catcher.join().unwrap();
+    assert!(
+        caught.is_empty(),
+        "pushed to node 3's chosen port: {caught:?}"
+    );
+    advertise_seed_port(&lab, seed_port);
     for node in HONEST {
         wait(&format!("node {node} to apply u1"), ROLLOUT, || {
             applied(&lab, node, u1.seq())
@@ -515,6 +656,7 @@ fn a_hostile_member_cannot_make_honest_nodes_apply_skip_or_record_anything_unsig
         "HTTP/1.1 403 Forbidden"
     );
     attack_over_serf(&lab, &u1);
+    attack_over_push(&lab, &u1, stranger);
 
     // Update 2, bound to a rollout plan, while node 2's download dir swaps the plan for a
     // FIFO as it arrives and node 3 drips at node 2's seed server.
@@ -829,22 +971,11 @@ fn a_members_absurd_rate_tag_makes_no_honest_member_slow() {
         (4, "3000000"),
         (5, "18446744073709551615"),
     ];
-    // Set again every 10 s: a tag change is gossiped once, and under the load of the other
-    // labs of this file a member-update can be lost for a while (seen once in 2 runs).
-    let mut last_set: Option<std::time::Instant> = None;
-    wait("the rates at node 1", Duration::from_secs(90), || {
-        if last_set.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            for (node, rate) in rates {
-                ok(lab
-                    .exec(
-                        node,
-                        &["serf", "tags", "-set", &format!("p2pu-rate={rate}")],
-                    )
-                    .unwrap());
-            }
-            last_set = Some(std::time::Instant::now());
-        }
-        let members = lab.members(1).unwrap_or_default();
+    let tags: Vec<(usize, String)> = rates
+        .iter()
+        .map(|(node, rate)| (*node, format!("p2pu-rate={rate}")))
+        .collect();
+    set_tags_until(&lab, "the rates at node 1", &tags, |members| {
         members
             .iter()
             .filter(|m| m.tags.contains_key("p2pu-rate"))

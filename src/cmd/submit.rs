@@ -375,7 +375,12 @@ impl Submit {
         }
         broadcast(gossip.as_ref(), &submitted)?;
         if !self.no_push {
-            crate::publish::push(gossip.as_ref(), config.node_name.as_deref(), &submitted);
+            crate::publish::push(
+                gossip.as_ref(),
+                config.node_name.as_deref(),
+                config.site.agent.seed_port,
+                &submitted,
+            );
         }
         let mut report = SubmitReport {
             name: submitted.name.clone(),

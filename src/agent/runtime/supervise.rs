@@ -428,9 +428,15 @@ fn spawn(spec: &ServeSpec, run_as: Option<&RunAs>) -> Result<(Running, Ready), S
 
 /// Spools each announcement the child hands on after its ready line, until its stdout ends.
 /// The child is unprivileged and faces the network, so each line is bounded and checked again
-/// here ([`crate::agent::transfer::push::acceptable`]) before it is written, as a `push`.
+/// here ([`crate::agent::transfer::push::acceptable`]) and held to the seed server's rate
+/// again ([`Rate`](crate::agent::transfer::push::Rate): a child taken over writes as fast as
+/// it likes, and each spooled push costs root a synced write and the intake a verification)
+/// before it is written, as a `push`. A line past the rate is dropped: the announcement, if
+/// genuine, comes by Serf too.
 fn take_pushes(mut stdout: impl BufRead, spool: Option<&std::path::Path>) {
-    use crate::agent::transfer::push::{acceptable, Pushed};
+    use crate::agent::transfer::push::{acceptable, Pushed, Rate};
+    let rate = Rate::default();
+    let mut over_rate: u64 = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -464,6 +470,16 @@ fn take_pushes(mut stdout: impl BufRead, spool: Option<&std::path::Path>) {
                 continue;
             }
         };
+        if !rate.take(pushed.from.ip()) {
+            over_rate += 1;
+            if over_rate.is_power_of_two() {
+                tracing::warn!(
+                    over_rate,
+                    "the web seed server hands on pushes past its rate; dropped"
+                );
+            }
+            continue;
+        }
         let Some(spool) = spool else {
             continue;
         };
@@ -536,6 +552,24 @@ mod tests {
         assert!(
             spooled.iter().all(|(name, _)| name.contains("-push-")),
             "{spooled:?}"
+        );
+    }
+
+    /// A child taken over writes acceptable push lines as fast as it likes, each from another
+    /// sender: the agent holds them to the seed server's rate and drops the rest.
+    #[test]
+    fn a_child_writing_pushes_past_the_rate_gets_them_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let output: String = (0..100)
+            .map(|i| format!("{{\"push\":\"p2pu2:n{i}\",\"from\":\"10.0.{i}.2:4000\"}}\n"))
+            .collect();
+        take_pushes(BufReader::new(output.as_bytes()), Some(dir.path()));
+        let spooled = crate::spool::list(dir.path()).unwrap().len();
+        // The burst, and what the rate refilled while the test wrote them (no more than a
+        // few seconds' worth: the 100 lines would take 8.5 s at the rate).
+        assert!(
+            (crate::agent::transfer::push::BURST as usize..64).contains(&spooled),
+            "{spooled}"
         );
     }
 

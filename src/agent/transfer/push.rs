@@ -13,15 +13,21 @@
 //! is what a keyring holder can send as an event: text the intake verifies (signature, trusted
 //! key, fleet, expiry, sequence) before anything happens, and a pushed text the intake refuses
 //! makes no record (`p2pu status` shows only what Serf or the overlay delivered). The seed
-//! server forwards at most [`RATE_PER_SEC`] pushes a second (a burst of [`BURST`]), each at
+//! server forwards at most [`RATE_PER_SEC`] pushes a second (a burst of [`BURST`]), of them
+//! [`SOURCE_RATE_PER_SEC`] (a burst of [`SOURCE_BURST`]) from one source address, each at
 //! most [`MAX_WIRE_BYTES`] of printable ASCII starting as an announcement; the agent checks
 //! both again on its side of the child's pipe, which it reads line by line, bounded.
+//!
+//! Where a push goes is not a member's to choose ([`targets`]): a keyring holder advertises
+//! any address and tags, so `submit` pushes to members' own addresses at the site's seed port,
+//! each once, and bounds each push's whole answer.
 
 use crate::formats::announcement;
 use crate::formats::serf_names::TAG_SEED_PORT;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -61,53 +67,136 @@ pub struct Pushed {
     pub from: SocketAddr,
 }
 
-/// A token bucket: at most [`RATE_PER_SEC`] a second on average, [`BURST`] at once.
-pub struct Rate {
-    state: Mutex<(f64, Instant)>,
+/// A token bucket's fill: `tokens` as of `at`.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Whether it refilled to `burst` by `now`: no different from a new source's.
+    fn is_full(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens + elapsed * rate >= burst
+    }
+
+    /// Refills at `rate` up to `burst` as of `now`; whether a token is there.
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now.max(self.at);
+        self.tokens >= 1.0
+    }
+}
+
+/// The seed server's pushes: at most [`RATE_PER_SEC`] a second on average, [`BURST`] at once,
+/// and from one source address [`SOURCE_RATE_PER_SEC`] and [`SOURCE_BURST`], so that one
+/// flooding source (a member, or any process on a member's machine) leaves most of the rate
+/// to the others' pushes.
+pub struct Rate {
+    state: Mutex<(Bucket, HashMap<IpAddr, Bucket>)>,
+}
+
+/// One source's share of [`RATE_PER_SEC`] and [`BURST`].
+pub const SOURCE_RATE_PER_SEC: f64 = 2.0;
+pub const SOURCE_BURST: f64 = 8.0;
+/// Sources whose buckets are kept; past it, those refilled full are forgotten (a full bucket
+/// is what a new source gets), and if none is, all.
+const SOURCES_KEPT: usize = 1024;
 
 impl Default for Rate {
     fn default() -> Rate {
         Rate {
-            state: Mutex::new((BURST, Instant::now())),
+            state: Mutex::new((Bucket::full(BURST, Instant::now()), HashMap::new())),
         }
     }
 }
 
 impl Rate {
-    /// Takes a token if one is there.
-    pub fn take(&self) -> bool {
-        self.take_at(Instant::now())
+    /// Takes a token for a push from `source` if both its bucket and the server's have one.
+    pub fn take(&self, source: IpAddr) -> bool {
+        self.take_at(source, Instant::now())
     }
 
-    fn take_at(&self, now: Instant) -> bool {
+    fn take_at(&self, source: IpAddr, now: Instant) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *state;
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        let tokens = (tokens + elapsed * RATE_PER_SEC).min(BURST);
-        let (tokens, taken) = match tokens >= 1.0 {
-            true => (tokens - 1.0, true),
-            false => (tokens, false),
-        };
-        *state = (tokens, now.max(last));
+        let (all, sources) = &mut *state;
+        if sources.len() >= SOURCES_KEPT && !sources.contains_key(&source) {
+            sources.retain(|_, b| !b.is_full(now, SOURCE_RATE_PER_SEC, SOURCE_BURST));
+            if sources.len() >= SOURCES_KEPT {
+                sources.clear();
+            }
+        }
+        let one = sources
+            .entry(source)
+            .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
+        let taken = one.refill(now, SOURCE_RATE_PER_SEC, SOURCE_BURST)
+            && all.refill(now, RATE_PER_SEC, BURST);
+        if taken {
+            one.tokens -= 1.0;
+            all.tokens -= 1.0;
+        }
         taken
     }
 }
 
-/// Pushes `wire` to the web seed servers of up to [`MAX_TARGETS`] of `members` (alive, not
-/// `own_name`, advertising a seed port), chosen at random, [`SENDERS`] at a time; returns how
-/// many took it (202). Never fails: a member that does not take it hears the Serf event.
-pub fn push(members: &[crate::engines::Member], own_name: Option<&str>, wire: &str) -> usize {
-    use rand::seq::SliceRandom;
-    let mut targets: Vec<SocketAddr> = members
+/// Where `submit` pushes: each alive member but `own_name` that advertises `seed_port` (the
+/// site's, the same on every member), at its own Serf address, once per address. A member
+/// chooses what it advertises (Serf passes on any address and tags a keyring holder sets), so
+/// the port is never the member's to choose (a member advertising another is left to Serf),
+/// an address that is no host's of the fleet (loopback, unspecified, multicast, broadcast) is
+/// skipped, and fake members sharing one address get one push between them: a keyring holder
+/// can point `submit` at no port but the seed port, and at each address once.
+pub fn targets(
+    members: &[crate::engines::Member],
+    own_name: Option<&str>,
+    seed_port: u16,
+) -> Vec<SocketAddr> {
+    let pushable = |ip: &IpAddr| {
+        !(ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+    };
+    let addrs: BTreeSet<IpAddr> = members
         .iter()
         .filter(|m| m.status == crate::engines::MemberStatus::Alive)
         .filter(|m| Some(m.name.as_str()) != own_name)
-        .filter_map(|m| {
-            let port = m.tags.get(TAG_SEED_PORT)?.parse::<u16>().ok()?;
-            Some(SocketAddr::new(m.addr, port))
+        .filter(|m| {
+            m.tags
+                .get(TAG_SEED_PORT)
+                .is_some_and(|port| port.parse::<u16>() == Ok(seed_port))
         })
+        .map(|m| m.addr)
+        .filter(pushable)
         .collect();
+    addrs
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, seed_port))
+        .collect()
+}
+
+/// Pushes `wire` to the web seed servers of up to [`MAX_TARGETS`] of `members`' [`targets`],
+/// chosen at random, [`SENDERS`] at a time; returns how many took it (202). Never fails: a
+/// member that does not take it hears the Serf event. Each push has [`CONNECT_TIMEOUT`] to
+/// connect and [`ANSWER_TIMEOUT`] for the rest, so members that accept and never answer (or
+/// drip their answer) cost at most a second per batch, 4 s in all.
+pub fn push(
+    members: &[crate::engines::Member],
+    own_name: Option<&str>,
+    seed_port: u16,
+    wire: &str,
+) -> usize {
+    use rand::seq::SliceRandom;
+    let mut targets = targets(members, own_name, seed_port);
     targets.shuffle(&mut rand::thread_rng());
     targets.truncate(MAX_TARGETS);
     let request = format!(
@@ -131,17 +220,30 @@ pub fn push(members: &[crate::engines::Member], own_name: Option<&str>, wire: &s
     taken.into_inner()
 }
 
-/// Sends one push and returns the answer's status code.
+/// Sends one push and returns the answer's status code, all within [`ANSWER_TIMEOUT`] of the
+/// connection: a member that drips its answer a byte at a time gets no more time than one
+/// that never answers.
 fn send(target: SocketAddr, request: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match left.is_zero() {
+            true => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer in time",
+            )),
+            false => Ok(left),
+        }
+    };
     stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     stream.set_nodelay(true)?;
     stream.write_all(request.as_bytes())?;
     let mut head = [0u8; 64];
     let mut got = 0;
     // "HTTP/1.1 202 ..." : the status is all that is read.
     while got < 12 {
+        stream.set_read_timeout(Some(left()?))?;
         match stream.read(&mut head[got..])? {
             0 => break,
             n => got += n,
@@ -170,15 +272,112 @@ mod tests {
         assert!(!acceptable(long.as_bytes()));
     }
 
+    fn member(name: &str, addr: &str, seed_port: &str) -> crate::engines::Member {
+        crate::engines::Member {
+            name: name.into(),
+            addr: addr.parse().unwrap(),
+            port: 7946,
+            status: crate::engines::MemberStatus::Alive,
+            tags: [(TAG_SEED_PORT.to_string(), seed_port.to_string())].into(),
+        }
+    }
+
+    /// A keyring holder advertises what it likes (Serf passes on any address and tag): fake
+    /// members pointing at another port of a member, at loopback, the unspecified, multicast
+    /// or broadcast address, or 64 of them at one host. `submit` pushes only to the site's
+    /// seed port, each address once, and to no address outside the fleet's hosts.
+    #[test]
+    fn pushes_go_to_members_own_addresses_at_the_sites_seed_port_once_each() {
+        let mut members = vec![
+            member("me", "10.0.0.1", "6880"),
+            member("n2", "10.0.0.2", "6880"),
+            member("ssh", "10.0.0.3", "22"),
+            member("odd-port", "10.0.0.4", "6880x"),
+            member("lo", "127.0.0.1", "6880"),
+            member("any", "0.0.0.0", "6880"),
+            member("mc", "224.0.0.1", "6880"),
+            member("bc", "255.255.255.255", "6880"),
+            member("lo6", "::1", "6880"),
+            member("v6", "fd00::5", "6880"),
+        ];
+        let mut gone = member("gone", "10.0.0.6", "6880");
+        gone.status = crate::engines::MemberStatus::Failed;
+        members.push(gone);
+        members.extend((0..64).map(|i| member(&format!("fake{i}"), "10.0.0.7", "6880")));
+        let targets: Vec<String> = targets(&members, Some("me"), 6880)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            targets,
+            ["10.0.0.2:6880", "10.0.0.7:6880", "[fd00::5]:6880"]
+        );
+    }
+
+    /// A member that accepts the push and drips its answer a byte at a time is given up on
+    /// as one that never answers: the answer's whole time, not each read's, is bounded.
+    #[test]
+    fn a_member_dripping_its_answer_is_given_up_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let dripper = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head);
+            for byte in b"HTTP/1.1 202 Accepted\r\n\r\n" {
+                if stream.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(ANSWER_TIMEOUT / 6);
+            }
+        });
+        let answer = send(target, "POST /push HTTP/1.1\r\n\r\n");
+        assert!(answer.is_err(), "{answer:?}");
+        let _ = dripper.join();
+    }
+
+    /// Sources in turn, as many members pushing: the server's burst, then its pace.
     #[test]
     fn the_rate_lets_a_burst_through_then_refills_at_its_pace() {
         let rate = Rate::default();
+        let source = |i: usize| IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
         let start = Instant::now();
-        let burst = (0..100).filter(|_| rate.take_at(start)).count();
+        let burst = (0..100).filter(|&i| rate.take_at(source(i), start)).count();
         assert_eq!(burst, BURST as usize);
-        assert!(!rate.take_at(start + Duration::from_millis(50)));
+        assert!(!rate.take_at(source(200), start + Duration::from_millis(50)));
         let later = start + Duration::from_secs(1);
-        let refilled = (0..100).filter(|_| rate.take_at(later)).count();
+        let refilled = (300..400)
+            .filter(|&i| rate.take_at(source(i), later))
+            .count();
         assert_eq!(refilled, RATE_PER_SEC as usize);
+    }
+
+    /// One source flooding (a member, or `debian-transmission` on a member's machine) gets
+    /// its own burst and pace, not the server's: another member's push is still taken.
+    #[test]
+    fn a_flooding_source_leaves_the_rate_to_the_others() {
+        let rate = Rate::default();
+        let (flooder, member) = (IpAddr::from([10, 0, 0, 3]), IpAddr::from([10, 0, 0, 1]));
+        let start = Instant::now();
+        let flooded = (0..100).filter(|_| rate.take_at(flooder, start)).count();
+        assert_eq!(flooded, SOURCE_BURST as usize);
+        let later = start + Duration::from_secs(2);
+        let flooded = (0..100).filter(|_| rate.take_at(flooder, later)).count();
+        assert_eq!(flooded, 2 * SOURCE_RATE_PER_SEC as usize);
+        assert!(rate.take_at(member, later), "the member's push is taken");
+    }
+
+    /// Sources past what is kept: the full ones are forgotten first, and a new source still
+    /// gets its burst.
+    #[test]
+    fn the_sources_kept_are_bounded() {
+        let rate = Rate::default();
+        let start = Instant::now();
+        for i in 0..(3 * SOURCES_KEPT) {
+            let source = IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
+            let _ = rate.take_at(source, start + Duration::from_secs(i as u64));
+            let kept = rate.state.lock().unwrap().1.len();
+            assert!(kept <= SOURCES_KEPT, "{kept}");
+        }
     }
 }

@@ -102,7 +102,7 @@ fn take_push(request: &Request, rate: &super::push::Rate, pushes: &PushSink) -> 
     if !super::push::acceptable(text) {
         return Response::status(400);
     }
-    if !rate.take() {
+    if !rate.take(request.peer.ip()) {
         tracing::debug!(peer = %request.peer, "push past the rate: 429");
         return Response::status(429);
     }

@@ -734,6 +734,41 @@ mod tests {
         );
     }
 
+    /// A Serf (or whatever holds its port) that takes a join and never answers it: the join
+    /// fails once its setup time is up, so neither `submit`'s clock catch-up nor the agent
+    /// waits on it for good. (The check runs the join on a thread; 60 s is a hang, not a
+    /// measured bound.)
+    #[test]
+    fn a_join_that_serf_never_answers_fails_instead_of_hanging() {
+        let (addr, _done) = fake(|conn| {
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, "");
+            let (_, seq, _) = conn.next()?;
+            conn.reply(seq, "");
+            let (command, _, _) = conn.next()?;
+            assert_eq!(command, "join");
+            // Never answered: held open (past the hang check below) until the client gives up.
+            conn.writer
+                .set_read_timeout(Some(Duration::from_secs(120)))
+                .ok();
+            let mut byte = [0u8; 1];
+            Some(matches!(conn.reader.read(&mut byte), Ok(0)))
+        });
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let rpc = Rpc {
+                addr: &addr,
+                auth: Some("k3y"),
+                setup: Duration::from_millis(300),
+            };
+            let _ = tx.send(rpc.join(&["10.0.0.1:7946".into()], true));
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Err(SerfError::Rpc { what, .. })) => assert_eq!(what, "joining"),
+            other => panic!("want a failed join, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_wrong_key_says_so_without_echoing_it() {
         let (addr, _done) = fake(|conn| {
