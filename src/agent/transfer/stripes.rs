@@ -86,6 +86,19 @@ const KEPT: Duration = Duration::from_secs(PACE_WINDOW.as_secs() * SLOW_WINDOWS 
 /// while (the bench's slow nodes named healthy parents slow at 16).
 pub const SLOW_MIN_GAIN: u32 = 24;
 
+/// A node takes in at its own capacity, and so blames no parent for a lag
+/// ([`Receiver::at_own_capacity`]), where over the window it took in at least this share of
+/// the most it took in over any [`PACE_WINDOW`] of the transfer ...
+const CAPACITY_SHARE: f64 = 0.75;
+
+/// ... and each stripe it lacked took in at least this many times its share of that most
+/// when the node lacked the most stripes: its other stripes took up what finished ones
+/// left, as stripes sharing its own link do and stripes paced by their parents do not (a
+/// node at link rate `C` with `k0` stripes paced `C / k0` by their parents and one slow
+/// parent takes in under `(k - 1) / (k * (k0 - 1))` of `C` a stripe with `k` lacking, under
+/// this share of `C / k0` for every `k`; one whose link sets the pace, `C / k`).
+const CAPACITY_RISE: f64 = 1.2;
+
 /// A stripe's silence blames its source once it has lasted as long as this many of the
 /// stripe's blocks take at the node's own pace ([`Receiver::silence_blames`]): at once (the
 /// hang rule's second) on a node whose other stripes flow at a link's share, some seconds on
@@ -184,6 +197,11 @@ pub struct Receiver {
     stripe_held: Vec<u32>,
     delivered: Vec<u32>,
     samples: VecDeque<Sample>,
+    /// The most blocks a second this node took in (all stripes, repair included) over a
+    /// [`PACE_WINDOW`] of this transfer, and the most stripes it lacked at a window's start:
+    /// what it has shown its own link can take ([`Receiver::at_own_capacity`]).
+    peak: f64,
+    most_lacking: usize,
 }
 
 impl Receiver {
@@ -210,6 +228,8 @@ impl Receiver {
             stripe_held: vec![0; d],
             delivered: vec![0; d],
             samples: VecDeque::new(),
+            peak: 0.0,
+            most_lacking: 0,
         };
         // The origin holds the payload: it sends, it never receives.
         if receiver.is_origin() {
@@ -286,6 +306,45 @@ impl Receiver {
         while self.samples.len() > 2 && self.samples[1].at + KEPT <= at {
             self.samples.pop_front();
         }
+        if let Some((first, last)) = self.window(PACE_WINDOW) {
+            let (intake, lacking) = self.intake(first, last);
+            self.peak = self.peak.max(intake);
+            self.most_lacking = self.most_lacking.max(lacking);
+        }
+    }
+
+    /// Blocks a second this node took in from sample `first` to sample `last` (every stripe,
+    /// repair included: what its link carried that counted), and how many stripes it lacked
+    /// at `first`.
+    fn intake(&self, first: &Sample, last: &Sample) -> (f64, usize) {
+        let gained: u32 = (0..self.plan.stripes())
+            .map(|s| last.held[s] - first.held[s])
+            .sum();
+        let secs = last
+            .at
+            .duration_since(first.at)
+            .as_secs_f64()
+            .max(f64::EPSILON);
+        let lacking = (0..self.plan.stripes())
+            .filter(|&s| self.lacking(first, s))
+            .count();
+        (f64::from(gained) / secs, lacking)
+    }
+
+    /// Whether from sample `first` to sample `last` this node took in at its own capacity:
+    /// at least [`CAPACITY_SHARE`] of its peak, and at least [`CAPACITY_RISE`] times the
+    /// peak's share a stripe when it lacked the most stripes. Then its own link sets its
+    /// stripes' pace, and a stripe lagging the others is TCP sharing that link unevenly (the
+    /// bench's 5 Mbit/s nodes, at their end with few stripes left, named healthy parents),
+    /// not its parent: the node blames none. A node whose parents set the pace takes in less
+    /// as its stripes finish, so it still judges them; until a stripe of it finishes, the
+    /// two look alike, and [`SLOW_MIN_GAIN`] spares a slow link there.
+    fn at_own_capacity(&self, first: &Sample, last: &Sample) -> bool {
+        let (intake, lacking) = self.intake(first, last);
+        self.most_lacking > 0
+            && lacking > 0
+            && intake >= CAPACITY_SHARE * self.peak
+            && intake / lacking as f64 >= CAPACITY_RISE * self.peak / self.most_lacking as f64
     }
 
     /// Where the [`PACE_WINDOW`] ending at sample `end` starts: the newest sample taken a
@@ -405,7 +464,8 @@ impl Receiver {
 
     /// Whether `stripe`'s source sent, from sample `start` to sample `end`, under half the
     /// median of what this node's other stripes lacking at `start` gained, that median being
-    /// at least [`SLOW_MIN_GAIN`] blocks, and more than nothing.
+    /// at least [`SLOW_MIN_GAIN`] blocks, and more than nothing, while the node did not take
+    /// in at its own capacity ([`Receiver::at_own_capacity`]).
     fn lags(&self, stripe: usize, start: usize, end: usize) -> bool {
         let (first, last) = (&self.samples[start], &self.samples[end]);
         let mut others: Vec<u32> = (0..self.plan.stripes())
@@ -420,7 +480,10 @@ impl Receiver {
         let gained = last.delivered[stripe] - first.delivered[stripe];
         // A source that sent nothing in the window is not judged here: it has not started
         // yet (404, waited for by the stream) or is silent (the hang rule).
-        median >= SLOW_MIN_GAIN && gained > 0 && gained * 2 < median
+        median >= SLOW_MIN_GAIN
+            && gained > 0
+            && gained * 2 < median
+            && !self.at_own_capacity(first, last)
     }
 
     /// The members to ask for `stripe`'s missing blocks when its source failed or lags:
@@ -1004,6 +1067,57 @@ mod tests {
             r.slow_sources().is_empty(),
             "two other stripes still to take: not the tail"
         );
+    }
+
+    /// A node taking in at its own capacity blames no parent for a stripe that lags its
+    /// others (TCP sharing its link unevenly): its stripes took up what a finished one left,
+    /// its intake held at its peak. The same unevenness on a node with spare capacity (its
+    /// intake fell as its stripes finished: its parents set the pace) blames the parent.
+    #[test]
+    fn a_node_at_its_own_capacity_blames_no_parent_for_a_lagging_stripe() {
+        let (plan, leaves, data, me) = judged();
+        let parent = plan.parent(3, me).unwrap();
+        let t0 = Instant::now();
+        // A first window where every stripe gains `first` (stripe 0 completes in it), then
+        // two windows where stripes 1 and 2 gain 68 and stripe 3 only 20.
+        let run = |first: u32| {
+            let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+            take_upto(&mut r, &data, 0, 200 - first);
+            r.sample(t0);
+            let mut held = [200 - first, 0, 0, 0];
+            for (w, gains) in [[first; 4], [0, 68, 68, 20], [0, 68, 68, 20]]
+                .iter()
+                .enumerate()
+            {
+                for (s, h) in held.iter_mut().enumerate() {
+                    *h += gains[s];
+                    take_upto(&mut r, &data, s, *h);
+                }
+                r.sample(t0 + PACE_WINDOW * (w as u32 + 1));
+            }
+            r
+        };
+        // 160 blocks a window, then 156: the link's pace, shared by three stripes now.
+        assert!(
+            run(40).slow_sources().is_empty(),
+            "at its own capacity, a lagging stripe is its link's unevenness"
+        );
+        // 240 blocks a window, then 156: the node had room the lagging parent did not fill.
+        assert_eq!(run(60).slow_sources(), vec![(3, parent)]);
+        // Its stripes running faster than at its peak is not enough: in its tail, a node
+        // that took in 240 blocks a window and now 160 has room, and blames the parent.
+        let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+        for s in 0..2 {
+            take_upto(&mut r, &data, s, 140);
+        }
+        r.sample(t0);
+        for (w, held) in [[200, 200, 60, 60], [200, 200, 200, 80]].iter().enumerate() {
+            for (s, &h) in held.iter().enumerate() {
+                take_upto(&mut r, &data, s, h);
+            }
+            r.sample(t0 + PACE_WINDOW * (w as u32 + 1));
+        }
+        assert_eq!(r.slow_sources(), vec![(3, parent)], "room left in its tail");
     }
 
     /// A node whose own downlink is slow makes every source look silent by turns: a
