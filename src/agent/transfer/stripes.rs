@@ -398,11 +398,23 @@ impl Receiver {
     /// the silence is as long as [`HANG_LAG`] of their blocks take (so at the hang rule's
     /// second on a node at a link's share); where they creep too, the node's own downlink
     /// is what is slow, and the source is waited for (the caller's read timeout bounds it).
-    /// With nothing to compare (one stripe, the others complete, the first half second), it
-    /// may.
+    /// Where the node takes in at its own capacity ([`Receiver::at_own_capacity`]) the pace
+    /// is no more than its peak's share a stripe when it lacked the most stripes: with few
+    /// stripes left, the others' pace is its whole link's, and TCP sharing that link
+    /// unevenly silences a healthy source by turns as long as it does with every stripe
+    /// lacking. With nothing to compare (one stripe, the others complete, the first half
+    /// second), it may.
     pub fn silence_blames(&self, stripe: usize, silent: Duration) -> bool {
-        self.others_pace(stripe)
-            .is_none_or(|pace| silent.as_secs_f64() * pace >= HANG_LAG)
+        let Some(pace) = self.others_pace(stripe) else {
+            return true;
+        };
+        let pace = match self.window(PACE_MIN_SPAN) {
+            Some((first, last)) if self.at_own_capacity(first, last) => {
+                pace.min(self.peak / self.most_lacking as f64)
+            }
+            _ => pace,
+        };
+        silent.as_secs_f64() * pace >= HANG_LAG
     }
 
     /// The stripes whose source is slow for this node, with that source: in each of the
@@ -1138,7 +1150,7 @@ mod tests {
         }
         fast.sample(t0 + Duration::from_secs(2));
         assert!(fast.silence_blames(3, Duration::from_secs(1)));
-        let mut slow = Receiver::new(plan.clone(), leaves, plan.name(me));
+        let mut slow = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
         slow.sample(t0);
         for s in 0..3 {
             take_upto(&mut slow, &data, s, 10);
@@ -1147,6 +1159,34 @@ mod tests {
         assert!(!slow.silence_blames(3, Duration::from_secs(1)));
         assert!(!slow.silence_blames(3, Duration::from_secs(6)));
         assert!(slow.silence_blames(3, Duration::from_secs(7)));
+        // A node at its own capacity with few stripes left: its other stripes took up a
+        // finished one's share, so their pace is its link's, not a stripe's; a silence is
+        // judged at its peak's share a stripe. With room left, at the others' pace.
+        let few_left = |first: u32| {
+            let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+            take_upto(&mut r, &data, 0, 200 - first);
+            r.sample(t0);
+            for (w, held) in [
+                [200, first, first, first],
+                [200, first + 78, first + 78, first],
+            ]
+            .iter()
+            .enumerate()
+            {
+                for (s, &h) in held.iter().enumerate() {
+                    take_upto(&mut r, &data, s, h);
+                }
+                r.sample(t0 + PACE_WINDOW * (w as u32 + 1));
+            }
+            r
+        };
+        // 160 blocks a window, then 156 over three stripes: others' pace 26 a second, the
+        // peak's share a stripe 13.3.
+        let at_capacity = few_left(40);
+        assert!(!at_capacity.silence_blames(3, Duration::from_secs(2)));
+        assert!(at_capacity.silence_blames(3, Duration::from_millis(2500)));
+        // 240 blocks a window, then 156: room left, the others' pace.
+        assert!(few_left(60).silence_blames(3, Duration::from_secs(2)));
     }
 
     /// Bounding the origin on fail-over: when every interior member above them is missing,
