@@ -16,10 +16,11 @@
 //! It also judges its parents by its own observation ([`Receiver::sample`]): a node takes
 //! its `d` stripes from `d` parents at once, so a parent whose stripe gains under half what
 //! the node's other stripes gain over [`PACE_WINDOW`], in two windows running, is slow *for
-//! this node*, whatever rate it advertised ([`Receiver::slow_sources`]); and a node whose own
-//! downlink is slow sees all its stripes slow alike, so it blames none, and judges a
-//! stripe's silence against its own pace ([`Receiver::silence_blames`]) rather than as a hang
-//! at once.
+//! this node*, whatever rate it advertised ([`Receiver::slow_sources`]); but not while the
+//! node takes in at its own capacity ([`Receiver::at_own_capacity`]): its stripes then share
+//! its own link, unevenly as TCP does, and a lagging one is the link's, not the parent's. It
+//! judges a stripe's silence against its own pace ([`Receiver::silence_blames`]) rather than
+//! as a hang at once.
 
 use super::topology::{Class, Node, Plan};
 use crate::formats::blocks::{BlocksError, Leaves};
@@ -38,7 +39,8 @@ pub enum Left {
     /// It sent block `block`, which did not match its leaf.
     Lied { block: u32 },
     /// Its stripe gained under half what this node's other stripes gained, over each of two
-    /// [`PACE_WINDOW`]s running ([`Receiver::slow_sources`]).
+    /// [`PACE_WINDOW`]s running, while the node had room to take more
+    /// ([`Receiver::slow_sources`]).
     Slow,
 }
 
@@ -83,7 +85,9 @@ const KEPT: Duration = Duration::from_secs(PACE_WINDOW.as_secs() * SLOW_WINDOWS 
 /// and on a node whose stripes all creep (its own downlink is slow), no parent is blamed.
 /// Not less: on a node at 5 Mbit/s with 8 stripes (about 5 blocks a second each) TCP
 /// shares the link unevenly enough that one stripe runs at under half the median for a
-/// while (the bench's slow nodes named healthy parents slow at 16).
+/// while (the bench's slow nodes named healthy parents slow at 16). With few stripes left
+/// the median is the link's pace shared by few, over this; [`Receiver::at_own_capacity`]
+/// spares the parents there.
 pub const SLOW_MIN_GAIN: u32 = 24;
 
 /// A node takes in at its own capacity, and so blames no parent for a lag
@@ -423,7 +427,8 @@ impl Receiver {
     /// under half the median of what this node's other lacking stripes gained (by any
     /// means), and that median is at least [`SLOW_MIN_GAIN`] blocks ([`Receiver::lags`]); a
     /// source that sent none in a window is left to the not-started wait and the hang rule.
-    /// A node whose downlink is slow sees every stripe creep alike and blames none; one lying
+    /// A node whose downlink is slow sees every stripe creep alike and blames none, nor does
+    /// one taking in at its own capacity ([`Receiver::at_own_capacity`]); one lying
     /// member can make only the stripe it sends slow; one window's stall of a healthy parent
     /// is not enough while the node has other stripes to take. Never the origin (it is
     /// waited out: the last resort).
