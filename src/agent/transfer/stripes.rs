@@ -16,10 +16,11 @@
 //! It also judges its parents by its own observation ([`Receiver::sample`]): a node takes
 //! its `d` stripes from `d` parents at once, so a parent whose stripe gains under half what
 //! the node's other stripes gain over [`PACE_WINDOW`], in two windows running, is slow *for
-//! this node*, whatever rate it advertised ([`Receiver::slow_sources`]); and a node whose own
-//! downlink is slow sees all its stripes slow alike, so it blames none, and judges a
-//! stripe's silence against its own pace ([`Receiver::silence_blames`]) rather than as a hang
-//! at once.
+//! this node*, whatever rate it advertised ([`Receiver::slow_sources`]); but not while the
+//! node takes in at its own capacity ([`Receiver::at_own_capacity`]): its stripes then share
+//! its own link, unevenly as TCP does, and a lagging one is the link's, not the parent's. It
+//! judges a stripe's silence against its own pace ([`Receiver::silence_blames`]) rather than
+//! as a hang at once.
 
 use super::topology::{Class, Node, Plan};
 use crate::formats::blocks::{BlocksError, Leaves};
@@ -38,7 +39,8 @@ pub enum Left {
     /// It sent block `block`, which did not match its leaf.
     Lied { block: u32 },
     /// Its stripe gained under half what this node's other stripes gained, over each of two
-    /// [`PACE_WINDOW`]s running ([`Receiver::slow_sources`]).
+    /// [`PACE_WINDOW`]s running, while the node had room to take more
+    /// ([`Receiver::slow_sources`]).
     Slow,
 }
 
@@ -83,8 +85,23 @@ const KEPT: Duration = Duration::from_secs(PACE_WINDOW.as_secs() * SLOW_WINDOWS 
 /// and on a node whose stripes all creep (its own downlink is slow), no parent is blamed.
 /// Not less: on a node at 5 Mbit/s with 8 stripes (about 5 blocks a second each) TCP
 /// shares the link unevenly enough that one stripe runs at under half the median for a
-/// while (the bench's slow nodes named healthy parents slow at 16).
+/// while (the bench's slow nodes named healthy parents slow at 16). With few stripes left
+/// the median is the link's pace shared by few, over this; [`Receiver::at_own_capacity`]
+/// spares the parents there.
 pub const SLOW_MIN_GAIN: u32 = 24;
+
+/// A node takes in at its own capacity, and so blames no parent for a lag
+/// ([`Receiver::at_own_capacity`]), where over the window it took in at least this share of
+/// the most it took in over any [`PACE_WINDOW`] of the transfer ...
+const CAPACITY_SHARE: f64 = 0.75;
+
+/// ... and each stripe it lacked took in at least this many times its share of that most
+/// when the node lacked the most stripes: its other stripes took up what finished ones
+/// left, as stripes sharing its own link do and stripes paced by their parents do not (a
+/// node at link rate `C` with `k0` stripes paced `C / k0` by their parents and one slow
+/// parent takes in under `(k - 1) / (k * (k0 - 1))` of `C` a stripe with `k` lacking, under
+/// this share of `C / k0` for every `k`; one whose link sets the pace, `C / k`).
+const CAPACITY_RISE: f64 = 1.2;
 
 /// A stripe's silence blames its source once it has lasted as long as this many of the
 /// stripe's blocks take at the node's own pace ([`Receiver::silence_blames`]): at once (the
@@ -184,6 +201,11 @@ pub struct Receiver {
     stripe_held: Vec<u32>,
     delivered: Vec<u32>,
     samples: VecDeque<Sample>,
+    /// The most blocks a second this node took in (all stripes, repair included) over a
+    /// [`PACE_WINDOW`] of this transfer, and the most stripes it lacked at a window's start:
+    /// what it has shown its own link can take ([`Receiver::at_own_capacity`]).
+    peak: f64,
+    most_lacking: usize,
 }
 
 impl Receiver {
@@ -210,6 +232,8 @@ impl Receiver {
             stripe_held: vec![0; d],
             delivered: vec![0; d],
             samples: VecDeque::new(),
+            peak: 0.0,
+            most_lacking: 0,
         };
         // The origin holds the payload: it sends, it never receives.
         if receiver.is_origin() {
@@ -286,6 +310,45 @@ impl Receiver {
         while self.samples.len() > 2 && self.samples[1].at + KEPT <= at {
             self.samples.pop_front();
         }
+        if let Some((first, last)) = self.window(PACE_WINDOW) {
+            let (intake, lacking) = self.intake(first, last);
+            self.peak = self.peak.max(intake);
+            self.most_lacking = self.most_lacking.max(lacking);
+        }
+    }
+
+    /// Blocks a second this node took in from sample `first` to sample `last` (every stripe,
+    /// repair included: what its link carried that counted), and how many stripes it lacked
+    /// at `first`.
+    fn intake(&self, first: &Sample, last: &Sample) -> (f64, usize) {
+        let gained: u32 = (0..self.plan.stripes())
+            .map(|s| last.held[s] - first.held[s])
+            .sum();
+        let secs = last
+            .at
+            .duration_since(first.at)
+            .as_secs_f64()
+            .max(f64::EPSILON);
+        let lacking = (0..self.plan.stripes())
+            .filter(|&s| self.lacking(first, s))
+            .count();
+        (f64::from(gained) / secs, lacking)
+    }
+
+    /// Whether from sample `first` to sample `last` this node took in at its own capacity:
+    /// at least [`CAPACITY_SHARE`] of its peak, and at least [`CAPACITY_RISE`] times the
+    /// peak's share a stripe when it lacked the most stripes. Then its own link sets its
+    /// stripes' pace, and a stripe lagging the others is TCP sharing that link unevenly (the
+    /// bench's 5 Mbit/s nodes, at their end with few stripes left, named healthy parents),
+    /// not its parent: the node blames none. A node whose parents set the pace takes in less
+    /// as its stripes finish, so it still judges them; until a stripe of it finishes, the
+    /// two look alike, and [`SLOW_MIN_GAIN`] spares a slow link there.
+    fn at_own_capacity(&self, first: &Sample, last: &Sample) -> bool {
+        let (intake, lacking) = self.intake(first, last);
+        self.most_lacking > 0
+            && lacking > 0
+            && intake >= CAPACITY_SHARE * self.peak
+            && intake / lacking as f64 >= CAPACITY_RISE * self.peak / self.most_lacking as f64
     }
 
     /// Where the [`PACE_WINDOW`] ending at sample `end` starts: the newest sample taken a
@@ -339,11 +402,23 @@ impl Receiver {
     /// the silence is as long as [`HANG_LAG`] of their blocks take (so at the hang rule's
     /// second on a node at a link's share); where they creep too, the node's own downlink
     /// is what is slow, and the source is waited for (the caller's read timeout bounds it).
-    /// With nothing to compare (one stripe, the others complete, the first half second), it
-    /// may.
+    /// Where the node takes in at its own capacity ([`Receiver::at_own_capacity`]) the pace
+    /// is no more than its peak's share a stripe when it lacked the most stripes: with few
+    /// stripes left, the others' pace is its whole link's, and TCP sharing that link
+    /// unevenly silences a healthy source by turns as long as it does with every stripe
+    /// lacking. With nothing to compare (one stripe, the others complete, the first half
+    /// second), it may.
     pub fn silence_blames(&self, stripe: usize, silent: Duration) -> bool {
-        self.others_pace(stripe)
-            .is_none_or(|pace| silent.as_secs_f64() * pace >= HANG_LAG)
+        let Some(pace) = self.others_pace(stripe) else {
+            return true;
+        };
+        let pace = match self.window(PACE_MIN_SPAN) {
+            Some((first, last)) if self.at_own_capacity(first, last) => {
+                pace.min(self.peak / self.most_lacking as f64)
+            }
+            _ => pace,
+        };
+        silent.as_secs_f64() * pace >= HANG_LAG
     }
 
     /// The stripes whose source is slow for this node, with that source: in each of the
@@ -352,7 +427,8 @@ impl Receiver {
     /// under half the median of what this node's other lacking stripes gained (by any
     /// means), and that median is at least [`SLOW_MIN_GAIN`] blocks ([`Receiver::lags`]); a
     /// source that sent none in a window is left to the not-started wait and the hang rule.
-    /// A node whose downlink is slow sees every stripe creep alike and blames none; one lying
+    /// A node whose downlink is slow sees every stripe creep alike and blames none, nor does
+    /// one taking in at its own capacity ([`Receiver::at_own_capacity`]); one lying
     /// member can make only the stripe it sends slow; one window's stall of a healthy parent
     /// is not enough while the node has other stripes to take. Never the origin (it is
     /// waited out: the last resort).
@@ -405,7 +481,8 @@ impl Receiver {
 
     /// Whether `stripe`'s source sent, from sample `start` to sample `end`, under half the
     /// median of what this node's other stripes lacking at `start` gained, that median being
-    /// at least [`SLOW_MIN_GAIN`] blocks, and more than nothing.
+    /// at least [`SLOW_MIN_GAIN`] blocks, and more than nothing, while the node did not take
+    /// in at its own capacity ([`Receiver::at_own_capacity`]).
     fn lags(&self, stripe: usize, start: usize, end: usize) -> bool {
         let (first, last) = (&self.samples[start], &self.samples[end]);
         let mut others: Vec<u32> = (0..self.plan.stripes())
@@ -420,7 +497,10 @@ impl Receiver {
         let gained = last.delivered[stripe] - first.delivered[stripe];
         // A source that sent nothing in the window is not judged here: it has not started
         // yet (404, waited for by the stream) or is silent (the hang rule).
-        median >= SLOW_MIN_GAIN && gained > 0 && gained * 2 < median
+        median >= SLOW_MIN_GAIN
+            && gained > 0
+            && gained * 2 < median
+            && !self.at_own_capacity(first, last)
     }
 
     /// The members to ask for `stripe`'s missing blocks when its source failed or lags:
@@ -1006,6 +1086,57 @@ mod tests {
         );
     }
 
+    /// A node taking in at its own capacity blames no parent for a stripe that lags its
+    /// others (TCP sharing its link unevenly): its stripes took up what a finished one left,
+    /// its intake held at its peak. The same unevenness on a node with spare capacity (its
+    /// intake fell as its stripes finished: its parents set the pace) blames the parent.
+    #[test]
+    fn a_node_at_its_own_capacity_blames_no_parent_for_a_lagging_stripe() {
+        let (plan, leaves, data, me) = judged();
+        let parent = plan.parent(3, me).unwrap();
+        let t0 = Instant::now();
+        // A first window where every stripe gains `first` (stripe 0 completes in it), then
+        // two windows where stripes 1 and 2 gain 68 and stripe 3 only 20.
+        let run = |first: u32| {
+            let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+            take_upto(&mut r, &data, 0, 200 - first);
+            r.sample(t0);
+            let mut held = [200 - first, 0, 0, 0];
+            for (w, gains) in [[first; 4], [0, 68, 68, 20], [0, 68, 68, 20]]
+                .iter()
+                .enumerate()
+            {
+                for (s, h) in held.iter_mut().enumerate() {
+                    *h += gains[s];
+                    take_upto(&mut r, &data, s, *h);
+                }
+                r.sample(t0 + PACE_WINDOW * (w as u32 + 1));
+            }
+            r
+        };
+        // 160 blocks a window, then 156: the link's pace, shared by three stripes now.
+        assert!(
+            run(40).slow_sources().is_empty(),
+            "at its own capacity, a lagging stripe is its link's unevenness"
+        );
+        // 240 blocks a window, then 156: the node had room the lagging parent did not fill.
+        assert_eq!(run(60).slow_sources(), vec![(3, parent)]);
+        // Its stripes running faster than at its peak is not enough: in its tail, a node
+        // that took in 240 blocks a window and now 160 has room, and blames the parent.
+        let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+        for s in 0..2 {
+            take_upto(&mut r, &data, s, 140);
+        }
+        r.sample(t0);
+        for (w, held) in [[200, 200, 60, 60], [200, 200, 200, 80]].iter().enumerate() {
+            for (s, &h) in held.iter().enumerate() {
+                take_upto(&mut r, &data, s, h);
+            }
+            r.sample(t0 + PACE_WINDOW * (w as u32 + 1));
+        }
+        assert_eq!(r.slow_sources(), vec![(3, parent)], "room left in its tail");
+    }
+
     /// A node whose own downlink is slow makes every source look silent by turns: a
     /// silence blames the source only once it lasts `HANG_LAG` blocks of the node's own
     /// pace; at a link's share that is the hang rule's second, as before.
@@ -1024,7 +1155,7 @@ mod tests {
         }
         fast.sample(t0 + Duration::from_secs(2));
         assert!(fast.silence_blames(3, Duration::from_secs(1)));
-        let mut slow = Receiver::new(plan.clone(), leaves, plan.name(me));
+        let mut slow = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
         slow.sample(t0);
         for s in 0..3 {
             take_upto(&mut slow, &data, s, 10);
@@ -1033,6 +1164,34 @@ mod tests {
         assert!(!slow.silence_blames(3, Duration::from_secs(1)));
         assert!(!slow.silence_blames(3, Duration::from_secs(6)));
         assert!(slow.silence_blames(3, Duration::from_secs(7)));
+        // A node at its own capacity with few stripes left: its other stripes took up a
+        // finished one's share, so their pace is its link's, not a stripe's; a silence is
+        // judged at its peak's share a stripe. With room left, at the others' pace.
+        let few_left = |first: u32| {
+            let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(me));
+            take_upto(&mut r, &data, 0, 200 - first);
+            r.sample(t0);
+            for (w, held) in [
+                [200, first, first, first],
+                [200, first + 78, first + 78, first],
+            ]
+            .iter()
+            .enumerate()
+            {
+                for (s, &h) in held.iter().enumerate() {
+                    take_upto(&mut r, &data, s, h);
+                }
+                r.sample(t0 + PACE_WINDOW * (w as u32 + 1));
+            }
+            r
+        };
+        // 160 blocks a window, then 156 over three stripes: others' pace 26 a second, the
+        // peak's share a stripe 13.3.
+        let at_capacity = few_left(40);
+        assert!(!at_capacity.silence_blames(3, Duration::from_secs(2)));
+        assert!(at_capacity.silence_blames(3, Duration::from_millis(2500)));
+        // 240 blocks a window, then 156: room left, the others' pace.
+        assert!(few_left(60).silence_blames(3, Duration::from_secs(2)));
     }
 
     /// Bounding the origin on fail-over: when every interior member above them is missing,
