@@ -547,48 +547,34 @@ mod tests {
         let v6: std::net::Ipv6Addr = "fd00::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST);
         let v6 = v6.octets();
         let tag = |v: &[u8]| serde_bytes::ByteBuf::from(v.to_vec());
+        let m = |name, addr, port, tags, status| M {
+            name,
+            addr,
+            port,
+            tags,
+            status,
+            protocol_cur: 5,
+        };
+        let none = BTreeMap::new;
         let reply = Reply {
             members: vec![
-                M {
-                    name: b"n1",
-                    addr: &[127, 0, 0, 1],
-                    port: 7946,
-                    tags: [("p2pu-rate", tag(b"125"))].into(),
-                    status: "alive",
-                    protocol_cur: 5,
-                },
-                M {
-                    name: b"n2",
-                    addr: &mapped,
-                    port: 7947,
-                    tags: BTreeMap::new(),
-                    status: "failed",
-                    protocol_cur: 5,
-                },
-                M {
-                    name: b"n3",
-                    addr: &v6,
-                    port: 7948,
-                    tags: BTreeMap::new(),
-                    status: "left",
-                    protocol_cur: 5,
-                },
-                M {
-                    name: b"n\x1b[2J4",
-                    addr: &[10, 0, 0, 4],
-                    port: 1,
-                    tags: [("role", tag(b"a\xffb"))].into(),
-                    status: "alive",
-                    protocol_cur: 5,
-                },
-                M {
-                    name: b"odd",
-                    addr: &[1, 2, 3],
-                    port: 1,
-                    tags: BTreeMap::new(),
-                    status: "alive",
-                    protocol_cur: 5,
-                },
+                m(
+                    b"n1",
+                    &[127, 0, 0, 1],
+                    7946,
+                    [("p2pu-rate", tag(b"125"))].into(),
+                    "alive",
+                ),
+                m(b"n2", &mapped, 7947, none(), "failed"),
+                m(b"n3", &v6, 7948, none(), "left"),
+                m(
+                    b"n\x1b[2J4",
+                    &[10, 0, 0, 4],
+                    1,
+                    [("role", tag(b"a\xffb"))].into(),
+                    "alive",
+                ),
+                m(b"odd", &[1, 2, 3], 1, none(), "alive"),
             ],
         };
         let bytes = rmp_serde::to_vec_named(&reply).unwrap_or_default();
