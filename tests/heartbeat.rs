@@ -95,9 +95,13 @@ fn a_missed_update_is_fetched_through_the_heartbeats_snapshot_and_a_stale_heartb
     let real_handler = std::fs::read(&handler).unwrap();
     std::fs::write(&handler, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
     let second = manifest(dir.path(), "second.pp");
-    // Sent once: a re-send landing after the handler is back would bring it (issue 25).
+    // Sent once: a re-send landing after the handler is back would bring it (issue 25); and
+    // by Serf alone: a push would reach node 3's agent past its handler (issue 30).
     ok(lab
-        .p2pu(1, &["submit", second.to_str().unwrap(), "--once"])
+        .p2pu(
+            1,
+            &["submit", second.to_str().unwrap(), "--once", "--no-push"],
+        )
         .unwrap());
     for node in [1, 2] {
         wait(

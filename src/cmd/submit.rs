@@ -298,9 +298,13 @@ impl Submit {
                 // In stripes mode the roster is the members this node sees now (DESIGN 5.1).
                 let broadcasting = self.sign_only.is_none();
                 let stripes = config.site.transfer.mode == TransferMode::Stripes;
-                let gossip = match broadcasting || stripes {
-                    true => Some(env.engines.gossip(&config)?),
-                    false => None,
+                // Stripes mode needs the members' view now; otherwise a Serf that cannot be
+                // reached (a secret missing) is said after the payload's own checks, which are
+                // what the operator must fix first, as before the early catch-up.
+                let gossip = match (stripes, broadcasting) {
+                    (true, _) => Some(env.engines.gossip(&config)?),
+                    (false, true) => env.engines.gossip(&config).ok(),
+                    (false, false) => None,
                 };
                 let view = match (&gossip, stripes) {
                     (Some(gossip), true) => Some(crate::publish::roster_view(gossip.as_ref())?),
