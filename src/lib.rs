@@ -4,6 +4,7 @@
 //! [`Env`] so it can run in-process in unit tests.
 
 pub mod agent;
+pub(crate) mod bucket;
 pub mod civil;
 pub mod cmd;
 pub mod config;

@@ -16,6 +16,7 @@ use super::names::{Bindings, Verdict};
 use super::protocol::{self, Body, Message, Payload, ReplayGuard, Secret, SeqWindow, MAX_DATAGRAM};
 use super::stun;
 use super::udp;
+use crate::bucket::Bucket;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,39 +68,6 @@ impl Member {
     /// Three missed keepalives and a member is gone.
     fn expired(&self, now: Instant) -> bool {
         now.duration_since(self.last_seen) > self.keepalive * 3 + Duration::from_secs(2)
-    }
-}
-
-/// A token bucket: `rate` per second, holding at most `burst`.
-#[derive(Debug, Clone)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(now: Instant, burst: f64) -> Bucket {
-        Bucket {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Whether it is back at `burst` by `now`.
-    fn refilled(&self, now: Instant, rate: f64, burst: f64) -> bool {
-        self.tokens + now.duration_since(self.last).as_secs_f64() * rate >= burst
-    }
-
-    fn take(&mut self, now: Instant, rate: f64, burst: f64, cost: f64) -> bool {
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -226,7 +194,7 @@ impl ProxyState {
             keep
         });
         self.sources
-            .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(10));
+            .retain(|_, b| b.idle_for(now) < Duration::from_secs(10));
     }
 
     fn allow_source(&mut self, now: Instant, from: SocketAddr) -> bool {
@@ -455,10 +423,7 @@ impl ProxyState {
         }
         // While the table is still full, a new source binds no new name (names it has are
         // still known): an empty bucket, not kept.
-        let mut none_left = Bucket {
-            tokens: 0.0,
-            last: now,
-        };
+        let mut none_left = Bucket::empty(now);
         let bucket = if !self.new_names.contains_key(&source)
             && self.new_names.len() >= self.config.max_sources
         {

@@ -22,6 +22,7 @@
 //! any address and tags, so `submit` pushes to members' own addresses at the site's seed port,
 //! each once, and bounds each push's whole answer.
 
+use crate::bucket::Bucket;
 use crate::formats::announcement;
 use crate::formats::serf_names::TAG_SEED_PORT;
 use serde::{Deserialize, Serialize};
@@ -67,36 +68,6 @@ pub struct Pushed {
     pub from: SocketAddr,
 }
 
-/// A token bucket's fill: `tokens` as of `at`.
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Bucket {
-        Bucket {
-            tokens: burst,
-            at: now,
-        }
-    }
-
-    /// Whether it refilled to `burst` by `now`: no different from a new source's.
-    fn is_full(&self, now: Instant, rate: f64, burst: f64) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens + elapsed * rate >= burst
-    }
-
-    /// Refills at `rate` up to `burst` as of `now`; whether a token is there.
-    fn refill(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.at = now.max(self.at);
-        self.tokens >= 1.0
-    }
-}
-
 /// The seed server's pushes: at most [`RATE_PER_SEC`] a second on average, [`BURST`] at once,
 /// and from one source address [`SOURCE_RATE_PER_SEC`] and [`SOURCE_BURST`], so that one
 /// flooding source (a member, or any process on a member's machine) leaves most of the rate
@@ -115,7 +86,7 @@ const SOURCES_KEPT: usize = 1024;
 impl Default for Rate {
     fn default() -> Rate {
         Rate {
-            state: Mutex::new((Bucket::full(BURST, Instant::now()), HashMap::new())),
+            state: Mutex::new((Bucket::new(Instant::now(), BURST), HashMap::new())),
         }
     }
 }
@@ -130,19 +101,20 @@ impl Rate {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (all, sources) = &mut *state;
         if sources.len() >= SOURCES_KEPT && !sources.contains_key(&source) {
-            sources.retain(|_, b| !b.is_full(now, SOURCE_RATE_PER_SEC, SOURCE_BURST));
+            sources.retain(|_, b| !b.refilled(now, SOURCE_RATE_PER_SEC, SOURCE_BURST));
             if sources.len() >= SOURCES_KEPT {
                 sources.clear();
             }
         }
         let one = sources
             .entry(source)
-            .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
-        let taken = one.refill(now, SOURCE_RATE_PER_SEC, SOURCE_BURST)
-            && all.refill(now, RATE_PER_SEC, BURST);
+            .or_insert_with(|| Bucket::new(now, SOURCE_BURST));
+        // A token from both or from neither: a refused push spends no share.
+        let taken = one.holds(now, SOURCE_RATE_PER_SEC, SOURCE_BURST, 1.0)
+            && all.holds(now, RATE_PER_SEC, BURST, 1.0);
         if taken {
-            one.tokens -= 1.0;
-            all.tokens -= 1.0;
+            one.spend(1.0);
+            all.spend(1.0);
         }
         taken
     }
