@@ -435,31 +435,19 @@ fn spawn(spec: &ServeSpec, run_as: Option<&RunAs>) -> Result<(Running, Ready), S
 /// genuine, comes by Serf too.
 fn take_pushes(mut stdout: impl BufRead, spool: Option<&std::path::Path>) {
     use crate::agent::transfer::push::{acceptable, Pushed, Rate};
+    use crate::agent::transfer::serve::{next_line, Line};
     let rate = Rate::default();
     let mut over_rate: u64 = 0;
-    let mut line = Vec::new();
     loop {
-        line.clear();
-        match (&mut stdout)
-            .take(MAX_PUSH_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if line.len() > MAX_PUSH_LINE {
-            // Read the rest of the overlong line through, keeping none of it.
-            let mut skipped = Vec::new();
-            while !line.ends_with(b"\n") {
-                skipped.clear();
-                match (&mut stdout).take(8192).read_until(b'\n', &mut skipped) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => line = std::mem::take(&mut skipped),
-                }
+        // The newline counted: a line's text is at most `MAX_PUSH_LINE - 1` bytes.
+        let line = match next_line(&mut stdout, MAX_PUSH_LINE - 1) {
+            Ok(None) | Err(_) => return,
+            Ok(Some(Line::Text(line))) => line,
+            Ok(Some(Line::TooLong(_))) => {
+                tracing::warn!("the web seed server wrote an overlong line; dropped");
+                continue;
             }
-            tracing::warn!("the web seed server wrote an overlong line; dropped");
-            continue;
-        }
+        };
         let pushed = match serde_json::from_slice::<Pushed>(&line) {
             Ok(pushed) if acceptable(pushed.push.as_bytes()) => pushed,
             _ => {

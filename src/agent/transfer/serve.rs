@@ -149,7 +149,8 @@ fn hand_on(pushes: std::sync::mpsc::Receiver<super::push::Pushed>, mut output: i
     }
 }
 
-enum Line {
+/// A line of a pipe between the agent and its serving child ([`next_line`]).
+pub(crate) enum Line {
     /// One line without its newline.
     Text(Vec<u8>),
     /// A line over the limit (its length), already skipped.
@@ -157,8 +158,9 @@ enum Line {
 }
 
 /// The next `\n`-terminated line (or the rest before EOF); `None` at EOF. Never holds more
-/// than `max` + 1 bytes of a line.
-fn next_line(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Line>> {
+/// than `max` + 1 bytes of a line. Both ends of the pipe read it so: the child the agent's
+/// snapshots, the agent the child's pushes.
+pub(crate) fn next_line(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Line>> {
     let mut line = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     let n = input.by_ref().take(limit).read_until(b'\n', &mut line)?;
