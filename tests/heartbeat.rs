@@ -177,11 +177,12 @@ fn a_missed_update_is_fetched_through_the_heartbeats_snapshot_and_a_stale_heartb
             "{table}"
         );
     }
-    let agent_log = std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
-    assert!(
-        agent_log.contains("heartbeat: STALE since"),
-        "no journald warning on node 2:\n{agent_log}"
-    );
+    // The agent looks every half second: `check` can see the heartbeat stale before it does.
+    let agent_log = || std::fs::read_to_string(lab.node(2).unwrap().log("agent")).unwrap();
+    let warned = support::wait_until(Duration::from_secs(10), || {
+        agent_log().contains("heartbeat: STALE since")
+    });
+    assert!(warned, "no journald warning on node 2:\n{}", agent_log());
     lab.shutdown().unwrap();
 }
 
