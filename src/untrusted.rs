@@ -158,6 +158,12 @@ pub fn open_beneath(root: &Path, path: &Path) -> Result<(File, Metadata), Untrus
 /// The bytes of the regular file `path`, at most `cap` of them: larger is refused, on the
 /// open file's size and again on what was read (at most `cap + 1` bytes).
 pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, UntrustedError> {
+    read_keeping(path, cap).map(|(_, bytes)| bytes)
+}
+
+/// [`read`], keeping the open file: for a reader that reads parts of it again later (the seed
+/// server's view of a `.have` mark).
+pub fn read_keeping(path: &Path, cap: u64) -> Result<(File, Vec<u8>), UntrustedError> {
     let (file, meta) = open(path)?;
     let too_large = || UntrustedError::TooLarge {
         path: path.to_path_buf(),
@@ -167,7 +173,8 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, UntrustedError> {
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(cap.saturating_add(1))
+    (&file)
+        .take(cap.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|source| UntrustedError::Read {
             path: path.to_path_buf(),
@@ -176,7 +183,7 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, UntrustedError> {
     if bytes.len() as u64 > cap {
         return Err(too_large());
     }
-    Ok(bytes)
+    Ok((file, bytes))
 }
 
 /// [`read`], with a missing file as `None`.

@@ -69,6 +69,27 @@ impl Have {
         }
     }
 
+    /// Where block `index`'s bit lies in [`Have::encode`]'s bytes, and that byte now: the
+    /// writer marks a block by writing this one byte in place, which a reader of the whole
+    /// mark sees before or after, never torn. `None` past the payload.
+    pub fn encoded_byte(&self, index: u32) -> Option<(u64, u8)> {
+        (index < self.layout.count()).then(|| {
+            let at = index as usize / 8;
+            ((HEADER + at) as u64, self.bits[at])
+        })
+    }
+
+    /// Takes the byte at `encoded_byte(index)`'s offset as read from a mark of this layout:
+    /// the blocks of that byte are held as it says (its bits past the payload ignored).
+    pub fn take_encoded_byte(&mut self, index: u32, byte: u8) {
+        if index >= self.layout.count() {
+            return;
+        }
+        let at = index as usize / 8;
+        let past = (at * 8 + 8).saturating_sub(self.layout.count() as usize);
+        self.bits[at] = byte & (0xffu8 >> past);
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.bits.len());
         out.extend_from_slice(MAGIC);
@@ -135,8 +156,32 @@ mod tests {
         assert!(Have::decode(&padded).is_err(), "a bit past the last block");
         assert!(Have::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Have::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
-        let mut zero_stripes = bytes;
+        let mut zero_stripes = bytes.clone();
         zero_stripes[MAGIC.len() + 12..MAGIC.len() + 16].copy_from_slice(&[0; 4]);
         assert!(Have::decode(&zero_stripes).is_err());
+    }
+
+    #[test]
+    fn a_block_marked_by_its_one_byte_reads_back_in_the_whole_mark() {
+        let layout = Layout::new(10 * 16384, 16384).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        let mut bytes = have.encode();
+        for index in [0, 7, 9] {
+            have.set(index);
+            let (at, byte) = have.encoded_byte(index).unwrap();
+            bytes[at as usize] = byte;
+        }
+        assert_eq!(Have::decode(&bytes).unwrap(), have);
+        assert_eq!(have.encoded_byte(10), None);
+        // A reader takes the byte: the bits past block 9 are not taken as blocks.
+        let mut reader = Have::new(layout, 2).unwrap();
+        reader.take_encoded_byte(9, 0xff);
+        assert!(reader.holds(8) && reader.holds(9) && !reader.holds(7));
+        assert_eq!(
+            reader.encode()[have.encoded_byte(9).unwrap().0 as usize],
+            0b11
+        );
+        reader.take_encoded_byte(10, 0xff);
+        assert!(!reader.holds(7));
     }
 }

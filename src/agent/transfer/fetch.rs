@@ -480,7 +480,7 @@ impl Fetcher<'_> {
         peers: StripedPeers<'_>,
     ) -> Result<Option<Fetched>, FetchError> {
         use super::stripes::{Left, Receiver};
-        use super::stripes_fetch::{documents, restore, Sinks, Striped, StripedError};
+        use super::stripes_fetch::{documents, restore, Mark, Sinks, Striped, StripedError};
         use crate::agent::runtime::state::SourceUse;
         let hash = &record.info_hash;
         let local = |message: String| FetchError::Local {
@@ -554,10 +554,13 @@ impl Fetcher<'_> {
                 }
             }
         }
-        if let Err(e) = write_mark(&have_path, &have.encode()) {
-            staging.discard();
-            return Err(e);
-        }
+        let mark = match Mark::create(&have_path, &have) {
+            Ok(mark) => mark,
+            Err(e) => {
+                staging.discard();
+                return Err(write_err(&have_path)(e));
+            }
+        };
         let addr_of = |name: &str| {
             (peers.members)()
                 .into_iter()
@@ -575,7 +578,7 @@ impl Fetcher<'_> {
             copy: staging.file(),
             seeding: &seeding,
             have,
-            have_path: &have_path,
+            mark: &mark,
         };
         let started = std::time::Instant::now();
         let ran = striped.run(receiver, sinks);

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 
@@ -428,16 +428,10 @@ fn serve_stripe(
         return Response::status(404);
     };
     let layout = DownloadDir::new(root);
-    let mark = layout.have_mark(hash);
-    let mark_path = mark.clone();
-    let read_mark = move || {
-        crate::untrusted::read(&mark, crate::formats::have::MAX_HAVE_BYTES as u64)
-            .ok()
-            .and_then(|bytes| Have::decode(&bytes).ok())
-    };
-    let Some(have) = read_mark() else {
+    let Some(mut view) = MarkView::open(layout.have_mark(hash)) else {
         return Response::status(404);
     };
+    let have = view.have.clone();
     let Some((stripe, from, repair)) = parse_stripe_query(query) else {
         return Response::status(400);
     };
@@ -494,20 +488,9 @@ fn serve_stripe(
             return Response::status(503);
         }
     };
-    // Re-read only while a block is not held by the mark read last.
-    let mut known = have;
     let held = Box::new(move |index: u32| {
         let _counted = &reader;
-        if !known.holds(index) {
-            match read_mark() {
-                Some(fresh) if fresh.layout() == known.layout() => known = fresh,
-                Some(_) => {}
-                // Gone: the node gave the striped transfer up (the chain took over).
-                None if !mark_path.exists() => return None,
-                None => {}
-            }
-        }
-        Some(known.holds(index))
+        view.holds(index)
     });
     Response {
         status: 200,
@@ -518,6 +501,74 @@ fn serve_stripe(
             blocks,
             held,
         },
+    }
+}
+
+/// How often a stripe's reader looks at the `.have` mark's path while it waits for a block:
+/// the fetch may have started again (a new mark) or been given up (none).
+const MARK_RELOOK: Duration = Duration::from_millis(100);
+
+/// A stripe reader's view of the node's `.have` mark. Read whole once; then, while a block it
+/// waits for is not held, only the byte holding that block's bit is read again, from the open
+/// file (the root agent writes that byte in place, `stripes_fetch::Mark`): re-reading the
+/// whole mark by its path at every poll cost an open, a read and a parse per reader every few
+/// milliseconds. The path is looked at every [`MARK_RELOOK`].
+struct MarkView {
+    path: PathBuf,
+    file: File,
+    id: (u64, u64),
+    have: Have,
+    looked: Instant,
+}
+
+impl MarkView {
+    fn open(path: PathBuf) -> Option<MarkView> {
+        use std::os::unix::fs::MetadataExt;
+        let (file, bytes) =
+            crate::untrusted::read_keeping(&path, crate::formats::have::MAX_HAVE_BYTES as u64)
+                .ok()?;
+        let have = Have::decode(&bytes).ok()?;
+        let meta = file.metadata().ok()?;
+        Some(MarkView {
+            path,
+            file,
+            id: (meta.dev(), meta.ino()),
+            have,
+            looked: Instant::now(),
+        })
+    }
+
+    /// Whether the mark holds block `index` now; `None` once the mark is gone (the node gave
+    /// the striped transfer up and the chain took over).
+    fn holds(&mut self, index: u32) -> Option<bool> {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        if self.have.holds(index) {
+            return Some(true);
+        }
+        if self.looked.elapsed() >= MARK_RELOOK {
+            self.looked = Instant::now();
+            match std::fs::symlink_metadata(&self.path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Ok(meta) if (meta.dev(), meta.ino()) != self.id => {
+                    // Another mark (the fetch started again): taken if it is of this layout.
+                    if let Some(fresh) = MarkView::open(self.path.clone())
+                        .filter(|fresh| fresh.have.layout() == self.have.layout())
+                    {
+                        *self = fresh;
+                    }
+                    return Some(self.have.holds(index));
+                }
+                _ => {}
+            }
+        }
+        let Some((at, _)) = self.have.encoded_byte(index) else {
+            return Some(false);
+        };
+        let mut byte = [0];
+        if self.file.read_exact_at(&mut byte, at).is_ok() {
+            self.have.take_encoded_byte(index, byte[0]);
+        }
+        Some(self.have.holds(index))
     }
 }
 
@@ -924,6 +975,39 @@ mod tests {
             "stripe 0 is blocks 0, 2 and 4: got {} bytes, want {}",
             body.len(),
             want.len()
+        );
+    }
+
+    /// A stripe's reader takes a mark made afresh (the fetch started again: another file
+    /// renamed over it) and ends its answer once the mark is gone (given up), never reading
+    /// on from the file's holes.
+    #[test]
+    fn a_stripes_reader_follows_a_new_mark_and_stops_when_it_is_gone() {
+        let (root, hash, data, mut have) = stripe_fixture(&[0]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let addr = server.addr();
+        let path = format!("/{hash}/big?stripe=0&from=0");
+        let reading = std::thread::spawn(move || {
+            let mut response = test_client().get(addr, &path, 0).unwrap();
+            let mut body = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut response.body, &mut body);
+            body
+        });
+        let mark = DownloadDir::new(root.path()).have_mark(hash);
+        std::thread::sleep(Duration::from_millis(300));
+        have.set(2);
+        crate::agent::transfer::stripes_fetch::Mark::create(&mark, &have).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            !reading.is_finished(),
+            "block 4 was sent before it was held"
+        );
+        std::fs::remove_file(&mark).unwrap();
+        let body = reading.join().unwrap();
+        assert!(
+            body == [&data[..16384], &data[2 * 16384..3 * 16384]].concat(),
+            "blocks 0 and 2, then the end: got {} bytes",
+            body.len()
         );
     }
 

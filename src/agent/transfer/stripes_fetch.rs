@@ -58,23 +58,51 @@ impl crate::error::LayerError for StripedError {}
 /// origin is every chain's last resort, so it is waited out, not left.
 const ORIGIN_RETRY: Duration = Duration::from_millis(200);
 
-/// Replaces the `.have` mark: a new file of a random name (`O_EXCL`, so no link planted in
-/// the download dir is written through) renamed over it, 0644 for the unprivileged seed
-/// server. Not synced, unlike the other marks: it is rewritten after every block, and after a
-/// crash the resumed fetch rewrites it from the blocks that check ([`restore`]), never reading
-/// the old one.
-fn replace_mark(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("a mark without a directory"))?;
-    let mut tmp = tempfile::Builder::new().prefix(".p2pu-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+/// The `.have` mark this fetch writes ([`Have`]'s layout). Made once, whole, under a random
+/// name (`O_EXCL`, so no link planted in the download dir is written through) and renamed
+/// into place, 0644 for the unprivileged seed server; then each checked block's bit is
+/// written in place, one byte on the file this fetch made (never by its path), which the
+/// seed server reads before or after, never torn. Rewriting the whole mark after every block
+/// cost a file's creation and a rename per 16 KiB. Not synced, unlike the other marks: after a
+/// crash the resumed fetch makes it afresh from the blocks that check ([`restore`]), never
+/// reading the old one. The download dir's owner may swap it; what it says only decides what
+/// this node sends (docs/SECURITY.md).
+pub struct Mark {
+    file: File,
+    path: std::path::PathBuf,
+}
+
+impl Mark {
+    /// Makes the mark at `path`, saying what `have` holds.
+    pub fn create(path: &Path, have: &Have) -> std::io::Result<Mark> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("a mark without a directory"))?;
+        let mut tmp = tempfile::Builder::new().prefix(".p2pu-").tempfile_in(dir)?;
+        tmp.write_all(&have.encode())?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        let file = tmp.persist(path).map_err(|e| e.error)?;
+        Ok(Mark {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes block `index`'s byte as `have` holds it now.
+    fn set(&self, have: &Have, index: u32) -> Result<(), StripedError> {
+        let Some((offset, byte)) = have.encoded_byte(index) else {
+            return Ok(());
+        };
+        self.file
+            .write_all_at(&[byte], offset)
+            .map_err(|source| StripedError::Mark {
+                path: self.path.clone(),
+                source,
+            })
+    }
 }
 
 /// After a restart: reads every block of the verified copy an earlier fetch left back, keeps
@@ -113,7 +141,7 @@ pub fn restore(
 /// this node's (a write); the inner one the sender's (a bad block).
 fn store(
     state: &mut (Receiver, Have),
-    (copy, seeding, have_path): (&File, &File, &Path),
+    (copy, seeding, mark): (&File, &File, &Mark),
     source: Node,
     index: u32,
     block: &[u8],
@@ -132,10 +160,7 @@ fn store(
         write(copy)?;
         write(seeding)?;
         have.set(index);
-        replace_mark(have_path, &have.encode()).map_err(|source| StripedError::Mark {
-            path: have_path.to_path_buf(),
-            source,
-        })?;
+        mark.set(have, index)?;
     }
     Ok(accepted)
 }
@@ -211,7 +236,7 @@ pub struct Sinks<'a> {
     pub copy: &'a File,
     pub seeding: &'a File,
     pub have: Have,
-    pub have_path: &'a Path,
+    pub mark: &'a Mark,
 }
 
 impl Striped<'_> {
@@ -225,7 +250,7 @@ impl Striped<'_> {
         let stripes = receiver.plan().stripes();
         let state = Mutex::new((receiver, sinks.have));
         let ended = AtomicBool::new(false);
-        let files = (sinks.copy, sinks.seeding, sinks.have_path);
+        let files = (sinks.copy, sinks.seeding, sinks.mark);
         let (outcome, repaired) = std::thread::scope(|scope| {
             let (state, ended) = (&state, &ended);
             let repair = scope.spawn(move || self.repair(state, files, ended));
@@ -289,7 +314,7 @@ impl Striped<'_> {
     fn repair(
         &self,
         state: &Mutex<(Receiver, Have)>,
-        sinks: (&File, &File, &Path),
+        sinks: (&File, &File, &Mark),
         ended: &AtomicBool,
     ) -> Result<(u32, Vec<StripeLog>), StripedError> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
@@ -383,7 +408,7 @@ impl Striped<'_> {
         &self,
         s: usize,
         state: &Mutex<(Receiver, Have)>,
-        (copy, seeding, have_path): (&File, &File, &Path),
+        (copy, seeding, mark): (&File, &File, &Mark),
     ) -> Result<Vec<StripeUse>, StripedError> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
         let mut not_yet = 0;
@@ -499,13 +524,7 @@ impl Striped<'_> {
                     }
                 }
                 let mut guard = lock();
-                match store(
-                    &mut guard,
-                    (copy, seeding, have_path),
-                    source,
-                    index,
-                    &block,
-                )? {
+                match store(&mut guard, (copy, seeding, mark), source, index, &block)? {
                     Ok(Accepted::Store { .. }) => {
                         log.kept();
                         // Left meanwhile (slow, by the repair loop's watch): ask the next.
@@ -851,11 +870,13 @@ mod tests {
                             name: "big",
                             stop,
                         };
+                        let have = Have::new(layout, 2).unwrap();
+                        let mark = Mark::create(&have_path, &have).unwrap();
                         let sinks = Sinks {
                             copy: &copy,
                             seeding: &seeding,
-                            have: Have::new(layout, 2).unwrap(),
-                            have_path: &have_path,
+                            have,
+                            mark: &mark,
                         };
                         let receiver = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
                         let (receiver, uses) = striped.run(receiver, sinks).unwrap();
@@ -976,11 +997,13 @@ mod tests {
                 name: "big",
                 stop: &stop,
             };
+            let have = Have::new(layout, d).unwrap();
+            let mark = Mark::create(&have_path, &have).unwrap();
             let sinks = Sinks {
                 copy: &copy,
                 seeding: &seeding,
-                have: Have::new(layout, d).unwrap(),
-                have_path: &have_path,
+                have,
+                mark: &mark,
             };
             let receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
             let (receiver, _) = striped.run(receiver, sinks).unwrap();
