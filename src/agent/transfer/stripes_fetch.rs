@@ -293,10 +293,17 @@ impl Striped<'_> {
     /// the stripe, an orphan's now, is repaired from neighbours meanwhile. A thread of its
     /// own: the repair loop waits on its reads (up to [`REPAIR_DEADLINE`] each).
     fn watch(&self, state: &Mutex<(Receiver, Have)>, ended: &AtomicBool) {
+        let mut samples = 0u32;
         while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(REPAIR_EVERY);
             let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
             guard.0.sample(std::time::Instant::now());
+            // Each stripe's blocks held, once a second: where a transfer's time went.
+            samples += 1;
+            if samples % 4 == 0 {
+                let held = guard.0.stripe_held();
+                tracing::debug!(?held, "stripe progress");
+            }
             for (s, node) in guard.0.slow_sources() {
                 let name = guard.0.plan().name(node).to_string();
                 tracing::info!(stripe = s, source = %name, "stripe source far behind this node's other stripes: left as slow");
