@@ -162,7 +162,8 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, UntrustedError> {
 }
 
 /// [`read`], keeping the open file: for a reader that reads parts of it again later (the seed
-/// server's view of a `.have` mark).
+/// server's view of a `.have` mark). The checks held when it was opened: its owner may still
+/// truncate or rewrite it, and the path may hold another file by now.
 pub fn read_keeping(path: &Path, cap: u64) -> Result<(File, Vec<u8>), UntrustedError> {
     let (file, meta) = open(path)?;
     let too_large = || UntrustedError::TooLarge {

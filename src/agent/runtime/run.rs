@@ -1198,7 +1198,8 @@ fn worker(agent: &Arc<Agent>, work: &Mutex<Receiver<Accepted>>, shared: &Shared)
 /// threshold (a 64 MiB striped rollout peaked at 15.2 MiB, over 14.0 in the chain).
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets three of glibc's tunables; called before the agent's threads start.
+    // SAFETY: mallopt sets three of glibc's tunables (thread-safe in glibc); called early in
+    // the agent's start.
     unsafe {
         nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 256 << 10);
         nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, 128 << 10);

@@ -505,14 +505,19 @@ fn serve_stripe(
 }
 
 /// How often a stripe's reader looks at the `.have` mark's path while it waits for a block:
-/// the fetch may have started again (a new mark) or been given up (none).
+/// the fetch may have been given up (no mark) or started again (another mark, and another
+/// file beside it).
 const MARK_RELOOK: Duration = Duration::from_millis(100);
 
 /// A stripe reader's view of the node's `.have` mark. Read whole once; then, while a block it
 /// waits for is not held, only the byte holding that block's bit is read again, from the open
 /// file (the root agent writes that byte in place, `stripes_fetch::Mark`): re-reading the
 /// whole mark by its path at every poll cost an open, a read and a parse per reader every few
-/// milliseconds. The path is looked at every [`MARK_RELOOK`].
+/// milliseconds. The path is looked at every [`MARK_RELOOK`]: anything there but the mark
+/// this reader opened (nothing, another file, a link, an unreadable directory) ends the
+/// answer. Another mark is never followed: it belongs to a fetch that started again and
+/// recreated the payload's file, while this reader sends from the file it opened, where the
+/// blocks the new mark holds may be holes.
 struct MarkView {
     path: PathBuf,
     file: File,
@@ -538,8 +543,8 @@ impl MarkView {
         })
     }
 
-    /// Whether the mark holds block `index` now; `None` once the mark is gone (the node gave
-    /// the striped transfer up and the chain took over).
+    /// Whether the mark holds block `index` now; `None` once the path holds anything but
+    /// this mark (the node gave the striped transfer up, or started it again).
     fn holds(&mut self, index: u32) -> Option<bool> {
         use std::os::unix::fs::{FileExt, MetadataExt};
         if self.have.holds(index) {
@@ -547,18 +552,9 @@ impl MarkView {
         }
         if self.looked.elapsed() >= MARK_RELOOK {
             self.looked = Instant::now();
-            match std::fs::symlink_metadata(&self.path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-                Ok(meta) if (meta.dev(), meta.ino()) != self.id => {
-                    // Another mark (the fetch started again): taken if it is of this layout.
-                    if let Some(fresh) = MarkView::open(self.path.clone())
-                        .filter(|fresh| fresh.have.layout() == self.have.layout())
-                    {
-                        *self = fresh;
-                    }
-                    return Some(self.have.holds(index));
-                }
-                _ => {}
+            let meta = std::fs::symlink_metadata(&self.path).ok()?;
+            if (meta.dev(), meta.ino()) != self.id {
+                return None;
             }
         }
         let Some((at, _)) = self.have.encoded_byte(index) else {
@@ -941,20 +937,30 @@ mod tests {
         }
     }
 
-    /// A stripe streams its blocks from the download dir's file only once the `.have` mark
-    /// says each is held: a block not held yet is waited for, never read from the file's hole.
-    #[test]
-    fn a_stripes_blocks_are_sent_only_once_the_have_mark_holds_them() {
-        let (root, hash, data, mut have) = stripe_fixture(&[0, 2]);
+    /// A seed server on `root`, and a thread reading its stripe 0 from block 0 to the answer's
+    /// end (or its connection's).
+    fn read_stripe_0(
+        root: &tempfile::TempDir,
+        hash: &str,
+    ) -> (SeedHandle, std::thread::JoinHandle<Vec<u8>>) {
         let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
         let addr = server.addr();
         let path = format!("/{hash}/big?stripe=0&from=0");
         let reading = std::thread::spawn(move || {
             let mut response = test_client().get(addr, &path, 0).unwrap();
             let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut response.body, &mut body).unwrap();
+            let _ = std::io::Read::read_to_end(&mut response.body, &mut body);
             body
         });
+        (server, reading)
+    }
+
+    /// A stripe streams its blocks from the download dir's file only once the `.have` mark
+    /// says each is held: a block not held yet is waited for, never read from the file's hole.
+    #[test]
+    fn a_stripes_blocks_are_sent_only_once_the_have_mark_holds_them() {
+        let (root, hash, data, mut have) = stripe_fixture(&[0, 2]);
+        let (_server, reading) = read_stripe_0(&root, hash);
         std::thread::sleep(Duration::from_millis(300));
         assert!(
             !reading.is_finished(),
@@ -978,37 +984,44 @@ mod tests {
         );
     }
 
-    /// A stripe's reader takes a mark made afresh (the fetch started again: another file
-    /// renamed over it) and ends its answer once the mark is gone (given up), never reading
-    /// on from the file's holes.
+    /// A stripe's reader ends its answer once anything but the mark it opened is at the
+    /// mark's path: another mark (the fetch started again and recreated the file this reader
+    /// sends from, so the new mark's blocks may be holes there), a link, or nothing (given
+    /// up); it never sends a block its own mark did not hold (hostile review: following a new
+    /// mark sent zeros).
     #[test]
-    fn a_stripes_reader_follows_a_new_mark_and_stops_when_it_is_gone() {
-        let (root, hash, data, mut have) = stripe_fixture(&[0]);
-        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
-        let addr = server.addr();
-        let path = format!("/{hash}/big?stripe=0&from=0");
-        let reading = std::thread::spawn(move || {
-            let mut response = test_client().get(addr, &path, 0).unwrap();
-            let mut body = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut response.body, &mut body);
-            body
-        });
-        let mark = DownloadDir::new(root.path()).have_mark(hash);
-        std::thread::sleep(Duration::from_millis(300));
-        have.set(2);
-        crate::agent::transfer::stripes_fetch::Mark::create(&mark, &have).unwrap();
-        std::thread::sleep(Duration::from_millis(400));
-        assert!(
-            !reading.is_finished(),
-            "block 4 was sent before it was held"
-        );
-        std::fs::remove_file(&mark).unwrap();
-        let body = reading.join().unwrap();
-        assert!(
-            body == [&data[..16384], &data[2 * 16384..3 * 16384]].concat(),
-            "blocks 0 and 2, then the end: got {} bytes",
-            body.len()
-        );
+    fn a_stripes_reader_ends_when_its_mark_is_replaced_or_gone() {
+        type Replace<'a> = &'a dyn Fn(&Path, &Have);
+        let replacements: [(&str, Replace); 3] = [
+            ("a new mark", &|mark, have| {
+                crate::agent::transfer::stripes_fetch::Mark::create(mark, have).unwrap();
+            }),
+            ("a link to a mark", &|mark, have| {
+                let aside = mark.with_extension("aside");
+                std::fs::write(&aside, have.encode()).unwrap();
+                std::fs::remove_file(mark).unwrap();
+                std::os::unix::fs::symlink(&aside, mark).unwrap();
+            }),
+            ("nothing", &|mark, _| std::fs::remove_file(mark).unwrap()),
+        ];
+        for (what, replace) in replacements {
+            let (root, hash, data, mut have) = stripe_fixture(&[0]);
+            let (_server, reading) = read_stripe_0(&root, hash);
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                !reading.is_finished(),
+                "{what}: block 2 sent before it was held"
+            );
+            have.set(2);
+            have.set(4);
+            replace(&DownloadDir::new(root.path()).have_mark(hash), &have);
+            let body = reading.join().unwrap();
+            assert!(
+                body == data[..16384],
+                "{what}: block 0, then the end: got {} bytes",
+                body.len()
+            );
+        }
     }
 
     /// A member asking for a stripe or block the payload does not have, or a block of another

@@ -297,13 +297,13 @@ impl Receiver {
             .count() as u32
     }
 
-    /// Takes note, at `at`, of each stripe's held blocks and source, keeping what
-    /// [`SLOW_WINDOWS`] of [`PACE_WINDOW`] need: the caller calls it a few times a second.
     /// How many blocks of each stripe this node holds.
     pub fn stripe_held(&self) -> &[u32] {
         &self.stripe_held
     }
 
+    /// Takes note, at `at`, of each stripe's held blocks and source, keeping what
+    /// [`SLOW_WINDOWS`] of [`PACE_WINDOW`] need: the caller calls it a few times a second.
     pub fn sample(&mut self, at: Instant) {
         let sources = (0..self.plan.stripes()).map(|s| self.source(s)).collect();
         self.samples.push_back(Sample {

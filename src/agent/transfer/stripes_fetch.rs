@@ -301,8 +301,11 @@ impl Striped<'_> {
             // Each stripe's blocks held, once a second: where a transfer's time went.
             samples += 1;
             if samples % 4 == 0 {
-                let held = guard.0.stripe_held();
-                tracing::debug!(?held, "stripe progress");
+                let r = &guard.0;
+                let sources: Vec<&str> = (0..r.plan().stripes())
+                    .map(|s| r.source(s).map_or("-", |n| r.plan().name(n)))
+                    .collect();
+                tracing::debug!(held = ?r.stripe_held(), ?sources, "stripe progress");
             }
             for (s, node) in guard.0.slow_sources() {
                 let name = guard.0.plan().name(node).to_string();
@@ -358,8 +361,12 @@ impl Striped<'_> {
                         continue;
                     };
                     let path = format!("{}&n={MAX_REPAIR_BLOCKS}", self.stripe_path(s, from));
-                    let Ok(mut response) = client.get(addr, &path, 0) else {
-                        continue;
+                    let mut response = match client.get(addr, &path, 0) {
+                        Ok(response) => response,
+                        Err(e) => {
+                            tracing::debug!(stripe = s, from = %name, "repair read not taken: {e}");
+                            continue;
+                        }
                     };
                     let (d, layout) = {
                         let guard = lock();
@@ -758,6 +765,29 @@ mod tests {
 
     const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
     const BLOCK: usize = 16384;
+
+    /// The mark is written on the file the fetch made, never through its path: a link the
+    /// download dir's owner plants there (after moving the mark aside) is not written through
+    /// (hostile review).
+    #[test]
+    fn a_block_is_marked_on_the_mark_made_never_through_a_link_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(20 * 16384, 16384).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        let path = dir.path().join("x.have");
+        let mark = Mark::create(&path, &have).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, vec![0u8; 64]).unwrap();
+        let aside = dir.path().join("aside");
+        std::fs::rename(&path, &aside).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        have.set(9);
+        mark.set(&have, 9).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![0u8; 64]);
+        assert!(Have::decode(&std::fs::read(&aside).unwrap())
+            .unwrap()
+            .holds(9));
+    }
 
     /// A node's download dir holding `data` as the payload's file, marked held for `held`.
     fn node_dir(data: &[u8], layout: Layout, held: bool) -> tempfile::TempDir {
