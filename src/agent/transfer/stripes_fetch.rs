@@ -302,10 +302,11 @@ impl Striped<'_> {
             samples += 1;
             if samples % 4 == 0 {
                 let r = &guard.0;
+                let held: Vec<String> = r.stripe_held().iter().map(u32::to_string).collect();
                 let sources: Vec<&str> = (0..r.plan().stripes())
                     .map(|s| r.source(s).map_or("-", |n| r.plan().name(n)))
                     .collect();
-                tracing::debug!(held = ?r.stripe_held(), ?sources, "stripe progress");
+                tracing::debug!(held = %held.join(" "), sources = %sources.join(" "), "stripe progress");
             }
             for (s, node) in guard.0.slow_sources() {
                 let name = guard.0.plan().name(node).to_string();
