@@ -167,9 +167,15 @@ const RELAY_STALL: Duration = Duration::from_secs(20);
 /// about this much delay.
 const RELAY_POLL: Duration = Duration::from_millis(3);
 
-/// Sends each block once it is held, read at its offset: a block not held yet is waited for
-/// (at most [`RELAY_STALL`] each), never read from a hole; a file shorter than a held block
-/// ends the answer early, which its reader takes as this node failing.
+/// The most of a block [`send_blocks`] reads at once: the block size comes from the `.have`
+/// mark, which the download dir's owner may rewrite (up to 16 MiB blocks), and each reader
+/// would otherwise hold a whole block in memory (hostile review).
+const BLOCK_CHUNK: usize = 64 * 1024;
+
+/// Sends each block once it is held, read at its offset in chunks of at most [`BLOCK_CHUNK`]:
+/// a block not held yet is waited for (at most [`RELAY_STALL`] each), never read from a hole;
+/// a file shorter than a held block ends the answer early, which its reader takes as this node
+/// failing.
 fn send_blocks(
     file: &std::fs::File,
     blocks: &[(u64, usize, u32)],
@@ -199,9 +205,14 @@ fn send_blocks(
             }
             std::thread::sleep(RELAY_POLL);
         }
-        buffer.resize(len, 0);
-        file.read_exact_at(&mut buffer, offset)?;
-        stream.write_all(&buffer)?;
+        let mut sent = 0;
+        while sent < len {
+            let chunk = (len - sent).min(BLOCK_CHUNK);
+            buffer.resize(chunk, 0);
+            file.read_exact_at(&mut buffer, offset + sent as u64)?;
+            stream.write_all(&buffer)?;
+            sent += chunk;
+        }
     }
     Ok(())
 }
@@ -560,6 +571,31 @@ pub(crate) fn parse_head(head: &[u8], peer: SocketAddr) -> Option<Result<Request
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block is read and written in chunks of at most `BLOCK_CHUNK`, however large the
+    /// (untrusted) mark says blocks are, and arrives whole (hostile review).
+    #[test]
+    fn a_large_block_is_sent_whole_in_bounded_chunks() {
+        struct Largest(Vec<u8>, usize);
+        impl Write for Largest {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.extend_from_slice(bytes);
+                self.1 = self.1.max(bytes.len());
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let blocks = [(0, 150 * 1024, 0), (150 * 1024, 50 * 1024, 1)];
+        let mut out = Largest(Vec::new(), 0);
+        send_blocks(&file, &blocks, Box::new(|_| Some(true)), &mut out).unwrap();
+        assert!(out.0 == data, "sent {} bytes", out.0.len());
+        assert!(out.1 <= BLOCK_CHUNK, "a write of {} bytes", out.1);
+    }
 
     fn echo_server(limits: Limits) -> Server {
         let handler: Arc<Handler> = Arc::new(|req: &Request| {
