@@ -11,7 +11,7 @@ use p2pu::agent::runtime::status::StatusReport;
 use p2pu::cmd::sync::{SyncOutcome, SyncReport};
 use p2pu::lab::{Lab, LabOptions};
 use std::time::{Duration, Instant};
-use support::testlab::{hourly_lab, manifest, ok, records, runs, submit, wait, TestLab};
+use support::testlab::{hourly_lab, manifest, ok, records, runs, spooled, submit, wait, TestLab};
 
 const NODES: usize = 3;
 /// How long a test waits for an outcome; far below `catch_up_secs`.
@@ -250,18 +250,10 @@ fn nodes_down_through_several_updates_apply_only_the_newest_of_each_name() {
     // Node 1 applies by its own push, before gossip may have brought node 2's Serf the last
     // events: its agent starts once its spool holds all four (else it applies v2, then v3).
     let spool = lab.node(2).unwrap().site.agent.spool_dir.clone();
-    let spooled = || {
-        std::fs::read_dir(&spool).map_or(0, |entries| {
-            entries
-                .flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "event"))
-                .count()
-        })
-    };
     wait(
         "node 2's spool to hold the four events",
         Duration::from_secs(60),
-        || spooled() >= 4,
+        || spooled(&spool).len() >= 4,
     );
     lab.start_agent(2).unwrap();
     lab.start_node(3).unwrap();

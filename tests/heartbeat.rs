@@ -12,7 +12,7 @@ use p2pu::agent::runtime::status::StatusReport;
 use p2pu::lab::{Lab, LabOptions};
 use std::path::Path;
 use std::time::Duration;
-use support::testlab::{ok, wait};
+use support::testlab::{ok, spooled, wait};
 
 const NODES: usize = 3;
 /// Short, so the test sees a heartbeat go stale; the real default is 0 (not required).
@@ -47,17 +47,6 @@ fn status(lab: &Lab, node: usize) -> StatusReport {
     let out = lab.p2pu(node, &["status", "--json"]).unwrap();
     assert!(matches!(out.status.code(), Some(0 | 3)), "{out:?}");
     p2pu::cmd::json::decode(&out.stdout).unwrap()
-}
-
-fn events_in(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "event"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -214,9 +203,9 @@ fn a_member_answering_catch_up_with_an_older_announcement_than_the_snapshot_is_n
     wait(
         "node 3's handler to spool both",
         Duration::from_secs(30),
-        || events_in(&spool).len() >= 2,
+        || spooled(&spool).len() >= 2,
     );
-    for event in events_in(&spool) {
+    for event in spooled(&spool) {
         std::fs::remove_file(event).unwrap();
     }
     let seqs: Vec<u64> = StateStore::open(&lab.node(2).unwrap().site.agent.state_dir)
@@ -241,7 +230,7 @@ fn a_member_answering_catch_up_with_an_older_announcement_than_the_snapshot_is_n
     wait(
         "node 3's handler to spool the heartbeat",
         Duration::from_secs(30),
-        || !events_in(&spool).is_empty(),
+        || !spooled(&spool).is_empty(),
     );
 
     // Node 2 lies: its answers name the first a.pp as its newest (validly signed, older than

@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::testlab::{ok, wait, TestLab};
+use support::testlab::{ok, spooled, wait, TestLab};
 
 const NODES: usize = 3;
 const HONEST: [usize; 2] = [1, 2];
@@ -499,17 +499,6 @@ fn plan_flagged_ahead(genuine: &Announcement) -> String {
     forged.extend_from_slice(format!("3:seqi{}", genuine.seq() + 1).as_bytes());
     forged.extend_from_slice(&bencode[end..]);
     String::from_utf8(wire("p2pu2:", &forged)).unwrap()
-}
-
-/// The spooled events in `spool` (root's part).
-fn spooled(spool: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(spool)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "event"))
-        .collect()
 }
 
 /// The status line node `node`'s seed server gives a GET of `path` from `from`.

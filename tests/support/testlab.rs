@@ -124,3 +124,14 @@ pub fn records(lab: &Lab, node: usize) -> Vec<Record> {
         .unwrap()
         .updates
 }
+
+/// The spooled events in `spool` (root's part of a node's spool dir).
+pub fn spooled(spool: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(spool)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "event"))
+        .collect()
+}
