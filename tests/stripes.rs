@@ -195,9 +195,23 @@ fn start_liar(lab: &Lab, liar: usize, origin: SocketAddr) {
                         read_timeout: Duration::from_secs(20),
                     };
                     let mut out = &stream;
-                    let Ok(mut response) = client.get(origin, &path, 0) else {
-                        let _ = out.write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
-                        return;
+                    // The origin holds at most two readers of a stripe from one address, and
+                    // this liar proxies every child's read: a third waits its turn, as a
+                    // liar that wants to be believed would, rather than answering 503.
+                    let mut tries = 0;
+                    let mut response = loop {
+                        match client.get(origin, &path, 0) {
+                            Ok(response) => break response,
+                            Err(_) if tries < 40 => {
+                                tries += 1;
+                                std::thread::sleep(Duration::from_millis(250));
+                            }
+                            Err(_) => {
+                                let _ = out
+                                    .write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+                                return;
+                            }
+                        }
                     };
                     let mut body = Vec::new();
                     if response.body.read_to_end(&mut body).is_err() {

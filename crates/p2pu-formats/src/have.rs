@@ -62,6 +62,11 @@ impl Have {
         index < self.layout.count() && self.bits[index as usize / 8] & (1 << (index % 8)) != 0
     }
 
+    /// Whether every block of the payload is held (the origin's mark, or a node that finished).
+    pub fn is_complete(&self) -> bool {
+        (0..self.layout.count()).all(|index| self.holds(index))
+    }
+
     /// Marks block `index` held; an index past the payload is ignored.
     pub fn set(&mut self, index: u32) {
         if index < self.layout.count() {
@@ -183,5 +188,17 @@ mod tests {
         );
         reader.take_encoded_byte(10, 0xff);
         assert!(!reader.holds(7));
+    }
+
+    #[test]
+    fn a_mark_is_complete_once_every_block_is_held_and_never_by_bits_past_the_payload() {
+        let layout = Layout::new(10 * 16384, 16384).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        have.take_encoded_byte(9, 0xff);
+        assert!(!have.is_complete());
+        for index in 0..9 {
+            have.set(index);
+        }
+        assert!(have.is_complete());
     }
 }

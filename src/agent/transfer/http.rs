@@ -101,6 +101,10 @@ pub(crate) enum Body {
         /// Whether the node holds block `index`; `None`: it gave the transfer up (its mark
         /// is gone), so the answer ends now rather than after a stall.
         held: Box<dyn FnMut(u32) -> Option<bool> + Send>,
+        /// `held` also keeps this answer in step with others (`in_step`): the socket then
+        /// keeps at most [`PACED_UNSENT`] bytes unsent, so what was written is close to what
+        /// has left, and a stripe held back cannot run ahead in its send buffer.
+        paced: bool,
     },
 }
 
@@ -491,6 +495,9 @@ fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler) -> io::Resul
         Ok(request) => handler(&request),
         Err(status) => Response::status(status),
     };
+    if matches!(response.body, Body::Blocks { paced: true, .. }) {
+        socket2::SockRef::from(&stream).set_tcp_notsent_lowat(PACED_UNSENT)?;
+    }
     response.write_to(&mut stream)?;
     // Half-close, then drain what the client still sends (a refused oversized head): closing
     // with unread input makes the kernel send a reset, which can destroy the response in flight.
@@ -499,6 +506,10 @@ fn serve(mut stream: TcpStream, limits: &Limits, handler: &Handler) -> io::Resul
     io::copy(&mut (&stream).take(MAX_DRAIN), &mut io::sink())?;
     Ok(())
 }
+
+/// The unsent bytes a paced answer's socket may hold (`TCP_NOTSENT_LOWAT`): a few blocks; what
+/// is in flight is the congestion window's, untouched.
+const PACED_UNSENT: u32 = 64 * 1024;
 
 /// How long and how much a finished connection is drained before it is closed.
 const LINGER: Duration = Duration::from_secs(2);

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod fetch_error;
 pub(crate) mod http;
 pub mod http_get;
+pub mod in_step;
 pub mod pace;
 pub mod push;
 pub mod relay;

@@ -28,6 +28,7 @@ use percent_encoding::percent_decode_str;
 use super::download_dir::DownloadDir;
 use super::http::{Body, Handler, Limits, Request, Response, Server};
 use super::http_get::HAVE_HEADER;
+use super::in_step::InStep;
 use crate::error::{Error, Result};
 use crate::formats::have::Have;
 
@@ -201,9 +202,13 @@ impl SeedHandle {
 }
 
 /// The relay readers of each payload (by info-hash), and of each payload per source address,
-/// counted while their answer is written.
+/// counted while their answer is written; and the stripes a complete payload's answers send,
+/// kept in step.
 #[derive(Clone)]
-pub(super) struct Readers(Arc<std::sync::Mutex<ReaderCounts>>);
+pub(super) struct Readers {
+    counts: Arc<std::sync::Mutex<ReaderCounts>>,
+    in_step: InStep,
+}
 
 #[derive(Default)]
 pub(super) struct ReaderCounts {
@@ -245,14 +250,20 @@ impl Full {
 
 impl Readers {
     pub(super) fn with_stripe_cap(stripe_cap: usize) -> Readers {
-        Readers(Arc::new(std::sync::Mutex::new(ReaderCounts {
-            stripe_cap,
-            ..ReaderCounts::default()
-        })))
+        Readers {
+            counts: Arc::new(std::sync::Mutex::new(ReaderCounts {
+                stripe_cap,
+                ..ReaderCounts::default()
+            })),
+            in_step: InStep::default(),
+        }
     }
 
     fn stripe_cap(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).stripe_cap
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stripe_cap
     }
 
     fn enter(&self, hash: &str, source: std::net::IpAddr) -> Result<Reader, Full> {
@@ -266,7 +277,7 @@ impl Readers {
         source: std::net::IpAddr,
         cap: usize,
     ) -> Result<Reader, Full> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let key = (hash.to_string(), source);
         if counts.per_source.get(&key).copied().unwrap_or(0) >= MAX_RELAY_READERS_PER_SOURCE {
             return Err(Full::Source);
@@ -287,7 +298,11 @@ impl Readers {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        let mut counts = self.readers.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self
+            .readers
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.per_hash.get_mut(&self.hash) {
             *count -= 1;
             if *count == 0 {
@@ -488,9 +503,20 @@ fn serve_stripe(
             return Response::status(503);
         }
     };
+    // The whole payload here (the origin, or a node that finished): its stripes' answers are
+    // kept in step, so the uplink's share TCP would give a stripe's head unevenly goes to the
+    // stripe every node waits for. A node still fetching sends what it holds, at its pace.
+    let mut stepper = (repair.is_none() && have.is_complete())
+        .then(|| readers.in_step.join(hash, stripe, Instant::now()));
+    let paced = stepper.is_some();
+    let stripes = have.stripes();
     let held = Box::new(move |index: u32| {
         let _counted = &reader;
-        view.holds(index)
+        let held = view.holds(index)?;
+        Some(match stepper.as_mut() {
+            Some(stepper) if held => stepper.may_send(index / stripes, Instant::now()),
+            _ => held,
+        })
     });
     Response {
         status: 200,
@@ -500,6 +526,7 @@ fn serve_stripe(
             len,
             blocks,
             held,
+            paced,
         },
     }
 }
@@ -1095,6 +1122,54 @@ mod tests {
                 other => panic!("{query}: {:?}", other.map(|b| b.len())),
             }
         }
+    }
+
+    /// A node holding the whole payload keeps its stripes' answers in step (`in_step`): stripe
+    /// 0's answer waits once it is `LEAD` blocks ahead of stripe 1's, and goes on when stripe
+    /// 1's does; a node still fetching is not paced.
+    #[test]
+    fn a_complete_nodes_stripe_answers_are_kept_in_step() {
+        use crate::agent::transfer::in_step::LEAD;
+        let root = tempfile::tempdir().unwrap();
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        let blocks = 2 * (LEAD + 4);
+        std::fs::create_dir(root.path().join(hash)).unwrap();
+        std::fs::write(
+            root.path().join(hash).join("big"),
+            vec![7u8; blocks as usize * 16384],
+        )
+        .unwrap();
+        let layout = crate::formats::blocks::Layout::new(u64::from(blocks) * 16384, 16384).unwrap();
+        let mut have = Have::new(layout, 2).unwrap();
+        let mark = DownloadDir::new(root.path()).have_mark(hash);
+        std::fs::write(&mark, have.encode()).unwrap();
+        let readers = Readers::default();
+        let answer = |stripe: u32| {
+            let request = Request {
+                method: "GET".into(),
+                target: format!("/{hash}/big?stripe={stripe}&from={stripe}"),
+                headers: Vec::new(),
+                peer: "127.0.0.1:9".parse().unwrap(),
+            };
+            match serve(root.path(), &readers, &request).body {
+                Body::Blocks { held, paced, .. } => (held, paced),
+                _ => panic!("stripe {stripe}: not a stripe's answer"),
+            }
+        };
+        let (_, paced) = answer(0);
+        assert!(!paced, "a node still fetching is paced");
+        for index in 0..blocks {
+            have.set(index);
+        }
+        std::fs::write(&mark, have.encode()).unwrap();
+        let ((mut zero, paced), (mut one, _)) = (answer(0), answer(1));
+        assert!(paced);
+        for position in 0..=LEAD {
+            assert_eq!(zero(2 * position), Some(true), "block {position} held");
+        }
+        assert_eq!(zero(2 * (LEAD + 1)), Some(false), "ran past stripe 1");
+        assert_eq!(one(1), Some(true));
+        assert_eq!(zero(2 * (LEAD + 1)), Some(true), "held once stripe 1 moved");
     }
 
     /// One member (a compromised one, or one reconnecting in a loop) holds at most
