@@ -110,7 +110,7 @@ impl InStep {
 impl Stepper {
     /// Whether this answer may send its stripe's block at `position` (the block's place in
     /// its stripe) now; if so, the stripe counts it sent. Called again while it says no.
-    pub fn may_send(&mut self, position: u32, now: Instant) -> bool {
+    pub fn may_advance(&mut self, position: u32, now: Instant) -> bool {
         let mut payloads = self.in_step.0.lock().unwrap_or_else(|e| e.into_inner());
         let Some(payload) = payloads.get_mut(&self.hash) else {
             return true;
@@ -190,7 +190,7 @@ mod tests {
     /// Sends `blocks` of a stepper's stripe from `from`, at `now`, all allowed.
     fn send(stepper: &mut Stepper, from: u32, blocks: u32, now: Instant) {
         for position in from..from + blocks {
-            assert!(stepper.may_send(position, now), "block {position} held");
+            assert!(stepper.may_advance(position, now), "block {position} held");
         }
     }
 
@@ -201,10 +201,10 @@ mod tests {
         let mut fast = in_step.join(HASH, 0, t0);
         let mut slow = in_step.join(HASH, 1, t0);
         send(&mut fast, 0, LEAD + 1, t0);
-        assert!(!fast.may_send(LEAD + 1, t0), "ran past the lead");
+        assert!(!fast.may_advance(LEAD + 1, t0), "ran past the lead");
         send(&mut slow, 0, 1, t0);
         assert!(
-            fast.may_send(LEAD + 1, t0),
+            fast.may_advance(LEAD + 1, t0),
             "not let go once the slow one moved"
         );
         // The slow one is never held by the fast one.
@@ -219,9 +219,9 @@ mod tests {
         let mut stalled = in_step.join(HASH, 1, t0);
         send(&mut stalled, 0, 1, t0);
         send(&mut fast, 0, LEAD + 2, t0);
-        assert!(!fast.may_send(LEAD + 2, t0 + STALL / 2));
+        assert!(!fast.may_advance(LEAD + 2, t0 + STALL / 2));
         assert!(
-            fast.may_send(LEAD + 2, t0 + STALL),
+            fast.may_advance(LEAD + 2, t0 + STALL),
             "held by a stalled stripe"
         );
     }
@@ -237,7 +237,7 @@ mod tests {
             let now = t0 + Duration::from_millis(ms);
             // At most a block a millisecond, as if its link allowed that.
             for _ in 0..5 {
-                if !fast.may_send(fast_next, now) {
+                if !fast.may_advance(fast_next, now) {
                     break;
                 }
                 fast_next += 1;
@@ -250,7 +250,7 @@ mod tests {
             let now = t0 + Duration::from_millis(ms);
             let every = if ms < 1000 { 10 } else { 50 };
             if ms % every == 0 {
-                assert!(trickle.may_send(trickle_next, now));
+                assert!(trickle.may_advance(trickle_next, now));
                 trickle_next += 1;
             }
             let fast_next = fast_at(ms);
@@ -281,11 +281,11 @@ mod tests {
             let now = t0 + Duration::from_millis(ms);
             let every = if ms < 1000 { 10 } else { 25 };
             if ms % every == 0 {
-                assert!(trickle.may_send(trickle_next, now));
+                assert!(trickle.may_advance(trickle_next, now));
                 trickle_next += 1;
             }
             for _ in 0..5 {
-                if !fast.may_send(fast_next, now) {
+                if !fast.may_advance(fast_next, now) {
                     break;
                 }
                 fast_next += 1;
@@ -321,9 +321,12 @@ mod tests {
         let again = in_step.join(HASH, 1, t0);
         send(&mut fast, 0, LEAD + 1, t0);
         drop(slow);
-        assert!(!fast.may_send(LEAD + 1, t0), "stripe 1 still has an answer");
+        assert!(
+            !fast.may_advance(LEAD + 1, t0),
+            "stripe 1 still has an answer"
+        );
         drop(again);
-        assert!(fast.may_send(LEAD + 1, t0));
+        assert!(fast.may_advance(LEAD + 1, t0));
         drop(fast);
         assert!(in_step.0.lock().unwrap().is_empty(), "payload left behind");
     }

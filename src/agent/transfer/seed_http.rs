@@ -514,7 +514,7 @@ fn serve_stripe(
         let _counted = &reader;
         let held = view.holds(index)?;
         Some(match stepper.as_mut() {
-            Some(stepper) if held => stepper.may_send(index / stripes, Instant::now()),
+            Some(stepper) if held => stepper.may_advance(index / stripes, Instant::now()),
             _ => held,
         })
     });
