@@ -1,28 +1,30 @@
-//! Keeps a complete node's stripe answers in step (docs/DESIGN.md 5.1). The origin sends each
-//! stripe's head its stripe over its own TCP stream; TCP shares the origin's uplink and each
-//! head's downlink unevenly, so one head's stripe fell far behind the others, and since every
-//! node's copy of a stripe follows its head's, that stripe was every node's last (the lab's
-//! per-stripe progress). A node that holds the whole payload therefore lets no stripe's answer
-//! run more than [`LEAD`] blocks ahead of the slowest stripe it sends, so the bandwidth left
-//! over goes to the stripe every node will wait for.
+//! Keeps a node's stripe streams in step (docs/DESIGN.md 5.1): the answers a complete node
+//! sends (`seed_http`) and the reads a fetching node takes (`stripes_fetch`). TCP shares a
+//! link unevenly among the streams crossing it: the origin's uplink among the heads' stripes,
+//! and each node's downlink among the stripes it takes in. One stripe fell far behind the
+//! others, and since every node's copy of a stripe follows its head's, and a payload is done
+//! only with its last stripe, that stripe was every node's last (the lab's per-stripe
+//! progress). So no stream of a stripe may go more than [`LEAD`] blocks past the slowest other
+//! stripe that counts: the link's share it would have taken goes to the stripe waited for. A
+//! held answer stops writing, a held read stops reading, and TCP's windows do the rest.
 //!
-//! What one reader can do with this, each bounded: a stripe whose answers stall for
-//! [`STALL`] (a hung head, a reader that stopped reading) holds no other; nor does one whose
-//! rate over its last [`WINDOW`] is under [`SLOW_SHARE`] of its fair share of the fastest the
-//! node has sent this payload (a slow link, or a member trickling on purpose); and while the
-//! node sends the payload under [`KEPT_SHARE`] of its fastest, no stripe holds another, so a
-//! reader trickling just above its share cannot idle the node's uplink either. A stripe's place is its furthest
-//! answer's, so a second reader of a stripe (a stranger, a late child) cannot pull it back.
-//! Repair reads and nodes still fetching are not paced: their answers wait on the blocks they
-//! hold anyway.
+//! What a peer can do with this, each bounded: a stripe whose streams stall for [`STALL`] (a
+//! hung head or parent, a reader that stopped reading) holds no other; nor does one whose
+//! rate over its last [`WINDOW`] is under [`SLOW_SHARE`] of its fair share of the fastest
+//! this node has moved the payload (a slow link, or a member trickling on purpose); and while
+//! the node moves the payload under [`KEPT_SHARE`] of that fastest, no stripe holds another,
+//! so a peer trickling just above its share cannot idle the node's link either. A stripe's
+//! place is its furthest stream's, so a second reader of a stripe (a stranger, a late child)
+//! cannot pull it back. A seed server paces only a complete payload's answers, never a
+//! repair read: a node still fetching sends what it holds as it comes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How many blocks a stripe's answer may run ahead of the slowest stripe counted.
+/// How many blocks a stripe's stream may run ahead of the slowest stripe counted.
 pub const LEAD: u32 = 8;
-/// A stripe that has not advanced for this long holds no other stripe.
+/// A stripe that has not moved for this long holds no other stripe.
 pub const STALL: Duration = Duration::from_millis(500);
 /// Rates are measured over windows of this length.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -31,8 +33,12 @@ pub const SLOW_SHARE: (u32, u32) = (1, 3);
 /// While the node sends the payload slower than this share of its fastest, no stripe holds
 /// another: holding is meant to move the uplink to the stripe behind, never to idle it.
 pub const KEPT_SHARE: (u32, u32) = (2, 3);
+/// One window in this many (the first among them) holds nothing, so the node's fastest is
+/// measured unheld: a stripe trickling from the first block cannot set it to its own pace.
+pub const FREE_EVERY: u64 = 8;
 
-/// The stripes being sent of each payload (by info-hash), shared by a seed server's answers.
+/// The stripes moving of each payload (by info-hash), shared by a seed server's answers or by
+/// one fetch's stripe readers.
 #[derive(Clone, Default)]
 pub struct InStep(Arc<Mutex<HashMap<String, Payload>>>);
 
@@ -44,14 +50,19 @@ struct Payload {
     /// fastest: what pacing cannot lower, since it is a maximum.
     sent: Rate,
     fastest: Option<f64>,
+    /// Windows of `sent` measured so far.
+    windows: u64,
+    /// Stripes that held the node under [`KEPT_SHARE`] of its fastest: they hold no other for
+    /// the rest of the payload's step, however often their streams come back.
+    excused: std::collections::HashSet<u32>,
 }
 
 struct Stripe {
-    /// The stripe's blocks sent by its furthest answer.
+    /// The stripe's blocks moved by its furthest stream.
     next: u32,
     advanced: Instant,
     rate: Rate,
-    answers: usize,
+    streams: usize,
 }
 
 /// A count's rate over the last whole [`WINDOW`].
@@ -62,21 +73,24 @@ struct Rate {
 }
 
 impl Rate {
-    fn update(&mut self, count: u64, now: Instant) {
+    /// Takes the count now; true when that ended a window.
+    fn update(&mut self, count: u64, now: Instant) -> bool {
         match self.window {
             None => self.window = Some((now, count)),
             Some((since, from)) => {
                 let span = now.saturating_duration_since(since);
                 if span >= WINDOW {
-                    self.last = Some((count - from) as f64 / span.as_secs_f64());
+                    self.last = Some(count.saturating_sub(from) as f64 / span.as_secs_f64());
                     self.window = Some((now, count));
+                    return true;
                 }
             }
         }
+        false
     }
 }
 
-/// One answer's place in its payload's step; leaves it when dropped.
+/// One stream's place in its payload's step; leaves it when dropped.
 pub struct Stepper {
     in_step: InStep,
     hash: String,
@@ -84,8 +98,10 @@ pub struct Stepper {
 }
 
 impl InStep {
-    /// Joins the answer sending `stripe` of payload `hash`.
-    pub fn join(&self, hash: &str, stripe: u32, now: Instant) -> Stepper {
+    /// Joins a stream of `stripe` of payload `hash` that starts at `start` (the first block's
+    /// place in the stripe): a stripe new to the step starts there, so a stream asking far
+    /// ahead, held at its first block, is never a floor at 0 for the others.
+    pub fn join(&self, hash: &str, stripe: u32, start: u32, now: Instant) -> Stepper {
         let mut payloads = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let entry = payloads
             .entry(hash.to_string())
@@ -93,12 +109,12 @@ impl InStep {
             .stripes
             .entry(stripe)
             .or_insert(Stripe {
-                next: 0,
+                next: start,
                 advanced: now,
                 rate: Rate::default(),
-                answers: 0,
+                streams: 0,
             });
-        entry.answers += 1;
+        entry.streams += 1;
         Stepper {
             in_step: self.clone(),
             hash: hash.to_string(),
@@ -108,8 +124,8 @@ impl InStep {
 }
 
 impl Stepper {
-    /// Whether this answer may send its stripe's block at `position` (the block's place in
-    /// its stripe) now; if so, the stripe counts it sent. Called again while it says no.
+    /// Whether this stream may move its stripe's block at `position` (the block's place in
+    /// its stripe) now; if so, the stripe counts it moved. Called again while it says no.
     pub fn may_advance(&mut self, position: u32, now: Instant) -> bool {
         let mut payloads = self.in_step.0.lock().unwrap_or_else(|e| e.into_inner());
         let Some(payload) = payloads.get_mut(&self.hash) else {
@@ -122,45 +138,71 @@ impl Stepper {
             return true;
         };
         if position + 1 > mine.next {
-            let more = position + 1 - mine.next;
+            // One block moved, whatever the jump: a stream coming back further on does not
+            // add the stripe's past to the node's rate.
             mine.next = position + 1;
             mine.advanced = now;
             mine.rate.update(u64::from(mine.next), now);
-            payload.total += u64::from(more);
-            payload.sent.update(payload.total, now);
-            if let Some(rate) = payload.sent.last {
-                payload.fastest = Some(payload.fastest.map_or(rate, |best: f64| best.max(rate)));
+            payload.total += 1;
+            if payload.sent.update(payload.total, now) {
+                payload.ended_window(now);
             }
         }
         true
     }
 }
 
-/// The slowest other stripe that still counts (advanced within [`STALL`], and no slower than
-/// [`SLOW_SHARE`] of its fair share of the node's fastest); `None` when none does, or while
-/// the node sends under [`KEPT_SHARE`] of its fastest.
+impl Payload {
+    /// A window of the node's rate ended: the fastest is updated, and if the node moved the
+    /// payload under [`KEPT_SHARE`] of it, the stripe that held it there is excused.
+    fn ended_window(&mut self, now: Instant) {
+        let Some(rate) = self.sent.last else {
+            return;
+        };
+        let held = self.windows % FREE_EVERY != 0;
+        self.windows += 1;
+        let fastest = *self.fastest.get_or_insert(rate);
+        self.fastest = Some(fastest.max(rate));
+        if held && rate * f64::from(KEPT_SHARE.1) < fastest * f64::from(KEPT_SHARE.0) {
+            if let Some((&stripe, _)) = self.counted(None, now).min_by_key(|(_, s)| s.next) {
+                self.excused.insert(stripe);
+            }
+        }
+    }
+
+    /// The stripes that hold others now, but `mine`: moved within [`STALL`], not excused, no
+    /// slower than [`SLOW_SHARE`] of a fair share of the node's fastest.
+    fn counted(&self, mine: Option<u32>, now: Instant) -> impl Iterator<Item = (&u32, &Stripe)> {
+        let fair = self
+            .fastest
+            .map(|fastest| fastest / self.stripes.len().max(1) as f64);
+        self.stripes
+            .iter()
+            .filter(move |(&stripe, _)| Some(stripe) != mine)
+            .filter(|(stripe, _)| !self.excused.contains(stripe))
+            .filter(move |(_, s)| now.saturating_duration_since(s.advanced) < STALL)
+            .filter(move |(_, s)| match (s.rate.last, fair) {
+                (Some(rate), Some(fair)) => {
+                    rate * f64::from(SLOW_SHARE.1) >= fair * f64::from(SLOW_SHARE.0)
+                }
+                _ => true,
+            })
+    }
+}
+
+/// The slowest other stripe that still counts ([`Payload::counted`]); `None` when none
+/// does, in a free window ([`FREE_EVERY`]), or while the node moves the payload under
+/// [`KEPT_SHARE`] of its fastest.
 fn floor_beside(payload: &Payload, mine: u32, now: Instant) -> Option<u32> {
+    if payload.windows % FREE_EVERY == 0 {
+        return None;
+    }
     if let (Some(rate), Some(fastest)) = (payload.sent.last, payload.fastest) {
         if rate * f64::from(KEPT_SHARE.1) < fastest * f64::from(KEPT_SHARE.0) {
             return None;
         }
     }
-    let fair = payload
-        .fastest
-        .map(|fastest| fastest / payload.stripes.len() as f64);
-    payload
-        .stripes
-        .iter()
-        .filter(|(&stripe, _)| stripe != mine)
-        .filter(|(_, s)| now.saturating_duration_since(s.advanced) < STALL)
-        .filter(|(_, s)| match (s.rate.last, fair) {
-            (Some(rate), Some(fair)) => {
-                rate * f64::from(SLOW_SHARE.1) >= fair * f64::from(SLOW_SHARE.0)
-            }
-            _ => true,
-        })
-        .map(|(_, s)| s.next)
-        .min()
+    payload.counted(Some(mine), now).map(|(_, s)| s.next).min()
 }
 
 impl Drop for Stepper {
@@ -170,8 +212,8 @@ impl Drop for Stepper {
             return;
         };
         if let Some(stripe) = payload.stripes.get_mut(&self.stripe) {
-            stripe.answers -= 1;
-            if stripe.answers == 0 {
+            stripe.streams -= 1;
+            if stripe.streams == 0 {
                 payload.stripes.remove(&self.stripe);
             }
         }
@@ -194,34 +236,85 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stripe_runs_at_most_lead_blocks_ahead_of_the_slowest() {
+    /// `n` stripes past the first (free) window, each at block 2, and the time then.
+    fn stepped(n: u32) -> (InStep, Vec<Stepper>, Instant) {
         let in_step = InStep::default();
         let t0 = Instant::now();
-        let mut fast = in_step.join(HASH, 0, t0);
-        let mut slow = in_step.join(HASH, 1, t0);
-        send(&mut fast, 0, LEAD + 1, t0);
-        assert!(!fast.may_advance(LEAD + 1, t0), "ran past the lead");
-        send(&mut slow, 0, 1, t0);
+        let mut steppers: Vec<Stepper> = (0..n).map(|s| in_step.join(HASH, s, 0, t0)).collect();
+        let t1 = t0 + WINDOW;
+        for (at, now) in [(0, t0), (1, t1)] {
+            for stepper in &mut steppers {
+                send(stepper, at, 1, now);
+            }
+        }
+        (in_step, steppers, t1)
+    }
+
+    /// Blocks the honest stripes 1 to 6 move in 20 s at 50 blocks/s each, while stripe 0's
+    /// stream moves a block every `attacker_ms` from `attacker_from_ms` (an honest stream at
+    /// their pace before that).
+    fn honest_blocks_beside(attacker_ms: u64, attacker_from_ms: u64) -> u64 {
+        let in_step = InStep::default();
+        let t0 = Instant::now();
+        let mut zero = in_step.join(HASH, 0, 0, t0);
+        let mut honest: Vec<_> = (1..7).map(|s| in_step.join(HASH, s, 0, t0)).collect();
+        let (mut next, mut a, mut sent) = (vec![0u32; 6], 0u32, 0u64);
+        for ms in 0..20_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if ms == attacker_from_ms && ms > 0 {
+                // The honest reader of stripe 0 leaves; the attacker asks from where it was.
+                zero = in_step.join(HASH, 0, a, now);
+            }
+            let every = if ms < attacker_from_ms {
+                20
+            } else {
+                attacker_ms
+            };
+            if ms % every == 0 && zero.may_advance(a, now) {
+                a += 1;
+            }
+            if ms % 20 == 0 {
+                for (h, n) in honest.iter_mut().zip(next.iter_mut()) {
+                    if h.may_advance(*n, now) {
+                        *n += 1;
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn a_stripe_runs_at_most_lead_blocks_ahead_of_the_slowest() {
+        let (_in_step, mut s, now) = stepped(2);
+        send(&mut s[0], 2, LEAD + 1, now);
+        assert!(!s[0].may_advance(LEAD + 3, now), "ran past the lead");
+        send(&mut s[1], 2, 1, now);
         assert!(
-            fast.may_advance(LEAD + 1, t0),
+            s[0].may_advance(LEAD + 3, now),
             "not let go once the slow one moved"
         );
         // The slow one is never held by the fast one.
-        send(&mut slow, 1, 4, t0);
+        send(&mut s[1], 3, 4, now);
+    }
+
+    #[test]
+    fn the_first_window_holds_nothing() {
+        let in_step = InStep::default();
+        let t0 = Instant::now();
+        let mut fast = in_step.join(HASH, 0, 0, t0);
+        let _slow = in_step.join(HASH, 1, 0, t0);
+        send(&mut fast, 0, 10 * LEAD, t0);
     }
 
     #[test]
     fn a_stalled_stripe_holds_no_other() {
-        let in_step = InStep::default();
-        let t0 = Instant::now();
-        let mut fast = in_step.join(HASH, 0, t0);
-        let mut stalled = in_step.join(HASH, 1, t0);
-        send(&mut stalled, 0, 1, t0);
-        send(&mut fast, 0, LEAD + 2, t0);
-        assert!(!fast.may_advance(LEAD + 2, t0 + STALL / 2));
+        let (_in_step, mut s, now) = stepped(2);
+        send(&mut s[0], 2, LEAD + 1, now);
+        assert!(!s[0].may_advance(LEAD + 3, now + STALL / 2));
         assert!(
-            fast.may_advance(LEAD + 2, t0 + STALL),
+            s[0].may_advance(LEAD + 3, now + STALL),
             "held by a stalled stripe"
         );
     }
@@ -230,22 +323,11 @@ mod tests {
     fn a_stripe_under_its_share_of_the_fastest_holds_no_other() {
         let in_step = InStep::default();
         let t0 = Instant::now();
-        let mut fast = in_step.join(HASH, 0, t0);
-        let mut trickle = in_step.join(HASH, 1, t0);
+        let mut fast = in_step.join(HASH, 0, 0, t0);
+        let mut trickle = in_step.join(HASH, 1, 0, t0);
         let (mut fast_next, mut trickle_next) = (0, 0);
-        let mut fast_at = |ms: u64| -> u32 {
-            let now = t0 + Duration::from_millis(ms);
-            // At most a block a millisecond, as if its link allowed that.
-            for _ in 0..5 {
-                if !fast.may_advance(fast_next, now) {
-                    break;
-                }
-                fast_next += 1;
-            }
-            fast_next
-        };
         // A second at 100 blocks/s each (the node's fastest: 200/s), then the second
-        // stripe's reader sends one block every 50 ms: a fifth of its fair share.
+        // stripe's stream moves one block every 50 ms: a fifth of its fair share.
         for ms in (0..=4000u64).step_by(5) {
             let now = t0 + Duration::from_millis(ms);
             let every = if ms < 1000 { 10 } else { 50 };
@@ -253,7 +335,18 @@ mod tests {
                 assert!(trickle.may_advance(trickle_next, now));
                 trickle_next += 1;
             }
-            let fast_next = fast_at(ms);
+            // A block every 10 ms in the first second, then at most a block a millisecond,
+            // as if its link allowed that.
+            for _ in 0..if ms < 1000 {
+                usize::from(ms % 10 == 0)
+            } else {
+                5
+            } {
+                if !fast.may_advance(fast_next, now) {
+                    break;
+                }
+                fast_next += 1;
+            }
             if ms == 1500 {
                 assert!(
                     fast_next <= trickle_next + LEAD + 1,
@@ -267,15 +360,15 @@ mod tests {
         );
     }
 
-    /// A reader trickling just above a third of its share holds the other stripe, and with it
-    /// the node's rate, only until a window shows the node sending under two thirds of its
+    /// A stream trickling just above a third of its share holds the other stripe, and with it
+    /// the node's rate, only until a window shows the node moving under two thirds of its
     /// fastest.
     #[test]
     fn holding_stops_while_the_node_sends_far_under_its_fastest() {
         let in_step = InStep::default();
         let t0 = Instant::now();
-        let mut fast = in_step.join(HASH, 0, t0);
-        let mut trickle = in_step.join(HASH, 1, t0);
+        let mut fast = in_step.join(HASH, 0, 0, t0);
+        let mut trickle = in_step.join(HASH, 1, 0, t0);
         let (mut fast_next, mut trickle_next) = (0, 0);
         for ms in (0..=4000u64).step_by(5) {
             let now = t0 + Duration::from_millis(ms);
@@ -284,7 +377,11 @@ mod tests {
                 assert!(trickle.may_advance(trickle_next, now));
                 trickle_next += 1;
             }
-            for _ in 0..5 {
+            for _ in 0..if ms < 1000 {
+                usize::from(ms % 10 == 0)
+            } else {
+                5
+            } {
                 if !fast.may_advance(fast_next, now) {
                     break;
                 }
@@ -297,37 +394,98 @@ mod tests {
         );
     }
 
+    /// Hostile review F1: a head trickling its stripe from the first block, just under a
+    /// third of its share, would set the node's fastest to its own pace and hold the other
+    /// six stripes there for the whole transfer (1,932 of 5,910 blocks).
     #[test]
-    fn a_second_reader_of_a_stripe_does_not_pull_it_back() {
+    fn a_stream_trickling_from_the_start_cannot_pin_the_others() {
+        let unpinned = honest_blocks_beside(20, 0);
+        let sent = honest_blocks_beside(64, 0);
+        assert!(sent * 3 >= unpinned * 2, "{sent} of {unpinned} blocks");
+    }
+
+    /// Hostile review F1: one joining later, once the fastest is known, would switch the
+    /// holding on and off every window (3,000 of 5,910); the stripe that held the node down
+    /// is excused for the rest of the payload.
+    #[test]
+    fn a_stream_trickling_from_mid_transfer_is_excused_for_good() {
+        let unpinned = honest_blocks_beside(20, 0);
+        let sent = honest_blocks_beside(50, 3000);
+        assert!(sent * 5 >= unpinned * 4, "{sent} of {unpinned} blocks");
+    }
+
+    /// Hostile review F2: a stream coming back at its stripe's start would add the stripe's
+    /// whole past to the node's rate, inflating its fastest (and with it turning the step
+    /// off for the rest of the payload).
+    #[test]
+    fn a_stream_coming_back_does_not_inflate_the_nodes_fastest() {
         let in_step = InStep::default();
         let t0 = Instant::now();
-        let mut a = in_step.join(HASH, 0, t0);
-        let mut b = in_step.join(HASH, 1, t0);
-        for position in 0..20 {
-            send(&mut a, position, 1, t0);
-            send(&mut b, position, 1, t0);
+        let mut a = in_step.join(HASH, 0, 0, t0);
+        let mut b = in_step.join(HASH, 1, 0, t0);
+        let (mut an, mut bn) = (0u32, 0u32);
+        for ms in 0..6000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if ms == 3000 {
+                drop(b);
+                b = in_step.join(HASH, 1, 0, now);
+            }
+            if ms % 10 == 0 && b.may_advance(bn, now) {
+                bn += 1;
+            }
+            if ms % 10 == 0 && a.may_advance(an, now) {
+                an += 1;
+            }
         }
-        let mut stranger = in_step.join(HASH, 1, t0);
-        send(&mut stranger, 0, 2, t0);
-        send(&mut a, 20, LEAD, t0);
+        let payloads = in_step.0.lock().unwrap();
+        let fastest = payloads[HASH].fastest.unwrap();
+        assert!(
+            fastest < 250.0,
+            "two streams at 100 blocks/s, fastest {fastest}"
+        );
+    }
+
+    /// Hostile review F3: a stream asking far ahead for a stripe no one moves, held at its
+    /// first block, would count as a floor at 0 and freeze every other stripe.
+    #[test]
+    fn a_stripe_that_never_moved_holds_no_other() {
+        let (in_step, mut s, now) = stepped(1);
+        send(&mut s[0], 2, 40, now);
+        let mut late = in_step.join(HASH, 1, 1000, now);
+        assert!(!late.may_advance(1000 + 2 * LEAD, now));
+        assert!(
+            s[0].may_advance(42, now),
+            "held by a stripe that never moved"
+        );
     }
 
     #[test]
-    fn a_stripe_leaves_the_step_with_its_last_answer() {
-        let in_step = InStep::default();
-        let t0 = Instant::now();
-        let mut fast = in_step.join(HASH, 0, t0);
-        let slow = in_step.join(HASH, 1, t0);
-        let again = in_step.join(HASH, 1, t0);
-        send(&mut fast, 0, LEAD + 1, t0);
+    fn a_second_reader_of_a_stripe_does_not_pull_it_back() {
+        let (in_step, mut s, now) = stepped(2);
+        for position in 2..20 {
+            for stepper in &mut s {
+                send(stepper, position, 1, now);
+            }
+        }
+        let mut stranger = in_step.join(HASH, 1, 0, now);
+        send(&mut stranger, 0, 2, now);
+        send(&mut s[0], 20, LEAD, now);
+    }
+
+    #[test]
+    fn a_stripe_leaves_the_step_with_its_last_stream() {
+        let (in_step, mut s, now) = stepped(2);
+        let again = in_step.join(HASH, 1, 0, now);
+        let slow = s.pop().unwrap();
+        send(&mut s[0], 2, LEAD + 1, now);
         drop(slow);
         assert!(
-            !fast.may_advance(LEAD + 1, t0),
-            "stripe 1 still has an answer"
+            !s[0].may_advance(LEAD + 3, now),
+            "stripe 1 still has a stream"
         );
         drop(again);
-        assert!(fast.may_advance(LEAD + 1, t0));
-        drop(fast);
+        assert!(s[0].may_advance(LEAD + 3, now));
+        drop(s);
         assert!(in_step.0.lock().unwrap().is_empty(), "payload left behind");
     }
 }

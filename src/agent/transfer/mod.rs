@@ -1,8 +1,9 @@
 //! Bringing a payload to this node and serving it to others: the HTTP fetch and relay chain,
 //! the pace every source is held to, the root-only verified copy, the download dir's layout,
 //! the web seed server and tracker that the unprivileged `agent-serve` child runs, and
-//! Transmission as the fallback; and the plan of stripes over trees that will replace the chain
-//! for large fleets, with one node's side of it (`stripes`, pure; no fetch uses it yet).
+//! Transmission as the fallback; and the stripes over trees that replace the chain for large
+//! fleets behind `transfer.mode = "stripes"`: the plan (`topology`), one node's side of it
+//! (`stripes`, pure), its fetch (`stripes_fetch`) and its streams kept in step (`in_step`).
 
 pub mod download_dir;
 pub mod fetch;

@@ -506,8 +506,11 @@ fn serve_stripe(
     // The whole payload here (the origin, or a node that finished): its stripes' answers are
     // kept in step, so the uplink's share TCP would give a stripe's head unevenly goes to the
     // stripe every node waits for. A node still fetching sends what it holds, at its pace.
-    let mut stepper = (repair.is_none() && have.is_complete())
-        .then(|| readers.in_step.join(hash, stripe, Instant::now()));
+    let mut stepper = (repair.is_none() && have.is_complete()).then(|| {
+        readers
+            .in_step
+            .join(hash, stripe, from / have.stripes(), Instant::now())
+    });
     let paced = stepper.is_some();
     let stripes = have.stripes();
     let held = Box::new(move |index: u32| {
@@ -1132,7 +1135,7 @@ mod tests {
         use crate::agent::transfer::in_step::LEAD;
         let root = tempfile::tempdir().unwrap();
         let hash = "0123456789abcdef0123456789abcdef01234567";
-        let blocks = 2 * (LEAD + 4);
+        let blocks = 2 * (LEAD + 5);
         std::fs::create_dir(root.path().join(hash)).unwrap();
         std::fs::write(
             root.path().join(hash).join("big"),
@@ -1164,12 +1167,21 @@ mod tests {
         std::fs::write(&mark, have.encode()).unwrap();
         let ((mut zero, paced), (mut one, _)) = (answer(0), answer(1));
         assert!(paced);
-        for position in 0..=LEAD {
+        // The first window holds nothing (the node's fastest is measured unheld); both
+        // stripes move a block in it and one after it.
+        for at in [0, 1] {
+            if at == 1 {
+                std::thread::sleep(crate::agent::transfer::in_step::WINDOW);
+            }
+            assert_eq!(zero(2 * at), Some(true));
+            assert_eq!(one(2 * at + 1), Some(true));
+        }
+        for position in 2..=LEAD + 2 {
             assert_eq!(zero(2 * position), Some(true), "block {position} held");
         }
-        assert_eq!(zero(2 * (LEAD + 1)), Some(false), "ran past stripe 1");
-        assert_eq!(one(1), Some(true));
-        assert_eq!(zero(2 * (LEAD + 1)), Some(true), "held once stripe 1 moved");
+        assert_eq!(zero(2 * (LEAD + 3)), Some(false), "ran past stripe 1");
+        assert_eq!(one(5), Some(true));
+        assert_eq!(zero(2 * (LEAD + 3)), Some(true), "held once stripe 1 moved");
     }
 
     /// One member (a compromised one, or one reconnecting in a loop) holds at most

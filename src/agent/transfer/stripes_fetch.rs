@@ -518,7 +518,8 @@ impl Striped<'_> {
             // This node's own downlink is shared by its stripes as unevenly as the origin's
             // uplink: a stripe read more than a few blocks ahead of the slowest waits, so its
             // sender's window closes and the link goes to the stripe the node waits for.
-            let mut stepper = in_step.join(self.info_hash, s as u32, Instant::now());
+            let mut stepper =
+                in_step.join(self.info_hash, s as u32, next / d as u32, Instant::now());
             for index in (next..layout.count()).step_by(d) {
                 while !stepper.may_advance(index / d as u32, Instant::now()) {
                     if self.stop.load(Ordering::Relaxed) {
