@@ -3,7 +3,8 @@
 //! the web seed server and tracker that the unprivileged `agent-serve` child runs, and
 //! Transmission as the fallback; and the stripes over trees that replace the chain for large
 //! fleets behind `transfer.mode = "stripes"`: the plan (`topology`), one node's side of it
-//! (`stripes`, pure), its fetch (`stripes_fetch`) and its streams kept in step (`in_step`).
+//! (`stripes`, pure), its fetch (`stripes_fetch`) and a complete node's stripe answers kept in step
+//! (`in_step`).
 
 pub mod download_dir;
 pub mod fetch;

@@ -17,7 +17,6 @@
 //! first [`restore`]s the blocks of the verified copy that still check.
 
 use super::http_get::{Client, GetError};
-use super::in_step::InStep;
 use super::seed_http::MAX_REPAIR_BLOCKS;
 use super::stripes::{Accepted, Left, Receiver};
 use super::topology::Node;
@@ -30,7 +29,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StripedError {
@@ -220,9 +219,6 @@ fn read_by(
 /// node's other stripes go on, and this one is repaired from neighbours once it lags.
 const NOT_YET_TRIES: u32 = 40;
 
-/// How often a stripe read ahead of the others looks again whether it may go on.
-const IN_STEP_POLL: Duration = Duration::from_millis(3);
-
 /// One payload's striped fetch on this node.
 pub struct Striped<'a> {
     pub client: Client,
@@ -255,13 +251,12 @@ impl Striped<'_> {
         let state = Mutex::new((receiver, sinks.have));
         let ended = AtomicBool::new(false);
         let files = (sinks.copy, sinks.seeding, sinks.mark);
-        let in_step = InStep::default();
         let (outcome, repaired) = std::thread::scope(|scope| {
-            let (state, ended, in_step) = (&state, &ended, &in_step);
+            let (state, ended) = (&state, &ended);
             let repair = scope.spawn(move || self.repair(state, files, ended));
             scope.spawn(move || self.watch(state, ended));
             let workers: Vec<_> = (0..stripes)
-                .map(|s| scope.spawn(move || self.stripe(s, state, files, in_step)))
+                .map(|s| scope.spawn(move || self.stripe(s, state, files)))
                 .collect();
             let outcome: Vec<Result<Vec<StripeUse>, StripedError>> = workers
                 .into_iter()
@@ -429,7 +424,6 @@ impl Striped<'_> {
         s: usize,
         state: &Mutex<(Receiver, Have)>,
         (copy, seeding, mark): (&File, &File, &Mark),
-        in_step: &InStep,
     ) -> Result<Vec<StripeUse>, StripedError> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
         let mut not_yet = 0;
@@ -515,18 +509,7 @@ impl Striped<'_> {
             let probe = |limit: Duration| self.client.answers(addr, &path, limit);
             let blames = |silent: Duration| lock().0.silence_blames(s, silent);
             let mut block = Vec::new();
-            // This node's own downlink is shared by its stripes as unevenly as the origin's
-            // uplink: a stripe read more than a few blocks ahead of the slowest waits, so its
-            // sender's window closes and the link goes to the stripe the node waits for.
-            let mut stepper =
-                in_step.join(self.info_hash, s as u32, next / d as u32, Instant::now());
             for index in (next..layout.count()).step_by(d) {
-                while !stepper.may_advance(index / d as u32, Instant::now()) {
-                    if self.stop.load(Ordering::Relaxed) {
-                        return Err(StripedError::Stopping);
-                    }
-                    std::thread::sleep(IN_STEP_POLL);
-                }
                 let len = layout.block_len(index).unwrap_or(0);
                 block.resize(len, 0);
                 let woken = || {
