@@ -362,85 +362,57 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stripe_under_its_share_of_the_fastest_holds_no_other() {
+    /// Two stripes, a second at 100 blocks/s each (the node's fastest: 200/s), then the
+    /// second's stream moves a block every `trickle_ms` and the first's as fast as it is let
+    /// (at most a block a millisecond, as if its link allowed that), until `until_ms`;
+    /// asserts the first was held within the lead at `held_at_ms`. Their blocks moved.
+    fn fast_beside_trickle(trickle_ms: u64, until_ms: u64, held_at_ms: u64) -> (u32, u32) {
         let in_step = InStep::default();
         let t0 = Instant::now();
         let mut fast = in_step.join(HASH, 0, 0, t0);
         let mut trickle = in_step.join(HASH, 1, 0, t0);
         let (mut fast_next, mut trickle_next) = (0, 0);
-        // A second at 100 blocks/s each (the node's fastest: 200/s), then the second
-        // stripe's stream moves one block every 100 ms: a tenth of its fair share.
-        for ms in (0..=4000u64).step_by(5) {
+        for ms in (0..=until_ms).step_by(5) {
             let now = t0 + Duration::from_millis(ms);
-            let every = if ms < 1000 { 10 } else { 100 };
-            if ms % every == 0 {
+            if ms == held_at_ms {
+                assert!(
+                    fast_next <= trickle_next + LEAD + 1,
+                    "at {ms} ms not held: {fast_next} vs {trickle_next}"
+                );
+            }
+            if ms % if ms < 1000 { 10 } else { trickle_ms } == 0 {
                 assert!(trickle.may_advance(trickle_next, now));
                 trickle_next += 1;
             }
-            // A block every 10 ms in the first second, then at most a block a millisecond,
-            // as if its link allowed that.
-            for _ in 0..if ms < 1000 {
+            let tries = if ms < 1000 {
                 usize::from(ms % 10 == 0)
             } else {
                 5
-            } {
+            };
+            for _ in 0..tries {
                 if !fast.may_advance(fast_next, now) {
                     break;
                 }
                 fast_next += 1;
             }
-            if ms == 1500 {
-                assert!(
-                    fast_next <= trickle_next + LEAD + 1,
-                    "ran ahead while the trickle's rate was not yet measured"
-                );
-            }
         }
-        assert!(
-            fast_next > trickle_next + 100,
-            "still held by a stripe at a tenth of its share: {fast_next} vs {trickle_next}"
-        );
+        (fast_next, trickle_next)
     }
 
-    /// A stream trickling just above a third of its share (so counted) holds the other
-    /// stripe for three windows, then is excused: holding is for catching up, not for
-    /// holding the node to one stripe's pace.
+    /// A tenth of its fair share: held by only until its rate is measured.
+    #[test]
+    fn a_stripe_under_its_share_of_the_fastest_holds_no_other() {
+        let (fast, trickle) = fast_beside_trickle(100, 4000, 1500);
+        assert!(fast > trickle + 100, "still held: {fast} vs {trickle}");
+    }
+
+    /// Two fifths of its fair share (so counted): it holds the other stripe for three
+    /// windows, then is excused: holding is for catching up, not for holding the node to
+    /// one stripe's pace.
     #[test]
     fn a_stripe_holding_the_others_window_after_window_is_excused() {
-        let in_step = InStep::default();
-        let t0 = Instant::now();
-        let mut fast = in_step.join(HASH, 0, 0, t0);
-        let mut trickle = in_step.join(HASH, 1, 0, t0);
-        let (mut fast_next, mut trickle_next) = (0, 0);
-        for ms in (0..=6000u64).step_by(5) {
-            let now = t0 + Duration::from_millis(ms);
-            let every = if ms < 1000 { 10 } else { 25 };
-            if ms == 3500 {
-                assert!(
-                    fast_next <= trickle_next + LEAD + 1,
-                    "let go before three windows: {fast_next} vs {trickle_next}"
-                );
-            }
-            if ms % every == 0 {
-                assert!(trickle.may_advance(trickle_next, now));
-                trickle_next += 1;
-            }
-            for _ in 0..if ms < 1000 {
-                usize::from(ms % 10 == 0)
-            } else {
-                5
-            } {
-                if !fast.may_advance(fast_next, now) {
-                    break;
-                }
-                fast_next += 1;
-            }
-        }
-        assert!(
-            fast_next > trickle_next + 100,
-            "held to a trickle at 40% of its share: {fast_next} vs {trickle_next}"
-        );
+        let (fast, trickle) = fast_beside_trickle(25, 6000, 3500);
+        assert!(fast > trickle + 100, "still held: {fast} vs {trickle}");
     }
 
     /// Two stripes through one link of a block per 4 ms that gives the first seven slots in
