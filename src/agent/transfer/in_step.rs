@@ -13,14 +13,15 @@
 //! that has not moved for [`STALL`] (a hung head, a reader that stopped reading) holds no
 //! other; nor does one under [`SLOW_SHARE`] of a fair share of the fastest this node has let
 //! blocks go (a slow link). That fastest counts every block any answer lets go, each answer's
-//! furthest once, so asking far ahead cannot hide a head's blocks from it, and the payload's
-//! first window holds nothing, so it is measured unheld. In a window where the others were
+//! furthest once, so asking far ahead cannot hide a head's blocks from it; the payload's
+//! first window holds nothing, and a stripe new to the step frees it until a window has been
+//! measured with it there, so a head alone at the start cannot set it to its own pace. In a window where the others were
 //! held a quarter of their time or more while the node moved the payload under two thirds of
 //! its fastest, each stripe is charged its share of the held time; one charged
 //! [`BINDER_WINDOWS`] windows in all is excused for the rest of the payload. The charge is
 //! never reset (not by a window let go, nor by taking turns with another stripe, nor by
-//! asking again: a stripe's rate, charge and last move live on the payload, not on its
-//! answers). A stripe catching up while the node keeps its rate is never charged. A stripe's
+//! asking again: a stripe's place, rate, charge and last move live on the payload, not on
+//! its answers, so asking again from behind cannot pull it back either). A stripe catching up while the node keeps its rate is never charged. A stripe's
 //! place is its furthest answer's, and a stripe new to the step starts where its answer asks,
 //! so a second or far-ahead reader cannot pull it back or pin it at 0. A seed server paces
 //! only a complete payload's answers, never a repair read.
@@ -84,9 +85,15 @@ struct Payload {
     /// and so hide the head's blocks from it (second review, G1).
     let_go: u64,
     let_go_rate: Rate,
+    /// A stripe new to the step frees it until a whole window of `let_go` has ended, so the
+    /// fastest is measured with every stripe there, unheld (third review, H1: a head alone in
+    /// the payload's first window set it to its own pace). At most once a stripe.
+    free: bool,
 }
 
 struct Track {
+    /// The stripe's place: asking again from behind cannot move it back (third review, H2).
+    place: u32,
     moved: u64,
     rate: Rate,
     at: Instant,
@@ -141,13 +148,19 @@ impl InStep {
     pub fn join(&self, hash: &str, stripe: u32, start: u32, now: Instant) -> Stepper {
         let mut payloads = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let payload = payloads.entry(hash.to_string()).or_default();
-        payload.tracks.entry(stripe).or_insert(Track {
+        if !payload.tracks.contains_key(&stripe) {
+            payload.free = true;
+            payload.let_go_rate.window = None;
+        }
+        let track = payload.tracks.entry(stripe).or_insert(Track {
+            place: start,
             moved: 0,
             rate: Rate::default(),
             at: now,
         });
+        let place = track.place.max(start);
         let entry = payload.stripes.entry(stripe).or_insert(Stripe {
-            next: start,
+            next: place,
             streams: 0,
         });
         entry.streams += 1;
@@ -183,6 +196,7 @@ impl Stepper {
             self.furthest = Some(position);
             payload.let_go += 1;
             if payload.let_go_rate.update(payload.let_go, now).is_some() {
+                payload.free = false;
                 if let Some(rate) = payload.let_go_rate.last {
                     payload.fastest =
                         Some(payload.fastest.map_or(rate, |best: f64| best.max(rate)));
@@ -198,6 +212,7 @@ impl Stepper {
             mine.next = position + 1;
             if let Some(track) = payload.tracks.get_mut(&self.stripe) {
                 track.moved += 1;
+                track.place = mine.next;
                 track.at = now;
                 track.rate.update(track.moved, now);
             }
@@ -266,9 +281,9 @@ impl Payload {
 }
 
 /// The slowest other stripe that still counts ([`Payload::counted`]) and its place; `None`
-/// when none does, and in the payload's first window.
+/// when none does, in the payload's first window, and while a stripe new to it is measured.
 fn floor_beside(payload: &Payload, mine: u32, now: Instant) -> Option<(u32, u32)> {
-    if payload.windows == 0 {
+    if payload.windows == 0 || payload.free {
         return None;
     }
     payload
@@ -322,18 +337,25 @@ mod tests {
         (in_step, steppers, t1)
     }
 
-    /// Blocks the honest stripes `first` to 6 move in 20 s, each at up to 50 blocks/s (a held
-    /// one asks again every millisecond, as a real one polls), while `attacker` acts on the
-    /// step every millisecond before them (the hostile reviews' harness).
-    fn honest_beside(first: u32, mut attacker: impl FnMut(&InStep, u64, Instant)) -> u64 {
+    /// Blocks the honest stripes `first` to 6 move in 20 s, joining at `join_ms`, each at up
+    /// to 50 blocks/s (a held one asks again every millisecond, as a real one polls), while
+    /// `attacker` acts on the step every millisecond before them (the hostile reviews'
+    /// harness).
+    fn honest_joining(
+        first: u32,
+        join_ms: u64,
+        mut attacker: impl FnMut(&InStep, u64, Instant),
+    ) -> u64 {
         let in_step = InStep::default();
         let t0 = Instant::now();
-        let mut honest: Vec<_> = (first..7).map(|s| in_step.join(HASH, s, 0, t0)).collect();
-        let mut next = vec![0u32; honest.len()];
-        let mut ready = vec![0u64; honest.len()];
+        let mut honest: Vec<Stepper> = Vec::new();
+        let (mut next, mut ready) = (vec![0u32; 7], vec![0u64; 7]);
         let mut sent = 0;
         for ms in 0..20_000u64 {
             let now = t0 + Duration::from_millis(ms);
+            if ms == join_ms {
+                honest = (first..7).map(|s| in_step.join(HASH, s, 0, now)).collect();
+            }
             attacker(&in_step, ms, now);
             for i in 0..honest.len() {
                 if ms >= ready[i] && honest[i].may_advance(next[i], now) {
@@ -344,6 +366,11 @@ mod tests {
             }
         }
         sent
+    }
+
+    /// [`honest_joining`] from the start.
+    fn honest_beside(first: u32, attacker: impl FnMut(&InStep, u64, Instant)) -> u64 {
+        honest_joining(first, 0, attacker)
     }
 
     /// Stripe 0's stream, honest at 50 blocks/s until `from_ms`, then (its honest reader gone,
@@ -524,9 +551,13 @@ mod tests {
         let (in_step, mut s, now) = stepped(1);
         send(&mut s[0], 2, 40, now);
         let mut late = in_step.join(HASH, 1, 1000, now);
+        // A stripe new to the step frees it until a window of let-go has ended.
+        send(&mut s[0], 42, 1, now);
+        let now = now + WINDOW;
+        send(&mut s[0], 43, 1, now);
         assert!(!late.may_advance(1000 + 2 * LEAD, now));
         assert!(
-            s[0].may_advance(42, now),
+            s[0].may_advance(44, now),
             "held by a stripe that never moved"
         );
     }
@@ -625,6 +656,46 @@ mod tests {
             f > sl + 200,
             "held by a stripe at a twentieth of its share: {f} vs {sl}"
         );
+    }
+
+    /// Third review H1: a head alone in the payload's first window (the others join 1.5 s
+    /// after it) set the node's fastest to its own pace (1,458 of 5,550 blocks), never
+    /// excused; a stripe new to the step frees it until a window has measured them all.
+    #[test]
+    fn a_stripe_alone_in_the_first_window_cannot_set_the_fastest() {
+        let unpinned = honest_joining(0, 1500, |_, _, _| {}) * 6 / 7;
+        let (mut a, mut at, mut due) = (None, 0u32, 0u64);
+        let sent = honest_joining(1, 1500, |in_step, ms, now| {
+            let a = a.get_or_insert_with(|| in_step.join(HASH, 0, 0, now));
+            if ms >= due && a.may_advance(at, now) {
+                at += 1;
+                due = ms + if ms < 1500 { 400 } else { 80 };
+            }
+        });
+        assert!(sent * 3 >= unpinned * 2, "{sent} of {unpinned} blocks");
+    }
+
+    /// Third review H2: a head asking again from its stripe's start moved its place back,
+    /// and catching up at the node's rate is never charged: read again and again, its
+    /// stripe held the others at a standstill (600 of 6,000 blocks).
+    #[test]
+    fn a_stripe_asking_again_from_behind_keeps_its_place() {
+        let unpinned = honest_beside(0, |_, _, _| {}) * 6 / 7;
+        let (mut a, mut at) = (None::<Stepper>, 0u32);
+        let sent = honest_beside(1, |in_step, ms, now| {
+            if a.is_none() || (ms >= 2000 && (ms == 2000 || at >= 80)) {
+                if ms >= 2000 {
+                    at = 0;
+                }
+                a = None;
+                a = Some(in_step.join(HASH, 0, at, now));
+            }
+            let every = if ms < 2000 { 20 } else { 4 };
+            if ms % every == 0 && a.as_mut().is_some_and(|a| a.may_advance(at, now)) {
+                at += 1;
+            }
+        });
+        assert!(sent * 3 >= unpinned * 2, "{sent} of {unpinned} blocks");
     }
 
     #[test]
