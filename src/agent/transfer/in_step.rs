@@ -9,22 +9,23 @@
 //! (The same rule on a fetching node's own reads, tried, kept its stripes in step too, but
 //! hid a slow parent from the rule that leaves it, which judges by the lag it prevents.)
 //!
-//! What a peer can do with this, each bounded (two hostile reviews, DESIGN 5.1): a stripe
+//! What a peer can do with this, each bounded (three hostile reviews, DESIGN 5.1): a stripe
 //! that has not moved for [`STALL`] (a hung head, a reader that stopped reading) holds no
 //! other; nor does one under [`SLOW_SHARE`] of a fair share of the fastest this node has let
 //! blocks go (a slow link). That fastest counts every block any answer lets go, each answer's
 //! furthest once, so asking far ahead cannot hide a head's blocks from it; the payload's
 //! first window holds nothing, and a stripe new to the step frees it until a window has been
-//! measured with it there, so a head alone at the start cannot set it to its own pace. In a window where the others were
-//! held a quarter of their time or more while the node moved the payload under two thirds of
-//! its fastest, each stripe is charged its share of the held time; one charged
-//! [`BINDER_WINDOWS`] windows in all is excused for the rest of the payload. The charge is
-//! never reset (not by a window let go, nor by taking turns with another stripe, nor by
-//! asking again: a stripe's place, rate, charge and last move live on the payload, not on
-//! its answers, so asking again from behind cannot pull it back either). A stripe catching up while the node keeps its rate is never charged. A stripe's
-//! place is its furthest answer's, and a stripe new to the step starts where its answer asks,
-//! so a second or far-ahead reader cannot pull it back or pin it at 0. A seed server paces
-//! only a complete payload's answers, never a repair read.
+//! measured with it there, so a head alone at the start cannot set it to its own pace. In a
+//! window where the others were held a quarter of their time or more while the node moved
+//! the payload under two thirds of its fastest, each stripe is charged its share of the held
+//! time; one charged [`BINDER_WINDOWS`] windows in all is excused for the rest of the payload.
+//! The charge is never reset (not by a window let go, nor by taking turns with another
+//! stripe, nor by asking again: a stripe's place, rate, charge and last move live on the
+//! payload, not on its answers, so asking again from behind cannot pull it back either). A
+//! stripe catching up while the node keeps its rate is never charged. A stripe's place is its
+//! furthest answer's, and a stripe new to the step starts where its answer asks, so a second
+//! or far-ahead reader cannot pull it back or pin it at 0. A seed server paces only a
+//! complete payload's answers, never a repair read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -256,13 +257,13 @@ impl Payload {
 
     /// The stripes that hold others now, but `mine`: moved within [`STALL`], not excused, no
     /// slower than [`SLOW_SHARE`] of a fair share of the node's fastest.
-    fn counted(&self, mine: Option<u32>, now: Instant) -> impl Iterator<Item = (&u32, &Stripe)> {
+    fn counted(&self, mine: u32, now: Instant) -> impl Iterator<Item = (&u32, &Stripe)> {
         let fair = self
             .fastest
             .map(|fastest| fastest / self.stripes.len().max(1) as f64);
         self.stripes
             .iter()
-            .filter(move |(&stripe, _)| Some(stripe) != mine)
+            .filter(move |(&stripe, _)| stripe != mine)
             .filter(|(stripe, _)| !self.excused.contains(stripe))
             .filter(move |(stripe, _)| {
                 let Some(track) = self.tracks.get(stripe) else {
@@ -287,7 +288,7 @@ fn floor_beside(payload: &Payload, mine: u32, now: Instant) -> Option<(u32, u32)
         return None;
     }
     payload
-        .counted(Some(mine), now)
+        .counted(mine, now)
         .map(|(&stripe, s)| (stripe, s.next))
         .min_by_key(|&(_, next)| next)
 }

@@ -944,9 +944,18 @@ mod tests {
 
     /// A payload of 6 blocks in 2 stripes, with blocks `held` marked held.
     fn stripe_fixture(held: &[u32]) -> (tempfile::TempDir, &'static str, Vec<u8>, Have) {
+        stripe_fixture_of(5 * 16384 + 100, held)
+    }
+
+    /// A download dir holding `len` bytes of payload `big` in 16 KiB blocks, two stripes, and
+    /// a `.have` mark holding `held`.
+    fn stripe_fixture_of(
+        len: usize,
+        held: &[u32],
+    ) -> (tempfile::TempDir, &'static str, Vec<u8>, Have) {
         let root = tempfile::tempdir().unwrap();
         let hash = "0123456789abcdef0123456789abcdef01234567";
-        let data: Vec<u8> = (0..5 * 16384 + 100).map(|i| (i % 241) as u8).collect();
+        let data: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
         std::fs::create_dir(root.path().join(hash)).unwrap();
         std::fs::write(root.path().join(hash).join("big"), &data).unwrap();
         let layout = crate::formats::blocks::Layout::new(data.len() as u64, 16384).unwrap();
@@ -1133,19 +1142,9 @@ mod tests {
     #[test]
     fn a_complete_nodes_stripe_answers_are_kept_in_step() {
         use crate::agent::transfer::in_step::LEAD;
-        let root = tempfile::tempdir().unwrap();
-        let hash = "0123456789abcdef0123456789abcdef01234567";
         let blocks = 2 * (LEAD + 5);
-        std::fs::create_dir(root.path().join(hash)).unwrap();
-        std::fs::write(
-            root.path().join(hash).join("big"),
-            vec![7u8; blocks as usize * 16384],
-        )
-        .unwrap();
-        let layout = crate::formats::blocks::Layout::new(u64::from(blocks) * 16384, 16384).unwrap();
-        let mut have = Have::new(layout, 2).unwrap();
+        let (root, hash, _, mut have) = stripe_fixture_of(blocks as usize * 16384, &[]);
         let mark = DownloadDir::new(root.path()).have_mark(hash);
-        std::fs::write(&mark, have.encode()).unwrap();
         let readers = Readers::default();
         let answer = |stripe: u32| {
             let request = Request {
