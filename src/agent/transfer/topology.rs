@@ -7,19 +7,23 @@
 //! (names, each full-rate or slow by the rate it advertised, [`classify`]), the origin and the
 //! [`Params`]. The payload's blocks are dealt round-robin into `d` stripes ([`Plan::stripe_of`]);
 //! stripe `s` flows down its own tree. Each full-rate member is **interior** (forwards) in
-//! exactly one tree and a leaf in the others, so it uploads about one copy; slow members are
-//! leaves everywhere; the origin sends each stripe once, to the stripe's head. Members are
+//! exactly one tree of its own and a leaf in the others, so it uploads about one copy; where
+//! the members do not divide evenly into the trees (15 members, 8 stripes), one whose own tree
+//! leaves it uplink lends that to a tree with too few forwarders ([`Plan::forwards`]), never
+//! feeding more than `k` children in all. Slow members are leaves everywhere; the origin sends
+//! each stripe once, to the stripe's head. Members are
 //! ranked by SHA-256 of the info-hash and their name: the rank picks each one's tree and place,
 //! and since the info-hash is unknown before the submit, no member can choose its name to sit
 //! near the origin.
 //!
 //! A tree is laid out breadth-first over positions `0..P` (P = the members other than the
-//! origin): the interior members of the stripe first, in rank order, then every other member
-//! as a leaf, slow ones last; position 0's parent is the origin, position `i`'s is
-//! `(i - 1) / k`, with `k` the fan-out, and where the interior members are too few to hold every
-//! leaf so, the leaves beyond are dealt one more each over the interior members, deepest first.
-//! So a parent's position is always lower than its child's, the depth is at most
-//! `ceil(log_k n) + 1`, and every parent is interior.
+//! origin): the interior members of the stripe first, in rank order, then those lending it
+//! uplink, then every other member as a leaf, slow ones last; position 0's parent is the
+//! origin, and each interior position in turn feeds the next positions, `k` of them (the fan-out)
+//! or a lender's spare (so with no lender, position `i`'s parent is `(i - 1) / k`). Where no
+//! member has uplink left for every leaf (slow members), the leaves beyond are dealt one more
+//! each over the interior members, deepest first. So a parent's position is always lower than
+//! its child's, the depth is at most `ceil(log_k n) + 1`, and every parent is interior.
 //!
 //! **A missing parent** (crashed, hung, sent a bad block: whatever the node itself saw) is
 //! replaced by [`Plan::source`]: an interior member of the same tree at the dead parent's level,
@@ -126,20 +130,51 @@ struct Tree {
     order: Vec<Node>,
     /// Each member's position (the origin's is `NONE`).
     position: Vec<u32>,
-    /// Positions `0..interior` forward.
+    /// Positions `0..interior` forward: the stripe's own forwarders, then the members that
+    /// lend it uplink their own tree leaves unused.
     interior: u32,
-    /// Children per interior position.
-    fanout: u32,
+    /// Interior position `p` feeds positions `first_child[p]..first_child[p + 1]` (so
+    /// `interior + 1` entries, each at most the positions' count); the positions from
+    /// `first_child[interior]` on are the leaves the forwarders' children do not hold.
+    first_child: Vec<u32>,
 }
 
 const NONE: u32 = u32::MAX;
 
 impl Tree {
-    /// The first position beyond what the interior members' `fanout` children each hold:
-    /// those leaves (slow ones first, see [`Plan::new`]) are spread one more each over the
-    /// interior members, deepest first.
+    /// Lays the tree out breadth-first over `order`, its first `caps.len()` members
+    /// forwarding to as many children as their cap.
+    fn new(order: Vec<Node>, members: usize, caps: &[u32]) -> Tree {
+        let mut position = vec![NONE; members];
+        for (p, &i) in order.iter().enumerate() {
+            position[i as usize] = p as u32;
+        }
+        let positions = order.len() as u64;
+        let mut first_child = Vec::with_capacity(caps.len() + 1);
+        let mut next = 1u64.min(positions);
+        for &cap in caps {
+            first_child.push(next as u32);
+            next = (next + u64::from(cap)).min(positions);
+        }
+        first_child.push(next as u32);
+        Tree {
+            order,
+            position,
+            interior: caps.len() as u32,
+            first_child,
+        }
+    }
+
+    /// The first position beyond what the forwarders' children hold: those leaves (slow ones
+    /// first, see [`Plan::new`]) are spread one more each over the interior members,
+    /// deepest first.
     fn overflow_from(&self) -> u64 {
-        u64::from(self.interior) * u64::from(self.fanout) + 1
+        u64::from(self.first_child[self.interior as usize])
+    }
+
+    /// How many children interior position `p` feeds before the overflow.
+    fn fed(&self, p: usize) -> u32 {
+        self.first_child[p + 1] - self.first_child[p]
     }
 
     fn parent_position(&self, i: u32) -> Option<u32> {
@@ -152,35 +187,30 @@ impl Tree {
             let j = (u64::from(i) - over) % u64::from(self.interior);
             self.interior - 1 - j as u32
         } else {
-            (i - 1) / self.fanout
+            let interior = &self.first_child[..self.interior as usize];
+            interior.partition_point(|&f| f <= i) as u32 - 1
         })
     }
 
     /// Edges from the origin to position `i` (the head is at depth 1).
-    fn depth(&self, i: u32) -> u32 {
-        if self.interior == 0 {
-            return 1;
-        }
-        if u64::from(i) >= self.overflow_from() {
-            return self.parent_position(i).map_or(0, |p| self.depth(p)) + 1;
-        }
-        let (mut first, mut width, mut depth) = (0u64, 1u64, 1u32);
-        while u64::from(i) >= first + width {
-            first += width;
-            width = width.saturating_mul(u64::from(self.fanout));
+    fn depth(&self, mut i: u32) -> u32 {
+        let mut depth = 1;
+        while let Some(p) = self.parent_position(i) {
             depth += 1;
+            i = p;
         }
         depth
     }
 
-    /// Positions `[first, end)` at `depth` of the breadth-first layout.
+    /// Positions `[first, end)` at `depth` of the breadth-first layout (the leaves spread
+    /// beyond it aside).
     fn level(&self, depth: u32) -> (u64, u64) {
-        let (mut first, mut width) = (0u64, 1u64);
+        let below = |p: u64| u64::from(self.first_child[p.min(u64::from(self.interior)) as usize]);
+        let (mut first, mut end) = (0u64, 1u64);
         for _ in 1..depth {
-            first += width;
-            width = width.saturating_mul(u64::from(self.fanout));
+            (first, end) = (below(first), below(end));
         }
-        (first, first.saturating_add(width))
+        (first, end)
     }
 
     /// The positions position `i` feeds.
@@ -189,11 +219,11 @@ impl Tree {
         if self.interior == 0 || i >= self.interior {
             return Vec::new();
         }
-        let k = u64::from(self.fanout);
-        let first = u64::from(i) * k + 1;
-        let mut got: Vec<u32> = (first..(first + k).min(positions))
-            .map(|p| p as u32)
-            .collect();
+        let (first, end) = (
+            self.first_child[i as usize],
+            self.first_child[i as usize + 1],
+        );
+        let mut got: Vec<u32> = (first..end).collect();
         let interior = u64::from(self.interior);
         let mut extra = self.overflow_from() + (interior - 1 - u64::from(i));
         while extra < positions {
@@ -201,6 +231,20 @@ impl Tree {
             extra += interior;
         }
         got
+    }
+
+    /// The deepest position's depth.
+    fn max_depth(&self) -> u32 {
+        let positions = self.order.len() as u64;
+        if positions == 0 {
+            return 0;
+        }
+        let over = self.overflow_from();
+        let regular = self.depth((over.max(1) - 1) as u32);
+        match over < positions {
+            true => regular.max(self.depth(over as u32)),
+            false => regular,
+        }
     }
 }
 
@@ -294,7 +338,8 @@ impl Plan {
         for (r, &i) in full.iter().enumerate() {
             interior_in[i as usize] = (r % stripes) as u32;
         }
-        let trees = (0..stripes)
+        let fanout = params.fanout.min(u32::MAX as usize) as u32;
+        let mut trees: Vec<Tree> = (0..stripes)
             .map(|s| {
                 let mut order: Vec<Node> = full
                     .iter()
@@ -316,19 +361,10 @@ impl Plan {
                     let turn = s * leaves.len() / stripes;
                     order.extend(leaves[turn..].iter().chain(&leaves[..turn]));
                 }
-                let fanout = params.fanout;
-                let mut position = vec![NONE; n];
-                for (p, &i) in order.iter().enumerate() {
-                    position[i as usize] = p as u32;
-                }
-                Tree {
-                    order,
-                    position,
-                    interior: interior as u32,
-                    fanout: fanout.min(u32::MAX as usize) as u32,
-                }
+                Tree::new(order, n, &vec![fanout; interior])
             })
             .collect();
+        Self::lend(&mut trees, n, fanout);
         let mut ring: Vec<(u64, Node)> = full
             .iter()
             .map(|&i| (hash(&seed, b"repair", &names[i as usize], 0), i))
@@ -350,6 +386,64 @@ impl Plan {
             neighbours: params.neighbours,
             seed,
         })
+    }
+
+    /// Where a stripe's own forwarders' children cannot hold all its leaves (the members do not
+    /// divide evenly into the stripes: 15 members and 8 stripes leave one stripe a single
+    /// forwarder for 14 leaves, which sent it at 8/14 of a stripe's rate), members whose own
+    /// tree leaves part of their uplink unused lend it: each becomes a forwarder of that
+    /// stripe, placed after its own ones, for as many children as it has left. So no member
+    /// feeds more than `fanout` children over all the trees, and the leaves spread one more
+    /// over the forwarders are only those no member has uplink left for (slow members).
+    /// The trees that lend do not borrow (their forwarders have children to spare), so a
+    /// lender's spare is fixed before any tree is changed.
+    fn lend(trees: &mut [Tree], members: usize, fanout: u32) {
+        let mut spare: Vec<(Node, u32)> = trees
+            .iter()
+            .flat_map(|t| {
+                (0..t.interior as usize)
+                    .rev()
+                    .map(move |p| (t.order[p], fanout - t.fed(p)))
+                    .filter(|&(_, left)| left > 0)
+            })
+            .collect();
+        let mut next = 0;
+        for tree in trees.iter_mut() {
+            let positions = tree.order.len() as u64;
+            let mut need = positions
+                .saturating_sub(1)
+                .saturating_sub(u64::from(tree.interior) * u64::from(fanout));
+            if need == 0 || tree.interior == 0 {
+                continue;
+            }
+            let mut lent: Vec<(Node, u32)> = Vec::new();
+            while need > 0 && next < spare.len() {
+                let (member, left) = &mut spare[next];
+                let take = u64::from(*left).min(need) as u32;
+                lent.push((*member, take));
+                need -= u64::from(take);
+                *left -= take;
+                if *left == 0 {
+                    next += 1;
+                }
+            }
+            if lent.is_empty() {
+                continue;
+            }
+            let own = tree.interior as usize;
+            let lenders: std::collections::HashSet<Node> = lent.iter().map(|&(m, _)| m).collect();
+            let mut order: Vec<Node> = tree.order[..own].to_vec();
+            order.extend(lent.iter().map(|&(m, _)| m));
+            order.extend(
+                tree.order[own..]
+                    .iter()
+                    .copied()
+                    .filter(|m| !lenders.contains(m)),
+            );
+            let mut caps = vec![fanout; own];
+            caps.extend(lent.iter().map(|&(_, take)| take));
+            *tree = Tree::new(order, members, &caps);
+        }
     }
 
     /// The members, sorted by name; a [`Node`] indexes this.
@@ -388,12 +482,22 @@ impl Plan {
         (block % self.trees.len() as u64) as usize
     }
 
-    /// The stripe `node` forwards in, if any (never for a slow member or the origin).
+    /// The stripe that is `node`'s own to forward, if any (never for a slow member or the
+    /// origin); it may also lend uplink to others ([`Plan::forwards`]).
     pub fn interior_in(&self, node: Node) -> Option<usize> {
         match self.interior_in[node as usize] {
             NONE => None,
             s => Some(s as usize),
         }
+    }
+
+    /// Whether `node` is a forwarder of `stripe` as planned: its own stripe, or one it lends
+    /// uplink to (the origin is none: it sends each stripe to its head).
+    pub fn forwards(&self, stripe: usize, node: Node) -> bool {
+        let tree = &self.trees[stripe];
+        tree.position
+            .get(node as usize)
+            .is_some_and(|&i| i != NONE && i < tree.interior)
     }
 
     /// `node`'s parent in `stripe` as planned; `None` for the origin.
@@ -439,14 +543,7 @@ impl Plan {
 
     /// The deepest planned tree.
     pub fn max_depth(&self) -> u32 {
-        self.trees
-            .iter()
-            .map(|t| match t.order.len() {
-                0 => 0,
-                p => t.depth(p as u32 - 1),
-            })
-            .max()
-            .unwrap_or(0)
+        self.trees.iter().map(Tree::max_depth).max().unwrap_or(0)
     }
 
     /// Where `node` takes `stripe` from, given the members it holds `missing` (crashed, hung,
@@ -765,23 +862,45 @@ mod tests {
             }
         }
 
-        /// A full-rate member forwards in at most one tree (so it uploads about one copy); a
-        /// slow one and the origin's children aside, nobody else is a parent.
+        /// A full-rate member forwards its own tree and, with what uplink that leaves it,
+        /// lends to trees whose forwarders are too few; it never feeds more than `fanout`
+        /// children in all (so it uploads about one copy), except for the leaves spread one
+        /// more over every forwarder, and those only when the full-rate members' uplink cannot
+        /// hold every leaf. A slow member and the origin forward nothing.
         #[test]
-        fn a_member_forwards_in_one_tree_at_most_and_a_slow_one_never((members, origin, ih, params) in fleet()) {
+        fn a_member_feeds_a_fanout_in_all_and_a_slow_one_none((members, origin, ih, params) in fleet()) {
             let plan = Plan::new(&ih, &members, &members[origin].name, params).unwrap();
+            let spread: Vec<u64> = plan.trees.iter().map(|t| {
+                let over = t.order.len() as u64 - t.overflow_from();
+                over.div_ceil(u64::from(t.interior.max(1)))
+            }).collect();
+            let full = (0..members.len() as Node)
+                .filter(|&i| i != plan.origin() && plan.class(i) == Class::Full)
+                .count();
+            let positions = members.len() - 1;
+            if full * params.fanout >= plan.stripes() * positions.saturating_sub(1) {
+                prop_assert!(spread.iter().all(|&s| s == 0), "spread {:?}", spread);
+            }
             for i in 0..members.len() as Node {
-                if i == plan.origin() {
+                let feeding: Vec<usize> = (0..plan.stripes()).filter(|&s| !plan.children(s, i).is_empty()).collect();
+                if i == plan.origin() || plan.class(i) == Class::Slow {
+                    prop_assert!((0..plan.stripes()).all(|s| !plan.forwards(s, i)));
+                    if i != plan.origin() {
+                        prop_assert!(feeding.is_empty(), "slow node {} feeds {:?}", i, feeding);
+                    }
                     continue;
                 }
-                let feeding: Vec<usize> = (0..plan.stripes()).filter(|&s| !plan.children(s, i).is_empty()).collect();
-                prop_assert!(feeding.len() <= 1, "node {} feeds {:?}", i, feeding);
-                if plan.class(i) == Class::Slow {
-                    prop_assert!(feeding.is_empty(), "slow node {} feeds {:?}", i, feeding);
-                    prop_assert_eq!(plan.interior_in(i), None);
+                let fed: u64 = (0..plan.stripes()).map(|s| plan.children(s, i).len() as u64).sum();
+                let allowed: u64 = (0..plan.stripes())
+                    .filter(|&s| plan.forwards(s, i))
+                    .map(|s| spread[s])
+                    .sum::<u64>() + params.fanout as u64;
+                prop_assert!(fed <= allowed, "node {} feeds {} > {}", i, fed, allowed);
+                for s in feeding {
+                    prop_assert!(plan.forwards(s, i));
                 }
-                if let Some(&s) = feeding.first() {
-                    prop_assert_eq!(plan.interior_in(i), Some(s));
+                if let Some(s) = plan.interior_in(i) {
+                    prop_assert!(plan.forwards(s, i));
                 }
             }
         }
@@ -834,7 +953,7 @@ mod tests {
                     prop_assert!(walk(&plan, s, i, &missing).is_some(), "stripe {} node {} stuck", s, i);
                     if missing.contains(&plan.parent(s, i).unwrap_or(plan.origin())) {
                         let adopter = plan.source(s, i, |m| missing.contains(&m));
-                        prop_assert!(adopter == plan.origin() || plan.interior_in(adopter) == Some(s));
+                        prop_assert!(adopter == plan.origin() || plan.forwards(s, adopter));
                     }
                 }
             }
@@ -899,7 +1018,7 @@ mod tests {
             for s in 0..plan.stripes() {
                 let p = plan.late_source(s, &name, |m| missing.contains(&m));
                 prop_assert!(!missing.contains(&p));
-                prop_assert!(p == plan.origin() || plan.interior_in(p) == Some(s));
+                prop_assert!(p == plan.origin() || plan.forwards(s, p));
             }
         }
 
@@ -977,6 +1096,25 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The lab's 16 nodes: 15 members for 8 stripes give seven stripes two forwarders and
+    /// one a single one, which fed 14 children (the stripe at 8/14 of its rate: 1.6x one copy
+    /// in the lab, 1.79x in the model). Members with uplink left lend it instead.
+    #[test]
+    fn a_stripe_with_too_few_forwarders_borrows_uplink_and_no_member_feeds_more_than_a_fanout() {
+        let members = members(16, 0);
+        let plan = Plan::new(b"ih", &members, "node-00000", Params::DEFAULT).unwrap();
+        assert_eq!(plan.stripes(), 8);
+        for i in 0..16 as Node {
+            let fed: usize = (0..8).map(|s| plan.children(s, i).len()).sum();
+            assert!(fed <= 8, "{} feeds {fed}", plan.name(i));
+        }
+        let lending: Vec<Node> = (0..16 as Node)
+            .filter(|&i| (0..8).filter(|&s| plan.forwards(s, i)).count() == 2)
+            .collect();
+        assert!(!lending.is_empty());
+        assert!(plan.max_depth() <= 3, "depth {}", plan.max_depth());
     }
 
     #[test]
