@@ -97,6 +97,57 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     replace(path, contents, mode, true)
 }
 
+/// [`write_atomic`] of several files, in order: each appears whole, none before the ones
+/// listed before it, all durable once it returns. Their data is synced together (in parallel,
+/// so the filesystem's journal takes them in one commit or two rather than one each) before
+/// the first rename, and each directory once after the last: a striped submit writes four
+/// files before it broadcasts, and eight syncs in a row took 1.4 s of it on a loaded machine
+/// (issue 24).
+pub fn write_atomic_all(files: &[(&Path, &[u8], u32)]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for &(path, contents, mode) in files {
+        let dir = path.parent().ok_or_else(|| FsError::NoParent {
+            path: path.to_path_buf(),
+        })?;
+        fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".p2pu-")
+            .tempfile_in(dir)
+            .map_err(io("creating a temporary file in", dir))?;
+        tmp.write_all(contents).map_err(io("writing", tmp.path()))?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io("setting the mode of", tmp.path()))?;
+        staged.push((path, dir, tmp));
+    }
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = staged
+            .iter()
+            .map(|(_, _, tmp)| {
+                scope.spawn(|| tmp.as_file().sync_all().map_err(io("syncing", tmp.path())))
+            })
+            .collect();
+        syncs.into_iter().try_for_each(|sync| {
+            sync.join().unwrap_or_else(|_| {
+                Err(FsError::Io {
+                    action: "syncing",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other("the syncing thread panicked"),
+                })
+            })
+        })
+    })?;
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (path, dir, tmp) in staged {
+        tmp.persist(path)
+            .map_err(|e| io("renaming into place", path)(e.error))?;
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs.into_iter().try_for_each(sync_dir)
+}
+
 /// [`write_atomic`] without its two syncs: readers see the old file or the new one, never a
 /// part, but a power cut may leave the old one, none, or (the rename durable before the data)
 /// an empty or partial one. Only for files every reader checks and that can be made again:
@@ -193,6 +244,29 @@ pub fn openat_nofollow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_written_together_each_appear_whole_with_their_mode_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("sub/b"));
+        fs::write(&a, b"old").unwrap();
+        write_atomic_all(&[(&a, b"first", 0o600), (&b, b"second", 0o644)]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"first");
+        assert_eq!(fs::read(&b).unwrap(), b"second");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&a), mode(&b)), (0o600, 0o644));
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        // A parent that is a file: named, and nothing listed is written.
+        let c = dir.path().join("a/c");
+        let d = dir.path().join("d");
+        let err = write_atomic_all(&[(&d, b"d", 0o644), (&c, b"c", 0o644)]).unwrap_err();
+        assert!(err.to_string().contains("a"), "{err}");
+        assert!(!d.exists());
+    }
 
     #[test]
     fn file_kinds_are_read_without_following_links_and_named_in_both_registers() {

@@ -501,17 +501,24 @@ impl Staged {
         progress.step("handing it to Transmission");
         engine()?.add_metainfo(&torrent.bytes, Some(&seed_dir), false)?;
         let download_dir = DownloadDir::new(&site.transmission.download_dir);
-        // Before the completion mark, so a member that sees the metainfo finds them; the
-        // signed info dict binds both, so a copy rewritten here fails every reader's check.
+        // The striped transfer's documents before the completion mark, so a member that sees
+        // the metainfo finds them; the signed info dict binds them, so a copy rewritten here
+        // fails every reader's check. The agent's web seed server hands the metainfo to the
+        // members, and serves the payload once it sees it.
+        let (leaves, roster, have, metainfo) = (
+            download_dir.leaves(&info_hash),
+            download_dir.roster(&info_hash),
+            download_dir.have_mark(&info_hash),
+            download_dir.completion_mark(&info_hash),
+        );
+        let mut files: Vec<(&Path, &[u8], u32)> = Vec::new();
         if let Some(docs) = &stripes {
-            crate::fsutil::write_atomic(&download_dir.leaves(&info_hash), &docs.leaves, 0o644)?;
-            crate::fsutil::write_atomic(&download_dir.roster(&info_hash), &docs.roster, 0o644)?;
-            crate::fsutil::write_atomic(&download_dir.have_mark(&info_hash), &docs.have, 0o644)?;
+            files.push((&leaves, &docs.leaves, 0o644));
+            files.push((&roster, &docs.roster, 0o644));
+            files.push((&have, &docs.have, 0o644));
         }
-        // The agent's web seed server hands this to the members, and serves the payload once
-        // it sees it.
-        let metainfo = download_dir.completion_mark(&info_hash);
-        crate::fsutil::write_atomic(&metainfo, &torrent.bytes, 0o644)?;
+        files.push((&metainfo, &torrent.bytes, 0o644));
+        crate::fsutil::write_atomic_all(&files)?;
         let draft = Draft {
             seq,
             name: name.clone(),

@@ -68,6 +68,11 @@ impl Netns {
             deleted: false,
         };
         netns.ip(&["link", "set", "lo", "up"])?;
+        // A new namespace takes the host's congestion control (BBR on some build machines),
+        // where a node runs Debian's, CUBIC: BBR paces every flow with timers of its own, and
+        // with a striped transfer's many flows the lab's two cores went to that instead of the
+        // nodes (issue 24). Best effort: a kernel without CUBIC keeps what it has.
+        let _ = netns.run(|| std::fs::write("/proc/sys/net/ipv4/tcp_congestion_control", "cubic"));
         Ok(netns)
     }
 
