@@ -106,18 +106,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 pub fn write_atomic_all(files: &[(&Path, &[u8], u32)]) -> Result<()> {
     let mut staged = Vec::with_capacity(files.len());
     for &(path, contents, mode) in files {
-        let dir = path.parent().ok_or_else(|| FsError::NoParent {
-            path: path.to_path_buf(),
-        })?;
-        fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".p2pu-")
-            .tempfile_in(dir)
-            .map_err(io("creating a temporary file in", dir))?;
-        tmp.write_all(contents).map_err(io("writing", tmp.path()))?;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io("setting the mode of", tmp.path()))?;
+        let (dir, tmp) = stage(path, contents, mode)?;
         staged.push((path, dir, tmp));
     }
     std::thread::scope(|scope| {
@@ -156,7 +145,13 @@ pub fn write_atomic_unsynced(path: &Path, contents: &[u8], mode: u32) -> Result<
     replace(path, contents, mode, false)
 }
 
-fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()> {
+/// `contents` with `mode` in a temporary file beside `path` (its directory made when missing),
+/// to be renamed onto it; removed if dropped first.
+fn stage<'a>(
+    path: &'a Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(&'a Path, tempfile::NamedTempFile)> {
     let dir = path.parent().ok_or_else(|| FsError::NoParent {
         path: path.to_path_buf(),
     })?;
@@ -169,6 +164,11 @@ fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()>
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io("setting the mode of", tmp.path()))?;
+    Ok((dir, tmp))
+}
+
+fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()> {
+    let (dir, tmp) = stage(path, contents, mode)?;
     if durable {
         tmp.as_file()
             .sync_all()

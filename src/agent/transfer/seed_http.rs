@@ -60,7 +60,8 @@ pub const MAX_FAN_OUT: usize = 32;
 
 /// The seed server's bounds where members feed `k` children a stripe (`[transfer] fan_out`):
 /// a stripe's readers are those `k` and [`STRIPE_READERS_BEYOND_K`] more; the workers hold a
-/// stripe's readers (an interior member forwards in one tree; the origin sends `d` heads,
+/// stripe's readers (an interior member forwards in one tree, or lends a few of its `k` to another; the
+/// origin sends `d` heads,
 /// one a stripe, fewer than that), a payload's relay readers and one member's connections
 /// (a Transmission web seed, the documents). `k` is clamped to 2..=[`MAX_FAN_OUT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

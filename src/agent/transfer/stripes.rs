@@ -434,7 +434,8 @@ impl Receiver {
     /// source that sent none in a window is left to the not-started wait and the hang rule.
     /// A node whose downlink is slow sees every stripe creep alike and blames none, nor does
     /// one taking in at its own capacity ([`Receiver::at_own_capacity`]); one lying
-    /// member can make only the stripe it sends slow; one window's stall of a healthy parent
+    /// member can make only the stripe it sends slow (a member is a node's planned parent in
+    /// one stripe; a lender in two only where no other leaf could take the place: `topology`); one window's stall of a healthy parent
     /// is not enough while the node has other stripes to take. Never the origin (it is
     /// waited out: the last resort).
     pub fn slow_sources(&self) -> Vec<(usize, Node)> {

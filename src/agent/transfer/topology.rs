@@ -133,6 +133,10 @@ struct Tree {
     /// Positions `0..interior` forward: the stripe's own forwarders, then the members that
     /// lend it uplink their own tree leaves unused.
     interior: u32,
+    /// Positions `0..own` are the stripe's own forwarders: those a missing parent's orphans
+    /// and the late members go to, so that a lender with a child or two to spare is not
+    /// loaded with more (hostile review of lending, F2, F3).
+    own: u32,
     /// Interior position `p` feeds positions `first_child[p]..first_child[p + 1]` (so
     /// `interior + 1` entries, each at most the positions' count); the positions from
     /// `first_child[interior]` on are the leaves the forwarders' children do not hold.
@@ -161,12 +165,28 @@ impl Tree {
             order,
             position,
             interior: caps.len() as u32,
+            own: caps.len() as u32,
             first_child,
         }
     }
 
+    /// `node`'s parent in this tree, unless it hangs off the origin.
+    fn parent_of(&self, node: Node) -> Option<Node> {
+        let i = *self.position.get(node as usize)?;
+        if i == NONE {
+            return None;
+        }
+        self.parent_position(i).map(|p| self.order[p as usize])
+    }
+
+    fn swap(&mut self, a: u32, b: u32) {
+        self.order.swap(a as usize, b as usize);
+        self.position[self.order[a as usize] as usize] = a;
+        self.position[self.order[b as usize] as usize] = b;
+    }
+
     /// The first position beyond what the forwarders' children hold: those leaves (slow ones
-    /// first, see [`Plan::new`]) are spread one more each over the interior members,
+    /// first, see [`Plan::new`]) are spread one more each over the stripe's own forwarders,
     /// deepest first.
     fn overflow_from(&self) -> u64 {
         u64::from(self.first_child[self.interior as usize])
@@ -184,8 +204,9 @@ impl Tree {
         }
         let over = self.overflow_from();
         Some(if u64::from(i) >= over {
-            let j = (u64::from(i) - over) % u64::from(self.interior);
-            self.interior - 1 - j as u32
+            // Over the stripe's own forwarders only: a lender feeds what it lent, no more.
+            let j = (u64::from(i) - over) % u64::from(self.own);
+            self.own - 1 - j as u32
         } else {
             let interior = &self.first_child[..self.interior as usize];
             interior.partition_point(|&f| f <= i) as u32 - 1
@@ -224,11 +245,14 @@ impl Tree {
             self.first_child[i as usize + 1],
         );
         let mut got: Vec<u32> = (first..end).collect();
-        let interior = u64::from(self.interior);
-        let mut extra = self.overflow_from() + (interior - 1 - u64::from(i));
+        if i >= self.own {
+            return got;
+        }
+        let own = u64::from(self.own);
+        let mut extra = self.overflow_from() + (own - 1 - u64::from(i));
         while extra < positions {
             got.push(extra as u32);
-            extra += interior;
+            extra += own;
         }
         got
     }
@@ -408,7 +432,8 @@ impl Plan {
             })
             .collect();
         let mut next = 0;
-        for tree in trees.iter_mut() {
+        for t in 0..trees.len() {
+            let tree = &trees[t];
             let positions = tree.order.len() as u64;
             let mut need = positions
                 .saturating_sub(1)
@@ -442,7 +467,51 @@ impl Plan {
             );
             let mut caps = vec![fanout; own];
             caps.extend(lent.iter().map(|&(_, take)| take));
-            *tree = Tree::new(order, members, &caps);
+            let mut borrowed = Tree::new(order, members, &caps);
+            borrowed.own = own as u32;
+            Self::spread_lenders(&mut borrowed, trees, t);
+            trees[t] = borrowed;
+        }
+    }
+
+    /// Swaps leaves of `tree` (which replaces `trees[t]`) so that no lender feeds a member it
+    /// already feeds in another tree, where another leaf can take its place. Lenders' children
+    /// are the last places, where the slow members are: with one slow member, one lender fed
+    /// it in every stripe that borrowed (hostile review of lending, F1), and one member feeding
+    /// a node every stripe can trickle all of them alike, which the node's rules, comparing its
+    /// stripes with each other, cannot see.
+    fn spread_lenders(tree: &mut Tree, trees: &[Tree], t: usize) {
+        let feeds_elsewhere = |parent: Node, child: Node| {
+            trees
+                .iter()
+                .enumerate()
+                .any(|(u, other)| u != t && other.parent_of(child) == Some(parent))
+        };
+        let (leaves, end) = (tree.interior, tree.overflow_from() as u32);
+        for p in tree.own..tree.interior {
+            let lender = tree.order[p as usize];
+            let (first, last) = (
+                tree.first_child[p as usize],
+                tree.first_child[p as usize + 1],
+            );
+            for c in first.max(leaves)..last {
+                let child = tree.order[c as usize];
+                if !feeds_elsewhere(lender, child) {
+                    continue;
+                }
+                let other = (leaves..end).find(|&q| {
+                    let (there, parent) = (
+                        tree.order[q as usize],
+                        tree.parent_of(tree.order[q as usize]),
+                    );
+                    parent != Some(lender)
+                        && !feeds_elsewhere(lender, there)
+                        && parent.is_none_or(|parent| !feeds_elsewhere(parent, child))
+                });
+                if let Some(q) = other {
+                    tree.swap(c, q);
+                }
+            }
         }
     }
 
@@ -564,7 +633,8 @@ impl Plan {
             _ => {}
         }
         let depth = tree.depth(i);
-        let interior = u64::from(tree.interior);
+        // Orphans and late members go to the stripe's own forwarders, never to a lender.
+        let interior = u64::from(tree.own);
         let name = &self.names[node as usize];
         for level in (1..depth).rev() {
             let (first, end) = tree.level(level);
@@ -595,11 +665,12 @@ impl Plan {
     /// closes no cycle.
     pub fn late_source(&self, stripe: usize, name: &str, missing: impl Fn(Node) -> bool) -> Node {
         let tree = &self.trees[stripe];
-        if tree.interior == 0 {
+        if tree.own == 0 {
             return self.origin;
         }
-        let interior = u64::from(tree.interior);
-        for level in (1..=tree.depth(tree.interior - 1)).rev() {
+        // Orphans and late members go to the stripe's own forwarders, never to a lender.
+        let interior = u64::from(tree.own);
+        for level in (1..=tree.depth(tree.own - 1)).rev() {
             let (first, end) = tree.level(level);
             let start = hash(
                 &self.seed,
@@ -1115,6 +1186,36 @@ mod tests {
             .collect();
         assert!(!lending.is_empty());
         assert!(plan.max_depth() <= 3, "depth {}", plan.max_depth());
+    }
+
+    /// Hostile review of lending, F1: a lender's children are the last places, where the
+    /// slow members are, so with one slow member one lender fed it in all 8 stripes (9 or 17
+    /// full members beside the origin, any info-hash): a member feeding a node every stripe
+    /// can trickle them all alike, unseen by rules that compare the node's stripes. F2, F3:
+    /// late members and orphans went to lenders with a child or two to spare.
+    #[test]
+    fn no_lender_feeds_a_node_twice_and_late_members_go_to_own_forwarders() {
+        for (full, slow) in [(10, 1), (18, 1), (11, 2), (16, 0), (26, 3)] {
+            for ih in [b"a", b"b", b"c"] {
+                let members = members(full, slow);
+                let plan = Plan::new(ih, &members, "node-00000", Params::DEFAULT).unwrap();
+                for i in 0..members.len() as Node {
+                    let mut parents: Vec<Node> = (0..plan.stripes())
+                        .filter_map(|s| plan.parent(s, i))
+                        .collect();
+                    parents.retain(|&p| p != plan.origin());
+                    let before = parents.len();
+                    parents.sort_unstable();
+                    parents.dedup();
+                    assert_eq!(parents.len(), before, "{full}+{slow}: node {i}");
+                }
+                for s in 0..plan.stripes() {
+                    let tree = &plan.trees[s];
+                    let late = plan.late_source(s, "late", |_| false);
+                    assert!(late == plan.origin() || tree.position[late as usize] < tree.own);
+                }
+            }
+        }
     }
 
     #[test]
