@@ -117,13 +117,8 @@ pub fn write_atomic_all(files: &[(&Path, &[u8], u32)]) -> Result<()> {
             })
             .collect();
         syncs.into_iter().try_for_each(|sync| {
-            sync.join().unwrap_or_else(|_| {
-                Err(FsError::Io {
-                    action: "syncing",
-                    path: PathBuf::new(),
-                    source: std::io::Error::other("the syncing thread panicked"),
-                })
-            })
+            sync.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     })?;
     let mut dirs: Vec<&Path> = Vec::new();

@@ -175,8 +175,8 @@ const RELAY_POLL: Duration = Duration::from_millis(3);
 /// parent, or an answer held in step) looks again. Each hop of a stripe's tree waits half of
 /// this on average, against a block's time at a stripe's rate (21 ms at 50 Mbit/s and 8
 /// stripes) and 3 to 6 hops; every look is a read of the mark and a sleep, and at 3 ms (the
-/// relay's figure) the 120 answers of the 16-node lab looked 40,000 times a second, a fifth of
-/// its two cores (`perf`, issue 24).
+/// relay's figure) the 120 answers of the 16-node lab looked about 40,000 times a second, their
+/// sleeps alone 6% of `perf`'s samples on its two cores (issue 24).
 const BLOCK_POLL: Duration = Duration::from_millis(10);
 
 /// The most of a block [`send_blocks`] reads at once: the block size comes from the `.have`

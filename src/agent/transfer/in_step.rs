@@ -411,6 +411,34 @@ mod tests {
         honest_joining(first, 0, attacker)
     }
 
+    /// Blocks the honest stripes 1 to 6 move joining at 1.5 s, beside stripe 0's head, which
+    /// joins at once (first asking every other stripe once and hanging up, where `primed`)
+    /// and lets a block go every `slow_ms` until `until_ms`, then every `fast_ms`; and six
+    /// sevenths of what seven honest stripes move joining then with no one before them.
+    fn late_heads_beside_a_trickle(
+        primed: bool,
+        until_ms: u64,
+        slow_ms: u64,
+        fast_ms: u64,
+    ) -> (u64, u64) {
+        let unpinned = honest_joining(0, 1500, |_, _, _| {}) * 6 / 7;
+        let (mut a, mut at, mut due) = (None::<Stepper>, 0u32, 0u64);
+        let sent = honest_joining(1, 1500, |in_step, ms, now| {
+            let a = a.get_or_insert_with(|| {
+                let a = in_step.join(HASH, 0, 0, now);
+                for s in (1..7).filter(|_| primed) {
+                    drop(in_step.join(HASH, s, 0, now));
+                }
+                a
+            });
+            if ms >= due && a.may_advance(at, now) {
+                at += 1;
+                due = ms + if ms < until_ms { slow_ms } else { fast_ms };
+            }
+        });
+        (sent, unpinned)
+    }
+
     /// Stripe 0's stream, honest at 50 blocks/s until `from_ms`, then (its honest reader gone,
     /// an attacker asking from where it was) a block every `every_ms`: the honest stripes'
     /// blocks beside it.
@@ -701,15 +729,7 @@ mod tests {
     /// excused; a stripe new to the step frees it until a window has measured them all.
     #[test]
     fn a_stripe_alone_in_the_first_window_cannot_set_the_fastest() {
-        let unpinned = honest_joining(0, 1500, |_, _, _| {}) * 6 / 7;
-        let (mut a, mut at, mut due) = (None, 0u32, 0u64);
-        let sent = honest_joining(1, 1500, |in_step, ms, now| {
-            let a = a.get_or_insert_with(|| in_step.join(HASH, 0, 0, now));
-            if ms >= due && a.may_advance(at, now) {
-                at += 1;
-                due = ms + if ms < 1500 { 400 } else { 80 };
-            }
-        });
+        let (sent, unpinned) = late_heads_beside_a_trickle(false, 1500, 400, 80);
         assert!(sent * 3 >= unpinned * 2, "{sent} of {unpinned} blocks");
     }
 
@@ -744,21 +764,7 @@ mod tests {
     /// window of its own, whoever made its stripe's track.
     #[test]
     fn stripes_joined_before_their_heads_still_measure_the_heads() {
-        let unpinned = honest_joining(0, 1500, |_, _, _| {}) * 6 / 7;
-        let (mut a, mut at, mut due) = (None::<Stepper>, 0u32, 0u64);
-        let sent = honest_joining(1, 1500, |in_step, ms, now| {
-            let a = a.get_or_insert_with(|| {
-                let a = in_step.join(HASH, 0, 0, now);
-                for s in 1..7 {
-                    drop(in_step.join(HASH, s, 0, now));
-                }
-                a
-            });
-            if ms >= due && a.may_advance(at, now) {
-                at += 1;
-                due = ms + if ms < 2500 { 490 } else { 100 };
-            }
-        });
+        let (sent, unpinned) = late_heads_beside_a_trickle(true, 2500, 490, 100);
         assert!(sent * 3 >= unpinned * 2, "{sent} of {unpinned} blocks");
     }
 

@@ -500,10 +500,8 @@ impl Plan {
                     continue;
                 }
                 let other = (leaves..end).find(|&q| {
-                    let (there, parent) = (
-                        tree.order[q as usize],
-                        tree.parent_of(tree.order[q as usize]),
-                    );
+                    let there = tree.order[q as usize];
+                    let parent = tree.parent_position(q).map(|p| tree.order[p as usize]);
                     parent != Some(lender)
                         && !feeds_elsewhere(lender, there)
                         && parent.is_none_or(|parent| !feeds_elsewhere(parent, child))
@@ -572,14 +570,10 @@ impl Plan {
     /// `node`'s parent in `stripe` as planned; `None` for the origin.
     pub fn parent(&self, stripe: usize, node: Node) -> Option<Node> {
         let tree = &self.trees[stripe];
-        let i = tree.position[node as usize];
-        if i == NONE {
+        if tree.position[node as usize] == NONE {
             return None;
         }
-        Some(match tree.parent_position(i) {
-            Some(p) => tree.order[p as usize],
-            None => self.origin,
-        })
+        Some(tree.parent_of(node).unwrap_or(self.origin))
     }
 
     /// The members `node` feeds in `stripe` as planned.
