@@ -34,7 +34,9 @@
 //!
 //! Beside it, smaller labs stage a member's status query with hostile names
 //! (`a_members_status_query_names_only_narrow_the_answer`) and a member advertising an
-//! absurd rate to a striped submit (`a_members_absurd_rate_tag_makes_no_honest_member_slow`).
+//! absurd rate to a striped submit (`a_members_absurd_rate_tag_makes_no_honest_member_slow`),
+//! and a member pulling at the origin's stripe answers, which a complete node keeps in step,
+//! while a striped update runs (`a_member_pulling_at_the_origins_stripes_holds_no_honest_node`).
 //!
 //! Not staged here: lying heartbeat answers (forged snapshots) and odd `<snap>.snapshot`
 //! files; `tests/heartbeat.rs` stages the heartbeat's own lying member.
@@ -985,4 +987,176 @@ fn a_members_absurd_rate_tag_makes_no_honest_member_slow() {
     .unwrap();
     assert_eq!(roster.members.len(), 5);
     assert_eq!(roster.slow, [lab.node(4).unwrap().name.clone()]);
+}
+
+/// The info-hash and `.have` mark of the striped payload in node `node`'s download dir, once
+/// there is one.
+fn striped_payload(lab: &Lab, node: usize) -> Option<(String, p2pu::formats::have::Have)> {
+    let root = &lab.node(node).unwrap().site.transmission.download_dir;
+    std::fs::read_dir(root).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let hash = name.strip_suffix(".have")?.to_string();
+        let have = p2pu::formats::have::Have::decode(&std::fs::read(entry.path()).ok()?).ok()?;
+        Some((hash, have))
+    })
+}
+
+/// What a member (any process on node 3's address, no key needed) can do to the origin's
+/// step, from the moment node `origin`'s `.have` mark shows the payload until `stop`: ask
+/// every stripe and hang up, four times a second (the stripes' tracks made before the heads
+/// come, fourth review I1, and the unsent blocks of answers cut short, I3); read one answer a
+/// stripe from its first block at a trickle, 512 bytes a quarter second through a 4 KiB
+/// receive buffer (a reader that all but stops); and ask each stripe from its last block
+/// (far ahead). Returns how many answers began `200 OK`.
+fn pull_at_stripes(
+    lab: &Lab,
+    origin: usize,
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::io::Read;
+    let (hash, have) = {
+        let mut found = None;
+        wait("the origin's .have mark", ROLLOUT, || {
+            found = striped_payload(lab, origin);
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    let target = SocketAddr::from((
+        lab.node(origin).unwrap().addr,
+        lab.node(origin).unwrap().site.agent.seed_port,
+    ));
+    let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
+    let netns = lab.netns().path();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let (stripes, count) = (have.stripes(), have.layout().count());
+        let ask = |block: u32, buffer: Option<usize>| -> Option<TcpStream> {
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+            if let Some(size) = buffer {
+                socket.set_recv_buffer_size(size).ok()?;
+            }
+            socket.bind(&from.into()).ok()?;
+            socket.connect(&target.into()).ok()?;
+            let mut stream: TcpStream = socket.into();
+            let stripe = block % stripes;
+            let request = format!(
+                "GET /{hash}/{name}?stripe={stripe}&from={block} HTTP/1.1\r\nHost: p2pu\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).ok()?;
+            stream.set_nonblocking(true).ok()?;
+            Some(stream)
+        };
+        let last = |stripe: u32| (stripe..count).step_by(stripes as usize).next_back();
+        let mut trickles: Vec<TcpStream> =
+            (0..stripes).filter_map(|s| ask(s, Some(4096))).collect();
+        let mut ahead: Vec<TcpStream> = (0..stripes)
+            .filter_map(|s| last(s).and_then(|b| ask(b, None)))
+            .collect();
+        let mut heads: Vec<Vec<u8>> = vec![Vec::new(); trickles.len() + ahead.len()];
+        let mut buffer = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::SeqCst) {
+            for s in 0..stripes {
+                drop(ask(s, None));
+            }
+            let streams = trickles
+                .iter_mut()
+                .map(|t| (t, 512))
+                .chain(ahead.iter_mut().map(|a| (a, 64 * 1024)));
+            for ((stream, take), head) in streams.zip(heads.iter_mut()) {
+                if let Ok(n) = stream.read(&mut buffer[..take]) {
+                    if head.len() < 16 {
+                        head.extend_from_slice(&buffer[..n.min(16)]);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        heads
+            .iter()
+            .filter(|h| h.starts_with(b"HTTP/1.1 200"))
+            .count()
+    })
+}
+
+/// A member pulls at the origin's stripe answers while a striped update runs (see
+/// [`pull_at_stripes`]): every honest node still applies it by stripes, none names an honest
+/// member a liar, the member's answers were real ones (`200 OK`: its address is a member's),
+/// and a stranger on the LAN asking the same stripe is refused.
+#[test]
+fn a_member_pulling_at_the_origins_stripes_holds_no_honest_node() {
+    if !support::prereq::root("the lab runs real agents in a network namespace") {
+        return;
+    }
+    const BLOB: &str = "pulled.bin";
+    let dir = tempfile::Builder::new()
+        .prefix("p2pu-hostile-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut options = LabOptions::new(5, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
+    options.start_agent = true;
+    options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());
+    let mut lab = TestLab(Lab::start(options).expect("lab starts"));
+    lab.wait_members().unwrap();
+    // Slow enough links that the transfer is under way while the member pulls.
+    lab.shape(&[20; 5]).unwrap();
+    let path = dir.path().join(BLOB);
+    let data: Vec<u8> = (0..(8u32 << 20) + 999)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seq, answered) = std::thread::scope(|scope| {
+        let submitting = scope.spawn(|| support::testlab::submit(&lab, &path, &[]));
+        let puller = pull_at_stripes(&lab, 1, BLOB, stop.clone());
+        let seq = submitting.join().unwrap();
+        let honest = [1, 2, 3, 4];
+        for node in honest {
+            wait(
+                &format!("node {node} to apply the striped update"),
+                ROLLOUT,
+                || support::testlab::status(&lab, node, BLOB) == Some(Status::Applied),
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        (seq, puller.join().unwrap())
+    });
+    assert!(answered > 0, "the member's stripe asks were never answered");
+    let honest_names: Vec<String> = (1..=4).map(|n| lab.node(n).unwrap().name.clone()).collect();
+    for node in 1..=4 {
+        let record = support::testlab::record(&lab, node, BLOB).unwrap();
+        assert_eq!(record.seq, seq);
+        for source in &record.sources {
+            let lied = source.left.as_deref().is_some_and(|l| l.contains("lied"));
+            assert!(
+                !(lied && honest_names.contains(&source.addr)),
+                "node {node} named honest {} a liar: {:?}",
+                source.addr,
+                record.sources
+            );
+        }
+    }
+    let member = lab.node(1).unwrap().addr;
+    let [a, b, c, _] = member.octets();
+    let stranger = std::net::Ipv4Addr::new(a, b, c, 201);
+    lab.netns().add_addr(stranger).unwrap();
+    let (hash, _) = striped_payload(&lab, 1).unwrap();
+    assert_eq!(
+        seed_get(
+            &lab,
+            1,
+            stranger,
+            &format!("/{hash}/{BLOB}?stripe=0&from=0")
+        ),
+        "HTTP/1.1 403 Forbidden"
+    );
 }
