@@ -202,15 +202,7 @@ fn the_dashboard_shows_the_fleet_and_aborts_a_rollout_in_a_real_browser() {
     if !support::prereq::root("the lab runs agents in a network namespace") || !have_chromium() {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-dashboard-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = support::testlab::lab_dir("p2pu-dashboard-");
     let mut options = LabOptions::new(NODES, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
     options.site_overrides = Some("[agent]\nretries = 0\n".into());

@@ -43,12 +43,7 @@ fn fleet() -> Option<Fleet> {
     if !support::prereq::root("the lab runs in a network namespace") {
         return None;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-health-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(dir.path(), mode).unwrap();
+    let dir = support::testlab::lab_dir("p2pu-health-");
     std::fs::create_dir(dir.path().join("app")).unwrap();
     let check = dir.path().join("check.sh");
     std::fs::write(&check, CHECK).unwrap();

@@ -1092,15 +1092,7 @@ fn a_member_pulling_at_the_origins_stripes_holds_no_honest_node() {
         return;
     }
     const BLOB: &str = "pulled.bin";
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-hostile-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = support::testlab::lab_dir("p2pu-hostile-");
     let mut options = LabOptions::new(5, dir.path().join("lab"), env!("CARGO_BIN_EXE_p2pu"));
     options.start_agent = true;
     options.site_overrides = Some("[transfer]\nmode = \"stripes\"\n".into());

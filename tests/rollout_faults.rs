@@ -33,15 +33,7 @@ fn fleet(mbit: &[u32]) -> Option<Fleet> {
         return None;
     }
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-faults-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = support::testlab::lab_dir("p2pu-faults-");
     let mut options = LabOptions::new(
         mbit.len(),
         dir.path().join("lab"),

@@ -20,16 +20,7 @@ use support::testlab::TestLab;
 
 /// A scratch dir under /tmp the nodes' unprivileged users can traverse.
 fn lab_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("p2pu-stripes-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    dir
+    support::testlab::lab_dir("p2pu-stripes-")
 }
 
 /// `nodes` agents in stripes mode (`[transfer]` keys beyond the mode in `transfer`), every

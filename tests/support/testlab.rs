@@ -8,6 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+/// A scratch dir under /tmp named `prefix...`, mode 0755, so that the lab's unprivileged users
+/// (the nodes' `debian-transmission`, the seed servers' nobody) can traverse it.
+pub fn lab_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
 /// A lab whose agent, Transmission and Serf logs (their last lines) are printed if the test
 /// panics while holding it.
 pub struct TestLab(pub Lab);
