@@ -390,6 +390,36 @@ fn swap_plans_for_fifos(
     })
 }
 
+/// Node `node`'s seed server, and node 3's address to connect to it from.
+fn seed_from_attacker(lab: &Lab, node: usize) -> (SocketAddr, SocketAddr) {
+    let node = lab.node(node).unwrap();
+    let target = SocketAddr::from((node.addr, node.site.agent.seed_port));
+    (
+        target,
+        SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0)),
+    )
+}
+
+/// A connection from `from` to `target` (called in the lab's namespace), with a receive
+/// buffer of `buffer` bytes if given, that has sent `request`.
+fn send_from(
+    from: SocketAddr,
+    target: SocketAddr,
+    buffer: Option<usize>,
+    request: &[u8],
+) -> Option<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    if let Some(size) = buffer {
+        socket.set_recv_buffer_size(size).ok()?;
+    }
+    socket.bind(&from.into()).ok()?;
+    socket.connect(&target.into()).ok()?;
+    let mut stream: TcpStream = socket.into();
+    stream.write_all(request).ok()?;
+    Some(stream)
+}
+
 /// Connections from node 3's address to node `node`'s seed server, each dripping a request
 /// head a byte at a time until `stop`: more than one source may hold.
 fn drip_at_seed_server(
@@ -397,23 +427,11 @@ fn drip_at_seed_server(
     node: usize,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
-    let target = SocketAddr::from((
-        lab.node(node).unwrap().addr,
-        lab.node(node).unwrap().site.agent.seed_port,
-    ));
-    let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
+    let (target, from) = seed_from_attacker(lab, node);
     let streams: Vec<TcpStream> = lab
         .in_netns(move || {
             (0..12)
-                .filter_map(|_| {
-                    use socket2::{Domain, Socket, Type};
-                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-                    socket.bind(&from.into()).ok()?;
-                    socket.connect(&target.into()).ok()?;
-                    let mut stream: TcpStream = socket.into();
-                    stream.write_all(b"GET / HTTP/1.1\r\n").ok()?;
-                    Some(stream)
-                })
+                .filter_map(|_| send_from(from, target, None, b"GET / HTTP/1.1\r\n"))
                 .collect()
         })
         .unwrap();
@@ -441,11 +459,7 @@ fn hog_relay_places(
     path: String,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<String>> {
-    let target = SocketAddr::from((
-        lab.node(node).unwrap().addr,
-        lab.node(node).unwrap().site.agent.seed_port,
-    ));
-    let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
+    let (target, from) = seed_from_attacker(lab, node);
     let netns = lab.netns().path();
     std::thread::spawn(move || {
         // Sockets are made in the lab's namespace; the thread enters it once.
@@ -453,12 +467,7 @@ fn hog_relay_places(
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let request = format!("GET {path}?relay HTTP/1.1\r\nHost: p2pu\r\n\r\n");
         let open = || -> Option<TcpStream> {
-            use socket2::{Domain, Socket, Type};
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-            socket.bind(&from.into()).ok()?;
-            socket.connect(&target.into()).ok()?;
-            let mut stream: TcpStream = socket.into();
-            stream.write_all(request.as_bytes()).ok()?;
+            let stream = send_from(from, target, None, request.as_bytes())?;
             stream.set_nonblocking(true).ok()?;
             Some(stream)
         };
@@ -1023,30 +1032,18 @@ fn pull_at_stripes(
         });
         found.unwrap()
     };
-    let target = SocketAddr::from((
-        lab.node(origin).unwrap().addr,
-        lab.node(origin).unwrap().site.agent.seed_port,
-    ));
-    let from = SocketAddr::from((lab.node(ATTACKER).unwrap().addr, 0));
+    let (target, from) = seed_from_attacker(lab, origin);
     let netns = lab.netns().path();
     std::thread::spawn(move || {
         let ns = std::fs::File::open(netns).unwrap();
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let (stripes, count) = (have.stripes(), have.layout().count());
         let ask = |block: u32, buffer: Option<usize>| -> Option<TcpStream> {
-            use socket2::{Domain, Socket, Type};
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-            if let Some(size) = buffer {
-                socket.set_recv_buffer_size(size).ok()?;
-            }
-            socket.bind(&from.into()).ok()?;
-            socket.connect(&target.into()).ok()?;
-            let mut stream: TcpStream = socket.into();
             let stripe = block % stripes;
             let request = format!(
                 "GET /{hash}/{name}?stripe={stripe}&from={block} HTTP/1.1\r\nHost: p2pu\r\n\r\n"
             );
-            stream.write_all(request.as_bytes()).ok()?;
+            let stream = send_from(from, target, buffer, request.as_bytes())?;
             stream.set_nonblocking(true).ok()?;
             Some(stream)
         };
