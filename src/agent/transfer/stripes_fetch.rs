@@ -346,64 +346,32 @@ impl Striped<'_> {
                 (0..r.plan().stripes())
                     .filter_map(|s| {
                         let why = r.needs_repair(s)?;
-                        let from = r.next_wanted(s)?;
                         let sources: Vec<(Node, String)> = r
                             .repair_sources(s)
                             .into_iter()
                             .map(|n| (n, r.plan().name(n).to_string()))
                             .collect();
-                        Some((s, why, from, sources))
+                        Some((s, why, sources))
                     })
                     .collect()
             };
-            for (s, why, from, sources) in jobs {
+            for (s, why, sources) in jobs {
                 for (node, name) in sources {
                     let Some(addr) = (self.addr_of)(&name) else {
                         continue;
                     };
-                    let path = format!("{}&n={MAX_REPAIR_BLOCKS}", self.stripe_path(s, from));
-                    let mut response = match client.get(addr, &path, 0) {
-                        Ok(response) => response,
-                        Err(e) => {
-                            tracing::debug!(stripe = s, from = %name, "repair read not taken: {e}");
-                            continue;
-                        }
-                    };
-                    let (d, layout) = {
+                    // Where to start is asked again before each neighbour: the stripe's own
+                    // stream goes on meanwhile, and a start taken once had every neighbour
+                    // in turn send the blocks the stream had brought since (the 8-node lab:
+                    // a fifth more bytes on each downlink than the payload).
+                    let Some(from) = ({
                         let guard = lock();
-                        (guard.0.plan().stripes(), guard.1.layout())
+                        guard.0.needs_repair(s).and_then(|_| guard.0.next_wanted(s))
+                    }) else {
+                        break;
                     };
-                    let (mut got, mut hung) = (0, false);
-                    let mut left = response.len;
-                    let mut block = Vec::new();
-                    let deadline = std::time::Instant::now() + REPAIR_DEADLINE;
-                    for index in (from..layout.count()).step_by(d) {
-                        let len = layout.block_len(index).unwrap_or(0);
-                        if left < len as u64 || len == 0 {
-                            break;
-                        }
-                        block.resize(len, 0);
-                        if let Err(e) = read_by(&mut response.body, &mut block, deadline) {
-                            // Held blocks it did not send in time: a member trickling them
-                            // (a compromised one holding this node's repair) or too slow to
-                            // repair from; it is not asked again.
-                            if e.kind() == std::io::ErrorKind::TimedOut {
-                                tracing::info!(stripe = s, from = %name, "repair read not sent in {} s: left as hung", REPAIR_DEADLINE.as_secs());
-                                lock().0.left(node, Left::Hung);
-                                hung = true;
-                            }
-                            break;
-                        }
-                        left -= len as u64;
-                        match store(&mut lock(), sinks, node, index, &block)? {
-                            Ok(Accepted::Store { .. }) => got += 1,
-                            Ok(Accepted::Duplicate) => {}
-                            Err(e) => {
-                                tracing::warn!(stripe = s, "repair: {}", crate::error::chain(&e));
-                                break;
-                            }
-                        }
-                    }
+                    let (got, hung) =
+                        self.repair_read(&client, state, sinks, (s, from), node, addr, &name)?;
                     if got > 0 {
                         logs[s].repaired(&name, from, got);
                         if hung {
@@ -417,6 +385,69 @@ impl Striped<'_> {
             }
         }
         Ok((repaired, logs))
+    }
+
+    /// One repair read of stripe `s` from block `from`, from neighbour `node` at `addr`: its
+    /// blocks stored as they check, until it ends, times out ([`REPAIR_DEADLINE`]: the
+    /// neighbour is left as hung) or sends a block this node holds. That block came by the
+    /// stripe's stream meanwhile, which is then ahead of this read, and the rest of the read
+    /// would be duplicates too. Returns the blocks it brought, and whether it hung.
+    #[allow(clippy::too_many_arguments)]
+    fn repair_read(
+        &self,
+        client: &Client,
+        state: &Mutex<(Receiver, Have)>,
+        sinks: (&File, &File, &Mark),
+        (s, from): (usize, u32),
+        node: Node,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<(u32, bool), StripedError> {
+        let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let path = format!("{}&n={MAX_REPAIR_BLOCKS}", self.stripe_path(s, from));
+        let mut response = match client.get(addr, &path, 0) {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(stripe = s, from = %name, "repair read not taken: {e}");
+                return Ok((0, false));
+            }
+        };
+        let (d, layout) = {
+            let guard = lock();
+            (guard.0.plan().stripes(), guard.1.layout())
+        };
+        let mut got = 0;
+        let mut left = response.len;
+        let mut block = Vec::new();
+        let deadline = std::time::Instant::now() + REPAIR_DEADLINE;
+        for index in (from..layout.count()).step_by(d) {
+            let len = layout.block_len(index).unwrap_or(0);
+            if left < len as u64 || len == 0 {
+                break;
+            }
+            block.resize(len, 0);
+            if let Err(e) = read_by(&mut response.body, &mut block, deadline) {
+                // Held blocks it did not send in time: a member trickling them (a
+                // compromised one holding this node's repair) or too slow to repair from;
+                // it is not asked again.
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    tracing::info!(stripe = s, from = %name, "repair read not sent in {} s: left as hung", REPAIR_DEADLINE.as_secs());
+                    lock().0.left(node, Left::Hung);
+                    return Ok((got, true));
+                }
+                break;
+            }
+            left -= len as u64;
+            match store(&mut lock(), sinks, node, index, &block)? {
+                Ok(Accepted::Store { .. }) => got += 1,
+                Ok(Accepted::Duplicate) => break,
+                Err(e) => {
+                    tracing::warn!(stripe = s, "repair: {}", crate::error::chain(&e));
+                    break;
+                }
+            }
+        }
+        Ok((got, false))
     }
 
     fn stripe(
@@ -1228,6 +1259,64 @@ mod tests {
     }
 
     /// No source was left for a fault: the fetch judged none of them.
+    /// A repair read ends at the first block this node holds already (its stripe's stream
+    /// brought it meanwhile and is ahead): the node holding block 3 of a stripe takes blocks
+    /// 0 to 2 from a neighbour offering all twelve, and not 4 onwards, which the stream
+    /// brings. Reading on had every lagging stripe's repair bring duplicates.
+    #[test]
+    fn a_repair_read_ends_at_the_first_block_the_node_holds() {
+        let (plan, leaves, data, layout, _, below) = one_stripe();
+        let origin = plan.origin();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let root = node_dir_of(&vec![0; data.len()], layout, false, 1);
+        let copy = tempfile::tempfile().unwrap();
+        copy.set_len(layout.len()).unwrap();
+        let seeding = File::options()
+            .write(true)
+            .open(root.path().join(HASH).join("big"))
+            .unwrap();
+        let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(below));
+        let mut have = Have::new(layout, 1).unwrap();
+        let three = &data[3 * BLOCK..4 * BLOCK];
+        assert!(matches!(
+            receiver.accept(origin, 3, three),
+            Ok(Accepted::Store { .. })
+        ));
+        have.set(3);
+        let mark = Mark::create(&DownloadDir::new(root.path()).have_mark(HASH), &have).unwrap();
+        let stop = AtomicBool::new(false);
+        let addr_of = |_: &str| Some(server.addr());
+        let client = Client {
+            bind: None,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+        };
+        let striped = Striped {
+            client,
+            addr_of: &addr_of,
+            info_hash: HASH,
+            name: "big",
+            stop: &stop,
+        };
+        let state = Mutex::new((receiver, have));
+        let (got, hung) = striped
+            .repair_read(
+                &client,
+                &state,
+                (&copy, &seeding, &mark),
+                (0, 0),
+                origin,
+                server.addr(),
+                "n0",
+            )
+            .unwrap();
+        assert_eq!((got, hung), (3, false));
+        let (receiver, _) = state.into_inner().unwrap();
+        assert!((0..4).all(|i| receiver.holds(i)));
+        assert!((4..layout.count()).all(|i| !receiver.holds(i)));
+    }
+
     fn assert_nobody_left(receiver: &Receiver) {
         let named: Vec<_> = receiver.named().collect();
         assert!(named.is_empty(), "{named:?}");
