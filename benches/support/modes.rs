@@ -477,6 +477,10 @@ pub fn run(
             cpu_per_gib: cpu / counted as f64 / gib,
             roster_slow,
         });
+        // Every apply done (a 64 MiB archive extracted on each node) before the next submit,
+        // whose time would otherwise include their write-back on the lab's one disk.
+        let applying: Vec<usize> = healthy.iter().chain(&slow_nodes).copied().collect();
+        wait_nodes(&lab, &applying, " applied: ", &name, seq, start)?;
         // Mend the fault for the next transfer.
         if let Some((n, _)) = scenario.hang {
             lab.signal_agent(n, nix::sys::signal::Signal::SIGCONT)?;

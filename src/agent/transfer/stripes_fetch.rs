@@ -360,25 +360,26 @@ impl Striped<'_> {
                     let Some(addr) = (self.addr_of)(&name) else {
                         continue;
                     };
-                    // Where to start is asked again before each neighbour: the stripe's own
-                    // stream goes on meanwhile, and a start taken once had every neighbour
-                    // in turn send the blocks the stream had brought since (the 8-node lab:
-                    // a fifth more bytes on each downlink than the payload).
-                    let Some(from) = ({
-                        let guard = lock();
-                        guard.0.needs_repair(s).and_then(|_| guard.0.next_wanted(s))
-                    }) else {
+                    // Left earlier in this round (hung in a repair read, or a liar).
+                    if lock().0.why_left(node).is_some() {
+                        continue;
+                    }
+                    let neighbour = Neighbour {
+                        node,
+                        addr,
+                        name: &name,
+                    };
+                    let Some(pulled) = self.repair_from(&client, state, sinks, s, &neighbour)?
+                    else {
                         break;
                     };
-                    let (got, hung) =
-                        self.repair_read(&client, state, sinks, (s, from), node, addr, &name)?;
-                    if got > 0 {
-                        logs[s].repaired(&name, from, got);
-                        if hung {
+                    if pulled.got > 0 {
+                        logs[s].repaired(&name, pulled.from, pulled.got);
+                        if pulled.hung {
                             logs[s].left(Left::Hung);
                         }
-                        tracing::info!(stripe = s, why = %why, from = %name, blocks = got, "repaired a stripe");
-                        repaired += got;
+                        tracing::info!(stripe = s, why = %why, from = %name, blocks = pulled.got, "repaired a stripe");
+                        repaired += pulled.got;
                         break;
                     }
                 }
@@ -387,29 +388,74 @@ impl Striped<'_> {
         Ok((repaired, logs))
     }
 
+    /// Repairs stripe `s` from one neighbour: repair reads from the first block the stripe
+    /// lacks, asked afresh before each read (the stripe's own stream goes on meanwhile, and a
+    /// start taken once per round had every neighbour in turn send the blocks the stream had
+    /// brought since: in the 8-node lab a fifth more bytes on each downlink than the
+    /// payload). A read that ended at a held block having brought some is followed by the
+    /// next, from the next gap (blocks restored after a crash can leave several), up to
+    /// [`MAX_REPAIR_BLOCKS`] blocks in all. `None` when the stripe needs no repair any more.
+    fn repair_from(
+        &self,
+        client: &Client,
+        state: &Mutex<(Receiver, Have)>,
+        sinks: (&File, &File, &Mark),
+        s: usize,
+        neighbour: &Neighbour<'_>,
+    ) -> Result<Option<Pulled>, StripedError> {
+        let wanted = || {
+            let guard = state.lock().unwrap_or_else(|e| e.into_inner());
+            guard.0.needs_repair(s).and_then(|_| guard.0.next_wanted(s))
+        };
+        let Some(first) = wanted() else {
+            return Ok(None);
+        };
+        let mut pulled = Pulled {
+            from: first,
+            got: 0,
+            hung: false,
+        };
+        let mut from = first;
+        loop {
+            let (got, end) = self.repair_read(client, state, sinks, (s, from), neighbour)?;
+            pulled.got += got;
+            match end {
+                ReadEnd::Held if got > 0 && pulled.got < MAX_REPAIR_BLOCKS => {}
+                ReadEnd::Hung => {
+                    pulled.hung = true;
+                    break;
+                }
+                _ => break,
+            }
+            match wanted() {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(Some(pulled))
+    }
+
     /// One repair read of stripe `s` from block `from`, from neighbour `node` at `addr`: its
     /// blocks stored as they check, until it ends, times out ([`REPAIR_DEADLINE`]: the
     /// neighbour is left as hung) or sends a block this node holds. That block came by the
     /// stripe's stream meanwhile, which is then ahead of this read, and the rest of the read
-    /// would be duplicates too. Returns the blocks it brought, and whether it hung.
-    #[allow(clippy::too_many_arguments)]
+    /// would be duplicates too. Returns the blocks it brought, and how it ended.
     fn repair_read(
         &self,
         client: &Client,
         state: &Mutex<(Receiver, Have)>,
         sinks: (&File, &File, &Mark),
         (s, from): (usize, u32),
-        node: Node,
-        addr: SocketAddr,
-        name: &str,
-    ) -> Result<(u32, bool), StripedError> {
+        neighbour: &Neighbour<'_>,
+    ) -> Result<(u32, ReadEnd), StripedError> {
+        let Neighbour { node, addr, name } = *neighbour;
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
         let path = format!("{}&n={MAX_REPAIR_BLOCKS}", self.stripe_path(s, from));
         let mut response = match client.get(addr, &path, 0) {
             Ok(response) => response,
             Err(e) => {
                 tracing::debug!(stripe = s, from = %name, "repair read not taken: {e}");
-                return Ok((0, false));
+                return Ok((0, ReadEnd::Done));
             }
         };
         let (d, layout) = {
@@ -433,21 +479,21 @@ impl Striped<'_> {
                 if e.kind() == std::io::ErrorKind::TimedOut {
                     tracing::info!(stripe = s, from = %name, "repair read not sent in {} s: left as hung", REPAIR_DEADLINE.as_secs());
                     lock().0.left(node, Left::Hung);
-                    return Ok((got, true));
+                    return Ok((got, ReadEnd::Hung));
                 }
                 break;
             }
             left -= len as u64;
             match store(&mut lock(), sinks, node, index, &block)? {
                 Ok(Accepted::Store { .. }) => got += 1,
-                Ok(Accepted::Duplicate) => break,
+                Ok(Accepted::Duplicate) => return Ok((got, ReadEnd::Held)),
                 Err(e) => {
                     tracing::warn!(stripe = s, "repair: {}", crate::error::chain(&e));
                     break;
                 }
             }
         }
-        Ok((got, false))
+        Ok((got, ReadEnd::Done))
     }
 
     fn stripe(
@@ -675,6 +721,33 @@ impl Striped<'_> {
         }
         Ok(())
     }
+}
+
+/// A repair source: its place in the plan, its seed server and its name.
+#[derive(Clone, Copy)]
+struct Neighbour<'a> {
+    node: Node,
+    addr: SocketAddr,
+    name: &'a str,
+}
+
+/// What [`Striped::repair_from`] pulled from one neighbour: from which block, how many, and
+/// whether it was left as hung.
+struct Pulled {
+    from: u32,
+    got: u32,
+    hung: bool,
+}
+
+/// How one repair read ended.
+#[derive(Debug, PartialEq)]
+enum ReadEnd {
+    /// Its answer ended (or failed, or was refused).
+    Done,
+    /// At a block this node holds.
+    Held,
+    /// Past [`REPAIR_DEADLINE`]: the neighbour was left as hung.
+    Hung,
 }
 
 /// What a stripe's stream finds when woken by a second of silence.
@@ -1258,14 +1331,21 @@ mod tests {
         );
     }
 
-    /// No source was left for a fault: the fetch judged none of them.
-    /// A repair read ends at the first block this node holds already (its stripe's stream
-    /// brought it meanwhile and is ahead): the node holding block 3 of a stripe takes blocks
-    /// 0 to 2 from a neighbour offering all twelve, and not 4 onwards, which the stream
-    /// brings. Reading on had every lagging stripe's repair bring duplicates.
-    #[test]
-    fn a_repair_read_ends_at_the_first_block_the_node_holds() {
-        let (plan, leaves, data, layout, _, below) = one_stripe();
+    /// Node `below` of [`one_stripe`] holding the blocks `held`, its parent left as crashed
+    /// (so the stripe needs repair) where `orphan`, and the origin's seed server holding all
+    /// twelve: `f` runs with the fetch, its state and files, and the origin as a neighbour.
+    /// Returns what `f` did and the blocks held after.
+    fn with_neighbour<R>(
+        held: &[u32],
+        orphan: bool,
+        f: impl FnOnce(
+            &Striped<'_>,
+            &Mutex<(Receiver, Have)>,
+            (&File, &File, &Mark),
+            &Neighbour<'_>,
+        ) -> R,
+    ) -> (R, Vec<u32>) {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
         let origin = plan.origin();
         let origin_dir = node_dir_of(&data, layout, true, 1);
         let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
@@ -1278,45 +1358,77 @@ mod tests {
             .unwrap();
         let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(below));
         let mut have = Have::new(layout, 1).unwrap();
-        let three = &data[3 * BLOCK..4 * BLOCK];
-        assert!(matches!(
-            receiver.accept(origin, 3, three),
-            Ok(Accepted::Store { .. })
-        ));
-        have.set(3);
+        for &i in held {
+            let block = &data[i as usize * BLOCK..((i as usize + 1) * BLOCK).min(data.len())];
+            assert!(matches!(
+                receiver.accept(origin, i, block),
+                Ok(Accepted::Store { .. })
+            ));
+            have.set(i);
+        }
+        if orphan {
+            receiver.left(head, Left::Crashed);
+        }
         let mark = Mark::create(&DownloadDir::new(root.path()).have_mark(HASH), &have).unwrap();
         let stop = AtomicBool::new(false);
         let addr_of = |_: &str| Some(server.addr());
-        let client = Client {
-            bind: None,
-            connect_timeout: Duration::from_secs(2),
-            read_timeout: Duration::from_secs(5),
-        };
         let striped = Striped {
-            client,
+            client: Client {
+                bind: None,
+                connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(5),
+            },
             addr_of: &addr_of,
             info_hash: HASH,
             name: "big",
             stop: &stop,
         };
         let state = Mutex::new((receiver, have));
-        let (got, hung) = striped
-            .repair_read(
-                &client,
-                &state,
-                (&copy, &seeding, &mark),
-                (0, 0),
-                origin,
-                server.addr(),
-                "n0",
-            )
-            .unwrap();
-        assert_eq!((got, hung), (3, false));
+        let neighbour = Neighbour {
+            node: origin,
+            addr: server.addr(),
+            name: "n0",
+        };
+        let out = f(&striped, &state, (&copy, &seeding, &mark), &neighbour);
         let (receiver, _) = state.into_inner().unwrap();
-        assert!((0..4).all(|i| receiver.holds(i)));
-        assert!((4..layout.count()).all(|i| !receiver.holds(i)));
+        let now: Vec<u32> = (0..layout.count()).filter(|&i| receiver.holds(i)).collect();
+        (out, now)
     }
 
+    /// A repair read ends at the first block this node holds already (its stripe's stream
+    /// brought it meanwhile and is ahead): the node holding block 3 of a stripe takes blocks
+    /// 0 to 2 from a neighbour offering all twelve, and not 4 onwards, which the stream
+    /// brings. Reading on had every lagging stripe's repair bring duplicates.
+    #[test]
+    fn a_repair_read_ends_at_the_first_block_the_node_holds() {
+        let (ended, held) = with_neighbour(&[3], false, |striped, state, sinks, neighbour| {
+            let client = striped.client;
+            striped
+                .repair_read(&client, state, sinks, (0, 0), neighbour)
+                .unwrap()
+        });
+        assert_eq!(ended, (3, ReadEnd::Held));
+        assert_eq!(held, [0, 1, 2, 3]);
+    }
+
+    /// Hostile review of the above: blocks restored after a crash can leave a gap between
+    /// every two, and one read a gap would repair one gap a round. Repair from a neighbour
+    /// goes on from the next gap after a read that brought some, in one round.
+    #[test]
+    fn repair_from_a_neighbour_fills_every_gap_a_restore_left_in_one_round() {
+        let restored: Vec<u32> = (1..12).step_by(2).collect();
+        let (pulled, held) = with_neighbour(&restored, true, |striped, state, sinks, neighbour| {
+            let client = striped.client;
+            striped
+                .repair_from(&client, state, sinks, 0, neighbour)
+                .unwrap()
+        });
+        let pulled = pulled.expect("an orphaned stripe needs repair");
+        assert_eq!((pulled.from, pulled.got, pulled.hung), (0, 6, false));
+        assert_eq!(held, (0..12).collect::<Vec<u32>>());
+    }
+
+    /// No source was left for a fault: the fetch judged none of them.
     fn assert_nobody_left(receiver: &Receiver) {
         let named: Vec<_> = receiver.named().collect();
         assert!(named.is_empty(), "{named:?}");
