@@ -340,52 +340,71 @@ impl Striped<'_> {
         let mut repaired = 0;
         while !ended.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(REPAIR_EVERY);
-            let jobs: Vec<_> = {
-                let guard = lock();
-                let r = &guard.0;
-                (0..r.plan().stripes())
-                    .filter_map(|s| {
-                        let why = r.needs_repair(s)?;
-                        let sources: Vec<(Node, String)> = r
-                            .repair_sources(s)
-                            .into_iter()
-                            .map(|n| (n, r.plan().name(n).to_string()))
-                            .collect();
-                        Some((s, why, sources))
-                    })
-                    .collect()
-            };
-            for (s, why, sources) in jobs {
-                for (node, name) in sources {
-                    let Some(addr) = (self.addr_of)(&name) else {
-                        continue;
-                    };
-                    // Left earlier in this round (hung in a repair read, or a liar).
-                    if lock().0.why_left(node).is_some() {
-                        continue;
+            repaired += self.repair_round(&client, state, sinks, &mut logs)?;
+        }
+        Ok((repaired, logs))
+    }
+
+    /// One round of repair: each stripe that [`Receiver::needs_repair`] names, from its
+    /// [`Receiver::repair_sources`] in turn until one brought a read's worth or met the
+    /// stripe's stream. A neighbour whose answer ended short held no more, or (compromised)
+    /// sends one block a read to hold this repair: the next is asked too, from where it
+    /// ended. Returns the blocks brought, each recorded in `logs`.
+    fn repair_round(
+        &self,
+        client: &Client,
+        state: &Mutex<(Receiver, Have)>,
+        sinks: (&File, &File, &Mark),
+        logs: &mut [StripeLog],
+    ) -> Result<u32, StripedError> {
+        let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs: Vec<_> = {
+            let guard = lock();
+            let r = &guard.0;
+            (0..r.plan().stripes())
+                .filter_map(|s| {
+                    let why = r.needs_repair(s)?;
+                    let sources: Vec<(Node, String)> = r
+                        .repair_sources(s)
+                        .into_iter()
+                        .map(|n| (n, r.plan().name(n).to_string()))
+                        .collect();
+                    Some((s, why, sources))
+                })
+                .collect()
+        };
+        let mut repaired = 0;
+        for (s, why, sources) in jobs {
+            for (node, name) in sources {
+                let Some(addr) = (self.addr_of)(&name) else {
+                    continue;
+                };
+                // Left earlier in this round (hung in a repair read, or a liar).
+                if lock().0.why_left(node).is_some() {
+                    continue;
+                }
+                let neighbour = Neighbour {
+                    node,
+                    addr,
+                    name: &name,
+                };
+                let Some(pulled) = self.repair_from(client, state, sinks, s, &neighbour)? else {
+                    break;
+                };
+                if pulled.got > 0 {
+                    logs[s].repaired(&name, pulled.from, pulled.got);
+                    if pulled.end == ReadEnd::Hung {
+                        logs[s].left(Left::Hung);
                     }
-                    let neighbour = Neighbour {
-                        node,
-                        addr,
-                        name: &name,
-                    };
-                    let Some(pulled) = self.repair_from(&client, state, sinks, s, &neighbour)?
-                    else {
-                        break;
-                    };
-                    if pulled.got > 0 {
-                        logs[s].repaired(&name, pulled.from, pulled.got);
-                        if pulled.hung {
-                            logs[s].left(Left::Hung);
-                        }
-                        tracing::info!(stripe = s, why = %why, from = %name, blocks = pulled.got, "repaired a stripe");
-                        repaired += pulled.got;
+                    tracing::info!(stripe = s, why = %why, from = %name, blocks = pulled.got, "repaired a stripe");
+                    repaired += pulled.got;
+                    if pulled.end == ReadEnd::Held || pulled.got >= MAX_REPAIR_BLOCKS {
                         break;
                     }
                 }
             }
         }
-        Ok((repaired, logs))
+        Ok(repaired)
     }
 
     /// Repairs stripe `s` from one neighbour: repair reads from the first block the stripe
@@ -413,19 +432,16 @@ impl Striped<'_> {
         let mut pulled = Pulled {
             from: first,
             got: 0,
-            hung: false,
+            end: ReadEnd::Done,
         };
         let mut from = first;
         loop {
             let (got, end) = self.repair_read(client, state, sinks, (s, from), neighbour)?;
             pulled.got += got;
-            match end {
-                ReadEnd::Held if got > 0 && pulled.got < MAX_REPAIR_BLOCKS => {}
-                ReadEnd::Hung => {
-                    pulled.hung = true;
-                    break;
-                }
-                _ => break,
+            let more = end == ReadEnd::Held && got > 0 && pulled.got < MAX_REPAIR_BLOCKS;
+            pulled.end = end;
+            if !more {
+                break;
             }
             match wanted() {
                 Some(next) => from = next,
@@ -732,11 +748,11 @@ struct Neighbour<'a> {
 }
 
 /// What [`Striped::repair_from`] pulled from one neighbour: from which block, how many, and
-/// whether it was left as hung.
+/// how its last read ended.
 struct Pulled {
     from: u32,
     got: u32,
-    hung: bool,
+    end: ReadEnd,
 }
 
 /// How one repair read ended.
@@ -1424,8 +1440,90 @@ mod tests {
                 .unwrap()
         });
         let pulled = pulled.expect("an orphaned stripe needs repair");
-        assert_eq!((pulled.from, pulled.got, pulled.hung), (0, 6, false));
+        assert_eq!((pulled.from, pulled.got, pulled.end), (0, 6, ReadEnd::Held));
         assert_eq!(held, (0..12).collect::<Vec<u32>>());
+    }
+
+    /// Hostile review: a node's first repair source answering every repair read with one
+    /// block (holding no more, or compromised and hanging up after one) held the repair to a
+    /// block a round, the others never asked. One round now asks the next neighbour from
+    /// where the first ended, and the orphaned stripe is whole after it.
+    #[test]
+    fn a_repair_round_asks_the_next_neighbour_after_one_that_sent_short() {
+        let data: Vec<u8> = (0..12 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, &data).unwrap();
+        let members: Vec<Member> = (0..6)
+            .map(|i| Member {
+                name: format!("n{i}"),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes: 1,
+            fanout: 2,
+            neighbours: 2,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let origin = plan.origin();
+        // An orphan (its parent not the origin, left as crashed) with two repair sources.
+        let (me, parent, sources) = (0..6u32)
+            .filter(|&n| n != origin)
+            .find_map(|n| {
+                let p = plan.parent(0, n).filter(|&p| p != origin)?;
+                let mut r = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
+                r.left(p, Left::Crashed);
+                let sources = r.repair_sources(0);
+                (sources.len() >= 2).then_some((n, p, sources))
+            })
+            .expect("a plan with an orphan of two repair sources");
+        let mut dirs = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for n in (0..6u32).filter(|&n| n != me) {
+            let dir = node_dir_of(&data, layout, n != sources[0], 1);
+            if n == sources[0] {
+                let mut have = Have::new(layout, 1).unwrap();
+                have.set(0);
+                std::fs::write(DownloadDir::new(dir.path()).have_mark(HASH), have.encode())
+                    .unwrap();
+            }
+            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
+            addrs.insert(plan.name(n).to_string(), server.addr());
+            dirs.push((dir, server));
+        }
+        let root = node_dir_of(&vec![0; data.len()], layout, false, 1);
+        let copy = tempfile::tempfile().unwrap();
+        copy.set_len(layout.len()).unwrap();
+        let seeding = File::options()
+            .write(true)
+            .open(root.path().join(HASH).join("big"))
+            .unwrap();
+        let have = Have::new(layout, 1).unwrap();
+        let mark = Mark::create(&DownloadDir::new(root.path()).have_mark(HASH), &have).unwrap();
+        let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
+        receiver.left(parent, Left::Crashed);
+        let addr_of = |name: &str| addrs.get(name).copied();
+        let stop = AtomicBool::new(false);
+        let striped = Striped {
+            client: Client {
+                bind: None,
+                connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(5),
+            },
+            addr_of: &addr_of,
+            info_hash: HASH,
+            name: "big",
+            stop: &stop,
+        };
+        let state = Mutex::new((receiver, have));
+        let mut logs = vec![StripeLog::new(0)];
+        let client = striped.client;
+        let got = striped
+            .repair_round(&client, &state, (&copy, &seeding, &mark), &mut logs)
+            .unwrap();
+        assert_eq!(got, layout.count());
+        let (receiver, _) = state.into_inner().unwrap();
+        assert!(receiver.complete());
     }
 
     /// No source was left for a fault: the fetch judged none of them.
