@@ -934,6 +934,68 @@ mod tests {
     /// and three that fetch at once. Each fetching node ends with the payload exactly,
     /// having kept no unchecked byte; every node that took stripe 0 from the liar named it
     /// a liar, and no one named an honest member one.
+    /// A fetch of the test payload `big` from the seed servers `addr_of` names.
+    fn striped<'a>(
+        addr_of: &'a (dyn Fn(&str) -> Option<SocketAddr> + Sync),
+        stop: &'a AtomicBool,
+        read_timeout: Duration,
+    ) -> Striped<'a> {
+        Striped {
+            client: Client {
+                bind: None,
+                connect_timeout: Duration::from_secs(2),
+                read_timeout,
+            },
+            addr_of,
+            info_hash: HASH,
+            name: "big",
+            stop,
+        }
+    }
+
+    /// A fetching node's files beside its download dir `root` ([`node_dir_of`]): a fresh
+    /// copy, the dir's file opened to write, and a mark saying `have`.
+    struct Local {
+        copy: File,
+        seeding: File,
+        mark: Mark,
+    }
+
+    fn local(root: &std::path::Path, layout: Layout, have: &Have) -> Local {
+        let copy = tempfile::tempfile().unwrap();
+        copy.set_len(layout.len()).unwrap();
+        let seeding = File::options()
+            .write(true)
+            .open(root.join(HASH).join("big"))
+            .unwrap();
+        let mark = Mark::create(&DownloadDir::new(root).have_mark(HASH), have).unwrap();
+        Local {
+            copy,
+            seeding,
+            mark,
+        }
+    }
+
+    /// Six full-rate members (`n0` the origin) in `stripes` stripes, fan-out 2, two
+    /// neighbours each, over `data` in 16 KiB blocks.
+    fn six_members(data: &[u8], stripes: usize) -> (Plan, Leaves, Layout) {
+        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
+        let leaves = Leaves::of_payload(layout, data).unwrap();
+        let members: Vec<Member> = (0..6)
+            .map(|i| Member {
+                name: format!("n{i}"),
+                class: Class::Full,
+            })
+            .collect();
+        let params = Params {
+            stripes,
+            fanout: 2,
+            neighbours: 2,
+        };
+        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        (plan, leaves, layout)
+    }
+
     #[test]
     fn striped_fetches_over_http_finish_past_a_liar_and_a_dead_member() {
         let data: Vec<u8> = (0..40 * BLOCK - 9).map(|i| (i * 31 % 253) as u8).collect();
@@ -1002,44 +1064,19 @@ mod tests {
                     let (plan, leaves, dirs, addr_of, stop) =
                         (&plan, &leaves, &dirs, &addr_of, &stop);
                     scope.spawn(move || {
-                        let root = dirs[&n].path();
-                        let copy_dir = tempfile::tempdir().unwrap();
-                        let copy = File::options()
-                            .create(true)
-                            .truncate(true)
-                            .read(true)
-                            .write(true)
-                            .open(copy_dir.path().join("copy"))
-                            .unwrap();
-                        copy.set_len(layout.len()).unwrap();
-                        let seeding = File::options()
-                            .write(true)
-                            .open(root.join(HASH).join("big"))
-                            .unwrap();
-                        let have_path = DownloadDir::new(root).have_mark(HASH);
-                        let striped = Striped {
-                            client: Client {
-                                bind: None,
-                                connect_timeout: Duration::from_secs(2),
-                                read_timeout: Duration::from_secs(5),
-                            },
-                            addr_of,
-                            info_hash: HASH,
-                            name: "big",
-                            stop,
-                        };
+                        let striped = striped(addr_of, stop, Duration::from_secs(5));
                         let have = Have::new(layout, 2).unwrap();
-                        let mark = Mark::create(&have_path, &have).unwrap();
+                        let files = local(dirs[&n].path(), layout, &have);
                         let sinks = Sinks {
-                            copy: &copy,
-                            seeding: &seeding,
+                            copy: &files.copy,
+                            seeding: &files.seeding,
                             have,
-                            mark: &mark,
+                            mark: &files.mark,
                         };
                         let receiver = Receiver::new(plan.clone(), leaves.clone(), plan.name(n));
                         let (receiver, uses) = striped.run(receiver, sinks).unwrap();
-                        let mut bytes = Vec::new();
-                        (&copy).read_to_end(&mut bytes).unwrap();
+                        let mut bytes = vec![0; layout.len() as usize];
+                        files.copy.read_exact_at(&mut bytes, 0).unwrap();
                         (n, receiver, bytes, uses)
                     })
                 })
@@ -1135,38 +1172,21 @@ mod tests {
             let layout = leaves.layout();
             let d = plan.stripes() as u32;
             let root = node_dir_of(&vec![0; layout.len() as usize], layout, false, d);
-            let copy = tempfile::tempfile().unwrap();
-            copy.set_len(layout.len()).unwrap();
-            let seeding = File::options()
-                .write(true)
-                .open(root.path().join(HASH).join("big"))
-                .unwrap();
-            let have_path = DownloadDir::new(root.path()).have_mark(HASH);
             let addr_of = |name: &str| addrs.get(name).copied();
             let stop = AtomicBool::new(false);
-            let striped = Striped {
-                client: Client {
-                    bind: None,
-                    connect_timeout: Duration::from_secs(2),
-                    read_timeout: Duration::from_secs(600),
-                },
-                addr_of: &addr_of,
-                info_hash: HASH,
-                name: "big",
-                stop: &stop,
-            };
+            let striped = striped(&addr_of, &stop, Duration::from_secs(600));
             let have = Have::new(layout, d).unwrap();
-            let mark = Mark::create(&have_path, &have).unwrap();
+            let files = local(root.path(), layout, &have);
             let sinks = Sinks {
-                copy: &copy,
-                seeding: &seeding,
+                copy: &files.copy,
+                seeding: &files.seeding,
                 have,
-                mark: &mark,
+                mark: &files.mark,
             };
             let receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
             let (receiver, _) = striped.run(receiver, sinks).unwrap();
             let mut bytes = vec![0; layout.len() as usize];
-            copy.read_exact_at(&mut bytes, 0).unwrap();
+            files.copy.read_exact_at(&mut bytes, 0).unwrap();
             let _ = tx.send((receiver, bytes));
         });
         rx.recv_timeout(Duration::from_secs(60)).ok()
@@ -1366,12 +1386,6 @@ mod tests {
         let origin_dir = node_dir_of(&data, layout, true, 1);
         let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
         let root = node_dir_of(&vec![0; data.len()], layout, false, 1);
-        let copy = tempfile::tempfile().unwrap();
-        copy.set_len(layout.len()).unwrap();
-        let seeding = File::options()
-            .write(true)
-            .open(root.path().join(HASH).join("big"))
-            .unwrap();
         let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(below));
         let mut have = Have::new(layout, 1).unwrap();
         for &i in held {
@@ -1385,27 +1399,22 @@ mod tests {
         if orphan {
             receiver.left(head, Left::Crashed);
         }
-        let mark = Mark::create(&DownloadDir::new(root.path()).have_mark(HASH), &have).unwrap();
+        let files = local(root.path(), layout, &have);
         let stop = AtomicBool::new(false);
         let addr_of = |_: &str| Some(server.addr());
-        let striped = Striped {
-            client: Client {
-                bind: None,
-                connect_timeout: Duration::from_secs(2),
-                read_timeout: Duration::from_secs(5),
-            },
-            addr_of: &addr_of,
-            info_hash: HASH,
-            name: "big",
-            stop: &stop,
-        };
+        let striped = striped(&addr_of, &stop, Duration::from_secs(5));
         let state = Mutex::new((receiver, have));
         let neighbour = Neighbour {
             node: origin,
             addr: server.addr(),
             name: "n0",
         };
-        let out = f(&striped, &state, (&copy, &seeding, &mark), &neighbour);
+        let out = f(
+            &striped,
+            &state,
+            (&files.copy, &files.seeding, &files.mark),
+            &neighbour,
+        );
         let (receiver, _) = state.into_inner().unwrap();
         let now: Vec<u32> = (0..layout.count()).filter(|&i| receiver.holds(i)).collect();
         (out, now)
@@ -1451,20 +1460,7 @@ mod tests {
     #[test]
     fn a_repair_round_asks_the_next_neighbour_after_one_that_sent_short() {
         let data: Vec<u8> = (0..12 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
-        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
-        let leaves = Leaves::of_payload(layout, &data).unwrap();
-        let members: Vec<Member> = (0..6)
-            .map(|i| Member {
-                name: format!("n{i}"),
-                class: Class::Full,
-            })
-            .collect();
-        let params = Params {
-            stripes: 1,
-            fanout: 2,
-            neighbours: 2,
-        };
-        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let (plan, leaves, layout) = six_members(&data, 1);
         let origin = plan.origin();
         // An orphan (its parent not the origin, left as crashed) with two repair sources.
         let (me, parent, sources) = (0..6u32)
@@ -1492,34 +1488,18 @@ mod tests {
             dirs.push((dir, server));
         }
         let root = node_dir_of(&vec![0; data.len()], layout, false, 1);
-        let copy = tempfile::tempfile().unwrap();
-        copy.set_len(layout.len()).unwrap();
-        let seeding = File::options()
-            .write(true)
-            .open(root.path().join(HASH).join("big"))
-            .unwrap();
         let have = Have::new(layout, 1).unwrap();
-        let mark = Mark::create(&DownloadDir::new(root.path()).have_mark(HASH), &have).unwrap();
+        let files = local(root.path(), layout, &have);
         let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
         receiver.left(parent, Left::Crashed);
         let addr_of = |name: &str| addrs.get(name).copied();
         let stop = AtomicBool::new(false);
-        let striped = Striped {
-            client: Client {
-                bind: None,
-                connect_timeout: Duration::from_secs(2),
-                read_timeout: Duration::from_secs(5),
-            },
-            addr_of: &addr_of,
-            info_hash: HASH,
-            name: "big",
-            stop: &stop,
-        };
+        let striped = striped(&addr_of, &stop, Duration::from_secs(5));
         let state = Mutex::new((receiver, have));
         let mut logs = vec![StripeLog::new(0)];
-        let client = striped.client;
+        let sinks = (&files.copy, &files.seeding, &files.mark);
         let got = striped
-            .repair_round(&client, &state, (&copy, &seeding, &mark), &mut logs)
+            .repair_round(&striped.client, &state, sinks, &mut logs)
             .unwrap();
         assert_eq!(got, layout.count());
         let (receiver, _) = state.into_inner().unwrap();
@@ -1539,20 +1519,7 @@ mod tests {
         let data: Vec<u8> = (0..100 * BLOCK - 11)
             .map(|i| (i * 17 % 239) as u8)
             .collect();
-        let layout = Layout::new(data.len() as u64, BLOCK as u64).unwrap();
-        let leaves = Leaves::of_payload(layout, &data).unwrap();
-        let members: Vec<Member> = (0..6)
-            .map(|i| Member {
-                name: format!("n{i}"),
-                class: Class::Full,
-            })
-            .collect();
-        let params = Params {
-            stripes: 2,
-            fanout: 2,
-            neighbours: 2,
-        };
-        let plan = Plan::new(HASH.as_bytes(), &members, "n0", params).unwrap();
+        let (plan, leaves, layout) = six_members(&data, 2);
         let origin = plan.origin();
         // A node whose stripe-1 parent is a member that is not its stripe-0 parent, with a
         // repair source besides that parent (two, the first not a parent, to trickle).
