@@ -398,9 +398,12 @@ impl Striped<'_> {
                     }
                     tracing::info!(stripe = s, why = %why, from = %name, blocks = pulled.got, "repaired a stripe");
                     repaired += pulled.got;
-                    if pulled.end == ReadEnd::Held || pulled.got >= MAX_REPAIR_BLOCKS {
-                        break;
-                    }
+                }
+                // Where the stream took the block a read was at, even its first, the stream
+                // is ahead: the next neighbour would race it for the same blocks (second
+                // review).
+                if pulled.end == ReadEnd::Held || pulled.got >= MAX_REPAIR_BLOCKS {
+                    break;
                 }
             }
         }
@@ -482,7 +485,11 @@ impl Striped<'_> {
         let mut left = response.len;
         let mut block = Vec::new();
         let deadline = std::time::Instant::now() + REPAIR_DEADLINE;
-        for index in (from..layout.count()).step_by(d) {
+        // What it asked, whatever the answer's length says.
+        let asked = (from..layout.count())
+            .step_by(d)
+            .take(MAX_REPAIR_BLOCKS as usize);
+        for index in asked {
             let len = layout.block_len(index).unwrap_or(0);
             if left < len as u64 || len == 0 {
                 break;
@@ -1453,17 +1460,11 @@ mod tests {
         assert_eq!(held, (0..12).collect::<Vec<u32>>());
     }
 
-    /// Hostile review: a node's first repair source answering every repair read with one
-    /// block (holding no more, or compromised and hanging up after one) held the repair to a
-    /// block a round, the others never asked. One round now asks the next neighbour from
-    /// where the first ended, and the orphaned stripe is whole after it.
-    #[test]
-    fn a_repair_round_asks_the_next_neighbour_after_one_that_sent_short() {
-        let data: Vec<u8> = (0..12 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
-        let (plan, leaves, layout) = six_members(&data, 1);
+    /// An orphan of [`six_members`] in one stripe (its parent not the origin, left as
+    /// crashed) with two repair sources or more: the orphan, its parent and the sources.
+    fn orphan_of_two(plan: &Plan, leaves: &Leaves) -> (u32, u32, Vec<u32>) {
         let origin = plan.origin();
-        // An orphan (its parent not the origin, left as crashed) with two repair sources.
-        let (me, parent, sources) = (0..6u32)
+        (0..6u32)
             .filter(|&n| n != origin)
             .find_map(|n| {
                 let p = plan.parent(0, n).filter(|&p| p != origin)?;
@@ -1472,7 +1473,87 @@ mod tests {
                 let sources = r.repair_sources(0);
                 (sources.len() >= 2).then_some((n, p, sources))
             })
-            .expect("a plan with an orphan of two repair sources");
+            .expect("a plan with an orphan of two repair sources")
+    }
+
+    /// Second review: a read whose very first block the stripe's stream stored meanwhile met
+    /// the stream, which is ahead; the round ends there rather than ask the next neighbour
+    /// to race the stream for the same blocks.
+    #[test]
+    fn a_repair_round_ends_where_the_stream_took_a_reads_first_block() {
+        use std::io::{BufRead, BufReader, Write};
+        let data: Vec<u8> = (0..12 * BLOCK - 5).map(|i| (i * 5 % 249) as u8).collect();
+        let (plan, leaves, layout) = six_members(&data, 1);
+        let (me, parent, sources) = orphan_of_two(&plan, &leaves);
+        let root = node_dir_of(&vec![0; data.len()], layout, false, 1);
+        let have = Have::new(layout, 1).unwrap();
+        let files = local(root.path(), layout, &have);
+        let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
+        receiver.left(parent, Left::Crashed);
+        let state = Mutex::new((receiver, have));
+        let racing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let others = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        others.set_nonblocking(true).unwrap();
+        let mut addrs = BTreeMap::new();
+        for n in (0..6u32).filter(|&n| n != me) {
+            let listener = if n == sources[0] { &racing } else { &others };
+            addrs.insert(plan.name(n).to_string(), listener.local_addr().unwrap());
+        }
+        let addr_of = |name: &str| addrs.get(name).copied();
+        let stop = AtomicBool::new(false);
+        let striped = striped(&addr_of, &stop, Duration::from_secs(5));
+        let (done, asked_others) = (AtomicBool::new(false), AtomicBool::new(false));
+        let got = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let (stream, _) = racing.accept().unwrap();
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                // The stripe's stream brings block 0 while this answer is on its way.
+                let first = &data[..BLOCK];
+                state
+                    .lock()
+                    .unwrap()
+                    .0
+                    .accept(sources[1], 0, first)
+                    .unwrap();
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 2 * BLOCK);
+                let mut out = &stream;
+                out.write_all(head.as_bytes()).unwrap();
+                let _ = out.write_all(&data[..2 * BLOCK]);
+            });
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if others.accept().is_ok() {
+                        asked_others.store(true, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            let mut logs = vec![StripeLog::new(0)];
+            let sinks = (&files.copy, &files.seeding, &files.mark);
+            let got = striped.repair_round(&striped.client, &state, sinks, &mut logs);
+            done.store(true, Ordering::Relaxed);
+            got
+        });
+        assert_eq!(got.unwrap(), 0);
+        assert!(
+            !asked_others.load(Ordering::Relaxed),
+            "the next neighbour was asked"
+        );
+    }
+
+    /// Hostile review: a node's first repair source answering every repair read with one
+    /// block (holding no more, or compromised and hanging up after one) held the repair to a
+    /// block a round, the others never asked. One round now asks the next neighbour from
+    /// where the first ended, and the orphaned stripe is whole after it.
+    #[test]
+    fn a_repair_round_asks_the_next_neighbour_after_one_that_sent_short() {
+        let data: Vec<u8> = (0..12 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
+        let (plan, leaves, layout) = six_members(&data, 1);
+        let (me, parent, sources) = orphan_of_two(&plan, &leaves);
         let mut dirs = Vec::new();
         let mut addrs = BTreeMap::new();
         for n in (0..6u32).filter(|&n| n != me) {
