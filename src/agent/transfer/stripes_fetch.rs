@@ -346,10 +346,8 @@ impl Striped<'_> {
     }
 
     /// One round of repair: each stripe that [`Receiver::needs_repair`] names, from its
-    /// [`Receiver::repair_sources`] in turn until one brought a read's worth or met the
-    /// stripe's stream. A neighbour whose answer ended short held no more, or (compromised)
-    /// sends one block a read to hold this repair: the next is asked too, from where it
-    /// ended. Returns the blocks brought, each recorded in `logs`.
+    /// [`Receiver::repair_sources`] in turn until one brought some or met the stripe's
+    /// stream. Returns the blocks brought, each recorded in `logs`.
     fn repair_round(
         &self,
         client: &Client,
@@ -401,8 +399,10 @@ impl Striped<'_> {
                 }
                 // Where the stream took the block a read was at, even its first, the stream
                 // is ahead: the next neighbour would race it for the same blocks (second
-                // review).
-                if pulled.end == ReadEnd::Held || pulled.got >= MAX_REPAIR_BLOCKS {
+                // review). Going on to the next after a short answer made honest repair
+                // reads on a slow downlink pass their deadline and leave every source
+                // (tests/stripes.rs, a 3 Mbit/s node): not done.
+                if pulled.end == ReadEnd::Held || pulled.got > 0 {
                     break;
                 }
             }
@@ -1543,48 +1543,6 @@ mod tests {
             !asked_others.load(Ordering::Relaxed),
             "the next neighbour was asked"
         );
-    }
-
-    /// Hostile review: a node's first repair source answering every repair read with one
-    /// block (holding no more, or compromised and hanging up after one) held the repair to a
-    /// block a round, the others never asked. One round now asks the next neighbour from
-    /// where the first ended, and the orphaned stripe is whole after it.
-    #[test]
-    fn a_repair_round_asks_the_next_neighbour_after_one_that_sent_short() {
-        let data: Vec<u8> = (0..12 * BLOCK - 5).map(|i| (i * 7 % 251) as u8).collect();
-        let (plan, leaves, layout) = six_members(&data, 1);
-        let (me, parent, sources) = orphan_of_two(&plan, &leaves);
-        let mut dirs = Vec::new();
-        let mut addrs = BTreeMap::new();
-        for n in (0..6u32).filter(|&n| n != me) {
-            let dir = node_dir_of(&data, layout, n != sources[0], 1);
-            if n == sources[0] {
-                let mut have = Have::new(layout, 1).unwrap();
-                have.set(0);
-                std::fs::write(DownloadDir::new(dir.path()).have_mark(HASH), have.encode())
-                    .unwrap();
-            }
-            let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), dir.path()).unwrap();
-            addrs.insert(plan.name(n).to_string(), server.addr());
-            dirs.push((dir, server));
-        }
-        let root = node_dir_of(&vec![0; data.len()], layout, false, 1);
-        let have = Have::new(layout, 1).unwrap();
-        let files = local(root.path(), layout, &have);
-        let mut receiver = Receiver::new(plan.clone(), leaves, plan.name(me));
-        receiver.left(parent, Left::Crashed);
-        let addr_of = |name: &str| addrs.get(name).copied();
-        let stop = AtomicBool::new(false);
-        let striped = striped(&addr_of, &stop, Duration::from_secs(5));
-        let state = Mutex::new((receiver, have));
-        let mut logs = vec![StripeLog::new(0)];
-        let sinks = (&files.copy, &files.seeding, &files.mark);
-        let got = striped
-            .repair_round(&striped.client, &state, sinks, &mut logs)
-            .unwrap();
-        assert_eq!(got, layout.count());
-        let (receiver, _) = state.into_inner().unwrap();
-        assert!(receiver.complete());
     }
 
     /// No source was left for a fault: the fetch judged none of them.
