@@ -4,6 +4,7 @@
 //! every broadcast, and took the RPC key without checking who listened).
 
 mod rpc;
+mod sock_owner;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -19,7 +19,7 @@ use crate::formats::serf_rpc::{
     self, collect_query, read_header, read_object, Collector, Object, RpcError,
 };
 use std::io::{self, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// How long past the query's timeout its `done` may take to arrive (Serf starts its clock
@@ -304,17 +304,13 @@ impl Rpc<'_> {
             stream.local_addr().map_err(io_failed)?,
             stream.peer_addr().map_err(io_failed)?,
         );
-        // The calling thread's own namespace's table: a thread that entered a network namespace
-        // (the lab's nodes) would find its connection missing from the process's `/proc/net`.
-        let table = if peer.is_ipv4() {
-            "/proc/thread-self/net/tcp"
-        } else {
-            "/proc/thread-self/net/tcp6"
-        };
+        // Asked in the calling thread's own namespace: a thread that entered a network
+        // namespace (the lab's nodes) finds its connection there.
         let started = Instant::now();
         let uid = loop {
-            let text = std::fs::read_to_string(table).map_err(io_failed)?;
-            if let Some(uid) = socket_uid(&text, peer, local) {
+            if let Some(uid) =
+                super::sock_owner::established_owner(peer, local).map_err(io_failed)?
+            {
                 break Some(uid);
             }
             if started.elapsed() >= LISTED_WITHIN {
@@ -345,35 +341,6 @@ impl Rpc<'_> {
             _ => SerfError::Rpc { addr, what, source },
         }
     }
-}
-
-/// The owner of the socket whose local end is `local` and remote end `remote`, from the
-/// kernel's table (`/proc/thread-self/net/tcp` or `tcp6`: addresses as the hex of their 32-bit words in
-/// memory order, ports as hex numbers, the uid in the eighth column).
-fn socket_uid(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
-    let (local, remote) = (proc_addr(local), proc_addr(remote));
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (l, r, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
-        (l.eq_ignore_ascii_case(&local) && r.eq_ignore_ascii_case(&remote))
-            .then(|| uid.parse().ok())
-            .flatten()
-    })
-}
-
-fn proc_addr(addr: SocketAddr) -> String {
-    let octets: Vec<u8> = match addr.ip() {
-        IpAddr::V4(ip) => ip.octets().to_vec(),
-        IpAddr::V6(ip) => ip.octets().to_vec(),
-    };
-    let words: String = octets
-        .chunks_exact(4)
-        .map(|w| {
-            let word: [u8; 4] = w.try_into().unwrap_or_default();
-            format!("{:08X}", u32::from_ne_bytes(word))
-        })
-        .collect();
-    format!("{words}:{:04X}", addr.port())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
