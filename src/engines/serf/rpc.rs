@@ -306,18 +306,13 @@ impl Rpc<'_> {
         );
         // Asked in the calling thread's own namespace: a thread that entered a network
         // namespace (the lab's nodes) finds its connection there.
-        let started = Instant::now();
-        let uid = loop {
-            if let Some(uid) =
-                super::sock_owner::established_owner(peer, local).map_err(io_failed)?
-            {
-                break Some(uid);
-            }
-            if started.elapsed() >= LISTED_WITHIN {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let uid = super::sock_owner::far_owner(
+            &super::sock_owner::established_owner,
+            local,
+            peer,
+            LISTED_WITHIN,
+        )
+        .map_err(io_failed)?;
         let me = nix::unistd::geteuid().as_raw();
         match uid {
             Some(uid) if uid == 0 || uid == me => Ok(()),

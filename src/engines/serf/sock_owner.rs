@@ -20,6 +20,7 @@ const IPPROTO_TCP: u8 = 6;
 /// `inet_req_diag_fill` and `inet_twsk_diag_fill`), which would pass a squatter as Serf.
 const TCP_ESTABLISHED: u8 = 1;
 const HEADER: usize = 16;
+const SEQ: u32 = 1;
 /// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then the socket's id.
 const REQUEST: usize = 8 + SOCKID;
 /// `struct inet_diag_sockid`: ports (big-endian), addresses (16 bytes each), interface, cookie.
@@ -45,6 +46,40 @@ pub(super) fn established_owner(local: SocketAddr, remote: SocketAddr) -> io::Re
     owner(&reply[..n.min(reply.len())], local, remote)
 }
 
+/// Looks up a socket's owner: its own end first, then its far end ([`established_owner`]).
+pub(super) type Lookup = dyn Fn(SocketAddr, SocketAddr) -> io::Result<Option<u32>>;
+
+/// The owner of the far end of this process's connection `local` → `far`, asked every 5 ms
+/// until `within` has passed (the kernel may list the accepted end a moment after `connect`
+/// returns); `None` if it is never listed established. When the kernel lists not even this
+/// end, sock_diag itself is missing (a kernel without `inet_diag`, or its module not loaded
+/// where modules are locked): an error saying so, where "not Serf" would send the operator
+/// looking for a squatter.
+pub(super) fn far_owner(
+    lookup: &Lookup,
+    local: SocketAddr,
+    far: SocketAddr,
+    within: std::time::Duration,
+) -> io::Result<Option<u32>> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(uid) = lookup(far, local)? {
+            return Ok(Some(uid));
+        }
+        if started.elapsed() >= within {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    match lookup(local, far)? {
+        Some(_) => Ok(None),
+        None => Err(io::Error::other(
+            "the kernel's sock_diag lists neither end of the connection \
+             (is the inet_diag/tcp_diag module loaded?)",
+        )),
+    }
+}
+
 /// The request for the one socket `local` → `remote`.
 fn request(local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
     let len = (HEADER + REQUEST) as u32;
@@ -52,16 +87,19 @@ fn request(local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    out.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    out.extend_from_slice(&SEQ.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes()); // the kernel's port id
-    let family = match local.ip() {
-        IpAddr::V4(_) => nix::libc::AF_INET as u8,
-        IpAddr::V6(_) => nix::libc::AF_INET6 as u8,
-    };
-    out.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+    out.extend_from_slice(&[family(local), IPPROTO_TCP, 0, 0]);
     out.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     out.extend_from_slice(&sockid(local, remote));
     out
+}
+
+fn family(addr: SocketAddr) -> u8 {
+    match addr.ip() {
+        IpAddr::V4(_) => nix::libc::AF_INET as u8,
+        IpAddr::V6(_) => nix::libc::AF_INET6 as u8,
+    }
 }
 
 /// `struct inet_diag_sockid` for `local` → `remote`, no interface, no cookie.
@@ -89,6 +127,14 @@ fn owner(reply: &[u8], local: SocketAddr, remote: SocketAddr) -> io::Result<Opti
     let short = || io::Error::new(io::ErrorKind::InvalidData, "a short sock_diag reply");
     let header = reply.get(..HEADER).ok_or_else(short)?;
     let kind = u16::from_ne_bytes([header[4], header[5]]);
+    // Only the kernel may send to this socket (others need CAP_NET_ADMIN); the sequence
+    // number is checked all the same.
+    if u32::from_ne_bytes([header[8], header[9], header[10], header[11]]) != SEQ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a sock_diag reply to another request",
+        ));
+    }
     let body = &reply[HEADER..];
     if kind == NLMSG_ERROR {
         let code = body.get(..4).ok_or_else(short)?;
@@ -108,7 +154,7 @@ fn owner(reply: &[u8], local: SocketAddr, remote: SocketAddr) -> io::Result<Opti
     let msg = body.get(..UID_AT + 4).ok_or_else(short)?;
     let asked = sockid(local, remote);
     // Ports and addresses as asked (the interface and cookie are the kernel's to fill).
-    if msg[1] != TCP_ESTABLISHED || msg[4..4 + 36] != asked[..36] {
+    if msg[0] != family(local) || msg[1] != TCP_ESTABLISHED || msg[4..4 + 36] != asked[..36] {
         return Ok(None);
     }
     let uid = &msg[UID_AT..UID_AT + 4];
@@ -151,6 +197,7 @@ mod tests {
         let reply = |state: u8, id: [u8; SOCKID], uid: u32| {
             let mut r = vec![0u8; HEADER + UID_AT + 8];
             r[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+            r[8..12].copy_from_slice(&SEQ.to_ne_bytes());
             r[HEADER] = nix::libc::AF_INET as u8;
             r[HEADER + 1] = state;
             r[HEADER + 4..HEADER + 4 + SOCKID].copy_from_slice(&id);
@@ -169,11 +216,38 @@ mod tests {
         let other = sockid(local, "127.0.0.1:40001".parse().unwrap());
         assert_eq!(owner(&reply(1, other, 0), local, remote).unwrap(), None);
         assert!(owner(&reply(1, id, 0)[..HEADER + 10], local, remote).is_err());
+        let mut ipv6 = reply(1, id, 0);
+        ipv6[HEADER] = nix::libc::AF_INET6 as u8;
+        assert_eq!(owner(&ipv6, local, remote).unwrap(), None);
+        let mut other_request = reply(1, id, 0);
+        other_request[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        assert!(owner(&other_request, local, remote).is_err());
         let mut error = vec![0u8; HEADER + 4];
         error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        error[8..12].copy_from_slice(&SEQ.to_ne_bytes());
         error[HEADER..].copy_from_slice(&(-nix::libc::ENOENT).to_ne_bytes());
         assert_eq!(owner(&error, local, remote).unwrap(), None);
         error[HEADER..].copy_from_slice(&(-nix::libc::EPERM).to_ne_bytes());
         assert!(owner(&error, local, remote).is_err());
+    }
+
+    /// A kernel without sock_diag lists no socket at all: said as such, not as a squatter.
+    #[test]
+    fn a_kernel_listing_neither_end_says_sock_diag_is_missing() {
+        let (local, far): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:7373".parse().unwrap(),
+        );
+        let within = std::time::Duration::from_millis(20);
+        let nothing = |_: SocketAddr, _: SocketAddr| Ok(None);
+        let err = far_owner(&nothing, local, far, within).unwrap_err();
+        assert!(err.to_string().contains("sock_diag"), "{err}");
+        let only_mine = move |asked: SocketAddr, _: SocketAddr| Ok((asked == local).then_some(0));
+        assert_eq!(far_owner(&only_mine, local, far, within).unwrap(), None);
+        let squatter = move |asked: SocketAddr, _: SocketAddr| Ok((asked == far).then_some(65534));
+        assert_eq!(
+            far_owner(&squatter, local, far, within).unwrap(),
+            Some(65534)
+        );
     }
 }
