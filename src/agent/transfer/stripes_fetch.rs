@@ -171,6 +171,10 @@ fn store(
 const REPAIR_EVERY: Duration = Duration::from_millis(250);
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a stripe's stream waits for its answer's head (and its connection): a source
+/// silent that long is left as hung, as a repair read's is.
+const STREAM_HEAD_WITHIN: Duration = REPAIR_TIMEOUT;
+
 /// How many blocks a stream reads on through blocks repair brought before it asks again
 /// from the next one wanted.
 const DUPLICATES_READ_ON: usize = 8;
@@ -573,7 +577,17 @@ impl Striped<'_> {
                 continue;
             };
             let path = self.stripe_path(s, next);
-            let mut response = match self.client.get(addr, &path, 0) {
+            // A live seed server writes a stripe answer's head before it waits for any
+            // block; a hung one never does, and while this thread waited on it for the
+            // client's whole read timeout (20 s) the fetch could not end, though repair had
+            // brought every block (the 16-node lab's hung member: its children finished 10 s
+            // after the rest).
+            let head_client = Client {
+                connect_timeout: self.client.connect_timeout.min(STREAM_HEAD_WITHIN),
+                read_timeout: STREAM_HEAD_WITHIN,
+                ..self.client
+            };
+            let mut response = match head_client.get(addr, &path, 0) {
                 Ok(response) => response,
                 // Not started yet (no mark): asked again a few times before it counts as a
                 // refusal, so a parent a moment behind is not left for good.
@@ -586,6 +600,11 @@ impl Striped<'_> {
                     status: 404 | 503, ..
                 }) => {
                     failed(&mut log, Left::Refused);
+                    continue;
+                }
+                Err(e @ GetError::SlowHead { .. }) => {
+                    tracing::info!(source = %source_name, stripe = s, "stripe source failed: {e}");
+                    failed(&mut log, Left::Hung);
                     continue;
                 }
                 Err(e) => {
@@ -1238,6 +1257,35 @@ mod tests {
             vec![(plan.name(head), &Left::Hung)]
         );
         assert_eq!(receiver.counts(), (0, layout.count()));
+    }
+
+    /// A parent whose seed server takes connections and never answers one (its process
+    /// stopped before the stream began, or a member holding requests open) is left as hung
+    /// once the stream's head is [`STREAM_HEAD_WITHIN`] late, not after the client's read
+    /// timeout (600 s here): in the 16-node lab, children of a hung member waited 20 s on such a
+    /// head after repair had brought every block.
+    #[test]
+    fn a_parent_that_never_answers_the_streams_head_is_left_as_hung() {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mute_addr = mute.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let held: Vec<_> = mute.incoming().flatten().collect();
+            drop(held);
+        });
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), mute_addr);
+        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs)
+            .expect("the mute parent's head was waited on for the whole read timeout");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().collect::<Vec<_>>(),
+            vec![(plan.name(head), &Left::Hung)]
+        );
     }
 
     /// Hostile review: a parent (a compromised member) that begins a block and then sends
