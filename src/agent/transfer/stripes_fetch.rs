@@ -171,8 +171,8 @@ fn store(
 const REPAIR_EVERY: Duration = Duration::from_millis(250);
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a stripe's stream waits for its answer's head (and its connection): a source
-/// silent that long is left as hung, as a repair read's is.
+/// How long a stripe's stream waits for its answer's head (and its connection) before it asks
+/// again, leaving the source as hung where the hang rule says so.
 const STREAM_HEAD_WITHIN: Duration = REPAIR_TIMEOUT;
 
 /// How many blocks a stream reads on through blocks repair brought before it asks again
@@ -577,18 +577,33 @@ impl Striped<'_> {
                 continue;
             };
             let path = self.stripe_path(s, next);
+            let probe = |limit: Duration| self.client.answers(addr, &path, limit);
+            let blames = |silent: Duration| lock().0.silence_blames(s, silent);
             // A live seed server writes a stripe answer's head before it waits for any
-            // block; a hung one never does, and while this thread waited on it for the
+            // block; a stopped one never does, and while this thread waited on it for the
             // client's whole read timeout (20 s) the fetch could not end, though repair had
             // brought every block (the 16-node lab's hung member: its children finished 10 s
-            // after the rest).
+            // after the rest). Asked again after [`STREAM_HEAD_WITHIN`], from the top, where
+            // a stripe repair completed ends.
             let head_client = Client {
                 connect_timeout: self.client.connect_timeout.min(STREAM_HEAD_WITHIN),
                 read_timeout: STREAM_HEAD_WITHIN,
                 ..self.client
             };
+            let asked = std::time::Instant::now();
             let mut response = match head_client.get(addr, &path, 0) {
                 Ok(response) => response,
+                // Left only by the hang rule, as mid-stream: a late head may be this node's
+                // own crowded link (its other stripes creep too) or a live parent's queue
+                // (it answers the probe).
+                Err(e @ GetError::SlowHead { .. }) => {
+                    let waited = asked.elapsed();
+                    tracing::info!(source = %source_name, stripe = s, "stripe source slow to answer: {e}");
+                    if blames(waited) && super::relay::hung(waited, probe) {
+                        failed(&mut log, Left::Hung);
+                    }
+                    continue;
+                }
                 // Not started yet (no mark): asked again a few times before it counts as a
                 // refusal, so a parent a moment behind is not left for good.
                 Err(GetError::Status { status: 404, .. }) if not_yet < NOT_YET_TRIES => {
@@ -600,11 +615,6 @@ impl Striped<'_> {
                     status: 404 | 503, ..
                 }) => {
                     failed(&mut log, Left::Refused);
-                    continue;
-                }
-                Err(e @ GetError::SlowHead { .. }) => {
-                    tracing::info!(source = %source_name, stripe = s, "stripe source failed: {e}");
-                    failed(&mut log, Left::Hung);
                     continue;
                 }
                 Err(e) => {
@@ -625,8 +635,6 @@ impl Striped<'_> {
                 failed(&mut log, Left::Crashed);
                 continue;
             }
-            let probe = |limit: Duration| self.client.answers(addr, &path, limit);
-            let blames = |silent: Duration| lock().0.silence_blames(s, silent);
             let mut block = Vec::new();
             for index in (next..layout.count()).step_by(d) {
                 let len = layout.block_len(index).unwrap_or(0);
@@ -708,6 +716,9 @@ impl Striped<'_> {
         use std::io::ErrorKind;
         let mut filled = 0;
         let mut last_byte = std::time::Instant::now();
+        // Also asked while bytes come: a source trickling a large block (up to 16 MiB, whose
+        // deadline is half an hour) must not hold the stream once repair brought it.
+        let mut looked = last_byte;
         // A parent sends a block only once it holds it whole, so a block that has begun
         // flows at link speed: past this it is being trickled (a byte within every second
         // of silence never wakes the hang rule) and the source is left as hung.
@@ -734,17 +745,15 @@ impl Striped<'_> {
                     filled += n;
                     last_byte = std::time::Instant::now();
                     began.get_or_insert(last_byte);
+                    if filled < block.len() && looked.elapsed() >= super::relay::HUNG_AFTER {
+                        looked = last_byte;
+                        woken(watch)?;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    match (watch.woken)() {
-                        Woken::Repaired => return Err(None),
-                        Woken::Left(why) => {
-                            let e = std::io::Error::other(format!("left as {why}"));
-                            return Err(Some((why, e)));
-                        }
-                        Woken::Waiting => {}
-                    }
+                    looked = std::time::Instant::now();
+                    woken(watch)?;
                     let silent = last_byte.elapsed();
                     if (watch.blames)(silent) && super::relay::hung(silent, watch.probe) {
                         let why = format!(
@@ -762,6 +771,19 @@ impl Striped<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What [`Striped::read_block`] does on what `watch.woken` says: stops where a repair brought
+/// the block (`Err(None)`) or the source was left meanwhile, reads on otherwise.
+fn woken(watch: &Watch<'_>) -> Result<(), Option<(Left, std::io::Error)>> {
+    match (watch.woken)() {
+        Woken::Repaired => Err(None),
+        Woken::Left(why) => {
+            let e = std::io::Error::other(format!("left as {why}"));
+            Err(Some((why, e)))
+        }
+        Woken::Waiting => Ok(()),
     }
 }
 
@@ -1278,13 +1300,110 @@ mod tests {
         let mut addrs = BTreeMap::new();
         addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
         addrs.insert(plan.name(head).to_string(), mute_addr);
+        let started = std::time::Instant::now();
         let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs)
             .expect("the mute parent's head was waited on for the whole read timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(receiver.complete());
         assert!(copy == data);
         assert_eq!(
             receiver.named().collect::<Vec<_>>(),
             vec![(plan.name(head), &Left::Hung)]
+        );
+    }
+
+    /// A live parent whose first stream answer comes late (its workers busy with answers a
+    /// child left, or this node's own link crowded) but which answers the probe is asked
+    /// again, not left: a parent left is left for good, in every stripe.
+    #[test]
+    fn a_parent_slow_to_answer_a_stream_but_answering_the_probe_is_asked_again() {
+        use std::io::{BufRead, BufReader, Write};
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let origin_dir = node_dir_of(&data, layout, true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let head_dir = node_dir_of(&data, layout, true, 1);
+        let parent = SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        let parent_addr = parent.addr();
+        // In front of the parent: its first GET is held past the stream's head wait.
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let front_addr = front.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut gets = 0;
+            for client in front.incoming().flatten() {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut request = Vec::new();
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    request.extend_from_slice(line.as_bytes());
+                    line.clear();
+                }
+                request.extend_from_slice(b"\r\n");
+                if request.starts_with(b"GET") {
+                    gets += 1;
+                    if gets == 1 {
+                        std::thread::sleep(STREAM_HEAD_WITHIN + Duration::from_millis(500));
+                    }
+                }
+                std::thread::spawn(move || {
+                    let mut upstream = std::net::TcpStream::connect(parent_addr).unwrap();
+                    let _ = upstream.write_all(&request);
+                    let _ = std::io::copy(&mut upstream, &mut &client);
+                });
+            }
+        });
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), front_addr);
+        let (receiver, copy) =
+            fetch_one(&plan, &leaves, below, addrs).expect("the fetch did not end");
+        assert!(receiver.complete());
+        assert!(copy == data);
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// Review of the stream's head wait: a source trickling a large block (a 256 KiB block
+    /// here: 33 s to its deadline; 16 MiB blocks, half an hour) without ever falling silent
+    /// stops being read within about a second of repair bringing that block.
+    #[test]
+    fn a_trickled_block_that_repair_brought_ends_the_read() {
+        struct Trickle;
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(50));
+                buf[0] = 0;
+                Ok(1)
+            }
+        }
+        let addr_of = |_: &str| None;
+        let stop = AtomicBool::new(false);
+        let striped = striped(&addr_of, &stop, Duration::from_secs(600));
+        let started = std::time::Instant::now();
+        let repaired_after = Duration::from_millis(300);
+        let woken = || match started.elapsed() > repaired_after {
+            true => Woken::Repaired,
+            false => Woken::Waiting,
+        };
+        let watch = Watch {
+            probe: &|_| true,
+            woken: &woken,
+            blames: &|_| true,
+        };
+        let mut block = vec![0; 256 * 1024];
+        let read = striped.read_block(&mut Trickle, &mut block, &watch);
+        assert!(matches!(read, Err(None)), "{read:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
         );
     }
 
