@@ -649,10 +649,12 @@ impl Striped<'_> {
                         .why_left(source)
                         .map_or(Woken::Waiting, |why| Woken::Left(why.clone()))
                 };
+                let stripe_done = || lock().0.next_wanted(s).is_none();
                 let watch = Watch {
                     probe: &probe,
                     woken: &woken,
                     blames: &blames,
+                    stripe_done: &stripe_done,
                 };
                 match self.read_block(&mut response.body, &mut block, &watch) {
                     Ok(()) => {}
@@ -716,8 +718,10 @@ impl Striped<'_> {
         use std::io::ErrorKind;
         let mut filled = 0;
         let mut last_byte = std::time::Instant::now();
-        // Also asked while bytes come: a source trickling a large block (up to 16 MiB, whose
-        // deadline is half an hour) must not hold the stream once repair brought it.
+        // Looked at every second while bytes come, too: a source trickling a large block (up
+        // to 16 MiB, whose deadline is half an hour) must not hold the fetch's end once
+        // repair brought the stripe's last block. Only then: an honest slow parent's stream,
+        // cut each time repair overtook the block it was sending, was never judged slow.
         let mut looked = last_byte;
         // A parent sends a block only once it holds it whole, so a block that has begun
         // flows at link speed: past this it is being trickled (a byte within every second
@@ -747,13 +751,22 @@ impl Striped<'_> {
                     began.get_or_insert(last_byte);
                     if filled < block.len() && looked.elapsed() >= super::relay::HUNG_AFTER {
                         looked = last_byte;
-                        woken(watch)?;
+                        if (watch.stripe_done)() {
+                            return Err(None);
+                        }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     looked = std::time::Instant::now();
-                    woken(watch)?;
+                    match (watch.woken)() {
+                        Woken::Repaired => return Err(None),
+                        Woken::Left(why) => {
+                            let e = std::io::Error::other(format!("left as {why}"));
+                            return Err(Some((why, e)));
+                        }
+                        Woken::Waiting => {}
+                    }
                     let silent = last_byte.elapsed();
                     if (watch.blames)(silent) && super::relay::hung(silent, watch.probe) {
                         let why = format!(
@@ -771,19 +784,6 @@ impl Striped<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// What [`Striped::read_block`] does on what `watch.woken` says: stops where a repair brought
-/// the block (`Err(None)`) or the source was left meanwhile, reads on otherwise.
-fn woken(watch: &Watch<'_>) -> Result<(), Option<(Left, std::io::Error)>> {
-    match (watch.woken)() {
-        Woken::Repaired => Err(None),
-        Woken::Left(why) => {
-            let e = std::io::Error::other(format!("left as {why}"));
-            Err(Some((why, e)))
-        }
-        Woken::Waiting => Ok(()),
     }
 }
 
@@ -830,6 +830,8 @@ struct Watch<'a> {
     probe: &'a dyn Fn(Duration) -> bool,
     woken: &'a dyn Fn() -> Woken,
     blames: &'a dyn Fn(Duration) -> bool,
+    /// Whether the stripe holds every block now (repair brought the rest).
+    stripe_done: &'a dyn Fn() -> bool,
 }
 
 /// The two documents a striped fetch needs before any block, as a member served them and this
@@ -1372,7 +1374,7 @@ mod tests {
 
     /// Review of the stream's head wait: a source trickling a large block (a 256 KiB block
     /// here: 33 s to its deadline; 16 MiB blocks, half an hour) without ever falling silent
-    /// stops being read within about a second of repair bringing that block.
+    /// stops being read within about a second of repair bringing the stripe's last block.
     #[test]
     fn a_trickled_block_that_repair_brought_ends_the_read() {
         struct Trickle;
@@ -1388,14 +1390,12 @@ mod tests {
         let striped = striped(&addr_of, &stop, Duration::from_secs(600));
         let started = std::time::Instant::now();
         let repaired_after = Duration::from_millis(300);
-        let woken = || match started.elapsed() > repaired_after {
-            true => Woken::Repaired,
-            false => Woken::Waiting,
-        };
+        let done = || started.elapsed() > repaired_after;
         let watch = Watch {
             probe: &|_| true,
-            woken: &woken,
+            woken: &|| Woken::Waiting,
             blames: &|_| true,
+            stripe_done: &done,
         };
         let mut block = vec![0; 256 * 1024];
         let read = striped.read_block(&mut Trickle, &mut block, &watch);
