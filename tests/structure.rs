@@ -883,10 +883,6 @@ const FILE_OPENERS: &[(&str, &str)] = &[
     ("src/render.rs", "the operator's templates"),
     ("src/engines/clients.rs", "engine secrets in /etc/p2pu, root's"),
     ("src/engines/warm_validator.rs", "the head of Puppet's own launcher under /usr, root's"),
-    (
-        "src/engines/serf/rpc.rs",
-        "the kernel's socket table, /proc/thread-self/net/tcp{,6}: no user writes it",
-    ),
     ("src/nat/mod.rs", "the overlay secret in /etc/p2pu"),
     ("src/nat/names.rs", "the NAT proxy's own bindings file, in its own state dir"),
     ("src/agent/runtime/state.rs", "the state dir, root's (0700/0600)"),
