@@ -1207,6 +1207,26 @@ mod tests {
         (plan, leaves, data, layout, head, below)
     }
 
+    /// Node `below` of [`one_stripe`] fetching with its parent `head` answering at `parent`
+    /// and the origin's seed server holding everything: checks the copy, returns the
+    /// receiver; `what` says why a fetch that did not end failed.
+    fn fetch_below(
+        (plan, leaves, data): (&Plan, &Leaves, &[u8]),
+        (head, below): (u32, u32),
+        parent: SocketAddr,
+        what: &str,
+    ) -> Receiver {
+        let origin_dir = node_dir_of(data, leaves.layout(), true, 1);
+        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let mut addrs = BTreeMap::new();
+        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
+        addrs.insert(plan.name(head).to_string(), parent);
+        let (receiver, copy) = fetch_one(plan, leaves, below, addrs).expect(what);
+        assert!(receiver.complete());
+        assert!(copy == data);
+        receiver
+    }
+
     /// Runs node `me`'s striped fetch into a fresh download dir against `addrs`, with a read
     /// timeout far past the hang rule's second, on a thread; `None` if it had not ended
     /// within a minute (it waited on a silent source as the read timeout would).
@@ -1250,8 +1270,6 @@ mod tests {
     fn a_silent_parent_that_does_not_answer_a_probe_is_left_as_hung() {
         use std::io::Write;
         let (plan, leaves, data, layout, head, below) = one_stripe();
-        let origin_dir = node_dir_of(&data, layout, true, 1);
-        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
         let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let hung_addr = hung.local_addr().unwrap();
         let first = data[..2 * BLOCK].to_vec();
@@ -1269,13 +1287,12 @@ mod tests {
                 held.push(stream);
             }
         });
-        let mut addrs = BTreeMap::new();
-        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
-        addrs.insert(plan.name(head).to_string(), hung_addr);
-        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs)
-            .expect("the silent parent was waited on as if alive");
-        assert!(receiver.complete());
-        assert!(copy == data);
+        let receiver = fetch_below(
+            (&plan, &leaves, &data),
+            (head, below),
+            hung_addr,
+            "the silent parent was waited on as if alive",
+        );
         assert_eq!(
             receiver.named().collect::<Vec<_>>(),
             vec![(plan.name(head), &Left::Hung)]
@@ -1290,28 +1307,25 @@ mod tests {
     /// head after repair had brought every block.
     #[test]
     fn a_parent_that_never_answers_the_streams_head_is_left_as_hung() {
-        let (plan, leaves, data, layout, head, below) = one_stripe();
-        let origin_dir = node_dir_of(&data, layout, true, 1);
-        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let (plan, leaves, data, _, head, below) = one_stripe();
         let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mute_addr = mute.local_addr().unwrap();
         std::thread::spawn(move || {
             let held: Vec<_> = mute.incoming().flatten().collect();
             drop(held);
         });
-        let mut addrs = BTreeMap::new();
-        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
-        addrs.insert(plan.name(head).to_string(), mute_addr);
         let started = std::time::Instant::now();
-        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs)
-            .expect("the mute parent's head was waited on for the whole read timeout");
+        let receiver = fetch_below(
+            (&plan, &leaves, &data),
+            (head, below),
+            mute_addr,
+            "the mute parent's head was waited on for the whole read timeout",
+        );
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{:?}",
             started.elapsed()
         );
-        assert!(receiver.complete());
-        assert!(copy == data);
         assert_eq!(
             receiver.named().collect::<Vec<_>>(),
             vec![(plan.name(head), &Left::Hung)]
@@ -1325,8 +1339,6 @@ mod tests {
     fn a_parent_slow_to_answer_a_stream_but_answering_the_probe_is_asked_again() {
         use std::io::{BufRead, BufReader, Write};
         let (plan, leaves, data, layout, head, below) = one_stripe();
-        let origin_dir = node_dir_of(&data, layout, true, 1);
-        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
         let head_dir = node_dir_of(&data, layout, true, 1);
         let parent = SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
         let parent_addr = parent.addr();
@@ -1357,13 +1369,12 @@ mod tests {
                 });
             }
         });
-        let mut addrs = BTreeMap::new();
-        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
-        addrs.insert(plan.name(head).to_string(), front_addr);
-        let (receiver, copy) =
-            fetch_one(&plan, &leaves, below, addrs).expect("the fetch did not end");
-        assert!(receiver.complete());
-        assert!(copy == data);
+        let receiver = fetch_below(
+            (&plan, &leaves, &data),
+            (head, below),
+            front_addr,
+            "the fetch did not end",
+        );
         assert_eq!(
             receiver.named().count(),
             0,
@@ -1414,9 +1425,7 @@ mod tests {
     #[test]
     fn a_parent_trickling_a_block_is_left_as_hung() {
         use std::io::Write;
-        let (plan, leaves, data, layout, head, below) = one_stripe();
-        let origin_dir = node_dir_of(&data, layout, true, 1);
-        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
+        let (plan, leaves, data, _, head, below) = one_stripe();
         let trickler = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let trickler_addr = trickler.local_addr().unwrap();
         let first = data[..BLOCK + 1].to_vec();
@@ -1440,13 +1449,12 @@ mod tests {
                 });
             }
         });
-        let mut addrs = BTreeMap::new();
-        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
-        addrs.insert(plan.name(head).to_string(), trickler_addr);
-        let (receiver, copy) =
-            fetch_one(&plan, &leaves, below, addrs).expect("the trickling parent held the stripe");
-        assert!(receiver.complete());
-        assert!(copy == data);
+        let receiver = fetch_below(
+            (&plan, &leaves, &data),
+            (head, below),
+            trickler_addr,
+            "the trickling parent held the stripe",
+        );
         assert_eq!(
             receiver.named().collect::<Vec<_>>(),
             vec![(plan.name(head), &Left::Hung)]
@@ -1484,8 +1492,6 @@ mod tests {
     #[test]
     fn a_silent_parent_that_answers_a_probe_is_waited_for() {
         let (plan, leaves, data, layout, head, below) = one_stripe();
-        let origin_dir = node_dir_of(&data, layout, true, 1);
-        let origin = SeedServer::start("127.0.0.1:0".parse().unwrap(), origin_dir.path()).unwrap();
         // The head holds blocks 0 and 1 only, for now.
         let head_dir = node_dir_of(&data, layout, false, 1);
         let mark = DownloadDir::new(head_dir.path()).have_mark(HASH);
@@ -1495,19 +1501,19 @@ mod tests {
         std::fs::write(&mark, have.encode()).unwrap();
         let head_server =
             SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
-        let mut addrs = BTreeMap::new();
-        addrs.insert(plan.name(plan.origin()).to_string(), origin.addr());
-        addrs.insert(plan.name(head).to_string(), head_server.addr());
         let rest = std::thread::spawn(move || {
             // Silent for well past the rule's second, then the rest arrives.
             std::thread::sleep(Duration::from_millis(2500));
             (0..layout.count()).for_each(|i| have.set(i));
             std::fs::write(&mark, have.encode()).unwrap();
         });
-        let (receiver, copy) = fetch_one(&plan, &leaves, below, addrs).expect("finished");
+        let receiver = fetch_below(
+            (&plan, &leaves, &data),
+            (head, below),
+            head_server.addr(),
+            "finished",
+        );
         rest.join().unwrap();
-        assert!(receiver.complete());
-        assert!(copy == data);
         assert_nobody_left(&receiver);
     }
 
