@@ -556,8 +556,9 @@ fn nat_units_read_their_secret_and_carry_an_update_across_nat() {
 
 /// `systemd-analyze security`'s exposure of each p2pu unit as README documents it (issue 29:
 /// the heartbeat was 8.9, first boot 9.6, the agent 9.3); a unit's test asserts it stays at or
-/// under its figure on a booted node, having done its work under that sandbox.
-const HEARTBEAT_EXPOSURE: f64 = 1.6;
+/// under its figure on a booted node, having done its work under that sandbox. The heartbeat's
+/// 1.6 became 1.7 with AF_NETLINK (sock_diag, for the Serf RPC owner check).
+const HEARTBEAT_EXPOSURE: f64 = 1.7;
 const FIRSTBOOT_EXPOSURE: f64 = 1.8;
 const AGENT_EXPOSURE: f64 = 8.0;
 

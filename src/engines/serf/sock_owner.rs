@@ -37,7 +37,17 @@ pub(super) fn established_owner(local: SocketAddr, remote: SocketAddr) -> io::Re
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkSockDiag,
-    )?;
+    )
+    .map_err(|e| {
+        // What a systemd unit's `RestrictAddressFamilies=` without AF_NETLINK returns.
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!(
+                "a sock_diag netlink socket ({e}): where a systemd unit runs this, its \
+                 RestrictAddressFamilies= needs AF_NETLINK"
+            ),
+        )
+    })?;
     send(fd.as_raw_fd(), &request(local, remote), MsgFlags::empty())?;
     // The kernel answers a sock_diag request while it takes it: the reply is queued by the
     // time `send` returns, so waiting could only mean something is wrong.
