@@ -56,7 +56,7 @@ pub(super) fn established_owner(local: SocketAddr, remote: SocketAddr) -> io::Re
     owner(&reply[..n.min(reply.len())], local, remote)
 }
 
-/// Looks up a socket's owner: its own end first, then its far end ([`established_owner`]).
+/// Looks up the owner of the socket whose own end is the first address and far end the second ([`established_owner`]).
 pub(super) type Lookup = dyn Fn(SocketAddr, SocketAddr) -> io::Result<Option<u32>>;
 
 /// The owner of the far end of this process's connection `local` → `far`, asked every 5 ms
