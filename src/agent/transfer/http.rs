@@ -127,7 +127,7 @@ impl Response {
         Response::bytes(status, "text/plain", reason(status).as_bytes().to_vec())
     }
 
-    fn write_to(self, stream: &mut impl Write) -> io::Result<()> {
+    fn write_to(self, stream: &mut impl Answer) -> io::Result<()> {
         let len = match &self.body {
             Body::Bytes(bytes) => bytes.len() as u64,
             Body::File { len, .. }
@@ -192,7 +192,7 @@ fn send_blocks(
     file: &std::fs::File,
     blocks: &[(u64, usize, u32)],
     mut held: Box<dyn FnMut(u32) -> Option<bool> + Send>,
-    stream: &mut impl Write,
+    stream: &mut impl Answer,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buffer = Vec::new();
@@ -215,7 +215,12 @@ fn send_blocks(
                     format!("block {index} not held after {RELAY_STALL:?}"),
                 ));
             }
-            std::thread::sleep(BLOCK_POLL);
+            if stream.reader_gone_within(BLOCK_POLL) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("the reader left while block {index} was awaited"),
+                ));
+            }
         }
         let mut sent = 0;
         while sent < len {
@@ -227,6 +232,36 @@ fn send_blocks(
         }
     }
     Ok(())
+}
+
+/// Where an answer is written. An answer waiting for a block waits on its reader too: a
+/// stripe's reader that gave up (its stream cut to ask again from a later block) held its
+/// place among the stripe's readers, counted against its member, until the next block came
+/// to be written, and the member's next ask was turned away (issue 24's membership test, once
+/// under CI's load).
+pub(crate) trait Answer: Write {
+    /// Waits up to `within`; `true` as soon as the reader closed (or reset) its end: nothing
+    /// it asked can reach it now.
+    fn reader_gone_within(&self, within: Duration) -> bool;
+}
+
+impl Answer for TcpStream {
+    fn reader_gone_within(&self, within: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags};
+        use std::os::fd::AsFd;
+        // p2pu's readers send nothing after their request and never half-close, so an end
+        // of stream here is a reader gone (a NAT tunnel passes a close on as one). Only the
+        // end is asked for, never input: a member sending a stray byte must not make the
+        // answer spin.
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut fds = [PollFd::new(self.as_fd(), rdhup)];
+        let ms = u16::try_from(within.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, ms) {
+            // Whatever it reports is the end, an error or a hang-up: it was asked nothing else.
+            Ok(ready) => ready > 0,
+            Err(_) => false,
+        }
+    }
 }
 
 /// Copies `len` bytes of a file still being written, waiting at its end while it grows.
@@ -604,6 +639,12 @@ mod tests {
             }
             fn flush(&mut self) -> io::Result<()> {
                 Ok(())
+            }
+        }
+        impl Answer for Largest {
+            fn reader_gone_within(&self, within: Duration) -> bool {
+                std::thread::sleep(within);
+                false
             }
         }
         let data: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();

@@ -499,9 +499,17 @@ fn serve_stripe(
     let key = format!("{hash}#{stripe}");
     let reader = match readers.enter_capped(&key, request.peer.ip(), readers.stripe_cap()) {
         Ok(reader) => reader,
+        // The asker's address's places (429) differ from a full stripe (503): the first are
+        // mostly its own readers that gave up a moment ago and are leaving, and it asks again
+        // shortly rather than leave this source (`stripes_fetch`'s `BUSY_TRIES`). Through a
+        // NAT tunnel they are every tunnelled node's: all come from this node's address.
         Err(full) => {
-            tracing::info!(hash, stripe, peer = %request.peer, full = full.as_str(), "stripe readers at their cap: 503");
-            return Response::status(503);
+            let status = match full {
+                Full::Source => 429,
+                Full::Payload => 503,
+            };
+            tracing::info!(hash, stripe, peer = %request.peer, full = full.as_str(), "stripe readers at their cap: {status}");
+            return Response::status(status);
         }
     };
     // The whole payload here (the origin, or a node that finished): its stripes' answers are
@@ -1198,8 +1206,8 @@ mod tests {
             .collect();
         std::thread::sleep(Duration::from_millis(100));
         match test_client().get(server.addr(), &path, 0) {
-            Err(GetError::Status { status: 503, .. }) => {}
-            other => panic!("expected 503, got {:?}", other.map(|r| r.status)),
+            Err(GetError::Status { status: 429, .. }) => {}
+            other => panic!("expected 429, got {:?}", other.map(|r| r.status)),
         }
         let other = crate::agent::transfer::http_get::Client {
             bind: Some(std::net::IpAddr::from([127, 0, 0, 9])),
@@ -1212,6 +1220,46 @@ mod tests {
         }
         std::fs::write(DownloadDir::new(root.path()).have_mark(hash), have.encode()).unwrap();
         drop(hog);
+    }
+
+    /// A reader that leaves while its answer waits for a block lets its place go at once,
+    /// not when the block comes (up to the 20 s stall): its member's next ask gets in. Under
+    /// CI's load a node that cut its stream to ask again was answered 503 by its own old
+    /// reader and left its parent as refusing (issue 24's membership test).
+    #[test]
+    fn a_reader_that_left_lets_its_place_go_while_its_answer_waits() {
+        use crate::agent::transfer::http_get::GetError;
+        let (root, hash, _, _) = stripe_fixture(&[0, 2, 4]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let path = format!("/{hash}/big?stripe=1&from=1");
+        let mut held: Vec<_> = (0..MAX_RELAY_READERS_PER_SOURCE)
+            .map(|_| test_client().get(server.addr(), &path, 0).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        match test_client().get(server.addr(), &path, 0) {
+            Err(GetError::Status { status: 429, .. }) => {}
+            other => panic!("expected 429, got {:?}", other.map(|r| r.status)),
+        }
+        drop(held.pop());
+        let left = Instant::now();
+        loop {
+            match test_client().get(server.addr(), &path, 0) {
+                Ok(answer) => {
+                    assert_eq!(answer.status, 200);
+                    break;
+                }
+                Err(GetError::Status { status: 429, .. })
+                    if left.elapsed() < Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => panic!(
+                    "the place was still held {:?} after its reader left: {:?}",
+                    left.elapsed(),
+                    other.map(|r| r.status)
+                ),
+            }
+        }
     }
 
     /// The seed server is sized by the site's fan-out (issue 24): `k` children a stripe and a

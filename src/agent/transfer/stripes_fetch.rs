@@ -223,6 +223,15 @@ fn read_by(
 /// node's other stripes go on, and this one is repaired from neighbours once it lags.
 const NOT_YET_TRIES: u32 = 40;
 
+/// How many times in a row a stripe asks again a source that answers 429 (this address's
+/// readers of the stripe there at their cap) before it counts as refusing: 10 tries 200 ms
+/// apart. The readers are mostly this node's own that gave up a moment ago (a stream cut to
+/// ask again, a repair read), which the source lets go once it sees them closed; leaving the
+/// source for them left a live parent for good (issue 24's membership test, once under CI's
+/// load). Through a NAT tunnel every tunnelled node reaches the source from one address and
+/// shares those places.
+const BUSY_TRIES: u32 = 10;
+
 /// One payload's striped fetch on this node.
 pub struct Striped<'a> {
     pub client: Client,
@@ -530,7 +539,7 @@ impl Striped<'_> {
         (copy, seeding, mark): (&File, &File, &Mark),
     ) -> Result<Vec<StripeUse>, StripedError> {
         let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut not_yet = 0;
+        let (mut not_yet, mut busy) = (0, 0);
         let mut log = StripeLog::new(s as u32);
         let mut previous: Option<Node> = None;
         loop {
@@ -592,7 +601,12 @@ impl Striped<'_> {
             };
             let asked = std::time::Instant::now();
             let mut response = match head_client.get(addr, &path, 0) {
-                Ok(response) => response,
+                // The budget is for one wait on readers leaving, not the fetch's: a node
+                // cutting its streams now and then spent it in honest asks (review).
+                Ok(response) => {
+                    busy = 0;
+                    response
+                }
                 // Left only by the hang rule, as mid-stream: a late head may be this node's
                 // own crowded link (its other stripes creep too) or a live parent's queue
                 // (it answers the probe).
@@ -611,8 +625,14 @@ impl Striped<'_> {
                     std::thread::sleep(ORIGIN_RETRY);
                     continue;
                 }
+                Err(GetError::Status { status: 429, .. }) if busy < BUSY_TRIES => {
+                    busy += 1;
+                    std::thread::sleep(ORIGIN_RETRY);
+                    continue;
+                }
                 Err(GetError::Status {
-                    status: 404 | 503, ..
+                    status: 404 | 429 | 503,
+                    ..
                 }) => {
                     failed(&mut log, Left::Refused);
                     continue;
@@ -1332,22 +1352,18 @@ mod tests {
         );
     }
 
-    /// A live parent whose first stream answer comes late (its workers busy with answers a
-    /// child left, or this node's own link crowded) but which answers the probe is asked
-    /// again, not left: a parent left is left for good, in every stripe.
-    #[test]
-    fn a_parent_slow_to_answer_a_stream_but_answering_the_probe_is_asked_again() {
+    /// A listener in front of the seed server at `parent`: each GET (numbered from 1) goes to
+    /// `on_get` first, which may answer it itself (`true`); the rest are passed through.
+    fn front_of(
+        parent: SocketAddr,
+        mut on_get: impl FnMut(u32, &mut std::net::TcpStream) -> bool + Send + 'static,
+    ) -> SocketAddr {
         use std::io::{BufRead, BufReader, Write};
-        let (plan, leaves, data, layout, head, below) = one_stripe();
-        let head_dir = node_dir_of(&data, layout, true, 1);
-        let parent = SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
-        let parent_addr = parent.addr();
-        // In front of the parent: its first GET is held past the stream's head wait.
         let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let front_addr = front.local_addr().unwrap();
         std::thread::spawn(move || {
             let mut gets = 0;
-            for client in front.incoming().flatten() {
+            for mut client in front.incoming().flatten() {
                 let mut reader = BufReader::new(client.try_clone().unwrap());
                 let mut request = Vec::new();
                 let mut line = String::new();
@@ -1358,16 +1374,64 @@ mod tests {
                 request.extend_from_slice(b"\r\n");
                 if request.starts_with(b"GET") {
                     gets += 1;
-                    if gets == 1 {
-                        std::thread::sleep(STREAM_HEAD_WITHIN + Duration::from_millis(500));
+                    if on_get(gets, &mut client) {
+                        continue;
                     }
                 }
                 std::thread::spawn(move || {
-                    let mut upstream = std::net::TcpStream::connect(parent_addr).unwrap();
+                    let mut upstream = std::net::TcpStream::connect(parent).unwrap();
                     let _ = upstream.write_all(&request);
                     let _ = std::io::copy(&mut upstream, &mut &client);
                 });
             }
+        });
+        front_addr
+    }
+
+    /// A parent answering 429 (this node's own readers of the stripe there at their cap: a
+    /// stream it cut a moment ago, a repair read) is asked again, not left: under CI's load
+    /// the membership test's node 4 left a live parent as refusing for it (issue 24).
+    #[test]
+    fn a_parent_holding_this_nodes_own_readers_is_asked_again() {
+        use std::io::Write;
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let head_dir = node_dir_of(&data, layout, true, 1);
+        let parent = SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        let front_addr = front_of(parent.addr(), |gets, client| {
+            gets <= 3 && {
+                let _ = client
+                    .write_all(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n");
+                true
+            }
+        });
+        let receiver = fetch_below(
+            (&plan, &leaves, &data),
+            (head, below),
+            front_addr,
+            "the fetch did not end",
+        );
+        assert_eq!(
+            receiver.named().count(),
+            0,
+            "{:?}",
+            receiver.named().collect::<Vec<_>>()
+        );
+    }
+
+    /// A live parent whose first stream answer comes late (its workers busy with answers a
+    /// child left, or this node's own link crowded) but which answers the probe is asked
+    /// again, not left: a parent left is left for good, in every stripe.
+    #[test]
+    fn a_parent_slow_to_answer_a_stream_but_answering_the_probe_is_asked_again() {
+        let (plan, leaves, data, layout, head, below) = one_stripe();
+        let head_dir = node_dir_of(&data, layout, true, 1);
+        let parent = SeedServer::start("127.0.0.1:0".parse().unwrap(), head_dir.path()).unwrap();
+        // In front of the parent: its first GET is held past the stream's head wait.
+        let front_addr = front_of(parent.addr(), |gets, _| {
+            if gets == 1 {
+                std::thread::sleep(STREAM_HEAD_WITHIN + Duration::from_millis(500));
+            }
+            false
         });
         let receiver = fetch_below(
             (&plan, &leaves, &data),
