@@ -56,6 +56,8 @@ pub struct Measured {
     pub rss_peak: u64,
     /// Agents' CPU seconds per node per GiB of payload.
     pub cpu_per_gib: f64,
+    /// Their seed servers' (the `agent-serve` child, which sends the blocks), the same way.
+    pub serve_cpu_per_gib: f64,
     /// The nodes the striped update's roster classed slow (`None` for the chain, or where
     /// the roster could not be read).
     pub roster_slow: Option<Vec<usize>>,
@@ -293,6 +295,25 @@ fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// The agent's seed server: its `agent-serve` child, which sends the blocks (any of the
+/// agent's threads may have started it, and each thread lists its own children).
+fn serve_pid(agent: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{agent}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|line| line.split(|b| *b == 0).nth(1) == Some(b"agent-serve".as_slice()))
+        })
+}
+
 /// node 1's site.toml with `mode = "chain"`, for the chain's submit.
 fn chain_config(lab: &p2pu::lab::Lab, dir: &std::path::Path) -> Res<std::path::PathBuf> {
     let config = &lab.node(1)?.config;
@@ -410,7 +431,9 @@ pub fn run(
             None => None,
         };
         let pids: Vec<Option<u32>> = (1..=nodes).map(|i| agent_pid(&lab, i)).collect();
+        let serve_pids: Vec<Option<u32>> = pids.iter().map(|p| p.and_then(serve_pid)).collect();
         let cpu_before: Vec<f64> = pids.iter().map(|p| p.map_or(0.0, cpu_s)).collect();
+        let serve_before: Vec<f64> = serve_pids.iter().map(|p| p.map_or(0.0, cpu_s)).collect();
         origin_counter(&lab, true)?;
         eprintln!(
             "[{nodes} nodes, {}] submit ({})...",
@@ -447,6 +470,12 @@ pub fn run(
             .filter_map(|(p, before)| p.map(|p| (cpu_s(p) - before).max(0.0)))
             .sum();
         let counted = pids.iter().filter(|p| p.is_some()).count().max(1);
+        let serve_cpu: f64 = serve_pids
+            .iter()
+            .zip(&serve_before)
+            .filter_map(|(p, before)| p.map(|p| (cpu_s(p) - before).max(0.0)))
+            .sum();
+        let serve_counted = serve_pids.iter().filter(|p| p.is_some()).count().max(1);
         let gib = len as f64 / (1u64 << 30) as f64;
         let mut slow = Vec::new();
         for &(n, copy) in &slow_copy {
@@ -475,6 +504,7 @@ pub fn run(
             origin_sent,
             rss_peak,
             cpu_per_gib: cpu / counted as f64 / gib,
+            serve_cpu_per_gib: serve_cpu / serve_counted as f64 / gib,
             roster_slow,
         });
         // Every apply done (a 64 MiB archive extracted on each node) before the next submit,
@@ -535,8 +565,8 @@ pub fn print(mib: usize, mbit: u32, rows: &[(usize, String, Outcome, String)]) {
     let len = (mib as u64) << 20;
     println!("chain vs stripes: {mib} MiB archive, links {mbit} Mbit/s per node each way; same lab per scenario, (warm-up,) chain, stripes; the model (benches/stripe_sim.rs, same parameters) beside");
     println!("machine: {}", machine());
-    println!("| nodes | scenario | warm-up | one copy (s) | transfer | last healthy verified (s) | / one copy | slow nodes: own (s) / their one copy (s) | origin sent / payload | roster's slow | agent RSS peak (VmHWM MiB) | agent CPU s per node per GiB | model (stripes, 1 ms hops): full-rate p50 / max over one copy |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| nodes | scenario | warm-up | one copy (s) | transfer | last healthy verified (s) | / one copy | slow nodes: own (s) / their one copy (s) | origin sent / payload | roster's slow | agent RSS peak (VmHWM MiB) | agent CPU s per node per GiB | its seed server's | model (stripes, 1 ms hops): full-rate p50 / max over one copy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (nodes, scenario, outcome, model) in rows {
         let one_copy = outcome.one_copy;
         let warm = outcome
@@ -564,13 +594,14 @@ pub fn print(mib: usize, mbit: u32, rows: &[(usize, String, Outcome, String)]) {
                 Some(slow) => &nodes_list(slow),
             };
             println!(
-                "| {nodes} | {scenario} | {warm} | {one_copy:.1} | {} | {:.1} | {:.2}x | {slow} | {:.2}x | {roster} | {:.1} | {:.1} | {model} |",
+                "| {nodes} | {scenario} | {warm} | {one_copy:.1} | {} | {:.1} | {:.2}x | {slow} | {:.2}x | {roster} | {:.1} | {:.1} | {:.1} | {model} |",
                 m.transfer.name(),
                 m.verified,
                 m.verified / one_copy,
                 m.origin_sent as f64 / len as f64,
                 m.rss_peak as f64 / 1024.0,
                 m.cpu_per_gib,
+                m.serve_cpu_per_gib,
             );
         }
     }

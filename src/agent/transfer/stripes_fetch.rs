@@ -232,6 +232,10 @@ const NOT_YET_TRIES: u32 = 40;
 /// shares those places.
 const BUSY_TRIES: u32 = 10;
 
+/// The most a stripe's stream read waits for before it returns (`SO_RCVLOWAT`): a block of
+/// the default 16 KiB, or the first 64 KiB of a larger one.
+const READ_AT_LEAST: usize = 64 * 1024;
+
 /// One payload's striped fetch on this node.
 pub struct Striped<'a> {
     pub client: Client,
@@ -644,13 +648,17 @@ impl Striped<'_> {
                 }
             };
             let d = lock().0.plan().stripes();
-            // Woken every second of silence to apply the hang rule.
-            if let Err(e) = response
+            // Woken every second of silence to apply the hang rule, and otherwise once a
+            // block is in (its first, which the rest are at most).
+            let woken_per_block = response
                 .body
                 .get_ref()
                 .get_ref()
                 .set_read_timeout(Some(super::relay::HUNG_AFTER))
-            {
+                .and_then(|()| {
+                    response.read_at_least(layout.block_len(next).unwrap_or(0).min(READ_AT_LEAST))
+                });
+            if let Err(e) = woken_per_block {
                 tracing::info!(source = %source_name, stripe = s, "stripe source: {e}");
                 failed(&mut log, Left::Crashed);
                 continue;
