@@ -247,17 +247,28 @@ pub(crate) trait Answer: Write {
         len: usize,
         buffer: &mut Vec<u8>,
     ) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut sent = 0;
-        while sent < len {
-            let chunk = (len - sent).min(BLOCK_CHUNK);
-            buffer.resize(chunk, 0);
-            file.read_exact_at(buffer, offset + sent as u64)?;
-            self.write_all(buffer)?;
-            sent += chunk;
-        }
-        Ok(())
+        copy_range(self, file, offset, len, buffer)
     }
+}
+
+/// [`Answer::send_from`] by reads into `buffer` and writes.
+fn copy_range(
+    out: &mut (impl Write + ?Sized),
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut sent = 0;
+    while sent < len {
+        let chunk = (len - sent).min(BLOCK_CHUNK);
+        buffer.resize(chunk, 0);
+        file.read_exact_at(buffer, offset + sent as u64)?;
+        out.write_all(buffer)?;
+        sent += chunk;
+    }
+    Ok(())
 }
 
 impl Answer for TcpStream {
@@ -280,13 +291,16 @@ impl Answer for TcpStream {
 
     /// By `sendfile`: the page cache's pages go to the socket without a copy through this
     /// process, nor any buffer. Reading blocks into a buffer and writing them out was a
-    /// fifth of the seed servers' time in the 16-node lab, whose two cores were full.
+    /// fifth of the seed servers' time in the 16-node lab, whose two cores were full. A
+    /// file system that cannot (no `splice_read`: EINVAL) is read and written as before. A
+    /// reader gone mid-send raises SIGPIPE, which Rust's runtime ignores (as for `write`):
+    /// the call fails with EPIPE.
     fn send_from(
         &mut self,
         file: &std::fs::File,
         offset: u64,
         len: usize,
-        _buffer: &mut Vec<u8>,
+        buffer: &mut Vec<u8>,
     ) -> io::Result<()> {
         use nix::errno::Errno;
         let mut at = i64::try_from(offset).map_err(io::Error::other)?;
@@ -301,6 +315,9 @@ impl Answer for TcpStream {
                     ))
                 }
                 Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EINVAL | Errno::ENOSYS) if at as u64 == offset => {
+                    return copy_range(self, file, offset, len, buffer)
+                }
                 // The socket's send timeout, as a write's.
                 Err(Errno::EAGAIN) => return Err(io::ErrorKind::TimedOut.into()),
                 Err(e) => return Err(e.into()),

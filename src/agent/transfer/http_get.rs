@@ -51,30 +51,77 @@ pub struct Response {
     pub body: io::Take<BufReader<TcpStream>>,
 }
 
+/// A body read straight from its socket ([`Response::unbuffered`]): what the head's read
+/// took of it first, then the socket, each read woken once it can be answered whole.
+pub struct Unbuffered {
+    body: io::Take<io::Chain<io::Cursor<Vec<u8>>, TcpStream>>,
+    /// The most a read waits for.
+    at_least: usize,
+    /// The socket's `SO_RCVLOWAT` now.
+    set: usize,
+}
+
+impl Unbuffered {
+    pub fn socket(&self) -> &TcpStream {
+        self.body.get_ref().get_ref().1
+    }
+}
+
+impl Read for Unbuffered {
+    /// Waits for what it asks (up to `at_least`) or the socket's read timeout. The kernel
+    /// wakes a reader only once `SO_RCVLOWAT` bytes are in, whatever it asked, so a read for
+    /// less (the rest of a block a timeout cut, a short last block) sets the mark to what it
+    /// asks first: it would otherwise wait on the next block's bytes (hostile review).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let limit = usize::try_from(self.body.limit()).unwrap_or(usize::MAX);
+        let want = buf.len().min(self.at_least).min(limit).max(1);
+        if want != self.set {
+            set_rcvlowat(self.socket(), want)?;
+            self.set = want;
+        }
+        self.body.read(buf)
+    }
+}
+
+/// `SO_RCVLOWAT`, which neither nix nor socket2 wraps.
+fn set_rcvlowat(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    use nix::libc::{c_int, c_void, setsockopt, socklen_t, SOL_SOCKET, SO_RCVLOWAT};
+    use std::os::fd::AsRawFd;
+    let value = c_int::try_from(bytes).unwrap_or(c_int::MAX).max(1);
+    // SAFETY: the fd is `stream`'s, open for the whole call, and the option's value is a
+    // c_int passed with its size, as socket(7) gives SO_RCVLOWAT.
+    let rc = unsafe {
+        setsockopt(
+            stream.as_raw_fd(),
+            SOL_SOCKET,
+            SO_RCVLOWAT,
+            (&value as *const c_int).cast::<c_void>(),
+            std::mem::size_of::<c_int>() as socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 impl Response {
-    /// Has a read of the body wait for `bytes` (`SO_RCVLOWAT`) rather than return each
-    /// packet as it lands; a read timeout still returns what came. A stripe's stream at an
-    /// eighth of a 50 Mbit/s link brings a 16 KiB block in about 11 packets, each of which
-    /// woke its thread for one `recv`: the 16-node lab's two cores were full (issue 24).
-    pub fn read_at_least(&self, bytes: usize) -> io::Result<()> {
-        use nix::libc::{c_int, c_void, setsockopt, socklen_t, SOL_SOCKET, SO_RCVLOWAT};
-        use std::os::fd::AsRawFd;
-        let value = c_int::try_from(bytes).unwrap_or(c_int::MAX).max(1);
-        let fd = self.body.get_ref().get_ref().as_raw_fd();
-        // SAFETY: `fd` is this response's open socket for the whole call, and the option's
-        // value is a c_int passed with its size, as socket(7) gives SO_RCVLOWAT.
-        let rc = unsafe {
-            setsockopt(
-                fd,
-                SOL_SOCKET,
-                SO_RCVLOWAT,
-                (&value as *const c_int).cast::<c_void>(),
-                std::mem::size_of::<c_int>() as socklen_t,
-            )
-        };
-        match rc {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
+    /// The body without its 8 KiB buffer, each read waiting for what it asks, up to
+    /// `at_least` bytes ([`Unbuffered`], `SO_RCVLOWAT`), rather than returning each packet
+    /// as it lands; a read timeout still returns what came. A stripe's stream at an eighth
+    /// of a 50 Mbit/s link brings a 16 KiB block in about 11 packets, each of which woke its
+    /// thread for one `recv`: the 16-node lab's two cores were full (issue 24). Unbuffered,
+    /// because a buffer's refill asks for its 8 KiB whatever the caller wants.
+    pub fn unbuffered(self, at_least: usize) -> Unbuffered {
+        let limit = self.body.limit();
+        let reader = self.body.into_inner();
+        let taken = reader.buffer().to_vec();
+        let stream = reader.into_inner();
+        Unbuffered {
+            body: io::Read::take(io::Cursor::new(taken).chain(stream), limit),
+            at_least: at_least.max(1),
+            // The kernel's default.
+            set: 1,
         }
     }
 }
@@ -315,51 +362,67 @@ mod tests {
         }
     }
 
-    /// What a stripe's stream relies on from `read_at_least`: a read waits for its count
-    /// rather than return each packet, and a read timeout still returns what came (the hang
-    /// rule looks at a source once a second of silence, however little it sent).
+    /// What a stripe's stream relies on from `unbuffered`: a read waits for its count
+    /// rather than return each packet, a read for less than that waits only for what it
+    /// asked, and a read timeout still returns what came (the hang rule looks at a source
+    /// once a second of silence, however little it sent). The sender's segments are cut to
+    /// a LAN's size: over loopback's 64 KiB ones the kernel wakes a reader at any count.
     #[test]
-    fn a_read_waits_for_its_count_and_a_timeout_returns_what_came() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    fn an_unbuffered_read_waits_for_its_count_and_a_timeout_returns_what_came() {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener.set_tcp_mss(1400).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(1).unwrap();
+        let listener: TcpListener = listener.into();
         let addr = listener.local_addr().unwrap();
+        let (go, went) = std::sync::mpsc::channel::<()>();
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let mut request = [0u8; 1024];
             let _ = stream.read(&mut request).unwrap();
-            let pause = || std::thread::sleep(Duration::from_millis(200));
             stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20480\r\n\r\n")
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 24576\r\n\r\n")
                 .unwrap();
-            pause();
-            stream.write_all(&[1; 4096]).unwrap();
-            pause();
-            stream.write_all(&[2; 12288]).unwrap();
-            pause();
-            stream.write_all(&[3; 2048]).unwrap();
+            // The body only once the client read the head, so none of it is read with it.
+            went.recv().unwrap();
+            let pause = || std::thread::sleep(Duration::from_millis(200));
+            for (byte, len) in [(1, 4096), (2, 12288), (3, 4096), (4, 2048)] {
+                stream.write_all(&vec![byte; len]).unwrap();
+                pause();
+            }
             std::thread::sleep(Duration::from_secs(3));
         });
-        let mut response = client().get(addr, "/f", 0).unwrap();
-        response.read_at_least(16384).unwrap();
-        response
-            .body
-            .get_ref()
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_millis(500)))
+        let response = client().get(addr, "/f", 0).unwrap();
+        let mut body = response.unbuffered(16384);
+        body.socket()
+            .set_read_timeout(Some(Duration::from_secs(1)))
             .unwrap();
+        go.send(()).unwrap();
         let mut block = vec![0; 16384];
-        assert_eq!(
-            response.body.read(&mut block).unwrap(),
-            16384,
-            "one read, one block"
+        assert_eq!(body.read(&mut block).unwrap(), 16384, "one read, one block");
+        // Less than a block asked: answered as soon as it came, not at the timeout.
+        let asked = std::time::Instant::now();
+        assert_eq!(body.read(&mut block[..4096]).unwrap(), 4096);
+        assert!(
+            asked.elapsed() < Duration::from_millis(700),
+            "{:?}",
+            asked.elapsed()
         );
+        // Past the timeout: what came of the 4096 asked.
         let asked = std::time::Instant::now();
         assert_eq!(
-            response.body.read(&mut block).unwrap(),
+            body.read(&mut block[..4096]).unwrap(),
             2048,
             "what came, at the timeout"
         );
-        assert!(asked.elapsed() >= Duration::from_millis(400));
-        drop(response);
+        assert!(
+            asked.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            asked.elapsed()
+        );
+        drop(body);
         server.join().unwrap();
     }
 

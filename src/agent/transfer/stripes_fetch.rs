@@ -604,7 +604,7 @@ impl Striped<'_> {
                 ..self.client
             };
             let asked = std::time::Instant::now();
-            let mut response = match head_client.get(addr, &path, 0) {
+            let response = match head_client.get(addr, &path, 0) {
                 // The budget is for one wait on readers leaving, not the fetch's: a node
                 // cutting its streams now and then spent it in honest asks (review).
                 Ok(response) => {
@@ -650,15 +650,12 @@ impl Striped<'_> {
             let d = lock().0.plan().stripes();
             // Woken every second of silence to apply the hang rule, and otherwise once a
             // block is in (its first, which the rest are at most).
-            let woken_per_block = response
-                .body
-                .get_ref()
-                .get_ref()
+            let mut body =
+                response.unbuffered(layout.block_len(next).unwrap_or(0).min(READ_AT_LEAST));
+            if let Err(e) = body
+                .socket()
                 .set_read_timeout(Some(super::relay::HUNG_AFTER))
-                .and_then(|()| {
-                    response.read_at_least(layout.block_len(next).unwrap_or(0).min(READ_AT_LEAST))
-                });
-            if let Err(e) = woken_per_block {
+            {
                 tracing::info!(source = %source_name, stripe = s, "stripe source: {e}");
                 failed(&mut log, Left::Crashed);
                 continue;
@@ -684,7 +681,7 @@ impl Striped<'_> {
                     blames: &blames,
                     stripe_done: &stripe_done,
                 };
-                match self.read_block(&mut response.body, &mut block, &watch) {
+                match self.read_block(&mut body, &mut block, &watch) {
                     Ok(()) => {}
                     // Repair brought it while the source was silent: ask again from the
                     // next block wanted.
