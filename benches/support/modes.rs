@@ -464,19 +464,21 @@ pub fn run(
         let verified = wait_nodes(&lab, &healthy, "apply started", &name, seq, start)?;
         let last = verified.iter().cloned().fold(f64::MIN, f64::max);
         let origin_sent = origin_counter(&lab, false)?;
-        let cpu: f64 = pids
-            .iter()
-            .zip(&cpu_before)
-            .filter_map(|(p, before)| p.map(|p| (cpu_s(p) - before).max(0.0)))
-            .sum();
-        let counted = pids.iter().filter(|p| p.is_some()).count().max(1);
-        let serve_cpu: f64 = serve_pids
-            .iter()
-            .zip(&serve_before)
-            .filter_map(|(p, before)| p.map(|p| (cpu_s(p) - before).max(0.0)))
-            .sum();
-        let serve_counted = serve_pids.iter().filter(|p| p.is_some()).count().max(1);
         let gib = len as f64 / (1u64 << 30) as f64;
+        // CPU seconds per process since `before`, per process counted, per GiB.
+        let per_gib = |pids: &[Option<u32>], before: &[f64]| {
+            let spent: f64 = pids
+                .iter()
+                .zip(before)
+                .filter_map(|(p, before)| p.map(|p| (cpu_s(p) - before).max(0.0)))
+                .sum();
+            spent / pids.iter().flatten().count().max(1) as f64 / gib
+        };
+        // Read now, at the last healthy node's verify, not after the slow nodes' own.
+        let (cpu_per_gib, serve_cpu_per_gib) = (
+            per_gib(&pids, &cpu_before),
+            per_gib(&serve_pids, &serve_before),
+        );
         let mut slow = Vec::new();
         for &(n, copy) in &slow_copy {
             let own = wait_nodes(&lab, &[n], "apply started", &name, seq, start)?[0];
@@ -503,8 +505,8 @@ pub fn run(
             slow,
             origin_sent,
             rss_peak,
-            cpu_per_gib: cpu / counted as f64 / gib,
-            serve_cpu_per_gib: serve_cpu / serve_counted as f64 / gib,
+            cpu_per_gib,
+            serve_cpu_per_gib,
             roster_slow,
         });
         // Every apply done (a 64 MiB archive extracted on each node) before the next submit,

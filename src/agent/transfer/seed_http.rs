@@ -1192,14 +1192,13 @@ mod tests {
         assert_eq!(zero(2 * (LEAD + 3)), Some(true), "held once stripe 1 moved");
     }
 
-    /// One member (a compromised one, or one reconnecting in a loop) holds at most
-    /// `MAX_RELAY_READERS_PER_SOURCE` readers of a stripe; others still get in.
-    #[test]
-    fn one_member_holds_few_of_a_stripes_readers() {
+    /// Takes all of one address's places among stripe 1's readers, whose blocks are not
+    /// held (each answer waits, holding its place), and checks that its next ask gets 429.
+    fn hog_stripe_one(
+        server: &SeedHandle,
+        hash: &str,
+    ) -> (String, Vec<crate::agent::transfer::http_get::Response>) {
         use crate::agent::transfer::http_get::GetError;
-        let (root, hash, _, mut have) = stripe_fixture(&[0, 2, 4]);
-        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
-        // Stripe 1's blocks are not held: its readers wait, holding their places.
         let path = format!("/{hash}/big?stripe=1&from=1");
         let hog: Vec<_> = (0..MAX_RELAY_READERS_PER_SOURCE)
             .map(|_| test_client().get(server.addr(), &path, 0).unwrap())
@@ -1209,6 +1208,16 @@ mod tests {
             Err(GetError::Status { status: 429, .. }) => {}
             other => panic!("expected 429, got {:?}", other.map(|r| r.status)),
         }
+        (path, hog)
+    }
+
+    /// One member (a compromised one, or one reconnecting in a loop) holds at most
+    /// `MAX_RELAY_READERS_PER_SOURCE` readers of a stripe; others still get in.
+    #[test]
+    fn one_member_holds_few_of_a_stripes_readers() {
+        let (root, hash, _, mut have) = stripe_fixture(&[0, 2, 4]);
+        let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
+        let (path, hog) = hog_stripe_one(&server, hash);
         let other = crate::agent::transfer::http_get::Client {
             bind: Some(std::net::IpAddr::from([127, 0, 0, 9])),
             ..test_client()
@@ -1231,15 +1240,7 @@ mod tests {
         use crate::agent::transfer::http_get::GetError;
         let (root, hash, _, _) = stripe_fixture(&[0, 2, 4]);
         let server = SeedServer::start("127.0.0.1:0".parse().unwrap(), root.path()).unwrap();
-        let path = format!("/{hash}/big?stripe=1&from=1");
-        let mut held: Vec<_> = (0..MAX_RELAY_READERS_PER_SOURCE)
-            .map(|_| test_client().get(server.addr(), &path, 0).unwrap())
-            .collect();
-        std::thread::sleep(Duration::from_millis(100));
-        match test_client().get(server.addr(), &path, 0) {
-            Err(GetError::Status { status: 429, .. }) => {}
-            other => panic!("expected 429, got {:?}", other.map(|r| r.status)),
-        }
+        let (path, mut held) = hog_stripe_one(&server, hash);
         drop(held.pop());
         let left = Instant::now();
         loop {
