@@ -179,14 +179,15 @@ const RELAY_POLL: Duration = Duration::from_millis(3);
 /// sleeps alone 6% of `perf`'s samples on its two cores (issue 24).
 const BLOCK_POLL: Duration = Duration::from_millis(10);
 
-/// The most of a block [`send_blocks`] reads at once: the block size comes from the `.have`
-/// mark, which the download dir's owner may rewrite (up to 16 MiB blocks), and each reader
-/// would otherwise hold a whole block in memory (hostile review).
+/// The most of a block [`Answer::send_from`] reads or sends at once: the block size comes
+/// from the `.have` mark, which the download dir's owner may rewrite (up to 16 MiB blocks),
+/// and each reader would otherwise hold a whole block in memory (hostile review).
 const BLOCK_CHUNK: usize = 64 * 1024;
 
-/// Sends each block once it is held, from its offset ([`Answer::send_from`]): a block not held yet is waited for (at most [`RELAY_STALL`] each), never read from a hole;
-/// a file shorter than a held block ends the answer early, which its reader takes as this node
-/// failing.
+/// Sends each block once it is held, from its offset ([`Answer::send_from`]): a block not
+/// held yet is waited for (at most [`RELAY_STALL`] each, and only while its reader is
+/// there), never read from a hole; a file shorter than a held block ends the answer early,
+/// which its reader takes as this node failing.
 fn send_blocks(
     file: &std::fs::File,
     blocks: &[(u64, usize, u32)],
